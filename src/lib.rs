@@ -1,0 +1,20 @@
+//! # rekafka
+//!
+//! A pure-Rust Apache Kafka client with error handling built in.
+//!
+//! The crate is built in layers, each using only the public API of the layers below it:
+//!
+//! * [`protocol`]: the wire protocol without I/O: framing, typed requests and responses over the
+//!   `kafka-protocol` crate's message types, version negotiation, and our own record-batch codec
+//!   ([`protocol::record`]).
+//! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
+//!
+//! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
+//! flows.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod protocol;
+
+pub use error::{Error, ErrorKind, KafkaCode, Result};

@@ -1,0 +1,3 @@
+//! The Kafka wire protocol, without I/O.
+
+pub mod record;
