@@ -61,15 +61,18 @@ pub struct Context {
 }
 
 /// What kind of failure an [`Error`] is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The broker answered with a Kafka error code.
+    #[error("broker error {0}")]
     Broker(KafkaCode),
     /// Bytes from the network (or given to a decoder) are not valid Kafka protocol: truncated,
     /// inconsistent lengths, bad CRC, unknown compression, a length that exceeds its input.
+    #[error("corrupt protocol data")]
     Corrupt,
     /// A frame's declared size is larger than the configured maximum (or negative).
+    #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {
         /// The size the frame's length prefix declared.
         size: i64,
@@ -77,30 +80,41 @@ pub enum ErrorKind {
         max: usize,
     },
     /// No version of an API is supported by both the broker and this client.
+    #[error("no version of {api:?} is supported by both broker and client")]
     UnsupportedVersion {
         /// The API.
         api: ApiKey,
     },
     /// Encoding a request failed (a field set that the negotiated version cannot carry, a value
     /// out of range).
+    #[error("request encoding failed")]
     Encode,
     /// Compressing or decompressing a record batch failed.
+    #[error("compression failed")]
     Compression,
     /// A socket or other I/O failure.
+    #[error("I/O error ({0})")]
     Io(std::io::ErrorKind),
     /// The connection to a broker was closed or is not usable.
+    #[error("connection closed")]
     Disconnected,
     /// An operation did not finish within its time limit.
+    #[error("timed out")]
     Timeout,
     /// A setting is invalid; the message names the setting.
+    #[error("invalid configuration")]
     Config,
     /// Authentication with the broker failed (SASL or TLS).
+    #[error("authentication failed")]
     Authentication,
     /// The client (or the object the call was made on) has been closed.
+    #[error("client closed")]
     Closed,
     /// A memory or buffer bound was reached and waiting for room timed out.
+    #[error("buffer full")]
     BufferFull,
     /// A response did not match its request (wrong correlation id, missing topic or partition).
+    #[error("unexpected response")]
     UnexpectedResponse,
 }
 
@@ -569,37 +583,6 @@ impl fmt::Debug for Error {
             d.field("source", s);
         }
         d.finish()
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorKind::Broker(code) => write!(f, "broker error {code}"),
-            ErrorKind::Corrupt => f.write_str("corrupt protocol data"),
-            ErrorKind::FrameTooLarge { size, max } => {
-                write!(
-                    f,
-                    "frame of {size} bytes exceeds the maximum of {max} bytes"
-                )
-            }
-            ErrorKind::UnsupportedVersion { api } => {
-                write!(
-                    f,
-                    "no version of {api:?} is supported by both broker and client"
-                )
-            }
-            ErrorKind::Encode => f.write_str("request encoding failed"),
-            ErrorKind::Compression => f.write_str("compression failed"),
-            ErrorKind::Io(kind) => write!(f, "I/O error ({kind})"),
-            ErrorKind::Disconnected => f.write_str("connection closed"),
-            ErrorKind::Timeout => f.write_str("timed out"),
-            ErrorKind::Config => f.write_str("invalid configuration"),
-            ErrorKind::Authentication => f.write_str("authentication failed"),
-            ErrorKind::Closed => f.write_str("client closed"),
-            ErrorKind::BufferFull => f.write_str("buffer full"),
-            ErrorKind::UnexpectedResponse => f.write_str("unexpected response"),
-        }
     }
 }
 
