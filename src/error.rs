@@ -26,6 +26,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
 
@@ -34,16 +35,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The error type of rekafka.
 ///
-/// Small (one pointer) so that `Result<T>` stays cheap on hot paths.
+/// Small (one pointer) so that `Result<T>` stays cheap on hot paths, and `Clone` (the cause is
+/// shared) so that one failure can be handed to every request or record it affects.
+#[derive(Clone)]
 pub struct Error {
     inner: Box<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     kind: ErrorKind,
     message: Option<String>,
     context: Context,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// Where an error happened, as far as the layer that raised it knew.
@@ -416,7 +420,7 @@ impl Error {
 
     /// Attaches an underlying cause.
     pub fn source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
-        self.inner.source = Some(Box::new(source));
+        self.inner.source = Some(Arc::new(source));
         self
     }
 
@@ -425,7 +429,7 @@ impl Error {
         mut self,
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     ) -> Error {
-        self.inner.source = Some(source);
+        self.inner.source = Some(Arc::from(source));
         self
     }
 
