@@ -117,7 +117,6 @@ pub fn decode_response<R: Request>(
     Ok((header, response))
 }
 
-#[cfg(feature = "server")]
 /// Decodes the header of a request frame (without its size prefix). Returns the header and the
 /// body that follows it. For the server side (the mock cluster) and for tests.
 pub fn decode_request_header(frame: &Bytes) -> Result<(RequestHeader, Bytes)> {
@@ -134,7 +133,6 @@ pub fn decode_request_header(frame: &Bytes) -> Result<(RequestHeader, Bytes)> {
     Ok((header, frame.slice(used..)))
 }
 
-#[cfg(feature = "server")]
 /// Decodes a request body of type `R` at `version`. For the server side and for tests.
 pub fn decode_request<R: Request>(body: Bytes, version: i16) -> Result<R> {
     let api = api_key::<R>()?;
@@ -144,7 +142,6 @@ pub fn decode_request<R: Request>(body: Bytes, version: i16) -> Result<R> {
         .map_err(|e| e.api(api))
 }
 
-#[cfg(feature = "server")]
 /// Encodes `response` to request type `R` at `version` as a complete frame with the given
 /// correlation id. For the server side (the mock cluster) and for tests.
 pub fn encode_response<R: Request>(
@@ -192,7 +189,6 @@ mod tests {
         b.freeze()
     }
 
-    #[cfg(feature = "server")]
     #[test]
     fn request_round_trip_all_versions() {
         for v in MetadataRequest::VERSIONS.min..=MetadataRequest::VERSIONS.max {

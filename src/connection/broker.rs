@@ -1,0 +1,163 @@
+//! A connection to one broker that reconnects by itself, with back-off.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kafka_protocol::protocol::Request;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::{Backoff, Connection, ConnectionConfig};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A connection to one broker that (re)connects lazily, on the next request after it died.
+///
+/// Requests in flight when the connection dies fail with a retriable
+/// [`ErrorKind::Disconnected`] error (the caller decides whether to retry); the next request
+/// connects again. Attempts are spaced by [`Backoff`]: at least
+/// [`reconnect_backoff`](ConnectionConfig::reconnect_backoff) after the previous attempt,
+/// doubling with every consecutive failure up to
+/// [`reconnect_backoff_max`](ConnectionConfig::reconnect_backoff_max), ±20% jitter; a successful
+/// connect resets it. A request that arrives during the back-off waits for it, then makes one
+/// attempt; if that fails the request fails with the connect error (retriable when it is a
+/// timeout or an I/O error such as "connection refused"). Only one attempt runs at a time;
+/// concurrent requests wait for it and share its result.
+///
+/// Cheap to clone; all clones share the connection.
+///
+/// ```no_run
+/// # async fn demo() -> rekafka::Result<()> {
+/// use rekafka::connection::{BrokerConnection, ConnectionConfig};
+/// use rekafka::protocol::messages::MetadataRequest;
+///
+/// let broker = BrokerConnection::new(1, "127.0.0.1:9092", ConnectionConfig::default());
+/// let metadata = broker.send(MetadataRequest::default()).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BrokerConnection {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    broker_id: i32,
+    addr: String,
+    config: ConnectionConfig,
+    closed: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    conn: Option<Connection>,
+    backoff: Backoff,
+    /// When the last connect attempt started, and how long to wait after it.
+    last_attempt: Option<(Instant, Duration)>,
+}
+
+impl BrokerConnection {
+    /// A connection to broker `broker_id` at `addr` (`host:port`). Does not connect yet.
+    pub fn new(broker_id: i32, addr: impl Into<String>, config: ConnectionConfig) -> Self {
+        let backoff = Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max);
+        BrokerConnection {
+            inner: Arc::new(Inner {
+                broker_id,
+                addr: addr.into(),
+                config,
+                closed: AtomicBool::new(false),
+                state: Mutex::new(State {
+                    conn: None,
+                    backoff,
+                    last_attempt: None,
+                }),
+            }),
+        }
+    }
+
+    /// The broker's node id.
+    pub fn broker_id(&self) -> i32 {
+        self.inner.broker_id
+    }
+
+    /// The broker's address.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The current live connection, connecting first if there is none (after the back-off).
+    pub async fn connection(&self) -> Result<Connection> {
+        let closed = || {
+            Error::with_message(ErrorKind::Closed, "broker connection closed")
+                .on_broker(self.inner.broker_id)
+        };
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let mut st = self.inner.state.lock().await;
+        if let Some(conn) = &st.conn {
+            if !conn.is_closed() {
+                return Ok(conn.clone());
+            }
+            st.conn = None;
+        }
+        if let Some((at, wait)) = st.last_attempt {
+            tokio::time::sleep_until(at + wait).await;
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let started = Instant::now();
+        let result =
+            Connection::connect(&self.inner.addr, self.inner.broker_id, &self.inner.config).await;
+        match result {
+            Ok(conn) => {
+                st.backoff.reset();
+                let wait = st.backoff.delay();
+                st.last_attempt = Some((started, wait));
+                st.conn = Some(conn.clone());
+                tracing::debug!(broker = self.inner.broker_id, addr = %self.inner.addr, "connected");
+                Ok(conn)
+            }
+            Err(e) => {
+                st.backoff.failed();
+                let wait = st.backoff.delay();
+                st.last_attempt = Some((started, wait));
+                tracing::debug!(broker = self.inner.broker_id, addr = %self.inner.addr, error = %e, failures = st.backoff.failures(), ?wait, "connect failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// The number of consecutive failed connect attempts (0 after a success).
+    pub async fn failures(&self) -> u32 {
+        self.inner.state.lock().await.backoff.failures()
+    }
+
+    /// [`Connection::send`] on the current connection, connecting first if needed.
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
+        self.connection().await?.send(request).await
+    }
+
+    /// [`Connection::send_at`] on the current connection, connecting first if needed.
+    pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
+        self.connection().await?.send_at(request, version).await
+    }
+
+    /// [`Connection::send_no_response`] on the current connection, connecting first if needed.
+    pub async fn send_no_response<R: Request>(&self, request: R) -> Result<()> {
+        self.connection().await?.send_no_response(request).await
+    }
+
+    /// Closes the current connection (see [`Connection::close`]); later requests fail with
+    /// [`ErrorKind::Closed`] and no reconnect is attempted.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let conn = self.inner.state.lock().await.conn.take();
+        if let Some(conn) = conn {
+            conn.close().await;
+        }
+    }
+}

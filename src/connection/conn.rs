@@ -1,0 +1,792 @@
+//! One connection to one broker: a writer task, a reader task and the in-flight table between
+//! them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{BoxTransport, ConnectionConfig, Transport};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::codec::{self, api_key};
+use crate::protocol::frame::FrameDecoder;
+use crate::protocol::versions::{
+    API_VERSIONS_LATEST, ApiVersionRanges, ApiVersionsOutcome, api_versions_request,
+    decode_api_versions,
+};
+
+/// The name this client gives itself in ApiVersions (KIP-511).
+const SOFTWARE_NAME: &str = "rekafka";
+/// How many frames the writer coalesces into one flush.
+const WRITE_BATCH: usize = 64;
+/// Offset of the correlation id in an encoded request frame: size (4), api key (2), version (2).
+const CORRELATION_OFFSET: usize = 8;
+
+/// A connection to one broker, shared by any number of tasks.
+///
+/// Created by [`connect`](Connection::connect) (TCP) or [`handshake`](Connection::handshake)
+/// (any transport); both negotiate API versions before returning. Cloning is cheap and every
+/// clone uses the same socket; requests from all clones are pipelined on it, at most
+/// [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
+///
+/// Once the connection fails (EOF, reset, an oversized or undecodable frame) it is dead for
+/// good: every request in flight fails at once with a retriable [`ErrorKind::Disconnected`]
+/// error and so does every later request; make a new connection (or use
+/// [`BrokerConnection`](super::BrokerConnection), which does that by itself).
+///
+/// ```no_run
+/// # async fn demo() -> rekafka::Result<()> {
+/// use rekafka::connection::{Connection, ConnectionConfig};
+/// use rekafka::protocol::messages::MetadataRequest;
+///
+/// let conn = Connection::connect("127.0.0.1:9092", -1, &ConnectionConfig::default()).await?;
+/// let metadata = conn.send(MetadataRequest::default()).await?;
+/// println!("{} brokers", metadata.brokers.len());
+/// conn.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("broker_id", &self.shared.broker_id)
+            .field("in_flight", &self.in_flight())
+            .field("error", &self.shared.table.error())
+            .finish()
+    }
+}
+
+/// What the handles share. Dropping it (the last handle) closes the connection.
+struct Shared {
+    broker_id: i32,
+    client_id: String,
+    request_timeout: Duration,
+    versions: ApiVersionRanges,
+    table: Arc<Table>,
+    permits: Semaphore,
+    writes: mpsc::Sender<WriteCmd>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Stops both tasks (they watch the table's dead signal); no await possible here, the
+        // tasks end by themselves and drop the socket.
+        self.table.fail(
+            Error::with_message(
+                ErrorKind::Closed,
+                "every handle to the connection was dropped",
+            )
+            .on_broker(self.broker_id),
+            true,
+        );
+    }
+}
+
+/// One encoded frame for the writer task.
+struct WriteCmd {
+    frame: Bytes,
+    /// Told once the frame is flushed (for requests without a response).
+    written: Option<oneshot::Sender<()>>,
+}
+
+/// The in-flight table, shared by the callers, the reader and the writer.
+struct Table {
+    broker_id: i32,
+    state: Mutex<State>,
+    /// Set to `true` once the connection is dead or closed; both tasks watch it.
+    dead: watch::Sender<bool>,
+}
+
+struct State {
+    in_flight: HashMap<i32, Entry>,
+    next_correlation: i32,
+    /// Correlation ids of requests sent without expecting a response, in the order written.
+    no_response: VecDeque<i32>,
+    /// Why the connection is dead, once it is.
+    error: Option<Error>,
+}
+
+struct Entry {
+    api: ApiKey,
+    waiter: Waiter,
+}
+
+enum Waiter {
+    /// A caller waits for the response frame.
+    Caller(oneshot::Sender<Result<Bytes>>),
+    /// The caller gave up (timed out or was dropped); the response is read and discarded.
+    Abandoned,
+    /// Sent without expecting a response (acks=0 produce). Kafka does not answer, some brokers
+    /// (Tansu) do; either way nothing waits.
+    NoResponse,
+}
+
+/// Whether correlation id `a` was assigned before `b`, allowing for wrap-around.
+fn precedes(a: i32, b: i32) -> bool {
+    b.wrapping_sub(a) > 0
+}
+
+impl Table {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock; if one ever did, the table is still
+        // consistent (every update is a single map operation).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn error(&self) -> Option<Error> {
+        self.lock().error.clone()
+    }
+
+    /// Registers a request about to be handed to the writer and returns its correlation id.
+    /// Ids are assigned in hand-off order, which is the order frames are written.
+    fn register(&self, api: ApiKey, waiter: Waiter) -> Result<i32> {
+        let mut st = self.lock();
+        if let Some(e) = &st.error {
+            return Err(e.clone().api(api));
+        }
+        let mut corr = st.next_correlation;
+        while st.in_flight.contains_key(&corr) {
+            corr = corr.wrapping_add(1);
+        }
+        st.next_correlation = corr.wrapping_add(1);
+        if matches!(waiter, Waiter::NoResponse) {
+            st.no_response.push_back(corr);
+        }
+        st.in_flight.insert(corr, Entry { api, waiter });
+        Ok(corr)
+    }
+
+    /// The caller of `corr` is gone: keep the entry so the response is recognised and
+    /// discarded when it comes.
+    fn abandon(&self, corr: i32) {
+        let mut st = self.lock();
+        if let Some(entry) = st.in_flight.get_mut(&corr)
+            && matches!(entry.waiter, Waiter::Caller(_))
+        {
+            entry.waiter = Waiter::Abandoned;
+        }
+    }
+
+    /// Routes a response frame to its caller, or discards it.
+    fn dispatch(&self, frame: Bytes) -> Result<()> {
+        let corr = codec::response_correlation_id(&frame)?;
+        let mut st = self.lock();
+        let Some(entry) = st.in_flight.remove(&corr) else {
+            drop(st);
+            tracing::warn!(
+                broker = self.broker_id,
+                correlation_id = corr,
+                len = frame.len(),
+                "discarding a response with an unknown correlation id"
+            );
+            return Ok(());
+        };
+        // A broker answers the requests of a connection in order, so requests sent before this
+        // one without expecting a response will never be answered now (Kafka does not answer
+        // acks=0 produce requests); forget them.
+        while let Some(&first) = st.no_response.front() {
+            if !precedes(first, corr) && first != corr {
+                break;
+            }
+            st.no_response.pop_front();
+            if first != corr
+                && st
+                    .in_flight
+                    .get(&first)
+                    .is_some_and(|e| matches!(e.waiter, Waiter::NoResponse))
+            {
+                st.in_flight.remove(&first);
+            }
+        }
+        drop(st);
+        match entry.waiter {
+            Waiter::Caller(tx) => {
+                if tx.send(Ok(frame)).is_err() {
+                    tracing::trace!(broker = self.broker_id, correlation_id = corr, api = ?entry.api, "caller gone, response discarded");
+                }
+            }
+            Waiter::Abandoned => {
+                tracing::debug!(broker = self.broker_id, correlation_id = corr, api = ?entry.api, "discarding the late response of an abandoned request");
+            }
+            Waiter::NoResponse => {
+                tracing::trace!(broker = self.broker_id, correlation_id = corr, api = ?entry.api, "discarding the response to a request sent without expecting one");
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the connection dead with `error` and fails every request in flight with it.
+    /// Keeps the first error unless `replace` (used by `close`, so later calls see `Closed`).
+    fn fail(&self, error: Error, replace: bool) {
+        let entries: Vec<Entry> = {
+            let mut st = self.lock();
+            if st.error.is_some() && !replace {
+                return;
+            }
+            st.error = Some(error.clone());
+            st.no_response.clear();
+            st.in_flight.drain().map(|(_, e)| e).collect()
+        };
+        if !entries.is_empty() {
+            tracing::debug!(broker = self.broker_id, count = entries.len(), %error, "failing requests in flight");
+        }
+        for entry in entries {
+            if let Waiter::Caller(tx) = entry.waiter {
+                let _ = tx.send(Err(error.clone().api(entry.api)));
+            }
+        }
+        self.dead.send_replace(true);
+    }
+}
+
+/// The error in-flight requests get when the connection fails because of `cause`.
+fn disconnected(broker_id: i32, cause: Error) -> Error {
+    if cause.kind() == &ErrorKind::Disconnected {
+        return cause.on_broker(broker_id);
+    }
+    Error::with_message(ErrorKind::Disconnected, cause.to_string())
+        .source(cause)
+        .on_broker(broker_id)
+}
+
+/// Removes or abandons a handed-off request when the caller's future is dropped (or times out)
+/// before its response arrived.
+struct InFlight<'a> {
+    table: &'a Table,
+    correlation_id: i32,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.table.abandon(self.correlation_id);
+        }
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) over TCP and negotiates API versions.
+    ///
+    /// `broker_id` is the node id the connection is for (use `-1` for a bootstrap address); it
+    /// only labels errors and logs. Connecting and the ApiVersions exchange together must finish
+    /// within [`connect_timeout`](ConnectionConfig::connect_timeout).
+    pub async fn connect(
+        addr: &str,
+        broker_id: i32,
+        config: &ConnectionConfig,
+    ) -> Result<Connection> {
+        config.validate()?;
+        let deadline = Instant::now() + config.connect_timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(Error::from(e)
+                    .message(format!("connecting to {addr}"))
+                    .on_broker(broker_id));
+            }
+            Err(_) => {
+                return Err(Error::with_message(
+                    ErrorKind::Timeout,
+                    format!(
+                        "connecting to {addr} took longer than {:?}",
+                        config.connect_timeout
+                    ),
+                )
+                .on_broker(broker_id));
+            }
+        };
+        stream.set_nodelay(true).map_err(|e| {
+            Error::from(e)
+                .message("setting TCP_NODELAY")
+                .on_broker(broker_id)
+        })?;
+        Self::handshake_until(Box::new(stream), broker_id, config, deadline).await
+    }
+
+    /// Negotiates API versions over an established transport (TCP, TLS, a test stream) and
+    /// starts the connection's tasks. The ApiVersions exchange must finish within
+    /// [`connect_timeout`](ConnectionConfig::connect_timeout).
+    pub async fn handshake(
+        io: impl Transport,
+        broker_id: i32,
+        config: &ConnectionConfig,
+    ) -> Result<Connection> {
+        config.validate()?;
+        let deadline = Instant::now() + config.connect_timeout;
+        Self::handshake_until(Box::new(io), broker_id, config, deadline).await
+    }
+
+    async fn handshake_until(
+        mut io: BoxTransport,
+        broker_id: i32,
+        config: &ConnectionConfig,
+        deadline: Instant,
+    ) -> Result<Connection> {
+        let decoder = FrameDecoder::new(config.max_frame_size);
+        let mut buf = BytesMut::new();
+        let negotiated = tokio::time::timeout_at(
+            deadline,
+            negotiate_versions(&mut io, &mut buf, decoder, &config.client_id),
+        )
+        .await;
+        let (versions, next_correlation) = match negotiated {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(e.api(ApiKey::ApiVersions).on_broker(broker_id)),
+            Err(_) => {
+                return Err(Error::with_message(
+                    ErrorKind::Timeout,
+                    format!(
+                        "ApiVersions handshake not done within {:?}",
+                        config.connect_timeout
+                    ),
+                )
+                .api(ApiKey::ApiVersions)
+                .on_broker(broker_id));
+            }
+        };
+        Ok(Self::start(
+            io,
+            buf,
+            broker_id,
+            config,
+            versions,
+            next_correlation,
+        ))
+    }
+
+    fn start(
+        io: BoxTransport,
+        buf: BytesMut,
+        broker_id: i32,
+        config: &ConnectionConfig,
+        versions: ApiVersionRanges,
+        next_correlation: i32,
+    ) -> Connection {
+        let (dead_tx, dead_rx) = watch::channel(false);
+        let table = Arc::new(Table {
+            broker_id,
+            state: Mutex::new(State {
+                in_flight: HashMap::new(),
+                next_correlation,
+                no_response: VecDeque::new(),
+                error: None,
+            }),
+            dead: dead_tx,
+        });
+        let (read, write) = tokio::io::split(io);
+        let (writes, rx) = mpsc::channel(config.max_in_flight);
+        let decoder = FrameDecoder::new(config.max_frame_size);
+        let reader = tokio::spawn(read_loop(
+            read,
+            buf,
+            decoder,
+            table.clone(),
+            dead_rx.clone(),
+        ));
+        let writer = tokio::spawn(write_loop(write, rx, table.clone(), dead_rx));
+        Connection {
+            shared: Arc::new(Shared {
+                broker_id,
+                client_id: config.client_id.clone(),
+                request_timeout: config.request_timeout,
+                versions,
+                table,
+                permits: Semaphore::new(config.max_in_flight),
+                writes,
+                tasks: Mutex::new(vec![reader, writer]),
+            }),
+        }
+    }
+
+    /// The node id this connection was made for.
+    pub fn broker_id(&self) -> i32 {
+        self.shared.broker_id
+    }
+
+    /// The API versions the broker supports (from the ApiVersions exchange at connect).
+    pub fn versions(&self) -> &ApiVersionRanges {
+        &self.shared.versions
+    }
+
+    /// Whether the connection is dead (failed or closed); every request on it fails at once.
+    pub fn is_closed(&self) -> bool {
+        self.shared.table.lock().error.is_some()
+    }
+
+    /// Why the connection is dead, if it is.
+    pub fn error(&self) -> Option<Error> {
+        self.shared.table.error()
+    }
+
+    /// How many requests are in the in-flight table: waiting for their response, abandoned by
+    /// their caller but not yet answered, or sent without expecting a response and not yet known
+    /// to be unanswered.
+    pub fn in_flight(&self) -> usize {
+        self.shared.table.lock().in_flight.len()
+    }
+
+    /// Sends `request` at the highest version both the broker and this client support and
+    /// waits for the response.
+    ///
+    /// Fails with [`ErrorKind::UnsupportedVersion`] if there is no such version,
+    /// [`ErrorKind::Timeout`] if no response came within
+    /// [`request_timeout`](ConnectionConfig::request_timeout) (waiting for an in-flight slot
+    /// included), and [`ErrorKind::Disconnected`] if the connection is or becomes dead.
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
+        let version = self
+            .shared
+            .versions
+            .negotiate::<R>()
+            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        self.send_at(request, version).await
+    }
+
+    /// Sends `request` at an explicit `version` and waits for the response.
+    pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
+        let api = api_key::<R>()?;
+        let timeout = self.shared.request_timeout;
+        match tokio::time::timeout(timeout, self.request::<R>(&request, version, api)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout_error(api, timeout)),
+        }
+    }
+
+    /// Sends a request for which the broker sends no response (a Produce with acks=0) at the
+    /// highest common version. Returns once the frame is written.
+    ///
+    /// Kafka does not answer such a request, some brokers (Tansu) do; a response that does come
+    /// is read and discarded by its correlation id.
+    pub async fn send_no_response<R: Request>(&self, request: R) -> Result<()> {
+        let version = self
+            .shared
+            .versions
+            .negotiate::<R>()
+            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        self.send_no_response_at(request, version).await
+    }
+
+    /// [`send_no_response`](Connection::send_no_response) at an explicit `version`.
+    pub async fn send_no_response_at<R: Request>(&self, request: R, version: i16) -> Result<()> {
+        let api = api_key::<R>()?;
+        let timeout = self.shared.request_timeout;
+        let send = async {
+            let _permit = self.acquire(api).await?;
+            let frame = self.encode(&request, version, api)?;
+            let (tx, rx) = oneshot::channel();
+            let mut in_flight = self
+                .hand_off(frame, api, Waiter::NoResponse, Some(tx))
+                .await?;
+            in_flight.armed = false;
+            rx.await.map_err(|_| self.dead_error(api))
+        };
+        match tokio::time::timeout(timeout, send).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout_error(api, timeout)),
+        }
+    }
+
+    /// Closes the connection: fails every request in flight with [`ErrorKind::Closed`], stops
+    /// the reader and writer tasks and waits for them to end (which closes the socket). Later
+    /// requests on any clone fail with `Closed`. Idempotent.
+    pub async fn close(&self) {
+        self.shared.table.fail(
+            Error::with_message(ErrorKind::Closed, "connection closed")
+                .on_broker(self.shared.broker_id),
+            true,
+        );
+        let tasks = std::mem::take(
+            &mut *self
+                .shared
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(broker = self.shared.broker_id, "connection task panicked");
+            }
+        }
+    }
+
+    async fn request<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        api: ApiKey,
+    ) -> Result<R::Response> {
+        let _permit = self.acquire(api).await?;
+        let frame = self.encode(request, version, api)?;
+        let (tx, rx) = oneshot::channel();
+        let mut in_flight = self.hand_off(frame, api, Waiter::Caller(tx), None).await?;
+        let correlation_id = in_flight.correlation_id;
+        let frame = match rx.await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(self.dead_error(api)),
+        };
+        in_flight.armed = false;
+        match codec::decode_response::<R>(frame, version) {
+            Ok((header, response)) if header.correlation_id == correlation_id => Ok(response),
+            Ok((header, _)) => Err(Error::with_message(
+                ErrorKind::UnexpectedResponse,
+                format!(
+                    "response header has correlation id {}, expected {correlation_id}",
+                    header.correlation_id
+                ),
+            )
+            .api(api)
+            .on_broker(self.shared.broker_id)),
+            Err(e) => {
+                // The stream (or what we think the broker speaks) cannot be trusted any more.
+                let e = e.api(api).on_broker(self.shared.broker_id);
+                self.shared
+                    .table
+                    .fail(disconnected(self.shared.broker_id, e.clone()), false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for an in-flight slot (failing at once on a dead connection).
+    async fn acquire(&self, api: ApiKey) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        if let Some(e) = self.shared.table.error() {
+            return Err(e.api(api));
+        }
+        self.shared
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| self.dead_error(api))
+    }
+
+    /// Encodes the whole frame (correlation id patched in at hand-off), so that the writer gets
+    /// it as one unit.
+    fn encode<R: Request>(&self, request: &R, version: i16, api: ApiKey) -> Result<BytesMut> {
+        let mut frame = BytesMut::new();
+        codec::encode_request(
+            request,
+            version,
+            0,
+            Some(&self.shared.client_id),
+            &mut frame,
+        )
+        .map_err(|e| e.api(api).on_broker(self.shared.broker_id))?;
+        Ok(frame)
+    }
+
+    /// Hands a frame to the writer. The only await is for a channel slot, before anything is
+    /// registered; from the registration on everything is synchronous, so a dropped caller
+    /// either sent nothing or handed off the whole frame.
+    async fn hand_off(
+        &self,
+        mut frame: BytesMut,
+        api: ApiKey,
+        waiter: Waiter,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<InFlight<'_>> {
+        let slot = self
+            .shared
+            .writes
+            .reserve()
+            .await
+            .map_err(|_| self.dead_error(api))?;
+        let Some(corr_bytes) = frame.get_mut(CORRELATION_OFFSET..CORRELATION_OFFSET + 4) else {
+            return Err(Error::with_message(ErrorKind::Encode, "request frame too short").api(api));
+        };
+        let correlation_id = self.shared.table.register(api, waiter)?;
+        corr_bytes.copy_from_slice(&correlation_id.to_be_bytes());
+        slot.send(WriteCmd {
+            frame: frame.freeze(),
+            written,
+        });
+        Ok(InFlight {
+            table: &self.shared.table,
+            correlation_id,
+            armed: true,
+        })
+    }
+
+    fn dead_error(&self, api: ApiKey) -> Error {
+        self.shared
+            .table
+            .error()
+            .unwrap_or_else(|| {
+                Error::with_message(ErrorKind::Disconnected, "connection tasks ended")
+                    .on_broker(self.shared.broker_id)
+            })
+            .api(api)
+    }
+
+    fn timeout_error(&self, api: ApiKey, timeout: Duration) -> Error {
+        Error::with_message(
+            ErrorKind::Timeout,
+            format!("no response within the request timeout of {timeout:?}"),
+        )
+        .api(api)
+        .on_broker(self.shared.broker_id)
+    }
+}
+
+/// ApiVersions at the newest version, falling back as the broker says (KIP-511). Returns the
+/// broker's ranges and the next correlation id; leftover bytes stay in `buf`.
+async fn negotiate_versions(
+    io: &mut BoxTransport,
+    buf: &mut BytesMut,
+    decoder: FrameDecoder,
+    client_id: &str,
+) -> Result<(ApiVersionRanges, i32)> {
+    let mut version = API_VERSIONS_LATEST;
+    let request = api_versions_request(SOFTWARE_NAME, env!("CARGO_PKG_VERSION"));
+    for correlation_id in 0..4 {
+        let mut out = BytesMut::new();
+        codec::encode_request(&request, version, correlation_id, Some(client_id), &mut out)?;
+        io.write_all(&out).await?;
+        io.flush().await?;
+        let frame = loop {
+            if let Some(frame) = decoder.decode(buf)? {
+                break frame;
+            }
+            if io.read_buf(buf).await? == 0 {
+                return Err(Error::with_message(
+                    ErrorKind::Disconnected,
+                    "connection closed during the ApiVersions handshake",
+                ));
+            }
+        };
+        let (got, outcome) = decode_api_versions(frame, version)?;
+        if got != correlation_id {
+            return Err(Error::with_message(
+                ErrorKind::UnexpectedResponse,
+                format!(
+                    "ApiVersions answered with correlation id {got}, expected {correlation_id}"
+                ),
+            ));
+        }
+        match outcome {
+            ApiVersionsOutcome::Supported { ranges, .. } => {
+                return Ok((ranges, correlation_id + 1));
+            }
+            ApiVersionsOutcome::RetryWith(v) => version = v,
+        }
+    }
+    Err(Error::with_message(
+        ErrorKind::UnexpectedResponse,
+        "ApiVersions negotiation did not settle on a version",
+    ))
+}
+
+/// The reader task: splits the stream into frames and routes them by correlation id. Ends when
+/// the connection dies (failing everything in flight) or is closed.
+async fn read_loop(
+    mut io: ReadHalf<BoxTransport>,
+    mut buf: BytesMut,
+    decoder: FrameDecoder,
+    table: Arc<Table>,
+    mut dead: watch::Receiver<bool>,
+) {
+    let error = loop {
+        if let Err(e) = drain_frames(&mut buf, decoder, &table) {
+            break e;
+        }
+        let want = match decoder.frame_len(&buf) {
+            Ok(Some(n)) => n.saturating_sub(buf.len()),
+            Ok(None) => 0,
+            Err(e) => break e,
+        };
+        buf.reserve(want.max(8 * 1024));
+        tokio::select! {
+            biased;
+            _ = dead.wait_for(|d| *d) => return,
+            read = io.read_buf(&mut buf) => match read {
+                Ok(0) => break Error::with_message(ErrorKind::Disconnected, "connection closed by the broker"),
+                Ok(_) => {}
+                Err(e) => break Error::from(e),
+            },
+        }
+    };
+    tracing::debug!(broker = table.broker_id, %error, "connection failed");
+    table.fail(disconnected(table.broker_id, error), false);
+}
+
+fn drain_frames(buf: &mut BytesMut, decoder: FrameDecoder, table: &Table) -> Result<()> {
+    while let Some(frame) = decoder.decode(buf)? {
+        table.dispatch(frame)?;
+    }
+    Ok(())
+}
+
+/// The writer task: the only code that writes to the socket, one whole frame at a time.
+async fn write_loop(
+    io: WriteHalf<BoxTransport>,
+    mut rx: mpsc::Receiver<WriteCmd>,
+    table: Arc<Table>,
+    mut dead: watch::Receiver<bool>,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, io);
+    let mut acks = Vec::new();
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            _ = dead.wait_for(|d| *d) => return,
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => return,
+            },
+        };
+        let result = tokio::select! {
+            biased;
+            _ = dead.wait_for(|d| *d) => return,
+            r = write_batch(&mut out, &mut rx, cmd, &mut acks) => r,
+        };
+        match result {
+            Ok(()) => {
+                for ack in acks.drain(..) {
+                    let _ = ack.send(());
+                }
+            }
+            Err(e) => {
+                tracing::debug!(broker = table.broker_id, error = %e, "write failed");
+                table.fail(disconnected(table.broker_id, Error::from(e)), false);
+                return;
+            }
+        }
+    }
+}
+
+async fn write_batch(
+    out: &mut BufWriter<WriteHalf<BoxTransport>>,
+    rx: &mut mpsc::Receiver<WriteCmd>,
+    first: WriteCmd,
+    acks: &mut Vec<oneshot::Sender<()>>,
+) -> std::io::Result<()> {
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(cmd) = next {
+        out.write_all(&cmd.frame).await?;
+        acks.extend(cmd.written);
+        n += 1;
+        next = if n < WRITE_BATCH {
+            rx.try_recv().ok()
+        } else {
+            None
+        };
+    }
+    out.flush().await
+}

@@ -1,0 +1,216 @@
+//! Connections to brokers.
+//!
+//! * [`Connection`]: one socket to one broker. Connecting negotiates API versions
+//!   (ApiVersions with the KIP-511 fallback); [`send`](Connection::send) then picks the highest
+//!   version of each request both sides support. Any number of tasks share a connection and
+//!   their requests are pipelined on the socket, at most
+//!   [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
+//! * [`BrokerConnection`]: a [`Connection`] that reconnects lazily, with [`Backoff`].
+//! * [`ConnectionConfig`]: timeouts and limits.
+//!
+//! # Tasks
+//!
+//! Each connection runs two tasks. The **writer** is the only code that writes to the socket;
+//! callers hand it complete frames through a bounded channel, so frames never interleave. The
+//! **reader** splits the stream into frames and routes each by its correlation id, through the
+//! in-flight table (correlation id → API, waiting caller), to the caller waiting for it. A
+//! response nobody waits for (its caller timed out or was dropped, or the request was sent with
+//! [`send_no_response`](Connection::send_no_response)) is read and discarded; a response with an
+//! unknown correlation id is logged and discarded.
+//!
+//! When the reader sees EOF, a reset, a frame over the maximum size, or a frame that does not
+//! decode (and when a write fails), the connection is dead: every request in flight fails at
+//! once with [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) (retriable, with the
+//! broker id in its context) and so does every later request. [`Connection::close`], or dropping
+//! the last handle, fails them with [`ErrorKind::Closed`](crate::ErrorKind::Closed) instead;
+//! either way both tasks end and the socket is closed.
+//!
+//! # Cancel safety
+//!
+//! Every `async fn` here may be dropped at any point (that is how a timeout or a `select!`
+//! cancels it) without corrupting the connection:
+//!
+//! * a request is encoded into one complete frame *before* anything is registered or sent, and
+//!   handed to the writer task as one unit, in a synchronous step after the only await that
+//!   precedes it (waiting for a slot in the writer's channel). A dropped caller therefore either
+//!   sent nothing or handed off the whole frame, which the writer writes in full;
+//! * if the caller is dropped after the hand-off, its entry in the in-flight table is marked
+//!   abandoned and the response is read and discarded by its correlation id when it comes;
+//! * a request that times out (after [`request_timeout`](ConnectionConfig::request_timeout))
+//!   is exactly such a drop: the caller gets [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)
+//!   and the late response is discarded. The connection stays usable;
+//! * [`BrokerConnection::connection`] dropped while it waits for the back-off or connects leaves
+//!   no state behind (a half-made connection is dropped with it).
+//!
+//! Only [`Connection::close`] should not be raced against other work: dropped early, it has
+//! still failed the requests and told the tasks to stop, it just does not wait for them.
+
+mod backoff;
+mod broker;
+mod conn;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use backoff::Backoff;
+pub use broker::BrokerConnection;
+pub use conn::Connection;
+
+use crate::error::{Error, Result};
+use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
+
+/// Default [`ConnectionConfig::client_id`].
+pub const DEFAULT_CLIENT_ID: &str = "rekafka";
+/// Default [`ConnectionConfig::connect_timeout`]: 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ConnectionConfig::request_timeout`]: 30 s, as Kafka's `request.timeout.ms`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ConnectionConfig::max_in_flight`]: 64.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default [`ConnectionConfig::reconnect_backoff`]: 50 ms, as Kafka's `reconnect.backoff.ms`.
+pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// Default [`ConnectionConfig::reconnect_backoff_max`]: 1 s, as Kafka's
+/// `reconnect.backoff.max.ms`.
+pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A byte stream to a broker: TCP today, TLS or anything else that is `AsyncRead +
+/// AsyncWrite` later. Implemented for every such type.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// A boxed [`Transport`].
+pub type BoxTransport = Box<dyn Transport>;
+
+/// Settings of a connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use rekafka::connection::ConnectionConfig;
+///
+/// let config = ConnectionConfig::default()
+///     .with_client_id("my-app")
+///     .with_request_timeout(Duration::from_secs(5));
+/// assert_eq!(config.max_in_flight, 64);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectionConfig {
+    /// The client id sent in every request header. Default: `"rekafka"`.
+    pub client_id: String,
+    /// How long connecting (TCP connect and the ApiVersions exchange) may take. Default: 10 s.
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its response, including waiting for an in-flight slot.
+    /// Default: 30 s (Kafka's `request.timeout.ms`).
+    pub request_timeout: Duration,
+    /// How many requests may be in flight on the connection at once; further callers wait.
+    /// Default: 64.
+    pub max_in_flight: usize,
+    /// The largest response frame accepted; a larger one kills the connection. Default:
+    /// [`DEFAULT_MAX_FRAME_SIZE`] (100 MiB).
+    pub max_frame_size: usize,
+    /// The wait before reconnecting, doubled after each consecutive failure. Default: 50 ms
+    /// (Kafka's `reconnect.backoff.ms`).
+    pub reconnect_backoff: Duration,
+    /// The longest wait before reconnecting. Default: 1 s (Kafka's `reconnect.backoff.max.ms`).
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// Sets [`client_id`](Self::client_id).
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Self::max_frame_size).
+    pub fn with_max_frame_size(mut self, max: usize) -> Self {
+        self.max_frame_size = max;
+        self
+    }
+
+    /// Sets [`reconnect_backoff`](Self::reconnect_backoff) and
+    /// [`reconnect_backoff_max`](Self::reconnect_backoff_max).
+    pub fn with_reconnect_backoff(mut self, backoff: Duration, max: Duration) -> Self {
+        self.reconnect_backoff = backoff;
+        self.reconnect_backoff_max = max;
+        self
+    }
+
+    /// Checks the settings; the error ([`ErrorKind::Config`](crate::ErrorKind::Config)) names
+    /// the bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_in_flight == 0 {
+            return Err(Error::config("max_in_flight must be at least 1"));
+        }
+        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(Error::config("max_in_flight is too large"));
+        }
+        if self.max_frame_size < 64 {
+            return Err(Error::config("max_frame_size must be at least 64 bytes"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config("connect_timeout must not be zero"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::config("request_timeout must not be zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = ConnectionConfig::default();
+        assert_eq!(c.client_id, "rekafka");
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert!(c.validate().is_ok());
+        let e = c.clone().with_max_in_flight(0).validate().unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config);
+        assert!(
+            c.with_request_timeout(Duration::ZERO)
+                .validate()
+                .unwrap_err()
+                .message_text()
+                .is_some_and(|m| m.contains("request_timeout"))
+        );
+    }
+}

@@ -1,0 +1,716 @@
+//! The connection layer against a tiny in-process fake broker: pipelining, timeouts, failure,
+//! reconnect, shutdown and cancel safety. No real broker needed.
+//!
+//! The fake broker answers ApiVersions, Produce (optionally, to mimic Tansu's answer to acks=0)
+//! and Metadata. A Metadata request's first topic name says how to answer it:
+//!
+//! * `delay-<ms>-<rest>`: echo the name after `ms` milliseconds (so answers come out of order);
+//! * `never-<rest>`: never answer;
+//! * `close`: close the socket;
+//! * `huge`: send a frame header claiming `i32::MAX` bytes;
+//! * `garbage-<rest>`: answer with the right correlation id and an undecodable body;
+//! * `unknown-<rest>`: first send a response with an unknown correlation id, then the answer;
+//! * anything else: echo the name at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rekafka::ErrorKind;
+use rekafka::connection::{BrokerConnection, Connection, ConnectionConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+// ---------------------------------------------------------------------------------------------
+// The fake broker
+
+#[derive(Clone, Copy, Default)]
+struct Behavior {
+    /// Answer ApiVersions above v2 with UNSUPPORTED_VERSION and a v0 body (KIP-511).
+    kip511: bool,
+    /// Answer Produce requests even with acks=0, as Tansu does.
+    answer_acks0: bool,
+}
+
+struct FakeBroker {
+    addr: SocketAddr,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// How many client connections the broker saw closed by the client.
+    client_eofs: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl FakeBroker {
+    async fn start(behavior: Behavior) -> FakeBroker {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), behavior).await
+    }
+
+    async fn start_on(addr: SocketAddr, behavior: Behavior) -> FakeBroker {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("bind {addr}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        };
+        let addr = listener.local_addr().unwrap();
+        let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let client_eofs = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let accept = {
+            let tasks = tasks.clone();
+            let client_eofs = client_eofs.clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let h = tokio::spawn(serve(stream, behavior, client_eofs.clone()));
+                    tasks.lock().unwrap().push(h.abort_handle());
+                }
+            })
+        };
+        tasks.lock().unwrap().push(accept.abort_handle());
+        FakeBroker {
+            addr,
+            tasks,
+            client_eofs,
+            accepted,
+        }
+    }
+
+    /// Stops listening and drops every connection (the clients see EOF).
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    async fn wait_client_eofs(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.client_eofs.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the client did not close its socket within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for FakeBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+enum Out {
+    Frame(BytesMut),
+    Close,
+}
+
+async fn serve(mut stream: TcpStream, behavior: Behavior, client_eofs: Arc<AtomicUsize>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Frame(b)) => {
+                    if stream.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Out::Close) | None => return,
+            },
+            n = stream.read_buf(&mut buf) => {
+                match n {
+                    Ok(0) | Err(_) => {
+                        client_eofs.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+                while buf.len() >= 4 {
+                    let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                    if buf.len() < 4 + size {
+                        break;
+                    }
+                    buf.advance(4);
+                    let frame = buf.split_to(size).freeze();
+                    handle(frame, behavior, &tx);
+                }
+            }
+        }
+    }
+}
+
+fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut b, api.response_header_version(version))
+        .unwrap();
+    body.encode(&mut b, version).unwrap();
+    let size = (b.len() - 4) as i32;
+    b[..4].copy_from_slice(&size.to_be_bytes());
+    b
+}
+
+fn handle(frame: Bytes, behavior: Behavior, tx: &mpsc::UnboundedSender<Out>) {
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).unwrap();
+    let mut body = frame.clone();
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
+    let corr = header.correlation_id;
+    match api {
+        ApiKey::ApiVersions => {
+            let range = |k: ApiKey, min, max| {
+                ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            };
+            let max_av = if behavior.kip511 { 2 } else { 4 };
+            let keys = vec![
+                range(ApiKey::ApiVersions, 0, max_av),
+                range(ApiKey::Metadata, 0, 12),
+                range(ApiKey::Produce, 3, 11),
+            ];
+            if version > max_av {
+                let v0 = ApiVersionsResponse::default()
+                    .with_error_code(35)
+                    .with_api_keys(keys);
+                let _ = tx.send(Out::Frame(response(api, 0, corr, &v0)));
+            } else {
+                let r = ApiVersionsResponse::default().with_api_keys(keys);
+                let _ = tx.send(Out::Frame(response(api, version, corr, &r)));
+            }
+        }
+        ApiKey::Produce => {
+            let _req = ProduceRequest::decode(&mut body, version).unwrap();
+            if behavior.answer_acks0 {
+                let r = ProduceResponse::default();
+                let _ = tx.send(Out::Frame(response(api, version, corr, &r)));
+            }
+        }
+        ApiKey::Metadata => {
+            let req = MetadataRequest::decode(&mut body, version).unwrap();
+            let name = req
+                .topics
+                .as_ref()
+                .and_then(|t| t.first())
+                .and_then(|t| t.name.as_ref())
+                .map(|n| n.0.to_string())
+                .unwrap_or_default();
+            let resp = MetadataResponse::default().with_topics(vec![
+                MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
+            ]);
+            let answer = response(api, version, corr, &resp);
+            if name == "close" {
+                let _ = tx.send(Out::Close);
+            } else if name == "huge" {
+                let mut b = BytesMut::new();
+                b.put_i32(i32::MAX);
+                b.put_i32(corr);
+                let _ = tx.send(Out::Frame(b));
+            } else if name.starts_with("never-") {
+            } else if name.starts_with("garbage-") {
+                let mut b = BytesMut::new();
+                b.put_i32(7);
+                b.put_i32(corr);
+                b.put_slice(&[0xff, 0xff, 0xff]);
+                let _ = tx.send(Out::Frame(b));
+            } else if name.starts_with("unknown-") {
+                let bogus = response(api, version, corr.wrapping_add(1_000_000), &resp);
+                let _ = tx.send(Out::Frame(bogus));
+                let _ = tx.send(Out::Frame(answer));
+            } else if let Some(rest) = name.strip_prefix("delay-") {
+                let ms: u64 = rest.split('-').next().unwrap().parse().unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = tx.send(Out::Frame(answer));
+                });
+            } else {
+                let _ = tx.send(Out::Frame(answer));
+            }
+        }
+        other => panic!("fake broker does not speak {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn meta(name: &str) -> MetadataRequest {
+    MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_owned())))),
+    ]))
+}
+
+fn name_of(resp: &MetadataResponse) -> String {
+    resp.topics
+        .first()
+        .and_then(|t| t.name.as_ref())
+        .map(|n| n.0.to_string())
+        .unwrap_or_default()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn config() -> ConnectionConfig {
+    ConnectionConfig::default()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_request_timeout(Duration::from_secs(5))
+}
+
+async fn connect(broker: &FakeBroker, config: &ConnectionConfig) -> Connection {
+    Connection::connect(&broker.addr.to_string(), 7, config)
+        .await
+        .unwrap()
+}
+
+async fn wait_in_flight_zero(conn: &Connection, within: Duration) {
+    let deadline = Instant::now() + within;
+    while conn.in_flight() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} requests still in the in-flight table",
+            conn.in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn handshake_negotiates_versions_with_kip511_fallback() {
+    for kip511 in [false, true] {
+        let broker = FakeBroker::start(Behavior {
+            kip511,
+            ..Behavior::default()
+        })
+        .await;
+        let conn = connect(&broker, &config()).await;
+        let range = conn.versions().range(ApiKey::Metadata).unwrap();
+        assert_eq!((range.min, range.max), (0, 12));
+        assert_eq!(conn.broker_id(), 7);
+        let resp = conn.send(meta("hello")).await.unwrap();
+        assert_eq!(name_of(&resp), "hello");
+        let resp = conn.send_at(meta("v1"), 1).await.unwrap();
+        assert_eq!(name_of(&resp), "v1");
+        // The broker does not know Fetch: a typed, fatal error, and the connection stays up.
+        let e = conn
+            .send(kafka_protocol::messages::FetchRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::UnsupportedVersion { .. }),
+            "{e}"
+        );
+        assert!(!conn.is_closed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_answered_out_of_order() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(&broker, &config().with_max_in_flight(64)).await;
+    let mut rng = Rng::new(42);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let name = format!("delay-{}-p{i}", rng.below(40));
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = conn.send(meta(&name)).await.unwrap();
+            assert_eq!(name_of(&resp), name);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // One at a time this would take about 400 * 20 ms = 8 s.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "not pipelined: {elapsed:?}"
+    );
+    assert_eq!(conn.in_flight(), 0);
+    // Exactly one connection was used.
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_bounds_the_pipeline() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(
+        &broker,
+        &config()
+            .with_max_in_flight(4)
+            .with_request_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            conn.send(meta(&format!("never-{i}"))).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(conn.in_flight(), 4, "only max_in_flight requests are sent");
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Timeout);
+    }
+}
+
+#[tokio::test]
+async fn timed_out_request_late_response_is_discarded() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(
+        &broker,
+        &config().with_request_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    let start = Instant::now();
+    let e = conn.send(meta("delay-300-late")).await.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Timeout);
+    assert!(e.is_retriable());
+    assert_eq!(e.context().api, Some(ApiKey::Metadata));
+    assert_eq!(e.context().broker, Some(7));
+    assert!(start.elapsed() < Duration::from_millis(250));
+    // The abandoned entry waits for its late response, then goes.
+    assert_eq!(conn.in_flight(), 1);
+    wait_in_flight_zero(&conn, Duration::from_secs(2)).await;
+    let resp = conn.send(meta("after")).await.unwrap();
+    assert_eq!(name_of(&resp), "after");
+    assert!(!conn.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failure_fails_every_in_flight_request_at_once() {
+    // EOF, an oversized frame, an undecodable response.
+    for trigger in ["close", "huge", "garbage-x"] {
+        let broker = FakeBroker::start(Behavior::default()).await;
+        let conn = connect(&broker, &config().with_max_frame_size(1024 * 1024)).await;
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                conn.send(meta(&format!("never-{i}"))).await
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while conn.in_flight() < 50 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let start = Instant::now();
+        let trigger_result = conn.send(meta(trigger)).await;
+        for t in tasks {
+            let e = t.await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::Disconnected, "{trigger}: {e}");
+            assert!(e.is_retriable());
+            assert_eq!(e.context().broker, Some(7));
+            assert_eq!(e.context().api, Some(ApiKey::Metadata));
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{trigger}: failing took {elapsed:?}"
+        );
+        let e = trigger_result.unwrap_err();
+        if trigger == "garbage-x" {
+            // The caller whose response did not decode learns why.
+            assert_eq!(e.kind(), &ErrorKind::Corrupt, "{e}");
+        } else {
+            assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
+        }
+        assert!(conn.is_closed());
+        // New requests fail at once.
+        let start = Instant::now();
+        let e = conn.send(meta("later")).await.unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Disconnected);
+        assert!(start.elapsed() < Duration::from_millis(50));
+        if trigger == "huge" {
+            let cause = conn.error().unwrap().to_string();
+            assert!(cause.contains("exceeds the maximum"), "{cause}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_correlation_id_is_discarded() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(&broker, &config()).await;
+    for i in 0..5 {
+        let name = format!("unknown-{i}");
+        let resp = conn.send(meta(&name)).await.unwrap();
+        assert_eq!(name_of(&resp), name);
+    }
+    assert!(!conn.is_closed());
+    assert_eq!(conn.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn requests_without_response_acks0() {
+    // Tansu answers acks=0 produce requests, Kafka does not; both must leave the stream clean.
+    for answer_acks0 in [true, false] {
+        let broker = FakeBroker::start(Behavior {
+            answer_acks0,
+            ..Behavior::default()
+        })
+        .await;
+        let conn = connect(&broker, &config()).await;
+        for round in 0..3 {
+            for _ in 0..10 {
+                conn.send_no_response(ProduceRequest::default().with_acks(0))
+                    .await
+                    .unwrap();
+            }
+            let name = format!("after-acks0-{round}");
+            let resp = conn.send(meta(&name)).await.unwrap();
+            assert_eq!(name_of(&resp), name, "answer_acks0={answer_acks0}");
+        }
+        // Answered or not, nothing is left in the table once a later response came back.
+        wait_in_flight_zero(&conn, Duration::from_secs(1)).await;
+        assert!(!conn.is_closed());
+    }
+}
+
+#[tokio::test]
+async fn close_fails_pending_and_ends_tasks() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(&broker, &config()).await;
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            conn.send(meta(&format!("never-{i}"))).await
+        }));
+    }
+    while conn.in_flight() < 5 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(1), conn.close())
+        .await
+        .expect("close() returns promptly");
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Closed, "{e}");
+    }
+    // Both tasks ended: the socket is closed, so the broker sees EOF.
+    broker.wait_client_eofs(1, Duration::from_secs(1)).await;
+    let e = conn.send(meta("x")).await.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Closed);
+    assert!(!e.is_retriable());
+    conn.close().await; // idempotent
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_ends_tasks() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(&broker, &config()).await;
+    let clone = conn.clone();
+    assert_eq!(name_of(&conn.send(meta("a")).await.unwrap()), "a");
+    // A request in flight whose caller goes away with its handle.
+    let pending = tokio::spawn(async move { clone.send(meta("never-1")).await });
+    while conn.in_flight() < 1 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        broker.client_eofs.load(Ordering::SeqCst),
+        0,
+        "a handle is alive"
+    );
+    pending.abort();
+    let _ = pending.await;
+    // The reader and writer tasks end by themselves and drop the socket.
+    broker.wait_client_eofs(1, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_safety_dropped_futures_never_corrupt_the_stream() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(&broker, &config().with_max_in_flight(16)).await;
+    let completed = Arc::new(AtomicUsize::new(0));
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let mut rng = Rng::new(0x5eed);
+    let mut tasks = Vec::new();
+    for i in 0..3000u64 {
+        let conn = conn.clone();
+        let name = match rng.below(3) {
+            0 => format!("c{i}"),
+            n => format!("delay-{}-c{i}", n - 1),
+        };
+        let budget = Duration::from_micros(rng.below(150_000));
+        let use_select = rng.below(2) == 0;
+        let (completed, cancelled) = (completed.clone(), cancelled.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = if use_select {
+                tokio::select! {
+                    r = conn.send(meta(&name)) => Some(r),
+                    _ = tokio::time::sleep(budget) => None,
+                }
+            } else {
+                tokio::time::timeout(budget, conn.send(meta(&name)))
+                    .await
+                    .ok()
+            };
+            match result {
+                Some(r) => {
+                    let resp = r.unwrap();
+                    assert_eq!(name_of(&resp), name, "a response went to the wrong caller");
+                    completed.fetch_add(1, Ordering::SeqCst);
+                }
+                None => {
+                    cancelled.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (done, dropped) = (
+        completed.load(Ordering::SeqCst),
+        cancelled.load(Ordering::SeqCst),
+    );
+    eprintln!("completed {done}, cancelled {dropped}");
+    assert!(
+        dropped > 100 && done > 100,
+        "too few cancellations or completions to mean anything: {done} done, {dropped} dropped"
+    );
+    // Every later request still gets its own response.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("after-{i}");
+            let resp = conn.send(meta(&name)).await.unwrap();
+            assert_eq!(name_of(&resp), name);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(!conn.is_closed());
+    wait_in_flight_zero(&conn, Duration::from_secs(2)).await;
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn reconnects_with_exponential_backoff() {
+    let base = Duration::from_millis(40);
+    let max = Duration::from_millis(320);
+    let cfg = config()
+        .with_reconnect_backoff(base, max)
+        .with_connect_timeout(Duration::from_secs(1));
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let addr = broker.addr;
+    let bc = BrokerConnection::new(3, addr.to_string(), cfg);
+    assert_eq!(name_of(&bc.send(meta("one")).await.unwrap()), "one");
+
+    // The broker goes away: a request in flight fails, retriable.
+    let pending = {
+        let bc = bc.clone();
+        tokio::spawn(async move { bc.send(meta("never-1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    broker.stop();
+    drop(broker);
+    let e = tokio::time::timeout(Duration::from_secs(1), pending)
+        .await
+        .expect("in-flight request failed promptly")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Disconnected);
+    assert_eq!(e.context().broker, Some(3));
+    assert!(e.is_retriable());
+
+    // Each request makes one attempt after the back-off, which doubles per failure.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let e = bc.send(meta("down")).await.unwrap_err();
+        waits.push(start.elapsed());
+        assert!(e.is_retriable(), "{e}");
+        assert_eq!(e.context().broker, Some(3));
+    }
+    assert_eq!(bc.failures().await, 5);
+    eprintln!("waits: {waits:?}");
+    // The first attempt after the drop comes after the base back-off since the last (successful)
+    // attempt, long ago; then 2x, 4x, 8x (= max), max.
+    let nominal = [Duration::ZERO, base * 2, base * 4, max, max];
+    for (i, (got, want)) in waits.iter().zip(nominal).enumerate() {
+        let lo = want.mul_f64(0.8).saturating_sub(Duration::from_millis(5));
+        let hi = want.mul_f64(1.2) + Duration::from_millis(100);
+        assert!(
+            *got >= lo && *got <= hi,
+            "attempt {i}: waited {got:?}, expected {want:?} ±20%"
+        );
+    }
+
+    // The broker comes back on the same address; the next request reconnects by itself.
+    let broker = FakeBroker::start_on(addr, Behavior::default()).await;
+    let start = Instant::now();
+    let resp = bc.send(meta("back")).await.unwrap();
+    assert_eq!(name_of(&resp), "back");
+    assert!(start.elapsed() <= max.mul_f64(1.2) + Duration::from_millis(200));
+    assert_eq!(bc.failures().await, 0);
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 1);
+
+    bc.close().await;
+    let e = bc.send(meta("closed")).await.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Closed);
+    broker.wait_client_eofs(1, Duration::from_secs(1)).await;
+}
