@@ -455,32 +455,12 @@ impl Records {
     fn parse_raw(&mut self) -> Result<RawRecord> {
         let data: &[u8] = &self.data;
         let mut pos = self.pos;
-        let len = read_varint(data, &mut pos)?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| pos.checked_add(l))
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| {
-                Error::corrupt(format!("record length {len} exceeds the batch's bytes"))
-            })?;
+        let (end, ts_delta, offset_delta) = record_prologue(data, &mut pos)?;
         let rec = data.get(..end).unwrap_or_default();
-        // attributes (unused)
-        pos += 1;
-        if pos > end {
-            return Err(Error::corrupt("record too short"));
-        }
-        let ts_delta = read_varlong(rec, &mut pos)?;
-        let offset_delta = read_varint(rec, &mut pos)?;
         let key = field_range(rec, &mut pos, "key")?;
         let value = field_range(rec, &mut pos, "value")?;
         let header_count = read_varint(rec, &mut pos)?;
-        if header_count == 0 {
-            if pos != end {
-                return Err(Error::corrupt("trailing bytes after record"));
-            }
-        } else {
-            validate_headers(rec, pos, header_count)?;
-        }
+        check_headers(rec, pos, header_count)?;
         self.pos = end;
         Ok(RawRecord {
             offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
@@ -503,31 +483,15 @@ impl Records {
     fn parse(&mut self) -> Result<Record> {
         let data: &[u8] = &self.data;
         let mut pos = self.pos;
-        let len = read_varint(data, &mut pos)?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| pos.checked_add(l))
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| {
-                Error::corrupt(format!("record length {len} exceeds the batch's bytes"))
-            })?;
+        let (end, ts_delta, offset_delta) = record_prologue(data, &mut pos)?;
         let rec = data.get(..end).unwrap_or_default();
-        pos += 1;
-        if pos > end {
-            return Err(Error::corrupt("record too short"));
-        }
-        let ts_delta = read_varlong(rec, &mut pos)?;
-        let offset_delta = read_varint(rec, &mut pos)?;
         let key = slice_field(&self.data, rec, &mut pos, "key")?;
         let value = slice_field(&self.data, rec, &mut pos, "value")?;
         let header_count = read_varint(rec, &mut pos)?;
+        check_headers(rec, pos, header_count)?;
         let headers = if header_count == 0 {
-            if pos != end {
-                return Err(Error::corrupt("trailing bytes after record"));
-            }
             Headers::default()
         } else {
-            validate_headers(rec, pos, header_count)?;
             Headers {
                 data: self.data.slice(pos..end),
                 count: header_count as u32,
@@ -614,6 +578,40 @@ impl Records {
             }
         }
     }
+}
+
+/// Reads the start of the record at `*pos`: its length (checked against `data`), attributes,
+/// timestamp delta and offset delta. Returns the record's end, and leaves `*pos` at the key.
+#[inline(always)]
+fn record_prologue(data: &[u8], pos: &mut usize) -> Result<(usize, i64, i32)> {
+    let len = read_varint(data, pos)?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| pos.checked_add(l))
+        .filter(|&e| e <= data.len())
+        .ok_or_else(|| Error::corrupt(format!("record length {len} exceeds the batch's bytes")))?;
+    let rec = data.get(..end).unwrap_or_default();
+    // attributes (unused)
+    *pos += 1;
+    if *pos > end {
+        return Err(Error::corrupt("record too short"));
+    }
+    let ts_delta = read_varlong(rec, pos)?;
+    let offset_delta = read_varint(rec, pos)?;
+    Ok((end, ts_delta, offset_delta))
+}
+
+/// Checks that `count` headers exactly fill `rec[pos..]` (nothing may follow a record's
+/// headers).
+#[inline(always)]
+fn check_headers(rec: &[u8], pos: usize, count: i32) -> Result<()> {
+    if count == 0 {
+        if pos != rec.len() {
+            return Err(Error::corrupt("trailing bytes after record"));
+        }
+        return Ok(());
+    }
+    validate_headers(rec, pos, count)
 }
 
 /// Positions of one parsed record within the batch's buffer.
