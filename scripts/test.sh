@@ -27,11 +27,13 @@ step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rekafka --quiet
 
 step "tests"
+mkdir -p target
+log=target/test-output.log
 if [ -n "${REKAFKA_BOOTSTRAP:-}" ]; then
   echo "using the broker at REKAFKA_BOOTSTRAP=$REKAFKA_BOOTSTRAP"
-  cargo test --workspace
+  cargo test --workspace 2>&1 | tee "$log"
 else
-  scripts/with-broker.sh cargo test --workspace
+  scripts/with-broker.sh cargo test --workspace 2>&1 | tee "$log"
 fi
 
 step "static musl build"
@@ -46,3 +48,6 @@ fi
 echo "$bin is statically linked (no interpreter, no shared libraries) and runs"
 
 step "all checks passed"
+# One closing line for the whole suite (cargo prints one summary per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
