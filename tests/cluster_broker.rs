@@ -1,0 +1,181 @@
+//! The cluster layer against a real broker (Tansu: one broker, node id 111, auto-created topics
+//! get 4 partitions).
+//!
+//! Needs `REKAFKA_BOOTSTRAP`; the tests fail (they do not skip) without it:
+//!
+//! ```text
+//! scripts/with-broker.sh cargo test --test cluster_broker
+//! ```
+
+use std::time::Duration;
+
+use rekafka::cluster::{Cluster, ClusterConfig, CoordinatorType};
+use rekafka::connection::ConnectionConfig;
+
+const NODE_ID: i32 = 111;
+
+fn bootstrap() -> String {
+    match std::env::var("REKAFKA_BOOTSTRAP") {
+        Ok(s) if !s.is_empty() => s.split(',').next().unwrap_or_default().to_string(),
+        _ => panic!(
+            "REKAFKA_BOOTSTRAP is not set: these tests need a broker. Run \
+             `scripts/with-broker.sh cargo test --test cluster_broker`."
+        ),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{t}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn config(bootstrap: Vec<String>) -> ClusterConfig {
+    ClusterConfig::new(bootstrap).with_connection(
+        ConnectionConfig::default()
+            .with_client_id("rekafka-cluster-tests")
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_request_timeout(Duration::from_secs(10)),
+    )
+}
+
+async fn connect(config: ClusterConfig) -> Cluster {
+    match Cluster::connect(config).await {
+        Ok(c) => c,
+        Err(e) => panic!("bootstrap failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_skips_dead_address() {
+    let cluster = connect(config(vec!["127.0.0.1:1".into(), bootstrap()])).await;
+    let meta = cluster.metadata();
+    assert_eq!(meta.brokers.keys().copied().collect::<Vec<_>>(), [NODE_ID]);
+    assert_eq!(meta.controller_id, Some(NODE_ID));
+    assert!(meta.cluster_id.is_some());
+    assert!(cluster.connection_for_broker(NODE_ID).await.is_ok());
+    assert_eq!(
+        cluster.any_connection().await.map(|b| b.broker_id()).ok(),
+        Some(NODE_ID)
+    );
+    cluster.close().await;
+}
+
+#[tokio::test]
+async fn metadata_for_auto_created_topic() {
+    let cluster = connect(config(vec![bootstrap()])).await;
+    let topic = unique("cluster-auto");
+    let parts = match cluster.partitions(&topic).await {
+        Ok(p) => p,
+        Err(e) => panic!("partitions: {e}"),
+    };
+    assert_eq!(parts.len(), 4);
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(p.partition, i as i32);
+        assert_eq!(p.leader, NODE_ID);
+    }
+    for p in 0..4 {
+        let (leader, _epoch) = match cluster.leader_for(&topic, p).await {
+            Ok(l) => l,
+            Err(e) => panic!("leader_for: {e}"),
+        };
+        assert_eq!(leader, NODE_ID);
+    }
+    let t = cluster.metadata().topics.get(&topic).cloned();
+    assert!(t.is_some_and(|t| t.error.is_none() && !t.is_internal));
+    // A partition the topic does not have.
+    assert!(cluster.leader_for(&topic, 99).await.is_err());
+    cluster.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_are_coalesced() {
+    let cluster = connect(config(vec![bootstrap()])).await;
+    let before = cluster.metadata_requests();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let c = cluster.clone();
+            tokio::spawn(async move { c.refresh().await })
+        })
+        .collect();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("refresh: {e}"),
+            Err(e) => panic!("task: {e}"),
+        }
+    }
+    let sent = cluster.metadata_requests() - before;
+    assert!(
+        (1..20).contains(&sent),
+        "{sent} Metadata requests for 20 callers"
+    );
+    cluster.close().await;
+}
+
+#[tokio::test]
+async fn group_and_transaction_coordinators() {
+    let cluster = connect(config(vec![bootstrap()])).await;
+    let group = unique("cluster-group");
+    let txn = unique("cluster-txn");
+    for (kind, key) in [
+        (CoordinatorType::Group, &group),
+        (CoordinatorType::Transaction, &txn),
+    ] {
+        match cluster.coordinator(kind, key).await {
+            Ok(id) => assert_eq!(id, NODE_ID, "{kind:?}"),
+            Err(e) => panic!("{kind:?} coordinator: {e}"),
+        }
+    }
+    // Cached: no request needed, and still answered after invalidation.
+    assert_eq!(
+        cluster
+            .coordinator(CoordinatorType::Group, &group)
+            .await
+            .ok(),
+        Some(NODE_ID)
+    );
+    cluster.invalidate_coordinator(CoordinatorType::Group, &group);
+    assert_eq!(
+        cluster
+            .coordinator(CoordinatorType::Group, &group)
+            .await
+            .ok(),
+        Some(NODE_ID)
+    );
+    cluster.close().await;
+}
+
+#[tokio::test]
+async fn periodic_refresh_stops_on_close() {
+    let cluster =
+        connect(config(vec![bootstrap()]).with_metadata_max_age(Duration::from_millis(100))).await;
+    let start = cluster.metadata_requests();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let periodic = cluster.metadata_requests() - start;
+    assert!(
+        periodic >= 2,
+        "only {periodic} periodic refreshes in 700 ms"
+    );
+    assert!(cluster.is_refresher_running());
+    cluster.close().await;
+    for _ in 0..100 {
+        if !cluster.is_refresher_running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!cluster.is_refresher_running());
+    let after_close = cluster.metadata_requests();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(cluster.metadata_requests(), after_close);
+    assert!(cluster.refresh().await.is_err());
+}
