@@ -7,36 +7,15 @@
 //! scripts/with-broker.sh cargo test --test cluster_broker
 //! ```
 
+mod common;
+use common::{bootstrap, unique};
+
 use std::time::Duration;
 
 use rekafka::cluster::{Cluster, ClusterConfig, CoordinatorType};
 use rekafka::connection::ConnectionConfig;
 
 const NODE_ID: i32 = 111;
-
-fn bootstrap() -> String {
-    match std::env::var("REKAFKA_BOOTSTRAP") {
-        Ok(s) if !s.is_empty() => s.split(',').next().unwrap_or_default().to_string(),
-        _ => panic!(
-            "REKAFKA_BOOTSTRAP is not set: these tests need a broker. Run \
-             `scripts/with-broker.sh cargo test --test cluster_broker`."
-        ),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{t}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn config(bootstrap: Vec<String>) -> ClusterConfig {
     ClusterConfig::new(bootstrap).with_connection(

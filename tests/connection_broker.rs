@@ -9,6 +9,9 @@
 //! `broker_killed_with_requests_in_flight` starts, kills and restarts its own broker through
 //! `scripts/broker.sh` (with its own pid file), so it never disturbs the shared one.
 
+mod common;
+use common::{bootstrap, unique};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,30 +26,6 @@ use kafka_protocol::protocol::StrBytes;
 use rekafka::ErrorKind;
 use rekafka::connection::{BrokerConnection, Connection, ConnectionConfig};
 use tokio::time::Instant;
-
-fn bootstrap() -> String {
-    match std::env::var("REKAFKA_BOOTSTRAP") {
-        Ok(s) if !s.is_empty() => s.split(',').next().unwrap_or_default().to_string(),
-        _ => panic!(
-            "REKAFKA_BOOTSTRAP is not set: these tests need a broker. Run \
-             `scripts/with-broker.sh cargo test --test connection_broker`."
-        ),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{t}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))

@@ -171,6 +171,20 @@ fn unb64(v: &serde_json::Value) -> Option<Vec<u8>> {
 }
 
 impl JsonRecord {
+    /// A record decoded by our codec, with its offset.
+    pub fn from_record(r: &rekafka::protocol::record::Record) -> JsonRecord {
+        JsonRecord {
+            offset: Some(r.offset),
+            key: r.key.as_ref().map(|k| k.to_vec()),
+            value: r.value.as_ref().map(|v| v.to_vec()),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| (h.key().to_string(), h.value().map(|v| v.to_vec())))
+                .collect(),
+        }
+    }
+
     /// Parses one JSON object in the scripts' format.
     pub fn from_json(v: &serde_json::Value) -> JsonRecord {
         let headers = v
@@ -474,16 +488,7 @@ pub mod ops {
                         if r.offset < next {
                             continue;
                         }
-                        data.push(JsonRecord {
-                            offset: Some(r.offset),
-                            key: r.key.map(|k| k.to_vec()),
-                            value: r.value.map(|v| v.to_vec()),
-                            headers: r
-                                .headers
-                                .iter()
-                                .map(|h| (h.key().to_string(), h.value().map(|v| v.to_vec())))
-                                .collect(),
-                        });
+                        data.push(JsonRecord::from_record(&r));
                     }
                 }
                 next = b.next_offset();

@@ -49,19 +49,7 @@ fn records_of(buf: &Bytes) -> Vec<(rekafka::protocol::record::RecordBatch, Vec<J
         let recs = b
             .records()
             .expect("records")
-            .map(|r| {
-                let r = r.expect("record");
-                JsonRecord {
-                    offset: Some(r.offset),
-                    key: r.key.map(|k| k.to_vec()),
-                    value: r.value.map(|v| v.to_vec()),
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|h| (h.key().to_string(), h.value().map(|v| v.to_vec())))
-                        .collect(),
-                }
-            })
+            .map(|r| JsonRecord::from_record(&r.expect("record")))
             .collect();
         out.push((b, recs));
     }

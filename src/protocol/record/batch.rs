@@ -681,7 +681,7 @@ fn field_range(rec: &[u8], pos: &mut usize, what: &'static str) -> Result<Option
     Ok(Some((start, end)))
 }
 
-/// Reads a varint length and the bytes it announces; -1 is null.
+/// Reads a varint length and the bytes it announces, as a slice of `data`; -1 is null.
 #[inline(always)]
 fn slice_field(
     data: &Bytes,
@@ -689,22 +689,7 @@ fn slice_field(
     pos: &mut usize,
     what: &'static str,
 ) -> Result<Option<Bytes>> {
-    let len = read_varint(rec, pos)?;
-    if len < 0 {
-        if len == -1 {
-            return Ok(None);
-        }
-        return Err(Error::corrupt(format!("negative {what} length {len}")));
-    }
-    let start = *pos;
-    let end = start + len as usize;
-    if end > rec.len() {
-        return Err(Error::corrupt(format!(
-            "{what} length {len} exceeds the record's bytes"
-        )));
-    }
-    *pos = end;
-    Ok(Some(data.slice(start..end)))
+    Ok(field_range(rec, pos, what)?.map(|(start, end)| data.slice(start..end)))
 }
 
 /// Checks that `count` headers exactly fill `rec[pos..]`, with UTF-8 keys.
