@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod connection;
 pub mod error;
+pub mod listener;
 pub mod protocol;
 
 pub use error::{Error, ErrorKind, KafkaCode, Result};

@@ -1,0 +1,34 @@
+//! Error handling on top of the consumer and producer: the vocabulary of Spring for Apache
+//! Kafka's listener containers.
+//!
+//! This layer uses only the public API of the layers below it. So far it holds the parts that do
+//! not depend on a running consumer:
+//!
+//! * [back-off policies](BackOff): [`FixedBackOff`], [`ExponentialBackOff`] (also with a retry
+//!   limit, Spring's `ExponentialBackOffWithMaxRetries`);
+//! * [error classification](Classifier): which handler errors are retried, walking the error's
+//!   `source()` chain;
+//! * the [failed-record tracker](FailedRecordTracker): delivery attempts per partition, the
+//!   decision between retry and recovery, a cap on recovery failures, and a [`RetryState`] that
+//!   travels in commit metadata so attempt counts survive rebalances and restarts.
+
+mod backoff;
+mod classify;
+mod tracker;
+
+pub use backoff::{
+    BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
+};
+pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
+pub use tracker::{
+    Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
+};
+
+/// The delivery-attempt header Spring writes (`kafka_deliveryAttempt`): a 4-byte big-endian
+/// integer counting deliveries from 1.
+pub const DELIVERY_ATTEMPT_HEADER: &str = "kafka_deliveryAttempt";
+
+/// Encodes a delivery attempt as the `kafka_deliveryAttempt` header value.
+pub fn delivery_attempt_header_value(attempt: u32) -> [u8; 4] {
+    i32::try_from(attempt).unwrap_or(i32::MAX).to_be_bytes()
+}
