@@ -10,16 +10,22 @@
 //!   `source()` chain;
 //! * the [failed-record tracker](FailedRecordTracker): delivery attempts per partition, the
 //!   decision between retry and recovery, a cap on recovery failures, and a [`RetryState`] that
-//!   travels in commit metadata so attempt counts survive rebalances and restarts.
+//!   travels in commit metadata so attempt counts survive rebalances and restarts;
+//! * [dead-letter headers](dead_letter) exactly as Spring writes them, and reading them back.
 
 mod backoff;
 mod classify;
+pub mod dead_letter;
 mod tracker;
 
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
 pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
+pub use dead_letter::{
+    DeadLetterHeaders, DeadLetterInfo, OriginalHeaders, PreviousExceptionHeaders, Provenance,
+    error_chain,
+};
 pub use tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
 };

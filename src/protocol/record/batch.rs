@@ -861,6 +861,21 @@ pub struct Header {
 }
 
 impl Header {
+    /// A header with `key` and `value` (`None` for a null value).
+    ///
+    /// ```
+    /// use rekafka::protocol::record::Header;
+    /// let h = Header::new("trace-id", Some(&b"abc"[..]));
+    /// assert_eq!(h.key(), "trace-id");
+    /// assert_eq!(h.value(), Some(&b"abc"[..]));
+    /// ```
+    pub fn new(key: impl Into<String>, value: Option<impl Into<Bytes>>) -> Header {
+        Header {
+            key: StrBytes::from_string(key.into()),
+            value: value.map(Into::into),
+        }
+    }
+
     /// The key as a string.
     pub fn key(&self) -> &str {
         &self.key
