@@ -15,16 +15,28 @@
 
 mod backoff;
 mod classify;
+mod consumer;
+mod container;
 pub mod dead_letter;
+mod handler;
 mod tracker;
 
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
 pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
+pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
+pub use container::{
+    AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
+    StopReason,
+};
 pub use dead_letter::{
     DeadLetterHeaders, DeadLetterInfo, OriginalHeaders, PreviousExceptionHeaders, Provenance,
     error_chain,
+};
+pub use handler::{
+    BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
+    LoggingRecoverer, Recoverer, RecovererFn, RecoveryHalt, RetryListener, SharedError,
 };
 pub use tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,

@@ -1,0 +1,95 @@
+//! What the listener container needs from a consumer and its records.
+//!
+//! The container is written against these two traits so that it uses the consumer's public API
+//! only (and can be tested against an in-memory consumer). rekafka's own consumer implements
+//! them; so can any other source of records.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::classify::DeserializationFailed;
+use super::tracker::TopicPartition;
+use crate::Result;
+use crate::protocol::record::{Header, TimestampType};
+
+/// A committed offset and its metadata, per partition (`None` when nothing is committed).
+pub type CommittedOffsets = Vec<(TopicPartition, Option<(i64, String)>)>;
+
+/// An offset to commit, with its metadata string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetToCommit {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The next offset to consume (the last handled offset + 1).
+    pub offset: i64,
+    /// The commit metadata (empty for none).
+    pub metadata: String,
+}
+
+/// A consumed record as the container sees it.
+pub trait ListenerRecord: Clone + Send + Sync + 'static {
+    /// The topic.
+    fn topic(&self) -> &str;
+    /// The partition.
+    fn partition(&self) -> i32;
+    /// The offset.
+    fn offset(&self) -> i64;
+    /// The timestamp (ms since the epoch).
+    fn timestamp(&self) -> i64;
+    /// The timestamp type.
+    fn timestamp_type(&self) -> TimestampType;
+    /// The raw key bytes (`None` for a null key).
+    fn key(&self) -> Option<&Bytes>;
+    /// The raw value bytes (`None` for a null value).
+    fn value(&self) -> Option<&Bytes>;
+    /// The headers, in wire order.
+    fn headers(&self) -> Vec<Header>;
+    /// The same record with `header` added (replacing headers of the same name).
+    fn with_header(&self, header: Header) -> Self;
+    /// The deserialization failure of the key or value, if the record could not be
+    /// deserialized. Such a record never reaches the handler.
+    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
+        None
+    }
+}
+
+/// The consumer operations the container uses. Every method concerns only the partitions it
+/// names: seeking, pausing or committing one partition never disturbs the others.
+pub trait ContainerConsumer: Send + 'static {
+    /// The record type.
+    type Record: ListenerRecord;
+
+    /// Waits up to `timeout` for records; records of one partition come in offset order.
+    fn poll(&mut self, timeout: Duration)
+    -> impl Future<Output = Result<Vec<Self::Record>>> + Send;
+
+    /// The next record of `partition` returned will be the one at `offset`; buffered records
+    /// of that partition are discarded.
+    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> Result<()>;
+
+    /// Stops returning (and fetching) records of `partitions` until resumed.
+    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()>;
+
+    /// Undoes [`pause`](Self::pause).
+    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()>;
+
+    /// The partitions currently assigned.
+    fn assignment(&self) -> Vec<TopicPartition>;
+
+    /// Commits the offsets (synchronously).
+    fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The committed offset and metadata of each partition (`None` when nothing is committed).
+    fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> impl Future<Output = Result<CommittedOffsets>> + Send;
+
+    /// The consumer group, if the consumer is in one.
+    fn group_id(&self) -> Option<String>;
+
+    /// Leaves the group and closes the consumer.
+    fn close(&mut self) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,1378 @@
+//! The listener container: drives a consumer, calls the handler, applies the error handler.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::classify::HandlerError;
+use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
+use super::handler::{
+    BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
+    RecoveryHalt, SharedError,
+};
+use super::tracker::{
+    Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
+};
+use super::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
+use crate::protocol::record::Header;
+use crate::{Error, ErrorKind, KafkaCode, Result};
+
+/// When consumed offsets are committed (Spring's `AckMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AckMode {
+    /// After each record is handled.
+    Record,
+    /// After all records of a poll are handled (the default).
+    #[default]
+    Batch,
+    /// When this much time has passed since the last commit (checked between records and
+    /// polls).
+    Time(Duration),
+    /// When this many records have been handled since the last commit.
+    Count(u32),
+    /// Whichever of `Count` and `Time` comes first.
+    CountTime(u32, Duration),
+    /// Only records the handler acknowledges ([`Acknowledgment::acknowledge`]); committed with
+    /// the poll's other acks.
+    Manual,
+    /// Only acknowledged records, committed as soon as the handler returns.
+    ManualImmediate,
+}
+
+/// Why a container stopped (Spring's `ConsumerStoppedEvent.Reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// `stop()` was called (or the handle dropped).
+    Normal,
+    /// The container stopped itself (e.g. [`RecoveryHalt::StopContainer`]).
+    Abnormal,
+    /// The consumer or producer was fenced.
+    Fenced,
+    /// Authentication or authorization failed.
+    Authentication,
+    /// A partition has no committed offset and the reset policy is `none`.
+    NoOffset,
+    /// A fatal error (or a panic in the handler).
+    Error,
+}
+
+/// Something a container did, for users to observe ([`ContainerHandle::events`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ContainerEvent {
+    /// The container's task started.
+    Started,
+    /// The container stopped.
+    Stopped(StopReason),
+    /// No records arrived for the idle interval.
+    Idle {
+        /// How long no records have arrived.
+        idle_for: Duration,
+    },
+    /// Partitions were paused (back-off, batch retry, container pause, halted recovery).
+    PartitionsPaused(Vec<TopicPartition>),
+    /// Partitions were resumed.
+    PartitionsResumed(Vec<TopicPartition>),
+    /// A delivery failed.
+    FailedDelivery {
+        /// The partition.
+        partition: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+        /// The delivery's number, from 1.
+        attempt: u32,
+        /// The error.
+        error: SharedError,
+    },
+    /// The recoverer handled a record.
+    Recovered {
+        /// The partition.
+        partition: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+    },
+    /// The recoverer failed.
+    RecoveryFailed {
+        /// The partition.
+        partition: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+        /// Consecutive recovery failures so far.
+        failures: u32,
+        /// The recoverer's error.
+        error: SharedError,
+    },
+    /// The recovery-failure cap was reached: the partition stays paused (the alarm).
+    RecoveryHalted {
+        /// The partition.
+        partition: TopicPartition,
+        /// The record's offset.
+        offset: i64,
+        /// Consecutive recovery failures.
+        failures: u32,
+    },
+    /// Offsets were committed.
+    Committed(Vec<OffsetToCommit>),
+    /// A commit failed (the offsets stay pending and are retried).
+    CommitFailed(Error),
+    /// `poll` failed with a non-fatal error.
+    PollFailed(Error),
+}
+
+/// Acknowledges records in the manual ack modes.
+#[derive(Clone, Debug)]
+pub struct Acknowledgment {
+    sink: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    targets: Arc<Vec<(TopicPartition, i64)>>,
+}
+
+impl Acknowledgment {
+    /// Marks the record (or the whole batch) handed with this acknowledgment as processed.
+    pub fn acknowledge(&self) {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        sink.extend(self.targets.iter().cloned());
+    }
+}
+
+type RecordFn<R> =
+    Arc<dyn Fn(R, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+type BatchFn<R> = Arc<
+    dyn Fn(Vec<R>, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
+>;
+type ListenerErrorFn<R> = Arc<dyn Fn(&R, HandlerError) -> Result<(), HandlerError> + Send + Sync>;
+
+enum Handler<R> {
+    Record(RecordFn<R>),
+    Batch(BatchFn<R>),
+}
+
+/// Builds and starts a [`ListenerContainer`].
+///
+/// ```no_run
+/// # async fn demo<C: rekafka::listener::ContainerConsumer>(consumer: C) -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::listener::{AckMode, DefaultErrorHandler, FixedBackOff, ListenerContainer};
+///
+/// let handle = ListenerContainer::builder(consumer)
+///     .record_handler(|record| async move {
+///         // process the record; an Err is retried per the back-off, then recovered
+///         Ok(())
+///     })
+///     .error_handler(DefaultErrorHandler::new().back_off(FixedBackOff::new(Duration::from_millis(100), 3)))
+///     .ack_mode(AckMode::Record)
+///     .start()?;
+/// let mut events = handle.events();
+/// // ...
+/// handle.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct ContainerBuilder<C: ContainerConsumer> {
+    consumer: C,
+    handler: Option<Handler<C::Record>>,
+    error_handler: DefaultErrorHandler<C::Record>,
+    listener_error_handler: Option<ListenerErrorFn<C::Record>>,
+    ack_mode: AckMode,
+    poll_timeout: Duration,
+    idle_interval: Option<Duration>,
+    events: broadcast::Sender<ContainerEvent>,
+}
+
+/// The listener container (see [`ListenerContainer::builder`]).
+#[derive(Debug)]
+pub struct ListenerContainer;
+
+impl ListenerContainer {
+    /// A builder for a container driving `consumer`.
+    pub fn builder<C: ContainerConsumer>(consumer: C) -> ContainerBuilder<C> {
+        let (events, _) = broadcast::channel(1024);
+        ContainerBuilder {
+            consumer,
+            handler: None,
+            error_handler: DefaultErrorHandler::default(),
+            listener_error_handler: None,
+            ack_mode: AckMode::Batch,
+            poll_timeout: Duration::from_secs(5),
+            idle_interval: None,
+            events,
+        }
+    }
+}
+
+impl<C: ContainerConsumer> ContainerBuilder<C> {
+    /// The per-record handler. Records of one partition are handled in order, one at a time.
+    pub fn record_handler<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(C::Record) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.record_handler_with_ack(move |r, _ack| f(r))
+    }
+
+    /// A per-record handler that receives an [`Acknowledgment`] (for the manual ack modes).
+    pub fn record_handler_with_ack<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(C::Record, Acknowledgment) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler = Some(Handler::Record(Arc::new(move |r, a| Box::pin(f(r, a)))));
+        self
+    }
+
+    /// The batch handler: gets every record of a poll at once. Fail with
+    /// [`BatchListenerFailed`] to name the failed record; any other error retries the whole
+    /// batch in memory.
+    pub fn batch_handler<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(Vec<C::Record>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.batch_handler_with_ack(move |r, _ack| f(r))
+    }
+
+    /// A batch handler that receives an [`Acknowledgment`] for the whole batch.
+    pub fn batch_handler_with_ack<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Vec<C::Record>, Acknowledgment) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler = Some(Handler::Batch(Arc::new(move |r, a| Box::pin(f(r, a)))));
+        self
+    }
+
+    /// The error handler. Default: [`DefaultErrorHandler::default`].
+    pub fn error_handler(mut self, handler: DefaultErrorHandler<C::Record>) -> Self {
+        self.error_handler = handler;
+        self
+    }
+
+    /// A listener-level error handler (Spring's `KafkaListenerErrorHandler`), run before the
+    /// container's: `Ok(())` treats the record as processed; `Err` passes an error on to the
+    /// container's error handler.
+    pub fn listener_error_handler(
+        mut self,
+        f: impl Fn(&C::Record, HandlerError) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> Self {
+        self.listener_error_handler = Some(Arc::new(f));
+        self
+    }
+
+    /// The ack mode. Default: [`AckMode::Batch`].
+    pub fn ack_mode(mut self, mode: AckMode) -> Self {
+        self.ack_mode = mode;
+        self
+    }
+
+    /// The longest a single poll waits. Default: 5 s (Spring's `pollTimeout`). Back-off
+    /// resumes and stop requests do not wait for it.
+    pub fn poll_timeout(mut self, timeout: Duration) -> Self {
+        self.poll_timeout = timeout;
+        self
+    }
+
+    /// Emit [`ContainerEvent::Idle`] when no records arrive for this long. Default: off.
+    pub fn idle_event_interval(mut self, interval: Duration) -> Self {
+        self.idle_interval = Some(interval);
+        self
+    }
+
+    /// Subscribes to events before the container starts (so `Started` is seen).
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Starts the container's task (inside a tokio runtime).
+    pub fn start(self) -> Result<ContainerHandle> {
+        let handler = self
+            .handler
+            .ok_or_else(|| Error::config("a listener container needs a record or batch handler"))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a listener container must start inside a tokio runtime"))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (pause_tx, pause_rx) = watch::channel(false);
+        let mut tracker = FailedRecordTracker::new();
+        tracker.reset_state_on_exception_change =
+            self.error_handler.reset_state_on_exception_change;
+        tracker.reset_state_on_recovery_failure =
+            self.error_handler.reset_state_on_recovery_failure;
+        tracker.max_recovery_failures = self.error_handler.max_recovery_failures;
+        let group = self.consumer.group_id();
+        let runner = Runner {
+            consumer: self.consumer,
+            handler,
+            eh: self.error_handler,
+            leh: self.listener_error_handler,
+            ack_mode: self.ack_mode,
+            poll_timeout: self.poll_timeout,
+            idle_interval: self.idle_interval,
+            events: self.events.clone(),
+            stop: stop_rx,
+            pause: pause_rx,
+            tracker,
+            backing_off: HashMap::new(),
+            halted: HashMap::new(),
+            assignment: HashSet::new(),
+            pending: HashMap::new(),
+            pending_count: 0,
+            last_commit: Instant::now(),
+            last_records: Instant::now(),
+            idle_notified: false,
+            container_paused: false,
+            acks: Arc::new(Mutex::new(Vec::new())),
+            group,
+            stop_reason: None,
+        };
+        let task = runtime.spawn(runner.run());
+        Ok(ContainerHandle {
+            stop: stop_tx,
+            pause: pause_tx,
+            events: self.events,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running container. Dropping it stops the container (without waiting).
+#[derive(Debug)]
+pub struct ContainerHandle {
+    stop: watch::Sender<bool>,
+    pause: watch::Sender<bool>,
+    events: broadcast::Sender<ContainerEvent>,
+    task: Option<JoinHandle<StopReason>>,
+}
+
+impl ContainerHandle {
+    /// Subscribes to the container's events.
+    pub fn events(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Pauses consumption (all partitions) before the next poll; membership is kept.
+    pub fn pause(&self) {
+        self.pause.send_replace(true);
+    }
+
+    /// Resumes after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.pause.send_replace(false);
+    }
+
+    /// Whether the container's task is still running.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops gracefully: the record in hand is finished, back-off waits end at once, handled
+    /// offsets are committed and the consumer leaves its group. Returns why the container
+    /// stopped (it may have stopped earlier by itself).
+    pub async fn stop(mut self) -> StopReason {
+        self.stop.send_replace(true);
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(StopReason::Error),
+            None => StopReason::Normal,
+        }
+    }
+
+    /// Waits until the container stops by itself (or is stopped elsewhere).
+    pub async fn join(mut self) -> StopReason {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(StopReason::Error),
+            None => StopReason::Normal,
+        }
+    }
+}
+
+impl Drop for ContainerHandle {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+struct Halted<R> {
+    record: R,
+    error: SharedError,
+    next_probe: Instant,
+}
+
+/// What to do with the rest of a partition's records in hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    SkipPartition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckSource {
+    Handler,
+    Recovered,
+}
+
+struct Runner<C: ContainerConsumer> {
+    consumer: C,
+    handler: Handler<C::Record>,
+    eh: DefaultErrorHandler<C::Record>,
+    leh: Option<ListenerErrorFn<C::Record>>,
+    ack_mode: AckMode,
+    poll_timeout: Duration,
+    idle_interval: Option<Duration>,
+    events: broadcast::Sender<ContainerEvent>,
+    stop: watch::Receiver<bool>,
+    pause: watch::Receiver<bool>,
+    tracker: FailedRecordTracker,
+    backing_off: HashMap<TopicPartition, Instant>,
+    halted: HashMap<TopicPartition, Halted<C::Record>>,
+    assignment: HashSet<TopicPartition>,
+    pending: HashMap<TopicPartition, OffsetToCommit>,
+    pending_count: u32,
+    last_commit: Instant,
+    last_records: Instant,
+    idle_notified: bool,
+    container_paused: bool,
+    acks: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    group: Option<String>,
+    stop_reason: Option<StopReason>,
+}
+
+fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
+    (Arc::from(r.topic()), r.partition())
+}
+
+fn group_by_partition<R: ListenerRecord>(records: Vec<R>) -> Vec<(TopicPartition, Vec<R>)> {
+    let mut out: Vec<(TopicPartition, Vec<R>)> = Vec::new();
+    let mut index: HashMap<(String, i32), usize> = HashMap::new();
+    for r in records {
+        let key = (r.topic().to_owned(), r.partition());
+        match index.get(&key) {
+            Some(&i) => out[i].1.push(r),
+            None => {
+                index.insert(key, out.len());
+                out.push((tp_of(&r), vec![r]));
+            }
+        }
+    }
+    out
+}
+
+fn stop_reason_for(e: &Error) -> Option<StopReason> {
+    match e.kind() {
+        ErrorKind::Authentication => Some(StopReason::Authentication),
+        ErrorKind::Closed => Some(StopReason::Abnormal),
+        ErrorKind::Broker(
+            KafkaCode::FencedInstanceId
+            | KafkaCode::ProducerFenced
+            | KafkaCode::InvalidProducerEpoch,
+        ) => Some(StopReason::Fenced),
+        ErrorKind::Broker(
+            KafkaCode::TopicAuthorizationFailed
+            | KafkaCode::GroupAuthorizationFailed
+            | KafkaCode::SaslAuthenticationFailed,
+        ) => Some(StopReason::Authentication),
+        ErrorKind::Broker(KafkaCode::OffsetOutOfRange) => Some(StopReason::NoOffset),
+        _ if e.is_fatal() => Some(StopReason::Error),
+        _ => None,
+    }
+}
+
+impl<C: ContainerConsumer> Runner<C> {
+    fn emit(&self, event: ContainerEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn stop_requested(&self) -> bool {
+        *self.stop.borrow() || self.stop_reason.is_some()
+    }
+
+    fn blocked(&self, tp: &TopicPartition) -> bool {
+        self.backing_off.contains_key(tp) || self.halted.contains_key(tp)
+    }
+
+    async fn run(mut self) -> StopReason {
+        self.emit(ContainerEvent::Started);
+        while !self.stop_requested() {
+            self.sync_assignment().await;
+            self.apply_container_pause();
+            self.resume_due();
+            self.probe_halted().await;
+            self.commit_if_due().await;
+            let timeout = self.next_timeout();
+            let polled = tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = self.pause.changed() => continue,
+                r = self.consumer.poll(timeout) => r,
+            };
+            match polled {
+                Ok(records) if records.is_empty() => self.maybe_idle(),
+                Ok(records) => {
+                    self.last_records = Instant::now();
+                    self.idle_notified = false;
+                    self.sync_assignment().await;
+                    match &self.handler {
+                        Handler::Record(_) => self.handle_records(records).await,
+                        Handler::Batch(_) => self.handle_batch(records).await,
+                    }
+                    if self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual {
+                        self.commit_pending().await;
+                    }
+                }
+                Err(e) => {
+                    if let Some(reason) = stop_reason_for(&e) {
+                        tracing::error!(error = %e, "listener container stopping");
+                        self.stop_reason = Some(reason);
+                    } else {
+                        tracing::warn!(error = %e, "poll failed; retrying");
+                        self.emit(ContainerEvent::PollFailed(e));
+                        self.sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        self.commit_pending().await;
+        if let Err(e) = self.consumer.close().await {
+            tracing::warn!(error = %e, "closing the consumer failed");
+        }
+        let reason = self.stop_reason.unwrap_or(StopReason::Normal);
+        self.emit(ContainerEvent::Stopped(reason));
+        reason
+    }
+
+    /// Sleeps up to `d`, returning early (false) when a stop is requested.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        if self.stop_requested() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    fn next_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut t = self.poll_timeout;
+        for due in self.backing_off.values() {
+            t = t.min(due.saturating_duration_since(now));
+        }
+        for h in self.halted.values() {
+            t = t.min(h.next_probe.saturating_duration_since(now));
+        }
+        if let AckMode::Time(d) | AckMode::CountTime(_, d) = self.ack_mode {
+            if !self.pending.is_empty() {
+                t = t.min((self.last_commit + d).saturating_duration_since(now));
+            }
+        }
+        if let Some(idle) = self.idle_interval {
+            if !self.idle_notified {
+                t = t.min((self.last_records + idle).saturating_duration_since(now));
+            }
+        }
+        t
+    }
+
+    fn maybe_idle(&mut self) {
+        if let Some(idle) = self.idle_interval {
+            let idle_for = self.last_records.elapsed();
+            if !self.idle_notified && idle_for >= idle {
+                self.idle_notified = true;
+                self.emit(ContainerEvent::Idle { idle_for });
+            }
+        }
+    }
+
+    async fn sync_assignment(&mut self) {
+        let now: HashSet<TopicPartition> = self.consumer.assignment().into_iter().collect();
+        if now == self.assignment {
+            return;
+        }
+        let removed: Vec<TopicPartition> = self.assignment.difference(&now).cloned().collect();
+        let added: Vec<TopicPartition> = now.difference(&self.assignment).cloned().collect();
+        for tp in &removed {
+            self.tracker.clear(tp);
+            self.backing_off.remove(tp);
+            self.halted.remove(tp);
+            self.pending.remove(tp);
+        }
+        self.assignment = now;
+        if added.is_empty() {
+            return;
+        }
+        if self.container_paused {
+            self.pause_partitions(&added);
+        }
+        if self.group.is_some() {
+            // Attempt counts travel in commit metadata: continue where the last owner stopped.
+            match self.consumer.committed(&added).await {
+                Ok(committed) => {
+                    for (tp, c) in committed {
+                        if let Some((offset, metadata)) = c {
+                            if let Some(state) = RetryState::decode(&metadata) {
+                                if state.offset == offset {
+                                    self.tracker.resume(&tp, state);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading committed offsets failed"),
+            }
+        }
+    }
+
+    fn pause_partitions(&mut self, tps: &[TopicPartition]) {
+        if tps.is_empty() {
+            return;
+        }
+        match self.consumer.pause(tps) {
+            Ok(()) => self.emit(ContainerEvent::PartitionsPaused(tps.to_vec())),
+            Err(e) => tracing::warn!(error = %e, "pausing partitions failed"),
+        }
+    }
+
+    fn resume_partitions(&mut self, tps: &[TopicPartition]) {
+        if tps.is_empty() {
+            return;
+        }
+        match self.consumer.resume(tps) {
+            Ok(()) => self.emit(ContainerEvent::PartitionsResumed(tps.to_vec())),
+            Err(e) => tracing::warn!(error = %e, "resuming partitions failed"),
+        }
+    }
+
+    fn apply_container_pause(&mut self) {
+        let want = *self.pause.borrow();
+        if want == self.container_paused {
+            return;
+        }
+        self.container_paused = want;
+        let all: Vec<TopicPartition> = self.assignment.iter().cloned().collect();
+        if want {
+            self.pause_partitions(&all);
+        } else {
+            let free: Vec<TopicPartition> =
+                all.into_iter().filter(|tp| !self.blocked(tp)).collect();
+            self.resume_partitions(&free);
+        }
+    }
+
+    fn resume_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = self
+            .backing_off
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in &due {
+            self.backing_off.remove(tp);
+        }
+        if !self.container_paused {
+            let due: Vec<TopicPartition> = due
+                .into_iter()
+                .filter(|tp| !self.halted.contains_key(tp))
+                .collect();
+            self.resume_partitions(&due);
+        }
+    }
+
+    async fn probe_halted(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = self
+            .halted
+            .iter()
+            .filter(|(_, h)| h.next_probe <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            let Some(h) = self.halted.remove(&tp) else {
+                continue;
+            };
+            let offset = h.record.offset();
+            match self.eh.recoverer.recover(&h.record, &h.error).await {
+                Ok(()) => {
+                    for l in &self.eh.listeners {
+                        l.recovered(&h.record, &h.error);
+                    }
+                    self.tracker.recovered(&tp, offset);
+                    self.emit(ContainerEvent::Recovered {
+                        partition: tp.clone(),
+                        offset,
+                    });
+                    if let Err(e) = self.consumer.seek(&tp, offset + 1) {
+                        tracing::warn!(error = %e, "seek after recovery failed");
+                    }
+                    self.ack(&tp, offset, AckSource::Recovered).await;
+                    self.commit_pending().await;
+                    if !self.container_paused {
+                        self.resume_partitions(std::slice::from_ref(&tp));
+                    }
+                }
+                Err(f) => {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed(&h.record, &h.error, &f);
+                    }
+                    let failures = self
+                        .tracker
+                        .recovery_failures(&tp, offset)
+                        .saturating_add(1);
+                    let _ = self.tracker.recovery_failed(&tp, offset);
+                    self.emit(ContainerEvent::RecoveryFailed {
+                        partition: tp.clone(),
+                        offset,
+                        failures,
+                        error: f,
+                    });
+                    self.halted.insert(
+                        tp,
+                        Halted {
+                            next_probe: Instant::now() + self.eh.halt_probe_interval,
+                            ..h
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- acks and commits ----
+
+    async fn ack(&mut self, tp: &TopicPartition, offset: i64, source: AckSource) {
+        let manual = matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate);
+        if manual && source == AckSource::Handler {
+            return;
+        }
+        self.pending.insert(
+            tp.clone(),
+            OffsetToCommit {
+                partition: tp.clone(),
+                offset: offset + 1,
+                metadata: String::new(),
+            },
+        );
+        self.pending_count = self.pending_count.saturating_add(1);
+        match self.ack_mode {
+            AckMode::Record | AckMode::ManualImmediate => self.commit_pending().await,
+            AckMode::Count(n) | AckMode::CountTime(n, _) if self.pending_count >= n => {
+                self.commit_pending().await
+            }
+            _ => {}
+        }
+    }
+
+    async fn drain_manual_acks(&mut self) {
+        let acked: Vec<(TopicPartition, i64)> = {
+            let mut sink = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *sink)
+        };
+        if acked.is_empty() {
+            return;
+        }
+        for (tp, next) in acked {
+            if !self.assignment.contains(&tp) && !self.assignment.is_empty() {
+                continue;
+            }
+            self.pending.insert(
+                tp.clone(),
+                OffsetToCommit {
+                    partition: tp,
+                    offset: next,
+                    metadata: String::new(),
+                },
+            );
+        }
+        if self.ack_mode == AckMode::ManualImmediate {
+            self.commit_pending().await;
+        }
+    }
+
+    async fn commit_if_due(&mut self) {
+        if let AckMode::Time(d) | AckMode::CountTime(_, d) = self.ack_mode {
+            if !self.pending.is_empty() && self.last_commit.elapsed() >= d {
+                self.commit_pending().await;
+            }
+        }
+    }
+
+    async fn commit_pending(&mut self) {
+        if self.pending.is_empty() || self.group.is_none() {
+            self.pending.clear();
+            self.pending_count = 0;
+            return;
+        }
+        let offsets: Vec<OffsetToCommit> = self.pending.values().cloned().collect();
+        match self.consumer.commit(offsets.clone()).await {
+            Ok(()) => {
+                self.pending.clear();
+                self.pending_count = 0;
+                self.last_commit = Instant::now();
+                self.emit(ContainerEvent::Committed(offsets));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; will retry");
+                if let Some(reason) = stop_reason_for(&e) {
+                    self.stop_reason = Some(reason);
+                }
+                self.emit(ContainerEvent::CommitFailed(e));
+            }
+        }
+    }
+
+    /// Commits the failed record's offset with its retry state as metadata, so a new owner
+    /// continues counting. Everything before it in the partition is handled, so this never
+    /// skips a record.
+    async fn commit_retry_state(&mut self, tp: &TopicPartition, offset: i64) {
+        if self.group.is_none() {
+            return;
+        }
+        let Some(state) = self.tracker.state(tp) else {
+            return;
+        };
+        self.pending.remove(tp);
+        let commit = OffsetToCommit {
+            partition: tp.clone(),
+            offset,
+            metadata: state.encode(),
+        };
+        if let Err(e) = self.consumer.commit(vec![commit]).await {
+            tracing::debug!(error = %e, "committing retry state failed");
+        }
+    }
+
+    // ---- record handling ----
+
+    async fn call_record_handler(&mut self, record: &C::Record) -> Option<SharedError> {
+        let Handler::Record(f) = &self.handler else {
+            return None;
+        };
+        let f = f.clone();
+        if let Some(d) = record.deserialization_failure() {
+            return Some(Arc::new(d));
+        }
+        let tp = tp_of(record);
+        let delivered = match self.eh.delivery_attempt_header {
+            DeliveryAttemptHeader::On => {
+                let attempt = self.tracker.delivery_attempt(&tp, record.offset());
+                record.with_header(Header::new(
+                    DELIVERY_ATTEMPT_HEADER,
+                    Some(delivery_attempt_header_value(attempt).to_vec()),
+                ))
+            }
+            _ => record.clone(),
+        };
+        let ack = Acknowledgment {
+            sink: self.acks.clone(),
+            targets: Arc::new(vec![(tp, record.offset() + 1)]),
+        };
+        let result = f(delivered, ack).await;
+        let result = match (result, &self.leh) {
+            (Err(e), Some(leh)) => leh(record, e),
+            (r, _) => r,
+        };
+        result.err().map(Arc::from)
+    }
+
+    async fn handle_records(&mut self, records: Vec<C::Record>) {
+        for (tp, recs) in group_by_partition(records) {
+            for record in recs {
+                if self.stop_requested() || self.blocked(&tp) || !self.owns(&tp) {
+                    break;
+                }
+                let offset = record.offset();
+                let failure = self.call_record_handler(&record).await;
+                self.drain_manual_acks().await;
+                let flow = match failure {
+                    None => {
+                        self.tracker.succeeded(&tp, offset);
+                        self.ack(&tp, offset, AckSource::Handler).await;
+                        Flow::Continue
+                    }
+                    Some(error) => self.on_failure(&tp, &record, error).await,
+                };
+                if flow == Flow::SkipPartition {
+                    break;
+                }
+                self.commit_if_due().await;
+            }
+        }
+    }
+
+    fn owns(&self, tp: &TopicPartition) -> bool {
+        self.assignment.is_empty() || self.assignment.contains(tp)
+    }
+
+    async fn on_failure(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+    ) -> Flow {
+        let offset = record.offset();
+        let back_off = self.eh.back_off_for(record, &error);
+        let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+        let decision =
+            self.tracker
+                .failed(tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
+        let attempt = match decision {
+            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
+        };
+        for l in &self.eh.listeners {
+            l.failed_delivery(record, &error, attempt);
+        }
+        self.emit(ContainerEvent::FailedDelivery {
+            partition: tp.clone(),
+            offset,
+            attempt,
+            error: error.clone(),
+        });
+        match decision {
+            Decision::Retry { delay, .. } => {
+                tracing::info!(
+                    topic = %tp.0, partition = tp.1, offset, attempt, error = %error,
+                    "record failed; retrying after {delay:?}"
+                );
+                self.retry_later(tp, offset, delay).await;
+                Flow::SkipPartition
+            }
+            Decision::Recover { .. } => self.recover(tp, record, error).await,
+        }
+    }
+
+    /// Seeks `tp` back to `offset` and pauses it for `delay` (other partitions keep flowing).
+    async fn retry_later(&mut self, tp: &TopicPartition, offset: i64, delay: Duration) {
+        if let Err(e) = self.consumer.seek(tp, offset) {
+            tracing::warn!(error = %e, "seek back to the failed record failed");
+        }
+        self.commit_retry_state(tp, offset).await;
+        if !delay.is_zero() {
+            self.backing_off.insert(tp.clone(), Instant::now() + delay);
+            if !self.container_paused {
+                self.pause_partitions(std::slice::from_ref(tp));
+            }
+        }
+    }
+
+    async fn recover(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+    ) -> Flow {
+        let offset = record.offset();
+        let recoverer = self.eh.recoverer.clone();
+        match recoverer.recover(record, &error).await {
+            Ok(()) => {
+                for l in &self.eh.listeners {
+                    l.recovered(record, &error);
+                }
+                self.tracker.recovered(tp, offset);
+                self.emit(ContainerEvent::Recovered {
+                    partition: tp.clone(),
+                    offset,
+                });
+                self.ack(tp, offset, AckSource::Recovered).await;
+                Flow::Continue
+            }
+            Err(f) => {
+                let f: SharedError = Arc::from(f);
+                for l in &self.eh.listeners {
+                    l.recovery_failed(record, &error, &f);
+                }
+                let decision = self.tracker.recovery_failed(tp, offset);
+                let failures = self.tracker.recovery_failures(tp, offset);
+                tracing::warn!(
+                    topic = %tp.0, partition = tp.1, offset, failures, error = %f,
+                    "recovering the record failed; it will be redelivered"
+                );
+                self.emit(ContainerEvent::RecoveryFailed {
+                    partition: tp.clone(),
+                    offset,
+                    failures,
+                    error: f,
+                });
+                match decision {
+                    RecoveryFailureDecision::Halt { failures } => {
+                        if let Err(e) = self.consumer.seek(tp, offset) {
+                            tracing::warn!(error = %e, "seek back to the failed record failed");
+                        }
+                        self.backing_off.remove(tp);
+                        if !self.container_paused {
+                            self.pause_partitions(std::slice::from_ref(tp));
+                        }
+                        tracing::error!(
+                            topic = %tp.0, partition = tp.1, offset, failures,
+                            "recovery failed {failures} times; partition halted"
+                        );
+                        self.halted.insert(
+                            tp.clone(),
+                            Halted {
+                                record: record.clone(),
+                                error,
+                                next_probe: Instant::now() + self.eh.halt_probe_interval,
+                            },
+                        );
+                        self.emit(ContainerEvent::RecoveryHalted {
+                            partition: tp.clone(),
+                            offset,
+                            failures,
+                        });
+                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+                            self.stop_reason = Some(StopReason::Abnormal);
+                        }
+                    }
+                    _ => {
+                        let interval = self.eh.recovery_retry_interval;
+                        self.retry_later(tp, offset, interval).await;
+                    }
+                }
+                Flow::SkipPartition
+            }
+        }
+    }
+
+    // ---- batch handling ----
+
+    async fn handle_batch(&mut self, records: Vec<C::Record>) {
+        let Handler::Batch(f) = &self.handler else {
+            return;
+        };
+        let f = f.clone();
+        let mut batch = Vec::with_capacity(records.len());
+        let mut undeserializable = Vec::new();
+        for r in records {
+            let tp = tp_of(&r);
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            if r.deserialization_failure().is_some() {
+                undeserializable.push(r);
+            } else {
+                batch.push(r);
+            }
+        }
+        if batch.is_empty() && undeserializable.is_empty() {
+            return;
+        }
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            let ack = self.batch_ack(&batch);
+            f(batch.clone(), ack).await
+        };
+        self.drain_manual_acks().await;
+        match result {
+            Ok(()) => {
+                self.batch_succeeded(&batch).await;
+                self.recover_undeserializable(undeserializable).await;
+            }
+            Err(e) => {
+                let (position, cause) = match e.downcast::<BatchListenerFailed>() {
+                    Ok(blf) => (
+                        Some(blf.position),
+                        Arc::<dyn std::error::Error + Send + Sync>::from(blf.cause),
+                    ),
+                    Err(e) => (None, Arc::from(e)),
+                };
+                let index = position.and_then(|p| match p {
+                    FailedPosition::Index(i) if i < batch.len() => Some(i),
+                    FailedPosition::Record {
+                        topic,
+                        partition,
+                        offset,
+                    } => batch.iter().position(|r| {
+                        r.topic() == topic && r.partition() == partition && r.offset() == offset
+                    }),
+                    _ => None,
+                });
+                match index {
+                    Some(i) => self.batch_failed_at(batch, i, cause).await,
+                    None => {
+                        tracing::warn!(
+                            "batch handler failed without naming a record in the batch; retrying the whole batch"
+                        );
+                        self.batch_fallback(batch, cause).await;
+                    }
+                }
+                // Undeserializable records come back with the re-fetched records.
+                for r in undeserializable {
+                    let tp = tp_of(&r);
+                    if !self.blocked(&tp) {
+                        self.seek_min(&tp, r.offset());
+                    }
+                }
+            }
+        }
+    }
+
+    fn batch_ack(&self, batch: &[C::Record]) -> Acknowledgment {
+        let mut last: HashMap<TopicPartition, i64> = HashMap::new();
+        for r in batch {
+            let e = last.entry(tp_of(r)).or_insert(r.offset());
+            *e = (*e).max(r.offset());
+        }
+        Acknowledgment {
+            sink: self.acks.clone(),
+            targets: Arc::new(last.into_iter().map(|(tp, o)| (tp, o + 1)).collect()),
+        }
+    }
+
+    async fn batch_succeeded(&mut self, batch: &[C::Record]) {
+        for r in batch {
+            let tp = tp_of(r);
+            self.tracker.succeeded(&tp, r.offset());
+            self.ack(&tp, r.offset(), AckSource::Handler).await;
+        }
+    }
+
+    async fn recover_undeserializable(&mut self, records: Vec<C::Record>) {
+        for r in records {
+            let tp = tp_of(&r);
+            if self.blocked(&tp) {
+                continue;
+            }
+            let error: SharedError = match r.deserialization_failure() {
+                Some(d) => Arc::new(d),
+                None => continue,
+            };
+            self.on_failure(&tp, &r, error).await;
+        }
+    }
+
+    /// Remembers the lowest offset to seek `tp` back to (applied right away).
+    fn seek_min(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Err(e) = self.consumer.seek(tp, offset) {
+            tracing::warn!(error = %e, "seek failed");
+        }
+    }
+
+    async fn batch_failed_at(&mut self, batch: Vec<C::Record>, index: usize, cause: SharedError) {
+        let failed = batch[index].clone();
+        let failed_tp = tp_of(&failed);
+        // Records before the failed one are done: commit them now (Spring always does).
+        for r in &batch[..index] {
+            let tp = tp_of(r);
+            self.tracker.succeeded(&tp, r.offset());
+            self.pending.insert(
+                tp.clone(),
+                OffsetToCommit {
+                    partition: tp,
+                    offset: r.offset() + 1,
+                    metadata: String::new(),
+                },
+            );
+        }
+        self.commit_pending().await;
+        let flow = self.on_failure(&failed_tp, &failed, cause).await;
+        // The rest is re-fetched: seek each partition to its first remaining record.
+        let mut firsts: HashMap<TopicPartition, i64> = HashMap::new();
+        for r in &batch[index + 1..] {
+            let tp = tp_of(r);
+            if tp == failed_tp && flow == Flow::SkipPartition {
+                continue;
+            }
+            let e = firsts.entry(tp).or_insert(r.offset());
+            *e = (*e).min(r.offset());
+        }
+        for (tp, offset) in firsts {
+            self.seek_min(&tp, offset);
+        }
+        self.commit_pending().await;
+    }
+
+    /// Retries the whole batch in memory with its partitions paused (membership kept), then
+    /// recovers each record.
+    async fn batch_fallback(&mut self, mut batch: Vec<C::Record>, first_error: SharedError) {
+        let Handler::Batch(f) = &self.handler else {
+            return;
+        };
+        let f = f.clone();
+        let paused: Vec<TopicPartition> = self.assignment.iter().cloned().collect();
+        self.pause_partitions(&paused);
+        let Some(first) = batch.first().cloned() else {
+            return;
+        };
+        let back_off = self.eh.back_off_for(&first, &first_error);
+        let mut execution = back_off.start();
+        let mut attempt = 1u32;
+        let mut error = first_error;
+        for l in &self.eh.listeners {
+            l.failed_delivery_batch(&batch, &error, attempt);
+        }
+        let mut succeeded = false;
+        let mut stopped = false;
+        loop {
+            let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+            if !self.eh.classifier.is_retryable(err_ref) {
+                break;
+            }
+            let Some(delay) = execution.next_back_off() else {
+                break;
+            };
+            if !self.wait_paused(delay).await {
+                stopped = true;
+                break;
+            }
+            batch.retain(|r| self.owns(&tp_of(r)));
+            if batch.is_empty() {
+                break;
+            }
+            let ack = self.batch_ack(&batch);
+            match f(batch.clone(), ack).await {
+                Ok(()) => {
+                    succeeded = true;
+                    break;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    error = Arc::from(e);
+                    for l in &self.eh.listeners {
+                        l.failed_delivery_batch(&batch, &error, attempt);
+                    }
+                    self.emit(ContainerEvent::FailedDelivery {
+                        partition: tp_of(&first),
+                        offset: first.offset(),
+                        attempt,
+                        error: error.clone(),
+                    });
+                }
+            }
+        }
+        self.drain_manual_acks().await;
+        if succeeded {
+            self.batch_succeeded(&batch).await;
+        } else if stopped {
+            self.seek_batch_back(&batch);
+        } else if !batch.is_empty() {
+            self.recover_batch(&batch, &error).await;
+        }
+        let resume: Vec<TopicPartition> = self
+            .assignment
+            .iter()
+            .filter(|tp| !self.blocked(tp))
+            .cloned()
+            .collect();
+        if !self.container_paused {
+            self.resume_partitions(&resume);
+        }
+        self.commit_pending().await;
+    }
+
+    fn seek_batch_back(&mut self, batch: &[C::Record]) {
+        let mut firsts: HashMap<TopicPartition, i64> = HashMap::new();
+        for r in batch {
+            let e = firsts.entry(tp_of(r)).or_insert(r.offset());
+            *e = (*e).min(r.offset());
+        }
+        for (tp, o) in firsts {
+            self.seek_min(&tp, o);
+        }
+    }
+
+    async fn recover_batch(&mut self, batch: &[C::Record], error: &SharedError) {
+        let recoverer = self.eh.recoverer.clone();
+        for (i, r) in batch.iter().enumerate() {
+            let tp = tp_of(r);
+            if self.blocked(&tp) {
+                continue;
+            }
+            match recoverer.recover(r, error).await {
+                Ok(()) => {
+                    self.tracker.succeeded(&tp, r.offset());
+                    self.ack(&tp, r.offset(), AckSource::Recovered).await;
+                }
+                Err(f) => {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed_batch(batch, error, &f);
+                    }
+                    // Nothing past an unrecovered record is committed: re-fetch from it.
+                    let rest = &batch[i..];
+                    self.seek_batch_back(rest);
+                    let decision = self.tracker.recovery_failed(&tp, r.offset());
+                    let failures = self.tracker.recovery_failures(&tp, r.offset());
+                    self.emit(ContainerEvent::RecoveryFailed {
+                        partition: tp.clone(),
+                        offset: r.offset(),
+                        failures,
+                        error: f,
+                    });
+                    if let RecoveryFailureDecision::Halt { failures } = decision {
+                        self.halted.insert(
+                            tp.clone(),
+                            Halted {
+                                record: r.clone(),
+                                error: error.clone(),
+                                next_probe: Instant::now() + self.eh.halt_probe_interval,
+                            },
+                        );
+                        self.emit(ContainerEvent::RecoveryHalted {
+                            partition: tp.clone(),
+                            offset: r.offset(),
+                            failures,
+                        });
+                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+                            self.stop_reason = Some(StopReason::Abnormal);
+                        }
+                    } else {
+                        self.backing_off
+                            .insert(tp, Instant::now() + self.eh.recovery_retry_interval);
+                    }
+                    return;
+                }
+            }
+        }
+        for l in &self.eh.listeners {
+            l.recovered_batch(batch, error);
+        }
+    }
+
+    /// Waits `delay` with the partitions paused, polling so the consumer stays in its group.
+    /// Records of partitions assigned meanwhile are sought back and paused. False on stop.
+    async fn wait_paused(&mut self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            if self.stop_requested() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            let slice = left.min(Duration::from_millis(100));
+            let polled = tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() { return false; }
+                    continue;
+                }
+                r = self.consumer.poll(slice) => r,
+            };
+            let before = self.assignment.clone();
+            self.sync_assignment().await;
+            let added: Vec<TopicPartition> = self.assignment.difference(&before).cloned().collect();
+            self.pause_partitions(&added);
+            if let Ok(records) = polled {
+                let mut firsts: HashMap<TopicPartition, i64> = HashMap::new();
+                for r in &records {
+                    let e = firsts.entry(tp_of(r)).or_insert(r.offset());
+                    *e = (*e).min(r.offset());
+                }
+                let tps: Vec<TopicPartition> = firsts.keys().cloned().collect();
+                for (tp, o) in firsts {
+                    self.seek_min(&tp, o);
+                }
+                self.pause_partitions(&tps);
+            }
+        }
+    }
+}

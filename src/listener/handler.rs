@@ -1,0 +1,384 @@
+//! The container's error handler (Spring's `DefaultErrorHandler`), recoverers and retry
+//! listeners.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backoff::{BackOff, FixedBackOff};
+use super::classify::{Classifier, HandlerError};
+use super::consumer::ListenerRecord;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The error type handlers see: shared, so one failure can go to listeners, the recoverer and
+/// events.
+pub type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// Runs when a record's retries are exhausted (or it is not retryable): log it, publish it to a
+/// dead-letter topic, …
+///
+/// An `Err` is a *recovery failure*: the record is not skipped; it is redelivered under the
+/// back-off, and after [`DefaultErrorHandler::max_recovery_failures`] its partition stays paused
+/// and an alarm event fires.
+pub trait Recoverer<R>: Send + Sync {
+    /// Recovers `record`, which failed with `error`.
+    fn recover<'a>(
+        &'a self,
+        record: &'a R,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+}
+
+/// The default recoverer: logs the record at ERROR through `tracing` (Spring's "Backoff …
+/// exhausted for t-p@o").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoggingRecoverer;
+
+impl<R: ListenerRecord> Recoverer<R> for LoggingRecoverer {
+    fn recover<'a>(
+        &'a self,
+        record: &'a R,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            tracing::error!(
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                error = %error,
+                "retries exhausted for {}-{}@{}; record skipped",
+                record.topic(),
+                record.partition(),
+                record.offset()
+            );
+            Ok(())
+        })
+    }
+}
+
+/// A recoverer from an async function.
+pub struct RecovererFn<F>(pub F);
+
+impl<F> fmt::Debug for RecovererFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecovererFn")
+    }
+}
+
+impl<R, F, Fut> Recoverer<R> for RecovererFn<F>
+where
+    R: ListenerRecord,
+    F: Fn(R, SharedError) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn recover<'a>(
+        &'a self,
+        record: &'a R,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin((self.0)(record.clone(), error.clone()))
+    }
+}
+
+/// Observes retries (Spring's `RetryListener`). Every method has an empty default.
+pub trait RetryListener<R>: Send + Sync {
+    /// A delivery of `record` failed; `attempt` counts deliveries from 1.
+    fn failed_delivery(&self, record: &R, error: &SharedError, attempt: u32) {
+        let _ = (record, error, attempt);
+    }
+    /// The recoverer handled `record`.
+    fn recovered(&self, record: &R, error: &SharedError) {
+        let _ = (record, error);
+    }
+    /// The recoverer failed for `record`.
+    fn recovery_failed(&self, record: &R, original: &SharedError, failure: &SharedError) {
+        let _ = (record, original, failure);
+    }
+    /// A delivery of a whole batch failed (batch handlers).
+    fn failed_delivery_batch(&self, records: &[R], error: &SharedError, attempt: u32) {
+        let _ = (records, error, attempt);
+    }
+    /// A batch was recovered record by record after its retries.
+    fn recovered_batch(&self, records: &[R], error: &SharedError) {
+        let _ = (records, error);
+    }
+    /// Recovering a batch failed.
+    fn recovery_failed_batch(&self, records: &[R], original: &SharedError, failure: &SharedError) {
+        let _ = (records, original, failure);
+    }
+}
+
+/// A batch handler's way to say which record failed (Spring's `BatchListenerFailedException`):
+/// records before it are committed, it is retried and recovered on its own, the rest follow.
+#[derive(Debug, thiserror::Error)]
+#[error("batch listener failed at {position}")]
+pub struct BatchListenerFailed {
+    /// Which record failed.
+    pub position: FailedPosition,
+    /// Why.
+    #[source]
+    pub cause: HandlerError,
+}
+
+/// Which record of a batch failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailedPosition {
+    /// The index in the batch handed to the handler.
+    Index(usize),
+    /// The record's topic, partition and offset.
+    Record {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+}
+
+impl fmt::Display for FailedPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailedPosition::Index(i) => write!(f, "@-{i}"),
+            FailedPosition::Record {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}-{partition}@{offset}"),
+        }
+    }
+}
+
+impl BatchListenerFailed {
+    /// The record at `index` of the batch failed with `cause`.
+    pub fn at_index(index: usize, cause: impl Into<HandlerError>) -> Self {
+        BatchListenerFailed {
+            position: FailedPosition::Index(index),
+            cause: cause.into(),
+        }
+    }
+
+    /// `record` failed with `cause`.
+    pub fn at_record<R: ListenerRecord>(record: &R, cause: impl Into<HandlerError>) -> Self {
+        BatchListenerFailed {
+            position: FailedPosition::Record {
+                topic: record.topic().to_owned(),
+                partition: record.partition(),
+                offset: record.offset(),
+            },
+            cause: cause.into(),
+        }
+    }
+}
+
+/// What happens when a record's recovery has failed
+/// [`max_recovery_failures`](DefaultErrorHandler::max_recovery_failures) times in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryHalt {
+    /// Keep the partition paused (other partitions flow), fire
+    /// [`ContainerEvent::RecoveryHalted`](super::ContainerEvent::RecoveryHalted), and retry the
+    /// recovery every [`halt_probe_interval`](DefaultErrorHandler::halt_probe_interval).
+    #[default]
+    PausePartition,
+    /// Stop the container with [`StopReason::Abnormal`](super::StopReason::Abnormal).
+    StopContainer,
+}
+
+/// Whether the `kafka_deliveryAttempt` header is added before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DeliveryAttemptHeader {
+    /// Not added (Spring's default).
+    #[default]
+    Off,
+    /// Added (4-byte big-endian, from 1), replacing one already present.
+    On,
+}
+
+type BackOffFunction<R> = Arc<dyn Fn(&R, &SharedError) -> Option<Arc<dyn BackOff>> + Send + Sync>;
+
+/// Spring's `DefaultErrorHandler`: seek the failing partition back, back off, recover when
+/// exhausted — with three improvements: the back-off pauses only the failing partition (the
+/// group never blocks), the attempt count travels in commit metadata, and a failing recoverer
+/// is capped instead of looping.
+///
+/// ```
+/// use std::time::Duration;
+/// use rekafka::listener::{DefaultErrorHandler, ExponentialBackOff, RecoveryHalt};
+/// # #[derive(Clone)] struct R;
+/// # impl rekafka::listener::ListenerRecord for R {
+/// #   fn topic(&self) -> &str { "t" } fn partition(&self) -> i32 { 0 } fn offset(&self) -> i64 { 0 }
+/// #   fn timestamp(&self) -> i64 { 0 }
+/// #   fn timestamp_type(&self) -> rekafka::protocol::record::TimestampType { Default::default() }
+/// #   fn key(&self) -> Option<&bytes::Bytes> { None } fn value(&self) -> Option<&bytes::Bytes> { None }
+/// #   fn headers(&self) -> Vec<rekafka::protocol::record::Header> { vec![] }
+/// #   fn with_header(&self, _: rekafka::protocol::record::Header) -> Self { R }
+/// # }
+///
+/// let handler = DefaultErrorHandler::<R>::new()
+///     .back_off(ExponentialBackOff::with_max_retries(4).initial_interval(Duration::from_millis(100)))
+///     .max_recovery_failures(Some(5))
+///     .on_recovery_halt(RecoveryHalt::PausePartition);
+/// ```
+pub struct DefaultErrorHandler<R> {
+    pub(crate) back_off: Arc<dyn BackOff>,
+    pub(crate) back_off_fn: Option<BackOffFunction<R>>,
+    pub(crate) classifier: Classifier,
+    pub(crate) recoverer: Arc<dyn Recoverer<R>>,
+    pub(crate) listeners: Vec<Arc<dyn RetryListener<R>>>,
+    pub(crate) reset_state_on_recovery_failure: bool,
+    pub(crate) reset_state_on_exception_change: bool,
+    pub(crate) max_recovery_failures: Option<u32>,
+    pub(crate) recovery_retry_interval: Duration,
+    pub(crate) on_recovery_halt: RecoveryHalt,
+    pub(crate) halt_probe_interval: Duration,
+    pub(crate) delivery_attempt_header: DeliveryAttemptHeader,
+}
+
+impl<R> fmt::Debug for DefaultErrorHandler<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DefaultErrorHandler")
+            .field("back_off", &self.back_off)
+            .field("classifier", &self.classifier)
+            .field("max_recovery_failures", &self.max_recovery_failures)
+            .field("on_recovery_halt", &self.on_recovery_halt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: ListenerRecord> Default for DefaultErrorHandler<R> {
+    fn default() -> Self {
+        DefaultErrorHandler {
+            back_off: Arc::new(FixedBackOff::default()),
+            back_off_fn: None,
+            classifier: Classifier::default(),
+            recoverer: Arc::new(LoggingRecoverer),
+            listeners: Vec::new(),
+            reset_state_on_recovery_failure: true,
+            reset_state_on_exception_change: true,
+            max_recovery_failures: Some(5),
+            recovery_retry_interval: Duration::from_secs(1),
+            on_recovery_halt: RecoveryHalt::PausePartition,
+            halt_probe_interval: Duration::from_secs(30),
+            delivery_attempt_header: DeliveryAttemptHeader::Off,
+        }
+    }
+}
+
+impl<R: ListenerRecord> DefaultErrorHandler<R> {
+    /// The defaults: [`FixedBackOff::default`] (0 ms, 9 retries), [`LoggingRecoverer`], the
+    /// default [`Classifier`], resets on recovery failure and on error change, at most 5
+    /// recovery failures before [`RecoveryHalt::PausePartition`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The back-off policy. Default: [`FixedBackOff::default`] (0 ms, 9 retries).
+    pub fn back_off(mut self, back_off: impl BackOff + 'static) -> Self {
+        self.back_off = Arc::new(back_off);
+        self
+    }
+
+    /// Chooses the back-off per (record, error); `None` uses the default policy.
+    pub fn back_off_fn(
+        mut self,
+        f: impl Fn(&R, &SharedError) -> Option<Arc<dyn BackOff>> + Send + Sync + 'static,
+    ) -> Self {
+        self.back_off_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// The classifier. Default: [`Classifier::default`].
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// Mutable access to the classifier, to add or remove rules.
+    pub fn classifier_mut(&mut self) -> &mut Classifier {
+        &mut self.classifier
+    }
+
+    /// The recoverer. Default: [`LoggingRecoverer`].
+    pub fn recoverer(mut self, recoverer: impl Recoverer<R> + 'static) -> Self {
+        self.recoverer = Arc::new(recoverer);
+        self
+    }
+
+    /// The recoverer, shared.
+    pub fn recoverer_arc(mut self, recoverer: Arc<dyn Recoverer<R>>) -> Self {
+        self.recoverer = recoverer;
+        self
+    }
+
+    /// Adds a retry listener.
+    pub fn retry_listener(mut self, listener: impl RetryListener<R> + 'static) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Adds a shared retry listener.
+    pub fn retry_listener_arc(mut self, listener: Arc<dyn RetryListener<R>>) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Restart the back-off after a recovery failure. Default: true.
+    pub fn reset_state_on_recovery_failure(mut self, reset: bool) -> Self {
+        self.reset_state_on_recovery_failure = reset;
+        self
+    }
+
+    /// Restart the back-off when a record fails with a different kind of error. Default: true.
+    pub fn reset_state_on_exception_change(mut self, reset: bool) -> Self {
+        self.reset_state_on_exception_change = reset;
+        self
+    }
+
+    /// Consecutive recovery failures of one record before [`on_recovery_halt`]
+    /// applies; `None` never halts (every failure just redelivers). Default: `Some(5)`.
+    ///
+    /// [`on_recovery_halt`]: Self::on_recovery_halt
+    pub fn max_recovery_failures(mut self, max: Option<u32>) -> Self {
+        self.max_recovery_failures = max;
+        self
+    }
+
+    /// The pause before redelivering a record whose recovery failed. Default: 1 s.
+    pub fn recovery_retry_interval(mut self, interval: Duration) -> Self {
+        self.recovery_retry_interval = interval;
+        self
+    }
+
+    /// What happens at the recovery-failure cap. Default: [`RecoveryHalt::PausePartition`].
+    pub fn on_recovery_halt(mut self, halt: RecoveryHalt) -> Self {
+        self.on_recovery_halt = halt;
+        self
+    }
+
+    /// How often a halted record's recovery is retried. Default: 30 s.
+    pub fn halt_probe_interval(mut self, interval: Duration) -> Self {
+        self.halt_probe_interval = interval;
+        self
+    }
+
+    /// Whether to add the `kafka_deliveryAttempt` header. Default: [`DeliveryAttemptHeader::Off`].
+    pub fn delivery_attempt_header(mut self, header: DeliveryAttemptHeader) -> Self {
+        self.delivery_attempt_header = header;
+        self
+    }
+
+    pub(crate) fn back_off_for(&self, record: &R, error: &SharedError) -> Arc<dyn BackOff> {
+        self.back_off_fn
+            .as_ref()
+            .and_then(|f| f(record, error))
+            .unwrap_or_else(|| self.back_off.clone())
+    }
+}
