@@ -99,7 +99,7 @@ impl Matcher {
     }
 }
 
-/// Decides whether a handler error is retryable (see the [module docs](self)).
+/// Decides whether a handler error is retryable (see the [listener module docs](crate::listener)).
 #[derive(Clone)]
 pub struct Classifier {
     rules: Vec<(Matcher, bool)>,
