@@ -48,6 +48,7 @@
 mod backoff;
 mod broker;
 mod conn;
+pub mod security;
 
 use std::time::Duration;
 
@@ -56,6 +57,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use backoff::Backoff;
 pub use broker::BrokerConnection;
 pub use conn::Connection;
+
+pub use security::SecurityConfig;
 
 use crate::error::{Error, Result};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
@@ -115,6 +118,9 @@ pub struct ConnectionConfig {
     pub reconnect_backoff: Duration,
     /// The longest wait before reconnecting. Default: 1 s (Kafka's `reconnect.backoff.max.ms`).
     pub reconnect_backoff_max: Duration,
+    /// TLS and SASL (`security.protocol` and the `ssl.*`/`sasl.*` settings). Default:
+    /// PLAINTEXT.
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -127,6 +133,7 @@ impl Default for ConnectionConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -170,6 +177,12 @@ impl ConnectionConfig {
         self
     }
 
+    /// Sets [`security`](Self::security).
+    pub fn with_security(mut self, security: SecurityConfig) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Checks the settings; the error ([`ErrorKind::Config`](crate::ErrorKind::Config)) names
     /// the bad one.
     pub fn validate(&self) -> Result<()> {
@@ -188,7 +201,10 @@ impl ConnectionConfig {
         if self.request_timeout.is_zero() {
             return Err(Error::config("request_timeout must not be zero"));
         }
-        Ok(())
+        if u32::try_from(self.max_in_flight).is_err() {
+            return Err(Error::config("max_in_flight is too large"));
+        }
+        self.security.validate()
     }
 }
 
