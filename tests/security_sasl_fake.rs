@@ -163,6 +163,8 @@ struct ConnState {
     scram: Option<ScramServer>,
     authenticated: bool,
     expires: Option<Instant>,
+    /// An OAUTHBEARER error challenge was sent; the client's %x01 is next.
+    oauth_challenged: bool,
 }
 
 enum Outcome {
@@ -290,6 +292,12 @@ fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnState) 
                         fail(st, "Invalid username or password")
                     }
                 }
+                "OAUTHBEARER" if st.oauth_challenged => {
+                    // The client's %x01 after our error challenge: fail, as Kafka does.
+                    st.oauth_challenged = false;
+                    let ok = bytes == [1];
+                    fail(st, if ok { "invalid_token" } else { "expected %x01" })
+                }
                 "OAUTHBEARER" => {
                     let s = String::from_utf8(bytes).unwrap();
                     let token = s
@@ -302,7 +310,10 @@ fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnState) 
                     if ok && token.starts_with(&settings.token_prefix) {
                         success(st, vec![])
                     } else {
-                        fail(st, "invalid token")
+                        // Kafka (RFC 7628 3.2.2): an error challenge first, the failure after
+                        // the client's %x01.
+                        st.oauth_challenged = true;
+                        auth_response(0, None, br#"{"status":"invalid_token"}"#.to_vec(), 0)
                     }
                 }
                 "SCRAM-SHA-256" | "SCRAM-SHA-512" => {
@@ -672,4 +683,5 @@ async fn failed_reauthentication_kills_the_connection_with_an_authentication_err
     let e = conn.send(topic_request("after")).await.unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Authentication, "{e}");
     assert!(e.is_fatal());
+    assert!(e.to_string().contains("invalid_token"), "{e}");
 }

@@ -477,7 +477,22 @@ impl SaslSession {
                     msg.push_str(&format!("{k}={v}\x01"));
                 }
                 msg.push('\x01');
-                step(msg.into_bytes()).await?
+                let resp = step(msg.into_bytes()).await?;
+                if !resp.auth_bytes.is_empty() {
+                    // RFC 7628 section 3.2.3: the server refused the token with an error
+                    // challenge (JSON); the client answers %x01 and the server then fails the
+                    // exchange (Kafka: SASL_AUTHENTICATION_FAILED).
+                    let challenge = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
+                    let detail = match step(vec![1]).await {
+                        Err(e) => e.message_text().unwrap_or_default().to_owned(),
+                        Ok(_) => "the broker did not fail the exchange".to_owned(),
+                    };
+                    return Err(auth_error(format!(
+                        "OAUTHBEARER token refused by the broker: {challenge} ({detail})"
+                    ))
+                    .api(ApiKey::SaslAuthenticate));
+                }
+                resp
             }
         };
         Ok((last.session_lifetime_ms > 0)
