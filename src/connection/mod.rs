@@ -6,7 +6,9 @@
 //!   their requests are pipelined on the socket, at most
 //!   [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
 //! * [`BrokerConnection`]: a [`Connection`] that reconnects lazily, with [`Backoff`].
-//! * [`ConnectionConfig`]: timeouts and limits.
+//! * [`ConnectionConfig`]: timeouts and limits, and [`SecurityConfig`] ([`security`]): TLS and
+//!   SASL, applied when connecting (TCP, then TLS, then ApiVersions, then SASL), with KIP-368
+//!   re-authentication on the live connection.
 //!
 //! # Tasks
 //!
@@ -17,6 +19,11 @@
 //! response nobody waits for (its caller timed out or was dropped, or the request was sent with
 //! [`send_no_response`](Connection::send_no_response)) is read and discarded; a response with an
 //! unknown correlation id is logged and discarded.
+//!
+//! A connection whose SASL session has a lifetime (KIP-368) runs a third task that
+//! re-authenticates at 80–90% of it: it takes every in-flight slot (waiting for the requests in
+//! flight, holding back new ones), runs SaslHandshake/SaslAuthenticate on the connection, and
+//! gives the slots back.
 //!
 //! When the reader sees EOF, a reset, a frame over the maximum size, or a frame that does not
 //! decode (and when a write fails), the connection is dead: every request in flight fails at
@@ -77,8 +84,8 @@ pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
 /// `reconnect.backoff.max.ms`.
 pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A byte stream to a broker: TCP today, TLS or anything else that is `AsyncRead +
-/// AsyncWrite` later. Implemented for every such type.
+/// A byte stream to a broker: TCP, TLS over TCP, or anything else that is `AsyncRead +
+/// AsyncWrite` (a test stream). Implemented for every such type.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
