@@ -197,6 +197,27 @@ async fn tls_server_verification() {
         .await
         .unwrap();
 
+    // ssl.ca.location as a directory of CA files, and ssl.ca.pem as PEM text.
+    let cas = s.dir.join("cas");
+    std::fs::create_dir_all(&cas).unwrap();
+    std::fs::copy(&s.other_ca, cas.join("a-other.pem")).unwrap();
+    std::fs::copy(&s.ca, cas.join("b-ours.crt")).unwrap();
+    metadata_round_trip(
+        &format!("127.0.0.1:{}", s.tls),
+        &config(TlsConfig::default().with_ca_location(&cas)),
+    )
+    .await
+    .unwrap();
+    let mut pem = config(TlsConfig::default());
+    assert!(
+        pem.security
+            .apply_property("ssl.ca.pem", &std::fs::read_to_string(&s.ca).unwrap())
+            .unwrap()
+    );
+    metadata_round_trip(&format!("127.0.0.1:{}", s.tls), &pem)
+        .await
+        .unwrap();
+
     // Routing back through the advertised address with a BrokerConnection works too.
     let bc = BrokerConnection::new(111, advertised, good.clone());
     bc.send(MetadataRequest::default()).await.unwrap();
@@ -274,6 +295,24 @@ async fn mutual_tls() {
             .with_client_certificate(&s.client.0, &s.client.1),
     );
     metadata_round_trip(&addr, &with_cert).await.unwrap();
+    // The same with the certificate and key given as PEM text (ssl.certificate.pem/ssl.key.pem).
+    let mut pem = config(TlsConfig::default().with_ca_location(&s.ca));
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+    assert!(
+        pem.security
+            .apply_property("ssl.certificate.pem", &read(&s.client.0))
+            .unwrap()
+    );
+    assert!(
+        pem.security
+            .apply_property("ssl.key.pem", &read(&s.client.1))
+            .unwrap()
+    );
+    assert!(
+        !format!("{pem:?}").contains("PRIVATE KEY"),
+        "the key shows in Debug output"
+    );
+    metadata_round_trip(&addr, &pem).await.unwrap();
 
     // Without one: refused, with a typed error and without hanging.
     let without = config(TlsConfig::default().with_ca_location(&s.ca));

@@ -163,21 +163,59 @@ pub enum EndpointIdentification {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsConfig {
-    /// PEM file with the CA certificates that sign the brokers' certificates
-    /// (`ssl.ca.location`). Default: `None`, the Mozilla root certificates built in
-    /// (`webpki-roots`).
+    /// PEM file with the CA certificates that sign the brokers' certificates, or a directory
+    /// of such files (`*.pem`, `*.crt`, `*.cer`) (`ssl.ca.location`). Default: `None`: the
+    /// Mozilla root certificates built in (`webpki-roots`), unless [`ca_pem`](Self::ca_pem)
+    /// is set.
     pub ca_location: Option<PathBuf>,
+    /// The CA certificates as PEM text, instead of a file (librdkafka's `ssl.ca.pem`).
+    /// Default: `None`.
+    pub ca_pem: Option<String>,
     /// PEM file with the client certificate chain, for mutual TLS
     /// (`ssl.certificate.location`). Default: `None` (no client certificate).
     pub certificate_location: Option<PathBuf>,
+    /// The client certificate chain as PEM text (`ssl.certificate.pem`). Default: `None`.
+    pub certificate_pem: Option<String>,
     /// PEM file with the client's private key (PKCS#8, PKCS#1 or SEC1, unencrypted)
     /// (`ssl.key.location`). Default: `None`.
     pub key_location: Option<PathBuf>,
+    /// The client's private key as PEM text (`ssl.key.pem`). Never shown in `Debug` output.
+    /// Default: `None`.
+    pub key_pem: Option<Password>,
     /// Whether the broker certificate must match the host name (`https`, the default) or not.
     pub endpoint_identification: EndpointIdentification,
 }
 
 impl TlsConfig {
+    /// Checks that each item comes from one source and that a client certificate comes with
+    /// its key; the error names the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.ca_location.is_some() && self.ca_pem.is_some() {
+            return Err(Error::config(
+                "ssl.ca.location and ssl.ca.pem are both set; use one",
+            ));
+        }
+        if self.certificate_location.is_some() && self.certificate_pem.is_some() {
+            return Err(Error::config(
+                "ssl.certificate.location and ssl.certificate.pem are both set; use one",
+            ));
+        }
+        if self.key_location.is_some() && self.key_pem.is_some() {
+            return Err(Error::config(
+                "ssl.key.location and ssl.key.pem are both set; use one",
+            ));
+        }
+        let has_cert = self.certificate_location.is_some() || self.certificate_pem.is_some();
+        let has_key = self.key_location.is_some() || self.key_pem.is_some();
+        if has_cert != has_key {
+            return Err(Error::config(
+                "a client certificate (ssl.certificate.location/.pem) and its key \
+                 (ssl.key.location/.pem) must be set together",
+            ));
+        }
+        Ok(())
+    }
+
     /// Sets [`ca_location`](Self::ca_location).
     pub fn with_ca_location(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_location = Some(path.into());
@@ -225,8 +263,11 @@ impl SecurityConfig {
         "sasl.password",
         "sasl.jaas.config",
         "ssl.ca.location",
+        "ssl.ca.pem",
         "ssl.certificate.location",
+        "ssl.certificate.pem",
         "ssl.key.location",
+        "ssl.key.pem",
         "ssl.key.password",
         "ssl.endpoint.identification.algorithm",
         "ssl.truststore.location",
@@ -259,6 +300,7 @@ impl SecurityConfig {
     /// `Err` ([`ErrorKind::Config`](crate::ErrorKind::Config)): a known key with a bad value
     /// (or a Java keystore setting, which is not supported: use PEM files).
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
+        let non_empty = |v: &str| (!v.trim().is_empty()).then(|| v.to_owned());
         let path = |v: &str| -> Result<Option<PathBuf>> {
             if v.trim().is_empty() {
                 Ok(None)
@@ -280,6 +322,9 @@ impl SecurityConfig {
             "ssl.ca.location" => self.tls.ca_location = path(value)?,
             "ssl.certificate.location" => self.tls.certificate_location = path(value)?,
             "ssl.key.location" => self.tls.key_location = path(value)?,
+            "ssl.ca.pem" => self.tls.ca_pem = non_empty(value),
+            "ssl.certificate.pem" => self.tls.certificate_pem = non_empty(value),
+            "ssl.key.pem" => self.tls.key_pem = non_empty(value).map(Password::from),
             "ssl.key.password" => {
                 if !value.is_empty() {
                     return Err(Error::config(
@@ -327,11 +372,7 @@ impl SecurityConfig {
                 self.protocol
             )));
             #[cfg(feature = "tls")]
-            if self.tls.certificate_location.is_some() != self.tls.key_location.is_some() {
-                return Err(Error::config(
-                    "ssl.certificate.location and ssl.key.location must be set together",
-                ));
-            }
+            self.tls.validate()?;
         }
         if self.protocol.uses_sasl() {
             self.sasl.validate()?;
@@ -388,6 +429,26 @@ mod tests {
             // Every listed key is known (Ok(true) or a value error, never Ok(false)).
             assert!(!matches!(c.apply_property(k, "x"), Ok(false)), "{k}");
         }
+    }
+
+    #[test]
+    fn tls_sources_must_not_conflict() {
+        let mut c = SecurityConfig::default().with_protocol(SecurityProtocol::Ssl);
+        c.validate().unwrap();
+        c.apply_property("ssl.ca.location", "/a.pem").unwrap();
+        c.apply_property("ssl.ca.pem", "-----BEGIN CERTIFICATE-----")
+            .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.message_text().unwrap().contains("ssl.ca.pem"), "{e}");
+        let mut c = SecurityConfig::default().with_protocol(SecurityProtocol::SaslSsl);
+        c.sasl = SaslConfig::plain("u", "p");
+        c.apply_property("ssl.certificate.location", "/c.pem")
+            .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.message_text().unwrap().contains("ssl.key"), "{e}");
+        c.apply_property("ssl.key.pem", "secret key text").unwrap();
+        c.validate().unwrap();
+        assert!(!format!("{c:?}").contains("secret key text"));
     }
 
     #[test]

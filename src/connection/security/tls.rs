@@ -36,18 +36,64 @@ fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
+fn parse_certs(pem: &str, setting: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::config(format!("{setting}: bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "{setting}: no certificate in the PEM text"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The CA certificates of `ssl.ca.location`: one PEM file, or every `*.pem`/`*.crt`/`*.cer`
+/// file of a directory.
+fn read_ca_location(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    const SETTING: &str = "ssl.ca.location";
+    if !path.is_dir() {
+        return read_certs(path, SETTING);
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| Error::config(format!("{SETTING}: cannot read {}: {e}", path.display())))?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x, "pem" | "crt" | "cer"))
+        })
+        .collect();
+    files.sort();
+    let mut certs = Vec::new();
+    for f in files {
+        certs.extend(read_certs(&f, SETTING)?);
+    }
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "{SETTING}: no *.pem, *.crt or *.cer certificate in {}",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// Builds the rustls client configuration (reads the PEM files: blocking, call it off the
 /// async threads).
 pub(crate) fn client_config(tls: &TlsConfig) -> Result<ClientConfig> {
+    tls.validate()?;
     let mut roots = RootCertStore::empty();
-    match &tls.ca_location {
-        Some(path) => {
-            for cert in read_certs(path, "ssl.ca.location")? {
+    let cas = match (&tls.ca_pem, &tls.ca_location) {
+        (Some(pem), _) => Some(("ssl.ca.pem", parse_certs(pem, "ssl.ca.pem")?)),
+        (None, Some(path)) => Some(("ssl.ca.location", read_ca_location(path)?)),
+        (None, None) => None,
+    };
+    match cas {
+        Some((setting, certs)) => {
+            for cert in certs {
                 roots.add(cert).map_err(|e| {
-                    Error::config(format!(
-                        "ssl.ca.location: unusable CA certificate in {}: {e}",
-                        path.display()
-                    ))
+                    Error::config(format!("{setting}: unusable CA certificate: {e}"))
                 })?;
             }
         }
@@ -69,25 +115,32 @@ pub(crate) fn client_config(tls: &TlsConfig) -> Result<ClientConfig> {
                 .with_custom_certificate_verifier(Arc::new(NoHostnameVerifier { inner }))
         }
     };
-    let config = match (&tls.certificate_location, &tls.key_location) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert, "ssl.certificate.location")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+    let chain = match (&tls.certificate_pem, &tls.certificate_location) {
+        (Some(pem), _) => Some(parse_certs(pem, "ssl.certificate.pem")?),
+        (None, Some(path)) => Some(read_certs(path, "ssl.certificate.location")?),
+        (None, None) => None,
+    };
+    let key = match (&tls.key_pem, &tls.key_location) {
+        (Some(pem), _) => Some(
+            PrivateKeyDer::from_pem_slice(pem.expose().as_bytes()).map_err(|e| {
                 Error::config(format!(
-                    "ssl.key.location: no usable unencrypted private key in {}: {e}",
-                    key.display()
+                    "ssl.key.pem: no usable unencrypted private key: {e}"
                 ))
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::config(format!("ssl.key.location: {e}")))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(Error::config(
-                "ssl.certificate.location and ssl.key.location must be set together",
-            ));
-        }
+            })?,
+        ),
+        (None, Some(path)) => Some(PrivateKeyDer::from_pem_file(path).map_err(|e| {
+            Error::config(format!(
+                "ssl.key.location: no usable unencrypted private key in {}: {e}",
+                path.display()
+            ))
+        })?),
+        (None, None) => None,
+    };
+    let config = match (chain, key) {
+        (Some(chain), Some(key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| Error::config(format!("ssl.key.location/ssl.key.pem: {e}")))?,
+        _ => builder.with_no_client_auth(),
     };
     Ok(config)
 }
