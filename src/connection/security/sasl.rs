@@ -472,6 +472,7 @@ impl SaslSession {
                     ));
                 };
                 let token = source.token().await?;
+                check_token(&token)?;
                 let mut msg = format!("n,,\x01auth=Bearer {}\x01", token.value.expose());
                 for (k, v) in &token.extensions {
                     msg.push_str(&format!("{k}={v}\x01"));
@@ -498,6 +499,32 @@ impl SaslSession {
         Ok((last.session_lifetime_ms > 0)
             .then(|| Duration::from_millis(last.session_lifetime_ms.unsigned_abs())))
     }
+}
+
+/// Checks a provider's token against RFC 7628's grammar, as Kafka does: a non-empty token of
+/// printable characters without spaces, extension keys of letters only (not `auth`), values
+/// without control characters.
+fn check_token(token: &OAuthBearerToken) -> Result<()> {
+    let bad = |why: String| auth_error(format!("OAUTHBEARER token provider: {why}"));
+    let value = token.value.expose();
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(bad(
+            "the token is empty or has characters other than printable ASCII".to_owned(),
+        ));
+    }
+    for (k, v) in &token.extensions {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphabetic()) || k == "auth" {
+            return Err(bad(format!(
+                "SASL extension key {k:?} must be letters only and not `auth`"
+            )));
+        }
+        if v.chars().any(|c| c.is_control()) {
+            return Err(bad(format!(
+                "SASL extension {k:?} has a control character in its value"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// When to re-authenticate a session of `lifetime`: at a random point between 80% and 90% of
@@ -605,6 +632,24 @@ mod tests {
             .apply_jaas_config("com.sun.security.auth.module.Krb5LoginModule required;")
             .unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Config);
+    }
+
+    #[test]
+    fn token_grammar() {
+        let ok = OAuthBearerToken::new("eyJ.abc-_~", Duration::from_secs(1))
+            .with_extension("traceId", "x y");
+        check_token(&ok).unwrap();
+        for bad in [
+            OAuthBearerToken::new("", Duration::from_secs(1)),
+            OAuthBearerToken::new("a b", Duration::from_secs(1)),
+            OAuthBearerToken::new("a\x01", Duration::from_secs(1)),
+            OAuthBearerToken::new("t", Duration::from_secs(1)).with_extension("auth", "x"),
+            OAuthBearerToken::new("t", Duration::from_secs(1)).with_extension("k1", "x"),
+            OAuthBearerToken::new("t", Duration::from_secs(1)).with_extension("k", "a\x01b"),
+        ] {
+            let e = check_token(&bad).unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::Authentication, "{bad:?}");
+        }
     }
 
     #[test]
