@@ -17,7 +17,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::security::{SaslExchange, SaslSession, reauth_delay};
+#[cfg(feature = "tls")]
+use super::security::map_tls_error;
+use super::security::{RawExchange, SaslExchange, SaslSession, authenticate_raw, reauth_delay};
 use super::{BoxTransport, ConnectionConfig, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::codec::{self, api_key};
@@ -379,7 +381,7 @@ impl Connection {
         let mut reauth = None;
         if config.security.protocol.uses_sasl() {
             let session = SaslSession::new(&config.security.sasl);
-            let mut ex = super::security::RawExchange {
+            let mut ex = RawExchange {
                 io: &mut io,
                 buf: &mut buf,
                 decoder,
@@ -766,15 +768,11 @@ async fn tls_handshake(
     )))
 }
 
-#[cfg(feature = "tls")]
-use super::security::map_tls_error;
-
+/// Without TLS there is no TLS error to classify.
 #[cfg(not(feature = "tls"))]
 fn map_tls_error(e: Error) -> Error {
     e
 }
-
-use super::security::authenticate_raw;
 
 /// Re-authentication over the running connection.
 struct ConnExchange<'a> {
