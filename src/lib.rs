@@ -15,6 +15,57 @@
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
 //! flows.
+//!
+//! # Security: TLS and SASL
+//!
+//! Connections speak Kafka's four `security.protocol`s: PLAINTEXT, SSL (TLS with rustls, server
+//! verification against `ssl.ca.location` or the built-in Mozilla roots, SNI, client
+//! certificates for mTLS), SASL_PLAINTEXT and SASL_SSL (SASL PLAIN, SCRAM-SHA-256,
+//! SCRAM-SHA-512, and OAUTHBEARER with a token callback; sessions with a lifetime are
+//! re-authenticated before they expire, KIP-368). The settings live in
+//! [`connection::SecurityConfig`] and take the Java/librdkafka property names:
+//!
+//! ```
+//! use rekafka::connection::ConnectionConfig;
+//!
+//! let mut config = ConnectionConfig::default();
+//! for (key, value) in [
+//!     ("security.protocol", "SASL_SSL"),
+//!     ("sasl.mechanism", "SCRAM-SHA-512"),
+//!     ("sasl.username", "alice"),
+//!     ("sasl.password", "alice-secret"),
+//!     ("ssl.ca.location", "/etc/kafka/ca.pem"),
+//! ] {
+//!     config.security.apply_property(key, value)?;
+//! }
+//! config.validate()?;
+//! # Ok::<(), rekafka::Error>(())
+//! ```
+//!
+//! or typed, e.g. OAUTHBEARER with a token provider:
+//!
+//! ```
+//! use std::time::Duration;
+//! use rekafka::connection::ConnectionConfig;
+//! use rekafka::connection::security::{
+//!     OAuthBearerToken, SaslConfig, SecurityConfig, SecurityProtocol,
+//! };
+//!
+//! let config = ConnectionConfig::default().with_security(
+//!     SecurityConfig::default()
+//!         .with_protocol(SecurityProtocol::SaslSsl)
+//!         .with_sasl(SaslConfig::oauthbearer(|| async {
+//!             // Ask the identity provider; called again before the token expires.
+//!             Ok(OAuthBearerToken::new("eyJhbGciOi...", Duration::from_secs(3600)))
+//!         })),
+//! );
+//! assert!(config.validate().is_ok());
+//! ```
+//!
+//! A failed authentication (bad credentials, a certificate either side rejects) is
+//! [`ErrorKind::Authentication`]: [`Error::is_fatal`], never retried behind the caller's back.
+//! Passwords and tokens never appear in `Debug` output. TLS is the cargo feature `tls`, on by
+//! default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -24,6 +24,11 @@ use crate::error::{Error, ErrorKind, Result};
 /// timeout or an I/O error such as "connection refused"). Only one attempt runs at a time;
 /// concurrent requests wait for it and share its result.
 ///
+/// An authentication failure (SASL, or a TLS certificate the client or the broker rejects) is
+/// an [`ErrorKind::Authentication`] error, fatal ([`Error::is_fatal`]): the request that made
+/// the attempt fails with it at once, it is never retried here, and the next attempt waits
+/// the longest back-off ([`reconnect_backoff_max`](ConnectionConfig::reconnect_backoff_max)).
+///
 /// Cheap to clone; all clones share the connection.
 ///
 /// ```no_run
@@ -123,7 +128,12 @@ impl BrokerConnection {
             }
             Err(e) => {
                 st.backoff.failed();
-                let wait = st.backoff.delay();
+                let mut wait = st.backoff.delay();
+                if e.kind() == &ErrorKind::Authentication {
+                    // Bad credentials or an untrusted certificate will not fix themselves
+                    // soon: do not hammer the broker (callers still get the error at once).
+                    wait = wait.max(self.inner.config.reconnect_backoff_max);
+                }
                 st.last_attempt = Some((started, wait));
                 tracing::debug!(broker = self.inner.broker_id, addr = %self.inner.addr, error = %e, failures = st.backoff.failures(), ?wait, "connect failed");
                 Err(e)

@@ -2,11 +2,14 @@
 //! them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -14,6 +17,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+#[cfg(feature = "tls")]
+use super::security::map_tls_error;
+use super::security::{RawExchange, SaslExchange, SaslSession, authenticate_raw, reauth_delay};
 use super::{BoxTransport, ConnectionConfig, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::codec::{self, api_key};
@@ -77,6 +83,8 @@ struct Shared {
     versions: ApiVersionRanges,
     table: Arc<Table>,
     permits: Semaphore,
+    /// The number of permits in `permits` (re-authentication takes them all).
+    max_in_flight: u32,
     writes: mpsc::Sender<WriteCmd>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -315,12 +323,19 @@ impl Connection {
                 .message("setting TCP_NODELAY")
                 .on_broker(broker_id)
         })?;
-        Self::handshake_until(Box::new(stream), broker_id, config, deadline).await
+        let io: BoxTransport = if config.security.protocol.uses_tls() {
+            Box::new(tls_handshake(stream, addr, broker_id, config, deadline).await?)
+        } else {
+            Box::new(stream)
+        };
+        Self::handshake_until(io, broker_id, config, deadline).await
     }
 
-    /// Negotiates API versions over an established transport (TCP, TLS, a test stream) and
-    /// starts the connection's tasks. The ApiVersions exchange must finish within
-    /// [`connect_timeout`](ConnectionConfig::connect_timeout).
+    /// Negotiates API versions over an established transport (TCP, TLS, a test stream),
+    /// authenticates with SASL if the config's security protocol says so, and starts the
+    /// connection's tasks. The ApiVersions and SASL exchanges must finish within
+    /// [`connect_timeout`](ConnectionConfig::connect_timeout). TLS is not applied here: `io`
+    /// is used as it is.
     pub async fn handshake(
         io: impl Transport,
         broker_id: i32,
@@ -344,9 +359,13 @@ impl Connection {
             negotiate_versions(&mut io, &mut buf, decoder, &config.client_id),
         )
         .await;
-        let (versions, next_correlation) = match negotiated {
+        let (versions, mut next_correlation) = match negotiated {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(e.api(ApiKey::ApiVersions).on_broker(broker_id)),
+            Ok(Err(e)) => {
+                return Err(map_tls_error(e)
+                    .api(ApiKey::ApiVersions)
+                    .on_broker(broker_id));
+            }
             Err(_) => {
                 return Err(Error::with_message(
                     ErrorKind::Timeout,
@@ -359,6 +378,38 @@ impl Connection {
                 .on_broker(broker_id));
             }
         };
+        let mut reauth = None;
+        if config.security.protocol.uses_sasl() {
+            let session = SaslSession::new(&config.security.sasl);
+            let mut ex = RawExchange {
+                io: &mut io,
+                buf: &mut buf,
+                decoder,
+                client_id: &config.client_id,
+                next_correlation: &mut next_correlation,
+                versions: &versions,
+            };
+            let authenticated =
+                tokio::time::timeout_at(deadline, authenticate_raw(&session, &mut ex)).await;
+            match authenticated {
+                Ok(Ok(lifetime)) => {
+                    tracing::debug!(broker = broker_id, ?lifetime, "SASL authenticated");
+                    reauth = lifetime.map(|l| (session, l));
+                }
+                Ok(Err(e)) => return Err(map_tls_error(e).on_broker(broker_id)),
+                Err(_) => {
+                    return Err(Error::with_message(
+                        ErrorKind::Timeout,
+                        format!(
+                            "SASL authentication not done within {:?}",
+                            config.connect_timeout
+                        ),
+                    )
+                    .api(ApiKey::SaslAuthenticate)
+                    .on_broker(broker_id));
+                }
+            }
+        }
         Ok(Self::start(
             io,
             buf,
@@ -366,6 +417,7 @@ impl Connection {
             config,
             versions,
             next_correlation,
+            reauth,
         ))
     }
 
@@ -376,6 +428,7 @@ impl Connection {
         config: &ConnectionConfig,
         versions: ApiVersionRanges,
         next_correlation: i32,
+        reauth: Option<(SaslSession, Duration)>,
     ) -> Connection {
         let (dead_tx, dead_rx) = watch::channel(false);
         let table = Arc::new(Table {
@@ -398,19 +451,32 @@ impl Connection {
             table.clone(),
             dead_rx.clone(),
         ));
-        let writer = tokio::spawn(write_loop(write, rx, table.clone(), dead_rx));
-        Connection {
-            shared: Arc::new(Shared {
-                broker_id,
-                client_id: config.client_id.clone(),
-                request_timeout: config.request_timeout,
-                versions,
-                table,
-                permits: Semaphore::new(config.max_in_flight),
-                writes,
-                tasks: Mutex::new(vec![reader, writer]),
-            }),
+        let writer = tokio::spawn(write_loop(write, rx, table.clone(), dead_rx.clone()));
+        let shared = Arc::new(Shared {
+            broker_id,
+            client_id: config.client_id.clone(),
+            request_timeout: config.request_timeout,
+            versions,
+            table,
+            permits: Semaphore::new(config.max_in_flight),
+            max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
+            writes,
+            tasks: Mutex::new(vec![reader, writer]),
+        });
+        if let Some((session, lifetime)) = reauth {
+            let task = tokio::spawn(reauth_loop(
+                Arc::downgrade(&shared),
+                session,
+                dead_rx,
+                lifetime,
+            ));
+            shared
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(task);
         }
+        Connection { shared }
     }
 
     /// The node id this connection was made for.
@@ -460,7 +526,19 @@ impl Connection {
     pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         let api = api_key::<R>()?;
         let timeout = self.shared.request_timeout;
-        match tokio::time::timeout(timeout, self.request::<R>(&request, version, api)).await {
+        match tokio::time::timeout(timeout, self.request::<R>(&request, version, api, true)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout_error(api, timeout)),
+        }
+    }
+
+    /// [`send_at`](Self::send_at) without taking an in-flight slot: for re-authentication,
+    /// which holds every slot while it runs.
+    async fn send_unpermitted<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
+        let api = api_key::<R>()?;
+        let timeout = self.shared.request_timeout;
+        match tokio::time::timeout(timeout, self.request::<R>(&request, version, api, false)).await
+        {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(api, timeout)),
         }
@@ -530,8 +608,13 @@ impl Connection {
         request: &R,
         version: i16,
         api: ApiKey,
+        permit: bool,
     ) -> Result<R::Response> {
-        let _permit = self.acquire(api).await?;
+        let _permit = if permit {
+            Some(self.acquire(api).await?)
+        } else {
+            None
+        };
         let frame = self.encode(request, version, api)?;
         let (tx, rx) = oneshot::channel();
         let mut in_flight = self.hand_off(frame, api, Waiter::Caller(tx), None).await?;
@@ -641,6 +724,141 @@ impl Connection {
         )
         .api(api)
         .on_broker(self.shared.broker_id)
+    }
+}
+
+/// The TLS handshake of [`Connection::connect`], within the connect deadline.
+#[cfg(feature = "tls")]
+async fn tls_handshake(
+    stream: TcpStream,
+    addr: &str,
+    broker_id: i32,
+    config: &ConnectionConfig,
+    deadline: Instant,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    match tokio::time::timeout_at(
+        deadline,
+        super::security::tls_connect(stream, addr, &config.security.tls),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(|e| e.on_broker(broker_id)),
+        Err(_) => Err(Error::with_message(
+            ErrorKind::Timeout,
+            format!(
+                "TLS handshake with {addr} not done within {:?}",
+                config.connect_timeout
+            ),
+        )
+        .on_broker(broker_id)),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+async fn tls_handshake(
+    _stream: TcpStream,
+    _addr: &str,
+    _broker_id: i32,
+    config: &ConnectionConfig,
+    _deadline: Instant,
+) -> Result<TcpStream> {
+    Err(Error::config(format!(
+        "security.protocol {}: this build of rekafka has no TLS (cargo feature `tls`)",
+        config.security.protocol
+    )))
+}
+
+/// Without TLS there is no TLS error to classify.
+#[cfg(not(feature = "tls"))]
+fn map_tls_error(e: Error) -> Error {
+    e
+}
+
+/// Re-authentication over the running connection.
+struct ConnExchange<'a> {
+    conn: &'a Connection,
+}
+
+impl SaslExchange for ConnExchange<'_> {
+    fn versions(&self) -> &ApiVersionRanges {
+        &self.conn.shared.versions
+    }
+
+    async fn handshake(
+        &mut self,
+        request: SaslHandshakeRequest,
+        version: i16,
+    ) -> Result<SaslHandshakeResponse> {
+        self.conn.send_unpermitted(request, version).await
+    }
+
+    async fn authenticate(
+        &mut self,
+        request: SaslAuthenticateRequest,
+        version: i16,
+    ) -> Result<SaslAuthenticateResponse> {
+        self.conn.send_unpermitted(request, version).await
+    }
+}
+
+/// The re-authentication task (KIP-368), run when the broker gave the SASL session a
+/// lifetime. At 80–90% of the lifetime it takes every in-flight slot, which waits for the
+/// requests in flight to be answered and holds back new ones (as Java's client does, the
+/// connection sends nothing else while re-authenticating), re-runs the SASL exchange on the
+/// connection (the responses are routed by correlation id like any other), then releases the
+/// slots. A failed re-authentication kills the connection with its error. Holds only a weak
+/// reference while it waits, so dropping every handle still closes the connection; ends when
+/// the connection dies or closes.
+async fn reauth_loop(
+    shared: Weak<Shared>,
+    session: SaslSession,
+    mut dead: watch::Receiver<bool>,
+    mut lifetime: Duration,
+) {
+    loop {
+        let wait = reauth_delay(lifetime);
+        tokio::select! {
+            biased;
+            _ = dead.wait_for(|d| *d) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let conn = Connection { shared };
+        let broker_id = conn.shared.broker_id;
+        let max = conn.shared.max_in_flight;
+        let permits = tokio::select! {
+            biased;
+            _ = dead.wait_for(|d| *d) => return,
+            p = conn.shared.permits.acquire_many(max) => p,
+        };
+        let Ok(permits) = permits else {
+            return;
+        };
+        tracing::debug!(broker = broker_id, ?lifetime, "re-authenticating");
+        let result = session.run(&mut ConnExchange { conn: &conn }).await;
+        drop(permits);
+        match result {
+            Ok(Some(next)) => lifetime = next,
+            Ok(None) => {
+                tracing::debug!(
+                    broker = broker_id,
+                    "re-authenticated; no session lifetime any more"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(broker = broker_id, error = %e, "re-authentication failed");
+                let e = if e.kind() == &ErrorKind::Authentication {
+                    e.on_broker(broker_id)
+                } else {
+                    disconnected(broker_id, e)
+                };
+                conn.shared.table.fail(e, false);
+                return;
+            }
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //!   their requests are pipelined on the socket, at most
 //!   [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
 //! * [`BrokerConnection`]: a [`Connection`] that reconnects lazily, with [`Backoff`].
-//! * [`ConnectionConfig`]: timeouts and limits.
+//! * [`ConnectionConfig`]: timeouts and limits, and [`SecurityConfig`] ([`security`]): TLS and
+//!   SASL, applied when connecting (TCP, then TLS, then ApiVersions, then SASL), with KIP-368
+//!   re-authentication on the live connection.
 //!
 //! # Tasks
 //!
@@ -17,6 +19,11 @@
 //! response nobody waits for (its caller timed out or was dropped, or the request was sent with
 //! [`send_no_response`](Connection::send_no_response)) is read and discarded; a response with an
 //! unknown correlation id is logged and discarded.
+//!
+//! A connection whose SASL session has a lifetime (KIP-368) runs a third task that
+//! re-authenticates at 80–90% of it: it takes every in-flight slot (waiting for the requests in
+//! flight, holding back new ones), runs SaslHandshake/SaslAuthenticate on the connection, and
+//! gives the slots back.
 //!
 //! When the reader sees EOF, a reset, a frame over the maximum size, or a frame that does not
 //! decode (and when a write fails), the connection is dead: every request in flight fails at
@@ -48,6 +55,7 @@
 mod backoff;
 mod broker;
 mod conn;
+pub mod security;
 
 use std::time::Duration;
 
@@ -56,6 +64,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use backoff::Backoff;
 pub use broker::BrokerConnection;
 pub use conn::Connection;
+
+pub use security::SecurityConfig;
 
 use crate::error::{Error, Result};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
@@ -74,8 +84,8 @@ pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
 /// `reconnect.backoff.max.ms`.
 pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A byte stream to a broker: TCP today, TLS or anything else that is `AsyncRead +
-/// AsyncWrite` later. Implemented for every such type.
+/// A byte stream to a broker: TCP, TLS over TCP, or anything else that is `AsyncRead +
+/// AsyncWrite` (a test stream). Implemented for every such type.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
@@ -115,6 +125,9 @@ pub struct ConnectionConfig {
     pub reconnect_backoff: Duration,
     /// The longest wait before reconnecting. Default: 1 s (Kafka's `reconnect.backoff.max.ms`).
     pub reconnect_backoff_max: Duration,
+    /// TLS and SASL (`security.protocol` and the `ssl.*`/`sasl.*` settings). Default:
+    /// PLAINTEXT.
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -127,6 +140,7 @@ impl Default for ConnectionConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -170,6 +184,12 @@ impl ConnectionConfig {
         self
     }
 
+    /// Sets [`security`](Self::security).
+    pub fn with_security(mut self, security: SecurityConfig) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Checks the settings; the error ([`ErrorKind::Config`](crate::ErrorKind::Config)) names
     /// the bad one.
     pub fn validate(&self) -> Result<()> {
@@ -188,7 +208,10 @@ impl ConnectionConfig {
         if self.request_timeout.is_zero() {
             return Err(Error::config("request_timeout must not be zero"));
         }
-        Ok(())
+        if u32::try_from(self.max_in_flight).is_err() {
+            return Err(Error::config("max_in_flight is too large"));
+        }
+        self.security.validate()
     }
 }
 
