@@ -145,6 +145,23 @@ impl Attempts {
     }
 }
 
+/// Whether an item's error is worth sending the item again for. As [`recovery_for`] says,
+/// except that `UNKNOWN_TOPIC_OR_PARTITION` is final unless a partition's leader said it (then
+/// the metadata may be stale): a topic the metadata or the controller does not know will not
+/// appear by retrying, as in Kafka's admin client.
+fn worth_retrying(e: &Error) -> bool {
+    if recovery_for(e) == Recovery::GiveUp {
+        return false;
+    }
+    if e.kafka_code() == Some(KafkaCode::UnknownTopicOrPartition) {
+        return matches!(
+            e.context().api,
+            Some(ApiKey::ListOffsets | ApiKey::DeleteRecords)
+        );
+    }
+    true
+}
+
 /// Whether an error is a transport failure (not an answer from a broker).
 fn is_transport(e: &Error) -> bool {
     matches!(
@@ -280,7 +297,7 @@ impl Admin {
                     continue;
                 }
                 match r {
-                    Err(e) if recovery_for(&e) != Recovery::GiveUp => {
+                    Err(e) if worth_retrying(&e) => {
                         self.note_failure(&e);
                         retry.insert(i, e);
                     }

@@ -88,15 +88,23 @@ impl Admin {
             let tps: Vec<&TopicPartition> = pending.iter().map(|&i| &partitions[i].0).collect();
             let leaders = self.leaders(&tps).await?;
             let mut out = Vec::with_capacity(pending.len());
-            // (leader, isolation) -> items
-            let mut requests: BTreeMap<(i32, IsolationLevel), Vec<usize>> = BTreeMap::new();
+            // One request per (leader, isolation level), except that a partition asked for
+            // twice (say Earliest and Latest) goes into a second request: a response names
+            // each partition once.
+            let mut requests: Vec<((i32, IsolationLevel), Vec<usize>)> = Vec::new();
             for &i in &pending {
                 let (tp, spec) = &partitions[i];
                 match leaders.get(tp) {
-                    Some(Ok(leader)) => requests
-                        .entry((*leader, spec.wire().1))
-                        .or_default()
-                        .push(i),
+                    Some(Ok(leader)) => {
+                        let key = (*leader, spec.wire().1);
+                        let slot = requests.iter_mut().find(|(k, items)| {
+                            *k == key && !items.iter().any(|&j| partitions[j].0 == *tp)
+                        });
+                        match slot {
+                            Some((_, items)) => items.push(i),
+                            None => requests.push((key, vec![i])),
+                        }
+                    }
                     Some(Err(e)) => out.push((i, Err(e.clone()))),
                     None => out.push((i, Err(missing(ApiKey::Metadata, &tp.to_string())))),
                 }
@@ -143,11 +151,20 @@ impl Admin {
             let tps: Vec<&TopicPartition> = pending.iter().map(|&i| &before[i].0).collect();
             let leaders = self.leaders(&tps).await?;
             let mut out = Vec::with_capacity(pending.len());
-            let mut requests: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+            // One request per leader; a partition named twice goes into a second request.
+            let mut requests: Vec<(i32, Vec<usize>)> = Vec::new();
             for &i in &pending {
                 let tp = &before[i].0;
                 match leaders.get(tp) {
-                    Some(Ok(leader)) => requests.entry(*leader).or_default().push(i),
+                    Some(Ok(leader)) => {
+                        let slot = requests.iter_mut().find(|(l, items)| {
+                            l == leader && !items.iter().any(|&j| before[j].0 == *tp)
+                        });
+                        match slot {
+                            Some((_, items)) => items.push(i),
+                            None => requests.push((*leader, vec![i])),
+                        }
+                    }
                     Some(Err(e)) => out.push((i, Err(e.clone()))),
                     None => out.push((i, Err(missing(ApiKey::Metadata, &tp.to_string())))),
                 }
