@@ -13,14 +13,19 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rekafka::admin::{
-    GroupState, NewPartitions, OffsetSpec, TopicPartition, decode_consumer_assignment,
+    ConfigResource, ConfigSource, GroupState, NewPartitions, NewTopic, OffsetSpec, TopicPartition,
+    decode_consumer_assignment,
 };
 use rekafka::protocol::codec::{decode_request, decode_request_header, encode_response};
 use rekafka::protocol::messages::api_versions_response::ApiVersion;
 use rekafka::protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use rekafka::protocol::messages::create_topics_response::CreatableTopicResult;
 use rekafka::protocol::messages::delete_groups_response::DeletableGroupResult;
 use rekafka::protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use rekafka::protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use rekafka::protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use rekafka::protocol::messages::find_coordinator_response::Coordinator;
@@ -198,6 +203,8 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                 range(ApiKey::DescribeGroups, 0, 5),
                 range(ApiKey::DeleteGroups, 0, 2),
                 range(ApiKey::ListGroups, 0, 4),
+                range(ApiKey::CreateTopics, 2, 7),
+                range(ApiKey::DescribeConfigs, 1, 4),
             ]);
             let v = v.min(3);
             reply::<ApiVersionsRequest>(&r, v, corr)
@@ -429,6 +436,68 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     .with_group_state(s("Empty")),
             ]);
             reply::<ListGroupsRequest>(&r, v, corr)
+        }
+        ApiKey::CreateTopics => {
+            let req: CreateTopicsRequest = decode_request(body, v).unwrap();
+            let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
+            w.calls.push((
+                node,
+                api,
+                format!("validate_only={} {}", req.validate_only, names.join(",")),
+            ));
+            let is_controller = node == w.controller;
+            let r = CreateTopicsResponse::default().with_topics(
+                req.topics
+                    .iter()
+                    .map(|t| {
+                        let code = if !is_controller {
+                            41
+                        } else if t.name.0.as_str() == "exists" {
+                            36 // TOPIC_ALREADY_EXISTS
+                        } else {
+                            0
+                        };
+                        CreatableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(code)
+                            .with_error_message((code == 36).then(|| s("already there")))
+                            .with_num_partitions(t.num_partitions)
+                            .with_replication_factor(3)
+                    })
+                    .collect(),
+            );
+            reply::<CreateTopicsRequest>(&r, v, corr)
+        }
+        ApiKey::DescribeConfigs => {
+            let req: DescribeConfigsRequest = decode_request(body, v).unwrap();
+            let names: Vec<String> = req
+                .resources
+                .iter()
+                .map(|r| format!("{}:{}", r.resource_type, r.resource_name.as_str()))
+                .collect();
+            w.calls.push((node, api, names.join(",")));
+            let r = DescribeConfigsResponse::default().with_results(
+                req.resources
+                    .iter()
+                    .map(|r| {
+                        let (name, value) = if r.resource_type == 4 {
+                            ("broker.id", node.to_string())
+                        } else {
+                            ("retention.ms", "1000".to_owned())
+                        };
+                        DescribeConfigsResult::default()
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone())
+                            .with_configs(vec![
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(s(name))
+                                    .with_value(Some(s(&value)))
+                                    .with_config_source(if r.resource_type == 4 { 4 } else { 1 }),
+                            ])
+                    })
+                    .collect(),
+            );
+            reply::<DescribeConfigsRequest>(&r, v, corr)
         }
         other => panic!("the fake broker does not speak {other:?}"),
     }
@@ -670,5 +739,65 @@ async fn delete_groups_per_group_and_list_groups_asks_every_broker() {
     let ids: Vec<&str> = listed.iter().map(|g| g.group_id.as_str()).collect();
     assert_eq!(ids, ["group-on-1", "group-on-2"]);
     assert_eq!(listed[0].state, Some(GroupState::Empty));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn create_topics_validate_only_and_per_topic_errors() {
+    let c = Cluster::start().await;
+    let client = c.client().await;
+    let admin = client.admin();
+    let topics = [NewTopic::new("exists", 2), NewTopic::new("fresh", 5)];
+    let r = admin.validate_create_topics(&topics).await.unwrap();
+    assert_eq!(
+        r[0].as_ref().err().and_then(|e| e.kafka_code()),
+        Some(KafkaCode::TopicAlreadyExists)
+    );
+    assert!(
+        r[0].as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("already there")),
+        "the broker's message is kept"
+    );
+    let created = r[1].as_ref().unwrap();
+    assert_eq!((created.partitions, created.replication_factor), (5, 3));
+    let r = admin.create_topics(&topics[1..]).await.unwrap();
+    assert!(r[0].is_ok());
+    assert_eq!(
+        c.calls(ApiKey::CreateTopics)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>(),
+        [
+            "validate_only=true exists,fresh",
+            "validate_only=false fresh"
+        ]
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn broker_configs_go_to_that_broker() {
+    let c = Cluster::start().await;
+    let client = c.client().await;
+    let r = client
+        .admin()
+        .describe_configs(&[
+            ConfigResource::Broker(2),
+            ConfigResource::Topic("t".into()),
+            ConfigResource::Broker(1),
+        ])
+        .await
+        .unwrap();
+    let first = |i: usize| r[i].as_ref().unwrap()[0].clone();
+    assert_eq!(first(0).value.as_deref(), Some("2"));
+    assert_eq!(first(0).source, ConfigSource::StaticBroker);
+    assert_eq!(first(1).name, "retention.ms");
+    assert_eq!(first(1).source, ConfigSource::DynamicTopic);
+    assert_eq!(first(2).value.as_deref(), Some("1"));
+    let mut calls = c.calls(ApiKey::DescribeConfigs);
+    calls.sort();
+    assert!(calls.contains(&(2, "4:2".to_owned())), "{calls:?}");
+    assert!(calls.contains(&(1, "4:1".to_owned())), "{calls:?}");
     client.close().await;
 }
