@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
 
-use super::{Admin, TopicPartition, code_error, missing, topic_name};
+use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
 use crate::error::{Error, Result};
 use crate::protocol::StrBytes;
 use crate::protocol::messages::offset_fetch_request::{
@@ -192,16 +192,20 @@ impl Admin {
             let none: [&str; 0] = [];
             self.cluster.refresh_topics(&none).await?;
             let brokers: Vec<i32> = self.cluster.metadata().brokers.keys().copied().collect();
-            let mut all: BTreeMap<String, GroupListing> = BTreeMap::new();
-            for id in brokers {
+            let answers = join_all(brokers.into_iter().map(|id| async move {
                 let broker = self.cluster.connection_for_broker(id).await?;
                 let resp: ListGroupsResponse = self
                     .send(&broker, |_| Ok(ListGroupsRequest::default()))
                     .await?;
-                if let Some(e) = code_error(resp.error_code, None, ApiKey::ListGroups) {
-                    return Err(e.on_broker(id));
+                match code_error(resp.error_code, None, ApiKey::ListGroups) {
+                    Some(e) => Err(e.on_broker(id)),
+                    None => Ok(resp.groups),
                 }
-                for g in resp.groups {
+            }))
+            .await;
+            let mut all: BTreeMap<String, GroupListing> = BTreeMap::new();
+            for groups in answers {
+                for g in groups? {
                     let state =
                         (!g.group_state.is_empty()).then(|| GroupState::parse(&g.group_state));
                     all.insert(
@@ -227,7 +231,9 @@ impl Admin {
     ) -> Result<Vec<Result<GroupDescription>>> {
         self.per_item(groups.len(), |pending| async move {
             let mut out = Vec::with_capacity(pending.len());
-            for (coordinator, items) in self.by_coordinator(groups, &pending, &mut out).await {
+            let by = self.by_coordinator(groups, &pending, &mut out).await;
+            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
+                let mut out = Vec::new();
                 let sent = self
                     .send::<DescribeGroupsRequest, _>(&coordinator, |_| {
                         Ok(DescribeGroupsRequest::default().with_groups(
@@ -245,7 +251,7 @@ impl Admin {
                             self.after_coordinator_error(groups[i].as_ref(), &e);
                             out.push((i, Err(e.clone())));
                         }
-                        continue;
+                        return out;
                     }
                 };
                 for i in items {
@@ -288,7 +294,10 @@ impl Admin {
                     };
                     out.push((i, r));
                 }
-            }
+                out
+            }))
+            .await;
+            out.extend(answers.into_iter().flatten());
             Ok(out)
         })
         .await
@@ -299,7 +308,9 @@ impl Admin {
     pub async fn delete_groups<S: AsRef<str>>(&self, groups: &[S]) -> Result<Vec<Result<()>>> {
         self.per_item(groups.len(), |pending| async move {
             let mut out = Vec::with_capacity(pending.len());
-            for (coordinator, items) in self.by_coordinator(groups, &pending, &mut out).await {
+            let by = self.by_coordinator(groups, &pending, &mut out).await;
+            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
+                let mut out = Vec::new();
                 let sent = self
                     .send::<DeleteGroupsRequest, _>(&coordinator, |_| {
                         Ok(DeleteGroupsRequest::default().with_groups_names(
@@ -317,7 +328,7 @@ impl Admin {
                             self.after_coordinator_error(groups[i].as_ref(), &e);
                             out.push((i, Err(e.clone())));
                         }
-                        continue;
+                        return out;
                     }
                 };
                 for i in items {
@@ -335,7 +346,10 @@ impl Admin {
                     };
                     out.push((i, r));
                 }
-            }
+                out
+            }))
+            .await;
+            out.extend(answers.into_iter().flatten());
             Ok(out)
         })
         .await

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Admin, TopicPartition, code_error, missing, topic_name};
+use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
@@ -109,31 +109,37 @@ impl Admin {
                     None => out.push((i, Err(missing(ApiKey::Metadata, &tp.to_string())))),
                 }
             }
-            for ((leader, isolation), items) in requests {
-                let sent = match self.cluster.connection_for_broker(leader).await {
-                    Ok(b) => {
-                        self.send::<ListOffsetsRequest, _>(&b, |version| {
-                            list_offsets_request(partitions, &items, isolation, version)
-                        })
-                        .await
+            let answers = join_all(requests.into_iter().map(
+                |((leader, isolation), items)| async move {
+                    let mut out = Vec::new();
+                    let sent = match self.cluster.connection_for_broker(leader).await {
+                        Ok(b) => {
+                            self.send::<ListOffsetsRequest, _>(&b, |version| {
+                                list_offsets_request(partitions, &items, isolation, version)
+                            })
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let resp: ListOffsetsResponse = match sent {
+                        Ok(r) => r,
+                        Err(e) => {
+                            out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
+                            return out;
+                        }
+                    };
+                    for i in items {
+                        let (tp, spec) = &partitions[i];
+                        out.push((
+                            i,
+                            listed_offset(&resp, tp, *spec).map_err(|e| e.on_broker(leader)),
+                        ));
                     }
-                    Err(e) => Err(e),
-                };
-                let resp: ListOffsetsResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                        continue;
-                    }
-                };
-                for i in items {
-                    let (tp, spec) = &partitions[i];
-                    out.push((
-                        i,
-                        listed_offset(&resp, tp, *spec).map_err(|e| e.on_broker(leader)),
-                    ));
-                }
-            }
+                    out
+                },
+            ))
+            .await;
+            out.extend(answers.into_iter().flatten());
             Ok(out)
         })
         .await
@@ -169,7 +175,8 @@ impl Admin {
                     None => out.push((i, Err(missing(ApiKey::Metadata, &tp.to_string())))),
                 }
             }
-            for (leader, items) in requests {
+            let answers = join_all(requests.into_iter().map(|(leader, items)| async move {
+                let mut out = Vec::new();
                 let sent = match self.cluster.connection_for_broker(leader).await {
                     Ok(b) => {
                         self.send::<DeleteRecordsRequest, _>(&b, |_| {
@@ -204,7 +211,7 @@ impl Admin {
                     Ok(r) => r,
                     Err(e) => {
                         out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                        continue;
+                        return out;
                     }
                 };
                 for i in items {
@@ -226,7 +233,10 @@ impl Admin {
                     };
                     out.push((i, r));
                 }
-            }
+                out
+            }))
+            .await;
+            out.extend(answers.into_iter().flatten());
             Ok(out)
         })
         .await
