@@ -11,6 +11,9 @@
 //!   in-flight table, timeouts, reconnect back-off), cancel safe.
 //! * [`cluster`]: bootstrap, the metadata cache and its refresher, leader and coordinator
 //!   lookup, and the one decision of how to recover from an error ([`cluster::recovery_for`]).
+//! * [`client`]: the entry point, [`Client`] and its builder (typed settings and Java-style
+//!   properties).
+//! * [`admin`]: the admin client (topics, configs, partitions, offsets, records, groups).
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
@@ -69,10 +72,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod client;
 pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod listener;
 pub mod protocol;
 
+pub use client::{Client, ClientBuilder, ClientConfig};
 pub use error::{Error, ErrorKind, KafkaCode, Result};

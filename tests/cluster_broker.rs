@@ -158,3 +158,32 @@ async fn periodic_refresh_stops_on_close() {
     assert_eq!(cluster.metadata_requests(), after_close);
     assert!(cluster.refresh().await.is_err());
 }
+
+#[tokio::test]
+async fn refresh_for_another_topic_set_merges_into_the_cache() {
+    let cluster = connect(config(vec![bootstrap()])).await;
+    let (a, b) = (unique("cluster-merge-a"), unique("cluster-merge-b"));
+    for t in [&a, &b] {
+        if let Err(e) = cluster.refresh_topics(&[t]).await {
+            panic!("refresh {t}: {e}");
+        }
+    }
+    // Asking for `b` alone kept `a` (a partial refresh merges; only a full refresh may drop
+    // topics, and only those the broker no longer lists).
+    let meta = cluster.metadata();
+    assert!(meta.topics.contains_key(&a), "{a} dropped from the cache");
+    assert!(meta.topics.contains_key(&b));
+    let requests = cluster.metadata_requests();
+    assert_eq!(cluster.partitions(&a).await.map(|p| p.len()).ok(), Some(4));
+    assert_eq!(
+        cluster.metadata_requests(),
+        requests,
+        "served from the cache"
+    );
+    if let Err(e) = cluster.refresh().await {
+        panic!("full refresh: {e}");
+    }
+    let meta = cluster.metadata();
+    assert!(meta.topics.contains_key(&a) && meta.topics.contains_key(&b));
+    cluster.close().await;
+}

@@ -1,36 +1,92 @@
 //! The `rekafka` command-line tool.
 //!
-//! For now it only describes itself; the topic, group, produce, consume, mock-cluster and
-//! dead-letter commands arrive with the layers they use.
+//! `main` takes the global flags out (`common::Global`), then dispatches on the first word to
+//! `<module>::run(&global, rest)`. A command module has `pub const HELP: &str` (its lines of
+//! the help text) and `pub fn run(&Global, &[String]) -> CliResult`; shared helpers (flag and
+//! argument parsing, the runtime, client construction, tables) are in `common`.
+//!
+//! Errors are one line on stderr and a non-zero exit: 2 for a wrong command line, 1 for a
+//! failed operation. Nothing panics on bad input; a panic would still be reported as one line.
+
+mod common;
+mod groups;
+mod topics;
 
 use std::process::ExitCode;
 
-const HELP: &str = "\
+use common::{CliError, Global};
+
+fn help() -> String {
+    format!(
+        "\
 rekafka — a pure-Rust Apache Kafka client with error handling built in
 
-Usage: rekafka [OPTIONS]
+Usage: rekafka [-b HOST:PORT[,HOST:PORT...]] [-X key=value]... COMMAND [ARGS]
 
-Options:
-  -h, --help       Print this help
-  -V, --version    Print the version
+Global options (anywhere on the line):
+  -b, --bootstrap SERVERS   bootstrap servers (default: ${env})
+  -X key=value              a client property, Java or librdkafka style
+                            (request.timeout.ms=5000, client.id=me, ...); repeatable
+  -h, --help                print this help
+  -V, --version             print the version
 
-Commands (topics, groups, produce, consume, mock, dlt) arrive with the layers they use.
-";
+Commands:
+{topics}
+{groups}
+
+Errors go to stderr as one line; the exit code is 2 for a wrong command line and 1 for a
+failed operation.
+",
+        env = common::BOOTSTRAP_ENV,
+        topics = topics::HELP,
+        groups = groups::HELP,
+    )
+}
+
+fn run(args: Vec<String>) -> Result<(), CliError> {
+    if matches!(
+        args.first().map(String::as_str),
+        Some("-V") | Some("--version")
+    ) {
+        println!("rekafka {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    if args.is_empty() || args[0] == "help" || args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{}", help());
+        return Ok(());
+    }
+    let (global, rest) = Global::extract(args)?;
+    let Some((command, rest)) = rest.split_first() else {
+        return Err(CliError::usage("missing COMMAND"));
+    };
+    match command.as_str() {
+        "topics" => topics::run(&global, rest),
+        "groups" => groups::run(&global, rest),
+        other if other.starts_with('-') => {
+            Err(CliError::usage(format!("unknown option '{other}'")))
+        }
+        other => Err(CliError::usage(format!("unknown command '{other}'"))),
+    }
+}
 
 fn main() -> ExitCode {
+    // Library code does not panic on bad input; should anything still panic, say so in one
+    // line instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("error: internal error: {}", msg.replace('\n', " "));
+    }));
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("-h") | Some("--help") | Some("help") => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Some("-V") | Some("--version") => {
-            println!("rekafka {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("error: unknown argument '{other}' (see `rekafka --help`)");
-            ExitCode::from(2)
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
         }
     }
 }

@@ -1,0 +1,194 @@
+//! `rekafka topics {create | list | describe | delete}`.
+
+use rekafka::admin::{ConfigResource, Internal, NewTopic};
+
+use crate::common::{
+    Args, CliError, CliResult, Global, parse_key_value, print_table, report_failures, run_async,
+};
+
+/// The help lines of this command.
+pub const HELP: &str = "\
+  topics create NAME --partitions N [--replication-factor R] [--config k=v]... [--validate-only]
+  topics list [--internal]
+  topics describe NAME...
+  topics delete NAME...";
+
+/// Runs `topics ARGS`.
+pub fn run(global: &Global, args: &[String]) -> CliResult {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err(CliError::usage(
+            "topics needs a subcommand: create, list, describe, delete",
+        ));
+    };
+    match sub.as_str() {
+        "create" => create(global, rest),
+        "list" => list(global, rest),
+        "describe" => describe(global, rest),
+        "delete" => delete(global, rest),
+        other => Err(CliError::usage(format!(
+            "unknown topics subcommand '{other}' (create, list, describe, delete)"
+        ))),
+    }
+}
+
+fn create(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(
+        args,
+        &["--partitions", "--replication-factor", "--config"],
+        &["--validate-only"],
+    )?;
+    let name = a.exactly(1, "topic NAME")?[0].clone();
+    let partitions: i32 = a
+        .parsed("--partitions", "a positive number")?
+        .ok_or_else(|| CliError::usage("topics create needs --partitions N"))?;
+    if partitions < 1 {
+        return Err(CliError::usage("--partitions must be at least 1"));
+    }
+    let mut topic = NewTopic::new(&name, partitions);
+    if let Some(r) = a.parsed::<i16>("--replication-factor", "a positive number")? {
+        if r < 1 {
+            return Err(CliError::usage("--replication-factor must be at least 1"));
+        }
+        topic = topic.with_replication_factor(r);
+    }
+    for kv in a.values("--config") {
+        let (k, v) = parse_key_value("--config", kv)?;
+        topic = topic.with_config(k, v);
+    }
+    let validate_only = a.has("--validate-only");
+    run_async(async {
+        let client = global.client().await?;
+        let admin = client.admin();
+        let topics = [topic];
+        let result = if validate_only {
+            admin.validate_create_topics(&topics).await
+        } else {
+            admin.create_topics(&topics).await
+        };
+        client.close().await;
+        for r in result? {
+            let created = r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?;
+            let verb = if validate_only { "valid" } else { "created" };
+            println!(
+                "{verb}: topic {} with {partitions} partitions",
+                created.name
+            );
+        }
+        Ok(())
+    })
+}
+
+fn list(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &[], &["--internal"])?;
+    a.exactly(0, "")?;
+    let internal = if a.has("--internal") {
+        Internal::Include
+    } else {
+        Internal::Exclude
+    };
+    run_async(async {
+        let client = global.client().await?;
+        let topics = client.admin().list_topics(internal).await;
+        client.close().await;
+        for t in topics? {
+            println!("{}", t.name);
+        }
+        Ok(())
+    })
+}
+
+fn describe(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &[], &[])?;
+    if a.positional.is_empty() {
+        return Err(CliError::usage("missing topic NAME"));
+    }
+    let names = a.positional.clone();
+    run_async(async {
+        let client = global.client().await?;
+        let admin = client.admin();
+        let described = admin.describe_topics(&names).await;
+        let resources: Vec<ConfigResource> = names
+            .iter()
+            .map(|n| ConfigResource::Topic(n.clone()))
+            .collect();
+        let configs = admin.describe_configs(&resources).await;
+        client.close().await;
+        let described = described?;
+        let configs = configs?;
+        let mut failures = Vec::new();
+        for ((name, d), c) in names.iter().zip(described).zip(configs) {
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    failures.push(format!("topic {name}: {e}"));
+                    continue;
+                }
+            };
+            let id: String = d.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+            println!(
+                "Topic: {}  Id: {id}  Partitions: {}  Internal: {}",
+                d.name,
+                d.partitions.len(),
+                d.is_internal
+            );
+            match c {
+                Ok(entries) => {
+                    let set: Vec<String> = entries
+                        .iter()
+                        .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or("(hidden)")))
+                        .collect();
+                    println!(
+                        "Configs: {}",
+                        if set.is_empty() {
+                            "-".into()
+                        } else {
+                            set.join(", ")
+                        }
+                    );
+                }
+                Err(e) => println!("Configs: unavailable ({e})"),
+            }
+            let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+            let rows: Vec<Vec<String>> = d
+                .partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.partition.to_string(),
+                        if p.leader < 0 {
+                            "none".into()
+                        } else {
+                            p.leader.to_string()
+                        },
+                        ids(&p.replicas),
+                        ids(&p.isr),
+                        p.error.map(|c| c.to_string()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "ERROR"], &rows);
+        }
+        report_failures(failures)
+    })
+}
+
+fn delete(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &[], &[])?;
+    if a.positional.is_empty() {
+        return Err(CliError::usage("missing topic NAME"));
+    }
+    let names = a.positional.clone();
+    run_async(async {
+        let client = global.client().await?;
+        let results = client.admin().delete_topics(&names).await;
+        client.close().await;
+        let mut failures = Vec::new();
+        for (name, r) in names.iter().zip(results?) {
+            match r {
+                Ok(()) => println!("deleted: topic {name}"),
+                Err(e) => failures.push(format!("topic {name}: {e}")),
+            }
+        }
+        report_failures(failures)
+    })
+}

@@ -1,0 +1,265 @@
+//! The `rekafka` binary against a real broker (Tansu): topics and groups commands, and that
+//! errors are one line on stderr with a non-zero exit.
+//!
+//! Needs `REKAFKA_BOOTSTRAP` (the tests fail without it):
+//!
+//! ```text
+//! scripts/with-broker.sh cargo test -p rekafka-cli --test cli_broker
+//! ```
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use rekafka::cluster::CoordinatorType;
+use rekafka::protocol::StrBytes;
+use rekafka::protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use rekafka::protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+
+fn bootstrap() -> String {
+    match std::env::var("REKAFKA_BOOTSTRAP") {
+        Ok(s) if !s.is_empty() => s,
+        _ => panic!(
+            "REKAFKA_BOOTSTRAP is not set: run `scripts/with-broker.sh cargo test -p rekafka-cli`"
+        ),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{t}", std::process::id())
+}
+
+/// Runs `rekafka ARGS` with the test broker in `REKAFKA_BOOTSTRAP`.
+fn rekafka(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rekafka"))
+        .args(args)
+        .env("REKAFKA_BOOTSTRAP", bootstrap())
+        .output()
+        .unwrap_or_else(|e| panic!("running rekafka: {e}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = rekafka(args);
+    assert!(
+        o.status.success(),
+        "rekafka {args:?} failed ({:?}): {}",
+        o.status.code(),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// The command fails with `code` and exactly one line on stderr, starting with "error: ",
+/// without a panic or backtrace.
+fn fails(args: &[&str], code: i32) -> String {
+    let o = rekafka(args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "rekafka {args:?}: {}",
+        stderr(&o)
+    );
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "rekafka {args:?} stderr: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn topics_create_list_describe_delete() {
+    let topic = unique("cli-topic");
+    let out = ok(&[
+        "topics",
+        "create",
+        &topic,
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "1",
+        "--config",
+        "retention.ms=86400000",
+    ]);
+    assert!(
+        out.contains(&format!("created: topic {topic} with 3 partitions")),
+        "{out}"
+    );
+
+    let listed = ok(&["topics", "list"]);
+    assert!(listed.lines().any(|l| l == topic), "{listed}");
+
+    let described = ok(&["topics", "describe", &topic]);
+    assert!(
+        described.contains(&format!("Topic: {topic}")),
+        "{described}"
+    );
+    assert!(described.contains("Partitions: 3"), "{described}");
+    assert!(described.contains("retention.ms=86400000"), "{described}");
+    let partition_rows: Vec<Vec<&str>> = described
+        .lines()
+        .skip_while(|l| !l.starts_with("PARTITION"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(partition_rows.len(), 3, "{described}");
+    for (i, row) in partition_rows.iter().enumerate() {
+        assert_eq!(row[0], i.to_string());
+        assert_eq!(row[1], "111", "leader");
+        assert_eq!(row[2], "111", "replicas");
+    }
+
+    // Creating it again fails, with the broker's reason, in one line.
+    let err = fails(&["topics", "create", &topic, "--partitions", "3"], 1);
+    assert!(err.contains("TOPIC_ALREADY_EXISTS"), "{err}");
+
+    let out = ok(&["topics", "delete", &topic]);
+    assert!(out.contains(&format!("deleted: topic {topic}")), "{out}");
+    let listed = ok(&["topics", "list"]);
+    assert!(!listed.lines().any(|l| l == topic), "{listed}");
+    let err = fails(&["topics", "describe", &topic], 1);
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
+}
+
+#[test]
+fn groups_list_describe_offsets() {
+    let topic = unique("cli-group-topic");
+    let group = unique("cli-group");
+    ok(&["topics", "create", &topic, "--partitions", "2"]);
+    // A group with committed offsets (a standalone commit, as `assign()` users make).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let client = rekafka::Client::builder()
+            .bootstrap_servers([bootstrap()])
+            .request_timeout(Duration::from_secs(10))
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let id = client
+            .cluster()
+            .coordinator(CoordinatorType::Group, &group)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let conn = client
+            .cluster()
+            .connection_for_broker(id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(0),
+                    ]),
+            ]);
+        let resp = conn.send(req).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+        client.close().await;
+    });
+
+    let listed = ok(&["groups", "list"]);
+    assert!(listed.starts_with("GROUP"), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&group)),
+        "{listed}"
+    );
+    let described = ok(&["groups", "describe", &group]);
+    assert!(
+        described.contains(&format!("Group: {group}")),
+        "{described}"
+    );
+    assert!(described.contains("Members: 0"), "{described}");
+
+    let offsets = ok(&["groups", "offsets", &group]);
+    let rows: Vec<Vec<&str>> = offsets
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // TOPIC PARTITION COMMITTED END LAG: offset 0 committed on an empty partition.
+    assert_eq!(
+        rows,
+        [vec![topic.as_str(), "1", "0", "0", "0"]],
+        "{offsets}"
+    );
+    ok(&["topics", "delete", &topic]);
+}
+
+#[test]
+fn bad_arguments_give_one_line_and_a_non_zero_exit() {
+    let e = fails(&["topics", "create", "x", "--partitions", "many"], 2);
+    assert!(e.contains("--partitions"), "{e}");
+    let e = fails(&["topics", "create", "x"], 2);
+    assert!(e.contains("--partitions"), "{e}");
+    let e = fails(&["topics", "frobnicate"], 2);
+    assert!(e.contains("frobnicate"), "{e}");
+    let e = fails(&["nosuchcommand"], 2);
+    assert!(e.contains("nosuchcommand"), "{e}");
+    let e = fails(&["topics", "list", "--bogus"], 2);
+    assert!(e.contains("--bogus"), "{e}");
+    let e = fails(&["-X", "bootstrap.server=x", "topics", "list"], 2);
+    assert!(e.contains("did you mean 'bootstrap.servers'?"), "{e}");
+    let e = fails(&["-X", "request.timeout.ms=soon", "topics", "list"], 2);
+    assert!(e.contains("request.timeout.ms"), "{e}");
+    let e = fails(&["-X", "oops", "topics", "list"], 2);
+    assert!(e.contains("key=value"), "{e}");
+    // An unreachable broker: a failed operation (1), still one line.
+    let e = fails(
+        &[
+            "-b",
+            "127.0.0.1:1",
+            "-X",
+            "socket.connection.setup.timeout.ms=500",
+            "topics",
+            "list",
+        ],
+        1,
+    );
+    assert!(e.contains("127.0.0.1:1"), "{e}");
+    // No bootstrap at all.
+    let o = Command::new(env!("CARGO_BIN_EXE_rekafka"))
+        .args(["topics", "list"])
+        .env_remove("REKAFKA_BOOTSTRAP")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("REKAFKA_BOOTSTRAP"));
+    // Help lists the commands.
+    let help = ok(&["--help"]);
+    for cmd in [
+        "topics create",
+        "topics list",
+        "topics describe",
+        "topics delete",
+        "groups list",
+        "groups describe",
+        "groups offsets",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing from --help");
+    }
+}

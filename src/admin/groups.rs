@@ -1,0 +1,678 @@
+//! Consumer groups: list, describe, delete, committed offsets.
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, Bytes};
+
+use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
+use crate::error::{Error, Result};
+use crate::protocol::StrBytes;
+use crate::protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use crate::protocol::messages::{
+    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetFetchRequest,
+    OffsetFetchResponse,
+};
+
+/// The state of a consumer group, as the coordinator names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GroupState {
+    /// No members (offsets may still be stored).
+    Empty,
+    /// Members are joining (a rebalance started).
+    PreparingRebalance,
+    /// Members joined; waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Members consume with their assignment.
+    Stable,
+    /// The group no longer exists (or never did).
+    Dead,
+    /// A state this client does not know, as the broker spelled it.
+    Other(String),
+}
+
+impl GroupState {
+    /// Parses the state name of DescribeGroups or ListGroups.
+    pub fn parse(s: &str) -> GroupState {
+        match s {
+            "Empty" => GroupState::Empty,
+            "PreparingRebalance" => GroupState::PreparingRebalance,
+            "CompletingRebalance" | "AwaitingSync" => GroupState::CompletingRebalance,
+            "Stable" => GroupState::Stable,
+            "Dead" => GroupState::Dead,
+            other => GroupState::Other(other.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+            GroupState::Other(s) => s,
+        })
+    }
+}
+
+/// A group as [`Admin::list_groups`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupListing {
+    /// The group id.
+    pub group_id: String,
+    /// The protocol type (`"consumer"` for consumer groups, empty for groups that only store
+    /// offsets).
+    pub protocol_type: String,
+    /// The state, if the broker said (ListGroups v4+).
+    pub state: Option<GroupState>,
+}
+
+/// A group member as [`Admin::describe_groups`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberDescription {
+    /// The member id the coordinator gave.
+    pub member_id: String,
+    /// The static member id (`group.instance.id`), if any.
+    pub group_instance_id: Option<String>,
+    /// The member's client id.
+    pub client_id: String,
+    /// The member's host, as the coordinator saw it.
+    pub client_host: String,
+    /// The member's protocol metadata (for consumers: its subscription), as sent.
+    pub metadata: Bytes,
+    /// The member's assignment, as the leader assigned it (for consumers: decode with
+    /// [`decode_consumer_assignment`]).
+    pub assignment: Bytes,
+}
+
+impl MemberDescription {
+    /// The partitions assigned to this member, for a consumer group (`protocol_type`
+    /// `"consumer"`). Empty if the member has no assignment yet.
+    pub fn consumer_assignment(&self) -> Result<Vec<TopicPartition>> {
+        decode_consumer_assignment(&self.assignment)
+    }
+}
+
+/// A group as [`Admin::describe_groups`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// The state.
+    pub state: GroupState,
+    /// The protocol type (`"consumer"` for consumer groups).
+    pub protocol_type: String,
+    /// The protocol in use: for consumer groups, the assignor (`"range"`, …).
+    pub protocol: String,
+    /// The members.
+    pub members: Vec<MemberDescription>,
+    /// The coordinator's node id.
+    pub coordinator: i32,
+}
+
+/// A group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommittedOffset {
+    /// The committed offset (the next record the group will read).
+    pub offset: i64,
+    /// The leader epoch of the record before it, if committed with one.
+    pub leader_epoch: Option<i32>,
+    /// The metadata string committed with the offset.
+    pub metadata: Option<String>,
+}
+
+/// Decodes a consumer-protocol assignment (`ConsumerProtocolAssignment`, versions 0–3: the
+/// bytes a consumer group's leader assigns to a member) into its partitions. Empty bytes (no
+/// assignment yet) give an empty list. Malformed bytes are an
+/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) error; lengths are checked against the
+/// bytes present before anything is allocated.
+pub fn decode_consumer_assignment(bytes: &[u8]) -> Result<Vec<TopicPartition>> {
+    let mut buf = bytes;
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    let corrupt = |what: &str| Error::corrupt(format!("consumer assignment: {what}"));
+    let need = |buf: &[u8], n: usize, what: &str| {
+        if buf.remaining() < n {
+            Err(corrupt(what))
+        } else {
+            Ok(())
+        }
+    };
+    need(buf, 2, "no version")?;
+    let version = buf.get_i16();
+    if version < 0 {
+        return Err(corrupt("negative version"));
+    }
+    need(buf, 4, "no topic count")?;
+    let topics = buf.get_i32();
+    // Each topic takes at least 6 bytes (name length and partition count).
+    if topics < 0 || topics as usize > buf.remaining() / 6 {
+        return Err(corrupt("bad topic count"));
+    }
+    let mut out = Vec::new();
+    for _ in 0..topics {
+        need(buf, 2, "no topic name")?;
+        let len = buf.get_i16();
+        if len < 0 {
+            return Err(corrupt("null topic name"));
+        }
+        need(buf, len as usize, "topic name")?;
+        let name = std::str::from_utf8(&buf[..len as usize])
+            .map_err(|_| corrupt("topic name is not UTF-8"))?
+            .to_owned();
+        buf.advance(len as usize);
+        need(buf, 4, "no partition count")?;
+        let n = buf.get_i32();
+        if n < 0 || n as usize > buf.remaining() / 4 {
+            return Err(corrupt("bad partition count"));
+        }
+        for _ in 0..n {
+            out.push(TopicPartition::new(name.clone(), buf.get_i32()));
+        }
+    }
+    // user_data (nullable bytes) follows; it is not needed here.
+    Ok(out)
+}
+
+impl Admin {
+    /// Lists the groups of every broker, sorted by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        self.single(|| async {
+            let none: [&str; 0] = [];
+            self.cluster.refresh_topics(&none).await?;
+            let brokers: Vec<i32> = self.cluster.metadata().brokers.keys().copied().collect();
+            let answers = join_all(brokers.into_iter().map(|id| async move {
+                let broker = self.cluster.connection_for_broker(id).await?;
+                let resp: ListGroupsResponse = self
+                    .send(&broker, |_| Ok(ListGroupsRequest::default()))
+                    .await?;
+                match code_error(resp.error_code, None, ApiKey::ListGroups) {
+                    Some(e) => Err(e.on_broker(id)),
+                    None => Ok(resp.groups),
+                }
+            }))
+            .await;
+            let mut all: BTreeMap<String, GroupListing> = BTreeMap::new();
+            for groups in answers {
+                for g in groups? {
+                    let state =
+                        (!g.group_state.is_empty()).then(|| GroupState::parse(&g.group_state));
+                    all.insert(
+                        g.group_id.0.to_string(),
+                        GroupListing {
+                            group_id: g.group_id.0.to_string(),
+                            protocol_type: g.protocol_type.to_string(),
+                            state,
+                        },
+                    );
+                }
+            }
+            Ok(all.into_values().collect())
+        })
+        .await
+    }
+
+    /// Describes groups (state, protocol, members with their assignment), each asked of its
+    /// coordinator. One result per group, in input order.
+    pub async fn describe_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+    ) -> Result<Vec<Result<GroupDescription>>> {
+        self.per_item(groups.len(), |pending| async move {
+            let mut out = Vec::with_capacity(pending.len());
+            let by = self.by_coordinator(groups, &pending, &mut out).await;
+            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
+                let mut out = Vec::new();
+                let sent = self
+                    .send::<DescribeGroupsRequest, _>(&coordinator, |_| {
+                        Ok(DescribeGroupsRequest::default().with_groups(
+                            items
+                                .iter()
+                                .map(|&i| group_id(groups[i].as_ref()))
+                                .collect(),
+                        ))
+                    })
+                    .await;
+                let resp: DescribeGroupsResponse = match sent {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for &i in &items {
+                            self.after_coordinator_error(groups[i].as_ref(), &e);
+                            out.push((i, Err(e.clone())));
+                        }
+                        return out;
+                    }
+                };
+                for i in items {
+                    let name = groups[i].as_ref();
+                    let r = match resp.groups.iter().find(|g| g.group_id.0.as_str() == name) {
+                        None => Err(missing(ApiKey::DescribeGroups, &format!("group {name}"))),
+                        Some(g) => match code_error(
+                            g.error_code,
+                            g.error_message.as_ref(),
+                            ApiKey::DescribeGroups,
+                        ) {
+                            Some(e) => {
+                                let e = e.on_broker(coordinator.broker_id());
+                                self.after_coordinator_error(name, &e);
+                                Err(e)
+                            }
+                            None => Ok(GroupDescription {
+                                group_id: name.to_owned(),
+                                state: GroupState::parse(&g.group_state),
+                                protocol_type: g.protocol_type.to_string(),
+                                protocol: g.protocol_data.to_string(),
+                                coordinator: coordinator.broker_id(),
+                                members: g
+                                    .members
+                                    .iter()
+                                    .map(|m| MemberDescription {
+                                        member_id: m.member_id.to_string(),
+                                        group_instance_id: m
+                                            .group_instance_id
+                                            .as_ref()
+                                            .map(|s| s.to_string()),
+                                        client_id: m.client_id.to_string(),
+                                        client_host: m.client_host.to_string(),
+                                        metadata: m.member_metadata.clone(),
+                                        assignment: m.member_assignment.clone(),
+                                    })
+                                    .collect(),
+                            }),
+                        },
+                    };
+                    out.push((i, r));
+                }
+                out
+            }))
+            .await;
+            out.extend(answers.into_iter().flatten());
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes groups (they must have no members), each at its coordinator. One result per
+    /// group, in input order (`GROUP_ID_NOT_FOUND`, `NON_EMPTY_GROUP`, …).
+    pub async fn delete_groups<S: AsRef<str>>(&self, groups: &[S]) -> Result<Vec<Result<()>>> {
+        self.per_item(groups.len(), |pending| async move {
+            let mut out = Vec::with_capacity(pending.len());
+            let by = self.by_coordinator(groups, &pending, &mut out).await;
+            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
+                let mut out = Vec::new();
+                let sent = self
+                    .send::<DeleteGroupsRequest, _>(&coordinator, |_| {
+                        Ok(DeleteGroupsRequest::default().with_groups_names(
+                            items
+                                .iter()
+                                .map(|&i| group_id(groups[i].as_ref()))
+                                .collect(),
+                        ))
+                    })
+                    .await;
+                let resp: DeleteGroupsResponse = match sent {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for &i in &items {
+                            self.after_coordinator_error(groups[i].as_ref(), &e);
+                            out.push((i, Err(e.clone())));
+                        }
+                        return out;
+                    }
+                };
+                for i in items {
+                    let name = groups[i].as_ref();
+                    let r = match resp.results.iter().find(|g| g.group_id.0.as_str() == name) {
+                        None => Err(missing(ApiKey::DeleteGroups, &format!("group {name}"))),
+                        Some(g) => match code_error(g.error_code, None, ApiKey::DeleteGroups) {
+                            Some(e) => {
+                                let e = e.on_broker(coordinator.broker_id());
+                                self.after_coordinator_error(name, &e);
+                                Err(e)
+                            }
+                            None => Ok(()),
+                        },
+                    };
+                    out.push((i, r));
+                }
+                out
+            }))
+            .await;
+            out.extend(answers.into_iter().flatten());
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A group's committed offsets (OffsetFetch to its coordinator): for `partitions`, or for
+    /// every partition the group has committed if `None`. One entry per partition (in input
+    /// order when partitions are given, else sorted); the value is `None` for a partition
+    /// without a committed offset. A failure of the whole group (unknown coordinator,
+    /// authorization, …) fails the call.
+    pub async fn list_group_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<Vec<(TopicPartition, Result<Option<CommittedOffset>>)>> {
+        let resp = self
+            .single(|| async {
+                let coordinator = self.group_coordinator(group).await?;
+                let r = self
+                    .send::<OffsetFetchRequest, _>(&coordinator, |version| {
+                        Ok(offset_fetch_request(group, partitions, version))
+                    })
+                    .await
+                    .and_then(|resp| {
+                        group_error(&resp, group)
+                            .map_or(Ok(resp), |e| Err(e.on_broker(coordinator.broker_id())))
+                    });
+                if let Err(e) = &r {
+                    self.after_coordinator_error(group, e);
+                }
+                r
+            })
+            .await?;
+        Ok(offset_fetch_results(&resp, group, partitions))
+    }
+
+    /// Groups the pending items by coordinator; items whose coordinator lookup fails get the
+    /// error in `out`.
+    async fn by_coordinator<S: AsRef<str>, T>(
+        &self,
+        groups: &[S],
+        pending: &[usize],
+        out: &mut Vec<(usize, Result<T>)>,
+    ) -> Vec<(crate::connection::BrokerConnection, Vec<usize>)> {
+        let mut by: Vec<(crate::connection::BrokerConnection, Vec<usize>)> = Vec::new();
+        for &i in pending {
+            let name = groups[i].as_ref();
+            match self.group_coordinator(name).await {
+                Ok(b) => match by.iter_mut().find(|(c, _)| c.broker_id() == b.broker_id()) {
+                    Some((_, v)) => v.push(i),
+                    None => by.push((b, vec![i])),
+                },
+                Err(e) => {
+                    self.after_coordinator_error(name, &e);
+                    out.push((i, Err(e)));
+                }
+            }
+        }
+        by
+    }
+}
+
+fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_owned()))
+}
+
+/// The OffsetFetch request for one group at `version` (v8+ batches groups).
+fn offset_fetch_request(
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+    version: i16,
+) -> OffsetFetchRequest {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in partitions.into_iter().flatten() {
+        by_topic
+            .entry(tp.topic.as_str())
+            .or_default()
+            .push(tp.partition);
+    }
+    let mut req = OffsetFetchRequest::default();
+    if version >= 8 {
+        let topics = partitions.map(|_| {
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    OffsetFetchRequestTopics::default()
+                        .with_name(topic_name(t))
+                        .with_partition_indexes(ps.clone())
+                })
+                .collect()
+        });
+        req.groups = vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(group_id(group))
+                .with_topics(topics),
+        ];
+    } else {
+        req.group_id = group_id(group);
+        req.topics = Some(
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    OffsetFetchRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partition_indexes(ps.clone())
+                })
+                .collect(),
+        );
+        // v2+: null means every partition the group committed.
+        if partitions.is_none() && version >= 2 {
+            req.topics = None;
+        }
+    }
+    req
+}
+
+/// The group-level error of an OffsetFetch response, if any.
+fn group_error(resp: &OffsetFetchResponse, group: &str) -> Option<Error> {
+    let code = match resp.groups.iter().find(|g| g.group_id.0.as_str() == group) {
+        Some(g) => g.error_code,
+        None if !resp.groups.is_empty() => {
+            return Some(missing(ApiKey::OffsetFetch, &format!("group {group}")));
+        }
+        None => resp.error_code,
+    };
+    code_error(code, None, ApiKey::OffsetFetch)
+}
+
+type PartitionOffsets = Vec<(TopicPartition, Result<Option<CommittedOffset>>)>;
+
+/// The per-partition answers of an OffsetFetch response (either layout).
+fn offset_fetch_results(
+    resp: &OffsetFetchResponse,
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> PartitionOffsets {
+    let mut found: BTreeMap<TopicPartition, Result<Option<CommittedOffset>>> = BTreeMap::new();
+    let mut put =
+        |topic: &str, p: i32, code: i16, offset: i64, epoch: i32, meta: Option<&StrBytes>| {
+            let tp = TopicPartition::new(topic, p);
+            let r = match code_error(code, None, ApiKey::OffsetFetch) {
+                Some(e) => Err(e.on_partition(topic, p)),
+                None if offset < 0 => Ok(None),
+                None => Ok(Some(CommittedOffset {
+                    offset,
+                    leader_epoch: (epoch >= 0).then_some(epoch),
+                    metadata: meta.map(|m| m.to_string()),
+                })),
+            };
+            found.insert(tp, r);
+        };
+    if let Some(g) = resp.groups.iter().find(|g| g.group_id.0.as_str() == group) {
+        for t in &g.topics {
+            for p in &t.partitions {
+                put(
+                    &t.name.0,
+                    p.partition_index,
+                    p.error_code,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.metadata.as_ref(),
+                );
+            }
+        }
+    } else {
+        for t in &resp.topics {
+            for p in &t.partitions {
+                put(
+                    &t.name.0,
+                    p.partition_index,
+                    p.error_code,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.metadata.as_ref(),
+                );
+            }
+        }
+    }
+    match partitions {
+        None => found.into_iter().collect(),
+        Some(asked) => asked
+            .iter()
+            .map(|tp| {
+                let r = found.remove(tp).unwrap_or(Ok(None));
+                (tp.clone(), r)
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::protocol::messages::TopicName;
+    use crate::protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    };
+    use bytes::BufMut;
+
+    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.put_i16(1);
+        b.put_i32(topics.len() as i32);
+        for (t, ps) in topics {
+            b.put_i16(t.len() as i16);
+            b.put_slice(t.as_bytes());
+            b.put_i32(ps.len() as i32);
+            for p in *ps {
+                b.put_i32(*p);
+            }
+        }
+        b.put_i32(-1); // null user data
+        b
+    }
+
+    #[test]
+    fn consumer_assignment_decodes_and_rejects_garbage() {
+        let bytes = assignment(&[("a", &[0, 2]), ("b", &[1])]);
+        let got = decode_consumer_assignment(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got,
+            [
+                TopicPartition::new("a", 0),
+                TopicPartition::new("a", 2),
+                TopicPartition::new("b", 1)
+            ]
+        );
+        assert!(decode_consumer_assignment(&[]).is_ok_and(|v| v.is_empty()));
+        for cut in 1..bytes.len() - 4 {
+            let r = decode_consumer_assignment(&bytes[..cut]);
+            assert!(r.is_err(), "truncated at {cut} decoded: {r:?}");
+        }
+        // A huge claimed count is rejected before any allocation.
+        let mut huge = vec![0, 0];
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        let e = decode_consumer_assignment(&huge).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn offset_fetch_request_layouts() {
+        let tps = [TopicPartition::new("t", 1), TopicPartition::new("t", 0)];
+        let v8 = offset_fetch_request("g", Some(&tps), 8);
+        assert_eq!(v8.groups.len(), 1);
+        let topics = v8.groups[0].topics.as_ref().map(|t| t.len());
+        assert_eq!(topics, Some(1));
+        let all = offset_fetch_request("g", None, 8);
+        assert!(all.groups[0].topics.is_none());
+        let v7 = offset_fetch_request("g", None, 7);
+        assert_eq!(v7.group_id.0.as_str(), "g");
+        assert!(v7.topics.is_none());
+        let v1 = offset_fetch_request("g", Some(&tps), 1);
+        assert_eq!(
+            v1.topics.as_ref().map(|t| t[0].partition_indexes.clone()),
+            Some(vec![1, 0])
+        );
+    }
+
+    #[test]
+    fn offset_fetch_results_both_layouts() {
+        let name = |s: &str| TopicName(StrBytes::from_string(s.to_owned()));
+        let v8 = OffsetFetchResponse::default().with_groups(vec![
+            OffsetFetchResponseGroup::default()
+                .with_group_id(group_id("g"))
+                .with_topics(vec![
+                    OffsetFetchResponseTopics::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(7)
+                                .with_committed_leader_epoch(-1),
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(1)
+                                .with_committed_offset(-1),
+                        ]),
+                ]),
+        ]);
+        assert!(group_error(&v8, "g").is_none());
+        let asked = [
+            TopicPartition::new("t", 1),
+            TopicPartition::new("t", 0),
+            TopicPartition::new("u", 0),
+        ];
+        let r = offset_fetch_results(&v8, "g", Some(&asked));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].0, asked[0]);
+        assert_eq!(r[0].1.as_ref().ok(), Some(&None));
+        assert_eq!(
+            r[1].1.as_ref().ok().cloned().flatten().map(|c| c.offset),
+            Some(7)
+        );
+        assert_eq!(r[2].1.as_ref().ok(), Some(&None));
+
+        let old = OffsetFetchResponse::default()
+            .with_error_code(16)
+            .with_topics(vec![
+                OffsetFetchResponseTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(3)
+                            .with_committed_offset(5),
+                    ]),
+            ]);
+        assert_eq!(
+            group_error(&old, "g").and_then(|e| e.kafka_code()),
+            Some(crate::KafkaCode::NotCoordinator)
+        );
+        let r = offset_fetch_results(&old, "g", None);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, TopicPartition::new("t", 3));
+    }
+
+    #[test]
+    fn group_states() {
+        assert_eq!(GroupState::parse("Stable"), GroupState::Stable);
+        assert_eq!(GroupState::parse("Weird").to_string(), "Weird");
+        assert_eq!(
+            GroupState::CompletingRebalance.to_string(),
+            "CompletingRebalance"
+        );
+    }
+}

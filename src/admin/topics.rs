@@ -1,0 +1,790 @@
+//! Topics, partitions, configs and the cluster description.
+
+use super::{Admin, Internal, code_error, missing, topic_name};
+use crate::cluster::{BrokerMetadata, PartitionMetadata};
+use crate::error::{KafkaCode, Result};
+use crate::protocol::StrBytes;
+use crate::protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsTopic,
+};
+use crate::protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use crate::protocol::messages::delete_topics_request::DeleteTopicState;
+use crate::protocol::messages::describe_configs_request::DescribeConfigsResource;
+use crate::protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use crate::protocol::messages::{
+    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataResponse,
+};
+
+/// A topic to create with [`Admin::create_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewTopic {
+    /// The topic name.
+    pub name: String,
+    /// The number of partitions; `None` takes the broker's `num.partitions`. Default: `None`.
+    pub partitions: Option<i32>,
+    /// The replication factor; `None` takes the broker's `default.replication.factor`.
+    /// Default: `None`.
+    pub replication_factor: Option<i16>,
+    /// Topic configs (`retention.ms`, `cleanup.policy`, …). Default: none.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions and the broker's default replication factor.
+    pub fn new(name: impl Into<String>, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions: Some(partitions),
+            replication_factor: None,
+            configs: Vec::new(),
+        }
+    }
+
+    /// A topic with the broker's default partition count and replication factor.
+    pub fn with_defaults(name: impl Into<String>) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions: None,
+            replication_factor: None,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Sets [`replication_factor`](Self::replication_factor).
+    pub fn with_replication_factor(mut self, factor: i16) -> NewTopic {
+        self.replication_factor = Some(factor);
+        self
+    }
+
+    /// Adds a topic config.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> NewTopic {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A topic [`Admin::create_topics`] created (or, for
+/// [`validate_create_topics`](Admin::validate_create_topics), would create).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicCreated {
+    /// The topic name.
+    pub name: String,
+    /// The topic id (all zero if the broker did not say: CreateTopics before v7).
+    pub topic_id: [u8; 16],
+    /// The number of partitions (-1 if the broker did not say: before v5).
+    pub partitions: i32,
+    /// The replication factor (-1 if the broker did not say: before v5).
+    pub replication_factor: i16,
+    /// The topic's configs as the broker reported them (v5+).
+    pub configs: Vec<ConfigEntry>,
+}
+
+/// A topic as [`Admin::list_topics`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicListing {
+    /// The topic name.
+    pub name: String,
+    /// The topic id (all zero if the broker did not say).
+    pub topic_id: [u8; 16],
+    /// Whether the topic is internal.
+    pub is_internal: bool,
+    /// The number of partitions.
+    pub partitions: usize,
+}
+
+/// A topic as [`Admin::describe_topics`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicDescription {
+    /// The topic name.
+    pub name: String,
+    /// The topic id (all zero if the broker did not say).
+    pub topic_id: [u8; 16],
+    /// Whether the topic is internal.
+    pub is_internal: bool,
+    /// The partitions (leader, replicas, in-sync replicas), sorted by index.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// The cluster as [`Admin::describe_cluster`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterDescription {
+    /// The cluster id, if the broker gave one.
+    pub cluster_id: Option<String>,
+    /// The controller's node id, if known.
+    pub controller: Option<i32>,
+    /// The brokers, by node id.
+    pub brokers: Vec<BrokerMetadata>,
+}
+
+/// New partitions for [`Admin::create_partitions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewPartitions {
+    /// The topic.
+    pub topic: String,
+    /// The partition count after the call (not the number added).
+    pub total_count: i32,
+    /// The replicas (broker ids) of each new partition, or `None` to let the broker choose.
+    /// Default: `None`.
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+impl NewPartitions {
+    /// Grow `topic` to `total_count` partitions.
+    pub fn increase_to(topic: impl Into<String>, total_count: i32) -> NewPartitions {
+        NewPartitions {
+            topic: topic.into(),
+            total_count,
+            assignments: None,
+        }
+    }
+
+    /// Sets [`assignments`](Self::assignments).
+    pub fn with_assignments(mut self, assignments: Vec<Vec<i32>>) -> NewPartitions {
+        self.assignments = Some(assignments);
+        self
+    }
+}
+
+/// What a config call is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigResource {
+    /// A topic's configs.
+    Topic(String),
+    /// A broker's configs (by node id).
+    Broker(i32),
+}
+
+impl ConfigResource {
+    fn type_and_name(&self) -> (i8, String) {
+        match self {
+            ConfigResource::Topic(t) => (2, t.clone()),
+            ConfigResource::Broker(id) => (4, id.to_string()),
+        }
+    }
+}
+
+/// Where a config value comes from (Kafka's `ConfigSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigSource {
+    /// A topic config set on the topic.
+    DynamicTopic,
+    /// A broker config set for this broker.
+    DynamicBroker,
+    /// A broker config set as the cluster-wide default.
+    DynamicDefaultBroker,
+    /// From the broker's properties file.
+    StaticBroker,
+    /// Kafka's built-in default.
+    Default,
+    /// A broker logger level.
+    DynamicBrokerLogger,
+    /// A source this client does not know (the raw value).
+    Unknown(i8),
+}
+
+impl ConfigSource {
+    fn from_i8(v: i8) -> ConfigSource {
+        match v {
+            1 => ConfigSource::DynamicTopic,
+            2 => ConfigSource::DynamicBroker,
+            3 => ConfigSource::DynamicDefaultBroker,
+            4 => ConfigSource::StaticBroker,
+            5 => ConfigSource::Default,
+            6 => ConfigSource::DynamicBrokerLogger,
+            other => ConfigSource::Unknown(other),
+        }
+    }
+}
+
+/// One config value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigEntry {
+    /// The config name.
+    pub name: String,
+    /// The value (`None` for sensitive configs and unset ones).
+    pub value: Option<String>,
+    /// Where the value comes from.
+    pub source: ConfigSource,
+    /// Whether the config cannot be changed.
+    pub read_only: bool,
+    /// Whether the value is sensitive (and so not returned).
+    pub sensitive: bool,
+}
+
+/// One change of [`Admin::incremental_alter_configs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AlterConfigOp {
+    /// Set `name` to `value`.
+    Set {
+        /// The config name.
+        name: String,
+        /// The new value.
+        value: String,
+    },
+    /// Remove `name` (back to its default).
+    Delete {
+        /// The config name.
+        name: String,
+    },
+    /// Add `value` to the list config `name`.
+    Append {
+        /// The config name.
+        name: String,
+        /// The value to add.
+        value: String,
+    },
+    /// Remove `value` from the list config `name`.
+    Subtract {
+        /// The config name.
+        name: String,
+        /// The value to remove.
+        value: String,
+    },
+}
+
+impl AlterConfigOp {
+    fn to_wire(&self) -> AlterableConfig {
+        let s = |v: &String| StrBytes::from_string(v.clone());
+        let (name, op, value) = match self {
+            AlterConfigOp::Set { name, value } => (name, 0, Some(s(value))),
+            AlterConfigOp::Delete { name } => (name, 1, None),
+            AlterConfigOp::Append { name, value } => (name, 2, Some(s(value))),
+            AlterConfigOp::Subtract { name, value } => (name, 3, Some(s(value))),
+        };
+        AlterableConfig::default()
+            .with_name(s(name))
+            .with_config_operation(op)
+            .with_value(value)
+    }
+}
+
+fn partitions_of(
+    t: &crate::protocol::messages::metadata_response::MetadataResponseTopic,
+) -> Vec<PartitionMetadata> {
+    let mut parts: Vec<PartitionMetadata> = t
+        .partitions
+        .iter()
+        .map(|p| PartitionMetadata {
+            partition: p.partition_index,
+            leader: p.leader_id.0,
+            leader_epoch: p.leader_epoch,
+            replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+            isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            offline_replicas: p.offline_replicas.iter().map(|b| b.0).collect(),
+            error: KafkaCode::from_i16(p.error_code),
+        })
+        .collect();
+    parts.sort_by_key(|p| p.partition);
+    parts
+}
+
+fn brokers_of(resp: &MetadataResponse) -> Vec<BrokerMetadata> {
+    let mut brokers: Vec<BrokerMetadata> = resp
+        .brokers
+        .iter()
+        .map(|b| BrokerMetadata {
+            node_id: b.node_id.0,
+            host: b.host.to_string(),
+            port: b.port,
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.node_id);
+    brokers
+}
+
+impl Admin {
+    /// Creates topics. One result per topic, in input order: a topic that exists already is
+    /// `Err` with `TOPIC_ALREADY_EXISTS` while the others are created.
+    pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<Vec<Result<TopicCreated>>> {
+        self.create_topics_mode(topics, false).await
+    }
+
+    /// Asks the controller to check that `topics` could be created, without creating them
+    /// (CreateTopics `validate_only`). Results as [`create_topics`](Self::create_topics).
+    pub async fn validate_create_topics(
+        &self,
+        topics: &[NewTopic],
+    ) -> Result<Vec<Result<TopicCreated>>> {
+        self.create_topics_mode(topics, true).await
+    }
+
+    async fn create_topics_mode(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Result<Vec<Result<TopicCreated>>> {
+        let timeout_ms = self.broker_timeout_ms();
+        self.per_item(topics.len(), |pending| async move {
+            let broker = self.controller().await?;
+            let resp: CreateTopicsResponse = self
+                .send(&broker, |_| {
+                    let wire = pending
+                        .iter()
+                        .map(|&i| {
+                            let t = &topics[i];
+                            CreatableTopic::default()
+                                .with_name(topic_name(&t.name))
+                                .with_num_partitions(t.partitions.unwrap_or(-1))
+                                .with_replication_factor(t.replication_factor.unwrap_or(-1))
+                                .with_configs(
+                                    t.configs
+                                        .iter()
+                                        .map(|(k, v)| {
+                                            CreatableTopicConfig::default()
+                                                .with_name(StrBytes::from_string(k.clone()))
+                                                .with_value(Some(StrBytes::from_string(v.clone())))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                    Ok(CreateTopicsRequest::default()
+                        .with_topics(wire)
+                        .with_timeout_ms(timeout_ms)
+                        .with_validate_only(validate_only))
+                })
+                .await?;
+            let mut out = Vec::with_capacity(pending.len());
+            for i in pending {
+                let name = &topics[i].name;
+                let r = match resp.topics.iter().find(|t| t.name.0.as_str() == name) {
+                    None => Err(missing(ApiKey::CreateTopics, &format!("topic {name}"))),
+                    Some(t) => match code_error(
+                        t.error_code,
+                        t.error_message.as_ref(),
+                        ApiKey::CreateTopics,
+                    ) {
+                        Some(e) => {
+                            self.after_controller_error(&e).await;
+                            Err(e.on_topic(name.clone()))
+                        }
+                        None => Ok(TopicCreated {
+                            name: name.clone(),
+                            topic_id: *t.topic_id.as_bytes(),
+                            partitions: t.num_partitions,
+                            replication_factor: t.replication_factor,
+                            configs: t
+                                .configs
+                                .iter()
+                                .flatten()
+                                .map(|c| ConfigEntry {
+                                    name: c.name.to_string(),
+                                    value: c.value.as_ref().map(|v| v.to_string()),
+                                    source: ConfigSource::from_i8(c.config_source),
+                                    read_only: c.read_only,
+                                    sensitive: c.is_sensitive,
+                                })
+                                .collect(),
+                        }),
+                    },
+                };
+                out.push((i, r));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes topics. One result per topic, in input order (`UNKNOWN_TOPIC_OR_PARTITION` for
+    /// a topic that does not exist).
+    pub async fn delete_topics<S: AsRef<str>>(&self, topics: &[S]) -> Result<Vec<Result<()>>> {
+        let timeout_ms = self.broker_timeout_ms();
+        self.per_item(topics.len(), |pending| async move {
+            let broker = self.controller().await?;
+            let names: Vec<&str> = pending.iter().map(|&i| topics[i].as_ref()).collect();
+            let resp: DeleteTopicsResponse = self
+                .send(&broker, |version| {
+                    let mut req = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
+                    if version >= 6 {
+                        req.topics = names
+                            .iter()
+                            .map(|n| DeleteTopicState::default().with_name(Some(topic_name(n))))
+                            .collect();
+                    } else {
+                        req.topic_names = names.iter().map(|n| topic_name(n)).collect();
+                    }
+                    Ok(req)
+                })
+                .await?;
+            let mut out = Vec::with_capacity(pending.len());
+            for (i, name) in pending.iter().zip(&names) {
+                let found = resp
+                    .responses
+                    .iter()
+                    .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == *name));
+                let r = match found {
+                    None => Err(missing(ApiKey::DeleteTopics, &format!("topic {name}"))),
+                    Some(t) => match code_error(
+                        t.error_code,
+                        t.error_message.as_ref(),
+                        ApiKey::DeleteTopics,
+                    ) {
+                        Some(e) => {
+                            self.after_controller_error(&e).await;
+                            Err(e.on_topic(*name))
+                        }
+                        None => Ok(()),
+                    },
+                };
+                out.push((*i, r));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Lists the topics of the cluster, sorted by name.
+    pub async fn list_topics(&self, internal: Internal) -> Result<Vec<TopicListing>> {
+        let resp = self.single(|| self.fetch_metadata(None)).await?;
+        let mut out: Vec<TopicListing> = resp
+            .topics
+            .iter()
+            .filter(|t| internal == Internal::Include || !t.is_internal)
+            .filter_map(|t| {
+                Some(TopicListing {
+                    name: t.name.as_ref()?.0.to_string(),
+                    topic_id: *t.topic_id.as_bytes(),
+                    is_internal: t.is_internal,
+                    partitions: t.partitions.len(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Describes topics (partitions, leaders, replicas, in-sync replicas) without creating
+    /// them. One result per topic, in input order (`UNKNOWN_TOPIC_OR_PARTITION` for a topic that
+    /// does not exist).
+    pub async fn describe_topics<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+    ) -> Result<Vec<Result<TopicDescription>>> {
+        self.per_item(topics.len(), |pending| async move {
+            let names: Vec<&str> = pending.iter().map(|&i| topics[i].as_ref()).collect();
+            let resp = self.fetch_metadata(Some(&names)).await?;
+            Ok(pending
+                .iter()
+                .zip(&names)
+                .map(|(i, name)| {
+                    let t = resp
+                        .topics
+                        .iter()
+                        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == *name));
+                    let r = match t {
+                        None => Err(missing(ApiKey::Metadata, &format!("topic {name}"))),
+                        Some(t) => match code_error(t.error_code, None, ApiKey::Metadata) {
+                            Some(e) => Err(e.on_topic(*name)),
+                            None => Ok(TopicDescription {
+                                name: name.to_string(),
+                                topic_id: *t.topic_id.as_bytes(),
+                                is_internal: t.is_internal,
+                                partitions: partitions_of(t),
+                            }),
+                        },
+                    };
+                    (*i, r)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Describes the cluster: its id, controller and brokers (DescribeCluster, or Metadata
+    /// where the broker has no DescribeCluster).
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        self.single(|| async {
+            let broker = self.any_broker().await?;
+            let conn = broker.connection().await?;
+            if conn.versions().range(ApiKey::DescribeCluster).is_none() {
+                let resp = self.fetch_metadata(Some(&[])).await?;
+                return Ok(ClusterDescription {
+                    cluster_id: resp.cluster_id.as_ref().map(|c| c.to_string()),
+                    controller: (resp.controller_id.0 >= 0).then_some(resp.controller_id.0),
+                    brokers: brokers_of(&resp),
+                });
+            }
+            let resp: DescribeClusterResponse = self
+                .send(&broker, |_| Ok(DescribeClusterRequest::default()))
+                .await?;
+            if let Some(e) = code_error(
+                resp.error_code,
+                resp.error_message.as_ref(),
+                ApiKey::DescribeCluster,
+            ) {
+                return Err(e.on_broker(broker.broker_id()));
+            }
+            let mut brokers: Vec<BrokerMetadata> = resp
+                .brokers
+                .iter()
+                .map(|b| BrokerMetadata {
+                    node_id: b.broker_id.0,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                })
+                .collect();
+            brokers.sort_by_key(|b| b.node_id);
+            Ok(ClusterDescription {
+                cluster_id: Some(resp.cluster_id.to_string()),
+                controller: (resp.controller_id.0 >= 0).then_some(resp.controller_id.0),
+                brokers,
+            })
+        })
+        .await
+    }
+
+    /// Describes the configs of topics or brokers. One result per resource, in input order;
+    /// each is the resource's configs sorted by name.
+    pub async fn describe_configs(
+        &self,
+        resources: &[ConfigResource],
+    ) -> Result<Vec<Result<Vec<ConfigEntry>>>> {
+        self.per_item(resources.len(), |pending| async move {
+            let mut out = Vec::with_capacity(pending.len());
+            // Broker resources go to that broker, topics to any broker (one request).
+            let mut groups: Vec<(Option<i32>, Vec<usize>)> = Vec::new();
+            for &i in &pending {
+                let target = match &resources[i] {
+                    ConfigResource::Broker(id) => Some(*id),
+                    ConfigResource::Topic(_) => None,
+                };
+                match groups.iter_mut().find(|(t, _)| *t == target) {
+                    Some((_, v)) => v.push(i),
+                    None => groups.push((target, vec![i])),
+                }
+            }
+            for (target, items) in groups {
+                let broker = match target {
+                    Some(id) => self.cluster.connection_for_broker(id).await,
+                    None => self.any_broker().await,
+                };
+                let sent = match broker {
+                    Ok(b) => {
+                        self.send::<DescribeConfigsRequest, _>(&b, |_| {
+                            Ok(DescribeConfigsRequest::default().with_resources(
+                                items
+                                    .iter()
+                                    .map(|&i| {
+                                        let (ty, name) = resources[i].type_and_name();
+                                        DescribeConfigsResource::default()
+                                            .with_resource_type(ty)
+                                            .with_resource_name(StrBytes::from_string(name))
+                                            .with_configuration_keys(None)
+                                    })
+                                    .collect(),
+                            ))
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let resp: DescribeConfigsResponse = match sent {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
+                        continue;
+                    }
+                };
+                for i in items {
+                    let (ty, name) = resources[i].type_and_name();
+                    let found = resp
+                        .results
+                        .iter()
+                        .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
+                    let r = match found {
+                        None => Err(missing(
+                            ApiKey::DescribeConfigs,
+                            &format!("resource {name}"),
+                        )),
+                        Some(r) => match code_error(
+                            r.error_code,
+                            r.error_message.as_ref(),
+                            ApiKey::DescribeConfigs,
+                        ) {
+                            Some(e) => Err(e),
+                            None => {
+                                let mut entries: Vec<ConfigEntry> = r
+                                    .configs
+                                    .iter()
+                                    .map(|c| ConfigEntry {
+                                        name: c.name.to_string(),
+                                        value: c.value.as_ref().map(|v| v.to_string()),
+                                        source: ConfigSource::from_i8(c.config_source),
+                                        read_only: c.read_only,
+                                        sensitive: c.is_sensitive,
+                                    })
+                                    .collect();
+                                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                                Ok(entries)
+                            }
+                        },
+                    };
+                    out.push((i, r));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Changes configs of topics or brokers (IncrementalAlterConfigs). One result per
+    /// resource, in input order.
+    pub async fn incremental_alter_configs(
+        &self,
+        changes: &[(ConfigResource, Vec<AlterConfigOp>)],
+    ) -> Result<Vec<Result<()>>> {
+        self.per_item(changes.len(), |pending| async move {
+            let mut out = Vec::with_capacity(pending.len());
+            let mut groups: Vec<(Option<i32>, Vec<usize>)> = Vec::new();
+            for &i in &pending {
+                let target = match &changes[i].0 {
+                    ConfigResource::Broker(id) => Some(*id),
+                    ConfigResource::Topic(_) => None,
+                };
+                match groups.iter_mut().find(|(t, _)| *t == target) {
+                    Some((_, v)) => v.push(i),
+                    None => groups.push((target, vec![i])),
+                }
+            }
+            for (target, items) in groups {
+                let broker = match target {
+                    Some(id) => self.cluster.connection_for_broker(id).await,
+                    None => self.any_broker().await,
+                };
+                let sent = match broker {
+                    Ok(b) => {
+                        self.send::<IncrementalAlterConfigsRequest, _>(&b, |_| {
+                            Ok(IncrementalAlterConfigsRequest::default().with_resources(
+                                items
+                                    .iter()
+                                    .map(|&i| {
+                                        let (ty, name) = changes[i].0.type_and_name();
+                                        AlterConfigsResource::default()
+                                            .with_resource_type(ty)
+                                            .with_resource_name(StrBytes::from_string(name))
+                                            .with_configs(
+                                                changes[i]
+                                                    .1
+                                                    .iter()
+                                                    .map(|op| op.to_wire())
+                                                    .collect(),
+                                            )
+                                    })
+                                    .collect(),
+                            ))
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let resp: IncrementalAlterConfigsResponse = match sent {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
+                        continue;
+                    }
+                };
+                for i in items {
+                    let (ty, name) = changes[i].0.type_and_name();
+                    let found = resp
+                        .responses
+                        .iter()
+                        .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
+                    let r = match found {
+                        None => Err(missing(
+                            ApiKey::IncrementalAlterConfigs,
+                            &format!("resource {name}"),
+                        )),
+                        Some(r) => match code_error(
+                            r.error_code,
+                            r.error_message.as_ref(),
+                            ApiKey::IncrementalAlterConfigs,
+                        ) {
+                            Some(e) => Err(e),
+                            None => Ok(()),
+                        },
+                    };
+                    out.push((i, r));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Adds partitions to topics. One result per topic, in input order
+    /// (`INVALID_PARTITIONS` if the count is not larger than the current one).
+    pub async fn create_partitions(&self, topics: &[NewPartitions]) -> Result<Vec<Result<()>>> {
+        let timeout_ms = self.broker_timeout_ms();
+        self.per_item(topics.len(), |pending| async move {
+            let broker = self.controller().await?;
+            let resp: CreatePartitionsResponse = self
+                .send(&broker, |_| {
+                    Ok(CreatePartitionsRequest::default()
+                        .with_timeout_ms(timeout_ms)
+                        .with_topics(
+                            pending
+                                .iter()
+                                .map(|&i| {
+                                    let t = &topics[i];
+                                    CreatePartitionsTopic::default()
+                                        .with_name(topic_name(&t.topic))
+                                        .with_count(t.total_count)
+                                        .with_assignments(t.assignments.as_ref().map(|a| {
+                                            a.iter()
+                                                .map(|ids| {
+                                                    CreatePartitionsAssignment::default()
+                                                        .with_broker_ids(
+                                                            ids.iter()
+                                                                .map(|&b| BrokerId(b))
+                                                                .collect(),
+                                                        )
+                                                })
+                                                .collect()
+                                        }))
+                                })
+                                .collect(),
+                        ))
+                })
+                .await?;
+            let mut out = Vec::with_capacity(pending.len());
+            for i in pending {
+                let name = &topics[i].topic;
+                let r = match resp.results.iter().find(|r| r.name.0.as_str() == name) {
+                    None => Err(missing(ApiKey::CreatePartitions, &format!("topic {name}"))),
+                    Some(r) => match code_error(
+                        r.error_code,
+                        r.error_message.as_ref(),
+                        ApiKey::CreatePartitions,
+                    ) {
+                        Some(e) => {
+                            self.after_controller_error(&e).await;
+                            Err(e.on_topic(name.clone()))
+                        }
+                        None => Ok(()),
+                    },
+                };
+                out.push((i, r));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,691 @@
+//! The entry point: [`Client`], built with [`Client::builder`] or from Java-style properties.
+//!
+//! A client owns one [`Cluster`] (broker connections, metadata, coordinators) that everything
+//! made from it shares: the [`Admin`] client today, producers and consumers as they arrive.
+//!
+//! ```no_run
+//! # async fn demo() -> rekafka::Result<()> {
+//! use std::time::Duration;
+//! use rekafka::Client;
+//!
+//! let client = Client::builder()
+//!     .bootstrap_servers(["127.0.0.1:9092"])
+//!     .client_id("billing")
+//!     .request_timeout(Duration::from_secs(10))
+//!     .build()
+//!     .await?;
+//! let topics = client.admin().list_topics(rekafka::admin::Internal::Exclude).await?;
+//! client.close().await;
+//!
+//! // The same from properties, as a Java or librdkafka user would write them:
+//! let client = Client::from_properties([
+//!     ("bootstrap.servers", "127.0.0.1:9092"),
+//!     ("client.id", "billing"),
+//!     ("request.timeout.ms", "10000"),
+//! ])
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Properties
+//!
+//! [`ClientBuilder::property`] takes the keys of every config type the client knows (see
+//! [`ClientConfig::PROPERTY_NAMES`]); a key none of them knows is an [`ErrorKind::Config`](crate::ErrorKind::Config)
+//! error that lists the closest known keys, a bad value is one that names the key and the
+//! expected form. librdkafka spellings are accepted where they differ
+//! (`metadata.broker.list`, `socket.timeout.ms`, `topic.metadata.refresh.interval.ms`,
+//! `max.in.flight`, `receive.message.max.bytes`).
+
+pub mod properties;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admin::Admin;
+use crate::cluster::{
+    Cluster, ClusterConfig, DEFAULT_METADATA_MAX_AGE, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_BACKOFF_MAX,
+};
+use crate::connection::{
+    ConnectionConfig, DEFAULT_CLIENT_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RECONNECT_BACKOFF, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_REQUEST_TIMEOUT,
+};
+use crate::error::{Error, Result};
+use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
+
+/// Default [`ClientConfig::api_timeout`]: 60 s, as Kafka's `default.api.timeout.ms`.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client-level settings (connections, metadata, retries). Producer, consumer and security
+/// settings live in their own config types.
+///
+/// Usually built through [`ClientBuilder`]; every field is public for those who prefer a
+/// struct literal over [`ClientConfig::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The bootstrap addresses (`host:port`), tried in turn until one answers. No default; at
+    /// least one is required. Property: `bootstrap.servers` (librdkafka: `metadata.broker.list`).
+    pub bootstrap_servers: Vec<String>,
+    /// The client id sent with every request (brokers log it and apply quotas by it). Default:
+    /// `"rekafka"`. Property: `client.id`.
+    pub client_id: String,
+    /// How long a request may wait for its response. Default: 30 s. Property:
+    /// `request.timeout.ms` (librdkafka: `socket.timeout.ms`).
+    pub request_timeout: Duration,
+    /// How long connecting to a broker (TCP and the ApiVersions exchange) may take. Default:
+    /// 10 s. Property: `socket.connection.setup.timeout.ms`.
+    pub connect_timeout: Duration,
+    /// How old the metadata may get before it is refreshed in the background. Default: 5 min.
+    /// Property: `metadata.max.age.ms` (librdkafka: `topic.metadata.refresh.interval.ms`).
+    pub metadata_max_age: Duration,
+    /// The first wait before reconnecting to a broker, doubled after each failure. Default:
+    /// 50 ms. Property: `reconnect.backoff.ms`.
+    pub reconnect_backoff: Duration,
+    /// The longest wait before reconnecting. Default: 1 s. Property: `reconnect.backoff.max.ms`.
+    pub reconnect_backoff_max: Duration,
+    /// The first wait before retrying a failed request, doubled after each failure. Default:
+    /// 100 ms. Property: `retry.backoff.ms`.
+    pub retry_backoff: Duration,
+    /// The longest wait before retrying a request. Default: 1 s. Property:
+    /// `retry.backoff.max.ms`.
+    pub retry_backoff_max: Duration,
+    /// How long an API call (an admin operation, a coordinator lookup) keeps retrying
+    /// retriable errors before it fails. Default: 60 s. Property: `default.api.timeout.ms`.
+    pub api_timeout: Duration,
+    /// Whether asking for the metadata of an unknown topic creates it (if the broker allows
+    /// it). Default: `true`. Property: `allow.auto.create.topics`.
+    pub allow_auto_create_topics: bool,
+    /// How many requests may be pipelined on one broker connection. Default: 64. Property:
+    /// `max.in.flight` (librdkafka's name; the producer's
+    /// `max.in.flight.requests.per.connection` is a producer setting).
+    pub max_in_flight: usize,
+    /// The largest response accepted from a broker, in bytes. Default: 100 MiB. Property:
+    /// `receive.message.max.bytes` (librdkafka's name).
+    pub max_response_size: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            bootstrap_servers: Vec::new(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            metadata_max_age: DEFAULT_METADATA_MAX_AGE,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+            retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
+            api_timeout: DEFAULT_API_TIMEOUT,
+            allow_auto_create_topics: true,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_response_size: DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The property keys [`apply_property`](Self::apply_property) knows (Java spellings, then
+    /// librdkafka aliases).
+    pub const PROPERTY_NAMES: &'static [&'static str] = &[
+        "bootstrap.servers",
+        "client.id",
+        "request.timeout.ms",
+        "socket.connection.setup.timeout.ms",
+        "metadata.max.age.ms",
+        "reconnect.backoff.ms",
+        "reconnect.backoff.max.ms",
+        "retry.backoff.ms",
+        "retry.backoff.max.ms",
+        "default.api.timeout.ms",
+        "allow.auto.create.topics",
+        "max.in.flight",
+        "receive.message.max.bytes",
+        "metadata.broker.list",
+        "socket.timeout.ms",
+        "topic.metadata.refresh.interval.ms",
+    ];
+
+    /// Sets the setting named by a Java-style property key. `Ok(false)` if `key` is not a
+    /// client-level key; an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the key if the value does not
+    /// parse.
+    pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
+        use properties::{parse_bool, parse_duration_ms, parse_list, parse_number};
+        match key {
+            "bootstrap.servers" | "metadata.broker.list" => {
+                self.bootstrap_servers = parse_list(value);
+            }
+            "client.id" => self.client_id = value.trim().to_owned(),
+            "request.timeout.ms" | "socket.timeout.ms" => {
+                self.request_timeout = parse_duration_ms(key, value)?;
+            }
+            "socket.connection.setup.timeout.ms" => {
+                self.connect_timeout = parse_duration_ms(key, value)?;
+            }
+            "metadata.max.age.ms" | "topic.metadata.refresh.interval.ms" => {
+                self.metadata_max_age = parse_duration_ms(key, value)?;
+            }
+            "reconnect.backoff.ms" => self.reconnect_backoff = parse_duration_ms(key, value)?,
+            "reconnect.backoff.max.ms" => {
+                self.reconnect_backoff_max = parse_duration_ms(key, value)?;
+            }
+            "retry.backoff.ms" => self.retry_backoff = parse_duration_ms(key, value)?,
+            "retry.backoff.max.ms" => self.retry_backoff_max = parse_duration_ms(key, value)?,
+            "default.api.timeout.ms" => self.api_timeout = parse_duration_ms(key, value)?,
+            "allow.auto.create.topics" => self.allow_auto_create_topics = parse_bool(key, value)?,
+            "max.in.flight" => self.max_in_flight = parse_number(key, value)?,
+            "receive.message.max.bytes" => self.max_response_size = parse_number(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks the settings; the [`ErrorKind::Config`](crate::ErrorKind::Config) error names the bad one by its builder
+    /// method and its property key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, key: &str, why: &str| {
+            Err(Error::config(format!("{setting} ({key}) {why}")))
+        };
+        if self.bootstrap_servers.is_empty() {
+            return bad(
+                "bootstrap_servers",
+                "bootstrap.servers",
+                "must name at least one host:port",
+            );
+        }
+        for addr in &self.bootstrap_servers {
+            let port = addr
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            match port {
+                Some((host, Ok(p))) if !host.is_empty() && p != 0 => {}
+                _ => {
+                    return bad(
+                        "bootstrap_servers",
+                        "bootstrap.servers",
+                        &format!("has '{addr}', which is not host:port"),
+                    );
+                }
+            }
+        }
+        let non_zero = [
+            (
+                self.request_timeout,
+                "request_timeout",
+                "request.timeout.ms",
+            ),
+            (
+                self.connect_timeout,
+                "connect_timeout",
+                "socket.connection.setup.timeout.ms",
+            ),
+            (
+                self.metadata_max_age,
+                "metadata_max_age",
+                "metadata.max.age.ms",
+            ),
+            (self.api_timeout, "api_timeout", "default.api.timeout.ms"),
+        ];
+        for (d, setting, key) in non_zero {
+            if d.is_zero() {
+                return bad(setting, key, "must not be zero");
+            }
+        }
+        if self.reconnect_backoff > self.reconnect_backoff_max {
+            return bad(
+                "reconnect_backoff",
+                "reconnect.backoff.ms",
+                "must not exceed reconnect_backoff_max (reconnect.backoff.max.ms)",
+            );
+        }
+        if self.retry_backoff > self.retry_backoff_max {
+            return bad(
+                "retry_backoff",
+                "retry.backoff.ms",
+                "must not exceed retry_backoff_max (retry.backoff.max.ms)",
+            );
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return bad(
+                "max_in_flight",
+                "max.in.flight",
+                "must be between 1 and 2^61",
+            );
+        }
+        if self.max_response_size < 1024 {
+            return bad(
+                "max_response_size",
+                "receive.message.max.bytes",
+                "must be at least 1024 bytes",
+            );
+        }
+        Ok(())
+    }
+
+    /// The connection settings these client settings give.
+    pub fn connection_config(&self) -> ConnectionConfig {
+        // LEAD (security): the TLS/SASL settings of the client go into the connection config
+        // here, e.g. `.with_security(self.security.clone())`.
+        ConnectionConfig::default()
+            .with_client_id(self.client_id.clone())
+            .with_connect_timeout(self.connect_timeout)
+            .with_request_timeout(self.request_timeout)
+            .with_max_in_flight(self.max_in_flight)
+            .with_max_frame_size(self.max_response_size)
+            .with_reconnect_backoff(self.reconnect_backoff, self.reconnect_backoff_max)
+    }
+
+    /// The cluster settings these client settings give.
+    pub fn cluster_config(&self) -> ClusterConfig {
+        ClusterConfig::new(self.bootstrap_servers.clone())
+            .with_connection(self.connection_config())
+            .with_metadata_max_age(self.metadata_max_age)
+            .with_allow_auto_topic_creation(self.allow_auto_create_topics)
+            .with_retry_backoff(self.retry_backoff, self.retry_backoff_max)
+            .with_coordinator_timeout(self.api_timeout)
+    }
+}
+
+/// Property keys that belong to config types built later from the client (producer,
+/// consumer). [`ClientBuilder::property`] accepts them and keeps them for those configs
+/// ([`Client::properties`]) instead of rejecting them as unknown.
+///
+/// LEAD (merge): add `ProducerConfig::PROPERTY_NAMES` and `ConsumerConfig::PROPERTY_NAMES`
+/// here, and have `client.producer(..)` / `client.consumer(..)` apply `client.properties()` to
+/// their config before the caller's own settings.
+const DEFERRED_PROPERTY_SOURCES: &[&[&str]] = &[];
+
+/// Builds a [`Client`]: set what differs from the defaults, then [`build`](Self::build).
+///
+/// Each setting is also reachable as a Java-style property through
+/// [`property`](Self::property); a bad property is reported by `build`.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    // LEAD (security): `security: SecurityConfig,` goes here.
+    deferred: Vec<(String, String)>,
+    first_error: Option<Error>,
+}
+
+impl ClientBuilder {
+    /// A builder with every setting at its default (and no bootstrap servers).
+    pub fn new() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Sets [`ClientConfig::bootstrap_servers`]. Required.
+    pub fn bootstrap_servers<I, S>(mut self, servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.bootstrap_servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`ClientConfig::client_id`]. Default: `"rekafka"`.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = id.into();
+        self
+    }
+
+    /// Sets [`ClientConfig::request_timeout`]. Default: 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientConfig::connect_timeout`]. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientConfig::metadata_max_age`]. Default: 5 min.
+    pub fn metadata_max_age(mut self, max_age: Duration) -> Self {
+        self.config.metadata_max_age = max_age;
+        self
+    }
+
+    /// Sets [`ClientConfig::reconnect_backoff`] and [`ClientConfig::reconnect_backoff_max`].
+    /// Default: 50 ms and 1 s.
+    pub fn reconnect_backoff(mut self, backoff: Duration, max: Duration) -> Self {
+        self.config.reconnect_backoff = backoff;
+        self.config.reconnect_backoff_max = max;
+        self
+    }
+
+    /// Sets [`ClientConfig::retry_backoff`] and [`ClientConfig::retry_backoff_max`]. Default:
+    /// 100 ms and 1 s.
+    pub fn retry_backoff(mut self, backoff: Duration, max: Duration) -> Self {
+        self.config.retry_backoff = backoff;
+        self.config.retry_backoff_max = max;
+        self
+    }
+
+    /// Sets [`ClientConfig::api_timeout`]. Default: 60 s.
+    pub fn api_timeout(mut self, timeout: Duration) -> Self {
+        self.config.api_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientConfig::allow_auto_create_topics`]. Default: `true`.
+    pub fn allow_auto_create_topics(mut self, allow: bool) -> Self {
+        self.config.allow_auto_create_topics = allow;
+        self
+    }
+
+    /// Sets [`ClientConfig::max_in_flight`]. Default: 64.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = max;
+        self
+    }
+
+    /// Sets [`ClientConfig::max_response_size`]. Default: 100 MiB.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.config.max_response_size = bytes;
+        self
+    }
+
+    /// Replaces every client-level setting at once.
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets a Java-style property (`"request.timeout.ms"`, `"30000"`). An unknown key or a bad
+    /// value is reported by [`build`](Self::build) (the first one); use
+    /// [`set_property`](Self::set_property) to check at once.
+    pub fn property(mut self, key: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        if let Err(e) = self.set_property(key.as_ref(), value.as_ref())
+            && self.first_error.is_none()
+        {
+            self.first_error = Some(e);
+        }
+        self
+    }
+
+    /// Sets every property of `properties`, as [`property`](Self::property).
+    pub fn properties<I, K, V>(mut self, properties: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (k, v) in properties {
+            self = self.property(k, v);
+        }
+        self
+    }
+
+    /// Sets a Java-style property now: an [`ErrorKind::Config`](crate::ErrorKind::Config) error for an unknown key (with
+    /// the closest known keys) or a bad value (naming the key and the expected form).
+    pub fn set_property(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.trim();
+        // The registry: each config type the client owns, in turn.
+        if self.config.apply_property(key, value)? {
+            return Ok(());
+        }
+        // LEAD (security): `if self.security.apply_property(key, value)? { return Ok(()); }`
+        if DEFERRED_PROPERTY_SOURCES
+            .iter()
+            .any(|names| names.contains(&key))
+        {
+            self.deferred.retain(|(k, _)| k != key);
+            self.deferred.push((key.to_owned(), value.to_owned()));
+            return Ok(());
+        }
+        Err(properties::unknown_property(key, Self::property_names()))
+    }
+
+    /// Every property key the builder accepts.
+    pub fn property_names() -> impl Iterator<Item = &'static str> {
+        // LEAD (security): chain `SecurityConfig::PROPERTY_NAMES` here.
+        ClientConfig::PROPERTY_NAMES
+            .iter()
+            .chain(
+                DEFERRED_PROPERTY_SOURCES
+                    .iter()
+                    .flat_map(|names| names.iter()),
+            )
+            .copied()
+    }
+
+    /// Validates the settings (the first bad property, then
+    /// [`ClientConfig::validate`]: an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the setting), then
+    /// connects: tries each bootstrap address in turn until one answers a Metadata request.
+    /// Must be called inside a tokio runtime.
+    pub async fn build(self) -> Result<Client> {
+        if let Some(e) = self.first_error {
+            return Err(e);
+        }
+        self.config.validate()?;
+        let cluster = Cluster::connect(self.config.cluster_config()).await?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                config: self.config,
+                cluster,
+                deferred: self.deferred,
+            }),
+        })
+    }
+}
+
+/// A connection to a Kafka cluster, shared by everything made from it.
+///
+/// Cheap to clone. Made by [`Client::builder`] or [`Client::from_properties`].
+/// [`close`](Self::close) closes every broker connection and stops the background tasks
+/// (dropping the last clone does too).
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    config: ClientConfig,
+    cluster: Cluster,
+    deferred: Vec<(String, String)>,
+}
+
+impl Client {
+    /// A [`ClientBuilder`] with every setting at its default.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// A client from Java-style properties (see [`ClientBuilder::property`]).
+    pub async fn from_properties<I, K, V>(properties: I) -> Result<Client>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        Client::builder().properties(properties).build().await
+    }
+
+    /// The client-level settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The cluster: broker connections, metadata, coordinators.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// The properties given to the builder that belong to the producer or consumer configs
+    /// made from this client, in the order given (later ones override earlier ones).
+    pub fn properties(&self) -> &[(String, String)] {
+        &self.inner.deferred
+    }
+
+    /// An admin client sharing this client's cluster.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.inner.cluster.clone(), self.inner.config.clone())
+    }
+
+    /// Closes every broker connection and stops the metadata refresher; later calls on this
+    /// client and everything made from it fail with [`ErrorKind::Closed`](crate::ErrorKind::Closed).
+    pub async fn close(&self) {
+        self.inner.cluster.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn err_text(b: ClientBuilder) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        match rt.block_on(b.build()) {
+            Ok(_) => panic!("build succeeded"),
+            Err(e) => {
+                assert_eq!(e.kind(), &ErrorKind::Config, "{e}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_kafka() {
+        let c = ClientConfig::default();
+        assert_eq!(c.client_id, "rekafka");
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.metadata_max_age, Duration::from_secs(300));
+        assert_eq!(c.reconnect_backoff, Duration::from_millis(50));
+        assert_eq!(c.reconnect_backoff_max, Duration::from_secs(1));
+        assert_eq!(c.retry_backoff, Duration::from_millis(100));
+        assert_eq!(c.retry_backoff_max, Duration::from_secs(1));
+        assert_eq!(c.api_timeout, Duration::from_secs(60));
+        assert!(c.allow_auto_create_topics);
+        assert_eq!(c.max_in_flight, 64);
+        assert_eq!(c.max_response_size, 100 * 1024 * 1024);
+        assert!(c.bootstrap_servers.is_empty());
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let t = err_text(Client::builder());
+        assert!(t.contains("bootstrap.servers"), "{t}");
+        let t = err_text(Client::builder().bootstrap_servers(["nohost"]));
+        assert!(t.contains("'nohost'"), "{t}");
+        let t = err_text(Client::builder().bootstrap_servers(["a:notaport"]));
+        assert!(t.contains("bootstrap.servers"), "{t}");
+        let ok = || Client::builder().bootstrap_servers(["127.0.0.1:9092"]);
+        let t = err_text(ok().request_timeout(Duration::ZERO));
+        assert!(t.contains("request_timeout (request.timeout.ms)"), "{t}");
+        let t = err_text(ok().max_in_flight(0));
+        assert!(t.contains("max_in_flight"), "{t}");
+        let t = err_text(ok().retry_backoff(Duration::from_secs(2), Duration::from_secs(1)));
+        assert!(t.contains("retry.backoff.ms"), "{t}");
+        let t = err_text(ok().max_response_size(10));
+        assert!(t.contains("receive.message.max.bytes"), "{t}");
+    }
+
+    #[test]
+    fn properties_set_typed_settings() {
+        let mut b = Client::builder();
+        for (k, v) in [
+            ("bootstrap.servers", "a:1, b:2"),
+            ("client.id", "app"),
+            ("request.timeout.ms", "1500"),
+            ("socket.connection.setup.timeout.ms", "700"),
+            ("metadata.max.age.ms", "60000"),
+            ("reconnect.backoff.ms", "10"),
+            ("reconnect.backoff.max.ms", "200"),
+            ("retry.backoff.ms", "20"),
+            ("retry.backoff.max.ms", "300"),
+            ("default.api.timeout.ms", "9000"),
+            ("allow.auto.create.topics", "false"),
+            ("max.in.flight", "8"),
+            ("receive.message.max.bytes", "2048"),
+        ] {
+            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        let c = &b.config;
+        assert_eq!(c.bootstrap_servers, ["a:1", "b:2"]);
+        assert_eq!(c.client_id, "app");
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.connect_timeout, Duration::from_millis(700));
+        assert_eq!(c.metadata_max_age, Duration::from_secs(60));
+        assert_eq!(c.reconnect_backoff, Duration::from_millis(10));
+        assert_eq!(c.reconnect_backoff_max, Duration::from_millis(200));
+        assert_eq!(c.retry_backoff, Duration::from_millis(20));
+        assert_eq!(c.retry_backoff_max, Duration::from_millis(300));
+        assert_eq!(c.api_timeout, Duration::from_secs(9));
+        assert!(!c.allow_auto_create_topics);
+        assert_eq!(c.max_in_flight, 8);
+        assert_eq!(c.max_response_size, 2048);
+        assert!(c.validate().is_ok());
+        let cc = c.cluster_config();
+        assert_eq!(cc.bootstrap, ["a:1", "b:2"]);
+        assert_eq!(cc.connection.client_id, "app");
+        assert_eq!(cc.connection.request_timeout, Duration::from_millis(1500));
+        assert_eq!(cc.connection.max_in_flight, 8);
+        assert!(!cc.allow_auto_topic_creation);
+    }
+
+    #[test]
+    fn librdkafka_aliases() {
+        let mut b = Client::builder();
+        b.set_property("metadata.broker.list", "x:9")
+            .and_then(|()| b.set_property("socket.timeout.ms", "1234"))
+            .and_then(|()| b.set_property("topic.metadata.refresh.interval.ms", "5000"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.config.bootstrap_servers, ["x:9"]);
+        assert_eq!(b.config.request_timeout, Duration::from_millis(1234));
+        assert_eq!(b.config.metadata_max_age, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_property_suggests_close_matches() {
+        let mut b = Client::builder();
+        let e = b.set_property("bootstrap.server", "a:1").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config);
+        assert_eq!(
+            e.message_text(),
+            Some("unknown property 'bootstrap.server'; did you mean 'bootstrap.servers'?")
+        );
+        let e = b.set_property("request.timeout", "5").unwrap_err();
+        assert!(e.to_string().contains("'request.timeout.ms'"), "{e}");
+        let e = b.set_property("frobnicate", "5").unwrap_err();
+        assert_eq!(e.message_text(), Some("unknown property 'frobnicate'"));
+        // Deferred to build() with the chaining form.
+        let t = err_text(
+            Client::builder()
+                .property("bootstrap.servers", "a:1")
+                .property("clientid", "x"),
+        );
+        assert!(t.contains("did you mean 'client.id'?"), "{t}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_form() {
+        let mut b = Client::builder();
+        let e = b.set_property("request.timeout.ms", "soon").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config);
+        assert_eq!(
+            e.message_text(),
+            Some(
+                "invalid value 'soon' for property 'request.timeout.ms': expected a whole \
+                 number of milliseconds (0 or more)"
+            )
+        );
+        let e = b
+            .set_property("allow.auto.create.topics", "maybe")
+            .unwrap_err();
+        assert!(e.to_string().contains("'allow.auto.create.topics'"), "{e}");
+        assert!(e.to_string().contains("true or false"), "{e}");
+        let e = b.set_property("max.in.flight", "-3").unwrap_err();
+        assert!(e.to_string().contains("'max.in.flight'"), "{e}");
+    }
+}
