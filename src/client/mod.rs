@@ -50,6 +50,7 @@ use crate::cluster::{
 use crate::connection::{
     ConnectionConfig, DEFAULT_CLIENT_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_RECONNECT_BACKOFF, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_REQUEST_TIMEOUT,
+    SecurityConfig,
 };
 use crate::error::{Error, Result};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
@@ -57,12 +58,12 @@ use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
 /// Default [`ClientConfig::api_timeout`]: 60 s, as Kafka's `default.api.timeout.ms`.
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The client-level settings (connections, metadata, retries). Producer, consumer and security
+/// The client-level settings (connections, metadata, retries, security). Producer and consumer
 /// settings live in their own config types.
 ///
 /// Usually built through [`ClientBuilder`]; every field is public for those who prefer a
 /// struct literal over [`ClientConfig::default`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// The bootstrap addresses (`host:port`), tried in turn until one answers. No default; at
@@ -104,6 +105,9 @@ pub struct ClientConfig {
     /// The largest response accepted from a broker, in bytes. Default: 100 MiB. Property:
     /// `receive.message.max.bytes` (librdkafka's name).
     pub max_response_size: usize,
+    /// TLS and SASL. Default: plaintext, no authentication. Properties: `security.protocol`,
+    /// `sasl.*`, `ssl.*` (see [`SecurityConfig::PROPERTY_NAMES`]).
+    pub security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -122,6 +126,7 @@ impl Default for ClientConfig {
             allow_auto_create_topics: true,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_response_size: DEFAULT_MAX_FRAME_SIZE,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -177,7 +182,7 @@ impl ClientConfig {
             "allow.auto.create.topics" => self.allow_auto_create_topics = parse_bool(key, value)?,
             "max.in.flight" => self.max_in_flight = parse_number(key, value)?,
             "receive.message.max.bytes" => self.max_response_size = parse_number(key, value)?,
-            _ => return Ok(false),
+            _ => return self.security.apply_property(key, value),
         }
         Ok(true)
     }
@@ -261,14 +266,13 @@ impl ClientConfig {
                 "must be at least 1024 bytes",
             );
         }
-        Ok(())
+        self.security.validate()
     }
 
     /// The connection settings these client settings give.
     pub fn connection_config(&self) -> ConnectionConfig {
-        // LEAD (security): the TLS/SASL settings of the client go into the connection config
-        // here, e.g. `.with_security(self.security.clone())`.
         ConnectionConfig::default()
+            .with_security(self.security.clone())
             .with_client_id(self.client_id.clone())
             .with_connect_timeout(self.connect_timeout)
             .with_request_timeout(self.request_timeout)
@@ -305,7 +309,6 @@ const DEFERRED_PROPERTY_SOURCES: &[&[&str]] = &[];
 #[must_use]
 pub struct ClientBuilder {
     config: ClientConfig,
-    // LEAD (security): `security: SecurityConfig,` goes here.
     deferred: Vec<(String, String)>,
     first_error: Option<Error>,
 }
@@ -429,7 +432,6 @@ impl ClientBuilder {
         if self.config.apply_property(key, value)? {
             return Ok(());
         }
-        // LEAD (security): `if self.security.apply_property(key, value)? { return Ok(()); }`
         if DEFERRED_PROPERTY_SOURCES
             .iter()
             .any(|names| names.contains(&key))
@@ -443,9 +445,9 @@ impl ClientBuilder {
 
     /// Every property key the builder accepts.
     pub fn property_names() -> impl Iterator<Item = &'static str> {
-        // LEAD (security): chain `SecurityConfig::PROPERTY_NAMES` here.
         ClientConfig::PROPERTY_NAMES
             .iter()
+            .chain(SecurityConfig::PROPERTY_NAMES.iter())
             .chain(
                 DEFERRED_PROPERTY_SOURCES
                     .iter()
