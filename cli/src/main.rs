@@ -5,16 +5,22 @@
 
 use std::process::ExitCode;
 
+mod mock;
+
 const HELP: &str = "\
 rekafka — a pure-Rust Apache Kafka client with error handling built in
 
 Usage: rekafka [OPTIONS]
+       rekafka mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
 
 Options:
   -h, --help       Print this help
   -V, --version    Print the version
 
-Commands (topics, groups, produce, consume, mock, dlt) arrive with the layers they use.
+Commands:
+  mock             Run an in-process Kafka-compatible mock cluster (see `rekafka mock --help`)
+
+More commands (topics, groups, produce, consume, dlt) arrive with the layers they use.
 ";
 
 fn main() -> ExitCode {
@@ -28,6 +34,7 @@ fn main() -> ExitCode {
             println!("rekafka {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Some("mock") => mock::run(&args[1..]),
         Some(other) => {
             eprintln!("error: unknown argument '{other}' (see `rekafka --help`)");
             ExitCode::from(2)
