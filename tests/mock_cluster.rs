@@ -1198,3 +1198,179 @@ async fn dropping_the_cluster_closes_connections() {
     assert!(conn.send(MetadataRequest::default()).await.is_err());
     assert!(Connection::connect(&addr, -1, &config()).await.is_err());
 }
+
+#[tokio::test]
+async fn static_member_rejoins_without_member_id_required_and_fences_its_old_id() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let req = join("static", "", b"s").with_group_instance_id(Some(s("instance-1")));
+    let r1 = conn.send(req.clone()).await.unwrap();
+    assert_eq!(r1.error_code, 0, "a static member joins at once");
+    assert!(!r1.member_id.is_empty());
+    // The same instance restarts: a new member id replaces the old one.
+    let r2 = conn.send(req).await.unwrap();
+    assert_eq!(r2.error_code, 0);
+    assert_ne!(r2.member_id, r1.member_id);
+    let stale = conn
+        .send(
+            join("static", r1.member_id.as_str(), b"s")
+                .with_group_instance_id(Some(s("instance-1"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale.error_code, KafkaCode::FencedInstanceId.code());
+    let desc = conn
+        .send(DescribeGroupsRequest::default().with_groups(vec![GroupId(s("static"))]))
+        .await
+        .unwrap();
+    assert_eq!(desc.groups[0].members.len(), 1);
+    assert_eq!(
+        desc.groups[0].members[0].group_instance_id.as_deref(),
+        Some("instance-1")
+    );
+    assert_eq!(desc.groups[0].members[0].client_id.as_str(), "mock-tests");
+}
+
+#[tokio::test]
+async fn transactional_offsets_apply_on_commit_only() {
+    let mock = MockCluster::builder().topic("in", 1).start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let (pid, epoch) = init_txn(&conn, "eos", 60_000).await;
+    let add_offsets = |group: &str| {
+        AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("eos")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(s(group)))
+    };
+    let txn_commit = |offset: i64| {
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("eos")))
+            .with_group_id(GroupId(s("eos-group")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("in")))
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset),
+                    ]),
+            ])
+    };
+    let code = |r: TxnOffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    // Before AddOffsetsToTxn the group is not part of the transaction.
+    assert_eq!(
+        code(conn.send(txn_commit(5)).await.unwrap()),
+        KafkaCode::InvalidTxnState.code()
+    );
+    assert_eq!(
+        conn.send(add_offsets("eos-group"))
+            .await
+            .unwrap()
+            .error_code,
+        0
+    );
+    assert_eq!(code(conn.send(txn_commit(5)).await.unwrap()), 0);
+    assert_eq!(mock.committed_offset("eos-group", "in", 0), None);
+    assert_eq!(end_txn(&conn, "eos", pid, epoch, false).await, 0);
+    assert_eq!(mock.committed_offset("eos-group", "in", 0), None, "aborted");
+    assert_eq!(
+        conn.send(add_offsets("eos-group"))
+            .await
+            .unwrap()
+            .error_code,
+        0
+    );
+    assert_eq!(code(conn.send(txn_commit(9)).await.unwrap()), 0);
+    assert_eq!(end_txn(&conn, "eos", pid, epoch, true).await, 0);
+    assert_eq!(mock.committed_offset("eos-group", "in", 0), Some(9));
+}
+
+#[tokio::test]
+async fn list_offsets_latest_is_the_lso_under_read_committed() {
+    let mock = MockCluster::builder()
+        .topic("lso", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    send_produce(&conn, produce("lso", 0, batch(&["a"], None, false))).await;
+    let (pid, epoch) = init_txn(&conn, "lso-txn", 60_000).await;
+    assert_eq!(add_partition(&conn, "lso-txn", pid, epoch, "lso").await, 0);
+    send_produce(
+        &conn,
+        txn_produce("lso", "lso-txn", batch(&["t"], Some((pid, epoch, 0)), true)),
+    )
+    .await;
+    let latest = |isolation: i8| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation)
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(s("lso")))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1)
+                            .with_current_leader_epoch(-1),
+                    ]),
+            ])
+    };
+    let off = |r: ListOffsetsResponse| r.topics[0].partitions[0].offset;
+    assert_eq!(off(conn.send(latest(0)).await.unwrap()), 2);
+    assert_eq!(off(conn.send(latest(1)).await.unwrap()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_matches_by_producer_and_others_pass() {
+    let mock = MockCluster::builder().topic("hp", 2).start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let other = connect(&mock.bootstrap()).await;
+    let held = mock.hold(|r| r.api_key == ApiKey::Produce && r.producer_id == Some(4242));
+    let c = conn.clone();
+    let task = tokio::spawn(async move {
+        send_produce(
+            &c,
+            produce("hp", 0, batch(&["p"], Some((4242, 0, 0)), false)),
+        )
+        .await
+    });
+    held.wait_matched(1).await;
+    // A request that does not match goes through while the other is held.
+    assert_eq!(
+        send_produce(&other, produce("hp", 1, batch(&["q"], None, false))).await,
+        (0, 0)
+    );
+    assert_eq!(mock.high_watermark("hp", 0).unwrap(), 0);
+    drop(held);
+    // Producer 4242 is unknown to the broker, sequence 0: accepted once released.
+    assert_eq!(task.await.unwrap(), (0, 0));
+    assert_eq!(mock.high_watermark("hp", 0).unwrap(), 1);
+}
+
+#[tokio::test]
+async fn describe_configs_of_a_topic() {
+    let mock = MockCluster::builder()
+        .topic("cfg", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let resp = conn
+        .send(DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("cfg"))
+                .with_configuration_keys(Some(vec![s("cleanup.policy")])),
+        ]))
+        .await
+        .unwrap();
+    let r = &resp.results[0];
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.configs.len(), 1);
+    assert_eq!(r.configs[0].value.as_deref(), Some("delete"));
+}

@@ -166,7 +166,14 @@ async fn serve<R: Api>(ctx: &Ctx, header: &RequestHeader, body: Bytes) -> Outcom
                 Some(req.error_response(version, c))
             }
         }
-        Pre::Pass | Pre::Hold(_) => req.handle(ctx, version).await,
+        Pre::Pass | Pre::Hold(_) => {
+            let ctx = Ctx {
+                shared: ctx.shared.clone(),
+                broker: ctx.broker,
+                client_id: info.client_id.clone().unwrap_or_default(),
+            };
+            req.handle(&ctx, version).await
+        }
     };
     let Some(resp) = resp else {
         return Outcome::NoResponse;
@@ -1247,7 +1254,7 @@ impl Api for JoinGroupRequest {
                     &self.member_id,
                 ));
             }
-            let client_id = String::new();
+            let client_id = ctx.client_id.clone();
             let now = Instant::now();
             if !st.groups.contains_key(&group_id) {
                 st.groups.insert(group_id.clone(), Group::new());

@@ -245,6 +245,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
     pub broker: i32,
+    /// The client id of the request being handled.
+    pub client_id: String,
 }
 
 async fn serve_connection(shared: Arc<Shared>, i: usize, stream: TcpStream) {
@@ -258,6 +260,7 @@ async fn serve_connection(shared: Arc<Shared>, i: usize, stream: TcpStream) {
     let ctx = Ctx {
         shared: shared.clone(),
         broker: slot.id,
+        client_id: String::new(),
     };
     let (mut rd, mut wr) = stream.into_split();
     let decoder = FrameDecoder::new(shared.max_request_size);
