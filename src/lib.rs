@@ -14,6 +14,7 @@
 //! * [`client`]: the entry point, [`Client`] and its builder (typed settings and Java-style
 //!   properties).
 //! * [`admin`]: the admin client (topics, configs, partitions, offsets, records, groups).
+//! * `mock` (cargo feature `mock`): an embedded Kafka cluster with fault injection, for tests.
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
@@ -78,6 +79,8 @@ pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod listener;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod protocol;
 
 pub use client::{Client, ClientBuilder, ClientConfig};

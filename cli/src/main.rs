@@ -10,6 +10,7 @@
 
 mod common;
 mod groups;
+mod mock;
 mod topics;
 
 use std::process::ExitCode;
@@ -31,8 +32,11 @@ Global options (anywhere on the line):
   -V, --version             print the version
 
 Commands:
-{topics}
-{groups}
+  {topics}
+  {groups}
+  mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
+                            run an in-process Kafka-compatible mock cluster in the
+                            foreground; prints its bootstrap address first (see mock --help)
 
 Errors go to stderr as one line; the exit code is 2 for a wrong command line and 1 for a
 failed operation.
@@ -82,6 +86,10 @@ fn main() -> ExitCode {
         eprintln!("error: internal error: {}", msg.replace('\n', " "));
     }));
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `mock` runs a server in the foreground and has its own flags (no -b/-X).
+    if args.first().map(String::as_str) == Some("mock") {
+        return mock::run(&args[1..]);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
