@@ -331,6 +331,15 @@ impl Admin {
                     r => results[i] = Some(r),
                 }
             }
+            // An item the attempt gave no answer for would be sent again forever: final.
+            for &i in &pending {
+                if results[i].is_none() && !retry.contains_key(&i) {
+                    results[i] = Some(Err(Error::with_message(
+                        ErrorKind::UnexpectedResponse,
+                        "no answer for this item",
+                    )));
+                }
+            }
             let Some(first) = retry.values().next().cloned() else {
                 continue;
             };
@@ -521,6 +530,27 @@ mod tests {
             results[2].as_ref().err().and_then(Error::kafka_code),
             Some(KafkaCode::TopicAlreadyExists)
         );
+        a.cluster.close().await;
+    }
+
+    #[tokio::test]
+    async fn per_item_items_without_an_answer_are_final() {
+        let a = admin();
+        let mut calls = 0;
+        let calls_ref = &mut calls;
+        let results = a
+            .per_item(2, |_| {
+                *calls_ref += 1;
+                async { Ok(vec![(1, Ok(5))]) }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(calls, 1);
+        assert_eq!(
+            results[0].as_ref().err().map(|e| e.kind().clone()),
+            Some(ErrorKind::UnexpectedResponse)
+        );
+        assert_eq!(results[1].as_ref().ok(), Some(&5));
         a.cluster.close().await;
     }
 
