@@ -5,10 +5,11 @@ use rekafka::admin::{OffsetSpec, TopicPartition};
 use crate::common::{Args, CliError, CliResult, Global, print_table, report_failures, run_async};
 
 /// The help lines of this command.
-pub const HELP: &str = "\
-  groups list
-  groups describe GROUP...
-  groups offsets GROUP             committed offset, end offset and lag per partition";
+pub const HELP: &str = concat!(
+    "  groups list\n",
+    "  groups describe GROUP...\n",
+    "  groups offsets GROUP             committed offset, end offset and lag per partition"
+);
 
 /// Runs `groups ARGS`.
 pub fn run(global: &Global, args: &[String]) -> CliResult {

@@ -7,11 +7,12 @@ use crate::common::{
 };
 
 /// The help lines of this command.
-pub const HELP: &str = "\
-  topics create NAME --partitions N [--replication-factor R] [--config k=v]... [--validate-only]
-  topics list [--internal]
-  topics describe NAME...
-  topics delete NAME...";
+pub const HELP: &str = concat!(
+    "  topics create NAME --partitions N [--replication-factor R] [--config k=v]... [--validate-only]\n",
+    "  topics list [--internal]\n",
+    "  topics describe NAME...\n",
+    "  topics delete NAME..."
+);
 
 /// Runs `topics ARGS`.
 pub fn run(global: &Global, args: &[String]) -> CliResult {
@@ -124,7 +125,7 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                     continue;
                 }
             };
-            let id: String = d.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+            let id = topic_id(&d.topic_id);
             println!(
                 "Topic: {}  Id: {id}  Partitions: {}  Internal: {}",
                 d.name,
@@ -191,4 +192,34 @@ fn delete(global: &Global, args: &[String]) -> CliResult {
         }
         report_failures(failures)
     })
+}
+
+/// A topic id as Kafka prints it: URL-safe base64 without padding (22 characters).
+fn topic_id(id: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in id.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn topic_ids_print_as_kafka_does() {
+        // Kafka's Uuid.toString of 00..0f.
+        let id: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(super::topic_id(&id), "AAECAwQFBgcICQoLDA0ODw");
+        assert_eq!(super::topic_id(&[0xff; 16]), "_____________________w");
+    }
 }
