@@ -533,6 +533,37 @@ mod tests {
         a.cluster.close().await;
     }
 
+    fn send<T: Send>(_: T) {}
+
+    #[tokio::test]
+    async fn admin_futures_are_send() {
+        // Not polled: only their types matter (a caller may spawn any of them).
+        let a = admin();
+        let tp = TopicPartition::new("t", 0);
+        let names = ["t"];
+        send(a.create_topics(&[]));
+        send(a.validate_create_topics(&[]));
+        send(a.delete_topics(&names));
+        send(a.list_topics(Internal::Exclude));
+        send(a.describe_topics(&names));
+        send(a.describe_cluster());
+        send(a.describe_configs(&[]));
+        send(a.incremental_alter_configs(&[]));
+        send(a.create_partitions(&[]));
+        send(a.list_offsets(&[]));
+        send(a.delete_records(&[]));
+        send(a.list_groups());
+        send(a.describe_groups(&names));
+        send(a.delete_groups(&names));
+        send(a.list_group_offsets("g", Some(std::slice::from_ref(&tp))));
+        // Nothing asked, nothing sent (the cluster's only address is dead).
+        assert!(a.create_topics(&[]).await.is_ok_and(|v| v.is_empty()));
+        assert!(a.list_offsets(&[]).await.is_ok_and(|v| v.is_empty()));
+        let none: [&str; 0] = [];
+        assert!(a.describe_groups(&none).await.is_ok_and(|v| v.is_empty()));
+        a.cluster.close().await;
+    }
+
     #[tokio::test]
     async fn per_item_items_without_an_answer_are_final() {
         let a = admin();
