@@ -378,12 +378,33 @@ impl Admin {
         self.any_broker().await
     }
 
-    /// Recovery after a per-item error of a controller request: a `NOT_CONTROLLER` answer
-    /// refreshes the broker list (which names the controller).
+    /// Sends a controller request ([`controller`](Self::controller)). After a transport
+    /// failure the broker is marked failed and the broker list refreshed from another broker,
+    /// so that a controller that died is replaced by the one the cluster elected.
+    async fn send_to_controller<R, F>(&self, build: F) -> Result<R::Response>
+    where
+        R: Request,
+        F: FnOnce(i16) -> Result<R>,
+    {
+        let broker = self.controller().await?;
+        let result = self.send(&broker, build).await;
+        if let Err(e) = &result {
+            self.note_failure(e);
+            self.after_controller_error(e).await;
+        }
+        result
+    }
+
+    /// Recovery after an error of a controller request: `NOT_CONTROLLER`, or a controller that
+    /// could not be reached, refreshes the broker list (which names the controller).
     async fn after_controller_error(&self, e: &Error) {
-        if e.kafka_code() == Some(KafkaCode::NotController) {
+        if e.kafka_code() == Some(KafkaCode::NotController)
+            || recovery_for(e) == Recovery::SwitchBroker
+        {
             let none: [&str; 0] = [];
-            let _ = self.cluster.refresh_topics(&none).await;
+            if let Err(refresh) = self.cluster.refresh_topics(&none).await {
+                tracing::debug!(error = %refresh, "metadata refresh after a controller error failed");
+            }
         }
     }
 
