@@ -1,6 +1,6 @@
 //! `rekafka topics {create | list | describe | delete}`.
 
-use rekafka::admin::{ConfigResource, Internal, NewTopic};
+use rekafka::admin::{AlterConfigOp, ConfigResource, Internal, NewTopic};
 
 use crate::common::{
     Args, CliError, CliResult, Global, parse_key_value, print_table, report_failures, run_async,
@@ -8,9 +8,11 @@ use crate::common::{
 
 /// The help lines of this command.
 pub const HELP: &str = concat!(
-    "  topics create NAME --partitions N [--replication-factor R] [--config k=v]... [--validate-only]\n",
+    "  topics create NAME --partitions N [--replication-factor R] [--config k=v]...\n",
+    "                [--validate-only] [--if-not-exists]\n",
     "  topics list [--internal]\n",
     "  topics describe NAME...\n",
+    "  topics alter NAME [--config k=v]... [--delete-config k]...\n",
     "  topics delete NAME..."
 );
 
@@ -26,8 +28,9 @@ pub fn run(global: &Global, args: &[String]) -> CliResult {
         "list" => list(global, rest),
         "describe" => describe(global, rest),
         "delete" => delete(global, rest),
+        "alter" => alter(global, rest),
         other => Err(CliError::usage(format!(
-            "unknown topics subcommand '{other}' (create, list, describe, delete)"
+            "unknown topics subcommand '{other}' (create, list, describe, alter, delete)"
         ))),
     }
 }
@@ -36,7 +39,7 @@ fn create(global: &Global, args: &[String]) -> CliResult {
     let a = Args::parse(
         args,
         &["--partitions", "--replication-factor", "--config"],
-        &["--validate-only"],
+        &["--validate-only", "--if-not-exists"],
     )?;
     let name = a.exactly(1, "topic NAME")?[0].clone();
     let partitions: i32 = a
@@ -57,6 +60,7 @@ fn create(global: &Global, args: &[String]) -> CliResult {
         topic = topic.with_config(k, v);
     }
     let validate_only = a.has("--validate-only");
+    let if_not_exists = a.has("--if-not-exists");
     run_async(async {
         let client = global.client().await?;
         let admin = client.admin();
@@ -68,7 +72,16 @@ fn create(global: &Global, args: &[String]) -> CliResult {
         };
         client.close().await;
         for r in result? {
-            let created = r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?;
+            let created = match r {
+                Err(e)
+                    if if_not_exists
+                        && e.kafka_code() == Some(rekafka::KafkaCode::TopicAlreadyExists) =>
+                {
+                    println!("exists: topic {name}");
+                    continue;
+                }
+                r => r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?,
+            };
             let verb = if validate_only { "valid" } else { "created" };
             println!(
                 "{verb}: topic {} with {partitions} partitions",
@@ -170,6 +183,37 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
             print_table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "ERROR"], &rows);
         }
         report_failures(failures)
+    })
+}
+
+fn alter(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &["--config", "--delete-config"], &[])?;
+    let name = a.exactly(1, "topic NAME")?[0].clone();
+    let mut ops = Vec::new();
+    for kv in a.values("--config") {
+        let (k, v) = parse_key_value("--config", kv)?;
+        ops.push(AlterConfigOp::Set { name: k, value: v });
+    }
+    for k in a.values("--delete-config") {
+        ops.push(AlterConfigOp::Delete { name: k.to_owned() });
+    }
+    if ops.is_empty() {
+        return Err(CliError::usage(
+            "topics alter needs --config k=v or --delete-config k",
+        ));
+    }
+    run_async(async {
+        let client = global.client().await?;
+        let result = client
+            .admin()
+            .incremental_alter_configs(&[(ConfigResource::Topic(name.clone()), ops)])
+            .await;
+        client.close().await;
+        for r in result? {
+            r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?;
+            println!("altered: topic {name}");
+        }
+        Ok(())
     })
 }
 
