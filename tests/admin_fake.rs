@@ -59,6 +59,8 @@ struct World {
     not_coordinator_once: bool,
     /// Requests seen: (node, api, body summary).
     calls: Vec<(i32, ApiKey, String)>,
+    /// Nodes that drop every connection at its next request (down).
+    dead: Vec<i32>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -191,6 +193,9 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
     let (v, corr) = (header.request_api_version, header.correlation_id);
     let api = ApiKey::try_from(header.request_api_key).unwrap();
     let mut w = world.lock().unwrap();
+    if w.dead.contains(&node) {
+        return None;
+    }
     match api {
         ApiKey::ApiVersions => {
             let r = ApiVersionsResponse::default().with_api_keys(vec![
@@ -800,5 +805,30 @@ async fn broker_configs_go_to_that_broker() {
     calls.sort();
     assert!(calls.contains(&(2, "4:2".to_owned())), "{calls:?}");
     assert!(calls.contains(&(1, "4:1".to_owned())), "{calls:?}");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_dead_controller_is_replaced_by_the_elected_one() {
+    let c = Cluster::start().await;
+    let client = c.client().await;
+    // Broker 1, the controller the client knows, goes down; the cluster elects broker 2. The
+    // first attempt fails at the transport level, the admin marks broker 1 failed, refreshes
+    // the metadata from broker 2 and resends there.
+    c.set(|w| {
+        w.dead = vec![1];
+        w.controller = 2;
+    });
+    let r = client
+        .admin()
+        .create_partitions(&[NewPartitions::increase_to("t", 4)])
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{:?}", r[0]);
+    assert_eq!(
+        c.calls(ApiKey::CreatePartitions),
+        [(2, "t".to_owned())],
+        "answered by the new controller"
+    );
     client.close().await;
 }

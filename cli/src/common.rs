@@ -67,6 +67,9 @@ pub struct Global {
     pub bootstrap: Option<String>,
     /// `-X key=value`, in order.
     pub properties: Vec<(String, String)>,
+    /// `-F FILE` / `--command-config FILE`: a Java `.properties` file, applied before `-b`
+    /// and `-X`.
+    pub config_file: Option<String>,
 }
 
 impl Global {
@@ -91,6 +94,8 @@ impl Global {
                 global.bootstrap = Some(value_of("--bootstrap", Some(v))?);
             } else if let Some(v) = a.strip_prefix("-b").filter(|v| !v.is_empty()) {
                 global.bootstrap = Some(v.to_owned());
+            } else if a == "-F" || a == "--command-config" {
+                global.config_file = Some(value_of(&a, None)?);
             } else if a == "-X" || a == "--property" {
                 let kv = value_of(&a, None)?;
                 global.properties.push(parse_key_value("-X", &kv)?);
@@ -103,28 +108,45 @@ impl Global {
         Ok((global, rest))
     }
 
-    /// The bootstrap servers: `-b`, else `REKAFKA_BOOTSTRAP`, else none (a `-X
-    /// bootstrap.servers` may still give them).
-    pub fn bootstrap(&self) -> Option<String> {
-        self.bootstrap.clone().or_else(|| {
-            std::env::var(BOOTSTRAP_ENV)
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-        })
+    /// The properties of the `-F` file, if one was given.
+    fn file_properties(&self) -> CliResult<Vec<(String, String)>> {
+        let Some(path) = &self.config_file else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::usage(format!("cannot read -F {path}: {e}")))?;
+        rekafka::client::properties::parse_properties(&text)
+            .map_err(|e| CliError::usage(format!("-F {path}: {}", message_of(&e))))
     }
 
-    /// A client builder with the bootstrap servers and every `-X` property applied (a bad
-    /// property is a usage error naming it).
+    /// A client builder with, in this order, the `-F` file's properties, the bootstrap
+    /// servers (`-b`; else `REKAFKA_BOOTSTRAP` unless the file or a `-X` names them) and
+    /// every `-X` property. A bad property is a usage error naming it.
     pub fn builder(&self) -> CliResult<rekafka::ClientBuilder> {
         let mut builder = Client::builder().client_id("rekafka-cli");
-        let has_x_bootstrap = self
-            .properties
-            .iter()
-            .any(|(k, _)| k == "bootstrap.servers" || k == "metadata.broker.list");
-        match self.bootstrap() {
-            Some(b) => builder = builder.property("bootstrap.servers", b),
-            None if has_x_bootstrap => {}
-            None => {
+        let file = self.file_properties()?;
+        let names_bootstrap = |props: &[(String, String)]| {
+            props
+                .iter()
+                .any(|(k, _)| k == "bootstrap.servers" || k == "metadata.broker.list")
+        };
+        for (k, v) in &file {
+            builder.set_property(k, v).map_err(|e| {
+                CliError::usage(format!(
+                    "-F {}: {}",
+                    self.config_file.as_deref().unwrap_or_default(),
+                    message_of(&e)
+                ))
+            })?;
+        }
+        let env = std::env::var(BOOTSTRAP_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        match (&self.bootstrap, env) {
+            (Some(b), _) => builder = builder.property("bootstrap.servers", b),
+            (None, _) if names_bootstrap(&file) || names_bootstrap(&self.properties) => {}
+            (None, Some(env)) => builder = builder.property("bootstrap.servers", env),
+            (None, None) => {
                 return Err(CliError::usage(format!(
                     "no bootstrap servers: pass -b HOST:PORT or set {BOOTSTRAP_ENV}"
                 )));
@@ -350,9 +372,37 @@ mod tests {
         let g = Global {
             bootstrap: Some("h:1".into()),
             properties: vec![("bootstrap.server".into(), "x".into())],
+            config_file: None,
         };
         let e = g.builder().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("did you mean 'bootstrap.servers'?"), "{e}");
+    }
+
+    #[test]
+    fn properties_file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("rekafka-cli-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("client.properties");
+        std::fs::write(
+            &file,
+            "# test\nbootstrap.servers=f:1\nrequest.timeout.ms=1234\n",
+        )
+        .unwrap();
+        let g = Global {
+            config_file: Some(file.display().to_string()),
+            properties: vec![("client.id".into(), "from-x".into())],
+            ..Global::default()
+        };
+        assert!(g.builder().is_ok());
+        std::fs::write(&file, "bootstrap.servers=f:1\nlinger.mss=5\n").unwrap();
+        let e = g.builder().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("linger.mss") && e.contains("-F "), "{e}");
+        let missing = Global {
+            config_file: Some("/nonexistent/x.properties".into()),
+            ..Global::default()
+        };
+        assert!(matches!(missing.builder(), Err(CliError::Usage(_))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

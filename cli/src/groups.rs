@@ -5,10 +5,12 @@ use rekafka::admin::{OffsetSpec, TopicPartition};
 use crate::common::{Args, CliError, CliResult, Global, print_table, report_failures, run_async};
 
 /// The help lines of this command.
-pub const HELP: &str = "\
-  groups list
-  groups describe GROUP...
-  groups offsets GROUP             committed offset, end offset and lag per partition";
+pub const HELP: &str = concat!(
+    "  groups list\n",
+    "  groups describe GROUP...\n",
+    "  groups offsets GROUP             committed offset, end offset and lag per partition\n",
+    "  groups delete GROUP...           (groups without members)"
+);
 
 /// Runs `groups ARGS`.
 pub fn run(global: &Global, args: &[String]) -> CliResult {
@@ -21,8 +23,9 @@ pub fn run(global: &Global, args: &[String]) -> CliResult {
         "list" => list(global, rest),
         "describe" => describe(global, rest),
         "offsets" => offsets(global, rest),
+        "delete" => delete(global, rest),
         other => Err(CliError::usage(format!(
-            "unknown groups subcommand '{other}' (list, describe, offsets)"
+            "unknown groups subcommand '{other}' (list, describe, offsets, delete)"
         ))),
     }
 }
@@ -177,6 +180,27 @@ fn offsets(global: &Global, args: &[String]) -> CliResult {
             println!("group {group} has no committed offsets");
         } else {
             print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rows);
+        }
+        report_failures(failures)
+    })
+}
+
+fn delete(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &[], &[])?;
+    if a.positional.is_empty() {
+        return Err(CliError::usage("missing GROUP"));
+    }
+    let groups = a.positional.clone();
+    run_async(async {
+        let client = global.client().await?;
+        let results = client.admin().delete_groups(&groups).await;
+        client.close().await;
+        let mut failures = Vec::new();
+        for (name, r) in groups.iter().zip(results?) {
+            match r {
+                Ok(()) => println!("deleted: group {name}"),
+                Err(e) => failures.push(format!("group {name}: {e}")),
+            }
         }
         report_failures(failures)
     })

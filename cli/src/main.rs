@@ -22,12 +22,14 @@ fn help() -> String {
         "\
 rekafka — a pure-Rust Apache Kafka client with error handling built in
 
-Usage: rekafka [-b HOST:PORT[,HOST:PORT...]] [-X key=value]... COMMAND [ARGS]
+Usage: rekafka [-b HOST:PORT[,HOST:PORT...]] [-F FILE] [-X key=value]... COMMAND [ARGS]
 
 Global options (anywhere on the line):
   -b, --bootstrap SERVERS   bootstrap servers (default: ${env})
   -X key=value              a client property, Java or librdkafka style
                             (request.timeout.ms=5000, client.id=me, ...); repeatable
+  -F, --command-config FILE a Java .properties file of client properties
+                            (applied first; -b and -X override it)
   -h, --help                print this help
   -V, --version             print the version
 

@@ -1,17 +1,20 @@
 //! `rekafka topics {create | list | describe | delete}`.
 
-use rekafka::admin::{ConfigResource, Internal, NewTopic};
+use rekafka::admin::{AlterConfigOp, ConfigResource, Internal, NewTopic};
 
 use crate::common::{
     Args, CliError, CliResult, Global, parse_key_value, print_table, report_failures, run_async,
 };
 
 /// The help lines of this command.
-pub const HELP: &str = "\
-  topics create NAME --partitions N [--replication-factor R] [--config k=v]... [--validate-only]
-  topics list [--internal]
-  topics describe NAME...
-  topics delete NAME...";
+pub const HELP: &str = concat!(
+    "  topics create NAME --partitions N [--replication-factor R] [--config k=v]...\n",
+    "                [--validate-only] [--if-not-exists]\n",
+    "  topics list [--internal]\n",
+    "  topics describe NAME...\n",
+    "  topics alter NAME [--config k=v]... [--delete-config k]...\n",
+    "  topics delete NAME..."
+);
 
 /// Runs `topics ARGS`.
 pub fn run(global: &Global, args: &[String]) -> CliResult {
@@ -25,8 +28,9 @@ pub fn run(global: &Global, args: &[String]) -> CliResult {
         "list" => list(global, rest),
         "describe" => describe(global, rest),
         "delete" => delete(global, rest),
+        "alter" => alter(global, rest),
         other => Err(CliError::usage(format!(
-            "unknown topics subcommand '{other}' (create, list, describe, delete)"
+            "unknown topics subcommand '{other}' (create, list, describe, alter, delete)"
         ))),
     }
 }
@@ -35,7 +39,7 @@ fn create(global: &Global, args: &[String]) -> CliResult {
     let a = Args::parse(
         args,
         &["--partitions", "--replication-factor", "--config"],
-        &["--validate-only"],
+        &["--validate-only", "--if-not-exists"],
     )?;
     let name = a.exactly(1, "topic NAME")?[0].clone();
     let partitions: i32 = a
@@ -56,6 +60,7 @@ fn create(global: &Global, args: &[String]) -> CliResult {
         topic = topic.with_config(k, v);
     }
     let validate_only = a.has("--validate-only");
+    let if_not_exists = a.has("--if-not-exists");
     run_async(async {
         let client = global.client().await?;
         let admin = client.admin();
@@ -67,7 +72,16 @@ fn create(global: &Global, args: &[String]) -> CliResult {
         };
         client.close().await;
         for r in result? {
-            let created = r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?;
+            let created = match r {
+                Err(e)
+                    if if_not_exists
+                        && e.kafka_code() == Some(rekafka::KafkaCode::TopicAlreadyExists) =>
+                {
+                    println!("exists: topic {name}");
+                    continue;
+                }
+                r => r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?,
+            };
             let verb = if validate_only { "valid" } else { "created" };
             println!(
                 "{verb}: topic {} with {partitions} partitions",
@@ -124,7 +138,7 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                     continue;
                 }
             };
-            let id: String = d.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+            let id = topic_id(&d.topic_id);
             println!(
                 "Topic: {}  Id: {id}  Partitions: {}  Internal: {}",
                 d.name,
@@ -172,6 +186,37 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
     })
 }
 
+fn alter(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &["--config", "--delete-config"], &[])?;
+    let name = a.exactly(1, "topic NAME")?[0].clone();
+    let mut ops = Vec::new();
+    for kv in a.values("--config") {
+        let (k, v) = parse_key_value("--config", kv)?;
+        ops.push(AlterConfigOp::Set { name: k, value: v });
+    }
+    for k in a.values("--delete-config") {
+        ops.push(AlterConfigOp::Delete { name: k.to_owned() });
+    }
+    if ops.is_empty() {
+        return Err(CliError::usage(
+            "topics alter needs --config k=v or --delete-config k",
+        ));
+    }
+    run_async(async {
+        let client = global.client().await?;
+        let result = client
+            .admin()
+            .incremental_alter_configs(&[(ConfigResource::Topic(name.clone()), ops)])
+            .await;
+        client.close().await;
+        for r in result? {
+            r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?;
+            println!("altered: topic {name}");
+        }
+        Ok(())
+    })
+}
+
 fn delete(global: &Global, args: &[String]) -> CliResult {
     let a = Args::parse(args, &[], &[])?;
     if a.positional.is_empty() {
@@ -191,4 +236,34 @@ fn delete(global: &Global, args: &[String]) -> CliResult {
         }
         report_failures(failures)
     })
+}
+
+/// A topic id as Kafka prints it: URL-safe base64 without padding (22 characters).
+fn topic_id(id: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in id.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn topic_ids_print_as_kafka_does() {
+        // Kafka's Uuid.toString of 00..0f.
+        let id: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(super::topic_id(&id), "AAECAwQFBgcICQoLDA0ODw");
+        assert_eq!(super::topic_id(&[0xff; 16]), "_____________________w");
+    }
 }

@@ -125,9 +125,42 @@ fn topics_create_list_describe_delete() {
         assert_eq!(row[2], "111", "replicas");
     }
 
-    // Creating it again fails, with the broker's reason, in one line.
+    // Creating it again fails, with the broker's reason, in one line; unless asked not to.
     let err = fails(&["topics", "create", &topic, "--partitions", "3"], 1);
     assert!(err.contains("TOPIC_ALREADY_EXISTS"), "{err}");
+    let out = ok(&[
+        "topics",
+        "create",
+        &topic,
+        "--partitions",
+        "3",
+        "--if-not-exists",
+    ]);
+    assert!(out.contains(&format!("exists: topic {topic}")), "{out}");
+
+    // Configs: set one, delete another.
+    let out = ok(&[
+        "topics",
+        "alter",
+        &topic,
+        "--config",
+        "retention.ms=3600000",
+        "--config",
+        "cleanup.policy=compact",
+    ]);
+    assert!(out.contains(&format!("altered: topic {topic}")), "{out}");
+    ok(&[
+        "topics",
+        "alter",
+        &topic,
+        "--delete-config",
+        "cleanup.policy",
+    ]);
+    let described = ok(&["topics", "describe", &topic]);
+    assert!(described.contains("retention.ms=3600000"), "{described}");
+    assert!(!described.contains("cleanup.policy=compact"), "{described}");
+    let e = fails(&["topics", "alter", &topic], 2);
+    assert!(e.contains("--config"), "{e}");
 
     let out = ok(&["topics", "delete", &topic]);
     assert!(out.contains(&format!("deleted: topic {topic}")), "{out}");
@@ -207,6 +240,16 @@ fn groups_list_describe_offsets() {
         [vec![topic.as_str(), "1", "0", "0", "0"]],
         "{offsets}"
     );
+
+    let out = ok(&["groups", "delete", &group]);
+    assert!(out.contains(&format!("deleted: group {group}")), "{out}");
+    let listed = ok(&["groups", "list"]);
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&group)),
+        "{listed}"
+    );
     ok(&["topics", "delete", &topic]);
 }
 
@@ -255,10 +298,12 @@ fn bad_arguments_give_one_line_and_a_non_zero_exit() {
         "topics create",
         "topics list",
         "topics describe",
+        "topics alter",
         "topics delete",
         "groups list",
         "groups describe",
         "groups offsets",
+        "groups delete",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }

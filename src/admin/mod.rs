@@ -331,6 +331,15 @@ impl Admin {
                     r => results[i] = Some(r),
                 }
             }
+            // An item the attempt gave no answer for would be sent again forever: final.
+            for &i in &pending {
+                if results[i].is_none() && !retry.contains_key(&i) {
+                    results[i] = Some(Err(Error::with_message(
+                        ErrorKind::UnexpectedResponse,
+                        "no answer for this item",
+                    )));
+                }
+            }
             let Some(first) = retry.values().next().cloned() else {
                 continue;
             };
@@ -369,12 +378,33 @@ impl Admin {
         self.any_broker().await
     }
 
-    /// Recovery after a per-item error of a controller request: a `NOT_CONTROLLER` answer
-    /// refreshes the broker list (which names the controller).
+    /// Sends a controller request ([`controller`](Self::controller)). After a transport
+    /// failure the broker is marked failed and the broker list refreshed from another broker,
+    /// so that a controller that died is replaced by the one the cluster elected.
+    async fn send_to_controller<R, F>(&self, build: F) -> Result<R::Response>
+    where
+        R: Request,
+        F: FnOnce(i16) -> Result<R>,
+    {
+        let broker = self.controller().await?;
+        let result = self.send(&broker, build).await;
+        if let Err(e) = &result {
+            self.note_failure(e);
+            self.after_controller_error(e).await;
+        }
+        result
+    }
+
+    /// Recovery after an error of a controller request: `NOT_CONTROLLER`, or a controller that
+    /// could not be reached, refreshes the broker list (which names the controller).
     async fn after_controller_error(&self, e: &Error) {
-        if e.kafka_code() == Some(KafkaCode::NotController) {
+        if e.kafka_code() == Some(KafkaCode::NotController)
+            || recovery_for(e) == Recovery::SwitchBroker
+        {
             let none: [&str; 0] = [];
-            let _ = self.cluster.refresh_topics(&none).await;
+            if let Err(refresh) = self.cluster.refresh_topics(&none).await {
+                tracing::debug!(error = %refresh, "metadata refresh after a controller error failed");
+            }
         }
     }
 
@@ -521,6 +551,58 @@ mod tests {
             results[2].as_ref().err().and_then(Error::kafka_code),
             Some(KafkaCode::TopicAlreadyExists)
         );
+        a.cluster.close().await;
+    }
+
+    fn send<T: Send>(_: T) {}
+
+    #[tokio::test]
+    async fn admin_futures_are_send() {
+        // Not polled: only their types matter (a caller may spawn any of them).
+        let a = admin();
+        let tp = TopicPartition::new("t", 0);
+        let names = ["t"];
+        send(a.create_topics(&[]));
+        send(a.validate_create_topics(&[]));
+        send(a.delete_topics(&names));
+        send(a.list_topics(Internal::Exclude));
+        send(a.describe_topics(&names));
+        send(a.describe_cluster());
+        send(a.describe_configs(&[]));
+        send(a.incremental_alter_configs(&[]));
+        send(a.create_partitions(&[]));
+        send(a.list_offsets(&[]));
+        send(a.delete_records(&[]));
+        send(a.list_groups());
+        send(a.describe_groups(&names));
+        send(a.delete_groups(&names));
+        send(a.list_group_offsets("g", Some(std::slice::from_ref(&tp))));
+        // Nothing asked, nothing sent (the cluster's only address is dead).
+        assert!(a.create_topics(&[]).await.is_ok_and(|v| v.is_empty()));
+        assert!(a.list_offsets(&[]).await.is_ok_and(|v| v.is_empty()));
+        let none: [&str; 0] = [];
+        assert!(a.describe_groups(&none).await.is_ok_and(|v| v.is_empty()));
+        a.cluster.close().await;
+    }
+
+    #[tokio::test]
+    async fn per_item_items_without_an_answer_are_final() {
+        let a = admin();
+        let mut calls = 0;
+        let calls_ref = &mut calls;
+        let results = a
+            .per_item(2, |_| {
+                *calls_ref += 1;
+                async { Ok(vec![(1, Ok(5))]) }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(calls, 1);
+        assert_eq!(
+            results[0].as_ref().err().map(|e| e.kind().clone()),
+            Some(ErrorKind::UnexpectedResponse)
+        );
+        assert_eq!(results[1].as_ref().ok(), Some(&5));
         a.cluster.close().await;
     }
 

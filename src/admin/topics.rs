@@ -331,9 +331,8 @@ impl Admin {
     ) -> Result<Vec<Result<TopicCreated>>> {
         let timeout_ms = self.broker_timeout_ms();
         self.per_item(topics.len(), |pending| async move {
-            let broker = self.controller().await?;
             let resp: CreateTopicsResponse = self
-                .send(&broker, |_| {
+                .send_to_controller(|_| {
                     let wire = pending
                         .iter()
                         .map(|&i| {
@@ -406,10 +405,9 @@ impl Admin {
     pub async fn delete_topics<S: AsRef<str>>(&self, topics: &[S]) -> Result<Vec<Result<()>>> {
         let timeout_ms = self.broker_timeout_ms();
         self.per_item(topics.len(), |pending| async move {
-            let broker = self.controller().await?;
             let names: Vec<&str> = pending.iter().map(|&i| topics[i].as_ref()).collect();
             let resp: DeleteTopicsResponse = self
-                .send(&broker, |version| {
+                .send_to_controller(|version| {
                     let mut req = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
                     if version >= 6 {
                         req.topics = names
@@ -734,9 +732,8 @@ impl Admin {
     pub async fn create_partitions(&self, topics: &[NewPartitions]) -> Result<Vec<Result<()>>> {
         let timeout_ms = self.broker_timeout_ms();
         self.per_item(topics.len(), |pending| async move {
-            let broker = self.controller().await?;
             let resp: CreatePartitionsResponse = self
-                .send(&broker, |_| {
+                .send_to_controller(|_| {
                     Ok(CreatePartitionsRequest::default()
                         .with_timeout_ms(timeout_ms)
                         .with_topics(

@@ -61,8 +61,8 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
 /// The client-level settings (connections, metadata, retries, security). Producer and consumer
 /// settings live in their own config types.
 ///
-/// Usually built through [`ClientBuilder`]; every field is public for those who prefer a
-/// struct literal over [`ClientConfig::default`].
+/// Usually built through [`ClientBuilder`]; the fields are public to read, and to set on a
+/// [`ClientConfig::default`] handed to [`ClientBuilder::config`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {

@@ -71,6 +71,70 @@ pub fn parse_list(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// Parses the text of a Java `.properties` file (`client.properties`): `key=value` or
+/// `key: value` per line, `#` and `!` comments, blank lines skipped, a trailing `\` continues
+/// the value on the next line. Keys and values are trimmed. A line without `=` or `:` is an
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the line.
+///
+/// ```
+/// let props = rekafka::client::properties::parse_properties(
+///     "# cluster\nbootstrap.servers=a:9092,b:9092\nclient.id: billing\n",
+/// )
+/// .unwrap();
+/// assert_eq!(props[1], ("client.id".to_owned(), "billing".to_owned()));
+/// ```
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = match pending.take() {
+            Some((first, mut acc)) => {
+                acc.push_str(raw.trim_start());
+                (first, acc)
+            }
+            None => {
+                let t = raw.trim_start();
+                if t.is_empty() || t.starts_with('#') || t.starts_with('!') {
+                    continue;
+                }
+                (n, t.to_owned())
+            }
+        };
+        if let Some(stripped) = line.1.strip_suffix('\\') {
+            pending = Some((line.0, stripped.to_owned()));
+            continue;
+        }
+        let (first, text) = line;
+        let split = text.find(['=', ':']).ok_or_else(|| {
+            Error::config(format!(
+                "properties line {}: expected key=value, got '{text}'",
+                first + 1
+            ))
+        })?;
+        let key = text[..split].trim();
+        if key.is_empty() {
+            return Err(Error::config(format!(
+                "properties line {}: empty key",
+                first + 1
+            )));
+        }
+        out.push((key.to_owned(), text[split + 1..].trim().to_owned()));
+    }
+    if let Some((first, text)) = pending {
+        let split = text.find(['=', ':']).ok_or_else(|| {
+            Error::config(format!(
+                "properties line {}: expected key=value, got '{text}'",
+                first + 1
+            ))
+        })?;
+        out.push((
+            text[..split].trim().to_owned(),
+            text[split + 1..].trim().to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
 /// The error for a key no config knows, listing the known keys closest to it (by edit
 /// distance) if any are close.
 pub fn unknown_property<'a, I>(key: &str, known: I) -> Error
@@ -163,6 +227,25 @@ mod tests {
         let e = unknown_property("zzz", known);
         assert_eq!(e.kind(), &ErrorKind::Config);
         assert_eq!(e.message_text(), Some("unknown property 'zzz'"));
+    }
+
+    #[test]
+    fn properties_files() {
+        let text = "# comment\n! also\n\n  bootstrap.servers = a:1,\\\n    b:2\nclient.id: x\nempty=\nurl=http://h:1/p\n";
+        let p = parse_properties(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p,
+            [
+                ("bootstrap.servers".to_owned(), "a:1,b:2".to_owned()),
+                ("client.id".to_owned(), "x".to_owned()),
+                ("empty".to_owned(), String::new()),
+                ("url".to_owned(), "http://h:1/p".to_owned()),
+            ]
+        );
+        let e = parse_properties("a=1\njunk\n").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config);
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(parse_properties("=v").is_err());
     }
 
     #[test]
