@@ -11,6 +11,8 @@
 //!   in-flight table, timeouts, reconnect back-off), cancel safe.
 //! * [`cluster`]: bootstrap, the metadata cache and its refresher, leader and coordinator
 //!   lookup, and the one decision of how to recover from an error ([`cluster::recovery_for`]).
+//! * [`producer`]: batching, partitioning, compression, retries, idempotence, a circuit
+//!   breaker and metrics.
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
@@ -21,6 +23,7 @@
 pub mod cluster;
 pub mod connection;
 pub mod error;
+pub mod producer;
 pub mod protocol;
 
 pub use error::{Error, ErrorKind, KafkaCode, Result};

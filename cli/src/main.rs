@@ -5,6 +5,9 @@
 
 use std::process::ExitCode;
 
+mod perf;
+mod produce;
+
 const HELP: &str = "\
 rekafka — a pure-Rust Apache Kafka client with error handling built in
 
@@ -14,7 +17,9 @@ Options:
   -h, --help       Print this help
   -V, --version    Print the version
 
-Commands (topics, groups, produce, consume, mock, dlt) arrive with the layers they use.
+Commands:
+  produce          Send stdin lines as records (see `rekafka produce --help`)
+  perf produce     Producer throughput (see `rekafka perf --help`)
 ";
 
 fn main() -> ExitCode {
@@ -28,6 +33,8 @@ fn main() -> ExitCode {
             println!("rekafka {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Some("produce") => produce::run(&args[1..]),
+        Some("perf") => perf::run(&args[1..]),
         Some(other) => {
             eprintln!("error: unknown argument '{other}' (see `rekafka --help`)");
             ExitCode::from(2)
