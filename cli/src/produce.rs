@@ -171,6 +171,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let topic: std::sync::Arc<str> = topic.into();
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
         let (mut ok, mut failed) = (0u64, 0u64);

@@ -105,6 +105,9 @@ pub(crate) struct Shared {
     /// Batches created and not yet completed.
     pub(crate) outstanding: AtomicU64,
     pub(crate) flushing: AtomicUsize,
+    /// Set by the sender before it looks for open batches; a `send` that starts a batch wakes
+    /// the sender only if this is set (otherwise the sender's linger timer covers it).
+    pub(crate) sender_idle: AtomicBool,
     pub(crate) closing: AtomicBool,
     pub(crate) fatal: OnceLock<Error>,
     pub(crate) counters: Counters,
@@ -166,6 +169,20 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// An upper bound of a record's encoded size: every varint at its longest.
+fn record_upper_bound(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> usize {
+    let field = |b: Option<&[u8]>| 5 + b.map_or(0, <[u8]>::len);
+    let mut n = 5 + 1 + 10 + 5 + field(key) + field(value) + 5;
+    for (k, v) in headers {
+        n += 5 + k.len() + field(*v);
+    }
+    n
+}
+
 impl Producer {
     /// A producer on `cluster`. With idempotence (the default) it first obtains a producer id
     /// (InitProducerId), retrying for up to `max_block`. Must be called inside a tokio runtime.
@@ -187,6 +204,7 @@ impl Producer {
             idle: Notify::new(),
             outstanding: AtomicU64::new(0),
             flushing: AtomicUsize::new(0),
+            sender_idle: AtomicBool::new(true),
             closing: AtomicBool::new(false),
             fatal: OnceLock::new(),
             counters: Counters::new(),
@@ -265,7 +283,7 @@ impl Producer {
                                 "partition {p} is not in [0, {count}) of topic {}",
                                 record.topic
                             ))
-                            .on_partition(record.topic.clone(), p),
+                            .on_partition(record.topic.to_string(), p),
                     ));
                 }
                 (p as u32, false)
@@ -278,8 +296,7 @@ impl Producer {
                 format!("the partitioner chose partition {partition} of {count}"),
             )));
         };
-        // Upper bound of the record's encoded size (the deltas are at most 10 and 5 bytes).
-        let record_max = BatchBuilder::new().record_size(timestamp, key, value, headers) + 16;
+        let record_max = record_upper_bound(key, value, headers);
         if record_max + BATCH_HEADER_LEN + REQUEST_OVERHEAD > sh.config.max_request_size {
             return Err(ProduceError::not_persisted(
                 Error::broker(KafkaCode::MessageTooLarge)
@@ -287,7 +304,7 @@ impl Producer {
                         "the record is {record_max} bytes, more than max.request.size ({})",
                         sh.config.max_request_size
                     ))
-                    .on_partition(record.topic.clone(), partition as i32),
+                    .on_partition(record.topic.to_string(), partition as i32),
             ));
         }
         let mut reserved: Option<u32> = None;
@@ -339,7 +356,9 @@ impl Producer {
                     sh.outstanding.fetch_add(1, Ordering::AcqRel);
                     inner.open = Some(open);
                     drop(inner);
-                    sh.wake.notify_one();
+                    if sh.sender_idle.swap(false, Ordering::AcqRel) {
+                        sh.wake.notify_one();
+                    }
                     if sticky {
                         self.on_new_batch(&topic, partition);
                     }

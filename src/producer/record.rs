@@ -36,11 +36,11 @@ impl Header {
 ///     .with_header("trace", None::<&[u8]>); // null values too
 /// assert_eq!(r.headers.len(), 3);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Record {
-    /// The topic.
-    pub topic: String,
+    /// The topic (an `Arc<str>` so that sending many records to one topic copies no string).
+    pub topic: std::sync::Arc<str>,
     /// The partition; `None` lets the partitioner choose.
     pub partition: Option<i32>,
     /// The key; `None` is a null key.
@@ -54,11 +54,16 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record for `topic` with no key, value or headers.
-    pub fn new(topic: impl Into<String>) -> Record {
+    /// A record for `topic` with no key, value or headers. Pass an `Arc<str>` you keep to
+    /// avoid copying the topic name per record.
+    pub fn new(topic: impl Into<std::sync::Arc<str>>) -> Record {
         Record {
             topic: topic.into(),
-            ..Record::default()
+            partition: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
         }
     }
 

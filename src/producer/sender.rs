@@ -196,6 +196,7 @@ impl Sender {
     /// from the accumulator into the sender's queues.
     fn collect(&mut self, now: Instant) -> Option<Instant> {
         let linger = self.sh.config.linger;
+        self.sh.sender_idle.store(true, Ordering::Release);
         let all = self.sh.flushing.load(Ordering::Acquire) > 0
             || self.sh.closing.load(Ordering::Acquire);
         let mut next = None;
@@ -218,6 +219,10 @@ impl Sender {
                     }
                 }
             }
+        }
+        if next.is_some() {
+            // The linger timer will look again; appenders need not wake us.
+            self.sh.sender_idle.store(false, Ordering::Release);
         }
         let fatal = self.sh.fatal_error();
         for (tp, b) in taken {
