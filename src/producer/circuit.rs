@@ -81,18 +81,24 @@ impl CircuitBreakerConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         if self.failure_threshold == 0 {
-            return Err(Error::config("circuit_breaker.failure_threshold must be at least 1"));
+            return Err(Error::config(
+                "circuit_breaker.failure_threshold must be at least 1",
+            ));
         }
         if let Some(r) = self.failure_ratio
             && !(r > 0.0 && r <= 1.0)
         {
-            return Err(Error::config("circuit_breaker.failure_ratio must be in (0, 1]"));
+            return Err(Error::config(
+                "circuit_breaker.failure_ratio must be in (0, 1]",
+            ));
         }
         if self.window == 0 {
             return Err(Error::config("circuit_breaker.window must be at least 1"));
         }
         if self.half_open_probes == 0 {
-            return Err(Error::config("circuit_breaker.half_open_probes must be at least 1"));
+            return Err(Error::config(
+                "circuit_breaker.half_open_probes must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -278,7 +284,10 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), CircuitState::Open);
         assert!(cb.allow().is_err());
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(cb.allow().is_ok(), "the first send after the cool-down is a probe");
+        assert!(
+            cb.allow().is_ok(),
+            "the first send after the cool-down is a probe"
+        );
         assert_eq!(cb.state(), CircuitState::HalfOpen);
         assert!(cb.allow().is_err(), "one probe only");
         cb.record(true, 1);

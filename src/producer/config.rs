@@ -210,10 +210,11 @@ fn parse_ms(key: &str, value: &str) -> Result<Duration> {
 }
 
 fn parse_usize(key: &str, value: &str) -> Result<usize> {
-    value
-        .trim()
-        .parse::<usize>()
-        .map_err(|_| Error::config(format!("{key}: expected a non-negative integer, got {value:?}")))
+    value.trim().parse::<usize>().map_err(|_| {
+        Error::config(format!(
+            "{key}: expected a non-negative integer, got {value:?}"
+        ))
+    })
 }
 
 impl ProducerConfig {
@@ -269,10 +270,9 @@ impl ProducerConfig {
                 self.max_in_flight = parse_usize(key, value)?
             }
             "compression.type" => {
-                self.compression = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::config(format!("compression.type: unknown codec {value:?}")))?
+                self.compression = value.trim().parse().map_err(|_| {
+                    Error::config(format!("compression.type: unknown codec {value:?}"))
+                })?
             }
             "compression.level" | "compression.gzip.level" | "compression.zstd.level" => {
                 let level = value.trim().parse::<i32>().map_err(|_| {
@@ -458,7 +458,12 @@ mod tests {
     fn idempotence_needs_acks_all_and_five_in_flight() {
         let e = ProducerConfig::default().with_acks(Acks::Leader).validate();
         assert_eq!(e.unwrap_err().kind(), &ErrorKind::Config);
-        assert!(ProducerConfig::default().with_max_in_flight(6).validate().is_err());
+        assert!(
+            ProducerConfig::default()
+                .with_max_in_flight(6)
+                .validate()
+                .is_err()
+        );
         let ok = ProducerConfig::default()
             .with_idempotence(Idempotence::Disabled)
             .with_acks(Acks::None)
@@ -481,7 +486,10 @@ mod tests {
         for name in ProducerConfig::PROPERTY_NAMES {
             let mut c = ProducerConfig::default();
             // every listed name is known (a bad value is an error, never Ok(false))
-            assert!(!matches!(c.apply_property(name, "\u{0}"), Ok(false)), "{name}");
+            assert!(
+                !matches!(c.apply_property(name, "\u{0}"), Ok(false)),
+                "{name}"
+            );
         }
     }
 }

@@ -40,8 +40,7 @@ pub(crate) async fn init_producer_id(
         if recovery_for(&error) == Recovery::GiveUp {
             return Err(error);
         }
-        if let (Recovery::SwitchBroker, Some(b)) = (recovery_for(&error), error.context().broker)
-        {
+        if let (Recovery::SwitchBroker, Some(b)) = (recovery_for(&error), error.context().broker) {
             cluster.mark_failed(b);
         }
         let wait = backoff.delay();

@@ -90,7 +90,8 @@ impl Counters {
     pub(crate) fn batch(&self, bytes: usize, uncompressed: usize) {
         self.batches.fetch_add(1, Relaxed);
         self.batch_bytes.fetch_add(bytes as u64, Relaxed);
-        self.uncompressed_bytes.fetch_add(uncompressed as u64, Relaxed);
+        self.uncompressed_bytes
+            .fetch_add(uncompressed as u64, Relaxed);
         metrics::histogram!("kafka.producer.batch-size").record(bytes as f64);
     }
 
@@ -126,10 +127,21 @@ impl Counters {
             record_error_rate: error as f64 / secs,
             record_retry_total: retry,
             record_retry_rate: retry as f64 / secs,
-            batch_size_avg: if batches == 0 { 0.0 } else { bytes as f64 / batches as f64 },
-            compression_rate_avg: if raw == 0 { 1.0 } else { bytes as f64 / raw as f64 },
+            batch_size_avg: if batches == 0 {
+                0.0
+            } else {
+                bytes as f64 / batches as f64
+            },
+            compression_rate_avg: if raw == 0 {
+                1.0
+            } else {
+                bytes as f64 / raw as f64
+            },
             request_latency_avg: Duration::from_micros(
-                self.latency_us_sum.load(Relaxed).checked_div(requests).unwrap_or(0),
+                self.latency_us_sum
+                    .load(Relaxed)
+                    .checked_div(requests)
+                    .unwrap_or(0),
             ),
             request_latency_max: Duration::from_micros(self.latency_us_max.load(Relaxed)),
             buffer_available_bytes: buffer_available,

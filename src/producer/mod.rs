@@ -57,8 +57,8 @@ mod record;
 mod sender;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
@@ -74,19 +74,19 @@ pub use config::{
 };
 pub use metrics::ProducerMetrics;
 pub use partitioner::{Partitioner, murmur2, murmur2_partition};
+#[cfg(feature = "json")]
+pub use record::JsonSerializer;
 pub use record::{
     BytesSerializer, Persistence, ProduceError, Record, RecordMetadata, Serializer,
     StringSerializer,
 };
-#[cfg(feature = "json")]
-pub use record::JsonSerializer;
 
-use accumulator::{Accumulator, BatchShared, OpenBatch, TopicQueues, lock};
-use circuit::CircuitBreaker;
-use metrics::Counters;
 use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, KafkaCode};
 use crate::protocol::record::{BATCH_HEADER_LEN, BatchBuilder};
+use accumulator::{Accumulator, BatchShared, OpenBatch, TopicQueues, lock};
+use circuit::CircuitBreaker;
+use metrics::Counters;
 
 /// Bytes a Produce request adds around one batch (request header, topic and partition
 /// fields), used to keep a request under `max.request.size`.
@@ -535,7 +535,10 @@ impl Producer {
     /// A receiver that sees every change of the circuit breaker's state; `None` without a
     /// breaker.
     pub fn circuit_watch(&self) -> Option<watch::Receiver<CircuitState>> {
-        self.shared().circuit.as_ref().map(CircuitBreaker::subscribe)
+        self.shared()
+            .circuit
+            .as_ref()
+            .map(CircuitBreaker::subscribe)
     }
 
     /// A snapshot of the metrics.

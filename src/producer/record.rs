@@ -92,7 +92,11 @@ impl Record {
     }
 
     /// Appends a header (`None` is a null value).
-    pub fn with_header(mut self, key: impl Into<String>, value: Option<impl Into<Bytes>>) -> Record {
+    pub fn with_header(
+        mut self,
+        key: impl Into<String>,
+        value: Option<impl Into<Bytes>>,
+    ) -> Record {
         self.headers.push(Header::new(key, value));
         self
     }
@@ -166,7 +170,9 @@ impl<T: serde::Serialize + ?Sized> Serializer<T> for JsonSerializer {
     fn serialize(&self, _topic: &str, value: &T) -> Result<Option<Bytes>> {
         serde_json::to_vec(value)
             .map(|v| Some(Bytes::from(v)))
-            .map_err(|e| Error::with_message(ErrorKind::Encode, "JSON serialization failed").source(e))
+            .map_err(|e| {
+                Error::with_message(ErrorKind::Encode, "JSON serialization failed").source(e)
+            })
     }
 }
 
@@ -259,7 +265,10 @@ mod tests {
             Some("hé".as_bytes())
         );
         assert_eq!(
-            BytesSerializer.serialize("t", &b"\x00\x01"[..]).unwrap().as_deref(),
+            BytesSerializer
+                .serialize("t", &b"\x00\x01"[..])
+                .unwrap()
+                .as_deref(),
             Some(&b"\x00\x01"[..])
         );
         let r = Record::new("t")

@@ -197,8 +197,8 @@ impl Sender {
     fn collect(&mut self, now: Instant) -> Option<Instant> {
         let linger = self.sh.config.linger;
         self.sh.sender_idle.store(true, Ordering::Release);
-        let all = self.sh.flushing.load(Ordering::Acquire) > 0
-            || self.sh.closing.load(Ordering::Acquire);
+        let all =
+            self.sh.flushing.load(Ordering::Acquire) > 0 || self.sh.closing.load(Ordering::Acquire);
         let mut next = None;
         let mut taken: Vec<(Tp, OpenBatch)> = Vec::new();
         for topic in self.sh.acc.topics() {
@@ -267,7 +267,12 @@ impl Sender {
         }
         for t in self.sh.acc.topics() {
             if let Some(tm) = meta.topics.get(&*t.name) {
-                let count = tm.partitions.iter().map(|p| p.partition + 1).max().unwrap_or(0);
+                let count = tm
+                    .partitions
+                    .iter()
+                    .map(|p| p.partition + 1)
+                    .max()
+                    .unwrap_or(0);
                 if count > t.count() as i32 {
                     self.sh.acc.ensure(&t.name, count as u32);
                 }
@@ -363,7 +368,8 @@ impl Sender {
         }
         let current = idem.id;
         let deadline = Instant::now() + self.sh.config.request_timeout;
-        let result = init_producer_id(&self.sh.cluster, &self.sh.config, Some(current), deadline).await;
+        let result =
+            init_producer_id(&self.sh.cluster, &self.sh.config, Some(current), deadline).await;
         let id = match result {
             Ok(id) => id,
             Err(e) if e.is_fatal() => {
@@ -419,7 +425,12 @@ impl Sender {
     }
 
     /// Whether the head batch of `tp` may be sent now.
-    fn sendable(&self, tp: &Tp, part: &SPart, now: Instant) -> std::result::Result<(), Option<Instant>> {
+    fn sendable(
+        &self,
+        tp: &Tp,
+        part: &SPart,
+        now: Instant,
+    ) -> std::result::Result<(), Option<Instant>> {
         let Some(front) = part.queue.front() else {
             return Err(None);
         };
@@ -548,7 +559,13 @@ impl Sender {
         let id = self.next_id;
         self.next_id += 1;
         let cluster = self.sh.cluster.clone();
-        let span = tracing::debug_span!("produce", broker, request = id, batches = batches.len(), records);
+        let span = tracing::debug_span!(
+            "produce",
+            broker,
+            request = id,
+            batches = batches.len(),
+            records
+        );
         let fut = async move {
             let conn = cluster.connection_for_broker(broker).await?;
             let send = async {
@@ -630,7 +647,8 @@ impl Sender {
                         .find(|p| p.index == tp.1);
                     match found {
                         Some(p) => {
-                            let (code, base, lat) = (p.error_code, p.base_offset, p.log_append_time_ms);
+                            let (code, base, lat) =
+                                (p.error_code, p.base_offset, p.log_append_time_ms);
                             let msg = p.error_message.as_ref().map(|m| m.to_string());
                             self.on_partition(req.broker, tp, b, code, base, lat, msg);
                         }
@@ -657,7 +675,11 @@ impl Sender {
                         // A request that failed locally (closed client, encoding) was not
                         // written; one that failed on the wire may have been.
                         let p = if matches!(e.kind(), ErrorKind::Closed | ErrorKind::Encode) {
-                            if b.ambiguous { Persistence::PossiblyPersisted } else { Persistence::NotPersisted }
+                            if b.ambiguous {
+                                Persistence::PossiblyPersisted
+                            } else {
+                                Persistence::NotPersisted
+                            }
                         } else {
                             Persistence::PossiblyPersisted
                         };
@@ -714,8 +736,10 @@ impl Sender {
                         "OUT_OF_ORDER_SEQUENCE_NUMBER on the oldest unacknowledged batch: the \
                          broker lost records of this producer",
                     );
-                    self.fail(&tp, b, fatal.clone(), Persistence::NotPersisted);
-                    self.set_fatal(fatal);
+                    // Fatal first, so that whoever sees this batch fail sees the producer
+                    // fatal too.
+                    self.set_fatal(fatal.clone());
+                    self.fail(&tp, b, fatal, Persistence::NotPersisted);
                 } else if head && retrying && !gap {
                     // The retried head's earlier outcome is unknown to the broker: resolve by
                     // bumping the epoch.
@@ -787,7 +811,9 @@ impl Sender {
                 ErrorKind::Timeout,
                 format!(
                     "not delivered within delivery.timeout ({timeout:?}){}",
-                    last.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+                    last.as_ref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
                 ),
             )
             .api(ApiKey::Produce)
@@ -800,7 +826,11 @@ impl Sender {
         }
         tracing::debug!(topic = %tp.0, partition = tp.1, error = ?b.last_error, "retrying batch");
         let records = u64::from(b.records);
-        let pos = part.queue.iter().position(|q| q.order > b.order).unwrap_or(part.queue.len());
+        let pos = part
+            .queue
+            .iter()
+            .position(|q| q.order > b.order)
+            .unwrap_or(part.queue.len());
         part.queue.insert(pos, b);
         part.retrying = true;
         let wait = part.backoff.delay();
@@ -847,7 +877,11 @@ impl Sender {
             }
         }
         for (tp, b) in waiting {
-            let p = if b.ambiguous { Persistence::PossiblyPersisted } else { Persistence::NotPersisted };
+            let p = if b.ambiguous {
+                Persistence::PossiblyPersisted
+            } else {
+                Persistence::NotPersisted
+            };
             self.fail(&tp, b, fatal.clone(), p);
         }
         // Batches still in the accumulator are failed by `collect`.
@@ -856,7 +890,8 @@ impl Sender {
 
     /// The last handle was dropped: fail everything still held with `Closed`.
     fn shut_down(&mut self) {
-        let closed = || Error::with_message(ErrorKind::Closed, "the producer was dropped or closed");
+        let closed =
+            || Error::with_message(ErrorKind::Closed, "the producer was dropped or closed");
         let _ = self.collect(Instant::now() + Duration::from_secs(365 * 24 * 3600));
         let mut waiting = Vec::new();
         for (tp, part) in self.parts.iter_mut() {
@@ -865,7 +900,11 @@ impl Sender {
             }
         }
         for (tp, b) in waiting {
-            let p = if b.ambiguous { Persistence::PossiblyPersisted } else { Persistence::NotPersisted };
+            let p = if b.ambiguous {
+                Persistence::PossiblyPersisted
+            } else {
+                Persistence::NotPersisted
+            };
             self.fail(&tp, b, closed(), p);
         }
         let requests: Vec<InFlightReq> = self.requests.drain().map(|(_, r)| r).collect();
@@ -878,4 +917,3 @@ impl Sender {
         self.sh.memory.close();
     }
 }
-

@@ -1,0 +1,632 @@
+//! The producer against a small in-process fake broker with fault injection: back-pressure,
+//! retries and back-off, lost acknowledgements, fatal and non-fatal sequence errors.
+//!
+//! The fake broker keeps a log per partition and checks idempotent sequences as Kafka does
+//! (next expected sequence per producer id and epoch; a retried batch among the last five is a
+//! duplicate; a gap is OUT_OF_ORDER_SEQUENCE_NUMBER; a higher epoch must start at 0). Faults
+//! are injected per Produce request from a script of actions.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::producer::{Persistence, Producer, ProducerConfig, Record};
+use rekafka::protocol::record::RecordBatches;
+use rekafka::{ErrorKind, KafkaCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What the fake does with one Produce request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Action {
+    /// Validate and append as a broker would.
+    Normal,
+    /// Answer every partition with this error, appending nothing.
+    Error(KafkaCode),
+    /// Append as normal, then answer every partition with this error (a lost acknowledgement).
+    AppendThenError(KafkaCode),
+    /// Never answer.
+    Hold,
+}
+
+#[derive(Default)]
+struct PartitionLog {
+    values: Vec<Bytes>,
+    /// (producer id, epoch) → next expected sequence.
+    next_seq: HashMap<(i64, i16), i32>,
+    /// The last 5 batches: (pid, epoch, base seq, count, base offset).
+    recent: VecDeque<(i64, i16, i32, i32, i64)>,
+    epoch: HashMap<i64, i16>,
+}
+
+#[derive(Default)]
+struct State {
+    partitions: usize,
+    logs: HashMap<i32, PartitionLog>,
+    script: VecDeque<Action>,
+    /// Applied when the script is empty.
+    default_action: Option<Action>,
+    /// Arrival time and (partition, base sequence, epoch) of each Produce request.
+    produce_log: Vec<(Instant, Vec<(i32, i32, i16)>)>,
+    init_calls: Vec<(i64, i16)>,
+    next_pid: i64,
+}
+
+#[derive(Clone)]
+struct Fake {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl Fake {
+    async fn start(partitions: usize) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            partitions,
+            next_pid: 1000,
+            ..State::default()
+        }));
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(serve(s, addr, st.clone()));
+            }
+        });
+        Fake { addr, state }
+    }
+
+    fn script(&self, actions: impl IntoIterator<Item = Action>) {
+        self.state.lock().unwrap().script.extend(actions);
+    }
+
+    fn set_default(&self, a: Action) {
+        self.state.lock().unwrap().default_action = Some(a);
+    }
+
+    fn values(&self, p: i32) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.logs
+            .get(&p)
+            .map(|l| {
+                l.values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn producer(&self, config: ProducerConfig) -> Producer {
+        let cluster = Cluster::connect(ClusterConfig::new([self.addr.to_string()]))
+            .await
+            .unwrap();
+        Producer::new(cluster, config).await.unwrap()
+    }
+}
+
+async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<Mutex<State>>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<BytesMut>();
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(b) => if stream.write_all(&b).await.is_err() { return },
+                None => return,
+            },
+            n = stream.read_buf(&mut buf) => {
+                if !matches!(n, Ok(n) if n > 0) {
+                    return;
+                }
+                while buf.len() >= 4 {
+                    let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                    if buf.len() < 4 + size {
+                        break;
+                    }
+                    buf.advance(4);
+                    let frame = buf.split_to(size).freeze();
+                    if let Some(out) = handle(frame, addr, &state) {
+                        let _ = tx.send(out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut b, api.response_header_version(version))
+        .unwrap();
+    body.encode(&mut b, version).unwrap();
+    let size = (b.len() - 4) as i32;
+    b[..4].copy_from_slice(&size.to_be_bytes());
+    b
+}
+
+fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesMut> {
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).unwrap();
+    let mut body = frame.clone();
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
+    let corr = header.correlation_id;
+    match api {
+        ApiKey::ApiVersions => {
+            let range = |k: ApiKey, min, max| {
+                ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            };
+            let r = ApiVersionsResponse::default().with_api_keys(vec![
+                range(ApiKey::ApiVersions, 0, 3),
+                range(ApiKey::Metadata, 0, 12),
+                range(ApiKey::Produce, 3, 9),
+                range(ApiKey::InitProducerId, 0, 4),
+            ]);
+            Some(response(api, version.min(3), corr, &r))
+        }
+        ApiKey::Metadata => {
+            let req = MetadataRequest::decode(&mut body, version).unwrap();
+            let n = state.lock().unwrap().partitions;
+            let topics = req
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| t.name)
+                .map(|name| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name))
+                        .with_partitions(
+                            (0..n as i32)
+                                .map(|p| {
+                                    MetadataResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_leader_id(BrokerId(1))
+                                        .with_replica_nodes(vec![BrokerId(1)])
+                                        .with_isr_nodes(vec![BrokerId(1)])
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let r = MetadataResponse::default()
+                .with_brokers(vec![
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(1))
+                        .with_host(StrBytes::from_string(addr.ip().to_string()))
+                        .with_port(addr.port() as i32),
+                ])
+                .with_topics(topics);
+            Some(response(api, version, corr, &r))
+        }
+        ApiKey::InitProducerId => {
+            let req = kafka_protocol::messages::InitProducerIdRequest::decode(&mut body, version)
+                .unwrap();
+            let mut st = state.lock().unwrap();
+            st.init_calls.push((req.producer_id.0, req.producer_epoch));
+            let (pid, epoch) = if req.producer_id.0 >= 0 {
+                (req.producer_id.0, req.producer_epoch + 1)
+            } else {
+                st.next_pid += 1;
+                (st.next_pid, 0)
+            };
+            let r = InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch);
+            Some(response(api, version, corr, &r))
+        }
+        ApiKey::Produce => {
+            let req = ProduceRequest::decode(&mut body, version).unwrap();
+            let mut st = state.lock().unwrap();
+            let action = match st.script.pop_front() {
+                Some(a) => a,
+                None => st.default_action.unwrap_or(Action::Normal),
+            };
+            let mut seen = Vec::new();
+            let mut topics = Vec::new();
+            for t in req.topic_data {
+                let mut parts = Vec::new();
+                for p in t.partition_data {
+                    let records = p.records.unwrap_or_default();
+                    let batch = RecordBatches::new(records).next().unwrap().unwrap();
+                    seen.push((p.index, batch.base_sequence(), batch.producer_epoch()));
+                    let (code, base) = match action {
+                        Action::Error(c) => (c.code(), -1),
+                        Action::Hold => (0, -1),
+                        Action::Normal | Action::AppendThenError(_) => {
+                            let (code, base) = append(st.logs.entry(p.index).or_default(), &batch);
+                            match action {
+                                Action::AppendThenError(c) => (c.code(), -1),
+                                _ => (code, base),
+                            }
+                        }
+                    };
+                    parts.push(
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code)
+                            .with_base_offset(base)
+                            .with_log_append_time_ms(-1),
+                    );
+                }
+                topics.push(
+                    TopicProduceResponse::default()
+                        .with_name(t.name)
+                        .with_partition_responses(parts),
+                );
+            }
+            st.produce_log.push((Instant::now(), seen));
+            if action == Action::Hold {
+                return None;
+            }
+            Some(response(
+                api,
+                version,
+                corr,
+                &ProduceResponse::default().with_responses(topics),
+            ))
+        }
+        other => panic!("fake broker does not speak {other:?}"),
+    }
+}
+
+/// Kafka's idempotent append check, simplified to one producer per partition.
+fn append(log: &mut PartitionLog, batch: &rekafka::protocol::record::RecordBatch) -> (i16, i64) {
+    let (pid, epoch, seq, count) = (
+        batch.producer_id(),
+        batch.producer_epoch(),
+        batch.base_sequence(),
+        batch.record_count(),
+    );
+    if pid >= 0 {
+        let current = log.epoch.get(&pid).copied();
+        if current.is_some_and(|c| epoch < c) {
+            return (KafkaCode::InvalidProducerEpoch.code(), -1);
+        }
+        if current.is_none_or(|c| epoch > c) {
+            if seq != 0 && current.is_some() {
+                return (KafkaCode::OutOfOrderSequenceNumber.code(), -1);
+            }
+            log.epoch.insert(pid, epoch);
+        }
+        if log
+            .recent
+            .iter()
+            .any(|r| r.0 == pid && r.1 == epoch && r.2 == seq && r.3 == count)
+        {
+            return (KafkaCode::DuplicateSequenceNumber.code(), -1);
+        }
+        let next = log.next_seq.get(&(pid, epoch)).copied().unwrap_or(0);
+        if seq != next {
+            return (KafkaCode::OutOfOrderSequenceNumber.code(), -1);
+        }
+        log.next_seq.insert((pid, epoch), seq + count);
+    }
+    let base = log.values.len() as i64;
+    for r in batch.records().unwrap() {
+        log.values.push(r.unwrap().value.unwrap_or_default());
+    }
+    log.recent.push_back((pid, epoch, seq, count, base));
+    if log.recent.len() > 5 {
+        log.recent.pop_front();
+    }
+    (0, base)
+}
+
+fn fast() -> ProducerConfig {
+    ProducerConfig::default()
+        .with_linger(Duration::from_millis(1))
+        .with_retry_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .with_request_timeout(Duration::from_secs(2))
+        .with_delivery_timeout(Duration::from_secs(20))
+}
+
+/// Checks that each partition's log holds the values sent to it exactly once, in send order.
+fn assert_exactly_once_in_order(fake: &Fake, sent: &HashMap<i32, Vec<String>>) {
+    for (p, want) in sent {
+        let got = fake.values(*p);
+        assert_eq!(got.len(), want.len(), "partition {p}: record count");
+        assert_eq!(&got, want, "partition {p}: order or duplicates");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_blocks_then_fails_after_max_block() {
+    let fake = Fake::start(1).await;
+    fake.set_default(Action::Hold);
+    const BUFFER: usize = 1 << 20;
+    let producer = fake
+        .producer(
+            fast()
+                .with_buffer_memory(BUFFER)
+                .with_batch_size(16 * 1024)
+                .with_max_block(Duration::from_millis(500)),
+        )
+        .await;
+    let value = Bytes::from(vec![b'x'; 1000]);
+    let mut accepted = Vec::new();
+    let started = Instant::now();
+    let err = loop {
+        match producer
+            .send(Record::new("t").with_value(value.clone()))
+            .await
+        {
+            Ok(f) => accepted.push(f),
+            Err(e) => break e,
+        }
+        assert!(
+            producer.metrics().buffer_available_bytes <= BUFFER as u64,
+            "accounting above the buffer"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "send never blocked"
+        );
+    };
+    let blocked = started.elapsed();
+    assert_eq!(err.kind(), &ErrorKind::BufferFull, "{err}");
+    assert_eq!(err.persistence, Persistence::NotPersisted);
+    assert!(blocked >= Duration::from_millis(500), "{blocked:?}");
+    // Everything accepted fits in the buffer (each record takes > 1000 bytes).
+    assert!(
+        accepted.len() * 1000 <= BUFFER,
+        "{} records accepted",
+        accepted.len()
+    );
+    assert!(
+        accepted.len() * 1100 >= BUFFER / 2,
+        "only {} records accepted",
+        accepted.len()
+    );
+    assert_eq!(
+        producer.metrics().buffer_available_bytes,
+        (BUFFER % (16 * 1024)) as u64
+    );
+    // Dropping the producer fails what it holds, typed, never silently.
+    drop(producer);
+    let r = tokio::time::timeout(Duration::from_secs(5), accepted.pop().unwrap())
+        .await
+        .expect("dropped producer resolves its records");
+    let e = r.expect_err("not delivered");
+    assert_eq!(e.kind(), &ErrorKind::Closed);
+}
+
+/// Scenario 1: every 5th Produce fails with a retriable error; 10 000 records on 3 partitions
+/// arrive exactly once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_error_storm_delivers_exactly_once_in_order() {
+    let fake = Fake::start(3).await;
+    let codes = [
+        KafkaCode::NotLeaderOrFollower,
+        KafkaCode::NotEnoughReplicas,
+        KafkaCode::RequestTimedOut,
+        KafkaCode::LeaderNotAvailable,
+    ];
+    let mut script = Vec::new();
+    for i in 0..400 {
+        script.push(if i % 5 == 4 {
+            Action::Error(codes[(i / 5) % 4])
+        } else {
+            Action::Normal
+        });
+    }
+    fake.script(script);
+    let producer = fake.producer(fast().with_batch_size(2048)).await;
+    let mut sent: HashMap<i32, Vec<String>> = HashMap::new();
+    let mut futures = Vec::new();
+    for i in 0..10_000 {
+        let r = Record::new("t")
+            .with_key(format!("k{}", i % 97))
+            .with_value(format!("{i}"));
+        let f = producer.send(r).await.unwrap();
+        sent.entry(f.partition()).or_default().push(format!("{i}"));
+        futures.push(f);
+    }
+    for f in futures {
+        f.await.expect("delivered");
+    }
+    let m = producer.metrics();
+    assert_eq!(m.record_send_total, 10_000);
+    assert!(m.record_retry_total > 0, "the storm caused no retry");
+    producer.close().await;
+    assert_exactly_once_in_order(&fake, &sent);
+}
+
+/// Scenario 3 (implicit ack / lost ack): batches are written but their responses say
+/// REQUEST_TIMED_OUT; the retries are duplicates and count as success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_acks_are_resolved_as_duplicates() {
+    let fake = Fake::start(1).await;
+    let mut script = vec![Action::Normal];
+    for _ in 0..20 {
+        script.push(Action::AppendThenError(KafkaCode::RequestTimedOut));
+        script.push(Action::Normal);
+    }
+    fake.script(script);
+    let producer = fake.producer(fast().with_batch_size(1024)).await;
+    let mut sent = Vec::new();
+    let mut futures = Vec::new();
+    for i in 0..1000 {
+        futures.push(
+            producer
+                .send(Record::new("t").with_value(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+        sent.push(format!("{i}"));
+    }
+    let mut unknown_offsets = 0;
+    for f in futures {
+        let m = f.await.expect("delivered");
+        if m.offset < 0 {
+            unknown_offsets += 1;
+        }
+    }
+    assert!(
+        unknown_offsets > 0,
+        "no retried batch was reported as a duplicate"
+    );
+    producer.close().await;
+    assert_exactly_once_in_order(&fake, &HashMap::from([(0, sent)]));
+}
+
+/// Scenario 4: OUT_OF_ORDER_SEQUENCE_NUMBER on the oldest unacknowledged batch is fatal: no
+/// success is reported for it, and every later send fails with the same fatal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_of_line_out_of_order_sequence_is_fatal() {
+    let fake = Fake::start(1).await;
+    fake.script([
+        Action::Normal,
+        Action::Error(KafkaCode::OutOfOrderSequenceNumber),
+    ]);
+    let producer = fake.producer(fast()).await;
+    let first = producer
+        .send_and_wait(Record::new("t").with_value("a"))
+        .await;
+    assert!(first.is_ok());
+    let second = producer
+        .send_and_wait(Record::new("t").with_value("b"))
+        .await;
+    let e = second.expect_err("OOS on the head batch must fail it");
+    assert_eq!(
+        e.error.kafka_code(),
+        Some(KafkaCode::OutOfOrderSequenceNumber)
+    );
+    assert!(producer.fatal_error().is_some());
+    let later = producer.send(Record::new("t").with_value("c")).await;
+    let e = later.expect_err("a fatal producer refuses sends");
+    assert_eq!(e.kind(), &ErrorKind::Fatal);
+    assert!(e.is_fatal());
+    assert_eq!(fake.values(0), vec!["a".to_string()]);
+}
+
+/// Scenario 5: a batch fails for good (MESSAGE_TOO_LARGE) while others are in flight: its
+/// records fail as not persisted; the later ones are delivered in order after an epoch bump,
+/// with no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_error_mid_window_bumps_epoch_and_keeps_order() {
+    let fake = Fake::start(1).await;
+    fake.script([
+        Action::Normal,
+        Action::Error(KafkaCode::MessageTooLarge),
+        Action::Normal,
+        Action::Normal,
+    ]);
+    let producer = fake
+        .producer(
+            fast()
+                .with_batch_size(200)
+                .with_linger(Duration::from_millis(20)),
+        )
+        .await;
+    let mut futures = Vec::new();
+    for i in 0..60 {
+        futures.push(
+            producer
+                .send(Record::new("t").with_value(format!("{i:040}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut failed = Vec::new();
+    let mut delivered = Vec::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        match f.await {
+            Ok(_) => delivered.push(format!("{i:040}")),
+            Err(e) => {
+                assert_eq!(e.persistence, Persistence::NotPersisted, "{e}");
+                assert!(!e.is_fatal(), "{e}");
+                failed.push(i);
+            }
+        }
+    }
+    assert!(!failed.is_empty(), "the injected error failed nothing");
+    // The failed records are one contiguous batch.
+    assert_eq!(failed.last().unwrap() - failed[0] + 1, failed.len());
+    assert_eq!(
+        fake.values(0),
+        delivered,
+        "delivered records once each, in order"
+    );
+    let inits = fake.state.lock().unwrap().init_calls.clone();
+    assert_eq!(inits.len(), 2, "one epoch bump: {inits:?}");
+    assert!(
+        inits[1].0 >= 0,
+        "the bump names the current producer id (KIP-360)"
+    );
+    // The producer stays usable.
+    producer
+        .send_and_wait(Record::new("t").with_value("after"))
+        .await
+        .expect("usable after the bump");
+}
+
+/// Scenario 11: LEADER_NOT_AVAILABLE for a while: retries back off exponentially with ±20%
+/// jitter; the record fails at its delivery timeout (+1 s at most) with a typed timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_is_exponential_with_jitter_and_bounded_by_delivery_timeout() {
+    let fake = Fake::start(1).await;
+    fake.set_default(Action::Error(KafkaCode::LeaderNotAvailable));
+    let base = Duration::from_millis(40);
+    let max = Duration::from_millis(320);
+    let delivery = Duration::from_secs(3);
+    let producer = fake
+        .producer(
+            ProducerConfig::default()
+                .with_linger(Duration::ZERO)
+                .with_retry_backoff(base, max)
+                .with_request_timeout(Duration::from_secs(1))
+                .with_delivery_timeout(delivery),
+        )
+        .await;
+    let started = Instant::now();
+    let r = producer
+        .send_and_wait(Record::new("t").with_value("x"))
+        .await;
+    let took = started.elapsed();
+    let e = r.expect_err("never delivered");
+    assert_eq!(e.kind(), &ErrorKind::Timeout, "{e}");
+    assert_eq!(e.persistence, Persistence::NotPersisted);
+    assert!(took <= delivery + Duration::from_secs(1), "{took:?}");
+    assert!(took >= delivery - Duration::from_millis(400), "{took:?}");
+    let times: Vec<Instant> = fake
+        .state
+        .lock()
+        .unwrap()
+        .produce_log
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(times.len() >= 6, "{} attempts", times.len());
+    for (i, w) in times.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        let nominal = base.saturating_mul(1 << i.min(10)).min(max);
+        let lo = nominal.mul_f64(0.8);
+        let hi = nominal.mul_f64(1.2) + Duration::from_millis(60);
+        assert!(
+            gap >= lo && gap <= hi,
+            "attempt {}: gap {gap:?}, nominal {nominal:?}",
+            i + 1
+        );
+    }
+}
