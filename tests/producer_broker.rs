@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use common::{bootstrap, unique};
 use rekafka::cluster::{Cluster, ClusterConfig};
-use rekafka::producer::{
-    Acks, Idempotence, Producer, ProducerConfig, Record, murmur2_partition,
-};
+use rekafka::producer::{Acks, Idempotence, Producer, ProducerConfig, Record, murmur2_partition};
 use rekafka::protocol::StrBytes;
 use rekafka::protocol::messages::create_topics_request::CreatableTopic;
 use rekafka::protocol::messages::{CreateTopicsRequest, TopicName};
@@ -43,7 +41,11 @@ async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
         .await
         .expect("CreateTopics");
     for t in resp.topics {
-        assert!(t.error_code == 0 || t.error_code == 36, "create {name}: {}", t.error_code);
+        assert!(
+            t.error_code == 0 || t.error_code == 36,
+            "create {name}: {}",
+            t.error_code
+        );
     }
 }
 
@@ -124,7 +126,12 @@ async fn delivery_reports_offsets_and_headers_round_trip() {
         futures.push(producer.send(r).await.expect("enqueue"));
     }
     // A record without key, value or headers.
-    futures.push(producer.send(Record::new(topic.as_str())).await.expect("enqueue"));
+    futures.push(
+        producer
+            .send(Record::new(topic.as_str()))
+            .await
+            .expect("enqueue"),
+    );
     let mut offsets = Vec::new();
     for (i, f) in futures.into_iter().enumerate() {
         let m = f.await.expect("delivered");
@@ -145,10 +152,21 @@ async fn delivery_reports_offsets_and_headers_round_trip() {
     assert_eq!(lines.len(), 11);
     for (i, line) in lines.iter().take(10).enumerate() {
         assert!(line.contains(&format!("\"offset\": {i}")), "{line}");
-        assert!(line.contains(&format!("\"timestamp\": {}", 1_700_000_000_000 + i as i64)), "{line}");
-        let key_field = line.split("\"key\": \"").nth(1).and_then(|s| s.split('"').next()).expect("key");
+        assert!(
+            line.contains(&format!("\"timestamp\": {}", 1_700_000_000_000 + i as i64)),
+            "{line}"
+        );
+        let key_field = line
+            .split("\"key\": \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("key");
         assert_eq!(b64(key_field), format!("k{i}").into_bytes());
-        let value_field = line.split("\"value\": \"").nth(1).and_then(|s| s.split('"').next()).expect("value");
+        let value_field = line
+            .split("\"value\": \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("value");
         assert_eq!(b64(value_field), format!("v{i}").into_bytes());
         // Duplicate keys in order, and a null value.
         let headers = line.split("\"headers\": ").nth(1).expect("headers");
@@ -161,7 +179,11 @@ async fn delivery_reports_offsets_and_headers_round_trip() {
             "{headers}"
         );
     }
-    assert!(lines[10].contains("\"key\": null") && lines[10].contains("\"value\": null"), "{}", lines[10]);
+    assert!(
+        lines[10].contains("\"key\": null") && lines[10].contains("\"value\": null"),
+        "{}",
+        lines[10]
+    );
 }
 
 /// 100k keyed records, idempotent, per codec: librdkafka reads back exactly 100k, in send order
@@ -171,17 +193,27 @@ async fn keyed_100k_per_codec_read_back_by_librdkafka() {
     const N: usize = 100_000;
     const PARTITIONS: i32 = 3;
     let cluster = cluster().await;
-    let keys: Vec<String> = (0..N).map(|i| format!("key-{i}-{}", i * 7919 % 1013)).collect();
+    let keys: Vec<String> = (0..N)
+        .map(|i| format!("key-{i}-{}", i * 7919 % 1013))
+        .collect();
     // The oracle: librdkafka's own partitioner, on a topic with the same partition count.
     let oracle_topic = unique("prod-oracle");
     create_topic(&cluster, &oracle_topic, PARTITIONS).await;
     let oracle_in: String = keys.iter().take(5000).map(|k| format!("{k}\n")).collect();
-    let oracle = python("partitions.py", &[&bootstrap(), &oracle_topic], Some(&oracle_in));
+    let oracle = python(
+        "partitions.py",
+        &[&bootstrap(), &oracle_topic],
+        Some(&oracle_in),
+    );
     let mut checked = 0;
     for line in oracle.lines() {
         let (k, p) = line.split_once('\t').expect("KEY\tPARTITION");
         let p: u32 = p.parse().expect("partition");
-        assert_eq!(murmur2_partition(k.as_bytes(), PARTITIONS as u32), p, "key {k}");
+        assert_eq!(
+            murmur2_partition(k.as_bytes(), PARTITIONS as u32),
+            p,
+            "key {k}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 5000);
@@ -213,8 +245,13 @@ async fn keyed_100k_per_codec_read_back_by_librdkafka() {
         producer.flush().await;
         let mut delivered: HashMap<i32, Vec<(i64, usize)>> = HashMap::new();
         for (i, f) in futures.into_iter().enumerate() {
-            let m = f.await.unwrap_or_else(|e| panic!("{codec}: record {i}: {e}"));
-            delivered.entry(m.partition).or_default().push((m.offset, i));
+            let m = f
+                .await
+                .unwrap_or_else(|e| panic!("{codec}: record {i}: {e}"));
+            delivered
+                .entry(m.partition)
+                .or_default()
+                .push((m.offset, i));
         }
         producer.close().await;
         // Delivery reports: offsets 0.. contiguous per partition, in send order.
@@ -225,7 +262,14 @@ async fn keyed_100k_per_codec_read_back_by_librdkafka() {
         }
         let out = python(
             "consume_all.py",
-            &[&bootstrap(), &topic, &PARTITIONS.to_string(), &N.to_string(), "--idle", "0.5"],
+            &[
+                &bootstrap(),
+                &topic,
+                &PARTITIONS.to_string(),
+                &N.to_string(),
+                "--idle",
+                "0.5",
+            ],
             None,
         );
         let mut seen = vec![false; N];
@@ -248,7 +292,10 @@ async fn keyed_100k_per_codec_read_back_by_librdkafka() {
             );
             // Per-partition send order: values (send index) increase with the offset.
             let prev = last.insert(p, i as i64);
-            assert!(prev.is_none_or(|prev| prev < i as i64), "{codec}: partition {p} reordered at offset {offset}");
+            assert!(
+                prev.is_none_or(|prev| prev < i as i64),
+                "{codec}: partition {p} reordered at offset {offset}"
+            );
             count += 1;
         }
         assert_eq!(count, N, "{codec}: exactly {N} records");
@@ -293,7 +340,10 @@ async fn keyless_records_stick_and_acks_variants_deliver() {
         // Sticky: runs of the same partition (a batch holds ~9 of these records), and more
         // than one partition used over 200 records.
         let switches = partitions.windows(2).filter(|w| w[0] != w[1]).count();
-        assert!(switches >= 5 && switches < 60, "{acks:?}: {switches} switches: {partitions:?}");
+        assert!(
+            (5..60).contains(&switches),
+            "{acks:?}: {switches} switches: {partitions:?}"
+        );
         producer.close().await;
     }
 }

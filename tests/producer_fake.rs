@@ -54,6 +54,9 @@ struct PartitionLog {
     epoch: HashMap<i64, i16>,
 }
 
+/// Arrival time and (partition, base sequence, epoch) of each batch of a Produce request.
+type ProduceLogEntry = (Instant, Vec<(i32, i32, i16)>);
+
 #[derive(Default)]
 struct State {
     partitions: usize,
@@ -62,7 +65,7 @@ struct State {
     /// Applied when the script is empty.
     default_action: Option<Action>,
     /// Arrival time and (partition, base sequence, epoch) of each Produce request.
-    produce_log: Vec<(Instant, Vec<(i32, i32, i16)>)>,
+    produce_log: Vec<ProduceLogEntry>,
     init_calls: Vec<(i64, i16)>,
     next_pid: i64,
 }

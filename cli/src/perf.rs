@@ -64,7 +64,9 @@ pub fn run(args: &[String]) -> ExitCode {
                         i += 1;
                     }
                     _ => {
-                        eprintln!("error: unexpected or bad argument {arg:?} (see `rekafka perf produce --help`)");
+                        eprintln!(
+                            "error: unexpected or bad argument {arg:?} (see `rekafka perf produce --help`)"
+                        );
                         return ExitCode::from(2);
                     }
                 }

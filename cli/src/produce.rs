@@ -45,7 +45,9 @@ impl Common {
         let arg = args[*i].as_str();
         let mut value = || -> Result<String, String> {
             *i += 1;
-            args.get(*i).cloned().ok_or_else(|| format!("{arg} needs a value"))
+            args.get(*i)
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
         };
         match arg {
             "-b" | "--bootstrap" => self.bootstrap = Some(value()?),
@@ -60,22 +62,26 @@ impl Common {
             }
             "-z" | "--compression" => {
                 let v = value()?;
-                self.config.compression =
-                    v.parse::<Compression>().map_err(|e| e.to_string())?;
+                self.config.compression = v.parse::<Compression>().map_err(|e| e.to_string())?;
             }
             "--linger-ms" => {
                 let v = value()?;
                 self.config.linger = Duration::from_millis(
-                    v.parse().map_err(|_| format!("--linger-ms: bad number {v:?}"))?,
+                    v.parse()
+                        .map_err(|_| format!("--linger-ms: bad number {v:?}"))?,
                 );
             }
             "--batch-size" => {
                 let v = value()?;
-                self.config.batch_size = v.parse().map_err(|_| format!("--batch-size: bad number {v:?}"))?;
+                self.config.batch_size = v
+                    .parse()
+                    .map_err(|_| format!("--batch-size: bad number {v:?}"))?;
             }
             "-X" => {
                 let v = value()?;
-                let (k, val) = v.split_once('=').ok_or_else(|| format!("-X {v}: expected KEY=VALUE"))?;
+                let (k, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("-X {v}: expected KEY=VALUE"))?;
                 match self.config.apply_property(k, val) {
                     Ok(true) => {}
                     Ok(false) => return Err(format!("-X {k}: unknown producer property")),
@@ -144,7 +150,9 @@ pub fn run(args: &[String]) -> ExitCode {
                         i += 1;
                     }
                     _ => {
-                        eprintln!("error: unexpected argument {arg:?} (see `rekafka produce --help`)");
+                        eprintln!(
+                            "error: unexpected argument {arg:?} (see `rekafka produce --help`)"
+                        );
                         return ExitCode::from(2);
                     }
                 }
@@ -175,13 +183,15 @@ pub fn run(args: &[String]) -> ExitCode {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
         let (mut ok, mut failed) = (0u64, 0u64);
-        let mut report = |r: Result<rekafka::producer::RecordMetadata, rekafka::producer::ProduceError>| match r {
-            Ok(_) => ok += 1,
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: record not delivered: {e}");
-            }
-        };
+        let mut report =
+            |r: Result<rekafka::producer::RecordMetadata, rekafka::producer::ProduceError>| match r
+            {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: record not delivered: {e}");
+                }
+            };
         loop {
             let line = match lines.next_line().await {
                 Ok(Some(l)) => l,
@@ -219,8 +229,11 @@ pub fn run(args: &[String]) -> ExitCode {
             report(f.await);
         }
         producer.close().await;
-        drop(report);
         eprintln!("{ok} records delivered, {failed} failed");
-        if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     })
 }

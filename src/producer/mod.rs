@@ -40,7 +40,7 @@
 //! * Idempotence (default): see [`ProduceError`] for how failures are reported as not or
 //!   possibly persisted. `DUPLICATE_SEQUENCE_NUMBER` counts as success; an
 //!   `OUT_OF_ORDER_SEQUENCE_NUMBER` on the oldest unacknowledged batch of a partition is fatal
-//!   ([`ErrorKind::Fatal`](crate::ErrorKind::Fatal) for every later call); a batch that fails
+//!   ([`ErrorKind::Fatal`] for every later call); a batch that fails
 //!   for good, or `UNKNOWN_PRODUCER_ID`, leaves a gap in the sequence: the producer stops
 //!   sending, lets everything in flight finish, then bumps the epoch (InitProducerId) and
 //!   renumbers the waiting batches from 0 (KIP-360). Never a silent sequence reset: a waiting

@@ -280,11 +280,9 @@ mod tests {
     #[cfg(feature = "json")]
     #[test]
     fn json() {
-        #[derive(serde::Serialize)]
-        struct P {
-            a: u32,
-        }
-        let v = JsonSerializer.serialize("t", &P { a: 1 }).unwrap();
+        let v = JsonSerializer
+            .serialize("t", &std::collections::BTreeMap::from([("a", 1)]))
+            .unwrap();
         assert_eq!(v.as_deref(), Some(&br#"{"a":1}"#[..]));
     }
 }
