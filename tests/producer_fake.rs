@@ -42,6 +42,9 @@ enum Action {
     AppendThenError(KafkaCode),
     /// Never answer.
     Hold,
+    /// Append as normal, then close the connection without answering (ack lost, then a
+    /// disconnect).
+    AppendThenClose,
 }
 
 #[derive(Default)]
@@ -129,6 +132,8 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<Mutex<State>>
     loop {
         tokio::select! {
             out = rx.recv() => match out {
+                // An empty frame is the signal to close the connection.
+                Some(b) if b.is_empty() => return,
                 Some(b) => if stream.write_all(&b).await.is_err() { return },
                 None => return,
             },
@@ -256,7 +261,7 @@ fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesM
                     let (code, base) = match action {
                         Action::Error(c) => (c.code(), -1),
                         Action::Hold => (0, -1),
-                        Action::Normal | Action::AppendThenError(_) => {
+                        Action::Normal | Action::AppendThenError(_) | Action::AppendThenClose => {
                             let (code, base) = append(st.logs.entry(p.index).or_default(), &batch);
                             match action {
                                 Action::AppendThenError(c) => (c.code(), -1),
@@ -281,6 +286,9 @@ fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesM
             st.produce_log.push((Instant::now(), seen));
             if action == Action::Hold {
                 return None;
+            }
+            if action == Action::AppendThenClose {
+                return Some(BytesMut::new());
             }
             Some(response(
                 api,
@@ -632,4 +640,109 @@ async fn backoff_is_exponential_with_jitter_and_bounded_by_delivery_timeout() {
             i + 1
         );
     }
+}
+
+/// Scenario 2: an acknowledgement is lost and the connection drops; the retry is a duplicate,
+/// which counts as success: no fatal error, every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_ack_then_disconnect_is_not_fatal() {
+    let fake = Fake::start(1).await;
+    fake.script([Action::Normal, Action::AppendThenClose, Action::Normal]);
+    let producer = fake.producer(fast()).await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let v = format!("{i}");
+        producer
+            .send_and_wait(Record::new("t").with_value(v.clone()))
+            .await
+            .expect("delivered");
+        sent.push(v);
+    }
+    assert!(producer.fatal_error().is_none());
+    producer.close().await;
+    assert_exactly_once_in_order(&fake, &HashMap::from([(0, sent)]));
+}
+
+/// KIP-360: UNKNOWN_PRODUCER_ID bumps the epoch (InitProducerId with the current id and
+/// epoch) once nothing is in flight; the batch is renumbered from 0 and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_producer_id_bumps_the_epoch() {
+    let fake = Fake::start(1).await;
+    fake.script([Action::Normal, Action::Error(KafkaCode::UnknownProducerId)]);
+    let producer = fake.producer(fast()).await;
+    let a = producer
+        .send_and_wait(Record::new("t").with_value("a"))
+        .await;
+    let b = producer
+        .send_and_wait(Record::new("t").with_value("b"))
+        .await;
+    assert_eq!(a.expect("a").offset, 0);
+    assert_eq!(b.expect("b").offset, 1);
+    let st = fake.state.lock().unwrap();
+    assert_eq!(st.init_calls.len(), 2, "{:?}", st.init_calls);
+    let last = st.produce_log.last().unwrap();
+    assert_eq!(last.1, vec![(0, 0, 1)], "renumbered from 0 at epoch 1");
+    drop(st);
+    assert_eq!(fake.values(0), vec!["a".to_string(), "b".to_string()]);
+}
+
+/// The circuit breaker opens after consecutive failures, fails sends fast, lets a probe
+/// through after the cool-down and closes when it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_opens_fails_fast_half_opens_and_closes() {
+    use rekafka::producer::{Acks, CircuitBreakerConfig, CircuitState, Idempotence};
+    let fake = Fake::start(1).await;
+    fake.set_default(Action::Error(KafkaCode::InvalidRecord));
+    let producer = fake
+        .producer(
+            fast()
+                .with_acks(Acks::Leader)
+                .with_idempotence(Idempotence::Disabled)
+                .with_circuit_breaker(Some(
+                    CircuitBreakerConfig::default()
+                        .with_failure_threshold(3)
+                        .with_open_for(Duration::from_millis(300)),
+                )),
+        )
+        .await;
+    let mut watch = producer.circuit_watch().expect("a breaker");
+    for _ in 0..3 {
+        let e = producer
+            .send_and_wait(Record::new("t").with_value("x"))
+            .await
+            .expect_err("rejected");
+        assert_eq!(e.error.kafka_code(), Some(KafkaCode::InvalidRecord));
+    }
+    assert_eq!(producer.circuit_state(), CircuitState::Open);
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), CircuitState::Open);
+    let sent_before = fake.state.lock().unwrap().produce_log.len();
+    let e = producer
+        .send(Record::new("t").with_value("y"))
+        .await
+        .expect_err("fails fast");
+    assert_eq!(e.kind(), &ErrorKind::CircuitOpen);
+    assert_eq!(e.persistence, Persistence::NotPersisted);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    fake.set_default(Action::Normal);
+    let probe = producer
+        .send(Record::new("t").with_value("probe"))
+        .await
+        .expect("probe allowed");
+    assert_eq!(producer.circuit_state(), CircuitState::HalfOpen);
+    let second = producer.send(Record::new("t").with_value("z")).await;
+    assert_eq!(
+        second.expect_err("only one probe").kind(),
+        &ErrorKind::CircuitOpen
+    );
+    probe.await.expect("probe delivered");
+    assert_eq!(producer.circuit_state(), CircuitState::Closed);
+    assert_eq!(
+        fake.state.lock().unwrap().produce_log.len(),
+        sent_before + 1
+    );
+    producer
+        .send_and_wait(Record::new("t").with_value("after"))
+        .await
+        .expect("closed again");
 }
