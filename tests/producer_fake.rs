@@ -71,6 +71,14 @@ struct State {
     produce_log: Vec<ProduceLogEntry>,
     init_calls: Vec<(i64, i16)>,
     next_pid: i64,
+    /// The partition leader (node id); Produce requests to another node get
+    /// NOT_LEADER_OR_FOLLOWER.
+    leader: i32,
+    /// Brokers: node id and address.
+    brokers: Vec<(i32, SocketAddr)>,
+    /// Metadata answers still to give with the topic missing (UNKNOWN_TOPIC_OR_PARTITION).
+    hide_topic: usize,
+    metadata_requests: usize,
 }
 
 #[derive(Clone)]
@@ -81,20 +89,34 @@ struct Fake {
 
 impl Fake {
     async fn start(partitions: usize) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        Self::start_brokers(partitions, 1).await
+    }
+
+    /// `brokers` brokers (node ids 1..) sharing one log; node 1 leads every partition.
+    async fn start_brokers(partitions: usize, brokers: i32) -> Fake {
         let state = Arc::new(Mutex::new(State {
             partitions,
             next_pid: 1000,
+            leader: 1,
             ..State::default()
         }));
-        let st = state.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(serve(s, addr, st.clone()));
-            }
-        });
-        Fake { addr, state }
+        let mut first = None;
+        for node in 1..=brokers {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            first.get_or_insert(addr);
+            state.lock().unwrap().brokers.push((node, addr));
+            let st = state.clone();
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    tokio::spawn(serve(s, node, st.clone()));
+                }
+            });
+        }
+        Fake {
+            addr: first.unwrap(),
+            state,
+        }
     }
 
     fn script(&self, actions: impl IntoIterator<Item = Action>) {
@@ -126,7 +148,7 @@ impl Fake {
     }
 }
 
-async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<Mutex<State>>) {
+async fn serve(mut stream: TcpStream, node: i32, state: Arc<Mutex<State>>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<BytesMut>();
     let mut buf = BytesMut::new();
     loop {
@@ -148,7 +170,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<Mutex<State>>
                     }
                     buf.advance(4);
                     let frame = buf.split_to(size).freeze();
-                    if let Some(out) = handle(frame, addr, &state) {
+                    if let Some(out) = handle(frame, node, &state) {
                         let _ = tx.send(out);
                     }
                 }
@@ -170,7 +192,7 @@ fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> Byt
     b
 }
 
-fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesMut> {
+fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(key).unwrap();
@@ -195,13 +217,25 @@ fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesM
         }
         ApiKey::Metadata => {
             let req = MetadataRequest::decode(&mut body, version).unwrap();
-            let n = state.lock().unwrap().partitions;
+            let mut st = state.lock().unwrap();
+            st.metadata_requests += 1;
+            let n = st.partitions;
+            let leader = st.leader;
+            let hide = st.hide_topic > 0;
+            st.hide_topic = st.hide_topic.saturating_sub(1);
+            let brokers = st.brokers.clone();
+            drop(st);
             let topics = req
                 .topics
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|t| t.name)
                 .map(|name| {
+                    if hide {
+                        return MetadataResponseTopic::default()
+                            .with_name(Some(name))
+                            .with_error_code(KafkaCode::UnknownTopicOrPartition.code());
+                    }
                     MetadataResponseTopic::default()
                         .with_name(Some(name))
                         .with_partitions(
@@ -209,7 +243,7 @@ fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesM
                                 .map(|p| {
                                     MetadataResponsePartition::default()
                                         .with_partition_index(p)
-                                        .with_leader_id(BrokerId(1))
+                                        .with_leader_id(BrokerId(leader))
                                         .with_replica_nodes(vec![BrokerId(1)])
                                         .with_isr_nodes(vec![BrokerId(1)])
                                 })
@@ -218,12 +252,17 @@ fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesM
                 })
                 .collect();
             let r = MetadataResponse::default()
-                .with_brokers(vec![
-                    MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(1))
-                        .with_host(StrBytes::from_string(addr.ip().to_string()))
-                        .with_port(addr.port() as i32),
-                ])
+                .with_brokers(
+                    brokers
+                        .iter()
+                        .map(|(id, addr)| {
+                            MetadataResponseBroker::default()
+                                .with_node_id(BrokerId(*id))
+                                .with_host(StrBytes::from_string(addr.ip().to_string()))
+                                .with_port(addr.port() as i32)
+                        })
+                        .collect(),
+                )
                 .with_topics(topics);
             Some(response(api, version, corr, &r))
         }
@@ -246,9 +285,13 @@ fn handle(frame: Bytes, addr: SocketAddr, state: &Mutex<State>) -> Option<BytesM
         ApiKey::Produce => {
             let req = ProduceRequest::decode(&mut body, version).unwrap();
             let mut st = state.lock().unwrap();
-            let action = match st.script.pop_front() {
-                Some(a) => a,
-                None => st.default_action.unwrap_or(Action::Normal),
+            let action = if node != st.leader {
+                Action::Error(KafkaCode::NotLeaderOrFollower)
+            } else {
+                match st.script.pop_front() {
+                    Some(a) => a,
+                    None => st.default_action.unwrap_or(Action::Normal),
+                }
             };
             let mut seen = Vec::new();
             let mut topics = Vec::new();
@@ -745,4 +788,90 @@ async fn circuit_breaker_opens_fails_fast_half_opens_and_closes() {
         .send_and_wait(Record::new("t").with_value("after"))
         .await
         .expect("closed again");
+}
+
+/// Leader change: the leader moves to another broker mid-stream; NOT_LEADER_OR_FOLLOWER makes
+/// the producer refresh metadata and re-route; every record arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_change_reroutes_without_loss_duplicates_or_reordering() {
+    let fake = Fake::start_brokers(2, 2).await;
+    let producer = fake.producer(fast().with_batch_size(512)).await;
+    let mut sent: HashMap<i32, Vec<String>> = HashMap::new();
+    let mut futures = Vec::new();
+    for i in 0..3000 {
+        if i == 1000 {
+            fake.state.lock().unwrap().leader = 2;
+        }
+        if i == 2000 {
+            fake.state.lock().unwrap().leader = 1;
+        }
+        let f = producer
+            .send(
+                Record::new("t")
+                    .with_key(format!("{}", i % 10))
+                    .with_value(format!("{i}")),
+            )
+            .await
+            .unwrap();
+        sent.entry(f.partition()).or_default().push(format!("{i}"));
+        futures.push(f);
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    for f in futures {
+        f.await.expect("delivered");
+    }
+    let m = producer.metrics();
+    assert!(
+        m.record_retry_total > 0,
+        "the leader change caused no retry"
+    );
+    producer.close().await;
+    assert_exactly_once_in_order(&fake, &sent);
+}
+
+/// Scenario 10(a): the topic disappears from metadata for three refreshes after a leader
+/// error, then comes back: nothing is lost, duplicated or reordered, and the producer keeps
+/// its sequence numbers (no epoch bump).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_hidden_from_metadata_for_a_while_loses_nothing() {
+    let fake = Fake::start(1).await;
+    let producer = fake.producer(fast()).await;
+    producer
+        .send_and_wait(Record::new("t").with_value("0"))
+        .await
+        .expect("first");
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.hide_topic = 3;
+        st.script
+            .push_back(Action::Error(KafkaCode::NotLeaderOrFollower));
+    }
+    let mut futures = Vec::new();
+    let mut sent = vec!["0".to_string()];
+    for i in 1..200 {
+        futures.push(
+            producer
+                .send(Record::new("t").with_value(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+        sent.push(format!("{i}"));
+    }
+    for f in futures {
+        f.await.expect("delivered");
+    }
+    assert_eq!(
+        fake.state.lock().unwrap().hide_topic,
+        0,
+        "the hidden metadata was asked for"
+    );
+    assert_eq!(
+        fake.state.lock().unwrap().init_calls.len(),
+        1,
+        "no epoch bump"
+    );
+    producer.close().await;
+    assert_exactly_once_in_order(&fake, &HashMap::from([(0, sent)]));
 }
