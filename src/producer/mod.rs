@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     /// the sender only if this is set (otherwise the sender's linger timer covers it).
     pub(crate) sender_idle: AtomicBool,
     pub(crate) closing: AtomicBool,
+    /// Set by the sender task when it stops; a batch started after that is failed at once.
+    pub(crate) stopped: AtomicBool,
     pub(crate) fatal: OnceLock<Error>,
     pub(crate) counters: Counters,
     pub(crate) circuit: Option<CircuitBreaker>,
@@ -206,6 +208,7 @@ impl Producer {
             flushing: AtomicUsize::new(0),
             sender_idle: AtomicBool::new(true),
             closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             fatal: OnceLock::new(),
             counters: Counters::new(),
         });
@@ -352,6 +355,16 @@ impl Producer {
                             return Err(ProduceError::not_persisted(e));
                         }
                     };
+                    if sh.stopped.load(Ordering::Acquire) {
+                        // The sender is gone (the producer was closed meanwhile): nobody would
+                        // send this batch.
+                        drop(inner);
+                        sh.memory.add_permits(permits as usize);
+                        return Err(ProduceError::not_persisted(Error::with_message(
+                            ErrorKind::Closed,
+                            "the producer is closed",
+                        )));
+                    }
                     let fut = DeliveryFuture::new(open.shared.clone(), index as u32, timestamp);
                     sh.outstanding.fetch_add(1, Ordering::AcqRel);
                     inner.open = Some(open);

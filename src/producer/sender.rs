@@ -890,6 +890,9 @@ impl Sender {
 
     /// The last handle was dropped: fail everything still held with `Closed`.
     fn shut_down(&mut self) {
+        // Before collecting: a `send` that starts a batch after this sees the flag (the
+        // partition lock orders the two) and fails it itself.
+        self.sh.stopped.store(true, Ordering::Release);
         let closed =
             || Error::with_message(ErrorKind::Closed, "the producer was dropped or closed");
         let _ = self.collect(Instant::now() + Duration::from_secs(365 * 24 * 3600));
