@@ -875,3 +875,34 @@ async fn topic_hidden_from_metadata_for_a_while_loses_nothing() {
     producer.close().await;
     assert_exactly_once_in_order(&fake, &HashMap::from([(0, sent)]));
 }
+
+/// Scenario 8 (delivery timeout under delay): the broker never answers. The record fails at
+/// `delivery.timeout` (+1 s at most) with a typed timeout marked possibly persisted (the
+/// request was on the wire), although the request timeout has not yet fired for its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_requests_fail_possibly_persisted_at_delivery_timeout() {
+    let fake = Fake::start(1).await;
+    fake.set_default(Action::Hold);
+    let delivery = Duration::from_millis(2500);
+    let producer = fake
+        .producer(
+            ProducerConfig::default()
+                .with_linger(Duration::ZERO)
+                .with_request_timeout(Duration::from_secs(2))
+                .with_delivery_timeout(delivery),
+        )
+        .await;
+    let started = Instant::now();
+    let e = producer
+        .send_and_wait(Record::new("t").with_value("x"))
+        .await
+        .expect_err("never answered");
+    let took = started.elapsed();
+    assert_eq!(e.kind(), &ErrorKind::Timeout, "{e}");
+    assert_eq!(e.persistence, Persistence::PossiblyPersisted);
+    assert!(
+        took >= delivery - Duration::from_millis(100) && took <= delivery + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert_eq!(producer.metrics().record_error_total, 1);
+}

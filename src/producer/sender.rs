@@ -48,6 +48,9 @@ struct SBatch {
     /// Some attempt ended without a definite answer: the batch may be written.
     ambiguous: bool,
     last_error: Option<Error>,
+    /// Its records were failed at `delivery.timeout` while a request carrying it was still in
+    /// flight; the response only settles the bookkeeping.
+    expired: bool,
 }
 
 struct SPart {
@@ -183,6 +186,9 @@ impl Sender {
         if let Some(t) = self.expire(now) {
             next = min_instant(next, t);
         }
+        if let Some(t) = self.expire_in_flight(now) {
+            next = min_instant(next, t);
+        }
         if let Some(t) = self.maybe_bump().await {
             next = min_instant(next, t);
         }
@@ -240,6 +246,7 @@ impl Sender {
                 base_seq: NO_SEQUENCE,
                 ambiguous: false,
                 last_error: None,
+                expired: false,
             };
             if let Some(e) = &fatal {
                 self.fail(&tp, sb, e.clone(), Persistence::NotPersisted);
@@ -333,22 +340,76 @@ impl Sender {
             } else {
                 Persistence::NotPersisted
             };
-            let mut e = Error::with_message(
-                ErrorKind::Timeout,
-                format!(
-                    "not delivered within delivery.timeout ({timeout:?}){}",
-                    b.last_error
-                        .as_ref()
-                        .map(|e| format!("; last error: {e}"))
-                        .unwrap_or_default()
-                ),
-            )
-            .api(ApiKey::Produce)
-            .on_partition(tp.0.to_string(), tp.1);
-            if let Some(last) = &b.last_error {
-                e = e.source(last.clone());
-            }
+            let e = self.timeout_error(&tp, b.last_error.as_ref());
             self.fail(&tp, b, e, persistence);
+        }
+        next
+    }
+
+    fn timeout_error(&self, tp: &Tp, last: Option<&Error>) -> Error {
+        let timeout = self.sh.config.delivery_timeout;
+        let mut e = Error::with_message(
+            ErrorKind::Timeout,
+            format!(
+                "not delivered within delivery.timeout ({timeout:?}){}",
+                last.map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+        )
+        .api(ApiKey::Produce)
+        .on_partition(tp.0.to_string(), tp.1);
+        if let Some(l) = last {
+            e = e.source(l.clone());
+        }
+        e
+    }
+
+    /// Fails the records of in-flight batches older than `delivery.timeout` as possibly
+    /// persisted (as Java expires in-flight batches), without waiting for the response.
+    fn expire_in_flight(&mut self, now: Instant) -> Option<Instant> {
+        let timeout = self.sh.config.delivery_timeout;
+        let mut next = None;
+        let mut due_now = Vec::new();
+        for (id, req) in &self.requests {
+            for (i, (_, b)) in req.batches.iter().enumerate() {
+                if b.expired {
+                    continue;
+                }
+                let due = b.created + timeout;
+                if due <= now {
+                    due_now.push((*id, i));
+                } else {
+                    next = min_instant(next, due);
+                }
+            }
+        }
+        for (id, i) in due_now {
+            let Some((tp, last)) = self
+                .requests
+                .get(&id)
+                .and_then(|r| r.batches.get(i))
+                .map(|(tp, b)| (tp.clone(), b.last_error.clone()))
+            else {
+                continue;
+            };
+            let e = self.timeout_error(&tp, last.as_ref());
+            let Some((_, b)) = self
+                .requests
+                .get_mut(&id)
+                .and_then(|r| r.batches.get_mut(i))
+            else {
+                continue;
+            };
+            b.expired = true;
+            let records = u64::from(b.records);
+            self.sh.counters.failed(records);
+            if let Some(cb) = &self.sh.circuit {
+                cb.record(true, records);
+            }
+            b.shared.complete(BatchOutcome::Failed(ProduceError::new(
+                e,
+                Persistence::PossiblyPersisted,
+            )));
         }
         next
     }
@@ -779,6 +840,11 @@ impl Sender {
         part.retrying = false;
         part.retry_at = None;
         part.backoff.reset();
+        if b.expired {
+            // Its records were already reported as possibly persisted: they were.
+            self.sh.batch_done(b.permits);
+            return;
+        }
         self.sh.counters.sent(u64::from(b.records));
         if let Some(cb) = &self.sh.circuit {
             cb.record(false, u64::from(b.records));
@@ -800,27 +866,13 @@ impl Sender {
         let now = Instant::now();
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
-        if now >= b.created + timeout {
+        if b.expired || now >= b.created + timeout {
             let p = if b.ambiguous {
                 Persistence::PossiblyPersisted
             } else {
                 Persistence::NotPersisted
             };
-            let last = b.last_error.clone();
-            let mut err = Error::with_message(
-                ErrorKind::Timeout,
-                format!(
-                    "not delivered within delivery.timeout ({timeout:?}){}",
-                    last.as_ref()
-                        .map(|e| format!("; last error: {e}"))
-                        .unwrap_or_default()
-                ),
-            )
-            .api(ApiKey::Produce)
-            .on_partition(tp.0.to_string(), tp.1);
-            if let Some(l) = last {
-                err = err.source(l);
-            }
+            let err = self.timeout_error(tp, b.last_error.as_ref());
             self.fail(tp, b, err, p);
             return;
         }
@@ -850,6 +902,11 @@ impl Sender {
             && self.sh.fatal.get().is_none()
         {
             idem.mark_gap(tp);
+        }
+        if b.expired {
+            // Its records were already failed (possibly persisted) at the delivery timeout.
+            self.sh.batch_done(b.permits);
+            return;
         }
         self.sh.counters.failed(u64::from(b.records));
         if let Some(cb) = &self.sh.circuit {
