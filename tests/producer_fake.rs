@@ -906,3 +906,75 @@ async fn unanswered_requests_fail_possibly_persisted_at_delivery_timeout() {
     );
     assert_eq!(producer.metrics().record_error_total, 1);
 }
+
+/// Scenario 6: an ambiguous error (NOT_ENOUGH_REPLICAS_AFTER_APPEND: written, not replicated),
+/// then NOT_LEADER_OR_FOLLOWER, then success: the record is delivered once (the last attempt
+/// is a duplicate of the first), not failed and not duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_then_not_leader_then_ok_delivers_once() {
+    let fake = Fake::start(1).await;
+    fake.script([
+        Action::AppendThenError(KafkaCode::NotEnoughReplicasAfterAppend),
+        Action::Error(KafkaCode::NotLeaderOrFollower),
+        Action::Normal,
+    ]);
+    let producer = fake.producer(fast()).await;
+    let m = producer
+        .send_and_wait(Record::new("t").with_value("only"))
+        .await
+        .expect("delivered");
+    assert_eq!(m.offset, -1, "resolved as a duplicate of the first attempt");
+    assert_eq!(fake.values(0), vec!["only".to_string()]);
+    assert_eq!(fake.state.lock().unwrap().produce_log.len(), 3);
+    assert_eq!(producer.metrics().record_retry_total, 2);
+}
+
+/// Round-robin spreads records over the partitions in turn; a custom partitioner decides
+/// alone and hears about new batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_and_custom_partitioners() {
+    use rekafka::producer::{Partitioner, Partitioning};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fake = Fake::start(3).await;
+    let producer = fake
+        .producer(fast().with_partitioning(Partitioning::RoundRobin))
+        .await;
+    let mut parts = Vec::new();
+    for i in 0..9 {
+        let f = producer
+            .send(Record::new("t").with_key("same").with_value(format!("{i}")))
+            .await
+            .unwrap();
+        parts.push(f.partition());
+        f.await.unwrap();
+    }
+    assert_eq!(parts, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    producer.close().await;
+
+    struct Last(AtomicUsize);
+    impl Partitioner for Last {
+        fn partition(&self, _: &str, _: Option<&[u8]>, _: Option<&[u8]>, count: u32) -> u32 {
+            count - 1
+        }
+        fn on_new_batch(&self, _: &str, partition: u32, _: u32) {
+            assert_eq!(partition, 2);
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let custom = Arc::new(Last(AtomicUsize::new(0)));
+    let producer = fake
+        .producer(fast().with_partitioning(Partitioning::Custom(custom.clone())))
+        .await;
+    for i in 0..5 {
+        let m = producer
+            .send_and_wait(Record::new("t").with_value(format!("c{i}")))
+            .await
+            .unwrap();
+        assert_eq!(m.partition, 2);
+    }
+    assert_eq!(
+        custom.0.load(Ordering::SeqCst),
+        5,
+        "one new batch per awaited record"
+    );
+}
