@@ -26,7 +26,24 @@ Options:
       --linger-ms MS         linger.ms (default 5)
       --batch-size BYTES     batch.size (default 16384)
   -X KEY=VALUE               Any producer property by its Java name
+      --threads N            Runtime threads: 0 = tokio's default (one per core), 1 = all on
+                             the calling thread (default 0)
 ";
+
+/// The runtime: `threads` = 0 is tokio's multi-thread default, 1 a current-thread runtime
+/// (everything on the calling thread), more a multi-thread runtime with that many workers.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        0 => tokio::runtime::Runtime::new(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
 
 pub fn run(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
@@ -43,6 +60,7 @@ pub fn run(args: &[String]) -> ExitCode {
     let args = &args[1..];
     let mut common = Common::new();
     let (mut count, mut size) = (1_000_000u64, 100usize);
+    let mut threads = 0usize;
     let mut i = 0;
     while i < args.len() {
         match common.parse(args, &mut i) {
@@ -63,6 +81,10 @@ pub fn run(args: &[String]) -> ExitCode {
                         size = v.parse().unwrap_or(0);
                         i += 1;
                     }
+                    ("--threads", Some(v)) if v.parse::<usize>().is_ok() => {
+                        threads = v.parse().unwrap_or(0);
+                        i += 1;
+                    }
                     _ => {
                         eprintln!(
                             "error: unexpected or bad argument {arg:?} (see `rekafka perf produce --help`)"
@@ -78,7 +100,7 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         i += 1;
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");

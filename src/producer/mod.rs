@@ -565,3 +565,35 @@ impl Producer {
         self.shared().fatal_error()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>(_: &T) {}
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The handle, its futures and the delivery future can move between tasks.
+    #[allow(dead_code)]
+    fn futures_are_send(p: &Producer, d: DeliveryFuture) {
+        is_send_sync(p);
+        is_send(&d);
+        is_send(&p.send(Record::new("t")));
+        is_send(&p.flush());
+        is_send(&p.close());
+    }
+
+    #[test]
+    fn record_upper_bound_covers_the_encoding() {
+        let headers: &[(&str, Option<&[u8]>)] = &[("a", Some(b"xyz")), ("b", None)];
+        for (k, v) in [
+            (None, None),
+            (Some(&b"k"[..]), Some(&[7u8; 300][..])),
+            (Some(&[1u8; 20000][..]), None),
+        ] {
+            let b = BatchBuilder::new();
+            let exact = b.record_size(i64::MAX, k, v, headers);
+            assert!(record_upper_bound(k, v, headers) >= exact);
+        }
+    }
+}
