@@ -978,3 +978,33 @@ async fn round_robin_and_custom_partitioners() {
         "one new batch per awaited record"
     );
 }
+
+/// Scenario 10(b): the topic exists with zero partitions and no error: `send` does not fake a
+/// success; it retries the metadata and fails with a typed error at `max.block`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_partitions_fail_send_at_max_block() {
+    let fake = Fake::start(0).await;
+    let producer = fake
+        .producer(fast().with_max_block(Duration::from_millis(600)))
+        .await;
+    let started = Instant::now();
+    let e = producer
+        .send(Record::new("t").with_value("x"))
+        .await
+        .expect_err("no partition to send to");
+    let took = started.elapsed();
+    assert_eq!(e.persistence, Persistence::NotPersisted);
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::Timeout | ErrorKind::Broker(KafkaCode::LeaderNotAvailable)
+        ),
+        "{e}"
+    );
+    assert!(took <= Duration::from_secs(2), "{took:?}");
+    assert!(
+        fake.state.lock().unwrap().metadata_requests >= 3,
+        "metadata was retried"
+    );
+    assert!(fake.state.lock().unwrap().produce_log.is_empty());
+}
