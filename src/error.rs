@@ -120,6 +120,13 @@ pub enum ErrorKind {
     /// A response did not match its request (wrong correlation id, missing topic or partition).
     #[error("unexpected response")]
     UnexpectedResponse,
+    /// A circuit breaker is open: the call failed fast without being tried.
+    #[error("circuit breaker open")]
+    CircuitOpen,
+    /// The client object (a producer) hit an unrecoverable error earlier and refuses every
+    /// call since; the source is that first error. Close it and create a new one.
+    #[error("unrecoverable earlier error")]
+    Fatal,
 }
 
 macro_rules! kafka_codes {
@@ -533,7 +540,8 @@ impl Error {
             },
             ErrorKind::UnsupportedVersion { .. }
             | ErrorKind::Config
-            | ErrorKind::Authentication => true,
+            | ErrorKind::Authentication
+            | ErrorKind::Fatal => true,
             _ => false,
         }
     }

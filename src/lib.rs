@@ -15,6 +15,8 @@
 //!   properties).
 //! * [`admin`]: the admin client (topics, configs, partitions, offsets, records, groups).
 //! * `mock` (cargo feature `mock`): an embedded Kafka cluster with fault injection, for tests.
+//! * [`producer`]: batching, partitioning, compression, retries, idempotence, a circuit
+//!   breaker and metrics.
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
@@ -81,6 +83,7 @@ pub mod error;
 pub mod listener;
 #[cfg(feature = "mock")]
 pub mod mock;
+pub mod producer;
 pub mod protocol;
 
 pub use client::{Client, ClientBuilder, ClientConfig};

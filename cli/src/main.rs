@@ -11,6 +11,8 @@
 mod common;
 mod groups;
 mod mock;
+mod perf;
+mod produce;
 mod topics;
 
 use std::process::ExitCode;
@@ -36,6 +38,11 @@ Global options (anywhere on the line):
 Commands:
   {topics}
   {groups}
+  produce -t TOPIC [--key-separator SEP] [-H name=value]... [--partition N]
+          [--acks all|1|0] [--compression CODEC]
+                            send stdin lines as records (see produce --help)
+  perf produce -t TOPIC -n COUNT -s VALUE_BYTES [--acks ..] [--compression ..] [--linger-ms ..]
+                            producer throughput (see perf --help)
   mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
                             run an in-process Kafka-compatible mock cluster in the
                             foreground; prints its bootstrap address first (see mock --help)
@@ -75,6 +82,17 @@ fn run(args: Vec<String>) -> Result<(), CliError> {
     }
 }
 
+/// `rest` with `-b BOOTSTRAP` in front when the global flags named one.
+fn with_bootstrap(global: &Global, rest: &[String]) -> Vec<String> {
+    let mut args = Vec::with_capacity(rest.len() + 2);
+    if let Some(b) = &global.bootstrap {
+        args.push("-b".to_owned());
+        args.push(b.clone());
+    }
+    args.extend(rest.iter().cloned());
+    args
+}
+
 fn main() -> ExitCode {
     // Library code does not panic on bad input; should anything still panic, say so in one
     // line instead of a backtrace.
@@ -91,6 +109,14 @@ fn main() -> ExitCode {
     // `mock` runs a server in the foreground and has its own flags (no -b/-X).
     if args.first().map(String::as_str) == Some("mock") {
         return mock::run(&args[1..]);
+    }
+    // Commands that parse their own flags get the global bootstrap handed on.
+    if let Ok((global, rest)) = Global::extract(args.clone()) {
+        match rest.first().map(String::as_str) {
+            Some("produce") => return produce::run(&with_bootstrap(&global, &rest[1..])),
+            Some("perf") => return perf::run(&with_bootstrap(&global, &rest[1..])),
+            _ => {}
+        }
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

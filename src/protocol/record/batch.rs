@@ -861,7 +861,7 @@ pub struct Header {
 }
 
 impl Header {
-    /// A header with `key` and `value` (`None` for a null value).
+    /// A header with `key` and `value` (`None` for a null value, KIP-82).
     ///
     /// ```
     /// use rekafka::protocol::record::Header;

@@ -1,0 +1,599 @@
+//! The producer: batching, partitioning, compression, retries, idempotence, a circuit
+//! breaker and metrics.
+//!
+//! ```no_run
+//! # async fn demo() -> rekafka::Result<()> {
+//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::producer::{Producer, ProducerConfig, Record};
+//!
+//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//! let producer = Producer::new(cluster, ProducerConfig::default()).await?;
+//! // First stage: wait for buffer room (back-pressure, up to `max_block`).
+//! let delivery = producer.send(Record::new("orders").with_key("k").with_value("v")).await?;
+//! // Second stage: wait for the broker's acknowledgement.
+//! let meta = delivery.await?;
+//! println!("written at {}-{}@{}", meta.topic, meta.partition, meta.offset);
+//! producer.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! * `send` picks the partition (the record's own, else the [`Partitioning`]), waits for room in
+//!   `buffer.memory` only when it must start a new batch (one semaphore acquisition per batch),
+//!   then encodes the record straight into the partition's open batch under that partition's
+//!   lock. That lock is the only one a record takes. It returns a [`DeliveryFuture`] holding the
+//!   batch's shared completion slot and the record's index: no allocation, channel or wake-up
+//!   per record.
+//! * One **sender task** collects full batches and batches older than `linger`, assigns
+//!   producer id, epoch and sequence numbers, builds (compresses, checksums) them and groups
+//!   them per leader into Produce requests (one batch per partition per request, up to
+//!   `max.request.size`), at most `max.in.flight.requests.per.connection` per broker. Requests
+//!   to each broker are pipelined and handed to the connection in order. The sender owns every
+//!   piece of idempotence state, so no lock guards it.
+//! * Responses complete whole batches. Retriable errors send the batch back to the head of its
+//!   partition's queue (after an exponential back-off with ±20% jitter, KIP-580), with a
+//!   metadata refresh first when the leader moved; a partition that had a failure sends one
+//!   batch at a time until a success, so batches are never reordered. Retries stop at
+//!   `delivery.timeout`.
+//! * Idempotence (default): see [`ProduceError`] for how failures are reported as not or
+//!   possibly persisted. `DUPLICATE_SEQUENCE_NUMBER` counts as success; an
+//!   `OUT_OF_ORDER_SEQUENCE_NUMBER` on the oldest unacknowledged batch of a partition is fatal
+//!   ([`ErrorKind::Fatal`] for every later call); a batch that fails
+//!   for good, or `UNKNOWN_PRODUCER_ID`, leaves a gap in the sequence: the producer stops
+//!   sending, lets everything in flight finish, then bumps the epoch (InitProducerId) and
+//!   renumbers the waiting batches from 0 (KIP-360). Never a silent sequence reset: a waiting
+//!   batch whose earlier attempt may have been written fails as possibly persisted instead of
+//!   being renumbered.
+
+mod accumulator;
+mod circuit;
+mod config;
+mod idempotence;
+mod metrics;
+mod partitioner;
+mod record;
+mod sender;
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use accumulator::DeliveryFuture;
+pub use circuit::{CircuitBreakerConfig, CircuitState};
+pub use config::{
+    Acks, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_MEMORY, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER,
+    DEFAULT_MAX_BLOCK, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Idempotence, Partitioning, ProducerConfig,
+};
+pub use metrics::ProducerMetrics;
+pub use partitioner::{Partitioner, murmur2, murmur2_partition};
+#[cfg(feature = "json")]
+pub use record::JsonSerializer;
+pub use record::{
+    BytesSerializer, Persistence, ProduceError, Record, RecordMetadata, Serializer,
+    StringSerializer,
+};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, ErrorKind, KafkaCode};
+use crate::protocol::record::{BATCH_HEADER_LEN, BatchBuilder};
+use accumulator::{Accumulator, BatchShared, OpenBatch, TopicQueues, lock};
+use circuit::CircuitBreaker;
+use metrics::Counters;
+
+/// Bytes a Produce request adds around one batch (request header, topic and partition
+/// fields), used to keep a request under `max.request.size`.
+pub(crate) const REQUEST_OVERHEAD: usize = 128;
+
+/// State shared by the producer handles and the sender task.
+pub(crate) struct Shared {
+    pub(crate) config: ProducerConfig,
+    pub(crate) cluster: Cluster,
+    pub(crate) acc: Accumulator,
+    pub(crate) memory: Semaphore,
+    /// Wakes the sender: a batch was started or sealed, a flush was asked for.
+    pub(crate) wake: Notify,
+    /// Told when no batch is outstanding any more.
+    pub(crate) idle: Notify,
+    /// Batches created and not yet completed.
+    pub(crate) outstanding: AtomicU64,
+    pub(crate) flushing: AtomicUsize,
+    /// Set by the sender before it looks for open batches; a `send` that starts a batch wakes
+    /// the sender only if this is set (otherwise the sender's linger timer covers it).
+    pub(crate) sender_idle: AtomicBool,
+    pub(crate) closing: AtomicBool,
+    /// Set by the sender task when it stops; a batch started after that is failed at once.
+    pub(crate) stopped: AtomicBool,
+    pub(crate) fatal: OnceLock<Error>,
+    pub(crate) counters: Counters,
+    pub(crate) circuit: Option<CircuitBreaker>,
+}
+
+impl Shared {
+    pub(crate) fn fatal_error(&self) -> Option<Error> {
+        self.fatal.get().map(|e| {
+            Error::new(ErrorKind::Fatal)
+                .message(format!("the producer failed earlier: {e}"))
+                .source(e.clone())
+        })
+    }
+
+    /// Returns a completed batch's memory and updates the bookkeeping.
+    pub(crate) fn batch_done(&self, permits: u32) {
+        self.memory.add_permits(permits as usize);
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// Stops the sender when the last [`Producer`] handle goes.
+struct Handle {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The sender fails every record it still holds with `Closed`.
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// A Kafka producer. Cheap to clone; all clones share the buffers and the sender task.
+/// Dropping the last clone stops the sender, failing undelivered records with
+/// [`ErrorKind::Closed`]; call [`close`](Producer::close) to deliver them first.
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.handle.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An upper bound of a record's encoded size: every varint at its longest.
+fn record_upper_bound(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> usize {
+    let field = |b: Option<&[u8]>| 5 + b.map_or(0, <[u8]>::len);
+    let mut n = 5 + 1 + 10 + 5 + field(key) + field(value) + 5;
+    for (k, v) in headers {
+        n += 5 + k.len() + field(*v);
+    }
+    n
+}
+
+impl Producer {
+    /// A producer on `cluster`. With idempotence (the default) it first obtains a producer id
+    /// (InitProducerId), retrying for up to `max_block`. Must be called inside a tokio runtime.
+    pub async fn new(cluster: Cluster, config: ProducerConfig) -> crate::Result<Producer> {
+        config.validate()?;
+        let pid = if config.is_idempotent() {
+            let deadline = Instant::now() + config.max_block;
+            Some(idempotence::init_producer_id(&cluster, &config, None, deadline).await?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            memory: Semaphore::new(config.buffer_memory),
+            circuit: config.circuit_breaker.clone().map(CircuitBreaker::new),
+            config,
+            cluster,
+            acc: Accumulator::default(),
+            wake: Notify::new(),
+            idle: Notify::new(),
+            outstanding: AtomicU64::new(0),
+            flushing: AtomicUsize::new(0),
+            sender_idle: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            fatal: OnceLock::new(),
+            counters: Counters::new(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(sender::run(shared.clone(), shutdown_rx, pid));
+        Ok(Producer {
+            handle: Arc::new(Handle {
+                shared,
+                shutdown,
+                task: std::sync::Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared().config
+    }
+
+    /// Appends `record` to its partition's batch and returns a future for its delivery.
+    ///
+    /// Waits (up to `max_block`) only for the topic's metadata the first time and for room in
+    /// `buffer.memory` when a new batch must be started; fails then with
+    /// [`ErrorKind::BufferFull`] or [`ErrorKind::Timeout`]. Every error here is
+    /// [`Persistence::NotPersisted`]: the record was not accepted. Fails fast with
+    /// [`ErrorKind::CircuitOpen`] while the circuit breaker is open, [`ErrorKind::Fatal`] after a
+    /// fatal error and [`ErrorKind::Closed`] after [`close`](Producer::close).
+    pub async fn send(&self, record: Record) -> Result<DeliveryFuture, ProduceError> {
+        let sh = self.shared();
+        if let Some(e) = sh.fatal_error() {
+            return Err(ProduceError::not_persisted(e));
+        }
+        if sh.closing.load(Ordering::Acquire) {
+            return Err(ProduceError::not_persisted(Error::with_message(
+                ErrorKind::Closed,
+                "the producer is closed",
+            )));
+        }
+        if let Some(cb) = &sh.circuit
+            && let Err(wait) = cb.allow()
+        {
+            return Err(ProduceError::not_persisted(Error::with_message(
+                ErrorKind::CircuitOpen,
+                format!("the producer's circuit breaker is open (next probe in {wait:?})"),
+            )));
+        }
+        let mut deadline = None;
+        let topic = match sh.acc.get(&record.topic) {
+            Some(t) => t,
+            None => {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + sh.config.max_block);
+                self.topic_metadata(&record.topic, d).await?
+            }
+        };
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let key = record.key.as_deref();
+        let value = record.value.as_deref();
+        let mut header_buf: Vec<(&str, Option<&[u8]>)> = Vec::new();
+        if !record.headers.is_empty() {
+            header_buf.reserve(record.headers.len());
+            header_buf.extend(record.headers.iter().map(|h| (h.key(), h.value())));
+        }
+        let headers = &header_buf[..];
+        let count = topic.count();
+        let (partition, sticky) = match record.partition {
+            Some(p) => {
+                if p < 0 || p as u32 >= count {
+                    return Err(ProduceError::not_persisted(
+                        Error::broker(KafkaCode::UnknownTopicOrPartition)
+                            .message(format!(
+                                "partition {p} is not in [0, {count}) of topic {}",
+                                record.topic
+                            ))
+                            .on_partition(record.topic.to_string(), p),
+                    ));
+                }
+                (p as u32, false)
+            }
+            None => self.choose_partition(&topic, key, value),
+        };
+        let Some(queue) = topic.partitions.get(partition as usize) else {
+            return Err(ProduceError::not_persisted(Error::with_message(
+                ErrorKind::Config,
+                format!("the partitioner chose partition {partition} of {count}"),
+            )));
+        };
+        let record_max = record_upper_bound(key, value, headers);
+        if record_max + BATCH_HEADER_LEN + REQUEST_OVERHEAD > sh.config.max_request_size {
+            return Err(ProduceError::not_persisted(
+                Error::broker(KafkaCode::MessageTooLarge)
+                    .message(format!(
+                        "the record is {record_max} bytes, more than max.request.size ({})",
+                        sh.config.max_request_size
+                    ))
+                    .on_partition(record.topic.to_string(), partition as i32),
+            ));
+        }
+        let mut reserved: Option<u32> = None;
+        loop {
+            {
+                let mut inner = lock(&queue.inner);
+                if let Some(open) = inner.open.as_mut() {
+                    let size = open.builder.record_size(timestamp, key, value, headers);
+                    if open.builder.estimated_size() + size <= open.limit {
+                        let index = open
+                            .builder
+                            .append(timestamp, key, value, headers)
+                            .map_err(ProduceError::not_persisted)?;
+                        let fut = DeliveryFuture::new(open.shared.clone(), index as u32, timestamp);
+                        drop(inner);
+                        if let Some(p) = reserved {
+                            sh.memory.add_permits(p as usize);
+                        }
+                        return Ok(fut);
+                    }
+                    // Full: seal it for the sender.
+                    if let Some(full) = inner.open.take() {
+                        inner.sealed.push_back(full);
+                        sh.wake.notify_one();
+                    }
+                }
+                if let Some(permits) = reserved.take() {
+                    let limit = sh.config.batch_size.max(record_max + BATCH_HEADER_LEN);
+                    let builder = BatchBuilder::with_capacity(limit)
+                        .with_compression(sh.config.compression)
+                        .with_compression_level(sh.config.compression_level);
+                    let shared = Arc::new(BatchShared::new(topic.name.clone(), partition as i32));
+                    let mut open = OpenBatch {
+                        builder,
+                        shared,
+                        created: Instant::now(),
+                        permits,
+                        limit,
+                    };
+                    let index = match open.builder.append(timestamp, key, value, headers) {
+                        Ok(i) => i,
+                        Err(e) => {
+                            drop(inner);
+                            sh.memory.add_permits(permits as usize);
+                            return Err(ProduceError::not_persisted(e));
+                        }
+                    };
+                    if sh.stopped.load(Ordering::Acquire) {
+                        // The sender is gone (the producer was closed meanwhile): nobody would
+                        // send this batch.
+                        drop(inner);
+                        sh.memory.add_permits(permits as usize);
+                        return Err(ProduceError::not_persisted(Error::with_message(
+                            ErrorKind::Closed,
+                            "the producer is closed",
+                        )));
+                    }
+                    let fut = DeliveryFuture::new(open.shared.clone(), index as u32, timestamp);
+                    sh.outstanding.fetch_add(1, Ordering::AcqRel);
+                    inner.open = Some(open);
+                    drop(inner);
+                    if sh.sender_idle.swap(false, Ordering::AcqRel) {
+                        sh.wake.notify_one();
+                    }
+                    if sticky {
+                        self.on_new_batch(&topic, partition);
+                    }
+                    return Ok(fut);
+                }
+            }
+            // A new batch is needed: reserve its memory outside the partition lock.
+            let want = sh.config.batch_size.max(record_max + BATCH_HEADER_LEN);
+            if want > sh.config.buffer_memory {
+                return Err(ProduceError::not_persisted(Error::with_message(
+                    ErrorKind::BufferFull,
+                    format!(
+                        "the record needs {want} bytes, more than buffer.memory ({})",
+                        sh.config.buffer_memory
+                    ),
+                )));
+            }
+            let want = want as u32;
+            match sh.memory.try_acquire_many(want) {
+                Ok(p) => p.forget(),
+                Err(tokio::sync::TryAcquireError::Closed) => {
+                    return Err(ProduceError::not_persisted(Error::new(ErrorKind::Closed)));
+                }
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + sh.config.max_block);
+                    match tokio::time::timeout_at(d, sh.memory.acquire_many(want)).await {
+                        Ok(Ok(p)) => p.forget(),
+                        Ok(Err(_)) => {
+                            return Err(ProduceError::not_persisted(Error::new(ErrorKind::Closed)));
+                        }
+                        Err(_) => {
+                            return Err(ProduceError::not_persisted(Error::with_message(
+                                ErrorKind::BufferFull,
+                                format!(
+                                    "no room in buffer.memory ({} bytes) within max.block ({:?})",
+                                    sh.config.buffer_memory, sh.config.max_block
+                                ),
+                            )));
+                        }
+                    }
+                    if let Some(e) = sh.fatal_error() {
+                        sh.memory.add_permits(want as usize);
+                        return Err(ProduceError::not_persisted(e));
+                    }
+                }
+            }
+            reserved = Some(want);
+        }
+    }
+
+    /// Sends `record` and waits for its delivery: `send(record).await?.await`.
+    pub async fn send_and_wait(&self, record: Record) -> Result<RecordMetadata, ProduceError> {
+        self.send(record).await?.await
+    }
+
+    fn choose_partition(
+        &self,
+        topic: &TopicQueues,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> (u32, bool) {
+        let count = topic.count().max(1);
+        match &self.shared().config.partitioning {
+            Partitioning::Default => match key {
+                Some(k) => (murmur2_partition(k, count), false),
+                None => (topic.sticky.load(Ordering::Relaxed) % count, true),
+            },
+            Partitioning::RoundRobin => (topic.next.fetch_add(1, Ordering::Relaxed) % count, false),
+            Partitioning::Custom(p) => (p.partition(&topic.name, key, value, count), true),
+        }
+    }
+
+    fn on_new_batch(&self, topic: &TopicQueues, partition: u32) {
+        let count = topic.count();
+        match &self.shared().config.partitioning {
+            Partitioning::Default => {
+                let next = partitioner::next_sticky(partition, count);
+                let _ = topic.sticky.compare_exchange(
+                    partition,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Partitioning::Custom(p) => p.on_new_batch(&topic.name, partition, count),
+            Partitioning::RoundRobin => {}
+        }
+    }
+
+    /// Fetches a topic's partition count (retrying until `deadline`) and registers its queues.
+    async fn topic_metadata(
+        &self,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<Arc<TopicQueues>, ProduceError> {
+        let sh = self.shared();
+        let mut backoff =
+            crate::connection::Backoff::new(sh.config.retry_backoff, sh.config.retry_backoff_max);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, sh.cluster.partitions(topic)).await;
+            let error = match attempt {
+                Ok(Ok(parts)) if !parts.is_empty() => {
+                    let count = parts.iter().map(|p| p.partition + 1).max().unwrap_or(0);
+                    return Ok(sh.acc.ensure(topic, count.max(0) as u32));
+                }
+                Ok(Ok(_)) => Error::broker(KafkaCode::LeaderNotAvailable)
+                    .message("the topic has no partitions yet")
+                    .on_topic(topic),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(ProduceError::not_persisted(
+                        Error::with_message(
+                            ErrorKind::Timeout,
+                            format!(
+                                "no metadata for topic {topic} within max.block ({:?})",
+                                sh.config.max_block
+                            ),
+                        )
+                        .on_topic(topic),
+                    ));
+                }
+            };
+            if !error.is_retriable() || Instant::now() + backoff.nominal() >= deadline {
+                return Err(ProduceError::not_persisted(error));
+            }
+            // Forget the cached error so the next look-up asks the broker again.
+            let _ = sh.cluster.refresh_topics(&[topic]).await;
+            tokio::time::sleep(backoff.delay()).await;
+            backoff.failed();
+        }
+    }
+
+    /// Sends every buffered record now (ignoring `linger`) and waits until no record is
+    /// pending: each delivered or failed. Records sent while `flush` waits are waited for too.
+    pub async fn flush(&self) {
+        let sh = self.shared();
+        sh.flushing.fetch_add(1, Ordering::AcqRel);
+        sh.wake.notify_one();
+        loop {
+            let idle = sh.idle.notified();
+            if sh.outstanding.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            // Re-check regularly in case a notification raced with the check.
+            let _ = tokio::time::timeout(Duration::from_millis(100), idle).await;
+        }
+        sh.flushing.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Refuses new records, delivers every buffered one (as [`flush`](Producer::flush)), then
+    /// stops the sender task. Idempotent; later `send`s fail with [`ErrorKind::Closed`].
+    pub async fn close(&self) {
+        let sh = self.shared();
+        sh.closing.store(true, Ordering::Release);
+        self.flush().await;
+        self.handle.shutdown.send_replace(true);
+        let task = lock(&self.handle.task).take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+            && e.is_panic()
+        {
+            tracing::error!("producer sender task panicked");
+        }
+    }
+
+    /// The circuit breaker's state ([`CircuitState::Closed`] when there is none).
+    pub fn circuit_state(&self) -> CircuitState {
+        self.shared()
+            .circuit
+            .as_ref()
+            .map_or(CircuitState::Closed, CircuitBreaker::state)
+    }
+
+    /// A receiver that sees every change of the circuit breaker's state; `None` without a
+    /// breaker.
+    pub fn circuit_watch(&self) -> Option<watch::Receiver<CircuitState>> {
+        self.shared()
+            .circuit
+            .as_ref()
+            .map(CircuitBreaker::subscribe)
+    }
+
+    /// A snapshot of the metrics.
+    pub fn metrics(&self) -> ProducerMetrics {
+        let sh = self.shared();
+        sh.counters.snapshot(sh.memory.available_permits() as u64)
+    }
+
+    /// The fatal error that stopped the producer, if any.
+    pub fn fatal_error(&self) -> Option<Error> {
+        self.shared().fatal_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>(_: &T) {}
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The handle, its futures and the delivery future can move between tasks.
+    #[allow(dead_code)]
+    fn futures_are_send(p: &Producer, d: DeliveryFuture) {
+        is_send_sync(p);
+        is_send(&d);
+        is_send(&p.send(Record::new("t")));
+        is_send(&p.flush());
+        is_send(&p.close());
+    }
+
+    #[test]
+    fn record_upper_bound_covers_the_encoding() {
+        let headers: &[(&str, Option<&[u8]>)] = &[("a", Some(b"xyz")), ("b", None)];
+        for (k, v) in [
+            (None, None),
+            (Some(&b"k"[..]), Some(&[7u8; 300][..])),
+            (Some(&[1u8; 20000][..]), None),
+        ] {
+            let b = BatchBuilder::new();
+            let exact = b.record_size(i64::MAX, k, v, headers);
+            assert!(record_upper_bound(k, v, headers) >= exact);
+        }
+    }
+}
