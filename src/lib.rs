@@ -11,6 +11,9 @@
 //!   in-flight table, timeouts, reconnect back-off), cancel safe.
 //! * [`cluster`]: bootstrap, the metadata cache and its refresher, leader and coordinator
 //!   lookup, and the one decision of how to recover from an error ([`cluster::recovery_for`]).
+//! * [`consumer`]: the consumer: manual assignment or group subscription, a background fetcher
+//!   that reads ahead into a bounded buffer, seek/pause/resume, commits, rebalance callbacks.
+//! * [`group`]: consumer-group membership (classic protocol), assignors, offset commits.
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
@@ -20,7 +23,9 @@
 
 pub mod cluster;
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod protocol;
 
 pub use error::{Error, ErrorKind, KafkaCode, Result};
