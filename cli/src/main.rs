@@ -5,6 +5,8 @@
 
 use std::process::ExitCode;
 
+mod consume;
+
 const HELP: &str = "\
 rekafka — a pure-Rust Apache Kafka client with error handling built in
 
@@ -14,7 +16,11 @@ Options:
   -h, --help       Print this help
   -V, --version    Print the version
 
-Commands (topics, groups, produce, consume, mock, dlt) arrive with the layers they use.
+Commands:
+  consume          Read records (`rekafka consume --help`)
+  perf consume     Consumer throughput benchmark (`rekafka perf consume --help`)
+
+More commands (topics, groups, produce, mock, dlt) arrive with the layers they use.
 ";
 
 fn main() -> ExitCode {
@@ -27,6 +33,10 @@ fn main() -> ExitCode {
         Some("-V") | Some("--version") => {
             println!("rekafka {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Some("consume") => consume::consume(&args[1..]),
+        Some("perf") if args.get(1).map(String::as_str) == Some("consume") => {
+            consume::perf_consume(&args[2..])
         }
         Some(other) => {
             eprintln!("error: unknown argument '{other}' (see `rekafka --help`)");
