@@ -64,6 +64,14 @@ pub(crate) struct State {
     busy_brokers: HashSet<i32>,
 }
 
+/// Versions are unique over all partition states, so a fetch answer for a partition that was
+/// revoked and assigned again is never mistaken for one of the new assignment.
+static NEXT_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
 pub(crate) struct PartState {
     pub(crate) position: Option<i64>,
     pub(crate) start: StartOffset,
@@ -93,7 +101,7 @@ impl PartState {
             fetch_offset: 0,
             paused: false,
             in_flight: false,
-            version: 0,
+            version: next_version(),
             chunks: VecDeque::new(),
             bytes: 0,
             error: None,
@@ -116,7 +124,7 @@ impl PartState {
         *buffered = buffered.saturating_sub(self.bytes);
         self.chunks.clear();
         self.bytes = 0;
-        self.version += 1;
+        self.version = next_version();
         self.error = None;
         self.error_reported = false;
         self.retry_at = None;
@@ -199,7 +207,7 @@ pub(crate) fn drain(
                 Some(Err(e)) => {
                     part.error = Some(e.on_partition(tp.topic(), tp.partition));
                     part.release(buffered);
-                    part.version += 1;
+                    part.version = next_version();
                     part.fetch_offset = pos;
                     break;
                 }
@@ -229,7 +237,7 @@ pub(crate) fn drain(
                     Err(e) => {
                         part.error = Some(e.on_partition(tp.topic(), tp.partition));
                         part.release(buffered);
-                        part.version += 1;
+                        part.version = next_version();
                         part.fetch_offset = pos;
                         break;
                     }

@@ -318,6 +318,15 @@ impl Consumer {
         Ok(())
     }
 
+    /// The group member id and generation of the current membership (`None` without a
+    /// group, generation -1 when not a member of a generation).
+    pub fn group_metadata(&self) -> Option<(String, i32)> {
+        self.shared
+            .member
+            .as_ref()
+            .map(|m| (m.member_id(), m.generation()))
+    }
+
     /// The partitions assigned now.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         lock(&self.shared.state).parts.keys().cloned().collect()

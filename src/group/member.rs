@@ -271,6 +271,9 @@ impl GroupMember {
         let inner = &self.inner;
         let mut backoff = Backoff::new(inner.config.retry_backoff, Duration::from_secs(1));
         inner.rejoin_needed.store(false, Ordering::Release);
+        // No heartbeats with the old generation while the rejoin is under way: the coordinator
+        // answers them with REBALANCE_IN_PROGRESS, which would ask for yet another rejoin.
+        lock(&inner.state).stable = false;
         loop {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(Error::with_message(
@@ -425,10 +428,19 @@ impl GroupMember {
         if v >= 8 {
             req.reason = Some(StrBytes::from_static_str("rekafka consumer joining"));
         }
+        tracing::debug!(member = %member_id, generation, owned = owned.len(), "JoinGroup");
         let resp = conn
             .send_at(req, v)
             .await
             .map_err(|e| e.on_broker(broker.broker_id()))?;
+        tracing::debug!(
+            error = resp.error_code,
+            generation = resp.generation_id,
+            leader = %resp.leader,
+            member = %resp.member_id,
+            members = resp.members.len(),
+            "JoinGroup response"
+        );
         if let Some(e) = code_error(resp.error_code, ApiKey::JoinGroup) {
             let code = e.kafka_code();
             match code {
@@ -530,6 +542,7 @@ impl GroupMember {
             .send_at(sreq, sv)
             .await
             .map_err(|e| e.on_broker(broker.broker_id()))?;
+        tracing::debug!(member = %my_id, error = sresp.error_code, "SyncGroup response");
         if let Some(e) = code_error(sresp.error_code, ApiKey::SyncGroup) {
             match e.kafka_code() {
                 Some(KafkaCode::RebalanceInProgress) => {
@@ -988,7 +1001,14 @@ async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) 
         if member.inner.rejoin_needed.load(Ordering::Acquire) {
             continue;
         }
-        match member.heartbeat_once().await {
+        let sent_generation = member.generation();
+        let hb = member.heartbeat_once().await;
+        // An answer about a generation this member has left since (a rejoin completed while the
+        // heartbeat was in flight) says nothing about the current one.
+        if member.generation() != sent_generation || !lock(&member.inner.state).stable {
+            continue;
+        }
+        match hb {
             Ok(()) => {}
             Err(e) => match e.kafka_code() {
                 Some(KafkaCode::RebalanceInProgress) => member.request_rejoin(),
