@@ -17,6 +17,9 @@
 //! * `mock` (cargo feature `mock`): an embedded Kafka cluster with fault injection, for tests.
 //! * [`producer`]: batching, partitioning, compression, retries, idempotence, a circuit
 //!   breaker and metrics.
+//! * [`consumer`]: the consumer: manual assignment or group subscription, a background fetcher
+//!   that reads ahead into a bounded buffer, seek/pause/resume, commits, rebalance callbacks.
+//! * [`group`]: consumer-group membership (classic protocol), assignors, offset commits.
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
@@ -79,7 +82,9 @@ pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod listener;
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -9,6 +9,7 @@
 //! failed operation. Nothing panics on bad input; a panic would still be reported as one line.
 
 mod common;
+mod consume;
 mod groups;
 mod mock;
 mod perf;
@@ -43,6 +44,11 @@ Commands:
                             send stdin lines as records (see produce --help)
   perf produce -t TOPIC -n COUNT -s VALUE_BYTES [--acks ..] [--compression ..] [--linger-ms ..]
                             producer throughput (see perf --help)
+  consume -t TOPIC [-g GROUP] [-o beginning|end|OFFSET] [-e] [-c COUNT]
+          [--isolation read_committed|read_uncommitted] [--format json|value]
+                            print records (JSON lines by default; see consume --help)
+  perf consume -t TOPIC -n COUNT
+                            consumer throughput
   mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
                             run an in-process Kafka-compatible mock cluster in the
                             foreground; prints its bootstrap address first (see mock --help)
@@ -114,6 +120,10 @@ fn main() -> ExitCode {
     if let Ok((global, rest)) = Global::extract(args.clone()) {
         match rest.first().map(String::as_str) {
             Some("produce") => return produce::run(&with_bootstrap(&global, &rest[1..])),
+            Some("consume") => return consume::consume(&with_bootstrap(&global, &rest[1..])),
+            Some("perf") if rest.get(1).map(String::as_str) == Some("consume") => {
+                return consume::perf_consume(&with_bootstrap(&global, &rest[2..]));
+            }
             Some("perf") => return perf::run(&with_bootstrap(&global, &rest[1..])),
             _ => {}
         }

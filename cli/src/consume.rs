@@ -1,0 +1,439 @@
+//! `rekafka consume` and `rekafka perf consume`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::consumer::{
+    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, StartOffset,
+    TopicPartition,
+};
+
+pub const CONSUME_HELP: &str = "\
+Usage: rekafka consume -t TOPIC [OPTIONS]
+
+Options:
+  -b, --bootstrap HOST:PORT  Bootstrap broker(s), comma separated (default: $REKAFKA_BOOTSTRAP)
+  -t, --topic TOPIC          Topic to read
+  -g, --group GROUP          Consume as a member of GROUP (subscribe; commits offsets)
+  -p, --partition N          Read only partition N (without -g)
+  -o, --offset WHERE         beginning | end | OFFSET (default: end; with -g: where to start
+                             when the group has no committed offset)
+  -e, --exit                 Exit when every assigned partition reaches its end
+  -c, --count N              Exit after N records
+      --isolation LEVEL      read_uncommitted (default) | read_committed
+      --format FORMAT        json (default): one object per line | value: the value bytes
+  -X KEY=VALUE               Any consumer property (e.g. -X session.timeout.ms=6000)
+";
+
+pub const PERF_HELP: &str = "\
+Usage: rekafka perf consume -t TOPIC -n COUNT [-b HOST:PORT] [-X KEY=VALUE]
+
+Reads COUNT records from the beginning of every partition of TOPIC (manual assignment) and
+prints progress to stderr, then one line: records=N secs=S rec_per_s=R mb_per_s=M
+";
+
+struct Args {
+    bootstrap: Option<String>,
+    topic: Option<String>,
+    group: Option<String>,
+    partition: Option<i32>,
+    offset: Option<String>,
+    exit_at_end: bool,
+    count: Option<u64>,
+    isolation: IsolationLevel,
+    json: bool,
+    props: Vec<(String, String)>,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        bootstrap: None,
+        topic: None,
+        group: None,
+        partition: None,
+        offset: None,
+        exit_at_end: false,
+        count: None,
+        isolation: IsolationLevel::ReadUncommitted,
+        json: true,
+        props: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "-b" | "--bootstrap" => a.bootstrap = Some(val(arg)?),
+            "-t" | "--topic" => a.topic = Some(val(arg)?),
+            "-g" | "--group" => a.group = Some(val(arg)?),
+            "-p" | "--partition" => {
+                a.partition = Some(val(arg)?.parse().map_err(|_| "bad partition")?)
+            }
+            "-o" | "--offset" => a.offset = Some(val(arg)?),
+            "-e" | "--exit" => a.exit_at_end = true,
+            "-c" | "--count" | "-n" => {
+                a.count = Some(val(arg)?.parse().map_err(|_| format!("bad {arg}"))?)
+            }
+            "--isolation" => {
+                a.isolation = match val(arg)?.as_str() {
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    o => return Err(format!("unknown isolation level {o:?}")),
+                }
+            }
+            "--format" => {
+                a.json = match val(arg)?.as_str() {
+                    "json" => true,
+                    "value" => false,
+                    o => return Err(format!("unknown format {o:?}")),
+                }
+            }
+            "-X" => {
+                let kv = val(arg)?;
+                let (k, v) = kv.split_once('=').ok_or("-X needs KEY=VALUE")?;
+                a.props.push((k.to_owned(), v.to_owned()));
+            }
+            o => return Err(format!("unknown argument {o:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+async fn connect(bootstrap: Option<String>) -> Result<Cluster, String> {
+    let b = bootstrap
+        .or_else(|| std::env::var("REKAFKA_BOOTSTRAP").ok())
+        .filter(|s| !s.is_empty())
+        .ok_or("no broker: pass -b HOST:PORT or set REKAFKA_BOOTSTRAP")?;
+    let list: Vec<String> = b.split(',').map(|s| s.trim().to_owned()).collect();
+    Cluster::connect(ClusterConfig::new(list))
+        .await
+        .map_err(|e| format!("cannot connect to {b}: {e}"))
+}
+
+/// `rekafka consume ...`
+pub fn consume(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{CONSUME_HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let result = parse(args).and_then(|a| runtime()?.block_on(consume_async(a)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn start_of(offset: Option<&str>) -> Result<StartOffset, String> {
+    Ok(match offset.unwrap_or("end") {
+        "beginning" | "earliest" => StartOffset::Beginning,
+        "end" | "latest" => StartOffset::End,
+        "stored" | "committed" => StartOffset::Committed,
+        n => StartOffset::Offset(n.parse().map_err(|_| format!("bad offset {n:?}"))?),
+    })
+}
+
+async fn consume_async(a: Args) -> Result<(), String> {
+    let topic = a.topic.clone().ok_or("-t TOPIC is required")?;
+    let cluster = connect(a.bootstrap.clone()).await?;
+    let mut config = ConsumerConfig::new().with_isolation_level(a.isolation);
+    config.group_id = a.group.clone();
+    let start = start_of(a.offset.as_deref())?;
+    if a.group.is_some() {
+        config.auto_offset_reset = match start {
+            StartOffset::Beginning => OffsetReset::Earliest,
+            StartOffset::End => OffsetReset::Latest,
+            StartOffset::Committed => OffsetReset::Latest,
+            _ => return Err("with -g, -o must be beginning or end".into()),
+        };
+    } else {
+        config.auto_commit = AutoCommit::Disabled;
+    }
+    for (k, v) in &a.props {
+        match config.apply_property(k, v) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("unknown consumer property {k:?}")),
+            Err(e) => return Err(format!("{k}: {e}")),
+        }
+    }
+    let consumer = Consumer::new(cluster.clone(), config).map_err(|e| e.to_string())?;
+    if a.group.is_some() {
+        consumer
+            .subscribe([topic.clone()])
+            .map_err(|e| e.to_string())?;
+    } else {
+        let parts = cluster
+            .partitions(&topic)
+            .await
+            .map_err(|e| format!("topic {topic}: {e}"))?;
+        let tps: Vec<(TopicPartition, StartOffset)> = parts
+            .iter()
+            .filter(|p| a.partition.is_none_or(|n| n == p.partition))
+            .map(|p| (TopicPartition::new(&topic, p.partition), start))
+            .collect();
+        if tps.is_empty() {
+            return Err(format!("topic {topic} has no such partition"));
+        }
+        consumer.assign(tps).map_err(|e| e.to_string())?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut n: u64 = 0;
+    let mut line = String::new();
+    'outer: loop {
+        let recs = consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?;
+        for (tp, e) in recs.errors() {
+            eprintln!("error: {tp}: {e}");
+        }
+        for r in recs.iter() {
+            if a.json {
+                line.clear();
+                json_line(r, &mut line);
+                line.push('\n');
+                out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+            } else {
+                if let Some(v) = &r.value {
+                    out.write_all(v).map_err(|e| e.to_string())?;
+                }
+                out.write_all(b"\n").map_err(|e| e.to_string())?;
+            }
+            n += 1;
+            if a.count.is_some_and(|c| n >= c) {
+                break 'outer;
+            }
+        }
+        if recs.is_empty() {
+            out.flush().map_err(|e| e.to_string())?;
+        }
+        if a.exit_at_end && at_end(&consumer).await {
+            break;
+        }
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    drop(out);
+    consumer.close().await.map_err(|e| e.to_string())?;
+    cluster.close().await;
+    Ok(())
+}
+
+/// Whether every assigned partition's position reached the high watermark of its last fetch.
+async fn at_end(consumer: &Consumer) -> bool {
+    let assigned = consumer.assignment();
+    if assigned.is_empty() {
+        return false;
+    }
+    let positions = consumer.positions();
+    assigned.iter().all(|tp| {
+        let pos = positions
+            .iter()
+            .find(|(t, _)| t == tp)
+            .map(|(_, o)| o.offset);
+        match (pos, consumer.cached_watermarks(tp)) {
+            (Some(p), Some((hw, lso, _))) => {
+                let end = if consumer.config().isolation_level == IsolationLevel::ReadCommitted {
+                    lso.unwrap_or(hw)
+                } else {
+                    hw
+                };
+                p >= end
+            }
+            _ => false,
+        }
+    })
+}
+
+/// One JSON object: topic, partition, offset, timestamp, key, value (UTF-8 strings, or
+/// key_b64/value_b64 when not UTF-8; null when absent), headers as [[name, value-or-null]].
+pub fn json_line(r: &ConsumerRecord, s: &mut String) {
+    s.push_str("{\"topic\":");
+    json_str(&r.topic, s);
+    s.push_str(&format!(
+        ",\"partition\":{},\"offset\":{},\"timestamp\":{}",
+        r.partition, r.offset, r.timestamp
+    ));
+    bytes_field("key", r.key.as_deref(), s);
+    bytes_field("value", r.value.as_deref(), s);
+    s.push_str(",\"headers\":[");
+    for (i, h) in r.headers.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('[');
+        json_str(h.key(), s);
+        s.push(',');
+        match h.value() {
+            None => s.push_str("null"),
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(t) => json_str(t, s),
+                Err(_) => {
+                    s.push_str("{\"b64\":");
+                    json_str(&base64(v), s);
+                    s.push('}');
+                }
+            },
+        }
+        s.push(']');
+    }
+    s.push_str("]}");
+}
+
+fn bytes_field(name: &str, v: Option<&[u8]>, s: &mut String) {
+    match v {
+        None => s.push_str(&format!(",\"{name}\":null")),
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(t) => {
+                s.push_str(&format!(",\"{name}\":"));
+                json_str(t, s);
+            }
+            Err(_) => {
+                s.push_str(&format!(",\"{name}\":null,\"{name}_b64\":"));
+                json_str(&base64(b), s);
+            }
+        },
+    }
+}
+
+fn json_str(t: &str, s: &mut String) {
+    s.push('"');
+    for c in t.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// `rekafka perf consume ...`
+pub fn perf_consume(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{PERF_HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let result = parse(args).and_then(|a| runtime()?.block_on(perf_async(a)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn perf_async(a: Args) -> Result<(), String> {
+    let topic = a.topic.clone().ok_or("-t TOPIC is required")?;
+    let count = a.count.ok_or("-n COUNT is required")?;
+    let cluster = connect(a.bootstrap.clone()).await?;
+    let mut config = ConsumerConfig::new()
+        .with_isolation_level(a.isolation)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_max_poll_records(10_000);
+    for (k, v) in &a.props {
+        match config.apply_property(k, v) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("unknown consumer property {k:?}")),
+            Err(e) => return Err(format!("{k}: {e}")),
+        }
+    }
+    let consumer = Arc::new(Consumer::new(cluster.clone(), config).map_err(|e| e.to_string())?);
+    let parts = cluster
+        .partitions(&topic)
+        .await
+        .map_err(|e| format!("topic {topic}: {e}"))?;
+    consumer
+        .assign(parts.iter().map(|p| {
+            (
+                TopicPartition::new(&topic, p.partition),
+                StartOffset::Beginning,
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut last_report = start;
+    let mut n: u64 = 0;
+    let mut bytes: u64 = 0;
+    let mut idle_since = Instant::now();
+    while n < count {
+        let recs = consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some((tp, e)) = recs.errors().first() {
+            return Err(format!("{tp}: {e}"));
+        }
+        if recs.is_empty() {
+            if idle_since.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "only {n} of {count} records arrived (idle for 10 s)"
+                ));
+            }
+            continue;
+        }
+        idle_since = Instant::now();
+        for r in recs.iter() {
+            n += 1;
+            bytes += (r.key.as_ref().map_or(0, |k| k.len())
+                + r.value.as_ref().map_or(0, |v| v.len())) as u64;
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let s = start.elapsed().as_secs_f64();
+            eprintln!("{n} records, {:.0} rec/s", n as f64 / s);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "records={n} secs={secs:.3} rec_per_s={:.0} mb_per_s={:.2}",
+        n as f64 / secs,
+        bytes as f64 / secs / 1_000_000.0
+    );
+    consumer.close().await.map_err(|e| e.to_string())?;
+    cluster.close().await;
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Consumer settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::group::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
+use crate::{Error, Result};
+
+/// Where to start when a partition has no committed offset or its position is out of range
+/// (`auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OffsetReset {
+    /// The earliest offset still in the log.
+    Earliest,
+    /// The end of the log (only new records). Java's default.
+    #[default]
+    Latest,
+    /// No reset: `poll` returns an `OFFSET_OUT_OF_RANGE` error for the partition, and the
+    /// application decides (usually with a `seek`).
+    None,
+}
+
+/// Which records a consumer sees (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// Every record, including those of open and aborted transactions. Java's default.
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and non-transactional ones), up to the last
+    /// stable offset.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    pub(crate) fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
+/// Whether and how often positions are committed for the application
+/// (`enable.auto.commit`, `auto.commit.interval.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AutoCommit {
+    /// No automatic commits; the application commits.
+    Disabled,
+    /// Commit the positions of records already returned by `poll` every interval (checked in
+    /// `poll`), before a rebalance revokes partitions, and on close.
+    Interval(Duration),
+}
+
+impl Default for AutoCommit {
+    fn default() -> Self {
+        AutoCommit::Interval(Duration::from_secs(5))
+    }
+}
+
+/// Consumer settings. Every setting has Java's default unless noted.
+///
+/// ```
+/// use rekafka::consumer::{ConsumerConfig, OffsetReset};
+///
+/// let mut config = ConsumerConfig::new().with_group_id("orders");
+/// config.apply_property("auto.offset.reset", "earliest").unwrap();
+/// assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// The consumer group (`group.id`). Needed for `subscribe` and for commits. Default: none.
+    pub group_id: Option<String>,
+    /// The static member id (`group.instance.id`). Default: none (a dynamic member).
+    pub group_instance_id: Option<String>,
+    /// `auto.offset.reset`. Default: [`OffsetReset::Latest`].
+    pub auto_offset_reset: OffsetReset,
+    /// `enable.auto.commit` / `auto.commit.interval.ms`. Default: every 5 s.
+    pub auto_commit: AutoCommit,
+    /// `fetch.min.bytes`: the broker waits for this much data (or `fetch_max_wait`).
+    /// Default: 1.
+    pub fetch_min_bytes: i32,
+    /// `fetch.max.wait.ms`. Default: 500 ms.
+    pub fetch_max_wait: Duration,
+    /// `fetch.max.bytes`: the most one fetch response may carry. Default: 50 MiB.
+    pub fetch_max_bytes: i32,
+    /// `max.partition.fetch.bytes`: the most one partition contributes to a fetch response.
+    /// Default: 1 MiB.
+    pub max_partition_fetch_bytes: i32,
+    /// `max.poll.records`: the most records one `poll` returns. Default: 500.
+    pub max_poll_records: usize,
+    /// `isolation.level`. Default: [`IsolationLevel::ReadUncommitted`].
+    pub isolation_level: IsolationLevel,
+    /// `session.timeout.ms`. Default: 45 s.
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`. Default: 3 s.
+    pub heartbeat_interval: Duration,
+    /// `max.poll.interval.ms`: the longest gap between polls before the member leaves the
+    /// group; also the rebalance timeout. Default: 5 min.
+    pub max_poll_interval: Duration,
+    /// `partition.assignment.strategy`, in order of preference. Default: range,
+    /// cooperative-sticky (Java 3.x).
+    pub assignors: Vec<Arc<dyn Assignor>>,
+    /// The cap on fetched bytes buffered ahead of the application, over all partitions
+    /// (librdkafka's `queued.max.messages.kbytes`); fetching stops while it is reached.
+    /// Default: 64 MiB.
+    pub max_buffered_bytes: usize,
+    /// `retry.backoff.ms`: the wait before retrying a failed fetch or lookup. Default: 100 ms.
+    pub retry_backoff: Duration,
+    /// `default.api.timeout.ms`: how long commits, committed-offset and offset lookups retry.
+    /// Default: 60 s.
+    pub api_timeout: Duration,
+    /// `check.crcs`: verify batch CRCs. Always on in this client (the codec verifies every
+    /// batch); the key is accepted for compatibility. Default: true.
+    pub check_crcs: bool,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group_id: None,
+            group_instance_id: None,
+            auto_offset_reset: OffsetReset::Latest,
+            auto_commit: AutoCommit::default(),
+            fetch_min_bytes: 1,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 50 * 1024 * 1024,
+            max_partition_fetch_bytes: 1024 * 1024,
+            max_poll_records: 500,
+            isolation_level: IsolationLevel::ReadUncommitted,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+            max_buffered_bytes: 64 * 1024 * 1024,
+            retry_backoff: Duration::from_millis(100),
+            api_timeout: Duration::from_secs(60),
+            check_crcs: true,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(format!("{key}: invalid value {value:?}")))
+}
+
+fn millis(key: &str, value: &str) -> Result<Duration> {
+    Ok(Duration::from_millis(parse::<u64>(key, value)?))
+}
+
+fn positive_i32(key: &str, value: &str) -> Result<i32> {
+    let v: i32 = parse(key, value)?;
+    if v < 0 {
+        return Err(Error::config(format!("{key}: must not be negative")));
+    }
+    Ok(v)
+}
+
+impl ConsumerConfig {
+    /// Every setting at its default.
+    pub fn new() -> ConsumerConfig {
+        ConsumerConfig::default()
+    }
+
+    /// The Java property names [`apply_property`](Self::apply_property) knows.
+    pub const PROPERTY_NAMES: &'static [&'static str] = &[
+        "group.id",
+        "group.instance.id",
+        "auto.offset.reset",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "fetch.min.bytes",
+        "fetch.max.wait.ms",
+        "fetch.max.bytes",
+        "max.partition.fetch.bytes",
+        "max.poll.records",
+        "isolation.level",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "queued.max.messages.kbytes",
+        "retry.backoff.ms",
+        "default.api.timeout.ms",
+        "check.crcs",
+    ];
+
+    /// Sets [`group_id`](Self::group_id).
+    pub fn with_group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Sets [`group_instance_id`](Self::group_instance_id).
+    pub fn with_group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.group_instance_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`auto_offset_reset`](Self::auto_offset_reset).
+    pub fn with_auto_offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.auto_offset_reset = reset;
+        self
+    }
+
+    /// Sets [`auto_commit`](Self::auto_commit).
+    pub fn with_auto_commit(mut self, auto_commit: AutoCommit) -> Self {
+        self.auto_commit = auto_commit;
+        self
+    }
+
+    /// Sets [`isolation_level`](Self::isolation_level).
+    pub fn with_isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = level;
+        self
+    }
+
+    /// Sets [`session_timeout`](Self::session_timeout) and a heartbeat interval of a third of
+    /// it if the current one is not lower.
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        if self.heartbeat_interval >= timeout {
+            self.heartbeat_interval = timeout / 3;
+        }
+        self
+    }
+
+    /// Sets [`heartbeat_interval`](Self::heartbeat_interval).
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Sets [`max_poll_interval`](Self::max_poll_interval).
+    pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval = interval;
+        self
+    }
+
+    /// Sets [`max_poll_records`](Self::max_poll_records).
+    pub fn with_max_poll_records(mut self, n: usize) -> Self {
+        self.max_poll_records = n;
+        self
+    }
+
+    /// Sets [`assignors`](Self::assignors).
+    pub fn with_assignors(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
+        self.assignors = assignors;
+        self
+    }
+
+    /// Sets [`fetch_max_wait`](Self::fetch_max_wait).
+    pub fn with_fetch_max_wait(mut self, wait: Duration) -> Self {
+        self.fetch_max_wait = wait;
+        self
+    }
+
+    /// Sets [`max_buffered_bytes`](Self::max_buffered_bytes).
+    pub fn with_max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+
+    /// Applies one Java-style property. `Ok(false)`: not a key of this config; `Err`: a known
+    /// key with a bad value (the message names the key).
+    pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
+        match key {
+            "group.id" => self.group_id = Some(value.to_owned()).filter(|v| !v.is_empty()),
+            "group.instance.id" => {
+                self.group_instance_id = Some(value.to_owned()).filter(|v| !v.is_empty())
+            }
+            "auto.offset.reset" => {
+                self.auto_offset_reset = match value.trim().to_ascii_lowercase().as_str() {
+                    "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
+                    "latest" | "largest" | "end" => OffsetReset::Latest,
+                    "none" | "error" => OffsetReset::None,
+                    _ => {
+                        return Err(Error::config(format!(
+                            "auto.offset.reset: {value:?} is not earliest, latest or none"
+                        )));
+                    }
+                }
+            }
+            "enable.auto.commit" => {
+                let on: bool = parse(key, value)?;
+                self.auto_commit = match (on, self.auto_commit) {
+                    (false, _) => AutoCommit::Disabled,
+                    (true, AutoCommit::Interval(d)) => AutoCommit::Interval(d),
+                    (true, AutoCommit::Disabled) => AutoCommit::default(),
+                };
+            }
+            "auto.commit.interval.ms" => {
+                let d = millis(key, value)?;
+                if let AutoCommit::Interval(_) = self.auto_commit {
+                    self.auto_commit = AutoCommit::Interval(d);
+                }
+            }
+            "fetch.min.bytes" => self.fetch_min_bytes = positive_i32(key, value)?,
+            "fetch.max.wait.ms" => self.fetch_max_wait = millis(key, value)?,
+            "fetch.max.bytes" => self.fetch_max_bytes = positive_i32(key, value)?,
+            "max.partition.fetch.bytes" => {
+                self.max_partition_fetch_bytes = positive_i32(key, value)?
+            }
+            "max.poll.records" => self.max_poll_records = parse(key, value)?,
+            "isolation.level" => {
+                self.isolation_level = match value.trim().to_ascii_lowercase().as_str() {
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    _ => {
+                        return Err(Error::config(format!(
+                            "isolation.level: {value:?} is not read_committed or read_uncommitted"
+                        )));
+                    }
+                }
+            }
+            "session.timeout.ms" => self.session_timeout = millis(key, value)?,
+            "heartbeat.interval.ms" => self.heartbeat_interval = millis(key, value)?,
+            "max.poll.interval.ms" => self.max_poll_interval = millis(key, value)?,
+            "partition.assignment.strategy" => {
+                let mut list: Vec<Arc<dyn Assignor>> = Vec::new();
+                for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let short = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+                    list.push(match short.as_str() {
+                        "range" | "rangeassignor" => Arc::new(RangeAssignor),
+                        "roundrobin" | "roundrobinassignor" => Arc::new(RoundRobinAssignor),
+                        "cooperative-sticky" | "cooperativestickyassignor" => {
+                            Arc::new(CooperativeStickyAssignor)
+                        }
+                        _ => {
+                            return Err(Error::config(format!(
+                                "partition.assignment.strategy: unknown assignor {name:?}"
+                            )));
+                        }
+                    });
+                }
+                if list.is_empty() {
+                    return Err(Error::config(
+                        "partition.assignment.strategy: at least one assignor is needed",
+                    ));
+                }
+                self.assignors = list;
+            }
+            "queued.max.messages.kbytes" => {
+                self.max_buffered_bytes = parse::<usize>(key, value)?.saturating_mul(1024)
+            }
+            "retry.backoff.ms" => self.retry_backoff = millis(key, value)?,
+            "default.api.timeout.ms" => self.api_timeout = millis(key, value)?,
+            "check.crcs" => self.check_crcs = parse(key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_poll_records == 0 {
+            return Err(Error::config("max.poll.records must be at least 1"));
+        }
+        if self.fetch_max_wait.is_zero() {
+            return Err(Error::config("fetch.max.wait.ms must be at least 1 ms"));
+        }
+        if self.max_partition_fetch_bytes <= 0 || self.fetch_max_bytes <= 0 {
+            return Err(Error::config(
+                "fetch.max.bytes and max.partition.fetch.bytes must be positive",
+            ));
+        }
+        if self.heartbeat_interval >= self.session_timeout {
+            return Err(Error::config(
+                "heartbeat.interval.ms must be lower than session.timeout.ms",
+            ));
+        }
+        if self.assignors.is_empty() {
+            return Err(Error::config(
+                "partition.assignment.strategy must not be empty",
+            ));
+        }
+        if self.max_buffered_bytes == 0 {
+            return Err(Error::config("queued.max.messages.kbytes must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties() {
+        let mut c = ConsumerConfig::new();
+        for k in ConsumerConfig::PROPERTY_NAMES {
+            assert!(
+                c.apply_property(k, "bogus").is_err()
+                    || ["group.id", "group.instance.id"].contains(k),
+                "{k}"
+            );
+        }
+        let mut c = ConsumerConfig::new();
+        assert!(!c.apply_property("linger.ms", "5").unwrap());
+        assert!(c.apply_property("enable.auto.commit", "false").unwrap());
+        assert_eq!(c.auto_commit, AutoCommit::Disabled);
+        c.apply_property("isolation.level", "read_committed")
+            .unwrap();
+        assert_eq!(c.isolation_level, IsolationLevel::ReadCommitted);
+        c.apply_property(
+            "partition.assignment.strategy",
+            "roundrobin, cooperative-sticky",
+        )
+        .unwrap();
+        assert_eq!(c.assignors[0].name(), "roundrobin");
+        c.apply_property("session.timeout.ms", "6000").unwrap();
+        assert_eq!(c.session_timeout, Duration::from_secs(6));
+        let e = c.apply_property("fetch.max.wait.ms", "x").unwrap_err();
+        assert!(
+            e.to_string().contains("fetch.max.wait.ms")
+                || format!("{e:?}").contains("fetch.max.wait.ms")
+        );
+    }
+}

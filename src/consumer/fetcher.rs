@@ -1,0 +1,902 @@
+//! The fetcher: per-partition state, the background task that fetches ahead of the
+//! application into a bounded buffer, and the decoding of fetch responses.
+//!
+//! One task (`run`) plans: it resolves positions that are not known yet (committed offsets,
+//! ListOffsets) and sends one Fetch per broker for the fetchable partitions that broker leads,
+//! each in its own sub-task (at most one fetch in flight per broker). A sub-task decodes the
+//! batch headers of the response (CRC, control and aborted batches) without touching the
+//! records and appends the batches to the partition's buffer; `poll` walks the records lazily.
+//! A partition is fetchable when it is assigned, not paused, has a position, no pending error,
+//! less than two partition-fetches of data buffered, and the total buffer is under its cap.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, ListOffsetsRequest, TopicName,
+    fetch_request::{FetchPartition, FetchTopic},
+    fetch_response::PartitionData,
+    list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::config::{ConsumerConfig, IsolationLevel, OffsetReset};
+use super::record::ConsumerRecord;
+use crate::cluster::Cluster;
+use crate::group::{GroupMember, TopicPartition};
+use crate::protocol::record::{ControlType, RecordBatch, RecordBatches, Records};
+use crate::{Error, ErrorKind, KafkaCode, Result};
+
+/// Where a partition starts when its position is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartOffset {
+    /// The committed offset of the group, else `auto.offset.reset`.
+    Committed,
+    /// The earliest offset in the log.
+    Beginning,
+    /// The end of the log.
+    End,
+    /// This offset.
+    Offset(i64),
+}
+
+pub(crate) struct Shared {
+    pub(crate) cluster: Cluster,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) state: Mutex<State>,
+    pub(crate) data_ready: Notify,
+    pub(crate) wake_fetcher: Notify,
+    pub(crate) closed: AtomicBool,
+    pub(crate) member: Option<GroupMember>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) parts: BTreeMap<TopicPartition, PartState>,
+    pub(crate) rr: usize,
+    pub(crate) buffered: usize,
+    busy_brokers: HashSet<i32>,
+}
+
+/// Versions are unique over all partition states, so a fetch answer for a partition that was
+/// revoked and assigned again is never mistaken for one of the new assignment.
+static NEXT_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
+pub(crate) struct PartState {
+    pub(crate) position: Option<i64>,
+    pub(crate) start: StartOffset,
+    resolving: bool,
+    pub(crate) last_epoch: Option<i32>,
+    fetch_offset: i64,
+    pub(crate) paused: bool,
+    in_flight: bool,
+    version: u64,
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+    pub(crate) error: Option<Error>,
+    pub(crate) error_reported: bool,
+    retry_at: Option<Instant>,
+    pub(crate) high_watermark: Option<i64>,
+    pub(crate) last_stable_offset: Option<i64>,
+    pub(crate) log_start_offset: Option<i64>,
+}
+
+impl PartState {
+    pub(crate) fn new(start: StartOffset) -> PartState {
+        let mut p = PartState {
+            position: None,
+            start,
+            resolving: false,
+            last_epoch: None,
+            fetch_offset: 0,
+            paused: false,
+            in_flight: false,
+            version: next_version(),
+            chunks: VecDeque::new(),
+            bytes: 0,
+            error: None,
+            error_reported: false,
+            retry_at: None,
+            high_watermark: None,
+            last_stable_offset: None,
+            log_start_offset: None,
+        };
+        if let StartOffset::Offset(o) = start {
+            p.position = Some(o);
+            p.fetch_offset = o;
+        }
+        p
+    }
+
+    /// Drops the buffer and anything in flight; the next fetch starts at `offset` (or after
+    /// resolving `start`).
+    pub(crate) fn reset(&mut self, start: StartOffset, buffered: &mut usize) {
+        *buffered = buffered.saturating_sub(self.bytes);
+        self.chunks.clear();
+        self.bytes = 0;
+        self.version = next_version();
+        self.error = None;
+        self.error_reported = false;
+        self.retry_at = None;
+        self.resolving = false;
+        self.start = start;
+        match start {
+            StartOffset::Offset(o) => {
+                self.position = Some(o);
+                self.fetch_offset = o;
+            }
+            _ => self.position = None,
+        }
+    }
+
+    pub(crate) fn release(&mut self, buffered: &mut usize) {
+        *buffered = buffered.saturating_sub(self.bytes);
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+}
+
+enum Entry {
+    Batch(RecordBatch),
+    Skip(i64),
+}
+
+struct Current {
+    records: Records,
+    next_offset: i64,
+    ts_type: crate::protocol::record::TimestampType,
+    epoch: Option<i32>,
+}
+
+struct Chunk {
+    entries: VecDeque<Entry>,
+    current: Option<Current>,
+    end_offset: i64,
+    bytes: usize,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Moves up to `max - out.len()` records of `part` to `out`. A corrupt batch sets the
+/// partition's error (the partition then stays where it is until the application seeks).
+pub(crate) fn drain(
+    tp: &TopicPartition,
+    part: &mut PartState,
+    buffered: &mut usize,
+    max: usize,
+    out: &mut Vec<ConsumerRecord>,
+) {
+    let Some(mut pos) = part.position else { return };
+    while out.len() < max {
+        let Some(chunk) = part.chunks.front_mut() else {
+            break;
+        };
+        if let Some(cur) = &mut chunk.current {
+            match cur.records.next() {
+                Some(Ok(r)) => {
+                    if r.offset < pos {
+                        continue;
+                    }
+                    pos = r.offset + 1;
+                    part.last_epoch = cur.epoch.or(part.last_epoch);
+                    out.push(ConsumerRecord {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        timestamp_type: cur.ts_type,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                        leader_epoch: cur.epoch,
+                    });
+                    continue;
+                }
+                Some(Err(e)) => {
+                    part.error = Some(e.on_partition(tp.topic(), tp.partition));
+                    part.release(buffered);
+                    part.version = next_version();
+                    part.fetch_offset = pos;
+                    break;
+                }
+                None => {
+                    pos = pos.max(cur.next_offset);
+                    chunk.current = None;
+                    continue;
+                }
+            }
+        }
+        match chunk.entries.pop_front() {
+            Some(Entry::Skip(next)) => pos = pos.max(next),
+            Some(Entry::Batch(b)) => {
+                if b.next_offset() <= pos {
+                    continue;
+                }
+                match b.records() {
+                    Ok(records) => {
+                        let epoch = b.partition_leader_epoch();
+                        chunk.current = Some(Current {
+                            records,
+                            next_offset: b.next_offset(),
+                            ts_type: b.timestamp_type(),
+                            epoch: (epoch >= 0).then_some(epoch),
+                        })
+                    }
+                    Err(e) => {
+                        part.error = Some(e.on_partition(tp.topic(), tp.partition));
+                        part.release(buffered);
+                        part.version = next_version();
+                        part.fetch_offset = pos;
+                        break;
+                    }
+                }
+            }
+            None => {
+                pos = pos.max(chunk.end_offset);
+                let bytes = chunk.bytes;
+                part.chunks.pop_front();
+                part.bytes = part.bytes.saturating_sub(bytes);
+                *buffered = buffered.saturating_sub(bytes);
+            }
+        }
+    }
+    // A partition whose buffer is exhausted continues from where the last chunk ended.
+    part.position = Some(pos);
+}
+
+/// The decoded batch headers of one partition of a fetch response.
+pub(crate) struct Decoded {
+    entries: VecDeque<Entry>,
+    end_offset: i64,
+    bytes: usize,
+}
+
+/// Splits a partition's records into batches, dropping control batches and (for
+/// read_committed) the batches of aborted transactions, using Kafka's algorithm: aborted
+/// transactions are taken in first-offset order; a producer is "aborted" from its first
+/// offset until its ABORT marker.
+pub(crate) fn decode_partition(
+    records: Option<&Bytes>,
+    fetch_offset: i64,
+    isolation: IsolationLevel,
+    aborted: &[(i64, i64)],
+) -> Result<Decoded> {
+    let mut entries = VecDeque::new();
+    let mut end_offset = fetch_offset;
+    let bytes = records.map_or(0, |r| r.len());
+    let Some(records) = records else {
+        return Ok(Decoded {
+            entries,
+            end_offset,
+            bytes,
+        });
+    };
+    let mut aborted: Vec<(i64, i64)> = aborted.to_vec(); // (first_offset, producer_id)
+    aborted.sort();
+    let mut aborted = aborted.into_iter().peekable();
+    let mut aborted_producers: HashSet<i64> = HashSet::new();
+    for batch in RecordBatches::new(records.clone()) {
+        let batch = batch?;
+        let next = batch.next_offset();
+        if next <= fetch_offset {
+            continue;
+        }
+        end_offset = end_offset.max(next);
+        if isolation == IsolationLevel::ReadCommitted {
+            while let Some(&(first, pid)) = aborted.peek() {
+                if first <= batch.last_offset() {
+                    aborted_producers.insert(pid);
+                    aborted.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        if batch.is_control() {
+            if isolation == IsolationLevel::ReadCommitted
+                && let Ok(Some(c)) = batch.control_record()
+                && c.control_type == ControlType::Abort
+            {
+                aborted_producers.remove(&batch.producer_id());
+            }
+            entries.push_back(Entry::Skip(next));
+            continue;
+        }
+        if isolation == IsolationLevel::ReadCommitted
+            && batch.is_transactional()
+            && aborted_producers.contains(&batch.producer_id())
+        {
+            entries.push_back(Entry::Skip(next));
+            continue;
+        }
+        entries.push_back(Entry::Batch(batch));
+    }
+    Ok(Decoded {
+        entries,
+        end_offset,
+        bytes,
+    })
+}
+
+/// Test access to [`decode_partition`] and [`drain`]: the records a consumer at `fetch_offset`
+/// would see in `records`, and the position after them.
+#[doc(hidden)]
+pub fn visible_records(
+    records: &Bytes,
+    fetch_offset: i64,
+    isolation: IsolationLevel,
+    aborted: &[(i64, i64)],
+) -> Result<(Vec<ConsumerRecord>, i64)> {
+    let d = decode_partition(Some(records), fetch_offset, isolation, aborted)?;
+    let tp = TopicPartition::new("t", 0);
+    let mut part = PartState::new(StartOffset::Offset(fetch_offset));
+    let mut buffered = d.bytes;
+    part.bytes = d.bytes;
+    part.chunks.push_back(Chunk {
+        entries: d.entries,
+        current: None,
+        end_offset: d.end_offset,
+        bytes: d.bytes,
+    });
+    let mut out = Vec::new();
+    drain(&tp, &mut part, &mut buffered, usize::MAX, &mut out);
+    if let Some(e) = part.error {
+        return Err(e);
+    }
+    Ok((out, part.position.unwrap_or(fetch_offset)))
+}
+
+/// The background planner; ends when `shutdown` fires or its sender is dropped.
+pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    loop {
+        if shared.closed.load(Ordering::Acquire) || *shutdown.borrow() {
+            break;
+        }
+        let next_retry = plan(&shared, &mut tasks).await;
+        let sleep = tokio::time::sleep_until(
+            next_retry
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                .into(),
+        );
+        tokio::select! {
+            _ = shared.wake_fetcher.notified() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = sleep => {}
+            r = shutdown.changed() => if r.is_err() { break },
+        }
+    }
+    tasks.shutdown().await;
+}
+
+struct FetchItem {
+    tp: TopicPartition,
+    offset: i64,
+    epoch: i32,
+    version: u64,
+}
+
+async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> {
+    let now = Instant::now();
+    let cfg = &shared.config;
+    let mut next_retry: Option<Instant> = None;
+    let mut to_resolve = Vec::new();
+    let mut fetchable = Vec::new();
+    {
+        let mut st = lock(&shared.state);
+        let buffered = st.buffered;
+        for (tp, p) in st.parts.iter_mut() {
+            if let Some(at) = p.retry_at {
+                if at > now {
+                    next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+                    continue;
+                }
+                p.retry_at = None;
+            }
+            if p.error.is_some() || p.in_flight {
+                continue;
+            }
+            if p.position.is_none() {
+                if !p.resolving {
+                    p.resolving = true;
+                    to_resolve.push((tp.clone(), p.start, p.version));
+                }
+                continue;
+            }
+            if p.paused
+                || p.bytes >= 2 * cfg.max_partition_fetch_bytes as usize
+                || buffered >= cfg.max_buffered_bytes
+            {
+                continue;
+            }
+            fetchable.push((tp.clone(), p.fetch_offset, p.version));
+        }
+    }
+    if !to_resolve.is_empty() {
+        let s = shared.clone();
+        tasks.spawn(async move { resolve(s, to_resolve).await });
+    }
+    if fetchable.is_empty() {
+        return next_retry;
+    }
+    let mut by_broker: BTreeMap<i32, Vec<FetchItem>> = BTreeMap::new();
+    for (tp, offset, version) in fetchable {
+        match shared.cluster.leader_for(tp.topic(), tp.partition).await {
+            Ok((leader, epoch)) => by_broker.entry(leader).or_default().push(FetchItem {
+                tp,
+                offset,
+                epoch,
+                version,
+            }),
+            Err(e) => {
+                tracing::debug!(%tp, error = %e, "no leader for partition; retrying");
+                let at = Instant::now() + cfg.retry_backoff;
+                let mut st = lock(&shared.state);
+                if let Some(p) = st.parts.get_mut(&tp) {
+                    if e.kind() == &ErrorKind::Closed || e.is_fatal() {
+                        p.error = Some(e);
+                    } else {
+                        p.retry_at = Some(at);
+                    }
+                }
+                next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+            }
+        }
+    }
+    let mut st = lock(&shared.state);
+    for (broker, items) in by_broker {
+        if st.busy_brokers.contains(&broker) {
+            continue;
+        }
+        let items: Vec<FetchItem> = items
+            .into_iter()
+            .filter(|i| {
+                st.parts
+                    .get(&i.tp)
+                    .is_some_and(|p| p.version == i.version && !p.in_flight && p.position.is_some())
+            })
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        for i in &items {
+            if let Some(p) = st.parts.get_mut(&i.tp) {
+                p.in_flight = true;
+            }
+        }
+        st.busy_brokers.insert(broker);
+        let s = shared.clone();
+        tasks.spawn(async move { fetch(s, broker, items).await });
+    }
+    next_retry
+}
+
+async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
+    let result = fetch_request(&shared, broker, &items).await;
+    let cfg = &shared.config;
+    let mut refresh_topics: BTreeSet<String> = BTreeSet::new();
+    let mut resets: Vec<(TopicPartition, StartOffset)> = Vec::new();
+    let mut got_data = false;
+    {
+        let mut guard = lock(&shared.state);
+        let st = &mut *guard;
+        st.busy_brokers.remove(&broker);
+        match result {
+            Err(e) => {
+                tracing::debug!(broker, error = %e, "fetch failed");
+                if e.kind() != &ErrorKind::Closed {
+                    shared.cluster.mark_failed(broker);
+                }
+                let at = Instant::now() + cfg.retry_backoff;
+                for i in &items {
+                    if let Some(p) = st.parts.get_mut(&i.tp) {
+                        p.in_flight = false;
+                        p.retry_at = Some(at);
+                    }
+                    refresh_topics.insert(i.tp.topic().to_owned());
+                }
+            }
+            Ok(mut resp) => {
+                for i in &items {
+                    let Some(p) = st.parts.get_mut(&i.tp) else {
+                        continue;
+                    };
+                    p.in_flight = false;
+                    let Some(data) = resp.remove(&i.tp) else {
+                        continue;
+                    };
+                    if p.version != i.version || p.fetch_offset != i.offset {
+                        continue; // a seek or reset happened meanwhile
+                    }
+                    if data.high_watermark >= 0 {
+                        p.high_watermark = Some(data.high_watermark);
+                    }
+                    if data.last_stable_offset >= 0 {
+                        p.last_stable_offset = Some(data.last_stable_offset);
+                    }
+                    if data.log_start_offset >= 0 {
+                        p.log_start_offset = Some(data.log_start_offset);
+                    }
+                    if let Some(e) = KafkaCode::from_i16(data.error_code).map(|c| {
+                        Error::broker(c)
+                            .api(ApiKey::Fetch)
+                            .on_broker(broker)
+                            .on_partition(i.tp.topic(), i.tp.partition)
+                    }) {
+                        match e.kafka_code() {
+                            Some(KafkaCode::OffsetOutOfRange) => {
+                                match cfg.auto_offset_reset {
+                                    OffsetReset::Earliest => {
+                                        resets.push((i.tp.clone(), StartOffset::Beginning))
+                                    }
+                                    OffsetReset::Latest => {
+                                        resets.push((i.tp.clone(), StartOffset::End))
+                                    }
+                                    OffsetReset::None => p.error = Some(e.message(format!(
+                                        "offset {} is out of range and auto.offset.reset is none",
+                                        i.offset
+                                    ))),
+                                }
+                            }
+                            _ if e.is_retriable()
+                                || matches!(
+                                    e.kafka_code(),
+                                    Some(
+                                        KafkaCode::FencedLeaderEpoch
+                                            | KafkaCode::UnknownLeaderEpoch
+                                            | KafkaCode::NotLeaderOrFollower
+                                            | KafkaCode::UnknownTopicOrPartition
+                                    )
+                                ) =>
+                            {
+                                tracing::debug!(error = %e, "fetch error; refreshing metadata");
+                                refresh_topics.insert(i.tp.topic().to_owned());
+                                p.retry_at = Some(Instant::now() + cfg.retry_backoff);
+                            }
+                            _ => p.error = Some(e),
+                        }
+                        continue;
+                    }
+                    let aborted: Vec<(i64, i64)> = data
+                        .aborted_transactions
+                        .as_deref()
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|a| (a.first_offset, a.producer_id.0))
+                        .collect();
+                    match decode_partition(
+                        data.records.as_ref(),
+                        i.offset,
+                        cfg.isolation_level,
+                        &aborted,
+                    ) {
+                        Ok(d) => {
+                            if d.end_offset > p.fetch_offset {
+                                p.fetch_offset = d.end_offset;
+                                p.bytes += d.bytes;
+                                st.buffered += d.bytes;
+                                p.chunks.push_back(Chunk {
+                                    entries: d.entries,
+                                    current: None,
+                                    end_offset: d.end_offset,
+                                    bytes: d.bytes,
+                                });
+                                got_data = true;
+                            }
+                        }
+                        Err(e) => {
+                            p.error = Some(
+                                e.api(ApiKey::Fetch)
+                                    .on_broker(broker)
+                                    .on_partition(i.tp.topic(), i.tp.partition),
+                            );
+                            got_data = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (tp, start) in &resets {
+            if let Some(p) = st.parts.get_mut(tp) {
+                let mut b = st.buffered;
+                p.reset(*start, &mut b);
+                st.buffered = b;
+            }
+        }
+    }
+    if got_data {
+        shared.data_ready.notify_one();
+    }
+    if !refresh_topics.is_empty() {
+        let topics: Vec<String> = refresh_topics.into_iter().collect();
+        if let Err(e) = shared.cluster.refresh_topics(&topics).await {
+            tracing::debug!(error = %e, "metadata refresh after fetch error failed");
+        }
+    }
+    shared.wake_fetcher.notify_one();
+}
+
+async fn fetch_request(
+    shared: &Shared,
+    broker: i32,
+    items: &[FetchItem],
+) -> Result<HashMap<TopicPartition, PartitionData>> {
+    let cfg = &shared.config;
+    let conn = shared.cluster.connection_for_broker(broker).await?;
+    let conn = conn.connection().await?;
+    let v = conn
+        .versions()
+        .negotiate::<FetchRequest>()
+        .map_err(|e| e.on_broker(broker))?;
+    if v < 4 {
+        return Err(
+            Error::new(ErrorKind::UnsupportedVersion { api: ApiKey::Fetch })
+                .message("Fetch v4+ (record batches v2) is required")
+                .on_broker(broker),
+        );
+    }
+    let mut topics: BTreeMap<Arc<str>, Vec<FetchPartition>> = BTreeMap::new();
+    for i in items {
+        let mut fp = FetchPartition::default()
+            .with_partition(i.tp.partition)
+            .with_fetch_offset(i.offset)
+            .with_partition_max_bytes(cfg.max_partition_fetch_bytes);
+        if v >= 9 {
+            fp.current_leader_epoch = i.epoch;
+        }
+        topics.entry(i.tp.topic.clone()).or_default().push(fp);
+    }
+    let req = FetchRequest::default()
+        .with_max_wait_ms(cfg.fetch_max_wait.as_millis().clamp(1, i32::MAX as u128) as i32)
+        .with_min_bytes(cfg.fetch_min_bytes)
+        .with_max_bytes(cfg.fetch_max_bytes)
+        .with_isolation_level(cfg.isolation_level.wire())
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let resp = conn
+        .send_at(req, v)
+        .await
+        .map_err(|e| e.on_broker(broker))?;
+    if let Some(c) = KafkaCode::from_i16(resp.error_code) {
+        return Err(Error::broker(c).api(ApiKey::Fetch).on_broker(broker));
+    }
+    let mut out = HashMap::new();
+    for t in resp.responses {
+        let topic: Arc<str> = Arc::from(t.topic.as_str());
+        for p in t.partitions {
+            out.insert(
+                TopicPartition {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                },
+                p,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves positions: committed offsets first (through the group), then ListOffsets for the
+/// rest.
+async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, StartOffset, u64)>) {
+    let cfg = &shared.config;
+    let mut lookups: Vec<(TopicPartition, StartOffset, u64)> = Vec::new();
+    let mut results: Vec<(TopicPartition, u64, Result<i64>)> = Vec::new();
+    let committed: Vec<TopicPartition> = items
+        .iter()
+        .filter(|(_, s, _)| *s == StartOffset::Committed)
+        .map(|(tp, _, _)| tp.clone())
+        .collect();
+    let reset_start = match cfg.auto_offset_reset {
+        OffsetReset::Earliest => Some(StartOffset::Beginning),
+        OffsetReset::Latest => Some(StartOffset::End),
+        OffsetReset::None => None,
+    };
+    let mut committed_map = HashMap::new();
+    let mut committed_err = None;
+    if !committed.is_empty()
+        && let Some(m) = &shared.member
+    {
+        match m.committed(&committed).await {
+            Ok(map) => committed_map = map,
+            Err(e) => committed_err = Some(e),
+        }
+    }
+    for (tp, start, version) in items {
+        match start {
+            StartOffset::Committed => {
+                if let Some(e) = &committed_err {
+                    results.push((tp, version, Err(e.clone())));
+                    continue;
+                }
+                match committed_map.get(&tp).cloned().flatten() {
+                    Some(o) => results.push((tp, version, Ok(o.offset))),
+                    None => match reset_start {
+                        Some(s) => lookups.push((tp, s, version)),
+                        None => results.push((
+                            tp.clone(),
+                            version,
+                            Err(Error::broker(KafkaCode::OffsetOutOfRange)
+                                .on_partition(tp.topic(), tp.partition)
+                                .message("no committed offset and auto.offset.reset is none")),
+                        )),
+                    },
+                }
+            }
+            StartOffset::Offset(o) => results.push((tp, version, Ok(o))),
+            s => lookups.push((tp, s, version)),
+        }
+    }
+    if !lookups.is_empty() {
+        let req: Vec<(TopicPartition, i64)> = lookups
+            .iter()
+            .map(|(tp, s, _)| {
+                (
+                    tp.clone(),
+                    if *s == StartOffset::Beginning { -2 } else { -1 },
+                )
+            })
+            .collect();
+        let found = list_offsets(&shared.cluster, cfg.isolation_level, &req).await;
+        for (tp, _, version) in lookups {
+            let r = match &found {
+                Ok(m) => m.get(&tp).cloned().unwrap_or_else(|| {
+                    Err(Error::new(ErrorKind::UnexpectedResponse)
+                        .api(ApiKey::ListOffsets)
+                        .on_partition(tp.topic(), tp.partition))
+                }),
+                Err(e) => Err(e.clone()),
+            };
+            results.push((tp, version, r));
+        }
+    }
+    {
+        let mut st = lock(&shared.state);
+        for (tp, version, r) in results {
+            let Some(p) = st.parts.get_mut(&tp) else {
+                continue;
+            };
+            if p.version != version {
+                continue;
+            }
+            p.resolving = false;
+            match r {
+                Ok(o) => {
+                    p.position = Some(o);
+                    p.fetch_offset = o;
+                }
+                Err(e) => {
+                    if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange)
+                        || (!e.is_retriable() && e.is_fatal())
+                    {
+                        p.error = Some(e);
+                    } else {
+                        tracing::debug!(%tp, error = %e, "position lookup failed; retrying");
+                        p.retry_at = Some(Instant::now() + cfg.retry_backoff);
+                    }
+                }
+            }
+        }
+    }
+    shared.data_ready.notify_one();
+    shared.wake_fetcher.notify_one();
+}
+
+/// ListOffsets for each partition at `timestamp` (-2 earliest, -1 latest), grouped by leader.
+pub(crate) async fn list_offsets(
+    cluster: &Cluster,
+    isolation: IsolationLevel,
+    partitions: &[(TopicPartition, i64)],
+) -> Result<HashMap<TopicPartition, Result<i64>>> {
+    let mut by_broker: BTreeMap<i32, Vec<(TopicPartition, i64, i32)>> = BTreeMap::new();
+    let mut out = HashMap::new();
+    for (tp, ts) in partitions {
+        match cluster.leader_for(tp.topic(), tp.partition).await {
+            Ok((leader, epoch)) => {
+                by_broker
+                    .entry(leader)
+                    .or_default()
+                    .push((tp.clone(), *ts, epoch))
+            }
+            Err(e) => {
+                out.insert(tp.clone(), Err(e));
+            }
+        }
+    }
+    for (broker, items) in by_broker {
+        let result: Result<()> = async {
+            let conn = cluster.connection_for_broker(broker).await?;
+            let conn = conn.connection().await?;
+            let v = conn
+                .versions()
+                .negotiate::<ListOffsetsRequest>()
+                .map_err(|e| e.on_broker(broker))?;
+            if v < 1 {
+                return Err(Error::new(ErrorKind::UnsupportedVersion {
+                    api: ApiKey::ListOffsets,
+                }));
+            }
+            let mut topics: BTreeMap<Arc<str>, Vec<ListOffsetsPartition>> = BTreeMap::new();
+            for (tp, ts, epoch) in &items {
+                let mut p = ListOffsetsPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_timestamp(*ts);
+                if v >= 4 {
+                    p.current_leader_epoch = *epoch;
+                }
+                topics.entry(tp.topic.clone()).or_default().push(p);
+            }
+            let mut req = ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            ListOffsetsTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                );
+            if v >= 2 {
+                req.isolation_level = isolation.wire();
+            }
+            let resp = conn
+                .send_at(req, v)
+                .await
+                .map_err(|e| e.on_broker(broker))?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.name.as_str(), p.partition_index);
+                    let r = match KafkaCode::from_i16(p.error_code) {
+                        Some(c) => Err(Error::broker(c)
+                            .api(ApiKey::ListOffsets)
+                            .on_broker(broker)
+                            .on_partition(tp.topic(), tp.partition)),
+                        None => Ok(p.offset),
+                    };
+                    out.insert(tp, r);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            for (tp, _, _) in items {
+                out.entry(tp).or_insert_with(|| Err(e.clone()));
+            }
+        }
+    }
+    let refresh: BTreeSet<String> = out
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_err_and(|e| e.is_retriable()))
+        .map(|(tp, _)| tp.topic().to_owned())
+        .collect();
+    if !refresh.is_empty() {
+        let topics: Vec<String> = refresh.into_iter().collect();
+        let _ = cluster.refresh_topics(&topics).await;
+    }
+    Ok(out)
+}

@@ -1,0 +1,832 @@
+//! The consumer: assignment (manual or through a group), a background fetcher that reads ahead
+//! into a bounded buffer, positions, pause/resume/seek, commits and rebalance callbacks.
+//!
+//! The consumer exposes mechanism, not policy: an error-handling layer built on it can seek one
+//! partition back to a failed offset, pause just that partition during a back-off, and commit
+//! an exact offset, without touching any other partition.
+//!
+//! ```no_run
+//! # async fn demo() -> rekafka::Result<()> {
+//! use std::time::Duration;
+//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::consumer::{Consumer, ConsumerConfig, OffsetReset};
+//!
+//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//! let config = ConsumerConfig::new()
+//!     .with_group_id("orders-app")
+//!     .with_auto_offset_reset(OffsetReset::Earliest);
+//! let consumer = Consumer::new(cluster, config)?;
+//! consumer.subscribe(["orders"])?;
+//! loop {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     for r in records.iter() {
+//!         println!("{}-{}@{}: {:?}", r.topic, r.partition, r.offset, r.value);
+//!     }
+//!     consumer.commit().await?;
+//! }
+//! # }
+//! ```
+
+mod config;
+mod fetcher;
+mod record;
+
+pub use config::{AutoCommit, ConsumerConfig, IsolationLevel, OffsetReset};
+pub use fetcher::StartOffset;
+#[doc(hidden)]
+pub use fetcher::visible_records;
+pub use record::{
+    BytesDeserializer, ConsumerRecord, ConsumerRecords, Deserialized, Deserializer,
+    StringDeserializer,
+};
+
+pub use crate::group::{OffsetAndMetadata, TopicPartition};
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::group::{GroupConfig, GroupMember, RebalanceProtocol};
+use crate::{Error, ErrorKind, Result};
+use fetcher::{PartState, Shared, State, lock};
+
+/// A boxed future, as returned by [`RebalanceListener`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Callbacks around rebalances, called from inside [`Consumer::poll`] with the consumer, so
+/// they may commit, seek or pause.
+///
+/// Java semantics: with an eager assignor every partition is revoked before each rebalance and
+/// the full new assignment is then assigned; with a cooperative one only partitions that move
+/// are revoked (after the rebalance), and `on_assigned` receives only the added partitions
+/// (possibly none). `on_revoked` runs before ownership moves, so offsets committed in it are
+/// the ones the next owner starts from. `on_lost` runs when the membership was lost (session
+/// expired, fenced, `max.poll.interval` exceeded): the partitions already belong to someone
+/// else, so committing is pointless; by default it calls `on_revoked`.
+pub trait RebalanceListener: Send + Sync {
+    /// Partitions were assigned to this consumer.
+    fn on_assigned<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// Partitions are about to be taken away from this consumer.
+    fn on_revoked<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// Partitions were lost without a chance to commit.
+    fn on_lost<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        self.on_revoked(consumer, partitions)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Subscription {
+    Topics(Vec<String>),
+    Pattern(regex::Regex),
+}
+
+struct GroupState {
+    subscription: Option<Subscription>,
+    /// The topics of the last join.
+    joined_topics: Vec<String>,
+    protocol: RebalanceProtocol,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    last_auto_commit: Instant,
+    manual: bool,
+}
+
+/// A Kafka consumer. See the [module documentation](self).
+///
+/// Every method takes `&self`; one task should drive `poll`. Dropping the consumer stops its
+/// background tasks; [`close`](Self::close) also commits (with auto-commit) and leaves the group.
+pub struct Consumer {
+    shared: Arc<Shared>,
+    group: Mutex<GroupState>,
+    poll_lock: tokio::sync::Mutex<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.shared.config.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn closed() -> Error {
+    Error::with_message(ErrorKind::Closed, "consumer closed")
+}
+
+impl Consumer {
+    /// A consumer over `cluster`. Starts the fetcher task (and, with a `group_id`, the group
+    /// member's heartbeat task); must be called inside a tokio runtime.
+    pub fn new(cluster: Cluster, config: ConsumerConfig) -> Result<Consumer> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a Consumer must be created inside a tokio runtime"))?;
+        let member = match &config.group_id {
+            Some(g) => {
+                let mut gc = GroupConfig::new(g.clone());
+                gc.group_instance_id = config.group_instance_id.clone();
+                gc.session_timeout = config.session_timeout;
+                gc.heartbeat_interval = config.heartbeat_interval;
+                gc.max_poll_interval = config.max_poll_interval;
+                gc.assignors = config.assignors.clone();
+                gc.retry_backoff = config.retry_backoff;
+                gc.api_timeout = config.api_timeout;
+                Some(GroupMember::new(cluster.clone(), gc)?)
+            }
+            None => None,
+        };
+        let protocol = config.assignors[0].protocol();
+        let shared = Arc::new(Shared {
+            cluster,
+            config,
+            state: Mutex::new(State::default()),
+            data_ready: tokio::sync::Notify::new(),
+            wake_fetcher: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            member,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(fetcher::run(shared.clone(), rx));
+        Ok(Consumer {
+            shared,
+            group: Mutex::new(GroupState {
+                subscription: None,
+                joined_topics: Vec::new(),
+                protocol,
+                listener: None,
+                last_auto_commit: Instant::now(),
+                manual: false,
+            }),
+            poll_lock: tokio::sync::Mutex::new(()),
+            shutdown,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.shared.config
+    }
+
+    /// The cluster this consumer reads from.
+    pub fn cluster(&self) -> &Cluster {
+        &self.shared.cluster
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        Ok(())
+    }
+
+    fn member(&self) -> Result<&GroupMember> {
+        self.shared
+            .member
+            .as_ref()
+            .ok_or_else(|| Error::config("this operation needs group.id"))
+    }
+
+    /// Assigns partitions manually (no group membership), each with where to start. Replaces
+    /// the previous assignment; partitions kept keep their position and buffer.
+    pub fn assign<I>(&self, partitions: I) -> Result<()>
+    where
+        I: IntoIterator<Item = (TopicPartition, StartOffset)>,
+    {
+        self.check_open()?;
+        {
+            let g = lock(&self.group);
+            if g.subscription.is_some() {
+                return Err(Error::config(
+                    "assign() cannot be mixed with subscribe(); call unsubscribe() first",
+                ));
+            }
+        }
+        lock(&self.group).manual = true;
+        let new: HashMap<TopicPartition, StartOffset> = partitions.into_iter().collect();
+        {
+            let mut guard = lock(&self.shared.state);
+            let st = &mut *guard;
+            let mut buffered = st.buffered;
+            st.parts.retain(|tp, p| {
+                if new.contains_key(tp) {
+                    true
+                } else {
+                    p.release(&mut buffered);
+                    false
+                }
+            });
+            for (tp, start) in new {
+                match st.parts.get_mut(&tp) {
+                    Some(p) => {
+                        if !matches!(start, StartOffset::Committed) || p.position.is_none() {
+                            p.reset(start, &mut buffered);
+                        }
+                    }
+                    None => {
+                        st.parts.insert(tp, PartState::new(start));
+                    }
+                }
+            }
+            st.buffered = buffered;
+        }
+        self.shared.wake_fetcher.notify_one();
+        Ok(())
+    }
+
+    /// Subscribes to `topics` through the group (`group.id` needed); the assignment arrives in
+    /// the next [`poll`](Self::poll).
+    pub fn subscribe<I, S>(&self, topics: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        self.set_subscription(Subscription::Topics(topics))
+    }
+
+    /// Subscribes to every topic whose name matches `pattern` (anchored at both ends, like
+    /// Java's), re-evaluated on every metadata refresh.
+    pub fn subscribe_pattern(&self, pattern: &str) -> Result<()> {
+        let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| Error::config(format!("invalid topic pattern {pattern:?}: {e}")))?;
+        self.set_subscription(Subscription::Pattern(re))
+    }
+
+    fn set_subscription(&self, sub: Subscription) -> Result<()> {
+        self.check_open()?;
+        let member = self.member()?;
+        let mut g = lock(&self.group);
+        if g.manual {
+            return Err(Error::config(
+                "subscribe() cannot be mixed with assign(); call unsubscribe() first",
+            ));
+        }
+        g.subscription = Some(sub);
+        member.request_rejoin();
+        Ok(())
+    }
+
+    /// Sets the rebalance listener.
+    pub fn set_rebalance_listener(&self, listener: Arc<dyn RebalanceListener>) {
+        lock(&self.group).listener = Some(listener);
+    }
+
+    /// Drops the subscription or manual assignment (leaving the group if a member).
+    pub async fn unsubscribe(&self) -> Result<()> {
+        let (was_sub, listener) = {
+            let mut g = lock(&self.group);
+            let was = g.subscription.take().is_some();
+            g.manual = false;
+            (was, g.listener.clone())
+        };
+        let owned = self.assignment();
+        if was_sub && !owned.is_empty() {
+            self.auto_commit_sync(&owned).await;
+            if let Some(l) = &listener {
+                l.on_revoked(self, &owned).await;
+            }
+        }
+        self.remove_partitions(&owned);
+        if was_sub && let Some(m) = &self.shared.member {
+            m.leave(true).await?;
+        }
+        Ok(())
+    }
+
+    /// The group member id and generation of the current membership (`None` without a
+    /// group, generation -1 when not a member of a generation).
+    pub fn group_metadata(&self) -> Option<(String, i32)> {
+        self.shared
+            .member
+            .as_ref()
+            .map(|m| (m.member_id(), m.generation()))
+    }
+
+    /// The partitions assigned now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        lock(&self.shared.state).parts.keys().cloned().collect()
+    }
+
+    fn remove_partitions(&self, tps: &[TopicPartition]) {
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        for tp in tps {
+            if let Some(mut p) = st.parts.remove(tp) {
+                p.release(&mut st.buffered);
+            }
+        }
+        drop(guard);
+        self.shared.wake_fetcher.notify_one();
+    }
+
+    fn with_part<T>(
+        &self,
+        tp: &TopicPartition,
+        f: impl FnOnce(&mut PartState, &mut usize) -> T,
+    ) -> Result<T> {
+        let mut guard = lock(&self.shared.state);
+        let st = &mut *guard;
+        let p = st.parts.get_mut(tp).ok_or_else(|| {
+            Error::with_message(
+                ErrorKind::Config,
+                format!("partition {tp} is not assigned to this consumer"),
+            )
+        })?;
+        let r = f(p, &mut st.buffered);
+        drop(guard);
+        self.shared.wake_fetcher.notify_one();
+        Ok(r)
+    }
+
+    /// Moves `tp`'s position to `offset`: the next record returned for it is the one at
+    /// `offset` (buffered records of the partition are dropped). Other partitions are not
+    /// touched.
+    pub fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        if offset < 0 {
+            return Err(Error::config(format!("seek offset {offset} is negative")));
+        }
+        self.with_part(tp, |p, b| p.reset(StartOffset::Offset(offset), b))
+    }
+
+    /// Moves each partition to the beginning of its log (resolved lazily).
+    pub fn seek_to_beginning(&self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.with_part(tp, |p, b| p.reset(StartOffset::Beginning, b))?;
+        }
+        Ok(())
+    }
+
+    /// Moves each partition to the end of its log (resolved lazily).
+    pub fn seek_to_end(&self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.with_part(tp, |p, b| p.reset(StartOffset::End, b))?;
+        }
+        Ok(())
+    }
+
+    /// The offset of the next record `poll` returns for `tp`; waits (up to the API timeout)
+    /// for a position being resolved.
+    pub async fn position(&self, tp: &TopicPartition) -> Result<i64> {
+        let deadline = Instant::now() + self.shared.config.api_timeout;
+        loop {
+            let (pos, err) = self.with_part(tp, |p, _| (p.position, p.error.clone()))?;
+            if let Some(pos) = pos {
+                return Ok(pos);
+            }
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::with_message(
+                    ErrorKind::Timeout,
+                    format!("the position of {tp} was not resolved in time"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Pauses `tps`: they are not fetched and `poll` returns none of their records until
+    /// [`resume`](Self::resume). Positions and buffers are kept.
+    pub fn pause(&self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.with_part(tp, |p, _| p.paused = true)?;
+        }
+        Ok(())
+    }
+
+    /// Resumes paused partitions.
+    pub fn resume(&self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.with_part(tp, |p, _| p.paused = false)?;
+        }
+        self.shared.data_ready.notify_one();
+        Ok(())
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        lock(&self.shared.state)
+            .parts
+            .iter()
+            .filter(|(_, p)| p.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// The group's committed offsets for `tps` (`None` where nothing is committed).
+    pub async fn committed(
+        &self,
+        tps: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, Option<OffsetAndMetadata>>> {
+        self.member()?.committed(tps).await
+    }
+
+    /// The low and high watermarks of `tp` from the broker (ListOffsets earliest and latest).
+    pub async fn fetch_watermarks(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
+        let mut out = [0i64; 2];
+        for (i, ts) in [-2i64, -1].into_iter().enumerate() {
+            let m = fetcher::list_offsets(
+                &self.shared.cluster,
+                self.shared.config.isolation_level,
+                &[(tp.clone(), ts)],
+            )
+            .await?;
+            out[i] = m.get(tp).cloned().unwrap_or_else(|| {
+                Err(Error::new(ErrorKind::UnexpectedResponse)
+                    .on_partition(tp.topic(), tp.partition))
+            })?;
+        }
+        Ok((out[0], out[1]))
+    }
+
+    /// The high watermark, last stable offset and log start offset of `tp` from the latest
+    /// fetch response, if one came.
+    pub fn cached_watermarks(
+        &self,
+        tp: &TopicPartition,
+    ) -> Option<(i64, Option<i64>, Option<i64>)> {
+        let st = lock(&self.shared.state);
+        let p = st.parts.get(tp)?;
+        p.high_watermark
+            .map(|h| (h, p.last_stable_offset, p.log_start_offset))
+    }
+
+    /// Commits the positions of every assigned partition (the records `poll` returned) and
+    /// waits for the answer.
+    pub async fn commit(&self) -> Result<()> {
+        let offsets = self.positions();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits exact offsets (the offset of the next record to read, with optional metadata)
+    /// and waits for the answer. A commit refused because this member was fenced by a
+    /// rebalance fails with `ILLEGAL_GENERATION`, `UNKNOWN_MEMBER_ID`, `FENCED_INSTANCE_ID` or
+    /// `REBALANCE_IN_PROGRESS`.
+    pub async fn commit_offsets(
+        &self,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        self.check_open()?;
+        self.member()?.commit(offsets).await
+    }
+
+    /// Starts a commit of the current positions and returns at once; the returned handle
+    /// resolves to the result (it may be dropped).
+    pub fn commit_async(&self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        let offsets = self.positions();
+        self.commit_offsets_async(offsets)
+    }
+
+    /// [`commit_offsets`](Self::commit_offsets) in the background.
+    pub fn commit_offsets_async(
+        &self,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        self.check_open()?;
+        self.member()?;
+        let shared = self.shared.clone();
+        Ok(tokio::spawn(async move {
+            match &shared.member {
+                Some(m) => m.commit(&offsets).await,
+                None => Ok(()),
+            }
+        }))
+    }
+
+    /// The current positions of the assigned partitions whose position is known.
+    pub fn positions(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+        lock(&self.shared.state)
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| {
+                p.position.map(|o| {
+                    (
+                        tp.clone(),
+                        OffsetAndMetadata::new(o).with_leader_epoch(p.last_epoch),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    async fn auto_commit_sync(&self, tps: &[TopicPartition]) {
+        if !matches!(self.shared.config.auto_commit, AutoCommit::Interval(_)) {
+            return;
+        }
+        let Some(m) = &self.shared.member else { return };
+        let set: BTreeSet<&TopicPartition> = tps.iter().collect();
+        let offsets: Vec<_> = self
+            .positions()
+            .into_iter()
+            .filter(|(tp, _)| set.contains(tp))
+            .collect();
+        if let Err(e) = m.commit(&offsets).await {
+            tracing::warn!(error = %e, "auto-commit before revocation failed");
+        }
+    }
+
+    fn maybe_auto_commit(&self) {
+        let AutoCommit::Interval(every) = self.shared.config.auto_commit else {
+            return;
+        };
+        if self.shared.member.is_none() {
+            return;
+        }
+        {
+            let mut g = lock(&self.group);
+            if g.last_auto_commit.elapsed() < every {
+                return;
+            }
+            g.last_auto_commit = Instant::now();
+        }
+        let offsets = self.positions();
+        if offsets.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            if let Some(m) = &shared.member
+                && let Err(e) = m.commit(&offsets).await
+            {
+                tracing::warn!(error = %e, "auto-commit failed");
+            }
+        });
+    }
+
+    /// Joins or rejoins the group when needed, calling the rebalance listener.
+    async fn ensure_group(&self) -> Result<()> {
+        let Some(member) = &self.shared.member else {
+            return Ok(());
+        };
+        let (sub, listener, protocol, joined) = {
+            let g = lock(&self.group);
+            (
+                g.subscription.clone(),
+                g.listener.clone(),
+                g.protocol,
+                g.joined_topics.clone(),
+            )
+        };
+        let Some(sub) = sub else { return Ok(()) };
+        if member.take_lost() {
+            let owned = self.assignment();
+            self.remove_partitions(&owned);
+            if !owned.is_empty() {
+                tracing::warn!(partitions = owned.len(), "group membership lost");
+                if let Some(l) = &listener {
+                    l.on_lost(self, &owned).await;
+                }
+            }
+        }
+        let topics = match &sub {
+            Subscription::Topics(t) => t.clone(),
+            Subscription::Pattern(re) => {
+                let meta = self.shared.cluster.metadata();
+                let mut v: Vec<String> = meta
+                    .topics
+                    .keys()
+                    .filter(|t| re.is_match(t))
+                    .cloned()
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        if topics != joined {
+            member.request_rejoin();
+        }
+        if !member.needs_rejoin() {
+            return Ok(());
+        }
+        let owned = self.assignment();
+        if protocol == RebalanceProtocol::Eager && !owned.is_empty() {
+            self.auto_commit_sync(&owned).await;
+            if let Some(l) = &listener {
+                l.on_revoked(self, &owned).await;
+            }
+            self.remove_partitions(&owned);
+        }
+        let owned_now = self.assignment();
+        let outcome = member.join(&topics, &owned_now).await?;
+        {
+            let mut g = lock(&self.group);
+            g.protocol = outcome.protocol;
+            g.joined_topics = topics;
+        }
+        let new: BTreeSet<TopicPartition> = outcome.assignment.iter().cloned().collect();
+        let old: BTreeSet<TopicPartition> = owned_now.iter().cloned().collect();
+        let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
+        let added: Vec<TopicPartition> = new.difference(&old).cloned().collect();
+        if !revoked.is_empty() {
+            self.auto_commit_sync(&revoked).await;
+            if let Some(l) = &listener {
+                l.on_revoked(self, &revoked).await;
+            }
+            self.remove_partitions(&revoked);
+            if outcome.protocol == RebalanceProtocol::Cooperative {
+                // Second phase: the revoked partitions can now go to their new owners.
+                member.request_rejoin();
+            }
+        }
+        {
+            let mut st = lock(&self.shared.state);
+            for tp in &added {
+                st.parts
+                    .entry(tp.clone())
+                    .or_insert_with(|| PartState::new(StartOffset::Committed));
+            }
+        }
+        self.shared.wake_fetcher.notify_one();
+        if let Some(l) = &listener {
+            l.on_assigned(self, &added).await;
+        }
+        Ok(())
+    }
+
+    /// Returns the next records (at most `max.poll.records`), waiting up to `timeout` for some
+    /// to arrive. Runs group rebalances (and their callbacks) when needed.
+    ///
+    /// Per-partition failures (an offset out of range with `auto.offset.reset=none`, a corrupt
+    /// batch, an authorization error) are reported once in [`ConsumerRecords::errors`]; the
+    /// partition then stays where it is, and is not fetched, until the application seeks it.
+    pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
+        let _guard = self.poll_lock.lock().await;
+        self.check_open()?;
+        let deadline = Instant::now() + timeout;
+        if let Some(m) = &self.shared.member {
+            m.polled();
+        }
+        self.maybe_auto_commit();
+        self.ensure_group().await?;
+        loop {
+            let recs = self.collect();
+            if !recs.is_empty() || !recs.errors.is_empty() {
+                return Ok(recs);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(recs);
+            }
+            let group_event = async {
+                match &self.shared.member {
+                    Some(m) if lock(&self.group).subscription.is_some() => m.changed().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shared.data_ready.notified() => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = group_event => {
+                    self.ensure_group().await?;
+                }
+            }
+            self.check_open()?;
+        }
+    }
+
+    /// A `Stream`-like adaptor that yields one record at a time: call
+    /// [`RecordStream::next`] in a loop. It polls in batches; records of a batch are handed
+    /// out one by one, and auto-commit (which runs inside `poll`) only commits a batch once the
+    /// stream asks for the next one.
+    pub fn stream(&self) -> RecordStream<'_> {
+        RecordStream {
+            consumer: self,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn collect(&self) -> ConsumerRecords {
+        let max = self.shared.config.max_poll_records;
+        let mut out = ConsumerRecords::default();
+        let released;
+        {
+            let mut guard = lock(&self.shared.state);
+            let st = &mut *guard;
+            let n = st.parts.len();
+            if n == 0 {
+                return out;
+            }
+            let start = st.rr % n;
+            st.rr = st.rr.wrapping_add(1);
+            let before = st.buffered;
+            let mut total = 0;
+            let keys: Vec<TopicPartition> = st.parts.keys().cloned().collect();
+            for i in 0..n {
+                if total >= max {
+                    break;
+                }
+                let tp = &keys[(start + i) % n];
+                let Some(p) = st.parts.get_mut(tp) else {
+                    continue;
+                };
+                if p.paused {
+                    continue;
+                }
+                if let Some(e) = &p.error {
+                    // Reported once; the partition then waits for a seek.
+                    if !p.error_reported {
+                        p.error_reported = true;
+                        out.errors.push((tp.clone(), e.clone()));
+                    }
+                    continue;
+                }
+                let mut v = Vec::new();
+                fetcher::drain(tp, p, &mut st.buffered, max - total, &mut v);
+                if !v.is_empty() {
+                    total += v.len();
+                    out.parts.push((tp.clone(), v));
+                }
+            }
+            released = st.buffered < before;
+        }
+        if released {
+            self.shared.wake_fetcher.notify_one();
+        }
+        out
+    }
+
+    /// Commits (with auto-commit), leaves the group (a static member stays), stops the
+    /// background tasks. Later calls fail with [`ErrorKind::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let owned = self.assignment();
+        self.auto_commit_sync(&owned).await;
+        let sub = lock(&self.group).subscription.is_some();
+        if sub && !owned.is_empty() {
+            let listener = lock(&self.group).listener.clone();
+            if let Some(l) = listener {
+                l.on_revoked(self, &owned).await;
+            }
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        if let Some(m) = &self.shared.member {
+            m.close().await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// One record at a time from a [`Consumer`]; see [`Consumer::stream`].
+#[derive(Debug)]
+pub struct RecordStream<'a> {
+    consumer: &'a Consumer,
+    pending: std::collections::VecDeque<ConsumerRecord>,
+}
+
+impl RecordStream<'_> {
+    /// The next record, polling as long as it takes. A partition error is returned as `Err`
+    /// (the stream can go on afterwards: other partitions keep flowing).
+    pub async fn next(&mut self) -> Result<ConsumerRecord> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Ok(r);
+            }
+            let recs = self.consumer.poll(Duration::from_secs(1)).await?;
+            let first_error = recs
+                .errors
+                .first()
+                .map(|(tp, e)| e.clone().on_partition(tp.topic(), tp.partition));
+            self.pending
+                .extend(recs.parts.into_iter().flat_map(|(_, r)| r));
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Records as the application receives them, and deserialization.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::Error;
+use crate::group::TopicPartition;
+use crate::protocol::record::{Headers, TimestampType};
+
+/// One record handed to the application. Key, value and headers are zero-copy slices of the
+/// fetch response (or of the decompressed batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// What the timestamp means.
+    pub timestamp_type: TimestampType,
+    /// The key; `None` for a null key.
+    pub key: Option<Bytes>,
+    /// The value; `None` for a null value (a tombstone).
+    pub value: Option<Bytes>,
+    /// The headers in wire order.
+    pub headers: Headers,
+    /// The leader epoch of the batch, if the producer's broker set one.
+    pub leader_epoch: Option<i32>,
+}
+
+impl ConsumerRecord {
+    /// The record's topic partition.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+
+    /// Deserializes key and value. Never fails: a failure is a [`Deserialized::Failed`] value
+    /// carrying the raw record, so the application can skip, dead-letter or retry it.
+    pub fn deserialize<K: Deserializer, V: Deserializer>(
+        &self,
+        key: &K,
+        value: &V,
+    ) -> Deserialized<K::Output, V::Output> {
+        let k = match key.deserialize(&self.topic, self.key.as_ref()) {
+            Ok(k) => k,
+            Err(error) => {
+                return Deserialized::Failed {
+                    record: self.clone(),
+                    error,
+                    is_key: true,
+                };
+            }
+        };
+        match value.deserialize(&self.topic, self.value.as_ref()) {
+            Ok(v) => Deserialized::Ok { key: k, value: v },
+            Err(error) => Deserialized::Failed {
+                record: self.clone(),
+                error,
+                is_key: false,
+            },
+        }
+    }
+}
+
+/// Turns the bytes of a key or value into a typed value.
+pub trait Deserializer: Send + Sync {
+    /// The typed value.
+    type Output;
+
+    /// Deserializes `data` (`None` for a null key or value) of a record of `topic`.
+    fn deserialize(&self, topic: &str, data: Option<&Bytes>) -> Result<Self::Output, Error>;
+}
+
+/// Keeps the bytes as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesDeserializer;
+
+impl Deserializer for BytesDeserializer {
+    type Output = Option<Bytes>;
+
+    fn deserialize(&self, _topic: &str, data: Option<&Bytes>) -> Result<Option<Bytes>, Error> {
+        Ok(data.cloned())
+    }
+}
+
+/// UTF-8 strings; a null stays `None`; invalid UTF-8 is a failure.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StringDeserializer;
+
+impl Deserializer for StringDeserializer {
+    type Output = Option<String>;
+
+    fn deserialize(&self, _topic: &str, data: Option<&Bytes>) -> Result<Option<String>, Error> {
+        match data {
+            None => Ok(None),
+            Some(b) => std::str::from_utf8(b)
+                .map(|s| Some(s.to_owned()))
+                .map_err(|e| Error::corrupt("value is not valid UTF-8").source(e)),
+        }
+    }
+}
+
+/// The outcome of [`ConsumerRecord::deserialize`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Deserialized<K, V> {
+    /// Both key and value deserialized.
+    Ok {
+        /// The key.
+        key: K,
+        /// The value.
+        value: V,
+    },
+    /// Key or value did not deserialize; the raw record is kept.
+    Failed {
+        /// The record as received.
+        record: ConsumerRecord,
+        /// Why.
+        error: Error,
+        /// Whether the key (rather than the value) failed.
+        is_key: bool,
+    },
+}
+
+/// The records of one `poll`, grouped by partition (each partition's in offset order).
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerRecords {
+    pub(crate) parts: Vec<(TopicPartition, Vec<ConsumerRecord>)>,
+    pub(crate) errors: Vec<(TopicPartition, Error)>,
+}
+
+impl ConsumerRecords {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|(_, r)| r.len()).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(|(_, r)| r.is_empty())
+    }
+
+    /// The partitions that have records.
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.parts.iter().map(|(tp, _)| tp)
+    }
+
+    /// The records of one partition (empty if none).
+    pub fn records(&self, tp: &TopicPartition) -> &[ConsumerRecord] {
+        self.parts
+            .iter()
+            .find(|(t, _)| t == tp)
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Every record, partition by partition.
+    pub fn iter(&self) -> impl Iterator<Item = &ConsumerRecord> {
+        self.parts.iter().flat_map(|(_, r)| r.iter())
+    }
+
+    /// Per-partition failures of this poll (each reported once; the partition is not fetched
+    /// again until the application seeks it).
+    pub fn errors(&self) -> &[(TopicPartition, Error)] {
+        &self.errors
+    }
+
+    /// The records grouped by partition.
+    pub fn by_partition(&self) -> &[(TopicPartition, Vec<ConsumerRecord>)] {
+        &self.parts
+    }
+}
+
+impl IntoIterator for ConsumerRecords {
+    type Item = ConsumerRecord;
+    type IntoIter = std::iter::Flatten<
+        std::iter::Map<
+            std::vec::IntoIter<(TopicPartition, Vec<ConsumerRecord>)>,
+            fn((TopicPartition, Vec<ConsumerRecord>)) -> Vec<ConsumerRecord>,
+        >,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let f: fn((TopicPartition, Vec<ConsumerRecord>)) -> Vec<ConsumerRecord> = |(_, r)| r;
+        self.parts.into_iter().map(f).flatten()
+    }
+}
