@@ -223,6 +223,21 @@ async fn tls_server_verification() {
     bc.send(MetadataRequest::default()).await.unwrap();
     bc.close().await;
 
+    // The cluster layer over TLS: bootstrap, metadata, a leader, the leader's connection (the
+    // advertised stunnel address), all through TLS.
+    let cluster = rekafka::cluster::Cluster::connect(
+        rekafka::cluster::ClusterConfig::new([format!("localhost:{}", s.tls)])
+            .with_connection(good.clone()),
+    )
+    .await
+    .unwrap();
+    let topic = format!("tls-topic-{}", std::process::id());
+    let (leader, _epoch) = cluster.leader_for(&topic, 0).await.unwrap();
+    let leader_conn = cluster.connection_for_broker(leader).await.unwrap();
+    assert_eq!(leader_conn.addr(), format!("127.0.0.1:{}", s.tls));
+    leader_conn.send(MetadataRequest::default()).await.unwrap();
+    cluster.close().await;
+
     // A CA that did not sign the server certificate: a verification error, fatal.
     let wrong_ca = config(TlsConfig::default().with_ca_location(&s.other_ca));
     let e = metadata_round_trip(&format!("127.0.0.1:{}", s.tls), &wrong_ca)
