@@ -159,7 +159,13 @@ pub enum EndpointIdentification {
 }
 
 /// TLS settings, used when [`SecurityProtocol::uses_tls`]. Certificates and keys are PEM
-/// files (Java keystores are not supported; convert them with `keytool`/`openssl`).
+/// files or PEM text (Java keystores are not supported; convert them with
+/// `keytool`/`openssl`). Files are read at every connect (off the async threads), so a
+/// rotated certificate is picked up by the next connection.
+///
+/// TLS 1.2 and 1.3 with rustls' safe defaults and the *ring* provider; SNI and the name check
+/// use the host of the broker's `host:port` (an IP address is checked against the
+/// certificate's IP SANs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsConfig {
