@@ -184,9 +184,36 @@ async fn oauthbearer_reauthenticates_before_expiry_while_requests_flow() {
             Ok::<u32, rekafka::Error>(n)
         }));
     }
+    // Callers that give up on slow requests (20 ms at the broker) after 5 ms: their responses
+    // arrive late, around the re-authentications, and must be discarded without disturbing
+    // anyone else's. Paced (one every ~50 ms each) so that the broker keeps up: a client that
+    // floods a broker with requests it abandons outruns any session lifetime.
+    let mut abandoners = Vec::new();
+    for w in 0..2 {
+        let conn = conn.clone();
+        abandoners.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while Instant::now() < stop {
+                let r = tokio::time::timeout(
+                    Duration::from_millis(5),
+                    echo(&conn, &format!("slow-{w}-{n}")),
+                )
+                .await;
+                if let Ok(r) = r {
+                    r?;
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(45)).await;
+            }
+            Ok::<u32, rekafka::Error>(n)
+        }));
+    }
     let mut total = 0;
     for w in workers {
         total += w.await.unwrap().unwrap();
+    }
+    for a in abandoners {
+        assert!(a.await.unwrap().unwrap() > 10);
     }
     assert!(total > 100, "only {total} requests went through");
     assert!(!conn.is_closed(), "{:?}", conn.error());
