@@ -169,10 +169,11 @@ pub enum EndpointIdentification {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsConfig {
-    /// PEM file with the CA certificates that sign the brokers' certificates, or a directory
-    /// of such files (`*.pem`, `*.crt`, `*.cer`) (`ssl.ca.location`). Default: `None`: the
-    /// Mozilla root certificates built in (`webpki-roots`), unless [`ca_pem`](Self::ca_pem)
-    /// is set.
+    /// PEM file with the CA certificates that sign the brokers' certificates, a directory of
+    /// such files (`*.pem`, `*.crt`, `*.cer`), or `probe`: the operating system's CA bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt` and the other usual places, as librdkafka)
+    /// (`ssl.ca.location`). Default: `None`: the Mozilla root certificates built in
+    /// (`webpki-roots`), unless [`ca_pem`](Self::ca_pem) is set.
     pub ca_location: Option<PathBuf>,
     /// The CA certificates as PEM text, instead of a file (librdkafka's `ssl.ca.pem`).
     /// Default: `None`.
