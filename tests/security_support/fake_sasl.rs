@@ -16,11 +16,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
-    TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse, RequestHeader,
+    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rekafka::connection::security::{SaslConfig, SecurityConfig, SecurityProtocol};
@@ -46,6 +46,8 @@ pub struct Settings {
     pub bad_server_signature: bool,
     /// Accepted OAUTHBEARER tokens start with this.
     pub token_prefix: String,
+    /// The broker's own address, in Metadata responses (set by `start`).
+    pub advertised: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -80,6 +82,8 @@ impl FakeBroker {
     pub async fn start(settings: Settings) -> FakeBroker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let mut settings = settings;
+        settings.advertised = Some(addr);
         let stats = Arc::new(Stats::default());
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let settings = Arc::new(settings);
@@ -408,7 +412,20 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                 .into_iter()
                 .map(|t| MetadataResponseTopic::default().with_name(t.name))
                 .collect();
-            let resp = MetadataResponse::default().with_topics(topics);
+            let brokers = settings
+                .advertised
+                .map(|a| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(1))
+                        .with_host(StrBytes::from_string(a.ip().to_string()))
+                        .with_port(i32::from(a.port()))
+                })
+                .into_iter()
+                .collect();
+            let resp = MetadataResponse::default()
+                .with_topics(topics)
+                .with_brokers(brokers)
+                .with_controller_id(BrokerId(1));
             reply(&|out| out.extend_from_slice(&response(api, version, corr, &resp)))
         }
     }
