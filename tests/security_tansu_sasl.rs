@@ -4,7 +4,7 @@
 //! limited, see docs/broker-quirks.md ("SASL"): its storage keeps no SCRAM credentials (so no
 //! user can be created, by its CLI or otherwise, and every SCRAM login fails with
 //! SASL_AUTHENTICATION_FAILED) and PLAIN is not compiled in (the handshake closes the
-//! connection). The successful PLAIN/SCRAM/OAUTHBEARER paths are therefore tested against the
+//! connection; OAUTHBEARER tokens are all refused). The successful PLAIN/SCRAM/OAUTHBEARER paths are therefore tested against the
 //! fake broker of `security_sasl_fake.rs`; here the real broker checks the failure paths: a
 //! typed, fatal authentication error that comes back at once, and an unauthenticated client
 //! that the broker refuses.
@@ -99,4 +99,23 @@ async fn an_unauthenticated_client_is_refused() {
         .unwrap();
     let e = conn.send(MetadataRequest::default()).await.unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
+}
+
+#[tokio::test]
+async fn oauthbearer_token_refused_with_sasl_authentication_failed() {
+    use rekafka::connection::security::OAuthBearerToken;
+    // Tansu enables OAUTHBEARER but validates no token: it refuses every one with
+    // SASL_AUTHENTICATION_FAILED, which must come back as a fatal Authentication error.
+    let tansu = Tansu::start("sasl-oauth", true, None);
+    let sasl = SaslConfig::oauthbearer(|| async {
+        Ok(OAuthBearerToken::new("not-a-jwt", Duration::from_secs(60)))
+    });
+    let started = Instant::now();
+    let e = Connection::connect(&tansu.addr, -1, &config(sasl))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Authentication, "{e}");
+    assert!(e.is_fatal());
+    assert!(e.to_string().contains("SASL_AUTHENTICATION_FAILED"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

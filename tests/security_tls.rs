@@ -223,6 +223,21 @@ async fn tls_server_verification() {
     bc.send(MetadataRequest::default()).await.unwrap();
     bc.close().await;
 
+    // The cluster layer over TLS: bootstrap, metadata, a leader, the leader's connection (the
+    // advertised stunnel address), all through TLS.
+    let cluster = rekafka::cluster::Cluster::connect(
+        rekafka::cluster::ClusterConfig::new([format!("localhost:{}", s.tls)])
+            .with_connection(good.clone()),
+    )
+    .await
+    .unwrap();
+    let topic = format!("tls-topic-{}", std::process::id());
+    let (leader, _epoch) = cluster.leader_for(&topic, 0).await.unwrap();
+    let leader_conn = cluster.connection_for_broker(leader).await.unwrap();
+    assert_eq!(leader_conn.addr(), format!("127.0.0.1:{}", s.tls));
+    leader_conn.send(MetadataRequest::default()).await.unwrap();
+    cluster.close().await;
+
     // A CA that did not sign the server certificate: a verification error, fatal.
     let wrong_ca = config(TlsConfig::default().with_ca_location(&s.other_ca));
     let e = metadata_round_trip(&format!("127.0.0.1:{}", s.tls), &wrong_ca)
@@ -327,5 +342,73 @@ async fn mutual_tls() {
     );
     let e = metadata_round_trip(&addr, &rogue).await.unwrap_err();
     assert_fatal_tls(&e, "untrusted client certificate");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_ssl_scram_with_reauthentication_over_tls() {
+    use rekafka::connection::security::{SaslConfig, SaslMechanism};
+    use security_support::fake_sasl::{FakeBroker, Settings, all_mechanisms, echo, users};
+    use std::sync::atomic::Ordering;
+
+    // The fake SASL broker (real SCRAM server side, 1 s sessions) behind stunnel: TLS, then
+    // SASL, then re-authentication on the TLS stream while requests flow.
+    let s = setup("sasl-ssl");
+    let broker = FakeBroker::start(Settings {
+        users: users(),
+        mechanisms: all_mechanisms(),
+        session_lifetime_ms: 1000,
+        ..Settings::default()
+    })
+    .await;
+    let port = free_port();
+    let dir = s.dir.join("sasl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _stunnel = Stunnel::start(
+        &dir,
+        &format!(
+            "[sasl-ssl]\naccept = 127.0.0.1:{port}\nconnect = {}\ncert = {}\nkey = {}\n",
+            broker.addr,
+            s.dir.join("server.pem").display(),
+            s.dir.join("server.key").display(),
+        ),
+        &[port],
+    );
+    let mut config = config(TlsConfig::default().with_ca_location(&s.ca));
+    config.security.protocol = SecurityProtocol::SaslSsl;
+    config.security.sasl =
+        SaslConfig::with_credentials(SaslMechanism::ScramSha512, "alice", "alice-secret");
+    let conn = Connection::connect(&format!("localhost:{port}"), -1, &config)
+        .await
+        .unwrap();
+    let stop = tokio::time::Instant::now() + Duration::from_millis(3000);
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let conn = conn.clone();
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while tokio::time::Instant::now() < stop {
+                echo(&conn, &format!("tls-w{w}-{n}")).await?;
+                n += 1;
+            }
+            Ok::<u32, rekafka::Error>(n)
+        }));
+    }
+    for w in workers {
+        assert!(w.await.unwrap().unwrap() > 10);
+    }
+    assert!(!conn.is_closed(), "{:?}", conn.error());
+    assert_eq!(broker.stats.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(broker.stats.expired.load(Ordering::SeqCst), 0);
+    assert!(broker.stats.auths.load(Ordering::SeqCst) >= 3);
+    conn.close().await;
+
+    // A wrong password over TLS: the same fatal Authentication error.
+    config.security.sasl =
+        SaslConfig::with_credentials(SaslMechanism::ScramSha512, "alice", "wrong");
+    let e = Connection::connect(&format!("localhost:{port}"), -1, &config)
+        .await
+        .unwrap_err();
+    assert_fatal_tls(&e, "SASL_SSL wrong password");
     let _ = std::fs::remove_dir_all(&s.dir);
 }

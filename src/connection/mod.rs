@@ -146,6 +146,71 @@ impl Default for ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// The Java/librdkafka-style property names [`apply_property`](Self::apply_property)
+    /// knows: the connection's own and [`SecurityConfig::PROPERTY_NAMES`].
+    pub const PROPERTY_NAMES: &'static [&'static str] = &[
+        "client.id",
+        "request.timeout.ms",
+        "socket.connection.setup.timeout.ms",
+        "reconnect.backoff.ms",
+        "reconnect.backoff.max.ms",
+        "receive.message.max.bytes",
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "sasl.password",
+        "sasl.jaas.config",
+        "ssl.ca.location",
+        "ssl.ca.pem",
+        "ssl.certificate.location",
+        "ssl.certificate.pem",
+        "ssl.key.location",
+        "ssl.key.pem",
+        "ssl.key.password",
+        "ssl.endpoint.identification.algorithm",
+        "ssl.truststore.location",
+        "ssl.truststore.password",
+        "ssl.truststore.type",
+        "ssl.keystore.location",
+        "ssl.keystore.password",
+        "ssl.keystore.type",
+    ];
+
+    /// Applies one Java/librdkafka-style property: `client.id`, `request.timeout.ms`,
+    /// `socket.connection.setup.timeout.ms` ([`connect_timeout`](Self::connect_timeout)),
+    /// `reconnect.backoff.ms`, `reconnect.backoff.max.ms`, librdkafka's
+    /// `receive.message.max.bytes` ([`max_frame_size`](Self::max_frame_size)), and the
+    /// security keys of [`SecurityConfig::apply_property`]. `Ok(false)`: not a key of this
+    /// config; `Err` ([`ErrorKind::Config`](crate::ErrorKind::Config)): a known key with a bad
+    /// value, naming the key.
+    pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
+        let ms = |v: &str| -> Result<Duration> {
+            v.trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| {
+                    Error::config(format!(
+                        "{key}: expected a number of milliseconds, got {v:?}"
+                    ))
+                })
+        };
+        match key {
+            "client.id" => self.client_id = value.to_owned(),
+            "request.timeout.ms" => self.request_timeout = ms(value)?,
+            "socket.connection.setup.timeout.ms" => self.connect_timeout = ms(value)?,
+            "reconnect.backoff.ms" => self.reconnect_backoff = ms(value)?,
+            "reconnect.backoff.max.ms" => self.reconnect_backoff_max = ms(value)?,
+            "receive.message.max.bytes" => {
+                self.max_frame_size = value.trim().parse().map_err(|_| {
+                    Error::config(format!("{key}: expected a number of bytes, got {value:?}"))
+                })?;
+            }
+            _ => return self.security.apply_property(key, value),
+        }
+        Ok(true)
+    }
+
     /// Sets [`client_id`](Self::client_id).
     pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = client_id.into();
@@ -219,6 +284,32 @@ impl ConnectionConfig {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn properties() {
+        let mut c = ConnectionConfig::default();
+        assert!(c.apply_property("client.id", "app").unwrap());
+        assert!(c.apply_property("request.timeout.ms", "1500").unwrap());
+        assert!(
+            c.apply_property("socket.connection.setup.timeout.ms", "2000")
+                .unwrap()
+        );
+        assert!(c.apply_property("security.protocol", "SSL").unwrap());
+        assert_eq!(c.client_id, "app");
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert!(c.security.protocol.uses_tls());
+        assert!(!c.apply_property("linger.ms", "5").unwrap());
+        let e = c.apply_property("request.timeout.ms", "soon").unwrap_err();
+        assert!(e.message_text().unwrap().contains("request.timeout.ms"));
+        for k in SecurityConfig::PROPERTY_NAMES {
+            assert!(ConnectionConfig::PROPERTY_NAMES.contains(k), "{k}");
+        }
+        for k in ConnectionConfig::PROPERTY_NAMES {
+            let mut c = ConnectionConfig::default();
+            assert!(!matches!(c.apply_property(k, "1"), Ok(false)), "{k}");
+        }
+    }
 
     #[test]
     fn defaults_and_validation() {

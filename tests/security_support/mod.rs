@@ -5,6 +5,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+pub mod fake_sasl;
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {

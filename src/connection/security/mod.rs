@@ -159,14 +159,21 @@ pub enum EndpointIdentification {
 }
 
 /// TLS settings, used when [`SecurityProtocol::uses_tls`]. Certificates and keys are PEM
-/// files (Java keystores are not supported; convert them with `keytool`/`openssl`).
+/// files or PEM text (Java keystores are not supported; convert them with
+/// `keytool`/`openssl`). Files are read at every connect (off the async threads), so a
+/// rotated certificate is picked up by the next connection.
+///
+/// TLS 1.2 and 1.3 with rustls' safe defaults and the *ring* provider; SNI and the name check
+/// use the host of the broker's `host:port` (an IP address is checked against the
+/// certificate's IP SANs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsConfig {
-    /// PEM file with the CA certificates that sign the brokers' certificates, or a directory
-    /// of such files (`*.pem`, `*.crt`, `*.cer`) (`ssl.ca.location`). Default: `None`: the
-    /// Mozilla root certificates built in (`webpki-roots`), unless [`ca_pem`](Self::ca_pem)
-    /// is set.
+    /// PEM file with the CA certificates that sign the brokers' certificates, a directory of
+    /// such files (`*.pem`, `*.crt`, `*.cer`), or `probe`: the operating system's CA bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt` and the other usual places, as librdkafka)
+    /// (`ssl.ca.location`). Default: `None`: the Mozilla root certificates built in
+    /// (`webpki-roots`), unless [`ca_pem`](Self::ca_pem) is set.
     pub ca_location: Option<PathBuf>,
     /// The CA certificates as PEM text, instead of a file (librdkafka's `ssl.ca.pem`).
     /// Default: `None`.

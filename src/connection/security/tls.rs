@@ -48,10 +48,34 @@ fn parse_certs(pem: &str, setting: &str) -> Result<Vec<CertificateDer<'static>>>
     Ok(certs)
 }
 
-/// The CA certificates of `ssl.ca.location`: one PEM file, or every `*.pem`/`*.crt`/`*.cer`
-/// file of a directory.
+/// Where Linux distributions and BSDs keep the system CA bundle (librdkafka's `probe` list).
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/usr/local/etc/ssl/cert.pem",
+];
+
+/// The CA certificates of `ssl.ca.location`: one PEM file, every `*.pem`/`*.crt`/`*.cer`
+/// file of a directory, or `probe`: the system bundle.
 fn read_ca_location(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     const SETTING: &str = "ssl.ca.location";
+    if path.as_os_str() == "probe" {
+        let Some(bundle) = SYSTEM_CA_BUNDLES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+        else {
+            return Err(Error::config(format!(
+                "{SETTING}=probe: no system CA bundle found (looked for {})",
+                SYSTEM_CA_BUNDLES.join(", ")
+            )));
+        };
+        return read_certs(bundle, SETTING);
+    }
     if !path.is_dir() {
         return read_certs(path, SETTING);
     }
@@ -90,6 +114,18 @@ pub(crate) fn client_config(tls: &TlsConfig) -> Result<ClientConfig> {
         (None, None) => None,
     };
     match cas {
+        // A system bundle may hold a certificate webpki cannot use; skip those, as every
+        // client does with system stores.
+        Some((_, certs))
+            if tls.ca_pem.is_none() && tls.ca_location.as_deref() == Some(Path::new("probe")) =>
+        {
+            let (added, skipped) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::config(format!(
+                    "ssl.ca.location=probe: none of the {skipped} system CA certificates is usable"
+                )));
+            }
+        }
         Some((setting, certs)) => {
             for cert in certs {
                 roots.add(cert).map_err(|e| {
@@ -271,6 +307,20 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:9093"), "127.0.0.1");
         assert_eq!(host_of("[::1]:9093"), "::1");
         assert_eq!(host_of("broker"), "broker");
+    }
+
+    #[test]
+    fn probe_reads_the_system_bundle_when_there_is_one() {
+        match SYSTEM_CA_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
+            Some(_) => assert!(read_ca_location(Path::new("probe")).unwrap().len() > 10),
+            None => {
+                let e = read_ca_location(Path::new("probe")).unwrap_err();
+                assert!(e.message_text().unwrap().contains("probe"));
+            }
+        }
+        if SYSTEM_CA_BUNDLES.iter().any(|p| Path::new(p).is_file()) {
+            client_config(&TlsConfig::default().with_ca_location("probe")).unwrap();
+        }
     }
 
     #[test]
