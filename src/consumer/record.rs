@@ -190,6 +190,6 @@ impl IntoIterator for ConsumerRecords {
 
     fn into_iter(self) -> Self::IntoIter {
         let f: fn((TopicPartition, Vec<ConsumerRecord>)) -> Vec<ConsumerRecord> = |(_, r)| r;
-        self.parts.into_iter().map(f).flatten()
+        self.parts.into_iter().flat_map(f)
     }
 }
