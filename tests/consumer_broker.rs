@@ -77,7 +77,7 @@ async fn read(consumer: &Consumer, want: usize, timeout: Duration) -> Vec<Consum
             .await
             .expect("poll");
         assert!(recs.errors().is_empty(), "{:?}", recs.errors());
-        out.extend(recs.into_iter());
+        out.extend(recs);
     }
     out
 }
@@ -192,7 +192,7 @@ async fn pause_resume_and_seek_touch_only_their_partition() {
     let last0 = last0.unwrap();
     let pos_after = c.position(&p0).await.unwrap();
     assert!(next0.is_some());
-    assert!(next0.unwrap() >= last0 + 1 && pos_after > last0);
+    assert!(next0.unwrap() > last0 && pos_after > last0);
     // Seek p1 back to 5: the next p1 record is offset 5; p0 continues where it was.
     let p0_before = c.position(&p0).await.unwrap();
     c.seek(&p1, 5).unwrap();
