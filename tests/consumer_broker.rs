@@ -277,6 +277,7 @@ async fn group_of_three_reads_100k_exactly_once_and_survives_a_leave() {
     let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
     let mut handles = Vec::new();
     let mut consumers = Vec::new();
+    #[allow(clippy::needless_range_loop)]
     for id in 0..3 {
         let cluster = cluster().await;
         let c = Arc::new(
