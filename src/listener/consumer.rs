@@ -90,6 +90,12 @@ pub trait ContainerConsumer: Send + 'static {
     /// The consumer group, if the consumer is in one.
     fn group_id(&self) -> Option<String>;
 
+    /// Whether the consumer commits offsets by itself. The container commits (per its ack
+    /// mode) and refuses to start on a consumer that auto-commits. Default: false.
+    fn auto_commit_enabled(&self) -> bool {
+        false
+    }
+
     /// Leaves the group and closes the consumer.
     fn close(&mut self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -294,6 +294,12 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             .ok_or_else(|| Error::config("a listener container needs a record or batch handler"))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a listener container must start inside a tokio runtime"))?;
+        if self.consumer.auto_commit_enabled() {
+            return Err(Error::config(
+                "the listener container commits offsets itself (per its ack mode): create the \
+                 consumer with auto-commit disabled (enable.auto.commit=false)",
+            ));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (pause_tx, pause_rx) = watch::channel(false);
         let mut tracker = FailedRecordTracker::new();
@@ -353,7 +359,8 @@ impl ContainerHandle {
         self.events.subscribe()
     }
 
-    /// Pauses consumption (all partitions) before the next poll; membership is kept.
+    /// Pauses consumption (all partitions) before the next poll (within the poll timeout);
+    /// membership is kept.
     pub fn pause(&self) {
         self.pause.send_replace(true);
     }
@@ -509,7 +516,6 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     continue;
                 }
-                _ = self.pause.changed() => continue,
                 r = self.consumer.poll(timeout) => r,
             };
             match polled {

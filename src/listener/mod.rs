@@ -13,6 +13,7 @@
 //!   travels in commit metadata so attempt counts survive rebalances and restarts;
 //! * [dead-letter headers](dead_letter) exactly as Spring writes them, and reading them back.
 
+mod adapter;
 mod backoff;
 mod classify;
 mod consumer;
@@ -21,6 +22,7 @@ pub mod dead_letter;
 mod handler;
 mod tracker;
 
+pub use adapter::ListenerConsumerRecord;
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
