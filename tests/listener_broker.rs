@@ -312,3 +312,155 @@ async fn back_off_does_not_block_other_partitions() {
     handle.stop().await;
     cluster.close().await;
 }
+
+/// A record whose value does not deserialize never reaches the handler: it is recovered on its
+/// first failure, with its raw bytes, and the records around it flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeserializable_record_is_recovered_at_once_with_raw_bytes() {
+    use rekafka::consumer::StringDeserializer;
+    use rekafka::listener::deserialization_check;
+    let cluster = cluster().await;
+    let topic = unique("lst-deser");
+    let group = unique("lst-deser-g");
+    create_topic(&cluster, &topic, 1).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let bad: &[u8] = &[0xff, 0xfe, 0x00, 0x41];
+    for v in [&b"ok-0"[..], bad, &b"ok-2"[..]] {
+        producer
+            .send_and_wait(
+                Record::new(topic.as_str())
+                    .with_partition(0)
+                    .with_value(v.to_vec()),
+            )
+            .await
+            .expect("sent");
+    }
+    producer.close().await;
+    let consumer = Consumer::new(cluster.clone(), consumer_config(&group)).expect("consumer");
+    consumer.subscribe([topic.clone()]).expect("subscribe");
+    let handled: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let recovered: Arc<Mutex<Vec<(i64, Vec<u8>, String)>>> = Arc::default();
+    let (h, rc) = (handled.clone(), recovered.clone());
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let h = h.clone();
+            async move {
+                h.lock().unwrap().push(r.offset());
+                Ok(())
+            }
+        })
+        .deserialization_check(deserialization_check(
+            StringDeserializer,
+            StringDeserializer,
+        ))
+        .error_handler(DefaultErrorHandler::new().recoverer(RecovererFn(
+            move |r: ListenerConsumerRecord, e: SharedError| {
+                let rc = rc.clone();
+                async move {
+                    let raw = r.value_bytes().map(|b| b.to_vec()).unwrap_or_default();
+                    rc.lock().unwrap().push((r.offset(), raw, e.to_string()));
+                    Ok::<(), HandlerError>(())
+                }
+            },
+        )))
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.lock().unwrap().len() < 2 || recovered.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "records not handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.stop().await;
+    assert_eq!(handled.lock().unwrap().clone(), vec![0, 2]);
+    let recovered = recovered.lock().unwrap().clone();
+    assert_eq!(recovered.len(), 1, "recovered once, on the first failure");
+    assert_eq!(recovered[0].0, 1);
+    assert_eq!(recovered[0].1, bad, "raw bytes kept");
+    assert!(
+        recovered[0].2.contains("deserialization"),
+        "{}",
+        recovered[0].2
+    );
+    assert_eq!(committed(&cluster, &group, &topic, 1).await, vec![Some(3)]);
+    cluster.close().await;
+}
+
+struct CountAssignments(Arc<AtomicU32>);
+
+impl rekafka::consumer::RebalanceListener for CountAssignments {
+    fn on_assigned<'a>(
+        &'a self,
+        _consumer: &'a Consumer,
+        _partitions: &'a [TopicPartition],
+    ) -> rekafka::consumer::BoxFuture<'a, ()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    }
+}
+
+/// A batch handler that keeps failing with an error that names no record: the whole batch is
+/// retried in memory with its partitions paused for longer than the session timeout in all,
+/// without losing the group membership (no second assignment), then recovered record by record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_batch_retry_longer_than_session_timeout_keeps_membership() {
+    let cluster = cluster().await;
+    let topic = unique("lst-batch");
+    let group = unique("lst-batch-g");
+    create_topic(&cluster, &topic, 1).await;
+    let ends = produce(&cluster, &topic, 1, 20, |_| false).await;
+    let consumer = Consumer::new(cluster.clone(), consumer_config(&group)).expect("consumer");
+    let assignments = Arc::new(AtomicU32::new(0));
+    consumer.set_rebalance_listener(Arc::new(CountAssignments(assignments.clone())));
+    consumer.subscribe([topic.clone()]).expect("subscribe");
+    let deliveries = Arc::new(AtomicU32::new(0));
+    let recovered: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let (d, rc) = (deliveries.clone(), recovered.clone());
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(move |_batch: Vec<ListenerConsumerRecord>| {
+            let d = d.clone();
+            async move {
+                d.fetch_add(1, Ordering::SeqCst);
+                Err(Box::new(Poison) as HandlerError)
+            }
+        })
+        .error_handler(
+            // 2 retries 4 s apart: 8 s of back-off, more than the 6 s session timeout.
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::from_secs(4), 2))
+                .recoverer(RecovererFn(move |r: ListenerConsumerRecord, _| {
+                    let rc = rc.clone();
+                    async move {
+                        rc.lock().unwrap().push(r.offset());
+                        Ok::<(), HandlerError>(())
+                    }
+                })),
+        )
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while committed(&cluster, &group, &topic, 1).await != vec![Some(ends[0])] {
+        assert!(Instant::now() < deadline, "batch never recovered");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    handle.stop().await;
+    // Each delivery is of the batch in hand (its size depends on how the fetches fell); every
+    // record was recovered exactly once, and the member was assigned exactly once.
+    let mut rec = recovered.lock().unwrap().clone();
+    rec.sort();
+    assert_eq!(rec, (0..ends[0]).collect::<Vec<_>>());
+    assert_eq!(
+        deliveries.load(Ordering::SeqCst) % 3,
+        0,
+        "3 deliveries per batch"
+    );
+    assert_eq!(
+        assignments.load(Ordering::SeqCst),
+        1,
+        "no rebalance during the retries"
+    );
+    cluster.close().await;
+}

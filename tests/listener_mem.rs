@@ -66,6 +66,12 @@ impl ListenerRecord for Rec {
             message: "not JSON".into(),
         })
     }
+    fn with_deserialization_failure(&self, _: DeserializationFailed) -> Self {
+        Rec {
+            bad: true,
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Default)]

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::classify::{DeserializationFailed, RecordPart};
 use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::tracker::TopicPartition;
 use crate::Result;
-use crate::consumer::{AutoCommit, Consumer, ConsumerRecord};
+use crate::consumer::{AutoCommit, Consumer, ConsumerRecord, Deserialized, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
 use crate::protocol::record::{Header, TimestampType};
 
@@ -31,6 +32,7 @@ fn from_group_tp(tp: &group::TopicPartition) -> TopicPartition {
 pub struct ListenerConsumerRecord {
     record: ConsumerRecord,
     extra_headers: Arc<Vec<Header>>,
+    failure: Option<Arc<DeserializationFailed>>,
 }
 
 impl ListenerConsumerRecord {
@@ -80,6 +82,7 @@ impl From<ConsumerRecord> for ListenerConsumerRecord {
         ListenerConsumerRecord {
             record,
             extra_headers: Arc::new(Vec::new()),
+            failure: None,
         }
     }
 }
@@ -134,6 +137,18 @@ impl ListenerRecord for ListenerConsumerRecord {
         ListenerConsumerRecord {
             record: self.record.clone(),
             extra_headers: Arc::new(extra),
+            failure: self.failure.clone(),
+        }
+    }
+
+    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
+        self.failure.as_deref().cloned()
+    }
+
+    fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self {
+        ListenerConsumerRecord {
+            failure: Some(Arc::new(failure)),
+            ..self.clone()
         }
     }
 }
@@ -220,5 +235,34 @@ impl ContainerConsumer for Consumer {
 
     async fn close(&mut self) -> Result<()> {
         Consumer::close(self).await
+    }
+}
+
+/// A deserialization check for [`ContainerBuilder::deserialization_check`]: runs `key` and
+/// `value` on each record; a record that fails never reaches the handler and goes to the
+/// recoverer on its first failure, with its raw bytes.
+///
+/// [`ContainerBuilder::deserialization_check`]: super::ContainerBuilder::deserialization_check
+pub fn deserialization_check<K, V>(
+    key: K,
+    value: V,
+) -> impl Fn(&ListenerConsumerRecord) -> std::result::Result<(), DeserializationFailed>
++ Send
++ Sync
++ 'static
+where
+    K: Deserializer + 'static,
+    V: Deserializer + 'static,
+{
+    move |r: &ListenerConsumerRecord| match r.record.deserialize(&key, &value) {
+        Deserialized::Failed { error, is_key, .. } => Err(DeserializationFailed {
+            part: if is_key {
+                RecordPart::Key
+            } else {
+                RecordPart::Value
+            },
+            message: error.to_string(),
+        }),
+        _ => Ok(()),
     }
 }

@@ -50,9 +50,9 @@ pub trait ListenerRecord: Clone + Send + Sync + 'static {
     fn with_header(&self, header: Header) -> Self;
     /// The deserialization failure of the key or value, if the record could not be
     /// deserialized. Such a record never reaches the handler.
-    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
-        None
-    }
+    fn deserialization_failure(&self) -> Option<DeserializationFailed>;
+    /// The same record marked as not deserializable.
+    fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self;
 }
 
 /// The consumer operations the container uses. Every method concerns only the partitions it

@@ -146,6 +146,9 @@ type RecordFn<R> =
 type BatchFn<R> = Arc<
     dyn Fn(Vec<R>, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
 >;
+type DeserializationCheck<R> = Arc<
+    dyn Fn(&R) -> std::result::Result<(), super::classify::DeserializationFailed> + Send + Sync,
+>;
 type ListenerErrorFn<R> = Arc<dyn Fn(&R, HandlerError) -> Result<(), HandlerError> + Send + Sync>;
 
 enum Handler<R> {
@@ -178,6 +181,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     handler: Option<Handler<C::Record>>,
     error_handler: DefaultErrorHandler<C::Record>,
     listener_error_handler: Option<ListenerErrorFn<C::Record>>,
+    deserialization_check: Option<DeserializationCheck<C::Record>>,
     ack_mode: AckMode,
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
@@ -197,6 +201,7 @@ impl ListenerContainer {
             handler: None,
             error_handler: DefaultErrorHandler::default(),
             listener_error_handler: None,
+            deserialization_check: None,
             ack_mode: AckMode::Batch,
             poll_timeout: Duration::from_secs(5),
             idle_interval: None,
@@ -263,6 +268,21 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// Checks each polled record before any handler sees it (Spring's
+    /// `ErrorHandlingDeserializer`): a record that fails is never handed to the handler and goes
+    /// to the recoverer on its first failure, with its raw bytes. For rekafka's consumer, build
+    /// one with [`deserialization_check`](super::deserialization_check).
+    pub fn deserialization_check(
+        mut self,
+        check: impl Fn(&C::Record) -> std::result::Result<(), super::classify::DeserializationFailed>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.deserialization_check = Some(Arc::new(check));
+        self
+    }
+
     /// The ack mode. Default: [`AckMode::Batch`].
     pub fn ack_mode(mut self, mode: AckMode) -> Self {
         self.ack_mode = mode;
@@ -314,6 +334,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             handler,
             eh: self.error_handler,
             leh: self.listener_error_handler,
+            check: self.deserialization_check,
             ack_mode: self.ack_mode,
             poll_timeout: self.poll_timeout,
             idle_interval: self.idle_interval,
@@ -425,6 +446,7 @@ struct Runner<C: ContainerConsumer> {
     handler: Handler<C::Record>,
     eh: DefaultErrorHandler<C::Record>,
     leh: Option<ListenerErrorFn<C::Record>>,
+    check: Option<DeserializationCheck<C::Record>>,
     ack_mode: AckMode,
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
@@ -520,7 +542,14 @@ impl<C: ContainerConsumer> Runner<C> {
             };
             match polled {
                 Ok(records) if records.is_empty() => self.maybe_idle(),
-                Ok(records) => {
+                Ok(mut records) => {
+                    if let Some(check) = &self.check {
+                        for r in records.iter_mut() {
+                            if let Err(failure) = check(r) {
+                                *r = r.with_deserialization_failure(failure);
+                            }
+                        }
+                    }
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;

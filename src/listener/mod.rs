@@ -22,7 +22,7 @@ pub mod dead_letter;
 mod handler;
 mod tracker;
 
-pub use adapter::ListenerConsumerRecord;
+pub use adapter::{ListenerConsumerRecord, deserialization_check};
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
