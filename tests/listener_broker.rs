@@ -341,7 +341,9 @@ async fn undeserializable_record_is_recovered_at_once_with_raw_bytes() {
     let consumer = Consumer::new(cluster.clone(), consumer_config(&group)).expect("consumer");
     consumer.subscribe([topic.clone()]).expect("subscribe");
     let handled: Arc<Mutex<Vec<i64>>> = Arc::default();
-    let recovered: Arc<Mutex<Vec<(i64, Vec<u8>, String)>>> = Arc::default();
+    // (offset, raw value, error message) of each recovered record.
+    type Recovered = Vec<(i64, Vec<u8>, String)>;
+    let recovered: Arc<Mutex<Recovered>> = Arc::default();
     let (h, rc) = (handled.clone(), recovered.clone());
     let handle = ListenerContainer::builder(consumer)
         .record_handler(move |r: ListenerConsumerRecord| {
