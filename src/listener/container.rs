@@ -185,6 +185,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     ack_mode: AckMode,
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
+    concurrency: usize,
     events: broadcast::Sender<ContainerEvent>,
 }
 
@@ -205,6 +206,7 @@ impl ListenerContainer {
             ack_mode: AckMode::Batch,
             poll_timeout: Duration::from_secs(5),
             idle_interval: None,
+            concurrency: 1,
             events,
         }
     }
@@ -302,6 +304,13 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// How many partitions' records a record handler may work on at once (each partition's
+    /// records stay in order, one at a time). Default: 1, like Spring's container thread.
+    pub fn concurrency(mut self, partitions: usize) -> Self {
+        self.concurrency = partitions.max(1);
+        self
+    }
+
     /// Subscribes to events before the container starts (so `Started` is seen).
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
@@ -338,6 +347,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             ack_mode: self.ack_mode,
             poll_timeout: self.poll_timeout,
             idle_interval: self.idle_interval,
+            concurrency: self.concurrency,
             events: self.events.clone(),
             stop: stop_rx,
             pause: pause_rx,
@@ -450,6 +460,7 @@ struct Runner<C: ContainerConsumer> {
     ack_mode: AckMode,
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
+    concurrency: usize,
     events: broadcast::Sender<ContainerEvent>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
@@ -918,6 +929,9 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     async fn handle_records(&mut self, records: Vec<C::Record>) {
+        if self.concurrency > 1 {
+            return self.handle_records_concurrently(records).await;
+        }
         for (tp, recs) in group_by_partition(records) {
             for record in recs {
                 if self.stop_requested() || self.blocked(&tp) || !self.owns(&tp) {
@@ -938,6 +952,90 @@ impl<C: ContainerConsumer> Runner<C> {
                     break;
                 }
                 self.commit_if_due().await;
+            }
+        }
+    }
+
+    /// Partitions handled at the same time (each partition's records still in order, one at a
+    /// time); failures are then dealt with partition by partition, as in the sequential path.
+    async fn handle_records_concurrently(&mut self, records: Vec<C::Record>) {
+        let Handler::Record(f) = &self.handler else {
+            return;
+        };
+        let f = f.clone();
+        let leh = self.leh.clone();
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (tp, recs) in group_by_partition(records) {
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            let prepared: Vec<(C::Record, C::Record, Acknowledgment)> = recs
+                .into_iter()
+                .map(|r| {
+                    let delivered = match self.eh.delivery_attempt_header {
+                        DeliveryAttemptHeader::On => {
+                            let attempt = self.tracker.delivery_attempt(&tp, r.offset());
+                            r.with_header(Header::new(
+                                DELIVERY_ATTEMPT_HEADER,
+                                Some(delivery_attempt_header_value(attempt).to_vec()),
+                            ))
+                        }
+                        _ => r.clone(),
+                    };
+                    let ack = Acknowledgment {
+                        sink: self.acks.clone(),
+                        targets: Arc::new(vec![(tp.clone(), r.offset() + 1)]),
+                    };
+                    (r, delivered, ack)
+                })
+                .collect();
+            let (f, leh, permits, stop) =
+                (f.clone(), leh.clone(), permits.clone(), self.stop.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let mut done = Vec::new();
+                for (original, delivered, ack) in prepared {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    if let Some(d) = original.deserialization_failure() {
+                        let e: SharedError = Arc::new(d);
+                        return (tp, done, Some((original, e)));
+                    }
+                    let result = match (f(delivered, ack).await, &leh) {
+                        (Err(e), Some(leh)) => leh(&original, e),
+                        (r, _) => r,
+                    };
+                    match result {
+                        Ok(()) => done.push(original.offset()),
+                        Err(e) => return (tp, done, Some((original, Arc::from(e)))),
+                    }
+                }
+                (tp, done, None)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    tracing::error!(error = %e, "a record handler panicked; stopping");
+                    self.stop_reason = Some(StopReason::Error);
+                }
+            }
+        }
+        self.drain_manual_acks().await;
+        for (tp, done, failure) in outcomes {
+            for offset in done {
+                self.tracker.succeeded(&tp, offset);
+                self.ack(&tp, offset, AckSource::Handler).await;
+            }
+            if let Some((record, error)) = failure {
+                if self.on_failure(&tp, &record, error).await == Flow::Continue {
+                    // Recovered: the rest of this partition's records come again.
+                    self.seek_min(&tp, record.offset() + 1);
+                }
             }
         }
     }
