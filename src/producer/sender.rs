@@ -86,6 +86,9 @@ struct Sender {
     refreshing: Arc<AtomicBool>,
     bump_retry_at: Option<Instant>,
     bump_backoff: Backoff,
+    /// Where the next drain round starts among the partitions, so that a request that cannot
+    /// take every partition (`max.request.size`) does not favour the same ones each time.
+    drain_start: usize,
 }
 
 pub(crate) async fn run(
@@ -107,6 +110,7 @@ pub(crate) async fn run(
         meta_dirty: Arc::new(AtomicBool::new(true)),
         refreshing: Arc::new(AtomicBool::new(false)),
         bump_retry_at: None,
+        drain_start: 0,
     };
     loop {
         if *shutdown.borrow() {
@@ -534,7 +538,14 @@ impl Sender {
             // One round: at most one request per broker, one batch per partition.
             let mut by_broker: HashMap<i32, (usize, Vec<Tp>)> = HashMap::new();
             let mut need_refresh: Option<Arc<str>> = None;
-            for (tp, part) in &self.parts {
+            let start = self.drain_start % self.parts.len().max(1);
+            self.drain_start = self.drain_start.wrapping_add(1);
+            for (tp, part) in self
+                .parts
+                .iter()
+                .skip(start)
+                .chain(self.parts.iter().take(start))
+            {
                 match self.sendable(tp, part, now) {
                     Ok(()) => {}
                     Err(at) => {
