@@ -1066,3 +1066,35 @@ async fn concurrent_senders_keep_per_task_order() {
     }
     assert_eq!(total, 8000);
 }
+
+/// The runtime running the sender shuts down while records are held: their futures resolve
+/// with a typed error instead of hanging.
+#[test]
+fn runtime_shutdown_fails_held_records() {
+    let main = tokio::runtime::Runtime::new().unwrap();
+    let fake = main.block_on(async {
+        let fake = Fake::start(1).await;
+        fake.set_default(Action::Hold);
+        fake
+    });
+    let other = tokio::runtime::Runtime::new().unwrap();
+    let (producer, delivery) = other.block_on(async {
+        let producer = fake.producer(fast()).await;
+        let d = producer
+            .send(Record::new("t").with_value("x"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (producer, d)
+    });
+    drop(other);
+    let r = main.block_on(async { tokio::time::timeout(Duration::from_secs(5), delivery).await });
+    let e = r.expect("resolved").expect_err("not delivered");
+    assert_eq!(e.kind(), &ErrorKind::Closed);
+    assert_eq!(
+        e.persistence,
+        Persistence::PossiblyPersisted,
+        "it was on the wire"
+    );
+    drop(producer);
+}

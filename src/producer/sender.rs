@@ -135,6 +135,16 @@ pub(crate) async fn run(
     }
 }
 
+impl Drop for Sender {
+    /// The task ended without `shut_down` (the runtime shut down, or a bug panicked it): fail
+    /// every record still held rather than leave its future pending forever.
+    fn drop(&mut self) {
+        if !self.sh.stopped.load(Ordering::Acquire) {
+            self.shut_down();
+        }
+    }
+}
+
 /// Polls every future in creation order; resolves with the first that is ready.
 fn poll_in_order(
     futures: &mut Vec<(u64, ResponseFuture)>,
