@@ -108,6 +108,9 @@ pub(crate) struct Shared {
     /// Set by the sender before it looks for open batches; a `send` that starts a batch wakes
     /// the sender only if this is set (otherwise the sender's linger timer covers it).
     pub(crate) sender_idle: AtomicBool,
+    /// Cleared by the sender while every broker it sends to has `max.in.flight` requests out
+    /// (a response will wake it); a `send` that seals a full batch wakes it only when set.
+    pub(crate) sender_wants_sealed: AtomicBool,
     pub(crate) closing: AtomicBool,
     /// Set by the sender task when it stops; a batch started after that is failed at once.
     pub(crate) stopped: AtomicBool,
@@ -207,6 +210,7 @@ impl Producer {
             outstanding: AtomicU64::new(0),
             flushing: AtomicUsize::new(0),
             sender_idle: AtomicBool::new(true),
+            sender_wants_sealed: AtomicBool::new(true),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             fatal: OnceLock::new(),
@@ -328,10 +332,13 @@ impl Producer {
                         }
                         return Ok(fut);
                     }
-                    // Full: seal it for the sender.
+                    // Full: seal it for the sender (waking it only if it could send now;
+                    // otherwise its next response wakes it).
                     if let Some(full) = inner.open.take() {
                         inner.sealed.push_back(full);
-                        sh.wake.notify_one();
+                        if sh.sender_wants_sealed.load(Ordering::Acquire) {
+                            sh.wake.notify_one();
+                        }
                     }
                 }
                 if let Some(permits) = reserved.take() {

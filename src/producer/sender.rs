@@ -195,6 +195,8 @@ impl Sender {
     /// Returns when the sender should look again at the latest.
     async fn run_once(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        // Conservative until the end of the round shows every broker busy.
+        self.sh.sender_wants_sealed.store(true, Ordering::Release);
         let mut next = self.collect(now);
         self.refresh_leaders();
         if let Some(t) = self.expire(now) {
@@ -209,7 +211,23 @@ impl Sender {
         if let Some(t) = self.send_ready(Instant::now()) {
             next = min_instant(next, t);
         }
+        if self.all_brokers_busy() {
+            self.sh.sender_wants_sealed.store(false, Ordering::Release);
+        }
         next
+    }
+
+    /// Whether requests are in flight and every partition's leader already has
+    /// `max.in.flight` of them: a newly sealed batch could not be sent before a response.
+    fn all_brokers_busy(&self) -> bool {
+        if self.requests.is_empty() {
+            return false;
+        }
+        let max = self.sh.config.max_in_flight;
+        self.parts.values().all(|p| {
+            p.leader
+                .is_some_and(|l| self.broker_in_flight.get(&l).copied().unwrap_or(0) >= max)
+        })
     }
 
     /// Moves sealed batches, and open batches older than `linger` (or all when flushing),
