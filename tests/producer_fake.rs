@@ -452,10 +452,9 @@ async fn back_pressure_blocks_then_fails_after_max_block() {
         "only {} records accepted",
         accepted.len()
     );
-    assert_eq!(
-        producer.metrics().buffer_available_bytes,
-        (BUFFER % (16 * 1024)) as u64
-    );
+    // The send failed because the next batch (16 KiB and its header) did not fit.
+    let available = producer.metrics().buffer_available_bytes;
+    assert!(available < 16 * 1024 + 61, "{available} bytes were free");
     // Dropping the producer fails what it holds, typed, never silently.
     drop(producer);
     let r = tokio::time::timeout(Duration::from_secs(5), accepted.pop().unwrap())
@@ -1097,4 +1096,53 @@ fn runtime_shutdown_fails_held_records() {
         "it was on the wire"
     );
     drop(producer);
+}
+
+/// With a large `batch.size`, a batch charges `buffer.memory` as it grows (from 16 KiB, by
+/// doubling), not all at once: many partitions with a little traffic each fit in a small
+/// buffer, and the charge never exceeds the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_charge_memory_as_they_grow() {
+    let fake = Fake::start(40).await;
+    fake.set_default(Action::Hold);
+    const BUFFER: usize = 1 << 20;
+    let producer = fake
+        .producer(
+            fast()
+                .with_buffer_memory(BUFFER)
+                .with_batch_size(1 << 20)
+                .with_linger(Duration::from_secs(10))
+                .with_max_block(Duration::from_millis(300)),
+        )
+        .await;
+    // One small record in each of 40 partitions: 40 batches of 16 KiB, 655 KiB < 1 MiB.
+    let mut held = Vec::new();
+    for p in 0..40 {
+        held.push(
+            producer
+                .send(Record::new("t").with_partition(p).with_value("x"))
+                .await
+                .expect("room for a small batch per partition"),
+        );
+    }
+    let used = BUFFER as u64 - producer.metrics().buffer_available_bytes;
+    assert_eq!(used, 40 * (16 * 1024 + 61));
+    // One partition grows its batch until the buffer is exhausted, then `send` waits and
+    // fails: the charge never passes the buffer.
+    let value = Bytes::from(vec![b'y'; 1000]);
+    let mut n = 0;
+    let e = loop {
+        match producer
+            .send(Record::new("t").with_partition(0).with_value(value.clone()))
+            .await
+        {
+            Ok(f) => held.push(f),
+            Err(e) => break e,
+        }
+        n += 1;
+        assert!(n < 2000, "never ran out of buffer");
+    };
+    assert_eq!(e.kind(), &ErrorKind::BufferFull, "{e}");
+    assert!(n >= 100, "only {n} records fitted");
+    assert!(producer.metrics().buffer_available_bytes <= BUFFER as u64);
 }

@@ -147,7 +147,9 @@ pub struct ProducerConfig {
     pub batch_size: usize,
     /// The memory in bytes for records waiting to be sent or acknowledged (`buffer.memory`);
     /// `send` waits for room up to `max_block`. Default: 32 MiB. Accounting is by batch
-    /// buffer (at least `batch_size` per batch), as in the Java client's buffer pool.
+    /// buffer: a batch starts with 16 KiB (or `batch_size` if smaller) and is charged again
+    /// each time its buffer doubles, so a large `batch_size` costs memory only where traffic
+    /// fills batches.
     pub buffer_memory: usize,
     /// How long `send` may wait for buffer room or for a topic's metadata (`max.block.ms`).
     /// Default: 60 s.
