@@ -1146,3 +1146,34 @@ async fn large_batches_charge_memory_as_they_grow() {
     assert!(n >= 100, "only {n} records fitted");
     assert!(producer.metrics().buffer_available_bytes <= BUFFER as u64);
 }
+
+/// Scenario 6 with `retries` = 1: the ambiguous attempt does not use up the retry budget, so
+/// the record is still delivered after NOT_LEADER; two definite failures exhaust it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_attempts_do_not_use_up_retries() {
+    let fake = Fake::start(1).await;
+    fake.script([
+        Action::AppendThenError(KafkaCode::RequestTimedOut),
+        Action::Error(KafkaCode::NotLeaderOrFollower),
+        Action::Normal,
+        Action::Error(KafkaCode::NotEnoughReplicas),
+        Action::Error(KafkaCode::NotEnoughReplicas),
+    ]);
+    let producer = fake.producer(fast().with_retries(1)).await;
+    producer
+        .send_and_wait(Record::new("t").with_value("a"))
+        .await
+        .expect("one definite failure fits in retries = 1");
+    let e = producer
+        .send_and_wait(Record::new("t").with_value("b"))
+        .await
+        .expect_err("two definite failures exceed retries = 1");
+    assert_eq!(
+        e.error.kafka_code(),
+        Some(KafkaCode::NotEnoughReplicas),
+        "{e}"
+    );
+    assert_eq!(e.persistence, Persistence::NotPersisted);
+    assert!(producer.fatal_error().is_none());
+    assert_eq!(fake.values(0), vec!["a".to_string()]);
+}

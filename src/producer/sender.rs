@@ -51,6 +51,8 @@ struct SBatch {
     /// Its records were failed at `delivery.timeout` while a request carrying it was still in
     /// flight; the response only settles the bookkeeping.
     expired: bool,
+    /// Retries after definite failures (ambiguous ones do not count).
+    retries: u32,
 }
 
 struct SPart {
@@ -279,6 +281,7 @@ impl Sender {
                 ambiguous: false,
                 last_error: None,
                 expired: false,
+                retries: 0,
             };
             if let Some(e) = &fatal {
                 self.fail(&tp, sb, e.clone(), Persistence::NotPersisted);
@@ -905,6 +908,43 @@ impl Sender {
         let now = Instant::now();
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
+        // Ambiguous attempts, and rejections caused by the producer's own sequence state (a
+        // gap left by another batch, a lost producer id), do not use up `retries`.
+        let counted = !ambiguous
+            && !matches!(
+                b.last_error.as_ref().and_then(Error::kafka_code),
+                Some(
+                    KafkaCode::OutOfOrderSequenceNumber
+                        | KafkaCode::UnknownProducerId
+                        | KafkaCode::InvalidProducerIdMapping
+                )
+            );
+        if counted {
+            b.retries = b.retries.saturating_add(1);
+        }
+        if b.retries > self.sh.config.retries && !b.expired {
+            let p = if b.ambiguous {
+                Persistence::PossiblyPersisted
+            } else {
+                Persistence::NotPersisted
+            };
+            let last = b
+                .last_error
+                .clone()
+                .unwrap_or_else(|| Error::new(ErrorKind::Timeout));
+            let note = format!(
+                "gave up after {} retries (retries = {})",
+                b.retries - 1,
+                self.sh.config.retries
+            );
+            let msg = match last.message_text() {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            };
+            self.fail(tp, b, last.message(msg), p);
+            return;
+        }
+        let part = self.part(tp);
         if b.expired || now >= b.created + timeout {
             let p = if b.ambiguous {
                 Persistence::PossiblyPersisted
