@@ -36,7 +36,8 @@
 //!   partition's queue (after an exponential back-off with ±20% jitter, KIP-580), with a
 //!   metadata refresh first when the leader moved; a partition that had a failure sends one
 //!   batch at a time until a success, so batches are never reordered. Retries stop at
-//!   `delivery.timeout`.
+//!   `delivery.timeout` (or after `retries` definite failures; attempts without a definite
+//!   answer do not count).
 //! * Idempotence (default): see [`ProduceError`] for how failures are reported as not or
 //!   possibly persisted. `DUPLICATE_SEQUENCE_NUMBER` counts as success; an
 //!   `OUT_OF_ORDER_SEQUENCE_NUMBER` on the oldest unacknowledged batch of a partition is fatal
