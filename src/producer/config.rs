@@ -140,6 +140,12 @@ pub struct ProducerConfig {
     /// How long a record may take from `send` to success or failure, retries included
     /// (`delivery.timeout.ms`). Default: 120 s. Must be at least `linger + request_timeout`.
     pub delivery_timeout: Duration,
+    /// How many times a batch is retried after a definite failure (`retries`). Default:
+    /// 2147483647 (Java's), so that `delivery_timeout` is what bounds retries. Attempts that
+    /// end without a definite answer (a timeout, a lost connection, `REQUEST_TIMED_OUT`,
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`) do not count: giving up after one of them could
+    /// only report "possibly persisted". Idempotence requires at least 1.
+    pub retries: u32,
     /// How long a batch waits for more records before it is sent (`linger.ms`). Default: 5 ms.
     pub linger: Duration,
     /// The size in bytes at which a partition's batch is sealed and sent (`batch.size`).
@@ -147,7 +153,9 @@ pub struct ProducerConfig {
     pub batch_size: usize,
     /// The memory in bytes for records waiting to be sent or acknowledged (`buffer.memory`);
     /// `send` waits for room up to `max_block`. Default: 32 MiB. Accounting is by batch
-    /// buffer (at least `batch_size` per batch), as in the Java client's buffer pool.
+    /// buffer: a batch starts with 16 KiB (or `batch_size` if smaller) and is charged again
+    /// each time its buffer doubles, so a large `batch_size` costs memory only where traffic
+    /// fills batches.
     pub buffer_memory: usize,
     /// How long `send` may wait for buffer room or for a topic's metadata (`max.block.ms`).
     /// Default: 60 s.
@@ -184,6 +192,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             idempotence: Idempotence::Enabled,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            retries: i32::MAX as u32,
             linger: DEFAULT_LINGER,
             batch_size: DEFAULT_BATCH_SIZE,
             buffer_memory: DEFAULT_BUFFER_MEMORY,
@@ -223,6 +232,7 @@ impl ProducerConfig {
         "acks",
         "enable.idempotence",
         "delivery.timeout.ms",
+        "retries",
         "linger.ms",
         "batch.size",
         "buffer.memory",
@@ -259,6 +269,13 @@ impl ProducerConfig {
                 }
             }
             "delivery.timeout.ms" => self.delivery_timeout = parse_ms(key, value)?,
+            "retries" => {
+                self.retries = value.trim().parse::<u32>().map_err(|_| {
+                    Error::config(format!(
+                        "retries: expected a non-negative integer, got {value:?}"
+                    ))
+                })?
+            }
             "linger.ms" => self.linger = parse_ms(key, value)?,
             "batch.size" => self.batch_size = parse_usize(key, value)?,
             "buffer.memory" => self.buffer_memory = parse_usize(key, value)?,
@@ -317,6 +334,11 @@ impl ProducerConfig {
     /// Sets [`delivery_timeout`](Self::delivery_timeout).
     pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
         self.delivery_timeout = timeout;
+        self
+    }
+    /// Sets [`retries`](Self::retries).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
     /// Sets [`linger`](Self::linger).
@@ -395,6 +417,9 @@ impl ProducerConfig {
                 return Err(Error::config(
                     "enable.idempotence requires acks=all (set acks=all or disable idempotence)",
                 ));
+            }
+            if self.retries == 0 {
+                return Err(Error::config("enable.idempotence requires retries >= 1"));
             }
             if self.max_in_flight > 5 {
                 return Err(Error::config(

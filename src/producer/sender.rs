@@ -51,6 +51,8 @@ struct SBatch {
     /// Its records were failed at `delivery.timeout` while a request carrying it was still in
     /// flight; the response only settles the bookkeeping.
     expired: bool,
+    /// Retries after definite failures (ambiguous ones do not count).
+    retries: u32,
 }
 
 struct SPart {
@@ -86,6 +88,9 @@ struct Sender {
     refreshing: Arc<AtomicBool>,
     bump_retry_at: Option<Instant>,
     bump_backoff: Backoff,
+    /// Where the next drain round starts among the partitions, so that a request that cannot
+    /// take every partition (`max.request.size`) does not favour the same ones each time.
+    drain_start: usize,
 }
 
 pub(crate) async fn run(
@@ -107,6 +112,7 @@ pub(crate) async fn run(
         meta_dirty: Arc::new(AtomicBool::new(true)),
         refreshing: Arc::new(AtomicBool::new(false)),
         bump_retry_at: None,
+        drain_start: 0,
     };
     loop {
         if *shutdown.borrow() {
@@ -127,6 +133,16 @@ pub(crate) async fn run(
         };
         if let Some((id, result)) = done {
             s.handle(id, result);
+        }
+    }
+}
+
+impl Drop for Sender {
+    /// The task ended without `shut_down` (the runtime shut down, or a bug panicked it): fail
+    /// every record still held rather than leave its future pending forever.
+    fn drop(&mut self) {
+        if !self.sh.stopped.load(Ordering::Acquire) {
+            self.shut_down();
         }
     }
 }
@@ -181,6 +197,8 @@ impl Sender {
     /// Returns when the sender should look again at the latest.
     async fn run_once(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        // Conservative until the end of the round shows every broker busy.
+        self.sh.sender_wants_sealed.store(true, Ordering::Release);
         let mut next = self.collect(now);
         self.refresh_leaders();
         if let Some(t) = self.expire(now) {
@@ -195,7 +213,23 @@ impl Sender {
         if let Some(t) = self.send_ready(Instant::now()) {
             next = min_instant(next, t);
         }
+        if self.all_brokers_busy() {
+            self.sh.sender_wants_sealed.store(false, Ordering::Release);
+        }
         next
+    }
+
+    /// Whether requests are in flight and every partition's leader already has
+    /// `max.in.flight` of them: a newly sealed batch could not be sent before a response.
+    fn all_brokers_busy(&self) -> bool {
+        if self.requests.is_empty() {
+            return false;
+        }
+        let max = self.sh.config.max_in_flight;
+        self.parts.values().all(|p| {
+            p.leader
+                .is_some_and(|l| self.broker_in_flight.get(&l).copied().unwrap_or(0) >= max)
+        })
     }
 
     /// Moves sealed batches, and open batches older than `linger` (or all when flushing),
@@ -247,6 +281,7 @@ impl Sender {
                 ambiguous: false,
                 last_error: None,
                 expired: false,
+                retries: 0,
             };
             if let Some(e) = &fatal {
                 self.fail(&tp, sb, e.clone(), Persistence::NotPersisted);
@@ -534,7 +569,14 @@ impl Sender {
             // One round: at most one request per broker, one batch per partition.
             let mut by_broker: HashMap<i32, (usize, Vec<Tp>)> = HashMap::new();
             let mut need_refresh: Option<Arc<str>> = None;
-            for (tp, part) in &self.parts {
+            let start = self.drain_start % self.parts.len().max(1);
+            self.drain_start = self.drain_start.wrapping_add(1);
+            for (tp, part) in self
+                .parts
+                .iter()
+                .skip(start)
+                .chain(self.parts.iter().take(start))
+            {
                 match self.sendable(tp, part, now) {
                     Ok(()) => {}
                     Err(at) => {
@@ -866,6 +908,43 @@ impl Sender {
         let now = Instant::now();
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
+        // Ambiguous attempts, and rejections caused by the producer's own sequence state (a
+        // gap left by another batch, a lost producer id), do not use up `retries`.
+        let counted = !ambiguous
+            && !matches!(
+                b.last_error.as_ref().and_then(Error::kafka_code),
+                Some(
+                    KafkaCode::OutOfOrderSequenceNumber
+                        | KafkaCode::UnknownProducerId
+                        | KafkaCode::InvalidProducerIdMapping
+                )
+            );
+        if counted {
+            b.retries = b.retries.saturating_add(1);
+        }
+        if b.retries > self.sh.config.retries && !b.expired {
+            let p = if b.ambiguous {
+                Persistence::PossiblyPersisted
+            } else {
+                Persistence::NotPersisted
+            };
+            let last = b
+                .last_error
+                .clone()
+                .unwrap_or_else(|| Error::new(ErrorKind::Timeout));
+            let note = format!(
+                "gave up after {} retries (retries = {})",
+                b.retries - 1,
+                self.sh.config.retries
+            );
+            let msg = match last.message_text() {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            };
+            self.fail(tp, b, last.message(msg), p);
+            return;
+        }
+        let part = self.part(tp);
         if b.expired || now >= b.created + timeout {
             let p = if b.ambiguous {
                 Persistence::PossiblyPersisted
