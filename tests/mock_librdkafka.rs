@@ -189,3 +189,73 @@ async fn librdkafka_read_committed_hides_the_aborted_transaction() {
     used.dedup();
     eprintln!("librdkafka used: {used:?}");
 }
+
+/// librdkafka's idempotent producer against injected faults: retriable errors, lost
+/// acknowledgements and a dropped connection. Every record is delivered exactly once, in order,
+/// and the request log shows the retries the broker deduplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_idempotent_produce_survives_errors_lost_acks_and_disconnects() {
+    use rekafka::KafkaCode;
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("faulty", 2)
+        .start()
+        .await
+        .unwrap();
+    mock.push_request_errors(
+        ApiKey::Produce,
+        &[
+            KafkaCode::NotEnoughReplicas,
+            KafkaCode::RequestTimedOut,
+            KafkaCode::NotEnoughReplicasAfterAppend,
+        ],
+    );
+    // Two produce requests are written but never acknowledged.
+    mock.drop_responses(
+        |r| r.api_key == ApiKey::Produce && r.producer_id.is_some(),
+        2,
+    );
+    mock.close_connection_on(ApiKey::Produce, 12);
+    let n = 20_000;
+    let v = run(
+        "mock_idempotent.py",
+        vec![
+            mock.bootstrap(),
+            "faulty".into(),
+            n.to_string(),
+            "1500".into(),
+        ],
+    )
+    .await;
+    assert_eq!(v["acked"], n, "{v}");
+    assert_eq!(v["consumed"], n, "{v}");
+    assert_eq!(v["distinct"], n, "{v}");
+    assert_eq!(v["in_order"], true, "{v}");
+    let stored: usize = (0..2)
+        .map(|p| mock.records("faulty", p).unwrap().len())
+        .sum();
+    assert_eq!(stored, n, "the broker stored each record once");
+    // The lost acknowledgements were retried with the same producer id, epoch and sequence.
+    let produces: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Produce)
+        .map(|r| {
+            (
+                r.partitions.clone(),
+                r.producer_id,
+                r.producer_epoch,
+                r.base_sequence,
+            )
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let repeats = produces
+        .iter()
+        .filter(|p| !seen.insert((*p).clone()))
+        .count();
+    assert!(
+        repeats >= 2,
+        "expected retried produce requests, saw {repeats}"
+    );
+}
