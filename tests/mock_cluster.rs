@@ -1374,3 +1374,40 @@ async fn describe_configs_of_a_topic() {
     assert_eq!(r.configs.len(), 1);
     assert_eq!(r.configs[0].value.as_deref(), Some("delete"));
 }
+
+#[tokio::test]
+async fn fetch_respects_byte_limits_but_returns_at_least_one_batch() {
+    let mock = MockCluster::builder()
+        .topic("big", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let v = "x".repeat(1000);
+    for _ in 0..3 {
+        send_produce(&conn, produce("big", 0, batch(&[v.as_str()], None, false))).await;
+    }
+    let one = mock.batches("big", 0).unwrap()[0].as_bytes().len() as i32;
+    let fetch_with = |partition_max: i32, max: i32| {
+        let mut f = fetch("big", 0, 0, 0, false).with_max_bytes(max);
+        f.topics[0].partitions[0].partition_max_bytes = partition_max;
+        f
+    };
+    let count = |r: FetchResponse| values(&r.responses[0].partitions[0]).len();
+    // Smaller than one batch: still the first batch (KIP-74).
+    assert_eq!(count(conn.send(fetch_with(1, 1 << 20)).await.unwrap()), 1);
+    assert_eq!(count(conn.send(fetch_with(1 << 20, 1)).await.unwrap()), 1);
+    // Room for two and a half batches: two.
+    assert_eq!(
+        count(conn.send(fetch_with(one * 5 / 2, 1 << 20)).await.unwrap()),
+        2
+    );
+    assert_eq!(
+        count(conn.send(fetch_with(1 << 20, one * 5 / 2)).await.unwrap()),
+        2
+    );
+    assert_eq!(
+        count(conn.send(fetch_with(1 << 20, 1 << 20)).await.unwrap()),
+        3
+    );
+}
