@@ -1411,3 +1411,41 @@ async fn fetch_respects_byte_limits_but_returns_at_least_one_batch() {
         3
     );
 }
+
+#[tokio::test]
+async fn topic_hidden_from_metadata_for_two_responses() {
+    let mock = MockCluster::builder()
+        .topic("hidden", 2)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    mock.push_topic_metadata_errors(
+        "hidden",
+        &[
+            KafkaCode::UnknownTopicOrPartition,
+            KafkaCode::LeaderNotAvailable,
+        ],
+    );
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(s("hidden")))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let codes: Vec<(i16, usize)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let r = conn.send(req.clone()).await.unwrap();
+            v.push((r.topics[0].error_code, r.topics[0].partitions.len()));
+        }
+        v
+    };
+    assert_eq!(
+        codes,
+        vec![
+            (KafkaCode::UnknownTopicOrPartition.code(), 0),
+            (KafkaCode::LeaderNotAvailable.code(), 0),
+            (0, 2)
+        ]
+    );
+}

@@ -1,7 +1,7 @@
 //! The `rekafka` command-line tool.
 //!
-//! For now it only describes itself; the topic, group, produce, consume, mock-cluster and
-//! dead-letter commands arrive with the layers they use.
+//! `rekafka mock` runs the embedded mock cluster (`cli/src/mock.rs`); the topic, group, produce,
+//! consume and dead-letter commands arrive with the layers they use.
 
 use std::process::ExitCode;
 

@@ -97,6 +97,8 @@ pub(crate) struct Faults {
     pub errors: HashMap<ApiKey, VecDeque<i16>>,
     pub broker_errors: HashMap<(i32, ApiKey), VecDeque<i16>>,
     pub partition_errors: HashMap<(String, i32, ApiKey), VecDeque<i16>>,
+    /// Topic → errors for the next Metadata responses that include it.
+    pub topic_errors: HashMap<String, VecDeque<i16>>,
     /// API key → how many more requests of it pass before one closes its connection.
     pub close_on: Vec<(ApiKey, u64)>,
     pub rtt: HashMap<i32, Duration>,
@@ -160,6 +162,13 @@ impl Faults {
         }
         self.drops.retain(|d| d.remaining > 0);
         hit
+    }
+
+    pub fn topic_error(&mut self, topic: &str) -> Option<i16> {
+        if self.topic_errors.is_empty() {
+            return None;
+        }
+        self.topic_errors.get_mut(topic).and_then(|q| q.pop_front())
     }
 
     pub fn partition_error(&mut self, api: ApiKey, topic: &str, partition: i32) -> Option<i16> {

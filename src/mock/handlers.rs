@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 
 use super::RequestInfo;
-use super::faults::Pre;
+use super::faults::{Faults, Pre};
 use super::group::{Committed, Group, GroupState, Member};
 use super::server::{Ctx, Outcome, pre_faults};
 use super::state::{State, Txn};
@@ -223,8 +223,18 @@ impl Api for ApiVersionsRequest {
     }
 }
 
-fn metadata_topic(st: &State, name: &str, v: i16) -> metadata_response::MetadataResponseTopic {
+fn metadata_topic(
+    st: &State,
+    faults: &mut Faults,
+    name: &str,
+    v: i16,
+) -> metadata_response::MetadataResponseTopic {
     use metadata_response::*;
+    if let Some(c) = faults.topic_error(name) {
+        return MetadataResponseTopic::default()
+            .with_name(Some(tn(name)))
+            .with_error_code(c);
+    }
     let Some(t) = st.topics.get(name) else {
         return MetadataResponseTopic::default()
             .with_name(Some(tn(name)))
@@ -291,13 +301,13 @@ impl Api for MetadataRequest {
                         },
                     };
                     st.topic_or_create(&name, allow);
-                    metadata_topic(&st, &name, v)
+                    metadata_topic(&st, &mut ctx.shared.faults(), &name, v)
                 })
                 .collect(),
             _ => st
                 .topics
                 .keys()
-                .map(|name| metadata_topic(&st, name, v))
+                .map(|name| metadata_topic(&st, &mut ctx.shared.faults(), name, v))
                 .collect(),
         };
         let brokers = st

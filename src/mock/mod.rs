@@ -14,6 +14,8 @@
 //!   ([`push_broker_request_errors`](MockCluster::push_broker_request_errors)), or only for
 //!   one partition of Produce / Fetch / ListOffsets
 //!   ([`push_partition_errors`](MockCluster::push_partition_errors));
+//! * [`push_topic_metadata_errors`](MockCluster::push_topic_metadata_errors): hide a topic from
+//!   the next Metadata responses;
 //! * [`close_connection_on`](MockCluster::close_connection_on): close the connection instead
 //!   of answering the Nth request of an API;
 //! * [`set_broker_rtt`](MockCluster::set_broker_rtt): delay every response of a broker;
@@ -498,6 +500,17 @@ impl MockCluster {
             .extend(errors.iter().map(|c| c.code()));
     }
 
+    /// Answers the next `errors.len()` Metadata responses that include `topic` with these
+    /// errors for that topic (and no partitions): a topic that vanishes from metadata for a
+    /// while, or one whose leader is not available (`LEADER_NOT_AVAILABLE`).
+    pub fn push_topic_metadata_errors(&self, topic: &str, errors: &[KafkaCode]) {
+        let mut f = self.shared.faults();
+        f.topic_errors
+            .entry(topic.to_string())
+            .or_default()
+            .extend(errors.iter().map(|c| c.code()));
+    }
+
     /// Closes the connection, without applying or answering it, on the `nth` (1-based) next
     /// request of `api`.
     pub fn close_connection_on(&self, api: ApiKey, nth: u64) {
@@ -587,6 +600,29 @@ impl MockCluster {
 
     /// Holds every request matching `matcher` (before it is applied) until the returned handle
     /// is released or dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use rekafka::connection::{Connection, ConnectionConfig};
+    /// use rekafka::mock::MockCluster;
+    /// use rekafka::protocol::ApiKey;
+    /// use rekafka::protocol::messages::MetadataRequest;
+    ///
+    /// let mock = MockCluster::start().await.unwrap();
+    /// let conn = Connection::connect(&mock.bootstrap(), -1, &ConnectionConfig::default())
+    ///     .await
+    ///     .unwrap();
+    /// let held = mock.hold(|r| r.api_key == ApiKey::Metadata);
+    /// let pending = tokio::spawn({
+    ///     let conn = conn.clone();
+    ///     async move { conn.send(MetadataRequest::default()).await }
+    /// });
+    /// held.wait_matched(1).await; // the request reached the broker and waits there
+    /// assert!(!pending.is_finished());
+    /// held.release();
+    /// assert!(pending.await.unwrap().is_ok());
+    /// # }
+    /// ```
     pub fn hold(
         &self,
         matcher: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
