@@ -300,6 +300,15 @@ impl MockClusterBuilder {
         if self.brokers == 0 || self.brokers > 1000 {
             return Err(Error::config("mock cluster needs 1..=1000 brokers"));
         }
+        if self
+            .first_node_id
+            .checked_add(self.brokers as i32)
+            .is_none_or(|_| self.first_node_id < 0)
+        {
+            return Err(Error::config(
+                "first_node_id must be non-negative and leave room for every broker",
+            ));
+        }
         if self.default_partitions <= 0 {
             return Err(Error::config("default_partitions must be positive"));
         }

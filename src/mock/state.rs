@@ -135,7 +135,7 @@ impl State {
         let offset = (stable_hash(name) % n as u64) as usize;
         let parts = (0..partitions as usize)
             .map(|p| Partition {
-                leader: self.brokers[(offset + p) % n],
+                leader: self.brokers.get((offset + p) % n).copied().unwrap_or(-1),
                 leader_epoch: 0,
                 log: Log::new(),
             })
@@ -165,7 +165,7 @@ impl State {
         let offset = (stable_hash(name) % n as u64) as usize;
         for p in have as usize..count as usize {
             t.partitions.push(Partition {
-                leader: brokers[(offset + p) % n],
+                leader: brokers.get((offset + p) % n).copied().unwrap_or(-1),
                 leader_epoch: 0,
                 log: Log::new(),
             });
@@ -204,7 +204,10 @@ impl State {
             return b;
         }
         let n = self.brokers.len().max(1) as u64;
-        self.brokers[(stable_hash(key) % n) as usize]
+        self.brokers
+            .get((stable_hash(key) % n) as usize)
+            .copied()
+            .unwrap_or(-1)
     }
 
     pub fn set_coordinator(&mut self, kind: CoordinatorType, key: &str, broker: i32) {
