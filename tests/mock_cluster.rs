@@ -1449,3 +1449,49 @@ async fn topic_hidden_from_metadata_for_two_responses() {
         ]
     );
 }
+
+#[tokio::test]
+async fn offset_for_leader_epoch_follows_leader_moves() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("ep", 1)
+        .start()
+        .await
+        .unwrap();
+    let first = mock.partition_leader("ep", 0).unwrap();
+    let second = if first == 1 { 2 } else { 1 };
+    let c1 = connect_broker(&mock, first).await;
+    send_produce(&c1, produce("ep", 0, batch(&["a", "b"], None, false))).await;
+    mock.set_partition_leader("ep", 0, second).unwrap();
+    let c2 = connect_broker(&mock, second).await;
+    send_produce(&c2, produce("ep", 0, batch(&["c"], None, false))).await;
+    let req = |epoch: i32, current: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(s("ep")))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_leader_epoch(epoch)
+                            .with_current_leader_epoch(current),
+                    ]),
+            ])
+    };
+    let answer = |r: OffsetForLeaderEpochResponse| {
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    // Epoch 0 ended where epoch 1 began (offset 2); epoch 1 is current: ends at the log end.
+    assert_eq!(answer(c2.send(req(0, 1)).await.unwrap()), (0, 0, 2));
+    assert_eq!(answer(c2.send(req(1, 1)).await.unwrap()), (0, 1, 3));
+    assert_eq!(
+        answer(c2.send(req(0, 0)).await.unwrap()).0,
+        KafkaCode::FencedLeaderEpoch.code()
+    );
+    assert_eq!(
+        answer(c1.send(req(0, 1)).await.unwrap()).0,
+        KafkaCode::NotLeaderOrFollower.code()
+    );
+}

@@ -59,6 +59,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 fn supported(api: ApiKey, version: i16) -> bool {
@@ -136,6 +137,7 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
         TxnOffsetCommit => TxnOffsetCommitRequest,
         DescribeConfigs => DescribeConfigsRequest,
         CreatePartitions => CreatePartitionsRequest,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
     )
 }
 
@@ -764,6 +766,98 @@ impl Api for FetchRequest {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OffsetForLeaderEpoch
+
+impl Api for OffsetForLeaderEpochRequest {
+    fn describe(&self, info: &mut RequestInfo) {
+        for t in &self.topics {
+            for p in &t.partitions {
+                info.partitions.push((t.topic.0.to_string(), p.partition));
+            }
+        }
+    }
+    fn error_response(&self, _v: i16, c: i16) -> OffsetForLeaderEpochResponse {
+        use offset_for_leader_epoch_response::*;
+        OffsetForLeaderEpochResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    EpochEndOffset::default()
+                                        .with_partition(p.partition)
+                                        .with_error_code(c)
+                                        .with_leader_epoch(-1)
+                                        .with_end_offset(-1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<OffsetForLeaderEpochResponse> {
+        use offset_for_leader_epoch_response::*;
+        let st = ctx.shared.lock();
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.topic.0.to_string();
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|op| {
+                        let r = EpochEndOffset::default()
+                            .with_partition(op.partition)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                        let injected = ctx.shared.faults().partition_error(
+                            ApiKey::OffsetForLeaderEpoch,
+                            &name,
+                            op.partition,
+                        );
+                        let part = st.partition(&name, op.partition);
+                        let err = match (injected, part) {
+                            (Some(c), _) => Some(c),
+                            (None, None) => Some(code(KafkaCode::UnknownTopicOrPartition)),
+                            (None, Some(p)) if p.leader != ctx.broker => {
+                                Some(code(KafkaCode::NotLeaderOrFollower))
+                            }
+                            (None, Some(p))
+                                if op.current_leader_epoch >= 0
+                                    && op.current_leader_epoch < p.leader_epoch =>
+                            {
+                                Some(code(KafkaCode::FencedLeaderEpoch))
+                            }
+                            (None, Some(p)) if op.current_leader_epoch > p.leader_epoch => {
+                                Some(code(KafkaCode::UnknownLeaderEpoch))
+                            }
+                            _ => None,
+                        };
+                        match (part, err) {
+                            (Some(p), None) => {
+                                let (epoch, end) = p.end_offset_for_epoch(op.leader_epoch);
+                                r.with_leader_epoch(epoch).with_end_offset(end)
+                            }
+                            (_, err) => r.with_error_code(err.unwrap_or(NONE)),
+                        }
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(parts)
+            })
+            .collect();
+        Some(OffsetForLeaderEpochResponse::default().with_topics(topics))
     }
 }
 

@@ -578,8 +578,7 @@ impl MockCluster {
         let p = st
             .partition_mut(topic, partition)
             .ok_or_else(|| unknown_partition(topic, partition))?;
-        p.leader = broker;
-        p.leader_epoch += 1;
+        p.move_leader(broker);
         drop(st);
         self.shared.data_changed.notify_waiters();
         Ok(())
