@@ -1495,3 +1495,24 @@ async fn offset_for_leader_epoch_follows_leader_moves() {
         KafkaCode::NotLeaderOrFollower.code()
     );
 }
+
+#[tokio::test]
+async fn narrowed_api_versions_are_negotiated() {
+    let mock = MockCluster::start().await.unwrap();
+    mock.set_api_versions(ApiKey::Metadata, Some((1, 4)));
+    mock.set_api_versions(ApiKey::DescribeConfigs, None);
+    let conn = connect(&mock.bootstrap()).await;
+    let range = conn.versions().range(ApiKey::Metadata).unwrap();
+    assert_eq!((range.min, range.max), (1, 4));
+    assert!(conn.versions().range(ApiKey::DescribeConfigs).is_none());
+    conn.send(MetadataRequest::default()).await.unwrap();
+    let used = mock
+        .wait_for_requests(|r| r.api_key == ApiKey::Metadata, 1)
+        .await;
+    assert_eq!(used[0].api_version, 4);
+    assert!(
+        MockCluster::supported_api_versions()
+            .iter()
+            .any(|&(k, _, max)| k == ApiKey::Produce && max == 11)
+    );
+}

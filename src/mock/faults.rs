@@ -104,6 +104,8 @@ pub(crate) struct Faults {
     pub rtt: HashMap<i32, Duration>,
     pub holds: Vec<Hold>,
     pub drops: Vec<DropRule>,
+    /// Advertised version ranges narrowed (`Some`) or removed (`None`) per API.
+    pub versions: HashMap<ApiKey, Option<(i16, i16)>>,
 }
 
 /// What to do with a request before applying it.

@@ -62,8 +62,24 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
-fn supported(api: ApiKey, version: i16) -> bool {
+/// The advertised ranges: `SUPPORTED`, narrowed or removed by `set_api_versions`.
+fn ranges(ctx: &Ctx) -> Vec<(ApiKey, i16, i16)> {
+    let f = ctx.shared.faults();
     SUPPORTED
+        .iter()
+        .filter_map(|&(k, lo, hi)| match f.versions.get(&k) {
+            None => Some((k, lo, hi)),
+            Some(None) => None,
+            Some(Some((a, b))) => {
+                let (lo, hi) = (lo.max(*a), hi.min(*b));
+                (lo <= hi).then_some((k, lo, hi))
+            }
+        })
+        .collect()
+}
+
+fn supported(ranges: &[(ApiKey, i16, i16)], api: ApiKey, version: i16) -> bool {
+    ranges
         .iter()
         .any(|&(k, lo, hi)| k == api && (lo..=hi).contains(&version))
 }
@@ -86,9 +102,10 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
         return Outcome::Close;
     };
     let version = header.request_api_version;
-    if api == ApiKey::ApiVersions && !supported(api, version) {
+    let ranges = ranges(ctx);
+    if api == ApiKey::ApiVersions && !supported(&ranges, api, version) {
         // KIP-511: answer with a v0 body listing what we support.
-        let resp = api_versions_response(0, code(KafkaCode::UnsupportedVersion));
+        let resp = api_versions_response(&ranges, code(KafkaCode::UnsupportedVersion));
         let mut buf = BytesMut::new();
         return match codec::encode_response::<ApiVersionsRequest>(
             &resp,
@@ -100,7 +117,7 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
             Err(_) => Outcome::Close,
         };
     }
-    if !supported(api, version) {
+    if !supported(&ranges, api, version) {
         tracing::debug!(?api, version, "mock: unsupported request version, closing");
         return Outcome::Close;
     }
@@ -197,8 +214,8 @@ fn is_acks0(info: &RequestInfo) -> bool {
     info.acks == Some(0)
 }
 
-fn api_versions_response(version: i16, error: i16) -> ApiVersionsResponse {
-    let keys = SUPPORTED
+fn api_versions_response(ranges: &[(ApiKey, i16, i16)], error: i16) -> ApiVersionsResponse {
+    let keys = ranges
         .iter()
         .map(|&(k, lo, hi)| {
             api_versions_response::ApiVersion::default()
@@ -207,7 +224,6 @@ fn api_versions_response(version: i16, error: i16) -> ApiVersionsResponse {
                 .with_max_version(hi)
         })
         .collect();
-    let _ = version;
     ApiVersionsResponse::default()
         .with_error_code(error)
         .with_api_keys(keys)
@@ -217,11 +233,11 @@ fn api_versions_response(version: i16, error: i16) -> ApiVersionsResponse {
 // ApiVersions, Metadata, FindCoordinator
 
 impl Api for ApiVersionsRequest {
-    fn error_response(&self, v: i16, c: i16) -> ApiVersionsResponse {
-        api_versions_response(v, c)
+    fn error_response(&self, _v: i16, c: i16) -> ApiVersionsResponse {
+        api_versions_response(SUPPORTED, c)
     }
-    async fn handle(self, _ctx: &Ctx, v: i16) -> Option<ApiVersionsResponse> {
-        Some(api_versions_response(v, NONE))
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<ApiVersionsResponse> {
+        Some(api_versions_response(&ranges(ctx), NONE))
     }
 }
 

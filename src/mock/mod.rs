@@ -3,7 +3,9 @@
 //! [`MockCluster`] runs N brokers in-process, each listening on its own `127.0.0.1` port. It
 //! speaks the Kafka protocol as Kafka does (ApiVersions, Metadata, Produce with idempotent
 //! sequence checks, Fetch with long polling and both isolation levels, ListOffsets,
-//! FindCoordinator, the classic group protocol, offsets, transactions and the admin APIs), so
+//! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, offsets, transactions and
+//! the admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups,
+//! ListGroups, DescribeConfigs), so
 //! any Kafka client — ours, librdkafka, the Java client — can run against it. Stored batches
 //! keep the producer's encoding.
 //!
@@ -18,6 +20,8 @@
 //!   the next Metadata responses;
 //! * [`close_connection_on`](MockCluster::close_connection_on): close the connection instead
 //!   of answering the Nth request of an API;
+//! * [`set_api_versions`](MockCluster::set_api_versions): narrow or remove an API's advertised
+//!   versions;
 //! * [`set_broker_rtt`](MockCluster::set_broker_rtt): delay every response of a broker;
 //! * [`broker_down`](MockCluster::broker_down) / [`broker_up`](MockCluster::broker_up): stop
 //!   listening and close every connection, then listen again on the same port;
@@ -518,6 +522,19 @@ impl MockCluster {
             .entry(topic.to_string())
             .or_default()
             .extend(errors.iter().map(|c| c.code()));
+    }
+
+    /// Narrows the version range the brokers advertise for `api` (within what the mock
+    /// implements), or with `None` stops supporting it: ApiVersions leaves it out and requests
+    /// of it close the connection. Lets a test check a client's version negotiation.
+    pub fn set_api_versions(&self, api: ApiKey, range: Option<(i16, i16)>) {
+        self.shared.faults().versions.insert(api, range);
+    }
+
+    /// The version ranges the mock implements (before
+    /// [`set_api_versions`](MockCluster::set_api_versions)): (API, min, max).
+    pub fn supported_api_versions() -> &'static [(ApiKey, i16, i16)] {
+        handlers::SUPPORTED
     }
 
     /// Closes the connection, without applying or answering it, on the `nth` (1-based) next
