@@ -1516,3 +1516,49 @@ async fn narrowed_api_versions_are_negotiated() {
             .any(|&(k, _, max)| k == ApiKey::Produce && max == 11)
     );
 }
+
+#[tokio::test]
+async fn log_append_time_topic_stamps_batches() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let created = conn
+        .send(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(TopicName(s("lat")))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1)
+                        .with_configs(vec![
+                            create_topics_request::CreatableTopicConfig::default()
+                                .with_name(s("message.timestamp.type"))
+                                .with_value(Some(s("LogAppendTime"))),
+                        ]),
+                ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.topics[0].error_code, 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let resp = conn
+        .send(produce("lat", 0, batch(&["a", "b"], None, false)))
+        .await
+        .unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0);
+    assert!(p.log_append_time_ms >= before, "{p:?}");
+    let fetched = conn.send(fetch("lat", 0, 0, 0, false)).await.unwrap();
+    let records = fetched.responses[0].partitions[0].records.clone().unwrap();
+    let b = RecordBatches::new(records).next().unwrap().unwrap();
+    assert_eq!(
+        b.timestamp_type(),
+        rekafka::protocol::record::TimestampType::LogAppendTime
+    );
+    for r in b.records().unwrap() {
+        assert_eq!(r.unwrap().timestamp, p.log_append_time_ms);
+    }
+}

@@ -12,7 +12,7 @@ use super::RequestInfo;
 use super::faults::{Faults, Pre};
 use super::group::{Committed, Group, GroupState, Member};
 use super::server::{Ctx, Outcome, pre_faults};
-use super::state::{State, Txn};
+use super::state::{State, Txn, now_ms};
 use crate::KafkaCode;
 use crate::cluster::CoordinatorType;
 use crate::protocol::codec;
@@ -500,11 +500,12 @@ impl Api for ProduceRequest {
                         .map_err(code),
                     };
                     match result {
-                        Ok((base, dup, log_start)) => {
+                        Ok((base, dup, log_start, append_time)) => {
                             appended |= !dup;
-                            parts.push(produce_partition_response(
-                                v, p.index, NONE, base, log_start,
-                            ));
+                            parts.push(
+                                produce_partition_response(v, p.index, NONE, base, log_start)
+                                    .with_log_append_time_ms(append_time),
+                            );
                         }
                         Err(c) => parts.push(produce_partition_response(v, p.index, c, -1, -1)),
                     }
@@ -544,7 +545,8 @@ fn produce_partition_response(
     r
 }
 
-/// Appends a partition's records. Returns (base offset, duplicate, log start offset).
+/// Appends a partition's records. Returns (base offset, duplicate, log start offset,
+/// log append time or -1).
 fn produce_partition(
     st: &mut State,
     broker: i32,
@@ -552,7 +554,7 @@ fn produce_partition(
     partition: i32,
     records: Option<Bytes>,
     txn_id: Option<&str>,
-) -> Result<(i64, bool, i64), KafkaCode> {
+) -> Result<(i64, bool, i64, i64), KafkaCode> {
     let leader = st
         .partition(topic, partition)
         .map(|p| p.leader)
@@ -586,6 +588,12 @@ fn produce_partition(
             }
         }
     }
+    let log_append_time = st
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("message.timestamp.type"))
+        .is_some_and(|v| v == "LogAppendTime")
+        .then(now_ms);
     let p = st
         .partition_mut(topic, partition)
         .ok_or(KafkaCode::UnknownTopicOrPartition)?;
@@ -593,11 +601,16 @@ fn produce_partition(
     let mut first = None;
     let mut dup_all = true;
     for b in &batches {
-        let a = p.log.append(b, le)?;
+        let a = p.log.append(b, le, log_append_time)?;
         dup_all &= a.duplicate;
         first.get_or_insert(a.base_offset);
     }
-    Ok((first.unwrap_or(-1), dup_all, p.log.log_start()))
+    Ok((
+        first.unwrap_or(-1),
+        dup_all,
+        p.log.log_start(),
+        log_append_time.unwrap_or(-1),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
