@@ -1562,3 +1562,49 @@ async fn log_append_time_topic_stamps_batches() {
         assert_eq!(r.unwrap().timestamp, p.log_append_time_ms);
     }
 }
+
+#[tokio::test]
+async fn static_member_restart_into_a_stable_group_keeps_its_assignment() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let req = join("kip345", "", b"s").with_group_instance_id(Some(s("pod-0")));
+    let r1 = conn.send(req.clone()).await.unwrap();
+    assert_eq!((r1.error_code, r1.generation_id), (0, 1));
+    let sync = |member: &str| {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(s("kip345")))
+            .with_member_id(s(member))
+            .with_group_instance_id(Some(s("pod-0")))
+            .with_generation_id(1)
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")))
+    };
+    let assigned = conn
+        .send(sync(&r1.member_id).with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(r1.member_id.clone())
+                .with_assignment(Bytes::from_static(b"p0,p1")),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(&assigned.assignment[..], b"p0,p1");
+    // The pod restarts: same instance id, no member id. No rebalance: same generation, and
+    // SyncGroup hands back the assignment it had.
+    let r2 = conn.send(req).await.unwrap();
+    assert_eq!((r2.error_code, r2.generation_id), (0, 1));
+    assert_ne!(r2.member_id, r1.member_id);
+    let again = conn.send(sync(&r2.member_id)).await.unwrap();
+    assert_eq!(&again.assignment[..], b"p0,p1");
+    // The old incarnation is fenced.
+    let hb = conn
+        .send(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("kip345")))
+                .with_member_id(r1.member_id.clone())
+                .with_group_instance_id(Some(s("pod-0")))
+                .with_generation_id(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.error_code, KafkaCode::FencedInstanceId.code());
+}

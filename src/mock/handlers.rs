@@ -1437,8 +1437,34 @@ impl Api for JoinGroupRequest {
                                 g.leader = Some(new_id.clone());
                             }
                             if let Some(mut m) = prev {
-                                m.joined = false;
+                                // KIP-345: a known static member restarting into a stable group
+                                // with unchanged protocols takes over its assignment without a
+                                // rebalance.
+                                let unchanged = g.state == GroupState::Stable
+                                    && m.protocols == protocols
+                                    && m.assignment.is_some();
+                                m.joined = unchanged;
+                                m.last_seen = now;
+                                m.session_timeout = session;
+                                m.rebalance_timeout = rebalance;
                                 g.members.insert(new_id.clone(), m);
+                                if unchanged {
+                                    let leader = g.leader.clone().unwrap_or_default();
+                                    let mut r = JoinGroupResponse::default()
+                                        .with_generation_id(g.generation)
+                                        .with_protocol_name(g.protocol.as_deref().map(s))
+                                        .with_leader(s(&leader))
+                                        .with_member_id(s(&new_id));
+                                    if v >= 7 {
+                                        r = r.with_protocol_type(Some(s(&g.protocol_type)));
+                                    }
+                                    if v >= 9 && leader == new_id {
+                                        r = r.with_skip_assignment(true);
+                                    }
+                                    drop(st);
+                                    ctx.shared.groups_changed.notify_waiters();
+                                    return Some(r);
+                                }
                             }
                         }
                         new_id
@@ -1649,6 +1675,15 @@ impl Api for HeartbeatRequest {
         } else {
             match st.groups.get_mut(&group_id) {
                 None => code(KafkaCode::UnknownMemberId),
+                Some(g)
+                    if self
+                        .group_instance_id
+                        .as_ref()
+                        .and_then(|i| g.static_members.get(i.as_str()))
+                        .is_some_and(|known| *known != member_id) =>
+                {
+                    code(KafkaCode::FencedInstanceId)
+                }
                 Some(g) => match g.members.get_mut(&member_id) {
                     None => code(KafkaCode::UnknownMemberId),
                     Some(m) => {
