@@ -1815,10 +1815,9 @@ impl Api for OffsetCommitRequest {
                 } else {
                     Some(KafkaCode::UnknownMemberId)
                 }
-            } else if g.state == GroupState::CompletingRebalance
-                && g.members.contains_key(&member_id)
-                && generation == g.generation
-            {
+            } else if g.state == GroupState::CompletingRebalance {
+                // Kafka answers this before checking the member: assignments are being handed
+                // out, commits wait for them.
                 Some(KafkaCode::RebalanceInProgress)
             } else {
                 g.check_member(&member_id, generation).err()
