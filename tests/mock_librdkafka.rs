@@ -259,3 +259,61 @@ async fn librdkafka_idempotent_produce_survives_errors_lost_acks_and_disconnects
         "expected retried produce requests, saw {repeats}"
     );
 }
+
+/// Scenario 12 of the reliability plan: recoverable errors on every transactional RPC. librdkafka
+/// retries them and the outcome is the same as without faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_transactions_recover_from_coordinator_errors() {
+    use rekafka::KafkaCode;
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("txn-faults", 2)
+        .start()
+        .await
+        .unwrap();
+    mock.push_request_errors(
+        ApiKey::InitProducerId,
+        &[
+            KafkaCode::CoordinatorNotAvailable,
+            KafkaCode::NotCoordinator,
+            KafkaCode::CoordinatorLoadInProgress,
+        ],
+    );
+    mock.push_request_errors(
+        ApiKey::AddPartitionsToTxn,
+        &[KafkaCode::ConcurrentTransactions],
+    );
+    mock.push_request_errors(
+        ApiKey::EndTxn,
+        &[KafkaCode::NotCoordinator, KafkaCode::ConcurrentTransactions],
+    );
+    mock.push_request_errors(
+        ApiKey::FindCoordinator,
+        &[KafkaCode::CoordinatorNotAvailable],
+    );
+    let v = run(
+        "mock_txn.py",
+        vec![
+            mock.bootstrap(),
+            "txn-faults".into(),
+            "mock-txn-faults".into(),
+        ],
+    )
+    .await;
+    let mut committed: Vec<String> = serde_json::from_value(v["read_committed"].clone()).unwrap();
+    committed.sort();
+    let mut want: Vec<String> = (0..10)
+        .map(|i| format!("c-{i}"))
+        .chain((0..5).map(|i| format!("d-{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(committed, want, "{v}");
+    let count = |api: ApiKey| {
+        mock.requests()
+            .into_iter()
+            .filter(|r| r.api_key == api)
+            .count()
+    };
+    assert!(count(ApiKey::InitProducerId) >= 4, "errors were retried");
+    assert!(count(ApiKey::EndTxn) >= 5, "3 EndTxn plus 2 retried");
+}
