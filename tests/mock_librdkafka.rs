@@ -317,3 +317,38 @@ async fn librdkafka_transactions_recover_from_coordinator_errors() {
     assert!(count(ApiKey::InitProducerId) >= 4, "errors were retried");
     assert!(count(ApiKey::EndTxn) >= 5, "3 EndTxn plus 2 retried");
 }
+
+/// A partition's leader moves while librdkafka's idempotent producer is sending: it follows the
+/// leader (NOT_LEADER_OR_FOLLOWER, metadata refresh) and every record is stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_follows_a_leader_move_mid_produce() {
+    let mock = MockCluster::builder()
+        .brokers(3)
+        .topic("moving", 2)
+        .start()
+        .await
+        .unwrap();
+    let n = 50_000;
+    let script = tokio::spawn(run(
+        "mock_idempotent.py",
+        vec![mock.bootstrap(), "moving".into(), n.to_string()],
+    ));
+    mock.wait_for_requests(|r| r.api_key == ApiKey::Produce, 5)
+        .await;
+    let old = mock.partition_leader("moving", 0).unwrap();
+    let new = mock.broker_ids().into_iter().find(|&b| b != old).unwrap();
+    mock.set_partition_leader("moving", 0, new).unwrap();
+    let v = script.await.unwrap();
+    assert_eq!(v["acked"], n, "{v}");
+    assert_eq!(v["consumed"], n, "{v}");
+    assert_eq!(v["distinct"], n, "{v}");
+    assert_eq!(v["in_order"], true, "{v}");
+    let produced_to = |broker: i32| {
+        mock.requests().into_iter().any(|r| {
+            r.api_key == ApiKey::Produce
+                && r.broker == broker
+                && r.partitions.iter().any(|(t, p)| t == "moving" && *p == 0)
+        })
+    };
+    assert!(produced_to(new), "the new leader received produce requests");
+}
