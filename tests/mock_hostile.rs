@@ -203,7 +203,7 @@ async fn mutated_valid_requests_never_panic_the_mock() {
                 1 => {
                     // Set a byte to an extreme value (lengths, counts, varints).
                     let i = 4 + (rng.next() as usize) % (m.len() - 4);
-                    m[i] = if rng.next() % 2 == 0 { 0xff } else { 0x7f };
+                    m[i] = if rng.next() & 1 == 0 { 0xff } else { 0x7f };
                 }
                 _ => {
                     // Truncate, fixing up the size prefix.
