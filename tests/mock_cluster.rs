@@ -466,8 +466,28 @@ async fn moved_leader_answers_not_leader_on_the_old_broker() {
         (0, 0)
     );
     mock.set_partition_leader("mv", 0, new).unwrap();
-    let (code, _) = send_produce(&old_conn, produce("mv", 0, batch(&["2"], None, false))).await;
-    assert_eq!(code, KafkaCode::NotLeaderOrFollower.code());
+    let resp = old_conn
+        .send(produce("mv", 0, batch(&["2"], None, false)))
+        .await
+        .unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, KafkaCode::NotLeaderOrFollower.code());
+    // KIP-951 (Produce v10+): the new leader and its address come with the error.
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (new, 1)
+    );
+    assert_eq!(resp.node_endpoints.len(), 1);
+    assert_eq!(resp.node_endpoints[0].node_id.0, new);
+    let i = mock.broker_ids().iter().position(|&b| b == new).unwrap();
+    assert_eq!(
+        format!("127.0.0.1:{}", resp.node_endpoints[0].port),
+        mock.broker_addrs()[i]
+    );
+    let f = old_conn.send(fetch("mv", 0, 0, 0, false)).await.unwrap();
+    let fp = &f.responses[0].partitions[0];
+    assert_eq!(fp.error_code, KafkaCode::NotLeaderOrFollower.code());
+    assert_eq!(fp.current_leader.leader_id.0, new);
     let meta = old_conn
         .send(MetadataRequest::default().with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(TopicName(s("mv")))),

@@ -474,6 +474,7 @@ impl Api for ProduceRequest {
         let txn_id = self.transactional_id.as_ref().map(|t| t.0.to_string());
         let mut appended = false;
         let mut responses = Vec::new();
+        let mut endpoints: Vec<i32> = Vec::new();
         {
             let mut st = ctx.shared.lock();
             for t in self.topic_data {
@@ -507,7 +508,24 @@ impl Api for ProduceRequest {
                                     .with_log_append_time_ms(append_time),
                             );
                         }
-                        Err(c) => parts.push(produce_partition_response(v, p.index, c, -1, -1)),
+                        Err(c) => {
+                            let mut r = produce_partition_response(v, p.index, c, -1, -1);
+                            // KIP-951: tell the client where the partition went.
+                            if v >= 10
+                                && c == code(KafkaCode::NotLeaderOrFollower)
+                                && let Some(part) = st.partition(&name, p.index)
+                            {
+                                r = r.with_current_leader(
+                                    produce_response::LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(part.leader))
+                                        .with_leader_epoch(part.leader_epoch),
+                                );
+                                if !endpoints.contains(&part.leader) {
+                                    endpoints.push(part.leader);
+                                }
+                            }
+                            parts.push(r);
+                        }
                     }
                 }
                 responses.push(
@@ -523,7 +541,21 @@ impl Api for ProduceRequest {
         if acks == 0 {
             return None;
         }
-        Some(ProduceResponse::default().with_responses(responses))
+        let node_endpoints = endpoints
+            .into_iter()
+            .map(|id| {
+                let (host, port) = ctx.shared.broker_addr(id);
+                produce_response::NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(s(&host))
+                    .with_port(i32::from(port))
+            })
+            .collect();
+        Some(
+            ProduceResponse::default()
+                .with_responses(responses)
+                .with_node_endpoints(node_endpoints),
+        )
     }
 }
 
@@ -684,6 +716,18 @@ fn build_fetch(ctx: &Ctx, req: &FetchRequest, v: i16) -> FetchBuild {
             }
             if let Some(c) = err {
                 error = true;
+                if v >= 12
+                    && (c == code(KafkaCode::NotLeaderOrFollower)
+                        || c == code(KafkaCode::FencedLeaderEpoch))
+                    && let Some(p) = part
+                {
+                    // KIP-951: the new leader, so the client need not refresh metadata first.
+                    pd = pd.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(p.leader))
+                            .with_leader_epoch(p.leader_epoch),
+                    );
+                }
                 pd = pd.with_error_code(c).with_records(Some(Bytes::new()));
                 if read_committed {
                     pd = pd.with_aborted_transactions(Some(Vec::new()));
