@@ -292,6 +292,24 @@ impl MockClusterBuilder {
         self
     }
 
+    /// Sets [`max_session_timeout`](MockClusterBuilder::max_session_timeout).
+    pub fn max_session_timeout(mut self, d: Duration) -> Self {
+        self.max_session_timeout = d;
+        self
+    }
+
+    /// Sets [`max_transaction_timeout`](MockClusterBuilder::max_transaction_timeout).
+    pub fn max_transaction_timeout(mut self, d: Duration) -> Self {
+        self.max_transaction_timeout = d;
+        self
+    }
+
+    /// Sets [`max_request_size`](MockClusterBuilder::max_request_size).
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = bytes;
+        self
+    }
+
     /// Sets [`request_log_capacity`](MockClusterBuilder::request_log_capacity).
     pub fn request_log_capacity(mut self, n: usize) -> Self {
         self.request_log_capacity = n;
