@@ -1628,3 +1628,57 @@ async fn static_member_restart_into_a_stable_group_keeps_its_assignment() {
         .unwrap();
     assert_eq!(hb.error_code, KafkaCode::FencedInstanceId.code());
 }
+
+#[tokio::test]
+async fn old_join_group_versions_get_a_member_id_directly() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    // v0 has no rebalance timeout and no MEMBER_ID_REQUIRED round trip.
+    let r = conn.send_at(join("old", "", b"o"), 0).await.unwrap();
+    assert_eq!(r.error_code, 0);
+    assert!(!r.member_id.is_empty());
+    assert_eq!(r.leader, r.member_id);
+    assert_eq!(r.protocol_name.as_deref(), Some("range"));
+    let s0 = conn
+        .send_at(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("old")))
+                .with_member_id(r.member_id.clone())
+                .with_generation_id(r.generation_id)
+                .with_assignments(vec![
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(r.member_id.clone())
+                        .with_assignment(Bytes::from_static(b"a")),
+                ]),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!((s0.error_code, &s0.assignment[..]), (0, &b"a"[..]));
+    let hb = conn
+        .send_at(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("old")))
+                .with_member_id(r.member_id.clone())
+                .with_generation_id(r.generation_id),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.error_code, 0);
+    let leave = conn
+        .send_at(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("old")))
+                .with_member_id(r.member_id.clone()),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(leave.error_code, 0);
+    let desc = conn
+        .send(DescribeGroupsRequest::default().with_groups(vec![GroupId(s("old"))]))
+        .await
+        .unwrap();
+    assert_eq!(desc.groups[0].group_state.as_str(), "Empty");
+}
