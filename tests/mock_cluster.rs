@@ -1682,3 +1682,34 @@ async fn old_join_group_versions_get_a_member_id_directly() {
         .unwrap();
     assert_eq!(desc.groups[0].group_state.as_str(), "Empty");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_records_wake_a_long_poll_and_are_fetched() {
+    let mock = MockCluster::builder()
+        .topic("seed", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let waiting = tokio::spawn(async move { conn.send(fetch("seed", 0, 0, 60_000, false)).await });
+    mock.wait_for_requests(|r| r.api_key == ApiKey::Fetch, 1)
+        .await;
+    let base = mock
+        .append_records(
+            "seed",
+            0,
+            &[(Some(b"k1"), Some(b"v1")), (None, Some(b"v2"))],
+        )
+        .unwrap();
+    assert_eq!(base, 0);
+    let resp = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("long poll not woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        values(&resp.responses[0].partitions[0]),
+        vec![(0, "v1".into()), (1, "v2".into())]
+    );
+    assert!(mock.append_records("nope", 0, &[(None, None)]).is_err());
+}

@@ -437,6 +437,36 @@ impl MockCluster {
             .map_err(|code| Error::broker(code).on_topic(name.to_string()))
     }
 
+    /// Appends records (key, value) to a partition directly, as one uncompressed batch stamped
+    /// with the current time, as if a non-idempotent producer had sent them. Returns the offset
+    /// of the first. Seeds data for consumer tests without a producer.
+    pub fn append_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[(Option<&[u8]>, Option<&[u8]>)],
+    ) -> Result<i64> {
+        let now = state::now_ms();
+        let mut b = crate::protocol::record::BatchBuilder::new();
+        for (k, v) in records {
+            b.append(now, *k, *v, &[])?;
+        }
+        let batch = RecordBatch::decode(b.build()?)?;
+        let base = {
+            let mut st = self.shared.lock();
+            let p = st
+                .partition_mut(topic, partition)
+                .ok_or_else(|| unknown_partition(topic, partition))?;
+            let le = p.leader_epoch;
+            p.log
+                .append(&batch, le, None)
+                .map_err(|code| Error::broker(code).on_partition(topic.to_string(), partition))?
+                .base_offset
+        };
+        self.shared.data_changed.notify_waiters();
+        Ok(base)
+    }
+
     /// The high watermark of a partition.
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64> {
         let st = self.shared.lock();
