@@ -132,6 +132,9 @@ use crate::protocol::record::{Record, RecordBatch};
 use server::Shared;
 use state::{Settings, State};
 
+/// A record's key and value (`None`: null), for [`MockCluster::append_records`].
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// One request as the mock received it, for the request log and for matchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -444,7 +447,7 @@ impl MockCluster {
         &self,
         topic: &str,
         partition: i32,
-        records: &[(Option<&[u8]>, Option<&[u8]>)],
+        records: &[KeyValue<'_>],
     ) -> Result<i64> {
         let now = state::now_ms();
         let mut b = crate::protocol::record::BatchBuilder::new();
