@@ -1713,3 +1713,28 @@ async fn appended_records_wake_a_long_poll_and_are_fetched() {
     );
     assert!(mock.append_records("nope", 0, &[(None, None)]).is_err());
 }
+
+#[tokio::test]
+async fn broker_errors_with_rtt_are_delayed() {
+    let mock = MockCluster::builder()
+        .topic("slow", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let id = mock.broker_ids()[0];
+    mock.push_broker_request_errors_rtt(
+        id,
+        ApiKey::Produce,
+        &[(KafkaCode::RequestTimedOut, Duration::from_millis(300))],
+    );
+    let start = tokio::time::Instant::now();
+    let (code, _) = send_produce(&conn, produce("slow", 0, batch(&["x"], None, false))).await;
+    assert_eq!(code, KafkaCode::RequestTimedOut.code());
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(mock.high_watermark("slow", 0).unwrap(), 0, "not applied");
+    assert_eq!(
+        send_produce(&conn, produce("slow", 0, batch(&["x"], None, false))).await,
+        (0, 0)
+    );
+}

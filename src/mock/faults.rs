@@ -95,7 +95,8 @@ pub(crate) struct DropRule {
 #[derive(Default)]
 pub(crate) struct Faults {
     pub errors: HashMap<ApiKey, VecDeque<i16>>,
-    pub broker_errors: HashMap<(i32, ApiKey), VecDeque<i16>>,
+    /// Errors with a delay before the error response is sent (zero: none).
+    pub broker_errors: HashMap<(i32, ApiKey), VecDeque<(i16, Duration)>>,
     pub partition_errors: HashMap<(String, i32, ApiKey), VecDeque<i16>>,
     /// Topic → errors for the next Metadata responses that include it.
     pub topic_errors: HashMap<String, VecDeque<i16>>,
@@ -112,7 +113,7 @@ pub(crate) struct Faults {
 pub(crate) enum Pre {
     Pass,
     Close,
-    Error(i16),
+    Error(i16, Duration),
     Hold(Arc<HoldInner>),
 }
 
@@ -142,12 +143,12 @@ impl Faults {
         if let Some(q) = self.errors.get_mut(&info.api_key)
             && let Some(code) = q.pop_front()
         {
-            return Pre::Error(code);
+            return Pre::Error(code, Duration::ZERO);
         }
         if let Some(q) = self.broker_errors.get_mut(&(info.broker, info.api_key))
-            && let Some(code) = q.pop_front()
+            && let Some((code, delay)) = q.pop_front()
         {
-            return Pre::Error(code);
+            return Pre::Error(code, delay);
         }
         Pre::Pass
     }

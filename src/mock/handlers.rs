@@ -178,7 +178,10 @@ async fn serve<R: Api>(ctx: &Ctx, header: &RequestHeader, body: Bytes) -> Outcom
     ctx.shared.record(info.clone());
     let resp = match pre_faults(&ctx.shared, &info).await {
         Pre::Close => return Outcome::Close,
-        Pre::Error(c) => {
+        Pre::Error(c, delay) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if api == ApiKey::Produce && is_acks0(&info) {
                 None
             } else {

@@ -13,7 +13,9 @@
 //!
 //! * [`push_request_errors`](MockCluster::push_request_errors): answer the next requests of an
 //!   API with the given error codes (cluster-wide), or only on one broker
-//!   ([`push_broker_request_errors`](MockCluster::push_broker_request_errors)), or only for
+//!   ([`push_broker_request_errors`](MockCluster::push_broker_request_errors), with a delay per
+//!   error: [`push_broker_request_errors_rtt`](MockCluster::push_broker_request_errors_rtt)),
+//!   or only for
 //!   one partition of Produce / Fetch / ListOffsets
 //!   ([`push_partition_errors`](MockCluster::push_partition_errors));
 //! * [`push_topic_metadata_errors`](MockCluster::push_topic_metadata_errors): hide a topic from
@@ -544,7 +546,24 @@ impl MockCluster {
         f.broker_errors
             .entry((broker, api))
             .or_default()
-            .extend(errors.iter().map(|c| c.code()));
+            .extend(errors.iter().map(|c| (c.code(), Duration::ZERO)));
+    }
+
+    /// Like [`push_broker_request_errors`](MockCluster::push_broker_request_errors), each error
+    /// answered after its own delay (librdkafka's `push_request_error_rtts`): a slow failure,
+    /// e.g. `REQUEST_TIMED_OUT` after the client's own timeout. For a delay without an error
+    /// use [`hold`](MockCluster::hold) or [`set_broker_rtt`](MockCluster::set_broker_rtt).
+    pub fn push_broker_request_errors_rtt(
+        &self,
+        broker: i32,
+        api: ApiKey,
+        errors: &[(KafkaCode, Duration)],
+    ) {
+        let mut f = self.shared.faults();
+        f.broker_errors
+            .entry((broker, api))
+            .or_default()
+            .extend(errors.iter().map(|(c, d)| (c.code(), *d)));
     }
 
     /// Answers the next `errors.len()` requests of `api` (Produce, Fetch or ListOffsets) that
