@@ -1738,3 +1738,21 @@ async fn broker_errors_with_rtt_are_delayed() {
         (0, 0)
     );
 }
+
+#[tokio::test]
+async fn fetch_with_min_bytes_zero_answers_at_once() {
+    let mock = MockCluster::builder()
+        .topic("mb0", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    // An empty partition, a long max wait, min_bytes 0: Kafka answers immediately.
+    let req = fetch("mb0", 0, 0, 60_000, false).with_min_bytes(0);
+    let resp = tokio::time::timeout(Duration::from_secs(5), conn.send(req))
+        .await
+        .expect("min_bytes 0 must not wait")
+        .unwrap();
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+    assert!(values(&resp.responses[0].partitions[0]).is_empty());
+}

@@ -834,7 +834,13 @@ impl Api for FetchRequest {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let built = build_fetch(ctx, &self, v);
-            if built.error || built.bytes >= min_bytes.max(1) || Instant::now() >= deadline {
+            // As Kafka: answer at once with enough bytes (min_bytes 0: always), an error, or
+            // nothing to fetch; otherwise wait for data up to max_wait.
+            if built.error
+                || built.bytes >= min_bytes
+                || self.topics.is_empty()
+                || Instant::now() >= deadline
+            {
                 return Some(built.resp);
             }
             tokio::select! {
