@@ -5,9 +5,9 @@
 //! sequence checks, Fetch with long polling and both isolation levels, ListOffsets,
 //! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, offsets, transactions and
 //! the admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups,
-//! ListGroups, DescribeConfigs), so
-//! any Kafka client — ours, librdkafka, the Java client — can run against it. Stored batches
-//! keep the producer's encoding.
+//! ListGroups, DescribeConfigs), so any Kafka client — ours, librdkafka, the Java client — can
+//! run against it. Stored batches keep the producer's encoding. Like Kafka, a broker serves the
+//! requests of one connection one at a time, in order.
 //!
 //! What a real broker cannot do on demand, the mock can, deterministically:
 //!
@@ -15,8 +15,7 @@
 //!   API with the given error codes (cluster-wide), or only on one broker
 //!   ([`push_broker_request_errors`](MockCluster::push_broker_request_errors), with a delay per
 //!   error: [`push_broker_request_errors_rtt`](MockCluster::push_broker_request_errors_rtt)),
-//!   or only for
-//!   one partition of Produce / Fetch / ListOffsets
+//!   or only for one partition of Produce / Fetch / ListOffsets / OffsetForLeaderEpoch
 //!   ([`push_partition_errors`](MockCluster::push_partition_errors));
 //! * [`push_topic_metadata_errors`](MockCluster::push_topic_metadata_errors): hide a topic from
 //!   the next Metadata responses;
@@ -566,7 +565,8 @@ impl MockCluster {
             .extend(errors.iter().map(|(c, d)| (c.code(), *d)));
     }
 
-    /// Answers the next `errors.len()` requests of `api` (Produce, Fetch or ListOffsets) that
+    /// Answers the next `errors.len()` requests of `api` (Produce, Fetch, ListOffsets or
+    /// OffsetForLeaderEpoch) that
     /// name this partition with these errors for that partition only; the request's other
     /// partitions are served normally.
     pub fn push_partition_errors(
