@@ -694,7 +694,8 @@ impl MockCluster {
     }
 
     /// Holds every request matching `matcher` (before it is applied) until the returned handle
-    /// is released or dropped.
+    /// is released or dropped. The matcher runs under the mock's fault lock: it must be quick
+    /// and must not call the `MockCluster`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -737,7 +738,8 @@ impl MockCluster {
     }
 
     /// Applies the next `count` requests matching `matcher` but drops their responses (the
-    /// connection stays open; the client sees a timeout).
+    /// connection stays open; the client sees a timeout). The matcher runs under the mock's
+    /// fault lock: it must be quick and must not call the `MockCluster`.
     pub fn drop_responses(
         &self,
         matcher: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
