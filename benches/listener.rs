@@ -43,11 +43,8 @@ fn group_name(mode: &str) -> String {
 }
 
 async fn fill(cluster: Cluster, topic: &str, count: u64) -> rekafka::Result<()> {
-    let producer = Producer::new(
-        cluster,
-        ProducerConfig::default().with_batch_size(1 << 20),
-    )
-    .await?;
+    let producer =
+        Producer::new(cluster, ProducerConfig::default().with_batch_size(1 << 20)).await?;
     let value = vec![b'x'; 100];
     let mut pending = Vec::new();
     for i in 0..count {
@@ -71,20 +68,24 @@ async fn fill(cluster: Cluster, topic: &str, count: u64) -> rekafka::Result<()> 
 async fn consume(cluster: Cluster, topic: &str, count: u64) -> rekafka::Result<u64> {
     let consumer = Consumer::new(cluster, config(&group_name("consume")))?;
     consumer.subscribe([topic])?;
-    let mut n = 0u64;
-    let mut bytes = 0u64;
-    while n < count {
+    // The same per-record work as the listener's handler: two shared counters.
+    let seen = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    while seen.load(Ordering::Relaxed) < count {
         let records = consumer.poll(Duration::from_secs(1)).await?;
         for r in records.iter() {
-            bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
-            n += 1;
+            bytes.fetch_add(
+                r.value.as_ref().map_or(0, |v| v.len() as u64),
+                Ordering::Relaxed,
+            );
+            seen.fetch_add(1, Ordering::Relaxed);
         }
         if !records.is_empty() {
             consumer.commit().await?;
         }
     }
     consumer.close().await?;
-    Ok(bytes)
+    Ok(bytes.load(Ordering::Relaxed))
 }
 
 async fn listen(cluster: Cluster, topic: &str, count: u64) -> rekafka::Result<u64> {
@@ -92,33 +93,40 @@ async fn listen(cluster: Cluster, topic: &str, count: u64) -> rekafka::Result<u6
     consumer.subscribe([topic])?;
     let seen = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let (s, b) = (seen.clone(), bytes.clone());
+    let done = Arc::new(tokio::sync::Notify::new());
+    let (s, b, d) = (seen.clone(), bytes.clone(), done.clone());
     let handle = ListenerContainer::builder(consumer)
         .record_handler(move |r: ListenerConsumerRecord| {
             b.fetch_add(
                 r.value_bytes().map_or(0, |v| v.len() as u64),
                 Ordering::Relaxed,
             );
-            s.fetch_add(1, Ordering::Relaxed);
+            if s.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                d.notify_one();
+            }
             std::future::ready(Ok(()))
         })
         .ack_mode(AckMode::Batch)
         .poll_timeout(Duration::from_secs(1))
         .start()?;
-    while seen.load(Ordering::Relaxed) < count {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    done.notified().await;
     handle.stop().await;
     Ok(bytes.load(Ordering::Relaxed))
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let (Some(mode), Some(topic)) = (args.first(), args.get(1)) else {
         eprintln!("usage: listener fill|consume|listen TOPIC [COUNT]");
         return;
     };
-    let count: u64 = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(1_000_000);
+    let count: u64 = args
+        .get(2)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1_000_000);
     let Ok(bootstrap) = std::env::var("REKAFKA_BOOTSTRAP") else {
         eprintln!("REKAFKA_BOOTSTRAP is not set");
         std::process::exit(2);
@@ -138,7 +146,9 @@ fn main() {
         let cluster = Cluster::connect(ClusterConfig::new([bootstrap])).await?;
         let start = Instant::now();
         let bytes = match mode.as_str() {
-            "fill" => fill(cluster.clone(), topic, count).await.map(|()| count * 100)?,
+            "fill" => fill(cluster.clone(), topic, count)
+                .await
+                .map(|()| count * 100)?,
             "consume" => consume(cluster.clone(), topic, count).await?,
             "listen" => listen(cluster.clone(), topic, count).await?,
             other => {

@@ -30,8 +30,11 @@ fn from_group_tp(tp: &group::TopicPartition) -> TopicPartition {
 /// adds (the delivery attempt) and an optional deserialization failure.
 #[derive(Debug, Clone)]
 pub struct ListenerConsumerRecord {
-    record: ConsumerRecord,
-    extra_headers: Arc<Vec<Header>>,
+    /// Shared, so that handing the record to the handler while keeping it for the error
+    /// handler costs one reference count, not a copy.
+    record: Arc<ConsumerRecord>,
+    /// Headers the container added (replacing same-named ones); usually none.
+    extra_headers: Option<Arc<Vec<Header>>>,
     failure: Option<Arc<DeserializationFailed>>,
 }
 
@@ -80,8 +83,8 @@ impl ListenerConsumerRecord {
 impl From<ConsumerRecord> for ListenerConsumerRecord {
     fn from(record: ConsumerRecord) -> Self {
         ListenerConsumerRecord {
-            record,
-            extra_headers: Arc::new(Vec::new()),
+            record: Arc::new(record),
+            extra_headers: None,
             failure: None,
         }
     }
@@ -117,18 +120,21 @@ impl ListenerRecord for ListenerConsumerRecord {
     }
 
     fn headers(&self) -> Vec<Header> {
-        let replaced = |h: &Header| self.extra_headers.iter().any(|x| x.key() == h.key());
+        let extra: &[Header] = self.extra_headers.as_deref().map_or(&[], Vec::as_slice);
+        let replaced = |h: &Header| extra.iter().any(|x| x.key() == h.key());
         self.record
             .headers
             .iter()
             .filter(|h| !replaced(h))
-            .chain(self.extra_headers.iter().cloned())
+            .chain(extra.iter().cloned())
             .collect()
     }
 
     fn with_header(&self, header: Header) -> Self {
         let mut extra: Vec<Header> = self
             .extra_headers
+            .as_deref()
+            .map_or(&[][..], Vec::as_slice)
             .iter()
             .filter(|h| h.key() != header.key())
             .cloned()
@@ -136,7 +142,7 @@ impl ListenerRecord for ListenerConsumerRecord {
         extra.push(header);
         ListenerConsumerRecord {
             record: self.record.clone(),
-            extra_headers: Arc::new(extra),
+            extra_headers: Some(Arc::new(extra)),
             failure: self.failure.clone(),
         }
     }

@@ -129,15 +129,32 @@ pub enum ContainerEvent {
 /// Acknowledges records in the manual ack modes.
 #[derive(Clone, Debug)]
 pub struct Acknowledgment {
-    sink: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
-    targets: Arc<Vec<(TopicPartition, i64)>>,
+    sink: Option<Arc<Mutex<Vec<(TopicPartition, i64)>>>>,
+    targets: AckTargets,
+}
+
+#[derive(Clone, Debug)]
+enum AckTargets {
+    /// Not a manual ack mode: the container acks by itself.
+    Automatic,
+    One(TopicPartition, i64),
+    Many(Arc<Vec<(TopicPartition, i64)>>),
 }
 
 impl Acknowledgment {
-    /// Marks the record (or the whole batch) handed with this acknowledgment as processed.
+    /// Marks the record (or the whole batch) handed with this acknowledgment as processed. Only
+    /// the manual ack modes ([`AckMode::Manual`], [`AckMode::ManualImmediate`]) wait for it;
+    /// in the others the container acks handled records by itself and this does nothing.
     pub fn acknowledge(&self) {
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        sink.extend(self.targets.iter().cloned());
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.targets {
+            AckTargets::Automatic => {}
+            AckTargets::One(tp, next) => sink.push((tp.clone(), *next)),
+            AckTargets::Many(all) => sink.extend(all.iter().cloned()),
+        }
     }
 }
 
@@ -483,15 +500,26 @@ fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
     (Arc::from(r.topic()), r.partition())
 }
 
+/// Groups records by partition, keeping each partition's order and the partitions' order of
+/// first appearance. Consumers return records partition by partition, so the common case is a
+/// comparison with the previous record; a poll touches few partitions, so the fallback is a
+/// short linear search. One `TopicPartition` is made per partition, not per record.
 fn group_by_partition<R: ListenerRecord>(records: Vec<R>) -> Vec<(TopicPartition, Vec<R>)> {
     let mut out: Vec<(TopicPartition, Vec<R>)> = Vec::new();
-    let mut index: HashMap<(String, i32), usize> = HashMap::new();
+    let mut last: Option<usize> = None;
     for r in records {
-        let key = (r.topic().to_owned(), r.partition());
-        match index.get(&key) {
-            Some(&i) => out[i].1.push(r),
+        let same = |tp: &TopicPartition| tp.1 == r.partition() && &*tp.0 == r.topic();
+        let at = match last {
+            Some(i) if same(&out[i].0) => Some(i),
+            _ => out.iter().position(|(tp, _)| same(tp)),
+        };
+        match at {
+            Some(i) => {
+                out[i].1.push(r);
+                last = Some(i);
+            }
             None => {
-                index.insert(key, out.len());
+                last = Some(out.len());
                 out.push((tp_of(&r), vec![r]));
             }
         }
@@ -897,18 +925,20 @@ impl<C: ContainerConsumer> Runner<C> {
 
     // ---- record handling ----
 
-    async fn call_record_handler(&mut self, record: &C::Record) -> Option<SharedError> {
+    async fn call_record_handler(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+    ) -> Option<SharedError> {
         let Handler::Record(f) = &self.handler else {
             return None;
         };
-        let f = f.clone();
         if let Some(d) = record.deserialization_failure() {
             return Some(Arc::new(d));
         }
-        let tp = tp_of(record);
         let delivered = match self.eh.delivery_attempt_header {
             DeliveryAttemptHeader::On => {
-                let attempt = self.tracker.delivery_attempt(&tp, record.offset());
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
                 record.with_header(Header::new(
                     DELIVERY_ATTEMPT_HEADER,
                     Some(delivery_attempt_header_value(attempt).to_vec()),
@@ -916,10 +946,7 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             _ => record.clone(),
         };
-        let ack = Acknowledgment {
-            sink: self.acks.clone(),
-            targets: Arc::new(vec![(tp, record.offset() + 1)]),
-        };
+        let ack = self.record_ack(tp, record.offset());
         let result = f(delivered, ack).await;
         let result = match (result, &self.leh) {
             (Err(e), Some(leh)) => leh(record, e),
@@ -928,30 +955,77 @@ impl<C: ContainerConsumer> Runner<C> {
         result.err().map(Arc::from)
     }
 
+    fn manual_acks(&self) -> bool {
+        matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate)
+    }
+
+    /// The acknowledgment handed with the record at `offset` of `tp`.
+    fn record_ack(&self, tp: &TopicPartition, offset: i64) -> Acknowledgment {
+        if self.manual_acks() {
+            Acknowledgment {
+                sink: Some(self.acks.clone()),
+                targets: AckTargets::One(tp.clone(), offset + 1),
+            }
+        } else {
+            Acknowledgment {
+                sink: None,
+                targets: AckTargets::Automatic,
+            }
+        }
+    }
+
+    /// Whether each handled record must be acked on its own (a commit may follow any record);
+    /// otherwise a partition's handled records are acked once, up to the last one.
+    fn ack_per_record(&self) -> bool {
+        !matches!(
+            self.ack_mode,
+            AckMode::Batch | AckMode::Manual | AckMode::Time(_)
+        )
+    }
+
     async fn handle_records(&mut self, records: Vec<C::Record>) {
         if self.concurrency > 1 {
             return self.handle_records_concurrently(records).await;
         }
+        let per_record = self.ack_per_record();
+        let manual = matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate);
         for (tp, recs) in group_by_partition(records) {
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            // The last record handled without acking it yet (batched acks).
+            let mut handled: Option<i64> = None;
             for record in recs {
-                if self.stop_requested() || self.blocked(&tp) || !self.owns(&tp) {
+                if self.stop_requested() {
                     break;
                 }
                 let offset = record.offset();
-                let failure = self.call_record_handler(&record).await;
-                self.drain_manual_acks().await;
-                let flow = match failure {
+                let failure = self.call_record_handler(&tp, &record).await;
+                if manual {
+                    self.drain_manual_acks().await;
+                }
+                match failure {
                     None => {
                         self.tracker.succeeded(&tp, offset);
-                        self.ack(&tp, offset, AckSource::Handler).await;
-                        Flow::Continue
+                        if per_record {
+                            self.ack(&tp, offset, AckSource::Handler).await;
+                            self.commit_if_due().await;
+                        } else {
+                            handled = Some(offset);
+                        }
                     }
-                    Some(error) => self.on_failure(&tp, &record, error).await,
-                };
-                if flow == Flow::SkipPartition {
-                    break;
+                    Some(error) => {
+                        if let Some(last) = handled.take() {
+                            self.ack(&tp, last, AckSource::Handler).await;
+                        }
+                        if self.on_failure(&tp, &record, error).await == Flow::SkipPartition {
+                            break;
+                        }
+                    }
                 }
-                self.commit_if_due().await;
+            }
+            if let Some(last) = handled {
+                self.ack(&tp, last, AckSource::Handler).await;
             }
         }
     }
@@ -983,10 +1057,7 @@ impl<C: ContainerConsumer> Runner<C> {
                         }
                         _ => r.clone(),
                     };
-                    let ack = Acknowledgment {
-                        sink: self.acks.clone(),
-                        targets: Arc::new(vec![(tp.clone(), r.offset() + 1)]),
-                    };
+                    let ack = self.record_ack(&tp, r.offset());
                     (r, delivered, ack)
                 })
                 .collect();
@@ -1253,9 +1324,17 @@ impl<C: ContainerConsumer> Runner<C> {
             let e = last.entry(tp_of(r)).or_insert(r.offset());
             *e = (*e).max(r.offset());
         }
+        if !self.manual_acks() {
+            return Acknowledgment {
+                sink: None,
+                targets: AckTargets::Automatic,
+            };
+        }
         Acknowledgment {
-            sink: self.acks.clone(),
-            targets: Arc::new(last.into_iter().map(|(tp, o)| (tp, o + 1)).collect()),
+            sink: Some(self.acks.clone()),
+            targets: AckTargets::Many(Arc::new(
+                last.into_iter().map(|(tp, o)| (tp, o + 1)).collect(),
+            )),
         }
     }
 
