@@ -129,9 +129,12 @@ pub enum ContainerEvent {
 /// Acknowledges records in the manual ack modes.
 #[derive(Clone, Debug)]
 pub struct Acknowledgment {
-    sink: Option<Arc<Mutex<Vec<(TopicPartition, i64)>>>>,
+    sink: Option<AckSink>,
     targets: AckTargets,
 }
+
+/// Where acknowledgments go until the container drains them: (partition, next offset).
+type AckSink = Arc<Mutex<Vec<(TopicPartition, i64)>>>;
 
 #[derive(Clone, Debug)]
 enum AckTargets {
@@ -491,7 +494,7 @@ struct Runner<C: ContainerConsumer> {
     last_records: Instant,
     idle_notified: bool,
     container_paused: bool,
-    acks: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    acks: AckSink,
     group: Option<String>,
     stop_reason: Option<StopReason>,
 }
