@@ -286,15 +286,17 @@ impl Sender {
             // A publication that timed out earlier: if it has failed, send again; else wait
             // for it rather than sending a duplicate.
             Some(d) if !matches!(d.try_result(), Some(Err(_))) => d,
-            _ => self.producer.send(record).await.map_err(|error| {
-                DeadLetterError::Send {
+            _ => self
+                .producer
+                .send(record)
+                .await
+                .map_err(|error| DeadLetterError::Send {
                     destination: destination.to_string(),
                     topic: topic.to_owned(),
                     partition,
                     offset,
                     error,
-                }
-            })?,
+                })?,
         };
         let mut delivery = delivery;
         match tokio::time::timeout(self.timeout, &mut delivery).await {
@@ -488,7 +490,9 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
             SendTimeout::Fixed(d) => d,
         };
         if timeout.is_zero() {
-            return Err(Error::config("the dead-letter send timeout must be positive"));
+            return Err(Error::config(
+                "the dead-letter send timeout must be positive",
+            ));
         }
         Ok(DeadLetterPublisher {
             sender: Arc::new(Sender {
@@ -540,7 +544,12 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
 
     /// The dead letter of `record` for `destination` (partition not yet verified): original
     /// key, value and headers plus the dead-letter headers.
-    pub fn dead_letter(&self, record: &R, error: &SharedError, destination: &Destination) -> Record {
+    pub fn dead_letter(
+        &self,
+        record: &R,
+        error: &SharedError,
+        destination: &Destination,
+    ) -> Record {
         let err: &(dyn StdError + 'static) = &**error;
         let failed_part = deserialization_failure(err)
             .map(|d| d.part)
@@ -600,19 +609,12 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         };
         let mut out = self.dead_letter(record, error, &destination);
         out.partition = match out.partition {
-            Some(p) => {
-                self.sender
-                    .verified_partition(&destination.topic, p)
-                    .await
-            }
+            Some(p) => self.sender.verified_partition(&destination.topic, p).await,
             None => None,
         };
         let meta = self
             .sender
-            .publish(
-                (record.topic(), record.partition(), record.offset()),
-                out,
-            )
+            .publish((record.topic(), record.partition(), record.offset()), out)
             .await?;
         tracing::debug!(
             topic = record.topic(),

@@ -120,7 +120,10 @@ impl<R: ListenerRecord> RepublishToTail<R> {
             .into_iter()
             .filter(|h| h.key() != REPUBLISH_COUNT_HEADER)
             .collect();
-        headers.push(Header::new(REPUBLISH_COUNT_HEADER, Some(count_bytes(count))));
+        headers.push(Header::new(
+            REPUBLISH_COUNT_HEADER,
+            Some(count_bytes(count)),
+        ));
         Record {
             topic: Arc::from(record.topic()),
             partition: Some(record.partition()),
@@ -142,9 +145,9 @@ impl<R: ListenerRecord> Recoverer<R> for RepublishToTail<R> {
             let count = republish_count(&record.headers());
             // A record that cannot be deserialized will not get better by waiting.
             let err: &(dyn StdError + 'static) = &**error;
-            let undeserializable =
-                super::dead_letter_publisher::deserialization_failure(err).is_some()
-                    || record.deserialization_failure().is_some();
+            let undeserializable = super::dead_letter_publisher::deserialization_failure(err)
+                .is_some()
+                || record.deserialization_failure().is_some();
             if count >= self.max_republishes || undeserializable {
                 return self.dlt.recover(record, error).await;
             }
@@ -176,7 +179,12 @@ mod tests {
 
     #[test]
     fn count_header_forms() {
-        let h = |v: &[u8]| vec![Header::new(REPUBLISH_COUNT_HEADER, Some(Bytes::copy_from_slice(v)))];
+        let h = |v: &[u8]| {
+            vec![Header::new(
+                REPUBLISH_COUNT_HEADER,
+                Some(Bytes::copy_from_slice(v)),
+            )]
+        };
         assert_eq!(republish_count(&[]), 0);
         assert_eq!(republish_count(&h(&[0, 0, 0, 2])), 2);
         assert_eq!(republish_count(&h(&[3])), 3);
