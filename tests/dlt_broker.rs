@@ -34,6 +34,9 @@ use rekafka::producer::{Producer, ProducerConfig, Record};
 
 use listener_dlt_support::{KConsumer, KRec, header, header_pairs, read_all};
 
+/// Failed records by (partition, offset), with their delivery count.
+type Failed = HashMap<(i32, i64), (ConsumerRecord, u32)>;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +150,7 @@ async fn ten_thousand_records_hundred_poison_exactly_hundred_dead_letters() {
         .build()
         .await
         .unwrap();
-    let failed: Arc<Mutex<HashMap<(i32, i64), (ConsumerRecord, u32)>>> = Arc::default();
+    let failed: Arc<Mutex<Failed>> = Arc::default();
     let f = failed.clone();
     let consumer = KConsumer::new(cluster.clone(), &group, &topic, 4);
     let handle = ListenerContainer::builder(consumer)

@@ -205,12 +205,12 @@ async fn run() {
 
     // 20 dead letters as the publisher writes them: original partition i % 2, offset i,
     // ErrA for even i, ErrB for odd i; a binary original header on some.
-    let n = 20;
+    let n: usize = 20;
     let mut expected: BTreeMap<String, Vec<Header>> = BTreeMap::new();
     let producer = Producer::new(cluster.clone(), ProducerConfig::default())
         .await
         .unwrap();
-    for i in 0..n {
+    for i in 0..n as u32 {
         let prov = Provenance {
             topic: source.clone(),
             partition: (i % 2) as i32,
@@ -220,10 +220,10 @@ async fn run() {
             group: Some("app".into()),
         };
         let mut original = vec![Header::new("trace", Some(format!("t{i}")))];
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             original.push(Header::new("bin", Some(vec![0xffu8, 0x00, i as u8])));
         }
-        let headers = if i % 2 == 0 {
+        let headers = if i.is_multiple_of(2) {
             DeadLetterHeaders::default().build(&original, &prov, &ErrA, None)
         } else {
             DeadLetterHeaders::default().build(&original, &prov, &ErrB, None)
@@ -259,7 +259,7 @@ async fn run() {
         );
         assert_eq!(d["original_timestamp_type"], "CreateTime");
         assert_eq!(d["group"], "app");
-        let (ty, msg) = if i % 2 == 0 {
+        let (ty, msg) = if i.is_multiple_of(2) {
             ("ErrA", "a failed")
         } else {
             ("ErrB", "b failed")

@@ -21,23 +21,22 @@
 //!   sending a second copy, so a slow broker does not produce duplicate dead letters.
 //!
 //! ```no_run
-//! # async fn demo() -> rekafka::Result<()> {
-//! use rekafka::cluster::{Cluster, ClusterConfig};
-//! use rekafka::consumer::ConsumerRecord;
-//! use rekafka::listener::{DeadLetterPublisher, DefaultErrorHandler, FixedBackOff};
 //! use std::time::Duration;
+//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::listener::{DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, ListenerRecord};
 //!
-//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
-//! let dlt = DeadLetterPublisher::<ConsumerRecord>::builder(cluster)
-//!     .group("billing")
-//!     .build()
-//!     .await?;
-//! let handler = DefaultErrorHandler::<ConsumerRecord>::new()
-//!     .back_off(FixedBackOff::new(Duration::from_millis(100), 3))
-//!     .recoverer(dlt);
-//! # let _ = handler;
-//! # Ok(())
-//! # }
+//! // `R` is the container's record type (rekafka's `ConsumerRecord` once it implements
+//! // `ListenerRecord`).
+//! async fn handler<R: ListenerRecord>() -> rekafka::Result<DefaultErrorHandler<R>> {
+//!     let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//!     let dlt = DeadLetterPublisher::<R>::builder(cluster)
+//!         .group("billing")
+//!         .build()
+//!         .await?;
+//!     Ok(DefaultErrorHandler::new()
+//!         .back_off(FixedBackOff::new(Duration::from_millis(100), 3))
+//!         .recoverer(dlt))
+//! }
 //! ```
 
 use std::collections::HashMap;

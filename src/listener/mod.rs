@@ -21,9 +21,9 @@ mod classify;
 mod consumer;
 mod container;
 pub mod dead_letter;
-mod dead_letter_publisher;
+pub mod dead_letter_publisher;
 mod handler;
-mod republish;
+pub mod republish;
 mod tracker;
 
 pub use backoff::{

@@ -64,17 +64,18 @@ pub fn republish_count(headers: &[Header]) -> u32 {
 /// `max_republishes` times, then dead-letters it (see the [module docs](self)).
 ///
 /// ```no_run
-/// # async fn demo(cluster: rekafka::cluster::Cluster) -> rekafka::Result<()> {
-/// use rekafka::consumer::ConsumerRecord;
-/// use rekafka::listener::{DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, RepublishToTail};
+/// use rekafka::cluster::Cluster;
+/// use rekafka::listener::{
+///     DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, ListenerRecord, RepublishToTail,
+/// };
 ///
-/// let dlt = DeadLetterPublisher::<ConsumerRecord>::builder(cluster).build().await?;
-/// let handler = DefaultErrorHandler::<ConsumerRecord>::new()
-///     .back_off(FixedBackOff::no_retries())
-///     .recoverer(RepublishToTail::new(dlt, 2));
-/// # let _ = handler;
-/// # Ok(())
-/// # }
+/// async fn handler<R: ListenerRecord>(cluster: Cluster) -> rekafka::Result<DefaultErrorHandler<R>> {
+///     let dlt = DeadLetterPublisher::<R>::builder(cluster).build().await?;
+///     // Republished with counts 1 and 2, dead-lettered on the third failure.
+///     Ok(DefaultErrorHandler::new()
+///         .back_off(FixedBackOff::no_retries())
+///         .recoverer(RepublishToTail::new(dlt, 2)))
+/// }
 /// ```
 pub struct RepublishToTail<R> {
     dlt: Arc<DeadLetterPublisher<R>>,
