@@ -10,6 +10,7 @@
 
 mod common;
 mod consume;
+mod dlt;
 mod groups;
 mod mock;
 mod perf;
@@ -49,6 +50,7 @@ Commands:
                             print records (JSON lines by default; see consume --help)
   perf consume -t TOPIC -n COUNT
                             consumer throughput
+  {dlt}
   mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
                             run an in-process Kafka-compatible mock cluster in the
                             foreground; prints its bootstrap address first (see mock --help)
@@ -59,6 +61,7 @@ failed operation.
         env = common::BOOTSTRAP_ENV,
         topics = topics::HELP,
         groups = groups::HELP,
+        dlt = dlt::HELP,
     )
 }
 
@@ -81,6 +84,7 @@ fn run(args: Vec<String>) -> Result<(), CliError> {
     match command.as_str() {
         "topics" => topics::run(&global, rest),
         "groups" => groups::run(&global, rest),
+        "dlt" => dlt::run(&global, rest),
         other if other.starts_with('-') => {
             Err(CliError::usage(format!("unknown option '{other}'")))
         }

@@ -11,7 +11,10 @@
 //! * the [failed-record tracker](FailedRecordTracker): delivery attempts per partition, the
 //!   decision between retry and recovery, a cap on recovery failures, and a [`RetryState`] that
 //!   travels in commit metadata so attempt counts survive rebalances and restarts;
-//! * [dead-letter headers](dead_letter) exactly as Spring writes them, and reading them back.
+//! * [dead-letter headers](dead_letter) exactly as Spring writes them, and reading them back;
+//! * the [dead-letter publisher](DeadLetterPublisher) (Spring's
+//!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
+//!   record's own topic before dead-lettering.
 
 mod adapter;
 mod backoff;
@@ -19,7 +22,9 @@ mod classify;
 mod consumer;
 mod container;
 pub mod dead_letter;
+pub mod dead_letter_publisher;
 mod handler;
+pub mod republish;
 mod tracker;
 
 pub use adapter::{ListenerConsumerRecord, deserialization_check};
@@ -36,10 +41,15 @@ pub use dead_letter::{
     DeadLetterHeaders, DeadLetterInfo, OriginalHeaders, PreviousExceptionHeaders, Provenance,
     error_chain,
 };
+pub use dead_letter_publisher::{
+    DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder, Destination, DltNaming,
+    MissingDestination, PartitionVerification, SendTimeout,
+};
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     LoggingRecoverer, Recoverer, RecovererFn, RecoveryHalt, RetryListener, SharedError,
 };
+pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
 pub use tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
 };

@@ -1,0 +1,543 @@
+//! `rekafka dlt {inspect | replay}`: reading dead letters with their provenance decoded, and
+//! republishing them to where they came from.
+//!
+//! `replay` reads the dead-letter topic with a consumer in a group (manually assigned, so no
+//! rebalance waits) and, per batch of at most `--batch` records: sends every matching dead
+//! letter through an idempotent producer, waits for all acknowledgements, then commits the
+//! batch's offsets. An interrupted replay resumes at the last commit, so each dead letter is
+//! republished once — except in one window: if the process dies after a batch was acknowledged
+//! and before its commit went through, that batch is republished again on restart (at most
+//! `--batch` records; Ctrl-C waits for the batch to be committed, so only a hard kill or a
+//! crash opens the window).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rekafka::cluster::Cluster;
+use rekafka::consumer::{
+    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, OffsetAndMetadata, OffsetReset,
+    StartOffset, TopicPartition,
+};
+use rekafka::listener::DeadLetterInfo;
+use rekafka::listener::dead_letter::names;
+use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::protocol::record::Header;
+
+use crate::common::{Args, CliError, CliResult, Global, run_async};
+
+/// The help lines of this command.
+pub const HELP: &str = concat!(
+    "  dlt inspect -t TOPIC [-e] [-c COUNT]\n",
+    "                            print dead letters as JSON lines with their provenance\n",
+    "                            and error decoded (Spring's kafka_dlt-* headers)\n",
+    "  dlt replay -t DLT_TOPIC [--to TOPIC] [--where original-partition=N|error-type=NAME]...\n",
+    "             [-g GROUP] [--max N] [--batch N] [--strip-provenance]\n",
+    "                            republish dead letters to their original topic (or --to),\n",
+    "                            resuming where an interrupted replay stopped (progress is\n",
+    "                            committed in GROUP, default rekafka-dlt-replay-<topic>)"
+);
+
+/// Runs `dlt ARGS`.
+pub fn run(global: &Global, args: &[String]) -> CliResult {
+    let Some((sub, rest)) = args.split_first() else {
+        return Err(CliError::usage("dlt needs a subcommand: inspect, replay"));
+    };
+    match sub.as_str() {
+        "inspect" => inspect(global, rest),
+        "replay" => replay(global, rest),
+        other => Err(CliError::usage(format!(
+            "unknown dlt subcommand '{other}' (inspect, replay)"
+        ))),
+    }
+}
+
+fn failed(msg: impl Into<String>) -> CliError {
+    CliError::Failed(msg.into())
+}
+
+/// The partitions of `topic`.
+async fn partitions_of(cluster: &Cluster, topic: &str) -> CliResult<Vec<TopicPartition>> {
+    let parts = cluster
+        .partitions(topic)
+        .await
+        .map_err(|e| failed(format!("topic {topic}: {e}")))?;
+    Ok(parts
+        .iter()
+        .map(|p| TopicPartition::new(topic, p.partition))
+        .collect())
+}
+
+/// Whether every assigned partition's position reached the high watermark of its last fetch.
+fn at_end(consumer: &Consumer) -> bool {
+    let assigned = consumer.assignment();
+    if assigned.is_empty() {
+        return true;
+    }
+    let positions = consumer.positions();
+    assigned.iter().all(|tp| {
+        let pos = positions
+            .iter()
+            .find(|(t, _)| t == tp)
+            .map(|(_, o)| o.offset);
+        match (pos, consumer.cached_watermarks(tp)) {
+            (Some(p), Some((hw, _, _))) => p >= hw,
+            _ => false,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+fn inspect(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(args, &["-t", "--topic", "-c", "--count"], &["-e", "--exit"])?;
+    a.exactly(0, "")?;
+    let topic = a
+        .value("-t")
+        .or(a.value("--topic"))
+        .ok_or_else(|| CliError::usage("dlt inspect needs -t TOPIC"))?
+        .to_owned();
+    let count: Option<u64> = match a.parsed::<u64>("-c", "a number")? {
+        Some(c) => Some(c),
+        None => a.parsed::<u64>("--count", "a number")?,
+    };
+    let exit_at_end = a.has("-e") || a.has("--exit");
+    run_async(async move {
+        let client = global.client().await?;
+        let cluster = client.cluster().clone();
+        let config = ConsumerConfig::new()
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_fetch_max_wait(Duration::from_millis(100));
+        let consumer = Consumer::new(cluster.clone(), config)?;
+        let tps = partitions_of(&cluster, &topic).await?;
+        consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Beginning)))?;
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut n = 0u64;
+        let mut line = String::new();
+        let write_err = |e: std::io::Error| failed(format!("writing to stdout: {e}"));
+        'outer: loop {
+            if count.is_some_and(|c| n >= c) {
+                break;
+            }
+            let recs = consumer.poll(Duration::from_millis(500)).await?;
+            for (tp, e) in recs.errors() {
+                eprintln!("error: {tp}: {e}");
+            }
+            for r in recs.iter() {
+                line.clear();
+                inspect_line(r, &mut line);
+                line.push('\n');
+                out.write_all(line.as_bytes()).map_err(write_err)?;
+                n += 1;
+                if count.is_some_and(|c| n >= c) {
+                    break 'outer;
+                }
+            }
+            if recs.is_empty() {
+                out.flush().map_err(write_err)?;
+            }
+            if exit_at_end && at_end(&consumer) {
+                break;
+            }
+        }
+        out.flush().map_err(write_err)?;
+        drop(out);
+        consumer.close().await?;
+        client.close().await;
+        Ok(())
+    })
+}
+
+/// `rekafka consume`'s JSON object for the record, plus `"dead_letter"`: the decoded
+/// provenance and error (null where a header is absent).
+pub fn inspect_line(r: &ConsumerRecord, s: &mut String) {
+    crate::consume::json_line(r, s);
+    // json_line ends the object with '}': reopen it.
+    s.pop();
+    let headers: Vec<Header> = r.headers.iter().collect();
+    let info = DeadLetterInfo::from_headers(&headers);
+    s.push_str(",\"dead_letter\":{");
+    let opt_str = |s: &mut String, name: &str, v: &Option<String>, first: bool| {
+        if !first {
+            s.push(',');
+        }
+        json_str(name, s);
+        s.push(':');
+        match v {
+            Some(v) => json_str(v, s),
+            None => s.push_str("null"),
+        }
+    };
+    let opt_num = |s: &mut String, name: &str, v: Option<i64>| {
+        s.push(',');
+        json_str(name, s);
+        s.push(':');
+        match v {
+            Some(v) => s.push_str(&v.to_string()),
+            None => s.push_str("null"),
+        }
+    };
+    opt_str(s, "original_topic", &info.original_topic, true);
+    opt_num(
+        s,
+        "original_partition",
+        info.original_partition.map(i64::from),
+    );
+    opt_num(s, "original_offset", info.original_offset);
+    opt_num(s, "original_timestamp", info.original_timestamp);
+    opt_str(
+        s,
+        "original_timestamp_type",
+        &info.original_timestamp_type,
+        false,
+    );
+    opt_str(s, "group", &info.original_consumer_group, false);
+    opt_str(s, "error_type", &info.exception_fqcn, false);
+    opt_str(s, "error_cause_type", &info.exception_cause_fqcn, false);
+    opt_str(s, "error_message", &info.exception_message, false);
+    opt_str(s, "error_stacktrace", &info.exception_stacktrace, false);
+    s.push_str(",\"key_failure\":");
+    s.push_str(if info.key_failure { "true" } else { "false" });
+    s.push_str("}}");
+}
+
+fn json_str(t: &str, s: &mut String) {
+    s.push('"');
+    for c in t.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay
+
+/// A `--where` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Filter {
+    OriginalPartition(i32),
+    ErrorType(String),
+}
+
+impl Filter {
+    fn parse(s: &str) -> CliResult<Filter> {
+        let bad = || {
+            CliError::usage(format!(
+                "--where expects original-partition=N or error-type=NAME, got '{s}'"
+            ))
+        };
+        let (k, v) = s.split_once('=').ok_or_else(bad)?;
+        match k.trim() {
+            "original-partition" => v
+                .trim()
+                .parse::<i32>()
+                .map(Filter::OriginalPartition)
+                .map_err(|_| bad()),
+            "error-type" if !v.trim().is_empty() => Ok(Filter::ErrorType(v.trim().to_owned())),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Whether a dead letter with `info` matches. An error type matches the full type name or
+    /// its last segment (`BarException` matches `org.foo.BarException` and `foo::BarError`).
+    fn matches(&self, info: &DeadLetterInfo) -> bool {
+        match self {
+            Filter::OriginalPartition(p) => info.original_partition == Some(*p),
+            Filter::ErrorType(name) => info.exception_fqcn.as_deref().is_some_and(|t| {
+                t == name || t.rsplit(['.', ':']).next().is_some_and(|last| last == name)
+            }),
+        }
+    }
+}
+
+/// The headers a replayed record keeps: all but the exception headers (and, with
+/// `strip_provenance`, the original-* and group headers).
+fn replay_headers(headers: &[Header], strip_provenance: bool) -> Vec<Header> {
+    const PROVENANCE: [&str; 6] = [
+        names::ORIGINAL_TOPIC,
+        names::ORIGINAL_PARTITION,
+        names::ORIGINAL_OFFSET,
+        names::ORIGINAL_TIMESTAMP,
+        names::ORIGINAL_TIMESTAMP_TYPE,
+        names::ORIGINAL_CONSUMER_GROUP,
+    ];
+    headers
+        .iter()
+        .filter(|h| !names::EXCEPTION_HEADERS.contains(&h.key()))
+        .filter(|h| !(strip_provenance && PROVENANCE.contains(&h.key())))
+        .cloned()
+        .collect()
+}
+
+struct ReplayArgs {
+    topic: String,
+    to: Option<String>,
+    filters: Vec<Filter>,
+    group: String,
+    max: Option<u64>,
+    batch: usize,
+    strip_provenance: bool,
+}
+
+fn replay(global: &Global, args: &[String]) -> CliResult {
+    let a = Args::parse(
+        args,
+        &[
+            "-t", "--topic", "--to", "--where", "-g", "--group", "--max", "--batch",
+        ],
+        &["--strip-provenance"],
+    )?;
+    a.exactly(0, "")?;
+    let topic = a
+        .value("-t")
+        .or(a.value("--topic"))
+        .ok_or_else(|| CliError::usage("dlt replay needs -t DLT_TOPIC"))?
+        .to_owned();
+    let filters = a
+        .values("--where")
+        .into_iter()
+        .map(Filter::parse)
+        .collect::<CliResult<Vec<_>>>()?;
+    let group = a
+        .value("-g")
+        .or(a.value("--group"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("rekafka-dlt-replay-{topic}"));
+    let batch = a
+        .parsed::<usize>("--batch", "a positive number")?
+        .unwrap_or(100);
+    if batch == 0 {
+        return Err(CliError::usage("--batch must be at least 1"));
+    }
+    let args = ReplayArgs {
+        topic,
+        to: a.value("--to").map(str::to_owned),
+        filters,
+        group,
+        max: a.parsed::<u64>("--max", "a number")?,
+        batch,
+        strip_provenance: a.has("--strip-provenance"),
+    };
+    run_async(async move {
+        let client = global.client().await?;
+        let result = replay_async(client.cluster().clone(), &args).await;
+        client.close().await;
+        result
+    })
+}
+
+async fn replay_async(cluster: Cluster, a: &ReplayArgs) -> CliResult {
+    let config = ConsumerConfig::new()
+        .with_group_id(&a.group)
+        .with_auto_offset_reset(OffsetReset::Earliest)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_max_poll_records(a.batch)
+        .with_fetch_max_wait(Duration::from_millis(100));
+    let consumer = Consumer::new(cluster.clone(), config)?;
+    let tps = partitions_of(&cluster, &a.topic).await?;
+    consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Committed)))?;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await?;
+
+    // Ctrl-C: finish (send, acknowledge, commit) the batch in hand, then stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let signal = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            s.store(true, Ordering::SeqCst);
+        }
+    });
+
+    let result = replay_loop(&consumer, &producer, a, &stop).await;
+    signal.abort();
+    producer.close().await;
+    let closed = consumer.close().await;
+    let (replayed, skipped) = result?;
+    closed?;
+    eprintln!(
+        "replayed {replayed} dead letter(s) from {} ({skipped} not matching); progress \
+         committed in group {}",
+        a.topic, a.group
+    );
+    Ok(())
+}
+
+/// Replays until the end of the topic, `--max` or Ctrl-C; returns (replayed, skipped).
+async fn replay_loop(
+    consumer: &Consumer,
+    producer: &Producer,
+    a: &ReplayArgs,
+    stop: &AtomicBool,
+) -> CliResult<(u64, u64)> {
+    let stdout = std::io::stdout();
+    let mut replayed = 0u64;
+    let mut skipped = 0u64;
+    let mut idle_polls = 0u32;
+    loop {
+        if stop.load(Ordering::SeqCst) || a.max.is_some_and(|m| replayed >= m) {
+            break;
+        }
+        let recs = consumer.poll(Duration::from_millis(500)).await?;
+        if let Some((tp, e)) = recs.errors().first() {
+            return Err(failed(format!("reading {tp}: {e}")));
+        }
+        if recs.is_empty() {
+            if at_end(consumer) {
+                break;
+            }
+            idle_polls += 1;
+            // Nothing for 30 s and no watermark yet: an empty or unreachable topic.
+            if idle_polls >= 60 {
+                break;
+            }
+            continue;
+        }
+        idle_polls = 0;
+        // Send the batch (up to --max), remembering where each partition got to.
+        let mut deliveries = Vec::new();
+        let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+        for r in recs.iter() {
+            if a.max.is_some_and(|m| replayed >= m) {
+                break;
+            }
+            let headers: Vec<Header> = r.headers.iter().collect();
+            let info = DeadLetterInfo::from_headers(&headers);
+            let tp = r.topic_partition();
+            if a.filters.iter().all(|f| f.matches(&info)) {
+                let (topic, partition) = match (&a.to, &info.original_topic) {
+                    (Some(to), _) => (to.clone(), None),
+                    (None, Some(orig)) => (orig.clone(), info.original_partition),
+                    (None, None) => {
+                        return Err(failed(format!(
+                            "the dead letter at {}-{}@{} has no {} header; pass --to TOPIC",
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            names::ORIGINAL_TOPIC
+                        )));
+                    }
+                };
+                let mut record = Record::new(topic.as_str());
+                record.partition = partition.filter(|p| *p >= 0);
+                record.key = r.key.clone();
+                record.value = r.value.clone();
+                record.headers = replay_headers(&headers, a.strip_provenance);
+                let d = producer.send(record).await.map_err(|e| {
+                    failed(format!(
+                        "replaying {}-{}@{} to {topic}: {}",
+                        r.topic, r.partition, r.offset, e.error
+                    ))
+                })?;
+                deliveries.push((r.partition, r.offset, d));
+                replayed += 1;
+            } else {
+                skipped += 1;
+            }
+            match next.iter_mut().find(|(t, _)| *t == tp) {
+                Some(n) => n.1 = r.offset + 1,
+                None => next.push((tp, r.offset + 1)),
+            }
+        }
+        // Wait for every acknowledgement, then commit the batch.
+        let mut lines = String::new();
+        for (partition, offset, d) in deliveries {
+            let meta = d.await.map_err(|e| {
+                failed(format!(
+                    "replaying {}-{partition}@{offset}: {} (nothing of this batch was \
+                     committed; rerun to resume)",
+                    a.topic, e.error
+                ))
+            })?;
+            lines.push_str(&format!(
+                "{{\"from\":{{\"topic\":\"{}\",\"partition\":{partition},\"offset\":{offset}}},\
+                 \"to\":{{\"topic\":\"{}\",\"partition\":{},\"offset\":{}}}}}\n",
+                json_escape(&a.topic),
+                json_escape(&meta.topic),
+                meta.partition,
+                meta.offset
+            ));
+        }
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = next
+            .into_iter()
+            .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
+            .collect();
+        if !offsets.is_empty() {
+            consumer.commit_offsets(&offsets).await.map_err(|e| {
+                failed(format!(
+                    "committing replay progress in group {}: {e} (the last batch was \
+                     republished; a rerun republishes it again)",
+                    a.group
+                ))
+            })?;
+        }
+        let mut out = stdout.lock();
+        out.write_all(lines.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| failed(format!("writing to stdout: {e}")))?;
+    }
+    Ok((replayed, skipped))
+}
+
+fn json_escape(t: &str) -> String {
+    let mut s = String::new();
+    json_str(t, &mut s);
+    s[1..s.len() - 1].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn filters() {
+        assert_eq!(
+            Filter::parse("original-partition=3").ok(),
+            Some(Filter::OriginalPartition(3))
+        );
+        assert!(Filter::parse("original-partition=x").is_err());
+        assert!(Filter::parse("color=red").is_err());
+        assert!(Filter::parse("error-type=").is_err());
+        let f = Filter::parse("error-type=BarException").unwrap();
+        let mut info = DeadLetterInfo::default();
+        info.exception_fqcn = Some("org.foo.BarException".into());
+        assert!(f.matches(&info));
+        info.exception_fqcn = Some("my_app::BarException".into());
+        assert!(f.matches(&info));
+        info.exception_fqcn = Some("FooBarException".into());
+        assert!(!f.matches(&info));
+        info.original_partition = Some(3);
+        assert!(Filter::OriginalPartition(3).matches(&info));
+        assert!(!Filter::OriginalPartition(2).matches(&info));
+    }
+
+    #[test]
+    fn replayed_headers_drop_exception_headers_only() {
+        let hs = vec![
+            Header::new("trace", Some(Bytes::from_static(b"t"))),
+            Header::new(names::EXCEPTION_FQCN, Some(Bytes::from_static(b"E"))),
+            Header::new(names::KEY_EXCEPTION_MESSAGE, Some(Bytes::from_static(b"m"))),
+            Header::new(names::ORIGINAL_TOPIC, Some(Bytes::from_static(b"t"))),
+        ];
+        let kept: Vec<String> = replay_headers(&hs, false)
+            .iter()
+            .map(|h| h.key().to_owned())
+            .collect();
+        assert_eq!(kept, ["trace", names::ORIGINAL_TOPIC]);
+        let kept: Vec<String> = replay_headers(&hs, true)
+            .iter()
+            .map(|h| h.key().to_owned())
+            .collect();
+        assert_eq!(kept, ["trace"]);
+    }
+}

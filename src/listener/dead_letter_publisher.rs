@@ -1,0 +1,670 @@
+//! Publishing failed records to a dead-letter topic (Spring's
+//! `DeadLetterPublishingRecoverer`).
+//!
+//! A [`DeadLetterPublisher`] is a [`Recoverer`]: plugged into a
+//! [`DefaultErrorHandler`](super::DefaultErrorHandler), it receives each record whose retries
+//! are exhausted (or that is not retryable) and writes it to a dead-letter topic:
+//!
+//! * **destination:** `<topic>-dlt` (Spring 3.3+; `<topic>.DLT` with [`DltNaming::Legacy`]),
+//!   same partition; or whatever a custom resolver says. A negative partition lets the
+//!   producer's partitioner choose. By default the partition is checked against the DLT's
+//!   metadata and, when the DLT has fewer partitions, the partitioner chooses (with a WARN).
+//! * **record:** the original key and value as raw bytes (for a deserialization failure these
+//!   are the bytes that failed to deserialize), the original headers, plus Spring's
+//!   provenance and exception headers ([`DeadLetterHeaders`]). The timestamp is left to the
+//!   producer, as Spring does.
+//! * **delivery:** through its own idempotent [`Producer`]; `recover` waits for the broker's
+//!   acknowledgement, up to the [send timeout](SendTimeout). A failed or timed-out publication
+//!   is an `Err` — a *recovery failure*: the container redelivers the record and caps the
+//!   failures; the record is never skipped. When a publication timed out and its delivery is
+//!   still pending, the next recovery of the same record waits for that delivery instead of
+//!   sending a second copy, so a slow broker does not produce duplicate dead letters.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::listener::{DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, ListenerRecord};
+//!
+//! // `R` is the container's record type (rekafka's `ConsumerRecord` once it implements
+//! // `ListenerRecord`).
+//! async fn handler<R: ListenerRecord>() -> rekafka::Result<DefaultErrorHandler<R>> {
+//!     let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//!     let dlt = DeadLetterPublisher::<R>::builder(cluster)
+//!         .group("billing")
+//!         .build()
+//!         .await?;
+//!     Ok(DefaultErrorHandler::new()
+//!         .back_off(FixedBackOff::new(Duration::from_millis(100), 3))
+//!         .recoverer(dlt))
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::classify::{DeserializationFailed, HandlerError, RecordPart};
+use super::consumer::ListenerRecord;
+use super::dead_letter::{DeadLetterHeaders, Provenance};
+use super::handler::{BoxFuture, Recoverer, SharedError};
+use crate::cluster::Cluster;
+use crate::producer::{
+    DeliveryFuture, Idempotence, ProduceError, Producer, ProducerConfig, Record, RecordMetadata,
+};
+use crate::{Error, ErrorKind};
+
+/// How the default destination topic is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DltNaming {
+    /// `<topic>-dlt` (Spring for Apache Kafka 3.3 and later).
+    #[default]
+    Spring33,
+    /// `<topic>.DLT` (Spring for Apache Kafka before 3.3).
+    Legacy,
+}
+
+impl DltNaming {
+    /// The dead-letter topic of `topic` under this naming.
+    pub fn dlt_topic(self, topic: &str) -> String {
+        match self {
+            DltNaming::Spring33 => format!("{topic}-dlt"),
+            DltNaming::Legacy => format!("{topic}.DLT"),
+        }
+    }
+}
+
+/// Where a dead letter goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The topic.
+    pub topic: String,
+    /// The partition; negative lets the producer's partitioner choose.
+    pub partition: i32,
+}
+
+impl Destination {
+    /// `topic`, partition `partition` (negative: the partitioner chooses).
+    pub fn new(topic: impl Into<String>, partition: i32) -> Destination {
+        Destination {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// `topic`, the partitioner chooses the partition.
+    pub fn any_partition(topic: impl Into<String>) -> Destination {
+        Destination::new(topic, -1)
+    }
+}
+
+/// Whether the destination partition is checked against the destination topic's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PartitionVerification {
+    /// Check it (from the cluster's metadata cache, refreshed once when the partition is not
+    /// in it); a partition the topic does not have is logged at WARN and left to the
+    /// partitioner. If the metadata cannot be had (e.g. the topic does not exist yet and will
+    /// be auto-created), the partition is kept (Spring's `verifyPartition = true`).
+    #[default]
+    FallBackToPartitioner,
+    /// Do not check: send to the partition as resolved.
+    Off,
+}
+
+/// What happens when the resolver gives no destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MissingDestination {
+    /// Log a WARN and count the record as recovered: it is skipped (Spring's default).
+    #[default]
+    Skip,
+    /// Fail the recovery ([`DeadLetterError::NoDestination`]), so the record is redelivered
+    /// (Spring's `throwIfNoDestinationReturned = true`).
+    Fail,
+}
+
+/// How long `recover` waits for the broker's acknowledgement of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SendTimeout {
+    /// The producer's `delivery.timeout` plus 5 s (Spring's
+    /// `max(delivery.timeout.ms + 5000, 30 s)`, minus the 30 s floor: the producer gives up by
+    /// its delivery timeout anyway).
+    #[default]
+    DeliveryTimeoutPlus5s,
+    /// This long.
+    Fixed(Duration),
+}
+
+/// Why a dead letter could not be published. Returned from `recover` as a recovery failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeadLetterError {
+    /// The producer refused or failed the record.
+    #[error("dead-letter publication to {destination} failed for: {topic}-{partition}@{offset}")]
+    Send {
+        /// The destination topic.
+        destination: String,
+        /// The failed record's topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// The producer's error.
+        #[source]
+        error: ProduceError,
+    },
+    /// No acknowledgement came within the send timeout. The delivery may still complete; the
+    /// next recovery of the same record waits for it rather than sending a second copy.
+    #[error(
+        "dead-letter publication to {destination} timed out after {timeout:?} for: {topic}-{partition}@{offset}"
+    )]
+    Timeout {
+        /// The destination topic.
+        destination: String,
+        /// The failed record's topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The resolver gave no destination and [`MissingDestination::Fail`] is set.
+    #[error("no dead-letter destination for: {topic}-{partition}@{offset}")]
+    NoDestination {
+        /// The failed record's topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+    },
+}
+
+type Resolver<R> = Arc<dyn Fn(&R, &SharedError) -> Option<Destination> + Send + Sync>;
+
+/// Pending deliveries kept after a timeout, at most this many.
+const MAX_PENDING: usize = 1024;
+/// A destination topic's partitions are re-read from the cluster at most this often when a
+/// resolved partition is missing from them.
+const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The source record a publication is for: (topic, partition, offset, destination topic).
+type PendingKey = (Arc<str>, i32, i64, Arc<str>);
+
+/// The producing half shared by [`DeadLetterPublisher`] and
+/// [`RepublishToTail`](super::RepublishToTail): send, wait with a timeout, remember deliveries
+/// that timed out.
+pub(crate) struct Sender {
+    cluster: Cluster,
+    producer: Producer,
+    owns_producer: bool,
+    timeout: Duration,
+    verification: PartitionVerification,
+    /// Destination topic → (partition count, when it was last read from the cluster).
+    partitions: Mutex<HashMap<String, (i32, Instant)>>,
+    pending: Mutex<HashMap<PendingKey, DeliveryFuture>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sender {
+    /// The partition to send to: `partition` if the topic has it (or it cannot be checked),
+    /// else `None` (the partitioner chooses).
+    pub(crate) async fn verified_partition(&self, topic: &str, partition: i32) -> Option<i32> {
+        if partition < 0 {
+            return None;
+        }
+        if self.verification == PartitionVerification::Off {
+            return Some(partition);
+        }
+        let cached = lock(&self.partitions).get(topic).copied();
+        let count = match cached {
+            Some((count, _)) if partition < count => return Some(partition),
+            Some((count, at)) if at.elapsed() < METADATA_REFRESH_INTERVAL => Some(count),
+            _ => {
+                // Not cached, or cached without this partition: read it again (refreshing the
+                // cluster's cache when it is there already but lacks the partition).
+                if cached.is_some() {
+                    let _ = self.cluster.refresh_topics(&[topic]).await;
+                }
+                match self.cluster.partitions(topic).await {
+                    Ok(parts) => {
+                        let count = parts.iter().map(|p| p.partition + 1).max().unwrap_or(0);
+                        lock(&self.partitions).insert(topic.to_owned(), (count, Instant::now()));
+                        Some(count)
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            topic,
+                            error = %e,
+                            "cannot verify the dead-letter partition; keeping it"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        match count {
+            Some(count) if partition >= count => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    partitions = count,
+                    "destination partition does not exist (the dead-letter topic has fewer \
+                     partitions than the source); the partitioner chooses"
+                );
+                None
+            }
+            _ => Some(partition),
+        }
+    }
+
+    /// Publishes `record` for the source record (`topic`, `partition`, `offset`) and waits for
+    /// its acknowledgement.
+    pub(crate) async fn publish(
+        &self,
+        source: (&str, i32, i64),
+        record: Record,
+    ) -> Result<RecordMetadata, DeadLetterError> {
+        let (topic, partition, offset) = source;
+        let destination: Arc<str> = record.topic.clone();
+        let key: PendingKey = (Arc::from(topic), partition, offset, destination.clone());
+        let earlier = lock(&self.pending).remove(&key);
+        let delivery = match earlier {
+            // A publication that timed out earlier: if it has failed, send again; else wait
+            // for it rather than sending a duplicate.
+            Some(d) if !matches!(d.try_result(), Some(Err(_))) => d,
+            _ => self
+                .producer
+                .send(record)
+                .await
+                .map_err(|error| DeadLetterError::Send {
+                    destination: destination.to_string(),
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    error,
+                })?,
+        };
+        let mut delivery = delivery;
+        match tokio::time::timeout(self.timeout, &mut delivery).await {
+            Ok(Ok(meta)) => Ok(meta),
+            Ok(Err(error)) => Err(DeadLetterError::Send {
+                destination: destination.to_string(),
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                error,
+            }),
+            Err(_) => {
+                let mut pending = lock(&self.pending);
+                if pending.len() >= MAX_PENDING {
+                    pending.retain(|_, d| d.try_result().is_none());
+                }
+                if pending.len() < MAX_PENDING {
+                    pending.insert(key, delivery);
+                }
+                Err(DeadLetterError::Timeout {
+                    destination: destination.to_string(),
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        if self.owns_producer {
+            self.producer.close().await;
+        } else {
+            self.producer.flush().await;
+        }
+    }
+}
+
+/// The first [`DeserializationFailed`] in `error`'s source chain.
+pub(crate) fn deserialization_failure<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> Option<&'a DeserializationFailed> {
+    let mut current = Some(error);
+    let mut depth = 0;
+    while let Some(e) = current {
+        if let Some(d) = e.downcast_ref::<DeserializationFailed>() {
+            return Some(d);
+        }
+        depth += 1;
+        if depth > 64 {
+            break;
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Publishes failed records to a dead-letter topic (see the [module docs](self)).
+pub struct DeadLetterPublisher<R> {
+    pub(crate) sender: Arc<Sender>,
+    naming: DltNaming,
+    resolver: Option<Resolver<R>>,
+    missing: MissingDestination,
+    headers: DeadLetterHeaders,
+    group: Option<String>,
+}
+
+impl<R> fmt::Debug for DeadLetterPublisher<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterPublisher")
+            .field("naming", &self.naming)
+            .field("resolver", &self.resolver.is_some())
+            .field("missing", &self.missing)
+            .field("headers", &self.headers)
+            .field("group", &self.group)
+            .field("timeout", &self.sender.timeout)
+            .field("verification", &self.sender.verification)
+            .finish()
+    }
+}
+
+/// Builds a [`DeadLetterPublisher`].
+pub struct DeadLetterPublisherBuilder<R> {
+    cluster: Cluster,
+    producer: Option<Producer>,
+    producer_config: ProducerConfig,
+    naming: DltNaming,
+    resolver: Option<Resolver<R>>,
+    missing: MissingDestination,
+    verification: PartitionVerification,
+    headers: DeadLetterHeaders,
+    group: Option<String>,
+    timeout: SendTimeout,
+}
+
+impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterPublisherBuilder")
+            .field("naming", &self.naming)
+            .field("missing", &self.missing)
+            .field("verification", &self.verification)
+            .field("group", &self.group)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
+    /// A producer to publish with, instead of one built from the cluster. It should be
+    /// idempotent (the default), or a retried batch may write a dead letter twice. It is
+    /// flushed, not closed, by [`DeadLetterPublisher::close`]. Default: the publisher builds
+    /// its own idempotent producer from [`producer_config`](Self::producer_config).
+    pub fn producer(mut self, producer: Producer) -> Self {
+        self.producer = Some(producer);
+        self
+    }
+
+    /// The configuration of the publisher's own producer (idempotence is always enabled).
+    /// Default: [`ProducerConfig::default`].
+    pub fn producer_config(mut self, config: ProducerConfig) -> Self {
+        self.producer_config = config;
+        self
+    }
+
+    /// How the default destination is named. Default: [`DltNaming::Spring33`] (`-dlt`).
+    pub fn naming(mut self, naming: DltNaming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// Chooses the destination per (record, error); `None` means "no destination" (see
+    /// [`on_missing_destination`](Self::on_missing_destination)). Default: `<topic>-dlt`, same
+    /// partition.
+    pub fn resolver(
+        mut self,
+        resolver: impl Fn(&R, &SharedError) -> Option<Destination> + Send + Sync + 'static,
+    ) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// What happens when the resolver gives no destination. Default: [`MissingDestination::Skip`].
+    pub fn on_missing_destination(mut self, missing: MissingDestination) -> Self {
+        self.missing = missing;
+        self
+    }
+
+    /// Whether the destination partition is verified. Default:
+    /// [`PartitionVerification::FallBackToPartitioner`].
+    pub fn partition_verification(mut self, verification: PartitionVerification) -> Self {
+        self.verification = verification;
+        self
+    }
+
+    /// How the headers are built. Default: [`DeadLetterHeaders::default`] (append original-*,
+    /// strip previous exception headers, exclude nothing).
+    pub fn headers(mut self, headers: DeadLetterHeaders) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The consumer group written in `kafka_dlt-original-consumer-group`. Default: none (the
+    /// header is not written).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// How long `recover` waits for the acknowledgement. Default:
+    /// [`SendTimeout::DeliveryTimeoutPlus5s`].
+    pub fn send_timeout(mut self, timeout: SendTimeout) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the publisher (and its producer, unless one was given).
+    pub async fn build(self) -> crate::Result<DeadLetterPublisher<R>> {
+        let (producer, owns_producer) = match self.producer {
+            Some(p) => (p, false),
+            None => {
+                let mut config = self.producer_config;
+                config.idempotence = Idempotence::Enabled;
+                (Producer::new(self.cluster.clone(), config).await?, true)
+            }
+        };
+        let timeout = match self.timeout {
+            SendTimeout::DeliveryTimeoutPlus5s => {
+                producer.config().delivery_timeout + Duration::from_secs(5)
+            }
+            SendTimeout::Fixed(d) => d,
+        };
+        if timeout.is_zero() {
+            return Err(Error::config(
+                "the dead-letter send timeout must be positive",
+            ));
+        }
+        Ok(DeadLetterPublisher {
+            sender: Arc::new(Sender {
+                cluster: self.cluster,
+                producer,
+                owns_producer,
+                timeout,
+                verification: self.verification,
+                partitions: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+            }),
+            naming: self.naming,
+            resolver: self.resolver,
+            missing: self.missing,
+            headers: self.headers,
+            group: self.group,
+        })
+    }
+}
+
+impl<R: ListenerRecord> DeadLetterPublisher<R> {
+    /// A builder publishing through `cluster`.
+    pub fn builder(cluster: Cluster) -> DeadLetterPublisherBuilder<R> {
+        DeadLetterPublisherBuilder {
+            cluster,
+            producer: None,
+            producer_config: ProducerConfig::default(),
+            naming: DltNaming::default(),
+            resolver: None,
+            missing: MissingDestination::default(),
+            verification: PartitionVerification::default(),
+            headers: DeadLetterHeaders::default(),
+            group: None,
+            timeout: SendTimeout::default(),
+        }
+    }
+
+    /// The destination of `record` failed with `error` (before partition verification), or
+    /// `None` when the resolver gives none.
+    pub fn destination(&self, record: &R, error: &SharedError) -> Option<Destination> {
+        match &self.resolver {
+            Some(f) => f(record, error),
+            None => Some(Destination::new(
+                self.naming.dlt_topic(record.topic()),
+                record.partition(),
+            )),
+        }
+    }
+
+    /// The dead letter of `record` for `destination` (partition not yet verified): original
+    /// key, value and headers plus the dead-letter headers.
+    pub fn dead_letter(
+        &self,
+        record: &R,
+        error: &SharedError,
+        destination: &Destination,
+    ) -> Record {
+        let err: &(dyn StdError + 'static) = &**error;
+        let failed_part = deserialization_failure(err)
+            .map(|d| d.part)
+            .or_else(|| record.deserialization_failure().map(|d| d.part));
+        let failed_part = match failed_part {
+            Some(RecordPart::Key) => Some(RecordPart::Key),
+            _ => None,
+        };
+        let provenance = Provenance {
+            topic: record.topic().to_owned(),
+            partition: record.partition(),
+            offset: record.offset(),
+            timestamp: record.timestamp(),
+            timestamp_type: record.timestamp_type(),
+            group: self.group.clone(),
+        };
+        let headers = self
+            .headers
+            .build(&record.headers(), &provenance, err, failed_part);
+        Record {
+            topic: Arc::from(destination.topic.as_str()),
+            partition: (destination.partition >= 0).then_some(destination.partition),
+            key: record.key().cloned(),
+            value: record.value().cloned(),
+            headers,
+            timestamp: None,
+        }
+    }
+
+    /// Publishes the dead letter of `record` and waits for its acknowledgement. `Ok(None)`
+    /// when there is no destination and [`MissingDestination::Skip`] is set.
+    pub async fn publish(
+        &self,
+        record: &R,
+        error: &SharedError,
+    ) -> Result<Option<RecordMetadata>, DeadLetterError> {
+        let Some(destination) = self.destination(record, error) else {
+            return match self.missing {
+                MissingDestination::Skip => {
+                    tracing::warn!(
+                        topic = record.topic(),
+                        partition = record.partition(),
+                        offset = record.offset(),
+                        "no dead-letter destination for {}-{}@{}; record skipped",
+                        record.topic(),
+                        record.partition(),
+                        record.offset()
+                    );
+                    Ok(None)
+                }
+                MissingDestination::Fail => Err(DeadLetterError::NoDestination {
+                    topic: record.topic().to_owned(),
+                    partition: record.partition(),
+                    offset: record.offset(),
+                }),
+            };
+        };
+        let mut out = self.dead_letter(record, error, &destination);
+        out.partition = match out.partition {
+            Some(p) => self.sender.verified_partition(&destination.topic, p).await,
+            None => None,
+        };
+        let meta = self
+            .sender
+            .publish((record.topic(), record.partition(), record.offset()), out)
+            .await?;
+        tracing::debug!(
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
+            dlt = %meta.topic,
+            dlt_partition = meta.partition,
+            dlt_offset = meta.offset,
+            "dead letter published"
+        );
+        Ok(Some(meta))
+    }
+
+    /// The producer the publisher sends with.
+    pub fn producer(&self) -> &Producer {
+        &self.sender.producer
+    }
+
+    /// Flushes the producer, and closes it if the publisher built it.
+    pub async fn close(&self) {
+        self.sender.close().await;
+    }
+}
+
+impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
+    fn recover<'a>(
+        &'a self,
+        record: &'a R,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            self.publish(record, error)
+                .await
+                .map(|_| ())
+                .map_err(|e| Box::new(e) as HandlerError)
+        })
+    }
+}
+
+/// `Bytes` of a big-endian `u32` count.
+pub(crate) fn count_bytes(n: u32) -> Bytes {
+    Bytes::copy_from_slice(&i32::try_from(n).unwrap_or(i32::MAX).to_be_bytes())
+}
+
+impl From<DeadLetterError> for Error {
+    fn from(e: DeadLetterError) -> Error {
+        let kind = match &e {
+            DeadLetterError::Timeout { .. } => ErrorKind::Timeout,
+            DeadLetterError::Send { error, .. } => error.kind().clone(),
+            DeadLetterError::NoDestination { .. } => ErrorKind::Config,
+        };
+        Error::with_message(kind, e.to_string())
+    }
+}
