@@ -77,7 +77,7 @@ async fn read(consumer: &Consumer, want: usize, timeout: Duration) -> Vec<Consum
             .await
             .expect("poll");
         assert!(recs.errors().is_empty(), "{:?}", recs.errors());
-        out.extend(recs.into_iter());
+        out.extend(recs);
     }
     out
 }
@@ -192,7 +192,12 @@ async fn pause_resume_and_seek_touch_only_their_partition() {
     let last0 = last0.unwrap();
     let pos_after = c.position(&p0).await.unwrap();
     assert!(next0.is_some());
-    assert!(next0.unwrap() >= last0 + 1 && pos_after > last0);
+    assert_eq!(
+        next0,
+        Some(last0 + 1),
+        "p0 continues exactly where it paused"
+    );
+    assert!(pos_after > last0);
     // Seek p1 back to 5: the next p1 record is offset 5; p0 continues where it was.
     let p0_before = c.position(&p0).await.unwrap();
     c.seek(&p1, 5).unwrap();
@@ -277,7 +282,7 @@ async fn group_of_three_reads_100k_exactly_once_and_survives_a_leave() {
     let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
     let mut handles = Vec::new();
     let mut consumers = Vec::new();
-    for id in 0..3 {
+    for (id, stop) in stops.iter().enumerate() {
         let cluster = cluster().await;
         let c = Arc::new(
             Consumer::new(cluster, group_config(&group).with_max_poll_records(100)).unwrap(),
@@ -285,7 +290,7 @@ async fn group_of_three_reads_100k_exactly_once_and_survives_a_leave() {
         c.subscribe([topic.clone()]).unwrap();
         consumers.push(c.clone());
         let seen = seen.clone();
-        let stop = stops[id].clone();
+        let stop = stop.clone();
         handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Acquire) {
                 let recs = c.poll(Duration::from_millis(200)).await.expect("poll");

@@ -181,15 +181,14 @@ impl ConsumerRecords {
 
 impl IntoIterator for ConsumerRecords {
     type Item = ConsumerRecord;
-    type IntoIter = std::iter::Flatten<
-        std::iter::Map<
-            std::vec::IntoIter<(TopicPartition, Vec<ConsumerRecord>)>,
-            fn((TopicPartition, Vec<ConsumerRecord>)) -> Vec<ConsumerRecord>,
-        >,
+    type IntoIter = std::iter::FlatMap<
+        std::vec::IntoIter<(TopicPartition, Vec<ConsumerRecord>)>,
+        Vec<ConsumerRecord>,
+        fn((TopicPartition, Vec<ConsumerRecord>)) -> Vec<ConsumerRecord>,
     >;
 
     fn into_iter(self) -> Self::IntoIter {
         let f: fn((TopicPartition, Vec<ConsumerRecord>)) -> Vec<ConsumerRecord> = |(_, r)| r;
-        self.parts.into_iter().map(f).flatten()
+        self.parts.into_iter().flat_map(f)
     }
 }
