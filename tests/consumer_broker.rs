@@ -670,3 +670,34 @@ async fn mixed_group_with_a_librdkafka_member_splits_partitions() {
     assert_eq!(ours.len() + py_seen.len(), 4004, "no gap");
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_subscription_reads_every_matching_topic() {
+    let prefix = unique("c-pat");
+    let t1 = format!("{prefix}-a");
+    let t2 = format!("{prefix}-b");
+    let other = unique("c-nopat");
+    fill(&t1, 1, 10, &[]);
+    fill(&t2, 2, 20, &[]);
+    fill(&other, 1, 5, &[]);
+    let c = Consumer::new(cluster().await, group_config(&unique("gpat"))).unwrap();
+    c.subscribe_pattern(&format!("{}-.*", regex_escape(&prefix)))
+        .unwrap();
+    let recs = read(&c, 30, Duration::from_secs(30)).await;
+    let topics: BTreeSet<String> = recs.iter().map(|r| r.topic.to_string()).collect();
+    assert_eq!(recs.len(), 30);
+    assert_eq!(topics, BTreeSet::from([t1, t2]));
+    c.close().await.unwrap();
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
+}

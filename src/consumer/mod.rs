@@ -114,6 +114,8 @@ struct GroupState {
     listener: Option<Arc<dyn RebalanceListener>>,
     last_auto_commit: Instant,
     manual: bool,
+    /// When a pattern subscription last listed every topic of the cluster.
+    last_pattern_refresh: Option<Instant>,
 }
 
 /// A Kafka consumer. See the [module documentation](self).
@@ -181,6 +183,7 @@ impl Consumer {
                 listener: None,
                 last_auto_commit: Instant::now(),
                 manual: false,
+                last_pattern_refresh: None,
             }),
             poll_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -607,6 +610,20 @@ impl Consumer {
         let topics = match &sub {
             Subscription::Topics(t) => t.clone(),
             Subscription::Pattern(re) => {
+                // The metadata cache holds only the topics asked for; list them all at the
+                // metadata refresh interval so that new matching topics are picked up.
+                let max_age = self.shared.cluster.config().metadata_max_age;
+                let due = lock(&self.group)
+                    .last_pattern_refresh
+                    .is_none_or(|t| t.elapsed() >= max_age);
+                if due {
+                    match self.shared.cluster.refresh().await {
+                        Ok(()) => lock(&self.group).last_pattern_refresh = Some(Instant::now()),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "listing topics for a pattern failed")
+                        }
+                    }
+                }
                 let meta = self.shared.cluster.metadata();
                 let mut v: Vec<String> = meta
                     .topics
