@@ -701,3 +701,45 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits() {
+    let topic = unique("c-maxpoll");
+    let group = unique("gmaxpoll");
+    fill(&topic, 2, 20, &[]);
+    let config = group_config(&group)
+        .with_session_timeout(Duration::from_secs(4))
+        .with_heartbeat_interval(Duration::from_millis(500))
+        .with_max_poll_interval(Duration::from_secs(3))
+        .with_auto_commit(AutoCommit::Disabled);
+    let c = Consumer::new(cluster().await, config).unwrap();
+    let ev = Arc::new(Events::default());
+    c.set_rebalance_listener(ev.clone());
+    c.subscribe([topic.clone()]).unwrap();
+    let got = read(&c, 20, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 20);
+    let before = c.group_metadata().unwrap();
+    assert!(before.1 >= 0);
+    // Stop polling for longer than max.poll.interval: the heartbeat task leaves the group.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.group_metadata().unwrap().1, -1, "left the generation");
+    let err = c.commit().await.unwrap_err();
+    assert_eq!(err.kafka_code(), Some(KafkaCode::IllegalGeneration));
+    // The next poll reports the loss and rejoins.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    c.poll(Duration::from_millis(200)).await.unwrap();
+    while (c.assignment().len() < 2 || c.group_metadata().unwrap().1 < 0)
+        && Instant::now() < deadline
+    {
+        c.poll(Duration::from_millis(200)).await.unwrap();
+    }
+    let events = ev.0.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|(k, p)| *k == "lost" && p.len() == 2),
+        "{events:?}"
+    );
+    assert_eq!(c.assignment().len(), 2);
+    assert!(c.group_metadata().unwrap().1 >= 0);
+    c.commit().await.unwrap();
+    c.close().await.unwrap();
+}

@@ -496,7 +496,21 @@ impl Consumer {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<()> {
         self.check_open()?;
-        self.member()?.commit(offsets).await
+        let member = self.member()?;
+        self.check_generation(member)?;
+        member.commit(offsets).await
+    }
+
+    /// A subscribed consumer that is not in an active generation (its membership was lost, or
+    /// it never joined) must not commit: the partitions may belong to another member now.
+    fn check_generation(&self, member: &GroupMember) -> Result<()> {
+        if lock(&self.group).subscription.is_some() && member.generation() < 0 {
+            return Err(Error::broker(crate::KafkaCode::IllegalGeneration).message(
+                "commit refused: this consumer is not in an active generation of its group \
+                 (membership lost or not joined yet); it rejoins in the next poll",
+            ));
+        }
+        Ok(())
     }
 
     /// Starts a commit of the current positions and returns at once; the returned handle
@@ -512,7 +526,7 @@ impl Consumer {
         offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
     ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         self.check_open()?;
-        self.member()?;
+        self.check_generation(self.member()?)?;
         let shared = self.shared.clone();
         Ok(tokio::spawn(async move {
             match &shared.member {
