@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
-    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset,
-    StartOffset, TopicPartition,
+    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, StartOffset,
+    TopicPartition,
 };
 
 pub const CONSUME_HELP: &str = "\
@@ -24,7 +24,11 @@ Options:
   -e, --exit                 Exit when every assigned partition reaches its end
   -c, --count N              Exit after N records
       --isolation LEVEL      read_uncommitted (default) | read_committed
-      --format FORMAT        json (default): one object per line | value: the value bytes
+      --format FORMAT        json (default): one object per line with topic, partition,
+                             offset, timestamp, key, value (UTF-8 strings; key_b64/value_b64
+                             instead when not UTF-8; null when absent) and headers as
+                             [[name, value-or-null], ...] in wire order (a non-UTF-8 header
+                             value is {\"b64\": \"...\"}) | value: the value bytes, one per line
   -X KEY=VALUE               Any consumer property (e.g. -X session.timeout.ms=6000)
 ";
 
@@ -174,7 +178,9 @@ async fn consume_async(a: Args) -> Result<(), String> {
     }
     let consumer = Consumer::new(cluster.clone(), config).map_err(|e| e.to_string())?;
     if a.group.is_some() {
-        consumer.subscribe([topic.clone()]).map_err(|e| e.to_string())?;
+        consumer
+            .subscribe([topic.clone()])
+            .map_err(|e| e.to_string())?;
     } else {
         let parts = cluster
             .partitions(&topic)
@@ -241,7 +247,10 @@ async fn at_end(consumer: &Consumer) -> bool {
     }
     let positions = consumer.positions();
     assigned.iter().all(|tp| {
-        let pos = positions.iter().find(|(t, _)| t == tp).map(|(_, o)| o.offset);
+        let pos = positions
+            .iter()
+            .find(|(t, _)| t == tp)
+            .map(|(_, o)| o.offset);
         match (pos, consumer.cached_watermarks(tp)) {
             (Some(p), Some((hw, lso, _))) => {
                 let end = if consumer.config().isolation_level == IsolationLevel::ReadCommitted {
@@ -300,7 +309,7 @@ fn bytes_field(name: &str, v: Option<&[u8]>, s: &mut String) {
                 json_str(t, s);
             }
             Err(_) => {
-                s.push_str(&format!(",\"{name}\":null,\"{name}_b64\":"));
+                s.push_str(&format!(",\"{name}_b64\":"));
                 json_str(&base64(b), s);
             }
         },
@@ -331,8 +340,16 @@ fn base64(data: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -374,11 +391,12 @@ async fn perf_async(a: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("topic {topic}: {e}"))?;
     consumer
-        .assign(
-            parts
-                .iter()
-                .map(|p| (TopicPartition::new(&topic, p.partition), StartOffset::Beginning)),
-        )
+        .assign(parts.iter().map(|p| {
+            (
+                TopicPartition::new(&topic, p.partition),
+                StartOffset::Beginning,
+            )
+        }))
         .map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut last_report = start;
@@ -395,15 +413,17 @@ async fn perf_async(a: Args) -> Result<(), String> {
         }
         if recs.is_empty() {
             if idle_since.elapsed() > Duration::from_secs(10) {
-                return Err(format!("only {n} of {count} records arrived (idle for 10 s)"));
+                return Err(format!(
+                    "only {n} of {count} records arrived (idle for 10 s)"
+                ));
             }
             continue;
         }
         idle_since = Instant::now();
         for r in recs.iter() {
             n += 1;
-            bytes += (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
-                as u64;
+            bytes += (r.key.as_ref().map_or(0, |k| k.len())
+                + r.value.as_ref().map_or(0, |v| v.len())) as u64;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
@@ -420,4 +440,39 @@ async fn perf_async(a: Args) -> Result<(), String> {
     consumer.close().await.map_err(|e| e.to_string())?;
     cluster.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rekafka::consumer::visible_records;
+    use rekafka::protocol::record::BatchBuilder;
+
+    #[test]
+    fn json_lines_match_the_documented_format() {
+        let mut b = BatchBuilder::new().with_base_offset(7);
+        b.append(
+            1000,
+            None,
+            Some(&[0xff]),
+            &[("h1", Some(b"a")), ("h2", None), ("h1", Some(&[0xfe]))],
+        )
+        .unwrap();
+        b.append(1001, Some(b"k\"1"), None, &[]).unwrap();
+        let (recs, _) =
+            visible_records(&b.build().unwrap(), 7, IsolationLevel::ReadUncommitted, &[]).unwrap();
+        let mut s = String::new();
+        json_line(&recs[0], &mut s);
+        assert_eq!(
+            s,
+            r#"{"topic":"t","partition":0,"offset":7,"timestamp":1000,"key":null,"value_b64":"/w==","headers":[["h1","a"],["h2",null],["h1",{"b64":"/g=="}]]}"#
+        );
+        s.clear();
+        json_line(&recs[1], &mut s);
+        assert_eq!(
+            s,
+            r#"{"topic":"t","partition":0,"offset":8,"timestamp":1001,"key":"k\"1","value":null,"headers":[]}"#
+        );
+        assert_eq!(base64(b"hello"), "aGVsbG8=");
+    }
 }

@@ -557,6 +557,10 @@ impl Consumer {
             return;
         }
         let Some(m) = &self.shared.member else { return };
+        if let Err(e) = self.check_generation(m) {
+            tracing::debug!(error = %e, "no auto-commit outside an active generation");
+            return;
+        }
         let set: BTreeSet<&TopicPartition> = tps.iter().collect();
         let offsets: Vec<_> = self
             .positions()
