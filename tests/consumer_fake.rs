@@ -19,9 +19,18 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::messages::{
+    FindCoordinatorResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rekafka::KafkaCode;
@@ -48,6 +57,13 @@ struct Log {
     aborted: Vec<(i64, i64)>, // (producer id, first offset)
     faults: VecDeque<Fault>,
     fetches: usize,
+    /// The group's committed offset of partition 0.
+    committed: Option<i64>,
+    /// Error codes for the next OffsetFetch / OffsetCommit requests.
+    offset_fetch_faults: VecDeque<i16>,
+    commit_faults: VecDeque<i16>,
+    offset_fetches: usize,
+    commits: usize,
 }
 
 impl Log {
@@ -146,6 +162,9 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                 range(ApiKey::Metadata, 0, 12),
                 range(ApiKey::Fetch, 4, 12),
                 range(ApiKey::ListOffsets, 1, 7),
+                range(ApiKey::FindCoordinator, 0, 3),
+                range(ApiKey::OffsetFetch, 1, 7),
+                range(ApiKey::OffsetCommit, 2, 8),
             ]);
             response(api, version.min(3), corr, &r)
         }
@@ -235,6 +254,58 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                 FetchableTopicResponse::default()
                     .with_topic(TopicName(StrBytes::from_static_str("t")))
                     .with_partitions(vec![pd]),
+            ]);
+            response(api, version, corr, &r)
+        }
+        ApiKey::FindCoordinator => {
+            let r = FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(0))
+                .with_host(StrBytes::from_string(addr.ip().to_string()))
+                .with_port(addr.port() as i32);
+            response(api, version, corr, &r)
+        }
+        ApiKey::OffsetFetch => {
+            let (code, committed) = {
+                let mut l = log.lock().unwrap();
+                l.offset_fetches += 1;
+                (l.offset_fetch_faults.pop_front().unwrap_or(0), l.committed)
+            };
+            let mut r = OffsetFetchResponse::default();
+            let mut part = OffsetFetchResponsePartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(committed.unwrap_or(-1));
+            if code == KafkaCode::NotCoordinator.code() {
+                r.error_code = code;
+            } else {
+                part.error_code = code;
+            }
+            r.topics = vec![
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![part]),
+            ];
+            response(api, version, corr, &r)
+        }
+        ApiKey::OffsetCommit => {
+            let req = OffsetCommitRequest::decode(&mut body, version).unwrap();
+            let offset = req.topics[0].partitions[0].committed_offset;
+            let code = {
+                let mut l = log.lock().unwrap();
+                l.commits += 1;
+                let code = l.commit_faults.pop_front().unwrap_or(0);
+                if code == 0 {
+                    l.committed = Some(offset);
+                }
+                code
+            };
+            let r = OffsetCommitResponse::default().with_topics(vec![
+                OffsetCommitResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(0)
+                            .with_error_code(code),
+                    ]),
             ]);
             response(api, version, corr, &r)
         }
@@ -436,4 +507,72 @@ async fn a_paused_partition_is_not_fetched() {
     );
     c.resume(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(read_values(&c, 10, Duration::from_secs(5)).await.len(), 10);
+}
+
+// Scenario 29: OffsetFetch answers UNSTABLE_OFFSET_COMMIT three times; the consumer retries and
+// starts exactly at the committed offset (never from a stale or reset position).
+// Scenario 31 (a): OffsetFetch NOT_COORDINATOR, then healed; (b) OffsetCommit REQUEST_TIMED_OUT
+// then REBALANCE_IN_PROGRESS: the first is retried, the second surfaces as a typed error; the
+// committed offset never passes what was handed to the application.
+#[tokio::test]
+async fn committed_offsets_survive_unstable_and_coordinator_errors() {
+    let mut l = plain_log(40);
+    l.committed = Some(17);
+    for _ in 0..3 {
+        l.offset_fetch_faults
+            .push_back(KafkaCode::UnstableOffsetCommit.code());
+    }
+    l.offset_fetch_faults
+        .push_back(KafkaCode::NotCoordinator.code());
+    let fake = start(l).await;
+    let c = consumer(
+        &fake,
+        ConsumerConfig::new()
+            .with_group_id("g")
+            .with_auto_offset_reset(OffsetReset::Earliest)
+            .with_max_poll_records(5),
+        StartOffset::Committed,
+    )
+    .await;
+    let got = read_values(&c, 5, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.first().map(|r| r.0),
+        Some(17),
+        "resumed at the committed offset"
+    );
+    assert_eq!(
+        fake.log.lock().unwrap().offset_fetches,
+        5,
+        "retried through 4 errors"
+    );
+    let tp = TopicPartition::new("t", 0);
+    let pos = c.position(&tp).await.unwrap();
+    assert_eq!(pos, got.last().unwrap().0 + 1);
+    // (b) a timed-out commit is retried and lands.
+    fake.log
+        .lock()
+        .unwrap()
+        .commit_faults
+        .push_back(KafkaCode::RequestTimedOut.code());
+    c.commit().await.unwrap();
+    assert_eq!(fake.log.lock().unwrap().committed, Some(pos));
+    assert_eq!(fake.log.lock().unwrap().commits, 2);
+    // REBALANCE_IN_PROGRESS is the application's to handle: a typed error, nothing stored.
+    let _ = read_values(&c, 1, Duration::from_secs(5)).await;
+    fake.log
+        .lock()
+        .unwrap()
+        .commit_faults
+        .push_back(KafkaCode::RebalanceInProgress.code());
+    let err = c.commit().await.unwrap_err();
+    assert_eq!(err.kafka_code(), Some(KafkaCode::RebalanceInProgress));
+    assert_eq!(fake.log.lock().unwrap().committed, Some(pos));
+    // An explicit offset with metadata.
+    c.commit_offsets(&[(
+        tp.clone(),
+        rekafka::consumer::OffsetAndMetadata::new(20).with_metadata("m"),
+    )])
+    .await
+    .unwrap();
+    assert_eq!(fake.log.lock().unwrap().committed, Some(20));
 }
