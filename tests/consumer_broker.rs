@@ -743,3 +743,86 @@ async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits
     c.commit().await.unwrap();
     c.close().await.unwrap();
 }
+
+/// Scenario 30, scaled down: cooperative-sticky, members joining and leaving every ~2 s while
+/// 60 000 records are consumed slowly, auto-commit (so commits happen on revoke and on close).
+/// Everything is read; duplicates are reported and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_churn_reads_everything() {
+    let topic = unique("c-churn");
+    let group = unique("gchurn");
+    fill(&topic, 6, 60_000, &["--codec", "lz4"]);
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let config = group_config(&group)
+        .with_assignors(vec![Arc::new(CooperativeStickyAssignor)])
+        .with_max_poll_records(200);
+    let start_member = |id: usize| {
+        let (seen, config, topic) = (seen.clone(), config.clone(), topic.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = tokio::spawn(async move {
+            let c = Consumer::new(cluster().await, config).unwrap();
+            c.subscribe([topic]).unwrap();
+            while !s2.load(Ordering::Acquire) {
+                let recs = c.poll(Duration::from_millis(200)).await.expect("poll");
+                {
+                    let mut s = seen.lock().unwrap();
+                    for r in recs.iter() {
+                        s.push((id, r.partition, r.offset));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c.close().await.expect("close");
+        });
+        (stop, h)
+    };
+    let uniq = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let mut members = vec![start_member(0), start_member(1)];
+    let mut next_id = 2;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut step = 0;
+    while uniq(&seen) < 60_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        step += 1;
+        if step <= 6 {
+            if step % 2 == 1 {
+                members.push(start_member(next_id));
+                next_id += 1;
+            } else {
+                let (stop, h) = members.remove(0);
+                stop.store(true, Ordering::Release);
+                h.await.unwrap();
+            }
+        }
+    }
+    for (stop, _) in &members {
+        stop.store(true, Ordering::Release);
+    }
+    for (_, h) in members {
+        h.await.unwrap();
+    }
+    let s = seen.lock().unwrap();
+    let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (_, p, o) in s.iter() {
+        *count.entry((*p, *o)).or_default() += 1;
+    }
+    let dups: usize = count.values().map(|c| c - 1).sum();
+    eprintln!(
+        "churn: {} members over time, {} records, {dups} duplicates",
+        next_id,
+        count.len()
+    );
+    assert_eq!(count.len(), 60_000, "consumed ⊇ produced");
+    assert!(
+        dups <= 6 * 200 * 4,
+        "duplicates {dups} exceed one poll per partition per rebalance"
+    );
+}
