@@ -832,13 +832,6 @@ impl GroupMember {
 
     fn mark_lost(&self, reset_member_id: bool, reason: &str) {
         tracing::warn!(group = %self.inner.config.group_id, member = %self.member_id(), reason, "group membership lost");
-        if std::env::var("REKAFKA_DEBUG_GROUP").is_ok() {
-            eprintln!(
-                "[{}] lost: {reason} gen={}",
-                self.member_id(),
-                self.generation()
-            );
-        }
         {
             let mut st = lock(&self.inner.state);
             st.stable = false;
