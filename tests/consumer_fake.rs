@@ -576,3 +576,28 @@ async fn committed_offsets_survive_unstable_and_coordinator_errors() {
     .unwrap();
     assert_eq!(fake.log.lock().unwrap().committed, Some(20));
 }
+
+#[tokio::test]
+async fn the_record_stream_yields_records_in_order_then_ends_on_close() {
+    let fake = start(plain_log(30)).await;
+    let c = consumer(
+        &fake,
+        ConsumerConfig::new().with_max_poll_records(7),
+        StartOffset::Beginning,
+    )
+    .await;
+    {
+        let mut stream = c.stream();
+        for want in 0..30 {
+            let r = stream.next().await.unwrap();
+            assert_eq!(r.offset, want);
+        }
+    }
+    c.close().await.unwrap();
+    let mut stream = c.stream();
+    let end = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+    })
+    .await;
+    assert!(end.is_none(), "a closed consumer's stream ends");
+}

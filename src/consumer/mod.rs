@@ -753,6 +753,8 @@ impl Consumer {
         RecordStream {
             consumer: self,
             pending: std::collections::VecDeque::new(),
+            errors: std::collections::VecDeque::new(),
+            in_flight: None,
         }
     }
 
@@ -837,30 +839,73 @@ impl Drop for Consumer {
     }
 }
 
-/// One record at a time from a [`Consumer`]; see [`Consumer::stream`].
-#[derive(Debug)]
+/// One record at a time from a [`Consumer`]; see [`Consumer::stream`]. Implements
+/// `futures_core::Stream<Item = Result<ConsumerRecord>>` (the stream ends when the consumer is
+/// closed), and has an inherent `async fn next`.
 pub struct RecordStream<'a> {
     consumer: &'a Consumer,
     pending: std::collections::VecDeque<ConsumerRecord>,
+    errors: std::collections::VecDeque<Error>,
+    in_flight: Option<BoxFuture<'a, Result<ConsumerRecords>>>,
+}
+
+impl std::fmt::Debug for RecordStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordStream")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordStream<'_> {
     /// The next record, polling as long as it takes. A partition error is returned as `Err`
-    /// (the stream can go on afterwards: other partitions keep flowing).
+    /// (the stream can go on afterwards: other partitions keep flowing); a closed consumer is
+    /// an [`ErrorKind::Closed`] error.
     pub async fn next(&mut self) -> Result<ConsumerRecord> {
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx))
+            .await
+            .unwrap_or_else(|| Err(closed()))
+    }
+}
+
+impl futures_core::Stream for RecordStream<'_> {
+    type Item = Result<ConsumerRecord>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<ConsumerRecord>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
         loop {
-            if let Some(r) = self.pending.pop_front() {
-                return Ok(r);
+            if let Some(e) = this.errors.pop_front() {
+                return Poll::Ready(Some(Err(e)));
             }
-            let recs = self.consumer.poll(Duration::from_secs(1)).await?;
-            let first_error = recs
-                .errors
-                .first()
-                .map(|(tp, e)| e.clone().on_partition(tp.topic(), tp.partition));
-            self.pending
-                .extend(recs.parts.into_iter().flat_map(|(_, r)| r));
-            if let Some(e) = first_error {
-                return Err(e);
+            if let Some(r) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(r)));
+            }
+            let consumer = this.consumer;
+            let fut = this
+                .in_flight
+                .get_or_insert_with(|| Box::pin(consumer.poll(Duration::from_secs(1))));
+            match fut.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => {
+                    this.in_flight = None;
+                    match result {
+                        Err(e) if e.kind() == &ErrorKind::Closed => return Poll::Ready(None),
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                        Ok(recs) => {
+                            this.errors.extend(
+                                recs.errors
+                                    .into_iter()
+                                    .map(|(tp, e)| e.on_partition(tp.topic(), tp.partition)),
+                            );
+                            this.pending
+                                .extend(recs.parts.into_iter().flat_map(|(_, r)| r));
+                        }
+                    }
+                }
             }
         }
     }
