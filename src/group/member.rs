@@ -183,7 +183,8 @@ fn str_bytes(s: &str) -> StrBytes {
 }
 
 impl GroupMember {
-    /// A member of `config.group_id` that has not joined yet; starts the heartbeat task.
+    /// A member of `config.group_id` that has not joined yet; starts the heartbeat task. Must be
+    /// called inside a tokio runtime (fails with [`ErrorKind::Config`] otherwise).
     pub fn new(cluster: Cluster, config: GroupConfig) -> Result<GroupMember> {
         if config.group_id.is_empty() {
             return Err(Error::config("group.id must not be empty"));
@@ -198,6 +199,8 @@ impl GroupMember {
                 "partition.assignment.strategy must name at least one assignor",
             ));
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a GroupMember must be created inside a tokio runtime"))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             cluster,
@@ -216,7 +219,7 @@ impl GroupMember {
             shutdown,
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(heartbeat_loop(weak, shutdown_rx));
+        runtime.spawn(heartbeat_loop(weak, shutdown_rx));
         Ok(GroupMember { inner, owner: true })
     }
 
