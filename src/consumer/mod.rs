@@ -123,6 +123,7 @@ struct GroupState {
 /// Every method takes `&self`; one task should drive `poll`. Dropping the consumer stops its
 /// background tasks; [`close`](Self::close) also commits (with auto-commit) and leaves the group.
 pub struct Consumer {
+    runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     group: Mutex<GroupState>,
     poll_lock: tokio::sync::Mutex<()>,
@@ -146,7 +147,7 @@ impl Consumer {
     /// member's heartbeat task); must be called inside a tokio runtime.
     pub fn new(cluster: Cluster, config: ConsumerConfig) -> Result<Consumer> {
         config.validate()?;
-        tokio::runtime::Handle::try_current()
+        let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Consumer must be created inside a tokio runtime"))?;
         let member = match &config.group_id {
             Some(g) => {
@@ -173,8 +174,9 @@ impl Consumer {
             member,
         });
         let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(fetcher::run(shared.clone(), rx));
+        runtime.spawn(fetcher::run(shared.clone(), rx));
         Ok(Consumer {
+            runtime,
             shared,
             group: Mutex::new(GroupState {
                 subscription: None,
@@ -528,7 +530,7 @@ impl Consumer {
         self.check_open()?;
         self.check_generation(self.member()?)?;
         let shared = self.shared.clone();
-        Ok(tokio::spawn(async move {
+        Ok(self.runtime.spawn(async move {
             match &shared.member {
                 Some(m) => m.commit(&offsets).await,
                 None => Ok(()),
@@ -591,7 +593,7 @@ impl Consumer {
             return;
         }
         let shared = self.shared.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             if let Some(m) = &shared.member
                 && let Err(e) = m.commit(&offsets).await
             {
