@@ -500,10 +500,19 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                     shared.cluster.mark_failed(broker);
                 }
                 let at = Instant::now() + cfg.retry_backoff;
+                let give_up =
+                    recovery_for(&e) == Recovery::GiveUp && e.kind() != &ErrorKind::Closed;
                 for i in &items {
                     if let Some(p) = st.parts.get_mut(&i.tp) {
                         p.in_flight = false;
-                        p.retry_at = Some(at);
+                        if give_up {
+                            // An error no retry can fix (unsupported version, authorization):
+                            // the application hears of it through poll.
+                            p.error = Some(e.clone().on_partition(i.tp.topic(), i.tp.partition));
+                            got_data = true;
+                        } else {
+                            p.retry_at = Some(at);
+                        }
                     }
                     refresh_topics.insert(i.tp.topic().to_owned());
                 }
