@@ -674,3 +674,34 @@ async fn offsets_with_unknown_member_are_refused() {
     assert_eq!(mock.committed_offset("g-447", "in", 0), None);
     assert!(visible(&mock, "t", 1).is_empty());
 }
+
+/// Scenario 21: the transaction outlives `transaction.timeout`; the coordinator aborts it and
+/// bumps the epoch. The commit is never reported OK and nothing of the transaction is
+/// visible. The mock, like Kafka before KIP-890's transaction version 2, answers the late
+/// EndTxn with PRODUCER_FENCED, which is fatal (the client cannot tell it from a new
+/// instance): the application makes a new producer with the same id and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_timeout_aborts_and_commit_is_never_ok() {
+    let mock = mock_with("t", 1, 1).await;
+    let mut c = config("tx-21");
+    c.transaction_timeout = Duration::from_secs(1);
+    let p = ready(&mock, c.clone()).await;
+    p.begin_transaction().unwrap();
+    send_all(&p, "t", &values("slow", 5)).await;
+    p.flush().await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let e = p.commit_transaction().await.unwrap_err();
+    assert!(e.is_fatal() || e.is_abortable(), "{e:?}");
+    assert!(visible(&mock, "t", 1).is_empty());
+    let next = if e.is_abortable() {
+        p.abort_transaction().await.expect("abort");
+        p
+    } else {
+        ready(&mock, c).await
+    };
+    next.begin_transaction().unwrap();
+    let v = values("next", 3);
+    send_all(&next, "t", &v).await;
+    next.commit_transaction().await.expect("next txn");
+    assert_eq!(visible(&mock, "t", 1), v);
+}
