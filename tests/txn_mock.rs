@@ -705,3 +705,23 @@ async fn transaction_timeout_aborts_and_commit_is_never_ok() {
     next.commit_transaction().await.expect("next txn");
     assert_eq!(visible(&mock, "t", 1), v);
 }
+
+/// A record refused at `send` (larger than `max.request.size`) makes the transaction
+/// abortable: the commit cannot silently leave it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_at_send_makes_the_txn_abortable() {
+    let mock = mock_with("t", 1, 1).await;
+    let mut c = config("tx-refused");
+    c.max_request_size = 4096;
+    let p = ready(&mock, c).await;
+    p.begin_transaction().unwrap();
+    send_all(&p, "t", &values("ok", 2)).await;
+    let e = p
+        .send(Record::new("t").with_value(vec![7u8; 10_000]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error.kafka_code(), Some(KafkaCode::MessageTooLarge));
+    assert!(p.commit_transaction().await.unwrap_err().is_abortable());
+    p.abort_transaction().await.expect("abort");
+    assert!(visible(&mock, "t", 1).is_empty());
+}

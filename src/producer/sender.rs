@@ -1078,7 +1078,7 @@ impl Sender {
             return None;
         }
         let id = self.idem.as_ref()?.id;
-        let want: Vec<Tp> = {
+        let (want, generation) = {
             let mut st = link.lock();
             if st.adding {
                 return None;
@@ -1099,7 +1099,7 @@ impl Sender {
             }
             st.adding = true;
             st.maybe_registered = true;
-            want
+            (want, st.generation)
         };
         let sh = self.sh.clone();
         tokio::spawn(async move {
@@ -1111,6 +1111,13 @@ impl Sender {
                 &want,
             )
             .await;
+            if link.lock().generation != generation {
+                // The transaction ended meanwhile (the manager waits for this request before
+                // EndTxn, so this is only a safety net): its result is not this one's.
+                link.lock().adding = false;
+                sh.wake.notify_one();
+                return;
+            }
             match result {
                 Ok(()) => {
                     let mut st = link.lock();

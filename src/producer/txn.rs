@@ -60,6 +60,9 @@ pub(crate) struct LinkState {
     /// Sender: a batch's outcome is unknown or the sequence has a gap; the manager bumps the
     /// epoch after the transaction ends so that a late write is fenced.
     pub(crate) bump_needed: bool,
+    /// Manager: incremented when a transaction ends; an AddPartitionsToTxn result of an
+    /// earlier transaction is dropped.
+    pub(crate) generation: u64,
 }
 
 impl TxnLink {

@@ -56,6 +56,7 @@
 //! A call not allowed in the current state fails with [`ErrorKind::InvalidState`].
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -182,6 +183,9 @@ struct Inner {
     cluster: Cluster,
     config: ProducerConfig,
     cell: Mutex<Cell>,
+    /// `send` calls past their state check and not yet appended: commit and abort wait for
+    /// them after leaving `InTransaction`, so no record joins a transaction that is ending.
+    sends: AtomicUsize,
 }
 
 /// A transactional producer: records sent between
@@ -309,6 +313,7 @@ impl TransactionalProducer {
                     offset_groups: HashSet::new(),
                     offsets_maybe: false,
                 }),
+                sends: AtomicUsize::new(0),
             }),
             op: tokio::sync::Mutex::new(None),
         })
@@ -381,12 +386,31 @@ impl TransactionalProducer {
     /// Sends a record in the current transaction: as [`Producer::send`], and its partition is
     /// registered with the transaction before its batch is sent. Outside a transaction it
     /// fails with [`ErrorKind::InvalidState`]; after an abortable error with
-    /// [`ErrorKind::Abortable`]; after a fatal one with [`ErrorKind::Fatal`].
+    /// [`ErrorKind::Abortable`]; after a fatal one with [`ErrorKind::Fatal`]. A record refused
+    /// here (no buffer room within `max_block`, too large, ...) makes the transaction
+    /// abortable, so that a commit cannot silently leave it out.
     pub async fn send(&self, record: Record) -> std::result::Result<DeliveryFuture, ProduceError> {
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.sends.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(&self.inner.sends);
         if let Err(e) = self.inner.check_in_transaction("send") {
             return Err(ProduceError::not_persisted(e));
         }
-        self.inner.producer.send(record).await
+        let result = self.inner.producer.send(record).await;
+        if let Err(e) = &result
+            && !matches!(e.error.kind(), ErrorKind::Fatal | ErrorKind::Closed)
+        {
+            // As Java: a record the transaction could not take (no buffer room within
+            // max.block, too large, ...) makes it abortable, so the commit cannot silently
+            // leave it out.
+            self.inner.link.set_error(e.error.clone());
+        }
+        result
     }
 
     /// Adds consumed offsets to the transaction (AddOffsetsToTxn to the transaction
@@ -612,9 +636,13 @@ impl Inner {
                     None => Error::with_message(ErrorKind::Abortable, "abort the transaction"),
                 });
             }
-            (OpKind::Abort, TransactionState::InTransaction | TransactionState::AbortableError) => {
-                TransactionState::AbortingTransaction
-            }
+            // An abort that failed (not timed out: that one is resumed) may be tried again.
+            (
+                OpKind::Abort,
+                TransactionState::InTransaction
+                | TransactionState::AbortableError
+                | TransactionState::AbortingTransaction,
+            ) => TransactionState::AbortingTransaction,
             (k, s) => {
                 return Err(invalid_state(format!(
                     "{} is not allowed in state {s:?}",
@@ -984,6 +1012,7 @@ impl Inner {
             st.aborting = false;
             st.add_retry_at = None;
             st.add_failures = 0;
+            st.generation = st.generation.wrapping_add(1);
         }
         let mut cell = lock(&self.cell);
         cell.offset_groups.clear();
@@ -991,7 +1020,16 @@ impl Inner {
     }
 
     async fn wait_drained(&self) {
+        // Sends that passed their state check before the transition finish appending first.
+        while self.sends.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         self.producer.flush().await;
+        // An AddPartitionsToTxn still in flight could otherwise reach the coordinator after
+        // EndTxn and open a transaction nobody ends.
+        while self.link.lock().adding {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn commit_task(&self) -> Result<()> {
@@ -1025,6 +1063,9 @@ impl Inner {
     }
 
     async fn abort_task(&self) -> Result<()> {
+        while self.sends.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         self.link.lock().aborting = true;
         self.producer.wake_sender();
         // Unsent batches fail as aborted; in-flight ones are waited for (KAFKA-12671).
