@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rekafka::cluster::{Cluster, ClusterConfig, CoordinatorType};
+use rekafka::consumer::{Consumer, ConsumerConfig, IsolationLevel, StartOffset, TopicPartition};
 use rekafka::mock::MockCluster;
 use rekafka::producer::{DeliveryFuture, ProducerConfig, Record};
 use rekafka::protocol::ApiKey;
@@ -71,6 +72,43 @@ fn visible(mock: &MockCluster, topic: &str, partitions: i32) -> Vec<String> {
         }
     }
     out
+}
+
+/// What rekafka's own consumer reads at `read_committed` from the beginning of every
+/// partition (until nothing new arrives for 500 ms), in offset order per partition.
+async fn consume_committed(mock: &MockCluster, topic: &str, partitions: i32) -> Vec<String> {
+    let cluster = Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
+        .await
+        .expect("connect");
+    let consumer = Consumer::new(
+        cluster,
+        ConsumerConfig::new().with_isolation_level(IsolationLevel::ReadCommitted),
+    )
+    .expect("consumer");
+    consumer
+        .assign((0..partitions).map(|p| (TopicPartition::new(topic, p), StartOffset::Beginning)))
+        .expect("assign");
+    let mut per_partition: HashMap<i32, Vec<String>> = HashMap::new();
+    let mut idle_since = std::time::Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(500) {
+        let records = consumer
+            .poll(Duration::from_millis(100))
+            .await
+            .expect("poll");
+        if !records.is_empty() {
+            idle_since = std::time::Instant::now();
+        }
+        for r in records.iter() {
+            per_partition
+                .entry(r.partition)
+                .or_default()
+                .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+        }
+    }
+    let _ = consumer.close().await;
+    (0..partitions)
+        .flat_map(|p| per_partition.remove(&p).unwrap_or_default())
+        .collect()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -139,6 +177,11 @@ async fn commit_and_abort_read_committed_hides_aborted() {
     assert_eq!(p.state(), TransactionState::Ready);
 
     assert_eq!(sorted(visible(&mock, "t", 3)), sorted(committed.clone()));
+    // A read_committed consumer (rekafka's) sees exactly the committed records.
+    assert_eq!(
+        sorted(consume_committed(&mock, "t", 3).await),
+        sorted(committed.clone())
+    );
     // The aborted records are in the log (followed by abort markers), just not visible.
     let stored: usize = (0..3).map(|i| mock.records("t", i).unwrap().len()).sum();
     assert_eq!(stored, 100);
@@ -619,6 +662,7 @@ async fn held_produce_released_after_abort_never_lands_in_next_txn() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.commit_transaction().await.expect("t2");
     assert_eq!(visible(&mock, "t", 1), v);
+    assert_eq!(consume_committed(&mock, "t", 1).await, v);
     let stored: Vec<String> = mock
         .records("t", 0)
         .unwrap()
@@ -652,7 +696,8 @@ async fn second_instance_fences_the_first() {
     let v = values("b", 20);
     send_all(&b, "t", &v).await;
     b.commit_transaction().await.expect("b commits");
-    assert_eq!(sorted(visible(&mock, "t", 2)), sorted(v));
+    assert_eq!(sorted(visible(&mock, "t", 2)), sorted(v.clone()));
+    assert_eq!(sorted(consume_committed(&mock, "t", 2).await), sorted(v));
 }
 
 /// KIP-447: offsets of a zombie consumer (stale generation) are refused and the transaction

@@ -508,6 +508,26 @@ mod tests {
     use crate::ErrorKind;
 
     #[test]
+    fn transactional_properties() {
+        let mut c = ProducerConfig::default();
+        assert_eq!(c.transaction_timeout, Duration::from_secs(60));
+        assert!(c.apply_property("transactional.id", "copier").unwrap());
+        assert!(c.apply_property("transaction.timeout.ms", "15000").unwrap());
+        assert_eq!(c.transactional_id.as_deref(), Some("copier"));
+        assert_eq!(c.transaction_timeout, Duration::from_secs(15));
+        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transactional.id"));
+        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transaction.timeout.ms"));
+        let e = c
+            .apply_property("transaction.timeout.ms", "soon")
+            .unwrap_err();
+        assert!(e.to_string().contains("transaction.timeout.ms"), "{e}");
+        c.validate().unwrap();
+        c.idempotence = Idempotence::Disabled;
+        c.acks = Acks::Leader;
+        assert_eq!(*c.validate().unwrap_err().kind(), ErrorKind::Config);
+    }
+
+    #[test]
     fn java_defaults() {
         let c = ProducerConfig::default();
         assert_eq!(c.acks, Acks::All);
