@@ -770,3 +770,59 @@ async fn a_record_refused_at_send_makes_the_txn_abortable() {
     p.abort_transaction().await.expect("abort");
     assert!(visible(&mock, "t", 1).is_empty());
 }
+
+/// KIP-447 with a real group member: offsets sent with the consumer's generation commit with
+/// the transaction; after the member's generation moved on, the old generation's offsets are
+/// refused (abortable) and the committed offset stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_commit_with_the_members_generation_and_a_stale_one_is_refused() {
+    let mock = MockCluster::builder()
+        .topic("in", 1)
+        .topic("out", 1)
+        .initial_rebalance_delay(Duration::ZERO)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
+        .await
+        .expect("connect");
+    let mut cc = ConsumerConfig::new();
+    cc.group_id = Some("g-eos".into());
+    let consumer = Consumer::new(cluster, cc).expect("consumer");
+    consumer.subscribe(["in"]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while consumer.assignment().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no assignment");
+        let _ = consumer.poll(Duration::from_millis(100)).await;
+    }
+    let group = ConsumerGroupMetadata::from_consumer(&consumer).expect("group metadata");
+    assert!(
+        group.generation_id >= 1 && !group.member_id.is_empty(),
+        "{group:?}"
+    );
+
+    let p = ready(&mock, config("tx-eos")).await;
+    p.begin_transaction().unwrap();
+    send_all(&p, "out", &values("o", 2)).await;
+    p.send_offsets_to_transaction(&[("in", 0, 5)], &group)
+        .await
+        .expect("offsets of the current generation");
+    p.commit_transaction().await.expect("commit");
+    assert_eq!(mock.committed_offset("g-eos", "in", 0), Some(5));
+
+    // A zombie: same member id, an older generation.
+    let stale = group
+        .clone()
+        .with_member(group.member_id.clone(), group.generation_id - 1);
+    p.begin_transaction().unwrap();
+    send_all(&p, "out", &values("z", 2)).await;
+    let e = p
+        .send_offsets_to_transaction(&[("in", 0, 9)], &stale)
+        .await
+        .unwrap_err();
+    assert!(e.is_abortable(), "{e:?}");
+    p.abort_transaction().await.expect("abort");
+    assert_eq!(mock.committed_offset("g-eos", "in", 0), Some(5));
+    assert_eq!(visible(&mock, "out", 1), values("o", 2));
+    let _ = consumer.close().await;
+}

@@ -65,6 +65,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, CoordinatorType};
 use crate::connection::Backoff;
+use crate::consumer::Consumer;
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
 use crate::producer::idempotence::ProducerIdAndEpoch;
 use crate::producer::txn::TxnLink;
@@ -129,9 +130,21 @@ impl ConsumerGroupMetadata {
         }
     }
 
+    /// The group metadata of `consumer`'s current membership (group id, generation, member id,
+    /// instance id), as Java's `consumer.groupMetadata()`; `None` without a `group.id`.
+    pub fn from_consumer(consumer: &Consumer) -> Option<ConsumerGroupMetadata> {
+        let group_id = consumer.config().group_id.clone()?;
+        let (member_id, generation_id) = consumer.group_metadata()?;
+        Some(ConsumerGroupMetadata {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id: consumer.config().group_instance_id.clone(),
+        })
+    }
+
     /// Sets the member id and generation (as [`Consumer::group_metadata`] returns them).
     ///
-    /// [`Consumer::group_metadata`]: crate::consumer::Consumer::group_metadata
     pub fn with_member(mut self, member_id: impl Into<String>, generation_id: i32) -> Self {
         self.member_id = member_id.into();
         self.generation_id = generation_id;
