@@ -354,3 +354,58 @@ async fn s11_errors_beyond_the_delivery_timeout_fail_in_time() {
     assert_eq!(stored_values(&mock, "s11", 0), vec!["warm".to_string()]);
     assert!(stored_values(&mock, "s11", 1).is_empty());
 }
+
+/// Scenario 5 (KAFKA-14034): batches 1–2 of 5 get NOT_LEADER (retried) while batch 3 fails
+/// for good (MESSAGE_TOO_LARGE): the sequence is reset (epoch bump) only after the window
+/// drains; no duplicates; every other record delivered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_permanent_error_mid_window_keeps_order_without_duplicates() {
+    let mock = mock("s5", 1).await;
+    let mut c = fast().with_linger(Duration::ZERO);
+    c.batch_size = 1; // one record per batch
+    let p = producer(&mock, c).await;
+    p.send_and_wait(Record::new("s5").with_partition(0).with_value("warm"))
+        .await
+        .unwrap();
+    use KafkaCode::*;
+    mock.push_partition_errors(
+        "s5",
+        0,
+        ApiKey::Produce,
+        &[NotLeaderOrFollower, NotLeaderOrFollower, MessageTooLarge],
+    );
+    // Values long enough that batch.size = 1 gives each record a batch of its own.
+    let value = |i: i32| format!("b{i}-{}", "x".repeat(100));
+    let mut futs = Vec::new();
+    for i in 1..=5 {
+        futs.push((
+            i,
+            p.send(Record::new("s5").with_partition(0).with_value(value(i)))
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut delivered = vec!["warm".to_string()];
+    let mut failed = Vec::new();
+    for (i, f) in futs {
+        match f.await {
+            Ok(_) => delivered.push(value(i)),
+            Err(e) => failed.push((i, e)),
+        }
+    }
+    assert!(p.fatal_error().is_none());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 3);
+    assert_eq!(failed[0].1.error.kafka_code(), Some(MessageTooLarge));
+    // Stored exactly what was reported delivered, once each, in send order.
+    assert_eq!(stored_values(&mock, "s5", 0), delivered);
+    assert_exactly_once_in_order(&mock, "s5", &HashMap::from([(0, delivered)]));
+    // The gap left by batch 3 was closed by an epoch bump (KIP-360), not a silent reset.
+    let epochs: HashSet<i16> = mock
+        .batches("s5", 0)
+        .unwrap()
+        .iter()
+        .map(|b| b.producer_epoch())
+        .collect();
+    assert_eq!(epochs.len(), 2, "{epochs:?}");
+}
