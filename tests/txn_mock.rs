@@ -826,3 +826,46 @@ async fn offsets_commit_with_the_members_generation_and_a_stale_one_is_refused()
     assert_eq!(visible(&mock, "out", 1), values("o", 2));
     let _ = consumer.close().await;
 }
+
+/// Scenario 17, coordinator variant: the transaction coordinator is down for 2 s in the middle
+/// of a transaction that then needs a new partition (AddPartitionsToTxn) and EndTxn: both are
+/// retried inside, the commit succeeds, every record is visible once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_down_mid_transaction_commits_everything_once() {
+    let mock = mock_with("t", 2, 2).await;
+    let ids = mock.broker_ids();
+    mock.set_coordinator(CoordinatorType::Transaction, "tx-17c", ids[0])
+        .unwrap();
+    mock.set_partition_leader("t", 0, ids[1]).unwrap();
+    mock.set_partition_leader("t", 1, ids[1]).unwrap();
+    let p = ready(&mock, config("tx-17c")).await;
+    p.begin_transaction().unwrap();
+    let first: Vec<String> = values("p0", 300);
+    let mut futs = Vec::new();
+    for v in &first {
+        futs.push(
+            p.send(Record::new("t").with_partition(0).with_value(v.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    p.flush().await;
+    mock.broker_down(ids[0]).await.unwrap();
+    let second: Vec<String> = values("p1", 300);
+    for v in &second {
+        futs.push(
+            p.send(Record::new("t").with_partition(1).with_value(v.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mock.broker_up(ids[0]).await.unwrap();
+    p.commit_transaction().await.expect("commit");
+    for f in futs {
+        f.await.expect("delivered");
+    }
+    let mut want = first;
+    want.extend(second);
+    assert_eq!(visible(&mock, "t", 2), want);
+}
