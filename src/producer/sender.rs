@@ -91,6 +91,8 @@ struct Sender {
     /// Where the next drain round starts among the partitions, so that a request that cannot
     /// take every partition (`max.request.size`) does not favour the same ones each time.
     drain_start: usize,
+    /// The AddPartitionsToTxn task of a transactional producer, aborted at shutdown.
+    add_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub(crate) async fn run(
@@ -113,6 +115,7 @@ pub(crate) async fn run(
         refreshing: Arc::new(AtomicBool::new(false)),
         bump_retry_at: None,
         drain_start: 0,
+        add_task: None,
     };
     loop {
         if *shutdown.borrow() {
@@ -1102,7 +1105,7 @@ impl Sender {
             (want, st.generation)
         };
         let sh = self.sh.clone();
-        tokio::spawn(async move {
+        self.add_task = Some(tokio::spawn(async move {
             let result = super::txn::add_partitions(
                 &sh.cluster,
                 &sh.config,
@@ -1149,7 +1152,7 @@ impl Sender {
                 }
             }
             sh.wake.notify_one();
-        });
+        }));
         None
     }
 
@@ -1229,6 +1232,9 @@ impl Sender {
         // Before collecting: a `send` that starts a batch after this sees the flag (the
         // partition lock orders the two) and fails it itself.
         self.sh.stopped.store(true, Ordering::Release);
+        if let Some(t) = self.add_task.take() {
+            t.abort();
+        }
         let closed =
             || Error::with_message(ErrorKind::Closed, "the producer was dropped or closed");
         let _ = self.collect(Instant::now() + Duration::from_secs(365 * 24 * 3600));
