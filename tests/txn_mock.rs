@@ -869,3 +869,97 @@ async fn coordinator_down_mid_transaction_commits_everything_once() {
     want.extend(second);
     assert_eq!(visible(&mock, "t", 2), want);
 }
+
+/// Scenario 27 (KAFKA-17582), with the consumer driven by hand as the listener container will:
+/// poll → produce → send offsets → abort, twice, then committed rounds. After each abort the
+/// application rewinds to the group's committed offsets, so every input offset is processed
+/// in exactly one committed transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_rewinds_after_abort() {
+    let mock = MockCluster::builder()
+        .topic("in", 1)
+        .topic("out", 1)
+        .initial_rebalance_delay(Duration::ZERO)
+        .start()
+        .await
+        .expect("mock");
+    // The input: 30 committed records.
+    let feeder = ready(&mock, config("tx-27-feed")).await;
+    feeder.begin_transaction().unwrap();
+    let inputs = values("in", 30);
+    send_all(&feeder, "in", &inputs).await;
+    feeder.commit_transaction().await.expect("feed");
+
+    let cluster = Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
+        .await
+        .expect("connect");
+    let mut cc = ConsumerConfig::new().with_isolation_level(IsolationLevel::ReadCommitted);
+    cc.group_id = Some("g-27".into());
+    cc.auto_commit = rekafka::consumer::AutoCommit::Disabled;
+    cc.auto_offset_reset = rekafka::consumer::OffsetReset::Earliest;
+    cc.max_poll_records = 10;
+    let consumer = Consumer::new(cluster, cc).expect("consumer");
+    consumer.subscribe(["in"]).expect("subscribe");
+    let p = ready(&mock, config("tx-27")).await;
+    let tp = TopicPartition::new("in", 0);
+
+    let mut round = 0;
+    let mut processed_in_commits: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while processed_in_commits.len() < inputs.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck at {processed_in_commits:?}"
+        );
+        let records = consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .expect("poll");
+        if records.is_empty() {
+            continue;
+        }
+        round += 1;
+        let group = ConsumerGroupMetadata::from_consumer(&consumer).expect("member");
+        p.begin_transaction().unwrap();
+        let mut batch = Vec::new();
+        let mut next = 0;
+        for r in records.iter() {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+            p.send(Record::new("out").with_value(format!("out-{v}")))
+                .await
+                .expect("send");
+            batch.push(v);
+            next = r.offset + 1;
+        }
+        p.send_offsets_to_transaction(&[("in", 0, next)], &group)
+            .await
+            .expect("offsets");
+        if round <= 2 {
+            p.abort_transaction().await.expect("abort");
+            // Rewind to the last committed offset (the start when nothing is committed).
+            let committed = consumer
+                .committed(std::slice::from_ref(&tp))
+                .await
+                .expect("committed");
+            let to = committed
+                .get(&tp)
+                .cloned()
+                .flatten()
+                .map_or(0, |o| o.offset);
+            consumer.seek(&tp, to).expect("seek");
+            assert_eq!(mock.committed_offset("g-27", "in", 0).unwrap_or(0), to);
+        } else {
+            p.commit_transaction().await.expect("commit");
+            assert_eq!(mock.committed_offset("g-27", "in", 0), Some(next));
+            processed_in_commits.extend(batch);
+        }
+    }
+    assert_eq!(
+        processed_in_commits, inputs,
+        "each input in exactly one committed txn"
+    );
+    let want: Vec<String> = inputs.iter().map(|v| format!("out-{v}")).collect();
+    assert_eq!(visible(&mock, "out", 1), want);
+    assert_eq!(consume_committed(&mock, "out", 1).await, want);
+    let _ = consumer.close().await;
+}
