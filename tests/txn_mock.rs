@@ -925,7 +925,9 @@ async fn consume_transform_produce_rewinds_after_abort() {
         let mut next = 0;
         for r in records.iter() {
             let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
-            p.send(Record::new("out").with_value(format!("out-{v}")))
+            // Delivery is confirmed by the commit (or voided by the abort).
+            let _delivery = p
+                .send(Record::new("out").with_value(format!("out-{v}")))
                 .await
                 .expect("send");
             batch.push(v);
