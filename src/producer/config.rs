@@ -17,6 +17,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 16384;
 pub const DEFAULT_BUFFER_MEMORY: usize = 32 * 1024 * 1024;
 /// Default [`ProducerConfig::max_block`]: 60 s (Kafka's `max.block.ms`).
 pub const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(60);
+/// Default `transaction.timeout.ms`: 60 s.
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`ProducerConfig::delivery_timeout`]: 120 s (Kafka's `delivery.timeout.ms`).
 pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default [`ProducerConfig::request_timeout`]: 30 s (Kafka's `request.timeout.ms`).
@@ -184,6 +186,13 @@ pub struct ProducerConfig {
     pub partitioning: Partitioning,
     /// The circuit breaker (no Java equivalent). Default: `None` (off).
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// The transactional id (`transactional.id`). Default: `None`. Set, the producer must be
+    /// built as a [`TransactionalProducer`](crate::transaction::TransactionalProducer) (which
+    /// requires idempotence); [`Producer::new`](super::Producer::new) refuses it.
+    pub transactional_id: Option<String>,
+    /// The longest a transaction may stay open before the coordinator aborts it
+    /// (`transaction.timeout.ms`). Default: 60 s.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -206,6 +215,8 @@ impl Default for ProducerConfig {
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             partitioning: Partitioning::Default,
             circuit_breaker: None,
+            transactional_id: None,
+            transaction_timeout: DEFAULT_TRANSACTION_TIMEOUT,
         }
     }
 }
@@ -247,6 +258,8 @@ impl ProducerConfig {
         "compression.zstd.level",
         "max.request.size",
         "partitioner.class",
+        "transactional.id",
+        "transaction.timeout.ms",
     ];
 
     /// Sets a setting by its Java property name. `Ok(false)`: not a producer property;
@@ -316,6 +329,11 @@ impl ProducerConfig {
                     }
                 }
             }
+            "transactional.id" => {
+                let v = value.trim();
+                self.transactional_id = (!v.is_empty()).then(|| v.to_string());
+            }
+            "transaction.timeout.ms" => self.transaction_timeout = parse_ms(key, value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -398,6 +416,16 @@ impl ProducerConfig {
         self.partitioning = partitioning;
         self
     }
+    /// Sets [`transactional_id`](Self::transactional_id).
+    pub fn with_transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
+    /// Sets [`transaction_timeout`](Self::transaction_timeout).
+    pub fn with_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
     /// Sets [`circuit_breaker`](Self::circuit_breaker).
     pub fn with_circuit_breaker(mut self, breaker: Option<CircuitBreakerConfig>) -> Self {
         self.circuit_breaker = breaker;
@@ -457,6 +485,19 @@ impl ProducerConfig {
         if let Some(cb) = &self.circuit_breaker {
             cb.validate()?;
         }
+        if self.transactional_id.is_some() {
+            if !self.is_idempotent() {
+                return Err(Error::config(
+                    "transactional.id requires enable.idempotence=true (and acks=all)",
+                ));
+            }
+            let ms = self.transaction_timeout.as_millis();
+            if ms == 0 || ms > i32::MAX as u128 {
+                return Err(Error::config(
+                    "transaction.timeout.ms must be between 1 and 2147483647",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -465,6 +506,26 @@ impl ProducerConfig {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn transactional_properties() {
+        let mut c = ProducerConfig::default();
+        assert_eq!(c.transaction_timeout, Duration::from_secs(60));
+        assert!(c.apply_property("transactional.id", "copier").unwrap());
+        assert!(c.apply_property("transaction.timeout.ms", "15000").unwrap());
+        assert_eq!(c.transactional_id.as_deref(), Some("copier"));
+        assert_eq!(c.transaction_timeout, Duration::from_secs(15));
+        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transactional.id"));
+        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transaction.timeout.ms"));
+        let e = c
+            .apply_property("transaction.timeout.ms", "soon")
+            .unwrap_err();
+        assert!(e.to_string().contains("transaction.timeout.ms"), "{e}");
+        c.validate().unwrap();
+        c.idempotence = Idempotence::Disabled;
+        c.acks = Acks::Leader;
+        assert_eq!(*c.validate().unwrap_err().kind(), ErrorKind::Config);
+    }
 
     #[test]
     fn java_defaults() {

@@ -51,11 +51,12 @@
 mod accumulator;
 mod circuit;
 mod config;
-mod idempotence;
+pub(crate) mod idempotence;
 mod metrics;
 mod partitioner;
 mod record;
 mod sender;
+pub(crate) mod txn;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -71,7 +72,8 @@ pub use circuit::{CircuitBreakerConfig, CircuitState};
 pub use config::{
     Acks, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_MEMORY, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER,
     DEFAULT_MAX_BLOCK, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Idempotence, Partitioning, ProducerConfig,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TRANSACTION_TIMEOUT, Idempotence,
+    Partitioning, ProducerConfig,
 };
 pub use metrics::ProducerMetrics;
 pub use partitioner::{Partitioner, murmur2, murmur2_partition};
@@ -118,6 +120,8 @@ pub(crate) struct Shared {
     pub(crate) fatal: OnceLock<Error>,
     pub(crate) counters: Counters,
     pub(crate) circuit: Option<CircuitBreaker>,
+    /// The transaction manager's link to the sender (transactional producers only).
+    pub(crate) txn: Option<Arc<txn::TxnLink>>,
 }
 
 impl Shared {
@@ -226,14 +230,41 @@ fn record_upper_bound(
 impl Producer {
     /// A producer on `cluster`. With idempotence (the default) it first obtains a producer id
     /// (InitProducerId), retrying for up to `max_block`. Must be called inside a tokio runtime.
+    ///
+    /// A config with a `transactional_id` is refused ([`ErrorKind::Config`]): build a
+    /// [`TransactionalProducer`](crate::transaction::TransactionalProducer) instead.
     pub async fn new(cluster: Cluster, config: ProducerConfig) -> crate::Result<Producer> {
         config.validate()?;
+        if config.transactional_id.is_some() {
+            return Err(Error::config(
+                "transactional.id is set: use rekafka::transaction::TransactionalProducer",
+            ));
+        }
         let pid = if config.is_idempotent() {
             let deadline = Instant::now() + config.max_block;
             Some(idempotence::init_producer_id(&cluster, &config, None, deadline).await?)
         } else {
             None
         };
+        Ok(Producer::start(cluster, config, pid, None))
+    }
+
+    /// A transactional producer's inner producer: no producer id yet (the transaction
+    /// manager hands it to the sender through `link`).
+    pub(crate) fn new_transactional(
+        cluster: Cluster,
+        config: ProducerConfig,
+        link: Arc<txn::TxnLink>,
+    ) -> Producer {
+        Producer::start(cluster, config, None, Some(link))
+    }
+
+    fn start(
+        cluster: Cluster,
+        config: ProducerConfig,
+        pid: Option<idempotence::ProducerIdAndEpoch>,
+        txn: Option<Arc<txn::TxnLink>>,
+    ) -> Producer {
         let shared = Arc::new(Shared {
             memory: Semaphore::new(config.buffer_memory),
             circuit: config.circuit_breaker.clone().map(CircuitBreaker::new),
@@ -250,16 +281,30 @@ impl Producer {
             stopped: AtomicBool::new(false),
             fatal: OnceLock::new(),
             counters: Counters::new(),
+            txn,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(sender::run(shared.clone(), shutdown_rx, pid));
-        Ok(Producer {
+        Producer {
             handle: Arc::new(Handle {
                 shared,
                 shutdown,
                 task: std::sync::Mutex::new(Some(task)),
             }),
-        })
+        }
+    }
+
+    /// Makes the producer fatal (the transaction manager's fatal errors) and wakes the
+    /// sender so that it fails what it holds.
+    pub(crate) fn set_fatal(&self, e: Error) {
+        let sh = self.shared();
+        let _ = sh.fatal.set(e);
+        sh.wake.notify_one();
+    }
+
+    /// Wakes the sender (a transaction state change it must act on).
+    pub(crate) fn wake_sender(&self) {
+        self.shared().wake.notify_one();
     }
 
     fn shared(&self) -> &Shared {
