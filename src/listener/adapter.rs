@@ -235,6 +235,10 @@ impl ContainerConsumer for Consumer {
         self.config().group_id.clone()
     }
 
+    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
+        crate::transaction::ConsumerGroupMetadata::from_consumer(self)
+    }
+
     fn auto_commit_enabled(&self) -> bool {
         !matches!(self.config().auto_commit, AutoCommit::Disabled)
     }

@@ -90,6 +90,12 @@ pub trait ContainerConsumer: Send + 'static {
     /// The consumer group, if the consumer is in one.
     fn group_id(&self) -> Option<String>;
 
+    /// The group membership to send with a transaction's offsets (KIP-447), for the
+    /// exactly-once mode. Default: `None` (no group).
+    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
+        None
+    }
+
     /// Whether the consumer commits offsets by itself. The container commits (per its ack
     /// mode) and refuses to start on a consumer that auto-commits. Default: false.
     fn auto_commit_enabled(&self) -> bool {

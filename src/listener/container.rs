@@ -20,6 +20,7 @@ use super::tracker::{
 };
 use super::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
 use crate::protocol::record::Header;
+use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 /// When consumed offsets are committed (Spring's `AckMode`).
@@ -206,7 +207,31 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
     concurrency: usize,
+    transactional: Option<Transactional>,
     events: broadcast::Sender<ContainerEvent>,
+}
+
+/// What the container does when its transactional producer is fenced (another instance with
+/// the same `transactional.id` took over, or the transaction coordinator fenced it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnFenced {
+    /// Stop with [`StopReason::Fenced`] (no rollback processing: the records are the new
+    /// owner's now).
+    #[default]
+    Stop,
+    /// Log it, rewind to the committed offsets, make a new producer with the factory given to
+    /// [`ContainerBuilder::transactional_with`] and go on. Without a factory, stops.
+    Continue,
+}
+
+type ProducerFactory =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<TransactionalProducer>> + Send + Sync>;
+
+struct Transactional {
+    producer: Arc<TransactionalProducer>,
+    factory: Option<ProducerFactory>,
+    on_fenced: OnFenced,
 }
 
 /// The listener container (see [`ListenerContainer::builder`]).
@@ -227,6 +252,7 @@ impl ListenerContainer {
             poll_timeout: Duration::from_secs(5),
             idle_interval: None,
             concurrency: 1,
+            transactional: None,
             events,
         }
     }
@@ -331,6 +357,47 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// Exactly-once processing: each poll's records are handled inside one transaction of
+    /// `producer` (which must have run `init_transactions`); the records the handler sends
+    /// through the same producer and the consumed offsets commit together or not at all. On a
+    /// failure the transaction is aborted, every partition of the poll goes back to its
+    /// committed offset (KAFKA-17582), and the error handler acts as Spring's
+    /// `DefaultAfterRollbackProcessor`: the failed record is redelivered under the back-off
+    /// and, when the attempts are used up, recovered inside a new transaction that also
+    /// commits its offset — so a dead letter and the skip of the record are atomic. A batch
+    /// handler's batch is retried under the same (bounded) back-off, then recovered record by
+    /// record. The error handler's recoverer should send through this producer (e.g. a
+    /// [`TransactionalDeadLetters`](super::TransactionalDeadLetters)) for the dead letter to
+    /// join the transaction.
+    pub fn transactional(mut self, producer: Arc<TransactionalProducer>) -> Self {
+        self.transactional = Some(Transactional {
+            producer,
+            factory: None,
+            on_fenced: OnFenced::Stop,
+        });
+        self
+    }
+
+    /// [`transactional`](Self::transactional), with a factory for a new producer (already
+    /// initialized) when the current one is fenced and `on_fenced` is [`OnFenced::Continue`].
+    pub fn transactional_with<F, Fut>(
+        mut self,
+        producer: Arc<TransactionalProducer>,
+        on_fenced: OnFenced,
+        factory: F,
+    ) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<TransactionalProducer>> + Send + 'static,
+    {
+        self.transactional = Some(Transactional {
+            producer,
+            factory: Some(Arc::new(move || Box::pin(factory()))),
+            on_fenced,
+        });
+        self
+    }
+
     /// Subscribes to events before the container starts (so `Started` is seen).
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
@@ -368,6 +435,8 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             poll_timeout: self.poll_timeout,
             idle_interval: self.idle_interval,
             concurrency: self.concurrency,
+            txn: self.transactional,
+            pending_recovery: HashMap::new(),
             events: self.events.clone(),
             stop: stop_rx,
             pause: pause_rx,
@@ -481,6 +550,10 @@ struct Runner<C: ContainerConsumer> {
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
     concurrency: usize,
+    txn: Option<Transactional>,
+    /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
+    /// they come again, inside that poll's transaction.
+    pending_recovery: HashMap<TopicPartition, (i64, SharedError)>,
     events: broadcast::Sender<ContainerEvent>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
@@ -595,11 +668,14 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;
-                    match &self.handler {
-                        Handler::Record(_) => self.handle_records(records).await,
-                        Handler::Batch(_) => self.handle_batch(records).await,
+                    match (&self.handler, self.txn.is_some()) {
+                        (Handler::Record(_), false) => self.handle_records(records).await,
+                        (Handler::Batch(_), false) => self.handle_batch(records).await,
+                        (_, true) => self.handle_in_transaction(records).await,
                     }
-                    if self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual {
+                    if self.txn.is_none()
+                        && (self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual)
+                    {
                         self.commit_pending().await;
                     }
                 }
@@ -1588,6 +1664,368 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 self.pause_partitions(&tps);
             }
+        }
+    }
+}
+
+/// Why a transaction of the exactly-once mode did not commit.
+enum TxnFailure<R> {
+    /// The handler failed on a record.
+    Handler(TopicPartition, R, SharedError),
+    /// The handler failed on a batch.
+    Batch(SharedError),
+    /// Recovering a record inside the transaction failed.
+    Recovery(TopicPartition, R, SharedError, SharedError),
+    /// The producer refused (begin, send offsets, commit).
+    Producer(Error),
+}
+
+impl<C: ContainerConsumer> Runner<C> {
+    /// Exactly-once: one transaction per poll (see [`ContainerBuilder::transactional`]).
+    async fn handle_in_transaction(&mut self, records: Vec<C::Record>) {
+        let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
+            return;
+        };
+        let groups: Vec<(TopicPartition, Vec<C::Record>)> = group_by_partition(records)
+            .into_iter()
+            .filter(|(tp, _)| !self.blocked(tp) && self.owns(tp))
+            .collect();
+        // Where each partition goes back to if the transaction does not commit: its first
+        // record of this poll, i.e. its committed offset (every earlier poll committed).
+        let firsts: Vec<(TopicPartition, i64)> = groups
+            .iter()
+            .filter_map(|(tp, recs)| recs.first().map(|r| (tp.clone(), r.offset())))
+            .collect();
+        if firsts.is_empty() {
+            return;
+        }
+        if let Err(e) = producer.begin_transaction() {
+            self.transaction_failed(TxnFailure::Producer(e), &firsts).await;
+            return;
+        }
+        let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+        let failure = match &self.handler {
+            Handler::Record(_) => self.run_records_in_transaction(groups, &mut next).await,
+            Handler::Batch(f) => {
+                let f = f.clone();
+                self.run_batch_in_transaction(f, groups, &mut next).await
+            }
+        };
+        if self.stop_requested() && failure.is_none() && next.is_empty() {
+            self.abort_and_rewind(&producer, &firsts).await;
+            return;
+        }
+        if let Some(failure) = failure {
+            self.transaction_failed(failure, &firsts).await;
+            return;
+        }
+        let offsets: Vec<(String, i32, i64)> = next
+            .iter()
+            .map(|(tp, o)| (tp.0.to_string(), tp.1, *o))
+            .collect();
+        let group = self.consumer.transaction_group_metadata();
+        let committed = async {
+            if let Some(group) = &group {
+                producer.send_offsets_to_transaction(&offsets, group).await?;
+            }
+            producer.commit_transaction().await
+        }
+        .await;
+        match committed {
+            Ok(()) => {
+                // Records not reached (a stop midway) come again from where the commit left.
+                let done: HashSet<&TopicPartition> = next.iter().map(|(tp, _)| tp).collect();
+                for (tp, first) in &firsts {
+                    if !done.contains(tp) {
+                        self.seek_min(tp, *first);
+                    }
+                }
+                for (tp, o) in &next {
+                    self.tracker.succeeded(tp, o - 1);
+                    self.seek_min(tp, *o);
+                }
+                self.emit(ContainerEvent::Committed(
+                    next.into_iter()
+                        .map(|(partition, offset)| OffsetToCommit {
+                            partition,
+                            offset,
+                            metadata: String::new(),
+                        })
+                        .collect(),
+                ));
+            }
+            Err(e) => self.transaction_failed(TxnFailure::Producer(e), &firsts).await,
+        }
+    }
+
+    /// Handles records in the open transaction, recovering those whose attempts are used up.
+    /// Fills `next` with each partition's next offset; stops at the first failure.
+    async fn run_records_in_transaction(
+        &mut self,
+        groups: Vec<(TopicPartition, Vec<C::Record>)>,
+        next: &mut Vec<(TopicPartition, i64)>,
+    ) -> Option<TxnFailure<C::Record>> {
+        for (tp, recs) in groups {
+            let mut last = None;
+            for record in recs {
+                if self.stop_requested() {
+                    break;
+                }
+                let offset = record.offset();
+                let pending = match self.pending_recovery.get(&tp) {
+                    Some((o, e)) if *o == offset => Some(e.clone()),
+                    _ => None,
+                };
+                if let Some(error) = pending {
+                    let recoverer = self.eh.recoverer.clone();
+                    match recoverer.recover(&record, &error).await {
+                        Ok(()) => {
+                            self.pending_recovery.remove(&tp);
+                            for l in &self.eh.listeners {
+                                l.recovered(&record, &error);
+                            }
+                            self.tracker.recovered(&tp, offset);
+                            self.emit(ContainerEvent::Recovered {
+                                partition: tp.clone(),
+                                offset,
+                            });
+                            last = Some(offset);
+                            continue;
+                        }
+                        Err(f) => {
+                            if let Some(o) = last {
+                                next.push((tp.clone(), o + 1));
+                            }
+                            return Some(TxnFailure::Recovery(tp, record, error, Arc::from(f)));
+                        }
+                    }
+                }
+                match self.call_record_handler(&tp, &record).await {
+                    None => last = Some(offset),
+                    Some(error) => return Some(TxnFailure::Handler(tp, record, error)),
+                }
+            }
+            if let Some(o) = last {
+                next.push((tp, o + 1));
+            }
+        }
+        None
+    }
+
+    /// Hands the whole poll to the batch handler in the open transaction; a batch whose
+    /// attempts are used up is recovered record by record instead.
+    async fn run_batch_in_transaction(
+        &mut self,
+        f: BatchFn<C::Record>,
+        groups: Vec<(TopicPartition, Vec<C::Record>)>,
+        next: &mut Vec<(TopicPartition, i64)>,
+    ) -> Option<TxnFailure<C::Record>> {
+        let batch: Vec<C::Record> = groups.into_iter().flat_map(|(_, r)| r).collect();
+        let first = batch.first()?.clone();
+        let first_tp = tp_of(&first);
+        let pending = match self.pending_recovery.get(&first_tp) {
+            Some((o, e)) if *o == first.offset() => Some(e.clone()),
+            _ => None,
+        };
+        if let Some(error) = pending {
+            let recoverer = self.eh.recoverer.clone();
+            for r in &batch {
+                if let Err(f) = recoverer.recover(r, &error).await {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed_batch(&batch, &error, &f);
+                    }
+                    return Some(TxnFailure::Recovery(first_tp, first, error, f));
+                }
+            }
+            self.pending_recovery.remove(&first_tp);
+            for l in &self.eh.listeners {
+                l.recovered_batch(&batch, &error);
+            }
+            self.tracker.recovered(&first_tp, first.offset());
+        } else {
+            let ack = self.batch_ack(&batch);
+            if let Err(e) = f(batch.clone(), ack).await {
+                return Some(TxnFailure::Batch(Arc::from(e)));
+            }
+        }
+        let mut last: HashMap<TopicPartition, i64> = HashMap::new();
+        for r in &batch {
+            let e = last.entry(tp_of(r)).or_insert(r.offset());
+            *e = (*e).max(r.offset());
+        }
+        next.extend(last.into_iter().map(|(tp, o)| (tp, o + 1)));
+        None
+    }
+
+    async fn abort_and_rewind(
+        &mut self,
+        producer: &TransactionalProducer,
+        firsts: &[(TopicPartition, i64)],
+    ) -> Option<Error> {
+        let aborted = producer.abort_transaction().await.err();
+        // KAFKA-17582: the positions go back to the committed offsets, whatever the abort said.
+        for (tp, first) in firsts {
+            self.seek_min(tp, *first);
+        }
+        aborted
+    }
+
+    /// The after-rollback processing (Spring's `DefaultAfterRollbackProcessor`).
+    async fn transaction_failed(
+        &mut self,
+        failure: TxnFailure<C::Record>,
+        firsts: &[(TopicPartition, i64)],
+    ) {
+        let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
+            return;
+        };
+        if let TxnFailure::Producer(e) = &failure {
+            if e.is_fatal() {
+                return self.fenced(e.clone(), firsts).await;
+            }
+        }
+        if let Some(e) = self.abort_and_rewind(&producer, firsts).await {
+            if e.is_fatal() {
+                return self.fenced(e, firsts).await;
+            }
+            tracing::warn!(error = %e, "aborting the transaction failed");
+        }
+        match failure {
+            TxnFailure::Producer(e) => {
+                tracing::warn!(error = %e, "transaction did not commit; its records come again");
+                self.emit(ContainerEvent::CommitFailed(e));
+            }
+            TxnFailure::Handler(tp, record, error) => {
+                let offset = record.offset();
+                let back_off = self.eh.back_off_for(&record, &error);
+                let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+                let decision =
+                    self.tracker
+                        .failed(&tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
+                self.after_rollback(tp, offset, decision, error, |l, a, e| {
+                    l.failed_delivery(&record, e, a)
+                });
+            }
+            TxnFailure::Batch(error) => {
+                let Some((tp, offset)) = firsts.first().cloned() else {
+                    return;
+                };
+                let back_off = match self.txn.as_ref() {
+                    Some(_) => self.eh.back_off.clone(),
+                    None => return,
+                };
+                let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+                let decision =
+                    self.tracker
+                        .failed(&tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
+                // The whole batch waits: pause every partition of it for the delay.
+                if let Decision::Retry { delay, .. } = decision {
+                    if !delay.is_zero() {
+                        for (other, _) in firsts.iter().skip(1) {
+                            self.backing_off
+                                .insert(other.clone(), Instant::now() + delay);
+                            self.pause_partitions(std::slice::from_ref(other));
+                        }
+                    }
+                }
+                self.after_rollback(tp, offset, decision, error, |_, _, _| {});
+            }
+            TxnFailure::Recovery(tp, record, error, f) => {
+                let offset = record.offset();
+                for l in &self.eh.listeners {
+                    l.recovery_failed(&record, &error, &f);
+                }
+                let decision = self.tracker.recovery_failed(&tp, offset);
+                let failures = self.tracker.recovery_failures(&tp, offset);
+                self.emit(ContainerEvent::RecoveryFailed {
+                    partition: tp.clone(),
+                    offset,
+                    failures,
+                    error: f,
+                });
+                let wait = match decision {
+                    RecoveryFailureDecision::Halt { failures } => {
+                        self.emit(ContainerEvent::RecoveryHalted {
+                            partition: tp.clone(),
+                            offset,
+                            failures,
+                        });
+                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+                            self.stop_reason = Some(StopReason::Abnormal);
+                        }
+                        // Keep the pending recovery; try again after the probe interval.
+                        self.eh.halt_probe_interval
+                    }
+                    _ => {
+                        // Redeliver to the handler (the back-off starts again).
+                        self.pending_recovery.remove(&tp);
+                        self.eh.recovery_retry_interval
+                    }
+                };
+                self.backing_off.insert(tp.clone(), Instant::now() + wait);
+                self.pause_partitions(std::slice::from_ref(&tp));
+            }
+        }
+    }
+
+    fn after_rollback(
+        &mut self,
+        tp: TopicPartition,
+        offset: i64,
+        decision: Decision,
+        error: SharedError,
+        notify: impl Fn(&dyn super::handler::RetryListener<C::Record>, u32, &SharedError),
+    ) {
+        let attempt = match decision {
+            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
+        };
+        for l in &self.eh.listeners {
+            notify(l.as_ref(), attempt, &error);
+        }
+        self.emit(ContainerEvent::FailedDelivery {
+            partition: tp.clone(),
+            offset,
+            attempt,
+            error: error.clone(),
+        });
+        match decision {
+            Decision::Retry { delay, .. } => {
+                if !delay.is_zero() {
+                    self.backing_off.insert(tp.clone(), Instant::now() + delay);
+                    self.pause_partitions(std::slice::from_ref(&tp));
+                }
+            }
+            Decision::Recover { .. } => {
+                // Recovered when the record comes again, inside that poll's transaction.
+                self.pending_recovery.insert(tp, (offset, error));
+            }
+        }
+    }
+
+    /// The producer is fenced (or otherwise fatally broken): no rollback processing.
+    async fn fenced(&mut self, error: Error, firsts: &[(TopicPartition, i64)]) {
+        tracing::error!(error = %error, "transactional producer fenced");
+        for (tp, first) in firsts {
+            self.seek_min(tp, *first);
+        }
+        let (on_fenced, factory) = match self.txn.as_ref() {
+            Some(t) => (t.on_fenced, t.factory.clone()),
+            None => return,
+        };
+        match (on_fenced, factory) {
+            (OnFenced::Continue, Some(factory)) => match factory().await {
+                Ok(p) => {
+                    if let Some(t) = self.txn.as_mut() {
+                        t.producer = Arc::new(p);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "making a new transactional producer failed");
+                    self.stop_reason = Some(StopReason::Fenced);
+                }
+            },
+            _ => self.stop_reason = Some(StopReason::Fenced),
         }
     }
 }
