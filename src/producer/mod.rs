@@ -35,7 +35,9 @@
 //! * Responses complete whole batches. Retriable errors send the batch back to the head of its
 //!   partition's queue (after an exponential back-off with ±20% jitter, KIP-580), with a
 //!   metadata refresh first when the leader moved; a partition that had a failure sends one
-//!   batch at a time until a success, so batches are never reordered. Retries stop at
+//!   batch at a time until the retried batches succeed (a later batch's success does not end
+//!   the retry), so batches are never reordered and a resend stays within the broker's window
+//!   of 5 batches in which it recognises duplicates. Retries stop at
 //!   `delivery.timeout` (or after `retries` definite failures; attempts without a definite
 //!   answer do not count).
 //! * Idempotence (default): see [`ProduceError`] for how failures are reported as not or

@@ -930,9 +930,15 @@ impl Sender {
     fn succeed(&mut self, tp: &Tp, b: SBatch, base_offset: i64, log_append_time: i64) {
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
-        part.retrying = false;
-        part.retry_at = None;
-        part.backoff.reset();
+        // A later batch's success does not end a retry: while an earlier batch waits to be
+        // resent (it sits at the head of the queue, which is in creation order), keep sending
+        // one batch at a time. Otherwise new batches overtake it and, past the broker's window
+        // of 5 batches per producer, its resend can no longer be recognised as a duplicate.
+        if part.queue.front().is_none_or(|q| q.bytes.is_none()) {
+            part.retrying = false;
+            part.retry_at = None;
+            part.backoff.reset();
+        }
         if b.expired {
             // Its records were already reported as possibly persisted: they were.
             self.sh.batch_done(b.permits);
