@@ -437,6 +437,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             concurrency: self.concurrency,
             txn: self.transactional,
             pending_recovery: HashMap::new(),
+            recovered_in_txn: Vec::new(),
             events: self.events.clone(),
             stop: stop_rx,
             pause: pause_rx,
@@ -554,6 +555,8 @@ struct Runner<C: ContainerConsumer> {
     /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
     /// they come again, inside that poll's transaction.
     pending_recovery: HashMap<TopicPartition, (i64, SharedError)>,
+    /// Records recovered inside the open transaction: done only once it commits.
+    recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     events: broadcast::Sender<ContainerEvent>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
@@ -1700,7 +1703,8 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         }
         if let Err(e) = producer.begin_transaction() {
-            self.transaction_failed(TxnFailure::Producer(e), &firsts).await;
+            self.transaction_failed(TxnFailure::Producer(e), &firsts)
+                .await;
             return;
         }
         let mut next: Vec<(TopicPartition, i64)> = Vec::new();
@@ -1726,13 +1730,41 @@ impl<C: ContainerConsumer> Runner<C> {
         let group = self.consumer.transaction_group_metadata();
         let committed = async {
             if let Some(group) = &group {
-                producer.send_offsets_to_transaction(&offsets, group).await?;
+                producer
+                    .send_offsets_to_transaction(&offsets, group)
+                    .await?;
             }
             producer.commit_transaction().await
         }
         .await;
+        let recovered = std::mem::take(&mut self.recovered_in_txn);
         match committed {
             Ok(()) => {
+                for (tp, records, error) in recovered {
+                    let Some(first) = records.first() else {
+                        continue;
+                    };
+                    let offset = first.offset();
+                    if self
+                        .pending_recovery
+                        .get(&tp)
+                        .is_some_and(|(o, _)| *o == offset)
+                    {
+                        self.pending_recovery.remove(&tp);
+                    }
+                    for l in &self.eh.listeners {
+                        if records.len() == 1 {
+                            l.recovered(first, &error);
+                        } else {
+                            l.recovered_batch(&records, &error);
+                        }
+                    }
+                    self.tracker.recovered(&tp, offset);
+                    self.emit(ContainerEvent::Recovered {
+                        partition: tp,
+                        offset,
+                    });
+                }
                 // Records not reached (a stop midway) come again from where the commit left.
                 let done: HashSet<&TopicPartition> = next.iter().map(|(tp, _)| tp).collect();
                 for (tp, first) in &firsts {
@@ -1754,7 +1786,10 @@ impl<C: ContainerConsumer> Runner<C> {
                         .collect(),
                 ));
             }
-            Err(e) => self.transaction_failed(TxnFailure::Producer(e), &firsts).await,
+            Err(e) => {
+                self.transaction_failed(TxnFailure::Producer(e), &firsts)
+                    .await
+            }
         }
     }
 
@@ -1780,15 +1815,10 @@ impl<C: ContainerConsumer> Runner<C> {
                     let recoverer = self.eh.recoverer.clone();
                     match recoverer.recover(&record, &error).await {
                         Ok(()) => {
-                            self.pending_recovery.remove(&tp);
-                            for l in &self.eh.listeners {
-                                l.recovered(&record, &error);
-                            }
-                            self.tracker.recovered(&tp, offset);
-                            self.emit(ContainerEvent::Recovered {
-                                partition: tp.clone(),
-                                offset,
-                            });
+                            // Done when the transaction commits; if it aborts, the record is
+                            // still pending and is recovered again in the next one.
+                            self.recovered_in_txn
+                                .push((tp.clone(), vec![record.clone()], error));
                             last = Some(offset);
                             continue;
                         }
@@ -1838,11 +1868,8 @@ impl<C: ContainerConsumer> Runner<C> {
                     return Some(TxnFailure::Recovery(first_tp, first, error, f));
                 }
             }
-            self.pending_recovery.remove(&first_tp);
-            for l in &self.eh.listeners {
-                l.recovered_batch(&batch, &error);
-            }
-            self.tracker.recovered(&first_tp, first.offset());
+            self.recovered_in_txn
+                .push((first_tp.clone(), batch.clone(), error));
         } else {
             let ack = self.batch_ack(&batch);
             if let Err(e) = f(batch.clone(), ack).await {
@@ -1880,6 +1907,8 @@ impl<C: ContainerConsumer> Runner<C> {
         let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
             return;
         };
+        // Recoveries inside the aborted transaction did not happen; they stay pending.
+        self.recovered_in_txn.clear();
         if let TxnFailure::Producer(e) = &failure {
             if e.is_fatal() {
                 return self.fenced(e.clone(), firsts).await;
@@ -1900,9 +1929,13 @@ impl<C: ContainerConsumer> Runner<C> {
                 let offset = record.offset();
                 let back_off = self.eh.back_off_for(&record, &error);
                 let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
-                let decision =
-                    self.tracker
-                        .failed(&tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
+                let decision = self.tracker.failed(
+                    &tp,
+                    offset,
+                    err_ref,
+                    &self.eh.classifier,
+                    back_off.as_ref(),
+                );
                 self.after_rollback(tp, offset, decision, error, |l, a, e| {
                     l.failed_delivery(&record, e, a)
                 });
@@ -1916,9 +1949,13 @@ impl<C: ContainerConsumer> Runner<C> {
                     None => return,
                 };
                 let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
-                let decision =
-                    self.tracker
-                        .failed(&tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
+                let decision = self.tracker.failed(
+                    &tp,
+                    offset,
+                    err_ref,
+                    &self.eh.classifier,
+                    back_off.as_ref(),
+                );
                 // The whole batch waits: pause every partition of it for the delay.
                 if let Decision::Retry { delay, .. } = decision {
                     if !delay.is_zero() {
