@@ -306,3 +306,118 @@ async fn restart_midway_keeps_exactly_once() {
         "every input in exactly one committed transaction"
     );
 }
+
+/// Two members copy `in` to `out` in transactions; one is killed mid-way (its runtime dropped:
+/// no commit, no leave, an open transaction) and a replacement with the same transactional id
+/// takes over. Every input ends up in exactly one committed transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_killed_and_restarted_keeps_exactly_once() {
+    const N: usize = 3000;
+    let mock = MockCluster::builder()
+        .brokers(1)
+        .topic(IN, PARTITIONS)
+        .topic(OUT, PARTITIONS)
+        .topic("in-dlt", PARTITIONS)
+        .start()
+        .await
+        .expect("mock");
+    fill(&mock, N).await;
+    let bootstrap = mock.broker_addrs();
+    // Member A runs on a runtime of its own, so that dropping it kills A outright.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let addrs = bootstrap.clone();
+    let a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let cluster = Cluster::connect(ClusterConfig::new(addrs))
+                .await
+                .expect("connect");
+            let p = TransactionalProducer::new(
+                cluster.clone(),
+                ProducerConfig::default().with_transactional_id("member-a"),
+            )
+            .expect("producer");
+            p.init_transactions().await.expect("init");
+            let p = Arc::new(p);
+            let consumer = Consumer::new(cluster, consumer_config("copy3")).expect("consumer");
+            consumer.subscribe([IN]).expect("subscribe");
+            let out = p.clone();
+            let handle = ListenerContainer::builder(consumer)
+                .record_handler(move |r: ListenerConsumerRecord| {
+                    let out = out.clone();
+                    async move {
+                        let value = r.value_str().unwrap_or_default().to_uppercase();
+                        let _delivery = out
+                            .send(
+                                Record::new(OUT)
+                                    .with_partition(r.partition())
+                                    .with_value(value),
+                            )
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        // Slow enough that the kill lands mid-stream.
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                        Ok(())
+                    }
+                })
+                .transactional(p)
+                .poll_timeout(Duration::from_millis(200))
+                .start()
+                .expect("start");
+            let _ = started_tx.send(());
+            // Park until killed; the handle is never stopped.
+            let _ = tokio::task::spawn_blocking(move || kill_rx.recv()).await;
+            std::mem::forget(handle);
+        });
+        // Dropping the runtime here cancels every task of member A mid-flight.
+        drop(rt);
+    });
+    started_rx.recv().expect("A started");
+    let fail_once: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let none = Arc::new(AtomicU32::new(0));
+    let pb = txn_producer(&mock, "member-b").await;
+    let b = start_copier(&mock, pb, "copy3", "none", fail_once.clone(), none.clone()).await;
+    // Let both make progress, then kill A.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..PARTITIONS)
+        .map(|p| mock.committed_offset("copy3", IN, p).unwrap_or(0))
+        .sum::<i64>()
+        < 600
+    {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = kill_tx.send(());
+    a.join().expect("A's thread");
+    // A replacement for A (same transactional id: fences and aborts A's open transaction).
+    let pa = txn_producer(&mock, "member-a").await;
+    let a2 = start_copier(&mock, pa, "copy3", "none", fail_once, none).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(0..PARTITIONS).all(|p| mock.committed_offset("copy3", IN, p) == Some((N / 3) as i64)) {
+        assert!(
+            Instant::now() < deadline,
+            "not finished: {:?}",
+            (0..PARTITIONS)
+                .map(|p| mock.committed_offset("copy3", IN, p))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a2.stop().await;
+    b.stop().await;
+    let mut values: Vec<String> = read_committed(&mock, OUT)
+        .await
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    values.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("V{i}")).collect();
+    expected.sort();
+    assert_eq!(values.len(), N, "no duplicates, nothing lost");
+    assert_eq!(values, expected);
+}
