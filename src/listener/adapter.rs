@@ -26,13 +26,30 @@ fn from_group_tp(tp: &group::TopicPartition) -> TopicPartition {
     (tp.topic.clone(), tp.partition)
 }
 
+/// One record of a poll's records, which are shared by one reference count (one allocation per
+/// poll, none per record).
+#[derive(Debug, Clone)]
+struct SharedRecord {
+    poll: Arc<[ConsumerRecord]>,
+    index: usize,
+}
+
+impl std::ops::Deref for SharedRecord {
+    type Target = ConsumerRecord;
+
+    fn deref(&self) -> &ConsumerRecord {
+        // `index` is always within `poll` (both set together below).
+        &self.poll[self.index]
+    }
+}
+
 /// A consumed record for the container: the consumer's record plus the headers the container
 /// adds (the delivery attempt) and an optional deserialization failure.
 #[derive(Debug, Clone)]
 pub struct ListenerConsumerRecord {
     /// Shared, so that handing the record to the handler while keeping it for the error
     /// handler costs one reference count, not a copy.
-    record: Arc<ConsumerRecord>,
+    record: SharedRecord,
     /// Headers the container added (replacing same-named ones); usually none.
     extra_headers: Option<Arc<Vec<Header>>>,
     failure: Option<Arc<DeserializationFailed>>,
@@ -83,7 +100,10 @@ impl ListenerConsumerRecord {
 impl From<ConsumerRecord> for ListenerConsumerRecord {
     fn from(record: ConsumerRecord) -> Self {
         ListenerConsumerRecord {
-            record: Arc::new(record),
+            record: SharedRecord {
+                poll: Arc::from(vec![record]),
+                index: 0,
+            },
             extra_headers: None,
             failure: None,
         }
@@ -175,9 +195,16 @@ impl ContainerConsumer for Consumer {
         for (tp, e) in records.errors() {
             tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "partition error");
         }
-        Ok(records
-            .into_iter()
-            .map(ListenerConsumerRecord::from)
+        let poll: Arc<[ConsumerRecord]> = records.into_iter().collect();
+        Ok((0..poll.len())
+            .map(|index| ListenerConsumerRecord {
+                record: SharedRecord {
+                    poll: poll.clone(),
+                    index,
+                },
+                extra_headers: None,
+                failure: None,
+            })
             .collect())
     }
 
