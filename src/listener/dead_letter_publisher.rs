@@ -128,6 +128,22 @@ pub enum MissingDestination {
     Fail,
 }
 
+/// Which connections the publisher's own producer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PublisherConnections {
+    /// Its own connections: a second [`Cluster`] with the given cluster's settings. Brokers
+    /// answer the requests of one connection in order, so on a connection shared with the
+    /// consumer a dead letter's Produce request would wait behind the consumer's long-poll
+    /// Fetch (up to `fetch.max.wait`) for every record. This is what the Java clients do (a
+    /// producer and a consumer never share a socket).
+    #[default]
+    Own,
+    /// The given cluster's connections (fewer sockets; each dead letter may wait up to
+    /// `fetch.max.wait` behind a Fetch).
+    Shared,
+}
+
 /// How long `recover` waits for the broker's acknowledgement of a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -205,6 +221,7 @@ type PendingKey = (Arc<str>, i32, i64, Arc<str>);
 /// that timed out.
 pub(crate) struct Sender {
     cluster: Cluster,
+    owns_cluster: bool,
     producer: Producer,
     owns_producer: bool,
     timeout: Duration,
@@ -332,6 +349,9 @@ impl Sender {
         } else {
             self.producer.flush().await;
         }
+        if self.owns_cluster {
+            self.cluster.close().await;
+        }
     }
 }
 
@@ -390,6 +410,7 @@ pub struct DeadLetterPublisherBuilder<R> {
     headers: DeadLetterHeaders,
     group: Option<String>,
     timeout: SendTimeout,
+    connections: PublisherConnections,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
@@ -415,9 +436,17 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
     }
 
     /// The configuration of the publisher's own producer (idempotence is always enabled).
-    /// Default: [`ProducerConfig::default`].
+    /// Default: [`ProducerConfig::default`] with `linger` 0 (each dead letter is awaited
+    /// before the next record is handled, so lingering would only add latency).
     pub fn producer_config(mut self, config: ProducerConfig) -> Self {
         self.producer_config = config;
+        self
+    }
+
+    /// Which connections the publisher's own producer uses (ignored with
+    /// [`producer`](Self::producer)). Default: [`PublisherConnections::Own`].
+    pub fn connections(mut self, connections: PublisherConnections) -> Self {
+        self.connections = connections;
         self
     }
 
@@ -474,12 +503,26 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
 
     /// Builds the publisher (and its producer, unless one was given).
     pub async fn build(self) -> crate::Result<DeadLetterPublisher<R>> {
+        let mut cluster = self.cluster;
+        let mut owns_cluster = false;
         let (producer, owns_producer) = match self.producer {
             Some(p) => (p, false),
             None => {
+                if self.connections == PublisherConnections::Own {
+                    cluster = Cluster::connect(cluster.config().clone()).await?;
+                    owns_cluster = true;
+                }
                 let mut config = self.producer_config;
                 config.idempotence = Idempotence::Enabled;
-                (Producer::new(self.cluster.clone(), config).await?, true)
+                match Producer::new(cluster.clone(), config).await {
+                    Ok(p) => (p, true),
+                    Err(e) => {
+                        if owns_cluster {
+                            cluster.close().await;
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         let timeout = match self.timeout {
@@ -495,7 +538,8 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
         }
         Ok(DeadLetterPublisher {
             sender: Arc::new(Sender {
-                cluster: self.cluster,
+                cluster,
+                owns_cluster,
                 producer,
                 owns_producer,
                 timeout,
@@ -518,7 +562,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         DeadLetterPublisherBuilder {
             cluster,
             producer: None,
-            producer_config: ProducerConfig::default(),
+            producer_config: ProducerConfig::default().with_linger(Duration::ZERO),
             naming: DltNaming::default(),
             resolver: None,
             missing: MissingDestination::default(),
@@ -526,6 +570,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             headers: DeadLetterHeaders::default(),
             group: None,
             timeout: SendTimeout::default(),
+            connections: PublisherConnections::default(),
         }
     }
 
@@ -632,7 +677,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         &self.sender.producer
     }
 
-    /// Flushes the producer, and closes it if the publisher built it.
+    /// Flushes the producer, and closes it (and its connections) if the publisher built it.
     pub async fn close(&self) {
         self.sender.close().await;
     }

@@ -41,7 +41,7 @@ pub use dead_letter::{
 };
 pub use dead_letter_publisher::{
     DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder, Destination, DltNaming,
-    MissingDestination, PartitionVerification, SendTimeout,
+    MissingDestination, PartitionVerification, PublisherConnections, SendTimeout,
 };
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
