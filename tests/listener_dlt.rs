@@ -305,3 +305,98 @@ async fn republish_to_tail_twice_then_dead_letter() {
     assert!(names_seen.contains(names::EXCEPTION_FQCN));
     cluster.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publisher_holds_commits_back_until_the_dead_letter_is_acknowledged() {
+    let mock = MockCluster::builder()
+        .topic("pl", 1)
+        .topic("pl-dlt", 1)
+        .start()
+        .await
+        .unwrap();
+    let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
+        .await
+        .unwrap();
+    let records = (0..20)
+        .map(|i| {
+            let key = if i == 5 || i == 9 {
+                format!("poison-{i}")
+            } else {
+                format!("k{i}")
+            };
+            Record::new("pl").with_key(key).with_value(format!("v{i}"))
+        })
+        .collect();
+    produce(&cluster, records).await;
+    // The first dead letter's publication and its immediate re-send are refused.
+    mock.push_partition_errors(
+        "pl-dlt",
+        0,
+        ApiKey::Produce,
+        &[KafkaCode::InvalidRecord, KafkaCode::InvalidRecord],
+    );
+    let consumer = KConsumer::new(cluster.clone(), "g-pl", "pl", 1);
+    let (dlt, gate) = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .group("g-pl")
+        .build_pipelined(consumer)
+        .await
+        .unwrap();
+    let handle = ListenerContainer::builder(gate)
+        .record_handler(|r: KRec| async move {
+            if is_poison(&r) {
+                return Err(Box::new(Poison(r.offset().to_string())) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .recoverer(dlt),
+        )
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut held_back_seen = false;
+    loop {
+        // Read the commit first: a commit past offset 5 implies the dead letter was written.
+        let committed = mock.committed_offset("g-pl", "pl", 0);
+        let written = mock.high_watermark("pl-dlt", 0).unwrap();
+        if written == 0 {
+            assert!(
+                committed.is_none_or(|c| c <= 5),
+                "committed {committed:?} past a record whose dead letter is not written"
+            );
+        }
+        held_back_seen |= committed == Some(5);
+        if committed == Some(20) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled at {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        held_back_seen,
+        "the commit was held back at the failed record"
+    );
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    let letters = mock.records("pl-dlt", 0).unwrap();
+    let offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| {
+            let hs: Vec<Header> = l.headers.iter().collect();
+            DeadLetterInfo::from_headers(&hs).original_offset.unwrap()
+        })
+        .collect();
+    assert_eq!(
+        offsets.len(),
+        2,
+        "one dead letter per poison record: {offsets:?}"
+    );
+    let unique: HashSet<i64> = offsets.iter().copied().collect();
+    assert_eq!(unique, HashSet::from([5, 9]));
+    cluster.close().await;
+}

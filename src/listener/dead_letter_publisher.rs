@@ -48,9 +48,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::classify::{DeserializationFailed, HandlerError, RecordPart};
-use super::consumer::ListenerRecord;
+use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::dead_letter::{DeadLetterHeaders, Provenance};
 use super::handler::{BoxFuture, Recoverer, SharedError};
+use super::tracker::TopicPartition;
 use crate::cluster::Cluster;
 use crate::producer::{
     DeliveryFuture, Idempotence, ProduceError, Producer, ProducerConfig, Record, RecordMetadata,
@@ -382,6 +383,8 @@ pub struct DeadLetterPublisher<R> {
     missing: MissingDestination,
     headers: DeadLetterHeaders,
     group: Option<String>,
+    /// Set when built with [`DeadLetterPublisherBuilder::build_pipelined`].
+    pipeline: Option<Arc<PendingLetters>>,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisher<R> {
@@ -394,6 +397,7 @@ impl<R> fmt::Debug for DeadLetterPublisher<R> {
             .field("group", &self.group)
             .field("timeout", &self.sender.timeout)
             .field("verification", &self.sender.verification)
+            .field("pipelined", &self.pipeline.is_some())
             .finish()
     }
 }
@@ -411,6 +415,7 @@ pub struct DeadLetterPublisherBuilder<R> {
     group: Option<String>,
     timeout: SendTimeout,
     connections: PublisherConnections,
+    producer_config_set: bool,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
@@ -437,9 +442,11 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
 
     /// The configuration of the publisher's own producer (idempotence is always enabled).
     /// Default: [`ProducerConfig::default`] with `linger` 0 (each dead letter is awaited
-    /// before the next record is handled, so lingering would only add latency).
+    /// before the next record is handled, so lingering would only add latency); for a
+    /// [pipelined](Self::build_pipelined) publisher, [`ProducerConfig::default`].
     pub fn producer_config(mut self, config: ProducerConfig) -> Self {
         self.producer_config = config;
+        self.producer_config_set = true;
         self
     }
 
@@ -552,7 +559,61 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
             missing: self.missing,
             headers: self.headers,
             group: self.group,
+            pipeline: None,
         })
+    }
+
+    /// Builds a *pipelined* publisher and the [`CommitGate`] that must wrap the container's
+    /// consumer: `recover` returns as soon as the dead letter is queued in the producer (so
+    /// dead letters of consecutive failed records travel together instead of one round trip
+    /// each), and the gate, before every commit, waits for the dead letters of the records
+    /// being committed and never commits past one that is not acknowledged.
+    ///
+    /// ```no_run
+    /// use rekafka::cluster::Cluster;
+    /// use rekafka::listener::{
+    ///     ContainerConsumer, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff,
+    ///     ListenerContainer,
+    /// };
+    ///
+    /// async fn start<C: ContainerConsumer>(cluster: Cluster, consumer: C) -> rekafka::Result<()> {
+    ///     let (dlt, consumer) = DeadLetterPublisher::<C::Record>::builder(cluster)
+    ///         .build_pipelined(consumer)
+    ///         .await?;
+    ///     let handle = ListenerContainer::builder(consumer)
+    ///         .record_handler(|_r: C::Record| async { Ok(()) })
+    ///         .error_handler(DefaultErrorHandler::new().back_off(FixedBackOff::no_retries()).recoverer(dlt))
+    ///         .start()?;
+    ///     # let _ = handle;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn build_pipelined<C>(
+        self,
+        consumer: C,
+    ) -> crate::Result<(DeadLetterPublisher<R>, CommitGate<C>)>
+    where
+        C: ContainerConsumer<Record = R>,
+    {
+        let mut this = self;
+        if !this.producer_config_set {
+            // Dead letters are not awaited one by one here: let them batch.
+            this.producer_config = ProducerConfig::default();
+        }
+        let mut publisher = this.build().await?;
+        let pending = Arc::new(PendingLetters {
+            sender: publisher.sender.clone(),
+            letters: Mutex::new(HashMap::new()),
+            count: std::sync::atomic::AtomicUsize::new(0),
+        });
+        publisher.pipeline = Some(pending.clone());
+        let gate = CommitGate {
+            inner: consumer,
+            pending,
+            held: HashMap::new(),
+            last_retry: Instant::now(),
+        };
+        Ok((publisher, gate))
     }
 }
 
@@ -571,6 +632,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             group: None,
             timeout: SendTimeout::default(),
             connections: PublisherConnections::default(),
+            producer_config_set: false,
         }
     }
 
@@ -624,7 +686,9 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
     }
 
     /// Publishes the dead letter of `record` and waits for its acknowledgement. `Ok(None)`
-    /// when there is no destination and [`MissingDestination::Skip`] is set.
+    /// when there is no destination and [`MissingDestination::Skip`] is set, and for a
+    /// [pipelined](DeadLetterPublisherBuilder::build_pipelined) publisher (which only queues
+    /// the dead letter; its [`CommitGate`] waits for the acknowledgement).
     pub async fn publish(
         &self,
         record: &R,
@@ -656,6 +720,10 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             Some(p) => self.sender.verified_partition(&destination.topic, p).await,
             None => None,
         };
+        if let Some(pending) = &self.pipeline {
+            pending.enqueue(record, out).await?;
+            return Ok(None);
+        }
         let meta = self
             .sender
             .publish((record.topic(), record.partition(), record.offset()), out)
@@ -711,5 +779,279 @@ impl From<DeadLetterError> for Error {
             DeadLetterError::NoDestination { .. } => ErrorKind::Config,
         };
         Error::with_message(kind, e.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelined publication
+
+/// Dead letters in a pipelined publisher at most; `recover` settles them all first when full.
+pub const MAX_PENDING_DEAD_LETTERS: usize = 10_000;
+/// How often the gate re-sends dead letters whose publication failed.
+const GATE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A queued dead letter: the source offset, the record (to send again) and its delivery.
+struct PendingLetter {
+    offset: i64,
+    record: Record,
+    delivery: Option<DeliveryFuture>,
+}
+
+/// The dead letters a pipelined publisher queued and its gate has not seen acknowledged, per
+/// source partition, in offset order.
+pub(crate) struct PendingLetters {
+    sender: Arc<Sender>,
+    letters: Mutex<HashMap<TopicPartition, Vec<PendingLetter>>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl PendingLetters {
+    async fn enqueue<R: ListenerRecord>(
+        &self,
+        source: &R,
+        record: Record,
+    ) -> Result<(), DeadLetterError> {
+        use std::sync::atomic::Ordering;
+        if self.count.load(Ordering::Acquire) >= MAX_PENDING_DEAD_LETTERS {
+            // Back-pressure: settle everything queued so far.
+            self.settle(None).await;
+        }
+        let delivery = self
+            .sender
+            .producer
+            .send(record.clone())
+            .await
+            .map_err(|error| DeadLetterError::Send {
+                destination: record.topic.to_string(),
+                topic: source.topic().to_owned(),
+                partition: source.partition(),
+                offset: source.offset(),
+                error,
+            })?;
+        let tp: TopicPartition = (Arc::from(source.topic()), source.partition());
+        lock(&self.letters)
+            .entry(tp)
+            .or_default()
+            .push(PendingLetter {
+                offset: source.offset(),
+                record,
+                delivery: Some(delivery),
+            });
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Waits for the queued dead letters (of `only` partitions, or all), sending failed ones
+    /// again once; the ones still not acknowledged stay queued.
+    async fn settle(&self, only: Option<&[TopicPartition]>) {
+        use std::sync::atomic::Ordering;
+        let taken: Vec<(TopicPartition, Vec<PendingLetter>)> = {
+            let mut letters = lock(&self.letters);
+            let keys: Vec<TopicPartition> = letters
+                .keys()
+                .filter(|tp| only.is_none_or(|o| o.contains(tp)))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|tp| letters.remove(&tp).map(|l| (tp, l)))
+                .collect()
+        };
+        for (tp, letters) in taken {
+            let mut kept = Vec::new();
+            for mut l in letters {
+                let mut acked = false;
+                for attempt in 0..2 {
+                    let delivery = match l.delivery.take() {
+                        Some(d) if attempt == 0 || !matches!(d.try_result(), Some(Err(_))) => d,
+                        _ => match self.sender.producer.send(l.record.clone()).await {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::warn!(
+                                    topic = %tp.0, partition = tp.1, offset = l.offset,
+                                    error = %e.error, "re-sending a dead letter failed"
+                                );
+                                break;
+                            }
+                        },
+                    };
+                    let mut delivery = delivery;
+                    match tokio::time::timeout(self.sender.timeout, &mut delivery).await {
+                        Ok(Ok(_)) => {
+                            acked = true;
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                topic = %tp.0, partition = tp.1, offset = l.offset,
+                                error = %e.error,
+                                "dead-letter publication failed; offsets are held back"
+                            );
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                topic = %tp.0, partition = tp.1, offset = l.offset,
+                                "dead-letter publication timed out; offsets are held back"
+                            );
+                            l.delivery = Some(delivery);
+                            break;
+                        }
+                    }
+                }
+                if acked {
+                    self.count.fetch_sub(1, Ordering::AcqRel);
+                } else {
+                    kept.push(l);
+                }
+            }
+            if !kept.is_empty() {
+                let mut letters = lock(&self.letters);
+                let slot = letters.entry(tp).or_default();
+                // Letters queued meanwhile come after these.
+                kept.append(slot);
+                *slot = kept;
+            }
+        }
+    }
+
+    /// The lowest source offset of a dead letter of `tp` not yet acknowledged.
+    fn lowest_unacked(&self, tp: &TopicPartition) -> Option<i64> {
+        lock(&self.letters)
+            .get(tp)
+            .and_then(|l| l.iter().map(|l| l.offset).min())
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.letters).values().all(Vec::is_empty)
+    }
+}
+
+/// Wraps the container's consumer for a [pipelined](DeadLetterPublisherBuilder::build_pipelined)
+/// [`DeadLetterPublisher`]: before each commit it waits for the dead letters of the records
+/// being committed, and never commits a partition past a record whose dead letter is not
+/// acknowledged. Such an offset is held back (WARN) and committed by the gate itself once the
+/// dead letter goes through (it re-sends failed ones every second, from `poll`); if the
+/// process stops first, the records from there on are redelivered, so a dead letter may be
+/// written twice but a failed record is never lost.
+pub struct CommitGate<C> {
+    inner: C,
+    pending: Arc<PendingLetters>,
+    /// Offsets held back per partition: the full offset the container asked to commit.
+    held: HashMap<TopicPartition, OffsetToCommit>,
+    last_retry: Instant,
+}
+
+impl<C> fmt::Debug for CommitGate<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitGate")
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: ContainerConsumer> CommitGate<C> {
+    /// The wrapped consumer.
+    pub fn get_ref(&self) -> &C {
+        &self.inner
+    }
+
+    /// Settles the dead letters of `offsets`' partitions and returns the offsets capped below
+    /// unacknowledged ones (remembering the full ones as held back).
+    async fn gate(&mut self, offsets: Vec<OffsetToCommit>) -> Vec<OffsetToCommit> {
+        let tps: Vec<TopicPartition> = offsets.iter().map(|o| o.partition.clone()).collect();
+        self.pending.settle(Some(&tps)).await;
+        let mut out = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            match self.pending.lowest_unacked(&o.partition) {
+                Some(low) if low < o.offset => {
+                    tracing::warn!(
+                        topic = %o.partition.0, partition = o.partition.1, offset = low,
+                        "holding back the commit at a record whose dead letter is not \
+                         acknowledged"
+                    );
+                    out.push(OffsetToCommit {
+                        partition: o.partition.clone(),
+                        offset: low,
+                        metadata: String::new(),
+                    });
+                    self.held.insert(o.partition.clone(), o);
+                }
+                _ => {
+                    self.held.remove(&o.partition);
+                    out.push(o);
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-sends failed dead letters and commits held-back offsets that are clear now.
+    async fn retry_held(&mut self) -> crate::Result<()> {
+        if self.held.is_empty() || self.last_retry.elapsed() < GATE_RETRY_INTERVAL {
+            return Ok(());
+        }
+        self.last_retry = Instant::now();
+        let held: Vec<OffsetToCommit> = self.held.values().cloned().collect();
+        let offsets = self.gate(held).await;
+        self.inner.commit(offsets).await
+    }
+}
+
+impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
+    type Record = C::Record;
+
+    async fn poll(&mut self, timeout: Duration) -> crate::Result<Vec<C::Record>> {
+        if let Err(e) = self.retry_held().await {
+            tracing::debug!(error = %e, "committing held-back offsets failed");
+        }
+        self.inner.poll(timeout).await
+    }
+
+    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> crate::Result<()> {
+        self.inner.seek(partition, offset)
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> crate::Result<()> {
+        self.inner.pause(partitions)
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> crate::Result<()> {
+        self.inner.resume(partitions)
+    }
+
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.inner.assignment()
+    }
+
+    async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> crate::Result<()> {
+        let offsets = self.gate(offsets).await;
+        self.inner.commit(offsets).await
+    }
+
+    async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> crate::Result<CommittedOffsets> {
+        self.inner.committed(partitions).await
+    }
+
+    fn group_id(&self) -> Option<String> {
+        self.inner.group_id()
+    }
+
+    async fn close(&mut self) -> crate::Result<()> {
+        self.pending.settle(None).await;
+        if !self.held.is_empty() {
+            let held: Vec<OffsetToCommit> = self.held.values().cloned().collect();
+            let offsets = self.gate(held).await;
+            if let Err(e) = self.inner.commit(offsets).await {
+                tracing::warn!(error = %e, "committing held-back offsets on close failed");
+            }
+        }
+        if !self.pending.is_empty() {
+            tracing::warn!(
+                "closing with unacknowledged dead letters; their records will be redelivered"
+            );
+        }
+        self.inner.close().await
     }
 }
