@@ -566,8 +566,8 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
     /// Builds a *pipelined* publisher and the [`CommitGate`] that must wrap the container's
     /// consumer: `recover` returns as soon as the dead letter is queued in the producer (so
     /// dead letters of consecutive failed records travel together instead of one round trip
-    /// each), and the gate, before every commit, waits for the dead letters of the records
-    /// being committed and never commits past one that is not acknowledged.
+    /// each), and the gate never commits past a record whose dead letter is not acknowledged
+    /// (it holds such commits back and completes them when the acknowledgements arrive).
     ///
     /// ```no_run
     /// use rekafka::cluster::Cluster;
@@ -611,7 +611,6 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
             inner: consumer,
             pending,
             held: HashMap::new(),
-            last_retry: Instant::now(),
         };
         Ok((publisher, gate))
     }
@@ -785,16 +784,18 @@ impl From<DeadLetterError> for Error {
 // ---------------------------------------------------------------------------------------------
 // Pipelined publication
 
-/// Dead letters in a pipelined publisher at most; `recover` settles them all first when full.
+/// Dead letters in a pipelined publisher at most; `recover` waits for the queued ones first
+/// when full (back-pressure).
 pub const MAX_PENDING_DEAD_LETTERS: usize = 10_000;
-/// How often the gate re-sends dead letters whose publication failed.
-const GATE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a dead letter whose publication failed is sent again.
+const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A queued dead letter: the source offset, the record (to send again) and its delivery.
 struct PendingLetter {
     offset: i64,
     record: Record,
     delivery: Option<DeliveryFuture>,
+    last_send: Instant,
 }
 
 /// The dead letters a pipelined publisher queued and its gate has not seen acknowledged, per
@@ -813,8 +814,8 @@ impl PendingLetters {
     ) -> Result<(), DeadLetterError> {
         use std::sync::atomic::Ordering;
         if self.count.load(Ordering::Acquire) >= MAX_PENDING_DEAD_LETTERS {
-            // Back-pressure: settle everything queued so far.
-            self.settle(None).await;
+            // Back-pressure: wait for what is queued.
+            self.settle().await;
         }
         let delivery = self
             .sender
@@ -836,81 +837,104 @@ impl PendingLetters {
                 offset: source.offset(),
                 record,
                 delivery: Some(delivery),
+                last_send: Instant::now(),
             });
         self.count.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Waits for the queued dead letters (of `only` partitions, or all), sending failed ones
-    /// again once; the ones still not acknowledged stay queued.
-    async fn settle(&self, only: Option<&[TopicPartition]>) {
+    /// Without waiting: drops acknowledged dead letters, and sends failed ones again (at most
+    /// every [`RESEND_INTERVAL`]).
+    async fn reap(&self) {
         use std::sync::atomic::Ordering;
-        let taken: Vec<(TopicPartition, Vec<PendingLetter>)> = {
+        let mut resend: Vec<(TopicPartition, i64, Record)> = Vec::new();
+        {
             let mut letters = lock(&self.letters);
-            let keys: Vec<TopicPartition> = letters
-                .keys()
-                .filter(|tp| only.is_none_or(|o| o.contains(tp)))
-                .cloned()
-                .collect();
-            keys.into_iter()
-                .filter_map(|tp| letters.remove(&tp).map(|l| (tp, l)))
-                .collect()
-        };
-        for (tp, letters) in taken {
-            let mut kept = Vec::new();
-            for mut l in letters {
-                let mut acked = false;
-                for attempt in 0..2 {
-                    let delivery = match l.delivery.take() {
-                        Some(d) if attempt == 0 || !matches!(d.try_result(), Some(Err(_))) => d,
-                        _ => match self.sender.producer.send(l.record.clone()).await {
-                            Ok(d) => d,
-                            Err(e) => {
-                                tracing::warn!(
-                                    topic = %tp.0, partition = tp.1, offset = l.offset,
-                                    error = %e.error, "re-sending a dead letter failed"
-                                );
-                                break;
-                            }
-                        },
-                    };
-                    let mut delivery = delivery;
-                    match tokio::time::timeout(self.sender.timeout, &mut delivery).await {
-                        Ok(Ok(_)) => {
-                            acked = true;
-                            break;
+            let mut acked = 0;
+            for (tp, list) in letters.iter_mut() {
+                list.retain_mut(
+                    |l| match l.delivery.as_ref().map(DeliveryFuture::try_result) {
+                        Some(Some(Ok(_))) => {
+                            acked += 1;
+                            false
                         }
-                        Ok(Err(e)) => {
+                        Some(None) => true,
+                        Some(Some(Err(e))) => {
                             tracing::warn!(
                                 topic = %tp.0, partition = tp.1, offset = l.offset,
                                 error = %e.error,
-                                "dead-letter publication failed; offsets are held back"
+                                "dead-letter publication failed; the commit is held back"
                             );
+                            l.delivery = None;
+                            true
                         }
-                        Err(_) => {
-                            tracing::warn!(
-                                topic = %tp.0, partition = tp.1, offset = l.offset,
-                                "dead-letter publication timed out; offsets are held back"
-                            );
-                            l.delivery = Some(delivery);
-                            break;
-                        }
+                        None => true,
+                    },
+                );
+                for l in list.iter_mut() {
+                    if l.delivery.is_none() && l.last_send.elapsed() >= RESEND_INTERVAL {
+                        l.last_send = Instant::now();
+                        resend.push((tp.clone(), l.offset, l.record.clone()));
                     }
                 }
-                if acked {
-                    self.count.fetch_sub(1, Ordering::AcqRel);
-                } else {
-                    kept.push(l);
-                }
             }
-            if !kept.is_empty() {
-                let mut letters = lock(&self.letters);
-                let slot = letters.entry(tp).or_default();
-                // Letters queued meanwhile come after these.
-                kept.append(slot);
-                *slot = kept;
+            letters.retain(|_, l| !l.is_empty());
+            self.count.fetch_sub(acked, Ordering::AcqRel);
+        }
+        for (tp, offset, record) in resend {
+            match self.sender.producer.send(record).await {
+                Ok(d) => {
+                    if let Some(l) = lock(&self.letters)
+                        .get_mut(&tp)
+                        .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
+                    {
+                        l.delivery = Some(d);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    topic = %tp.0, partition = tp.1, offset, error = %e.error,
+                    "sending a dead letter again failed"
+                ),
             }
         }
+    }
+
+    /// Waits (up to the send timeout each) for every queued dead letter, sending failed ones
+    /// again once.
+    async fn settle(&self) {
+        self.sender.producer.flush().await;
+        let pending: Vec<(TopicPartition, i64)> = lock(&self.letters)
+            .iter()
+            .flat_map(|(tp, l)| l.iter().map(move |l| (tp.clone(), l.offset)))
+            .collect();
+        for (tp, offset) in pending {
+            let (record, delivery) = {
+                let mut letters = lock(&self.letters);
+                let Some(l) = letters
+                    .get_mut(&tp)
+                    .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
+                else {
+                    continue;
+                };
+                (l.record.clone(), l.delivery.take())
+            };
+            let delivery = match delivery {
+                Some(d) if !matches!(d.try_result(), Some(Err(_))) => Some(d),
+                _ => self.sender.producer.send(record).await.ok(),
+            };
+            let Some(mut delivery) = delivery else {
+                continue;
+            };
+            // The outcome is read by `reap` below through the delivery itself.
+            let _ = tokio::time::timeout(self.sender.timeout, &mut delivery).await;
+            if let Some(l) = lock(&self.letters)
+                .get_mut(&tp)
+                .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
+            {
+                l.delivery = Some(delivery);
+            }
+        }
+        self.reap().await;
     }
 
     /// The lowest source offset of a dead letter of `tp` not yet acknowledged.
@@ -926,18 +950,22 @@ impl PendingLetters {
 }
 
 /// Wraps the container's consumer for a [pipelined](DeadLetterPublisherBuilder::build_pipelined)
-/// [`DeadLetterPublisher`]: before each commit it waits for the dead letters of the records
-/// being committed, and never commits a partition past a record whose dead letter is not
-/// acknowledged. Such an offset is held back (WARN) and committed by the gate itself once the
-/// dead letter goes through (it re-sends failed ones every second, from `poll`); if the
-/// process stops first, the records from there on are redelivered, so a dead letter may be
-/// written twice but a failed record is never lost.
+/// [`DeadLetterPublisher`] and never commits a partition past a record whose dead letter is not
+/// acknowledged yet.
+///
+/// Commits do not wait: a commit is capped at the lowest offset of its partition whose dead
+/// letter is still in flight, and the full offset is *held back* and committed by the gate from
+/// a later `poll` as soon as those dead letters are acknowledged. A dead letter whose
+/// publication failed is sent again every second (a WARN each time) and holds the commit back
+/// until it goes through, so a failed record is never lost; if the process stops first, the
+/// records from the held-back offset on are redelivered, and some of their dead letters may be
+/// written twice. `close` waits for the queued dead letters (up to the send timeout each)
+/// before committing what it can.
 pub struct CommitGate<C> {
     inner: C,
     pending: Arc<PendingLetters>,
     /// Offsets held back per partition: the full offset the container asked to commit.
     held: HashMap<TopicPartition, OffsetToCommit>,
-    last_retry: Instant,
 }
 
 impl<C> fmt::Debug for CommitGate<C> {
@@ -954,20 +982,12 @@ impl<C: ContainerConsumer> CommitGate<C> {
         &self.inner
     }
 
-    /// Settles the dead letters of `offsets`' partitions and returns the offsets capped below
-    /// unacknowledged ones (remembering the full ones as held back).
-    async fn gate(&mut self, offsets: Vec<OffsetToCommit>) -> Vec<OffsetToCommit> {
-        let tps: Vec<TopicPartition> = offsets.iter().map(|o| o.partition.clone()).collect();
-        self.pending.settle(Some(&tps)).await;
+    /// `offsets` capped below dead letters in flight (the full ones remembered as held back).
+    fn cap(&mut self, offsets: Vec<OffsetToCommit>) -> Vec<OffsetToCommit> {
         let mut out = Vec::with_capacity(offsets.len());
         for o in offsets {
             match self.pending.lowest_unacked(&o.partition) {
                 Some(low) if low < o.offset => {
-                    tracing::warn!(
-                        topic = %o.partition.0, partition = o.partition.1, offset = low,
-                        "holding back the commit at a record whose dead letter is not \
-                         acknowledged"
-                    );
                     out.push(OffsetToCommit {
                         partition: o.partition.clone(),
                         offset: low,
@@ -984,15 +1004,35 @@ impl<C: ContainerConsumer> CommitGate<C> {
         out
     }
 
-    /// Re-sends failed dead letters and commits held-back offsets that are clear now.
-    async fn retry_held(&mut self) -> crate::Result<()> {
-        if self.held.is_empty() || self.last_retry.elapsed() < GATE_RETRY_INTERVAL {
+    /// Commits held-back offsets whose dead letters are acknowledged by now.
+    async fn commit_released(&mut self) -> crate::Result<()> {
+        if self.held.is_empty() {
             return Ok(());
         }
-        self.last_retry = Instant::now();
-        let held: Vec<OffsetToCommit> = self.held.values().cloned().collect();
-        let offsets = self.gate(held).await;
-        self.inner.commit(offsets).await
+        self.pending.reap().await;
+        let ready: Vec<OffsetToCommit> = self
+            .held
+            .values()
+            .filter(|o| {
+                self.pending
+                    .lowest_unacked(&o.partition)
+                    .is_none_or(|low| low >= o.offset)
+            })
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for o in &ready {
+            self.held.remove(&o.partition);
+        }
+        if let Err(e) = self.inner.commit(ready.clone()).await {
+            for o in ready {
+                self.held.entry(o.partition.clone()).or_insert(o);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -1000,9 +1040,15 @@ impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
     type Record = C::Record;
 
     async fn poll(&mut self, timeout: Duration) -> crate::Result<Vec<C::Record>> {
-        if let Err(e) = self.retry_held().await {
+        if let Err(e) = self.commit_released().await {
             tracing::debug!(error = %e, "committing held-back offsets failed");
         }
+        // While offsets are held back, come back soon to release them.
+        let timeout = if self.held.is_empty() {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(20))
+        };
         self.inner.poll(timeout).await
     }
 
@@ -1023,7 +1069,8 @@ impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
     }
 
     async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> crate::Result<()> {
-        let offsets = self.gate(offsets).await;
+        self.pending.reap().await;
+        let offsets = self.cap(offsets);
         self.inner.commit(offsets).await
     }
 
@@ -1039,13 +1086,9 @@ impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
     }
 
     async fn close(&mut self) -> crate::Result<()> {
-        self.pending.settle(None).await;
-        if !self.held.is_empty() {
-            let held: Vec<OffsetToCommit> = self.held.values().cloned().collect();
-            let offsets = self.gate(held).await;
-            if let Err(e) = self.inner.commit(offsets).await {
-                tracing::warn!(error = %e, "committing held-back offsets on close failed");
-            }
+        self.pending.settle().await;
+        if let Err(e) = self.commit_released().await {
+            tracing::warn!(error = %e, "committing held-back offsets on close failed");
         }
         if !self.pending.is_empty() {
             tracing::warn!(
