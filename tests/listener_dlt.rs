@@ -400,3 +400,98 @@ async fn pipelined_publisher_holds_commits_back_until_the_dead_letter_is_acknowl
     assert_eq!(unique, HashSet::from([5, 9]));
     cluster.close().await;
 }
+
+/// One record of `topic` partition 0 as consumed.
+async fn consume_one(cluster: &Cluster, topic: &str) -> KRec {
+    let mut recs =
+        listener_dlt_support::read_all(cluster, topic, 1, 1, Duration::from_secs(10)).await;
+    assert_eq!(recs.len(), 1);
+    KRec(recs.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_naming_missing_destination_and_timeout() {
+    use rekafka::listener::{
+        DeadLetterError, Destination, DltNaming, MissingDestination, SendTimeout,
+    };
+    let mock = MockCluster::builder()
+        .topic("rs", 1)
+        .topic("rs.DLT", 1)
+        .topic("custom", 3)
+        .start()
+        .await
+        .unwrap();
+    let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
+        .await
+        .unwrap();
+    produce(
+        &cluster,
+        vec![Record::new("rs").with_key("k").with_value("v")],
+    )
+    .await;
+    let rec = consume_one(&cluster, "rs").await;
+    let err: SharedError = Arc::new(Poison("x".into()));
+
+    // Legacy naming.
+    let legacy = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .naming(DltNaming::Legacy)
+        .build()
+        .await
+        .unwrap();
+    let meta = legacy.publish(&rec, &err).await.unwrap().unwrap();
+    assert_eq!((&*meta.topic, meta.partition), ("rs.DLT", 0));
+    legacy.close().await;
+
+    // A resolver: no destination → skipped (Ok, nothing written) or failed.
+    let skip = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .resolver(|_, _| None)
+        .build()
+        .await
+        .unwrap();
+    assert!(skip.publish(&rec, &err).await.unwrap().is_none());
+    let fail = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .resolver(|_, _| None)
+        .on_missing_destination(MissingDestination::Fail)
+        .build()
+        .await
+        .unwrap();
+    assert!(matches!(
+        fail.publish(&rec, &err).await,
+        Err(DeadLetterError::NoDestination { offset: 0, .. })
+    ));
+    // A resolver with a negative partition: the partitioner chooses (by key).
+    let custom = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .resolver(|_, _| Some(Destination::any_partition("custom")))
+        .build()
+        .await
+        .unwrap();
+    let meta = custom.publish(&rec, &err).await.unwrap().unwrap();
+    assert_eq!(&*meta.topic, "custom");
+    assert_eq!(
+        meta.partition,
+        rekafka::producer::murmur2_partition(b"k", 3) as i32
+    );
+
+    // A publication that times out is awaited again, not re-sent: exactly one dead letter.
+    let held = mock.hold(|i| i.api_key == ApiKey::Produce);
+    let slow = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .send_timeout(SendTimeout::Fixed(Duration::from_millis(300)))
+        .build()
+        .await
+        .unwrap();
+    let first = slow.publish(&rec, &err).await;
+    assert!(
+        matches!(first, Err(DeadLetterError::Timeout { .. })),
+        "{first:?}"
+    );
+    held.release();
+    let second = slow.publish(&rec, &err).await.unwrap().unwrap();
+    assert_eq!(&*second.topic, "rs-dlt");
+    assert_eq!(
+        mock.high_watermark("rs-dlt", 0).unwrap(),
+        1,
+        "one dead letter"
+    );
+    slow.close().await;
+    cluster.close().await;
+}
