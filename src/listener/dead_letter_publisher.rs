@@ -611,6 +611,7 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
             inner: consumer,
             pending,
             held: HashMap::new(),
+            capped: HashMap::new(),
         };
         Ok((publisher, gate))
     }
@@ -966,6 +967,8 @@ pub struct CommitGate<C> {
     pending: Arc<PendingLetters>,
     /// Offsets held back per partition: the full offset the container asked to commit.
     held: HashMap<TopicPartition, OffsetToCommit>,
+    /// The last capped offset committed per partition (a repeat is not sent again).
+    capped: HashMap<TopicPartition, i64>,
 }
 
 impl<C> fmt::Debug for CommitGate<C> {
@@ -988,15 +991,19 @@ impl<C: ContainerConsumer> CommitGate<C> {
         for o in offsets {
             match self.pending.lowest_unacked(&o.partition) {
                 Some(low) if low < o.offset => {
-                    out.push(OffsetToCommit {
-                        partition: o.partition.clone(),
-                        offset: low,
-                        metadata: String::new(),
-                    });
+                    // Committing the same capped offset again would only cost a round trip.
+                    if self.capped.insert(o.partition.clone(), low) != Some(low) {
+                        out.push(OffsetToCommit {
+                            partition: o.partition.clone(),
+                            offset: low,
+                            metadata: String::new(),
+                        });
+                    }
                     self.held.insert(o.partition.clone(), o);
                 }
                 _ => {
                     self.held.remove(&o.partition);
+                    self.capped.remove(&o.partition);
                     out.push(o);
                 }
             }
@@ -1025,6 +1032,7 @@ impl<C: ContainerConsumer> CommitGate<C> {
         }
         for o in &ready {
             self.held.remove(&o.partition);
+            self.capped.remove(&o.partition);
         }
         if let Err(e) = self.inner.commit(ready.clone()).await {
             for o in ready {
@@ -1071,6 +1079,9 @@ impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
     async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> crate::Result<()> {
         self.pending.reap().await;
         let offsets = self.cap(offsets);
+        if offsets.is_empty() {
+            return Ok(());
+        }
         self.inner.commit(offsets).await
     }
 
