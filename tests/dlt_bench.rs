@@ -10,6 +10,7 @@
 mod common;
 mod listener_dlt_support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bootstrap, unique};
@@ -82,8 +83,11 @@ async fn flood(cluster: &Cluster, src: &str, pipelined: bool, baseline: bool) ->
     let group = unique("bench-g");
     let consumer = KConsumer::new(cluster.clone(), &group, src, PARTITIONS);
     let builder = DeadLetterPublisher::<KRec>::builder(cluster.clone());
-    let eh = DefaultErrorHandler::new().back_off(FixedBackOff::no_retries());
+    let recovered = Arc::new(Mutex::new((0usize, None::<Duration>)));
     let start = Instant::now();
+    let eh = DefaultErrorHandler::new()
+        .back_off(FixedBackOff::no_retries())
+        .retry_listener(LastRecovered(recovered.clone(), start));
     let handle = if baseline {
         ListenerContainer::builder(consumer)
             .record_handler(|_r: KRec| async { Ok::<(), HandlerError>(()) })
@@ -121,7 +125,13 @@ async fn flood(cluster: &Cluster, src: &str, pipelined: bool, baseline: bool) ->
         assert!(Instant::now() < deadline, "stalled at {sum}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rate = N as f64 / start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed();
+    let rate = N as f64 / elapsed.as_secs_f64();
+    if let (n, Some(last)) = *recovered.lock().unwrap() {
+        println!(
+            "  {n} recoveries returned after {last:?}; everything committed after {elapsed:?}"
+        );
+    }
     handle.stop().await;
     let _ = probe.consumer.close().await;
     rate
@@ -159,4 +169,15 @@ async fn poison_flood_to_dlt_vs_plain_produce() {
         );
     }
     cluster.close().await;
+}
+
+/// Counts recoveries and remembers when the last one returned.
+struct LastRecovered(Arc<Mutex<(usize, Option<Duration>)>>, Instant);
+
+impl rekafka::listener::RetryListener<KRec> for LastRecovered {
+    fn recovered(&self, _: &KRec, _: &rekafka::listener::SharedError) {
+        let mut g = self.0.lock().unwrap();
+        g.0 += 1;
+        g.1 = Some(self.1.elapsed());
+    }
 }
