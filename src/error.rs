@@ -127,6 +127,19 @@ pub enum ErrorKind {
     /// call since; the source is that first error. Close it and create a new one.
     #[error("unrecoverable earlier error")]
     Fatal,
+    /// The current transaction hit an error it cannot commit past (KIP-1050 "abortable"):
+    /// abort it, after which the producer is usable again; the source is that first error.
+    #[error("the transaction must be aborted")]
+    Abortable,
+    /// The record was part of a transaction that was aborted before it was sent (KIP-654's
+    /// `TransactionAbortedException`); not fatal.
+    #[error("the transaction was aborted")]
+    TransactionAborted,
+    /// The call is not allowed in the object's current state (a transactional call outside
+    /// a transaction, `commit` while an abort is pending, two calls at once); the message
+    /// names both.
+    #[error("illegal state")]
+    InvalidState,
 }
 
 macro_rules! kafka_codes {
@@ -575,6 +588,7 @@ impl Error {
                         | KafkaCode::PolicyViolation
                 ) && !code.is_retriable()
             }
+            ErrorKind::Abortable => true,
             ErrorKind::Timeout => false,
             _ => false,
         }

@@ -17,6 +17,8 @@
 //! * `mock` (cargo feature `mock`): an embedded Kafka cluster with fault injection, for tests.
 //! * [`producer`]: batching, partitioning, compression, retries, idempotence, a circuit
 //!   breaker and metrics.
+//! * [`transaction`]: the transactional producer (`init/begin/commit/abort`, offsets in a
+//!   transaction, KIP-447 fencing, KIP-1050 error classes).
 //! * [`consumer`]: the consumer: manual assignment or group subscription, a background fetcher
 //!   that reads ahead into a bounded buffer, seek/pause/resume, commits, rebalance callbacks.
 //! * [`group`]: consumer-group membership (classic protocol), assignors, offset commits.
@@ -90,6 +92,7 @@ pub mod listener;
 pub mod mock;
 pub mod producer;
 pub mod protocol;
+pub mod transaction;
 
 pub use client::{Client, ClientBuilder, ClientConfig};
 pub use error::{Error, ErrorKind, KafkaCode, Result};

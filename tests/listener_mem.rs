@@ -66,6 +66,12 @@ impl ListenerRecord for Rec {
             message: "not JSON".into(),
         })
     }
+    fn with_deserialization_failure(&self, _: DeserializationFailed) -> Self {
+        Rec {
+            bad: true,
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -268,6 +274,10 @@ async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
 }
 
 async fn poison_run(ack_mode: AckMode) {
+    poison_run_with(ack_mode, 1).await;
+}
+
+async fn poison_run_with(ack_mode: AckMode, concurrency: usize) {
     let poison: HashSet<i64> = (0..1000).filter(|i| i % 100 == 37).collect();
     let s = store(4, 250, &poison, &HashSet::new());
     let consumer = MemConsumer::new(&s, (0..4).map(tp).collect());
@@ -310,6 +320,7 @@ async fn poison_run(ack_mode: AckMode) {
                 })),
         )
         .ack_mode(ack_mode)
+        .concurrency(concurrency)
         .poll_timeout(Duration::from_millis(50))
         .start()
         .unwrap();
@@ -765,4 +776,99 @@ async fn failing_recoverer_is_capped_then_heals() {
     .await;
     handle.stop().await;
     assert_eq!(recovered.lock().unwrap().clone(), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_records_with_partitions_handled_concurrently() {
+    poison_run_with(AckMode::Batch, 4).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_overlaps_partitions_but_keeps_each_in_order() {
+    let s = store(4, 5, &HashSet::new(), &HashSet::new());
+    let consumer = MemConsumer::new(&s, (0..4).map(tp).collect());
+    let log: Log<(i32, i64)> = Arc::default();
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let max_in_flight = Arc::new(AtomicU32::new(0));
+    let (l, inf, mx) = (log.clone(), in_flight.clone(), max_in_flight.clone());
+    let start = Instant::now();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: Rec| {
+            let (l, inf, mx) = (l.clone(), inf.clone(), mx.clone());
+            async move {
+                let now = inf.fetch_add(1, Ordering::SeqCst) + 1;
+                mx.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                inf.fetch_sub(1, Ordering::SeqCst);
+                l.lock().unwrap().push((r.partition, r.offset));
+                Ok(())
+            }
+        })
+        .concurrency(4)
+        .start()
+        .unwrap();
+    wait_until(|| log.lock().unwrap().len() == 20, "all handled").await;
+    let took = Instant::now() - start;
+    handle.stop().await;
+    assert_eq!(
+        max_in_flight.load(Ordering::SeqCst),
+        4,
+        "four partitions at once"
+    );
+    assert!(
+        took < Duration::from_millis(1000),
+        "5 x 100 ms per partition in parallel, took {took:?}"
+    );
+    let log = log.lock().unwrap().clone();
+    for p in 0..4 {
+        let offs: Vec<i64> = log.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+        assert_eq!(offs, vec![0, 1, 2, 3, 4], "partition {p} in order");
+    }
+    let st = s.lock().unwrap();
+    assert!((0..4).all(|p| st.committed.get(&tp(p)).map(|x| x.0) == Some(5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_and_manual_ack_modes_commit_what_they_should() {
+    // Count(3): commits after every third handled record.
+    let s = store(1, 7, &HashSet::new(), &HashSet::new());
+    let mut consumer = MemConsumer::new(&s, vec![tp(0)]);
+    consumer.max_poll = 100;
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|_r: Rec| async move { Ok(()) })
+        .ack_mode(AckMode::Count(3))
+        .start()
+        .unwrap();
+    wait_until(|| s.lock().unwrap().commits.len() >= 2, "two count commits").await;
+    handle.stop().await;
+    let commits: Vec<i64> = s.lock().unwrap().commits.iter().map(|c| c.offset).collect();
+    assert_eq!(commits, vec![3, 6, 7], "every 3 records, the rest on stop");
+
+    // Manual: only acknowledged records are committed (odd offsets are acked here).
+    let s = store(1, 6, &HashSet::new(), &HashSet::new());
+    let consumer = MemConsumer::new(&s, vec![tp(0)]);
+    let handled = Arc::new(AtomicU32::new(0));
+    let h = handled.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler_with_ack(move |r: Rec, ack| {
+            let h = h.clone();
+            async move {
+                if r.offset < 3 {
+                    ack.acknowledge();
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .ack_mode(AckMode::Manual)
+        .start()
+        .unwrap();
+    wait_until(|| handled.load(Ordering::SeqCst) == 6, "all handled").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle.stop().await;
+    assert_eq!(
+        s.lock().unwrap().committed.get(&tp(0)).map(|c| c.0),
+        Some(3),
+        "records 3..6 were never acknowledged"
+    );
 }

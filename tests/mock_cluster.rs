@@ -466,8 +466,28 @@ async fn moved_leader_answers_not_leader_on_the_old_broker() {
         (0, 0)
     );
     mock.set_partition_leader("mv", 0, new).unwrap();
-    let (code, _) = send_produce(&old_conn, produce("mv", 0, batch(&["2"], None, false))).await;
-    assert_eq!(code, KafkaCode::NotLeaderOrFollower.code());
+    let resp = old_conn
+        .send(produce("mv", 0, batch(&["2"], None, false)))
+        .await
+        .unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, KafkaCode::NotLeaderOrFollower.code());
+    // KIP-951 (Produce v10+): the new leader and its address come with the error.
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (new, 1)
+    );
+    assert_eq!(resp.node_endpoints.len(), 1);
+    assert_eq!(resp.node_endpoints[0].node_id.0, new);
+    let i = mock.broker_ids().iter().position(|&b| b == new).unwrap();
+    assert_eq!(
+        format!("127.0.0.1:{}", resp.node_endpoints[0].port),
+        mock.broker_addrs()[i]
+    );
+    let f = old_conn.send(fetch("mv", 0, 0, 0, false)).await.unwrap();
+    let fp = &f.responses[0].partitions[0];
+    assert_eq!(fp.error_code, KafkaCode::NotLeaderOrFollower.code());
+    assert_eq!(fp.current_leader.leader_id.0, new);
     let meta = old_conn
         .send(MetadataRequest::default().with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(TopicName(s("mv")))),
@@ -1373,4 +1393,366 @@ async fn describe_configs_of_a_topic() {
     assert_eq!(r.error_code, 0);
     assert_eq!(r.configs.len(), 1);
     assert_eq!(r.configs[0].value.as_deref(), Some("delete"));
+}
+
+#[tokio::test]
+async fn fetch_respects_byte_limits_but_returns_at_least_one_batch() {
+    let mock = MockCluster::builder()
+        .topic("big", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let v = "x".repeat(1000);
+    for _ in 0..3 {
+        send_produce(&conn, produce("big", 0, batch(&[v.as_str()], None, false))).await;
+    }
+    let one = mock.batches("big", 0).unwrap()[0].as_bytes().len() as i32;
+    let fetch_with = |partition_max: i32, max: i32| {
+        let mut f = fetch("big", 0, 0, 0, false).with_max_bytes(max);
+        f.topics[0].partitions[0].partition_max_bytes = partition_max;
+        f
+    };
+    let count = |r: FetchResponse| values(&r.responses[0].partitions[0]).len();
+    // Smaller than one batch: still the first batch (KIP-74).
+    assert_eq!(count(conn.send(fetch_with(1, 1 << 20)).await.unwrap()), 1);
+    assert_eq!(count(conn.send(fetch_with(1 << 20, 1)).await.unwrap()), 1);
+    // Room for two and a half batches: two.
+    assert_eq!(
+        count(conn.send(fetch_with(one * 5 / 2, 1 << 20)).await.unwrap()),
+        2
+    );
+    assert_eq!(
+        count(conn.send(fetch_with(1 << 20, one * 5 / 2)).await.unwrap()),
+        2
+    );
+    assert_eq!(
+        count(conn.send(fetch_with(1 << 20, 1 << 20)).await.unwrap()),
+        3
+    );
+}
+
+#[tokio::test]
+async fn topic_hidden_from_metadata_for_two_responses() {
+    let mock = MockCluster::builder()
+        .topic("hidden", 2)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    mock.push_topic_metadata_errors(
+        "hidden",
+        &[
+            KafkaCode::UnknownTopicOrPartition,
+            KafkaCode::LeaderNotAvailable,
+        ],
+    );
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(s("hidden")))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let codes: Vec<(i16, usize)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let r = conn.send(req.clone()).await.unwrap();
+            v.push((r.topics[0].error_code, r.topics[0].partitions.len()));
+        }
+        v
+    };
+    assert_eq!(
+        codes,
+        vec![
+            (KafkaCode::UnknownTopicOrPartition.code(), 0),
+            (KafkaCode::LeaderNotAvailable.code(), 0),
+            (0, 2)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn offset_for_leader_epoch_follows_leader_moves() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("ep", 1)
+        .start()
+        .await
+        .unwrap();
+    let first = mock.partition_leader("ep", 0).unwrap();
+    let second = if first == 1 { 2 } else { 1 };
+    let c1 = connect_broker(&mock, first).await;
+    send_produce(&c1, produce("ep", 0, batch(&["a", "b"], None, false))).await;
+    mock.set_partition_leader("ep", 0, second).unwrap();
+    let c2 = connect_broker(&mock, second).await;
+    send_produce(&c2, produce("ep", 0, batch(&["c"], None, false))).await;
+    let req = |epoch: i32, current: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(s("ep")))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_leader_epoch(epoch)
+                            .with_current_leader_epoch(current),
+                    ]),
+            ])
+    };
+    let answer = |r: OffsetForLeaderEpochResponse| {
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    // Epoch 0 ended where epoch 1 began (offset 2); epoch 1 is current: ends at the log end.
+    assert_eq!(answer(c2.send(req(0, 1)).await.unwrap()), (0, 0, 2));
+    assert_eq!(answer(c2.send(req(1, 1)).await.unwrap()), (0, 1, 3));
+    assert_eq!(
+        answer(c2.send(req(0, 0)).await.unwrap()).0,
+        KafkaCode::FencedLeaderEpoch.code()
+    );
+    assert_eq!(
+        answer(c1.send(req(0, 1)).await.unwrap()).0,
+        KafkaCode::NotLeaderOrFollower.code()
+    );
+}
+
+#[tokio::test]
+async fn narrowed_api_versions_are_negotiated() {
+    let mock = MockCluster::start().await.unwrap();
+    mock.set_api_versions(ApiKey::Metadata, Some((1, 4)));
+    mock.set_api_versions(ApiKey::DescribeConfigs, None);
+    let conn = connect(&mock.bootstrap()).await;
+    let range = conn.versions().range(ApiKey::Metadata).unwrap();
+    assert_eq!((range.min, range.max), (1, 4));
+    assert!(conn.versions().range(ApiKey::DescribeConfigs).is_none());
+    conn.send(MetadataRequest::default()).await.unwrap();
+    let used = mock
+        .wait_for_requests(|r| r.api_key == ApiKey::Metadata, 1)
+        .await;
+    assert_eq!(used[0].api_version, 4);
+    assert!(
+        MockCluster::supported_api_versions()
+            .iter()
+            .any(|&(k, _, max)| k == ApiKey::Produce && max == 11)
+    );
+}
+
+#[tokio::test]
+async fn log_append_time_topic_stamps_batches() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let created = conn
+        .send(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(TopicName(s("lat")))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1)
+                        .with_configs(vec![
+                            create_topics_request::CreatableTopicConfig::default()
+                                .with_name(s("message.timestamp.type"))
+                                .with_value(Some(s("LogAppendTime"))),
+                        ]),
+                ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.topics[0].error_code, 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let resp = conn
+        .send(produce("lat", 0, batch(&["a", "b"], None, false)))
+        .await
+        .unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0);
+    assert!(p.log_append_time_ms >= before, "{p:?}");
+    let fetched = conn.send(fetch("lat", 0, 0, 0, false)).await.unwrap();
+    let records = fetched.responses[0].partitions[0].records.clone().unwrap();
+    let b = RecordBatches::new(records).next().unwrap().unwrap();
+    assert_eq!(
+        b.timestamp_type(),
+        rekafka::protocol::record::TimestampType::LogAppendTime
+    );
+    for r in b.records().unwrap() {
+        assert_eq!(r.unwrap().timestamp, p.log_append_time_ms);
+    }
+}
+
+#[tokio::test]
+async fn static_member_restart_into_a_stable_group_keeps_its_assignment() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let req = join("kip345", "", b"s").with_group_instance_id(Some(s("pod-0")));
+    let r1 = conn.send(req.clone()).await.unwrap();
+    assert_eq!((r1.error_code, r1.generation_id), (0, 1));
+    let sync = |member: &str| {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(s("kip345")))
+            .with_member_id(s(member))
+            .with_group_instance_id(Some(s("pod-0")))
+            .with_generation_id(1)
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")))
+    };
+    let assigned = conn
+        .send(sync(&r1.member_id).with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(r1.member_id.clone())
+                .with_assignment(Bytes::from_static(b"p0,p1")),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(&assigned.assignment[..], b"p0,p1");
+    // The pod restarts: same instance id, no member id. No rebalance: same generation, and
+    // SyncGroup hands back the assignment it had.
+    let r2 = conn.send(req).await.unwrap();
+    assert_eq!((r2.error_code, r2.generation_id), (0, 1));
+    assert_ne!(r2.member_id, r1.member_id);
+    let again = conn.send(sync(&r2.member_id)).await.unwrap();
+    assert_eq!(&again.assignment[..], b"p0,p1");
+    // The old incarnation is fenced.
+    let hb = conn
+        .send(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("kip345")))
+                .with_member_id(r1.member_id.clone())
+                .with_group_instance_id(Some(s("pod-0")))
+                .with_generation_id(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.error_code, KafkaCode::FencedInstanceId.code());
+}
+
+#[tokio::test]
+async fn old_join_group_versions_get_a_member_id_directly() {
+    let mock = MockCluster::start().await.unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    // v0 has no rebalance timeout and no MEMBER_ID_REQUIRED round trip.
+    let r = conn.send_at(join("old", "", b"o"), 0).await.unwrap();
+    assert_eq!(r.error_code, 0);
+    assert!(!r.member_id.is_empty());
+    assert_eq!(r.leader, r.member_id);
+    assert_eq!(r.protocol_name.as_deref(), Some("range"));
+    let s0 = conn
+        .send_at(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("old")))
+                .with_member_id(r.member_id.clone())
+                .with_generation_id(r.generation_id)
+                .with_assignments(vec![
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(r.member_id.clone())
+                        .with_assignment(Bytes::from_static(b"a")),
+                ]),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!((s0.error_code, &s0.assignment[..]), (0, &b"a"[..]));
+    let hb = conn
+        .send_at(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("old")))
+                .with_member_id(r.member_id.clone())
+                .with_generation_id(r.generation_id),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.error_code, 0);
+    let leave = conn
+        .send_at(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("old")))
+                .with_member_id(r.member_id.clone()),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(leave.error_code, 0);
+    let desc = conn
+        .send(DescribeGroupsRequest::default().with_groups(vec![GroupId(s("old"))]))
+        .await
+        .unwrap();
+    assert_eq!(desc.groups[0].group_state.as_str(), "Empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_records_wake_a_long_poll_and_are_fetched() {
+    let mock = MockCluster::builder()
+        .topic("seed", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let waiting = tokio::spawn(async move { conn.send(fetch("seed", 0, 0, 60_000, false)).await });
+    mock.wait_for_requests(|r| r.api_key == ApiKey::Fetch, 1)
+        .await;
+    let base = mock
+        .append_records(
+            "seed",
+            0,
+            &[(Some(b"k1"), Some(b"v1")), (None, Some(b"v2"))],
+        )
+        .unwrap();
+    assert_eq!(base, 0);
+    let resp = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("long poll not woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        values(&resp.responses[0].partitions[0]),
+        vec![(0, "v1".into()), (1, "v2".into())]
+    );
+    assert!(mock.append_records("nope", 0, &[(None, None)]).is_err());
+}
+
+#[tokio::test]
+async fn broker_errors_with_rtt_are_delayed() {
+    let mock = MockCluster::builder()
+        .topic("slow", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    let id = mock.broker_ids()[0];
+    mock.push_broker_request_errors_rtt(
+        id,
+        ApiKey::Produce,
+        &[(KafkaCode::RequestTimedOut, Duration::from_millis(300))],
+    );
+    let start = tokio::time::Instant::now();
+    let (code, _) = send_produce(&conn, produce("slow", 0, batch(&["x"], None, false))).await;
+    assert_eq!(code, KafkaCode::RequestTimedOut.code());
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(mock.high_watermark("slow", 0).unwrap(), 0, "not applied");
+    assert_eq!(
+        send_produce(&conn, produce("slow", 0, batch(&["x"], None, false))).await,
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn fetch_with_min_bytes_zero_answers_at_once() {
+    let mock = MockCluster::builder()
+        .topic("mb0", 1)
+        .start()
+        .await
+        .unwrap();
+    let conn = connect(&mock.bootstrap()).await;
+    // An empty partition, a long max wait, min_bytes 0: Kafka answers immediately.
+    let req = fetch("mb0", 0, 0, 60_000, false).with_min_bytes(0);
+    let resp = tokio::time::timeout(Duration::from_secs(5), conn.send(req))
+        .await
+        .expect("min_bytes 0 must not wait")
+        .unwrap();
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+    assert!(values(&resp.responses[0].partitions[0]).is_empty());
 }

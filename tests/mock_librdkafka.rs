@@ -189,3 +189,166 @@ async fn librdkafka_read_committed_hides_the_aborted_transaction() {
     used.dedup();
     eprintln!("librdkafka used: {used:?}");
 }
+
+/// librdkafka's idempotent producer against injected faults: retriable errors, lost
+/// acknowledgements and a dropped connection. Every record is delivered exactly once, in order,
+/// and the request log shows the retries the broker deduplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_idempotent_produce_survives_errors_lost_acks_and_disconnects() {
+    use rekafka::KafkaCode;
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("faulty", 2)
+        .start()
+        .await
+        .unwrap();
+    mock.push_request_errors(
+        ApiKey::Produce,
+        &[
+            KafkaCode::NotEnoughReplicas,
+            KafkaCode::RequestTimedOut,
+            KafkaCode::NotEnoughReplicasAfterAppend,
+        ],
+    );
+    // Two produce requests are written but never acknowledged.
+    mock.drop_responses(
+        |r| r.api_key == ApiKey::Produce && r.producer_id.is_some(),
+        2,
+    );
+    mock.close_connection_on(ApiKey::Produce, 12);
+    let n = 20_000;
+    let v = run(
+        "mock_idempotent.py",
+        vec![
+            mock.bootstrap(),
+            "faulty".into(),
+            n.to_string(),
+            "1500".into(),
+        ],
+    )
+    .await;
+    assert_eq!(v["acked"], n, "{v}");
+    assert_eq!(v["consumed"], n, "{v}");
+    assert_eq!(v["distinct"], n, "{v}");
+    assert_eq!(v["in_order"], true, "{v}");
+    let stored: usize = (0..2)
+        .map(|p| mock.records("faulty", p).unwrap().len())
+        .sum();
+    assert_eq!(stored, n, "the broker stored each record once");
+    // The lost acknowledgements were retried with the same producer id, epoch and sequence.
+    let produces: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Produce)
+        .map(|r| {
+            (
+                r.partitions.clone(),
+                r.producer_id,
+                r.producer_epoch,
+                r.base_sequence,
+            )
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let repeats = produces
+        .iter()
+        .filter(|p| !seen.insert((*p).clone()))
+        .count();
+    assert!(
+        repeats >= 2,
+        "expected retried produce requests, saw {repeats}"
+    );
+}
+
+/// Scenario 12 of the reliability plan: recoverable errors on every transactional RPC. librdkafka
+/// retries them and the outcome is the same as without faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_transactions_recover_from_coordinator_errors() {
+    use rekafka::KafkaCode;
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("txn-faults", 2)
+        .start()
+        .await
+        .unwrap();
+    mock.push_request_errors(
+        ApiKey::InitProducerId,
+        &[
+            KafkaCode::CoordinatorNotAvailable,
+            KafkaCode::NotCoordinator,
+            KafkaCode::CoordinatorLoadInProgress,
+        ],
+    );
+    mock.push_request_errors(
+        ApiKey::AddPartitionsToTxn,
+        &[KafkaCode::ConcurrentTransactions],
+    );
+    mock.push_request_errors(
+        ApiKey::EndTxn,
+        &[KafkaCode::NotCoordinator, KafkaCode::ConcurrentTransactions],
+    );
+    mock.push_request_errors(
+        ApiKey::FindCoordinator,
+        &[KafkaCode::CoordinatorNotAvailable],
+    );
+    let v = run(
+        "mock_txn.py",
+        vec![
+            mock.bootstrap(),
+            "txn-faults".into(),
+            "mock-txn-faults".into(),
+        ],
+    )
+    .await;
+    let mut committed: Vec<String> = serde_json::from_value(v["read_committed"].clone()).unwrap();
+    committed.sort();
+    let mut want: Vec<String> = (0..10)
+        .map(|i| format!("c-{i}"))
+        .chain((0..5).map(|i| format!("d-{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(committed, want, "{v}");
+    let count = |api: ApiKey| {
+        mock.requests()
+            .into_iter()
+            .filter(|r| r.api_key == api)
+            .count()
+    };
+    assert!(count(ApiKey::InitProducerId) >= 4, "errors were retried");
+    assert!(count(ApiKey::EndTxn) >= 5, "3 EndTxn plus 2 retried");
+}
+
+/// A partition's leader moves while librdkafka's idempotent producer is sending: it follows the
+/// leader (NOT_LEADER_OR_FOLLOWER, metadata refresh) and every record is stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_follows_a_leader_move_mid_produce() {
+    let mock = MockCluster::builder()
+        .brokers(3)
+        .topic("moving", 2)
+        .start()
+        .await
+        .unwrap();
+    let n = 50_000;
+    let script = tokio::spawn(run(
+        "mock_idempotent.py",
+        vec![mock.bootstrap(), "moving".into(), n.to_string()],
+    ));
+    mock.wait_for_requests(|r| r.api_key == ApiKey::Produce, 5)
+        .await;
+    let old = mock.partition_leader("moving", 0).unwrap();
+    let new = mock.broker_ids().into_iter().find(|&b| b != old).unwrap();
+    mock.set_partition_leader("moving", 0, new).unwrap();
+    let v = script.await.unwrap();
+    assert_eq!(v["acked"], n, "{v}");
+    assert_eq!(v["consumed"], n, "{v}");
+    assert_eq!(v["distinct"], n, "{v}");
+    assert_eq!(v["in_order"], true, "{v}");
+    let produced_to = |broker: i32| {
+        mock.requests().into_iter().any(|r| {
+            r.api_key == ApiKey::Produce
+                && r.broker == broker
+                && r.partitions.iter().any(|(t, p)| t == "moving" && *p == 0)
+        })
+    };
+    assert!(produced_to(new), "the new leader received produce requests");
+}

@@ -24,7 +24,11 @@ Options:
   -e, --exit                 Exit when every assigned partition reaches its end
   -c, --count N              Exit after N records
       --isolation LEVEL      read_uncommitted (default) | read_committed
-      --format FORMAT        json (default): one object per line | value: the value bytes
+      --format FORMAT        json (default): one object per line with topic, partition,
+                             offset, timestamp, key, value (UTF-8 strings; key_b64/value_b64
+                             instead when not UTF-8; null when absent) and headers as
+                             [[name, value-or-null], ...] in wire order (a non-UTF-8 header
+                             value is {\"b64\": \"...\"}) | value: the value bytes, one per line
   -X KEY=VALUE               Any consumer property (e.g. -X session.timeout.ms=6000)
 ";
 
@@ -305,7 +309,7 @@ fn bytes_field(name: &str, v: Option<&[u8]>, s: &mut String) {
                 json_str(t, s);
             }
             Err(_) => {
-                s.push_str(&format!(",\"{name}\":null,\"{name}_b64\":"));
+                s.push_str(&format!(",\"{name}_b64\":"));
                 json_str(&base64(b), s);
             }
         },
@@ -436,4 +440,39 @@ async fn perf_async(a: Args) -> Result<(), String> {
     consumer.close().await.map_err(|e| e.to_string())?;
     cluster.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rekafka::consumer::visible_records;
+    use rekafka::protocol::record::BatchBuilder;
+
+    #[test]
+    fn json_lines_match_the_documented_format() {
+        let mut b = BatchBuilder::new().with_base_offset(7);
+        b.append(
+            1000,
+            None,
+            Some(&[0xff]),
+            &[("h1", Some(b"a")), ("h2", None), ("h1", Some(&[0xfe]))],
+        )
+        .unwrap();
+        b.append(1001, Some(b"k\"1"), None, &[]).unwrap();
+        let (recs, _) =
+            visible_records(&b.build().unwrap(), 7, IsolationLevel::ReadUncommitted, &[]).unwrap();
+        let mut s = String::new();
+        json_line(&recs[0], &mut s);
+        assert_eq!(
+            s,
+            r#"{"topic":"t","partition":0,"offset":7,"timestamp":1000,"key":null,"value_b64":"/w==","headers":[["h1","a"],["h2",null],["h1",{"b64":"/g=="}]]}"#
+        );
+        s.clear();
+        json_line(&recs[1], &mut s);
+        assert_eq!(
+            s,
+            r#"{"topic":"t","partition":0,"offset":8,"timestamp":1001,"key":"k\"1","value":null,"headers":[]}"#
+        );
+        assert_eq!(base64(b"hello"), "aGVsbG8=");
+    }
 }

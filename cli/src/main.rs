@@ -41,7 +41,7 @@ Commands:
   {topics}
   {groups}
   produce -t TOPIC [--key-separator SEP] [-H name=value]... [--partition N]
-          [--acks all|1|0] [--compression CODEC]
+          [--acks all|1|0] [--compression CODEC] [--transactional-id ID [--abort]]
                             send stdin lines as records (see produce --help)
   perf produce -t TOPIC -n COUNT -s VALUE_BYTES [--acks ..] [--compression ..] [--linger-ms ..]
                             producer throughput (see perf --help)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::producer::{Acks, DeliveryFuture, Idempotence, Producer, ProducerConfig, Record};
 use rekafka::protocol::record::Compression;
+use rekafka::transaction::TransactionalProducer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub const HELP: &str = "\
@@ -22,6 +23,12 @@ Options:
       --acks all|1|0         Acknowledgements (default all)
   -z, --compression CODEC    none, gzip, snappy, lz4, zstd (default none)
   -X KEY=VALUE               Any producer property by its Java name (linger.ms, batch.size, ...)
+      --transactional-id ID  Write all of stdin's records in one transaction with this
+                             transactional.id (fences older producers with the same id);
+                             committed at end of input. Exits 1 unless the commit succeeded.
+      --abort                With --transactional-id: abort the transaction instead of
+                             committing it (exit 0 if the abort succeeded); useful to test
+                             read_committed consumers.
 ";
 
 /// Options shared by `produce` and `perf produce`.
@@ -108,6 +115,45 @@ impl Common {
             .map_err(|e| format!("creating the producer: {e}"))?;
         Ok((producer, topic))
     }
+
+    /// A transactional producer with `transactional.id` = `id`, transactions initialized.
+    pub async fn transactional(&self, id: &str) -> Result<(TransactionalProducer, String), String> {
+        let topic = self.topic.clone().ok_or("-t TOPIC is required")?;
+        let bootstrap = self
+            .bootstrap
+            .clone()
+            .or_else(|| std::env::var("REKAFKA_BOOTSTRAP").ok())
+            .ok_or("no broker: pass -b HOST:PORT or set REKAFKA_BOOTSTRAP")?;
+        let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(',')))
+            .await
+            .map_err(|e| format!("connecting to {bootstrap}: {e}"))?;
+        let config = self.config.clone().with_transactional_id(id);
+        let producer = TransactionalProducer::new(cluster, config)
+            .map_err(|e| format!("creating the transactional producer: {e}"))?;
+        producer
+            .init_transactions()
+            .await
+            .map_err(|e| format!("init_transactions: {e}"))?;
+        Ok((producer, topic))
+    }
+}
+
+/// The producer `produce` writes with.
+enum Sink {
+    Plain(Producer),
+    Txn(TransactionalProducer),
+}
+
+impl Sink {
+    async fn send(
+        &self,
+        record: Record,
+    ) -> Result<DeliveryFuture, rekafka::producer::ProduceError> {
+        match self {
+            Sink::Plain(p) => p.send(record).await,
+            Sink::Txn(p) => p.send(record).await,
+        }
+    }
 }
 
 pub fn run(args: &[String]) -> ExitCode {
@@ -115,6 +161,8 @@ pub fn run(args: &[String]) -> ExitCode {
     let mut sep: Option<String> = None;
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut partition: Option<i32> = None;
+    let mut transactional_id: Option<String> = None;
+    let mut abort = false;
     let mut i = 0;
     while i < args.len() {
         match common.parse(args, &mut i) {
@@ -139,6 +187,11 @@ pub fn run(args: &[String]) -> ExitCode {
                         headers.push((k.to_owned(), v.to_owned()));
                         i += 1;
                     }
+                    ("--transactional-id", Some(v)) => {
+                        transactional_id = Some(v);
+                        i += 1;
+                    }
+                    ("--abort", _) => abort = true,
                     ("-p" | "--partition", Some(v)) => {
                         match v.parse() {
                             Ok(p) => partition = Some(p),
@@ -164,6 +217,10 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         i += 1;
     }
+    if abort && transactional_id.is_none() {
+        eprintln!("error: --abort needs --transactional-id");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -172,13 +229,26 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let (producer, topic) = match common.producer().await {
+        let made = match &transactional_id {
+            None => common.producer().await.map(|(p, t)| (Sink::Plain(p), t)),
+            Some(id) => common
+                .transactional(id)
+                .await
+                .map(|(p, t)| (Sink::Txn(p), t)),
+        };
+        let (producer, topic) = match made {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        if let Sink::Txn(p) = &producer
+            && let Err(e) = p.begin_transaction()
+        {
+            eprintln!("error: begin_transaction: {e}");
+            return ExitCode::FAILURE;
+        }
         let topic: std::sync::Arc<str> = topic.into();
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
@@ -224,11 +294,15 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             }
         }
-        producer.flush().await;
+        let p = match producer {
+            Sink::Plain(p) => p,
+            Sink::Txn(p) => return finish_transaction(p, pending, failed, abort).await,
+        };
+        p.flush().await;
         for f in pending {
             report(f.await);
         }
-        producer.close().await;
+        p.close().await;
         eprintln!("{ok} records delivered, {failed} failed");
         if failed > 0 {
             ExitCode::FAILURE
@@ -236,4 +310,68 @@ pub fn run(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
     })
+}
+
+/// Commits (or, with `abort`, aborts) the transaction holding every record sent.
+async fn finish_transaction(
+    producer: TransactionalProducer,
+    pending: std::collections::VecDeque<DeliveryFuture>,
+    failed_at_send: u64,
+    abort: bool,
+) -> ExitCode {
+    let id = producer.transactional_id().to_owned();
+    let sent = pending.len() as u64;
+    let code = if abort {
+        match producer.abort_transaction().await {
+            Ok(()) => {
+                for f in pending {
+                    // Delivered-then-aborted or failed as aborted: either way not visible.
+                    let _ = f.await;
+                }
+                eprintln!("{sent} records aborted in transaction {id}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: abort_transaction: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    } else if failed_at_send > 0 {
+        eprintln!("error: {failed_at_send} records were refused; aborting the transaction");
+        if let Err(e) = producer.abort_transaction().await {
+            eprintln!("error: abort_transaction: {e}");
+        }
+        ExitCode::FAILURE
+    } else {
+        match producer.commit_transaction().await {
+            Ok(()) => {
+                let mut failed = 0u64;
+                for f in pending {
+                    if let Err(e) = f.await {
+                        failed += 1;
+                        eprintln!("error: record not delivered: {e}");
+                    }
+                }
+                if failed > 0 {
+                    // Cannot happen: a commit succeeds only when every record was delivered.
+                    eprintln!("error: {failed} records failed in a committed transaction");
+                    ExitCode::FAILURE
+                } else {
+                    eprintln!("{sent} records committed in transaction {id}");
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("error: commit_transaction: {e}");
+                if e.is_abortable()
+                    && let Err(e) = producer.abort_transaction().await
+                {
+                    eprintln!("error: abort_transaction: {e}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+    };
+    producer.close().await;
+    code
 }

@@ -2,7 +2,7 @@
 """A librdkafka consumer-group member for mixed-group tests.
 
     PYTHONPATH=.tools/py python3 protocol-tests/interop/group_consume.py BOOTSTRAP TOPIC GROUP SECONDS \
-        [--strategy range|roundrobin|cooperative-sticky]
+        [--strategy range|roundrobin|cooperative-sticky] [--instance ID]
 
 Subscribes to TOPIC in GROUP (session.timeout.ms 6000, auto.offset.reset earliest, auto commit)
 for SECONDS, printing one JSON line per event:
@@ -24,6 +24,7 @@ def main():
     ap.add_argument("group")
     ap.add_argument("seconds", type=float)
     ap.add_argument("--strategy", default="range")
+    ap.add_argument("--instance", default=None, help="group.instance.id (static member)")
     a = ap.parse_args()
     c = Consumer({
         "bootstrap.servers": a.bootstrap,
@@ -34,7 +35,7 @@ def main():
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": a.strategy,
         "fetch.wait.max.ms": 100,
-    })
+    } | ({"group.instance.id": a.instance} if a.instance else {}))
 
     def out(o):
         sys.stdout.write(json.dumps(o) + "\n")

@@ -5,7 +5,11 @@ them all back. Prints one JSON object:
     {"produced": N, "acked": N, "consumed": N, "distinct": N, "in_order": true,
      "partitions": {"0": count, ...}}
 
-    PYTHONPATH=.tools/py python3 protocol-tests/interop/mock_idempotent.py BOOTSTRAP TOPIC N
+    PYTHONPATH=.tools/py python3 protocol-tests/interop/mock_idempotent.py BOOTSTRAP TOPIC N \
+        [REQUEST_TIMEOUT_MS]
+
+REQUEST_TIMEOUT_MS (default 30000) is librdkafka's request.timeout.ms and socket.timeout.ms: lower it when the test
+drops responses.
 
 Exits 1 when a delivery fails.
 """
@@ -17,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 def main():
     bootstrap, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    request_timeout = int(sys.argv[4]) if len(sys.argv) > 4 else 30000
     p = Producer({
         "bootstrap.servers": bootstrap,
         "broker.address.family": "v4",
@@ -25,6 +30,9 @@ def main():
         "linger.ms": 20,
         "batch.num.messages": 2000,
         "message.timeout.ms": 60000,
+        "request.timeout.ms": request_timeout,
+        "socket.timeout.ms": max(request_timeout, 10),
+        "retry.backoff.ms": 50,
     })
     acked, errors = [0], []
 

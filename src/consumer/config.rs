@@ -392,6 +392,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn defaults_are_javas() {
+        let c = ConsumerConfig::new();
+        assert_eq!(c.group_id, None);
+        assert_eq!(c.auto_offset_reset, OffsetReset::Latest);
+        assert_eq!(c.auto_commit, AutoCommit::Interval(Duration::from_secs(5)));
+        assert_eq!(c.fetch_min_bytes, 1);
+        assert_eq!(c.fetch_max_wait, Duration::from_millis(500));
+        assert_eq!(c.fetch_max_bytes, 52_428_800);
+        assert_eq!(c.max_partition_fetch_bytes, 1_048_576);
+        assert_eq!(c.max_poll_records, 500);
+        assert_eq!(c.isolation_level, IsolationLevel::ReadUncommitted);
+        assert_eq!(c.session_timeout, Duration::from_secs(45));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(3));
+        assert_eq!(c.max_poll_interval, Duration::from_secs(300));
+        let names: Vec<&str> = c.assignors.iter().map(|a| a.name()).collect();
+        assert_eq!(names, ["range", "cooperative-sticky"]);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn properties() {
         let mut c = ConsumerConfig::new();
         for k in ConsumerConfig::PROPERTY_NAMES {

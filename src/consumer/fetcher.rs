@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use super::config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::record::ConsumerRecord;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Recovery, recovery_for};
 use crate::group::{GroupMember, TopicPartition};
 use crate::protocol::record::{ControlType, RecordBatch, RecordBatches, Records};
 use crate::{Error, ErrorKind, KafkaCode, Result};
@@ -500,10 +500,19 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                     shared.cluster.mark_failed(broker);
                 }
                 let at = Instant::now() + cfg.retry_backoff;
+                let give_up =
+                    recovery_for(&e) == Recovery::GiveUp && e.kind() != &ErrorKind::Closed;
                 for i in &items {
                     if let Some(p) = st.parts.get_mut(&i.tp) {
                         p.in_flight = false;
-                        p.retry_at = Some(at);
+                        if give_up {
+                            // An error no retry can fix (unsupported version, authorization):
+                            // the application hears of it through poll.
+                            p.error = Some(e.clone().on_partition(i.tp.topic(), i.tp.partition));
+                            got_data = true;
+                        } else {
+                            p.retry_at = Some(at);
+                        }
                     }
                     refresh_topics.insert(i.tp.topic().to_owned());
                 }
@@ -550,22 +559,19 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                                     ))),
                                 }
                             }
-                            _ if e.is_retriable()
-                                || matches!(
-                                    e.kafka_code(),
-                                    Some(
-                                        KafkaCode::FencedLeaderEpoch
-                                            | KafkaCode::UnknownLeaderEpoch
-                                            | KafkaCode::NotLeaderOrFollower
-                                            | KafkaCode::UnknownTopicOrPartition
-                                    )
-                                ) =>
-                            {
-                                tracing::debug!(error = %e, "fetch error; refreshing metadata");
-                                refresh_topics.insert(i.tp.topic().to_owned());
-                                p.retry_at = Some(Instant::now() + cfg.retry_backoff);
-                            }
-                            _ => p.error = Some(e),
+                            _ => match recovery_for(&e) {
+                                Recovery::GiveUp => p.error = Some(e),
+                                Recovery::RetrySame => {
+                                    p.retry_at = Some(Instant::now() + cfg.retry_backoff)
+                                }
+                                // Stale leader (NOT_LEADER, FENCED/UNKNOWN_LEADER_EPOCH, unknown
+                                // partition, storage error, …): refresh and re-route.
+                                _ => {
+                                    tracing::debug!(error = %e, "fetch error; refreshing metadata");
+                                    refresh_topics.insert(i.tp.topic().to_owned());
+                                    p.retry_at = Some(Instant::now() + cfg.retry_backoff);
+                                }
+                            },
                         }
                         continue;
                     }

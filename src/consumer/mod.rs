@@ -114,6 +114,8 @@ struct GroupState {
     listener: Option<Arc<dyn RebalanceListener>>,
     last_auto_commit: Instant,
     manual: bool,
+    /// When a pattern subscription last listed every topic of the cluster.
+    last_pattern_refresh: Option<Instant>,
 }
 
 /// A Kafka consumer. See the [module documentation](self).
@@ -121,6 +123,7 @@ struct GroupState {
 /// Every method takes `&self`; one task should drive `poll`. Dropping the consumer stops its
 /// background tasks; [`close`](Self::close) also commits (with auto-commit) and leaves the group.
 pub struct Consumer {
+    runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     group: Mutex<GroupState>,
     poll_lock: tokio::sync::Mutex<()>,
@@ -144,7 +147,7 @@ impl Consumer {
     /// member's heartbeat task); must be called inside a tokio runtime.
     pub fn new(cluster: Cluster, config: ConsumerConfig) -> Result<Consumer> {
         config.validate()?;
-        tokio::runtime::Handle::try_current()
+        let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Consumer must be created inside a tokio runtime"))?;
         let member = match &config.group_id {
             Some(g) => {
@@ -171,8 +174,9 @@ impl Consumer {
             member,
         });
         let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(fetcher::run(shared.clone(), rx));
+        runtime.spawn(fetcher::run(shared.clone(), rx));
         Ok(Consumer {
+            runtime,
             shared,
             group: Mutex::new(GroupState {
                 subscription: None,
@@ -181,6 +185,7 @@ impl Consumer {
                 listener: None,
                 last_auto_commit: Instant::now(),
                 manual: false,
+                last_pattern_refresh: None,
             }),
             poll_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -493,7 +498,21 @@ impl Consumer {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<()> {
         self.check_open()?;
-        self.member()?.commit(offsets).await
+        let member = self.member()?;
+        self.check_generation(member)?;
+        member.commit(offsets).await
+    }
+
+    /// A subscribed consumer that is not in an active generation (its membership was lost, or
+    /// it never joined) must not commit: the partitions may belong to another member now.
+    fn check_generation(&self, member: &GroupMember) -> Result<()> {
+        if lock(&self.group).subscription.is_some() && member.generation() < 0 {
+            return Err(Error::broker(crate::KafkaCode::IllegalGeneration).message(
+                "commit refused: this consumer is not in an active generation of its group \
+                 (membership lost or not joined yet); it rejoins in the next poll",
+            ));
+        }
+        Ok(())
     }
 
     /// Starts a commit of the current positions and returns at once; the returned handle
@@ -509,9 +528,9 @@ impl Consumer {
         offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
     ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         self.check_open()?;
-        self.member()?;
+        self.check_generation(self.member()?)?;
         let shared = self.shared.clone();
-        Ok(tokio::spawn(async move {
+        Ok(self.runtime.spawn(async move {
             match &shared.member {
                 Some(m) => m.commit(&offsets).await,
                 None => Ok(()),
@@ -540,6 +559,10 @@ impl Consumer {
             return;
         }
         let Some(m) = &self.shared.member else { return };
+        if let Err(e) = self.check_generation(m) {
+            tracing::debug!(error = %e, "no auto-commit outside an active generation");
+            return;
+        }
         let set: BTreeSet<&TopicPartition> = tps.iter().collect();
         let offsets: Vec<_> = self
             .positions()
@@ -570,7 +593,7 @@ impl Consumer {
             return;
         }
         let shared = self.shared.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             if let Some(m) = &shared.member
                 && let Err(e) = m.commit(&offsets).await
             {
@@ -607,6 +630,20 @@ impl Consumer {
         let topics = match &sub {
             Subscription::Topics(t) => t.clone(),
             Subscription::Pattern(re) => {
+                // The metadata cache holds only the topics asked for; list them all at the
+                // metadata refresh interval so that new matching topics are picked up.
+                let max_age = self.shared.cluster.config().metadata_max_age;
+                let due = lock(&self.group)
+                    .last_pattern_refresh
+                    .is_none_or(|t| t.elapsed() >= max_age);
+                if due {
+                    match self.shared.cluster.refresh().await {
+                        Ok(()) => lock(&self.group).last_pattern_refresh = Some(Instant::now()),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "listing topics for a pattern failed")
+                        }
+                    }
+                }
                 let meta = self.shared.cluster.metadata();
                 let mut v: Vec<String> = meta
                     .topics
@@ -718,6 +755,8 @@ impl Consumer {
         RecordStream {
             consumer: self,
             pending: std::collections::VecDeque::new(),
+            errors: std::collections::VecDeque::new(),
+            in_flight: None,
         }
     }
 
@@ -802,30 +841,73 @@ impl Drop for Consumer {
     }
 }
 
-/// One record at a time from a [`Consumer`]; see [`Consumer::stream`].
-#[derive(Debug)]
+/// One record at a time from a [`Consumer`]; see [`Consumer::stream`]. Implements
+/// `futures_core::Stream<Item = Result<ConsumerRecord>>` (the stream ends when the consumer is
+/// closed), and has an inherent `async fn next`.
 pub struct RecordStream<'a> {
     consumer: &'a Consumer,
     pending: std::collections::VecDeque<ConsumerRecord>,
+    errors: std::collections::VecDeque<Error>,
+    in_flight: Option<BoxFuture<'a, Result<ConsumerRecords>>>,
+}
+
+impl std::fmt::Debug for RecordStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordStream")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordStream<'_> {
     /// The next record, polling as long as it takes. A partition error is returned as `Err`
-    /// (the stream can go on afterwards: other partitions keep flowing).
+    /// (the stream can go on afterwards: other partitions keep flowing); a closed consumer is
+    /// an [`ErrorKind::Closed`] error.
     pub async fn next(&mut self) -> Result<ConsumerRecord> {
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx))
+            .await
+            .unwrap_or_else(|| Err(closed()))
+    }
+}
+
+impl futures_core::Stream for RecordStream<'_> {
+    type Item = Result<ConsumerRecord>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<ConsumerRecord>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
         loop {
-            if let Some(r) = self.pending.pop_front() {
-                return Ok(r);
+            if let Some(e) = this.errors.pop_front() {
+                return Poll::Ready(Some(Err(e)));
             }
-            let recs = self.consumer.poll(Duration::from_secs(1)).await?;
-            let first_error = recs
-                .errors
-                .first()
-                .map(|(tp, e)| e.clone().on_partition(tp.topic(), tp.partition));
-            self.pending
-                .extend(recs.parts.into_iter().flat_map(|(_, r)| r));
-            if let Some(e) = first_error {
-                return Err(e);
+            if let Some(r) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(r)));
+            }
+            let consumer = this.consumer;
+            let fut = this
+                .in_flight
+                .get_or_insert_with(|| Box::pin(consumer.poll(Duration::from_secs(1))));
+            match fut.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => {
+                    this.in_flight = None;
+                    match result {
+                        Err(e) if e.kind() == &ErrorKind::Closed => return Poll::Ready(None),
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                        Ok(recs) => {
+                            this.errors.extend(
+                                recs.errors
+                                    .into_iter()
+                                    .map(|(tp, e)| e.on_partition(tp.topic(), tp.partition)),
+                            );
+                            this.pending
+                                .extend(recs.parts.into_iter().flat_map(|(_, r)| r));
+                        }
+                    }
+                }
             }
         }
     }

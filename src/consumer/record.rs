@@ -192,3 +192,43 @@ impl IntoIterator for ConsumerRecords {
         self.parts.into_iter().flat_map(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::{IsolationLevel, visible_records};
+    use crate::protocol::record::BatchBuilder;
+
+    #[test]
+    fn a_failed_deserialization_is_a_value_with_the_raw_record() {
+        let mut b = BatchBuilder::new();
+        b.append(1, Some(b"key"), Some(&[0xff, 0xfe]), &[]).unwrap();
+        b.append(2, None, Some(b"ok"), &[]).unwrap();
+        let (recs, _) =
+            visible_records(&b.build().unwrap(), 0, IsolationLevel::ReadUncommitted, &[]).unwrap();
+        match recs[0].deserialize(&StringDeserializer, &StringDeserializer) {
+            Deserialized::Failed {
+                record,
+                error,
+                is_key,
+            } => {
+                assert!(!is_key);
+                assert_eq!(record.value.as_deref(), Some(&[0xff, 0xfe][..]));
+                assert_eq!(record.offset, 0);
+                assert_eq!(error.kind(), &crate::ErrorKind::Corrupt);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        match recs[1].deserialize(&StringDeserializer, &StringDeserializer) {
+            Deserialized::Ok { key, value } => {
+                assert_eq!(key, None);
+                assert_eq!(value.as_deref(), Some("ok"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match recs[0].deserialize(&BytesDeserializer, &BytesDeserializer) {
+            Deserialized::Ok { value, .. } => assert_eq!(value.unwrap().len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+}

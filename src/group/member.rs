@@ -183,7 +183,8 @@ fn str_bytes(s: &str) -> StrBytes {
 }
 
 impl GroupMember {
-    /// A member of `config.group_id` that has not joined yet; starts the heartbeat task.
+    /// A member of `config.group_id` that has not joined yet; starts the heartbeat task. Must be
+    /// called inside a tokio runtime (fails with [`ErrorKind::Config`] otherwise).
     pub fn new(cluster: Cluster, config: GroupConfig) -> Result<GroupMember> {
         if config.group_id.is_empty() {
             return Err(Error::config("group.id must not be empty"));
@@ -198,6 +199,8 @@ impl GroupMember {
                 "partition.assignment.strategy must name at least one assignor",
             ));
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a GroupMember must be created inside a tokio runtime"))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
             cluster,
@@ -216,7 +219,7 @@ impl GroupMember {
             shutdown,
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(heartbeat_loop(weak, shutdown_rx));
+        runtime.spawn(heartbeat_loop(weak, shutdown_rx));
         Ok(GroupMember { inner, owner: true })
     }
 
@@ -830,7 +833,8 @@ impl GroupMember {
         }
     }
 
-    fn mark_lost(&self, reset_member_id: bool) {
+    fn mark_lost(&self, reset_member_id: bool, reason: &str) {
+        tracing::warn!(group = %self.inner.config.group_id, member = %self.member_id(), reason, "group membership lost");
         {
             let mut st = lock(&self.inner.state);
             st.stable = false;
@@ -931,7 +935,18 @@ async fn commit_with(
                 | KafkaCode::UnknownMemberId
                 | KafkaCode::FencedInstanceId,
             ) => {
-                member.mark_lost(err.kafka_code() == Some(KafkaCode::UnknownMemberId));
+                // Only if the member is still in the generation the commit was sent for: a
+                // commit that raced with a completed rejoin says nothing about the new one.
+                let current = {
+                    let st = lock(&member.inner.state);
+                    st.stable && st.generation == generation && generation >= 0
+                };
+                if current {
+                    member.mark_lost(
+                        err.kafka_code() == Some(KafkaCode::UnknownMemberId),
+                        "offset commit refused",
+                    );
+                }
                 return Err(err.message(
                     "commit refused: this member is no longer part of the group's current generation \
                      (its partitions may have been reassigned); rejoin and reprocess",
@@ -995,7 +1010,10 @@ async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) 
                 "poll() was not called within max.poll.interval; leaving the group"
             );
             let _ = member.leave(false).await;
-            member.mark_lost(cfg.group_instance_id.is_none());
+            member.mark_lost(
+                cfg.group_instance_id.is_none(),
+                "max.poll.interval exceeded",
+            );
             continue;
         }
         if member.inner.rejoin_needed.load(Ordering::Acquire) {
@@ -1012,9 +1030,11 @@ async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) 
             Ok(()) => {}
             Err(e) => match e.kafka_code() {
                 Some(KafkaCode::RebalanceInProgress) => member.request_rejoin(),
-                Some(KafkaCode::IllegalGeneration) => member.mark_lost(false),
+                Some(KafkaCode::IllegalGeneration) => {
+                    member.mark_lost(false, "heartbeat: ILLEGAL_GENERATION")
+                }
                 Some(KafkaCode::UnknownMemberId | KafkaCode::FencedInstanceId) => {
-                    member.mark_lost(true)
+                    member.mark_lost(true, "heartbeat: unknown or fenced member")
                 }
                 _ => {
                     if is_coordinator_error(&e)

@@ -50,9 +50,9 @@ pub trait ListenerRecord: Clone + Send + Sync + 'static {
     fn with_header(&self, header: Header) -> Self;
     /// The deserialization failure of the key or value, if the record could not be
     /// deserialized. Such a record never reaches the handler.
-    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
-        None
-    }
+    fn deserialization_failure(&self) -> Option<DeserializationFailed>;
+    /// The same record marked as not deserializable.
+    fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self;
 }
 
 /// The consumer operations the container uses. Every method concerns only the partitions it
@@ -89,6 +89,18 @@ pub trait ContainerConsumer: Send + 'static {
 
     /// The consumer group, if the consumer is in one.
     fn group_id(&self) -> Option<String>;
+
+    /// The group membership to send with a transaction's offsets (KIP-447), for the
+    /// exactly-once mode. Default: `None` (no group).
+    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
+        None
+    }
+
+    /// Whether the consumer commits offsets by itself. The container commits (per its ack
+    /// mode) and refuses to start on a consumer that auto-commits. Default: false.
+    fn auto_commit_enabled(&self) -> bool {
+        false
+    }
 
     /// Leaves the group and closes the consumer.
     fn close(&mut self) -> impl Future<Output = Result<()>> + Send;

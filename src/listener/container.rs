@@ -20,6 +20,7 @@ use super::tracker::{
 };
 use super::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
 use crate::protocol::record::Header;
+use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 /// When consumed offsets are committed (Spring's `AckMode`).
@@ -129,15 +130,35 @@ pub enum ContainerEvent {
 /// Acknowledges records in the manual ack modes.
 #[derive(Clone, Debug)]
 pub struct Acknowledgment {
-    sink: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
-    targets: Arc<Vec<(TopicPartition, i64)>>,
+    sink: Option<AckSink>,
+    targets: AckTargets,
+}
+
+/// Where acknowledgments go until the container drains them: (partition, next offset).
+type AckSink = Arc<Mutex<Vec<(TopicPartition, i64)>>>;
+
+#[derive(Clone, Debug)]
+enum AckTargets {
+    /// Not a manual ack mode: the container acks by itself.
+    Automatic,
+    One(TopicPartition, i64),
+    Many(Arc<Vec<(TopicPartition, i64)>>),
 }
 
 impl Acknowledgment {
-    /// Marks the record (or the whole batch) handed with this acknowledgment as processed.
+    /// Marks the record (or the whole batch) handed with this acknowledgment as processed. Only
+    /// the manual ack modes ([`AckMode::Manual`], [`AckMode::ManualImmediate`]) wait for it;
+    /// in the others the container acks handled records by itself and this does nothing.
     pub fn acknowledge(&self) {
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        sink.extend(self.targets.iter().cloned());
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.targets {
+            AckTargets::Automatic => {}
+            AckTargets::One(tp, next) => sink.push((tp.clone(), *next)),
+            AckTargets::Many(all) => sink.extend(all.iter().cloned()),
+        }
     }
 }
 
@@ -145,6 +166,9 @@ type RecordFn<R> =
     Arc<dyn Fn(R, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 type BatchFn<R> = Arc<
     dyn Fn(Vec<R>, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
+>;
+type DeserializationCheck<R> = Arc<
+    dyn Fn(&R) -> std::result::Result<(), super::classify::DeserializationFailed> + Send + Sync,
 >;
 type ListenerErrorFn<R> = Arc<dyn Fn(&R, HandlerError) -> Result<(), HandlerError> + Send + Sync>;
 
@@ -178,10 +202,36 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     handler: Option<Handler<C::Record>>,
     error_handler: DefaultErrorHandler<C::Record>,
     listener_error_handler: Option<ListenerErrorFn<C::Record>>,
+    deserialization_check: Option<DeserializationCheck<C::Record>>,
     ack_mode: AckMode,
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
+    concurrency: usize,
+    transactional: Option<Transactional>,
     events: broadcast::Sender<ContainerEvent>,
+}
+
+/// What the container does when its transactional producer is fenced (another instance with
+/// the same `transactional.id` took over, or the transaction coordinator fenced it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnFenced {
+    /// Stop with [`StopReason::Fenced`] (no rollback processing: the records are the new
+    /// owner's now).
+    #[default]
+    Stop,
+    /// Log it, rewind to the committed offsets, make a new producer with the factory given to
+    /// [`ContainerBuilder::transactional_with`] and go on. Without a factory, stops.
+    Continue,
+}
+
+type ProducerFactory =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<TransactionalProducer>> + Send + Sync>;
+
+struct Transactional {
+    producer: Arc<TransactionalProducer>,
+    factory: Option<ProducerFactory>,
+    on_fenced: OnFenced,
 }
 
 /// The listener container (see [`ListenerContainer::builder`]).
@@ -197,9 +247,12 @@ impl ListenerContainer {
             handler: None,
             error_handler: DefaultErrorHandler::default(),
             listener_error_handler: None,
+            deserialization_check: None,
             ack_mode: AckMode::Batch,
             poll_timeout: Duration::from_secs(5),
             idle_interval: None,
+            concurrency: 1,
+            transactional: None,
             events,
         }
     }
@@ -263,6 +316,21 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// Checks each polled record before any handler sees it (Spring's
+    /// `ErrorHandlingDeserializer`): a record that fails is never handed to the handler and goes
+    /// to the recoverer on its first failure, with its raw bytes. For rekafka's consumer, build
+    /// one with [`deserialization_check`](super::deserialization_check).
+    pub fn deserialization_check(
+        mut self,
+        check: impl Fn(&C::Record) -> std::result::Result<(), super::classify::DeserializationFailed>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.deserialization_check = Some(Arc::new(check));
+        self
+    }
+
     /// The ack mode. Default: [`AckMode::Batch`].
     pub fn ack_mode(mut self, mode: AckMode) -> Self {
         self.ack_mode = mode;
@@ -282,6 +350,54 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// How many partitions' records a record handler may work on at once (each partition's
+    /// records stay in order, one at a time). Default: 1, like Spring's container thread.
+    pub fn concurrency(mut self, partitions: usize) -> Self {
+        self.concurrency = partitions.max(1);
+        self
+    }
+
+    /// Exactly-once processing: each poll's records are handled inside one transaction of
+    /// `producer` (which must have run `init_transactions`); the records the handler sends
+    /// through the same producer and the consumed offsets commit together or not at all. On a
+    /// failure the transaction is aborted, every partition of the poll goes back to its
+    /// committed offset (KAFKA-17582), and the error handler acts as Spring's
+    /// `DefaultAfterRollbackProcessor`: the failed record is redelivered under the back-off
+    /// and, when the attempts are used up, recovered inside a new transaction that also
+    /// commits its offset — so a dead letter and the skip of the record are atomic. A batch
+    /// handler's batch is retried under the same (bounded) back-off, then recovered record by
+    /// record. The error handler's recoverer should send through this producer (e.g. a
+    /// [`TransactionalDeadLetters`](super::TransactionalDeadLetters)) for the dead letter to
+    /// join the transaction.
+    pub fn transactional(mut self, producer: Arc<TransactionalProducer>) -> Self {
+        self.transactional = Some(Transactional {
+            producer,
+            factory: None,
+            on_fenced: OnFenced::Stop,
+        });
+        self
+    }
+
+    /// [`transactional`](Self::transactional), with a factory for a new producer (already
+    /// initialized) when the current one is fenced and `on_fenced` is [`OnFenced::Continue`].
+    pub fn transactional_with<F, Fut>(
+        mut self,
+        producer: Arc<TransactionalProducer>,
+        on_fenced: OnFenced,
+        factory: F,
+    ) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<TransactionalProducer>> + Send + 'static,
+    {
+        self.transactional = Some(Transactional {
+            producer,
+            factory: Some(Arc::new(move || Box::pin(factory()))),
+            on_fenced,
+        });
+        self
+    }
+
     /// Subscribes to events before the container starts (so `Started` is seen).
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
@@ -294,6 +410,12 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             .ok_or_else(|| Error::config("a listener container needs a record or batch handler"))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a listener container must start inside a tokio runtime"))?;
+        if self.consumer.auto_commit_enabled() {
+            return Err(Error::config(
+                "the listener container commits offsets itself (per its ack mode): create the \
+                 consumer with auto-commit disabled (enable.auto.commit=false)",
+            ));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (pause_tx, pause_rx) = watch::channel(false);
         let mut tracker = FailedRecordTracker::new();
@@ -308,9 +430,14 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             handler,
             eh: self.error_handler,
             leh: self.listener_error_handler,
+            check: self.deserialization_check,
             ack_mode: self.ack_mode,
             poll_timeout: self.poll_timeout,
             idle_interval: self.idle_interval,
+            concurrency: self.concurrency,
+            txn: self.transactional,
+            pending_recovery: HashMap::new(),
+            recovered_in_txn: Vec::new(),
             events: self.events.clone(),
             stop: stop_rx,
             pause: pause_rx,
@@ -353,7 +480,8 @@ impl ContainerHandle {
         self.events.subscribe()
     }
 
-    /// Pauses consumption (all partitions) before the next poll; membership is kept.
+    /// Pauses consumption (all partitions) before the next poll (within the poll timeout);
+    /// membership is kept.
     pub fn pause(&self) {
         self.pause.send_replace(true);
     }
@@ -418,9 +546,17 @@ struct Runner<C: ContainerConsumer> {
     handler: Handler<C::Record>,
     eh: DefaultErrorHandler<C::Record>,
     leh: Option<ListenerErrorFn<C::Record>>,
+    check: Option<DeserializationCheck<C::Record>>,
     ack_mode: AckMode,
     poll_timeout: Duration,
     idle_interval: Option<Duration>,
+    concurrency: usize,
+    txn: Option<Transactional>,
+    /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
+    /// they come again, inside that poll's transaction.
+    pending_recovery: HashMap<TopicPartition, (i64, SharedError)>,
+    /// Records recovered inside the open transaction: done only once it commits.
+    recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     events: broadcast::Sender<ContainerEvent>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
@@ -434,7 +570,7 @@ struct Runner<C: ContainerConsumer> {
     last_records: Instant,
     idle_notified: bool,
     container_paused: bool,
-    acks: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    acks: AckSink,
     group: Option<String>,
     stop_reason: Option<StopReason>,
 }
@@ -443,15 +579,26 @@ fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
     (Arc::from(r.topic()), r.partition())
 }
 
+/// Groups records by partition, keeping each partition's order and the partitions' order of
+/// first appearance. Consumers return records partition by partition, so the common case is a
+/// comparison with the previous record; a poll touches few partitions, so the fallback is a
+/// short linear search. One `TopicPartition` is made per partition, not per record.
 fn group_by_partition<R: ListenerRecord>(records: Vec<R>) -> Vec<(TopicPartition, Vec<R>)> {
     let mut out: Vec<(TopicPartition, Vec<R>)> = Vec::new();
-    let mut index: HashMap<(String, i32), usize> = HashMap::new();
+    let mut last: Option<usize> = None;
     for r in records {
-        let key = (r.topic().to_owned(), r.partition());
-        match index.get(&key) {
-            Some(&i) => out[i].1.push(r),
+        let same = |tp: &TopicPartition| tp.1 == r.partition() && &*tp.0 == r.topic();
+        let at = match last {
+            Some(i) if same(&out[i].0) => Some(i),
+            _ => out.iter().position(|(tp, _)| same(tp)),
+        };
+        match at {
+            Some(i) => {
+                out[i].1.push(r);
+                last = Some(i);
+            }
             None => {
-                index.insert(key, out.len());
+                last = Some(out.len());
                 out.push((tp_of(&r), vec![r]));
             }
         }
@@ -509,20 +656,29 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     continue;
                 }
-                _ = self.pause.changed() => continue,
                 r = self.consumer.poll(timeout) => r,
             };
             match polled {
                 Ok(records) if records.is_empty() => self.maybe_idle(),
-                Ok(records) => {
+                Ok(mut records) => {
+                    if let Some(check) = &self.check {
+                        for r in records.iter_mut() {
+                            if let Err(failure) = check(r) {
+                                *r = r.with_deserialization_failure(failure);
+                            }
+                        }
+                    }
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;
-                    match &self.handler {
-                        Handler::Record(_) => self.handle_records(records).await,
-                        Handler::Batch(_) => self.handle_batch(records).await,
+                    match (&self.handler, self.txn.is_some()) {
+                        (Handler::Record(_), false) => self.handle_records(records).await,
+                        (Handler::Batch(_), false) => self.handle_batch(records).await,
+                        (_, true) => self.handle_in_transaction(records).await,
                     }
-                    if self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual {
+                    if self.txn.is_none()
+                        && (self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual)
+                    {
                         self.commit_pending().await;
                     }
                 }
@@ -851,18 +1007,20 @@ impl<C: ContainerConsumer> Runner<C> {
 
     // ---- record handling ----
 
-    async fn call_record_handler(&mut self, record: &C::Record) -> Option<SharedError> {
+    async fn call_record_handler(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+    ) -> Option<SharedError> {
         let Handler::Record(f) = &self.handler else {
             return None;
         };
-        let f = f.clone();
         if let Some(d) = record.deserialization_failure() {
             return Some(Arc::new(d));
         }
-        let tp = tp_of(record);
         let delivered = match self.eh.delivery_attempt_header {
             DeliveryAttemptHeader::On => {
-                let attempt = self.tracker.delivery_attempt(&tp, record.offset());
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
                 record.with_header(Header::new(
                     DELIVERY_ATTEMPT_HEADER,
                     Some(delivery_attempt_header_value(attempt).to_vec()),
@@ -870,10 +1028,7 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             _ => record.clone(),
         };
-        let ack = Acknowledgment {
-            sink: self.acks.clone(),
-            targets: Arc::new(vec![(tp, record.offset() + 1)]),
-        };
+        let ack = self.record_ack(tp, record.offset());
         let result = f(delivered, ack).await;
         let result = match (result, &self.leh) {
             (Err(e), Some(leh)) => leh(record, e),
@@ -882,27 +1037,158 @@ impl<C: ContainerConsumer> Runner<C> {
         result.err().map(Arc::from)
     }
 
+    fn manual_acks(&self) -> bool {
+        matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate)
+    }
+
+    /// The acknowledgment handed with the record at `offset` of `tp`.
+    fn record_ack(&self, tp: &TopicPartition, offset: i64) -> Acknowledgment {
+        if self.manual_acks() {
+            Acknowledgment {
+                sink: Some(self.acks.clone()),
+                targets: AckTargets::One(tp.clone(), offset + 1),
+            }
+        } else {
+            Acknowledgment {
+                sink: None,
+                targets: AckTargets::Automatic,
+            }
+        }
+    }
+
+    /// Whether each handled record must be acked on its own (a commit may follow any record);
+    /// otherwise a partition's handled records are acked once, up to the last one.
+    fn ack_per_record(&self) -> bool {
+        !matches!(
+            self.ack_mode,
+            AckMode::Batch | AckMode::Manual | AckMode::Time(_)
+        )
+    }
+
     async fn handle_records(&mut self, records: Vec<C::Record>) {
+        if self.concurrency > 1 {
+            return self.handle_records_concurrently(records).await;
+        }
+        let per_record = self.ack_per_record();
+        let manual = matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate);
         for (tp, recs) in group_by_partition(records) {
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            // The last record handled without acking it yet (batched acks).
+            let mut handled: Option<i64> = None;
             for record in recs {
-                if self.stop_requested() || self.blocked(&tp) || !self.owns(&tp) {
+                if self.stop_requested() {
                     break;
                 }
                 let offset = record.offset();
-                let failure = self.call_record_handler(&record).await;
-                self.drain_manual_acks().await;
-                let flow = match failure {
+                let failure = self.call_record_handler(&tp, &record).await;
+                if manual {
+                    self.drain_manual_acks().await;
+                }
+                match failure {
                     None => {
                         self.tracker.succeeded(&tp, offset);
-                        self.ack(&tp, offset, AckSource::Handler).await;
-                        Flow::Continue
+                        if per_record {
+                            self.ack(&tp, offset, AckSource::Handler).await;
+                            self.commit_if_due().await;
+                        } else {
+                            handled = Some(offset);
+                        }
                     }
-                    Some(error) => self.on_failure(&tp, &record, error).await,
-                };
-                if flow == Flow::SkipPartition {
-                    break;
+                    Some(error) => {
+                        if let Some(last) = handled.take() {
+                            self.ack(&tp, last, AckSource::Handler).await;
+                        }
+                        if self.on_failure(&tp, &record, error).await == Flow::SkipPartition {
+                            break;
+                        }
+                    }
                 }
-                self.commit_if_due().await;
+            }
+            if let Some(last) = handled {
+                self.ack(&tp, last, AckSource::Handler).await;
+            }
+        }
+    }
+
+    /// Partitions handled at the same time (each partition's records still in order, one at a
+    /// time); failures are then dealt with partition by partition, as in the sequential path.
+    async fn handle_records_concurrently(&mut self, records: Vec<C::Record>) {
+        let Handler::Record(f) = &self.handler else {
+            return;
+        };
+        let f = f.clone();
+        let leh = self.leh.clone();
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (tp, recs) in group_by_partition(records) {
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            let prepared: Vec<(C::Record, C::Record, Acknowledgment)> = recs
+                .into_iter()
+                .map(|r| {
+                    let delivered = match self.eh.delivery_attempt_header {
+                        DeliveryAttemptHeader::On => {
+                            let attempt = self.tracker.delivery_attempt(&tp, r.offset());
+                            r.with_header(Header::new(
+                                DELIVERY_ATTEMPT_HEADER,
+                                Some(delivery_attempt_header_value(attempt).to_vec()),
+                            ))
+                        }
+                        _ => r.clone(),
+                    };
+                    let ack = self.record_ack(&tp, r.offset());
+                    (r, delivered, ack)
+                })
+                .collect();
+            let (f, leh, permits, stop) =
+                (f.clone(), leh.clone(), permits.clone(), self.stop.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let mut done = Vec::new();
+                for (original, delivered, ack) in prepared {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    if let Some(d) = original.deserialization_failure() {
+                        let e: SharedError = Arc::new(d);
+                        return (tp, done, Some((original, e)));
+                    }
+                    let result = match (f(delivered, ack).await, &leh) {
+                        (Err(e), Some(leh)) => leh(&original, e),
+                        (r, _) => r,
+                    };
+                    match result {
+                        Ok(()) => done.push(original.offset()),
+                        Err(e) => return (tp, done, Some((original, Arc::from(e)))),
+                    }
+                }
+                (tp, done, None)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    tracing::error!(error = %e, "a record handler panicked; stopping");
+                    self.stop_reason = Some(StopReason::Error);
+                }
+            }
+        }
+        self.drain_manual_acks().await;
+        for (tp, done, failure) in outcomes {
+            for offset in done {
+                self.tracker.succeeded(&tp, offset);
+                self.ack(&tp, offset, AckSource::Handler).await;
+            }
+            if let Some((record, error)) = failure {
+                if self.on_failure(&tp, &record, error).await == Flow::Continue {
+                    // Recovered: the rest of this partition's records come again.
+                    self.seek_min(&tp, record.offset() + 1);
+                }
             }
         }
     }
@@ -1120,9 +1406,17 @@ impl<C: ContainerConsumer> Runner<C> {
             let e = last.entry(tp_of(r)).or_insert(r.offset());
             *e = (*e).max(r.offset());
         }
+        if !self.manual_acks() {
+            return Acknowledgment {
+                sink: None,
+                targets: AckTargets::Automatic,
+            };
+        }
         Acknowledgment {
-            sink: self.acks.clone(),
-            targets: Arc::new(last.into_iter().map(|(tp, o)| (tp, o + 1)).collect()),
+            sink: Some(self.acks.clone()),
+            targets: AckTargets::Many(Arc::new(
+                last.into_iter().map(|(tp, o)| (tp, o + 1)).collect(),
+            )),
         }
     }
 
@@ -1373,6 +1667,402 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 self.pause_partitions(&tps);
             }
+        }
+    }
+}
+
+/// Why a transaction of the exactly-once mode did not commit.
+enum TxnFailure<R> {
+    /// The handler failed on a record.
+    Handler(TopicPartition, R, SharedError),
+    /// The handler failed on a batch.
+    Batch(SharedError),
+    /// Recovering a record inside the transaction failed.
+    Recovery(TopicPartition, R, SharedError, SharedError),
+    /// The producer refused (begin, send offsets, commit).
+    Producer(Error),
+}
+
+impl<C: ContainerConsumer> Runner<C> {
+    /// Exactly-once: one transaction per poll (see [`ContainerBuilder::transactional`]).
+    async fn handle_in_transaction(&mut self, records: Vec<C::Record>) {
+        let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
+            return;
+        };
+        let groups: Vec<(TopicPartition, Vec<C::Record>)> = group_by_partition(records)
+            .into_iter()
+            .filter(|(tp, _)| !self.blocked(tp) && self.owns(tp))
+            .collect();
+        // Where each partition goes back to if the transaction does not commit: its first
+        // record of this poll, i.e. its committed offset (every earlier poll committed).
+        let firsts: Vec<(TopicPartition, i64)> = groups
+            .iter()
+            .filter_map(|(tp, recs)| recs.first().map(|r| (tp.clone(), r.offset())))
+            .collect();
+        if firsts.is_empty() {
+            return;
+        }
+        if let Err(e) = producer.begin_transaction() {
+            self.transaction_failed(TxnFailure::Producer(e), &firsts)
+                .await;
+            return;
+        }
+        let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+        let failure = match &self.handler {
+            Handler::Record(_) => self.run_records_in_transaction(groups, &mut next).await,
+            Handler::Batch(f) => {
+                let f = f.clone();
+                self.run_batch_in_transaction(f, groups, &mut next).await
+            }
+        };
+        if self.stop_requested() && failure.is_none() && next.is_empty() {
+            self.abort_and_rewind(&producer, &firsts).await;
+            return;
+        }
+        if let Some(failure) = failure {
+            self.transaction_failed(failure, &firsts).await;
+            return;
+        }
+        let offsets: Vec<(String, i32, i64)> = next
+            .iter()
+            .map(|(tp, o)| (tp.0.to_string(), tp.1, *o))
+            .collect();
+        let group = self.consumer.transaction_group_metadata();
+        let committed = async {
+            if let Some(group) = &group {
+                producer
+                    .send_offsets_to_transaction(&offsets, group)
+                    .await?;
+            }
+            producer.commit_transaction().await
+        }
+        .await;
+        let recovered = std::mem::take(&mut self.recovered_in_txn);
+        match committed {
+            Ok(()) => {
+                for (tp, records, error) in recovered {
+                    let Some(first) = records.first() else {
+                        continue;
+                    };
+                    let offset = first.offset();
+                    if self
+                        .pending_recovery
+                        .get(&tp)
+                        .is_some_and(|(o, _)| *o == offset)
+                    {
+                        self.pending_recovery.remove(&tp);
+                    }
+                    for l in &self.eh.listeners {
+                        if records.len() == 1 {
+                            l.recovered(first, &error);
+                        } else {
+                            l.recovered_batch(&records, &error);
+                        }
+                    }
+                    self.tracker.recovered(&tp, offset);
+                    self.emit(ContainerEvent::Recovered {
+                        partition: tp,
+                        offset,
+                    });
+                }
+                // Records not reached (a stop midway) come again from where the commit left.
+                let done: HashSet<&TopicPartition> = next.iter().map(|(tp, _)| tp).collect();
+                for (tp, first) in &firsts {
+                    if !done.contains(tp) {
+                        self.seek_min(tp, *first);
+                    }
+                }
+                for (tp, o) in &next {
+                    self.tracker.succeeded(tp, o - 1);
+                    self.seek_min(tp, *o);
+                }
+                self.emit(ContainerEvent::Committed(
+                    next.into_iter()
+                        .map(|(partition, offset)| OffsetToCommit {
+                            partition,
+                            offset,
+                            metadata: String::new(),
+                        })
+                        .collect(),
+                ));
+            }
+            Err(e) => {
+                self.transaction_failed(TxnFailure::Producer(e), &firsts)
+                    .await
+            }
+        }
+    }
+
+    /// Handles records in the open transaction, recovering those whose attempts are used up.
+    /// Fills `next` with each partition's next offset; stops at the first failure.
+    async fn run_records_in_transaction(
+        &mut self,
+        groups: Vec<(TopicPartition, Vec<C::Record>)>,
+        next: &mut Vec<(TopicPartition, i64)>,
+    ) -> Option<TxnFailure<C::Record>> {
+        for (tp, recs) in groups {
+            let mut last = None;
+            for record in recs {
+                if self.stop_requested() {
+                    break;
+                }
+                let offset = record.offset();
+                let pending = match self.pending_recovery.get(&tp) {
+                    Some((o, e)) if *o == offset => Some(e.clone()),
+                    _ => None,
+                };
+                if let Some(error) = pending {
+                    let recoverer = self.eh.recoverer.clone();
+                    match recoverer.recover(&record, &error).await {
+                        Ok(()) => {
+                            // Done when the transaction commits; if it aborts, the record is
+                            // still pending and is recovered again in the next one.
+                            self.recovered_in_txn
+                                .push((tp.clone(), vec![record.clone()], error));
+                            last = Some(offset);
+                            continue;
+                        }
+                        Err(f) => {
+                            if let Some(o) = last {
+                                next.push((tp.clone(), o + 1));
+                            }
+                            return Some(TxnFailure::Recovery(tp, record, error, Arc::from(f)));
+                        }
+                    }
+                }
+                match self.call_record_handler(&tp, &record).await {
+                    None => last = Some(offset),
+                    Some(error) => return Some(TxnFailure::Handler(tp, record, error)),
+                }
+            }
+            if let Some(o) = last {
+                next.push((tp, o + 1));
+            }
+        }
+        None
+    }
+
+    /// Hands the whole poll to the batch handler in the open transaction; a batch whose
+    /// attempts are used up is recovered record by record instead.
+    async fn run_batch_in_transaction(
+        &mut self,
+        f: BatchFn<C::Record>,
+        groups: Vec<(TopicPartition, Vec<C::Record>)>,
+        next: &mut Vec<(TopicPartition, i64)>,
+    ) -> Option<TxnFailure<C::Record>> {
+        let batch: Vec<C::Record> = groups.into_iter().flat_map(|(_, r)| r).collect();
+        let first = batch.first()?.clone();
+        let first_tp = tp_of(&first);
+        let pending = match self.pending_recovery.get(&first_tp) {
+            Some((o, e)) if *o == first.offset() => Some(e.clone()),
+            _ => None,
+        };
+        if let Some(error) = pending {
+            let recoverer = self.eh.recoverer.clone();
+            for r in &batch {
+                if let Err(f) = recoverer.recover(r, &error).await {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed_batch(&batch, &error, &f);
+                    }
+                    return Some(TxnFailure::Recovery(first_tp, first, error, f));
+                }
+            }
+            self.recovered_in_txn
+                .push((first_tp.clone(), batch.clone(), error));
+        } else {
+            let ack = self.batch_ack(&batch);
+            if let Err(e) = f(batch.clone(), ack).await {
+                return Some(TxnFailure::Batch(Arc::from(e)));
+            }
+        }
+        let mut last: HashMap<TopicPartition, i64> = HashMap::new();
+        for r in &batch {
+            let e = last.entry(tp_of(r)).or_insert(r.offset());
+            *e = (*e).max(r.offset());
+        }
+        next.extend(last.into_iter().map(|(tp, o)| (tp, o + 1)));
+        None
+    }
+
+    async fn abort_and_rewind(
+        &mut self,
+        producer: &TransactionalProducer,
+        firsts: &[(TopicPartition, i64)],
+    ) -> Option<Error> {
+        let aborted = producer.abort_transaction().await.err();
+        // KAFKA-17582: the positions go back to the committed offsets, whatever the abort said.
+        for (tp, first) in firsts {
+            self.seek_min(tp, *first);
+        }
+        aborted
+    }
+
+    /// The after-rollback processing (Spring's `DefaultAfterRollbackProcessor`).
+    async fn transaction_failed(
+        &mut self,
+        failure: TxnFailure<C::Record>,
+        firsts: &[(TopicPartition, i64)],
+    ) {
+        let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
+            return;
+        };
+        // Recoveries inside the aborted transaction did not happen; they stay pending.
+        self.recovered_in_txn.clear();
+        if let TxnFailure::Producer(e) = &failure {
+            if e.is_fatal() {
+                return self.fenced(e.clone(), firsts).await;
+            }
+        }
+        if let Some(e) = self.abort_and_rewind(&producer, firsts).await {
+            if e.is_fatal() {
+                return self.fenced(e, firsts).await;
+            }
+            tracing::warn!(error = %e, "aborting the transaction failed");
+        }
+        match failure {
+            TxnFailure::Producer(e) => {
+                tracing::warn!(error = %e, "transaction did not commit; its records come again");
+                self.emit(ContainerEvent::CommitFailed(e));
+            }
+            TxnFailure::Handler(tp, record, error) => {
+                let offset = record.offset();
+                let back_off = self.eh.back_off_for(&record, &error);
+                let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+                let decision = self.tracker.failed(
+                    &tp,
+                    offset,
+                    err_ref,
+                    &self.eh.classifier,
+                    back_off.as_ref(),
+                );
+                self.after_rollback(tp, offset, decision, error, |l, a, e| {
+                    l.failed_delivery(&record, e, a)
+                });
+            }
+            TxnFailure::Batch(error) => {
+                let Some((tp, offset)) = firsts.first().cloned() else {
+                    return;
+                };
+                let back_off = match self.txn.as_ref() {
+                    Some(_) => self.eh.back_off.clone(),
+                    None => return,
+                };
+                let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+                let decision = self.tracker.failed(
+                    &tp,
+                    offset,
+                    err_ref,
+                    &self.eh.classifier,
+                    back_off.as_ref(),
+                );
+                // The whole batch waits: pause every partition of it for the delay.
+                if let Decision::Retry { delay, .. } = decision {
+                    if !delay.is_zero() {
+                        for (other, _) in firsts.iter().skip(1) {
+                            self.backing_off
+                                .insert(other.clone(), Instant::now() + delay);
+                            self.pause_partitions(std::slice::from_ref(other));
+                        }
+                    }
+                }
+                self.after_rollback(tp, offset, decision, error, |_, _, _| {});
+            }
+            TxnFailure::Recovery(tp, record, error, f) => {
+                let offset = record.offset();
+                for l in &self.eh.listeners {
+                    l.recovery_failed(&record, &error, &f);
+                }
+                let decision = self.tracker.recovery_failed(&tp, offset);
+                let failures = self.tracker.recovery_failures(&tp, offset);
+                self.emit(ContainerEvent::RecoveryFailed {
+                    partition: tp.clone(),
+                    offset,
+                    failures,
+                    error: f,
+                });
+                let wait = match decision {
+                    RecoveryFailureDecision::Halt { failures } => {
+                        self.emit(ContainerEvent::RecoveryHalted {
+                            partition: tp.clone(),
+                            offset,
+                            failures,
+                        });
+                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+                            self.stop_reason = Some(StopReason::Abnormal);
+                        }
+                        // Keep the pending recovery; try again after the probe interval.
+                        self.eh.halt_probe_interval
+                    }
+                    _ => {
+                        // Redeliver to the handler (the back-off starts again).
+                        self.pending_recovery.remove(&tp);
+                        self.eh.recovery_retry_interval
+                    }
+                };
+                self.backing_off.insert(tp.clone(), Instant::now() + wait);
+                self.pause_partitions(std::slice::from_ref(&tp));
+            }
+        }
+    }
+
+    fn after_rollback(
+        &mut self,
+        tp: TopicPartition,
+        offset: i64,
+        decision: Decision,
+        error: SharedError,
+        notify: impl Fn(&dyn super::handler::RetryListener<C::Record>, u32, &SharedError),
+    ) {
+        let attempt = match decision {
+            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
+        };
+        for l in &self.eh.listeners {
+            notify(l.as_ref(), attempt, &error);
+        }
+        self.emit(ContainerEvent::FailedDelivery {
+            partition: tp.clone(),
+            offset,
+            attempt,
+            error: error.clone(),
+        });
+        match decision {
+            Decision::Retry { delay, .. } => {
+                if !delay.is_zero() {
+                    self.backing_off.insert(tp.clone(), Instant::now() + delay);
+                    self.pause_partitions(std::slice::from_ref(&tp));
+                }
+            }
+            Decision::Recover { .. } => {
+                // Recovered when the record comes again, inside that poll's transaction.
+                self.pending_recovery.insert(tp, (offset, error));
+            }
+        }
+    }
+
+    /// The producer is fenced (or otherwise fatally broken): no rollback processing.
+    async fn fenced(&mut self, error: Error, firsts: &[(TopicPartition, i64)]) {
+        tracing::error!(error = %error, "transactional producer fenced");
+        for (tp, first) in firsts {
+            self.seek_min(tp, *first);
+        }
+        let (on_fenced, factory) = match self.txn.as_ref() {
+            Some(t) => (t.on_fenced, t.factory.clone()),
+            None => return,
+        };
+        match (on_fenced, factory) {
+            (OnFenced::Continue, Some(factory)) => match factory().await {
+                Ok(p) => {
+                    if let Some(t) = self.txn.as_mut() {
+                        t.producer = Arc::new(p);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "making a new transactional producer failed");
+                    self.stop_reason = Some(StopReason::Fenced);
+                }
+            },
+            _ => self.stop_reason = Some(StopReason::Fenced),
         }
     }
 }

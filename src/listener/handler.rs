@@ -220,6 +220,8 @@ type BackOffFunction<R> = Arc<dyn Fn(&R, &SharedError) -> Option<Arc<dyn BackOff
 /// #   fn key(&self) -> Option<&bytes::Bytes> { None } fn value(&self) -> Option<&bytes::Bytes> { None }
 /// #   fn headers(&self) -> Vec<rekafka::protocol::record::Header> { vec![] }
 /// #   fn with_header(&self, _: rekafka::protocol::record::Header) -> Self { R }
+/// #   fn deserialization_failure(&self) -> Option<rekafka::listener::DeserializationFailed> { None }
+/// #   fn with_deserialization_failure(&self, _: rekafka::listener::DeserializationFailed) -> Self { R }
 /// # }
 ///
 /// let handler = DefaultErrorHandler::<R>::new()

@@ -16,6 +16,7 @@
 //!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
 //!   record's own topic before dead-lettering.
 
+mod adapter;
 mod backoff;
 mod classify;
 mod consumer;
@@ -25,7 +26,9 @@ pub mod dead_letter_publisher;
 mod handler;
 pub mod republish;
 mod tracker;
+mod transactional;
 
+pub use adapter::{ListenerConsumerRecord, deserialization_check};
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
@@ -33,7 +36,7 @@ pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, 
 pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 pub use container::{
     AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
-    StopReason,
+    OnFenced, StopReason,
 };
 pub use dead_letter::{
     DeadLetterHeaders, DeadLetterInfo, OriginalHeaders, PreviousExceptionHeaders, Provenance,
@@ -52,6 +55,7 @@ pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
 pub use tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
 };
+pub use transactional::TransactionalDeadLetters;
 
 /// The delivery-attempt header Spring writes (`kafka_deliveryAttempt`): a 4-byte big-endian
 /// integer counting deliveries from 1.

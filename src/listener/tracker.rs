@@ -303,6 +303,9 @@ impl FailedRecordTracker {
     /// Forgets `tp`'s state unless it concerns the record at `offset` (a later record
     /// succeeded, so an older failure is over).
     pub fn succeeded(&mut self, tp: &TopicPartition, offset: i64) {
+        if self.slots.is_empty() && self.recovery_failures.is_empty() {
+            return;
+        }
         if self.slots.get(tp).is_some_and(|s| s.offset <= offset) {
             self.slots.remove(tp);
         }

@@ -95,20 +95,25 @@ pub(crate) struct DropRule {
 #[derive(Default)]
 pub(crate) struct Faults {
     pub errors: HashMap<ApiKey, VecDeque<i16>>,
-    pub broker_errors: HashMap<(i32, ApiKey), VecDeque<i16>>,
+    /// Errors with a delay before the error response is sent (zero: none).
+    pub broker_errors: HashMap<(i32, ApiKey), VecDeque<(i16, Duration)>>,
     pub partition_errors: HashMap<(String, i32, ApiKey), VecDeque<i16>>,
+    /// Topic → errors for the next Metadata responses that include it.
+    pub topic_errors: HashMap<String, VecDeque<i16>>,
     /// API key → how many more requests of it pass before one closes its connection.
     pub close_on: Vec<(ApiKey, u64)>,
     pub rtt: HashMap<i32, Duration>,
     pub holds: Vec<Hold>,
     pub drops: Vec<DropRule>,
+    /// Advertised version ranges narrowed (`Some`) or removed (`None`) per API.
+    pub versions: HashMap<ApiKey, Option<(i16, i16)>>,
 }
 
 /// What to do with a request before applying it.
 pub(crate) enum Pre {
     Pass,
     Close,
-    Error(i16),
+    Error(i16, Duration),
     Hold(Arc<HoldInner>),
 }
 
@@ -138,12 +143,12 @@ impl Faults {
         if let Some(q) = self.errors.get_mut(&info.api_key)
             && let Some(code) = q.pop_front()
         {
-            return Pre::Error(code);
+            return Pre::Error(code, Duration::ZERO);
         }
         if let Some(q) = self.broker_errors.get_mut(&(info.broker, info.api_key))
-            && let Some(code) = q.pop_front()
+            && let Some((code, delay)) = q.pop_front()
         {
-            return Pre::Error(code);
+            return Pre::Error(code, delay);
         }
         Pre::Pass
     }
@@ -160,6 +165,13 @@ impl Faults {
         }
         self.drops.retain(|d| d.remaining > 0);
         hit
+    }
+
+    pub fn topic_error(&mut self, topic: &str) -> Option<i16> {
+        if self.topic_errors.is_empty() {
+            return None;
+        }
+        self.topic_errors.get_mut(topic).and_then(|q| q.pop_front())
     }
 
     pub fn partition_error(&mut self, api: ApiKey, topic: &str, partition: i32) -> Option<i16> {

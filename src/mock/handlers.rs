@@ -9,10 +9,10 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};
 
 use super::RequestInfo;
-use super::faults::Pre;
+use super::faults::{Faults, Pre};
 use super::group::{Committed, Group, GroupState, Member};
 use super::server::{Ctx, Outcome, pre_faults};
-use super::state::{State, Txn};
+use super::state::{State, Txn, now_ms};
 use crate::KafkaCode;
 use crate::cluster::CoordinatorType;
 use crate::protocol::codec;
@@ -59,10 +59,27 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
-fn supported(api: ApiKey, version: i16) -> bool {
+/// The advertised ranges: `SUPPORTED`, narrowed or removed by `set_api_versions`.
+fn ranges(ctx: &Ctx) -> Vec<(ApiKey, i16, i16)> {
+    let f = ctx.shared.faults();
     SUPPORTED
+        .iter()
+        .filter_map(|&(k, lo, hi)| match f.versions.get(&k) {
+            None => Some((k, lo, hi)),
+            Some(None) => None,
+            Some(Some((a, b))) => {
+                let (lo, hi) = (lo.max(*a), hi.min(*b));
+                (lo <= hi).then_some((k, lo, hi))
+            }
+        })
+        .collect()
+}
+
+fn supported(ranges: &[(ApiKey, i16, i16)], api: ApiKey, version: i16) -> bool {
+    ranges
         .iter()
         .any(|&(k, lo, hi)| k == api && (lo..=hi).contains(&version))
 }
@@ -85,9 +102,10 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
         return Outcome::Close;
     };
     let version = header.request_api_version;
-    if api == ApiKey::ApiVersions && !supported(api, version) {
+    let ranges = ranges(ctx);
+    if api == ApiKey::ApiVersions && !supported(&ranges, api, version) {
         // KIP-511: answer with a v0 body listing what we support.
-        let resp = api_versions_response(0, code(KafkaCode::UnsupportedVersion));
+        let resp = api_versions_response(&ranges, code(KafkaCode::UnsupportedVersion));
         let mut buf = BytesMut::new();
         return match codec::encode_response::<ApiVersionsRequest>(
             &resp,
@@ -99,7 +117,7 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
             Err(_) => Outcome::Close,
         };
     }
-    if !supported(api, version) {
+    if !supported(&ranges, api, version) {
         tracing::debug!(?api, version, "mock: unsupported request version, closing");
         return Outcome::Close;
     }
@@ -136,6 +154,7 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
         TxnOffsetCommit => TxnOffsetCommitRequest,
         DescribeConfigs => DescribeConfigsRequest,
         CreatePartitions => CreatePartitionsRequest,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
     )
 }
 
@@ -159,7 +178,10 @@ async fn serve<R: Api>(ctx: &Ctx, header: &RequestHeader, body: Bytes) -> Outcom
     ctx.shared.record(info.clone());
     let resp = match pre_faults(&ctx.shared, &info).await {
         Pre::Close => return Outcome::Close,
-        Pre::Error(c) => {
+        Pre::Error(c, delay) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if api == ApiKey::Produce && is_acks0(&info) {
                 None
             } else {
@@ -195,8 +217,8 @@ fn is_acks0(info: &RequestInfo) -> bool {
     info.acks == Some(0)
 }
 
-fn api_versions_response(version: i16, error: i16) -> ApiVersionsResponse {
-    let keys = SUPPORTED
+fn api_versions_response(ranges: &[(ApiKey, i16, i16)], error: i16) -> ApiVersionsResponse {
+    let keys = ranges
         .iter()
         .map(|&(k, lo, hi)| {
             api_versions_response::ApiVersion::default()
@@ -205,7 +227,6 @@ fn api_versions_response(version: i16, error: i16) -> ApiVersionsResponse {
                 .with_max_version(hi)
         })
         .collect();
-    let _ = version;
     ApiVersionsResponse::default()
         .with_error_code(error)
         .with_api_keys(keys)
@@ -215,16 +236,26 @@ fn api_versions_response(version: i16, error: i16) -> ApiVersionsResponse {
 // ApiVersions, Metadata, FindCoordinator
 
 impl Api for ApiVersionsRequest {
-    fn error_response(&self, v: i16, c: i16) -> ApiVersionsResponse {
-        api_versions_response(v, c)
+    fn error_response(&self, _v: i16, c: i16) -> ApiVersionsResponse {
+        api_versions_response(SUPPORTED, c)
     }
-    async fn handle(self, _ctx: &Ctx, v: i16) -> Option<ApiVersionsResponse> {
-        Some(api_versions_response(v, NONE))
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<ApiVersionsResponse> {
+        Some(api_versions_response(&ranges(ctx), NONE))
     }
 }
 
-fn metadata_topic(st: &State, name: &str, v: i16) -> metadata_response::MetadataResponseTopic {
+fn metadata_topic(
+    st: &State,
+    faults: &mut Faults,
+    name: &str,
+    v: i16,
+) -> metadata_response::MetadataResponseTopic {
     use metadata_response::*;
+    if let Some(c) = faults.topic_error(name) {
+        return MetadataResponseTopic::default()
+            .with_name(Some(tn(name)))
+            .with_error_code(c);
+    }
     let Some(t) = st.topics.get(name) else {
         return MetadataResponseTopic::default()
             .with_name(Some(tn(name)))
@@ -291,13 +322,13 @@ impl Api for MetadataRequest {
                         },
                     };
                     st.topic_or_create(&name, allow);
-                    metadata_topic(&st, &name, v)
+                    metadata_topic(&st, &mut ctx.shared.faults(), &name, v)
                 })
                 .collect(),
             _ => st
                 .topics
                 .keys()
-                .map(|name| metadata_topic(&st, name, v))
+                .map(|name| metadata_topic(&st, &mut ctx.shared.faults(), name, v))
                 .collect(),
         };
         let brokers = st
@@ -446,6 +477,7 @@ impl Api for ProduceRequest {
         let txn_id = self.transactional_id.as_ref().map(|t| t.0.to_string());
         let mut appended = false;
         let mut responses = Vec::new();
+        let mut endpoints: Vec<i32> = Vec::new();
         {
             let mut st = ctx.shared.lock();
             for t in self.topic_data {
@@ -472,13 +504,31 @@ impl Api for ProduceRequest {
                         .map_err(code),
                     };
                     match result {
-                        Ok((base, dup, log_start)) => {
+                        Ok((base, dup, log_start, append_time)) => {
                             appended |= !dup;
-                            parts.push(produce_partition_response(
-                                v, p.index, NONE, base, log_start,
-                            ));
+                            parts.push(
+                                produce_partition_response(v, p.index, NONE, base, log_start)
+                                    .with_log_append_time_ms(append_time),
+                            );
                         }
-                        Err(c) => parts.push(produce_partition_response(v, p.index, c, -1, -1)),
+                        Err(c) => {
+                            let mut r = produce_partition_response(v, p.index, c, -1, -1);
+                            // KIP-951: tell the client where the partition went.
+                            if v >= 10
+                                && c == code(KafkaCode::NotLeaderOrFollower)
+                                && let Some(part) = st.partition(&name, p.index)
+                            {
+                                r = r.with_current_leader(
+                                    produce_response::LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(part.leader))
+                                        .with_leader_epoch(part.leader_epoch),
+                                );
+                                if !endpoints.contains(&part.leader) {
+                                    endpoints.push(part.leader);
+                                }
+                            }
+                            parts.push(r);
+                        }
                     }
                 }
                 responses.push(
@@ -494,7 +544,21 @@ impl Api for ProduceRequest {
         if acks == 0 {
             return None;
         }
-        Some(ProduceResponse::default().with_responses(responses))
+        let node_endpoints = endpoints
+            .into_iter()
+            .map(|id| {
+                let (host, port) = ctx.shared.broker_addr(id);
+                produce_response::NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(s(&host))
+                    .with_port(i32::from(port))
+            })
+            .collect();
+        Some(
+            ProduceResponse::default()
+                .with_responses(responses)
+                .with_node_endpoints(node_endpoints),
+        )
     }
 }
 
@@ -516,7 +580,8 @@ fn produce_partition_response(
     r
 }
 
-/// Appends a partition's records. Returns (base offset, duplicate, log start offset).
+/// Appends a partition's records. Returns (base offset, duplicate, log start offset,
+/// log append time or -1).
 fn produce_partition(
     st: &mut State,
     broker: i32,
@@ -524,7 +589,7 @@ fn produce_partition(
     partition: i32,
     records: Option<Bytes>,
     txn_id: Option<&str>,
-) -> Result<(i64, bool, i64), KafkaCode> {
+) -> Result<(i64, bool, i64, i64), KafkaCode> {
     let leader = st
         .partition(topic, partition)
         .map(|p| p.leader)
@@ -558,6 +623,12 @@ fn produce_partition(
             }
         }
     }
+    let log_append_time = st
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("message.timestamp.type"))
+        .is_some_and(|v| v == "LogAppendTime")
+        .then(now_ms);
     let p = st
         .partition_mut(topic, partition)
         .ok_or(KafkaCode::UnknownTopicOrPartition)?;
@@ -565,11 +636,16 @@ fn produce_partition(
     let mut first = None;
     let mut dup_all = true;
     for b in &batches {
-        let a = p.log.append(b, le)?;
+        let a = p.log.append(b, le, log_append_time)?;
         dup_all &= a.duplicate;
         first.get_or_insert(a.base_offset);
     }
-    Ok((first.unwrap_or(-1), dup_all, p.log.log_start()))
+    Ok((
+        first.unwrap_or(-1),
+        dup_all,
+        p.log.log_start(),
+        log_append_time.unwrap_or(-1),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,6 +719,18 @@ fn build_fetch(ctx: &Ctx, req: &FetchRequest, v: i16) -> FetchBuild {
             }
             if let Some(c) = err {
                 error = true;
+                if v >= 12
+                    && (c == code(KafkaCode::NotLeaderOrFollower)
+                        || c == code(KafkaCode::FencedLeaderEpoch))
+                    && let Some(p) = part
+                {
+                    // KIP-951: the new leader, so the client need not refresh metadata first.
+                    pd = pd.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(p.leader))
+                            .with_leader_epoch(p.leader_epoch),
+                    );
+                }
                 pd = pd.with_error_code(c).with_records(Some(Bytes::new()));
                 if read_committed {
                     pd = pd.with_aborted_transactions(Some(Vec::new()));
@@ -746,7 +834,13 @@ impl Api for FetchRequest {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let built = build_fetch(ctx, &self, v);
-            if built.error || built.bytes >= min_bytes.max(1) || Instant::now() >= deadline {
+            // As Kafka: answer at once with enough bytes (min_bytes 0: always), an error, or
+            // nothing to fetch; otherwise wait for data up to max_wait.
+            if built.error
+                || built.bytes >= min_bytes
+                || self.topics.is_empty()
+                || Instant::now() >= deadline
+            {
                 return Some(built.resp);
             }
             tokio::select! {
@@ -754,6 +848,98 @@ impl Api for FetchRequest {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OffsetForLeaderEpoch
+
+impl Api for OffsetForLeaderEpochRequest {
+    fn describe(&self, info: &mut RequestInfo) {
+        for t in &self.topics {
+            for p in &t.partitions {
+                info.partitions.push((t.topic.0.to_string(), p.partition));
+            }
+        }
+    }
+    fn error_response(&self, _v: i16, c: i16) -> OffsetForLeaderEpochResponse {
+        use offset_for_leader_epoch_response::*;
+        OffsetForLeaderEpochResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    EpochEndOffset::default()
+                                        .with_partition(p.partition)
+                                        .with_error_code(c)
+                                        .with_leader_epoch(-1)
+                                        .with_end_offset(-1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<OffsetForLeaderEpochResponse> {
+        use offset_for_leader_epoch_response::*;
+        let st = ctx.shared.lock();
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.topic.0.to_string();
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|op| {
+                        let r = EpochEndOffset::default()
+                            .with_partition(op.partition)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                        let injected = ctx.shared.faults().partition_error(
+                            ApiKey::OffsetForLeaderEpoch,
+                            &name,
+                            op.partition,
+                        );
+                        let part = st.partition(&name, op.partition);
+                        let err = match (injected, part) {
+                            (Some(c), _) => Some(c),
+                            (None, None) => Some(code(KafkaCode::UnknownTopicOrPartition)),
+                            (None, Some(p)) if p.leader != ctx.broker => {
+                                Some(code(KafkaCode::NotLeaderOrFollower))
+                            }
+                            (None, Some(p))
+                                if op.current_leader_epoch >= 0
+                                    && op.current_leader_epoch < p.leader_epoch =>
+                            {
+                                Some(code(KafkaCode::FencedLeaderEpoch))
+                            }
+                            (None, Some(p)) if op.current_leader_epoch > p.leader_epoch => {
+                                Some(code(KafkaCode::UnknownLeaderEpoch))
+                            }
+                            _ => None,
+                        };
+                        match (part, err) {
+                            (Some(p), None) => {
+                                let (epoch, end) = p.end_offset_for_epoch(op.leader_epoch);
+                                r.with_leader_epoch(epoch).with_end_offset(end)
+                            }
+                            (_, err) => r.with_error_code(err.unwrap_or(NONE)),
+                        }
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(parts)
+            })
+            .collect();
+        Some(OffsetForLeaderEpochResponse::default().with_topics(topics))
     }
 }
 
@@ -1304,8 +1490,34 @@ impl Api for JoinGroupRequest {
                                 g.leader = Some(new_id.clone());
                             }
                             if let Some(mut m) = prev {
-                                m.joined = false;
+                                // KIP-345: a known static member restarting into a stable group
+                                // with unchanged protocols takes over its assignment without a
+                                // rebalance.
+                                let unchanged = g.state == GroupState::Stable
+                                    && m.protocols == protocols
+                                    && m.assignment.is_some();
+                                m.joined = unchanged;
+                                m.last_seen = now;
+                                m.session_timeout = session;
+                                m.rebalance_timeout = rebalance;
                                 g.members.insert(new_id.clone(), m);
+                                if unchanged {
+                                    let leader = g.leader.clone().unwrap_or_default();
+                                    let mut r = JoinGroupResponse::default()
+                                        .with_generation_id(g.generation)
+                                        .with_protocol_name(g.protocol.as_deref().map(s))
+                                        .with_leader(s(&leader))
+                                        .with_member_id(s(&new_id));
+                                    if v >= 7 {
+                                        r = r.with_protocol_type(Some(s(&g.protocol_type)));
+                                    }
+                                    if v >= 9 && leader == new_id {
+                                        r = r.with_skip_assignment(true);
+                                    }
+                                    drop(st);
+                                    ctx.shared.groups_changed.notify_waiters();
+                                    return Some(r);
+                                }
                             }
                         }
                         new_id
@@ -1516,6 +1728,15 @@ impl Api for HeartbeatRequest {
         } else {
             match st.groups.get_mut(&group_id) {
                 None => code(KafkaCode::UnknownMemberId),
+                Some(g)
+                    if self
+                        .group_instance_id
+                        .as_ref()
+                        .and_then(|i| g.static_members.get(i.as_str()))
+                        .is_some_and(|known| *known != member_id) =>
+                {
+                    code(KafkaCode::FencedInstanceId)
+                }
                 Some(g) => match g.members.get_mut(&member_id) {
                     None => code(KafkaCode::UnknownMemberId),
                     Some(m) => {
@@ -1647,10 +1868,9 @@ impl Api for OffsetCommitRequest {
                 } else {
                     Some(KafkaCode::UnknownMemberId)
                 }
-            } else if g.state == GroupState::CompletingRebalance
-                && g.members.contains_key(&member_id)
-                && generation == g.generation
-            {
+            } else if g.state == GroupState::CompletingRebalance {
+                // Kafka answers this before checking the member: assignments are being handed
+                // out, commits wait for them.
                 Some(KafkaCode::RebalanceInProgress)
             } else {
                 g.check_member(&member_id, generation).err()

@@ -17,6 +17,24 @@ use crate::protocol::record::{
 /// (Kafka's `NUM_BATCHES_TO_RETAIN`).
 pub(crate) const PRODUCER_BATCHES_RETAINED: usize = 5;
 
+// RecordBatch v2 header layout (Kafka's DefaultRecordBatch), for the LogAppendTime rewrite.
+const OFF_CRC: usize = 17;
+const OFF_ATTRIBUTES: usize = 21;
+const OFF_MAX_TIMESTAMP: usize = 35;
+const ATTR_LOG_APPEND_TIME: u8 = 0x08;
+
+/// Turns a batch into a LogAppendTime batch stamped `now_ms` (attributes, max timestamp, CRC),
+/// as a broker does for a topic with `message.timestamp.type=LogAppendTime`.
+fn stamp_log_append_time(buf: &mut [u8], now_ms: i64) {
+    if buf.len() < OFF_MAX_TIMESTAMP + 8 {
+        return;
+    }
+    buf[OFF_ATTRIBUTES + 1] |= ATTR_LOG_APPEND_TIME;
+    buf[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..]);
+    buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
     pub bytes: Bytes,
@@ -111,10 +129,13 @@ impl Log {
     }
 
     /// Appends one validated batch. Idempotent batches go through Kafka's sequence checks.
+    ///
+    /// `log_append_time`: the topic uses LogAppendTime; the batch is stamped with this time.
     pub fn append(
         &mut self,
         batch: &RecordBatch,
         leader_epoch: i32,
+        log_append_time: Option<i64>,
     ) -> std::result::Result<Appended, KafkaCode> {
         let pid = batch.producer_id();
         let epoch = batch.producer_epoch();
@@ -169,8 +190,13 @@ impl Log {
         {
             return Err(KafkaCode::CorruptMessage);
         }
+        let mut max_ts = batch.max_timestamp();
+        if let Some(now) = log_append_time {
+            stamp_log_append_time(&mut buf, now);
+            max_ts = now;
+        }
         let last_offset = base + i64::from(batch.last_offset_delta());
-        self.store(buf.freeze(), base, last_offset, batch.max_timestamp());
+        self.store(buf.freeze(), base, last_offset, max_ts);
         if pid >= 0 {
             let e = self.producers.entry(pid).or_insert(ProducerEntry {
                 epoch,
@@ -367,38 +393,55 @@ mod tests {
     fn idempotence_rules() {
         let mut log = Log::new();
         assert_eq!(
-            log.append(&batch(7, 0, 3, 2, false), 0),
+            log.append(&batch(7, 0, 3, 2, false), 0, None),
             Err(KafkaCode::UnknownProducerId)
         );
-        let a = log.append(&batch(7, 0, 0, 2, false), 0).unwrap();
+        let a = log.append(&batch(7, 0, 0, 2, false), 0, None).unwrap();
         assert_eq!(a.base_offset, 0);
-        let b = log.append(&batch(7, 0, 2, 3, false), 0).unwrap();
+        let b = log.append(&batch(7, 0, 2, 3, false), 0, None).unwrap();
         assert_eq!(b.base_offset, 2);
         // Exact retry of the first batch: its original offset, nothing written.
-        let d = log.append(&batch(7, 0, 0, 2, false), 0).unwrap();
+        let d = log.append(&batch(7, 0, 0, 2, false), 0, None).unwrap();
         assert_eq!((d.base_offset, d.duplicate), (0, true));
         assert_eq!(log.high_watermark(), 5);
         assert_eq!(
-            log.append(&batch(7, 0, 9, 1, false), 0),
+            log.append(&batch(7, 0, 9, 1, false), 0, None),
             Err(KafkaCode::OutOfOrderSequenceNumber)
         );
         // New epoch must start at 0; then the old epoch is stale.
         assert_eq!(
-            log.append(&batch(7, 1, 5, 1, false), 0),
+            log.append(&batch(7, 1, 5, 1, false), 0, None),
             Err(KafkaCode::OutOfOrderSequenceNumber)
         );
-        log.append(&batch(7, 1, 0, 1, false), 0).unwrap();
+        log.append(&batch(7, 1, 0, 1, false), 0, None).unwrap();
         assert_eq!(
-            log.append(&batch(7, 0, 5, 1, false), 0),
+            log.append(&batch(7, 0, 5, 1, false), 0, None),
             Err(KafkaCode::InvalidProducerEpoch)
         );
     }
 
     #[test]
+    fn log_append_time_rewrites_timestamp_type_and_crc() {
+        let mut log = Log::new();
+        log.append(&batch(-1, -1, -1, 2, false), 0, Some(777_000))
+            .unwrap();
+        let mut out = Vec::new();
+        log.read(0, i64::MAX, usize::MAX, true, &mut out);
+        let b = RecordBatch::decode(out.remove(0)).unwrap();
+        assert_eq!(
+            b.timestamp_type(),
+            crate::protocol::record::TimestampType::LogAppendTime
+        );
+        assert_eq!(b.max_timestamp(), 777_000);
+        let ts: Vec<i64> = b.records().unwrap().map(|r| r.unwrap().timestamp).collect();
+        assert_eq!(ts, vec![777_000, 777_000]);
+    }
+
+    #[test]
     fn transactions_lso_and_aborted_index() {
         let mut log = Log::new();
-        log.append(&batch(-1, -1, -1, 2, false), 0).unwrap();
-        log.append(&batch(9, 0, 0, 3, true), 0).unwrap();
+        log.append(&batch(-1, -1, -1, 2, false), 0, None).unwrap();
+        log.append(&batch(9, 0, 0, 3, true), 0, None).unwrap();
         assert_eq!(log.last_stable_offset(), 2);
         log.write_marker(9, 0, ControlType::Abort, 0, 0, 0);
         assert_eq!(log.last_stable_offset(), 6);

@@ -3,19 +3,26 @@
 //! [`MockCluster`] runs N brokers in-process, each listening on its own `127.0.0.1` port. It
 //! speaks the Kafka protocol as Kafka does (ApiVersions, Metadata, Produce with idempotent
 //! sequence checks, Fetch with long polling and both isolation levels, ListOffsets,
-//! FindCoordinator, the classic group protocol, offsets, transactions and the admin APIs), so
-//! any Kafka client — ours, librdkafka, the Java client — can run against it. Stored batches
-//! keep the producer's encoding.
+//! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, offsets, transactions and
+//! the admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups,
+//! ListGroups, DescribeConfigs), so any Kafka client — ours, librdkafka, the Java client — can
+//! run against it. Stored batches keep the producer's encoding. Like Kafka, a broker serves the
+//! requests of one connection one at a time, in order.
 //!
 //! What a real broker cannot do on demand, the mock can, deterministically:
 //!
 //! * [`push_request_errors`](MockCluster::push_request_errors): answer the next requests of an
 //!   API with the given error codes (cluster-wide), or only on one broker
-//!   ([`push_broker_request_errors`](MockCluster::push_broker_request_errors)), or only for
-//!   one partition of Produce / Fetch / ListOffsets
+//!   ([`push_broker_request_errors`](MockCluster::push_broker_request_errors), with a delay per
+//!   error: [`push_broker_request_errors_rtt`](MockCluster::push_broker_request_errors_rtt)),
+//!   or only for one partition of Produce / Fetch / ListOffsets / OffsetForLeaderEpoch
 //!   ([`push_partition_errors`](MockCluster::push_partition_errors));
+//! * [`push_topic_metadata_errors`](MockCluster::push_topic_metadata_errors): hide a topic from
+//!   the next Metadata responses;
 //! * [`close_connection_on`](MockCluster::close_connection_on): close the connection instead
 //!   of answering the Nth request of an API;
+//! * [`set_api_versions`](MockCluster::set_api_versions): narrow or remove an API's advertised
+//!   versions;
 //! * [`set_broker_rtt`](MockCluster::set_broker_rtt): delay every response of a broker;
 //! * [`broker_down`](MockCluster::broker_down) / [`broker_up`](MockCluster::broker_up): stop
 //!   listening and close every connection, then listen again on the same port;
@@ -125,6 +132,9 @@ use crate::protocol::ApiKey;
 use crate::protocol::record::{Record, RecordBatch};
 use server::Shared;
 use state::{Settings, State};
+
+/// A record's key and value (`None`: null), for [`MockCluster::append_records`].
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// One request as the mock received it, for the request log and for matchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +296,24 @@ impl MockClusterBuilder {
         self
     }
 
+    /// Sets [`max_session_timeout`](MockClusterBuilder::max_session_timeout).
+    pub fn max_session_timeout(mut self, d: Duration) -> Self {
+        self.max_session_timeout = d;
+        self
+    }
+
+    /// Sets [`max_transaction_timeout`](MockClusterBuilder::max_transaction_timeout).
+    pub fn max_transaction_timeout(mut self, d: Duration) -> Self {
+        self.max_transaction_timeout = d;
+        self
+    }
+
+    /// Sets [`max_request_size`](MockClusterBuilder::max_request_size).
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = bytes;
+        self
+    }
+
     /// Sets [`request_log_capacity`](MockClusterBuilder::request_log_capacity).
     pub fn request_log_capacity(mut self, n: usize) -> Self {
         self.request_log_capacity = n;
@@ -297,6 +325,15 @@ impl MockClusterBuilder {
     pub async fn start(self) -> Result<MockCluster> {
         if self.brokers == 0 || self.brokers > 1000 {
             return Err(Error::config("mock cluster needs 1..=1000 brokers"));
+        }
+        if self
+            .first_node_id
+            .checked_add(self.brokers as i32)
+            .is_none_or(|_| self.first_node_id < 0)
+        {
+            return Err(Error::config(
+                "first_node_id must be non-negative and leave room for every broker",
+            ));
         }
         if self.default_partitions <= 0 {
             return Err(Error::config("default_partitions must be positive"));
@@ -404,6 +441,36 @@ impl MockCluster {
             .map_err(|code| Error::broker(code).on_topic(name.to_string()))
     }
 
+    /// Appends records (key, value) to a partition directly, as one uncompressed batch stamped
+    /// with the current time, as if a non-idempotent producer had sent them. Returns the offset
+    /// of the first. Seeds data for consumer tests without a producer.
+    pub fn append_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[KeyValue<'_>],
+    ) -> Result<i64> {
+        let now = state::now_ms();
+        let mut b = crate::protocol::record::BatchBuilder::new();
+        for (k, v) in records {
+            b.append(now, *k, *v, &[])?;
+        }
+        let batch = RecordBatch::decode(b.build()?)?;
+        let base = {
+            let mut st = self.shared.lock();
+            let p = st
+                .partition_mut(topic, partition)
+                .ok_or_else(|| unknown_partition(topic, partition))?;
+            let le = p.leader_epoch;
+            p.log
+                .append(&batch, le, None)
+                .map_err(|code| Error::broker(code).on_partition(topic.to_string(), partition))?
+                .base_offset
+        };
+        self.shared.data_changed.notify_waiters();
+        Ok(base)
+    }
+
     /// The high watermark of a partition.
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64> {
         let st = self.shared.lock();
@@ -478,10 +545,28 @@ impl MockCluster {
         f.broker_errors
             .entry((broker, api))
             .or_default()
-            .extend(errors.iter().map(|c| c.code()));
+            .extend(errors.iter().map(|c| (c.code(), Duration::ZERO)));
     }
 
-    /// Answers the next `errors.len()` requests of `api` (Produce, Fetch or ListOffsets) that
+    /// Like [`push_broker_request_errors`](MockCluster::push_broker_request_errors), each error
+    /// answered after its own delay (librdkafka's `push_request_error_rtts`): a slow failure,
+    /// e.g. `REQUEST_TIMED_OUT` after the client's own timeout. For a delay without an error
+    /// use [`hold`](MockCluster::hold) or [`set_broker_rtt`](MockCluster::set_broker_rtt).
+    pub fn push_broker_request_errors_rtt(
+        &self,
+        broker: i32,
+        api: ApiKey,
+        errors: &[(KafkaCode, Duration)],
+    ) {
+        let mut f = self.shared.faults();
+        f.broker_errors
+            .entry((broker, api))
+            .or_default()
+            .extend(errors.iter().map(|(c, d)| (c.code(), *d)));
+    }
+
+    /// Answers the next `errors.len()` requests of `api` (Produce, Fetch, ListOffsets or
+    /// OffsetForLeaderEpoch) that
     /// name this partition with these errors for that partition only; the request's other
     /// partitions are served normally.
     pub fn push_partition_errors(
@@ -496,6 +581,30 @@ impl MockCluster {
             .entry((topic.to_string(), partition, api))
             .or_default()
             .extend(errors.iter().map(|c| c.code()));
+    }
+
+    /// Answers the next `errors.len()` Metadata responses that include `topic` with these
+    /// errors for that topic (and no partitions): a topic that vanishes from metadata for a
+    /// while, or one whose leader is not available (`LEADER_NOT_AVAILABLE`).
+    pub fn push_topic_metadata_errors(&self, topic: &str, errors: &[KafkaCode]) {
+        let mut f = self.shared.faults();
+        f.topic_errors
+            .entry(topic.to_string())
+            .or_default()
+            .extend(errors.iter().map(|c| c.code()));
+    }
+
+    /// Narrows the version range the brokers advertise for `api` (within what the mock
+    /// implements), or with `None` stops supporting it: ApiVersions leaves it out and requests
+    /// of it close the connection. Lets a test check a client's version negotiation.
+    pub fn set_api_versions(&self, api: ApiKey, range: Option<(i16, i16)>) {
+        self.shared.faults().versions.insert(api, range);
+    }
+
+    /// The version ranges the mock implements (before
+    /// [`set_api_versions`](MockCluster::set_api_versions)): (API, min, max).
+    pub fn supported_api_versions() -> &'static [(ApiKey, i16, i16)] {
+        handlers::SUPPORTED
     }
 
     /// Closes the connection, without applying or answering it, on the `nth` (1-based) next
@@ -556,8 +665,7 @@ impl MockCluster {
         let p = st
             .partition_mut(topic, partition)
             .ok_or_else(|| unknown_partition(topic, partition))?;
-        p.leader = broker;
-        p.leader_epoch += 1;
+        p.move_leader(broker);
         drop(st);
         self.shared.data_changed.notify_waiters();
         Ok(())
@@ -586,7 +694,31 @@ impl MockCluster {
     }
 
     /// Holds every request matching `matcher` (before it is applied) until the returned handle
-    /// is released or dropped.
+    /// is released or dropped. The matcher runs under the mock's fault lock: it must be quick
+    /// and must not call the `MockCluster`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use rekafka::connection::{Connection, ConnectionConfig};
+    /// use rekafka::mock::MockCluster;
+    /// use rekafka::protocol::ApiKey;
+    /// use rekafka::protocol::messages::MetadataRequest;
+    ///
+    /// let mock = MockCluster::start().await.unwrap();
+    /// let conn = Connection::connect(&mock.bootstrap(), -1, &ConnectionConfig::default())
+    ///     .await
+    ///     .unwrap();
+    /// let held = mock.hold(|r| r.api_key == ApiKey::Metadata);
+    /// let pending = tokio::spawn({
+    ///     let conn = conn.clone();
+    ///     async move { conn.send(MetadataRequest::default()).await }
+    /// });
+    /// held.wait_matched(1).await; // the request reached the broker and waits there
+    /// assert!(!pending.is_finished());
+    /// held.release();
+    /// assert!(pending.await.unwrap().is_ok());
+    /// # }
+    /// ```
     pub fn hold(
         &self,
         matcher: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,
@@ -606,7 +738,8 @@ impl MockCluster {
     }
 
     /// Applies the next `count` requests matching `matcher` but drops their responses (the
-    /// connection stays open; the client sees a timeout).
+    /// connection stays open; the client sees a timeout). The matcher runs under the mock's
+    /// fault lock: it must be quick and must not call the `MockCluster`.
     pub fn drop_responses(
         &self,
         matcher: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static,

@@ -23,7 +23,42 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct Partition {
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Leader epoch → the first offset written in it (the leader epoch cache).
+    pub epoch_starts: BTreeMap<i32, i64>,
     pub log: Log,
+}
+
+impl Partition {
+    fn new(leader: i32) -> Partition {
+        Partition {
+            leader,
+            leader_epoch: 0,
+            epoch_starts: BTreeMap::from([(0, 0)]),
+            log: Log::new(),
+        }
+    }
+
+    /// Moves leadership and starts a new leader epoch at the current end of the log.
+    pub fn move_leader(&mut self, leader: i32) {
+        self.leader = leader;
+        self.leader_epoch += 1;
+        self.epoch_starts
+            .insert(self.leader_epoch, self.log.high_watermark());
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch not above `epoch` and the end offset of it.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let Some((&found, _)) = self.epoch_starts.range(..=epoch).next_back() else {
+            return (-1, -1);
+        };
+        let end = self
+            .epoch_starts
+            .range(found + 1..)
+            .next()
+            .map(|(_, &start)| start)
+            .unwrap_or_else(|| self.log.high_watermark());
+        (found, end)
+    }
 }
 
 #[derive(Debug)]
@@ -134,11 +169,7 @@ impl State {
         let n = self.brokers.len().max(1);
         let offset = (stable_hash(name) % n as u64) as usize;
         let parts = (0..partitions as usize)
-            .map(|p| Partition {
-                leader: self.brokers[(offset + p) % n],
-                leader_epoch: 0,
-                log: Log::new(),
-            })
+            .map(|p| Partition::new(self.brokers.get((offset + p) % n).copied().unwrap_or(-1)))
             .collect();
         self.topics.insert(
             name.to_string(),
@@ -164,11 +195,9 @@ impl State {
         }
         let offset = (stable_hash(name) % n as u64) as usize;
         for p in have as usize..count as usize {
-            t.partitions.push(Partition {
-                leader: brokers[(offset + p) % n],
-                leader_epoch: 0,
-                log: Log::new(),
-            });
+            t.partitions.push(Partition::new(
+                brokers.get((offset + p) % n).copied().unwrap_or(-1),
+            ));
         }
         Ok(())
     }
@@ -204,7 +233,10 @@ impl State {
             return b;
         }
         let n = self.brokers.len().max(1) as u64;
-        self.brokers[(stable_hash(key) % n) as usize]
+        self.brokers
+            .get((stable_hash(key) % n) as usize)
+            .copied()
+            .unwrap_or(-1)
     }
 
     pub fn set_coordinator(&mut self, kind: CoordinatorType, key: &str, broker: i32) {

@@ -17,6 +17,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 16384;
 pub const DEFAULT_BUFFER_MEMORY: usize = 32 * 1024 * 1024;
 /// Default [`ProducerConfig::max_block`]: 60 s (Kafka's `max.block.ms`).
 pub const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(60);
+/// Default `transaction.timeout.ms`: 60 s.
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`ProducerConfig::delivery_timeout`]: 120 s (Kafka's `delivery.timeout.ms`).
 pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default [`ProducerConfig::request_timeout`]: 30 s (Kafka's `request.timeout.ms`).
@@ -140,6 +142,12 @@ pub struct ProducerConfig {
     /// How long a record may take from `send` to success or failure, retries included
     /// (`delivery.timeout.ms`). Default: 120 s. Must be at least `linger + request_timeout`.
     pub delivery_timeout: Duration,
+    /// How many times a batch is retried after a definite failure (`retries`). Default:
+    /// 2147483647 (Java's), so that `delivery_timeout` is what bounds retries. Attempts that
+    /// end without a definite answer (a timeout, a lost connection, `REQUEST_TIMED_OUT`,
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`) do not count: giving up after one of them could
+    /// only report "possibly persisted". Idempotence requires at least 1.
+    pub retries: u32,
     /// How long a batch waits for more records before it is sent (`linger.ms`). Default: 5 ms.
     pub linger: Duration,
     /// The size in bytes at which a partition's batch is sealed and sent (`batch.size`).
@@ -147,7 +155,9 @@ pub struct ProducerConfig {
     pub batch_size: usize,
     /// The memory in bytes for records waiting to be sent or acknowledged (`buffer.memory`);
     /// `send` waits for room up to `max_block`. Default: 32 MiB. Accounting is by batch
-    /// buffer (at least `batch_size` per batch), as in the Java client's buffer pool.
+    /// buffer: a batch starts with 16 KiB (or `batch_size` if smaller) and is charged again
+    /// each time its buffer doubles, so a large `batch_size` costs memory only where traffic
+    /// fills batches.
     pub buffer_memory: usize,
     /// How long `send` may wait for buffer room or for a topic's metadata (`max.block.ms`).
     /// Default: 60 s.
@@ -176,6 +186,13 @@ pub struct ProducerConfig {
     pub partitioning: Partitioning,
     /// The circuit breaker (no Java equivalent). Default: `None` (off).
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// The transactional id (`transactional.id`). Default: `None`. Set, the producer must be
+    /// built as a [`TransactionalProducer`](crate::transaction::TransactionalProducer) (which
+    /// requires idempotence); [`Producer::new`](super::Producer::new) refuses it.
+    pub transactional_id: Option<String>,
+    /// The longest a transaction may stay open before the coordinator aborts it
+    /// (`transaction.timeout.ms`). Default: 60 s.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -184,6 +201,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             idempotence: Idempotence::Enabled,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            retries: i32::MAX as u32,
             linger: DEFAULT_LINGER,
             batch_size: DEFAULT_BATCH_SIZE,
             buffer_memory: DEFAULT_BUFFER_MEMORY,
@@ -197,6 +215,8 @@ impl Default for ProducerConfig {
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
             partitioning: Partitioning::Default,
             circuit_breaker: None,
+            transactional_id: None,
+            transaction_timeout: DEFAULT_TRANSACTION_TIMEOUT,
         }
     }
 }
@@ -223,6 +243,7 @@ impl ProducerConfig {
         "acks",
         "enable.idempotence",
         "delivery.timeout.ms",
+        "retries",
         "linger.ms",
         "batch.size",
         "buffer.memory",
@@ -237,6 +258,8 @@ impl ProducerConfig {
         "compression.zstd.level",
         "max.request.size",
         "partitioner.class",
+        "transactional.id",
+        "transaction.timeout.ms",
     ];
 
     /// Sets a setting by its Java property name. `Ok(false)`: not a producer property;
@@ -259,6 +282,13 @@ impl ProducerConfig {
                 }
             }
             "delivery.timeout.ms" => self.delivery_timeout = parse_ms(key, value)?,
+            "retries" => {
+                self.retries = value.trim().parse::<u32>().map_err(|_| {
+                    Error::config(format!(
+                        "retries: expected a non-negative integer, got {value:?}"
+                    ))
+                })?
+            }
             "linger.ms" => self.linger = parse_ms(key, value)?,
             "batch.size" => self.batch_size = parse_usize(key, value)?,
             "buffer.memory" => self.buffer_memory = parse_usize(key, value)?,
@@ -299,6 +329,11 @@ impl ProducerConfig {
                     }
                 }
             }
+            "transactional.id" => {
+                let v = value.trim();
+                self.transactional_id = (!v.is_empty()).then(|| v.to_string());
+            }
+            "transaction.timeout.ms" => self.transaction_timeout = parse_ms(key, value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -317,6 +352,11 @@ impl ProducerConfig {
     /// Sets [`delivery_timeout`](Self::delivery_timeout).
     pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
         self.delivery_timeout = timeout;
+        self
+    }
+    /// Sets [`retries`](Self::retries).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
     /// Sets [`linger`](Self::linger).
@@ -376,6 +416,16 @@ impl ProducerConfig {
         self.partitioning = partitioning;
         self
     }
+    /// Sets [`transactional_id`](Self::transactional_id).
+    pub fn with_transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
+    /// Sets [`transaction_timeout`](Self::transaction_timeout).
+    pub fn with_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
     /// Sets [`circuit_breaker`](Self::circuit_breaker).
     pub fn with_circuit_breaker(mut self, breaker: Option<CircuitBreakerConfig>) -> Self {
         self.circuit_breaker = breaker;
@@ -395,6 +445,9 @@ impl ProducerConfig {
                 return Err(Error::config(
                     "enable.idempotence requires acks=all (set acks=all or disable idempotence)",
                 ));
+            }
+            if self.retries == 0 {
+                return Err(Error::config("enable.idempotence requires retries >= 1"));
             }
             if self.max_in_flight > 5 {
                 return Err(Error::config(
@@ -432,6 +485,19 @@ impl ProducerConfig {
         if let Some(cb) = &self.circuit_breaker {
             cb.validate()?;
         }
+        if self.transactional_id.is_some() {
+            if !self.is_idempotent() {
+                return Err(Error::config(
+                    "transactional.id requires enable.idempotence=true (and acks=all)",
+                ));
+            }
+            let ms = self.transaction_timeout.as_millis();
+            if ms == 0 || ms > i32::MAX as u128 {
+                return Err(Error::config(
+                    "transaction.timeout.ms must be between 1 and 2147483647",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -440,6 +506,26 @@ impl ProducerConfig {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn transactional_properties() {
+        let mut c = ProducerConfig::default();
+        assert_eq!(c.transaction_timeout, Duration::from_secs(60));
+        assert!(c.apply_property("transactional.id", "copier").unwrap());
+        assert!(c.apply_property("transaction.timeout.ms", "15000").unwrap());
+        assert_eq!(c.transactional_id.as_deref(), Some("copier"));
+        assert_eq!(c.transaction_timeout, Duration::from_secs(15));
+        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transactional.id"));
+        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transaction.timeout.ms"));
+        let e = c
+            .apply_property("transaction.timeout.ms", "soon")
+            .unwrap_err();
+        assert!(e.to_string().contains("transaction.timeout.ms"), "{e}");
+        c.validate().unwrap();
+        c.idempotence = Idempotence::Disabled;
+        c.acks = Acks::Leader;
+        assert_eq!(*c.validate().unwrap_err().kind(), ErrorKind::Config);
+    }
 
     #[test]
     fn java_defaults() {

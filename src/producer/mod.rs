@@ -35,8 +35,11 @@
 //! * Responses complete whole batches. Retriable errors send the batch back to the head of its
 //!   partition's queue (after an exponential back-off with ±20% jitter, KIP-580), with a
 //!   metadata refresh first when the leader moved; a partition that had a failure sends one
-//!   batch at a time until a success, so batches are never reordered. Retries stop at
-//!   `delivery.timeout`.
+//!   batch at a time until the retried batches succeed (a later batch's success does not end
+//!   the retry), so batches are never reordered and a resend stays within the broker's window
+//!   of 5 batches in which it recognises duplicates. Retries stop at
+//!   `delivery.timeout` (or after `retries` definite failures; attempts without a definite
+//!   answer do not count).
 //! * Idempotence (default): see [`ProduceError`] for how failures are reported as not or
 //!   possibly persisted. `DUPLICATE_SEQUENCE_NUMBER` counts as success; an
 //!   `OUT_OF_ORDER_SEQUENCE_NUMBER` on the oldest unacknowledged batch of a partition is fatal
@@ -50,11 +53,12 @@
 mod accumulator;
 mod circuit;
 mod config;
-mod idempotence;
+pub(crate) mod idempotence;
 mod metrics;
 mod partitioner;
 mod record;
 mod sender;
+pub(crate) mod txn;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -70,7 +74,8 @@ pub use circuit::{CircuitBreakerConfig, CircuitState};
 pub use config::{
     Acks, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_MEMORY, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER,
     DEFAULT_MAX_BLOCK, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Idempotence, Partitioning, ProducerConfig,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TRANSACTION_TIMEOUT, Idempotence,
+    Partitioning, ProducerConfig,
 };
 pub use metrics::ProducerMetrics;
 pub use partitioner::{Partitioner, murmur2, murmur2_partition};
@@ -108,12 +113,17 @@ pub(crate) struct Shared {
     /// Set by the sender before it looks for open batches; a `send` that starts a batch wakes
     /// the sender only if this is set (otherwise the sender's linger timer covers it).
     pub(crate) sender_idle: AtomicBool,
+    /// Cleared by the sender while every broker it sends to has `max.in.flight` requests out
+    /// (a response will wake it); a `send` that seals a full batch wakes it only when set.
+    pub(crate) sender_wants_sealed: AtomicBool,
     pub(crate) closing: AtomicBool,
     /// Set by the sender task when it stops; a batch started after that is failed at once.
     pub(crate) stopped: AtomicBool,
     pub(crate) fatal: OnceLock<Error>,
     pub(crate) counters: Counters,
     pub(crate) circuit: Option<CircuitBreaker>,
+    /// The transaction manager's link to the sender (transactional producers only).
+    pub(crate) txn: Option<Arc<txn::TxnLink>>,
 }
 
 impl Shared {
@@ -171,6 +181,40 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The first buffer of a new batch: 16 KiB (or the whole batch if `batch.size` is smaller, or
+/// the first record if it is larger), plus the batch header. The batch grows by doubling as
+/// records arrive, charging `buffer.memory` for each growth ([`grow_charge`]), so a large
+/// `batch.size` costs memory only where traffic fills it.
+fn initial_charge(batch_size: usize, record_max: usize) -> usize {
+    const INITIAL: usize = 16 * 1024;
+    let limit = batch_size.max(record_max + BATCH_HEADER_LEN);
+    limit.min(INITIAL.max(record_max + BATCH_HEADER_LEN)) + BATCH_HEADER_LEN
+}
+
+/// Makes sure the open batch's buffer may hold `needed` more bytes (its length plus the
+/// record), charging `buffer.memory` for growth without waiting. The buffer is a `Vec` that
+/// grows to `max(2 × capacity, required)`; charging `max(2 × charged, needed + 4)` (the record
+/// reserves up to 4 bytes more than its size) keeps the charge at or above the real capacity.
+/// `false`: no memory for the growth now; the caller seals the batch instead.
+fn grow_charge(sh: &Shared, open: &mut OpenBatch, needed: usize) -> bool {
+    let charged = open.permits as usize;
+    if needed + 4 <= charged {
+        return true;
+    }
+    let new_charge = (2 * charged).max(needed + 4);
+    let Ok(extra) = u32::try_from(new_charge - charged) else {
+        return false;
+    };
+    match sh.memory.try_acquire_many(extra) {
+        Ok(p) => {
+            p.forget();
+            open.permits += extra;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// An upper bound of a record's encoded size: every varint at its longest.
 fn record_upper_bound(
     key: Option<&[u8]>,
@@ -188,14 +232,41 @@ fn record_upper_bound(
 impl Producer {
     /// A producer on `cluster`. With idempotence (the default) it first obtains a producer id
     /// (InitProducerId), retrying for up to `max_block`. Must be called inside a tokio runtime.
+    ///
+    /// A config with a `transactional_id` is refused ([`ErrorKind::Config`]): build a
+    /// [`TransactionalProducer`](crate::transaction::TransactionalProducer) instead.
     pub async fn new(cluster: Cluster, config: ProducerConfig) -> crate::Result<Producer> {
         config.validate()?;
+        if config.transactional_id.is_some() {
+            return Err(Error::config(
+                "transactional.id is set: use rekafka::transaction::TransactionalProducer",
+            ));
+        }
         let pid = if config.is_idempotent() {
             let deadline = Instant::now() + config.max_block;
             Some(idempotence::init_producer_id(&cluster, &config, None, deadline).await?)
         } else {
             None
         };
+        Ok(Producer::start(cluster, config, pid, None))
+    }
+
+    /// A transactional producer's inner producer: no producer id yet (the transaction
+    /// manager hands it to the sender through `link`).
+    pub(crate) fn new_transactional(
+        cluster: Cluster,
+        config: ProducerConfig,
+        link: Arc<txn::TxnLink>,
+    ) -> Producer {
+        Producer::start(cluster, config, None, Some(link))
+    }
+
+    fn start(
+        cluster: Cluster,
+        config: ProducerConfig,
+        pid: Option<idempotence::ProducerIdAndEpoch>,
+        txn: Option<Arc<txn::TxnLink>>,
+    ) -> Producer {
         let shared = Arc::new(Shared {
             memory: Semaphore::new(config.buffer_memory),
             circuit: config.circuit_breaker.clone().map(CircuitBreaker::new),
@@ -207,20 +278,35 @@ impl Producer {
             outstanding: AtomicU64::new(0),
             flushing: AtomicUsize::new(0),
             sender_idle: AtomicBool::new(true),
+            sender_wants_sealed: AtomicBool::new(true),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             fatal: OnceLock::new(),
             counters: Counters::new(),
+            txn,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(sender::run(shared.clone(), shutdown_rx, pid));
-        Ok(Producer {
+        Producer {
             handle: Arc::new(Handle {
                 shared,
                 shutdown,
                 task: std::sync::Mutex::new(Some(task)),
             }),
-        })
+        }
+    }
+
+    /// Makes the producer fatal (the transaction manager's fatal errors) and wakes the
+    /// sender so that it fails what it holds.
+    pub(crate) fn set_fatal(&self, e: Error) {
+        let sh = self.shared();
+        let _ = sh.fatal.set(e);
+        sh.wake.notify_one();
+    }
+
+    /// Wakes the sender (a transaction state change it must act on).
+    pub(crate) fn wake_sender(&self) {
+        self.shared().wake.notify_one();
     }
 
     fn shared(&self) -> &Shared {
@@ -316,7 +402,8 @@ impl Producer {
                 let mut inner = lock(&queue.inner);
                 if let Some(open) = inner.open.as_mut() {
                     let size = open.builder.record_size(timestamp, key, value, headers);
-                    if open.builder.estimated_size() + size <= open.limit {
+                    let len = open.builder.estimated_size();
+                    if len + size <= open.limit && grow_charge(sh, open, len + size) {
                         let index = open
                             .builder
                             .append(timestamp, key, value, headers)
@@ -328,15 +415,19 @@ impl Producer {
                         }
                         return Ok(fut);
                     }
-                    // Full: seal it for the sender.
+                    // Full: seal it for the sender (waking it only if it could send now;
+                    // otherwise its next response wakes it).
                     if let Some(full) = inner.open.take() {
                         inner.sealed.push_back(full);
-                        sh.wake.notify_one();
+                        if sh.sender_wants_sealed.load(Ordering::Acquire) {
+                            sh.wake.notify_one();
+                        }
                     }
                 }
                 if let Some(permits) = reserved.take() {
                     let limit = sh.config.batch_size.max(record_max + BATCH_HEADER_LEN);
-                    let builder = BatchBuilder::with_capacity(limit)
+                    // The buffer's capacity is exactly what was reserved (see `initial_charge`).
+                    let builder = BatchBuilder::with_capacity(permits as usize - BATCH_HEADER_LEN)
                         .with_compression(sh.config.compression)
                         .with_compression_level(sh.config.compression_level);
                     let shared = Arc::new(BatchShared::new(topic.name.clone(), partition as i32));
@@ -379,7 +470,7 @@ impl Producer {
                 }
             }
             // A new batch is needed: reserve its memory outside the partition lock.
-            let want = sh.config.batch_size.max(record_max + BATCH_HEADER_LEN);
+            let want = initial_charge(sh.config.batch_size, record_max);
             if want > sh.config.buffer_memory {
                 return Err(ProduceError::not_persisted(Error::with_message(
                     ErrorKind::BufferFull,

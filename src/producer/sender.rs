@@ -51,6 +51,8 @@ struct SBatch {
     /// Its records were failed at `delivery.timeout` while a request carrying it was still in
     /// flight; the response only settles the bookkeeping.
     expired: bool,
+    /// Retries after definite failures (ambiguous ones do not count).
+    retries: u32,
 }
 
 struct SPart {
@@ -86,6 +88,11 @@ struct Sender {
     refreshing: Arc<AtomicBool>,
     bump_retry_at: Option<Instant>,
     bump_backoff: Backoff,
+    /// Where the next drain round starts among the partitions, so that a request that cannot
+    /// take every partition (`max.request.size`) does not favour the same ones each time.
+    drain_start: usize,
+    /// The AddPartitionsToTxn task of a transactional producer, aborted at shutdown.
+    add_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub(crate) async fn run(
@@ -107,6 +114,8 @@ pub(crate) async fn run(
         meta_dirty: Arc::new(AtomicBool::new(true)),
         refreshing: Arc::new(AtomicBool::new(false)),
         bump_retry_at: None,
+        drain_start: 0,
+        add_task: None,
     };
     loop {
         if *shutdown.borrow() {
@@ -127,6 +136,16 @@ pub(crate) async fn run(
         };
         if let Some((id, result)) = done {
             s.handle(id, result);
+        }
+    }
+}
+
+impl Drop for Sender {
+    /// The task ended without `shut_down` (the runtime shut down, or a bug panicked it): fail
+    /// every record still held rather than leave its future pending forever.
+    fn drop(&mut self) {
+        if !self.sh.stopped.load(Ordering::Acquire) {
+            self.shut_down();
         }
     }
 }
@@ -181,7 +200,14 @@ impl Sender {
     /// Returns when the sender should look again at the latest.
     async fn run_once(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        // Conservative until the end of the round shows every broker busy.
+        self.sh.sender_wants_sealed.store(true, Ordering::Release);
         let mut next = self.collect(now);
+        if self.sh.txn.is_some()
+            && let Some(t) = self.txn_round(now)
+        {
+            next = min_instant(next, t);
+        }
         self.refresh_leaders();
         if let Some(t) = self.expire(now) {
             next = min_instant(next, t);
@@ -195,7 +221,23 @@ impl Sender {
         if let Some(t) = self.send_ready(Instant::now()) {
             next = min_instant(next, t);
         }
+        if self.all_brokers_busy() {
+            self.sh.sender_wants_sealed.store(false, Ordering::Release);
+        }
         next
+    }
+
+    /// Whether requests are in flight and every partition's leader already has
+    /// `max.in.flight` of them: a newly sealed batch could not be sent before a response.
+    fn all_brokers_busy(&self) -> bool {
+        if self.requests.is_empty() {
+            return false;
+        }
+        let max = self.sh.config.max_in_flight;
+        self.parts.values().all(|p| {
+            p.leader
+                .is_some_and(|l| self.broker_in_flight.get(&l).copied().unwrap_or(0) >= max)
+        })
     }
 
     /// Moves sealed batches, and open batches older than `linger` (or all when flushing),
@@ -203,8 +245,10 @@ impl Sender {
     fn collect(&mut self, now: Instant) -> Option<Instant> {
         let linger = self.sh.config.linger;
         self.sh.sender_idle.store(true, Ordering::Release);
-        let all =
-            self.sh.flushing.load(Ordering::Acquire) > 0 || self.sh.closing.load(Ordering::Acquire);
+        let doom = self.sh.txn.as_ref().and_then(|l| l.doom());
+        let all = self.sh.flushing.load(Ordering::Acquire) > 0
+            || self.sh.closing.load(Ordering::Acquire)
+            || doom.is_some();
         let mut next = None;
         let mut taken: Vec<(Tp, OpenBatch)> = Vec::new();
         for topic in self.sh.acc.topics() {
@@ -230,7 +274,7 @@ impl Sender {
             // The linger timer will look again; appenders need not wake us.
             self.sh.sender_idle.store(false, Ordering::Release);
         }
-        let fatal = self.sh.fatal_error();
+        let fatal = self.sh.fatal_error().or(doom);
         for (tp, b) in taken {
             let order = self.next_order;
             self.next_order += 1;
@@ -247,6 +291,7 @@ impl Sender {
                 ambiguous: false,
                 last_error: None,
                 expired: false,
+                retries: 0,
             };
             if let Some(e) = &fatal {
                 self.fail(&tp, sb, e.clone(), Persistence::NotPersisted);
@@ -401,6 +446,10 @@ impl Sender {
                 continue;
             };
             b.expired = true;
+            if let Some(link) = &self.sh.txn {
+                link.lock().bump_needed = true;
+                link.set_error(e.clone());
+            }
             let records = u64::from(b.records);
             self.sh.counters.failed(records);
             if let Some(cb) = &self.sh.circuit {
@@ -419,7 +468,13 @@ impl Sender {
         let Some(idem) = &self.idem else {
             return None;
         };
-        if !idem.bump_required || self.total_in_flight() > 0 || self.sh.fatal.get().is_some() {
+        if !idem.bump_required
+            || self.total_in_flight() > 0
+            || self.sh.fatal.get().is_some()
+            || self.sh.txn.is_some()
+        {
+            // A transactional producer's epoch is bumped by its transaction manager, between
+            // transactions (never silently inside one, librdkafka #3575).
             return None;
         }
         if let Some(at) = self.bump_retry_at
@@ -506,6 +561,12 @@ impl Sender {
         if part.in_flight.len() >= self.sh.config.max_in_flight {
             return Err(None);
         }
+        if let Some(link) = &self.sh.txn
+            && !link.lock().added.contains(tp)
+        {
+            // Not registered with the transaction yet (`txn_round` does it).
+            return Err(None);
+        }
         if let Some(idem) = &self.idem {
             if self.sh.fatal.get().is_some() {
                 return Err(None);
@@ -534,7 +595,14 @@ impl Sender {
             // One round: at most one request per broker, one batch per partition.
             let mut by_broker: HashMap<i32, (usize, Vec<Tp>)> = HashMap::new();
             let mut need_refresh: Option<Arc<str>> = None;
-            for (tp, part) in &self.parts {
+            let start = self.drain_start % self.parts.len().max(1);
+            self.drain_start = self.drain_start.wrapping_add(1);
+            for (tp, part) in self
+                .parts
+                .iter()
+                .skip(start)
+                .chain(self.parts.iter().take(start))
+            {
                 match self.sendable(tp, part, now) {
                     Ok(()) => {}
                     Err(at) => {
@@ -613,7 +681,11 @@ impl Sender {
             }
         }
         let request = ProduceRequest::default()
-            .with_transactional_id(None)
+            .with_transactional_id(self.sh.txn.as_ref().map(|l| {
+                crate::protocol::messages::TransactionalId(StrBytes::from_string(
+                    l.transactional_id.to_string(),
+                ))
+            }))
             .with_acks(acks.as_i16())
             .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_topic_data(topics);
@@ -665,7 +737,9 @@ impl Sender {
             let builder = match &mut self.idem {
                 Some(idem) => {
                     b.base_seq = idem.assign(tp, b.records as i32);
-                    builder.with_producer(idem.id.producer_id, idem.id.epoch, b.base_seq)
+                    builder
+                        .with_producer(idem.id.producer_id, idem.id.epoch, b.base_seq)
+                        .with_transactional(self.sh.txn.is_some())
                 }
                 None => builder,
             };
@@ -780,6 +854,25 @@ impl Sender {
         if let Some(m) = message {
             e = e.message(m);
         }
+        if self.sh.txn.is_some()
+            && matches!(
+                code,
+                KafkaCode::OutOfOrderSequenceNumber
+                    | KafkaCode::UnknownProducerId
+                    | KafkaCode::InvalidProducerIdMapping
+                    | KafkaCode::InvalidProducerEpoch
+                    | KafkaCode::TransactionAbortable
+                    | KafkaCode::InvalidTxnState
+                    | KafkaCode::ProducerFenced
+            )
+        {
+            // Inside a transaction these fail the batch and, through `fail`, make the
+            // transaction abortable (or the producer fatal); the epoch is bumped by the
+            // transaction manager after the abort, never here.
+            self.remove_in_flight(&tp, b.order);
+            self.fail(&tp, b, e, Persistence::NotPersisted);
+            return;
+        }
         match code {
             // The broker has this batch already (an earlier attempt was written).
             KafkaCode::DuplicateSequenceNumber => self.succeed(&tp, b, -1, -1),
@@ -837,9 +930,15 @@ impl Sender {
     fn succeed(&mut self, tp: &Tp, b: SBatch, base_offset: i64, log_append_time: i64) {
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
-        part.retrying = false;
-        part.retry_at = None;
-        part.backoff.reset();
+        // A later batch's success does not end a retry: while an earlier batch waits to be
+        // resent (it sits at the head of the queue, which is in creation order), keep sending
+        // one batch at a time. Otherwise new batches overtake it and, past the broker's window
+        // of 5 batches per producer, its resend can no longer be recognised as a duplicate.
+        if part.queue.front().is_none_or(|q| q.bytes.is_none()) {
+            part.retrying = false;
+            part.retry_at = None;
+            part.backoff.reset();
+        }
         if b.expired {
             // Its records were already reported as possibly persisted: they were.
             self.sh.batch_done(b.permits);
@@ -866,6 +965,43 @@ impl Sender {
         let now = Instant::now();
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
+        // Ambiguous attempts, and rejections caused by the producer's own sequence state (a
+        // gap left by another batch, a lost producer id), do not use up `retries`.
+        let counted = !ambiguous
+            && !matches!(
+                b.last_error.as_ref().and_then(Error::kafka_code),
+                Some(
+                    KafkaCode::OutOfOrderSequenceNumber
+                        | KafkaCode::UnknownProducerId
+                        | KafkaCode::InvalidProducerIdMapping
+                )
+            );
+        if counted {
+            b.retries = b.retries.saturating_add(1);
+        }
+        if b.retries > self.sh.config.retries && !b.expired {
+            let p = if b.ambiguous {
+                Persistence::PossiblyPersisted
+            } else {
+                Persistence::NotPersisted
+            };
+            let last = b
+                .last_error
+                .clone()
+                .unwrap_or_else(|| Error::new(ErrorKind::Timeout));
+            let note = format!(
+                "gave up after {} retries (retries = {})",
+                b.retries - 1,
+                self.sh.config.retries
+            );
+            let msg = match last.message_text() {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            };
+            self.fail(tp, b, last.message(msg), p);
+            return;
+        }
+        let part = self.part(tp);
         if b.expired || now >= b.created + timeout {
             let p = if b.ambiguous {
                 Persistence::PossiblyPersisted
@@ -897,6 +1033,9 @@ impl Sender {
     }
 
     fn fail(&mut self, tp: &Tp, b: SBatch, e: Error, persistence: Persistence) {
+        if self.sh.txn.is_some() {
+            self.txn_batch_failed(&b, &e, persistence);
+        }
         if let Some(idem) = &mut self.idem
             && b.base_seq != NO_SEQUENCE
             && self.sh.fatal.get().is_none()
@@ -916,6 +1055,155 @@ impl Sender {
         b.shared
             .complete(BatchOutcome::Failed(ProduceError::new(e, persistence)));
         self.sh.batch_done(b.permits);
+    }
+
+    /// Transactional producers: adopts a new producer id from the transaction manager, fails
+    /// every waiting batch of a doomed transaction (aborting, abortable error, fatal), and
+    /// registers partitions with waiting batches with the transaction (one
+    /// AddPartitionsToTxn for all of them, in a task of its own so responses keep flowing).
+    fn txn_round(&mut self, now: Instant) -> Option<Instant> {
+        let link = self.sh.txn.clone()?;
+        if let Some(id) = link.lock().new_id.take() {
+            tracing::debug!(
+                producer_id = id.producer_id,
+                epoch = id.epoch,
+                "transactional producer id"
+            );
+            match &mut self.idem {
+                Some(idem) => idem.reset(id),
+                None => self.idem = Some(IdempotentState::new(id)),
+            }
+            for part in self.parts.values_mut() {
+                part.retrying = false;
+                part.retry_at = None;
+                for b in part.queue.iter_mut() {
+                    b.base_seq = NO_SEQUENCE;
+                }
+            }
+        }
+        let doom = self.sh.fatal_error().or_else(|| link.doom());
+        if let Some(e) = doom {
+            self.fail_queued(&e);
+            return None;
+        }
+        let id = self.idem.as_ref()?.id;
+        let (want, generation) = {
+            let mut st = link.lock();
+            if st.adding {
+                return None;
+            }
+            if let Some(at) = st.add_retry_at
+                && at > now
+            {
+                return Some(at);
+            }
+            let want: Vec<Tp> = self
+                .parts
+                .iter()
+                .filter(|(tp, p)| !p.queue.is_empty() && !st.added.contains(*tp))
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            if want.is_empty() {
+                return None;
+            }
+            st.adding = true;
+            st.maybe_registered = true;
+            (want, st.generation)
+        };
+        let sh = self.sh.clone();
+        self.add_task = Some(tokio::spawn(async move {
+            let result = super::txn::add_partitions(
+                &sh.cluster,
+                &sh.config,
+                &link.transactional_id,
+                id,
+                &want,
+            )
+            .await;
+            if link.lock().generation != generation {
+                // The transaction ended meanwhile (the manager waits for this request before
+                // EndTxn, so this is only a safety net): its result is not this one's.
+                link.lock().adding = false;
+                sh.wake.notify_one();
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    let mut st = link.lock();
+                    st.adding = false;
+                    st.add_failures = 0;
+                    st.add_retry_at = None;
+                    st.added.extend(want);
+                }
+                Err(e) if e.is_fatal() => {
+                    link.lock().adding = false;
+                    let _ = sh.fatal.set(e);
+                }
+                Err(e) if e.is_retriable() => {
+                    let mut st = link.lock();
+                    st.adding = false;
+                    st.add_failures = st.add_failures.saturating_add(1);
+                    let exp = st.add_failures.min(16) - 1;
+                    let wait = sh
+                        .config
+                        .retry_backoff
+                        .saturating_mul(1u32 << exp.min(10))
+                        .min(sh.config.retry_backoff_max);
+                    tracing::debug!(error = %e, ?wait, "AddPartitionsToTxn failed; retrying");
+                    st.add_retry_at = Some(Instant::now() + wait);
+                }
+                Err(e) => {
+                    link.lock().adding = false;
+                    link.set_error(e);
+                }
+            }
+            sh.wake.notify_one();
+        }));
+        None
+    }
+
+    /// Fails every batch waiting in the sender's queues (not those in flight) with `e`.
+    fn fail_queued(&mut self, e: &Error) {
+        let mut waiting = Vec::new();
+        for (tp, part) in self.parts.iter_mut() {
+            part.retrying = false;
+            part.retry_at = None;
+            for b in part.queue.drain(..) {
+                waiting.push((tp.clone(), b));
+            }
+        }
+        for (tp, b) in waiting {
+            let p = if b.ambiguous {
+                Persistence::PossiblyPersisted
+            } else {
+                Persistence::NotPersisted
+            };
+            self.fail(&tp, b, e.clone(), p);
+        }
+    }
+
+    /// A transactional batch failed: the transaction becomes abortable (or the producer
+    /// fatal), and a batch that may be written or left a sequence gap needs an epoch bump
+    /// after the transaction ends.
+    fn txn_batch_failed(&self, b: &SBatch, e: &Error, persistence: Persistence) {
+        let Some(link) = &self.sh.txn else {
+            return;
+        };
+        if b.expired {
+            return;
+        }
+        if b.base_seq != NO_SEQUENCE || persistence == Persistence::PossiblyPersisted {
+            link.lock().bump_needed = true;
+        }
+        match e.kind() {
+            ErrorKind::TransactionAborted | ErrorKind::Abortable | ErrorKind::Fatal => {}
+            ErrorKind::Closed => {}
+            _ if e.is_fatal() => {
+                let _ = self.sh.fatal.set(e.clone());
+                self.sh.wake.notify_one();
+            }
+            _ => link.set_error(e.clone()),
+        }
     }
 
     /// Makes the producer unusable: fails every waiting batch with the fatal error.
@@ -950,6 +1238,9 @@ impl Sender {
         // Before collecting: a `send` that starts a batch after this sees the flag (the
         // partition lock orders the two) and fails it itself.
         self.sh.stopped.store(true, Ordering::Release);
+        if let Some(t) = self.add_task.take() {
+            t.abort();
+        }
         let closed =
             || Error::with_message(ErrorKind::Closed, "the producer was dropped or closed");
         let _ = self.collect(Instant::now() + Duration::from_secs(365 * 24 * 3600));

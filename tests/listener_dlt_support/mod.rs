@@ -62,6 +62,10 @@ impl ListenerRecord for KRec {
                 message: "value is not UTF-8".into(),
             })
     }
+    fn with_deserialization_failure(&self, _failure: DeserializationFailed) -> Self {
+        // This record type derives its failure from the value bytes; nothing to store.
+        self.clone()
+    }
 }
 
 fn gtp(tp: &TopicPartition) -> rekafka::consumer::TopicPartition {

@@ -1,0 +1,278 @@
+//! rekafka's own consumer and records, as the listener container sees them.
+//!
+//! Everything here goes through the consumer's public API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::classify::{DeserializationFailed, RecordPart};
+use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
+use super::tracker::TopicPartition;
+use crate::Result;
+use crate::consumer::{AutoCommit, Consumer, ConsumerRecord, Deserialized, Deserializer};
+use crate::group::{self, OffsetAndMetadata};
+use crate::protocol::record::{Header, TimestampType};
+
+fn to_group_tp(tp: &TopicPartition) -> group::TopicPartition {
+    group::TopicPartition {
+        topic: tp.0.clone(),
+        partition: tp.1,
+    }
+}
+
+fn from_group_tp(tp: &group::TopicPartition) -> TopicPartition {
+    (tp.topic.clone(), tp.partition)
+}
+
+/// A consumed record for the container: the consumer's record plus the headers the container
+/// adds (the delivery attempt) and an optional deserialization failure.
+#[derive(Debug, Clone)]
+pub struct ListenerConsumerRecord {
+    /// Shared, so that handing the record to the handler while keeping it for the error
+    /// handler costs one reference count, not a copy.
+    record: Arc<ConsumerRecord>,
+    /// Headers the container added (replacing same-named ones); usually none.
+    extra_headers: Option<Arc<Vec<Header>>>,
+    failure: Option<Arc<DeserializationFailed>>,
+}
+
+impl ListenerConsumerRecord {
+    /// The consumer's record.
+    pub fn record(&self) -> &ConsumerRecord {
+        &self.record
+    }
+
+    /// The record's key bytes.
+    pub fn key_bytes(&self) -> Option<&Bytes> {
+        self.record.key.as_ref()
+    }
+
+    /// The record's value bytes.
+    pub fn value_bytes(&self) -> Option<&Bytes> {
+        self.record.value.as_ref()
+    }
+
+    /// The value as UTF-8 text, if it is.
+    pub fn value_str(&self) -> Option<&str> {
+        self.record
+            .value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The key as UTF-8 text, if it is.
+    pub fn key_str(&self) -> Option<&str> {
+        self.record
+            .key
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The value of the last header called `name`, if any (a null value is `Some(None)`).
+    pub fn header(&self, name: &str) -> Option<Option<Bytes>> {
+        self.headers()
+            .into_iter()
+            .rev()
+            .find(|h| h.key() == name)
+            .map(|h| h.value)
+    }
+}
+
+impl From<ConsumerRecord> for ListenerConsumerRecord {
+    fn from(record: ConsumerRecord) -> Self {
+        ListenerConsumerRecord {
+            record: Arc::new(record),
+            extra_headers: None,
+            failure: None,
+        }
+    }
+}
+
+impl ListenerRecord for ListenerConsumerRecord {
+    fn topic(&self) -> &str {
+        &self.record.topic
+    }
+
+    fn partition(&self) -> i32 {
+        self.record.partition
+    }
+
+    fn offset(&self) -> i64 {
+        self.record.offset
+    }
+
+    fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+
+    fn timestamp_type(&self) -> TimestampType {
+        self.record.timestamp_type
+    }
+
+    fn key(&self) -> Option<&Bytes> {
+        self.record.key.as_ref()
+    }
+
+    fn value(&self) -> Option<&Bytes> {
+        self.record.value.as_ref()
+    }
+
+    fn headers(&self) -> Vec<Header> {
+        let extra: &[Header] = self.extra_headers.as_deref().map_or(&[], Vec::as_slice);
+        let replaced = |h: &Header| extra.iter().any(|x| x.key() == h.key());
+        self.record
+            .headers
+            .iter()
+            .filter(|h| !replaced(h))
+            .chain(extra.iter().cloned())
+            .collect()
+    }
+
+    fn with_header(&self, header: Header) -> Self {
+        let mut extra: Vec<Header> = self
+            .extra_headers
+            .as_deref()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(|h| h.key() != header.key())
+            .cloned()
+            .collect();
+        extra.push(header);
+        ListenerConsumerRecord {
+            record: self.record.clone(),
+            extra_headers: Some(Arc::new(extra)),
+            failure: self.failure.clone(),
+        }
+    }
+
+    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
+        self.failure.as_deref().cloned()
+    }
+
+    fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self {
+        ListenerConsumerRecord {
+            failure: Some(Arc::new(failure)),
+            ..self.clone()
+        }
+    }
+}
+
+/// The container owns the consumer; `poll` must only be raced against a stop (after which the
+/// consumer is closed).
+impl ContainerConsumer for Consumer {
+    type Record = ListenerConsumerRecord;
+
+    async fn poll(&mut self, timeout: Duration) -> Result<Vec<ListenerConsumerRecord>> {
+        let records = Consumer::poll(self, timeout).await?;
+        if records.is_empty() {
+            if let Some((_, e)) = records.errors().first() {
+                return Err(e.clone());
+            }
+            return Ok(Vec::new());
+        }
+        for (tp, e) in records.errors() {
+            tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "partition error");
+        }
+        Ok(records
+            .into_iter()
+            .map(ListenerConsumerRecord::from)
+            .collect())
+    }
+
+    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        Consumer::seek(self, &to_group_tp(tp), offset)
+    }
+
+    fn pause(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        let tps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
+        Consumer::pause(self, &tps)
+    }
+
+    fn resume(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        let tps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
+        Consumer::resume(self, &tps)
+    }
+
+    fn assignment(&self) -> Vec<TopicPartition> {
+        Consumer::assignment(self)
+            .iter()
+            .map(from_group_tp)
+            .collect()
+    }
+
+    async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> Result<()> {
+        let offsets: Vec<(group::TopicPartition, OffsetAndMetadata)> = offsets
+            .into_iter()
+            .map(|o| {
+                let mut om = OffsetAndMetadata::new(o.offset);
+                if !o.metadata.is_empty() {
+                    om.metadata = Some(o.metadata);
+                }
+                (to_group_tp(&o.partition), om)
+            })
+            .collect();
+        self.commit_offsets(&offsets).await
+    }
+
+    async fn committed(&mut self, tps: &[TopicPartition]) -> Result<CommittedOffsets> {
+        let gtps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
+        let map = Consumer::committed(self, &gtps).await?;
+        Ok(tps
+            .iter()
+            .map(|tp| {
+                let c = map.get(&to_group_tp(tp)).cloned().flatten().map(|om| {
+                    let metadata = om.metadata.unwrap_or_default();
+                    (om.offset, metadata)
+                });
+                (tp.clone(), c)
+            })
+            .collect())
+    }
+
+    fn group_id(&self) -> Option<String> {
+        self.config().group_id.clone()
+    }
+
+    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
+        crate::transaction::ConsumerGroupMetadata::from_consumer(self)
+    }
+
+    fn auto_commit_enabled(&self) -> bool {
+        !matches!(self.config().auto_commit, AutoCommit::Disabled)
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        Consumer::close(self).await
+    }
+}
+
+/// A deserialization check for [`ContainerBuilder::deserialization_check`]: runs `key` and
+/// `value` on each record; a record that fails never reaches the handler and goes to the
+/// recoverer on its first failure, with its raw bytes.
+///
+/// [`ContainerBuilder::deserialization_check`]: super::ContainerBuilder::deserialization_check
+pub fn deserialization_check<K, V>(
+    key: K,
+    value: V,
+) -> impl Fn(&ListenerConsumerRecord) -> std::result::Result<(), DeserializationFailed>
++ Send
++ Sync
++ 'static
+where
+    K: Deserializer + 'static,
+    V: Deserializer + 'static,
+{
+    move |r: &ListenerConsumerRecord| match r.record.deserialize(&key, &value) {
+        Deserialized::Failed { error, is_key, .. } => Err(DeserializationFailed {
+            part: if is_key {
+                RecordPart::Key
+            } else {
+                RecordPart::Value
+            },
+            message: error.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}

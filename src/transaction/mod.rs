@@ -1,0 +1,1114 @@
+//! The transactional producer (KIP-98, KIP-447, KIP-360, KIP-654, KIP-1050).
+//!
+//! ```no_run
+//! # async fn demo() -> rekafka::Result<()> {
+//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::producer::{ProducerConfig, Record};
+//! use rekafka::transaction::TransactionalProducer;
+//!
+//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//! let config = ProducerConfig::default().with_transactional_id("orders-copier");
+//! let producer = TransactionalProducer::new(cluster, config)?;
+//! producer.init_transactions().await?; // fences older instances with the same id
+//! producer.begin_transaction()?;
+//! producer.send(Record::new("orders").with_value("v")).await?;
+//! match producer.commit_transaction().await {
+//!     Ok(()) => {}
+//!     Err(e) if e.is_abortable() => producer.abort_transaction().await?,
+//!     Err(e) => return Err(e), // fatal (fenced, ...): make a new producer
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! A [`TransactionalProducer`] wraps a [`Producer`] whose sender task knows it is
+//! transactional (the non-transactional path is untouched):
+//!
+//! * the **sender task** registers each partition with the transaction (AddPartitionsToTxn,
+//!   one request for every partition waiting, retried with back-off) before the partition's
+//!   first batch is sent, marks batches transactional, and reports the first batch that fails
+//!   (a produce error, a local delivery timeout) as the transaction's abortable error;
+//! * the **transaction manager** (this module) runs the state machine of Java's
+//!   `TransactionManager` ([`TransactionState`]) and the coordinator calls: InitProducerId,
+//!   AddOffsetsToTxn, TxnOffsetCommit (to the group coordinator, with the consumer's
+//!   generation, member id and instance id, KIP-447) and EndTxn. `init`, `commit` and `abort`
+//!   run in a task of their own: a call that times out returns [`ErrorKind::Timeout`] and the
+//!   same call made again waits for the same operation (its result is kept), so an EndTxn whose
+//!   outcome is unknown is retried until confirmed and never reported as committed.
+//!
+//! Before EndTxn every batch of the transaction is completed: `commit` waits for all of them
+//! (they are delivered, or the transaction becomes abortable), `abort` fails those not yet
+//! sent with [`ErrorKind::TransactionAborted`] and waits for those in flight (KAFKA-12671).
+//! When a batch's outcome stayed unknown, or the sequence has a gap (`UNKNOWN_PRODUCER_ID`,
+//! `OUT_OF_ORDER_SEQUENCE_NUMBER`), the abort ends with an epoch bump (InitProducerId with the
+//! current id and epoch, KIP-360), so a late write of the aborted transaction is fenced and
+//! never lands in the next one.
+//!
+//! Errors (KIP-1050): retriable ones (`CONCURRENT_TRANSACTIONS`, coordinator moves and loads,
+//! timeouts, lost connections) are retried inside the call; abortable ones put the
+//! producer in [`TransactionState::AbortableError`]: `commit` fails with
+//! [`ErrorKind::Abortable`] (the source is the first error), `abort` works and the producer is
+//! usable again; fatal ones (`PRODUCER_FENCED`, `INVALID_PRODUCER_EPOCH` on a
+//! transaction-control request, `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`, unsupported
+//! versions) make every later call fail with [`ErrorKind::Fatal`] whose source is the first.
+//! A call not allowed in the current state fails with [`ErrorKind::InvalidState`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, CoordinatorType};
+use crate::connection::Backoff;
+use crate::consumer::Consumer;
+use crate::error::{Error, ErrorKind, KafkaCode, Result};
+use crate::producer::idempotence::ProducerIdAndEpoch;
+use crate::producer::txn::TxnLink;
+use crate::producer::{
+    DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerMetrics, Record,
+};
+use crate::protocol::StrBytes;
+use crate::protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use crate::protocol::messages::{
+    AddOffsetsToTxnRequest, ApiKey, EndTxnRequest, GroupId, InitProducerIdRequest, ProducerId,
+    TopicName, TransactionalId, TxnOffsetCommitRequest,
+};
+
+/// The state of a transactional producer, as Java's `TransactionManager` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransactionState {
+    /// Created; [`init_transactions`](TransactionalProducer::init_transactions) not done yet.
+    Uninitialized,
+    /// `init_transactions` is running (or timed out and may be called again).
+    Initializing,
+    /// Ready to [`begin_transaction`](TransactionalProducer::begin_transaction).
+    Ready,
+    /// In a transaction.
+    InTransaction,
+    /// A commit is running (or timed out: call `commit_transaction` again).
+    CommittingTransaction,
+    /// An abort is running (or timed out: call `abort_transaction` again).
+    AbortingTransaction,
+    /// The transaction hit an abortable error: only `abort_transaction` is allowed.
+    AbortableError,
+    /// The producer hit a fatal error: every call fails; make a new producer.
+    FatalError,
+}
+
+/// A consumer's group membership, sent with the offsets of a transaction (KIP-447) so that
+/// the group coordinator refuses the offsets of a zombie (a member fenced by a rebalance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerGroupMetadata {
+    /// The group id.
+    pub group_id: String,
+    /// The generation of the group the consumer is a member of; -1 when unknown (the
+    /// coordinator then checks nothing, as before KIP-447).
+    pub generation_id: i32,
+    /// The consumer's member id; empty when unknown.
+    pub member_id: String,
+    /// The consumer's static group instance id (`group.instance.id`), if any.
+    pub group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// Metadata of group `group_id` with no membership (generation -1, no member id).
+    pub fn new(group_id: impl Into<String>) -> ConsumerGroupMetadata {
+        ConsumerGroupMetadata {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+
+    /// The group metadata of `consumer`'s current membership (group id, generation, member id,
+    /// instance id), as Java's `consumer.groupMetadata()`; `None` without a `group.id`.
+    pub fn from_consumer(consumer: &Consumer) -> Option<ConsumerGroupMetadata> {
+        let group_id = consumer.config().group_id.clone()?;
+        let (member_id, generation_id) = consumer.group_metadata()?;
+        Some(ConsumerGroupMetadata {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id: consumer.config().group_instance_id.clone(),
+        })
+    }
+
+    /// Sets the member id and generation (as [`Consumer::group_metadata`] returns them).
+    ///
+    pub fn with_member(mut self, member_id: impl Into<String>, generation_id: i32) -> Self {
+        self.member_id = member_id.into();
+        self.generation_id = generation_id;
+        self
+    }
+
+    /// Sets the static group instance id.
+    pub fn with_group_instance_id(mut self, id: Option<String>) -> Self {
+        self.group_instance_id = id;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Init,
+    Commit,
+    Abort,
+}
+
+impl OpKind {
+    fn name(self) -> &'static str {
+        match self {
+            OpKind::Init => "init_transactions",
+            OpKind::Commit => "commit_transaction",
+            OpKind::Abort => "abort_transaction",
+        }
+    }
+}
+
+struct PendingOp {
+    kind: OpKind,
+    task: JoinHandle<Result<()>>,
+}
+
+#[derive(Debug)]
+struct Cell {
+    state: TransactionState,
+    id: Option<ProducerIdAndEpoch>,
+    /// AddOffsetsToTxn succeeded in this transaction for these groups.
+    offset_groups: HashSet<String>,
+    /// AddOffsetsToTxn was sent in this transaction (its outcome may be unknown).
+    offsets_maybe: bool,
+}
+
+struct Inner {
+    producer: Producer,
+    link: Arc<TxnLink>,
+    cluster: Cluster,
+    config: ProducerConfig,
+    cell: Mutex<Cell>,
+    /// `send` calls past their state check and not yet appended: commit and abort wait for
+    /// them after leaving `InTransaction`, so no record joins a transaction that is ending.
+    sends: AtomicUsize,
+}
+
+/// A transactional producer: records sent between
+/// [`begin_transaction`](Self::begin_transaction) and
+/// [`commit_transaction`](Self::commit_transaction) become visible to `read_committed`
+/// consumers together, or (after [`abort_transaction`](Self::abort_transaction)) never.
+///
+/// See the [module documentation](self). Dropping it stops its tasks and fails records not
+/// yet delivered with [`ErrorKind::Closed`].
+pub struct TransactionalProducer {
+    inner: Arc<Inner>,
+    op: tokio::sync::Mutex<Option<PendingOp>>,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .field("transactional_id", &self.inner.link.transactional_id)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TransactionalProducer {
+    fn drop(&mut self) {
+        if let Some(p) = self.op.get_mut().take() {
+            p.task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn invalid_state(msg: impl Into<String>) -> Error {
+    Error::with_message(ErrorKind::InvalidState, msg)
+}
+
+fn abortable(e: &Error) -> Error {
+    if *e.kind() == ErrorKind::Abortable {
+        return e.clone();
+    }
+    Error::with_message(
+        ErrorKind::Abortable,
+        format!("the transaction cannot be committed and must be aborted: {e}"),
+    )
+    .source(e.clone())
+}
+
+/// How the transaction manager treats an error of a coordinator request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Retry (after a back-off); `refresh`: look the coordinator up again first.
+    Retry {
+        refresh: bool,
+    },
+    Abortable,
+    Fatal,
+}
+
+fn classify(api: ApiKey, e: &Error) -> Class {
+    match e.kind() {
+        ErrorKind::Broker(code) => match code {
+            KafkaCode::NotCoordinator | KafkaCode::CoordinatorNotAvailable => {
+                Class::Retry { refresh: true }
+            }
+            KafkaCode::CoordinatorLoadInProgress
+            | KafkaCode::ConcurrentTransactions
+            | KafkaCode::UnknownTopicOrPartition
+            | KafkaCode::RequestTimedOut
+            | KafkaCode::NetworkException => Class::Retry { refresh: false },
+            // EndTxn's outcome is unknown: resend the same EndTxn until it is confirmed or
+            // refused; never report it as done.
+            KafkaCode::UnknownServerError if api == ApiKey::EndTxn => {
+                Class::Retry { refresh: false }
+            }
+            // A zombie consumer's offsets (KIP-447): the transaction must be aborted, the
+            // producer stays usable.
+            KafkaCode::UnknownMemberId
+            | KafkaCode::IllegalGeneration
+            | KafkaCode::FencedInstanceId
+            | KafkaCode::RebalanceInProgress
+                if api == ApiKey::TxnOffsetCommit =>
+            {
+                Class::Abortable
+            }
+            _ if e.is_fatal() => Class::Fatal,
+            _ if code.is_retriable() => Class::Retry { refresh: false },
+            _ => Class::Abortable,
+        },
+        ErrorKind::Io(_) | ErrorKind::Disconnected | ErrorKind::Timeout => {
+            Class::Retry { refresh: true }
+        }
+        _ if e.is_fatal() => Class::Fatal,
+        _ => Class::Abortable,
+    }
+}
+
+impl TransactionalProducer {
+    /// A transactional producer on `cluster`. `config.transactional_id` must be set (and
+    /// idempotence on, the default). Call [`init_transactions`](Self::init_transactions) before
+    /// anything else. Must be called inside a tokio runtime.
+    pub fn new(cluster: Cluster, config: ProducerConfig) -> Result<TransactionalProducer> {
+        config.validate()?;
+        let Some(id) = config.transactional_id.clone() else {
+            return Err(Error::config(
+                "a TransactionalProducer needs transactional.id (ProducerConfig::transactional_id)",
+            ));
+        };
+        if id.is_empty() {
+            return Err(Error::config("transactional.id must not be empty"));
+        }
+        let link = Arc::new(TxnLink::new(&id));
+        let producer = Producer::new_transactional(cluster.clone(), config.clone(), link.clone());
+        Ok(TransactionalProducer {
+            inner: Arc::new(Inner {
+                producer,
+                link,
+                cluster,
+                config,
+                cell: Mutex::new(Cell {
+                    state: TransactionState::Uninitialized,
+                    id: None,
+                    offset_groups: HashSet::new(),
+                    offsets_maybe: false,
+                }),
+                sends: AtomicUsize::new(0),
+            }),
+            op: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The transactional id.
+    pub fn transactional_id(&self) -> &str {
+        &self.inner.link.transactional_id
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// The current state.
+    pub fn state(&self) -> TransactionState {
+        self.inner.state()
+    }
+
+    /// The producer id and epoch in use (`None` before `init_transactions`).
+    pub fn producer_id_and_epoch(&self) -> Option<(i64, i16)> {
+        lock(&self.inner.cell)
+            .id
+            .map(|id| (id.producer_id, id.epoch))
+    }
+
+    /// A snapshot of the producer's metrics.
+    pub fn metrics(&self) -> ProducerMetrics {
+        self.inner.producer.metrics()
+    }
+
+    /// The fatal error that stopped the producer, if any.
+    pub fn fatal_error(&self) -> Option<Error> {
+        self.inner.producer.fatal_error()
+    }
+
+    /// Finds the transaction coordinator and obtains a producer id and epoch for the
+    /// transactional id (InitProducerId), which fences every older producer with the same id
+    /// and aborts its open transaction. Retriable errors (`CONCURRENT_TRANSACTIONS`,
+    /// coordinator moves and loads) are retried inside the call; waits up to `max_block`
+    /// ([`ErrorKind::Timeout`]: call it again to keep waiting for the same operation).
+    pub async fn init_transactions(&self) -> Result<()> {
+        self.init_transactions_within(self.inner.config.max_block)
+            .await
+    }
+
+    /// [`init_transactions`](Self::init_transactions), waiting at most `timeout`.
+    pub async fn init_transactions_within(&self, timeout: Duration) -> Result<()> {
+        self.run_op(OpKind::Init, timeout).await
+    }
+
+    /// Starts a transaction (local only: the coordinator learns of it with the first record or
+    /// offsets). Fails with [`ErrorKind::InvalidState`] unless the producer is
+    /// [`Ready`](TransactionState::Ready).
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.inner.check_fatal()?;
+        let mut cell = lock(&self.inner.cell);
+        match cell.state {
+            TransactionState::Ready => {
+                cell.state = TransactionState::InTransaction;
+                Ok(())
+            }
+            s => Err(invalid_state(format!(
+                "begin_transaction is not allowed in state {s:?}"
+            ))),
+        }
+    }
+
+    /// Sends a record in the current transaction: as [`Producer::send`], and its partition is
+    /// registered with the transaction before its batch is sent. Outside a transaction it
+    /// fails with [`ErrorKind::InvalidState`]; after an abortable error with
+    /// [`ErrorKind::Abortable`]; after a fatal one with [`ErrorKind::Fatal`]. A record refused
+    /// here (no buffer room within `max_block`, too large, ...) makes the transaction
+    /// abortable, so that a commit cannot silently leave it out.
+    pub async fn send(&self, record: Record) -> std::result::Result<DeliveryFuture, ProduceError> {
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.sends.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(&self.inner.sends);
+        if let Err(e) = self.inner.check_in_transaction("send") {
+            return Err(ProduceError::not_persisted(e));
+        }
+        let result = self.inner.producer.send(record).await;
+        if let Err(e) = &result
+            && !matches!(e.error.kind(), ErrorKind::Fatal | ErrorKind::Closed)
+        {
+            // As Java: a record the transaction could not take (no buffer room within
+            // max.block, too large, ...) makes it abortable, so the commit cannot silently
+            // leave it out.
+            self.inner.link.set_error(e.error.clone());
+        }
+        result
+    }
+
+    /// Adds consumed offsets to the transaction (AddOffsetsToTxn to the transaction
+    /// coordinator, then TxnOffsetCommit to the group's coordinator with the group metadata,
+    /// KIP-447): they are committed for the group if and only if the transaction commits.
+    /// `offsets` are `(topic, partition, next offset to consume)`. Retriable errors are retried
+    /// up to `max_block`; a zombie member's offsets (`ILLEGAL_GENERATION`,
+    /// `UNKNOWN_MEMBER_ID`, `FENCED_INSTANCE_ID`) make the transaction abortable.
+    pub async fn send_offsets_to_transaction<T: AsRef<str>>(
+        &self,
+        offsets: &[(T, i32, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let _guard = self.op.try_lock().map_err(|_| {
+            invalid_state("another transactional call is in progress on this producer")
+        })?;
+        if let Some(p) = _guard.as_ref() {
+            return Err(invalid_state(format!(
+                "{} is pending; call it again to complete it",
+                p.kind.name()
+            )));
+        }
+        self.inner
+            .check_in_transaction("send_offsets_to_transaction")?;
+        let deadline = Instant::now() + self.inner.config.max_block;
+        let offsets: Vec<(String, i32, i64)> = offsets
+            .iter()
+            .map(|(t, p, o)| (t.as_ref().to_string(), *p, *o))
+            .collect();
+        let result = self.inner.send_offsets(&offsets, group, deadline).await;
+        if let Err(e) = &result {
+            self.inner.note_error(e);
+        }
+        result
+    }
+
+    /// Commits the transaction: waits for every record of it to be delivered (KAFKA-12671),
+    /// then EndTxn(commit). Fails with [`ErrorKind::Abortable`] if any record of the
+    /// transaction failed (a local delivery timeout too) or the coordinator answered an
+    /// abortable error; abort then. Waits up to `max_block`: on [`ErrorKind::Timeout`] the
+    /// commit goes on, and calling `commit_transaction` again waits for the same commit (an
+    /// abort is refused meanwhile). An EndTxn without a definite answer is resent until it is
+    /// confirmed; it is never reported as committed.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.commit_transaction_within(self.inner.config.max_block)
+            .await
+    }
+
+    /// [`commit_transaction`](Self::commit_transaction), waiting at most `timeout`.
+    pub async fn commit_transaction_within(&self, timeout: Duration) -> Result<()> {
+        self.run_op(OpKind::Commit, timeout).await
+    }
+
+    /// Aborts the transaction: records not yet sent fail with
+    /// [`ErrorKind::TransactionAborted`] (KIP-654), records in flight are waited for, then
+    /// EndTxn(abort); the epoch is bumped when a record's outcome stayed unknown. Allowed in a
+    /// transaction and after an abortable error; afterwards the producer is
+    /// [`Ready`](TransactionState::Ready). Resumable like
+    /// [`commit_transaction`](Self::commit_transaction).
+    pub async fn abort_transaction(&self) -> Result<()> {
+        self.abort_transaction_within(self.inner.config.max_block)
+            .await
+    }
+
+    /// [`abort_transaction`](Self::abort_transaction), waiting at most `timeout`.
+    pub async fn abort_transaction_within(&self, timeout: Duration) -> Result<()> {
+        self.run_op(OpKind::Abort, timeout).await
+    }
+
+    /// Waits until every record sent so far is delivered or failed (does not end the
+    /// transaction).
+    pub async fn flush(&self) {
+        self.inner.producer.flush().await;
+    }
+
+    /// Stops the producer: a pending operation is cancelled, buffered records are delivered
+    /// as by [`Producer::close`] (an open transaction is not committed; the coordinator
+    /// aborts it after `transaction.timeout`, or the next instance's `init_transactions`
+    /// does).
+    pub async fn close(&self) {
+        if let Some(p) = self.op.lock().await.take() {
+            p.task.abort();
+        }
+        self.inner.producer.close().await;
+    }
+
+    async fn run_op(&self, kind: OpKind, timeout: Duration) -> Result<()> {
+        let mut slot = self.op.try_lock().map_err(|_| {
+            invalid_state("another transactional call is in progress on this producer")
+        })?;
+        match slot.as_ref() {
+            Some(p) if p.kind != kind => {
+                return Err(invalid_state(format!(
+                    "{} is pending (it timed out earlier); call it again to complete it",
+                    p.kind.name()
+                )));
+            }
+            Some(_) => {} // Resume the same operation.
+            None => {
+                self.inner.check_fatal()?;
+                self.inner.start(kind)?;
+                let inner = self.inner.clone();
+                let task = tokio::spawn(async move {
+                    let result = match kind {
+                        OpKind::Init => inner.init_task().await,
+                        OpKind::Commit => inner.commit_task().await,
+                        OpKind::Abort => inner.abort_task().await,
+                    };
+                    if let Err(e) = &result {
+                        inner.note_error(e);
+                    }
+                    result
+                });
+                *slot = Some(PendingOp { kind, task });
+            }
+        }
+        let Some(pending) = slot.as_mut() else {
+            return Err(invalid_state("no pending operation"));
+        };
+        match tokio::time::timeout(timeout, &mut pending.task).await {
+            Err(_) => Err(Error::with_message(
+                ErrorKind::Timeout,
+                format!(
+                    "{} did not finish within {timeout:?}; it goes on: call it again to wait \
+                     for it",
+                    kind.name()
+                ),
+            )),
+            Ok(joined) => {
+                *slot = None;
+                match joined {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let err = Error::with_message(
+                            ErrorKind::Fatal,
+                            format!("the {} task ended abnormally: {e}", kind.name()),
+                        );
+                        self.inner.producer.set_fatal(err.clone());
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn state(&self) -> TransactionState {
+        if self.producer.fatal_error().is_some() {
+            return TransactionState::FatalError;
+        }
+        let s = lock(&self.cell).state;
+        if s == TransactionState::InTransaction && self.link.lock().error.is_some() {
+            return TransactionState::AbortableError;
+        }
+        s
+    }
+
+    fn check_fatal(&self) -> Result<()> {
+        match self.producer.fatal_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn check_in_transaction(&self, call: &str) -> Result<()> {
+        self.check_fatal()?;
+        match self.state() {
+            TransactionState::InTransaction => Ok(()),
+            TransactionState::AbortableError => {
+                let st = self.link.lock();
+                Err(match &st.error {
+                    Some(e) => abortable(e),
+                    None => {
+                        Error::with_message(ErrorKind::Abortable, "the transaction must be aborted")
+                    }
+                })
+            }
+            s => Err(invalid_state(format!(
+                "{call} is not allowed in state {s:?}"
+            ))),
+        }
+    }
+
+    /// Records a failed call's error: fatal ones stop the producer, abortable ones doom the
+    /// transaction.
+    fn note_error(&self, e: &Error) {
+        match e.kind() {
+            ErrorKind::Fatal => {
+                if let Some(src) = std::error::Error::source(e)
+                    && let Some(inner) = src.downcast_ref::<Error>()
+                {
+                    self.producer.set_fatal(inner.clone());
+                } else {
+                    self.producer.set_fatal(e.clone());
+                }
+            }
+            ErrorKind::Abortable => {
+                let cause = std::error::Error::source(e)
+                    .and_then(|s| s.downcast_ref::<Error>())
+                    .cloned()
+                    .unwrap_or_else(|| e.clone());
+                self.link.set_error(cause);
+                self.producer.wake_sender();
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks the transition for `kind` and makes it.
+    fn start(&self, kind: OpKind) -> Result<()> {
+        let state = self.state();
+        let mut cell = lock(&self.cell);
+        let next = match (kind, state) {
+            (OpKind::Init, TransactionState::Uninitialized) => TransactionState::Initializing,
+            (OpKind::Commit, TransactionState::InTransaction) => {
+                TransactionState::CommittingTransaction
+            }
+            (OpKind::Commit, TransactionState::AbortableError) => {
+                let st = self.link.lock();
+                return Err(match &st.error {
+                    Some(e) => abortable(e),
+                    None => Error::with_message(ErrorKind::Abortable, "abort the transaction"),
+                });
+            }
+            // An abort that failed (not timed out: that one is resumed) may be tried again.
+            (
+                OpKind::Abort,
+                TransactionState::InTransaction
+                | TransactionState::AbortableError
+                | TransactionState::AbortingTransaction,
+            ) => TransactionState::AbortingTransaction,
+            (k, s) => {
+                return Err(invalid_state(format!(
+                    "{} is not allowed in state {s:?}",
+                    k.name()
+                )));
+            }
+        };
+        cell.state = next;
+        Ok(())
+    }
+
+    fn set_state(&self, s: TransactionState) {
+        lock(&self.cell).state = s;
+    }
+
+    /// Looks the coordinator up and runs `call` on it, retrying retriable errors with
+    /// back-off until `deadline` (`None`: until done). Errors carry `api`.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        kind: CoordinatorType,
+        key: &str,
+        api: ApiKey,
+        deadline: Option<Instant>,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(i32) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut backoff = Backoff::new(self.config.retry_backoff, self.config.retry_backoff_max);
+        loop {
+            let attempt = async {
+                let coordinator = self.cluster.coordinator(kind, key).await?;
+                call(coordinator).await
+            };
+            let error = match attempt.await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if e.context().api.is_none() {
+                        e.api(api)
+                    } else {
+                        e
+                    }
+                }
+            };
+            match classify(api, &error) {
+                Class::Retry { refresh } => {
+                    if refresh {
+                        self.cluster.invalidate_coordinator(kind, key);
+                    }
+                    let wait = backoff.delay();
+                    backoff.failed();
+                    if let Some(d) = deadline
+                        && Instant::now() + wait >= d
+                    {
+                        return Err(Error::with_message(
+                            ErrorKind::Timeout,
+                            format!("{api:?} did not succeed in time; last error: {error}"),
+                        )
+                        .api(api)
+                        .source(error));
+                    }
+                    tracing::debug!(error = %error, ?wait, ?api, "transaction request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Class::Abortable => return Err(abortable(&error)),
+                Class::Fatal => {
+                    self.producer.set_fatal(error.clone());
+                    return Err(self.producer.fatal_error().unwrap_or(error));
+                }
+            }
+        }
+    }
+
+    async fn init_pid(&self, current: Option<ProducerIdAndEpoch>) -> Result<ProducerIdAndEpoch> {
+        let tid = self.link.transactional_id.clone();
+        let timeout_ms = self
+            .config
+            .transaction_timeout
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let request_timeout = self.config.request_timeout;
+        let cluster = &self.cluster;
+        self.with_retries(
+            CoordinatorType::Transaction,
+            &tid,
+            ApiKey::InitProducerId,
+            None,
+            |coordinator| {
+                let tid = tid.clone();
+                async move {
+                    let broker = cluster.connection_for_broker(coordinator).await?;
+                    let conn = broker.connection().await?;
+                    let version = conn.versions().negotiate::<InitProducerIdRequest>()?;
+                    let mut req = InitProducerIdRequest::default()
+                        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                            tid.to_string(),
+                        ))))
+                        .with_transaction_timeout_ms(timeout_ms)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1);
+                    if let Some(cur) = current
+                        && version >= 3
+                    {
+                        req.producer_id = ProducerId(cur.producer_id);
+                        req.producer_epoch = cur.epoch;
+                    }
+                    let resp = tokio::time::timeout(request_timeout, conn.send_at(req, version))
+                        .await
+                        .map_err(|_| {
+                            Error::with_message(ErrorKind::Timeout, "InitProducerId timed out")
+                        })??;
+                    if let Some(code) = KafkaCode::from_i16(resp.error_code) {
+                        return Err(Error::broker(code)
+                            .api(ApiKey::InitProducerId)
+                            .on_broker(coordinator));
+                    }
+                    if resp.producer_id.0 < 0 {
+                        return Err(Error::with_message(
+                            ErrorKind::UnexpectedResponse,
+                            "InitProducerId answered without a producer id",
+                        )
+                        .api(ApiKey::InitProducerId));
+                    }
+                    Ok(ProducerIdAndEpoch {
+                        producer_id: resp.producer_id.0,
+                        epoch: resp.producer_epoch,
+                    })
+                }
+            },
+        )
+        .await
+    }
+
+    /// Hands a new producer id to the sender (sequences start over).
+    fn adopt(&self, id: ProducerIdAndEpoch) {
+        lock(&self.cell).id = Some(id);
+        {
+            let mut st = self.link.lock();
+            st.id = Some(id);
+            st.new_id = Some(id);
+        }
+        self.producer.wake_sender();
+    }
+
+    async fn init_task(&self) -> Result<()> {
+        match self.init_pid(None).await {
+            Ok(id) => {
+                tracing::info!(
+                    transactional_id = %self.link.transactional_id,
+                    producer_id = id.producer_id,
+                    epoch = id.epoch,
+                    "transactions initialized"
+                );
+                self.adopt(id);
+                self.set_state(TransactionState::Ready);
+                Ok(())
+            }
+            Err(e) => {
+                if !e.is_fatal() {
+                    self.set_state(TransactionState::Uninitialized);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn current_id(&self) -> Result<ProducerIdAndEpoch> {
+        lock(&self.cell)
+            .id
+            .ok_or_else(|| invalid_state("init_transactions has not completed"))
+    }
+
+    async fn send_offsets(
+        &self,
+        offsets: &[(String, i32, i64)],
+        group: &ConsumerGroupMetadata,
+        deadline: Instant,
+    ) -> Result<()> {
+        let id = self.current_id()?;
+        let tid = self.link.transactional_id.clone();
+        let request_timeout = self.config.request_timeout;
+        let cluster = &self.cluster;
+        let known = lock(&self.cell).offset_groups.contains(&group.group_id);
+        if !known {
+            lock(&self.cell).offsets_maybe = true;
+            let gid = group.group_id.clone();
+            self.with_retries(
+                CoordinatorType::Transaction,
+                &tid,
+                ApiKey::AddOffsetsToTxn,
+                Some(deadline),
+                |coordinator| {
+                    let (tid, gid) = (tid.clone(), gid.clone());
+                    async move {
+                        let req = AddOffsetsToTxnRequest::default()
+                            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                                tid.to_string(),
+                            )))
+                            .with_producer_id(ProducerId(id.producer_id))
+                            .with_producer_epoch(id.epoch)
+                            .with_group_id(GroupId(StrBytes::from_string(gid)));
+                        let broker = cluster.connection_for_broker(coordinator).await?;
+                        let resp = tokio::time::timeout(request_timeout, broker.send(req))
+                            .await
+                            .map_err(|_| {
+                                Error::with_message(ErrorKind::Timeout, "AddOffsetsToTxn timed out")
+                            })??;
+                        match KafkaCode::from_i16(resp.error_code) {
+                            Some(code) => Err(Error::broker(code)
+                                .api(ApiKey::AddOffsetsToTxn)
+                                .on_broker(coordinator)),
+                            None => Ok(()),
+                        }
+                    }
+                },
+            )
+            .await?;
+            lock(&self.cell)
+                .offset_groups
+                .insert(group.group_id.clone());
+        }
+        let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
+        for (t, p, o) in offsets {
+            let part = TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(*p)
+                .with_committed_offset(*o)
+                .with_committed_leader_epoch(-1)
+                .with_committed_metadata(Some(StrBytes::from_static_str("")));
+            match topics.iter_mut().find(|x| *x.name.0 == **t) {
+                Some(x) => x.partitions.push(part),
+                None => topics.push(
+                    TxnOffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.clone())))
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        let gid = group.group_id.clone();
+        self.with_retries(
+            CoordinatorType::Group,
+            &gid,
+            ApiKey::TxnOffsetCommit,
+            Some(deadline),
+            |coordinator| {
+                let topics = topics.clone();
+                let tid = tid.clone();
+                async move {
+                    let broker = cluster.connection_for_broker(coordinator).await?;
+                    let conn = broker.connection().await?;
+                    let version = conn.versions().negotiate::<TxnOffsetCommitRequest>()?;
+                    let mut req = TxnOffsetCommitRequest::default()
+                        .with_transactional_id(TransactionalId(StrBytes::from_string(
+                            tid.to_string(),
+                        )))
+                        .with_group_id(GroupId(StrBytes::from_string(group.group_id.clone())))
+                        .with_producer_id(ProducerId(id.producer_id))
+                        .with_producer_epoch(id.epoch)
+                        .with_topics(topics);
+                    if version >= 3 {
+                        req.generation_id = group.generation_id;
+                        req.member_id = StrBytes::from_string(group.member_id.clone());
+                        req.group_instance_id =
+                            group.group_instance_id.clone().map(StrBytes::from_string);
+                    }
+                    let resp = tokio::time::timeout(request_timeout, conn.send_at(req, version))
+                        .await
+                        .map_err(|_| {
+                            Error::with_message(ErrorKind::Timeout, "TxnOffsetCommit timed out")
+                        })??;
+                    // The worst partition error decides (a retriable one only if all are).
+                    let mut worst: Option<Error> = None;
+                    for t in &resp.topics {
+                        for p in &t.partitions {
+                            if let Some(code) = KafkaCode::from_i16(p.error_code) {
+                                let e = Error::broker(code)
+                                    .api(ApiKey::TxnOffsetCommit)
+                                    .on_broker(coordinator)
+                                    .on_partition(t.name.0.to_string(), p.partition_index);
+                                let replace = match &worst {
+                                    None => true,
+                                    Some(w) => matches!(
+                                        classify(ApiKey::TxnOffsetCommit, w),
+                                        Class::Retry { .. }
+                                    ),
+                                };
+                                if replace {
+                                    worst = Some(e);
+                                }
+                            }
+                        }
+                    }
+                    match worst {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Sends EndTxn until it is confirmed (retriable errors and unknown outcomes are retried
+    /// with the same producer id and epoch).
+    /// `unknown_ok`: `INVALID_TXN_STATE` means the coordinator never saw the transaction (an
+    /// abort after an AddPartitionsToTxn without answer): nothing to end.
+    async fn end_txn(&self, commit: bool, unknown_ok: bool) -> Result<()> {
+        let id = self.current_id()?;
+        let tid = self.link.transactional_id.clone();
+        let request_timeout = self.config.request_timeout;
+        let cluster = &self.cluster;
+        self.with_retries(
+            CoordinatorType::Transaction,
+            &tid,
+            ApiKey::EndTxn,
+            None,
+            |coordinator| {
+                let tid = tid.clone();
+                async move {
+                    let req = EndTxnRequest::default()
+                        .with_transactional_id(TransactionalId(StrBytes::from_string(
+                            tid.to_string(),
+                        )))
+                        .with_producer_id(ProducerId(id.producer_id))
+                        .with_producer_epoch(id.epoch)
+                        .with_committed(commit);
+                    let broker = cluster.connection_for_broker(coordinator).await?;
+                    let resp = tokio::time::timeout(request_timeout, broker.send(req))
+                        .await
+                        .map_err(|_| {
+                            Error::with_message(
+                                ErrorKind::Timeout,
+                                "EndTxn timed out (outcome unknown)",
+                            )
+                        })??;
+                    match KafkaCode::from_i16(resp.error_code) {
+                        Some(KafkaCode::InvalidTxnState) if unknown_ok => {
+                            tracing::debug!("EndTxn: the coordinator had no transaction");
+                            Ok(())
+                        }
+                        Some(code) => Err(Error::broker(code)
+                            .api(ApiKey::EndTxn)
+                            .on_broker(coordinator)),
+                        None => Ok(()),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Whether the coordinator knows (or may know) the transaction: `(sure, maybe)`.
+    fn registered(&self) -> (bool, bool) {
+        let st = self.link.lock();
+        let cell = lock(&self.cell);
+        let sure = !st.added.is_empty() || !cell.offset_groups.is_empty();
+        (sure, sure || st.maybe_registered || cell.offsets_maybe)
+    }
+
+    /// Forgets the finished transaction.
+    fn reset_txn(&self) {
+        {
+            let mut st = self.link.lock();
+            st.added.clear();
+            st.maybe_registered = false;
+            st.error = None;
+            st.aborting = false;
+            st.add_retry_at = None;
+            st.add_failures = 0;
+            st.generation = st.generation.wrapping_add(1);
+        }
+        let mut cell = lock(&self.cell);
+        cell.offset_groups.clear();
+        cell.offsets_maybe = false;
+    }
+
+    async fn wait_drained(&self) {
+        // Sends that passed their state check before the transition finish appending first.
+        while self.sends.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.producer.flush().await;
+        // An AddPartitionsToTxn still in flight could otherwise reach the coordinator after
+        // EndTxn and open a transaction nobody ends.
+        while self.link.lock().adding {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn commit_task(&self) -> Result<()> {
+        let doomed = |s: &Self| s.link.lock().error.clone();
+        if let Some(e) = doomed(self) {
+            self.set_state(TransactionState::AbortableError);
+            return Err(abortable(&e));
+        }
+        // KAFKA-12671: every batch of the transaction completes before EndTxn.
+        self.wait_drained().await;
+        self.check_fatal()?;
+        if let Some(e) = doomed(self) {
+            self.set_state(TransactionState::AbortableError);
+            return Err(abortable(&e));
+        }
+        let (_, maybe) = self.registered();
+        if maybe {
+            match self.end_txn(true, false).await {
+                Ok(()) => {}
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    self.link.set_error(e.clone());
+                    self.set_state(TransactionState::AbortableError);
+                    return Err(abortable(&e));
+                }
+            }
+        }
+        self.reset_txn();
+        self.set_state(TransactionState::Ready);
+        Ok(())
+    }
+
+    async fn abort_task(&self) -> Result<()> {
+        while self.sends.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.link.lock().aborting = true;
+        self.producer.wake_sender();
+        // Unsent batches fail as aborted; in-flight ones are waited for (KAFKA-12671).
+        self.wait_drained().await;
+        self.check_fatal()?;
+        let (sure, maybe) = self.registered();
+        if maybe {
+            match self.end_txn(false, !sure).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.link.lock().aborting = false;
+                    return Err(e);
+                }
+            }
+        }
+        let bump = std::mem::take(&mut self.link.lock().bump_needed);
+        if bump {
+            // A record's outcome stayed unknown or the sequence has a gap: a new epoch fences
+            // any late write of the aborted transaction (KIP-360, KAFKA-17754).
+            let current = self.current_id()?;
+            let id = self.init_pid(Some(current)).await?;
+            tracing::info!(
+                producer_id = id.producer_id,
+                epoch = id.epoch,
+                "bumped the epoch after an abort"
+            );
+            self.adopt(id);
+        }
+        self.reset_txn();
+        self.set_state(TransactionState::Ready);
+        Ok(())
+    }
+}

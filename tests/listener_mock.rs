@@ -1,0 +1,234 @@
+//! Listener-container behaviour that needs Kafka semantics the test broker lacks (commit
+//! metadata), on rekafka's embedded mock cluster.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use rekafka::listener::{
+    ContainerEvent, ContainerHandle, DefaultErrorHandler, DeliveryAttemptHeader, FixedBackOff,
+    HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord, RecovererFn,
+    SharedError,
+};
+use rekafka::mock::MockCluster;
+use rekafka::producer::{Producer, ProducerConfig, Record};
+
+#[derive(Debug, thiserror::Error)]
+#[error("poison record")]
+struct Poison;
+
+async fn setup(topic: &str, records: usize) -> (MockCluster, Cluster) {
+    let mock = MockCluster::builder()
+        .topic(topic, 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
+        .await
+        .expect("connect");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for i in 0..records {
+        let key = if i == 2 {
+            "poison".to_string()
+        } else {
+            format!("k{i}")
+        };
+        producer
+            .send_and_wait(Record::new(topic).with_key(key).with_value(format!("v{i}")))
+            .await
+            .expect("sent");
+    }
+    producer.close().await;
+    (mock, cluster)
+}
+
+fn config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new()
+        .with_group_id(group)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_session_timeout(Duration::from_secs(6))
+        .with_auto_offset_reset(OffsetReset::Earliest)
+        .with_fetch_max_wait(Duration::from_millis(20))
+}
+
+fn attempt_of(r: &ListenerConsumerRecord) -> u32 {
+    r.header("kafka_deliveryAttempt")
+        .flatten()
+        .and_then(|v| <[u8; 4]>::try_from(&v[..]).ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0)
+}
+
+async fn committed(cluster: &Cluster, group: &str, topic: &str) -> Option<(i64, Option<String>)> {
+    let c = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+    let tp = TopicPartition::new(topic, 0);
+    let m = c
+        .committed(std::slice::from_ref(&tp))
+        .await
+        .expect("committed");
+    c.close().await.ok();
+    m.get(&tp)
+        .cloned()
+        .flatten()
+        .map(|o| (o.offset, o.metadata))
+}
+
+/// Member A fails record r twice and leaves; member B takes the partition and recovers r after
+/// only the remaining attempts: the attempt count travels in the commit metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_count_survives_a_change_of_owner() {
+    let topic = "orders";
+    let group = "billing";
+    let (_mock, cluster) = setup(topic, 5).await;
+    let deliveries: Arc<Mutex<Vec<(char, u32)>>> = Arc::default();
+    let recovered: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let start = |who: char| -> ContainerHandle {
+        let consumer = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+        consumer.subscribe([topic]).expect("subscribe");
+        let (d, rc) = (deliveries.clone(), recovered.clone());
+        ListenerContainer::builder(consumer)
+            .record_handler(move |r: ListenerConsumerRecord| {
+                let d = d.clone();
+                async move {
+                    if r.key_str() == Some("poison") {
+                        d.lock().unwrap().push((who, attempt_of(&r)));
+                        return Err(Box::new(Poison) as HandlerError);
+                    }
+                    Ok(())
+                }
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::new(Duration::from_millis(200), 4))
+                    .delivery_attempt_header(DeliveryAttemptHeader::On)
+                    .recoverer(RecovererFn(
+                        move |r: ListenerConsumerRecord, _: SharedError| {
+                            let rc = rc.clone();
+                            async move {
+                                rc.lock().unwrap().push(r.offset());
+                                Ok::<(), HandlerError>(())
+                            }
+                        },
+                    )),
+            )
+            .poll_timeout(Duration::from_millis(200))
+            .start()
+            .expect("start")
+    };
+    let a = start('A');
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deliveries.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "A never failed twice");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.stop().await;
+    // The failed offset is committed with the retry state.
+    let c = committed(&cluster, group, topic).await;
+    assert_eq!(c.as_ref().map(|x| x.0), Some(2));
+    assert!(
+        c.as_ref()
+            .and_then(|x| x.1.as_deref())
+            .is_some_and(|m| m.contains("attempts=2")),
+        "{c:?}"
+    );
+    let b = start('B');
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed(&cluster, group, topic).await.map(|x| x.0) != Some(5) {
+        assert!(Instant::now() < deadline, "B never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await;
+    assert_eq!(
+        deliveries.lock().unwrap().clone(),
+        vec![('A', 1), ('A', 2), ('B', 3), ('B', 4), ('B', 5)]
+    );
+    assert_eq!(recovered.lock().unwrap().clone(), vec![2]);
+}
+
+/// A recoverer that keeps failing (a dead-letter topic that is down): after 5 consecutive
+/// failures the partition stays paused and the alarm fires; nothing is committed past the
+/// record and the recoverer is not called in a hot loop; once it heals the record is recovered
+/// and processing continues with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_recoverer_halts_the_partition_then_heals() {
+    let topic = "payments";
+    let group = "ledger";
+    let (_mock, cluster) = setup(topic, 6).await;
+    let healthy = Arc::new(AtomicU32::new(0));
+    let calls = Arc::new(AtomicU32::new(0));
+    let handled: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let (hl, ca, h) = (healthy.clone(), calls.clone(), handled.clone());
+    let consumer = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+    consumer.subscribe([topic]).expect("subscribe");
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let h = h.clone();
+            async move {
+                if r.key_str() == Some("poison") {
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                h.lock().unwrap().push(r.offset());
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .max_recovery_failures(Some(5))
+                .recovery_retry_interval(Duration::from_millis(50))
+                .halt_probe_interval(Duration::from_secs(2))
+                .recoverer(RecovererFn(move |_r: ListenerConsumerRecord, _| {
+                    let (hl, ca) = (hl.clone(), ca.clone());
+                    async move {
+                        ca.fetch_add(1, Ordering::SeqCst);
+                        if hl.load(Ordering::SeqCst) == 0 {
+                            return Err::<(), HandlerError>("dead-letter topic unavailable".into());
+                        }
+                        Ok(())
+                    }
+                })),
+        )
+        .poll_timeout(Duration::from_millis(200))
+        .start()
+        .expect("start");
+    let mut events = handle.events();
+    let halted = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(ContainerEvent::RecoveryHalted {
+                failures, offset, ..
+            }) = events.recv().await
+            {
+                return (failures, offset);
+            }
+        }
+    })
+    .await
+    .expect("alarm");
+    assert_eq!(halted, (5, 2));
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    // Halted: idle for a while, nothing past offset 2 handled or committed.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "no hot loop while halted");
+    assert_eq!(handled.lock().unwrap().clone(), vec![0, 1]);
+    assert_eq!(
+        committed(&cluster, group, topic).await.map(|x| x.0),
+        Some(2)
+    );
+    healthy.store(1, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed(&cluster, group, topic).await.map(|x| x.0) != Some(6) {
+        assert!(Instant::now() < deadline, "never healed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.stop().await;
+    assert_eq!(handled.lock().unwrap().clone(), vec![0, 1, 3, 4, 5]);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        6,
+        "recovered once after healing"
+    );
+}

@@ -1,0 +1,411 @@
+//! The idempotent producer's fault scenarios (reliability note 1–11) on rekafka's mock cluster,
+//! a real Kafka-protocol broker with fault injection (`tests/producer_fake.rs` runs the same
+//! kinds of faults against a hand-written fake). Each test asserts its invariant: exact counts,
+//! per-partition send order, no duplicate offsets or values, strictly increasing sequences per
+//! producer session, fatal where it must be fatal.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::mock::MockCluster;
+use rekafka::producer::{DeliveryFuture, Persistence, Producer, ProducerConfig, Record};
+use rekafka::protocol::ApiKey;
+use rekafka::{ErrorKind, KafkaCode};
+use tokio::time::Instant;
+
+fn fast() -> ProducerConfig {
+    ProducerConfig::default()
+        .with_linger(Duration::from_millis(1))
+        .with_retry_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .with_request_timeout(Duration::from_secs(1))
+        .with_delivery_timeout(Duration::from_secs(20))
+}
+
+async fn mock(topic: &str, partitions: i32) -> MockCluster {
+    MockCluster::builder()
+        .topic(topic, partitions)
+        .start()
+        .await
+        .expect("mock")
+}
+
+async fn producer(mock: &MockCluster, config: ProducerConfig) -> Producer {
+    let cluster = Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
+        .await
+        .expect("connect");
+    Producer::new(cluster, config).await.expect("producer")
+}
+
+/// Sends `n` keyless values round-robin over `partitions` (explicit partitions) and returns
+/// the futures with the values sent to each partition, in send order.
+async fn send_n(
+    p: &Producer,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> (Vec<DeliveryFuture>, HashMap<i32, Vec<String>>) {
+    let mut futs = Vec::with_capacity(n);
+    let mut sent: HashMap<i32, Vec<String>> = HashMap::new();
+    for i in 0..n {
+        let part = (i % partitions as usize) as i32;
+        let v = format!("v-{i:06}");
+        futs.push(
+            p.send(
+                Record::new(topic)
+                    .with_partition(part)
+                    .with_value(v.clone()),
+            )
+            .await
+            .expect("send"),
+        );
+        sent.entry(part).or_default().push(v);
+    }
+    (futs, sent)
+}
+
+fn stored_values(mock: &MockCluster, topic: &str, partition: i32) -> Vec<String> {
+    mock.records(topic, partition)
+        .expect("records")
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+/// I2/I4: each partition holds exactly the values sent to it, once, in send order; offsets
+/// are distinct. I3: sequence numbers strictly increase per (producer id, epoch).
+fn assert_exactly_once_in_order(mock: &MockCluster, topic: &str, sent: &HashMap<i32, Vec<String>>) {
+    for (p, want) in sent {
+        let got = stored_values(mock, topic, *p);
+        assert_eq!(got.len(), want.len(), "partition {p}: record count");
+        assert_eq!(&got, want, "partition {p}: order or duplicates");
+        let offsets: Vec<i64> = mock
+            .records(topic, *p)
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        let distinct: HashSet<i64> = offsets.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            offsets.len(),
+            "partition {p}: duplicate offsets"
+        );
+        let mut last: HashMap<(i64, i16), i32> = HashMap::new();
+        for b in mock.batches(topic, *p).unwrap() {
+            let key = (b.producer_id(), b.producer_epoch());
+            if let Some(prev) = last.get(&key) {
+                assert!(
+                    b.base_sequence() > *prev,
+                    "partition {p}: sequence {} after {prev}",
+                    b.base_sequence()
+                );
+            }
+            last.insert(key, b.base_sequence());
+        }
+    }
+}
+
+/// Scenario 1: about every 5th Produce fails with a retriable error; 10 000 records, 3
+/// partitions, 5 in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_retriable_error_storm_delivers_exactly_once_in_order() {
+    let mock = Arc::new(mock("s1", 3).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let (mock, stop) = (mock.clone(), stop.clone());
+        tokio::spawn(async move {
+            let codes = [
+                KafkaCode::NotLeaderOrFollower,
+                KafkaCode::NotEnoughReplicas,
+                KafkaCode::RequestTimedOut,
+                KafkaCode::LeaderNotAvailable,
+            ];
+            let mut next = 5;
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let produces = mock
+                    .requests()
+                    .iter()
+                    .filter(|r| r.api_key == ApiKey::Produce)
+                    .count();
+                if produces >= next {
+                    mock.push_request_errors(ApiKey::Produce, &[codes[i % codes.len()]]);
+                    i += 1;
+                    next = produces + 5;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            i
+        })
+    };
+    let mut c = fast();
+    c.batch_size = 4096;
+    let p = producer(&mock, c).await;
+    let (futs, sent) = send_n(&p, "s1", 3, 10_000).await;
+    let mut ok = 0;
+    for f in futs {
+        f.await.expect("delivered");
+        ok += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let injected = storm.await.unwrap();
+    assert!(injected > 0, "no error was injected");
+    assert_eq!(ok, 10_000);
+    assert_exactly_once_in_order(&mock, "s1", &sent);
+    assert!(p.metrics().record_retry_total > 0);
+    p.close().await;
+}
+
+/// Scenario 2: acknowledgements lost, then the broker goes down and comes back: no fatal
+/// error, every record stored once (the retries are answered DUPLICATE_SEQUENCE_NUMBER or
+/// succeed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_lost_acks_then_disconnect_deliver_once() {
+    let mock = mock("s2", 1).await;
+    let p = producer(&mock, fast().with_linger(Duration::ZERO)).await;
+    // Warm up (metadata, producer id) before the faults.
+    p.send_and_wait(Record::new("s2").with_partition(0).with_value("warm"))
+        .await
+        .expect("warm-up");
+    mock.drop_responses(|r| r.api_key == ApiKey::Produce, 5);
+    let mut futs = Vec::new();
+    let mut sent = vec!["warm".to_string()];
+    for i in 0..10 {
+        let v = format!("r{i}");
+        futs.push(
+            p.send(Record::new("s2").with_partition(0).with_value(v.clone()))
+                .await
+                .unwrap(),
+        );
+        sent.push(v);
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let id = mock.broker_ids()[0];
+    mock.broker_down(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    mock.broker_up(id).await.unwrap();
+    for f in futs {
+        f.await.expect("delivered");
+    }
+    assert!(p.fatal_error().is_none());
+    assert_exactly_once_in_order(&mock, "s2", &HashMap::from([(0, sent)]));
+    p.close().await;
+}
+
+/// Scenario 3: responses lost for most requests (written, never answered): the retries
+/// resolve as duplicates; 100 batches of 10, each record once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_unanswered_but_written_batches_are_stored_once() {
+    let mock = mock("s3", 1).await;
+    let mut c = fast().with_linger(Duration::from_millis(5));
+    c.request_timeout = Duration::from_millis(500);
+    let p = producer(&mock, c).await;
+    p.send_and_wait(Record::new("s3").with_partition(0).with_value("warm"))
+        .await
+        .unwrap();
+    // The first response to every tenth batch is lost (the batch is written): only the retry,
+    // answered DUPLICATE_SEQUENCE_NUMBER, acknowledges it.
+    let seen = std::sync::Mutex::new(HashSet::new());
+    mock.drop_responses(
+        move |r| {
+            r.api_key == ApiKey::Produce
+                && r.base_sequence
+                    .is_some_and(|s| s > 10 && (s / 10) % 10 == 3)
+                && seen.lock().unwrap().insert(r.base_sequence)
+        },
+        10,
+    );
+    let mut sent = vec!["warm".to_string()];
+    let mut futs = Vec::new();
+    for b in 0..100 {
+        for i in 0..10 {
+            let v = format!("b{b:03}-{i}");
+            futs.push(
+                p.send(Record::new("s3").with_partition(0).with_value(v.clone()))
+                    .await
+                    .unwrap(),
+            );
+            sent.push(v);
+        }
+        p.flush().await;
+    }
+    for f in futs {
+        f.await.expect("delivered");
+    }
+    assert_exactly_once_in_order(&mock, "s3", &HashMap::from([(0, sent)]));
+    p.close().await;
+}
+
+/// Scenario 4: OUT_OF_ORDER_SEQUENCE_NUMBER on the oldest unacknowledged batch is fatal: no
+/// success is reported, no silent sequence reset, every later call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_head_of_line_out_of_order_is_fatal() {
+    let mock = mock("s4", 1).await;
+    let p = producer(&mock, fast()).await;
+    mock.push_request_errors(ApiKey::Produce, &[KafkaCode::OutOfOrderSequenceNumber]);
+    let f = p
+        .send(Record::new("s4").with_partition(0).with_value("x"))
+        .await
+        .unwrap();
+    let e = f.await.unwrap_err();
+    assert_eq!(
+        e.error.kafka_code(),
+        Some(KafkaCode::OutOfOrderSequenceNumber)
+    );
+    assert!(p.fatal_error().is_some());
+    let later = p
+        .send(Record::new("s4").with_partition(0).with_value("y"))
+        .await
+        .unwrap_err();
+    assert_eq!(*later.error.kind(), ErrorKind::Fatal);
+    assert!(stored_values(&mock, "s4", 0).is_empty());
+    // Only one producer session: no silent epoch bump.
+    let epochs: HashSet<Option<i16>> = mock
+        .requests()
+        .iter()
+        .filter(|r| r.api_key == ApiKey::Produce)
+        .map(|r| r.producer_epoch)
+        .collect();
+    assert_eq!(epochs.len(), 1, "{epochs:?}");
+}
+
+/// Scenario 6: an ambiguous error, then NOT_LEADER, then success with `retries=1`: delivered
+/// (ambiguous attempts do not use up the budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s6_ambiguous_errors_do_not_burn_the_retry_budget() {
+    let mock = mock("s6", 1).await;
+    let mut c = fast();
+    c.retries = 1;
+    let p = producer(&mock, c).await;
+    mock.push_request_errors(
+        ApiKey::Produce,
+        &[
+            KafkaCode::RequestTimedOut,
+            KafkaCode::NotEnoughReplicasAfterAppend,
+            KafkaCode::NotLeaderOrFollower,
+        ],
+    );
+    p.send_and_wait(Record::new("s6").with_partition(0).with_value("once"))
+        .await
+        .expect("delivered");
+    assert_eq!(stored_values(&mock, "s6", 0), vec!["once".to_string()]);
+}
+
+/// Scenario 8: responses slower than `delivery.timeout`: every record fails with a timeout
+/// tagged possibly persisted; what the broker stored is a subset of what was sent, in order,
+/// without duplicates (I9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_delivery_timeout_under_delay() {
+    let mock = mock("s8", 1).await;
+    let mut c = fast();
+    c.request_timeout = Duration::from_millis(800);
+    c.delivery_timeout = Duration::from_secs(2);
+    let p = producer(&mock, c).await;
+    p.send_and_wait(Record::new("s8").with_partition(0).with_value("warm"))
+        .await
+        .unwrap();
+    let id = mock.broker_ids()[0];
+    mock.set_broker_rtt(id, Duration::from_secs(5));
+    let (futs, sent) = send_n(&p, "s8", 1, 50).await;
+    let started = Instant::now();
+    for f in futs {
+        let e = f.await.unwrap_err();
+        assert_eq!(*e.error.kind(), ErrorKind::Timeout, "{e}");
+        assert_eq!(e.persistence, Persistence::PossiblyPersisted, "{e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "failed by delivery.timeout + 1 s"
+    );
+    mock.set_broker_rtt(id, Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stored = stored_values(&mock, "s8", 0);
+    let mut want = vec!["warm".to_string()];
+    want.extend(sent[&0].iter().cloned());
+    // A subsequence of what was sent (in order, no duplicates).
+    let mut it = want.iter();
+    for v in &stored {
+        assert!(it.any(|w| w == v), "{v} out of order or duplicated");
+    }
+}
+
+/// Scenario 11: LEADER_NOT_AVAILABLE for longer than `delivery.timeout`: each record fails at
+/// or before `delivery.timeout` + 1 s; nothing is stored out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s11_errors_beyond_the_delivery_timeout_fail_in_time() {
+    let mock = mock("s11", 2).await;
+    let mut c = fast();
+    c.delivery_timeout = Duration::from_secs(2);
+    let p = producer(&mock, c).await;
+    p.send_and_wait(Record::new("s11").with_partition(0).with_value("warm"))
+        .await
+        .unwrap();
+    mock.push_request_errors(ApiKey::Produce, &[KafkaCode::LeaderNotAvailable; 2000]);
+    let t0 = Instant::now();
+    let (futs, _) = send_n(&p, "s11", 2, 40).await;
+    for f in futs {
+        let e = f.await.unwrap_err();
+        assert_eq!(*e.error.kind(), ErrorKind::Timeout, "{e}");
+        assert!(t0.elapsed() <= Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+    assert_eq!(stored_values(&mock, "s11", 0), vec!["warm".to_string()]);
+    assert!(stored_values(&mock, "s11", 1).is_empty());
+}
+
+/// Scenario 5 (KAFKA-14034): batches 1–2 of 5 get NOT_LEADER (retried) while batch 3 fails
+/// for good (MESSAGE_TOO_LARGE): the sequence is reset (epoch bump) only after the window
+/// drains; no duplicates; every other record delivered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_permanent_error_mid_window_keeps_order_without_duplicates() {
+    let mock = mock("s5", 1).await;
+    let mut c = fast().with_linger(Duration::ZERO);
+    c.batch_size = 1; // one record per batch
+    let p = producer(&mock, c).await;
+    p.send_and_wait(Record::new("s5").with_partition(0).with_value("warm"))
+        .await
+        .unwrap();
+    use KafkaCode::*;
+    mock.push_partition_errors(
+        "s5",
+        0,
+        ApiKey::Produce,
+        &[NotLeaderOrFollower, NotLeaderOrFollower, MessageTooLarge],
+    );
+    // Values long enough that batch.size = 1 gives each record a batch of its own.
+    let value = |i: i32| format!("b{i}-{}", "x".repeat(100));
+    let mut futs = Vec::new();
+    for i in 1..=5 {
+        futs.push((
+            i,
+            p.send(Record::new("s5").with_partition(0).with_value(value(i)))
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut delivered = vec!["warm".to_string()];
+    let mut failed = Vec::new();
+    for (i, f) in futs {
+        match f.await {
+            Ok(_) => delivered.push(value(i)),
+            Err(e) => failed.push((i, e)),
+        }
+    }
+    assert!(p.fatal_error().is_none());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 3);
+    assert_eq!(failed[0].1.error.kafka_code(), Some(MessageTooLarge));
+    // Stored exactly what was reported delivered, once each, in send order.
+    assert_eq!(stored_values(&mock, "s5", 0), delivered);
+    assert_exactly_once_in_order(&mock, "s5", &HashMap::from([(0, delivered)]));
+    // The gap left by batch 3 was closed by an epoch bump (KIP-360), not a silent reset.
+    let epochs: HashSet<i16> = mock
+        .batches("s5", 0)
+        .unwrap()
+        .iter()
+        .map(|b| b.producer_epoch())
+        .collect();
+    assert_eq!(epochs.len(), 2, "{epochs:?}");
+}
