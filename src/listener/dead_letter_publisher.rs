@@ -962,6 +962,12 @@ impl PendingLetters {
 /// records from the held-back offset on are redelivered, and some of their dead letters may be
 /// written twice. `close` waits for the queued dead letters (up to the send timeout each)
 /// before committing what it can.
+///
+/// Not for the container's exactly-once mode: there the transaction commits the offsets, which
+/// the gate does not see; use [`TransactionalDeadLetters`](super::TransactionalDeadLetters)
+/// (dead letters inside the transaction) instead. A commit held back loses its metadata (the
+/// retry state of a record being retried), so after a restart from a held-back offset the
+/// attempt count starts again.
 pub struct CommitGate<C> {
     inner: C,
     pending: Arc<PendingLetters>,
@@ -1094,6 +1100,16 @@ impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
 
     fn group_id(&self) -> Option<String> {
         self.inner.group_id()
+    }
+
+    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
+        self.inner.transaction_group_metadata()
+    }
+
+    fn auto_commit_enabled(&self) -> bool {
+        // An auto-committing consumer would commit past unacknowledged dead letters: let the
+        // container refuse it.
+        self.inner.auto_commit_enabled()
     }
 
     async fn close(&mut self) -> crate::Result<()> {
