@@ -37,6 +37,9 @@ use listener_dlt_support::{KConsumer, KRec, header, header_pairs, read_all};
 /// Failed records by (partition, offset), with their delivery count.
 type Failed = HashMap<(i32, i64), (ConsumerRecord, u32)>;
 
+/// Keys of failed records by (partition, offset).
+type FailedKeys = HashMap<(i32, i64), Vec<u8>>;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 #[derive(Debug, thiserror::Error)]
@@ -451,7 +454,7 @@ async fn pipelined_publisher_with_the_consumer_adapter_exactly_hundred_dead_lett
         .build_pipelined(consumer)
         .await
         .unwrap();
-    let failed: Arc<Mutex<HashMap<(i32, i64), Vec<u8>>>> = Arc::default();
+    let failed: Arc<Mutex<FailedKeys>> = Arc::default();
     let f = failed.clone();
     let handle = ListenerContainer::builder(consumer)
         .record_handler(move |r: ListenerConsumerRecord| {
