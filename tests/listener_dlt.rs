@@ -194,6 +194,19 @@ async fn dlt_produce_failure_is_a_recovery_failure_then_exactly_one_dead_letter(
         letters.extend(mock.records("src-dlt", p).unwrap());
     }
     assert_eq!(letters.len(), 1, "exactly one dead letter: {letters:?}");
+    // The lost response made the producer send the same batch again (same producer id, epoch
+    // and sequence), and the broker kept one copy.
+    let produces: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Produce && r.producer_id.is_some())
+        .map(|r| (r.producer_id, r.producer_epoch, r.base_sequence))
+        .collect();
+    let distinct: HashSet<_> = produces.iter().collect();
+    assert!(
+        distinct.len() < produces.len(),
+        "a Produce request was retried: {produces:?}"
+    );
     let l = &letters[0];
     assert_eq!(l.key.as_deref(), Some(&b"poison-5"[..]));
     assert_eq!(l.value.as_deref(), Some(&b"v5"[..]));
