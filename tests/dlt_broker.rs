@@ -37,6 +37,9 @@ use listener_dlt_support::{KConsumer, KRec, header, header_pairs, read_all};
 /// Failed records by (partition, offset), with their delivery count.
 type Failed = HashMap<(i32, i64), (ConsumerRecord, u32)>;
 
+/// Keys of failed records by (partition, offset).
+type FailedKeys = HashMap<(i32, i64), Vec<u8>>;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 #[derive(Debug, thiserror::Error)]
@@ -400,5 +403,123 @@ async fn deserialization_failure_dead_letter_carries_the_raw_bytes() {
     assert!(!info.key_failure);
     assert_eq!(info.original_offset, Some(0));
     assert!(header(&letter, names::KEY_EXCEPTION_FQCN).is_none());
+    cluster.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publisher_with_the_consumer_adapter_exactly_hundred_dead_letters() {
+    use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset, StartOffset};
+    use rekafka::listener::ListenerConsumerRecord;
+
+    let topic = unique("dlt-pipe");
+    let dlt_topic = format!("{topic}-dlt");
+    let group = unique("dlt-pipe-g");
+    create(&topic, 4).await;
+    create(&dlt_topic, 4).await;
+    let cluster = connect().await;
+    let n = 10_000usize;
+    let records = (0..n)
+        .map(|i| {
+            let key = if i % 100 == 7 {
+                format!("poison-{i}")
+            } else {
+                format!("k{i}")
+            };
+            Record::new(topic.as_str())
+                .with_key(key)
+                .with_value(format!("v{i}"))
+        })
+        .collect();
+    produce(&cluster, records).await;
+
+    let consumer = Consumer::new(
+        cluster.clone(),
+        ConsumerConfig::new()
+            .with_group_id(&group)
+            .with_auto_offset_reset(OffsetReset::Earliest)
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_fetch_max_wait(Duration::from_millis(50)),
+    )
+    .unwrap();
+    consumer
+        .assign((0..4).map(|p| {
+            (
+                rekafka::consumer::TopicPartition::new(&topic, p),
+                StartOffset::Committed,
+            )
+        }))
+        .unwrap();
+    let (dlt, consumer) = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+        .group(group.clone())
+        .build_pipelined(consumer)
+        .await
+        .unwrap();
+    let failed: Arc<Mutex<FailedKeys>> = Arc::default();
+    let f = failed.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let f = f.clone();
+            async move {
+                let key = r.key_bytes().map(|k| k.to_vec()).unwrap_or_default();
+                if key.starts_with(b"poison") {
+                    f.lock()
+                        .unwrap()
+                        .insert((r.partition(), r.offset()), key.clone());
+                    return Err(Box::new(Poison(String::from_utf8_lossy(&key).into_owned()))
+                        as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::from_millis(10), 3))
+                .recoverer(dlt),
+        )
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .unwrap();
+
+    let probe = KConsumer::new(cluster.clone(), &group, &topic, 4);
+    let tps: Vec<_> = (0..4)
+        .map(|p| rekafka::consumer::TopicPartition::new(&topic, p))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = probe.consumer.committed(&tps).await.unwrap();
+        let sum: i64 = c.values().map(|o| o.as_ref().map_or(0, |o| o.offset)).sum();
+        if sum == n as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed {sum} of {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = probe.consumer.close().await;
+    assert_eq!(handle.stop().await, StopReason::Normal);
+
+    let failed = failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 100);
+    let letters = read_all(&cluster, &dlt_topic, 4, 100, Duration::from_secs(60)).await;
+    assert_eq!(letters.len(), 100, "exactly 100 dead letters");
+    let mut seen = std::collections::HashSet::new();
+    for l in &letters {
+        let info = DeadLetterInfo::from_headers(&l.headers.iter().collect::<Vec<_>>());
+        let at = (
+            info.original_partition.unwrap(),
+            info.original_offset.unwrap(),
+        );
+        let key = failed
+            .get(&at)
+            .unwrap_or_else(|| panic!("no failed record at {at:?}"));
+        assert_eq!(l.key.as_deref(), Some(key.as_slice()));
+        assert_eq!(
+            info.original_consumer_group.as_deref(),
+            Some(group.as_str())
+        );
+        assert!(seen.insert(at), "duplicate dead letter for {at:?}");
+    }
     cluster.close().await;
 }

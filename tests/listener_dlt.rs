@@ -194,6 +194,19 @@ async fn dlt_produce_failure_is_a_recovery_failure_then_exactly_one_dead_letter(
         letters.extend(mock.records("src-dlt", p).unwrap());
     }
     assert_eq!(letters.len(), 1, "exactly one dead letter: {letters:?}");
+    // The lost response made the producer send the same batch again (same producer id, epoch
+    // and sequence), and the broker kept one copy.
+    let produces: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Produce && r.producer_id.is_some())
+        .map(|r| (r.producer_id, r.producer_epoch, r.base_sequence))
+        .collect();
+    let distinct: HashSet<_> = produces.iter().collect();
+    assert!(
+        distinct.len() < produces.len(),
+        "a Produce request was retried: {produces:?}"
+    );
     let l = &letters[0];
     assert_eq!(l.key.as_deref(), Some(&b"poison-5"[..]));
     assert_eq!(l.value.as_deref(), Some(&b"v5"[..]));
@@ -303,5 +316,195 @@ async fn republish_to_tail_twice_then_dead_letter() {
     assert_eq!(letters[0].key.as_deref(), Some(&b"poison"[..]));
     let names_seen: HashSet<&str> = hs.iter().map(|h| h.key()).collect();
     assert!(names_seen.contains(names::EXCEPTION_FQCN));
+    cluster.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publisher_holds_commits_back_until_the_dead_letter_is_acknowledged() {
+    let mock = MockCluster::builder()
+        .topic("pl", 1)
+        .topic("pl-dlt", 1)
+        .start()
+        .await
+        .unwrap();
+    let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
+        .await
+        .unwrap();
+    let records = (0..20)
+        .map(|i| {
+            let key = if i == 5 || i == 9 {
+                format!("poison-{i}")
+            } else {
+                format!("k{i}")
+            };
+            Record::new("pl").with_key(key).with_value(format!("v{i}"))
+        })
+        .collect();
+    produce(&cluster, records).await;
+    // The first dead letter's publication and its immediate re-send are refused.
+    mock.push_partition_errors(
+        "pl-dlt",
+        0,
+        ApiKey::Produce,
+        &[KafkaCode::InvalidRecord, KafkaCode::InvalidRecord],
+    );
+    let consumer = KConsumer::new(cluster.clone(), "g-pl", "pl", 1);
+    let (dlt, gate) = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .group("g-pl")
+        .build_pipelined(consumer)
+        .await
+        .unwrap();
+    let handle = ListenerContainer::builder(gate)
+        .record_handler(|r: KRec| async move {
+            if is_poison(&r) {
+                return Err(Box::new(Poison(r.offset().to_string())) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .recoverer(dlt),
+        )
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut held_back_seen = false;
+    loop {
+        // Read the commit first: a commit past offset 5 implies the dead letter was written.
+        let committed = mock.committed_offset("g-pl", "pl", 0);
+        let written = mock.high_watermark("pl-dlt", 0).unwrap();
+        if written == 0 {
+            assert!(
+                committed.is_none_or(|c| c <= 5),
+                "committed {committed:?} past a record whose dead letter is not written"
+            );
+        }
+        held_back_seen |= committed == Some(5);
+        if committed == Some(20) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled at {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        held_back_seen,
+        "the commit was held back at the failed record"
+    );
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    let letters = mock.records("pl-dlt", 0).unwrap();
+    let offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| {
+            let hs: Vec<Header> = l.headers.iter().collect();
+            DeadLetterInfo::from_headers(&hs).original_offset.unwrap()
+        })
+        .collect();
+    assert_eq!(
+        offsets.len(),
+        2,
+        "one dead letter per poison record: {offsets:?}"
+    );
+    let unique: HashSet<i64> = offsets.iter().copied().collect();
+    assert_eq!(unique, HashSet::from([5, 9]));
+    cluster.close().await;
+}
+
+/// One record of `topic` partition 0 as consumed.
+async fn consume_one(cluster: &Cluster, topic: &str) -> KRec {
+    let mut recs =
+        listener_dlt_support::read_all(cluster, topic, 1, 1, Duration::from_secs(10)).await;
+    assert_eq!(recs.len(), 1);
+    KRec(recs.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_naming_missing_destination_and_timeout() {
+    use rekafka::listener::{
+        DeadLetterError, Destination, DltNaming, MissingDestination, SendTimeout,
+    };
+    let mock = MockCluster::builder()
+        .topic("rs", 1)
+        .topic("rs.DLT", 1)
+        .topic("custom", 3)
+        .start()
+        .await
+        .unwrap();
+    let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
+        .await
+        .unwrap();
+    produce(
+        &cluster,
+        vec![Record::new("rs").with_key("k").with_value("v")],
+    )
+    .await;
+    let rec = consume_one(&cluster, "rs").await;
+    let err: SharedError = Arc::new(Poison("x".into()));
+
+    // Legacy naming.
+    let legacy = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .naming(DltNaming::Legacy)
+        .build()
+        .await
+        .unwrap();
+    let meta = legacy.publish(&rec, &err).await.unwrap().unwrap();
+    assert_eq!((&*meta.topic, meta.partition), ("rs.DLT", 0));
+    legacy.close().await;
+
+    // A resolver: no destination → skipped (Ok, nothing written) or failed.
+    let skip = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .resolver(|_, _| None)
+        .build()
+        .await
+        .unwrap();
+    assert!(skip.publish(&rec, &err).await.unwrap().is_none());
+    let fail = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .resolver(|_, _| None)
+        .on_missing_destination(MissingDestination::Fail)
+        .build()
+        .await
+        .unwrap();
+    assert!(matches!(
+        fail.publish(&rec, &err).await,
+        Err(DeadLetterError::NoDestination { offset: 0, .. })
+    ));
+    // A resolver with a negative partition: the partitioner chooses (by key).
+    let custom = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .resolver(|_, _| Some(Destination::any_partition("custom")))
+        .build()
+        .await
+        .unwrap();
+    let meta = custom.publish(&rec, &err).await.unwrap().unwrap();
+    assert_eq!(&*meta.topic, "custom");
+    assert_eq!(
+        meta.partition,
+        rekafka::producer::murmur2_partition(b"k", 3) as i32
+    );
+
+    // A publication that times out is awaited again, not re-sent: exactly one dead letter.
+    let held = mock.hold(|i| i.api_key == ApiKey::Produce);
+    let slow = DeadLetterPublisher::<KRec>::builder(cluster.clone())
+        .send_timeout(SendTimeout::Fixed(Duration::from_millis(300)))
+        .build()
+        .await
+        .unwrap();
+    let first = slow.publish(&rec, &err).await;
+    assert!(
+        matches!(first, Err(DeadLetterError::Timeout { .. })),
+        "{first:?}"
+    );
+    held.release();
+    let second = slow.publish(&rec, &err).await.unwrap().unwrap();
+    assert_eq!(&*second.topic, "rs-dlt");
+    assert_eq!(
+        mock.high_watermark("rs-dlt", 0).unwrap(),
+        1,
+        "one dead letter"
+    );
+    slow.close().await;
     cluster.close().await;
 }

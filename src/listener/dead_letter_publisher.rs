@@ -48,9 +48,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::classify::{DeserializationFailed, HandlerError, RecordPart};
-use super::consumer::ListenerRecord;
+use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::dead_letter::{DeadLetterHeaders, Provenance};
 use super::handler::{BoxFuture, Recoverer, SharedError};
+use super::tracker::TopicPartition;
 use crate::cluster::Cluster;
 use crate::producer::{
     DeliveryFuture, Idempotence, ProduceError, Producer, ProducerConfig, Record, RecordMetadata,
@@ -126,6 +127,22 @@ pub enum MissingDestination {
     /// Fail the recovery ([`DeadLetterError::NoDestination`]), so the record is redelivered
     /// (Spring's `throwIfNoDestinationReturned = true`).
     Fail,
+}
+
+/// Which connections the publisher's own producer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PublisherConnections {
+    /// Its own connections: a second [`Cluster`] with the given cluster's settings. Brokers
+    /// answer the requests of one connection in order, so on a connection shared with the
+    /// consumer a dead letter's Produce request would wait behind the consumer's long-poll
+    /// Fetch (up to `fetch.max.wait`) for every record. This is what the Java clients do (a
+    /// producer and a consumer never share a socket).
+    #[default]
+    Own,
+    /// The given cluster's connections (fewer sockets; each dead letter may wait up to
+    /// `fetch.max.wait` behind a Fetch).
+    Shared,
 }
 
 /// How long `recover` waits for the broker's acknowledgement of a dead letter.
@@ -205,6 +222,7 @@ type PendingKey = (Arc<str>, i32, i64, Arc<str>);
 /// that timed out.
 pub(crate) struct Sender {
     cluster: Cluster,
+    owns_cluster: bool,
     producer: Producer,
     owns_producer: bool,
     timeout: Duration,
@@ -332,6 +350,9 @@ impl Sender {
         } else {
             self.producer.flush().await;
         }
+        if self.owns_cluster {
+            self.cluster.close().await;
+        }
     }
 }
 
@@ -362,6 +383,8 @@ pub struct DeadLetterPublisher<R> {
     missing: MissingDestination,
     headers: DeadLetterHeaders,
     group: Option<String>,
+    /// Set when built with [`DeadLetterPublisherBuilder::build_pipelined`].
+    pipeline: Option<Arc<PendingLetters>>,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisher<R> {
@@ -374,6 +397,7 @@ impl<R> fmt::Debug for DeadLetterPublisher<R> {
             .field("group", &self.group)
             .field("timeout", &self.sender.timeout)
             .field("verification", &self.sender.verification)
+            .field("pipelined", &self.pipeline.is_some())
             .finish()
     }
 }
@@ -390,6 +414,8 @@ pub struct DeadLetterPublisherBuilder<R> {
     headers: DeadLetterHeaders,
     group: Option<String>,
     timeout: SendTimeout,
+    connections: PublisherConnections,
+    producer_config_set: bool,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
@@ -415,9 +441,19 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
     }
 
     /// The configuration of the publisher's own producer (idempotence is always enabled).
-    /// Default: [`ProducerConfig::default`].
+    /// Default: [`ProducerConfig::default`] with `linger` 0 (each dead letter is awaited
+    /// before the next record is handled, so lingering would only add latency); for a
+    /// [pipelined](Self::build_pipelined) publisher, [`ProducerConfig::default`].
     pub fn producer_config(mut self, config: ProducerConfig) -> Self {
         self.producer_config = config;
+        self.producer_config_set = true;
+        self
+    }
+
+    /// Which connections the publisher's own producer uses (ignored with
+    /// [`producer`](Self::producer)). Default: [`PublisherConnections::Own`].
+    pub fn connections(mut self, connections: PublisherConnections) -> Self {
+        self.connections = connections;
         self
     }
 
@@ -474,12 +510,26 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
 
     /// Builds the publisher (and its producer, unless one was given).
     pub async fn build(self) -> crate::Result<DeadLetterPublisher<R>> {
+        let mut cluster = self.cluster;
+        let mut owns_cluster = false;
         let (producer, owns_producer) = match self.producer {
             Some(p) => (p, false),
             None => {
+                if self.connections == PublisherConnections::Own {
+                    cluster = Cluster::connect(cluster.config().clone()).await?;
+                    owns_cluster = true;
+                }
                 let mut config = self.producer_config;
                 config.idempotence = Idempotence::Enabled;
-                (Producer::new(self.cluster.clone(), config).await?, true)
+                match Producer::new(cluster.clone(), config).await {
+                    Ok(p) => (p, true),
+                    Err(e) => {
+                        if owns_cluster {
+                            cluster.close().await;
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         let timeout = match self.timeout {
@@ -495,7 +545,8 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
         }
         Ok(DeadLetterPublisher {
             sender: Arc::new(Sender {
-                cluster: self.cluster,
+                cluster,
+                owns_cluster,
                 producer,
                 owns_producer,
                 timeout,
@@ -508,7 +559,61 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
             missing: self.missing,
             headers: self.headers,
             group: self.group,
+            pipeline: None,
         })
+    }
+
+    /// Builds a *pipelined* publisher and the [`CommitGate`] that must wrap the container's
+    /// consumer: `recover` returns as soon as the dead letter is queued in the producer (so
+    /// dead letters of consecutive failed records travel together instead of one round trip
+    /// each), and the gate never commits past a record whose dead letter is not acknowledged
+    /// (it holds such commits back and completes them when the acknowledgements arrive).
+    ///
+    /// ```no_run
+    /// use rekafka::cluster::Cluster;
+    /// use rekafka::listener::{
+    ///     ContainerConsumer, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff,
+    ///     ListenerContainer,
+    /// };
+    ///
+    /// async fn start<C: ContainerConsumer>(cluster: Cluster, consumer: C) -> rekafka::Result<()> {
+    ///     let (dlt, consumer) = DeadLetterPublisher::<C::Record>::builder(cluster)
+    ///         .build_pipelined(consumer)
+    ///         .await?;
+    ///     let handle = ListenerContainer::builder(consumer)
+    ///         .record_handler(|_r: C::Record| async { Ok(()) })
+    ///         .error_handler(DefaultErrorHandler::new().back_off(FixedBackOff::no_retries()).recoverer(dlt))
+    ///         .start()?;
+    ///     # let _ = handle;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn build_pipelined<C>(
+        self,
+        consumer: C,
+    ) -> crate::Result<(DeadLetterPublisher<R>, CommitGate<C>)>
+    where
+        C: ContainerConsumer<Record = R>,
+    {
+        let mut this = self;
+        if !this.producer_config_set {
+            // Dead letters are not awaited one by one here: let them batch.
+            this.producer_config = ProducerConfig::default();
+        }
+        let mut publisher = this.build().await?;
+        let pending = Arc::new(PendingLetters {
+            sender: publisher.sender.clone(),
+            letters: Mutex::new(HashMap::new()),
+            count: std::sync::atomic::AtomicUsize::new(0),
+        });
+        publisher.pipeline = Some(pending.clone());
+        let gate = CommitGate {
+            inner: consumer,
+            pending,
+            held: HashMap::new(),
+            capped: HashMap::new(),
+        };
+        Ok((publisher, gate))
     }
 }
 
@@ -518,7 +623,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         DeadLetterPublisherBuilder {
             cluster,
             producer: None,
-            producer_config: ProducerConfig::default(),
+            producer_config: ProducerConfig::default().with_linger(Duration::ZERO),
             naming: DltNaming::default(),
             resolver: None,
             missing: MissingDestination::default(),
@@ -526,6 +631,8 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             headers: DeadLetterHeaders::default(),
             group: None,
             timeout: SendTimeout::default(),
+            connections: PublisherConnections::default(),
+            producer_config_set: false,
         }
     }
 
@@ -579,7 +686,9 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
     }
 
     /// Publishes the dead letter of `record` and waits for its acknowledgement. `Ok(None)`
-    /// when there is no destination and [`MissingDestination::Skip`] is set.
+    /// when there is no destination and [`MissingDestination::Skip`] is set, and for a
+    /// [pipelined](DeadLetterPublisherBuilder::build_pipelined) publisher (which only queues
+    /// the dead letter; its [`CommitGate`] waits for the acknowledgement).
     pub async fn publish(
         &self,
         record: &R,
@@ -611,6 +720,10 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             Some(p) => self.sender.verified_partition(&destination.topic, p).await,
             None => None,
         };
+        if let Some(pending) = &self.pipeline {
+            pending.enqueue(record, out).await?;
+            return Ok(None);
+        }
         let meta = self
             .sender
             .publish((record.topic(), record.partition(), record.offset()), out)
@@ -632,7 +745,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         &self.sender.producer
     }
 
-    /// Flushes the producer, and closes it if the publisher built it.
+    /// Flushes the producer, and closes it (and its connections) if the publisher built it.
     pub async fn close(&self) {
         self.sender.close().await;
     }
@@ -666,5 +779,349 @@ impl From<DeadLetterError> for Error {
             DeadLetterError::NoDestination { .. } => ErrorKind::Config,
         };
         Error::with_message(kind, e.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelined publication
+
+/// Dead letters in a pipelined publisher at most; `recover` waits for the queued ones first
+/// when full (back-pressure).
+pub const MAX_PENDING_DEAD_LETTERS: usize = 10_000;
+/// How often a dead letter whose publication failed is sent again.
+const RESEND_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A queued dead letter: the source offset, the record (to send again) and its delivery.
+struct PendingLetter {
+    offset: i64,
+    record: Record,
+    delivery: Option<DeliveryFuture>,
+    last_send: Instant,
+}
+
+/// The dead letters a pipelined publisher queued and its gate has not seen acknowledged, per
+/// source partition, in offset order.
+pub(crate) struct PendingLetters {
+    sender: Arc<Sender>,
+    letters: Mutex<HashMap<TopicPartition, Vec<PendingLetter>>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl PendingLetters {
+    async fn enqueue<R: ListenerRecord>(
+        &self,
+        source: &R,
+        record: Record,
+    ) -> Result<(), DeadLetterError> {
+        use std::sync::atomic::Ordering;
+        if self.count.load(Ordering::Acquire) >= MAX_PENDING_DEAD_LETTERS {
+            // Back-pressure: wait for what is queued.
+            self.settle().await;
+        }
+        let delivery = self
+            .sender
+            .producer
+            .send(record.clone())
+            .await
+            .map_err(|error| DeadLetterError::Send {
+                destination: record.topic.to_string(),
+                topic: source.topic().to_owned(),
+                partition: source.partition(),
+                offset: source.offset(),
+                error,
+            })?;
+        let tp: TopicPartition = (Arc::from(source.topic()), source.partition());
+        lock(&self.letters)
+            .entry(tp)
+            .or_default()
+            .push(PendingLetter {
+                offset: source.offset(),
+                record,
+                delivery: Some(delivery),
+                last_send: Instant::now(),
+            });
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Without waiting: drops acknowledged dead letters, and sends failed ones again (at most
+    /// every [`RESEND_INTERVAL`]).
+    async fn reap(&self) {
+        use std::sync::atomic::Ordering;
+        let mut resend: Vec<(TopicPartition, i64, Record)> = Vec::new();
+        {
+            let mut letters = lock(&self.letters);
+            let mut acked = 0;
+            for (tp, list) in letters.iter_mut() {
+                list.retain_mut(
+                    |l| match l.delivery.as_ref().map(DeliveryFuture::try_result) {
+                        Some(Some(Ok(_))) => {
+                            acked += 1;
+                            false
+                        }
+                        Some(None) => true,
+                        Some(Some(Err(e))) => {
+                            tracing::warn!(
+                                topic = %tp.0, partition = tp.1, offset = l.offset,
+                                error = %e.error,
+                                "dead-letter publication failed; the commit is held back"
+                            );
+                            l.delivery = None;
+                            true
+                        }
+                        None => true,
+                    },
+                );
+                for l in list.iter_mut() {
+                    if l.delivery.is_none() && l.last_send.elapsed() >= RESEND_INTERVAL {
+                        l.last_send = Instant::now();
+                        resend.push((tp.clone(), l.offset, l.record.clone()));
+                    }
+                }
+            }
+            letters.retain(|_, l| !l.is_empty());
+            self.count.fetch_sub(acked, Ordering::AcqRel);
+        }
+        for (tp, offset, record) in resend {
+            match self.sender.producer.send(record).await {
+                Ok(d) => {
+                    if let Some(l) = lock(&self.letters)
+                        .get_mut(&tp)
+                        .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
+                    {
+                        l.delivery = Some(d);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    topic = %tp.0, partition = tp.1, offset, error = %e.error,
+                    "sending a dead letter again failed"
+                ),
+            }
+        }
+    }
+
+    /// Waits (up to the send timeout each) for every queued dead letter, sending failed ones
+    /// again once.
+    async fn settle(&self) {
+        self.sender.producer.flush().await;
+        let pending: Vec<(TopicPartition, i64)> = lock(&self.letters)
+            .iter()
+            .flat_map(|(tp, l)| l.iter().map(move |l| (tp.clone(), l.offset)))
+            .collect();
+        for (tp, offset) in pending {
+            let (record, delivery) = {
+                let mut letters = lock(&self.letters);
+                let Some(l) = letters
+                    .get_mut(&tp)
+                    .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
+                else {
+                    continue;
+                };
+                (l.record.clone(), l.delivery.take())
+            };
+            let delivery = match delivery {
+                Some(d) if !matches!(d.try_result(), Some(Err(_))) => Some(d),
+                _ => self.sender.producer.send(record).await.ok(),
+            };
+            let Some(mut delivery) = delivery else {
+                continue;
+            };
+            // The outcome is read by `reap` below through the delivery itself.
+            let _ = tokio::time::timeout(self.sender.timeout, &mut delivery).await;
+            if let Some(l) = lock(&self.letters)
+                .get_mut(&tp)
+                .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
+            {
+                l.delivery = Some(delivery);
+            }
+        }
+        self.reap().await;
+    }
+
+    /// The lowest source offset of a dead letter of `tp` not yet acknowledged.
+    fn lowest_unacked(&self, tp: &TopicPartition) -> Option<i64> {
+        lock(&self.letters)
+            .get(tp)
+            .and_then(|l| l.iter().map(|l| l.offset).min())
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.letters).values().all(Vec::is_empty)
+    }
+}
+
+/// Wraps the container's consumer for a [pipelined](DeadLetterPublisherBuilder::build_pipelined)
+/// [`DeadLetterPublisher`] and never commits a partition past a record whose dead letter is not
+/// acknowledged yet.
+///
+/// Commits do not wait: a commit is capped at the lowest offset of its partition whose dead
+/// letter is still in flight, and the full offset is *held back* and committed by the gate from
+/// a later `poll` as soon as those dead letters are acknowledged. A dead letter whose
+/// publication failed is sent again every second (a WARN each time) and holds the commit back
+/// until it goes through, so a failed record is never lost; if the process stops first, the
+/// records from the held-back offset on are redelivered, and some of their dead letters may be
+/// written twice. `close` waits for the queued dead letters (up to the send timeout each)
+/// before committing what it can.
+///
+/// Not for the container's exactly-once mode: there the transaction commits the offsets, which
+/// the gate does not see; use [`TransactionalDeadLetters`](super::TransactionalDeadLetters)
+/// (dead letters inside the transaction) instead. A commit held back loses its metadata (the
+/// retry state of a record being retried), so after a restart from a held-back offset the
+/// attempt count starts again.
+pub struct CommitGate<C> {
+    inner: C,
+    pending: Arc<PendingLetters>,
+    /// Offsets held back per partition: the full offset the container asked to commit.
+    held: HashMap<TopicPartition, OffsetToCommit>,
+    /// The last capped offset committed per partition (a repeat is not sent again).
+    capped: HashMap<TopicPartition, i64>,
+}
+
+impl<C> fmt::Debug for CommitGate<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitGate")
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: ContainerConsumer> CommitGate<C> {
+    /// The wrapped consumer.
+    pub fn get_ref(&self) -> &C {
+        &self.inner
+    }
+
+    /// `offsets` capped below dead letters in flight (the full ones remembered as held back).
+    fn cap(&mut self, offsets: Vec<OffsetToCommit>) -> Vec<OffsetToCommit> {
+        let mut out = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            match self.pending.lowest_unacked(&o.partition) {
+                Some(low) if low < o.offset => {
+                    // Committing the same capped offset again would only cost a round trip.
+                    if self.capped.insert(o.partition.clone(), low) != Some(low) {
+                        out.push(OffsetToCommit {
+                            partition: o.partition.clone(),
+                            offset: low,
+                            metadata: String::new(),
+                        });
+                    }
+                    self.held.insert(o.partition.clone(), o);
+                }
+                _ => {
+                    self.held.remove(&o.partition);
+                    self.capped.remove(&o.partition);
+                    out.push(o);
+                }
+            }
+        }
+        out
+    }
+
+    /// Commits held-back offsets whose dead letters are acknowledged by now.
+    async fn commit_released(&mut self) -> crate::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.pending.reap().await;
+        let ready: Vec<OffsetToCommit> = self
+            .held
+            .values()
+            .filter(|o| {
+                self.pending
+                    .lowest_unacked(&o.partition)
+                    .is_none_or(|low| low >= o.offset)
+            })
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for o in &ready {
+            self.held.remove(&o.partition);
+            self.capped.remove(&o.partition);
+        }
+        if let Err(e) = self.inner.commit(ready.clone()).await {
+            for o in ready {
+                self.held.entry(o.partition.clone()).or_insert(o);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
+    type Record = C::Record;
+
+    async fn poll(&mut self, timeout: Duration) -> crate::Result<Vec<C::Record>> {
+        if let Err(e) = self.commit_released().await {
+            tracing::debug!(error = %e, "committing held-back offsets failed");
+        }
+        // While offsets are held back, come back soon to release them.
+        let timeout = if self.held.is_empty() {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(20))
+        };
+        self.inner.poll(timeout).await
+    }
+
+    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> crate::Result<()> {
+        self.inner.seek(partition, offset)
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) -> crate::Result<()> {
+        self.inner.pause(partitions)
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) -> crate::Result<()> {
+        self.inner.resume(partitions)
+    }
+
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.inner.assignment()
+    }
+
+    async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> crate::Result<()> {
+        self.pending.reap().await;
+        let offsets = self.cap(offsets);
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.inner.commit(offsets).await
+    }
+
+    async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> crate::Result<CommittedOffsets> {
+        self.inner.committed(partitions).await
+    }
+
+    fn group_id(&self) -> Option<String> {
+        self.inner.group_id()
+    }
+
+    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
+        self.inner.transaction_group_metadata()
+    }
+
+    fn auto_commit_enabled(&self) -> bool {
+        // An auto-committing consumer would commit past unacknowledged dead letters: let the
+        // container refuse it.
+        self.inner.auto_commit_enabled()
+    }
+
+    async fn close(&mut self) -> crate::Result<()> {
+        self.pending.settle().await;
+        if let Err(e) = self.commit_released().await {
+            tracing::warn!(error = %e, "committing held-back offsets on close failed");
+        }
+        if !self.pending.is_empty() {
+            tracing::warn!(
+                "closing with unacknowledged dead letters; their records will be redelivered"
+            );
+        }
+        self.inner.close().await
     }
 }

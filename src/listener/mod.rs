@@ -43,8 +43,9 @@ pub use dead_letter::{
     error_chain,
 };
 pub use dead_letter_publisher::{
-    DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder, Destination, DltNaming,
-    MissingDestination, PartitionVerification, SendTimeout,
+    CommitGate, DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder, Destination,
+    DltNaming, MAX_PENDING_DEAD_LETTERS, MissingDestination, PartitionVerification,
+    PublisherConnections, SendTimeout,
 };
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
