@@ -1097,12 +1097,14 @@ async fn read_loop(
         tokio::select! {
             biased;
             _ = dead.wait_for(|d| *d) => return,
+            // Before the read, so a busy socket cannot starve the check (it is ready once per
+            // interval only). `read_buf` is cancel safe: no bytes are lost.
+            now = sweep.tick() => table.expire_abandoned(now),
             read = io.read_buf(&mut buf) => match read {
                 Ok(0) => break Error::with_message(ErrorKind::Disconnected, "connection closed by the broker"),
                 Ok(_) => {}
                 Err(e) => break Error::from(e),
             },
-            now = sweep.tick() => table.expire_abandoned(now),
         }
     };
     tracing::debug!(broker = table.broker_id, %error, "connection failed");

@@ -31,7 +31,8 @@
 //! more than that many requests of this connection to work on.
 //!
 //! A request that has been in flight for [`request_timeout`](ConnectionConfig::request_timeout)
-//! without a response closes the connection, as Java's `NetworkClient` does ("Disconnecting
+//! without a response (measured from its hand-off to the writer, to within a tenth of the
+//! request timeout and at most 1 s) closes the connection, as Java's `NetworkClient` does ("Disconnecting
 //! from node due to request timeout"): its caller gets
 //! [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), every other request in flight fails at
 //! the same moment with [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) (both
