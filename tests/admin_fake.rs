@@ -4,8 +4,12 @@
 //! broker cannot show (NOT_CONTROLLER, a leader that moved, NOT_COORDINATOR, a connection
 //! dropped mid-request). No real broker needed.
 //!
-//! MOVE: once the mock cluster (`src/mock`, feature `mock`) exists, these tests belong on it
-//! (its fault injection replaces the `World` switches below); keep the assertions.
+//! The real effects of those calls (partitions that take records, a log start that moves, a
+//! timestamp lookup that lands on the right record) and the NOT_CONTROLLER, moved-leader and
+//! lost-response retry paths are tested against the mock cluster in `tests/admin_mock.rs`.
+//! This file keeps what canned answers show best: exact request routing per node (which
+//! broker got which topics, how partitions are split into requests), the decoding of member
+//! assignments, and coordinator and controller moves with stale metadata.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

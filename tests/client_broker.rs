@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rekafka::admin::{Internal, NewTopic};
+use rekafka::consumer::{ConsumerConfig, OffsetReset};
+use rekafka::producer::{ProducerConfig, Record};
+use rekafka::protocol::record::Compression;
 use rekafka::{Client, ErrorKind};
 use tokio::time::Instant;
 
@@ -70,6 +73,127 @@ async fn from_properties_connects_and_shares_one_cluster() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Closed, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_from_client_properties() {
+    let topic = unique("client-pc");
+    let group = unique("client-pc-group");
+    let client = Client::from_properties([
+        ("bootstrap.servers", bootstrap()),
+        ("client.id", "rekafka-client-pc".into()),
+        // Producer keys.
+        ("linger.ms", "7".into()),
+        ("acks", "all".into()),
+        ("compression.type", "lz4".into()),
+        // Consumer keys.
+        ("group.id", group.clone()),
+        ("auto.offset.reset", "earliest".into()),
+        ("session.timeout.ms", "6000".into()),
+        ("heartbeat.interval.ms", "1000".into()),
+        ("fetch.max.wait.ms", "100".into()),
+        ("enable.auto.commit", "false".into()),
+        // Shared by the client and the producer.
+        ("request.timeout.ms", "15000".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("from_properties: {e}"));
+    let created = client
+        .admin()
+        .create_topics(&[NewTopic::new(&topic, 2)])
+        .await
+        .unwrap_or_else(|e| panic!("create_topics: {e}"));
+    for r in created {
+        r.unwrap_or_else(|e| panic!("create: {e}"));
+    }
+
+    // The kept properties win over the given config's fields.
+    let producer = client
+        .producer(ProducerConfig::default().with_linger(Duration::from_millis(500)))
+        .await
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    assert_eq!(producer.config().linger, Duration::from_millis(7));
+    assert_eq!(producer.config().compression, Compression::Lz4);
+    assert_eq!(producer.config().request_timeout, Duration::from_secs(15));
+    assert_eq!(client.config().request_timeout, Duration::from_secs(15));
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let md = producer
+            .send_and_wait(
+                Record::new(topic.as_str())
+                    .with_key(format!("k{i}"))
+                    .with_value(format!("v{i}"))
+                    .with_header("n", Some(i.to_string().into_bytes())),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e:?}"));
+        assert!(md.offset >= 0, "{md:?}");
+        sent.push((
+            format!("k{i}"),
+            format!("v{i}"),
+            i.to_string(),
+            md.partition,
+            md.offset,
+        ));
+    }
+    producer.close().await;
+
+    // `consumer_with`: the properties, then the closure wins.
+    let consumer = client
+        .consumer_with(|c| c.max_poll_records = 3)
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    assert_eq!(consumer.config().group_id.as_deref(), Some(group.as_str()));
+    assert_eq!(consumer.config().max_poll_records, 3);
+    assert_eq!(consumer.config().auto_offset_reset, OffsetReset::Earliest);
+    consumer
+        .subscribe([topic.as_str()])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < sent.len() && Instant::now() < deadline {
+        let recs = consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .unwrap_or_else(|e| panic!("poll: {e}"));
+        assert!(recs.errors().is_empty(), "{:?}", recs.errors());
+        assert!(recs.len() <= 3, "max.poll.records from the closure");
+        for r in recs.iter() {
+            let text = |b: &Option<bytes::Bytes>| {
+                String::from_utf8(b.as_ref().map(|b| b.to_vec()).unwrap_or_default())
+                    .unwrap_or_default()
+            };
+            let header: Vec<String> = r
+                .headers
+                .iter()
+                .filter(|h| h.key() == "n")
+                .map(|h| text(&h.value().map(bytes::Bytes::copy_from_slice)))
+                .collect();
+            assert_eq!(header.len(), 1, "one 'n' header");
+            got.push((
+                text(&r.key),
+                text(&r.value),
+                header[0].clone(),
+                r.partition,
+                r.offset,
+            ));
+        }
+    }
+    consumer
+        .close()
+        .await
+        .unwrap_or_else(|e| panic!("close: {e}"));
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "every record, once, where the producer put it");
+
+    // `client.consumer(config)`: the kept properties are applied onto the given config.
+    let consumer = client
+        .consumer(ConsumerConfig::new().with_group_id("overridden"))
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    assert_eq!(consumer.config().group_id.as_deref(), Some(group.as_str()));
+    assert_eq!(consumer.config().session_timeout, Duration::from_secs(6));
+    drop(consumer);
+    client.close().await;
 }
 
 #[tokio::test]

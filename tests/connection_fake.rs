@@ -402,33 +402,201 @@ async fn max_in_flight_bounds_the_pipeline() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(conn.in_flight(), 4, "only max_in_flight requests are sent");
+    // The first request to time out closes the connection: it gets Timeout, the others in
+    // flight Disconnected (or Timeout, if their own timer fired in the same instant), and the
+    // two waiting for a slot Disconnected or Timeout.
+    let mut timeouts = 0;
     for t in tasks {
         let e = t.await.unwrap().unwrap_err();
-        assert_eq!(e.kind(), &ErrorKind::Timeout);
+        assert!(
+            matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Disconnected),
+            "{e}"
+        );
+        assert!(e.is_retriable());
+        timeouts += usize::from(e.kind() == &ErrorKind::Timeout);
     }
+    assert!(timeouts >= 1);
+    assert!(conn.is_closed());
 }
 
-#[tokio::test]
-async fn timed_out_request_late_response_is_discarded() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_closes_the_connection_and_fails_the_others() {
     let broker = FakeBroker::start(Behavior::default()).await;
-    let conn = connect(
-        &broker,
-        &config().with_request_timeout(Duration::from_millis(100)),
-    )
-    .await;
+    let timeout = Duration::from_millis(400);
+    let bc = BrokerConnection::new(
+        7,
+        broker.addr.to_string(),
+        config()
+            .with_request_timeout(timeout)
+            .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100)),
+    );
+    let conn = bc.connection().await.unwrap();
     let start = Instant::now();
-    let e = conn.send(meta("delay-300-late")).await.unwrap_err();
-    assert_eq!(e.kind(), &ErrorKind::Timeout);
+    // The request the broker never answers...
+    let stuck = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let r = conn.send(meta("never-stuck")).await;
+            (r, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...and others behind it that would be answered, but only after the stuck one timed out.
+    let mut others = Vec::new();
+    for i in 0..5 {
+        let conn = conn.clone();
+        others.push(tokio::spawn(async move {
+            let r = conn.send(meta(&format!("delay-3000-o{i}"))).await;
+            (r, Instant::now())
+        }));
+    }
+    let (r, stuck_at) = stuck.await.unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Timeout, "{e}");
     assert!(e.is_retriable());
     assert_eq!(e.context().api, Some(ApiKey::Metadata));
     assert_eq!(e.context().broker, Some(7));
-    assert!(start.elapsed() < Duration::from_millis(250));
-    // The abandoned entry waits for its late response, then goes.
+    let waited = stuck_at - start;
+    assert!(
+        waited >= timeout && waited < timeout * 3,
+        "timed out after {waited:?}"
+    );
+    for t in others {
+        let (r, at) = t.await.unwrap();
+        let e = r.unwrap_err();
+        // Failed with the connection, at the same moment, long before their own timeout.
+        assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
+        assert!(e.is_retriable());
+        assert_eq!(e.context().broker, Some(7));
+        assert!(
+            e.to_string().contains("request timeout"),
+            "the error says why: {e}"
+        );
+        let gap = at.saturating_duration_since(stuck_at);
+        assert!(
+            gap < Duration::from_millis(150),
+            "failed {gap:?} after the timed-out request"
+        );
+    }
+    assert!(conn.is_closed());
+    assert_eq!(conn.in_flight(), 0);
+    // The client closed its socket, so the broker stops working on the backlog.
+    broker.wait_client_eofs(1, Duration::from_secs(1)).await;
+    // The next request reconnects by itself and succeeds.
+    let resp = bc.send(meta("after")).await.unwrap();
+    assert_eq!(name_of(&resp), "after");
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 2);
+    assert!(!bc.connection().await.unwrap().is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_out_of_time_while_waiting_for_a_slot_keeps_the_connection() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let conn = connect(
+        &broker,
+        &config()
+            .with_max_in_flight(1)
+            .with_request_timeout(Duration::from_millis(1000)),
+    )
+    .await;
+    // `a` holds the only slot for 600 ms; `b` waits for it from 400 ms, is sent at 600 ms and
+    // answered at 1500 ms: after its caller's deadline (1400 ms) but before it has been in
+    // flight for the request timeout (1600 ms). Its caller gets Timeout, the connection stays.
+    let a = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.send(meta("delay-600-a")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = conn.send(meta("delay-900-b")).await.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Timeout, "{e}");
+    assert_eq!(name_of(&a.await.unwrap().unwrap()), "delay-600-a");
+    assert!(!conn.is_closed(), "{:?}", conn.error());
+    // The abandoned request keeps its slot until its late response is read.
     assert_eq!(conn.in_flight(), 1);
     wait_in_flight_zero(&conn, Duration::from_secs(2)).await;
-    let resp = conn.send(meta("after")).await.unwrap();
-    assert_eq!(name_of(&resp), "after");
+    assert_eq!(name_of(&conn.send(meta("after")).await.unwrap()), "after");
     assert!(!conn.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_futures_never_grow_the_table_beyond_max_in_flight() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let max = 8;
+    let conn = connect(&broker, &config().with_max_in_flight(max)).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let monitor = {
+        let (conn, stop, peak) = (conn.clone(), stop.clone(), peak.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(conn.in_flight(), Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut rng = Rng::new(7);
+    let mut tasks = Vec::new();
+    for i in 0..3000u64 {
+        let conn = conn.clone();
+        // Slow answers and callers that give up early: every dropped caller's response is
+        // still on its way when the next caller comes.
+        let name = format!("delay-{}-d{i}", 5 + rng.below(30));
+        let budget = Duration::from_micros(rng.below(3_000));
+        tasks.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(budget, conn.send(meta(&name))).await;
+        }));
+        if i % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    monitor.await.unwrap();
+    let peak = peak.load(Ordering::SeqCst);
+    eprintln!("peak in-flight table size {peak}");
+    assert!(peak <= max, "in-flight table reached {peak} > {max}");
+    assert!(peak > 0, "the monitor saw nothing in flight");
+    // Every abandoned entry is answered and removed; the connection is fine.
+    wait_in_flight_zero(&conn, Duration::from_secs(3)).await;
+    assert!(!conn.is_closed());
+    assert_eq!(name_of(&conn.send(meta("after")).await.unwrap()), "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_never_answered_expire_with_the_connection() {
+    let broker = FakeBroker::start(Behavior::default()).await;
+    let max = 4;
+    let timeout = Duration::from_millis(500);
+    let conn = connect(
+        &broker,
+        &config()
+            .with_max_in_flight(max)
+            .with_request_timeout(timeout),
+    )
+    .await;
+    // Fill every slot with requests the broker never answers, dropping their callers.
+    for i in 0..max {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(20),
+            conn.send(meta(&format!("never-{i}"))),
+        )
+        .await;
+    }
+    assert_eq!(conn.in_flight(), max, "dropped callers keep their slots");
+    // A new request cannot get a slot; once the abandoned ones have been in flight for the
+    // request timeout the connection is closed and the waiting request fails, retriable.
+    let start = Instant::now();
+    let e = conn.send(meta("waiting")).await.unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Timeout),
+        "{e}"
+    );
+    assert!(e.is_retriable());
+    assert!(start.elapsed() <= timeout + Duration::from_millis(300));
+    assert!(conn.is_closed());
+    assert_eq!(conn.in_flight(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The entry point: [`Client`], built with [`Client::builder`] or from Java-style properties.
 //!
 //! A client owns one [`Cluster`] (broker connections, metadata, coordinators) that everything
-//! made from it shares: the [`Admin`] client today, producers and consumers as they arrive.
+//! made from it shares: the [`Admin`] client, [`Producer`]s ([`Client::producer`]) and
+//! [`Consumer`]s ([`Client::consumer`]).
 //!
 //! ```no_run
 //! # async fn demo() -> rekafka::Result<()> {
@@ -30,12 +31,49 @@
 //!
 //! # Properties
 //!
-//! [`ClientBuilder::property`] takes the keys of every config type the client knows (see
-//! [`ClientConfig::PROPERTY_NAMES`]); a key none of them knows is an [`ErrorKind::Config`](crate::ErrorKind::Config)
-//! error that lists the closest known keys, a bad value is one that names the key and the
-//! expected form. librdkafka spellings are accepted where they differ
-//! (`metadata.broker.list`, `socket.timeout.ms`, `topic.metadata.refresh.interval.ms`,
-//! `max.in.flight`, `receive.message.max.bytes`).
+//! [`ClientBuilder::property`] takes the keys of every config type the client knows:
+//! [`ClientConfig::PROPERTY_NAMES`] (with the `security.protocol`, `sasl.*` and `ssl.*` keys),
+//! [`ProducerConfig::PROPERTY_NAMES`] and [`ConsumerConfig::PROPERTY_NAMES`]. A key none of
+//! them knows is an [`ErrorKind::Config`](crate::ErrorKind::Config) error that lists the closest
+//! known keys; a bad value is one that names the key and the expected form (producer and
+//! consumer values are checked when the property is set, not only when a producer or consumer
+//! is made). librdkafka spellings are accepted where they differ (`metadata.broker.list`,
+//! `socket.timeout.ms`, `topic.metadata.refresh.interval.ms`, `max.in.flight`,
+//! `receive.message.max.bytes`).
+//!
+//! Producer and consumer keys are kept ([`Client::properties`]) and applied to every producer
+//! and consumer made from the client. As with one Java properties map, a key that several
+//! config types know sets each of them: `request.timeout.ms` is both the connections' request
+//! timeout and the producer's; `retry.backoff.ms` the client's, the producer's and the
+//! consumer's; `retry.backoff.max.ms` the client's and the producer's;
+//! `default.api.timeout.ms` the client's and the consumer's. `client.id` is a client key only:
+//! producers and consumers share the client's connections, so they send its client id.
+//!
+//! ```no_run
+//! # async fn demo() -> rekafka::Result<()> {
+//! use std::time::Duration;
+//! use rekafka::Client;
+//! use rekafka::consumer::ConsumerConfig;
+//! use rekafka::producer::{ProducerConfig, Record};
+//!
+//! let client = Client::from_properties([
+//!     ("bootstrap.servers", "127.0.0.1:9092"),
+//!     ("linger.ms", "20"),
+//!     ("compression.type", "lz4"),
+//!     ("group.id", "billing"),
+//!     ("auto.offset.reset", "earliest"),
+//! ])
+//! .await?;
+//! // The kept properties are applied onto the given config (they win over its fields) ...
+//! let producer = client.producer(ProducerConfig::default()).await?;
+//! producer.send_and_wait(Record::new("invoices").with_value("42")).await?;
+//! // ... or start from them and override in code (the closure wins).
+//! let consumer = client.consumer_with(|c| c.max_poll_records = 100)?;
+//! consumer.subscribe(["invoices"])?;
+//! let records = consumer.poll(Duration::from_secs(1)).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod properties;
 
@@ -52,7 +90,9 @@ use crate::connection::{
     DEFAULT_RECONNECT_BACKOFF, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_REQUEST_TIMEOUT,
     SecurityConfig,
 };
+use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
+use crate::producer::{Producer, ProducerConfig};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
 
 /// Default [`ClientConfig::api_timeout`]: 60 s, as Kafka's `default.api.timeout.ms`.
@@ -293,13 +333,33 @@ impl ClientConfig {
 }
 
 /// Property keys that belong to config types built later from the client (producer,
-/// consumer). [`ClientBuilder::property`] accepts them and keeps them for those configs
-/// ([`Client::properties`]) instead of rejecting them as unknown.
-///
-/// LEAD (merge): add `ProducerConfig::PROPERTY_NAMES` and `ConsumerConfig::PROPERTY_NAMES`
-/// here, and have `client.producer(..)` / `client.consumer(..)` apply `client.properties()` to
-/// their config before the caller's own settings.
-const DEFERRED_PROPERTY_SOURCES: &[&[&str]] = &[];
+/// consumer). [`ClientBuilder::property`] accepts them, checks their value against a default
+/// config of each type that knows them, and keeps them for those configs
+/// ([`Client::properties`]); [`Client::producer`] and [`Client::consumer`] apply them.
+const DEFERRED_PROPERTY_SOURCES: &[&[&str]] = &[
+    ProducerConfig::PROPERTY_NAMES,
+    ConsumerConfig::PROPERTY_NAMES,
+];
+
+/// Applies the kept properties that `apply` knows onto a config, in the order given.
+fn apply_kept<C>(
+    kept: &[(String, String)],
+    config: &mut C,
+    apply: fn(&mut C, &str, &str) -> Result<bool>,
+) -> Result<()> {
+    for (key, value) in kept {
+        apply(config, key, value)?;
+    }
+    Ok(())
+}
+
+/// Checks a kept producer/consumer property's value now, so that [`ClientBuilder::build`]
+/// reports it (naming the key) rather than the first `producer()` or `consumer()` call.
+fn check_deferred(key: &str, value: &str) -> Result<()> {
+    ProducerConfig::default().apply_property(key, value)?;
+    ConsumerConfig::default().apply_property(key, value)?;
+    Ok(())
+}
 
 /// Builds a [`Client`]: set what differs from the defaults, then [`build`](Self::build).
 ///
@@ -424,23 +484,31 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets a Java-style property now: an [`ErrorKind::Config`](crate::ErrorKind::Config) error for an unknown key (with
-    /// the closest known keys) or a bad value (naming the key and the expected form).
+    /// Sets a Java-style property now: an [`ErrorKind::Config`](crate::ErrorKind::Config)
+    /// error for an unknown key (with the closest known keys) or a bad value (naming the key
+    /// and the expected form).
+    ///
+    /// A client key sets the [`ClientConfig`]; a producer or consumer key is kept for the
+    /// producers and consumers made from the client (see [`Client::producer`]); a key known to
+    /// both does both (see the [module docs](self#properties)).
     pub fn set_property(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.trim();
-        // The registry: each config type the client owns, in turn.
-        if self.config.apply_property(key, value)? {
-            return Ok(());
-        }
-        if DEFERRED_PROPERTY_SOURCES
+        let deferred = DEFERRED_PROPERTY_SOURCES
             .iter()
-            .any(|names| names.contains(&key))
-        {
+            .any(|names| names.contains(&key));
+        // The registry: each config type the client owns, in turn (the client's first: its
+        // messages name the expected form).
+        let client = self.config.apply_property(key, value)?;
+        if deferred {
+            check_deferred(key, value)?;
             self.deferred.retain(|(k, _)| k != key);
             self.deferred.push((key.to_owned(), value.to_owned()));
-            return Ok(());
         }
-        Err(properties::unknown_property(key, Self::property_names()))
+        if client || deferred {
+            Ok(())
+        } else {
+            Err(properties::unknown_property(key, Self::property_names()))
+        }
     }
 
     /// Every property key the builder accepts.
@@ -520,9 +588,92 @@ impl Client {
     }
 
     /// The properties given to the builder that belong to the producer or consumer configs
-    /// made from this client, in the order given (later ones override earlier ones).
+    /// made from this client, one per key (the last value given), in the order given.
     pub fn properties(&self) -> &[(String, String)] {
         &self.inner.deferred
+    }
+
+    /// [`ProducerConfig::default`] with the producer properties given to the builder applied
+    /// (e.g. `linger.ms`, `acks`, `request.timeout.ms`).
+    pub fn producer_config(&self) -> Result<ProducerConfig> {
+        let mut config = ProducerConfig::default();
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            ProducerConfig::apply_property,
+        )?;
+        Ok(config)
+    }
+
+    /// A [`Producer`] sharing this client's cluster (its connections and metadata).
+    ///
+    /// The producer properties given to the builder are applied onto `config` first: they
+    /// override the corresponding fields of `config` (a property is an explicit setting too).
+    /// To start from the properties and override some of them in code, use
+    /// [`producer_with`](Self::producer_with). See [`Producer::new`] for what creating one does
+    /// (InitProducerId with idempotence, the default).
+    pub async fn producer(&self, mut config: ProducerConfig) -> Result<Producer> {
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            ProducerConfig::apply_property,
+        )?;
+        Producer::new(self.inner.cluster.clone(), config).await
+    }
+
+    /// A [`Producer`] from [`producer_config`](Self::producer_config) changed by `configure`:
+    /// what the closure sets wins over the properties, everything else comes from them (or the
+    /// defaults).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use std::time::Duration;
+    /// let producer = client
+    ///     .producer_with(|c| c.linger = Duration::from_millis(50))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn producer_with(
+        &self,
+        configure: impl FnOnce(&mut ProducerConfig),
+    ) -> Result<Producer> {
+        let mut config = self.producer_config()?;
+        configure(&mut config);
+        Producer::new(self.inner.cluster.clone(), config).await
+    }
+
+    /// [`ConsumerConfig::default`] with the consumer properties given to the builder applied
+    /// (e.g. `group.id`, `auto.offset.reset`).
+    pub fn consumer_config(&self) -> Result<ConsumerConfig> {
+        let mut config = ConsumerConfig::default();
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            ConsumerConfig::apply_property,
+        )?;
+        Ok(config)
+    }
+
+    /// A [`Consumer`] sharing this client's cluster. The consumer properties given to the
+    /// builder are applied onto `config` first and override its corresponding fields (as in
+    /// [`producer`](Self::producer)); use [`consumer_with`](Self::consumer_with) to override
+    /// them in code. Must be called inside a tokio runtime (see [`Consumer::new`]).
+    pub fn consumer(&self, mut config: ConsumerConfig) -> Result<Consumer> {
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            ConsumerConfig::apply_property,
+        )?;
+        Consumer::new(self.inner.cluster.clone(), config)
+    }
+
+    /// A [`Consumer`] from [`consumer_config`](Self::consumer_config) changed by `configure`
+    /// (the closure wins over the properties).
+    pub fn consumer_with(&self, configure: impl FnOnce(&mut ConsumerConfig)) -> Result<Consumer> {
+        let mut config = self.consumer_config()?;
+        configure(&mut config);
+        Consumer::new(self.inner.cluster.clone(), config)
     }
 
     /// An admin client sharing this client's cluster.
@@ -668,6 +819,117 @@ mod tests {
                 .property("clientid", "x"),
         );
         assert!(t.contains("did you mean 'client.id'?"), "{t}");
+    }
+
+    #[test]
+    fn producer_and_consumer_properties_are_routed_and_kept() {
+        let mut b = Client::builder();
+        for (k, v) in [
+            ("bootstrap.servers", "a:1"),
+            ("linger.ms", "5"),
+            ("acks", "1"),
+            ("group.id", "g1"),
+            ("auto.offset.reset", "earliest"),
+            ("request.timeout.ms", "7000"),
+            ("retry.backoff.ms", "250"),
+            ("default.api.timeout.ms", "9000"),
+            ("client.id", "app"),
+            ("linger.ms", "8"),
+        ] {
+            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        // Client keys set the client config; shared keys set it too.
+        assert_eq!(b.config.client_id, "app");
+        assert_eq!(b.config.request_timeout, Duration::from_secs(7));
+        assert_eq!(b.config.retry_backoff, Duration::from_millis(250));
+        assert_eq!(b.config.api_timeout, Duration::from_secs(9));
+        // Producer/consumer keys (and shared ones) are kept, once per key, last value wins.
+        let kept: Vec<(&str, &str)> = b
+            .deferred
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("acks", "1"),
+                ("group.id", "g1"),
+                ("auto.offset.reset", "earliest"),
+                ("request.timeout.ms", "7000"),
+                ("retry.backoff.ms", "250"),
+                ("default.api.timeout.ms", "9000"),
+                ("linger.ms", "8"),
+            ]
+        );
+        // client.id is the client's only.
+        assert!(!kept.iter().any(|(k, _)| *k == "client.id"));
+        for names in DEFERRED_PROPERTY_SOURCES {
+            for k in *names {
+                assert!(
+                    ClientBuilder::property_names().any(|n| n == *k),
+                    "{k} is not listed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kept_properties_apply_to_producer_and_consumer_configs() {
+        use crate::consumer::OffsetReset;
+        use crate::producer::Acks;
+        let b = Client::builder().properties([
+            ("linger.ms", "9"),
+            ("acks", "1"),
+            ("group.id", "g"),
+            ("auto.offset.reset", "earliest"),
+            ("retry.backoff.ms", "300"),
+        ]);
+        assert!(b.first_error.is_none());
+        let mut p = ProducerConfig::default().with_batch_size(1234);
+        apply_kept(&b.deferred, &mut p, ProducerConfig::apply_property)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = ConsumerConfig::default();
+        apply_kept(&b.deferred, &mut c, ConsumerConfig::apply_property)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.linger, Duration::from_millis(9));
+        assert_eq!(p.acks, Acks::Leader);
+        assert_eq!(p.retry_backoff, Duration::from_millis(300));
+        assert_eq!(p.batch_size, 1234, "fields no property names are kept");
+        assert_eq!(c.group_id.as_deref(), Some("g"));
+        assert_eq!(c.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(c.retry_backoff, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn unknown_to_everyone_is_still_an_error_with_suggestions() {
+        let mut b = Client::builder();
+        let e = b.set_property("linger.msec", "5").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config);
+        assert!(e.to_string().contains("'linger.ms'"), "{e}");
+        let e = b.set_property("group.idd", "g").unwrap_err();
+        assert!(e.to_string().contains("'group.id'"), "{e}");
+        let e = b.set_property("enable.auto.comit", "true").unwrap_err();
+        assert!(e.to_string().contains("'enable.auto.commit'"), "{e}");
+        assert!(b.deferred.is_empty());
+    }
+
+    #[test]
+    fn bad_producer_or_consumer_values_fail_at_build_naming_the_key() {
+        let mut b = Client::builder();
+        let e = b.set_property("linger.ms", "soon").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config);
+        assert!(e.to_string().contains("linger.ms"), "{e}");
+        let e = b.set_property("auto.offset.reset", "sideways").unwrap_err();
+        assert!(e.to_string().contains("auto.offset.reset"), "{e}");
+        let e = b.set_property("acks", "2x").unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config, "{e}");
+        assert!(b.deferred.is_empty(), "bad values are not kept");
+        let t = err_text(
+            Client::builder()
+                .property("bootstrap.servers", "a:1")
+                .property("max.poll.records", "many"),
+        );
+        assert!(t.contains("max.poll.records"), "{t}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -35,6 +35,18 @@ const SOFTWARE_NAME: &str = "rekafka";
 const WRITE_BATCH: usize = 64;
 /// Offset of the correlation id in an encoded request frame: size (4), api key (2), version (2).
 const CORRELATION_OFFSET: usize = 8;
+/// The longest interval between two checks of the in-flight table for requests in flight
+/// longer than the request timeout (see [`sweep_interval`]).
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest such interval.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How often the reader checks the table for expired requests whose caller is gone, and how
+/// early a caller whose own deadline passed may declare its request expired: a tenth of the
+/// request timeout, between 5 ms and 1 s.
+fn sweep_interval(request_timeout: Duration) -> Duration {
+    (request_timeout / 10).clamp(MIN_SWEEP_INTERVAL, MAX_SWEEP_INTERVAL)
+}
 
 /// A connection to one broker, shared by any number of tasks.
 ///
@@ -43,9 +55,11 @@ const CORRELATION_OFFSET: usize = 8;
 /// clone uses the same socket; requests from all clones are pipelined on it, at most
 /// [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
 ///
-/// Once the connection fails (EOF, reset, an oversized or undecodable frame) it is dead for
-/// good: every request in flight fails at once with a retriable [`ErrorKind::Disconnected`]
-/// error and so does every later request; make a new connection (or use
+/// Once the connection fails (EOF, reset, an oversized or undecodable frame, or a request
+/// that got no response within the [request timeout](ConnectionConfig::request_timeout)) it is
+/// dead for good: every request in flight fails at once with a retriable
+/// [`ErrorKind::Disconnected`] error (the request that timed out with
+/// [`ErrorKind::Timeout`]) and so does every later request; make a new connection (or use
 /// [`BrokerConnection`](super::BrokerConnection), which does that by itself).
 ///
 /// ```no_run
@@ -82,7 +96,10 @@ struct Shared {
     request_timeout: Duration,
     versions: ApiVersionRanges,
     table: Arc<Table>,
-    permits: Semaphore,
+    /// One permit per in-flight slot. A permit moves into the request's table entry at
+    /// hand-off and is released only when the entry leaves the table (response read, or the
+    /// connection died), never when the caller gives up.
+    permits: Arc<Semaphore>,
     /// The number of permits in `permits` (re-authentication takes them all).
     max_in_flight: u32,
     writes: mpsc::Sender<WriteCmd>,
@@ -114,16 +131,25 @@ struct WriteCmd {
 /// The in-flight table, shared by the callers, the reader and the writer.
 struct Table {
     broker_id: i32,
+    /// [`ConnectionConfig::request_timeout`].
+    request_timeout: Duration,
+    /// How many sent-without-response ids are remembered (`max_in_flight`).
+    max_no_response: usize,
     state: Mutex<State>,
     /// Set to `true` once the connection is dead or closed; both tasks watch it.
     dead: watch::Sender<bool>,
 }
 
 struct State {
+    /// Requests waiting for a response (their caller waits, or gave up). Each holds an in-flight
+    /// permit (re-authentication requests excepted, which run while the re-authentication task
+    /// holds every permit), so there are never more than `max_in_flight`.
     in_flight: HashMap<i32, Entry>,
     next_correlation: i32,
-    /// Correlation ids of requests sent without expecting a response, in the order written.
-    no_response: VecDeque<i32>,
+    /// Requests sent without expecting a response, in the order written (at most
+    /// `max_no_response`, the oldest forgotten first): a broker that answers them anyway
+    /// (Tansu) has its answer recognised and discarded.
+    no_response: VecDeque<(i32, ApiKey)>,
     /// Why the connection is dead, once it is.
     error: Option<Error>,
 }
@@ -131,15 +157,26 @@ struct State {
 struct Entry {
     api: ApiKey,
     waiter: Waiter,
+    /// When the request was handed to the writer.
+    sent: Instant,
+    /// The in-flight slot, released when the entry leaves the table.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 enum Waiter {
     /// A caller waits for the response frame.
     Caller(oneshot::Sender<Result<Bytes>>),
-    /// The caller gave up (timed out or was dropped); the response is read and discarded.
+    /// The caller was dropped, or gave up before the request was in flight for the whole
+    /// request timeout; the response is read and discarded, the slot is held until then.
     Abandoned,
+}
+
+/// How a request is registered in the table.
+enum Registration {
+    /// A caller waits for the response; the entry holds the permit (if any).
+    Caller(oneshot::Sender<Result<Bytes>>, Option<OwnedSemaphorePermit>),
     /// Sent without expecting a response (acks=0 produce). Kafka does not answer, some brokers
-    /// (Tansu) do; either way nothing waits.
+    /// (Tansu) do; either way nothing waits and no slot is held once the frame is written.
     NoResponse,
 }
 
@@ -161,38 +198,148 @@ impl Table {
 
     /// Registers a request about to be handed to the writer and returns its correlation id.
     /// Ids are assigned in hand-off order, which is the order frames are written.
-    fn register(&self, api: ApiKey, waiter: Waiter) -> Result<i32> {
+    fn register(&self, api: ApiKey, registration: Registration) -> Result<i32> {
         let mut st = self.lock();
         if let Some(e) = &st.error {
             return Err(e.clone().api(api));
         }
         let mut corr = st.next_correlation;
-        while st.in_flight.contains_key(&corr) {
+        while st.in_flight.contains_key(&corr) || st.no_response.iter().any(|(c, _)| *c == corr) {
             corr = corr.wrapping_add(1);
         }
         st.next_correlation = corr.wrapping_add(1);
-        if matches!(waiter, Waiter::NoResponse) {
-            st.no_response.push_back(corr);
+        match registration {
+            Registration::NoResponse => {
+                if st.no_response.len() >= self.max_no_response {
+                    // Long unanswered: Kafka never answers these. Should the broker answer it
+                    // after all, the response is discarded as unknown.
+                    st.no_response.pop_front();
+                }
+                st.no_response.push_back((corr, api));
+            }
+            Registration::Caller(tx, permit) => {
+                st.in_flight.insert(
+                    corr,
+                    Entry {
+                        api,
+                        waiter: Waiter::Caller(tx),
+                        sent: Instant::now(),
+                        _permit: permit,
+                    },
+                );
+            }
         }
-        st.in_flight.insert(corr, Entry { api, waiter });
         Ok(corr)
     }
 
-    /// The caller of `corr` is gone: keep the entry so the response is recognised and
-    /// discarded when it comes.
+    /// The caller of `corr` is gone: keep the entry (and its in-flight slot) so the response is
+    /// recognised and discarded when it comes.
     fn abandon(&self, corr: i32) {
         let mut st = self.lock();
-        if let Some(entry) = st.in_flight.get_mut(&corr)
-            && matches!(entry.waiter, Waiter::Caller(_))
-        {
+        if let Some(entry) = st.in_flight.get_mut(&corr) {
             entry.waiter = Waiter::Abandoned;
         }
+    }
+
+    /// The caller of `corr` reached its deadline without a response. If the request has been
+    /// in flight for (about) the whole request timeout, the broker is considered stuck: the
+    /// connection is killed (as Java's `NetworkClient` does), every other request in flight fails
+    /// with [`ErrorKind::Disconnected`], and `true` is returned. Otherwise (the caller spent
+    /// part of its time waiting for a slot) the entry is abandoned and keeps its slot until the
+    /// response comes or the entry itself expires (see [`expire_abandoned`](Self::expire_abandoned)).
+    fn time_out(&self, corr: i32, now: Instant) -> bool {
+        let slack = sweep_interval(self.request_timeout);
+        let expired = {
+            let mut st = self.lock();
+            let Some(entry) = st.in_flight.get_mut(&corr) else {
+                return false;
+            };
+            if now + slack >= entry.sent + self.request_timeout {
+                st.in_flight.remove(&corr)
+            } else {
+                entry.waiter = Waiter::Abandoned;
+                None
+            }
+        };
+        let Some(entry) = expired else {
+            return false;
+        };
+        tracing::warn!(
+            broker = self.broker_id,
+            correlation_id = corr,
+            api = ?entry.api,
+            timeout = ?self.request_timeout,
+            "disconnecting: request timed out"
+        );
+        self.fail(self.timeout_disconnect(entry.api, corr), false);
+        true
+    }
+
+    /// Kills the connection if a request whose caller is gone has been in flight longer than
+    /// the request timeout (called periodically by the reader task). Requests whose caller
+    /// still waits are left to the caller's own timer.
+    fn expire_abandoned(&self, now: Instant) {
+        let expired = {
+            let st = self.lock();
+            st.in_flight
+                .iter()
+                .find(|(_, e)| {
+                    matches!(e.waiter, Waiter::Abandoned) && now >= e.sent + self.request_timeout
+                })
+                .map(|(corr, e)| (*corr, e.api))
+        };
+        if let Some((corr, api)) = expired {
+            tracing::warn!(
+                broker = self.broker_id,
+                correlation_id = corr,
+                ?api,
+                timeout = ?self.request_timeout,
+                "disconnecting: abandoned request timed out"
+            );
+            self.fail(self.timeout_disconnect(api, corr), false);
+        }
+    }
+
+    /// The error the other requests in flight get when a request timed out.
+    fn timeout_disconnect(&self, api: ApiKey, corr: i32) -> Error {
+        Error::with_message(
+            ErrorKind::Disconnected,
+            format!(
+                "disconnected: a {api:?} request (correlation id {corr}) got no response within \
+                 the request timeout of {:?}",
+                self.request_timeout
+            ),
+        )
+        .on_broker(self.broker_id)
     }
 
     /// Routes a response frame to its caller, or discards it.
     fn dispatch(&self, frame: Bytes) -> Result<()> {
         let corr = codec::response_correlation_id(&frame)?;
         let mut st = self.lock();
+        // A broker answers the requests of a connection in order, so requests sent before this
+        // one without expecting a response will never be answered now (Kafka does not answer
+        // acks=0 produce requests); forget them.
+        let mut no_response = None;
+        while let Some(&(first, api)) = st.no_response.front() {
+            if !precedes(first, corr) && first != corr {
+                break;
+            }
+            st.no_response.pop_front();
+            if first == corr {
+                no_response = Some(api);
+            }
+        }
+        if let Some(api) = no_response {
+            drop(st);
+            tracing::trace!(
+                broker = self.broker_id,
+                correlation_id = corr,
+                ?api,
+                "discarding the response to a request sent without expecting one"
+            );
+            return Ok(());
+        }
         let Some(entry) = st.in_flight.remove(&corr) else {
             drop(st);
             tracing::warn!(
@@ -203,23 +350,6 @@ impl Table {
             );
             return Ok(());
         };
-        // A broker answers the requests of a connection in order, so requests sent before this
-        // one without expecting a response will never be answered now (Kafka does not answer
-        // acks=0 produce requests); forget them.
-        while let Some(&first) = st.no_response.front() {
-            if !precedes(first, corr) && first != corr {
-                break;
-            }
-            st.no_response.pop_front();
-            if first != corr
-                && st
-                    .in_flight
-                    .get(&first)
-                    .is_some_and(|e| matches!(e.waiter, Waiter::NoResponse))
-            {
-                st.in_flight.remove(&first);
-            }
-        }
         drop(st);
         match entry.waiter {
             Waiter::Caller(tx) => {
@@ -229,9 +359,6 @@ impl Table {
             }
             Waiter::Abandoned => {
                 tracing::debug!(broker = self.broker_id, correlation_id = corr, api = ?entry.api, "discarding the late response of an abandoned request");
-            }
-            Waiter::NoResponse => {
-                tracing::trace!(broker = self.broker_id, correlation_id = corr, api = ?entry.api, "discarding the response to a request sent without expecting one");
             }
         }
         Ok(())
@@ -271,8 +398,8 @@ fn disconnected(broker_id: i32, cause: Error) -> Error {
         .on_broker(broker_id)
 }
 
-/// Removes or abandons a handed-off request when the caller's future is dropped (or times out)
-/// before its response arrived.
+/// Abandons a handed-off request when the caller's future is dropped before its response
+/// arrived (the entry keeps its slot until the response comes or the connection dies).
 struct InFlight<'a> {
     table: &'a Table,
     correlation_id: i32,
@@ -433,6 +560,8 @@ impl Connection {
         let (dead_tx, dead_rx) = watch::channel(false);
         let table = Arc::new(Table {
             broker_id,
+            request_timeout: config.request_timeout,
+            max_no_response: config.max_in_flight,
             state: Mutex::new(State {
                 in_flight: HashMap::new(),
                 next_correlation,
@@ -458,7 +587,7 @@ impl Connection {
             request_timeout: config.request_timeout,
             versions,
             table,
-            permits: Semaphore::new(config.max_in_flight),
+            permits: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
             writes,
             tasks: Mutex::new(vec![reader, writer]),
@@ -499,9 +628,11 @@ impl Connection {
         self.shared.table.error()
     }
 
-    /// How many requests are in the in-flight table: waiting for their response, abandoned by
-    /// their caller but not yet answered, or sent without expecting a response and not yet known
-    /// to be unanswered.
+    /// How many requests are in the in-flight table: waiting for their response, or abandoned
+    /// by their caller (dropped) but not yet answered. Never more than
+    /// [`max_in_flight`](ConnectionConfig::max_in_flight): an abandoned request keeps its slot
+    /// until its response is read or the connection dies. Requests sent with
+    /// [`send_no_response`](Self::send_no_response) are not counted.
     pub fn in_flight(&self) -> usize {
         self.shared.table.lock().in_flight.len()
     }
@@ -513,6 +644,11 @@ impl Connection {
     /// [`ErrorKind::Timeout`] if no response came within
     /// [`request_timeout`](ConnectionConfig::request_timeout) (waiting for an in-flight slot
     /// included), and [`ErrorKind::Disconnected`] if the connection is or becomes dead.
+    ///
+    /// A request that was sent and got no response within the request timeout closes the
+    /// connection (as Java's client does): its caller gets [`ErrorKind::Timeout`], every other
+    /// request in flight [`ErrorKind::Disconnected`], both retriable. A caller whose time ran out
+    /// while it waited for an in-flight slot only fails itself.
     pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
         let version = self
             .shared
@@ -525,23 +661,14 @@ impl Connection {
     /// Sends `request` at an explicit `version` and waits for the response.
     pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         let api = api_key::<R>()?;
-        let timeout = self.shared.request_timeout;
-        match tokio::time::timeout(timeout, self.request::<R>(&request, version, api, true)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout_error(api, timeout)),
-        }
+        self.request::<R>(&request, version, api, true).await
     }
 
     /// [`send_at`](Self::send_at) without taking an in-flight slot: for re-authentication,
     /// which holds every slot while it runs.
     async fn send_unpermitted<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         let api = api_key::<R>()?;
-        let timeout = self.shared.request_timeout;
-        match tokio::time::timeout(timeout, self.request::<R>(&request, version, api, false)).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout_error(api, timeout)),
-        }
+        self.request::<R>(&request, version, api, false).await
     }
 
     /// Sends a request for which the broker sends no response (a Produce with acks=0) at the
@@ -563,11 +690,13 @@ impl Connection {
         let api = api_key::<R>()?;
         let timeout = self.shared.request_timeout;
         let send = async {
+            // The slot bounds the frames queued for the writer; it is released once the frame
+            // is written (nothing waits for a response).
             let _permit = self.acquire(api).await?;
             let frame = self.encode(&request, version, api)?;
             let (tx, rx) = oneshot::channel();
             let mut in_flight = self
-                .hand_off(frame, api, Waiter::NoResponse, Some(tx))
+                .hand_off(frame, api, Registration::NoResponse, Some(tx))
                 .await?;
             in_flight.armed = false;
             rx.await.map_err(|_| self.dead_error(api))
@@ -603,6 +732,8 @@ impl Connection {
         }
     }
 
+    /// Sends one request and waits for its response, all within the request timeout. See
+    /// [`send`](Self::send) for what a timeout does.
     async fn request<R: Request>(
         &self,
         request: &R,
@@ -610,19 +741,37 @@ impl Connection {
         api: ApiKey,
         permit: bool,
     ) -> Result<R::Response> {
-        let _permit = if permit {
-            Some(self.acquire(api).await?)
+        let timeout = self.shared.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let permit = if permit {
+            match tokio::time::timeout_at(deadline, self.acquire_owned(api)).await {
+                Ok(p) => Some(p?),
+                Err(_) => return Err(self.timeout_error(api, timeout)),
+            }
         } else {
             None
         };
         let frame = self.encode(request, version, api)?;
         let (tx, rx) = oneshot::channel();
-        let mut in_flight = self.hand_off(frame, api, Waiter::Caller(tx), None).await?;
+        let handed = tokio::time::timeout_at(
+            deadline,
+            self.hand_off(frame, api, Registration::Caller(tx, permit), None),
+        )
+        .await;
+        let mut in_flight = match handed {
+            Ok(r) => r?,
+            Err(_) => return Err(self.timeout_error(api, timeout)),
+        };
         let correlation_id = in_flight.correlation_id;
-        let frame = match rx.await {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(self.dead_error(api)),
+        let frame = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(frame))) => frame,
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => return Err(self.dead_error(api)),
+            Err(_) => {
+                in_flight.armed = false;
+                self.shared.table.time_out(correlation_id, Instant::now());
+                return Err(self.timeout_error(api, timeout));
+            }
         };
         in_flight.armed = false;
         match codec::decode_response::<R>(frame, version) {
@@ -645,6 +794,20 @@ impl Connection {
                 Err(e)
             }
         }
+    }
+
+    /// Waits for an in-flight slot to move into the request's table entry (failing at once on a
+    /// dead connection).
+    async fn acquire_owned(&self, api: ApiKey) -> Result<OwnedSemaphorePermit> {
+        if let Some(e) = self.shared.table.error() {
+            return Err(e.api(api));
+        }
+        self.shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.dead_error(api))
     }
 
     /// Waits for an in-flight slot (failing at once on a dead connection).
@@ -681,7 +844,7 @@ impl Connection {
         &self,
         mut frame: BytesMut,
         api: ApiKey,
-        waiter: Waiter,
+        registration: Registration,
         written: Option<oneshot::Sender<()>>,
     ) -> Result<InFlight<'_>> {
         let slot = self
@@ -693,7 +856,7 @@ impl Connection {
         let Some(corr_bytes) = frame.get_mut(CORRELATION_OFFSET..CORRELATION_OFFSET + 4) else {
             return Err(Error::with_message(ErrorKind::Encode, "request frame too short").api(api));
         };
-        let correlation_id = self.shared.table.register(api, waiter)?;
+        let correlation_id = self.shared.table.register(api, registration)?;
         corr_bytes.copy_from_slice(&correlation_id.to_be_bytes());
         slot.send(WriteCmd {
             frame: frame.freeze(),
@@ -919,6 +1082,8 @@ async fn read_loop(
     table: Arc<Table>,
     mut dead: watch::Receiver<bool>,
 ) {
+    let mut sweep = tokio::time::interval(sweep_interval(table.request_timeout));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let error = loop {
         if let Err(e) = drain_frames(&mut buf, decoder, &table) {
             break e;
@@ -932,6 +1097,9 @@ async fn read_loop(
         tokio::select! {
             biased;
             _ = dead.wait_for(|d| *d) => return,
+            // Before the read, so a busy socket cannot starve the check (it is ready once per
+            // interval only). `read_buf` is cancel safe: no bytes are lost.
+            now = sweep.tick() => table.expire_abandoned(now),
             read = io.read_buf(&mut buf) => match read {
                 Ok(0) => break Error::with_message(ErrorKind::Disconnected, "connection closed by the broker"),
                 Ok(_) => {}

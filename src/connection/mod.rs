@@ -15,10 +15,38 @@
 //! Each connection runs two tasks. The **writer** is the only code that writes to the socket;
 //! callers hand it complete frames through a bounded channel, so frames never interleave. The
 //! **reader** splits the stream into frames and routes each by its correlation id, through the
-//! in-flight table (correlation id → API, waiting caller), to the caller waiting for it. A
-//! response nobody waits for (its caller timed out or was dropped, or the request was sent with
-//! [`send_no_response`](Connection::send_no_response)) is read and discarded; a response with an
-//! unknown correlation id is logged and discarded.
+//! in-flight table (correlation id → API, waiting caller, in-flight slot), to the caller
+//! waiting for it. A response nobody waits for (its caller was dropped, or the request was sent
+//! with [`send_no_response`](Connection::send_no_response)) is read and discarded; a response
+//! with an unknown correlation id is logged and discarded. The reader also checks the table
+//! every tenth of the request timeout (between 5 ms and 1 s) for requests whose caller is gone
+//! and which have been in flight longer than the request timeout (see *Request timeouts*).
+//!
+//! # Request timeouts and the in-flight bound
+//!
+//! A request holds one of the connection's [`max_in_flight`](ConnectionConfig::max_in_flight)
+//! slots from the moment it is handed to the writer until its response is read or the
+//! connection dies — not until its caller stops waiting. So the in-flight table never holds
+//! more than `max_in_flight` requests, however many callers give up, and a broker never has
+//! more than that many requests of this connection to work on.
+//!
+//! A request that has been in flight for [`request_timeout`](ConnectionConfig::request_timeout)
+//! without a response (measured from its hand-off to the writer, to within a tenth of the
+//! request timeout and at most 1 s) closes the connection, as Java's `NetworkClient` does ("Disconnecting
+//! from node due to request timeout"): its caller gets
+//! [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), every other request in flight fails at
+//! the same moment with [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) (both
+//! retriable), and [`BrokerConnection`] reconnects, with back-off, on the next request. The
+//! broker's backlog of abandoned requests is dropped with the socket instead of growing.
+//! A caller's own wait (slot included) is bounded by the request timeout too; if its time runs
+//! out while its request has been in flight for less (it waited for a slot), only that caller
+//! fails with `Timeout` and its request keeps its slot until the response is read, or until it
+//! has been in flight for the request timeout, which closes the connection as above. SASL
+//! re-authentication waits for every slot, so it too is delayed by at most one request timeout.
+//!
+//! Requests sent with [`send_no_response`](Connection::send_no_response) release their slot
+//! once written; the last `max_in_flight` of them are remembered so that a broker that answers
+//! them anyway (Tansu) has its answers recognised and discarded.
 //!
 //! A connection whose SASL session has a lifetime (KIP-368) runs a third task that
 //! re-authenticates at 80–90% of it: it takes every in-flight slot (waiting for the requests in
@@ -42,10 +70,13 @@
 //!   precedes it (waiting for a slot in the writer's channel). A dropped caller therefore either
 //!   sent nothing or handed off the whole frame, which the writer writes in full;
 //! * if the caller is dropped after the hand-off, its entry in the in-flight table is marked
-//!   abandoned and the response is read and discarded by its correlation id when it comes;
-//! * a request that times out (after [`request_timeout`](ConnectionConfig::request_timeout))
-//!   is exactly such a drop: the caller gets [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)
-//!   and the late response is discarded. The connection stays usable;
+//!   abandoned and the response is read and discarded by its correlation id when it comes. The
+//!   entry keeps its in-flight slot until then (or until the connection dies), so dropped
+//!   callers cannot grow the table beyond `max_in_flight`; an abandoned request that stays
+//!   unanswered for the request timeout closes the connection;
+//! * a request timeout is not such a drop: a request in flight for the whole
+//!   [`request_timeout`](ConnectionConfig::request_timeout) closes the connection (see
+//!   *Request timeouts* above);
 //! * [`BrokerConnection::connection`] dropped while it waits for the back-off or connects leaves
 //!   no state behind (a half-made connection is dropped with it).
 //!
@@ -112,10 +143,14 @@ pub struct ConnectionConfig {
     /// How long connecting (TCP connect and the ApiVersions exchange) may take. Default: 10 s.
     pub connect_timeout: Duration,
     /// How long a request may wait for its response, including waiting for an in-flight slot.
-    /// Default: 30 s (Kafka's `request.timeout.ms`).
+    /// A request in flight this long without a response closes the connection (as in Java's
+    /// client), failing the other requests in flight with a retriable
+    /// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) error. Default: 30 s
+    /// (Kafka's `request.timeout.ms`).
     pub request_timeout: Duration,
-    /// How many requests may be in flight on the connection at once; further callers wait.
-    /// Default: 64.
+    /// How many requests may be in flight on the connection at once; further callers wait. A
+    /// request whose caller was dropped still counts until its response is read or the
+    /// connection dies. Default: 64.
     pub max_in_flight: usize,
     /// The largest response frame accepted; a larger one kills the connection. Default:
     /// [`DEFAULT_MAX_FRAME_SIZE`] (100 MiB).
