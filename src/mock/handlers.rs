@@ -58,6 +58,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
@@ -155,6 +157,8 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
         DescribeConfigs => DescribeConfigsRequest,
         CreatePartitions => CreatePartitionsRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+        DeleteGroups => DeleteGroupsRequest,
     )
 }
 
@@ -1381,8 +1385,136 @@ impl Api for DescribeConfigsRequest {
     }
 }
 
+impl Api for IncrementalAlterConfigsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> IncrementalAlterConfigsResponse {
+        IncrementalAlterConfigsResponse::default().with_responses(
+            self.resources
+                .iter()
+                .map(|r| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<IncrementalAlterConfigsResponse> {
+        use incremental_alter_configs_response::AlterConfigsResourceResponse;
+        let mut st = ctx.shared.lock();
+        let responses = self
+            .resources
+            .iter()
+            .map(|res| {
+                let r = AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                // Only topic configs (resource type 2) can be altered on the mock.
+                if res.resource_type != 2 {
+                    return r.with_error_code(code(KafkaCode::InvalidRequest));
+                }
+                let Some(topic) = st.topics.get_mut(res.resource_name.as_str()) else {
+                    return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
+                };
+                // Validate every operation first: the whole resource applies or none of it.
+                if res.configs.iter().any(|c| !(0..=3).contains(&c.config_operation)) {
+                    return r
+                        .with_error_code(code(KafkaCode::InvalidRequest))
+                        .with_error_message(Some(s("unknown config operation")));
+                }
+                if self.validate_only {
+                    return r;
+                }
+                for c in &res.configs {
+                    let name = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    match c.config_operation {
+                        // SET
+                        0 => {
+                            topic.configs.insert(name, value);
+                        }
+                        // DELETE
+                        1 => {
+                            topic.configs.remove(&name);
+                        }
+                        // APPEND (list configs)
+                        2 => {
+                            let e = topic.configs.entry(name).or_default();
+                            let mut items: Vec<String> = e
+                                .split(',')
+                                .filter(|x| !x.is_empty())
+                                .map(str::to_owned)
+                                .collect();
+                            for v in value.split(',').filter(|x| !x.is_empty()) {
+                                if !items.iter().any(|i| i == v) {
+                                    items.push(v.to_owned());
+                                }
+                            }
+                            *e = items.join(",");
+                        }
+                        // SUBTRACT
+                        _ => {
+                            if let Some(e) = topic.configs.get_mut(&name) {
+                                let remove: Vec<&str> = value.split(',').collect();
+                                *e = e
+                                    .split(',')
+                                    .filter(|x| !x.is_empty() && !remove.contains(x))
+                                    .collect::<Vec<_>>()
+                                    .join(",");
+                            }
+                        }
+                    }
+                }
+                r
+            })
+            .collect();
+        Some(IncrementalAlterConfigsResponse::default().with_responses(responses))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Groups
+
+impl Api for DeleteGroupsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> DeleteGroupsResponse {
+        DeleteGroupsResponse::default().with_results(
+            self.groups_names
+                .iter()
+                .map(|g| {
+                    delete_groups_response::DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<DeleteGroupsResponse> {
+        let mut st = ctx.shared.lock();
+        let results = self
+            .groups_names
+            .iter()
+            .map(|g| {
+                let name = g.0.to_string();
+                let r = delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(g.clone());
+                if not_coordinator(&st, ctx, &name) {
+                    return r.with_error_code(code(KafkaCode::NotCoordinator));
+                }
+                match st.groups.get(&name) {
+                    None => r.with_error_code(code(KafkaCode::GroupIdNotFound)),
+                    Some(group) if !group.members.is_empty() => {
+                        r.with_error_code(code(KafkaCode::NonEmptyGroup))
+                    }
+                    Some(_) => {
+                        st.groups.remove(&name);
+                        r
+                    }
+                }
+            })
+            .collect();
+        Some(DeleteGroupsResponse::default().with_results(results))
+    }
+}
 
 fn not_coordinator(st: &State, ctx: &Ctx, group: &str) -> bool {
     st.coordinator(CoordinatorType::Group, group) != ctx.broker
