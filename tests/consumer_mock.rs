@@ -1,0 +1,652 @@
+//! The full consumer (assign and subscribe modes, group layer included) against the embedded
+//! [`MockCluster`]: read_committed over real transactions, reliability scenarios 28–31 of
+//! `reliability-scenarios.md` with the mock's fault injection, OFFSET_OUT_OF_RANGE after
+//! DeleteRecords under each reset policy, a broker going down and up mid-fetch, and a static
+//! member restarting without a rebalance (KIP-345). No external broker needed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProduceRequest, ProducerId,
+    TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+use rekafka::KafkaCode;
+use rekafka::admin::Admin;
+use rekafka::client::ClientConfig;
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::connection::{Connection, ConnectionConfig};
+use rekafka::consumer::{
+    AutoCommit, BoxFuture, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel,
+    OffsetAndMetadata, OffsetReset, RebalanceListener, StartOffset, TopicPartition,
+};
+use rekafka::group::CooperativeStickyAssignor;
+use rekafka::mock::MockCluster;
+use rekafka::protocol::ApiKey;
+use rekafka::protocol::record::BatchBuilder;
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_owned())
+}
+
+async fn cluster(mock: &MockCluster) -> Cluster {
+    Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
+        .await
+        .expect("connect")
+}
+
+fn assign_config() -> ConsumerConfig {
+    ConsumerConfig::new()
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_fetch_max_wait(Duration::from_millis(50))
+}
+
+fn group_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new()
+        .with_group_id(group)
+        .with_session_timeout(Duration::from_secs(6))
+        .with_heartbeat_interval(Duration::from_millis(500))
+        .with_auto_offset_reset(OffsetReset::Earliest)
+        .with_fetch_max_wait(Duration::from_millis(50))
+}
+
+async fn assigned(
+    mock: &MockCluster,
+    config: ConsumerConfig,
+    tps: &[(&str, i32)],
+    start: StartOffset,
+) -> Consumer {
+    let c = Consumer::new(cluster(mock).await, config).unwrap();
+    c.assign(tps.iter().map(|(t, p)| (TopicPartition::new(t, *p), start)))
+        .unwrap();
+    c
+}
+
+/// Polls until `want` records arrived or `timeout`; partition errors fail the test.
+async fn read(c: &Consumer, want: usize, timeout: Duration) -> Vec<ConsumerRecord> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        let recs = c.poll(Duration::from_millis(100)).await.expect("poll");
+        assert!(recs.errors().is_empty(), "{:?}", recs.errors());
+        out.extend(recs.iter().cloned());
+    }
+    out
+}
+
+fn text(r: &ConsumerRecord) -> String {
+    String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()
+}
+
+fn values(recs: &[ConsumerRecord]) -> Vec<(i64, String)> {
+    recs.iter().map(|r| (r.offset, text(r))).collect()
+}
+
+/// Seeds `n` records `v<i>` into one partition.
+fn seed(mock: &MockCluster, topic: &str, partition: i32, from: usize, n: usize) {
+    let vals: Vec<String> = (from..from + n).map(|i| format!("v{i}")).collect();
+    for chunk in vals.chunks(500) {
+        let kv: Vec<_> = chunk.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        mock.append_records(topic, partition, &kv).unwrap();
+    }
+}
+
+// ---- raw transactional producer (there is no rekafka::transaction yet) ----
+
+struct Txn {
+    conn: Connection,
+    id: String,
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+}
+
+impl Txn {
+    async fn init(mock: &MockCluster, id: &str) -> Txn {
+        let addr = mock.bootstrap();
+        let first = addr.split(',').next().unwrap().to_owned();
+        let conn = Connection::connect(&first, -1, &ConnectionConfig::default())
+            .await
+            .unwrap();
+        let r = conn
+            .send(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(s(id))))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.error_code, 0);
+        Txn {
+            conn,
+            id: id.to_owned(),
+            pid: r.producer_id.0,
+            epoch: r.producer_epoch,
+            seq: 0,
+        }
+    }
+
+    async fn begin(&self, topic: &str) {
+        let r = self
+            .conn
+            .send(
+                AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(TransactionalId(s(&self.id)))
+                    .with_v3_and_below_producer_id(ProducerId(self.pid))
+                    .with_v3_and_below_producer_epoch(self.epoch)
+                    .with_v3_and_below_topics(vec![
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(s(topic)))
+                            .with_partitions(vec![0]),
+                    ]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+    }
+
+    /// Produces one transactional batch of `values` to partition 0; returns its base offset.
+    async fn send(&mut self, topic: &str, values: &[&[u8]]) -> i64 {
+        let mut b = BatchBuilder::new()
+            .with_transactional(true)
+            .with_producer(self.pid, self.epoch, self.seq);
+        for v in values {
+            b.append(1_000, None, Some(v), &[]).unwrap();
+        }
+        self.seq += values.len() as i32;
+        let records: Bytes = b.build().unwrap();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_transactional_id(Some(TransactionalId(s(&self.id))))
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let resp = self.conn.send(req).await.unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        p.base_offset
+    }
+
+    async fn end(&self, commit: bool) {
+        let r = self
+            .conn
+            .send(
+                EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(s(&self.id)))
+                    .with_producer_id(ProducerId(self.pid))
+                    .with_producer_epoch(self.epoch)
+                    .with_committed(commit),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.error_code, 0);
+    }
+}
+
+#[tokio::test]
+async fn read_committed_hides_aborted_transactions_through_the_consumer() {
+    let mock = MockCluster::builder().topic("tx", 1).start().await.unwrap();
+    mock.append_records("tx", 0, &[(None, Some(b"p0"))])
+        .unwrap(); // 0
+    let mut a = Txn::init(&mock, "txn-a").await;
+    let mut b = Txn::init(&mock, "txn-b").await;
+    a.begin("tx").await;
+    b.begin("tx").await;
+    assert_eq!(a.send("tx", &[b"c0", b"c1"]).await, 1); // 1, 2
+    assert_eq!(b.send("tx", &[b"a0", b"a1"]).await, 3); // 3, 4
+    a.send("tx", &[b"c2"]).await; // 5
+    b.send("tx", &[b"a2"]).await; // 6
+    b.end(false).await; // abort marker 7
+    a.end(true).await; // commit marker 8
+    mock.append_records("tx", 0, &[(None, Some(b"p1"))])
+        .unwrap(); // 9
+    let hw = mock.high_watermark("tx", 0).unwrap();
+    assert_eq!(hw, 10);
+
+    let tp = TopicPartition::new("tx", 0);
+    let rc = assigned(
+        &mock,
+        assign_config().with_isolation_level(IsolationLevel::ReadCommitted),
+        &[("tx", 0)],
+        StartOffset::Beginning,
+    )
+    .await;
+    let got = values(&read(&rc, 5, Duration::from_secs(5)).await);
+    assert_eq!(
+        got,
+        vec![
+            (0, "p0".into()),
+            (1, "c0".into()),
+            (2, "c1".into()),
+            (5, "c2".into()),
+            (9, "p1".into())
+        ]
+    );
+    assert!(read(&rc, 1, Duration::from_millis(300)).await.is_empty());
+    assert_eq!(
+        rc.position(&tp).await.unwrap(),
+        hw,
+        "past markers and aborted data"
+    );
+
+    // An open transaction blocks read_committed at the LSO; its abort releases what follows.
+    b.begin("tx").await;
+    b.send("tx", &[b"open"]).await; // 10
+    mock.append_records("tx", 0, &[(None, Some(b"p2"))])
+        .unwrap(); // 11
+    assert!(
+        read(&rc, 1, Duration::from_millis(400)).await.is_empty(),
+        "LSO holds p2 back"
+    );
+    b.end(false).await; // 12
+    let got = values(&read(&rc, 1, Duration::from_secs(5)).await);
+    assert_eq!(got, vec![(11, "p2".into())]);
+    assert_eq!(rc.position(&tp).await.unwrap(), 13);
+
+    // read_uncommitted sees every data record, never a marker.
+    let ru = assigned(&mock, assign_config(), &[("tx", 0)], StartOffset::Beginning).await;
+    let got = values(&read(&ru, 10, Duration::from_secs(5)).await);
+    let offsets: Vec<i64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5, 6, 9, 10, 11]);
+    rc.close().await.unwrap();
+    ru.close().await.unwrap();
+}
+
+/// Scenario 28 (c): a fetch made only of aborted batches, about 10× `fetch.max.bytes`. The
+/// consumer skips them without error and reaches the committed record after them (EOF).
+#[tokio::test]
+async fn scenario_28c_aborted_data_ten_times_fetch_max_bytes() {
+    let mock = MockCluster::builder().topic("tx", 1).start().await.unwrap();
+    let mut b = Txn::init(&mock, "big").await;
+    b.begin("tx").await;
+    let big = vec![b'x'; 8 * 1024];
+    for _ in 0..20 {
+        b.send("tx", &[&big, &big]).await;
+    }
+    b.end(false).await;
+    mock.append_records("tx", 0, &[(None, Some(b"after"))])
+        .unwrap();
+    let hw = mock.high_watermark("tx", 0).unwrap();
+    let mut config = assign_config().with_isolation_level(IsolationLevel::ReadCommitted);
+    config.fetch_max_bytes = 32 * 1024;
+    config.max_partition_fetch_bytes = 32 * 1024;
+    let c = assigned(&mock, config, &[("tx", 0)], StartOffset::Beginning).await;
+    let got = values(&read(&c, 1, Duration::from_secs(10)).await);
+    assert_eq!(got, vec![(hw - 1, "after".into())]);
+    assert!(read(&c, 1, Duration::from_millis(300)).await.is_empty());
+    assert_eq!(c.position(&TopicPartition::new("tx", 0)).await.unwrap(), hw);
+    // Several fetches were needed: the consumer did not ask for everything at once.
+    let fetches = mock
+        .requests()
+        .iter()
+        .filter(|r| r.api_key == ApiKey::Fetch)
+        .count();
+    assert!(fetches >= 2, "{fetches} fetches");
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn offset_out_of_range_after_delete_records_follows_each_reset_policy() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 30);
+    let admin = Admin::new(cluster(&mock).await, ClientConfig::default());
+    let tp = TopicPartition::new("t", 0);
+    let start = admin
+        .delete_records(&[(rekafka::admin::TopicPartition::new("t", 0), 10)])
+        .await
+        .unwrap();
+    assert_eq!(*start[0].as_ref().unwrap(), 10);
+    // earliest: from the new log start.
+    let c = assigned(
+        &mock,
+        assign_config().with_auto_offset_reset(OffsetReset::Earliest),
+        &[("t", 0)],
+        StartOffset::Offset(3),
+    )
+    .await;
+    let got = values(&read(&c, 20, Duration::from_secs(5)).await);
+    assert_eq!(got.len(), 20);
+    assert_eq!(got[0], (10, "v10".into()));
+    assert_eq!(got[19], (29, "v29".into()));
+    c.close().await.unwrap();
+    // latest: nothing old; records appended later arrive.
+    let c = assigned(
+        &mock,
+        assign_config().with_auto_offset_reset(OffsetReset::Latest),
+        &[("t", 0)],
+        StartOffset::Offset(3),
+    )
+    .await;
+    assert!(read(&c, 1, Duration::from_millis(500)).await.is_empty());
+    assert_eq!(c.position(&tp).await.unwrap(), 30);
+    seed(&mock, "t", 0, 30, 2);
+    let got = values(&read(&c, 2, Duration::from_secs(5)).await);
+    assert_eq!(got, vec![(30, "v30".into()), (31, "v31".into())]);
+    c.close().await.unwrap();
+    // none: a typed partition error, once; the partition waits for a seek.
+    let c = assigned(
+        &mock,
+        assign_config().with_auto_offset_reset(OffsetReset::None),
+        &[("t", 0)],
+        StartOffset::Offset(3),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut err = None;
+    while err.is_none() && Instant::now() < deadline {
+        let recs = c.poll(Duration::from_millis(100)).await.unwrap();
+        assert!(recs.is_empty());
+        err = recs.errors().first().cloned();
+    }
+    let (etp, err) = err.expect("an OFFSET_OUT_OF_RANGE partition error");
+    assert_eq!(etp, tp);
+    assert_eq!(err.kafka_code(), Some(KafkaCode::OffsetOutOfRange));
+    let again = c.poll(Duration::from_millis(300)).await.unwrap();
+    assert!(again.is_empty() && again.errors().is_empty());
+    c.seek(&tp, 25).unwrap();
+    let got = values(&read(&c, 7, Duration::from_secs(5)).await);
+    assert_eq!(got.first().map(|g| g.0), Some(25));
+    assert_eq!(got.len(), 7);
+    c.close().await.unwrap();
+}
+
+/// Assign mode over 3 brokers with leaders spread: a broker goes down mid-fetch and comes back
+/// on the same port; every record is read exactly once, in order per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_and_up_mid_fetch_loses_and_duplicates_nothing() {
+    let mock = MockCluster::builder()
+        .brokers(3)
+        .topic("t", 6)
+        .start()
+        .await
+        .unwrap();
+    let per = 2_000;
+    for p in 0..6 {
+        seed(&mock, "t", p, 0, per);
+    }
+    let leaders: BTreeSet<i32> = (0..6)
+        .map(|p| mock.partition_leader("t", p).unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 3, "leaders spread");
+    let victim = mock.partition_leader("t", 0).unwrap();
+    let mut config = assign_config();
+    config.max_partition_fetch_bytes = 4 * 1024;
+    config.max_poll_records = 100;
+    let tps: Vec<(&str, i32)> = (0..6).map(|p| ("t", p)).collect();
+    let c = assigned(&mock, config, &tps, StartOffset::Beginning).await;
+    let mut got = read(&c, 1_000, Duration::from_secs(10)).await;
+    mock.broker_down(victim).await.unwrap();
+    // Records appended while the broker is down are read after it is back.
+    for p in 0..6 {
+        seed(&mock, "t", p, per, 100);
+    }
+    got.extend(read(&c, 2_000, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    mock.broker_up(victim).await.unwrap();
+    let total = 6 * (per + 100);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < total && Instant::now() < deadline {
+        got.extend(read(&c, total - got.len(), Duration::from_secs(1)).await);
+    }
+    let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for r in &got {
+        assert_eq!(text(r), format!("v{}", r.offset));
+        seen.entry(r.partition).or_default().push(r.offset);
+    }
+    for p in 0..6 {
+        let offs = seen.remove(&p).unwrap_or_default();
+        let want: Vec<i64> = (0..(per + 100) as i64).collect();
+        assert_eq!(offs.len(), want.len(), "partition {p}: count");
+        assert_eq!(offs, want, "partition {p}: in order, no gap, no duplicate");
+    }
+    assert!(read(&c, 1, Duration::from_millis(300)).await.is_empty());
+    c.close().await.unwrap();
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<(&'static str, Vec<TopicPartition>)>>);
+
+impl RebalanceListener for Events {
+    fn on_assigned<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(("assigned", p.to_vec()));
+        Box::pin(async {})
+    }
+    fn on_revoked<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(("revoked", p.to_vec()));
+        Box::pin(async {})
+    }
+    fn on_lost<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(("lost", p.to_vec()));
+        Box::pin(async {})
+    }
+}
+
+fn spawn_poller(c: Arc<Consumer>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Acquire) {
+            c.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+    })
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// KIP-345: a static member that restarts within its session timeout gets its partitions back
+/// and the other member sees no rebalance (same generation, no callbacks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_keeps_its_partitions_without_a_rebalance() {
+    let mock = MockCluster::builder().topic("t", 4).start().await.unwrap();
+    let stat = group_config("gstatic").with_group_instance_id("member-a");
+    let a = Arc::new(Consumer::new(cluster(&mock).await, stat.clone()).unwrap());
+    a.subscribe(["t"]).unwrap();
+    let b = Arc::new(Consumer::new(cluster(&mock).await, group_config("gstatic")).unwrap());
+    let eb = Arc::new(Events::default());
+    b.set_rebalance_listener(eb.clone());
+    b.subscribe(["t"]).unwrap();
+    let (stop_a, stop_b) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let ha = spawn_poller(a.clone(), stop_a.clone());
+    let hb = spawn_poller(b.clone(), stop_b.clone());
+    wait_for("2 and 2", Duration::from_secs(20), || {
+        a.assignment().len() == 2 && b.assignment().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let a_parts = a.assignment();
+    let b_events = eb.0.lock().unwrap().len();
+    let b_gen = b.group_metadata().unwrap().1;
+    let joins = |mock: &MockCluster| {
+        mock.requests()
+            .iter()
+            .filter(|r| r.api_key == ApiKey::JoinGroup)
+            .count()
+    };
+    let joins_before = joins(&mock);
+    stop_a.store(true, Ordering::Release);
+    ha.await.unwrap();
+    a.close().await.unwrap();
+    drop(a);
+    let a2 = Arc::new(Consumer::new(cluster(&mock).await, stat).unwrap());
+    a2.subscribe(["t"]).unwrap();
+    let stop_a2 = Arc::new(AtomicBool::new(false));
+    let ha2 = spawn_poller(a2.clone(), stop_a2.clone());
+    wait_for("A back", Duration::from_secs(10), || {
+        a2.assignment().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_a2.store(true, Ordering::Release);
+    stop_b.store(true, Ordering::Release);
+    ha2.await.unwrap();
+    hb.await.unwrap();
+    assert_eq!(
+        a2.assignment(),
+        a_parts,
+        "the static member got its partitions back"
+    );
+    assert_eq!(
+        eb.0.lock().unwrap().len(),
+        b_events,
+        "the other member saw no rebalance"
+    );
+    assert_eq!(b.group_metadata().unwrap().1, b_gen, "same generation");
+    assert_eq!(
+        joins(&mock),
+        joins_before + 1,
+        "only the restarted member joined"
+    );
+    a2.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// Commits `offset` for partition 0 of `topic` in `group` with a short-lived member.
+async fn commit_at(mock: &MockCluster, group: &str, topic: &str, offset: i64) {
+    let c = Consumer::new(
+        cluster(mock).await,
+        group_config(group).with_auto_commit(AutoCommit::Disabled),
+    )
+    .unwrap();
+    c.subscribe([topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.assignment().is_empty() && Instant::now() < deadline {
+        c.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    c.commit_offsets(&[(
+        TopicPartition::new(topic, 0),
+        OffsetAndMetadata::new(offset),
+    )])
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    assert_eq!(mock.committed_offset(group, topic, 0), Some(offset));
+}
+
+fn count(mock: &MockCluster, api: ApiKey) -> usize {
+    mock.requests().iter().filter(|r| r.api_key == api).count()
+}
+
+/// Scenario 29: OffsetFetch answers UNSTABLE_OFFSET_COMMIT three times. The consumer retries
+/// and starts from the committed offset, never from a stale or reset one; nothing is read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_29_unstable_offset_commit_is_retried_never_resumes_stale() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 40);
+    commit_at(&mock, "g29", "t", 15).await;
+    mock.clear_requests();
+    mock.push_request_errors(ApiKey::OffsetFetch, &[KafkaCode::UnstableOffsetCommit; 3]);
+    let c = Consumer::new(
+        cluster(&mock).await,
+        group_config("g29").with_auto_commit(AutoCommit::Disabled),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    let got = read(&c, 25, Duration::from_secs(15)).await;
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (15..40).collect::<Vec<_>>());
+    assert!(read(&c, 1, Duration::from_millis(300)).await.is_empty());
+    assert!(count(&mock, ApiKey::OffsetFetch) >= 4, "retried");
+    c.close().await.unwrap();
+}
+
+/// Scenario 31 (a): OffsetFetch answers NOT_COORDINATOR for longer than the consumer's API
+/// timeout, then heals. The consumer resumes by itself, from the committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_31a_offset_fetch_not_coordinator_beyond_the_retry_timeout_then_healed() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 30);
+    commit_at(&mock, "g31a", "t", 12).await;
+    let coord = mock.coordinator(rekafka::cluster::CoordinatorType::Group, "g31a");
+    // 12 errors 250 ms apart: 3 s of NOT_COORDINATOR, longer than the 1 s API timeout.
+    mock.push_broker_request_errors_rtt(
+        coord,
+        ApiKey::OffsetFetch,
+        &[(KafkaCode::NotCoordinator, Duration::from_millis(250)); 12],
+    );
+    let mut config = group_config("g31a").with_auto_commit(AutoCommit::Disabled);
+    config.api_timeout = Duration::from_secs(1);
+    let c = Consumer::new(cluster(&mock).await, config).unwrap();
+    c.subscribe(["t"]).unwrap();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(6); // the session timeout
+    let mut got = Vec::new();
+    let mut errors = Vec::new();
+    while got.len() < 18 && Instant::now() < deadline {
+        let recs = c.poll(Duration::from_millis(100)).await.expect("poll");
+        errors.extend(recs.errors().iter().cloned());
+        got.extend(recs.iter().map(|r| r.offset));
+    }
+    assert_eq!(got, (12..30).collect::<Vec<_>>(), "errors seen: {errors:?}");
+    for (_, e) in &errors {
+        assert_eq!(e.kafka_code(), Some(KafkaCode::NotCoordinator), "{e}");
+    }
+    c.close().await.unwrap();
+}
+
+/// Scenario 31 (b): OffsetCommit answers REQUEST_TIMED_OUT, then REBALANCE_IN_PROGRESS. The
+/// retriable timeout is retried inside `commit`; the rebalance error reaches the caller; the
+/// committed offset never passes the processed one, and the next commit stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_31b_offset_commit_timeouts_and_rebalance_in_progress() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 20);
+    let c = Consumer::new(
+        cluster(&mock).await,
+        group_config("g31b")
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_max_poll_records(5),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    let got = read(&c, 5, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 5);
+    mock.push_request_errors(ApiKey::OffsetCommit, &[KafkaCode::RequestTimedOut; 2]);
+    c.commit().await.expect("REQUEST_TIMED_OUT is retried");
+    assert_eq!(mock.committed_offset("g31b", "t", 0), Some(5));
+    let got = read(&c, 5, Duration::from_secs(10)).await;
+    assert_eq!(got.first().map(|r| r.offset), Some(5));
+    mock.push_request_errors(ApiKey::OffsetCommit, &[KafkaCode::RebalanceInProgress]);
+    let r = c.commit().await;
+    assert!(
+        mock.committed_offset("g31b", "t", 0).unwrap() <= 10,
+        "never past processed"
+    );
+    if let Err(e) = r {
+        assert_eq!(e.kafka_code(), Some(KafkaCode::RebalanceInProgress), "{e}");
+        // The member rejoins on the next polls and the commit then succeeds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            c.poll(Duration::from_millis(100)).await.unwrap();
+            if c.commit().await.is_ok() || Instant::now() > deadline {
+                break;
+            }
+        }
+    }
+    assert_eq!(mock.committed_offset("g31b", "t", 0), Some(10));
+    c.close().await.unwrap();
+}
