@@ -650,3 +650,185 @@ async fn scenario_31b_offset_commit_timeouts_and_rebalance_in_progress() {
     assert_eq!(mock.committed_offset("g31b", "t", 0), Some(10));
     c.close().await.unwrap();
 }
+
+type Seen = Arc<Mutex<Vec<(usize, i32, i64)>>>;
+
+/// Scenario 30: six members with cooperative-sticky join and leave while 200 000 records are
+/// read; one member stops polling for longer than `max.poll.interval` and loses its partitions;
+/// auto-commit commits on revoke and on close. Every record is read; duplicates come only from
+/// the member that lost its partitions without committing (its uncommitted window), and once
+/// membership is stable nothing more is read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_30_cooperative_churn_with_six_members_over_200k_records() {
+    const PARTS: i32 = 8;
+    const FIRST: usize = 200_000;
+    const SECOND: usize = 12_000;
+    let mock = MockCluster::builder()
+        .topic("churn", PARTS)
+        .start()
+        .await
+        .unwrap();
+    for p in 0..PARTS {
+        seed(&mock, "churn", p, 0, FIRST / PARTS as usize);
+    }
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let config = group_config("gchurn")
+        .with_assignors(vec![Arc::new(CooperativeStickyAssignor)])
+        .with_auto_commit(AutoCommit::Interval(Duration::from_millis(500)))
+        .with_session_timeout(Duration::from_secs(3))
+        .with_heartbeat_interval(Duration::from_millis(300))
+        .with_max_poll_records(300);
+    const SLOW: usize = 1;
+    let start_member = |id: usize| {
+        let (seen, mock_addrs) = (seen.clone(), mock.broker_addrs());
+        let mut config = config.clone();
+        if id == SLOW {
+            config = config.with_max_poll_interval(Duration::from_secs(2));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = tokio::spawn(async move {
+            let cluster = Cluster::connect(ClusterConfig::new(mock_addrs))
+                .await
+                .unwrap();
+            let c = Consumer::new(cluster, config).unwrap();
+            c.subscribe(["churn"]).unwrap();
+            let mut polls = 0;
+            let mut slept = false;
+            while !s2.load(Ordering::Acquire) {
+                let recs = c.poll(Duration::from_millis(100)).await.expect("poll");
+                {
+                    let mut s = seen.lock().unwrap();
+                    for r in recs.iter() {
+                        assert_eq!(text(r), format!("v{}", r.offset));
+                        s.push((id, r.partition, r.offset));
+                    }
+                }
+                if !recs.is_empty() {
+                    polls += 1;
+                }
+                if id == SLOW && polls == 10 && !slept {
+                    slept = true;
+                    // Exceed max.poll.interval: the member leaves and loses its partitions.
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            c.close().await.expect("close");
+        });
+        (stop, h)
+    };
+    let uniq = |seen: &Seen| {
+        let s = seen.lock().unwrap();
+        s.iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let started = Instant::now();
+    let mut members: Vec<_> = (0..3).map(|id| (id, start_member(id))).collect();
+    let mut next_id = 3;
+    // Churn: a member joins or leaves every second until six have joined over time and the
+    // first records are half read; then membership is stable.
+    for step in 0..8 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        if step % 2 == 0 && next_id < 6 || members.len() < 2 {
+            members.push((next_id, start_member(next_id)));
+            next_id += 1;
+        } else if members.len() > 2 {
+            let i = members.iter().position(|(id, _)| *id != SLOW).unwrap();
+            let (_, (stop, h)) = members.remove(i);
+            stop.store(true, Ordering::Release);
+            h.await.unwrap();
+        }
+    }
+    assert!(
+        uniq(&seen) < FIRST,
+        "churn happened while records were being read"
+    );
+    let deadline = started + Duration::from_secs(60);
+    let mut last_report = Instant::now();
+    while uniq(&seen) < FIRST && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if last_report.elapsed() > Duration::from_secs(2) {
+            last_report = Instant::now();
+            eprintln!(
+                "churn: {} of {FIRST} after {:?}",
+                uniq(&seen),
+                started.elapsed()
+            );
+        }
+    }
+    // Stable membership: more records, none of which may be read twice.
+    let stable_len = seen.lock().unwrap().len();
+    for p in 0..PARTS {
+        seed(
+            &mock,
+            "churn",
+            p,
+            FIRST / PARTS as usize,
+            SECOND / PARTS as usize,
+        );
+    }
+    while uniq(&seen) < FIRST + SECOND && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (_, (stop, _)) in &members {
+        stop.store(true, Ordering::Release);
+    }
+    for (_, (_, h)) in members {
+        h.await.unwrap();
+    }
+    let s = seen.lock().unwrap();
+    let mut first_reader: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    let mut dups: BTreeMap<usize, usize> = BTreeMap::new();
+    for (id, p, o) in s.iter() {
+        match first_reader.get(&(*p, *o)) {
+            None => {
+                first_reader.insert((*p, *o), *id);
+            }
+            Some(first) => *dups.entry(*first).or_default() += 1,
+        }
+    }
+    // Every record the slow member read before losing its partitions may be read again (it had
+    // not committed them); nothing else.
+    let slow_read = s.iter().filter(|(id, _, _)| *id == SLOW).count();
+    let later_dups = s[stable_len..]
+        .iter()
+        .filter(|(_, _, o)| *o >= (FIRST / PARTS as usize) as i64)
+        .count()
+        .saturating_sub(SECOND);
+    eprintln!(
+        "churn: {next_id} members, {} records in {:?}, duplicates by first reader {dups:?}",
+        first_reader.len(),
+        started.elapsed()
+    );
+    if first_reader.len() != FIRST + SECOND {
+        let per = ((FIRST + SECOND) / PARTS as usize) as i64;
+        for p in 0..PARTS {
+            let missing: Vec<i64> = (0..per)
+                .filter(|o| !first_reader.contains_key(&(p, *o)))
+                .collect();
+            if !missing.is_empty() {
+                eprintln!(
+                    "partition {p}: {} missing, first {:?} last {:?}",
+                    missing.len(),
+                    missing.first(),
+                    missing.last()
+                );
+            }
+        }
+    }
+    assert_eq!(first_reader.len(), FIRST + SECOND, "consumed ⊇ produced");
+    for p in 0..PARTS {
+        let n = first_reader.keys().filter(|(q, _)| *q == p).count();
+        assert_eq!(n, (FIRST + SECOND) / PARTS as usize, "partition {p}");
+    }
+    assert!(
+        dups.keys().all(|id| *id == SLOW),
+        "only the member that lost its partitions leaves duplicates: {dups:?}"
+    );
+    assert!(dups.get(&SLOW).copied().unwrap_or(0) <= slow_read);
+    assert_eq!(later_dups, 0, "no duplicates while membership is stable");
+}
