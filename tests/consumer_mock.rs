@@ -832,3 +832,92 @@ async fn scenario_30_cooperative_churn_with_six_members_over_200k_records() {
     assert!(dups.get(&SLOW).copied().unwrap_or(0) <= slow_read);
     assert_eq!(later_dups, 0, "no duplicates while membership is stable");
 }
+
+/// Scenario 31 (c): leaders move while records are produced and OffsetForLeaderEpoch is held
+/// for 5 s. The group consumer follows the new leaders by itself within the session timeout,
+/// reads every record once, and its commits never pass what it processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_31c_leader_moves_while_producing_with_offset_for_leader_epoch_delayed() {
+    let mock = Arc::new(
+        MockCluster::builder()
+            .brokers(3)
+            .topic("t", 3)
+            .start()
+            .await
+            .unwrap(),
+    );
+    let held = mock.hold(|r| r.api_key == ApiKey::OffsetForLeaderEpoch);
+    let c = Consumer::new(
+        cluster(&mock).await,
+        group_config("g31c").with_auto_commit(AutoCommit::Interval(Duration::from_millis(200))),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    let per = 3_000;
+    let m2 = mock.clone();
+    let producer = tokio::spawn(async move {
+        for i in 0..per / 100 {
+            for p in 0..3 {
+                seed(&m2, "t", p, i * 100, 100);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut got: Vec<(i32, i64)> = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut moved = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while got.len() < 3 * per && Instant::now() < deadline {
+        let recs = c.poll(Duration::from_millis(100)).await.expect("poll");
+        if !recs.is_empty() {
+            last_progress = Instant::now();
+        }
+        assert!(
+            last_progress.elapsed() < Duration::from_secs(6),
+            "no progress for a session timeout after {} records",
+            got.len()
+        );
+        for r in recs.iter() {
+            assert_eq!(text(r), format!("v{}", r.offset));
+            got.push((r.partition, r.offset));
+        }
+        // Processed offsets: commits never pass them.
+        for p in 0..3 {
+            let processed = got.iter().filter(|g| g.0 == p).count() as i64;
+            if let Some(committed) = mock.committed_offset("g31c", "t", p) {
+                assert!(
+                    committed <= processed,
+                    "p{p}: committed {committed} > {processed}"
+                );
+            }
+        }
+        if !moved && got.len() > per {
+            moved = true;
+            for p in 0..3 {
+                let leader = mock.partition_leader("t", p).unwrap();
+                let ids = mock.broker_ids();
+                let next = ids[(ids.iter().position(|&b| b == leader).unwrap() + 1) % ids.len()];
+                mock.set_partition_leader("t", p, next).unwrap();
+            }
+        }
+    }
+    producer.await.unwrap();
+    held.release();
+    assert!(moved);
+    let mut by_part: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (p, o) in got {
+        by_part.entry(p).or_default().push(o);
+    }
+    for p in 0..3 {
+        assert_eq!(
+            by_part.remove(&p).unwrap_or_default(),
+            (0..per as i64).collect::<Vec<_>>(),
+            "partition {p}: every record once, in order"
+        );
+    }
+    c.commit().await.unwrap();
+    for p in 0..3 {
+        assert_eq!(mock.committed_offset("g31c", "t", p), Some(per as i64));
+    }
+    c.close().await.unwrap();
+}
