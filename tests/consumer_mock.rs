@@ -921,3 +921,147 @@ async fn scenario_31c_leader_moves_while_producing_with_offset_for_leader_epoch_
     }
     c.close().await.unwrap();
 }
+
+/// Cooperative-sticky in a mixed group: a rekafka member and a librdkafka member (Python
+/// confluent-kafka, `protocol-tests/interop/group_consume.py`) share a topic. Once the group
+/// is stable their assignments are disjoint and cover every partition, and between them every
+/// record is read. Needs the project's confluent-kafka (`scripts/setup.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_with_a_librdkafka_member_no_overlap_no_gap() {
+    const PARTS: i32 = 6;
+    let mock = MockCluster::builder()
+        .topic("coop", PARTS)
+        .start()
+        .await
+        .unwrap();
+    for p in 0..PARTS {
+        seed(&mock, "coop", p, 0, 200);
+    }
+    let a = Arc::new(
+        Consumer::new(
+            cluster(&mock).await,
+            group_config("gmixed")
+                .with_assignors(vec![Arc::new(CooperativeStickyAssignor)])
+                .with_auto_commit(AutoCommit::Interval(Duration::from_millis(200))),
+        )
+        .unwrap(),
+    );
+    a.subscribe(["coop"]).unwrap();
+    let seen: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (a, seen, stop) = (a.clone(), seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let recs = a.poll(Duration::from_millis(100)).await.expect("poll");
+                let mut s = seen.lock().unwrap();
+                s.extend(recs.iter().map(|r| (r.partition, r.offset)));
+            }
+        })
+    };
+    wait_for("rekafka owns everything", Duration::from_secs(10), || {
+        a.assignment().len() == PARTS as usize
+    })
+    .await;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("protocol-tests/interop/group_consume.py");
+    let bootstrap = mock.bootstrap();
+    let python = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .env("PYTHONPATH", root.join(".tools/py"))
+            .arg(script)
+            .args([
+                &bootstrap,
+                "coop",
+                "gmixed",
+                "12",
+                "--strategy",
+                "cooperative-sticky",
+            ])
+            .output()
+            .expect("python3")
+    });
+    // Wait for the librdkafka member to take partitions and the group to settle.
+    wait_for(
+        "a partition moves to librdkafka",
+        Duration::from_secs(20),
+        || a.assignment().len() < PARTS as usize,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ours: BTreeSet<i32> = a.assignment().iter().map(|tp| tp.partition).collect();
+    let gen_stable = a.group_metadata().unwrap().1;
+    // More records while both members hold partitions.
+    for p in 0..PARTS {
+        seed(&mock, "coop", p, 200, 200);
+    }
+    let out = python.await.unwrap();
+    assert!(
+        out.status.success(),
+        "group_consume.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Release);
+    poller.await.unwrap();
+    a.close().await.unwrap();
+
+    // librdkafka's view: replay its incremental events up to its last assignment.
+    let mut theirs: BTreeSet<i32> = BTreeSet::new();
+    let mut their_records: Vec<(i32, i64)> = Vec::new();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last_assigned = lines.iter().rposition(|v| v.get("assigned").is_some());
+    for (i, v) in lines.iter().enumerate() {
+        if let Some(ps) = v.get("assigned") {
+            for p in ps.as_array().unwrap() {
+                theirs.insert(p[1].as_i64().unwrap() as i32);
+            }
+        } else if let Some(ps) = v.get("revoked") {
+            if Some(i) > last_assigned {
+                continue; // the revocation on close
+            }
+            for p in ps.as_array().unwrap() {
+                theirs.remove(&(p[1].as_i64().unwrap() as i32));
+            }
+        } else {
+            their_records.push((
+                v["partition"].as_i64().unwrap() as i32,
+                v["offset"].as_i64().unwrap(),
+            ));
+        }
+    }
+    eprintln!("rekafka {ours:?} (generation {gen_stable}), librdkafka {theirs:?}");
+    assert!(
+        !ours.is_empty() && !theirs.is_empty(),
+        "both members hold partitions"
+    );
+    assert!(
+        ours.is_disjoint(&theirs),
+        "no overlap: {ours:?} / {theirs:?}"
+    );
+    assert_eq!(
+        ours.union(&theirs).copied().collect::<Vec<_>>(),
+        (0..PARTS).collect::<Vec<_>>(),
+        "no gap"
+    );
+    let mut all: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for r in seen.lock().unwrap().iter().chain(their_records.iter()) {
+        *all.entry(*r).or_default() += 1;
+    }
+    for p in 0..PARTS {
+        let n = all.keys().filter(|(q, _)| *q == p).count();
+        assert_eq!(n, 400, "partition {p}: every record read");
+    }
+    // Records added while both held partitions were read by their owner only.
+    let dups: Vec<_> = all
+        .iter()
+        .filter(|((_, o), n)| *o >= 200 && **n > 1)
+        .collect();
+    assert!(
+        dups.is_empty(),
+        "read twice while the group was stable: {dups:?}"
+    );
+}
