@@ -1081,3 +1081,65 @@ async fn cooperative_sticky_with_a_librdkafka_member_no_overlap_no_gap() {
         "read twice while the group was stable: {dups:?}"
     );
 }
+
+/// The group coordinator's broker goes down while a group member consumes and auto-commits;
+/// the coordinator moves to another broker meanwhile. The member finds the new coordinator,
+/// keeps its generation, reads every record once and commits the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_broker_down_and_coordinator_moved_mid_consumption() {
+    let mock = MockCluster::builder()
+        .brokers(3)
+        .topic("t", 3)
+        .start()
+        .await
+        .unwrap();
+    let per = 3_000;
+    for p in 0..3 {
+        seed(&mock, "t", p, 0, per);
+    }
+    let kind = rekafka::cluster::CoordinatorType::Group;
+    let mut config = group_config("gcoord")
+        .with_auto_commit(AutoCommit::Interval(Duration::from_millis(100)))
+        .with_max_poll_records(50);
+    config.max_partition_fetch_bytes = 2048;
+    let c = Consumer::new(cluster(&mock).await, config).unwrap();
+    c.subscribe(["t"]).unwrap();
+    let mut got: Vec<(i32, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut downed = None;
+    let mut generation = -1;
+    while got.len() < 3 * per && Instant::now() < deadline {
+        let recs = c.poll(Duration::from_millis(100)).await.expect("poll");
+        got.extend(recs.iter().map(|r| (r.partition, r.offset)));
+        if downed.is_none() && got.len() > 1_000 {
+            generation = c.group_metadata().unwrap().1;
+            let coord = mock.coordinator(kind, "gcoord");
+            let other = *mock.broker_ids().iter().find(|&&b| b != coord).unwrap();
+            mock.broker_down(coord).await.unwrap();
+            mock.set_coordinator(kind, "gcoord", other).unwrap();
+            downed = Some((coord, Instant::now()));
+        }
+        if let Some((b, at)) = downed
+            && at.elapsed() > Duration::from_secs(2)
+            && !mock.is_broker_up(b)
+        {
+            mock.broker_up(b).await.unwrap();
+        }
+    }
+    assert!(downed.is_some());
+    let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for g in &got {
+        *count.entry(*g).or_default() += 1;
+    }
+    assert_eq!(count.len(), 3 * per, "every record read");
+    let dups: usize = count.values().map(|n| n - 1).sum();
+    // As in Kafka, the group survives a coordinator move (its state is the offsets topic's):
+    // no rebalance, so nothing is read twice.
+    assert_eq!(dups, 0, "duplicates");
+    assert_eq!(c.group_metadata().unwrap().1, generation, "same generation");
+    c.commit().await.unwrap();
+    for p in 0..3 {
+        assert_eq!(mock.committed_offset("gcoord", "t", p), Some(per as i64));
+    }
+    c.close().await.unwrap();
+}
