@@ -1163,3 +1163,34 @@ async fn coordinator_broker_down_and_coordinator_moved_mid_consumption() {
     }
     c.close().await.unwrap();
 }
+
+/// `auto.offset.reset=latest` under read_committed resets to the last stable offset, not the
+/// high watermark: the records of a transaction open at reset time are read once it commits.
+#[tokio::test]
+async fn latest_reset_under_read_committed_is_the_last_stable_offset() {
+    let mock = MockCluster::builder().topic("tx", 1).start().await.unwrap();
+    seed(&mock, "tx", 0, 0, 3);
+    let mut t = Txn::init(&mock, "open").await;
+    t.begin("tx").await;
+    t.send("tx", &[b"t0", b"t1"]).await; // 3, 4: open
+    mock.append_records("tx", 0, &[(None, Some(b"after"))])
+        .unwrap(); // 5
+    let tp = TopicPartition::new("tx", 0);
+    let c = assigned(
+        &mock,
+        assign_config()
+            .with_isolation_level(IsolationLevel::ReadCommitted)
+            .with_auto_offset_reset(OffsetReset::Latest),
+        &[("tx", 0)],
+        StartOffset::End,
+    )
+    .await;
+    assert_eq!(c.position(&tp).await.unwrap(), 3, "the LSO");
+    t.end(true).await; // marker 6
+    let got = values(&read(&c, 3, Duration::from_secs(5)).await);
+    assert_eq!(
+        got,
+        vec![(3, "t0".into()), (4, "t1".into()), (5, "after".into())]
+    );
+    c.close().await.unwrap();
+}
