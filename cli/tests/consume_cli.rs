@@ -268,5 +268,43 @@ async fn global_properties_reach_the_client_and_the_consumer() {
     .await;
     let lines = stdout_lines(&out);
     assert!(lines.last().unwrap().starts_with("records=4 "), "{lines:?}");
+    // perf produce too: -X producer properties reach the producer (no idempotence: no
+    // producer id on the Produce requests), the flags still work.
+    mock.create_topic("perf", 1).unwrap();
+    mock.clear_requests();
+    let out = rekafka(
+        &mock.bootstrap(),
+        &[
+            "-X",
+            "enable.idempotence=false",
+            "-X",
+            "client.id=perf-cli",
+            "perf",
+            "produce",
+            "-t",
+            "perf",
+            "-n",
+            "300",
+            "-s",
+            "10",
+        ],
+    )
+    .await;
+    let lines = stdout_lines(&out);
+    assert!(
+        lines.last().unwrap().starts_with("records=300 "),
+        "{lines:?}"
+    );
+    assert_eq!(mock.high_watermark("perf", 0).unwrap(), 300);
+    let produces: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == rekafka::protocol::ApiKey::Produce)
+        .collect();
+    assert!(!produces.is_empty());
+    for r in &produces {
+        assert_eq!(r.client_id.as_deref(), Some("perf-cli"));
+        assert!(r.producer_id.is_none_or(|p| p < 0), "{r:?}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
