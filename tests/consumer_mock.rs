@@ -1,8 +1,15 @@
 //! The full consumer (assign and subscribe modes, group layer included) against the embedded
-//! [`MockCluster`]: read_committed over real transactions, reliability scenarios 28–31 of
+//! [`MockCluster`]: read_committed over real transactions (markers, aborted data, the LSO, a
+//! `latest` reset to the LSO), reliability scenarios 28c, 29, 30, 31a/b/c of
 //! `reliability-scenarios.md` with the mock's fault injection, OFFSET_OUT_OF_RANGE after
-//! DeleteRecords under each reset policy, a broker going down and up mid-fetch, and a static
-//! member restarting without a rebalance (KIP-345). No external broker needed.
+//! DeleteRecords under each reset policy, a partition leader's broker and the group
+//! coordinator's broker going down and up mid-consumption, a static member restarting without
+//! a rebalance (KIP-345), and a cooperative-sticky group shared with a librdkafka member
+//! (Python confluent-kafka from `.tools/py`). No external broker needed:
+//!
+//! ```text
+//! cargo test --test consumer_mock
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
