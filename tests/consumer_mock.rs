@@ -1201,3 +1201,69 @@ async fn latest_reset_under_read_committed_is_the_last_stable_offset() {
     );
     c.close().await.unwrap();
 }
+
+/// Retriable Fetch partition errors (leadership, epochs, storage, an unknown partition during
+/// a metadata change) on one partition of several, then a ListOffsets error while resolving a
+/// position: the consumer recovers by itself, nothing is lost or read twice, and the other
+/// partitions keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_fetch_partition_errors_recover_without_loss() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("t", 4)
+        .start()
+        .await
+        .unwrap();
+    let per = 500;
+    for p in 0..4 {
+        seed(&mock, "t", p, 0, per);
+    }
+    mock.push_partition_errors(
+        "t",
+        1,
+        ApiKey::ListOffsets,
+        &[
+            KafkaCode::LeaderNotAvailable,
+            KafkaCode::NotLeaderOrFollower,
+        ],
+    );
+    mock.push_partition_errors(
+        "t",
+        2,
+        ApiKey::Fetch,
+        &[
+            KafkaCode::NotLeaderOrFollower,
+            KafkaCode::UnknownTopicOrPartition,
+            KafkaCode::FencedLeaderEpoch,
+            KafkaCode::UnknownLeaderEpoch,
+            KafkaCode::KafkaStorageError,
+            KafkaCode::ReplicaNotAvailable,
+        ],
+    );
+    let mut config = assign_config();
+    config.max_partition_fetch_bytes = 1024;
+    let tps: Vec<(&str, i32)> = (0..4).map(|p| ("t", p)).collect();
+    let c = assigned(&mock, config, &tps, StartOffset::Beginning).await;
+    let got = read(&c, 4 * per, Duration::from_secs(20)).await;
+    let mut by_part: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for r in &got {
+        by_part.entry(r.partition).or_default().push(r.offset);
+    }
+    for p in 0..4 {
+        assert_eq!(
+            by_part.remove(&p).unwrap_or_default(),
+            (0..per as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
+    }
+    assert!(read(&c, 1, Duration::from_millis(300)).await.is_empty());
+    let naming = |api: ApiKey, p: i32| {
+        mock.requests()
+            .iter()
+            .filter(|r| r.api_key == api && r.partitions.contains(&("t".to_owned(), p)))
+            .count()
+    };
+    assert!(naming(ApiKey::ListOffsets, 1) >= 3, "ListOffsets retried");
+    assert!(naming(ApiKey::Fetch, 2) >= 7, "Fetch retried");
+    c.close().await.unwrap();
+}
