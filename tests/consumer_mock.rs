@@ -1267,3 +1267,48 @@ async fn retriable_fetch_partition_errors_recover_without_loss() {
     assert!(naming(ApiKey::Fetch, 2) >= 7, "Fetch retried");
     c.close().await.unwrap();
 }
+
+/// The coordinator drops the connection instead of answering a JoinGroup, a SyncGroup, a
+/// Heartbeat, an OffsetFetch and an OffsetCommit: the group member reconnects and retries
+/// each, reads every record once and commits where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_requests_on_dropped_connections_are_retried() {
+    let mock = MockCluster::builder().topic("t", 2).start().await.unwrap();
+    for p in 0..2 {
+        seed(&mock, "t", p, 0, 300);
+    }
+    for api in [
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::OffsetFetch,
+        ApiKey::OffsetCommit,
+    ] {
+        mock.close_connection_on(api, 1);
+    }
+    mock.close_connection_on(ApiKey::Heartbeat, 2);
+    let c = Consumer::new(
+        cluster(&mock).await,
+        group_config("gdrop")
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_heartbeat_interval(Duration::from_millis(100)),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    let got = read(&c, 600, Duration::from_secs(20)).await;
+    let distinct: BTreeSet<(i32, i64)> = got.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(got.len(), 600, "no duplicates");
+    assert_eq!(distinct.len(), 600, "every record");
+    // Heartbeats flow (the dropped one included) while the member stays in its generation.
+    let generation = c.group_metadata().unwrap().1;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.poll(Duration::from_millis(50)).await.unwrap();
+    assert!(count(&mock, ApiKey::Heartbeat) >= 3);
+    c.commit()
+        .await
+        .expect("a commit on a dropped connection is retried");
+    assert_eq!(c.group_metadata().unwrap().1, generation, "no rebalance");
+    for p in 0..2 {
+        assert_eq!(mock.committed_offset("gdrop", "t", p), Some(300));
+    }
+    c.close().await.unwrap();
+}
