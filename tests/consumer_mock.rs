@@ -1312,3 +1312,50 @@ async fn group_requests_on_dropped_connections_are_retried() {
     }
     c.close().await.unwrap();
 }
+
+/// A Fetch held by the broker does not keep `close` from finishing, and a group member's
+/// close leaves the group (the other member takes over at once, without waiting for the
+/// session timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_with_a_fetch_in_flight_finishes_and_leaves_the_group() {
+    let mock = MockCluster::builder().topic("t", 2).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 10);
+    let a = Consumer::new(cluster(&mock).await, group_config("gclose")).unwrap();
+    a.subscribe(["t"]).unwrap();
+    let got = read(&a, 10, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 10);
+    let b = Arc::new(Consumer::new(cluster(&mock).await, group_config("gclose")).unwrap());
+    b.subscribe(["t"]).unwrap();
+    let stop_b = Arc::new(AtomicBool::new(false));
+    let hb = spawn_poller(b.clone(), stop_b.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(a.assignment().len() == 1 && b.assignment().len() == 1) {
+        assert!(Instant::now() < deadline, "both members");
+        a.poll(Duration::from_millis(50)).await.unwrap();
+    }
+    // The next fetches are parked at the broker.
+    let held = mock.hold(|r| r.api_key == ApiKey::Fetch);
+    held.wait_matched(1).await;
+    a.poll(Duration::from_millis(50)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), a.close())
+        .await
+        .expect("close returned while a fetch was held")
+        .unwrap();
+    drop(a);
+    held.release();
+    // B gets both partitions well within the 6 s session timeout: A left the group.
+    let t0 = Instant::now();
+    wait_for("B owns both", Duration::from_secs(5), || {
+        b.assignment().len() == 2
+    })
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|r| r.api_key == ApiKey::LeaveGroup && r.group_id.as_deref() == Some("gclose"))
+    );
+    stop_b.store(true, Ordering::Release);
+    hb.await.unwrap();
+    b.close().await.unwrap();
+}
