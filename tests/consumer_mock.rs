@@ -1359,3 +1359,59 @@ async fn close_with_a_fetch_in_flight_finishes_and_leaves_the_group() {
     hb.await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Paused partitions a cooperative member keeps through a rebalance stay paused (as in Java);
+/// the ones that moved are read by their new owner; `resume` releases the kept ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_survives_a_cooperative_rebalance_for_kept_partitions() {
+    let mock = MockCluster::builder().topic("t", 4).start().await.unwrap();
+    let config = group_config("gpause").with_assignors(vec![Arc::new(CooperativeStickyAssignor)]);
+    let a = Consumer::new(cluster(&mock).await, config.clone()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.assignment().len() < 4 {
+        assert!(Instant::now() < deadline);
+        a.poll(Duration::from_millis(50)).await.unwrap();
+    }
+    a.pause(&a.assignment()).unwrap();
+    for p in 0..4 {
+        seed(&mock, "t", p, 0, 20);
+    }
+    let b = Arc::new(Consumer::new(cluster(&mock).await, config).unwrap());
+    b.subscribe(["t"]).unwrap();
+    let b_seen: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+    let stop_b = Arc::new(AtomicBool::new(false));
+    let hb = {
+        let (b, seen, stop) = (b.clone(), b_seen.clone(), stop_b.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let recs = b.poll(Duration::from_millis(100)).await.expect("poll");
+                seen.lock()
+                    .unwrap()
+                    .extend(recs.iter().map(|r| (r.partition, r.offset)));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(a.assignment().len() == 2 && b_seen.lock().unwrap().len() == 40) {
+        assert!(
+            Instant::now() < deadline,
+            "B reads the two partitions that moved"
+        );
+        let recs = a.poll(Duration::from_millis(100)).await.unwrap();
+        assert!(recs.is_empty(), "a paused partition returned records");
+    }
+    let kept = a.assignment();
+    assert_eq!(a.paused(), kept, "kept partitions are still paused");
+    let moved: BTreeSet<i32> = b.assignment().iter().map(|tp| tp.partition).collect();
+    let b_parts: BTreeSet<i32> = b_seen.lock().unwrap().iter().map(|(p, _)| *p).collect();
+    assert_eq!(b_parts, moved);
+    a.resume(&kept).unwrap();
+    let got = read(&a, 40, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 40);
+    assert!(got.iter().all(|r| kept.contains(&r.topic_partition())));
+    stop_b.store(true, Ordering::Release);
+    hb.await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
