@@ -123,6 +123,17 @@ impl Global {
     /// servers (`-b`; else `REKAFKA_BOOTSTRAP` unless the file or a `-X` names them) and
     /// every `-X` property. A bad property is a usage error naming it.
     pub fn builder(&self) -> CliResult<rekafka::ClientBuilder> {
+        self.builder_with(|_, _| Ok(false))
+    }
+
+    /// As [`builder`](Self::builder), but each property (file, then `-X`) is first offered to
+    /// `command_config` — a command's own config, e.g. `ConsumerConfig::apply_property`:
+    /// `Ok(true)` means it took the key. A key is also given to the client when the client
+    /// knows it (`retry.backoff.ms` belongs to both); a key neither knows is a usage error.
+    pub fn builder_with(
+        &self,
+        mut command_config: impl FnMut(&str, &str) -> rekafka::Result<bool>,
+    ) -> CliResult<rekafka::ClientBuilder> {
         let mut builder = Client::builder().client_id("rekafka-cli");
         let file = self.file_properties()?;
         let names_bootstrap = |props: &[(String, String)]| {
@@ -130,8 +141,17 @@ impl Global {
                 .iter()
                 .any(|(k, _)| k == "bootstrap.servers" || k == "metadata.broker.list")
         };
+        let client_knows =
+            |k: &str| rekafka::ClientBuilder::property_names().any(|n| n == k.trim());
+        let mut apply = |builder: &mut rekafka::ClientBuilder, k: &str, v: &str| {
+            let taken = command_config(k.trim(), v)?;
+            if !taken || client_knows(k) {
+                builder.set_property(k, v)?;
+            }
+            Ok::<(), rekafka::Error>(())
+        };
         for (k, v) in &file {
-            builder.set_property(k, v).map_err(|e| {
+            apply(&mut builder, k, v).map_err(|e| {
                 CliError::usage(format!(
                     "-F {}: {}",
                     self.config_file.as_deref().unwrap_or_default(),
@@ -153,8 +173,7 @@ impl Global {
             }
         }
         for (k, v) in &self.properties {
-            builder
-                .set_property(k, v)
+            apply(&mut builder, k, v)
                 .map_err(|e| CliError::usage(format!("-X {k}: {}", message_of(&e))))?;
         }
         Ok(builder)

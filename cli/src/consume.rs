@@ -1,210 +1,216 @@
 //! `rekafka consume` and `rekafka perf consume`.
 
 use std::io::Write;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rekafka::cluster::{Cluster, ClusterConfig};
+use crate::common::{CliError, CliResult, Global};
+use rekafka::Client;
 use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, StartOffset,
     TopicPartition,
 };
 
 pub const CONSUME_HELP: &str = "\
-Usage: rekafka consume -t TOPIC [OPTIONS]
+Usage: rekafka [-b HOST:PORT] [-F FILE] [-X KEY=VALUE]... consume -t TOPIC [OPTIONS]
 
 Options:
-  -b, --bootstrap HOST:PORT  Bootstrap broker(s), comma separated (default: $REKAFKA_BOOTSTRAP)
   -t, --topic TOPIC          Topic to read
-  -g, --group GROUP          Consume as a member of GROUP (subscribe; commits offsets)
-  -p, --partition N          Read only partition N (without -g)
-  -o, --offset WHERE         beginning | end | OFFSET (default: end; with -g: where to start
-                             when the group has no committed offset)
+  -g, --group GROUP          Consume as a member of GROUP (subscribe; commits offsets);
+                             -X group.id=GROUP does the same
+  -p, --partition N          Read only partition N (without a group)
+  -o, --offset WHERE         beginning | end | OFFSET (default: end; with a group: where to
+                             start when the group has no committed offset, overriding
+                             -X auto.offset.reset)
   -e, --exit                 Exit when every assigned partition reaches its end
   -c, --count N              Exit after N records
-      --isolation LEVEL      read_uncommitted (default) | read_committed
+      --isolation LEVEL      read_uncommitted (default) | read_committed (overrides
+                             -X isolation.level)
       --format FORMAT        json (default): one object per line with topic, partition,
                              offset, timestamp, key, value (UTF-8 strings; key_b64/value_b64
                              instead when not UTF-8; null when absent) and headers as
                              [[name, value-or-null], ...] in wire order (a non-UTF-8 header
                              value is {\"b64\": \"...\"}) | value: the value bytes, one per line
-  -X KEY=VALUE               Any consumer property (e.g. -X session.timeout.ms=6000)
+
+The global -b, -F and -X apply: client properties (security.protocol, ssl.*, sasl.*,
+request.timeout.ms, ...) configure the connection, consumer properties (group.id,
+isolation.level, auto.offset.reset, session.timeout.ms, fetch.max.bytes, ...) the consumer.
 ";
 
 pub const PERF_HELP: &str = "\
-Usage: rekafka perf consume -t TOPIC -n COUNT [-b HOST:PORT] [-X KEY=VALUE]
+Usage: rekafka [-b HOST:PORT] [-F FILE] [-X KEY=VALUE]... perf consume -t TOPIC -n COUNT
 
 Reads COUNT records from the beginning of every partition of TOPIC (manual assignment) and
 prints progress to stderr, then one line: records=N secs=S rec_per_s=R mb_per_s=M
+The global -b, -F and -X apply (client and consumer properties).
 ";
 
 struct Args {
-    bootstrap: Option<String>,
     topic: Option<String>,
     group: Option<String>,
     partition: Option<i32>,
     offset: Option<String>,
     exit_at_end: bool,
     count: Option<u64>,
-    isolation: IsolationLevel,
+    isolation: Option<IsolationLevel>,
     json: bool,
-    props: Vec<(String, String)>,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
+fn parse(args: &[String]) -> CliResult<Args> {
     let mut a = Args {
-        bootstrap: None,
         topic: None,
         group: None,
         partition: None,
         offset: None,
         exit_at_end: false,
         count: None,
-        isolation: IsolationLevel::ReadUncommitted,
+        isolation: None,
         json: true,
-        props: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut val = |name: &str| {
             it.next()
                 .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
+                .ok_or_else(|| CliError::usage(format!("{name} needs a value")))
         };
         match arg.as_str() {
-            "-b" | "--bootstrap" => a.bootstrap = Some(val(arg)?),
             "-t" | "--topic" => a.topic = Some(val(arg)?),
             "-g" | "--group" => a.group = Some(val(arg)?),
             "-p" | "--partition" => {
-                a.partition = Some(val(arg)?.parse().map_err(|_| "bad partition")?)
+                let v = val(arg)?;
+                a.partition = Some(
+                    v.parse()
+                        .map_err(|_| CliError::usage(format!("bad partition {v:?}")))?,
+                )
             }
             "-o" | "--offset" => a.offset = Some(val(arg)?),
             "-e" | "--exit" => a.exit_at_end = true,
             "-c" | "--count" | "-n" => {
-                a.count = Some(val(arg)?.parse().map_err(|_| format!("bad {arg}"))?)
+                let v = val(arg)?;
+                a.count = Some(
+                    v.parse()
+                        .map_err(|_| CliError::usage(format!("bad {arg} {v:?}")))?,
+                )
             }
             "--isolation" => {
-                a.isolation = match val(arg)?.as_str() {
+                a.isolation = Some(match val(arg)?.as_str() {
                     "read_committed" => IsolationLevel::ReadCommitted,
                     "read_uncommitted" => IsolationLevel::ReadUncommitted,
-                    o => return Err(format!("unknown isolation level {o:?}")),
-                }
+                    o => return Err(CliError::usage(format!("unknown isolation level {o:?}"))),
+                })
             }
             "--format" => {
                 a.json = match val(arg)?.as_str() {
                     "json" => true,
                     "value" => false,
-                    o => return Err(format!("unknown format {o:?}")),
+                    o => return Err(CliError::usage(format!("unknown format {o:?}"))),
                 }
             }
-            "-X" => {
-                let kv = val(arg)?;
-                let (k, v) = kv.split_once('=').ok_or("-X needs KEY=VALUE")?;
-                a.props.push((k.to_owned(), v.to_owned()));
+            o => {
+                return Err(CliError::usage(format!(
+                    "unknown argument {o:?} to consume"
+                )));
             }
-            o => return Err(format!("unknown argument {o:?}")),
         }
     }
     Ok(a)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))
 }
 
-async fn connect(bootstrap: Option<String>) -> Result<Cluster, String> {
-    let b = bootstrap
-        .or_else(|| std::env::var("REKAFKA_BOOTSTRAP").ok())
-        .filter(|s| !s.is_empty())
-        .ok_or("no broker: pass -b HOST:PORT or set REKAFKA_BOOTSTRAP")?;
-    let list: Vec<String> = b.split(',').map(|s| s.trim().to_owned()).collect();
-    Cluster::connect(ClusterConfig::new(list))
-        .await
-        .map_err(|e| format!("cannot connect to {b}: {e}"))
+/// The client from the global settings (`-F`, `-b`, `-X`, TLS/SASL included) and `config`
+/// with the consumer properties among them applied.
+async fn connect(global: &Global, config: &mut ConsumerConfig) -> CliResult<Client> {
+    let builder = global.builder_with(|k, v| config.apply_property(k, v))?;
+    Ok(builder.build().await?)
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
 }
 
 /// `rekafka consume ...`
-pub fn consume(args: &[String]) -> ExitCode {
+pub fn consume(global: &Global, args: &[String]) -> CliResult {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         print!("{CONSUME_HELP}");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let result = parse(args).and_then(|a| runtime()?.block_on(consume_async(a)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let a = parse(args)?;
+    runtime()?.block_on(consume_async(global, a))
 }
 
-fn start_of(offset: Option<&str>) -> Result<StartOffset, String> {
+fn start_of(offset: Option<&str>) -> CliResult<StartOffset> {
     Ok(match offset.unwrap_or("end") {
         "beginning" | "earliest" => StartOffset::Beginning,
         "end" | "latest" => StartOffset::End,
         "stored" | "committed" => StartOffset::Committed,
-        n => StartOffset::Offset(n.parse().map_err(|_| format!("bad offset {n:?}"))?),
+        n => StartOffset::Offset(
+            n.parse()
+                .map_err(|_| CliError::usage(format!("bad offset {n:?}")))?,
+        ),
     })
 }
 
-async fn consume_async(a: Args) -> Result<(), String> {
-    let topic = a.topic.clone().ok_or("-t TOPIC is required")?;
-    let cluster = connect(a.bootstrap.clone()).await?;
-    let mut config = ConsumerConfig::new().with_isolation_level(a.isolation);
-    config.group_id = a.group.clone();
-    let start = start_of(a.offset.as_deref())?;
+async fn consume_async(global: &Global, a: Args) -> CliResult {
+    let topic = a
+        .topic
+        .clone()
+        .ok_or_else(|| CliError::usage("consume: -t TOPIC is required"))?;
+    // Properties first (-F, then -X), then this command's flags, which are more specific.
+    let mut config = ConsumerConfig::new();
+    let client = connect(global, &mut config).await?;
+    let cluster = client.cluster().clone();
+    if let Some(level) = a.isolation {
+        config.isolation_level = level;
+    }
     if a.group.is_some() {
-        config.auto_offset_reset = match start {
-            StartOffset::Beginning => OffsetReset::Earliest,
-            StartOffset::End => OffsetReset::Latest,
-            StartOffset::Committed => OffsetReset::Latest,
-            _ => return Err("with -g, -o must be beginning or end".into()),
-        };
+        config.group_id = a.group.clone();
+    }
+    let start = start_of(a.offset.as_deref())?;
+    let grouped = config.group_id.is_some();
+    if grouped {
+        if a.offset.is_some() {
+            config.auto_offset_reset = match start {
+                StartOffset::Beginning => OffsetReset::Earliest,
+                StartOffset::End => OffsetReset::Latest,
+                StartOffset::Committed => config.auto_offset_reset,
+                _ => return Err(CliError::usage("with a group, -o must be beginning or end")),
+            };
+        }
     } else {
         config.auto_commit = AutoCommit::Disabled;
     }
-    for (k, v) in &a.props {
-        match config.apply_property(k, v) {
-            Ok(true) => {}
-            Ok(false) => return Err(format!("unknown consumer property {k:?}")),
-            Err(e) => return Err(format!("{k}: {e}")),
-        }
-    }
-    let consumer = Consumer::new(cluster.clone(), config).map_err(|e| e.to_string())?;
-    if a.group.is_some() {
-        consumer
-            .subscribe([topic.clone()])
-            .map_err(|e| e.to_string())?;
+    let consumer = Consumer::new(cluster.clone(), config)?;
+    if grouped {
+        consumer.subscribe([topic.clone()])?;
     } else {
         let parts = cluster
             .partitions(&topic)
             .await
-            .map_err(|e| format!("topic {topic}: {e}"))?;
+            .map_err(|e| failed(format!("topic {topic}: {}", CliError::from(e))))?;
         let tps: Vec<(TopicPartition, StartOffset)> = parts
             .iter()
             .filter(|p| a.partition.is_none_or(|n| n == p.partition))
             .map(|p| (TopicPartition::new(&topic, p.partition), start))
             .collect();
         if tps.is_empty() {
-            return Err(format!("topic {topic} has no such partition"));
+            return Err(failed(format!("topic {topic} has no such partition")));
         }
-        consumer.assign(tps).map_err(|e| e.to_string())?;
+        consumer.assign(tps)?;
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut n: u64 = 0;
     let mut line = String::new();
     'outer: loop {
-        let recs = consumer
-            .poll(Duration::from_millis(500))
-            .await
-            .map_err(|e| e.to_string())?;
+        let recs = consumer.poll(Duration::from_millis(500)).await?;
         for (tp, e) in recs.errors() {
             eprintln!("error: {tp}: {e}");
         }
@@ -213,12 +219,12 @@ async fn consume_async(a: Args) -> Result<(), String> {
                 line.clear();
                 json_line(r, &mut line);
                 line.push('\n');
-                out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                out.write_all(line.as_bytes()).map_err(failed)?;
             } else {
                 if let Some(v) = &r.value {
-                    out.write_all(v).map_err(|e| e.to_string())?;
+                    out.write_all(v).map_err(failed)?;
                 }
-                out.write_all(b"\n").map_err(|e| e.to_string())?;
+                out.write_all(b"\n").map_err(failed)?;
             }
             n += 1;
             if a.count.is_some_and(|c| n >= c) {
@@ -226,16 +232,16 @@ async fn consume_async(a: Args) -> Result<(), String> {
             }
         }
         if recs.is_empty() {
-            out.flush().map_err(|e| e.to_string())?;
+            out.flush().map_err(failed)?;
         }
         if a.exit_at_end && at_end(&consumer).await {
             break;
         }
     }
-    out.flush().map_err(|e| e.to_string())?;
+    out.flush().map_err(failed)?;
     drop(out);
-    consumer.close().await.map_err(|e| e.to_string())?;
-    cluster.close().await;
+    consumer.close().await?;
+    client.close().await;
     Ok(())
 }
 
@@ -355,67 +361,60 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// `rekafka perf consume ...`
-pub fn perf_consume(args: &[String]) -> ExitCode {
+pub fn perf_consume(global: &Global, args: &[String]) -> CliResult {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         print!("{PERF_HELP}");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let result = parse(args).and_then(|a| runtime()?.block_on(perf_async(a)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let a = parse(args)?;
+    runtime()?.block_on(perf_async(global, a))
 }
 
-async fn perf_async(a: Args) -> Result<(), String> {
-    let topic = a.topic.clone().ok_or("-t TOPIC is required")?;
-    let count = a.count.ok_or("-n COUNT is required")?;
-    let cluster = connect(a.bootstrap.clone()).await?;
+async fn perf_async(global: &Global, a: Args) -> CliResult {
+    let topic = a
+        .topic
+        .clone()
+        .ok_or_else(|| CliError::usage("perf consume: -t TOPIC is required"))?;
+    let count = a
+        .count
+        .ok_or_else(|| CliError::usage("perf consume: -n COUNT is required"))?;
     let mut config = ConsumerConfig::new()
-        .with_isolation_level(a.isolation)
         .with_auto_commit(AutoCommit::Disabled)
         .with_max_poll_records(10_000);
-    for (k, v) in &a.props {
-        match config.apply_property(k, v) {
-            Ok(true) => {}
-            Ok(false) => return Err(format!("unknown consumer property {k:?}")),
-            Err(e) => return Err(format!("{k}: {e}")),
-        }
+    let client = connect(global, &mut config).await?;
+    let cluster = client.cluster().clone();
+    if let Some(level) = a.isolation {
+        config.isolation_level = level;
     }
-    let consumer = Arc::new(Consumer::new(cluster.clone(), config).map_err(|e| e.to_string())?);
+    // Manual assignment: a group id among the properties is ignored.
+    config.group_id = None;
+    config.group_instance_id = None;
+    let consumer = Arc::new(Consumer::new(cluster.clone(), config)?);
     let parts = cluster
         .partitions(&topic)
         .await
-        .map_err(|e| format!("topic {topic}: {e}"))?;
-    consumer
-        .assign(parts.iter().map(|p| {
-            (
-                TopicPartition::new(&topic, p.partition),
-                StartOffset::Beginning,
-            )
-        }))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(format!("topic {topic}: {}", CliError::from(e))))?;
+    consumer.assign(parts.iter().map(|p| {
+        (
+            TopicPartition::new(&topic, p.partition),
+            StartOffset::Beginning,
+        )
+    }))?;
     let start = Instant::now();
     let mut last_report = start;
     let mut n: u64 = 0;
     let mut bytes: u64 = 0;
     let mut idle_since = Instant::now();
     while n < count {
-        let recs = consumer
-            .poll(Duration::from_millis(500))
-            .await
-            .map_err(|e| e.to_string())?;
+        let recs = consumer.poll(Duration::from_millis(500)).await?;
         if let Some((tp, e)) = recs.errors().first() {
-            return Err(format!("{tp}: {e}"));
+            return Err(failed(format!("{tp}: {e}")));
         }
         if recs.is_empty() {
             if idle_since.elapsed() > Duration::from_secs(10) {
-                return Err(format!(
+                return Err(failed(format!(
                     "only {n} of {count} records arrived (idle for 10 s)"
-                ));
+                )));
             }
             continue;
         }
@@ -437,8 +436,8 @@ async fn perf_async(a: Args) -> Result<(), String> {
         n as f64 / secs,
         bytes as f64 / secs / 1_000_000.0
     );
-    consumer.close().await.map_err(|e| e.to_string())?;
-    cluster.close().await;
+    consumer.close().await?;
+    client.close().await;
     Ok(())
 }
 

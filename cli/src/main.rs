@@ -44,12 +44,14 @@ Commands:
           [--acks all|1|0] [--compression CODEC] [--transactional-id ID [--abort]]
                             send stdin lines as records (see produce --help)
   perf produce -t TOPIC -n COUNT -s VALUE_BYTES [--acks ..] [--compression ..] [--linger-ms ..]
-                            producer throughput (see perf --help)
+                            producer throughput (see perf --help); -F/-X apply
   consume -t TOPIC [-g GROUP] [-o beginning|end|OFFSET] [-e] [-c COUNT]
           [--isolation read_committed|read_uncommitted] [--format json|value]
-                            print records (JSON lines by default; see consume --help)
+                            print records (JSON lines by default; see consume --help);
+                            -F/-X apply: client properties (TLS, SASL, ...) and consumer
+                            properties (group.id, isolation.level, auto.offset.reset, ...)
   perf consume -t TOPIC -n COUNT
-                            consumer throughput
+                            consumer throughput; -F/-X apply
   {dlt}
   mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
                             run an in-process Kafka-compatible mock cluster in the
@@ -124,11 +126,16 @@ fn main() -> ExitCode {
     if let Ok((global, rest)) = Global::extract(args.clone()) {
         match rest.first().map(String::as_str) {
             Some("produce") => return produce::run(&with_bootstrap(&global, &rest[1..])),
-            Some("consume") => return consume::consume(&with_bootstrap(&global, &rest[1..])),
-            Some("perf") if rest.get(1).map(String::as_str) == Some("consume") => {
-                return consume::perf_consume(&with_bootstrap(&global, &rest[2..]));
+            Some("consume") => {
+                return match consume::consume(&global, &rest[1..]) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        e.exit_code()
+                    }
+                };
             }
-            Some("perf") => return perf::run(&with_bootstrap(&global, &rest[1..])),
+            Some("perf") => return perf::run(&global, &rest[1..]),
             _ => {}
         }
     }

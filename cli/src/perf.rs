@@ -1,23 +1,29 @@
-//! `rekafka perf produce`: producer throughput.
+//! `rekafka perf produce`: producer throughput (`perf consume` is in `consume`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rekafka::producer::Record;
+use rekafka::producer::{Producer, Record};
 
+use crate::common::{CliError, Global};
 use crate::produce::Common;
 
 pub const HELP: &str = "\
-Usage: rekafka perf produce -t TOPIC -n COUNT -s VALUE_BYTES [OPTIONS]
+Usage: rekafka [-b HOST:PORT] [-F FILE] [-X KEY=VALUE]... perf produce -t TOPIC -n COUNT
+           -s VALUE_BYTES [OPTIONS]
+       rekafka [-b ..] [-F ..] [-X ..]... perf consume -t TOPIC -n COUNT (see perf consume --help)
 
 Sends COUNT records of VALUE_BYTES bytes (no key) as fast as the producer takes them, prints
 progress every second and a final line:
     records=N secs=S rec_per_s=R mb_per_s=M
 Exits 1 if any record failed.
 
+The global -b, -F and -X apply: client properties (security.protocol, ssl.*, sasl.*, ...)
+configure the connection, producer properties (linger.ms, enable.idempotence, ...) the
+producer; the flags below override them.
+
 Options:
-  -b, --bootstrap HOST:PORT  Broker(s) (default: $REKAFKA_BOOTSTRAP)
   -t, --topic TOPIC          Topic (required)
   -n, --count N              Records to send (default 1000000)
   -s, --size BYTES           Value size (default 100)
@@ -25,7 +31,6 @@ Options:
   -z, --compression CODEC    none, gzip, snappy, lz4, zstd (default none)
       --linger-ms MS         linger.ms (default 5)
       --batch-size BYTES     batch.size (default 16384)
-  -X KEY=VALUE               Any producer property by its Java name
       --threads N            Runtime threads: 0 = tokio's default (one per core), 1 = all on
                              the calling thread (default 0)
 ";
@@ -45,8 +50,18 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-pub fn run(args: &[String]) -> ExitCode {
+/// `rekafka perf produce|consume ...`
+pub fn run(global: &Global, args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
+        Some("consume") => {
+            return match crate::consume::perf_consume(global, &args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit_code()
+                }
+            };
+        }
         Some("produce") => {}
         Some("-h" | "--help") | None => {
             print!("{HELP}");
@@ -58,7 +73,15 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     }
     let args = &args[1..];
+    // Global properties first (-F, then -X), then this command's flags.
     let mut common = Common::new();
+    let builder = match global.builder_with(|k, v| common.config.apply_property(k, v)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
     let (mut count, mut size) = (1_000_000u64, 100usize);
     let mut threads = 0usize;
     let mut i = 0;
@@ -108,10 +131,21 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let (producer, topic) = match common.producer().await {
+        let Some(topic) = common.topic.clone() else {
+            eprintln!("error: -t TOPIC is required");
+            return ExitCode::from(2);
+        };
+        let client = match builder.build().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {}", CliError::from(e));
+                return ExitCode::FAILURE;
+            }
+        };
+        let producer = match Producer::new(client.cluster().clone(), common.config.clone()).await {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: creating the producer: {}", CliError::from(e));
                 return ExitCode::FAILURE;
             }
         };
@@ -154,6 +188,7 @@ pub fn run(args: &[String]) -> ExitCode {
         producer.flush().await;
         let secs = start.elapsed().as_secs_f64();
         producer.close().await;
+        client.close().await;
         let m = producer.metrics();
         eprintln!(
             "metrics: batch-size-avg={:.0} request-latency-avg={:?} request-latency-max={:?} record-retry-total={} record-error-total={}",
