@@ -1417,7 +1417,11 @@ impl Api for IncrementalAlterConfigsRequest {
                     return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
                 };
                 // Validate every operation first: the whole resource applies or none of it.
-                if res.configs.iter().any(|c| !(0..=3).contains(&c.config_operation)) {
+                if res
+                    .configs
+                    .iter()
+                    .any(|c| !(0..=3).contains(&c.config_operation))
+                {
                     return r
                         .with_error_code(code(KafkaCode::InvalidRequest))
                         .with_error_message(Some(s("unknown config operation")));
