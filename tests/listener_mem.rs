@@ -872,3 +872,77 @@ async fn count_and_manual_ack_modes_commit_what_they_should() {
         "records 3..6 were never acknowledged"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn listener_level_handlers_handle_or_pass_on_and_may_seek() {
+    // Records 2 and 5 fail. The listener-level handler handles 2 (treated as processed) and
+    // passes 5 on to the container's error handler (recovered there, no retries).
+    let poison: HashSet<i64> = [2, 5].into();
+    let s = store(1, 8, &poison, &HashSet::new());
+    let consumer = MemConsumer::new(&s, vec![tp(0)]);
+    let recovered: Log<i64> = Arc::default();
+    let rc = recovered.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|r: Rec| async move {
+            if is_poison(&r) {
+                return Err(Box::new(Poison) as HandlerError);
+            }
+            Ok(())
+        })
+        .listener_error_handler(|r: &Rec, e| if r.offset == 2 { Ok(()) } else { Err(e) })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .recoverer(RecovererFn(move |r: Rec, _| {
+                    let rc = rc.clone();
+                    async move {
+                        rc.lock().unwrap().push(r.offset);
+                        Ok::<(), HandlerError>(())
+                    }
+                })),
+        )
+        .start()
+        .unwrap();
+    wait_until(
+        || s.lock().unwrap().committed.get(&tp(0)).map(|c| c.0) == Some(8),
+        "all committed",
+    )
+    .await;
+    handle.stop().await;
+    assert_eq!(
+        recovered.lock().unwrap().clone(),
+        vec![5],
+        "2 handled at listener level"
+    );
+
+    // The consumer-aware variant seeks past a bad stretch: on offset 2 it skips to 6.
+    let poison: HashSet<i64> = [2].into();
+    let s = store(1, 8, &poison, &HashSet::new());
+    let consumer = MemConsumer::new(&s, vec![tp(0)]);
+    let seen: Log<i64> = Arc::default();
+    let sn = seen.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: Rec| {
+            let sn = sn.clone();
+            async move {
+                sn.lock().unwrap().push(r.offset);
+                if is_poison(&r) {
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .consumer_aware_listener_error_handler(|r: &Rec, _e, seeks| {
+            seeks.seek(&r.topic, r.partition, 6);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    wait_until(
+        || s.lock().unwrap().committed.get(&tp(0)).map(|c| c.0) == Some(8),
+        "all committed",
+    )
+    .await;
+    handle.stop().await;
+    assert_eq!(seen.lock().unwrap().clone(), vec![0, 1, 2, 6, 7]);
+}

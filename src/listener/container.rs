@@ -170,7 +170,29 @@ type BatchFn<R> = Arc<
 type DeserializationCheck<R> = Arc<
     dyn Fn(&R) -> std::result::Result<(), super::classify::DeserializationFailed> + Send + Sync,
 >;
-type ListenerErrorFn<R> = Arc<dyn Fn(&R, HandlerError) -> Result<(), HandlerError> + Send + Sync>;
+type ListenerErrorFn<R> =
+    Arc<dyn Fn(&R, HandlerError, &mut Seeks) -> Result<(), HandlerError> + Send + Sync>;
+
+/// Seeks a consumer-aware listener-level error handler asks for; the container applies them to
+/// the consumer right after the handler returns. A seek of the failed record's own partition
+/// means the handler repositioned it: the record is not acknowledged and the partition's
+/// remaining records of the poll are dropped (they come again from the new position).
+#[derive(Debug, Default)]
+pub struct Seeks {
+    requests: Vec<(TopicPartition, i64)>,
+}
+
+impl Seeks {
+    /// Asks the container to seek `topic`-`partition` to `offset`.
+    pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.requests.push(((Arc::from(topic), partition), offset));
+    }
+
+    /// The requested seeks, in order.
+    pub fn requests(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.requests.iter().map(|(tp, o)| (&*tp.0, tp.1, *o))
+    }
+}
 
 enum Handler<R> {
     Record(RecordFn<R>),
@@ -312,6 +334,19 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         mut self,
         f: impl Fn(&C::Record, HandlerError) -> Result<(), HandlerError> + Send + Sync + 'static,
     ) -> Self {
+        self.listener_error_handler = Some(Arc::new(move |r, e, _seeks: &mut Seeks| f(r, e)));
+        self
+    }
+
+    /// The consumer-aware variant (Spring's `ConsumerAwareListenerErrorHandler`): the handler
+    /// may also ask for seeks ([`Seeks`]), applied right after it returns.
+    pub fn consumer_aware_listener_error_handler(
+        mut self,
+        f: impl Fn(&C::Record, HandlerError, &mut Seeks) -> Result<(), HandlerError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
         self.listener_error_handler = Some(Arc::new(f));
         self
     }
@@ -438,6 +473,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             txn: self.transactional,
             pending_recovery: HashMap::new(),
             recovered_in_txn: Vec::new(),
+            sought_in_txn: HashSet::new(),
             events: self.events.clone(),
             stop: stop_rx,
             pause: pause_rx,
@@ -454,6 +490,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             acks: Arc::new(Mutex::new(Vec::new())),
             group,
             stop_reason: None,
+            sought: false,
         };
         let task = runtime.spawn(runner.run());
         Ok(ContainerHandle {
@@ -557,6 +594,8 @@ struct Runner<C: ContainerConsumer> {
     pending_recovery: HashMap<TopicPartition, (i64, SharedError)>,
     /// Records recovered inside the open transaction: done only once it commits.
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
+    /// Partitions the listener-level handler repositioned during the open transaction.
+    sought_in_txn: HashSet<TopicPartition>,
     events: broadcast::Sender<ContainerEvent>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
@@ -573,6 +612,8 @@ struct Runner<C: ContainerConsumer> {
     acks: AckSink,
     group: Option<String>,
     stop_reason: Option<StopReason>,
+    /// The listener-level handler sought the current record's partition.
+    sought: bool,
 }
 
 fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
@@ -1030,10 +1071,17 @@ impl<C: ContainerConsumer> Runner<C> {
         };
         let ack = self.record_ack(tp, record.offset());
         let result = f(delivered, ack).await;
+        let mut seeks = Seeks::default();
         let result = match (result, &self.leh) {
-            (Err(e), Some(leh)) => leh(record, e),
+            (Err(e), Some(leh)) => leh(record, e, &mut seeks),
             (r, _) => r,
         };
+        for (target, offset) in seeks.requests {
+            if &target == tp {
+                self.sought = true;
+            }
+            self.seek_min(&target, offset);
+        }
         result.err().map(Arc::from)
     }
 
@@ -1085,6 +1133,10 @@ impl<C: ContainerConsumer> Runner<C> {
                 let failure = self.call_record_handler(&tp, &record).await;
                 if manual {
                     self.drain_manual_acks().await;
+                }
+                if std::mem::take(&mut self.sought) && failure.is_none() {
+                    // The listener-level handler repositioned this partition.
+                    break;
                 }
                 match failure {
                     None => {
@@ -1154,18 +1206,21 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     if let Some(d) = original.deserialization_failure() {
                         let e: SharedError = Arc::new(d);
-                        return (tp, done, Some((original, e)));
+                        return (tp, done, Some((original, e)), Seeks::default());
                     }
+                    let mut seeks = Seeks::default();
                     let result = match (f(delivered, ack).await, &leh) {
-                        (Err(e), Some(leh)) => leh(&original, e),
+                        (Err(e), Some(leh)) => leh(&original, e, &mut seeks),
                         (r, _) => r,
                     };
+                    let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
                     match result {
+                        Ok(()) if sought => return (tp, done, None, seeks),
                         Ok(()) => done.push(original.offset()),
-                        Err(e) => return (tp, done, Some((original, Arc::from(e)))),
+                        Err(e) => return (tp, done, Some((original, Arc::from(e))), seeks),
                     }
                 }
-                (tp, done, None)
+                (tp, done, None, Seeks::default())
             });
         }
         let mut outcomes = Vec::new();
@@ -1179,7 +1234,10 @@ impl<C: ContainerConsumer> Runner<C> {
             }
         }
         self.drain_manual_acks().await;
-        for (tp, done, failure) in outcomes {
+        for (tp, done, failure, seeks) in outcomes {
+            for (target, offset) in seeks.requests {
+                self.seek_min(&target, offset);
+            }
             for offset in done {
                 self.tracker.succeeded(&tp, offset);
                 self.ack(&tp, offset, AckSource::Handler).await;
@@ -1765,16 +1823,20 @@ impl<C: ContainerConsumer> Runner<C> {
                         offset,
                     });
                 }
-                // Records not reached (a stop midway) come again from where the commit left.
+                // Records not reached (a stop midway) come again from where the commit left;
+                // partitions the listener-level handler repositioned stay where it put them.
+                let sought = std::mem::take(&mut self.sought_in_txn);
                 let done: HashSet<&TopicPartition> = next.iter().map(|(tp, _)| tp).collect();
                 for (tp, first) in &firsts {
-                    if !done.contains(tp) {
+                    if !done.contains(tp) && !sought.contains(tp) {
                         self.seek_min(tp, *first);
                     }
                 }
                 for (tp, o) in &next {
                     self.tracker.succeeded(tp, o - 1);
-                    self.seek_min(tp, *o);
+                    if !sought.contains(tp) {
+                        self.seek_min(tp, *o);
+                    }
                 }
                 self.emit(ContainerEvent::Committed(
                     next.into_iter()
@@ -1830,7 +1892,13 @@ impl<C: ContainerConsumer> Runner<C> {
                         }
                     }
                 }
-                match self.call_record_handler(&tp, &record).await {
+                let failure = self.call_record_handler(&tp, &record).await;
+                if std::mem::take(&mut self.sought) && failure.is_none() {
+                    // Repositioned by the listener-level handler: not part of this commit.
+                    self.sought_in_txn.insert(tp.clone());
+                    break;
+                }
+                match failure {
                     None => last = Some(offset),
                     Some(error) => return Some(TxnFailure::Handler(tp, record, error)),
                 }
@@ -1909,6 +1977,7 @@ impl<C: ContainerConsumer> Runner<C> {
         };
         // Recoveries inside the aborted transaction did not happen; they stay pending.
         self.recovered_in_txn.clear();
+        self.sought_in_txn.clear();
         if let TxnFailure::Producer(e) = &failure {
             if e.is_fatal() {
                 return self.fenced(e.clone(), firsts).await;
