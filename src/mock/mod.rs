@@ -84,13 +84,32 @@
 //! # }
 //! ```
 //!
-//! With rekafka's producer the same test reads (the producer retries by itself):
+//! With rekafka's producer the same test reads (the producer retries by itself, within its
+//! delivery timeout):
 //!
-//! ```ignore
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> rekafka::Result<()> {
+//! use std::time::Duration;
+//! use rekafka::KafkaCode;
+//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::mock::MockCluster;
+//! use rekafka::producer::{Producer, ProducerConfig, Record};
+//! use rekafka::protocol::ApiKey;
+//!
+//! let mock = MockCluster::builder().topic("orders", 1).start().await?;
 //! mock.push_request_errors(ApiKey::Produce, &[KafkaCode::NotEnoughReplicas; 3]);
-//! let producer = rekafka::producer::Producer::builder(mock.bootstrap()).build().await?;
-//! producer.send("orders", None, b"hello").await?;
-//! assert_eq!(mock.records("orders", 0)?.len(), 1);
+//! let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()])).await?;
+//! let mut config = ProducerConfig::default();
+//! config.retry_backoff = Duration::from_millis(10);
+//! let producer = Producer::new(cluster, config).await?;
+//! let delivered = producer
+//!     .send_and_wait(Record::new("orders").with_partition(0).with_value("hello"))
+//!     .await
+//!     .map_err(|e| e.error)?;
+//! assert_eq!(delivered.offset, 0);
+//! assert_eq!(mock.records("orders", 0)?.len(), 1, "stored once, after three refusals");
+//! producer.close().await;
+//! # Ok(()) }
 //! ```
 //!
 //! # Example: a lost acknowledgement
