@@ -2,6 +2,7 @@
 
 use super::{Admin, Internal, code_error, missing, topic_name};
 use crate::cluster::{BrokerMetadata, PartitionMetadata};
+use crate::connection::BrokerConnection;
 use crate::error::{KafkaCode, Result};
 use crate::protocol::StrBytes;
 use crate::protocol::messages::create_partitions_request::{
@@ -548,6 +549,15 @@ impl Admin {
         .await
     }
 
+    /// The connection for config requests to `target`: that broker, or any broker for topic
+    /// resources.
+    async fn config_broker(&self, target: Option<i32>) -> Result<BrokerConnection> {
+        match target {
+            Some(id) => self.cluster.connection_for_broker(id).await,
+            None => self.any_broker().await,
+        }
+    }
+
     /// Describes the configs of topics or brokers. One result per resource, in input order;
     /// each is the resource's configs sorted by name.
     pub async fn describe_configs(
@@ -556,23 +566,8 @@ impl Admin {
     ) -> Result<Vec<Result<Vec<ConfigEntry>>>> {
         self.per_item(resources.len(), |pending| async move {
             let mut out = Vec::with_capacity(pending.len());
-            // Broker resources go to that broker, topics to any broker (one request).
-            let mut groups: Vec<(Option<i32>, Vec<usize>)> = Vec::new();
-            for &i in &pending {
-                let target = match &resources[i] {
-                    ConfigResource::Broker(id) => Some(*id),
-                    ConfigResource::Topic(_) => None,
-                };
-                match groups.iter_mut().find(|(t, _)| *t == target) {
-                    Some((_, v)) => v.push(i),
-                    None => groups.push((target, vec![i])),
-                }
-            }
-            for (target, items) in groups {
-                let broker = match target {
-                    Some(id) => self.cluster.connection_for_broker(id).await,
-                    None => self.any_broker().await,
-                };
+            for (target, items) in by_config_target(&pending, |i| &resources[i]) {
+                let broker = self.config_broker(target).await;
                 let sent = match broker {
                     Ok(b) => {
                         self.send::<DescribeConfigsRequest, _>(&b, |_| {
@@ -650,22 +645,8 @@ impl Admin {
     ) -> Result<Vec<Result<()>>> {
         self.per_item(changes.len(), |pending| async move {
             let mut out = Vec::with_capacity(pending.len());
-            let mut groups: Vec<(Option<i32>, Vec<usize>)> = Vec::new();
-            for &i in &pending {
-                let target = match &changes[i].0 {
-                    ConfigResource::Broker(id) => Some(*id),
-                    ConfigResource::Topic(_) => None,
-                };
-                match groups.iter_mut().find(|(t, _)| *t == target) {
-                    Some((_, v)) => v.push(i),
-                    None => groups.push((target, vec![i])),
-                }
-            }
-            for (target, items) in groups {
-                let broker = match target {
-                    Some(id) => self.cluster.connection_for_broker(id).await,
-                    None => self.any_broker().await,
-                };
+            for (target, items) in by_config_target(&pending, |i| &changes[i].0) {
+                let broker = self.config_broker(target).await;
                 let sent = match broker {
                     Ok(b) => {
                         self.send::<IncrementalAlterConfigsRequest, _>(&b, |_| {
@@ -784,4 +765,24 @@ impl Admin {
         })
         .await
     }
+}
+
+/// Groups the pending items by where their config request goes: broker resources to that
+/// broker (`Some(id)`), topic resources to any broker (`None`, one request for all of them).
+fn by_config_target<'a>(
+    pending: &[usize],
+    resource: impl Fn(usize) -> &'a ConfigResource,
+) -> Vec<(Option<i32>, Vec<usize>)> {
+    let mut groups: Vec<(Option<i32>, Vec<usize>)> = Vec::new();
+    for &i in pending {
+        let target = match resource(i) {
+            ConfigResource::Broker(id) => Some(*id),
+            ConfigResource::Topic(_) => None,
+        };
+        match groups.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((target, vec![i])),
+        }
+    }
+    groups
 }
