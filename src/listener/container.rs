@@ -647,6 +647,25 @@ fn group_by_partition<R: ListenerRecord>(records: Vec<R>) -> Vec<(TopicPartition
     out
 }
 
+/// Per partition of `records`, the lowest (`i64::min`) or highest (`i64::max`) offset. One
+/// `TopicPartition` is made per partition, not per record.
+fn offset_bounds<R: ListenerRecord>(
+    records: &[R],
+    pick: fn(i64, i64) -> i64,
+) -> Vec<(TopicPartition, i64)> {
+    let mut out: Vec<(TopicPartition, i64)> = Vec::new();
+    for r in records {
+        match out
+            .iter_mut()
+            .find(|(tp, _)| tp.1 == r.partition() && &*tp.0 == r.topic())
+        {
+            Some((_, o)) => *o = pick(*o, r.offset()),
+            None => out.push((tp_of(r), r.offset())),
+        }
+    }
+    out
+}
+
 fn stop_reason_for(e: &Error) -> Option<StopReason> {
     match e.kind() {
         ErrorKind::Authentication => Some(StopReason::Authentication),
@@ -942,6 +961,28 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
+    /// The recovery-failure cap is reached for `record`: its partition stays paused (the
+    /// caller has sought it back), the alarm fires, and the recovery is probed later.
+    fn halt(&mut self, tp: &TopicPartition, record: C::Record, error: SharedError, failures: u32) {
+        let offset = record.offset();
+        self.halted.insert(
+            tp.clone(),
+            Halted {
+                record,
+                error,
+                next_probe: Instant::now() + self.eh.halt_probe_interval,
+            },
+        );
+        self.emit(ContainerEvent::RecoveryHalted {
+            partition: tp.clone(),
+            offset,
+            failures,
+        });
+        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+            self.stop_reason = Some(StopReason::Abnormal);
+        }
+    }
+
     // ---- acks and commits ----
 
     async fn ack(&mut self, tp: &TopicPartition, offset: i64, source: AckSource) {
@@ -1059,17 +1100,7 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some(d) = record.deserialization_failure() {
             return Some(Arc::new(d));
         }
-        let delivered = match self.eh.delivery_attempt_header {
-            DeliveryAttemptHeader::On => {
-                let attempt = self.tracker.delivery_attempt(tp, record.offset());
-                record.with_header(Header::new(
-                    DELIVERY_ATTEMPT_HEADER,
-                    Some(delivery_attempt_header_value(attempt).to_vec()),
-                ))
-            }
-            _ => record.clone(),
-        };
-        let ack = self.record_ack(tp, record.offset());
+        let (delivered, ack) = self.delivery(tp, record);
         let result = f(delivered, ack).await;
         let mut seeks = Seeks::default();
         let result = match (result, &self.leh) {
@@ -1083,6 +1114,22 @@ impl<C: ContainerConsumer> Runner<C> {
             self.seek_min(&target, offset);
         }
         result.err().map(Arc::from)
+    }
+
+    /// What the handler gets for `record`: the record (with the `kafka_deliveryAttempt`
+    /// header when enabled) and its acknowledgment.
+    fn delivery(&self, tp: &TopicPartition, record: &C::Record) -> (C::Record, Acknowledgment) {
+        let delivered = match self.eh.delivery_attempt_header {
+            DeliveryAttemptHeader::On => {
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
+                record.with_header(Header::new(
+                    DELIVERY_ATTEMPT_HEADER,
+                    Some(delivery_attempt_header_value(attempt).to_vec()),
+                ))
+            }
+            _ => record.clone(),
+        };
+        (delivered, self.record_ack(tp, record.offset()))
     }
 
     fn manual_acks(&self) -> bool {
@@ -1181,17 +1228,7 @@ impl<C: ContainerConsumer> Runner<C> {
             let prepared: Vec<(C::Record, C::Record, Acknowledgment)> = recs
                 .into_iter()
                 .map(|r| {
-                    let delivered = match self.eh.delivery_attempt_header {
-                        DeliveryAttemptHeader::On => {
-                            let attempt = self.tracker.delivery_attempt(&tp, r.offset());
-                            r.with_header(Header::new(
-                                DELIVERY_ATTEMPT_HEADER,
-                                Some(delivery_attempt_header_value(attempt).to_vec()),
-                            ))
-                        }
-                        _ => r.clone(),
-                    };
-                    let ack = self.record_ack(&tp, r.offset());
+                    let (delivered, ack) = self.delivery(&tp, &r);
                     (r, delivered, ack)
                 })
                 .collect();
@@ -1357,22 +1394,7 @@ impl<C: ContainerConsumer> Runner<C> {
                             topic = %tp.0, partition = tp.1, offset, failures,
                             "recovery failed {failures} times; partition halted"
                         );
-                        self.halted.insert(
-                            tp.clone(),
-                            Halted {
-                                record: record.clone(),
-                                error,
-                                next_probe: Instant::now() + self.eh.halt_probe_interval,
-                            },
-                        );
-                        self.emit(ContainerEvent::RecoveryHalted {
-                            partition: tp.clone(),
-                            offset,
-                            failures,
-                        });
-                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
-                            self.stop_reason = Some(StopReason::Abnormal);
-                        }
+                        self.halt(tp, record.clone(), error, failures);
                     }
                     _ => {
                         let interval = self.eh.recovery_retry_interval;
@@ -1459,11 +1481,6 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     fn batch_ack(&self, batch: &[C::Record]) -> Acknowledgment {
-        let mut last: HashMap<TopicPartition, i64> = HashMap::new();
-        for r in batch {
-            let e = last.entry(tp_of(r)).or_insert(r.offset());
-            *e = (*e).max(r.offset());
-        }
         if !self.manual_acks() {
             return Acknowledgment {
                 sink: None,
@@ -1473,7 +1490,10 @@ impl<C: ContainerConsumer> Runner<C> {
         Acknowledgment {
             sink: Some(self.acks.clone()),
             targets: AckTargets::Many(Arc::new(
-                last.into_iter().map(|(tp, o)| (tp, o + 1)).collect(),
+                offset_bounds(batch, i64::max)
+                    .into_iter()
+                    .map(|(tp, o)| (tp, o + 1))
+                    .collect(),
             )),
         }
     }
@@ -1526,16 +1546,11 @@ impl<C: ContainerConsumer> Runner<C> {
         self.commit_pending().await;
         let flow = self.on_failure(&failed_tp, &failed, cause).await;
         // The rest is re-fetched: seek each partition to its first remaining record.
-        let mut firsts: HashMap<TopicPartition, i64> = HashMap::new();
-        for r in &batch[index + 1..] {
-            let tp = tp_of(r);
+        for (tp, offset) in offset_bounds(&batch[index + 1..], i64::min) {
+            // A failed partition that is retrying was already sought back to the failed record.
             if tp == failed_tp && flow == Flow::SkipPartition {
                 continue;
             }
-            let e = firsts.entry(tp).or_insert(r.offset());
-            *e = (*e).min(r.offset());
-        }
-        for (tp, offset) in firsts {
             self.seek_min(&tp, offset);
         }
         self.commit_pending().await;
@@ -1620,12 +1635,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     fn seek_batch_back(&mut self, batch: &[C::Record]) {
-        let mut firsts: HashMap<TopicPartition, i64> = HashMap::new();
-        for r in batch {
-            let e = firsts.entry(tp_of(r)).or_insert(r.offset());
-            *e = (*e).min(r.offset());
-        }
-        for (tp, o) in firsts {
+        for (tp, o) in offset_bounds(batch, i64::min) {
             self.seek_min(&tp, o);
         }
     }
@@ -1659,22 +1669,7 @@ impl<C: ContainerConsumer> Runner<C> {
                         error: f,
                     });
                     if let RecoveryFailureDecision::Halt { failures } = decision {
-                        self.halted.insert(
-                            tp.clone(),
-                            Halted {
-                                record: r.clone(),
-                                error: error.clone(),
-                                next_probe: Instant::now() + self.eh.halt_probe_interval,
-                            },
-                        );
-                        self.emit(ContainerEvent::RecoveryHalted {
-                            partition: tp.clone(),
-                            offset: r.offset(),
-                            failures,
-                        });
-                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
-                            self.stop_reason = Some(StopReason::Abnormal);
-                        }
+                        self.halt(&tp, r.clone(), error.clone(), failures);
                     } else {
                         self.backing_off
                             .insert(tp, Instant::now() + self.eh.recovery_retry_interval);
@@ -1714,12 +1709,8 @@ impl<C: ContainerConsumer> Runner<C> {
             let added: Vec<TopicPartition> = self.assignment.difference(&before).cloned().collect();
             self.pause_partitions(&added);
             if let Ok(records) = polled {
-                let mut firsts: HashMap<TopicPartition, i64> = HashMap::new();
-                for r in &records {
-                    let e = firsts.entry(tp_of(r)).or_insert(r.offset());
-                    *e = (*e).min(r.offset());
-                }
-                let tps: Vec<TopicPartition> = firsts.keys().cloned().collect();
+                let firsts = offset_bounds(&records, i64::min);
+                let tps: Vec<TopicPartition> = firsts.iter().map(|(tp, _)| tp.clone()).collect();
                 for (tp, o) in firsts {
                     self.seek_min(&tp, o);
                 }
@@ -1944,12 +1935,11 @@ impl<C: ContainerConsumer> Runner<C> {
                 return Some(TxnFailure::Batch(Arc::from(e)));
             }
         }
-        let mut last: HashMap<TopicPartition, i64> = HashMap::new();
-        for r in &batch {
-            let e = last.entry(tp_of(r)).or_insert(r.offset());
-            *e = (*e).max(r.offset());
-        }
-        next.extend(last.into_iter().map(|(tp, o)| (tp, o + 1)));
+        next.extend(
+            offset_bounds(&batch, i64::max)
+                .into_iter()
+                .map(|(tp, o)| (tp, o + 1)),
+        );
         None
     }
 
