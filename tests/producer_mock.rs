@@ -409,3 +409,46 @@ async fn s5_permanent_error_mid_window_keeps_order_without_duplicates() {
         .collect();
     assert_eq!(epochs.len(), 2, "{epochs:?}");
 }
+
+/// Scenario 10(a) on the mock: after a leader error the topic vanishes from metadata for three
+/// refreshes, then comes back. Every record is delivered once, in order, with its sequence
+/// kept (nothing lost, nothing reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_hidden_from_metadata_then_restored_loses_nothing() {
+    let m = mock("anomaly", 2).await;
+    let p = producer(&m, fast()).await;
+    // Warm up: the producer knows the topic and has sent to both partitions.
+    let (futs, mut sent) = send_n(&p, "anomaly", 2, 20).await;
+    for f in futs {
+        f.await.expect("delivered");
+    }
+    // The next produce to partition 0 is refused as if leadership moved, and the metadata
+    // refreshes that follow do not list the topic three times.
+    let metadata = |m: &MockCluster| {
+        m.requests()
+            .iter()
+            .filter(|r| r.api_key == ApiKey::Metadata)
+            .count()
+    };
+    let before = metadata(&m);
+    m.push_partition_errors(
+        "anomaly",
+        0,
+        ApiKey::Produce,
+        &[KafkaCode::NotLeaderOrFollower],
+    );
+    m.push_topic_metadata_errors("anomaly", &[KafkaCode::UnknownTopicOrPartition; 3]);
+    let (futs, more) = send_n(&p, "anomaly", 2, 200).await;
+    for f in futs {
+        f.await.expect("delivered despite the metadata anomaly");
+    }
+    for (part, values) in more {
+        sent.entry(part).or_default().extend(values);
+    }
+    assert!(
+        metadata(&m) - before >= 4,
+        "three refreshes without the topic, then one with it"
+    );
+    assert_exactly_once_in_order(&m, "anomaly", &sent);
+    p.close().await;
+}
