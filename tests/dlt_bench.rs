@@ -17,10 +17,13 @@ use common::{bootstrap, unique};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::listener::{
     DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError, ListenerContainer,
+    PublishWait,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
 
-use listener_dlt_support::{KConsumer, KRec};
+use listener_dlt_support::KConsumer;
+use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset, StartOffset};
+use rekafka::listener::ListenerConsumerRecord as Rec;
 
 #[derive(Debug, thiserror::Error)]
 #[error("poison")]
@@ -41,8 +44,26 @@ fn records(topic: &str) -> Vec<Record> {
         .collect()
 }
 
+/// Creates `topic` with [`PARTITIONS`] partitions (and its `-dlt` topic), so neither the plain
+/// producer nor the dead-letter publisher waits for a topic to be auto-created.
+async fn create(cluster: &Cluster, topic: &str) {
+    let admin = rekafka::admin::Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let topics = [
+        rekafka::admin::NewTopic::new(topic, PARTITIONS),
+        rekafka::admin::NewTopic::new(format!("{topic}-dlt"), PARTITIONS),
+    ];
+    for r in admin.create_topics(&topics).await.unwrap() {
+        r.unwrap();
+    }
+    cluster
+        .refresh_topics(&[topic, &format!("{topic}-dlt")])
+        .await
+        .unwrap();
+}
+
 /// Sends every record, then waits for every acknowledgement; returns records per second.
 async fn produce_rate(cluster: &Cluster, topic: &str) -> f64 {
+    create(cluster, topic).await;
     let p = Producer::new(cluster.clone(), ProducerConfig::default())
         .await
         .unwrap();
@@ -60,56 +81,77 @@ async fn produce_rate(cluster: &Cluster, topic: &str) -> f64 {
     rate
 }
 
-async fn dlt_end(cluster: &Cluster, dlt: &str) -> i64 {
-    let c = KConsumer::new(cluster.clone(), &unique("bench-probe"), dlt, PARTITIONS);
-    let mut total = 0;
-    for p in 0..PARTITIONS {
-        // ListOffsets LATEST: fine on the mock; on Tansu the records are counted by reading.
-        let tp = rekafka::consumer::TopicPartition::new(dlt, p);
-        total += c
-            .consumer
-            .fetch_watermarks(&tp)
-            .await
-            .map(|w| w.1)
-            .unwrap_or(0);
-    }
-    let _ = c.consumer.close().await;
-    total
-}
-
 /// Runs the poison flood from `src` through a container; returns dead letters per second,
 /// counted until every offset is committed (commits come after the dead letters' acks).
-async fn flood(cluster: &Cluster, src: &str, pipelined: bool, baseline: bool) -> f64 {
+/// Which container runs the flood.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Every record succeeds (the container's own cost).
+    Baseline,
+    /// Every record fails; the recoverer does nothing.
+    NoopRecoverer,
+    /// Every record fails and is dead-lettered with `wait`.
+    DeadLetters(PublishWait),
+}
+
+/// Rates of one flood: from the container's start, and from the first record's failure (the
+/// steady rate, without the consumer's start-up), both until every offset is committed.
+struct Flood {
+    from_start: f64,
+    from_first: Option<f64>,
+}
+
+async fn flood(cluster: &Cluster, src: &str, mode: Mode) -> Flood {
     let group = unique("bench-g");
-    let consumer = KConsumer::new(cluster.clone(), &group, src, PARTITIONS);
-    let builder = DeadLetterPublisher::<KRec>::builder(cluster.clone());
+    // rekafka's consumer as the container's consumer (`ListenerConsumerRecord`s), manually
+    // assigned, committing in `group`.
+    let consumer = Consumer::new(
+        cluster.clone(),
+        ConsumerConfig::new()
+            .with_group_id(&group)
+            .with_auto_offset_reset(OffsetReset::Earliest)
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_fetch_max_wait(Duration::from_millis(50)),
+    )
+    .unwrap();
+    consumer
+        .assign((0..PARTITIONS).map(|p| {
+            (
+                rekafka::consumer::TopicPartition::new(src, p),
+                StartOffset::Committed,
+            )
+        }))
+        .unwrap();
+    let builder = DeadLetterPublisher::<Rec>::builder(cluster.clone());
     let recovered = Arc::new(Mutex::new((0usize, None::<Duration>)));
     let start = Instant::now();
     let eh = DefaultErrorHandler::new()
         .back_off(FixedBackOff::no_retries())
         .retry_listener(LastRecovered(recovered.clone(), start));
-    let handle = if baseline {
-        ListenerContainer::builder(consumer)
-            .record_handler(|_r: KRec| async { Ok::<(), HandlerError>(()) })
-            .poll_timeout(Duration::from_millis(100))
+    let container = ListenerContainer::builder(consumer).poll_timeout(Duration::from_millis(100));
+    let fail = |_r: Rec| async { Err::<(), HandlerError>(Box::new(Poison)) };
+    let handle = match mode {
+        Mode::Baseline => container
+            .record_handler(|_r: Rec| async { Ok::<(), HandlerError>(()) })
             .start()
-            .unwrap()
-    } else if pipelined {
-        let (dlt, gate) = builder.build_pipelined(consumer).await.unwrap();
-        ListenerContainer::builder(gate)
-            .record_handler(|_r: KRec| async { Err::<(), HandlerError>(Box::new(Poison)) })
-            .error_handler(eh.recoverer(dlt))
-            .poll_timeout(Duration::from_millis(100))
+            .unwrap(),
+        Mode::NoopRecoverer => container
+            .record_handler(fail)
+            .error_handler(
+                eh.recoverer(rekafka::listener::RecovererFn(|_r: Rec, _e| async {
+                    Ok::<(), HandlerError>(())
+                })),
+            )
             .start()
-            .unwrap()
-    } else {
-        let dlt = builder.build().await.unwrap();
-        ListenerContainer::builder(consumer)
-            .record_handler(|_r: KRec| async { Err::<(), HandlerError>(Box::new(Poison)) })
-            .error_handler(eh.recoverer(dlt))
-            .poll_timeout(Duration::from_millis(100))
-            .start()
-            .unwrap()
+            .unwrap(),
+        Mode::DeadLetters(wait) => {
+            let dlt = builder.wait(wait).build().await.unwrap();
+            container
+                .record_handler(fail)
+                .error_handler(eh.recoverer(dlt))
+                .start()
+                .unwrap()
+        }
     };
     let probe = KConsumer::new(cluster.clone(), &group, src, PARTITIONS);
     let tps: Vec<_> = (0..PARTITIONS)
@@ -126,46 +168,77 @@ async fn flood(cluster: &Cluster, src: &str, pipelined: bool, baseline: bool) ->
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = start.elapsed();
-    let rate = N as f64 / elapsed.as_secs_f64();
-    if let (n, Some(last)) = *recovered.lock().unwrap() {
-        println!(
-            "  {n} recoveries returned after {last:?}; everything committed after {elapsed:?}"
-        );
-    }
+    let first = FIRST_FAILURE.lock().unwrap().take();
     handle.stop().await;
     let _ = probe.consumer.close().await;
-    rate
+    Flood {
+        from_start: N as f64 / elapsed.as_secs_f64(),
+        from_first: first.map(|f| N as f64 / (elapsed - f).as_secs_f64()),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --ignored --nocapture (release)"]
 async fn poison_flood_to_dlt_vs_plain_produce() {
+    let rounds: usize = std::env::var("DLT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let cluster = Cluster::connect(ClusterConfig::new([bootstrap()]))
         .await
         .unwrap();
-    // Warm up (topic creation, metadata), then measure on a fresh topic.
+    // Warm up (connections, metadata).
     let _ = produce_rate(&cluster, &unique("bench-warm")).await;
-    let plain = produce_rate(&cluster, &unique("bench-plain")).await;
-    let src = unique("bench-base");
-    let _ = produce_rate(&cluster, &src).await;
-    let base = flood(&cluster, &src, false, true).await;
-    println!(
-        "baseline: the container consuming the same records without failures: {base:.0} rec/s"
-    );
-    for pipelined in [true, false] {
+    let (mut plain, mut dlt_first, mut dlt_start) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let p = produce_rate(&cluster, &unique("bench-plain")).await;
         let src = unique("bench-src");
         let _ = produce_rate(&cluster, &src).await;
-        let rate = flood(&cluster, &src, pipelined, false).await;
-        let written = dlt_end(&cluster, &format!("{src}-dlt")).await;
+        let f = flood(&cluster, &src, Mode::DeadLetters(PublishWait::PerPoll)).await;
+        let first = f.from_first.unwrap_or(f.from_start);
         println!(
-            "plain produce: {plain:.0} rec/s; poison -> DLT ({}): {rate:.0} rec/s ({:.0}% of \
-             plain); {written} dead letters (ListOffsets)",
-            if pipelined {
-                "pipelined"
-            } else {
-                "per-record ack"
-            },
-            100.0 * rate / plain
+            "round {round}: plain produce {p:.0} rec/s; poison -> DLT {first:.0} rec/s from the \
+             first failure ({:.0}% of plain), {:.0} rec/s from the container's start",
+            100.0 * first / p,
+            f.from_start
+        );
+        plain.push(p);
+        dlt_first.push(first);
+        dlt_start.push(f.from_start);
+    }
+    let (p, d, ds) = (median(plain), median(dlt_first), median(dlt_start));
+    println!(
+        "median of {rounds}: plain produce {p:.0} rec/s; poison -> DLT (PublishWait::PerPoll) \
+         {d:.0} rec/s from the first failure = {:.0}% of plain ({ds:.0} rec/s = {:.0}% from the \
+         container's start)",
+        100.0 * d / p,
+        100.0 * ds / p
+    );
+    for (name, mode) in [
+        ("the container without failures", Mode::Baseline),
+        (
+            "every record failing, a recoverer doing nothing",
+            Mode::NoopRecoverer,
+        ),
+        (
+            "poison -> DLT, PublishWait::PerRecord",
+            Mode::DeadLetters(PublishWait::PerRecord),
+        ),
+    ] {
+        let src = unique("bench-other");
+        let _ = produce_rate(&cluster, &src).await;
+        let f = flood(&cluster, &src, mode).await;
+        println!(
+            "{name}: {:.0} rec/s from the container's start{}",
+            f.from_start,
+            f.from_first
+                .map(|r| format!(", {r:.0} rec/s from the first failure"))
+                .unwrap_or_default()
         );
     }
     cluster.close().await;
@@ -174,8 +247,16 @@ async fn poison_flood_to_dlt_vs_plain_produce() {
 /// Counts recoveries and remembers when the last one returned.
 struct LastRecovered(Arc<Mutex<(usize, Option<Duration>)>>, Instant);
 
-impl rekafka::listener::RetryListener<KRec> for LastRecovered {
-    fn recovered(&self, _: &KRec, _: &rekafka::listener::SharedError) {
+static FIRST_FAILURE: Mutex<Option<Duration>> = Mutex::new(None);
+
+impl rekafka::listener::RetryListener<Rec> for LastRecovered {
+    fn failed_delivery(&self, _: &Rec, _: &rekafka::listener::SharedError, _: u32) {
+        let mut f = FIRST_FAILURE.lock().unwrap();
+        if f.is_none() {
+            *f = Some(self.1.elapsed());
+        }
+    }
+    fn recovered(&self, _: &Rec, _: &rekafka::listener::SharedError) {
         let mut g = self.0.lock().unwrap();
         g.0 += 1;
         g.1 = Some(self.1.elapsed());

@@ -449,9 +449,9 @@ async fn pipelined_publisher_with_the_consumer_adapter_exactly_hundred_dead_lett
             )
         }))
         .unwrap();
-    let (dlt, consumer) = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+    let dlt = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
         .group(group.clone())
-        .build_pipelined(consumer)
+        .build()
         .await
         .unwrap();
     let failed: Arc<Mutex<FailedKeys>> = Arc::default();

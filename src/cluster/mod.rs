@@ -279,6 +279,13 @@ impl Cluster {
             .clone()
     }
 
+    /// The leader of `topic`-`partition` as the cache knows it (without a request), if any.
+    pub fn known_leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.cached_leader(topic, partition)
+            .ok()
+            .map(|(leader, _)| leader)
+    }
+
     /// How many Metadata requests this cluster has sent (for tests and metrics).
     pub fn metadata_requests(&self) -> u64 {
         self.inner.metadata_requests.load(Ordering::Relaxed)

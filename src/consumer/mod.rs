@@ -332,6 +332,17 @@ impl Consumer {
             .map(|m| (m.member_id(), m.generation()))
     }
 
+    /// Whether the next [`poll`](Consumer::poll) will rejoin the group (a rebalance is under
+    /// way or the membership was lost), so it may revoke partitions: work whose offsets are
+    /// not committed yet should be finished and committed first. Always false without a
+    /// subscription.
+    pub fn rebalance_pending(&self) -> bool {
+        match &self.shared.member {
+            Some(m) if lock(&self.group).subscription.is_some() => m.needs_rejoin(),
+            _ => false,
+        }
+    }
+
     /// The partitions assigned now.
     pub fn assignment(&self) -> Vec<TopicPartition> {
         lock(&self.shared.state).parts.keys().cloned().collect()

@@ -270,6 +270,10 @@ impl ContainerConsumer for Consumer {
         !matches!(self.config().auto_commit, AutoCommit::Disabled)
     }
 
+    fn rebalance_pending(&self) -> bool {
+        Consumer::rebalance_pending(self)
+    }
+
     async fn close(&mut self) -> Result<()> {
         Consumer::close(self).await
     }

@@ -224,15 +224,50 @@ impl Classifier {
 /// (`reset_state_on_exception_change`): the leading identifier of its `Debug` output, which for
 /// derived `Debug` is the type name (`InvalidOrder`, `Wrapper(..)` gives `Wrapper`). Errors
 /// whose `Debug` output does not start with an identifier (a boxed string) are named by their
-/// whole `Debug` output.
+/// whole `Debug` output (its first 200 characters).
 pub fn error_class(error: &(dyn StdError + 'static)) -> String {
+    use std::fmt::Write as _;
+    // Formats the `Debug` output only as far as its leading identifier: an error's `Debug`
+    // may be long (it may hold the record), and the class is computed for every failure.
+    struct Ident {
+        out: String,
+        done: bool,
+    }
+    impl std::fmt::Write for Ident {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            if self.done {
+                return Err(std::fmt::Error);
+            }
+            for (i, c) in s.char_indices() {
+                if !(c.is_alphanumeric() || c == '_' || c == ':') {
+                    self.out.push_str(&s[..i]);
+                    self.done = true;
+                    return Err(std::fmt::Error);
+                }
+            }
+            self.out.push_str(s);
+            Ok(())
+        }
+    }
+    let mut ident = Ident {
+        out: String::new(),
+        done: false,
+    };
+    let _ = write!(ident, "{error:?}");
+    if !ident.out.is_empty() {
+        return ident.out;
+    }
+    // No leading identifier (a `Debug` starting with a quote, say): the `Debug` itself, cut.
     let debug = format!("{error:?}");
-    let ident: String = debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        .collect();
-    if ident.is_empty() { debug } else { ident }
+    match debug.char_indices().nth(MAX_CLASS_CHARS) {
+        Some((at, _)) => debug[..at].to_owned(),
+        None => debug,
+    }
 }
+
+/// The longest class [`error_class`] returns when the error's `Debug` has no leading
+/// identifier.
+const MAX_CLASS_CHARS: usize = 200;
 
 #[cfg(test)]
 mod tests {

@@ -102,6 +102,13 @@ pub trait ContainerConsumer: Send + 'static {
         false
     }
 
+    /// Whether the next `poll` may revoke partitions (a rebalance is pending): the container
+    /// then completes the recoveries in flight and commits before it polls, so the next owner
+    /// of a partition does not recover the same records again. Default: false.
+    fn rebalance_pending(&self) -> bool {
+        false
+    }
+
     /// Leaves the group and closes the consumer.
     fn close(&mut self) -> impl Future<Output = Result<()>> + Send;
 }

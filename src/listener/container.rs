@@ -1,6 +1,6 @@
 //! The listener container: drives a consumer, calls the handler, applies the error handler.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::classify::HandlerError;
 use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
-    RecoveryHalt, SharedError,
+    Recovery, RecoveryHalt, SharedError,
 };
 use super::tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
@@ -472,6 +472,10 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             concurrency: self.concurrency,
             txn: self.transactional,
             pending_recovery: HashMap::new(),
+            in_flight: HashMap::new(),
+            in_flight_count: 0,
+            capped: HashMap::new(),
+            recovered_ahead: HashMap::new(),
             recovered_in_txn: Vec::new(),
             sought_in_txn: HashSet::new(),
             events: self.events.clone(),
@@ -559,6 +563,13 @@ impl Drop for ContainerHandle {
     }
 }
 
+/// A recovery under way ([`Recovery::InFlight`]).
+struct InFlight<R> {
+    record: R,
+    error: SharedError,
+    done: BoxFuture<'static, std::result::Result<(), HandlerError>>,
+}
+
 struct Halted<R> {
     record: R,
     error: SharedError,
@@ -592,6 +603,17 @@ struct Runner<C: ContainerConsumer> {
     /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
     /// they come again, inside that poll's transaction.
     pending_recovery: HashMap<TopicPartition, (i64, SharedError)>,
+    /// Recoveries under way per partition, in offset order: commits of a partition stop at
+    /// its first one.
+    in_flight: HashMap<TopicPartition, VecDeque<InFlight<C::Record>>>,
+    /// The number of recoveries in `in_flight`.
+    in_flight_count: usize,
+    /// Per partition, the offset last committed in place of a higher one held back by a
+    /// recovery in flight (not committed again).
+    capped: HashMap<TopicPartition, i64>,
+    /// Records already recovered (their recovery completed) whose partition was sought back
+    /// to an earlier record whose recovery failed: skipped when they come again.
+    recovered_ahead: HashMap<TopicPartition, Vec<i64>>,
     /// Records recovered inside the open transaction: done only once it commits.
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
@@ -614,6 +636,15 @@ struct Runner<C: ContainerConsumer> {
     stop_reason: Option<StopReason>,
     /// The listener-level handler sought the current record's partition.
     sought: bool,
+}
+
+/// Recoveries in flight at most; past this many the container waits for them before polling.
+const MAX_RECOVERIES_IN_FLIGHT: usize = 10_000;
+
+/// Polls `fut` once without a waker to be called (the caller looks again later).
+fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.as_mut().poll(&mut cx)
 }
 
 fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
@@ -691,6 +722,11 @@ impl<C: ContainerConsumer> Runner<C> {
         let _ = self.events.send(event);
     }
 
+    /// Whether anybody receives events (per-record events are not built otherwise).
+    fn observed(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     fn stop_requested(&self) -> bool {
         *self.stop.borrow() || self.stop_reason.is_some()
     }
@@ -707,7 +743,19 @@ impl<C: ContainerConsumer> Runner<C> {
             self.resume_due();
             self.probe_halted().await;
             self.commit_if_due().await;
-            let timeout = self.next_timeout();
+            if self.in_flight_count > 0 && self.consumer.rebalance_pending() {
+                // Partitions may be revoked in the next poll: finish their recoveries and
+                // commit first, so the next owner does not recover the same records again.
+                self.complete_recoveries(true).await;
+                self.commit_pending().await;
+            }
+            // With recoveries in flight, only take records already fetched: when there are
+            // none, complete the recoveries and commit instead of waiting for more.
+            let timeout = if self.in_flight_count > 0 {
+                Duration::ZERO
+            } else {
+                self.next_timeout()
+            };
             let polled = tokio::select! {
                 biased;
                 changed = self.stop.changed() => {
@@ -719,7 +767,13 @@ impl<C: ContainerConsumer> Runner<C> {
                 r = self.consumer.poll(timeout) => r,
             };
             match polled {
-                Ok(records) if records.is_empty() => self.maybe_idle(),
+                Ok(records) if records.is_empty() => {
+                    if self.in_flight_count > 0 {
+                        self.complete_recoveries(true).await;
+                        self.commit_pending().await;
+                    }
+                    self.maybe_idle();
+                }
                 Ok(mut records) => {
                     if let Some(check) = &self.check {
                         for r in records.iter_mut() {
@@ -731,11 +785,17 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;
+                    if !self.recovered_ahead.is_empty() {
+                        records = self.skip_recovered_ahead(records).await;
+                    }
                     match (&self.handler, self.txn.is_some()) {
                         (Handler::Record(_), false) => self.handle_records(records).await,
                         (Handler::Batch(_), false) => self.handle_batch(records).await,
                         (_, true) => self.handle_in_transaction(records).await,
                     }
+                    // Recoveries stay in flight across polls (bounded); commits stop at them.
+                    let wait = self.in_flight_count >= MAX_RECOVERIES_IN_FLIGHT;
+                    self.complete_recoveries(wait).await;
                     if self.txn.is_none()
                         && (self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual)
                     {
@@ -754,6 +814,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
             }
         }
+        self.complete_recoveries(true).await;
         self.commit_pending().await;
         if let Err(e) = self.consumer.close().await {
             tracing::warn!(error = %e, "closing the consumer failed");
@@ -818,6 +879,17 @@ impl<C: ContainerConsumer> Runner<C> {
             self.backing_off.remove(tp);
             self.halted.remove(tp);
             self.pending.remove(tp);
+            self.recovered_ahead.remove(tp);
+            self.capped.remove(tp);
+            if let Some(lost) = self.in_flight.remove(tp) {
+                // Revoked with recoveries in flight: the next owner handles these records
+                // again (their dead letters may be written twice, none is lost).
+                self.in_flight_count = self.in_flight_count.saturating_sub(lost.len());
+                tracing::debug!(
+                    topic = %tp.0, partition = tp.1, recoveries = lost.len(),
+                    "partition revoked with recoveries in flight"
+                );
+            }
         }
         self.assignment = now;
         if added.is_empty() {
@@ -1048,10 +1120,36 @@ impl<C: ContainerConsumer> Runner<C> {
             self.pending_count = 0;
             return;
         }
-        let offsets: Vec<OffsetToCommit> = self.pending.values().cloned().collect();
+        let mut offsets: Vec<OffsetToCommit> = Vec::with_capacity(self.pending.len());
+        // Partitions whose offset is held back below a recovery in flight (kept pending).
+        let mut held: Vec<(TopicPartition, i64)> = Vec::new();
+        for o in self.pending.values() {
+            match self.in_flight_low(&o.partition) {
+                Some(low) if low < o.offset => {
+                    held.push((o.partition.clone(), low));
+                    if self.capped.get(&o.partition) != Some(&low) {
+                        offsets.push(OffsetToCommit {
+                            partition: o.partition.clone(),
+                            offset: low,
+                            metadata: String::new(),
+                        });
+                    }
+                }
+                _ => offsets.push(o.clone()),
+            }
+        }
+        if offsets.is_empty() {
+            return;
+        }
         match self.consumer.commit(offsets.clone()).await {
             Ok(()) => {
-                self.pending.clear();
+                if held.is_empty() {
+                    self.pending.clear();
+                } else {
+                    self.pending
+                        .retain(|tp, _| held.iter().any(|(h, _)| h == tp));
+                    self.capped.extend(held);
+                }
                 self.pending_count = 0;
                 self.last_commit = Instant::now();
                 self.emit(ContainerEvent::Committed(offsets));
@@ -1076,12 +1174,18 @@ impl<C: ContainerConsumer> Runner<C> {
         let Some(state) = self.tracker.state(tp) else {
             return;
         };
-        self.pending.remove(tp);
         let commit = OffsetToCommit {
             partition: tp.clone(),
             offset,
             metadata: state.encode(),
         };
+        if self.in_flight_low(tp).is_some() {
+            // An earlier record's recovery is in flight: commit with the poll's offsets, once
+            // it has completed.
+            self.pending.insert(tp.clone(), commit);
+            return;
+        }
+        self.pending.remove(tp);
         if let Err(e) = self.consumer.commit(vec![commit]).await {
             tracing::debug!(error = %e, "committing retry state failed");
         }
@@ -1310,12 +1414,14 @@ impl<C: ContainerConsumer> Runner<C> {
         for l in &self.eh.listeners {
             l.failed_delivery(record, &error, attempt);
         }
-        self.emit(ContainerEvent::FailedDelivery {
-            partition: tp.clone(),
-            offset,
-            attempt,
-            error: error.clone(),
-        });
+        if self.observed() {
+            self.emit(ContainerEvent::FailedDelivery {
+                partition: tp.clone(),
+                offset,
+                attempt,
+                error: error.clone(),
+            });
+        }
         match decision {
             Decision::Retry { delay, .. } => {
                 tracing::info!(
@@ -1351,59 +1457,217 @@ impl<C: ContainerConsumer> Runner<C> {
     ) -> Flow {
         let offset = record.offset();
         let recoverer = self.eh.recoverer.clone();
-        match recoverer.recover(record, &error).await {
-            Ok(()) => {
-                for l in &self.eh.listeners {
-                    l.recovered(record, &error);
-                }
-                self.tracker.recovered(tp, offset);
-                self.emit(ContainerEvent::Recovered {
-                    partition: tp.clone(),
-                    offset,
-                });
+        let started = if self.txn.is_none() {
+            recoverer.start_recovery(record, &error).await
+        } else {
+            recoverer
+                .recover(record, &error)
+                .await
+                .map(|()| Recovery::Done)
+        };
+        match started {
+            Ok(Recovery::Done) => {
+                self.recovered(tp, record, &error);
+                self.ack(tp, offset, AckSource::Recovered).await;
+                Flow::Continue
+            }
+            Ok(Recovery::InFlight(done)) => {
+                self.tracker.recovery_started(tp, offset);
+                self.in_flight
+                    .entry(tp.clone())
+                    .or_default()
+                    .push_back(InFlight {
+                        record: record.clone(),
+                        error,
+                        done,
+                    });
+                self.in_flight_count += 1;
+                // Committed once the recovery completes (commits stop below it until then).
                 self.ack(tp, offset, AckSource::Recovered).await;
                 Flow::Continue
             }
             Err(f) => {
-                let f: SharedError = Arc::from(f);
-                for l in &self.eh.listeners {
-                    l.recovery_failed(record, &error, &f);
-                }
-                let decision = self.tracker.recovery_failed(tp, offset);
-                let failures = self.tracker.recovery_failures(tp, offset);
-                tracing::warn!(
-                    topic = %tp.0, partition = tp.1, offset, failures, error = %f,
-                    "recovering the record failed; it will be redelivered"
-                );
-                self.emit(ContainerEvent::RecoveryFailed {
-                    partition: tp.clone(),
-                    offset,
-                    failures,
-                    error: f,
-                });
-                match decision {
-                    RecoveryFailureDecision::Halt { failures } => {
-                        if let Err(e) = self.consumer.seek(tp, offset) {
-                            tracing::warn!(error = %e, "seek back to the failed record failed");
-                        }
-                        self.backing_off.remove(tp);
-                        if !self.container_paused {
-                            self.pause_partitions(std::slice::from_ref(tp));
-                        }
-                        tracing::error!(
-                            topic = %tp.0, partition = tp.1, offset, failures,
-                            "recovery failed {failures} times; partition halted"
-                        );
-                        self.halt(tp, record.clone(), error, failures);
-                    }
-                    _ => {
-                        let interval = self.eh.recovery_retry_interval;
-                        self.retry_later(tp, offset, interval).await;
-                    }
-                }
+                self.recovery_failed(tp, record, error, Arc::from(f)).await;
                 Flow::SkipPartition
             }
         }
+    }
+
+    /// The recoverer handled `record`: listeners, tracker, event.
+    fn recovered(&mut self, tp: &TopicPartition, record: &C::Record, error: &SharedError) {
+        for l in &self.eh.listeners {
+            l.recovered(record, error);
+        }
+        self.tracker.recovered(tp, record.offset());
+        if self.observed() {
+            self.emit(ContainerEvent::Recovered {
+                partition: tp.clone(),
+                offset: record.offset(),
+            });
+        }
+    }
+
+    /// The recoverer failed (`failure`) for `record`: it is redelivered after the recovery
+    /// retry interval, or its partition halts once the cap is reached.
+    async fn recovery_failed(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+        failure: SharedError,
+    ) {
+        let offset = record.offset();
+        for l in &self.eh.listeners {
+            l.recovery_failed(record, &error, &failure);
+        }
+        let decision = self.tracker.recovery_failed(tp, offset);
+        let failures = self.tracker.recovery_failures(tp, offset);
+        tracing::warn!(
+            topic = %tp.0, partition = tp.1, offset, failures, error = %failure,
+            "recovering the record failed; it will be redelivered"
+        );
+        self.emit(ContainerEvent::RecoveryFailed {
+            partition: tp.clone(),
+            offset,
+            failures,
+            error: failure,
+        });
+        match decision {
+            RecoveryFailureDecision::Halt { failures } => {
+                if let Err(e) = self.consumer.seek(tp, offset) {
+                    tracing::warn!(error = %e, "seek back to the failed record failed");
+                }
+                self.backing_off.remove(tp);
+                if !self.container_paused {
+                    self.pause_partitions(std::slice::from_ref(tp));
+                }
+                tracing::error!(
+                    topic = %tp.0, partition = tp.1, offset, failures,
+                    "recovery failed {failures} times; partition halted"
+                );
+                self.halt(tp, record.clone(), error, failures);
+            }
+            _ => {
+                let interval = self.eh.recovery_retry_interval;
+                self.retry_later(tp, offset, interval).await;
+            }
+        }
+    }
+
+    /// The lowest offset of `tp` whose recovery is in flight.
+    fn in_flight_low(&self, tp: &TopicPartition) -> Option<i64> {
+        self.in_flight
+            .get(tp)
+            .and_then(VecDeque::front)
+            .map(|f| f.record.offset())
+    }
+
+    /// Completes the recoveries in flight, partition by partition in offset order: all of them
+    /// (`wait`), or those already done (stopping at a partition's first unfinished one). A
+    /// recovery that failed sends its partition back to that record
+    /// ([`rewind_failed_recovery`](Self::rewind_failed_recovery)).
+    async fn complete_recoveries(&mut self, wait: bool) {
+        if self.in_flight_count == 0 {
+            return;
+        }
+        let tps: Vec<TopicPartition> = self.in_flight.keys().cloned().collect();
+        for tp in tps {
+            while let Some(front) = self.in_flight.get_mut(&tp).and_then(VecDeque::front_mut) {
+                let result = if wait {
+                    (&mut front.done).await
+                } else {
+                    match poll_now(&mut front.done) {
+                        std::task::Poll::Ready(r) => r,
+                        std::task::Poll::Pending => break,
+                    }
+                };
+                let Some(done) = self.in_flight.get_mut(&tp).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                self.in_flight_count = self.in_flight_count.saturating_sub(1);
+                match result {
+                    Ok(()) => self.recovered(&tp, &done.record, &done.error),
+                    Err(f) => {
+                        self.rewind_failed_recovery(&tp, done, Arc::from(f)).await;
+                        break;
+                    }
+                }
+            }
+            if self.in_flight.get(&tp).is_none_or(VecDeque::is_empty) {
+                self.in_flight.remove(&tp);
+                self.capped.remove(&tp);
+            }
+        }
+    }
+
+    /// The recovery of `failed` did not complete: a recovery failure. Nothing of its partition
+    /// past it may be committed, so the partition goes back to it; the partition's later
+    /// recoveries are waited for, and those that completed are remembered so their records are
+    /// not recovered twice when they come again.
+    async fn rewind_failed_recovery(
+        &mut self,
+        tp: &TopicPartition,
+        failed: InFlight<C::Record>,
+        failure: SharedError,
+    ) {
+        let rest = self.in_flight.remove(tp).unwrap_or_default();
+        self.in_flight_count = self.in_flight_count.saturating_sub(rest.len());
+        for later in rest {
+            let offset = later.record.offset();
+            match later.done.await {
+                Ok(()) => {
+                    self.recovered(tp, &later.record, &later.error);
+                    self.recovered_ahead
+                        .entry(tp.clone())
+                        .or_default()
+                        .push(offset);
+                }
+                Err(f) => tracing::debug!(
+                    topic = %tp.0, partition = tp.1, offset, error = %f,
+                    "recovery failed after an earlier one of its partition; redelivered"
+                ),
+            }
+        }
+        self.capped.remove(tp);
+        self.pending.remove(tp);
+        self.recovery_failed(tp, &failed.record, failed.error, failure)
+            .await;
+    }
+
+    /// Drops (and acknowledges) records whose recovery completed before their partition was
+    /// sought back to an earlier record.
+    async fn skip_recovered_ahead(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
+        let mut keep = Vec::with_capacity(records.len());
+        let mut skipped: Vec<(TopicPartition, i64)> = Vec::new();
+        for r in records {
+            let tp = tp_of(&r);
+            let Some(ahead) = self.recovered_ahead.get_mut(&tp) else {
+                keep.push(r);
+                continue;
+            };
+            // Offsets passed over (the partition was sought elsewhere) are forgotten.
+            ahead.retain(|o| *o >= r.offset());
+            let hit = ahead.first() == Some(&r.offset());
+            if hit {
+                ahead.remove(0);
+            }
+            if ahead.is_empty() {
+                self.recovered_ahead.remove(&tp);
+            }
+            if hit {
+                skipped.push((tp, r.offset()));
+            } else {
+                keep.push(r);
+            }
+        }
+        for (tp, offset) in skipped {
+            tracing::debug!(
+                topic = %tp.0, partition = tp.1, offset,
+                "already recovered; skipped"
+            );
+            self.ack(&tp, offset, AckSource::Recovered).await;
+        }
+        keep
     }
 
     // ---- batch handling ----
@@ -2079,12 +2343,14 @@ impl<C: ContainerConsumer> Runner<C> {
         for l in &self.eh.listeners {
             notify(l.as_ref(), attempt, &error);
         }
-        self.emit(ContainerEvent::FailedDelivery {
-            partition: tp.clone(),
-            offset,
-            attempt,
-            error: error.clone(),
-        });
+        if self.observed() {
+            self.emit(ContainerEvent::FailedDelivery {
+                partition: tp.clone(),
+                offset,
+                attempt,
+                error: error.clone(),
+            });
+        }
         match decision {
             Decision::Retry { delay, .. } => {
                 if !delay.is_zero() {

@@ -189,22 +189,54 @@ pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-fn exception_triple(e: &(dyn StdError + 'static)) -> (String, String, String, String) {
+/// The exception headers' values: class, cause class, message, chain (each level formatted
+/// once).
+fn exception_triple(e: &(dyn StdError + 'static)) -> (Bytes, Bytes, Bytes, Bytes) {
     let class = fqcn(e);
     let message = e.to_string();
+    let mut chain = String::with_capacity(class.len() + message.len() + 2);
+    chain.push_str(&class);
+    chain.push_str(": ");
+    chain.push_str(&message);
     let (cause_class, message) = match e.source() {
         Some(cause) => {
+            let cause_class = fqcn(cause);
             let cm = cause.to_string();
+            chain.push_str("\nCaused by: ");
+            chain.push_str(&cause_class);
+            chain.push_str(": ");
+            chain.push_str(&cm);
+            let mut current = cause.source();
+            let mut depth = 2;
+            while let Some(err) = current {
+                if depth > 64 {
+                    chain.push_str("\n...");
+                    break;
+                }
+                chain.push_str("\nCaused by: ");
+                chain.push_str(&fqcn(err));
+                chain.push_str(": ");
+                chain.push_str(&err.to_string());
+                current = err.source();
+                depth += 1;
+            }
             let full = if cm != message && !message.contains(&cm) {
                 format!("{message}; {cm}")
             } else {
                 message
             };
-            (fqcn(cause), full)
+            (Bytes::from(cause_class), full)
         }
-        None => (class.clone(), message),
+        None => (Bytes::new(), message),
     };
-    (class, cause_class, message, error_chain(e))
+    let class = Bytes::from(class);
+    // Spring names the exception itself as the cause when it has none.
+    let cause_class = if cause_class.is_empty() {
+        class.clone()
+    } else {
+        cause_class
+    };
+    (class, cause_class, Bytes::from(message), Bytes::from(chain))
 }
 
 impl DeadLetterHeaders {
@@ -228,16 +260,18 @@ impl DeadLetterHeaders {
         failed_part: Option<RecordPart>,
     ) -> Vec<Header> {
         let excluded = |name: &str| self.exclude.iter().any(|x| x == name);
-        let mut out: Vec<Header> = original
-            .iter()
-            .filter(|h| {
-                !(self.previous_exception_headers == PreviousExceptionHeaders::Strip
-                    && names::EXCEPTION_HEADERS.contains(&h.key()))
-            })
-            .filter(|h| !excluded(h.key()))
-            .cloned()
-            .collect();
-        let add = |out: &mut Vec<Header>, name: &str, value: Bytes, original: bool| {
+        let mut out: Vec<Header> = Vec::with_capacity(original.len() + 11);
+        out.extend(
+            original
+                .iter()
+                .filter(|h| {
+                    !(self.previous_exception_headers == PreviousExceptionHeaders::Strip
+                        && names::EXCEPTION_HEADERS.contains(&h.key()))
+                })
+                .filter(|h| !excluded(h.key()))
+                .cloned(),
+        );
+        let add = |out: &mut Vec<Header>, name: &'static str, value: Bytes, original: bool| {
             if excluded(name) {
                 return;
             }
@@ -247,28 +281,18 @@ impl DeadLetterHeaders {
             {
                 return;
             }
-            out.push(Header::new(name, Some(value)));
+            out.push(Header::from_static(name, Some(value)));
         };
         let (class, cause, message, chain) = exception_triple(error);
         if failed_part == Some(RecordPart::Key) {
-            add(&mut out, names::KEY_EXCEPTION_FQCN, class.into(), false);
-            add(
-                &mut out,
-                names::KEY_EXCEPTION_MESSAGE,
-                message.into(),
-                false,
-            );
-            add(
-                &mut out,
-                names::KEY_EXCEPTION_STACKTRACE,
-                chain.into(),
-                false,
-            );
+            add(&mut out, names::KEY_EXCEPTION_FQCN, class, false);
+            add(&mut out, names::KEY_EXCEPTION_MESSAGE, message, false);
+            add(&mut out, names::KEY_EXCEPTION_STACKTRACE, chain, false);
         } else {
-            add(&mut out, names::EXCEPTION_FQCN, class.into(), false);
-            add(&mut out, names::EXCEPTION_CAUSE_FQCN, cause.into(), false);
-            add(&mut out, names::EXCEPTION_MESSAGE, message.into(), false);
-            add(&mut out, names::EXCEPTION_STACKTRACE, chain.into(), false);
+            add(&mut out, names::EXCEPTION_FQCN, class, false);
+            add(&mut out, names::EXCEPTION_CAUSE_FQCN, cause, false);
+            add(&mut out, names::EXCEPTION_MESSAGE, message, false);
+            add(&mut out, names::EXCEPTION_STACKTRACE, chain, false);
         }
         let p = provenance;
         add(

@@ -13,12 +13,17 @@
 //!   are the bytes that failed to deserialize), the original headers, plus Spring's
 //!   provenance and exception headers ([`DeadLetterHeaders`]). The timestamp is left to the
 //!   producer, as Spring does.
-//! * **delivery:** through its own idempotent [`Producer`]; `recover` waits for the broker's
-//!   acknowledgement, up to the [send timeout](SendTimeout). A failed or timed-out publication
-//!   is an `Err` — a *recovery failure*: the container redelivers the record and caps the
-//!   failures; the record is never skipped. When a publication timed out and its delivery is
-//!   still pending, the next recovery of the same record waits for that delivery instead of
-//!   sending a second copy, so a slow broker does not produce duplicate dead letters.
+//! * **delivery:** through its own idempotent [`Producer`] (lz4, large batches: see
+//!   [`default_producer_config`]). By default ([`PublishWait::PerPoll`]) the listener container
+//!   does not wait for each dead letter: a publishing task builds and sends it while the
+//!   container goes on, and the container never commits past a record whose dead letter is not
+//!   acknowledged yet. With [`PublishWait::PerRecord`] (Spring's behaviour) each recovery waits
+//!   for its acknowledgement. Either way every wait is bounded by the
+//!   [send timeout](SendTimeout), and a failed or timed-out publication is a *recovery
+//!   failure*: the container redelivers the record and caps the failures; the record is never
+//!   skipped. When a publication timed out and its delivery is still pending, the next
+//!   recovery of the same record waits for that delivery instead of sending a second copy, so
+//!   a slow broker does not produce duplicate dead letters.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -42,20 +47,22 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 
 use super::classify::{DeserializationFailed, HandlerError, RecordPart};
-use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
+use super::consumer::ListenerRecord;
 use super::dead_letter::{DeadLetterHeaders, Provenance};
-use super::handler::{BoxFuture, Recoverer, SharedError};
-use super::tracker::TopicPartition;
+use super::handler::{BoxFuture, Recoverer, Recovery, SharedError};
 use crate::cluster::Cluster;
 use crate::producer::{
     DeliveryFuture, Idempotence, ProduceError, Producer, ProducerConfig, Record, RecordMetadata,
 };
+use crate::protocol::record::Compression;
 use crate::{Error, ErrorKind};
 
 /// How the default destination topic is named.
@@ -145,6 +152,29 @@ pub enum PublisherConnections {
     Shared,
 }
 
+/// When the listener container waits for the broker's acknowledgement of a dead letter.
+///
+/// Either way nothing is committed past a record whose dead letter is not acknowledged, and a
+/// failed publication is a recovery failure (the record is redelivered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PublishWait {
+    /// The dead letter is sent and the container goes on with the next records; it waits for
+    /// the acknowledgements of all dead letters sent while handling a poll's records before it
+    /// commits that poll's offsets and polls again
+    /// ([`Recovery::InFlight`]). Consecutive dead letters travel
+    /// in one produce request instead of one round trip each. When one fails, its partition is
+    /// sought back to that record; records after it whose dead letters were acknowledged are
+    /// not dead-lettered again when they come back, the others may be handled again
+    /// (at-least-once, as after any redelivery).
+    #[default]
+    PerPoll,
+    /// Every recovery waits for its dead letter's acknowledgement before the next record is
+    /// handled (Spring's `DeadLetterPublishingRecoverer`): one produce round trip per failed
+    /// record.
+    PerRecord,
+}
+
 /// How long `recover` waits for the broker's acknowledgement of a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -208,6 +238,8 @@ pub enum DeadLetterError {
 
 type Resolver<R> = Arc<dyn Fn(&R, &SharedError) -> Option<Destination> + Send + Sync>;
 
+/// Default destination names cached, at most this many source topics.
+const MAX_CACHED_TOPIC_NAMES: usize = 64;
 /// Pending deliveries kept after a timeout, at most this many.
 const MAX_PENDING: usize = 1024;
 /// A destination topic's partitions are re-read from the cluster at most this often when a
@@ -291,14 +323,33 @@ impl Sender {
     /// Publishes `record` for the source record (`topic`, `partition`, `offset`) and waits for
     /// its acknowledgement.
     pub(crate) async fn publish(
-        &self,
+        self: &Arc<Self>,
         source: (&str, i32, i64),
         record: Record,
     ) -> Result<RecordMetadata, DeadLetterError> {
+        self.start(source, record).await?.await
+    }
+
+    /// Sends `record` for the source record (`topic`, `partition`, `offset`) — or, when an
+    /// earlier publication for it timed out and is still pending, takes that delivery instead
+    /// of sending a second copy — and returns the wait for its acknowledgement (up to the send
+    /// timeout, counted from now).
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        source: (&str, i32, i64),
+        record: Record,
+    ) -> Result<
+        impl Future<Output = Result<RecordMetadata, DeadLetterError>> + Send + 'static,
+        DeadLetterError,
+    > {
         let (topic, partition, offset) = source;
         let destination: Arc<str> = record.topic.clone();
-        let key: PendingKey = (Arc::from(topic), partition, offset, destination.clone());
-        let earlier = lock(&self.pending).remove(&key);
+        let earlier = if lock(&self.pending).is_empty() {
+            None
+        } else {
+            let key: PendingKey = (Arc::from(topic), partition, offset, destination.clone());
+            lock(&self.pending).remove(&key)
+        };
         let delivery = match earlier {
             // A publication that timed out earlier: if it has failed, send again; else wait
             // for it rather than sending a duplicate.
@@ -315,33 +366,49 @@ impl Sender {
                     error,
                 })?,
         };
-        let mut delivery = delivery;
-        match tokio::time::timeout(self.timeout, &mut delivery).await {
-            Ok(Ok(meta)) => Ok(meta),
-            Ok(Err(error)) => Err(DeadLetterError::Send {
-                destination: destination.to_string(),
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                error,
-            }),
-            Err(_) => {
-                let mut pending = lock(&self.pending);
-                if pending.len() >= MAX_PENDING {
-                    pending.retain(|_, d| d.try_result().is_none());
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let this = self.clone();
+        let topic: Arc<str> = Arc::from(topic);
+        Ok(async move {
+            let mut delivery = delivery;
+            // Usually acknowledged by the time anyone waits: no timer then.
+            let outcome = match delivery.try_result() {
+                Some(done) => Ok(done),
+                None => {
+                    // Waiting starts now: do not let the dead letter linger.
+                    this.producer.send_buffered();
+                    tokio::time::timeout_at(deadline, &mut delivery).await
                 }
-                if pending.len() < MAX_PENDING {
-                    pending.insert(key, delivery);
-                }
-                Err(DeadLetterError::Timeout {
+            };
+            match outcome {
+                Ok(Ok(meta)) => Ok(meta),
+                Ok(Err(error)) => Err(DeadLetterError::Send {
                     destination: destination.to_string(),
-                    topic: topic.to_owned(),
+                    topic: topic.to_string(),
                     partition,
                     offset,
-                    timeout: self.timeout,
-                })
+                    error,
+                }),
+                Err(_) => {
+                    let mut pending = lock(&this.pending);
+                    if pending.len() >= MAX_PENDING {
+                        pending.retain(|_, d| d.try_result().is_none());
+                    }
+                    if pending.len() < MAX_PENDING {
+                        let key: PendingKey =
+                            (topic.clone(), partition, offset, destination.clone());
+                        pending.insert(key, delivery);
+                    }
+                    Err(DeadLetterError::Timeout {
+                        destination: destination.to_string(),
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                        timeout: this.timeout,
+                    })
+                }
             }
-        }
+        })
     }
 
     pub(crate) async fn close(&self) {
@@ -383,8 +450,50 @@ pub struct DeadLetterPublisher<R> {
     missing: MissingDestination,
     headers: DeadLetterHeaders,
     group: Option<String>,
-    /// Set when built with [`DeadLetterPublisherBuilder::build_pipelined`].
-    pipeline: Option<Arc<PendingLetters>>,
+    wait: PublishWait,
+    /// Source topic → default destination topic.
+    topic_names: Mutex<Vec<(Arc<str>, Arc<str>)>>,
+    /// [`PublishWait::PerPoll`]: the publishing task's queue (see [`Job`]).
+    queue: Option<mpsc::Sender<Job<R>>>,
+}
+
+/// A dead letter to build and send on the publishing task, and where its acknowledgement's
+/// wait goes (`None`: no destination, skipped).
+type Job<R> = (
+    R,
+    SharedError,
+    oneshot::Sender<Result<Option<AckWait>, DeadLetterError>>,
+);
+
+/// The wait for a dead letter's acknowledgement.
+type AckWait = BoxFuture<'static, Result<RecordMetadata, DeadLetterError>>;
+
+/// Dead letters queued for the publishing task at most (then `start_recovery` waits).
+const MAX_QUEUED_DEAD_LETTERS: usize = 4096;
+
+/// The publishing task of a [`PublishWait::PerPoll`] publisher: builds and sends the dead
+/// letters queued by `start_recovery`, in order, off the container's task. It ends when the
+/// publisher is dropped (its queue closes).
+async fn publishing_task<R: ListenerRecord>(
+    worker: DeadLetterPublisher<R>,
+    mut queue: mpsc::Receiver<Job<R>>,
+) {
+    while let Some((record, error, reply)) = queue.recv().await {
+        let started = match worker.prepare(&record, &error).await {
+            Ok(Some(out)) => {
+                let source = (record.topic(), record.partition(), record.offset());
+                worker
+                    .sender
+                    .start(source, out)
+                    .await
+                    .map(|ack| Some(Box::pin(ack) as AckWait))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        // The container may have stopped waiting (it is stopping): nothing to tell it.
+        let _ = reply.send(started);
+    }
 }
 
 impl<R> fmt::Debug for DeadLetterPublisher<R> {
@@ -397,7 +506,7 @@ impl<R> fmt::Debug for DeadLetterPublisher<R> {
             .field("group", &self.group)
             .field("timeout", &self.sender.timeout)
             .field("verification", &self.sender.verification)
-            .field("pipelined", &self.pipeline.is_some())
+            .field("wait", &self.wait)
             .finish()
     }
 }
@@ -415,7 +524,7 @@ pub struct DeadLetterPublisherBuilder<R> {
     group: Option<String>,
     timeout: SendTimeout,
     connections: PublisherConnections,
-    producer_config_set: bool,
+    wait: PublishWait,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
@@ -441,12 +550,17 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
     }
 
     /// The configuration of the publisher's own producer (idempotence is always enabled).
-    /// Default: [`ProducerConfig::default`] with `linger` 0 (each dead letter is awaited
-    /// before the next record is handled, so lingering would only add latency); for a
-    /// [pipelined](Self::build_pipelined) publisher, [`ProducerConfig::default`].
+    /// Default: [`default_producer_config`]: [`ProducerConfig::default`] with
+    /// `compression.type` lz4 and `batch.size` 1 MiB ([`DEFAULT_BATCH_SIZE`]).
+    ///
+    /// Dead letters are small records with about ten Spring headers each, whose names and
+    /// most values repeat from one letter to the next: lz4 makes them about four times
+    /// smaller on the wire and in the dead-letter topic, and brokers ingest them in a few large
+    /// requests rather than many small ones. A batch's buffer grows as records arrive, so the
+    /// large `batch.size` costs memory only under a flood. `linger` (5 ms) adds no latency to
+    /// a recovery: waiting for a dead letter sends it at once ([`Producer::send_buffered`]).
     pub fn producer_config(mut self, config: ProducerConfig) -> Self {
         self.producer_config = config;
-        self.producer_config_set = true;
         self
     }
 
@@ -508,6 +622,13 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
         self
     }
 
+    /// Whether the container waits for each dead letter before it handles the next record, or
+    /// for a poll's dead letters together. Default: [`PublishWait::PerPoll`].
+    pub fn wait(mut self, wait: PublishWait) -> Self {
+        self.wait = wait;
+        self
+    }
+
     /// Builds the publisher (and its producer, unless one was given).
     pub async fn build(self) -> crate::Result<DeadLetterPublisher<R>> {
         let mut cluster = self.cluster;
@@ -559,71 +680,55 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
             missing: self.missing,
             headers: self.headers,
             group: self.group,
-            pipeline: None,
-        })
-    }
-
-    /// Builds a *pipelined* publisher and the [`CommitGate`] that must wrap the container's
-    /// consumer: `recover` returns as soon as the dead letter is queued in the producer (so
-    /// dead letters of consecutive failed records travel together instead of one round trip
-    /// each), and the gate never commits past a record whose dead letter is not acknowledged
-    /// (it holds such commits back and completes them when the acknowledgements arrive).
-    ///
-    /// ```no_run
-    /// use rekafka::cluster::Cluster;
-    /// use rekafka::listener::{
-    ///     ContainerConsumer, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff,
-    ///     ListenerContainer,
-    /// };
-    ///
-    /// async fn start<C: ContainerConsumer>(cluster: Cluster, consumer: C) -> rekafka::Result<()> {
-    ///     let (dlt, consumer) = DeadLetterPublisher::<C::Record>::builder(cluster)
-    ///         .build_pipelined(consumer)
-    ///         .await?;
-    ///     let handle = ListenerContainer::builder(consumer)
-    ///         .record_handler(|_r: C::Record| async { Ok(()) })
-    ///         .error_handler(DefaultErrorHandler::new().back_off(FixedBackOff::no_retries()).recoverer(dlt))
-    ///         .start()?;
-    ///     # let _ = handle;
-    ///     Ok(())
-    /// }
-    /// ```
-    pub async fn build_pipelined<C>(
-        self,
-        consumer: C,
-    ) -> crate::Result<(DeadLetterPublisher<R>, CommitGate<C>)>
-    where
-        C: ContainerConsumer<Record = R>,
-    {
-        let mut this = self;
-        if !this.producer_config_set {
-            // Dead letters are not awaited one by one here: let them batch.
-            this.producer_config = ProducerConfig::default();
+            wait: self.wait,
+            topic_names: Mutex::new(Vec::new()),
+            queue: None,
         }
-        let mut publisher = this.build().await?;
-        let pending = Arc::new(PendingLetters {
-            sender: publisher.sender.clone(),
-            letters: Mutex::new(HashMap::new()),
-            count: std::sync::atomic::AtomicUsize::new(0),
-        });
-        publisher.pipeline = Some(pending.clone());
-        let gate = CommitGate {
-            inner: consumer,
-            pending,
-            held: HashMap::new(),
-            capped: HashMap::new(),
-        };
-        Ok((publisher, gate))
+        .with_publishing_task())
     }
 }
 
+/// The default configuration of a publisher's own producer (see
+/// [`DeadLetterPublisherBuilder::producer_config`]).
+pub fn default_producer_config() -> ProducerConfig {
+    ProducerConfig::default()
+        .with_compression(Compression::Lz4)
+        .with_batch_size(DEFAULT_BATCH_SIZE)
+}
+
+/// The default `batch.size` of a publisher's own producer: 1 MiB.
+pub const DEFAULT_BATCH_SIZE: usize = 1024 * 1024;
+
 impl<R: ListenerRecord> DeadLetterPublisher<R> {
+    /// For [`PublishWait::PerPoll`], starts the publishing task (on a copy of this publisher,
+    /// sharing its producer).
+    fn with_publishing_task(mut self) -> Self {
+        if self.wait != PublishWait::PerPoll {
+            return self;
+        }
+        let worker = DeadLetterPublisher {
+            sender: self.sender.clone(),
+            naming: self.naming,
+            resolver: self.resolver.clone(),
+            missing: self.missing,
+            headers: self.headers.clone(),
+            group: self.group.clone(),
+            wait: self.wait,
+            topic_names: Mutex::new(Vec::new()),
+            queue: None,
+        };
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_DEAD_LETTERS);
+        tokio::spawn(publishing_task(worker, rx));
+        self.queue = Some(tx);
+        self
+    }
+
     /// A builder publishing through `cluster`.
     pub fn builder(cluster: Cluster) -> DeadLetterPublisherBuilder<R> {
         DeadLetterPublisherBuilder {
             cluster,
             producer: None,
-            producer_config: ProducerConfig::default().with_linger(Duration::ZERO),
+            producer_config: default_producer_config(),
             naming: DltNaming::default(),
             resolver: None,
             missing: MissingDestination::default(),
@@ -632,7 +737,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             group: None,
             timeout: SendTimeout::default(),
             connections: PublisherConnections::default(),
-            producer_config_set: false,
+            wait: PublishWait::default(),
         }
     }
 
@@ -656,6 +761,16 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         error: &SharedError,
         destination: &Destination,
     ) -> Record {
+        self.letter(
+            record,
+            error,
+            Arc::from(destination.topic.as_str()),
+            destination.partition,
+        )
+    }
+
+    /// The dead letter of `record` for `topic`, `partition` (negative: the partitioner's).
+    fn letter(&self, record: &R, error: &SharedError, topic: Arc<str>, partition: i32) -> Record {
         let err: &(dyn StdError + 'static) = &**error;
         let failed_part = deserialization_failure(err)
             .map(|d| d.part)
@@ -676,8 +791,8 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             .headers
             .build(&record.headers(), &provenance, err, failed_part);
         Record {
-            topic: Arc::from(destination.topic.as_str()),
-            partition: (destination.partition >= 0).then_some(destination.partition),
+            topic,
+            partition: (partition >= 0).then_some(partition),
             key: record.key().cloned(),
             value: record.value().cloned(),
             headers,
@@ -685,16 +800,18 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         }
     }
 
-    /// Publishes the dead letter of `record` and waits for its acknowledgement. `Ok(None)`
-    /// when there is no destination and [`MissingDestination::Skip`] is set, and for a
-    /// [pipelined](DeadLetterPublisherBuilder::build_pipelined) publisher (which only queues
-    /// the dead letter; its [`CommitGate`] waits for the acknowledgement).
-    pub async fn publish(
+    /// The dead letter of `record` ready to send (partition verified), or `None` when there is
+    /// no destination and [`MissingDestination::Skip`] is set.
+    async fn prepare(
         &self,
         record: &R,
         error: &SharedError,
-    ) -> Result<Option<RecordMetadata>, DeadLetterError> {
-        let Some(destination) = self.destination(record, error) else {
+    ) -> Result<Option<Record>, DeadLetterError> {
+        let destination = match &self.resolver {
+            None => Some((self.default_topic(record.topic()), record.partition())),
+            Some(resolve) => resolve(record, error).map(|d| (Arc::from(d.topic), d.partition)),
+        };
+        let Some((topic, partition)) = destination else {
             return match self.missing {
                 MissingDestination::Skip => {
                     tracing::warn!(
@@ -715,28 +832,42 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
                 }),
             };
         };
-        let mut out = self.dead_letter(record, error, &destination);
+        let mut out = self.letter(record, error, topic, partition);
         out.partition = match out.partition {
-            Some(p) => self.sender.verified_partition(&destination.topic, p).await,
+            Some(p) => self.sender.verified_partition(&out.topic, p).await,
             None => None,
         };
-        if let Some(pending) = &self.pipeline {
-            pending.enqueue(record, out).await?;
-            return Ok(None);
+        Ok(Some(out))
+    }
+
+    /// The default destination topic of records of `source` (names cached).
+    fn default_topic(&self, source: &str) -> Arc<str> {
+        let mut names = lock(&self.topic_names);
+        if let Some((_, dlt)) = names.iter().find(|(s, _)| &**s == source) {
+            return dlt.clone();
         }
+        let dlt: Arc<str> = Arc::from(self.naming.dlt_topic(source));
+        if names.len() < MAX_CACHED_TOPIC_NAMES {
+            names.push((Arc::from(source), dlt.clone()));
+        }
+        dlt
+    }
+
+    /// Publishes the dead letter of `record` and waits for its acknowledgement. `Ok(None)`
+    /// when there is no destination and [`MissingDestination::Skip`] is set.
+    pub async fn publish(
+        &self,
+        record: &R,
+        error: &SharedError,
+    ) -> Result<Option<RecordMetadata>, DeadLetterError> {
+        let Some(out) = self.prepare(record, error).await? else {
+            return Ok(None);
+        };
         let meta = self
             .sender
             .publish((record.topic(), record.partition(), record.offset()), out)
             .await?;
-        tracing::debug!(
-            topic = record.topic(),
-            partition = record.partition(),
-            offset = record.offset(),
-            dlt = %meta.topic,
-            dlt_partition = meta.partition,
-            dlt_offset = meta.offset,
-            "dead letter published"
-        );
+        log_published(record, &meta);
         Ok(Some(meta))
     }
 
@@ -751,6 +882,18 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
     }
 }
 
+fn log_published<R: ListenerRecord>(record: &R, meta: &RecordMetadata) {
+    tracing::debug!(
+        topic = record.topic(),
+        partition = record.partition(),
+        offset = record.offset(),
+        dlt = %meta.topic,
+        dlt_partition = meta.partition,
+        dlt_offset = meta.offset,
+        "dead letter published"
+    );
+}
+
 impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
     fn recover<'a>(
         &'a self,
@@ -762,6 +905,56 @@ impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
                 .await
                 .map(|_| ())
                 .map_err(|e| Box::new(e) as HandlerError)
+        })
+    }
+
+    fn start_recovery<'a>(
+        &'a self,
+        record: &'a R,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<Recovery, HandlerError>> {
+        Box::pin(async move {
+            if self.wait == PublishWait::PerRecord {
+                return self
+                    .publish(record, error)
+                    .await
+                    .map(|_| Recovery::Done)
+                    .map_err(|e| Box::new(e) as HandlerError);
+            }
+            let Some(queue) = &self.queue else {
+                return self
+                    .publish(record, error)
+                    .await
+                    .map(|_| Recovery::Done)
+                    .map_err(|e| Box::new(e) as HandlerError);
+            };
+            let (reply, started) = oneshot::channel();
+            if queue
+                .send((record.clone(), error.clone(), reply))
+                .await
+                .is_err()
+            {
+                return Err(Box::new(Error::with_message(
+                    ErrorKind::Closed,
+                    "the dead-letter publishing task has stopped",
+                )) as HandlerError);
+            }
+            Ok(Recovery::InFlight(Box::pin(async move {
+                let ack = match started.await {
+                    Ok(Ok(Some(ack))) => ack,
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Err(e)) => return Err(Box::new(e) as HandlerError),
+                    Err(_) => {
+                        return Err(Box::new(Error::with_message(
+                            ErrorKind::Closed,
+                            "the dead-letter publishing task has stopped",
+                        )) as HandlerError);
+                    }
+                };
+                ack.await
+                    .map(|_| ())
+                    .map_err(|e| Box::new(e) as HandlerError)
+            })))
         })
     }
 }
@@ -779,349 +972,5 @@ impl From<DeadLetterError> for Error {
             DeadLetterError::NoDestination { .. } => ErrorKind::Config,
         };
         Error::with_message(kind, e.to_string())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pipelined publication
-
-/// Dead letters in a pipelined publisher at most; `recover` waits for the queued ones first
-/// when full (back-pressure).
-pub const MAX_PENDING_DEAD_LETTERS: usize = 10_000;
-/// How often a dead letter whose publication failed is sent again.
-const RESEND_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A queued dead letter: the source offset, the record (to send again) and its delivery.
-struct PendingLetter {
-    offset: i64,
-    record: Record,
-    delivery: Option<DeliveryFuture>,
-    last_send: Instant,
-}
-
-/// The dead letters a pipelined publisher queued and its gate has not seen acknowledged, per
-/// source partition, in offset order.
-pub(crate) struct PendingLetters {
-    sender: Arc<Sender>,
-    letters: Mutex<HashMap<TopicPartition, Vec<PendingLetter>>>,
-    count: std::sync::atomic::AtomicUsize,
-}
-
-impl PendingLetters {
-    async fn enqueue<R: ListenerRecord>(
-        &self,
-        source: &R,
-        record: Record,
-    ) -> Result<(), DeadLetterError> {
-        use std::sync::atomic::Ordering;
-        if self.count.load(Ordering::Acquire) >= MAX_PENDING_DEAD_LETTERS {
-            // Back-pressure: wait for what is queued.
-            self.settle().await;
-        }
-        let delivery = self
-            .sender
-            .producer
-            .send(record.clone())
-            .await
-            .map_err(|error| DeadLetterError::Send {
-                destination: record.topic.to_string(),
-                topic: source.topic().to_owned(),
-                partition: source.partition(),
-                offset: source.offset(),
-                error,
-            })?;
-        let tp: TopicPartition = (Arc::from(source.topic()), source.partition());
-        lock(&self.letters)
-            .entry(tp)
-            .or_default()
-            .push(PendingLetter {
-                offset: source.offset(),
-                record,
-                delivery: Some(delivery),
-                last_send: Instant::now(),
-            });
-        self.count.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// Without waiting: drops acknowledged dead letters, and sends failed ones again (at most
-    /// every [`RESEND_INTERVAL`]).
-    async fn reap(&self) {
-        use std::sync::atomic::Ordering;
-        let mut resend: Vec<(TopicPartition, i64, Record)> = Vec::new();
-        {
-            let mut letters = lock(&self.letters);
-            let mut acked = 0;
-            for (tp, list) in letters.iter_mut() {
-                list.retain_mut(
-                    |l| match l.delivery.as_ref().map(DeliveryFuture::try_result) {
-                        Some(Some(Ok(_))) => {
-                            acked += 1;
-                            false
-                        }
-                        Some(None) => true,
-                        Some(Some(Err(e))) => {
-                            tracing::warn!(
-                                topic = %tp.0, partition = tp.1, offset = l.offset,
-                                error = %e.error,
-                                "dead-letter publication failed; the commit is held back"
-                            );
-                            l.delivery = None;
-                            true
-                        }
-                        None => true,
-                    },
-                );
-                for l in list.iter_mut() {
-                    if l.delivery.is_none() && l.last_send.elapsed() >= RESEND_INTERVAL {
-                        l.last_send = Instant::now();
-                        resend.push((tp.clone(), l.offset, l.record.clone()));
-                    }
-                }
-            }
-            letters.retain(|_, l| !l.is_empty());
-            self.count.fetch_sub(acked, Ordering::AcqRel);
-        }
-        for (tp, offset, record) in resend {
-            match self.sender.producer.send(record).await {
-                Ok(d) => {
-                    if let Some(l) = lock(&self.letters)
-                        .get_mut(&tp)
-                        .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
-                    {
-                        l.delivery = Some(d);
-                    }
-                }
-                Err(e) => tracing::warn!(
-                    topic = %tp.0, partition = tp.1, offset, error = %e.error,
-                    "sending a dead letter again failed"
-                ),
-            }
-        }
-    }
-
-    /// Waits (up to the send timeout each) for every queued dead letter, sending failed ones
-    /// again once.
-    async fn settle(&self) {
-        self.sender.producer.flush().await;
-        let pending: Vec<(TopicPartition, i64)> = lock(&self.letters)
-            .iter()
-            .flat_map(|(tp, l)| l.iter().map(move |l| (tp.clone(), l.offset)))
-            .collect();
-        for (tp, offset) in pending {
-            let (record, delivery) = {
-                let mut letters = lock(&self.letters);
-                let Some(l) = letters
-                    .get_mut(&tp)
-                    .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
-                else {
-                    continue;
-                };
-                (l.record.clone(), l.delivery.take())
-            };
-            let delivery = match delivery {
-                Some(d) if !matches!(d.try_result(), Some(Err(_))) => Some(d),
-                _ => self.sender.producer.send(record).await.ok(),
-            };
-            let Some(mut delivery) = delivery else {
-                continue;
-            };
-            // The outcome is read by `reap` below through the delivery itself.
-            let _ = tokio::time::timeout(self.sender.timeout, &mut delivery).await;
-            if let Some(l) = lock(&self.letters)
-                .get_mut(&tp)
-                .and_then(|list| list.iter_mut().find(|l| l.offset == offset))
-            {
-                l.delivery = Some(delivery);
-            }
-        }
-        self.reap().await;
-    }
-
-    /// The lowest source offset of a dead letter of `tp` not yet acknowledged.
-    fn lowest_unacked(&self, tp: &TopicPartition) -> Option<i64> {
-        lock(&self.letters)
-            .get(tp)
-            .and_then(|l| l.iter().map(|l| l.offset).min())
-    }
-
-    fn is_empty(&self) -> bool {
-        lock(&self.letters).values().all(Vec::is_empty)
-    }
-}
-
-/// Wraps the container's consumer for a [pipelined](DeadLetterPublisherBuilder::build_pipelined)
-/// [`DeadLetterPublisher`] and never commits a partition past a record whose dead letter is not
-/// acknowledged yet.
-///
-/// Commits do not wait: a commit is capped at the lowest offset of its partition whose dead
-/// letter is still in flight, and the full offset is *held back* and committed by the gate from
-/// a later `poll` as soon as those dead letters are acknowledged. A dead letter whose
-/// publication failed is sent again every second (a WARN each time) and holds the commit back
-/// until it goes through, so a failed record is never lost; if the process stops first, the
-/// records from the held-back offset on are redelivered, and some of their dead letters may be
-/// written twice. `close` waits for the queued dead letters (up to the send timeout each)
-/// before committing what it can.
-///
-/// Not for the container's exactly-once mode: there the transaction commits the offsets, which
-/// the gate does not see; use [`TransactionalDeadLetters`](super::TransactionalDeadLetters)
-/// (dead letters inside the transaction) instead. A commit held back loses its metadata (the
-/// retry state of a record being retried), so after a restart from a held-back offset the
-/// attempt count starts again.
-pub struct CommitGate<C> {
-    inner: C,
-    pending: Arc<PendingLetters>,
-    /// Offsets held back per partition: the full offset the container asked to commit.
-    held: HashMap<TopicPartition, OffsetToCommit>,
-    /// The last capped offset committed per partition (a repeat is not sent again).
-    capped: HashMap<TopicPartition, i64>,
-}
-
-impl<C> fmt::Debug for CommitGate<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CommitGate")
-            .field("held", &self.held.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C: ContainerConsumer> CommitGate<C> {
-    /// The wrapped consumer.
-    pub fn get_ref(&self) -> &C {
-        &self.inner
-    }
-
-    /// `offsets` capped below dead letters in flight (the full ones remembered as held back).
-    fn cap(&mut self, offsets: Vec<OffsetToCommit>) -> Vec<OffsetToCommit> {
-        let mut out = Vec::with_capacity(offsets.len());
-        for o in offsets {
-            match self.pending.lowest_unacked(&o.partition) {
-                Some(low) if low < o.offset => {
-                    // Committing the same capped offset again would only cost a round trip.
-                    if self.capped.insert(o.partition.clone(), low) != Some(low) {
-                        out.push(OffsetToCommit {
-                            partition: o.partition.clone(),
-                            offset: low,
-                            metadata: String::new(),
-                        });
-                    }
-                    self.held.insert(o.partition.clone(), o);
-                }
-                _ => {
-                    self.held.remove(&o.partition);
-                    self.capped.remove(&o.partition);
-                    out.push(o);
-                }
-            }
-        }
-        out
-    }
-
-    /// Commits held-back offsets whose dead letters are acknowledged by now.
-    async fn commit_released(&mut self) -> crate::Result<()> {
-        if self.held.is_empty() {
-            return Ok(());
-        }
-        self.pending.reap().await;
-        let ready: Vec<OffsetToCommit> = self
-            .held
-            .values()
-            .filter(|o| {
-                self.pending
-                    .lowest_unacked(&o.partition)
-                    .is_none_or(|low| low >= o.offset)
-            })
-            .cloned()
-            .collect();
-        if ready.is_empty() {
-            return Ok(());
-        }
-        for o in &ready {
-            self.held.remove(&o.partition);
-            self.capped.remove(&o.partition);
-        }
-        if let Err(e) = self.inner.commit(ready.clone()).await {
-            for o in ready {
-                self.held.entry(o.partition.clone()).or_insert(o);
-            }
-            return Err(e);
-        }
-        Ok(())
-    }
-}
-
-impl<C: ContainerConsumer> ContainerConsumer for CommitGate<C> {
-    type Record = C::Record;
-
-    async fn poll(&mut self, timeout: Duration) -> crate::Result<Vec<C::Record>> {
-        if let Err(e) = self.commit_released().await {
-            tracing::debug!(error = %e, "committing held-back offsets failed");
-        }
-        // While offsets are held back, come back soon to release them.
-        let timeout = if self.held.is_empty() {
-            timeout
-        } else {
-            timeout.min(Duration::from_millis(20))
-        };
-        self.inner.poll(timeout).await
-    }
-
-    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> crate::Result<()> {
-        self.inner.seek(partition, offset)
-    }
-
-    fn pause(&mut self, partitions: &[TopicPartition]) -> crate::Result<()> {
-        self.inner.pause(partitions)
-    }
-
-    fn resume(&mut self, partitions: &[TopicPartition]) -> crate::Result<()> {
-        self.inner.resume(partitions)
-    }
-
-    fn assignment(&self) -> Vec<TopicPartition> {
-        self.inner.assignment()
-    }
-
-    async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> crate::Result<()> {
-        self.pending.reap().await;
-        let offsets = self.cap(offsets);
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        self.inner.commit(offsets).await
-    }
-
-    async fn committed(
-        &mut self,
-        partitions: &[TopicPartition],
-    ) -> crate::Result<CommittedOffsets> {
-        self.inner.committed(partitions).await
-    }
-
-    fn group_id(&self) -> Option<String> {
-        self.inner.group_id()
-    }
-
-    fn transaction_group_metadata(&self) -> Option<crate::transaction::ConsumerGroupMetadata> {
-        self.inner.transaction_group_metadata()
-    }
-
-    fn auto_commit_enabled(&self) -> bool {
-        // An auto-committing consumer would commit past unacknowledged dead letters: let the
-        // container refuse it.
-        self.inner.auto_commit_enabled()
-    }
-
-    async fn close(&mut self) -> crate::Result<()> {
-        self.pending.settle().await;
-        if let Err(e) = self.commit_released().await {
-            tracing::warn!(error = %e, "committing held-back offsets on close failed");
-        }
-        if !self.pending.is_empty() {
-            tracing::warn!(
-                "closing with unacknowledged dead letters; their records will be redelivered"
-            );
-        }
-        self.inner.close().await
     }
 }

@@ -32,6 +32,49 @@ pub trait Recoverer<R>: Send + Sync {
         record: &'a R,
         error: &'a SharedError,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
+
+    /// Starts recovering `record` and returns without waiting for the recovery to become
+    /// durable, so that the recoveries of consecutive failed records overlap (a dead-letter
+    /// publisher sends the dead letter and returns its acknowledgement as
+    /// [`Recovery::InFlight`]).
+    ///
+    /// The listener container calls this for records its record handler failed (outside the
+    /// exactly-once mode). It goes on with the next records at once, but commits nothing at or
+    /// past a record whose recovery is in flight, and waits for every recovery started during a
+    /// poll before it commits that poll's offsets and polls again. A recovery that completes
+    /// with an error is a recovery failure, as if `recover` had returned it: the partition is
+    /// sought back to the record, which is redelivered (with the records after it).
+    ///
+    /// Default: runs [`recover`](Self::recover) to completion and returns [`Recovery::Done`].
+    fn start_recovery<'a>(
+        &'a self,
+        record: &'a R,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<Recovery, HandlerError>> {
+        let recovery = self.recover(record, error);
+        Box::pin(async move { recovery.await.map(|()| Recovery::Done) })
+    }
+}
+
+/// What [`Recoverer::start_recovery`] did.
+#[non_exhaustive]
+pub enum Recovery {
+    /// The record is recovered.
+    Done,
+    /// The recovery is under way: the future completes when it is durable (`Ok`) or has failed
+    /// (`Err`, a recovery failure). It should only wait (for an acknowledgement, say): the work
+    /// itself must already be under way, and the future must complete in bounded time (a send
+    /// timeout).
+    InFlight(BoxFuture<'static, Result<(), HandlerError>>),
+}
+
+impl fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recovery::Done => f.write_str("Done"),
+            Recovery::InFlight(_) => f.write_str("InFlight(..)"),
+        }
+    }
 }
 
 /// The default recoverer: logs the record at ERROR through `tracing` (Spring's "Backoff …

@@ -43,13 +43,13 @@ pub use dead_letter::{
     error_chain,
 };
 pub use dead_letter_publisher::{
-    CommitGate, DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder, Destination,
-    DltNaming, MAX_PENDING_DEAD_LETTERS, MissingDestination, PartitionVerification,
-    PublisherConnections, SendTimeout,
+    DEFAULT_BATCH_SIZE, DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder,
+    Destination, DltNaming, MissingDestination, PartitionVerification, PublishWait,
+    PublisherConnections, SendTimeout, default_producer_config,
 };
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
-    LoggingRecoverer, Recoverer, RecovererFn, RecoveryHalt, RetryListener, SharedError,
+    LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt, RetryListener, SharedError,
 };
 pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
 pub use tracker::{

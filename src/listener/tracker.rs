@@ -165,7 +165,9 @@ impl FailedRecordTracker {
         classifier: &Classifier,
         backoff: &dyn BackOff,
     ) -> Decision {
-        let class = error_class(error);
+        // The error's class (formatted from its `Debug`) is computed only when it is compared
+        // or kept for a later comparison: not for a record recovered at its first failure.
+        let mut class: Option<String> = None;
         // (attempts so far, first failure) of the slot to (re)build, or None to keep the slot.
         let rebuild = match self.slots.get(tp) {
             None => Some((0, now_ms())),
@@ -174,7 +176,9 @@ impl FailedRecordTracker {
             Some(s) if s.execution.is_none() => Some((s.attempts, s.first_failure_ms)),
             Some(s)
                 if self.reset_state_on_exception_change
-                    && s.class.as_deref().is_some_and(|c| c != class) =>
+                    && s.class.as_deref().is_some_and(|c| {
+                        c != class.get_or_insert_with(|| error_class(error)).as_str()
+                    }) =>
             {
                 Some((0, now_ms()))
             }
@@ -203,23 +207,46 @@ impl FailedRecordTracker {
             return Decision::Recover { attempt: 1 };
         };
         slot.attempts = slot.attempts.saturating_add(1);
-        slot.class = Some(class);
         let attempt = slot.attempts;
-        if !classifier.is_retryable(error) {
-            return Decision::Recover { attempt };
-        }
-        match slot.execution.as_mut().and_then(|e| e.next_back_off()) {
-            Some(delay) => Decision::Retry { delay, attempt },
-            None => Decision::Recover { attempt },
+        let decision = if !classifier.is_retryable(error) {
+            Decision::Recover { attempt }
+        } else {
+            match slot.execution.as_mut().and_then(|e| e.next_back_off()) {
+                Some(delay) => Decision::Retry { delay, attempt },
+                None => Decision::Recover { attempt },
+            }
+        };
+        // The slot outlives this failure when the record is retried, or when a failed
+        // recovery keeps it: then the class is kept for the next comparison.
+        let kept =
+            matches!(decision, Decision::Retry { .. }) || !self.reset_state_on_recovery_failure;
+        slot.class = if kept {
+            Some(class.unwrap_or_else(|| error_class(error)))
+        } else {
+            None
+        };
+        decision
+    }
+
+    /// The recoverer succeeded for the record at `offset`: forget it (and recovery failures
+    /// counted for it or for an earlier record).
+    pub fn recovered(&mut self, tp: &TopicPartition, offset: i64) {
+        self.recovery_started(tp, offset);
+        if self
+            .recovery_failures
+            .get(tp)
+            .is_some_and(|(o, _)| *o <= offset)
+        {
+            self.recovery_failures.remove(tp);
         }
     }
 
-    /// The recoverer succeeded for the record at `offset`: forget it.
-    pub fn recovered(&mut self, tp: &TopicPartition, offset: i64) {
+    /// A recovery of the record at `offset` is under way (its outcome comes later): its
+    /// attempts are over, but recovery failures counted for it are kept until it completes.
+    pub fn recovery_started(&mut self, tp: &TopicPartition, offset: i64) {
         if self.slots.get(tp).is_some_and(|s| s.offset == offset) {
             self.slots.remove(tp);
         }
-        self.recovery_failures.remove(tp);
     }
 
     /// The recoverer failed for the record at `offset`.

@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     /// Batches created and not yet completed.
     pub(crate) outstanding: AtomicU64,
     pub(crate) flushing: AtomicUsize,
+    /// Set by [`Producer::send_buffered`]: the next collection takes every open batch.
+    pub(crate) send_now: AtomicBool,
     /// Set by the sender before it looks for open batches; a `send` that starts a batch wakes
     /// the sender only if this is set (otherwise the sender's linger timer covers it).
     pub(crate) sender_idle: AtomicBool,
@@ -277,6 +279,7 @@ impl Producer {
             idle: Notify::new(),
             outstanding: AtomicU64::new(0),
             flushing: AtomicUsize::new(0),
+            send_now: AtomicBool::new(false),
             sender_idle: AtomicBool::new(true),
             sender_wants_sealed: AtomicBool::new(true),
             closing: AtomicBool::new(false),
@@ -593,6 +596,15 @@ impl Producer {
             tokio::time::sleep(backoff.delay()).await;
             backoff.failed();
         }
+    }
+
+    /// Makes every record buffered so far ready to send now (ignoring `linger`), without
+    /// waiting for anything: the non-blocking half of [`flush`](Producer::flush). For a
+    /// caller about to wait for a delivery it knows is the last one for a while.
+    pub fn send_buffered(&self) {
+        let sh = self.shared();
+        sh.send_now.store(true, Ordering::Release);
+        sh.wake.notify_one();
     }
 
     /// Sends every buffered record now (ignoring `linger`) and waits until no record is

@@ -188,7 +188,9 @@ impl Sender {
             retrying: false,
             backoff: Backoff::new(sh.config.retry_backoff, sh.config.retry_backoff_max),
             retry_at: None,
-            leader: None,
+            // The leader as the metadata cache knows it already (else the first batch of a
+            // partition would wait for a refresh, spaced by `retry.backoff`).
+            leader: sh.cluster.known_leader(&tp.0, tp.1),
         })
     }
 
@@ -246,7 +248,8 @@ impl Sender {
         let linger = self.sh.config.linger;
         self.sh.sender_idle.store(true, Ordering::Release);
         let doom = self.sh.txn.as_ref().and_then(|l| l.doom());
-        let all = self.sh.flushing.load(Ordering::Acquire) > 0
+        let all = self.sh.send_now.swap(false, Ordering::AcqRel)
+            || self.sh.flushing.load(Ordering::Acquire) > 0
             || self.sh.closing.load(Ordering::Acquire)
             || doom.is_some();
         let mut next = None;

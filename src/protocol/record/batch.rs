@@ -876,6 +876,20 @@ impl Header {
         }
     }
 
+    /// A header whose key is a `'static` string (not copied).
+    ///
+    /// ```
+    /// use rekafka::protocol::record::Header;
+    /// let h = Header::from_static("trace-id", Some(&b"abc"[..]));
+    /// assert_eq!(h.key(), "trace-id");
+    /// ```
+    pub fn from_static(key: &'static str, value: Option<impl Into<Bytes>>) -> Header {
+        Header {
+            key: StrBytes::from_static_str(key),
+            value: value.map(Into::into),
+        }
+    }
+
     /// The key as a string.
     pub fn key(&self) -> &str {
         &self.key
