@@ -87,6 +87,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod group;
+pub(crate) mod hash;
 pub mod listener;
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -97,8 +97,13 @@ enum Mode {
 /// Rates of one flood: from the container's start, and from the first record's failure (the
 /// steady rate, without the consumer's start-up), both until every offset is committed.
 struct Flood {
+    /// From the container's start until every offset is committed.
     from_start: f64,
+    /// From the first record's failure until every offset is committed.
     from_first: Option<f64>,
+    /// From the first record's failure until the last dead letter is acknowledged (the
+    /// container has seen its acknowledgement: the last `RetryListener::recovered`).
+    acked: Option<f64>,
 }
 
 async fn flood(cluster: &Cluster, src: &str, mode: Mode) -> Flood {
@@ -122,7 +127,15 @@ async fn flood(cluster: &Cluster, src: &str, mode: Mode) -> Flood {
             )
         }))
         .unwrap();
-    let builder = DeadLetterPublisher::<Rec>::builder(cluster.clone());
+    let mut builder = DeadLetterPublisher::<Rec>::builder(cluster.clone());
+    if let Ok(v) = std::env::var("DLT_PCFG") {
+        let mut c = rekafka::listener::default_producer_config();
+        for kv in v.split(',') {
+            let (k, val) = kv.split_once('=').unwrap();
+            assert!(c.apply_property(k, val).unwrap(), "{k}");
+        }
+        builder = builder.producer_config(c);
+    }
     let recovered = Arc::new(Mutex::new((0usize, None::<Duration>)));
     let start = Instant::now();
     let eh = DefaultErrorHandler::new()
@@ -169,11 +182,16 @@ async fn flood(cluster: &Cluster, src: &str, mode: Mode) -> Flood {
     }
     let elapsed = start.elapsed();
     let first = FIRST_FAILURE.lock().unwrap().take();
+    let (recovered_count, last_recovered) = *recovered.lock().unwrap();
     handle.stop().await;
     let _ = probe.consumer.close().await;
     Flood {
         from_start: N as f64 / elapsed.as_secs_f64(),
         from_first: first.map(|f| N as f64 / (elapsed - f).as_secs_f64()),
+        acked: match (first, last_recovered) {
+            (Some(f), Some(l)) if recovered_count == N => Some(N as f64 / (l - f).as_secs_f64()),
+            _ => None,
+        },
     }
 }
 
@@ -188,34 +206,58 @@ async fn poison_flood_to_dlt_vs_plain_produce() {
     let rounds: usize = std::env::var("DLT_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(9);
     let cluster = Cluster::connect(ClusterConfig::new([bootstrap()]))
         .await
         .unwrap();
     // Warm up (connections, metadata).
     let _ = produce_rate(&cluster, &unique("bench-warm")).await;
-    let (mut plain, mut dlt_first, mut dlt_start) = (Vec::new(), Vec::new(), Vec::new());
+    if std::env::var_os("DLT_BENCH_PROFILE").is_some() {
+        // Only floods (for a profiler): sources filled first, then one flood after another.
+        let mut srcs = Vec::new();
+        for _ in 0..rounds {
+            let src = unique("bench-prof");
+            let _ = produce_rate(&cluster, &src).await;
+            srcs.push(src);
+        }
+        eprintln!("DLT_BENCH_PROFILE: floods start");
+        for src in srcs {
+            let _ = flood(&cluster, &src, Mode::DeadLetters(PublishWait::PerPoll)).await;
+        }
+        return;
+    }
+    let (mut plain, mut dlt_acked, mut dlt_first, mut dlt_start) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         let p = produce_rate(&cluster, &unique("bench-plain")).await;
         let src = unique("bench-src");
         let _ = produce_rate(&cluster, &src).await;
         let f = flood(&cluster, &src, Mode::DeadLetters(PublishWait::PerPoll)).await;
-        let first = f.from_first.unwrap_or(f.from_start);
+        let acked = f.acked.expect("every record dead-lettered");
+        let first = f.from_first.expect("records failed");
         println!(
-            "round {round}: plain produce {p:.0} rec/s; poison -> DLT {first:.0} rec/s from the \
-             first failure ({:.0}% of plain), {:.0} rec/s from the container's start",
-            100.0 * first / p,
+            "round {round}: plain produce {p:.0} rec/s; poison -> DLT {acked:.0} rec/s until the \
+             last dead letter is acknowledged ({:.0}% of plain); {first:.0} rec/s until every \
+             offset is committed; {:.0} rec/s from the container's start",
+            100.0 * acked / p,
             f.from_start
         );
         plain.push(p);
+        dlt_acked.push(acked);
         dlt_first.push(first);
         dlt_start.push(f.from_start);
     }
-    let (p, d, ds) = (median(plain), median(dlt_first), median(dlt_start));
+    let (p, a, d, ds) = (
+        median(plain),
+        median(dlt_acked),
+        median(dlt_first),
+        median(dlt_start),
+    );
     println!(
-        "median of {rounds}: plain produce {p:.0} rec/s; poison -> DLT (PublishWait::PerPoll) \
-         {d:.0} rec/s from the first failure = {:.0}% of plain ({ds:.0} rec/s = {:.0}% from the \
-         container's start)",
+        "median of {rounds}: plain produce {p:.0} rec/s; poison -> DLT (PublishWait::PerPoll): \
+         {a:.0} rec/s to the last acknowledgement = {:.0}% of plain; {d:.0} rec/s to the last \
+         commit = {:.0}%; {ds:.0} rec/s from the container's start to the last commit = {:.0}%",
+        100.0 * a / p,
         100.0 * d / p,
         100.0 * ds / p
     );

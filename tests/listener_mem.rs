@@ -946,3 +946,148 @@ async fn listener_level_handlers_handle_or_pass_on_and_may_seek() {
     handle.stop().await;
     assert_eq!(seen.lock().unwrap().clone(), vec![0, 1, 2, 6, 7]);
 }
+
+/// A recoverer whose recoveries stay in flight until the test settles them: `Ok` or `Err` per
+/// offset, from a table the test fills.
+struct InFlightRecoverer {
+    /// Offsets recovery was started for, in order.
+    started: Log<i64>,
+    /// The outcome of an offset's next recovery attempt once known (absent: in flight).
+    outcomes: Arc<Mutex<HashMap<i64, bool>>>,
+}
+
+impl rekafka::listener::Recoverer<Rec> for InFlightRecoverer {
+    fn recover<'a>(
+        &'a self,
+        record: &'a Rec,
+        error: &'a SharedError,
+    ) -> rekafka::listener::BoxFuture<'a, Result<(), HandlerError>> {
+        let started = self.start_recovery(record, error);
+        Box::pin(async move {
+            match started.await? {
+                rekafka::listener::Recovery::InFlight(done) => done.await,
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn start_recovery<'a>(
+        &'a self,
+        record: &'a Rec,
+        _error: &'a SharedError,
+    ) -> rekafka::listener::BoxFuture<'a, Result<rekafka::listener::Recovery, HandlerError>> {
+        let offset = record.offset;
+        self.started.lock().unwrap().push(offset);
+        let outcomes = self.outcomes.clone();
+        Box::pin(async move {
+            Ok(rekafka::listener::Recovery::InFlight(Box::pin(
+                async move {
+                    loop {
+                        // Each outcome is for one attempt.
+                        let outcome = outcomes.lock().unwrap().remove(&offset);
+                        if let Some(ok) = outcome {
+                            return if ok {
+                                Ok(())
+                            } else {
+                                Err::<(), HandlerError>("dead-letter topic refused it".into())
+                            };
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                },
+            )))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recoveries_in_flight_hold_commits_and_a_failed_one_rewinds_without_recovering_twice() {
+    // Partition 0: offsets 2 and 5 are poison (of 0..8); partition 1: all good.
+    let poison: HashSet<i64> = [2, 5].into();
+    let s = store(2, 8, &poison, &HashSet::new());
+    let consumer = MemConsumer::new(&s, vec![tp(0), tp(1)]);
+    let started: Log<i64> = Arc::default();
+    let outcomes: Arc<Mutex<HashMap<i64, bool>>> = Arc::default();
+    let handled: Log<(i32, i64)> = Arc::default();
+    let counts = Arc::new(Counts::default());
+    let h = handled.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: Rec| {
+            let h = h.clone();
+            async move {
+                if is_poison(&r) {
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                h.lock().unwrap().push((r.partition, r.offset));
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .recovery_retry_interval(Duration::from_millis(100))
+                .retry_listener(Counter(counts.clone()))
+                .recoverer(InFlightRecoverer {
+                    started: started.clone(),
+                    outcomes: outcomes.clone(),
+                }),
+        )
+        .start()
+        .unwrap();
+    // Both recoveries start without waiting for each other; the records after them are
+    // handled meanwhile, but partition 0 is committed no further than the first in flight.
+    wait_until(
+        || started.lock().unwrap().len() == 2,
+        "two recoveries started",
+    )
+    .await;
+    wait_until(|| handled.lock().unwrap().len() == 14, "the good records").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let st = s.lock().unwrap();
+        assert!(
+            st.committed.get(&tp(0)).is_none_or(|c| c.0 <= 2),
+            "committed past a recovery in flight: {:?}",
+            st.committed.get(&tp(0))
+        );
+        assert_eq!(st.committed.get(&tp(1)).map(|c| c.0), Some(8));
+    }
+    assert_eq!(counts.recovered.load(Ordering::SeqCst), 0);
+    // The later recovery completes; the earlier one fails: the partition goes back to 2.
+    outcomes.lock().unwrap().insert(5, true);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    outcomes.lock().unwrap().insert(2, false);
+    wait_until(
+        || counts.recovery_failed.load(Ordering::SeqCst) == 1,
+        "a recovery failure",
+    )
+    .await;
+    // Redelivered from 2: recovery starts again for 2 only (5's dead letter is written, so 5
+    // is skipped when it comes again), and this time it completes.
+    wait_until(
+        || started.lock().unwrap().len() == 3,
+        "recovery started again",
+    )
+    .await;
+    assert_eq!(started.lock().unwrap().clone(), vec![2, 5, 2]);
+    outcomes.lock().unwrap().insert(2, true);
+    wait_until(
+        || s.lock().unwrap().committed.get(&tp(0)).map(|c| c.0) == Some(8),
+        "partition 0 committed",
+    )
+    .await;
+    handle.stop().await;
+    assert_eq!(
+        started.lock().unwrap().clone(),
+        vec![2, 5, 2],
+        "5 recovered once"
+    );
+    assert_eq!(counts.recovered.load(Ordering::SeqCst), 2);
+    // The good records after 2 were handled before the failure was known and again after the
+    // rewind: at least once each, never skipped.
+    let handled = handled.lock().unwrap().clone();
+    for o in [0, 1, 3, 4, 6, 7] {
+        assert!(handled.contains(&(0, o)), "{o} never handled: {handled:?}");
+    }
+    assert_eq!(handled.iter().filter(|(p, _)| *p == 1).count(), 8);
+}

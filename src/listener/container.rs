@@ -1,6 +1,8 @@
 //! The listener container: drives a consumer, calls the handler, applies the error handler.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+
+use crate::hash::FastMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -471,21 +473,22 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             idle_interval: self.idle_interval,
             concurrency: self.concurrency,
             txn: self.transactional,
-            pending_recovery: HashMap::new(),
-            in_flight: HashMap::new(),
+            pending_recovery: FastMap::default(),
+            in_flight: FastMap::default(),
             in_flight_count: 0,
-            capped: HashMap::new(),
-            recovered_ahead: HashMap::new(),
+            capped: FastMap::default(),
+            last_capped_commit: Instant::now(),
+            recovered_ahead: FastMap::default(),
             recovered_in_txn: Vec::new(),
             sought_in_txn: HashSet::new(),
             events: self.events.clone(),
             stop: stop_rx,
             pause: pause_rx,
             tracker,
-            backing_off: HashMap::new(),
-            halted: HashMap::new(),
+            backing_off: FastMap::default(),
+            halted: FastMap::default(),
             assignment: HashSet::new(),
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             pending_count: 0,
             last_commit: Instant::now(),
             last_records: Instant::now(),
@@ -602,18 +605,21 @@ struct Runner<C: ContainerConsumer> {
     txn: Option<Transactional>,
     /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
     /// they come again, inside that poll's transaction.
-    pending_recovery: HashMap<TopicPartition, (i64, SharedError)>,
+    pending_recovery: FastMap<TopicPartition, (i64, SharedError)>,
     /// Recoveries under way per partition, in offset order: commits of a partition stop at
     /// its first one.
-    in_flight: HashMap<TopicPartition, VecDeque<InFlight<C::Record>>>,
+    in_flight: FastMap<TopicPartition, VecDeque<InFlight<C::Record>>>,
     /// The number of recoveries in `in_flight`.
     in_flight_count: usize,
     /// Per partition, the offset last committed in place of a higher one held back by a
     /// recovery in flight (not committed again).
-    capped: HashMap<TopicPartition, i64>,
+    capped: FastMap<TopicPartition, i64>,
+    /// When a capped offset was last committed.
+    last_capped_commit: Instant,
     /// Records already recovered (their recovery completed) whose partition was sought back
-    /// to an earlier record whose recovery failed: skipped when they come again.
-    recovered_ahead: HashMap<TopicPartition, Vec<i64>>,
+    /// to an earlier record whose recovery failed: skipped when they come again, until a
+    /// commit of the partition passes them.
+    recovered_ahead: FastMap<TopicPartition, Vec<i64>>,
     /// Records recovered inside the open transaction: done only once it commits.
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
@@ -622,10 +628,10 @@ struct Runner<C: ContainerConsumer> {
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
     tracker: FailedRecordTracker,
-    backing_off: HashMap<TopicPartition, Instant>,
-    halted: HashMap<TopicPartition, Halted<C::Record>>,
+    backing_off: FastMap<TopicPartition, Instant>,
+    halted: FastMap<TopicPartition, Halted<C::Record>>,
     assignment: HashSet<TopicPartition>,
-    pending: HashMap<TopicPartition, OffsetToCommit>,
+    pending: FastMap<TopicPartition, OffsetToCommit>,
     pending_count: u32,
     last_commit: Instant,
     last_records: Instant,
@@ -640,11 +646,17 @@ struct Runner<C: ContainerConsumer> {
 
 /// Recoveries in flight at most; past this many the container waits for them before polling.
 const MAX_RECOVERIES_IN_FLIGHT: usize = 10_000;
+/// While recoveries are in flight in a partition, its offset (capped below the first of them)
+/// is committed at most this often.
+const CAPPED_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Polls `fut` once without a waker to be called (the caller looks again later).
+/// Polls `fut` once without a waker to be called (the caller looks again later). Outside
+/// tokio's cooperative budget: the container's task has usually spent it handling the poll's
+/// records, and a budget-limited poll would report a completed recovery as pending.
 fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    fut.as_mut().poll(&mut cx)
+    let mut unbudgeted = tokio::task::unconstrained(fut.as_mut());
+    std::pin::Pin::new(&mut unbudgeted).poll(&mut cx)
 }
 
 fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
@@ -1121,13 +1133,19 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         }
         let mut offsets: Vec<OffsetToCommit> = Vec::with_capacity(self.pending.len());
-        // Partitions whose offset is held back below a recovery in flight (kept pending).
-        let mut held: Vec<(TopicPartition, i64)> = Vec::new();
+        // Partitions whose offset is held back below a recovery in flight (kept pending), and
+        // the capped offsets committed for some of them meanwhile: at most every
+        // `CAPPED_COMMIT_INTERVAL` (during a flood of recoveries a commit per poll would mostly
+        // repeat a barely moved offset, one round trip each).
+        let mut held: Vec<TopicPartition> = Vec::new();
+        let mut capped_now: Vec<(TopicPartition, i64)> = Vec::new();
+        let capped_due = self.last_capped_commit.elapsed() >= CAPPED_COMMIT_INTERVAL;
         for o in self.pending.values() {
             match self.in_flight_low(&o.partition) {
                 Some(low) if low < o.offset => {
-                    held.push((o.partition.clone(), low));
-                    if self.capped.get(&o.partition) != Some(&low) {
+                    held.push(o.partition.clone());
+                    if capped_due && self.capped.get(&o.partition) != Some(&low) {
+                        capped_now.push((o.partition.clone(), low));
                         offsets.push(OffsetToCommit {
                             partition: o.partition.clone(),
                             offset: low,
@@ -1143,12 +1161,24 @@ impl<C: ContainerConsumer> Runner<C> {
         }
         match self.consumer.commit(offsets.clone()).await {
             Ok(()) => {
+                if !self.recovered_ahead.is_empty() {
+                    for o in &offsets {
+                        if let Some(ahead) = self.recovered_ahead.get_mut(&o.partition) {
+                            ahead.retain(|a| *a >= o.offset);
+                            if ahead.is_empty() {
+                                self.recovered_ahead.remove(&o.partition);
+                            }
+                        }
+                    }
+                }
                 if held.is_empty() {
                     self.pending.clear();
                 } else {
-                    self.pending
-                        .retain(|tp, _| held.iter().any(|(h, _)| h == tp));
-                    self.capped.extend(held);
+                    self.pending.retain(|tp, _| held.contains(tp));
+                }
+                if !capped_now.is_empty() {
+                    self.capped.extend(capped_now);
+                    self.last_capped_commit = Instant::now();
                 }
                 self.pending_count = 0;
                 self.last_commit = Instant::now();
@@ -1617,10 +1647,10 @@ impl<C: ContainerConsumer> Runner<C> {
             match later.done.await {
                 Ok(()) => {
                     self.recovered(tp, &later.record, &later.error);
-                    self.recovered_ahead
-                        .entry(tp.clone())
-                        .or_default()
-                        .push(offset);
+                    let ahead = self.recovered_ahead.entry(tp.clone()).or_default();
+                    if let Err(at) = ahead.binary_search(&offset) {
+                        ahead.insert(at, offset);
+                    }
                 }
                 Err(f) => tracing::debug!(
                     topic = %tp.0, partition = tp.1, offset, error = %f,
@@ -1635,25 +1665,17 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// Drops (and acknowledges) records whose recovery completed before their partition was
-    /// sought back to an earlier record.
+    /// sought back to an earlier record. They are remembered until a commit passes them (the
+    /// partition may be sought back again before that).
     async fn skip_recovered_ahead(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
         let mut keep = Vec::with_capacity(records.len());
         let mut skipped: Vec<(TopicPartition, i64)> = Vec::new();
         for r in records {
             let tp = tp_of(&r);
-            let Some(ahead) = self.recovered_ahead.get_mut(&tp) else {
-                keep.push(r);
-                continue;
-            };
-            // Offsets passed over (the partition was sought elsewhere) are forgotten.
-            ahead.retain(|o| *o >= r.offset());
-            let hit = ahead.first() == Some(&r.offset());
-            if hit {
-                ahead.remove(0);
-            }
-            if ahead.is_empty() {
-                self.recovered_ahead.remove(&tp);
-            }
+            let hit = self
+                .recovered_ahead
+                .get(&tp)
+                .is_some_and(|ahead| ahead.binary_search(&r.offset()).is_ok());
             if hit {
                 skipped.push((tp, r.offset()));
             } else {

@@ -10,7 +10,7 @@
 //! * a count of consecutive *recovery* failures per partition, so a recoverer that keeps failing
 //!   (a dead-letter topic that is down) can be capped instead of looping hot.
 
-use std::collections::HashMap;
+use crate::hash::FastMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -109,8 +109,8 @@ struct Slot {
 
 /// Attempts, back-off executions and recovery failures per partition.
 pub struct FailedRecordTracker {
-    slots: HashMap<TopicPartition, Slot>,
-    recovery_failures: HashMap<TopicPartition, (i64, u32)>,
+    slots: FastMap<TopicPartition, Slot>,
+    recovery_failures: FastMap<TopicPartition, (i64, u32)>,
     /// Drop the slot when the recoverer fails, so the back-offs start again. Default: true.
     pub reset_state_on_recovery_failure: bool,
     /// Start a fresh back-off when the error's kind changes. Default: true.
@@ -131,8 +131,8 @@ impl std::fmt::Debug for FailedRecordTracker {
 impl Default for FailedRecordTracker {
     fn default() -> Self {
         FailedRecordTracker {
-            slots: HashMap::new(),
-            recovery_failures: HashMap::new(),
+            slots: FastMap::default(),
+            recovery_failures: FastMap::default(),
             reset_state_on_recovery_failure: true,
             reset_state_on_exception_change: true,
             max_recovery_failures: Some(5),

@@ -276,19 +276,26 @@ async fn serve_connection(shared: Arc<Shared>, i: usize, stream: TcpStream) {
                 Ok(Some(n)) => buf.reserve(n.saturating_sub(buf.len())),
                 _ => buf.reserve(8192),
             }
+            // `biased`, stop signals first: once `broker_down` has returned, a request that
+            // arrives is never served (an unbiased select may pick the read).
             tokio::select! {
+                biased;
+                _ = kill.changed() => return,
+                _ = shutdown.changed() => return,
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                _ = kill.changed() => return,
-                _ = shutdown.changed() => return,
             }
         };
+        if kill.has_changed().unwrap_or(true) || shutdown.has_changed().unwrap_or(true) {
+            return;
+        }
         let outcome = tokio::select! {
-            o = handlers::handle_frame(&ctx, frame) => o,
+            biased;
             _ = kill.changed() => return,
             _ = shutdown.changed() => return,
+            o = handlers::handle_frame(&ctx, frame) => o,
         };
         match outcome {
             Outcome::Respond(out) => {

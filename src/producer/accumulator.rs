@@ -1,7 +1,9 @@
 //! The record accumulator: per-partition batches that `send` appends to, and the completion
 //! slot every record of a batch shares.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::FastMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -186,35 +188,10 @@ impl TopicQueues {
     }
 }
 
-/// FNV-1a: topic names are short and trusted (they come from the application), so a fast
-/// non-keyed hash is fine and saves a SipHash per record.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
-
 /// Every topic the producer has sent to.
 #[derive(Debug, Default)]
 pub(crate) struct Accumulator {
-    topics: RwLock<HashMap<Arc<str>, Arc<TopicQueues>, FnvBuild>>,
+    topics: RwLock<FastMap<Arc<str>, Arc<TopicQueues>>>,
 }
 
 impl Accumulator {
