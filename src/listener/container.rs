@@ -739,6 +739,24 @@ impl<C: ContainerConsumer> Runner<C> {
         self.events.receiver_count() > 0
     }
 
+    /// [`ContainerEvent::FailedDelivery`], if anybody receives events.
+    fn emit_failed_delivery(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        attempt: u32,
+        error: &SharedError,
+    ) {
+        if self.observed() {
+            self.emit(ContainerEvent::FailedDelivery {
+                partition: tp.clone(),
+                offset,
+                attempt,
+                error: error.clone(),
+            });
+        }
+    }
+
     fn stop_requested(&self) -> bool {
         *self.stop.borrow() || self.stop_reason.is_some()
     }
@@ -1444,14 +1462,7 @@ impl<C: ContainerConsumer> Runner<C> {
         for l in &self.eh.listeners {
             l.failed_delivery(record, &error, attempt);
         }
-        if self.observed() {
-            self.emit(ContainerEvent::FailedDelivery {
-                partition: tp.clone(),
-                offset,
-                attempt,
-                error: error.clone(),
-            });
-        }
+        self.emit_failed_delivery(tp, offset, attempt, &error);
         match decision {
             Decision::Retry { delay, .. } => {
                 tracing::info!(
@@ -2365,14 +2376,7 @@ impl<C: ContainerConsumer> Runner<C> {
         for l in &self.eh.listeners {
             notify(l.as_ref(), attempt, &error);
         }
-        if self.observed() {
-            self.emit(ContainerEvent::FailedDelivery {
-                partition: tp.clone(),
-                offset,
-                attempt,
-                error: error.clone(),
-            });
-        }
+        self.emit_failed_delivery(&tp, offset, attempt, &error);
         match decision {
             Decision::Retry { delay, .. } => {
                 if !delay.is_zero() {

@@ -443,6 +443,10 @@ pub(crate) fn deserialization_failure<'a>(
 }
 
 /// Publishes failed records to a dead-letter topic (see the [module docs](self)).
+///
+/// With [`PublishWait::PerPoll`] (the default) it runs a publishing task, started by
+/// [`build`](DeadLetterPublisherBuilder::build) (so inside a tokio runtime), which ends when the
+/// publisher is dropped.
 pub struct DeadLetterPublisher<R> {
     pub(crate) sender: Arc<Sender>,
     naming: DltNaming,
@@ -877,6 +881,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
     }
 
     /// Flushes the producer, and closes it (and its connections) if the publisher built it.
+    /// Recoveries started afterwards fail (a recovery failure: their records are redelivered).
     pub async fn close(&self) {
         self.sender.close().await;
     }
