@@ -1,8 +1,6 @@
 //! The listener container: drives a consumer, calls the handler, applies the error handler.
 
 use std::collections::{HashSet, VecDeque};
-
-use crate::hash::FastMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +19,7 @@ use super::tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
 };
 use super::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
+use crate::hash::FastMap;
 use crate::protocol::record::Header;
 use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, KafkaCode, Result};
@@ -776,8 +775,7 @@ impl<C: ContainerConsumer> Runner<C> {
             if self.in_flight_count > 0 && self.consumer.rebalance_pending() {
                 // Partitions may be revoked in the next poll: finish their recoveries and
                 // commit first, so the next owner does not recover the same records again.
-                self.complete_recoveries(true).await;
-                self.commit_pending().await;
+                self.settle_recoveries().await;
             }
             // With recoveries in flight, only take records already fetched: when there are
             // none, complete the recoveries and commit instead of waiting for more.
@@ -799,8 +797,7 @@ impl<C: ContainerConsumer> Runner<C> {
             match polled {
                 Ok(records) if records.is_empty() => {
                     if self.in_flight_count > 0 {
-                        self.complete_recoveries(true).await;
-                        self.commit_pending().await;
+                        self.settle_recoveries().await;
                     }
                     self.maybe_idle();
                 }
@@ -844,8 +841,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
             }
         }
-        self.complete_recoveries(true).await;
-        self.commit_pending().await;
+        self.settle_recoveries().await;
         if let Err(e) = self.consumer.close().await {
             tracing::warn!(error = %e, "closing the consumer failed");
         }
@@ -1018,14 +1014,7 @@ impl<C: ContainerConsumer> Runner<C> {
             let offset = h.record.offset();
             match self.eh.recoverer.recover(&h.record, &h.error).await {
                 Ok(()) => {
-                    for l in &self.eh.listeners {
-                        l.recovered(&h.record, &h.error);
-                    }
-                    self.tracker.recovered(&tp, offset);
-                    self.emit(ContainerEvent::Recovered {
-                        partition: tp.clone(),
-                        offset,
-                    });
+                    self.recovered(&tp, &h.record, &h.error);
                     if let Err(e) = self.consumer.seek(&tp, offset + 1) {
                         tracing::warn!(error = %e, "seek after recovery failed");
                     }
@@ -1593,6 +1582,12 @@ impl<C: ContainerConsumer> Runner<C> {
                 self.retry_later(tp, offset, interval).await;
             }
         }
+    }
+
+    /// Waits for every recovery in flight, then commits what is pending.
+    async fn settle_recoveries(&mut self) {
+        self.complete_recoveries(true).await;
+        self.commit_pending().await;
     }
 
     /// The lowest offset of `tp` whose recovery is in flight.

@@ -344,11 +344,14 @@ impl Sender {
     > {
         let (topic, partition, offset) = source;
         let destination: Arc<str> = record.topic.clone();
-        let earlier = if lock(&self.pending).is_empty() {
-            None
-        } else {
-            let key: PendingKey = (Arc::from(topic), partition, offset, destination.clone());
-            lock(&self.pending).remove(&key)
+        let earlier = {
+            let mut pending = lock(&self.pending);
+            // The key is built (an allocation) only when some delivery timed out earlier.
+            if pending.is_empty() {
+                None
+            } else {
+                pending.remove(&(Arc::from(topic), partition, offset, destination.clone()))
+            }
         };
         let delivery = match earlier {
             // A publication that timed out earlier: if it has failed, send again; else wait
@@ -919,13 +922,7 @@ impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
         error: &'a SharedError,
     ) -> BoxFuture<'a, Result<Recovery, HandlerError>> {
         Box::pin(async move {
-            if self.wait == PublishWait::PerRecord {
-                return self
-                    .publish(record, error)
-                    .await
-                    .map(|_| Recovery::Done)
-                    .map_err(|e| Box::new(e) as HandlerError);
-            }
+            // No queue: `PublishWait::PerRecord` (wait for each dead letter).
             let Some(queue) = &self.queue else {
                 return self
                     .publish(record, error)
