@@ -213,7 +213,7 @@ cmd_start() {
   rm -rf "$DIR"
   mkdir -p "$DIR"
   echo "$nodes" > "$DIR/nodes"
-  [ "$ssl" = 1 ] && make_certs
+  if [ "$ssl" = 1 ]; then make_certs; fi
 
   # Listeners per node. The plaintext one is always there and carries inter-broker traffic.
   local listeners=(PLAINTEXT CONTROLLER)
@@ -267,6 +267,8 @@ cmd_start() {
       echo "auto.create.topics.enable=true"
       echo "delete.topic.enable=true"
       echo "group.initial.rebalance.delay.ms=0"
+      # Tests run groups with short session timeouts (Kafka's floor is 6 s).
+      echo "group.min.session.timeout.ms=1000"
       # Tests: quicker fault detection and clean-up than production defaults.
       echo "broker.session.timeout.ms=6000"
       echo "broker.heartbeat.interval.ms=1000"
@@ -335,7 +337,9 @@ write_env() {
       echo "export REKAFKA_TLS_CLIENT_CERT=$DIR/tls/client.pem"
       echo "export REKAFKA_TLS_CLIENT_KEY=$DIR/tls/client.pk8"
     fi
-    [ "$sasl" = 1 ] && [ "$ssl" = 1 ] && echo "export REKAFKA_SASL_SSL_BOOTSTRAP=$(bootstrap_of SASLSSL)"
+    if [ "$sasl" = 1 ] && [ "$ssl" = 1 ]; then
+      echo "export REKAFKA_SASL_SSL_BOOTSTRAP=$(bootstrap_of SASLSSL)"
+    fi
   } > "$DIR/env"
 }
 

@@ -1,14 +1,12 @@
-//! The `Client` against a real broker (Tansu): built from properties, shared by admin calls,
-//! and recovering by itself when the broker is killed and restarted under it.
+//! The `Client` against a real cluster (Apache Kafka from `scripts/kafka.sh`, or the mock in
+//! the second pass): built from properties, shared by admin calls, and recovering by itself
+//! when the broker is killed and restarted under it.
 //!
-//! Needs `REKAFKA_BOOTSTRAP`; the tests fail (they do not skip) without it:
+//! Needs `REKAFKA_BOOTSTRAP`; the tests fail (they do not skip) without it.
 //!
-//! ```text
-//! scripts/with-broker.sh cargo test --test client_broker
-//! ```
-//!
-//! `client_recovers_after_broker_restart` starts, kills and restarts its own broker through
-//! `scripts/broker.sh` (with its own pid file), so it never disturbs the shared one.
+//! `client_recovers_after_broker_restart` starts, kills and restarts a broker of its own: a
+//! one-node Kafka through `scripts/kafka.sh` (in its own cluster directory), or in the mock
+//! pass a mock cluster of its own, so it never disturbs the shared cluster.
 
 mod common;
 use common::{bootstrap, unique};
@@ -40,16 +38,10 @@ async fn from_properties_connects_and_shares_one_cluster() {
     assert_eq!(client.config().client_id, "rekafka-client-tests");
     assert_eq!(client.config().request_timeout, Duration::from_secs(10));
     assert!(!client.cluster().config().allow_auto_topic_creation);
-    // The dead first bootstrap address was skipped.
+    // The dead first bootstrap address was skipped: every broker is known.
     assert_eq!(
-        client
-            .cluster()
-            .metadata()
-            .brokers
-            .keys()
-            .copied()
-            .collect::<Vec<_>>(),
-        [111]
+        client.cluster().metadata().brokers.len(),
+        common::broker_count()
     );
     // With auto-creation off, asking for an unknown topic does not create it.
     let missing = unique("client-missing");
@@ -215,25 +207,26 @@ async fn a_bad_property_fails_build_naming_it() {
     assert!(e.to_string().contains("metadata.max.age.ms"), "{e}");
 }
 
-/// A throw-away Tansu of our own, stopped on drop.
-struct OwnBroker {
-    pidfile: PathBuf,
-    addr: String,
+/// A throw-away broker of our own: a one-node Kafka (`scripts/kafka.sh` with its own cluster
+/// directory), or a mock cluster in the mock pass. Stopped on drop.
+enum OwnBroker {
+    Kafka { dir: PathBuf, addr: String },
+    Mock(rekafka::mock::MockCluster),
 }
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn broker_script(pidfile: &PathBuf, args: &[&str]) -> String {
-    let out = std::process::Command::new(root().join("scripts/broker.sh"))
+fn kafka_script(dir: &PathBuf, args: &[&str]) -> String {
+    let out = std::process::Command::new(root().join("scripts/kafka.sh"))
         .args(args)
-        .env("TANSU_PIDFILE", pidfile)
+        .env("KAFKA_CLUSTER_DIR", dir)
         .output()
-        .unwrap_or_else(|e| panic!("running scripts/broker.sh: {e}"));
+        .unwrap_or_else(|e| panic!("running scripts/kafka.sh: {e}"));
     assert!(
         out.status.success(),
-        "scripts/broker.sh {args:?} failed: {}",
+        "scripts/kafka.sh {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -241,52 +234,77 @@ fn broker_script(pidfile: &PathBuf, args: &[&str]) -> String {
 
 impl OwnBroker {
     async fn start() -> OwnBroker {
-        let pidfile = root().join(format!("target/tansu-client-{}.pid", std::process::id()));
-        let pf = pidfile.clone();
-        let out = tokio::task::spawn_blocking(move || broker_script(&pf, &["start"]))
+        if common::test_broker() == common::TestBroker::Mock {
+            let mock = rekafka::mock::MockCluster::builder()
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("mock: {e}"));
+            return OwnBroker::Mock(mock);
+        }
+        let dir = root().join(format!("target/kafka-client-{}", std::process::id()));
+        let d = dir.clone();
+        let out = tokio::task::spawn_blocking(move || kafka_script(&d, &["start", "--nodes", "1"]))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let addr = out
             .lines()
-            .find_map(|l| l.trim().strip_prefix("export REKAFKA_BOOTSTRAP="))
-            .unwrap_or_else(|| panic!("broker.sh printed no address: {out}"))
-            .to_string();
-        OwnBroker { pidfile, addr }
-    }
-
-    /// SIGKILL: the broker dies without closing anything politely.
-    async fn kill(&self) {
-        let pid = std::fs::read_to_string(&self.pidfile)
-            .unwrap_or_else(|e| panic!("{e}"))
+            .last()
+            .unwrap_or_else(|| panic!("kafka.sh printed no address: {out}"))
             .trim()
             .to_string();
-        let status = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("kill")
-                .args(["-KILL", &pid])
-                .status()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert!(status.success());
+        OwnBroker::Kafka { dir, addr }
     }
 
-    /// Starts it again on the same port.
+    fn addr(&self) -> String {
+        match self {
+            OwnBroker::Kafka { addr, .. } => addr.clone(),
+            OwnBroker::Mock(m) => m.bootstrap(),
+        }
+    }
+
+    /// SIGKILL (Kafka): the broker dies without closing anything politely. The mock's broker
+    /// stops listening and drops every connection.
+    async fn kill(&self) {
+        match self {
+            OwnBroker::Kafka { dir, .. } => {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || kafka_script(&d, &["kill", "1"]))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            OwnBroker::Mock(m) => m
+                .broker_down(m.broker_ids()[0])
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// Starts it again: same node id, port and data.
     async fn restart(&self) {
-        let pf = self.pidfile.clone();
-        let port = self.addr.rsplit(':').next().unwrap_or_default().to_string();
-        tokio::task::spawn_blocking(move || broker_script(&pf, &["start", &port]))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        match self {
+            OwnBroker::Kafka { dir, .. } => {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || kafka_script(&d, &["restart", "1"]))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            OwnBroker::Mock(m) => m
+                .broker_up(m.broker_ids()[0])
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(root().join("scripts/broker.sh"))
-            .arg("stop")
-            .env("TANSU_PIDFILE", &self.pidfile)
-            .output();
+        if let OwnBroker::Kafka { dir, .. } = self {
+            let _ = std::process::Command::new(root().join("scripts/kafka.sh"))
+                .arg("stop")
+                .env("KAFKA_CLUSTER_DIR", &*dir)
+                .output();
+            let _ = std::fs::remove_dir_all(&*dir);
+        }
     }
 }
 
@@ -296,7 +314,7 @@ async fn client_recovers_after_broker_restart() {
     let _ = bootstrap();
     let broker = OwnBroker::start().await;
     let client = Client::builder()
-        .bootstrap_servers([broker.addr.clone()])
+        .bootstrap_servers([broker.addr()])
         .request_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(1))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
@@ -306,17 +324,18 @@ async fn client_recovers_after_broker_restart() {
         .await
         .unwrap_or_else(|e| panic!("build: {e}"));
     let admin = client.admin();
+    let before = unique("client-restart-before");
     let topic = unique("client-restart");
     let created = admin
-        .create_topics(&[NewTopic::new(&topic, 2)])
+        .create_topics(&[NewTopic::new(&before, 2)])
         .await
         .unwrap_or_else(|e| panic!("create: {e}"));
     assert!(created[0].is_ok(), "{:?}", created[0]);
 
     broker.kill().await;
     // While the broker is down, an admin call keeps retrying (it is retriable) instead of
-    // failing at once; the broker comes back (empty: memory storage) and the same call
-    // succeeds on a new connection, made by the client without being asked.
+    // failing at once; the broker comes back and the same call succeeds on a new connection,
+    // made by the client without being asked.
     let down = Instant::now();
     let call = {
         let admin = admin.clone();
@@ -339,10 +358,13 @@ async fn client_recovers_after_broker_restart() {
     eprintln!("recovered {:?} after the kill", down.elapsed());
     // Later calls work as usual.
     let described = admin
-        .describe_topics(&[&topic])
+        .describe_topics(&[&topic, &before])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let d = described[0].as_ref().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.partitions.len(), 3);
+    // What the broker had before the kill survived it.
+    let d = described[1].as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.partitions.len(), 2);
     client.close().await;
 }

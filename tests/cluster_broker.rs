@@ -1,21 +1,15 @@
-//! The cluster layer against a real broker (Tansu: one broker, node id 111, auto-created topics
-//! get 4 partitions).
+//! The cluster layer against a real cluster (Apache Kafka from `scripts/kafka.sh`: three nodes;
+//! auto-created topics get `num.partitions` = 3) and, in the second pass, the mock cluster.
 //!
-//! Needs `REKAFKA_BOOTSTRAP`; the tests fail (they do not skip) without it:
-//!
-//! ```text
-//! scripts/with-broker.sh cargo test --test cluster_broker
-//! ```
+//! Needs `REKAFKA_BOOTSTRAP`; the tests fail (they do not skip) without it.
 
 mod common;
-use common::{bootstrap, unique};
+use common::{bootstrap, broker_count, default_partitions, eventually, unique};
 
 use std::time::Duration;
 
 use rekafka::cluster::{Cluster, ClusterConfig, CoordinatorType};
 use rekafka::connection::ConnectionConfig;
-
-const NODE_ID: i32 = 111;
 
 fn config(bootstrap: Vec<String>) -> ClusterConfig {
     ClusterConfig::new(bootstrap).with_connection(
@@ -37,14 +31,16 @@ async fn connect(config: ClusterConfig) -> Cluster {
 async fn bootstrap_skips_dead_address() {
     let cluster = connect(config(vec!["127.0.0.1:1".into(), bootstrap()])).await;
     let meta = cluster.metadata();
-    assert_eq!(meta.brokers.keys().copied().collect::<Vec<_>>(), [NODE_ID]);
-    assert_eq!(meta.controller_id, Some(NODE_ID));
+    let ids: Vec<i32> = meta.brokers.keys().copied().collect();
+    assert_eq!(ids.len(), broker_count(), "{ids:?}");
+    assert!(meta.controller_id.is_some_and(|c| ids.contains(&c)), "{meta:?}");
     assert!(meta.cluster_id.is_some());
-    assert!(cluster.connection_for_broker(NODE_ID).await.is_ok());
-    assert_eq!(
-        cluster.any_connection().await.map(|b| b.broker_id()).ok(),
-        Some(NODE_ID)
-    );
+    for id in &ids {
+        let conn = cluster.connection_for_broker(*id).await;
+        assert_eq!(conn.map(|c| c.broker_id()).ok(), Some(*id));
+    }
+    let any = cluster.any_connection().await.map(|b| b.broker_id());
+    assert!(any.as_ref().is_ok_and(|id| ids.contains(id)), "{any:?}");
     cluster.close().await;
 }
 
@@ -52,21 +48,26 @@ async fn bootstrap_skips_dead_address() {
 async fn metadata_for_auto_created_topic() {
     let cluster = connect(config(vec![bootstrap()])).await;
     let topic = unique("cluster-auto");
-    let parts = match cluster.partitions(&topic).await {
-        Ok(p) => p,
-        Err(e) => panic!("partitions: {e}"),
-    };
-    assert_eq!(parts.len(), 4);
+    // The first Metadata request asks the broker to create the topic; Kafka answers
+    // UNKNOWN_TOPIC_OR_PARTITION (or LEADER_NOT_AVAILABLE) until it exists everywhere.
+    let parts = eventually("the auto-created topic", Duration::from_secs(30), || async {
+        let _ = cluster.refresh_topics(&[&topic]).await;
+        let parts = cluster.partitions(&topic).await.ok()?;
+        parts.iter().all(|p| p.leader >= 0).then_some(parts)
+    })
+    .await;
+    let brokers: Vec<i32> = cluster.metadata().brokers.keys().copied().collect();
+    assert_eq!(parts.len(), default_partitions());
     for (i, p) in parts.iter().enumerate() {
         assert_eq!(p.partition, i as i32);
-        assert_eq!(p.leader, NODE_ID);
+        assert!(brokers.contains(&p.leader), "{p:?}");
     }
-    for p in 0..4 {
+    for p in 0..default_partitions() as i32 {
         let (leader, _epoch) = match cluster.leader_for(&topic, p).await {
             Ok(l) => l,
             Err(e) => panic!("leader_for: {e}"),
         };
-        assert_eq!(leader, NODE_ID);
+        assert_eq!(leader, parts[p as usize].leader);
     }
     let t = cluster.metadata().topics.get(&topic).cloned();
     assert!(t.is_some_and(|t| t.error.is_none() && !t.is_internal));
@@ -105,30 +106,40 @@ async fn group_and_transaction_coordinators() {
     let cluster = connect(config(vec![bootstrap()])).await;
     let group = unique("cluster-group");
     let txn = unique("cluster-txn");
+    let brokers: Vec<i32> = cluster.metadata().brokers.keys().copied().collect();
+    let mut group_coordinator = -1;
     for (kind, key) in [
         (CoordinatorType::Group, &group),
         (CoordinatorType::Transaction, &txn),
     ] {
         match cluster.coordinator(kind, key).await {
-            Ok(id) => assert_eq!(id, NODE_ID, "{kind:?}"),
+            Ok(id) => {
+                assert!(brokers.contains(&id), "{kind:?}: {id} in {brokers:?}");
+                if kind == CoordinatorType::Group {
+                    group_coordinator = id;
+                }
+            }
             Err(e) => panic!("{kind:?} coordinator: {e}"),
         }
     }
-    // Cached: no request needed, and still answered after invalidation.
+    // Cached: no request needed, and still answered after invalidation (the same broker: the
+    // coordinator of a group is the leader of its offsets partition, which has not moved).
+    let requests = cluster.metadata_requests();
     assert_eq!(
         cluster
             .coordinator(CoordinatorType::Group, &group)
             .await
             .ok(),
-        Some(NODE_ID)
+        Some(group_coordinator)
     );
+    assert_eq!(cluster.metadata_requests(), requests);
     cluster.invalidate_coordinator(CoordinatorType::Group, &group);
     assert_eq!(
         cluster
             .coordinator(CoordinatorType::Group, &group)
             .await
             .ok(),
-        Some(NODE_ID)
+        Some(group_coordinator)
     );
     cluster.close().await;
 }
@@ -164,9 +175,14 @@ async fn refresh_for_another_topic_set_merges_into_the_cache() {
     let cluster = connect(config(vec![bootstrap()])).await;
     let (a, b) = (unique("cluster-merge-a"), unique("cluster-merge-b"));
     for t in [&a, &b] {
-        if let Err(e) = cluster.refresh_topics(&[t]).await {
-            panic!("refresh {t}: {e}");
-        }
+        // Auto-created by the first request; Kafka lists it once it exists everywhere.
+        eventually(&format!("{t} in the cache"), Duration::from_secs(30), || async {
+            if let Err(e) = cluster.refresh_topics(&[t]).await {
+                panic!("refresh {t}: {e}");
+            }
+            cluster.metadata().topics.contains_key(t.as_str()).then_some(())
+        })
+        .await;
     }
     // Asking for `b` alone kept `a` (a partial refresh merges; only a full refresh may drop
     // topics, and only those the broker no longer lists).
@@ -174,7 +190,10 @@ async fn refresh_for_another_topic_set_merges_into_the_cache() {
     assert!(meta.topics.contains_key(&a), "{a} dropped from the cache");
     assert!(meta.topics.contains_key(&b));
     let requests = cluster.metadata_requests();
-    assert_eq!(cluster.partitions(&a).await.map(|p| p.len()).ok(), Some(4));
+    assert_eq!(
+        cluster.partitions(&a).await.map(|p| p.len()).ok(),
+        Some(default_partitions())
+    );
     assert_eq!(
         cluster.metadata_requests(),
         requests,

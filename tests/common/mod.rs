@@ -1,8 +1,11 @@
 //! Helpers shared by the broker-backed integration tests.
 //!
 //! One suite, two brokers: with `REKAFKA_TEST_BROKER=mock` the tests run against rekafka's
-//! embedded mock cluster (started once per test process), otherwise against the broker named by
-//! `REKAFKA_BOOTSTRAP` (Tansu, started by `scripts/with-broker.sh`).
+//! embedded mock cluster (started once per test process), otherwise against the cluster named by
+//! `REKAFKA_BOOTSTRAP`: Apache Kafka started by `scripts/kafka.sh` (three KRaft nodes, ids 1..3,
+//! `num.partitions=3`, replication 3), or any other cluster, e.g. `docker-compose.yml`'s.
+//! `REKAFKA_TEST_BROKER=tansu` says the external broker is Tansu (`scripts/with-broker.sh`),
+//! for the few assertions that still tolerate its documented quirks (docs/broker-quirks.md).
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
@@ -10,24 +13,67 @@ use std::sync::OnceLock;
 /// Which broker the tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestBroker {
-    /// The broker at `REKAFKA_BOOTSTRAP` (Tansu in CI).
+    /// The Apache Kafka cluster at `REKAFKA_BOOTSTRAP` (`scripts/kafka.sh` in CI).
     External,
+    /// Tansu at `REKAFKA_BOOTSTRAP` (`REKAFKA_TEST_BROKER=tansu`).
+    Tansu,
     /// rekafka's in-process mock cluster.
     Mock,
 }
 
-/// The broker chosen by `REKAFKA_TEST_BROKER` (`mock`, or anything else / unset for the broker
-/// at `REKAFKA_BOOTSTRAP`).
+/// The broker chosen by `REKAFKA_TEST_BROKER`: `mock`, `tansu`, or anything else / unset for
+/// the Kafka cluster at `REKAFKA_BOOTSTRAP`.
 pub fn test_broker() -> TestBroker {
     match std::env::var("REKAFKA_TEST_BROKER").as_deref() {
         Ok("mock") => TestBroker::Mock,
+        Ok("tansu") => TestBroker::Tansu,
         _ => TestBroker::External,
     }
 }
 
-/// The node id of the test broker: Tansu's is 111, and the mock started here uses the same so
-/// tests can name it.
-pub const NODE_ID: i32 = 111;
+/// Whether the broker is Tansu, whose documented quirks a few assertions still tolerate.
+pub fn is_tansu() -> bool {
+    test_broker() == TestBroker::Tansu
+}
+
+/// The number of brokers the mock cluster started here has: like `scripts/kafka.sh`'s cluster.
+pub const MOCK_BROKERS: usize = 3;
+
+/// How many brokers the test cluster has, where that is known: the mock's, Tansu's one,
+/// `REKAFKA_KAFKA_NODES` (exported by `scripts/kafka.sh env`), or the number of addresses in
+/// `REKAFKA_BOOTSTRAP`.
+pub fn broker_count() -> usize {
+    match test_broker() {
+        TestBroker::Mock => MOCK_BROKERS,
+        TestBroker::Tansu => 1,
+        TestBroker::External => std::env::var("REKAFKA_KAFKA_NODES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                std::env::var("REKAFKA_BOOTSTRAP")
+                    .map(|b| b.split(',').filter(|s| !s.is_empty()).count())
+                    .unwrap_or(1)
+            }),
+    }
+}
+
+/// How many partitions the cluster gives an auto-created topic (`num.partitions`: 3 on
+/// `scripts/kafka.sh`'s cluster and the mock started here, 4 on Tansu).
+pub fn default_partitions() -> usize {
+    match test_broker() {
+        TestBroker::Tansu => 4,
+        _ => 3,
+    }
+}
+
+/// The replication factor the cluster gives new topics by default (`default.replication.factor`
+/// of `scripts/kafka.sh`: 3 with three nodes; the mock and Tansu keep one copy).
+pub fn default_replication() -> usize {
+    match test_broker() {
+        TestBroker::External => broker_count().min(3),
+        _ => 1,
+    }
+}
 
 /// The bootstrap address of the mock cluster, started on first use on a thread of its own (with
 /// its own runtime, so it outlives every test's runtime) and kept for the whole process.
@@ -44,11 +90,12 @@ fn mock_bootstrap() -> String {
                     .build()
                     .expect("runtime for the mock cluster");
                 rt.block_on(async move {
-                    // Like the test broker: one broker with node id 111; auto-created topics get
-                    // 4 partitions.
+                    // Like scripts/kafka.sh's cluster: three brokers with node ids 1..3;
+                    // auto-created topics get 3 partitions.
                     let mock = rekafka::mock::MockCluster::builder()
-                        .first_node_id(NODE_ID)
-                        .default_partitions(4)
+                        .brokers(MOCK_BROKERS)
+                        .first_node_id(1)
+                        .default_partitions(3)
                         .start()
                         .await
                         .expect("starting the mock cluster");
@@ -67,16 +114,51 @@ fn mock_bootstrap() -> String {
 /// The first bootstrap address of the test broker. Broker tests fail (they do not skip) without
 /// one.
 pub fn bootstrap() -> String {
-    if test_broker() == TestBroker::Mock {
-        return mock_bootstrap();
-    }
-    match std::env::var("REKAFKA_BOOTSTRAP") {
-        Ok(s) if !s.is_empty() => s.split(',').next().unwrap_or_default().to_string(),
+    bootstrap_all()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no bootstrap address"))
+}
+
+/// Every bootstrap address of the test cluster (`REKAFKA_BOOTSTRAP` is `host:port,host:port`).
+pub fn bootstrap_all() -> Vec<String> {
+    let list = match test_broker() {
+        TestBroker::Mock => Ok(mock_bootstrap()),
+        _ => std::env::var("REKAFKA_BOOTSTRAP"),
+    };
+    match list {
+        Ok(s) if !s.is_empty() => s
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
         _ => panic!(
-            "REKAFKA_BOOTSTRAP is not set: these tests need a broker. Run them through \
-             `scripts/test.sh` or `scripts/with-broker.sh cargo test --test NAME`, or set \
-             REKAFKA_TEST_BROKER=mock to use the embedded mock cluster."
+            "REKAFKA_BOOTSTRAP is not set: these tests need a Kafka cluster. Run them through \
+             `scripts/test.sh`, or start one with `scripts/kafka.sh start` and \
+             `eval \"$(scripts/kafka.sh env)\"`, or set REKAFKA_TEST_BROKER=mock to use the \
+             embedded mock cluster."
         ),
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `within`; panics naming
+/// `what` otherwise. Kafka propagates metadata (new topics, altered configs) to every broker
+/// asynchronously, so a test that asks another broker right after a change waits for it, as
+/// Kafka's own tests do.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("{what}: not true within {within:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
