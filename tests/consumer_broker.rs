@@ -1,4 +1,5 @@
-//! The consumer against a real broker (Tansu): assign mode, groups, commits, rebalances,
+//! The consumer against a real cluster (Apache Kafka from `scripts/kafka.sh`, and the mock in
+//! the second pass): assign mode, groups, commits, rebalances,
 //! static membership, a mixed group with librdkafka, pause/resume/seek, offset reset.
 //!
 //! Test data is produced with librdkafka (protocol-tests/interop/fill.py).
@@ -224,7 +225,6 @@ async fn pause_resume_and_seek_touch_only_their_partition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Tansu answers a fetch past the end with no error instead of OFFSET_OUT_OF_RANGE (docs/broker-quirks.md); needs the mock cluster"]
 async fn offset_out_of_range_follows_the_reset_policy() {
     let topic = unique("c-oor");
     fill(&topic, 1, 50, &[]);
@@ -507,7 +507,6 @@ async fn cooperative_sticky_adding_a_member_revokes_only_moving_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Tansu rebalances when a static member restarts (librdkafka sees the same, docs/broker-quirks.md 8.2); run against Kafka"]
 async fn static_member_restart_keeps_its_partitions_without_a_rebalance() {
     let topic = unique("c-static");
     let group = unique("gstatic");
