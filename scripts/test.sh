@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine. Installs what it needs (the pinned Tansu broker,
-# librdkafka via Python's confluent-kafka, the musl target), starts a broker, runs every test —
-# broker-backed and interop tests included, which fail rather than skip without a broker — and
-# checks the static musl build.
+# The whole test suite, on a fresh machine. Installs what it needs (Apache Kafka from Maven Central
+# with OpenJDK 17 and Maven through apt when missing, librdkafka via Python's confluent-kafka, the
+# musl target), starts a three-node Kafka cluster on loopback (scripts/kafka.sh, with SASL and TLS
+# listeners), runs every test against it — broker-backed, interop and security tests included,
+# which fail rather than skip without a cluster — then the broker suites again against the
+# embedded mock cluster, the README demo and the static musl build.
 #
 #   scripts/test.sh
 #
-# Against another broker (e.g. Apache Kafka from docker-compose.yml): set REKAFKA_BOOTSTRAP and
-# the suite uses it instead of starting Tansu.
+# Against another cluster (e.g. docker-compose.yml's): set REKAFKA_BOOTSTRAP (and, for the
+# security tests, the other variables `scripts/kafka.sh env` prints) and the suite uses it
+# instead of starting one. Tansu instead: REKAFKA_TEST_BROKER=tansu scripts/with-broker.sh ...
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-step() { printf '\n==== %s\n' "$*"; }
+step() { printf '\n==== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+started=$SECONDS
 
 step "setup"
 scripts/setup.sh
@@ -26,19 +30,40 @@ cargo clippy -p rekafka --lib --features zstd-c -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rekafka --quiet
 
-step "tests"
+step "build the tests"
+cargo test --workspace --no-run --quiet
+
 mkdir -p target
 log=target/test-output.log
+: > "$log"
+
+cluster_started=0
+stop_cluster() {
+  if [ "$cluster_started" = 1 ]; then
+    step "stopping the Kafka cluster"
+    scripts/kafka.sh stop || true
+  fi
+}
+trap stop_cluster EXIT
+
+step "the Kafka cluster"
 if [ -n "${REKAFKA_BOOTSTRAP:-}" ]; then
-  echo "using the broker at REKAFKA_BOOTSTRAP=$REKAFKA_BOOTSTRAP"
-  cargo test --workspace 2>&1 | tee "$log"
+  echo "using the cluster at REKAFKA_BOOTSTRAP=$REKAFKA_BOOTSTRAP"
 else
-  scripts/with-broker.sh cargo test --workspace 2>&1 | tee "$log"
+  scripts/kafka.sh stop >/dev/null 2>&1 || true
+  cluster_started=1
+  scripts/kafka.sh start --nodes 3 --sasl --ssl
+  eval "$(scripts/kafka.sh env)"
+  scripts/kafka.sh status
 fi
+unset REKAFKA_TEST_BROKER
+
+step "tests against Kafka"
+cargo test --workspace 2>&1 | tee -a "$log"
 
 step "the same broker-backed suites against the embedded mock cluster"
-# One suite, two brokers: every tests/*_broker.rs also runs against rekafka's mock cluster
-# (Kafka's behaviour where Tansu differs), started inside each test process.
+# One suite, two brokers: every tests/*_broker.rs also runs against rekafka's mock cluster,
+# started inside each test process.
 suites=()
 for f in tests/*_broker.rs; do suites+=(--test "$(basename "$f" .rs)"); done
 REKAFKA_TEST_BROKER=mock cargo test -p rekafka "${suites[@]}" 2>&1 | tee -a "$log"
@@ -59,7 +84,7 @@ fi
 "$bin" --help >/dev/null
 echo "$bin is statically linked (no interpreter, no shared libraries) and runs"
 
-step "all checks passed"
+step "all checks passed in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s"
 # One closing line for the whole suite (cargo prints one summary per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

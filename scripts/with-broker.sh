@@ -3,7 +3,9 @@
 #
 #   scripts/with-broker.sh cargo test -p rekafka --test broker
 #
-# The command sees REKAFKA_BOOTSTRAP=127.0.0.1:PORT. Exit code = the command's exit code.
+# The command sees REKAFKA_BOOTSTRAP=127.0.0.1:PORT and REKAFKA_TEST_BROKER=tansu (so the tests
+# tolerate Tansu's documented quirks). Exit code = the command's exit code. The default test
+# broker is Apache Kafka: scripts/test.sh starts it with scripts/kafka.sh.
 # Each invocation uses its own pid file, so several can run at once.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +21,7 @@ trap 'exit 143' TERM
 line="$("$ROOT/scripts/broker.sh" start)"
 eval "$line"
 export REKAFKA_BOOTSTRAP
+export REKAFKA_TEST_BROKER="${REKAFKA_TEST_BROKER:-tansu}"
 echo "[with-broker] REKAFKA_BOOTSTRAP=$REKAFKA_BOOTSTRAP" >&2
 
 set +e

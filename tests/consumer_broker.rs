@@ -163,16 +163,18 @@ async fn pause_resume_and_seek_touch_only_their_partition() {
         (p1.clone(), StartOffset::Beginning),
     ])
     .unwrap();
-    // Read some of p0 so that more of it is buffered.
+    // Read some of p0 so that more of it is buffered, with p1 paused so that it keeps all its
+    // records for later (its leader may be another broker, whose fetches arrive first).
+    c.pause(std::slice::from_ref(&p1)).unwrap();
     let mut last0 = None;
     while last0.is_none() {
         for r in c.poll(Duration::from_millis(500)).await.unwrap().iter() {
-            if r.partition == 0 {
-                last0 = Some(r.offset);
-            }
+            assert_eq!(r.partition, 0, "a paused partition returned records");
+            last0 = Some(r.offset);
         }
     }
     c.pause(std::slice::from_ref(&p0)).unwrap();
+    c.resume(std::slice::from_ref(&p1)).unwrap();
     assert_eq!(c.paused(), vec![p0.clone()]);
     let during = read(&c, 1000, Duration::from_secs(2)).await;
     assert!(
