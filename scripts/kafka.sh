@@ -80,8 +80,8 @@ cmd_install() {
   say "resolving the broker from Maven Central ($(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM"))"
   rm -rf "$LIB"
   mkdir -p "$LIB"
-  mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DoutputDirectory="$LIB" -DincludeScope=runtime >&2 \
-    || die "mvn dependency:copy-dependencies failed (is Maven Central reachable?)"
+  mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DoutputDirectory="$LIB" -DincludeScope=runtime >"$ROOT/.tools/kafka/mvn.log" 2>&1 \
+    || { cat "$ROOT/.tools/kafka/mvn.log" >&2; die "mvn dependency:copy-dependencies failed (is Maven Central reachable?)"; }
   compgen -G "$LIB/kafka_2.13-*.jar" >/dev/null || die "kafka_2.13 jar missing after resolution"
   echo "$want" > "$STAMP"
   say "installed $(ls "$LIB" | wc -l) jars into .tools/kafka/lib"
