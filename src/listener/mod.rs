@@ -32,7 +32,10 @@ pub use adapter::{ListenerConsumerRecord, deserialization_check};
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
-pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
+pub use classify::{
+    Classifier, DeserializationFailed, HandlerError, RecordPart, error_class, register_error_type,
+    typed_error,
+};
 pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 pub use container::{
     AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
