@@ -8,13 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rekafka::cluster::{Cluster, ClusterConfig};
-use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset};
+use rekafka::consumer::{
+    AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
+};
 use rekafka::listener::{
-    DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError,
-    ListenerConsumerRecord, ListenerContainer, ListenerRecord, PublishWait, typed_error,
+    ContainerEvent, DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff,
+    HandlerError, ListenerConsumerRecord, ListenerContainer, MissingDestination, OnFenced,
+    PublishWait, StopReason, TransactionalDeadLetters, typed_error,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::transaction::TransactionalProducer;
 
 async fn connect(mock: &MockCluster) -> Cluster {
     Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
@@ -167,4 +171,286 @@ async fn changing_messages_keep_the_error_class_and_the_back_off_ends() {
     // from the message.
     let (upstream, _) = class("upstream");
     assert!(!upstream.contains("said"), "{upstream}");
+}
+
+// ---- item 2: TransactionalDeadLetters ----
+
+#[derive(Debug, thiserror::Error)]
+#[error("poison record")]
+struct Poison;
+
+async fn txn_producer(mock: &MockCluster, id: &str) -> rekafka::Result<TransactionalProducer> {
+    let p = TransactionalProducer::new(
+        connect(mock).await,
+        ProducerConfig::default().with_transactional_id(id),
+    )?;
+    p.init_transactions().await?;
+    Ok(p)
+}
+
+fn txn_config(group: &str) -> ConsumerConfig {
+    config(group).with_isolation_level(IsolationLevel::ReadCommitted)
+}
+
+/// (partition, key) of the records a read_committed consumer sees in `topic`.
+async fn read_committed(mock: &MockCluster, topic: &str, partitions: i32) -> Vec<(i32, String)> {
+    let consumer = Consumer::new(
+        connect(mock).await,
+        ConsumerConfig::new()
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_isolation_level(IsolationLevel::ReadCommitted)
+            .with_fetch_max_wait(Duration::from_millis(20)),
+    )
+    .expect("consumer");
+    consumer
+        .assign((0..partitions).map(|p| (TopicPartition::new(topic, p), StartOffset::Beginning)))
+        .expect("assign");
+    let mut out = Vec::new();
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_millis(300) {
+        let recs = consumer
+            .poll(Duration::from_millis(50))
+            .await
+            .expect("poll");
+        if !recs.is_empty() {
+            idle = Instant::now();
+        }
+        for r in recs.iter() {
+            out.push((
+                r.partition,
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+            ));
+        }
+    }
+    consumer.close().await.ok();
+    out
+}
+
+/// A transactional container on `in` whose handler fails records keyed `poison*`, recovering
+/// with `recoverer`; no retries, recovery failures retried every 50 ms, halting after 3.
+fn txn_container(
+    consumer: Consumer,
+    producer: Arc<TransactionalProducer>,
+    recoverer: TransactionalDeadLetters<ListenerConsumerRecord>,
+) -> rekafka::listener::ContainerBuilder<Consumer> {
+    ListenerContainer::builder(consumer)
+        .record_handler(|r: ListenerConsumerRecord| async move {
+            if r.key_str().is_some_and(|k| k.starts_with("poison")) {
+                return Err(Box::new(Poison) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .max_recovery_failures(Some(3))
+                .recovery_retry_interval(Duration::from_millis(50))
+                .recoverer(recoverer),
+        )
+        .transactional(producer)
+        .poll_timeout(Duration::from_millis(100))
+}
+
+/// Waits for the first of: `committed` past the poison record (true), or a recovery failure
+/// event (false).
+async fn skipped_or_recovery_failed(
+    mock: &MockCluster,
+    events: &mut tokio::sync::broadcast::Receiver<ContainerEvent>,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    past: i64,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "neither skipped nor failed");
+        if mock
+            .committed_offset(group, topic, partition)
+            .is_some_and(|o| o >= past)
+        {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_millis(20), events.recv()).await {
+            Ok(Ok(ContainerEvent::RecoveryFailed { .. })) => return false,
+            _ => continue,
+        }
+    }
+}
+
+/// `MissingDestination::Fail`: no destination is a recovery failure (the record is not
+/// skipped), as with the non-transactional publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_dead_letters_fail_without_a_destination() {
+    let mock = MockCluster::builder()
+        .topic("in", 1)
+        .topic("in-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    produce(
+        &cluster,
+        ["k0", "poison", "k2"]
+            .iter()
+            .map(|k| Record::new("in").with_key(*k).with_value("v"))
+            .collect(),
+    )
+    .await;
+    let producer = Arc::new(txn_producer(&mock, "tx-missing").await.expect("producer"));
+    let layout = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+        .group("g-missing")
+        .resolver(|_, _| None)
+        .on_missing_destination(MissingDestination::Fail)
+        .build()
+        .await
+        .expect("layout");
+    let consumer = Consumer::new(cluster.clone(), txn_config("g-missing")).expect("consumer");
+    consumer.subscribe(["in"]).expect("subscribe");
+    let builder = txn_container(
+        consumer,
+        producer.clone(),
+        TransactionalDeadLetters::new(layout, producer),
+    );
+    let mut events = builder.subscribe();
+    let handle = builder.start().expect("start");
+    let skipped = skipped_or_recovery_failed(&mock, &mut events, "g-missing", "in", 0, 2).await;
+    handle.stop().await;
+    assert!(!skipped, "the record without a destination was skipped");
+    // Nothing past the record is committed (the records before it may have shared its
+    // aborted transaction).
+    assert!(mock.committed_offset("g-missing", "in", 0).unwrap_or(0) <= 1);
+    assert!(read_committed(&mock, "in-dlt", 1).await.is_empty());
+}
+
+/// A dead-letter topic with fewer partitions than the source: the dead letter of a record of a
+/// partition the DLT lacks is left to the partitioner (as `DeadLetterPublisher` and Spring's
+/// `verifyPartition` do), not a recovery failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_dead_letters_fall_back_to_the_partitioner() {
+    let mock = MockCluster::builder()
+        .topic("in", 3)
+        .topic("in-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    produce(
+        &cluster,
+        vec![
+            Record::new("in")
+                .with_partition(2)
+                .with_key("k0")
+                .with_value("v"),
+            Record::new("in")
+                .with_partition(2)
+                .with_key("poison")
+                .with_value("v"),
+            Record::new("in")
+                .with_partition(2)
+                .with_key("k2")
+                .with_value("v"),
+        ],
+    )
+    .await;
+    let producer = Arc::new(txn_producer(&mock, "tx-fallback").await.expect("producer"));
+    let layout = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+        .group("g-fallback")
+        .build()
+        .await
+        .expect("layout");
+    let consumer = Consumer::new(cluster.clone(), txn_config("g-fallback")).expect("consumer");
+    consumer.subscribe(["in"]).expect("subscribe");
+    let builder = txn_container(
+        consumer,
+        producer.clone(),
+        TransactionalDeadLetters::new(layout, producer),
+    );
+    let mut events = builder.subscribe();
+    let handle = builder.start().expect("start");
+    let skipped = skipped_or_recovery_failed(&mock, &mut events, "g-fallback", "in", 2, 3).await;
+    handle.stop().await;
+    assert!(skipped, "the dead letter could not be written");
+    assert_eq!(
+        read_committed(&mock, "in-dlt", 1).await,
+        vec![(0, "poison".to_owned())]
+    );
+}
+
+/// After `OnFenced::Continue` swapped the container's producer, dead letters go through the new
+/// one (the transaction's), not the fenced one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_dead_letters_follow_the_new_producer_after_a_fence() {
+    let mock = MockCluster::builder()
+        .topic("in", 1)
+        .topic("in-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let mock = Arc::new(mock);
+    let cluster = connect(&mock).await;
+    produce(
+        &cluster,
+        vec![Record::new("in").with_key("k0").with_value("v")],
+    )
+    .await;
+    let producer = Arc::new(txn_producer(&mock, "tx-fenced").await.expect("producer"));
+    let layout = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+        .group("g-fenced")
+        .build()
+        .await
+        .expect("layout");
+    let consumer = Consumer::new(cluster.clone(), txn_config("g-fenced")).expect("consumer");
+    consumer.subscribe(["in"]).expect("subscribe");
+    let factory_mock = mock.clone();
+    let made = Arc::new(AtomicU32::new(0));
+    let m = made.clone();
+    let builder = txn_container(
+        consumer,
+        producer.clone(),
+        TransactionalDeadLetters::new(layout, producer.clone()),
+    )
+    .transactional_with(producer, OnFenced::Continue, move || {
+        let (mock, m) = (factory_mock.clone(), m.clone());
+        async move {
+            m.fetch_add(1, Ordering::SeqCst);
+            txn_producer(&mock, "tx-fenced").await
+        }
+    });
+    let mut events = builder.subscribe();
+    let handle = builder.start().expect("start");
+    wait_until(
+        || mock.committed_offset("g-fenced", "in", 0) == Some(1),
+        "first record",
+    )
+    .await;
+    // Another instance with the same transactional id fences the container's producer.
+    let _other = txn_producer(&mock, "tx-fenced").await.expect("other");
+    produce(
+        &cluster,
+        ["k1", "poison", "k3"]
+            .iter()
+            .map(|k| Record::new("in").with_key(*k).with_value("v"))
+            .collect(),
+    )
+    .await;
+    let mut halted = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.committed_offset("g-fenced", "in", 0) != Some(4) && !halted {
+        assert!(Instant::now() < deadline, "neither recovered nor halted");
+        if let Ok(Ok(ContainerEvent::RecoveryHalted { .. })) =
+            tokio::time::timeout(Duration::from_millis(20), events.recv()).await
+        {
+            halted = true;
+        }
+    }
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    assert!(
+        !halted,
+        "recovery halted: the dead letters used the fenced producer"
+    );
+    assert!(made.load(Ordering::SeqCst) >= 1, "a new producer was made");
+    assert_eq!(
+        read_committed(&mock, "in-dlt", 1).await,
+        vec![(0, "poison".to_owned())]
+    );
 }

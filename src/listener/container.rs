@@ -2158,7 +2158,8 @@ impl<C: ContainerConsumer> Runner<C> {
                 };
                 if let Some(error) = pending {
                     let recoverer = self.eh.recoverer.clone();
-                    match recoverer.recover(&record, &error).await {
+                    let recovery = recoverer.recover(&record, &error);
+                    match self.in_open_transaction(recovery).await {
                         Ok(()) => {
                             // Done when the transaction commits; if it aborts, the record is
                             // still pending and is recovered again in the next one.
@@ -2211,7 +2212,8 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some(error) = pending {
             let recoverer = self.eh.recoverer.clone();
             for r in &batch {
-                if let Err(f) = recoverer.recover(r, &error).await {
+                let recovery = recoverer.recover(r, &error);
+                if let Err(f) = self.in_open_transaction(recovery).await {
                     let f: SharedError = Arc::from(f);
                     for l in &self.eh.listeners {
                         l.recovery_failed_batch(&batch, &error, &f);
@@ -2233,6 +2235,21 @@ impl<C: ContainerConsumer> Runner<C> {
                 .map(|(tp, o)| (tp, o + 1)),
         );
         None
+    }
+
+    /// A recovery that runs with the container's current producer as the open transaction's
+    /// (for [`TransactionalDeadLetters`](super::TransactionalDeadLetters)).
+    fn in_open_transaction<'a, T: 'a>(
+        &self,
+        recovery: impl Future<Output = T> + Send + 'a,
+    ) -> BoxFuture<'a, T> {
+        match self.txn.as_ref() {
+            Some(t) => Box::pin(super::transactional::in_transaction_of(
+                t.producer.clone(),
+                recovery,
+            )),
+            None => Box::pin(recovery),
+        }
     }
 
     async fn abort_and_rewind(
