@@ -255,7 +255,7 @@ fn txn_container(
 /// event (false).
 async fn skipped_or_recovery_failed(
     mock: &MockCluster,
-    events: &mut tokio::sync::broadcast::Receiver<ContainerEvent>,
+    events: &mut rekafka::listener::Events,
     group: &str,
     topic: &str,
     partition: i32,
@@ -453,4 +453,124 @@ async fn transactional_dead_letters_follow_the_new_producer_after_a_fence() {
         read_committed(&mock, "in-dlt", 1).await,
         vec![(0, "poison".to_owned())]
     );
+}
+
+// ---- item 3: the RecoveryHalted alarm ----
+
+/// Sends `records` pipelined (all sent, then all acknowledged).
+async fn produce_many(cluster: &Cluster, records: Vec<Record>) {
+    let p = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut acks = Vec::new();
+    for r in records {
+        acks.push(p.send(r).await.expect("send"));
+    }
+    for a in acks {
+        a.await.expect("delivered");
+    }
+    p.close().await;
+}
+
+/// The alarm reaches a subscriber even when more events than the channel holds came after it
+/// before the subscriber looked; the halted partitions can be queried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_halted_alarm_is_never_dropped() {
+    let mock = MockCluster::builder()
+        .topic("orders", 2)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    let recoveries = Arc::new(AtomicU32::new(0));
+    let r = recoveries.clone();
+    let consumer = Consumer::new(cluster.clone(), config("g-alarm")).expect("consumer");
+    consumer.subscribe(["orders"]).expect("subscribe");
+    let builder = ListenerContainer::builder(consumer)
+        .record_handler(|r: ListenerConsumerRecord| async move {
+            if r.key_str() == Some("poison") {
+                return Err(Box::new(Poison) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .max_recovery_failures(Some(1))
+                .halt_probe_interval(Duration::from_secs(3600))
+                .recoverer(rekafka::listener::RecovererFn(
+                    move |_: ListenerConsumerRecord, _| {
+                        let r = r.clone();
+                        async move {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            Err::<(), HandlerError>("dead-letter topic unavailable".into())
+                        }
+                    },
+                )),
+        )
+        .ack_mode(rekafka::listener::AckMode::Record)
+        .poll_timeout(Duration::from_millis(100));
+    let mut events = builder.subscribe();
+    let handle = builder.start().expect("start");
+    produce(
+        &cluster,
+        vec![
+            Record::new("orders")
+                .with_partition(0)
+                .with_key("poison")
+                .with_value("v"),
+        ],
+    )
+    .await;
+    wait_until(|| recoveries.load(Ordering::SeqCst) == 1, "the recovery").await;
+    // More events than the channel holds (a commit per record), nobody reading.
+    const FLOOD: i64 = 1500;
+    produce_many(
+        &cluster,
+        (0..FLOOD)
+            .map(|i| {
+                Record::new("orders")
+                    .with_partition(1)
+                    .with_key(format!("k{i}"))
+                    .with_value("v")
+            })
+            .collect(),
+    )
+    .await;
+    wait_until(
+        || mock.committed_offset("g-alarm", "orders", 1) == Some(FLOOD),
+        "the flood handled",
+    )
+    .await;
+    let mut alarms = Vec::new();
+    let mut lagged = false;
+    loop {
+        match events.try_recv() {
+            Ok(ContainerEvent::RecoveryHalted {
+                partition, offset, ..
+            }) => alarms.push((partition.1, offset)),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
+            Err(_) => break,
+        }
+    }
+    let halted: Vec<(String, i32, i64, u32)> = handle
+        .halted_partitions()
+        .into_iter()
+        .map(|h| {
+            (
+                h.partition.0.to_string(),
+                h.partition.1,
+                h.offset,
+                h.failures,
+            )
+        })
+        .collect();
+    handle.stop().await;
+    assert!(
+        lagged,
+        "the subscriber lagged (the test floods the channel)"
+    );
+    assert_eq!(alarms, vec![(0, 0)], "the alarm arrived once");
+    assert_eq!(halted, vec![("orders".to_owned(), 0, 0, 1)]);
 }

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::classify::HandlerError;
 use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
+use super::events::{EventHub, Events, HaltedPartition};
 use super::handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     Recovery, RecoveryHalt, SharedError,
@@ -231,7 +232,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     idle_interval: Option<Duration>,
     concurrency: usize,
     transactional: Option<Transactional>,
-    events: broadcast::Sender<ContainerEvent>,
+    events: Arc<EventHub>,
 }
 
 /// What the container does when its transactional producer is fenced (another instance with
@@ -264,7 +265,7 @@ pub struct ListenerContainer;
 impl ListenerContainer {
     /// A builder for a container driving `consumer`.
     pub fn builder<C: ContainerConsumer>(consumer: C) -> ContainerBuilder<C> {
-        let (events, _) = broadcast::channel(1024);
+        let events = EventHub::new();
         ContainerBuilder {
             consumer,
             handler: None,
@@ -434,8 +435,9 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
-    /// Subscribes to events before the container starts (so `Started` is seen).
-    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+    /// Subscribes to events before the container starts (so `Started` is seen). See [`Events`]:
+    /// alarms are never lost.
+    pub fn subscribe(&self) -> Events {
         self.events.subscribe()
     }
 
@@ -513,14 +515,31 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
 pub struct ContainerHandle {
     stop: watch::Sender<bool>,
     pause: watch::Sender<bool>,
-    events: broadcast::Sender<ContainerEvent>,
+    events: Arc<EventHub>,
     task: Option<JoinHandle<StopReason>>,
 }
 
 impl ContainerHandle {
-    /// Subscribes to the container's events.
-    pub fn events(&self) -> broadcast::Receiver<ContainerEvent> {
+    /// Subscribes to the container's events. See [`Events`]: alarms
+    /// ([`ContainerEvent::RecoveryHalted`]) are never lost.
+    pub fn events(&self) -> Events {
         self.events.subscribe()
+    }
+
+    /// The partitions halted now because their record could not be recovered (the state behind
+    /// [`ContainerEvent::RecoveryHalted`]): each stays paused until a later recovery of its
+    /// record succeeds ([`DefaultErrorHandler::halt_probe_interval`]) or it is revoked.
+    ///
+    /// ```no_run
+    /// # fn demo(handle: &rekafka::listener::ContainerHandle) {
+    /// for h in handle.halted_partitions() {
+    ///     eprintln!("{}-{} halted at offset {} after {} recovery failures",
+    ///         h.partition.0, h.partition.1, h.offset, h.failures);
+    /// }
+    /// # }
+    /// ```
+    pub fn halted_partitions(&self) -> Vec<HaltedPartition> {
+        self.events.halted_partitions()
     }
 
     /// Pauses consumption (all partitions) before the next poll (within the poll timeout);
@@ -623,7 +642,7 @@ struct Runner<C: ContainerConsumer> {
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
     sought_in_txn: HashSet<TopicPartition>,
-    events: broadcast::Sender<ContainerEvent>,
+    events: Arc<EventHub>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
     tracker: FailedRecordTracker,
@@ -730,12 +749,12 @@ fn stop_reason_for(e: &Error) -> Option<StopReason> {
 
 impl<C: ContainerConsumer> Runner<C> {
     fn emit(&self, event: ContainerEvent) {
-        let _ = self.events.send(event);
+        self.events.emit(event);
     }
 
     /// Whether anybody receives events (per-record events are not built otherwise).
     fn observed(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.events.observed()
     }
 
     /// [`ContainerEvent::FailedDelivery`], if anybody receives events.
@@ -904,6 +923,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.tracker.clear(tp);
             self.backing_off.remove(tp);
             self.halted.remove(tp);
+            self.events.resumed(tp);
             self.pending.remove(tp);
             self.recovered_ahead.remove(tp);
             self.capped.remove(tp);
@@ -1014,6 +1034,7 @@ impl<C: ContainerConsumer> Runner<C> {
             let offset = h.record.offset();
             match self.eh.recoverer.recover(&h.record, &h.error).await {
                 Ok(()) => {
+                    self.events.resumed(&tp);
                     self.recovered(&tp, &h.record, &h.error);
                     if let Err(e) = self.consumer.seek(&tp, offset + 1) {
                         tracing::warn!(error = %e, "seek after recovery failed");
@@ -1064,6 +1085,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 next_probe: Instant::now() + self.eh.halt_probe_interval,
             },
         );
+        self.events.halted(tp, offset, failures);
         self.emit(ContainerEvent::RecoveryHalted {
             partition: tp.clone(),
             offset,
@@ -2093,6 +2115,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     {
                         self.pending_recovery.remove(&tp);
                     }
+                    self.events.resumed(&tp);
                     for l in &self.eh.listeners {
                         if records.len() == 1 {
                             l.recovered(first, &error);
@@ -2116,6 +2139,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                 }
                 for (tp, o) in &next {
+                    self.events.passed(tp, *o);
                     self.tracker.succeeded(tp, o - 1);
                     if !sought.contains(tp) {
                         self.seek_min(tp, *o);
@@ -2351,6 +2375,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 });
                 let wait = match decision {
                     RecoveryFailureDecision::Halt { failures } => {
+                        self.events.halted(&tp, offset, failures);
                         self.emit(ContainerEvent::RecoveryHalted {
                             partition: tp.clone(),
                             offset,

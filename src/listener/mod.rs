@@ -23,6 +23,7 @@ mod consumer;
 mod container;
 pub mod dead_letter;
 pub mod dead_letter_publisher;
+mod events;
 mod handler;
 pub mod republish;
 mod tracker;
@@ -50,6 +51,7 @@ pub use dead_letter_publisher::{
     Destination, DltNaming, MissingDestination, PartitionVerification, PublishWait,
     PublisherConnections, SendTimeout, default_producer_config,
 };
+pub use events::{Events, HaltedPartition};
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt, RetryListener, SharedError,
