@@ -13,8 +13,8 @@ use rekafka::consumer::{
 };
 use rekafka::listener::{
     ContainerEvent, DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff,
-    HandlerError, ListenerConsumerRecord, ListenerContainer, MissingDestination, OnFenced,
-    PublishWait, StopReason, TransactionalDeadLetters, typed_error,
+    HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord, MissingDestination,
+    OnFenced, PublishWait, StopReason, TransactionalDeadLetters, typed_error,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -573,4 +573,82 @@ async fn recovery_halted_alarm_is_never_dropped() {
     );
     assert_eq!(alarms, vec![(0, 0)], "the alarm arrived once");
     assert_eq!(halted, vec![("orders".to_owned(), 0, 0, 1)]);
+}
+
+// ---- item 4: BatchListenerFailed in the cause chain ----
+
+/// The application's error, wrapping the batch failure.
+#[derive(Debug, thiserror::Error)]
+#[error("billing batch failed")]
+struct BillingFailed(#[source] rekafka::listener::BatchListenerFailed);
+
+/// A `BatchListenerFailed` found anywhere in the cause chain names the failed record, as at
+/// the top level: the records before it are committed, it alone is retried and recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_listener_failed_is_found_in_the_cause_chain() {
+    let mock = MockCluster::builder()
+        .topic("orders", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    produce_many(
+        &cluster,
+        ["k0", "k1", "poison", "k3", "k4"]
+            .iter()
+            .map(|k| Record::new("orders").with_key(*k).with_value("v"))
+            .collect(),
+    )
+    .await;
+    let deliveries: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recovered: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let (d, rc) = (deliveries.clone(), recovered.clone());
+    let consumer = Consumer::new(cluster.clone(), config("g-batch")).expect("consumer");
+    consumer.subscribe(["orders"]).expect("subscribe");
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(move |batch: Vec<ListenerConsumerRecord>| {
+            let d = d.clone();
+            async move {
+                for r in &batch {
+                    let key = r.key_str().unwrap_or_default().to_owned();
+                    d.lock().unwrap().push(key.clone());
+                    if key == "poison" {
+                        let failed = rekafka::listener::BatchListenerFailed::at_record(r, Poison);
+                        return Err(Box::new(BillingFailed(failed)) as HandlerError);
+                    }
+                }
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::from_millis(10), 2))
+                .recoverer(rekafka::listener::RecovererFn(
+                    move |r: ListenerConsumerRecord, _| {
+                        let rc = rc.clone();
+                        async move {
+                            rc.lock().unwrap().push(r.offset());
+                            Ok::<(), HandlerError>(())
+                        }
+                    },
+                )),
+        )
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    wait_until(
+        || mock.committed_offset("g-batch", "orders", 0) == Some(5),
+        "all committed",
+    )
+    .await;
+    handle.stop().await;
+    assert_eq!(
+        recovered.lock().unwrap().clone(),
+        vec![2],
+        "only the failed record"
+    );
+    let deliveries = deliveries.lock().unwrap().clone();
+    let count = |k: &str| deliveries.iter().filter(|d| *d == k).count();
+    assert_eq!((count("k0"), count("k1")), (1, 1), "{deliveries:?}");
+    assert_eq!(count("poison"), 3, "{deliveries:?}");
 }

@@ -303,8 +303,8 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     }
 
     /// The batch handler: gets every record of a poll at once. Fail with
-    /// [`BatchListenerFailed`] to name the failed record; any other error retries the whole
-    /// batch in memory.
+    /// [`BatchListenerFailed`] (the error itself, or anywhere in its source chain) to name the
+    /// failed record; any other error retries the whole batch in memory.
     pub fn batch_handler<F, Fut>(self, f: F) -> Self
     where
         F: Fn(Vec<C::Record>) -> Fut + Send + Sync + 'static,
@@ -1761,7 +1761,12 @@ impl<C: ContainerConsumer> Runner<C> {
                         Some(blf.position),
                         Arc::<dyn std::error::Error + Send + Sync>::from(blf.cause),
                     ),
-                    Err(e) => (None, Arc::from(e)),
+                    // Deeper in the chain: the failed record gets the whole error (its chain
+                    // holds the cause, which classification finds).
+                    Err(e) => (
+                        BatchListenerFailed::find(e.as_ref()).map(|b| b.position.clone()),
+                        Arc::from(e),
+                    ),
                 };
                 let index = position.and_then(|p| match p {
                     FailedPosition::Index(i) if i < batch.len() => Some(i),
