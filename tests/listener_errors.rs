@@ -13,8 +13,9 @@ use rekafka::consumer::{
 };
 use rekafka::listener::{
     ContainerEvent, DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff,
-    HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord, MissingDestination,
-    OnFenced, PublishWait, StopReason, TransactionalDeadLetters, typed_error,
+    HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure, ListenerRecord,
+    MissingDestination, OnFenced, PublishWait, SharedError, StopReason, TransactionalDeadLetters,
+    typed_error,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -651,4 +652,116 @@ async fn batch_listener_failed_is_found_in_the_cause_chain() {
     let count = |k: &str| deliveries.iter().filter(|d| *d == k).count();
     assert_eq!((count("k0"), count("k1")), (1, 1), "{deliveries:?}");
     assert_eq!(count("poison"), 3, "{deliveries:?}");
+}
+
+// ---- item 5: an async listener-level error handler that sees the attempt and returns a value ----
+
+/// Spring's recipe: a listener-level error handler that, from the third delivery on,
+/// dead-letters the record itself (awaiting the publication) and returns a value — the
+/// listener's result for the record — instead of passing the error on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_error_handler_dead_letters_after_n_attempts_and_returns_a_value() {
+    let mock = MockCluster::builder()
+        .topic("orders", 1)
+        .topic("orders-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    produce_many(
+        &cluster,
+        ["k0", "poison", "k2"]
+            .iter()
+            .map(|k| Record::new("orders").with_key(*k).with_value("v"))
+            .collect(),
+    )
+    .await;
+    let dlt = Arc::new(
+        DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+            .group("g-leh")
+            .build()
+            .await
+            .expect("publisher"),
+    );
+    let deliveries: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let container_recoveries = Arc::new(AtomicU32::new(0));
+    let (d, res, cr) = (
+        deliveries.clone(),
+        results.clone(),
+        container_recoveries.clone(),
+    );
+    let consumer = Consumer::new(cluster.clone(), config("g-leh")).expect("consumer");
+    consumer.subscribe(["orders"]).expect("subscribe");
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let d = d.clone();
+            async move {
+                let key = r.key_str().unwrap_or_default().to_owned();
+                d.lock().unwrap().push((key.clone(), 0));
+                if key == "poison" {
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .async_listener_error_handler(
+            move |failure: ListenerFailure<ListenerConsumerRecord>| {
+                let dlt = dlt.clone();
+                async move {
+                    if failure.attempt < 3 {
+                        return Err(failure.error); // to the container's error handler
+                    }
+                    let error: SharedError = Arc::from(failure.error);
+                    dlt.publish(&failure.record, &error)
+                        .await
+                        .map_err(|e| Box::new(e) as HandlerError)?;
+                    Ok(format!("FAILED after {} attempts", failure.attempt))
+                }
+            },
+            move |record: &ListenerConsumerRecord, value: String| {
+                res.lock().unwrap().push((record.offset(), value));
+            },
+        )
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::from_millis(10), 9))
+                .recoverer(rekafka::listener::RecovererFn(
+                    move |_: ListenerConsumerRecord, _| {
+                        let cr = cr.clone();
+                        async move {
+                            cr.fetch_add(1, Ordering::SeqCst);
+                            Ok::<(), HandlerError>(())
+                        }
+                    },
+                )),
+        )
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    wait_until(
+        || mock.committed_offset("g-leh", "orders", 0) == Some(3),
+        "all committed",
+    )
+    .await;
+    handle.stop().await;
+    let poison = deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k == "poison")
+        .count();
+    assert_eq!(
+        poison, 3,
+        "two failures went to the container, the third was handled"
+    );
+    assert_eq!(
+        results.lock().unwrap().clone(),
+        vec![(1, "FAILED after 3 attempts".to_owned())]
+    );
+    assert_eq!(container_recoveries.load(Ordering::SeqCst), 0);
+    let letters = dead_letters(&mock, "orders-dlt");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].0, "poison");
+    assert_eq!(letters[0].1.original_offset, Some(1));
 }

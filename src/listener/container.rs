@@ -14,7 +14,7 @@ use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::events::{EventHub, Events, HaltedPartition};
 use super::handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
-    Recovery, RecoveryHalt, SharedError,
+    ListenerFailure, Recovery, RecoveryHalt, SharedError,
 };
 use super::tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
@@ -172,8 +172,24 @@ type BatchFn<R> = Arc<
 type DeserializationCheck<R> = Arc<
     dyn Fn(&R) -> std::result::Result<(), super::classify::DeserializationFailed> + Send + Sync,
 >;
-type ListenerErrorFn<R> =
-    Arc<dyn Fn(&R, HandlerError, &mut Seeks) -> Result<(), HandlerError> + Send + Sync>;
+/// A listener-level error handler: (record, error, delivery attempt) → its outcome and the
+/// seeks it asks for.
+type ListenerErrorFn<R> = Arc<
+    dyn Fn(&R, HandlerError, u32) -> BoxFuture<'static, (Result<(), HandlerError>, Seeks)>
+        + Send
+        + Sync,
+>;
+
+/// A synchronous listener-level error handler as a [`ListenerErrorFn`].
+fn sync_listener_error_fn<R>(
+    f: impl Fn(&R, HandlerError, &mut Seeks) -> Result<(), HandlerError> + Send + Sync + 'static,
+) -> ListenerErrorFn<R> {
+    Arc::new(move |r, e, _attempt| {
+        let mut seeks = Seeks::default();
+        let outcome = f(r, e, &mut seeks);
+        Box::pin(std::future::ready((outcome, seeks)))
+    })
+}
 
 /// Seeks a consumer-aware listener-level error handler asks for; the container applies them to
 /// the consumer right after the handler returns. A seek of the failed record's own partition
@@ -336,7 +352,8 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         mut self,
         f: impl Fn(&C::Record, HandlerError) -> Result<(), HandlerError> + Send + Sync + 'static,
     ) -> Self {
-        self.listener_error_handler = Some(Arc::new(move |r, e, _seeks: &mut Seeks| f(r, e)));
+        self.listener_error_handler =
+            Some(sync_listener_error_fn(move |r, e, _: &mut Seeks| f(r, e)));
         self
     }
 
@@ -349,7 +366,78 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         + Sync
         + 'static,
     ) -> Self {
-        self.listener_error_handler = Some(Arc::new(f));
+        self.listener_error_handler = Some(sync_listener_error_fn(f));
+        self
+    }
+
+    /// An async listener-level error handler (Spring's `KafkaListenerErrorHandler`), run
+    /// before the container's error handler. It gets a [`ListenerFailure`]: the record, the
+    /// error and the delivery attempt (from 1, counted as for the `kafka_deliveryAttempt`
+    /// header), and may await (publish a dead letter, call a service).
+    ///
+    /// * `Ok(value)`: the record is processed (acknowledged as if the record handler had
+    ///   succeeded), and `value` is the listener's result for it, handed to `result` (where
+    ///   Spring sends a non-null value as the reply);
+    /// * `Err(e)`: `e` goes on to the container's error handler (retry, recover).
+    ///
+    /// It replaces any listener-level handler set before. For seeks, use
+    /// [`consumer_aware_listener_error_handler`](Self::consumer_aware_listener_error_handler).
+    ///
+    /// Spring's recipe — after 3 attempts, dead-letter the record and answer a value:
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: rekafka::consumer::Consumer, dlt: rekafka::listener::DeadLetterPublisher<rekafka::listener::ListenerConsumerRecord>) -> rekafka::Result<()> {
+    /// use std::sync::Arc;
+    /// use rekafka::listener::{HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure, SharedError};
+    ///
+    /// let dlt = Arc::new(dlt);
+    /// let handle = ListenerContainer::builder(consumer)
+    ///     .record_handler(|record: ListenerConsumerRecord| async move {
+    ///         // ...
+    ///         Ok(())
+    ///     })
+    ///     .async_listener_error_handler(
+    ///         move |failure: ListenerFailure<ListenerConsumerRecord>| {
+    ///             let dlt = dlt.clone();
+    ///             async move {
+    ///                 if failure.attempt < 3 {
+    ///                     return Err(failure.error); // the container retries
+    ///                 }
+    ///                 let error: SharedError = Arc::from(failure.error);
+    ///                 dlt.publish(&failure.record, &error).await.map_err(|e| Box::new(e) as HandlerError)?;
+    ///                 Ok("FAILED")
+    ///             }
+    ///         },
+    ///         |record: &ListenerConsumerRecord, value: &'static str| {
+    ///             tracing::info!(offset = record.offset(), value, "listener result");
+    ///         },
+    ///     )
+    ///     .start()?;
+    /// # let _ = handle; Ok(()) }
+    /// ```
+    pub fn async_listener_error_handler<T, F, Fut>(
+        mut self,
+        handler: F,
+        result: impl Fn(&C::Record, T) + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: Send + 'static,
+        F: Fn(ListenerFailure<C::Record>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    {
+        let result = Arc::new(result);
+        self.listener_error_handler = Some(Arc::new(move |r: &C::Record, error, attempt| {
+            let outcome = handler(ListenerFailure {
+                record: r.clone(),
+                error,
+                attempt,
+            });
+            let (record, result) = (r.clone(), result.clone());
+            Box::pin(async move {
+                let outcome = outcome.await.map(|value| result(&record, value));
+                (outcome, Seeks::default())
+            })
+        }));
         self
     }
 
@@ -1266,8 +1354,13 @@ impl<C: ContainerConsumer> Runner<C> {
         let (delivered, ack) = self.delivery(tp, record);
         let result = f(delivered, ack).await;
         let mut seeks = Seeks::default();
-        let result = match (result, &self.leh) {
-            (Err(e), Some(leh)) => leh(record, e, &mut seeks),
+        let result = match (result, self.leh.clone()) {
+            (Err(e), Some(leh)) => {
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
+                let outcome;
+                (outcome, seeks) = leh(record, e, attempt).await;
+                outcome
+            }
             (r, _) => r,
         };
         for (target, offset) in seeks.requests {
@@ -1388,11 +1481,12 @@ impl<C: ContainerConsumer> Runner<C> {
             if self.blocked(&tp) || !self.owns(&tp) {
                 continue;
             }
-            let prepared: Vec<(C::Record, C::Record, Acknowledgment)> = recs
+            let prepared: Vec<(C::Record, C::Record, Acknowledgment, u32)> = recs
                 .into_iter()
                 .map(|r| {
                     let (delivered, ack) = self.delivery(&tp, &r);
-                    (r, delivered, ack)
+                    let attempt = self.tracker.delivery_attempt(&tp, r.offset());
+                    (r, delivered, ack, attempt)
                 })
                 .collect();
             let (f, leh, permits, stop) =
@@ -1400,7 +1494,7 @@ impl<C: ContainerConsumer> Runner<C> {
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let mut done = Vec::new();
-                for (original, delivered, ack) in prepared {
+                for (original, delivered, ack, attempt) in prepared {
                     if *stop.borrow() {
                         break;
                     }
@@ -1410,7 +1504,11 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     let mut seeks = Seeks::default();
                     let result = match (f(delivered, ack).await, &leh) {
-                        (Err(e), Some(leh)) => leh(&original, e, &mut seeks),
+                        (Err(e), Some(leh)) => {
+                            let outcome;
+                            (outcome, seeks) = leh(&original, e, attempt).await;
+                            outcome
+                        }
                         (r, _) => r,
                     };
                     let sought = seeks.requests.iter().any(|(t, _)| *t == tp);

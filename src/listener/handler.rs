@@ -254,6 +254,20 @@ impl BatchListenerFailed {
     }
 }
 
+/// A record handler's failure, as an async listener-level error handler sees it
+/// ([`ContainerBuilder::async_listener_error_handler`](super::ContainerBuilder::async_listener_error_handler)).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ListenerFailure<R> {
+    /// The record (as the container has it: without the `kafka_deliveryAttempt` header).
+    pub record: R,
+    /// The record handler's error.
+    pub error: HandlerError,
+    /// The delivery attempt that failed, from 1 (attempts survive rebalances and restarts,
+    /// as the error handler's).
+    pub attempt: u32,
+}
+
 /// What happens when a record's recovery has failed
 /// [`max_recovery_failures`](DefaultErrorHandler::max_recovery_failures) times in a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -54,7 +54,8 @@ pub use dead_letter_publisher::{
 pub use events::{Events, HaltedPartition};
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
-    LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt, RetryListener, SharedError,
+    ListenerFailure, LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt,
+    RetryListener, SharedError,
 };
 pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
 pub use tracker::{
