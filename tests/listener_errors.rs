@@ -765,3 +765,119 @@ async fn listener_error_handler_dead_letters_after_n_attempts_and_returns_a_valu
     assert_eq!(letters[0].0, "poison");
     assert_eq!(letters[0].1.original_offset, Some(1));
 }
+
+// ---- item 6: deserialization failures say so ----
+
+/// A user's deserializer that fails with the protocol-corruption kind (as many would).
+struct Amount;
+
+impl rekafka::consumer::Deserializer for Amount {
+    type Output = i64;
+    fn deserialize(&self, _topic: &str, data: Option<&bytes::Bytes>) -> rekafka::Result<i64> {
+        let text = std::str::from_utf8(data.map(|b| &b[..]).unwrap_or_default())
+            .map_err(|_| rekafka::Error::corrupt("not UTF-8"))?;
+        text.parse()
+            .map_err(|_| rekafka::Error::corrupt(format!("{text:?} is not an amount")))
+    }
+}
+
+/// A bad payload is a deserialization failure of the key or the value, with its coordinates
+/// and its own error kind, both from the consumer and in the dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deserialization_failures_name_the_part_and_the_record() {
+    use rekafka::consumer::{Deserialized, StringDeserializer};
+    let mock = MockCluster::builder()
+        .topic("orders", 1)
+        .topic("orders-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    produce_many(
+        &cluster,
+        vec![
+            Record::new("orders").with_key("k0").with_value("12"),
+            Record::new("orders").with_key("k1").with_value("twelve"),
+            Record::new("orders")
+                .with_key(vec![0xffu8, 0xfe])
+                .with_value("13"),
+        ],
+    )
+    .await;
+
+    // The consumer's own deserialization.
+    let consumer = Consumer::new(
+        cluster.clone(),
+        ConsumerConfig::new()
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_fetch_max_wait(Duration::from_millis(20)),
+    )
+    .expect("consumer");
+    consumer
+        .assign([(TopicPartition::new("orders", 0), StartOffset::Beginning)])
+        .expect("assign");
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while records.len() < 3 {
+        assert!(Instant::now() < deadline, "records never came");
+        records.extend(
+            consumer
+                .poll(Duration::from_millis(100))
+                .await
+                .expect("poll"),
+        );
+    }
+    consumer.close().await.ok();
+    let failure = |i: usize| match records[i].deserialize(&StringDeserializer, &Amount) {
+        Deserialized::Failed { error, is_key, .. } => (error, is_key),
+        _ => panic!("record {i} deserialized"),
+    };
+    let (value_error, is_key) = failure(1);
+    assert!(!is_key);
+    assert_eq!(value_error.kind(), &rekafka::ErrorKind::Deserialization);
+    let text = value_error.to_string();
+    assert!(!text.contains("corrupt"), "{text}");
+    assert!(text.contains("value of orders-0@1"), "{text}");
+    assert!(text.contains("\"twelve\" is not an amount"), "{text}");
+    let (key_error, is_key) = failure(2);
+    assert!(is_key);
+    assert_eq!(key_error.kind(), &rekafka::ErrorKind::Deserialization);
+    let text = key_error.to_string();
+    assert!(text.contains("key of orders-0@2"), "{text}");
+    assert!(!text.contains("corrupt"), "{text}");
+
+    // In the listener container: the dead letter's message says the same.
+    let dlt = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+        .group("g-deser")
+        .wait(PublishWait::PerRecord)
+        .build()
+        .await
+        .expect("publisher");
+    let consumer = Consumer::new(cluster.clone(), config("g-deser")).expect("consumer");
+    consumer.subscribe(["orders"]).expect("subscribe");
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|_r: ListenerConsumerRecord| async { Ok(()) })
+        .deserialization_check(rekafka::listener::deserialization_check(
+            StringDeserializer,
+            StringDeserializer,
+        ))
+        .error_handler(DefaultErrorHandler::new().recoverer(dlt))
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    wait_until(
+        || mock.committed_offset("g-deser", "orders", 0) == Some(3),
+        "all committed",
+    )
+    .await;
+    handle.stop().await;
+    let letters = dead_letters(&mock, "orders-dlt");
+    assert_eq!(letters.len(), 1, "the record with the bad key");
+    let info = &letters[0].1;
+    assert!(info.key_failure);
+    let message = info.exception_message.clone().unwrap_or_default();
+    assert!(!message.contains("corrupt"), "{message}");
+    assert!(message.contains("key"), "{message}");
+    assert!(message.contains("orders-0@2"), "{message}");
+    assert!(message.contains("not valid UTF-8"), "{message}");
+}
