@@ -388,7 +388,10 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     /// ```no_run
     /// # async fn demo(consumer: rekafka::consumer::Consumer, dlt: rekafka::listener::DeadLetterPublisher<rekafka::listener::ListenerConsumerRecord>) -> rekafka::Result<()> {
     /// use std::sync::Arc;
-    /// use rekafka::listener::{HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure, SharedError};
+    /// use rekafka::listener::{
+    ///     HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure, ListenerRecord,
+    ///     SharedError,
+    /// };
     ///
     /// let dlt = Arc::new(dlt);
     /// let handle = ListenerContainer::builder(consumer)
