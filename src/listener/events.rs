@@ -59,13 +59,12 @@ impl EventHub {
 
     /// Sends `event` to every subscriber: alarms through each one's lossless queue, the rest
     /// through the broadcast.
+    ///
+    /// Only the container's task emits, so events are numbered in the order they are sent.
     pub(crate) fn emit(&self, event: ContainerEvent) {
-        let mut alarms = lock(&self.alarms);
-        // Numbered under the lock, so alarms and events are numbered in the order they are
-        // sent.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         if matches!(event, ContainerEvent::RecoveryHalted { .. }) {
-            alarms.retain(|a| a.send((seq, event.clone())).is_ok());
+            lock(&self.alarms).retain(|a| a.send((seq, event.clone())).is_ok());
         } else {
             let _ = self.events.send((seq, event));
         }
@@ -77,9 +76,8 @@ impl EventHub {
     }
 
     pub(crate) fn subscribe(&self) -> Events {
-        let mut alarms = lock(&self.alarms);
         let (tx, rx) = mpsc::unbounded_channel();
-        alarms.push(tx);
+        lock(&self.alarms).push(tx);
         Events {
             events: self.events.subscribe(),
             alarms: rx,
