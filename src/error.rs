@@ -75,6 +75,12 @@ pub enum ErrorKind {
     /// inconsistent lengths, bad CRC, unknown compression, a length that exceeds its input.
     #[error("corrupt protocol data")]
     Corrupt,
+    /// A record's key or value could not be deserialized: the application's bytes, not the
+    /// protocol (see [`ConsumerRecord::deserialize`](crate::consumer::ConsumerRecord::deserialize),
+    /// whose failures name the part and the record: `deserialization failed: value of
+    /// orders-3@42: …`). Deserializers fail with it ([`Error::deserialization`]).
+    #[error("deserialization failed")]
+    Deserialization,
     /// A frame's declared size is larger than the configured maximum (or negative).
     #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {
@@ -420,6 +426,17 @@ impl Error {
     /// An error for malformed input.
     pub fn corrupt(message: impl Into<String>) -> Error {
         Error::with_message(ErrorKind::Corrupt, message)
+    }
+
+    /// A deserializer's failure ([`ErrorKind::Deserialization`]); the message says what is
+    /// wrong with the bytes.
+    ///
+    /// ```
+    /// let e = rekafka::Error::deserialization("not valid UTF-8");
+    /// assert_eq!(e.to_string(), "deserialization failed: not valid UTF-8");
+    /// ```
+    pub fn deserialization(message: impl Into<String>) -> Error {
+        Error::with_message(ErrorKind::Deserialization, message)
     }
 
     /// An error for an invalid setting; the message should name the setting.

@@ -51,10 +51,16 @@ async fn readme_demo_summary() {
         assert!(i.original_partition.is_some() && i.original_offset.is_some());
         let id: u64 = d.key.trim_start_matches("order-").parse().expect("id");
         if undeserializable.contains(&id) {
-            assert_eq!(i.exception_fqcn.as_deref(), Some("DeserializationFailed"));
+            assert_eq!(
+                i.exception_fqcn.as_deref(),
+                Some("rekafka::listener::DeserializationFailed")
+            );
             assert_eq!(d.value.first(), Some(&0xff), "raw bytes kept");
         } else {
-            assert_eq!(i.exception_fqcn.as_deref(), Some("InvalidOrder"));
+            assert_eq!(
+                i.exception_fqcn.as_deref(),
+                Some("readme_demo::demo::InvalidOrder")
+            );
             assert!(String::from_utf8_lossy(&d.value).contains("\"amount\":-5"));
         }
     }

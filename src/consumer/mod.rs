@@ -30,6 +30,7 @@
 mod config;
 mod fetcher;
 mod record;
+pub(crate) use record::failure_detail;
 
 pub use config::{AutoCommit, ConsumerConfig, IsolationLevel, OffsetReset};
 pub use fetcher::StartOffset;

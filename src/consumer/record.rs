@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::Error;
 use crate::group::TopicPartition;
 use crate::protocol::record::{Headers, TimestampType};
+use crate::{Error, ErrorKind};
 
 /// One record handed to the application. Key, value and headers are zero-copy slices of the
 /// fetch response (or of the decompressed batch).
@@ -43,34 +43,69 @@ impl ConsumerRecord {
     }
 
     /// Deserializes key and value. Never fails: a failure is a [`Deserialized::Failed`] value
-    /// carrying the raw record, so the application can skip, dead-letter or retry it.
+    /// carrying the raw record, so the application can skip, dead-letter or retry it. Its
+    /// error is of kind [`ErrorKind::Deserialization`] and names the part and the record
+    /// (`deserialization failed: value of orders-3@42: not valid UTF-8`), with the
+    /// deserializer's error as its source.
     pub fn deserialize<K: Deserializer, V: Deserializer>(
         &self,
         key: &K,
         value: &V,
     ) -> Deserialized<K::Output, V::Output> {
-        let k = match key.deserialize(&self.topic, self.key.as_ref()) {
-            Ok(k) => k,
-            Err(error) => {
-                return Deserialized::Failed {
-                    record: self.clone(),
-                    error,
-                    is_key: true,
-                };
-            }
-        };
-        match value.deserialize(&self.topic, self.value.as_ref()) {
-            Ok(v) => Deserialized::Ok { key: k, value: v },
-            Err(error) => Deserialized::Failed {
+        match self.deserialize_parts(key, value) {
+            Ok((key, value)) => Deserialized::Ok { key, value },
+            Err((error, is_key)) => Deserialized::Failed {
                 record: self.clone(),
-                error,
-                is_key: false,
+                error: Error::with_message(
+                    ErrorKind::Deserialization,
+                    format!(
+                        "{} of {}: {}",
+                        if is_key { "key" } else { "value" },
+                        self.coordinates(),
+                        failure_detail(&error)
+                    ),
+                )
+                .source(error),
+                is_key,
             },
         }
     }
+
+    /// Key and value, or the deserializer's own error and whether the key failed.
+    pub(crate) fn deserialize_parts<K: Deserializer, V: Deserializer>(
+        &self,
+        key: &K,
+        value: &V,
+    ) -> Result<(K::Output, V::Output), (Error, bool)> {
+        let k = key
+            .deserialize(&self.topic, self.key.as_ref())
+            .map_err(|e| (e, true))?;
+        let v = value
+            .deserialize(&self.topic, self.value.as_ref())
+            .map_err(|e| (e, false))?;
+        Ok((k, v))
+    }
+
+    /// `topic-partition@offset`.
+    pub(crate) fn coordinates(&self) -> String {
+        format!("{}-{}@{}", self.topic, self.partition, self.offset)
+    }
 }
 
-/// Turns the bytes of a key or value into a typed value.
+/// What a deserializer's error says about the bytes: its message (whatever its kind: a
+/// deserializer failing with [`ErrorKind::Corrupt`] means the payload, not the protocol), or
+/// the error itself when it has none.
+pub(crate) fn failure_detail(error: &Error) -> String {
+    match (error.message_text(), error.kind()) {
+        (Some(m), _) => m.to_owned(),
+        (None, ErrorKind::Corrupt | ErrorKind::Deserialization) => "invalid bytes".to_owned(),
+        (None, _) => error.to_string(),
+    }
+}
+
+/// Turns the bytes of a key or value into a typed value. Fail with
+/// [`Error::deserialization`] (any error is taken as a deserialization failure of the part,
+/// though).
 pub trait Deserializer: Send + Sync {
     /// The typed value.
     type Output;
@@ -103,7 +138,7 @@ impl Deserializer for StringDeserializer {
             None => Ok(None),
             Some(b) => std::str::from_utf8(b)
                 .map(|s| Some(s.to_owned()))
-                .map_err(|e| Error::corrupt("value is not valid UTF-8").source(e)),
+                .map_err(|e| Error::deserialization("not valid UTF-8").source(e)),
         }
     }
 }
@@ -215,7 +250,11 @@ mod tests {
                 assert!(!is_key);
                 assert_eq!(record.value.as_deref(), Some(&[0xff, 0xfe][..]));
                 assert_eq!(record.offset, 0);
-                assert_eq!(error.kind(), &crate::ErrorKind::Corrupt);
+                assert_eq!(error.kind(), &crate::ErrorKind::Deserialization);
+                assert_eq!(
+                    error.to_string(),
+                    "deserialization failed: value of t-0@0: not valid UTF-8"
+                );
             }
             other => panic!("expected a failure, got {other:?}"),
         }

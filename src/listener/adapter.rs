@@ -11,7 +11,8 @@ use super::classify::{DeserializationFailed, RecordPart};
 use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::tracker::TopicPartition;
 use crate::Result;
-use crate::consumer::{AutoCommit, Consumer, ConsumerRecord, Deserialized, Deserializer};
+use crate::consumer::failure_detail;
+use crate::consumer::{AutoCommit, Consumer, ConsumerRecord, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
 use crate::protocol::record::{Header, TimestampType};
 
@@ -295,15 +296,16 @@ where
     K: Deserializer + 'static,
     V: Deserializer + 'static,
 {
-    move |r: &ListenerConsumerRecord| match r.record.deserialize(&key, &value) {
-        Deserialized::Failed { error, is_key, .. } => Err(DeserializationFailed {
+    move |r: &ListenerConsumerRecord| match r.record.deserialize_parts(&key, &value) {
+        Err((error, is_key)) => Err(DeserializationFailed {
             part: if is_key {
                 RecordPart::Key
             } else {
                 RecordPart::Value
             },
-            message: error.to_string(),
+            // "deserialization of the record's value failed: orders-3@42: not valid UTF-8"
+            message: format!("{}: {}", r.record.coordinates(), failure_detail(&error)),
         }),
-        _ => Ok(()),
+        Ok(_) => Ok(()),
     }
 }

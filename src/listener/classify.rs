@@ -135,12 +135,14 @@ impl Classifier {
     }
 
     /// Errors of type `E` (anywhere in the source chain) are not retried: recovered on the
-    /// first failure. Replaces an existing rule for `E`.
+    /// first failure. Replaces an existing rule for `E`. Registers `E`
+    /// ([`register_error_type`]).
     pub fn add_not_retryable<E: StdError + 'static>(&mut self) -> &mut Self {
         self.set::<E>(false)
     }
 
     /// Errors of type `E` are retried under the back-off. Replaces an existing rule for `E`.
+    /// Registers `E` ([`register_error_type`]).
     pub fn add_retryable<E: StdError + 'static>(&mut self) -> &mut Self {
         self.set::<E>(true)
     }
@@ -162,6 +164,7 @@ impl Classifier {
     }
 
     fn set<E: StdError + 'static>(&mut self, retryable: bool) -> &mut Self {
+        register_error_type::<E>();
         let id = TypeId::of::<E>();
         if let Some(slot) = self
             .rules
@@ -220,53 +223,238 @@ impl Classifier {
     }
 }
 
-/// A name for the kind of an error, used to notice that a record now fails differently
-/// (`reset_state_on_exception_change`): the leading identifier of its `Debug` output, which for
-/// derived `Debug` is the type name (`InvalidOrder`, `Wrapper(..)` gives `Wrapper`). Errors
-/// whose `Debug` output does not start with an identifier (a boxed string) are named by their
-/// whole `Debug` output (its first 200 characters).
+/// The class of an error: a stable name for its type, Rust's analogue of a Java exception's
+/// class name. The container compares classes to notice that a record now fails differently
+/// (`reset_state_on_exception_change`), and dead letters carry them in the
+/// `kafka_dlt-exception-fqcn` and `kafka_dlt-exception-cause-fqcn` headers (and, one per
+/// level, in the stack trace). **The message never counts**: an error whose message changes on
+/// every attempt keeps its class.
+///
+/// Rust cannot name the concrete type behind a `dyn Error`, so the class is, in this order:
+///
+/// 1. the type path ([`std::any::type_name`]) of a *known* type: rekafka's own errors
+///    ([`crate::Error`] is `rekafka::Error`, [`DeserializationFailed`] is
+///    `rekafka::listener::DeserializationFailed`, …), common standard errors
+///    (`std::io::Error`, `core::num::ParseIntError`, …), and every type named to rekafka:
+///    boxed with [`typed_error`], registered with [`register_error_type`], or named in a
+///    [`Classifier`] rule;
+/// 2. `alloc::string::String` for a string boxed as an error (`"text".into()`,
+///    `format!(..).into()`: std's private string error type);
+/// 3. the type name a *derived* `Debug` starts with (`InvalidOrder` for `InvalidOrder(..)` or
+///    `InvalidOrder { .. }`; for an enum, the variant's name). Only an identifier followed by
+///    `(`, ` {` or the end of the output counts, and not when the `Display` output starts the
+///    same way: a `Debug` that prints the message does not name the type;
+/// 4. otherwise `dyn core::error::Error` (an error of a type rekafka cannot name).
+///
+/// Name your error types (step 1) to get their full path, e.g.
+/// `my_app::orders::InvalidOrder`:
+///
+/// ```
+/// use rekafka::listener::{HandlerError, error_class, register_error_type, typed_error};
+///
+/// #[derive(thiserror::Error)]
+/// #[error("order {0} is invalid")]
+/// struct InvalidOrder(u32);
+/// impl std::fmt::Debug for InvalidOrder { // prints the message: it cannot name the type
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "order {} is invalid", self.0)
+///     }
+/// }
+///
+/// let plain: HandlerError = Box::new(InvalidOrder(1));
+/// assert_eq!(error_class(plain.as_ref()), "dyn core::error::Error");
+/// let e: HandlerError = typed_error(InvalidOrder(2)); // boxes and registers the type
+/// assert_eq!(error_class(e.as_ref()), std::any::type_name::<InvalidOrder>());
+/// assert_eq!(error_class(plain.as_ref()), std::any::type_name::<InvalidOrder>());
+///
+/// let text: HandlerError = format!("attempt {} failed", 3).into();
+/// assert_eq!(error_class(text.as_ref()), "alloc::string::String");
+/// # register_error_type::<std::env::VarError>();
+/// ```
 pub fn error_class(error: &(dyn StdError + 'static)) -> String {
-    use std::fmt::Write as _;
-    // Formats the `Debug` output only as far as its leading identifier: an error's `Debug`
-    // may be long (it may hold the record), and the class is computed for every failure.
-    struct Ident {
-        out: String,
-        done: bool,
+    if let Some(name) = known_type(error) {
+        return name.to_owned();
     }
-    impl std::fmt::Write for Ident {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            if self.done {
-                return Err(std::fmt::Error);
-            }
-            for (i, c) in s.char_indices() {
-                if !(c.is_alphanumeric() || c == '_' || c == ':') {
-                    self.out.push_str(&s[..i]);
-                    self.done = true;
-                    return Err(std::fmt::Error);
-                }
-            }
-            self.out.push_str(s);
-            Ok(())
-        }
+    if is_boxed_string(error) {
+        return std::any::type_name::<String>().to_owned();
     }
-    let mut ident = Ident {
-        out: String::new(),
-        done: false,
-    };
-    let _ = write!(ident, "{error:?}");
-    if !ident.out.is_empty() {
-        return ident.out;
+    if let Some(name) = derived_debug_name(error) {
+        return name;
     }
-    // No leading identifier (a `Debug` starting with a quote, say): the `Debug` itself, cut.
-    let debug = format!("{error:?}");
-    match debug.char_indices().nth(MAX_CLASS_CHARS) {
-        Some((at, _)) => debug[..at].to_owned(),
-        None => debug,
+    UNNAMED_CLASS.to_owned()
+}
+
+/// The class of an error whose type rekafka cannot name.
+const UNNAMED_CLASS: &str = "dyn core::error::Error";
+
+type IsType = fn(&(dyn StdError + 'static)) -> bool;
+
+fn is_type<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+    e.is::<E>()
+}
+
+/// rekafka's own error types (under their public paths) and common standard ones.
+const BUILT_IN: &[(&str, IsType)] = &[
+    ("rekafka::Error", is_type::<crate::Error>),
+    (
+        "rekafka::listener::DeserializationFailed",
+        is_type::<DeserializationFailed>,
+    ),
+    (
+        "rekafka::listener::BatchListenerFailed",
+        is_type::<super::handler::BatchListenerFailed>,
+    ),
+    (
+        "rekafka::listener::DeadLetterError",
+        is_type::<super::dead_letter_publisher::DeadLetterError>,
+    ),
+    (
+        "rekafka::producer::ProduceError",
+        is_type::<crate::producer::ProduceError>,
+    ),
+    ("std::io::Error", is_type::<std::io::Error>),
+    ("core::fmt::Error", is_type::<std::fmt::Error>),
+    (
+        "core::num::ParseIntError",
+        is_type::<std::num::ParseIntError>,
+    ),
+    (
+        "core::num::ParseFloatError",
+        is_type::<std::num::ParseFloatError>,
+    ),
+    (
+        "core::num::TryFromIntError",
+        is_type::<std::num::TryFromIntError>,
+    ),
+    (
+        "core::str::ParseBoolError",
+        is_type::<std::str::ParseBoolError>,
+    ),
+    ("core::str::Utf8Error", is_type::<std::str::Utf8Error>),
+    (
+        "alloc::string::FromUtf8Error",
+        is_type::<std::string::FromUtf8Error>,
+    ),
+    (
+        "tokio::time::error::Elapsed",
+        is_type::<tokio::time::error::Elapsed>,
+    ),
+];
+
+/// Types named to rekafka at run time ([`register_error_type`]).
+static REGISTERED: std::sync::RwLock<Vec<(TypeId, &'static str, IsType)>> =
+    std::sync::RwLock::new(Vec::new());
+
+fn known_type(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+    if let Some((name, _)) = BUILT_IN.iter().find(|(_, is)| is(e)) {
+        return Some(name);
+    }
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    registered
+        .iter()
+        .find(|(_, _, is)| is(e))
+        .map(|(_, n, _)| *n)
+}
+
+/// Names `E` to rekafka: from now on its [class](error_class) is its type path,
+/// `std::any::type_name::<E>()` (e.g. `my_app::orders::InvalidOrder`), wherever it appears in
+/// an error chain. Registering a type twice does nothing. Types named in a [`Classifier`]
+/// rule and errors boxed with [`typed_error`] are registered already.
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("price is negative")]
+/// struct InvalidOrder;
+///
+/// rekafka::listener::register_error_type::<InvalidOrder>();
+/// assert!(rekafka::listener::error_class(&InvalidOrder).ends_with("::InvalidOrder"));
+/// ```
+pub fn register_error_type<E: StdError + 'static>() {
+    let id = TypeId::of::<E>();
+    let seen = |v: &Vec<(TypeId, &'static str, IsType)>| v.iter().any(|(t, _, _)| *t == id);
+    if seen(&REGISTERED.read().unwrap_or_else(|p| p.into_inner())) {
+        return;
+    }
+    let mut registered = REGISTERED.write().unwrap_or_else(|p| p.into_inner());
+    if !seen(&registered) {
+        registered.push((id, std::any::type_name::<E>(), is_type::<E>));
     }
 }
 
-/// The longest class [`error_class`] returns when the error's `Debug` has no leading
-/// identifier.
+/// Boxes `error` as a [`HandlerError`] and [registers](register_error_type) its type, so its
+/// [class](error_class) is its type path. Use it where a handler fails with its own error
+/// type: `return Err(typed_error(InvalidOrder(id)))`, or `.map_err(typed_error)?`.
+pub fn typed_error<E: StdError + Send + Sync + 'static>(error: E) -> HandlerError {
+    register_error_type::<E>();
+    Box::new(error)
+}
+
+/// Whether `e` is a string boxed as an error (std's private `StringError`, whose `Debug` is
+/// the string's and whose `Display` is the string itself).
+fn is_boxed_string(e: &(dyn StdError + 'static)) -> bool {
+    if e.source().is_some() {
+        return false;
+    }
+    let (lead, _) = debug_lead(e, |c| c == '"');
+    if lead.is_empty() {
+        return false;
+    }
+    format!("{e:?}") == format!("{:?}", e.to_string())
+}
+
+/// The type name a derived `Debug` output of `e` starts with (see [`error_class`]).
+fn derived_debug_name(e: &(dyn StdError + 'static)) -> Option<String> {
+    let (name, next) = debug_lead(e, |c| c.is_alphanumeric() || c == '_');
+    let first = name.chars().next()?;
+    if !(first.is_alphabetic() || first == '_') {
+        return None;
+    }
+    let derived = next.is_empty() || next.starts_with('(') || next == " {";
+    // A `Debug` that prints the message reads like the `Display` output.
+    let lead = format!("{name}{next}");
+    (derived && !e.to_string().starts_with(&lead)).then_some(name)
+}
+
+/// Formats `e`'s `Debug` only as far as needed: its leading run of characters for which
+/// `take` holds, and up to two characters after it. An error's `Debug` may be long (it may
+/// hold the record), and classes are computed for failures.
+fn debug_lead(e: &(dyn StdError + 'static), take: fn(char) -> bool) -> (String, String) {
+    use std::fmt::Write as _;
+    struct Lead {
+        take: fn(char) -> bool,
+        lead: String,
+        next: String,
+        in_lead: bool,
+    }
+    impl std::fmt::Write for Lead {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if self.in_lead {
+                    if (self.take)(c) && self.lead.len() < MAX_CLASS_CHARS {
+                        self.lead.push(c);
+                        continue;
+                    }
+                    self.in_lead = false;
+                }
+                self.next.push(c);
+                if self.next.chars().count() >= 2 {
+                    return Err(std::fmt::Error);
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut lead = Lead {
+        take,
+        lead: String::new(),
+        next: String::new(),
+        in_lead: true,
+    };
+    let _ = write!(lead, "{e:?}");
+    (lead.lead, lead.next)
+}
+
+/// The longest type name taken from a `Debug` output.
 const MAX_CLASS_CHARS: usize = 200;
 
 #[cfg(test)]
@@ -335,10 +523,71 @@ mod tests {
 
     #[test]
     fn error_class_names_the_type() {
-        assert_eq!(error_class(&C(B(A))), "C");
-        assert_eq!(error_class(&A), "A");
-        let boxed: HandlerError = "plain text".into();
-        assert_eq!(error_class(boxed.as_ref()), "\"plain text\"");
+        // Types of their own: the classifier tests register A, B and C.
+        #[derive(Debug, thiserror::Error)]
+        #[error("d")]
+        struct D;
+        #[derive(Debug, thiserror::Error)]
+        #[error("e {0}")]
+        struct E(u32);
+        #[derive(Debug, thiserror::Error)]
+        enum F {
+            #[error("g {n}")]
+            G { n: u32 },
+        }
+        assert_eq!(error_class(&D), "D");
+        assert_eq!(error_class(&E(1)), "E");
+        assert_eq!(error_class(&F::G { n: 1 }), "G");
+        // Boxed strings: one class whatever the text.
+        for text in ["plain text", "attempt 2", "\"quoted\"", ""] {
+            let boxed: HandlerError = text.into();
+            assert_eq!(error_class(boxed.as_ref()), "alloc::string::String");
+        }
+        let boxed: HandlerError = format!("attempt {}", 7).into();
+        assert_eq!(error_class(boxed.as_ref()), "alloc::string::String");
+        // Known types: their path.
+        assert_eq!(error_class(&crate::Error::config("x")), "rekafka::Error");
+        let io = std::io::Error::other("disk on fire");
+        assert_eq!(error_class(&io), "std::io::Error");
+        let d = DeserializationFailed {
+            part: RecordPart::Key,
+            message: "bad".into(),
+        };
+        assert_eq!(error_class(&d), "rekafka::listener::DeserializationFailed");
+        let parse = "x".parse::<u8>().unwrap_err();
+        assert_eq!(error_class(&parse), "core::num::ParseIntError");
+        typed_error(E(2));
+        assert_eq!(error_class(&E(3)), std::any::type_name::<E>());
+        assert!(std::any::type_name::<E>().starts_with("rekafka::"));
+    }
+
+    #[test]
+    fn messages_never_count() {
+        /// `Debug` prints the message.
+        #[derive(thiserror::Error)]
+        #[error("{0}")]
+        struct Msg(String);
+        impl std::fmt::Debug for Msg {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        for m in [
+            "Timeout",
+            "Timeout2",
+            "connection refused",
+            "Call(3) failed",
+            "{x}",
+            "",
+        ] {
+            assert_eq!(error_class(&Msg(m.into())), "dyn core::error::Error", "{m}");
+        }
+        classifier_rules_register_their_types();
+        fn classifier_rules_register_their_types() {
+            let mut c = Classifier::default();
+            c.add_retryable::<Msg>();
+            assert_eq!(error_class(&Msg("x".into())), std::any::type_name::<Msg>());
+        }
     }
 
     #[test]

@@ -5,15 +5,16 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::classify::HandlerError;
 use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
+use super::events::{EventHub, Events, HaltedPartition};
 use super::handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
-    Recovery, RecoveryHalt, SharedError,
+    ListenerFailure, Recovery, RecoveryHalt, SharedError,
 };
 use super::tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
@@ -171,8 +172,24 @@ type BatchFn<R> = Arc<
 type DeserializationCheck<R> = Arc<
     dyn Fn(&R) -> std::result::Result<(), super::classify::DeserializationFailed> + Send + Sync,
 >;
-type ListenerErrorFn<R> =
-    Arc<dyn Fn(&R, HandlerError, &mut Seeks) -> Result<(), HandlerError> + Send + Sync>;
+/// A listener-level error handler: (record, error, delivery attempt) → its outcome and the
+/// seeks it asks for.
+type ListenerErrorFn<R> = Arc<
+    dyn Fn(&R, HandlerError, u32) -> BoxFuture<'static, (Result<(), HandlerError>, Seeks)>
+        + Send
+        + Sync,
+>;
+
+/// A synchronous listener-level error handler as a [`ListenerErrorFn`].
+fn sync_listener_error_fn<R>(
+    f: impl Fn(&R, HandlerError, &mut Seeks) -> Result<(), HandlerError> + Send + Sync + 'static,
+) -> ListenerErrorFn<R> {
+    Arc::new(move |r, e, _attempt| {
+        let mut seeks = Seeks::default();
+        let outcome = f(r, e, &mut seeks);
+        Box::pin(std::future::ready((outcome, seeks)))
+    })
+}
 
 /// Seeks a consumer-aware listener-level error handler asks for; the container applies them to
 /// the consumer right after the handler returns. A seek of the failed record's own partition
@@ -231,7 +248,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     idle_interval: Option<Duration>,
     concurrency: usize,
     transactional: Option<Transactional>,
-    events: broadcast::Sender<ContainerEvent>,
+    events: Arc<EventHub>,
 }
 
 /// What the container does when its transactional producer is fenced (another instance with
@@ -264,7 +281,7 @@ pub struct ListenerContainer;
 impl ListenerContainer {
     /// A builder for a container driving `consumer`.
     pub fn builder<C: ContainerConsumer>(consumer: C) -> ContainerBuilder<C> {
-        let (events, _) = broadcast::channel(1024);
+        let events = EventHub::new();
         ContainerBuilder {
             consumer,
             handler: None,
@@ -302,8 +319,8 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     }
 
     /// The batch handler: gets every record of a poll at once. Fail with
-    /// [`BatchListenerFailed`] to name the failed record; any other error retries the whole
-    /// batch in memory.
+    /// [`BatchListenerFailed`] (the error itself, or anywhere in its source chain) to name the
+    /// failed record; any other error retries the whole batch in memory.
     pub fn batch_handler<F, Fut>(self, f: F) -> Self
     where
         F: Fn(Vec<C::Record>) -> Fut + Send + Sync + 'static,
@@ -335,7 +352,8 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         mut self,
         f: impl Fn(&C::Record, HandlerError) -> Result<(), HandlerError> + Send + Sync + 'static,
     ) -> Self {
-        self.listener_error_handler = Some(Arc::new(move |r, e, _seeks: &mut Seeks| f(r, e)));
+        self.listener_error_handler =
+            Some(sync_listener_error_fn(move |r, e, _: &mut Seeks| f(r, e)));
         self
     }
 
@@ -348,7 +366,81 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         + Sync
         + 'static,
     ) -> Self {
-        self.listener_error_handler = Some(Arc::new(f));
+        self.listener_error_handler = Some(sync_listener_error_fn(f));
+        self
+    }
+
+    /// An async listener-level error handler (Spring's `KafkaListenerErrorHandler`), run
+    /// before the container's error handler. It gets a [`ListenerFailure`]: the record, the
+    /// error and the delivery attempt (from 1, counted as for the `kafka_deliveryAttempt`
+    /// header), and may await (publish a dead letter, call a service).
+    ///
+    /// * `Ok(value)`: the record is processed (acknowledged as if the record handler had
+    ///   succeeded), and `value` is the listener's result for it, handed to `result` (where
+    ///   Spring sends a non-null value as the reply);
+    /// * `Err(e)`: `e` goes on to the container's error handler (retry, recover).
+    ///
+    /// It replaces any listener-level handler set before. For seeks, use
+    /// [`consumer_aware_listener_error_handler`](Self::consumer_aware_listener_error_handler).
+    ///
+    /// Spring's recipe — after 3 attempts, dead-letter the record and answer a value:
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: rekafka::consumer::Consumer, dlt: rekafka::listener::DeadLetterPublisher<rekafka::listener::ListenerConsumerRecord>) -> rekafka::Result<()> {
+    /// use std::sync::Arc;
+    /// use rekafka::listener::{
+    ///     HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure, ListenerRecord,
+    ///     SharedError,
+    /// };
+    ///
+    /// let dlt = Arc::new(dlt);
+    /// let handle = ListenerContainer::builder(consumer)
+    ///     .record_handler(|record: ListenerConsumerRecord| async move {
+    ///         // ...
+    ///         Ok(())
+    ///     })
+    ///     .async_listener_error_handler(
+    ///         move |failure: ListenerFailure<ListenerConsumerRecord>| {
+    ///             let dlt = dlt.clone();
+    ///             async move {
+    ///                 if failure.attempt < 3 {
+    ///                     return Err(failure.error); // the container retries
+    ///                 }
+    ///                 let error: SharedError = Arc::from(failure.error);
+    ///                 dlt.publish(&failure.record, &error).await.map_err(|e| Box::new(e) as HandlerError)?;
+    ///                 Ok("FAILED")
+    ///             }
+    ///         },
+    ///         |record: &ListenerConsumerRecord, value: &'static str| {
+    ///             tracing::info!(offset = record.offset(), value, "listener result");
+    ///         },
+    ///     )
+    ///     .start()?;
+    /// # let _ = handle; Ok(()) }
+    /// ```
+    pub fn async_listener_error_handler<T, F, Fut>(
+        mut self,
+        handler: F,
+        result: impl Fn(&C::Record, T) + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: Send + 'static,
+        F: Fn(ListenerFailure<C::Record>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    {
+        let result = Arc::new(result);
+        self.listener_error_handler = Some(Arc::new(move |r: &C::Record, error, attempt| {
+            let outcome = handler(ListenerFailure {
+                record: r.clone(),
+                error,
+                attempt,
+            });
+            let (record, result) = (r.clone(), result.clone());
+            Box::pin(async move {
+                let outcome = outcome.await.map(|value| result(&record, value));
+                (outcome, Seeks::default())
+            })
+        }));
         self
     }
 
@@ -434,8 +526,9 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
-    /// Subscribes to events before the container starts (so `Started` is seen).
-    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
+    /// Subscribes to events before the container starts (so `Started` is seen). See [`Events`]:
+    /// alarms are never lost.
+    pub fn subscribe(&self) -> Events {
         self.events.subscribe()
     }
 
@@ -513,14 +606,31 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
 pub struct ContainerHandle {
     stop: watch::Sender<bool>,
     pause: watch::Sender<bool>,
-    events: broadcast::Sender<ContainerEvent>,
+    events: Arc<EventHub>,
     task: Option<JoinHandle<StopReason>>,
 }
 
 impl ContainerHandle {
-    /// Subscribes to the container's events.
-    pub fn events(&self) -> broadcast::Receiver<ContainerEvent> {
+    /// Subscribes to the container's events. See [`Events`]: alarms
+    /// ([`ContainerEvent::RecoveryHalted`]) are never lost.
+    pub fn events(&self) -> Events {
         self.events.subscribe()
+    }
+
+    /// The partitions halted now because their record could not be recovered (the state behind
+    /// [`ContainerEvent::RecoveryHalted`]): each stays paused until a later recovery of its
+    /// record succeeds ([`DefaultErrorHandler::halt_probe_interval`]) or it is revoked.
+    ///
+    /// ```no_run
+    /// # fn demo(handle: &rekafka::listener::ContainerHandle) {
+    /// for h in handle.halted_partitions() {
+    ///     eprintln!("{}-{} halted at offset {} after {} recovery failures",
+    ///         h.partition.0, h.partition.1, h.offset, h.failures);
+    /// }
+    /// # }
+    /// ```
+    pub fn halted_partitions(&self) -> Vec<HaltedPartition> {
+        self.events.halted_partitions()
     }
 
     /// Pauses consumption (all partitions) before the next poll (within the poll timeout);
@@ -623,7 +733,7 @@ struct Runner<C: ContainerConsumer> {
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
     sought_in_txn: HashSet<TopicPartition>,
-    events: broadcast::Sender<ContainerEvent>,
+    events: Arc<EventHub>,
     stop: watch::Receiver<bool>,
     pause: watch::Receiver<bool>,
     tracker: FailedRecordTracker,
@@ -730,12 +840,12 @@ fn stop_reason_for(e: &Error) -> Option<StopReason> {
 
 impl<C: ContainerConsumer> Runner<C> {
     fn emit(&self, event: ContainerEvent) {
-        let _ = self.events.send(event);
+        self.events.emit(event);
     }
 
     /// Whether anybody receives events (per-record events are not built otherwise).
     fn observed(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.events.observed()
     }
 
     /// [`ContainerEvent::FailedDelivery`], if anybody receives events.
@@ -904,6 +1014,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.tracker.clear(tp);
             self.backing_off.remove(tp);
             self.halted.remove(tp);
+            self.events.resumed(tp);
             self.pending.remove(tp);
             self.recovered_ahead.remove(tp);
             self.capped.remove(tp);
@@ -1014,6 +1125,7 @@ impl<C: ContainerConsumer> Runner<C> {
             let offset = h.record.offset();
             match self.eh.recoverer.recover(&h.record, &h.error).await {
                 Ok(()) => {
+                    self.events.resumed(&tp);
                     self.recovered(&tp, &h.record, &h.error);
                     if let Err(e) = self.consumer.seek(&tp, offset + 1) {
                         tracing::warn!(error = %e, "seek after recovery failed");
@@ -1064,6 +1176,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 next_probe: Instant::now() + self.eh.halt_probe_interval,
             },
         );
+        self.events.halted(tp, offset, failures);
         self.emit(ContainerEvent::RecoveryHalted {
             partition: tp.clone(),
             offset,
@@ -1244,8 +1357,13 @@ impl<C: ContainerConsumer> Runner<C> {
         let (delivered, ack) = self.delivery(tp, record);
         let result = f(delivered, ack).await;
         let mut seeks = Seeks::default();
-        let result = match (result, &self.leh) {
-            (Err(e), Some(leh)) => leh(record, e, &mut seeks),
+        let result = match (result, self.leh.clone()) {
+            (Err(e), Some(leh)) => {
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
+                let outcome;
+                (outcome, seeks) = leh(record, e, attempt).await;
+                outcome
+            }
             (r, _) => r,
         };
         for (target, offset) in seeks.requests {
@@ -1366,11 +1484,12 @@ impl<C: ContainerConsumer> Runner<C> {
             if self.blocked(&tp) || !self.owns(&tp) {
                 continue;
             }
-            let prepared: Vec<(C::Record, C::Record, Acknowledgment)> = recs
+            let prepared: Vec<(C::Record, C::Record, Acknowledgment, u32)> = recs
                 .into_iter()
                 .map(|r| {
                     let (delivered, ack) = self.delivery(&tp, &r);
-                    (r, delivered, ack)
+                    let attempt = self.tracker.delivery_attempt(&tp, r.offset());
+                    (r, delivered, ack, attempt)
                 })
                 .collect();
             let (f, leh, permits, stop) =
@@ -1378,7 +1497,7 @@ impl<C: ContainerConsumer> Runner<C> {
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let mut done = Vec::new();
-                for (original, delivered, ack) in prepared {
+                for (original, delivered, ack, attempt) in prepared {
                     if *stop.borrow() {
                         break;
                     }
@@ -1388,7 +1507,11 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     let mut seeks = Seeks::default();
                     let result = match (f(delivered, ack).await, &leh) {
-                        (Err(e), Some(leh)) => leh(&original, e, &mut seeks),
+                        (Err(e), Some(leh)) => {
+                            let outcome;
+                            (outcome, seeks) = leh(&original, e, attempt).await;
+                            outcome
+                        }
                         (r, _) => r,
                     };
                     let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
@@ -1739,7 +1862,12 @@ impl<C: ContainerConsumer> Runner<C> {
                         Some(blf.position),
                         Arc::<dyn std::error::Error + Send + Sync>::from(blf.cause),
                     ),
-                    Err(e) => (None, Arc::from(e)),
+                    // Deeper in the chain: the failed record gets the whole error (its chain
+                    // holds the cause, which classification finds).
+                    Err(e) => (
+                        BatchListenerFailed::find(e.as_ref()).map(|b| b.position.clone()),
+                        Arc::from(e),
+                    ),
                 };
                 let index = position.and_then(|p| match p {
                     FailedPosition::Index(i) if i < batch.len() => Some(i),
@@ -2093,6 +2221,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     {
                         self.pending_recovery.remove(&tp);
                     }
+                    self.events.resumed(&tp);
                     for l in &self.eh.listeners {
                         if records.len() == 1 {
                             l.recovered(first, &error);
@@ -2116,6 +2245,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                 }
                 for (tp, o) in &next {
+                    self.events.passed(tp, *o);
                     self.tracker.succeeded(tp, o - 1);
                     if !sought.contains(tp) {
                         self.seek_min(tp, *o);
@@ -2158,7 +2288,8 @@ impl<C: ContainerConsumer> Runner<C> {
                 };
                 if let Some(error) = pending {
                     let recoverer = self.eh.recoverer.clone();
-                    match recoverer.recover(&record, &error).await {
+                    let recovery = recoverer.recover(&record, &error);
+                    match self.in_open_transaction(recovery).await {
                         Ok(()) => {
                             // Done when the transaction commits; if it aborts, the record is
                             // still pending and is recovered again in the next one.
@@ -2211,7 +2342,8 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some(error) = pending {
             let recoverer = self.eh.recoverer.clone();
             for r in &batch {
-                if let Err(f) = recoverer.recover(r, &error).await {
+                let recovery = recoverer.recover(r, &error);
+                if let Err(f) = self.in_open_transaction(recovery).await {
                     let f: SharedError = Arc::from(f);
                     for l in &self.eh.listeners {
                         l.recovery_failed_batch(&batch, &error, &f);
@@ -2233,6 +2365,21 @@ impl<C: ContainerConsumer> Runner<C> {
                 .map(|(tp, o)| (tp, o + 1)),
         );
         None
+    }
+
+    /// A recovery that runs with the container's current producer as the open transaction's
+    /// (for [`TransactionalDeadLetters`](super::TransactionalDeadLetters)).
+    fn in_open_transaction<'a, T: 'a>(
+        &self,
+        recovery: impl Future<Output = T> + Send + 'a,
+    ) -> BoxFuture<'a, T> {
+        match self.txn.as_ref() {
+            Some(t) => Box::pin(super::transactional::in_transaction_of(
+                t.producer.clone(),
+                recovery,
+            )),
+            None => Box::pin(recovery),
+        }
     }
 
     async fn abort_and_rewind(
@@ -2334,6 +2481,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 });
                 let wait = match decision {
                     RecoveryFailureDecision::Halt { failures } => {
+                        self.events.halted(&tp, offset, failures);
                         self.emit(ContainerEvent::RecoveryHalted {
                             partition: tp.clone(),
                             offset,

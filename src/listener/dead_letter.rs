@@ -6,10 +6,10 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `kafka_dlt-exception-fqcn` | the error's type name |
-//! | `kafka_dlt-exception-cause-fqcn` | the type name of its cause (itself when it has none) |
+//! | `kafka_dlt-exception-fqcn` | the error's [class](super::error_class): its type path |
+//! | `kafka_dlt-exception-cause-fqcn` | the class of its cause (its own when it has none) |
 //! | `kafka_dlt-exception-message` | its message, plus `"; "` and the cause's message if different |
-//! | `kafka_dlt-exception-stacktrace` | the error chain, one `Type: message` per line |
+//! | `kafka_dlt-exception-stacktrace` | the error chain, one `class: message` per line |
 //! | `kafka_dlt-key-exception-*` | the same three, when the *key* failed to deserialize |
 //! | `kafka_dlt-original-topic` | UTF-8 |
 //! | `kafka_dlt-original-partition` | 4-byte big-endian |
@@ -53,15 +53,15 @@ use crate::protocol::record::{Header, TimestampType};
 
 /// Spring's header names.
 pub mod names {
-    /// The error's type name.
+    /// The error's class ([`error_class`](crate::listener::error_class)).
     pub const EXCEPTION_FQCN: &str = "kafka_dlt-exception-fqcn";
-    /// The cause's type name.
+    /// The cause's class.
     pub const EXCEPTION_CAUSE_FQCN: &str = "kafka_dlt-exception-cause-fqcn";
     /// The error message.
     pub const EXCEPTION_MESSAGE: &str = "kafka_dlt-exception-message";
     /// The error chain.
     pub const EXCEPTION_STACKTRACE: &str = "kafka_dlt-exception-stacktrace";
-    /// The key-failure type name.
+    /// The key-failure class.
     pub const KEY_EXCEPTION_FQCN: &str = "kafka_dlt-key-exception-fqcn";
     /// The key-failure message.
     pub const KEY_EXCEPTION_MESSAGE: &str = "kafka_dlt-key-exception-message";
@@ -160,7 +160,7 @@ impl std::fmt::Debug for DeadLetterHeaders {
     }
 }
 
-/// The type name of an error (see [`error_class`]).
+/// The class of an error: its type path, never its message (see [`error_class`]).
 fn fqcn(e: &(dyn StdError + 'static)) -> String {
     error_class(e)
 }

@@ -809,7 +809,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
 
     /// The dead letter of `record` ready to send (partition verified), or `None` when there is
     /// no destination and [`MissingDestination::Skip`] is set.
-    async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         record: &R,
         error: &SharedError,

@@ -158,6 +158,9 @@ pub trait RetryListener<R>: Send + Sync {
 
 /// A batch handler's way to say which record failed (Spring's `BatchListenerFailedException`):
 /// records before it are committed, it is retried and recovered on its own, the rest follow.
+/// The container finds it at the top of the handler's error or anywhere in its source chain
+/// ([`find`](Self::find)). At the top, the failed record's error is its `cause`; deeper, the
+/// whole error.
 #[derive(Debug, thiserror::Error)]
 #[error("batch listener failed at {position}")]
 pub struct BatchListenerFailed {
@@ -199,6 +202,37 @@ impl fmt::Display for FailedPosition {
 }
 
 impl BatchListenerFailed {
+    /// The first `BatchListenerFailed` in `error`'s source chain, outermost first (the
+    /// container looks for it there, as Spring looks through the causes): an application error
+    /// may wrap it.
+    ///
+    /// ```
+    /// use rekafka::listener::BatchListenerFailed;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("billing failed")]
+    /// struct BillingFailed(#[source] BatchListenerFailed);
+    ///
+    /// let e = BillingFailed(BatchListenerFailed::at_index(3, "bad amount"));
+    /// let found = BatchListenerFailed::find(&e).map(|b| b.position.clone());
+    /// assert_eq!(found, Some(rekafka::listener::FailedPosition::Index(3)));
+    /// ```
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a BatchListenerFailed> {
+        let mut current = Some(error);
+        let mut depth = 0;
+        while let Some(e) = current {
+            if let Some(b) = e.downcast_ref::<BatchListenerFailed>() {
+                return Some(b);
+            }
+            depth += 1;
+            if depth > 64 {
+                break;
+            }
+            current = e.source();
+        }
+        None
+    }
+
     /// The record at `index` of the batch failed with `cause`.
     pub fn at_index(index: usize, cause: impl Into<HandlerError>) -> Self {
         BatchListenerFailed {
@@ -218,6 +252,20 @@ impl BatchListenerFailed {
             cause: cause.into(),
         }
     }
+}
+
+/// A record handler's failure, as an async listener-level error handler sees it
+/// ([`ContainerBuilder::async_listener_error_handler`](super::ContainerBuilder::async_listener_error_handler)).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ListenerFailure<R> {
+    /// The record (as the container has it: without the `kafka_deliveryAttempt` header).
+    pub record: R,
+    /// The record handler's error.
+    pub error: HandlerError,
+    /// The delivery attempt that failed, from 1 (attempts survive rebalances and restarts,
+    /// as the error handler's).
+    pub attempt: u32,
 }
 
 /// What happens when a record's recovery has failed

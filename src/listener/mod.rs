@@ -23,6 +23,7 @@ mod consumer;
 mod container;
 pub mod dead_letter;
 pub mod dead_letter_publisher;
+mod events;
 mod handler;
 pub mod republish;
 mod tracker;
@@ -32,7 +33,10 @@ pub use adapter::{ListenerConsumerRecord, deserialization_check};
 pub use backoff::{
     BackOff, BackOffExecution, BackOffFn, ExponentialBackOff, FixedBackOff, Retries,
 };
-pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
+pub use classify::{
+    Classifier, DeserializationFailed, HandlerError, RecordPart, error_class, register_error_type,
+    typed_error,
+};
 pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 pub use container::{
     AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
@@ -47,9 +51,11 @@ pub use dead_letter_publisher::{
     Destination, DltNaming, MissingDestination, PartitionVerification, PublishWait,
     PublisherConnections, SendTimeout, default_producer_config,
 };
+pub use events::{Events, HaltedPartition};
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
-    LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt, RetryListener, SharedError,
+    ListenerFailure, LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt,
+    RetryListener, SharedError,
 };
 pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
 pub use tracker::{

@@ -165,7 +165,7 @@ impl FailedRecordTracker {
         classifier: &Classifier,
         backoff: &dyn BackOff,
     ) -> Decision {
-        // The error's class (formatted from its `Debug`) is computed only when it is compared
+        // The error's class ([`error_class`]) is computed only when it is compared
         // or kept for a later comparison: not for a record recovered at its first failure.
         let mut class: Option<String> = None;
         // (attempts so far, first failure) of the slot to (re)build, or None to keep the slot.

@@ -1,5 +1,6 @@
 //! Dead letters inside the container's transaction (exactly-once mode).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::classify::HandlerError;
@@ -14,6 +15,16 @@ use crate::transaction::TransactionalProducer;
 /// the container's transactional producer, so the dead letter commits in the same transaction
 /// as the failed record's offset — atomically, or not at all. A failed send is a recovery
 /// failure (the transaction aborts; the record comes again).
+///
+/// It follows the layout's rules as [`DeadLetterPublisher`] does: no destination is a skip or a
+/// recovery failure per its [`MissingDestination`](super::MissingDestination), and a destination
+/// partition the dead-letter topic does not have (it has fewer partitions than the source) is
+/// left to the partitioner per its [`PartitionVerification`](super::PartitionVerification).
+///
+/// Inside the container it sends through the producer of the container's current
+/// transaction — after [`OnFenced::Continue`](super::OnFenced::Continue) replaced a fenced
+/// producer, the new one; the producer given to [`new`](Self::new) is used only outside the
+/// container.
 ///
 /// ```no_run
 /// # async fn demo(cluster: rekafka::cluster::Cluster, producer: std::sync::Arc<rekafka::transaction::TransactionalProducer>) -> rekafka::Result<()> {
@@ -44,6 +55,20 @@ impl<R: ListenerRecord> TransactionalDeadLetters<R> {
     }
 }
 
+tokio::task_local! {
+    /// The producer of the container's open transaction, while the container runs a recoverer.
+    static CONTAINER_PRODUCER: Arc<TransactionalProducer>;
+}
+
+/// Runs `recovery` with `producer` as the producer of the container's open transaction (what
+/// [`TransactionalDeadLetters`] sends through).
+pub(crate) async fn in_transaction_of<F: Future>(
+    producer: Arc<TransactionalProducer>,
+    recovery: F,
+) -> F::Output {
+    CONTAINER_PRODUCER.scope(producer, recovery).await
+}
+
 impl<R: ListenerRecord> Recoverer<R> for TransactionalDeadLetters<R> {
     fn recover<'a>(
         &'a self,
@@ -51,18 +76,18 @@ impl<R: ListenerRecord> Recoverer<R> for TransactionalDeadLetters<R> {
         error: &'a SharedError,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let Some(destination) = self.layout.destination(record, error) else {
-                tracing::warn!(
-                    topic = record.topic(),
-                    partition = record.partition(),
-                    offset = record.offset(),
-                    "no dead-letter destination; record skipped"
-                );
+            let Some(out) = self
+                .layout
+                .prepare(record, error)
+                .await
+                .map_err(|e| Box::new(e) as HandlerError)?
+            else {
                 return Ok(());
             };
-            let out = self.layout.dead_letter(record, error, &destination);
-            let delivery = self
-                .producer
+            let producer = CONTAINER_PRODUCER
+                .try_with(Arc::clone)
+                .unwrap_or_else(|_| self.producer.clone());
+            let delivery = producer
                 .send(out)
                 .await
                 .map_err(|e| Box::new(e.error) as HandlerError)?;
