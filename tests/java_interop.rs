@@ -796,10 +796,9 @@ impl JavaMember {
                     "lost" => Kind::Lost(parts(&l)),
                     "record" => Kind::Record(po().0, po().1),
                     "commit" => Kind::Commit(po().0, po().1),
-                    "commit_failed" => {
-                        eprintln!("{name}: {line}");
-                        continue;
-                    }
+                    // A commit refused during a rebalance (REBALANCE_IN_PROGRESS): the member
+                    // commits again after the next poll or in its revoked callback.
+                    "commit_failed" => continue,
                     "closed" => continue,
                     other => panic!("{name}: unknown event {other}"),
                 };

@@ -48,9 +48,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *   <li>{@code txn-produce --topic T --codec C --txn-id ID}: records from stdin, and {@code
  *       {"end":"commit"|"abort"}} lines ending the open transaction; prints record metadata and
  *       {@code {"ended":"commit"|"abort"}}.
- *   <li>{@code consume --topic T --isolation read_committed|read_uncommitted --timeout-ms N}:
- *       reads every partition from the beginning to its end offset (the last stable offset with
- *       read_committed) as of the start; prints each record, then {@code {"end_offsets":{..}}}.
+ *   <li>{@code consume --topic T --isolation read_committed|read_uncommitted --count N
+ *       --timeout-ms M}: reads every partition from the beginning until N records came and every
+ *       position reached the end offset (the last stable offset with read_committed) looked up
+ *       then; prints each record, then {@code {"end_offsets":{..}}}.
  *   <li>{@code group-member --topic T --group G --assignor range|cooperative-sticky}: a classic
  *       group member committing what it consumed after each poll and when partitions are
  *       revoked; prints events with a wall-clock time in microseconds ({@code t}): {@code
@@ -259,20 +260,29 @@ public final class Interop {
       }
       consumer.assign(tps);
       consumer.seekToBeginning(tps);
-      Map<TopicPartition, Long> end = consumer.endOffsets(tps, Duration.ofSeconds(30));
+      long want = Long.parseLong(args.getOrDefault("count", "0"));
+      long seen = 0;
+      Map<TopicPartition, Long> end = null;
       while (true) {
-        boolean done = true;
-        for (TopicPartition tp : tps) {
-          done &= consumer.position(tp, Duration.ofSeconds(30)) >= end.get(tp);
-        }
-        if (done) {
-          break;
+        if (seen >= want) {
+          if (end == null) {
+            end = consumer.endOffsets(tps, Duration.ofSeconds(30));
+          }
+          boolean done = true;
+          for (TopicPartition tp : tps) {
+            done &= consumer.position(tp, Duration.ofSeconds(30)) >= end.get(tp);
+          }
+          if (done) {
+            break;
+          }
         }
         if (System.currentTimeMillis() > deadline) {
-          throw new IllegalStateException("timed out before the end offsets " + end);
+          throw new IllegalStateException(
+              "timed out after " + seen + " of " + want + " records, end offsets " + end);
         }
         for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
           emit(recordJson(r));
+          seen++;
         }
       }
       ObjectNode o = JSON.createObjectNode();
