@@ -201,7 +201,9 @@ fn transactions_both_ways() {
     );
     if !tansu {
         // Apache Kafka hides aborted records from read_committed consumers; Tansu does not
-        // (docs/broker-quirks.md), so this is checked only against a real Kafka.
+        // (docs/broker-quirks.md 1.8), so this is checked only against a real Kafka: reading on
+        // to the end of the partition (the last stable offset) shows the committed records and
+        // nothing else.
         let out = run_interop(
             "consume.py",
             &[
@@ -211,9 +213,16 @@ fn transactions_both_ways() {
                 "6",
                 "--isolation",
                 "read_committed",
+                "--eof",
             ],
             None,
         );
-        assert!(parse_lines(&out).iter().all(|r| r.offset.unwrap() < 6));
+        let got = parse_lines(&out);
+        assert_eq!(
+            got.iter().map(|r| r.offset.unwrap()).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5],
+            "read_committed sees exactly the committed records"
+        );
+        assert_eq!(strip_offsets(&got), committed);
     }
 }
