@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::unique;
-use rekafka::{Client, ErrorKind, KafkaCode};
 use rekafka::admin::NewTopic;
 use rekafka::consumer::{
     AutoCommit, BoxFuture, Consumer, ConsumerConfig, IsolationLevel, OffsetAndMetadata,
@@ -30,6 +29,7 @@ use rekafka::group::{Assignor, CooperativeStickyAssignor, RangeAssignor};
 use rekafka::producer::{Idempotence, ProducerConfig, Record};
 use rekafka::protocol::record::Compression;
 use rekafka::transaction::TransactionalProducer;
+use rekafka::{Client, ErrorKind, KafkaCode};
 use serde_json::{Value, json};
 
 const CODECS: [(Compression, &str); 5] = [
@@ -149,22 +149,6 @@ async fn create_topic(client: &Client, name: &str, partitions: i32) {
     }
 }
 
-/// The end offset of `tp` (the last stable offset with read_committed), retrying retriable
-/// errors (OFFSET_NOT_AVAILABLE right after a leader change, NOT_LEADER_OR_FOLLOWER).
-async fn end_offset(c: &Consumer, tp: &TopicPartition) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match c.fetch_watermarks(tp).await {
-            Ok((_, high)) => return high,
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                eprintln!("{tp}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("end offset of {tp}: {e}"),
-        }
-    }
-}
-
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -258,14 +242,20 @@ impl Rec {
 
 /// Pseudo-random bytes (so compression has real work), seeded.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|i| {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             // Half noise, half text: compressible but not trivially.
-            if i % 2 == 0 { (x >> 56) as u8 } else { b'a' + (i % 26) as u8 }
+            if i % 2 == 0 {
+                (x >> 56) as u8
+            } else {
+                b'a' + (i % 26) as u8
+            }
         })
         .collect()
 }
@@ -359,7 +349,10 @@ fn assert_same(what: &str, got: &[Rec], want: &[Rec]) {
     w.sort();
     let gk: Vec<(i32, i64)> = g.iter().map(|r| (r.partition, r.offset)).collect();
     let wk: Vec<(i32, i64)> = w.iter().map(|r| (r.partition, r.offset)).collect();
-    assert_eq!(gk, wk, "{what}: the (partition, offset)s read differ from those written");
+    assert_eq!(
+        gk, wk,
+        "{what}: the (partition, offset)s read differ from those written"
+    );
     for (a, b) in g.iter().zip(&w) {
         assert!(
             a == b,
@@ -457,7 +450,8 @@ async fn rk_read_all(
         if ends.is_none() {
             let mut m = HashMap::new();
             for tp in &tps {
-                m.insert(tp.clone(), end_offset(&c, tp).await);
+                // The high watermark (the last stable offset with read_committed).
+                m.insert(tp.clone(), c.fetch_watermarks(tp).await.unwrap().1);
             }
             ends = Some(m);
         }
@@ -502,7 +496,14 @@ async fn rekafka_to_java(codec: Compression, name: &str, idempotent: bool, n: us
     let client = client().await;
     let topic = unique(&format!("jint-rk-{name}"));
     create_topic(&client, &topic, PARTITIONS).await;
-    let written = rk_produce(&client, &topic, codec, idempotent, &sample(name, n, PARTITIONS)).await;
+    let written = rk_produce(
+        &client,
+        &topic,
+        codec,
+        idempotent,
+        &sample(name, n, PARTITIONS),
+    )
+    .await;
     let got = java_read_all(&topic, "read_uncommitted", written.len());
     assert_same(&format!("rekafka {name} → Java"), &got, &written);
 }
@@ -609,9 +610,17 @@ async fn rekafka_transactions_read_by_java() {
     }
     let (committed, all) = committed_and_all(&batches);
     let got = java_read_all(&topic, "read_committed", committed.len());
-    assert_same("Java read_committed of rekafka's transactions", &got, &committed);
+    assert_same(
+        "Java read_committed of rekafka's transactions",
+        &got,
+        &committed,
+    );
     let got = java_read_all(&topic, "read_uncommitted", all.len());
-    assert_same("Java read_uncommitted of rekafka's transactions", &got, &all);
+    assert_same(
+        "Java read_uncommitted of rekafka's transactions",
+        &got,
+        &all,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,7 +632,10 @@ async fn java_transactions_read_by_rekafka() {
     let mut input = String::new();
     for (recs, commit) in &batches {
         input += &jsonl(recs);
-        input += &format!("{}\n", json!({"end": if *commit { "commit" } else { "abort" }}));
+        input += &format!(
+            "{}\n",
+            json!({"end": if *commit { "commit" } else { "abort" }})
+        );
     }
     let txn = unique("jint-jtx");
     let lines = run_java(
@@ -652,7 +664,11 @@ async fn java_transactions_read_by_rekafka() {
         committed.len(),
     )
     .await;
-    assert_same("rekafka read_committed of Java's transactions", &got, &committed);
+    assert_same(
+        "rekafka read_committed of Java's transactions",
+        &got,
+        &committed,
+    );
     let got = rk_read_all(
         &client,
         &topic,
@@ -661,7 +677,11 @@ async fn java_transactions_read_by_rekafka() {
         all.len(),
     )
     .await;
-    assert_same("rekafka read_uncommitted of Java's transactions", &got, &all);
+    assert_same(
+        "rekafka read_uncommitted of Java's transactions",
+        &got,
+        &all,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -784,12 +804,7 @@ impl JavaMember {
                 let l: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("{name}: bad line {line:?}: {e}"));
                 let t = l["t"].as_i64().unwrap();
-                let po = || {
-                    (
-                        l["p"].as_i64().unwrap() as i32,
-                        l["o"].as_i64().unwrap(),
-                    )
-                };
+                let po = || (l["p"].as_i64().unwrap() as i32, l["o"].as_i64().unwrap());
                 let kind = match l["ev"].as_str().unwrap() {
                     "assigned" => Kind::Assigned(parts(&l)),
                     "revoked" => Kind::Revoked(parts(&l)),

@@ -351,7 +351,11 @@ pub mod ops {
     /// A connection to the leader of `topic`/`partition` (found through `c`'s broker). With
     /// one broker (Tansu) that is the same broker; with a cluster, produce and fetch must go to
     /// the leader.
-    pub fn leader_of(c: &mut TestClient, topic: &str, partition: i32) -> rekafka::Result<TestClient> {
+    pub fn leader_of(
+        c: &mut TestClient,
+        topic: &str,
+        partition: i32,
+    ) -> rekafka::Result<TestClient> {
         retrying(|| {
             let resp = c.send(&MetadataRequest::default().with_topics(Some(vec![
                 metadata_request::MetadataRequestTopic::default()
@@ -367,15 +371,22 @@ pub mod ops {
                 .find(|p| p.partition_index == partition)
                 .map(|p| p.leader_id.0)
                 .unwrap_or(-1);
-            let broker = resp.brokers.iter().find(|b| b.node_id.0 == leader).ok_or_else(|| {
-                rekafka::Error::broker(KafkaCode::LeaderNotAvailable).message("no leader yet")
-            })?;
+            let broker = resp
+                .brokers
+                .iter()
+                .find(|b| b.node_id.0 == leader)
+                .ok_or_else(|| {
+                    rekafka::Error::broker(KafkaCode::LeaderNotAvailable).message("no leader yet")
+                })?;
             TestClient::connect(&format!("{}:{}", broker.host, broker.port))
         })
     }
 
     /// A connection to the transaction coordinator of `transactional_id`.
-    pub fn txn_coordinator(c: &mut TestClient, transactional_id: &str) -> rekafka::Result<TestClient> {
+    pub fn txn_coordinator(
+        c: &mut TestClient,
+        transactional_id: &str,
+    ) -> rekafka::Result<TestClient> {
         retrying(|| {
             let v = c.versions().negotiate::<FindCoordinatorRequest>()?;
             let key = StrBytes::from_string(transactional_id.to_string());
@@ -600,12 +611,12 @@ pub mod ops {
         transactional_id: &str,
     ) -> rekafka::Result<(i64, i16)> {
         let req = InitProducerIdRequest::default()
-                .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
-                    transactional_id.to_string(),
-                ))))
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            ))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
         retrying(|| {
             let resp = txn_coordinator(c, transactional_id)?.send(&req)?;
             check(resp.error_code, "init producer id")?;
@@ -622,16 +633,16 @@ pub mod ops {
         partition: i32,
     ) -> rekafka::Result<()> {
         let req = AddPartitionsToTxnRequest::default()
-                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
-                    txn.to_string(),
-                )))
-                .with_v3_and_below_producer_id(ProducerId(pid.0))
-                .with_v3_and_below_producer_epoch(pid.1)
-                .with_v3_and_below_topics(vec![
-                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                        .with_partitions(vec![partition]),
-                ]);
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+                txn.to_string(),
+            )))
+            .with_v3_and_below_producer_id(ProducerId(pid.0))
+            .with_v3_and_below_producer_epoch(pid.1)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![partition]),
+            ]);
         retrying(|| {
             let resp = txn_coordinator(c, txn)?.send(&req)?;
             for t in &resp.results_by_topic_v3_and_below {
