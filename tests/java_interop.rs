@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::unique;
-use rekafka::admin::NewTopic;
+use rekafka::admin::{NewTopic, OffsetSpec};
 use rekafka::consumer::{
     AutoCommit, BoxFuture, Consumer, ConsumerConfig, IsolationLevel, OffsetAndMetadata,
     OffsetReset, RebalanceListener, StartOffset, TopicPartition,
@@ -1001,9 +1001,49 @@ struct Ownership {
 }
 
 /// The checks on a mixed group's log; see `mixed_group`.
-fn check_group_log(events: &[Event], produced: &BTreeSet<(i32, i64)>, partitions: i32) {
+fn check_group_log(
+    events: &[Event],
+    produced: &BTreeSet<(i32, i64)>,
+    partitions: i32,
+    assignor: &str,
+) {
     let mut events = events.to_vec();
     events.sort_by_key(|e| e.t);
+    if assignor == "cooperative-sticky" {
+        // Cooperative rebalancing: a member gives up only the partitions that move. Every
+        // revoke but a member's last (on leaving) keeps some of its partitions.
+        let members: BTreeSet<&str> = events.iter().map(|e| e.member.as_str()).collect();
+        let mut partial = 0;
+        for m in members {
+            let mut owned = BTreeSet::new();
+            let revokes: Vec<(Vec<i32>, BTreeSet<i32>)> = events
+                .iter()
+                .filter(|e| e.member == m)
+                .filter_map(|e| match &e.kind {
+                    Kind::Assigned(ps) => {
+                        owned.extend(ps.iter().copied());
+                        None
+                    }
+                    Kind::Revoked(ps) if !ps.is_empty() => {
+                        let before = owned.clone();
+                        for p in ps {
+                            owned.remove(p);
+                        }
+                        Some((ps.clone(), before))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (ps, before) in revokes.iter().take(revokes.len().saturating_sub(1)) {
+                assert!(
+                    ps.len() < before.len(),
+                    "{m} revoked all its partitions {ps:?} in a cooperative rebalance"
+                );
+                partial += 1;
+            }
+        }
+        assert!(partial > 0, "members kept partitions through a rebalance");
+    }
     assert!(
         !events.iter().any(|e| matches!(e.kind, Kind::Lost(_))),
         "no member lost its partitions (every member left gracefully)"
@@ -1246,7 +1286,35 @@ async fn mixed_group(assignor_name: &str, assignor: Arc<dyn Assignor>) {
         produced.len(),
         log.events().len()
     );
-    check_group_log(&log.events(), &produced, partitions);
+    check_group_log(&log.events(), &produced, partitions, assignor_name);
+    // The broker agrees: the group's committed offset of every partition is its end (the
+    // last owner committed everything it read before leaving).
+    let admin = client.admin();
+    let tps: Vec<rekafka::admin::TopicPartition> = (0..partitions)
+        .map(|p| rekafka::admin::TopicPartition::new(topic.as_str(), p))
+        .collect();
+    let committed = admin.list_group_offsets(&group, Some(&tps)).await.unwrap();
+    let ends = admin
+        .list_offsets(
+            &tps.iter()
+                .map(|tp| (tp.clone(), OffsetSpec::Latest))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    for ((tp, c), end) in committed.into_iter().zip(ends) {
+        let c = c
+            .unwrap()
+            .unwrap_or_else(|| panic!("{tp:?}: nothing committed"));
+        let end = end.unwrap().offset.unwrap();
+        let last = produced
+            .iter()
+            .filter(|(p, _)| *p == tp.partition)
+            .map(|(_, o)| o)
+            .max();
+        assert_eq!(Some(end - 1), last.copied(), "{tp:?}: end offset");
+        assert_eq!(c.offset, end, "{tp:?}: committed offset is the end");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1257,4 +1325,83 @@ async fn mixed_group_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_group_cooperative_sticky() {
     mixed_group("cooperative-sticky", Arc::new(CooperativeStickyAssignor)).await;
+}
+
+// The group checks themselves, on made-up logs: they must reject what they claim to.
+
+fn ev(member: &str, t: i64, kind: Kind) -> Event {
+    Event {
+        member: member.to_string(),
+        t,
+        kind,
+    }
+}
+
+/// A: owns partition 0, reads 0..3, commits 3, gives it up; B: takes it, reads 3..5, commits 5.
+fn good_log() -> Vec<Event> {
+    vec![
+        ev("A", 10, Kind::Assigned(vec![0])),
+        ev("A", 11, Kind::Record(0, 0)),
+        ev("A", 11, Kind::Record(0, 1)),
+        ev("A", 12, Kind::Record(0, 2)),
+        ev("A", 13, Kind::Commit(0, 3)),
+        ev("A", 20, Kind::Revoked(vec![0])),
+        ev("B", 21, Kind::Assigned(vec![0])),
+        ev("B", 22, Kind::Record(0, 3)),
+        ev("B", 22, Kind::Record(0, 4)),
+        ev("B", 23, Kind::Commit(0, 5)),
+        ev("B", 30, Kind::Revoked(vec![0])),
+    ]
+}
+
+fn good_produced() -> BTreeSet<(i32, i64)> {
+    (0..5).map(|o| (0, o)).collect()
+}
+
+#[test]
+fn group_checks_accept_a_clean_handover() {
+    check_group_log(&good_log(), &good_produced(), 1, "range");
+}
+
+#[test]
+#[should_panic(expected = "owned by two members at once")]
+fn group_checks_reject_overlapping_owners() {
+    let mut log = good_log();
+    log[6].t = 19; // B assigned before A revoked
+    check_group_log(&log, &good_produced(), 1, "range");
+}
+
+#[test]
+#[should_panic(expected = "not at the committed offset")]
+fn group_checks_reject_a_new_owner_skipping_records() {
+    let mut log = good_log();
+    log[7].kind = Kind::Record(0, 4);
+    log[8].kind = Kind::Record(0, 5);
+    log[9].kind = Kind::Commit(0, 6);
+    let produced = (0..6).map(|o| (0, o)).collect();
+    check_group_log(&log, &produced, 1, "range");
+}
+
+#[test]
+#[should_panic(expected = "is not the previous owner's position")]
+fn group_checks_reject_a_commit_behind_what_was_read() {
+    let mut log = good_log();
+    log.insert(4, ev("A", 12, Kind::Record(0, 3)));
+    // A read 3 too but committed 3: B re-reads 3.
+    check_group_log(&log, &good_produced(), 1, "range");
+}
+
+#[test]
+#[should_panic(expected = "records never consumed")]
+fn group_checks_reject_a_record_nobody_read() {
+    let produced = (0..6).map(|o| (0, o)).collect();
+    check_group_log(&good_log(), &produced, 1, "range");
+}
+
+#[test]
+#[should_panic(expected = "outside every ownership")]
+fn group_checks_reject_a_read_after_revoke() {
+    let mut log = good_log();
+    log.push(ev("A", 25, Kind::Record(0, 2)));
+    check_group_log(&log, &good_produced(), 1, "range");
 }
