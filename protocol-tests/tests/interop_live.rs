@@ -1,4 +1,5 @@
-//! Live interoperability with librdkafka (Python `confluent-kafka`) through the test broker:
+//! Live interoperability with librdkafka (Python `confluent-kafka`) through the test broker
+//! (a Kafka cluster, or Tansu):
 //! what we encode, librdkafka reads; what librdkafka writes, we decode — every codec, headers
 //! with duplicate keys and null values, null keys and values, and transactions.
 //!
