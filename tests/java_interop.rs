@@ -137,6 +137,9 @@ async fn create_topic(client: &Client, name: &str, partitions: i32) {
             .expect("create topics");
         match created.into_iter().next().expect("one result") {
             Ok(_) => return,
+            // The name is unique to this test: it exists because an earlier attempt of this
+            // call (retried inside the admin client after a lost answer) created it.
+            Err(e) if e.kind() == &ErrorKind::Broker(KafkaCode::TopicAlreadyExists) => return,
             Err(e)
                 if e.kind() == &ErrorKind::Broker(KafkaCode::InvalidReplicationFactor)
                     && Instant::now() < deadline =>
@@ -700,6 +703,8 @@ enum Kind {
     Record(i32, i64),
     /// A successful synchronous commit: (partition, next offset).
     Commit(i32, i64),
+    /// A Java member's output ended without its `closed` line: it died.
+    Died,
 }
 
 #[derive(Debug, Clone)]
@@ -799,6 +804,7 @@ impl JavaMember {
                     .map(|p| p.as_i64().unwrap() as i32)
                     .collect()
             };
+            let mut closed = false;
             for line in BufReader::new(out).lines() {
                 let line = line.unwrap();
                 let l: Value = serde_json::from_str(&line)
@@ -814,10 +820,16 @@ impl JavaMember {
                     // A commit refused during a rebalance (REBALANCE_IN_PROGRESS): the member
                     // commits again after the next poll or in its revoked callback.
                     "commit_failed" => continue,
-                    "closed" => continue,
+                    "closed" => {
+                        closed = true;
+                        continue;
+                    }
                     other => panic!("{name}: unknown event {other}"),
                 };
                 log.push(&name, t, kind);
+            }
+            if !closed {
+                log.push(&name, now_us(), Kind::Died);
             }
         });
         JavaMember { child, reader }
@@ -978,11 +990,14 @@ impl RekafkaMember {
 }
 
 async fn wait_for(what: &str, log: &Log, mut f: impl FnMut(&Log) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !f(log) {
+        if let Some(e) = log.events().iter().find(|e| matches!(e.kind, Kind::Died)) {
+            panic!("Java member {} exited while waiting for {what}", e.member);
+        }
         assert!(
             Instant::now() < deadline,
-            "timed out (90 s) waiting for {what}; events so far: {:?}",
+            "timed out (120 s) waiting for {what}; events so far: {:?}",
             log.events()
                 .iter()
                 .filter(|e| !matches!(e.kind, Kind::Record(..) | Kind::Commit(..)))
