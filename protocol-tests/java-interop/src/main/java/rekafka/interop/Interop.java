@@ -255,8 +255,17 @@ public final class Interop {
     long deadline = System.currentTimeMillis() + Long.parseLong(need(args, "timeout-ms"));
     try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(p)) {
       List<TopicPartition> tps = new ArrayList<>();
-      for (PartitionInfo info : consumer.partitionsFor(topic, Duration.ofSeconds(30))) {
-        tps.add(new TopicPartition(topic, info.partition()));
+      while (tps.isEmpty()) {
+        // A topic just created may not be in every broker's metadata yet.
+        for (PartitionInfo info : consumer.partitionsFor(topic, Duration.ofSeconds(30))) {
+          tps.add(new TopicPartition(topic, info.partition()));
+        }
+        if (tps.isEmpty()) {
+          if (System.currentTimeMillis() > deadline) {
+            throw new IllegalStateException("topic " + topic + " not found");
+          }
+          Thread.sleep(100);
+        }
       }
       consumer.assign(tps);
       consumer.seekToBeginning(tps);
