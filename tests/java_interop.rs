@@ -1200,7 +1200,9 @@ fn check_group_log(
 
 /// Records flow into a 6-partition topic while the group goes through: Java member J1 alone;
 /// rekafka member R1 joins; J1 leaves; Java member J2 joins; R1 leaves; rekafka member R2 joins;
-/// then everything produced is consumed and both leave. Checked from both members' own
+/// then everything produced is consumed and both leave. The group's leader (which computes
+/// every member's assignment) is Java when R1 joins and rekafka when J2 joins, so each client
+/// assigns partitions to the other. Checked from both members' own
 /// callbacks: every record consumed, no partition owned by two members at once, each new owner
 /// starts at the committed offset, which is the previous owner's position.
 async fn mixed_group(assignor_name: &str, assignor: Arc<dyn Assignor>) {

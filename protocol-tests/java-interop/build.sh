@@ -11,6 +11,7 @@ if [[ -f $jar && -d target/lib ]] &&
 fi
 command -v mvn >/dev/null || { echo "build.sh: Maven (mvn) is needed" >&2; exit 1; }
 rm -rf target/lib
+# Maven 3.8 prints bare colour resets even in batch mode with colours off: strip them.
 mvn -q -B -Dstyle.color=never package dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory=target/lib
+    -DincludeScope=runtime -DoutputDirectory=target/lib 2>&1 | sed 's/\x1b\[0m//g'
 touch "$jar"
