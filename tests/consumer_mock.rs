@@ -1202,6 +1202,52 @@ async fn latest_reset_under_read_committed_is_the_last_stable_offset() {
     c.close().await.unwrap();
 }
 
+/// `fetch_watermarks` (Java's `beginningOffsets`/`endOffsets`) retries retriable ListOffsets
+/// errors — OFFSET_NOT_AVAILABLE while a new leader's high watermark catches up (seen on a
+/// three-node Kafka right after topic creation), a leader that moved — and answers the real
+/// watermarks; a non-retriable error is returned at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_watermarks_retries_retriable_list_offsets_errors() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("w", 2)
+        .start()
+        .await
+        .unwrap();
+    seed(&mock, "w", 1, 0, 7);
+    let c = assigned(&mock, assign_config(), &[], StartOffset::Beginning).await;
+    let tp = TopicPartition::new("w", 1);
+    mock.push_partition_errors(
+        "w",
+        1,
+        ApiKey::ListOffsets,
+        &[
+            KafkaCode::OffsetNotAvailable,
+            KafkaCode::NotLeaderOrFollower,
+            KafkaCode::OffsetNotAvailable,
+        ],
+    );
+    assert_eq!(c.fetch_watermarks(&tp).await.unwrap(), (0, 7));
+    assert_eq!(
+        count(&mock, ApiKey::ListOffsets),
+        5,
+        "three refused lookups, then earliest and latest"
+    );
+    mock.push_partition_errors(
+        "w",
+        1,
+        ApiKey::ListOffsets,
+        &[KafkaCode::TopicAuthorizationFailed],
+    );
+    let e = c.fetch_watermarks(&tp).await.unwrap_err();
+    assert_eq!(
+        e.kafka_code(),
+        Some(KafkaCode::TopicAuthorizationFailed),
+        "{e}"
+    );
+    c.close().await.unwrap();
+}
+
 /// Retriable Fetch partition errors (leadership, epochs, storage, an unknown partition during
 /// a metadata change) on one partition of several, then a ListOffsets error while resolving a
 /// position: the consumer recovers by itself, nothing is lost or read twice, and the other

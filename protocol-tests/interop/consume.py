@@ -2,7 +2,7 @@
 """Consume COUNT records from offset 0 of one partition with librdkafka, print them as JSON lines.
 
     PYTHONPATH=.tools/py python3 protocol-tests/interop/consume.py BOOTSTRAP TOPIC PARTITION COUNT \
-        [--isolation read_committed|read_uncommitted] [--timeout SECONDS] [--offset N]
+        [--isolation read_committed|read_uncommitted] [--timeout SECONDS] [--offset N] [--eof]
 
 One line per record, in offset order:
     {"offset": 0, "timestamp": 1700000000000, "timestamp_type": "create",
@@ -10,7 +10,9 @@ One line per record, in offset order:
 
 Uses assign() (no group membership, nothing is committed; confluent-kafka insists on a
 group.id, so a throw-away one is set). fetch.wait.max.ms is 100: Tansu returns empty
-Fetch responses for max_wait_ms=0. Exits 1 (message on stderr) if fewer than COUNT records
+Fetch responses for max_wait_ms=0. With --eof it goes on after COUNT records until the end of
+the partition (librdkafka's partition EOF: the last stable offset with read_committed), printing
+any records beyond COUNT, so a caller can check that nothing more is visible. Exits 1 (message on stderr) if fewer than COUNT records
 arrive within the timeout; exits 2 on a consumer error.
 """
 import argparse
@@ -36,6 +38,7 @@ def main():
     ap.add_argument("--isolation", choices=["read_committed", "read_uncommitted"], default="read_uncommitted")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--offset", type=int, default=0, help="start offset (default 0)")
+    ap.add_argument("--eof", action="store_true", help="after COUNT records, read on to the end")
     a = ap.parse_args()
 
     c = Consumer({
@@ -48,13 +51,15 @@ def main():
         "isolation.level": a.isolation,
         "fetch.wait.max.ms": 100,
         "check.crcs": True,
+        "enable.partition.eof": a.eof,
     })
     c.assign([TopicPartition(a.topic, a.partition, a.offset)])
     got = 0
     deadline = time.monotonic() + a.timeout
     ts_types = {TIMESTAMP_CREATE_TIME: "create", TIMESTAMP_LOG_APPEND_TIME: "log_append"}
     try:
-        while got < a.count:
+        at_end = False
+        while got < a.count or (a.eof and not at_end):
             left = deadline - time.monotonic()
             if left <= 0:
                 print(f"consume.py: got {got}/{a.count} records from {a.topic}[{a.partition}] "
@@ -65,6 +70,7 @@ def main():
                 continue
             if m.error():
                 if m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end = got >= a.count
                     continue
                 print(f"consume.py: consumer error: {m.error()}", file=sys.stderr)
                 if m.error().fatal() or not m.error().retriable():
@@ -77,6 +83,7 @@ def main():
                 "headers": [[k, b64(v)] for k, v in (m.headers() or [])],
             }), flush=True)
             got += 1
+            at_end = False
         return 0
     finally:
         c.close()

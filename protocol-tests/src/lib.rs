@@ -316,6 +316,96 @@ pub mod ops {
         }
     }
 
+    /// Error codes that mean "not written / not served here yet, ask again": a topic just
+    /// created whose leader is not known everywhere, a leader that moved, a coordinator that is
+    /// loading or moved, a transaction still completing.
+    fn transient(e: &rekafka::Error) -> bool {
+        matches!(
+            e.kind(),
+            rekafka::ErrorKind::Broker(
+                KafkaCode::NotLeaderOrFollower
+                    | KafkaCode::UnknownTopicOrPartition
+                    | KafkaCode::LeaderNotAvailable
+                    | KafkaCode::NotCoordinator
+                    | KafkaCode::CoordinatorNotAvailable
+                    | KafkaCode::CoordinatorLoadInProgress
+                    | KafkaCode::ConcurrentTransactions
+            )
+        )
+    }
+
+    /// Runs `f` until it succeeds or fails with a non-transient error; transient errors are
+    /// retried for up to 30 s.
+    fn retrying<T>(mut f: impl FnMut() -> rekafka::Result<T>) -> rekafka::Result<T> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match f() {
+                Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A connection to the leader of `topic`/`partition` (found through `c`'s broker). With
+    /// one broker (Tansu) that is the same broker; with a cluster, produce and fetch must go to
+    /// the leader.
+    pub fn leader_of(
+        c: &mut TestClient,
+        topic: &str,
+        partition: i32,
+    ) -> rekafka::Result<TestClient> {
+        retrying(|| {
+            let resp = c.send(&MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
+            ])))?;
+            let t = resp.topics.first().ok_or_else(|| {
+                rekafka::Error::broker(KafkaCode::UnknownTopicOrPartition).message("no topic")
+            })?;
+            check(t.error_code, "metadata")?;
+            let leader = t
+                .partitions
+                .iter()
+                .find(|p| p.partition_index == partition)
+                .map(|p| p.leader_id.0)
+                .unwrap_or(-1);
+            let broker = resp
+                .brokers
+                .iter()
+                .find(|b| b.node_id.0 == leader)
+                .ok_or_else(|| {
+                    rekafka::Error::broker(KafkaCode::LeaderNotAvailable).message("no leader yet")
+                })?;
+            TestClient::connect(&format!("{}:{}", broker.host, broker.port))
+        })
+    }
+
+    /// A connection to the transaction coordinator of `transactional_id`.
+    pub fn txn_coordinator(
+        c: &mut TestClient,
+        transactional_id: &str,
+    ) -> rekafka::Result<TestClient> {
+        retrying(|| {
+            let v = c.versions().negotiate::<FindCoordinatorRequest>()?;
+            let key = StrBytes::from_string(transactional_id.to_string());
+            let mut req = FindCoordinatorRequest::default().with_key_type(1);
+            if v >= 4 {
+                req.coordinator_keys = vec![key];
+            } else {
+                req.key = key;
+            }
+            let resp = c.send_at(&req, v)?;
+            let (code, host, port) = match resp.coordinators.first() {
+                Some(k) if v >= 4 => (k.error_code, k.host.to_string(), k.port),
+                _ => (resp.error_code, resp.host.to_string(), resp.port),
+            };
+            check(code, "find coordinator")?;
+            TestClient::connect(&format!("{host}:{port}"))
+        })
+    }
+
     /// Creates a topic with `partitions` partitions (replication factor 1).
     pub fn create_topic(c: &mut TestClient, name: &str, partitions: i32) -> rekafka::Result<()> {
         let req = CreateTopicsRequest::default()
@@ -390,10 +480,12 @@ pub mod ops {
                             .with_records(Some(batch)),
                     ]),
             ]);
-        let resp = c.send(&req)?;
-        let p = &resp.responses[0].partition_responses[0];
-        check(p.error_code, "produce")?;
-        Ok(p.base_offset)
+        retrying(|| {
+            let resp = leader_of(c, topic, partition)?.send(&req)?;
+            let p = &resp.responses[0].partition_responses[0];
+            check(p.error_code, "produce")?;
+            Ok(p.base_offset)
+        })
     }
 
     /// Fetches `topic`/`partition` from `from` until `want` records (data records, control
@@ -410,6 +502,7 @@ pub mod ops {
         let mut offset = from;
         let mut seen = 0;
         let mut out = vec![];
+        let mut leader = leader_of(c, topic, partition)?;
         while seen < want {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -431,11 +524,19 @@ pub mod ops {
                                 .with_partition_max_bytes(4 << 20),
                         ]),
                 ]);
-            let resp = c.send(&req)?;
+            let resp = leader.send(&req)?;
             check(resp.error_code, "fetch")?;
             for t in &resp.responses {
                 for p in &t.partitions {
-                    check(p.error_code, "fetch partition")?;
+                    if let Err(e) = check(p.error_code, "fetch partition") {
+                        if !transient(&e) {
+                            return Err(e);
+                        }
+                        // The leader moved: ask again where it is.
+                        std::thread::sleep(Duration::from_millis(100));
+                        leader = leader_of(c, topic, partition)?;
+                        continue;
+                    }
                     let Some(records) = p.records.clone() else {
                         continue;
                     };
@@ -509,17 +610,18 @@ pub mod ops {
         c: &mut TestClient,
         transactional_id: &str,
     ) -> rekafka::Result<(i64, i16)> {
-        let resp = c.send(
-            &InitProducerIdRequest::default()
-                .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
-                    transactional_id.to_string(),
-                ))))
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-        )?;
-        check(resp.error_code, "init producer id")?;
-        Ok((resp.producer_id.0, resp.producer_epoch))
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            ))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        retrying(|| {
+            let resp = txn_coordinator(c, transactional_id)?.send(&req)?;
+            check(resp.error_code, "init producer id")?;
+            Ok((resp.producer_id.0, resp.producer_epoch))
+        })
     }
 
     /// Adds a partition to the ongoing transaction.
@@ -530,25 +632,26 @@ pub mod ops {
         topic: &str,
         partition: i32,
     ) -> rekafka::Result<()> {
-        let resp = c.send(
-            &AddPartitionsToTxnRequest::default()
-                .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
-                    txn.to_string(),
-                )))
-                .with_v3_and_below_producer_id(ProducerId(pid.0))
-                .with_v3_and_below_producer_epoch(pid.1)
-                .with_v3_and_below_topics(vec![
-                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                        .with_partitions(vec![partition]),
-                ]),
-        )?;
-        for t in &resp.results_by_topic_v3_and_below {
-            for p in &t.results_by_partition {
-                check(p.partition_error_code, "add partitions to txn")?;
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+                txn.to_string(),
+            )))
+            .with_v3_and_below_producer_id(ProducerId(pid.0))
+            .with_v3_and_below_producer_epoch(pid.1)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![partition]),
+            ]);
+        retrying(|| {
+            let resp = txn_coordinator(c, txn)?.send(&req)?;
+            for t in &resp.results_by_topic_v3_and_below {
+                for p in &t.results_by_partition {
+                    check(p.partition_error_code, "add partitions to txn")?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Ends the transaction (commit or abort).
@@ -558,13 +661,14 @@ pub mod ops {
         pid: (i64, i16),
         commit: bool,
     ) -> rekafka::Result<()> {
-        let resp = c.send(
-            &EndTxnRequest::default()
-                .with_transactional_id(TransactionalId(StrBytes::from_string(txn.to_string())))
-                .with_producer_id(ProducerId(pid.0))
-                .with_producer_epoch(pid.1)
-                .with_committed(commit),
-        )?;
-        check(resp.error_code, "end txn")
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(txn.to_string())))
+            .with_producer_id(ProducerId(pid.0))
+            .with_producer_epoch(pid.1)
+            .with_committed(commit);
+        retrying(|| {
+            let resp = txn_coordinator(c, txn)?.send(&req)?;
+            check(resp.error_code, "end txn")
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! Live interoperability with librdkafka (Python `confluent-kafka`) through the test broker:
+//! Live interoperability with librdkafka (Python `confluent-kafka`) through the test broker
+//! (a Kafka cluster, or Tansu):
 //! what we encode, librdkafka reads; what librdkafka writes, we decode — every codec, headers
 //! with duplicate keys and null values, null keys and values, and transactions.
 //!
@@ -201,7 +202,9 @@ fn transactions_both_ways() {
     );
     if !tansu {
         // Apache Kafka hides aborted records from read_committed consumers; Tansu does not
-        // (docs/broker-quirks.md), so this is checked only against a real Kafka.
+        // (docs/broker-quirks.md 1.8), so this is checked only against a real Kafka: reading on
+        // to the end of the partition (the last stable offset) shows the committed records and
+        // nothing else.
         let out = run_interop(
             "consume.py",
             &[
@@ -211,9 +214,16 @@ fn transactions_both_ways() {
                 "6",
                 "--isolation",
                 "read_committed",
+                "--eof",
             ],
             None,
         );
-        assert!(parse_lines(&out).iter().all(|r| r.offset.unwrap() < 6));
+        let got = parse_lines(&out);
+        assert_eq!(
+            got.iter().map(|r| r.offset.unwrap()).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5],
+            "read_committed sees exactly the committed records"
+        );
+        assert_eq!(strip_offsets(&got), committed);
     }
 }

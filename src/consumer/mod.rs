@@ -464,20 +464,40 @@ impl Consumer {
         self.member()?.committed(tps).await
     }
 
-    /// The low and high watermarks of `tp` from the broker (ListOffsets earliest and latest).
+    /// The low and high watermarks of `tp` from the broker (ListOffsets earliest and latest;
+    /// with `read_committed` the latest is the last stable offset).
+    ///
+    /// Like Java's `beginningOffsets`/`endOffsets`, retriable errors (a leader that moved,
+    /// `OFFSET_NOT_AVAILABLE` while a new leader catches up, a topic not yet known everywhere)
+    /// are retried after `retry.backoff.ms`, with fresh metadata, until
+    /// `default.api.timeout.ms` has passed; then the last error is returned.
     pub async fn fetch_watermarks(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.api_timeout;
         let mut out = [0i64; 2];
         for (i, ts) in [-2i64, -1].into_iter().enumerate() {
-            let m = fetcher::list_offsets(
-                &self.shared.cluster,
-                self.shared.config.isolation_level,
-                &[(tp.clone(), ts)],
-            )
-            .await?;
-            out[i] = m.get(tp).cloned().unwrap_or_else(|| {
-                Err(Error::new(ErrorKind::UnexpectedResponse)
-                    .on_partition(tp.topic(), tp.partition))
-            })?;
+            out[i] = loop {
+                self.check_open()?;
+                let r = fetcher::list_offsets(
+                    &self.shared.cluster,
+                    config.isolation_level,
+                    &[(tp.clone(), ts)],
+                )
+                .await
+                .and_then(|m| {
+                    m.get(tp).cloned().unwrap_or_else(|| {
+                        Err(Error::new(ErrorKind::UnexpectedResponse)
+                            .on_partition(tp.topic(), tp.partition))
+                    })
+                });
+                match r {
+                    Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                        tracing::debug!(%tp, error = %e, "watermark lookup failed; retrying");
+                        tokio::time::sleep(config.retry_backoff).await;
+                    }
+                    r => break r?,
+                }
+            };
         }
         Ok((out[0], out[1]))
     }
