@@ -30,8 +30,10 @@ cargo clippy -p rekafka --lib --features zstd-c -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rekafka --quiet
 
-step "build the tests"
+step "build the tests and the interop harnesses"
 cargo test --workspace --no-run --quiet
+# The Java-client interop harness (kafka-clients of the broker's release), built with Maven.
+protocol-tests/java-interop/build.sh
 
 mkdir -p target
 log=target/test-output.log
