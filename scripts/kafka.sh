@@ -335,7 +335,11 @@ write_env() {
       echo "export REKAFKA_TLS_CLIENT_CERT=$DIR/tls/client.pem"
       echo "export REKAFKA_TLS_CLIENT_KEY=$DIR/tls/client.pk8"
     fi
-    [ "$sasl" = 1 ] && [ "$ssl" = 1 ] && echo "export REKAFKA_SASL_SSL_BOOTSTRAP=$(bootstrap_of SASLSSL)"
+    # An `if`, not `a && b && echo`: as the block's last command a false test would be its status,
+    # and `set -e` would end `start` (without printing the bootstrap list) unless both are on.
+    if [ "$sasl" = 1 ] && [ "$ssl" = 1 ]; then
+      echo "export REKAFKA_SASL_SSL_BOOTSTRAP=$(bootstrap_of SASLSSL)"
+    fi
   } > "$DIR/env"
 }
 
