@@ -27,10 +27,10 @@ use rekafka::admin::NewTopic;
 use rekafka::connection::security::{
     OAuthBearerToken, SaslConfig, SecurityConfig, SecurityProtocol, TlsConfig,
 };
-use rekafka::connection::{Connection, ConnectionConfig};
+use rekafka::connection::{BrokerConnection, Connection, ConnectionConfig};
 use rekafka::consumer::{ConsumerConfig, StartOffset, TopicPartition};
 use rekafka::producer::{ProducerConfig, Record};
-use rekafka::{Client, ClientConfig, ErrorKind};
+use rekafka::{Client, ClientConfig, ErrorKind, KafkaCode};
 use tokio::time::Instant;
 
 /// The addresses and files exported by `scripts/kafka.sh env` for a `--sasl --ssl` cluster.
@@ -93,8 +93,18 @@ fn env() -> Env {
     }
 }
 
+/// The first address of `list` that accepts a TCP connection (the shared test cluster may have
+/// a node down while another suite injects faults), else the first.
 fn first(list: &str) -> String {
-    list.split(',').next().unwrap_or_default().to_owned()
+    list.split(',')
+        .find(|a| {
+            a.parse::<std::net::SocketAddr>().is_ok_and(|sa| {
+                std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2)).is_ok()
+            })
+        })
+        .or_else(|| list.split(',').next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The port of the first address of `list`.
@@ -157,7 +167,13 @@ async fn round_trip(
         .await
         .unwrap_or_else(|e| panic!("{what}: create_topics: {e}"))
     {
-        r.unwrap_or_else(|e| panic!("{what}: create {topic}: {e}"));
+        // TOPIC_ALREADY_EXISTS: the name is unique to this run, so it was our own request,
+        // retried by the admin client after a lost answer.
+        if let Err(e) = r
+            && e.kafka_code() != Some(KafkaCode::TopicAlreadyExists)
+        {
+            panic!("{what}: create {topic}: {e}");
+        }
     }
     let value = format!("{what} {}", unique("value"));
     let producer = client
@@ -415,6 +431,13 @@ async fn tls_right_ca() {
         &[("security.protocol", "SSL".into()), ("ssl.ca.pem", pem)],
     )
     .await;
+    // ssl.ca.location as a directory of CA files: the other CA and ours.
+    let dir = std::env::temp_dir().join(unique("rekafka-cas"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}"));
+    std::fs::copy(&env.other_ca, dir.join("a-other.pem")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(&env.ca, dir.join("b-ours.crt")).unwrap_or_else(|e| panic!("{e}"));
+    round_trip("SSL ca dir", &env.ssl, None, &ssl_props(&dir)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -482,6 +505,24 @@ async fn mutual_tls() {
     props.push(("ssl.certificate.location", path(&env.client_cert)));
     props.push(("ssl.key.location", path(&env.client_key)));
     round_trip("mTLS", &env.mtls, None, &props).await;
+    // The certificate and key as PEM text (ssl.certificate.pem, ssl.key.pem).
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let mut pem = ssl_props(&env.ca);
+    pem.push(("ssl.certificate.pem", read(&env.client_cert)));
+    pem.push(("ssl.key.pem", read(&env.client_key)));
+    let mut security = SecurityConfig::default();
+    for (k, v) in &pem {
+        assert!(
+            security
+                .apply_property(k, v)
+                .unwrap_or_else(|e| panic!("{k}: {e}"))
+        );
+    }
+    assert!(
+        !format!("{security:?}").contains("PRIVATE KEY"),
+        "the key shows in Debug output"
+    );
+    round_trip("mTLS pem", &env.mtls, Some(security), &[]).await;
     // Without a client certificate the broker refuses the handshake.
     refused(
         "mTLS without a certificate",
@@ -597,4 +638,36 @@ async fn an_unauthenticated_client_is_refused_by_the_sasl_listener() {
             assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
         }
     }
+}
+
+#[tokio::test]
+async fn broker_connection_surfaces_an_authentication_error_without_retrying() {
+    // A wrong SCRAM password through BrokerConnection: every request gets the typed error
+    // (one connection attempt each, after the back-off), none is retried behind its back.
+    let env = env();
+    let mut security = SecurityConfig::default();
+    for (k, v) in sasl_props("SCRAM-SHA-512", &env.user, "wrong-password") {
+        assert!(
+            security
+                .apply_property(k, &v)
+                .unwrap_or_else(|e| panic!("{k}: {e}"))
+        );
+    }
+    let config = ConnectionConfig::default()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_request_timeout(Duration::from_secs(10))
+        .with_reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .with_security(security);
+    let bc = BrokerConnection::new(-1, first(&env.sasl), config);
+    for _ in 0..2 {
+        let e = bc
+            .send(kafka_protocol::messages::MetadataRequest::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("metadata answered with a wrong password"));
+        assert_eq!(e.kind(), &ErrorKind::Authentication, "{e}");
+        assert!(e.is_fatal() && !e.is_retriable(), "{e}");
+    }
+    assert_eq!(bc.failures().await, 2);
+    bc.close().await;
 }
