@@ -674,3 +674,82 @@ async fn broker_connection_surfaces_an_authentication_error_without_retrying() {
     assert_eq!(bc.failures().await, 2);
     bc.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_ssl_reauthentication_keeps_the_connection() {
+    // The SASL_SSL listener of scripts/kafka.sh gives 5 s sessions (connections.max.reauth.ms,
+    // KIP-368): Kafka closes a connection used after its session expired unless the client
+    // re-authenticated in time. One connection, requests flowing, across several sessions.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = env();
+    let addr = first(&env.sasl_ssl);
+    let tls = TlsConfig::default().with_ca_location(&env.ca);
+    let connection = |sasl: SaslConfig| {
+        ConnectionConfig::default()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_request_timeout(Duration::from_secs(10))
+            .with_security(
+                SecurityConfig::default()
+                    .with_protocol(SecurityProtocol::SaslSsl)
+                    .with_tls(tls.clone())
+                    .with_sasl(sasl),
+            )
+    };
+
+    // OAUTHBEARER with 4 s tokens: each re-authentication needs a fresh token, so the provider's
+    // calls count the logins. Three logins prove two re-authentications on one connection.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let sasl = SaslConfig::oauthbearer(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok(OAuthBearerToken::new(
+                unsecured_jws("alice", Duration::from_secs(4)),
+                Duration::from_secs(4),
+            ))
+        }
+    });
+    let conn = Connection::connect(&addr, -1, &connection(sasl))
+        .await
+        .unwrap_or_else(|e| panic!("OAUTHBEARER over SASL_SSL: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut requests = 0;
+    while calls.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        conn.send(kafka_protocol::messages::MetadataRequest::default())
+            .await
+            .unwrap_or_else(|e| {
+                panic!("request {requests} on the re-authenticating connection: {e}")
+            });
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        calls.load(Ordering::SeqCst) >= 3,
+        "no re-authentication within 60 s: does the broker give a session lifetime? The SASL_SSL \
+         listener of scripts/kafka.sh sets connections.max.reauth.ms=5000; restart a cluster \
+         started by an older script"
+    );
+    assert!(!conn.is_closed(), "{:?}", conn.error());
+    conn.close().await;
+
+    // SCRAM-SHA-512: requests keep flowing on one connection across three session lifetimes
+    // (15 s); Kafka would have closed it after the first had the client not re-authenticated.
+    let sasl = SaslConfig::with_credentials(
+        rekafka::connection::security::SaslMechanism::ScramSha512,
+        env.user.clone(),
+        env.password.as_str(),
+    );
+    let conn = Connection::connect(&addr, -1, &connection(sasl))
+        .await
+        .unwrap_or_else(|e| panic!("SCRAM over SASL_SSL: {e}"));
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        conn.send(kafka_protocol::messages::MetadataRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("SCRAM connection after re-authentications: {e}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!conn.is_closed(), "{:?}", conn.error());
+    conn.close().await;
+}
