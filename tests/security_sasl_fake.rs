@@ -365,8 +365,8 @@ async fn sasl_ssl_scram_with_reauthentication_over_tls() {
 
     // The fake SASL broker (real SCRAM server side, 1 s sessions) behind an in-process TLS
     // terminator: TLS, then SASL, then re-authentication on the TLS stream while requests flow.
-    // (Real Kafka's SASL_SSL listener is tested in security_kafka.rs; Kafka gives no session
-    // lifetime by default, so re-authentication is tested here.)
+    // (Real Kafka's SASL_SSL listener, re-authentication included, is tested in
+    // security_kafka.rs; this fake also checks the number of logins on the broker side.)
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
