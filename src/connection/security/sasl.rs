@@ -122,7 +122,9 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<OAuthBearerToken>>
 /// `oauthbearer_token_refresh_cb`).
 ///
 /// Called when a connection authenticates and no cached token is left with more than 20% of
-/// its lifetime; so, with KIP-368 re-authentication, again before the token expires. One call
+/// its lifetime; so, with KIP-368 re-authentication, again before the token expires. A
+/// re-authentication also asks for a new token when the cached one would expire before a
+/// session as long as the ending one (Kafka caps a session at its token's expiry). One call
 /// at a time (concurrent connections wait for it and share the token). Implemented for every
 /// `Fn() -> impl Future<Output = Result<OAuthBearerToken>>` closure:
 ///
@@ -161,12 +163,25 @@ struct TokenSource {
 }
 
 impl TokenSource {
-    async fn token(&self) -> Result<OAuthBearerToken> {
+    /// The cached token if less than 80% of its lifetime has passed and more than
+    /// `min_remaining` of it is left, else a new one from the provider.
+    ///
+    /// `min_remaining` is zero for a first authentication and the ending session's lifetime
+    /// for a re-authentication (KIP-368): Kafka ends an OAUTHBEARER session no later than its
+    /// token expires, so re-authenticating with a token that expires sooner than the ending
+    /// session lasted would only give a shorter session, and then re-authentications ever
+    /// closer together (Kafka refuses one less than a second after the last with
+    /// ILLEGAL_SASL_STATE). Observed with 4 s tokens against Kafka 4.4
+    /// (`tests/security_kafka.rs`).
+    async fn token(&self, min_remaining: Duration) -> Result<OAuthBearerToken> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, at)) = &*cached
-            && at.elapsed() < token.lifetime.mul_f64(0.8)
-        {
-            return Ok(token.clone());
+        if let Some((token, at)) = &*cached {
+            let age = at.elapsed();
+            if age < token.lifetime.mul_f64(0.8)
+                && token.lifetime.saturating_sub(age) > min_remaining
+            {
+                return Ok(token.clone());
+            }
         }
         let token = self.provider.token().await?;
         *cached = Some((token.clone(), Instant::now()));
@@ -351,9 +366,13 @@ impl SaslSession {
         }
     }
 
-    /// Authenticates (or re-authenticates) over `ex`. Returns the session lifetime the broker
-    /// gave (KIP-368), if any.
-    pub(crate) async fn run<E: SaslExchange + Send>(&self, ex: &mut E) -> Result<Option<Duration>> {
+    /// Authenticates over `ex`; a re-authentication (KIP-368) gives `ending`, the lifetime of
+    /// the session it replaces. Returns the session lifetime the broker gave, if any.
+    pub(crate) async fn run<E: SaslExchange + Send>(
+        &self,
+        ex: &mut E,
+        ending: Option<Duration>,
+    ) -> Result<Option<Duration>> {
         let mechanism = self
             .config
             .mechanism
@@ -471,7 +490,7 @@ impl SaslSession {
                         "sasl.mechanism OAUTHBEARER needs a token provider",
                     ));
                 };
-                let token = source.token().await?;
+                let token = source.token(ending.unwrap_or_default()).await?;
                 check_token(&token)?;
                 let mut msg = format!("n,,\x01auth=Bearer {}\x01", token.value.expose());
                 for (k, v) in &token.extensions {
@@ -612,7 +631,7 @@ pub(crate) async fn authenticate_raw(
     session: &SaslSession,
     ex: &mut RawExchange<'_>,
 ) -> Result<Option<Duration>> {
-    session.run(ex).await
+    session.run(ex, None).await
 }
 
 #[cfg(test)]
@@ -678,11 +697,55 @@ mod tests {
             }
         });
         let src = config.token_source.clone().unwrap();
-        assert_eq!(src.token().await.unwrap().value.expose(), "t0");
-        assert_eq!(src.token().await.unwrap().value.expose(), "t0");
+        let zero = Duration::ZERO;
+        assert_eq!(src.token(zero).await.unwrap().value.expose(), "t0");
+        assert_eq!(src.token(zero).await.unwrap().value.expose(), "t0");
         tokio::time::sleep(Duration::from_millis(170)).await;
-        assert_eq!(src.token().await.unwrap().value.expose(), "t1");
+        assert_eq!(src.token(zero).await.unwrap().value.expose(), "t1");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert!(!format!("{config:?}").contains("t1"));
+    }
+
+    #[tokio::test]
+    async fn reauthentication_does_not_reuse_a_token_that_would_shorten_the_session() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c2 = calls.clone();
+        let config = SaslConfig::oauthbearer(move || {
+            let n = c2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok(OAuthBearerToken::new(
+                    format!("t{n}"),
+                    Duration::from_secs(100),
+                ))
+            }
+        });
+        let src = config.token_source.clone().unwrap();
+        assert_eq!(
+            src.token(Duration::ZERO).await.unwrap().value.expose(),
+            "t0"
+        );
+        // Less than 80% of the token's lifetime has passed, but a session of 100 s (as long as
+        // the token) is ending: the cached token, with less than 100 s left, would give a
+        // shorter one. A new token.
+        assert_eq!(
+            src.token(Duration::from_secs(100))
+                .await
+                .unwrap()
+                .value
+                .expose(),
+            "t1"
+        );
+        // A session bounded by the broker's connections.max.reauth.ms (10 s here): the cached
+        // token outlasts the next one, so it is reused.
+        assert_eq!(
+            src.token(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .value
+                .expose(),
+            "t1"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
