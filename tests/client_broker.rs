@@ -11,7 +11,6 @@
 mod common;
 use common::{bootstrap, unique};
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rekafka::admin::{Internal, NewTopic};
@@ -207,112 +206,11 @@ async fn a_bad_property_fails_build_naming_it() {
     assert!(e.to_string().contains("metadata.max.age.ms"), "{e}");
 }
 
-/// A throw-away broker of our own: a one-node Kafka (`scripts/kafka.sh` with its own cluster
-/// directory), or a mock cluster in the mock pass. Stopped on drop.
-enum OwnBroker {
-    Kafka { dir: PathBuf, addr: String },
-    Mock(rekafka::mock::MockCluster),
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn kafka_script(dir: &PathBuf, args: &[&str]) -> String {
-    let out = std::process::Command::new(root().join("scripts/kafka.sh"))
-        .args(args)
-        .env("KAFKA_CLUSTER_DIR", dir)
-        .output()
-        .unwrap_or_else(|e| panic!("running scripts/kafka.sh: {e}"));
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl OwnBroker {
-    async fn start() -> OwnBroker {
-        if common::test_broker() == common::TestBroker::Mock {
-            let mock = rekafka::mock::MockCluster::builder()
-                .start()
-                .await
-                .unwrap_or_else(|e| panic!("mock: {e}"));
-            return OwnBroker::Mock(mock);
-        }
-        let dir = root().join(format!("target/kafka-client-{}", std::process::id()));
-        let d = dir.clone();
-        let out = tokio::task::spawn_blocking(move || kafka_script(&d, &["start", "--nodes", "1"]))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = out
-            .lines()
-            .last()
-            .unwrap_or_else(|| panic!("kafka.sh printed no address: {out}"))
-            .trim()
-            .to_string();
-        OwnBroker::Kafka { dir, addr }
-    }
-
-    fn addr(&self) -> String {
-        match self {
-            OwnBroker::Kafka { addr, .. } => addr.clone(),
-            OwnBroker::Mock(m) => m.bootstrap(),
-        }
-    }
-
-    /// SIGKILL (Kafka): the broker dies without closing anything politely. The mock's broker
-    /// stops listening and drops every connection.
-    async fn kill(&self) {
-        match self {
-            OwnBroker::Kafka { dir, .. } => {
-                let d = dir.clone();
-                tokio::task::spawn_blocking(move || kafka_script(&d, &["kill", "1"]))
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-            OwnBroker::Mock(m) => m
-                .broker_down(m.broker_ids()[0])
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
-        }
-    }
-
-    /// Starts it again: same node id, port and data.
-    async fn restart(&self) {
-        match self {
-            OwnBroker::Kafka { dir, .. } => {
-                let d = dir.clone();
-                tokio::task::spawn_blocking(move || kafka_script(&d, &["restart", "1"]))
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-            OwnBroker::Mock(m) => m
-                .broker_up(m.broker_ids()[0])
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
-        }
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        if let OwnBroker::Kafka { dir, .. } = self {
-            let _ = std::process::Command::new(root().join("scripts/kafka.sh"))
-                .arg("stop")
-                .env("KAFKA_CLUSTER_DIR", &*dir)
-                .output();
-            let _ = std::fs::remove_dir_all(&*dir);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_recovers_after_broker_restart() {
     // REKAFKA_BOOTSTRAP is not used, but the suite's contract is that it is set.
     let _ = bootstrap();
-    let broker = OwnBroker::start().await;
+    let broker = common::OwnBroker::start().await;
     let client = Client::builder()
         .bootstrap_servers([broker.addr()])
         .request_timeout(Duration::from_secs(5))

@@ -176,3 +176,115 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+use std::path::PathBuf;
+
+/// A throw-away broker of our own: a one-node Kafka (`scripts/kafka.sh` with its own cluster
+/// directory), or a mock cluster in the mock pass. Stopped on drop.
+pub enum OwnBroker {
+    /// A one-node Kafka in its own cluster directory.
+    Kafka {
+        /// Its `KAFKA_CLUSTER_DIR`.
+        dir: PathBuf,
+        /// Its bootstrap address.
+        addr: String,
+    },
+    /// A mock cluster of its own.
+    Mock(rekafka::mock::MockCluster),
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kafka_script(dir: &PathBuf, args: &[&str]) -> String {
+    let out = std::process::Command::new(root().join("scripts/kafka.sh"))
+        .args(args)
+        .env("KAFKA_CLUSTER_DIR", dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/kafka.sh: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/kafka.sh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl OwnBroker {
+    /// Starts it (a Kafka JVM takes some seconds).
+    pub async fn start() -> OwnBroker {
+        if test_broker() == TestBroker::Mock {
+            let mock = rekafka::mock::MockCluster::builder()
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("mock: {e}"));
+            return OwnBroker::Mock(mock);
+        }
+        let dir = root().join(format!("target/{}", unique("kafka-own")));
+        let d = dir.clone();
+        let out = tokio::task::spawn_blocking(move || kafka_script(&d, &["start", "--nodes", "1"]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("kafka.sh printed no address: {out}"))
+            .trim()
+            .to_string();
+        OwnBroker::Kafka { dir, addr }
+    }
+
+    /// Its bootstrap address.
+    pub fn addr(&self) -> String {
+        match self {
+            OwnBroker::Kafka { addr, .. } => addr.clone(),
+            OwnBroker::Mock(m) => m.bootstrap(),
+        }
+    }
+
+    /// SIGKILL (Kafka): the broker dies without closing anything politely. The mock's broker
+    /// stops listening and drops every connection.
+    pub async fn kill(&self) {
+        match self {
+            OwnBroker::Kafka { dir, .. } => {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || kafka_script(&d, &["kill", "1"]))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            OwnBroker::Mock(m) => m
+                .broker_down(m.broker_ids()[0])
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// Starts it again: same node id, port and data.
+    pub async fn restart(&self) {
+        match self {
+            OwnBroker::Kafka { dir, .. } => {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || kafka_script(&d, &["restart", "1"]))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            OwnBroker::Mock(m) => m
+                .broker_up(m.broker_ids()[0])
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let OwnBroker::Kafka { dir, .. } = self {
+            let _ = std::process::Command::new(root().join("scripts/kafka.sh"))
+                .arg("stop")
+                .env("KAFKA_CLUSTER_DIR", &*dir)
+                .output();
+            let _ = std::fs::remove_dir_all(&*dir);
+        }
+    }
+}
