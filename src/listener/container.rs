@@ -497,6 +497,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             group,
             stop_reason: None,
             sought: false,
+            rewound: FastMap::default(),
         };
         let task = runtime.spawn(runner.run());
         Ok(ContainerHandle {
@@ -641,6 +642,9 @@ struct Runner<C: ContainerConsumer> {
     stop_reason: Option<StopReason>,
     /// The listener-level handler sought the current record's partition.
     sought: bool,
+    /// Per partition, where the handling of the last poll has sought it back to (the lowest
+    /// seek wins: see [`seek_min`](Self::seek_min)). Cleared by each poll.
+    rewound: FastMap<TopicPartition, i64>,
 }
 
 /// Recoveries in flight at most; past this many the container waits for them before polling.
@@ -794,6 +798,8 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 r = self.consumer.poll(timeout) => r,
             };
+            // The poll moved the positions: earlier seeks no longer bound the next ones.
+            self.rewound.clear();
             match polled {
                 Ok(records) if records.is_empty() => {
                     if self.in_flight_count > 0 {
@@ -1015,9 +1021,9 @@ impl<C: ContainerConsumer> Runner<C> {
             match self.eh.recoverer.recover(&h.record, &h.error).await {
                 Ok(()) => {
                     self.recovered(&tp, &h.record, &h.error);
-                    if let Err(e) = self.consumer.seek(&tp, offset + 1) {
-                        tracing::warn!(error = %e, "seek after recovery failed");
-                    }
+                    // Forward, past the recovered record: no earlier seek bounds this one.
+                    self.rewound.remove(&tp);
+                    self.seek_min(&tp, offset + 1);
                     self.ack(&tp, offset, AckSource::Recovered).await;
                     self.commit_pending().await;
                     if !self.container_paused {
@@ -1467,9 +1473,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// Seeks `tp` back to `offset` and pauses it for `delay` (other partitions keep flowing).
     async fn retry_later(&mut self, tp: &TopicPartition, offset: i64, delay: Duration) {
-        if let Err(e) = self.consumer.seek(tp, offset) {
-            tracing::warn!(error = %e, "seek back to the failed record failed");
-        }
+        self.seek_min(tp, offset);
         self.commit_retry_state(tp, offset).await;
         if !delay.is_zero() {
             self.backing_off.insert(tp.clone(), Instant::now() + delay);
@@ -1564,9 +1568,7 @@ impl<C: ContainerConsumer> Runner<C> {
         });
         match decision {
             RecoveryFailureDecision::Halt { failures } => {
-                if let Err(e) = self.consumer.seek(tp, offset) {
-                    tracing::warn!(error = %e, "seek back to the failed record failed");
-                }
+                self.seek_min(tp, offset);
                 self.backing_off.remove(tp);
                 if !self.container_paused {
                     self.pause_partitions(std::slice::from_ref(tp));
@@ -1706,14 +1708,23 @@ impl<C: ContainerConsumer> Runner<C> {
         };
         let f = f.clone();
         let mut batch = Vec::with_capacity(records.len());
-        let mut undeserializable = Vec::new();
+        // Per partition, its first record that failed the deserialization check (and whether
+        // records came after it). The batch stops there for that partition: the record goes
+        // through the record path once the batch is done, and the partition's later records
+        // are fetched again, so that commits follow the partition's order.
+        let mut undeserializable: Vec<(C::Record, bool)> = Vec::new();
         for r in records {
             let tp = tp_of(&r);
             if self.blocked(&tp) || !self.owns(&tp) {
                 continue;
             }
-            if r.deserialization_failure().is_some() {
-                undeserializable.push(r);
+            if let Some((_, more)) = undeserializable
+                .iter_mut()
+                .find(|(u, _)| u.partition() == r.partition() && u.topic() == r.topic())
+            {
+                *more = true;
+            } else if r.deserialization_failure().is_some() {
+                undeserializable.push((r, false));
             } else {
                 batch.push(r);
             }
@@ -1761,12 +1772,10 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.batch_fallback(batch, cause).await;
                     }
                 }
-                // Undeserializable records come back with the re-fetched records.
-                for r in undeserializable {
-                    let tp = tp_of(&r);
-                    if !self.blocked(&tp) {
-                        self.seek_min(&tp, r.offset());
-                    }
+                // Undeserializable records come back with the re-fetched records (unless their
+                // partition was sent back further).
+                for (r, _) in undeserializable {
+                    self.seek_min(&tp_of(&r), r.offset());
                 }
             }
         }
@@ -1798,25 +1807,34 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
-    async fn recover_undeserializable(&mut self, records: Vec<C::Record>) {
-        for r in records {
+    /// The record path for each partition's first undeserializable record, once the records
+    /// before it are handled; the partition's later records (`more`) are fetched again.
+    async fn recover_undeserializable(&mut self, records: Vec<(C::Record, bool)>) {
+        for (r, more) in records {
             let tp = tp_of(&r);
-            if self.blocked(&tp) {
+            let Some(d) = r.deserialization_failure() else {
                 continue;
-            }
-            let error: SharedError = match r.deserialization_failure() {
-                Some(d) => Arc::new(d),
-                None => continue,
             };
-            self.on_failure(&tp, &r, error).await;
+            // A retry or a recovery failure seeks back to the record itself; otherwise the rest
+            // comes again from the record after it.
+            self.on_failure(&tp, &r, Arc::new(d)).await;
+            if more {
+                self.seek_min(&tp, r.offset() + 1);
+            }
         }
     }
 
-    /// Remembers the lowest offset to seek `tp` back to (applied right away).
+    /// Seeks `tp` to `offset` unless the handling of this poll already sought it back as far
+    /// or further: the lowest seek wins, so a later seek never moves a partition forward over
+    /// records that an earlier one sent back for redelivery.
     fn seek_min(&mut self, tp: &TopicPartition, offset: i64) {
+        if self.rewound.get(tp).is_some_and(|o| *o <= offset) {
+            return;
+        }
         if let Err(e) = self.consumer.seek(tp, offset) {
             tracing::warn!(error = %e, "seek failed");
         }
+        self.rewound.insert(tp.clone(), offset);
     }
 
     async fn batch_failed_at(&mut self, batch: Vec<C::Record>, index: usize, cause: SharedError) {
@@ -1996,6 +2014,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 r = self.consumer.poll(slice) => r,
             };
+            self.rewound.clear();
             let before = self.assignment.clone();
             self.sync_assignment().await;
             let added: Vec<TopicPartition> = self.assignment.difference(&before).cloned().collect();

@@ -1,0 +1,249 @@
+//! Listener-container defects found by review (issues 15 and 22), each pinned by a test on the
+//! embedded mock cluster. The tests assert invariants rather than timings: committed offsets
+//! never move backwards and never pass unfinished or unacknowledged work, no record is lost, and
+//! the recoverer only sees records the handler saw (or that could not be deserialized).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset};
+use rekafka::listener::{
+    BatchListenerFailed, ContainerEvent, ContainerHandle, DefaultErrorHandler,
+    DeserializationFailed, FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer,
+    ListenerRecord, RecordPart, RecovererFn, SharedError,
+};
+use rekafka::mock::MockCluster;
+use rekafka::producer::{Producer, ProducerConfig, Record};
+
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("poison record")]
+struct Poison;
+
+async fn connect(mock: &MockCluster) -> Cluster {
+    Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
+        .await
+        .expect("connect")
+}
+
+/// A one-partition topic holding `values`, in order.
+async fn topic_with(topic: &str, values: &[String]) -> (MockCluster, Cluster) {
+    let mock = MockCluster::builder()
+        .topic(topic, 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for v in values {
+        producer
+            .send_and_wait(Record::new(topic).with_partition(0).with_value(v.clone()))
+            .await
+            .expect("sent");
+    }
+    producer.close().await;
+    (mock, cluster)
+}
+
+fn config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new()
+        .with_group_id(group)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_session_timeout(Duration::from_secs(6))
+        .with_auto_offset_reset(OffsetReset::Earliest)
+        .with_fetch_max_wait(Duration::from_millis(20))
+}
+
+/// Every offset committed for partition `partition`, in order, from the container's events.
+fn watch_commits(handle: &ContainerHandle, partition: i32) -> Log<i64> {
+    let commits: Log<i64> = Arc::default();
+    let mut events = handle.events();
+    let c = commits.clone();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if let ContainerEvent::Committed(offsets) = e {
+                for o in offsets {
+                    if o.partition.1 == partition {
+                        c.lock().unwrap().push(o.offset);
+                    }
+                }
+            }
+        }
+    });
+    commits
+}
+
+/// Waits (bounded) until `f` holds; false if it never did.
+async fn eventually(mut f: impl FnMut() -> bool, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+fn assert_never_backwards(commits: &[i64]) {
+    assert!(
+        commits.windows(2).all(|w| w[0] <= w[1]),
+        "a committed offset moved backwards: {commits:?}"
+    );
+}
+
+/// `v{i}` for 0..n, with `bad` at the given offsets (the deserialization check refuses it).
+fn values_with_bad(n: usize, bad: &[usize]) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            if bad.contains(&i) {
+                "bad".to_string()
+            } else {
+                format!("v{i}")
+            }
+        })
+        .collect()
+}
+
+fn refuse_bad(r: &ListenerConsumerRecord) -> Result<(), DeserializationFailed> {
+    if r.value_str() == Some("bad") {
+        return Err(DeserializationFailed {
+            part: RecordPart::Value,
+            message: "not a v-number".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A recoverer that notes the offsets it recovers.
+fn recording_recoverer(
+    log: Log<i64>,
+) -> RecovererFn<
+    impl Fn(ListenerConsumerRecord, SharedError) -> std::future::Ready<Result<(), HandlerError>>
+    + Send
+    + Sync
+    + 'static,
+> {
+    RecovererFn(move |r: ListenerConsumerRecord, _e: SharedError| {
+        log.lock().unwrap().push(r.offset());
+        std::future::ready(Ok(()))
+    })
+}
+
+// ---- issue 15, item 1: batch handler with a deserialization check ----
+
+/// A 20-record partition with undeserializable records at 5 and 12: the good records are each
+/// handled once, the bad ones recovered once, and the committed offset only moves forward, to
+/// 20 (it used to end at 13: the recovered records' acks overwrote the batch's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_with_undeserializable_records_commits_forward_to_the_end() {
+    let (topic, group) = ("batch-deser", "g-batch-deser");
+    let (mock, cluster) = topic_with(topic, &values_with_bad(20, &[5, 12])).await;
+    let handled: Log<i64> = Arc::default();
+    let recovered: Log<i64> = Arc::default();
+    let consumer = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+    consumer.subscribe([topic]).expect("subscribe");
+    let h = handled.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(move |batch: Vec<ListenerConsumerRecord>| {
+            let h = h.clone();
+            async move {
+                h.lock().unwrap().extend(batch.iter().map(|r| r.offset()));
+                Ok(())
+            }
+        })
+        .deserialization_check(refuse_bad)
+        .error_handler(DefaultErrorHandler::new().recoverer(recording_recoverer(recovered.clone())))
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    let commits = watch_commits(&handle, 0);
+    let done = eventually(
+        || mock.committed_offset(group, topic, 0) == Some(20),
+        Duration::from_secs(15),
+    )
+    .await;
+    // Let a wrong later commit show up, if there is one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.stop().await;
+    let commits = commits.lock().unwrap().clone();
+    assert_never_backwards(&commits);
+    assert!(
+        done && mock.committed_offset(group, topic, 0) == Some(20),
+        "committed {:?}, commits {commits:?}",
+        mock.committed_offset(group, topic, 0)
+    );
+    let mut handled = handled.lock().unwrap().clone();
+    handled.sort();
+    let good: Vec<i64> = (0..20).filter(|o| *o != 5 && *o != 12).collect();
+    assert_eq!(handled, good, "each good record handled exactly once");
+    assert_eq!(recovered.lock().unwrap().clone(), vec![5, 12]);
+}
+
+/// The same partition, and the batch handler names offset 2 as failed on its first delivery
+/// (one immediate retry): nothing is lost. The rewind for the undeserializable records used to
+/// seek forward over the failed record and the records after it (`seek_min` sought
+/// unconditionally).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_listener_failed_with_undeserializable_records_loses_nothing() {
+    let (topic, group) = ("batch-blf", "g-batch-blf");
+    let (mock, cluster) = topic_with(topic, &values_with_bad(20, &[5, 12])).await;
+    let handled: Log<i64> = Arc::default();
+    let recovered: Log<i64> = Arc::default();
+    let failed_once = Arc::new(AtomicU32::new(0));
+    let consumer = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+    consumer.subscribe([topic]).expect("subscribe");
+    let (h, f1) = (handled.clone(), failed_once.clone());
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(move |batch: Vec<ListenerConsumerRecord>| {
+            let (h, f1) = (h.clone(), f1.clone());
+            async move {
+                for r in &batch {
+                    if r.offset() == 2 && f1.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(
+                            Box::new(BatchListenerFailed::at_record(r, Poison)) as HandlerError
+                        );
+                    }
+                    h.lock().unwrap().push(r.offset());
+                }
+                Ok(())
+            }
+        })
+        .deserialization_check(refuse_bad)
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::ZERO, 1))
+                .recoverer(recording_recoverer(recovered.clone())),
+        )
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    let commits = watch_commits(&handle, 0);
+    let done = eventually(
+        || mock.committed_offset(group, topic, 0) == Some(20),
+        Duration::from_secs(15),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.stop().await;
+    let commits = commits.lock().unwrap().clone();
+    assert_never_backwards(&commits);
+    let handled: BTreeSet<i64> = handled.lock().unwrap().iter().copied().collect();
+    let recovered = recovered.lock().unwrap().clone();
+    let lost: Vec<i64> = (0..20)
+        .filter(|o| !handled.contains(o) && !recovered.contains(o))
+        .collect();
+    assert!(lost.is_empty(), "never handled nor recovered: {lost:?}");
+    assert_eq!(recovered, vec![5, 12], "only the bad records are recovered");
+    assert!(
+        done,
+        "committed {:?}",
+        mock.committed_offset(group, topic, 0)
+    );
+}
