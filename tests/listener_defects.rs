@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rekafka::cluster::{Cluster, ClusterConfig};
-use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset};
+use rekafka::consumer::{
+    AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
+};
 use rekafka::listener::{
     BatchListenerFailed, ContainerEvent, ContainerHandle, DefaultErrorHandler,
     DeserializationFailed, FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer,
@@ -17,6 +19,7 @@ use rekafka::listener::{
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::transaction::TransactionalProducer;
 
 type Log<T> = Arc<Mutex<Vec<T>>>;
 
@@ -246,4 +249,185 @@ async fn batch_listener_failed_with_undeserializable_records_loses_nothing() {
         "committed {:?}",
         mock.committed_offset(group, topic, 0)
     );
+}
+
+// ---- issue 15, item 2: exactly-once batch mode recovers only what the handler saw ----
+
+async fn txn_producer(mock: &MockCluster, id: &str) -> Arc<TransactionalProducer> {
+    let p = TransactionalProducer::new(
+        connect(mock).await,
+        ProducerConfig::default().with_transactional_id(id),
+    )
+    .expect("producer");
+    p.init_transactions().await.expect("init");
+    Arc::new(p)
+}
+
+/// The values a read_committed consumer sees in partition 0 of `topic`.
+async fn read_committed(mock: &MockCluster, topic: &str) -> Vec<String> {
+    let consumer = Consumer::new(
+        connect(mock).await,
+        ConsumerConfig::new()
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_isolation_level(IsolationLevel::ReadCommitted)
+            .with_fetch_max_wait(Duration::from_millis(20)),
+    )
+    .expect("consumer");
+    consumer
+        .assign([(TopicPartition::new(topic, 0), StartOffset::Beginning)])
+        .expect("assign");
+    let mut out = Vec::new();
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_millis(500) {
+        let recs = consumer
+            .poll(Duration::from_millis(100))
+            .await
+            .expect("poll");
+        if !recs.is_empty() {
+            idle = Instant::now();
+        }
+        for r in recs.iter() {
+            out.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+        }
+    }
+    consumer.close().await.ok();
+    out
+}
+
+fn txn_consumer_config(group: &str) -> ConsumerConfig {
+    config(group).with_isolation_level(IsolationLevel::ReadCommitted)
+}
+
+/// A batch handler fails on the batch holding a poison record (no retries: recovered at once).
+/// Before that failed batch returned, more records arrived; the next poll holds them too. Only
+/// the failed batch's records are recovered: the new ones go to the handler (the whole next
+/// poll used to be dead-lettered, records the handler never saw included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_batch_recovers_only_the_records_of_the_failed_batch() {
+    let (input, output, group) = ("eos-in", "eos-out", "g-eos-batch");
+    let mock = MockCluster::builder()
+        .topic(input, 1)
+        .topic(output, 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    let plain = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for i in 0..10 {
+        let v = if i == 5 {
+            "poison".to_string()
+        } else {
+            format!("v{i}")
+        };
+        plain
+            .send_and_wait(Record::new(input).with_partition(0).with_value(v))
+            .await
+            .expect("sent");
+    }
+    let producer = txn_producer(&mock, "eos-batch").await;
+    // Offsets of every batch the handler failed, and of every recovered record.
+    let failed_batches: Log<Vec<i64>> = Arc::default();
+    let recovered: Log<i64> = Arc::default();
+    let consumer = Consumer::new(cluster.clone(), txn_consumer_config(group)).expect("consumer");
+    consumer.subscribe([input]).expect("subscribe");
+    let (p, fb, plain) = (producer.clone(), failed_batches.clone(), Arc::new(plain));
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(move |batch: Vec<ListenerConsumerRecord>| {
+            let (p, fb, plain) = (p.clone(), fb.clone(), plain.clone());
+            async move {
+                for r in &batch {
+                    let v = r.value_str().unwrap_or_default().to_uppercase();
+                    let _ = p
+                        .send(Record::new("eos-out").with_partition(0).with_value(v))
+                        .await
+                        .map_err(|e| Box::new(e.error) as HandlerError)?;
+                }
+                if batch.iter().any(|r| r.value_str() == Some("poison")) {
+                    let first_failure = fb.lock().unwrap().is_empty();
+                    fb.lock()
+                        .unwrap()
+                        .push(batch.iter().map(|r| r.offset()).collect());
+                    if first_failure {
+                        // More input arrives while this batch fails.
+                        for i in 10..20 {
+                            plain
+                                .send_and_wait(
+                                    Record::new("eos-in")
+                                        .with_partition(0)
+                                        .with_value(format!("v{i}")),
+                                )
+                                .await
+                                .map_err(|e| Box::new(e) as HandlerError)?;
+                        }
+                    }
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .recoverer(recording_recoverer(recovered.clone())),
+        )
+        .transactional(producer)
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || mock.committed_offset(group, input, 0) == Some(20),
+        Duration::from_secs(20),
+    )
+    .await;
+    handle.stop().await;
+    assert!(
+        done,
+        "committed {:?}",
+        mock.committed_offset(group, input, 0)
+    );
+    let failed: BTreeSet<i64> = failed_batches
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    let mut recovered = recovered.lock().unwrap().clone();
+    recovered.sort();
+    let unseen: Vec<i64> = recovered
+        .iter()
+        .copied()
+        .filter(|o| !failed.contains(o))
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "recovered records the handler never saw fail: {unseen:?} (recovered {recovered:?})"
+    );
+    // Exactly once: each input either in the output or recovered, never both, none lost.
+    let out = read_committed(&mock, output).await;
+    let recovered_values: Vec<String> = recovered
+        .iter()
+        .map(|o| {
+            if *o == 5 {
+                "POISON".to_string()
+            } else {
+                format!("V{o}")
+            }
+        })
+        .collect();
+    let mut all: Vec<String> = out.iter().cloned().chain(recovered_values).collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..20)
+        .map(|i| {
+            if i == 5 {
+                "POISON".to_string()
+            } else {
+                format!("V{i}")
+            }
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected, "output {out:?}, recovered {recovered:?}");
 }

@@ -401,8 +401,9 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     /// `DefaultAfterRollbackProcessor`: the failed record is redelivered under the back-off
     /// and, when the attempts are used up, recovered inside a new transaction that also
     /// commits its offset — so a dead letter and the skip of the record are atomic. A batch
-    /// handler's batch is retried under the same (bounded) back-off, then recovered record by
-    /// record. The error handler's recoverer should send through this producer (e.g. a
+    /// handler's batch is retried under the same (bounded) back-off, then its records (those
+    /// of the batch that failed last, never others) are recovered record by record in the
+    /// next transaction. The error handler's recoverer should send through this producer (e.g. a
     /// [`TransactionalDeadLetters`](super::TransactionalDeadLetters)) for the dead letter to
     /// join the transaction.
     pub fn transactional(mut self, producer: Arc<TransactionalProducer>) -> Self {
@@ -603,9 +604,11 @@ struct Runner<C: ContainerConsumer> {
     idle_interval: Option<Duration>,
     concurrency: usize,
     txn: Option<Transactional>,
-    /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
-    /// they come again, inside that poll's transaction.
-    pending_recovery: FastMap<TopicPartition, (i64, SharedError)>,
+    /// Exactly-once mode: per partition, the records (offsets `from..=to`) whose attempts are
+    /// used up, to recover (with the error) when they come again, inside that poll's
+    /// transaction: one record, or a partition's part of a failed batch (the records the
+    /// handler saw).
+    pending_recovery: FastMap<TopicPartition, (i64, i64, SharedError)>,
     /// Recoveries under way per partition, in offset order: commits of a partition stop at
     /// its first one.
     in_flight: FastMap<TopicPartition, VecDeque<InFlight<C::Record>>>,
@@ -2035,8 +2038,9 @@ impl<C: ContainerConsumer> Runner<C> {
 enum TxnFailure<R> {
     /// The handler failed on a record.
     Handler(TopicPartition, R, SharedError),
-    /// The handler failed on a batch.
-    Batch(SharedError),
+    /// The handler failed on a batch: the error and, per partition, the offsets it held
+    /// (`from..=to`).
+    Batch(SharedError, Vec<(TopicPartition, i64, i64)>),
     /// Recovering a record inside the transaction failed.
     Recovery(TopicPartition, R, SharedError, SharedError),
     /// The producer refused (begin, send offsets, commit).
@@ -2105,12 +2109,8 @@ impl<C: ContainerConsumer> Runner<C> {
                         continue;
                     };
                     let offset = first.offset();
-                    if self
-                        .pending_recovery
-                        .get(&tp)
-                        .is_some_and(|(o, _)| *o == offset)
-                    {
-                        self.pending_recovery.remove(&tp);
+                    for r in &records {
+                        self.recovery_committed(r);
                     }
                     for l in &self.eh.listeners {
                         if records.len() == 1 {
@@ -2172,7 +2172,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 let offset = record.offset();
                 let pending = match self.pending_recovery.get(&tp) {
-                    Some((o, e)) if *o == offset => Some(e.clone()),
+                    Some((from, to, e)) if (*from..=*to).contains(&offset) => Some(e.clone()),
                     _ => None,
                 };
                 if let Some(error) = pending {
@@ -2221,30 +2221,52 @@ impl<C: ContainerConsumer> Runner<C> {
         next: &mut Vec<(TopicPartition, i64)>,
     ) -> Option<TxnFailure<C::Record>> {
         let batch: Vec<C::Record> = groups.into_iter().flat_map(|(_, r)| r).collect();
-        let first = batch.first()?.clone();
-        let first_tp = tp_of(&first);
-        let pending = match self.pending_recovery.get(&first_tp) {
-            Some((o, e)) if *o == first.offset() => Some(e.clone()),
-            _ => None,
-        };
-        if let Some(error) = pending {
-            let recoverer = self.eh.recoverer.clone();
+        if batch.is_empty() {
+            return None;
+        }
+        // Records of a batch that used up its attempts (the handler saw each of them fail) are
+        // recovered in this transaction, without the handler; the poll's other records are
+        // not part of it and come again in the next poll.
+        let mut to_recover: Vec<(C::Record, SharedError)> = Vec::new();
+        if !self.pending_recovery.is_empty() {
             for r in &batch {
-                if let Err(f) = recoverer.recover(r, &error).await {
-                    let f: SharedError = Arc::from(f);
-                    for l in &self.eh.listeners {
-                        l.recovery_failed_batch(&batch, &error, &f);
+                if let Some((from, to, e)) = self.pending_recovery.get(&tp_of(r)) {
+                    if (*from..=*to).contains(&r.offset()) {
+                        to_recover.push((r.clone(), e.clone()));
                     }
-                    return Some(TxnFailure::Recovery(first_tp, first, error, f));
                 }
             }
-            self.recovered_in_txn
-                .push((first_tp.clone(), batch.clone(), error));
-        } else {
-            let ack = self.batch_ack(&batch);
-            if let Err(e) = f(batch.clone(), ack).await {
-                return Some(TxnFailure::Batch(Arc::from(e)));
+        }
+        if let Some((_, error)) = to_recover.first() {
+            let error = error.clone();
+            let records: Vec<C::Record> = to_recover.iter().map(|(r, _)| r.clone()).collect();
+            let recoverer = self.eh.recoverer.clone();
+            for (r, e) in &to_recover {
+                if let Err(f) = recoverer.recover(r, e).await {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed_batch(&records, e, &f);
+                    }
+                    return Some(TxnFailure::Recovery(tp_of(r), r.clone(), e.clone(), f));
+                }
             }
+            next.extend(
+                offset_bounds(&records, i64::max)
+                    .into_iter()
+                    .map(|(tp, o)| (tp, o + 1)),
+            );
+            let tp = tp_of(&records[0]);
+            self.recovered_in_txn.push((tp, records, error));
+            return None;
+        }
+        let ack = self.batch_ack(&batch);
+        if let Err(e) = f(batch.clone(), ack).await {
+            let ranges = offset_bounds(&batch, i64::min)
+                .into_iter()
+                .zip(offset_bounds(&batch, i64::max))
+                .map(|((tp, from), (_, to))| (tp, from, to))
+                .collect();
+            return Some(TxnFailure::Batch(Arc::from(e), ranges));
         }
         next.extend(
             offset_bounds(&batch, i64::max)
@@ -2252,6 +2274,22 @@ impl<C: ContainerConsumer> Runner<C> {
                 .map(|(tp, o)| (tp, o + 1)),
         );
         None
+    }
+
+    /// `record`'s recovery committed: it no longer waits in `pending_recovery`.
+    fn recovery_committed(&mut self, record: &C::Record) {
+        let tp = tp_of(record);
+        let offset = record.offset();
+        let done = match self.pending_recovery.get_mut(&tp) {
+            Some((from, to, _)) if (*from..=*to).contains(&offset) => {
+                *from = offset + 1;
+                *from > *to
+            }
+            _ => false,
+        };
+        if done {
+            self.pending_recovery.remove(&tp);
+        }
     }
 
     async fn abort_and_rewind(
@@ -2310,7 +2348,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     l.failed_delivery(&record, e, a)
                 });
             }
-            TxnFailure::Batch(error) => {
+            TxnFailure::Batch(error, ranges) => {
                 let Some((tp, offset)) = firsts.first().cloned() else {
                     return;
                 };
@@ -2336,7 +2374,14 @@ impl<C: ContainerConsumer> Runner<C> {
                         }
                     }
                 }
-                self.after_rollback(tp, offset, decision, error, |_, _, _| {});
+                let recover = matches!(decision, Decision::Recover { .. });
+                self.after_rollback(tp, offset, decision, error.clone(), |_, _, _| {});
+                if recover {
+                    // Recovered when they come again: exactly the records the handler saw fail.
+                    for (tp, from, to) in ranges {
+                        self.pending_recovery.insert(tp, (from, to, error.clone()));
+                    }
+                }
             }
             TxnFailure::Recovery(tp, record, error, f) => {
                 let offset = record.offset();
@@ -2365,8 +2410,10 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.eh.halt_probe_interval
                     }
                     _ => {
-                        // Redeliver to the handler (the back-off starts again).
-                        self.pending_recovery.remove(&tp);
+                        // Redeliver to the handler (the back-off starts again): the whole failed
+                        // record or batch.
+                        self.pending_recovery
+                            .retain(|_, (_, _, e)| !Arc::ptr_eq(e, &error));
                         self.eh.recovery_retry_interval
                     }
                 };
@@ -2400,7 +2447,7 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             Decision::Recover { .. } => {
                 // Recovered when the record comes again, inside that poll's transaction.
-                self.pending_recovery.insert(tp, (offset, error));
+                self.pending_recovery.insert(tp, (offset, offset, error));
             }
         }
     }
