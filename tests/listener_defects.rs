@@ -3,7 +3,7 @@
 //! never move backwards and never pass unfinished or unacknowledged work, no record is lost, and
 //! the recoverer only sees records the handler saw (or that could not be deserialized).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,9 +13,9 @@ use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
 };
 use rekafka::listener::{
-    BatchListenerFailed, ContainerEvent, ContainerHandle, DefaultErrorHandler,
+    AckMode, BatchListenerFailed, BoxFuture, ContainerEvent, ContainerHandle, DefaultErrorHandler,
     DeserializationFailed, FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer,
-    ListenerRecord, RecordPart, RecovererFn, SharedError,
+    ListenerRecord, RecordPart, Recoverer, RecovererFn, Recovery, SharedError,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -430,4 +430,224 @@ async fn exactly_once_batch_recovers_only_the_records_of_the_failed_batch() {
         .collect();
     expected.sort();
     assert_eq!(all, expected, "output {out:?}, recovered {recovered:?}");
+}
+
+// ---- issue 15, items 3 and 4: commits never pass a failed dead letter or unacked records ----
+
+/// Starts each recovery and leaves it in flight until the test sets its outcome (one outcome
+/// per attempt).
+#[derive(Clone, Default)]
+struct InFlightRecoverer {
+    started: Log<i64>,
+    outcomes: Arc<Mutex<HashMap<i64, bool>>>,
+}
+
+impl Recoverer<ListenerConsumerRecord> for InFlightRecoverer {
+    fn recover<'a>(
+        &'a self,
+        record: &'a ListenerConsumerRecord,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        let started = self.start_recovery(record, error);
+        Box::pin(async move {
+            match started.await? {
+                Recovery::InFlight(done) => done.await,
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn start_recovery<'a>(
+        &'a self,
+        record: &'a ListenerConsumerRecord,
+        _error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<Recovery, HandlerError>> {
+        let offset = record.offset();
+        self.started.lock().unwrap().push(offset);
+        let outcomes = self.outcomes.clone();
+        Box::pin(async move {
+            Ok(Recovery::InFlight(Box::pin(async move {
+                loop {
+                    let outcome = outcomes.lock().unwrap().remove(&offset);
+                    if let Some(ok) = outcome {
+                        return if ok {
+                            Ok(())
+                        } else {
+                            Err::<(), HandlerError>("dead-letter topic refused it".into())
+                        };
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })))
+        })
+    }
+}
+
+/// Offsets 2 and 5 fail (no retries) and their dead letters are in flight together; 5's is
+/// written, 2's fails, so the partition goes back to 2 and 5 is skipped when it comes again.
+/// Until 2's dead letter is written nothing past 2 may be committed: the skip of 5 used to
+/// ack it at once, committing 6 in the Record, ManualImmediate and Count ack modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_a_recovered_record_never_commits_past_a_failed_dead_letter() {
+    for (i, mode) in [AckMode::Record, AckMode::ManualImmediate, AckMode::Count(1)]
+        .into_iter()
+        .enumerate()
+    {
+        let (topic, group) = (format!("ahead-{i}"), format!("g-ahead-{i}"));
+        let values: Vec<String> = (0..8)
+            .map(|o| {
+                if o == 2 || o == 5 {
+                    "poison".to_string()
+                } else {
+                    format!("v{o}")
+                }
+            })
+            .collect();
+        let (mock, cluster) = topic_with(&topic, &values).await;
+        let recoverer = InFlightRecoverer::default();
+        let consumer = Consumer::new(cluster.clone(), config(&group)).expect("consumer");
+        consumer.subscribe([topic.as_str()]).expect("subscribe");
+        let handle = ListenerContainer::builder(consumer)
+            .record_handler_with_ack(|r: ListenerConsumerRecord, ack| async move {
+                if r.value_str() == Some("poison") {
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                ack.acknowledge();
+                Ok(())
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::no_retries())
+                    .recovery_retry_interval(Duration::from_millis(100))
+                    .recoverer(recoverer.clone()),
+            )
+            .ack_mode(mode)
+            .poll_timeout(Duration::from_millis(100))
+            .start()
+            .expect("start");
+        let commits = watch_commits(&handle, 0);
+        let started = recoverer.started.clone();
+        assert!(
+            eventually(
+                || started.lock().unwrap().len() == 2,
+                Duration::from_secs(15)
+            )
+            .await,
+            "{mode:?}: two recoveries in flight"
+        );
+        recoverer.outcomes.lock().unwrap().insert(5, true);
+        recoverer.outcomes.lock().unwrap().insert(2, false);
+        // Redelivered from 2: its recovery starts again (and stays in flight).
+        assert!(
+            eventually(
+                || started.lock().unwrap().len() == 3,
+                Duration::from_secs(15)
+            )
+            .await,
+            "{mode:?}: 2 redelivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let so_far = commits.lock().unwrap().clone();
+        assert!(
+            so_far.iter().all(|o| *o <= 2),
+            "{mode:?}: committed past 2 while its dead letter is not written: {so_far:?}"
+        );
+        recoverer.outcomes.lock().unwrap().insert(2, true);
+        let done = eventually(
+            || mock.committed_offset(&group, &topic, 0) == Some(8),
+            Duration::from_secs(15),
+        )
+        .await;
+        handle.stop().await;
+        assert!(
+            done,
+            "{mode:?}: committed {:?}",
+            mock.committed_offset(&group, &topic, 0)
+        );
+        assert_never_backwards(&commits.lock().unwrap());
+        assert_eq!(
+            started.lock().unwrap().clone(),
+            vec![2, 5, 2],
+            "{mode:?}: 5 recovered once"
+        );
+    }
+}
+
+/// The manual ack modes: the handler acknowledges only offset 0. Offset 3 fails once (a
+/// retry), offset 5 always (recovered after its retries). Nothing past 1 may be committed: the
+/// retry used to commit the failed offset with its retry state (passing 1 and 2), and the
+/// recovery acked 5 (passing 1..=4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_acks_retries_and_recoveries_never_commit_unacknowledged_records() {
+    for (i, mode) in [AckMode::Manual, AckMode::ManualImmediate]
+        .into_iter()
+        .enumerate()
+    {
+        let (topic, group) = (format!("manual-{i}"), format!("g-manual-{i}"));
+        let values: Vec<String> = (0..8).map(|o| format!("v{o}")).collect();
+        let (mock, cluster) = topic_with(&topic, &values).await;
+        let handled: Log<i64> = Arc::default();
+        let recovered: Log<i64> = Arc::default();
+        let failed_3 = Arc::new(AtomicU32::new(0));
+        let consumer = Consumer::new(cluster.clone(), config(&group)).expect("consumer");
+        consumer.subscribe([topic.as_str()]).expect("subscribe");
+        let (h, f3) = (handled.clone(), failed_3.clone());
+        let handle = ListenerContainer::builder(consumer)
+            .record_handler_with_ack(move |r: ListenerConsumerRecord, ack| {
+                let (h, f3) = (h.clone(), f3.clone());
+                async move {
+                    let o = r.offset();
+                    if o == 5 || (o == 3 && f3.fetch_add(1, Ordering::SeqCst) == 0) {
+                        return Err(Box::new(Poison) as HandlerError);
+                    }
+                    if o == 0 {
+                        ack.acknowledge();
+                    }
+                    h.lock().unwrap().push(o);
+                    Ok(())
+                }
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::new(Duration::from_millis(50), 1))
+                    .recoverer(recording_recoverer(recovered.clone())),
+            )
+            .ack_mode(mode)
+            .poll_timeout(Duration::from_millis(100))
+            .start()
+            .expect("start");
+        let commits = watch_commits(&handle, 0);
+        // Also what the broker holds (the retry state is committed without an event).
+        let mut highest = None;
+        let all = eventually(
+            || {
+                highest = highest.max(mock.committed_offset(&group, &topic, 0));
+                handled.lock().unwrap().len() == 7 && recovered.lock().unwrap().len() == 1
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        handle.stop().await;
+        assert!(
+            all,
+            "{mode:?}: handled {:?}, recovered {:?}",
+            handled.lock().unwrap(),
+            recovered.lock().unwrap()
+        );
+        let commits = commits.lock().unwrap().clone();
+        assert!(
+            commits.iter().all(|o| *o <= 1),
+            "{mode:?}: committed past unacknowledged records: {commits:?}"
+        );
+        assert!(
+            highest <= Some(1),
+            "{mode:?}: the broker held {highest:?} (past unacknowledged records)"
+        );
+        assert_eq!(
+            mock.committed_offset(&group, &topic, 0),
+            Some(1),
+            "{mode:?}"
+        );
+    }
 }

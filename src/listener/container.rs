@@ -479,6 +479,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             capped: FastMap::default(),
             last_capped_commit: Instant::now(),
             recovered_ahead: FastMap::default(),
+            acked_to: FastMap::default(),
             recovered_in_txn: Vec::new(),
             sought_in_txn: HashSet::new(),
             events: self.events.clone(),
@@ -619,10 +620,18 @@ struct Runner<C: ContainerConsumer> {
     capped: FastMap<TopicPartition, i64>,
     /// When a capped offset was last committed.
     last_capped_commit: Instant,
-    /// Records already recovered (their recovery completed) whose partition was sought back
-    /// to an earlier record whose recovery failed: skipped when they come again, until a
-    /// commit of the partition passes them.
-    recovered_ahead: FastMap<TopicPartition, Vec<i64>>,
+    /// Recovered records not acknowledged in order yet, per partition in offset order, each
+    /// with whether the consumer's position is past it: records whose recovery completed
+    /// before their partition was sought back to an earlier record whose recovery failed, and
+    /// (manual ack modes) recovered records the user's acknowledgments have not reached. They
+    /// are skipped when they come again; an acknowledgment of the record before one moves over
+    /// it ([`advance_pending`](Self::advance_pending)). Forgotten once a commit passes them and
+    /// the position is past them.
+    recovered_ahead: FastMap<TopicPartition, Vec<(i64, bool)>>,
+    /// Manual ack modes: per partition, the offset below which every record is acknowledged
+    /// (by the user, or recovered right after an acknowledged record); from the partition's
+    /// first polled record.
+    acked_to: FastMap<TopicPartition, i64>,
     /// Records recovered inside the open transaction: done only once it commits.
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
@@ -821,6 +830,12 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;
+                    if self.manual_acks() {
+                        // Everything before a partition's first polled record is committed.
+                        for (tp, first) in offset_bounds(&records, i64::min) {
+                            self.acked_to.entry(tp).or_insert(first);
+                        }
+                    }
                     if !self.recovered_ahead.is_empty() {
                         records = self.skip_recovered_ahead(records).await;
                     }
@@ -915,6 +930,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.halted.remove(tp);
             self.pending.remove(tp);
             self.recovered_ahead.remove(tp);
+            self.acked_to.remove(tp);
             self.capped.remove(tp);
             if let Some(lost) = self.in_flight.remove(tp) {
                 // Revoked with recoveries in flight: the next owner handles these records
@@ -1090,14 +1106,13 @@ impl<C: ContainerConsumer> Runner<C> {
         if manual && source == AckSource::Handler {
             return;
         }
-        self.pending.insert(
-            tp.clone(),
-            OffsetToCommit {
-                partition: tp.clone(),
-                offset: offset + 1,
-                metadata: String::new(),
-            },
-        );
+        if manual && self.acked_to.get(tp).is_some_and(|a| *a < offset) {
+            // Recovered, but the user has not acknowledged every record before it: committed
+            // once the acknowledgments reach it (nothing unacknowledged is committed).
+            self.remember_recovered(tp, offset, true);
+            return;
+        }
+        self.advance_pending(tp, offset + 1);
         self.pending_count = self.pending_count.saturating_add(1);
         match self.ack_mode {
             AckMode::Record | AckMode::ManualImmediate => self.commit_pending().await,
@@ -1120,17 +1135,53 @@ impl<C: ContainerConsumer> Runner<C> {
             if !self.assignment.contains(&tp) && !self.assignment.is_empty() {
                 continue;
             }
-            self.pending.insert(
-                tp.clone(),
-                OffsetToCommit {
-                    partition: tp,
-                    offset: next,
-                    metadata: String::new(),
-                },
-            );
+            self.advance_pending(&tp, next);
         }
         if self.ack_mode == AckMode::ManualImmediate {
             self.commit_pending().await;
+        }
+    }
+
+    /// Makes `next`, moved over the recovered records right after it, the offset to commit for
+    /// `tp`; a pending offset never moves backwards.
+    fn advance_pending(&mut self, tp: &TopicPartition, next: i64) {
+        let mut next = next;
+        if let Some(ahead) = self.recovered_ahead.get(tp) {
+            let mut i = ahead.partition_point(|(o, _)| *o < next);
+            while ahead.get(i).is_some_and(|(o, _)| *o == next) {
+                next += 1;
+                i += 1;
+            }
+        }
+        if self.manual_acks() {
+            let to = self.acked_to.entry(tp.clone()).or_insert(next);
+            *to = (*to).max(next);
+        }
+        match self.pending.get_mut(tp) {
+            Some(p) if p.offset >= next => {}
+            Some(p) => {
+                p.offset = next;
+                p.metadata.clear();
+            }
+            None => {
+                self.pending.insert(
+                    tp.clone(),
+                    OffsetToCommit {
+                        partition: tp.clone(),
+                        offset: next,
+                        metadata: String::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Remembers a recovered record in `recovered_ahead` (`past`: the position is past it).
+    fn remember_recovered(&mut self, tp: &TopicPartition, offset: i64, past: bool) {
+        let ahead = self.recovered_ahead.entry(tp.clone()).or_default();
+        match ahead.binary_search_by_key(&offset, |(o, _)| *o) {
+            Ok(i) => ahead[i].1 = past,
+            Err(i) => ahead.insert(i, (offset, past)),
         }
     }
 
@@ -1180,7 +1231,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 if !self.recovered_ahead.is_empty() {
                     for o in &offsets {
                         if let Some(ahead) = self.recovered_ahead.get_mut(&o.partition) {
-                            ahead.retain(|a| *a >= o.offset);
+                            // Never polled again: seeks go back only to unfinished records,
+                            // which are never below a commit.
+                            ahead.retain(|(a, past)| *a >= o.offset || !past);
                             if ahead.is_empty() {
                                 self.recovered_ahead.remove(&o.partition);
                             }
@@ -1220,6 +1273,11 @@ impl<C: ContainerConsumer> Runner<C> {
         let Some(state) = self.tracker.state(tp) else {
             return;
         };
+        if self.manual_acks() && self.acked_to.get(tp).is_none_or(|a| *a < offset) {
+            // The user has not acknowledged every record before the failed one: committing its
+            // offset would pass them (the attempt count then stays in memory only).
+            return;
+        }
         let commit = OffsetToCommit {
             partition: tp.clone(),
             offset,
@@ -1658,15 +1716,26 @@ impl<C: ContainerConsumer> Runner<C> {
             match later.done.await {
                 Ok(()) => {
                     self.recovered(tp, &later.record, &later.error);
-                    let ahead = self.recovered_ahead.entry(tp.clone()).or_default();
-                    if let Err(at) = ahead.binary_search(&offset) {
-                        ahead.insert(at, offset);
-                    }
+                    self.remember_recovered(tp, offset, false);
                 }
-                Err(f) => tracing::debug!(
-                    topic = %tp.0, partition = tp.1, offset, error = %f,
-                    "recovery failed after an earlier one of its partition; redelivered"
-                ),
+                Err(f) => {
+                    tracing::debug!(
+                        topic = %tp.0, partition = tp.1, offset, error = %f,
+                        "recovery failed after an earlier one of its partition; redelivered"
+                    );
+                    self.forget_recovered(tp, offset);
+                }
+            }
+        }
+        // The partition goes back below every remembered record after the failed one (none of
+        // them may be acknowledged on the failed record's behalf).
+        let failed_offset = failed.record.offset();
+        self.forget_recovered(tp, failed_offset);
+        if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
+            for (o, past) in ahead.iter_mut() {
+                if *o > failed_offset {
+                    *past = false;
+                }
             }
         }
         self.capped.remove(tp);
@@ -1675,29 +1744,55 @@ impl<C: ContainerConsumer> Runner<C> {
             .await;
     }
 
-    /// Drops (and acknowledges) records whose recovery completed before their partition was
-    /// sought back to an earlier record. They are remembered until a commit passes them (the
-    /// partition may be sought back again before that).
+    /// Forgets `offset` of `tp` in `recovered_ahead` (its recovery did not complete).
+    fn forget_recovered(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
+            ahead.retain(|(o, _)| *o != offset);
+            if ahead.is_empty() {
+                self.recovered_ahead.remove(tp);
+            }
+        }
+    }
+
+    /// Drops records already recovered (see `recovered_ahead`). A dropped record is acked only
+    /// in order: when it leads its partition's records of the poll (everything before it came
+    /// in earlier polls), or else when the ack of the record before it moves over it, so no
+    /// commit passes an earlier record still to be handled (one whose dead letter failed, say).
+    /// They are remembered until a commit passes them (the partition may be sought back again
+    /// before that).
     async fn skip_recovered_ahead(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
         let mut keep = Vec::with_capacity(records.len());
-        let mut skipped: Vec<(TopicPartition, i64)> = Vec::new();
+        // Partitions with a record kept so far, and the skipped records that lead theirs.
+        let mut kept_tps: Vec<TopicPartition> = Vec::new();
+        let mut leading: Vec<(TopicPartition, i64)> = Vec::new();
         for r in records {
             let tp = tp_of(&r);
-            let hit = self
-                .recovered_ahead
-                .get(&tp)
-                .is_some_and(|ahead| ahead.binary_search(&r.offset()).is_ok());
+            let hit = match self.recovered_ahead.get_mut(&tp) {
+                Some(ahead) => match ahead.binary_search_by_key(&r.offset(), |(o, _)| *o) {
+                    Ok(i) => {
+                        ahead[i].1 = true;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
             if hit {
-                skipped.push((tp, r.offset()));
+                tracing::debug!(
+                    topic = %tp.0, partition = tp.1, offset = r.offset(),
+                    "already recovered; skipped"
+                );
+                if !kept_tps.contains(&tp) {
+                    leading.push((tp, r.offset()));
+                }
             } else {
+                if !kept_tps.contains(&tp) {
+                    kept_tps.push(tp);
+                }
                 keep.push(r);
             }
         }
-        for (tp, offset) in skipped {
-            tracing::debug!(
-                topic = %tp.0, partition = tp.1, offset,
-                "already recovered; skipped"
-            );
+        for (tp, offset) in leading {
             self.ack(&tp, offset, AckSource::Recovered).await;
         }
         keep
