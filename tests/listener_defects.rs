@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rekafka::ErrorKind;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
@@ -15,11 +16,12 @@ use rekafka::consumer::{
 use rekafka::listener::{
     AckMode, BatchListenerFailed, BoxFuture, ContainerEvent, ContainerHandle, DefaultErrorHandler,
     DeserializationFailed, FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer,
-    ListenerRecord, RecordPart, Recoverer, RecovererFn, Recovery, SharedError,
+    ListenerRecord, RecordPart, Recoverer, RecovererFn, Recovery, SharedError, StopReason,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
-use rekafka::transaction::TransactionalProducer;
+use rekafka::protocol::ApiKey;
+use rekafka::transaction::{TransactionState, TransactionalProducer};
 
 type Log<T> = Arc<Mutex<Vec<T>>>;
 
@@ -650,4 +652,171 @@ async fn manual_acks_retries_and_recoveries_never_commit_unacknowledged_records(
             "{mode:?}"
         );
     }
+}
+
+// ---- issue 22, item 5: a commit that outlives max.block does not wedge the container ----
+
+/// A copier (exactly-once, `max.block` 1 s) whose first EndTxn the broker holds for 3 s:
+/// `commit_transaction` gives up at `max.block` while the commit is still pending. The
+/// container must complete that commit (or abort it and rewind) and carry on: 300 more input
+/// records later, the output equals the input exactly. It used to wedge for good (every abort
+/// and `send_offsets` refused), with the output stuck at the first transaction's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_commit_outliving_max_block_completes_and_goes_on() {
+    let (input, output, group) = ("copy-in", "copy-out", "g-copy-max-block");
+    let mock = MockCluster::builder()
+        .topic(input, 1)
+        .topic(output, 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    let plain = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let fill = |from: usize, to: usize| {
+        let plain = &plain;
+        async move {
+            for i in from..to {
+                plain
+                    .send_and_wait(
+                        Record::new(input)
+                            .with_partition(0)
+                            .with_value(format!("v{i}")),
+                    )
+                    .await
+                    .expect("sent");
+            }
+        }
+    };
+    fill(0, 300).await;
+    let held = mock.hold(|r| r.api_key == ApiKey::EndTxn);
+    let producer = TransactionalProducer::new(
+        connect(&mock).await,
+        ProducerConfig::default()
+            .with_transactional_id("copier-max-block")
+            .with_max_block(Duration::from_secs(1)),
+    )
+    .expect("producer");
+    producer.init_transactions().await.expect("init");
+    let producer = Arc::new(producer);
+    let consumer = Consumer::new(cluster.clone(), txn_consumer_config(group)).expect("consumer");
+    consumer.subscribe([input]).expect("subscribe");
+    let p = producer.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let p = p.clone();
+            async move {
+                let v = r.value_str().unwrap_or_default().to_uppercase();
+                let _ = p
+                    .send(Record::new("copy-out").with_partition(0).with_value(v))
+                    .await
+                    .map_err(|e| Box::new(e.error) as HandlerError)?;
+                Ok(())
+            }
+        })
+        .transactional(producer.clone())
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    tokio::time::timeout(Duration::from_secs(20), held.wait_matched(1))
+        .await
+        .expect("the first EndTxn reached the broker");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    held.release();
+    fill(300, 600).await;
+    let done = eventually(
+        || mock.committed_offset(group, input, 0) == Some(600),
+        Duration::from_secs(30),
+    )
+    .await;
+    let running = handle.is_running();
+    let reason = handle.stop().await;
+    let mut values = read_committed(&mock, output).await;
+    assert!(
+        done,
+        "committed {:?}, output {} records, running {running}, state {:?}",
+        mock.committed_offset(group, input, 0),
+        values.len(),
+        producer.state()
+    );
+    assert_eq!(reason, StopReason::Normal);
+    values.sort();
+    let mut expected: Vec<String> = (0..600).map(|i| format!("V{i}")).collect();
+    expected.sort();
+    assert_eq!(values.len(), 600, "no loss, no duplicate");
+    assert_eq!(values, expected);
+}
+
+/// The transactional producer's side: a commit that timed out in its caller (the broker holds
+/// the EndTxn) is completed by a later call. An abort meanwhile completes the pending commit
+/// first and says the transaction committed (it used to be refused, and the finished commit
+/// then blocked every other call); after a commit that ended in the background, the next
+/// transaction begins and really commits (its commit used to return the old commit's result).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_timed_out_is_completed_by_the_next_call() {
+    let topic = "txn-resume";
+    let mock = MockCluster::builder()
+        .topic(topic, 1)
+        .start()
+        .await
+        .expect("mock");
+    let producer = TransactionalProducer::new(
+        connect(&mock).await,
+        ProducerConfig::default()
+            .with_transactional_id("resume")
+            .with_max_block(Duration::from_millis(500)),
+    )
+    .expect("producer");
+    producer.init_transactions().await.expect("init");
+    let send = |v: &'static str| {
+        let producer = &producer;
+        async move {
+            producer.begin_transaction().expect("begin");
+            let _ = producer
+                .send(Record::new(topic).with_partition(0).with_value(v))
+                .await
+                .expect("send");
+        }
+    };
+    // 1. The abort completes the pending commit, which committed.
+    send("one").await;
+    let held = mock.hold(|r| r.api_key == ApiKey::EndTxn);
+    let err = producer.commit_transaction().await.expect_err("held");
+    assert_eq!(*err.kind(), ErrorKind::Timeout, "{err}");
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.release();
+    };
+    let (aborted, ()) = tokio::join!(
+        producer.abort_transaction_within(Duration::from_secs(10)),
+        release
+    );
+    let err = aborted.expect_err("a committed transaction cannot be aborted");
+    assert!(
+        err.to_string().contains("committed"),
+        "the abort reports the commit: {err}"
+    );
+    assert_eq!(producer.state(), TransactionState::Ready);
+    // 2. A commit that ends in the background does not stand in for the next one.
+    send("two").await;
+    let held = mock.hold(|r| r.api_key == ApiKey::EndTxn);
+    let err = producer.commit_transaction().await.expect_err("held");
+    assert_eq!(*err.kind(), ErrorKind::Timeout, "{err}");
+    held.release();
+    assert!(
+        eventually(
+            || producer.state() == TransactionState::Ready,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the pending commit ended: {:?}",
+        producer.state()
+    );
+    send("three").await;
+    producer.commit_transaction().await.expect("commit three");
+    assert_eq!(
+        read_committed(&mock, topic).await,
+        vec!["one", "two", "three"]
+    );
 }

@@ -2187,15 +2187,13 @@ impl<C: ContainerConsumer> Runner<C> {
             .map(|(tp, o)| (tp.0.to_string(), tp.1, *o))
             .collect();
         let group = self.consumer.transaction_group_metadata();
-        let committed = async {
-            if let Some(group) = &group {
-                producer
-                    .send_offsets_to_transaction(&offsets, group)
-                    .await?;
-            }
-            producer.commit_transaction().await
+        let mut committed = match &group {
+            Some(group) => producer.send_offsets_to_transaction(&offsets, group).await,
+            None => Ok(()),
+        };
+        if committed.is_ok() {
+            committed = self.commit_transaction(&producer).await;
         }
-        .await;
         let recovered = std::mem::take(&mut self.recovered_in_txn);
         match committed {
             Ok(()) => {
@@ -2248,6 +2246,20 @@ impl<C: ContainerConsumer> Runner<C> {
             Err(e) => {
                 self.transaction_failed(TxnFailure::Producer(e), &firsts)
                     .await
+            }
+        }
+    }
+
+    /// Commits the open transaction. A commit still pending after `max.block` goes on in the
+    /// producer: its outcome is unknown until it ends (an abort now could not undo it), so it is
+    /// waited for again until it ends, or until the container stops.
+    async fn commit_transaction(&mut self, producer: &TransactionalProducer) -> Result<()> {
+        loop {
+            match producer.commit_transaction().await {
+                Err(e) if *e.kind() == ErrorKind::Timeout && !self.stop_requested() => {
+                    tracing::warn!(error = %e, "the transaction's commit is pending; waiting for it");
+                }
+                result => return result,
             }
         }
     }
