@@ -820,3 +820,67 @@ async fn a_commit_that_timed_out_is_completed_by_the_next_call() {
         vec!["one", "two", "three"]
     );
 }
+
+// ---- issue 22, item 6: a handler panic stops the container cleanly ----
+
+/// The handler panics on offset 3 of 0..6 (ack mode Batch): the container stops with
+/// [`StopReason::Error`], after committing the records handled before the panic (0..=2), and
+/// leaves its group; the `Stopped` event is sent. Sequentially and with concurrency alike (the
+/// sequential path used to die with the panic: no commit, no leave, no event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_panic_stops_cleanly_after_committing_finished_work() {
+    for concurrency in [1, 2] {
+        let (topic, group) = (
+            format!("panic-{concurrency}"),
+            format!("g-panic-{concurrency}"),
+        );
+        let values: Vec<String> = (0..6).map(|o| format!("v{o}")).collect();
+        let (mock, cluster) = topic_with(&topic, &values).await;
+        let handled: Log<i64> = Arc::default();
+        let consumer = Consumer::new(cluster.clone(), config(&group)).expect("consumer");
+        consumer.subscribe([topic.as_str()]).expect("subscribe");
+        let h = handled.clone();
+        let builder = ListenerContainer::builder(consumer)
+            .record_handler(move |r: ListenerConsumerRecord| {
+                let h = h.clone();
+                async move {
+                    if r.offset() == 3 {
+                        panic!("handler bug on offset 3");
+                    }
+                    h.lock().unwrap().push(r.offset());
+                    Ok(())
+                }
+            })
+            .concurrency(concurrency)
+            .poll_timeout(Duration::from_millis(100));
+        let mut events = builder.subscribe();
+        let handle = builder.start().expect("start");
+        let reason = tokio::time::timeout(Duration::from_secs(20), handle.join())
+            .await
+            .expect("the container stops by itself");
+        assert_eq!(reason, StopReason::Error, "concurrency {concurrency}");
+        let mut stopped = None;
+        while let Ok(e) = events.try_recv() {
+            if let ContainerEvent::Stopped(r) = e {
+                stopped = Some(r);
+            }
+        }
+        assert_eq!(
+            stopped,
+            Some(StopReason::Error),
+            "concurrency {concurrency}: Stopped event"
+        );
+        assert_eq!(handled.lock().unwrap().clone(), vec![0, 1, 2]);
+        assert_eq!(
+            mock.committed_offset(&group, &topic, 0),
+            Some(3),
+            "concurrency {concurrency}: the finished work is committed, the panicked record not"
+        );
+        assert!(
+            mock.requests()
+                .iter()
+                .any(|r| r.api_key == ApiKey::LeaveGroup),
+            "concurrency {concurrency}: the consumer left its group"
+        );
+    }
+}

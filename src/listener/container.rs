@@ -500,6 +500,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             stop_reason: None,
             sought: false,
             rewound: FastMap::default(),
+            panicked: false,
         };
         let task = runtime.spawn(runner.run());
         Ok(ContainerHandle {
@@ -654,6 +655,8 @@ struct Runner<C: ContainerConsumer> {
     stop_reason: Option<StopReason>,
     /// The listener-level handler sought the current record's partition.
     sought: bool,
+    /// The handler panicked on the record just handed to it (the container is stopping).
+    panicked: bool,
     /// Per partition, where the handling of the last poll has sought it back to (the lowest
     /// seek wins: see [`seek_min`](Self::seek_min)). Cleared by each poll.
     rewound: FastMap<TopicPartition, i64>,
@@ -672,6 +675,57 @@ fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut unbudgeted = tokio::task::unconstrained(fut.as_mut());
     std::pin::Pin::new(&mut unbudgeted).poll(&mut cx)
+}
+
+/// A handler panicked: the container stops with [`StopReason::Error`] (after committing the
+/// work finished before), and the record or batch is not acknowledged.
+#[derive(Debug)]
+struct HandlerPanicked(String);
+
+impl std::fmt::Display for HandlerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler panicked: {}", self.0)
+    }
+}
+
+impl std::error::Error for HandlerPanicked {}
+
+/// Polls a future, catching a panic (a handler's panic must not unwind through the container's
+/// task, which would skip the final commit, the leave and the `Stopped` event).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut *fut).poll(cx)
+        })) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Calls a handler and runs its future, turning a panic in either into [`HandlerPanicked`].
+async fn call_guarded(
+    call: impl FnOnce() -> BoxFuture<'static, Result<(), HandlerError>>,
+) -> std::result::Result<Result<(), HandlerError>, HandlerPanicked> {
+    let message = |panic: Box<dyn std::any::Any + Send>| {
+        HandlerPanicked(match panic.downcast::<String>() {
+            Ok(s) => *s,
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+        })
+    };
+    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(message)?;
+    CatchUnwind(fut).await.map_err(message)
 }
 
 fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
@@ -770,6 +824,15 @@ impl<C: ContainerConsumer> Runner<C> {
                 error: error.clone(),
             });
         }
+    }
+
+    /// A handler panicked: stop with [`StopReason::Error`] (as for any panic of a handler, on
+    /// every path). The error stands for the record or batch, which is not acknowledged.
+    fn handler_panicked(&mut self, panic: HandlerPanicked) -> HandlerError {
+        tracing::error!(error = %panic, "a handler panicked; stopping");
+        self.stop_reason.get_or_insert(StopReason::Error);
+        self.panicked = true;
+        Box::new(panic)
     }
 
     fn stop_requested(&self) -> bool {
@@ -1308,8 +1371,12 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some(d) = record.deserialization_failure() {
             return Some(Arc::new(d));
         }
+        let f = f.clone();
         let (delivered, ack) = self.delivery(tp, record);
-        let result = f(delivered, ack).await;
+        let result = match call_guarded(|| f(delivered, ack)).await {
+            Ok(result) => result,
+            Err(panic) => return Some(Arc::from(self.handler_panicked(panic))),
+        };
         let mut seeks = Seeks::default();
         let result = match (result, &self.leh) {
             (Err(e), Some(leh)) => leh(record, e, &mut seeks),
@@ -1389,6 +1456,10 @@ impl<C: ContainerConsumer> Runner<C> {
                 if manual {
                     self.drain_manual_acks().await;
                 }
+                if std::mem::take(&mut self.panicked) {
+                    // Stopping: the record is not acknowledged; those before it are.
+                    break;
+                }
                 if std::mem::take(&mut self.sought) && failure.is_none() {
                     // The listener-level handler repositioned this partition.
                     break;
@@ -1451,21 +1522,27 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     if let Some(d) = original.deserialization_failure() {
                         let e: SharedError = Arc::new(d);
-                        return (tp, done, Some((original, e)), Seeks::default());
+                        return (tp, done, Some((original, e)), Seeks::default(), None);
                     }
                     let mut seeks = Seeks::default();
-                    let result = match (f(delivered, ack).await, &leh) {
+                    let handled = match call_guarded(|| f(delivered, ack)).await {
+                        Ok(handled) => handled,
+                        Err(panic) => return (tp, done, None, Seeks::default(), Some(panic)),
+                    };
+                    let result = match (handled, &leh) {
                         (Err(e), Some(leh)) => leh(&original, e, &mut seeks),
                         (r, _) => r,
                     };
                     let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
                     match result {
-                        Ok(()) if sought => return (tp, done, None, seeks),
+                        Ok(()) if sought => return (tp, done, None, seeks, None),
                         Ok(()) => done.push(original.offset()),
-                        Err(e) => return (tp, done, Some((original, Arc::from(e))), seeks),
+                        Err(e) => {
+                            return (tp, done, Some((original, Arc::from(e))), seeks, None);
+                        }
                     }
                 }
-                (tp, done, None, Seeks::default())
+                (tp, done, None, Seeks::default(), None)
             });
         }
         let mut outcomes = Vec::new();
@@ -1479,13 +1556,19 @@ impl<C: ContainerConsumer> Runner<C> {
             }
         }
         self.drain_manual_acks().await;
-        for (tp, done, failure, seeks) in outcomes {
+        for (tp, done, failure, seeks, panicked) in outcomes {
             for (target, offset) in seeks.requests {
                 self.seek_min(&target, offset);
             }
             for offset in done {
                 self.tracker.succeeded(&tp, offset);
                 self.ack(&tp, offset, AckSource::Handler).await;
+            }
+            if let Some(panic) = panicked {
+                // Stopping, as on the sequential path: the records handled before are acked.
+                self.handler_panicked(panic);
+                self.panicked = false;
+                continue;
             }
             if let Some((record, error)) = failure {
                 if self.on_failure(&tp, &record, error).await == Flow::Continue {
@@ -1834,7 +1917,15 @@ impl<C: ContainerConsumer> Runner<C> {
             Ok(())
         } else {
             let ack = self.batch_ack(&batch);
-            f(batch.clone(), ack).await
+            match call_guarded(|| f(batch.clone(), ack)).await {
+                Ok(result) => result,
+                Err(panic) => {
+                    // Stopping; the batch is not acknowledged (earlier polls' are committed).
+                    self.handler_panicked(panic);
+                    self.panicked = false;
+                    return;
+                }
+            }
         };
         self.drain_manual_acks().await;
         match result {
@@ -2002,7 +2093,16 @@ impl<C: ContainerConsumer> Runner<C> {
                 break;
             }
             let ack = self.batch_ack(&batch);
-            match f(batch.clone(), ack).await {
+            let retried = match call_guarded(|| f(batch.clone(), ack)).await {
+                Ok(retried) => retried,
+                Err(panic) => {
+                    self.handler_panicked(panic);
+                    self.panicked = false;
+                    stopped = true;
+                    break;
+                }
+            };
+            match retried {
                 Ok(()) => {
                     succeeded = true;
                     break;
@@ -2302,6 +2402,8 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                 }
                 let failure = self.call_record_handler(&tp, &record).await;
+                // A panic fails the transaction (aborted) and stops the container.
+                self.panicked = false;
                 if std::mem::take(&mut self.sought) && failure.is_none() {
                     // Repositioned by the listener-level handler: not part of this commit.
                     self.sought_in_txn.insert(tp.clone());
@@ -2367,7 +2469,13 @@ impl<C: ContainerConsumer> Runner<C> {
             return None;
         }
         let ack = self.batch_ack(&batch);
-        if let Err(e) = f(batch.clone(), ack).await {
+        let handled = match call_guarded(|| f(batch.clone(), ack)).await {
+            Ok(handled) => handled,
+            // The transaction is aborted and the container stops.
+            Err(panic) => Err(self.handler_panicked(panic)),
+        };
+        self.panicked = false;
+        if let Err(e) = handled {
             let ranges = offset_bounds(&batch, i64::min)
                 .into_iter()
                 .zip(offset_bounds(&batch, i64::max))
