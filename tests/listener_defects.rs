@@ -884,3 +884,60 @@ async fn a_handler_panic_stops_cleanly_after_committing_finished_work() {
         );
     }
 }
+
+// ---- issue 22, item 7: stop with a timeout ----
+
+/// The handler is in the middle of a slow record when the container is asked to stop within
+/// 200 ms: `stop_timeout` says it did not stop in time and hands the handle back; nothing was
+/// cut short (the record in hand is finished and committed once the container does stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_timeout_reports_a_container_still_stopping_and_keeps_its_guarantees() {
+    let (topic, group) = ("slow", "g-slow");
+    let values: Vec<String> = (0..4).map(|o| format!("v{o}")).collect();
+    let (mock, cluster) = topic_with(topic, &values).await;
+    let handled: Log<i64> = Arc::default();
+    let consumer = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+    consumer.subscribe([topic]).expect("subscribe");
+    let h = handled.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let h = h.clone();
+            async move {
+                if r.offset() == 1 {
+                    h.lock().unwrap().push(-1);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                h.lock().unwrap().push(r.offset());
+                Ok(())
+            }
+        })
+        .ack_mode(AckMode::Record)
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    assert!(
+        eventually(
+            || handled.lock().unwrap().contains(&-1),
+            Duration::from_secs(15)
+        )
+        .await,
+        "the slow record is in hand"
+    );
+    let timed_out = handle
+        .stop_timeout(Duration::from_millis(200))
+        .await
+        .expect_err("the slow record takes 2 s");
+    assert_eq!(timed_out.waited(), Duration::from_millis(200));
+    assert_eq!(mock.committed_offset(group, topic, 0), Some(1));
+    let handle = timed_out.into_handle();
+    let reason = tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("stops once the record is done");
+    assert_eq!(reason, StopReason::Normal);
+    assert_eq!(handled.lock().unwrap().clone(), vec![0, -1, 1]);
+    assert_eq!(
+        mock.committed_offset(group, topic, 0),
+        Some(2),
+        "the record in hand was finished and committed"
+    );
+}

@@ -554,6 +554,28 @@ impl ContainerHandle {
         }
     }
 
+    /// [`stop`](Self::stop), waiting at most `timeout`. A container that has not stopped by
+    /// then is still stopping: nothing is cut short (the record in hand is finished, the final
+    /// commit made, the consumer closed, exactly as with `stop`), and [`StopTimedOut`] hands
+    /// the handle back, to [`join`](Self::join) later or to drop (the container then finishes
+    /// stopping in the background).
+    pub async fn stop_timeout(mut self, timeout: Duration) -> Result<StopReason, StopTimedOut> {
+        self.stop.send_replace(true);
+        let Some(task) = self.task.as_mut() else {
+            return Ok(StopReason::Normal);
+        };
+        match tokio::time::timeout(timeout, task).await {
+            Ok(joined) => {
+                self.task = None;
+                Ok(joined.unwrap_or(StopReason::Error))
+            }
+            Err(_) => Err(StopTimedOut {
+                handle: self,
+                waited: timeout,
+            }),
+        }
+    }
+
     /// Waits until the container stops by itself (or is stopped elsewhere).
     pub async fn join(mut self) -> StopReason {
         match self.task.take() {
@@ -562,6 +584,39 @@ impl ContainerHandle {
         }
     }
 }
+
+/// The container did not stop within the time given to [`ContainerHandle::stop_timeout`]. It
+/// is still stopping (the stop request stands; nothing was cut short, so the commit guarantees
+/// hold): [`into_handle`](Self::into_handle) gives the handle back to wait for it.
+#[derive(Debug)]
+pub struct StopTimedOut {
+    handle: ContainerHandle,
+    waited: Duration,
+}
+
+impl StopTimedOut {
+    /// How long `stop_timeout` waited.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The container's handle ([`ContainerHandle::join`] waits for the stop to finish).
+    pub fn into_handle(self) -> ContainerHandle {
+        self.handle
+    }
+}
+
+impl std::fmt::Display for StopTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the listener container did not stop within {:?}; it is still stopping",
+            self.waited
+        )
+    }
+}
+
+impl std::error::Error for StopTimedOut {}
 
 impl Drop for ContainerHandle {
     fn drop(&mut self) {
