@@ -1049,6 +1049,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.pending.remove(tp);
             self.recovered_ahead.remove(tp);
             self.acked_to.remove(tp);
+            self.pending_recovery.remove(tp);
             self.capped.remove(tp);
             if let Some(lost) = self.in_flight.remove(tp) {
                 // Revoked with recoveries in flight: the next owner handles these records
@@ -2088,14 +2089,7 @@ impl<C: ContainerConsumer> Runner<C> {
         for r in &batch[..index] {
             let tp = tp_of(r);
             self.tracker.succeeded(&tp, r.offset());
-            self.pending.insert(
-                tp.clone(),
-                OffsetToCommit {
-                    partition: tp,
-                    offset: r.offset() + 1,
-                    metadata: String::new(),
-                },
-            );
+            self.advance_pending(&tp, r.offset() + 1);
         }
         self.commit_pending().await;
         let flow = self.on_failure(&failed_tp, &failed, cause).await;
