@@ -341,7 +341,7 @@ async fn exactly_once_batch_recovers_only_the_records_of_the_failed_batch() {
             async move {
                 for r in &batch {
                     let v = r.value_str().unwrap_or_default().to_uppercase();
-                    let _ = p
+                    let _delivery = p
                         .send(Record::new("eos-out").with_partition(0).with_value(v))
                         .await
                         .map_err(|e| Box::new(e.error) as HandlerError)?;
@@ -708,7 +708,7 @@ async fn exactly_once_commit_outliving_max_block_completes_and_goes_on() {
             let p = p.clone();
             async move {
                 let v = r.value_str().unwrap_or_default().to_uppercase();
-                let _ = p
+                let _delivery = p
                     .send(Record::new("copy-out").with_partition(0).with_value(v))
                     .await
                     .map_err(|e| Box::new(e.error) as HandlerError)?;
@@ -773,7 +773,7 @@ async fn a_commit_that_timed_out_is_completed_by_the_next_call() {
         let producer = &producer;
         async move {
             producer.begin_transaction().expect("begin");
-            let _ = producer
+            let _delivery = producer
                 .send(Record::new(topic).with_partition(0).with_value(v))
                 .await
                 .expect("send");
