@@ -586,10 +586,11 @@ async fn unknown_end_txn_outcome_is_confirmed_before_reporting() {
     assert_eq!(visible(&mock, "t", 1), want);
 }
 
-/// Scenario 23: a commit that times out resumes on the next call; abort meanwhile and
-/// concurrent calls are refused.
+/// Scenario 23: a commit that times out resumes on the next call; an abort meanwhile first
+/// completes the pending commit (here still held: it times out too); concurrent calls are
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_timeout_is_resumable_and_abort_is_refused() {
+async fn commit_timeout_is_resumable_and_abort_completes_it_first() {
     let mock = mock_with("t", 1, 1).await;
     let p = Arc::new(ready(&mock, config("tx-23")).await);
     p.begin_transaction().unwrap();
@@ -602,8 +603,12 @@ async fn commit_timeout_is_resumable_and_abort_is_refused() {
         .unwrap_err();
     assert_eq!(*e.kind(), ErrorKind::Timeout);
     assert_eq!(p.state(), TransactionState::CommittingTransaction);
-    let e = p.abort_transaction().await.unwrap_err();
-    assert_eq!(*e.kind(), ErrorKind::InvalidState, "{e}");
+    let e = p
+        .abort_transaction_within(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(*e.kind(), ErrorKind::Timeout, "{e}");
+    assert_eq!(p.state(), TransactionState::CommittingTransaction);
     assert!(p.begin_transaction().is_err());
     // Two calls at once: the second is refused.
     let p2 = p.clone();

@@ -493,8 +493,9 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     /// `DefaultAfterRollbackProcessor`: the failed record is redelivered under the back-off
     /// and, when the attempts are used up, recovered inside a new transaction that also
     /// commits its offset — so a dead letter and the skip of the record are atomic. A batch
-    /// handler's batch is retried under the same (bounded) back-off, then recovered record by
-    /// record. The error handler's recoverer should send through this producer (e.g. a
+    /// handler's batch is retried under the same (bounded) back-off, then its records (those
+    /// of the batch that failed last, never others) are recovered record by record in the
+    /// next transaction. The error handler's recoverer should send through this producer (e.g. a
     /// [`TransactionalDeadLetters`](super::TransactionalDeadLetters)) for the dead letter to
     /// join the transaction.
     pub fn transactional(mut self, producer: Arc<TransactionalProducer>) -> Self {
@@ -571,6 +572,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             capped: FastMap::default(),
             last_capped_commit: Instant::now(),
             recovered_ahead: FastMap::default(),
+            acked_to: FastMap::default(),
             recovered_in_txn: Vec::new(),
             sought_in_txn: HashSet::new(),
             events: self.events.clone(),
@@ -590,6 +592,8 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             group,
             stop_reason: None,
             sought: false,
+            rewound: FastMap::default(),
+            panicked: false,
         };
         let task = runtime.spawn(runner.run());
         Ok(ContainerHandle {
@@ -660,6 +664,28 @@ impl ContainerHandle {
         }
     }
 
+    /// [`stop`](Self::stop), waiting at most `timeout`. A container that has not stopped by
+    /// then is still stopping: nothing is cut short (the record in hand is finished, the final
+    /// commit made, the consumer closed, exactly as with `stop`), and [`StopTimedOut`] hands
+    /// the handle back, to [`join`](Self::join) later or to drop (the container then finishes
+    /// stopping in the background).
+    pub async fn stop_timeout(mut self, timeout: Duration) -> Result<StopReason, StopTimedOut> {
+        self.stop.send_replace(true);
+        let Some(task) = self.task.as_mut() else {
+            return Ok(StopReason::Normal);
+        };
+        match tokio::time::timeout(timeout, task).await {
+            Ok(joined) => {
+                self.task = None;
+                Ok(joined.unwrap_or(StopReason::Error))
+            }
+            Err(_) => Err(StopTimedOut {
+                handle: self,
+                waited: timeout,
+            }),
+        }
+    }
+
     /// Waits until the container stops by itself (or is stopped elsewhere).
     pub async fn join(mut self) -> StopReason {
         match self.task.take() {
@@ -668,6 +694,39 @@ impl ContainerHandle {
         }
     }
 }
+
+/// The container did not stop within the time given to [`ContainerHandle::stop_timeout`]. It
+/// is still stopping (the stop request stands; nothing was cut short, so the commit guarantees
+/// hold): [`into_handle`](Self::into_handle) gives the handle back to wait for it.
+#[derive(Debug)]
+pub struct StopTimedOut {
+    handle: ContainerHandle,
+    waited: Duration,
+}
+
+impl StopTimedOut {
+    /// How long `stop_timeout` waited.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The container's handle ([`ContainerHandle::join`] waits for the stop to finish).
+    pub fn into_handle(self) -> ContainerHandle {
+        self.handle
+    }
+}
+
+impl std::fmt::Display for StopTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the listener container did not stop within {:?}; it is still stopping",
+            self.waited
+        )
+    }
+}
+
+impl std::error::Error for StopTimedOut {}
 
 impl Drop for ContainerHandle {
     fn drop(&mut self) {
@@ -712,9 +771,11 @@ struct Runner<C: ContainerConsumer> {
     idle_interval: Option<Duration>,
     concurrency: usize,
     txn: Option<Transactional>,
-    /// Exactly-once mode: records whose attempts are used up, to recover (with the error) when
-    /// they come again, inside that poll's transaction.
-    pending_recovery: FastMap<TopicPartition, (i64, SharedError)>,
+    /// Exactly-once mode: per partition, the records (offsets `from..=to`) whose attempts are
+    /// used up, to recover (with the error) when they come again, inside that poll's
+    /// transaction: one record, or a partition's part of a failed batch (the records the
+    /// handler saw).
+    pending_recovery: FastMap<TopicPartition, (i64, i64, SharedError)>,
     /// Recoveries under way per partition, in offset order: commits of a partition stop at
     /// its first one.
     in_flight: FastMap<TopicPartition, VecDeque<InFlight<C::Record>>>,
@@ -725,10 +786,18 @@ struct Runner<C: ContainerConsumer> {
     capped: FastMap<TopicPartition, i64>,
     /// When a capped offset was last committed.
     last_capped_commit: Instant,
-    /// Records already recovered (their recovery completed) whose partition was sought back
-    /// to an earlier record whose recovery failed: skipped when they come again, until a
-    /// commit of the partition passes them.
-    recovered_ahead: FastMap<TopicPartition, Vec<i64>>,
+    /// Recovered records not acknowledged in order yet, per partition in offset order, each
+    /// with whether the consumer's position is past it: records whose recovery completed
+    /// before their partition was sought back to an earlier record whose recovery failed, and
+    /// (manual ack modes) recovered records the user's acknowledgments have not reached. They
+    /// are skipped when they come again; an acknowledgment of the record before one moves over
+    /// it ([`advance_pending`](Self::advance_pending)). Forgotten once a commit passes them and
+    /// the position is past them.
+    recovered_ahead: FastMap<TopicPartition, Vec<(i64, bool)>>,
+    /// Manual ack modes: per partition, the offset below which every record is acknowledged
+    /// (by the user, or recovered right after an acknowledged record); from the partition's
+    /// first polled record.
+    acked_to: FastMap<TopicPartition, i64>,
     /// Records recovered inside the open transaction: done only once it commits.
     recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
@@ -751,6 +820,11 @@ struct Runner<C: ContainerConsumer> {
     stop_reason: Option<StopReason>,
     /// The listener-level handler sought the current record's partition.
     sought: bool,
+    /// The handler panicked on the record just handed to it (the container is stopping).
+    panicked: bool,
+    /// Per partition, where the handling of the last poll has sought it back to (the lowest
+    /// seek wins: see [`seek_min`](Self::seek_min)). Cleared by each poll.
+    rewound: FastMap<TopicPartition, i64>,
 }
 
 /// Recoveries in flight at most; past this many the container waits for them before polling.
@@ -766,6 +840,57 @@ fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut unbudgeted = tokio::task::unconstrained(fut.as_mut());
     std::pin::Pin::new(&mut unbudgeted).poll(&mut cx)
+}
+
+/// A handler panicked: the container stops with [`StopReason::Error`] (after committing the
+/// work finished before), and the record or batch is not acknowledged.
+#[derive(Debug)]
+struct HandlerPanicked(String);
+
+impl std::fmt::Display for HandlerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler panicked: {}", self.0)
+    }
+}
+
+impl std::error::Error for HandlerPanicked {}
+
+/// Polls a future, catching a panic (a handler's panic must not unwind through the container's
+/// task, which would skip the final commit, the leave and the `Stopped` event).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut *fut).poll(cx)
+        })) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Calls a handler and runs its future, turning a panic in either into [`HandlerPanicked`].
+async fn call_guarded(
+    call: impl FnOnce() -> BoxFuture<'static, Result<(), HandlerError>>,
+) -> std::result::Result<Result<(), HandlerError>, HandlerPanicked> {
+    let message = |panic: Box<dyn std::any::Any + Send>| {
+        HandlerPanicked(match panic.downcast::<String>() {
+            Ok(s) => *s,
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+        })
+    };
+    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(message)?;
+    CatchUnwind(fut).await.map_err(message)
 }
 
 fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
@@ -866,6 +991,15 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
+    /// A handler panicked: stop with [`StopReason::Error`] (as for any panic of a handler, on
+    /// every path). The error stands for the record or batch, which is not acknowledged.
+    fn handler_panicked(&mut self, panic: HandlerPanicked) -> HandlerError {
+        tracing::error!(error = %panic, "a handler panicked; stopping");
+        self.stop_reason.get_or_insert(StopReason::Error);
+        self.panicked = true;
+        Box::new(panic)
+    }
+
     fn stop_requested(&self) -> bool {
         *self.stop.borrow() || self.stop_reason.is_some()
     }
@@ -904,6 +1038,8 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 r = self.consumer.poll(timeout) => r,
             };
+            // The poll moved the positions: earlier seeks no longer bound the next ones.
+            self.rewound.clear();
             match polled {
                 Ok(records) if records.is_empty() => {
                     if self.in_flight_count > 0 {
@@ -922,6 +1058,12 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;
+                    if self.manual_acks() {
+                        // Everything before a partition's first polled record is committed.
+                        for (tp, first) in offset_bounds(&records, i64::min) {
+                            self.acked_to.entry(tp).or_insert(first);
+                        }
+                    }
                     if !self.recovered_ahead.is_empty() {
                         records = self.skip_recovered_ahead(records).await;
                     }
@@ -1017,6 +1159,8 @@ impl<C: ContainerConsumer> Runner<C> {
             self.events.resumed(tp);
             self.pending.remove(tp);
             self.recovered_ahead.remove(tp);
+            self.acked_to.remove(tp);
+            self.pending_recovery.remove(tp);
             self.capped.remove(tp);
             if let Some(lost) = self.in_flight.remove(tp) {
                 // Revoked with recoveries in flight: the next owner handles these records
@@ -1127,9 +1271,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 Ok(()) => {
                     self.events.resumed(&tp);
                     self.recovered(&tp, &h.record, &h.error);
-                    if let Err(e) = self.consumer.seek(&tp, offset + 1) {
-                        tracing::warn!(error = %e, "seek after recovery failed");
-                    }
+                    // Forward, past the recovered record: no earlier seek bounds this one.
+                    self.rewound.remove(&tp);
+                    self.seek_min(&tp, offset + 1);
                     self.ack(&tp, offset, AckSource::Recovered).await;
                     self.commit_pending().await;
                     if !self.container_paused {
@@ -1194,14 +1338,13 @@ impl<C: ContainerConsumer> Runner<C> {
         if manual && source == AckSource::Handler {
             return;
         }
-        self.pending.insert(
-            tp.clone(),
-            OffsetToCommit {
-                partition: tp.clone(),
-                offset: offset + 1,
-                metadata: String::new(),
-            },
-        );
+        if manual && self.acked_to.get(tp).is_some_and(|a| *a < offset) {
+            // Recovered, but the user has not acknowledged every record before it: committed
+            // once the acknowledgments reach it (nothing unacknowledged is committed).
+            self.remember_recovered(tp, offset, true);
+            return;
+        }
+        self.advance_pending(tp, offset + 1);
         self.pending_count = self.pending_count.saturating_add(1);
         match self.ack_mode {
             AckMode::Record | AckMode::ManualImmediate => self.commit_pending().await,
@@ -1224,17 +1367,53 @@ impl<C: ContainerConsumer> Runner<C> {
             if !self.assignment.contains(&tp) && !self.assignment.is_empty() {
                 continue;
             }
-            self.pending.insert(
-                tp.clone(),
-                OffsetToCommit {
-                    partition: tp,
-                    offset: next,
-                    metadata: String::new(),
-                },
-            );
+            self.advance_pending(&tp, next);
         }
         if self.ack_mode == AckMode::ManualImmediate {
             self.commit_pending().await;
+        }
+    }
+
+    /// Makes `next`, moved over the recovered records right after it, the offset to commit for
+    /// `tp`; a pending offset never moves backwards.
+    fn advance_pending(&mut self, tp: &TopicPartition, next: i64) {
+        let mut next = next;
+        if let Some(ahead) = self.recovered_ahead.get(tp) {
+            let mut i = ahead.partition_point(|(o, _)| *o < next);
+            while ahead.get(i).is_some_and(|(o, _)| *o == next) {
+                next += 1;
+                i += 1;
+            }
+        }
+        if self.manual_acks() {
+            let to = self.acked_to.entry(tp.clone()).or_insert(next);
+            *to = (*to).max(next);
+        }
+        match self.pending.get_mut(tp) {
+            Some(p) if p.offset >= next => {}
+            Some(p) => {
+                p.offset = next;
+                p.metadata.clear();
+            }
+            None => {
+                self.pending.insert(
+                    tp.clone(),
+                    OffsetToCommit {
+                        partition: tp.clone(),
+                        offset: next,
+                        metadata: String::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Remembers a recovered record in `recovered_ahead` (`past`: the position is past it).
+    fn remember_recovered(&mut self, tp: &TopicPartition, offset: i64, past: bool) {
+        let ahead = self.recovered_ahead.entry(tp.clone()).or_default();
+        match ahead.binary_search_by_key(&offset, |(o, _)| *o) {
+            Ok(i) => ahead[i].1 = past,
+            Err(i) => ahead.insert(i, (offset, past)),
         }
     }
 
@@ -1284,7 +1463,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 if !self.recovered_ahead.is_empty() {
                     for o in &offsets {
                         if let Some(ahead) = self.recovered_ahead.get_mut(&o.partition) {
-                            ahead.retain(|a| *a >= o.offset);
+                            // Never polled again: seeks go back only to unfinished records,
+                            // which are never below a commit.
+                            ahead.retain(|(a, past)| *a >= o.offset || !past);
                             if ahead.is_empty() {
                                 self.recovered_ahead.remove(&o.partition);
                             }
@@ -1324,6 +1505,11 @@ impl<C: ContainerConsumer> Runner<C> {
         let Some(state) = self.tracker.state(tp) else {
             return;
         };
+        if self.manual_acks() && self.acked_to.get(tp).is_none_or(|a| *a < offset) {
+            // The user has not acknowledged every record before the failed one: committing its
+            // offset would pass them (the attempt count then stays in memory only).
+            return;
+        }
         let commit = OffsetToCommit {
             partition: tp.clone(),
             offset,
@@ -1354,8 +1540,12 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some(d) = record.deserialization_failure() {
             return Some(Arc::new(d));
         }
+        let f = f.clone();
         let (delivered, ack) = self.delivery(tp, record);
-        let result = f(delivered, ack).await;
+        let result = match call_guarded(|| f(delivered, ack)).await {
+            Ok(result) => result,
+            Err(panic) => return Some(Arc::from(self.handler_panicked(panic))),
+        };
         let mut seeks = Seeks::default();
         let result = match (result, self.leh.clone()) {
             (Err(e), Some(leh)) => {
@@ -1440,6 +1630,10 @@ impl<C: ContainerConsumer> Runner<C> {
                 if manual {
                     self.drain_manual_acks().await;
                 }
+                if std::mem::take(&mut self.panicked) {
+                    // Stopping: the record is not acknowledged; those before it are.
+                    break;
+                }
                 if std::mem::take(&mut self.sought) && failure.is_none() {
                     // The listener-level handler repositioned this partition.
                     break;
@@ -1503,10 +1697,14 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                     if let Some(d) = original.deserialization_failure() {
                         let e: SharedError = Arc::new(d);
-                        return (tp, done, Some((original, e)), Seeks::default());
+                        return (tp, done, Some((original, e)), Seeks::default(), None);
                     }
                     let mut seeks = Seeks::default();
-                    let result = match (f(delivered, ack).await, &leh) {
+                    let handled = match call_guarded(|| f(delivered, ack)).await {
+                        Ok(handled) => handled,
+                        Err(panic) => return (tp, done, None, Seeks::default(), Some(panic)),
+                    };
+                    let result = match (handled, &leh) {
                         (Err(e), Some(leh)) => {
                             let outcome;
                             (outcome, seeks) = leh(&original, e, attempt).await;
@@ -1516,12 +1714,14 @@ impl<C: ContainerConsumer> Runner<C> {
                     };
                     let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
                     match result {
-                        Ok(()) if sought => return (tp, done, None, seeks),
+                        Ok(()) if sought => return (tp, done, None, seeks, None),
                         Ok(()) => done.push(original.offset()),
-                        Err(e) => return (tp, done, Some((original, Arc::from(e))), seeks),
+                        Err(e) => {
+                            return (tp, done, Some((original, Arc::from(e))), seeks, None);
+                        }
                     }
                 }
-                (tp, done, None, Seeks::default())
+                (tp, done, None, Seeks::default(), None)
             });
         }
         let mut outcomes = Vec::new();
@@ -1535,13 +1735,19 @@ impl<C: ContainerConsumer> Runner<C> {
             }
         }
         self.drain_manual_acks().await;
-        for (tp, done, failure, seeks) in outcomes {
+        for (tp, done, failure, seeks, panicked) in outcomes {
             for (target, offset) in seeks.requests {
                 self.seek_min(&target, offset);
             }
             for offset in done {
                 self.tracker.succeeded(&tp, offset);
                 self.ack(&tp, offset, AckSource::Handler).await;
+            }
+            if let Some(panic) = panicked {
+                // Stopping, as on the sequential path: the records handled before are acked.
+                self.handler_panicked(panic);
+                self.panicked = false;
+                continue;
             }
             if let Some((record, error)) = failure {
                 if self.on_failure(&tp, &record, error).await == Flow::Continue {
@@ -1590,9 +1796,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// Seeks `tp` back to `offset` and pauses it for `delay` (other partitions keep flowing).
     async fn retry_later(&mut self, tp: &TopicPartition, offset: i64, delay: Duration) {
-        if let Err(e) = self.consumer.seek(tp, offset) {
-            tracing::warn!(error = %e, "seek back to the failed record failed");
-        }
+        self.seek_min(tp, offset);
         self.commit_retry_state(tp, offset).await;
         if !delay.is_zero() {
             self.backing_off.insert(tp.clone(), Instant::now() + delay);
@@ -1687,9 +1891,7 @@ impl<C: ContainerConsumer> Runner<C> {
         });
         match decision {
             RecoveryFailureDecision::Halt { failures } => {
-                if let Err(e) = self.consumer.seek(tp, offset) {
-                    tracing::warn!(error = %e, "seek back to the failed record failed");
-                }
+                self.seek_min(tp, offset);
                 self.backing_off.remove(tp);
                 if !self.container_paused {
                     self.pause_partitions(std::slice::from_ref(tp));
@@ -1776,15 +1978,26 @@ impl<C: ContainerConsumer> Runner<C> {
             match later.done.await {
                 Ok(()) => {
                     self.recovered(tp, &later.record, &later.error);
-                    let ahead = self.recovered_ahead.entry(tp.clone()).or_default();
-                    if let Err(at) = ahead.binary_search(&offset) {
-                        ahead.insert(at, offset);
-                    }
+                    self.remember_recovered(tp, offset, false);
                 }
-                Err(f) => tracing::debug!(
-                    topic = %tp.0, partition = tp.1, offset, error = %f,
-                    "recovery failed after an earlier one of its partition; redelivered"
-                ),
+                Err(f) => {
+                    tracing::debug!(
+                        topic = %tp.0, partition = tp.1, offset, error = %f,
+                        "recovery failed after an earlier one of its partition; redelivered"
+                    );
+                    self.forget_recovered(tp, offset);
+                }
+            }
+        }
+        // The partition goes back below every remembered record after the failed one (none of
+        // them may be acknowledged on the failed record's behalf).
+        let failed_offset = failed.record.offset();
+        self.forget_recovered(tp, failed_offset);
+        if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
+            for (o, past) in ahead.iter_mut() {
+                if *o > failed_offset {
+                    *past = false;
+                }
             }
         }
         self.capped.remove(tp);
@@ -1793,29 +2006,55 @@ impl<C: ContainerConsumer> Runner<C> {
             .await;
     }
 
-    /// Drops (and acknowledges) records whose recovery completed before their partition was
-    /// sought back to an earlier record. They are remembered until a commit passes them (the
-    /// partition may be sought back again before that).
+    /// Forgets `offset` of `tp` in `recovered_ahead` (its recovery did not complete).
+    fn forget_recovered(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
+            ahead.retain(|(o, _)| *o != offset);
+            if ahead.is_empty() {
+                self.recovered_ahead.remove(tp);
+            }
+        }
+    }
+
+    /// Drops records already recovered (see `recovered_ahead`). A dropped record is acked only
+    /// in order: when it leads its partition's records of the poll (everything before it came
+    /// in earlier polls), or else when the ack of the record before it moves over it, so no
+    /// commit passes an earlier record still to be handled (one whose dead letter failed, say).
+    /// They are remembered until a commit passes them (the partition may be sought back again
+    /// before that).
     async fn skip_recovered_ahead(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
         let mut keep = Vec::with_capacity(records.len());
-        let mut skipped: Vec<(TopicPartition, i64)> = Vec::new();
+        // Partitions with a record kept so far, and the skipped records that lead theirs.
+        let mut kept_tps: Vec<TopicPartition> = Vec::new();
+        let mut leading: Vec<(TopicPartition, i64)> = Vec::new();
         for r in records {
             let tp = tp_of(&r);
-            let hit = self
-                .recovered_ahead
-                .get(&tp)
-                .is_some_and(|ahead| ahead.binary_search(&r.offset()).is_ok());
+            let hit = match self.recovered_ahead.get_mut(&tp) {
+                Some(ahead) => match ahead.binary_search_by_key(&r.offset(), |(o, _)| *o) {
+                    Ok(i) => {
+                        ahead[i].1 = true;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
             if hit {
-                skipped.push((tp, r.offset()));
+                tracing::debug!(
+                    topic = %tp.0, partition = tp.1, offset = r.offset(),
+                    "already recovered; skipped"
+                );
+                if !kept_tps.contains(&tp) {
+                    leading.push((tp, r.offset()));
+                }
             } else {
+                if !kept_tps.contains(&tp) {
+                    kept_tps.push(tp);
+                }
                 keep.push(r);
             }
         }
-        for (tp, offset) in skipped {
-            tracing::debug!(
-                topic = %tp.0, partition = tp.1, offset,
-                "already recovered; skipped"
-            );
+        for (tp, offset) in leading {
             self.ack(&tp, offset, AckSource::Recovered).await;
         }
         keep
@@ -1829,14 +2068,23 @@ impl<C: ContainerConsumer> Runner<C> {
         };
         let f = f.clone();
         let mut batch = Vec::with_capacity(records.len());
-        let mut undeserializable = Vec::new();
+        // Per partition, its first record that failed the deserialization check (and whether
+        // records came after it). The batch stops there for that partition: the record goes
+        // through the record path once the batch is done, and the partition's later records
+        // are fetched again, so that commits follow the partition's order.
+        let mut undeserializable: Vec<(C::Record, bool)> = Vec::new();
         for r in records {
             let tp = tp_of(&r);
             if self.blocked(&tp) || !self.owns(&tp) {
                 continue;
             }
-            if r.deserialization_failure().is_some() {
-                undeserializable.push(r);
+            if let Some((_, more)) = undeserializable
+                .iter_mut()
+                .find(|(u, _)| u.partition() == r.partition() && u.topic() == r.topic())
+            {
+                *more = true;
+            } else if r.deserialization_failure().is_some() {
+                undeserializable.push((r, false));
             } else {
                 batch.push(r);
             }
@@ -1848,7 +2096,15 @@ impl<C: ContainerConsumer> Runner<C> {
             Ok(())
         } else {
             let ack = self.batch_ack(&batch);
-            f(batch.clone(), ack).await
+            match call_guarded(|| f(batch.clone(), ack)).await {
+                Ok(result) => result,
+                Err(panic) => {
+                    // Stopping; the batch is not acknowledged (earlier polls' are committed).
+                    self.handler_panicked(panic);
+                    self.panicked = false;
+                    return;
+                }
+            }
         };
         self.drain_manual_acks().await;
         match result {
@@ -1889,12 +2145,10 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.batch_fallback(batch, cause).await;
                     }
                 }
-                // Undeserializable records come back with the re-fetched records.
-                for r in undeserializable {
-                    let tp = tp_of(&r);
-                    if !self.blocked(&tp) {
-                        self.seek_min(&tp, r.offset());
-                    }
+                // Undeserializable records come back with the re-fetched records (unless their
+                // partition was sent back further).
+                for (r, _) in undeserializable {
+                    self.seek_min(&tp_of(&r), r.offset());
                 }
             }
         }
@@ -1926,25 +2180,34 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
-    async fn recover_undeserializable(&mut self, records: Vec<C::Record>) {
-        for r in records {
+    /// The record path for each partition's first undeserializable record, once the records
+    /// before it are handled; the partition's later records (`more`) are fetched again.
+    async fn recover_undeserializable(&mut self, records: Vec<(C::Record, bool)>) {
+        for (r, more) in records {
             let tp = tp_of(&r);
-            if self.blocked(&tp) {
+            let Some(d) = r.deserialization_failure() else {
                 continue;
-            }
-            let error: SharedError = match r.deserialization_failure() {
-                Some(d) => Arc::new(d),
-                None => continue,
             };
-            self.on_failure(&tp, &r, error).await;
+            // A retry or a recovery failure seeks back to the record itself; otherwise the rest
+            // comes again from the record after it.
+            self.on_failure(&tp, &r, Arc::new(d)).await;
+            if more {
+                self.seek_min(&tp, r.offset() + 1);
+            }
         }
     }
 
-    /// Remembers the lowest offset to seek `tp` back to (applied right away).
+    /// Seeks `tp` to `offset` unless the handling of this poll already sought it back as far
+    /// or further: the lowest seek wins, so a later seek never moves a partition forward over
+    /// records that an earlier one sent back for redelivery.
     fn seek_min(&mut self, tp: &TopicPartition, offset: i64) {
+        if self.rewound.get(tp).is_some_and(|o| *o <= offset) {
+            return;
+        }
         if let Err(e) = self.consumer.seek(tp, offset) {
             tracing::warn!(error = %e, "seek failed");
         }
+        self.rewound.insert(tp.clone(), offset);
     }
 
     async fn batch_failed_at(&mut self, batch: Vec<C::Record>, index: usize, cause: SharedError) {
@@ -1954,14 +2217,7 @@ impl<C: ContainerConsumer> Runner<C> {
         for r in &batch[..index] {
             let tp = tp_of(r);
             self.tracker.succeeded(&tp, r.offset());
-            self.pending.insert(
-                tp.clone(),
-                OffsetToCommit {
-                    partition: tp,
-                    offset: r.offset() + 1,
-                    metadata: String::new(),
-                },
-            );
+            self.advance_pending(&tp, r.offset() + 1);
         }
         self.commit_pending().await;
         let flow = self.on_failure(&failed_tp, &failed, cause).await;
@@ -2014,7 +2270,16 @@ impl<C: ContainerConsumer> Runner<C> {
                 break;
             }
             let ack = self.batch_ack(&batch);
-            match f(batch.clone(), ack).await {
+            let retried = match call_guarded(|| f(batch.clone(), ack)).await {
+                Ok(retried) => retried,
+                Err(panic) => {
+                    self.handler_panicked(panic);
+                    self.panicked = false;
+                    stopped = true;
+                    break;
+                }
+            };
+            match retried {
                 Ok(()) => {
                     succeeded = true;
                     break;
@@ -2124,6 +2389,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 r = self.consumer.poll(slice) => r,
             };
+            self.rewound.clear();
             let before = self.assignment.clone();
             self.sync_assignment().await;
             let added: Vec<TopicPartition> = self.assignment.difference(&before).cloned().collect();
@@ -2144,8 +2410,9 @@ impl<C: ContainerConsumer> Runner<C> {
 enum TxnFailure<R> {
     /// The handler failed on a record.
     Handler(TopicPartition, R, SharedError),
-    /// The handler failed on a batch.
-    Batch(SharedError),
+    /// The handler failed on a batch: the error and, per partition, the offsets it held
+    /// (`from..=to`).
+    Batch(SharedError, Vec<(TopicPartition, i64, i64)>),
     /// Recovering a record inside the transaction failed.
     Recovery(TopicPartition, R, SharedError, SharedError),
     /// The producer refused (begin, send offsets, commit).
@@ -2197,15 +2464,13 @@ impl<C: ContainerConsumer> Runner<C> {
             .map(|(tp, o)| (tp.0.to_string(), tp.1, *o))
             .collect();
         let group = self.consumer.transaction_group_metadata();
-        let committed = async {
-            if let Some(group) = &group {
-                producer
-                    .send_offsets_to_transaction(&offsets, group)
-                    .await?;
-            }
-            producer.commit_transaction().await
+        let mut committed = match &group {
+            Some(group) => producer.send_offsets_to_transaction(&offsets, group).await,
+            None => Ok(()),
+        };
+        if committed.is_ok() {
+            committed = self.commit_transaction(&producer).await;
         }
-        .await;
         let recovered = std::mem::take(&mut self.recovered_in_txn);
         match committed {
             Ok(()) => {
@@ -2214,12 +2479,8 @@ impl<C: ContainerConsumer> Runner<C> {
                         continue;
                     };
                     let offset = first.offset();
-                    if self
-                        .pending_recovery
-                        .get(&tp)
-                        .is_some_and(|(o, _)| *o == offset)
-                    {
-                        self.pending_recovery.remove(&tp);
+                    for r in &records {
+                        self.recovery_committed(r);
                     }
                     self.events.resumed(&tp);
                     for l in &self.eh.listeners {
@@ -2268,6 +2529,20 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
+    /// Commits the open transaction. A commit still pending after `max.block` goes on in the
+    /// producer: its outcome is unknown until it ends (an abort now could not undo it), so it is
+    /// waited for again until it ends, or until the container stops.
+    async fn commit_transaction(&mut self, producer: &TransactionalProducer) -> Result<()> {
+        loop {
+            match producer.commit_transaction().await {
+                Err(e) if *e.kind() == ErrorKind::Timeout && !self.stop_requested() => {
+                    tracing::warn!(error = %e, "the transaction's commit is pending; waiting for it");
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Handles records in the open transaction, recovering those whose attempts are used up.
     /// Fills `next` with each partition's next offset; stops at the first failure.
     async fn run_records_in_transaction(
@@ -2283,7 +2558,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 let offset = record.offset();
                 let pending = match self.pending_recovery.get(&tp) {
-                    Some((o, e)) if *o == offset => Some(e.clone()),
+                    Some((from, to, e)) if (*from..=*to).contains(&offset) => Some(e.clone()),
                     _ => None,
                 };
                 if let Some(error) = pending {
@@ -2307,6 +2582,8 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                 }
                 let failure = self.call_record_handler(&tp, &record).await;
+                // A panic fails the transaction (aborted) and stops the container.
+                self.panicked = false;
                 if std::mem::take(&mut self.sought) && failure.is_none() {
                     // Repositioned by the listener-level handler: not part of this commit.
                     self.sought_in_txn.insert(tp.clone());
@@ -2333,31 +2610,58 @@ impl<C: ContainerConsumer> Runner<C> {
         next: &mut Vec<(TopicPartition, i64)>,
     ) -> Option<TxnFailure<C::Record>> {
         let batch: Vec<C::Record> = groups.into_iter().flat_map(|(_, r)| r).collect();
-        let first = batch.first()?.clone();
-        let first_tp = tp_of(&first);
-        let pending = match self.pending_recovery.get(&first_tp) {
-            Some((o, e)) if *o == first.offset() => Some(e.clone()),
-            _ => None,
-        };
-        if let Some(error) = pending {
-            let recoverer = self.eh.recoverer.clone();
+        if batch.is_empty() {
+            return None;
+        }
+        // Records of a batch that used up its attempts (the handler saw each of them fail) are
+        // recovered in this transaction, without the handler; the poll's other records are
+        // not part of it and come again in the next poll.
+        let mut to_recover: Vec<(C::Record, SharedError)> = Vec::new();
+        if !self.pending_recovery.is_empty() {
             for r in &batch {
-                let recovery = recoverer.recover(r, &error);
-                if let Err(f) = self.in_open_transaction(recovery).await {
-                    let f: SharedError = Arc::from(f);
-                    for l in &self.eh.listeners {
-                        l.recovery_failed_batch(&batch, &error, &f);
+                if let Some((from, to, e)) = self.pending_recovery.get(&tp_of(r)) {
+                    if (*from..=*to).contains(&r.offset()) {
+                        to_recover.push((r.clone(), e.clone()));
                     }
-                    return Some(TxnFailure::Recovery(first_tp, first, error, f));
                 }
             }
-            self.recovered_in_txn
-                .push((first_tp.clone(), batch.clone(), error));
-        } else {
-            let ack = self.batch_ack(&batch);
-            if let Err(e) = f(batch.clone(), ack).await {
-                return Some(TxnFailure::Batch(Arc::from(e)));
+        }
+        if let Some((_, error)) = to_recover.first() {
+            let error = error.clone();
+            let records: Vec<C::Record> = to_recover.iter().map(|(r, _)| r.clone()).collect();
+            let recoverer = self.eh.recoverer.clone();
+            for (r, e) in &to_recover {
+                if let Err(f) = self.in_open_transaction(recoverer.recover(r, e)).await {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed_batch(&records, e, &f);
+                    }
+                    return Some(TxnFailure::Recovery(tp_of(r), r.clone(), e.clone(), f));
+                }
             }
+            next.extend(
+                offset_bounds(&records, i64::max)
+                    .into_iter()
+                    .map(|(tp, o)| (tp, o + 1)),
+            );
+            let tp = tp_of(&records[0]);
+            self.recovered_in_txn.push((tp, records, error));
+            return None;
+        }
+        let ack = self.batch_ack(&batch);
+        let handled = match call_guarded(|| f(batch.clone(), ack)).await {
+            Ok(handled) => handled,
+            // The transaction is aborted and the container stops.
+            Err(panic) => Err(self.handler_panicked(panic)),
+        };
+        self.panicked = false;
+        if let Err(e) = handled {
+            let ranges = offset_bounds(&batch, i64::min)
+                .into_iter()
+                .zip(offset_bounds(&batch, i64::max))
+                .map(|((tp, from), (_, to))| (tp, from, to))
+                .collect();
+            return Some(TxnFailure::Batch(Arc::from(e), ranges));
         }
         next.extend(
             offset_bounds(&batch, i64::max)
@@ -2379,6 +2683,22 @@ impl<C: ContainerConsumer> Runner<C> {
                 recovery,
             )),
             None => Box::pin(recovery),
+        }
+    }
+
+    /// `record`'s recovery committed: it no longer waits in `pending_recovery`.
+    fn recovery_committed(&mut self, record: &C::Record) {
+        let tp = tp_of(record);
+        let offset = record.offset();
+        let done = match self.pending_recovery.get_mut(&tp) {
+            Some((from, to, _)) if (*from..=*to).contains(&offset) => {
+                *from = offset + 1;
+                *from > *to
+            }
+            _ => false,
+        };
+        if done {
+            self.pending_recovery.remove(&tp);
         }
     }
 
@@ -2438,7 +2758,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     l.failed_delivery(&record, e, a)
                 });
             }
-            TxnFailure::Batch(error) => {
+            TxnFailure::Batch(error, ranges) => {
                 let Some((tp, offset)) = firsts.first().cloned() else {
                     return;
                 };
@@ -2464,7 +2784,14 @@ impl<C: ContainerConsumer> Runner<C> {
                         }
                     }
                 }
-                self.after_rollback(tp, offset, decision, error, |_, _, _| {});
+                let recover = matches!(decision, Decision::Recover { .. });
+                self.after_rollback(tp, offset, decision, error.clone(), |_, _, _| {});
+                if recover {
+                    // Recovered when they come again: exactly the records the handler saw fail.
+                    for (tp, from, to) in ranges {
+                        self.pending_recovery.insert(tp, (from, to, error.clone()));
+                    }
+                }
             }
             TxnFailure::Recovery(tp, record, error, f) => {
                 let offset = record.offset();
@@ -2494,8 +2821,10 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.eh.halt_probe_interval
                     }
                     _ => {
-                        // Redeliver to the handler (the back-off starts again).
-                        self.pending_recovery.remove(&tp);
+                        // Redeliver to the handler (the back-off starts again): the whole failed
+                        // record or batch.
+                        self.pending_recovery
+                            .retain(|_, (_, _, e)| !Arc::ptr_eq(e, &error));
                         self.eh.recovery_retry_interval
                     }
                 };
@@ -2529,7 +2858,7 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             Decision::Recover { .. } => {
                 // Recovered when the record comes again, inside that poll's transaction.
-                self.pending_recovery.insert(tp, (offset, error));
+                self.pending_recovery.insert(tp, (offset, offset, error));
             }
         }
     }

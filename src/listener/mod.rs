@@ -40,7 +40,7 @@ pub use classify::{
 pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 pub use container::{
     AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
-    OnFenced, Seeks, StopReason,
+    OnFenced, Seeks, StopReason, StopTimedOut,
 };
 pub use dead_letter::{
     DeadLetterHeaders, DeadLetterInfo, OriginalHeaders, PreviousExceptionHeaders, Provenance,

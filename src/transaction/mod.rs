@@ -56,6 +56,7 @@
 //! A call not allowed in the current state fails with [`ErrorKind::InvalidState`].
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -383,6 +384,10 @@ impl TransactionalProducer {
     /// offsets). Fails with [`ErrorKind::InvalidState`] unless the producer is
     /// [`Ready`](TransactionState::Ready).
     pub fn begin_transaction(&self) -> Result<()> {
+        if let Ok(mut slot) = self.op.try_lock() {
+            // A commit or abort that ended after its caller stopped waiting.
+            self.clear_finished(&mut slot);
+        }
         self.inner.check_fatal()?;
         let mut cell = lock(&self.inner.cell);
         match cell.state {
@@ -437,9 +442,10 @@ impl TransactionalProducer {
         offsets: &[(T, i32, i64)],
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
-        let _guard = self.op.try_lock().map_err(|_| {
+        let mut _guard = self.op.try_lock().map_err(|_| {
             invalid_state("another transactional call is in progress on this producer")
         })?;
+        self.clear_finished(&mut _guard);
         if let Some(p) = _guard.as_ref() {
             return Err(invalid_state(format!(
                 "{} is pending; call it again to complete it",
@@ -464,9 +470,13 @@ impl TransactionalProducer {
     /// then EndTxn(commit). Fails with [`ErrorKind::Abortable`] if any record of the
     /// transaction failed (a local delivery timeout too) or the coordinator answered an
     /// abortable error; abort then. Waits up to `max_block`: on [`ErrorKind::Timeout`] the
-    /// commit goes on, and calling `commit_transaction` again waits for the same commit (an
-    /// abort is refused meanwhile). An EndTxn without a definite answer is resent until it is
-    /// confirmed; it is never reported as committed.
+    /// commit goes on, and calling `commit_transaction` again waits for the same commit (as
+    /// Java's `KafkaProducer` resumes it). An `abort_transaction` meanwhile first completes the
+    /// pending commit: it aborts if the commit failed, and fails with
+    /// [`ErrorKind::InvalidState`] if the commit succeeded. Once the pending commit has ended,
+    /// the next call of any kind proceeds (its outcome is in [`state`](Self::state)). An EndTxn
+    /// without a definite answer is resent until it is confirmed; it is never reported as
+    /// committed.
     pub async fn commit_transaction(&self) -> Result<()> {
         self.commit_transaction_within(self.inner.config.max_block)
             .await
@@ -510,10 +520,92 @@ impl TransactionalProducer {
         self.inner.producer.close().await;
     }
 
+    /// Drops a pending operation that ended after its caller gave up waiting, as Java drops an
+    /// acknowledged pending result: the operation's outcome is in the state already (a failure
+    /// was noted by its task), so it no longer holds up other calls. A task that ended
+    /// abnormally makes the producer fatal.
+    fn clear_finished(&self, slot: &mut Option<PendingOp>) {
+        let Some(p) = slot.as_mut() else {
+            return;
+        };
+        if !p.task.is_finished() {
+            return;
+        }
+        let kind = p.kind;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let joined = std::pin::Pin::new(&mut p.task).poll(&mut cx);
+        *slot = None;
+        match joined {
+            std::task::Poll::Ready(Ok(Ok(()))) => {
+                tracing::debug!("{} completed after its caller stopped waiting", kind.name());
+            }
+            std::task::Poll::Ready(Ok(Err(e))) => {
+                tracing::debug!(error = %e, "{} failed after its caller stopped waiting", kind.name());
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                self.inner.producer.set_fatal(Error::with_message(
+                    ErrorKind::Fatal,
+                    format!("the {} task ended abnormally: {e}", kind.name()),
+                ));
+            }
+            std::task::Poll::Pending => {}
+        }
+    }
+
+    /// Waits up to `timeout` for a pending commit (for an abort asked for meanwhile). Ok when
+    /// the commit failed and the transaction can be aborted; an error when it is still
+    /// pending ([`ErrorKind::Timeout`]), committed ([`ErrorKind::InvalidState`]: nothing to
+    /// abort) or the producer is fatally broken.
+    async fn complete_pending_commit(
+        &self,
+        slot: &mut Option<PendingOp>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let Some(pending) = slot.as_mut() else {
+            return Ok(());
+        };
+        let joined = match tokio::time::timeout(timeout, &mut pending.task).await {
+            Err(_) => {
+                return Err(Error::with_message(
+                    ErrorKind::Timeout,
+                    format!(
+                        "abort_transaction waited {timeout:?} for the pending commit_transaction,                          which goes on: call either again"
+                    ),
+                ));
+            }
+            Ok(joined) => joined,
+        };
+        *slot = None;
+        match joined {
+            Ok(Ok(())) => Err(invalid_state(
+                "the pending commit_transaction completed: the transaction is committed and                  cannot be aborted",
+            )),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "the pending commit failed; aborting");
+                self.inner.check_fatal()
+            }
+            Err(e) => {
+                let err = Error::with_message(
+                    ErrorKind::Fatal,
+                    format!("the commit_transaction task ended abnormally: {e}"),
+                );
+                self.inner.producer.set_fatal(err.clone());
+                Err(err)
+            }
+        }
+    }
+
     async fn run_op(&self, kind: OpKind, timeout: Duration) -> Result<()> {
         let mut slot = self.op.try_lock().map_err(|_| {
             invalid_state("another transactional call is in progress on this producer")
         })?;
+        self.clear_finished(&mut slot);
+        if kind == OpKind::Abort && slot.as_ref().is_some_and(|p| p.kind == OpKind::Commit) {
+            // An abort after a commit that timed out: the commit's EndTxn may already be
+            // decided, so it is completed first, never raced. A commit that failed is aborted;
+            // one that succeeded cannot be.
+            self.complete_pending_commit(&mut slot, timeout).await?;
+        }
         match slot.as_ref() {
             Some(p) if p.kind != kind => {
                 return Err(invalid_state(format!(
