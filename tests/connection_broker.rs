@@ -150,6 +150,29 @@ async fn broker_killed_with_requests_in_flight() {
     let name = unique("conn-kill");
     create_topic(&conn, &name).await;
 
+    // Kafka answers fetches of a topic it is still creating at once, with an error: wait until
+    // a short fetch comes back clean, so that the long ones below are held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = bc
+            .send(long_fetch(&name, Duration::from_millis(10)))
+            .await
+            .unwrap();
+        let code = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.error_code);
+        if code == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new topic never became fetchable: {code:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Fetches the broker holds (empty topic, long max wait), pipelined on one connection.
     let mut tasks = Vec::new();
     for _ in 0..10 {
