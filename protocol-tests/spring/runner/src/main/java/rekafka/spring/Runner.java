@@ -57,7 +57,6 @@ import org.springframework.kafka.listener.RetryListener;
 import org.springframework.kafka.listener.adapter.HandlerAdapter;
 import org.springframework.kafka.listener.adapter.RecordMessagingMessageListenerAdapter;
 import org.springframework.kafka.support.Acknowledgment;
-import org.springframework.kafka.support.KafkaHeaders;
 import org.springframework.kafka.support.serializer.DeserializationException;
 import org.springframework.kafka.support.serializer.ErrorHandlingDeserializer;
 import org.springframework.kafka.support.serializer.SerializationUtils;
@@ -198,6 +197,10 @@ public final class Runner {
 
         String norm(String s) {
             return s == null ? null : s.replace(prefix, "");
+        }
+
+        synchronized int logSize() {
+            return log.size();
         }
 
         synchronized void event(ObjectNode e) {
@@ -397,8 +400,12 @@ public final class Runner {
             return false;
         }
 
+        /** The record in hand on the consumer thread (for the listener-level error handler). */
+        final ThreadLocal<ConsumerRecord<String, String>> current = new ThreadLocal<>();
+
         /** The record listener's body (shared by the plain listener and the adapter). */
         void onRecord(ConsumerRecord<String, String> r, Acknowledgment ack) throws Exception {
+            current.set(r);
             int attempt = nextAttempt(r);
             invoked(r, attempt);
             JsonNode f = failureFor(r.value(), attempt);
@@ -774,9 +781,12 @@ public final class Runner {
             Method m = ListenerBean.class.getMethod("listen", ConsumerRecord.class);
             ListenerBean bean = new ListenerBean(this);
             ConsumerAwareListenerErrorHandler handler = (msg, ex, consumer) -> {
-                String topic = (String) msg.getHeaders().get(KafkaHeaders.RECEIVED_TOPIC);
-                Integer partition = (Integer) msg.getHeaders().get(KafkaHeaders.RECEIVED_PARTITION);
-                Long offset = (Long) msg.getHeaders().get(KafkaHeaders.OFFSET);
+                // The adapter hands a bare message when the method takes the ConsumerRecord
+                // itself (no conversion): the record comes from the listener's thread.
+                ConsumerRecord<String, String> r = current.get();
+                String topic = r.topic();
+                int partition = r.partition();
+                long offset = r.offset();
                 ObjectNode e = ev("listener_error_handler");
                 e.put("topic", norm(topic));
                 e.put("p", partition);
@@ -856,7 +866,7 @@ public final class Runner {
             KafkaMessageListenerContainer<String, String> container = container();
             long deadline = System.currentTimeMillis() + sc.path("timeout_ms").asLong(60_000);
             long quiet = sc.path("quiet_ms").asLong(1_000);
-            boolean expectEnd = sc.path("expect_committed_end").asBoolean(true) && !sc.path("stop").isObject();
+            boolean expectEnd = sc.path("expect_committed_end").asBoolean(true);
             List<TopicPartition> inTps = partitions(sc.path("input_topic").asText("in"));
             container.start();
             try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap));
@@ -864,8 +874,8 @@ public final class Runner {
                 while (true) {
                     Thread.sleep(100);
                     long now = System.currentTimeMillis();
+                    // a safety cap (a record retried forever): stop there
                     if (stopConditionReached()) {
-                        event(ev("stop_condition"));
                         break;
                     }
                     if (now > deadline) {
@@ -873,7 +883,8 @@ public final class Runner {
                         break;
                     }
                     boolean idle = now - lastEvent.get() >= quiet;
-                    if (!idle) {
+                    // nothing happens before the group's first assignment: not quiet yet
+                    if (!idle || logSize() == 0) {
                         continue;
                     }
                     if (!expectEnd) {
@@ -882,9 +893,17 @@ public final class Runner {
                         }
                         continue;
                     }
-                    Map<TopicPartition, Long> end = endOffsets(probe, inTps);
-                    Map<TopicPartition, OffsetAndMetadata> committed = admin.listConsumerGroupOffsets(group)
-                            .partitionsToOffsetAndMetadata().get(10, TimeUnit.SECONDS);
+                    Map<TopicPartition, Long> end;
+                    Map<TopicPartition, OffsetAndMetadata> committed;
+                    try {
+                        end = endOffsets(probe, inTps);
+                        committed = admin.listConsumerGroupOffsets(group)
+                                .partitionsToOffsetAndMetadata().get(10, TimeUnit.SECONDS);
+                    }
+                    catch (Exception e) {
+                        // a broker being away: look again
+                        continue;
+                    }
                     boolean done = true;
                     for (TopicPartition tp : inTps) {
                         OffsetAndMetadata om = committed.get(tp);
