@@ -59,10 +59,19 @@ pub fn load_allowed(path: &Path) -> Result<Vec<Allowed>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
-    for d in v["differences"].as_array().ok_or("no \"differences\" array")? {
+    for d in v["differences"]
+        .as_array()
+        .ok_or("no \"differences\" array")?
+    {
         let a = Allowed {
-            id: d["id"].as_str().ok_or("a difference without id")?.to_owned(),
-            rule: d["rule"].as_str().ok_or("a difference without rule")?.to_owned(),
+            id: d["id"]
+                .as_str()
+                .ok_or("a difference without id")?
+                .to_owned(),
+            rule: d["rule"]
+                .as_str()
+                .ok_or("a difference without rule")?
+                .to_owned(),
             scenarios: d["scenarios"]
                 .as_array()
                 .map(|s| {
@@ -116,7 +125,11 @@ fn s(v: &Value) -> String {
 fn event_line(e: &Value) -> Option<String> {
     let o = s(&e["o"]);
     Some(match e["type"].as_str()? {
-        "invoke" => format!("invoke o={o} attempt={} value={}", s(&e["attempt"]), s(&e["value"])),
+        "invoke" => format!(
+            "invoke o={o} attempt={} value={}",
+            s(&e["attempt"]),
+            s(&e["value"])
+        ),
         "failed" => format!(
             "failed o={o} attempt={} error={} message={}",
             s(&e["attempt"]),
@@ -254,7 +267,9 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
             }
         }
     }
-    hs.into_iter().map(|(k, v)| format!("  {k} = {v}")).collect()
+    hs.into_iter()
+        .map(|(k, v)| format!("  {k} = {v}"))
+        .collect()
 }
 
 fn record_line(side: Side, e: &Value, rules: &BTreeSet<&str>, dead_letter: bool) -> String {
@@ -410,7 +425,11 @@ pub fn compare(spring: &View, rekafka: &View, prefix_ok: bool) -> Vec<Difference
         if a == b || (prefix_ok && name.starts_with("events") && b_is_prefix && !b.is_empty()) {
             continue;
         }
-        let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let at = a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
         out.push(Difference {
             section: name.clone(),
             detail: format!(

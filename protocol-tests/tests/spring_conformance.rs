@@ -120,10 +120,11 @@ fn spring_conformance() {
         }
     };
     eprintln!("logs: {}", out.display());
-    let allowed =
-        load_allowed(&spring_dir().join("allowed-differences.json")).expect("allow-list");
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/spring-differences.md"))
-        .expect("docs/spring-differences.md");
+    let allowed = load_allowed(&spring_dir().join("allowed-differences.json")).expect("allow-list");
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/spring-differences.md"),
+    )
+    .expect("docs/spring-differences.md");
     for a in &allowed {
         assert!(
             doc.contains(&format!("`{}`", a.id)),

@@ -54,7 +54,9 @@ macro_rules! harness_error {
 
         impl StdError for $name {
             fn source(&self) -> Option<&(dyn StdError + 'static)> {
-                self.cause.as_deref().map(|e| e as &(dyn StdError + 'static))
+                self.cause
+                    .as_deref()
+                    .map(|e| e as &(dyn StdError + 'static))
             }
         }
     };
@@ -191,14 +193,21 @@ impl Scenario {
         let prefix = format!("{run_id}-{name}-");
         let input = format!(
             "{prefix}{}",
-            sc.get("input_topic").and_then(Value::as_str).unwrap_or("in")
+            sc.get("input_topic")
+                .and_then(Value::as_str)
+                .unwrap_or("in")
         );
         let failures = sc
             .get("failures")
             .and_then(Value::as_array)
             .map(|fs| {
                 fs.iter()
-                    .map(|f| (f["value"].as_str().unwrap_or_default().to_owned(), f.clone()))
+                    .map(|f| {
+                        (
+                            f["value"].as_str().unwrap_or_default().to_owned(),
+                            f.clone(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -229,7 +238,10 @@ impl Scenario {
 
     fn event(&self, e: Event) {
         let line = serde_json::to_string(&Value::Object(e)).expect("json");
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
         *self.last_event.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
@@ -673,10 +685,8 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
         }
     }
     if let Some(per) = s.sc["backoff_per_error"].as_object() {
-        let map: HashMap<String, Arc<dyn BackOff>> = per
-            .iter()
-            .map(|(k, v)| (k.clone(), back_off(v)))
-            .collect();
+        let map: HashMap<String, Arc<dyn BackOff>> =
+            per.iter().map(|(k, v)| (k.clone(), back_off(v))).collect();
         eh = eh.back_off_fn(move |_r, e| {
             let k = kind(&**e);
             map.get(k.split('(').next().unwrap_or_default()).cloned()
@@ -712,7 +722,10 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                     let p = p.clone();
                     Box::pin(async move {
                         // The transaction's commit waits for it.
-                        let _ = p.send(r).await.map_err(|e| Box::new(e.error) as HandlerError)?;
+                        let _ = p
+                            .send(r)
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
                         Ok(())
                     })
                 })
@@ -722,7 +735,10 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                 Arc::new(move |r| {
                     let p = p.clone();
                     Box::pin(async move {
-                        let d = p.send(r).await.map_err(|e| Box::new(e.error) as HandlerError)?;
+                        let d = p
+                            .send(r)
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
                         d.await.map_err(|e| Box::new(e.error) as HandlerError)?;
                         Ok(())
                     })
@@ -764,9 +780,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                                 "record" => Box::new(BatchListenerFailed::at_record(r, cause)),
                                 "nested" => Box::new(Wrapper {
                                     message: "batch wrapper".into(),
-                                    cause: Some(Box::new(BatchListenerFailed::at_record(
-                                        r, cause,
-                                    ))),
+                                    cause: Some(Box::new(BatchListenerFailed::at_record(r, cause))),
                                 }),
                                 _ => cause,
                             });
@@ -1045,8 +1059,12 @@ fn main() {
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let mut tasks = Vec::new();
         for f in files {
-            let (permits, bootstrap, out, run_id) =
-                (permits.clone(), bootstrap.clone(), out.clone(), run_id.clone());
+            let (permits, bootstrap, out, run_id) = (
+                permits.clone(),
+                bootstrap.clone(),
+                out.clone(),
+                run_id.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await.expect("semaphore");
                 run_file(&bootstrap, &run_id, &f, &out).await
