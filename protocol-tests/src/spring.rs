@@ -46,6 +46,7 @@ pub const RULES: &[&str] = &[
     "batch-deserialization-out-of-band",
     "dlt-batch-listener-failed-unwrapped",
     "transaction-per-poll",
+    "republish-copies-without-provenance",
 ];
 
 impl Allowed {
@@ -212,6 +213,20 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
     let is_deser = get(&hs, "kafka_dlt-exception-fqcn")
         .or_else(|| get(&hs, "kafka_dlt-key-exception-fqcn"))
         .is_some_and(|c| c.contains("Deserialization"));
+    if side == Side::Spring && rules.contains("republish-copies-without-provenance") {
+        // Spring's stand-in for republishing (a dead-letter publisher routed back to the
+        // source) stamped provenance on every copy: keep each original-* header's last one.
+        let mut seen = BTreeSet::new();
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (k, v) in hs.into_iter().rev() {
+            if k.starts_with("kafka_dlt-original-") && !seen.insert(k.clone()) {
+                continue;
+            }
+            kept.push((k, v));
+        }
+        kept.reverse();
+        hs = kept;
+    }
     if rules.contains("dlt-exception-class-analogue") {
         // Spring names its wrapper (LEFE) and its unwrapped exception; rekafka has no wrapper
         // and names the handler's error: compare the handler's error by its last path segment.
@@ -347,6 +362,20 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
                     }
                 }
             }
+        }
+    }
+    // A dead-letter partition's records from different source partitions come in processing
+    // order, which interleaves partitions differently run to run: order by source partition
+    // (stable, so each source partition's own order is kept).
+    for (name, lines) in v.sections.iter_mut() {
+        if name.starts_with("dead letters ") {
+            let source = |l: &String| {
+                l.lines()
+                    .filter_map(|h| h.trim().strip_prefix("kafka_dlt-original-partition = "))
+                    .last()
+                    .map(str::to_owned)
+            };
+            lines.sort_by_key(source);
         }
     }
     if rules.contains("transaction-per-poll") {

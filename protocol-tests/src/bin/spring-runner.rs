@@ -184,6 +184,7 @@ struct Scenario {
     attempts: Mutex<HashMap<(i32, i64), u32>>,
     value_invocations: Mutex<HashMap<String, u32>>,
     recoverer_calls: AtomicU32,
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 type Event = serde_json::Map<String, Value>;
@@ -225,6 +226,7 @@ impl Scenario {
             attempts: Mutex::default(),
             value_invocations: Mutex::default(),
             recoverer_calls: AtomicU32::new(0),
+            frozen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -237,6 +239,11 @@ impl Scenario {
     }
 
     fn event(&self, e: Event) {
+        // At the safety cap the container's later events are not recorded: where the runner
+        // notices the cap depends on timing, the cap itself does not.
+        if self.frozen.load(Ordering::SeqCst) {
+            return;
+        }
         let line = serde_json::to_string(&Value::Object(e)).expect("json");
         self.log
             .lock()
@@ -294,6 +301,9 @@ impl Scenario {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(v.to_owned())
                 .or_insert(0) += 1;
+        }
+        if self.stop_condition_reached() {
+            self.frozen.store(true, Ordering::SeqCst);
         }
     }
 
@@ -486,6 +496,9 @@ impl LoggedRecoverer {
         let mut e = self.s.ev_rec("recoverer", r);
         e.insert("error".into(), json!(kind(&**error)));
         self.s.event(e);
+        if self.s.stop_condition_reached() {
+            self.s.frozen.store(true, Ordering::SeqCst);
+        }
         if n <= self.fail_first {
             return Err(Box::new(RecovererDown {
                 message: format!("recoverer down #{n}"),
@@ -897,6 +910,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
         }
     }
     container.stop().await;
+    s.frozen.store(false, Ordering::SeqCst);
     for (tp, c) in admin.list_group_offsets(&s.group, Some(&admin_tps)).await? {
         let mut e = s.ev("committed");
         e.insert("topic".into(), json!(s.norm(&tp.topic)));

@@ -46,6 +46,7 @@ import org.springframework.kafka.listener.AcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchAcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchListenerFailedException;
 import org.springframework.kafka.listener.ConsumerAwareListenerErrorHandler;
+import org.springframework.kafka.listener.ConsumerAwareRecordRecoverer;
 import org.springframework.kafka.listener.ConsumerRecordRecoverer;
 import org.springframework.kafka.listener.ContainerProperties;
 import org.springframework.kafka.listener.DeadLetterPublishingRecoverer;
@@ -203,7 +204,13 @@ public final class Runner {
             return log.size();
         }
 
+        /** At the safety cap the container's later events are not recorded (see the Rust runner). */
+        volatile boolean frozen;
+
         synchronized void event(ObjectNode e) {
+            if (frozen) {
+                return;
+            }
             try {
                 log.add(JSON.writeValueAsString(e));
             }
@@ -369,6 +376,9 @@ public final class Runner {
             if (r.value() != null) {
                 valueInvocations.computeIfAbsent(r.value(), k -> new AtomicInteger()).incrementAndGet();
             }
+            if (stopConditionReached()) {
+                frozen = true;
+            }
         }
 
         void output(ConsumerRecord<String, String> r) throws Exception {
@@ -498,10 +508,11 @@ public final class Runner {
         ConsumerRecordRecoverer recoverer() {
             JsonNode rc = sc.path("recoverer");
             String kind = rc.path("kind").asText("log");
-            ConsumerRecordRecoverer inner;
+            ConsumerAwareRecordRecoverer inner;
             switch (kind) {
                 case "log":
-                    inner = (r, ex) -> { };
+                    inner = (r, c, ex) -> {
+                    };
                     break;
                 case "dlt":
                 case "failing":
@@ -512,15 +523,20 @@ public final class Runner {
                     throw new IllegalArgumentException("recoverer kind " + kind);
             }
             int failFirst = "failing".equals(kind) ? rc.path("fail_first").asInt(Integer.MAX_VALUE) : 0;
-            return (r, ex) -> {
+            // Consumer-aware, so that the DeadLetterPublishingRecoverer gets the consumer (it
+            // verifies the destination partition with it).
+            return (ConsumerAwareRecordRecoverer) (r, consumer, ex) -> {
                 int n = recovererCalls.incrementAndGet();
                 ObjectNode e = ev("recoverer", r);
                 e.put("error", kind(ex));
                 event(e);
+                if (stopConditionReached()) {
+                    frozen = true;
+                }
                 if (n <= failFirst) {
                     throw new Errors.RecovererDown("recoverer down #" + n);
                 }
-                inner.accept(r, ex);
+                inner.accept(r, consumer, ex);
             };
         }
 
@@ -764,7 +780,7 @@ public final class Runner {
             if (transactional) {
                 ConsumerRecordRecoverer rec = recoverer();
                 DefaultAfterRollbackProcessor<String, String> arp =
-                        new DefaultAfterRollbackProcessor<>(rec::accept, bo, template, true);
+                        new DefaultAfterRollbackProcessor<>(rec, bo, template, true);
                 classify(arp);
                 container.setAfterRollbackProcessor(arp);
             }
@@ -917,6 +933,7 @@ public final class Runner {
                     }
                 }
                 container.stop();
+                frozen = false;
                 // the final observations
                 Map<TopicPartition, OffsetAndMetadata> committed = admin.listConsumerGroupOffsets(group)
                         .partitionsToOffsetAndMetadata().get(10, TimeUnit.SECONDS);
