@@ -227,6 +227,16 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
         kept.reverse();
         hs = kept;
     }
+    if rules.contains("republish-copies-without-provenance")
+        && hs.iter().any(|(k, _)| k == "rekafka_republish-count")
+    {
+        // A republished copy's timestamp is the time it was republished (run to run).
+        for (k, v) in hs.iter_mut() {
+            if k == "kafka_dlt-original-timestamp" {
+                *v = "<time of republishing>".into();
+            }
+        }
+    }
     if rules.contains("dlt-exception-class-analogue") {
         // Spring names its wrapper (LEFE) and its unwrapped exception; rekafka has no wrapper
         // and names the handler's error: compare the handler's error by its last path segment.
@@ -393,7 +403,7 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
             };
             let failing: BTreeSet<String> = lines
                 .iter()
-                .filter(|l| l.starts_with("failed "))
+                .filter(|l| l.starts_with("failed ") || l.starts_with("recoverer "))
                 .filter_map(|l| offset(l))
                 .collect();
             lines.retain(|l| {
