@@ -243,10 +243,8 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
         let spring_handler_class = get(&hs, "kafka_dlt-exception-cause-fqcn");
         for (k, v) in hs.iter_mut() {
             if k.ends_with("exception-fqcn") && k != "kafka_dlt-exception-cause-fqcn" {
-                if side == Side::Spring && v == LEFE {
-                    if let Some(c) = &spring_handler_class {
-                        *v = c.clone();
-                    }
+                if let (Side::Spring, true, Some(c)) = (side, v == LEFE, &spring_handler_class) {
+                    *v = c.clone();
                 }
                 let mut last = last_segment(v).to_owned();
                 if last == "DeserializationException" {
@@ -381,8 +379,8 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
         if name.starts_with("dead letters ") {
             let source = |l: &String| {
                 l.lines()
-                    .filter_map(|h| h.trim().strip_prefix("kafka_dlt-original-partition = "))
-                    .last()
+                    .rev()
+                    .find_map(|h| h.trim().strip_prefix("kafka_dlt-original-partition = "))
                     .map(str::to_owned)
             };
             lines.sort_by_key(source);
@@ -618,6 +616,39 @@ mod tests {
             {"name":"kafka_dlt-exception-message","value":"boom"}
         ]))];
         assert_eq!(compare_scenario("x", &spring, &wrong, &rules).0.len(), 1);
+    }
+
+    #[test]
+    fn dead_letters_of_different_source_partitions_may_interleave() {
+        let d = |v: &str, p: &str| {
+            json!({"type":"dead_letter","topic":"in-dlt","p":0,"key":"k","value":v,"headers":[
+                {"name":"kafka_dlt-original-partition","value_hex":p}]})
+        };
+        let a = vec![d("a", "00000001"), d("b", "00000000"), d("c", "00000000")];
+        let b = vec![d("b", "00000000"), d("c", "00000000"), d("a", "00000001")];
+        assert!(compare_scenario("x", &a, &b, &[]).0.is_empty());
+        // one source partition's own order still counts
+        let c = vec![d("c", "00000000"), d("b", "00000000"), d("a", "00000001")];
+        assert_eq!(compare_scenario("x", &a, &c, &[]).0.len(), 1);
+    }
+
+    #[test]
+    fn transaction_per_poll_ignores_only_redeliveries_of_records_that_never_fail() {
+        let failed = json!({"type":"failed","topic":"in","p":0,"o":1,"attempt":1,"error":"Transient","message":"m"});
+        let spring = vec![inv(0, 0, 1), inv(0, 1, 1), failed.clone(), inv(0, 1, 2)];
+        let ours = vec![
+            inv(0, 0, 1),
+            inv(0, 1, 1),
+            failed.clone(),
+            inv(0, 0, 2),
+            inv(0, 1, 2),
+        ];
+        let rule = allowed("transaction-per-poll");
+        assert_eq!(compare_scenario("x", &spring, &ours, &[]).0.len(), 1);
+        assert!(compare_scenario("x", &spring, &ours, &rule).0.is_empty());
+        // a missing redelivery of the failing record is still a difference
+        let short = vec![inv(0, 0, 1), inv(0, 1, 1), failed, inv(0, 0, 2)];
+        assert_eq!(compare_scenario("x", &spring, &short, &rule).0.len(), 1);
     }
 
     #[test]

@@ -352,10 +352,11 @@ impl Scenario {
 
     fn stop_condition_reached(&self) -> bool {
         let st = &self.sc["stop"];
-        if let Some(n) = st["recoverer_calls"].as_u64() {
-            if u64::from(self.recoverer_calls.load(Ordering::SeqCst)) >= n {
-                return true;
-            }
+        if st["recoverer_calls"]
+            .as_u64()
+            .is_some_and(|n| u64::from(self.recoverer_calls.load(Ordering::SeqCst)) >= n)
+        {
+            return true;
         }
         if let Some(inv) = st.get("invocations") {
             let v = inv["value"].as_str().unwrap_or_default();
@@ -735,10 +736,11 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                     let p = p.clone();
                     Box::pin(async move {
                         // The transaction's commit waits for it.
-                        let _ = p
+                        let delivery = p
                             .send(r)
                             .await
                             .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        drop(delivery);
                         Ok(())
                     })
                 })
