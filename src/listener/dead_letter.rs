@@ -93,7 +93,8 @@ pub mod names {
 
     /// The names Spring's retry topics (`@RetryableTopic`) write instead: the same headers
     /// without `dlt-` (the consumer group keeps `kafka_dlt-original-consumer-group`). Read by
-    /// [`DeadLetterInfo::from_headers`](super::DeadLetterInfo::from_headers) like the others.
+    /// [`DeadLetterInfo::from_headers`](crate::listener::DeadLetterInfo::from_headers) like
+    /// the others.
     pub mod retry_topic {
         /// The error's type name.
         pub const EXCEPTION_FQCN: &str = "kafka_exception-fqcn";
