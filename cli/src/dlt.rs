@@ -264,17 +264,25 @@ impl Filter {
 /// The headers a replayed record keeps: all but the exception headers (and, with
 /// `strip_provenance`, the original-* and group headers).
 fn replay_headers(headers: &[Header], strip_provenance: bool) -> Vec<Header> {
-    const PROVENANCE: [&str; 6] = [
+    const PROVENANCE: [&str; 11] = [
         names::ORIGINAL_TOPIC,
         names::ORIGINAL_PARTITION,
         names::ORIGINAL_OFFSET,
         names::ORIGINAL_TIMESTAMP,
         names::ORIGINAL_TIMESTAMP_TYPE,
         names::ORIGINAL_CONSUMER_GROUP,
+        names::retry_topic::ORIGINAL_TOPIC,
+        names::retry_topic::ORIGINAL_PARTITION,
+        names::retry_topic::ORIGINAL_OFFSET,
+        names::retry_topic::ORIGINAL_TIMESTAMP,
+        names::retry_topic::ORIGINAL_TIMESTAMP_TYPE,
     ];
     headers
         .iter()
-        .filter(|h| !names::EXCEPTION_HEADERS.contains(&h.key()))
+        .filter(|h| {
+            !names::EXCEPTION_HEADERS.contains(&h.key())
+                && !names::retry_topic::EXCEPTION_HEADERS.contains(&h.key())
+        })
         .filter(|h| !(strip_provenance && PROVENANCE.contains(&h.key())))
         .cloned()
         .collect()

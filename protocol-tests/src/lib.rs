@@ -3,6 +3,8 @@
 //! codec against a real broker before the async connection layer exists), helpers to run the
 //! librdkafka (Python `confluent-kafka`) scripts, and the JSON record format those scripts use.
 
+pub mod spring;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -90,6 +90,48 @@ pub mod names {
         KEY_EXCEPTION_MESSAGE,
         KEY_EXCEPTION_STACKTRACE,
     ];
+
+    /// The names Spring's retry topics (`@RetryableTopic`) write instead: the same headers
+    /// without `dlt-` (the consumer group keeps `kafka_dlt-original-consumer-group`). Read by
+    /// [`DeadLetterInfo::from_headers`](crate::listener::DeadLetterInfo::from_headers) like
+    /// the others.
+    pub mod retry_topic {
+        /// The error's type name.
+        pub const EXCEPTION_FQCN: &str = "kafka_exception-fqcn";
+        /// The cause's type name.
+        pub const EXCEPTION_CAUSE_FQCN: &str = "kafka_exception-cause-fqcn";
+        /// The error message.
+        pub const EXCEPTION_MESSAGE: &str = "kafka_exception-message";
+        /// The error chain.
+        pub const EXCEPTION_STACKTRACE: &str = "kafka_exception-stacktrace";
+        /// The key-failure type name.
+        pub const KEY_EXCEPTION_FQCN: &str = "kafka_key-exception-fqcn";
+        /// The key-failure message.
+        pub const KEY_EXCEPTION_MESSAGE: &str = "kafka_key-exception-message";
+        /// The key-failure chain.
+        pub const KEY_EXCEPTION_STACKTRACE: &str = "kafka_key-exception-stacktrace";
+        /// The original topic.
+        pub const ORIGINAL_TOPIC: &str = "kafka_original-topic";
+        /// The original partition (4-byte big-endian).
+        pub const ORIGINAL_PARTITION: &str = "kafka_original-partition";
+        /// The original offset (8-byte big-endian).
+        pub const ORIGINAL_OFFSET: &str = "kafka_original-offset";
+        /// The original timestamp (8-byte big-endian).
+        pub const ORIGINAL_TIMESTAMP: &str = "kafka_original-timestamp";
+        /// The original timestamp type.
+        pub const ORIGINAL_TIMESTAMP_TYPE: &str = "kafka_original-timestamp-type";
+
+        /// The exception headers under these names.
+        pub const EXCEPTION_HEADERS: [&str; 7] = [
+            EXCEPTION_FQCN,
+            EXCEPTION_CAUSE_FQCN,
+            EXCEPTION_MESSAGE,
+            EXCEPTION_STACKTRACE,
+            KEY_EXCEPTION_FQCN,
+            KEY_EXCEPTION_MESSAGE,
+            KEY_EXCEPTION_STACKTRACE,
+        ];
+    }
 }
 
 /// Where a failed record came from.
@@ -389,27 +431,42 @@ impl DeadLetterInfo {
         let text = |v: &[u8]| std::str::from_utf8(v).ok().map(str::to_owned);
         for h in headers {
             let Some(v) = h.value() else { continue };
+            use names::retry_topic as rt;
             match h.key() {
-                names::ORIGINAL_TOPIC => info.original_topic = text(v),
-                names::ORIGINAL_PARTITION => {
+                names::ORIGINAL_TOPIC | rt::ORIGINAL_TOPIC => info.original_topic = text(v),
+                names::ORIGINAL_PARTITION | rt::ORIGINAL_PARTITION => {
                     info.original_partition = be::<4>(v).map(i32::from_be_bytes)
                 }
-                names::ORIGINAL_OFFSET => info.original_offset = be::<8>(v).map(i64::from_be_bytes),
-                names::ORIGINAL_TIMESTAMP => {
+                names::ORIGINAL_OFFSET | rt::ORIGINAL_OFFSET => {
+                    info.original_offset = be::<8>(v).map(i64::from_be_bytes)
+                }
+                names::ORIGINAL_TIMESTAMP | rt::ORIGINAL_TIMESTAMP => {
                     info.original_timestamp = be::<8>(v).map(i64::from_be_bytes)
                 }
-                names::ORIGINAL_TIMESTAMP_TYPE => info.original_timestamp_type = text(v),
+                names::ORIGINAL_TIMESTAMP_TYPE | rt::ORIGINAL_TIMESTAMP_TYPE => {
+                    info.original_timestamp_type = text(v)
+                }
                 names::ORIGINAL_CONSUMER_GROUP => info.original_consumer_group = text(v),
-                names::EXCEPTION_FQCN => info.exception_fqcn = text(v),
-                names::EXCEPTION_CAUSE_FQCN => info.exception_cause_fqcn = text(v),
-                names::EXCEPTION_MESSAGE => info.exception_message = text(v),
-                names::EXCEPTION_STACKTRACE => info.exception_stacktrace = text(v),
-                names::KEY_EXCEPTION_FQCN => {
+                names::EXCEPTION_FQCN | rt::EXCEPTION_FQCN => info.exception_fqcn = text(v),
+                names::EXCEPTION_CAUSE_FQCN | rt::EXCEPTION_CAUSE_FQCN => {
+                    info.exception_cause_fqcn = text(v)
+                }
+                names::EXCEPTION_MESSAGE | rt::EXCEPTION_MESSAGE => {
+                    info.exception_message = text(v)
+                }
+                names::EXCEPTION_STACKTRACE | rt::EXCEPTION_STACKTRACE => {
+                    info.exception_stacktrace = text(v)
+                }
+                names::KEY_EXCEPTION_FQCN | rt::KEY_EXCEPTION_FQCN => {
                     info.key_failure = true;
                     info.exception_fqcn = text(v);
                 }
-                names::KEY_EXCEPTION_MESSAGE => info.exception_message = text(v),
-                names::KEY_EXCEPTION_STACKTRACE => info.exception_stacktrace = text(v),
+                names::KEY_EXCEPTION_MESSAGE | rt::KEY_EXCEPTION_MESSAGE => {
+                    info.exception_message = text(v)
+                }
+                names::KEY_EXCEPTION_STACKTRACE | rt::KEY_EXCEPTION_STACKTRACE => {
+                    info.exception_stacktrace = text(v)
+                }
                 _ => {}
             }
         }
