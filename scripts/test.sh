@@ -32,8 +32,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rekafka --quiet
 
 step "build the tests and the interop harnesses"
 cargo test --workspace --no-run --quiet
-# The Java-client interop harness (kafka-clients of the broker's release), built with Maven.
+# The Java-client interop harness (kafka-clients of the broker's release) and the Spring for
+# Apache Kafka conformance runner, built with Maven.
 protocol-tests/java-interop/build.sh
+protocol-tests/spring/build.sh
 
 mkdir -p target
 log=target/test-output.log
