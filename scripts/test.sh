@@ -63,14 +63,14 @@ fi
 unset REKAFKA_TEST_BROKER
 
 step "tests against Kafka"
-cargo test --workspace 2>&1 | tee -a "$log"
+cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log"
 
 step "the same broker-backed suites against the embedded mock cluster"
 # One suite, two brokers: every tests/*_broker.rs also runs against rekafka's mock cluster,
 # started inside each test process.
 suites=()
 for f in tests/*_broker.rs; do suites+=(--test "$(basename "$f" .rs)"); done
-REKAFKA_TEST_BROKER=mock cargo test -p rekafka "${suites[@]}" 2>&1 | tee -a "$log"
+REKAFKA_TEST_BROKER=mock cargo test -p rekafka --no-fail-fast "${suites[@]}" 2>&1 | tee -a "$log"
 
 step "README demo"
 # Exactly the README's first command: no broker configured, so it starts the embedded mock.

@@ -166,14 +166,31 @@ async fn topics_create_list_describe_delete_with_per_topic_results() {
     assert_eq!(code(&again[0]), Some(KafkaCode::TopicAlreadyExists));
     assert!(again[1].is_ok(), "{:?}", again[1]);
 
-    let listed = ok(admin.list_topics(Internal::Exclude).await, "list");
+    // Kafka lists new topics once the metadata reaches the broker that answers.
+    let listed = eventually("both topics listed", Duration::from_secs(30), || async {
+        let listed = admin.list_topics(Internal::Exclude).await.ok()?;
+        let n = listed.iter().filter(|t| t.name == a || t.name == b).count();
+        (n == 2).then_some(listed)
+    })
+    .await;
     let find = |n: &str| listed.iter().find(|t| t.name == n).cloned();
     assert_eq!(find(&a).map(|t| t.partitions), Some(3));
     assert_eq!(find(&b).map(|t| t.partitions), Some(2));
     assert!(listed.iter().all(|t| !t.is_internal));
     assert!(listed.windows(2).all(|w| w[0].name < w[1].name), "sorted");
 
-    let described = ok(admin.describe_topics(&[&missing, &a]).await, "describe");
+    let described = eventually(
+        "a described with its leaders",
+        Duration::from_secs(30),
+        || async {
+            let d = admin.describe_topics(&[&missing, &a]).await.ok()?;
+            let ready = d[1].as_ref().is_ok_and(|t| {
+                t.partitions.len() == 3 && t.partitions.iter().all(|p| p.leader >= 0)
+            });
+            ready.then_some(d)
+        },
+    )
+    .await;
     assert_eq!(
         code(&described[0]),
         Some(KafkaCode::UnknownTopicOrPartition)
@@ -212,8 +229,12 @@ async fn topics_create_list_describe_delete_with_per_topic_results() {
     assert!(deleted[0].is_ok(), "{:?}", deleted[0]);
     assert_eq!(code(&deleted[1]), Some(KafkaCode::UnknownTopicOrPartition));
     assert!(deleted[2].is_ok(), "{:?}", deleted[2]);
-    let listed = ok(admin.list_topics(Internal::Exclude).await, "list");
-    assert!(!listed.iter().any(|t| t.name == a || t.name == b));
+    // Gone, once the deletion reaches the broker that answers.
+    eventually("both topics gone", Duration::from_secs(30), || async {
+        let listed = admin.list_topics(Internal::Exclude).await.ok()?;
+        (!listed.iter().any(|t| t.name == a || t.name == b)).then_some(())
+    })
+    .await;
     client.close().await;
 }
 
