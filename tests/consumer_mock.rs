@@ -1415,3 +1415,61 @@ async fn pause_survives_a_cooperative_rebalance_for_kept_partitions() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Issue 22: auto-commits run as background tasks; one whose answer is lost is retried after
+/// the request timeout, by which time later auto-commits have committed further. The retry
+/// must not move the committed offset back: the offsets the broker receives never decrease,
+/// and the last position is what stays committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commits_are_ordered_and_never_move_back() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 30);
+    let mut cc = ClusterConfig::new(mock.broker_addrs());
+    cc.connection.request_timeout = Duration::from_millis(800);
+    let cluster = Cluster::connect(cc).await.unwrap();
+    let config = group_config("gauto")
+        .with_auto_commit(AutoCommit::Interval(Duration::ZERO))
+        .with_max_poll_records(10);
+    let c = Consumer::new(cluster, config).unwrap();
+    // The first auto-commit is applied but its answer is lost: the client times out and
+    // retries it.
+    mock.drop_responses(|r| r.api_key == ApiKey::OffsetCommit, 1);
+    c.subscribe(["t"]).unwrap();
+    let got = read(&c, 30, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 30);
+    // One more poll: its auto-commit carries the final position.
+    c.poll(Duration::ZERO).await.unwrap();
+    let commits = |mock: &MockCluster| -> Vec<i64> {
+        mock.requests()
+            .iter()
+            .filter(|r| r.api_key == ApiKey::OffsetCommit && r.group_id.as_deref() == Some("gauto"))
+            .filter_map(|r| r.offsets.first().map(|o| o.2))
+            .collect()
+    };
+    // Wait for the lost commit's retry (the same offset, sent a second time).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = commits(&mock);
+        if let Some(&first) = seen.first()
+            && seen.iter().filter(|&&o| o == first).count() >= 2
+            && mock.committed_offset("gauto", "t", 0) == Some(30)
+        {
+            break;
+        }
+        if let Some(&first) = seen.first()
+            && seen.iter().filter(|&&o| o == first).count() >= 2
+            && seen.windows(2).any(|w| w[1] < w[0])
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commits seen: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = commits(&mock);
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "committed offsets went back: {seen:?}"
+    );
+    assert_eq!(mock.committed_offset("gauto", "t", 0), Some(30), "{seen:?}");
+    drop(c);
+}

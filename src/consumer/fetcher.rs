@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) wake_fetcher: Notify,
     pub(crate) closed: AtomicBool,
     pub(crate) member: Option<GroupMember>,
+    /// Orders the offset commits (see `commit.rs`).
+    pub(crate) commits: super::commit::CommitOrder,
 }
 
 #[derive(Default)]

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod commit;
 mod config;
 mod fetcher;
 mod record;
@@ -172,6 +173,7 @@ impl Consumer {
             wake_fetcher: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             member,
+            commits: commit::CommitOrder::default(),
         });
         let (shutdown, rx) = watch::channel(false);
         runtime.spawn(fetcher::run(shared.clone(), rx));
@@ -511,7 +513,8 @@ impl Consumer {
         self.check_open()?;
         let member = self.member()?;
         self.check_generation(member)?;
-        member.commit(offsets).await
+        let ticket = self.shared.commits.ticket();
+        self.shared.commits.commit(member, ticket, offsets).await
     }
 
     /// A subscribed consumer that is not in an active generation (its membership was lost, or
@@ -541,9 +544,10 @@ impl Consumer {
         self.check_open()?;
         self.check_generation(self.member()?)?;
         let shared = self.shared.clone();
+        let ticket = shared.commits.ticket();
         Ok(self.runtime.spawn(async move {
             match &shared.member {
-                Some(m) => m.commit(&offsets).await,
+                Some(m) => shared.commits.commit(m, ticket, &offsets).await,
                 None => Ok(()),
             }
         }))
@@ -575,12 +579,13 @@ impl Consumer {
             return;
         }
         let set: BTreeSet<&TopicPartition> = tps.iter().collect();
+        let ticket = self.shared.commits.ticket();
         let offsets: Vec<_> = self
             .positions()
             .into_iter()
             .filter(|(tp, _)| set.contains(tp))
             .collect();
-        if let Err(e) = m.commit(&offsets).await {
+        if let Err(e) = self.shared.commits.commit(m, ticket, &offsets).await {
             tracing::warn!(error = %e, "auto-commit before revocation failed");
         }
     }
@@ -599,14 +604,17 @@ impl Consumer {
             }
             g.last_auto_commit = Instant::now();
         }
+        let ticket = self.shared.commits.ticket();
         let offsets = self.positions();
         if offsets.is_empty() {
             return;
         }
         let shared = self.shared.clone();
+        // In its own task, but ordered after the commits already taken (`commit.rs`): a
+        // retried older commit never overwrites this one.
         self.runtime.spawn(async move {
             if let Some(m) = &shared.member
-                && let Err(e) = m.commit(&offsets).await
+                && let Err(e) = shared.commits.commit(m, ticket, &offsets).await
             {
                 tracing::warn!(error = %e, "auto-commit failed");
             }
