@@ -30,7 +30,7 @@ use rekafka::client::ClientConfig;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::connection::{Connection, ConnectionConfig};
 use rekafka::consumer::{
-    AutoCommit, BoxFuture, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel,
+    AutoCommit, BoxFuture, Consumer, ConsumerConfig, ConsumerEvent, ConsumerRecord, IsolationLevel,
     OffsetAndMetadata, OffsetReset, RebalanceListener, StartOffset, TopicPartition,
 };
 use rekafka::group::CooperativeStickyAssignor;
@@ -1472,4 +1472,64 @@ async fn auto_commits_are_ordered_and_never_move_back() {
     );
     assert_eq!(mock.committed_offset("gauto", "t", 0), Some(30), "{seen:?}");
     drop(c);
+}
+
+/// Issue 22: an OFFSET_OUT_OF_RANGE answer to a read-ahead fetch (at the end of what is already
+/// buffered) must not throw the buffered records away: they were fetched at valid positions.
+/// They are returned first, then the partition is reset (here to `latest`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_out_of_range_on_read_ahead_keeps_the_buffered_records() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 30);
+    let mut config = assign_config().with_auto_offset_reset(OffsetReset::Latest);
+    config.max_poll_records = 5;
+    let c = assigned(&mock, config, &[("t", 0)], StartOffset::Beginning).await;
+    let mut got = read(&c, 5, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 5);
+    // Offsets 5..30 are buffered; the fetcher reads ahead at 30, which now answers
+    // OFFSET_OUT_OF_RANGE.
+    let mut events = c.events();
+    let fetches = |mock: &MockCluster| {
+        mock.requests()
+            .iter()
+            .filter(|r| r.api_key == ApiKey::Fetch)
+            .count()
+    };
+    let before = fetches(&mock);
+    mock.push_partition_errors("t", 0, ApiKey::Fetch, &[KafkaCode::OffsetOutOfRange]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetches(&mock) < before + 1 {
+        assert!(Instant::now() < deadline, "no fetch after the injected error");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the error reach the client (fetch.max.wait is 50 ms, so the fetch in flight when
+    // the error was pushed, or the next one, carries it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    got.extend(read(&c, 25, Duration::from_secs(5)).await);
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..30).collect::<Vec<i64>>(), "no loss, no duplicate");
+    // The reset is applied by the poll after the buffered records are out (logged, and
+    // announced).
+    assert!(c.poll(Duration::from_millis(100)).await.unwrap().is_empty());
+    let tp = TopicPartition::new("t", 0);
+    assert_eq!(c.position(&tp).await.unwrap(), 30, "reset to latest");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event")
+        .unwrap();
+    match event {
+        ConsumerEvent::OffsetReset {
+            partition,
+            offset,
+            reset,
+            ..
+        } => {
+            assert_eq!(partition, tp);
+            assert_eq!(offset, 30);
+            assert_eq!(reset, OffsetReset::Latest);
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    assert!(c.failed_partitions().is_empty());
+    c.close().await.unwrap();
 }

@@ -29,10 +29,12 @@
 
 mod commit;
 mod config;
+mod event;
 mod fetcher;
 mod record;
 
 pub use config::{AutoCommit, ConsumerConfig, IsolationLevel, OffsetReset};
+pub use event::{ConsumerEvent, EVENT_CAPACITY, FetchFailureKind, PartitionFailure};
 pub use fetcher::StartOffset;
 #[doc(hidden)]
 pub use fetcher::visible_records;
@@ -174,6 +176,7 @@ impl Consumer {
             closed: std::sync::atomic::AtomicBool::new(false),
             member,
             commits: commit::CommitOrder::default(),
+            events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
         });
         let (shutdown, rx) = watch::channel(false);
         runtime.spawn(fetcher::run(shared.clone(), rx));
@@ -192,6 +195,23 @@ impl Consumer {
             poll_lock: tokio::sync::Mutex::new(()),
             shutdown,
         })
+    }
+
+    /// A receiver of the consumer's typed events from now on: resets by `auto.offset.reset`
+    /// and partitions that stopped on a fetch failure. Each receiver gets every event; one
+    /// that falls more than [`EVENT_CAPACITY`] behind loses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConsumerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The assigned partitions that stopped on a fetch failure (corrupt batch, authorization,
+    /// out of range with `auto.offset.reset=none`, …) and wait for a seek, in partition order.
+    pub fn failed_partitions(&self) -> Vec<PartitionFailure> {
+        lock(&self.shared.state)
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| p.failure(tp))
+            .collect()
     }
 
     /// The settings.
@@ -783,6 +803,7 @@ impl Consumer {
         let max = self.shared.config.max_poll_records;
         let mut out = ConsumerRecords::default();
         let released;
+        let mut settled = false;
         {
             let mut guard = lock(&self.shared.state);
             let st = &mut *guard;
@@ -816,12 +837,22 @@ impl Consumer {
                 }
                 let mut v = Vec::new();
                 fetcher::drain(tp, p, &mut st.buffered, max - total, &mut v);
+                // A deferred OFFSET_OUT_OF_RANGE applies once the records before it are out.
+                settled |= fetcher::settle_out_of_range(
+                    tp,
+                    p,
+                    &mut st.buffered,
+                    self.shared.config.auto_offset_reset,
+                    &self.shared.events,
+                );
+                // A corrupt batch found while draining.
+                fetcher::announce_failure(tp, p, &self.shared.events);
                 if !v.is_empty() {
                     total += v.len();
                     out.parts.push((tp.clone(), v));
                 }
             }
-            released = st.buffered < before;
+            released = st.buffered < before || settled;
         }
         if released {
             self.shared.wake_fetcher.notify_one();
