@@ -1533,3 +1533,45 @@ async fn offset_out_of_range_on_read_ahead_keeps_the_buffered_records() {
     assert!(c.failed_partitions().is_empty());
     c.close().await.unwrap();
 }
+
+/// Issue 22: a partition whose fetch fails with an error no retry fixes is surfaced, not only
+/// reported once in `poll`: a typed event, and a queryable state until a seek clears it; the
+/// other partitions flow meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_partition_is_announced_and_queryable_until_sought() {
+    let mock = MockCluster::builder().topic("t", 2).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 10);
+    seed(&mock, "t", 1, 0, 10);
+    mock.push_partition_errors("t", 1, ApiKey::Fetch, &[KafkaCode::TopicAuthorizationFailed]);
+    let c = Consumer::new(cluster(&mock).await, assign_config()).unwrap();
+    let mut events = c.events();
+    c.assign([0, 1].map(|p| (TopicPartition::new("t", p), StartOffset::Beginning)))
+        .unwrap();
+    let failed = TopicPartition::new("t", 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while c.failed_partitions().is_empty() || got.len() < 10 {
+        assert!(Instant::now() < deadline, "no failure surfaced");
+        got.extend(c.poll(Duration::from_millis(100)).await.unwrap().iter().cloned());
+    }
+    assert!(got.iter().all(|r| r.partition == 0), "partition 0 flows");
+    let f = c.failed_partitions();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].partition, failed);
+    assert_eq!(f[0].kind, rekafka::consumer::FetchFailureKind::Authorization);
+    assert_eq!(f[0].position, Some(0));
+    match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        Ok(Ok(ConsumerEvent::PartitionFailed(e))) => {
+            assert_eq!(e.partition, failed);
+            assert_eq!(e.kind, rekafka::consumer::FetchFailureKind::Authorization);
+        }
+        other => panic!("expected PartitionFailed, got {other:?}"),
+    }
+    // A seek clears the failure; the partition is read again.
+    c.seek(&failed, 0).unwrap();
+    assert!(c.failed_partitions().is_empty());
+    let again = read(&c, 10, Duration::from_secs(5)).await;
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|r| r.partition == 1));
+    c.close().await.unwrap();
+}

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::classify::HandlerError;
 use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
+use super::fetch_failure::{FailedList, FetchFailures, PartitionFailurePolicy};
 use super::handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     Recovery, RecoveryHalt, SharedError,
@@ -126,6 +127,16 @@ pub enum ContainerEvent {
     CommitFailed(Error),
     /// `poll` failed with a non-fatal error.
     PollFailed(Error),
+    /// A partition's fetch failed with an error no retry fixes (the alarm); the container
+    /// applies `policy` (see [`PartitionFailurePolicy`]).
+    PartitionFailed {
+        /// The partition.
+        partition: TopicPartition,
+        /// The consumer's error.
+        error: Error,
+        /// What the container does about it.
+        policy: PartitionFailurePolicy,
+    },
 }
 
 /// Acknowledges records in the manual ack modes.
@@ -232,6 +243,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     concurrency: usize,
     transactional: Option<Transactional>,
     events: broadcast::Sender<ContainerEvent>,
+    partition_failure_policy: PartitionFailurePolicy,
 }
 
 /// What the container does when its transactional producer is fenced (another instance with
@@ -277,6 +289,7 @@ impl ListenerContainer {
             concurrency: 1,
             transactional: None,
             events,
+            partition_failure_policy: PartitionFailurePolicy::default(),
         }
     }
 }
@@ -434,6 +447,13 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// What to do with a partition whose fetch fails with an error no retry fixes. Default:
+    /// [`PartitionFailurePolicy::PauseWithAlarm`].
+    pub fn partition_failure_policy(mut self, policy: PartitionFailurePolicy) -> Self {
+        self.partition_failure_policy = policy;
+        self
+    }
+
     /// Subscribes to events before the container starts (so `Started` is seen).
     pub fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
@@ -461,7 +481,9 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             self.error_handler.reset_state_on_recovery_failure;
         tracker.max_recovery_failures = self.error_handler.max_recovery_failures;
         let group = self.consumer.group_id();
+        let failed = FailedList::default();
         let runner = Runner {
+            fetch_failures: FetchFailures::new(self.partition_failure_policy, failed.clone()),
             consumer: self.consumer,
             handler,
             eh: self.error_handler,
@@ -504,6 +526,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             pause: pause_tx,
             events: self.events,
             task: Some(task),
+            failed,
         })
     }
 }
@@ -515,6 +538,7 @@ pub struct ContainerHandle {
     pause: watch::Sender<bool>,
     events: broadcast::Sender<ContainerEvent>,
     task: Option<JoinHandle<StopReason>>,
+    failed: FailedList,
 }
 
 impl ContainerHandle {
@@ -532,6 +556,12 @@ impl ContainerHandle {
     /// Resumes after [`pause`](Self::pause).
     pub fn resume(&self) {
         self.pause.send_replace(false);
+    }
+
+    /// The partitions whose fetch failed with an error no retry fixes, with their errors, as
+    /// the container last saw them (see [`PartitionFailurePolicy`]).
+    pub fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether the container's task is still running.
@@ -641,6 +671,8 @@ struct Runner<C: ContainerConsumer> {
     stop_reason: Option<StopReason>,
     /// The listener-level handler sought the current record's partition.
     sought: bool,
+    /// Partitions whose fetch failed, and the policy for them.
+    fetch_failures: FetchFailures,
 }
 
 /// Recoveries in flight at most; past this many the container waits for them before polling.
@@ -839,6 +871,9 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.sleep(Duration::from_millis(100)).await;
                     }
                 }
+            }
+            if let Some(reason) = self.fetch_failures.check(&mut self.consumer, &self.events) {
+                self.stop_reason.get_or_insert(reason);
             }
         }
         self.settle_recoveries().await;

@@ -23,6 +23,7 @@ mod consumer;
 mod container;
 pub mod dead_letter;
 pub mod dead_letter_publisher;
+mod fetch_failure;
 mod handler;
 pub mod republish;
 mod tracker;
@@ -34,6 +35,7 @@ pub use backoff::{
 };
 pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
 pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
+pub use fetch_failure::PartitionFailurePolicy;
 pub use container::{
     AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
     OnFenced, Seeks, StopReason,
