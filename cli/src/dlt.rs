@@ -9,16 +9,27 @@
 //! and before its commit went through, that batch is republished again on restart (at most
 //! `--batch` records; Ctrl-C waits for the batch to be committed, so only a hard kill or a
 //! crash opens the window).
+//!
+//! Both read committed dead letters only (`isolation.level=read_committed`: a transactional
+//! publisher's aborted dead letters never happened) unless `-X isolation.level=...` says
+//! otherwise; every consumer `-X` property applies (the command's own flags win).
+//!
+//! A replay filtered with `--where` keeps its progress in a group of its own by default,
+//! `rekafka-dlt-replay-<topic>-where-<digest>` (the digest is a stable hash of the normalised
+//! conditions), so it never commits past the dead letters it skipped in the unfiltered default
+//! group `rekafka-dlt-replay-<topic>`: those stay replayable. Rerunning the same filtered replay
+//! resumes where it stopped. The condition is kept in the commit metadata.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rekafka::Client;
 use rekafka::cluster::Cluster;
 use rekafka::consumer::{
-    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, OffsetAndMetadata, OffsetReset,
-    StartOffset, TopicPartition,
+    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetAndMetadata,
+    OffsetReset, StartOffset, TopicPartition,
 };
 use rekafka::listener::DeadLetterInfo;
 use rekafka::listener::dead_letter::names;
@@ -36,7 +47,14 @@ pub const HELP: &str = concat!(
     "             [-g GROUP] [--max N] [--batch N] [--strip-provenance]\n",
     "                            republish dead letters to their original topic (or --to),\n",
     "                            resuming where an interrupted replay stopped (progress is\n",
-    "                            committed in GROUP, default rekafka-dlt-replay-<topic>)"
+    "                            committed in GROUP, default rekafka-dlt-replay-<topic>; with\n",
+    "                            --where, rekafka-dlt-replay-<topic>-where-<digest of the\n",
+    "                            conditions>, so the dead letters a filtered replay skips stay\n",
+    "                            replayable by an unfiltered one; an explicit -g commits past\n",
+    "                            them)\n",
+    "                            both read committed dead letters only (read_committed),\n",
+    "                            unless -X isolation.level=read_uncommitted; other consumer\n",
+    "                            -X properties apply too"
 );
 
 /// Runs `dlt ARGS`.
@@ -55,6 +73,23 @@ pub fn run(global: &Global, args: &[String]) -> CliResult {
 
 fn failed(msg: impl Into<String>) -> CliError {
     CliError::Failed(msg.into())
+}
+
+/// The client from the global settings and the consumer config for a `dlt` command: the
+/// command's defaults (read_committed, no auto-commit, a short fetch wait), then the consumer
+/// properties among `-F`/`-X` (so `-X isolation.level=read_uncommitted` reads everything).
+async fn connect(global: &Global) -> CliResult<(Client, ConsumerConfig)> {
+    let mut config = ConsumerConfig::new()
+        .with_isolation_level(IsolationLevel::ReadCommitted)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_fetch_max_wait(Duration::from_millis(100));
+    let client = global
+        .builder_with(|k, v| config.apply_property(k, v))?
+        .build()
+        .await?;
+    // The command commits (replay) or never does (inspect) by itself.
+    config.auto_commit = AutoCommit::Disabled;
+    Ok((client, config))
 }
 
 /// The partitions of `topic`.
@@ -105,11 +140,8 @@ fn inspect(global: &Global, args: &[String]) -> CliResult {
     };
     let exit_at_end = a.has("-e") || a.has("--exit");
     run_async(async move {
-        let client = global.client().await?;
+        let (client, config) = connect(global).await?;
         let cluster = client.cluster().clone();
-        let config = ConsumerConfig::new()
-            .with_auto_commit(AutoCommit::Disabled)
-            .with_fetch_max_wait(Duration::from_millis(100));
         let consumer = Consumer::new(cluster.clone(), config)?;
         let tps = partitions_of(&cluster, &topic).await?;
         consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Beginning)))?;
@@ -249,6 +281,15 @@ impl Filter {
         }
     }
 
+    /// The condition as `--where` takes it, normalised (`error-type=NAME`,
+    /// `original-partition=N`).
+    fn canonical(&self) -> String {
+        match self {
+            Filter::OriginalPartition(p) => format!("original-partition={p}"),
+            Filter::ErrorType(name) => format!("error-type={name}"),
+        }
+    }
+
     /// Whether a dead letter with `info` matches. An error type matches the full type name or
     /// its last segment (`BarException` matches `org.foo.BarException` and `foo::BarError`).
     fn matches(&self, info: &DeadLetterInfo) -> bool {
@@ -280,10 +321,41 @@ fn replay_headers(headers: &[Header], strip_provenance: bool) -> Vec<Header> {
         .collect()
 }
 
+/// The conditions, normalised (sorted, duplicates dropped) and joined with `&`; empty for none.
+fn canonical_filters(filters: &[Filter]) -> String {
+    let mut all: Vec<String> = filters.iter().map(Filter::canonical).collect();
+    all.sort();
+    all.dedup();
+    all.join("&")
+}
+
+/// 64-bit FNV-1a: a stable digest (the same on every platform and release), for group names.
+fn fnv1a64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The default progress group of a replay of `topic` with `filters`: a filtered replay has a
+/// group of its own per set of conditions, so it never commits past the dead letters it skips
+/// in the unfiltered replay's group.
+fn default_group(topic: &str, filters: &[Filter]) -> String {
+    let canonical = canonical_filters(filters);
+    if canonical.is_empty() {
+        format!("rekafka-dlt-replay-{topic}")
+    } else {
+        format!(
+            "rekafka-dlt-replay-{topic}-where-{:016x}",
+            fnv1a64(&canonical)
+        )
+    }
+}
+
 struct ReplayArgs {
     topic: String,
     to: Option<String>,
     filters: Vec<Filter>,
+    /// `-g`; else `-X group.id`; else [`default_group`]. Set once connected.
     group: String,
     max: Option<u64>,
     batch: usize,
@@ -309,11 +381,7 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
         .into_iter()
         .map(Filter::parse)
         .collect::<CliResult<Vec<_>>>()?;
-    let group = a
-        .value("-g")
-        .or(a.value("--group"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("rekafka-dlt-replay-{topic}"));
+    let group = a.value("-g").or(a.value("--group")).map(str::to_owned);
     let batch = a
         .parsed::<usize>("--batch", "a positive number")?
         .unwrap_or(100);
@@ -324,26 +392,31 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
         topic,
         to: a.value("--to").map(str::to_owned),
         filters,
-        group,
+        group: group.unwrap_or_default(),
         max: a.parsed::<u64>("--max", "a number")?,
         batch,
         strip_provenance: a.has("--strip-provenance"),
     };
     run_async(async move {
-        let client = global.client().await?;
-        let result = replay_async(client.cluster().clone(), &args).await;
+        let mut args = args;
+        let (client, mut config) = connect(global).await?;
+        // -g, else -X group.id, else the default for these conditions.
+        if args.group.is_empty() {
+            args.group = config
+                .group_id
+                .clone()
+                .unwrap_or_else(|| default_group(&args.topic, &args.filters));
+        }
+        config.group_id = Some(args.group.clone());
+        config.auto_offset_reset = OffsetReset::Earliest;
+        config.max_poll_records = args.batch;
+        let result = replay_async(client.cluster().clone(), config, &args).await;
         client.close().await;
         result
     })
 }
 
-async fn replay_async(cluster: Cluster, a: &ReplayArgs) -> CliResult {
-    let config = ConsumerConfig::new()
-        .with_group_id(&a.group)
-        .with_auto_offset_reset(OffsetReset::Earliest)
-        .with_auto_commit(AutoCommit::Disabled)
-        .with_max_poll_records(a.batch)
-        .with_fetch_max_wait(Duration::from_millis(100));
+async fn replay_async(cluster: Cluster, config: ConsumerConfig, a: &ReplayArgs) -> CliResult {
     let consumer = Consumer::new(cluster.clone(), config)?;
     let tps = partitions_of(&cluster, &a.topic).await?;
     consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Committed)))?;
@@ -467,9 +540,15 @@ async fn replay_loop(
                 meta.offset
             ));
         }
+        let where_ = canonical_filters(&a.filters);
+        let metadata = if where_.is_empty() {
+            "rekafka dlt replay".to_owned()
+        } else {
+            format!("rekafka dlt replay --where {where_}")
+        };
         let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = next
             .into_iter()
-            .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
+            .map(|(tp, o)| (tp, OffsetAndMetadata::new(o).with_metadata(metadata.clone())))
             .collect();
         if !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await.map_err(|e| {
@@ -519,6 +598,25 @@ mod tests {
         info.original_partition = Some(3);
         assert!(Filter::OriginalPartition(3).matches(&info));
         assert!(!Filter::OriginalPartition(2).matches(&info));
+    }
+
+    #[test]
+    fn default_groups_per_condition_set() {
+        let f = |s: &[&str]| -> Vec<Filter> { s.iter().map(|w| Filter::parse(w).unwrap()).collect() };
+        assert_eq!(default_group("d", &[]), "rekafka-dlt-replay-d");
+        let a = default_group("d", &f(&["error-type=X", "original-partition=1"]));
+        assert!(a.starts_with("rekafka-dlt-replay-d-where-"), "{a}");
+        // Order, spacing and repetition do not matter; the conditions do.
+        assert_eq!(
+            a,
+            default_group("d", &f(&[" original-partition = 1", "error-type=X", "error-type=X"]))
+        );
+        assert_ne!(a, default_group("d", &f(&["error-type=X"])));
+        // Stable across releases: a rerun must find its group again.
+        // (FNV-1a's published test vectors.)
+        assert_eq!(fnv1a64(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64("foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
