@@ -1499,7 +1499,10 @@ async fn offset_out_of_range_on_read_ahead_keeps_the_buffered_records() {
     mock.push_partition_errors("t", 0, ApiKey::Fetch, &[KafkaCode::OffsetOutOfRange]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while fetches(&mock) < before + 1 {
-        assert!(Instant::now() < deadline, "no fetch after the injected error");
+        assert!(
+            Instant::now() < deadline,
+            "no fetch after the injected error"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Let the error reach the client (fetch.max.wait is 50 ms, so the fetch in flight when
@@ -1507,7 +1510,11 @@ async fn offset_out_of_range_on_read_ahead_keeps_the_buffered_records() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     got.extend(read(&c, 25, Duration::from_secs(5)).await);
     let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, (0..30).collect::<Vec<i64>>(), "no loss, no duplicate");
+    assert_eq!(
+        offsets,
+        (0..30).collect::<Vec<i64>>(),
+        "no loss, no duplicate"
+    );
     // The reset is applied by the poll after the buffered records are out (logged, and
     // announced).
     assert!(c.poll(Duration::from_millis(100)).await.unwrap().is_empty());
@@ -1542,7 +1549,12 @@ async fn a_failed_partition_is_announced_and_queryable_until_sought() {
     let mock = MockCluster::builder().topic("t", 2).start().await.unwrap();
     seed(&mock, "t", 0, 0, 10);
     seed(&mock, "t", 1, 0, 10);
-    mock.push_partition_errors("t", 1, ApiKey::Fetch, &[KafkaCode::TopicAuthorizationFailed]);
+    mock.push_partition_errors(
+        "t",
+        1,
+        ApiKey::Fetch,
+        &[KafkaCode::TopicAuthorizationFailed],
+    );
     let c = Consumer::new(cluster(&mock).await, assign_config()).unwrap();
     let mut events = c.events();
     c.assign([0, 1].map(|p| (TopicPartition::new("t", p), StartOffset::Beginning)))
@@ -1552,13 +1564,22 @@ async fn a_failed_partition_is_announced_and_queryable_until_sought() {
     let mut got = Vec::new();
     while c.failed_partitions().is_empty() || got.len() < 10 {
         assert!(Instant::now() < deadline, "no failure surfaced");
-        got.extend(c.poll(Duration::from_millis(100)).await.unwrap().iter().cloned());
+        got.extend(
+            c.poll(Duration::from_millis(100))
+                .await
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
     }
     assert!(got.iter().all(|r| r.partition == 0), "partition 0 flows");
     let f = c.failed_partitions();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].partition, failed);
-    assert_eq!(f[0].kind, rekafka::consumer::FetchFailureKind::Authorization);
+    assert_eq!(
+        f[0].kind,
+        rekafka::consumer::FetchFailureKind::Authorization
+    );
     assert_eq!(f[0].position, Some(0));
     match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
         Ok(Ok(ConsumerEvent::PartitionFailed(e))) => {

@@ -548,7 +548,12 @@ async fn replay_loop(
         };
         let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = next
             .into_iter()
-            .map(|(tp, o)| (tp, OffsetAndMetadata::new(o).with_metadata(metadata.clone())))
+            .map(|(tp, o)| {
+                (
+                    tp,
+                    OffsetAndMetadata::new(o).with_metadata(metadata.clone()),
+                )
+            })
             .collect();
         if !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await.map_err(|e| {
@@ -602,14 +607,18 @@ mod tests {
 
     #[test]
     fn default_groups_per_condition_set() {
-        let f = |s: &[&str]| -> Vec<Filter> { s.iter().map(|w| Filter::parse(w).unwrap()).collect() };
+        let f =
+            |s: &[&str]| -> Vec<Filter> { s.iter().map(|w| Filter::parse(w).unwrap()).collect() };
         assert_eq!(default_group("d", &[]), "rekafka-dlt-replay-d");
         let a = default_group("d", &f(&["error-type=X", "original-partition=1"]));
         assert!(a.starts_with("rekafka-dlt-replay-d-where-"), "{a}");
         // Order, spacing and repetition do not matter; the conditions do.
         assert_eq!(
             a,
-            default_group("d", &f(&[" original-partition = 1", "error-type=X", "error-type=X"]))
+            default_group(
+                "d",
+                &f(&[" original-partition = 1", "error-type=X", "error-type=X"])
+            )
         );
         assert_ne!(a, default_group("d", &f(&["error-type=X"])));
         // Stable across releases: a rerun must find its group again.

@@ -146,7 +146,11 @@ fn dlt_reads_committed_dead_letters_unless_told_otherwise() {
         p.close().await;
 
         let seen = ok(&bootstrap, &["dlt", "inspect", "-t", "orders-dlt", "-e"]);
-        assert_eq!(keys(&seen), ["k0", "k1"], "aborted dead letters are not shown");
+        assert_eq!(
+            keys(&seen),
+            ["k0", "k1"],
+            "aborted dead letters are not shown"
+        );
         let all = ok(
             &bootstrap,
             &[
@@ -162,7 +166,11 @@ fn dlt_reads_committed_dead_letters_unless_told_otherwise() {
         assert_eq!(all.len(), 5, "-X isolation.level is honoured");
 
         let replayed = ok(&bootstrap, &["dlt", "replay", "-t", "orders-dlt"]);
-        assert_eq!(replayed.len(), 2, "only committed dead letters are replayed");
+        assert_eq!(
+            replayed.len(),
+            2,
+            "only committed dead letters are replayed"
+        );
         cluster.close().await;
     });
 }
@@ -201,21 +209,38 @@ fn filtered_replay_leaves_non_matching_dead_letters_replayable() {
         };
         let filtered = ok(
             &bootstrap,
-            &["dlt", "replay", "-t", "orders-dlt", "--where", "error-type=InvalidOrder"],
+            &[
+                "dlt",
+                "replay",
+                "-t",
+                "orders-dlt",
+                "--where",
+                "error-type=InvalidOrder",
+            ],
         );
         assert_eq!(filtered.len(), 11);
         assert!(from(&filtered).iter().all(|o| !others.contains(o)));
         // The same filtered replay again: nothing left for it.
         let again = ok(
             &bootstrap,
-            &["dlt", "replay", "-t", "orders-dlt", "--where", "error-type=InvalidOrder"],
+            &[
+                "dlt",
+                "replay",
+                "-t",
+                "orders-dlt",
+                "--where",
+                "error-type=InvalidOrder",
+            ],
         );
         assert_eq!(again.len(), 0, "a filtered replay resumes where it stopped");
         // An unfiltered replay with the default group still sees the 4 others.
         let rest = ok(&bootstrap, &["dlt", "replay", "-t", "orders-dlt"]);
         let rest = from(&rest);
         for o in others {
-            assert!(rest.contains(&o), "dead letter {o} was made unreplayable: {rest:?}");
+            assert!(
+                rest.contains(&o),
+                "dead letter {o} was made unreplayable: {rest:?}"
+            );
         }
         cluster.close().await;
     });

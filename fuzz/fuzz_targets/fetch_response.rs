@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
                     .iter()
                     .map(|a| (a.first_offset, a.producer_id.0))
                     .collect();
-                for isolation in [IsolationLevel::ReadUncommitted, IsolationLevel::ReadCommitted] {
+                for isolation in [
+                    IsolationLevel::ReadUncommitted,
+                    IsolationLevel::ReadCommitted,
+                ] {
                     for fetch_offset in [0, p.log_start_offset.max(0)] {
                         if let Ok((recs, _)) =
                             visible_records(records, fetch_offset, isolation, &aborted)

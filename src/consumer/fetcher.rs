@@ -206,7 +206,10 @@ pub(crate) fn announce_failure(
 }
 
 /// [`announce_failure`] for every partition.
-pub(crate) fn announce_failures(st: &mut State, events: &tokio::sync::broadcast::Sender<ConsumerEvent>) {
+pub(crate) fn announce_failures(
+    st: &mut State,
+    events: &tokio::sync::broadcast::Sender<ConsumerEvent>,
+) {
     for (tp, p) in st.parts.iter_mut() {
         announce_failure(tp, p, events);
     }

@@ -561,7 +561,10 @@ impl ContainerHandle {
     /// The partitions whose fetch failed with an error no retry fixes, with their errors, as
     /// the container last saw them (see [`PartitionFailurePolicy`]).
     pub fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
-        self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the container's task is still running.

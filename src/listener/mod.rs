@@ -35,7 +35,6 @@ pub use backoff::{
 };
 pub use classify::{Classifier, DeserializationFailed, HandlerError, RecordPart, error_class};
 pub use consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
-pub use fetch_failure::PartitionFailurePolicy;
 pub use container::{
     AckMode, Acknowledgment, ContainerBuilder, ContainerEvent, ContainerHandle, ListenerContainer,
     OnFenced, Seeks, StopReason,
@@ -49,6 +48,7 @@ pub use dead_letter_publisher::{
     Destination, DltNaming, MissingDestination, PartitionVerification, PublishWait,
     PublisherConnections, SendTimeout, default_producer_config,
 };
+pub use fetch_failure::PartitionFailurePolicy;
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt, RetryListener, SharedError,

@@ -288,7 +288,10 @@ mod tests {
         let seed = include_bytes!("../../../tests/corpus/sasl_scram/rfc5802-server-messages.bin");
         let e = fuzz_server_messages(seed).unwrap_err();
         assert!(e.to_string().contains("signature is wrong"), "{e}");
-        assert!(fuzz_server_messages(b"r=x,s=QQ==,i=4096").is_err(), "foreign nonce");
+        assert!(
+            fuzz_server_messages(b"r=x,s=QQ==,i=4096").is_err(),
+            "foreign nonce"
+        );
     }
 
     /// Runs a whole client exchange against the messages of an RFC example.

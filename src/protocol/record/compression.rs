@@ -372,7 +372,9 @@ mod tests {
             let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
             assert!(data.len() <= raw.len() * SNAPPY_MAX_EXPANSION, "{len}");
             assert_eq!(
-                decompress(Compression::Snappy, &raw, usize::MAX).unwrap().len(),
+                decompress(Compression::Snappy, &raw, usize::MAX)
+                    .unwrap()
+                    .len(),
                 len
             );
         }
