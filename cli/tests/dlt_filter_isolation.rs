@@ -123,12 +123,18 @@ fn dlt_reads_committed_dead_letters_unless_told_otherwise() {
         let (_mock, cluster, bootstrap) = mock(&["orders", "orders-dlt"]).await;
         let p = txn_producer(&cluster).await;
         p.begin_transaction().unwrap();
+        let mut committed = Vec::new();
         for o in 0..2 {
-            p.send(dead_letter("orders-dlt", "orders", o, &InvalidOrder))
-                .await
-                .unwrap();
+            committed.push(
+                p.send(dead_letter("orders-dlt", "orders", o, &InvalidOrder))
+                    .await
+                    .unwrap(),
+            );
         }
         p.commit_transaction().await.unwrap();
+        for c in committed {
+            c.await.unwrap();
+        }
         p.begin_transaction().unwrap();
         let mut written = Vec::new();
         for o in 2..5 {
