@@ -14,12 +14,16 @@
 //! publisher's aborted dead letters never happened) unless `-X isolation.level=...` says
 //! otherwise; every consumer `-X` property applies (the command's own flags win).
 //!
-//! A replay filtered with `--where` keeps its progress in a group of its own by default,
-//! `rekafka-dlt-replay-<topic>-where-<digest>` (the digest is a stable hash of the normalised
-//! conditions), so it never commits past the dead letters it skipped in the unfiltered default
-//! group `rekafka-dlt-replay-<topic>`: those stay replayable. Rerunning the same filtered replay
-//! resumes where it stopped. The condition is kept in the commit metadata.
+//! A replay filtered with `--where` never commits past a dead letter it skipped: per partition
+//! it commits up to the first one, and lists the dead letters it replayed beyond it in the
+//! commit metadata (`rekafka dlt replay done=4-6,9`). Every replay in the group (filtered or
+//! not) starts at the committed offset and skips the listed ones; the list shrinks as commits
+//! pass it. So the skipped dead letters stay replayable, in the same group, and none is
+//! republished twice. Kafka bounds commit metadata (`offset.metadata.max.bytes`, 4 KiB by
+//! default): a filtered replay stops, asking for an unfiltered one, before its list outgrows
+//! [`MAX_DONE_LIST`] offsets.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,11 +51,11 @@ pub const HELP: &str = concat!(
     "             [-g GROUP] [--max N] [--batch N] [--strip-provenance]\n",
     "                            republish dead letters to their original topic (or --to),\n",
     "                            resuming where an interrupted replay stopped (progress is\n",
-    "                            committed in GROUP, default rekafka-dlt-replay-<topic>; with\n",
-    "                            --where, rekafka-dlt-replay-<topic>-where-<digest of the\n",
-    "                            conditions>, so the dead letters a filtered replay skips stay\n",
-    "                            replayable by an unfiltered one; an explicit -g commits past\n",
-    "                            them)\n",
+    "                            committed in GROUP, default rekafka-dlt-replay-<topic>); a\n",
+    "                            --where replay never commits past a dead letter it skips (the\n",
+    "                            ones it replayed beyond are listed in the commit metadata and\n",
+    "                            skipped by later replays), so skipped ones stay replayable and\n",
+    "                            none is republished twice\n",
     "                            both read committed dead letters only (read_committed),\n",
     "                            unless -X isolation.level=read_uncommitted; other consumer\n",
     "                            -X properties apply too"
@@ -281,15 +285,6 @@ impl Filter {
         }
     }
 
-    /// The condition as `--where` takes it, normalised (`error-type=NAME`,
-    /// `original-partition=N`).
-    fn canonical(&self) -> String {
-        match self {
-            Filter::OriginalPartition(p) => format!("original-partition={p}"),
-            Filter::ErrorType(name) => format!("error-type={name}"),
-        }
-    }
-
     /// Whether a dead letter with `info` matches. An error type matches the full type name or
     /// its last segment (`BarException` matches `org.foo.BarException` and `foo::BarError`).
     fn matches(&self, info: &DeadLetterInfo) -> bool {
@@ -321,33 +316,78 @@ fn replay_headers(headers: &[Header], strip_provenance: bool) -> Vec<Header> {
         .collect()
 }
 
-/// The conditions, normalised (sorted, duplicates dropped) and joined with `&`; empty for none.
-fn canonical_filters(filters: &[Filter]) -> String {
-    let mut all: Vec<String> = filters.iter().map(Filter::canonical).collect();
-    all.sort();
-    all.dedup();
-    all.join("&")
+/// The prefix of the commit metadata a replay writes.
+const METADATA_PREFIX: &str = "rekafka dlt replay";
+
+/// The most replayed-ahead offsets a filtered replay lets a partition's commit metadata list:
+/// Kafka refuses metadata over `offset.metadata.max.bytes`, 4096 bytes by default, and 180
+/// offsets of 19 digits fit.
+pub const MAX_DONE_LIST: usize = 180;
+
+/// A partition's replay progress: the commit stops at the first dead letter skipped by the
+/// filter; the ones replayed after it are remembered (and written into the commit metadata).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Progress {
+    /// The next offset to read.
+    next: i64,
+    /// The first dead letter this run skipped (did not match), if any.
+    first_skipped: Option<i64>,
+    /// Dead letters at or past the commit already replayed.
+    done: BTreeSet<i64>,
 }
 
-/// 64-bit FNV-1a: a stable digest (the same on every platform and release), for group names.
-fn fnv1a64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+impl Progress {
+    /// The offset to commit: the first skipped dead letter, else the next to read.
+    fn commit_offset(&self) -> i64 {
+        self.first_skipped.unwrap_or(self.next)
+    }
 
-/// The default progress group of a replay of `topic` with `filters`: a filtered replay has a
-/// group of its own per set of conditions, so it never commits past the dead letters it skips
-/// in the unfiltered replay's group.
-fn default_group(topic: &str, filters: &[Filter]) -> String {
-    let canonical = canonical_filters(filters);
-    if canonical.is_empty() {
-        format!("rekafka-dlt-replay-{topic}")
-    } else {
-        format!(
-            "rekafka-dlt-replay-{topic}-where-{:016x}",
-            fnv1a64(&canonical)
-        )
+    /// The commit metadata: the prefix, then `done=` and the replayed offsets past the commit
+    /// as ranges (`4-6,9`).
+    fn metadata(&self) -> String {
+        let from = self.commit_offset();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for &o in self.done.range(from..) {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        if ranges.is_empty() {
+            return METADATA_PREFIX.to_owned();
+        }
+        let list: Vec<String> = ranges
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        format!("{METADATA_PREFIX} done={}", list.join(","))
+    }
+
+    /// The replayed-ahead offsets in a commit's metadata (empty for any other metadata).
+    fn parse_done(metadata: &str) -> BTreeSet<i64> {
+        let mut done = BTreeSet::new();
+        let Some(list) = metadata
+            .strip_prefix(METADATA_PREFIX)
+            .and_then(|rest| rest.trim().strip_prefix("done="))
+        else {
+            return done;
+        };
+        for item in list.split(',') {
+            let (a, b) = item.split_once('-').unwrap_or((item, item));
+            if let (Ok(a), Ok(b)) = (a.trim().parse::<i64>(), b.trim().parse::<i64>())
+                && a <= b
+                && b - a < 1_000_000
+            {
+                done.extend(a..=b);
+            }
+        }
+        done
     }
 }
 
@@ -355,7 +395,7 @@ struct ReplayArgs {
     topic: String,
     to: Option<String>,
     filters: Vec<Filter>,
-    /// `-g`; else `-X group.id`; else [`default_group`]. Set once connected.
+    /// `-g`; else `-X group.id`; else `rekafka-dlt-replay-<topic>`. Set once connected.
     group: String,
     max: Option<u64>,
     batch: usize,
@@ -400,12 +440,12 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
     run_async(async move {
         let mut args = args;
         let (client, mut config) = connect(global).await?;
-        // -g, else -X group.id, else the default for these conditions.
+        // -g, else -X group.id, else the default.
         if args.group.is_empty() {
             args.group = config
                 .group_id
                 .clone()
-                .unwrap_or_else(|| default_group(&args.topic, &args.filters));
+                .unwrap_or_else(|| format!("rekafka-dlt-replay-{}", args.topic));
         }
         config.group_id = Some(args.group.clone());
         config.auto_offset_reset = OffsetReset::Earliest;
@@ -419,6 +459,26 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
 async fn replay_async(cluster: Cluster, config: ConsumerConfig, a: &ReplayArgs) -> CliResult {
     let consumer = Consumer::new(cluster.clone(), config)?;
     let tps = partitions_of(&cluster, &a.topic).await?;
+    // What earlier filtered replays replayed past their commits.
+    let committed = consumer
+        .committed(&tps)
+        .await
+        .map_err(|e| failed(format!("reading the progress of group {}: {e}", a.group)))?;
+    let progress: HashMap<TopicPartition, Progress> = committed
+        .into_iter()
+        .filter_map(|(tp, o)| {
+            let o = o?;
+            let done = Progress::parse_done(o.metadata.as_deref().unwrap_or(""));
+            Some((
+                tp,
+                Progress {
+                    next: o.offset,
+                    first_skipped: None,
+                    done,
+                },
+            ))
+        })
+        .collect();
     consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Committed)))?;
     let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await?;
 
@@ -431,15 +491,15 @@ async fn replay_async(cluster: Cluster, config: ConsumerConfig, a: &ReplayArgs) 
         }
     });
 
-    let result = replay_loop(&consumer, &producer, a, &stop).await;
+    let result = replay_loop(&consumer, &producer, a, &stop, progress).await;
     signal.abort();
     producer.close().await;
     let closed = consumer.close().await;
     let (replayed, skipped) = result?;
     closed?;
     eprintln!(
-        "replayed {replayed} dead letter(s) from {} ({skipped} not matching); progress \
-         committed in group {}",
+        "replayed {replayed} dead letter(s) from {} ({skipped} not matching, left for a later \
+         replay); progress committed in group {}",
         a.topic, a.group
     );
     Ok(())
@@ -451,6 +511,7 @@ async fn replay_loop(
     producer: &Producer,
     a: &ReplayArgs,
     stop: &AtomicBool,
+    mut progress: HashMap<TopicPartition, Progress>,
 ) -> CliResult<(u64, u64)> {
     let stdout = std::io::stdout();
     let mut replayed = 0u64;
@@ -478,15 +539,36 @@ async fn replay_loop(
         idle_polls = 0;
         // Send the batch (up to --max), remembering where each partition got to.
         let mut deliveries = Vec::new();
-        let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut touched: Vec<TopicPartition> = Vec::new();
+        let mut full = None;
         for r in recs.iter() {
             if a.max.is_some_and(|m| replayed >= m) {
+                break;
+            }
+            if progress
+                .get(&r.topic_partition())
+                .is_some_and(|p| p.done.len() >= MAX_DONE_LIST)
+            {
+                // The commit metadata cannot list more: stop here (nothing past is committed).
+                full = Some(r.topic_partition());
                 break;
             }
             let headers: Vec<Header> = r.headers.iter().collect();
             let info = DeadLetterInfo::from_headers(&headers);
             let tp = r.topic_partition();
+            if !touched.contains(&tp) {
+                touched.push(tp.clone());
+            }
+            let p = progress.entry(tp).or_default();
+            p.next = r.offset + 1;
+            if p.done.contains(&r.offset) {
+                // Replayed by an earlier (filtered) replay of this group.
+                continue;
+            }
             if a.filters.iter().all(|f| f.matches(&info)) {
+                if p.first_skipped.is_some() {
+                    p.done.insert(r.offset);
+                }
                 let (topic, partition) = match (&a.to, &info.original_topic) {
                     (Some(to), _) => (to.clone(), None),
                     (None, Some(orig)) => (orig.clone(), info.original_partition),
@@ -514,11 +596,9 @@ async fn replay_loop(
                 deliveries.push((r.partition, r.offset, d));
                 replayed += 1;
             } else {
+                // Never committed past: it stays for a later replay.
+                p.first_skipped.get_or_insert(r.offset);
                 skipped += 1;
-            }
-            match next.iter_mut().find(|(t, _)| *t == tp) {
-                Some(n) => n.1 = r.offset + 1,
-                None => next.push((tp, r.offset + 1)),
             }
         }
         // Wait for every acknowledgement, then commit the batch.
@@ -540,19 +620,15 @@ async fn replay_loop(
                 meta.offset
             ));
         }
-        let where_ = canonical_filters(&a.filters);
-        let metadata = if where_.is_empty() {
-            "rekafka dlt replay".to_owned()
-        } else {
-            format!("rekafka dlt replay --where {where_}")
-        };
-        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = next
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = touched
             .into_iter()
-            .map(|(tp, o)| {
-                (
-                    tp,
-                    OffsetAndMetadata::new(o).with_metadata(metadata.clone()),
-                )
+            .filter_map(|tp| {
+                let p = progress.get_mut(&tp)?;
+                let at = p.commit_offset();
+                let om = OffsetAndMetadata::new(at).with_metadata(p.metadata());
+                // What the commit passed no longer needs remembering.
+                p.done = p.done.split_off(&at);
+                Some((tp, om))
             })
             .collect();
         if !offsets.is_empty() {
@@ -568,6 +644,14 @@ async fn replay_loop(
         out.write_all(lines.as_bytes())
             .and_then(|_| out.flush())
             .map_err(|e| failed(format!("writing to stdout: {e}")))?;
+        if let Some(tp) = full {
+            return Err(failed(format!(
+                "{tp}: this filtered replay replayed {MAX_DONE_LIST} dead letters past one it \
+                 skipped, as many as the group's commit metadata can list; run a replay \
+                 without --where (or with other conditions) to move past the skipped ones, \
+                 then rerun this one (its progress so far is committed)"
+            )));
+        }
     }
     Ok((replayed, skipped))
 }
@@ -606,26 +690,25 @@ mod tests {
     }
 
     #[test]
-    fn default_groups_per_condition_set() {
-        let f =
-            |s: &[&str]| -> Vec<Filter> { s.iter().map(|w| Filter::parse(w).unwrap()).collect() };
-        assert_eq!(default_group("d", &[]), "rekafka-dlt-replay-d");
-        let a = default_group("d", &f(&["error-type=X", "original-partition=1"]));
-        assert!(a.starts_with("rekafka-dlt-replay-d-where-"), "{a}");
-        // Order, spacing and repetition do not matter; the conditions do.
+    fn progress_commits_at_the_first_skipped_and_lists_the_replayed_ones() {
+        let mut p = Progress {
+            next: 15,
+            first_skipped: Some(3),
+            done: [4, 5, 6, 9, 10, 11, 13, 14].into_iter().collect(),
+        };
+        assert_eq!(p.commit_offset(), 3);
+        assert_eq!(p.metadata(), "rekafka dlt replay done=4-6,9-11,13-14");
+        assert_eq!(Progress::parse_done(&p.metadata()), p.done);
+        p.first_skipped = None;
+        p.done.clear();
+        assert_eq!(p.commit_offset(), 15);
+        assert_eq!(p.metadata(), "rekafka dlt replay");
+        assert!(Progress::parse_done("rekafka dlt replay").is_empty());
+        assert!(Progress::parse_done("someone else's metadata done=1-3").is_empty());
         assert_eq!(
-            a,
-            default_group(
-                "d",
-                &f(&[" original-partition = 1", "error-type=X", "error-type=X"])
-            )
+            Progress::parse_done("rekafka dlt replay done=7,x,9-8,2-3"),
+            [2, 3, 7].into_iter().collect()
         );
-        assert_ne!(a, default_group("d", &f(&["error-type=X"])));
-        // Stable across releases: a rerun must find its group again.
-        // (FNV-1a's published test vectors.)
-        assert_eq!(fnv1a64(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64("foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
