@@ -545,27 +545,27 @@ async fn replay_loop(
             if a.max.is_some_and(|m| replayed >= m) {
                 break;
             }
-            if progress
-                .get(&r.topic_partition())
-                .is_some_and(|p| p.done.len() >= MAX_DONE_LIST)
-            {
-                // The commit metadata cannot list more: stop here (nothing past is committed).
-                full = Some(r.topic_partition());
-                break;
-            }
             let headers: Vec<Header> = r.headers.iter().collect();
             let info = DeadLetterInfo::from_headers(&headers);
             let tp = r.topic_partition();
-            if !touched.contains(&tp) {
-                touched.push(tp.clone());
+            let matches = a.filters.iter().all(|f| f.matches(&info));
+            let p = progress.entry(tp.clone()).or_default();
+            let already = p.done.contains(&r.offset);
+            if matches && !already && p.first_skipped.is_some() && p.done.len() >= MAX_DONE_LIST {
+                // The commit metadata cannot list more: stop before this dead letter (the
+                // commit stays at the first skipped one).
+                full = Some(tp);
+                break;
             }
-            let p = progress.entry(tp).or_default();
+            if !touched.contains(&tp) {
+                touched.push(tp);
+            }
             p.next = r.offset + 1;
-            if p.done.contains(&r.offset) {
+            if already {
                 // Replayed by an earlier (filtered) replay of this group.
                 continue;
             }
-            if a.filters.iter().all(|f| f.matches(&info)) {
+            if matches {
                 if p.first_skipped.is_some() {
                     p.done.insert(r.offset);
                 }

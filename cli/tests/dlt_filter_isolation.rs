@@ -249,3 +249,85 @@ fn filtered_replay_leaves_non_matching_dead_letters_replayable() {
         cluster.close().await;
     });
 }
+
+/// A filtered replay whose list of replayed-ahead dead letters would outgrow the commit
+/// metadata stops (exit 1) with its progress committed; an unfiltered replay then republishes
+/// exactly what is left, each dead letter once.
+#[test]
+fn filtered_replay_stops_before_the_commit_metadata_overflows() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_mock, cluster, bootstrap) = mock(&["orders", "orders-dlt"]).await;
+        let producer = rekafka::producer::Producer::new(cluster.clone(), ProducerConfig::default())
+            .await
+            .unwrap();
+        let n = 200i64;
+        let mut waits = Vec::new();
+        for o in 0..n {
+            let r = if o == 0 {
+                dead_letter("orders-dlt", "orders", o, &Timeout)
+            } else {
+                dead_letter("orders-dlt", "orders", o, &InvalidOrder)
+            };
+            waits.push(producer.send(r).await.unwrap());
+        }
+        for w in waits {
+            w.await.unwrap();
+        }
+        producer.close().await;
+        let from = |out: &[u8]| -> Vec<i64> {
+            String::from_utf8_lossy(out)
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["from"]["offset"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let o = rekafka(
+            &bootstrap,
+            &[
+                "dlt",
+                "replay",
+                "-t",
+                "orders-dlt",
+                "--where",
+                "error-type=InvalidOrder",
+            ],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let first = from(&o.stdout);
+        assert_eq!(first, (1..=180).collect::<Vec<i64>>());
+        let rest = ok(&bootstrap, &["dlt", "replay", "-t", "orders-dlt"]);
+        let rest: Vec<i64> = rest
+            .iter()
+            .map(|v| v["from"]["offset"].as_i64().unwrap())
+            .collect();
+        let mut want = vec![0];
+        want.extend(181..n);
+        assert_eq!(rest, want, "the rest, each once");
+        let again = ok(
+            &bootstrap,
+            &[
+                "dlt",
+                "replay",
+                "-t",
+                "orders-dlt",
+                "--where",
+                "error-type=InvalidOrder",
+            ],
+        );
+        assert!(again.is_empty());
+        cluster.close().await;
+    });
+}
