@@ -4,8 +4,8 @@
 #   scripts/fuzz.sh [SECONDS]      # SECONDS per target, default 60
 #   FUZZ_TARGETS="frames sasl_scram" scripts/fuzz.sh 10
 #
-# Needs the nightly toolchain (rustup toolchain install nightly); cargo-fuzz is installed into
-# .tools/cargo (project-local) when missing. Targets are built once, in release mode with debug
+# Uses the nightly toolchain (installed with rustup when missing, minimal profile); cargo-fuzz
+# is installed into .tools/cargo (project-local) when missing. Targets are built once, in release mode with debug
 # assertions and without a sanitizer (the code under test is safe Rust; libFuzzer still finds
 # panics, overflows, hangs and runaway memory: -rss_limit_mb). FUZZ_SANITIZER=address switches
 # ASan on (a much slower build). A crash stops the script with a non-zero exit; the input is in
@@ -27,8 +27,8 @@ root="$PWD/.tools/cargo"
 export PATH="$root/bin:$PATH"
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    echo "fuzz.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
-    exit 1
+    echo "==== installing the nightly toolchain (cargo-fuzz needs it)"
+    rustup toolchain install nightly --profile minimal
 fi
 if ! cargo-fuzz --version >/dev/null 2>&1; then
     echo "==== installing cargo-fuzz into $root"

@@ -749,8 +749,10 @@ impl Consumer {
     /// to arrive. Runs group rebalances (and their callbacks) when needed.
     ///
     /// Per-partition failures (an offset out of range with `auto.offset.reset=none`, a corrupt
-    /// batch, an authorization error) are reported once in [`ConsumerRecords::errors`]; the
-    /// partition then stays where it is, and is not fetched, until the application seeks it.
+    /// batch, an authorization error) are reported once in [`ConsumerRecords::errors`], logged
+    /// once, sent as [`ConsumerEvent::PartitionFailed`] and listed by
+    /// [`failed_partitions`](Self::failed_partitions); the partition then stays where it is,
+    /// and is not fetched, until the application seeks it.
     pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
         let _guard = self.poll_lock.lock().await;
         self.check_open()?;
