@@ -30,7 +30,7 @@ use rekafka::client::ClientConfig;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::connection::{Connection, ConnectionConfig};
 use rekafka::consumer::{
-    AutoCommit, BoxFuture, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel,
+    AutoCommit, BoxFuture, Consumer, ConsumerConfig, ConsumerEvent, ConsumerRecord, IsolationLevel,
     OffsetAndMetadata, OffsetReset, RebalanceListener, StartOffset, TopicPartition,
 };
 use rekafka::group::CooperativeStickyAssignor;
@@ -1460,4 +1460,185 @@ async fn pause_survives_a_cooperative_rebalance_for_kept_partitions() {
     hb.await.unwrap();
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// Issue 22: auto-commits run as background tasks; one whose answer is lost is retried after
+/// the request timeout, by which time later auto-commits have committed further. The retry
+/// must not move the committed offset back: the offsets the broker receives never decrease,
+/// and the last position is what stays committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commits_are_ordered_and_never_move_back() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 30);
+    let mut cc = ClusterConfig::new(mock.broker_addrs());
+    cc.connection.request_timeout = Duration::from_millis(800);
+    let cluster = Cluster::connect(cc).await.unwrap();
+    let config = group_config("gauto")
+        .with_auto_commit(AutoCommit::Interval(Duration::ZERO))
+        .with_max_poll_records(10);
+    let c = Consumer::new(cluster, config).unwrap();
+    // The first auto-commit is applied but its answer is lost: the client times out and
+    // retries it.
+    mock.drop_responses(|r| r.api_key == ApiKey::OffsetCommit, 1);
+    c.subscribe(["t"]).unwrap();
+    let got = read(&c, 30, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 30);
+    // One more poll: its auto-commit carries the final position.
+    c.poll(Duration::ZERO).await.unwrap();
+    let commits = |mock: &MockCluster| -> Vec<i64> {
+        mock.requests()
+            .iter()
+            .filter(|r| r.api_key == ApiKey::OffsetCommit && r.group_id.as_deref() == Some("gauto"))
+            .filter_map(|r| r.offsets.first().map(|o| o.2))
+            .collect()
+    };
+    // Wait for the lost commit's retry (the same offset, sent a second time).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = commits(&mock);
+        if let Some(&first) = seen.first()
+            && seen.iter().filter(|&&o| o == first).count() >= 2
+            && mock.committed_offset("gauto", "t", 0) == Some(30)
+        {
+            break;
+        }
+        if let Some(&first) = seen.first()
+            && seen.iter().filter(|&&o| o == first).count() >= 2
+            && seen.windows(2).any(|w| w[1] < w[0])
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commits seen: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = commits(&mock);
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "committed offsets went back: {seen:?}"
+    );
+    assert_eq!(mock.committed_offset("gauto", "t", 0), Some(30), "{seen:?}");
+    drop(c);
+}
+
+/// Issue 22: an OFFSET_OUT_OF_RANGE answer to a read-ahead fetch (at the end of what is already
+/// buffered) must not throw the buffered records away: they were fetched at valid positions.
+/// They are returned first, then the partition is reset (here to `latest`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_out_of_range_on_read_ahead_keeps_the_buffered_records() {
+    let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 30);
+    let mut config = assign_config().with_auto_offset_reset(OffsetReset::Latest);
+    config.max_poll_records = 5;
+    let c = assigned(&mock, config, &[("t", 0)], StartOffset::Beginning).await;
+    let mut got = read(&c, 5, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 5);
+    // Offsets 5..30 are buffered; the fetcher reads ahead at 30, which now answers
+    // OFFSET_OUT_OF_RANGE.
+    let mut events = c.events();
+    let fetches = |mock: &MockCluster| {
+        mock.requests()
+            .iter()
+            .filter(|r| r.api_key == ApiKey::Fetch)
+            .count()
+    };
+    let before = fetches(&mock);
+    mock.push_partition_errors("t", 0, ApiKey::Fetch, &[KafkaCode::OffsetOutOfRange]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetches(&mock) < before + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no fetch after the injected error"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the error reach the client (fetch.max.wait is 50 ms, so the fetch in flight when
+    // the error was pushed, or the next one, carries it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    got.extend(read(&c, 25, Duration::from_secs(5)).await);
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..30).collect::<Vec<i64>>(),
+        "no loss, no duplicate"
+    );
+    // The reset is applied by the poll after the buffered records are out (logged, and
+    // announced).
+    assert!(c.poll(Duration::from_millis(100)).await.unwrap().is_empty());
+    let tp = TopicPartition::new("t", 0);
+    assert_eq!(c.position(&tp).await.unwrap(), 30, "reset to latest");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event")
+        .unwrap();
+    match event {
+        ConsumerEvent::OffsetReset {
+            partition,
+            offset,
+            reset,
+            ..
+        } => {
+            assert_eq!(partition, tp);
+            assert_eq!(offset, 30);
+            assert_eq!(reset, OffsetReset::Latest);
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    assert!(c.failed_partitions().is_empty());
+    c.close().await.unwrap();
+}
+
+/// Issue 22: a partition whose fetch fails with an error no retry fixes is surfaced, not only
+/// reported once in `poll`: a typed event, and a queryable state until a seek clears it; the
+/// other partitions flow meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_partition_is_announced_and_queryable_until_sought() {
+    let mock = MockCluster::builder().topic("t", 2).start().await.unwrap();
+    seed(&mock, "t", 0, 0, 10);
+    seed(&mock, "t", 1, 0, 10);
+    mock.push_partition_errors(
+        "t",
+        1,
+        ApiKey::Fetch,
+        &[KafkaCode::TopicAuthorizationFailed],
+    );
+    let c = Consumer::new(cluster(&mock).await, assign_config()).unwrap();
+    let mut events = c.events();
+    c.assign([0, 1].map(|p| (TopicPartition::new("t", p), StartOffset::Beginning)))
+        .unwrap();
+    let failed = TopicPartition::new("t", 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while c.failed_partitions().is_empty() || got.len() < 10 {
+        assert!(Instant::now() < deadline, "no failure surfaced");
+        got.extend(
+            c.poll(Duration::from_millis(100))
+                .await
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+    }
+    assert!(got.iter().all(|r| r.partition == 0), "partition 0 flows");
+    let f = c.failed_partitions();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].partition, failed);
+    assert_eq!(
+        f[0].kind,
+        rekafka::consumer::FetchFailureKind::Authorization
+    );
+    assert_eq!(f[0].position, Some(0));
+    match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        Ok(Ok(ConsumerEvent::PartitionFailed(e))) => {
+            assert_eq!(e.partition, failed);
+            assert_eq!(e.kind, rekafka::consumer::FetchFailureKind::Authorization);
+        }
+        other => panic!("expected PartitionFailed, got {other:?}"),
+    }
+    // A seek clears the failure; the partition is read again.
+    c.seek(&failed, 0).unwrap();
+    assert!(c.failed_partitions().is_empty());
+    let again = read(&c, 10, Duration::from_secs(5)).await;
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|r| r.partition == 1));
+    c.close().await.unwrap();
 }

@@ -9,8 +9,8 @@ use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use rekafka::listener::{
     ContainerEvent, ContainerHandle, DefaultErrorHandler, DeliveryAttemptHeader, FixedBackOff,
-    HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord, RecovererFn,
-    SharedError,
+    HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
+    PartitionFailurePolicy, RecovererFn, SharedError, StopReason,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -231,4 +231,122 @@ async fn failing_recoverer_halts_the_partition_then_heals() {
         6,
         "recovered once after healing"
     );
+}
+
+/// A topic of two partitions with 10 records each, and a Fetch of partition 1 that fails with
+/// TOPIC_AUTHORIZATION_FAILED (an error no retry fixes).
+async fn acl_setup(topic: &str) -> (MockCluster, Cluster) {
+    let mock = MockCluster::builder()
+        .topic(topic, 2)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()]))
+        .await
+        .expect("connect");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for i in 0..20 {
+        producer
+            .send_and_wait(
+                Record::new(topic)
+                    .with_partition(i % 2)
+                    .with_value(format!("v{i}")),
+            )
+            .await
+            .expect("sent");
+    }
+    producer.close().await;
+    mock.push_partition_errors(
+        topic,
+        1,
+        rekafka::protocol::ApiKey::Fetch,
+        &[rekafka::KafkaCode::TopicAuthorizationFailed],
+    );
+    (mock, cluster)
+}
+
+/// Issue 22: a partition whose fetch fails with an error no retry fixes (here
+/// TOPIC_AUTHORIZATION_FAILED, while the other partition flows) must not stall silently in the
+/// container: by default it is paused with an alarm event, listed by the handle, and the
+/// container keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_fetch_fails_is_paused_with_an_alarm() {
+    let topic = "acl";
+    let (_mock, cluster) = acl_setup(topic).await;
+    let consumer = Consumer::new(cluster.clone(), config("acl-group")).expect("consumer");
+    consumer.subscribe([topic]).expect("subscribe");
+    let handled = Arc::new(AtomicU32::new(0));
+    let h = handled.clone();
+    let builder = ListenerContainer::builder(consumer)
+        .record_handler(move |_r: ListenerConsumerRecord| {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .poll_timeout(Duration::from_millis(100));
+    let mut events = builder.subscribe();
+    let handle = builder.start().expect("start");
+    let failed: rekafka::listener::TopicPartition = (topic.into(), 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut alarm, mut paused) = (false, false);
+    while !paused {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .expect("the failed partition is paused")
+            .expect("event");
+        match &event {
+            ContainerEvent::PartitionFailed {
+                partition,
+                error,
+                policy,
+            } => {
+                assert_eq!(partition, &failed);
+                assert_eq!(
+                    error.kafka_code(),
+                    Some(rekafka::KafkaCode::TopicAuthorizationFailed)
+                );
+                assert_eq!(*policy, PartitionFailurePolicy::PauseWithAlarm);
+                alarm = true;
+            }
+            ContainerEvent::PartitionsPaused(tps) => paused |= tps.contains(&failed),
+            _ => {}
+        }
+    }
+    assert!(alarm, "the alarm comes before the pause");
+    let listed = handle.failed_partitions();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, failed);
+    // The other partition flowed; the container still runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handled.load(Ordering::SeqCst) < 10 {
+        assert!(Instant::now() < deadline, "partition 0 was not consumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.is_running());
+    assert_eq!(handle.stop().await, StopReason::Normal);
+}
+
+/// The same failure under [`PartitionFailurePolicy::Stop`]: the container stops, naming an
+/// authorization problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_fetch_fails_stops_the_container_under_the_stop_policy() {
+    let topic = "acl-stop";
+    let (_mock, cluster) = acl_setup(topic).await;
+    let consumer = Consumer::new(cluster.clone(), config("acl-stop-group")).expect("consumer");
+    consumer.subscribe([topic]).expect("subscribe");
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|_r: ListenerConsumerRecord| async { Ok(()) })
+        .partition_failure_policy(PartitionFailurePolicy::Stop)
+        .poll_timeout(Duration::from_millis(100))
+        .start()
+        .expect("start");
+    let reason = tokio::time::timeout(Duration::from_secs(15), handle.join())
+        .await
+        .expect("the container stops by itself");
+    assert_eq!(reason, StopReason::Authentication);
 }

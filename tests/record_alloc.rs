@@ -219,3 +219,56 @@ fn random_mutations_allocate_proportionally() {
         assert!(peak < 4096 + 16 * n, "peak {peak} for {n} input bytes");
     }
 }
+
+/// A snappy batch whose records payload is `payload` (the batch header is a real one, with its
+/// length and CRC fixed up).
+fn snappy_batch_with_payload(payload: &[u8]) -> Bytes {
+    let mut m = one_record_batch(Compression::Snappy);
+    m.truncate(61);
+    m.extend_from_slice(payload);
+    let len = (m.len() - 12) as i32;
+    m[8..12].copy_from_slice(&len.to_be_bytes());
+    recrc(&mut m);
+    Bytes::from(m)
+}
+
+/// A raw snappy block: a varint header claiming `claimed` bytes, then a few literal bytes.
+fn hostile_snappy_block(claimed: u64) -> Vec<u8> {
+    let mut v = claimed;
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    // A 4-byte literal: tag (len - 1) << 2.
+    out.extend_from_slice(&[3 << 2, b'a', b'b', b'c', b'd']);
+    out
+}
+
+#[test]
+fn snappy_length_header_does_not_zero_fill_what_it_claims() {
+    let _g = LOCK.lock().unwrap();
+    // Just below the default 64 MiB limit, so only the header's claim stands in the way.
+    let claimed = (60u64) << 20;
+    // Raw (unframed) snappy, as librdkafka may write it.
+    let raw = hostile_snappy_block(claimed);
+    // The same block in xerial framing, as the Java client writes it.
+    let mut xerial = b"\x82SNAPPY\0".to_vec();
+    xerial.extend_from_slice(&1i32.to_be_bytes());
+    xerial.extend_from_slice(&1i32.to_be_bytes());
+    xerial.extend_from_slice(&(raw.len() as i32).to_be_bytes());
+    xerial.extend_from_slice(&raw);
+    for (what, payload) in [("raw", raw), ("xerial", xerial)] {
+        let bytes = snappy_batch_with_payload(&payload);
+        let batch = RecordBatches::new(bytes).next().unwrap().unwrap();
+        let peak = peak_during(|| {
+            assert!(batch.records().is_err(), "{what}");
+        });
+        assert!(
+            peak < 64 * 1024,
+            "{what}: peak {peak} bytes for a {} byte snappy block claiming {claimed} bytes",
+            payload.len()
+        );
+    }
+}

@@ -9,16 +9,31 @@
 //! and before its commit went through, that batch is republished again on restart (at most
 //! `--batch` records; Ctrl-C waits for the batch to be committed, so only a hard kill or a
 //! crash opens the window).
+//!
+//! Both read committed dead letters only (`isolation.level=read_committed`: a transactional
+//! publisher's aborted dead letters never happened) unless `-X isolation.level=...` says
+//! otherwise; every consumer `-X` property applies (the command's own flags win).
+//!
+//! A replay filtered with `--where` never commits past a dead letter it skipped: per partition
+//! it commits up to the first one, and lists the dead letters it replayed beyond it in the
+//! commit metadata (`rekafka dlt replay done=4-6,9`). Every replay in the group (filtered or
+//! not) starts at the committed offset and skips the listed ones; the list shrinks as commits
+//! pass it. So the skipped dead letters stay replayable, in the same group, and none is
+//! republished twice. Kafka bounds commit metadata (`offset.metadata.max.bytes`, 4 KiB by
+//! default): a filtered replay stops, asking for an unfiltered one, before its list outgrows
+//! [`MAX_DONE_LIST`] offsets.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rekafka::Client;
 use rekafka::cluster::Cluster;
 use rekafka::consumer::{
-    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, OffsetAndMetadata, OffsetReset,
-    StartOffset, TopicPartition,
+    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetAndMetadata,
+    OffsetReset, StartOffset, TopicPartition,
 };
 use rekafka::listener::DeadLetterInfo;
 use rekafka::listener::dead_letter::names;
@@ -36,7 +51,14 @@ pub const HELP: &str = concat!(
     "             [-g GROUP] [--max N] [--batch N] [--strip-provenance]\n",
     "                            republish dead letters to their original topic (or --to),\n",
     "                            resuming where an interrupted replay stopped (progress is\n",
-    "                            committed in GROUP, default rekafka-dlt-replay-<topic>)"
+    "                            committed in GROUP, default rekafka-dlt-replay-<topic>); a\n",
+    "                            --where replay never commits past a dead letter it skips (the\n",
+    "                            ones it replayed beyond are listed in the commit metadata and\n",
+    "                            skipped by later replays), so skipped ones stay replayable and\n",
+    "                            none is republished twice\n",
+    "                            both read committed dead letters only (read_committed),\n",
+    "                            unless -X isolation.level=read_uncommitted; other consumer\n",
+    "                            -X properties apply too"
 );
 
 /// Runs `dlt ARGS`.
@@ -55,6 +77,23 @@ pub fn run(global: &Global, args: &[String]) -> CliResult {
 
 fn failed(msg: impl Into<String>) -> CliError {
     CliError::Failed(msg.into())
+}
+
+/// The client from the global settings and the consumer config for a `dlt` command: the
+/// command's defaults (read_committed, no auto-commit, a short fetch wait), then the consumer
+/// properties among `-F`/`-X` (so `-X isolation.level=read_uncommitted` reads everything).
+async fn connect(global: &Global) -> CliResult<(Client, ConsumerConfig)> {
+    let mut config = ConsumerConfig::new()
+        .with_isolation_level(IsolationLevel::ReadCommitted)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_fetch_max_wait(Duration::from_millis(100));
+    let client = global
+        .builder_with(|k, v| config.apply_property(k, v))?
+        .build()
+        .await?;
+    // The command commits (replay) or never does (inspect) by itself.
+    config.auto_commit = AutoCommit::Disabled;
+    Ok((client, config))
 }
 
 /// The partitions of `topic`.
@@ -105,11 +144,8 @@ fn inspect(global: &Global, args: &[String]) -> CliResult {
     };
     let exit_at_end = a.has("-e") || a.has("--exit");
     run_async(async move {
-        let client = global.client().await?;
+        let (client, config) = connect(global).await?;
         let cluster = client.cluster().clone();
-        let config = ConsumerConfig::new()
-            .with_auto_commit(AutoCommit::Disabled)
-            .with_fetch_max_wait(Duration::from_millis(100));
         let consumer = Consumer::new(cluster.clone(), config)?;
         let tps = partitions_of(&cluster, &topic).await?;
         consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Beginning)))?;
@@ -288,10 +324,86 @@ fn replay_headers(headers: &[Header], strip_provenance: bool) -> Vec<Header> {
         .collect()
 }
 
+/// The prefix of the commit metadata a replay writes.
+const METADATA_PREFIX: &str = "rekafka dlt replay";
+
+/// The most replayed-ahead offsets a filtered replay lets a partition's commit metadata list:
+/// Kafka refuses metadata over `offset.metadata.max.bytes`, 4096 bytes by default, and 180
+/// offsets of 19 digits fit.
+pub const MAX_DONE_LIST: usize = 180;
+
+/// A partition's replay progress: the commit stops at the first dead letter skipped by the
+/// filter; the ones replayed after it are remembered (and written into the commit metadata).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Progress {
+    /// The next offset to read.
+    next: i64,
+    /// The first dead letter this run skipped (did not match), if any.
+    first_skipped: Option<i64>,
+    /// Dead letters at or past the commit already replayed.
+    done: BTreeSet<i64>,
+}
+
+impl Progress {
+    /// The offset to commit: the first skipped dead letter, else the next to read.
+    fn commit_offset(&self) -> i64 {
+        self.first_skipped.unwrap_or(self.next)
+    }
+
+    /// The commit metadata: the prefix, then `done=` and the replayed offsets past the commit
+    /// as ranges (`4-6,9`).
+    fn metadata(&self) -> String {
+        let from = self.commit_offset();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for &o in self.done.range(from..) {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        if ranges.is_empty() {
+            return METADATA_PREFIX.to_owned();
+        }
+        let list: Vec<String> = ranges
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        format!("{METADATA_PREFIX} done={}", list.join(","))
+    }
+
+    /// The replayed-ahead offsets in a commit's metadata (empty for any other metadata).
+    fn parse_done(metadata: &str) -> BTreeSet<i64> {
+        let mut done = BTreeSet::new();
+        let Some(list) = metadata
+            .strip_prefix(METADATA_PREFIX)
+            .and_then(|rest| rest.trim().strip_prefix("done="))
+        else {
+            return done;
+        };
+        for item in list.split(',') {
+            let (a, b) = item.split_once('-').unwrap_or((item, item));
+            if let (Ok(a), Ok(b)) = (a.trim().parse::<i64>(), b.trim().parse::<i64>())
+                && a <= b
+                && b - a < 1_000_000
+            {
+                done.extend(a..=b);
+            }
+        }
+        done
+    }
+}
+
 struct ReplayArgs {
     topic: String,
     to: Option<String>,
     filters: Vec<Filter>,
+    /// `-g`; else `-X group.id`; else `rekafka-dlt-replay-<topic>`. Set once connected.
     group: String,
     max: Option<u64>,
     batch: usize,
@@ -317,11 +429,7 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
         .into_iter()
         .map(Filter::parse)
         .collect::<CliResult<Vec<_>>>()?;
-    let group = a
-        .value("-g")
-        .or(a.value("--group"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("rekafka-dlt-replay-{topic}"));
+    let group = a.value("-g").or(a.value("--group")).map(str::to_owned);
     let batch = a
         .parsed::<usize>("--batch", "a positive number")?
         .unwrap_or(100);
@@ -332,28 +440,53 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
         topic,
         to: a.value("--to").map(str::to_owned),
         filters,
-        group,
+        group: group.unwrap_or_default(),
         max: a.parsed::<u64>("--max", "a number")?,
         batch,
         strip_provenance: a.has("--strip-provenance"),
     };
     run_async(async move {
-        let client = global.client().await?;
-        let result = replay_async(client.cluster().clone(), &args).await;
+        let mut args = args;
+        let (client, mut config) = connect(global).await?;
+        // -g, else -X group.id, else the default.
+        if args.group.is_empty() {
+            args.group = config
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("rekafka-dlt-replay-{}", args.topic));
+        }
+        config.group_id = Some(args.group.clone());
+        config.auto_offset_reset = OffsetReset::Earliest;
+        config.max_poll_records = args.batch;
+        let result = replay_async(client.cluster().clone(), config, &args).await;
         client.close().await;
         result
     })
 }
 
-async fn replay_async(cluster: Cluster, a: &ReplayArgs) -> CliResult {
-    let config = ConsumerConfig::new()
-        .with_group_id(&a.group)
-        .with_auto_offset_reset(OffsetReset::Earliest)
-        .with_auto_commit(AutoCommit::Disabled)
-        .with_max_poll_records(a.batch)
-        .with_fetch_max_wait(Duration::from_millis(100));
+async fn replay_async(cluster: Cluster, config: ConsumerConfig, a: &ReplayArgs) -> CliResult {
     let consumer = Consumer::new(cluster.clone(), config)?;
     let tps = partitions_of(&cluster, &a.topic).await?;
+    // What earlier filtered replays replayed past their commits.
+    let committed = consumer
+        .committed(&tps)
+        .await
+        .map_err(|e| failed(format!("reading the progress of group {}: {e}", a.group)))?;
+    let progress: HashMap<TopicPartition, Progress> = committed
+        .into_iter()
+        .filter_map(|(tp, o)| {
+            let o = o?;
+            let done = Progress::parse_done(o.metadata.as_deref().unwrap_or(""));
+            Some((
+                tp,
+                Progress {
+                    next: o.offset,
+                    first_skipped: None,
+                    done,
+                },
+            ))
+        })
+        .collect();
     consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Committed)))?;
     let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await?;
 
@@ -366,15 +499,15 @@ async fn replay_async(cluster: Cluster, a: &ReplayArgs) -> CliResult {
         }
     });
 
-    let result = replay_loop(&consumer, &producer, a, &stop).await;
+    let result = replay_loop(&consumer, &producer, a, &stop, progress).await;
     signal.abort();
     producer.close().await;
     let closed = consumer.close().await;
     let (replayed, skipped) = result?;
     closed?;
     eprintln!(
-        "replayed {replayed} dead letter(s) from {} ({skipped} not matching); progress \
-         committed in group {}",
+        "replayed {replayed} dead letter(s) from {} ({skipped} not matching, left for a later \
+         replay); progress committed in group {}",
         a.topic, a.group
     );
     Ok(())
@@ -386,6 +519,7 @@ async fn replay_loop(
     producer: &Producer,
     a: &ReplayArgs,
     stop: &AtomicBool,
+    mut progress: HashMap<TopicPartition, Progress>,
 ) -> CliResult<(u64, u64)> {
     let stdout = std::io::stdout();
     let mut replayed = 0u64;
@@ -413,7 +547,8 @@ async fn replay_loop(
         idle_polls = 0;
         // Send the batch (up to --max), remembering where each partition got to.
         let mut deliveries = Vec::new();
-        let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut touched: Vec<TopicPartition> = Vec::new();
+        let mut full = None;
         for r in recs.iter() {
             if a.max.is_some_and(|m| replayed >= m) {
                 break;
@@ -421,7 +556,27 @@ async fn replay_loop(
             let headers: Vec<Header> = r.headers.iter().collect();
             let info = DeadLetterInfo::from_headers(&headers);
             let tp = r.topic_partition();
-            if a.filters.iter().all(|f| f.matches(&info)) {
+            let matches = a.filters.iter().all(|f| f.matches(&info));
+            let p = progress.entry(tp.clone()).or_default();
+            let already = p.done.contains(&r.offset);
+            if matches && !already && p.first_skipped.is_some() && p.done.len() >= MAX_DONE_LIST {
+                // The commit metadata cannot list more: stop before this dead letter (the
+                // commit stays at the first skipped one).
+                full = Some(tp);
+                break;
+            }
+            if !touched.contains(&tp) {
+                touched.push(tp);
+            }
+            p.next = r.offset + 1;
+            if already {
+                // Replayed by an earlier (filtered) replay of this group.
+                continue;
+            }
+            if matches {
+                if p.first_skipped.is_some() {
+                    p.done.insert(r.offset);
+                }
                 let (topic, partition) = match (&a.to, &info.original_topic) {
                     (Some(to), _) => (to.clone(), None),
                     (None, Some(orig)) => (orig.clone(), info.original_partition),
@@ -449,11 +604,9 @@ async fn replay_loop(
                 deliveries.push((r.partition, r.offset, d));
                 replayed += 1;
             } else {
+                // Never committed past: it stays for a later replay.
+                p.first_skipped.get_or_insert(r.offset);
                 skipped += 1;
-            }
-            match next.iter_mut().find(|(t, _)| *t == tp) {
-                Some(n) => n.1 = r.offset + 1,
-                None => next.push((tp, r.offset + 1)),
             }
         }
         // Wait for every acknowledgement, then commit the batch.
@@ -475,9 +628,16 @@ async fn replay_loop(
                 meta.offset
             ));
         }
-        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = next
+        let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = touched
             .into_iter()
-            .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
+            .filter_map(|tp| {
+                let p = progress.get_mut(&tp)?;
+                let at = p.commit_offset();
+                let om = OffsetAndMetadata::new(at).with_metadata(p.metadata());
+                // What the commit passed no longer needs remembering.
+                p.done = p.done.split_off(&at);
+                Some((tp, om))
+            })
             .collect();
         if !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await.map_err(|e| {
@@ -492,6 +652,14 @@ async fn replay_loop(
         out.write_all(lines.as_bytes())
             .and_then(|_| out.flush())
             .map_err(|e| failed(format!("writing to stdout: {e}")))?;
+        if let Some(tp) = full {
+            return Err(failed(format!(
+                "{tp}: this filtered replay replayed {MAX_DONE_LIST} dead letters past one it \
+                 skipped, as many as the group's commit metadata can list; run a replay \
+                 without --where (or with other conditions) to move past the skipped ones, \
+                 then rerun this one (its progress so far is committed)"
+            )));
+        }
     }
     Ok((replayed, skipped))
 }
@@ -527,6 +695,28 @@ mod tests {
         info.original_partition = Some(3);
         assert!(Filter::OriginalPartition(3).matches(&info));
         assert!(!Filter::OriginalPartition(2).matches(&info));
+    }
+
+    #[test]
+    fn progress_commits_at_the_first_skipped_and_lists_the_replayed_ones() {
+        let mut p = Progress {
+            next: 15,
+            first_skipped: Some(3),
+            done: [4, 5, 6, 9, 10, 11, 13, 14].into_iter().collect(),
+        };
+        assert_eq!(p.commit_offset(), 3);
+        assert_eq!(p.metadata(), "rekafka dlt replay done=4-6,9-11,13-14");
+        assert_eq!(Progress::parse_done(&p.metadata()), p.done);
+        p.first_skipped = None;
+        p.done.clear();
+        assert_eq!(p.commit_offset(), 15);
+        assert_eq!(p.metadata(), "rekafka dlt replay");
+        assert!(Progress::parse_done("rekafka dlt replay").is_empty());
+        assert!(Progress::parse_done("someone else's metadata done=1-3").is_empty());
+        assert_eq!(
+            Progress::parse_done("rekafka dlt replay done=7,x,9-8,2-3"),
+            [2, 3, 7].into_iter().collect()
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub struct PartitionMetadata {
     pub partition: i32,
     /// The leader's node id, -1 if there is none.
     pub leader: i32,
-    /// The leader epoch, -1 if the broker did not say (Metadata v0–v6).
+    /// The leader epoch, -1 if no response ever said (Metadata v0–v6). A later answer with -1
+    /// keeps the known epoch.
     pub leader_epoch: i32,
     /// The replicas' node ids.
     pub replicas: Vec<i32>,
@@ -101,7 +102,9 @@ impl Metadata {
     ///
     /// The broker list is replaced. Listed topics replace their cached entry, except that a
     /// partition whose new leader epoch is *older* than the cached one keeps the cached entry
-    /// (the response came from a broker with stale metadata, KIP-320). A topic answered with
+    /// (the response came from a broker with stale metadata, KIP-320), and an unknown epoch
+    /// (-1) leaves the cached epoch as it is (the leader and replicas are still taken). A topic
+    /// whose id changed (deleted and created again) starts over. A topic answered with
     /// `UNKNOWN_TOPIC_OR_PARTITION` is removed. If `all_topics` (the request asked for every
     /// topic), topics not listed are removed too.
     pub fn apply(&mut self, resp: &MetadataResponse, all_topics: bool) -> MetadataChanges {
@@ -152,7 +155,13 @@ impl Metadata {
                 }
                 continue;
             }
-            let old = self.topics.get(&name);
+            let new_id = *t.topic_id.as_bytes();
+            // A topic deleted and created again under the same name has a new id and starts
+            // its leader epochs over: its old epochs say nothing about it.
+            let old = self
+                .topics
+                .get(&name)
+                .filter(|o| o.topic_id == [0; 16] || new_id == [0; 16] || o.topic_id == new_id);
             let mut partitions: Vec<PartitionMetadata> = t
                 .partitions
                 .iter()
@@ -176,6 +185,13 @@ impl Metadata {
                             c.clone()
                         }
                         Some(c) => {
+                            let mut new = new;
+                            if new.leader_epoch < 0 {
+                                // -1 is "unknown" (old versions, some error answers), not an
+                                // epoch: the known epoch stays, so older epochs are still
+                                // recognised as stale. The rest of the answer is taken.
+                                new.leader_epoch = c.leader_epoch;
+                            }
                             if c.leader != new.leader || c.leader_epoch != new.leader_epoch {
                                 changes.leaders_changed.push((name.clone(), new.partition));
                             }
@@ -191,7 +207,7 @@ impl Metadata {
             partitions.sort_by_key(|p| p.partition);
             let topic = TopicMetadata {
                 name: name.clone(),
-                topic_id: *t.topic_id.as_bytes(),
+                topic_id: new_id,
                 is_internal: t.is_internal,
                 error,
                 partitions,
@@ -331,12 +347,65 @@ pub(crate) mod tests {
         );
         assert!(c.leaders_changed.is_empty());
         assert_eq!(m.partition("t", 0).map(|p| p.leader), Some(2));
-        // Unknown epoch (-1, old Metadata versions) is always taken.
+        // A response with an unknown epoch (-1) still moves the leader.
         m.apply(
             &response(bs(), vec![topic("t", 0, &[(0, 1, -1), (1, 1, -1)])]),
             false,
         );
         assert_eq!(m.partition("t", 0).map(|p| p.leader), Some(1));
+    }
+
+    #[test]
+    fn unknown_leader_epoch_keeps_the_cached_epoch() {
+        let mut m = Metadata::default();
+        let bs = || vec![broker(1, "a", 1), broker(2, "b", 2)];
+        m.apply(&response(bs(), vec![topic("t", 0, &[(0, 1, 7)])]), false);
+        // -1 means "unknown", not "epoch -1": the known epoch stays; the leader is taken.
+        let c = m.apply(&response(bs(), vec![topic("t", 0, &[(0, 2, -1)])]), false);
+        assert_eq!(c.leaders_changed, [("t".to_owned(), 0)]);
+        assert_eq!(
+            m.partition("t", 0).map(|p| (p.leader, p.leader_epoch)),
+            Some((2, 7))
+        );
+        // So an older epoch is still recognised as stale afterwards.
+        let c = m.apply(&response(bs(), vec![topic("t", 0, &[(0, 1, 6)])]), false);
+        assert!(c.leaders_changed.is_empty());
+        assert_eq!(
+            m.partition("t", 0).map(|p| (p.leader, p.leader_epoch)),
+            Some((2, 7))
+        );
+        // The same -1 again is no change.
+        let c = m.apply(&response(bs(), vec![topic("t", 0, &[(0, 2, -1)])]), false);
+        assert!(c.leaders_changed.is_empty());
+        // A newer epoch is taken.
+        m.apply(&response(bs(), vec![topic("t", 0, &[(0, 1, 8)])]), false);
+        assert_eq!(
+            m.partition("t", 0).map(|p| (p.leader, p.leader_epoch)),
+            Some((1, 8))
+        );
+        // With no cached epoch, -1 is what there is.
+        m.apply(&response(bs(), vec![topic("u", 0, &[(0, 1, -1)])]), false);
+        assert_eq!(m.partition("u", 0).map(|p| p.leader_epoch), Some(-1));
+    }
+
+    // `uuid` comes with the `mock` feature.
+    #[cfg(feature = "mock")]
+    #[test]
+    fn recreated_topic_takes_its_new_epochs() {
+        let mut m = Metadata::default();
+        let bs = || vec![broker(1, "a", 1), broker(2, "b", 2)];
+        let with_id = |id: u8, leader, epoch| {
+            let mut t = topic("t", 0, &[(0, leader, epoch)]);
+            t.topic_id = uuid::Uuid::from_bytes([id; 16]);
+            t
+        };
+        m.apply(&response(bs(), vec![with_id(1, 1, 9)]), false);
+        // Deleted and created again: a new topic id, epochs start over.
+        m.apply(&response(bs(), vec![with_id(2, 2, 0)]), false);
+        assert_eq!(
+            m.partition("t", 0).map(|p| (p.leader, p.leader_epoch)),
+            Some((2, 0))
+        );
     }
 
     #[test]

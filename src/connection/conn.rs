@@ -1075,6 +1075,9 @@ async fn negotiate_versions(
     ))
 }
 
+/// The most the reader reserves beyond the bytes it holds while a frame is incomplete.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// The reader task: splits the stream into frames and routes them by correlation id. Ends when
 /// the connection dies (failing everything in flight) or is closed.
 async fn read_loop(
@@ -1095,6 +1098,10 @@ async fn read_loop(
             Ok(None) => 0,
             Err(e) => break e,
         };
+        // A size prefix is only a claim (4 hostile bytes may announce 100 MiB): grow with the
+        // bytes that arrived, at most doubling what the frame already holds (at least 64 KiB),
+        // which keeps a large frame's copies amortised.
+        let want = want.min(buf.len().max(READ_CHUNK));
         buf.reserve(want.max(8 * 1024));
         tokio::select! {
             biased;

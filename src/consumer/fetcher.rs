@@ -26,6 +26,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::config::{ConsumerConfig, IsolationLevel, OffsetReset};
+use super::event::{ConsumerEvent, FetchFailureKind, PartitionFailure};
 use super::record::ConsumerRecord;
 use crate::cluster::{Cluster, Recovery, recovery_for};
 use crate::group::{GroupMember, TopicPartition};
@@ -54,6 +55,10 @@ pub(crate) struct Shared {
     pub(crate) wake_fetcher: Notify,
     pub(crate) closed: AtomicBool,
     pub(crate) member: Option<GroupMember>,
+    /// Orders the offset commits (see `commit.rs`).
+    pub(crate) commits: super::commit::CommitOrder,
+    /// Typed events (`Consumer::events`).
+    pub(crate) events: tokio::sync::broadcast::Sender<ConsumerEvent>,
 }
 
 #[derive(Default)]
@@ -85,6 +90,11 @@ pub(crate) struct PartState {
     bytes: usize,
     pub(crate) error: Option<Error>,
     pub(crate) error_reported: bool,
+    /// When the error was announced (logged, `PartitionFailed` sent); `None` until then.
+    pub(crate) failed_since: Option<std::time::SystemTime>,
+    /// An OFFSET_OUT_OF_RANGE answer to a read-ahead fetch, applied once the records buffered
+    /// before it are drained (they were fetched at valid positions). No fetch meanwhile.
+    out_of_range: Option<OutOfRange>,
     retry_at: Option<Instant>,
     pub(crate) high_watermark: Option<i64>,
     pub(crate) last_stable_offset: Option<i64>,
@@ -106,6 +116,8 @@ impl PartState {
             bytes: 0,
             error: None,
             error_reported: false,
+            failed_since: None,
+            out_of_range: None,
             retry_at: None,
             high_watermark: None,
             last_stable_offset: None,
@@ -127,6 +139,8 @@ impl PartState {
         self.version = next_version();
         self.error = None;
         self.error_reported = false;
+        self.failed_since = None;
+        self.out_of_range = None;
         self.retry_at = None;
         self.resolving = false;
         self.start = start;
@@ -144,6 +158,108 @@ impl PartState {
         self.chunks.clear();
         self.bytes = 0;
     }
+}
+
+/// A deferred OFFSET_OUT_OF_RANGE answer.
+struct OutOfRange {
+    offset: i64,
+    error: Error,
+    log_start_offset: Option<i64>,
+    high_watermark: Option<i64>,
+}
+
+impl PartState {
+    /// The failure, if the partition failed and the failure was announced.
+    pub(crate) fn failure(&self, tp: &TopicPartition) -> Option<PartitionFailure> {
+        let error = self.error.clone()?;
+        Some(PartitionFailure {
+            partition: tp.clone(),
+            position: self.position,
+            kind: FetchFailureKind::of(&error),
+            error,
+            since: self.failed_since?,
+        })
+    }
+}
+
+/// Announces a partition's new failure once: a WARN log and a `PartitionFailed` event.
+pub(crate) fn announce_failure(
+    tp: &TopicPartition,
+    p: &mut PartState,
+    events: &tokio::sync::broadcast::Sender<ConsumerEvent>,
+) {
+    if p.error.is_none() || p.failed_since.is_some() {
+        return;
+    }
+    p.failed_since = Some(std::time::SystemTime::now());
+    if let Some(f) = p.failure(tp) {
+        tracing::warn!(
+            %tp,
+            position = ?f.position,
+            kind = ?f.kind,
+            error = %f.error,
+            "partition failed: it is not fetched until it is sought"
+        );
+        // No receiver is fine.
+        let _ = events.send(ConsumerEvent::PartitionFailed(f));
+    }
+}
+
+/// [`announce_failure`] for every partition.
+pub(crate) fn announce_failures(
+    st: &mut State,
+    events: &tokio::sync::broadcast::Sender<ConsumerEvent>,
+) {
+    for (tp, p) in st.parts.iter_mut() {
+        announce_failure(tp, p, events);
+    }
+}
+
+/// Applies a deferred OFFSET_OUT_OF_RANGE once nothing fetched before it is left in the
+/// buffer: resets the partition by `reset` (logged, `OffsetReset` event), or with `none`
+/// fails it. Returns whether it did.
+pub(crate) fn settle_out_of_range(
+    tp: &TopicPartition,
+    p: &mut PartState,
+    buffered: &mut usize,
+    reset: OffsetReset,
+    events: &tokio::sync::broadcast::Sender<ConsumerEvent>,
+) -> bool {
+    if p.out_of_range.is_none() || !p.chunks.is_empty() {
+        return false;
+    }
+    let Some(oor) = p.out_of_range.take() else {
+        return false;
+    };
+    let start = match reset {
+        OffsetReset::Earliest => StartOffset::Beginning,
+        OffsetReset::Latest => StartOffset::End,
+        _ => {
+            p.error = Some(oor.error.message(format!(
+                "offset {} is out of range and auto.offset.reset is none",
+                oor.offset
+            )));
+            announce_failure(tp, p, events);
+            return true;
+        }
+    };
+    tracing::warn!(
+        %tp,
+        offset = oor.offset,
+        log_start_offset = ?oor.log_start_offset,
+        high_watermark = ?oor.high_watermark,
+        ?reset,
+        "fetch offset out of range; resetting the partition by auto.offset.reset"
+    );
+    p.reset(start, buffered);
+    let _ = events.send(ConsumerEvent::OffsetReset {
+        partition: tp.clone(),
+        offset: oor.offset,
+        reset,
+        log_start_offset: oor.log_start_offset,
+        high_watermark: oor.high_watermark,
+    });
+    true
 }
 
 enum Entry {
@@ -406,7 +522,7 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
                 }
                 p.retry_at = None;
             }
-            if p.error.is_some() || p.in_flight {
+            if p.error.is_some() || p.in_flight || p.out_of_range.is_some() {
                 continue;
             }
             if p.position.is_none() {
@@ -448,6 +564,9 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
                 if let Some(p) = st.parts.get_mut(&tp) {
                     if e.kind() == &ErrorKind::Closed || e.is_fatal() {
                         p.error = Some(e);
+                        if !shared.closed.load(Ordering::Acquire) {
+                            announce_failure(&tp, p, &shared.events);
+                        }
                     } else {
                         p.retry_at = Some(at);
                     }
@@ -488,7 +607,6 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
     let result = fetch_request(&shared, broker, &items).await;
     let cfg = &shared.config;
     let mut refresh_topics: BTreeSet<String> = BTreeSet::new();
-    let mut resets: Vec<(TopicPartition, StartOffset)> = Vec::new();
     let mut got_data = false;
     {
         let mut guard = lock(&shared.state);
@@ -547,18 +665,16 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                     }) {
                         match e.kafka_code() {
                             Some(KafkaCode::OffsetOutOfRange) => {
-                                match cfg.auto_offset_reset {
-                                    OffsetReset::Earliest => {
-                                        resets.push((i.tp.clone(), StartOffset::Beginning))
-                                    }
-                                    OffsetReset::Latest => {
-                                        resets.push((i.tp.clone(), StartOffset::End))
-                                    }
-                                    OffsetReset::None => p.error = Some(e.message(format!(
-                                        "offset {} is out of range and auto.offset.reset is none",
-                                        i.offset
-                                    ))),
-                                }
+                                // Applied once the records buffered before `i.offset` (a
+                                // read-ahead fetch) are drained: see `settle_out_of_range`.
+                                p.out_of_range = Some(OutOfRange {
+                                    offset: i.offset,
+                                    error: e,
+                                    log_start_offset: p.log_start_offset,
+                                    high_watermark: (data.high_watermark >= 0)
+                                        .then_some(data.high_watermark),
+                                });
+                                got_data = true;
                             }
                             _ => match recovery_for(&e) {
                                 Recovery::GiveUp => p.error = Some(e),
@@ -615,12 +731,19 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                 }
             }
         }
-        for (tp, start) in &resets {
-            if let Some(p) = st.parts.get_mut(tp) {
-                let mut b = st.buffered;
-                p.reset(*start, &mut b);
-                st.buffered = b;
+        for i in &items {
+            if let Some(p) = st.parts.get_mut(&i.tp) {
+                settle_out_of_range(
+                    &i.tp,
+                    p,
+                    &mut st.buffered,
+                    cfg.auto_offset_reset,
+                    &shared.events,
+                );
             }
+        }
+        if !shared.closed.load(Ordering::Acquire) {
+            announce_failures(st, &shared.events);
         }
     }
     if got_data {
@@ -799,6 +922,7 @@ async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, StartOffset, u
                         || (!e.is_retriable() && e.is_fatal())
                     {
                         p.error = Some(e);
+                        announce_failure(&tp, p, &shared.events);
                     } else {
                         tracing::debug!(%tp, error = %e, "position lookup failed; retrying");
                         p.retry_at = Some(Instant::now() + cfg.retry_backoff);

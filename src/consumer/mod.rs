@@ -27,12 +27,15 @@
 //! # }
 //! ```
 
+mod commit;
 mod config;
+mod event;
 mod fetcher;
 mod record;
 pub(crate) use record::failure_detail;
 
 pub use config::{AutoCommit, ConsumerConfig, IsolationLevel, OffsetReset};
+pub use event::{ConsumerEvent, EVENT_CAPACITY, FetchFailureKind, PartitionFailure};
 pub use fetcher::StartOffset;
 #[doc(hidden)]
 pub use fetcher::visible_records;
@@ -173,6 +176,8 @@ impl Consumer {
             wake_fetcher: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             member,
+            commits: commit::CommitOrder::default(),
+            events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
         });
         let (shutdown, rx) = watch::channel(false);
         runtime.spawn(fetcher::run(shared.clone(), rx));
@@ -191,6 +196,23 @@ impl Consumer {
             poll_lock: tokio::sync::Mutex::new(()),
             shutdown,
         })
+    }
+
+    /// A receiver of the consumer's typed events from now on: resets by `auto.offset.reset`
+    /// and partitions that stopped on a fetch failure. Each receiver gets every event; one
+    /// that falls more than [`EVENT_CAPACITY`] behind loses the oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConsumerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The assigned partitions that stopped on a fetch failure (corrupt batch, authorization,
+    /// out of range with `auto.offset.reset=none`, …) and wait for a seek, in partition order.
+    pub fn failed_partitions(&self) -> Vec<PartitionFailure> {
+        lock(&self.shared.state)
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| p.failure(tp))
+            .collect()
     }
 
     /// The settings.
@@ -532,7 +554,8 @@ impl Consumer {
         self.check_open()?;
         let member = self.member()?;
         self.check_generation(member)?;
-        member.commit(offsets).await
+        let ticket = self.shared.commits.ticket();
+        self.shared.commits.commit(member, ticket, offsets).await
     }
 
     /// A subscribed consumer that is not in an active generation (its membership was lost, or
@@ -562,9 +585,10 @@ impl Consumer {
         self.check_open()?;
         self.check_generation(self.member()?)?;
         let shared = self.shared.clone();
+        let ticket = shared.commits.ticket();
         Ok(self.runtime.spawn(async move {
             match &shared.member {
-                Some(m) => m.commit(&offsets).await,
+                Some(m) => shared.commits.commit(m, ticket, &offsets).await,
                 None => Ok(()),
             }
         }))
@@ -596,12 +620,13 @@ impl Consumer {
             return;
         }
         let set: BTreeSet<&TopicPartition> = tps.iter().collect();
+        let ticket = self.shared.commits.ticket();
         let offsets: Vec<_> = self
             .positions()
             .into_iter()
             .filter(|(tp, _)| set.contains(tp))
             .collect();
-        if let Err(e) = m.commit(&offsets).await {
+        if let Err(e) = self.shared.commits.commit(m, ticket, &offsets).await {
             tracing::warn!(error = %e, "auto-commit before revocation failed");
         }
     }
@@ -620,14 +645,17 @@ impl Consumer {
             }
             g.last_auto_commit = Instant::now();
         }
+        let ticket = self.shared.commits.ticket();
         let offsets = self.positions();
         if offsets.is_empty() {
             return;
         }
         let shared = self.shared.clone();
+        // In its own task, but ordered after the commits already taken (`commit.rs`): a
+        // retried older commit never overwrites this one.
         self.runtime.spawn(async move {
             if let Some(m) = &shared.member
-                && let Err(e) = m.commit(&offsets).await
+                && let Err(e) = shared.commits.commit(m, ticket, &offsets).await
             {
                 tracing::warn!(error = %e, "auto-commit failed");
             }
@@ -742,8 +770,10 @@ impl Consumer {
     /// to arrive. Runs group rebalances (and their callbacks) when needed.
     ///
     /// Per-partition failures (an offset out of range with `auto.offset.reset=none`, a corrupt
-    /// batch, an authorization error) are reported once in [`ConsumerRecords::errors`]; the
-    /// partition then stays where it is, and is not fetched, until the application seeks it.
+    /// batch, an authorization error) are reported once in [`ConsumerRecords::errors`], logged
+    /// once, sent as [`ConsumerEvent::PartitionFailed`] and listed by
+    /// [`failed_partitions`](Self::failed_partitions); the partition then stays where it is,
+    /// and is not fetched, until the application seeks it.
     pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
         let _guard = self.poll_lock.lock().await;
         self.check_open()?;
@@ -796,6 +826,7 @@ impl Consumer {
         let max = self.shared.config.max_poll_records;
         let mut out = ConsumerRecords::default();
         let released;
+        let mut settled = false;
         {
             let mut guard = lock(&self.shared.state);
             let st = &mut *guard;
@@ -829,12 +860,22 @@ impl Consumer {
                 }
                 let mut v = Vec::new();
                 fetcher::drain(tp, p, &mut st.buffered, max - total, &mut v);
+                // A deferred OFFSET_OUT_OF_RANGE applies once the records before it are out.
+                settled |= fetcher::settle_out_of_range(
+                    tp,
+                    p,
+                    &mut st.buffered,
+                    self.shared.config.auto_offset_reset,
+                    &self.shared.events,
+                );
+                // A corrupt batch found while draining.
+                fetcher::announce_failure(tp, p, &self.shared.events);
                 if !v.is_empty() {
                     total += v.len();
                     out.parts.push((tp.clone(), v));
                 }
             }
-            released = st.buffered < before;
+            released = st.buffered < before || settled;
         }
         if released {
             self.shared.wake_fetcher.notify_one();

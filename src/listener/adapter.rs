@@ -10,11 +10,11 @@ use bytes::Bytes;
 use super::classify::{DeserializationFailed, RecordPart};
 use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::tracker::TopicPartition;
-use crate::Result;
 use crate::consumer::failure_detail;
 use crate::consumer::{AutoCommit, Consumer, ConsumerRecord, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
 use crate::protocol::record::{Header, TimestampType};
+use crate::{Error, Result};
 
 fn to_group_tp(tp: &TopicPartition) -> group::TopicPartition {
     group::TopicPartition {
@@ -186,15 +186,11 @@ impl ContainerConsumer for Consumer {
     type Record = ListenerConsumerRecord;
 
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<ListenerConsumerRecord>> {
+        // Per-partition failures (`records.errors()`) are not poll failures: the consumer
+        // logs them and keeps them in `failed_partitions`, where the container finds them.
         let records = Consumer::poll(self, timeout).await?;
         if records.is_empty() {
-            if let Some((_, e)) = records.errors().first() {
-                return Err(e.clone());
-            }
             return Ok(Vec::new());
-        }
-        for (tp, e) in records.errors() {
-            tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "partition error");
         }
         let poll: Arc<[ConsumerRecord]> = records.into_iter().collect();
         Ok((0..poll.len())
@@ -221,6 +217,13 @@ impl ContainerConsumer for Consumer {
     fn resume(&mut self, tps: &[TopicPartition]) -> Result<()> {
         let tps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
         Consumer::resume(self, &tps)
+    }
+
+    fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+        Consumer::failed_partitions(self)
+            .into_iter()
+            .map(|f| (from_group_tp(&f.partition), f.error))
+            .collect()
     }
 
     fn assignment(&self) -> Vec<TopicPartition> {

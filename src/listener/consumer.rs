@@ -11,8 +11,8 @@ use bytes::Bytes;
 
 use super::classify::DeserializationFailed;
 use super::tracker::TopicPartition;
-use crate::Result;
 use crate::protocol::record::{Header, TimestampType};
+use crate::{Error, Result};
 
 /// A committed offset and its metadata, per partition (`None` when nothing is committed).
 pub type CommittedOffsets = Vec<(TopicPartition, Option<(i64, String)>)>;
@@ -107,6 +107,14 @@ pub trait ContainerConsumer: Send + 'static {
     /// of a partition does not recover the same records again. Default: false.
     fn rebalance_pending(&self) -> bool {
         false
+    }
+
+    /// The assigned partitions whose fetch failed with an error no retry fixes (a corrupt
+    /// batch, an authorization error, an offset out of range with `auto.offset.reset=none`):
+    /// they are no longer fetched until sought. The container applies its
+    /// [`PartitionFailurePolicy`](super::PartitionFailurePolicy) to each, once. Default: none.
+    fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+        Vec::new()
     }
 
     /// Leaves the group and closes the consumer.

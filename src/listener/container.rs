@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::classify::HandlerError;
 use super::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::events::{EventHub, Events, HaltedPartition};
+use super::fetch_failure::{FailedList, FetchFailures, PartitionFailurePolicy};
 use super::handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     ListenerFailure, Recovery, RecoveryHalt, SharedError,
@@ -127,6 +128,16 @@ pub enum ContainerEvent {
     CommitFailed(Error),
     /// `poll` failed with a non-fatal error.
     PollFailed(Error),
+    /// A partition's fetch failed with an error no retry fixes (the alarm); the container
+    /// applies `policy` (see [`PartitionFailurePolicy`]).
+    PartitionFailed {
+        /// The partition.
+        partition: TopicPartition,
+        /// The consumer's error.
+        error: Error,
+        /// What the container does about it.
+        policy: PartitionFailurePolicy,
+    },
 }
 
 /// Acknowledges records in the manual ack modes.
@@ -249,6 +260,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     concurrency: usize,
     transactional: Option<Transactional>,
     events: Arc<EventHub>,
+    partition_failure_policy: PartitionFailurePolicy,
 }
 
 /// What the container does when its transactional producer is fenced (another instance with
@@ -294,6 +306,7 @@ impl ListenerContainer {
             concurrency: 1,
             transactional: None,
             events,
+            partition_failure_policy: PartitionFailurePolicy::default(),
         }
     }
 }
@@ -527,6 +540,13 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// What to do with a partition whose fetch fails with an error no retry fixes. Default:
+    /// [`PartitionFailurePolicy::PauseWithAlarm`].
+    pub fn partition_failure_policy(mut self, policy: PartitionFailurePolicy) -> Self {
+        self.partition_failure_policy = policy;
+        self
+    }
+
     /// Subscribes to events before the container starts (so `Started` is seen). See [`Events`]:
     /// alarms are never lost.
     pub fn subscribe(&self) -> Events {
@@ -555,7 +575,9 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             self.error_handler.reset_state_on_recovery_failure;
         tracker.max_recovery_failures = self.error_handler.max_recovery_failures;
         let group = self.consumer.group_id();
+        let failed = FailedList::default();
         let runner = Runner {
+            fetch_failures: FetchFailures::new(self.partition_failure_policy, failed.clone()),
             consumer: self.consumer,
             handler,
             eh: self.error_handler,
@@ -601,6 +623,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             pause: pause_tx,
             events: self.events,
             task: Some(task),
+            failed,
         })
     }
 }
@@ -612,6 +635,7 @@ pub struct ContainerHandle {
     pause: watch::Sender<bool>,
     events: Arc<EventHub>,
     task: Option<JoinHandle<StopReason>>,
+    failed: FailedList,
 }
 
 impl ContainerHandle {
@@ -646,6 +670,15 @@ impl ContainerHandle {
     /// Resumes after [`pause`](Self::pause).
     pub fn resume(&self) {
         self.pause.send_replace(false);
+    }
+
+    /// The partitions whose fetch failed with an error no retry fixes, with their errors, as
+    /// the container last saw them (see [`PartitionFailurePolicy`]).
+    pub fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the container's task is still running.
@@ -825,6 +858,8 @@ struct Runner<C: ContainerConsumer> {
     /// Per partition, where the handling of the last poll has sought it back to (the lowest
     /// seek wins: see [`seek_min`](Self::seek_min)). Cleared by each poll.
     rewound: FastMap<TopicPartition, i64>,
+    /// Partitions whose fetch failed, and the policy for them.
+    fetch_failures: FetchFailures,
 }
 
 /// Recoveries in flight at most; past this many the container waits for them before polling.
@@ -1091,6 +1126,9 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.sleep(Duration::from_millis(100)).await;
                     }
                 }
+            }
+            if let Some(reason) = self.fetch_failures.check(&mut self.consumer, &self.events) {
+                self.stop_reason.get_or_insert(reason);
             }
         }
         self.settle_recoveries().await;

@@ -24,6 +24,7 @@ mod container;
 pub mod dead_letter;
 pub mod dead_letter_publisher;
 mod events;
+mod fetch_failure;
 mod handler;
 pub mod republish;
 mod tracker;
@@ -52,6 +53,7 @@ pub use dead_letter_publisher::{
     PublisherConnections, SendTimeout, default_producer_config,
 };
 pub use events::{Events, HaltedPartition};
+pub use fetch_failure::PartitionFailurePolicy;
 pub use handler::{
     BatchListenerFailed, BoxFuture, DefaultErrorHandler, DeliveryAttemptHeader, FailedPosition,
     ListenerFailure, LoggingRecoverer, Recoverer, RecovererFn, Recovery, RecoveryHalt,

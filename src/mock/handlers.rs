@@ -1965,6 +1965,15 @@ impl Api for OffsetCommitRequest {
     fn describe(&self, info: &mut RequestInfo) {
         info.group_id = Some(self.group_id.0.to_string());
         info.member_id = Some(self.member_id.to_string());
+        info.offsets = self
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset))
+            })
+            .collect();
     }
     fn error_response(&self, _v: i16, c: i16) -> OffsetCommitResponse {
         use offset_commit_response::*;

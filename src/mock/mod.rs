@@ -185,6 +185,8 @@ pub struct RequestInfo {
     pub acks: Option<i16>,
     /// The topic partitions a Produce, Fetch, ListOffsets or AddPartitionsToTxn names.
     pub partitions: Vec<(String, i32)>,
+    /// The offsets an OffsetCommit commits, as (topic, partition, offset).
+    pub offsets: Vec<(String, i32, i64)>,
 }
 
 impl RequestInfo {
@@ -209,6 +211,7 @@ impl RequestInfo {
             member_id: None,
             acks: None,
             partitions: Vec::new(),
+            offsets: Vec::new(),
         }
     }
 }

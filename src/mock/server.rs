@@ -273,7 +273,8 @@ async fn serve_connection(shared: Arc<Shared>, i: usize, stream: TcpStream) {
                 Err(_) => return,
             }
             match decoder.frame_len(&buf) {
-                Ok(Some(n)) => buf.reserve(n.saturating_sub(buf.len())),
+                // The size prefix is only a claim: grow with the bytes that arrived.
+                Ok(Some(n)) => buf.reserve(n.saturating_sub(buf.len()).min(buf.len().max(8192))),
                 _ => buf.reserve(8192),
             }
             // `biased`, stop signals first: once `broker_down` has returned, a request that

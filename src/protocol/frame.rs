@@ -49,7 +49,8 @@ impl FrameDecoder {
     }
 
     /// How many bytes the frame at the start of `buf` needs in all (prefix included), if its
-    /// prefix is complete. Lets a reader reserve exactly what the frame needs.
+    /// prefix is complete. The size is the peer's claim: a reader should grow its buffer with
+    /// the bytes that arrive rather than reserve it up front.
     pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>> {
         let Some(prefix) = buf.get(..4) else {
             return Ok(None);

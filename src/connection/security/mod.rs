@@ -37,6 +37,8 @@ use std::str::FromStr;
 
 pub use sasl::{OAuthBearerToken, SaslConfig, SaslMechanism, TokenProvider};
 pub(crate) use sasl::{RawExchange, SaslExchange, SaslSession, authenticate_raw, reauth_delay};
+#[doc(hidden)]
+pub use scram::fuzz_server_messages as fuzz_scram_server_messages;
 pub use scram::{MAX_ITERATIONS as SCRAM_MAX_ITERATIONS, MIN_ITERATIONS as SCRAM_MIN_ITERATIONS};
 #[cfg(feature = "tls")]
 pub(crate) use tls::{connect as tls_connect, map_tls_error};

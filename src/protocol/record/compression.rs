@@ -212,11 +212,24 @@ pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> Resu
     Ok(Bytes::from(out))
 }
 
+/// The most a raw snappy block can expand: no element writes more than 64 bytes (a copy) for
+/// fewer than 3 bytes of input (its tag and offset), and literals do not expand.
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
 fn snappy_raw_into(chunk: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {
     let n = snap::raw::decompress_len(chunk)
         .map_err(|e| Error::compression("invalid snappy data").source(e))?;
     if n > limit.saturating_sub(out.len()) {
         return Err(too_large(limit));
+    }
+    // The block's header is only a claim: the output buffer is zero-filled to it before the
+    // block is decoded, so a few hostile bytes could reserve the whole limit. A valid block
+    // cannot produce more than `SNAPPY_MAX_EXPANSION` bytes per input byte.
+    if n > chunk.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+        return Err(Error::compression(format!(
+            "invalid snappy data: a {} byte block claims {n} bytes",
+            chunk.len()
+        )));
     }
     let start = out.len();
     out.resize(start + n, 0);
@@ -348,6 +361,23 @@ mod tests {
         assert!(decompress(Compression::Snappy, &framed, usize::MAX).is_err());
         framed[16..20].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(decompress(Compression::Snappy, &framed, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn snappy_worst_case_expansion_is_accepted() {
+        // Highly repetitive data compresses close to the format's best ratio; it must stay
+        // within the bound the decoder checks headers against.
+        for len in [0usize, 1, 64, 4096, 1 << 20] {
+            let data = vec![7u8; len];
+            let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+            assert!(data.len() <= raw.len() * SNAPPY_MAX_EXPANSION, "{len}");
+            assert_eq!(
+                decompress(Compression::Snappy, &raw, usize::MAX)
+                    .unwrap()
+                    .len(),
+                len
+            );
+        }
     }
 
     #[test]
