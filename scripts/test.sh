@@ -88,6 +88,11 @@ fi
 "$bin" --help >/dev/null
 echo "$bin is statically linked (no interpreter, no shared libraries) and runs"
 
+step "fuzzing"
+# Every cargo-fuzz target for a bounded time (scripts/fuzz.sh installs nightly's cargo-fuzz into
+# .tools/cargo); a crash fails the run. FUZZ_SECONDS=60 for a longer run.
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+
 step "all checks passed in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s"
 # One closing line for the whole suite (cargo prints one summary per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
