@@ -379,13 +379,14 @@ impl ClientBuilder {
         ClientBuilder::default()
     }
 
-    /// Sets [`ClientConfig::bootstrap_servers`]. Required.
+    /// Sets [`ClientConfig::bootstrap_servers`]. Required. Each item may also be a
+    /// comma-separated list (`"h1:9092,h2:9092"`), as in Kafka's `bootstrap.servers`.
     pub fn bootstrap_servers<I, S>(mut self, servers: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.bootstrap_servers = servers.into_iter().map(Into::into).collect();
+        self.config.bootstrap_servers = crate::cluster::split_bootstrap(servers);
         self
     }
 

@@ -81,15 +81,42 @@ pub struct ClusterConfig {
     pub coordinator_timeout: Duration,
 }
 
+/// The addresses of `servers`, each item split on commas, trimmed, empty pieces dropped.
+pub(crate) fn split_bootstrap<I, S>(servers: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    servers
+        .into_iter()
+        .flat_map(|s| {
+            let s: String = s.into();
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 impl ClusterConfig {
     /// Settings with the given bootstrap addresses and every other setting at its default.
+    /// Each item may also be a comma-separated list, as Kafka's `bootstrap.servers` is:
+    /// `["h1:9092,h2:9092"]` and `["h1:9092", "h2:9092"]` are the same.
+    ///
+    /// ```
+    /// use rekafka::cluster::ClusterConfig;
+    /// let c = ClusterConfig::new(["h1:9092, h2:9092", "h3:9092"]);
+    /// assert_eq!(c.bootstrap, ["h1:9092", "h2:9092", "h3:9092"]);
+    /// ```
     pub fn new<I, S>(bootstrap: I) -> ClusterConfig
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         ClusterConfig {
-            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            bootstrap: split_bootstrap(bootstrap),
             connection: ConnectionConfig::default(),
             metadata_max_age: DEFAULT_METADATA_MAX_AGE,
             allow_auto_topic_creation: true,
