@@ -47,6 +47,7 @@ pub const RULES: &[&str] = &[
     "dlt-batch-listener-failed-unwrapped",
     "transaction-per-poll",
     "republish-copies-without-provenance",
+    "recovery-failure-no-destination",
 ];
 
 impl Allowed {
@@ -250,6 +251,10 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
                 if last == "DeserializationException" {
                     last = "DeserializationFailed".into();
                 }
+                // Java's bare unchecked exception and Rust's bare error, a boxed string.
+                if side == Side::Spring && v == "java.lang.RuntimeException" {
+                    last = "String".into();
+                }
                 *v = format!("class:{last}");
             } else if k == "kafka_dlt-exception-cause-fqcn" {
                 *v = "<cause class: see spring-differences.md#dlt-exception-class-analogue>".into();
@@ -274,7 +279,7 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
                     Side::Spring => v == "failed to deserialize",
                     // the deserializer's own words, and nothing claiming a protocol problem
                     Side::Rekafka => {
-                        v.contains("is not valid UTF-8") && !v.contains("corrupt protocol data")
+                        v.contains("not valid UTF-8") && !v.contains("corrupt protocol data")
                     }
                 };
                 if ok {
@@ -359,6 +364,19 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
             "batch" | "failed_batch" | "recovered_batch" | "recovery_failed_batch" => {
                 if let Some(l) = event_line(e) {
                     push("events batch".into(), l);
+                }
+            }
+            "recovery_failed"
+                if side == Side::Spring
+                    && rules.contains("recovery-failure-no-destination")
+                    && e["failure"] == "Other:IllegalArgumentException" =>
+            {
+                // Spring's publisher throws IllegalArgumentException when the resolver gives no
+                // destination; rekafka's fails with DeadLetterError::NoDestination.
+                let mut e = e.clone();
+                e["failure"] = "Other:NoDestination".into();
+                if let Some(l) = event_line(&e) {
+                    push(format!("events {tp}"), l);
                 }
             }
             _ => {
