@@ -691,4 +691,54 @@ mod tests {
         assert_eq!(compare_scenario("x", &spring, &bad, &rules).0.len(), 1);
         assert!(compare_scenario("x", &spring, &good, &rules).0.is_empty());
     }
+
+    #[test]
+    fn runtime_exception_is_the_bare_string_error_only() {
+        let spring = |class: &str| {
+            vec![dl(json!([
+                {"name":"kafka_dlt-exception-fqcn","value":LEFE},
+                {"name":"kafka_dlt-exception-cause-fqcn","value":class}
+            ]))]
+        };
+        let ours = |class: &str| {
+            vec![dl(json!([
+                {"name":"kafka_dlt-exception-fqcn","value":class},
+                {"name":"kafka_dlt-exception-cause-fqcn","value":class}
+            ]))]
+        };
+        let rules = allowed("dlt-exception-class-analogue");
+        let rt = "java.lang.RuntimeException";
+        assert!(
+            compare_scenario("x", &spring(rt), &ours("alloc::string::String"), &rules)
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            compare_scenario("x", &spring(rt), &ours("Transient"), &rules)
+                .0
+                .len(),
+            1
+        );
+        // a subclass is not the bare exception
+        let sub = "java.lang.IllegalStateException";
+        assert_eq!(
+            compare_scenario("x", &spring(sub), &ours("alloc::string::String"), &rules)
+                .0
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn no_destination_failure_maps_only_illegal_argument() {
+        let failed =
+            |f: &str| json!({"type":"recovery_failed","topic":"in","p":0,"o":1,"failure":f});
+        let rules = allowed("recovery-failure-no-destination");
+        let ours = vec![failed("Other:NoDestination")];
+        let spring = vec![failed("Other:IllegalArgumentException")];
+        assert!(compare_scenario("x", &spring, &ours, &rules).0.is_empty());
+        assert_eq!(compare_scenario("x", &spring, &ours, &[]).0.len(), 1);
+        let other = vec![failed("Other:IllegalStateException")];
+        assert_eq!(compare_scenario("x", &other, &ours, &rules).0.len(), 1);
+    }
 }
