@@ -1795,8 +1795,9 @@ impl<C: ContainerConsumer> Runner<C> {
             Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
         };
         // A back-off that allows no retry recovers at once, without a failed delivery
-        // callback (Spring's `FailedRecordTracker` with `noRetries`).
-        if !no_retries(back_off.as_ref()) {
+        // callback (Spring's `FailedRecordTracker` with `noRetries`, which looks at the default
+        // back-off; a record whose own back-off retries is still reported).
+        if !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref())) {
             for l in &self.eh.listeners {
                 l.failed_delivery(record, &error, attempt);
             }
@@ -2808,7 +2809,8 @@ impl<C: ContainerConsumer> Runner<C> {
                     &self.eh.classifier,
                     back_off.as_ref(),
                 );
-                let notify = !no_retries(back_off.as_ref());
+                let notify =
+                    !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref()));
                 self.after_rollback(tp, offset, decision, error, |l, a, e| {
                     if notify {
                         l.failed_delivery(&record, e, a)
