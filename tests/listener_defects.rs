@@ -121,6 +121,7 @@ fn refuse_bad(r: &ListenerConsumerRecord) -> Result<(), DeserializationFailed> {
         return Err(DeserializationFailed {
             part: RecordPart::Value,
             message: "not a v-number".into(),
+            value_failure: None,
         });
     }
     Ok(())
@@ -939,5 +940,438 @@ async fn stop_timeout_reports_a_container_still_stopping_and_keeps_its_guarantee
         mock.committed_offset(group, topic, 0),
         Some(2),
         "the record in hand was finished and committed"
+    );
+}
+
+// ---- Spring conformance (protocol-tests/spring): retry-listener callbacks and commits ----
+
+/// Every retry-listener callback, as text (`failed 3 attempt 1`, `failed_batch [0, 1] 1`, …).
+#[derive(Clone, Default)]
+struct Callbacks(Log<String>);
+
+impl rekafka::listener::RetryListener<ListenerConsumerRecord> for Callbacks {
+    fn failed_delivery(&self, r: &ListenerConsumerRecord, _e: &SharedError, attempt: u32) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("failed {} attempt {attempt}", r.offset()));
+    }
+    fn recovered(&self, r: &ListenerConsumerRecord, _e: &SharedError) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("recovered {}", r.offset()));
+    }
+    fn failed_delivery_batch(&self, rs: &[ListenerConsumerRecord], _e: &SharedError, a: u32) {
+        let offsets: Vec<i64> = rs.iter().map(|r| r.offset()).collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("failed_batch {offsets:?} {a}"));
+    }
+    fn recovered_batch(&self, rs: &[ListenerConsumerRecord], _e: &SharedError) {
+        let offsets: Vec<i64> = rs.iter().map(|r| r.offset()).collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("recovered_batch {offsets:?}"));
+    }
+}
+
+/// A back-off allowing no retry recovers at once without a failed-delivery callback (Spring's
+/// `FailedRecordTracker` with `noRetries`; scenario `record-fixed-no-retries`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retries_recovers_without_a_failed_delivery_callback() {
+    let values: Vec<String> = ["v0", "poison", "v2"].map(String::from).to_vec();
+    let (mock, cluster) = topic_with("nr", &values).await;
+    let consumer = Consumer::new(cluster, config("g-nr")).expect("consumer");
+    consumer.subscribe(["nr"]).expect("subscribe");
+    let calls = Callbacks::default();
+    let recovered: Log<i64> = Arc::default();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|r: ListenerConsumerRecord| async move {
+            if r.value_str() == Some("poison") {
+                return Err(Box::new(Poison) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::ZERO, 0))
+                .retry_listener(calls.clone())
+                .recoverer(recording_recoverer(recovered.clone())),
+        )
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || mock.committed_offset("g-nr", "nr", 0) == Some(3),
+        Duration::from_secs(10),
+    )
+    .await;
+    handle.stop().await;
+    assert!(
+        done,
+        "committed {:?}",
+        mock.committed_offset("g-nr", "nr", 0)
+    );
+    assert_eq!(*recovered.lock().unwrap(), vec![1]);
+    assert_eq!(*calls.0.lock().unwrap(), vec!["recovered 1".to_string()]);
+}
+
+/// A batch handler failing with `BatchListenerFailed` tells the retry listeners about the whole
+/// batch first (attempt 1), as Spring's `FailedBatchProcessor` does (scenarios
+/// `batch-fail-at-index`, `batch-fail-at-record`, `batch-nested-blfe`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_listener_failed_notifies_the_batch_retry_callback() {
+    let values: Vec<String> = (0..4).map(|i| format!("v{i}")).collect();
+    let (mock, cluster) = topic_with("blf", &values).await;
+    let consumer = Consumer::new(cluster, config("g-blf")).expect("consumer");
+    consumer.subscribe(["blf"]).expect("subscribe");
+    let calls = Callbacks::default();
+    let failed_once = Arc::new(AtomicU32::new(0));
+    let f = failed_once.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(move |batch: Vec<ListenerConsumerRecord>| {
+            let f = f.clone();
+            async move {
+                if let Some(i) = batch.iter().position(|r| r.offset() == 2) {
+                    if f.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(
+                            Box::new(BatchListenerFailed::at_index(i, Poison)) as HandlerError
+                        );
+                    }
+                }
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::ZERO, 2))
+                .retry_listener(calls.clone()),
+        )
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || mock.committed_offset("g-blf", "blf", 0) == Some(4),
+        Duration::from_secs(10),
+    )
+    .await;
+    handle.stop().await;
+    assert!(
+        done,
+        "committed {:?}",
+        mock.committed_offset("g-blf", "blf", 0)
+    );
+    let calls = calls.0.lock().unwrap().clone();
+    let batch_call = calls.iter().position(|c| c.starts_with("failed_batch"));
+    let record_call = calls.iter().position(|c| c == "failed 2 attempt 1");
+    assert!(
+        matches!((batch_call, record_call), (Some(b), Some(r)) if b < r),
+        "{calls:?}"
+    );
+    assert!(calls[batch_call.unwrap_or(0)].ends_with(" 1"), "{calls:?}");
+    assert!(calls[batch_call.unwrap_or(0)].contains("2"), "{calls:?}");
+}
+
+/// Exactly once, batch handler: a batch recovered after the rollback notifies no retry
+/// listener; Spring's `DefaultAfterRollbackProcessor` only calls the recoverer per record
+/// (scenario `txn-batch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_batch_recovery_calls_no_recovered_batch_callback() {
+    let values: Vec<String> = ["poison", "v1", "v2"].map(String::from).to_vec();
+    let (mock, cluster) = topic_with("eos-rb", &values).await;
+    let producer = txn_producer(&mock, "eos-rb").await;
+    let consumer = Consumer::new(cluster, txn_consumer_config("g-eos-rb")).expect("consumer");
+    consumer.subscribe(["eos-rb"]).expect("subscribe");
+    let calls = Callbacks::default();
+    let recovered: Log<i64> = Arc::default();
+    let handle = ListenerContainer::builder(consumer)
+        .batch_handler(|batch: Vec<ListenerConsumerRecord>| async move {
+            if batch.iter().any(|r| r.value_str() == Some("poison")) {
+                return Err(Box::new(Poison) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::ZERO, 1))
+                .retry_listener(calls.clone())
+                .recoverer(recording_recoverer(recovered.clone())),
+        )
+        .transactional(producer)
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || mock.committed_offset("g-eos-rb", "eos-rb", 0) == Some(3),
+        Duration::from_secs(15),
+    )
+    .await;
+    handle.stop().await;
+    assert!(
+        done,
+        "committed {:?}",
+        mock.committed_offset("g-eos-rb", "eos-rb", 0)
+    );
+    let mut recovered = recovered.lock().unwrap().clone();
+    recovered.sort();
+    assert_eq!(recovered, vec![0, 1, 2]);
+    let calls = calls.0.lock().unwrap().clone();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("recovered")),
+        "{calls:?}"
+    );
+}
+
+/// AckMode::Count(2), as scenario `ack-count`: two partitions, v2 fails once, v5 is
+/// dead-lettered (its dead letter in flight). Eight acknowledgments in all, so Spring commits
+/// both partitions to their end; only a commit the count made may start the count again (the
+/// commits of capped offsets and the commit held back by the dead letter used to restart it,
+/// so the last records stayed uncommitted until the container stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_acks_commit_to_the_end_around_dead_letters_and_retries() {
+    let mock = MockCluster::builder()
+        .topic("cnt", 2)
+        .topic("cnt-dlt", 2)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for i in 0..8 {
+        producer
+            .send_and_wait(
+                Record::new("cnt")
+                    .with_partition(i % 2)
+                    .with_value(format!("v{i}")),
+            )
+            .await
+            .expect("sent");
+    }
+    producer.close().await;
+    let dlt =
+        rekafka::listener::DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+            .group("g-cnt")
+            .build()
+            .await
+            .expect("dlt");
+    let consumer = Consumer::new(cluster, config("g-cnt")).expect("consumer");
+    consumer.subscribe(["cnt"]).expect("subscribe");
+    let v2_failed = Arc::new(AtomicU32::new(0));
+    let f = v2_failed.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let f = f.clone();
+            async move {
+                match r.value_str() {
+                    Some("v2") if f.fetch_add(1, Ordering::SeqCst) == 0 => Err("v2 failed".into()),
+                    Some("v5") => Err(Box::new(Poison) as HandlerError),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .error_handler({
+            let mut eh = DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::ZERO, 2))
+                .recoverer(dlt);
+            eh.classifier_mut().add_not_retryable::<Poison>();
+            eh
+        })
+        .ack_mode(AckMode::Count(2))
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || {
+            mock.committed_offset("g-cnt", "cnt", 0) == Some(4)
+                && mock.committed_offset("g-cnt", "cnt", 1) == Some(4)
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let committed = (
+        mock.committed_offset("g-cnt", "cnt", 0),
+        mock.committed_offset("g-cnt", "cnt", 1),
+    );
+    handle.stop().await;
+    assert!(done, "committed {committed:?}");
+}
+
+/// Exactly once, record handler: a record whose recovery keeps failing no longer holds back the
+/// records before it in its poll; they commit in a transaction of their own, as with Spring's
+/// transaction per record (scenario `txn-resolver-no-destination-fail`: the committed offset
+/// used to stay unset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_records_before_a_record_that_keeps_failing_commit() {
+    let values: Vec<String> = ["v0", "poison", "v2"].map(String::from).to_vec();
+    let (mock, cluster) = topic_with("eos-kf", &values).await;
+    let producer = txn_producer(&mock, "eos-kf").await;
+    let consumer = Consumer::new(cluster, txn_consumer_config("g-eos-kf")).expect("consumer");
+    consumer.subscribe(["eos-kf"]).expect("subscribe");
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = attempts.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|r: ListenerConsumerRecord| async move {
+            if r.value_str() == Some("poison") {
+                return Err(Box::new(Poison) as HandlerError);
+            }
+            Ok(())
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::no_retries())
+                .max_recovery_failures(None)
+                .recovery_retry_interval(Duration::from_millis(20))
+                .recoverer(RecovererFn(
+                    move |_r: ListenerConsumerRecord, _e: SharedError| {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        std::future::ready(Err::<(), HandlerError>("no destination".into()))
+                    },
+                )),
+        )
+        .transactional(producer)
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || mock.committed_offset("g-eos-kf", "eos-kf", 0) == Some(1),
+        Duration::from_secs(15),
+    )
+    .await;
+    let failures = attempts.load(Ordering::SeqCst);
+    handle.stop().await;
+    assert!(
+        done,
+        "committed {:?} after {failures} recovery failures",
+        mock.committed_offset("g-eos-kf", "eos-kf", 0)
+    );
+    // Never past the record whose recovery fails.
+    assert_eq!(mock.committed_offset("g-eos-kf", "eos-kf", 0), Some(1));
+}
+
+/// A record whose key and value both fail to deserialize: the dead letter carries both
+/// failures, the key's `kafka_dlt-key-exception-*` headers then the value's
+/// `kafka_dlt-exception-*` ones (Spring's `ErrorHandlingDeserializer` reports both; scenario
+/// `key-and-value-deserialization`). A key-only failure has Spring's layout: its cause class
+/// under `kafka_dlt-exception-cause-fqcn` (scenario `key-deserialization`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_and_value_deserialization_failures_both_reach_the_dead_letter() {
+    let mock = MockCluster::builder()
+        .topic("kv", 1)
+        .topic("kv-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for (k, v) in [
+        (&[0xffu8, 0x01][..], &[0xfeu8, 0x02][..]),
+        (&[0xc3, 0x28][..], &b"v1"[..]),
+    ] {
+        producer
+            .send_and_wait(
+                Record::new("kv")
+                    .with_partition(0)
+                    .with_key(k.to_vec())
+                    .with_value(v.to_vec()),
+            )
+            .await
+            .expect("sent");
+    }
+    producer.close().await;
+    let dlt =
+        rekafka::listener::DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+            .group("g-kv")
+            .build()
+            .await
+            .expect("dlt");
+    let consumer = Consumer::new(cluster.clone(), config("g-kv")).expect("consumer");
+    consumer.subscribe(["kv"]).expect("subscribe");
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(|_r: ListenerConsumerRecord| async move { Ok(()) })
+        .deserialization_check(rekafka::listener::deserialization_check(
+            rekafka::consumer::StringDeserializer,
+            rekafka::consumer::StringDeserializer,
+        ))
+        .error_handler(DefaultErrorHandler::new().recoverer(dlt))
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("start");
+    let done = eventually(
+        || mock.committed_offset("g-kv", "kv", 0) == Some(2),
+        Duration::from_secs(10),
+    )
+    .await;
+    handle.stop().await;
+    assert!(
+        done,
+        "committed {:?}",
+        mock.committed_offset("g-kv", "kv", 0)
+    );
+    let reader = Consumer::new(
+        cluster,
+        ConsumerConfig::new()
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_fetch_max_wait(Duration::from_millis(20)),
+    )
+    .expect("consumer");
+    reader
+        .assign([(TopicPartition::new("kv-dlt", 0), StartOffset::Beginning)])
+        .expect("assign");
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while letters.len() < 2 && Instant::now() < deadline {
+        for r in reader
+            .poll(Duration::from_millis(100))
+            .await
+            .expect("poll")
+            .iter()
+        {
+            let names: Vec<String> = r
+                .headers
+                .iter()
+                .map(|h| h.key().to_owned())
+                .filter(|n| n.contains("exception") && !n.contains("stacktrace"))
+                .collect();
+            let value_message = r
+                .headers
+                .iter()
+                .find(|h| h.key() == "kafka_dlt-exception-message")
+                .and_then(|h| h.value().map(|v| String::from_utf8_lossy(v).into_owned()));
+            letters.push((names, value_message));
+        }
+    }
+    reader.close().await.ok();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(
+        letters[0].0,
+        [
+            "kafka_dlt-key-exception-fqcn",
+            "kafka_dlt-key-exception-message",
+            "kafka_dlt-exception-fqcn",
+            "kafka_dlt-exception-cause-fqcn",
+            "kafka_dlt-exception-message",
+        ],
+        "{letters:?}"
+    );
+    let value_message = letters[0].1.clone().unwrap_or_default();
+    assert!(
+        value_message.contains("value") && value_message.contains("not valid UTF-8"),
+        "{value_message}"
+    );
+    assert_eq!(
+        letters[1].0,
+        [
+            "kafka_dlt-key-exception-fqcn",
+            "kafka_dlt-exception-cause-fqcn",
+            "kafka_dlt-key-exception-message",
+        ],
+        "{letters:?}"
     );
 }

@@ -64,6 +64,7 @@ impl ListenerRecord for Rec {
         self.bad.then(|| DeserializationFailed {
             part: RecordPart::Value,
             message: "not JSON".into(),
+            value_failure: None,
         })
     }
     fn with_deserialization_failure(&self, _: DeserializationFailed) -> Self {

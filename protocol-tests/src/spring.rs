@@ -47,6 +47,7 @@ pub const RULES: &[&str] = &[
     "dlt-batch-listener-failed-unwrapped",
     "transaction-per-poll",
     "republish-copies-without-provenance",
+    "recovery-failure-no-destination",
 ];
 
 impl Allowed {
@@ -250,6 +251,10 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
                 if last == "DeserializationException" {
                     last = "DeserializationFailed".into();
                 }
+                // Java's bare unchecked exception and Rust's bare error, a boxed string.
+                if side == Side::Spring && v == "java.lang.RuntimeException" {
+                    last = "String".into();
+                }
                 *v = format!("class:{last}");
             } else if k == "kafka_dlt-exception-cause-fqcn" {
                 *v = "<cause class: see spring-differences.md#dlt-exception-class-analogue>".into();
@@ -274,7 +279,7 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
                     Side::Spring => v == "failed to deserialize",
                     // the deserializer's own words, and nothing claiming a protocol problem
                     Side::Rekafka => {
-                        v.contains("is not valid UTF-8") && !v.contains("corrupt protocol data")
+                        v.contains("not valid UTF-8") && !v.contains("corrupt protocol data")
                     }
                 };
                 if ok {
@@ -359,6 +364,19 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
             "batch" | "failed_batch" | "recovered_batch" | "recovery_failed_batch" => {
                 if let Some(l) = event_line(e) {
                     push("events batch".into(), l);
+                }
+            }
+            "recovery_failed"
+                if side == Side::Spring
+                    && rules.contains("recovery-failure-no-destination")
+                    && e["failure"] == "Other:IllegalArgumentException" =>
+            {
+                // Spring's publisher throws IllegalArgumentException when the resolver gives no
+                // destination; rekafka's fails with DeadLetterError::NoDestination.
+                let mut e = e.clone();
+                e["failure"] = "Other:NoDestination".into();
+                if let Some(l) = event_line(&e) {
+                    push(format!("events {tp}"), l);
                 }
             }
             _ => {
@@ -672,5 +690,55 @@ mod tests {
         .concat();
         assert_eq!(compare_scenario("x", &spring, &bad, &rules).0.len(), 1);
         assert!(compare_scenario("x", &spring, &good, &rules).0.is_empty());
+    }
+
+    #[test]
+    fn runtime_exception_is_the_bare_string_error_only() {
+        let spring = |class: &str| {
+            vec![dl(json!([
+                {"name":"kafka_dlt-exception-fqcn","value":LEFE},
+                {"name":"kafka_dlt-exception-cause-fqcn","value":class}
+            ]))]
+        };
+        let ours = |class: &str| {
+            vec![dl(json!([
+                {"name":"kafka_dlt-exception-fqcn","value":class},
+                {"name":"kafka_dlt-exception-cause-fqcn","value":class}
+            ]))]
+        };
+        let rules = allowed("dlt-exception-class-analogue");
+        let rt = "java.lang.RuntimeException";
+        assert!(
+            compare_scenario("x", &spring(rt), &ours("alloc::string::String"), &rules)
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            compare_scenario("x", &spring(rt), &ours("Transient"), &rules)
+                .0
+                .len(),
+            1
+        );
+        // a subclass is not the bare exception
+        let sub = "java.lang.IllegalStateException";
+        assert_eq!(
+            compare_scenario("x", &spring(sub), &ours("alloc::string::String"), &rules)
+                .0
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn no_destination_failure_maps_only_illegal_argument() {
+        let failed =
+            |f: &str| json!({"type":"recovery_failed","topic":"in","p":0,"o":1,"failure":f});
+        let rules = allowed("recovery-failure-no-destination");
+        let ours = vec![failed("Other:NoDestination")];
+        let spring = vec![failed("Other:IllegalArgumentException")];
+        assert!(compare_scenario("x", &spring, &ours, &rules).0.is_empty());
+        assert_eq!(compare_scenario("x", &spring, &ours, &[]).0.len(), 1);
+        let other = vec![failed("Other:IllegalStateException")];
+        assert_eq!(compare_scenario("x", &other, &ours, &rules).0.len(), 1);
     }
 }

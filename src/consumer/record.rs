@@ -86,6 +86,11 @@ impl ConsumerRecord {
         Ok((k, v))
     }
 
+    /// The value alone, or the deserializer's own error.
+    pub(crate) fn deserialize_value<V: Deserializer>(&self, value: &V) -> Result<V::Output, Error> {
+        value.deserialize(&self.topic, self.value.as_ref())
+    }
+
     /// `topic-partition@offset`.
     pub(crate) fn coordinates(&self) -> String {
         format!("{}-{}@{}", self.topic, self.partition, self.offset)

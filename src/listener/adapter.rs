@@ -308,6 +308,15 @@ where
             },
             // "deserialization of the record's value failed: orders-3@42: not valid UTF-8"
             message: format!("{}: {}", r.record.coordinates(), failure_detail(&error)),
+            // The key failed: does the value too?
+            value_failure: if is_key {
+                r.record
+                    .deserialize_value(&value)
+                    .err()
+                    .map(|e| format!("{}: {}", r.record.coordinates(), failure_detail(&e)))
+            } else {
+                None
+            },
         }),
         Ok(_) => Ok(()),
     }

@@ -47,6 +47,9 @@ pub struct DeserializationFailed {
     pub part: RecordPart,
     /// What the deserializer said.
     pub message: String,
+    /// When the key failed and the value failed too: what the value's deserializer said (the
+    /// dead letter then carries both failures, as with Spring's `ErrorHandlingDeserializer`).
+    pub value_failure: Option<String>,
 }
 
 /// The part of a record a failure concerns.
@@ -480,6 +483,7 @@ mod tests {
         let d = DeserializationFailed {
             part: RecordPart::Value,
             message: "bad json".into(),
+            value_failure: None,
         };
         assert!(!c.is_retryable(&d));
     }
@@ -552,6 +556,7 @@ mod tests {
         let d = DeserializationFailed {
             part: RecordPart::Key,
             message: "bad".into(),
+            value_failure: None,
         };
         assert_eq!(error_class(&d), "rekafka::listener::DeserializationFailed");
         let parse = "x".parse::<u8>().unwrap_err();

@@ -606,6 +606,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             assignment: HashSet::new(),
             pending: FastMap::default(),
             pending_count: 0,
+            commit_owed: false,
             last_commit: Instant::now(),
             last_records: Instant::now(),
             idle_notified: false,
@@ -844,6 +845,10 @@ struct Runner<C: ContainerConsumer> {
     assignment: HashSet<TopicPartition>,
     pending: FastMap<TopicPartition, OffsetToCommit>,
     pending_count: u32,
+    /// A commit was due while a partition's offset was held below a recovery in flight: it
+    /// is made when a recovery completes (as Spring would have made it, its recoveries being
+    /// synchronous).
+    commit_owed: bool,
     last_commit: Instant,
     last_records: Instant,
     idle_notified: bool,
@@ -976,6 +981,11 @@ fn offset_bounds<R: ListenerRecord>(
         }
     }
     out
+}
+
+/// Whether `back_off` allows no retry at all (its first back-off is already the end).
+fn no_retries(back_off: &dyn super::backoff::BackOff) -> bool {
+    back_off.start().next_back_off().is_none()
 }
 
 fn stop_reason_for(e: &Error) -> Option<StopReason> {
@@ -1387,6 +1397,9 @@ impl<C: ContainerConsumer> Runner<C> {
         match self.ack_mode {
             AckMode::Record | AckMode::ManualImmediate => self.commit_pending().await,
             AckMode::Count(n) | AckMode::CountTime(n, _) if self.pending_count >= n => {
+                // Only a commit the count made starts the count again (as in Spring, whose
+                // other commits do not exist here: of capped offsets, or on idle polls).
+                self.pending_count = 0;
                 self.commit_pending().await
             }
             _ => {}
@@ -1458,6 +1471,7 @@ impl<C: ContainerConsumer> Runner<C> {
     async fn commit_if_due(&mut self) {
         if let AckMode::Time(d) | AckMode::CountTime(_, d) = self.ack_mode {
             if !self.pending.is_empty() && self.last_commit.elapsed() >= d {
+                self.pending_count = 0;
                 self.commit_pending().await;
             }
         }
@@ -1466,7 +1480,6 @@ impl<C: ContainerConsumer> Runner<C> {
     async fn commit_pending(&mut self) {
         if self.pending.is_empty() || self.group.is_none() {
             self.pending.clear();
-            self.pending_count = 0;
             return;
         }
         let mut offsets: Vec<OffsetToCommit> = Vec::with_capacity(self.pending.len());
@@ -1494,6 +1507,10 @@ impl<C: ContainerConsumer> Runner<C> {
             }
         }
         if offsets.is_empty() {
+            if !held.is_empty() {
+                // Made once the recovery completes.
+                self.commit_owed = true;
+            }
             return;
         }
         match self.consumer.commit(offsets.clone()).await {
@@ -1519,7 +1536,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.capped.extend(capped_now);
                     self.last_capped_commit = Instant::now();
                 }
-                self.pending_count = 0;
+                self.commit_owed = !held.is_empty();
                 self.last_commit = Instant::now();
                 self.emit(ContainerEvent::Committed(offsets));
             }
@@ -1815,8 +1832,13 @@ impl<C: ContainerConsumer> Runner<C> {
         let attempt = match decision {
             Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
         };
-        for l in &self.eh.listeners {
-            l.failed_delivery(record, &error, attempt);
+        // A back-off that allows no retry recovers at once, without a failed delivery
+        // callback (Spring's `FailedRecordTracker` with `noRetries`, which looks at the default
+        // back-off; a record whose own back-off retries is still reported).
+        if !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref())) {
+            for l in &self.eh.listeners {
+                l.failed_delivery(record, &error, attempt);
+            }
         }
         self.emit_failed_delivery(tp, offset, attempt, &error);
         match decision {
@@ -1997,6 +2019,11 @@ impl<C: ContainerConsumer> Runner<C> {
                 self.capped.remove(&tp);
             }
         }
+        if self.commit_owed {
+            // The commit that was due when the recovery held it back.
+            self.commit_owed = false;
+            self.commit_pending().await;
+        }
     }
 
     /// The recovery of `failed` did not complete: a recovery failure. Nothing of its partition
@@ -2163,6 +2190,13 @@ impl<C: ContainerConsumer> Runner<C> {
                         Arc::from(e),
                     ),
                 };
+                // Spring's `FailedBatchProcessor` tells the retry listeners about the whole
+                // batch first (attempt 1), then handles the record it names.
+                if position.is_some() {
+                    for l in &self.eh.listeners {
+                        l.failed_delivery_batch(&batch, &cause, 1);
+                    }
+                }
                 let index = position.and_then(|p| match p {
                     FailedPosition::Index(i) if i < batch.len() => Some(i),
                     FailedPosition::Record {
@@ -2463,9 +2497,21 @@ impl<C: ContainerConsumer> Runner<C> {
         let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
             return;
         };
+        let record_handler = matches!(self.handler, Handler::Record(_));
         let groups: Vec<(TopicPartition, Vec<C::Record>)> = group_by_partition(records)
             .into_iter()
             .filter(|(tp, _)| !self.blocked(tp) && self.owns(tp))
+            .map(|(tp, mut recs)| {
+                // A record that failed in an earlier transaction starts a transaction of its
+                // own: the records before it commit without it (as with Spring's transaction per
+                // record), so a record that keeps failing never holds them back.
+                if let Some(failing) = record_handler.then(|| self.failing_offset(&tp)).flatten() {
+                    if recs.first().is_some_and(|r| r.offset() < failing) {
+                        recs.retain(|r| r.offset() < failing);
+                    }
+                }
+                (tp, recs)
+            })
             .collect();
         // Where each partition goes back to if the transaction does not commit: its first
         // record of this poll, i.e. its committed offset (every earlier poll committed).
@@ -2521,11 +2567,11 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.recovery_committed(r);
                     }
                     self.events.resumed(&tp);
-                    for l in &self.eh.listeners {
-                        if records.len() == 1 {
+                    // A batch recovered after a rollback notifies no retry listener (Spring's
+                    // `DefaultAfterRollbackProcessor` calls only the recoverer for a batch).
+                    if !matches!(self.handler, Handler::Batch(_)) {
+                        for l in &self.eh.listeners {
                             l.recovered(first, &error);
-                        } else {
-                            l.recovered_batch(&records, &error);
                         }
                     }
                     self.tracker.recovered(&tp, offset);
@@ -2565,6 +2611,15 @@ impl<C: ContainerConsumer> Runner<C> {
                     .await
             }
         }
+    }
+
+    /// The offset of `tp`'s record that failed in an earlier transaction and is to be
+    /// recovered or retried, if any.
+    fn failing_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.pending_recovery
+            .get(tp)
+            .map(|(from, _, _)| *from)
+            .or_else(|| self.tracker.state(tp).map(|s| s.offset))
     }
 
     /// Commits the open transaction. A commit still pending after `max.block` goes on in the
@@ -2792,8 +2847,12 @@ impl<C: ContainerConsumer> Runner<C> {
                     &self.eh.classifier,
                     back_off.as_ref(),
                 );
+                let notify =
+                    !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref()));
                 self.after_rollback(tp, offset, decision, error, |l, a, e| {
-                    l.failed_delivery(&record, e, a)
+                    if notify {
+                        l.failed_delivery(&record, e, a)
+                    }
                 });
             }
             TxnFailure::Batch(error, ranges) => {

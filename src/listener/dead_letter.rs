@@ -10,7 +10,7 @@
 //! | `kafka_dlt-exception-cause-fqcn` | the class of its cause (its own when it has none) |
 //! | `kafka_dlt-exception-message` | its message, plus `"; "` and the cause's message if different |
 //! | `kafka_dlt-exception-stacktrace` | the error chain, one `class: message` per line |
-//! | `kafka_dlt-key-exception-*` | the same three, when the *key* failed to deserialize |
+//! | `kafka_dlt-key-exception-*` | fqcn, message and stack trace, when the *key* failed to deserialize (the key failure's cause class goes to `kafka_dlt-exception-cause-fqcn`, as in Spring); when the value failed too, the four value headers follow |
 //! | `kafka_dlt-original-topic` | UTF-8 |
 //! | `kafka_dlt-original-partition` | 4-byte big-endian |
 //! | `kafka_dlt-original-offset` | 8-byte big-endian |
@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::classify::{RecordPart, error_class};
+use super::classify::{DeserializationFailed, RecordPart, error_class};
 use crate::protocol::record::{Header, TimestampType};
 
 /// Spring's header names.
@@ -327,9 +327,30 @@ impl DeadLetterHeaders {
         };
         let (class, cause, message, chain) = exception_triple(error);
         if failed_part == Some(RecordPart::Key) {
+            // The value failed too: its headers follow the key's (Spring's
+            // `ErrorHandlingDeserializer` reports both).
+            let value_failure = super::dead_letter_publisher::deserialization_failure(error)
+                .and_then(|d| d.value_failure.clone())
+                .map(|message| DeserializationFailed {
+                    part: RecordPart::Value,
+                    message,
+                    value_failure: None,
+                });
             add(&mut out, names::KEY_EXCEPTION_FQCN, class, false);
+            if value_failure.is_none() {
+                // Spring has no key variant of the cause header: the key failure's cause is
+                // written under the value's name.
+                add(&mut out, names::EXCEPTION_CAUSE_FQCN, cause, false);
+            }
             add(&mut out, names::KEY_EXCEPTION_MESSAGE, message, false);
             add(&mut out, names::KEY_EXCEPTION_STACKTRACE, chain, false);
+            if let Some(v) = &value_failure {
+                let (class, cause, message, chain) = exception_triple(v);
+                add(&mut out, names::EXCEPTION_FQCN, class, false);
+                add(&mut out, names::EXCEPTION_CAUSE_FQCN, cause, false);
+                add(&mut out, names::EXCEPTION_MESSAGE, message, false);
+                add(&mut out, names::EXCEPTION_STACKTRACE, chain, false);
+            }
         } else {
             add(&mut out, names::EXCEPTION_FQCN, class, false);
             add(&mut out, names::EXCEPTION_CAUSE_FQCN, cause, false);

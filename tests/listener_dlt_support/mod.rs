@@ -60,6 +60,7 @@ impl ListenerRecord for KRec {
             .map(|_| DeserializationFailed {
                 part: RecordPart::Value,
                 message: "value is not UTF-8".into(),
+                value_failure: None,
             })
     }
     fn with_deserialization_failure(&self, _failure: DeserializationFailed) -> Self {
