@@ -255,18 +255,25 @@ impl FailoverCluster {
     /// Heals every proxy, resumes paused nodes, restarts stopped ones, then waits (at most
     /// 90 s) until the internal topics are fully replicated again, so the next scenario starts
     /// from a healthy cluster.
-    pub async fn heal(&self) {
+    ///
+    /// Stopped nodes restart concurrently: `kafka.sh restart` waits until the node lists every
+    /// broker, which with two nodes down happens only once both are back.
+    pub async fn heal(&'static self) {
         for p in &self.proxies {
             p.heal();
         }
         let states = self.states().await;
+        let mut restarts = Vec::new();
         for (i, s) in states.iter().enumerate() {
             let n = i as i32 + 1;
             match s {
                 NodeState::Running => {}
                 NodeState::Paused => self.resume(n).await,
-                NodeState::Stopped => self.restart(n).await,
+                NodeState::Stopped => restarts.push(tokio::spawn(self.restart(n))),
             }
+        }
+        for r in restarts {
+            r.await.expect("restart");
         }
         self.await_full_isr(&[], Duration::from_secs(90)).await;
     }

@@ -215,3 +215,110 @@ pub async fn read_log(
     cluster.close().await;
     log
 }
+
+/// What a listener container's handler finished.
+#[derive(Default)]
+pub struct Consumed {
+    /// (topic-partition, offset, id) per finished record, in handling order.
+    pub handled: Mutex<Vec<(Tp, i64, Option<RecordId>)>>,
+    /// How many records were handled.
+    pub count: AtomicU64,
+}
+
+impl Consumed {
+    /// Waits until the handled count passes `from`, at most `bound`; returns how long it took.
+    pub async fn progress_after(&self, from: u64, bound: Duration) -> Option<Duration> {
+        let t = Instant::now();
+        while t.elapsed() <= bound {
+            if self.count.load(Ordering::Relaxed) > from {
+                return Some(t.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// The (topic-partition, offset) pairs handled.
+    pub fn handled_offsets(&self) -> Vec<(Tp, i64)> {
+        self.handled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(tp, o, _)| (tp.clone(), *o))
+            .collect()
+    }
+}
+
+/// A group consumer config for the fault tests: manual commits (the container commits),
+/// 6 s session, earliest.
+pub fn group_config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new()
+        .with_group_id(group)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_session_timeout(Duration::from_secs(6))
+        .with_heartbeat_interval(Duration::from_millis(1000))
+        .with_auto_offset_reset(rekafka::consumer::OffsetReset::Earliest)
+        .with_fetch_max_wait(Duration::from_millis(100))
+}
+
+/// Starts a listener container (record ack mode) in `group` on `topic` whose handler records
+/// every record in `consumed`.
+pub fn start_recording_container(
+    cluster: &Cluster,
+    group: &str,
+    topic: &str,
+    consumed: Arc<Consumed>,
+) -> rekafka::listener::ContainerHandle {
+    use rekafka::listener::{AckMode, ListenerConsumerRecord, ListenerContainer, ListenerRecord};
+    let consumer = Consumer::new(cluster.clone(), group_config(group)).expect("consumer");
+    consumer.subscribe([topic.to_owned()]).expect("subscribe");
+    ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let c = consumed.clone();
+            async move {
+                let id = r.value().and_then(|v| RecordId::decode(v));
+                c.handled
+                    .lock()
+                    .unwrap()
+                    .push(((r.topic().to_owned(), r.partition()), r.offset(), id));
+                c.count.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .ack_mode(AckMode::Record)
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("container")
+}
+
+/// The committed offsets of `group` on `topic` (partitions `0..partitions`).
+pub async fn committed(
+    bootstrap: &[String],
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> std::collections::BTreeMap<Tp, i64> {
+    let cluster = connect(bootstrap, Duration::from_secs(10)).await;
+    let c = Consumer::new(cluster.clone(), group_config(group)).expect("consumer");
+    let tps: Vec<TopicPartition> = (0..partitions).map(|p| TopicPartition::new(topic, p)).collect();
+    let mut out = std::collections::BTreeMap::new();
+    for attempt in 0..10 {
+        match c.committed(&tps).await {
+            Ok(m) => {
+                for tp in &tps {
+                    if let Some(Some(o)) = m.get(tp) {
+                        out.insert((topic.to_owned(), tp.partition), o.offset);
+                    }
+                }
+                break;
+            }
+            Err(e) => {
+                eprintln!("[failover] committed (attempt {attempt}): {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    c.close().await.ok();
+    cluster.close().await;
+    out
+}

@@ -13,8 +13,9 @@
 //! * `delay`: each chunk is forwarded after this latency (each direction).
 //! * `throttle`: at most this many bytes per second per direction per connection.
 //! * `slice`: every write carries at most this many bytes (partial frames on the wire).
-//! * `cut_per_mille`: each broker→client chunk, with this chance in 1000, is cut in the middle:
-//!   half of it is written, then the connection is reset (a response cut mid-frame).
+//! * `cut_per_mille`: each chunk (either direction), with this chance in 1000, is cut in the
+//!   middle: half of it is written, then the connection is reset (a request or response cut
+//!   mid-frame).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ pub struct Faults {
     pub throttle: Option<u64>,
     /// The most bytes one write carries.
     pub slice: Option<usize>,
-    /// The chance, per 1000 broker→client chunks, of a cut mid-chunk.
+    /// The chance, per 1000 chunks (either direction), of a cut mid-chunk.
     pub cut_per_mille: u32,
 }
 
@@ -153,8 +154,8 @@ async fn connection(mut client: TcpStream, mut server: TcpStream, ctl: Arc<Contr
         let (cr, cw) = client.split();
         let (sr, sw) = server.split();
         tokio::select! {
-            e = pump(cr, sw, &ctl, false) => e,
-            e = pump(sr, cw, &ctl, true) => e,
+            e = pump(cr, sw, &ctl) => e,
+            e = pump(sr, cw, &ctl) => e,
             _ = generation.changed() => End::Reset,
         }
     };
@@ -192,7 +193,6 @@ async fn pump(
     mut from: tokio::net::tcp::ReadHalf<'_>,
     mut to: tokio::net::tcp::WriteHalf<'_>,
     ctl: &Control,
-    to_client: bool,
 ) -> End {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -208,7 +208,7 @@ async fn pump(
         }
         let mut chunk = &buf[..n];
         let mut cut = false;
-        if to_client && f.cut_per_mille > 0 && n >= 2 && random(ctl) % 1000 < u64::from(f.cut_per_mille) {
+        if f.cut_per_mille > 0 && n >= 2 && random(ctl) % 1000 < u64::from(f.cut_per_mille) {
             chunk = &buf[..n / 2];
             cut = true;
         }
