@@ -76,7 +76,10 @@ fn start() -> FailoverCluster {
     if !running {
         let _ = kafka_sh(&root, &dir, &["stop"]);
         let (ok, text) = kafka_sh(&root, &dir, &["start", "--nodes", "3", "--proxy"]);
-        assert!(ok, "scripts/kafka.sh start --nodes 3 --proxy failed:\n{text}");
+        assert!(
+            ok,
+            "scripts/kafka.sh start --nodes 3 --proxy failed:\n{text}"
+        );
     }
     if !keep {
         // The reaper: stops the cluster when this process is gone, however it ends.
@@ -137,7 +140,11 @@ fn start() -> FailoverCluster {
                 for (proxy, broker) in map {
                     let listen: SocketAddr = ([127, 0, 0, 1], proxy).into();
                     let upstream: SocketAddr = ([127, 0, 0, 1], broker).into();
-                    proxies.push(FaultProxy::start(listen, upstream).await.expect("proxy bind"));
+                    proxies.push(
+                        FaultProxy::start(listen, upstream)
+                            .await
+                            .expect("proxy bind"),
+                    );
                 }
                 tx.send(proxies).expect("hand over");
                 std::future::pending::<()>().await;
@@ -209,7 +216,8 @@ impl FailoverCluster {
     /// Stops node `n` cleanly (SIGTERM; a controlled shutdown) without starting it again.
     pub async fn stop_node(&self, n: i32) {
         eprintln!("[failover] stop node {n}");
-        let pid = std::fs::read_to_string(self.dir.join(format!("node{n}/pid"))).unwrap_or_default();
+        let pid =
+            std::fs::read_to_string(self.dir.join(format!("node{n}/pid"))).unwrap_or_default();
         let pid = pid.trim().to_owned();
         if pid.is_empty() {
             return;

@@ -221,7 +221,9 @@ impl History {
                 positions.entry(id).or_default().push((&e.tp, e.offset));
             }
             if at.insert((&e.tp, e.offset), e.id).is_some() {
-                r.add("I2", || format!("offset {}-{}@{} read twice", e.tp.0, e.tp.1, e.offset));
+                r.add("I2", || {
+                    format!("offset {}-{}@{} read twice", e.tp.0, e.tp.1, e.offset)
+                });
             }
         }
 
@@ -311,7 +313,8 @@ impl History {
 
         // I5: every record below a committed offset was handled.
         if !self.committed.is_empty() {
-            let handled: HashSet<(&Tp, i64)> = self.handled.iter().map(|(tp, o)| (tp, *o)).collect();
+            let handled: HashSet<(&Tp, i64)> =
+                self.handled.iter().map(|(tp, o)| (tp, *o)).collect();
             let input = self.input_log.as_ref().unwrap_or(&self.log);
             let mut n = 0;
             for e in input {
@@ -337,7 +340,9 @@ impl History {
             match p.took {
                 Some(t) if t <= p.bound => {}
                 Some(t) => r.add("I6", || format!("{}: {t:?} > {:?}", p.what, p.bound)),
-                None => r.add("I6", || format!("{}: no progress (bound {:?})", p.what, p.bound)),
+                None => r.add("I6", || {
+                    format!("{}: no progress (bound {:?})", p.what, p.bound)
+                }),
             }
         }
 
@@ -349,7 +354,10 @@ impl History {
                 if let Some(found) = positions.get(&f.id) {
                     if found.iter().any(|(tp, _)| **tp == f.tp) {
                         r.add("I7", || {
-                            format!("{} failed as NotPersisted ({}) but is at {found:?}", f.id, f.error)
+                            format!(
+                                "{} failed as NotPersisted ({}) but is at {found:?}",
+                                f.id, f.error
+                            )
                         });
                     }
                 }
@@ -366,7 +374,10 @@ impl History {
                 match e.id {
                     Some(id) if sent.contains(&id) => {}
                     _ => r.add("I7", || {
-                        format!("{}-{}@{} holds {:?}, which nobody sent", e.tp.0, e.tp.1, e.offset, e.id)
+                        format!(
+                            "{}-{}@{} holds {:?}, which nobody sent",
+                            e.tp.0, e.tp.1, e.offset, e.id
+                        )
                     }),
                 }
             }
@@ -398,8 +409,16 @@ mod tests {
             let off = next[p as usize];
             next[p as usize] += 1;
             h.sent.push((id, tp(p)));
-            h.acked.push(Acked { id, tp: tp(p), offset: Some(off) });
-            h.log.push(LogEntry { tp: tp(p), offset: off, id: Some(id) });
+            h.acked.push(Acked {
+                id,
+                tp: tp(p),
+                offset: Some(off),
+            });
+            h.log.push(LogEntry {
+                tp: tp(p),
+                offset: off,
+                id: Some(id),
+            });
         }
         h
     }
@@ -432,7 +451,11 @@ mod tests {
     fn catches_a_duplicate() {
         let mut h = clean(20);
         // The retried batch landed twice: record #4 again at the end of partition 0.
-        h.log.push(LogEntry { tp: tp(0), offset: 10, id: Some(RecordId::new(1, 4)) });
+        h.log.push(LogEntry {
+            tp: tp(0),
+            offset: 10,
+            id: Some(RecordId::new(1, 4)),
+        });
         let r = h.check();
         assert!(r.violated("I2"), "{r}");
         // A duplicate later in the log is also out of order.

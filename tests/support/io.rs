@@ -29,7 +29,12 @@ pub async fn connect(bootstrap: &[String], request_timeout: Duration) -> Cluster
 }
 
 /// Creates `name` with `partitions` partitions, replication 3, and `configs`.
-pub async fn create_topic(cluster: &Cluster, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+pub async fn create_topic(
+    cluster: &Cluster,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin = Admin::new(cluster.clone(), ClientConfig::default());
     let mut t = NewTopic::new(name, partitions).with_replication_factor(3);
     for (k, v) in configs {
@@ -95,6 +100,7 @@ impl Tracked {
 /// Sends records `seqs` of producer `pid` to `topic`, record `s` to partition
 /// `s % partitions`, values of `size` bytes carrying the id; `pause` between sends (if any).
 /// Every outcome lands in `tracked`; returns when every send has been reported.
+#[allow(clippy::too_many_arguments)]
 pub async fn produce_tracked(
     producer: &Producer,
     topic: &str,
@@ -104,6 +110,25 @@ pub async fn produce_tracked(
     size: usize,
     pause: Option<Duration>,
     tracked: Arc<Tracked>,
+) {
+    produce_until(
+        producer, topic, pid, seqs, partitions, size, pause, tracked, None,
+    )
+    .await
+}
+
+/// [`produce_tracked`] that also stops sending once `stop` is set.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce_until(
+    producer: &Producer,
+    topic: &str,
+    pid: u32,
+    seqs: std::ops::Range<u64>,
+    partitions: i32,
+    size: usize,
+    pause: Option<Duration>,
+    tracked: Arc<Tracked>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(RecordId, Tp, DeliveryFuture)>();
     let t = tracked.clone();
@@ -125,6 +150,9 @@ pub async fn produce_tracked(
     });
     let topic: Arc<str> = Arc::from(topic);
     for s in seqs {
+        if stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+            break;
+        }
         let id = RecordId::new(pid, s);
         let p = (s % partitions as u64) as i32;
         let tp: Tp = (topic.to_string(), p);
@@ -165,7 +193,9 @@ pub async fn read_log(
             .with_fetch_max_wait(Duration::from_millis(100)),
     )
     .expect("consumer");
-    let tps: Vec<TopicPartition> = (0..partitions).map(|p| TopicPartition::new(topic, p)).collect();
+    let tps: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
     consumer
         .assign(tps.iter().map(|tp| (tp.clone(), StartOffset::Beginning)))
         .expect("assign");
@@ -277,10 +307,11 @@ pub fn start_recording_container(
             let c = consumed.clone();
             async move {
                 let id = r.value().and_then(|v| RecordId::decode(v));
-                c.handled
-                    .lock()
-                    .unwrap()
-                    .push(((r.topic().to_owned(), r.partition()), r.offset(), id));
+                c.handled.lock().unwrap().push((
+                    (r.topic().to_owned(), r.partition()),
+                    r.offset(),
+                    id,
+                ));
                 c.count.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -300,7 +331,9 @@ pub async fn committed(
 ) -> std::collections::BTreeMap<Tp, i64> {
     let cluster = connect(bootstrap, Duration::from_secs(10)).await;
     let c = Consumer::new(cluster.clone(), group_config(group)).expect("consumer");
-    let tps: Vec<TopicPartition> = (0..partitions).map(|p| TopicPartition::new(topic, p)).collect();
+    let tps: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
     let mut out = std::collections::BTreeMap::new();
     for attempt in 0..10 {
         match c.committed(&tps).await {
