@@ -184,23 +184,14 @@ async fn topics_create_list_describe_delete_with_per_topic_results() {
         d.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
         [0, 1, 2]
     );
-    let brokers: Vec<i32> = client
-        .cluster()
-        .metadata()
-        .brokers
-        .keys()
-        .copied()
-        .collect();
+    let brokers: Vec<i32> = client.cluster().metadata().brokers.keys().copied().collect();
     for p in &d.partitions {
         let mut replicas = p.replicas.clone();
         replicas.sort_unstable();
         replicas.dedup();
         assert_eq!(replicas.len(), default_replication(), "{p:?}");
         assert!(replicas.iter().all(|r| brokers.contains(r)), "{p:?}");
-        assert!(
-            p.replicas.contains(&p.leader),
-            "the leader is a replica: {p:?}"
-        );
+        assert!(p.replicas.contains(&p.leader), "the leader is a replica: {p:?}");
         assert!(p.isr.contains(&p.leader), "the leader is in sync: {p:?}");
         assert!(p.isr.iter().all(|r| p.replicas.contains(r)), "{p:?}");
     }
@@ -288,18 +279,11 @@ async fn describe_and_incrementally_alter_topic_configs() {
     let policy = entries.iter().find(|c| c.name == "cleanup.policy");
     if common::is_tansu() {
         // Tansu lists only the configs set (docs/broker-quirks.md 5.5).
-        assert!(
-            policy.is_none_or(|c| c.source != ConfigSource::DynamicTopic),
-            "{policy:?}"
-        );
+        assert!(policy.is_none_or(|c| c.source != ConfigSource::DynamicTopic), "{policy:?}");
     } else {
         let policy = policy.unwrap_or_else(|| panic!("cleanup.policy is described"));
         assert_ne!(policy.source, ConfigSource::DynamicTopic, "{policy:?}");
-        assert_eq!(
-            policy.value.as_deref(),
-            Some("delete"),
-            "the default: {policy:?}"
-        );
+        assert_eq!(policy.value.as_deref(), Some("delete"), "the default: {policy:?}");
     }
     ok(admin.delete_topics(&[&topic]).await, "delete");
     client.close().await;
@@ -316,24 +300,16 @@ async fn describe_cluster_names_the_broker_and_controller() {
     // The same brokers as Metadata names, at the addresses it names.
     let meta = client.cluster().metadata();
     assert_eq!(ids, meta.brokers.keys().copied().collect::<Vec<_>>());
-    let controller = d
-        .controller
-        .unwrap_or_else(|| panic!("no controller: {d:?}"));
+    let controller = d.controller.unwrap_or_else(|| panic!("no controller: {d:?}"));
     assert!(ids.contains(&controller), "{d:?}");
     for b in &d.brokers {
         let m = &meta.brokers[&b.node_id];
-        assert_eq!(
-            (b.host.as_str(), b.port),
-            (m.host.as_str(), m.port),
-            "{b:?}"
-        );
+        assert_eq!((b.host.as_str(), b.port), (m.host.as_str(), m.port), "{b:?}");
     }
     // The bootstrap address is one of them.
     let boot = bootstrap();
     assert!(
-        d.brokers
-            .iter()
-            .any(|b| format!("{}:{}", b.host, b.port) == boot),
+        d.brokers.iter().any(|b| format!("{}:{}", b.host, b.port) == boot),
         "{boot} in {d:?}"
     );
     client.close().await;
@@ -460,10 +436,7 @@ async fn coordinator_for(client: &Client, group: &str) -> (i32, BrokerConnection
             .await,
         "coordinator",
     );
-    let conn = ok(
-        client.cluster().connection_for_broker(id).await,
-        "coordinator connection",
-    );
+    let conn = ok(client.cluster().connection_for_broker(id).await, "coordinator connection");
     (id, conn)
 }
 
@@ -576,7 +549,8 @@ async fn commit(
             .flat_map(|t| t.partitions.iter())
             .map(|p| (p.partition_index, p.error_code))
             .collect();
-        if codes.iter().any(|(_, c)| coordinator_moving(*c)) && std::time::Instant::now() < deadline
+        if codes.iter().any(|(_, c)| coordinator_moving(*c))
+            && std::time::Instant::now() < deadline
         {
             client
                 .cluster()
@@ -662,10 +636,7 @@ async fn groups_list_describe_offsets_delete() {
         Ok(unknown) => {
             assert!(unknown.members.is_empty());
             if common::is_tansu() {
-                assert!(matches!(
-                    unknown.state,
-                    GroupState::Dead | GroupState::Empty
-                ));
+                assert!(matches!(unknown.state, GroupState::Dead | GroupState::Empty));
             } else {
                 assert_eq!(unknown.state, GroupState::Dead, "{unknown:?}");
             }

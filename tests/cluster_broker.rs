@@ -33,10 +33,7 @@ async fn bootstrap_skips_dead_address() {
     let meta = cluster.metadata();
     let ids: Vec<i32> = meta.brokers.keys().copied().collect();
     assert_eq!(ids.len(), broker_count(), "{ids:?}");
-    assert!(
-        meta.controller_id.is_some_and(|c| ids.contains(&c)),
-        "{meta:?}"
-    );
+    assert!(meta.controller_id.is_some_and(|c| ids.contains(&c)), "{meta:?}");
     assert!(meta.cluster_id.is_some());
     for id in &ids {
         let conn = cluster.connection_for_broker(*id).await;
@@ -53,15 +50,11 @@ async fn metadata_for_auto_created_topic() {
     let topic = unique("cluster-auto");
     // The first Metadata request asks the broker to create the topic; Kafka answers
     // UNKNOWN_TOPIC_OR_PARTITION (or LEADER_NOT_AVAILABLE) until it exists everywhere.
-    let parts = eventually(
-        "the auto-created topic",
-        Duration::from_secs(30),
-        || async {
-            let _ = cluster.refresh_topics(&[&topic]).await;
-            let parts = cluster.partitions(&topic).await.ok()?;
-            parts.iter().all(|p| p.leader >= 0).then_some(parts)
-        },
-    )
+    let parts = eventually("the auto-created topic", Duration::from_secs(30), || async {
+        let _ = cluster.refresh_topics(&[&topic]).await;
+        let parts = cluster.partitions(&topic).await.ok()?;
+        parts.iter().all(|p| p.leader >= 0).then_some(parts)
+    })
     .await;
     let brokers: Vec<i32> = cluster.metadata().brokers.keys().copied().collect();
     assert_eq!(parts.len(), default_partitions());
@@ -183,20 +176,12 @@ async fn refresh_for_another_topic_set_merges_into_the_cache() {
     let (a, b) = (unique("cluster-merge-a"), unique("cluster-merge-b"));
     for t in [&a, &b] {
         // Auto-created by the first request; Kafka lists it once it exists everywhere.
-        eventually(
-            &format!("{t} in the cache"),
-            Duration::from_secs(30),
-            || async {
-                if let Err(e) = cluster.refresh_topics(&[t]).await {
-                    panic!("refresh {t}: {e}");
-                }
-                cluster
-                    .metadata()
-                    .topics
-                    .contains_key(t.as_str())
-                    .then_some(())
-            },
-        )
+        eventually(&format!("{t} in the cache"), Duration::from_secs(30), || async {
+            if let Err(e) = cluster.refresh_topics(&[t]).await {
+                panic!("refresh {t}: {e}");
+            }
+            cluster.metadata().topics.contains_key(t.as_str()).then_some(())
+        })
         .await;
     }
     // Asking for `b` alone kept `a` (a partial refresh merges; only a full refresh may drop

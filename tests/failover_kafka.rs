@@ -418,7 +418,11 @@ async fn cut_off(c: &'static FailoverCluster, fault: CutOff) {
     }
     let stop = container.stop().await;
     let events = events.await.unwrap_or_default();
-    eprintln!("[failover] s6 {fault:?}: container events: {events:#?}");
+    eprintln!(
+        "[failover] s6 {fault:?}: {} container events, the first: {:#?}",
+        events.len(),
+        &events[..events.len().min(6)]
+    );
     let mut h = history(&tracked);
     h.progress.push(Progress {
         what: format!("producer acks after {fault:?} of node {leader} healed"),

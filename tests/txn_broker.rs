@@ -287,10 +287,7 @@ async fn commit_and_abort_write_markers_and_committed_data() {
             .collect();
         assert_eq!(committed_seen, want);
     } else {
-        assert_eq!(
-            seen_values, want,
-            "read_committed sees exactly the committed records"
-        );
+        assert_eq!(seen_values, want, "read_committed sees exactly the committed records");
     }
     // The markers take offsets: the first commit marker sits right after commit1's records.
     // Kafka (and the mock) hide the 50 aborted records and their abort marker from
@@ -302,10 +299,7 @@ async fn commit_and_abort_write_markers_and_committed_data() {
         .map(|(_, o, v)| (v.clone(), *o))
         .expect("later records");
     let expected = if first_value.starts_with("aborted") {
-        assert!(
-            common::is_tansu(),
-            "an aborted record was read: {first_value}"
-        );
+        assert!(common::is_tansu(), "an aborted record was read: {first_value}");
         offsets[99] + 2
     } else {
         offsets[99] + 2 + aborted.len() as i64 + 1
