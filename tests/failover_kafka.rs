@@ -708,6 +708,11 @@ fn copier_child() {
             .record_handler(move |r: ListenerConsumerRecord| {
                 let (out, topic) = (out.clone(), output.clone());
                 async move {
+                    // A slower handler now and then keeps transactions open longer, so that
+                    // the SIGKILLs are likely to land inside one.
+                    if r.offset() % 100 == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                     let mut rec = Record::new(topic).with_partition(r.partition());
                     rec.value = r.value().cloned();
                     let _delivery = out
@@ -889,6 +894,358 @@ fn s5_exactly_once_copier_survives_kills() {
         );
         r.assert_clean("s5");
         assert_eq!(h.log.len() as u64, N, "output == input: {r}");
+        client.close().await;
+    });
+}
+
+/// A small xorshift generator for the soak's fault schedule (seeded by `FAILOVER_SOAK_SEED`,
+/// printed, so a failing schedule can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Scenario 9: a soak. An idempotent producer feeds `in`; a listener container (group, record
+/// acks) copies each good record to `out` (awaiting the delivery) and sends every poison record
+/// (one in 100), after 2 retries, to `in-dlt` through the dead-letter publisher; all clients go
+/// through the proxies. Meanwhile a random fault from the list hits every ~12 s: SIGKILL a node
+/// (restarted 10 s later), SIGSTOP a node for 8 s, blackhole a node's proxy for 8 s, reset every
+/// connection of a node's proxy, or make a node slow and cut connections mid-frame for 10 s.
+/// At the end: I1 I2 I3 I7 on `in`; I5 on the group; I6 after each fault; every acknowledged
+/// input is in `out` (good) or `in-dlt` (poison), at least once (the container is
+/// at-least-once), and no poison record is in `out`.
+///
+/// `FAILOVER_SOAK_SECS` (default 120) is how long faults are injected; 600 is the 10-minute
+/// version.
+#[test]
+fn s9_soak_random_faults() {
+    use rekafka::listener::{
+        DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError,
+        ListenerConsumerRecord, ListenerContainer, ListenerRecord,
+    };
+    use rekafka::producer::Record;
+    scenario("s9 soak", |c| async move {
+        const PARTITIONS: i32 = 3;
+        let secs: u64 = std::env::var("FAILOVER_SOAK_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120);
+        let seed: u64 = std::env::var("FAILOVER_SOAK_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+                    | 1
+            });
+        eprintln!("[failover] s9: {secs} s of faults, FAILOVER_SOAK_SEED={seed}");
+        let mut rng = Rng(seed);
+        let input = unique("s9-in");
+        let dlt = format!("{input}-dlt");
+        let output = unique("s9-out");
+        let group = unique("s9-g");
+        let client = connect(&c.proxied, Duration::from_secs(5)).await;
+        for t in [&input, &dlt, &output] {
+            create_topic(&client, t, PARTITIONS, &[]).await;
+        }
+        let poison =
+            |id: Option<support::invariants::RecordId>| id.is_some_and(|id| id.seq % 100 == 7);
+
+        // The container: good records to `out`, poison ones to the DLT.
+        let out = Arc::new(
+            Producer::new(client.clone(), ProducerConfig::default())
+                .await
+                .expect("out producer"),
+        );
+        let consumed = Arc::new(Consumed::default());
+        let consumer =
+            rekafka::consumer::Consumer::new(client.clone(), support::io::group_config(&group))
+                .expect("consumer");
+        consumer.subscribe([input.clone()]).expect("subscribe");
+        let publisher = DeadLetterPublisher::<ListenerConsumerRecord>::builder(client.clone())
+            .group(group.clone())
+            .build()
+            .await
+            .expect("dead-letter publisher");
+        let container = {
+            let (out, consumed, output) = (
+                out.clone(),
+                consumed.clone(),
+                Arc::<str>::from(output.as_str()),
+            );
+            ListenerContainer::builder(consumer)
+                .record_handler(move |r: ListenerConsumerRecord| {
+                    let (out, consumed, output) = (out.clone(), consumed.clone(), output.clone());
+                    async move {
+                        let id = r
+                            .value()
+                            .and_then(|v| support::invariants::RecordId::decode(v));
+                        if poison(id) {
+                            return Err(
+                                Box::new(std::io::Error::other("poison record")) as HandlerError
+                            );
+                        }
+                        let mut rec = Record::new(output).with_partition(r.partition());
+                        rec.value = r.value().cloned();
+                        let delivery = out
+                            .send(rec)
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        delivery
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        consumed.handled.lock().unwrap().push((
+                            (r.topic().to_owned(), r.partition()),
+                            r.offset(),
+                            id,
+                        ));
+                        consumed.count.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                })
+                .error_handler(
+                    DefaultErrorHandler::new()
+                        .back_off(FixedBackOff::new(Duration::from_millis(20), 2))
+                        .recoverer(publisher),
+                )
+                .ack_mode(rekafka::listener::AckMode::Record)
+                .poll_timeout(Duration::from_millis(500))
+                .start()
+                .expect("container")
+        };
+        // The container's "finished" records include the recovered ones: the events say which.
+        let recovered = {
+            let mut rx = container.events();
+            tokio::spawn(async move {
+                let mut v = Vec::new();
+                while let Ok(e) = rx.recv().await {
+                    if let rekafka::listener::ContainerEvent::Recovered { partition, offset } = e {
+                        v.push(((partition.0.to_string(), partition.1), offset));
+                    }
+                }
+                v
+            })
+        };
+
+        let producer = Arc::new(
+            Producer::new(client.clone(), ProducerConfig::default())
+                .await
+                .expect("producer"),
+        );
+        let tracked = Arc::new(Tracked::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = {
+            let (p, t, topic, stop) = (
+                producer.clone(),
+                tracked.clone(),
+                input.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                produce_until(
+                    &p,
+                    &topic,
+                    1,
+                    0..u64::MAX,
+                    PARTITIONS,
+                    64,
+                    Some(Duration::from_millis(2)),
+                    t,
+                    Some(stop),
+                )
+                .await;
+            })
+        };
+        until_reports(&tracked, 1_000, Duration::from_secs(60)).await;
+
+        let mut progress = Vec::new();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            let node = rng.below(3) as i32 + 1;
+            let kind = rng.below(5);
+            let what = match kind {
+                0 => {
+                    c.kill(node).await;
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    c.restart(node).await;
+                    format!("SIGKILL node {node}, restart after 10 s")
+                }
+                1 => {
+                    c.pause(node).await;
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    c.resume(node).await;
+                    format!("SIGSTOP node {node} for 8 s")
+                }
+                2 => {
+                    c.proxy(node).modify(|f| f.blackhole = true);
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    c.proxy(node).heal();
+                    format!("blackhole node {node}'s proxy for 8 s")
+                }
+                3 => {
+                    c.proxy(node).reset_all();
+                    format!("reset every connection to node {node}")
+                }
+                _ => {
+                    c.proxy(node).set(Faults {
+                        delay: Duration::from_millis(10),
+                        throttle: Some(128 * 1024),
+                        slice: Some(61),
+                        cut_per_mille: 10,
+                        ..Faults::default()
+                    });
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    c.proxy(node).heal();
+                    format!("slow, sliced, cut node {node} for 10 s")
+                }
+            };
+            eprintln!("[failover] s9 at {:?}: {what}", t0.elapsed());
+            let (acks, handled) = (
+                tracked.acks.load(Ordering::Relaxed),
+                consumed.count.load(Ordering::Relaxed),
+            );
+            let (tp, tc) = tokio::join!(
+                tracked.progress_after(acks, AFTER_HEAL),
+                consumed.progress_after(handled, AFTER_HEAL)
+            );
+            progress.push(Progress {
+                what: format!("producer after: {what}"),
+                bound: AFTER_HEAL,
+                took: tp,
+            });
+            progress.push(Progress {
+                what: format!("container after: {what}"),
+                bound: AFTER_HEAL,
+                took: tc,
+            });
+            tokio::time::sleep(Duration::from_secs(2 + rng.below(4))).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        run.await.expect("producer run");
+        producer.close().await;
+        c.heal().await;
+        // The container finishes the input (bounded; a shortfall shows in the checks).
+        let acked_ids: Vec<support::invariants::Acked> = tracked.acked.lock().unwrap().clone();
+        let good = acked_ids.iter().filter(|a| !poison(Some(a.id))).count() as u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while consumed.count.load(Ordering::Relaxed) < good && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stopped = container.stop().await;
+        out.close().await;
+        let recovered = recovered.await.unwrap_or_default();
+
+        // The input: I1 I2 I3 I5 I6 I7.
+        let mut h = history(&tracked);
+        h.progress = progress;
+        h.log = read_log(
+            &c.direct,
+            &input,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        h.handled = consumed.handled_offsets();
+        h.handled.extend(recovered.iter().cloned());
+        h.committed = committed(&c.direct, &group, &input, PARTITIONS).await;
+        let r = h.check();
+        eprintln!(
+            "[failover] s9 input: {r}; {} recovered to the DLT; container stopped: {stopped:?}",
+            recovered.len()
+        );
+
+        // The sinks: every acknowledged input in `out` (good) or the DLT (poison), at least once.
+        let out_log = read_log(
+            &c.direct,
+            &output,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let dlt_log = read_log(
+            &c.direct,
+            &dlt,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let sink = |log: &[support::invariants::LogEntry],
+                    name: &str|
+         -> Vec<support::invariants::LogEntry> {
+            log.iter()
+                .map(|e| support::invariants::LogEntry {
+                    tp: (name.to_owned(), e.tp.1),
+                    offset: e.offset,
+                    id: e.id,
+                })
+                .collect()
+        };
+        let mut sinks = History {
+            sent: tracked
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, tp)| {
+                    (
+                        *id,
+                        (
+                            if poison(Some(*id)) { "dlt" } else { "out" }.to_owned(),
+                            tp.1,
+                        ),
+                    )
+                })
+                .collect(),
+            acked: acked_ids
+                .iter()
+                .map(|a| support::invariants::Acked {
+                    id: a.id,
+                    tp: (
+                        if poison(Some(a.id)) { "dlt" } else { "out" }.to_owned(),
+                        a.tp.1,
+                    ),
+                    offset: None,
+                })
+                .collect(),
+            failed: tracked.failed.lock().unwrap().clone(),
+            ..History::default()
+        };
+        sinks.log = sink(&out_log, "out");
+        sinks.log.extend(sink(&dlt_log, "dlt"));
+        let rs = sinks.check();
+        eprintln!(
+            "[failover] s9 sinks: {rs}; out {} records ({} duplicates, allowed at least once), dlt {}",
+            out_log.len(),
+            out_log.len() as u64
+                - out_log
+                    .iter()
+                    .filter_map(|e| e.id)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len() as u64,
+            dlt_log.len()
+        );
+        r.assert_clean("s9 input");
+        rs.assert_clean("s9 sinks");
+        assert!(
+            out_log.iter().all(|e| !poison(e.id)),
+            "no poison record in the output"
+        );
         client.close().await;
     });
 }
