@@ -1021,6 +1021,9 @@ fn s9_soak_random_faults() {
                         .recoverer(publisher),
                 )
                 .ack_mode(rekafka::listener::AckMode::Record)
+                // Each handler awaits its output's acks=all delivery (at-least-once): one
+                // worker per partition keeps up with the input on a loaded machine.
+                .concurrency(PARTITIONS as usize)
                 .poll_timeout(Duration::from_millis(500))
                 .start()
                 .expect("container")
@@ -1028,13 +1031,29 @@ fn s9_soak_random_faults() {
         // The container's "finished" records include the recovered ones: the events say which.
         let recovered = {
             let mut rx = container.events();
+            let t0 = Instant::now();
             tokio::spawn(async move {
                 let mut v = Vec::new();
+                let mut other: Vec<String> = Vec::new();
+                let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
                 while let Ok(e) = rx.recv().await {
-                    if let rekafka::listener::ContainerEvent::Recovered { partition, offset } = e {
-                        v.push(((partition.0.to_string(), partition.1), offset));
+                    let name = format!("{e:?}");
+                    let name = name.split(['(', ' ', '{']).next().unwrap_or("").to_owned();
+                    *kinds.entry(name).or_default() += 1;
+                    match e {
+                        rekafka::listener::ContainerEvent::Recovered { partition, offset } => {
+                            v.push(((partition.0.to_string(), partition.1), offset));
+                        }
+                        rekafka::listener::ContainerEvent::Committed(_)
+                        | rekafka::listener::ContainerEvent::FailedDelivery { .. } => {}
+                        e => other.push(format!("{:?} {e:?}", t0.elapsed())),
                     }
                 }
+                let n = other.len();
+                eprintln!(
+                    "[failover] s9 container events: {kinds:?}; the last others: {:#?}",
+                    &other[n.saturating_sub(8)..]
+                );
                 v
             })
         };
@@ -1061,7 +1080,7 @@ fn s9_soak_random_faults() {
                     0..u64::MAX,
                     PARTITIONS,
                     64,
-                    Some(Duration::from_millis(2)),
+                    Some(Duration::from_millis(50)),
                     t,
                     Some(stop),
                 )
@@ -1139,11 +1158,21 @@ fn s9_soak_random_faults() {
         // The container finishes the input (bounded; a shortfall shows in the checks).
         let acked_ids: Vec<support::invariants::Acked> = tracked.acked.lock().unwrap().clone();
         let good = acked_ids.iter().filter(|a| !poison(Some(a.id))).count() as u64;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while consumed.count.load(Ordering::Relaxed) < good && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for a in &acked_ids {
+            let e = ends.entry(a.tp.clone()).or_default();
+            *e = (*e).max(a.offset.unwrap_or(0) + 1);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while committed(&c.direct, &group, &input, PARTITIONS).await != ends
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        eprintln!(
+            "[failover] s9: {} handled of {good} good records acknowledged",
+            consumed.count.load(Ordering::Relaxed)
+        );
         let stopped = container.stop().await;
         out.close().await;
         let recovered = recovered.await.unwrap_or_default();
