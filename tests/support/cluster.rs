@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ pub fn cluster() -> &'static FailoverCluster {
     C.get_or_init(start)
 }
 
-fn kafka_sh(root: &PathBuf, dir: &PathBuf, args: &[&str]) -> (bool, String) {
+fn kafka_sh(root: &Path, dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(root.join("scripts/kafka.sh"))
         .args(args)
         .env("KAFKA_CLUSTER_DIR", dir)
@@ -92,7 +92,9 @@ fn start() -> FailoverCluster {
         let log = std::fs::File::create(dir.join("reaper.log")).expect("reaper log");
         let log2 = log.try_clone().expect("reaper log");
         use std::os::unix::process::CommandExt;
-        Command::new("sh")
+        // Never waited for: it outlives this process by design (and is reaped by init).
+        #[allow(clippy::zombie_processes)]
+        let _reaper = Command::new("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
