@@ -4,7 +4,7 @@
 #
 #   scripts/kafka.sh install                       resolve the pinned broker into .tools/kafka/lib
 #                                                  (offline and seconds once done)
-#   scripts/kafka.sh start [--nodes 1|3] [--sasl] [--ssl]
+#   scripts/kafka.sh start [--nodes 1|3] [--sasl] [--ssl] [--proxy]
 #                                                  format fresh storage, start the nodes, wait until
 #                                                  Metadata lists every broker; the LAST line printed
 #                                                  is the plaintext bootstrap list host:port,...
@@ -29,6 +29,16 @@
 #   REKAFKA_MTLS_BOOTSTRAP       SSL, client cert required REKAFKA_SASL_SSL_BOOTSTRAP SASL_SSL
 #   REKAFKA_SASL_USER / _PASSWORD (PLAIN and both SCRAMs), REKAFKA_TLS_CA, REKAFKA_TLS_CLIENT_CERT,
 #   REKAFKA_TLS_CLIENT_KEY, REKAFKA_TLS_OTHER_CA (a CA that signed nothing here)
+#
+# >>> proxy (tests/support/proxy.rs; owned by the failover suite)
+# --proxy adds a PLAINTEXT listener PROXIED per node whose ADVERTISED address is another port, where
+# a fault proxy (tests/support/proxy.rs) is expected to listen and forward to the node. Clients that
+# bootstrap through the proxy ports therefore reach every broker through the proxy, while brokers
+# keep talking to each other over PLAINTEXT. Per node: port.PROXIED (the broker's listener) and
+# port.PROXY (the advertised, proxy side). `env` adds:
+#   REKAFKA_PROXY_BOOTSTRAP      the proxy addresses host:port,...
+#   REKAFKA_PROXY_MAP            proxyport=brokerport,... (node order)
+# <<< proxy
 #
 # Env: KAFKA_CLUSTER_DIR (default target/kafka) to run several clusters side by side;
 #      KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g per node).
@@ -190,14 +200,15 @@ make_certs() {   # a CA, a broker certificate for 127.0.0.1, a client certificat
 
 # ------------------------------------------------------------------------------------ start
 cmd_start() {
-  local nodes=3 sasl=0 ssl=0
+  local nodes=3 sasl=0 ssl=0 proxy=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --nodes) nodes="${2:-}"; shift 2 ;;
       --nodes=*) nodes="${1#--nodes=}"; shift ;;
       --sasl) sasl=1; shift ;;
       --ssl) ssl=1; shift ;;
-      *) die "unknown option $1 (start [--nodes 1|3] [--sasl] [--ssl])" ;;
+      --proxy) proxy=1; shift ;;   # proxy
+      *) die "unknown option $1 (start [--nodes 1|3] [--sasl] [--ssl] [--proxy])" ;;
     esac
   done
   case "$nodes" in 1|3) ;; *) die "--nodes must be 1 or 3" ;; esac
@@ -221,6 +232,9 @@ cmd_start() {
   [ "$sasl" = 1 ] && listeners+=(SASL)
   [ "$ssl" = 1 ] && listeners+=(SSL MTLS)
   [ "$sasl" = 1 ] && [ "$ssl" = 1 ] && listeners+=(SASLSSL)
+  # >>> proxy: PROXIED is a broker listener; PROXY is only a port (the proxy's), never bound here
+  [ "$proxy" = 1 ] && listeners+=(PROXIED PROXY)
+  # <<< proxy
   local ports; read -r -a ports <<< "$(free_ports $((nodes * ${#listeners[@]})))"
 
   local voters=() i=0 l
@@ -240,6 +254,14 @@ cmd_start() {
     local nd; nd="$(node_dir "$id")"
     local lst=() adv=()
     for l in "${listeners[@]}"; do
+      # >>> proxy: PROXIED listens on its port and advertises the proxy's
+      if [ "$l" = PROXY ]; then continue; fi
+      if [ "$l" = PROXIED ]; then
+        lst+=("$l://$HOST:$(cat "$nd/port.PROXIED")")
+        adv+=("$l://$HOST:$(cat "$nd/port.PROXY")")
+        continue
+      fi
+      # <<< proxy
       lst+=("$l://$HOST:$(cat "$nd/port.$l")")
       [ "$l" = CONTROLLER ] || adv+=("$l://$HOST:$(cat "$nd/port.$l")")
     done
@@ -252,7 +274,7 @@ cmd_start() {
       echo "advertised.listeners=$(IFS=,; echo "${adv[*]}")"
       echo "controller.listener.names=CONTROLLER"
       echo "inter.broker.listener.name=PLAINTEXT"
-      echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL,SASLSSL:SASL_SSL"
+      echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL,SASLSSL:SASL_SSL$([ "$proxy" = 1 ] && echo ,PROXIED:PLAINTEXT)"
       echo "log.dirs=$nd/data"
       echo "num.partitions=3"
       echo "default.replication.factor=$rf"
@@ -346,6 +368,16 @@ write_env() {
     if [ "$sasl" = 1 ] && [ "$ssl" = 1 ]; then
       echo "export REKAFKA_SASL_SSL_BOOTSTRAP=$(bootstrap_of SASLSSL)"
     fi
+    # >>> proxy
+    if [ -f "$(node_dir 1)/port.PROXY" ]; then
+      echo "export REKAFKA_PROXY_BOOTSTRAP=$(bootstrap_of PROXY)"
+      local id map=()
+      for id in $(seq 1 "$(node_count)"); do
+        map+=("$(cat "$(node_dir "$id")/port.PROXY")=$(cat "$(node_dir "$id")/port.PROXIED")")
+      done
+      echo "export REKAFKA_PROXY_MAP=$(IFS=,; echo "${map[*]}")"
+    fi
+    # <<< proxy
   } > "$DIR/env"
 }
 

@@ -519,7 +519,9 @@ impl Cluster {
                 addr = conn.addr(),
                 "dropping broker connection"
             );
-            tokio::spawn(async move { conn.close().await });
+            // Retired, not closed: whoever still holds it (a group's coordinator, a sender)
+            // gets a retriable error and looks the broker up again.
+            tokio::spawn(async move { conn.retire().await });
         }
     }
 

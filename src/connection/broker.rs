@@ -52,6 +52,9 @@ struct Inner {
     addr: String,
     config: ConnectionConfig,
     closed: AtomicBool,
+    /// Closed because the broker left the cluster metadata (or moved), not by the user:
+    /// requests fail with the retriable `Disconnected`, not `Closed`.
+    retired: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -73,6 +76,7 @@ impl BrokerConnection {
                 addr: addr.into(),
                 config,
                 closed: AtomicBool::new(false),
+                retired: AtomicBool::new(false),
                 state: Mutex::new(State {
                     conn: None,
                     backoff,
@@ -94,10 +98,7 @@ impl BrokerConnection {
 
     /// The current live connection, connecting first if there is none (after the back-off).
     pub async fn connection(&self) -> Result<Connection> {
-        let closed = || {
-            Error::with_message(ErrorKind::Closed, "broker connection closed")
-                .on_broker(self.inner.broker_id)
-        };
+        let closed = || self.closed_error();
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
@@ -141,6 +142,34 @@ impl BrokerConnection {
         }
     }
 
+    /// The error requests get once the connection is closed: `Closed`, or the retriable
+    /// `Disconnected` if the cluster [retired](Self::retire) it.
+    fn closed_error(&self) -> Error {
+        if self.inner.retired.load(Ordering::Acquire) {
+            Error::with_message(
+                ErrorKind::Disconnected,
+                "the broker left the cluster metadata (or moved)",
+            )
+            .on_broker(self.inner.broker_id)
+        } else {
+            Error::with_message(ErrorKind::Closed, "broker connection closed")
+                .on_broker(self.inner.broker_id)
+        }
+    }
+
+    /// Closes the connection because the broker left the cluster metadata (or moved): like
+    /// [`close`](Self::close), but requests in flight and later ones on clones of this handle
+    /// fail with the retriable [`ErrorKind::Disconnected`], so that their callers look the
+    /// broker (leader, coordinator) up again instead of taking the client for closed.
+    pub(crate) async fn retire(&self) {
+        self.inner.retired.store(true, Ordering::Release);
+        self.inner.closed.store(true, Ordering::Release);
+        let conn = self.inner.state.lock().await.conn.take();
+        if let Some(conn) = conn {
+            conn.close_with(self.closed_error()).await;
+        }
+    }
+
     /// The number of consecutive failed connect attempts (0 after a success).
     pub async fn failures(&self) -> u32 {
         self.inner.state.lock().await.backoff.failures()
@@ -169,5 +198,22 @@ impl BrokerConnection {
         if let Some(conn) = conn {
             conn.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retired_connection_fails_retriably_a_closed_one_does_not() {
+        let retired = BrokerConnection::new(1, "127.0.0.1:1", ConnectionConfig::default());
+        retired.retire().await;
+        let e = retired.connection().await.err().map(|e| e.kind().clone());
+        assert_eq!(e, Some(ErrorKind::Disconnected));
+        let closed = BrokerConnection::new(2, "127.0.0.1:1", ConnectionConfig::default());
+        closed.close().await;
+        let e = closed.connection().await.err().map(|e| e.kind().clone());
+        assert_eq!(e, Some(ErrorKind::Closed));
     }
 }

@@ -711,11 +711,17 @@ impl Connection {
     /// the reader and writer tasks and waits for them to end (which closes the socket). Later
     /// requests on any clone fail with `Closed`. Idempotent.
     pub async fn close(&self) {
-        self.shared.table.fail(
+        self.close_with(
             Error::with_message(ErrorKind::Closed, "connection closed")
                 .on_broker(self.shared.broker_id),
-            true,
-        );
+        )
+        .await;
+    }
+
+    /// [`close`](Self::close), failing the requests in flight (and later ones) with `error`
+    /// instead of `Closed`: for a connection the client closes while its callers live on.
+    pub(crate) async fn close_with(&self, error: Error) {
+        self.shared.table.fail(error, true);
         let tasks = std::mem::take(
             &mut *self
                 .shared

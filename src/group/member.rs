@@ -340,7 +340,10 @@ impl GroupMember {
             .cluster
             .invalidate_coordinator(CoordinatorType::Group, &inner.config.group_id);
         if let Some(c) = inner.coordinator.lock().await.take() {
-            tokio::spawn(async move { c.close().await });
+            // Retired, not closed: a request racing on a clone (a commit while the heartbeat
+            // found the coordinator gone) fails retriably and looks the coordinator up again,
+            // instead of reporting the client closed.
+            tokio::spawn(async move { c.retire().await });
         }
     }
 

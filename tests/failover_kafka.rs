@@ -1,0 +1,1474 @@
+//! The failover suite (issue 22): real faults on a three-node Kafka cluster of the suite's own
+//! (`target/kafka-failover`, started by the first scenario and stopped when the test process
+//! exits), each scenario checked against the invariants of `tests/support/invariants.rs`.
+//!
+//! ```text
+//! cargo test --features mock --test failover_kafka -- --test-threads 1
+//! FAILOVER_SOAK_SECS=600 cargo test --features mock --test failover_kafka soak   # 10-minute soak
+//! ```
+//!
+//! Scenarios take a global lock and run one at a time; every broker and proxy is healed before
+//! and after each. docs/reliability.md lists them with their invariants and results.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rekafka::consumer::IsolationLevel;
+use rekafka::producer::{Producer, ProducerConfig};
+
+use support::cluster::{FailoverCluster, cluster, exclusive};
+use support::invariants::{History, Progress};
+use support::io::{
+    Consumed, Tracked, committed, connect, create_topic, produce_tracked, produce_until, read_log,
+    start_recording_container,
+};
+use support::proxy::Faults;
+
+/// Runs one scenario alone on the suite's cluster, healed before and after.
+fn scenario<F, Fut>(name: &str, f: F)
+where
+    F: FnOnce(&'static FailoverCluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let _guard = exclusive();
+    let c = cluster();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        c.heal().await;
+        let t = Instant::now();
+        eprintln!("[failover] {name}: start");
+        f(c).await;
+        eprintln!("[failover] {name}: done in {:?}", t.elapsed());
+        c.heal().await;
+    });
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::AtomicU32;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{prefix}-{t}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Waits until `tracked` has at least `n` reports (at most `within`).
+async fn until_reports(tracked: &Tracked, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while tracked.reports.load(Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} reports after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The history of one tracked producer run and the log read back.
+fn history(tracked: &Tracked) -> History {
+    History {
+        no_duplicates: true,
+        check_order: true,
+        sent: tracked.sent.lock().unwrap().clone(),
+        acked: tracked.acked.lock().unwrap().clone(),
+        failed: tracked.failed.lock().unwrap().clone(),
+        ..History::default()
+    }
+}
+
+/// The stated progress bound after a broker dies: `broker.session.timeout.ms` (6 s) for the
+/// controller to fence it, an election, a metadata refresh and a retry, with room for a loaded
+/// two-core machine.
+const AFTER_KILL: Duration = Duration::from_secs(45);
+
+/// Scenario 1: SIGKILL of the partition leader during idempotent acks=all produce of 200k
+/// records. I1 I2 I3 I7 (and I6: acknowledgements resume within `AFTER_KILL`).
+#[test]
+fn s1_leader_sigkill_during_idempotent_produce() {
+    scenario("s1 leader SIGKILL", |c| async move {
+        const N: u64 = 200_000;
+        const PARTITIONS: i32 = 3;
+        let topic = unique("s1");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[]).await;
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig::default().with_linger(Duration::from_millis(5)),
+        )
+        .await
+        .expect("producer");
+        let producer = Arc::new(producer);
+        let tracked = Arc::new(Tracked::default());
+        let run = {
+            let (p, t, topic) = (producer.clone(), tracked.clone(), topic.clone());
+            tokio::spawn(async move {
+                produce_tracked(&p, &topic, 1, 0..N, PARTITIONS, 64, None, t).await;
+            })
+        };
+        until_reports(&tracked, N / 4, Duration::from_secs(120)).await;
+        let (leader, _) = client.leader_for(&topic, 0).await.expect("leader");
+        let before = tracked.acks.load(Ordering::Relaxed);
+        c.kill(leader).await;
+        let took = tracked.progress_after(before + 1000, AFTER_KILL).await;
+        run.await.expect("producer run");
+        producer.close().await;
+        c.restart(leader).await;
+        let mut h = history(&tracked);
+        h.progress.push(Progress {
+            what: format!("1000 more acks after node {leader} (leader of p0) was SIGKILLed"),
+            bound: AFTER_KILL,
+            took,
+        });
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let r = h.check();
+        eprintln!("[failover] s1: {r}");
+        r.assert_clean("s1");
+        // Idempotence with retries: every record is delivered, none failed.
+        assert_eq!(h.acked.len() as u64, N, "every record acknowledged: {r}");
+        client.close().await;
+    });
+}
+
+/// Scenario 3: the ISR below `min.insync.replicas`.
+/// (a) `NOT_ENOUGH_REPLICAS` is retried within `delivery.timeout` and the records are delivered
+/// once a follower returns; (b) with no follower back in time, every record fails with a typed
+/// error. I1 I2 I3 I6 I7.
+///
+/// The issue says "two followers stopped" (RF 3, `min.insync.replicas=2`). With three combined
+/// controller+broker nodes that also stops two of the three KRaft voters: the quorum is lost,
+/// the ISR can never shrink, and the leader waits for the followers instead of answering
+/// `NOT_ENOUGH_REPLICAS`. The same condition, with the quorum kept: the topic gets
+/// `min.insync.replicas=3` and one follower is stopped (ISR 2 < 3).
+#[test]
+fn s3_isr_below_min_insync() {
+    scenario("s3 ISR below min.insync.replicas", |c| async move {
+        const PARTITIONS: i32 = 1;
+        let topic = unique("s3");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[("min.insync.replicas", "3")]).await;
+        let (leader, _) = client.leader_for(&topic, 0).await.expect("leader");
+        let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+        c.await_full_isr(&[&topic], Duration::from_secs(30)).await;
+        c.stop_node(follower).await;
+        // The controller drops the stopped follower from the ISR once its session ends (6 s).
+        tokio::time::sleep(Duration::from_secs(8)).await;
+
+        // (a) delivery timeout 60 s; the follower returns after ~12 s.
+        let producer = Arc::new(
+            Producer::new(
+                client.clone(),
+                ProducerConfig::default()
+                    .with_delivery_timeout(Duration::from_secs(60))
+                    .with_request_timeout(Duration::from_secs(10)),
+            )
+            .await
+            .expect("producer"),
+        );
+        let tracked = Arc::new(Tracked::default());
+        let run = {
+            let (p, t, topic) = (producer.clone(), tracked.clone(), topic.clone());
+            tokio::spawn(async move {
+                produce_tracked(&p, &topic, 1, 0..2_000, PARTITIONS, 64, None, t).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let acked_while_down = tracked.acks.load(Ordering::Relaxed);
+        let failed_while_down = tracked.failed.lock().unwrap().len();
+        c.restart(follower).await;
+        let healed = Instant::now();
+        run.await.expect("run a");
+        let took_a = healed.elapsed();
+        producer.close().await;
+        let mut h = history(&tracked);
+        h.progress.push(Progress {
+            what: "every record reported after the follower returned".into(),
+            bound: Duration::from_secs(60),
+            took: Some(took_a),
+        });
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        let r = h.check();
+        eprintln!("[failover] s3a: {r}");
+        r.assert_clean("s3a");
+        assert_eq!(
+            acked_while_down, 0,
+            "nothing acknowledged with the ISR below min.insync"
+        );
+        assert_eq!(
+            failed_while_down, 0,
+            "NOT_ENOUGH_REPLICAS is retried, not failed"
+        );
+        assert_eq!(
+            h.acked.len(),
+            2_000,
+            "delivered once the follower returned: {r}"
+        );
+
+        // (b) the follower stops again and does not return within a 15 s delivery timeout.
+        c.await_full_isr(&[&topic], Duration::from_secs(30)).await;
+        c.stop_node(follower).await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig::default()
+                .with_delivery_timeout(Duration::from_secs(15))
+                .with_request_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("producer");
+        let tracked_b = Arc::new(Tracked::default());
+        let started = Instant::now();
+        produce_tracked(
+            &producer,
+            &topic,
+            2,
+            0..500,
+            PARTITIONS,
+            64,
+            None,
+            tracked_b.clone(),
+        )
+        .await;
+        let took_b = started.elapsed();
+        producer.close().await;
+        c.restart(follower).await;
+        let mut h = history(&tracked_b);
+        // The log holds run (a) too: ours, and expected.
+        h.sent.extend(tracked.sent.lock().unwrap().iter().cloned());
+        h.acked
+            .extend(tracked.acked.lock().unwrap().iter().cloned());
+        h.progress.push(Progress {
+            what: "every record reported (failed) within delivery.timeout + 10 s".into(),
+            bound: Duration::from_secs(25),
+            took: Some(took_b),
+        });
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        let r = h.check();
+        let failed = tracked_b.failed.lock().unwrap().clone();
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &failed {
+            *kinds
+                .entry(format!("{} {:?}", f.error, f.persistence))
+                .or_default() += 1;
+        }
+        eprintln!("[failover] s3b: {r}; failures: {kinds:?}");
+        r.assert_clean("s3b");
+        assert_eq!(
+            failed.len(),
+            500,
+            "every record failed with a typed error: {r}"
+        );
+        assert!(
+            failed.iter().all(|f| f.error.starts_with("Timeout")),
+            "each failure is the delivery timeout: {kinds:?}"
+        );
+        client.close().await;
+    });
+}
+
+/// A new group id whose group coordinator is node `node`, if node `node` coordinates groups.
+async fn coordinated_by(client: &rekafka::cluster::Cluster, node: i32, prefix: &str) -> String {
+    use rekafka::cluster::CoordinatorType;
+    for _ in 0..60 {
+        let g = unique(prefix);
+        match client.coordinator(CoordinatorType::Group, &g).await {
+            Ok(n) if n == node => return g,
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    // After restarts, a node may lead no partition of __consumer_offsets until Kafka's
+    // preferred-leader rebalance runs (every 5 min): the fault then hits the partition leader
+    // alone.
+    eprintln!("[failover] node {node} coordinates no group now; the fault misses the coordinator");
+    unique(prefix)
+}
+
+/// The fault of scenario 6.
+#[derive(Debug, Clone, Copy)]
+enum CutOff {
+    /// The proxy blackholes the client's traffic to the partition leader for twice the request
+    /// timeout.
+    ProxyBlackhole,
+    /// The partition leader is SIGSTOPped longer than the session timeouts.
+    Pause,
+}
+
+/// The request timeout of scenario 6's clients.
+const S6_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The stated progress bound after a fault heals: a request timeout, reconnect back-off, a
+/// metadata refresh and a retry, a group rejoin (6 s session), on a loaded machine.
+const AFTER_HEAL: Duration = Duration::from_secs(45);
+
+/// Scenario 6: an idempotent producer and a listener container (group, record acks), both
+/// through the proxies, while the leader of the topic's one partition is cut off, then healed.
+/// I1 I2 I3 I5 I6 I7.
+async fn cut_off(c: &'static FailoverCluster, fault: CutOff) {
+    const N: u64 = 20_000;
+    let topic = unique("s6");
+    let client = connect(&c.proxied, S6_REQUEST_TIMEOUT).await;
+    create_topic(&client, &topic, 1, &[]).await;
+    let (leader, _) = client.leader_for(&topic, 0).await.expect("leader");
+    // A group whose coordinator is the partition leader too: the fault hits the producer, the
+    // fetcher and the group (heartbeats, commits) at once.
+    let group = coordinated_by(&client, leader, "s6-g").await;
+    let producer = Arc::new(
+        Producer::new(
+            client.clone(),
+            ProducerConfig::default().with_request_timeout(S6_REQUEST_TIMEOUT),
+        )
+        .await
+        .expect("producer"),
+    );
+    let tracked = Arc::new(Tracked::default());
+    let consumed = Arc::new(Consumed::default());
+    let container = start_recording_container(&client, &group, &topic, consumed.clone());
+    // The container's events, for the report (commits and poll failures around the fault).
+    let events = {
+        let mut rx = container.events();
+        let t0 = Instant::now();
+        tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            while let Ok(e) = rx.recv().await {
+                if !matches!(e, rekafka::listener::ContainerEvent::Committed(_)) {
+                    seen.push(format!("{:?} {e:?}", t0.elapsed()));
+                }
+            }
+            seen
+        })
+    };
+    let run = {
+        let (p, t, topic) = (producer.clone(), tracked.clone(), topic.clone());
+        tokio::spawn(async move {
+            produce_tracked(
+                &p,
+                &topic,
+                1,
+                0..N,
+                1,
+                64,
+                Some(Duration::from_millis(1)),
+                t,
+            )
+            .await;
+        })
+    };
+    until_reports(&tracked, 2_000, Duration::from_secs(60)).await;
+    let hold = match fault {
+        CutOff::ProxyBlackhole => {
+            eprintln!("[failover] blackhole the proxy of node {leader}");
+            c.proxy(leader).modify(|f| f.blackhole = true);
+            S6_REQUEST_TIMEOUT * 2
+        }
+        CutOff::Pause => {
+            c.pause(leader).await;
+            Duration::from_secs(15)
+        }
+    };
+    tokio::time::sleep(hold).await;
+    let (acks, handled) = (
+        tracked.acks.load(Ordering::Relaxed),
+        consumed.count.load(Ordering::Relaxed),
+    );
+    match fault {
+        CutOff::ProxyBlackhole => c.proxy(leader).heal(),
+        CutOff::Pause => c.resume(leader).await,
+    }
+    eprintln!("[failover] s6 {fault:?}: healed at acks {acks}, handled {handled}");
+    let (took_p, took_c) = tokio::join!(
+        tracked.progress_after(acks, AFTER_HEAL),
+        consumed.progress_after(handled, AFTER_HEAL)
+    );
+    run.await.expect("producer run");
+    producer.close().await;
+    // The container catches up: the group's commit reaches the end of what was acknowledged
+    // (bounded; a shortfall fails the committed-offset assertion below). The handled count is
+    // no measure: records handled again after a rebalance count twice.
+    let end_acked = tracked
+        .acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.offset)
+        .max()
+        .map_or(0, |o| o + 1);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while committed(&c.direct, &group, &topic, 1)
+        .await
+        .get(&(topic.clone(), 0))
+        .copied()
+        != Some(end_acked)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stop = container.stop().await;
+    let events = events.await.unwrap_or_default();
+    eprintln!(
+        "[failover] s6 {fault:?}: {} container events, the first: {:#?}",
+        events.len(),
+        &events[..events.len().min(6)]
+    );
+    let mut h = history(&tracked);
+    h.progress.push(Progress {
+        what: format!("producer acks after {fault:?} of node {leader} healed"),
+        bound: AFTER_HEAL,
+        took: took_p,
+    });
+    h.progress.push(Progress {
+        what: format!("container handles records after {fault:?} of node {leader} healed"),
+        bound: AFTER_HEAL,
+        took: took_c,
+    });
+    h.log = read_log(
+        &c.direct,
+        &topic,
+        1,
+        IsolationLevel::ReadUncommitted,
+        Duration::from_secs(60),
+    )
+    .await;
+    h.handled = consumed.handled_offsets();
+    h.committed = committed(&c.direct, &group, &topic, 1).await;
+    let r = h.check();
+    eprintln!("[failover] s6 {fault:?}: {r}; container stopped: {stop:?}");
+    r.assert_clean(&format!("s6 {fault:?}"));
+    assert_eq!(h.acked.len() as u64, N, "every record acknowledged: {r}");
+    let end = h.log.iter().map(|e| e.offset + 1).max().unwrap_or(0);
+    assert_eq!(
+        h.committed.get(&(topic.clone(), 0)).copied(),
+        Some(end),
+        "the group committed up to the log end"
+    );
+    client.close().await;
+}
+
+/// Scenario 6a: the client cut off from the partition leader by the proxy for twice the request
+/// timeout, then healed (the brokers still see each other).
+#[test]
+fn s6a_client_cut_off_from_leader_by_proxy() {
+    scenario("s6a proxy blackhole", |c| {
+        cut_off(c, CutOff::ProxyBlackhole)
+    });
+}
+
+/// Scenario 6b: the partition leader SIGSTOPped for 15 s, longer than the broker and consumer
+/// session timeouts (6 s), then resumed.
+#[test]
+fn s6b_leader_paused_longer_than_session_timeout() {
+    scenario("s6b leader SIGSTOP", |c| cut_off(c, CutOff::Pause));
+}
+
+/// Scenario 8: a slow, partially writing broker (throttled, delayed, every write sliced into
+/// pieces, connections cut mid-frame) under an idempotent producer with `max.in.flight=5`: no
+/// reordering, no loss, no duplicate. I1 I2 I3 I7.
+#[test]
+fn s8_slow_partial_broker_no_reordering() {
+    scenario("s8 slow partial broker", |c| async move {
+        const N: u64 = 20_000;
+        const PARTITIONS: i32 = 3;
+        let topic = unique("s8");
+        let client = connect(&c.proxied, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[]).await;
+        let (leader, _) = client.leader_for(&topic, 0).await.expect("leader");
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig::default()
+                .with_max_in_flight(5)
+                .with_batch_size(4096)
+                .with_linger(Duration::from_millis(2)),
+        )
+        .await
+        .expect("producer");
+        let proxy = c.proxy(leader);
+        proxy.set(Faults {
+            delay: Duration::from_millis(5),
+            throttle: Some(256 * 1024),
+            slice: Some(97),
+            cut_per_mille: 20,
+            ..Faults::default()
+        });
+        let cuts = proxy.cuts();
+        let tracked = Arc::new(Tracked::default());
+        produce_tracked(
+            &producer,
+            &topic,
+            1,
+            0..N,
+            PARTITIONS,
+            200,
+            None,
+            tracked.clone(),
+        )
+        .await;
+        let cut = proxy.cuts() - cuts;
+        proxy.heal();
+        producer.close().await;
+        let mut h = history(&tracked);
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        let r = h.check();
+        eprintln!("[failover] s8: {r}; {cut} connection(s) cut mid-frame");
+        r.assert_clean("s8");
+        assert!(
+            cut > 0,
+            "the proxy cut no connection: the scenario did not exercise cuts"
+        );
+        assert_eq!(h.acked.len() as u64, N, "every record acknowledged: {r}");
+        client.close().await;
+    });
+}
+
+/// Scenario 2: a rolling restart (each broker stopped cleanly and started again in turn) while
+/// an idempotent producer produces and a group consumes through the listener container (record
+/// acks). I1 I2 I3 I5 I6 (acks and handling resume within `AFTER_HEAL` after each restart) I7.
+#[test]
+fn s2_rolling_restart_while_producing_and_consuming() {
+    scenario("s2 rolling restart", |c| async move {
+        const PARTITIONS: i32 = 3;
+        let topic = unique("s2");
+        let group = unique("s2-g");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[]).await;
+        let producer = Arc::new(
+            Producer::new(client.clone(), ProducerConfig::default())
+                .await
+                .expect("producer"),
+        );
+        let tracked = Arc::new(Tracked::default());
+        let consumed = Arc::new(Consumed::default());
+        let container = start_recording_container(&client, &group, &topic, consumed.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = {
+            let (p, t, topic, stop) = (
+                producer.clone(),
+                tracked.clone(),
+                topic.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                produce_until(
+                    &p,
+                    &topic,
+                    1,
+                    0..10_000_000,
+                    PARTITIONS,
+                    64,
+                    Some(Duration::from_millis(1)),
+                    t,
+                    Some(stop),
+                )
+                .await;
+            })
+        };
+        until_reports(&tracked, 2_000, Duration::from_secs(60)).await;
+        let mut progress = Vec::new();
+        for n in 1..=3 {
+            c.restart(n).await;
+            let (acks, handled) = (
+                tracked.acks.load(Ordering::Relaxed),
+                consumed.count.load(Ordering::Relaxed),
+            );
+            let (tp, tc) = tokio::join!(
+                tracked.progress_after(acks, AFTER_HEAL),
+                consumed.progress_after(handled, AFTER_HEAL)
+            );
+            progress.push(Progress {
+                what: format!("producer acks after node {n} restarted"),
+                bound: AFTER_HEAL,
+                took: tp,
+            });
+            progress.push(Progress {
+                what: format!("container handles after node {n} restarted"),
+                bound: AFTER_HEAL,
+                took: tc,
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        run.await.expect("producer run");
+        producer.close().await;
+        // The group's commits reach the end of what was acknowledged (bounded; a shortfall
+        // fails the committed-offset assertion below).
+        let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for a in tracked.acked.lock().unwrap().iter() {
+            let e = ends.entry(a.tp.clone()).or_default();
+            *e = (*e).max(a.offset.unwrap_or(0) + 1);
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while committed(&c.direct, &group, &topic, PARTITIONS).await != ends
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let stopped = container.stop().await;
+        let mut h = history(&tracked);
+        h.progress = progress;
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        h.handled = consumed.handled_offsets();
+        h.committed = committed(&c.direct, &group, &topic, PARTITIONS).await;
+        let r = h.check();
+        eprintln!("[failover] s2: {r}; container stopped: {stopped:?}");
+        r.assert_clean("s2");
+        assert!(h.failed.is_empty(), "no record failed: {r}");
+        for p in 0..PARTITIONS {
+            let end = h
+                .log
+                .iter()
+                .filter(|e| e.tp.1 == p)
+                .map(|e| e.offset + 1)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(
+                h.committed.get(&(topic.clone(), p)).copied(),
+                Some(end),
+                "partition {p} committed to its end"
+            );
+        }
+        client.close().await;
+    });
+}
+
+/// The environment variable that turns `copier_child` into scenario 5's copier:
+/// `bootstrap,bootstrap,...|input|output|group|transactional id`.
+const COPIER_ENV: &str = "FAILOVER_COPIER";
+
+/// Scenario 5's exactly-once copier, run in a child process (this test binary, re-executed
+/// with `--ignored --exact copier_child` and `FAILOVER_COPIER` set) so that the parent can
+/// SIGKILL it. A listener container in exactly-once mode copies each input record to the same
+/// partition of the output topic, in a transaction with the consumer's offsets. Without
+/// `FAILOVER_COPIER` it does nothing.
+#[test]
+#[ignore = "the copier process of s5_exactly_once_copier_survives_kills; run by that scenario"]
+fn copier_child() {
+    let Ok(spec) = std::env::var(COPIER_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [bootstrap, input, output, group, txid] = parts[..] else {
+        panic!("{COPIER_ENV}: {spec}");
+    };
+    let bootstrap: Vec<String> = bootstrap.split(',').map(str::to_owned).collect();
+    let (input, output, group, txid) = (
+        input.to_owned(),
+        output.to_owned(),
+        group.to_owned(),
+        txid.to_owned(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        use rekafka::consumer::Consumer;
+        use rekafka::listener::{
+            HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
+        };
+        use rekafka::producer::Record;
+        use rekafka::transaction::TransactionalProducer;
+        let cluster = connect(&bootstrap, Duration::from_secs(10)).await;
+        let p = TransactionalProducer::new(
+            cluster.clone(),
+            ProducerConfig::default()
+                .with_transactional_id(txid)
+                .with_transaction_timeout(Duration::from_secs(20)),
+        )
+        .expect("producer");
+        p.init_transactions().await.expect("init_transactions");
+        let p = Arc::new(p);
+        let consumer = Consumer::new(
+            cluster,
+            support::io::group_config(&group).with_isolation_level(IsolationLevel::ReadCommitted),
+        )
+        .expect("consumer");
+        consumer.subscribe([input]).expect("subscribe");
+        let out = p.clone();
+        let output: Arc<str> = Arc::from(output.as_str());
+        let handle = ListenerContainer::builder(consumer)
+            .record_handler(move |r: ListenerConsumerRecord| {
+                let (out, topic) = (out.clone(), output.clone());
+                async move {
+                    // A slower handler now and then keeps transactions open longer, so that
+                    // the SIGKILLs are likely to land inside one.
+                    if r.offset() % 100 == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let mut rec = Record::new(topic).with_partition(r.partition());
+                    rec.value = r.value().cloned();
+                    let _delivery = out
+                        .send(rec)
+                        .await
+                        .map_err(|e| Box::new(e.error) as HandlerError)?;
+                    Ok(())
+                }
+            })
+            .transactional(p)
+            .poll_timeout(Duration::from_millis(500))
+            .start()
+            .expect("start");
+        let reason = handle.join().await;
+        eprintln!("[copier] stopped: {reason:?}");
+    });
+}
+
+/// Starts a copier child process.
+fn spawn_copier(spec: &str) -> std::process::Child {
+    let exe = std::env::current_exe().expect("test binary");
+    std::process::Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "copier_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(COPIER_ENV, spec)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("copier child")
+}
+
+/// Scenario 5: an exactly-once copier (listener container, exactly-once mode, a child process)
+/// copies 100k records while the input's partition leader is SIGKILLed (and restarted) and the
+/// copier itself is SIGKILLed twice and started again (same transactional id, so the new one
+/// fences the old and its open transaction is aborted). The output, read with read_committed,
+/// equals the input exactly: I1 I2 I3 (per partition, in order) I6 I7.
+#[test]
+fn s5_exactly_once_copier_survives_kills() {
+    scenario("s5 exactly-once copier", |c| async move {
+        const N: u64 = 100_000;
+        const PARTITIONS: i32 = 3;
+        let input = unique("s5-in");
+        let output = unique("s5-out");
+        let group = unique("s5-g");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        create_topic(&client, &input, PARTITIONS, &[]).await;
+        create_topic(&client, &output, PARTITIONS, &[]).await;
+        let producer = Producer::new(client.clone(), ProducerConfig::default())
+            .await
+            .expect("producer");
+        let tracked = Arc::new(Tracked::default());
+        produce_tracked(
+            &producer,
+            &input,
+            1,
+            0..N,
+            PARTITIONS,
+            64,
+            None,
+            tracked.clone(),
+        )
+        .await;
+        producer.close().await;
+        let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for a in tracked.acked.lock().unwrap().iter() {
+            let e = ends.entry(a.tp.clone()).or_default();
+            *e = (*e).max(a.offset.unwrap_or(0) + 1);
+        }
+        let spec = format!(
+            "{}|{input}|{output}|{group}|{}",
+            c.direct.join(","),
+            unique("s5-tx")
+        );
+        let done = |m: &BTreeMap<(String, i32), i64>| -> i64 { m.values().sum() };
+        let total: i64 = done(&ends);
+        let mut child = spawn_copier(&spec);
+        let mut progress = Vec::new();
+        let mut killed_leader = None;
+        // Fault points: at 20% SIGKILL the input's p0 leader; at 40% and 70% SIGKILL the copier.
+        for (i, frac) in [0.2, 0.4, 0.7].into_iter().enumerate() {
+            let target = (total as f64 * frac) as i64;
+            let deadline = Instant::now() + Duration::from_secs(240);
+            while done(&committed(&c.direct, &group, &input, PARTITIONS).await) < target {
+                assert!(
+                    Instant::now() < deadline,
+                    "the copier made no progress to {frac}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if i == 0 {
+                let (leader, _) = client.leader_for(&input, 0).await.expect("leader");
+                c.kill(leader).await;
+                killed_leader = Some(leader);
+            } else {
+                eprintln!("[failover] s5: SIGKILL the copier");
+                child.kill().expect("SIGKILL the copier");
+                let _ = child.wait();
+                if let Some(n) = killed_leader.take() {
+                    c.restart(n).await;
+                }
+                child = spawn_copier(&spec);
+            }
+            let before = done(&committed(&c.direct, &group, &input, PARTITIONS).await);
+            let t = Instant::now();
+            let mut took = None;
+            while t.elapsed() < AFTER_HEAL * 2 {
+                if done(&committed(&c.direct, &group, &input, PARTITIONS).await) > before {
+                    took = Some(t.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            progress.push(Progress {
+                what: format!("copier commits after fault {} (at {frac})", i + 1),
+                // A restarted copier waits for the old transaction to be aborted (fenced by
+                // InitProducerId) and for the group's session of the dead member to end.
+                bound: AFTER_HEAL * 2,
+                took,
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while committed(&c.direct, &group, &input, PARTITIONS).await != ends {
+            assert!(Instant::now() < deadline, "copy not finished");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        child.kill().ok();
+        let _ = child.wait();
+        let mut h = History {
+            no_duplicates: true,
+            check_order: true,
+            read_committed: true,
+            sent: tracked
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, tp)| (*id, (output.clone(), tp.1)))
+                .collect(),
+            acked: tracked
+                .acked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| support::invariants::Acked {
+                    id: a.id,
+                    tp: (output.clone(), a.tp.1),
+                    offset: None,
+                })
+                .collect(),
+            progress,
+            ..History::default()
+        };
+        h.log = read_log(
+            &c.direct,
+            &output,
+            PARTITIONS,
+            IsolationLevel::ReadCommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let uncommitted = read_log(
+            &c.direct,
+            &output,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let r = h.check();
+        eprintln!(
+            "[failover] s5: {r}; output holds {} records read_uncommitted (aborted copies included)",
+            uncommitted.len()
+        );
+        r.assert_clean("s5");
+        assert_eq!(h.log.len() as u64, N, "output == input: {r}");
+        client.close().await;
+    });
+}
+
+/// A small xorshift generator for the soak's fault schedule (seeded by `FAILOVER_SOAK_SEED`,
+/// printed, so a failing schedule can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Scenario 9: a soak. An idempotent producer feeds `in`; a listener container (group, record
+/// acks) copies each good record to `out` (awaiting the delivery) and sends every poison record
+/// (one in 100), after 2 retries, to `in-dlt` through the dead-letter publisher; all clients go
+/// through the proxies. Meanwhile a random fault from the list hits every ~12 s: SIGKILL a node
+/// (restarted 10 s later), SIGSTOP a node for 8 s, blackhole a node's proxy for 8 s, reset every
+/// connection of a node's proxy, or make a node slow and cut connections mid-frame for 10 s.
+/// At the end: I1 I2 I3 I7 on `in`; I5 on the group; I6 after each fault; every acknowledged
+/// input is in `out` (good) or `in-dlt` (poison), at least once (the container is
+/// at-least-once), and no poison record is in `out`.
+///
+/// `FAILOVER_SOAK_SECS` (default 120) is how long faults are injected; 600 is the 10-minute
+/// version.
+#[test]
+fn s9_soak_random_faults() {
+    use rekafka::listener::{
+        DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError,
+        ListenerConsumerRecord, ListenerContainer, ListenerRecord,
+    };
+    use rekafka::producer::Record;
+    scenario("s9 soak", |c| async move {
+        const PARTITIONS: i32 = 3;
+        let secs: u64 = std::env::var("FAILOVER_SOAK_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120);
+        let seed: u64 = std::env::var("FAILOVER_SOAK_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+                    | 1
+            });
+        eprintln!("[failover] s9: {secs} s of faults, FAILOVER_SOAK_SEED={seed}");
+        let mut rng = Rng(seed);
+        let input = unique("s9-in");
+        let dlt = format!("{input}-dlt");
+        let output = unique("s9-out");
+        let group = unique("s9-g");
+        let client = connect(&c.proxied, Duration::from_secs(5)).await;
+        for t in [&input, &dlt, &output] {
+            create_topic(&client, t, PARTITIONS, &[]).await;
+        }
+        let poison =
+            |id: Option<support::invariants::RecordId>| id.is_some_and(|id| id.seq % 100 == 7);
+
+        // The container: good records to `out`, poison ones to the DLT.
+        let out = Arc::new(
+            Producer::new(client.clone(), ProducerConfig::default())
+                .await
+                .expect("out producer"),
+        );
+        let consumed = Arc::new(Consumed::default());
+        let consumer =
+            rekafka::consumer::Consumer::new(client.clone(), support::io::group_config(&group))
+                .expect("consumer");
+        consumer.subscribe([input.clone()]).expect("subscribe");
+        let publisher = DeadLetterPublisher::<ListenerConsumerRecord>::builder(client.clone())
+            .group(group.clone())
+            .build()
+            .await
+            .expect("dead-letter publisher");
+        let container = {
+            let (out, consumed, output) = (
+                out.clone(),
+                consumed.clone(),
+                Arc::<str>::from(output.as_str()),
+            );
+            ListenerContainer::builder(consumer)
+                .record_handler(move |r: ListenerConsumerRecord| {
+                    let (out, consumed, output) = (out.clone(), consumed.clone(), output.clone());
+                    async move {
+                        let id = r
+                            .value()
+                            .and_then(|v| support::invariants::RecordId::decode(v));
+                        if poison(id) {
+                            return Err(
+                                Box::new(std::io::Error::other("poison record")) as HandlerError
+                            );
+                        }
+                        let mut rec = Record::new(output).with_partition(r.partition());
+                        rec.value = r.value().cloned();
+                        let delivery = out
+                            .send(rec)
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        delivery
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        consumed.handled.lock().unwrap().push((
+                            (r.topic().to_owned(), r.partition()),
+                            r.offset(),
+                            id,
+                        ));
+                        consumed.count.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                })
+                .error_handler(
+                    DefaultErrorHandler::new()
+                        .back_off(FixedBackOff::new(Duration::from_millis(20), 2))
+                        .recoverer(publisher),
+                )
+                .ack_mode(rekafka::listener::AckMode::Record)
+                // Each handler awaits its output's acks=all delivery (at-least-once): one
+                // worker per partition keeps up with the input on a loaded machine.
+                .concurrency(PARTITIONS as usize)
+                .poll_timeout(Duration::from_millis(500))
+                .start()
+                .expect("container")
+        };
+        // The container's "finished" records include the recovered ones: the events say which.
+        let recovered = {
+            let mut rx = container.events();
+            let t0 = Instant::now();
+            tokio::spawn(async move {
+                let mut v = Vec::new();
+                let mut other: Vec<String> = Vec::new();
+                let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+                while let Ok(e) = rx.recv().await {
+                    let name = format!("{e:?}");
+                    let name = name.split(['(', ' ', '{']).next().unwrap_or("").to_owned();
+                    *kinds.entry(name).or_default() += 1;
+                    match e {
+                        rekafka::listener::ContainerEvent::Recovered { partition, offset } => {
+                            v.push(((partition.0.to_string(), partition.1), offset));
+                        }
+                        rekafka::listener::ContainerEvent::Committed(_)
+                        | rekafka::listener::ContainerEvent::FailedDelivery { .. } => {}
+                        e => other.push(format!("{:?} {e:?}", t0.elapsed())),
+                    }
+                }
+                let n = other.len();
+                eprintln!(
+                    "[failover] s9 container events: {kinds:?}; the last others: {:#?}",
+                    &other[n.saturating_sub(8)..]
+                );
+                v
+            })
+        };
+
+        let producer = Arc::new(
+            Producer::new(client.clone(), ProducerConfig::default())
+                .await
+                .expect("producer"),
+        );
+        let tracked = Arc::new(Tracked::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = {
+            let (p, t, topic, stop) = (
+                producer.clone(),
+                tracked.clone(),
+                input.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                produce_until(
+                    &p,
+                    &topic,
+                    1,
+                    0..u64::MAX,
+                    PARTITIONS,
+                    64,
+                    Some(Duration::from_millis(50)),
+                    t,
+                    Some(stop),
+                )
+                .await;
+            })
+        };
+        until_reports(&tracked, 1_000, Duration::from_secs(60)).await;
+
+        let mut progress = Vec::new();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            let node = rng.below(3) as i32 + 1;
+            let kind = rng.below(5);
+            let what = match kind {
+                0 => {
+                    c.kill(node).await;
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    c.restart(node).await;
+                    format!("SIGKILL node {node}, restart after 10 s")
+                }
+                1 => {
+                    c.pause(node).await;
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    c.resume(node).await;
+                    format!("SIGSTOP node {node} for 8 s")
+                }
+                2 => {
+                    c.proxy(node).modify(|f| f.blackhole = true);
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    c.proxy(node).heal();
+                    format!("blackhole node {node}'s proxy for 8 s")
+                }
+                3 => {
+                    c.proxy(node).reset_all();
+                    format!("reset every connection to node {node}")
+                }
+                _ => {
+                    c.proxy(node).set(Faults {
+                        delay: Duration::from_millis(10),
+                        throttle: Some(128 * 1024),
+                        slice: Some(61),
+                        cut_per_mille: 10,
+                        ..Faults::default()
+                    });
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    c.proxy(node).heal();
+                    format!("slow, sliced, cut node {node} for 10 s")
+                }
+            };
+            eprintln!("[failover] s9 at {:?}: {what}", t0.elapsed());
+            let (acks, handled) = (
+                tracked.acks.load(Ordering::Relaxed),
+                consumed.count.load(Ordering::Relaxed),
+            );
+            let (tp, tc) = tokio::join!(
+                tracked.progress_after(acks, AFTER_HEAL),
+                consumed.progress_after(handled, AFTER_HEAL)
+            );
+            progress.push(Progress {
+                what: format!("producer after: {what}"),
+                bound: AFTER_HEAL,
+                took: tp,
+            });
+            progress.push(Progress {
+                what: format!("container after: {what}"),
+                bound: AFTER_HEAL,
+                took: tc,
+            });
+            tokio::time::sleep(Duration::from_secs(2 + rng.below(4))).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        run.await.expect("producer run");
+        producer.close().await;
+        c.heal().await;
+        // The container finishes the input (bounded; a shortfall shows in the checks).
+        let acked_ids: Vec<support::invariants::Acked> = tracked.acked.lock().unwrap().clone();
+        let good = acked_ids.iter().filter(|a| !poison(Some(a.id))).count() as u64;
+        let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for a in &acked_ids {
+            let e = ends.entry(a.tp.clone()).or_default();
+            *e = (*e).max(a.offset.unwrap_or(0) + 1);
+        }
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while committed(&c.direct, &group, &input, PARTITIONS).await != ends
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        eprintln!(
+            "[failover] s9: {} handled of {good} good records acknowledged",
+            consumed.count.load(Ordering::Relaxed)
+        );
+        let stopped = container.stop().await;
+        out.close().await;
+        let recovered = recovered.await.unwrap_or_default();
+
+        // The input: I1 I2 I3 I5 I6 I7.
+        let mut h = history(&tracked);
+        h.progress = progress;
+        h.log = read_log(
+            &c.direct,
+            &input,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        h.handled = consumed.handled_offsets();
+        h.handled.extend(recovered.iter().cloned());
+        h.committed = committed(&c.direct, &group, &input, PARTITIONS).await;
+        let r = h.check();
+        eprintln!(
+            "[failover] s9 input: {r}; {} recovered to the DLT; container stopped: {stopped:?}",
+            recovered.len()
+        );
+
+        // The sinks: every acknowledged input in `out` (good) or the DLT (poison), at least once.
+        let out_log = read_log(
+            &c.direct,
+            &output,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let dlt_log = read_log(
+            &c.direct,
+            &dlt,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let sink = |log: &[support::invariants::LogEntry],
+                    name: &str|
+         -> Vec<support::invariants::LogEntry> {
+            log.iter()
+                .map(|e| support::invariants::LogEntry {
+                    tp: (name.to_owned(), e.tp.1),
+                    offset: e.offset,
+                    id: e.id,
+                })
+                .collect()
+        };
+        let mut sinks = History {
+            sent: tracked
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, tp)| {
+                    (
+                        *id,
+                        (
+                            if poison(Some(*id)) { "dlt" } else { "out" }.to_owned(),
+                            tp.1,
+                        ),
+                    )
+                })
+                .collect(),
+            acked: acked_ids
+                .iter()
+                .map(|a| support::invariants::Acked {
+                    id: a.id,
+                    tp: (
+                        if poison(Some(a.id)) { "dlt" } else { "out" }.to_owned(),
+                        a.tp.1,
+                    ),
+                    offset: None,
+                })
+                .collect(),
+            failed: tracked.failed.lock().unwrap().clone(),
+            ..History::default()
+        };
+        sinks.log = sink(&out_log, "out");
+        sinks.log.extend(sink(&dlt_log, "dlt"));
+        let rs = sinks.check();
+        eprintln!(
+            "[failover] s9 sinks: {rs}; out {} records ({} duplicates, allowed at least once), dlt {}",
+            out_log.len(),
+            out_log.len() as u64
+                - out_log
+                    .iter()
+                    .filter_map(|e| e.id)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len() as u64,
+            dlt_log.len()
+        );
+        r.assert_clean("s9 input");
+        rs.assert_clean("s9 sinks");
+        assert!(
+            out_log.iter().all(|e| !poison(e.id)),
+            "no poison record in the output"
+        );
+        client.close().await;
+    });
+}
+
+/// Scenario 4 (part): the transaction coordinator SIGKILLed mid-transaction. A transactional
+/// producer runs 12 transactions of 500 records over 3 partitions; during the 4th, the node
+/// coordinating its transactional id is SIGKILLed (restarted after the 7th). A commit either
+/// succeeds, or fails with a typed error and the transaction is aborted; nothing is silent.
+/// Read with read_committed: I1 (committed transactions complete) I2 I3 I4 (aborted ones
+/// invisible) I7.
+#[test]
+fn s4_transaction_coordinator_sigkill_mid_transaction() {
+    use rekafka::cluster::CoordinatorType;
+    use rekafka::producer::{Persistence, Record};
+    use rekafka::transaction::TransactionalProducer;
+    scenario("s4 txn coordinator SIGKILL", |c| async move {
+        const PARTITIONS: i32 = 3;
+        const TXNS: u64 = 12;
+        const PER_TXN: u64 = 500;
+        let topic = unique("s4");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[]).await;
+        // A transactional id coordinated by a node that leads none of the topic's partitions
+        // if possible, so the kill hits the coordinator alone.
+        let mut txid = unique("s4-tx");
+        let mut coordinator = -1;
+        for _ in 0..60 {
+            let id = unique("s4-tx");
+            if let Ok(n) = client.coordinator(CoordinatorType::Transaction, &id).await {
+                txid = id;
+                coordinator = n;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(coordinator > 0, "no transaction coordinator found");
+        let new_producer = |txid: String| {
+            let client = client.clone();
+            async move {
+                let p = TransactionalProducer::new(
+                    client,
+                    ProducerConfig::default()
+                        .with_transactional_id(txid)
+                        .with_transaction_timeout(Duration::from_secs(30)),
+                )
+                .expect("producer");
+                let deadline = Instant::now() + Duration::from_secs(90);
+                loop {
+                    match p.init_transactions().await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            assert!(Instant::now() < deadline, "init_transactions: {e}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+                p
+            }
+        };
+        let mut producer = new_producer(txid.clone()).await;
+        let mut h = History {
+            no_duplicates: true,
+            check_order: true,
+            read_committed: true,
+            ..History::default()
+        };
+        let mut outcomes = Vec::new();
+        for t in 0..TXNS {
+            producer.begin_transaction().expect("begin");
+            let mut futures = Vec::new();
+            for i in 0..PER_TXN {
+                let seq = t * PER_TXN + i;
+                let id = support::invariants::RecordId::new(1, seq);
+                let p = (seq % PARTITIONS as u64) as i32;
+                h.sent.push((id, (topic.clone(), p)));
+                match producer
+                    .send(
+                        Record::new(topic.as_str())
+                            .with_partition(p)
+                            .with_value(id.encode(64)),
+                    )
+                    .await
+                {
+                    Ok(f) => futures.push((id, p, Some(f))),
+                    Err(e) => {
+                        futures.push((id, p, None));
+                        eprintln!("[failover] s4 send: {e}");
+                    }
+                }
+                if t == 3 && i == PER_TXN / 2 {
+                    c.kill(coordinator).await;
+                }
+            }
+            let commit = producer.commit_transaction().await;
+            let outcome = match &commit {
+                Ok(()) => "committed".to_owned(),
+                Err(e) => {
+                    let abort = producer.abort_transaction().await;
+                    format!("commit failed ({e}); abort: {abort:?}")
+                }
+            };
+            let committed_ok = commit.is_ok();
+            let aborted_ok = !committed_ok && outcome.ends_with("abort: Ok(())");
+            for (id, p, f) in futures {
+                let res = match f {
+                    Some(f) => f
+                        .await
+                        .map_err(|e| (e.persistence, format!("{:?}: {}", e.kind(), e.error))),
+                    None => Err((Persistence::NotPersisted, "send refused".into())),
+                };
+                match (committed_ok, res) {
+                    (true, Ok(md)) => h.acked.push(support::invariants::Acked {
+                        id,
+                        tp: (topic.clone(), p),
+                        offset: Some(md.offset),
+                    }),
+                    (false, Ok(_)) if aborted_ok => {
+                        h.aborted.push(id);
+                        h.failed.push(support::invariants::Failed {
+                            id,
+                            tp: (topic.clone(), p),
+                            persistence: Persistence::PossiblyPersisted,
+                            error: "aborted".into(),
+                        });
+                    }
+                    (_, Ok(_)) => h.failed.push(support::invariants::Failed {
+                        id,
+                        tp: (topic.clone(), p),
+                        persistence: Persistence::PossiblyPersisted,
+                        error: "transaction outcome unknown".into(),
+                    }),
+                    (_, Err((persistence, error))) => {
+                        if aborted_ok {
+                            h.aborted.push(id);
+                        }
+                        h.failed.push(support::invariants::Failed {
+                            id,
+                            tp: (topic.clone(), p),
+                            persistence,
+                            error,
+                        });
+                    }
+                }
+            }
+            eprintln!("[failover] s4 transaction {t}: {outcome}");
+            outcomes.push(outcome);
+            if producer.fatal_error().is_some() || (!committed_ok && !aborted_ok) {
+                producer.close().await;
+                producer = new_producer(txid.clone()).await;
+            }
+            if t == 6 {
+                c.restart(coordinator).await;
+            }
+        }
+        producer.close().await;
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadCommitted,
+            Duration::from_secs(120),
+        )
+        .await;
+        let r = h.check();
+        eprintln!("[failover] s4: {r}; outcomes: {outcomes:#?}");
+        r.assert_clean("s4");
+        assert!(
+            outcomes[7..].iter().all(|o| o == "committed"),
+            "the transactions after the coordinator is back commit: {outcomes:#?}"
+        );
+        client.close().await;
+    });
+}
