@@ -154,7 +154,11 @@ wait_ready() {   # wait_ready ID... : every named node lists every broker; 180 s
   local deadline=$((SECONDS + 180)) id
   for id in "$@"; do
     while :; do
-      node_running "$id" || { say "node $id exited; log tail:"; tail -n 30 "$(node_dir "$id")/server.log" >&2; return 1; }
+      node_running "$id" || {
+        say "node $id exited; its errors:"
+        grep -E 'ERROR|FATAL|Exception' "$(node_dir "$id")/server.log" | tail -n 15 >&2 || true
+        return 2
+      }
       [ "$(metadata_brokers "$(plain_port "$id")")" = "$n" ] && break
       [ $SECONDS -lt $deadline ] || { say "node $id not ready after 180 s; log tail:"; tail -n 30 "$(node_dir "$id")/server.log" >&2; return 1; }
       sleep 0.5
@@ -437,10 +441,19 @@ cmd_restart() {
     say "stopping node $1"
     stop_pids 15 "$(node_pid "$1")"
   fi
-  say "starting node $1"
-  start_node "$1"
-  wait_ready "$1" || die "node $1 did not come back"
-  say "node $1 is back"
+  # A node SIGKILLed a moment ago can fail its first start (its ports or its data directory's
+  # lock not yet released): try again a few times when it exits at once.
+  local attempt rc
+  for attempt in 1 2 3 4; do
+    say "starting node $1"
+    start_node "$1"
+    rc=0
+    wait_ready "$1" || rc=$?
+    [ "$rc" = 0 ] && { say "node $1 is back"; return 0; }
+    [ "$rc" = 2 ] || break
+    sleep $((attempt * 2))
+  done
+  die "node $1 did not come back"
 }
 
 cmd_status() {
