@@ -108,26 +108,38 @@ async fn produce(client: &Client, topic: &str, n: usize) {
         );
     }
     let batch = ok(b.build(), "build");
-    let (leader, _) = ok(client.cluster().leader_for(topic, 0).await, "leader");
-    let broker = ok(
-        client.cluster().connection_for_broker(leader).await,
-        "broker",
-    );
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(s(topic)))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch)),
-                ]),
-        ]);
-    let resp = ok(broker.send(req).await, "produce");
-    let p = &resp.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, 0, "produce error");
+    // A leader Kafka has just elected may not know it yet (NOT_LEADER_OR_FOLLOWER): refresh
+    // the metadata and send again, as a producer does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (leader, _) = ok(client.cluster().leader_for(topic, 0).await, "leader");
+        let broker = ok(
+            client.cluster().connection_for_broker(leader).await,
+            "broker",
+        );
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch.clone())),
+                    ]),
+            ]);
+        let resp = ok(broker.send(req).await, "produce");
+        let code = resp.responses[0].partition_responses[0].error_code;
+        let retriable = KafkaCode::from_i16(code).is_some_and(|c| c.is_retriable());
+        if retriable && std::time::Instant::now() < deadline {
+            let _ = client.cluster().refresh_topics(&[topic]).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(code, 0, "produce error");
+        return;
+    }
 }
 
 #[tokio::test]
