@@ -35,7 +35,7 @@ fn config(sasl: SaslConfig) -> ConnectionConfig {
 }
 
 #[tokio::test]
-#[ignore = "needs Tansu (scripts/setup.sh installs it); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
+#[ignore = "needs Tansu (WITH_TANSU=1 scripts/setup.sh installs it; run under scripts/with-broker.sh); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
 async fn scram_with_bad_credentials_is_a_fatal_authentication_error_at_once() {
     let tansu = Tansu::start("sasl-scram", true, None);
     for mech in [SaslMechanism::ScramSha256, SaslMechanism::ScramSha512] {
@@ -75,7 +75,7 @@ async fn scram_with_bad_credentials_is_a_fatal_authentication_error_at_once() {
 }
 
 #[tokio::test]
-#[ignore = "needs Tansu (scripts/setup.sh installs it); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
+#[ignore = "needs Tansu (WITH_TANSU=1 scripts/setup.sh installs it; run under scripts/with-broker.sh); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
 async fn plain_is_refused_by_this_tansu_build() {
     // Kafka answers a mechanism it does not enable with UNSUPPORTED_SASL_MECHANISM (an
     // Authentication error here, see security_sasl_fake.rs); this Tansu closes the connection.
@@ -95,7 +95,7 @@ async fn plain_is_refused_by_this_tansu_build() {
 }
 
 #[tokio::test]
-#[ignore = "needs Tansu (scripts/setup.sh installs it); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
+#[ignore = "needs Tansu (WITH_TANSU=1 scripts/setup.sh installs it; run under scripts/with-broker.sh); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
 async fn an_unauthenticated_client_is_refused() {
     let tansu = Tansu::start("sasl-none", true, None);
     // PLAINTEXT against a SASL listener: ApiVersions is allowed, the Metadata request is not.
@@ -107,7 +107,7 @@ async fn an_unauthenticated_client_is_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs Tansu (scripts/setup.sh installs it); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
+#[ignore = "needs Tansu (WITH_TANSU=1 scripts/setup.sh installs it; run under scripts/with-broker.sh); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
 async fn oauthbearer_token_refused_with_sasl_authentication_failed() {
     use rekafka::connection::security::OAuthBearerToken;
     // Tansu enables OAUTHBEARER but validates no token: it refuses every one with
