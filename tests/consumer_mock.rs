@@ -1541,14 +1541,13 @@ async fn offset_out_of_range_on_read_ahead_keeps_the_buffered_records() {
             .filter(|r| r.api_key == ApiKey::Fetch)
             .count()
     };
-    let before = fetches(&mock);
+    // The error goes to the fetch in flight (if the mock builds its answer after the push) or
+    // to the next one. In the first case the partition waits for its buffer to drain and sends
+    // no further fetch, so a new fetch is not required: wait for one, or for two seconds.
+    mock.clear_requests();
     mock.push_partition_errors("t", 0, ApiKey::Fetch, &[KafkaCode::OffsetOutOfRange]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fetches(&mock) < before + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "no fetch after the injected error"
-        );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fetches(&mock) < 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Let the error reach the client (fetch.max.wait is 50 ms, so the fetch in flight when
