@@ -555,10 +555,11 @@ async fn static_member_restart_keeps_its_partitions_without_a_rebalance() {
         a_parts,
         "the static member got its partitions back"
     );
+    let seen = eb.0.lock().unwrap().clone();
     assert_eq!(
-        eb.0.lock().unwrap().len(),
+        seen.len(),
         b_events,
-        "the other member saw no rebalance"
+        "the other member saw no rebalance: {seen:?}"
     );
     assert_eq!(b.group_metadata().unwrap().1, b_gen, "no new generation");
     a2.close().await.unwrap();

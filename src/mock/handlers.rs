@@ -1627,11 +1627,18 @@ impl Api for JoinGroupRequest {
                             }
                             if let Some(mut m) = prev {
                                 // KIP-345: a known static member restarting into a stable group
-                                // with unchanged protocols takes over its assignment without a
-                                // rebalance.
+                                // takes over its assignment without a rebalance, as long as the
+                                // group's selected protocol stays selectable (Kafka compares the
+                                // selected protocol, not the metadata bytes: a restarted member's
+                                // subscription no longer lists owned partitions).
                                 let unchanged = g.state == GroupState::Stable
-                                    && m.protocols == protocols
+                                    && g.protocol
+                                        .as_deref()
+                                        .is_some_and(|p| protocols.iter().any(|(n, _)| n == p))
                                     && m.assignment.is_some();
+                                if unchanged {
+                                    m.protocols = protocols.clone();
+                                }
                                 m.joined = unchanged;
                                 m.last_seen = now;
                                 m.session_timeout = session;
