@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 
 def admin(bootstrap):
-    return AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    return AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4", "log_level": 3})
 
 
 def create(bootstrap, topic, partitions):

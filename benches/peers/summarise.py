@@ -100,7 +100,7 @@ def main():
             parts = [f"rate {rk['rate'] / peers[best]['rate']:.2f}× the fastest peer ({NAMES[best]})"]
             for c in ("librdkafka", "java", "franz"):
                 if c in peers and peers[c]["cpu"]:
-                    parts.append(f"CPU {rk['cpu'] / peers[c]['cpu']:.2f}× {c}'s")
+                    parts.append(f"CPU {rk['cpu'] / peers[c]['cpu']:.2g}× {c}'s")
             if "librdkafka" in peers and peers["librdkafka"]["rss"]:
                 parts.append(f"RSS {rk['rss'] / peers['librdkafka']['rss']:.2f}× librdkafka's")
             print(f"\nrekafka (medians, wall rate): {'; '.join(parts)}.")
