@@ -25,6 +25,13 @@
 #   produce10k  BIG_RECORDS (default 100000) x 10240 B, otherwise as produce
 #   lz4, zstd   as produce with compression.type lz4 / zstd (records without a key: `rekafka perf
 #               produce` sends none)
+#   latency     end to end, produce -> consume in one process, at LAT_RATE (10000) records/s for
+#               LAT_SECS (30) s of 100 B records into a fresh 6-partition topic: p50/p99/p99.9
+#               over the records sent after the first second. The drivers share one design
+#               (schedule, value layout, output): rekafka examples/peers_latency.rs, librdkafka
+#               benches/peers/rdkafka_latency.py (the confluent-kafka binding: kcat cannot pace
+#               or time records), Java benches/peers/java/PeersLatency.java (kafka-clients),
+#               franz-go `franz latency`
 # The produce workloads fix acks=all and the codec (franz-go would otherwise compress with snappy);
 # everything else (linger, batch size, idempotence, buffers) is each client's default.
 #
@@ -46,7 +53,9 @@ ROUNDS="${ROUNDS:-5}"
 RECORDS="${RECORDS:-1000000}"
 BIG_RECORDS="${BIG_RECORDS:-100000}"
 PARTITIONS="${PARTITIONS:-6}"
-WORKLOADS="${WORKLOADS:-produce consume produce10k lz4 zstd}"
+WORKLOADS="${WORKLOADS:-produce consume produce10k lz4 zstd latency}"
+LAT_RATE="${LAT_RATE:-10000}"
+LAT_SECS="${LAT_SECS:-30}"
 CLIENTS="${CLIENTS:-rekafka librdkafka java franz}"
 OUT="${OUT:-$ROOT/target/peers/run-$(date -u +%Y%m%d-%H%M%S)}"
 NODES="${NODES:-3}"
@@ -66,6 +75,13 @@ cargo build --release -q -p rekafka-cli
 REKAFKA="$ROOT/target/release/rekafka"
 FRANZ="$ROOT/target/peers/franz"
 (cd benches/peers/franz && go build -o "$FRANZ" .)
+LATENCY_RK="$ROOT/target/release/examples/peers_latency"
+JAVA_CLASSES="$ROOT/target/peers/java"
+if [[ " $WORKLOADS " == *" latency "* ]]; then
+  cargo build --release -q -p rekafka --example peers_latency
+  mkdir -p "$JAVA_CLASSES"
+  javac -cp "$ROOT/.tools/kafka/lib/*" -d "$JAVA_CLASSES" benches/peers/java/PeersLatency.java
+fi
 RDLIB="$ROOT/target/peers/rdkafka-lib"
 mkdir -p "$RDLIB"
 ln -sf "$(readlink -f "$(ls "$ROOT"/.tools/py/confluent_kafka.libs/librdkafka-*.so.1 | head -1)")" "$RDLIB/librdkafka.so.1"
@@ -153,6 +169,18 @@ consume_cmd() {
   esac
 }
 
+# latency_cmd CLIENT TOPIC
+latency_cmd() {
+  local c="$1" t="$2" a=(-b "$B" -t "$2" -r "$LAT_RATE" -d "$LAT_SECS" -s 100)
+  case "$c" in
+    rekafka) CMD=("$LATENCY_RK" "${a[@]}") ;;
+    librdkafka) CMD=(env PYTHONPATH="$ROOT/.tools/py" python3 benches/peers/rdkafka_latency.py "${a[@]}") ;;
+    java) CMD=(java -cp "$JAVA_CLASSES:$JAVA_CP" PeersLatency "${a[@]}") ;;
+    franz) CMD=("$FRANZ" latency "${a[@]}") ;;
+    *) die "unknown client $c" ;;
+  esac
+}
+
 # measure WORKLOAD CLIENT ROUND COUNT [TOPIC]: runs CMD and appends a row to results.tsv; with
 # TOPIC (a produce), the topic must then hold COUNT records (more are noted as duplicates).
 RESULTS="$OUT/results.tsv"
@@ -202,6 +230,15 @@ produce_round() { # WORKLOAD ROUND COUNT SIZE CODEC CLIENT
   admin delete "$t"
 }
 
+latency_round() { # ROUND CLIENT
+  local r="$1" c="$2" t
+  t="peers-latency-$c-$r-$$"
+  admin create "$t" "$PARTITIONS"
+  latency_cmd "$c" "$t"
+  measure latency "$c" "$r" "$((LAT_RATE * LAT_SECS))" "$t"
+  admin delete "$t"
+}
+
 # ------------------------------------------------------------------------------ run
 read -r -a CL <<<"$CLIENTS"
 {
@@ -213,7 +250,8 @@ read -r -a CL <<<"$CLIENTS"
   echo "librdkafka: $(LD_LIBRARY_PATH="$RDLIB" kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*') via kcat $(kcat -V 2>&1 | grep -o 'Version [0-9.]*' | cut -d' ' -f2)"
   echo "java: kafka-tools $(basename "$(ls .tools/kafka/lib/kafka-tools-[0-9]*.jar)" .jar | sed 's/kafka-tools-//'), $(java -version 2>&1 | head -1)"
   echo "franz-go: $(grep 'twmb/franz-go ' benches/peers/franz/go.mod | awk '{print $NF}'), $(go version | awk '{print $3}')"
-  echo "rounds: $ROUNDS; records: $RECORDS (100 B), $BIG_RECORDS (10240 B); partitions: $PARTITIONS"
+  echo "rounds: $ROUNDS; records: $RECORDS (100 B), $BIG_RECORDS (10240 B); partitions: $PARTITIONS; latency: $LAT_RATE rec/s for $LAT_SECS s"
+  echo "workloads: $WORKLOADS"
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
@@ -238,6 +276,7 @@ for r in $(seq 1 "$ROUNDS"); do
         produce) produce_round "$w" "$r" "$RECORDS" 100 none "$c" ;;
         produce10k) produce_round "$w" "$r" "$BIG_RECORDS" 10240 none "$c" ;;
         lz4|zstd) produce_round "$w" "$r" "$RECORDS" 100 "$w" "$c" ;;
+        latency) latency_round "$r" "$c" ;;
         consume) consume_cmd "$c" "$CONSUME_TOPIC" "$RECORDS"; measure consume "$c" "$r" "$RECORDS" ;;
         *) die "unknown workload $w" ;;
       esac

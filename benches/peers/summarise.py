@@ -23,7 +23,52 @@ TITLES = {
     "produce10k": "produce {n} × 10 240 B, 6 partitions, acks=all, no compression",
     "lz4": "produce {n} × 100 B, lz4, no key, 6 partitions, acks=all",
     "zstd": "produce {n} × 100 B, zstd, no key, 6 partitions, acks=all",
+    "latency": "end-to-end latency, {n} × 100 B at a fixed rate, 6 partitions, acks=all",
 }
+LATENCY_KEYS = ["rate", "p50_ms", "p99_ms", "p999_ms", "max_ms"]
+
+
+def latency_fields(text):
+    """The latency drivers' line as a dict of floats, or {}."""
+    m = re.findall(r"^records=.*p50_ms=.*$", text, re.M)
+    if not m:
+        return {}
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+|nan)", m[-1]) if k in LATENCY_KEYS}
+
+
+def latency_table(mine):
+    print("| client | rec/s (achieved) | p50 ms | p99 ms | p99.9 ms | max ms | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    stats = {}
+    for c in CLIENTS:
+        rs = [r for r in mine if r["client"] == c]
+        if not rs:
+            continue
+        ok = [r for r in rs if r["rc"] == "0"]
+        fields = []
+        for r in ok:
+            try:
+                fields.append(latency_fields(open(r["log"] + ".out").read()))
+            except OSError:
+                fields.append({})
+        s = {k: med([f.get(k) for f in fields]) for k in LATENCY_KEYS}
+        s["cpu"] = med([float(r["user_s"]) + float(r["sys_s"]) for r in ok])
+        s["rss"] = med([int(r["rss_kb"]) / 1024 for r in ok])
+        s["broker"] = med([float(r["broker_cpu_s"]) for r in ok if r["broker_cpu_s"] != "NA"])
+        stats[c] = s
+        print(
+            f"| {NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['p50_ms'], '.1f')} | {fmt(s['p99_ms'], '.1f')} "
+            f"| {fmt(s['p999_ms'], '.1f')} | {fmt(s['max_ms'], '.1f')} | {fmt(s['cpu'], '.2f')} "
+            f"| {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
+        )
+    rk = stats.get("rekafka")
+    peers = {c: s for c, s in stats.items() if c != "rekafka" and s["p99_ms"] is not None}
+    if rk and rk["p99_ms"] is not None and peers:
+        best = min(peers, key=lambda c: peers[c]["p99_ms"])
+        print(
+            f"\nrekafka (medians): p99 {rk['p99_ms']:.1f} ms against the best peer's "
+            f"{peers[best]['p99_ms']:.1f} ms ({NAMES[best]}), {rk['p99_ms'] / peers[best]['p99_ms']:.2f}×."
+        )
 
 
 def self_rate(client, workload, text):
@@ -66,6 +111,10 @@ def main():
         mine = [r for r in rows if r["workload"] == w]
         n = int(mine[0]["records"])
         print(f"### {TITLES.get(w, w).format(n=f'{n:,}'.replace(',', ' '))}\n")
+        if w == "latency":
+            latency_table(mine)
+            print()
+            continue
         print("| client | rec/s (wall) | rec/s (own report) | wall s | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         stats = {}
