@@ -23,7 +23,14 @@ TITLES = {
     "produce10k": "produce {n} × 10 240 B, 6 partitions, acks=all, no compression",
     "lz4": "produce {n} × 100 B, lz4, no key, 6 partitions, acks=all",
     "zstd": "produce {n} × 100 B, zstd, no key, 6 partitions, acks=all",
-    "latency": "end-to-end latency, {n} × 100 B at a fixed rate, 6 partitions, acks=all",
+    "latency": "end-to-end latency, {n} × 100 B at {rate} rec/s, 6 partitions, acks=all",
+}
+# The latency workload runs a driver per client instead of the perf tools.
+LATENCY_NAMES = {
+    "rekafka": "rekafka (`peers_latency`)",
+    "librdkafka": "librdkafka 2.16 (Python binding)",
+    "java": "Java 4.4 (kafka-clients)",
+    "franz": "franz-go",
 }
 LATENCY_KEYS = ["rate", "p50_ms", "p99_ms", "p999_ms", "max_ms"]
 
@@ -57,7 +64,7 @@ def latency_table(mine):
         s["broker"] = med([float(r["broker_cpu_s"]) for r in ok if r["broker_cpu_s"] != "NA"])
         stats[c] = s
         print(
-            f"| {NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['p50_ms'], '.1f')} | {fmt(s['p99_ms'], '.1f')} "
+            f"| {LATENCY_NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['p50_ms'], '.1f')} | {fmt(s['p99_ms'], '.1f')} "
             f"| {fmt(s['p999_ms'], '.1f')} | {fmt(s['max_ms'], '.1f')} | {fmt(s['cpu'], '.2f')} "
             f"| {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
         )
@@ -67,7 +74,7 @@ def latency_table(mine):
         best = min(peers, key=lambda c: peers[c]["p99_ms"])
         print(
             f"\nrekafka (medians): p99 {rk['p99_ms']:.1f} ms against the best peer's "
-            f"{peers[best]['p99_ms']:.1f} ms ({NAMES[best]}), {rk['p99_ms'] / peers[best]['p99_ms']:.2f}×."
+            f"{peers[best]['p99_ms']:.1f} ms ({LATENCY_NAMES[best]}), {rk['p99_ms'] / peers[best]['p99_ms']:.2f}×."
         )
 
 
@@ -110,7 +117,9 @@ def main():
     for w in workloads:
         mine = [r for r in rows if r["workload"] == w]
         n = int(mine[0]["records"])
-        print(f"### {TITLES.get(w, w).format(n=f'{n:,}'.replace(',', ' '))}\n")
+        rate = re.search(r"latency: (\d+) rec/s", machine)
+        rate = f"{int(rate.group(1)):,}".replace(",", " ") if rate else "a fixed rate of"
+        print(f"### {TITLES.get(w, w).format(n=f'{n:,}'.replace(',', ' '), rate=rate)}\n")
         if w == "latency":
             latency_table(mine)
             print()
