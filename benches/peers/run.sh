@@ -67,7 +67,7 @@ die() { printf '[peers] ERROR: %s\n' "$*" >&2; exit 1; }
 [ -x /usr/bin/time ] || apt-get install -y -q time >/dev/null
 command -v kcat >/dev/null || apt-get install -y -q kcat >/dev/null || die "kcat: apt-get install -y kcat"
 ls "$ROOT"/.tools/py/confluent_kafka.libs/librdkafka-*.so.1 >/dev/null 2>&1 \
-  || bash scripts/setup.sh >&2 || die "no confluent-kafka in .tools/py (scripts/setup.sh)"
+  || SKIP_MUSL=1 SKIP_KAFKA=1 bash scripts/setup.sh >&2 || die "no confluent-kafka in .tools/py (scripts/setup.sh)"
 [ -n "$(ls "$ROOT"/.tools/kafka/lib/kafka-tools-*.jar 2>/dev/null)" ] \
   || bash scripts/kafka.sh install >&2 || die "no kafka-tools in .tools/kafka/lib (scripts/kafka.sh install)"
 say "building rekafka (release) and the franz-go peer"
