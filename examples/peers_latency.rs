@@ -17,7 +17,8 @@
 //! records=N measured=M secs=S rate=R p50_ms=.. p99_ms=.. p999_ms=.. max_ms=..
 //! ```
 //!
-//! and fails when a record fails, or when no record arrives for 10 s before all have.
+//! (and the producer's batch and request-latency metrics on stderr), and fails when a record
+//! fails, or when no record arrives for 10 s before all have.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +166,12 @@ async fn main() -> Result<(), BoxError> {
         );
     }
     producer.flush().await;
-    let failed = producer.metrics().record_error_total;
+    let m = producer.metrics();
+    eprintln!(
+        "metrics: batch-size-avg={:.0} request-latency-avg={:?} request-latency-max={:?} record-retry-total={}",
+        m.batch_size_avg, m.request_latency_avg, m.request_latency_max, m.record_retry_total
+    );
+    let failed = m.record_error_total;
     if failed > 0 {
         return Err(format!("{failed} records failed").into());
     }
