@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Topic chores for benches/peers/run.sh, on librdkafka's admin client (confluent-kafka in .tools/py).
+
+    PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP create TOPIC PARTITIONS
+    PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP delete TOPIC...
+    PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP count TOPIC
+
+create makes TOPIC with the broker's default replication factor (and so its
+min.insync.replicas) and waits until every partition has a leader; delete removes the topics
+(a missing one is not an error); count prints the sum over partitions of high watermark minus
+low watermark, i.e. the records the topic holds (offsets of a non-transactional topic).
+"""
+import sys
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def admin(bootstrap):
+    return AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4", "log_level": 3})
+
+
+def create(bootstrap, topic, partitions):
+    a = admin(bootstrap)
+    futures = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
+    for t, f in futures.items():
+        f.result(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        md = a.list_topics(topic=topic, timeout=10).topics.get(topic)
+        if (
+            md is not None
+            and md.error is None
+            and len(md.partitions) == partitions
+            and all(p.leader >= 0 and p.error is None for p in md.partitions.values())
+        ):
+            return
+        time.sleep(0.2)
+    sys.exit(f"create {topic}: partitions have no leader after 60 s")
+
+
+def delete(bootstrap, topics):
+    a = admin(bootstrap)  # kept alive until the futures complete
+    futures = a.delete_topics(list(topics), operation_timeout=30)
+    for t, f in futures.items():
+        try:
+            f.result(timeout=60)
+        except Exception as e:  # noqa: BLE001
+            if "UNKNOWN_TOPIC" not in str(e):
+                sys.exit(f"delete {t}: {e}")
+
+
+def count(bootstrap, topic):
+    md = admin(bootstrap).list_topics(topic=topic, timeout=10).topics[topic]
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "peers-count", "broker.address.family": "v4"})
+    total = 0
+    for p in md.partitions:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += hi - lo
+    c.close()
+    print(total)
+
+
+def main():
+    bootstrap, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if cmd == "create":
+        create(bootstrap, args[0], int(args[1]))
+    elif cmd == "delete":
+        delete(bootstrap, args)
+    elif cmd == "count":
+        count(bootstrap, args[0])
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Peer benchmark (issue 21): rekafka beside librdkafka, the Java client and franz-go, on the same
+# Kafka cluster in the same run, the clients interleaved within every round, medians reported.
+#
+#   benches/peers/run.sh                      5 rounds on a fresh 3-node cluster of its own
+#   ROUNDS=1 RECORDS=100000 BIG_RECORDS=10000 benches/peers/run.sh     a quick check
+#   source target/kafka/env && benches/peers/run.sh                     on a running cluster
+#
+# Clients, each at its own defaults apart from what the workload fixes:
+#   rekafka     target/release/rekafka perf produce | perf consume   (cargo build --release -p rekafka-cli)
+#   librdkafka  kcat (Debian's) run against librdkafka 2.16 from the confluent-kafka wheel in
+#               .tools/py (LD_LIBRARY_PATH), as benches/produce_vs_librdkafka.sh does;
+#               kcat -P reads the records from a file of lines, kcat -C writes one byte ('\n')
+#               per record to a pipe that counts them
+#   java        org.apache.kafka.tools.ProducerPerformance / ConsumerPerformance from
+#               .tools/kafka/lib (kafka-tools 4.4.0, scripts/kafka.sh install); the payload is a
+#               file holding the same value as the other clients send
+#   franz       benches/peers/franz (github.com/twmb/franz-go/pkg/kgo), built here with go build
+#
+# Workloads (WORKLOADS, space separated, default all):
+#   produce     RECORDS (default 1000000) x 100 B, 6 partitions, acks=all, no compression
+#   consume     RECORDS from the start of a 6-partition topic filled once per run by rekafka
+#               (100 B values); rekafka, kcat and franz-go read the partitions without a group,
+#               ConsumerPerformance joins a fresh group (its only mode)
+#   produce10k  BIG_RECORDS (default 100000) x 10240 B, otherwise as produce
+#   lz4, zstd   as produce with compression.type lz4 / zstd (records without a key: `rekafka perf
+#               produce` sends none)
+#   latency     end to end, produce -> consume in one process, at LAT_RATE (10000) records/s for
+#               LAT_SECS (30) s of 100 B records into a fresh 6-partition topic: p50/p99/p99.9
+#               over the records sent after the first second. The drivers share one design
+#               (schedule, value layout, output): rekafka examples/peers_latency.rs, librdkafka
+#               benches/peers/rdkafka_latency.py (the confluent-kafka binding: kcat cannot pace
+#               or time records), Java benches/peers/java/PeersLatency.java (kafka-clients),
+#               franz-go `franz latency`
+# The produce workloads fix acks=all and the codec (franz-go would otherwise compress with snappy);
+# everything else (linger, batch size, idempotence, buffers) is each client's default.
+#
+# Every measurement: wall time, client CPU seconds (user+sys) and peak RSS from /usr/bin/time,
+# and the brokers' CPU seconds over the same interval (utime+stime of the Kafka JVMs from
+# /proc/PID/stat; the pids from the cluster dir: REKAFKA_KAFKA_DIR, KAFKA_CLUSTER_DIR or this
+# run's own cluster). Every produced topic is checked to hold exactly the records sent (a
+# non-idempotent librdkafka could duplicate on retry: more is reported, fewer fails the run) and
+# deleted afterwards; every consumer must report the full count.
+#
+# Env: REKAFKA_BOOTSTRAP (else a cluster of NODES nodes, default 3, is started in
+#      target/kafka-peers and stopped at the end), ROUNDS (5), RECORDS, BIG_RECORDS, WORKLOADS,
+#      CLIENTS (default "rekafka librdkafka java franz"), PARTITIONS (6), OUT (default
+#      target/peers/run-DATE). Results: OUT/results.tsv, OUT/logs/, OUT/summary.md (printed).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+ROUNDS="${ROUNDS:-5}"
+RECORDS="${RECORDS:-1000000}"
+BIG_RECORDS="${BIG_RECORDS:-100000}"
+PARTITIONS="${PARTITIONS:-6}"
+WORKLOADS="${WORKLOADS:-produce consume produce10k lz4 zstd latency}"
+LAT_RATE="${LAT_RATE:-10000}"
+LAT_SECS="${LAT_SECS:-30}"
+CLIENTS="${CLIENTS:-rekafka librdkafka java franz}"
+OUT="${OUT:-$ROOT/target/peers/run-$(date -u +%Y%m%d-%H%M%S)}"
+NODES="${NODES:-3}"
+mkdir -p "$OUT/logs"
+say() { printf '[peers] %s\n' "$*" >&2; }
+die() { printf '[peers] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ------------------------------------------------------------------------------ tools
+[ -x /usr/bin/time ] || apt-get install -y -q time >/dev/null
+command -v kcat >/dev/null || apt-get install -y -q kcat >/dev/null || die "kcat: apt-get install -y kcat"
+ls "$ROOT"/.tools/py/confluent_kafka.libs/librdkafka-*.so.1 >/dev/null 2>&1 \
+  || SKIP_MUSL=1 SKIP_KAFKA=1 bash scripts/setup.sh >&2 || die "no confluent-kafka in .tools/py (scripts/setup.sh)"
+[ -n "$(ls "$ROOT"/.tools/kafka/lib/kafka-tools-*.jar 2>/dev/null)" ] \
+  || bash scripts/kafka.sh install >&2 || die "no kafka-tools in .tools/kafka/lib (scripts/kafka.sh install)"
+say "building rekafka (release) and the franz-go peer"
+cargo build --release -q -p rekafka-cli
+REKAFKA="$ROOT/target/release/rekafka"
+FRANZ="$ROOT/target/peers/franz"
+(cd benches/peers/franz && go build -o "$FRANZ" .)
+LATENCY_RK="$ROOT/target/release/examples/peers_latency"
+JAVA_CLASSES="$ROOT/target/peers/java"
+if [[ " $WORKLOADS " == *" latency "* ]]; then
+  cargo build --release -q -p rekafka --example peers_latency
+  mkdir -p "$JAVA_CLASSES"
+  javac -cp "$ROOT/.tools/kafka/lib/*" -d "$JAVA_CLASSES" benches/peers/java/PeersLatency.java
+fi
+RDLIB="$ROOT/target/peers/rdkafka-lib"
+mkdir -p "$RDLIB"
+ln -sf "$(readlink -f "$(ls "$ROOT"/.tools/py/confluent_kafka.libs/librdkafka-*.so.1 | head -1)")" "$RDLIB/librdkafka.so.1"
+LD_LIBRARY_PATH="$RDLIB" kcat -V 2>&1 | grep -q 'librdkafka 2\.16' \
+  || die "kcat does not run on librdkafka 2.16: $(LD_LIBRARY_PATH="$RDLIB" kcat -V 2>&1 | head -1)"
+JAVA_CP="$ROOT/.tools/kafka/lib/*"
+admin() { PYTHONPATH="$ROOT/.tools/py" python3 benches/peers/admin.py "$B" "$@"; }
+
+# ------------------------------------------------------------------------------ cluster
+OWN=""
+if [ -z "${REKAFKA_BOOTSTRAP:-}" ]; then
+  export KAFKA_CLUSTER_DIR="$ROOT/target/kafka-peers"
+  say "starting a $NODES-node cluster in $KAFKA_CLUSTER_DIR"
+  B="$(bash scripts/kafka.sh start --nodes "$NODES" | tail -1)"
+  OWN=1
+  CLUSTER_DIR="$KAFKA_CLUSTER_DIR"
+  trap 'KAFKA_CLUSTER_DIR="$CLUSTER_DIR" bash scripts/kafka.sh stop >&2 || true' EXIT
+else
+  B="$REKAFKA_BOOTSTRAP"
+  CLUSTER_DIR="${REKAFKA_KAFKA_DIR:-${KAFKA_CLUSTER_DIR:-}}"
+fi
+BROKER_PIDS=()
+if [ -n "$CLUSTER_DIR" ]; then
+  for f in "$CLUSTER_DIR"/node*/pid; do
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && BROKER_PIDS+=("$(cat "$f")")
+  done
+fi
+[ ${#BROKER_PIDS[@]} -gt 0 ] || say "no broker pids (set REKAFKA_KAFKA_DIR): broker CPU is not measured"
+TICK="$(getconf CLK_TCK)"
+broker_ticks() { # utime+stime summed over the broker JVMs, in clock ticks
+  local t=0 p s
+  for p in "${BROKER_PIDS[@]}"; do
+    s="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+    s="${s##*) }"   # the fields after "(comm) "; utime and stime are fields 14 and 15
+    set -- $s
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
+}
+
+# ------------------------------------------------------------------------------ inputs
+lines_file() { # COUNT SIZE: a file of COUNT lines of SIZE 'x' (kcat -P input)
+  local f="$ROOT/target/peers/lines-$1-$2.txt"
+  [ -f "$f" ] || python3 -c "
+import sys
+line = b'x' * $2 + b'\n'
+with open('$f.tmp', 'wb') as out:
+    for _ in range($1 // 1000):
+        out.write(line * 1000)
+    out.write(line * ($1 % 1000))
+" && mv -f "$f.tmp" "$f" 2>/dev/null || true
+  echo "$f"
+}
+payload_file() { # SIZE: one value of SIZE 'x' (ProducerPerformance --payload-file)
+  local f="$ROOT/target/peers/payload-$1.txt"
+  [ -f "$f" ] || python3 -c "import sys; sys.stdout.write('x' * $1)" > "$f"
+  echo "$f"
+}
+
+# ------------------------------------------------------------------------------ commands
+# produce_cmd CLIENT TOPIC COUNT SIZE CODEC: the command line, into the array CMD
+produce_cmd() {
+  local c="$1" t="$2" n="$3" s="$4" z="$5"
+  case "$c" in
+    rekafka) CMD=("$REKAFKA" -b "$B" perf produce -t "$t" -n "$n" -s "$s" --acks all --compression "$z") ;;
+    librdkafka) CMD=(env LD_LIBRARY_PATH="$RDLIB" kcat -P -b "$B" -t "$t" -X acks=all
+                     -X compression.codec="$z" -l "$(lines_file "$n" "$s")") ;;
+    java) CMD=(java -cp "$JAVA_CP" org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$B"
+               --topic "$t" --num-records "$n" --throughput -1 --payload-file "$(payload_file "$s")"
+               --command-property acks=all compression.type="$z") ;;
+    franz) CMD=("$FRANZ" produce -b "$B" -t "$t" -n "$n" -s "$s" -acks all -z "$z") ;;
+    *) die "unknown client $c" ;;
+  esac
+}
+# consume_cmd CLIENT TOPIC COUNT
+consume_cmd() {
+  local c="$1" t="$2" n="$3"
+  case "$c" in
+    rekafka) CMD=("$REKAFKA" -b "$B" perf consume -t "$t" -n "$n") ;;
+    librdkafka) CMD=(env LD_LIBRARY_PATH="$RDLIB" kcat -C -b "$B" -t "$t" -o beginning -e -q -c "$n" -f '\n') ;;
+    java) CMD=(java -cp "$JAVA_CP" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$B"
+               --topic "$t" --num-records "$n" --group "peers-$$-$RANDOM-$RANDOM") ;;
+    franz) CMD=("$FRANZ" consume -b "$B" -t "$t" -n "$n") ;;
+    *) die "unknown client $c" ;;
+  esac
+}
+
+# latency_cmd CLIENT TOPIC
+latency_cmd() {
+  local c="$1" t="$2" a=(-b "$B" -t "$2" -r "$LAT_RATE" -d "$LAT_SECS" -s 100)
+  case "$c" in
+    rekafka) CMD=("$LATENCY_RK" "${a[@]}") ;;
+    librdkafka) CMD=(env PYTHONPATH="$ROOT/.tools/py" python3 benches/peers/rdkafka_latency.py "${a[@]}") ;;
+    java) CMD=(java -cp "$JAVA_CLASSES:$JAVA_CP" PeersLatency "${a[@]}") ;;
+    franz) CMD=("$FRANZ" latency "${a[@]}") ;;
+    *) die "unknown client $c" ;;
+  esac
+}
+
+# measure WORKLOAD CLIENT ROUND COUNT [TOPIC]: runs CMD and appends a row to results.tsv; with
+# TOPIC (a produce), the topic must then hold COUNT records (more are noted as duplicates).
+RESULTS="$OUT/results.tsv"
+printf 'workload\tclient\tround\trecords\trc\twall_s\tuser_s\tsys_s\trss_kb\tbroker_cpu_s\tlog\n' > "$RESULTS"
+measure() {
+  local w="$1" c="$2" r="$3" n="$4" topic="${5:-}"
+  local log="$OUT/logs/$w-$c-$r" rc=0 b0 b1 held
+  printf '%s\n' "${CMD[*]}" > "$log.cmd"
+  b0="$(broker_ticks)"
+  if [ "$w" = consume ] && [ "$c" = librdkafka ]; then
+    # kcat writes a '\n' per record: count them (the pipe's reader is not timed)
+    /usr/bin/time -f 'TIME %e %U %S %M' -o "$log.time" "${CMD[@]}" 2> "$log.err" | wc -l > "$log.out" || rc=$?
+    [ "$(cat "$log.out")" = "$n" ] || { echo "kcat -C delivered $(cat "$log.out") of $n records" >> "$log.err"; rc=1; }
+  else
+    /usr/bin/time -f 'TIME %e %U %S %M' -o "$log.time" "${CMD[@]}" > "$log.out" 2> "$log.err" || rc=$?
+  fi
+  b1="$(broker_ticks)"
+  if [ "$w" = consume ] && [ "$c" = java ] && [ "$rc" = 0 ]; then
+    # ConsumerPerformance gives up after 10 s without records and prints what it got:
+    # start.time, end.time, MB, MB.sec, nMsg, nMsg.sec, ...
+    held="$(tail -1 "$log.out" | awk -F', *' '{print $5}')"
+    [ "$held" = "$n" ] || { echo "ConsumerPerformance read ${held:-?} of $n records" >> "$log.err"; rc=1; }
+  fi
+  if [ -n "$topic" ]; then
+    held="$(admin count "$topic")" || held=0
+    if [ "$held" -lt "$n" ]; then
+      echo "topic $topic holds $held of $n records" >> "$log.err"; rc=1
+    elif [ "$held" -gt "$n" ]; then
+      echo "topic $topic holds $held records for $n sent (duplicates)" >> "$log.err"
+      echo "held=$held" >> "$log.out"
+    fi
+  fi
+  local _ wall user sys rss bcpu=NA
+  read -r _ wall user sys rss < <(grep '^TIME' "$log.time" || echo "TIME 0 0 0 0")
+  [ ${#BROKER_PIDS[@]} -gt 0 ] && bcpu="$(python3 -c "print(f'{($b1 - $b0) / $TICK:.2f}')")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$r" "$n" "$rc" "$wall" "$user" "$sys" "$rss" "$bcpu" "$log" >> "$RESULTS"
+  say "round $r $w $c: rc=$rc wall=${wall}s cpu=$(python3 -c "print(f'{$user + $sys:.2f}')")s rss=$((rss / 1024))MiB broker_cpu=${bcpu}s"
+  [ "$rc" = 0 ] || say "  failed: $(tail -3 "$log.err" | tr '\n' ' ')"
+}
+
+produce_round() { # WORKLOAD ROUND COUNT SIZE CODEC CLIENT
+  local w="$1" r="$2" n="$3" s="$4" z="$5" c="$6" t
+  t="peers-$w-$c-$r-$$"
+  admin create "$t" "$PARTITIONS"
+  produce_cmd "$c" "$t" "$n" "$s" "$z"
+  measure "$w" "$c" "$r" "$n" "$t"
+  admin delete "$t"
+}
+
+latency_round() { # ROUND CLIENT
+  local r="$1" c="$2" t
+  t="peers-latency-$c-$r-$$"
+  admin create "$t" "$PARTITIONS"
+  latency_cmd "$c" "$t"
+  measure latency "$c" "$r" "$((LAT_RATE * LAT_SECS))" "$t"
+  admin delete "$t"
+}
+
+# ------------------------------------------------------------------------------ run
+read -r -a CL <<<"$CLIENTS"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "bootstrap: $B (own cluster: ${OWN:-no}, nodes: $(echo "$B" | tr ',' '\n' | wc -l))"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "kernel: $(uname -r)"
+  echo "rekafka: $("$REKAFKA" --version) (git $(git rev-parse --short HEAD))"
+  echo "librdkafka: $(LD_LIBRARY_PATH="$RDLIB" kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*') via kcat $(kcat -V 2>&1 | grep -o 'Version [0-9.]*' | cut -d' ' -f2)"
+  echo "java: kafka-tools $(basename "$(ls .tools/kafka/lib/kafka-tools-[0-9]*.jar)" .jar | sed 's/kafka-tools-//'), $(java -version 2>&1 | head -1)"
+  echo "franz-go: $(grep 'twmb/franz-go ' benches/peers/franz/go.mod | awk '{print $NF}'), $(go version | awk '{print $3}')"
+  echo "rounds: $ROUNDS; records: $RECORDS (100 B), $BIG_RECORDS (10240 B); partitions: $PARTITIONS; latency: $LAT_RATE rec/s for $LAT_SECS s"
+  echo "workloads: $WORKLOADS"
+  echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} > "$OUT/machine.txt"
+cat "$OUT/machine.txt" >&2
+
+CONSUME_TOPIC=""
+if [[ " $WORKLOADS " == *" consume "* ]]; then
+  CONSUME_TOPIC="peers-consume-$$"
+  admin create "$CONSUME_TOPIC" "$PARTITIONS"
+  say "filling $CONSUME_TOPIC with $RECORDS x 100 B (rekafka perf produce, defaults)"
+  "$REKAFKA" -b "$B" perf produce -t "$CONSUME_TOPIC" -n "$RECORDS" -s 100 > "$OUT/logs/consume-fill.out" 2>&1
+  [ "$(admin count "$CONSUME_TOPIC")" = "$RECORDS" ] || die "the consume topic holds $(admin count "$CONSUME_TOPIC") of $RECORDS"
+fi
+
+for r in $(seq 1 "$ROUNDS"); do
+  # Interleave: each round starts with the next client.
+  order=()
+  for i in "${!CL[@]}"; do order+=("${CL[$(( (i + r - 1) % ${#CL[@]} ))]}"); done
+  say "round $r of $ROUNDS: ${order[*]}"
+  for w in $WORKLOADS; do
+    for c in "${order[@]}"; do
+      case "$w" in
+        produce) produce_round "$w" "$r" "$RECORDS" 100 none "$c" ;;
+        produce10k) produce_round "$w" "$r" "$BIG_RECORDS" 10240 none "$c" ;;
+        lz4|zstd) produce_round "$w" "$r" "$RECORDS" 100 "$w" "$c" ;;
+        latency) latency_round "$r" "$c" ;;
+        consume) consume_cmd "$c" "$CONSUME_TOPIC" "$RECORDS"; measure consume "$c" "$r" "$RECORDS" ;;
+        *) die "unknown workload $w" ;;
+      esac
+    done
+  done
+done
+[ -n "$CONSUME_TOPIC" ] && admin delete "$CONSUME_TOPIC"
+echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+python3 benches/peers/summarise.py "$OUT" > "$OUT/summary.md"
+cat "$OUT/summary.md"
+say "results in $OUT"

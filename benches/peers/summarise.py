@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Summarises a benches/peers/run.sh run directory as Markdown: one table per workload with
+every client's medians over its successful rounds, and rekafka's ratios to the peers.
+
+    python3 benches/peers/summarise.py target/peers/run-DATE > summary.md
+"""
+import csv
+import os
+import re
+import statistics
+import sys
+
+CLIENTS = ["rekafka", "librdkafka", "java", "franz"]
+NAMES = {
+    "rekafka": "rekafka (`perf`)",
+    "librdkafka": "librdkafka 2.16 (kcat)",
+    "java": "Java 4.4 (`*Performance`)",
+    "franz": "franz-go",
+}
+TITLES = {
+    "produce": "produce {n} × 100 B, 6 partitions, acks=all, no compression",
+    "consume": "consume {n} × 100 B from 6 partitions",
+    "produce10k": "produce {n} × 10 240 B, 6 partitions, acks=all, no compression",
+    "lz4": "produce {n} × 100 B, lz4, no key, 6 partitions, acks=all",
+    "zstd": "produce {n} × 100 B, zstd, no key, 6 partitions, acks=all",
+    "latency": "end-to-end latency, {n} × 100 B at {rate} rec/s, 6 partitions, acks=all",
+}
+# The latency workload runs a driver per client instead of the perf tools.
+LATENCY_NAMES = {
+    "rekafka": "rekafka (`peers_latency`)",
+    "librdkafka": "librdkafka 2.16 (Python binding)",
+    "java": "Java 4.4 (kafka-clients)",
+    "franz": "franz-go",
+}
+LATENCY_KEYS = ["rate", "p50_ms", "p99_ms", "p999_ms", "max_ms"]
+
+
+def latency_fields(text):
+    """The latency drivers' line as a dict of floats, or {}."""
+    m = re.findall(r"^records=.*p50_ms=.*$", text, re.M)
+    if not m:
+        return {}
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+|nan)", m[-1]) if k in LATENCY_KEYS}
+
+
+def latency_table(mine):
+    print("| client | rec/s (achieved) | p50 ms | p99 ms | p99.9 ms | max ms | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    stats = {}
+    for c in CLIENTS:
+        rs = [r for r in mine if r["client"] == c]
+        if not rs:
+            continue
+        ok = [r for r in rs if r["rc"] == "0"]
+        fields = []
+        for r in ok:
+            try:
+                fields.append(latency_fields(open(r["log"] + ".out").read()))
+            except OSError:
+                fields.append({})
+        s = {k: med([f.get(k) for f in fields]) for k in LATENCY_KEYS}
+        s["cpu"] = med([float(r["user_s"]) + float(r["sys_s"]) for r in ok])
+        s["rss"] = med([int(r["rss_kb"]) / 1024 for r in ok])
+        s["broker"] = med([float(r["broker_cpu_s"]) for r in ok if r["broker_cpu_s"] != "NA"])
+        stats[c] = s
+        print(
+            f"| {LATENCY_NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['p50_ms'], '.1f')} | {fmt(s['p99_ms'], '.1f')} "
+            f"| {fmt(s['p999_ms'], '.1f')} | {fmt(s['max_ms'], '.1f')} | {fmt(s['cpu'], '.2f')} "
+            f"| {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
+        )
+    rk = stats.get("rekafka")
+    peers = {c: s for c, s in stats.items() if c != "rekafka" and s["p99_ms"] is not None}
+    if rk and rk["p99_ms"] is not None and peers:
+        best = min(peers, key=lambda c: peers[c]["p99_ms"])
+        print(
+            f"\nrekafka (medians): p99 {rk['p99_ms']:.1f} ms against the best peer's "
+            f"{peers[best]['p99_ms']:.1f} ms ({LATENCY_NAMES[best]}), {rk['p99_ms'] / peers[best]['p99_ms']:.2f}×."
+        )
+
+
+def self_rate(client, workload, text):
+    """The rate the client printed itself, records/s, or None."""
+    if client in ("rekafka", "franz"):
+        m = re.findall(r"rec_per_s=([\d.]+)", text)
+        return float(m[-1]) if m else None
+    if client == "java" and workload != "consume":
+        m = re.findall(r"\d+ records sent, ([\d.]+) records/sec", text)
+        return float(m[-1]) if m else None
+    if client == "java":
+        # start.time, end.time, MB, MB.sec, nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms,
+        # fetch.MB.sec, fetch.nMsg.sec: the fetch rate leaves out the group join
+        lines = [ln for ln in text.splitlines() if ln.count(",") >= 9 and ln[:1].isdigit()]
+        if lines:
+            return float(lines[-1].split(",")[9])
+    return None
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec):
+    return "–" if x is None else format(x, spec)
+
+
+def main():
+    run = sys.argv[1]
+    with open(os.path.join(run, "results.tsv")) as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    machine = open(os.path.join(run, "machine.txt")).read().strip()
+    print("```\n" + machine + "\n```\n")
+    workloads = []
+    for r in rows:
+        if r["workload"] not in workloads:
+            workloads.append(r["workload"])
+    for w in workloads:
+        mine = [r for r in rows if r["workload"] == w]
+        n = int(mine[0]["records"])
+        rate = re.search(r"latency: (\d+) rec/s", machine)
+        rate = f"{int(rate.group(1)):,}".replace(",", " ") if rate else "a fixed rate of"
+        print(f"### {TITLES.get(w, w).format(n=f'{n:,}'.replace(',', ' '), rate=rate)}\n")
+        if w == "latency":
+            latency_table(mine)
+            print()
+            continue
+        print("| client | rec/s (wall) | rec/s (own report) | wall s | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        stats = {}
+        for c in CLIENTS:
+            rs = [r for r in mine if r["client"] == c]
+            if not rs:
+                continue
+            ok = [r for r in rs if r["rc"] == "0"]
+            own = []
+            for r in ok:
+                try:
+                    own.append(self_rate(c, w, open(r["log"] + ".out").read()))
+                except OSError:
+                    own.append(None)
+            s = {
+                "rate": med([int(r["records"]) / float(r["wall_s"]) for r in ok if float(r["wall_s"]) > 0]),
+                "own": med(own),
+                "wall": med([float(r["wall_s"]) for r in ok]),
+                "cpu": med([float(r["user_s"]) + float(r["sys_s"]) for r in ok]),
+                "rss": med([int(r["rss_kb"]) / 1024 for r in ok]),
+                "broker": med([float(r["broker_cpu_s"]) for r in ok if r["broker_cpu_s"] != "NA"]),
+            }
+            stats[c] = s
+            print(
+                f"| {NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['own'], ',.0f')} | {fmt(s['wall'], '.2f')} "
+                f"| {fmt(s['cpu'], '.2f')} | {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
+            )
+        rk = stats.get("rekafka")
+        peers = {c: s for c, s in stats.items() if c != "rekafka" and s["rate"] is not None}
+        if rk and rk["rate"] is not None and peers:
+            best = max(peers, key=lambda c: peers[c]["rate"])
+            parts = [f"rate {rk['rate'] / peers[best]['rate']:.2f}× the fastest peer ({NAMES[best]})"]
+            for c in ("librdkafka", "java", "franz"):
+                # /usr/bin/time counts CPU in 0.01 s steps: below 0.05 s a ratio says nothing
+                if c in peers and peers[c]["cpu"] and min(rk["cpu"], peers[c]["cpu"]) >= 0.05:
+                    parts.append(f"CPU {rk['cpu'] / peers[c]['cpu']:.2g}× {c}'s")
+            if "librdkafka" in peers and peers["librdkafka"]["rss"]:
+                parts.append(f"RSS {rk['rss'] / peers['librdkafka']['rss']:.2f}× librdkafka's")
+            print(f"\nrekafka (medians, wall rate): {'; '.join(parts)}.")
+        print()
+
+
+if __name__ == "__main__":
+    main()
