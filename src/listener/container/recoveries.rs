@@ -1,0 +1,424 @@
+//! What happens to a failed record, and the recoveries in flight.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::listener::classify::HandlerError;
+use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
+use crate::listener::handler::{BoxFuture, Recovery, RecoveryHalt, SharedError};
+use crate::listener::tracker::{Decision, RecoveryFailureDecision, TopicPartition};
+
+/// A recovery under way ([`Recovery::InFlight`]).
+pub(super) struct InFlight<R> {
+    pub(super) record: R,
+    pub(super) error: SharedError,
+    pub(super) done: BoxFuture<'static, std::result::Result<(), HandlerError>>,
+}
+
+pub(super) struct Halted<R> {
+    pub(super) record: R,
+    pub(super) error: SharedError,
+    pub(super) next_probe: Instant,
+}
+
+impl<C: ContainerConsumer> Runner<C> {
+    pub(super) async fn probe_halted(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = self
+            .halted
+            .iter()
+            .filter(|(_, h)| h.next_probe <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            let Some(h) = self.halted.remove(&tp) else {
+                continue;
+            };
+            let offset = h.record.offset();
+            match self.eh.recoverer.recover(&h.record, &h.error).await {
+                Ok(()) => {
+                    self.events.resumed(&tp);
+                    self.recovered(&tp, &h.record, &h.error);
+                    // Forward, past the recovered record: no earlier seek bounds this one.
+                    self.rewound.remove(&tp);
+                    self.seek_min(&tp, offset + 1);
+                    self.ack(&tp, offset, AckSource::Recovered).await;
+                    self.commit_pending().await;
+                    if !self.container_paused {
+                        self.resume_partitions(std::slice::from_ref(&tp));
+                    }
+                }
+                Err(f) => {
+                    let f: SharedError = Arc::from(f);
+                    for l in &self.eh.listeners {
+                        l.recovery_failed(&h.record, &h.error, &f);
+                    }
+                    let failures = self
+                        .tracker
+                        .recovery_failures(&tp, offset)
+                        .saturating_add(1);
+                    let _ = self.tracker.recovery_failed(&tp, offset);
+                    self.emit(ContainerEvent::RecoveryFailed {
+                        partition: tp.clone(),
+                        offset,
+                        failures,
+                        error: f,
+                    });
+                    self.halted.insert(
+                        tp,
+                        Halted {
+                            next_probe: Instant::now() + self.eh.halt_probe_interval,
+                            ..h
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The recovery-failure cap is reached for `record`: its partition stays paused (the
+    /// caller has sought it back), the alarm fires, and the recovery is probed later.
+    pub(super) fn halt(
+        &mut self,
+        tp: &TopicPartition,
+        record: C::Record,
+        error: SharedError,
+        failures: u32,
+    ) {
+        let offset = record.offset();
+        self.halted.insert(
+            tp.clone(),
+            Halted {
+                record,
+                error,
+                next_probe: Instant::now() + self.eh.halt_probe_interval,
+            },
+        );
+        self.events.halted(tp, offset, failures);
+        self.emit(ContainerEvent::RecoveryHalted {
+            partition: tp.clone(),
+            offset,
+            failures,
+        });
+        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+            self.stop_reason = Some(StopReason::Abnormal);
+        }
+    }
+
+    pub(super) async fn on_failure(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+    ) -> Flow {
+        let offset = record.offset();
+        let back_off = self.eh.back_off_for(record, &error);
+        let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
+        let decision =
+            self.tracker
+                .failed(tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
+        let attempt = match decision {
+            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
+        };
+        // A back-off that allows no retry recovers at once, without a failed delivery
+        // callback (Spring's `FailedRecordTracker` with `noRetries`, which looks at the default
+        // back-off; a record whose own back-off retries is still reported).
+        if !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref())) {
+            for l in &self.eh.listeners {
+                l.failed_delivery(record, &error, attempt);
+            }
+        }
+        self.emit_failed_delivery(tp, offset, attempt, &error);
+        match decision {
+            Decision::Retry { delay, .. } => {
+                tracing::info!(
+                    topic = %tp.0, partition = tp.1, offset, attempt, error = %error,
+                    "record failed; retrying after {delay:?}"
+                );
+                self.retry_later(tp, offset, delay).await;
+                Flow::SkipPartition
+            }
+            Decision::Recover { .. } => self.recover(tp, record, error).await,
+        }
+    }
+
+    /// Seeks `tp` back to `offset` and pauses it for `delay` (other partitions keep flowing).
+    pub(super) async fn retry_later(&mut self, tp: &TopicPartition, offset: i64, delay: Duration) {
+        self.seek_min(tp, offset);
+        self.commit_retry_state(tp, offset).await;
+        if !delay.is_zero() {
+            self.backing_off.insert(tp.clone(), Instant::now() + delay);
+            if !self.container_paused {
+                self.pause_partitions(std::slice::from_ref(tp));
+            }
+        }
+    }
+
+    pub(super) async fn recover(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+    ) -> Flow {
+        let offset = record.offset();
+        let recoverer = self.eh.recoverer.clone();
+        let started = if self.txn.is_none() {
+            recoverer.start_recovery(record, &error).await
+        } else {
+            recoverer
+                .recover(record, &error)
+                .await
+                .map(|()| Recovery::Done)
+        };
+        match started {
+            Ok(Recovery::Done) => {
+                self.recovered(tp, record, &error);
+                self.ack(tp, offset, AckSource::Recovered).await;
+                Flow::Continue
+            }
+            Ok(Recovery::InFlight(done)) => {
+                self.tracker.recovery_started(tp, offset);
+                self.in_flight
+                    .entry(tp.clone())
+                    .or_default()
+                    .push_back(InFlight {
+                        record: record.clone(),
+                        error,
+                        done,
+                    });
+                self.in_flight_count += 1;
+                // Committed once the recovery completes (commits stop below it until then).
+                self.ack(tp, offset, AckSource::Recovered).await;
+                Flow::Continue
+            }
+            Err(f) => {
+                self.recovery_failed(tp, record, error, Arc::from(f)).await;
+                Flow::SkipPartition
+            }
+        }
+    }
+
+    /// The recoverer handled `record`: listeners, tracker, event.
+    pub(super) fn recovered(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: &SharedError,
+    ) {
+        for l in &self.eh.listeners {
+            l.recovered(record, error);
+        }
+        self.tracker.recovered(tp, record.offset());
+        if self.observed() {
+            self.emit(ContainerEvent::Recovered {
+                partition: tp.clone(),
+                offset: record.offset(),
+            });
+        }
+    }
+
+    /// The recoverer failed (`failure`) for `record`: it is redelivered after the recovery
+    /// retry interval, or its partition halts once the cap is reached.
+    pub(super) async fn recovery_failed(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+        failure: SharedError,
+    ) {
+        let offset = record.offset();
+        for l in &self.eh.listeners {
+            l.recovery_failed(record, &error, &failure);
+        }
+        let decision = self.tracker.recovery_failed(tp, offset);
+        let failures = self.tracker.recovery_failures(tp, offset);
+        tracing::warn!(
+            topic = %tp.0, partition = tp.1, offset, failures, error = %failure,
+            "recovering the record failed; it will be redelivered"
+        );
+        self.emit(ContainerEvent::RecoveryFailed {
+            partition: tp.clone(),
+            offset,
+            failures,
+            error: failure,
+        });
+        match decision {
+            RecoveryFailureDecision::Halt { failures } => {
+                self.seek_min(tp, offset);
+                self.backing_off.remove(tp);
+                if !self.container_paused {
+                    self.pause_partitions(std::slice::from_ref(tp));
+                }
+                tracing::error!(
+                    topic = %tp.0, partition = tp.1, offset, failures,
+                    "recovery failed {failures} times; partition halted"
+                );
+                self.halt(tp, record.clone(), error, failures);
+            }
+            _ => {
+                let interval = self.eh.recovery_retry_interval;
+                self.retry_later(tp, offset, interval).await;
+            }
+        }
+    }
+
+    /// Waits for every recovery in flight, then commits what is pending.
+    pub(super) async fn settle_recoveries(&mut self) {
+        self.complete_recoveries(true).await;
+        self.commit_pending().await;
+    }
+
+    /// The lowest offset of `tp` whose recovery is in flight.
+    pub(super) fn in_flight_low(&self, tp: &TopicPartition) -> Option<i64> {
+        self.in_flight
+            .get(tp)
+            .and_then(VecDeque::front)
+            .map(|f| f.record.offset())
+    }
+
+    /// Completes the recoveries in flight, partition by partition in offset order: all of them
+    /// (`wait`), or those already done (stopping at a partition's first unfinished one). A
+    /// recovery that failed sends its partition back to that record
+    /// ([`rewind_failed_recovery`](Self::rewind_failed_recovery)).
+    pub(super) async fn complete_recoveries(&mut self, wait: bool) {
+        if self.in_flight_count == 0 {
+            return;
+        }
+        let tps: Vec<TopicPartition> = self.in_flight.keys().cloned().collect();
+        for tp in tps {
+            while let Some(front) = self.in_flight.get_mut(&tp).and_then(VecDeque::front_mut) {
+                let result = if wait {
+                    (&mut front.done).await
+                } else {
+                    match poll_now(&mut front.done) {
+                        std::task::Poll::Ready(r) => r,
+                        std::task::Poll::Pending => break,
+                    }
+                };
+                let Some(done) = self.in_flight.get_mut(&tp).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                self.in_flight_count = self.in_flight_count.saturating_sub(1);
+                match result {
+                    Ok(()) => self.recovered(&tp, &done.record, &done.error),
+                    Err(f) => {
+                        self.rewind_failed_recovery(&tp, done, Arc::from(f)).await;
+                        break;
+                    }
+                }
+            }
+            if self.in_flight.get(&tp).is_none_or(VecDeque::is_empty) {
+                self.in_flight.remove(&tp);
+                self.capped.remove(&tp);
+            }
+        }
+        if self.commit_owed {
+            // The commit that was due when the recovery held it back.
+            self.commit_owed = false;
+            self.commit_pending().await;
+        }
+    }
+
+    /// The recovery of `failed` did not complete: a recovery failure. Nothing of its partition
+    /// past it may be committed, so the partition goes back to it; the partition's later
+    /// recoveries are waited for, and those that completed are remembered so their records are
+    /// not recovered twice when they come again.
+    pub(super) async fn rewind_failed_recovery(
+        &mut self,
+        tp: &TopicPartition,
+        failed: InFlight<C::Record>,
+        failure: SharedError,
+    ) {
+        let rest = self.in_flight.remove(tp).unwrap_or_default();
+        self.in_flight_count = self.in_flight_count.saturating_sub(rest.len());
+        for later in rest {
+            let offset = later.record.offset();
+            match later.done.await {
+                Ok(()) => {
+                    self.recovered(tp, &later.record, &later.error);
+                    self.remember_recovered(tp, offset, false);
+                }
+                Err(f) => {
+                    tracing::debug!(
+                        topic = %tp.0, partition = tp.1, offset, error = %f,
+                        "recovery failed after an earlier one of its partition; redelivered"
+                    );
+                    self.forget_recovered(tp, offset);
+                }
+            }
+        }
+        // The partition goes back below every remembered record after the failed one (none of
+        // them may be acknowledged on the failed record's behalf).
+        let failed_offset = failed.record.offset();
+        self.forget_recovered(tp, failed_offset);
+        if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
+            for (o, past) in ahead.iter_mut() {
+                if *o > failed_offset {
+                    *past = false;
+                }
+            }
+        }
+        self.capped.remove(tp);
+        self.pending.remove(tp);
+        self.recovery_failed(tp, &failed.record, failed.error, failure)
+            .await;
+    }
+
+    /// Forgets `offset` of `tp` in `recovered_ahead` (its recovery did not complete).
+    pub(super) fn forget_recovered(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
+            ahead.retain(|(o, _)| *o != offset);
+            if ahead.is_empty() {
+                self.recovered_ahead.remove(tp);
+            }
+        }
+    }
+
+    /// Drops records already recovered (see `recovered_ahead`). A dropped record is acked only
+    /// in order: when it leads its partition's records of the poll (everything before it came
+    /// in earlier polls), or else when the ack of the record before it moves over it, so no
+    /// commit passes an earlier record still to be handled (one whose dead letter failed, say).
+    /// They are remembered until a commit passes them (the partition may be sought back again
+    /// before that).
+    pub(super) async fn skip_recovered_ahead(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
+        let mut keep = Vec::with_capacity(records.len());
+        // Partitions with a record kept so far, and the skipped records that lead theirs.
+        let mut kept_tps: Vec<TopicPartition> = Vec::new();
+        let mut leading: Vec<(TopicPartition, i64)> = Vec::new();
+        for r in records {
+            let tp = tp_of(&r);
+            let hit = match self.recovered_ahead.get_mut(&tp) {
+                Some(ahead) => match ahead.binary_search_by_key(&r.offset(), |(o, _)| *o) {
+                    Ok(i) => {
+                        ahead[i].1 = true;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if hit {
+                tracing::debug!(
+                    topic = %tp.0, partition = tp.1, offset = r.offset(),
+                    "already recovered; skipped"
+                );
+                if !kept_tps.contains(&tp) {
+                    leading.push((tp, r.offset()));
+                }
+            } else {
+                if !kept_tps.contains(&tp) {
+                    kept_tps.push(tp);
+                }
+                keep.push(r);
+            }
+        }
+        for (tp, offset) in leading {
+            self.ack(&tp, offset, AckSource::Recovered).await;
+        }
+        keep
+    }
+}
