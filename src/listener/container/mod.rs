@@ -25,7 +25,8 @@ mod runner;
 pub use builder::{ContainerBuilder, ListenerContainer};
 pub use handle::{ContainerHandle, StopTimedOut};
 
-use recoveries::{Halted, InFlight};
+use commits::Commits;
+use recoveries::{Halted, Recoveries};
 use runner::{
     AckSource, CAPPED_COMMIT_INTERVAL, Flow, Runner, call_guarded, group_by_partition, no_retries,
     offset_bounds, poll_now, stop_reason_for, tp_of,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
+use crate::hash::FastMap;
 use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::handler::{BoxFuture, Recovery, RecoveryHalt, SharedError};
@@ -23,6 +24,85 @@ pub(super) struct Halted<R> {
     pub(super) record: R,
     pub(super) error: SharedError,
     pub(super) next_probe: Instant,
+}
+
+/// The recoveries under way ([`Recovery::InFlight`]), per partition in offset order: commits
+/// of a partition stop at its first one. The type keeps the total count in step with the
+/// queues, and drops a partition's entry as soon as its queue is empty.
+pub(super) struct Recoveries<R> {
+    by_partition: FastMap<TopicPartition, VecDeque<InFlight<R>>>,
+    count: usize,
+}
+
+impl<R: ListenerRecord> Recoveries<R> {
+    pub(super) fn new() -> Self {
+        Recoveries {
+            by_partition: FastMap::default(),
+            count: 0,
+        }
+    }
+
+    /// The number of recoveries in flight.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no recovery is in flight.
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether `tp` has a recovery in flight.
+    pub(super) fn has(&self, tp: &TopicPartition) -> bool {
+        self.by_partition.contains_key(tp)
+    }
+
+    /// Adds a recovery of `tp` (after every other one of `tp`: offsets only go up).
+    pub(super) fn push(&mut self, tp: &TopicPartition, recovery: InFlight<R>) {
+        self.by_partition
+            .entry(tp.clone())
+            .or_default()
+            .push_back(recovery);
+        self.count += 1;
+    }
+
+    /// The lowest offset of `tp` whose recovery is in flight.
+    pub(super) fn low(&self, tp: &TopicPartition) -> Option<i64> {
+        self.by_partition
+            .get(tp)
+            .and_then(VecDeque::front)
+            .map(|f| f.record.offset())
+    }
+
+    /// The partitions with recoveries in flight.
+    pub(super) fn partitions(&self) -> Vec<TopicPartition> {
+        self.by_partition.keys().cloned().collect()
+    }
+
+    /// `tp`'s first recovery in flight.
+    pub(super) fn front_mut(&mut self, tp: &TopicPartition) -> Option<&mut InFlight<R>> {
+        self.by_partition.get_mut(tp).and_then(VecDeque::front_mut)
+    }
+
+    /// Takes `tp`'s first recovery in flight.
+    pub(super) fn pop_front(&mut self, tp: &TopicPartition) -> Option<InFlight<R>> {
+        let queue = self.by_partition.get_mut(tp)?;
+        let front = queue.pop_front();
+        if queue.is_empty() {
+            self.by_partition.remove(tp);
+        }
+        if front.is_some() {
+            self.count = self.count.saturating_sub(1);
+        }
+        front
+    }
+
+    /// Takes every recovery in flight of `tp` (revoked, or sent back by a failed recovery).
+    pub(super) fn take_partition(&mut self, tp: &TopicPartition) -> VecDeque<InFlight<R>> {
+        let taken = self.by_partition.remove(tp).unwrap_or_default();
+        self.count = self.count.saturating_sub(taken.len());
+        taken
+    }
 }
 
 impl<C: ContainerConsumer> Runner<C> {
@@ -182,15 +262,14 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             Ok(Recovery::InFlight(done)) => {
                 self.tracker.recovery_started(tp, offset);
-                self.in_flight
-                    .entry(tp.clone())
-                    .or_default()
-                    .push_back(InFlight {
+                self.recoveries.push(
+                    tp,
+                    InFlight {
                         record: record.clone(),
                         error,
                         done,
-                    });
-                self.in_flight_count += 1;
+                    },
+                );
                 // Committed once the recovery completes (commits stop below it until then).
                 self.ack(tp, offset, AckSource::Recovered).await;
                 Flow::Continue
@@ -274,10 +353,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// The lowest offset of `tp` whose recovery is in flight.
     pub(super) fn in_flight_low(&self, tp: &TopicPartition) -> Option<i64> {
-        self.in_flight
-            .get(tp)
-            .and_then(VecDeque::front)
-            .map(|f| f.record.offset())
+        self.recoveries.low(tp)
     }
 
     /// Completes the recoveries in flight, partition by partition in offset order: all of them
@@ -285,12 +361,11 @@ impl<C: ContainerConsumer> Runner<C> {
     /// recovery that failed sends its partition back to that record
     /// ([`rewind_failed_recovery`](Self::rewind_failed_recovery)).
     pub(super) async fn complete_recoveries(&mut self, wait: bool) {
-        if self.in_flight_count == 0 {
+        if self.recoveries.is_empty() {
             return;
         }
-        let tps: Vec<TopicPartition> = self.in_flight.keys().cloned().collect();
-        for tp in tps {
-            while let Some(front) = self.in_flight.get_mut(&tp).and_then(VecDeque::front_mut) {
+        for tp in self.recoveries.partitions() {
+            while let Some(front) = self.recoveries.front_mut(&tp) {
                 let result = if wait {
                     (&mut front.done).await
                 } else {
@@ -299,10 +374,9 @@ impl<C: ContainerConsumer> Runner<C> {
                         std::task::Poll::Pending => break,
                     }
                 };
-                let Some(done) = self.in_flight.get_mut(&tp).and_then(VecDeque::pop_front) else {
+                let Some(done) = self.recoveries.pop_front(&tp) else {
                     break;
                 };
-                self.in_flight_count = self.in_flight_count.saturating_sub(1);
                 match result {
                     Ok(()) => self.recovered(&tp, &done.record, &done.error),
                     Err(f) => {
@@ -311,14 +385,13 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                 }
             }
-            if self.in_flight.get(&tp).is_none_or(VecDeque::is_empty) {
-                self.in_flight.remove(&tp);
-                self.capped.remove(&tp);
+            if !self.recoveries.has(&tp) {
+                self.commits.uncap(&tp);
             }
         }
-        if self.commit_owed {
+        if self.commits.owed {
             // The commit that was due when the recovery held it back.
-            self.commit_owed = false;
+            self.commits.owed = false;
             self.commit_pending().await;
         }
     }
@@ -333,8 +406,7 @@ impl<C: ContainerConsumer> Runner<C> {
         failed: InFlight<C::Record>,
         failure: SharedError,
     ) {
-        let rest = self.in_flight.remove(tp).unwrap_or_default();
-        self.in_flight_count = self.in_flight_count.saturating_sub(rest.len());
+        let rest = self.recoveries.take_partition(tp);
         for later in rest {
             let offset = later.record.offset();
             match later.done.await {
@@ -362,8 +434,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
             }
         }
-        self.capped.remove(tp);
-        self.pending.remove(tp);
+        self.commits.forget(tp);
         self.recovery_failed(tp, &failed.record, failed.error, failure)
             .await;
     }

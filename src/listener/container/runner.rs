@@ -1,6 +1,6 @@
 //! The container's task: the poll loop, the assignment, pauses and seeks.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::hash::FastMap;
 use crate::listener::classify::HandlerError;
-use crate::listener::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
+use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::events::EventHub;
 use crate::listener::fetch_failure::FetchFailures;
 use crate::listener::handler::{BoxFuture, DefaultErrorHandler, SharedError};
@@ -47,16 +47,8 @@ pub(super) struct Runner<C: ContainerConsumer> {
     /// transaction: one record, or a partition's part of a failed batch (the records the
     /// handler saw).
     pub(super) pending_recovery: FastMap<TopicPartition, (i64, i64, SharedError)>,
-    /// Recoveries under way per partition, in offset order: commits of a partition stop at
-    /// its first one.
-    pub(super) in_flight: FastMap<TopicPartition, VecDeque<InFlight<C::Record>>>,
-    /// The number of recoveries in `in_flight`.
-    pub(super) in_flight_count: usize,
-    /// Per partition, the offset last committed in place of a higher one held back by a
-    /// recovery in flight (not committed again).
-    pub(super) capped: FastMap<TopicPartition, i64>,
-    /// When a capped offset was last committed.
-    pub(super) last_capped_commit: Instant,
+    /// Recoveries under way.
+    pub(super) recoveries: Recoveries<C::Record>,
     /// Recovered records not acknowledged in order yet, per partition in offset order, each
     /// with whether the consumer's position is past it: records whose recovery completed
     /// before their partition was sought back to an earlier record whose recovery failed, and
@@ -80,13 +72,8 @@ pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) backing_off: FastMap<TopicPartition, Instant>,
     pub(super) halted: FastMap<TopicPartition, Halted<C::Record>>,
     pub(super) assignment: HashSet<TopicPartition>,
-    pub(super) pending: FastMap<TopicPartition, OffsetToCommit>,
-    pub(super) pending_count: u32,
-    /// A commit was due while a partition's offset was held below a recovery in flight: it
-    /// is made when a recovery completes (as Spring would have made it, its recoveries being
-    /// synchronous).
-    pub(super) commit_owed: bool,
-    pub(super) last_commit: Instant,
+    /// The offsets to commit.
+    pub(super) commits: Commits,
     pub(super) last_records: Instant,
     pub(super) idle_notified: bool,
     pub(super) container_paused: bool,
@@ -300,14 +287,14 @@ impl<C: ContainerConsumer> Runner<C> {
             self.resume_due();
             self.probe_halted().await;
             self.commit_if_due().await;
-            if self.in_flight_count > 0 && self.consumer.rebalance_pending() {
+            if !self.recoveries.is_empty() && self.consumer.rebalance_pending() {
                 // Partitions may be revoked in the next poll: finish their recoveries and
                 // commit first, so the next owner does not recover the same records again.
                 self.settle_recoveries().await;
             }
             // With recoveries in flight, only take records already fetched: when there are
             // none, complete the recoveries and commit instead of waiting for more.
-            let timeout = if self.in_flight_count > 0 {
+            let timeout = if !self.recoveries.is_empty() {
                 Duration::ZERO
             } else {
                 self.next_timeout()
@@ -326,7 +313,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.rewound.clear();
             match polled {
                 Ok(records) if records.is_empty() => {
-                    if self.in_flight_count > 0 {
+                    if !self.recoveries.is_empty() {
                         self.settle_recoveries().await;
                     }
                     self.maybe_idle();
@@ -357,7 +344,7 @@ impl<C: ContainerConsumer> Runner<C> {
                         (_, true) => self.handle_in_transaction(records).await,
                     }
                     // Recoveries stay in flight across polls (bounded); commits stop at them.
-                    let wait = self.in_flight_count >= MAX_RECOVERIES_IN_FLIGHT;
+                    let wait = self.recoveries.len() >= MAX_RECOVERIES_IN_FLIGHT;
                     self.complete_recoveries(wait).await;
                     if self.txn.is_none()
                         && (self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual)
@@ -410,8 +397,8 @@ impl<C: ContainerConsumer> Runner<C> {
             t = t.min(h.next_probe.saturating_duration_since(now));
         }
         if let AckMode::Time(d) | AckMode::CountTime(_, d) = self.ack_mode {
-            if !self.pending.is_empty() {
-                t = t.min((self.last_commit + d).saturating_duration_since(now));
+            if !self.commits.is_empty() {
+                t = t.min((self.commits.last + d).saturating_duration_since(now));
             }
         }
         if let Some(idle) = self.idle_interval {
@@ -444,15 +431,14 @@ impl<C: ContainerConsumer> Runner<C> {
             self.backing_off.remove(tp);
             self.halted.remove(tp);
             self.events.resumed(tp);
-            self.pending.remove(tp);
+            self.commits.forget(tp);
             self.recovered_ahead.remove(tp);
             self.acked_to.remove(tp);
             self.pending_recovery.remove(tp);
-            self.capped.remove(tp);
-            if let Some(lost) = self.in_flight.remove(tp) {
+            let lost = self.recoveries.take_partition(tp);
+            if !lost.is_empty() {
                 // Revoked with recoveries in flight: the next owner handles these records
                 // again (their dead letters may be written twice, none is lost).
-                self.in_flight_count = self.in_flight_count.saturating_sub(lost.len());
                 tracing::debug!(
                     topic = %tp.0, partition = tp.1, recoveries = lost.len(),
                     "partition revoked with recoveries in flight"
