@@ -23,6 +23,7 @@ mod consumer;
 mod container;
 pub mod dead_letter;
 pub mod dead_letter_publisher;
+mod error_handler;
 mod events;
 mod fetch_failure;
 mod handler;
@@ -51,6 +52,10 @@ pub use dead_letter_publisher::{
     DEFAULT_BATCH_SIZE, DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder,
     Destination, DltNaming, MissingDestination, PartitionVerification, PublishWait,
     PublisherConnections, SendTimeout, default_producer_config,
+};
+pub use error_handler::{
+    BatchFailure, BatchRetry, CommonErrorHandler, ContainerStoppingErrorHandler,
+    DelegatingErrorHandler, Disposition, LoggingErrorHandler, RecordFailure, RecoveryPolicy,
 };
 pub use events::{Events, HaltedPartition};
 pub use fetch_failure::PartitionFailurePolicy;

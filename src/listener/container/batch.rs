@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
+use crate::listener::error_handler::{BatchFailure, BatchRetry, Disposition};
 use crate::listener::handler::{BatchListenerFailed, FailedPosition, SharedError};
 use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
 
@@ -77,7 +78,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 // Spring's `FailedBatchProcessor` tells the retry listeners about the whole
                 // batch first (attempt 1), then handles the record it names.
                 if position.is_some() {
-                    for l in &self.eh.listeners {
+                    for l in &self.listeners {
                         l.failed_delivery_batch(&batch, &cause, 1);
                     }
                 }
@@ -115,10 +116,12 @@ impl<C: ContainerConsumer> Runner<C> {
             return Acknowledgment {
                 sink: None,
                 targets: AckTargets::Automatic,
+                nack: None,
             };
         }
         Acknowledgment {
             sink: Some(self.acks.clone()),
+            nack: None,
             targets: AckTargets::Many(Arc::new(
                 offset_bounds(batch, i64::max)
                     .into_iter()
@@ -146,7 +149,7 @@ impl<C: ContainerConsumer> Runner<C> {
             };
             // A retry or a recovery failure seeks back to the record itself; otherwise the rest
             // comes again from the record after it.
-            self.on_failure(&tp, &r, Arc::new(d)).await;
+            self.on_failure(&tp, &r, Arc::new(d), &[]).await;
             if more {
                 self.seek_min(&tp, r.offset() + 1);
             }
@@ -168,7 +171,14 @@ impl<C: ContainerConsumer> Runner<C> {
             self.advance_pending(&tp, r.offset() + 1);
         }
         self.commit_pending().await;
-        let flow = self.on_failure(&failed_tp, &failed, cause).await;
+        let remaining: Vec<C::Record> = batch[index + 1..]
+            .iter()
+            .filter(|r| tp_of(*r) == failed_tp)
+            .cloned()
+            .collect();
+        let flow = self
+            .on_failure(&failed_tp, &failed, cause, &remaining)
+            .await;
         // The rest is re-fetched: seek each partition to its first remaining record.
         for (tp, offset) in offset_bounds(&batch[index + 1..], i64::min) {
             // A failed partition that is retrying was already sought back to the failed record.
@@ -196,21 +206,27 @@ impl<C: ContainerConsumer> Runner<C> {
         let Some(first) = batch.first().cloned() else {
             return;
         };
-        let back_off = self.eh.back_off_for(&first, &first_error);
-        let mut execution = back_off.start();
+        let eh = self.eh.clone();
+        let mut retry = BatchRetry::default();
         let mut attempt = 1u32;
         let mut error = first_error;
-        for l in &self.eh.listeners {
+        for l in &self.listeners {
             l.failed_delivery_batch(&batch, &error, attempt);
         }
         let mut succeeded = false;
         let mut stopped = false;
+        // The error handler's decision once it stops redelivering (`Recover` when the batch
+        // is no longer held).
+        let mut last = Disposition::Recover;
         loop {
-            let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
-            if !self.eh.classifier.is_retryable(err_ref) {
-                break;
-            }
-            let Some(delay) = execution.next_back_off() else {
+            let disposition = eh.handle_batch(&mut BatchFailure {
+                records: &batch,
+                error: &error,
+                attempt,
+                retry: &mut retry,
+            });
+            let Disposition::Redeliver { delay } = disposition else {
+                last = disposition;
                 break;
             };
             if !self.wait_paused(delay).await {
@@ -239,7 +255,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 Err(e) => {
                     attempt += 1;
                     error = Arc::from(e);
-                    for l in &self.eh.listeners {
+                    for l in &self.listeners {
                         l.failed_delivery_batch(&batch, &error, attempt);
                     }
                     self.emit(ContainerEvent::FailedDelivery {
@@ -257,7 +273,7 @@ impl<C: ContainerConsumer> Runner<C> {
         } else if stopped {
             self.seek_batch_back(&batch);
         } else if !batch.is_empty() {
-            self.recover_batch(&batch, &error).await;
+            self.apply_to_batch(&batch, &error, last).await;
         }
         let resume: Vec<TopicPartition> = self
             .assignment
@@ -271,6 +287,44 @@ impl<C: ContainerConsumer> Runner<C> {
         self.commit_pending().await;
     }
 
+    /// Applies the error handler's decision about a failed batch that is no longer retried.
+    async fn apply_to_batch(
+        &mut self,
+        batch: &[C::Record],
+        error: &SharedError,
+        disposition: Disposition,
+    ) {
+        match disposition {
+            Disposition::Handled => {
+                if self.eh.ack_after_handle() {
+                    for r in batch {
+                        let tp = tp_of(r);
+                        self.tracker.succeeded(&tp, r.offset());
+                        self.ack(&tp, r.offset(), AckSource::Recovered).await;
+                    }
+                }
+            }
+            Disposition::StopContainer => {
+                // Not acknowledged: the batch comes again from the committed offsets.
+                self.seek_batch_back(batch);
+                self.stop_reason.get_or_insert(StopReason::Abnormal);
+            }
+            Disposition::HaltPartition => {
+                self.seek_batch_back(batch);
+                for (tp, first) in offset_bounds(batch, i64::min) {
+                    if let Some(r) = batch
+                        .iter()
+                        .find(|r| r.offset() == first && tp_of(*r) == tp)
+                    {
+                        let failures = self.tracker.recovery_failures(&tp, first);
+                        self.halt(&tp, r.clone(), error.clone(), failures);
+                    }
+                }
+            }
+            _ => self.recover_batch(batch, error).await,
+        }
+    }
+
     pub(super) fn seek_batch_back(&mut self, batch: &[C::Record]) {
         for (tp, o) in offset_bounds(batch, i64::min) {
             self.seek_min(&tp, o);
@@ -278,7 +332,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     pub(super) async fn recover_batch(&mut self, batch: &[C::Record], error: &SharedError) {
-        let recoverer = self.eh.recoverer.clone();
+        let recoverer = self.recoverer.clone();
         for (i, r) in batch.iter().enumerate() {
             let tp = tp_of(r);
             if self.blocked(&tp) {
@@ -291,7 +345,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 Err(f) => {
                     let f: SharedError = Arc::from(f);
-                    for l in &self.eh.listeners {
+                    for l in &self.listeners {
                         l.recovery_failed_batch(batch, error, &f);
                     }
                     // Nothing past an unrecovered record is committed: re-fetch from it.
@@ -309,13 +363,13 @@ impl<C: ContainerConsumer> Runner<C> {
                         self.halt(&tp, r.clone(), error.clone(), failures);
                     } else {
                         self.backing_off
-                            .insert(tp, Instant::now() + self.eh.recovery_retry_interval);
+                            .insert(tp, Instant::now() + self.policy.recovery_retry_interval);
                     }
                     return;
                 }
             }
         }
-        for l in &self.eh.listeners {
+        for l in &self.listeners {
             l.recovered_batch(batch, error);
         }
     }

@@ -12,6 +12,7 @@ use super::*;
 use crate::hash::FastMap;
 use crate::listener::classify::HandlerError;
 use crate::listener::consumer::ContainerConsumer;
+use crate::listener::error_handler::CommonErrorHandler;
 use crate::listener::events::{EventHub, Events};
 use crate::listener::fetch_failure::{FailedList, FetchFailures, PartitionFailurePolicy};
 use crate::listener::handler::{DefaultErrorHandler, ListenerFailure};
@@ -42,7 +43,7 @@ use crate::{Error, Result};
 pub struct ContainerBuilder<C: ContainerConsumer> {
     consumer: C,
     handler: Option<Handler<C::Record>>,
-    error_handler: DefaultErrorHandler<C::Record>,
+    error_handler: Arc<dyn CommonErrorHandler<C::Record>>,
     listener_error_handler: Option<ListenerErrorFn<C::Record>>,
     deserialization_check: Option<DeserializationCheck<C::Record>>,
     ack_mode: AckMode,
@@ -65,7 +66,7 @@ impl ListenerContainer {
         ContainerBuilder {
             consumer,
             handler: None,
-            error_handler: DefaultErrorHandler::default(),
+            error_handler: Arc::new(DefaultErrorHandler::default()),
             listener_error_handler: None,
             deserialization_check: None,
             ack_mode: AckMode::Batch,
@@ -121,8 +122,15 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     }
 
     /// The error handler. Default: [`DefaultErrorHandler::default`].
-    pub fn error_handler(mut self, handler: DefaultErrorHandler<C::Record>) -> Self {
-        self.error_handler = handler;
+    ///
+    /// Any [`CommonErrorHandler`]: a [`DefaultErrorHandler`], Spring's other handlers
+    /// ([`LoggingErrorHandler`](crate::listener::LoggingErrorHandler),
+    /// [`ContainerStoppingErrorHandler`](crate::listener::ContainerStoppingErrorHandler),
+    /// [`DelegatingErrorHandler`](crate::listener::DelegatingErrorHandler)), one of your own, or
+    /// a shared `Arc<dyn CommonErrorHandler<_>>`. It decides the fate of every failure; the
+    /// container applies its [`Disposition`](crate::listener::Disposition).
+    pub fn error_handler(mut self, handler: impl CommonErrorHandler<C::Record> + 'static) -> Self {
+        self.error_handler = Arc::new(handler);
         self
     }
 
@@ -339,18 +347,21 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (pause_tx, pause_rx) = watch::channel(false);
+        let policy = self.error_handler.recovery_policy();
         let mut tracker = FailedRecordTracker::new();
-        tracker.reset_state_on_exception_change =
-            self.error_handler.reset_state_on_exception_change;
-        tracker.reset_state_on_recovery_failure =
-            self.error_handler.reset_state_on_recovery_failure;
-        tracker.max_recovery_failures = self.error_handler.max_recovery_failures;
+        tracker.reset_state_on_exception_change = policy.reset_state_on_exception_change;
+        tracker.reset_state_on_recovery_failure = policy.reset_state_on_recovery_failure;
+        tracker.max_recovery_failures = policy.max_recovery_failures;
         let group = self.consumer.group_id();
         let failed = FailedList::default();
         let runner = Runner {
             fetch_failures: FetchFailures::new(self.partition_failure_policy, failed.clone()),
             consumer: self.consumer,
             handler,
+            recoverer: self.error_handler.recoverer(),
+            listeners: self.error_handler.retry_listeners(),
+            attempt_header: self.error_handler.delivery_attempt_header(),
+            policy,
             eh: self.error_handler,
             leh: self.listener_error_handler,
             check: self.deserialization_check,
@@ -377,6 +388,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             idle_notified: false,
             container_paused: false,
             acks: Arc::new(Mutex::new(Vec::new())),
+            nacks: Arc::new(Mutex::new(Vec::new())),
             group,
             stop_reason: None,
             sought: false,

@@ -5,6 +5,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::hash::FastMap;
 use crate::listener::consumer::{ContainerConsumer, OffsetToCommit};
+use crate::listener::error_handler::Disposition;
 use crate::listener::tracker::TopicPartition;
 
 /// The offsets to commit, and the bookkeeping of the commits held back by recoveries in flight.
@@ -290,6 +291,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 tracing::warn!(error = %e, "commit failed; will retry");
                 if let Some(reason) = stop_reason_for(&e) {
                     self.stop_reason = Some(reason);
+                } else if self.eh.handle_other(&e) == Disposition::StopContainer {
+                    // Stopping: the final commit tries the offsets again.
+                    self.stop_reason.get_or_insert(StopReason::Abnormal);
                 }
                 self.emit(ContainerEvent::CommitFailed(e));
             }

@@ -8,8 +8,9 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
+use crate::listener::error_handler::{Disposition, RecordFailure};
 use crate::listener::handler::{BoxFuture, RecoveryHalt, SharedError};
-use crate::listener::tracker::{Decision, RecoveryFailureDecision, TopicPartition};
+use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
 use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, Result};
 
@@ -17,13 +18,21 @@ use crate::{Error, ErrorKind, Result};
 pub(super) enum TxnFailure<R> {
     /// The handler failed on a record.
     Handler(TopicPartition, R, SharedError),
-    /// The handler failed on a batch: the error and, per partition, the offsets it held
-    /// (`from..=to`).
-    Batch(SharedError, Vec<(TopicPartition, i64, i64)>),
+    /// The handler failed on a batch: the error, per partition the offsets it held
+    /// (`from..=to`), and the batch's first record.
+    Batch(SharedError, Vec<(TopicPartition, i64, i64)>, R),
     /// Recovering a record inside the transaction failed.
     Recovery(TopicPartition, R, SharedError, SharedError),
     /// The producer refused (begin, send offsets, commit).
     Producer(Error),
+}
+
+/// Whether `disposition` recovers the record (or batch) inside the next transaction.
+fn recovers_in_transaction(disposition: Disposition) -> bool {
+    matches!(
+        disposition,
+        Disposition::Recover | Disposition::RecoverInTransaction | Disposition::Handled
+    )
 }
 
 impl<C: ContainerConsumer> Runner<C> {
@@ -105,7 +114,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     // A batch recovered after a rollback notifies no retry listener (Spring's
                     // `DefaultAfterRollbackProcessor` calls only the recoverer for a batch).
                     if !matches!(self.handler, Handler::Batch(_)) {
-                        for l in &self.eh.listeners {
+                        for l in &self.listeners {
                             l.recovered(first, &error);
                         }
                     }
@@ -193,7 +202,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     _ => None,
                 };
                 if let Some(error) = pending {
-                    let recoverer = self.eh.recoverer.clone();
+                    let recoverer = self.recoverer.clone();
                     let recovery = recoverer.recover(&record, &error);
                     match self.in_open_transaction(recovery).await {
                         Ok(()) => {
@@ -260,11 +269,11 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some((_, error)) = to_recover.first() {
             let error = error.clone();
             let records: Vec<C::Record> = to_recover.iter().map(|(r, _)| r.clone()).collect();
-            let recoverer = self.eh.recoverer.clone();
+            let recoverer = self.recoverer.clone();
             for (r, e) in &to_recover {
                 if let Err(f) = self.in_open_transaction(recoverer.recover(r, e)).await {
                     let f: SharedError = Arc::from(f);
-                    for l in &self.eh.listeners {
+                    for l in &self.listeners {
                         l.recovery_failed_batch(&records, e, &f);
                     }
                     return Some(TxnFailure::Recovery(tp_of(r), r.clone(), e.clone(), f));
@@ -292,7 +301,8 @@ impl<C: ContainerConsumer> Runner<C> {
                 .zip(offset_bounds(&batch, i64::max))
                 .map(|((tp, from), (_, to))| (tp, from, to))
                 .collect();
-            return Some(TxnFailure::Batch(Arc::from(e), ranges));
+            let first = batch[0].clone();
+            return Some(TxnFailure::Batch(Arc::from(e), ranges, first));
         }
         next.extend(
             offset_bounds(&batch, i64::max)
@@ -376,41 +386,20 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             TxnFailure::Handler(tp, record, error) => {
                 let offset = record.offset();
-                let back_off = self.eh.back_off_for(&record, &error);
-                let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
-                let decision = self.tracker.failed(
-                    &tp,
-                    offset,
-                    err_ref,
-                    &self.eh.classifier,
-                    back_off.as_ref(),
-                );
-                let notify =
-                    !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref()));
-                self.after_rollback(tp, offset, decision, error, |l, a, e| {
-                    if notify {
-                        l.failed_delivery(&record, e, a)
-                    }
-                });
+                let (disposition, attempt) =
+                    self.decide_after_rollback(&tp, &record, &error, false);
+                self.after_rollback(tp, offset, disposition, attempt, error);
             }
-            TxnFailure::Batch(error, ranges) => {
+            TxnFailure::Batch(error, ranges, first) => {
                 let Some((tp, offset)) = firsts.first().cloned() else {
                     return;
                 };
-                let back_off = match self.txn.as_ref() {
-                    Some(_) => self.eh.back_off.clone(),
-                    None => return,
-                };
-                let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
-                let decision = self.tracker.failed(
-                    &tp,
-                    offset,
-                    err_ref,
-                    &self.eh.classifier,
-                    back_off.as_ref(),
-                );
+                if self.txn.is_none() {
+                    return;
+                }
+                let (disposition, attempt) = self.decide_after_rollback(&tp, &first, &error, true);
                 // The whole batch waits: pause every partition of it for the delay.
-                if let Decision::Retry { delay, .. } = decision {
+                if let Disposition::Redeliver { delay } = disposition {
                     if !delay.is_zero() {
                         for (other, _) in firsts.iter().skip(1) {
                             self.backing_off
@@ -419,8 +408,8 @@ impl<C: ContainerConsumer> Runner<C> {
                         }
                     }
                 }
-                let recover = matches!(decision, Decision::Recover { .. });
-                self.after_rollback(tp, offset, decision, error.clone(), |_, _, _| {});
+                let recover = recovers_in_transaction(disposition);
+                self.after_rollback(tp, offset, disposition, attempt, error.clone());
                 if recover {
                     // Recovered when they come again: exactly the records the handler saw fail.
                     for (tp, from, to) in ranges {
@@ -430,7 +419,7 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             TxnFailure::Recovery(tp, record, error, f) => {
                 let offset = record.offset();
-                for l in &self.eh.listeners {
+                for l in &self.listeners {
                     l.recovery_failed(&record, &error, &f);
                 }
                 let decision = self.tracker.recovery_failed(&tp, offset);
@@ -449,18 +438,18 @@ impl<C: ContainerConsumer> Runner<C> {
                             offset,
                             failures,
                         });
-                        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+                        if self.policy.on_recovery_halt == RecoveryHalt::StopContainer {
                             self.stop_reason = Some(StopReason::Abnormal);
                         }
                         // Keep the pending recovery; try again after the probe interval.
-                        self.eh.halt_probe_interval
+                        self.policy.halt_probe_interval
                     }
                     _ => {
                         // Redeliver to the handler (the back-off starts again): the whole failed
                         // record or batch.
                         self.pending_recovery
                             .retain(|_, (_, _, e)| !Arc::ptr_eq(e, &error));
-                        self.eh.recovery_retry_interval
+                        self.policy.recovery_retry_interval
                     }
                 };
                 self.backing_off.insert(tp.clone(), Instant::now() + wait);
@@ -469,30 +458,78 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
+    /// The error handler's decision about `record`, which failed inside the rolled-back
+    /// transaction (`whole_batch`: a batch's first record, for the whole batch), and the
+    /// delivery attempt it counted.
+    fn decide_after_rollback(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: &SharedError,
+        whole_batch: bool,
+    ) -> (Disposition, u32) {
+        let eh = self.eh.clone();
+        let mut failure = RecordFailure {
+            record,
+            partition: tp,
+            error,
+            attempt: self.tracker.delivery_attempt(tp, record.offset()),
+            tracker: &mut self.tracker,
+            seeks: Seeks::default(),
+            in_transaction: true,
+            whole_batch,
+        };
+        let disposition = if eh.seeks_after_handling() {
+            eh.handle_remaining(&mut failure, &[])
+        } else {
+            eh.handle_one(&mut failure)
+        };
+        let (attempt, seeks) = (failure.attempt, failure.seeks);
+        // The partitions are back at their committed offsets: a seek further back applies.
+        for (target, to) in seeks.requests {
+            self.seek_min(&target, to);
+        }
+        (disposition, attempt)
+    }
+
+    /// Applies the error handler's decision after a rollback (Spring's
+    /// `DefaultAfterRollbackProcessor`).
     pub(super) fn after_rollback(
         &mut self,
         tp: TopicPartition,
         offset: i64,
-        decision: Decision,
+        disposition: Disposition,
+        attempt: u32,
         error: SharedError,
-        notify: impl Fn(&dyn crate::listener::handler::RetryListener<C::Record>, u32, &SharedError),
     ) {
-        let attempt = match decision {
-            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
-        };
-        for l in &self.eh.listeners {
-            notify(l.as_ref(), attempt, &error);
-        }
         self.emit_failed_delivery(&tp, offset, attempt, &error);
-        match decision {
-            Decision::Retry { delay, .. } => {
+        match disposition {
+            Disposition::Redeliver { delay } => {
                 if !delay.is_zero() {
                     self.backing_off.insert(tp.clone(), Instant::now() + delay);
                     self.pause_partitions(std::slice::from_ref(&tp));
                 }
             }
-            Decision::Recover { .. } => {
-                // Recovered when the record comes again, inside that poll's transaction.
+            Disposition::StopContainer => {
+                self.stop_reason.get_or_insert(StopReason::Abnormal);
+            }
+            Disposition::HaltPartition => {
+                // Recovered in a transaction once a probe finds the recoverer working again.
+                let failures = self.tracker.recovery_failures(&tp, offset);
+                self.events.halted(&tp, offset, failures);
+                self.emit(ContainerEvent::RecoveryHalted {
+                    partition: tp.clone(),
+                    offset,
+                    failures,
+                });
+                self.backing_off
+                    .insert(tp.clone(), Instant::now() + self.policy.halt_probe_interval);
+                self.pause_partitions(std::slice::from_ref(&tp));
+                self.pending_recovery.insert(tp, (offset, offset, error));
+            }
+            // Recovered (for `Handled`: by the handler's recoverer) when the record comes
+            // again, inside that poll's transaction, which commits its offset.
+            _ => {
                 self.pending_recovery.insert(tp, (offset, offset, error));
             }
         }

@@ -28,7 +28,7 @@ pub use handle::{ContainerHandle, StopTimedOut};
 use commits::Commits;
 use recoveries::{Halted, Recoveries};
 use runner::{
-    AckSource, CAPPED_COMMIT_INTERVAL, Flow, Runner, call_guarded, group_by_partition, no_retries,
+    AckSource, CAPPED_COMMIT_INTERVAL, Flow, Runner, call_guarded, group_by_partition,
     offset_bounds, poll_now, stop_reason_for, tp_of,
 };
 
@@ -162,7 +162,13 @@ pub enum ContainerEvent {
 pub struct Acknowledgment {
     sink: Option<AckSink>,
     targets: AckTargets,
+    /// Where a `nack` goes, and the record it names (record handlers, one partition at a time).
+    nack: Option<(NackSink, TopicPartition, i64)>,
 }
+
+/// Where negative acknowledgments go until the container takes them: (partition, offset,
+/// sleep).
+type NackSink = Arc<Mutex<Vec<(TopicPartition, i64, Duration)>>>;
 
 /// Where acknowledgments go until the container drains them: (partition, next offset).
 type AckSink = Arc<Mutex<Vec<(TopicPartition, i64)>>>;
@@ -188,6 +194,30 @@ impl Acknowledgment {
             AckTargets::Automatic => {}
             AckTargets::One(tp, next) => sink.push((tp.clone(), *next)),
             AckTargets::Many(all) => sink.extend(all.iter().cloned()),
+        }
+    }
+
+    /// Negatively acknowledges the record handed with this acknowledgment (Spring's
+    /// `nack(Duration)`): once the handler returns `Ok`, the record is not acknowledged, its
+    /// partition is sought back to it and paused for `sleep` (the other partitions flow), and
+    /// it comes again with the partition's records after it; the records before it are
+    /// acknowledged. It is not a failure: no retry listener, no delivery attempt counted, no
+    /// error handler. In every ack mode (Spring: the manual ones).
+    ///
+    /// Record handlers only, with the container handling a partition's records itself
+    /// (concurrency 1, not the exactly-once mode); elsewhere it logs a warning and the
+    /// record counts as handled.
+    pub fn nack(&self, sleep: Duration) {
+        match &self.nack {
+            Some((sink, tp, offset)) => {
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((tp.clone(), *offset, sleep))
+            }
+            None => tracing::warn!(
+                "nack() works for record handlers with concurrency 1 outside the exactly-once \
+                 mode; ignored, the record counts as handled"
+            ),
         }
     }
 }

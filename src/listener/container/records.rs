@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use super::*;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::handler::{DeliveryAttemptHeader, SharedError};
@@ -53,7 +55,7 @@ impl<C: ContainerConsumer> Runner<C> {
         tp: &TopicPartition,
         record: &C::Record,
     ) -> (C::Record, Acknowledgment) {
-        let delivered = match self.eh.delivery_attempt_header {
+        let delivered = match self.attempt_header {
             DeliveryAttemptHeader::On => {
                 let attempt = self.tracker.delivery_attempt(tp, record.offset());
                 record.with_header(Header::new(
@@ -72,17 +74,38 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// The acknowledgment handed with the record at `offset` of `tp`.
     pub(super) fn record_ack(&self, tp: &TopicPartition, offset: i64) -> Acknowledgment {
+        // `nack` works where the container handles a partition's records one at a time itself.
+        let nack = (self.concurrency == 1 && self.txn.is_none())
+            .then(|| (self.nacks.clone(), tp.clone(), offset));
         if self.manual_acks() {
             Acknowledgment {
                 sink: Some(self.acks.clone()),
                 targets: AckTargets::One(tp.clone(), offset + 1),
+                nack,
             }
         } else {
             Acknowledgment {
                 sink: None,
                 targets: AckTargets::Automatic,
+                nack,
             }
         }
+    }
+
+    /// The sleep of a `nack` of the record at `offset` of `tp`, if its handler called it (any
+    /// other nack left in the sink is stale and dropped).
+    pub(super) fn take_nack(&mut self, tp: &TopicPartition, offset: i64) -> Option<Duration> {
+        let mut sink = self.nacks.lock().unwrap_or_else(|e| e.into_inner());
+        if sink.is_empty() {
+            return None;
+        }
+        let sleep = sink
+            .iter()
+            .rev()
+            .find(|(t, o, _)| t == tp && *o == offset)
+            .map(|(_, _, sleep)| *sleep);
+        sink.clear();
+        sleep
     }
 
     /// Whether each handled record must be acked on its own (a commit may follow any record);
@@ -106,12 +129,12 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             // The last record handled without acking it yet (batched acks).
             let mut handled: Option<i64> = None;
-            for record in recs {
+            for (i, record) in recs.iter().enumerate() {
                 if self.stop_requested() {
                     break;
                 }
                 let offset = record.offset();
-                let failure = self.call_record_handler(&tp, &record).await;
+                let failure = self.call_record_handler(&tp, record).await;
                 if manual {
                     self.drain_manual_acks().await;
                 }
@@ -123,7 +146,17 @@ impl<C: ContainerConsumer> Runner<C> {
                     // The listener-level handler repositioned this partition.
                     break;
                 }
+                let nacked = self.take_nack(&tp, offset);
                 match failure {
+                    None if nacked.is_some() => {
+                        // Negatively acknowledged: redelivered after the sleep, not a failure.
+                        if let Some(last) = handled.take() {
+                            self.ack(&tp, last, AckSource::Handler).await;
+                        }
+                        let sleep = nacked.unwrap_or_default();
+                        self.retry_later(&tp, offset, sleep).await;
+                        break;
+                    }
                     None => {
                         self.tracker.succeeded(&tp, offset);
                         if per_record {
@@ -137,7 +170,9 @@ impl<C: ContainerConsumer> Runner<C> {
                         if let Some(last) = handled.take() {
                             self.ack(&tp, last, AckSource::Handler).await;
                         }
-                        if self.on_failure(&tp, &record, error).await == Flow::SkipPartition {
+                        if self.on_failure(&tp, record, error, &recs[i + 1..]).await
+                            == Flow::SkipPartition
+                        {
                             break;
                         }
                     }
@@ -235,7 +270,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 continue;
             }
             if let Some((record, error)) = failure {
-                if self.on_failure(&tp, &record, error).await == Flow::Continue {
+                if self.on_failure(&tp, &record, error, &[]).await == Flow::Continue {
                     // Recovered: the rest of this partition's records come again.
                     self.seek_min(&tp, record.offset() + 1);
                 }

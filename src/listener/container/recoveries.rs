@@ -10,8 +10,9 @@ use super::*;
 use crate::hash::FastMap;
 use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
+use crate::listener::error_handler::{Disposition, RecordFailure};
 use crate::listener::handler::{BoxFuture, Recovery, RecoveryHalt, SharedError};
-use crate::listener::tracker::{Decision, RecoveryFailureDecision, TopicPartition};
+use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
 
 /// A recovery under way ([`Recovery::InFlight`]).
 pub(super) struct InFlight<R> {
@@ -119,7 +120,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 continue;
             };
             let offset = h.record.offset();
-            match self.eh.recoverer.recover(&h.record, &h.error).await {
+            match self.recoverer.recover(&h.record, &h.error).await {
                 Ok(()) => {
                     self.events.resumed(&tp);
                     self.recovered(&tp, &h.record, &h.error);
@@ -134,7 +135,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
                 Err(f) => {
                     let f: SharedError = Arc::from(f);
-                    for l in &self.eh.listeners {
+                    for l in &self.listeners {
                         l.recovery_failed(&h.record, &h.error, &f);
                     }
                     let failures = self
@@ -151,7 +152,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.halted.insert(
                         tp,
                         Halted {
-                            next_probe: Instant::now() + self.eh.halt_probe_interval,
+                            next_probe: Instant::now() + self.policy.halt_probe_interval,
                             ..h
                         },
                     );
@@ -175,7 +176,7 @@ impl<C: ContainerConsumer> Runner<C> {
             Halted {
                 record,
                 error,
-                next_probe: Instant::now() + self.eh.halt_probe_interval,
+                next_probe: Instant::now() + self.policy.halt_probe_interval,
             },
         );
         self.events.halted(tp, offset, failures);
@@ -184,37 +185,67 @@ impl<C: ContainerConsumer> Runner<C> {
             offset,
             failures,
         });
-        if self.eh.on_recovery_halt == RecoveryHalt::StopContainer {
+        if self.policy.on_recovery_halt == RecoveryHalt::StopContainer {
             self.stop_reason = Some(StopReason::Abnormal);
         }
     }
 
+    /// A record failed: its fate is decided here, once, by the error handler
+    /// ([`CommonErrorHandler`]: `handle_remaining` or `handle_one`, per its
+    /// `seeks_after_handling`), and the [`Disposition`] applied. `remaining`: the partition's
+    /// records after it in the poll, when the container holds them.
     pub(super) async fn on_failure(
         &mut self,
         tp: &TopicPartition,
         record: &C::Record,
         error: SharedError,
+        remaining: &[C::Record],
     ) -> Flow {
         let offset = record.offset();
-        let back_off = self.eh.back_off_for(record, &error);
-        let err_ref: &(dyn std::error::Error + 'static) = error.as_ref();
-        let decision =
-            self.tracker
-                .failed(tp, offset, err_ref, &self.eh.classifier, back_off.as_ref());
-        let attempt = match decision {
-            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
+        let eh = self.eh.clone();
+        let mut failure = RecordFailure {
+            record,
+            partition: tp,
+            error: &error,
+            attempt: self.tracker.delivery_attempt(tp, offset),
+            tracker: &mut self.tracker,
+            seeks: Seeks::default(),
+            in_transaction: false,
+            whole_batch: false,
         };
-        // A back-off that allows no retry recovers at once, without a failed delivery
-        // callback (Spring's `FailedRecordTracker` with `noRetries`, which looks at the default
-        // back-off; a record whose own back-off retries is still reported).
-        if !(no_retries(self.eh.back_off.as_ref()) && no_retries(back_off.as_ref())) {
-            for l in &self.eh.listeners {
-                l.failed_delivery(record, &error, attempt);
-            }
-        }
+        let disposition = if eh.seeks_after_handling() {
+            eh.handle_remaining(&mut failure, remaining)
+        } else {
+            eh.handle_one(&mut failure)
+        };
+        let (attempt, seeks) = (failure.attempt, failure.seeks);
         self.emit_failed_delivery(tp, offset, attempt, &error);
-        match decision {
-            Decision::Retry { delay, .. } => {
+        // Consumer-aware handling: the handler's seeks first.
+        let mut repositioned = false;
+        for (target, to) in seeks.requests {
+            repositioned |= &target == tp;
+            self.seek_min(&target, to);
+        }
+        let flow = self.apply(tp, record, error, disposition, attempt).await;
+        if repositioned {
+            Flow::SkipPartition
+        } else {
+            flow
+        }
+    }
+
+    /// Applies the error handler's decision about `record` (outside the exactly-once mode).
+    async fn apply(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        error: SharedError,
+        disposition: Disposition,
+        attempt: u32,
+    ) -> Flow {
+        let offset = record.offset();
+        match disposition {
+            Disposition::Redeliver { delay } => {
                 tracing::info!(
                     topic = %tp.0, partition = tp.1, offset, attempt, error = %error,
                     "record failed; retrying after {delay:?}"
@@ -222,7 +253,36 @@ impl<C: ContainerConsumer> Runner<C> {
                 self.retry_later(tp, offset, delay).await;
                 Flow::SkipPartition
             }
-            Decision::Recover { .. } => self.recover(tp, record, error).await,
+            Disposition::Recover | Disposition::RecoverInTransaction => {
+                self.recover(tp, record, error).await
+            }
+            Disposition::Handled => {
+                self.tracker.succeeded(tp, offset);
+                if self.eh.ack_after_handle() {
+                    self.ack(tp, offset, AckSource::Recovered).await;
+                }
+                Flow::Continue
+            }
+            Disposition::HaltPartition => {
+                self.seek_min(tp, offset);
+                self.backing_off.remove(tp);
+                if !self.container_paused {
+                    self.pause_partitions(std::slice::from_ref(tp));
+                }
+                let failures = self.tracker.recovery_failures(tp, offset);
+                tracing::error!(
+                    topic = %tp.0, partition = tp.1, offset, error = %error,
+                    "the error handler halted the partition"
+                );
+                self.halt(tp, record.clone(), error, failures);
+                Flow::SkipPartition
+            }
+            Disposition::StopContainer => {
+                // Not acknowledged: it comes again from the committed offset.
+                self.seek_min(tp, offset);
+                self.stop_reason.get_or_insert(StopReason::Abnormal);
+                Flow::SkipPartition
+            }
         }
     }
 
@@ -245,7 +305,7 @@ impl<C: ContainerConsumer> Runner<C> {
         error: SharedError,
     ) -> Flow {
         let offset = record.offset();
-        let recoverer = self.eh.recoverer.clone();
+        let recoverer = self.recoverer.clone();
         let started = if self.txn.is_none() {
             recoverer.start_recovery(record, &error).await
         } else {
@@ -257,7 +317,12 @@ impl<C: ContainerConsumer> Runner<C> {
         match started {
             Ok(Recovery::Done) => {
                 self.recovered(tp, record, &error);
-                self.ack(tp, offset, AckSource::Recovered).await;
+                if self.eh.ack_after_handle() {
+                    self.ack(tp, offset, AckSource::Recovered).await;
+                    if self.eh.commit_recovered() {
+                        self.commit_pending().await;
+                    }
+                }
                 Flow::Continue
             }
             Ok(Recovery::InFlight(done)) => {
@@ -271,7 +336,9 @@ impl<C: ContainerConsumer> Runner<C> {
                     },
                 );
                 // Committed once the recovery completes (commits stop below it until then).
-                self.ack(tp, offset, AckSource::Recovered).await;
+                if self.eh.ack_after_handle() {
+                    self.ack(tp, offset, AckSource::Recovered).await;
+                }
                 Flow::Continue
             }
             Err(f) => {
@@ -288,7 +355,7 @@ impl<C: ContainerConsumer> Runner<C> {
         record: &C::Record,
         error: &SharedError,
     ) {
-        for l in &self.eh.listeners {
+        for l in &self.listeners {
             l.recovered(record, error);
         }
         self.tracker.recovered(tp, record.offset());
@@ -310,7 +377,7 @@ impl<C: ContainerConsumer> Runner<C> {
         failure: SharedError,
     ) {
         let offset = record.offset();
-        for l in &self.eh.listeners {
+        for l in &self.listeners {
             l.recovery_failed(record, &error, &failure);
         }
         let decision = self.tracker.recovery_failed(tp, offset);
@@ -339,7 +406,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 self.halt(tp, record.clone(), error, failures);
             }
             _ => {
-                let interval = self.eh.recovery_retry_interval;
+                let interval = self.policy.recovery_retry_interval;
                 self.retry_later(tp, offset, interval).await;
             }
         }
@@ -364,6 +431,7 @@ impl<C: ContainerConsumer> Runner<C> {
         if self.recoveries.is_empty() {
             return;
         }
+        let mut recovered = false;
         for tp in self.recoveries.partitions() {
             while let Some(front) = self.recoveries.front_mut(&tp) {
                 let result = if wait {
@@ -378,7 +446,10 @@ impl<C: ContainerConsumer> Runner<C> {
                     break;
                 };
                 match result {
-                    Ok(()) => self.recovered(&tp, &done.record, &done.error),
+                    Ok(()) => {
+                        self.recovered(&tp, &done.record, &done.error);
+                        recovered = true;
+                    }
                     Err(f) => {
                         self.rewind_failed_recovery(&tp, done, Arc::from(f)).await;
                         break;
@@ -389,8 +460,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 self.commits.uncap(&tp);
             }
         }
-        if self.commits.owed {
-            // The commit that was due when the recovery held it back.
+        if self.commits.owed || (recovered && self.eh.commit_recovered()) {
+            // The commit that was due when the recovery held it back (or, with
+            // `commit_recovered`, the recovered records' own).
             self.commits.owed = false;
             self.commit_pending().await;
         }

@@ -12,9 +12,11 @@ use super::*;
 use crate::hash::FastMap;
 use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
+use crate::listener::error_handler::{CommonErrorHandler, Disposition, RecoveryPolicy};
 use crate::listener::events::EventHub;
 use crate::listener::fetch_failure::FetchFailures;
-use crate::listener::handler::{BoxFuture, DefaultErrorHandler, SharedError};
+use crate::listener::handler::{BoxFuture, SharedError};
+use crate::listener::handler::{DeliveryAttemptHeader, Recoverer, RetryListener};
 use crate::listener::tracker::{FailedRecordTracker, RetryState, TopicPartition};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
@@ -34,7 +36,16 @@ pub(super) enum AckSource {
 pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) consumer: C,
     pub(super) handler: Handler<C::Record>,
-    pub(super) eh: DefaultErrorHandler<C::Record>,
+    /// The error handler: it decides the fate of every failure (see `recoveries.rs`).
+    pub(super) eh: Arc<dyn CommonErrorHandler<C::Record>>,
+    /// The error handler's recoverer.
+    pub(super) recoverer: Arc<dyn Recoverer<C::Record>>,
+    /// The error handler's retry listeners.
+    pub(super) listeners: Vec<Arc<dyn RetryListener<C::Record>>>,
+    /// The error handler's treatment of recovery failures.
+    pub(super) policy: RecoveryPolicy,
+    /// Whether the `kafka_deliveryAttempt` header is added.
+    pub(super) attempt_header: DeliveryAttemptHeader,
     pub(super) leh: Option<ListenerErrorFn<C::Record>>,
     pub(super) check: Option<DeserializationCheck<C::Record>>,
     pub(super) ack_mode: AckMode,
@@ -78,6 +89,8 @@ pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) idle_notified: bool,
     pub(super) container_paused: bool,
     pub(super) acks: AckSink,
+    /// Negative acknowledgments of the record handler (`Acknowledgment::nack`).
+    pub(super) nacks: NackSink,
     pub(super) group: Option<String>,
     pub(super) stop_reason: Option<StopReason>,
     /// The listener-level handler sought the current record's partition.
@@ -207,11 +220,6 @@ pub(super) fn offset_bounds<R: ListenerRecord>(
         }
     }
     out
-}
-
-/// Whether `back_off` allows no retry at all (its first back-off is already the end).
-pub(super) fn no_retries(back_off: &dyn crate::listener::backoff::BackOff) -> bool {
-    back_off.start().next_back_off().is_none()
 }
 
 pub(super) fn stop_reason_for(e: &Error) -> Option<StopReason> {
@@ -356,6 +364,10 @@ impl<C: ContainerConsumer> Runner<C> {
                     if let Some(reason) = stop_reason_for(&e) {
                         tracing::error!(error = %e, "listener container stopping");
                         self.stop_reason = Some(reason);
+                    } else if self.eh.handle_other(&e) == Disposition::StopContainer {
+                        tracing::error!(error = %e, "poll failed; the error handler stops the container");
+                        self.emit(ContainerEvent::PollFailed(e));
+                        self.stop_reason = Some(StopReason::Abnormal);
                     } else {
                         tracing::warn!(error = %e, "poll failed; retrying");
                         self.emit(ContainerEvent::PollFailed(e));
