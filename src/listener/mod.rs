@@ -12,6 +12,9 @@
 //!   decision between retry and recovery, a cap on recovery failures, and a [`RetryState`] that
 //!   travels in commit metadata so attempt counts survive rebalances and restarts;
 //! * [dead-letter headers](dead_letter) exactly as Spring writes them, and reading them back;
+//! * the [error handlers](CommonErrorHandler): the one decision about every failure (a
+//!   [`Disposition`]), with Spring's handlers ([`DefaultErrorHandler`], [`LoggingErrorHandler`],
+//!   [`ContainerStoppingErrorHandler`], [`DelegatingErrorHandler`]);
 //! * the [dead-letter publisher](DeadLetterPublisher) (Spring's
 //!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
 //!   record's own topic before dead-lettering.

@@ -101,7 +101,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     }
 
     /// The batch handler: gets every record of a poll at once. Fail with
-    /// [`BatchListenerFailed`] (the error itself, or anywhere in its source chain) to name the
+    /// [`BatchListenerFailed`](crate::listener::BatchListenerFailed) (the error itself, or anywhere in its source chain) to name the
     /// failed record; any other error retries the whole batch in memory.
     pub fn batch_handler<F, Fut>(self, f: F) -> Self
     where

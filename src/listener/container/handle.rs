@@ -31,7 +31,7 @@ impl ContainerHandle {
 
     /// The partitions halted now because their record could not be recovered (the state behind
     /// [`ContainerEvent::RecoveryHalted`]): each stays paused until a later recovery of its
-    /// record succeeds ([`DefaultErrorHandler::halt_probe_interval`]) or it is revoked.
+    /// record succeeds ([`DefaultErrorHandler::halt_probe_interval`](crate::listener::DefaultErrorHandler::halt_probe_interval)) or it is revoked.
     ///
     /// ```no_run
     /// # fn demo(handle: &rekafka::listener::ContainerHandle) {

@@ -72,7 +72,7 @@ pub enum AckMode {
 pub enum StopReason {
     /// `stop()` was called (or the handle dropped).
     Normal,
-    /// The container stopped itself (e.g. [`RecoveryHalt::StopContainer`]).
+    /// The container stopped itself (e.g. [`RecoveryHalt::StopContainer`](crate::listener::RecoveryHalt::StopContainer)).
     Abnormal,
     /// The consumer or producer was fenced.
     Fenced,
