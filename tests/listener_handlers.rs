@@ -149,8 +149,11 @@ async fn logging_handler_skips_the_failed_record_and_commits_it() {
     let (topic, group) = ("logged", "g-logged");
     let (_mock, cluster) = setup(topic, 5, 2).await;
     let seen: Seen = Arc::default();
+    // Any handler, shared: an `Arc<dyn CommonErrorHandler<_>>` is one too.
+    let shared: Arc<dyn CommonErrorHandler<ListenerConsumerRecord>> =
+        Arc::new(LoggingErrorHandler::new());
     let handle = builder(&cluster, group, topic, &seen, poison)
-        .error_handler(LoggingErrorHandler::new())
+        .error_handler(shared)
         .start()
         .expect("start");
     wait_committed(&cluster, group, topic, 5).await;
