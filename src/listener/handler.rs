@@ -11,6 +11,10 @@ use std::time::Duration;
 use super::backoff::{BackOff, FixedBackOff};
 use super::classify::{Classifier, HandlerError};
 use super::consumer::ListenerRecord;
+use super::error_handler::{
+    BatchFailure, CommonErrorHandler, Disposition, RecordFailure, RecoveryPolicy,
+};
+use super::tracker::Decision;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -333,6 +337,8 @@ pub struct DefaultErrorHandler<R> {
     pub(crate) on_recovery_halt: RecoveryHalt,
     pub(crate) halt_probe_interval: Duration,
     pub(crate) delivery_attempt_header: DeliveryAttemptHeader,
+    pub(crate) ack_after_handle: bool,
+    pub(crate) commit_recovered: bool,
 }
 
 impl<R> fmt::Debug for DefaultErrorHandler<R> {
@@ -361,6 +367,8 @@ impl<R: ListenerRecord> Default for DefaultErrorHandler<R> {
             on_recovery_halt: RecoveryHalt::PausePartition,
             halt_probe_interval: Duration::from_secs(30),
             delivery_attempt_header: DeliveryAttemptHeader::Off,
+            ack_after_handle: true,
+            commit_recovered: false,
         }
     }
 }
@@ -468,10 +476,120 @@ impl<R: ListenerRecord> DefaultErrorHandler<R> {
         self
     }
 
+    /// Whether a recovered record is acknowledged (Spring's `ackAfterHandle`). When false, its
+    /// offset is committed only once a later record of its partition is. Default: true.
+    pub fn ack_after_handle(mut self, ack: bool) -> Self {
+        self.ack_after_handle = ack;
+        self
+    }
+
+    /// Whether a recovered record's offset is committed as soon as it is recovered, before the
+    /// rest of the poll, whatever the ack mode's schedule (Spring's `commitRecovered`, which
+    /// Spring applies in `MANUAL_IMMEDIATE` only; see `docs/spring-differences.md`). A dead
+    /// letter in flight ([`PublishWait::PerPoll`](super::PublishWait::PerPoll)) is committed
+    /// when the container completes it. Default: false.
+    pub fn commit_recovered(mut self, commit: bool) -> Self {
+        self.commit_recovered = commit;
+        self
+    }
+
     pub(crate) fn back_off_for(&self, record: &R, error: &SharedError) -> Arc<dyn BackOff> {
         self.back_off_fn
             .as_ref()
             .and_then(|f| f(record, error))
             .unwrap_or_else(|| self.back_off.clone())
+    }
+}
+
+/// Whether `back_off` allows no retry at all (its first back-off is already the end).
+fn no_retries(back_off: &dyn BackOff) -> bool {
+    back_off.start().next_back_off().is_none()
+}
+
+/// The back-off, then recovery: the failed-record tracker decides between a redelivery after
+/// the back-off's next delay and a recovery (classification first: a non-retryable error is
+/// recovered at once).
+impl<R: ListenerRecord> CommonErrorHandler<R> for DefaultErrorHandler<R> {
+    fn handle_one(&self, failure: &mut RecordFailure<'_, R>) -> Disposition {
+        let offset = failure.record.offset();
+        // A whole batch of the exactly-once mode retries under the default back-off.
+        let back_off = if failure.whole_batch {
+            self.back_off.clone()
+        } else {
+            self.back_off_for(failure.record, failure.error)
+        };
+        let err_ref: &(dyn StdError + 'static) = failure.error.as_ref();
+        let decision = failure.tracker.failed(
+            failure.partition,
+            offset,
+            err_ref,
+            &self.classifier,
+            back_off.as_ref(),
+        );
+        let attempt = match decision {
+            Decision::Retry { attempt, .. } | Decision::Recover { attempt } => attempt,
+        };
+        failure.attempt = attempt;
+        // A back-off that allows no retry recovers at once, without a failed delivery
+        // callback (Spring's `FailedRecordTracker` with `noRetries`, which looks at the default
+        // back-off; a record whose own back-off retries is still reported). A batch of the
+        // exactly-once mode notifies no retry listener (Spring's `DefaultAfterRollbackProcessor`).
+        let retries = !(no_retries(self.back_off.as_ref()) && no_retries(back_off.as_ref()));
+        if retries && !failure.whole_batch {
+            for l in &self.listeners {
+                l.failed_delivery(failure.record, failure.error, attempt);
+            }
+        }
+        match decision {
+            Decision::Retry { delay, .. } => Disposition::Redeliver { delay },
+            Decision::Recover { .. } if failure.in_transaction => Disposition::RecoverInTransaction,
+            Decision::Recover { .. } => Disposition::Recover,
+        }
+    }
+
+    fn handle_batch(&self, failure: &mut BatchFailure<'_, R>) -> Disposition {
+        let err_ref: &(dyn StdError + 'static) = failure.error.as_ref();
+        if !self.classifier.is_retryable(err_ref) {
+            return Disposition::Recover;
+        }
+        let Some(first) = failure.records.first() else {
+            return Disposition::Recover;
+        };
+        let error = failure.error;
+        match failure.retry.next_delay(|| self.back_off_for(first, error)) {
+            Some(delay) => Disposition::Redeliver { delay },
+            None => Disposition::Recover,
+        }
+    }
+
+    fn ack_after_handle(&self) -> bool {
+        self.ack_after_handle
+    }
+
+    fn commit_recovered(&self) -> bool {
+        self.commit_recovered
+    }
+
+    fn recoverer(&self) -> Arc<dyn Recoverer<R>> {
+        self.recoverer.clone()
+    }
+
+    fn retry_listeners(&self) -> Vec<Arc<dyn RetryListener<R>>> {
+        self.listeners.clone()
+    }
+
+    fn recovery_policy(&self) -> RecoveryPolicy {
+        RecoveryPolicy {
+            recovery_retry_interval: self.recovery_retry_interval,
+            halt_probe_interval: self.halt_probe_interval,
+            on_recovery_halt: self.on_recovery_halt,
+            max_recovery_failures: self.max_recovery_failures,
+            reset_state_on_recovery_failure: self.reset_state_on_recovery_failure,
+            reset_state_on_exception_change: self.reset_state_on_exception_change,
+        }
+    }
+
+    fn delivery_attempt_header(&self) -> DeliveryAttemptHeader {
+        self.delivery_attempt_header
     }
 }

@@ -12,6 +12,9 @@
 //!   decision between retry and recovery, a cap on recovery failures, and a [`RetryState`] that
 //!   travels in commit metadata so attempt counts survive rebalances and restarts;
 //! * [dead-letter headers](dead_letter) exactly as Spring writes them, and reading them back;
+//! * the [error handlers](CommonErrorHandler): the one decision about every failure (a
+//!   [`Disposition`]), with Spring's handlers ([`DefaultErrorHandler`], [`LoggingErrorHandler`],
+//!   [`ContainerStoppingErrorHandler`], [`DelegatingErrorHandler`]);
 //! * the [dead-letter publisher](DeadLetterPublisher) (Spring's
 //!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
 //!   record's own topic before dead-lettering.
@@ -23,6 +26,7 @@ mod consumer;
 mod container;
 pub mod dead_letter;
 pub mod dead_letter_publisher;
+mod error_handler;
 mod events;
 mod fetch_failure;
 mod handler;
@@ -51,6 +55,10 @@ pub use dead_letter_publisher::{
     DEFAULT_BATCH_SIZE, DeadLetterError, DeadLetterPublisher, DeadLetterPublisherBuilder,
     Destination, DltNaming, MissingDestination, PartitionVerification, PublishWait,
     PublisherConnections, SendTimeout, default_producer_config,
+};
+pub use error_handler::{
+    BatchFailure, BatchRetry, CommonErrorHandler, ContainerStoppingErrorHandler,
+    DelegatingErrorHandler, Disposition, LoggingErrorHandler, RecordFailure, RecoveryPolicy,
 };
 pub use events::{Events, HaltedPartition};
 pub use fetch_failure::PartitionFailurePolicy;

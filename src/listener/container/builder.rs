@@ -1,0 +1,407 @@
+//! Building and starting a listener container.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::*;
+use crate::hash::FastMap;
+use crate::listener::classify::HandlerError;
+use crate::listener::consumer::ContainerConsumer;
+use crate::listener::error_handler::CommonErrorHandler;
+use crate::listener::events::{EventHub, Events};
+use crate::listener::fetch_failure::{FailedList, FetchFailures, PartitionFailurePolicy};
+use crate::listener::handler::{DefaultErrorHandler, ListenerFailure};
+use crate::listener::tracker::FailedRecordTracker;
+use crate::transaction::TransactionalProducer;
+use crate::{Error, Result};
+
+/// Builds and starts a [`ListenerContainer`].
+///
+/// ```no_run
+/// # async fn demo<C: rekafka::listener::ContainerConsumer>(consumer: C) -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::listener::{AckMode, DefaultErrorHandler, FixedBackOff, ListenerContainer};
+///
+/// let handle = ListenerContainer::builder(consumer)
+///     .record_handler(|record| async move {
+///         // process the record; an Err is retried per the back-off, then recovered
+///         Ok(())
+///     })
+///     .error_handler(DefaultErrorHandler::new().back_off(FixedBackOff::new(Duration::from_millis(100), 3)))
+///     .ack_mode(AckMode::Record)
+///     .start()?;
+/// let mut events = handle.events();
+/// // ...
+/// handle.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct ContainerBuilder<C: ContainerConsumer> {
+    consumer: C,
+    handler: Option<Handler<C::Record>>,
+    error_handler: Arc<dyn CommonErrorHandler<C::Record>>,
+    listener_error_handler: Option<ListenerErrorFn<C::Record>>,
+    deserialization_check: Option<DeserializationCheck<C::Record>>,
+    ack_mode: AckMode,
+    poll_timeout: Duration,
+    idle_interval: Option<Duration>,
+    concurrency: usize,
+    transactional: Option<Transactional>,
+    events: Arc<EventHub>,
+    partition_failure_policy: PartitionFailurePolicy,
+}
+
+/// The listener container (see [`ListenerContainer::builder`]).
+#[derive(Debug)]
+pub struct ListenerContainer;
+
+impl ListenerContainer {
+    /// A builder for a container driving `consumer`.
+    pub fn builder<C: ContainerConsumer>(consumer: C) -> ContainerBuilder<C> {
+        let events = EventHub::new();
+        ContainerBuilder {
+            consumer,
+            handler: None,
+            error_handler: Arc::new(DefaultErrorHandler::default()),
+            listener_error_handler: None,
+            deserialization_check: None,
+            ack_mode: AckMode::Batch,
+            poll_timeout: Duration::from_secs(5),
+            idle_interval: None,
+            concurrency: 1,
+            transactional: None,
+            events,
+            partition_failure_policy: PartitionFailurePolicy::default(),
+        }
+    }
+}
+
+impl<C: ContainerConsumer> ContainerBuilder<C> {
+    /// The per-record handler. Records of one partition are handled in order, one at a time.
+    pub fn record_handler<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(C::Record) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.record_handler_with_ack(move |r, _ack| f(r))
+    }
+
+    /// A per-record handler that receives an [`Acknowledgment`] (for the manual ack modes).
+    pub fn record_handler_with_ack<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(C::Record, Acknowledgment) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler = Some(Handler::Record(Arc::new(move |r, a| Box::pin(f(r, a)))));
+        self
+    }
+
+    /// The batch handler: gets every record of a poll at once. Fail with
+    /// [`BatchListenerFailed`](crate::listener::BatchListenerFailed) (the error itself, or anywhere in its source chain) to name the
+    /// failed record; any other error retries the whole batch in memory.
+    pub fn batch_handler<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(Vec<C::Record>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.batch_handler_with_ack(move |r, _ack| f(r))
+    }
+
+    /// A batch handler that receives an [`Acknowledgment`] for the whole batch.
+    pub fn batch_handler_with_ack<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Vec<C::Record>, Acknowledgment) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handler = Some(Handler::Batch(Arc::new(move |r, a| Box::pin(f(r, a)))));
+        self
+    }
+
+    /// The error handler. Default: [`DefaultErrorHandler::default`].
+    ///
+    /// Any [`CommonErrorHandler`]: a [`DefaultErrorHandler`], Spring's other handlers
+    /// ([`LoggingErrorHandler`](crate::listener::LoggingErrorHandler),
+    /// [`ContainerStoppingErrorHandler`](crate::listener::ContainerStoppingErrorHandler),
+    /// [`DelegatingErrorHandler`](crate::listener::DelegatingErrorHandler)), one of your own, or
+    /// a shared `Arc<dyn CommonErrorHandler<_>>`. It decides the fate of every failure; the
+    /// container applies its [`Disposition`](crate::listener::Disposition).
+    pub fn error_handler(mut self, handler: impl CommonErrorHandler<C::Record> + 'static) -> Self {
+        self.error_handler = Arc::new(handler);
+        self
+    }
+
+    /// A listener-level error handler (Spring's `KafkaListenerErrorHandler`), run before the
+    /// container's: `Ok(())` treats the record as processed; `Err` passes an error on to the
+    /// container's error handler.
+    pub fn listener_error_handler(
+        mut self,
+        f: impl Fn(&C::Record, HandlerError) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> Self {
+        self.listener_error_handler =
+            Some(sync_listener_error_fn(move |r, e, _: &mut Seeks| f(r, e)));
+        self
+    }
+
+    /// The consumer-aware variant (Spring's `ConsumerAwareListenerErrorHandler`): the handler
+    /// may also ask for seeks ([`Seeks`]), applied right after it returns.
+    pub fn consumer_aware_listener_error_handler(
+        mut self,
+        f: impl Fn(&C::Record, HandlerError, &mut Seeks) -> Result<(), HandlerError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.listener_error_handler = Some(sync_listener_error_fn(f));
+        self
+    }
+
+    /// An async listener-level error handler (Spring's `KafkaListenerErrorHandler`), run
+    /// before the container's error handler. It gets a [`ListenerFailure`]: the record, the
+    /// error and the delivery attempt (from 1, counted as for the `kafka_deliveryAttempt`
+    /// header), and may await (publish a dead letter, call a service).
+    ///
+    /// * `Ok(value)`: the record is processed (acknowledged as if the record handler had
+    ///   succeeded), and `value` is the listener's result for it, handed to `result` (where
+    ///   Spring sends a non-null value as the reply);
+    /// * `Err(e)`: `e` goes on to the container's error handler (retry, recover).
+    ///
+    /// It replaces any listener-level handler set before. For seeks, use
+    /// [`consumer_aware_listener_error_handler`](Self::consumer_aware_listener_error_handler).
+    ///
+    /// Spring's recipe — after 3 attempts, dead-letter the record and answer a value:
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: rekafka::consumer::Consumer, dlt: rekafka::listener::DeadLetterPublisher<rekafka::listener::ListenerConsumerRecord>) -> rekafka::Result<()> {
+    /// use std::sync::Arc;
+    /// use rekafka::listener::{
+    ///     HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure, ListenerRecord,
+    ///     SharedError,
+    /// };
+    ///
+    /// let dlt = Arc::new(dlt);
+    /// let handle = ListenerContainer::builder(consumer)
+    ///     .record_handler(|record: ListenerConsumerRecord| async move {
+    ///         // ...
+    ///         Ok(())
+    ///     })
+    ///     .async_listener_error_handler(
+    ///         move |failure: ListenerFailure<ListenerConsumerRecord>| {
+    ///             let dlt = dlt.clone();
+    ///             async move {
+    ///                 if failure.attempt < 3 {
+    ///                     return Err(failure.error); // the container retries
+    ///                 }
+    ///                 let error: SharedError = Arc::from(failure.error);
+    ///                 dlt.publish(&failure.record, &error).await.map_err(|e| Box::new(e) as HandlerError)?;
+    ///                 Ok("FAILED")
+    ///             }
+    ///         },
+    ///         |record: &ListenerConsumerRecord, value: &'static str| {
+    ///             tracing::info!(offset = record.offset(), value, "listener result");
+    ///         },
+    ///     )
+    ///     .start()?;
+    /// # let _ = handle; Ok(()) }
+    /// ```
+    pub fn async_listener_error_handler<T, F, Fut>(
+        mut self,
+        handler: F,
+        result: impl Fn(&C::Record, T) + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: Send + 'static,
+        F: Fn(ListenerFailure<C::Record>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    {
+        let result = Arc::new(result);
+        self.listener_error_handler = Some(Arc::new(move |r: &C::Record, error, attempt| {
+            let outcome = handler(ListenerFailure {
+                record: r.clone(),
+                error,
+                attempt,
+            });
+            let (record, result) = (r.clone(), result.clone());
+            Box::pin(async move {
+                let outcome = outcome.await.map(|value| result(&record, value));
+                (outcome, Seeks::default())
+            })
+        }));
+        self
+    }
+
+    /// Checks each polled record before any handler sees it (Spring's
+    /// `ErrorHandlingDeserializer`): a record that fails is never handed to the handler and goes
+    /// to the recoverer on its first failure, with its raw bytes. For rekafka's consumer, build
+    /// one with [`deserialization_check`](crate::listener::deserialization_check).
+    pub fn deserialization_check(
+        mut self,
+        check: impl Fn(
+            &C::Record,
+        )
+            -> std::result::Result<(), crate::listener::classify::DeserializationFailed>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.deserialization_check = Some(Arc::new(check));
+        self
+    }
+
+    /// The ack mode. Default: [`AckMode::Batch`].
+    pub fn ack_mode(mut self, mode: AckMode) -> Self {
+        self.ack_mode = mode;
+        self
+    }
+
+    /// The longest a single poll waits. Default: 5 s (Spring's `pollTimeout`). Back-off
+    /// resumes and stop requests do not wait for it.
+    pub fn poll_timeout(mut self, timeout: Duration) -> Self {
+        self.poll_timeout = timeout;
+        self
+    }
+
+    /// Emit [`ContainerEvent::Idle`] when no records arrive for this long. Default: off.
+    pub fn idle_event_interval(mut self, interval: Duration) -> Self {
+        self.idle_interval = Some(interval);
+        self
+    }
+
+    /// How many partitions' records a record handler may work on at once (each partition's
+    /// records stay in order, one at a time). Default: 1, like Spring's container thread.
+    pub fn concurrency(mut self, partitions: usize) -> Self {
+        self.concurrency = partitions.max(1);
+        self
+    }
+
+    /// Exactly-once processing: each poll's records are handled inside one transaction of
+    /// `producer` (which must have run `init_transactions`); the records the handler sends
+    /// through the same producer and the consumed offsets commit together or not at all. On a
+    /// failure the transaction is aborted, every partition of the poll goes back to its
+    /// committed offset (KAFKA-17582), and the error handler acts as Spring's
+    /// `DefaultAfterRollbackProcessor`: the failed record is redelivered under the back-off
+    /// and, when the attempts are used up, recovered inside a new transaction that also
+    /// commits its offset — so a dead letter and the skip of the record are atomic. A batch
+    /// handler's batch is retried under the same (bounded) back-off, then its records (those
+    /// of the batch that failed last, never others) are recovered record by record in the
+    /// next transaction. The error handler's recoverer should send through this producer (e.g. a
+    /// [`TransactionalDeadLetters`](crate::listener::TransactionalDeadLetters)) for the dead letter to
+    /// join the transaction.
+    pub fn transactional(mut self, producer: Arc<TransactionalProducer>) -> Self {
+        self.transactional = Some(Transactional {
+            producer,
+            factory: None,
+            on_fenced: OnFenced::Stop,
+        });
+        self
+    }
+
+    /// [`transactional`](Self::transactional), with a factory for a new producer (already
+    /// initialized) when the current one is fenced and `on_fenced` is [`OnFenced::Continue`].
+    pub fn transactional_with<F, Fut>(
+        mut self,
+        producer: Arc<TransactionalProducer>,
+        on_fenced: OnFenced,
+        factory: F,
+    ) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<TransactionalProducer>> + Send + 'static,
+    {
+        self.transactional = Some(Transactional {
+            producer,
+            factory: Some(Arc::new(move || Box::pin(factory()))),
+            on_fenced,
+        });
+        self
+    }
+
+    /// What to do with a partition whose fetch fails with an error no retry fixes. Default:
+    /// [`PartitionFailurePolicy::PauseWithAlarm`].
+    pub fn partition_failure_policy(mut self, policy: PartitionFailurePolicy) -> Self {
+        self.partition_failure_policy = policy;
+        self
+    }
+
+    /// Subscribes to events before the container starts (so `Started` is seen). See [`Events`]:
+    /// alarms are never lost.
+    pub fn subscribe(&self) -> Events {
+        self.events.subscribe()
+    }
+
+    /// Starts the container's task (inside a tokio runtime).
+    pub fn start(self) -> Result<ContainerHandle> {
+        let handler = self
+            .handler
+            .ok_or_else(|| Error::config("a listener container needs a record or batch handler"))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a listener container must start inside a tokio runtime"))?;
+        if self.consumer.auto_commit_enabled() {
+            return Err(Error::config(
+                "the listener container commits offsets itself (per its ack mode): create the \
+                 consumer with auto-commit disabled (enable.auto.commit=false)",
+            ));
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (pause_tx, pause_rx) = watch::channel(false);
+        let policy = self.error_handler.recovery_policy();
+        let mut tracker = FailedRecordTracker::new();
+        tracker.reset_state_on_exception_change = policy.reset_state_on_exception_change;
+        tracker.reset_state_on_recovery_failure = policy.reset_state_on_recovery_failure;
+        tracker.max_recovery_failures = policy.max_recovery_failures;
+        let group = self.consumer.group_id();
+        let failed = FailedList::default();
+        let runner = Runner {
+            fetch_failures: FetchFailures::new(self.partition_failure_policy, failed.clone()),
+            consumer: self.consumer,
+            handler,
+            recoverer: self.error_handler.recoverer(),
+            listeners: self.error_handler.retry_listeners(),
+            attempt_header: self.error_handler.delivery_attempt_header(),
+            policy,
+            eh: self.error_handler,
+            leh: self.listener_error_handler,
+            check: self.deserialization_check,
+            ack_mode: self.ack_mode,
+            poll_timeout: self.poll_timeout,
+            idle_interval: self.idle_interval,
+            concurrency: self.concurrency,
+            txn: self.transactional,
+            pending_recovery: FastMap::default(),
+            recoveries: Recoveries::new(),
+            recovered_ahead: FastMap::default(),
+            acked_to: FastMap::default(),
+            recovered_in_txn: Vec::new(),
+            sought_in_txn: HashSet::new(),
+            events: self.events.clone(),
+            stop: stop_rx,
+            pause: pause_rx,
+            tracker,
+            backing_off: FastMap::default(),
+            halted: FastMap::default(),
+            assignment: HashSet::new(),
+            commits: Commits::new(),
+            last_records: Instant::now(),
+            idle_notified: false,
+            container_paused: false,
+            acks: Arc::new(Mutex::new(Vec::new())),
+            nacks: Arc::new(Mutex::new(Vec::new())),
+            group,
+            stop_reason: None,
+            sought: false,
+            rewound: FastMap::default(),
+            panicked: false,
+        };
+        let task = runtime.spawn(runner.run());
+        Ok(ContainerHandle {
+            stop: stop_tx,
+            pause: pause_tx,
+            events: self.events,
+            task: Some(task),
+            failed,
+        })
+    }
+}

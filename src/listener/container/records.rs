@@ -1,0 +1,284 @@
+//! Calling the record handler.
+
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use super::*;
+use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
+use crate::listener::handler::{DeliveryAttemptHeader, SharedError};
+use crate::listener::tracker::TopicPartition;
+use crate::listener::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
+use crate::protocol::record::Header;
+
+impl<C: ContainerConsumer> Runner<C> {
+    pub(super) async fn call_record_handler(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+    ) -> Option<SharedError> {
+        let Handler::Record(f) = &self.handler else {
+            return None;
+        };
+        if let Some(d) = record.deserialization_failure() {
+            return Some(Arc::new(d));
+        }
+        let f = f.clone();
+        let (delivered, ack) = self.delivery(tp, record);
+        let result = match call_guarded(|| f(delivered, ack)).await {
+            Ok(result) => result,
+            Err(panic) => return Some(Arc::from(self.handler_panicked(panic))),
+        };
+        let mut seeks = Seeks::default();
+        let result = match (result, self.leh.clone()) {
+            (Err(e), Some(leh)) => {
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
+                let outcome;
+                (outcome, seeks) = leh(record, e, attempt).await;
+                outcome
+            }
+            (r, _) => r,
+        };
+        for (target, offset) in seeks.requests {
+            if &target == tp {
+                self.sought = true;
+            }
+            self.seek_min(&target, offset);
+        }
+        result.err().map(Arc::from)
+    }
+
+    /// What the handler gets for `record`: the record (with the `kafka_deliveryAttempt`
+    /// header when enabled) and its acknowledgment.
+    pub(super) fn delivery(
+        &self,
+        tp: &TopicPartition,
+        record: &C::Record,
+    ) -> (C::Record, Acknowledgment) {
+        let delivered = match self.attempt_header {
+            DeliveryAttemptHeader::On => {
+                let attempt = self.tracker.delivery_attempt(tp, record.offset());
+                record.with_header(Header::new(
+                    DELIVERY_ATTEMPT_HEADER,
+                    Some(delivery_attempt_header_value(attempt).to_vec()),
+                ))
+            }
+            _ => record.clone(),
+        };
+        (delivered, self.record_ack(tp, record.offset()))
+    }
+
+    pub(super) fn manual_acks(&self) -> bool {
+        matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate)
+    }
+
+    /// The acknowledgment handed with the record at `offset` of `tp`.
+    pub(super) fn record_ack(&self, tp: &TopicPartition, offset: i64) -> Acknowledgment {
+        // `nack` works where the container handles a partition's records one at a time itself.
+        let nack = (self.concurrency == 1 && self.txn.is_none())
+            .then(|| (self.nacks.clone(), tp.clone(), offset));
+        if self.manual_acks() {
+            Acknowledgment {
+                sink: Some(self.acks.clone()),
+                targets: AckTargets::One(tp.clone(), offset + 1),
+                nack,
+            }
+        } else {
+            Acknowledgment {
+                sink: None,
+                targets: AckTargets::Automatic,
+                nack,
+            }
+        }
+    }
+
+    /// The sleep of a `nack` of the record at `offset` of `tp`, if its handler called it (any
+    /// other nack left in the sink is stale and dropped).
+    pub(super) fn take_nack(&mut self, tp: &TopicPartition, offset: i64) -> Option<Duration> {
+        let mut sink = self.nacks.lock().unwrap_or_else(|e| e.into_inner());
+        if sink.is_empty() {
+            return None;
+        }
+        let sleep = sink
+            .iter()
+            .rev()
+            .find(|(t, o, _)| t == tp && *o == offset)
+            .map(|(_, _, sleep)| *sleep);
+        sink.clear();
+        sleep
+    }
+
+    /// Whether each handled record must be acked on its own (a commit may follow any record);
+    /// otherwise a partition's handled records are acked once, up to the last one.
+    pub(super) fn ack_per_record(&self) -> bool {
+        !matches!(
+            self.ack_mode,
+            AckMode::Batch | AckMode::Manual | AckMode::Time(_)
+        )
+    }
+
+    pub(super) async fn handle_records(&mut self, records: Vec<C::Record>) {
+        if self.concurrency > 1 {
+            return self.handle_records_concurrently(records).await;
+        }
+        let per_record = self.ack_per_record();
+        let manual = matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate);
+        for (tp, recs) in group_by_partition(records) {
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            // The last record handled without acking it yet (batched acks).
+            let mut handled: Option<i64> = None;
+            for (i, record) in recs.iter().enumerate() {
+                if self.stop_requested() {
+                    break;
+                }
+                let offset = record.offset();
+                let failure = self.call_record_handler(&tp, record).await;
+                if manual {
+                    self.drain_manual_acks().await;
+                }
+                if std::mem::take(&mut self.panicked) {
+                    // Stopping: the record is not acknowledged; those before it are.
+                    break;
+                }
+                if std::mem::take(&mut self.sought) && failure.is_none() {
+                    // The listener-level handler repositioned this partition.
+                    break;
+                }
+                let nacked = self.take_nack(&tp, offset);
+                match failure {
+                    None if nacked.is_some() => {
+                        // Negatively acknowledged: redelivered after the sleep, not a failure.
+                        if let Some(last) = handled.take() {
+                            self.ack(&tp, last, AckSource::Handler).await;
+                        }
+                        let sleep = nacked.unwrap_or_default();
+                        self.retry_later(&tp, offset, sleep).await;
+                        break;
+                    }
+                    None => {
+                        self.tracker.succeeded(&tp, offset);
+                        if per_record {
+                            self.ack(&tp, offset, AckSource::Handler).await;
+                            self.commit_if_due().await;
+                        } else {
+                            handled = Some(offset);
+                        }
+                    }
+                    Some(error) => {
+                        if let Some(last) = handled.take() {
+                            self.ack(&tp, last, AckSource::Handler).await;
+                        }
+                        if self.on_failure(&tp, record, error, &recs[i + 1..]).await
+                            == Flow::SkipPartition
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(last) = handled {
+                self.ack(&tp, last, AckSource::Handler).await;
+            }
+        }
+    }
+
+    /// Partitions handled at the same time (each partition's records still in order, one at a
+    /// time); failures are then dealt with partition by partition, as in the sequential path.
+    pub(super) async fn handle_records_concurrently(&mut self, records: Vec<C::Record>) {
+        let Handler::Record(f) = &self.handler else {
+            return;
+        };
+        let f = f.clone();
+        let leh = self.leh.clone();
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (tp, recs) in group_by_partition(records) {
+            if self.blocked(&tp) || !self.owns(&tp) {
+                continue;
+            }
+            let prepared: Vec<(C::Record, C::Record, Acknowledgment, u32)> = recs
+                .into_iter()
+                .map(|r| {
+                    let (delivered, ack) = self.delivery(&tp, &r);
+                    let attempt = self.tracker.delivery_attempt(&tp, r.offset());
+                    (r, delivered, ack, attempt)
+                })
+                .collect();
+            let (f, leh, permits, stop) =
+                (f.clone(), leh.clone(), permits.clone(), self.stop.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let mut done = Vec::new();
+                for (original, delivered, ack, attempt) in prepared {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    if let Some(d) = original.deserialization_failure() {
+                        let e: SharedError = Arc::new(d);
+                        return (tp, done, Some((original, e)), Seeks::default(), None);
+                    }
+                    let mut seeks = Seeks::default();
+                    let handled = match call_guarded(|| f(delivered, ack)).await {
+                        Ok(handled) => handled,
+                        Err(panic) => return (tp, done, None, Seeks::default(), Some(panic)),
+                    };
+                    let result = match (handled, &leh) {
+                        (Err(e), Some(leh)) => {
+                            let outcome;
+                            (outcome, seeks) = leh(&original, e, attempt).await;
+                            outcome
+                        }
+                        (r, _) => r,
+                    };
+                    let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
+                    match result {
+                        Ok(()) if sought => return (tp, done, None, seeks, None),
+                        Ok(()) => done.push(original.offset()),
+                        Err(e) => {
+                            return (tp, done, Some((original, Arc::from(e))), seeks, None);
+                        }
+                    }
+                }
+                (tp, done, None, Seeks::default(), None)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    tracing::error!(error = %e, "a record handler panicked; stopping");
+                    self.stop_reason = Some(StopReason::Error);
+                }
+            }
+        }
+        self.drain_manual_acks().await;
+        for (tp, done, failure, seeks, panicked) in outcomes {
+            for (target, offset) in seeks.requests {
+                self.seek_min(&target, offset);
+            }
+            for offset in done {
+                self.tracker.succeeded(&tp, offset);
+                self.ack(&tp, offset, AckSource::Handler).await;
+            }
+            if let Some(panic) = panicked {
+                // Stopping, as on the sequential path: the records handled before are acked.
+                self.handler_panicked(panic);
+                self.panicked = false;
+                continue;
+            }
+            if let Some((record, error)) = failure {
+                if self.on_failure(&tp, &record, error, &[]).await == Flow::Continue {
+                    // Recovered: the rest of this partition's records come again.
+                    self.seek_min(&tp, record.offset() + 1);
+                }
+            }
+        }
+    }
+
+    pub(super) fn owns(&self, tp: &TopicPartition) -> bool {
+        self.assignment.is_empty() || self.assignment.contains(tp)
+    }
+}

@@ -1,0 +1,554 @@
+//! The container's task: the poll loop, the assignment, pauses and seeks.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::*;
+use crate::hash::FastMap;
+use crate::listener::classify::HandlerError;
+use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
+use crate::listener::error_handler::{CommonErrorHandler, Disposition, RecoveryPolicy};
+use crate::listener::events::EventHub;
+use crate::listener::fetch_failure::FetchFailures;
+use crate::listener::handler::{BoxFuture, SharedError};
+use crate::listener::handler::{DeliveryAttemptHeader, Recoverer, RetryListener};
+use crate::listener::tracker::{FailedRecordTracker, RetryState, TopicPartition};
+use crate::{Error, ErrorKind, KafkaCode, Result};
+
+/// What to do with the rest of a partition's records in hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    SkipPartition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AckSource {
+    Handler,
+    Recovered,
+}
+
+pub(super) struct Runner<C: ContainerConsumer> {
+    pub(super) consumer: C,
+    pub(super) handler: Handler<C::Record>,
+    /// The error handler: it decides the fate of every failure (see `recoveries.rs`).
+    pub(super) eh: Arc<dyn CommonErrorHandler<C::Record>>,
+    /// The error handler's recoverer.
+    pub(super) recoverer: Arc<dyn Recoverer<C::Record>>,
+    /// The error handler's retry listeners.
+    pub(super) listeners: Vec<Arc<dyn RetryListener<C::Record>>>,
+    /// The error handler's treatment of recovery failures.
+    pub(super) policy: RecoveryPolicy,
+    /// Whether the `kafka_deliveryAttempt` header is added.
+    pub(super) attempt_header: DeliveryAttemptHeader,
+    pub(super) leh: Option<ListenerErrorFn<C::Record>>,
+    pub(super) check: Option<DeserializationCheck<C::Record>>,
+    pub(super) ack_mode: AckMode,
+    pub(super) poll_timeout: Duration,
+    pub(super) idle_interval: Option<Duration>,
+    pub(super) concurrency: usize,
+    pub(super) txn: Option<Transactional>,
+    /// Exactly-once mode: per partition, the records (offsets `from..=to`) whose attempts are
+    /// used up, to recover (with the error) when they come again, inside that poll's
+    /// transaction: one record, or a partition's part of a failed batch (the records the
+    /// handler saw).
+    pub(super) pending_recovery: FastMap<TopicPartition, (i64, i64, SharedError)>,
+    /// Recoveries under way.
+    pub(super) recoveries: Recoveries<C::Record>,
+    /// Recovered records not acknowledged in order yet, per partition in offset order, each
+    /// with whether the consumer's position is past it: records whose recovery completed
+    /// before their partition was sought back to an earlier record whose recovery failed, and
+    /// (manual ack modes) recovered records the user's acknowledgments have not reached. They
+    /// are skipped when they come again; an acknowledgment of the record before one moves over
+    /// it ([`advance_pending`](Self::advance_pending)). Forgotten once a commit passes them and
+    /// the position is past them.
+    pub(super) recovered_ahead: FastMap<TopicPartition, Vec<(i64, bool)>>,
+    /// Manual ack modes: per partition, the offset below which every record is acknowledged
+    /// (by the user, or recovered right after an acknowledged record); from the partition's
+    /// first polled record.
+    pub(super) acked_to: FastMap<TopicPartition, i64>,
+    /// Records recovered inside the open transaction: done only once it commits.
+    pub(super) recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
+    /// Partitions the listener-level handler repositioned during the open transaction.
+    pub(super) sought_in_txn: HashSet<TopicPartition>,
+    pub(super) events: Arc<EventHub>,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) pause: watch::Receiver<bool>,
+    pub(super) tracker: FailedRecordTracker,
+    pub(super) backing_off: FastMap<TopicPartition, Instant>,
+    pub(super) halted: FastMap<TopicPartition, Halted<C::Record>>,
+    pub(super) assignment: HashSet<TopicPartition>,
+    /// The offsets to commit.
+    pub(super) commits: Commits,
+    pub(super) last_records: Instant,
+    pub(super) idle_notified: bool,
+    pub(super) container_paused: bool,
+    pub(super) acks: AckSink,
+    /// Negative acknowledgments of the record handler (`Acknowledgment::nack`).
+    pub(super) nacks: NackSink,
+    pub(super) group: Option<String>,
+    pub(super) stop_reason: Option<StopReason>,
+    /// The listener-level handler sought the current record's partition.
+    pub(super) sought: bool,
+    /// The handler panicked on the record just handed to it (the container is stopping).
+    pub(super) panicked: bool,
+    /// Per partition, where the handling of the last poll has sought it back to (the lowest
+    /// seek wins: see [`seek_min`](Self::seek_min)). Cleared by each poll.
+    pub(super) rewound: FastMap<TopicPartition, i64>,
+    /// Partitions whose fetch failed, and the policy for them.
+    pub(super) fetch_failures: FetchFailures,
+}
+
+/// Recoveries in flight at most; past this many the container waits for them before polling.
+pub(super) const MAX_RECOVERIES_IN_FLIGHT: usize = 10_000;
+/// While recoveries are in flight in a partition, its offset (capped below the first of them)
+/// is committed at most this often.
+pub(super) const CAPPED_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Polls `fut` once without a waker to be called (the caller looks again later). Outside
+/// tokio's cooperative budget: the container's task has usually spent it handling the poll's
+/// records, and a budget-limited poll would report a completed recovery as pending.
+pub(super) fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut unbudgeted = tokio::task::unconstrained(fut.as_mut());
+    std::pin::Pin::new(&mut unbudgeted).poll(&mut cx)
+}
+
+/// A handler panicked: the container stops with [`StopReason::Error`] (after committing the
+/// work finished before), and the record or batch is not acknowledged.
+#[derive(Debug)]
+pub(super) struct HandlerPanicked(String);
+
+impl std::fmt::Display for HandlerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler panicked: {}", self.0)
+    }
+}
+
+impl std::error::Error for HandlerPanicked {}
+
+/// Polls a future, catching a panic (a handler's panic must not unwind through the container's
+/// task, which would skip the final commit, the leave and the `Stopped` event).
+pub(super) struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut *fut).poll(cx)
+        })) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Calls a handler and runs its future, turning a panic in either into [`HandlerPanicked`].
+pub(super) async fn call_guarded(
+    call: impl FnOnce() -> BoxFuture<'static, Result<(), HandlerError>>,
+) -> std::result::Result<Result<(), HandlerError>, HandlerPanicked> {
+    let message = |panic: Box<dyn std::any::Any + Send>| {
+        HandlerPanicked(match panic.downcast::<String>() {
+            Ok(s) => *s,
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+        })
+    };
+    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(message)?;
+    CatchUnwind(fut).await.map_err(message)
+}
+
+pub(super) fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
+    (Arc::from(r.topic()), r.partition())
+}
+
+/// Groups records by partition, keeping each partition's order and the partitions' order of
+/// first appearance. Consumers return records partition by partition, so the common case is a
+/// comparison with the previous record; a poll touches few partitions, so the fallback is a
+/// short linear search. One `TopicPartition` is made per partition, not per record.
+pub(super) fn group_by_partition<R: ListenerRecord>(
+    records: Vec<R>,
+) -> Vec<(TopicPartition, Vec<R>)> {
+    let mut out: Vec<(TopicPartition, Vec<R>)> = Vec::new();
+    let mut last: Option<usize> = None;
+    for r in records {
+        let same = |tp: &TopicPartition| tp.1 == r.partition() && &*tp.0 == r.topic();
+        let at = match last {
+            Some(i) if same(&out[i].0) => Some(i),
+            _ => out.iter().position(|(tp, _)| same(tp)),
+        };
+        match at {
+            Some(i) => {
+                out[i].1.push(r);
+                last = Some(i);
+            }
+            None => {
+                last = Some(out.len());
+                out.push((tp_of(&r), vec![r]));
+            }
+        }
+    }
+    out
+}
+
+/// Per partition of `records`, the lowest (`i64::min`) or highest (`i64::max`) offset. One
+/// `TopicPartition` is made per partition, not per record.
+pub(super) fn offset_bounds<R: ListenerRecord>(
+    records: &[R],
+    pick: fn(i64, i64) -> i64,
+) -> Vec<(TopicPartition, i64)> {
+    let mut out: Vec<(TopicPartition, i64)> = Vec::new();
+    for r in records {
+        match out
+            .iter_mut()
+            .find(|(tp, _)| tp.1 == r.partition() && &*tp.0 == r.topic())
+        {
+            Some((_, o)) => *o = pick(*o, r.offset()),
+            None => out.push((tp_of(r), r.offset())),
+        }
+    }
+    out
+}
+
+pub(super) fn stop_reason_for(e: &Error) -> Option<StopReason> {
+    match e.kind() {
+        ErrorKind::Authentication => Some(StopReason::Authentication),
+        ErrorKind::Closed => Some(StopReason::Abnormal),
+        ErrorKind::Broker(
+            KafkaCode::FencedInstanceId
+            | KafkaCode::ProducerFenced
+            | KafkaCode::InvalidProducerEpoch,
+        ) => Some(StopReason::Fenced),
+        ErrorKind::Broker(
+            KafkaCode::TopicAuthorizationFailed
+            | KafkaCode::GroupAuthorizationFailed
+            | KafkaCode::SaslAuthenticationFailed,
+        ) => Some(StopReason::Authentication),
+        ErrorKind::Broker(KafkaCode::OffsetOutOfRange) => Some(StopReason::NoOffset),
+        _ if e.is_fatal() => Some(StopReason::Error),
+        _ => None,
+    }
+}
+
+impl<C: ContainerConsumer> Runner<C> {
+    pub(super) fn emit(&self, event: ContainerEvent) {
+        self.events.emit(event);
+    }
+
+    /// Whether anybody receives events (per-record events are not built otherwise).
+    pub(super) fn observed(&self) -> bool {
+        self.events.observed()
+    }
+
+    /// [`ContainerEvent::FailedDelivery`], if anybody receives events.
+    pub(super) fn emit_failed_delivery(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        attempt: u32,
+        error: &SharedError,
+    ) {
+        if self.observed() {
+            self.emit(ContainerEvent::FailedDelivery {
+                partition: tp.clone(),
+                offset,
+                attempt,
+                error: error.clone(),
+            });
+        }
+    }
+
+    /// A handler panicked: stop with [`StopReason::Error`] (as for any panic of a handler, on
+    /// every path). The error stands for the record or batch, which is not acknowledged.
+    pub(super) fn handler_panicked(&mut self, panic: HandlerPanicked) -> HandlerError {
+        tracing::error!(error = %panic, "a handler panicked; stopping");
+        self.stop_reason.get_or_insert(StopReason::Error);
+        self.panicked = true;
+        Box::new(panic)
+    }
+
+    pub(super) fn stop_requested(&self) -> bool {
+        *self.stop.borrow() || self.stop_reason.is_some()
+    }
+
+    pub(super) fn blocked(&self, tp: &TopicPartition) -> bool {
+        self.backing_off.contains_key(tp) || self.halted.contains_key(tp)
+    }
+
+    pub(super) async fn run(mut self) -> StopReason {
+        self.emit(ContainerEvent::Started);
+        while !self.stop_requested() {
+            self.sync_assignment().await;
+            self.apply_container_pause();
+            self.resume_due();
+            self.probe_halted().await;
+            self.commit_if_due().await;
+            if !self.recoveries.is_empty() && self.consumer.rebalance_pending() {
+                // Partitions may be revoked in the next poll: finish their recoveries and
+                // commit first, so the next owner does not recover the same records again.
+                self.settle_recoveries().await;
+            }
+            // With recoveries in flight, only take records already fetched: when there are
+            // none, complete the recoveries and commit instead of waiting for more.
+            let timeout = if !self.recoveries.is_empty() {
+                Duration::ZERO
+            } else {
+                self.next_timeout()
+            };
+            let polled = tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                r = self.consumer.poll(timeout) => r,
+            };
+            // The poll moved the positions: earlier seeks no longer bound the next ones.
+            self.rewound.clear();
+            match polled {
+                Ok(records) if records.is_empty() => {
+                    if !self.recoveries.is_empty() {
+                        self.settle_recoveries().await;
+                    }
+                    self.maybe_idle();
+                }
+                Ok(mut records) => {
+                    if let Some(check) = &self.check {
+                        for r in records.iter_mut() {
+                            if let Err(failure) = check(r) {
+                                *r = r.with_deserialization_failure(failure);
+                            }
+                        }
+                    }
+                    self.last_records = Instant::now();
+                    self.idle_notified = false;
+                    self.sync_assignment().await;
+                    if self.manual_acks() {
+                        // Everything before a partition's first polled record is committed.
+                        for (tp, first) in offset_bounds(&records, i64::min) {
+                            self.acked_to.entry(tp).or_insert(first);
+                        }
+                    }
+                    if !self.recovered_ahead.is_empty() {
+                        records = self.skip_recovered_ahead(records).await;
+                    }
+                    match (&self.handler, self.txn.is_some()) {
+                        (Handler::Record(_), false) => self.handle_records(records).await,
+                        (Handler::Batch(_), false) => self.handle_batch(records).await,
+                        (_, true) => self.handle_in_transaction(records).await,
+                    }
+                    // Recoveries stay in flight across polls (bounded); commits stop at them.
+                    let wait = self.recoveries.len() >= MAX_RECOVERIES_IN_FLIGHT;
+                    self.complete_recoveries(wait).await;
+                    if self.txn.is_none()
+                        && (self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual)
+                    {
+                        self.commit_pending().await;
+                    }
+                }
+                Err(e) => {
+                    if let Some(reason) = stop_reason_for(&e) {
+                        tracing::error!(error = %e, "listener container stopping");
+                        self.stop_reason = Some(reason);
+                    } else if self.eh.handle_other(&e) == Disposition::StopContainer {
+                        tracing::error!(error = %e, "poll failed; the error handler stops the container");
+                        self.emit(ContainerEvent::PollFailed(e));
+                        self.stop_reason = Some(StopReason::Abnormal);
+                    } else {
+                        tracing::warn!(error = %e, "poll failed; retrying");
+                        self.emit(ContainerEvent::PollFailed(e));
+                        self.sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            if let Some(reason) = self.fetch_failures.check(&mut self.consumer, &self.events) {
+                self.stop_reason.get_or_insert(reason);
+            }
+        }
+        self.settle_recoveries().await;
+        if let Err(e) = self.consumer.close().await {
+            tracing::warn!(error = %e, "closing the consumer failed");
+        }
+        let reason = self.stop_reason.unwrap_or(StopReason::Normal);
+        self.emit(ContainerEvent::Stopped(reason));
+        reason
+    }
+
+    /// Sleeps up to `d`, returning early (false) when a stop is requested.
+    pub(super) async fn sleep(&mut self, d: Duration) -> bool {
+        if self.stop_requested() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    pub(super) fn next_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut t = self.poll_timeout;
+        for due in self.backing_off.values() {
+            t = t.min(due.saturating_duration_since(now));
+        }
+        for h in self.halted.values() {
+            t = t.min(h.next_probe.saturating_duration_since(now));
+        }
+        if let AckMode::Time(d) | AckMode::CountTime(_, d) = self.ack_mode {
+            if !self.commits.is_empty() {
+                t = t.min((self.commits.last + d).saturating_duration_since(now));
+            }
+        }
+        if let Some(idle) = self.idle_interval {
+            if !self.idle_notified {
+                t = t.min((self.last_records + idle).saturating_duration_since(now));
+            }
+        }
+        t
+    }
+
+    pub(super) fn maybe_idle(&mut self) {
+        if let Some(idle) = self.idle_interval {
+            let idle_for = self.last_records.elapsed();
+            if !self.idle_notified && idle_for >= idle {
+                self.idle_notified = true;
+                self.emit(ContainerEvent::Idle { idle_for });
+            }
+        }
+    }
+
+    pub(super) async fn sync_assignment(&mut self) {
+        let now: HashSet<TopicPartition> = self.consumer.assignment().into_iter().collect();
+        if now == self.assignment {
+            return;
+        }
+        let removed: Vec<TopicPartition> = self.assignment.difference(&now).cloned().collect();
+        let added: Vec<TopicPartition> = now.difference(&self.assignment).cloned().collect();
+        for tp in &removed {
+            self.tracker.clear(tp);
+            self.backing_off.remove(tp);
+            self.halted.remove(tp);
+            self.events.resumed(tp);
+            self.commits.forget(tp);
+            self.recovered_ahead.remove(tp);
+            self.acked_to.remove(tp);
+            self.pending_recovery.remove(tp);
+            let lost = self.recoveries.take_partition(tp);
+            if !lost.is_empty() {
+                // Revoked with recoveries in flight: the next owner handles these records
+                // again (their dead letters may be written twice, none is lost).
+                tracing::debug!(
+                    topic = %tp.0, partition = tp.1, recoveries = lost.len(),
+                    "partition revoked with recoveries in flight"
+                );
+            }
+        }
+        self.assignment = now;
+        if added.is_empty() {
+            return;
+        }
+        if self.container_paused {
+            self.pause_partitions(&added);
+        }
+        if self.group.is_some() {
+            // Attempt counts travel in commit metadata: continue where the last owner stopped.
+            match self.consumer.committed(&added).await {
+                Ok(committed) => {
+                    for (tp, c) in committed {
+                        if let Some((offset, metadata)) = c {
+                            if let Some(state) = RetryState::decode(&metadata) {
+                                if state.offset == offset {
+                                    self.tracker.resume(&tp, state);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading committed offsets failed"),
+            }
+        }
+    }
+
+    pub(super) fn pause_partitions(&mut self, tps: &[TopicPartition]) {
+        if tps.is_empty() {
+            return;
+        }
+        match self.consumer.pause(tps) {
+            Ok(()) => self.emit(ContainerEvent::PartitionsPaused(tps.to_vec())),
+            Err(e) => tracing::warn!(error = %e, "pausing partitions failed"),
+        }
+    }
+
+    pub(super) fn resume_partitions(&mut self, tps: &[TopicPartition]) {
+        if tps.is_empty() {
+            return;
+        }
+        match self.consumer.resume(tps) {
+            Ok(()) => self.emit(ContainerEvent::PartitionsResumed(tps.to_vec())),
+            Err(e) => tracing::warn!(error = %e, "resuming partitions failed"),
+        }
+    }
+
+    pub(super) fn apply_container_pause(&mut self) {
+        let want = *self.pause.borrow();
+        if want == self.container_paused {
+            return;
+        }
+        self.container_paused = want;
+        let all: Vec<TopicPartition> = self.assignment.iter().cloned().collect();
+        if want {
+            self.pause_partitions(&all);
+        } else {
+            let free: Vec<TopicPartition> =
+                all.into_iter().filter(|tp| !self.blocked(tp)).collect();
+            self.resume_partitions(&free);
+        }
+    }
+
+    pub(super) fn resume_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = self
+            .backing_off
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in &due {
+            self.backing_off.remove(tp);
+        }
+        if !self.container_paused {
+            let due: Vec<TopicPartition> = due
+                .into_iter()
+                .filter(|tp| !self.halted.contains_key(tp))
+                .collect();
+            self.resume_partitions(&due);
+        }
+    }
+
+    /// Seeks `tp` to `offset` unless the handling of this poll already sought it back as far
+    /// or further: the lowest seek wins, so a later seek never moves a partition forward over
+    /// records that an earlier one sent back for redelivery.
+    pub(super) fn seek_min(&mut self, tp: &TopicPartition, offset: i64) {
+        if self.rewound.get(tp).is_some_and(|o| *o <= offset) {
+            return;
+        }
+        if let Err(e) = self.consumer.seek(tp, offset) {
+            tracing::warn!(error = %e, "seek failed");
+        }
+        self.rewound.insert(tp.clone(), offset);
+    }
+}
