@@ -1472,3 +1472,386 @@ fn s4_transaction_coordinator_sigkill_mid_transaction() {
         client.close().await;
     });
 }
+
+/// Asks a live node for an unclean leader election of `topic`-0 (ElectLeaders, election type
+/// 1). Returns the partition's error code (0: elected; 84 ELECTION_NOT_NEEDED: it has a
+/// leader), or `None` if the request failed.
+async fn elect_unclean(addr: &str, topic: &str) -> Option<i16> {
+    use rekafka::connection::{Connection, ConnectionConfig};
+    use rekafka::protocol::messages::{
+        ElectLeadersRequest, TopicName, elect_leaders_request::TopicPartitions,
+    };
+    let conn = Connection::connect(addr, -1, &ConnectionConfig::default())
+        .await
+        .ok()?;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(1)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(TopicName(topic.to_owned().into()))
+                .with_partitions(vec![0]),
+        ]));
+    let resp = conn.send(req).await.ok()?;
+    let code = resp
+        .replica_election_results
+        .iter()
+        .flat_map(|r| r.partition_result.iter())
+        .map(|p| p.error_code)
+        .next();
+    conn.close().await;
+    code.or(Some(resp.error_code))
+}
+
+/// What one scenario-7 consumer returned: records (offset, id), partition errors, events.
+#[derive(Default)]
+struct S7Seen {
+    records: Vec<(i64, Option<support::invariants::RecordId>)>,
+    errors: Vec<rekafka::Error>,
+    events: Vec<rekafka::consumer::ConsumerEvent>,
+}
+
+/// Polls `consumer` into `seen` until `stop`.
+fn s7_poller(
+    consumer: Arc<rekafka::consumer::Consumer>,
+    seen: Arc<std::sync::Mutex<S7Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut events = consumer.events();
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Acquire) {
+            let recs = consumer.poll(Duration::from_millis(200)).await;
+            let mut s = seen.lock().unwrap();
+            while let Ok(e) = events.try_recv() {
+                eprintln!("[failover] s7 event: {e:?}");
+                s.events.push(e);
+            }
+            match recs {
+                Ok(recs) => {
+                    for (_, e) in recs.errors() {
+                        eprintln!("[failover] s7 partition error: {e}");
+                        s.errors.push(e.clone());
+                    }
+                    for r in recs.iter() {
+                        s.records.push((
+                            r.offset,
+                            r.value
+                                .as_deref()
+                                .and_then(support::invariants::RecordId::decode),
+                        ));
+                    }
+                }
+                Err(e) => eprintln!("[failover] s7 poll: {e}"),
+            }
+        }
+    })
+}
+
+/// Scenario 7: log truncation after an unclean leader election (KIP-320). A topic with two
+/// replicas, `min.insync.replicas=1` and unclean election allowed: 200 records reach both
+/// replicas; the follower is SIGSTOPped and leaves the ISR; 100 more records are acknowledged by
+/// the leader alone and read by two consumers (through the proxies); the leader is SIGKILLed,
+/// the follower resumed and elected uncleanly (ElectLeaders UNCLEAN), so its log ends at 200 and
+/// 300 new records take offsets 200..500. The consumer with `auto.offset.reset=earliest`
+/// detects the truncation below its position 300 (a `LogTruncated` event with divergent offset
+/// 200) and reads every new record from 200 on, none skipped; the one with `none` gets a typed
+/// `LogTruncation` error and nothing of the new log until it seeks. The producers: I1 I2 I3 I7
+/// for the records before and after (the 100 acknowledged by the lost leader alone are the
+/// loss unclean election allows, reported to the consumers); I6 for the consumer.
+#[test]
+fn s7_log_truncation_after_unclean_election() {
+    use rekafka::consumer::{
+        Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, StartOffset, TopicPartition,
+    };
+    use std::sync::atomic::AtomicBool;
+    scenario("s7 unclean election truncation", |c| async move {
+        const N1: u64 = 200;
+        const N2: u64 = 100;
+        const N3: u64 = 300;
+        let topic = unique("s7");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        {
+            let admin =
+                rekafka::admin::Admin::new(client.clone(), rekafka::ClientConfig::default());
+            let t = rekafka::admin::NewTopic::new(&topic, 1)
+                .with_replication_factor(2)
+                .with_config("min.insync.replicas", "1")
+                .with_config("unclean.leader.election.enable", "true");
+            for r in admin.create_topics(&[t]).await.expect("create_topics") {
+                r.expect("topic created");
+            }
+        }
+        // Both replicas in sync.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (leader, follower) = loop {
+            let _ = client.refresh_topics(&[topic.as_str()]).await;
+            if let Ok(parts) = client.partitions(&topic).await
+                && let Some(p) = parts.first()
+                && p.leader >= 0
+                && p.isr.len() == 2
+            {
+                let f = *p
+                    .replicas
+                    .iter()
+                    .find(|r| **r != p.leader)
+                    .expect("follower");
+                break (p.leader, f);
+            }
+            assert!(Instant::now() < deadline, "{topic}: replicas not in sync");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let other = (1..=3)
+            .find(|n| *n != leader && *n != follower)
+            .expect("third node");
+        eprintln!("[failover] s7: leader {leader}, follower {follower}");
+        let tp = TopicPartition::new(&topic, 0);
+
+        // Two consumers through the proxies, from the beginning.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut consumers = Vec::new();
+        for reset in [OffsetReset::Earliest, OffsetReset::None] {
+            let cl = connect(&c.proxied, Duration::from_secs(10)).await;
+            let consumer = Arc::new(
+                Consumer::new(
+                    cl.clone(),
+                    ConsumerConfig::new()
+                        .with_auto_commit(rekafka::consumer::AutoCommit::Disabled)
+                        .with_auto_offset_reset(reset)
+                        .with_fetch_max_wait(Duration::from_millis(100)),
+                )
+                .expect("consumer"),
+            );
+            consumer
+                .assign([(tp.clone(), StartOffset::Beginning)])
+                .expect("assign");
+            let seen = Arc::new(std::sync::Mutex::new(S7Seen::default()));
+            let task = s7_poller(consumer.clone(), seen.clone(), stop.clone());
+            consumers.push((consumer, seen, task, cl));
+        }
+        let read = |i: usize| consumers[i].1.lock().unwrap().records.len() as u64;
+        async fn wait(what: &str, within: Duration, f: impl Fn() -> bool) -> Duration {
+            let t = Instant::now();
+            while !f() {
+                assert!(t.elapsed() < within, "s7: {what} not within {within:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            t.elapsed()
+        }
+
+        // Phase 1: both replicas.
+        let produce = |pid: u32, n: u64, tracked: Arc<Tracked>| {
+            let (client, topic) = (client.clone(), topic.clone());
+            async move {
+                let p = Producer::new(
+                    client,
+                    ProducerConfig::default()
+                        .with_delivery_timeout(Duration::from_secs(60))
+                        .with_request_timeout(Duration::from_secs(10)),
+                )
+                .await
+                .expect("producer");
+                produce_tracked(&p, &topic, pid, 0..n, 1, 64, None, tracked).await;
+                p.close().await;
+            }
+        };
+        let t1 = Arc::new(Tracked::default());
+        produce(1, N1, t1.clone()).await;
+        wait("phase 1 read", AFTER_KILL, || {
+            read(0) >= N1 && read(1) >= N1
+        })
+        .await;
+
+        // Phase 2: the follower paused until it leaves the ISR; the leader alone acknowledges.
+        c.pause(follower).await;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let _ = client.refresh_topics(&[topic.as_str()]).await;
+            if let Ok(parts) = client.partitions(&topic).await
+                && parts.first().is_some_and(|p| p.isr == vec![leader])
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s7: the follower never left the ISR"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let t2 = Arc::new(Tracked::default());
+        produce(2, N2, t2.clone()).await;
+        assert_eq!(
+            t2.acked.lock().unwrap().len() as u64,
+            N2,
+            "phase 2 acknowledged"
+        );
+        wait("phase 2 read", AFTER_KILL, || {
+            read(0) >= N1 + N2 && read(1) >= N1 + N2
+        })
+        .await;
+
+        // The leader dies; the stale follower comes back and is elected uncleanly.
+        c.kill(leader).await;
+        c.resume(follower).await;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut asked = 0;
+        loop {
+            let _ = client.refresh_topics(&[topic.as_str()]).await;
+            let now_leader = client
+                .partitions(&topic)
+                .await
+                .ok()
+                .and_then(|p| p.first().map(|p| p.leader));
+            if now_leader == Some(follower) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s7: no unclean election of node {follower} (leader {now_leader:?}, asked {asked} times)"
+            );
+            if now_leader == Some(-1) || now_leader == Some(leader) {
+                let code = elect_unclean(&c.node_addr[(other - 1) as usize], &topic).await;
+                asked += 1;
+                eprintln!("[failover] s7: ElectLeaders UNCLEAN -> {code:?}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        eprintln!("[failover] s7: node {follower} leads after an unclean election");
+        let healed = Instant::now();
+
+        // Phase 3: new records on the truncated log take the lost offsets and more.
+        let t3 = Arc::new(Tracked::default());
+        produce(3, N3, t3.clone()).await;
+        let seen_all = |i: usize| {
+            consumers[i]
+                .1
+                .lock()
+                .unwrap()
+                .records
+                .iter()
+                .filter(|(_, id)| id.is_some_and(|id| id.producer == 3))
+                .count() as u64
+                >= N3
+        };
+        wait("the earliest consumer reads phase 3", AFTER_KILL, || {
+            seen_all(0)
+        })
+        .await;
+        let took = healed.elapsed();
+        wait("the none consumer fails typed", AFTER_KILL, || {
+            !consumers[1].1.lock().unwrap().errors.is_empty()
+        })
+        .await;
+        let none_before_seek = consumers[1].1.lock().unwrap().records.len();
+        consumers[1].0.seek(&tp, N1 as i64).expect("seek");
+        wait(
+            "the none consumer reads phase 3 after its seek",
+            AFTER_KILL,
+            || seen_all(1),
+        )
+        .await;
+        stop.store(true, Ordering::Release);
+        let mut seen = Vec::new();
+        for (consumer, s, task, cl) in consumers {
+            task.await.expect("poller");
+            consumer.close().await.ok();
+            cl.close().await;
+            seen.push(std::mem::take(&mut *s.lock().unwrap()));
+        }
+
+        // The producers' invariants over the records the final log must hold.
+        let mut h = history(&t1);
+        let h3 = history(&t3);
+        h.sent.extend(h3.sent);
+        h.acked.extend(h3.acked);
+        h.failed.extend(h3.failed);
+        h.progress.push(Progress {
+            what: "the earliest consumer read the new log after the election".into(),
+            bound: AFTER_KILL,
+            took: Some(took),
+        });
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            1,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        let r = h.check();
+        eprintln!("[failover] s7: {r}");
+        r.assert_clean("s7");
+        let log: Vec<(i64, Option<support::invariants::RecordId>)> =
+            h.log.iter().map(|e| (e.offset, e.id)).collect();
+        assert_eq!(
+            log.len() as u64,
+            N1 + N3,
+            "the final log: phase 1 and phase 3"
+        );
+        assert!(
+            log[N1 as usize..]
+                .iter()
+                .all(|(_, id)| id.is_some_and(|id| id.producer == 3)),
+            "offsets from 200 on hold the new records"
+        );
+
+        // Earliest: read 0..300 of the old log, then the new log from the divergent offset.
+        let (early, none) = (&seen[0], &seen[1]);
+        let truncations: Vec<_> = early
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ConsumerEvent::LogTruncated {
+                    position,
+                    divergent_offset,
+                    reset,
+                    ..
+                } => Some((*position, *divergent_offset, *reset)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            truncations,
+            vec![((N1 + N2) as i64, Some(N1 as i64), OffsetReset::Earliest)],
+            "one typed LogTruncated event"
+        );
+        assert!(early.errors.is_empty(), "{:?}", early.errors);
+        let before = (N1 + N2) as usize;
+        assert_eq!(
+            early.records[..before]
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            (0..before as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            &early.records[before..],
+            &log[N1 as usize..],
+            "after the truncation: every record of the new log from the divergent offset, once, in order"
+        );
+
+        // None: a typed LogTruncation, nothing of the new log before the seek.
+        assert!(
+            matches!(
+                none.errors.first().map(|e| e.kind()),
+                Some(rekafka::ErrorKind::LogTruncation {
+                    divergent_offset: Some(d)
+                }) if *d == N1 as i64
+            ),
+            "{:?}",
+            none.errors
+        );
+        assert_eq!(
+            none_before_seek as u64,
+            N1 + N2,
+            "nothing read past the truncation"
+        );
+        assert!(
+            none.events
+                .iter()
+                .all(|e| !matches!(e, ConsumerEvent::LogTruncated { .. })),
+            "no reset under none"
+        );
+        assert_eq!(&none.records[before..], &log[N1 as usize..]);
+        client.close().await;
+    });
+}
