@@ -1855,3 +1855,227 @@ fn s7_log_truncation_after_unclean_election() {
         client.close().await;
     });
 }
+
+/// Scenario 4, the group-coordinator half: two listener containers (record acks: a commit after
+/// every record) in one group on a 3-partition topic while an idempotent producer writes. The
+/// group coordinator is SIGKILLed (a) mid-rebalance: the second container joins and the kill
+/// comes as soon as DescribeGroups shows the group rebalancing; (b) once the first is back, the
+/// new coordinator is SIGKILLed mid-commit, with both containers committing. I1 I2 I3 I5 I6 I7;
+/// both containers end without an abnormal stop; the group commits up to the log end.
+#[test]
+fn s4_group_coordinator_sigkill_mid_rebalance_and_mid_commit() {
+    use rekafka::admin::{Admin, GroupState};
+    use rekafka::cluster::CoordinatorType;
+    use rekafka::listener::{ContainerEvent, StopReason};
+    use std::sync::atomic::AtomicBool;
+    scenario("s4 group coordinator SIGKILL", |c| async move {
+        const PARTITIONS: i32 = 3;
+        let topic = unique("s4g");
+        let client = connect(&c.proxied, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[]).await;
+        let group = unique("s4g-g");
+        let admin = Admin::new(client.clone(), rekafka::ClientConfig::default());
+        let coordinator = |client: rekafka::cluster::Cluster, group: String| async move {
+            let _ = client.refresh().await;
+            client
+                .coordinator(CoordinatorType::Group, &group)
+                .await
+                .unwrap_or(-1)
+        };
+        let producer = Arc::new(
+            Producer::new(
+                client.clone(),
+                ProducerConfig::default().with_request_timeout(Duration::from_secs(10)),
+            )
+            .await
+            .expect("producer"),
+        );
+        let tracked = Arc::new(Tracked::default());
+        let stop_producing = Arc::new(AtomicBool::new(false));
+        let run = {
+            let (p, t, topic, stop) = (
+                producer.clone(),
+                tracked.clone(),
+                topic.clone(),
+                stop_producing.clone(),
+            );
+            tokio::spawn(async move {
+                produce_until(
+                    &p,
+                    &topic,
+                    1,
+                    0..1_000_000,
+                    PARTITIONS,
+                    64,
+                    Some(Duration::from_millis(1)),
+                    t,
+                    Some(stop),
+                )
+                .await;
+            })
+        };
+        let consumed = Arc::new(Consumed::default());
+        let count_events = |h: &rekafka::listener::ContainerHandle| {
+            let mut rx = h.events();
+            tokio::spawn(async move {
+                let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
+                while let Ok(e) = rx.recv().await {
+                    let k = match e {
+                        ContainerEvent::Committed(_) => "committed",
+                        ContainerEvent::CommitFailed(_) => "commit failed",
+                        ContainerEvent::PollFailed(_) => "poll failed",
+                        ContainerEvent::Stopped(_) => "stopped",
+                        _ => "other",
+                    };
+                    *seen.entry(k).or_default() += 1;
+                }
+                seen
+            })
+        };
+        let a = start_recording_container(&client, &group, &topic, consumed.clone());
+        let a_events = count_events(&a);
+        until_reports(&tracked, 1_000, Duration::from_secs(60)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumed.count.load(Ordering::Relaxed) < 500 {
+            assert!(
+                Instant::now() < deadline,
+                "s4g: the first container handles nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // (a) Mid-rebalance: a second member joins; kill the coordinator while the group
+        // rebalances.
+        let k1 = coordinator(client.clone(), group.clone()).await;
+        assert!(k1 > 0, "s4g: no group coordinator");
+        let b = start_recording_container(&client, &group, &topic, consumed.clone());
+        let b_events = count_events(&b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let state = loop {
+            let s = admin
+                .describe_groups(&[group.as_str()])
+                .await
+                .ok()
+                .and_then(|mut v| v.pop())
+                .and_then(|r| r.ok())
+                .map(|d| d.state);
+            if matches!(
+                s,
+                Some(GroupState::PreparingRebalance | GroupState::CompletingRebalance)
+            ) || Instant::now() >= deadline
+            {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        c.kill(k1).await;
+        eprintln!("[failover] s4g: coordinator {k1} SIGKILLed with the group {state:?}");
+        assert!(
+            matches!(
+                state,
+                Some(GroupState::PreparingRebalance | GroupState::CompletingRebalance)
+            ),
+            "the kill came mid-rebalance: {state:?}"
+        );
+        let (acks, handled) = (
+            tracked.acks.load(Ordering::Relaxed),
+            consumed.count.load(Ordering::Relaxed),
+        );
+        let (took_p1, took_c1) = tokio::join!(
+            tracked.progress_after(acks, AFTER_KILL),
+            consumed.progress_after(handled, AFTER_KILL)
+        );
+        c.restart(k1).await;
+        c.await_full_isr(&[&topic], Duration::from_secs(90)).await;
+
+        // (b) Mid-commit: both members commit after every record; kill the coordinator now.
+        let k2 = coordinator(client.clone(), group.clone()).await;
+        assert!(k2 > 0, "s4g: no group coordinator after the restart");
+        let before = consumed.count.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            consumed.count.load(Ordering::Relaxed) > before,
+            "the containers handle (and commit) records when the coordinator dies"
+        );
+        c.kill(k2).await;
+        eprintln!("[failover] s4g: coordinator {k2} SIGKILLed mid-commit");
+        let (acks, handled) = (
+            tracked.acks.load(Ordering::Relaxed),
+            consumed.count.load(Ordering::Relaxed),
+        );
+        let (took_p2, took_c2) = tokio::join!(
+            tracked.progress_after(acks, AFTER_KILL),
+            consumed.progress_after(handled, AFTER_KILL)
+        );
+        stop_producing.store(true, Ordering::Relaxed);
+        run.await.expect("producer run");
+        producer.close().await;
+
+        // The group catches up: its commits reach the end of what was acknowledged.
+        let mut end_acked: BTreeMap<i32, i64> = BTreeMap::new();
+        for a in tracked.acked.lock().unwrap().iter() {
+            if let Some(o) = a.offset {
+                let e = end_acked.entry(a.tp.1).or_default();
+                *e = (*e).max(o + 1);
+            }
+        }
+        let want: BTreeMap<(String, i32), i64> = end_acked
+            .iter()
+            .map(|(p, o)| ((topic.clone(), *p), *o))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while committed(&c.direct, &group, &topic, PARTITIONS).await != want
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (stop_a, stop_b) = tokio::join!(a.stop(), b.stop());
+        let (a_seen, b_seen) = (
+            a_events.await.unwrap_or_default(),
+            b_events.await.unwrap_or_default(),
+        );
+        eprintln!("[failover] s4g: container events a {a_seen:?}, b {b_seen:?}");
+        let mut h = history(&tracked);
+        for (what, took) in [
+            ("producer acks after the mid-rebalance kill", took_p1),
+            ("containers handle after the mid-rebalance kill", took_c1),
+            ("producer acks after the mid-commit kill", took_p2),
+            ("containers handle after the mid-commit kill", took_c2),
+        ] {
+            h.progress.push(Progress {
+                what: what.into(),
+                bound: AFTER_KILL,
+                took,
+            });
+        }
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        h.handled = consumed.handled_offsets();
+        h.committed = committed(&c.direct, &group, &topic, PARTITIONS).await;
+        let r = h.check();
+        eprintln!(
+            "[failover] s4g: {r}; stopped a {stop_a:?}, b {stop_b:?}; {} handled",
+            consumed.count.load(Ordering::Relaxed)
+        );
+        r.assert_clean("s4g");
+        for s in [&stop_a, &stop_b] {
+            assert!(
+                matches!(s, StopReason::Normal),
+                "a container stopped: {s:?}"
+            );
+        }
+        let mut end: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for e in &h.log {
+            let v = end.entry(e.tp.clone()).or_default();
+            *v = (*v).max(e.offset + 1);
+        }
+        assert_eq!(h.committed, end, "the group committed up to the log end");
+        client.close().await;
+    });
+}
