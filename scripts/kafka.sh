@@ -252,7 +252,14 @@ cmd_start() {
   done
   local rf=$(( nodes >= 3 ? 3 : 1 )) isr=$(( nodes >= 3 ? 2 : 1 ))
   local cluster_id
-  cluster_id="$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')"
+  # Never starting with '-' (kafka-storage would read it as an option; Kafka's own random
+  # UUIDs avoid it too).
+  cluster_id="$(python3 -c 'import base64, os
+while True:
+    s = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    if not s.startswith("-"):
+        print(s)
+        break')"
 
   for id in $(seq 1 "$nodes"); do
     local nd; nd="$(node_dir "$id")"

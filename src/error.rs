@@ -146,6 +146,18 @@ pub enum ErrorKind {
     /// names both.
     #[error("illegal state")]
     InvalidState,
+    /// KIP-320: the partition's log was truncated below the consumer's position (an unclean
+    /// leader election, or a leader change that lost records the consumer had read), found by
+    /// validating the position with OffsetForLeaderEpoch after a leader change, with
+    /// `auto.offset.reset=none` (with a reset policy the consumer repositions itself and sends
+    /// [`ConsumerEvent::LogTruncated`](crate::consumer::ConsumerEvent::LogTruncated)). Java's
+    /// `LogTruncationException`. Seek the partition to go on.
+    #[error("log truncation detected")]
+    LogTruncation {
+        /// The first offset known to diverge from what the consumer read (the end offset the
+        /// leader gave for the epoch of the last record read), if the leader knew that epoch.
+        divergent_offset: Option<i64>,
+    },
 }
 
 macro_rules! kafka_codes {

@@ -877,8 +877,9 @@ async fn scenario_30_cooperative_churn_with_six_members_over_200k_records() {
 }
 
 /// Scenario 31 (c): leaders move while records are produced and OffsetForLeaderEpoch is held
-/// for 5 s. The group consumer follows the new leaders by itself within the session timeout,
-/// reads every record once, and its commits never pass what it processed.
+/// for 3 s after the move. The group consumer validates its positions with the new leaders
+/// (KIP-320: one OffsetForLeaderEpoch per partition, answered late), follows them within the
+/// session timeout, reads every record once, and its commits never pass what it processed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_31c_leader_moves_while_producing_with_offset_for_leader_epoch_delayed() {
     let mock = Arc::new(
@@ -889,7 +890,7 @@ async fn scenario_31c_leader_moves_while_producing_with_offset_for_leader_epoch_
             .await
             .unwrap(),
     );
-    let held = mock.hold(|r| r.api_key == ApiKey::OffsetForLeaderEpoch);
+    let held = Arc::new(mock.hold(|r| r.api_key == ApiKey::OffsetForLeaderEpoch));
     let c = Consumer::new(
         cluster(&mock).await,
         group_config("g31c").with_auto_commit(AutoCommit::Interval(Duration::from_millis(200))),
@@ -942,11 +943,21 @@ async fn scenario_31c_leader_moves_while_producing_with_offset_for_leader_epoch_
                 let next = ids[(ids.iter().position(|&b| b == leader).unwrap() + 1) % ids.len()];
                 mock.set_partition_leader("t", p, next).unwrap();
             }
+            let held = held.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                held.release();
+            });
         }
     }
     producer.await.unwrap();
-    held.release();
     assert!(moved);
+    assert!(held.is_released());
+    assert_eq!(
+        held.matched(),
+        3,
+        "one validation per partition after the move, held, not repeated"
+    );
     let mut by_part: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for (p, o) in got {
         by_part.entry(p).or_default().push(o);
@@ -1639,5 +1650,283 @@ async fn a_failed_partition_is_announced_and_queryable_until_sought() {
     let again = read(&c, 10, Duration::from_secs(5)).await;
     assert_eq!(again.len(), 10);
     assert!(again.iter().all(|r| r.partition == 1));
+    c.close().await.unwrap();
+}
+
+// ---- KIP-320: log truncation detection ----
+
+/// Appends `n` records `<prefix><i>` (i from `from`) to one partition in batches of 10, so a
+/// truncation can fall on any multiple of 10.
+fn seed_batches(mock: &MockCluster, partition: i32, prefix: &str, from: usize, n: usize) {
+    let vals: Vec<String> = (from..from + n).map(|i| format!("{prefix}{i}")).collect();
+    for chunk in vals.chunks(10) {
+        let kv: Vec<_> = chunk.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        mock.append_records("t", partition, &kv).unwrap();
+    }
+}
+
+/// The OffsetForLeaderEpoch requests naming `t`-`partition` in the request log.
+fn validations(mock: &MockCluster, partition: i32) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| {
+            r.api_key == ApiKey::OffsetForLeaderEpoch
+                && r.partitions.contains(&("t".to_owned(), partition))
+        })
+        .count()
+}
+
+/// The next broker after the partition's leader.
+fn other_broker(mock: &MockCluster, partition: i32) -> i32 {
+    let leader = mock.partition_leader("t", partition).unwrap();
+    let ids = mock.broker_ids();
+    ids[(ids.iter().position(|&b| b == leader).unwrap() + 1) % ids.len()]
+}
+
+/// A consumer has read offsets 0..100 (leader epoch 0) when an unclean election makes a
+/// replica whose log ends at 60 the leader, and 80 new records take offsets 60..140. The
+/// consumer sees the new epoch, validates its position 100 with OffsetForLeaderEpoch, learns
+/// that epoch 0 ends at 60 and, as Java does with a reset policy, repositions to the divergent
+/// offset 60 with a `LogTruncated` event: it reads every new record, none skipped. Before
+/// KIP-320 it went on from 100 and silently skipped the new records 60..100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_truncation_after_unclean_election_repositions_to_the_divergent_offset() {
+    let mock = MockCluster::builder()
+        .brokers(3)
+        .topic("t", 1)
+        .start()
+        .await
+        .unwrap();
+    seed_batches(&mock, 0, "old", 0, 100);
+    let c = Consumer::new(
+        cluster(&mock).await,
+        assign_config().with_auto_offset_reset(OffsetReset::Earliest),
+    )
+    .unwrap();
+    let mut events = c.events();
+    let tp = TopicPartition::new("t", 0);
+    c.assign([(tp.clone(), StartOffset::Beginning)]).unwrap();
+    let first = read(&c, 100, Duration::from_secs(10)).await;
+    assert_eq!(
+        values(&first),
+        (0..100).map(|i| (i, format!("old{i}"))).collect::<Vec<_>>()
+    );
+    assert!(first.iter().all(|r| r.leader_epoch == Some(0)));
+    assert_eq!(
+        validations(&mock, 0),
+        0,
+        "no validation without a leader change"
+    );
+
+    let end = mock
+        .elect_unclean_leader("t", 0, other_broker(&mock, 0), 60)
+        .unwrap();
+    assert_eq!(end, 60);
+    seed_batches(&mock, 0, "new", 60, 80);
+    let after = read(&c, 80, Duration::from_secs(10)).await;
+    assert_eq!(
+        values(&after),
+        (60..140)
+            .map(|i| (i, format!("new{i}")))
+            .collect::<Vec<_>>(),
+        "every record of the new log from the divergent offset on, once"
+    );
+    assert!(after.iter().all(|r| r.leader_epoch == Some(1)));
+    match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        Ok(Ok(ConsumerEvent::LogTruncated {
+            partition,
+            position,
+            position_epoch,
+            divergent_offset,
+            reset,
+        })) => {
+            assert_eq!(partition, tp);
+            assert_eq!((position, position_epoch), (100, 0));
+            assert_eq!(divergent_offset, Some(60));
+            assert_eq!(reset, OffsetReset::Earliest);
+        }
+        other => panic!("expected LogTruncated, got {other:?}"),
+    }
+    assert!(read(&c, 1, Duration::from_millis(300)).await.is_empty());
+    assert_eq!(
+        validations(&mock, 0),
+        1,
+        "one validation for one leader change"
+    );
+    assert_eq!(c.position(&tp).await.unwrap(), 140);
+    c.close().await.unwrap();
+}
+
+/// The same truncation with `auto.offset.reset=none`: the partition fails with a typed
+/// `LogTruncation` error naming the divergent offset (in `poll`'s errors, `failed_partitions`
+/// and a `PartitionFailed` event), nothing of the new log is returned, and a seek resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_truncation_with_reset_none_fails_the_partition_with_a_typed_error() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("t", 2)
+        .start()
+        .await
+        .unwrap();
+    seed_batches(&mock, 0, "old", 0, 50);
+    seed_batches(&mock, 1, "p1-", 0, 20);
+    let c = Consumer::new(
+        cluster(&mock).await,
+        assign_config().with_auto_offset_reset(OffsetReset::None),
+    )
+    .unwrap();
+    let mut events = c.events();
+    let tp = TopicPartition::new("t", 0);
+    c.assign([0, 1].map(|p| (TopicPartition::new("t", p), StartOffset::Beginning)))
+        .unwrap();
+    assert_eq!(read(&c, 70, Duration::from_secs(10)).await.len(), 70);
+
+    mock.elect_unclean_leader("t", 0, other_broker(&mock, 0), 30)
+        .unwrap();
+    seed_batches(&mock, 0, "new", 30, 40);
+    seed_batches(&mock, 1, "p1-", 20, 10);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut errors = Vec::new();
+    while errors.is_empty() || got.len() < 10 {
+        assert!(Instant::now() < deadline, "no truncation surfaced");
+        let recs = c.poll(Duration::from_millis(100)).await.unwrap();
+        errors.extend(recs.errors().iter().cloned());
+        got.extend(recs.iter().cloned());
+    }
+    assert!(
+        got.iter().all(|r| r.partition == 1),
+        "nothing of the truncated partition's new log: {:?}",
+        values(&got)
+    );
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, tp);
+    assert_eq!(
+        errors[0].1.kind(),
+        &rekafka::ErrorKind::LogTruncation {
+            divergent_offset: Some(30)
+        }
+    );
+    let f = c.failed_partitions();
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f[0].kind,
+        rekafka::consumer::FetchFailureKind::LogTruncation
+    );
+    assert_eq!(f[0].position, Some(50));
+    let mut failed_event = false;
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+        match e {
+            ConsumerEvent::PartitionFailed(f) => {
+                assert_eq!(f.partition, tp);
+                assert_eq!(f.kind, rekafka::consumer::FetchFailureKind::LogTruncation);
+                failed_event = true;
+                break;
+            }
+            ConsumerEvent::LogTruncated { .. } => panic!("no reset under auto.offset.reset=none"),
+            _ => {}
+        }
+    }
+    assert!(failed_event, "a PartitionFailed event");
+    // The application decides: it seeks to the divergent offset and reads the new log.
+    c.seek(&tp, 30).unwrap();
+    let again = read(&c, 40, Duration::from_secs(10)).await;
+    assert_eq!(
+        values(&again),
+        (30..70).map(|i| (i, format!("new{i}"))).collect::<Vec<_>>()
+    );
+    c.close().await.unwrap();
+}
+
+/// Clean leader moves (no truncation) under a group consumer with auto-commit: each move costs
+/// one OffsetForLeaderEpoch per partition (no validation storm, none on metadata refreshes
+/// without a new epoch), stale-epoch answers to the validation itself (FENCED_LEADER_EPOCH,
+/// UNKNOWN_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER) and to fetches are retried after a metadata
+/// refresh, no event is raised, and every record is read once in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_moves_validate_once_and_stale_epoch_errors_are_retried() {
+    let mock = MockCluster::builder()
+        .brokers(3)
+        .topic("t", 3)
+        .start()
+        .await
+        .unwrap();
+    // 100 records per partition at the start and after each of three leader moves.
+    let per = 100;
+    for p in 0..3 {
+        seed_batches(&mock, p, "v", 0, per);
+    }
+    let c = Consumer::new(cluster(&mock).await, group_config("kip320")).unwrap();
+    let mut events = c.events();
+    c.subscribe(["t"]).unwrap();
+    let mut got: Vec<ConsumerRecord> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for round in 1..=3 {
+        while got.len() < round * 3 * per && Instant::now() < deadline {
+            got.extend(read(&c, 1, Duration::from_millis(200)).await);
+        }
+        if round == 2 {
+            mock.push_partition_errors(
+                "t",
+                1,
+                ApiKey::OffsetForLeaderEpoch,
+                &[
+                    KafkaCode::FencedLeaderEpoch,
+                    KafkaCode::UnknownLeaderEpoch,
+                    KafkaCode::NotLeaderOrFollower,
+                ],
+            );
+            mock.push_partition_errors(
+                "t",
+                2,
+                ApiKey::Fetch,
+                &[KafkaCode::FencedLeaderEpoch, KafkaCode::UnknownLeaderEpoch],
+            );
+        }
+        for p in 0..3 {
+            mock.set_partition_leader("t", p, other_broker(&mock, p))
+                .unwrap();
+            seed_batches(&mock, p, "v", round * per, per);
+        }
+    }
+    while got.len() < 4 * 3 * per && Instant::now() < deadline {
+        got.extend(read(&c, 4 * 3 * per - got.len(), Duration::from_millis(200)).await);
+    }
+    let mut by_part: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    for r in &got {
+        by_part
+            .entry(r.partition)
+            .or_default()
+            .push((r.offset, text(r)));
+    }
+    for p in 0..3 {
+        assert_eq!(
+            by_part.remove(&p).unwrap_or_default(),
+            (0..4 * per as i64)
+                .map(|i| (i, format!("v{i}")))
+                .collect::<Vec<_>>(),
+            "partition {p}: every record once, in order"
+        );
+    }
+    // Idle polls (metadata refreshes, fetches under the same epoch) validate nothing more.
+    assert!(read(&c, 1, Duration::from_secs(1)).await.is_empty());
+    assert_eq!(
+        validations(&mock, 0),
+        3,
+        "p0: one validation per leader move"
+    );
+    assert_eq!(
+        validations(&mock, 2),
+        3,
+        "p2: one validation per leader move"
+    );
+    assert_eq!(
+        validations(&mock, 1),
+        6,
+        "p1: one per move, plus the three stale-epoch answers retried"
+    );
+    if let Ok(e) = events.try_recv() {
+        panic!("no event without a truncation: {e:?}");
+    }
     c.close().await.unwrap();
 }

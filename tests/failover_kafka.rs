@@ -1472,3 +1472,610 @@ fn s4_transaction_coordinator_sigkill_mid_transaction() {
         client.close().await;
     });
 }
+
+/// Asks a live node for an unclean leader election of `topic`-0 (ElectLeaders, election type
+/// 1). Returns the partition's error code (0: elected; 84 ELECTION_NOT_NEEDED: it has a
+/// leader), or `None` if the request failed.
+async fn elect_unclean(addr: &str, topic: &str) -> Option<i16> {
+    use rekafka::connection::{Connection, ConnectionConfig};
+    use rekafka::protocol::messages::{
+        ElectLeadersRequest, TopicName, elect_leaders_request::TopicPartitions,
+    };
+    let conn = Connection::connect(addr, -1, &ConnectionConfig::default())
+        .await
+        .ok()?;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(1)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(TopicName(topic.to_owned().into()))
+                .with_partitions(vec![0]),
+        ]));
+    let resp = conn.send(req).await.ok()?;
+    let code = resp
+        .replica_election_results
+        .iter()
+        .flat_map(|r| r.partition_result.iter())
+        .map(|p| p.error_code)
+        .next();
+    conn.close().await;
+    code.or(Some(resp.error_code))
+}
+
+/// What one scenario-7 consumer returned: records (offset, id), partition errors, events.
+#[derive(Default)]
+struct S7Seen {
+    records: Vec<(i64, Option<support::invariants::RecordId>)>,
+    errors: Vec<rekafka::Error>,
+    events: Vec<rekafka::consumer::ConsumerEvent>,
+}
+
+/// Polls `consumer` into `seen` until `stop`.
+fn s7_poller(
+    consumer: Arc<rekafka::consumer::Consumer>,
+    seen: Arc<std::sync::Mutex<S7Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut events = consumer.events();
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Acquire) {
+            let recs = consumer.poll(Duration::from_millis(200)).await;
+            let mut s = seen.lock().unwrap();
+            while let Ok(e) = events.try_recv() {
+                eprintln!("[failover] s7 event: {e:?}");
+                s.events.push(e);
+            }
+            match recs {
+                Ok(recs) => {
+                    for (_, e) in recs.errors() {
+                        eprintln!("[failover] s7 partition error: {e}");
+                        s.errors.push(e.clone());
+                    }
+                    for r in recs.iter() {
+                        s.records.push((
+                            r.offset,
+                            r.value
+                                .as_deref()
+                                .and_then(support::invariants::RecordId::decode),
+                        ));
+                    }
+                }
+                Err(e) => eprintln!("[failover] s7 poll: {e}"),
+            }
+        }
+    })
+}
+
+/// Scenario 7: log truncation after an unclean leader election (KIP-320). A topic with two
+/// replicas, `min.insync.replicas=1` and unclean election allowed: 200 records reach both
+/// replicas; the follower is SIGSTOPped and leaves the ISR; 100 more records are acknowledged by
+/// the leader alone and read by two consumers (through the proxies); the leader is SIGKILLed,
+/// the follower resumed and elected uncleanly (ElectLeaders UNCLEAN), so its log ends at 200 and
+/// 300 new records take offsets 200..500. The consumer with `auto.offset.reset=earliest`
+/// detects the truncation below its position 300 (a `LogTruncated` event with divergent offset
+/// 200) and reads every new record from 200 on, none skipped; the one with `none` gets a typed
+/// `LogTruncation` error and nothing of the new log until it seeks. The producers: I1 I2 I3 I7
+/// for the records before and after (the 100 acknowledged by the lost leader alone are the
+/// loss unclean election allows, reported to the consumers); I6 for the consumer.
+#[test]
+fn s7_log_truncation_after_unclean_election() {
+    use rekafka::consumer::{
+        Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, StartOffset, TopicPartition,
+    };
+    use std::sync::atomic::AtomicBool;
+    scenario("s7 unclean election truncation", |c| async move {
+        const N1: u64 = 200;
+        const N2: u64 = 100;
+        const N3: u64 = 300;
+        let topic = unique("s7");
+        let client = connect(&c.direct, Duration::from_secs(10)).await;
+        {
+            let admin =
+                rekafka::admin::Admin::new(client.clone(), rekafka::ClientConfig::default());
+            let t = rekafka::admin::NewTopic::new(&topic, 1)
+                .with_replication_factor(2)
+                .with_config("min.insync.replicas", "1")
+                .with_config("unclean.leader.election.enable", "true");
+            for r in admin.create_topics(&[t]).await.expect("create_topics") {
+                r.expect("topic created");
+            }
+        }
+        // Both replicas in sync.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (leader, follower) = loop {
+            let _ = client.refresh_topics(&[topic.as_str()]).await;
+            if let Ok(parts) = client.partitions(&topic).await
+                && let Some(p) = parts.first()
+                && p.leader >= 0
+                && p.isr.len() == 2
+            {
+                let f = *p
+                    .replicas
+                    .iter()
+                    .find(|r| **r != p.leader)
+                    .expect("follower");
+                break (p.leader, f);
+            }
+            assert!(Instant::now() < deadline, "{topic}: replicas not in sync");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let other = (1..=3)
+            .find(|n| *n != leader && *n != follower)
+            .expect("third node");
+        eprintln!("[failover] s7: leader {leader}, follower {follower}");
+        let tp = TopicPartition::new(&topic, 0);
+
+        // Two consumers through the proxies, from the beginning.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut consumers = Vec::new();
+        for reset in [OffsetReset::Earliest, OffsetReset::None] {
+            let cl = connect(&c.proxied, Duration::from_secs(10)).await;
+            let consumer = Arc::new(
+                Consumer::new(
+                    cl.clone(),
+                    ConsumerConfig::new()
+                        .with_auto_commit(rekafka::consumer::AutoCommit::Disabled)
+                        .with_auto_offset_reset(reset)
+                        .with_fetch_max_wait(Duration::from_millis(100)),
+                )
+                .expect("consumer"),
+            );
+            consumer
+                .assign([(tp.clone(), StartOffset::Beginning)])
+                .expect("assign");
+            let seen = Arc::new(std::sync::Mutex::new(S7Seen::default()));
+            let task = s7_poller(consumer.clone(), seen.clone(), stop.clone());
+            consumers.push((consumer, seen, task, cl));
+        }
+        let read = |i: usize| consumers[i].1.lock().unwrap().records.len() as u64;
+        async fn wait(what: &str, within: Duration, f: impl Fn() -> bool) -> Duration {
+            let t = Instant::now();
+            while !f() {
+                assert!(t.elapsed() < within, "s7: {what} not within {within:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            t.elapsed()
+        }
+
+        // Phase 1: both replicas.
+        let produce = |pid: u32, n: u64, tracked: Arc<Tracked>| {
+            let (client, topic) = (client.clone(), topic.clone());
+            async move {
+                let p = Producer::new(
+                    client,
+                    ProducerConfig::default()
+                        .with_delivery_timeout(Duration::from_secs(60))
+                        .with_request_timeout(Duration::from_secs(10)),
+                )
+                .await
+                .expect("producer");
+                produce_tracked(&p, &topic, pid, 0..n, 1, 64, None, tracked).await;
+                p.close().await;
+            }
+        };
+        let t1 = Arc::new(Tracked::default());
+        produce(1, N1, t1.clone()).await;
+        wait("phase 1 read", AFTER_KILL, || {
+            read(0) >= N1 && read(1) >= N1
+        })
+        .await;
+
+        // Phase 2: the follower paused until it leaves the ISR; the leader alone acknowledges.
+        c.pause(follower).await;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let _ = client.refresh_topics(&[topic.as_str()]).await;
+            if let Ok(parts) = client.partitions(&topic).await
+                && parts.first().is_some_and(|p| p.isr == vec![leader])
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s7: the follower never left the ISR"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let t2 = Arc::new(Tracked::default());
+        produce(2, N2, t2.clone()).await;
+        assert_eq!(
+            t2.acked.lock().unwrap().len() as u64,
+            N2,
+            "phase 2 acknowledged"
+        );
+        wait("phase 2 read", AFTER_KILL, || {
+            read(0) >= N1 + N2 && read(1) >= N1 + N2
+        })
+        .await;
+
+        // The leader dies; the stale follower comes back and is elected uncleanly.
+        c.kill(leader).await;
+        c.resume(follower).await;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut asked = 0;
+        loop {
+            let _ = client.refresh_topics(&[topic.as_str()]).await;
+            let now_leader = client
+                .partitions(&topic)
+                .await
+                .ok()
+                .and_then(|p| p.first().map(|p| p.leader));
+            if now_leader == Some(follower) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s7: no unclean election of node {follower} (leader {now_leader:?}, asked {asked} times)"
+            );
+            if now_leader == Some(-1) || now_leader == Some(leader) {
+                let code = elect_unclean(&c.node_addr[(other - 1) as usize], &topic).await;
+                asked += 1;
+                eprintln!("[failover] s7: ElectLeaders UNCLEAN -> {code:?}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        eprintln!("[failover] s7: node {follower} leads after an unclean election");
+        let healed = Instant::now();
+
+        // Phase 3: new records on the truncated log take the lost offsets and more.
+        let t3 = Arc::new(Tracked::default());
+        produce(3, N3, t3.clone()).await;
+        let seen_all = |i: usize| {
+            consumers[i]
+                .1
+                .lock()
+                .unwrap()
+                .records
+                .iter()
+                .filter(|(_, id)| id.is_some_and(|id| id.producer == 3))
+                .count() as u64
+                >= N3
+        };
+        wait("the earliest consumer reads phase 3", AFTER_KILL, || {
+            seen_all(0)
+        })
+        .await;
+        let took = healed.elapsed();
+        wait("the none consumer fails typed", AFTER_KILL, || {
+            !consumers[1].1.lock().unwrap().errors.is_empty()
+        })
+        .await;
+        let none_before_seek = consumers[1].1.lock().unwrap().records.len();
+        consumers[1].0.seek(&tp, N1 as i64).expect("seek");
+        wait(
+            "the none consumer reads phase 3 after its seek",
+            AFTER_KILL,
+            || seen_all(1),
+        )
+        .await;
+        stop.store(true, Ordering::Release);
+        let mut seen = Vec::new();
+        for (consumer, s, task, cl) in consumers {
+            task.await.expect("poller");
+            consumer.close().await.ok();
+            cl.close().await;
+            seen.push(std::mem::take(&mut *s.lock().unwrap()));
+        }
+
+        // The producers' invariants over the records the final log must hold.
+        let mut h = history(&t1);
+        let h3 = history(&t3);
+        h.sent.extend(h3.sent);
+        h.acked.extend(h3.acked);
+        h.failed.extend(h3.failed);
+        h.progress.push(Progress {
+            what: "the earliest consumer read the new log after the election".into(),
+            bound: AFTER_KILL,
+            took: Some(took),
+        });
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            1,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        let r = h.check();
+        eprintln!("[failover] s7: {r}");
+        r.assert_clean("s7");
+        let log: Vec<(i64, Option<support::invariants::RecordId>)> =
+            h.log.iter().map(|e| (e.offset, e.id)).collect();
+        assert_eq!(
+            log.len() as u64,
+            N1 + N3,
+            "the final log: phase 1 and phase 3"
+        );
+        assert!(
+            log[N1 as usize..]
+                .iter()
+                .all(|(_, id)| id.is_some_and(|id| id.producer == 3)),
+            "offsets from 200 on hold the new records"
+        );
+
+        // Earliest: read 0..300 of the old log, then the new log from the divergent offset.
+        let (early, none) = (&seen[0], &seen[1]);
+        let truncations: Vec<_> = early
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ConsumerEvent::LogTruncated {
+                    position,
+                    divergent_offset,
+                    reset,
+                    ..
+                } => Some((*position, *divergent_offset, *reset)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            truncations,
+            vec![((N1 + N2) as i64, Some(N1 as i64), OffsetReset::Earliest)],
+            "one typed LogTruncated event"
+        );
+        assert!(early.errors.is_empty(), "{:?}", early.errors);
+        let before = (N1 + N2) as usize;
+        assert_eq!(
+            early.records[..before]
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            (0..before as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            &early.records[before..],
+            &log[N1 as usize..],
+            "after the truncation: every record of the new log from the divergent offset, once, in order"
+        );
+
+        // None: a typed LogTruncation, nothing of the new log before the seek.
+        assert!(
+            matches!(
+                none.errors.first().map(|e| e.kind()),
+                Some(rekafka::ErrorKind::LogTruncation {
+                    divergent_offset: Some(d)
+                }) if *d == N1 as i64
+            ),
+            "{:?}",
+            none.errors
+        );
+        assert_eq!(
+            none_before_seek as u64,
+            N1 + N2,
+            "nothing read past the truncation"
+        );
+        assert!(
+            none.events
+                .iter()
+                .all(|e| !matches!(e, ConsumerEvent::LogTruncated { .. })),
+            "no reset under none"
+        );
+        assert_eq!(&none.records[before..], &log[N1 as usize..]);
+        client.close().await;
+    });
+}
+
+/// Scenario 4, the group-coordinator half: two listener containers (record acks: a commit after
+/// every record) in one group on a 3-partition topic while an idempotent producer writes. The
+/// group coordinator is SIGKILLed (a) mid-rebalance: the second container joins and the kill
+/// comes as soon as DescribeGroups shows the group rebalancing; (b) once the first is back, the
+/// new coordinator is SIGKILLed mid-commit, with both containers committing. I1 I2 I3 I5 I6 I7;
+/// both containers end without an abnormal stop; the group commits up to the log end.
+#[test]
+fn s4_group_coordinator_sigkill_mid_rebalance_and_mid_commit() {
+    use rekafka::admin::{Admin, GroupState};
+    use rekafka::cluster::CoordinatorType;
+    use rekafka::listener::{ContainerEvent, StopReason};
+    use std::sync::atomic::AtomicBool;
+    scenario("s4 group coordinator SIGKILL", |c| async move {
+        const PARTITIONS: i32 = 3;
+        let topic = unique("s4g");
+        let client = connect(&c.proxied, Duration::from_secs(10)).await;
+        create_topic(&client, &topic, PARTITIONS, &[]).await;
+        let group = unique("s4g-g");
+        let admin = Admin::new(client.clone(), rekafka::ClientConfig::default());
+        let coordinator = |client: rekafka::cluster::Cluster, group: String| async move {
+            let _ = client.refresh().await;
+            client
+                .coordinator(CoordinatorType::Group, &group)
+                .await
+                .unwrap_or(-1)
+        };
+        let producer = Arc::new(
+            Producer::new(
+                client.clone(),
+                ProducerConfig::default().with_request_timeout(Duration::from_secs(10)),
+            )
+            .await
+            .expect("producer"),
+        );
+        let tracked = Arc::new(Tracked::default());
+        let stop_producing = Arc::new(AtomicBool::new(false));
+        let run = {
+            let (p, t, topic, stop) = (
+                producer.clone(),
+                tracked.clone(),
+                topic.clone(),
+                stop_producing.clone(),
+            );
+            tokio::spawn(async move {
+                produce_until(
+                    &p,
+                    &topic,
+                    1,
+                    0..1_000_000,
+                    PARTITIONS,
+                    64,
+                    Some(Duration::from_millis(1)),
+                    t,
+                    Some(stop),
+                )
+                .await;
+            })
+        };
+        let consumed = Arc::new(Consumed::default());
+        let count_events = |h: &rekafka::listener::ContainerHandle| {
+            let mut rx = h.events();
+            tokio::spawn(async move {
+                let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
+                while let Ok(e) = rx.recv().await {
+                    let k = match e {
+                        ContainerEvent::Committed(_) => "committed",
+                        ContainerEvent::CommitFailed(_) => "commit failed",
+                        ContainerEvent::PollFailed(_) => "poll failed",
+                        ContainerEvent::Stopped(_) => "stopped",
+                        _ => "other",
+                    };
+                    *seen.entry(k).or_default() += 1;
+                }
+                seen
+            })
+        };
+        let a = start_recording_container(&client, &group, &topic, consumed.clone());
+        let a_events = count_events(&a);
+        until_reports(&tracked, 1_000, Duration::from_secs(60)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumed.count.load(Ordering::Relaxed) < 500 {
+            assert!(
+                Instant::now() < deadline,
+                "s4g: the first container handles nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // (a) Mid-rebalance: a second member joins; kill the coordinator while the group
+        // rebalances.
+        let k1 = coordinator(client.clone(), group.clone()).await;
+        assert!(k1 > 0, "s4g: no group coordinator");
+        let b = start_recording_container(&client, &group, &topic, consumed.clone());
+        let b_events = count_events(&b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let state = loop {
+            let s = admin
+                .describe_groups(&[group.as_str()])
+                .await
+                .ok()
+                .and_then(|mut v| v.pop())
+                .and_then(|r| r.ok())
+                .map(|d| d.state);
+            if matches!(
+                s,
+                Some(GroupState::PreparingRebalance | GroupState::CompletingRebalance)
+            ) || Instant::now() >= deadline
+            {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        c.kill(k1).await;
+        eprintln!("[failover] s4g: coordinator {k1} SIGKILLed with the group {state:?}");
+        assert!(
+            matches!(
+                state,
+                Some(GroupState::PreparingRebalance | GroupState::CompletingRebalance)
+            ),
+            "the kill came mid-rebalance: {state:?}"
+        );
+        let (acks, handled) = (
+            tracked.acks.load(Ordering::Relaxed),
+            consumed.count.load(Ordering::Relaxed),
+        );
+        let (took_p1, took_c1) = tokio::join!(
+            tracked.progress_after(acks, AFTER_KILL),
+            consumed.progress_after(handled, AFTER_KILL)
+        );
+        c.restart(k1).await;
+        c.await_full_isr(&[&topic], Duration::from_secs(90)).await;
+
+        // (b) Mid-commit: both members commit after every record; kill the coordinator now.
+        let k2 = coordinator(client.clone(), group.clone()).await;
+        assert!(k2 > 0, "s4g: no group coordinator after the restart");
+        let before = consumed.count.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            consumed.count.load(Ordering::Relaxed) > before,
+            "the containers handle (and commit) records when the coordinator dies"
+        );
+        c.kill(k2).await;
+        eprintln!("[failover] s4g: coordinator {k2} SIGKILLed mid-commit");
+        let (acks, handled) = (
+            tracked.acks.load(Ordering::Relaxed),
+            consumed.count.load(Ordering::Relaxed),
+        );
+        let (took_p2, took_c2) = tokio::join!(
+            tracked.progress_after(acks, AFTER_KILL),
+            consumed.progress_after(handled, AFTER_KILL)
+        );
+        stop_producing.store(true, Ordering::Relaxed);
+        run.await.expect("producer run");
+        producer.close().await;
+
+        // The group catches up: its commits reach the end of what was acknowledged.
+        let mut end_acked: BTreeMap<i32, i64> = BTreeMap::new();
+        for a in tracked.acked.lock().unwrap().iter() {
+            if let Some(o) = a.offset {
+                let e = end_acked.entry(a.tp.1).or_default();
+                *e = (*e).max(o + 1);
+            }
+        }
+        let want: BTreeMap<(String, i32), i64> = end_acked
+            .iter()
+            .map(|(p, o)| ((topic.clone(), *p), *o))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while committed(&c.direct, &group, &topic, PARTITIONS).await != want
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (stop_a, stop_b) = tokio::join!(a.stop(), b.stop());
+        let (a_seen, b_seen) = (
+            a_events.await.unwrap_or_default(),
+            b_events.await.unwrap_or_default(),
+        );
+        eprintln!("[failover] s4g: container events a {a_seen:?}, b {b_seen:?}");
+        let mut h = history(&tracked);
+        for (what, took) in [
+            ("producer acks after the mid-rebalance kill", took_p1),
+            ("containers handle after the mid-rebalance kill", took_c1),
+            ("producer acks after the mid-commit kill", took_p2),
+            ("containers handle after the mid-commit kill", took_c2),
+        ] {
+            h.progress.push(Progress {
+                what: what.into(),
+                bound: AFTER_KILL,
+                took,
+            });
+        }
+        h.log = read_log(
+            &c.direct,
+            &topic,
+            PARTITIONS,
+            IsolationLevel::ReadUncommitted,
+            Duration::from_secs(60),
+        )
+        .await;
+        h.handled = consumed.handled_offsets();
+        h.committed = committed(&c.direct, &group, &topic, PARTITIONS).await;
+        let r = h.check();
+        eprintln!(
+            "[failover] s4g: {r}; stopped a {stop_a:?}, b {stop_b:?}; {} handled",
+            consumed.count.load(Ordering::Relaxed)
+        );
+        r.assert_clean("s4g");
+        for s in [&stop_a, &stop_b] {
+            assert!(
+                matches!(s, StopReason::Normal),
+                "a container stopped: {s:?}"
+            );
+        }
+        let mut end: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for e in &h.log {
+            let v = end.entry(e.tp.clone()).or_default();
+            *v = (*v).max(e.offset + 1);
+        }
+        assert_eq!(h.committed, end, "the group committed up to the log end");
+        client.close().await;
+    });
+}

@@ -1516,6 +1516,69 @@ async fn offset_for_leader_epoch_follows_leader_moves() {
     );
 }
 
+/// An unclean leader election truncates the log at a batch boundary and the epoch cache with
+/// it: OffsetForLeaderEpoch for the old epoch answers the new log end, and new records reuse
+/// the lost offsets under the new epoch.
+#[tokio::test]
+async fn unclean_election_truncates_the_log_and_the_epoch_cache() {
+    let mock = MockCluster::builder()
+        .brokers(2)
+        .topic("ue", 1)
+        .start()
+        .await
+        .unwrap();
+    let first = mock.partition_leader("ue", 0).unwrap();
+    let second = if first == 1 { 2 } else { 1 };
+    let c1 = connect_broker(&mock, first).await;
+    send_produce(&c1, produce("ue", 0, batch(&["a", "b"], None, false))).await;
+    send_produce(&c1, produce("ue", 0, batch(&["c", "d"], None, false))).await;
+    // Offset 3 lies inside the second batch: the whole batch goes.
+    assert_eq!(mock.elect_unclean_leader("ue", 0, second, 3).unwrap(), 2);
+    assert_eq!(mock.partition_leader("ue", 0).unwrap(), second);
+    assert_eq!(mock.high_watermark("ue", 0).unwrap(), 2);
+    let c2 = connect_broker(&mock, second).await;
+    send_produce(&c2, produce("ue", 0, batch(&["x", "y", "z"], None, false))).await;
+    let values: Vec<(i64, String)> = mock
+        .records("ue", 0)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [(0, "a"), (1, "b"), (2, "x"), (3, "y"), (4, "z")]
+            .map(|(o, v)| (o, v.to_owned()))
+            .to_vec()
+    );
+    let epochs: Vec<i32> = mock
+        .batches("ue", 0)
+        .unwrap()
+        .iter()
+        .map(|b| b.partition_leader_epoch())
+        .collect();
+    assert_eq!(epochs, vec![0, 1]);
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(TopicName(s("ue")))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_leader_epoch(0)
+                        .with_current_leader_epoch(1),
+                ]),
+        ]);
+    let r = c2.send(req).await.unwrap();
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 2));
+}
+
 #[tokio::test]
 async fn narrowed_api_versions_are_negotiated() {
     let mock = MockCluster::start().await.unwrap();

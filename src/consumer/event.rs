@@ -1,5 +1,6 @@
-//! Typed events of the consumer: what it did on its own (an `auto.offset.reset`) or what
-//! stopped a partition (a fetch failure no retry fixes). Receive them with
+//! Typed events of the consumer: what it did on its own (an `auto.offset.reset`, a reset after
+//! a detected log truncation) or what stopped a partition (a fetch failure no retry fixes).
+//! Receive them with
 //! [`Consumer::events`](super::Consumer::events); the failed partitions are also queryable with
 //! [`Consumer::failed_partitions`](super::Consumer::failed_partitions).
 
@@ -35,6 +36,29 @@ pub enum ConsumerEvent {
         /// The high watermark in the answer, if the broker gave one.
         high_watermark: Option<i64>,
     },
+    /// KIP-320: after a leader change the consumer validated its position with
+    /// OffsetForLeaderEpoch and found the log truncated below it (an unclean leader election:
+    /// records it had read are gone, and the offsets from `divergent_offset` on may now hold
+    /// other records). `auto.offset.reset` repositioned the partition as the Java client does:
+    /// to `divergent_offset`, the first offset known to diverge, when the leader knew the epoch
+    /// of the last record read, else by the policy (the log start for `earliest`, the end for
+    /// `latest`). Records buffered from the old leader were dropped, never returned. With
+    /// `auto.offset.reset=none` there is no reset: the partition fails
+    /// ([`PartitionFailed`](Self::PartitionFailed), an error of kind
+    /// [`ErrorKind::LogTruncation`](crate::ErrorKind::LogTruncation)).
+    LogTruncated {
+        /// The partition.
+        partition: TopicPartition,
+        /// The position that was validated (the next offset the application would have got).
+        position: i64,
+        /// The leader epoch of the last record read before `position`.
+        position_epoch: i32,
+        /// The first offset known to diverge, and the new position, if the leader knew the
+        /// epoch; `None` when the partition was reset by the policy instead.
+        divergent_offset: Option<i64>,
+        /// The policy that moved it (`Earliest` or `Latest`).
+        reset: OffsetReset,
+    },
     /// A partition stopped: its fetch failed with an error no retry fixes. It is no longer
     /// fetched until the application seeks it (or it is revoked). Also listed by
     /// [`failed_partitions`](super::Consumer::failed_partitions) and reported once in
@@ -52,6 +76,9 @@ pub enum FetchFailureKind {
     Corrupt,
     /// TOPIC_AUTHORIZATION_FAILED and the like: the principal may not read the topic.
     Authorization,
+    /// KIP-320 log truncation below the position with `auto.offset.reset=none`
+    /// ([`ErrorKind::LogTruncation`](crate::ErrorKind::LogTruncation)).
+    LogTruncation,
     /// Any other error no retry fixes (an unsupported version, …).
     Other,
 }
@@ -72,6 +99,7 @@ impl FetchFailureKind {
         match error.kind() {
             ErrorKind::Corrupt | ErrorKind::Compression => FetchFailureKind::Corrupt,
             ErrorKind::Authentication => FetchFailureKind::Authorization,
+            ErrorKind::LogTruncation { .. } => FetchFailureKind::LogTruncation,
             _ => FetchFailureKind::Other,
         }
     }

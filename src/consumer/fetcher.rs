@@ -8,6 +8,17 @@
 //! records and appends the batches to the partition's buffer; `poll` walks the records lazily.
 //! A partition is fetchable when it is assigned, not paused, has a position, no pending error,
 //! less than two partition-fetches of data buffered, and the total buffer is under its cap.
+//!
+//! KIP-320 (log truncation detection): each partition remembers the leader epoch it was last
+//! fetched under and the epoch of the last record the application got (`last_epoch`). When the
+//! metadata shows a newer leader epoch (after a leader change; a fetch answered
+//! FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH or NOT_LEADER refreshes the metadata), or when the
+//! position comes from a committed offset carrying an epoch, the partition awaits validation
+//! (Java's `AWAIT_VALIDATION`): its read-ahead from the old leader is dropped and it is not
+//! fetched until an OffsetForLeaderEpoch to the new leader (`validate`) confirms the log still
+//! reaches the position. A log truncated below it is repositioned by `auto.offset.reset` (to
+//! the divergent offset, as Java does) with a `LogTruncated` event, or fails the partition with
+//! a `LogTruncation` error under `none`. One validation per leader change and partition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +27,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, ListOffsetsRequest, TopicName,
+    ApiKey, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
     fetch_request::{FetchPartition, FetchTopic},
     fetch_response::PartitionData,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+    offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
+    offset_for_leader_epoch_response::EpochEndOffset,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
@@ -82,6 +95,12 @@ pub(crate) struct PartState {
     pub(crate) start: StartOffset,
     resolving: bool,
     pub(crate) last_epoch: Option<i32>,
+    /// The leader epoch the partition was last fetched (or validated) under.
+    leader_epoch: Option<i32>,
+    /// KIP-320: the position must be validated with OffsetForLeaderEpoch before fetching.
+    await_validation: bool,
+    /// An OffsetForLeaderEpoch for it is in flight.
+    validating: bool,
     fetch_offset: i64,
     pub(crate) paused: bool,
     in_flight: bool,
@@ -108,6 +127,9 @@ impl PartState {
             start,
             resolving: false,
             last_epoch: None,
+            leader_epoch: None,
+            await_validation: false,
+            validating: false,
             fetch_offset: 0,
             paused: false,
             in_flight: false,
@@ -143,6 +165,11 @@ impl PartState {
         self.out_of_range = None;
         self.retry_at = None;
         self.resolving = false;
+        // A position set by a seek or a reset has no epoch of a record read: nothing to
+        // validate (Java's `seekUnvalidated` without an epoch).
+        self.last_epoch = None;
+        self.await_validation = false;
+        self.validating = false;
         self.start = start;
         match start {
             StartOffset::Offset(o) => {
@@ -510,6 +537,7 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
     let cfg = &shared.config;
     let mut next_retry: Option<Instant> = None;
     let mut to_resolve = Vec::new();
+    let mut to_validate = Vec::new();
     let mut fetchable = Vec::new();
     {
         let mut st = lock(&shared.state);
@@ -532,6 +560,12 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
                 }
                 continue;
             }
+            if p.await_validation {
+                if !p.validating {
+                    to_validate.push((tp.clone(), p.version));
+                }
+                continue;
+            }
             if p.paused
                 || p.bytes >= 2 * cfg.max_partition_fetch_bytes as usize
                 || buffered >= cfg.max_buffered_bytes
@@ -544,6 +578,9 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
     if !to_resolve.is_empty() {
         let s = shared.clone();
         tasks.spawn(async move { resolve(s, to_resolve).await });
+    }
+    if !to_validate.is_empty() {
+        start_validations(shared, tasks, to_validate, &mut next_retry).await;
     }
     if fetchable.is_empty() {
         return next_retry;
@@ -580,14 +617,31 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
         if st.busy_brokers.contains(&broker) {
             continue;
         }
-        let items: Vec<FetchItem> = items
-            .into_iter()
-            .filter(|i| {
-                st.parts
-                    .get(&i.tp)
-                    .is_some_and(|p| p.version == i.version && !p.in_flight && p.position.is_some())
-            })
-            .collect();
+        let mut validate = false;
+        let items: Vec<FetchItem> = {
+            let st = &mut *st;
+            items
+                .into_iter()
+                .filter(|i| {
+                    let Some(p) = st.parts.get_mut(&i.tp) else {
+                        return false;
+                    };
+                    if p.version != i.version || p.in_flight || p.position.is_none() {
+                        return false;
+                    }
+                    // A newer leader epoch: validate the position before fetching from it.
+                    if observe_leader_epoch(&i.tp, p, i.epoch, &mut st.buffered) {
+                        validate = true;
+                        return false;
+                    }
+                    true
+                })
+                .collect()
+        };
+        if validate {
+            // The planner runs again at once and sends the OffsetForLeaderEpoch.
+            next_retry = Some(Instant::now());
+        }
         if items.is_empty() {
             continue;
         }
@@ -601,6 +655,320 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
         tasks.spawn(async move { fetch(s, broker, items).await });
     }
     next_retry
+}
+
+/// Records the leader epoch a partition is about to be fetched under. Returns true when it is
+/// newer than the one it was last fetched under and the position has the epoch of a record
+/// read: the partition then awaits validation (KIP-320), its read-ahead from the old leader
+/// dropped (it is fetched again from the position once validated).
+fn observe_leader_epoch(
+    tp: &TopicPartition,
+    p: &mut PartState,
+    epoch: i32,
+    buffered: &mut usize,
+) -> bool {
+    if epoch < 0 {
+        return false; // a broker without leader epochs
+    }
+    let previous = p.leader_epoch;
+    if previous.is_some_and(|old| epoch <= old) {
+        return false;
+    }
+    p.leader_epoch = Some(epoch);
+    if previous.is_none() || p.last_epoch.is_none() {
+        return false;
+    }
+    tracing::debug!(%tp, ?previous, epoch, position = ?p.position, "new leader epoch; validating the position");
+    p.release(buffered);
+    p.version = next_version();
+    if let Some(pos) = p.position {
+        p.fetch_offset = pos;
+    }
+    p.await_validation = true;
+    true
+}
+
+struct ValidateItem {
+    tp: TopicPartition,
+    version: u64,
+    position: i64,
+    /// The epoch of the last record read (the request's `leader_epoch`).
+    offset_epoch: i32,
+    /// The current leader epoch (the request's `current_leader_epoch`).
+    current_epoch: i32,
+}
+
+/// Looks up the leaders of the partitions awaiting validation and sends one
+/// OffsetForLeaderEpoch per leader.
+async fn start_validations(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    partitions: Vec<(TopicPartition, u64)>,
+    next_retry: &mut Option<Instant>,
+) {
+    let cfg = &shared.config;
+    let mut leaders = Vec::new();
+    for (tp, version) in partitions {
+        match shared.cluster.leader_for(tp.topic(), tp.partition).await {
+            Ok((leader, epoch)) => leaders.push((tp, version, leader, epoch)),
+            Err(e) => {
+                tracing::debug!(%tp, error = %e, "no leader to validate the position with; retrying");
+                let at = Instant::now() + cfg.retry_backoff;
+                if let Some(p) = lock(&shared.state).parts.get_mut(&tp)
+                    && p.version == version
+                {
+                    p.retry_at = Some(at);
+                }
+                *next_retry = Some(next_retry.map_or(at, |n| n.min(at)));
+            }
+        }
+    }
+    let mut by_broker: BTreeMap<i32, Vec<ValidateItem>> = BTreeMap::new();
+    {
+        let mut st = lock(&shared.state);
+        for (tp, version, leader, epoch) in leaders {
+            let Some(p) = st.parts.get_mut(&tp) else {
+                continue;
+            };
+            let (Some(position), Some(offset_epoch)) = (p.position, p.last_epoch) else {
+                // Nothing to validate against.
+                p.await_validation = false;
+                continue;
+            };
+            if p.version != version || !p.await_validation || p.validating {
+                continue;
+            }
+            p.validating = true;
+            if epoch >= 0 {
+                p.leader_epoch = Some(p.leader_epoch.map_or(epoch, |e| e.max(epoch)));
+            }
+            by_broker.entry(leader).or_default().push(ValidateItem {
+                tp,
+                version,
+                position,
+                offset_epoch,
+                current_epoch: epoch,
+            });
+        }
+    }
+    for (broker, items) in by_broker {
+        let s = shared.clone();
+        tasks.spawn(async move { validate(s, broker, items).await });
+    }
+}
+
+/// OffsetForLeaderEpoch to `broker` for `items`; `Ok(None)` when the broker has no version a
+/// consumer can use (v3+, as Java requires): the positions are then taken as valid.
+async fn offsets_for_leader_epoch(
+    shared: &Shared,
+    broker: i32,
+    items: &[ValidateItem],
+) -> Result<Option<HashMap<TopicPartition, EpochEndOffset>>> {
+    let conn = shared.cluster.connection_for_broker(broker).await?;
+    let conn = conn.connection().await?;
+    let v = match conn.versions().negotiate::<OffsetForLeaderEpochRequest>() {
+        Ok(v) if v >= 3 => v,
+        _ => return Ok(None),
+    };
+    let mut topics: BTreeMap<Arc<str>, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    for i in items {
+        topics.entry(i.tp.topic.clone()).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(i.tp.partition)
+                .with_current_leader_epoch(i.current_epoch)
+                .with_leader_epoch(i.offset_epoch),
+        );
+    }
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let resp = conn
+        .send_at(req, v)
+        .await
+        .map_err(|e| e.on_broker(broker))?;
+    let mut out = HashMap::new();
+    for t in resp.topics {
+        let topic: Arc<str> = Arc::from(t.topic.as_str());
+        for p in t.partitions {
+            out.insert(
+                TopicPartition {
+                    topic: topic.clone(),
+                    partition: p.partition,
+                },
+                p,
+            );
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Validates positions (KIP-320) and applies the answers.
+async fn validate(shared: Arc<Shared>, broker: i32, items: Vec<ValidateItem>) {
+    let result = offsets_for_leader_epoch(&shared, broker, &items).await;
+    let cfg = &shared.config;
+    let mut refresh_topics: BTreeSet<String> = BTreeSet::new();
+    let mut changed = false;
+    {
+        let mut guard = lock(&shared.state);
+        let st = &mut *guard;
+        if let Err(e) = &result {
+            tracing::debug!(broker, error = %e, "OffsetForLeaderEpoch failed");
+            if e.kind() != &ErrorKind::Closed {
+                shared.cluster.mark_failed(broker);
+            }
+        }
+        for i in &items {
+            let Some(p) = st.parts.get_mut(&i.tp) else {
+                continue;
+            };
+            if p.version != i.version {
+                continue; // a seek or a reset meanwhile
+            }
+            p.validating = false;
+            if p.position != Some(i.position) {
+                continue; // validated again from the new position
+            }
+            let answer = match &result {
+                Ok(None) => {
+                    p.await_validation = false;
+                    changed = true;
+                    continue;
+                }
+                Ok(Some(m)) => m.get(&i.tp).map(|r| {
+                    KafkaCode::from_i16(r.error_code).map_or(Ok(r), |c| {
+                        Err(Error::broker(c)
+                            .api(ApiKey::OffsetForLeaderEpoch)
+                            .on_broker(broker)
+                            .on_partition(i.tp.topic(), i.tp.partition))
+                    })
+                }),
+                Err(e) => Some(Err(e.clone())),
+            };
+            match answer {
+                Some(Ok(r)) => {
+                    changed = true;
+                    complete_validation(
+                        i,
+                        p,
+                        r,
+                        &mut st.buffered,
+                        cfg.auto_offset_reset,
+                        &shared.events,
+                    );
+                }
+                Some(Err(e)) if !e.is_retriable() && e.is_fatal() || is_denied(&e) => {
+                    p.error = Some(e.on_partition(i.tp.topic(), i.tp.partition));
+                    announce_failure(&i.tp, p, &shared.events);
+                    changed = true;
+                }
+                other => {
+                    // A stale leader or epoch, a lost connection, a missing answer: refresh the
+                    // metadata and try again.
+                    if let Some(Err(e)) = other {
+                        tracing::debug!(tp = %i.tp, error = %e, "position validation failed; retrying");
+                    }
+                    refresh_topics.insert(i.tp.topic().to_owned());
+                    p.retry_at = Some(Instant::now() + cfg.retry_backoff);
+                }
+            }
+        }
+    }
+    if changed {
+        shared.data_ready.notify_one();
+    }
+    if !refresh_topics.is_empty() {
+        let topics: Vec<String> = refresh_topics.into_iter().collect();
+        if let Err(e) = shared.cluster.refresh_topics(&topics).await {
+            tracing::debug!(error = %e, "metadata refresh after a validation error failed");
+        }
+    }
+    shared.wake_fetcher.notify_one();
+}
+
+/// An authorization failure: no retry fixes it.
+fn is_denied(e: &Error) -> bool {
+    FetchFailureKind::of(e) == FetchFailureKind::Authorization
+}
+
+/// Java's `SubscriptionState.maybeCompleteValidation`: the position stands if the leader's log
+/// for the epoch of the last record read reaches it; otherwise the log was truncated below it.
+fn complete_validation(
+    i: &ValidateItem,
+    p: &mut PartState,
+    r: &EpochEndOffset,
+    buffered: &mut usize,
+    reset: OffsetReset,
+    events: &tokio::sync::broadcast::Sender<ConsumerEvent>,
+) {
+    let tp = &i.tp;
+    let known = r.end_offset >= 0 && r.leader_epoch >= 0;
+    if known && r.end_offset >= i.position {
+        p.await_validation = false;
+        return;
+    }
+    let divergent = known.then_some((r.end_offset, r.leader_epoch));
+    let start = match (reset, divergent) {
+        (OffsetReset::None, _) => {
+            tracing::warn!(
+                %tp,
+                position = i.position,
+                position_epoch = i.offset_epoch,
+                divergent_offset = ?divergent.map(|d| d.0),
+                "log truncation detected below the position and auto.offset.reset is none"
+            );
+            p.error = Some(
+                Error::new(ErrorKind::LogTruncation {
+                    divergent_offset: divergent.map(|d| d.0),
+                })
+                .api(ApiKey::OffsetForLeaderEpoch)
+                .on_partition(tp.topic(), tp.partition)
+                .message(match divergent {
+                    Some((o, e)) => format!(
+                        "the log was truncated below position {} (epoch {}): the leader's log for that epoch ends at {o} (epoch {e})",
+                        i.position, i.offset_epoch
+                    ),
+                    None => format!(
+                        "the log was truncated below position {}: the leader does not know epoch {}",
+                        i.position, i.offset_epoch
+                    ),
+                }),
+            );
+            announce_failure(tp, p, events);
+            return;
+        }
+        (_, Some((o, _))) => StartOffset::Offset(o),
+        (OffsetReset::Earliest, None) => StartOffset::Beginning,
+        (_, None) => StartOffset::End,
+    };
+    tracing::warn!(
+        %tp,
+        position = i.position,
+        position_epoch = i.offset_epoch,
+        divergent_offset = ?divergent.map(|d| d.0),
+        ?reset,
+        "log truncation detected below the position; repositioning the partition"
+    );
+    p.reset(start, buffered);
+    if let Some((_, e)) = divergent {
+        p.last_epoch = Some(e);
+    }
+    // No receiver is fine.
+    let _ = events.send(ConsumerEvent::LogTruncated {
+        partition: tp.clone(),
+        position: i.position,
+        position_epoch: i.offset_epoch,
+        divergent_offset: divergent.map(|d| d.0),
+        reset,
+    });
 }
 
 async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
@@ -845,6 +1213,9 @@ async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, StartOffset, u
         OffsetReset::None => None,
     };
     let mut committed_map = HashMap::new();
+    // The leader epochs of the committed offsets: a position that carries one is validated
+    // (KIP-320) before the first fetch.
+    let mut committed_epochs: HashMap<TopicPartition, i32> = HashMap::new();
     let mut committed_err = None;
     if !committed.is_empty()
         && let Some(m) = &shared.member
@@ -862,7 +1233,12 @@ async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, StartOffset, u
                     continue;
                 }
                 match committed_map.get(&tp).cloned().flatten() {
-                    Some(o) => results.push((tp, version, Ok(o.offset))),
+                    Some(o) => {
+                        if let Some(e) = o.leader_epoch.filter(|e| *e >= 0) {
+                            committed_epochs.insert(tp.clone(), e);
+                        }
+                        results.push((tp, version, Ok(o.offset)))
+                    }
                     None => match reset_start {
                         Some(s) => lookups.push((tp, s, version)),
                         None => results.push((
@@ -916,6 +1292,10 @@ async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, StartOffset, u
                 Ok(o) => {
                     p.position = Some(o);
                     p.fetch_offset = o;
+                    if let Some(&e) = committed_epochs.get(&tp) {
+                        p.last_epoch = Some(e);
+                        p.await_validation = true;
+                    }
                 }
                 Err(e) => {
                     if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange)

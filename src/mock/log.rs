@@ -352,6 +352,38 @@ impl Log {
         }
     }
 
+    /// Truncates the log from `offset` on (as a replica does after an unclean leader election
+    /// elected a replica with a shorter log), at a batch boundary: the batch holding `offset`
+    /// goes too. Returns the new log end. Transactions and producer batches above it are
+    /// forgotten.
+    pub fn truncate_to(&mut self, offset: i64) -> i64 {
+        let cut = match self.batches.range(..offset).next_back() {
+            Some((&base, b)) if b.last_offset >= offset => base,
+            _ => offset,
+        };
+        let cut = cut.max(self.log_start).min(self.next_offset);
+        for b in self.batches.split_off(&cut).values() {
+            self.bytes -= b.bytes.len();
+        }
+        self.next_offset = cut;
+        self.ongoing.retain(|&first, _| first < cut);
+        self.aborted.retain(|&marker, _| marker < cut);
+        for e in self.producers.values_mut() {
+            e.recent.retain(|m| m.base_offset < cut);
+            if e.txn_first.is_some_and(|f| f >= cut) {
+                e.txn_first = None;
+            }
+        }
+        self.ts_index.retain(|_, base| *base < cut);
+        self.running_max_ts = self
+            .ts_index
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(i64::MIN);
+        cut
+    }
+
     /// The first offset whose timestamp is at least `ts`, with that record's timestamp.
     pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
         let (_, &base) = self.ts_index.range(ts..).next()?;

@@ -693,6 +693,30 @@ impl MockCluster {
         Ok(())
     }
 
+    /// Simulates an unclean leader election: `broker` becomes the partition's leader with a
+    /// log that ends at `log_end` (rounded down to a batch boundary). The records from there
+    /// on are gone, a new leader epoch starts at the new end (OffsetForLeaderEpoch answers
+    /// accordingly) and the old leader answers NOT_LEADER_OR_FOLLOWER. Returns the new log
+    /// end. Records appended afterwards reuse the lost offsets: what a consumer must detect
+    /// (KIP-320).
+    pub fn elect_unclean_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        broker: i32,
+        log_end: i64,
+    ) -> Result<i64> {
+        self.broker_index(broker)?;
+        let mut st = self.shared.lock();
+        let p = st
+            .partition_mut(topic, partition)
+            .ok_or_else(|| unknown_partition(topic, partition))?;
+        let end = p.elect_unclean(broker, log_end);
+        drop(st);
+        self.shared.data_changed.notify_waiters();
+        Ok(end)
+    }
+
     /// The current leader of a partition.
     pub fn partition_leader(&self, topic: &str, partition: i32) -> Result<i32> {
         let st = self.shared.lock();

@@ -46,6 +46,16 @@ impl Partition {
             .insert(self.leader_epoch, self.log.high_watermark());
     }
 
+    /// An unclean leader election: `leader`'s log ends at `offset` (the log is truncated
+    /// there, at a batch boundary, and so is the leader epoch cache, as Kafka's
+    /// `truncateFromEnd`), and a new leader epoch starts at that end. Returns the new log end.
+    pub fn elect_unclean(&mut self, leader: i32, offset: i64) -> i64 {
+        let end = self.log.truncate_to(offset);
+        self.epoch_starts.retain(|_, start| *start < end);
+        self.move_leader(leader);
+        end
+    }
+
     /// OffsetForLeaderEpoch: the largest epoch not above `epoch` and the end offset of it.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let Some((&found, _)) = self.epoch_starts.range(..=epoch).next_back() else {
