@@ -2,36 +2,46 @@
 
 use rekafka::admin::{OffsetSpec, TopicPartition};
 
-use crate::common::{Args, CliError, CliResult, Global, print_table, report_failures, run_async};
+use clap::Subcommand;
 
-/// The help lines of this command.
-pub const HELP: &str = concat!(
-    "  groups list\n",
-    "  groups describe GROUP...\n",
-    "  groups offsets GROUP             committed offset, end offset and lag per partition\n",
-    "  groups delete GROUP...           (groups without members)"
-);
+use crate::common::{CliResult, Global, print_table, report_failures, run_async};
+use crate::outln;
 
-/// Runs `groups ARGS`.
-pub fn run(global: &Global, args: &[String]) -> CliResult {
-    let Some((sub, rest)) = args.split_first() else {
-        return Err(CliError::usage(
-            "groups needs a subcommand: list, describe, offsets",
-        ));
-    };
-    match sub.as_str() {
-        "list" => list(global, rest),
-        "describe" => describe(global, rest),
-        "offsets" => offsets(global, rest),
-        "delete" => delete(global, rest),
-        other => Err(CliError::usage(format!(
-            "unknown groups subcommand '{other}' (list, describe, offsets, delete)"
-        ))),
+/// `rekafka groups ...`
+#[derive(Debug, Subcommand)]
+pub enum Groups {
+    /// List the groups
+    List,
+    /// Describe groups: state, protocol, coordinator, members and their assignments
+    Describe {
+        /// The groups
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// The committed offset, end offset and lag per partition of a group
+    Offsets {
+        /// The group
+        group: String,
+    },
+    /// Delete groups (only groups without members)
+    Delete {
+        /// The groups
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+}
+
+/// Runs `groups ...`.
+pub fn run(global: &Global, command: Groups) -> CliResult {
+    match command {
+        Groups::List => list(global),
+        Groups::Describe { groups } => describe(global, groups),
+        Groups::Offsets { group } => offsets(global, group),
+        Groups::Delete { groups } => delete(global, groups),
     }
 }
 
-fn list(global: &Global, args: &[String]) -> CliResult {
-    Args::parse(args, &[], &[])?.exactly(0, "")?;
+fn list(global: &Global) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let groups = client.admin().list_groups().await;
@@ -46,17 +56,12 @@ fn list(global: &Global, args: &[String]) -> CliResult {
                 ]
             })
             .collect();
-        print_table(&["GROUP", "STATE", "TYPE"], &rows);
+        print_table(&["GROUP", "STATE", "TYPE"], &rows)?;
         Ok(())
     })
 }
 
-fn describe(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &[], &[])?;
-    if a.positional.is_empty() {
-        return Err(CliError::usage("missing GROUP"));
-    }
-    let groups = a.positional.clone();
+fn describe(global: &Global, groups: Vec<String>) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let described = client.admin().describe_groups(&groups).await;
@@ -70,7 +75,7 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                     continue;
                 }
             };
-            println!(
+            outln!(
                 "Group: {}  State: {}  Type: {}  Protocol: {}  Coordinator: {}  Members: {}",
                 d.group_id,
                 d.state,
@@ -117,16 +122,14 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                 print_table(
                     &["MEMBER", "INSTANCE", "CLIENT", "HOST", "ASSIGNMENT"],
                     &rows,
-                );
+                )?;
             }
         }
         report_failures(failures)
     })
 }
 
-fn offsets(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &[], &[])?;
-    let group = a.exactly(1, "GROUP")?[0].clone();
+fn offsets(global: &Global, group: String) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let admin = client.admin();
@@ -177,20 +180,15 @@ fn offsets(global: &Global, args: &[String]) -> CliResult {
             })
             .collect();
         if rows.is_empty() {
-            println!("group {group} has no committed offsets");
+            outln!("group {group} has no committed offsets");
         } else {
-            print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rows);
+            print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], &rows)?;
         }
         report_failures(failures)
     })
 }
 
-fn delete(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &[], &[])?;
-    if a.positional.is_empty() {
-        return Err(CliError::usage("missing GROUP"));
-    }
-    let groups = a.positional.clone();
+fn delete(global: &Global, groups: Vec<String>) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let results = client.admin().delete_groups(&groups).await;
@@ -198,7 +196,7 @@ fn delete(global: &Global, args: &[String]) -> CliResult {
         let mut failures = Vec::new();
         for (name, r) in groups.iter().zip(results?) {
             match r {
-                Ok(()) => println!("deleted: group {name}"),
+                Ok(()) => outln!("deleted: group {name}"),
                 Err(e) => failures.push(format!("group {name}: {e}")),
             }
         }
