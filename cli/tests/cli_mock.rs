@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rekafka::mock::MockCluster;
+use rekafka::mock::{KeyValue, MockCluster};
 use rekafka::protocol::ApiKey;
 
 fn bin() -> Command {
@@ -246,7 +246,7 @@ async fn produce_from_files_and_kcat_formats() {
     ];
     ok_lines(&args, &run(&b, &args, "k3:v3\nnokey\n").await);
     let recs = mock.records("k", 1).unwrap();
-    let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> = recs
+    let kv: Vec<KeyValue<'_>> = recs
         .iter()
         .map(|r| (r.key.as_deref(), r.value.as_deref()))
         .collect();
