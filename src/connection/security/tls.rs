@@ -1,5 +1,8 @@
-//! TLS with rustls (ring provider): server verification against a CA file or the built-in
-//! Mozilla roots, SNI and name check from the broker's host, client certificates for mTLS.
+//! TLS with rustls: server verification against a CA file, the system's roots
+//! (`ssl.ca.location=probe`) or the built-in Mozilla roots, SNI and name check from the
+//! broker's host, client certificates for mTLS. The crypto provider is graviola (pure Rust) on
+//! x86_64 and aarch64, ring elsewhere; the `tls-ring` and `tls-aws-lc-rs` features choose ring
+//! or aws-lc-rs instead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +21,25 @@ use tokio_rustls::client::TlsStream;
 use super::{EndpointIdentification, TlsConfig};
 use crate::error::{Error, ErrorKind, Result};
 
+/// The crypto provider the features select (see the module docs).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "tls-aws-lc-rs")]
+    let p = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
+    let p = rustls::crypto::ring::default_provider();
+    #[cfg(all(
+        not(feature = "tls-ring"),
+        not(feature = "tls-aws-lc-rs"),
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    let p = rustls_graviola::default_provider();
+    #[cfg(all(
+        not(feature = "tls-ring"),
+        not(feature = "tls-aws-lc-rs"),
+        not(any(target_arch = "x86_64", target_arch = "aarch64"))
+    ))]
+    let p = rustls::crypto::ring::default_provider();
+    Arc::new(p)
 }
 
 fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>> {
