@@ -1,6 +1,7 @@
 //! `rekafka perf produce`: producer throughput (`perf consume` is in `consume`).
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -22,10 +23,11 @@ pub enum Perf {
 /// `rekafka perf produce`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Sends COUNT records of BYTES bytes (no key) as fast as the producer takes them, shows progress
-on stderr when it is a terminal, and prints a final line:
-    records=N secs=S rec_per_s=R mb_per_s=M
-Exits 1 if any record failed.
+Sends COUNT records of BYTES bytes (no key) as fast as the producer takes them (or at
+--throughput), shows progress on stderr when it is a terminal, and prints a final line:
+    records=N secs=S rec_per_s=R mb_per_s=M p50_ms=.. p95_ms=.. p99_ms=.. max_ms=..
+The latencies are from send to acknowledgement, of every record (of a sample of 500,000 when
+COUNT is larger, as Kafka's perf tool). Exits 1 if any record failed.
 
 The global -b, -F and -X apply: client properties (security.protocol, ssl.*, sasl.*, ...)
 configure the connection, producer properties (linger.ms, enable.idempotence, ...) the
@@ -40,6 +42,9 @@ pub struct PerfProduceArgs {
     /// Value size in bytes
     #[arg(short = 's', long, value_name = "BYTES", default_value_t = 100)]
     size: usize,
+    /// At most N records a second, like Kafka's perf tool (-1: as fast as possible)
+    #[arg(long, value_name = "N", default_value_t = -1, allow_hyphen_values = true)]
+    throughput: i64,
     #[command(flatten)]
     producer: ProducerFlags,
     /// Runtime threads: 0 = tokio's default (one per core), 1 = all on the calling thread
@@ -60,6 +65,30 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
             .enable_all()
             .build(),
     }
+}
+
+/// The most latencies `perf produce` keeps (Kafka's perf tool samples as many).
+const MAX_SAMPLES: u64 = 500_000;
+
+/// `p50_ms=.. p95_ms=.. p99_ms=.. max_ms=..` of `latencies` (nearest rank), or `-` for each
+/// when there are none.
+fn percentiles(latencies: &mut [Duration]) -> String {
+    latencies.sort_unstable();
+    let at = |p: f64| -> String {
+        if latencies.is_empty() {
+            return "-".to_owned();
+        }
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        let d = latencies[rank.clamp(1, latencies.len()) - 1];
+        format!("{:.1}", d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "p50_ms={} p95_ms={} p99_ms={} max_ms={}",
+        at(50.0),
+        at(95.0),
+        at(99.0),
+        at(100.0)
+    )
 }
 
 /// Runs `perf ...`.
@@ -90,9 +119,14 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
     let (count, size) = (a.count, a.size);
     let value = Bytes::from(vec![b'x'; size]);
     let topic: std::sync::Arc<str> = a.topic.as_str().into();
-    // Outcomes are counted by the producer's metrics (record-error-total), so the loop keeps
-    // no per-record future: the delivery futures are dropped (that does not cancel the
-    // records).
+    // Outcomes are counted by the producer's metrics (record-error-total). The latency of
+    // every `sample`th record is taken by a task awaiting its delivery; the other delivery
+    // futures are dropped (that does not cancel the records).
+    let sample = count.div_ceil(MAX_SAMPLES).max(1);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(
+        usize::try_from(count.min(MAX_SAMPLES)).unwrap_or(0),
+    )));
+    let mut waiters = tokio::task::JoinSet::new();
     let mut failed = 0u64;
     let mut first_error: Option<String> = None;
     let progress = Progress::new("records", Some(count));
@@ -100,8 +134,27 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < count {
+        if a.throughput > 0 {
+            // Ahead of the rate: wait until this record is due.
+            let due = Duration::from_secs_f64(sent as f64 / a.throughput as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let record = Record::new(topic.clone()).with_value(value.clone());
+        let sent_at = Instant::now();
         match producer.send(record).await {
+            Ok(f) if sent.is_multiple_of(sample) => {
+                let latencies = latencies.clone();
+                waiters.spawn(async move {
+                    if f.await.is_ok() {
+                        let took = sent_at.elapsed();
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(took);
+                        }
+                    }
+                });
+            }
             Ok(f) => drop(f),
             Err(e) => {
                 failed += 1;
@@ -121,6 +174,11 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
     producer.flush().await;
     let secs = start.elapsed().as_secs_f64();
     progress.finish();
+    while waiters.join_next().await.is_some() {}
+    let mut latencies = latencies
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
     producer.close().await;
     client.close().await;
     let m = producer.metrics();
@@ -134,9 +192,10 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
     );
     failed += m.record_error_total;
     crate::outln!(
-        "records={sent} secs={secs:.3} rec_per_s={:.0} mb_per_s={:.2}",
+        "records={sent} secs={secs:.3} rec_per_s={:.0} mb_per_s={:.2} {}",
         sent as f64 / secs,
-        (sent as f64 * size as f64) / secs / 1e6
+        (sent as f64 * size as f64) / secs / 1e6,
+        percentiles(&mut latencies)
     );
     if failed > 0 {
         return Err(CliError::Failed(format!(
@@ -147,4 +206,24 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_by_nearest_rank() {
+        let mut l: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(
+            percentiles(&mut l),
+            "p50_ms=50.0 p95_ms=95.0 p99_ms=99.0 max_ms=100.0"
+        );
+        let mut one = vec![Duration::from_micros(1500)];
+        assert_eq!(
+            percentiles(&mut one),
+            "p50_ms=1.5 p95_ms=1.5 p99_ms=1.5 max_ms=1.5"
+        );
+        assert_eq!(percentiles(&mut []), "p50_ms=- p95_ms=- p99_ms=- max_ms=-");
+    }
 }

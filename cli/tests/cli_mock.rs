@@ -544,3 +544,45 @@ fn every_subcommand_has_its_own_help() {
     assert!(!help(&["consume"]).contains("Commands in full"));
     assert!(help(&[]).contains("Exit status:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_produce_limits_the_rate_and_reports_latency_percentiles() {
+    let mock = MockCluster::builder()
+        .topic("perf", 1)
+        .start()
+        .await
+        .unwrap();
+    let b = mock.bootstrap();
+    let args = [
+        "perf",
+        "produce",
+        "-t",
+        "perf",
+        "-n",
+        "200",
+        "-s",
+        "10",
+        "--throughput",
+        "400",
+    ];
+    let lines = ok_lines(&args, &run(&b, &args, "").await);
+    let last = lines.last().cloned().unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        last.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {last}"))
+    };
+    assert_eq!(field("records"), 200.0);
+    // 200 records at 400 a second: the last is due after 199/400 s.
+    assert!(field("secs") >= 0.49, "{last}");
+    let (p50, p95, p99, max) = (
+        field("p50_ms"),
+        field("p95_ms"),
+        field("p99_ms"),
+        field("max_ms"),
+    );
+    assert!(p50 <= p95 && p95 <= p99 && p99 <= max, "{last}");
+    assert!(max > 0.0, "{last}");
+    assert_eq!(mock.high_watermark("perf", 0).unwrap(), 200);
+}
