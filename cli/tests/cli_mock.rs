@@ -525,6 +525,14 @@ fn every_subcommand_has_its_own_help() {
             ],
         ),
         (&["mock"], &["Usage: rekafka mock", "--brokers <N>"]),
+        (
+            &["groups", "reset-offsets"],
+            &[
+                "Usage: rekafka groups reset-offsets",
+                "--to-datetime <TIME>",
+                "--execute",
+            ],
+        ),
     ];
     for (cmd, wants) in cases {
         let text = help(cmd);
@@ -585,4 +593,130 @@ async fn perf_produce_limits_the_rate_and_reports_latency_percentiles() {
     assert!(p50 <= p95 && p95 <= p99 && p99 <= max, "{last}");
     assert!(max > 0.0, "{last}");
     assert_eq!(mock.high_watermark("perf", 0).unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_reset_offsets_is_a_dry_run_unless_executed() {
+    let mock = MockCluster::builder()
+        .topic("reset", 2)
+        .start()
+        .await
+        .unwrap();
+    let b = mock.bootstrap();
+    let five = "0\n1\n2\n3\n4\n";
+    for p in ["0", "1"] {
+        let args = ["produce", "-t", "reset", "-p", p];
+        ok_lines(&args, &run(&b, &args, five).await);
+    }
+    // The group reads everything and commits 5 on each partition as it leaves.
+    let args = [
+        "consume",
+        "-t",
+        "reset",
+        "-g",
+        "rg",
+        "-o",
+        "beginning",
+        "-c",
+        "10",
+    ];
+    assert_eq!(ok_lines(&args, &run(&b, &args, "").await).len(), 10);
+    assert_eq!(mock.committed_offset("rg", "reset", 0), Some(5));
+    let committed = || {
+        (
+            mock.committed_offset("rg", "reset", 0),
+            mock.committed_offset("rg", "reset", 1),
+        )
+    };
+    // A dry run shows the plan and changes nothing.
+    let args = [
+        "groups",
+        "reset-offsets",
+        "rg",
+        "-t",
+        "reset",
+        "--to-earliest",
+    ];
+    let plan = ok_lines(&args, &run(&b, &args, "").await);
+    assert_eq!(
+        plan[0].split_whitespace().collect::<Vec<_>>(),
+        ["TOPIC", "PARTITION", "CURRENT", "NEW"]
+    );
+    assert_eq!(
+        plan[1].split_whitespace().collect::<Vec<_>>(),
+        ["reset", "0", "5", "0"]
+    );
+    assert_eq!(committed(), (Some(5), Some(5)));
+    // --execute commits it; one partition only with TOPIC:P.
+    let args = [
+        "groups",
+        "reset-offsets",
+        "rg",
+        "-t",
+        "reset:1",
+        "--to-earliest",
+        "--execute",
+    ];
+    ok_lines(&args, &run(&b, &args, "").await);
+    assert_eq!(committed(), (Some(5), Some(0)));
+    let args = [
+        "groups",
+        "reset-offsets",
+        "rg",
+        "-t",
+        "reset",
+        "--shift-by",
+        "-2",
+        "--execute",
+    ];
+    ok_lines(&args, &run(&b, &args, "").await);
+    // 5 - 2 = 3; 0 - 2 is kept at the earliest offset, 0.
+    assert_eq!(committed(), (Some(3), Some(0)));
+    let args = [
+        "groups",
+        "reset-offsets",
+        "rg",
+        "-t",
+        "reset",
+        "--to-offset",
+        "100",
+        "--execute",
+    ];
+    ok_lines(&args, &run(&b, &args, "").await);
+    assert_eq!(committed(), (Some(5), Some(5)), "kept at the latest offset");
+    let args = [
+        "groups",
+        "reset-offsets",
+        "rg",
+        "-t",
+        "reset",
+        "--to-datetime",
+        "1970-01-01T00:00:00Z",
+        "--execute",
+    ];
+    ok_lines(&args, &run(&b, &args, "").await);
+    assert_eq!(committed(), (Some(0), Some(0)));
+    // The consumer resumes where the reset put it.
+    let args = [
+        "consume", "-t", "reset", "-g", "rg", "-e", "--format", "value",
+    ];
+    assert_eq!(ok_lines(&args, &run(&b, &args, "").await).len(), 10);
+    // Exactly one --to-*/--shift-by.
+    let o = run(&b, &["groups", "reset-offsets", "rg", "-t", "reset"], "").await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(
+        &b,
+        &[
+            "groups",
+            "reset-offsets",
+            "rg",
+            "-t",
+            "reset",
+            "--to-earliest",
+            "--to-latest",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
