@@ -181,9 +181,14 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "unknown".into());
         eprintln!("error: internal error: {}", msg.replace('\n', " "));
     }));
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `args_os`: a non-UTF-8 argument is clap's error to report, not a panic.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let args: Vec<String> = raw
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let parsed = Cli::command()
-        .try_get_matches_from(std::iter::once("rekafka".to_owned()).chain(args.iter().cloned()))
+        .try_get_matches_from(std::iter::once(std::ffi::OsString::from("rekafka")).chain(raw))
         .and_then(|m| Cli::from_arg_matches(&m));
     let cli = match parsed {
         Ok(cli) => cli,
