@@ -589,9 +589,23 @@ async fn the_record_stream_yields_records_in_order_then_ends_on_close() {
     {
         let mut stream = c.stream();
         for want in 0..30 {
-            let r = stream.next().await.unwrap();
+            let r = stream.next_record().await.unwrap();
             assert_eq!(r.offset, want);
         }
+    }
+    // `futures::StreamExt::next` is not shadowed by an inherent method.
+    {
+        use futures_util::StreamExt;
+        c.seek(&TopicPartition::new("t", 0), 0).unwrap();
+        let mut stream = c.stream();
+        let mut seen = Vec::new();
+        while let Some(r) = stream.next().await {
+            seen.push(r.unwrap().offset);
+            if seen.len() == 30 {
+                break;
+            }
+        }
+        assert_eq!(seen, (0..30).collect::<Vec<i64>>());
     }
     c.close().await.unwrap();
     let mut stream = c.stream();

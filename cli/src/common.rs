@@ -17,6 +17,9 @@ pub enum CliError {
     Usage(String),
     /// The operation failed (exit code 1).
     Failed(String),
+    /// stdout was closed by its reader (`| head`): the command stopped cleanly (exit code 0,
+    /// nothing printed).
+    PipeClosed,
 }
 
 impl CliError {
@@ -30,6 +33,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => ExitCode::from(2),
             CliError::Failed(_) => ExitCode::from(1),
+            CliError::PipeClosed => ExitCode::SUCCESS,
         }
     }
 }
@@ -39,6 +43,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Usage(m) => write!(f, "{m} (see `rekafka --help`)"),
             CliError::Failed(m) => f.write_str(m),
+            CliError::PipeClosed => f.write_str("stdout was closed"),
         }
     }
 }
@@ -60,54 +65,67 @@ impl From<rekafka::Error> for CliError {
 /// The result of a command.
 pub type CliResult<T = ()> = Result<T, CliError>;
 
-/// The global flags: where the cluster is and the client properties.
-#[derive(Debug, Clone, Default)]
+/// The global flags: where the cluster is and the client properties. They may appear
+/// anywhere on the command line and reach every command.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Global {
-    /// `-b HOST:PORT[,HOST:PORT...]`, else `REKAFKA_BOOTSTRAP`.
+    /// Bootstrap servers [default: $REKAFKA_BOOTSTRAP]
+    #[arg(
+        short = 'b',
+        long = "bootstrap",
+        global = true,
+        value_name = "HOST:PORT[,...]",
+        help_heading = "Global options"
+    )]
     pub bootstrap: Option<String>,
-    /// `-X key=value`, in order.
+    /// A client, producer or consumer property, Java or librdkafka style
+    /// (request.timeout.ms=5000, security.protocol=SASL_SSL, ...); repeatable. A value
+    /// `@FILE` is read from FILE, `env:NAME` from the environment variable NAME.
+    #[arg(
+        short = 'X',
+        long = "property",
+        global = true,
+        value_name = "KEY=VALUE",
+        value_parser = parse_property,
+        help_heading = "Global options"
+    )]
     pub properties: Vec<(String, String)>,
-    /// `-F FILE` / `--command-config FILE`: a Java `.properties` file, applied before `-b`
-    /// and `-X`.
+    /// A Java .properties file of client properties (applied first; -b and -X override it)
+    #[arg(
+        short = 'F',
+        long = "command-config",
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     pub config_file: Option<String>,
 }
 
-impl Global {
-    /// Takes the global flags out of `args` (wherever they are) and returns them with the
-    /// remaining arguments. `-b X`, `-bX`, `--bootstrap X`, `--bootstrap=X`, `-X k=v`, `-Xk=v`.
-    pub fn extract(args: Vec<String>) -> CliResult<(Global, Vec<String>)> {
-        let mut global = Global::default();
-        let mut rest = Vec::new();
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            let mut value_of = |flag: &str, inline: Option<&str>| -> CliResult<String> {
-                match inline {
-                    Some(v) if !v.is_empty() => Ok(v.to_owned()),
-                    _ => it
-                        .next()
-                        .ok_or_else(|| CliError::usage(format!("{flag} needs a value"))),
-                }
-            };
-            if a == "-b" || a == "--bootstrap" {
-                global.bootstrap = Some(value_of(&a, None)?);
-            } else if let Some(v) = a.strip_prefix("--bootstrap=") {
-                global.bootstrap = Some(value_of("--bootstrap", Some(v))?);
-            } else if let Some(v) = a.strip_prefix("-b").filter(|v| !v.is_empty()) {
-                global.bootstrap = Some(v.to_owned());
-            } else if a == "-F" || a == "--command-config" {
-                global.config_file = Some(value_of(&a, None)?);
-            } else if a == "-X" || a == "--property" {
-                let kv = value_of(&a, None)?;
-                global.properties.push(parse_key_value("-X", &kv)?);
-            } else if let Some(v) = a.strip_prefix("-X").filter(|v| !v.is_empty()) {
-                global.properties.push(parse_key_value("-X", v)?);
-            } else {
-                rest.push(a);
-            }
-        }
-        Ok((global, rest))
-    }
+/// Parses `-X key=value`; a value `@FILE` is the contents of FILE (one trailing newline
+/// dropped) and `env:NAME` the environment variable NAME, so secrets need not be on argv.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => (k.trim().to_owned(), v.to_owned()),
+        _ => return Err(format!("expects key=value, got '{s}'")),
+    };
+    Ok((k, resolve_secret(&v)?))
+}
 
+/// The value of a property: `@FILE` read from FILE, `env:NAME` from the environment, else
+/// itself.
+pub fn resolve_secret(v: &str) -> Result<String, String> {
+    if let Some(path) = v.strip_prefix('@') {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+    } else if let Some(name) = v.strip_prefix("env:") {
+        std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+impl Global {
     /// The properties of the `-F` file, if one was given.
     fn file_properties(&self) -> CliResult<Vec<(String, String)>> {
         let Some(path) = &self.config_file else {
@@ -192,13 +210,11 @@ fn message_of(e: &rekafka::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
-/// `key=value` → (key, value); `what` names the flag in the error.
-pub fn parse_key_value(what: &str, s: &str) -> CliResult<(String, String)> {
+/// `key=value` → (key, value), as a clap value parser.
+pub fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(CliError::usage(format!(
-            "{what} expects key=value, got '{s}'"
-        ))),
+        _ => Err(format!("expects key=value, got '{s}'")),
     }
 }
 
@@ -211,105 +227,8 @@ pub fn run_async<F: Future<Output = CliResult>>(f: F) -> CliResult {
     rt.block_on(f)
 }
 
-/// The arguments of a command: positional words and `--flag value` options, checked against
-/// what the command accepts.
-#[derive(Debug, Default)]
-pub struct Args {
-    /// Positional arguments, in order.
-    pub positional: Vec<String>,
-    /// Options with their values, in order (repeatable options appear several times).
-    pub options: Vec<(String, Option<String>)>,
-}
-
-impl Args {
-    /// Parses `args`. `with_value` lists the options that take a value (`--partitions`),
-    /// `switches` those that do not (`--internal`); anything else starting with `-` is an
-    /// error. `--name=value` is accepted too.
-    pub fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> CliResult<Args> {
-        let mut out = Args::default();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if a == "--" {
-                out.positional.extend(it.by_ref().cloned());
-                break;
-            }
-            if !a.starts_with('-') || a == "-" {
-                out.positional.push(a.clone());
-                continue;
-            }
-            let (name, inline) = match a.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_owned())),
-                None => (a.as_str(), None),
-            };
-            if with_value.contains(&name) {
-                let v = match inline {
-                    Some(v) => v,
-                    None => it
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| CliError::usage(format!("{name} needs a value")))?,
-                };
-                out.options.push((name.to_owned(), Some(v)));
-            } else if switches.contains(&name) && inline.is_none() {
-                out.options.push((name.to_owned(), None));
-            } else {
-                return Err(CliError::usage(format!("unknown option '{a}'")));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The last value of option `name`.
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.options
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
-    }
-
-    /// Every value of a repeatable option, in order.
-    pub fn values(&self, name: &str) -> Vec<&str> {
-        self.options
-            .iter()
-            .filter(|(n, _)| n == name)
-            .filter_map(|(_, v)| v.as_deref())
-            .collect()
-    }
-
-    /// Whether switch `name` was given.
-    pub fn has(&self, name: &str) -> bool {
-        self.options.iter().any(|(n, _)| n == name)
-    }
-
-    /// The value of option `name` parsed as `T`, if given.
-    pub fn parsed<T: std::str::FromStr>(&self, name: &str, expected: &str) -> CliResult<Option<T>> {
-        match self.value(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| CliError::usage(format!("{name} expects {expected}, got '{v}'"))),
-        }
-    }
-
-    /// Exactly `n` positional arguments, named in the error as `what`.
-    pub fn exactly(&self, n: usize, what: &str) -> CliResult<&[String]> {
-        if self.positional.len() == n {
-            Ok(&self.positional)
-        } else if self.positional.len() < n {
-            Err(CliError::usage(format!("missing {what}")))
-        } else {
-            Err(CliError::usage(format!(
-                "unexpected argument '{}'",
-                self.positional[n]
-            )))
-        }
-    }
-}
-
 /// Prints rows as left-aligned columns under `headers`.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> CliResult {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -318,21 +237,90 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
                 s.push_str(c);
             } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                let pad = widths[i].saturating_sub(c.chars().count()) + 2;
+                s.push_str(c);
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        println!("{}", s.trim_end());
+        text.push_str(s.trim_end());
+        text.push('\n');
     };
     line(headers.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+    write_out(&text)
+}
+
+/// Writes `text` to stdout. A closed stdout (`| head`) is [`CliError::PipeClosed`].
+pub fn write_out(text: &str) -> CliResult {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(stdout_error)
+}
+
+/// The error for a failed write to stdout: [`CliError::PipeClosed`] when the reader went away.
+pub fn stdout_error(e: std::io::Error) -> CliError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::PipeClosed
+    } else {
+        CliError::Failed(format!("writing to stdout: {e}"))
+    }
+}
+
+/// Prints a line to stdout (`println!` that returns [`CliError::PipeClosed`] instead of
+/// panicking on a closed pipe).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::common::write_out(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. If the handlers cannot be installed it never
+/// resolves (the default disposition, ending the process, stays).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A flag set once Ctrl-C or SIGTERM arrives, for loops that finish their unit of work first
+/// (the handler is a task on the current runtime).
+pub fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        s.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    stop
 }
 
 /// Prints per-item failures (one line each on stderr) and fails if there were any.
@@ -351,39 +339,110 @@ pub fn report_failures(failures: Vec<String>) -> CliResult {
     }
 }
 
+/// Progress on stderr (count, rate and, with a total, the ETA), once a second, only when
+/// stderr is a terminal.
+pub struct Progress {
+    what: &'static str,
+    total: Option<u64>,
+    start: std::time::Instant,
+    last: std::cell::Cell<std::time::Instant>,
+    shown: std::cell::Cell<bool>,
+    enabled: bool,
+}
+
+impl Progress {
+    /// Progress of `what` (e.g. "records") towards `total`, if known.
+    pub fn new(what: &'static str, total: Option<u64>) -> Progress {
+        use std::io::IsTerminal;
+        let now = std::time::Instant::now();
+        Progress {
+            what,
+            total,
+            start: now,
+            last: std::cell::Cell::new(now),
+            shown: std::cell::Cell::new(false),
+            enabled: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Reports `done` if a second passed since the last report.
+    pub fn update(&self, done: u64) {
+        if !self.enabled || self.last.get().elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        self.last.set(std::time::Instant::now());
+        self.shown.set(true);
+        eprint!(
+            "\r\x1b[K{}",
+            self.line(done, self.start.elapsed().as_secs_f64())
+        );
+    }
+
+    /// Ends the progress line, if one was shown.
+    pub fn finish(&self) {
+        if self.shown.get() {
+            eprintln!();
+        }
+    }
+
+    /// The progress line for `done` after `secs`.
+    fn line(&self, done: u64, secs: f64) -> String {
+        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        match self.total {
+            Some(total) if total > 0 => {
+                let eta = if rate > 0.0 {
+                    format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+                } else {
+                    "?".to_owned()
+                };
+                format!(
+                    "{done}/{total} {} ({:.0}%), {rate:.0}/s, ETA {eta}",
+                    self.what,
+                    done as f64 * 100.0 / total as f64
+                )
+            }
+            _ => format!("{done} {}, {rate:.0}/s", self.what),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn v(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
+    #[test]
+    fn progress_lines() {
+        let p = Progress::new("records", Some(1000));
+        assert_eq!(p.line(250, 2.0), "250/1000 records (25%), 125/s, ETA 6s");
+        let p = Progress::new("dead letters", None);
+        assert_eq!(p.line(10, 5.0), "10 dead letters, 2/s");
     }
 
     #[test]
-    fn global_flags_anywhere() {
-        let (g, rest) = Global::extract(v(&[
-            "-b",
-            "h:1",
-            "topics",
-            "list",
-            "-X",
-            "client.id=x",
-            "-Xrequest.timeout.ms=5",
-        ]))
-        .unwrap();
-        assert_eq!(g.bootstrap.as_deref(), Some("h:1"));
+    fn property_values_from_files_and_the_environment() {
         assert_eq!(
-            g.properties,
-            [
-                ("client.id".to_owned(), "x".to_owned()),
-                ("request.timeout.ms".to_owned(), "5".to_owned())
-            ]
+            parse_property("client.id=x=y").ok(),
+            Some(("client.id".to_owned(), "x=y".to_owned()))
         );
-        assert_eq!(rest, ["topics", "list"]);
-        assert!(Global::extract(v(&["-X", "novalue"])).is_err());
-        assert!(Global::extract(v(&["topics", "-b"])).is_err());
-        let (g, _) = Global::extract(v(&["--bootstrap=a:2"])).unwrap();
-        assert_eq!(g.bootstrap.as_deref(), Some("a:2"));
+        assert!(parse_property("novalue").is_err());
+        assert!(parse_property("=v").is_err());
+        let dir = std::env::temp_dir().join(format!("rekafka-cli-secret-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let arg = format!("sasl.password=@{}", file.display());
+        assert_eq!(
+            parse_property(&arg).ok(),
+            Some(("sasl.password".to_owned(), "s3cret".to_owned()))
+        );
+        assert!(parse_property("sasl.password=@/nonexistent/file").is_err());
+        assert!(parse_property("sasl.password=env:REKAFKA_CLI_TEST_SURELY_UNSET").is_err());
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(
+            parse_property("sasl.password=env:PATH").ok(),
+            Some(("sasl.password".to_owned(), path))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -422,36 +481,5 @@ mod tests {
         };
         assert!(matches!(missing.builder(), Err(CliError::Usage(_))));
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn command_args() {
-        let a = Args::parse(
-            &v(&[
-                "t",
-                "--partitions",
-                "3",
-                "--config",
-                "a=1",
-                "--config=b=2",
-                "--force",
-            ]),
-            &["--partitions", "--config"],
-            &["--force"],
-        )
-        .unwrap();
-        assert_eq!(a.positional, ["t"]);
-        assert_eq!(a.value("--partitions"), Some("3"));
-        assert_eq!(a.values("--config"), ["a=1", "b=2"]);
-        assert!(a.has("--force"));
-        assert_eq!(
-            a.parsed::<i32>("--partitions", "a number").ok(),
-            Some(Some(3))
-        );
-        assert!(Args::parse(&v(&["--nope"]), &[], &[]).is_err());
-        assert!(Args::parse(&v(&["--partitions"]), &["--partitions"], &[]).is_err());
-        let a = Args::parse(&v(&["--partitions", "x"]), &["--partitions"], &[]).unwrap();
-        assert!(a.parsed::<i32>("--partitions", "a number").is_err());
-        assert!(a.exactly(1, "NAME").is_err());
     }
 }

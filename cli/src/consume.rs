@@ -1,120 +1,205 @@
 //! `rekafka consume` and `rekafka perf consume`.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::common::{CliError, CliResult, Global};
+use clap::Args;
 use rekafka::Client;
+use rekafka::admin::OffsetSpec;
 use rekafka::consumer::{
-    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, StartOffset,
-    TopicPartition,
+    AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
 };
 
-pub const CONSUME_HELP: &str = "\
-Usage: rekafka [-b HOST:PORT] [-F FILE] [-X KEY=VALUE]... consume -t TOPIC [OPTIONS]
+use crate::common::{CliError, CliResult, Global, stdout_error, stop_flag};
+use crate::format::{Envelope, Format, JsonLine, to_json};
 
-Options:
-  -t, --topic TOPIC          Topic to read
-  -g, --group GROUP          Consume as a member of GROUP (subscribe; commits offsets);
-                             -X group.id=GROUP does the same
-  -p, --partition N          Read only partition N (without a group)
-  -o, --offset WHERE         beginning | end | OFFSET (default: end; with a group: where to
-                             start when the group has no committed offset, overriding
-                             -X auto.offset.reset)
-  -e, --exit                 Exit when every assigned partition reaches its end
-  -c, --count N              Exit after N records
-      --isolation LEVEL      read_uncommitted (default) | read_committed (overrides
-                             -X isolation.level)
-      --format FORMAT        json (default): one object per line with topic, partition,
-                             offset, timestamp, key, value (UTF-8 strings; key_b64/value_b64
-                             instead when not UTF-8; null when absent) and headers as
-                             [[name, value-or-null], ...] in wire order (a non-UTF-8 header
-                             value is {\"b64\": \"...\"}) | value: the value bytes, one per line
+/// `rekafka consume`: print records.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Output formats:
+  (default)   one JSON object per line: topic, partition, offset, timestamp, key, value (UTF-8
+              strings; key_b64/value_b64 instead when not UTF-8; null when absent) and headers
+              as [[name, value-or-null], ...] in wire order ({\"b64\": ...} for non-UTF-8)
+  -J          kcat's JSON envelope: topic, partition, offset, tstype, ts, headers (flat
+              [name, value, ...], only when there are any), key, payload
+  -f FORMAT   kcat's format string: %s value, %S value length (-1 for null), %R value
+              length as a big-endian 32-bit integer, %k key, %K key length, %t topic,
+              %p partition, %o offset, %T timestamp (ms), %h headers (n=v,...), %% a %;
+              escapes \\n \\r \\t \\\\ \\0 \\xHH. Example: -f 'Topic %t [%p] at offset %o: key %k: %s\\n'
+  -K SEP      key SEP value, one record per line (kcat's -K)
+  --format value   the value bytes, one per line
 
-The global -b, -F and -X apply: client properties (security.protocol, ssl.*, sasl.*,
-request.timeout.ms, ...) configure the connection, consumer properties (group.id,
-isolation.level, auto.offset.reset, session.timeout.ms, fetch.max.bytes, ...) the consumer.
-";
+The global -b, -F and -X apply: client properties (security.protocol, ssl.*, sasl.*, ...)
+configure the connection, consumer properties (group.id, isolation.level, auto.offset.reset,
+session.timeout.ms, fetch.max.bytes, ...) the consumer; the flags here override them.
 
-pub const PERF_HELP: &str = "\
-Usage: rekafka [-b HOST:PORT] [-F FILE] [-X KEY=VALUE]... perf consume -t TOPIC -n COUNT
-
-Reads COUNT records from the beginning of every partition of TOPIC (manual assignment) and
-prints progress to stderr, then one line: records=N secs=S rec_per_s=R mb_per_s=M
-The global -b, -F and -X apply (client and consumer properties).
-";
-
-struct Args {
-    topic: Option<String>,
+Ctrl-C, SIGTERM or a closed stdout (`| head`) stop the command cleanly: in a group it commits
+what it printed and leaves the group (exit 0).")]
+pub struct ConsumeArgs {
+    /// Topic to read
+    #[arg(short, long)]
+    topic: String,
+    /// Consume as a member of GROUP (subscribe; commits offsets); -X group.id=GROUP does the
+    /// same
+    #[arg(short, long)]
     group: Option<String>,
+    /// Read only partition N (without a group)
+    #[arg(short, long, value_name = "N")]
     partition: Option<i32>,
-    offset: Option<String>,
-    exit_at_end: bool,
+    /// Where to start: beginning | end | stored | OFFSET | -N (N before the end of each
+    /// partition) | s@TIMESTAMP (the first record at or after this time, ms since the
+    /// epoch). Default: end. With a group only beginning, end or stored: where to start when
+    /// the group has no committed offset (overrides -X auto.offset.reset)
+    #[arg(short, long, value_name = "WHERE", allow_hyphen_values = true, value_parser = Start::parse)]
+    offset: Option<Start>,
+    /// Exit when every assigned partition reaches its end
+    #[arg(short, long)]
+    exit: bool,
+    /// Exit after N records
+    #[arg(short, long, short_alias = 'n', value_name = "N")]
     count: Option<u64>,
+    /// read_uncommitted (default) | read_committed; overrides -X isolation.level
+    #[arg(long, value_name = "LEVEL", value_parser = parse_isolation)]
     isolation: Option<IsolationLevel>,
-    json: bool,
+    /// json (default) | value: the value bytes, one per line
+    #[arg(long, value_name = "FORMAT", value_parser = ["json", "value"], conflicts_with_all = ["fmt", "envelope", "key_delimiter"])]
+    format: Option<String>,
+    /// kcat format string (see below)
+    #[arg(short = 'f', long = "fmt", value_name = "FORMAT", conflicts_with_all = ["envelope", "key_delimiter"])]
+    fmt: Option<String>,
+    /// kcat's JSON envelope (see below)
+    #[arg(short = 'J', long = "json-envelope")]
+    envelope: bool,
+    /// Print key SEP value per record (kcat's -K)
+    #[arg(
+        short = 'K',
+        long = "key-delimiter",
+        value_name = "SEP",
+        conflicts_with = "envelope"
+    )]
+    key_delimiter: Option<String>,
+    /// Print null keys and values as NULL (kcat's -Z; else they print as nothing)
+    #[arg(short = 'Z', long = "null-as-text")]
+    null_as_text: bool,
 }
 
-fn parse(args: &[String]) -> CliResult<Args> {
-    let mut a = Args {
-        topic: None,
-        group: None,
-        partition: None,
-        offset: None,
-        exit_at_end: false,
-        count: None,
-        isolation: None,
-        json: true,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| CliError::usage(format!("{name} needs a value")))
-        };
-        match arg.as_str() {
-            "-t" | "--topic" => a.topic = Some(val(arg)?),
-            "-g" | "--group" => a.group = Some(val(arg)?),
-            "-p" | "--partition" => {
-                let v = val(arg)?;
-                a.partition = Some(
-                    v.parse()
-                        .map_err(|_| CliError::usage(format!("bad partition {v:?}")))?,
-                )
-            }
-            "-o" | "--offset" => a.offset = Some(val(arg)?),
-            "-e" | "--exit" => a.exit_at_end = true,
-            "-c" | "--count" | "-n" => {
-                let v = val(arg)?;
-                a.count = Some(
-                    v.parse()
-                        .map_err(|_| CliError::usage(format!("bad {arg} {v:?}")))?,
-                )
-            }
-            "--isolation" => {
-                a.isolation = Some(match val(arg)?.as_str() {
-                    "read_committed" => IsolationLevel::ReadCommitted,
-                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
-                    o => return Err(CliError::usage(format!("unknown isolation level {o:?}"))),
-                })
-            }
-            "--format" => {
-                a.json = match val(arg)?.as_str() {
-                    "json" => true,
-                    "value" => false,
-                    o => return Err(CliError::usage(format!("unknown format {o:?}"))),
+/// `rekafka perf consume`: consumer throughput.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads COUNT records from the beginning of every partition of TOPIC (manual assignment),
+prints progress to stderr, then one line: records=N secs=S rec_per_s=R mb_per_s=M
+The global -b, -F and -X apply (client and consumer properties).")]
+pub struct PerfConsumeArgs {
+    /// Topic to read
+    #[arg(short, long)]
+    topic: String,
+    /// Records to read
+    #[arg(short = 'n', long, value_name = "COUNT")]
+    count: u64,
+    /// read_uncommitted (default) | read_committed; overrides -X isolation.level
+    #[arg(long, value_name = "LEVEL", value_parser = parse_isolation)]
+    isolation: Option<IsolationLevel>,
+}
+
+fn parse_isolation(s: &str) -> Result<IsolationLevel, String> {
+    match s {
+        "read_committed" => Ok(IsolationLevel::ReadCommitted),
+        "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+        o => Err(format!(
+            "unknown isolation level '{o}' (read_committed, read_uncommitted)"
+        )),
+    }
+}
+
+/// Where `consume -o` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The beginning of each partition.
+    Beginning,
+    /// The end of each partition.
+    End,
+    /// The group's committed offset.
+    Stored,
+    /// This offset.
+    Offset(i64),
+    /// N records before the end of each partition.
+    FromEnd(i64),
+    /// The first record at or after this timestamp (ms).
+    Timestamp(i64),
+}
+
+impl Start {
+    /// `beginning | end | stored | N | -N | s@TIMESTAMP` (kcat's spellings; `earliest`,
+    /// `latest` and `committed` too).
+    pub fn parse(s: &str) -> Result<Start, String> {
+        let bad =
+            || format!("expects beginning, end, stored, OFFSET, -N or s@TIMESTAMP, got '{s}'");
+        Ok(match s {
+            "beginning" | "earliest" => Start::Beginning,
+            "end" | "latest" => Start::End,
+            "stored" | "committed" => Start::Stored,
+            _ => {
+                if let Some(ts) = s.strip_prefix("s@") {
+                    Start::Timestamp(ts.parse().map_err(|_| bad())?)
+                } else if let Some(n) = s.strip_prefix('-') {
+                    Start::FromEnd(n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(bad)?)
+                } else {
+                    Start::Offset(s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(bad)?)
                 }
             }
-            o => {
-                return Err(CliError::usage(format!(
-                    "unknown argument {o:?} to consume"
-                )));
+        })
+    }
+}
+
+/// How a record is printed.
+enum Output {
+    Json,
+    Value,
+    Envelope,
+    Format(Format),
+}
+
+impl Output {
+    fn of(a: &ConsumeArgs) -> CliResult<Output> {
+        if a.envelope {
+            return Ok(Output::Envelope);
+        }
+        if let Some(f) = &a.fmt {
+            return Format::parse(f, a.null_as_text)
+                .map(Output::Format)
+                .map_err(|e| CliError::usage(format!("-f: {e}")));
+        }
+        if let Some(sep) = &a.key_delimiter {
+            return Ok(Output::Format(Format::key_value(sep, a.null_as_text)));
+        }
+        Ok(match a.format.as_deref() {
+            Some("value") => Output::Value,
+            _ => Output::Json,
+        })
+    }
+
+    fn write(&self, r: &rekafka::consumer::ConsumerRecord, out: &mut Vec<u8>) {
+        match self {
+            Output::Json => {
+                out.extend_from_slice(to_json(&JsonLine(r)).as_bytes());
+                out.push(b'\n');
             }
+            Output::Envelope => {
+                out.extend_from_slice(to_json(&Envelope(r)).as_bytes());
+                out.push(b'\n');
+            }
+            Output::Value => {
+                if let Some(v) = &r.value {
+                    out.extend_from_slice(v);
+                }
+                out.push(b'\n');
+            }
+            Output::Format(f) => f.write(r, out),
         }
     }
-    Ok(a)
 }
 
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
@@ -136,117 +221,216 @@ fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(e.to_string())
 }
 
-/// `rekafka consume ...`
-pub fn consume(global: &Global, args: &[String]) -> CliResult {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{CONSUME_HELP}");
-        return Ok(());
-    }
-    let a = parse(args)?;
-    runtime()?.block_on(consume_async(global, a))
+/// Runs `consume`.
+pub fn run(global: &Global, a: ConsumeArgs) -> CliResult {
+    let output = Output::of(&a)?;
+    runtime()?.block_on(consume_async(global, a, output))
 }
 
-fn start_of(offset: Option<&str>) -> CliResult<StartOffset> {
-    Ok(match offset.unwrap_or("end") {
-        "beginning" | "earliest" => StartOffset::Beginning,
-        "end" | "latest" => StartOffset::End,
-        "stored" | "committed" => StartOffset::Committed,
-        n => StartOffset::Offset(
-            n.parse()
-                .map_err(|_| CliError::usage(format!("bad offset {n:?}")))?,
-        ),
+/// Where each partition of `topic` (those `only` allows) starts for `start`, looked up with
+/// ListOffsets where `start` is relative to the end or a timestamp.
+async fn start_offsets(
+    client: &Client,
+    topic: &str,
+    only: Option<i32>,
+    start: Start,
+) -> CliResult<Vec<(TopicPartition, StartOffset)>> {
+    let parts = client
+        .cluster()
+        .partitions(topic)
+        .await
+        .map_err(|e| failed(format!("topic {topic}: {}", CliError::from(e))))?;
+    let tps: Vec<TopicPartition> = parts
+        .iter()
+        .filter(|p| only.is_none_or(|n| n == p.partition))
+        .map(|p| TopicPartition::new(topic, p.partition))
+        .collect();
+    if tps.is_empty() {
+        return Err(failed(format!("topic {topic} has no such partition")));
+    }
+    let lookup = |spec: OffsetSpec| {
+        let asked: Vec<(rekafka::admin::TopicPartition, OffsetSpec)> = tps
+            .iter()
+            .map(|tp| {
+                (
+                    rekafka::admin::TopicPartition::new(topic, tp.partition),
+                    spec,
+                )
+            })
+            .collect();
+        async move {
+            let listed = client.admin().list_offsets(&asked).await?;
+            asked
+                .into_iter()
+                .zip(listed)
+                .map(|((tp, _), l)| {
+                    let l = l.map_err(|e| failed(format!("{tp}: listing offsets: {e}")))?;
+                    Ok((TopicPartition::new(topic, tp.partition), l.offset))
+                })
+                .collect::<CliResult<Vec<(TopicPartition, Option<i64>)>>>()
+        }
+    };
+    Ok(match start {
+        Start::Beginning => tps
+            .into_iter()
+            .map(|tp| (tp, StartOffset::Beginning))
+            .collect(),
+        Start::End => tps.into_iter().map(|tp| (tp, StartOffset::End)).collect(),
+        Start::Stored => tps
+            .into_iter()
+            .map(|tp| (tp, StartOffset::Committed))
+            .collect(),
+        Start::Offset(o) => tps
+            .into_iter()
+            .map(|tp| (tp, StartOffset::Offset(o)))
+            .collect(),
+        Start::FromEnd(n) => {
+            let ends = lookup(OffsetSpec::Latest).await?;
+            let starts: HashMap<TopicPartition, Option<i64>> =
+                lookup(OffsetSpec::Earliest).await?.into_iter().collect();
+            ends.into_iter()
+                .map(|(tp, end)| {
+                    let first = starts.get(&tp).copied().flatten().unwrap_or(0);
+                    let at = match end {
+                        Some(end) => StartOffset::Offset(end.saturating_sub(n).max(first)),
+                        None => StartOffset::End,
+                    };
+                    (tp, at)
+                })
+                .collect()
+        }
+        Start::Timestamp(ts) => lookup(OffsetSpec::Timestamp(ts))
+            .await?
+            .into_iter()
+            // No record at or after the time: start at the end.
+            .map(|(tp, o)| (tp, o.map_or(StartOffset::End, StartOffset::Offset)))
+            .collect(),
     })
 }
 
-async fn consume_async(global: &Global, a: Args) -> CliResult {
-    let topic = a
-        .topic
-        .clone()
-        .ok_or_else(|| CliError::usage("consume: -t TOPIC is required"))?;
+async fn consume_async(global: &Global, a: ConsumeArgs, output: Output) -> CliResult {
+    let topic = a.topic.clone();
     // Properties first (-F, then -X), then this command's flags, which are more specific.
     let mut config = ConsumerConfig::new();
     let client = connect(global, &mut config).await?;
-    let cluster = client.cluster().clone();
     if let Some(level) = a.isolation {
         config.isolation_level = level;
     }
     if a.group.is_some() {
         config.group_id = a.group.clone();
     }
-    let start = start_of(a.offset.as_deref())?;
+    let start = a.offset.unwrap_or(Start::End);
     let grouped = config.group_id.is_some();
     if grouped {
+        if a.partition.is_some() {
+            return Err(CliError::usage(
+                "-p reads without a group; drop -g/group.id",
+            ));
+        }
         if a.offset.is_some() {
             config.auto_offset_reset = match start {
-                StartOffset::Beginning => OffsetReset::Earliest,
-                StartOffset::End => OffsetReset::Latest,
-                StartOffset::Committed => config.auto_offset_reset,
-                _ => return Err(CliError::usage("with a group, -o must be beginning or end")),
+                Start::Beginning => OffsetReset::Earliest,
+                Start::End => OffsetReset::Latest,
+                Start::Stored => config.auto_offset_reset,
+                _ => {
+                    return Err(CliError::usage(
+                        "with a group, -o must be beginning, end or stored",
+                    ));
+                }
             };
         }
     } else {
         config.auto_commit = AutoCommit::Disabled;
     }
-    let consumer = Consumer::new(cluster.clone(), config)?;
+    let consumer = Consumer::new(client.cluster().clone(), config)?;
     if grouped {
         consumer.subscribe([topic.clone()])?;
     } else {
-        let parts = cluster
-            .partitions(&topic)
-            .await
-            .map_err(|e| failed(format!("topic {topic}: {}", CliError::from(e))))?;
-        let tps: Vec<(TopicPartition, StartOffset)> = parts
-            .iter()
-            .filter(|p| a.partition.is_none_or(|n| n == p.partition))
-            .map(|p| (TopicPartition::new(&topic, p.partition), start))
-            .collect();
-        if tps.is_empty() {
-            return Err(failed(format!("topic {topic} has no such partition")));
-        }
-        consumer.assign(tps)?;
+        consumer.assign(start_offsets(&client, &topic, a.partition, start).await?)?;
     }
+    let stop = stop_flag();
+    let result = consume_loop(&consumer, &a, &output, &stop).await;
+    // Commits what was printed (with a group and auto-commit) and leaves the group.
+    let closed = consumer.close().await;
+    client.close().await;
+    result?;
+    closed?;
+    Ok(())
+}
+
+/// Polls and prints until `-c`, `-e`, a signal or a closed stdout. On a stop in the middle of
+/// a batch, each partition is moved back to its first record not printed, so a group commits
+/// only what was printed (a batch a closed stdout refused counts as not printed).
+async fn consume_loop(
+    consumer: &Consumer,
+    a: &ConsumeArgs,
+    output: &Output,
+    stop: &std::sync::atomic::AtomicBool,
+) -> CliResult {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     let mut n: u64 = 0;
-    let mut line = String::new();
-    'outer: loop {
+    let mut buf = Vec::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let recs = consumer.poll(Duration::from_millis(500)).await?;
         for (tp, e) in recs.errors() {
             eprintln!("error: {tp}: {e}");
         }
-        for r in recs.iter() {
-            if a.json {
-                line.clear();
-                json_line(r, &mut line);
-                line.push('\n');
-                out.write_all(line.as_bytes()).map_err(failed)?;
-            } else {
-                if let Some(v) = &r.value {
-                    out.write_all(v).map_err(failed)?;
+        buf.clear();
+        // The first record of each partition that is not printed, when the batch is cut short.
+        let mut unprinted: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut first_of_batch: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut count_reached = false;
+        for (tp, records) in recs.by_partition() {
+            if let Some(r) = records.first() {
+                first_of_batch.push((tp.clone(), r.offset));
+            }
+            for r in records {
+                if count_reached {
+                    unprinted.push((tp.clone(), r.offset));
+                    break;
                 }
-                out.write_all(b"\n").map_err(failed)?;
-            }
-            n += 1;
-            if a.count.is_some_and(|c| n >= c) {
-                break 'outer;
+                output.write(r, &mut buf);
+                n += 1;
+                count_reached = a.count.is_some_and(|c| n >= c);
             }
         }
-        if recs.is_empty() {
-            out.flush().map_err(failed)?;
+        let written = {
+            let mut out = stdout.lock();
+            out.write_all(&buf).and_then(|_| out.flush())
+        };
+        if let Err(e) = written {
+            let e = stdout_error(e);
+            if matches!(e, CliError::PipeClosed) {
+                // The reader is gone: nothing of this batch counts as printed.
+                rewind(consumer, &first_of_batch);
+            }
+            return Err(e);
         }
-        if a.exit_at_end && at_end(&consumer).await {
-            break;
+        if count_reached {
+            rewind(consumer, &unprinted);
+            return Ok(());
+        }
+        if a.exit && at_end(consumer) {
+            return Ok(());
         }
     }
-    out.flush().map_err(failed)?;
-    drop(out);
-    consumer.close().await?;
-    client.close().await;
-    Ok(())
 }
 
-/// Whether every assigned partition's position reached the high watermark of its last fetch.
-async fn at_end(consumer: &Consumer) -> bool {
+/// Moves each partition back to `offset` (the first record not printed).
+fn rewind(consumer: &Consumer, to: &[(TopicPartition, i64)]) {
+    for (tp, offset) in to {
+        if let Err(e) = consumer.seek(tp, *offset) {
+            eprintln!("error: {tp}: cannot move back to offset {offset}: {e}");
+        }
+    }
+}
+
+/// Whether every assigned partition's position reached the end of its last fetch (the high
+/// watermark; the last stable offset for read_committed).
+fn at_end(consumer: &Consumer) -> bool {
     let assigned = consumer.assignment();
     if assigned.is_empty() {
         return false;
@@ -271,113 +455,14 @@ async fn at_end(consumer: &Consumer) -> bool {
     })
 }
 
-/// One JSON object: topic, partition, offset, timestamp, key, value (UTF-8 strings, or
-/// key_b64/value_b64 when not UTF-8; null when absent), headers as [[name, value-or-null]].
-pub fn json_line(r: &ConsumerRecord, s: &mut String) {
-    s.push_str("{\"topic\":");
-    json_str(&r.topic, s);
-    s.push_str(&format!(
-        ",\"partition\":{},\"offset\":{},\"timestamp\":{}",
-        r.partition, r.offset, r.timestamp
-    ));
-    bytes_field("key", r.key.as_deref(), s);
-    bytes_field("value", r.value.as_deref(), s);
-    s.push_str(",\"headers\":[");
-    for (i, h) in r.headers.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push('[');
-        json_str(h.key(), s);
-        s.push(',');
-        match h.value() {
-            None => s.push_str("null"),
-            Some(v) => match std::str::from_utf8(v) {
-                Ok(t) => json_str(t, s),
-                Err(_) => {
-                    s.push_str("{\"b64\":");
-                    json_str(&base64(v), s);
-                    s.push('}');
-                }
-            },
-        }
-        s.push(']');
-    }
-    s.push_str("]}");
-}
-
-fn bytes_field(name: &str, v: Option<&[u8]>, s: &mut String) {
-    match v {
-        None => s.push_str(&format!(",\"{name}\":null")),
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(t) => {
-                s.push_str(&format!(",\"{name}\":"));
-                json_str(t, s);
-            }
-            Err(_) => {
-                s.push_str(&format!(",\"{name}_b64\":"));
-                json_str(&base64(b), s);
-            }
-        },
-    }
-}
-
-fn json_str(t: &str, s: &mut String) {
-    s.push('"');
-    for c in t.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
-/// `rekafka perf consume ...`
-pub fn perf_consume(global: &Global, args: &[String]) -> CliResult {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{PERF_HELP}");
-        return Ok(());
-    }
-    let a = parse(args)?;
+/// Runs `perf consume`.
+pub fn perf_consume(global: &Global, a: PerfConsumeArgs) -> CliResult {
     runtime()?.block_on(perf_async(global, a))
 }
 
-async fn perf_async(global: &Global, a: Args) -> CliResult {
-    let topic = a
-        .topic
-        .clone()
-        .ok_or_else(|| CliError::usage("perf consume: -t TOPIC is required"))?;
-    let count = a
-        .count
-        .ok_or_else(|| CliError::usage("perf consume: -n COUNT is required"))?;
+async fn perf_async(global: &Global, a: PerfConsumeArgs) -> CliResult {
+    let topic = a.topic.clone();
+    let count = a.count;
     let mut config = ConsumerConfig::new()
         .with_auto_commit(AutoCommit::Disabled)
         .with_max_poll_records(10_000);
@@ -400,12 +485,13 @@ async fn perf_async(global: &Global, a: Args) -> CliResult {
             StartOffset::Beginning,
         )
     }))?;
+    let progress = crate::common::Progress::new("records", Some(count));
+    let stop = stop_flag();
     let start = Instant::now();
-    let mut last_report = start;
     let mut n: u64 = 0;
     let mut bytes: u64 = 0;
     let mut idle_since = Instant::now();
-    while n < count {
+    while n < count && !stop.load(Ordering::SeqCst) {
         let recs = consumer.poll(Duration::from_millis(500)).await?;
         if let Some((tp, e)) = recs.errors().first() {
             return Err(failed(format!("{tp}: {e}")));
@@ -424,14 +510,11 @@ async fn perf_async(global: &Global, a: Args) -> CliResult {
             bytes += (r.key.as_ref().map_or(0, |k| k.len())
                 + r.value.as_ref().map_or(0, |v| v.len())) as u64;
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            let s = start.elapsed().as_secs_f64();
-            eprintln!("{n} records, {:.0} rec/s", n as f64 / s);
-        }
+        progress.update(n);
     }
+    progress.finish();
     let secs = start.elapsed().as_secs_f64();
-    println!(
+    crate::outln!(
         "records={n} secs={secs:.3} rec_per_s={:.0} mb_per_s={:.2}",
         n as f64 / secs,
         bytes as f64 / secs / 1_000_000.0
@@ -444,34 +527,20 @@ async fn perf_async(global: &Global, a: Args) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rekafka::consumer::visible_records;
-    use rekafka::protocol::record::BatchBuilder;
 
     #[test]
-    fn json_lines_match_the_documented_format() {
-        let mut b = BatchBuilder::new().with_base_offset(7);
-        b.append(
-            1000,
-            None,
-            Some(&[0xff]),
-            &[("h1", Some(b"a")), ("h2", None), ("h1", Some(&[0xfe]))],
-        )
-        .unwrap();
-        b.append(1001, Some(b"k\"1"), None, &[]).unwrap();
-        let (recs, _) =
-            visible_records(&b.build().unwrap(), 7, IsolationLevel::ReadUncommitted, &[]).unwrap();
-        let mut s = String::new();
-        json_line(&recs[0], &mut s);
+    fn start_offsets_parse_as_kcat_spells_them() {
+        assert_eq!(Start::parse("beginning"), Ok(Start::Beginning));
+        assert_eq!(Start::parse("end"), Ok(Start::End));
+        assert_eq!(Start::parse("stored"), Ok(Start::Stored));
+        assert_eq!(Start::parse("42"), Ok(Start::Offset(42)));
+        assert_eq!(Start::parse("-10"), Ok(Start::FromEnd(10)));
         assert_eq!(
-            s,
-            r#"{"topic":"t","partition":0,"offset":7,"timestamp":1000,"key":null,"value_b64":"/w==","headers":[["h1","a"],["h2",null],["h1",{"b64":"/g=="}]]}"#
+            Start::parse("s@1700000000000"),
+            Ok(Start::Timestamp(1_700_000_000_000))
         );
-        s.clear();
-        json_line(&recs[1], &mut s);
-        assert_eq!(
-            s,
-            r#"{"topic":"t","partition":0,"offset":8,"timestamp":1001,"key":"k\"1","value":null,"headers":[]}"#
-        );
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
+        for bad in ["", "x", "s@", "s@soon", "--1", "1.5"] {
+            assert!(Start::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -40,38 +39,87 @@ use rekafka::listener::dead_letter::names;
 use rekafka::producer::{Producer, ProducerConfig, Record};
 use rekafka::protocol::record::Header;
 
-use crate::common::{Args, CliError, CliResult, Global, run_async};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
-/// The help lines of this command.
-pub const HELP: &str = concat!(
-    "  dlt inspect -t TOPIC [-e] [-c COUNT]\n",
-    "                            print dead letters as JSON lines with their provenance\n",
-    "                            and error decoded (Spring's kafka_dlt-* headers)\n",
-    "  dlt replay -t DLT_TOPIC [--to TOPIC] [--where original-partition=N|error-type=NAME]...\n",
-    "             [-g GROUP] [--max N] [--batch N] [--strip-provenance]\n",
-    "                            republish dead letters to their original topic (or --to),\n",
-    "                            resuming where an interrupted replay stopped (progress is\n",
-    "                            committed in GROUP, default rekafka-dlt-replay-<topic>); a\n",
-    "                            --where replay never commits past a dead letter it skips (the\n",
-    "                            ones it replayed beyond are listed in the commit metadata and\n",
-    "                            skipped by later replays), so skipped ones stay replayable and\n",
-    "                            none is republished twice\n",
-    "                            both read committed dead letters only (read_committed),\n",
-    "                            unless -X isolation.level=read_uncommitted; other consumer\n",
-    "                            -X properties apply too"
-);
+use crate::common::{CliError, CliResult, Global, run_async, stdout_error, stop_flag};
+use crate::format::{JsonLine, to_json};
 
-/// Runs `dlt ARGS`.
-pub fn run(global: &Global, args: &[String]) -> CliResult {
-    let Some((sub, rest)) = args.split_first() else {
-        return Err(CliError::usage("dlt needs a subcommand: inspect, replay"));
-    };
-    match sub.as_str() {
-        "inspect" => inspect(global, rest),
-        "replay" => replay(global, rest),
-        other => Err(CliError::usage(format!(
-            "unknown dlt subcommand '{other}' (inspect, replay)"
-        ))),
+/// `rekafka dlt ...`
+#[derive(Debug, Subcommand)]
+pub enum Dlt {
+    /// Print dead letters as JSON lines with their provenance and error decoded (Spring's
+    /// kafka_dlt-* headers)
+    #[command(after_help = "\
+Reads committed dead letters only (isolation.level=read_committed: a transactional publisher's
+aborted dead letters never happened) unless -X isolation.level=read_uncommitted. The global
+-b, -F and -X apply: client and consumer properties; any other key is an error.")]
+    Inspect(InspectArgs),
+    /// Republish dead letters to their original topic (or --to), resuming where an
+    /// interrupted replay stopped
+    #[command(after_help = "\
+Progress is committed in GROUP (default rekafka-dlt-replay-<topic>), per batch, after every
+record of the batch was acknowledged; Ctrl-C or SIGTERM finish the batch in hand first. A
+--where replay never commits past a dead letter it skips (the ones it replayed beyond are
+listed in the commit metadata and skipped by later replays), so skipped ones stay replayable
+and none is republished twice.
+
+Reads committed dead letters only (read_committed) unless -X isolation.level=read_uncommitted.
+The global -b, -F and -X apply: client, consumer (the reading side) and producer (the
+republishing side: acks, compression.type, linger.ms, ...) properties; any other key is an
+error. Prints one JSON line per republished dead letter: {\"from\": {...}, \"to\": {...}}.")]
+    Replay(ReplayFlags),
+}
+
+/// `rekafka dlt inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The dead-letter topic
+    #[arg(short, long, value_name = "DLT_TOPIC")]
+    topic: String,
+    /// Exit when every partition reaches its end
+    #[arg(short, long)]
+    exit: bool,
+    /// Exit after N dead letters
+    #[arg(short, long, value_name = "N")]
+    count: Option<u64>,
+}
+
+/// `rekafka dlt replay`.
+#[derive(Debug, Args)]
+pub struct ReplayFlags {
+    /// The dead-letter topic
+    #[arg(short, long, value_name = "DLT_TOPIC")]
+    topic: String,
+    /// Republish to TOPIC (the partitioner chooses) instead of each dead letter's original
+    /// topic and partition
+    #[arg(long, value_name = "TOPIC")]
+    to: Option<String>,
+    /// Replay only dead letters matching: original-partition=N or error-type=NAME (the full
+    /// type name or its last segment); repeatable, all must match
+    #[arg(long = "where", value_name = "COND", value_parser = Filter::parse)]
+    filters: Vec<Filter>,
+    /// The group that keeps the progress [default: -X group.id, else
+    /// rekafka-dlt-replay-<topic>]
+    #[arg(short, long)]
+    group: Option<String>,
+    /// Replay at most N dead letters
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
+    /// Dead letters per batch (sent, acknowledged, then committed)
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Drop the original-* and group provenance headers from the republished records
+    #[arg(long)]
+    strip_provenance: bool,
+}
+
+/// Runs `dlt ...`.
+pub fn run(global: &Global, command: Dlt) -> CliResult {
+    match command {
+        Dlt::Inspect(a) => inspect(global, a),
+        Dlt::Replay(a) => replay(global, a),
     }
 }
 
@@ -81,14 +129,25 @@ fn failed(msg: impl Into<String>) -> CliError {
 
 /// The client from the global settings and the consumer config for a `dlt` command: the
 /// command's defaults (read_committed, no auto-commit, a short fetch wait), then the consumer
-/// properties among `-F`/`-X` (so `-X isolation.level=read_uncommitted` reads everything).
-async fn connect(global: &Global) -> CliResult<(Client, ConsumerConfig)> {
+/// properties among `-F`/`-X` (so `-X isolation.level=read_uncommitted` reads everything);
+/// with `producer`, the producer properties go to it. Any other key is a usage error.
+async fn connect(
+    global: &Global,
+    mut producer: Option<&mut ProducerConfig>,
+) -> CliResult<(Client, ConsumerConfig)> {
     let mut config = ConsumerConfig::new()
         .with_isolation_level(IsolationLevel::ReadCommitted)
         .with_auto_commit(AutoCommit::Disabled)
         .with_fetch_max_wait(Duration::from_millis(100));
     let client = global
-        .builder_with(|k, v| config.apply_property(k, v))?
+        .builder_with(|k, v| {
+            let consumer_took = config.apply_property(k, v)?;
+            let producer_took = match producer.as_deref_mut() {
+                Some(p) => p.apply_property(k, v)?,
+                None => false,
+            };
+            Ok(consumer_took || producer_took)
+        })?
         .build()
         .await?;
     // The command commits (replay) or never does (inspect) by itself.
@@ -130,32 +189,21 @@ fn at_end(consumer: &Consumer) -> bool {
 // ---------------------------------------------------------------------------------------------
 // inspect
 
-fn inspect(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &["-t", "--topic", "-c", "--count"], &["-e", "--exit"])?;
-    a.exactly(0, "")?;
-    let topic = a
-        .value("-t")
-        .or(a.value("--topic"))
-        .ok_or_else(|| CliError::usage("dlt inspect needs -t TOPIC"))?
-        .to_owned();
-    let count: Option<u64> = match a.parsed::<u64>("-c", "a number")? {
-        Some(c) => Some(c),
-        None => a.parsed::<u64>("--count", "a number")?,
-    };
-    let exit_at_end = a.has("-e") || a.has("--exit");
+fn inspect(global: &Global, a: InspectArgs) -> CliResult {
+    let (topic, count, exit_at_end) = (a.topic, a.count, a.exit);
     run_async(async move {
-        let (client, config) = connect(global).await?;
+        let (client, config) = connect(global, None).await?;
         let cluster = client.cluster().clone();
         let consumer = Consumer::new(cluster.clone(), config)?;
         let tps = partitions_of(&cluster, &topic).await?;
         consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Beginning)))?;
+        let stop = stop_flag();
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut n = 0u64;
-        let mut line = String::new();
-        let write_err = |e: std::io::Error| failed(format!("writing to stdout: {e}"));
+        let write_err = stdout_error;
         'outer: loop {
-            if count.is_some_and(|c| n >= c) {
+            if count.is_some_and(|c| n >= c) || stop.load(Ordering::SeqCst) {
                 break;
             }
             let recs = consumer.poll(Duration::from_millis(500)).await?;
@@ -163,8 +211,7 @@ fn inspect(global: &Global, args: &[String]) -> CliResult {
                 eprintln!("error: {tp}: {e}");
             }
             for r in recs.iter() {
-                line.clear();
-                inspect_line(r, &mut line);
+                let mut line = to_json(&InspectLine(r));
                 line.push('\n');
                 out.write_all(line.as_bytes()).map_err(write_err)?;
                 n += 1;
@@ -189,71 +236,48 @@ fn inspect(global: &Global, args: &[String]) -> CliResult {
 
 /// `rekafka consume`'s JSON object for the record, plus `"dead_letter"`: the decoded
 /// provenance and error (null where a header is absent).
-pub fn inspect_line(r: &ConsumerRecord, s: &mut String) {
-    crate::consume::json_line(r, s);
-    // json_line ends the object with '}': reopen it.
-    s.pop();
-    let headers: Vec<Header> = r.headers.iter().collect();
-    let info = DeadLetterInfo::from_headers(&headers);
-    s.push_str(",\"dead_letter\":{");
-    let opt_str = |s: &mut String, name: &str, v: &Option<String>, first: bool| {
-        if !first {
-            s.push(',');
-        }
-        json_str(name, s);
-        s.push(':');
-        match v {
-            Some(v) => json_str(v, s),
-            None => s.push_str("null"),
-        }
-    };
-    let opt_num = |s: &mut String, name: &str, v: Option<i64>| {
-        s.push(',');
-        json_str(name, s);
-        s.push(':');
-        match v {
-            Some(v) => s.push_str(&v.to_string()),
-            None => s.push_str("null"),
-        }
-    };
-    opt_str(s, "original_topic", &info.original_topic, true);
-    opt_num(
-        s,
-        "original_partition",
-        info.original_partition.map(i64::from),
-    );
-    opt_num(s, "original_offset", info.original_offset);
-    opt_num(s, "original_timestamp", info.original_timestamp);
-    opt_str(
-        s,
-        "original_timestamp_type",
-        &info.original_timestamp_type,
-        false,
-    );
-    opt_str(s, "group", &info.original_consumer_group, false);
-    opt_str(s, "error_type", &info.exception_fqcn, false);
-    opt_str(s, "error_cause_type", &info.exception_cause_fqcn, false);
-    opt_str(s, "error_message", &info.exception_message, false);
-    opt_str(s, "error_stacktrace", &info.exception_stacktrace, false);
-    s.push_str(",\"key_failure\":");
-    s.push_str(if info.key_failure { "true" } else { "false" });
-    s.push_str("}}");
+pub struct InspectLine<'a>(pub &'a ConsumerRecord);
+
+/// The `"dead_letter"` object of [`InspectLine`].
+#[derive(Serialize)]
+struct DeadLetterJson<'a> {
+    original_topic: Option<&'a str>,
+    original_partition: Option<i32>,
+    original_offset: Option<i64>,
+    original_timestamp: Option<i64>,
+    original_timestamp_type: Option<&'a str>,
+    group: Option<&'a str>,
+    error_type: Option<&'a str>,
+    error_cause_type: Option<&'a str>,
+    error_message: Option<&'a str>,
+    error_stacktrace: Option<&'a str>,
+    key_failure: bool,
 }
 
-fn json_str(t: &str, s: &mut String) {
-    s.push('"');
-    for c in t.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
-        }
+impl Serialize for InspectLine<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let headers: Vec<Header> = self.0.headers.iter().collect();
+        let info = DeadLetterInfo::from_headers(&headers);
+        let mut m = s.serialize_map(None)?;
+        JsonLine(self.0).entries(&mut m)?;
+        m.serialize_entry(
+            "dead_letter",
+            &DeadLetterJson {
+                original_topic: info.original_topic.as_deref(),
+                original_partition: info.original_partition,
+                original_offset: info.original_offset,
+                original_timestamp: info.original_timestamp,
+                original_timestamp_type: info.original_timestamp_type.as_deref(),
+                group: info.original_consumer_group.as_deref(),
+                error_type: info.exception_fqcn.as_deref(),
+                error_cause_type: info.exception_cause_fqcn.as_deref(),
+                error_message: info.exception_message.as_deref(),
+                error_stacktrace: info.exception_stacktrace.as_deref(),
+                key_failure: info.key_failure,
+            },
+        )?;
+        m.end()
     }
-    s.push('"');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,12 +291,8 @@ enum Filter {
 }
 
 impl Filter {
-    fn parse(s: &str) -> CliResult<Filter> {
-        let bad = || {
-            CliError::usage(format!(
-                "--where expects original-partition=N or error-type=NAME, got '{s}'"
-            ))
-        };
+    fn parse(s: &str) -> Result<Filter, String> {
+        let bad = || format!("expects original-partition=N or error-type=NAME, got '{s}'");
         let (k, v) = s.split_once('=').ok_or_else(bad)?;
         match k.trim() {
             "original-partition" => v
@@ -410,44 +430,20 @@ struct ReplayArgs {
     strip_provenance: bool,
 }
 
-fn replay(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(
-        args,
-        &[
-            "-t", "--topic", "--to", "--where", "-g", "--group", "--max", "--batch",
-        ],
-        &["--strip-provenance"],
-    )?;
-    a.exactly(0, "")?;
-    let topic = a
-        .value("-t")
-        .or(a.value("--topic"))
-        .ok_or_else(|| CliError::usage("dlt replay needs -t DLT_TOPIC"))?
-        .to_owned();
-    let filters = a
-        .values("--where")
-        .into_iter()
-        .map(Filter::parse)
-        .collect::<CliResult<Vec<_>>>()?;
-    let group = a.value("-g").or(a.value("--group")).map(str::to_owned);
-    let batch = a
-        .parsed::<usize>("--batch", "a positive number")?
-        .unwrap_or(100);
-    if batch == 0 {
-        return Err(CliError::usage("--batch must be at least 1"));
-    }
+fn replay(global: &Global, a: ReplayFlags) -> CliResult {
     let args = ReplayArgs {
-        topic,
-        to: a.value("--to").map(str::to_owned),
-        filters,
-        group: group.unwrap_or_default(),
-        max: a.parsed::<u64>("--max", "a number")?,
-        batch,
-        strip_provenance: a.has("--strip-provenance"),
+        topic: a.topic,
+        to: a.to,
+        filters: a.filters,
+        group: a.group.unwrap_or_default(),
+        max: a.max,
+        batch: usize::try_from(a.batch).unwrap_or(usize::MAX),
+        strip_provenance: a.strip_provenance,
     };
     run_async(async move {
         let mut args = args;
-        let (client, mut config) = connect(global).await?;
+        let mut producer_config = ProducerConfig::default();
+        let (client, mut config) = connect(global, Some(&mut producer_config)).await?;
         // -g, else -X group.id, else the default.
         if args.group.is_empty() {
             args.group = config
@@ -458,13 +454,18 @@ fn replay(global: &Global, args: &[String]) -> CliResult {
         config.group_id = Some(args.group.clone());
         config.auto_offset_reset = OffsetReset::Earliest;
         config.max_poll_records = args.batch;
-        let result = replay_async(client.cluster().clone(), config, &args).await;
+        let result = replay_async(client.cluster().clone(), config, producer_config, &args).await;
         client.close().await;
         result
     })
 }
 
-async fn replay_async(cluster: Cluster, config: ConsumerConfig, a: &ReplayArgs) -> CliResult {
+async fn replay_async(
+    cluster: Cluster,
+    config: ConsumerConfig,
+    producer_config: ProducerConfig,
+    a: &ReplayArgs,
+) -> CliResult {
     let consumer = Consumer::new(cluster.clone(), config)?;
     let tps = partitions_of(&cluster, &a.topic).await?;
     // What earlier filtered replays replayed past their commits.
@@ -488,19 +489,11 @@ async fn replay_async(cluster: Cluster, config: ConsumerConfig, a: &ReplayArgs) 
         })
         .collect();
     consumer.assign(tps.into_iter().map(|tp| (tp, StartOffset::Committed)))?;
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await?;
+    let producer = Producer::new(cluster.clone(), producer_config).await?;
 
-    // Ctrl-C: finish (send, acknowledge, commit) the batch in hand, then stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let signal = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            s.store(true, Ordering::SeqCst);
-        }
-    });
-
+    // Ctrl-C or SIGTERM: finish (send, acknowledge, commit) the batch in hand, then stop.
+    let stop = stop_flag();
     let result = replay_loop(&consumer, &producer, a, &stop, progress).await;
-    signal.abort();
     producer.close().await;
     let closed = consumer.close().await;
     let (replayed, skipped) = result?;
@@ -522,6 +515,7 @@ async fn replay_loop(
     mut progress: HashMap<TopicPartition, Progress>,
 ) -> CliResult<(u64, u64)> {
     let stdout = std::io::stdout();
+    let progress_bar = crate::common::Progress::new("dead letters replayed", a.max);
     let mut replayed = 0u64;
     let mut skipped = 0u64;
     let mut idle_polls = 0u32;
@@ -619,14 +613,12 @@ async fn replay_loop(
                     a.topic, e.error
                 ))
             })?;
-            lines.push_str(&format!(
-                "{{\"from\":{{\"topic\":\"{}\",\"partition\":{partition},\"offset\":{offset}}},\
-                 \"to\":{{\"topic\":\"{}\",\"partition\":{},\"offset\":{}}}}}\n",
-                json_escape(&a.topic),
-                json_escape(&meta.topic),
-                meta.partition,
-                meta.offset
-            ));
+            let line = serde_json::json!({
+                "from": {"topic": a.topic, "partition": partition, "offset": offset},
+                "to": {"topic": &*meta.topic, "partition": meta.partition, "offset": meta.offset},
+            });
+            lines.push_str(&line.to_string());
+            lines.push('\n');
         }
         let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = touched
             .into_iter()
@@ -648,10 +640,11 @@ async fn replay_loop(
                 ))
             })?;
         }
+        progress_bar.update(replayed);
         let mut out = stdout.lock();
         out.write_all(lines.as_bytes())
             .and_then(|_| out.flush())
-            .map_err(|e| failed(format!("writing to stdout: {e}")))?;
+            .map_err(stdout_error)?;
         if let Some(tp) = full {
             return Err(failed(format!(
                 "{tp}: this filtered replay replayed {MAX_DONE_LIST} dead letters past one it \
@@ -662,12 +655,6 @@ async fn replay_loop(
         }
     }
     Ok((replayed, skipped))
-}
-
-fn json_escape(t: &str) -> String {
-    let mut s = String::new();
-    json_str(t, &mut s);
-    s[1..s.len() - 1].to_owned()
 }
 
 #[cfg(test)]

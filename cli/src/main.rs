@@ -1,16 +1,19 @@
 //! The `rekafka` command-line tool.
 //!
-//! `main` takes the global flags out (`common::Global`), then dispatches on the first word to
-//! `<module>::run(&global, rest)`. A command module has `pub const HELP: &str` (its lines of
-//! the help text) and `pub fn run(&Global, &[String]) -> CliResult`; shared helpers (flag and
-//! argument parsing, the runtime, client construction, tables) are in `common`.
+//! The command line is parsed by `clap` (derive) into [`Cli`]: the global flags (`-b`, `-X`,
+//! `-F`: [`common::Global`]) may appear anywhere and reach every command; [`Command`] is
+//! dispatched in one place, [`dispatch`], to `<module>::run(&global, args)`. Shared helpers
+//! (the client builder, the runtime, signals, stdout, tables) are in `common`.
 //!
-//! Errors are one line on stderr and a non-zero exit: 2 for a wrong command line, 1 for a
-//! failed operation. Nothing panics on bad input; a panic would still be reported as one line.
+//! Errors are one line on stderr and a non-zero exit: 2 for a wrong command line (a bad flag
+//! or property), 1 for a failed operation; a stdout closed by its reader (`| head`) ends the
+//! command cleanly with 0. Nothing panics on bad input; a panic would still be reported as
+//! one line.
 
 mod common;
 mod consume;
 mod dlt;
+mod format;
 mod groups;
 mod mock;
 mod perf;
@@ -19,90 +22,151 @@ mod topics;
 
 use std::process::ExitCode;
 
-use common::{CliError, Global};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use common::{CliError, CliResult, Global};
 
-fn help() -> String {
-    format!(
-        "\
-rekafka — a pure-Rust Apache Kafka client with error handling built in
-
-Usage: rekafka [-b HOST:PORT[,HOST:PORT...]] [-F FILE] [-X key=value]... COMMAND [ARGS]
-
-Global options (anywhere on the line):
-  -b, --bootstrap SERVERS   bootstrap servers (default: ${env})
-  -X key=value              a client property, Java or librdkafka style
-                            (request.timeout.ms=5000, client.id=me, ...); repeatable
-  -F, --command-config FILE a Java .properties file of client properties
-                            (applied first; -b and -X override it)
-  -h, --help                print this help
-  -V, --version             print the version
-
-Commands:
-  {topics}
-  {groups}
-  produce -t TOPIC [--key-separator SEP] [-H name=value]... [--partition N]
-          [--acks all|1|0] [--compression CODEC] [--transactional-id ID [--abort]]
-                            send stdin lines as records (see produce --help)
-  perf produce -t TOPIC -n COUNT -s VALUE_BYTES [--acks ..] [--compression ..] [--linger-ms ..]
-                            producer throughput (see perf --help); -F/-X apply
-  consume -t TOPIC [-g GROUP] [-o beginning|end|OFFSET] [-e] [-c COUNT]
-          [--isolation read_committed|read_uncommitted] [--format json|value]
-                            print records (JSON lines by default; see consume --help);
-                            -F/-X apply: client properties (TLS, SASL, ...) and consumer
-                            properties (group.id, isolation.level, auto.offset.reset, ...)
+/// The summary of every command and the exit codes, after the top-level help.
+const AFTER_HELP: &str = "\
+Commands in full (each has its own --help, e.g. `rekafka consume --help`):
+  topics create NAME --partitions N [--replication-factor R] [--config k=v]...
+  topics list [--internal]
+  topics describe NAME...
+  topics alter NAME [--config k=v]... [--delete-config k]...
+  topics delete NAME...
+  groups list
+  groups describe GROUP...
+  groups offsets GROUP
+  groups reset-offsets GROUP -t TOPIC[:P,..] --to-earliest|--to-latest|--to-offset N|
+                       --to-datetime TIME|--shift-by N [--execute]
+  groups delete GROUP...
+  produce -t TOPIC [-K SEP] [-k KEY] [-H name=value]... [-p N] [FILE]...
+  consume -t TOPIC [-g GROUP] [-o beginning|end|N|-N|s@TIMESTAMP] [-e] [-c N]
+          [-f FORMAT | -J | --format json|value] [-K SEP]
+  perf produce -t TOPIC -n COUNT -s BYTES
   perf consume -t TOPIC -n COUNT
-                            consumer throughput; -F/-X apply
-  {dlt}
-  mock [--brokers N] [--port FIRST_PORT] [--topic NAME:PARTITIONS]...
-                            run an in-process Kafka-compatible mock cluster in the
-                            foreground; prints its bootstrap address first (see mock --help)
+  dlt inspect -t DLT_TOPIC [-e] [-c N]
+  dlt replay -t DLT_TOPIC [--to TOPIC] [--where COND]... [-g GROUP] [--max N]
+  mock [--brokers N] [--topic NAME:PARTITIONS]...
 
-Errors go to stderr as one line; the exit code is 2 for a wrong command line and 1 for a
-failed operation.
-",
-        env = common::BOOTSTRAP_ENV,
-        topics = topics::HELP,
-        groups = groups::HELP,
-        dlt = dlt::HELP,
-    )
+The global options -b, -X and -F reach every command (mock takes none); an unknown or
+invalid property is an error everywhere.
+
+Exit status:
+  0  success, also when stdout was closed by its reader (`rekafka consume ... | head`) or
+     the command was stopped by Ctrl-C or SIGTERM (after leaving the group and committing)
+  1  an operation failed (the broker refused, a record was not delivered, ...)
+  2  a wrong command line: an unknown flag, a bad value, an unknown or invalid property";
+
+/// rekafka — a pure-Rust Apache Kafka client with error handling built in
+#[derive(Debug, Parser)]
+#[command(
+    name = "rekafka",
+    version,
+    after_help = AFTER_HELP,
+    arg_required_else_help = true,
+    disable_help_subcommand = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn run(args: Vec<String>) -> Result<(), CliError> {
-    if matches!(
-        args.first().map(String::as_str),
-        Some("-V") | Some("--version")
-    ) {
-        println!("rekafka {}", env!("CARGO_PKG_VERSION"));
-        return Ok(());
-    }
-    if args.is_empty() || args[0] == "help" || args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{}", help());
-        return Ok(());
-    }
-    let (global, rest) = Global::extract(args)?;
-    let Some((command, rest)) = rest.split_first() else {
-        return Err(CliError::usage("missing COMMAND"));
-    };
-    match command.as_str() {
-        "topics" => topics::run(&global, rest),
-        "groups" => groups::run(&global, rest),
-        "dlt" => dlt::run(&global, rest),
-        other if other.starts_with('-') => {
-            Err(CliError::usage(format!("unknown option '{other}'")))
+/// The commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, alter and delete topics
+    #[command(subcommand)]
+    Topics(topics::Topics),
+    /// List, describe, delete consumer groups and show their offsets and lag
+    #[command(subcommand)]
+    Groups(groups::Groups),
+    /// Send records read from stdin or files, one per line
+    Produce(produce::ProduceArgs),
+    /// Print records (JSON lines by default, kcat's -f/-J formats)
+    Consume(consume::ConsumeArgs),
+    /// Producer and consumer throughput
+    #[command(subcommand)]
+    Perf(perf::Perf),
+    /// Inspect and replay dead letters
+    #[command(subcommand)]
+    Dlt(dlt::Dlt),
+    /// Run an in-process Kafka-compatible mock cluster in the foreground
+    Mock(mock::MockArgs),
+}
+
+/// Runs the command.
+fn dispatch(global: Global, command: Command) -> CliResult {
+    match command {
+        Command::Topics(c) => topics::run(&global, c),
+        Command::Groups(c) => groups::run(&global, c),
+        Command::Produce(a) => produce::run(&global, a),
+        Command::Consume(a) => consume::run(&global, a),
+        Command::Perf(c) => perf::run(&global, c),
+        Command::Dlt(c) => dlt::run(&global, c),
+        Command::Mock(a) => {
+            if global.bootstrap.is_some()
+                || !global.properties.is_empty()
+                || global.config_file.is_some()
+            {
+                return Err(CliError::usage(
+                    "mock serves a cluster of its own: it takes no -b, -X or -F",
+                ));
+            }
+            mock::run(a)
         }
-        other => Err(CliError::usage(format!("unknown command '{other}'"))),
     }
 }
 
-/// `rest` with `-b BOOTSTRAP` in front when the global flags named one.
-fn with_bootstrap(global: &Global, rest: &[String]) -> Vec<String> {
-    let mut args = Vec::with_capacity(rest.len() + 2);
-    if let Some(b) = &global.bootstrap {
-        args.push("-b".to_owned());
-        args.push(b.clone());
+/// The command path the words of `args` name (`rekafka topics create`), for "see --help".
+fn command_path(args: &[String]) -> String {
+    let mut cmd = Cli::command();
+    let mut path = vec!["rekafka".to_owned()];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if matches!(
+            a.as_str(),
+            "-b" | "--bootstrap" | "-X" | "--property" | "-F" | "--command-config"
+        ) {
+            it.next();
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                path.push(sub.get_name().to_owned());
+                let sub = sub.clone();
+                cmd = sub;
+            }
+            None => break,
+        }
     }
-    args.extend(rest.iter().cloned());
-    args
+    path.join(" ")
+}
+
+/// A clap error as one line (`error: ...`), naming the help of the command in `args`.
+fn one_line(e: &clap::Error, args: &[String]) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("Usage: ") {
+            break;
+        }
+        if l.is_empty() || l.starts_with("tip:") || l.starts_with("For more information") {
+            continue;
+        }
+        parts.push(l.strip_prefix("error: ").unwrap_or(l).to_owned());
+    }
+    format!(
+        "error: {} (see `{} --help`)",
+        parts.join(" "),
+        command_path(args)
+    )
 }
 
 fn main() -> ExitCode {
@@ -117,33 +181,104 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "unknown".into());
         eprintln!("error: internal error: {}", msg.replace('\n', " "));
     }));
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // `mock` runs a server in the foreground and has its own flags (no -b/-X).
-    if args.first().map(String::as_str) == Some("mock") {
-        return mock::run(&args[1..]);
-    }
-    // Commands that parse their own flags get the global bootstrap handed on.
-    if let Ok((global, rest)) = Global::extract(args.clone()) {
-        match rest.first().map(String::as_str) {
-            Some("produce") => return produce::run(&with_bootstrap(&global, &rest[1..])),
-            Some("consume") => {
-                return match consume::consume(&global, &rest[1..]) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        e.exit_code()
-                    }
-                };
-            }
-            Some("perf") => return perf::run(&global, &rest[1..]),
-            _ => {}
+    // `args_os`: a non-UTF-8 argument is clap's error to report, not a panic.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let args: Vec<String> = raw
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let parsed = Cli::command()
+        .try_get_matches_from(std::iter::once(std::ffi::OsString::from("rekafka")).chain(raw))
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    eprintln!("{}", one_line(&e, &args));
+                    ExitCode::from(2)
+                }
+            };
         }
-    }
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+    };
+    match dispatch(cli.global, cli.command) {
+        Ok(()) | Err(CliError::PipeClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = Cli::try_parse_from([
+            "rekafka",
+            "-b",
+            "h:1",
+            "topics",
+            "list",
+            "-X",
+            "client.id=x",
+            "-Xrequest.timeout.ms=5",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.bootstrap.as_deref(), Some("h:1"));
+        assert_eq!(
+            cli.global.properties,
+            [
+                ("client.id".to_owned(), "x".to_owned()),
+                ("request.timeout.ms".to_owned(), "5".to_owned())
+            ]
+        );
+        assert!(Cli::try_parse_from(["rekafka", "-X", "novalue", "topics", "list"]).is_err());
+        assert!(Cli::try_parse_from(["rekafka", "topics", "list", "-b"]).is_err());
+        let cli = Cli::try_parse_from(["rekafka", "--bootstrap=a:2", "groups", "list"]).unwrap();
+        assert_eq!(cli.global.bootstrap.as_deref(), Some("a:2"));
+        // The global flags after a subcommand's own flags, on every command.
+        for cmd in [
+            &["produce", "-t", "t"][..],
+            &["consume", "-t", "t"],
+            &["perf", "produce", "-t", "t"],
+            &["dlt", "inspect", "-t", "t"],
+            &["dlt", "replay", "-t", "t"],
+        ] {
+            let mut args = vec!["rekafka"];
+            args.extend_from_slice(cmd);
+            args.extend_from_slice(&["-X", "client.id=y", "-F", "f.properties"]);
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+            assert_eq!(cli.global.properties.len(), 1, "{cmd:?}");
+            assert_eq!(cli.global.config_file.as_deref(), Some("f.properties"));
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_naming_the_help() {
+        let args = ["topics", "create", "x", "--partitions", "many"].map(String::from);
+        let e = Cli::try_parse_from(std::iter::once("rekafka".to_owned()).chain(args.clone()))
+            .unwrap_err();
+        let line = one_line(&e, &args);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--partitions"), "{line}");
+        assert!(
+            line.ends_with("(see `rekafka topics create --help`)"),
+            "{line}"
+        );
     }
 }

@@ -1,39 +1,56 @@
 //! `rekafka perf produce`: producer throughput (`perf consume` is in `consume`).
 
-use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rekafka::producer::{Producer, Record};
+use clap::{Args, Subcommand};
+use rekafka::producer::{Producer, ProducerConfig, Record};
 
-use crate::common::{CliError, Global};
-use crate::produce::Common;
+use crate::common::{CliError, CliResult, Global, Progress, stop_flag};
+use crate::consume::PerfConsumeArgs;
+use crate::produce::ProducerFlags;
 
-pub const HELP: &str = "\
-Usage: rekafka [-b HOST:PORT] [-F FILE] [-X KEY=VALUE]... perf produce -t TOPIC -n COUNT
-           -s VALUE_BYTES [OPTIONS]
-       rekafka [-b ..] [-F ..] [-X ..]... perf consume -t TOPIC -n COUNT (see perf consume --help)
+/// `rekafka perf ...`
+#[derive(Debug, Subcommand)]
+pub enum Perf {
+    /// Producer throughput
+    Produce(PerfProduceArgs),
+    /// Consumer throughput
+    Consume(PerfConsumeArgs),
+}
 
-Sends COUNT records of VALUE_BYTES bytes (no key) as fast as the producer takes them, prints
-progress every second and a final line:
-    records=N secs=S rec_per_s=R mb_per_s=M
-Exits 1 if any record failed.
+/// `rekafka perf produce`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Sends COUNT records of BYTES bytes (no key) as fast as the producer takes them (or at
+--throughput), shows progress on stderr when it is a terminal, and prints a final line:
+    records=N secs=S rec_per_s=R mb_per_s=M p50_ms=.. p95_ms=.. p99_ms=.. max_ms=..
+The latencies are from send to acknowledgement, of every record (of a sample of 500,000 when
+COUNT is larger, as Kafka's perf tool). Exits 1 if any record failed.
 
 The global -b, -F and -X apply: client properties (security.protocol, ssl.*, sasl.*, ...)
 configure the connection, producer properties (linger.ms, enable.idempotence, ...) the
-producer; the flags below override them.
-
-Options:
-  -t, --topic TOPIC          Topic (required)
-  -n, --count N              Records to send (default 1000000)
-  -s, --size BYTES           Value size (default 100)
-      --acks all|1|0         Acknowledgements (default all)
-  -z, --compression CODEC    none, gzip, snappy, lz4, zstd (default none)
-      --linger-ms MS         linger.ms (default 5)
-      --batch-size BYTES     batch.size (default 16384)
-      --threads N            Runtime threads: 0 = tokio's default (one per core), 1 = all on
-                             the calling thread (default 0)
-";
+producer; the flags here override them.")]
+pub struct PerfProduceArgs {
+    /// Topic
+    #[arg(short, long)]
+    topic: String,
+    /// Records to send
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1_000_000)]
+    count: u64,
+    /// Value size in bytes
+    #[arg(short = 's', long, value_name = "BYTES", default_value_t = 100)]
+    size: usize,
+    /// At most N records a second, like Kafka's perf tool (-1: as fast as possible)
+    #[arg(long, value_name = "N", default_value_t = -1, allow_hyphen_values = true)]
+    throughput: i64,
+    #[command(flatten)]
+    producer: ProducerFlags,
+    /// Runtime threads: 0 = tokio's default (one per core), 1 = all on the calling thread
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+}
 
 /// The runtime: `threads` = 0 is tokio's multi-thread default, 1 a current-thread runtime
 /// (everything on the calling thread), more a multi-thread runtime with that many workers.
@@ -50,162 +67,163 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// `rekafka perf produce|consume ...`
-pub fn run(global: &Global, args: &[String]) -> ExitCode {
-    match args.first().map(String::as_str) {
-        Some("consume") => {
-            return match crate::consume::perf_consume(global, &args[1..]) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    e.exit_code()
-                }
-            };
+/// The most latencies `perf produce` keeps (Kafka's perf tool samples as many).
+const MAX_SAMPLES: u64 = 500_000;
+
+/// `p50_ms=.. p95_ms=.. p99_ms=.. max_ms=..` of `latencies` (nearest rank), or `-` for each
+/// when there are none.
+fn percentiles(latencies: &mut [Duration]) -> String {
+    latencies.sort_unstable();
+    let at = |p: f64| -> String {
+        if latencies.is_empty() {
+            return "-".to_owned();
         }
-        Some("produce") => {}
-        Some("-h" | "--help") | None => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            eprintln!("error: unknown perf command {other:?} (try `rekafka perf produce`)");
-            return ExitCode::from(2);
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        let d = latencies[rank.clamp(1, latencies.len()) - 1];
+        format!("{:.1}", d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "p50_ms={} p95_ms={} p99_ms={} max_ms={}",
+        at(50.0),
+        at(95.0),
+        at(99.0),
+        at(100.0)
+    )
+}
+
+/// Runs `perf ...`.
+pub fn run(global: &Global, command: Perf) -> CliResult {
+    match command {
+        Perf::Consume(a) => crate::consume::perf_consume(global, a),
+        Perf::Produce(a) => {
+            let rt = runtime(a.threads)
+                .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
+            rt.block_on(perf_produce(global, a))
         }
     }
-    let args = &args[1..];
-    // Global properties first (-F, then -X), then this command's flags.
-    let mut common = Common::new();
-    let builder = match global.builder_with(|k, v| common.config.apply_property(k, v)) {
-        Ok(b) => b,
+}
+
+async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
+    let mut config = ProducerConfig::default();
+    let client = crate::produce::connect(global, &mut config, &a.producer).await?;
+    let producer = match Producer::new(client.cluster().clone(), config).await {
+        Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
-            return e.exit_code();
+            client.close().await;
+            return Err(CliError::Failed(format!(
+                "creating the producer: {}",
+                CliError::from(e)
+            )));
         }
     };
-    let (mut count, mut size) = (1_000_000u64, 100usize);
-    let mut threads = 0usize;
-    let mut i = 0;
-    while i < args.len() {
-        match common.parse(args, &mut i) {
-            Ok(true) => {}
-            Ok(false) => {
-                let arg = args[i].as_str();
-                let v = args.get(i + 1);
-                match (arg, v) {
-                    ("-h" | "--help", _) => {
-                        print!("{HELP}");
-                        return ExitCode::SUCCESS;
-                    }
-                    ("-n" | "--count", Some(v)) if v.parse::<u64>().is_ok() => {
-                        count = v.parse().unwrap_or(0);
-                        i += 1;
-                    }
-                    ("-s" | "--size", Some(v)) if v.parse::<usize>().is_ok() => {
-                        size = v.parse().unwrap_or(0);
-                        i += 1;
-                    }
-                    ("--threads", Some(v)) if v.parse::<usize>().is_ok() => {
-                        threads = v.parse().unwrap_or(0);
-                        i += 1;
-                    }
-                    _ => {
-                        eprintln!(
-                            "error: unexpected or bad argument {arg:?} (see `rekafka perf produce --help`)"
-                        );
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
+    let (count, size) = (a.count, a.size);
+    let value = Bytes::from(vec![b'x'; size]);
+    let topic: std::sync::Arc<str> = a.topic.as_str().into();
+    // Outcomes are counted by the producer's metrics (record-error-total). The latency of
+    // every `sample`th record is taken by a task awaiting its delivery; the other delivery
+    // futures are dropped (that does not cancel the records).
+    let sample = count.div_ceil(MAX_SAMPLES).max(1);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(
+        usize::try_from(count.min(MAX_SAMPLES)).unwrap_or(0),
+    )));
+    let mut waiters = tokio::task::JoinSet::new();
+    let mut failed = 0u64;
+    let mut first_error: Option<String> = None;
+    let progress = Progress::new("records", Some(count));
+    let stop = stop_flag();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < count {
+        if a.throughput > 0 {
+            // Ahead of the rate: wait until this record is due.
+            let due = Duration::from_secs_f64(sent as f64 / a.throughput as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
             }
         }
-        i += 1;
-    }
-    let rt = match runtime(threads) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
-        let Some(topic) = common.topic.clone() else {
-            eprintln!("error: -t TOPIC is required");
-            return ExitCode::from(2);
-        };
-        let client = match builder.build().await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {}", CliError::from(e));
-                return ExitCode::FAILURE;
+        let record = Record::new(topic.clone()).with_value(value.clone());
+        let sent_at = Instant::now();
+        match producer.send(record).await {
+            Ok(f) if sent.is_multiple_of(sample) => {
+                let latencies = latencies.clone();
+                waiters.spawn(async move {
+                    if f.await.is_ok() {
+                        let took = sent_at.elapsed();
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(took);
+                        }
+                    }
+                });
             }
-        };
-        let producer = match Producer::new(client.cluster().clone(), common.config.clone()).await {
-            Ok(p) => p,
+            Ok(f) => drop(f),
             Err(e) => {
-                eprintln!("error: creating the producer: {}", CliError::from(e));
-                return ExitCode::FAILURE;
-            }
-        };
-        let value = Bytes::from(vec![b'x'; size]);
-        let topic: std::sync::Arc<str> = topic.into();
-        // Outcomes are counted by the producer's metrics (record-error-total), so the loop
-        // keeps no per-record future: the delivery futures are dropped (that does not cancel
-        // the records).
-        let mut failed = 0u64;
-        let mut first_error: Option<String> = None;
-        let start = Instant::now();
-        let mut last_report = start;
-        let mut note = |r: Result<(), rekafka::producer::ProduceError>| {
-            if let Err(e) = r {
                 failed += 1;
                 if first_error.is_none() {
                     first_error = Some(e.to_string());
                 }
             }
-        };
-        for n in 0..count {
-            let record = Record::new(topic.clone()).with_value(value.clone());
-            match producer.send(record).await {
-                Ok(f) => drop(f),
-                Err(e) => note(Err(e)),
-            }
-            if n % 4096 == 0 && last_report.elapsed() >= Duration::from_secs(1) {
-                last_report = Instant::now();
-                let secs = start.elapsed().as_secs_f64();
-                let m = producer.metrics();
-                eprintln!(
-                    "progress: sent={} acked={} failed={} rec_per_s={:.0}",
-                    n + 1,
-                    m.record_send_total,
-                    m.record_error_total,
-                    (n + 1) as f64 / secs
-                );
+        }
+        sent += 1;
+        if sent.is_multiple_of(4096) {
+            progress.update(sent);
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
             }
         }
-        producer.flush().await;
-        let secs = start.elapsed().as_secs_f64();
-        producer.close().await;
-        client.close().await;
-        let m = producer.metrics();
-        eprintln!(
-            "metrics: batch-size-avg={:.0} request-latency-avg={:?} request-latency-max={:?} record-retry-total={} record-error-total={}",
-            m.batch_size_avg, m.request_latency_avg, m.request_latency_max, m.record_retry_total, m.record_error_total
+    }
+    producer.flush().await;
+    let secs = start.elapsed().as_secs_f64();
+    progress.finish();
+    while waiters.join_next().await.is_some() {}
+    let mut latencies = latencies
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    producer.close().await;
+    client.close().await;
+    let m = producer.metrics();
+    eprintln!(
+        "metrics: batch-size-avg={:.0} request-latency-avg={:?} request-latency-max={:?} record-retry-total={} record-error-total={}",
+        m.batch_size_avg,
+        m.request_latency_avg,
+        m.request_latency_max,
+        m.record_retry_total,
+        m.record_error_total
+    );
+    failed += m.record_error_total;
+    crate::outln!(
+        "records={sent} secs={secs:.3} rec_per_s={:.0} mb_per_s={:.2} {}",
+        sent as f64 / secs,
+        (sent as f64 * size as f64) / secs / 1e6,
+        percentiles(&mut latencies)
+    );
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{failed} records failed{}",
+            first_error
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_by_nearest_rank() {
+        let mut l: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(
+            percentiles(&mut l),
+            "p50_ms=50.0 p95_ms=95.0 p99_ms=99.0 max_ms=100.0"
         );
-        failed += m.record_error_total;
-        if failed > 0 {
-            eprintln!(
-                "error: {failed} records failed{}",
-                first_error.map(|e| format!("; first: {e}")).unwrap_or_default()
-            );
-        }
-        println!(
-            "records={count} secs={secs:.3} rec_per_s={:.0} mb_per_s={:.2}",
-            count as f64 / secs,
-            (count as f64 * size as f64) / secs / 1e6
+        let mut one = vec![Duration::from_micros(1500)];
+        assert_eq!(
+            percentiles(&mut one),
+            "p50_ms=1.5 p95_ms=1.5 p99_ms=1.5 max_ms=1.5"
         );
-        if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-    })
+        assert_eq!(percentiles(&mut []), "p50_ms=- p95_ms=- p99_ms=- max_ms=-");
+    }
 }

@@ -2,65 +2,123 @@
 
 use rekafka::admin::{AlterConfigOp, ConfigResource, Internal, NewTopic};
 
+use base64::Engine;
+use clap::Subcommand;
+
 use crate::common::{
-    Args, CliError, CliResult, Global, parse_key_value, print_table, report_failures, run_async,
+    CliError, CliResult, Global, key_value, print_table, report_failures, run_async,
 };
+use crate::outln;
 
-/// The help lines of this command.
-pub const HELP: &str = concat!(
-    "  topics create NAME --partitions N [--replication-factor R] [--config k=v]...\n",
-    "                [--validate-only] [--if-not-exists]\n",
-    "  topics list [--internal]\n",
-    "  topics describe NAME...\n",
-    "  topics alter NAME [--config k=v]... [--delete-config k]...\n",
-    "  topics delete NAME..."
-);
+/// `rekafka topics ...`
+#[derive(Debug, Subcommand)]
+pub enum Topics {
+    /// Create a topic
+    Create {
+        /// The topic
+        name: String,
+        /// Number of partitions
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+        partitions: i32,
+        /// Replication factor [default: the broker's default.replication.factor]
+        #[arg(long, value_name = "R", value_parser = clap::value_parser!(i16).range(1..))]
+        replication_factor: Option<i16>,
+        /// A topic config (retention.ms=86400000, ...); repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        configs: Vec<(String, String)>,
+        /// Only ask the broker whether it would create the topic
+        #[arg(long)]
+        validate_only: bool,
+        /// Succeed if the topic exists already
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List the topics
+    List {
+        /// Include internal topics (__consumer_offsets, ...)
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Describe topics: partitions, leaders, replicas, ISR and set configs
+    Describe {
+        /// The topics
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Set or delete topic configs
+    Alter {
+        /// The topic
+        name: String,
+        /// Set a config; repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        configs: Vec<(String, String)>,
+        /// Delete a config (back to the broker default); repeatable
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete topics
+    Delete {
+        /// The topics
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
 
-/// Runs `topics ARGS`.
-pub fn run(global: &Global, args: &[String]) -> CliResult {
-    let Some((sub, rest)) = args.split_first() else {
-        return Err(CliError::usage(
-            "topics needs a subcommand: create, list, describe, delete",
-        ));
-    };
-    match sub.as_str() {
-        "create" => create(global, rest),
-        "list" => list(global, rest),
-        "describe" => describe(global, rest),
-        "delete" => delete(global, rest),
-        "alter" => alter(global, rest),
-        other => Err(CliError::usage(format!(
-            "unknown topics subcommand '{other}' (create, list, describe, alter, delete)"
-        ))),
+/// Runs `topics ...`.
+pub fn run(global: &Global, command: Topics) -> CliResult {
+    match command {
+        Topics::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+            if_not_exists,
+        } => {
+            let mut topic = NewTopic::new(&name, partitions);
+            if let Some(r) = replication_factor {
+                topic = topic.with_replication_factor(r);
+            }
+            for (k, v) in configs {
+                topic = topic.with_config(k, v);
+            }
+            create(
+                global,
+                name,
+                partitions,
+                topic,
+                validate_only,
+                if_not_exists,
+            )
+        }
+        Topics::List { internal } => list(global, internal),
+        Topics::Describe { names } => describe(global, names),
+        Topics::Alter {
+            name,
+            configs,
+            delete_configs,
+        } => {
+            let mut ops = Vec::new();
+            for (k, v) in configs {
+                ops.push(AlterConfigOp::Set { name: k, value: v });
+            }
+            for k in delete_configs {
+                ops.push(AlterConfigOp::Delete { name: k });
+            }
+            alter(global, name, ops)
+        }
+        Topics::Delete { names } => delete(global, names),
     }
 }
 
-fn create(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(
-        args,
-        &["--partitions", "--replication-factor", "--config"],
-        &["--validate-only", "--if-not-exists"],
-    )?;
-    let name = a.exactly(1, "topic NAME")?[0].clone();
-    let partitions: i32 = a
-        .parsed("--partitions", "a positive number")?
-        .ok_or_else(|| CliError::usage("topics create needs --partitions N"))?;
-    if partitions < 1 {
-        return Err(CliError::usage("--partitions must be at least 1"));
-    }
-    let mut topic = NewTopic::new(&name, partitions);
-    if let Some(r) = a.parsed::<i16>("--replication-factor", "a positive number")? {
-        if r < 1 {
-            return Err(CliError::usage("--replication-factor must be at least 1"));
-        }
-        topic = topic.with_replication_factor(r);
-    }
-    for kv in a.values("--config") {
-        let (k, v) = parse_key_value("--config", kv)?;
-        topic = topic.with_config(k, v);
-    }
-    let validate_only = a.has("--validate-only");
-    let if_not_exists = a.has("--if-not-exists");
+fn create(
+    global: &Global,
+    name: String,
+    partitions: i32,
+    topic: NewTopic,
+    validate_only: bool,
+    if_not_exists: bool,
+) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let admin = client.admin();
@@ -77,13 +135,13 @@ fn create(global: &Global, args: &[String]) -> CliResult {
                     if if_not_exists
                         && e.kafka_code() == Some(rekafka::KafkaCode::TopicAlreadyExists) =>
                 {
-                    println!("exists: topic {name}");
+                    outln!("exists: topic {name}");
                     continue;
                 }
                 r => r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?,
             };
             let verb = if validate_only { "valid" } else { "created" };
-            println!(
+            outln!(
                 "{verb}: topic {} with {partitions} partitions",
                 created.name
             );
@@ -92,10 +150,8 @@ fn create(global: &Global, args: &[String]) -> CliResult {
     })
 }
 
-fn list(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &[], &["--internal"])?;
-    a.exactly(0, "")?;
-    let internal = if a.has("--internal") {
+fn list(global: &Global, internal: bool) -> CliResult {
+    let internal = if internal {
         Internal::Include
     } else {
         Internal::Exclude
@@ -105,18 +161,13 @@ fn list(global: &Global, args: &[String]) -> CliResult {
         let topics = client.admin().list_topics(internal).await;
         client.close().await;
         for t in topics? {
-            println!("{}", t.name);
+            outln!("{}", t.name);
         }
         Ok(())
     })
 }
 
-fn describe(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &[], &[])?;
-    if a.positional.is_empty() {
-        return Err(CliError::usage("missing topic NAME"));
-    }
-    let names = a.positional.clone();
+fn describe(global: &Global, names: Vec<String>) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let admin = client.admin();
@@ -139,7 +190,7 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                 }
             };
             let id = topic_id(&d.topic_id);
-            println!(
+            outln!(
                 "Topic: {}  Id: {id}  Partitions: {}  Internal: {}",
                 d.name,
                 d.partitions.len(),
@@ -151,7 +202,7 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                         .iter()
                         .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or("(hidden)")))
                         .collect();
-                    println!(
+                    outln!(
                         "Configs: {}",
                         if set.is_empty() {
                             "-".into()
@@ -160,7 +211,7 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                         }
                     );
                 }
-                Err(e) => println!("Configs: unavailable ({e})"),
+                Err(e) => outln!("Configs: unavailable ({e})"),
             }
             let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             let rows: Vec<Vec<String>> = d
@@ -180,23 +231,13 @@ fn describe(global: &Global, args: &[String]) -> CliResult {
                     ]
                 })
                 .collect();
-            print_table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "ERROR"], &rows);
+            print_table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "ERROR"], &rows)?;
         }
         report_failures(failures)
     })
 }
 
-fn alter(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &["--config", "--delete-config"], &[])?;
-    let name = a.exactly(1, "topic NAME")?[0].clone();
-    let mut ops = Vec::new();
-    for kv in a.values("--config") {
-        let (k, v) = parse_key_value("--config", kv)?;
-        ops.push(AlterConfigOp::Set { name: k, value: v });
-    }
-    for k in a.values("--delete-config") {
-        ops.push(AlterConfigOp::Delete { name: k.to_owned() });
-    }
+fn alter(global: &Global, name: String, ops: Vec<AlterConfigOp>) -> CliResult {
     if ops.is_empty() {
         return Err(CliError::usage(
             "topics alter needs --config k=v or --delete-config k",
@@ -211,18 +252,13 @@ fn alter(global: &Global, args: &[String]) -> CliResult {
         client.close().await;
         for r in result? {
             r.map_err(|e| CliError::Failed(format!("topic {name}: {e}")))?;
-            println!("altered: topic {name}");
+            outln!("altered: topic {name}");
         }
         Ok(())
     })
 }
 
-fn delete(global: &Global, args: &[String]) -> CliResult {
-    let a = Args::parse(args, &[], &[])?;
-    if a.positional.is_empty() {
-        return Err(CliError::usage("missing topic NAME"));
-    }
-    let names = a.positional.clone();
+fn delete(global: &Global, names: Vec<String>) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let results = client.admin().delete_topics(&names).await;
@@ -230,7 +266,7 @@ fn delete(global: &Global, args: &[String]) -> CliResult {
         let mut failures = Vec::new();
         for (name, r) in names.iter().zip(results?) {
             match r {
-                Ok(()) => println!("deleted: topic {name}"),
+                Ok(()) => outln!("deleted: topic {name}"),
                 Err(e) => failures.push(format!("topic {name}: {e}")),
             }
         }
@@ -240,21 +276,7 @@ fn delete(global: &Global, args: &[String]) -> CliResult {
 
 /// A topic id as Kafka prints it: URL-safe base64 without padding (22 characters).
 fn topic_id(id: &[u8; 16]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(22);
-    for chunk in id.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
 }
 
 #[cfg(test)]

@@ -368,3 +368,82 @@ fn bad_arguments_give_one_line_and_a_non_zero_exit() {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
 }
+
+/// Runs `rekafka ARGS` with `stdin` as its input.
+fn with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rekafka"))
+        .args(args)
+        .env("REKAFKA_BOOTSTRAP", bootstrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running rekafka: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("running rekafka: {e}"))
+}
+
+#[test]
+fn produce_and_consume_with_kcat_habits() {
+    let topic = unique("cli-kcat");
+    ok(&["topics", "create", &topic, "--partitions", "2"]);
+    let o = with_stdin(
+        &[
+            "produce", "-t", &topic, "-p", "1", "-K", ":", "-H", "src=cli",
+        ],
+        "k1:v1\nk2:v2\nk3:v3\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every field through -f; the records are where -p put them, with -K's keys.
+    let out = until(
+        &[
+            "consume",
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%t %p %o %k %s %h\\n",
+        ],
+        "the three records",
+        |o| o.lines().count() == 3,
+    );
+    let want: Vec<String> = (0..3)
+        .map(|i| format!("{topic} 1 {i} k{} v{} src=cli", i + 1, i + 1))
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    // -o -1: the last record of each partition (partition 0 is empty); -K prints key:value.
+    let out = ok(&["consume", "-t", &topic, "-o", "-1", "-e", "-K", ":"]);
+    assert_eq!(out, "k3:v3\n");
+    // -J with -c: kcat's envelope, and %T agrees with its ts.
+    let out = ok(&[
+        "consume", "-t", &topic, "-p", "1", "-o", "1", "-c", "1", "-J",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["offset"], 1);
+    assert_eq!(v["key"], "k2");
+    assert_eq!(v["payload"], "v2");
+    assert_eq!(v["headers"], serde_json::json!(["src", "cli"]));
+    let ts = v["ts"].as_i64().unwrap_or_default();
+    let out = ok(&[
+        "consume", "-t", &topic, "-p", "1", "-o", "1", "-c", "1", "-f", "%T",
+    ]);
+    assert_eq!(out.parse::<i64>().ok(), Some(ts));
+    // s@TS: from the first record at or after that time: the second one or an earlier one
+    // with the same millisecond, never one after it.
+    let at = format!("s@{ts}");
+    let out = ok(&["consume", "-t", &topic, "-o", &at, "-e", "-f", "%o\\n"]);
+    let offsets: Vec<i64> = out.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(offsets.first().is_some_and(|&o| o <= 1), "{offsets:?}");
+    assert_eq!(offsets.last(), Some(&2), "{offsets:?}");
+    ok(&["topics", "delete", &topic]);
+}

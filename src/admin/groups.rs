@@ -1,19 +1,23 @@
-//! Consumer groups: list, describe, delete, committed offsets.
+//! Consumer groups: list, describe, delete, committed offsets (read and altered).
 
 use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
 
 use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
+use crate::KafkaCode;
 use crate::error::{Error, Result};
 use crate::protocol::StrBytes;
+use crate::protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use crate::protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use crate::protocol::messages::{
     ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetFetchRequest,
-    OffsetFetchResponse,
+    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetFetchResponse,
 };
 
 /// The state of a consumer group, as the coordinator names it.
@@ -384,6 +388,104 @@ impl Admin {
             })
             .await?;
         Ok(offset_fetch_results(&resp, group, partitions))
+    }
+
+    /// Sets a group's committed offsets (OffsetCommit to its coordinator, as a standalone
+    /// commit: generation -1, no member id), as Java's `alterConsumerGroupOffsets`. The group
+    /// must have no active members (else the coordinator refuses with UNKNOWN_MEMBER_ID). One
+    /// result per partition, in input order; a coordinator that moved or is loading is looked
+    /// up again and the whole commit retried.
+    pub async fn alter_consumer_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        if offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        for (tp, o) in offsets {
+            by_topic
+                .entry(tp.topic.as_str())
+                .or_default()
+                .push((tp.partition, *o));
+        }
+        let resp = self
+            .single(|| async {
+                let coordinator = self.group_coordinator(group).await?;
+                let r = self
+                    .send::<OffsetCommitRequest, _>(&coordinator, |_| {
+                        Ok(OffsetCommitRequest::default()
+                            .with_group_id(group_id(group))
+                            .with_generation_id_or_member_epoch(-1)
+                            .with_topics(
+                                by_topic
+                                    .iter()
+                                    .map(|(t, ps)| {
+                                        OffsetCommitRequestTopic::default()
+                                            .with_name(topic_name(t))
+                                            .with_partitions(
+                                                ps.iter()
+                                                    .map(|&(p, o)| {
+                                                        OffsetCommitRequestPartition::default()
+                                                            .with_partition_index(p)
+                                                            .with_committed_offset(o)
+                                                    })
+                                                    .collect(),
+                                            )
+                                    })
+                                    .collect(),
+                            ))
+                    })
+                    .await
+                    .and_then(|resp| {
+                        // A coordinator error is per partition in OffsetCommit: retry it all.
+                        let moved = resp
+                            .topics
+                            .iter()
+                            .flat_map(|t| &t.partitions)
+                            .find_map(|p| {
+                                code_error(p.error_code, None, ApiKey::OffsetCommit).filter(|e| {
+                                    matches!(
+                                        e.kafka_code(),
+                                        Some(
+                                            KafkaCode::NotCoordinator
+                                                | KafkaCode::CoordinatorNotAvailable
+                                                | KafkaCode::CoordinatorLoadInProgress
+                                        )
+                                    )
+                                })
+                            });
+                        match moved {
+                            Some(e) => Err(e.on_broker(coordinator.broker_id())),
+                            None => Ok(resp),
+                        }
+                    });
+                if let Err(e) = &r {
+                    self.after_coordinator_error(group, e);
+                }
+                r
+            })
+            .await?;
+        Ok(offsets
+            .iter()
+            .map(|(tp, _)| {
+                let answer = resp
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == tp.topic)
+                    .flat_map(|t| &t.partitions)
+                    .find(|p| p.partition_index == tp.partition);
+                let r = match answer {
+                    None => Err(missing(ApiKey::OffsetCommit, &tp.to_string())),
+                    Some(p) => match code_error(p.error_code, None, ApiKey::OffsetCommit) {
+                        Some(e) => Err(e.on_partition(&tp.topic, tp.partition)),
+                        None => Ok(()),
+                    },
+                };
+                (tp.clone(), r)
+            })
+            .collect())
     }
 
     /// Groups the pending items by coordinator; items whose coordinator lookup fails get the

@@ -577,7 +577,13 @@ mod tests {
         send(a.describe_groups(&names));
         send(a.delete_groups(&names));
         send(a.list_group_offsets("g", Some(std::slice::from_ref(&tp))));
+        send(a.alter_consumer_group_offsets("g", &[(tp.clone(), 0)]));
         // Nothing asked, nothing sent (the cluster's only address is dead).
+        assert!(
+            a.alter_consumer_group_offsets("g", &[])
+                .await
+                .is_ok_and(|v| v.is_empty())
+        );
         assert!(a.create_topics(&[]).await.is_ok_and(|v| v.is_empty()));
         assert!(a.list_offsets(&[]).await.is_ok_and(|v| v.is_empty()));
         let none: [&str; 0] = [];

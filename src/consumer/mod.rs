@@ -809,10 +809,10 @@ impl Consumer {
         }
     }
 
-    /// A `Stream`-like adaptor that yields one record at a time: call
-    /// [`RecordStream::next`] in a loop. It polls in batches; records of a batch are handed
-    /// out one by one, and auto-commit (which runs inside `poll`) only commits a batch once the
-    /// stream asks for the next one.
+    /// A [`Stream`](futures_core::Stream) of records, one at a time: use `StreamExt::next`
+    /// (from `futures`) or [`RecordStream::next_record`] in a loop. It polls in batches;
+    /// records of a batch are handed out one by one, and auto-commit (which runs inside
+    /// `poll`) only commits a batch once the stream asks for the next one.
     pub fn stream(&self) -> RecordStream<'_> {
         RecordStream {
             consumer: self,
@@ -916,7 +916,7 @@ impl Drop for Consumer {
 
 /// One record at a time from a [`Consumer`]; see [`Consumer::stream`]. Implements
 /// `futures_core::Stream<Item = Result<ConsumerRecord>>` (the stream ends when the consumer is
-/// closed), and has an inherent `async fn next`.
+/// closed), and has an inherent [`next_record`](RecordStream::next_record).
 pub struct RecordStream<'a> {
     consumer: &'a Consumer,
     pending: std::collections::VecDeque<ConsumerRecord>,
@@ -936,7 +936,11 @@ impl RecordStream<'_> {
     /// The next record, polling as long as it takes. A partition error is returned as `Err`
     /// (the stream can go on afterwards: other partitions keep flowing); a closed consumer is
     /// an [`ErrorKind::Closed`] error.
-    pub async fn next(&mut self) -> Result<ConsumerRecord> {
+    ///
+    /// Named so as not to shadow `StreamExt::next`: with `futures::StreamExt` in scope,
+    /// `while let Some(r) = stream.next().await` works too (it ends when the consumer is
+    /// closed).
+    pub async fn next_record(&mut self) -> Result<ConsumerRecord> {
         std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx))
             .await
             .unwrap_or_else(|| Err(closed()))

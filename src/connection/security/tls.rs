@@ -1,5 +1,8 @@
-//! TLS with rustls (ring provider): server verification against a CA file or the built-in
-//! Mozilla roots, SNI and name check from the broker's host, client certificates for mTLS.
+//! TLS with rustls: server verification against a CA file, the system's roots
+//! (`ssl.ca.location=probe`) or the built-in Mozilla roots, SNI and name check from the
+//! broker's host, client certificates for mTLS. The crypto provider is graviola (pure Rust) on
+//! x86_64 and aarch64, ring elsewhere; the `tls-ring` and `tls-aws-lc-rs` features choose ring
+//! or aws-lc-rs instead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +21,36 @@ use tokio_rustls::client::TlsStream;
 use super::{EndpointIdentification, TlsConfig};
 use crate::error::{Error, ErrorKind, Result};
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto provider the features select (see the module docs). graviola needs a CPU with
+/// AES-NI, AVX2, ADX, BMI1 and PCLMULQDQ on x86_64 (AES, SHA2, PMULL on aarch64); without them
+/// this is a Config error naming the `tls-ring` feature (graviola itself would panic).
+fn provider() -> Result<Arc<rustls::crypto::CryptoProvider>> {
+    #[cfg(feature = "tls-aws-lc-rs")]
+    let p = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
+    let p = rustls::crypto::ring::default_provider();
+    #[cfg(all(
+        not(feature = "tls-ring"),
+        not(feature = "tls-aws-lc-rs"),
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    let p = {
+        if !graviola::util::is_cpu_supported() {
+            return Err(Error::config(
+                "TLS: this CPU lacks the instructions the default crypto provider (graviola) \
+                 needs (x86_64: AES-NI, AVX2, ADX, BMI1, PCLMULQDQ; aarch64: AES, SHA2, PMULL); \
+                 build rekafka with the `tls-ring` feature instead",
+            ));
+        }
+        rustls_graviola::default_provider()
+    };
+    #[cfg(all(
+        not(feature = "tls-ring"),
+        not(feature = "tls-aws-lc-rs"),
+        not(any(target_arch = "x86_64", target_arch = "aarch64"))
+    ))]
+    let p = rustls::crypto::ring::default_provider();
+    Ok(Arc::new(p))
 }
 
 fn read_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>> {
@@ -136,7 +167,7 @@ pub(crate) fn client_config(tls: &TlsConfig) -> Result<ClientConfig> {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let roots = Arc::new(roots);
-    let provider = provider();
+    let provider = provider()?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS: {e}")))?;
