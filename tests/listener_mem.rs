@@ -91,6 +91,9 @@ struct MemConsumer {
     paused: HashSet<TopicPartition>,
     max_poll: usize,
     closed: Arc<AtomicU32>,
+    /// `pause` does nothing: a consumer that forgets pauses (as one does whose partition was
+    /// revoked and assigned again inside a poll) without telling the container.
+    forget_pauses: bool,
 }
 
 impl MemConsumer {
@@ -107,6 +110,7 @@ impl MemConsumer {
             paused: HashSet::new(),
             max_poll: 50,
             closed: Arc::new(AtomicU32::new(0)),
+            forget_pauses: false,
         }
     }
 }
@@ -139,6 +143,10 @@ impl ContainerConsumer for MemConsumer {
         }
         if out.is_empty() {
             tokio::time::sleep(timeout.min(Duration::from_millis(5))).await;
+        } else if self.forget_pauses {
+            // Records of a partition held back come at every poll: let (virtual) time pass,
+            // as a real poll's round trip would, so its back-off ends.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         Ok(out)
     }
@@ -149,6 +157,9 @@ impl ContainerConsumer for MemConsumer {
     }
 
     fn pause(&mut self, tps: &[TopicPartition]) -> rekafka::Result<()> {
+        if self.forget_pauses {
+            return Ok(());
+        }
         self.paused.extend(tps.iter().cloned());
         Ok(())
     }
@@ -366,6 +377,107 @@ async fn poison_run_with(ack_mode: AckMode, concurrency: usize) {
     assert_eq!(counts.failed.load(Ordering::SeqCst), 40);
     assert_eq!(counts.recovered.load(Ordering::SeqCst), 10);
     assert_eq!(counts.recovery_failed.load(Ordering::SeqCst), 0);
+}
+
+/// A consumer that forgets the back-off pause (and cannot say so through its assignment ids)
+/// keeps returning the records after a failed one while its partition backs off. The container
+/// used to drop them (the partition was "blocked") without rewinding, so the records between
+/// the failed one and the poll's end were never handled and later commits passed them. They
+/// must come again: every record is handled or recovered, the poison one after its retries,
+/// with one worker and with several.
+#[tokio::test(start_paused = true)]
+async fn records_of_a_partition_backing_off_are_held_back_not_dropped() {
+    for concurrency in [1usize, 3] {
+        let poison: HashSet<i64> = [3, 12].into_iter().collect();
+        let s = store(2, 20, &poison, &HashSet::new());
+        let mut consumer = MemConsumer::new(&s, (0..2).map(tp).collect());
+        consumer.forget_pauses = true;
+        consumer.max_poll = 7;
+        let handled: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+        let recovered: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let (h, rc, a) = (handled.clone(), recovered.clone(), attempts.clone());
+        let handle = ListenerContainer::builder(consumer)
+            .record_handler(move |r: Rec| {
+                let (h, a) = (h.clone(), a.clone());
+                async move {
+                    if is_poison(&r) {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        return Err(Box::new(Poison) as HandlerError);
+                    }
+                    h.lock().unwrap().push((r.partition, r.offset));
+                    Ok(())
+                }
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::new(Duration::from_millis(200), 2))
+                    .recoverer(RecovererFn(move |r: Rec, _e: SharedError| {
+                        let rc = rc.clone();
+                        async move {
+                            rc.lock().unwrap().push((r.partition, r.offset));
+                            Ok::<(), HandlerError>(())
+                        }
+                    })),
+            )
+            .ack_mode(AckMode::Record)
+            .concurrency(concurrency)
+            .poll_timeout(Duration::from_millis(50))
+            .start()
+            .unwrap();
+        let all_committed = || {
+            let c = s.lock().unwrap();
+            (0..2).all(|p| c.committed.get(&tp(p)).map(|x| x.0) == Some(20))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !all_committed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(handle.stop().await, StopReason::Normal);
+        let mut done: Vec<(i32, i64)> = handled.lock().unwrap().clone();
+        done.extend(recovered.lock().unwrap().iter().copied());
+        let committed = s.lock().unwrap().committed.clone();
+        let lost: Vec<(i32, i64)> = (0..2)
+            .flat_map(|p| {
+                let end = committed.get(&tp(p)).map_or(0, |c| c.0);
+                (0..end).map(move |o| (p, o))
+            })
+            .filter(|r| !done.contains(r))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "concurrency {concurrency}: below the committed offset but never handled nor \
+             recovered: {lost:?}"
+        );
+        assert!(
+            all_committed(),
+            "concurrency {concurrency}: committed {committed:?}, not 20 everywhere"
+        );
+        let mut recovered = recovered.lock().unwrap().clone();
+        recovered.sort();
+        assert_eq!(
+            recovered,
+            vec![(0, 3), (0, 12)],
+            "concurrency {concurrency}"
+        );
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            6,
+            "concurrency {concurrency}: 2 poison records x 3 deliveries"
+        );
+        let commits = s.lock().unwrap().commits.clone();
+        for p in 0..2 {
+            let offs: Vec<i64> = commits
+                .iter()
+                .filter(|c| c.partition == tp(p))
+                .map(|c| c.offset)
+                .collect();
+            assert!(
+                offs.windows(2).all(|w| w[0] <= w[1]),
+                "concurrency {concurrency}: partition {p}'s commits never go back: {offs:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -105,6 +105,9 @@ pub(crate) struct PartState {
     pub(crate) paused: bool,
     in_flight: bool,
     version: u64,
+    /// Set when the partition is assigned (a new state per assignment), never changed: a
+    /// partition revoked and assigned again, even within one poll, has a new one.
+    pub(crate) assignment_id: u64,
     chunks: VecDeque<Chunk>,
     bytes: usize,
     pub(crate) error: Option<Error>,
@@ -134,6 +137,7 @@ impl PartState {
             paused: false,
             in_flight: false,
             version: next_version(),
+            assignment_id: next_version(),
             chunks: VecDeque::new(),
             bytes: 0,
             error: None,

@@ -371,6 +371,21 @@ impl Consumer {
         lock(&self.shared.state).parts.keys().cloned().collect()
     }
 
+    /// The partitions assigned now, each with an id that is new each time the partition is
+    /// assigned: a partition revoked or lost and assigned again (within one
+    /// [`poll`](Self::poll), say, when an eager rebalance or a lost membership gives the same
+    /// partitions back) has a new id, and starts over: from its committed offset, not paused,
+    /// nothing buffered. Seeks, pauses and a manual [`assign`](Self::assign) that keeps a
+    /// partition keep its id. Someone keeping per-partition state across polls (the listener
+    /// container) compares the ids to see that the partition it knew was taken away.
+    pub fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+        lock(&self.shared.state)
+            .parts
+            .iter()
+            .map(|(tp, p)| (tp.clone(), p.assignment_id))
+            .collect()
+    }
+
     fn remove_partitions(&self, tps: &[TopicPartition]) {
         let mut guard = lock(&self.shared.state);
         let st = &mut *guard;

@@ -233,6 +233,13 @@ impl ContainerConsumer for Consumer {
             .collect()
     }
 
+    fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+        Consumer::assignment_ids(self)
+            .iter()
+            .map(|(tp, id)| (from_group_tp(tp), *id))
+            .collect()
+    }
+
     async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> Result<()> {
         let offsets: Vec<(group::TopicPartition, OffsetAndMetadata)> = offsets
             .into_iter()

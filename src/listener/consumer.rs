@@ -78,6 +78,17 @@ pub trait ContainerConsumer: Send + 'static {
     /// The partitions currently assigned.
     fn assignment(&self) -> Vec<TopicPartition>;
 
+    /// The partitions currently assigned, each with an id that changes whenever the partition
+    /// is assigned anew: a partition revoked (or lost) and assigned again inside one `poll`
+    /// has a new id, because the consumer started it over (from its committed offset, not
+    /// paused). The container compares ids to forget what it held for the old assignment
+    /// (back-offs, pauses, pending offsets, recoveries) and pause the partition again if it
+    /// has to. Default: [`assignment`](Self::assignment) with id 0 (a consumer that never
+    /// gives a partition back within one poll).
+    fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+        self.assignment().into_iter().map(|tp| (tp, 0)).collect()
+    }
+
     /// Commits the offsets (synchronously).
     fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> impl Future<Output = Result<()>> + Send;
 

@@ -396,9 +396,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 r = self.consumer.poll(slice) => r,
             };
             self.rewound.clear();
-            let before = self.assignment.clone();
-            self.sync_assignment().await;
-            let added: Vec<TopicPartition> = self.assignment.difference(&before).cloned().collect();
+            let added = self.sync_assignment().await;
             self.pause_partitions(&added);
             if let Ok(records) = polled {
                 let firsts = offset_bounds(&records, i64::min);

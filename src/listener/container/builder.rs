@@ -383,6 +383,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             backing_off: FastMap::default(),
             halted: FastMap::default(),
             assignment: HashSet::new(),
+            assignment_ids: std::collections::HashMap::new(),
             commits: Commits::new(),
             last_records: Instant::now(),
             idle_notified: false,

@@ -1,6 +1,6 @@
 //! The container's task: the poll loop, the assignment, pauses and seeks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +83,10 @@ pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) backing_off: FastMap<TopicPartition, Instant>,
     pub(super) halted: FastMap<TopicPartition, Halted<C::Record>>,
     pub(super) assignment: HashSet<TopicPartition>,
+    /// The consumer's id of each assigned partition's assignment
+    /// ([`ContainerConsumer::assignment_ids`]): a new id means the partition was revoked and
+    /// assigned again, so what the container held for it belongs to the old assignment.
+    pub(super) assignment_ids: HashMap<TopicPartition, u64>,
     /// The offsets to commit.
     pub(super) commits: Commits,
     pub(super) last_records: Instant,
@@ -337,6 +341,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     self.last_records = Instant::now();
                     self.idle_notified = false;
                     self.sync_assignment().await;
+                    records = self.hold_back_blocked(records);
                     if self.manual_acks() {
                         // Everything before a partition's first polled record is committed.
                         for (tp, first) in offset_bounds(&records, i64::min) {
@@ -431,13 +436,28 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
-    pub(super) async fn sync_assignment(&mut self) {
-        let now: HashSet<TopicPartition> = self.consumer.assignment().into_iter().collect();
-        if now == self.assignment {
-            return;
+    /// Follows the consumer's assignment: forgets the state of partitions revoked, and of
+    /// partitions revoked and assigned again since the last look (a new assignment id: the
+    /// consumer started them over, from the committed offset and not paused, inside one
+    /// poll); pauses the new ones if the container is paused and resumes their retry counts
+    /// from the commit metadata. Returns the partitions added (or assigned again).
+    pub(super) async fn sync_assignment(&mut self) -> Vec<TopicPartition> {
+        let now: HashMap<TopicPartition, u64> =
+            self.consumer.assignment_ids().into_iter().collect();
+        if now == self.assignment_ids {
+            return Vec::new();
         }
-        let removed: Vec<TopicPartition> = self.assignment.difference(&now).cloned().collect();
-        let added: Vec<TopicPartition> = now.difference(&self.assignment).cloned().collect();
+        let removed: Vec<TopicPartition> = self
+            .assignment_ids
+            .iter()
+            .filter(|(tp, id)| now.get(*tp) != Some(*id))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let added: Vec<TopicPartition> = now
+            .iter()
+            .filter(|(tp, id)| self.assignment_ids.get(*tp) != Some(*id))
+            .map(|(tp, _)| tp.clone())
+            .collect();
         for tp in &removed {
             self.tracker.clear(tp);
             self.backing_off.remove(tp);
@@ -457,9 +477,10 @@ impl<C: ContainerConsumer> Runner<C> {
                 );
             }
         }
-        self.assignment = now;
+        self.assignment = now.keys().cloned().collect();
+        self.assignment_ids = now;
         if added.is_empty() {
-            return;
+            return added;
         }
         if self.container_paused {
             self.pause_partitions(&added);
@@ -481,6 +502,36 @@ impl<C: ContainerConsumer> Runner<C> {
                 Err(e) => tracing::warn!(error = %e, "reading committed offsets failed"),
             }
         }
+        added
+    }
+
+    /// Takes out the records of partitions the container holds back (backing off before a
+    /// retry, halted): such a partition is paused, so none should come, but if some do (a
+    /// consumer that forgot the pause) they are not dropped: the partition goes back to the
+    /// first of them and is paused again, and they come again once it is free.
+    pub(super) fn hold_back_blocked(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
+        if self.backing_off.is_empty() && self.halted.is_empty() {
+            return records;
+        }
+        let mut held: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut keep = Vec::with_capacity(records.len());
+        for r in records {
+            let tp = tp_of(&r);
+            if !self.blocked(&tp) {
+                keep.push(r);
+            } else if !held.iter().any(|(t, _)| *t == tp) {
+                held.push((tp, r.offset()));
+            }
+        }
+        for (tp, first) in held {
+            tracing::debug!(
+                topic = %tp.0, partition = tp.1, offset = first,
+                "records of a partition held back; sought back to the first and paused again"
+            );
+            self.seek_min(&tp, first);
+            self.pause_partitions(std::slice::from_ref(&tp));
+        }
+        keep
     }
 
     pub(super) fn pause_partitions(&mut self, tps: &[TopicPartition]) {
