@@ -225,7 +225,7 @@ async fn produce_then_fetch_returns_the_producers_batch() {
 #[tokio::test]
 async fn idempotent_sequence_checks_follow_kafka() {
     let mock = MockCluster::builder()
-        .topic("idem", 1)
+        .topic("idem", 2)
         .start()
         .await
         .unwrap();
@@ -237,13 +237,23 @@ async fn idempotent_sequence_checks_follow_kafka() {
     assert_eq!(init.error_code, 0);
     let pid = init.producer_id.0;
     let epoch = init.producer_epoch;
-    // Unknown producer with a non-zero sequence.
+    // A producer without state on a partition: Kafka (2.5 on) accepts any sequence from it,
+    // there is nothing to compare with (partition 1, apart from the checks below).
+    assert_eq!(
+        send_produce(
+            &conn,
+            produce("idem", 1, batch(&["x"], Some((pid, epoch, 5)), false)),
+        )
+        .await,
+        (0, 0)
+    );
+    // Then the next batch must follow it.
     let (code, _) = send_produce(
         &conn,
-        produce("idem", 0, batch(&["x"], Some((pid, epoch, 5)), false)),
+        produce("idem", 1, batch(&["y"], Some((pid, epoch, 0)), false)),
     )
     .await;
-    assert_eq!(code, KafkaCode::UnknownProducerId.code());
+    assert_eq!(code, KafkaCode::OutOfOrderSequenceNumber.code());
     let first = batch(&["a", "b"], Some((pid, epoch, 0)), false);
     assert_eq!(
         send_produce(&conn, produce("idem", 0, first.clone())).await,

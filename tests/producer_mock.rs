@@ -456,3 +456,41 @@ async fn topic_hidden_from_metadata_then_restored_loses_nothing() {
     assert_exactly_once_in_order(&m, "anomaly", &sent);
     p.close().await;
 }
+
+/// Reliability finding (failover scenario 8): the first batch of a partition fails with a
+/// retriable error while later batches of that partition are already in flight. Kafka has no
+/// state for the producer on the partition yet and writes a later batch whatever its sequence;
+/// the first one, retried, then met OUT_OF_ORDER_SEQUENCE_NUMBER, the epoch was bumped and it
+/// was written after the later ones: reordered. The producer must keep one batch of such a
+/// partition in flight until the first acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_batch_failing_while_later_ones_are_in_flight_keeps_order() {
+    let mock = mock("first", 1).await;
+    let mut c = fast().with_linger(Duration::ZERO);
+    c.batch_size = 1; // one record per batch: every record is a batch of its own
+    c.max_in_flight = 5;
+    let p = producer(&mock, c).await;
+    let leader = mock.partition_leader("first", 0).unwrap();
+    // Responses slow enough that later batches are sent before the first one's answer.
+    mock.set_broker_rtt(leader, Duration::from_millis(100));
+    mock.push_partition_errors("first", 0, ApiKey::Produce, &[KafkaCode::NotEnoughReplicas]);
+    let (futs, sent) = send_n(&p, "first", 1, 20).await;
+    for f in futs {
+        f.await.expect("delivered");
+    }
+    assert!(p.fatal_error().is_none());
+    let produces: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Produce)
+        .collect();
+    assert!(
+        p.metrics().record_retry_total > 0,
+        "the injected error was not hit"
+    );
+    assert_exactly_once_in_order(&mock, "first", &sent);
+    // No epoch bump was needed.
+    let epochs: HashSet<Option<i16>> = produces.iter().map(|r| r.producer_epoch).collect();
+    assert_eq!(epochs.len(), 1, "{epochs:?}");
+    p.close().await;
+}

@@ -161,9 +161,13 @@ impl Log {
             }
             if first_seq >= 0 || entry.is_some() {
                 match entry {
+                    // No state for this producer here yet. Like Kafka (2.5 on), an idempotent
+                    // batch is accepted with any sequence (there is nothing to compare it with;
+                    // the producer must not rely on a rejection here). A transactional one
+                    // must start at 0 (Kafka 4's transactions v2 rule).
                     None => {
-                        if first_seq != 0 {
-                            return Err(KafkaCode::UnknownProducerId);
+                        if first_seq != 0 && batch.is_transactional() {
+                            return Err(KafkaCode::OutOfOrderSequenceNumber);
                         }
                     }
                     Some(e) if e.epoch != epoch => {
@@ -424,10 +428,14 @@ mod tests {
     #[test]
     fn idempotence_rules() {
         let mut log = Log::new();
+        // No state yet: a transactional batch must start at 0, an idempotent one may not.
         assert_eq!(
-            log.append(&batch(7, 0, 3, 2, false), 0, None),
-            Err(KafkaCode::UnknownProducerId)
+            log.append(&batch(9, 0, 3, 2, true), 0, None),
+            Err(KafkaCode::OutOfOrderSequenceNumber)
         );
+        let unknown = log.append(&batch(8, 0, 3, 2, false), 0, None).unwrap();
+        assert_eq!(unknown.base_offset, 0);
+        log = Log::new();
         let a = log.append(&batch(7, 0, 0, 2, false), 0, None).unwrap();
         assert_eq!(a.base_offset, 0);
         let b = log.append(&batch(7, 0, 2, 3, false), 0, None).unwrap();

@@ -122,6 +122,12 @@ pub(crate) struct PartitionSequence {
     /// A batch of this partition failed for good (or the broker lost our state): the sequence
     /// has a gap that only an epoch bump closes.
     pub(crate) gap: bool,
+    /// A batch of this producer id was acknowledged on this partition, so the broker holds
+    /// state for it and rejects a batch whose sequence does not follow the last one written.
+    /// Until then Kafka accepts *any* sequence from the producer (it has nothing to compare
+    /// with), so a later batch could be written ahead of an earlier one that failed: the
+    /// sender keeps one batch of such a partition in flight at a time.
+    pub(crate) confirmed: bool,
 }
 
 /// The idempotent producer's state: id, epoch, sequences, and whether an epoch bump is due.
@@ -160,10 +166,35 @@ impl IdempotentState {
         self.partitions.get(tp).is_some_and(|s| s.gap)
     }
 
-    /// Takes a new id or epoch: every sequence starts over at 0.
+    /// Records that the broker acknowledged a batch of producer `producer_id` on `tp` (ignored
+    /// for an older producer id).
+    pub(crate) fn mark_confirmed(&mut self, tp: &(Arc<str>, i32), producer_id: i64) {
+        if producer_id == self.id.producer_id {
+            self.partitions.entry(tp.clone()).or_default().confirmed = true;
+        }
+    }
+
+    /// Whether the broker is known to hold this producer id's state for `tp` (see
+    /// [`PartitionSequence::confirmed`]).
+    pub(crate) fn is_confirmed(&self, tp: &(Arc<str>, i32)) -> bool {
+        self.partitions.get(tp).is_some_and(|s| s.confirmed)
+    }
+
+    /// Takes a new id or epoch: every sequence starts over at 0. An epoch bump of the same id
+    /// keeps the partitions' `confirmed` (the broker still has the id's state there, with the
+    /// old epoch, and rejects a new-epoch batch that does not start at 0); a new id clears it.
     pub(crate) fn reset(&mut self, id: ProducerIdAndEpoch) {
+        let same_id = id.producer_id == self.id.producer_id;
         self.id = id;
-        self.partitions.clear();
+        if same_id {
+            self.partitions.retain(|_, s| s.confirmed);
+            for s in self.partitions.values_mut() {
+                s.next = 0;
+                s.gap = false;
+            }
+        } else {
+            self.partitions.clear();
+        }
         self.bump_required = false;
     }
 }
@@ -196,5 +227,24 @@ mod tests {
         });
         assert!(!s.bump_required && !s.has_gap(&tp));
         assert_eq!(s.assign(&tp, 1), 0);
+    }
+
+    #[test]
+    fn confirmation_survives_a_bump_but_not_a_new_id() {
+        let id = |producer_id, epoch| ProducerIdAndEpoch { producer_id, epoch };
+        let mut s = IdempotentState::new(id(7, 0));
+        let (a, b) = ((Arc::<str>::from("t"), 0), (Arc::<str>::from("t"), 1));
+        assert_eq!(s.assign(&a, 3), 0);
+        assert_eq!(s.assign(&b, 3), 0);
+        assert!(!s.is_confirmed(&a));
+        s.mark_confirmed(&a, 7);
+        s.mark_confirmed(&b, 6); // an older id's batch says nothing about this one
+        assert!(s.is_confirmed(&a) && !s.is_confirmed(&b));
+        s.mark_gap(&b);
+        s.reset(id(7, 1));
+        assert!(s.is_confirmed(&a) && !s.is_confirmed(&b) && !s.has_gap(&b));
+        assert_eq!(s.assign(&a, 1), 0);
+        s.reset(id(8, 0));
+        assert!(!s.is_confirmed(&a));
     }
 }

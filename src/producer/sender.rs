@@ -45,6 +45,8 @@ struct SBatch {
     permits: u32,
     /// The base sequence; [`NO_SEQUENCE`] until numbered.
     base_seq: i32,
+    /// The producer id it was numbered for (idempotence).
+    producer_id: i64,
     /// Some attempt ended without a definite answer: the batch may be written.
     ambiguous: bool,
     last_error: Option<Error>,
@@ -291,6 +293,7 @@ impl Sender {
                 created: b.created,
                 permits: b.permits,
                 base_seq: NO_SEQUENCE,
+                producer_id: -1,
                 ambiguous: false,
                 last_error: None,
                 expired: false,
@@ -564,6 +567,16 @@ impl Sender {
         if part.in_flight.len() >= self.sh.config.max_in_flight {
             return Err(None);
         }
+        if let Some(idem) = &self.idem
+            && !part.in_flight.is_empty()
+            && !idem.is_confirmed(tp)
+        {
+            // No batch of this producer id acknowledged here yet: the broker has no state to
+            // check sequences against and would write a later batch even if an earlier one in
+            // flight fails (a cut connection, a retriable error), which then comes after it.
+            // One batch at a time until the first acknowledgement.
+            return Err(None);
+        }
         if let Some(link) = &self.sh.txn
             && !link.lock().added.contains(tp)
         {
@@ -740,6 +753,7 @@ impl Sender {
             let builder = match &mut self.idem {
                 Some(idem) => {
                     b.base_seq = idem.assign(tp, b.records as i32);
+                    b.producer_id = idem.id.producer_id;
                     builder
                         .with_producer(idem.id.producer_id, idem.id.epoch, b.base_seq)
                         .with_transactional(self.sh.txn.is_some())
@@ -754,6 +768,7 @@ impl Sender {
         {
             // Renumbered after an epoch bump.
             b.base_seq = idem.assign(tp, b.records as i32);
+            b.producer_id = idem.id.producer_id;
             let mut raw = b.bytes.as_deref().unwrap_or_default().to_vec();
             set_producer(&mut raw, idem.id.producer_id, idem.id.epoch, b.base_seq)?;
             b.bytes = Some(Bytes::from(raw));
@@ -931,6 +946,11 @@ impl Sender {
     }
 
     fn succeed(&mut self, tp: &Tp, b: SBatch, base_offset: i64, log_append_time: i64) {
+        if let Some(idem) = &mut self.idem
+            && b.base_seq != NO_SEQUENCE
+        {
+            idem.mark_confirmed(tp, b.producer_id);
+        }
         let part = self.part(tp);
         part.in_flight.retain(|o| *o != b.order);
         // A later batch's success does not end a retry: while an earlier batch waits to be
