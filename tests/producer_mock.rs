@@ -449,10 +449,15 @@ async fn topic_hidden_from_metadata_then_restored_loses_nothing() {
     for (part, values) in more {
         sent.entry(part).or_default().extend(values);
     }
+    // The leader error makes the producer refresh. How many refreshes see the topic hidden
+    // depends on timing: a retry that goes out before the first refresh answers reaches the
+    // (unchanged) leader and the rest of the records may follow before the topic is missed
+    // (seen once in a dozen runs on a loaded machine). What must hold either way: records
+    // delivered once each, in order.
     let refreshes = metadata(&m) - before;
     assert!(
-        refreshes >= 4,
-        "three refreshes without the topic, then one with it: {refreshes}"
+        refreshes >= 1,
+        "the leader error caused no metadata refresh"
     );
     assert_exactly_once_in_order(&m, "anomaly", &sent);
     p.close().await;
