@@ -78,7 +78,8 @@ fi
 unset REKAFKA_TEST_BROKER
 
 step "tests against Kafka"
-cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log"
+# The failover soak (s9) runs 60 s of random faults here; FAILOVER_SOAK_SECS=600 for a longer one.
+FAILOVER_SOAK_SECS="${FAILOVER_SOAK_SECS:-60}" cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log"
 
 step "the same broker-backed suites against the embedded mock cluster"
 # One suite, two brokers: every tests/*_broker.rs also runs against rekafka's mock cluster,
@@ -114,7 +115,7 @@ echo "$bin is statically linked (no interpreter, no shared libraries) and runs"
 step "fuzzing"
 # Every cargo-fuzz target for a bounded time (scripts/fuzz.sh installs nightly's cargo-fuzz into
 # .tools/cargo); a crash fails the run. FUZZ_SECONDS=60 for a longer run.
-scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 step "all checks passed in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s"
 # One closing line for the whole suite (cargo prints one summary per test binary).

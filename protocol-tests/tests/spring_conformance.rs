@@ -98,6 +98,55 @@ fn run_both(out: &Path, only: Option<&str>) {
     // the comparison reports; a runner that died writes nothing, which it reports too.
 }
 
+type Failures = BTreeMap<String, Vec<Difference>>;
+
+/// Compares the logs of `names` in `out/spring` and `out/rekafka`: the differences the
+/// allow-list does not cover, per scenario, and which allowed differences each scenario used.
+fn compare_all(
+    out: &Path,
+    names: &[String],
+    allowed: &[rekafka_protocol_tests::spring::Allowed],
+) -> (Failures, BTreeMap<String, Vec<String>>) {
+    let mut failures: BTreeMap<String, Vec<Difference>> = BTreeMap::new();
+    let mut used_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in names {
+        let read = |side: &str| read_log(&out.join(side).join(format!("{name}.jsonl")));
+        let (spring, ours) = match (read("spring"), read("rekafka")) {
+            (Ok(s), Ok(o)) => (s, o),
+            (s, o) => {
+                failures.entry(name.clone()).or_default().push(Difference {
+                    section: "logs".into(),
+                    detail: format!(
+                        "a log is missing: Spring {:?}, rekafka {:?}",
+                        s.err(),
+                        o.err()
+                    ),
+                });
+                continue;
+            }
+        };
+        let (diffs, used) = compare_scenario(name, &spring, &ours, allowed);
+        for u in used {
+            used_by.entry(u).or_default().push(name.clone());
+        }
+        if !diffs.is_empty() {
+            failures.insert(name.clone(), diffs);
+        }
+    }
+    (failures, used_by)
+}
+
+fn report_of(failures: &Failures) -> String {
+    let mut report = String::new();
+    for (name, diffs) in failures {
+        report.push_str(&format!("\n=== {name}: {} difference(s)\n", diffs.len()));
+        for d in diffs {
+            report.push_str(&format!("  [{}] {}\n", d.section, d.detail));
+        }
+    }
+    report
+}
+
 #[test]
 fn spring_conformance() {
     let only = std::env::var("SPRING_CONFORMANCE_ONLY").ok();
@@ -133,43 +182,30 @@ fn spring_conformance() {
         );
     }
 
-    let mut failures: BTreeMap<String, Vec<Difference>> = BTreeMap::new();
-    let mut used_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for name in &names {
-        let read = |side: &str| read_log(&out.join(side).join(format!("{name}.jsonl")));
-        let (spring, ours) = match (read("spring"), read("rekafka")) {
-            (Ok(s), Ok(o)) => (s, o),
-            (s, o) => {
-                failures.entry(name.clone()).or_default().push(Difference {
-                    section: "logs".into(),
-                    detail: format!(
-                        "a log is missing: Spring {:?}, rekafka {:?}",
-                        s.err(),
-                        o.err()
-                    ),
-                });
-                continue;
-            }
-        };
-        let (diffs, used) = compare_scenario(name, &spring, &ours, &allowed);
-        for u in used {
-            used_by.entry(u).or_default().push(name.clone());
-        }
-        if !diffs.is_empty() {
-            failures.insert(name.clone(), diffs);
-        }
+    let (mut failures, used_by) = compare_all(&out, &names, &allowed);
+    // A scenario runs against a live three-node cluster with time-based ends (quiet periods,
+    // timeouts), so a slow moment on a loaded machine can cut one runner's run short. The
+    // scenarios that differ run once more, both runners again, on fresh topics and groups; a
+    // difference that is real shows again and fails the test. The first run's report stays.
+    let rerun_allowed = std::env::var("SPRING_CONFORMANCE_LOGS").map_or(true, |d| d.is_empty());
+    if !failures.is_empty() && rerun_allowed {
+        eprintln!(
+            "\nfirst run: {} scenario(s) differ; running them again:{}",
+            failures.len(),
+            report_of(&failures)
+        );
+        let again: Vec<String> = failures.keys().cloned().collect();
+        let rerun = out.join("rerun");
+        std::fs::create_dir_all(&rerun).expect("log dir");
+        run_both(&rerun, Some(&again.join(",")));
+        eprintln!("logs of the second run: {}", rerun.display());
+        failures = compare_all(&rerun, &again, &allowed).0;
     }
     eprintln!("\nallowed differences seen:");
     for (id, scenarios) in &used_by {
         eprintln!("  {id}: {}", scenarios.join(", "));
     }
-    let mut report = String::new();
-    for (name, diffs) in &failures {
-        report.push_str(&format!("\n=== {name}: {} difference(s)\n", diffs.len()));
-        for d in diffs {
-            report.push_str(&format!("  [{}] {}\n", d.section, d.detail));
-        }
-    }
+    let report = report_of(&failures);
     eprintln!(
         "\n{} scenarios compared, {} agree, {} differ{}",
         names.len(),
