@@ -609,7 +609,14 @@ async fn commit(
             .flat_map(|t| t.partitions.iter())
             .map(|p| (p.partition_index, p.error_code))
             .collect();
-        if codes.iter().any(|(_, c)| coordinator_moving(*c)) && std::time::Instant::now() < deadline
+        // A new topic reaches the coordinator broker's metadata a moment after the broker that
+        // answered our metadata request: UNKNOWN_TOPIC_OR_PARTITION is retriable here, as in the
+        // Java client's commitSync.
+        let unknown_topic = KafkaCode::UnknownTopicOrPartition.code();
+        if codes
+            .iter()
+            .any(|(_, c)| coordinator_moving(*c) || *c == unknown_topic)
+            && std::time::Instant::now() < deadline
         {
             client
                 .cluster()
