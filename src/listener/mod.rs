@@ -31,6 +31,7 @@ mod events;
 mod fetch_failure;
 mod handler;
 pub mod republish;
+pub mod retry_topic;
 mod tracker;
 mod transactional;
 
