@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     let key = record.key_str().unwrap_or_default().to_owned();
                     let attempt = headers::attempts(&record.headers());
                     let n: usize = key.trim_start_matches("order-").parse().unwrap_or(0);
-                    if n == 42 || (n % 10 == 0 && attempt < 3) {
+                    if n == 42 || (n.is_multiple_of(10) && attempt < 3) {
                         println!("{key}: attempt {attempt} in {} failed", record.topic());
                         return Err(Box::new(PaymentUnavailable(key)) as HandlerError);
                     }
