@@ -6,6 +6,8 @@
 //!   always-failing record in the DLT exactly once with Spring's headers, and no retry handled
 //!   before its due time;
 //! * the main topic flows while a retry waits for its due time;
+//! * a not-retryable error goes straight to the DLT, and a failing DLT handler gets the dead
+//!   letter again (`DltStrategy::AlwaysRetryOnError`);
 //! * a consumer process killed with SIGKILL and restarted loses nothing, and handles records
 //!   again at most within the stated at-least-once bound.
 //!
@@ -459,6 +461,134 @@ async fn main_topic_flows_while_a_retry_waits() {
             .filter(|h| h.key.starts_with('g'))
             .all(|h| h.at < second.at)
     );
+    cluster.close().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("fatal for {0}")]
+struct Fatal(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("wrapped")]
+struct Wrapped(#[source] Fatal);
+
+/// A not-retryable error (found through the cause chain) goes straight to the DLT; a DLT
+/// handler that fails with a retryable error gets the dead letter again
+/// (`DltStrategy::AlwaysRetryOnError`), with the first failure's provenance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_retryable_goes_straight_to_the_dlt_and_a_failing_dlt_handler_retries() {
+    let topic = unique("rt-fatal");
+    let group = unique("rt-fatal-g");
+    create(&topic, 2).await;
+    let cluster = connect().await;
+    let keys: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    produce(&cluster, &topic, keys.clone()).await;
+    let log: Arc<Mutex<Vec<Handled>>> = Arc::default();
+    let dead: Arc<Mutex<Vec<ListenerConsumerRecord>>> = Arc::default();
+    let (l, d) = (log.clone(), dead.clone());
+    let handle = RetryTopicConfiguration::builder()
+        .max_attempts(3)
+        .back_off(RetryBackOff::Fixed(Duration::from_millis(100)))
+        .not_retry_on::<Fatal>()
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .start_with_dlt_handler(
+            cluster.clone(),
+            consumer_config(&group),
+            &topic,
+            move |r: ListenerConsumerRecord| {
+                let l = l.clone();
+                async move {
+                    let hs = r.headers();
+                    let key = r.key_str().unwrap_or_default().to_owned();
+                    l.lock().unwrap().push(Handled {
+                        topic: r.topic().to_owned(),
+                        key: key.clone(),
+                        attempt: headers::attempts(&hs),
+                        at: now_ms(),
+                        due: None,
+                        ok: false,
+                    });
+                    Err(Box::new(Wrapped(Fatal(key))) as HandlerError)
+                }
+            },
+            move |r: ListenerConsumerRecord| {
+                let d = d.clone();
+                async move {
+                    let key = r.key_str().unwrap_or_default().to_owned();
+                    let first = {
+                        let mut d = d.lock().unwrap();
+                        let first = !d.iter().any(|x| x.key_str() == Some(key.as_str()));
+                        d.push(r);
+                        first
+                    };
+                    if first {
+                        Err(Box::new(Failing(key)) as HandlerError)
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "every dead letter handled twice",
+        Duration::from_secs(60),
+        || dead.lock().unwrap().len() >= 2 * keys.len(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.stop().await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.len(),
+        keys.len(),
+        "each handled once, on the main topic: {log:?}"
+    );
+    assert!(log.iter().all(|h| h.topic == topic && h.attempt == 1));
+    let dead = dead.lock().unwrap().clone();
+    assert_eq!(dead.len(), 2 * keys.len(), "each dead letter handled twice");
+    for k in &keys {
+        let letters: Vec<&ListenerConsumerRecord> = dead
+            .iter()
+            .filter(|r| r.key_str() == Some(k.as_str()))
+            .collect();
+        assert_eq!(letters.len(), 2, "{k}");
+        let first = letters[0].headers();
+        let second = letters[1].headers();
+        // Straight from the main topic: attempt 1 failed, the DLT holds attempt 2; the retry
+        // of the DLT handler counts on.
+        assert_eq!(headers::attempts(&first), 2);
+        assert_eq!(headers::attempts(&second), 3);
+        for hs in [&first, &second] {
+            let s = |name: &str| String::from_utf8_lossy(header(hs, name).unwrap()).into_owned();
+            assert_eq!(s("kafka_original-topic"), topic);
+            assert_eq!(
+                hs.iter()
+                    .filter(|h| h.key() == "kafka_original-offset")
+                    .count(),
+                1
+            );
+        }
+        assert_eq!(
+            header(&first, "kafka_original-offset"),
+            header(&second, "kafka_original-offset")
+        );
+        assert_eq!(
+            String::from_utf8_lossy(header(&first, "kafka_exception-fqcn").unwrap()),
+            "Wrapped"
+        );
+        // The cause's class (as `error_class` names a cause: its type path).
+        assert!(
+            String::from_utf8_lossy(header(&first, "kafka_exception-cause-fqcn").unwrap())
+                .ends_with("Fatal")
+        );
+        assert_eq!(
+            String::from_utf8_lossy(header(&second, "kafka_exception-message").unwrap()),
+            format!("record {k} failed")
+        );
+    }
     cluster.close().await;
 }
 
