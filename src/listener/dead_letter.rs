@@ -233,7 +233,7 @@ pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
 
 /// The exception headers' values: class, cause class, message, chain (each level formatted
 /// once).
-fn exception_triple(e: &(dyn StdError + 'static)) -> (Bytes, Bytes, Bytes, Bytes) {
+pub(crate) fn exception_triple(e: &(dyn StdError + 'static)) -> (Bytes, Bytes, Bytes, Bytes) {
     let class = fqcn(e);
     let message = e.to_string();
     let mut chain = String::with_capacity(class.len() + message.len() + 2);

@@ -18,6 +18,8 @@
 //! * the [dead-letter publisher](DeadLetterPublisher) (Spring's
 //!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
 //!   record's own topic before dead-lettering.
+//! * [non-blocking retries](retry_topic) through retry topics and a dead-letter topic (Spring's
+//!   `@RetryableTopic`), run by one handle.
 
 mod adapter;
 mod backoff;
@@ -31,6 +33,7 @@ mod events;
 mod fetch_failure;
 mod handler;
 pub mod republish;
+pub mod retry_topic;
 mod tracker;
 mod transactional;
 

@@ -1,0 +1,386 @@
+//! Starting the main, retry and DLT containers of a [`RetryTopicConfiguration`], the recoverer
+//! that forwards failed records, and the [`RetryTopicHandle`] that stops them all.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::headers::{self, forward_headers};
+use super::{Next, RetryTopicConfiguration, RetryTopology, TopicCreation};
+use crate::admin::{Admin, NewTopic};
+use crate::client::ClientConfig;
+use crate::cluster::Cluster;
+use crate::consumer::{AutoCommit, Consumer, ConsumerConfig};
+use crate::error::KafkaCode;
+use crate::listener::classify::HandlerError;
+use crate::listener::dead_letter_publisher::{DeadLetterPublisher, PublishWait};
+use crate::listener::handler::{BoxFuture, Recoverer, SharedError};
+use crate::listener::{
+    Acknowledgment, ContainerHandle, DefaultErrorHandler, Events, FixedBackOff,
+    ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason,
+};
+use crate::producer::Record;
+use crate::{Error, Result};
+
+type Handler = Arc<
+    dyn Fn(ListenerConsumerRecord) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
+>;
+
+/// The main, retry and DLT containers of a [`RetryTopicConfiguration`], run and stopped
+/// together. Dropping it stops every container (without waiting).
+#[derive(Debug)]
+pub struct RetryTopicHandle {
+    topology: RetryTopology,
+    containers: Vec<(String, ContainerHandle)>,
+    publisher: Arc<DeadLetterPublisher<ListenerConsumerRecord>>,
+    clusters: Vec<Cluster>,
+}
+
+impl RetryTopicHandle {
+    /// The topics in use.
+    pub fn topology(&self) -> &RetryTopology {
+        &self.topology
+    }
+
+    /// The container consuming `topic` (the main topic, a retry topic or the DLT).
+    pub fn container(&self, topic: &str) -> Option<&ContainerHandle> {
+        self.containers
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, c)| c)
+    }
+
+    /// The events of the container consuming `topic`.
+    pub fn events(&self, topic: &str) -> Option<Events> {
+        self.container(topic).map(ContainerHandle::events)
+    }
+
+    /// Whether every container is still running.
+    pub fn is_running(&self) -> bool {
+        self.containers.iter().all(|(_, c)| c.is_running())
+    }
+
+    /// Stops every container gracefully (each finishes the record in hand and commits what it
+    /// handled or forwarded), then closes the forwarding producer and the consumers'
+    /// connections. Returns why each container (by topic) stopped.
+    pub async fn stop(self) -> Vec<(String, StopReason)> {
+        let RetryTopicHandle {
+            containers,
+            publisher,
+            clusters,
+            ..
+        } = self;
+        let stops: Vec<_> = containers
+            .into_iter()
+            .map(|(topic, c)| tokio::spawn(async move { (topic, c.stop().await) }))
+            .collect();
+        let mut reasons = Vec::with_capacity(stops.len());
+        for s in stops {
+            if let Ok(r) = s.await {
+                reasons.push(r);
+            }
+        }
+        publisher.close().await;
+        for c in clusters {
+            c.close().await;
+        }
+        reasons
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The recoverer of every container: forwards a failed record to its next topic (retry topic
+/// or DLT) with Spring's headers and waits for the broker's acknowledgement, or logs and skips
+/// it when it has nowhere to go.
+struct Forwarder {
+    config: RetryTopicConfiguration,
+    topology: RetryTopology,
+    publisher: Arc<DeadLetterPublisher<ListenerConsumerRecord>>,
+    group: String,
+}
+
+impl Recoverer<ListenerConsumerRecord> for Forwarder {
+    fn recover<'a>(
+        &'a self,
+        record: &'a ListenerConsumerRecord,
+        error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let hs = record.headers();
+            let attempt = headers::attempts(&hs);
+            let original = headers::original_timestamp(&hs).unwrap_or(record.timestamp());
+            let now = now_ms();
+            let next = {
+                let err: &(dyn std::error::Error + 'static) = &**error;
+                self.config
+                    .next(&self.topology, record.topic(), attempt, err, original, now)
+            };
+            let (topic, due) = match next {
+                Next::Retry { topic, delay } => (
+                    topic,
+                    now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                Next::Dlt(topic) => (topic, now),
+                Next::Drop => {
+                    tracing::error!(
+                        topic = record.topic(),
+                        partition = record.partition(),
+                        offset = record.offset(),
+                        attempt,
+                        error = %error,
+                        "retries exhausted for {}-{}@{} and no DLT to send it to; record skipped",
+                        record.topic(),
+                        record.partition(),
+                        record.offset()
+                    );
+                    return Ok(());
+                }
+            };
+            let partition = self
+                .publisher
+                .sender
+                .verified_partition(&topic, record.partition())
+                .await;
+            let out = Record {
+                topic: Arc::from(topic.as_str()),
+                partition,
+                key: record.key().cloned(),
+                value: record.value().cloned(),
+                headers: forward_headers(record, &**error, attempt, due, Some(&self.group)),
+                timestamp: None,
+            };
+            let meta = self
+                .publisher
+                .sender
+                .publish((record.topic(), record.partition(), record.offset()), out)
+                .await
+                .map_err(|e| Box::new(e) as HandlerError)?;
+            tracing::debug!(
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                to = %meta.topic,
+                to_partition = meta.partition,
+                to_offset = meta.offset,
+                attempt,
+                "failed record forwarded"
+            );
+            Ok(())
+        })
+    }
+}
+
+/// The DLT handler used when none is given: logs the dead letter at ERROR.
+fn log_dead_letter(record: ListenerConsumerRecord) -> BoxFuture<'static, Result<(), HandlerError>> {
+    let hs = record.headers();
+    let text = |name: &str| {
+        hs.iter()
+            .rev()
+            .find(|h| h.key() == name)
+            .and_then(|h| h.value())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    tracing::error!(
+        topic = record.topic(),
+        partition = record.partition(),
+        offset = record.offset(),
+        original_topic = %text(headers::KAFKA_ORIGINAL_TOPIC),
+        attempts = headers::attempts(&hs),
+        error = %text(headers::KAFKA_EXCEPTION_MESSAGE),
+        "dead letter received in {}-{}@{}",
+        record.topic(),
+        record.partition(),
+        record.offset()
+    );
+    Box::pin(std::future::ready(Ok(())))
+}
+
+impl RetryTopicConfiguration {
+    /// Starts the containers for `main_topic` with `handler` and the default DLT handler (it
+    /// logs each dead letter at ERROR). See [`start_with_dlt_handler`](Self::start_with_dlt_handler).
+    pub async fn start<F, Fut>(
+        &self,
+        cluster: Cluster,
+        consumer_config: ConsumerConfig,
+        main_topic: &str,
+        handler: F,
+    ) -> Result<RetryTopicHandle>
+    where
+        F: Fn(ListenerConsumerRecord) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.start_with_dlt_handler(
+            cluster,
+            consumer_config,
+            main_topic,
+            handler,
+            log_dead_letter,
+        )
+        .await
+    }
+
+    /// Starts the containers for `main_topic` (inside a tokio runtime): creates the retry
+    /// topics and the DLT if so configured, then one container per topic, each with its own
+    /// consumer (and connections) made from `consumer_config` (which must name the group `G`;
+    /// retry and DLT containers use `G<suffix>`, as Spring does; auto-commit is turned off:
+    /// the containers commit). `handler` handles records of the main and retry topics (read
+    /// the attempt with [`headers::attempts`]); `dlt_handler` handles dead letters.
+    pub async fn start_with_dlt_handler<F, Fut, G, GFut>(
+        &self,
+        cluster: Cluster,
+        consumer_config: ConsumerConfig,
+        main_topic: &str,
+        handler: F,
+        dlt_handler: G,
+    ) -> Result<RetryTopicHandle>
+    where
+        F: Fn(ListenerConsumerRecord) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        G: Fn(ListenerConsumerRecord) -> GFut + Send + Sync + 'static,
+        GFut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let group = consumer_config.group_id.clone().ok_or_else(|| {
+            Error::config("retry topics need a consumer group (ConsumerConfig::with_group_id)")
+        })?;
+        let topology = self.topology(main_topic);
+        if let TopicCreation::Auto {
+            partitions,
+            replication_factor,
+        } = self.creation
+        {
+            create_topics(&cluster, &topology, partitions, replication_factor).await?;
+        }
+        let publisher = Arc::new(
+            DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+                .wait(PublishWait::PerRecord)
+                .group(group.clone())
+                .build()
+                .await?,
+        );
+        let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
+        let dlt_handler: Handler = Arc::new(move |r| Box::pin(dlt_handler(r)));
+        let mut plan: Vec<(String, String, Handler, bool)> =
+            vec![(topology.main.clone(), group.clone(), handler.clone(), false)];
+        for t in &topology.retries {
+            let suffix = &t.name[topology.main.len()..];
+            plan.push((
+                t.name.clone(),
+                format!("{group}{suffix}"),
+                handler.clone(),
+                true,
+            ));
+        }
+        if let Some(dlt) = &topology.dlt {
+            plan.push((
+                dlt.clone(),
+                format!("{group}{}", self.dlt_suffix),
+                dlt_handler,
+                false,
+            ));
+        }
+        let mut handle = RetryTopicHandle {
+            topology: topology.clone(),
+            containers: Vec::with_capacity(plan.len()),
+            publisher: publisher.clone(),
+            clusters: Vec::with_capacity(plan.len()),
+        };
+        for (topic, group_id, h, waits) in plan {
+            // Each consumer has its own connections: a long-poll Fetch of one never delays
+            // another's (the brokers answer a connection's requests in order).
+            let own = Cluster::connect(cluster.config().clone()).await?;
+            handle.clusters.push(own.clone());
+            let config = consumer_config
+                .clone()
+                .with_group_id(group_id)
+                .with_auto_commit(AutoCommit::Disabled);
+            let consumer = Consumer::new(own, config)?;
+            consumer.subscribe([topic.as_str()])?;
+            let forwarder = Forwarder {
+                config: self.clone(),
+                topology: topology.clone(),
+                publisher: publisher.clone(),
+                group: group.clone(),
+            };
+            let container = ListenerContainer::builder(consumer)
+                .record_handler_with_ack(move |r: ListenerConsumerRecord, ack: Acknowledgment| {
+                    if waits {
+                        if let Some(due) = headers::backoff_timestamp(&r.headers()) {
+                            let wait = due.saturating_sub(now_ms());
+                            if wait > 0 {
+                                // Not due: the partition goes back to the record and pauses
+                                // until it is; nothing else waits.
+                                ack.nack(Duration::from_millis(wait.unsigned_abs()));
+                                return Box::pin(std::future::ready(Ok(())))
+                                    as BoxFuture<'static, Result<(), HandlerError>>;
+                            }
+                        }
+                    }
+                    h(r)
+                })
+                .error_handler(
+                    DefaultErrorHandler::new()
+                        .back_off(FixedBackOff::new(Duration::ZERO, 0))
+                        .recoverer(forwarder),
+                )
+                .ack_mode(self.ack_mode)
+                .poll_timeout(self.poll_timeout)
+                .start()?;
+            handle.containers.push((topic, container));
+        }
+        Ok(handle)
+    }
+}
+
+/// Creates the retry topics and the DLT that do not exist, as the main topic unless told.
+async fn create_topics(
+    cluster: &Cluster,
+    topology: &RetryTopology,
+    partitions: Option<i32>,
+    replication_factor: Option<i16>,
+) -> Result<()> {
+    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let (mut count, mut factor) = (partitions, replication_factor);
+    if count.is_none() || factor.is_none() {
+        let described = admin
+            .describe_topics(&[topology.main.as_str()])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::broker(KafkaCode::UnknownTopicOrPartition))??;
+        count.get_or_insert(i32::try_from(described.partitions.len()).unwrap_or(i32::MAX));
+        factor.get_or_insert(
+            described
+                .partitions
+                .first()
+                .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX)),
+        );
+    }
+    let mut topics: Vec<NewTopic> = topology
+        .retries
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(topology.dlt.clone())
+        .map(|name| {
+            let mut t = NewTopic::new(name, count.unwrap_or(1));
+            if let Some(f) = factor {
+                t = t.with_replication_factor(f);
+            }
+            t
+        })
+        .collect();
+    topics.dedup_by(|a, b| a.name == b.name);
+    for r in admin.create_topics(&topics).await? {
+        match r {
+            Ok(_) => {}
+            Err(e) if e.kafka_code() == Some(KafkaCode::TopicAlreadyExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
