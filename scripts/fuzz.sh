@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of fuzz/ for a bounded time each, installing what it needs.
+# Runs every fuzz target of fuzz/ (libFuzzer through libfuzzer-sys) for a bounded time each.
 #
 #   scripts/fuzz.sh [SECONDS]      # SECONDS per target, default 60
 #   FUZZ_TARGETS="frames sasl_scram" scripts/fuzz.sh 10
 #
-# Uses the nightly toolchain (installed with rustup when missing, minimal profile); cargo-fuzz
-# is installed into .tools/cargo (project-local) when missing. Targets are built once, in release mode with debug
-# assertions and without a sanitizer (the code under test is safe Rust; libFuzzer still finds
-# panics, overflows, hangs and runaway memory: -rss_limit_mb). FUZZ_SANITIZER=address switches
-# ASan on (a much slower build). A crash stops the script with a non-zero exit; the input is in
-# fuzz/artifacts/<target>/: keep it under tests/corpus/ (frames/ or record/, or the target's
-# own directory with a test that replays it) once fixed.
+# Builds the targets once with the stable toolchain and the same instrumentation cargo-fuzz
+# uses (SanitizerCoverage passes, `--cfg fuzzing`, debug assertions; release mode), so nothing
+# has to be installed: no nightly, no cargo-fuzz. No sanitizer by default (the code under test
+# is safe Rust; libFuzzer still finds panics, overflows, hangs and runaway memory:
+# -rss_limit_mb). FUZZ_SANITIZER=address adds ASan, which needs the nightly toolchain
+# (installed with rustup when missing, minimal profile) and builds much more slowly.
+# `cargo fuzz run <target>` still works too (fuzz/Cargo.toml is a cargo-fuzz crate).
 #
-# Time: about 2–4 minutes of build on 2 cores the first time, then SECONDS per target
-# (6 targets: 6 minutes at the default).
+# A crash stops the script with a non-zero exit; the input is in fuzz/artifacts/<target>/:
+# keep it under tests/corpus/ (frames/ or record/, or the target's own directory with a test
+# that replays it) once fixed.
+#
+# Time on 2 cores: about 3 minutes of build the first time, then SECONDS per target.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,25 +26,43 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     exit 2
 fi
 sanitizer="${FUZZ_SANITIZER:-none}"
-root="$PWD/.tools/cargo"
-export PATH="$root/bin:$PATH"
-
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    echo "==== installing the nightly toolchain (cargo-fuzz needs it)"
-    rustup toolchain install nightly --profile minimal
-fi
-if ! cargo-fuzz --version >/dev/null 2>&1; then
-    echo "==== installing cargo-fuzz into $root"
-    cargo install cargo-fuzz --locked --root "$root"
-fi
+host="$(rustc -vV | sed -n 's/^host: //p')"
+flags=(
+    -Cpasses=sancov-module
+    -Cllvm-args=-sanitizer-coverage-level=4
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters
+    -Cllvm-args=-sanitizer-coverage-pc-table
+    -Cllvm-args=-sanitizer-coverage-trace-compares
+    --cfg fuzzing
+    -Cdebug-assertions
+    -Cforce-frame-pointers
+)
+toolchain=()
+case "$sanitizer" in
+    none) ;;
+    address)
+        if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+            echo "==== installing the nightly toolchain (ASan needs it)"
+            rustup toolchain install nightly --profile minimal
+        fi
+        toolchain=(+nightly)
+        flags+=(-Zsanitizer=address)
+        ;;
+    *)
+        echo "FUZZ_SANITIZER must be none or address" >&2
+        exit 2
+        ;;
+esac
 
 cd fuzz
-targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
+targets="${FUZZ_TARGETS:-$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^rekafka-fuzz$')}"
 echo "==== building the fuzz targets (sanitizer: $sanitizer)"
-cargo +nightly fuzz build -O --debug-assertions --sanitizer "$sanitizer"
+# `--target` keeps the instrumentation away from build scripts and proc macros.
+RUSTFLAGS="${flags[*]}" cargo "${toolchain[@]}" build --release --target "$host" --bins \
+    --target-dir "target/$sanitizer"
 for t in $targets; do
     echo "==== fuzzing $t for ${seconds}s"
-    mkdir -p "corpus/$t"
+    mkdir -p "corpus/$t" "artifacts/$t"
     # Seeds: the hostile inputs kept in the repository.
     seeds=()
     case "$t" in
@@ -51,8 +72,8 @@ for t in $targets; do
     if [ -d "../tests/corpus/$t" ]; then
         seeds+=("../tests/corpus/$t")
     fi
-    cargo +nightly fuzz run -O --debug-assertions --sanitizer "$sanitizer" "$t" \
-        "corpus/$t" "${seeds[@]}" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+    "target/$sanitizer/$host/release/$t" "corpus/$t" "${seeds[@]}" \
+        -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" -rss_limit_mb=2048 \
+        -timeout=10 -print_final_stats=1
 done
 echo "==== fuzzing done: no crash"
