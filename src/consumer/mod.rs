@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cluster::Cluster;
 use crate::group::{GroupConfig, GroupMember, RebalanceProtocol};
@@ -168,6 +169,7 @@ impl Consumer {
             None => None,
         };
         let protocol = config.assignors[0].protocol();
+        let client_id = cluster.config().connection.client_id.clone();
         let shared = Arc::new(Shared {
             cluster,
             config,
@@ -178,9 +180,11 @@ impl Consumer {
             member,
             commits: commit::CommitOrder::default(),
             events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
+            telemetry: crate::telemetry::ConsumerTelemetry::new(&client_id),
         });
         let (shutdown, rx) = watch::channel(false);
-        runtime.spawn(fetcher::run(shared.clone(), rx));
+        let span = tracing::debug_span!("kafka.consumer", client_id = %client_id);
+        runtime.spawn(fetcher::run(shared.clone(), rx).instrument(span));
         Ok(Consumer {
             runtime,
             shared,
@@ -736,6 +740,30 @@ impl Consumer {
         if !member.needs_rejoin() {
             return Ok(());
         }
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "kafka.rebalance",
+            client_id = self.shared.telemetry.client_id()
+        );
+        let rebalanced = self
+            .rebalance(member, &topics, protocol, listener)
+            .instrument(span)
+            .await;
+        match &rebalanced {
+            Ok(()) => self.shared.telemetry.rebalanced(started.elapsed()),
+            Err(_) => self.shared.telemetry.rebalance_failed(),
+        }
+        rebalanced
+    }
+
+    /// One rebalance: revocation (eager), JoinGroup/SyncGroup, the callbacks.
+    async fn rebalance(
+        &self,
+        member: &GroupMember,
+        topics: &[String],
+        protocol: RebalanceProtocol,
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Result<()> {
         let owned = self.assignment();
         if protocol == RebalanceProtocol::Eager && !owned.is_empty() {
             self.auto_commit_sync(&owned).await;
@@ -745,11 +773,11 @@ impl Consumer {
             self.remove_partitions(&owned);
         }
         let owned_now = self.assignment();
-        let outcome = member.join(&topics, &owned_now).await?;
+        let outcome = member.join(topics, &owned_now).await?;
         {
             let mut g = lock(&self.group);
             g.protocol = outcome.protocol;
-            g.joined_topics = topics;
+            g.joined_topics = topics.to_vec();
         }
         let new: BTreeSet<TopicPartition> = outcome.assignment.iter().cloned().collect();
         let old: BTreeSet<TopicPartition> = owned_now.iter().cloned().collect();
@@ -790,6 +818,19 @@ impl Consumer {
     /// [`failed_partitions`](Self::failed_partitions); the partition then stays where it is,
     /// and is not fetched, until the application seeks it.
     pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
+        let span = tracing::debug_span!(
+            "kafka.poll",
+            client_id = self.shared.telemetry.client_id(),
+            records = tracing::field::Empty
+        );
+        let records = self.poll_inner(timeout).instrument(span.clone()).await;
+        if let Ok(r) = &records {
+            span.record("records", r.len());
+        }
+        records
+    }
+
+    async fn poll_inner(&self, timeout: Duration) -> Result<ConsumerRecords> {
         let _guard = self.poll_lock.lock().await;
         self.check_open()?;
         let deadline = Instant::now() + timeout;
@@ -875,6 +916,10 @@ impl Consumer {
                 }
                 let mut v = Vec::new();
                 fetcher::drain(tp, p, &mut st.buffered, max - total, &mut v);
+                if !v.is_empty() {
+                    p.telemetry(&self.shared.telemetry, tp).consumed(v.len());
+                    p.publish_lag(&self.shared.telemetry, tp);
+                }
                 // A deferred OFFSET_OUT_OF_RANGE applies once the records before it are out.
                 settled |= fetcher::settle_out_of_range(
                     tp,
