@@ -746,7 +746,7 @@ impl Consumer {
             client_id = self.shared.telemetry.client_id()
         );
         let rebalanced = self
-            .rebalance(member, &topics, protocol, listener)
+            .rebalance(member, topics, protocol, listener)
             .instrument(span)
             .await;
         match &rebalanced {
@@ -760,7 +760,7 @@ impl Consumer {
     async fn rebalance(
         &self,
         member: &GroupMember,
-        topics: &[String],
+        topics: Vec<String>,
         protocol: RebalanceProtocol,
         listener: Option<Arc<dyn RebalanceListener>>,
     ) -> Result<()> {
@@ -773,11 +773,11 @@ impl Consumer {
             self.remove_partitions(&owned);
         }
         let owned_now = self.assignment();
-        let outcome = member.join(topics, &owned_now).await?;
+        let outcome = member.join(&topics, &owned_now).await?;
         {
             let mut g = lock(&self.group);
             g.protocol = outcome.protocol;
-            g.joined_topics = topics.to_vec();
+            g.joined_topics = topics;
         }
         let new: BTreeSet<TopicPartition> = outcome.assignment.iter().cloned().collect();
         let old: BTreeSet<TopicPartition> = owned_now.iter().cloned().collect();
