@@ -19,7 +19,7 @@ use rekafka::connection::ConnectionConfig;
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset};
 use rekafka::listener::{
     DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError, ListenerConsumerRecord,
-    ListenerContainer, ListenerRecord,
+    ListenerContainer,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};

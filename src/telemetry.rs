@@ -106,7 +106,7 @@ pub const PRODUCER_BATCH_SIZE: &str = "kafka.producer.batch-size";
 pub const PRODUCER_REQUEST_LATENCY: &str = "kafka.producer.request-latency";
 /// Gauge, per producer: Produce requests waiting for their answer.
 pub const PRODUCER_REQUESTS_IN_FLIGHT: &str = "kafka.producer.requests-in-flight";
-/// Gauge, per producer: free bytes of `buffer.memory` (set by `Producer::metrics`).
+/// Gauge, per producer: free bytes of `buffer.memory` (set at start and by `Producer::metrics`).
 pub const PRODUCER_BUFFER_AVAILABLE_BYTES: &str = "kafka.producer.buffer-available-bytes";
 
 /// Java's `metrics.sample.window.ms` default: a rate's sample window.

@@ -128,8 +128,13 @@ impl Counters {
         self.telemetry.request_latency.record(latency.as_secs_f64());
     }
 
+    /// Publishes the free bytes of `buffer.memory` (at start, and with each snapshot).
+    pub(crate) fn buffer_available(&self, bytes: u64) {
+        self.telemetry.buffer_available.set(bytes as f64);
+    }
+
     pub(crate) fn snapshot(&self, buffer_available: u64) -> ProducerMetrics {
-        self.telemetry.buffer_available.set(buffer_available as f64);
+        self.buffer_available(buffer_available);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let send = self.record_send.load(Relaxed);
         let error = self.record_error.load(Relaxed);

@@ -271,6 +271,7 @@ impl Producer {
         txn: Option<Arc<txn::TxnLink>>,
     ) -> Producer {
         let counters = Counters::new(&cluster.config().connection.client_id);
+        counters.buffer_available(config.buffer_memory as u64);
         let span = tracing::debug_span!("kafka.producer", client_id = %cluster.config().connection.client_id);
         let shared = Arc::new(Shared {
             memory: Semaphore::new(config.buffer_memory),
