@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use rekafka::KafkaCode;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::connection::ConnectionConfig;
 use rekafka::consumer::TopicPartition;
@@ -22,6 +23,7 @@ use rekafka::listener::{
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::protocol::ApiKey;
 use rekafka::telemetry as t;
 
 #[derive(Debug, thiserror::Error)]
@@ -554,4 +556,95 @@ fn two_clients_keep_their_own_values() {
             .all(|(_, labels)| !labels.contains(&(t::CLIENT_ID.to_owned(), "rekafka".to_owned()))),
         "a metric without its client's id"
     );
+}
+
+/// The producer's error and retry counts and their windowed rates after known broker errors:
+/// R retriable errors on one record (retried R times, then written), one final error on
+/// another (failed), M records without trouble.
+#[test]
+fn producer_errors_and_retries_are_counted() {
+    const TOPIC: &str = "payments";
+    const RETRIABLE: usize = 2;
+    const M: usize = 5;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let started = Instant::now();
+    let snapshot = run(&recorder, SpanLog::default(), async {
+        let mock = MockCluster::builder()
+            .topic(TOPIC, 1)
+            .start()
+            .await
+            .expect("mock");
+        let cluster = Cluster::connect(cluster_config(&mock, "payments-app"))
+            .await
+            .expect("connect");
+        let producer = Producer::new(
+            cluster,
+            ProducerConfig::default()
+                .with_retry_backoff(Duration::from_millis(5), Duration::from_millis(20)),
+        )
+        .await
+        .expect("producer");
+        let send = |i: usize| {
+            producer.send_and_wait(
+                Record::new(TOPIC)
+                    .with_partition(0)
+                    .with_value(format!("p{i}")),
+            )
+        };
+        mock.push_partition_errors(
+            TOPIC,
+            0,
+            ApiKey::Produce,
+            &[KafkaCode::NotLeaderOrFollower; RETRIABLE],
+        );
+        send(0).await.expect("written after its retries");
+        mock.push_partition_errors(TOPIC, 0, ApiKey::Produce, &[KafkaCode::MessageTooLarge]);
+        send(1).await.expect_err("a final error");
+        for i in 0..M {
+            send(2 + i).await.expect("written");
+        }
+        let snapshot = producer.metrics();
+        producer.close().await;
+        snapshot
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let v = values(&snapshotter);
+    let c = || client("payments-app");
+    assert_eq!(
+        counter(&v, t::PRODUCER_RECORD_SEND_TOTAL, c()),
+        (1 + M) as u64
+    );
+    assert_eq!(
+        counter(&v, t::PRODUCER_RECORD_RETRY_TOTAL, c()),
+        RETRIABLE as u64
+    );
+    assert_eq!(counter(&v, t::PRODUCER_RECORD_ERROR_TOTAL, c()), 1);
+    assert_eq!(snapshot.record_send_total, (1 + M) as u64);
+    assert_eq!(snapshot.record_retry_total, RETRIABLE as u64);
+    assert_eq!(snapshot.record_error_total, 1);
+    let window = t::SAMPLE_WINDOW.as_secs_f64();
+    for (name, n, from_snapshot) in [
+        (
+            t::PRODUCER_RECORD_SEND_RATE,
+            1 + M,
+            snapshot.record_send_rate,
+        ),
+        (
+            t::PRODUCER_RECORD_RETRY_RATE,
+            RETRIABLE,
+            snapshot.record_retry_rate,
+        ),
+        (t::PRODUCER_RECORD_ERROR_RATE, 1, snapshot.record_error_rate),
+    ] {
+        let rate = gauge(&v, name, c()).expect(name);
+        for r in [rate, from_snapshot] {
+            assert!(
+                r <= n as f64 / window + 1e-9 && r >= n as f64 / (window + elapsed) - 1e-9,
+                "{name}: {r} for {n} in {elapsed} s"
+            );
+        }
+    }
+    // The lifetime averages are kept beside the windowed rates.
+    assert!(snapshot.record_error_rate_lifetime >= 1.0 / elapsed - 1e-9);
 }
