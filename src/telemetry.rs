@@ -363,18 +363,19 @@ impl ListenerTelemetry {
         }
     }
 
-    /// The handles of `tp`.
+    /// The handles of `tp` (registered the first time it is seen).
     pub(crate) fn part(&mut self, tp: &(std::sync::Arc<str>, i32)) -> &ListenerPartitionTelemetry {
-        let client_id = &self.client_id;
-        self.parts.entry(tp.clone()).or_insert_with(|| {
-            let l = || partition_labels(client_id, &tp.0, tp.1);
-            ListenerPartitionTelemetry {
+        if !self.parts.contains_key(tp) {
+            let l = || partition_labels(&self.client_id, &tp.0, tp.1);
+            let handles = ListenerPartitionTelemetry {
                 handled: metrics::counter!(LISTENER_RECORDS_HANDLED, l()),
                 failed: metrics::counter!(LISTENER_FAILED_DELIVERIES, l()),
                 recovered: metrics::counter!(LISTENER_RECOVERED, l()),
                 halts: metrics::counter!(LISTENER_HALTS, l()),
-            }
-        })
+            };
+            self.parts.insert(tp.clone(), handles);
+        }
+        &self.parts[tp]
     }
 
     /// The container's gauges: partitions backing off, recoveries in flight, halted partitions.
