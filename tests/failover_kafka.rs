@@ -36,6 +36,12 @@ where
     Fut: Future<Output = ()>,
 {
     let _guard = exclusive();
+    // The client's own account (info and up), captured with the test's output: a failing
+    // scenario prints it, a passing one does not.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(tracing_subscriber::fmt::TestWriter::new())
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .try_init();
     let c = cluster();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -66,10 +72,17 @@ fn unique(prefix: &str) -> String {
 async fn until_reports(tracked: &Tracked, n: u64, within: Duration) {
     let deadline = Instant::now() + within;
     while tracked.reports.load(Ordering::Relaxed) < n {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {n} reports after {within:?}"
-        );
+        if Instant::now() >= deadline {
+            let sent = tracked.sent.lock().unwrap().len();
+            let failed = tracked.failed.lock().unwrap();
+            panic!(
+                "fewer than {n} reports after {within:?}: {sent} sent, {} acked, {} failed \
+                 (first: {:?})",
+                tracked.acks.load(Ordering::Relaxed),
+                failed.len(),
+                failed.first(),
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -106,8 +106,9 @@ async fn changing_messages_keep_the_error_class_and_the_back_off_ends() {
     .await;
     let deliveries: Arc<Mutex<Vec<String>>> = Arc::default();
     let d = deliveries.clone();
+    // No `.group(..)`: the consumer's group goes into the dead letters, as Spring writes it
+    // whenever the group is known.
     let dlt = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
-        .group("g")
         .wait(PublishWait::PerRecord)
         .build()
         .await
@@ -172,6 +173,9 @@ async fn changing_messages_keep_the_error_class_and_the_back_off_ends() {
     // from the message.
     let (upstream, _) = class("upstream");
     assert!(!upstream.contains("said"), "{upstream}");
+    for (key, info) in &letters {
+        assert_eq!(info.original_consumer_group.as_deref(), Some("g"), "{key}");
+    }
 }
 
 // ---- item 2: TransactionalDeadLetters ----
@@ -450,6 +454,80 @@ async fn transactional_dead_letters_follow_the_new_producer_after_a_fence() {
         "recovery halted: the dead letters used the fenced producer"
     );
     assert!(made.load(Ordering::SeqCst) >= 1, "a new producer was made");
+    assert_eq!(
+        read_committed(&mock, "in-dlt", 1).await,
+        vec![(0, "poison".to_owned())]
+    );
+}
+
+/// By default (as Spring's `stopContainerWhenFenced=false`) a fenced container goes on with a
+/// new producer of the same settings: the records after the fence are handled, their offsets
+/// and the dead letter committed in its transactions, and the container stops normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_container_goes_on_with_a_renewed_producer_by_default() {
+    let mock = MockCluster::builder()
+        .topic("in", 1)
+        .topic("in-dlt", 1)
+        .start()
+        .await
+        .expect("mock");
+    let cluster = connect(&mock).await;
+    produce(
+        &cluster,
+        vec![Record::new("in").with_key("k0").with_value("v")],
+    )
+    .await;
+    let producer = Arc::new(txn_producer(&mock, "tx-renew").await.expect("producer"));
+    let layout = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+        .group("g-renew")
+        .build()
+        .await
+        .expect("layout");
+    let consumer = Consumer::new(cluster.clone(), txn_config("g-renew")).expect("consumer");
+    consumer.subscribe(["in"]).expect("subscribe");
+    let fenced_epoch = producer.producer_id_and_epoch();
+    let builder = txn_container(
+        consumer,
+        producer.clone(),
+        TransactionalDeadLetters::new(layout, producer.clone()),
+    );
+    let mut events = builder.subscribe();
+    let handle = builder.start().expect("start");
+    wait_until(
+        || mock.committed_offset("g-renew", "in", 0) == Some(1),
+        "first record",
+    )
+    .await;
+    // Another instance with the same transactional id fences the container's producer.
+    let other = txn_producer(&mock, "tx-renew").await.expect("other");
+    produce(
+        &cluster,
+        ["k1", "poison", "k3"]
+            .iter()
+            .map(|k| Record::new("in").with_key(*k).with_value("v"))
+            .collect(),
+    )
+    .await;
+    let mut halted = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.committed_offset("g-renew", "in", 0) != Some(4) && !halted {
+        assert!(
+            Instant::now() < deadline,
+            "the container did not go on after the fence"
+        );
+        if let Ok(Ok(ContainerEvent::RecoveryHalted { .. })) =
+            tokio::time::timeout(Duration::from_millis(20), events.recv()).await
+        {
+            halted = true;
+        }
+    }
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    assert!(!halted, "recovery halted after the fence");
+    assert!(
+        producer.fatal_error().is_some(),
+        "the first producer was fenced (epoch {fenced_epoch:?})"
+    );
+    drop(other);
     assert_eq!(
         read_committed(&mock, "in-dlt", 1).await,
         vec![(0, "poison".to_owned())]

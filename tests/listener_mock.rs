@@ -350,3 +350,57 @@ async fn a_partition_whose_fetch_fails_stops_the_container_under_the_stop_policy
         .expect("the container stops by itself");
     assert_eq!(reason, StopReason::Authentication);
 }
+
+/// A consumer created with auto-commit on (Java's default) is turned to container commits, as
+/// Spring's container overrides `enable.auto.commit`: the container starts, and what is
+/// committed is the container's (the failed record's offset with its retry state), never a
+/// consumer auto-commit of its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_commit_consumer_is_switched_to_container_commits() {
+    let topic = "orders";
+    let group = "auto";
+    let (_mock, cluster) = setup(topic, 5).await;
+    let deliveries = Arc::new(AtomicU32::new(0));
+    let consumer = Consumer::new(
+        cluster.clone(),
+        config(group).with_auto_commit(AutoCommit::Interval(Duration::from_millis(1))),
+    )
+    .expect("consumer");
+    assert!(consumer.auto_commit_enabled());
+    consumer.subscribe([topic]).expect("subscribe");
+    let d = deliveries.clone();
+    let container = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let d = d.clone();
+            async move {
+                if r.key_str() == Some("poison") {
+                    d.fetch_add(1, Ordering::SeqCst);
+                    return Err(Box::new(Poison) as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new().back_off(FixedBackOff::new(Duration::from_millis(200), 9)),
+        )
+        .poll_timeout(Duration::from_millis(50))
+        .start()
+        .expect("the container starts on an auto-commit consumer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deliveries.load(Ordering::SeqCst) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the poison record was never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    container.stop().await;
+    let c = committed(&cluster, group, topic).await;
+    assert_eq!(c.as_ref().map(|x| x.0), Some(2), "{c:?}");
+    assert!(
+        c.as_ref()
+            .and_then(|x| x.1.as_deref())
+            .is_some_and(|m| m.contains("attempts=")),
+        "the container's commit with the retry state, not an auto-commit: {c:?}"
+    );
+}

@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     pub(crate) data_ready: Notify,
     pub(crate) wake_fetcher: Notify,
     pub(crate) closed: AtomicBool,
+    /// Set by [`Consumer::disable_auto_commit`](super::Consumer::disable_auto_commit): no
+    /// auto-commit from then on, whatever `config.auto_commit` says.
+    pub(crate) auto_commit_off: AtomicBool,
     pub(crate) member: Option<GroupMember>,
     /// Orders the offset commits (see `commit.rs`).
     pub(crate) commits: super::commit::CommitOrder,

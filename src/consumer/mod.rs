@@ -177,6 +177,7 @@ impl Consumer {
             data_ready: tokio::sync::Notify::new(),
             wake_fetcher: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            auto_commit_off: std::sync::atomic::AtomicBool::new(false),
             member,
             commits: commit::CommitOrder::default(),
             events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
@@ -357,6 +358,22 @@ impl Consumer {
             .member
             .as_ref()
             .map(|m| (m.member_id(), m.generation()))
+    }
+
+    /// Whether this consumer commits its positions by itself: `enable.auto.commit` is on and
+    /// [`disable_auto_commit`](Self::disable_auto_commit) was not called.
+    pub fn auto_commit_enabled(&self) -> bool {
+        matches!(self.shared.config.auto_commit, AutoCommit::Interval(_))
+            && !self.shared.auto_commit_off.load(Ordering::Acquire)
+    }
+
+    /// Turns auto-commit off for the rest of this consumer's life, whatever
+    /// `enable.auto.commit` says: from now on only explicit commits store offsets. The listener
+    /// container calls this on the consumer it is given, as Spring's container overrides
+    /// `enable.auto.commit`, because it commits per its ack mode and an auto-commit could store
+    /// the position of records not handled yet.
+    pub fn disable_auto_commit(&self) {
+        self.shared.auto_commit_off.store(true, Ordering::Release);
     }
 
     /// Whether the next [`poll`](Consumer::poll) will rejoin the group (a rebalance is under
@@ -630,7 +647,7 @@ impl Consumer {
     }
 
     async fn auto_commit_sync(&self, tps: &[TopicPartition]) {
-        if !matches!(self.shared.config.auto_commit, AutoCommit::Interval(_)) {
+        if !self.auto_commit_enabled() {
             return;
         }
         let Some(m) = &self.shared.member else { return };
@@ -654,6 +671,9 @@ impl Consumer {
         let AutoCommit::Interval(every) = self.shared.config.auto_commit else {
             return;
         };
+        if self.shared.auto_commit_off.load(Ordering::Acquire) {
+            return;
+        }
         if self.shared.member.is_none() {
             return;
         }

@@ -11,7 +11,7 @@ use super::classify::{DeserializationFailed, RecordPart};
 use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
 use super::tracker::TopicPartition;
 use crate::consumer::failure_detail;
-use crate::consumer::{AutoCommit, Consumer, ConsumerRecord, Deserializer};
+use crate::consumer::{Consumer, ConsumerRecord, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
 use crate::protocol::record::{Header, TimestampType};
 use crate::{Error, Result};
@@ -54,6 +54,8 @@ pub struct ListenerConsumerRecord {
     /// Headers the container added (replacing same-named ones); usually none.
     extra_headers: Option<Arc<Vec<Header>>>,
     failure: Option<Arc<DeserializationFailed>>,
+    /// The consumer group of the consumer that polled the record (one allocation per poll).
+    group: Option<Arc<str>>,
 }
 
 impl ListenerConsumerRecord {
@@ -107,6 +109,7 @@ impl From<ConsumerRecord> for ListenerConsumerRecord {
             },
             extra_headers: None,
             failure: None,
+            group: None,
         }
     }
 }
@@ -165,6 +168,7 @@ impl ListenerRecord for ListenerConsumerRecord {
             record: self.record.clone(),
             extra_headers: Some(Arc::new(extra)),
             failure: self.failure.clone(),
+            group: self.group.clone(),
         }
     }
 
@@ -177,6 +181,10 @@ impl ListenerRecord for ListenerConsumerRecord {
             failure: Some(Arc::new(failure)),
             ..self.clone()
         }
+    }
+
+    fn consumer_group(&self) -> Option<&str> {
+        self.group.as_deref()
     }
 }
 
@@ -197,6 +205,7 @@ impl ContainerConsumer for Consumer {
             return Ok(Vec::new());
         }
         let poll: Arc<[ConsumerRecord]> = records.into_iter().collect();
+        let group: Option<Arc<str>> = self.config().group_id.as_deref().map(Arc::from);
         Ok((0..poll.len())
             .map(|index| ListenerConsumerRecord {
                 record: SharedRecord {
@@ -205,6 +214,7 @@ impl ContainerConsumer for Consumer {
                 },
                 extra_headers: None,
                 failure: None,
+                group: group.clone(),
             })
             .collect())
     }
@@ -282,7 +292,11 @@ impl ContainerConsumer for Consumer {
     }
 
     fn auto_commit_enabled(&self) -> bool {
-        !matches!(self.config().auto_commit, AutoCommit::Disabled)
+        Consumer::auto_commit_enabled(self)
+    }
+
+    fn disable_auto_commit(&mut self) {
+        Consumer::disable_auto_commit(self)
     }
 
     fn rebalance_pending(&self) -> bool {

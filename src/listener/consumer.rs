@@ -53,6 +53,12 @@ pub trait ListenerRecord: Clone + Send + Sync + 'static {
     fn deserialization_failure(&self) -> Option<DeserializationFailed>;
     /// The same record marked as not deserializable.
     fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self;
+    /// The consumer group the record was consumed in, if any: the dead-letter publisher writes
+    /// it in `kafka_dlt-original-consumer-group`, as Spring's does whenever the group is known.
+    /// Default: `None`.
+    fn consumer_group(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The consumer operations the container uses. Every method concerns only the partitions it
@@ -108,10 +114,15 @@ pub trait ContainerConsumer: Send + 'static {
     }
 
     /// Whether the consumer commits offsets by itself. The container commits (per its ack
-    /// mode) and refuses to start on a consumer that auto-commits. Default: false.
+    /// mode): it turns auto-commit off with [`disable_auto_commit`](Self::disable_auto_commit)
+    /// and refuses to start on a consumer that still auto-commits after that. Default: false.
     fn auto_commit_enabled(&self) -> bool {
         false
     }
+
+    /// Turns the consumer's auto-commit off for good (the container calls it before it starts,
+    /// as Spring's container overrides `enable.auto.commit`). Default: does nothing.
+    fn disable_auto_commit(&mut self) {}
 
     /// Whether the next `poll` may revoke partitions (a rebalance is pending): the container
     /// then completes the recoveries in flight and commits before it polls, so the next owner

@@ -333,6 +333,13 @@ impl TransactionalProducer {
         })
     }
 
+    /// A new producer on the same cluster with the same settings (so the same
+    /// `transactional.id`), not initialized yet: what replaces a fenced producer. Its
+    /// [`init_transactions`](Self::init_transactions) bumps the epoch, which fences this one.
+    pub fn renewed(&self) -> Result<TransactionalProducer> {
+        TransactionalProducer::new(self.inner.cluster.clone(), self.inner.config.clone())
+    }
+
     /// The transactional id.
     pub fn transactional_id(&self) -> &str {
         &self.inner.link.transactional_id

@@ -292,11 +292,16 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     /// next transaction. The error handler's recoverer should send through this producer (e.g. a
     /// [`TransactionalDeadLetters`](crate::listener::TransactionalDeadLetters)) for the dead letter to
     /// join the transaction.
+    ///
+    /// When the producer is fenced, the container rewinds to the committed offsets and goes on
+    /// with a new producer of the same settings ([`OnFenced::Continue`], Spring's default); use
+    /// [`transactional_with`](Self::transactional_with) to stop instead or to make the producer
+    /// yourself.
     pub fn transactional(mut self, producer: Arc<TransactionalProducer>) -> Self {
         self.transactional = Some(Transactional {
             producer,
             factory: None,
-            on_fenced: OnFenced::Stop,
+            on_fenced: OnFenced::Continue,
         });
         self
     }
@@ -335,12 +340,18 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
     }
 
     /// Starts the container's task (inside a tokio runtime).
-    pub fn start(self) -> Result<ContainerHandle> {
+    pub fn start(mut self) -> Result<ContainerHandle> {
         let handler = self
             .handler
             .ok_or_else(|| Error::config("a listener container needs a record or batch handler"))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a listener container must start inside a tokio runtime"))?;
+        if self.consumer.auto_commit_enabled() {
+            // As Spring's container does with `enable.auto.commit`: the container commits per
+            // its ack mode, and an auto-commit could store positions of unhandled records.
+            tracing::info!("the listener container turns the consumer's auto-commit off");
+            self.consumer.disable_auto_commit();
+        }
         if self.consumer.auto_commit_enabled() {
             return Err(Error::config(
                 "the listener container commits offsets itself (per its ack mode): create the \

@@ -558,23 +558,33 @@ impl<C: ContainerConsumer> Runner<C> {
         for (tp, first) in firsts {
             self.seek_min(tp, *first);
         }
-        let (on_fenced, factory) = match self.txn.as_ref() {
-            Some(t) => (t.on_fenced, t.factory.clone()),
+        let (on_fenced, factory, old) = match self.txn.as_ref() {
+            Some(t) => (t.on_fenced, t.factory.clone(), t.producer.clone()),
             None => return,
         };
-        match (on_fenced, factory) {
-            (OnFenced::Continue, Some(factory)) => match factory().await {
-                Ok(p) => {
-                    if let Some(t) = self.txn.as_mut() {
-                        t.producer = Arc::new(p);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "making a new transactional producer failed");
-                    self.stop_reason = Some(StopReason::Fenced);
-                }
+        if on_fenced != OnFenced::Continue {
+            self.stop_reason = Some(StopReason::Fenced);
+            return;
+        }
+        let made = match factory {
+            Some(factory) => factory().await,
+            // Spring's producer factory replaces a fenced producer with a new one of the same
+            // settings; so does this.
+            None => match old.renewed() {
+                Ok(p) => p.init_transactions().await.map(|()| p),
+                Err(e) => Err(e),
             },
-            _ => self.stop_reason = Some(StopReason::Fenced),
+        };
+        match made {
+            Ok(p) => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.producer = Arc::new(p);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "making a new transactional producer failed");
+                self.stop_reason = Some(StopReason::Fenced);
+            }
         }
     }
 }

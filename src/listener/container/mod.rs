@@ -278,16 +278,22 @@ enum Handler<R> {
 }
 
 /// What the container does when its transactional producer is fenced (another instance with
-/// the same `transactional.id` took over, or the transaction coordinator fenced it).
+/// the same `transactional.id` took over, or the transaction coordinator fenced it, e.g. after
+/// a transaction timeout).
+///
+/// Default: [`Continue`](Self::Continue), as Spring's container
+/// (`stopContainerWhenFenced=false`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnFenced {
     /// Stop with [`StopReason::Fenced`] (no rollback processing: the records are the new
     /// owner's now).
-    #[default]
     Stop,
-    /// Log it, rewind to the committed offsets, make a new producer with the factory given to
-    /// [`ContainerBuilder::transactional_with`] and go on. Without a factory, stops.
+    /// Log it, rewind to the committed offsets, make a new producer (with the factory given to
+    /// [`ContainerBuilder::transactional_with`], or else
+    /// [`TransactionalProducer::renewed`](crate::transaction::TransactionalProducer::renewed)
+    /// and `init_transactions`) and go on. If no new producer can be made, stops.
+    #[default]
     Continue,
 }
 

@@ -108,8 +108,9 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
         self
     }
 
-    /// The consumer group written in `kafka_dlt-original-consumer-group`. Default: none (the
-    /// header is not written).
+    /// The consumer group written in `kafka_dlt-original-consumer-group`. Default: the group of
+    /// the consumer that polled the record ([`ListenerRecord::consumer_group`]), as Spring
+    /// writes it whenever the group is known; no header for a record consumed outside a group.
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
         self

@@ -427,7 +427,11 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             offset: record.offset(),
             timestamp: record.timestamp(),
             timestamp_type: record.timestamp_type(),
-            group: self.group.clone(),
+            // As Spring: the group whenever it is known (the configured one first).
+            group: self
+                .group
+                .clone()
+                .or_else(|| record.consumer_group().map(str::to_owned)),
         };
         let headers = self
             .headers
