@@ -23,6 +23,7 @@
 //!   that reads ahead into a bounded buffer, seek/pause/resume, commits, rebalance callbacks.
 //! * [`group`]: consumer-group membership (classic protocol), assignors, offset commits.
 //! * [`error`]: the one [`Error`] type with Kafka's error taxonomy (KIP-1050).
+//! * [`telemetry`]: the metric names (the `metrics` facade) and tracing spans of every layer.
 //!
 //! See `ARCHITECTURE.md` in the repository for the module map, the tasks that run and how data
 //! flows.
@@ -93,6 +94,7 @@ pub mod listener;
 pub mod mock;
 pub mod producer;
 pub mod protocol;
+pub mod telemetry;
 pub mod transaction;
 
 pub use client::{Client, ClientBuilder, ClientConfig};

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 #[cfg(feature = "tls")]
 use super::security::map_tls_error;
@@ -573,14 +574,14 @@ impl Connection {
         let (read, write) = tokio::io::split(io);
         let (writes, rx) = mpsc::channel(config.max_in_flight);
         let decoder = FrameDecoder::new(config.max_frame_size);
-        let reader = tokio::spawn(read_loop(
-            read,
-            buf,
-            decoder,
-            table.clone(),
-            dead_rx.clone(),
-        ));
-        let writer = tokio::spawn(write_loop(write, rx, table.clone(), dead_rx.clone()));
+        // The connection's tasks outlive the request that opened it: their own span.
+        let span = tracing::debug_span!(parent: None, "kafka.connection", broker = broker_id, client_id = %config.client_id);
+        let reader = tokio::spawn(
+            read_loop(read, buf, decoder, table.clone(), dead_rx.clone()).instrument(span.clone()),
+        );
+        let writer = tokio::spawn(
+            write_loop(write, rx, table.clone(), dead_rx.clone()).instrument(span.clone()),
+        );
         let shared = Arc::new(Shared {
             broker_id,
             client_id: config.client_id.clone(),
@@ -661,7 +662,20 @@ impl Connection {
     /// Sends `request` at an explicit `version` and waits for the response.
     pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         let api = api_key::<R>()?;
-        self.request::<R>(&request, version, api, true).await
+        self.request::<R>(&request, version, api, true)
+            .instrument(self.request_span(api, version))
+            .await
+    }
+
+    /// The `kafka.request` span of one request.
+    fn request_span(&self, api: ApiKey, version: i16) -> tracing::Span {
+        tracing::debug_span!(
+            "kafka.request",
+            api = ?api,
+            version,
+            broker = self.shared.broker_id,
+            client_id = %self.shared.client_id
+        )
     }
 
     /// [`send_at`](Self::send_at) without taking an in-flight slot: for re-authentication,
@@ -701,7 +715,8 @@ impl Connection {
             in_flight.armed = false;
             rx.await.map_err(|_| self.dead_error(api))
         };
-        match tokio::time::timeout(timeout, send).await {
+        let span = self.request_span(api, version);
+        match tokio::time::timeout(timeout, send).instrument(span).await {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(api, timeout)),
         }

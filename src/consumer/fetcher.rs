@@ -37,6 +37,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::config::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::event::{ConsumerEvent, FetchFailureKind, PartitionFailure};
@@ -44,6 +45,7 @@ use super::record::ConsumerRecord;
 use crate::cluster::{Cluster, Recovery, recovery_for};
 use crate::group::{GroupMember, TopicPartition};
 use crate::protocol::record::{ControlType, RecordBatch, RecordBatches, Records};
+use crate::telemetry::{ConsumerPartitionTelemetry, ConsumerTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 /// Where a partition starts when its position is not known.
@@ -75,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) commits: super::commit::CommitOrder,
     /// Typed events (`Consumer::events`).
     pub(crate) events: tokio::sync::broadcast::Sender<ConsumerEvent>,
+    /// The `metrics` facade's handles (`crate::telemetry`).
+    pub(crate) telemetry: ConsumerTelemetry,
 }
 
 #[derive(Default)]
@@ -124,6 +128,8 @@ pub(crate) struct PartState {
     pub(crate) high_watermark: Option<i64>,
     pub(crate) last_stable_offset: Option<i64>,
     pub(crate) log_start_offset: Option<i64>,
+    /// The partition's metric handles, registered on first use.
+    telemetry: Option<ConsumerPartitionTelemetry>,
 }
 
 impl PartState {
@@ -151,6 +157,7 @@ impl PartState {
             high_watermark: None,
             last_stable_offset: None,
             log_start_offset: None,
+            telemetry: None,
         };
         if let StartOffset::Offset(o) = start {
             p.position = Some(o);
@@ -185,6 +192,22 @@ impl PartState {
             }
             _ => self.position = None,
         }
+    }
+
+    /// The partition's metric handles (registered the first time).
+    pub(crate) fn telemetry(
+        &mut self,
+        telemetry: &ConsumerTelemetry,
+        tp: &TopicPartition,
+    ) -> &ConsumerPartitionTelemetry {
+        self.telemetry
+            .get_or_insert_with(|| telemetry.partition(tp.topic(), tp.partition))
+    }
+
+    /// Publishes the lag: the last high watermark minus the position.
+    pub(crate) fn publish_lag(&mut self, telemetry: &ConsumerTelemetry, tp: &TopicPartition) {
+        let (hw, position) = (self.high_watermark, self.position);
+        self.telemetry(telemetry, tp).lag(hw, position);
     }
 
     pub(crate) fn release(&mut self, buffered: &mut usize) {
@@ -584,7 +607,7 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
     }
     if !to_resolve.is_empty() {
         let s = shared.clone();
-        tasks.spawn(async move { resolve(s, to_resolve).await });
+        tasks.spawn(async move { resolve(s, to_resolve).await }.in_current_span());
     }
     if !to_validate.is_empty() {
         start_validations(shared, tasks, to_validate, &mut next_retry).await;
@@ -659,7 +682,7 @@ async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Option<Instant> 
         }
         st.busy_brokers.insert(broker);
         let s = shared.clone();
-        tasks.spawn(async move { fetch(s, broker, items).await });
+        tasks.spawn(async move { fetch(s, broker, items).await }.in_current_span());
     }
     next_retry
 }
@@ -760,7 +783,7 @@ async fn start_validations(
     }
     for (broker, items) in by_broker {
         let s = shared.clone();
-        tasks.spawn(async move { validate(s, broker, items).await });
+        tasks.spawn(async move { validate(s, broker, items).await }.in_current_span());
     }
 }
 
@@ -979,7 +1002,9 @@ fn complete_validation(
 }
 
 async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
+    let started = Instant::now();
     let result = fetch_request(&shared, broker, &items).await;
+    shared.telemetry.fetched(started.elapsed());
     let cfg = &shared.config;
     let mut refresh_topics: BTreeSet<String> = BTreeSet::new();
     let mut got_data = false;
@@ -1025,6 +1050,7 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                     }
                     if data.high_watermark >= 0 {
                         p.high_watermark = Some(data.high_watermark);
+                        p.publish_lag(&shared.telemetry, &i.tp);
                     }
                     if data.last_stable_offset >= 0 {
                         p.last_stable_offset = Some(data.last_stable_offset);
@@ -1082,6 +1108,7 @@ async fn fetch(shared: Arc<Shared>, broker: i32, items: Vec<FetchItem>) {
                     ) {
                         Ok(d) => {
                             if d.end_offset > p.fetch_offset {
+                                p.telemetry(&shared.telemetry, &i.tp).fetched_bytes(d.bytes);
                                 p.fetch_offset = d.end_offset;
                                 p.bytes += d.bytes;
                                 st.buffered += d.bytes;

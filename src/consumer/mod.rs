@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cluster::Cluster;
 use crate::group::{GroupConfig, GroupMember, RebalanceProtocol};
@@ -168,6 +169,7 @@ impl Consumer {
             None => None,
         };
         let protocol = config.assignors[0].protocol();
+        let client_id = cluster.config().connection.client_id.clone();
         let shared = Arc::new(Shared {
             cluster,
             config,
@@ -179,9 +181,11 @@ impl Consumer {
             member,
             commits: commit::CommitOrder::default(),
             events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
+            telemetry: crate::telemetry::ConsumerTelemetry::new(&client_id),
         });
         let (shutdown, rx) = watch::channel(false);
-        runtime.spawn(fetcher::run(shared.clone(), rx));
+        let span = tracing::debug_span!("kafka.consumer", client_id = %client_id);
+        runtime.spawn(fetcher::run(shared.clone(), rx).instrument(span));
         Ok(Consumer {
             runtime,
             shared,
@@ -756,6 +760,30 @@ impl Consumer {
         if !member.needs_rejoin() {
             return Ok(());
         }
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "kafka.rebalance",
+            client_id = self.shared.telemetry.client_id()
+        );
+        let rebalanced = self
+            .rebalance(member, topics, protocol, listener)
+            .instrument(span)
+            .await;
+        match &rebalanced {
+            Ok(()) => self.shared.telemetry.rebalanced(started.elapsed()),
+            Err(_) => self.shared.telemetry.rebalance_failed(),
+        }
+        rebalanced
+    }
+
+    /// One rebalance: revocation (eager), JoinGroup/SyncGroup, the callbacks.
+    async fn rebalance(
+        &self,
+        member: &GroupMember,
+        topics: Vec<String>,
+        protocol: RebalanceProtocol,
+        listener: Option<Arc<dyn RebalanceListener>>,
+    ) -> Result<()> {
         let owned = self.assignment();
         if protocol == RebalanceProtocol::Eager && !owned.is_empty() {
             self.auto_commit_sync(&owned).await;
@@ -810,6 +838,19 @@ impl Consumer {
     /// [`failed_partitions`](Self::failed_partitions); the partition then stays where it is,
     /// and is not fetched, until the application seeks it.
     pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
+        let span = tracing::debug_span!(
+            "kafka.poll",
+            client_id = self.shared.telemetry.client_id(),
+            records = tracing::field::Empty
+        );
+        let records = self.poll_inner(timeout).instrument(span.clone()).await;
+        if let Ok(r) = &records {
+            span.record("records", r.len());
+        }
+        records
+    }
+
+    async fn poll_inner(&self, timeout: Duration) -> Result<ConsumerRecords> {
         let _guard = self.poll_lock.lock().await;
         self.check_open()?;
         let deadline = Instant::now() + timeout;
@@ -895,6 +936,10 @@ impl Consumer {
                 }
                 let mut v = Vec::new();
                 fetcher::drain(tp, p, &mut st.buffered, max - total, &mut v);
+                if !v.is_empty() {
+                    p.telemetry(&self.shared.telemetry, tp).consumed(v.len());
+                    p.publish_lag(&self.shared.telemetry, tp);
+                }
                 // A deferred OFFSET_OUT_OF_RANGE applies once the records before it are out.
                 settled |= fetcher::settle_out_of_range(
                     tp,

@@ -193,6 +193,10 @@ impl ListenerRecord for ListenerConsumerRecord {
 impl ContainerConsumer for Consumer {
     type Record = ListenerConsumerRecord;
 
+    fn client_id(&self) -> &str {
+        &self.cluster().config().connection.client_id
+    }
+
     async fn poll(&mut self, timeout: Duration) -> Result<Vec<ListenerConsumerRecord>> {
         // Per-partition failures (`records.errors()`) are not poll failures: the consumer
         // logs them and keeps them in `failed_partitions`, where the container finds them.

@@ -139,6 +139,12 @@ pub trait ContainerConsumer: Send + 'static {
         Vec::new()
     }
 
+    /// The `client.id` the container's metrics are labelled with ([`crate::telemetry`]).
+    /// Default: [`DEFAULT_CLIENT_ID`](crate::connection::DEFAULT_CLIENT_ID).
+    fn client_id(&self) -> &str {
+        crate::connection::DEFAULT_CLIENT_ID
+    }
+
     /// Leaves the group and closes the consumer.
     fn close(&mut self) -> impl Future<Output = Result<()>> + Send;
 }

@@ -5,27 +5,37 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::telemetry::ProducerTelemetry;
+
 /// A snapshot of the producer's metrics ([`Producer::metrics`](super::Producer::metrics)).
 ///
-/// Names follow the Java producer's `producer-metrics` group; rates are per second since the
-/// producer started. The same values are published through the [`metrics`] facade as
-/// `kafka.producer.<name>` (counters and gauges), so any `metrics` exporter (Prometheus, …)
-/// picks them up.
+/// Names follow the Java producer's `producer-metrics` group. The `*_rate` fields are Java's:
+/// per second over its sample windows (2 windows of 30 s, [`crate::telemetry::SAMPLE_WINDOW`]);
+/// the `*_rate_lifetime` fields are averages per second since the producer started. The same
+/// values are published through the [`metrics`] facade as `kafka.producer.<name>` (counters,
+/// gauges and histograms, labelled with the producer's `client_id`; see
+/// [`crate::telemetry`]), so any `metrics` exporter (Prometheus, …) picks them up.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ProducerMetrics {
     /// `record-send-total`: records acknowledged (or written, with acks=0).
     pub record_send_total: u64,
-    /// `record-send-rate`.
+    /// `record-send-rate`: per second over the sample windows (Java's).
     pub record_send_rate: f64,
+    /// `record-send-total` per second since the producer started.
+    pub record_send_rate_lifetime: f64,
     /// `record-error-total`: records that failed.
     pub record_error_total: u64,
-    /// `record-error-rate`.
+    /// `record-error-rate`: per second over the sample windows (Java's).
     pub record_error_rate: f64,
+    /// `record-error-total` per second since the producer started.
+    pub record_error_rate_lifetime: f64,
     /// `record-retry-total`: records in batches that were retried (counted per retry).
     pub record_retry_total: u64,
-    /// `record-retry-rate`.
+    /// `record-retry-rate`: per second over the sample windows (Java's).
     pub record_retry_rate: f64,
+    /// `record-retry-total` per second since the producer started.
+    pub record_retry_rate_lifetime: f64,
     /// `batch-size-avg`: average bytes per batch sent (after compression).
     pub batch_size_avg: f64,
     /// `compression-rate-avg`: average compressed/uncompressed size ratio of the batches.
@@ -53,12 +63,17 @@ pub(crate) struct Counters {
     pub(crate) latency_us_sum: AtomicU64,
     pub(crate) latency_us_max: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// The `metrics` facade's handles and the windowed rates.
+    telemetry: ProducerTelemetry,
 }
 
 impl Counters {
-    pub(crate) fn new() -> Counters {
+    /// Counters of a producer whose connections use `client_id`.
+    pub(crate) fn new(client_id: &str) -> Counters {
+        let started = Instant::now();
         Counters {
-            started: Instant::now(),
+            telemetry: ProducerTelemetry::new(client_id, started),
+            started,
             record_send: AtomicU64::new(0),
             record_error: AtomicU64::new(0),
             record_retry: AtomicU64::new(0),
@@ -74,17 +89,20 @@ impl Counters {
 
     pub(crate) fn sent(&self, records: u64) {
         self.record_send.fetch_add(records, Relaxed);
-        metrics::counter!("kafka.producer.record-send-total").increment(records);
+        self.telemetry.send_total.increment(records);
+        self.telemetry.send_rate.record(records as f64);
     }
 
     pub(crate) fn failed(&self, records: u64) {
         self.record_error.fetch_add(records, Relaxed);
-        metrics::counter!("kafka.producer.record-error-total").increment(records);
+        self.telemetry.error_total.increment(records);
+        self.telemetry.error_rate.record(records as f64);
     }
 
     pub(crate) fn retried(&self, records: u64) {
         self.record_retry.fetch_add(records, Relaxed);
-        metrics::counter!("kafka.producer.record-retry-total").increment(records);
+        self.telemetry.retry_total.increment(records);
+        self.telemetry.retry_rate.record(records as f64);
     }
 
     pub(crate) fn batch(&self, bytes: usize, uncompressed: usize) {
@@ -92,26 +110,31 @@ impl Counters {
         self.batch_bytes.fetch_add(bytes as u64, Relaxed);
         self.uncompressed_bytes
             .fetch_add(uncompressed as u64, Relaxed);
-        metrics::histogram!("kafka.producer.batch-size").record(bytes as f64);
+        self.telemetry.batch_size.record(bytes as f64);
     }
 
     pub(crate) fn request_started(&self) {
         let n = self.in_flight.fetch_add(1, Relaxed) + 1;
-        metrics::gauge!("kafka.producer.requests-in-flight").set(n as f64);
+        self.telemetry.in_flight.set(n as f64);
     }
 
     pub(crate) fn request_done(&self, latency: Duration) {
         let n = self.in_flight.fetch_sub(1, Relaxed).saturating_sub(1);
-        metrics::gauge!("kafka.producer.requests-in-flight").set(n as f64);
+        self.telemetry.in_flight.set(n as f64);
         let us = latency.as_micros() as u64;
         self.requests.fetch_add(1, Relaxed);
         self.latency_us_sum.fetch_add(us, Relaxed);
         self.latency_us_max.fetch_max(us, Relaxed);
-        metrics::histogram!("kafka.producer.request-latency").record(latency.as_secs_f64());
+        self.telemetry.request_latency.record(latency.as_secs_f64());
+    }
+
+    /// Publishes the free bytes of `buffer.memory` (at start, and with each snapshot).
+    pub(crate) fn buffer_available(&self, bytes: u64) {
+        self.telemetry.buffer_available.set(bytes as f64);
     }
 
     pub(crate) fn snapshot(&self, buffer_available: u64) -> ProducerMetrics {
-        metrics::gauge!("kafka.producer.buffer-available-bytes").set(buffer_available as f64);
+        self.buffer_available(buffer_available);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let send = self.record_send.load(Relaxed);
         let error = self.record_error.load(Relaxed);
@@ -122,11 +145,14 @@ impl Counters {
         let requests = self.requests.load(Relaxed);
         ProducerMetrics {
             record_send_total: send,
-            record_send_rate: send as f64 / secs,
+            record_send_rate: self.telemetry.send_rate.rate(),
+            record_send_rate_lifetime: send as f64 / secs,
             record_error_total: error,
-            record_error_rate: error as f64 / secs,
+            record_error_rate: self.telemetry.error_rate.rate(),
+            record_error_rate_lifetime: error as f64 / secs,
             record_retry_total: retry,
-            record_retry_rate: retry as f64 / secs,
+            record_retry_rate: self.telemetry.retry_rate.rate(),
+            record_retry_rate_lifetime: retry as f64 / secs,
             batch_size_avg: if batches == 0 {
                 0.0
             } else {

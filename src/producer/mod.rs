@@ -68,6 +68,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use accumulator::DeliveryFuture;
 pub use circuit::{CircuitBreakerConfig, CircuitState};
@@ -269,6 +270,9 @@ impl Producer {
         pid: Option<idempotence::ProducerIdAndEpoch>,
         txn: Option<Arc<txn::TxnLink>>,
     ) -> Producer {
+        let counters = Counters::new(&cluster.config().connection.client_id);
+        counters.buffer_available(config.buffer_memory as u64);
+        let span = tracing::debug_span!("kafka.producer", client_id = %cluster.config().connection.client_id);
         let shared = Arc::new(Shared {
             memory: Semaphore::new(config.buffer_memory),
             circuit: config.circuit_breaker.clone().map(CircuitBreaker::new),
@@ -285,11 +289,11 @@ impl Producer {
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             fatal: OnceLock::new(),
-            counters: Counters::new(),
+            counters,
             txn,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(sender::run(shared.clone(), shutdown_rx, pid));
+        let task = tokio::spawn(sender::run(shared.clone(), shutdown_rx, pid).instrument(span));
         Producer {
             handle: Arc::new(Handle {
                 shared,

@@ -46,7 +46,11 @@ impl<C: ContainerConsumer> Runner<C> {
             Ok(())
         } else {
             let ack = self.batch_ack(&batch);
-            match call_guarded(|| f(batch.clone(), ack)).await {
+            match call_guarded(super::records::batch_span(batch.len()), || {
+                f(batch.clone(), ack)
+            })
+            .await
+            {
                 Ok(result) => result,
                 Err(panic) => {
                     // Stopping; the batch is not acknowledged (earlier polls' are committed).
@@ -132,6 +136,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     pub(super) async fn batch_succeeded(&mut self, batch: &[C::Record]) {
+        self.count_records(batch, |t| &t.handled);
         for r in batch {
             let tp = tp_of(r);
             self.tracker.succeeded(&tp, r.offset());
@@ -238,7 +243,11 @@ impl<C: ContainerConsumer> Runner<C> {
                 break;
             }
             let ack = self.batch_ack(&batch);
-            let retried = match call_guarded(|| f(batch.clone(), ack)).await {
+            let retried = match call_guarded(super::records::batch_span(batch.len()), || {
+                f(batch.clone(), ack)
+            })
+            .await
+            {
                 Ok(retried) => retried,
                 Err(panic) => {
                     self.handler_panicked(panic);
@@ -258,6 +267,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     for l in &self.listeners {
                         l.failed_delivery_batch(&batch, &error, attempt);
                     }
+                    self.count_records(&batch, |t| &t.failed);
                     self.emit(ContainerEvent::FailedDelivery {
                         partition: tp_of(&first),
                         offset: first.offset(),

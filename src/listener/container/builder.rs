@@ -17,8 +17,10 @@ use crate::listener::events::{EventHub, Events};
 use crate::listener::fetch_failure::{FailedList, FetchFailures, PartitionFailurePolicy};
 use crate::listener::handler::{DefaultErrorHandler, ListenerFailure};
 use crate::listener::tracker::FailedRecordTracker;
+use crate::telemetry::ListenerTelemetry;
 use crate::transaction::TransactionalProducer;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 /// Builds and starts a [`ListenerContainer`].
 ///
@@ -364,6 +366,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         tracker.reset_state_on_recovery_failure = policy.reset_state_on_recovery_failure;
         tracker.max_recovery_failures = policy.max_recovery_failures;
         let group = self.consumer.group_id();
+        let client_id = self.consumer.client_id().to_owned();
         let failed = FailedList::default();
         let runner = Runner {
             fetch_failures: FetchFailures::new(self.partition_failure_policy, failed.clone()),
@@ -406,8 +409,10 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             sought: false,
             rewound: FastMap::default(),
             panicked: false,
+            telemetry: ListenerTelemetry::new(&client_id),
         };
-        let task = runtime.spawn(runner.run());
+        let span = tracing::debug_span!("kafka.listener", client_id = %client_id);
+        let task = runtime.spawn(runner.run().instrument(span));
         Ok(ContainerHandle {
             stop: stop_tx,
             pause: pause_tx,

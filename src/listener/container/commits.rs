@@ -270,7 +270,10 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         }
         let offsets = plan.offsets.clone();
-        match self.consumer.commit(offsets.clone()).await {
+        let started = Instant::now();
+        let result = self.consumer.commit(offsets.clone()).await;
+        self.telemetry.committed(started.elapsed(), result.is_ok());
+        match result {
             Ok(()) => {
                 if !self.recovered_ahead.is_empty() {
                     for o in &offsets {
@@ -327,7 +330,10 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         }
         self.commits.drop_pending(tp);
-        if let Err(e) = self.consumer.commit(vec![commit]).await {
+        let started = Instant::now();
+        let result = self.consumer.commit(vec![commit]).await;
+        self.telemetry.committed(started.elapsed(), result.is_ok());
+        if let Err(e) = result {
             tracing::debug!(error = %e, "committing retry state failed");
         }
     }

@@ -13,6 +13,7 @@ use crate::listener::handler::{BoxFuture, RecoveryHalt, SharedError};
 use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
 use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, Result};
+use tracing::Instrument;
 
 /// Why a transaction of the exactly-once mode did not commit.
 pub(super) enum TxnFailure<R> {
@@ -110,6 +111,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     for r in &records {
                         self.recovery_committed(r);
                     }
+                    self.count_records(&records, |t| &t.recovered);
                     self.events.resumed(&tp);
                     // A batch recovered after a rollback notifies no retry listener (Spring's
                     // `DefaultAfterRollbackProcessor` calls only the recoverer for a batch).
@@ -174,7 +176,10 @@ impl<C: ContainerConsumer> Runner<C> {
         producer: &TransactionalProducer,
     ) -> Result<()> {
         loop {
-            match producer.commit_transaction().await {
+            let started = Instant::now();
+            let result = producer.commit_transaction().await;
+            self.telemetry.committed(started.elapsed(), result.is_ok());
+            match result {
                 Err(e) if *e.kind() == ErrorKind::Timeout && !self.stop_requested() => {
                     tracing::warn!(error = %e, "the transaction's commit is pending; waiting for it");
                 }
@@ -203,7 +208,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 };
                 if let Some(error) = pending {
                     let recoverer = self.recoverer.clone();
-                    let recovery = recoverer.recover(&record, &error);
+                    let recovery = recoverer
+                        .recover(&record, &error)
+                        .instrument(super::recoveries::recovery_span(&tp, offset));
                     match self.in_open_transaction(recovery).await {
                         Ok(()) => {
                             // Done when the transaction commits; if it aborts, the record is
@@ -230,7 +237,10 @@ impl<C: ContainerConsumer> Runner<C> {
                     break;
                 }
                 match failure {
-                    None => last = Some(offset),
+                    None => {
+                        self.telemetry.part(&tp).handled.increment(1);
+                        last = Some(offset);
+                    }
                     Some(error) => return Some(TxnFailure::Handler(tp, record, error)),
                 }
             }
@@ -289,7 +299,11 @@ impl<C: ContainerConsumer> Runner<C> {
             return None;
         }
         let ack = self.batch_ack(&batch);
-        let handled = match call_guarded(|| f(batch.clone(), ack)).await {
+        let handled = match call_guarded(super::records::batch_span(batch.len()), || {
+            f(batch.clone(), ack)
+        })
+        .await
+        {
             Ok(handled) => handled,
             // The transaction is aborted and the container stops.
             Err(panic) => Err(self.handler_panicked(panic)),
@@ -304,6 +318,7 @@ impl<C: ContainerConsumer> Runner<C> {
             let first = batch[0].clone();
             return Some(TxnFailure::Batch(Arc::from(e), ranges, first));
         }
+        self.count_records(&batch, |t| &t.handled);
         next.extend(
             offset_bounds(&batch, i64::max)
                 .into_iter()
@@ -432,6 +447,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 });
                 let wait = match decision {
                     RecoveryFailureDecision::Halt { failures } => {
+                        self.telemetry.part(&tp).halts.increment(1);
                         self.events.halted(&tp, offset, failures);
                         self.emit(ContainerEvent::RecoveryHalted {
                             partition: tp.clone(),
@@ -516,6 +532,7 @@ impl<C: ContainerConsumer> Runner<C> {
             Disposition::HaltPartition => {
                 // Recovered in a transaction once a probe finds the recoverer working again.
                 let failures = self.tracker.recovery_failures(&tp, offset);
+                self.telemetry.part(&tp).halts.increment(1);
                 self.events.halted(&tp, offset, failures);
                 self.emit(ContainerEvent::RecoveryHalted {
                     partition: tp.clone(),

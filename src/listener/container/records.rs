@@ -10,6 +10,17 @@ use crate::listener::handler::{DeliveryAttemptHeader, SharedError};
 use crate::listener::tracker::TopicPartition;
 use crate::listener::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
 use crate::protocol::record::Header;
+use tracing::Instrument;
+
+/// The `kafka.handler` span of one record's handler call.
+pub(super) fn handler_span(tp: &TopicPartition, offset: i64) -> tracing::Span {
+    tracing::debug_span!("kafka.handler", topic = %tp.0, partition = tp.1, offset)
+}
+
+/// The `kafka.handler` span of one batch handler call.
+pub(super) fn batch_span(records: usize) -> tracing::Span {
+    tracing::debug_span!("kafka.handler", records)
+}
 
 impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn call_record_handler(
@@ -25,7 +36,8 @@ impl<C: ContainerConsumer> Runner<C> {
         }
         let f = f.clone();
         let (delivered, ack) = self.delivery(tp, record);
-        let result = match call_guarded(|| f(delivered, ack)).await {
+        let span = handler_span(tp, record.offset());
+        let result = match call_guarded(span, || f(delivered, ack)).await {
             Ok(result) => result,
             Err(panic) => return Some(Arc::from(self.handler_panicked(panic))),
         };
@@ -129,6 +141,8 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             // The last record handled without acking it yet (batched acks).
             let mut handled: Option<i64> = None;
+            // Records handled successfully (counted once per partition).
+            let mut succeeded = 0u64;
             for (i, record) in recs.iter().enumerate() {
                 if self.stop_requested() {
                     break;
@@ -158,6 +172,7 @@ impl<C: ContainerConsumer> Runner<C> {
                         break;
                     }
                     None => {
+                        succeeded += 1;
                         self.tracker.succeeded(&tp, offset);
                         if per_record {
                             self.ack(&tp, offset, AckSource::Handler).await;
@@ -180,6 +195,9 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             if let Some(last) = handled {
                 self.ack(&tp, last, AckSource::Handler).await;
+            }
+            if succeeded > 0 {
+                self.telemetry.part(&tp).handled.increment(succeeded);
             }
         }
     }
@@ -208,41 +226,45 @@ impl<C: ContainerConsumer> Runner<C> {
                 .collect();
             let (f, leh, permits, stop) =
                 (f.clone(), leh.clone(), permits.clone(), self.stop.clone());
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let mut done = Vec::new();
-                for (original, delivered, ack, attempt) in prepared {
-                    if *stop.borrow() {
-                        break;
-                    }
-                    if let Some(d) = original.deserialization_failure() {
-                        let e: SharedError = Arc::new(d);
-                        return (tp, done, Some((original, e)), Seeks::default(), None);
-                    }
-                    let mut seeks = Seeks::default();
-                    let handled = match call_guarded(|| f(delivered, ack)).await {
-                        Ok(handled) => handled,
-                        Err(panic) => return (tp, done, None, Seeks::default(), Some(panic)),
-                    };
-                    let result = match (handled, &leh) {
-                        (Err(e), Some(leh)) => {
-                            let outcome;
-                            (outcome, seeks) = leh(&original, e, attempt).await;
-                            outcome
+            tasks.spawn(
+                async move {
+                    let _permit = permits.acquire_owned().await;
+                    let mut done = Vec::new();
+                    for (original, delivered, ack, attempt) in prepared {
+                        if *stop.borrow() {
+                            break;
                         }
-                        (r, _) => r,
-                    };
-                    let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
-                    match result {
-                        Ok(()) if sought => return (tp, done, None, seeks, None),
-                        Ok(()) => done.push(original.offset()),
-                        Err(e) => {
-                            return (tp, done, Some((original, Arc::from(e))), seeks, None);
+                        if let Some(d) = original.deserialization_failure() {
+                            let e: SharedError = Arc::new(d);
+                            return (tp, done, Some((original, e)), Seeks::default(), None);
+                        }
+                        let mut seeks = Seeks::default();
+                        let span = handler_span(&tp, original.offset());
+                        let handled = match call_guarded(span, || f(delivered, ack)).await {
+                            Ok(handled) => handled,
+                            Err(panic) => return (tp, done, None, Seeks::default(), Some(panic)),
+                        };
+                        let result = match (handled, &leh) {
+                            (Err(e), Some(leh)) => {
+                                let outcome;
+                                (outcome, seeks) = leh(&original, e, attempt).await;
+                                outcome
+                            }
+                            (r, _) => r,
+                        };
+                        let sought = seeks.requests.iter().any(|(t, _)| *t == tp);
+                        match result {
+                            Ok(()) if sought => return (tp, done, None, seeks, None),
+                            Ok(()) => done.push(original.offset()),
+                            Err(e) => {
+                                return (tp, done, Some((original, Arc::from(e))), seeks, None);
+                            }
                         }
                     }
+                    (tp, done, None, Seeks::default(), None)
                 }
-                (tp, done, None, Seeks::default(), None)
-            });
+                .in_current_span(),
+            );
         }
         let mut outcomes = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -258,6 +280,12 @@ impl<C: ContainerConsumer> Runner<C> {
         for (tp, done, failure, seeks, panicked) in outcomes {
             for (target, offset) in seeks.requests {
                 self.seek_min(&target, offset);
+            }
+            if !done.is_empty() {
+                self.telemetry
+                    .part(&tp)
+                    .handled
+                    .increment(done.len() as u64);
             }
             for offset in done {
                 self.tracker.succeeded(&tp, offset);

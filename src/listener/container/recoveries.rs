@@ -13,6 +13,12 @@ use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::error_handler::{Disposition, RecordFailure};
 use crate::listener::handler::{BoxFuture, Recovery, RecoveryHalt, SharedError};
 use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
+use tracing::Instrument;
+
+/// The `kafka.recovery` span of one failed record's recovery.
+pub(super) fn recovery_span(tp: &TopicPartition, offset: i64) -> tracing::Span {
+    tracing::debug_span!("kafka.recovery", topic = %tp.0, partition = tp.1, offset)
+}
 
 /// A recovery under way ([`Recovery::InFlight`]).
 pub(super) struct InFlight<R> {
@@ -120,7 +126,13 @@ impl<C: ContainerConsumer> Runner<C> {
                 continue;
             };
             let offset = h.record.offset();
-            match self.recoverer.recover(&h.record, &h.error).await {
+            let span = recovery_span(&tp, offset);
+            match self
+                .recoverer
+                .recover(&h.record, &h.error)
+                .instrument(span)
+                .await
+            {
                 Ok(()) => {
                     self.events.resumed(&tp);
                     self.recovered(&tp, &h.record, &h.error);
@@ -171,6 +183,7 @@ impl<C: ContainerConsumer> Runner<C> {
         failures: u32,
     ) {
         let offset = record.offset();
+        self.telemetry.part(tp).halts.increment(1);
         self.halted.insert(
             tp.clone(),
             Halted {
@@ -306,11 +319,16 @@ impl<C: ContainerConsumer> Runner<C> {
     ) -> Flow {
         let offset = record.offset();
         let recoverer = self.recoverer.clone();
+        let span = recovery_span(tp, offset);
         let started = if self.txn.is_none() {
-            recoverer.start_recovery(record, &error).await
+            recoverer
+                .start_recovery(record, &error)
+                .instrument(span.clone())
+                .await
         } else {
             recoverer
                 .recover(record, &error)
+                .instrument(span.clone())
                 .await
                 .map(|()| Recovery::Done)
         };
@@ -332,7 +350,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     InFlight {
                         record: record.clone(),
                         error,
-                        done,
+                        done: Box::pin(done.instrument(span)),
                     },
                 );
                 // Committed once the recovery completes (commits stop below it until then).
@@ -358,6 +376,7 @@ impl<C: ContainerConsumer> Runner<C> {
         for l in &self.listeners {
             l.recovered(record, error);
         }
+        self.telemetry.part(tp).recovered.increment(1);
         self.tracker.recovered(tp, record.offset());
         if self.observed() {
             self.emit(ContainerEvent::Recovered {

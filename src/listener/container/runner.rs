@@ -18,7 +18,9 @@ use crate::listener::fetch_failure::FetchFailures;
 use crate::listener::handler::{BoxFuture, SharedError};
 use crate::listener::handler::{DeliveryAttemptHeader, Recoverer, RetryListener};
 use crate::listener::tracker::{FailedRecordTracker, RetryState, TopicPartition};
+use crate::telemetry::{ListenerPartitionTelemetry, ListenerTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
+use tracing::Instrument;
 
 /// What to do with the rest of a partition's records in hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,8 @@ pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) rewound: FastMap<TopicPartition, i64>,
     /// Partitions whose fetch failed, and the policy for them.
     pub(super) fetch_failures: FetchFailures,
+    /// The `metrics` facade's handles (`crate::telemetry`).
+    pub(super) telemetry: ListenerTelemetry,
 }
 
 /// Recoveries in flight at most; past this many the container waits for them before polling.
@@ -158,8 +162,10 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
     }
 }
 
-/// Calls a handler and runs its future, turning a panic in either into [`HandlerPanicked`].
+/// Calls a handler and runs its future inside `span` (`kafka.handler`), turning a panic in
+/// either into [`HandlerPanicked`].
 pub(super) async fn call_guarded(
+    span: tracing::Span,
     call: impl FnOnce() -> BoxFuture<'static, Result<(), HandlerError>>,
 ) -> std::result::Result<Result<(), HandlerError>, HandlerPanicked> {
     let message = |panic: Box<dyn std::any::Any + Send>| {
@@ -170,8 +176,11 @@ pub(super) async fn call_guarded(
                 .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
         })
     };
-    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(message)?;
-    CatchUnwind(fut).await.map_err(message)
+    let fut = {
+        let _entered = span.enter();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(message)?
+    };
+    CatchUnwind(fut.instrument(span)).await.map_err(message)
 }
 
 pub(super) fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
@@ -256,14 +265,15 @@ impl<C: ContainerConsumer> Runner<C> {
         self.events.observed()
     }
 
-    /// [`ContainerEvent::FailedDelivery`], if anybody receives events.
+    /// [`ContainerEvent::FailedDelivery`], if anybody receives events; counted in the metrics.
     pub(super) fn emit_failed_delivery(
-        &self,
+        &mut self,
         tp: &TopicPartition,
         offset: i64,
         attempt: u32,
         error: &SharedError,
     ) {
+        self.telemetry.part(tp).failed.increment(1);
         if self.observed() {
             self.emit(ContainerEvent::FailedDelivery {
                 partition: tp.clone(),
@@ -283,6 +293,34 @@ impl<C: ContainerConsumer> Runner<C> {
         Box::new(panic)
     }
 
+    /// The gauges: retries (partitions backing off), recoveries in flight, halted partitions.
+    pub(super) fn publish_gauges(&self) {
+        self.telemetry.in_flight(
+            self.backing_off.len(),
+            self.recoveries.len(),
+            self.halted.len(),
+        );
+    }
+
+    /// Counts `records` into one of the per-partition counters (`which`), once per run of
+    /// records of one partition.
+    pub(super) fn count_records(
+        &mut self,
+        records: &[C::Record],
+        which: fn(&ListenerPartitionTelemetry) -> &metrics::Counter,
+    ) {
+        let mut i = 0;
+        while i < records.len() {
+            let first = &records[i];
+            let run = records[i..]
+                .iter()
+                .take_while(|r| r.partition() == first.partition() && r.topic() == first.topic())
+                .count();
+            which(self.telemetry.part(&tp_of(first))).increment(run as u64);
+            i += run;
+        }
+    }
+
     pub(super) fn stop_requested(&self) -> bool {
         *self.stop.borrow() || self.stop_reason.is_some()
     }
@@ -299,6 +337,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.resume_due();
             self.probe_halted().await;
             self.commit_if_due().await;
+            self.publish_gauges();
             if !self.recoveries.is_empty() && self.consumer.rebalance_pending() {
                 // Partitions may be revoked in the next poll: finish their recoveries and
                 // commit first, so the next owner does not recover the same records again.
@@ -385,6 +424,7 @@ impl<C: ContainerConsumer> Runner<C> {
             }
         }
         self.settle_recoveries().await;
+        self.publish_gauges();
         if let Err(e) = self.consumer.close().await {
             tracing::warn!(error = %e, "closing the consumer failed");
         }

@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::classify::{DeserializationFailed, HandlerError, RecordPart};
 use super::consumer::ListenerRecord;
@@ -359,7 +360,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             queue: None,
         };
         let (tx, rx) = mpsc::channel(MAX_QUEUED_DEAD_LETTERS);
-        tokio::spawn(publishing_task(worker, rx));
+        tokio::spawn(publishing_task(worker, rx).in_current_span());
         self.queue = Some(tx);
         self
     }
@@ -513,7 +514,17 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             .publish((record.topic(), record.partition(), record.offset()), out)
             .await?;
         log_published(record, &meta);
+        self.published(record);
         Ok(Some(meta))
+    }
+
+    /// Counts a dead letter of `record` acknowledged ([`crate::telemetry::DEAD_LETTERS_PUBLISHED`]).
+    fn published(&self, record: &R) {
+        crate::telemetry::dead_letter_published(
+            &self.sender.cluster.config().connection.client_id,
+            record.topic(),
+            record.partition(),
+        );
     }
 
     /// The producer the publisher sends with.
@@ -579,6 +590,10 @@ impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
                     "the dead-letter publishing task has stopped",
                 )) as HandlerError);
             }
+            let (source, client_id) = (
+                record.clone(),
+                self.sender.cluster.config().connection.client_id.clone(),
+            );
             Ok(Recovery::InFlight(Box::pin(async move {
                 let ack = match started.await {
                     Ok(Ok(Some(ack))) => ack,
@@ -591,9 +606,14 @@ impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
                         )) as HandlerError);
                     }
                 };
-                ack.await
-                    .map(|_| ())
-                    .map_err(|e| Box::new(e) as HandlerError)
+                let meta = ack.await.map_err(|e| Box::new(e) as HandlerError)?;
+                log_published(&source, &meta);
+                crate::telemetry::dead_letter_published(
+                    &client_id,
+                    source.topic(),
+                    source.partition(),
+                );
+                Ok(())
             })))
         })
     }
