@@ -1589,8 +1589,7 @@ fn s7_log_truncation_after_unclean_election() {
         let topic = unique("s7");
         let client = connect(&c.direct, Duration::from_secs(10)).await;
         {
-            let admin =
-                rekafka::admin::Admin::new(client.clone());
+            let admin = rekafka::admin::Admin::new(client.clone());
             let t = rekafka::admin::NewTopic::new(&topic, 1)
                 .with_replication_factor(2)
                 .with_config("min.insync.replicas", "1")

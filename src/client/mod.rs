@@ -112,7 +112,9 @@ use crate::connection::{
 };
 use crate::consumer::{AutoCommit, Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
-use crate::listener::{ContainerBuilder, DeadLetterPublisherBuilder, ListenerContainer, ListenerRecord};
+use crate::listener::{
+    ContainerBuilder, DeadLetterPublisherBuilder, ListenerContainer, ListenerRecord,
+};
 use crate::producer::{Producer, ProducerConfig};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
 use crate::transaction::TransactionalProducer;

@@ -214,9 +214,7 @@ fn kafka_script(dir: &PathBuf, args: &[&str]) -> String {
 /// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"))
-        })
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}")))
         .collect();
     listeners
         .iter()
@@ -234,7 +232,11 @@ pub struct PlannedBroker {
 impl PlannedBroker {
     /// Picks free ports; nothing listens on them until [`OwnBroker::start_at`].
     pub fn new() -> PlannedBroker {
-        let n = if test_broker() == TestBroker::Mock { 1 } else { 2 };
+        let n = if test_broker() == TestBroker::Mock {
+            1
+        } else {
+            2
+        };
         PlannedBroker {
             ports: free_ports(n),
         }
