@@ -879,6 +879,22 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn build_is_lazy_and_connect_is_not() {
+        // Nothing listens on port 1: `build` does not care, `connect` fails retriably.
+        let b = || {
+            Client::builder()
+                .bootstrap_servers(["127.0.0.1:1"])
+                .connect_timeout(Duration::from_millis(500))
+        };
+        let client = b().build().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!client.cluster().is_bootstrapped());
+        assert_eq!(client.admin().api_timeout(), DEFAULT_API_TIMEOUT);
+        client.close().await;
+        let e = b().connect().await.map(|_| ()).unwrap_err();
+        assert!(e.is_retriable(), "{e}");
+    }
+
     #[test]
     fn defaults_match_kafka() {
         let c = ClientConfig::default();
