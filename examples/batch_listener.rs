@@ -24,8 +24,8 @@ use rekafka::listener::{
 use rekafka::mock::MockCluster;
 use rekafka::producer::Record;
 
-const TOPIC: &str = "invoices";
-const INVOICES: i64 = 300;
+pub const TOPIC: &str = "invoices";
+pub const INVOICES: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invoice {0} has a negative total")]
@@ -42,8 +42,17 @@ pub struct Summary {
     pub dead_letters: Vec<i64>,
 }
 
-fn total(i: i64) -> i64 {
+pub fn total(i: i64) -> i64 {
     if i % 53 == 7 { -i } else { i * 10 }
+}
+
+/// The example's mock cluster: three brokers, the topic.
+pub async fn mock() -> rekafka::Result<MockCluster> {
+    MockCluster::builder()
+        .brokers(3)
+        .topic(TOPIC, 3)
+        .start()
+        .await
 }
 
 /// Produces the invoices, books them with a batch listener, reads the dead letters back.
@@ -76,6 +85,7 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
             c.group_id = Some("invoicing".into());
             c.auto_offset_reset = OffsetReset::Earliest;
             c.max_poll_records = 50;
+            c.fetch_max_wait = Duration::from_millis(50);
         })?
         .batch_handler(move |batch: Vec<ListenerConsumerRecord>| {
             let (b, sizes) = (b.clone(), sizes.clone());
@@ -176,16 +186,13 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
     })
 }
 
+#[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mock = MockCluster::builder()
-            .brokers(3)
-            .topic(TOPIC, 3)
-            .start()
-            .await?;
+        let mock = mock().await?;
         let s = run(&mock.bootstrap()).await?;
         mock.shutdown().await;
         let twice = s.booked.values().filter(|n| **n > 1).count();

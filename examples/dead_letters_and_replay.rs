@@ -32,7 +32,7 @@ use rekafka::producer::Record;
 const TOPIC: &str = "shipments";
 const DLT: &str = "shipments-dlt";
 const PARTITIONS: i32 = 3;
-const SHIPMENTS: u64 = 100;
+pub const SHIPMENTS: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown warehouse for shipment {0}")]
@@ -116,6 +116,16 @@ async fn replay(client: &Client) -> rekafka::Result<usize> {
     Ok(replayed)
 }
 
+/// The example's mock cluster: three brokers, the topic and its dead-letter topic.
+pub async fn mock() -> rekafka::Result<MockCluster> {
+    MockCluster::builder()
+        .brokers(3)
+        .topic(TOPIC, PARTITIONS)
+        .topic(DLT, PARTITIONS)
+        .start()
+        .await
+}
+
 /// Produces the shipments, processes them (dead-lettering the unknown warehouses), then fixes
 /// the cause and replays the dead letters twice.
 pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
@@ -150,6 +160,7 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
         .listener_container([TOPIC], |c| {
             c.group_id = Some("shipping".into());
             c.auto_offset_reset = OffsetReset::Earliest;
+            c.fetch_max_wait = Duration::from_millis(50);
         })?
         .record_handler(move |r: ListenerConsumerRecord| {
             let (known, done) = (known.clone(), done.clone());
@@ -219,17 +230,13 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
     Ok(summary)
 }
 
+#[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mock = MockCluster::builder()
-            .brokers(3)
-            .topic(TOPIC, PARTITIONS)
-            .topic(DLT, PARTITIONS)
-            .start()
-            .await?;
+        let mock = mock().await?;
         let s = run(&mock.bootstrap()).await?;
         mock.shutdown().await;
         println!("rekafka dead letters and replay (embedded mock cluster, 3 brokers)\n");

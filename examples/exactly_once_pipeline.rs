@@ -29,8 +29,8 @@ use rekafka::producer::Record;
 const IN: &str = "orders";
 const OUT: &str = "order-totals";
 const PARTITIONS: i32 = 3;
-const ORDERS: u64 = 200;
-const POISON: u64 = 42;
+pub const ORDERS: u64 = 200;
+pub const POISON: u64 = 42;
 
 #[derive(Debug, thiserror::Error)]
 #[error("pricing service failed for order {0}")]
@@ -79,6 +79,17 @@ async fn read_committed(client: &Client, topic: &str, expect: usize) -> rekafka:
     Ok(ids)
 }
 
+/// The example's mock cluster: three brokers, the input, output and dead-letter topics.
+pub async fn mock() -> rekafka::Result<MockCluster> {
+    MockCluster::builder()
+        .brokers(3)
+        .topic(IN, PARTITIONS)
+        .topic(OUT, PARTITIONS)
+        .topic(format!("{IN}-dlt"), PARTITIONS)
+        .start()
+        .await
+}
+
 /// Produces the orders, runs the pipeline until every order is committed, reads the results.
 pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
     let client = Client::builder()
@@ -116,6 +127,8 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
             c.auto_offset_reset = OffsetReset::Earliest;
             // Read only committed inputs (they might come from another transactional stage).
             c.isolation_level = IsolationLevel::ReadCommitted;
+            // An aborted poll is fetched again: a short fetch wait keeps that quick.
+            c.fetch_max_wait = Duration::from_millis(50);
         })?
         .record_handler(move |r: ListenerConsumerRecord| {
             let (p, once, fails) = (p.clone(), once.clone(), fails.clone());
@@ -180,18 +193,13 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
     Ok(summary)
 }
 
+#[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mock = MockCluster::builder()
-            .brokers(3)
-            .topic(IN, PARTITIONS)
-            .topic(OUT, PARTITIONS)
-            .topic(format!("{IN}-dlt"), PARTITIONS)
-            .start()
-            .await?;
+        let mock = mock().await?;
         let s = run(&mock.bootstrap()).await?;
         mock.shutdown().await;
         let twice: Vec<_> = s.outputs.iter().filter(|(_, n)| **n > 1).collect();

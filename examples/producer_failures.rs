@@ -39,6 +39,15 @@ pub struct Summary {
     pub after_outage: Option<i64>,
 }
 
+/// The example's mock cluster: three brokers, the topic.
+pub async fn mock() -> rekafka::Result<MockCluster> {
+    MockCluster::builder()
+        .brokers(3)
+        .topic(TOPIC, 3)
+        .start()
+        .await
+}
+
 /// Runs the three parts against `mock`.
 pub async fn run(mock: &MockCluster) -> rekafka::Result<Summary> {
     let mut summary = Summary::default();
@@ -111,16 +120,13 @@ pub async fn run(mock: &MockCluster) -> rekafka::Result<Summary> {
     Ok(summary)
 }
 
+#[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mock = MockCluster::builder()
-            .brokers(3)
-            .topic(TOPIC, 3)
-            .start()
-            .await?;
+        let mock = mock().await?;
         let s = run(&mock).await?;
         mock.shutdown().await;
         println!("rekafka producer failures (embedded mock cluster, 3 brokers)\n");
