@@ -21,19 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rekafka::admin::{Admin, NewTopic};
-use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::Client;
+use rekafka::admin::NewTopic;
 use rekafka::consumer::{
-    AutoCommit, Consumer, ConsumerConfig, OffsetReset, StartOffset, StringDeserializer,
-    TopicPartition,
+    AutoCommit, ConsumerConfig, OffsetReset, StartOffset, StringDeserializer, TopicPartition,
 };
 use rekafka::listener::{
-    AckMode, DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler, ExponentialBackOff,
-    HandlerError, ListenerConsumerRecord, ListenerContainer, RetryListener, SharedError,
-    deserialization_check,
+    AckMode, DeadLetterInfo, DefaultErrorHandler, ExponentialBackOff, HandlerError,
+    ListenerConsumerRecord, RetryListener, SharedError, deserialization_check,
 };
 use rekafka::mock::MockCluster;
-use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::producer::{ProducerConfig, Record};
 
 /// How many orders the demo produces.
 pub const ORDERS: u64 = 1000;
@@ -103,8 +101,12 @@ impl RetryListener<ListenerConsumerRecord> for Counts {
 
 /// Runs the walk-through against `bootstrap`, with topics `topic` and `<topic>-dlt`.
 pub async fn run(bootstrap: &str, topic: &str, group: &str) -> rekafka::Result<Summary> {
-    let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(','))).await?;
-    let admin = Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    // One client makes everything below; it connects when first needed.
+    let client = Client::builder()
+        .bootstrap_servers([bootstrap])
+        .build()
+        .await?;
+    let admin = client.admin();
     let dlt = format!("{topic}-dlt");
     for r in admin
         .create_topics(&[
@@ -121,7 +123,7 @@ pub async fn run(bootstrap: &str, topic: &str, group: &str) -> rekafka::Result<S
     }
 
     // 1. Produce the orders (idempotent producer, keyed by order id).
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await?;
+    let producer = client.producer(ProducerConfig::default()).await?;
     let mut deliveries = Vec::new();
     for i in 0..ORDERS {
         let record = Record::new(topic)
@@ -139,17 +141,8 @@ pub async fn run(bootstrap: &str, topic: &str, group: &str) -> rekafka::Result<S
     producer.close().await;
 
     // 2. Consume through a listener container: exponential back-off, then the dead-letter topic.
-    let consumer = Consumer::new(
-        cluster.clone(),
-        ConsumerConfig::new()
-            .with_group_id(group)
-            .with_auto_commit(AutoCommit::Disabled)
-            .with_auto_offset_reset(OffsetReset::Earliest)
-            .with_session_timeout(Duration::from_secs(6))
-            .with_fetch_max_wait(Duration::from_millis(50)),
-    )?;
-    consumer.subscribe([topic])?;
-    let dead_letters = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
+    let dead_letters = client
+        .dead_letter_publisher::<ListenerConsumerRecord>()
         .group(group)
         .build()
         .await?;
@@ -172,7 +165,14 @@ pub async fn run(bootstrap: &str, topic: &str, group: &str) -> rekafka::Result<S
     let retried: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let (h, seen_failure) = (handled.clone(), retried.clone());
     let started = Instant::now();
-    let container = ListenerContainer::builder(consumer)
+    // The container's consumer: subscribed to the orders, auto-commit off (the container commits).
+    let container = client
+        .listener_container([topic], |c| {
+            c.group_id = Some(group.to_owned());
+            c.auto_offset_reset = OffsetReset::Earliest;
+            c.session_timeout = Duration::from_secs(6);
+            c.fetch_max_wait = Duration::from_millis(50);
+        })?
         .record_handler(move |r: ListenerConsumerRecord| {
             let (h, seen_failure) = (h.clone(), seen_failure.clone());
             async move {
@@ -239,8 +239,7 @@ pub async fn run(bootstrap: &str, topic: &str, group: &str) -> rekafka::Result<S
     summary.retries = retried.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
 
     // 4. Read the dead letters back.
-    let reader = Consumer::new(
-        cluster.clone(),
+    let reader = client.consumer(
         ConsumerConfig::new()
             .with_auto_commit(AutoCommit::Disabled)
             .with_fetch_max_wait(Duration::from_millis(50)),
@@ -272,7 +271,7 @@ pub async fn run(bootstrap: &str, topic: &str, group: &str) -> rekafka::Result<S
             .parse::<u64>()
             .unwrap_or(u64::MAX)
     });
-    cluster.close().await;
+    client.close().await;
     Ok(summary)
 }
 

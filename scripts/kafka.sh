@@ -41,7 +41,10 @@
 # <<< proxy
 #
 # Env: KAFKA_CLUSTER_DIR (default target/kafka) to run several clusters side by side;
-#      KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g per node).
+#      KAFKA_HEAP_OPTS (default -Xms256m -Xmx1g per node);
+#      KAFKA_PORTS: `start` takes its ports from this space-separated list (per node, in order:
+#      PLAINTEXT, CONTROLLER, then the optional listeners) instead of picking free ones, so a
+#      test can point a client at the cluster before it starts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -106,7 +109,13 @@ run_java() {   # run_java CLASS ARGS... (foreground, for the tools)
 }
 
 # ------------------------------------------------------------------------------------ helpers
-free_ports() {   # free_ports N: N distinct free TCP ports on 127.0.0.1
+free_ports() {   # free_ports N: N distinct free TCP ports on 127.0.0.1 (or $KAFKA_PORTS)
+  if [ -n "${KAFKA_PORTS:-}" ]; then
+    local given; read -r -a given <<< "$KAFKA_PORTS"
+    [ "${#given[@]}" -ge "$1" ] || die "KAFKA_PORTS names ${#given[@]} port(s); $1 needed"
+    echo "${given[*]:0:$1}"
+    return 0
+  fi
   python3 - "$1" <<'EOF'
 import socket, sys
 socks = []

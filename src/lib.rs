@@ -99,3 +99,9 @@ pub mod transaction;
 
 pub use client::{Client, ClientBuilder, ClientConfig};
 pub use error::{Error, ErrorKind, KafkaCode, Result};
+
+/// The README's Rust snippets, compiled as doc tests (`cargo test --doc`), so the first thing a
+/// user reads keeps compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

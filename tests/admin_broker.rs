@@ -41,7 +41,7 @@ async fn client() -> Client {
         .client_id("rekafka-admin-tests")
         .request_timeout(Duration::from_secs(10))
         .api_timeout(Duration::from_secs(15))
-        .build()
+        .connect()
         .await;
     match built {
         Ok(c) => c,

@@ -142,7 +142,7 @@ impl Cluster {
             .api_timeout(Duration::from_secs(3))
             .retry_backoff(Duration::from_millis(10), Duration::from_millis(50))
             .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
-            .build()
+            .connect()
             .await
             .unwrap()
     }

@@ -34,7 +34,7 @@ async fn client(mock: &MockCluster) -> Client {
         .request_timeout(Duration::from_secs(5))
         // Retriable per-item errors (an unknown topic) give up quickly.
         .api_timeout(Duration::from_secs(2))
-        .build()
+        .connect()
         .await
         .unwrap_or_else(|e| panic!("client: {e}"))
 }
@@ -464,7 +464,7 @@ async fn a_lost_response_times_out_reconnects_and_the_lookup_succeeds() {
         .bootstrap_servers(mock.bootstrap().split(','))
         .request_timeout(Duration::from_millis(500))
         .api_timeout(Duration::from_secs(10))
-        .build()
+        .connect()
         .await
         .unwrap_or_else(|e| panic!("client: {e}"));
     create(&client, "lost", 1).await;

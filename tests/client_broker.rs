@@ -22,18 +22,21 @@ use tokio::time::Instant;
 
 #[tokio::test]
 async fn from_properties_connects_and_shares_one_cluster() {
-    let client = Client::from_properties([
-        (
-            "bootstrap.servers",
-            format!("127.0.0.1:1,{}", bootstrap()).as_str(),
-        ),
-        ("client.id", "rekafka-client-tests"),
-        ("request.timeout.ms", "10000"),
-        ("socket.connection.setup.timeout.ms", "2000"),
-        ("allow.auto.create.topics", "false"),
-    ])
-    .await
-    .unwrap_or_else(|e| panic!("from_properties: {e}"));
+    // `connect` bootstraps before it returns (`build` and `from_properties` connect lazily).
+    let client = Client::builder()
+        .properties([
+            (
+                "bootstrap.servers",
+                format!("127.0.0.1:1,{}", bootstrap()).as_str(),
+            ),
+            ("client.id", "rekafka-client-tests"),
+            ("request.timeout.ms", "10000"),
+            ("socket.connection.setup.timeout.ms", "2000"),
+            ("allow.auto.create.topics", "false"),
+        ])
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
     assert_eq!(client.config().client_id, "rekafka-client-tests");
     assert_eq!(client.config().request_timeout, Duration::from_secs(10));
     assert!(!client.cluster().config().allow_auto_topic_creation);
@@ -217,7 +220,8 @@ async fn client_recovers_after_broker_restart() {
         .connect_timeout(Duration::from_secs(1))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .retry_backoff(Duration::from_millis(50), Duration::from_millis(300))
-        .api_timeout(Duration::from_secs(20))
+        // A Kafka JVM's restart takes ~20 s on a loaded machine: the call's budget covers it.
+        .api_timeout(Duration::from_secs(60))
         .build()
         .await
         .unwrap_or_else(|e| panic!("build: {e}"));
@@ -246,7 +250,7 @@ async fn client_recovers_after_broker_restart() {
         "the call gave up while the broker was down"
     );
     broker.restart().await;
-    let result = tokio::time::timeout(Duration::from_secs(20), call)
+    let result = tokio::time::timeout(Duration::from_secs(60), call)
         .await
         .unwrap_or_else(|_| panic!("the call hung after the restart"))
         .unwrap_or_else(|e| panic!("{e}"))
@@ -265,4 +269,103 @@ async fn client_recovers_after_broker_restart() {
     let d = described[1].as_ref().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.partitions.len(), 2);
     client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_made_while_the_cluster_is_down_works_once_it_starts() {
+    // REKAFKA_BOOTSTRAP is not used, but the suite's contract is that it is set.
+    let _ = bootstrap();
+    // The broker's address is fixed before anything listens on it: a one-node Kafka of its own
+    // (scripts/kafka.sh on chosen ports), or in the mock pass a mock cluster of its own.
+    let planned = common::PlannedBroker::new();
+    let dead = common::free_ports(1)[0];
+    // One comma-separated string, as Kafka's bootstrap.servers; the first address stays dead.
+    let servers = format!("127.0.0.1:{dead}, {}", planned.addr());
+    let client = Client::builder()
+        .bootstrap_servers([servers.as_str()])
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(10))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("build while the cluster is down: {e}"));
+    assert_eq!(
+        client.config().bootstrap_servers,
+        [format!("127.0.0.1:{dead}"), planned.addr()]
+    );
+    assert!(!client.cluster().is_bootstrapped(), "nothing listens yet");
+    // What needs a broker fails retriably while none is up (it does not hang, and the
+    // client stays usable).
+    let e = Client::builder()
+        .bootstrap_servers([servers.as_str()])
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.is_retriable(), "{e}");
+    assert!(!client.cluster().is_bootstrapped());
+
+    let broker = common::OwnBroker::start_at(&planned).await;
+    // The client bootstraps by itself (its background retries), without a call asking it to.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client.cluster().is_bootstrapped() {
+        assert!(
+            Instant::now() < deadline,
+            "the client never bootstrapped after the cluster started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.cluster().metadata().brokers.len(), 1);
+
+    // And everything made from it works: admin, producer, consumer.
+    let topic = unique("client-late-cluster");
+    let created = client
+        .admin()
+        .create_topics(&[NewTopic::new(&topic, 1)])
+        .await
+        .unwrap_or_else(|e| panic!("create_topics: {e}"));
+    created[0]
+        .as_ref()
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let producer = client
+        .producer(ProducerConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let md = producer
+            .send_and_wait(Record::new(topic.as_str()).with_value(format!("v{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e:?}"));
+        sent.push((md.offset, format!("v{i}")));
+    }
+    producer.close().await;
+    let consumer = client
+        .consumer(ConsumerConfig::new().with_auto_offset_reset(OffsetReset::Earliest))
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer
+        .assign([(
+            rekafka::consumer::TopicPartition::new(&topic, 0),
+            rekafka::consumer::StartOffset::Beginning,
+        )])
+        .unwrap_or_else(|e| panic!("assign: {e}"));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        for r in consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .unwrap_or_else(|e| panic!("poll: {e}"))
+            .iter()
+        {
+            let v = r.value.as_deref().map(<[u8]>::to_vec).unwrap_or_default();
+            got.push((r.offset, String::from_utf8_lossy(&v).into_owned()));
+        }
+    }
+    assert_eq!(got, sent, "every record, once, in order");
+    let _ = consumer.close().await;
+    client.close().await;
+    drop(broker);
 }

@@ -26,7 +26,6 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rekafka::KafkaCode;
 use rekafka::admin::Admin;
-use rekafka::client::ClientConfig;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::connection::{Connection, ConnectionConfig};
 use rekafka::consumer::{
@@ -314,7 +313,7 @@ async fn scenario_28c_aborted_data_ten_times_fetch_max_bytes() {
 async fn offset_out_of_range_after_delete_records_follows_each_reset_policy() {
     let mock = MockCluster::builder().topic("t", 1).start().await.unwrap();
     seed(&mock, "t", 0, 0, 30);
-    let admin = Admin::new(cluster(&mock).await, ClientConfig::default());
+    let admin = Admin::new(cluster(&mock).await);
     let tp = TopicPartition::new("t", 0);
     let start = admin
         .delete_records(&[(rekafka::admin::TopicPartition::new("t", 0), 10)])

@@ -47,7 +47,7 @@ fn records(topic: &str) -> Vec<Record> {
 /// Creates `topic` with [`PARTITIONS`] partitions (and its `-dlt` topic), so neither the plain
 /// producer nor the dead-letter publisher waits for a topic to be auto-created.
 async fn create(cluster: &Cluster, topic: &str) {
-    let admin = rekafka::admin::Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let admin = rekafka::admin::Admin::new(cluster.clone());
     let topics = [
         rekafka::admin::NewTopic::new(topic, PARTITIONS),
         rekafka::admin::NewTopic::new(format!("{topic}-dlt"), PARTITIONS),

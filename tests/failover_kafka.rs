@@ -1602,8 +1602,7 @@ fn s7_log_truncation_after_unclean_election() {
         let topic = unique("s7");
         let client = connect(&c.direct, Duration::from_secs(10)).await;
         {
-            let admin =
-                rekafka::admin::Admin::new(client.clone(), rekafka::ClientConfig::default());
+            let admin = rekafka::admin::Admin::new(client.clone());
             let t = rekafka::admin::NewTopic::new(&topic, 1)
                 .with_replication_factor(2)
                 .with_config("min.insync.replicas", "1")
@@ -1905,7 +1904,7 @@ fn s4_group_coordinator_sigkill_mid_rebalance_and_mid_commit() {
         let client = connect(&c.proxied, Duration::from_secs(10)).await;
         create_topic(&client, &topic, PARTITIONS, &[]).await;
         let group = unique("s4g-g");
-        let admin = Admin::new(client.clone(), rekafka::ClientConfig::default());
+        let admin = Admin::new(client.clone());
         let coordinator = |client: rekafka::cluster::Cluster, group: String| async move {
             let _ = client.refresh().await;
             client

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bootstrap, unique};
-use rekafka::ClientConfig;
 use rekafka::admin::{Admin, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset, TopicPartition};
@@ -27,7 +26,7 @@ async fn cluster() -> Cluster {
 }
 
 async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let r = admin
         .create_topics(&[NewTopic::new(name, partitions)])
         .await

@@ -5,6 +5,21 @@
 #[allow(dead_code)]
 mod demo;
 
+// The README's other examples, each on its own mock cluster; what they print is checked here
+// against the rules in their docs.
+#[path = "../examples/batch_listener.rs"]
+#[allow(dead_code)]
+mod batch_listener;
+#[path = "../examples/dead_letters_and_replay.rs"]
+#[allow(dead_code)]
+mod dead_letters_and_replay;
+#[path = "../examples/exactly_once_pipeline.rs"]
+#[allow(dead_code)]
+mod exactly_once_pipeline;
+#[path = "../examples/producer_failures.rs"]
+#[allow(dead_code)]
+mod producer_failures;
+
 use rekafka::mock::MockCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,4 +84,80 @@ async fn readme_demo_summary() {
         "committed offsets reach the log end"
     );
     assert_eq!(s.log_end.values().sum::<i64>(), n as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_producer_failures() {
+    use rekafka::producer::Persistence;
+    use rekafka::{ErrorKind, KafkaCode};
+    let mock = producer_failures::mock().await.expect("mock");
+    let s = producer_failures::run(&mock).await.expect("runs");
+    // Retried: ten records, in order, each stored once.
+    assert_eq!(s.delivered, (0..10).collect::<Vec<i64>>());
+    assert_eq!(mock.records("payments", 0).expect("records").len(), 10);
+    assert!(s.retries >= 3, "three refusals were retried: {}", s.retries);
+    assert_eq!(
+        s.rejected,
+        Some((Some(KafkaCode::InvalidRecord), Persistence::NotPersisted))
+    );
+    assert_eq!(s.outage_errors, vec![ErrorKind::Timeout; 3]);
+    // Nothing was written during the outage: the next record is the partition's first.
+    assert_eq!(s.after_outage, Some(0));
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_batch_listener() {
+    let mock = batch_listener::mock().await.expect("mock");
+    let s = batch_listener::run(&mock.bootstrap()).await.expect("runs");
+    mock.shutdown().await;
+    let (bad, good): (Vec<i64>, Vec<i64>) =
+        (0..batch_listener::INVOICES).partition(|i| batch_listener::total(*i) < 0);
+    assert_eq!(s.booked.keys().copied().collect::<Vec<_>>(), good);
+    assert!(s.booked.values().all(|n| *n == 1), "each booked once");
+    assert_eq!(s.dead_letters, bad);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_exactly_once_pipeline() {
+    use exactly_once_pipeline::{ORDERS, POISON};
+    let mock = exactly_once_pipeline::mock().await.expect("mock");
+    let s = exactly_once_pipeline::run(&mock.bootstrap())
+        .await
+        .expect("runs");
+    mock.shutdown().await;
+    let expected: Vec<u64> = (0..ORDERS).filter(|i| *i != POISON).collect();
+    assert_eq!(s.outputs.keys().copied().collect::<Vec<_>>(), expected);
+    assert!(
+        s.outputs.values().all(|n| *n == 1),
+        "each output visible once"
+    );
+    assert_eq!(s.dead_letters, vec![POISON]);
+    // Each order ending in 7 failed once; the poison order three times (two retries).
+    let transient = (0..ORDERS).filter(|i| i % 10 == 7).count() as u64;
+    assert_eq!(s.failures, transient + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_dead_letters_and_replay() {
+    let mock = dead_letters_and_replay::mock().await.expect("mock");
+    let s = dead_letters_and_replay::run(&mock.bootstrap())
+        .await
+        .expect("runs");
+    mock.shutdown().await;
+    let n = dead_letters_and_replay::SHIPMENTS;
+    let unknown: Vec<u64> = (0..n).filter(|i| i % 12 == 5).collect();
+    let mut dead: Vec<u64> = s.dead_letters.iter().map(|d| d.0).collect();
+    dead.sort_unstable();
+    assert_eq!(dead, unknown);
+    for (_, topic, partition, offset) in &s.dead_letters {
+        assert_eq!(topic, "shipments");
+        assert!(*partition >= 0 && *offset >= 0);
+    }
+    assert_eq!(s.replayed, (unknown.len(), 0), "replayed once, never twice");
+    assert_eq!(
+        s.processed.keys().copied().collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>()
+    );
+    assert!(s.processed.values().all(|c| *c == 1), "each processed once");
 }

@@ -149,7 +149,7 @@ async fn round_trip(
         builder = builder.property(k, v);
     }
     let client = builder
-        .build()
+        .connect()
         .await
         .unwrap_or_else(|e| panic!("{what}: connecting: {e}"));
     // The brokers are known at addresses of the same listener (a node another suite stopped
@@ -253,7 +253,7 @@ async fn refused(
     for (k, v) in props {
         builder = builder.property(k, v);
     }
-    let e = match builder.build().await {
+    let e = match builder.connect().await {
         Ok(client) => {
             client.close().await;
             panic!("{what}: the client connected; it must be refused")

@@ -197,9 +197,10 @@ impl Global {
         Ok(builder)
     }
 
-    /// Connects a client.
+    /// Connects a client: fails at once when no bootstrap address answers (a command line
+    /// tool should not wait for brokers that are not there).
     pub async fn client(&self) -> CliResult<Client> {
-        Ok(self.builder()?.build().await?)
+        Ok(self.builder()?.connect().await?)
     }
 }
 

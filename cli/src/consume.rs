@@ -214,7 +214,7 @@ fn runtime() -> CliResult<tokio::runtime::Runtime> {
 /// with the consumer properties among them applied.
 async fn connect(global: &Global, config: &mut ConsumerConfig) -> CliResult<Client> {
     let builder = global.builder_with(|k, v| config.apply_property(k, v))?;
-    Ok(builder.build().await?)
+    Ok(builder.connect().await?)
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {

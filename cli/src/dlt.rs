@@ -148,7 +148,7 @@ async fn connect(
             };
             Ok(consumer_took || producer_took)
         })?
-        .build()
+        .connect()
         .await?;
     // The command commits (replay) or never does (inspect) by itself.
     config.auto_commit = AutoCommit::Disabled;

@@ -73,7 +73,7 @@ pub async fn connect(
 ) -> CliResult<Client> {
     let builder = global.builder_with(|k, v| config.apply_property(k, v))?;
     flags.apply(config);
-    Ok(builder.build().await?)
+    Ok(builder.connect().await?)
 }
 
 /// `rekafka produce`: send records read from stdin or files.

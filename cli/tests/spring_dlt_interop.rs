@@ -306,7 +306,7 @@ async fn spring_dead_letters_are_inspected_and_replayed() {
     check_replayed(&cluster, &source, 4, true).await;
     // ...and the retry-topic ones to a topic of their own.
     let to = format!("{prefix}-replayed");
-    let admin = Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     for r in admin.create_topics(&[NewTopic::new(&to, 2)]).await.unwrap() {
         r.unwrap();
     }
@@ -362,7 +362,7 @@ async fn spring_reads_rekafka_dead_letters() {
     let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(',')))
         .await
         .unwrap();
-    let admin = Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     for r in admin
         .create_topics(&[NewTopic::new(&source, 2), NewTopic::new(&dlt, 2)])
         .await

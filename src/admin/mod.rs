@@ -21,14 +21,13 @@
 //! (the broker could not be reached or did not answer) that outlasted the retries, or an
 //! error that concerns the whole request.
 //!
-//! Retriable errors are retried with back-off ([`retry_backoff`]) until
-//! [`api_timeout`] runs out, recovering as [`recovery_for`] says: after
+//! Retriable errors are retried with back-off (the cluster's [`retry_backoff`]) until
+//! [`api_timeout`](Admin::api_timeout) runs out, recovering as [`recovery_for`] says: after
 //! `NOT_CONTROLLER` or a leader change the metadata is looked up again, after
 //! `NOT_COORDINATOR` the coordinator, after a transport failure the broker is marked failed so
 //! that another one is preferred. Only the items that failed retriably are sent again.
 //!
-//! [`retry_backoff`]: crate::client::ClientConfig::retry_backoff
-//! [`api_timeout`]: crate::client::ClientConfig::api_timeout
+//! [`retry_backoff`]: crate::cluster::ClusterConfig::retry_backoff
 
 mod groups;
 mod offsets;
@@ -38,6 +37,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -51,7 +52,6 @@ pub use topics::{
     NewTopic, TopicCreated, TopicDescription, TopicListing,
 };
 
-use crate::client::ClientConfig;
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
 use crate::connection::{Backoff, BrokerConnection};
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
@@ -120,8 +120,11 @@ pub enum Internal {
 #[derive(Debug, Clone)]
 pub struct Admin {
     cluster: Cluster,
-    config: ClientConfig,
+    api_timeout: Duration,
 }
+
+/// Default [`Admin::api_timeout`]: 60 s, as Kafka's `default.api.timeout.ms`.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The retry budget of one admin call.
 struct Attempts {
@@ -221,10 +224,29 @@ fn missing(api: ApiKey, what: &str) -> Error {
 }
 
 impl Admin {
-    /// An admin client over `cluster`; the retry settings and timeouts come from `config`.
-    /// Most callers use [`Client::admin`](crate::Client::admin).
-    pub fn new(cluster: Cluster, config: ClientConfig) -> Admin {
-        Admin { cluster, config }
+    /// An admin client over `cluster`: requests are retried with the cluster's
+    /// [`retry_backoff`](crate::cluster::ClusterConfig::retry_backoff) and its connections'
+    /// [`request_timeout`](crate::connection::ConnectionConfig::request_timeout) is the
+    /// brokers' time limit; calls give up after [`DEFAULT_API_TIMEOUT`] (change it with
+    /// [`with_api_timeout`](Self::with_api_timeout)). Most callers use
+    /// [`Client::admin`](crate::Client::admin), which applies the client's `api_timeout`.
+    pub fn new(cluster: Cluster) -> Admin {
+        Admin {
+            cluster,
+            api_timeout: DEFAULT_API_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a call keeps retrying retriable errors before it fails. Default:
+    /// [`DEFAULT_API_TIMEOUT`] (60 s, Kafka's `default.api.timeout.ms`).
+    pub fn with_api_timeout(mut self, timeout: Duration) -> Admin {
+        self.api_timeout = timeout;
+        self
+    }
+
+    /// How long a call keeps retrying retriable errors before it fails.
+    pub fn api_timeout(&self) -> Duration {
+        self.api_timeout
     }
 
     /// The cluster this admin client uses.
@@ -233,15 +255,17 @@ impl Admin {
     }
 
     fn attempts(&self) -> Attempts {
+        let config = self.cluster.config();
         Attempts {
-            deadline: Instant::now() + self.config.api_timeout,
-            backoff: Backoff::new(self.config.retry_backoff, self.config.retry_backoff_max),
+            deadline: Instant::now() + self.api_timeout,
+            backoff: Backoff::new(config.retry_backoff, config.retry_backoff_max),
         }
     }
 
     /// The `timeout_ms` field of requests that have one (the broker's own time limit).
     fn broker_timeout_ms(&self) -> i32 {
-        i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX)
+        let timeout = self.cluster.config().connection.request_timeout;
+        i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX)
     }
 
     /// Side effects of a failure before it is retried: a broker that failed at the transport
@@ -504,18 +528,12 @@ impl Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn admin() -> Admin {
-        let config = ClientConfig {
-            bootstrap_servers: vec!["127.0.0.1:1".into()],
-            api_timeout: Duration::from_millis(300),
-            retry_backoff: Duration::from_millis(10),
-            retry_backoff_max: Duration::from_millis(20),
-            ..ClientConfig::default()
-        };
-        let cluster = Cluster::new(config.cluster_config()).unwrap_or_else(|e| panic!("{e}"));
-        Admin::new(cluster, config)
+        let config = crate::cluster::ClusterConfig::new(["127.0.0.1:1"])
+            .with_retry_backoff(Duration::from_millis(10), Duration::from_millis(20));
+        let cluster = Cluster::new(config).unwrap_or_else(|e| panic!("{e}"));
+        Admin::new(cluster).with_api_timeout(Duration::from_millis(300))
     }
 
     #[tokio::test]

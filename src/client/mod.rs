@@ -1,8 +1,27 @@
 //! The entry point: [`Client`], built with [`Client::builder`] or from Java-style properties.
 //!
 //! A client owns one [`Cluster`] (broker connections, metadata, coordinators) that everything
-//! made from it shares: the [`Admin`] client, [`Producer`]s ([`Client::producer`]) and
-//! [`Consumer`]s ([`Client::consumer`]).
+//! made from it shares, and makes everything an application needs:
+//!
+//! | what | made by |
+//! |---|---|
+//! | [`Producer`] | [`Client::producer`], [`Client::producer_with`] |
+//! | [`TransactionalProducer`] | [`Client::transactional_producer`], [`Client::transactional_producer_with`] |
+//! | [`Consumer`] | [`Client::consumer`], [`Client::consumer_with`] |
+//! | [`Admin`] | [`Client::admin`] |
+//! | [`DeadLetterPublisher`](crate::listener::DeadLetterPublisher) | [`Client::dead_letter_publisher`] |
+//! | listener container ([`ContainerBuilder`]) | [`Client::listener_container`] |
+//!
+//! # Connecting
+//!
+//! A client connects lazily, as Java's clients do: [`ClientBuilder::build`] does no I/O, so a
+//! client can be created while every broker is down. It bootstraps in the background (asking
+//! the `bootstrap.servers` for the broker list, again and again with back-off —
+//! `retry.backoff.ms` doubling to `retry.backoff.max.ms` — until one answers), and each call
+//! that needs a broker before then bootstraps itself, retrying as that call's own rules say
+//! (an admin call for `default.api.timeout.ms`, a producer's send within `delivery.timeout.ms`).
+//! A tool that would rather fail at once when no broker answers uses
+//! [`ClientBuilder::connect`].
 //!
 //! ```no_run
 //! # async fn demo() -> rekafka::Result<()> {
@@ -81,6 +100,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin::Admin;
+pub use crate::admin::DEFAULT_API_TIMEOUT;
 use crate::cluster::{
     Cluster, ClusterConfig, DEFAULT_METADATA_MAX_AGE, DEFAULT_RETRY_BACKOFF,
     DEFAULT_RETRY_BACKOFF_MAX,
@@ -90,13 +110,14 @@ use crate::connection::{
     DEFAULT_RECONNECT_BACKOFF, DEFAULT_RECONNECT_BACKOFF_MAX, DEFAULT_REQUEST_TIMEOUT,
     SecurityConfig,
 };
-use crate::consumer::{Consumer, ConsumerConfig};
+use crate::consumer::{AutoCommit, Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
+use crate::listener::{
+    ContainerBuilder, DeadLetterPublisherBuilder, ListenerContainer, ListenerRecord,
+};
 use crate::producer::{Producer, ProducerConfig};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
-
-/// Default [`ClientConfig::api_timeout`]: 60 s, as Kafka's `default.api.timeout.ms`.
-pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::transaction::TransactionalProducer;
 
 /// The client-level settings (connections, metadata, retries, security). Producer and consumer
 /// settings live in their own config types.
@@ -525,16 +546,40 @@ impl ClientBuilder {
             .copied()
     }
 
-    /// Validates the settings (the first bad property, then
-    /// [`ClientConfig::validate`]: an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the setting), then
-    /// connects: tries each bootstrap address in turn until one answers a Metadata request.
-    /// Must be called inside a tokio runtime.
+    /// Validates the settings (the first bad property, then [`ClientConfig::validate`]: an
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the setting) and makes the
+    /// client, without waiting for any broker: it bootstraps in the background and retries
+    /// with back-off while no bootstrap address answers (see [Connecting](self#connecting)), so
+    /// it can be built while the brokers are down. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Client> {
+        self.make(true)
+    }
+
+    /// As [`build`](Self::build), then bootstraps at once: tries each bootstrap address in
+    /// turn until one answers a Metadata request, and fails with the last address's error
+    /// (retriable, e.g. [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected)) if none
+    /// does. For tools that should fail fast rather than wait for the brokers.
+    pub async fn connect(self) -> Result<Client> {
+        // No background bootstrap: this one is the bootstrap.
+        let client = self.make(false)?;
+        if let Err(e) = client.inner.cluster.refresh_topics::<&str>(&[]).await {
+            client.close().await;
+            return Err(e);
+        }
+        Ok(client)
+    }
+
+    fn make(self, lazily: bool) -> Result<Client> {
         if let Some(e) = self.first_error {
             return Err(e);
         }
         self.config.validate()?;
-        let cluster = Cluster::connect(self.config.cluster_config()).await?;
+        let config = self.config.cluster_config();
+        let cluster = if lazily {
+            Cluster::connect_lazily(config)?
+        } else {
+            Cluster::new(config)?
+        };
         Ok(Client {
             inner: Arc::new(ClientInner {
                 config: self.config,
@@ -545,9 +590,28 @@ impl ClientBuilder {
     }
 }
 
-/// A connection to a Kafka cluster, shared by everything made from it.
+/// A connection to a Kafka cluster, shared by everything made from it: the entry point (see
+/// the [module docs](self) for what it makes).
 ///
-/// Cheap to clone. Made by [`Client::builder`] or [`Client::from_properties`].
+/// Cheap to clone. Made by [`Client::builder`] or [`Client::from_properties`]; connects lazily
+/// (see [Connecting](self#connecting)).
+///
+/// ```no_run
+/// # async fn demo() -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::Client;
+/// use rekafka::producer::Record;
+///
+/// let client = Client::builder().bootstrap_servers(["h1:9092,h2:9092"]).build().await?;
+/// let producer = client.producer_with(|_| {}).await?;
+/// producer.send_and_wait(Record::new("orders").with_value("42")).await?;
+/// let consumer = client.consumer_with(|c| c.group_id = Some("billing".into()))?;
+/// consumer.subscribe(["orders"])?;
+/// let records = consumer.poll(Duration::from_secs(1)).await?;
+/// client.close().await;
+/// # Ok(())
+/// # }
+/// ```
 /// [`close`](Self::close) closes every broker connection and stops the background tasks
 /// (dropping the last clone does too).
 #[derive(Debug, Clone)]
@@ -568,7 +632,8 @@ impl Client {
         ClientBuilder::new()
     }
 
-    /// A client from Java-style properties (see [`ClientBuilder::property`]).
+    /// A client from Java-style properties (see [`ClientBuilder::property`]), built lazily as
+    /// [`ClientBuilder::build`].
     pub async fn from_properties<I, K, V>(properties: I) -> Result<Client>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -677,9 +742,115 @@ impl Client {
         Consumer::new(self.inner.cluster.clone(), config)
     }
 
-    /// An admin client sharing this client's cluster.
+    /// A [`TransactionalProducer`] sharing this client's cluster. The producer properties
+    /// given to the builder are applied onto `config` first (as in
+    /// [`producer`](Self::producer)); `transactional.id` must be set by then. Call
+    /// [`init_transactions`](TransactionalProducer::init_transactions) before anything else.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use rekafka::producer::{ProducerConfig, Record};
+    ///
+    /// let p = client.transactional_producer(ProducerConfig::default().with_transactional_id("copier"))?;
+    /// p.init_transactions().await?;
+    /// p.begin_transaction()?;
+    /// p.send(Record::new("out").with_value("v")).await?;
+    /// p.commit_transaction().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn transactional_producer(
+        &self,
+        mut config: ProducerConfig,
+    ) -> Result<TransactionalProducer> {
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            ProducerConfig::apply_property,
+        )?;
+        TransactionalProducer::new(self.inner.cluster.clone(), config)
+    }
+
+    /// A [`TransactionalProducer`] with `transactional_id`, from
+    /// [`producer_config`](Self::producer_config) changed by `configure` (the closure wins
+    /// over the properties).
+    pub fn transactional_producer_with(
+        &self,
+        transactional_id: impl Into<String>,
+        configure: impl FnOnce(&mut ProducerConfig),
+    ) -> Result<TransactionalProducer> {
+        let mut config = self
+            .producer_config()?
+            .with_transactional_id(transactional_id);
+        configure(&mut config);
+        TransactionalProducer::new(self.inner.cluster.clone(), config)
+    }
+
+    /// An admin client sharing this client's cluster; its calls retry for
+    /// [`ClientConfig::api_timeout`].
     pub fn admin(&self) -> Admin {
-        Admin::new(self.inner.cluster.clone(), self.inner.config.clone())
+        Admin::new(self.inner.cluster.clone()).with_api_timeout(self.inner.config.api_timeout)
+    }
+
+    /// A [`DeadLetterPublisher`](crate::listener::DeadLetterPublisher) builder publishing
+    /// through this client's cluster (with a producer of its own, from
+    /// [`default_producer_config`](crate::listener::default_producer_config); give it
+    /// another with [`producer`](DeadLetterPublisherBuilder::producer) or
+    /// [`producer_config`](DeadLetterPublisherBuilder::producer_config)). `R` is the record
+    /// type of the container it recovers for: [`ListenerConsumerRecord`](crate::listener::ListenerConsumerRecord)
+    /// for a container over a [`Consumer`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use rekafka::listener::ListenerConsumerRecord;
+    /// let dead_letters = client
+    ///     .dead_letter_publisher::<ListenerConsumerRecord>()
+    ///     .group("billing")
+    ///     .build()
+    ///     .await?; // failed records of `orders` go to `orders-dlt`
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn dead_letter_publisher<R: ListenerRecord>(&self) -> DeadLetterPublisherBuilder<R> {
+        crate::listener::DeadLetterPublisher::builder(self.inner.cluster.clone())
+    }
+
+    /// A listener container builder over a new [`Consumer`] subscribed to `topics`: the
+    /// consumer comes from [`consumer_config`](Self::consumer_config) with auto-commit off
+    /// (the container commits, as Spring's does), then `configure` (which wins; it must leave
+    /// a `group.id`). Set the handler and error handler on the builder, then
+    /// [`start`](ContainerBuilder::start) it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use rekafka::listener::ListenerConsumerRecord;
+    /// let container = client
+    ///     .listener_container(["orders"], |c| c.group_id = Some("billing".into()))?
+    ///     .record_handler(|record: ListenerConsumerRecord| async move {
+    ///         println!("{:?}", record.value_str());
+    ///         Ok(())
+    ///     })
+    ///     .start()?;
+    /// // ...
+    /// container.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn listener_container<I, S>(
+        &self,
+        topics: I,
+        configure: impl FnOnce(&mut ConsumerConfig),
+    ) -> Result<ContainerBuilder<Consumer>>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let consumer = self.consumer_with(|c| {
+            c.auto_commit = AutoCommit::Disabled;
+            configure(c);
+        })?;
+        consumer.subscribe(topics)?;
+        Ok(ListenerContainer::builder(consumer))
     }
 
     /// Closes every broker connection and stops the metadata refresher; later calls on this
@@ -706,6 +877,22 @@ mod tests {
                 e.to_string()
             }
         }
+    }
+
+    #[tokio::test]
+    async fn build_is_lazy_and_connect_is_not() {
+        // Nothing listens on port 1: `build` does not care, `connect` fails retriably.
+        let b = || {
+            Client::builder()
+                .bootstrap_servers(["127.0.0.1:1"])
+                .connect_timeout(Duration::from_millis(500))
+        };
+        let client = b().build().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!client.cluster().is_bootstrapped());
+        assert_eq!(client.admin().api_timeout(), DEFAULT_API_TIMEOUT);
+        client.close().await;
+        let e = b().connect().await.map(|_| ()).unwrap_err();
+        assert!(e.is_retriable(), "{e}");
     }
 
     #[test]

@@ -262,6 +262,38 @@ impl Cluster {
     /// refresher. Must be called inside a tokio runtime (fails with [`ErrorKind::Config`]
     /// otherwise). Most callers want [`connect`](Cluster::connect).
     pub fn new(config: ClusterConfig) -> Result<Cluster> {
+        Cluster::start(config, false)
+    }
+
+    /// A cluster that bootstraps in the background, as Java's clients do: returns at once
+    /// (without I/O), and its refresher asks the bootstrap addresses for the broker list right
+    /// away and, while none answers, again after
+    /// [`retry_backoff`](ClusterConfig::retry_backoff) doubling up to
+    /// [`retry_backoff_max`](ClusterConfig::retry_backoff_max), until one does or the cluster
+    /// is closed. So it may be created while every broker is down; calls made before the
+    /// bootstrap succeeds bootstrap themselves (and fail or retry as each call's own retry
+    /// rules say). Must be called inside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> rekafka::Result<()> {
+    /// use rekafka::cluster::{Cluster, ClusterConfig};
+    ///
+    /// let cluster = Cluster::connect_lazily(ClusterConfig::new(["h1:9092,h2:9092"]))?;
+    /// // ... the brokers come up; the first call that needs them finds them.
+    /// let partitions = cluster.partitions("orders").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_lazily(config: ClusterConfig) -> Result<Cluster> {
+        Cluster::start(config, true)
+    }
+
+    /// Whether a Metadata response has been applied (the cluster bootstrapped) at least once.
+    pub fn is_bootstrapped(&self) -> bool {
+        lock(&self.inner.last_refresh).is_some()
+    }
+
+    fn start(config: ClusterConfig, bootstrap_now: bool) -> Result<Cluster> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Cluster must be created inside a tokio runtime"))?;
@@ -280,7 +312,12 @@ impl Cluster {
             refresher_running: running.clone(),
             shutdown,
         });
-        runtime.spawn(refresher(Arc::downgrade(&inner), shutdown_rx, running));
+        runtime.spawn(refresher(
+            Arc::downgrade(&inner),
+            shutdown_rx,
+            running,
+            bootstrap_now,
+        ));
         Ok(Cluster { inner })
     }
 
@@ -804,13 +841,21 @@ impl Drop for Running {
 
 /// The background refresher: refreshes the cached topics (or just the broker list) once the
 /// metadata is older than `metadata_max_age`. Stops when the cluster is closed or dropped.
+///
+/// With `bootstrap_now` ([`Cluster::connect_lazily`]) the first refresh is due at once, and a
+/// failed one is retried with back-off like any failed refresh: the bootstrap is retried until
+/// a broker answers.
 async fn refresher(
     inner: Weak<Inner>,
     mut shutdown: watch::Receiver<bool>,
     running: Arc<AtomicBool>,
+    bootstrap_now: bool,
 ) {
     let _running = Running(running);
-    let mut retry_at: Option<Instant> = None;
+    let mut retry_at: Option<Instant> = bootstrap_now.then(Instant::now);
+    // Until the first success: a caller may have bootstrapped meanwhile, then there is
+    // nothing to retry.
+    let mut bootstrapping = bootstrap_now;
     let mut backoff: Option<Backoff> = None;
     loop {
         let deadline = {
@@ -835,6 +880,12 @@ async fn refresher(
             return;
         };
         let cluster = Cluster { inner: strong };
+        if bootstrapping && cluster.is_bootstrapped() {
+            bootstrapping = false;
+            retry_at = None;
+            backoff = None;
+            continue;
+        }
         let fresh = lock(&cluster.inner.last_refresh)
             .is_some_and(|t| t.elapsed() < cluster.inner.config.metadata_max_age);
         if fresh && retry_at.is_none() {
@@ -857,6 +908,7 @@ async fn refresher(
             Ok(()) => {
                 retry_at = None;
                 backoff = None;
+                bootstrapping = false;
             }
             Err(e) => {
                 let config = &cluster.inner.config;
@@ -865,7 +917,12 @@ async fn refresher(
                 });
                 let wait = b.delay();
                 b.failed();
-                tracing::warn!(error = %e, ?wait, "periodic metadata refresh failed");
+                if cluster.is_bootstrapped() {
+                    tracing::warn!(error = %e, ?wait, "periodic metadata refresh failed");
+                } else {
+                    // Java's clients say the same at WARN: the brokers may not be up yet.
+                    tracing::warn!(error = %e, ?wait, "bootstrap failed (no bootstrap address answered); retrying");
+                }
                 retry_at = Some(Instant::now() + wait);
             }
         }

@@ -8,14 +8,14 @@
 //! ```no_run
 //! # async fn demo() -> rekafka::Result<()> {
 //! use std::time::Duration;
-//! use rekafka::cluster::{Cluster, ClusterConfig};
-//! use rekafka::consumer::{Consumer, ConsumerConfig, OffsetReset};
+//! use rekafka::Client;
+//! use rekafka::consumer::{ConsumerConfig, OffsetReset};
 //!
-//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//! let client = Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
 //! let config = ConsumerConfig::new()
 //!     .with_group_id("orders-app")
 //!     .with_auto_offset_reset(OffsetReset::Earliest);
-//! let consumer = Consumer::new(cluster, config)?;
+//! let consumer = client.consumer(config)?;
 //! consumer.subscribe(["orders"])?;
 //! loop {
 //!     let records = consumer.poll(Duration::from_secs(1)).await?;

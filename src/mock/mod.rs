@@ -90,18 +90,17 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> rekafka::Result<()> {
 //! use std::time::Duration;
-//! use rekafka::KafkaCode;
-//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::{Client, KafkaCode};
 //! use rekafka::mock::MockCluster;
-//! use rekafka::producer::{Producer, ProducerConfig, Record};
+//! use rekafka::producer::Record;
 //! use rekafka::protocol::ApiKey;
 //!
 //! let mock = MockCluster::builder().topic("orders", 1).start().await?;
 //! mock.push_request_errors(ApiKey::Produce, &[KafkaCode::NotEnoughReplicas; 3]);
-//! let cluster = Cluster::connect(ClusterConfig::new([mock.bootstrap()])).await?;
-//! let mut config = ProducerConfig::default();
-//! config.retry_backoff = Duration::from_millis(10);
-//! let producer = Producer::new(cluster, config).await?;
+//! let client = Client::builder().bootstrap_servers([mock.bootstrap()]).build().await?;
+//! let producer = client
+//!     .producer_with(|c| c.retry_backoff = Duration::from_millis(10))
+//!     .await?;
 //! let delivered = producer
 //!     .send_and_wait(Record::new("orders").with_partition(0).with_value("hello"))
 //!     .await

@@ -3,11 +3,11 @@
 //!
 //! ```no_run
 //! # async fn demo() -> rekafka::Result<()> {
-//! use rekafka::cluster::{Cluster, ClusterConfig};
-//! use rekafka::producer::{Producer, ProducerConfig, Record};
+//! use rekafka::Client;
+//! use rekafka::producer::{ProducerConfig, Record};
 //!
-//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
-//! let producer = Producer::new(cluster, ProducerConfig::default()).await?;
+//! let client = Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
+//! let producer = client.producer(ProducerConfig::default()).await?;
 //! // First stage: wait for buffer room (back-pressure, up to `max_block`).
 //! let delivery = producer.send(Record::new("orders").with_key("k").with_value("v")).await?;
 //! // Second stage: wait for the broker's acknowledgement.

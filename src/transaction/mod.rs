@@ -2,13 +2,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> rekafka::Result<()> {
-//! use rekafka::cluster::{Cluster, ClusterConfig};
+//! use rekafka::Client;
 //! use rekafka::producer::{ProducerConfig, Record};
-//! use rekafka::transaction::TransactionalProducer;
 //!
-//! let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
+//! let client = Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
 //! let config = ProducerConfig::default().with_transactional_id("orders-copier");
-//! let producer = TransactionalProducer::new(cluster, config)?;
+//! let producer = client.transactional_producer(config)?;
 //! producer.init_transactions().await?; // fences older instances with the same id
 //! producer.begin_transaction()?;
 //! producer.send(Record::new("orders").with_value("v")).await?;

@@ -211,7 +211,88 @@ fn kafka_script(dir: &PathBuf, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}")))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap_or_else(|e| panic!("{e}")).port())
+        .collect()
+}
+
+/// Ports for [`OwnBroker::start_at`]: its bootstrap address is known before it starts.
+#[derive(Debug, Clone)]
+pub struct PlannedBroker {
+    /// The ports (Kafka: its PLAINTEXT and CONTROLLER listeners; the mock: its one broker).
+    ports: Vec<u16>,
+}
+
+impl PlannedBroker {
+    /// Picks free ports; nothing listens on them until [`OwnBroker::start_at`].
+    pub fn new() -> PlannedBroker {
+        let n = if test_broker() == TestBroker::Mock {
+            1
+        } else {
+            2
+        };
+        PlannedBroker {
+            ports: free_ports(n),
+        }
+    }
+
+    /// The bootstrap address it will have.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports[0])
+    }
+}
+
 impl OwnBroker {
+    /// Starts it on the ports of `planned` (a Kafka JVM takes some seconds).
+    pub async fn start_at(planned: &PlannedBroker) -> OwnBroker {
+        if test_broker() == TestBroker::Mock {
+            let mock = rekafka::mock::MockCluster::builder()
+                .first_port(planned.ports[0])
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("mock: {e}"));
+            return OwnBroker::Mock(mock);
+        }
+        let dir = root().join(format!("target/{}", unique("kafka-own")));
+        let d = dir.clone();
+        let ports = planned
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(root().join("scripts/kafka.sh"))
+                .args(["start", "--nodes", "1"])
+                .env("KAFKA_CLUSTER_DIR", &d)
+                .env("KAFKA_PORTS", ports)
+                .output()
+                .unwrap_or_else(|e| panic!("running scripts/kafka.sh: {e}"));
+            assert!(
+                out.status.success(),
+                "scripts/kafka.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let addr = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("kafka.sh printed no address: {out}"))
+            .trim()
+            .to_string();
+        assert_eq!(addr, planned.addr(), "kafka.sh used other ports");
+        OwnBroker::Kafka { dir, addr }
+    }
+
     /// Starts it (a Kafka JVM takes some seconds).
     pub async fn start() -> OwnBroker {
         if test_broker() == TestBroker::Mock {

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rekafka::ClientConfig;
 use rekafka::admin::{Admin, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::connection::ConnectionConfig;
@@ -35,7 +34,7 @@ pub async fn create_topic(
     partitions: i32,
     configs: &[(&str, &str)],
 ) {
-    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let mut t = NewTopic::new(name, partitions).with_replication_factor(3);
     for (k, v) in configs {
         t = t.with_config(*k, *v);

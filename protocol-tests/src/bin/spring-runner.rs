@@ -537,7 +537,7 @@ impl Recoverer<ListenerConsumerRecord> for LoggedRecoverer {
 // ---- running one scenario ----
 
 async fn create_topics(cluster: &Cluster, s: &Scenario) -> rekafka::Result<()> {
-    let admin = Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let topics: Vec<NewTopic> = s.sc["topics"]
         .as_object()
         .map(|m| {
@@ -855,7 +855,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     let container = builder.start()?;
 
     // Wait for the end of the scenario.
-    let admin = Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let probe = Consumer::new(cluster.clone(), ConsumerConfig::new())?;
     let in_tps = s.partitions(s.sc["input_topic"].as_str().unwrap_or("in"));
     let admin_tps: Vec<rekafka::admin::TopicPartition> = in_tps

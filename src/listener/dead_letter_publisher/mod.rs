@@ -27,14 +27,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use rekafka::cluster::{Cluster, ClusterConfig};
-//! use rekafka::listener::{DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, ListenerRecord};
+//! use rekafka::Client;
+//! use rekafka::listener::{DefaultErrorHandler, FixedBackOff, ListenerRecord};
 //!
-//! // `R` is the container's record type (rekafka's `ConsumerRecord` once it implements
-//! // `ListenerRecord`).
-//! async fn handler<R: ListenerRecord>() -> rekafka::Result<DefaultErrorHandler<R>> {
-//!     let cluster = Cluster::connect(ClusterConfig::new(["127.0.0.1:9092"])).await?;
-//!     let dlt = DeadLetterPublisher::<R>::builder(cluster)
+//! // `R` is the container's record type (`ListenerConsumerRecord` for a container over a
+//! // `Consumer`).
+//! async fn handler<R: ListenerRecord>(client: &Client) -> rekafka::Result<DefaultErrorHandler<R>> {
+//!     let dlt = client
+//!         .dead_letter_publisher::<R>()
 //!         .group("billing")
 //!         .build()
 //!         .await?;
