@@ -13,14 +13,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rekafka::admin::{Admin, NewTopic};
-use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::Client;
+use rekafka::admin::NewTopic;
 use rekafka::consumer::{ConsumerConfig, OffsetReset};
 use rekafka::listener::retry_topic::{
     RetryBackOff, RetryTopicConfiguration, TopicSuffixing, headers,
 };
 use rekafka::listener::{HandlerError, ListenerConsumerRecord, ListenerRecord};
-use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::producer::{ProducerConfig, Record};
 
 #[derive(Debug, thiserror::Error)]
 #[error("payment service unavailable for {0}")]
@@ -30,16 +30,18 @@ struct PaymentUnavailable(String);
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let bootstrap =
         std::env::var("REKAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let first = bootstrap.split(',').next().unwrap_or_default().to_owned();
-    let cluster = Cluster::connect(ClusterConfig::new([first])).await?;
+    let client = Client::builder()
+        .bootstrap_servers([bootstrap])
+        .build()
+        .await?;
     let suffix = std::process::id();
     let topic = format!("orders-{suffix}");
-    let admin = Admin::new(cluster.clone(), rekafka::ClientConfig::default());
+    let admin = client.admin();
     for r in admin.create_topics(&[NewTopic::new(&topic, 3)]).await? {
         r?;
     }
 
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await?;
+    let producer = client.producer(ProducerConfig::default()).await?;
     for i in 0..100 {
         let record = Record::new(topic.as_str())
             .with_key(format!("order-{i}"))
@@ -64,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (h, d) = (handled.clone(), dead.clone());
     let handle = config
         .start_with_dlt_handler(
-            cluster.clone(),
+            client.cluster().clone(),
             ConsumerConfig::new()
                 .with_group_id(format!("billing-{suffix}"))
                 .with_auto_offset_reset(OffsetReset::Earliest),
@@ -120,6 +122,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     topics.extend(topology.retries.iter().map(|t| t.name.clone()));
     topics.extend(topology.dlt.clone());
     admin.delete_topics(&topics).await?;
-    cluster.close().await;
+    client.close().await;
     Ok(())
 }

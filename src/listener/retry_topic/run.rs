@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::headers::{self, forward_headers};
 use super::{Next, RetryTopicConfiguration, RetryTopology, TopicCreation};
 use crate::admin::{Admin, NewTopic};
-use crate::client::ClientConfig;
 use crate::cluster::Cluster;
 use crate::consumer::{AutoCommit, Consumer, ConsumerConfig};
 use crate::error::KafkaCode;
@@ -345,7 +344,7 @@ async fn create_topics(
     partitions: Option<i32>,
     replication_factor: Option<i16>,
 ) -> Result<()> {
-    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let (mut count, mut factor) = (partitions, replication_factor);
     if count.is_none() || factor.is_none() {
         let described = admin
