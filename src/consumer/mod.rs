@@ -766,6 +766,7 @@ impl Consumer {
             self.remove_partitions(&owned);
         }
         let owned_now = self.assignment();
+        let first_join = member.generation() < 0;
         let outcome = member.join(&topics, &owned_now).await?;
         {
             let mut g = lock(&self.group);
@@ -776,6 +777,11 @@ impl Consumer {
         let old: BTreeSet<TopicPartition> = owned_now.iter().cloned().collect();
         let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
         let added: Vec<TopicPartition> = new.difference(&old).cloned().collect();
+        if kip848 && !first_join && revoked.is_empty() && added.is_empty() {
+            // The consumer protocol reconciles only changes: nothing moved, no callbacks.
+            member.assignment_applied(&owned_now);
+            return Ok(());
+        }
         if !revoked.is_empty() {
             self.auto_commit_sync(&revoked).await;
             if let Some(l) = &listener {

@@ -1,0 +1,521 @@
+//! The consumer group protocol of KIP-848 (`group.protocol=consumer`) against the three-node
+//! Apache Kafka 4.x cluster: members joining and leaving while consuming (every record once,
+//! no partition owned by two members at once, commits carried across owners), static
+//! membership across a restart, a broker-side regex subscription picking up a topic created
+//! later, and the listener container over the new protocol.
+//!
+//! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by default)
+//! paces every reassignment, so these tests take tens of seconds each.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bootstrap, unique};
+use rekafka::ClientConfig;
+use rekafka::admin::{Admin, NewTopic};
+use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::consumer::{
+    AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, OffsetReset,
+    RebalanceListener, TopicPartition,
+};
+use rekafka::listener::{
+    AckMode, ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason,
+};
+use rekafka::producer::{Producer, ProducerConfig, Record};
+
+async fn cluster() -> Cluster {
+    Cluster::connect(ClusterConfig::new([bootstrap()]))
+        .await
+        .expect("connect")
+}
+
+async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
+    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let r = admin
+        .create_topics(&[NewTopic::new(name, partitions)])
+        .await
+        .expect("create_topics");
+    r.into_iter().for_each(|x| {
+        x.expect("topic created");
+    });
+}
+
+/// Produces `n` records round-robin over `partitions`; returns each partition's log end.
+async fn produce(cluster: &Cluster, topic: &str, partitions: i32, n: usize) -> Vec<i64> {
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut futures = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = Record::new(topic)
+            .with_partition((i % partitions as usize) as i32)
+            .with_key(format!("k-{i}"))
+            .with_value(format!("v-{i}"));
+        futures.push(producer.send(r).await.expect("enqueue"));
+    }
+    let mut ends = vec![0i64; partitions as usize];
+    for f in futures {
+        let md = f.await.expect("delivered");
+        let e = &mut ends[md.partition as usize];
+        *e = (*e).max(md.offset + 1);
+    }
+    producer.close().await;
+    ends
+}
+
+fn config(group: &str) -> ConsumerConfig {
+    ConsumerConfig::new()
+        .with_group_id(group)
+        .with_group_protocol(GroupProtocol::Consumer)
+        .with_auto_commit(AutoCommit::Disabled)
+        .with_auto_offset_reset(OffsetReset::Earliest)
+        .with_fetch_max_wait(Duration::from_millis(100))
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Who owns which partition, kept from the members' own callbacks; a partition assigned
+/// while another member still owns it is a violation.
+#[derive(Default)]
+struct Ownership {
+    owners: Mutex<HashMap<TopicPartition, usize>>,
+    violations: Mutex<Vec<String>>,
+    events: Mutex<Vec<(usize, &'static str, Vec<TopicPartition>)>>,
+}
+
+struct Member {
+    id: usize,
+    ownership: Arc<Ownership>,
+}
+
+impl RebalanceListener for Member {
+    fn on_assigned<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        let mut owners = self.ownership.owners.lock().unwrap();
+        for tp in p {
+            if let Some(other) = owners.insert(tp.clone(), self.id)
+                && other != self.id
+            {
+                self.ownership.violations.lock().unwrap().push(format!(
+                    "{tp} assigned to member {} while member {other} owned it",
+                    self.id
+                ));
+            }
+        }
+        self.ownership
+            .events
+            .lock()
+            .unwrap()
+            .push((self.id, "assigned", p.to_vec()));
+        Box::pin(async {})
+    }
+
+    fn on_revoked<'a>(&'a self, c: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // Commit what was consumed before the partitions go: the next owner starts there.
+            let set: BTreeSet<&TopicPartition> = p.iter().collect();
+            let offsets: Vec<_> = c
+                .positions()
+                .into_iter()
+                .filter(|(tp, _)| set.contains(tp))
+                .collect();
+            c.commit_offsets(&offsets).await.expect("commit on revoke");
+            self.release(p, "revoked");
+        })
+    }
+
+    fn on_lost<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.release(p, "lost");
+        Box::pin(async {})
+    }
+}
+
+impl Member {
+    fn release(&self, p: &[TopicPartition], what: &'static str) {
+        let mut owners = self.ownership.owners.lock().unwrap();
+        for tp in p {
+            if owners.get(tp) == Some(&self.id) {
+                owners.remove(tp);
+            }
+        }
+        self.ownership
+            .events
+            .lock()
+            .unwrap()
+            .push((self.id, what, p.to_vec()));
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(usize, i32, i64)>>>;
+
+/// A member consuming `topic` until told to stop, committing after every poll, recording
+/// what it read; closes (leaving the group) at the end.
+fn start_member(
+    id: usize,
+    group: &str,
+    topic: &str,
+    seen: &Seen,
+    ownership: &Arc<Ownership>,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, seen, ownership) = (stop.clone(), seen.clone(), ownership.clone());
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    let h = tokio::spawn(async move {
+        let c = Consumer::new(cluster().await, config(&group).with_max_poll_records(50)).unwrap();
+        c.set_rebalance_listener(Arc::new(Member { id, ownership }));
+        c.subscribe([topic]).unwrap();
+        while !s2.load(Ordering::Acquire) {
+            let recs = c.poll(Duration::from_millis(200)).await.expect("poll");
+            if recs.is_empty() {
+                continue;
+            }
+            {
+                let mut s = seen.lock().unwrap();
+                for r in recs.iter() {
+                    s.push((id, r.partition, r.offset));
+                }
+            }
+            c.commit().await.expect("commit");
+            // Slow enough that joins and leaves happen mid-stream.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.close().await.expect("close");
+    });
+    (stop, h)
+}
+
+async fn committed(cluster: &Cluster, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c = Consumer::new(cluster.clone(), config(group)).expect("consumer");
+    let tps: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let m = c.committed(&tps).await.expect("committed");
+    c.close().await.ok();
+    tps.iter()
+        .map(|tp| m.get(tp).cloned().flatten().map_or(-1, |o| o.offset))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_every_record_once_no_partition_owned_twice() {
+    const N: usize = 20_000;
+    const PARTITIONS: i32 = 6;
+    let cluster = cluster().await;
+    let topic = unique("kip848-churn");
+    let group = unique("kip848-churn-g");
+    create_topic(&cluster, &topic, PARTITIONS).await;
+    let ends = produce(&cluster, &topic, PARTITIONS, N).await;
+    let seen: Seen = Arc::default();
+    let ownership = Arc::new(Ownership::default());
+    let uniq = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    // One member first, then a second and a third join while it consumes; then the first
+    // leaves. Each step waits for some progress, so every change happens mid-stream.
+    let mut members = vec![start_member(0, &group, &topic, &seen, &ownership)];
+    let deadline = Instant::now() + Duration::from_secs(150);
+    for (step, at) in [(1usize, N / 10), (2, N / 4), (3, N / 2)] {
+        wait_for("progress", deadline - Instant::now(), || uniq(&seen) >= at).await;
+        if step <= 2 {
+            members.push(start_member(step, &group, &topic, &seen, &ownership));
+            // Wait until the newcomer owns something: the group rebalanced under load.
+            let o = ownership.clone();
+            wait_for(
+                "the new member to be assigned",
+                deadline - Instant::now(),
+                || o.owners.lock().unwrap().values().any(|m| *m == step),
+            )
+            .await;
+        } else {
+            let (stop, h) = members.remove(0);
+            stop.store(true, Ordering::Release);
+            h.await.unwrap();
+        }
+    }
+    wait_for("every record", deadline - Instant::now(), || {
+        uniq(&seen) >= N
+    })
+    .await;
+    for (stop, _) in &members {
+        stop.store(true, Ordering::Release);
+    }
+    for (_, h) in members {
+        h.await.unwrap();
+    }
+    let violations = ownership.violations.lock().unwrap().clone();
+    let events = ownership.events.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "partitions owned twice: {violations:?}; callbacks: {events:?}"
+    );
+    assert!(
+        events.iter().all(|(_, k, _)| *k != "lost"),
+        "no partition lost in clean joins and leaves: {events:?}"
+    );
+    let s = seen.lock().unwrap();
+    let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (_, p, o) in s.iter() {
+        *count.entry((*p, *o)).or_default() += 1;
+    }
+    assert_eq!(count.len(), N, "every record consumed");
+    let dups: Vec<_> = count.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "commits before every revocation: no record read twice, got {} duplicates (first {:?})",
+        dups.len(),
+        dups.first()
+    );
+    let mut per_member: BTreeMap<usize, usize> = BTreeMap::new();
+    for (id, _, _) in s.iter() {
+        *per_member.entry(*id).or_default() += 1;
+    }
+    eprintln!("records per member: {per_member:?}; callbacks: {events:?}");
+    let by_member: BTreeSet<usize> = s.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(by_member.len(), 3, "every member consumed: {events:?}");
+    // Per partition, offsets read in order by each successive owner.
+    for p in 0..PARTITIONS {
+        let offs: Vec<i64> = s.iter().filter(|x| x.1 == p).map(|x| x.2).collect();
+        assert!(
+            offs.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} read in order across owners"
+        );
+    }
+    drop(s);
+    assert_eq!(
+        committed(&cluster, &group, &topic, PARTITIONS).await,
+        ends,
+        "commits continued across owners up to the log end"
+    );
+    cluster.close().await;
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<(&'static str, Vec<TopicPartition>)>>);
+
+impl RebalanceListener for Events {
+    fn on_assigned<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(("assigned", p.to_vec()));
+        Box::pin(async {})
+    }
+    fn on_revoked<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(("revoked", p.to_vec()));
+        Box::pin(async {})
+    }
+    fn on_lost<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.0.lock().unwrap().push(("lost", p.to_vec()));
+        Box::pin(async {})
+    }
+}
+
+fn spawn_poller(c: Arc<Consumer>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Acquire) {
+            c.poll(Duration::from_millis(200)).await.expect("poll");
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_keeps_its_partitions_without_reassignment() {
+    let cluster = cluster().await;
+    let topic = unique("kip848-static");
+    let group = unique("kip848-static-g");
+    create_topic(&cluster, &topic, 4).await;
+    let stat = config(&group).with_group_instance_id("member-a");
+    let a = Arc::new(Consumer::new(cluster.clone(), stat.clone()).unwrap());
+    a.subscribe([topic.clone()]).unwrap();
+    let b = Arc::new(Consumer::new(cluster.clone(), config(&group)).unwrap());
+    let eb = Arc::new(Events::default());
+    b.set_rebalance_listener(eb.clone());
+    b.subscribe([topic.clone()]).unwrap();
+    let (stop_a, stop_b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let ha = spawn_poller(a.clone(), stop_a.clone());
+    let hb = spawn_poller(b.clone(), stop_b.clone());
+    wait_for("2 and 2", Duration::from_secs(60), || {
+        a.assignment().len() == 2 && b.assignment().len() == 2
+    })
+    .await;
+    let a_parts = a.assignment();
+    let b_parts = b.assignment();
+    let b_events = eb.0.lock().unwrap().len();
+    let b_epoch = b.group_metadata().unwrap().1;
+    // A closes (a static member leaves with epoch -2: the coordinator keeps its assignment for
+    // the session timeout) and comes back with the same group.instance.id.
+    stop_a.store(true, Ordering::Release);
+    ha.await.unwrap();
+    a.close().await.unwrap();
+    drop(a);
+    let a2 = Arc::new(Consumer::new(cluster.clone(), stat).unwrap());
+    let ea2 = Arc::new(Events::default());
+    a2.set_rebalance_listener(ea2.clone());
+    a2.subscribe([topic.clone()]).unwrap();
+    let stop_a2 = Arc::new(AtomicBool::new(false));
+    let ha2 = spawn_poller(a2.clone(), stop_a2.clone());
+    wait_for("A back", Duration::from_secs(30), || {
+        a2.assignment().len() == 2
+    })
+    .await;
+    // Two of the coordinator's heartbeat intervals (5 s by default) for anything else to
+    // happen.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop_a2.store(true, Ordering::Release);
+    stop_b.store(true, Ordering::Release);
+    ha2.await.unwrap();
+    hb.await.unwrap();
+    assert_eq!(
+        a2.assignment(),
+        a_parts,
+        "the static member got its partitions back"
+    );
+    assert_eq!(
+        ea2.0.lock().unwrap().clone(),
+        vec![("assigned", a_parts.clone())],
+        "the restarted member was assigned its old partitions at once"
+    );
+    let seen = eb.0.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        b_events,
+        "the other member saw no reassignment: {seen:?}"
+    );
+    assert_eq!(b.assignment(), b_parts);
+    assert_eq!(
+        b.group_metadata().unwrap().1,
+        b_epoch,
+        "the other member's epoch did not move"
+    );
+    a2.close().await.unwrap();
+    b.close().await.unwrap();
+    cluster.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_side_regex_subscription_picks_up_a_topic_created_later() {
+    let cluster = cluster().await;
+    let prefix = unique("kip848-re");
+    let first = format!("{prefix}-a");
+    let later = format!("{prefix}-b");
+    let other = format!("{prefix}x-c");
+    create_topic(&cluster, &first, 2).await;
+    create_topic(&cluster, &other, 1).await;
+    produce(&cluster, &first, 2, 10).await;
+    produce(&cluster, &other, 1, 5).await;
+    let group = unique("kip848-re-g");
+    let c = Consumer::new(cluster.clone(), config(&group)).unwrap();
+    c.subscribe_pattern(&format!("{}-.*", regex_escape(&prefix)))
+        .unwrap();
+    let mut got: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut created = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let recs = c.poll(Duration::from_millis(200)).await.expect("poll");
+        for r in recs.iter() {
+            got.entry(r.topic.to_string())
+                .or_default()
+                .insert(r.offset + 1000 * r.partition as i64);
+        }
+        if !created && got.get(&first).is_some_and(|s| s.len() == 10) {
+            create_topic(&cluster, &later, 3).await;
+            produce(&cluster, &later, 3, 9).await;
+            created = true;
+        }
+        if got.get(&later).is_some_and(|s| s.len() == 9) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the topic created later was not picked up: {got:?}"
+        );
+    }
+    assert_eq!(got.len(), 2, "only matching topics: {got:?}");
+    assert_eq!(got[&first].len(), 10);
+    let mut assigned: Vec<String> = c
+        .assignment()
+        .iter()
+        .map(|tp| tp.to_string())
+        .collect();
+    assigned.sort();
+    assert_eq!(
+        assigned,
+        vec![
+            format!("{first}-0"),
+            format!("{first}-1"),
+            format!("{later}-0"),
+            format!("{later}-1"),
+            format!("{later}-2"),
+        ]
+    );
+    c.close().await.unwrap();
+    cluster.close().await;
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                ch.to_string()
+            } else {
+                format!("\\{ch}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_container_over_the_consumer_protocol_commits_every_record() {
+    const N: usize = 3_000;
+    const PARTITIONS: i32 = 3;
+    let cluster = cluster().await;
+    let topic = unique("kip848-lst");
+    let group = unique("kip848-lst-g");
+    create_topic(&cluster, &topic, PARTITIONS).await;
+    let ends = produce(&cluster, &topic, PARTITIONS, N).await;
+    let consumer = Consumer::new(cluster.clone(), config(&group)).expect("consumer");
+    consumer.subscribe([topic.clone()]).expect("subscribe");
+    let handled: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
+    let h = handled.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let h = h.clone();
+            async move {
+                h.lock().unwrap().push((r.partition(), r.offset()));
+                Ok(())
+            }
+        })
+        .ack_mode(AckMode::Batch)
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("start");
+    wait_for("every record handled", Duration::from_secs(60), || {
+        handled.lock().unwrap().len() >= N
+    })
+    .await;
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(
+        handled.iter().collect::<BTreeSet<_>>().len(),
+        N,
+        "every record handled"
+    );
+    assert_eq!(handled.len(), N, "no duplicates");
+    assert_eq!(
+        committed(&cluster, &group, &topic, PARTITIONS).await,
+        ends,
+        "the container committed up to the log end over the consumer protocol"
+    );
+    cluster.close().await;
+}
