@@ -19,8 +19,8 @@ use rekafka::ClientConfig;
 use rekafka::admin::{Admin, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
-    AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, OffsetReset,
-    RebalanceListener, TopicPartition,
+    AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, OffsetReset, RebalanceListener,
+    TopicPartition,
 };
 use rekafka::listener::{
     AckMode, ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason,
@@ -342,7 +342,10 @@ async fn static_member_restart_keeps_its_partitions_without_reassignment() {
     let eb = Arc::new(Events::default());
     b.set_rebalance_listener(eb.clone());
     b.subscribe([topic.clone()]).unwrap();
-    let (stop_a, stop_b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (stop_a, stop_b) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let ha = spawn_poller(a.clone(), stop_a.clone());
     let hb = spawn_poller(b.clone(), stop_b.clone());
     wait_for("2 and 2", Duration::from_secs(60), || {
@@ -443,11 +446,7 @@ async fn broker_side_regex_subscription_picks_up_a_topic_created_later() {
     }
     assert_eq!(got.len(), 2, "only matching topics: {got:?}");
     assert_eq!(got[&first].len(), 10);
-    let mut assigned: Vec<String> = c
-        .assignment()
-        .iter()
-        .map(|tp| tp.to_string())
-        .collect();
+    let mut assigned: Vec<String> = c.assignment().iter().map(|tp| tp.to_string()).collect();
     assigned.sort();
     assert_eq!(
         assigned,
@@ -517,5 +516,52 @@ async fn listener_container_over_the_consumer_protocol_commits_every_record() {
         ends,
         "the container committed up to the log end over the consumer protocol"
     );
+    cluster.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_with_an_active_instance_id_fails_with_unreleased_instance_id() {
+    let cluster = cluster().await;
+    let topic = unique("kip848-dup");
+    let group = unique("kip848-dup-g");
+    create_topic(&cluster, &topic, 2).await;
+    let stat = config(&group).with_group_instance_id("twin");
+    let a = Arc::new(Consumer::new(cluster.clone(), stat.clone()).unwrap());
+    a.subscribe([topic.clone()]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ha = spawn_poller(a.clone(), stop.clone());
+    wait_for("A to own both partitions", Duration::from_secs(30), || {
+        a.assignment().len() == 2
+    })
+    .await;
+    let a_epoch = a.group_metadata().unwrap().1;
+    // The same group.instance.id while A is still in the group: fatal for the newcomer, as in
+    // Java (the instance id must be released, by a leave or the session timing out, first).
+    let b = Consumer::new(cluster.clone(), stat).unwrap();
+    b.subscribe([topic.clone()]).unwrap();
+    let err = b
+        .poll(Duration::from_secs(5))
+        .await
+        .expect_err("the twin must not join");
+    assert_eq!(
+        err.kafka_code(),
+        Some(rekafka::KafkaCode::UnreleasedInstanceId),
+        "{err}"
+    );
+    assert!(b.assignment().is_empty());
+    // Fatal: later polls fail the same way, nothing is fetched.
+    let again = b.poll(Duration::from_millis(200)).await.expect_err("still fatal");
+    assert_eq!(
+        again.kafka_code(),
+        Some(rekafka::KafkaCode::UnreleasedInstanceId)
+    );
+    b.close().await.unwrap();
+    // A is untouched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.assignment().len(), 2);
+    assert_eq!(a.group_metadata().unwrap().1, a_epoch);
+    stop.store(true, Ordering::Release);
+    ha.await.unwrap();
+    a.close().await.unwrap();
     cluster.close().await;
 }

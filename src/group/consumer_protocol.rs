@@ -139,12 +139,8 @@ impl GroupMember {
             return;
         }
         let mut st = lock(&self.inner.state);
-        let by_name: HashMap<&str, Uuid> = st
-            .kip848
-            .names
-            .iter()
-            .map(|(id, n)| (&**n, *id))
-            .collect();
+        let by_name: HashMap<&str, Uuid> =
+            st.kip848.names.iter().map(|(id, n)| (&**n, *id)).collect();
         let mut map: BTreeMap<Uuid, BTreeSet<i32>> = BTreeMap::new();
         for tp in owned {
             if let Some(id) = by_name.get(tp.topic()) {

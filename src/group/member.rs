@@ -19,10 +19,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
 
-use super::{GroupProtocol, TopicPartition};
-use super::consumer_protocol::{self, Kip848State};
 use super::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
+use super::consumer_protocol::{self, Kip848State};
 use super::protocol::{Assignment, Subscription};
+use super::{GroupProtocol, TopicPartition};
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
 use crate::connection::{Backoff, BrokerConnection};
 use crate::{Error, ErrorKind, KafkaCode, Result};
@@ -964,7 +964,9 @@ async fn commit_with(
                     return Err(Error::new(ErrorKind::UnsupportedVersion {
                         api: ApiKey::OffsetCommit,
                     })
-                    .message("the consumer group protocol needs OffsetCommit v9+ (member epochs)"));
+                    .message(
+                        "the consumer group protocol needs OffsetCommit v9+ (member epochs)",
+                    ));
                 }
                 let mut req = OffsetCommitRequest::default()
                     .with_group_id(GroupId(str_bytes(&group)))
