@@ -550,7 +550,10 @@ async fn a_second_member_with_an_active_instance_id_fails_with_unreleased_instan
     );
     assert!(b.assignment().is_empty());
     // Fatal: later polls fail the same way, nothing is fetched.
-    let again = b.poll(Duration::from_millis(200)).await.expect_err("still fatal");
+    let again = b
+        .poll(Duration::from_millis(200))
+        .await
+        .expect_err("still fatal");
     assert_eq!(
         again.kafka_code(),
         Some(rekafka::KafkaCode::UnreleasedInstanceId)
@@ -563,5 +566,116 @@ async fn a_second_member_with_an_active_instance_id_fails_with_unreleased_instan
     stop.store(true, Ordering::Release);
     ha.await.unwrap();
     a.close().await.unwrap();
+    cluster.close().await;
+}
+
+/// Exactly-once copy by two container members over the consumer protocol (KIP-447
+/// transactional offset commits carry the member epoch); one member stops half-way and a
+/// replacement starts. A fresh read_committed consumer finds each input value exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_container_over_the_consumer_protocol_with_a_member_restart() {
+    use rekafka::consumer::{IsolationLevel, StartOffset};
+    use rekafka::listener::HandlerError;
+    use rekafka::transaction::TransactionalProducer;
+    const N: usize = 10_000;
+    let cluster = cluster().await;
+    let input = unique("kip848-eos-in");
+    let output = unique("kip848-eos-out");
+    let group = unique("kip848-eos-g");
+    create_topic(&cluster, &input, 3).await;
+    create_topic(&cluster, &output, 3).await;
+    let ends = produce(&cluster, &input, 3, N).await;
+    let start_member = |id: String| {
+        let (cluster, input, output, group) = (
+            cluster.clone(),
+            input.clone(),
+            output.clone(),
+            group.clone(),
+        );
+        async move {
+            let p = TransactionalProducer::new(
+                cluster.clone(),
+                ProducerConfig::default().with_transactional_id(id),
+            )
+            .expect("producer");
+            p.init_transactions().await.expect("init");
+            let p = Arc::new(p);
+            let consumer = Consumer::new(
+                cluster,
+                config(&group)
+                    .with_isolation_level(IsolationLevel::ReadCommitted)
+                    .with_max_poll_records(200),
+            )
+            .expect("consumer");
+            consumer.subscribe([input]).expect("subscribe");
+            let out = p.clone();
+            ListenerContainer::builder(consumer)
+                .record_handler(move |r: ListenerConsumerRecord| {
+                    let (out, topic) = (out.clone(), output.clone());
+                    async move {
+                        let _delivery = out
+                            .send(
+                                Record::new(topic.as_str())
+                                    .with_partition(r.partition())
+                                    .with_value(r.value_bytes().cloned().unwrap_or_default()),
+                            )
+                            .await
+                            .map_err(|e| Box::new(e.error) as HandlerError)?;
+                        Ok(())
+                    }
+                })
+                .transactional(p)
+                .poll_timeout(Duration::from_millis(500))
+                .start()
+                .expect("start")
+        }
+    };
+    let a = start_member(unique("kip848-eos-a")).await;
+    let b = start_member(unique("kip848-eos-b")).await;
+    let total = |c: Vec<i64>| c.into_iter().map(|x| x.max(0)).sum::<i64>();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while total(committed(&cluster, &group, &input, 3).await) < (N / 2) as i64 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop().await;
+    let a2 = start_member(unique("kip848-eos-a2")).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&cluster, &group, &input, 3).await != ends {
+        assert!(Instant::now() < deadline, "copy not finished");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    a2.stop().await;
+    b.stop().await;
+    let reader = Consumer::new(
+        cluster.clone(),
+        ConsumerConfig::new()
+            .with_auto_commit(AutoCommit::Disabled)
+            .with_isolation_level(IsolationLevel::ReadCommitted)
+            .with_fetch_max_wait(Duration::from_millis(50)),
+    )
+    .expect("reader");
+    reader
+        .assign((0..3).map(|p| (TopicPartition::new(&output, p), StartOffset::Beginning)))
+        .expect("assign");
+    let mut values: Vec<String> = Vec::with_capacity(N);
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(2) {
+        let recs = reader.poll(Duration::from_millis(200)).await.expect("poll");
+        if !recs.is_empty() {
+            idle = Instant::now();
+        }
+        values.extend(
+            recs.iter().map(|r| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+            }),
+        );
+    }
+    reader.close().await.ok();
+    values.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("v-{i}")).collect();
+    expected.sort();
+    assert_eq!(values.len(), N, "every input value exactly once");
+    assert_eq!(values, expected);
     cluster.close().await;
 }
