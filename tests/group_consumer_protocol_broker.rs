@@ -679,3 +679,70 @@ async fn exactly_once_container_over_the_consumer_protocol_with_a_member_restart
     assert_eq!(values, expected);
     cluster.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_describes_a_consumer_protocol_group_with_epochs_and_assignments() {
+    let cluster = cluster().await;
+    let topic = unique("kip848-describe");
+    let group = unique("kip848-describe-g");
+    create_topic(&cluster, &topic, 3).await;
+    let c = Arc::new(
+        Consumer::new(
+            cluster.clone(),
+            config(&group)
+                .with_group_instance_id("described")
+                .with_group_remote_assignor("range"),
+        )
+        .unwrap(),
+    );
+    c.subscribe([topic.clone()]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = spawn_poller(c.clone(), stop.clone());
+    wait_for("the member to own 3", Duration::from_secs(30), || {
+        c.assignment().len() == 3
+    })
+    .await;
+    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let described = admin
+        .describe_consumer_groups(&[group.as_str()])
+        .await
+        .expect("describe");
+    let d = described
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("a consumer group");
+    let (member_id, epoch) = c.group_metadata().unwrap();
+    assert_eq!(d.group_id, group);
+    assert_eq!(d.assignor, "range", "the asked-for remote assignor");
+    assert_eq!(d.members.len(), 1);
+    let m = &d.members[0];
+    assert_eq!(m.member_id, member_id);
+    assert_eq!(m.member_epoch, epoch);
+    assert_eq!(m.group_instance_id.as_deref(), Some("described"));
+    assert_eq!(m.subscribed_topics, vec![topic.clone()]);
+    let mine: Vec<(String, i32)> = c
+        .assignment()
+        .iter()
+        .map(|tp| (tp.topic().to_owned(), tp.partition))
+        .collect();
+    let theirs: Vec<(String, i32)> = m
+        .assignment
+        .iter()
+        .map(|tp| (tp.topic.clone(), tp.partition))
+        .collect();
+    assert_eq!(theirs, mine, "the coordinator's view of the assignment");
+    assert_eq!(m.target_assignment, m.assignment, "reconciled");
+    // The classic DescribeGroups does not describe it.
+    let classic = admin.describe_groups(&[group.as_str()]).await.unwrap();
+    assert_eq!(
+        classic[0].as_ref().err().and_then(|e| e.kafka_code()),
+        Some(rekafka::KafkaCode::GroupIdNotFound),
+        "{:?}",
+        classic[0]
+    );
+    stop.store(true, Ordering::Release);
+    h.await.unwrap();
+    c.close().await.unwrap();
+    cluster.close().await;
+}
