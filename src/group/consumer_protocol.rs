@@ -536,3 +536,56 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_java_style_and_unique() {
+        let a = new_member_id();
+        let b = new_member_id();
+        assert_eq!(a.len(), 22, "16 bytes in unpadded base64: {a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn fencing_and_coordinator_errors_are_not_fatal_the_rest_is() {
+        for c in [
+            KafkaCode::FencedMemberEpoch,
+            KafkaCode::UnknownMemberId,
+            KafkaCode::NotCoordinator,
+            KafkaCode::CoordinatorNotAvailable,
+            KafkaCode::CoordinatorLoadInProgress,
+        ] {
+            assert!(!is_fatal(c), "{c:?}");
+        }
+        for c in [
+            KafkaCode::UnreleasedInstanceId,
+            KafkaCode::GroupMaxSizeReached,
+            KafkaCode::UnsupportedAssignor,
+            KafkaCode::InvalidRegularExpression,
+            KafkaCode::GroupAuthorizationFailed,
+            KafkaCode::InvalidRequest,
+        ] {
+            assert!(is_fatal(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn reconciled_compares_the_target_with_what_is_owned() {
+        let mut st = Kip848State::new();
+        assert!(st.reconciled(), "no assignment yet: nothing to do");
+        let id = Uuid::from_bytes([7; 16]);
+        st.target = Some(BTreeMap::from([(id, BTreeSet::from([0, 1]))]));
+        assert!(!st.reconciled());
+        st.owned = BTreeMap::from([(id, BTreeSet::from([0, 1]))]);
+        assert!(st.reconciled());
+        st.forget_assignment();
+        assert!(st.target.is_none() && st.owned.is_empty() && st.sent.is_none());
+    }
+}
