@@ -746,3 +746,53 @@ async fn admin_describes_a_consumer_protocol_group_with_epochs_and_assignments()
     c.close().await.unwrap();
     cluster.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits() {
+    let cluster = cluster().await;
+    let topic = unique("kip848-maxpoll");
+    let group = unique("kip848-maxpoll-g");
+    create_topic(&cluster, &topic, 2).await;
+    produce(&cluster, &topic, 2, 20).await;
+    let c = Consumer::new(
+        cluster.clone(),
+        config(&group).with_max_poll_interval(Duration::from_secs(3)),
+    )
+    .unwrap();
+    let ev = Arc::new(Events::default());
+    c.set_rebalance_listener(ev.clone());
+    c.subscribe([topic.clone()]).unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < 20 {
+        assert!(Instant::now() < deadline, "only {got} of 20 records");
+        got += c.poll(Duration::from_millis(200)).await.unwrap().len();
+    }
+    assert!(c.group_metadata().unwrap().1 > 0);
+    // Stop polling for longer than max.poll.interval: the member leaves the group (epoch -1).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.group_metadata().unwrap().1, -1, "left the group");
+    let err = c.commit().await.unwrap_err();
+    assert_eq!(
+        err.kafka_code(),
+        Some(rekafka::KafkaCode::IllegalGeneration)
+    );
+    // The next poll reports the loss and rejoins with epoch 0.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    c.poll(Duration::from_millis(200)).await.unwrap();
+    while (c.assignment().len() < 2 || c.group_metadata().unwrap().1 <= 0)
+        && Instant::now() < deadline
+    {
+        c.poll(Duration::from_millis(200)).await.unwrap();
+    }
+    let events = ev.0.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|(k, p)| *k == "lost" && p.len() == 2),
+        "{events:?}"
+    );
+    assert_eq!(c.assignment().len(), 2);
+    assert!(c.group_metadata().unwrap().1 > 0);
+    c.commit().await.unwrap();
+    c.close().await.unwrap();
+    cluster.close().await;
+}

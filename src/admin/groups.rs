@@ -15,9 +15,10 @@ use crate::protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use crate::protocol::messages::{
-    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetFetchResponse,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetFetchResponse,
 };
 
 /// The state of a consumer group, as the coordinator names it.
@@ -407,11 +408,9 @@ impl Admin {
                                 self.after_coordinator_error(name, &e);
                                 Err(e)
                             }
-                            None => Ok(consumer_group_description(
-                                name,
-                                g,
-                                coordinator.broker_id(),
-                            )),
+                            None => {
+                                Ok(consumer_group_description(name, g, coordinator.broker_id()))
+                            }
                         },
                     };
                     out.push((i, r));

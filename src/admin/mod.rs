@@ -42,8 +42,8 @@ use std::task::Poll;
 use tokio::time::Instant;
 
 pub use groups::{
-    CommittedOffset, ConsumerGroupDescription, ConsumerGroupMember, GroupDescription,
-    GroupListing, GroupState, MemberDescription, decode_consumer_assignment,
+    CommittedOffset, ConsumerGroupDescription, ConsumerGroupMember, GroupDescription, GroupListing,
+    GroupState, MemberDescription, decode_consumer_assignment,
 };
 pub use offsets::{IsolationLevel, ListedOffset, OffsetSpec};
 pub use topics::{

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use kafka_protocol::messages::{
@@ -480,17 +480,31 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
         ),
         None => return,
     };
-    let mut wait = configured;
+    let mut next_heartbeat = Instant::now() + configured;
     loop {
-        {
+        let forced = {
             let Some(inner) = weak.upgrade() else { return };
+            // Wake for the next heartbeat, or when max.poll.interval runs out if that is sooner.
+            let member = {
+                let st = lock(&inner.state);
+                st.stable && st.generation >= 0
+            };
+            let poll_deadline =
+                *lock(&inner.last_poll) + inner.config.max_poll_interval + Duration::from_millis(1);
+            let wake = if member && poll_deadline > Instant::now() {
+                next_heartbeat.min(poll_deadline)
+            } else {
+                next_heartbeat
+            };
+            // Holding `inner` while waiting is fine: dropping the member's owner handle sends
+            // the shutdown that ends this wait.
             let notified = inner.heartbeat_now.notified();
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = notified => {}
-                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+                _ = tokio::time::sleep_until(wake.into()) => false,
+                _ = notified => true,
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return } else { false },
             }
-        }
+        };
         let Some(inner) = weak.upgrade() else { return };
         if inner.closed.load(Ordering::Acquire) || *shutdown.borrow() {
             return;
@@ -507,8 +521,8 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
                 st.kip848.heartbeat_interval.unwrap_or(configured),
             )
         };
-        wait = interval;
         if !member_now {
+            next_heartbeat = Instant::now() + interval;
             continue;
         }
         let since_poll = lock(&member.inner.last_poll).elapsed();
@@ -524,11 +538,15 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
             member.mark_lost(false, "max.poll.interval exceeded");
             continue;
         }
+        if !forced && Instant::now() < next_heartbeat {
+            continue;
+        }
+        next_heartbeat = Instant::now() + interval;
         match member.heartbeat_consumer_protocol().await {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 if is_coordinator_error(&e) || e.is_retriable() {
-                    wait = backoff.delay().min(interval);
+                    next_heartbeat = Instant::now() + backoff.delay().min(interval);
                     backoff.failed();
                 }
                 tracing::debug!(error = %e, "consumer group heartbeat failed");
