@@ -166,15 +166,38 @@ fn start_member(
     seen: &Seen,
     ownership: &Arc<Ownership>,
 ) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    start_killable_member(id, group, topic, seen, ownership, Arc::default())
+}
+
+/// [`start_member`] that, once `kill` is set, stops dead: no commit, no callback, no leave
+/// (the consumer is dropped, as a SIGKILLed process's would vanish).
+fn start_killable_member(
+    id: usize,
+    group: &str,
+    topic: &str,
+    seen: &Seen,
+    ownership: &Arc<Ownership>,
+    kill: Arc<AtomicBool>,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let (s2, seen, ownership) = (stop.clone(), seen.clone(), ownership.clone());
     let (group, topic) = (group.to_owned(), topic.to_owned());
     let h = tokio::spawn(async move {
         let c = Consumer::new(cluster().await, config(&group).with_max_poll_records(50)).unwrap();
-        c.set_rebalance_listener(Arc::new(Member { id, ownership }));
+        c.set_rebalance_listener(Arc::new(Member {
+            id,
+            ownership: ownership.clone(),
+        }));
         c.subscribe([topic]).unwrap();
         while !s2.load(Ordering::Acquire) {
             let recs = c.poll(Duration::from_millis(200)).await.expect("poll");
+            if kill.load(Ordering::Acquire) {
+                // Gone without a word: what it read in this poll is neither recorded nor
+                // committed, and it owns nothing any more.
+                ownership.owners.lock().unwrap().retain(|_, m| *m != id);
+                drop(c);
+                return;
+            }
             if recs.is_empty() {
                 continue;
             }
@@ -794,5 +817,75 @@ async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits
     assert!(c.group_metadata().unwrap().1 > 0);
     c.commit().await.unwrap();
     c.close().await.unwrap();
+    cluster.close().await;
+}
+
+/// A member killed without leaving: after the coordinator's session timeout
+/// (`group.consumer.session.timeout.ms`, 45 s by default and at least that by default) its
+/// partitions go to the survivor, which reads on from the killed member's last commit. Every
+/// record consumed, no partition owned by two live members at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
+    const N: usize = 6_000;
+    const PARTITIONS: i32 = 4;
+    let cluster = cluster().await;
+    let topic = unique("kip848-kill");
+    let group = unique("kip848-kill-g");
+    create_topic(&cluster, &topic, PARTITIONS).await;
+    produce(&cluster, &topic, PARTITIONS, N).await;
+    let seen: Seen = Arc::default();
+    let ownership = Arc::new(Ownership::default());
+    let kill = Arc::new(AtomicBool::new(false));
+    let (stop_a, ha) = start_killable_member(0, &group, &topic, &seen, &ownership, kill.clone());
+    let (stop_b, hb) = start_member(1, &group, &topic, &seen, &ownership);
+    let o = ownership.clone();
+    wait_for("both members assigned", Duration::from_secs(60), || {
+        let owners = o.owners.lock().unwrap();
+        owners.values().any(|m| *m == 0) && owners.values().any(|m| *m == 1)
+    })
+    .await;
+    wait_for("some progress", Duration::from_secs(60), || {
+        seen.lock().unwrap().iter().any(|(id, _, _)| *id == 0)
+    })
+    .await;
+    kill.store(true, Ordering::Release);
+    ha.await.unwrap();
+    let uniq = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    wait_for("every record", Duration::from_secs(120), || {
+        uniq(&seen) >= N
+    })
+    .await;
+    stop_a.store(true, Ordering::Release);
+    stop_b.store(true, Ordering::Release);
+    hb.await.unwrap();
+    let violations = ownership.violations.lock().unwrap().clone();
+    let events = ownership.events.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:?}; {events:?}");
+    assert_eq!(uniq(&seen), N, "every record consumed");
+    let s = seen.lock().unwrap();
+    let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (_, p, o) in s.iter() {
+        *count.entry((*p, *o)).or_default() += 1;
+    }
+    // The killed member committed everything it recorded: the survivor starts after it.
+    let dups = count.values().filter(|c| **c > 1).count();
+    assert_eq!(dups, 0, "no record read twice");
+    let survivor: BTreeSet<i32> = s
+        .iter()
+        .filter(|(id, _, _)| *id == 1)
+        .map(|(_, p, _)| *p)
+        .collect();
+    assert_eq!(
+        survivor.len(),
+        PARTITIONS as usize,
+        "the survivor took the killed member's partitions"
+    );
     cluster.close().await;
 }
