@@ -289,7 +289,7 @@ async fn members_join_and_leave_every_record_once_no_partition_owned_twice() {
         events.iter().all(|(_, k, _)| *k != "lost"),
         "no partition lost in clean joins and leaves: {events:?}"
     );
-    let s = seen.lock().unwrap();
+    let s = seen.lock().unwrap().clone();
     let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for (_, p, o) in s.iter() {
         *count.entry((*p, *o)).or_default() += 1;
@@ -317,7 +317,6 @@ async fn members_join_and_leave_every_record_once_no_partition_owned_twice() {
             "partition {p} read in order across owners"
         );
     }
-    drop(s);
     assert_eq!(
         committed(&cluster, &group, &topic, PARTITIONS).await,
         ends,
@@ -869,7 +868,7 @@ async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
     let events = ownership.events.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:?}; {events:?}");
     assert_eq!(uniq(&seen), N, "every record consumed");
-    let s = seen.lock().unwrap();
+    let s = seen.lock().unwrap().clone();
     let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for (_, p, o) in s.iter() {
         *count.entry((*p, *o)).or_default() += 1;

@@ -759,6 +759,63 @@ fn offset_fetch_results(
     }
 }
 
+fn consumer_group_description(
+    name: &str,
+    g: &crate::protocol::messages::consumer_group_describe_response::DescribedGroup,
+    coordinator: i32,
+) -> ConsumerGroupDescription {
+    use crate::protocol::messages::consumer_group_describe_response::Assignment;
+    let partitions = |a: &Assignment| {
+        let mut v: Vec<TopicPartition> = a
+            .topic_partitions
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(t.topic_name.0.as_str(), *p))
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        v
+    };
+    ConsumerGroupDescription {
+        group_id: name.to_owned(),
+        state: GroupState::parse(&g.group_state),
+        group_epoch: g.group_epoch,
+        assignment_epoch: g.assignment_epoch,
+        assignor: g.assignor_name.to_string(),
+        coordinator,
+        members: g
+            .members
+            .iter()
+            .map(|m| ConsumerGroupMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
+                member_epoch: m.member_epoch,
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                subscribed_topics: m
+                    .subscribed_topic_names
+                    .iter()
+                    .map(|t| t.0.to_string())
+                    .collect(),
+                subscribed_topic_regex: m
+                    .subscribed_topic_regex
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty()),
+                assignment: partitions(&m.assignment),
+                target_assignment: partitions(&m.target_assignment),
+                classic: match m.member_type {
+                    0 => Some(true),
+                    1 => Some(false),
+                    _ => None,
+                },
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,62 +950,5 @@ mod tests {
             GroupState::CompletingRebalance.to_string(),
             "CompletingRebalance"
         );
-    }
-}
-
-fn consumer_group_description(
-    name: &str,
-    g: &crate::protocol::messages::consumer_group_describe_response::DescribedGroup,
-    coordinator: i32,
-) -> ConsumerGroupDescription {
-    use crate::protocol::messages::consumer_group_describe_response::Assignment;
-    let partitions = |a: &Assignment| {
-        let mut v: Vec<TopicPartition> = a
-            .topic_partitions
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| TopicPartition::new(t.topic_name.0.as_str(), *p))
-            })
-            .collect();
-        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        v
-    };
-    ConsumerGroupDescription {
-        group_id: name.to_owned(),
-        state: GroupState::parse(&g.group_state),
-        group_epoch: g.group_epoch,
-        assignment_epoch: g.assignment_epoch,
-        assignor: g.assignor_name.to_string(),
-        coordinator,
-        members: g
-            .members
-            .iter()
-            .map(|m| ConsumerGroupMember {
-                member_id: m.member_id.to_string(),
-                group_instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
-                member_epoch: m.member_epoch,
-                client_id: m.client_id.to_string(),
-                client_host: m.client_host.to_string(),
-                subscribed_topics: m
-                    .subscribed_topic_names
-                    .iter()
-                    .map(|t| t.0.to_string())
-                    .collect(),
-                subscribed_topic_regex: m
-                    .subscribed_topic_regex
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .filter(|s| !s.is_empty()),
-                assignment: partitions(&m.assignment),
-                target_assignment: partitions(&m.target_assignment),
-                classic: match m.member_type {
-                    0 => Some(true),
-                    1 => Some(false),
-                    _ => None,
-                },
-            })
-            .collect(),
     }
 }
