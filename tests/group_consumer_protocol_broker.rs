@@ -826,6 +826,7 @@ async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
     const N: usize = 6_000;
+    const MORE: usize = 400;
     const PARTITIONS: i32 = 4;
     let cluster = cluster().await;
     let topic = unique("kip848-kill");
@@ -849,6 +850,9 @@ async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
     .await;
     kill.store(true, Ordering::Release);
     ha.await.unwrap();
+    // Records produced after the kill on every partition: those of the killed member's
+    // partitions can only be read once they moved to the survivor.
+    produce(&cluster, &topic, PARTITIONS, MORE).await;
     let uniq = |seen: &Seen| {
         seen.lock()
             .unwrap()
@@ -858,7 +862,7 @@ async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
             .len()
     };
     wait_for("every record", Duration::from_secs(120), || {
-        uniq(&seen) >= N
+        uniq(&seen) >= N + MORE
     })
     .await;
     stop_a.store(true, Ordering::Release);
@@ -867,7 +871,7 @@ async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
     let violations = ownership.violations.lock().unwrap().clone();
     let events = ownership.events.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:?}; {events:?}");
-    assert_eq!(uniq(&seen), N, "every record consumed");
+    assert_eq!(uniq(&seen), N + MORE, "every record consumed");
     let s = seen.lock().unwrap().clone();
     let mut count: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for (_, p, o) in s.iter() {
@@ -876,6 +880,12 @@ async fn a_killed_member_s_partitions_move_after_the_session_timeout() {
     // The killed member committed everything it recorded: the survivor starts after it.
     let dups = count.values().filter(|c| **c > 1).count();
     assert_eq!(dups, 0, "no record read twice");
+    let killed: BTreeSet<i32> = s
+        .iter()
+        .filter(|(id, _, _)| *id == 0)
+        .map(|(_, p, _)| *p)
+        .collect();
+    assert!(!killed.is_empty());
     let survivor: BTreeSet<i32> = s
         .iter()
         .filter(|(id, _, _)| *id == 1)

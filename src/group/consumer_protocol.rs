@@ -35,6 +35,7 @@ use super::member::{
     GroupMember, Inner, JoinOutcome, code_error, is_coordinator_error, lock, str_bytes,
 };
 use super::{GroupProtocol, TopicPartition};
+use crate::cluster::{Recovery, recovery_for};
 use crate::connection::Backoff;
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
@@ -187,6 +188,17 @@ impl GroupMember {
                 Err(e) => {
                     if let Some(f) = lock(&inner.state).kip848.fatal.clone() {
                         return Err(f);
+                    }
+                    if let ErrorKind::UnsupportedVersion { .. } = e.kind() {
+                        return Err(e.message(
+                            "the broker does not serve the consumer group protocol (KIP-848, \
+                             Kafka 4.0+); use group.protocol=classic",
+                        ));
+                    }
+                    // A local failure retrying cannot fix (broker codes are classified by
+                    // `heartbeat_error`: fencing retried, the rest fatal).
+                    if e.kafka_code().is_none() && recovery_for(&e) == Recovery::GiveUp {
+                        return Err(e);
                     }
                     let wait = backoff.delay();
                     backoff.failed();
