@@ -40,7 +40,12 @@ where
     // scenario prints it, a passing one does not.
     let _ = tracing_subscriber::fmt()
         .with_writer(tracing_subscriber::fmt::TestWriter::new())
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_max_level(
+            std::env::var("FAILOVER_LOG")
+                .ok()
+                .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+                .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .try_init();
     let c = cluster();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -675,10 +680,17 @@ fn s2_rolling_restart_while_producing_and_consuming() {
                 .map(|e| e.offset + 1)
                 .max()
                 .unwrap_or(0);
+            let handled = h.handled.iter().filter(|(tp, _)| tp.1 == p).count();
+            let last = h
+                .handled
+                .iter()
+                .filter(|(tp, _)| tp.1 == p)
+                .map(|(_, o)| *o)
+                .max();
             assert_eq!(
                 h.committed.get(&(topic.clone(), p)).copied(),
                 Some(end),
-                "partition {p} committed to its end"
+                "partition {p} committed to its end ({handled} handled, the last at {last:?})"
             );
         }
         client.close().await;

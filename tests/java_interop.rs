@@ -22,8 +22,8 @@ use base64::Engine as _;
 use common::unique;
 use rekafka::admin::{NewTopic, OffsetSpec};
 use rekafka::consumer::{
-    AutoCommit, BoxFuture, Consumer, ConsumerConfig, IsolationLevel, OffsetAndMetadata,
-    OffsetReset, RebalanceListener, StartOffset, TopicPartition,
+    AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, IsolationLevel,
+    OffsetAndMetadata, OffsetReset, RebalanceListener, StartOffset, TopicPartition,
 };
 use rekafka::group::{Assignor, CooperativeStickyAssignor, RangeAssignor};
 use rekafka::producer::{Idempotence, ProducerConfig, Record};
@@ -940,10 +940,12 @@ impl RekafkaMember {
         topic: &str,
         group: &str,
         assignor: Arc<dyn Assignor>,
+        protocol: GroupProtocol,
         log: Arc<Log>,
     ) -> RekafkaMember {
         let config = ConsumerConfig::new()
             .with_group_id(group)
+            .with_group_protocol(protocol)
             .with_assignors(vec![assignor])
             .with_auto_commit(AutoCommit::Disabled)
             .with_auto_offset_reset(OffsetReset::Earliest)
@@ -1024,8 +1026,8 @@ fn check_group_log(
 ) {
     let mut events = events.to_vec();
     events.sort_by_key(|e| e.t);
-    if assignor == "cooperative-sticky" {
-        // Cooperative rebalancing: a member gives up only the partitions that move. Every
+    if assignor == "cooperative-sticky" || assignor == "consumer" {
+        // Cooperative rebalancing (and the consumer protocol's incremental one): a member gives up only the partitions that move. Every
         // revoke but a member's last (on leaving) keeps some of its partitions.
         let members: BTreeSet<&str> = events.iter().map(|e| e.member.as_str()).collect();
         let mut partial = 0;
@@ -1206,6 +1208,12 @@ fn check_group_log(
 /// callbacks: every record consumed, no partition owned by two members at once, each new owner
 /// starts at the committed offset, which is the previous owner's position.
 async fn mixed_group(assignor_name: &str, assignor: Arc<dyn Assignor>) {
+    // "consumer": every member speaks KIP-848's consumer protocol (the coordinator assigns).
+    let protocol = if assignor_name == "consumer" {
+        GroupProtocol::Consumer
+    } else {
+        GroupProtocol::Classic
+    };
     let partitions = 6;
     let client = client().await;
     let topic = unique(&format!("jint-group-{assignor_name}"));
@@ -1251,7 +1259,15 @@ async fn mixed_group(assignor_name: &str, assignor: Arc<dyn Assignor>) {
         l.owned("J1") == all && l.consumed_since_assignment("J1") > 0
     })
     .await;
-    let r1 = RekafkaMember::start(&client, "R1", &topic, &group, assignor.clone(), log.clone());
+    let r1 = RekafkaMember::start(
+        &client,
+        "R1",
+        &topic,
+        &group,
+        assignor.clone(),
+        protocol,
+        log.clone(),
+    );
     wait_for("J1 and R1 sharing the partitions and reading", &log, |l| {
         let (j, r) = (l.owned("J1"), l.owned("R1"));
         !j.is_empty()
@@ -1281,7 +1297,15 @@ async fn mixed_group(assignor_name: &str, assignor: Arc<dyn Assignor>) {
         l.owned("J2") == all && l.consumed_since_assignment("J2") > 0
     })
     .await;
-    let r2 = RekafkaMember::start(&client, "R2", &topic, &group, assignor, log.clone());
+    let r2 = RekafkaMember::start(
+        &client,
+        "R2",
+        &topic,
+        &group,
+        assignor,
+        protocol,
+        log.clone(),
+    );
     wait_for("J2 and R2 sharing the partitions and reading", &log, |l| {
         let (j, r) = (l.owned("J2"), l.owned("R2"));
         !j.is_empty()
@@ -1342,6 +1366,13 @@ async fn mixed_group_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_group_cooperative_sticky() {
     mixed_group("cooperative-sticky", Arc::new(CooperativeStickyAssignor)).await;
+}
+
+/// The same mixed group over KIP-848's consumer protocol (`group.protocol=consumer`): the
+/// coordinator assigns, Java's and rekafka's members reconcile incrementally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_group_consumer_protocol() {
+    mixed_group("consumer", Arc::new(CooperativeStickyAssignor)).await;
 }
 
 // The group checks themselves, on made-up logs: they must reject what they claim to.

@@ -13,7 +13,8 @@ use crate::outln;
 pub enum Groups {
     /// List the groups
     List,
-    /// Describe groups: state, protocol, coordinator, members and their assignments
+    /// Describe groups of either protocol (classic, or KIP-848's consumer protocol with member
+    /// epochs): state, protocol, coordinator, members and their assignments
     Describe {
         /// The groups
         #[arg(required = true)]
@@ -70,9 +71,20 @@ fn describe(global: &Global, groups: Vec<String>) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let described = client.admin().describe_groups(&groups).await;
+        // Groups of KIP-848's consumer protocol are described by ConsumerGroupDescribe (a
+        // broker without it answers UNSUPPORTED_VERSION: only classic groups then).
+        let consumer_groups = client
+            .admin()
+            .describe_consumer_groups(&groups)
+            .await
+            .unwrap_or_default();
         client.close().await;
         let mut failures = Vec::new();
-        for (name, d) in groups.iter().zip(described?) {
+        for (i, (name, d)) in groups.iter().zip(described?).enumerate() {
+            if let Some(Ok(c)) = consumer_groups.get(i) {
+                print_consumer_group(c)?;
+                continue;
+            }
             let d = match d {
                 Ok(d) => d,
                 Err(e) => {
@@ -132,6 +144,74 @@ fn describe(global: &Global, groups: Vec<String>) -> CliResult {
         }
         report_failures(failures)
     })
+}
+
+/// A consumer-protocol group: epochs, assignor, and per member its epoch, subscription and
+/// assignment (the target assignment too while it differs).
+fn print_consumer_group(d: &rekafka::admin::ConsumerGroupDescription) -> CliResult {
+    let list = |tps: &[TopicPartition]| {
+        if tps.is_empty() {
+            "-".to_owned()
+        } else {
+            tps.iter()
+                .map(TopicPartition::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    outln!(
+        "Group: {}  State: {}  Type: consumer  Protocol: consumer (KIP-848)  Assignor: {}  \
+         Epoch: {}  Assignment epoch: {}  Coordinator: {}  Members: {}",
+        d.group_id,
+        d.state,
+        if d.assignor.is_empty() {
+            "-"
+        } else {
+            &d.assignor
+        },
+        d.group_epoch,
+        d.assignment_epoch,
+        d.coordinator,
+        d.members.len()
+    );
+    let rows: Vec<Vec<String>> = d
+        .members
+        .iter()
+        .map(|m| {
+            let mut assignment = list(&m.assignment);
+            if m.target_assignment != m.assignment {
+                assignment.push_str(&format!(" (target {})", list(&m.target_assignment)));
+            }
+            let subscription = match &m.subscribed_topic_regex {
+                Some(r) => format!("/{r}/"),
+                None => m.subscribed_topics.join(","),
+            };
+            vec![
+                m.member_id.clone(),
+                m.group_instance_id.clone().unwrap_or_else(|| "-".into()),
+                m.member_epoch.to_string(),
+                m.client_id.clone(),
+                m.client_host.clone(),
+                subscription,
+                assignment,
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        print_table(
+            &[
+                "MEMBER",
+                "INSTANCE",
+                "EPOCH",
+                "CLIENT",
+                "HOST",
+                "SUBSCRIPTION",
+                "ASSIGNMENT",
+            ],
+            &rows,
+        )?;
+    }
+    Ok(())
 }
 
 fn offsets(global: &Global, group: String) -> CliResult {

@@ -15,9 +15,10 @@ use crate::protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use crate::protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetFetchResponse,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetFetchResponse,
 };
 
 /// The state of a consumer group, as the coordinator names it.
@@ -119,6 +120,55 @@ pub struct GroupDescription {
     pub protocol: String,
     /// The members.
     pub members: Vec<MemberDescription>,
+    /// The coordinator's node id.
+    pub coordinator: i32,
+}
+
+/// A member of a consumer-protocol group (KIP-848) as
+/// [`Admin::describe_consumer_groups`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerGroupMember {
+    /// The member id.
+    pub member_id: String,
+    /// The static member id (`group.instance.id`), if any.
+    pub group_instance_id: Option<String>,
+    /// The member's epoch.
+    pub member_epoch: i32,
+    /// The member's client id.
+    pub client_id: String,
+    /// The member's host, as the coordinator saw it.
+    pub client_host: String,
+    /// The topics the member subscribed to by name.
+    pub subscribed_topics: Vec<String>,
+    /// The member's broker-side topic regex, if it subscribed by one.
+    pub subscribed_topic_regex: Option<String>,
+    /// The partitions the member owns now.
+    pub assignment: Vec<TopicPartition>,
+    /// The partitions the coordinator means the member to own (differs from `assignment`
+    /// while a reconciliation is under way).
+    pub target_assignment: Vec<TopicPartition>,
+    /// Whether the member speaks the classic protocol (a classic member of a consumer-protocol
+    /// group, ConsumerGroupDescribe v1+), if the coordinator said.
+    pub classic: Option<bool>,
+}
+
+/// A consumer-protocol group (KIP-848) as [`Admin::describe_consumer_groups`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerGroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// The state (`Empty`, `Assigning`, `Reconciling`, `Stable`, `Dead`).
+    pub state: GroupState,
+    /// The group epoch.
+    pub group_epoch: i32,
+    /// The epoch of the group's target assignment.
+    pub assignment_epoch: i32,
+    /// The broker-side assignor in use.
+    pub assignor: String,
+    /// The members.
+    pub members: Vec<ConsumerGroupMember>,
     /// The coordinator's node id.
     pub coordinator: i32,
 }
@@ -294,6 +344,73 @@ impl Admin {
                                     })
                                     .collect(),
                             }),
+                        },
+                    };
+                    out.push((i, r));
+                }
+                out
+            }))
+            .await;
+            out.extend(answers.into_iter().flatten());
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Describes consumer-protocol groups (KIP-848, ConsumerGroupDescribe): state, epochs,
+    /// assignor, members with their epochs, subscriptions and current and target assignments,
+    /// each asked of its coordinator. One result per group, in input order; a group of the
+    /// classic protocol is an error (`GROUP_ID_NOT_FOUND`: describe it with
+    /// [`describe_groups`](Self::describe_groups)).
+    pub async fn describe_consumer_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+    ) -> Result<Vec<Result<ConsumerGroupDescription>>> {
+        self.per_item(groups.len(), |pending| async move {
+            let mut out = Vec::with_capacity(pending.len());
+            let by = self.by_coordinator(groups, &pending, &mut out).await;
+            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
+                let mut out = Vec::new();
+                let sent = self
+                    .send::<ConsumerGroupDescribeRequest, _>(&coordinator, |_| {
+                        Ok(ConsumerGroupDescribeRequest::default().with_group_ids(
+                            items
+                                .iter()
+                                .map(|&i| group_id(groups[i].as_ref()))
+                                .collect(),
+                        ))
+                    })
+                    .await;
+                let resp: ConsumerGroupDescribeResponse = match sent {
+                    Ok(r) => r,
+                    Err(e) => {
+                        for &i in &items {
+                            self.after_coordinator_error(groups[i].as_ref(), &e);
+                            out.push((i, Err(e.clone())));
+                        }
+                        return out;
+                    }
+                };
+                for i in items {
+                    let name = groups[i].as_ref();
+                    let r = match resp.groups.iter().find(|g| g.group_id.0.as_str() == name) {
+                        None => Err(missing(
+                            ApiKey::ConsumerGroupDescribe,
+                            &format!("group {name}"),
+                        )),
+                        Some(g) => match code_error(
+                            g.error_code,
+                            g.error_message.as_ref(),
+                            ApiKey::ConsumerGroupDescribe,
+                        ) {
+                            Some(e) => {
+                                let e = e.on_broker(coordinator.broker_id());
+                                self.after_coordinator_error(name, &e);
+                                Err(e)
+                            }
+                            None => {
+                                Ok(consumer_group_description(name, g, coordinator.broker_id()))
+                            }
                         },
                     };
                     out.push((i, r));
@@ -637,6 +754,63 @@ fn offset_fetch_results(
             .map(|tp| {
                 let r = found.remove(tp).unwrap_or(Ok(None));
                 (tp.clone(), r)
+            })
+            .collect(),
+    }
+}
+
+fn consumer_group_description(
+    name: &str,
+    g: &crate::protocol::messages::consumer_group_describe_response::DescribedGroup,
+    coordinator: i32,
+) -> ConsumerGroupDescription {
+    use crate::protocol::messages::consumer_group_describe_response::Assignment;
+    let partitions = |a: &Assignment| {
+        let mut v: Vec<TopicPartition> = a
+            .topic_partitions
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(t.topic_name.0.as_str(), *p))
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        v
+    };
+    ConsumerGroupDescription {
+        group_id: name.to_owned(),
+        state: GroupState::parse(&g.group_state),
+        group_epoch: g.group_epoch,
+        assignment_epoch: g.assignment_epoch,
+        assignor: g.assignor_name.to_string(),
+        coordinator,
+        members: g
+            .members
+            .iter()
+            .map(|m| ConsumerGroupMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
+                member_epoch: m.member_epoch,
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                subscribed_topics: m
+                    .subscribed_topic_names
+                    .iter()
+                    .map(|t| t.0.to_string())
+                    .collect(),
+                subscribed_topic_regex: m
+                    .subscribed_topic_regex
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty()),
+                assignment: partitions(&m.assignment),
+                target_assignment: partitions(&m.target_assignment),
+                classic: match m.member_type {
+                    0 => Some(true),
+                    1 => Some(false),
+                    _ => None,
+                },
             })
             .collect(),
     }

@@ -43,8 +43,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use groups::{
-    CommittedOffset, GroupDescription, GroupListing, GroupState, MemberDescription,
-    decode_consumer_assignment,
+    CommittedOffset, ConsumerGroupDescription, ConsumerGroupMember, GroupDescription, GroupListing,
+    GroupState, MemberDescription, decode_consumer_assignment,
 };
 pub use offsets::{IsolationLevel, ListedOffset, OffsetSpec};
 pub use topics::{

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::group::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
+use crate::group::{
+    Assignor, CooperativeStickyAssignor, GroupProtocol, RangeAssignor, RoundRobinAssignor,
+};
 use crate::{Error, Result};
 
 /// Where to start when a partition has no committed offset or its position is out of range
@@ -113,6 +115,17 @@ pub struct ConsumerConfig {
     /// `default.api.timeout.ms`: how long commits, committed-offset and offset lookups retry.
     /// Default: 60 s.
     pub api_timeout: Duration,
+    /// `group.protocol`: the classic group protocol or KIP-848's consumer protocol. With
+    /// [`GroupProtocol::Consumer`] the coordinator assigns partitions (see
+    /// [`group_remote_assignor`](Self::group_remote_assignor)) and sets the heartbeat interval
+    /// and session timeout (its `group.consumer.*` settings), so `partition.assignment.strategy`,
+    /// `heartbeat.interval.ms` (until the coordinator's first answer) and `session.timeout.ms`
+    /// do not apply. Default: [`GroupProtocol::Classic`].
+    pub group_protocol: GroupProtocol,
+    /// `group.remote.assignor`: the broker-side assignor asked for with the consumer protocol
+    /// (`uniform` or `range` on Apache Kafka). Default: none (the coordinator's default,
+    /// `uniform`).
+    pub group_remote_assignor: Option<String>,
     /// `check.crcs`: verify batch CRCs. Always on in this client (the codec verifies every
     /// batch); the key is accepted for compatibility. Default: true.
     pub check_crcs: bool,
@@ -139,6 +152,8 @@ impl Default for ConsumerConfig {
             retry_backoff: Duration::from_millis(100),
             api_timeout: Duration::from_secs(60),
             check_crcs: true,
+            group_protocol: GroupProtocol::Classic,
+            group_remote_assignor: None,
         }
     }
 }
@@ -189,11 +204,25 @@ impl ConsumerConfig {
         "retry.backoff.ms",
         "default.api.timeout.ms",
         "check.crcs",
+        "group.protocol",
+        "group.remote.assignor",
     ];
 
     /// Sets [`group_id`](Self::group_id).
     pub fn with_group_id(mut self, group_id: impl Into<String>) -> Self {
         self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Sets [`group_protocol`](Self::group_protocol).
+    pub fn with_group_protocol(mut self, protocol: GroupProtocol) -> Self {
+        self.group_protocol = protocol;
+        self
+    }
+
+    /// Sets [`group_remote_assignor`](Self::group_remote_assignor).
+    pub fn with_group_remote_assignor(mut self, assignor: impl Into<String>) -> Self {
+        self.group_remote_assignor = Some(assignor.into());
         self
     }
 
@@ -352,6 +381,10 @@ impl ConsumerConfig {
             "retry.backoff.ms" => self.retry_backoff = millis(key, value)?,
             "default.api.timeout.ms" => self.api_timeout = millis(key, value)?,
             "check.crcs" => self.check_crcs = parse(key, value)?,
+            "group.protocol" => self.group_protocol = value.parse()?,
+            "group.remote.assignor" => {
+                self.group_remote_assignor = Some(value.trim().to_owned()).filter(|v| !v.is_empty())
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -417,7 +450,7 @@ mod tests {
         for k in ConsumerConfig::PROPERTY_NAMES {
             assert!(
                 c.apply_property(k, "bogus").is_err()
-                    || ["group.id", "group.instance.id"].contains(k),
+                    || ["group.id", "group.instance.id", "group.remote.assignor"].contains(k),
                 "{k}"
             );
         }

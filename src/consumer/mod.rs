@@ -44,7 +44,7 @@ pub use record::{
     StringDeserializer,
 };
 
-pub use crate::group::{OffsetAndMetadata, TopicPartition};
+pub use crate::group::{GroupProtocol, OffsetAndMetadata, TopicPartition};
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -108,7 +108,9 @@ pub trait RebalanceListener: Send + Sync {
 #[derive(Debug, Clone)]
 enum Subscription {
     Topics(Vec<String>),
-    Pattern(regex::Regex),
+    /// The anchored regex (matched here with the classic protocol) and the pattern as given
+    /// (sent to the coordinator with the consumer protocol).
+    Pattern(regex::Regex, String),
 }
 
 struct GroupState {
@@ -164,11 +166,17 @@ impl Consumer {
                 gc.assignors = config.assignors.clone();
                 gc.retry_backoff = config.retry_backoff;
                 gc.api_timeout = config.api_timeout;
+                gc.protocol = config.group_protocol;
+                gc.remote_assignor = config.group_remote_assignor.clone();
                 Some(GroupMember::new(cluster.clone(), gc)?)
             }
             None => None,
         };
-        let protocol = config.assignors[0].protocol();
+        // The consumer protocol is incremental: only partitions that move are revoked.
+        let protocol = match config.group_protocol {
+            GroupProtocol::Consumer => RebalanceProtocol::Cooperative,
+            _ => config.assignors[0].protocol(),
+        };
         let client_id = cluster.config().connection.client_id.clone();
         let shared = Arc::new(Shared {
             cluster,
@@ -304,10 +312,14 @@ impl Consumer {
 
     /// Subscribes to every topic whose name matches `pattern` (anchored at both ends, like
     /// Java's), re-evaluated on every metadata refresh.
+    ///
+    /// With `group.protocol=consumer` the pattern is sent to the coordinator (KIP-848's
+    /// `SubscribedTopicRegex`, RE2/J syntax), which matches it against the cluster's topics
+    /// itself and picks up topics created later.
     pub fn subscribe_pattern(&self, pattern: &str) -> Result<()> {
         let re = regex::Regex::new(&format!("^(?:{pattern})$"))
             .map_err(|e| Error::config(format!("invalid topic pattern {pattern:?}: {e}")))?;
-        self.set_subscription(Subscription::Pattern(re))
+        self.set_subscription(Subscription::Pattern(re, pattern.to_owned()))
     }
 
     fn set_subscription(&self, sub: Subscription) -> Result<()> {
@@ -726,9 +738,18 @@ impl Consumer {
                 }
             }
         }
+        let kip848 = member.config().protocol == GroupProtocol::Consumer;
+        if kip848 {
+            member.set_topic_regex(match &sub {
+                Subscription::Pattern(_, raw) => Some(raw.clone()),
+                Subscription::Topics(_) => None,
+            });
+        }
         let topics = match &sub {
             Subscription::Topics(t) => t.clone(),
-            Subscription::Pattern(re) => {
+            // The coordinator resolves the regex.
+            Subscription::Pattern(..) if kip848 => Vec::new(),
+            Subscription::Pattern(re, _) => {
                 // The metadata cache holds only the topics asked for; list them all at the
                 // metadata refresh interval so that new matching topics are picked up.
                 let max_age = self.shared.cluster.config().metadata_max_age;
@@ -793,6 +814,7 @@ impl Consumer {
             self.remove_partitions(&owned);
         }
         let owned_now = self.assignment();
+        let first_join = member.generation() < 0;
         let outcome = member.join(&topics, &owned_now).await?;
         {
             let mut g = lock(&self.group);
@@ -803,13 +825,18 @@ impl Consumer {
         let old: BTreeSet<TopicPartition> = owned_now.iter().cloned().collect();
         let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
         let added: Vec<TopicPartition> = new.difference(&old).cloned().collect();
+        if kip848 && !first_join && revoked.is_empty() && added.is_empty() {
+            // The consumer protocol reconciles only changes: nothing moved, no callbacks.
+            member.assignment_applied(&owned_now);
+            return Ok(());
+        }
         if !revoked.is_empty() {
             self.auto_commit_sync(&revoked).await;
             if let Some(l) = &listener {
                 l.on_revoked(self, &revoked).await;
             }
             self.remove_partitions(&revoked);
-            if outcome.protocol == RebalanceProtocol::Cooperative {
+            if outcome.protocol == RebalanceProtocol::Cooperative && !kip848 {
                 // Second phase: the revoked partitions can now go to their new owners.
                 member.request_rejoin();
             }
@@ -826,6 +853,8 @@ impl Consumer {
         if let Some(l) = &listener {
             l.on_assigned(self, &added).await;
         }
+        // The consumer protocol's acknowledgement: revoked partitions are released only now.
+        member.assignment_applied(&self.assignment());
         Ok(())
     }
 

@@ -19,9 +19,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
 
-use super::TopicPartition;
 use super::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
+use super::consumer_protocol::{self, Kip848State};
 use super::protocol::{Assignment, Subscription};
+use super::{GroupProtocol, TopicPartition};
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
 use crate::connection::{Backoff, BrokerConnection};
 use crate::{Error, ErrorKind, KafkaCode, Result};
@@ -52,6 +53,11 @@ pub struct GroupConfig {
     /// Whether a static member sends LeaveGroup on close (Java never does, so that a restart
     /// within the session timeout causes no rebalance). Default: false.
     pub static_leave_on_close: bool,
+    /// The membership protocol (`group.protocol`). Default: [`GroupProtocol::Classic`].
+    pub protocol: GroupProtocol,
+    /// The broker-side assignor asked for with the consumer protocol
+    /// (`group.remote.assignor`: `uniform`, `range`). Default: none (the broker's default).
+    pub remote_assignor: Option<String>,
 }
 
 impl GroupConfig {
@@ -70,6 +76,8 @@ impl GroupConfig {
             retry_backoff: Duration::from_millis(100),
             api_timeout: Duration::from_secs(60),
             static_leave_on_close: false,
+            protocol: GroupProtocol::Classic,
+            remote_assignor: None,
         }
     }
 }
@@ -128,10 +136,13 @@ pub struct JoinOutcome {
 }
 
 #[derive(Debug)]
-struct MemberState {
-    member_id: String,
-    generation: i32,
-    stable: bool,
+pub(super) struct MemberState {
+    pub(super) member_id: String,
+    /// The generation (classic) or the member epoch (consumer protocol); -1 when not a member.
+    pub(super) generation: i32,
+    pub(super) stable: bool,
+    /// The consumer protocol's state (unused with the classic protocol).
+    pub(super) kip848: Kip848State,
 }
 
 /// A member of a consumer group (classic protocol).
@@ -141,34 +152,38 @@ struct MemberState {
 /// group.
 #[derive(Debug)]
 pub struct GroupMember {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     /// Whether dropping this handle stops the heartbeat task (false for the task's own handle).
-    owner: bool,
+    pub(super) owner: bool,
 }
 
 #[derive(Debug)]
-struct Inner {
-    cluster: Cluster,
-    config: GroupConfig,
-    state: Mutex<MemberState>,
+pub(super) struct Inner {
+    pub(super) cluster: Cluster,
+    pub(super) config: GroupConfig,
+    pub(super) state: Mutex<MemberState>,
     coordinator: tokio::sync::Mutex<Option<BrokerConnection>>,
-    rejoin_needed: AtomicBool,
-    lost: AtomicBool,
-    events: Notify,
-    last_poll: Mutex<Instant>,
-    closed: AtomicBool,
-    shutdown: watch::Sender<bool>,
+    pub(super) rejoin_needed: AtomicBool,
+    pub(super) lost: AtomicBool,
+    pub(super) events: Notify,
+    pub(super) last_poll: Mutex<Instant>,
+    pub(super) closed: AtomicBool,
+    pub(super) shutdown: watch::Sender<bool>,
+    /// Wakes the consumer protocol's heartbeat task for an immediate heartbeat.
+    pub(super) heartbeat_now: Notify,
+    /// One consumer-protocol heartbeat at a time (the task's, a join's, a leave's).
+    pub(super) heartbeat_lock: tokio::sync::Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn code_error(code: i16, api: ApiKey) -> Option<Error> {
+pub(super) fn code_error(code: i16, api: ApiKey) -> Option<Error> {
     KafkaCode::from_i16(code).map(|c| Error::broker(c).api(api))
 }
 
-fn is_coordinator_error(e: &Error) -> bool {
+pub(super) fn is_coordinator_error(e: &Error) -> bool {
     matches!(
         e.kafka_code(),
         Some(KafkaCode::NotCoordinator | KafkaCode::CoordinatorNotAvailable)
@@ -178,7 +193,7 @@ fn is_coordinator_error(e: &Error) -> bool {
     )
 }
 
-fn str_bytes(s: &str) -> StrBytes {
+pub(super) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
 }
 
@@ -199,6 +214,14 @@ impl GroupMember {
                 "partition.assignment.strategy must name at least one assignor",
             ));
         }
+        if config.protocol == GroupProtocol::Consumer
+            && config
+                .remote_assignor
+                .as_deref()
+                .is_some_and(|a| a.trim().is_empty())
+        {
+            return Err(Error::config("group.remote.assignor must not be empty"));
+        }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a GroupMember must be created inside a tokio runtime"))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -209,6 +232,7 @@ impl GroupMember {
                 member_id: String::new(),
                 generation: -1,
                 stable: false,
+                kip848: Kip848State::new(),
             }),
             coordinator: tokio::sync::Mutex::new(None),
             rejoin_needed: AtomicBool::new(true),
@@ -217,9 +241,16 @@ impl GroupMember {
             last_poll: Mutex::new(Instant::now()),
             closed: AtomicBool::new(false),
             shutdown,
+            heartbeat_now: Notify::new(),
+            heartbeat_lock: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&inner);
-        runtime.spawn(heartbeat_loop(weak, shutdown_rx));
+        match inner.config.protocol {
+            GroupProtocol::Consumer => {
+                runtime.spawn(consumer_protocol::heartbeat_loop(weak, shutdown_rx))
+            }
+            _ => runtime.spawn(heartbeat_loop(weak, shutdown_rx)),
+        };
         Ok(GroupMember { inner, owner: true })
     }
 
@@ -270,7 +301,15 @@ impl GroupMember {
     /// assignor if this member is elected leader; returns this member's assignment. Retries
     /// rebalances, coordinator moves and unknown member ids until it succeeds or meets an
     /// error retrying cannot fix.
+    ///
+    /// With the consumer protocol ([`GroupProtocol::Consumer`]) this sends the subscription
+    /// (joining with member epoch 0 when not a member) and returns the latest assignment the
+    /// coordinator sent; the caller revokes what is no longer assigned, then reports what it
+    /// owns with [`assignment_applied`](Self::assignment_applied).
     pub async fn join(&self, topics: &[String], owned: &[TopicPartition]) -> Result<JoinOutcome> {
+        if self.inner.config.protocol == GroupProtocol::Consumer {
+            return self.join_consumer_protocol(topics).await;
+        }
         let inner = &self.inner;
         let mut backoff = Backoff::new(inner.config.retry_backoff, Duration::from_secs(1));
         inner.rejoin_needed.store(false, Ordering::Release);
@@ -314,7 +353,7 @@ impl GroupMember {
         }
     }
 
-    async fn coordinator(&self) -> Result<BrokerConnection> {
+    pub(super) async fn coordinator(&self) -> Result<BrokerConnection> {
         let inner = &self.inner;
         let mut g = inner.coordinator.lock().await;
         if let Some(c) = &*g {
@@ -334,7 +373,7 @@ impl GroupMember {
         Ok(conn)
     }
 
-    async fn coordinator_failed(&self) {
+    pub(super) async fn coordinator_failed(&self) {
         let inner = &self.inner;
         inner
             .cluster
@@ -348,7 +387,7 @@ impl GroupMember {
     }
 
     /// A request to the coordinator with the normal request timeout.
-    async fn send<R: kafka_protocol::protocol::Request>(
+    pub(super) async fn send<R: kafka_protocol::protocol::Request>(
         &self,
         request: R,
         build_version: impl FnOnce(i16) -> Result<(R, i16)>,
@@ -631,7 +670,11 @@ impl GroupMember {
             let retriable = is_coordinator_error(&err)
                 || matches!(
                     err.kafka_code(),
-                    Some(KafkaCode::UnstableOffsetCommit | KafkaCode::CoordinatorLoadInProgress)
+                    Some(
+                        KafkaCode::UnstableOffsetCommit
+                            | KafkaCode::CoordinatorLoadInProgress
+                            | KafkaCode::StaleMemberEpoch
+                    )
                 )
                 || recovery_for(&err) != Recovery::GiveUp;
             if !retriable || Instant::now() >= deadline {
@@ -651,6 +694,15 @@ impl GroupMember {
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, Option<OffsetAndMetadata>>> {
         let group = self.inner.config.group_id.clone();
+        // With the consumer protocol, the member id and epoch go along (OffsetFetch v9+), so
+        // that a fenced member does not read offsets as if it still owned the partitions.
+        let member_epoch = {
+            let st = lock(&self.inner.state);
+            (self.inner.config.protocol == GroupProtocol::Consumer
+                && st.stable
+                && st.generation >= 0)
+                .then(|| (st.member_id.clone(), st.generation))
+        };
         let mut by_topic: BTreeMap<Arc<str>, Vec<i32>> = BTreeMap::new();
         for tp in partitions {
             by_topic
@@ -662,9 +714,15 @@ impl GroupMember {
             .send(OffsetFetchRequest::default(), |v| {
                 let mut req = OffsetFetchRequest::default();
                 if v >= 8 {
+                    let mut g = OffsetFetchRequestGroup::default();
+                    if v >= 9
+                        && let Some((id, epoch)) = &member_epoch
+                    {
+                        g.member_id = Some(str_bytes(id));
+                        g.member_epoch = *epoch;
+                    }
                     req.groups = vec![
-                        OffsetFetchRequestGroup::default()
-                            .with_group_id(GroupId(str_bytes(&group)))
+                        g.with_group_id(GroupId(str_bytes(&group)))
                             .with_topics(Some(
                                 by_topic
                                     .iter()
@@ -757,7 +815,13 @@ impl GroupMember {
 
     /// Leaves the group (LeaveGroup), forgetting the generation. A static member leaves only if
     /// [`static_leave_on_close`](GroupConfig::static_leave_on_close) is set or `force` is.
+    ///
+    /// With the consumer protocol, a heartbeat with member epoch -1 (or -2 for a static member,
+    /// which keeps its assignment for the session timeout, unless `static_leave_on_close`).
     pub async fn leave(&self, force: bool) -> Result<()> {
+        if self.inner.config.protocol == GroupProtocol::Consumer {
+            return self.leave_consumer_protocol().await;
+        }
         let cfg = &self.inner.config;
         let (member_id, was_member) = {
             let mut st = lock(&self.inner.state);
@@ -836,7 +900,7 @@ impl GroupMember {
         }
     }
 
-    fn mark_lost(&self, reset_member_id: bool, reason: &str) {
+    pub(super) fn mark_lost(&self, reset_member_id: bool, reason: &str) {
         tracing::warn!(group = %self.inner.config.group_id, member = %self.member_id(), reason, "group membership lost");
         {
             let mut st = lock(&self.inner.state);
@@ -845,6 +909,7 @@ impl GroupMember {
             if reset_member_id {
                 st.member_id.clear();
             }
+            st.kip848.forget_assignment();
         }
         self.inner.lost.store(true, Ordering::Release);
         self.inner.rejoin_needed.store(true, Ordering::Release);
@@ -877,11 +942,32 @@ async fn commit_with(
     for o in offsets {
         by_topic.entry(o.0.topic.clone()).or_default().push(o);
     }
+    let kip848 = cfg.protocol == GroupProtocol::Consumer;
+    let mut generation = generation;
+    let mut member_id = member_id.to_owned();
     loop {
+        if kip848 && generation >= 0 {
+            // The member epoch moves with every new assignment: each attempt sends the latest
+            // (a STALE_MEMBER_EPOCH answer is retried with it, as Java does).
+            let st = lock(&member.inner.state);
+            if st.stable && st.generation >= 0 {
+                generation = st.generation;
+                member_id = st.member_id.clone();
+            }
+        }
+        let member_id = member_id.as_str();
         let group = cfg.group_id.clone();
         let instance = cfg.group_instance_id.clone();
         let result = member
             .send(OffsetCommitRequest::default(), |v| {
+                if kip848 && generation >= 0 && v < 9 {
+                    return Err(Error::new(ErrorKind::UnsupportedVersion {
+                        api: ApiKey::OffsetCommit,
+                    })
+                    .message(
+                        "the consumer group protocol needs OffsetCommit v9+ (member epochs)",
+                    ));
+                }
                 let mut req = OffsetCommitRequest::default()
                     .with_group_id(GroupId(str_bytes(&group)))
                     .with_generation_id_or_member_epoch(generation)
@@ -936,7 +1022,8 @@ async fn commit_with(
             Some(
                 KafkaCode::IllegalGeneration
                 | KafkaCode::UnknownMemberId
-                | KafkaCode::FencedInstanceId,
+                | KafkaCode::FencedInstanceId
+                | KafkaCode::FencedMemberEpoch,
             ) => {
                 // Only if the member is still in the generation the commit was sent for: a
                 // commit that raced with a completed rejoin says nothing about the new one.
@@ -946,7 +1033,7 @@ async fn commit_with(
                 };
                 if current {
                     member.mark_lost(
-                        err.kafka_code() == Some(KafkaCode::UnknownMemberId),
+                        !kip848 && err.kafka_code() == Some(KafkaCode::UnknownMemberId),
                         "offset commit refused",
                     );
                 }
@@ -968,9 +1055,15 @@ async fn commit_with(
                 err.kafka_code(),
                 Some(KafkaCode::CoordinatorLoadInProgress | KafkaCode::RequestTimedOut)
             )
+            || (kip848 && err.kafka_code() == Some(KafkaCode::StaleMemberEpoch))
             || err.is_retriable();
         if !retriable || Instant::now() >= deadline {
             return Err(err);
+        }
+        if err.kafka_code() == Some(KafkaCode::StaleMemberEpoch) {
+            // The epoch this commit carried is older than the coordinator's: wait for the
+            // heartbeat that brings the new one.
+            member.inner.heartbeat_now.notify_one();
         }
         if is_coordinator_error(&err) {
             member.coordinator_failed().await;

@@ -10,6 +10,7 @@
 //! group on [`close`](GroupMember::close).
 
 mod assignor;
+mod consumer_protocol;
 mod member;
 pub mod protocol;
 
@@ -21,6 +22,39 @@ pub use member::{GroupConfig, GroupMember, JoinOutcome, OffsetAndMetadata};
 
 use std::fmt;
 use std::sync::Arc;
+
+/// The group membership protocol (`group.protocol`).
+///
+/// ```
+/// use rekafka::group::GroupProtocol;
+/// assert_eq!(GroupProtocol::default(), GroupProtocol::Classic);
+/// assert_eq!("consumer".parse::<GroupProtocol>().unwrap(), GroupProtocol::Consumer);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GroupProtocol {
+    /// The classic protocol: JoinGroup/SyncGroup/Heartbeat, client-side assignors (the
+    /// default, as in Java).
+    #[default]
+    Classic,
+    /// The consumer protocol of KIP-848 (Kafka 4.0+): ConsumerGroupHeartbeat with member
+    /// epochs, broker-side assignors (`group.remote.assignor`), incremental reconciliation.
+    Consumer,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<GroupProtocol> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            _ => Err(crate::Error::config(format!(
+                "group.protocol: {s:?} is not classic or consumer"
+            ))),
+        }
+    }
+}
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

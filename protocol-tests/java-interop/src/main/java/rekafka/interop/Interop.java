@@ -52,9 +52,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *       --timeout-ms M}: reads every partition from the beginning until N records came and every
  *       position reached the end offset (the last stable offset with read_committed) looked up
  *       then; prints each record, then {@code {"end_offsets":{..}}}.
- *   <li>{@code group-member --topic T --group G --assignor range|cooperative-sticky}: a classic
- *       group member committing what it consumed after each poll and when partitions are
- *       revoked; prints events with a wall-clock time in microseconds ({@code t}): {@code
+ *   <li>{@code group-member --topic T --group G --assignor range|cooperative-sticky|consumer}: a
+ *       classic group member (or, with {@code consumer}, a KIP-848 consumer-protocol member)
+ *       committing what it consumed after each poll and when partitions are revoked; prints events with a wall-clock time in microseconds ({@code t}): {@code
  *       assigned}, {@code revoked}, {@code lost} (partitions), {@code record} (p, o), {@code
  *       commit} (p, o = the committed next offset), {@code commit_failed}; stops on a {@code
  *       stop} line or end of stdin, leaves the group and prints {@code closed}.
@@ -350,18 +350,28 @@ public final class Interop {
 
   private static void groupMember(Map<String, String> args) throws Exception {
     String topic = need(args, "topic");
-    String assignor =
-        switch (need(args, "assignor")) {
-          case "range" -> "org.apache.kafka.clients.consumer.RangeAssignor";
-          case "cooperative-sticky" -> "org.apache.kafka.clients.consumer.CooperativeStickyAssignor";
-          default -> throw new IllegalArgumentException("assignor: range or cooperative-sticky");
-        };
+    String name = need(args, "assignor");
     Properties p = consumerProps(args);
     p.put(ConsumerConfig.GROUP_ID_CONFIG, need(args, "group"));
-    p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
-    p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignor);
-    p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000");
-    p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
+    if (name.equals("consumer")) {
+      // KIP-848: the coordinator assigns (its default assignor) and sets the heartbeat
+      // interval and session timeout.
+      p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+    } else {
+      String assignor =
+          switch (name) {
+            case "range" -> "org.apache.kafka.clients.consumer.RangeAssignor";
+            case "cooperative-sticky" ->
+                "org.apache.kafka.clients.consumer.CooperativeStickyAssignor";
+            default ->
+                throw new IllegalArgumentException(
+                    "assignor: range, cooperative-sticky or consumer (the KIP-848 protocol)");
+          };
+      p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+      p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignor);
+      p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000");
+      p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
+    }
     p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "50");
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, args.getOrDefault("client-id", "java-member"));
     AtomicBoolean stop = new AtomicBoolean();
