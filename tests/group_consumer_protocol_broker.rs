@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bootstrap, unique};
-use rekafka::ClientConfig;
 use rekafka::admin::{Admin, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
@@ -34,7 +33,7 @@ async fn cluster() -> Cluster {
 }
 
 async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let r = admin
         .create_topics(&[NewTopic::new(name, partitions)])
         .await
@@ -724,7 +723,7 @@ async fn admin_describes_a_consumer_protocol_group_with_epochs_and_assignments()
         c.assignment().len() == 3
     })
     .await;
-    let admin = Admin::new(cluster.clone(), ClientConfig::default());
+    let admin = Admin::new(cluster.clone());
     let described = admin
         .describe_consumer_groups(&[group.as_str()])
         .await

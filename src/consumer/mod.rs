@@ -805,6 +805,7 @@ impl Consumer {
         protocol: RebalanceProtocol,
         listener: Option<Arc<dyn RebalanceListener>>,
     ) -> Result<()> {
+        let kip848 = member.config().protocol == GroupProtocol::Consumer;
         let owned = self.assignment();
         if protocol == RebalanceProtocol::Eager && !owned.is_empty() {
             self.auto_commit_sync(&owned).await;
