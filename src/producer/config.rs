@@ -158,11 +158,14 @@ pub struct ProducerConfig {
     /// Default: 16384. A record larger than this gets a batch of its own.
     ///
     /// As in Java, a batch that reaches `batch_size` is ready to send at once (without waiting
-    /// for `linger`). Unlike Java, while the partition cannot send it now (its leader has
-    /// `max_in_flight` requests out, or the partition's earlier batch is still waiting for its
-    /// first acknowledgement) a full batch keeps taking records, up to
-    /// [`backlog_batch_size`](Self::backlog_batch_size): under a backlog the producer sends
-    /// fewer, larger batches instead of queueing many `batch_size` ones behind each other.
+    /// for `linger`). Unlike Java, while the partition has a backlog (a produce request to its
+    /// leader is still in flight, or the partition has batches waiting) its open batch keeps
+    /// taking records, past `batch_size` up to [`backlog_batch_size`](Self::backlog_batch_size),
+    /// and leaves with the next request: under load the producer sends fewer, larger batches
+    /// instead of queueing many `batch_size` ones behind each other (Kafka serves one request
+    /// per connection at a time, so those would only wait at the broker). With
+    /// `backlog_batch_size <= batch_size` batches are Java's and up to `max_in_flight`
+    /// requests per broker are pipelined.
     pub batch_size: usize,
     /// How large a batch may grow past [`batch_size`](Self::batch_size) while its partition
     /// has a backlog (no Java equivalent; librdkafka's `batch.size` plays this role). Capped by
