@@ -31,7 +31,7 @@ fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
 /// An empty buffer with room for at least `capacity` bytes: a pooled one that fits (the
 /// smallest with at most 4× the room asked for), else a new one.
 pub(crate) fn take(capacity: usize) -> Vec<u8> {
-    if capacity >= MIN_CAPACITY / 4 && capacity <= MAX_CAPACITY {
+    if (MIN_CAPACITY / 4..=MAX_CAPACITY).contains(&capacity) {
         let mut pool = pool();
         let best = pool
             .iter()
