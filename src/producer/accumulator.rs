@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use crate::hash::FastMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -169,6 +169,10 @@ pub(crate) struct PartitionInner {
 pub(crate) struct PartitionQueue {
     pub(crate) partition: i32,
     pub(crate) inner: Mutex<PartitionInner>,
+    /// Set by the sender while it could not send a new batch of this partition now (its
+    /// leader or the partition has `max.in.flight` requests out, an earlier batch waits): the
+    /// open batch may then grow past `batch.size` up to `backlog_batch_size`.
+    pub(crate) backlog: AtomicBool,
 }
 
 /// One topic's partitions and partitioner state.
@@ -178,6 +182,8 @@ pub(crate) struct TopicQueues {
     pub(crate) partitions: Vec<Arc<PartitionQueue>>,
     /// The sticky partition of keyless records (KIP-480).
     pub(crate) sticky: AtomicU32,
+    /// Bytes sent to the sticky partition since it was chosen (KIP-794).
+    pub(crate) sticky_bytes: AtomicUsize,
     /// The round-robin counter.
     pub(crate) next: AtomicU32,
 }
@@ -224,6 +230,7 @@ impl Accumulator {
             partitions.push(Arc::new(PartitionQueue {
                 partition: p as i32,
                 inner: Mutex::new(PartitionInner::default()),
+                backlog: AtomicBool::new(false),
             }));
         }
         let sticky = old
@@ -234,6 +241,10 @@ impl Accumulator {
             name: name.clone(),
             partitions,
             sticky: AtomicU32::new(sticky),
+            sticky_bytes: AtomicUsize::new(
+                old.as_ref()
+                    .map_or(0, |t| t.sticky_bytes.load(Ordering::Relaxed)),
+            ),
             next: AtomicU32::new(old.as_ref().map_or(0, |t| t.next.load(Ordering::Relaxed))),
         });
         topics.insert(name, t.clone());

@@ -13,6 +13,10 @@ use crate::protocol::record::Compression;
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 /// Default [`ProducerConfig::batch_size`]: 16384 bytes (Kafka's `batch.size`).
 pub const DEFAULT_BATCH_SIZE: usize = 16384;
+/// Default [`ProducerConfig::backlog_batch_size`]: 1 MiB (the broker's default
+/// `message.max.bytes` is 1 MiB + 12; librdkafka's `batch.size` is 1 000 000, franz-go's
+/// `ProducerBatchMaxBytes` 1 000 012).
+pub const DEFAULT_BACKLOG_BATCH_SIZE: usize = 1024 * 1024;
 /// Default [`ProducerConfig::buffer_memory`]: 32 MiB (Kafka's `buffer.memory`).
 pub const DEFAULT_BUFFER_MEMORY: usize = 32 * 1024 * 1024;
 /// Default [`ProducerConfig::max_block`]: 60 s (Kafka's `max.block.ms`).
@@ -152,7 +156,25 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// The size in bytes at which a partition's batch is sealed and sent (`batch.size`).
     /// Default: 16384. A record larger than this gets a batch of its own.
+    ///
+    /// As in Java, a batch that reaches `batch_size` is ready to send at once (without waiting
+    /// for `linger`). Unlike Java, while the partition has a backlog (a produce request to its
+    /// leader is still in flight, or the partition has batches waiting) its open batch keeps
+    /// taking records, past `batch_size` up to [`backlog_batch_size`](Self::backlog_batch_size),
+    /// and leaves with the next request: under load the producer sends fewer, larger batches
+    /// instead of queueing many `batch_size` ones behind each other (Kafka serves one request
+    /// per connection at a time, so those would only wait at the broker). With
+    /// `backlog_batch_size <= batch_size` batches are Java's and up to `max_in_flight`
+    /// requests per broker are pipelined.
     pub batch_size: usize,
+    /// How large a batch may grow past [`batch_size`](Self::batch_size) while its partition
+    /// has a backlog (no Java equivalent; librdkafka's `batch.size` plays this role). Capped by
+    /// `max_request_size`; a value at or below `batch_size` gives Java's behaviour (batches
+    /// never exceed `batch_size` unless one record does). Default: 1 MiB
+    /// ([`DEFAULT_BACKLOG_BATCH_SIZE`]). Keep it at or below the topic's `max.message.bytes`
+    /// (broker default 1 MiB + 12): the producer does not split a batch the broker refuses as
+    /// too large.
+    pub backlog_batch_size: usize,
     /// The memory in bytes for records waiting to be sent or acknowledged (`buffer.memory`);
     /// `send` waits for room up to `max_block`. Default: 32 MiB. Accounting is by batch
     /// buffer: a batch starts with 16 KiB (or `batch_size` if smaller) and is charged again
@@ -204,6 +226,7 @@ impl Default for ProducerConfig {
             retries: i32::MAX as u32,
             linger: DEFAULT_LINGER,
             batch_size: DEFAULT_BATCH_SIZE,
+            backlog_batch_size: DEFAULT_BACKLOG_BATCH_SIZE,
             buffer_memory: DEFAULT_BUFFER_MEMORY,
             max_block: DEFAULT_MAX_BLOCK,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -238,7 +261,9 @@ fn parse_usize(key: &str, value: &str) -> Result<usize> {
 }
 
 impl ProducerConfig {
-    /// The Java property names [`apply_property`](Self::apply_property) knows.
+    /// The Java property names [`apply_property`](Self::apply_property) knows, and
+    /// `rekafka.backlog.batch.size` ([`backlog_batch_size`](Self::backlog_batch_size), no Java
+    /// equivalent).
     pub const PROPERTY_NAMES: &'static [&'static str] = &[
         "acks",
         "enable.idempotence",
@@ -246,6 +271,7 @@ impl ProducerConfig {
         "retries",
         "linger.ms",
         "batch.size",
+        "rekafka.backlog.batch.size",
         "buffer.memory",
         "max.block.ms",
         "request.timeout.ms",
@@ -291,6 +317,7 @@ impl ProducerConfig {
             }
             "linger.ms" => self.linger = parse_ms(key, value)?,
             "batch.size" => self.batch_size = parse_usize(key, value)?,
+            "rekafka.backlog.batch.size" => self.backlog_batch_size = parse_usize(key, value)?,
             "buffer.memory" => self.buffer_memory = parse_usize(key, value)?,
             "max.block.ms" => self.max_block = parse_ms(key, value)?,
             "request.timeout.ms" => self.request_timeout = parse_ms(key, value)?,
@@ -367,6 +394,12 @@ impl ProducerConfig {
     /// Sets [`batch_size`](Self::batch_size).
     pub fn with_batch_size(mut self, bytes: usize) -> Self {
         self.batch_size = bytes;
+        self
+    }
+    /// Sets [`backlog_batch_size`](Self::backlog_batch_size) (at or below `batch_size`: never
+    /// grow a batch past `batch_size`, as Java).
+    pub fn with_backlog_batch_size(mut self, bytes: usize) -> Self {
+        self.backlog_batch_size = bytes;
         self
     }
     /// Sets [`buffer_memory`](Self::buffer_memory).

@@ -73,10 +73,11 @@ use tracing::Instrument;
 pub use accumulator::DeliveryFuture;
 pub use circuit::{CircuitBreakerConfig, CircuitState};
 pub use config::{
-    Acks, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_MEMORY, DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER,
-    DEFAULT_MAX_BLOCK, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_SIZE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TRANSACTION_TIMEOUT, Idempotence,
-    Partitioning, ProducerConfig,
+    Acks, DEFAULT_BACKLOG_BATCH_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_BUFFER_MEMORY,
+    DEFAULT_DELIVERY_TIMEOUT, DEFAULT_LINGER, DEFAULT_MAX_BLOCK, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_REQUEST_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TRANSACTION_TIMEOUT, Idempotence, Partitioning,
+    ProducerConfig,
 };
 pub use metrics::ProducerMetrics;
 pub use partitioner::{Partitioner, murmur2, murmur2_partition};
@@ -216,6 +217,14 @@ fn grow_charge(sh: &Shared, open: &mut OpenBatch, needed: usize) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// The size a batch may grow to while its partition has a backlog: `backlog_batch_size`, but
+/// never more than a request may carry.
+pub(crate) fn backlog_limit(config: &ProducerConfig) -> usize {
+    config
+        .backlog_batch_size
+        .min(config.max_request_size.saturating_sub(REQUEST_OVERHEAD))
 }
 
 /// An upper bound of a record's encoded size: every varint at its longest.
@@ -410,7 +419,13 @@ impl Producer {
                 if let Some(open) = inner.open.as_mut() {
                     let size = open.builder.record_size(timestamp, key, value, headers);
                     let len = open.builder.estimated_size();
-                    if len + size <= open.limit && grow_charge(sh, open, len + size) {
+                    // Past `batch.size` only while the sender cannot send this partition now.
+                    let limit = if queue.backlog.load(Ordering::Acquire) {
+                        open.limit.max(backlog_limit(&sh.config))
+                    } else {
+                        open.limit
+                    };
+                    if len + size <= limit && grow_charge(sh, open, len + size) {
                         let index = open
                             .builder
                             .append(timestamp, key, value, headers)
@@ -419,6 +434,9 @@ impl Producer {
                         drop(inner);
                         if let Some(p) = reserved {
                             sh.memory.add_permits(p as usize);
+                        }
+                        if sticky {
+                            self.sticky_appended(&topic, partition, size);
                         }
                         return Ok(fut);
                     }
@@ -433,8 +451,28 @@ impl Producer {
                 }
                 if let Some(permits) = reserved.take() {
                     let limit = sh.config.batch_size.max(record_max + BATCH_HEADER_LEN);
-                    // The buffer's capacity is exactly what was reserved (see `initial_charge`).
-                    let builder = BatchBuilder::with_capacity(permits as usize - BATCH_HEADER_LEN)
+                    // `buffer.memory` is charged by buffer capacity: a pooled buffer larger
+                    // than the reservation is charged the difference, or not taken.
+                    let mut permits = permits;
+                    let mut builder =
+                        BatchBuilder::with_capacity(permits as usize - BATCH_HEADER_LEN);
+                    let extra = builder.capacity().saturating_sub(permits as usize);
+                    if extra > 0 {
+                        match u32::try_from(extra).ok().and_then(|extra| {
+                            sh.memory.try_acquire_many(extra).ok().map(|p| (p, extra))
+                        }) {
+                            Some((p, extra)) => {
+                                p.forget();
+                                permits += extra;
+                            }
+                            None => {
+                                builder = BatchBuilder::with_exact_capacity(
+                                    permits as usize - BATCH_HEADER_LEN,
+                                );
+                            }
+                        }
+                    }
+                    let builder = builder
                         .with_compression(sh.config.compression)
                         .with_compression_level(sh.config.compression_level);
                     let shared = Arc::new(BatchShared::new(topic.name.clone(), partition as i32));
@@ -472,6 +510,7 @@ impl Producer {
                     }
                     if sticky {
                         self.on_new_batch(&topic, partition);
+                        self.sticky_appended(&topic, partition, record_max);
                     }
                     return Ok(fut);
                 }
@@ -542,20 +581,33 @@ impl Producer {
         }
     }
 
+    /// A new batch was started on the sticky partition: a custom partitioner is told (KIP-480);
+    /// the default one moves on by bytes instead ([`sticky_appended`](Self::sticky_appended)).
     fn on_new_batch(&self, topic: &TopicQueues, partition: u32) {
-        let count = topic.count();
-        match &self.shared().config.partitioning {
-            Partitioning::Default => {
-                let next = partitioner::next_sticky(partition, count);
-                let _ = topic.sticky.compare_exchange(
-                    partition,
-                    next,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+        if let Partitioning::Custom(p) = &self.shared().config.partitioning {
+            p.on_new_batch(&topic.name, partition, topic.count());
+        }
+    }
+
+    /// The default partitioner's keyless records stay on one partition until `batch.size`
+    /// bytes went to it, then move to the next (KIP-794, the Java client's behaviour since
+    /// 3.3): a batch that grows past `batch.size` under a backlog does not hold every keyless
+    /// record on one partition (and one broker).
+    fn sticky_appended(&self, topic: &TopicQueues, partition: u32, bytes: usize) {
+        if !matches!(self.shared().config.partitioning, Partitioning::Default) {
+            return;
+        }
+        let batch_size = self.shared().config.batch_size;
+        let before = topic.sticky_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before < batch_size && before + bytes >= batch_size {
+            let next = partitioner::next_sticky(partition, topic.count());
+            if topic
+                .sticky
+                .compare_exchange(partition, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                topic.sticky_bytes.store(0, Ordering::Relaxed);
             }
-            Partitioning::Custom(p) => p.on_new_batch(&topic.name, partition, count),
-            Partitioning::RoundRobin => {}
         }
     }
 

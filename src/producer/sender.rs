@@ -228,7 +228,58 @@ impl Sender {
         if self.all_brokers_busy() {
             self.sh.sender_wants_sealed.store(false, Ordering::Release);
         }
+        self.publish_backlog(Instant::now());
         next
+    }
+
+    /// Whether a new batch of `tp` would have to wait now: the partition has queued batches,
+    /// or requests out (on it or on its leader: one with batch growth on, `max.in.flight`
+    /// with it off), or it is retrying or waiting
+    /// for its first acknowledgement (idempotence) with a batch in flight. A response (or a
+    /// retry timer) ends every one of these, and the sender then looks again.
+    fn is_backlogged(&self, tp: &Tp, now: Instant) -> bool {
+        let Some(part) = self.parts.get(tp) else {
+            return false;
+        };
+        let Some(leader) = part.leader else {
+            // Collected at once, so that the missing leader is asked for.
+            return false;
+        };
+        // With growth on, a request in flight is a backlog already: Kafka serves one request
+        // of a connection at a time (it mutes the channel until the response is sent), so a
+        // second request would only wait there; the records wait here instead and leave in
+        // one larger batch when the response comes (measured: BENCHMARKS.md, issue 21). With
+        // growth off (Java's batches), `max.in.flight` as in the Java client.
+        let max = if super::backlog_limit(&self.sh.config) > self.sh.config.batch_size {
+            1
+        } else {
+            self.sh.config.max_in_flight
+        };
+        !part.queue.is_empty()
+            || part.retry_at.is_some_and(|at| at > now)
+            || part.in_flight.len() >= max
+            || (!part.in_flight.is_empty()
+                && (part.retrying
+                    || self
+                        .idem
+                        .as_ref()
+                        .is_some_and(|idem| !idem.is_confirmed(tp))))
+            || self.broker_in_flight.get(&leader).copied().unwrap_or(0) >= max
+    }
+
+    /// Tells the `send` path which partitions have a backlog (their open batch may grow past
+    /// `batch.size`, see [`ProducerConfig::backlog_batch_size`](super::ProducerConfig)).
+    fn publish_backlog(&self, now: Instant) {
+        let grow = super::backlog_limit(&self.sh.config) > self.sh.config.batch_size;
+        for topic in self.sh.acc.topics() {
+            for pq in &topic.partitions {
+                let tp: Tp = (topic.name.clone(), pq.partition);
+                let backlog = grow && self.is_backlogged(&tp, now);
+                if pq.backlog.load(Ordering::Relaxed) != backlog {
+                    pq.backlog.store(backlog, Ordering::Release);
+                }
+            }
+        }
     }
 
     /// Whether requests are in flight and every partition's leader already has
@@ -244,10 +295,16 @@ impl Sender {
         })
     }
 
-    /// Moves sealed batches, and open batches older than `linger` (or all when flushing),
-    /// from the accumulator into the sender's queues.
+    /// Moves sealed batches, and open batches older than `linger` or at `batch.size` (or all
+    /// when flushing), from the accumulator into the sender's queues. An open batch of a
+    /// partition with a backlog ([`is_backlogged`](Self::is_backlogged)) stays open and keeps
+    /// filling until the partition can send (a response wakes the sender), as the Java
+    /// client's accumulator keeps appending to the last batch of a deque it cannot drain; a
+    /// batch held for `request.timeout` is taken in any case.
     fn collect(&mut self, now: Instant) -> Option<Instant> {
         let linger = self.sh.config.linger;
+        let batch_size = self.sh.config.batch_size;
+        let hold_max = self.sh.config.request_timeout;
         self.sh.sender_idle.store(true, Ordering::Release);
         let doom = self.sh.txn.as_ref().and_then(|l| l.doom());
         let all = self.sh.send_now.swap(false, Ordering::AcqRel)
@@ -265,10 +322,16 @@ impl Sender {
                 }
                 if let Some(open) = &inner.open {
                     let due = open.created + linger;
-                    if all || due <= now {
+                    let ready = due <= now || open.builder.estimated_size() >= batch_size;
+                    let take = all
+                        || (ready
+                            && (!self.is_backlogged(&tp, now) || open.created + hold_max <= now));
+                    if take {
                         if let Some(b) = inner.open.take() {
                             taken.push((tp, b));
                         }
+                    } else if ready {
+                        next = min_instant(next, open.created + hold_max);
                     } else {
                         next = min_instant(next, due);
                     }

@@ -67,9 +67,26 @@ impl BatchBuilder {
         BatchBuilder::with_capacity(0)
     }
 
-    /// Like [`new`](Self::new), reserving room for `bytes` bytes of records.
+    /// Like [`new`](Self::new), reserving room for `bytes` bytes of records. The buffer may
+    /// come from (and the built batch's memory goes back to) a small process-wide pool, so
+    /// that building batch after batch does not allocate afresh each time.
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
-        let mut buf = Vec::with_capacity(BATCH_HEADER_LEN + bytes);
+        BatchBuilder::with_buffer(super::pool::take(BATCH_HEADER_LEN + bytes))
+    }
+
+    /// Like [`with_capacity`](Self::with_capacity) with a buffer of exactly that capacity,
+    /// never a pooled one (the producer charges `buffer.memory` by capacity).
+    pub(crate) fn with_exact_capacity(bytes: usize) -> BatchBuilder {
+        BatchBuilder::with_buffer(Vec::with_capacity(BATCH_HEADER_LEN + bytes))
+    }
+
+    /// The capacity of the buffer (header included).
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn with_buffer(mut buf: Vec<u8>) -> BatchBuilder {
+        buf.clear();
         buf.resize(BATCH_HEADER_LEN, 0);
         BatchBuilder {
             buf,
@@ -241,9 +258,10 @@ impl BatchBuilder {
             Compression::None => self.buf,
             codec => {
                 let records = self.buf.get(BATCH_HEADER_LEN..).unwrap_or_default();
-                let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records.len() / 2 + 64);
+                let mut out = super::pool::take(BATCH_HEADER_LEN + records.len() / 2 + 64);
                 out.resize(BATCH_HEADER_LEN, 0);
                 compress_into(codec, self.level, records, &mut out)?;
+                super::pool::give(self.buf);
                 out
             }
         };
@@ -275,7 +293,7 @@ impl BatchBuilder {
         header[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&out[OFF_ATTRIBUTES..]);
         out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(Bytes::from(out))
+        Ok(super::pool::into_bytes(out))
     }
 }
 

@@ -138,17 +138,8 @@ pub(crate) fn compress_into(
                 out[len_pos..start].copy_from_slice(&n.to_be_bytes());
             }
         }
-        Compression::Lz4 => {
-            // Kafka (KIP-57) uses the standard LZ4 frame format with 64 KiB independent blocks.
-            let info = lz4_flex::frame::FrameInfo::new()
-                .block_size(lz4_flex::frame::BlockSize::Max64KB)
-                .block_mode(lz4_flex::frame::BlockMode::Independent);
-            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
-            enc.write_all(input)
-                .map_err(|e| Error::compression("lz4 compression failed").source(e))?;
-            enc.finish()
-                .map_err(|e| Error::compression("lz4 compression failed").source(e))?;
-        }
+        // Kafka (KIP-57) uses the standard LZ4 frame format with 64 KiB independent blocks.
+        Compression::Lz4 => super::lz4::compress(input, out)?,
         Compression::Zstd => zstd_compress(level, input, out)?,
     }
     Ok(())
@@ -191,7 +182,7 @@ fn read_bounded<R: Read>(reader: R, out: &mut Vec<u8>, limit: usize, what: &str)
 /// Decompresses `input` with `codec` into one buffer of at most `limit` bytes.
 pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Bytes> {
     // Guess the size from the input, but never reserve more than the limit allows.
-    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit).min(1 << 24));
+    let mut out = super::pool::take(input.len().saturating_mul(4).min(limit).min(1 << 24));
     match codec {
         Compression::None => {
             if input.len() > limit {
@@ -209,7 +200,7 @@ pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> Resu
         Compression::Lz4 => lz4_decompress(input, &mut out, limit)?,
         Compression::Zstd => zstd_decompress(input, &mut out, limit)?,
     }
-    Ok(Bytes::from(out))
+    Ok(super::pool::into_bytes(out))
 }
 
 /// The most a raw snappy block can expand: no element writes more than 64 bytes (a copy) for
@@ -265,22 +256,8 @@ fn snappy_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()
 }
 
 fn lz4_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {
-    // One frame per batch is usual; accept concatenated frames too.
-    let mut rest = input;
-    while !rest.is_empty() {
-        let mut cursor = rest;
-        read_bounded(
-            lz4_flex::frame::FrameDecoder::new(&mut cursor),
-            out,
-            limit,
-            "lz4",
-        )?;
-        if cursor.len() >= rest.len() {
-            return Err(Error::compression("lz4 decoder made no progress"));
-        }
-        rest = cursor;
-    }
-    Ok(())
+    // One frame per batch is usual; concatenated frames are accepted too.
+    super::lz4::decompress(input, out, limit)
 }
 
 fn zstd_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {

@@ -43,6 +43,8 @@ mod batch;
 mod builder;
 mod compression;
 mod control;
+mod lz4;
+mod pool;
 mod varint;
 
 pub use batch::{
