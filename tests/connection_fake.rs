@@ -750,49 +750,59 @@ async fn cancel_safety_dropped_futures_never_corrupt_the_stream() {
     let completed = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
     let mut rng = Rng::new(0x5eed);
-    let mut tasks = Vec::new();
-    for i in 0..3000u64 {
-        let conn = conn.clone();
-        let name = match rng.below(3) {
-            0 => format!("c{i}"),
-            n => format!("delay-{}-c{i}", n - 1),
-        };
-        let budget = Duration::from_micros(rng.below(150_000));
-        let use_select = rng.below(2) == 0;
-        let (completed, cancelled) = (completed.clone(), cancelled.clone());
-        tasks.push(tokio::spawn(async move {
-            let result = if use_select {
-                tokio::select! {
-                    r = conn.send(meta(&name)) => Some(r),
-                    _ = tokio::time::sleep(budget) => None,
-                }
-            } else {
-                tokio::time::timeout(budget, conn.send(meta(&name)))
-                    .await
-                    .ok()
+    // Rounds of 3000 requests, each with callers that give up after a random budget. A loaded
+    // machine answers fewer within the budgets, so a round that leaves too few completions (or
+    // cancellations) to mean anything is followed by one with budgets twice as long.
+    let (mut done, mut dropped) = (0, 0);
+    for round in 0..6u32 {
+        let max_budget = 150_000u64 << round;
+        let mut tasks = Vec::new();
+        for i in 0..3000u64 {
+            let conn = conn.clone();
+            let name = match rng.below(3) {
+                0 => format!("c{round}-{i}"),
+                n => format!("delay-{}-c{round}-{i}", n - 1),
             };
-            match result {
-                Some(r) => {
-                    let resp = r.unwrap();
-                    assert_eq!(name_of(&resp), name, "a response went to the wrong caller");
-                    completed.fetch_add(1, Ordering::SeqCst);
+            let budget = Duration::from_micros(rng.below(max_budget));
+            let use_select = rng.below(2) == 0;
+            let (completed, cancelled) = (completed.clone(), cancelled.clone());
+            tasks.push(tokio::spawn(async move {
+                let result = if use_select {
+                    tokio::select! {
+                        r = conn.send(meta(&name)) => Some(r),
+                        _ = tokio::time::sleep(budget) => None,
+                    }
+                } else {
+                    tokio::time::timeout(budget, conn.send(meta(&name)))
+                        .await
+                        .ok()
+                };
+                match result {
+                    Some(r) => {
+                        let resp = r.unwrap();
+                        assert_eq!(name_of(&resp), name, "a response went to the wrong caller");
+                        completed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    None => {
+                        cancelled.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
-                None => {
-                    cancelled.fetch_add(1, Ordering::SeqCst);
-                }
+            }));
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
             }
-        }));
-        if i % 100 == 0 {
-            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (done, dropped) = (
+            completed.load(Ordering::SeqCst),
+            cancelled.load(Ordering::SeqCst),
+        );
+        if dropped > 100 && done > 100 {
+            break;
         }
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (done, dropped) = (
-        completed.load(Ordering::SeqCst),
-        cancelled.load(Ordering::SeqCst),
-    );
     eprintln!("completed {done}, cancelled {dropped}");
     assert!(
         dropped > 100 && done > 100,
