@@ -639,11 +639,12 @@ async fn connection_failure_fails_every_in_flight_request_at_once() {
             assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
         }
         assert!(conn.is_closed());
-        // New requests fail at once.
+        // New requests fail at once: not after a connect (2 s) or request (5 s) timeout. The
+        // margin is for a loaded machine.
         let start = Instant::now();
         let e = conn.send(meta("later")).await.unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Disconnected);
-        assert!(start.elapsed() < Duration::from_millis(50));
+        assert!(start.elapsed() < Duration::from_secs(1));
         if trigger == "huge" {
             let cause = conn.error().unwrap().to_string();
             assert!(cause.contains("exceeds the maximum"), "{cause}");

@@ -628,8 +628,9 @@ async fn stop_during_long_back_off_returns_quickly() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = std::time::Instant::now();
     assert_eq!(handle.stop().await, StopReason::Normal);
+    // Without waiting for the 10 s back-off (the margin is for a loaded machine).
     assert!(
-        t.elapsed() < Duration::from_millis(200),
+        t.elapsed() < Duration::from_secs(2),
         "stop took {:?}",
         t.elapsed()
     );
