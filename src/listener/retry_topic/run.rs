@@ -381,5 +381,30 @@ async fn create_topics(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    // A consumer that joins its group before the new topics reach the metadata gets no
+    // partitions of them until its next metadata refresh: wait (bounded) until every new
+    // topic has its partitions with leaders.
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ready = cluster.refresh_topics(&names).await.is_ok();
+        for (t, name) in topics.iter().zip(&names) {
+            if !ready {
+                break;
+            }
+            ready = cluster.partitions(name).await.is_ok_and(|ps| {
+                !ps.is_empty()
+                    && ps.len() >= usize::try_from(t.partitions.unwrap_or(1)).unwrap_or(0)
+                    && ps.iter().all(|p| p.leader >= 0)
+            });
+        }
+        if ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(topics = ?names, "retry topics created, but not all have leaders yet");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
