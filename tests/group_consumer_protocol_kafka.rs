@@ -6,6 +6,9 @@
 //!
 //! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by default)
 //! paces every reassignment, so these tests take tens of seconds each.
+//!
+//! Named `*_kafka.rs`, not `*_broker.rs`: the test command runs every `*_broker.rs` suite again
+//! against the embedded mock cluster, which does not serve ConsumerGroupHeartbeat yet.
 
 mod common;
 
