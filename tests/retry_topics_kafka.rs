@@ -12,8 +12,11 @@
 //!   again at most within the stated at-least-once bound.
 //!
 //! ```text
-//! source target/kafka/env && cargo test --features mock --test retry_topics_broker
+//! source target/kafka/env && cargo test --features mock --test retry_topics_kafka
 //! ```
+//!
+//! Named `*_kafka.rs`, not `*_broker.rs` (whose suites also run against the embedded mock):
+//! the SIGKILL test's child process must reach the same broker as the parent.
 
 mod common;
 
