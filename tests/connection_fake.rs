@@ -449,8 +449,9 @@ async fn request_timeout_closes_the_connection_and_fails_the_others() {
     for i in 0..5 {
         let conn = conn.clone();
         others.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let r = conn.send(meta(&format!("delay-3000-o{i}"))).await;
-            (r, Instant::now())
+            (r, sent, Instant::now())
         }));
     }
     let (r, stuck_at) = stuck.await.unwrap();
@@ -466,10 +467,20 @@ async fn request_timeout_closes_the_connection_and_fails_the_others() {
         "timed out after {waited:?}"
     );
     for t in others {
-        let (r, at) = t.await.unwrap();
+        let (r, sent, at) = t.await.unwrap();
         let e = r.unwrap_err();
-        // Failed with the connection, at the same moment, long before their own timeout.
-        assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
+        // Failed with the connection, at the same moment, long before their own timeout. (On a
+        // starved runtime the stuck caller's timer may be polled after the timer of one sent
+        // just behind it: then that one, and any other whose own request timeout had passed
+        // too, fails with `Timeout` instead; it is never lost or answered late.)
+        if at < sent + timeout {
+            assert_eq!(e.kind(), &ErrorKind::Disconnected, "{e}");
+        } else {
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Timeout),
+                "{e}"
+            );
+        }
         assert!(e.is_retriable());
         assert_eq!(e.context().broker, Some(7));
         assert!(

@@ -272,7 +272,7 @@ impl Table {
             timeout = ?self.request_timeout,
             "disconnecting: request timed out"
         );
-        self.fail(self.timeout_disconnect(entry.api, corr), false);
+        self.fail_at(self.timeout_disconnect(entry.api, corr), false, Some(now));
         true
     }
 
@@ -297,7 +297,7 @@ impl Table {
                 timeout = ?self.request_timeout,
                 "disconnecting: abandoned request timed out"
             );
-            self.fail(self.timeout_disconnect(api, corr), false);
+            self.fail_at(self.timeout_disconnect(api, corr), false, Some(now));
         }
     }
 
@@ -368,6 +368,15 @@ impl Table {
     /// Marks the connection dead with `error` and fails every request in flight with it.
     /// Keeps the first error unless `replace` (used by `close`, so later calls see `Closed`).
     fn fail(&self, error: Error, replace: bool) {
+        self.fail_at(error, replace, None);
+    }
+
+    /// As [`fail`](Self::fail); when the connection is closed because a request timed out
+    /// (`timed_out_at` is the moment), every other request that has itself been in flight for
+    /// the whole request timeout fails with [`ErrorKind::Timeout`] rather than
+    /// [`ErrorKind::Disconnected`]: its caller's own timer is due too, and which of the two fires
+    /// first is a matter of scheduling.
+    fn fail_at(&self, error: Error, replace: bool, timed_out_at: Option<Instant>) {
         let entries: Vec<Entry> = {
             let mut st = self.lock();
             if st.error.is_some() && !replace {
@@ -382,7 +391,21 @@ impl Table {
         }
         for entry in entries {
             if let Waiter::Caller(tx) = entry.waiter {
-                let _ = tx.send(Err(error.clone().api(entry.api)));
+                let own_timeout =
+                    timed_out_at.is_some_and(|now| now >= entry.sent + self.request_timeout);
+                let e = if own_timeout {
+                    Error::with_message(
+                        ErrorKind::Timeout,
+                        format!(
+                            "no response within the request timeout of {:?}",
+                            self.request_timeout
+                        ),
+                    )
+                    .on_broker(self.broker_id)
+                } else {
+                    error.clone()
+                };
+                let _ = tx.send(Err(e.api(entry.api)));
             }
         }
         self.dead.send_replace(true);
@@ -647,8 +670,9 @@ impl Connection {
     /// included), and [`ErrorKind::Disconnected`] if the connection is or becomes dead.
     ///
     /// A request that was sent and got no response within the request timeout closes the
-    /// connection (as Java's client does): its caller gets [`ErrorKind::Timeout`], every other
-    /// request in flight [`ErrorKind::Disconnected`], both retriable. A caller whose time ran out
+    /// connection (as Java's client does): its caller gets [`ErrorKind::Timeout`] (so does any
+    /// other request in flight as long), every other request in flight
+    /// [`ErrorKind::Disconnected`], both retriable. A caller whose time ran out
     /// while it waited for an in-flight slot only fails itself.
     pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
         let version = self

@@ -34,9 +34,9 @@
 //! without a response (measured from its hand-off to the writer, to within a tenth of the
 //! request timeout and at most 1 s) closes the connection, as Java's `NetworkClient` does ("Disconnecting
 //! from node due to request timeout"): its caller gets
-//! [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), every other request in flight fails at
-//! the same moment with [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) (both
-//! retriable), and [`BrokerConnection`] reconnects, with back-off, on the next request. The
+//! [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (so does any other request that has been
+//! in flight as long), every other request in flight fails at the same moment with
+//! [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) (both retriable), and [`BrokerConnection`] reconnects, with back-off, on the next request. The
 //! broker's backlog of abandoned requests is dropped with the socket instead of growing.
 //! A caller's own wait (slot included) is bounded by the request timeout too; if its time runs
 //! out while its request has been in flight for less (it waited for a slot), only that caller
