@@ -167,7 +167,7 @@ async fn share_group_admin_lifecycle() {
     assert_eq!(described.state, GroupState::Stable, "{described:?}");
     let m = &described.members[0];
     assert_eq!(m.member_id, member_id);
-    assert_eq!(m.subscribed_topics, [topic.clone()]);
+    assert_eq!(m.subscribed_topics, vec![topic.clone()]);
     assert_eq!(m.assignment, tps);
     assert!(m.member_epoch > 0, "{m:?}");
     assert!(described.coordinator >= 0);

@@ -475,9 +475,9 @@ impl Admin {
     /// coordinator, sends one request per coordinator (`build` gets the group ids), and takes
     /// each group's answer from the response with `parse(response, group, coordinator id)`
     /// (`None`: the response does not mention the group). A group's error is tagged with the
-    /// coordinator; a moved or unreachable coordinator is forgotten, and [`per_item`]
-    /// (Self::per_item) retries the groups that failed retriably. One result per group, in
-    /// input order.
+    /// coordinator; a moved or unreachable coordinator is forgotten, and
+    /// [`per_item`](Self::per_item) retries the groups that failed retriably. One result per
+    /// group, in input order.
     pub(super) async fn per_group<S, T, R, B, P>(
         &self,
         groups: &[S],
