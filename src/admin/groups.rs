@@ -1007,6 +1007,37 @@ mod tests {
     }
 
     #[test]
+    fn group_types_parse_as_kafka_names_them() {
+        for (s, t) in [
+            ("classic", GroupType::Classic),
+            ("Consumer", GroupType::Consumer),
+            ("SHARE", GroupType::Share),
+            ("streams", GroupType::Streams),
+        ] {
+            assert_eq!(GroupType::parse(s), t);
+            assert_eq!(GroupType::parse(t.as_str()), t);
+        }
+        assert_eq!(
+            GroupType::parse("queue"),
+            GroupType::Other("queue".to_owned())
+        );
+        assert_eq!(GroupType::Share.to_string(), "share");
+    }
+
+    #[test]
+    fn sorted_partitions_flattens_and_sorts() {
+        let got = sorted_partitions([("b", &[1, 0][..]), ("a", &[2][..])].into_iter());
+        assert_eq!(
+            got,
+            [
+                TopicPartition::new("a", 2),
+                TopicPartition::new("b", 0),
+                TopicPartition::new("b", 1)
+            ]
+        );
+    }
+
+    #[test]
     fn group_states() {
         assert_eq!(GroupState::parse("Stable"), GroupState::Stable);
         assert_eq!(GroupState::parse("Weird").to_string(), "Weird");
