@@ -254,7 +254,8 @@ async fn share_group_admin_lifecycle() {
         ]
     );
 
-    // A reset and a delete are refused while the member is active.
+    // A reset, deleting start offsets and deleting the group are refused while the member is
+    // active.
     member.heartbeat().await;
     let refused = admin
         .alter_share_group_offsets(&group, &[(tps[0].clone(), 0)])
@@ -263,6 +264,12 @@ async fn share_group_admin_lifecycle() {
         refused.as_ref().err().and_then(|e| e.kafka_code()),
         Some(KafkaCode::NonEmptyGroup),
         "{refused:?}"
+    );
+    let kept = admin.delete_share_group_offsets(&group, &[&topic]).await;
+    assert_eq!(
+        kept.as_ref().err().and_then(|e| e.kafka_code()),
+        Some(KafkaCode::NonEmptyGroup),
+        "{kept:?}"
     );
     let not_deleted = admin
         .delete_share_groups(&[&group])
