@@ -65,7 +65,7 @@ impl ConsumerRecord {
                         failure_detail(&error)
                     ),
                 )
-                .source(error),
+                .with_source(error),
                 is_key,
             },
         }
@@ -143,7 +143,7 @@ impl Deserializer for StringDeserializer {
             None => Ok(None),
             Some(b) => std::str::from_utf8(b)
                 .map(|s| Some(s.to_owned()))
-                .map_err(|e| Error::deserialization("not valid UTF-8").source(e)),
+                .map_err(|e| Error::deserialization("not valid UTF-8").with_source(e)),
         }
     }
 }
