@@ -395,6 +395,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             pause: pause_rx,
             tracker,
             backing_off: FastMap::default(),
+            held: FastMap::default(),
             halted: FastMap::default(),
             assignment: HashSet::new(),
             assignment_ids: std::collections::HashMap::new(),
