@@ -49,6 +49,8 @@ pub(super) struct Runner<C: ContainerConsumer> {
     /// Whether the `kafka_deliveryAttempt` header is added.
     pub(super) attempt_header: DeliveryAttemptHeader,
     pub(super) leh: Option<ListenerErrorFn<C::Record>>,
+    /// The batch listener's listener-level error handler.
+    pub(super) batch_leh: Option<BatchListenerErrorFn<C::Record>>,
     pub(super) check: Option<DeserializationCheck<C::Record>>,
     pub(super) ack_mode: AckMode,
     pub(super) poll_timeout: Duration,
@@ -135,7 +137,7 @@ pub(super) fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T>
 /// A handler panicked: the container stops with [`StopReason::Error`] (after committing the
 /// work finished before), and the record or batch is not acknowledged.
 #[derive(Debug)]
-pub(super) struct HandlerPanicked(String);
+pub(super) struct HandlerPanicked(pub(super) String);
 
 impl std::fmt::Display for HandlerPanicked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -284,3 +284,178 @@ async fn seek_after_error_false_recovers_when_the_retries_run_out() {
         seeks.lock().unwrap()
     );
 }
+
+/// A batch container over `topic` (one partition) whose batch handler notes every record it
+/// sees and fails (a plain error) the first `fail_times` batches that hold offset 2.
+fn batch_builder(
+    cluster: &Cluster,
+    group: &str,
+    topic: &str,
+    seen: &Seen,
+    fail_times: u32,
+) -> rekafka::listener::ContainerBuilder<Consumer> {
+    let failures = Arc::new(Mutex::new(0u32));
+    let seen = seen.clone();
+    ListenerContainer::builder(consumer(cluster, group, topic))
+        .batch_handler(move |records: Vec<ListenerConsumerRecord>| {
+            let (seen, failures) = (seen.clone(), failures.clone());
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .extend(records.iter().map(|r| (r.partition(), r.offset())));
+                if records.iter().any(|r| r.offset() == 2) {
+                    let mut f = failures.lock().unwrap();
+                    if *f < fail_times {
+                        *f += 1;
+                        return Err(Box::new(Poison) as HandlerError);
+                    }
+                }
+                Ok(())
+            }
+        })
+        .poll_timeout(Duration::from_millis(100))
+}
+
+/// Batches the batch listener-level error handler saw: (offsets, error text).
+type BatchesSeen = Arc<Mutex<Vec<(Vec<i64>, String)>>>;
+
+/// The batch listener-level error handler sees the whole batch and the error, and names the
+/// failed record (`BatchListenerFailed`): the container's error handler then commits the records
+/// before it, retries and recovers that record alone, and the rest follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_listener_error_handler_names_the_failed_record() {
+    let (topic, group) = ("batch-leh-names", "g-batch-leh-names");
+    let (mock, cluster) = setup(topic, 1, 5).await;
+    let seen: Seen = Arc::default();
+    let leh_seen: BatchesSeen = Arc::default();
+    let recovered: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let (l, rec) = (leh_seen.clone(), recovered.clone());
+    let handle = batch_builder(&cluster, group, topic, &seen, u32::MAX)
+        .batch_listener_error_handler(move |records: &[ListenerConsumerRecord], error, _seeks| {
+            l.lock().unwrap().push((
+                records.iter().map(|r| r.offset()).collect(),
+                error.to_string(),
+            ));
+            match records.iter().position(|r| r.offset() == 2) {
+                Some(i) => Err(Box::new(rekafka::listener::BatchListenerFailed::at_index(
+                    i, error,
+                ))),
+                None => Err(error),
+            }
+        })
+        .error_handler(
+            DefaultErrorHandler::new()
+                .back_off(FixedBackOff::new(Duration::from_millis(10), 1))
+                .recoverer(RecovererFn(
+                    move |r: ListenerConsumerRecord, _e: SharedError| {
+                        rec.lock().unwrap().push(r.offset());
+                        std::future::ready(Ok::<(), HandlerError>(()))
+                    },
+                )),
+        )
+        .start()
+        .expect("start");
+    wait_committed(&mock, group, topic, 1, 5).await;
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    let leh_seen = leh_seen.lock().unwrap().clone();
+    assert!(
+        !leh_seen.is_empty(),
+        "the batch listener-level handler was not called"
+    );
+    for (offsets, error) in &leh_seen {
+        assert!(
+            offsets.contains(&2),
+            "it saw a batch without the failed record: {offsets:?}"
+        );
+        assert_eq!(error, "poison record");
+    }
+    assert_eq!(
+        *recovered.lock().unwrap(),
+        vec![2],
+        "the named record is recovered"
+    );
+    let seen = seen.lock().unwrap().clone();
+    for o in [0, 1, 3, 4] {
+        assert!(seen.contains(&(0, o)), "offset {o} never handled: {seen:?}");
+    }
+}
+
+/// A batch listener-level error handler that returns `Ok` handles the failure: the batch is
+/// acknowledged as processed, nothing is redelivered and the container's error handler never
+/// sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_listener_error_handler_ok_acknowledges_the_batch() {
+    let (topic, group) = ("batch-leh-swallow", "g-batch-leh-swallow");
+    let (mock, cluster) = setup(topic, 1, 5).await;
+    let seen: Seen = Arc::default();
+    let leh_seen: BatchesSeen = Arc::default();
+    let recovered: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let (l, rec) = (leh_seen.clone(), recovered.clone());
+    let handle = batch_builder(&cluster, group, topic, &seen, u32::MAX)
+        .batch_listener_error_handler(move |records: &[ListenerConsumerRecord], error, _seeks| {
+            l.lock().unwrap().push((
+                records.iter().map(|r| r.offset()).collect(),
+                error.to_string(),
+            ));
+            Ok(())
+        })
+        .error_handler(DefaultErrorHandler::new().recoverer(RecovererFn(
+            move |r: ListenerConsumerRecord, _e: SharedError| {
+                rec.lock().unwrap().push(r.offset());
+                std::future::ready(Ok::<(), HandlerError>(()))
+            },
+        )))
+        .start()
+        .expect("start");
+    wait_committed(&mock, group, topic, 1, 5).await;
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    assert_eq!(leh_seen.lock().unwrap().len(), 1, "one failed batch");
+    assert!(
+        recovered.lock().unwrap().is_empty(),
+        "nothing reached the container's handler"
+    );
+    let offsets: Vec<i64> = seen.lock().unwrap().iter().map(|(_, o)| *o).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4], "each record handed once");
+}
+
+/// A consumer-aware batch listener-level error handler seeks the batch's partition back to the
+/// batch's first record and returns `Ok`: that partition's records are not acknowledged and come
+/// again from there (and succeed), so each of them is handled twice and all are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_listener_error_handler_seeks_the_batch_back() {
+    let (topic, group) = ("batch-leh-seek", "g-batch-leh-seek");
+    let (mock, cluster) = setup(topic, 1, 5).await;
+    let seen: Seen = Arc::default();
+    let leh_seen: BatchesSeen = Arc::default();
+    let l = leh_seen.clone();
+    let handle = batch_builder(&cluster, group, topic, &seen, 1)
+        .batch_listener_error_handler(move |records: &[ListenerConsumerRecord], error, seeks| {
+            l.lock().unwrap().push((
+                records.iter().map(|r| r.offset()).collect(),
+                error.to_string(),
+            ));
+            let first = records.iter().map(|r| r.offset()).min().unwrap_or(0);
+            seeks.seek(records[0].topic(), 0, first);
+            Ok(())
+        })
+        .start()
+        .expect("start");
+    wait_committed(&mock, group, topic, 1, 5).await;
+    assert_eq!(handle.stop().await, StopReason::Normal);
+    let leh_seen = leh_seen.lock().unwrap().clone();
+    assert_eq!(leh_seen.len(), 1, "one failed batch: {leh_seen:?}");
+    let offsets: Vec<i64> = seen.lock().unwrap().iter().map(|(_, o)| *o).collect();
+    for o in &leh_seen[0].0 {
+        assert_eq!(
+            offsets.iter().filter(|x| *x == o).count(),
+            2,
+            "offset {o} of the sought batch is handled twice: {offsets:?}"
+        );
+    }
+    for o in 0..5 {
+        assert!(
+            offsets.contains(&o),
+            "offset {o} never handled: {offsets:?}"
+        );
+    }
+}
