@@ -39,6 +39,8 @@ pub use event::{ConsumerEvent, EVENT_CAPACITY, FetchFailureKind, PartitionFailur
 pub use fetcher::StartOffset;
 #[doc(hidden)]
 pub use fetcher::visible_records;
+#[cfg(feature = "json")]
+pub use record::JsonDeserializer;
 pub use record::{
     BytesDeserializer, ConsumerRecord, ConsumerRecords, Deserialized, Deserializer,
     StringDeserializer,

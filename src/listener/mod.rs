@@ -36,6 +36,7 @@ pub mod republish;
 pub mod retry_topic;
 mod tracker;
 mod transactional;
+mod typed;
 
 pub use adapter::{ListenerConsumerRecord, deserialization_check};
 pub use backoff::{
@@ -75,6 +76,7 @@ pub use tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
 };
 pub use transactional::TransactionalDeadLetters;
+pub use typed::{TypedConsumer, TypedRecord};
 
 /// The delivery-attempt header Spring writes (`kafka_deliveryAttempt`): a 4-byte big-endian
 /// integer counting deliveries from 1.
