@@ -698,6 +698,15 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
             };
         }
     }
+    if let Some(seek) = s.sc["seek_after_error"].as_bool() {
+        eh = eh.seek_after_error(seek);
+    }
+    if let Some(ack) = s.sc["ack_after_handle"].as_bool() {
+        eh = eh.ack_after_handle(ack);
+    }
+    if let Some(commit) = s.sc["commit_recovered"].as_bool() {
+        eh = eh.commit_recovered(commit);
+    }
     if let Some(per) = s.sc["backoff_per_error"].as_object() {
         let map: HashMap<String, Arc<dyn BackOff>> =
             per.iter().map(|(k, v)| (k.clone(), back_off(v))).collect();

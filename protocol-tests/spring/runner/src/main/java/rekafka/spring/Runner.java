@@ -787,6 +787,15 @@ public final class Runner {
             else {
                 DefaultErrorHandler deh = new DefaultErrorHandler(recoverer(), bo);
                 classify(deh);
+                if (sc.has("seek_after_error")) {
+                    deh.setSeekAfterError(sc.get("seek_after_error").asBoolean());
+                }
+                if (sc.has("ack_after_handle")) {
+                    deh.setAckAfterHandle(sc.get("ack_after_handle").asBoolean());
+                }
+                if (sc.has("commit_recovered")) {
+                    deh.setCommitRecovered(sc.get("commit_recovered").asBoolean());
+                }
                 container.setCommonErrorHandler(deh);
             }
             return container;
