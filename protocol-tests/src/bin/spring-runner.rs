@@ -23,7 +23,8 @@ use rekafka::consumer::{
     StringDeserializer, TopicPartition,
 };
 use rekafka::listener::{
-    AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, DeadLetterPublisher,
+    AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, CommonErrorHandler,
+    DeadLetterPublisher, DelegatingErrorHandler,
     DefaultErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
     FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
     LoggingRecoverer, MissingDestination, Recoverer, Recovery, RepublishToTail, RetryListener,
@@ -342,6 +343,16 @@ impl Scenario {
             self.sc["ack_mode"].as_str(),
             Some("MANUAL") | Some("MANUAL_IMMEDIATE")
         )
+    }
+
+    /// The sleep of a `nack` of this delivery (scenario `nack`), if any.
+    fn nack_for(&self, value: Option<&str>, attempt: u32) -> Option<Duration> {
+        self.sc["nack"].as_array()?.iter().find_map(|n| {
+            let at = n["attempts"].as_array();
+            let matches = n["value"].as_str() == value
+                && at.is_none_or(|at| at.iter().any(|a| a.as_u64() == Some(u64::from(attempt))));
+            matches.then(|| Duration::from_millis(n["sleep_ms"].as_u64().unwrap_or(0)))
+        })
     }
 
     fn skip_ack(&self, value: Option<&str>) -> bool {
@@ -677,15 +688,15 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     } else {
         0
     };
-    let recoverer = LoggedRecoverer {
+    let recoverer: Arc<dyn Recoverer<ListenerConsumerRecord>> = Arc::new(LoggedRecoverer {
         s: s.clone(),
         inner,
         fail_first,
-    };
+    });
 
     let mut eh = DefaultErrorHandler::new()
         .back_off(SharedBackOff(back_off(&s.sc["backoff"])))
-        .recoverer(recoverer)
+        .recoverer_arc(recoverer.clone())
         .retry_listener(Listener(s.clone()));
     if let Some(nr) = s.sc["not_retryable"].as_array() {
         for n in nr {
@@ -716,6 +727,30 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
         });
     }
 
+    // Spring's `CommonDelegatingErrorHandler` (cause chain traversed): per error type, a
+    // `DefaultErrorHandler` of its own back-off with the same recoverer and retry listener.
+    let error_handler: Arc<dyn CommonErrorHandler<ListenerConsumerRecord>> =
+        match s.sc["delegates"].as_object() {
+            None => Arc::new(eh),
+            Some(delegates) => {
+                let mut d = DelegatingErrorHandler::new(eh);
+                for (error, spec) in delegates {
+                    let delegate = DefaultErrorHandler::new()
+                        .back_off(SharedBackOff(back_off(&spec["backoff"])))
+                        .recoverer_arc(recoverer.clone())
+                        .retry_listener(Listener(s.clone()));
+                    d = match error.as_str() {
+                        "Transient" => d.delegate::<Transient>(delegate),
+                        "Fatal" => d.delegate::<Fatal>(delegate),
+                        "Wrapper" => d.delegate::<Wrapper>(delegate),
+                        "Slow" => d.delegate::<Slow>(delegate),
+                        other => panic!("delegate for {other}"),
+                    };
+                }
+                Arc::new(d)
+            }
+        };
+
     let ack_mode = match s.sc["ack_mode"].as_str().unwrap_or("BATCH") {
         "RECORD" => AckMode::Record,
         "BATCH" => AckMode::Batch,
@@ -730,7 +765,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
 
     let out_topic = s.sc["output_topic"].as_str().map(|t| s.topic(t));
     let mut builder = ListenerContainer::builder(consumer)
-        .error_handler(eh)
+        .error_handler(error_handler)
         .deserialization_check(deserialization_check(
             StringDeserializer,
             StringDeserializer,
@@ -830,6 +865,10 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                     s.invoked(&r, attempt);
                     if let Some(f) = s.failure_for(r.value_str(), attempt) {
                         return Err(s.error(f, r.value_str().unwrap_or_default(), attempt));
+                    }
+                    if let Some(sleep) = s.nack_for(r.value_str(), attempt).filter(|_| s.manual()) {
+                        ack.nack(sleep);
+                        return Ok(());
                     }
                     if let Some(o) = out(&r) {
                         send(o).await?;

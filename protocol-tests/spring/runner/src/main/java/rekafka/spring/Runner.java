@@ -45,6 +45,7 @@ import org.springframework.kafka.core.KafkaTemplate;
 import org.springframework.kafka.listener.AcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchAcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchListenerFailedException;
+import org.springframework.kafka.listener.CommonDelegatingErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareListenerErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareRecordRecoverer;
 import org.springframework.kafka.listener.ConsumerRecordRecoverer;
@@ -332,6 +333,24 @@ public final class Runner {
         }
 
         /** The failure the record with this value has on this attempt, if any. */
+        /** The sleep of a `nack` of this delivery (scenario `nack`), or -1. */
+        long nackFor(String value, int attempt) {
+            for (JsonNode n : sc.path("nack")) {
+                if (!n.path("value").asText().equals(value)) {
+                    continue;
+                }
+                JsonNode at = n.path("attempts");
+                boolean matches = !at.isArray();
+                for (JsonNode a : at) {
+                    matches |= a.asInt() == attempt;
+                }
+                if (matches) {
+                    return n.path("sleep_ms").asLong(0);
+                }
+            }
+            return -1;
+        }
+
         JsonNode failureFor(String value, int attempt) {
             if (value == null) {
                 return null;
@@ -421,6 +440,11 @@ public final class Runner {
             JsonNode f = failureFor(r.value(), attempt);
             if (f != null) {
                 throw error(f, r.value(), attempt);
+            }
+            long nack = nackFor(r.value(), attempt);
+            if (ack != null && manual() && nack >= 0) {
+                ack.nack(Duration.ofMillis(nack));
+                return;
             }
             output(r);
             if (ack != null && manual() && !skipAck(r.value())) {
@@ -796,7 +820,23 @@ public final class Runner {
                 if (sc.has("commit_recovered")) {
                     deh.setCommitRecovered(sc.get("commit_recovered").asBoolean());
                 }
-                container.setCommonErrorHandler(deh);
+                JsonNode delegates = sc.path("delegates");
+                if (delegates.isObject()) {
+                    CommonDelegatingErrorHandler d = new CommonDelegatingErrorHandler(deh);
+                    d.setCauseChainTraversing(true);
+                    ConsumerRecordRecoverer rec = recoverer();
+                    delegates.fields().forEachRemaining(en -> {
+                        DefaultErrorHandler h = new DefaultErrorHandler(rec, backOff(en.getValue().path("backoff")));
+                        h.setRetryListeners(retryListener());
+                        @SuppressWarnings("unchecked")
+                        Class<? extends Throwable> type = (Class<? extends Throwable>) Errors.classOf(en.getKey());
+                        d.addDelegate(type, h);
+                    });
+                    container.setCommonErrorHandler(d);
+                }
+                else {
+                    container.setCommonErrorHandler(deh);
+                }
             }
             return container;
         }
