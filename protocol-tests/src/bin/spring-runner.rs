@@ -24,11 +24,10 @@ use rekafka::consumer::{
 };
 use rekafka::listener::{
     AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, CommonErrorHandler,
-    DeadLetterPublisher, DelegatingErrorHandler,
-    DefaultErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
-    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
-    LoggingRecoverer, MissingDestination, Recoverer, Recovery, RepublishToTail, RetryListener,
-    SharedError, TransactionalDeadLetters, deserialization_check,
+    DeadLetterPublisher, DefaultErrorHandler, DelegatingErrorHandler, DeserializationFailed,
+    Destination, DltNaming, ExponentialBackOff, FixedBackOff, HandlerError, ListenerConsumerRecord,
+    ListenerContainer, ListenerRecord, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
+    RepublishToTail, RetryListener, SharedError, TransactionalDeadLetters, deserialization_check,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
 use rekafka::transaction::TransactionalProducer;
@@ -855,6 +854,23 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                 }
             },
         );
+        if let Some(leh) = s.sc["batch_listener_error_handler"].as_str() {
+            let (s2, leh) = (s.clone(), leh.to_owned());
+            builder = builder.batch_listener_error_handler(move |records, e, _seeks| {
+                let mut ev = s2.ev("listener_error_handler_batch");
+                ev.insert("records".into(), coords(records));
+                ev.insert("error".into(), json!(kind(&*e)));
+                s2.event(ev);
+                let named = records
+                    .iter()
+                    .position(|r| r.value_str().is_some_and(|v| s2.failures.contains_key(v)));
+                match (leh.as_str(), named) {
+                    ("swallow", _) => Ok(()),
+                    ("name", Some(i)) => Err(Box::new(BatchListenerFailed::at_index(i, e))),
+                    _ => Err(e),
+                }
+            });
+        }
     } else {
         let (s2, send, out) = (s.clone(), sender.clone(), out_record.clone());
         builder = builder.record_handler_with_ack(

@@ -56,6 +56,7 @@ import org.springframework.kafka.listener.DefaultErrorHandler;
 import org.springframework.kafka.listener.FailedRecordProcessor;
 import org.springframework.kafka.listener.KafkaMessageListenerContainer;
 import org.springframework.kafka.listener.RetryListener;
+import org.springframework.kafka.listener.adapter.BatchMessagingMessageListenerAdapter;
 import org.springframework.kafka.listener.adapter.HandlerAdapter;
 import org.springframework.kafka.listener.adapter.RecordMessagingMessageListenerAdapter;
 import org.springframework.kafka.support.Acknowledgment;
@@ -452,7 +453,11 @@ public final class Runner {
             }
         }
 
+        /** The batch in hand on the consumer thread (for the batch listener-level error handler). */
+        final ThreadLocal<List<ConsumerRecord<String, String>>> currentBatch = new ThreadLocal<>();
+
         void onBatch(List<ConsumerRecord<String, String>> records, Acknowledgment ack) throws Exception {
+            currentBatch.set(records);
             ObjectNode b = ev("batch");
             b.put("size", records.size());
             event(b);
@@ -770,7 +775,11 @@ public final class Runner {
                 props.setBatchRecoverAfterRollback(true);
             }
             String leh = sc.path("listener_error_handler").asText("");
-            if (batch) {
+            String batchLeh = sc.path("batch_listener_error_handler").asText("");
+            if (batch && !batchLeh.isEmpty()) {
+                props.setMessageListener(batchAdapter(batchLeh));
+            }
+            else if (batch) {
                 props.setMessageListener((BatchAcknowledgingMessageListener<String, String>) (recs, a) -> {
                     try {
                         onBatch(recs, a);
@@ -874,6 +883,68 @@ public final class Runner {
             f.afterPropertiesSet();
             a.setHandlerMethod(new HandlerAdapter(f.createInvocableHandlerMethod(bean, m)));
             return a;
+        }
+
+        /**
+         * The batch listener adapter with a listener-level (consumer-aware) error handler:
+         * "name" names the batch's first record that has a failure in the scenario
+         * (BatchListenerFailedException at its index), "swallow" handles the failure, anything
+         * else rethrows.
+         */
+        Object batchAdapter(String kind) throws Exception {
+            Method m = BatchListenerBean.class.getMethod("listen", List.class);
+            BatchListenerBean bean = new BatchListenerBean(this);
+            ConsumerAwareListenerErrorHandler handler = (msg, ex, consumer) -> {
+                List<ConsumerRecord<String, String>> recs = currentBatch.get();
+                ObjectNode e = ev("listener_error_handler_batch");
+                ArrayNode a = JSON.createArrayNode();
+                int named = -1;
+                for (int i = 0; i < recs.size(); i++) {
+                    ConsumerRecord<String, String> r = recs.get(i);
+                    ArrayNode c = JSON.createArrayNode();
+                    c.add(r.partition());
+                    c.add(r.offset());
+                    a.add(c);
+                    if (named < 0 && r.value() != null && failures.get(r.value()) != null) {
+                        named = i;
+                    }
+                }
+                e.set("records", a);
+                e.put("error", kind(ex));
+                event(e);
+                switch (kind) {
+                    case "swallow":
+                        return null;
+                    case "name":
+                        if (named >= 0) {
+                            Throwable cause = ex.getCause() != null ? ex.getCause() : ex;
+                            throw new BatchListenerFailedException("named by the listener error handler",
+                                    cause, named);
+                        }
+                        throw ex;
+                    default:
+                        throw ex;
+                }
+            };
+            BatchMessagingMessageListenerAdapter<String, String> a =
+                    new BatchMessagingMessageListenerAdapter<>(bean, m, handler);
+            DefaultMessageHandlerMethodFactory f = new DefaultMessageHandlerMethodFactory();
+            f.afterPropertiesSet();
+            a.setHandlerMethod(new HandlerAdapter(f.createInvocableHandlerMethod(bean, m)));
+            return a;
+        }
+
+        /** The bean the batch adapter invokes. */
+        public static final class BatchListenerBean {
+            private final ScenarioRun run;
+
+            BatchListenerBean(ScenarioRun run) {
+                this.run = run;
+            }
+
+            public void listen(List<ConsumerRecord<String, String>> records) throws Exception {
+                run.onBatch(records, null);
+            }
         }
 
         /** The bean the adapter invokes. */
