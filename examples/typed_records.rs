@@ -32,6 +32,8 @@ struct Order {
 }
 
 type OrderRecord = TypedRecord<Option<String>, Option<Order>>;
+/// The orders billed: (customer key, order).
+type Billed = Arc<Mutex<Vec<(Option<String>, Order)>>>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +90,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         StringDeserializer,
         JsonDeserializer::<Order>::new(),
     );
-    let billed: Arc<Mutex<Vec<(Option<String>, Order)>>> = Arc::default();
+    let billed: Billed = Arc::default();
     let b = billed.clone();
     let dead_letters = client
         .dead_letter_publisher::<OrderRecord>()
