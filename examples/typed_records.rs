@@ -8,7 +8,7 @@
 //! It runs on rekafka's embedded mock cluster (in this process). Orders are produced as JSON
 //! with rekafka's `JsonSerializer`, plus two bad payloads (a value that is not JSON, and one
 //! whose key is not UTF-8 and whose value is not JSON either). The container reads them through
-//! a `TypedConsumer` (`StringDeserializer` keys, `JsonDeserializer<Order>` values; Spring's
+//! a `TypedConsumer` (`Client::typed_listener_container`: `StringDeserializer` keys, `JsonDeserializer<Order>` values; Spring's
 //! `ErrorHandlingDeserializer`): the good orders reach the handler typed, the bad records go to
 //! `orders-dlt` on their first failure, with both failures named when key and value fail.
 
@@ -19,7 +19,7 @@ use rekafka::Client;
 use rekafka::consumer::{
     JsonDeserializer, OffsetReset, StartOffset, StringDeserializer, TopicPartition,
 };
-use rekafka::listener::{DefaultErrorHandler, ListenerContainer, TypedConsumer, TypedRecord};
+use rekafka::listener::{DefaultErrorHandler, TypedRecord};
 use rekafka::mock::MockCluster;
 use rekafka::producer::{JsonSerializer, Record};
 
@@ -79,17 +79,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     producer.close().await;
 
-    let consumer = client.consumer_with(|c| {
-        c.group_id = Some("billing".into());
-        c.auto_offset_reset = OffsetReset::Earliest;
-        c.fetch_max_wait = Duration::from_millis(50);
-    })?;
-    consumer.subscribe([TOPIC])?;
-    let typed = TypedConsumer::new(
-        consumer,
-        StringDeserializer,
-        JsonDeserializer::<Order>::new(),
-    );
     let billed: Billed = Arc::default();
     let b = billed.clone();
     let dead_letters = client
@@ -97,7 +86,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .group("billing")
         .build()
         .await?;
-    let container = ListenerContainer::builder(typed)
+    let container = client
+        .typed_listener_container(
+            [TOPIC],
+            StringDeserializer,
+            JsonDeserializer::<Order>::new(),
+            |c| {
+                c.group_id = Some("billing".into());
+                c.auto_offset_reset = OffsetReset::Earliest;
+                c.fetch_max_wait = Duration::from_millis(50);
+            },
+        )?
         .record_handler(move |record: OrderRecord| {
             let b = b.clone();
             async move {
