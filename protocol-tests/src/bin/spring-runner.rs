@@ -24,9 +24,10 @@ use rekafka::consumer::{
 };
 use rekafka::listener::{
     AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, CommonErrorHandler,
-    DeadLetterPublisher, DefaultErrorHandler, DelegatingErrorHandler, DeserializationFailed,
-    Destination, DltNaming, ExponentialBackOff, FixedBackOff, HandlerError, ListenerConsumerRecord,
-    ListenerContainer, ListenerRecord, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
+    ContainerStoppingErrorHandler, DeadLetterPublisher, DefaultErrorHandler,
+    DelegatingErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
+    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
+    LoggingErrorHandler, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
     RepublishToTail, RetryListener, SharedError, TransactionalDeadLetters, deserialization_check,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -730,6 +731,8 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     // `DefaultErrorHandler` of its own back-off with the same recoverer and retry listener.
     let error_handler: Arc<dyn CommonErrorHandler<ListenerConsumerRecord>> =
         match s.sc["delegates"].as_object() {
+            _ if s.sc["error_handler"] == "logging" => Arc::new(LoggingErrorHandler::new()),
+            _ if s.sc["error_handler"] == "stopping" => Arc::new(ContainerStoppingErrorHandler),
             None => Arc::new(eh),
             Some(delegates) => {
                 let mut d = DelegatingErrorHandler::new(eh);

@@ -45,7 +45,9 @@ import org.springframework.kafka.core.KafkaTemplate;
 import org.springframework.kafka.listener.AcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchAcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchListenerFailedException;
+import org.springframework.kafka.listener.CommonContainerStoppingErrorHandler;
 import org.springframework.kafka.listener.CommonDelegatingErrorHandler;
+import org.springframework.kafka.listener.CommonLoggingErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareListenerErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareRecordRecoverer;
 import org.springframework.kafka.listener.ConsumerRecordRecoverer;
@@ -830,7 +832,14 @@ public final class Runner {
                     deh.setCommitRecovered(sc.get("commit_recovered").asBoolean());
                 }
                 JsonNode delegates = sc.path("delegates");
-                if (delegates.isObject()) {
+                String kindOfHandler = sc.path("error_handler").asText("default");
+                if (kindOfHandler.equals("logging")) {
+                    container.setCommonErrorHandler(new CommonLoggingErrorHandler());
+                }
+                else if (kindOfHandler.equals("stopping")) {
+                    container.setCommonErrorHandler(new CommonContainerStoppingErrorHandler());
+                }
+                else if (delegates.isObject()) {
                     CommonDelegatingErrorHandler d = new CommonDelegatingErrorHandler(deh);
                     d.setCauseChainTraversing(true);
                     ConsumerRecordRecoverer rec = recoverer();
