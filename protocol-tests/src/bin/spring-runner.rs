@@ -26,8 +26,8 @@ use rekafka::listener::{
     AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, CommonErrorHandler,
     ContainerStoppingErrorHandler, DeadLetterPublisher, DefaultErrorHandler,
     DelegatingErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
-    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
-    LoggingErrorHandler, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
+    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure,
+    ListenerRecord, LoggingErrorHandler, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
     RepublishToTail, RetryListener, SharedError, TransactionalDeadLetters, deserialization_check,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -899,7 +899,35 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                 }
             },
         );
-        if let Some(leh) = s.sc["listener_error_handler"].as_str() {
+        if s.sc["listener_error_handler"] == "value" {
+            // The async listener-level handler: it sees the delivery attempt and, from
+            // `leh_handle_from_attempt` on, returns a value (the listener's result).
+            let (s2, s3) = (s.clone(), s.clone());
+            let from = s.sc["leh_handle_from_attempt"].as_u64().unwrap_or(1);
+            builder = builder.async_listener_error_handler(
+                move |failure: ListenerFailure<ListenerConsumerRecord>| {
+                    let mut ev = s2.ev_rec("listener_error_handler", &failure.record);
+                    ev.insert("error".into(), json!(kind(&*failure.error)));
+                    ev.insert("attempt".into(), json!(failure.attempt));
+                    s2.event(ev);
+                    let handled = u64::from(failure.attempt) >= from;
+                    let value =
+                        format!("FAILED:{}", failure.record.value_str().unwrap_or_default());
+                    async move {
+                        if handled {
+                            Ok(value)
+                        } else {
+                            Err(failure.error)
+                        }
+                    }
+                },
+                move |r: &ListenerConsumerRecord, value: String| {
+                    let mut ev = s3.ev_rec("listener_result", r);
+                    ev.insert("value".into(), json!(value));
+                    s3.event(ev);
+                },
+            );
+        } else if let Some(leh) = s.sc["listener_error_handler"].as_str() {
             let (s2, leh) = (s.clone(), leh.to_owned());
             builder = builder.consumer_aware_listener_error_handler(move |r, e, seeks| {
                 let mut ev = s2.ev_rec("listener_error_handler", r);

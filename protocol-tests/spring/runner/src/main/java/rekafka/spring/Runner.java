@@ -777,6 +777,9 @@ public final class Runner {
                 props.setBatchRecoverAfterRollback(true);
             }
             String leh = sc.path("listener_error_handler").asText("");
+            if (leh.equals("value")) {
+                props.setDeliveryAttemptHeader(true);
+            }
             String batchLeh = sc.path("batch_listener_error_handler").asText("");
             if (batch && !batchLeh.isEmpty()) {
                 props.setMessageListener(batchAdapter(batchLeh));
@@ -875,8 +878,24 @@ public final class Runner {
                 e.put("p", partition);
                 e.put("o", offset);
                 e.put("error", kind(ex));
+                // The delivery attempt (the container's kafka_deliveryAttempt header).
+                Header h = r.headers().lastHeader("kafka_deliveryAttempt");
+                int attempt = h == null ? 0 : java.nio.ByteBuffer.wrap(h.value()).getInt();
+                if (kind.equals("value")) {
+                    e.put("attempt", attempt);
+                }
                 event(e);
                 switch (kind) {
+                    case "value": {
+                        // From `leh_handle_from_attempt` on, the handler returns a value.
+                        if (attempt >= sc.path("leh_handle_from_attempt").asInt(1)) {
+                            ObjectNode res = ev("listener_result", r);
+                            res.put("value", "FAILED:" + r.value());
+                            event(res);
+                            return "FAILED:" + r.value();
+                        }
+                        throw ex;
+                    }
                     case "seek":
                         consumer.seek(new TopicPartition(topic, partition), offset);
                         return null;
