@@ -459,3 +459,71 @@ async fn batch_listener_error_handler_seeks_the_batch_back() {
         );
     }
 }
+
+/// `seek_after_error(false)` across a rebalance: records held in memory for a redelivery are
+/// dropped when their partition is revoked, and the partition's next owner starts from the
+/// committed offset (at or before them): nothing is lost. Two containers of one group over two
+/// partitions; offset 2 of each partition fails on its first two deliveries (whoever handles
+/// it), with a back-off long enough for the second container to join meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_after_error_false_loses_nothing_across_a_rebalance() {
+    let (topic, group) = ("in-memory-rebalance", "g-in-memory-rebalance");
+    let (mock, cluster) = setup(topic, 2, 6).await;
+    // Successful handlings, and failures per (partition, offset).
+    let handled: Seen = Arc::default();
+    // Records each container handled successfully (by container number).
+    let by: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let failures: Arc<Mutex<std::collections::HashMap<(i32, i64), u32>>> = Arc::default();
+    let start = |cluster: &Cluster, id: u32| {
+        let (h, f, by) = (handled.clone(), failures.clone(), by.clone());
+        ListenerContainer::builder(consumer(cluster, group, topic))
+            .record_handler(move |r: ListenerConsumerRecord| {
+                let (h, f, by) = (h.clone(), f.clone(), by.clone());
+                async move {
+                    if r.offset() == 2 {
+                        let mut f = f.lock().unwrap();
+                        let n = f.entry((r.partition(), r.offset())).or_default();
+                        if *n < 2 {
+                            *n += 1;
+                            return Err(Box::new(Poison) as HandlerError);
+                        }
+                    }
+                    h.lock().unwrap().push((r.partition(), r.offset()));
+                    by.lock().unwrap().push(id);
+                    Ok(())
+                }
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::new(Duration::from_millis(1500), 5))
+                    .seek_after_error(false),
+            )
+            .poll_timeout(Duration::from_millis(100))
+            .start()
+            .expect("start")
+    };
+    let first = start(&cluster, 1);
+    // Wait until the first container holds a failed record, then let a second one join.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while failures.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no failure seen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = start(&cluster, 2);
+    wait_committed(&mock, group, topic, 2, 6).await;
+    assert_eq!(first.stop().await, StopReason::Normal);
+    assert_eq!(second.stop().await, StopReason::Normal);
+    let handled = handled.lock().unwrap().clone();
+    assert!(
+        by.lock().unwrap().contains(&2),
+        "the second container never got a partition (no rebalance)"
+    );
+    for p in 0..2 {
+        for o in 0..6 {
+            assert!(
+                handled.contains(&(p, o)),
+                "partition {p} offset {o} never handled: {handled:?}"
+            );
+        }
+    }
+}
