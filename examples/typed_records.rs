@@ -23,7 +23,7 @@ use rekafka::listener::{DefaultErrorHandler, TypedRecord};
 use rekafka::mock::MockCluster;
 use rekafka::producer::{JsonSerializer, Record};
 
-const TOPIC: &str = "orders";
+pub const TOPIC: &str = "orders";
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Order {
@@ -35,22 +35,73 @@ type OrderRecord = TypedRecord<Option<String>, Option<Order>>;
 /// The orders billed: (customer key, order).
 type Billed = Arc<Mutex<Vec<(Option<String>, Order)>>>;
 
+/// What the example saw; printed by `main`.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// The orders the handler got, typed: (customer key, order id, amount).
+    pub billed: Vec<(Option<String>, u64, u64)>,
+    /// The dead letters: raw key, raw value, and their `*exception-message` headers.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// One dead letter as read back.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The raw key.
+    pub key: Option<Vec<u8>>,
+    /// The raw value.
+    pub value: Option<Vec<u8>>,
+    /// The `kafka_dlt-*exception-message` headers: (name, text).
+    pub messages: Vec<(String, String)>,
+}
+
+/// The orders produced (ids 1..=ORDERS), with two bad payloads after the second one.
+pub const ORDERS: u64 = 5;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run())
+    rt.block_on(async {
+        let mock = MockCluster::builder().topic(TOPIC, 1).start().await?;
+        let s = run(&mock.bootstrap()).await?;
+        mock.shutdown().await;
+        println!("rekafka typed records (embedded mock cluster)\n");
+        println!("billed (typed, from JSON):");
+        for (key, id, cents) in &s.billed {
+            println!(
+                "  {:<12} order {id} = {cents} cents",
+                key.as_deref().unwrap_or("-")
+            );
+        }
+        println!("\ndead letters (raw bytes kept, never handed to the handler):");
+        for d in &s.dead_letters {
+            println!(
+                "  key {:?} value {:?}",
+                d.key.as_deref().map(String::from_utf8_lossy),
+                d.value.as_deref().map(String::from_utf8_lossy),
+            );
+            // Both failures, when key and value failed (Spring's key and value exception
+            // headers).
+            for (name, text) in &d.messages {
+                println!("    {name}: {text}");
+            }
+        }
+        Ok(())
+    })
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mock = MockCluster::builder().topic(TOPIC, 1).start().await?;
+/// Produces the orders (JSON) and the bad payloads, bills them through a typed container,
+/// waits until everything is committed, and reads the dead letters back.
+pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
     let client = Client::builder()
-        .bootstrap_servers([mock.bootstrap()])
+        .bootstrap_servers([bootstrap])
         .build()
         .await?;
 
     let producer = client.producer_with(|_| {}).await?;
-    for id in 1..=5u64 {
+    let mut end = 0;
+    for id in 1..=ORDERS {
         let order = Order {
             id,
             amount_cents: id * 1250,
@@ -58,9 +109,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let record = Record::new(TOPIC)
             .with_key(format!("customer-{}", id % 2))
             .with_serialized_value(&JsonSerializer, &order)?;
-        producer.send_and_wait(record).await?;
+        end = producer.send_and_wait(record).await?.offset + 1;
         if id == 2 {
-            // Two bad payloads among the orders.
+            // Two bad payloads among the orders: a value that is not JSON; a key that is not
+            // UTF-8 with a value that is not JSON either.
             producer
                 .send_and_wait(
                     Record::new(TOPIC)
@@ -113,53 +165,60 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .poll_timeout(Duration::from_millis(100))
         .start()?;
 
+    // Everything is handled or dead-lettered once the group's offset reaches the log end.
+    let admin = client.admin();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = admin.list_group_offsets("billing", None).await?;
+        if committed
+            .iter()
+            .any(|(tp, c)| tp.topic == TOPIC && matches!(c, Ok(Some(c)) if c.offset == end))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(rekafka::Error::with_message(
+                rekafka::ErrorKind::Timeout,
+                "the orders were not all committed",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    container.stop().await;
+
     // Read the two dead letters back.
     let reader = client.consumer_with(|c| c.auto_offset_reset = OffsetReset::Earliest)?;
     reader.assign([(TopicPartition::new("orders-dlt", 0), StartOffset::Beginning)])?;
-    let mut letters = Vec::new();
+    let mut dead = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while letters.len() < 2 && Instant::now() < deadline {
-        letters.extend(
-            reader
-                .poll(Duration::from_millis(200))
-                .await?
+    while dead.len() < 2 && Instant::now() < deadline {
+        for letter in reader.poll(Duration::from_millis(200)).await?.iter() {
+            let messages = letter
+                .headers
                 .iter()
-                .cloned(),
-        );
-    }
-    reader.close().await?;
-    container.stop().await;
-
-    println!("rekafka typed records (embedded mock cluster)\n");
-    println!("billed (typed, from JSON):");
-    for (key, order) in billed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        println!(
-            "  {:<12} order {} = {} cents",
-            key.as_deref().unwrap_or("-"),
-            order.id,
-            order.amount_cents
-        );
-    }
-    println!("\ndead letters (raw bytes kept, never handed to the handler):");
-    for letter in &letters {
-        println!(
-            "  key {:?} value {:?}",
-            letter.key.as_deref().map(String::from_utf8_lossy),
-            letter.value.as_deref().map(String::from_utf8_lossy),
-        );
-        // Both failures, when key and value failed (Spring's key and value exception headers).
-        for h in letter.headers.iter() {
-            if h.key().ends_with("exception-message") {
-                let text = h
-                    .value
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                println!("    {}: {text}", h.key());
-            }
+                .filter(|h| h.key().ends_with("exception-message"))
+                .map(|h| {
+                    let text = h.value.as_deref().map(String::from_utf8_lossy);
+                    (h.key().to_string(), text.unwrap_or_default().into_owned())
+                })
+                .collect();
+            dead.push(DeadLetter {
+                key: letter.key.as_deref().map(<[u8]>::to_vec),
+                value: letter.value.as_deref().map(<[u8]>::to_vec),
+                messages,
+            });
         }
     }
+    reader.close().await?;
     client.close().await;
-    mock.shutdown().await;
-    Ok(())
+    let billed = billed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, o)| (k.clone(), o.id, o.amount_cents))
+        .collect();
+    Ok(Summary {
+        billed,
+        dead_letters: dead,
+    })
 }
