@@ -111,6 +111,12 @@ pub(crate) fn failure_detail(error: &Error) -> String {
 /// Turns the bytes of a key or value into a typed value. Fail with
 /// [`Error::deserialization`] (any error is taken as a deserialization failure of the part,
 /// though).
+///
+/// The counterpart of [`Serializer`](crate::producer::Serializer): both take the topic and
+/// the bytes of one part, a null being `None` on both sides. A serializer is generic over its
+/// input (one [`JsonSerializer`](crate::producer::JsonSerializer) writes any `Serialize`
+/// value); a deserializer names its one output type (`JsonDeserializer<T>`), which is what a
+/// typed container's records hold.
 pub trait Deserializer: Send + Sync {
     /// The typed value.
     type Output;

@@ -19,7 +19,9 @@
 //!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
 //!   record's own topic before dead-lettering.
 //! * [non-blocking retries](retry_topic) through retry topics and a dead-letter topic (Spring's
-//!   `@RetryableTopic`), run by one handle.
+//!   `@RetryableTopic`), run by one handle;
+//! * [typed records](TypedConsumer): a container over keys and values made by deserializers
+//!   (Spring's `ErrorHandlingDeserializer`).
 
 mod adapter;
 mod backoff;
