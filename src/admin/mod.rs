@@ -1,4 +1,5 @@
-//! The admin client: topics, configs, partitions, offsets, records and consumer groups.
+//! The admin client: topics, configs, partitions, offsets, records, consumer groups and share
+//! groups.
 //!
 //! [`Admin`] comes from [`Client::admin`](crate::Client::admin) and shares the client's
 //! [`Cluster`]. Every call is one or more requests at the highest version both sides support,
@@ -12,6 +13,8 @@
 //! | list offsets, delete records | each partition's leader (one request per leader) |
 //! | list groups | every broker |
 //! | describe/delete groups, committed offsets | each group's coordinator |
+//! | share groups: describe, start offsets (list, alter, delete) | each group's coordinator |
+//! | group configs (`ConfigResource::Group`) | any broker |
 //!
 //! # Results and errors
 //!
@@ -31,6 +34,7 @@
 
 mod groups;
 mod offsets;
+mod share_groups;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -44,9 +48,14 @@ use tokio::time::Instant;
 
 pub use groups::{
     CommittedOffset, ConsumerGroupDescription, ConsumerGroupMember, GroupDescription, GroupListing,
-    GroupState, MemberDescription, decode_consumer_assignment,
+    GroupState, GroupType, MemberDescription, decode_consumer_assignment,
 };
 pub use offsets::{IsolationLevel, ListedOffset, OffsetSpec};
+pub use share_groups::{
+    SHARE_AUTO_OFFSET_RESET, SHARE_DELIVERY_COUNT_LIMIT, SHARE_HEARTBEAT_INTERVAL_MS,
+    SHARE_ISOLATION_LEVEL, SHARE_RECORD_LOCK_DURATION_MS, SHARE_SESSION_TIMEOUT_MS,
+    ShareGroupDescription, ShareGroupMember, ShareOffsetResult, SharePartitionOffset,
+};
 pub use topics::{
     AlterConfigOp, ClusterDescription, ConfigEntry, ConfigResource, ConfigSource, NewPartitions,
     NewTopic, TopicCreated, TopicDescription, TopicListing,
@@ -596,6 +605,14 @@ mod tests {
         send(a.delete_groups(&names));
         send(a.list_group_offsets("g", Some(std::slice::from_ref(&tp))));
         send(a.alter_consumer_group_offsets("g", &[(tp.clone(), 0)]));
+        send(a.describe_share_groups(&names));
+        send(a.list_share_groups());
+        send(a.list_share_group_offsets("g", None));
+        send(a.alter_share_group_offsets("g", &[(tp.clone(), 0)]));
+        send(a.delete_share_group_offsets("g", &names));
+        send(a.delete_share_groups(&names));
+        send(a.describe_group_configs(&names));
+        send(a.alter_group_configs("g", &[]));
         // Nothing asked, nothing sent (the cluster's only address is dead).
         assert!(
             a.alter_consumer_group_offsets("g", &[])

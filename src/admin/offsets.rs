@@ -44,25 +44,7 @@ impl OffsetSpec {
     }
 }
 
-/// Which records a read may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-#[non_exhaustive]
-pub enum IsolationLevel {
-    /// Every record, including those of open and aborted transactions.
-    #[default]
-    ReadUncommitted,
-    /// Only committed records, up to the last stable offset.
-    ReadCommitted,
-}
-
-impl IsolationLevel {
-    fn to_wire(self) -> i8 {
-        match self {
-            IsolationLevel::ReadUncommitted => 0,
-            IsolationLevel::ReadCommitted => 1,
-        }
-    }
-}
+pub use crate::protocol::IsolationLevel;
 
 /// The answer of [`Admin::list_offsets`] for one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,7 +263,7 @@ fn list_offsets_request(
                 .collect(),
         );
     if version >= 2 {
-        req.isolation_level = isolation.to_wire();
+        req.isolation_level = isolation.wire();
     } else if isolation == IsolationLevel::ReadCommitted {
         return Err(Error::new(ErrorKind::UnsupportedVersion {
             api: ApiKey::ListOffsets,

@@ -58,6 +58,7 @@ mod metrics;
 mod partitioner;
 mod record;
 mod sender;
+pub mod transactional;
 pub(crate) mod txn;
 
 use std::sync::Arc;
