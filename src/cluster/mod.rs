@@ -343,11 +343,11 @@ impl Cluster {
             refresher_running: running.clone(),
             shutdown,
         });
-        runtime.spawn(refresher(
-            Arc::downgrade(&inner),
-            shutdown_rx,
-            running,
-            bootstrap_now,
+        // A root span: the refresher outlives whatever made the cluster.
+        let span = tracing::debug_span!(parent: None, "kafka.metadata.refresher", client_id = %inner.config.connection.client_id);
+        runtime.spawn(tracing::Instrument::instrument(
+            refresher(Arc::downgrade(&inner), shutdown_rx, running, bootstrap_now),
+            span,
         ));
         Ok(Cluster { inner })
     }
@@ -421,11 +421,15 @@ impl Cluster {
                         *in_flight = Some((want.clone(), rx.clone()));
                         let cluster = self.clone();
                         let set = want.clone();
-                        tokio::spawn(async move {
-                            let result = cluster.fetch_and_apply(&set).await;
-                            *lock(&cluster.inner.in_flight) = None;
-                            let _ = tx.send(Some(result));
-                        });
+                        let span = tracing::debug_span!("kafka.metadata");
+                        tokio::spawn(tracing::Instrument::instrument(
+                            async move {
+                                let result = cluster.fetch_and_apply(&set).await;
+                                *lock(&cluster.inner.in_flight) = None;
+                                let _ = tx.send(Some(result));
+                            },
+                            span,
+                        ));
                         (rx, true)
                     }
                 }
