@@ -172,7 +172,7 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
         let committed = admin.list_group_offsets("billing", None).await?;
         if committed
             .iter()
-            .any(|(tp, c)| tp.topic == TOPIC && matches!(c, Ok(Some(c)) if c.offset == end))
+            .any(|(tp, c)| tp.topic() == TOPIC && matches!(c, Ok(Some(c)) if c.offset == end))
         {
             break;
         }

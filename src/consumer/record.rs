@@ -216,7 +216,7 @@ impl<T: serde::de::DeserializeOwned> Deserializer for JsonDeserializer<T> {
         match data {
             None => Ok(None),
             Some(b) => serde_json::from_slice(b).map(Some).map_err(|e| {
-                Error::deserialization(format!("not JSON of the expected type: {e}")).source(e)
+                Error::deserialization(format!("not JSON of the expected type: {e}")).with_source(e)
             }),
         }
     }

@@ -955,7 +955,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     let in_tps = s.partitions(s.sc["input_topic"].as_str().unwrap_or("in"));
     let admin_tps: Vec<rekafka::admin::TopicPartition> = in_tps
         .iter()
-        .map(|tp| rekafka::admin::TopicPartition::new(tp.topic.to_string(), tp.partition))
+        .map(|tp| rekafka::admin::TopicPartition::new(&tp.topic, tp.partition))
         .collect();
     let deadline =
         Instant::now() + Duration::from_millis(s.sc["timeout_ms"].as_u64().unwrap_or(60_000));
