@@ -22,7 +22,7 @@ use rekafka::producer::{ProducerConfig, Record};
 use rekafka::share::{
     AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareConsumerConfig, ShareRecord,
 };
-use rekafka::{Client, ErrorKind, KafkaCode};
+use rekafka::{Client, KafkaCode};
 
 async fn client() -> Client {
     Client::builder()
@@ -125,33 +125,17 @@ fn consumer(client: &Client, group: &str, mode: AcknowledgementMode) -> ShareCon
         .expect("share consumer")
 }
 
-/// Polls until `pred` holds for what was received, or the time runs out.
-async fn poll_until(
-    c: &mut ShareConsumer,
-    within: Duration,
-    mut on_batch: impl FnMut(&mut ShareConsumer, Vec<ShareRecord>) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        let batch = c.poll(Duration::from_millis(500)).await.expect("poll");
-        if on_batch(c, batch) {
-            return;
-        }
-    }
-}
-
 /// Nothing is left for the group: a fresh member gets no record within a few fetches.
 async fn assert_nothing_left(client: &Client, group: &str, topic: &str) {
     let mut c = consumer(client, group, AcknowledgementMode::Explicit);
     c.subscribe([topic]);
     let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(8);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
             got.push((r.partition, r.offset, value(&r), r.delivery_count));
             c.acknowledge(&r, AcknowledgeType::Release).expect("release");
         }
-        // Joined with an assignment and fetched at least once: keep going a little longer.
     }
     c.close().await.expect("close");
     assert!(got.is_empty(), "records left for the group: {got:?}");
@@ -211,5 +195,224 @@ async fn three_members_accept_every_record_exactly_once() {
     assert_eq!(got, expected, "every record once");
     let members: BTreeSet<usize> = seen.iter().map(|s| s.4).collect();
     assert!(members.len() >= 2, "the records were shared: {members:?}");
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+/// Polls `c` until `n` records came (or 30 s passed); returns them.
+async fn poll_n(c: &mut ShareConsumer, n: usize) -> Vec<ShareRecord> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < n && Instant::now() < deadline {
+        out.extend(c.poll(Duration::from_millis(500)).await.expect("poll"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_redelivers_with_count_two_and_reject_never_redelivers() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-ack");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    produce(&client, &topic, 1, 30).await;
+
+    let mut c = consumer(&client, &group, AcknowledgementMode::Explicit);
+    c.subscribe([&topic]);
+    let first = poll_n(&mut c, 30).await;
+    assert_eq!(first.len(), 30, "every record delivered");
+    let mut released = BTreeSet::new();
+    let mut rejected = BTreeSet::new();
+    for r in &first {
+        assert_eq!(r.delivery_count, 1);
+        let ack = match r.offset % 3 {
+            0 => AcknowledgeType::Accept,
+            1 => {
+                released.insert(r.offset);
+                AcknowledgeType::Release
+            }
+            _ => {
+                rejected.insert(r.offset);
+                AcknowledgeType::Reject
+            }
+        };
+        c.acknowledge(r, ack).expect("acknowledge");
+    }
+    // Acknowledging twice is refused.
+    let again = c.acknowledge(&first[0], AcknowledgeType::Accept).unwrap_err();
+    assert_eq!(again.kind(), &rekafka::ErrorKind::InvalidState);
+    let results = c.commit_sync().await.expect("commit");
+    assert_eq!(results.len(), 1, "{results:?}");
+    for (tp, r) in &results {
+        assert!(r.is_ok(), "{tp}: {r:?}");
+    }
+
+    // The released ones come back, on their second delivery; the rejected ones never.
+    let second = poll_n(&mut c, released.len()).await;
+    let offsets: BTreeSet<i64> = second.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, released, "released records redelivered");
+    for r in &second {
+        assert_eq!(r.delivery_count, 2, "second delivery of {}", r.offset);
+        c.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+    }
+    // Nothing else arrives (the rejected records are archived).
+    let more = c.poll(Duration::from_secs(2)).await.expect("poll");
+    assert!(more.is_empty(), "unexpected redelivery: {more:?}");
+    c.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mode_refuses_a_poll_before_every_record_is_acknowledged() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-explicit");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    produce(&client, &topic, 1, 5).await;
+    let mut c = consumer(&client, &group, AcknowledgementMode::Explicit);
+    c.subscribe([&topic]);
+    let got = poll_n(&mut c, 5).await;
+    assert_eq!(got.len(), 5);
+    for r in &got[..4] {
+        c.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+    }
+    let e = c.poll(Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(e.kind(), &rekafka::ErrorKind::InvalidState, "{e}");
+    c.acknowledge(&got[4], AcknowledgeType::Accept)
+        .expect("still acknowledgeable");
+    assert!(c.poll(Duration::from_millis(100)).await.expect("poll").is_empty());
+    c.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_member_releases_its_records_to_another() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-close");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    produce(&client, &topic, 1, 20).await;
+
+    let mut a = consumer(&client, &group, AcknowledgementMode::Implicit);
+    a.subscribe([&topic]);
+    let held = poll_n(&mut a, 20).await;
+    assert_eq!(held.len(), 20);
+    // Implicit mode: close releases the last poll's records rather than accepting them.
+    a.close().await.expect("close");
+    let outcomes = a.take_acknowledgement_outcomes();
+    assert!(
+        outcomes.iter().all(|o| o.result.is_ok()),
+        "release at close: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.iter().map(|o| o.offsets.len()).sum::<usize>(),
+        20,
+        "every held record released: {outcomes:?}"
+    );
+    assert_eq!(
+        a.poll(Duration::ZERO).await.unwrap_err().kind(),
+        &rekafka::ErrorKind::Closed
+    );
+
+    let mut b = consumer(&client, &group, AcknowledgementMode::Implicit);
+    b.subscribe([&topic]);
+    let got = poll_n(&mut b, 20).await;
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    let held_offsets: Vec<i64> = held.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, held_offsets, "the released records, in order");
+    assert!(got.iter().all(|r| r.delivery_count == 2), "{got:?}");
+    let results = b.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    b.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_count_limit_ends_redelivery() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-limit");
+    create_topic(&cluster, &topic, 1).await;
+    // The broker's minimum limit is 2 (group.share.min.delivery.count.limit).
+    let group = new_group(&cluster, &[("share.delivery.count.limit", "2")]).await;
+    produce(&client, &topic, 1, 4).await;
+
+    let mut c = consumer(&client, &group, AcknowledgementMode::Explicit);
+    c.subscribe([&topic]);
+    let mut deliveries: BTreeMap<i64, Vec<u16>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut quiet_polls = 0;
+    while Instant::now() < deadline {
+        let batch = c.poll(Duration::from_millis(500)).await.expect("poll");
+        if batch.is_empty() && deliveries.values().all(|d| d.len() >= 2) && deliveries.len() == 4 {
+            quiet_polls += 1;
+            if quiet_polls == 4 {
+                break;
+            }
+        }
+        for r in batch {
+            deliveries.entry(r.offset).or_default().push(r.delivery_count);
+            c.acknowledge(&r, AcknowledgeType::Release).expect("release");
+        }
+    }
+    c.close().await.expect("close");
+    assert_eq!(deliveries.len(), 4, "{deliveries:?}");
+    for (offset, counts) in &deliveries {
+        assert_eq!(counts, &vec![1, 2], "offset {offset}: delivered until the limit, no more");
+    }
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_acquisition_lock_redelivers_and_fails_the_late_acknowledgement() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-lock");
+    create_topic(&cluster, &topic, 1).await;
+    // The broker's minimum lock duration is 15 s (group.share.min.record.lock.duration.ms).
+    let group = new_group(&cluster, &[("share.record.lock.duration.ms", "15000")]).await;
+    produce(&client, &topic, 1, 10).await;
+
+    let mut slow = consumer(&client, &group, AcknowledgementMode::Explicit);
+    slow.subscribe([&topic]);
+    let held = poll_n(&mut slow, 10).await;
+    assert_eq!(held.len(), 10);
+    assert_eq!(
+        slow.acquisition_lock_timeout(),
+        Some(Duration::from_millis(15000)),
+        "the broker reports the group's lock duration"
+    );
+
+    // Another member gets them once the lock expires, on delivery 2.
+    let mut other = consumer(&client, &group, AcknowledgementMode::Explicit);
+    other.subscribe([&topic]);
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while again.len() < 10 && Instant::now() < deadline {
+        again.extend(other.poll(Duration::from_millis(500)).await.expect("poll"));
+    }
+    let offsets: BTreeSet<i64> = again.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, held.iter().map(|r| r.offset).collect::<BTreeSet<_>>());
+    assert!(again.iter().all(|r| r.delivery_count == 2), "{again:?}");
+    // The slow member's acknowledgements come too late (the records are another member's
+    // now): the broker says so, per partition.
+    for r in &held {
+        slow.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+    }
+    let results = slow.commit_sync().await.expect("commit");
+    assert_eq!(results.len(), 1, "{results:?}");
+    for (tp, r) in &results {
+        let e = r.as_ref().expect_err("late acknowledgement fails");
+        assert_eq!(e.kafka_code(), Some(KafkaCode::InvalidRecordState), "{tp}: {e}");
+    }
+    for r in &again {
+        other.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+    }
+    let results = other.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    slow.close().await.expect("close");
+    other.close().await.expect("close");
     assert_nothing_left(&client, &group, &topic).await;
 }
