@@ -125,18 +125,27 @@ fn consumer(client: &Client, group: &str, mode: AcknowledgementMode) -> ShareCon
         .expect("share consumer")
 }
 
-/// Nothing is left for the group: a fresh member gets no record within a few fetches.
+/// Nothing is left for the group: a fresh member, once assigned the topic's partitions, gets
+/// no record within a few fetches.
 async fn assert_nothing_left(client: &Client, group: &str, topic: &str) {
     let mut c = consumer(client, group, AcknowledgementMode::Explicit);
     c.subscribe([topic]);
     let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut assigned_at = None;
     while Instant::now() < deadline {
         for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
             got.push((r.partition, r.offset, value(&r), r.delivery_count));
             c.acknowledge(&r, AcknowledgeType::Release).expect("release");
         }
+        if assigned_at.is_none() && !c.assignment().is_empty() {
+            assigned_at = Some(Instant::now());
+        }
+        if assigned_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
     }
+    assert!(assigned_at.is_some(), "the checking member was never assigned");
     c.close().await.expect("close");
     assert!(got.is_empty(), "records left for the group: {got:?}");
 }
@@ -414,5 +423,280 @@ async fn an_expired_acquisition_lock_redelivers_and_fails_the_late_acknowledgeme
     assert!(results.values().all(|r| r.is_ok()), "{results:?}");
     slow.close().await.expect("close");
     other.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// With a Java KafkaShareConsumer in the group (protocol-tests/java-interop, ShareMember.java;
+// build it with protocol-tests/java-interop/build.sh).
+
+const TWICE: (usize, usize) = (50, 7); // 2 %: released on deliveries 1 and 2
+const ALWAYS: (usize, usize) = (200, 13); // 0.5 %: released until the last attempt, then rejected
+const MAX_DELIVERIES: u16 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ok,
+    Twice,
+    Always,
+}
+
+fn kind(i: usize) -> Kind {
+    if i % TWICE.0 == TWICE.1 {
+        Kind::Twice
+    } else if i % ALWAYS.0 == ALWAYS.1 {
+        Kind::Always
+    } else {
+        Kind::Ok
+    }
+}
+
+/// The handler's verdict for record `i` on delivery `dc` (the same rule as ShareMember.java).
+fn verdict(i: usize, dc: u16) -> AcknowledgeType {
+    match kind(i) {
+        Kind::Ok => AcknowledgeType::Accept,
+        Kind::Twice if dc < 3 => AcknowledgeType::Release,
+        Kind::Twice => AcknowledgeType::Accept,
+        Kind::Always if dc < MAX_DELIVERIES => AcknowledgeType::Release,
+        Kind::Always => AcknowledgeType::Reject,
+    }
+}
+
+fn ack_name(a: AcknowledgeType) -> &'static str {
+    match a {
+        AcknowledgeType::Accept => "accept",
+        AcknowledgeType::Release => "release",
+        _ => "reject",
+    }
+}
+
+/// One delivery as a member handled it: (index, delivery count, ack, member).
+type Delivery = (usize, u16, &'static str, String);
+
+fn java_share_member(topic: &str, group: &str) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("protocol-tests/java-interop/target");
+    let jar = dir.join("java-interop.jar");
+    assert!(
+        jar.is_file() && dir.join("lib").is_dir(),
+        "{} is missing: run `protocol-tests/java-interop/build.sh` first (needs Maven and Java 17)",
+        jar.display()
+    );
+    let bootstrap = std::env::var("REKAFKA_BOOTSTRAP").expect("REKAFKA_BOOTSTRAP");
+    Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}:{}/lib/*", jar.display(), dir.display()))
+        .arg("rekafka.interop.ShareMember")
+        .args(["--bootstrap", &bootstrap, "--topic", topic, "--group", group])
+        .args(["--fail-twice-mod", &TWICE.0.to_string()])
+        .args(["--fail-twice-rem", &TWICE.1.to_string()])
+        .args(["--fail-always-mod", &ALWAYS.0.to_string()])
+        .args(["--fail-always-rem", &ALWAYS.1.to_string()])
+        .args(["--max-deliveries", &MAX_DELIVERIES.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `java` (is a JDK 17+ installed?): {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-java");
+    // One partition, which every member of the group shares (more members than partitions),
+    // so released records go to either client.
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    const N: usize = 20_000;
+
+    let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let java_failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    // The Java member, its output read by a thread.
+    let mut java = java_share_member(&topic, &group);
+    let stdout = java.stdout.take().expect("stdout");
+    let reader = {
+        let deliveries = deliveries.clone();
+        let failures = java_failures.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: serde_json::Value = match serde_json::from_str(&line) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                match v["ev"].as_str() {
+                    Some("record") => {
+                        let value = v["v"].as_str().unwrap_or_default();
+                        let i: usize = value[2..].parse().expect("index");
+                        let dc = v["dc"].as_i64().unwrap_or(-1) as u16;
+                        let ack = match v["ack"].as_str() {
+                            Some("accept") => "accept",
+                            Some("release") => "release",
+                            _ => "reject",
+                        };
+                        deliveries
+                            .lock()
+                            .unwrap()
+                            .push((i, dc, ack, "java".to_owned()));
+                    }
+                    Some("commit_failed") => failures.lock().unwrap().push(line),
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for member in 0..3 {
+        let mut c = consumer(&client, &group, AcknowledgementMode::Explicit);
+        c.subscribe([&topic]);
+        let deliveries = deliveries.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("rekafka-{member}");
+            let mut failed = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let batch = c.poll(Duration::from_millis(200)).await.expect("poll");
+                let mut seen = Vec::with_capacity(batch.len());
+                for r in &batch {
+                    let i: usize = value(r)[2..].parse().expect("index");
+                    let ack = verdict(i, r.delivery_count);
+                    c.acknowledge(r, ack).expect("acknowledge");
+                    seen.push((i, r.delivery_count, ack_name(ack), name.clone()));
+                }
+                deliveries.lock().unwrap().extend(seen);
+                failed.extend(
+                    c.take_acknowledgement_outcomes()
+                        .into_iter()
+                        .filter(|o| o.result.is_err()),
+                );
+            }
+            let results = c.commit_sync().await.expect("commit");
+            failed.extend(
+                c.take_acknowledgement_outcomes()
+                    .into_iter()
+                    .filter(|o| o.result.is_err()),
+            );
+            c.close().await.expect("close");
+            (failed, results)
+        }));
+    }
+
+    // Produce in chunks until the Java member handled a record (it joins through the same
+    // heartbeats), then the rest.
+    let producer = client
+        .producer(ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut sent = 0;
+    while sent < N {
+        let chunk = if deliveries.lock().unwrap().iter().any(|d| d.3 == "java") {
+            N - sent
+        } else {
+            500.min(N - sent)
+        };
+        let mut futures = Vec::with_capacity(chunk);
+        for i in sent..sent + chunk {
+            let r = Record::new(topic.as_str())
+                .with_partition(0)
+                .with_value(format!("v-{i}"));
+            futures.push(producer.send(r).await.expect("enqueue"));
+        }
+        for f in futures {
+            f.await.expect("delivered");
+        }
+        sent += chunk;
+        if sent < N && chunk == 500 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    producer.close().await;
+
+    // Until every record met its end (accepted, or rejected after its last attempt).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.2 != "release")
+            .count();
+        if done >= N || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Release);
+    let mut rust_failed = Vec::new();
+    for t in tasks {
+        let (failed, results) = t.await.expect("member");
+        rust_failed.extend(failed);
+        assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    }
+    if let Some(mut stdin) = java.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    let status = java.wait().expect("java exits");
+    reader.join().expect("reader");
+    assert!(status.success(), "java member: {status}");
+    assert!(rust_failed.is_empty(), "rekafka acknowledgements failed: {rust_failed:?}");
+    let java_failures = java_failures.lock().unwrap().clone();
+    assert!(java_failures.is_empty(), "java acknowledgements failed: {java_failures:?}");
+
+    // Every record: delivered 1, 2, 3, … with no count twice and none skipped, whichever client
+    // had it; the verdict each delivery got is the rule's; exactly one terminal acknowledgement.
+    let deliveries = deliveries.lock().unwrap().clone();
+    let mut by_record: BTreeMap<usize, Vec<(u16, &'static str, String)>> = BTreeMap::new();
+    for (i, dc, ack, member) in &deliveries {
+        by_record
+            .entry(*i)
+            .or_default()
+            .push((*dc, *ack, member.clone()));
+    }
+    assert_eq!(by_record.len(), N, "every record delivered");
+    let mut crossed = 0;
+    let mut java_records = 0;
+    for (i, ds) in &mut by_record {
+        ds.sort_by_key(|d| d.0);
+        let counts: Vec<u16> = ds.iter().map(|d| d.0).collect();
+        let expected: Vec<u16> = match kind(*i) {
+            Kind::Ok => vec![1],
+            Kind::Twice => vec![1, 2, 3],
+            Kind::Always => (1..=MAX_DELIVERIES).collect(),
+        };
+        assert_eq!(counts, expected, "record {i}: {ds:?}");
+        for (dc, ack, _) in ds.iter() {
+            assert_eq!(*ack, ack_name(verdict(*i, *dc)), "record {i}: {ds:?}");
+        }
+        let members: BTreeSet<&str> = ds.iter().map(|d| d.2.as_str()).collect();
+        if members.contains("java") {
+            java_records += 1;
+            if members.len() > 1 {
+                crossed += 1;
+            }
+        }
+    }
+    let per_member: BTreeMap<&str, usize> =
+        deliveries.iter().fold(BTreeMap::new(), |mut m, d| {
+            *m.entry(d.3.as_str()).or_default() += 1;
+            m
+        });
+    eprintln!(
+        "{N} records, {} deliveries {per_member:?}; java handled {java_records} records, \
+         {crossed} crossed clients",
+        deliveries.len()
+    );
+    assert!(java_records > 0, "the Java member took part: {per_member:?}");
+    assert!(
+        crossed > 0,
+        "some record was delivered to both clients (so their delivery counts were compared): {per_member:?}"
+    );
     assert_nothing_left(&client, &group, &topic).await;
 }
