@@ -158,13 +158,26 @@ async fn three_members_accept_every_record_exactly_once() {
     create_topic(&cluster, &topic, 3).await;
     let group = new_group(&cluster, &[]).await;
     const N: usize = 3000;
+
+    // Every member joined and has partitions before the records are written.
+    let mut members: Vec<ShareConsumer> = (0..3)
+        .map(|_| {
+            let mut c = consumer(&client, &group, AcknowledgementMode::Implicit);
+            c.subscribe([&topic]);
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members.iter().any(|c| c.assignment().is_empty()) && Instant::now() < deadline {
+        for c in &mut members {
+            assert!(c.poll(Duration::from_millis(100)).await.expect("poll").is_empty());
+        }
+    }
     produce(&client, &topic, 3, N).await;
 
     let seen: Arc<Mutex<Vec<(i32, i64, String, u16, usize)>>> = Arc::default();
     let mut tasks = Vec::new();
-    for member in 0..3 {
-        let mut c = consumer(&client, &group, AcknowledgementMode::Implicit);
-        c.subscribe([&topic]);
+    for (member, mut c) in members.into_iter().enumerate() {
         let seen = seen.clone();
         tasks.push(tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -589,19 +602,24 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
         }));
     }
 
-    // Produce in chunks until the Java member handled a record (it joins through the same
-    // heartbeats), then the rest.
+    // Produce in small chunks until every member handled a record (they join through the
+    // coordinator's heartbeats, 5 s apart), then the rest.
     let producer = client
         .producer(ProducerConfig::default())
         .await
         .expect("producer");
     let mut sent = 0;
+    let warm_until = Instant::now() + Duration::from_secs(60);
     while sent < N {
-        let chunk = if deliveries.lock().unwrap().iter().any(|d| d.3 == "java") {
-            N - sent
-        } else {
-            500.min(N - sent)
-        };
+        let members = deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.3.clone())
+            .collect::<BTreeSet<_>>()
+            .len();
+        let warming = members < 4 && Instant::now() < warm_until;
+        let chunk = if warming { 50.min(N - sent) } else { N - sent };
         let mut futures = Vec::with_capacity(chunk);
         for i in sent..sent + chunk {
             let r = Record::new(topic.as_str())
@@ -613,8 +631,8 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
             f.await.expect("delivered");
         }
         sent += chunk;
-        if sent < N && chunk == 500 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        if warming {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
     producer.close().await;
@@ -693,7 +711,7 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
          {crossed} crossed clients",
         deliveries.len()
     );
-    assert!(java_records > 0, "the Java member took part: {per_member:?}");
+    assert_eq!(per_member.len(), 4, "every member took part: {per_member:?}");
     assert!(
         crossed > 0,
         "some record was delivered to both clients (so their delivery counts were compared): {per_member:?}"
