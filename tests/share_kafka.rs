@@ -718,3 +718,139 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
     );
     assert_nothing_left(&client, &group, &topic).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL of a member holding acquired records.
+
+const CHILD_ENV: &str = "REKAFKA_SHARE_CHILD";
+
+/// The member process of [`sigkill_of_a_member_loses_nothing`]: accepts its first poll's
+/// records (logging `acc OFFSET` once the broker took them), then holds its second poll's
+/// records unacknowledged (logging `held OFFSET DC`) until killed. Not a test by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of sigkill_of_a_member_loses_nothing"]
+async fn share_member_child_process() {
+    use std::io::Write;
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let args: Vec<String> = args.split(' ').map(str::to_owned).collect();
+    let (topic, group, path) = (&args[0], &args[1], &args[2]);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let client = client().await;
+    let mut c = client
+        .share_consumer(
+            ShareConsumerConfig::new(group.as_str())
+                .with_acknowledgement_mode(AcknowledgementMode::Explicit)
+                .with_max_poll_records(20),
+        )
+        .unwrap();
+    c.subscribe([topic]);
+    let first = poll_n(&mut c, 1).await;
+    for r in &first {
+        c.acknowledge(r, AcknowledgeType::Accept).unwrap();
+    }
+    let results = c.commit_sync().await.unwrap();
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    for r in &first {
+        writeln!(log, "acc {}", r.offset).unwrap();
+    }
+    let held = poll_n(&mut c, 1).await;
+    for r in &held {
+        writeln!(log, "held {} {}", r.offset, r.delivery_count).unwrap();
+    }
+    log.flush().unwrap();
+    // Runs until killed, holding the records (its heartbeats go on).
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_member_loses_nothing() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-kill");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[("share.record.lock.duration.ms", "15000")]).await;
+    const N: usize = 200;
+    produce(&client, &topic, 1, N).await;
+    let path = std::env::temp_dir()
+        .join(unique("share-kill-log"))
+        .to_string_lossy()
+        .into_owned();
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "share_member_child_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, format!("{topic} {group} {path}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_log = || -> Vec<String> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read_log().iter().any(|l| l.starts_with("held ")) {
+        assert!(Instant::now() < deadline, "the child never held records");
+        assert!(child.try_wait().unwrap().is_none(), "the child exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let lines = read_log();
+    let _ = std::fs::remove_file(&path);
+    let accepted: BTreeSet<i64> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("acc ")?.parse().ok())
+        .collect();
+    let held: BTreeSet<i64> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("held ")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(!accepted.is_empty() && !held.is_empty(), "{lines:?}");
+
+    // Another member gets every record the dead one did not accept; the ones it held come
+    // back after the lock timeout, on delivery 2.
+    let mut c = consumer(&client, &group, AcknowledgementMode::Implicit);
+    c.subscribe([&topic]);
+    let mut got: BTreeMap<i64, u16> = BTreeMap::new();
+    let want = N - accepted.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < want && Instant::now() < deadline {
+        for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
+            assert!(
+                got.insert(r.offset, r.delivery_count).is_none(),
+                "offset {} twice",
+                r.offset
+            );
+        }
+    }
+    let results = c.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    c.close().await.expect("close");
+    let all: BTreeSet<i64> = (0..N as i64).collect();
+    let survivor: BTreeSet<i64> = got.keys().copied().collect();
+    assert!(accepted.is_disjoint(&survivor), "accepted records came back");
+    assert_eq!(
+        accepted.union(&survivor).copied().collect::<BTreeSet<_>>(),
+        all,
+        "nothing lost"
+    );
+    for o in &held {
+        assert_eq!(got.get(o), Some(&2), "held offset {o} redelivered on delivery 2");
+    }
+    assert_nothing_left(&client, &group, &topic).await;
+}
