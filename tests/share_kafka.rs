@@ -136,7 +136,8 @@ async fn assert_nothing_left(client: &Client, group: &str, topic: &str) {
     while Instant::now() < deadline {
         for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
             got.push((r.partition, r.offset, value(&r), r.delivery_count));
-            c.acknowledge(&r, AcknowledgeType::Release).expect("release");
+            c.acknowledge(&r, AcknowledgeType::Release)
+                .expect("release");
         }
         if assigned_at.is_none() && !c.assignment().is_empty() {
             assigned_at = Some(Instant::now());
@@ -145,7 +146,10 @@ async fn assert_nothing_left(client: &Client, group: &str, topic: &str) {
             break;
         }
     }
-    assert!(assigned_at.is_some(), "the checking member was never assigned");
+    assert!(
+        assigned_at.is_some(),
+        "the checking member was never assigned"
+    );
     c.close().await.expect("close");
     assert!(got.is_empty(), "records left for the group: {got:?}");
 }
@@ -170,12 +174,19 @@ async fn three_members_accept_every_record_exactly_once() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while members.iter().any(|c| c.assignment().is_empty()) && Instant::now() < deadline {
         for c in &mut members {
-            assert!(c.poll(Duration::from_millis(100)).await.expect("poll").is_empty());
+            assert!(
+                c.poll(Duration::from_millis(100))
+                    .await
+                    .expect("poll")
+                    .is_empty()
+            );
         }
     }
     produce(&client, &topic, 3, N).await;
 
-    let seen: Arc<Mutex<Vec<(i32, i64, String, u16, usize)>>> = Arc::default();
+    // (partition, offset, value, delivery count, member) per record.
+    type Seen = (i32, i64, String, u16, usize);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let mut tasks = Vec::new();
     for (member, mut c) in members.into_iter().enumerate() {
         let seen = seen.clone();
@@ -261,7 +272,9 @@ async fn release_redelivers_with_count_two_and_reject_never_redelivers() {
         c.acknowledge(r, ack).expect("acknowledge");
     }
     // Acknowledging twice is refused.
-    let again = c.acknowledge(&first[0], AcknowledgeType::Accept).unwrap_err();
+    let again = c
+        .acknowledge(&first[0], AcknowledgeType::Accept)
+        .unwrap_err();
     assert_eq!(again.kind(), &rekafka::ErrorKind::InvalidState);
     let results = c.commit_sync().await.expect("commit");
     assert_eq!(results.len(), 1, "{results:?}");
@@ -303,7 +316,12 @@ async fn explicit_mode_refuses_a_poll_before_every_record_is_acknowledged() {
     assert_eq!(e.kind(), &rekafka::ErrorKind::InvalidState, "{e}");
     c.acknowledge(&got[4], AcknowledgeType::Accept)
         .expect("still acknowledgeable");
-    assert!(c.poll(Duration::from_millis(100)).await.expect("poll").is_empty());
+    assert!(
+        c.poll(Duration::from_millis(100))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
     c.close().await.expect("close");
     assert_nothing_left(&client, &group, &topic).await;
 }
@@ -375,14 +393,22 @@ async fn the_delivery_count_limit_ends_redelivery() {
             }
         }
         for r in batch {
-            deliveries.entry(r.offset).or_default().push(r.delivery_count);
-            c.acknowledge(&r, AcknowledgeType::Release).expect("release");
+            deliveries
+                .entry(r.offset)
+                .or_default()
+                .push(r.delivery_count);
+            c.acknowledge(&r, AcknowledgeType::Release)
+                .expect("release");
         }
     }
     c.close().await.expect("close");
     assert_eq!(deliveries.len(), 4, "{deliveries:?}");
     for (offset, counts) in &deliveries {
-        assert_eq!(counts, &vec![1, 2], "offset {offset}: delivered until the limit, no more");
+        assert_eq!(
+            counts,
+            &vec![1, 2],
+            "offset {offset}: delivered until the limit, no more"
+        );
     }
     assert_nothing_left(&client, &group, &topic).await;
 }
@@ -416,21 +442,31 @@ async fn an_expired_acquisition_lock_redelivers_and_fails_the_late_acknowledgeme
         again.extend(other.poll(Duration::from_millis(500)).await.expect("poll"));
     }
     let offsets: BTreeSet<i64> = again.iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, held.iter().map(|r| r.offset).collect::<BTreeSet<_>>());
+    assert_eq!(
+        offsets,
+        held.iter().map(|r| r.offset).collect::<BTreeSet<_>>()
+    );
     assert!(again.iter().all(|r| r.delivery_count == 2), "{again:?}");
     // The slow member's acknowledgements come too late (the records are another member's
     // now): the broker says so, per partition.
     for r in &held {
-        slow.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+        slow.acknowledge(r, AcknowledgeType::Accept)
+            .expect("accept");
     }
     let results = slow.commit_sync().await.expect("commit");
     assert_eq!(results.len(), 1, "{results:?}");
     for (tp, r) in &results {
         let e = r.as_ref().expect_err("late acknowledgement fails");
-        assert_eq!(e.kafka_code(), Some(KafkaCode::InvalidRecordState), "{tp}: {e}");
+        assert_eq!(
+            e.kafka_code(),
+            Some(KafkaCode::InvalidRecordState),
+            "{tp}: {e}"
+        );
     }
     for r in &again {
-        other.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+        other
+            .acknowledge(r, AcknowledgeType::Accept)
+            .expect("accept");
     }
     let results = other.commit_sync().await.expect("commit");
     assert!(results.values().all(|r| r.is_ok()), "{results:?}");
@@ -501,7 +537,14 @@ fn java_share_member(topic: &str, group: &str) -> std::process::Child {
         .arg("-cp")
         .arg(format!("{}:{}/lib/*", jar.display(), dir.display()))
         .arg("rekafka.interop.ShareMember")
-        .args(["--bootstrap", &bootstrap, "--topic", topic, "--group", group])
+        .args([
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group,
+        ])
         .args(["--fail-twice-mod", &TWICE.0.to_string()])
         .args(["--fail-twice-rem", &TWICE.1.to_string()])
         .args(["--fail-always-mod", &ALWAYS.0.to_string()])
@@ -664,9 +707,15 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
     let status = java.wait().expect("java exits");
     reader.join().expect("reader");
     assert!(status.success(), "java member: {status}");
-    assert!(rust_failed.is_empty(), "rekafka acknowledgements failed: {rust_failed:?}");
+    assert!(
+        rust_failed.is_empty(),
+        "rekafka acknowledgements failed: {rust_failed:?}"
+    );
     let java_failures = java_failures.lock().unwrap().clone();
-    assert!(java_failures.is_empty(), "java acknowledgements failed: {java_failures:?}");
+    assert!(
+        java_failures.is_empty(),
+        "java acknowledgements failed: {java_failures:?}"
+    );
 
     // Every record: delivered 1, 2, 3, … with no count twice and none skipped, whichever client
     // had it; the verdict each delivery got is the rule's; exactly one terminal acknowledgement.
@@ -701,17 +750,20 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
             }
         }
     }
-    let per_member: BTreeMap<&str, usize> =
-        deliveries.iter().fold(BTreeMap::new(), |mut m, d| {
-            *m.entry(d.3.as_str()).or_default() += 1;
-            m
-        });
+    let per_member: BTreeMap<&str, usize> = deliveries.iter().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d.3.as_str()).or_default() += 1;
+        m
+    });
     eprintln!(
         "{N} records, {} deliveries {per_member:?}; java handled {java_records} records, \
          {crossed} crossed clients",
         deliveries.len()
     );
-    assert_eq!(per_member.len(), 4, "every member took part: {per_member:?}");
+    assert_eq!(
+        per_member.len(),
+        4,
+        "every member took part: {per_member:?}"
+    );
     assert!(
         crossed > 0,
         "some record was delivered to both clients (so their delivery counts were compared): {per_member:?}"
@@ -843,14 +895,21 @@ async fn sigkill_of_a_member_loses_nothing() {
     c.close().await.expect("close");
     let all: BTreeSet<i64> = (0..N as i64).collect();
     let survivor: BTreeSet<i64> = got.keys().copied().collect();
-    assert!(accepted.is_disjoint(&survivor), "accepted records came back");
+    assert!(
+        accepted.is_disjoint(&survivor),
+        "accepted records came back"
+    );
     assert_eq!(
         accepted.union(&survivor).copied().collect::<BTreeSet<_>>(),
         all,
         "nothing lost"
     );
     for o in &held {
-        assert_eq!(got.get(o), Some(&2), "held offset {o} redelivered on delivery 2");
+        assert_eq!(
+            got.get(o),
+            Some(&2),
+            "held offset {o} redelivered on delivery 2"
+        );
     }
     assert_nothing_left(&client, &group, &topic).await;
 }

@@ -175,7 +175,9 @@ impl ShareConsumerConfig {
         if self.max_poll_records == 0 || self.max_poll_records > i32::MAX as usize {
             return Err(Error::config("max.poll.records must be at least 1"));
         }
-        if self.fetch_min_bytes < 0 || self.fetch_max_bytes <= 0 || self.max_partition_fetch_bytes <= 0
+        if self.fetch_min_bytes < 0
+            || self.fetch_max_bytes <= 0
+            || self.max_partition_fetch_bytes <= 0
         {
             return Err(Error::config(
                 "fetch.min.bytes must be 0 or more, fetch.max.bytes and max.partition.fetch.bytes more than 0",

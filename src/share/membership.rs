@@ -190,8 +190,7 @@ impl Drop for Membership {
             if joined && let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let shared = self.shared.clone();
                 rt.spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), send_leave(&shared)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), send_leave(&shared)).await;
                 });
             }
         }
@@ -227,11 +226,7 @@ enum Beat {
     Rejoin,
 }
 
-async fn run(
-    shared: std::sync::Weak<Shared>,
-    wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut backoff = match shared.upgrade() {
         Some(s) => Backoff::new(s.retry_backoff.0, s.retry_backoff.1),
         None => return,
@@ -388,8 +383,7 @@ async fn heartbeat(s: &Shared) -> Result<Beat> {
                 .extend(tp.partitions);
         }
         tracing::debug!(group = %s.group_id, epoch = resp.member_epoch, ?assignment, "share assignment");
-        s.view
-            .send_modify(|v| v.assignment = Arc::new(assignment));
+        s.view.send_modify(|v| v.assignment = Arc::new(assignment));
     }
     let interval = Duration::from_millis(resp.heartbeat_interval_ms.max(100) as u64);
     Ok(Beat::Ok(interval))

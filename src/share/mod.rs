@@ -363,9 +363,10 @@ impl ShareConsumer {
         if self.closed {
             return Err(closed_error());
         }
-        let part = self.parts.values_mut().find(|p| {
-            p.tp.partition == record.partition && *p.tp.topic == *record.topic
-        });
+        let part = self
+            .parts
+            .values_mut()
+            .find(|p| p.tp.partition == record.partition && *p.tp.topic == *record.topic);
         let Some(part) = part else {
             return Err(not_awaiting(record));
         };
@@ -418,7 +419,9 @@ impl ShareConsumer {
                 let _ = tokio::time::timeout(remaining, watch.changed()).await;
                 continue;
             }
-            let failed = self.fetch_round(remaining.min(self.config.fetch_max_wait)).await?;
+            let failed = self
+                .fetch_round(remaining.min(self.config.fetch_max_wait))
+                .await?;
             if self.buffer.is_empty() {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
@@ -658,7 +661,9 @@ impl ShareConsumer {
                 for t in meta.topics.values() {
                     let id = Uuid::from_bytes(t.topic_id);
                     if view.assignment.contains_key(&id) {
-                        names.entry(id).or_insert_with(|| Arc::from(t.name.as_str()));
+                        names
+                            .entry(id)
+                            .or_insert_with(|| Arc::from(t.name.as_str()));
                     }
                 }
             };
@@ -726,7 +731,12 @@ impl ShareConsumer {
             let (topic, partition) = (part.tp.topic.clone(), part.tp.partition);
             let leader = match self.cluster.known_leader(&topic, partition) {
                 Some(l) => Some(l),
-                None => self.cluster.leader_for(&topic, partition).await.ok().map(|l| l.0),
+                None => self
+                    .cluster
+                    .leader_for(&topic, partition)
+                    .await
+                    .ok()
+                    .map(|l| l.0),
             };
             match leader {
                 Some(l) => {
@@ -831,7 +841,11 @@ impl ShareConsumer {
             for (id, partition) in &forgotten {
                 forgotten_topics.entry(*id).or_default().push(*partition);
             }
-            let wait = if want.is_empty() { Duration::ZERO } else { max_wait };
+            let wait = if want.is_empty() {
+                Duration::ZERO
+            } else {
+                max_wait
+            };
             let req = ShareFetchRequest::default()
                 .with_group_id(Some(group_id.clone()))
                 .with_member_id(Some(member_id.clone()))
@@ -925,13 +939,17 @@ impl ShareConsumer {
             }
         };
         if let Some(code) = KafkaCode::from_i16(resp.error_code) {
-            let e = broker_error(code, resp.error_message.as_ref(), ApiKey::ShareFetch)
-                .on_broker(node);
+            let e =
+                broker_error(code, resp.error_message.as_ref(), ApiKey::ShareFetch).on_broker(node);
             self.reset_session(node);
             let outcomes = failed_outcomes(acks, &e);
             self.deliver(outcomes, true);
             tracing::debug!(node, error = %e, "share fetch failed");
-            return if is_fatal_code(code) { Err(e) } else { Ok(false) };
+            return if is_fatal_code(code) {
+                Err(e)
+            } else {
+                Ok(false)
+            };
         }
         if resp.acquisition_lock_timeout_ms > 0 {
             self.lock_timeout = Some(Duration::from_millis(
@@ -1023,7 +1041,13 @@ impl ShareConsumer {
     /// ShareAcknowledge requests for every pending acknowledgement (`close`: also one with the
     /// final epoch to every open session). Acknowledgements whose broker has no open session
     /// fail at once.
-    fn ack_jobs(&mut self, close: bool) -> (Vec<(AckJob, ShareAcknowledgeRequest)>, Vec<AcknowledgementOutcome>) {
+    fn ack_jobs(
+        &mut self,
+        close: bool,
+    ) -> (
+        Vec<(AckJob, ShareAcknowledgeRequest)>,
+        Vec<AcknowledgementOutcome>,
+    ) {
         let keys: Vec<PartKey> = self
             .parts
             .iter()
@@ -1037,7 +1061,10 @@ impl ShareConsumer {
         &mut self,
         keys: &[PartKey],
         close: bool,
-    ) -> (Vec<(AckJob, ShareAcknowledgeRequest)>, Vec<AcknowledgementOutcome>) {
+    ) -> (
+        Vec<(AckJob, ShareAcknowledgeRequest)>,
+        Vec<AcknowledgementOutcome>,
+    ) {
         let mut by_node: BTreeMap<i32, Vec<PartKey>> = BTreeMap::new();
         let mut failed = Vec::new();
         for k in keys {
@@ -1393,8 +1420,9 @@ mod tests {
 
     #[test]
     fn ack_batches_merge_runs_of_one_type() {
-        let pending: BTreeMap<i64, i8> =
-            [(1, 1), (2, 1), (3, 2), (4, 2), (6, 2), (7, 0)].into_iter().collect();
+        let pending: BTreeMap<i64, i8> = [(1, 1), (2, 1), (3, 2), (4, 2), (6, 2), (7, 0)]
+            .into_iter()
+            .collect();
         assert_eq!(
             ack_batches(&pending),
             vec![(1, 2, 1), (3, 4, 2), (6, 6, 2), (7, 7, 0)]
