@@ -913,3 +913,77 @@ async fn sigkill_of_a_member_loses_nothing() {
     }
     assert_nothing_left(&client, &group, &topic).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_async_outcomes_reach_the_callback_and_the_queue() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-async");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    produce(&client, &topic, 1, 10).await;
+
+    let mut c = consumer(&client, &group, AcknowledgementMode::Implicit);
+    let called: Arc<Mutex<Vec<(i64, bool)>>> = Arc::default();
+    let sink = called.clone();
+    c.set_acknowledgement_commit_callback(move |o| {
+        let mut s = sink.lock().unwrap();
+        s.extend(o.offsets.iter().map(|off| (*off, o.result.is_ok())));
+    });
+    c.subscribe([&topic]);
+    let got = poll_n(&mut c, 10).await;
+    assert_eq!(got.len(), 10);
+    c.commit_async().expect("commit_async");
+    // The next poll collects the outcomes (and finds nothing new).
+    assert!(c.poll(Duration::from_millis(300)).await.expect("poll").is_empty());
+    let queued: Vec<i64> = c
+        .take_acknowledgement_outcomes()
+        .into_iter()
+        .inspect(|o| assert!(o.result.is_ok(), "{o:?}"))
+        .flat_map(|o| o.offsets)
+        .collect();
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(queued, offsets, "every accepted record's outcome queued");
+    let called = called.lock().unwrap().clone();
+    assert_eq!(
+        called,
+        offsets.iter().map(|o| (*o, true)).collect::<Vec<_>>(),
+        "the callback saw the same"
+    );
+    c.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
+}
+
+#[tokio::test]
+async fn client_properties_reach_the_share_consumer() {
+    let client = Client::builder()
+        .bootstrap_servers([bootstrap()])
+        .property("share.acknowledgement.mode", "explicit")
+        .property("max.poll.records", "42")
+        .property("group.id", "from-properties")
+        .build()
+        .await
+        .expect("client");
+    let c = client
+        .share_consumer(ShareConsumerConfig::default())
+        .expect("share consumer");
+    assert_eq!(c.config().acknowledgement_mode, AcknowledgementMode::Explicit);
+    assert_eq!(c.config().max_poll_records, 42);
+    assert_eq!(c.config().group_id, "from-properties");
+    let e = Client::builder()
+        .bootstrap_servers([bootstrap()])
+        .property("share.acknowledgement.mode", "sometimes")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("share.acknowledgement.mode"), "{e}");
+    let plain = Client::builder()
+        .bootstrap_servers([bootstrap()])
+        .build()
+        .await
+        .expect("client");
+    let e = plain
+        .share_consumer(ShareConsumerConfig::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), &rekafka::ErrorKind::Config, "{e}");
+}
