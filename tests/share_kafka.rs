@@ -935,7 +935,12 @@ async fn commit_async_outcomes_reach_the_callback_and_the_queue() {
     assert_eq!(got.len(), 10);
     c.commit_async().expect("commit_async");
     // The next poll collects the outcomes (and finds nothing new).
-    assert!(c.poll(Duration::from_millis(300)).await.expect("poll").is_empty());
+    assert!(
+        c.poll(Duration::from_millis(300))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
     let queued: Vec<i64> = c
         .take_acknowledgement_outcomes()
         .into_iter()
@@ -967,7 +972,10 @@ async fn client_properties_reach_the_share_consumer() {
     let c = client
         .share_consumer(ShareConsumerConfig::default())
         .expect("share consumer");
-    assert_eq!(c.config().acknowledgement_mode, AcknowledgementMode::Explicit);
+    assert_eq!(
+        c.config().acknowledgement_mode,
+        AcknowledgementMode::Explicit
+    );
     assert_eq!(c.config().max_poll_records, 42);
     assert_eq!(c.config().group_id, "from-properties");
     let e = Client::builder()
@@ -986,4 +994,56 @@ async fn client_properties_reach_the_share_consumer() {
         .share_consumer(ShareConsumerConfig::default())
         .unwrap_err();
     assert_eq!(e.kind(), &rekafka::ErrorKind::Config, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_polling_leaves_and_its_records_go_to_another() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-poll-interval");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[("share.record.lock.duration.ms", "15000")]).await;
+    produce(&client, &topic, 1, 10).await;
+
+    let mut stuck = client
+        .share_consumer(
+            ShareConsumerConfig::new(group.as_str())
+                .with_acknowledgement_mode(AcknowledgementMode::Explicit)
+                .with_max_poll_interval(Duration::from_secs(2)),
+        )
+        .expect("share consumer");
+    stuck.subscribe([&topic]);
+    let held = poll_n(&mut stuck, 10).await;
+    assert_eq!(held.len(), 10);
+    assert!(stuck.member_epoch() > 0, "joined");
+    // It stops polling: after max.poll.interval.ms it leaves the group (its heartbeat task
+    // does, with no poll running).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stuck.member_epoch() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stuck.member_epoch(), 0, "the stuck member left");
+    // The records it holds come back when their locks expire (leaving does not release
+    // them on Kafka 4.4), to the member that polls, on delivery 2.
+    let mut other = consumer(&client, &group, AcknowledgementMode::Implicit);
+    other.subscribe([&topic]);
+    let got = poll_n(&mut other, 10).await;
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, held.iter().map(|r| r.offset).collect::<Vec<_>>());
+    assert!(got.iter().all(|r| r.delivery_count == 2), "{got:?}");
+    let results = other.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    other.close().await.expect("close");
+    // Polling again rejoins.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stuck.member_epoch() == 0 && Instant::now() < deadline {
+        // Its unacknowledged records are refused by explicit mode: settle them first.
+        for r in &held {
+            let _ = stuck.acknowledge(r, AcknowledgeType::Release);
+        }
+        let _ = stuck.poll(Duration::from_millis(500)).await.expect("poll");
+    }
+    assert!(stuck.member_epoch() > 0, "rejoined after polling again");
+    stuck.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
 }

@@ -69,6 +69,10 @@ pub struct ShareConsumerConfig {
     /// `default.api.timeout.ms`: the bound of [`commit_sync`](super::ShareConsumer::commit_sync)
     /// and [`close`](super::ShareConsumer::close) (default 60 s).
     pub default_api_timeout: Duration,
+    /// `max.poll.interval.ms`: a member that does not poll within it leaves the group (its
+    /// partitions' records go to the members that poll); the next poll rejoins (default
+    /// 300 s).
+    pub max_poll_interval: Duration,
     /// `retry.backoff.ms`: the wait after a failed heartbeat or fetch (default 100 ms).
     pub retry_backoff: Duration,
     /// `retry.backoff.max.ms`: the longest wait between retries (default 1 s).
@@ -87,6 +91,7 @@ impl Default for ShareConsumerConfig {
             max_partition_fetch_bytes: 1_048_576,
             client_rack: None,
             default_api_timeout: Duration::from_secs(60),
+            max_poll_interval: Duration::from_secs(300),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
         }
@@ -105,6 +110,7 @@ impl ShareConsumerConfig {
         "max.partition.fetch.bytes",
         "client.rack",
         "default.api.timeout.ms",
+        "max.poll.interval.ms",
         "retry.backoff.ms",
         "retry.backoff.max.ms",
     ];
@@ -126,6 +132,12 @@ impl ShareConsumerConfig {
     /// Sets `max.poll.records`.
     pub fn with_max_poll_records(mut self, max: usize) -> Self {
         self.max_poll_records = max;
+        self
+    }
+
+    /// Sets `max.poll.interval.ms`.
+    pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval = interval;
         self
     }
 
@@ -159,6 +171,7 @@ impl ShareConsumerConfig {
                 self.client_rack = (!v.is_empty()).then(|| v.to_owned());
             }
             "default.api.timeout.ms" => self.default_api_timeout = parse_duration_ms(key, value)?,
+            "max.poll.interval.ms" => self.max_poll_interval = parse_duration_ms(key, value)?,
             "retry.backoff.ms" => self.retry_backoff = parse_duration_ms(key, value)?,
             "retry.backoff.max.ms" => self.retry_backoff_max = parse_duration_ms(key, value)?,
             _ => return Ok(false),
@@ -182,6 +195,9 @@ impl ShareConsumerConfig {
             return Err(Error::config(
                 "fetch.min.bytes must be 0 or more, fetch.max.bytes and max.partition.fetch.bytes more than 0",
             ));
+        }
+        if self.max_poll_interval.is_zero() {
+            return Err(Error::config("max.poll.interval.ms must be more than 0"));
         }
         if self.fetch_max_wait.as_millis() > i32::MAX as u128 {
             return Err(Error::config("fetch.max.wait.ms is too large"));

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use kafka_protocol::messages::{ApiKey, GroupId, ShareGroupHeartbeatRequest, TopicName};
@@ -50,6 +50,11 @@ struct State {
     subscription: Vec<String>,
     /// The subscription the coordinator accepted last (`None`: send it with the next heartbeat).
     sent: Option<Vec<String>>,
+    /// When the application last polled.
+    last_poll: Instant,
+    /// The member left because no poll came within `max.poll.interval.ms`; the next poll
+    /// rejoins.
+    left_for_poll: bool,
 }
 
 #[derive(Debug)]
@@ -58,6 +63,7 @@ struct Shared {
     group_id: String,
     rack: Option<String>,
     retry_backoff: (Duration, Duration),
+    max_poll_interval: Duration,
     state: Mutex<State>,
     view: watch::Sender<MemberView>,
     wake: Arc<Notify>,
@@ -96,6 +102,7 @@ impl Membership {
         group_id: String,
         rack: Option<String>,
         retry_backoff: (Duration, Duration),
+        max_poll_interval: Duration,
     ) -> Membership {
         let (view_tx, view) = watch::channel(MemberView::default());
         let (stop, stop_rx) = watch::channel(false);
@@ -104,11 +111,14 @@ impl Membership {
             group_id,
             rack,
             retry_backoff,
+            max_poll_interval,
             state: Mutex::new(State {
                 member_id: new_member_id(),
                 epoch: 0,
                 subscription: Vec::new(),
                 sent: None,
+                last_poll: Instant::now(),
+                left_for_poll: false,
             }),
             view: view_tx,
             wake: Arc::new(Notify::new()),
@@ -141,6 +151,19 @@ impl Membership {
         st.sent = None;
         drop(st);
         self.shared.wake.notify_one();
+    }
+
+    /// Records a poll (`max.poll.interval.ms`); rejoins if the member left for want of polls.
+    pub(crate) fn polled(&self) {
+        let mut st = lock(&self.shared.state);
+        st.last_poll = Instant::now();
+        if st.left_for_poll {
+            st.left_for_poll = false;
+            st.sent = None;
+            drop(st);
+            tracing::info!(group = %self.shared.group_id, "polled again; rejoining the share group");
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The latest view (assignment, fatal error).
@@ -236,7 +259,32 @@ async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch
             return;
         }
         let Some(s) = shared.upgrade() else { return };
-        let idle = lock(&s.state).subscription.is_empty();
+        let (idle, poll_deadline) = {
+            let st = lock(&s.state);
+            (
+                st.subscription.is_empty() || st.left_for_poll,
+                st.last_poll + s.max_poll_interval,
+            )
+        };
+        let now = Instant::now();
+        if !idle && now >= poll_deadline {
+            // Java's liveness rule: a member that stopped polling leaves, so its partitions'
+            // records go to members that poll; the next poll rejoins.
+            tracing::warn!(group = %s.group_id, max_poll_interval = ?s.max_poll_interval,
+                "no poll within max.poll.interval.ms; leaving the share group");
+            if let Err(e) = send_leave(&s).await {
+                tracing::debug!(group = %s.group_id, error = %e, "leave heartbeat failed");
+            }
+            {
+                let mut st = lock(&s.state);
+                st.left_for_poll = true;
+                st.epoch = 0;
+                st.sent = None;
+            }
+            s.view
+                .send_modify(|v| v.assignment = Arc::new(Assignment::new()));
+            continue;
+        }
         let wait = if idle {
             None
         } else {
@@ -265,6 +313,8 @@ async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch
         // Register before dropping the strong reference, so a wake-up in between is kept.
         notified.as_mut().enable();
         drop(s);
+        // Wake up in time to notice a missed poll.
+        let wait = wait.map(|d| d.min(poll_deadline.saturating_duration_since(Instant::now())));
         match wait {
             Some(d) if d.is_zero() => {}
             Some(d) => {

@@ -252,6 +252,7 @@ impl ShareConsumer {
             config.group_id.clone(),
             config.client_rack.clone(),
             (config.retry_backoff, config.retry_backoff_max),
+            config.max_poll_interval,
         );
         let backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
         Ok(ShareConsumer {
@@ -393,11 +394,13 @@ impl ShareConsumer {
         if self.closed {
             return Err(closed_error());
         }
+        self.membership.polled();
         self.harvest_async_commits(false).await;
         self.settle_delivered()?;
         let deadline = Instant::now() + timeout;
         let mut watch = self.membership.watch();
         loop {
+            self.membership.polled();
             self.drop_expired();
             if !self.buffer.is_empty() {
                 if self.has_pending() {
