@@ -1047,3 +1047,42 @@ async fn a_member_that_stops_polling_leaves_and_its_records_go_to_another() {
     stuck.close().await.expect("close");
     assert_nothing_left(&client, &group, &topic).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_subscription_moves_the_share_sessions_to_the_new_topic() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let (a, b) = (unique("share-sub-a"), unique("share-sub-b"));
+    create_topic(&cluster, &a, 3).await;
+    create_topic(&cluster, &b, 3).await;
+    let group = new_group(&cluster, &[]).await;
+    produce(&client, &a, 3, 30).await;
+    produce(&client, &b, 3, 30).await;
+
+    let mut c = consumer(&client, &group, AcknowledgementMode::Implicit);
+    c.subscribe([&a]);
+    let from_a = poll_n(&mut c, 30).await;
+    assert_eq!(from_a.len(), 30);
+    assert!(from_a.iter().all(|r| *r.topic == *a));
+    c.subscribe([&b]);
+    // Records written to `a` from now on are not this member's any more.
+    produce(&client, &a, 3, 30).await;
+    let mut from_b = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while from_b.len() < 30 && Instant::now() < deadline {
+        for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
+            assert_eq!(*r.topic, *b, "a record of the old subscription: {r:?}");
+            from_b.push(r);
+        }
+    }
+    assert_eq!(from_b.len(), 30);
+    let mut values: Vec<String> = from_b.iter().map(value).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 30, "every record of b once");
+    assert!(c.assignment().iter().all(|tp| tp.topic() == b));
+    let results = c.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    c.close().await.expect("close");
+    assert_nothing_left(&client, &group, &b).await;
+}

@@ -290,7 +290,9 @@ impl ShareConsumer {
     }
 
     /// Subscribes to `topics` (replacing the subscription); the heartbeat sends it at once.
-    /// An empty list is [`unsubscribe`](Self::unsubscribe).
+    /// Partitions of topics no longer subscribed are not fetched from again, and their fetched
+    /// records not yet returned are released. An empty list is
+    /// [`unsubscribe`](Self::unsubscribe).
     pub fn subscribe<I, S>(&mut self, topics: I)
     where
         I: IntoIterator<Item = S>,
@@ -301,6 +303,18 @@ impl ShareConsumer {
         topics.dedup();
         self.subscription = topics.clone();
         self.membership.subscribe(topics);
+        // Fetched records of topics no longer subscribed are released, not handed out; their
+        // partitions are not fetched from again (even before the coordinator's new assignment).
+        let subscription = &self.subscription;
+        let parts = &mut self.parts;
+        self.buffer.retain(|(r, key, _)| {
+            let keep = subscription.iter().any(|t| **t == *r.topic);
+            if !keep && let Some(p) = parts.get_mut(key) {
+                p.acquired.remove(&r.offset);
+                p.pending.insert(r.offset, AcknowledgeType::Release.wire());
+            }
+            keep
+        });
     }
 
     /// Subscribes to nothing; the member stays in the group with no assignment.
@@ -683,6 +697,10 @@ impl ShareConsumer {
             let Some(name) = names.get(id) else {
                 continue;
             };
+            if !self.subscription.iter().any(|t| **t == **name) {
+                // Assigned under an older subscription: the next heartbeat's answer drops it.
+                continue;
+            }
             for &partition in partitions {
                 self.parts
                     .entry((*id, partition))
