@@ -1438,6 +1438,7 @@ fn take_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn ack_batches_merge_runs_of_one_type() {
@@ -1449,6 +1450,103 @@ mod tests {
             vec![(1, 2, 1), (3, 4, 2), (6, 6, 2), (7, 7, 0)]
         );
         assert!(ack_batches(&BTreeMap::new()).is_empty());
+    }
+
+    fn part() -> Part {
+        Part {
+            tp: TopicPartition::new("t", 0),
+            assigned: true,
+            node: Some(1),
+            acquired: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn partition_data(
+        records: Bytes,
+        acquired: &[(i64, i64, i16)],
+    ) -> kafka_protocol::messages::share_fetch_response::PartitionData {
+        use kafka_protocol::messages::share_fetch_response::{AcquiredRecords, PartitionData};
+        PartitionData::default()
+            .with_records(Some(records))
+            .with_acquired_records(
+                acquired
+                    .iter()
+                    .map(|(f, l, dc)| {
+                        AcquiredRecords::default()
+                            .with_first_offset(*f)
+                            .with_last_offset(*l)
+                            .with_delivery_count(*dc)
+                    })
+                    .collect(),
+            )
+    }
+
+    /// A batch at `base` with `n` records `v<offset>`, then a transaction marker after it.
+    fn log(base: i64, n: usize) -> Bytes {
+        use crate::protocol::record::{BatchBuilder, ControlType, encode_transaction_marker};
+        let mut b = BatchBuilder::new().with_base_offset(base);
+        for i in 0..n {
+            let v = format!("v{}", base + i as i64);
+            b.append(1000, None, Some(v.as_bytes()), &[]).unwrap();
+        }
+        let mut out = b.build().unwrap().to_vec();
+        let marker =
+            encode_transaction_marker(base + n as i64, 7, 0, 1000, ControlType::Commit, 0).unwrap();
+        out.extend_from_slice(&marker);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn acquired_records_are_buffered_with_their_delivery_counts_and_gaps_acknowledged() {
+        let mut p = part();
+        let mut buffer = VecDeque::new();
+        let key = (Uuid::nil(), 0);
+        // Records 10..=14 and a marker at 15; acquired: 8..=11 (delivery 1), 13..=16
+        // (delivery 3). 12 was not acquired (another member's); 8, 9 hold no record
+        // (compacted), 15 is the marker, 16 is past the data.
+        let pd = partition_data(log(10, 5), &[(8, 11, 1), (13, 16, 3)]);
+        take_records(&mut p, key, &pd, Instant::now(), &mut buffer);
+        let got: Vec<(i64, u16, Option<Bytes>)> = buffer
+            .iter()
+            .map(|(r, _, _)| (r.offset, r.delivery_count, r.value.clone()))
+            .collect();
+        let v = |o: i64| Some(Bytes::from(format!("v{o}")));
+        assert_eq!(
+            got,
+            vec![
+                (10, 1, v(10)),
+                (11, 1, v(11)),
+                (13, 3, v(13)),
+                (14, 3, v(14))
+            ]
+        );
+        assert_eq!(
+            p.pending,
+            [(8, GAP), (9, GAP), (15, GAP), (16, GAP)]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(p.acquired.len(), 4);
+        assert!(p.acquired.values().all(|a| *a == Acq::Buffered));
+    }
+
+    #[test]
+    fn a_corrupt_batch_releases_its_acquired_records() {
+        let mut p = part();
+        let mut buffer = VecDeque::new();
+        let mut bytes = log(0, 3).to_vec();
+        // Break the first batch's CRC.
+        bytes[20] ^= 0xff;
+        let pd = partition_data(Bytes::from(bytes), &[(0, 2, 1)]);
+        take_records(&mut p, (Uuid::nil(), 0), &pd, Instant::now(), &mut buffer);
+        assert!(buffer.is_empty());
+        assert_eq!(
+            p.pending,
+            (0..=2)
+                .map(|o| (o, AcknowledgeType::Release.wire()))
+                .collect()
+        );
     }
 
     #[test]
