@@ -1086,3 +1086,116 @@ async fn changing_the_subscription_moves_the_share_sessions_to_the_new_topic() {
     c.close().await.expect("close");
     assert_nothing_left(&client, &group, &b).await;
 }
+
+/// Moves the leadership of `topic`-0 to another replica (same replicas, new order, then a
+/// preferred leader election); returns the new leader. Only this test's topic is touched.
+async fn move_leader(cluster: &Cluster, topic: &str) -> i32 {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest, TopicName,
+    };
+    cluster.refresh_topics(&[topic]).await.expect("metadata");
+    let p = cluster.partitions(topic).await.expect("partitions")[0].clone();
+    let mut replicas = p.replicas.clone();
+    assert!(replicas.len() > 1, "needs replicas: {p:?}");
+    while replicas[0] == p.leader {
+        replicas.rotate_left(1);
+    }
+    let target = replicas[0];
+    let conn = cluster.any_connection().await.expect("a broker");
+    let resp = conn
+        .send(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![
+                    ReassignableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                        .with_partitions(vec![
+                            ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(
+                                    replicas.iter().map(|r| BrokerId(*r)).collect(),
+                                )),
+                        ]),
+                ]),
+        )
+        .await
+        .expect("AlterPartitionReassignments");
+    assert_eq!(resp.error_code, 0, "{:?}", resp.error_message);
+    for t in &resp.responses {
+        for p in &t.partitions {
+            assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = conn
+            .send(
+                ElectLeadersRequest::default()
+                    .with_election_type(0)
+                    .with_timeout_ms(30_000)
+                    .with_topic_partitions(Some(vec![
+                        TopicPartitions::default()
+                            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                            .with_partitions(vec![0]),
+                    ])),
+            )
+            .await
+            .expect("ElectLeaders");
+        let _ = cluster.refresh_topics(&[topic]).await;
+        if cluster.known_leader(topic, 0) == Some(target) {
+            return target;
+        }
+        assert!(Instant::now() < deadline, "leader never moved: {resp:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_moves_the_share_fetches_to_the_new_leader() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-leader");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    produce(&client, &topic, 1, 50).await;
+
+    let mut c = consumer(&client, &group, AcknowledgementMode::Implicit);
+    c.subscribe([&topic]);
+    let first = poll_n(&mut c, 50).await;
+    assert_eq!(first.len(), 50);
+    let results = c.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+
+    let old = cluster.known_leader(&topic, 0);
+    // Moved through another client, so the consumer's metadata is stale and its next fetch
+    // meets NOT_LEADER_OR_FOLLOWER.
+    let other = self::client().await;
+    let new = move_leader(other.cluster(), &topic).await;
+    assert_eq!(
+        cluster.known_leader(&topic, 0),
+        old,
+        "the consumer's client still has the old leader"
+    );
+    assert_ne!(old, Some(new));
+    produce(&client, &topic, 1, 50).await;
+    // The consumer finds the new leader (NOT_LEADER_OR_FOLLOWER → metadata) and gets the new
+    // records there; the accepted ones stay accepted.
+    let mut offsets = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while offsets.len() < 50 && Instant::now() < deadline {
+        for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
+            assert!(r.offset >= 50, "an accepted record came back: {r:?}");
+            assert_eq!(r.delivery_count, 1, "{r:?}");
+            assert!(offsets.insert(r.offset), "offset {} twice", r.offset);
+        }
+    }
+    assert_eq!(offsets, (50..100).collect::<BTreeSet<i64>>());
+    let results = c.commit_sync().await.expect("commit");
+    assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    c.close().await.expect("close");
+    assert_nothing_left(&client, &group, &topic).await;
+}
