@@ -1083,6 +1083,14 @@ async fn changing_the_subscription_moves_the_share_sessions_to_the_new_topic() {
     assert!(c.assignment().iter().all(|tp| tp.topic() == b));
     let results = c.commit_sync().await.expect("commit");
     assert!(results.values().all(|r| r.is_ok()), "{results:?}");
+    // Unsubscribing leaves the group (Java's `unsubscribe`).
+    assert!(c.member_epoch() > 0);
+    c.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.member_epoch() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.member_epoch(), 0, "left the group");
     c.close().await.expect("close");
     assert_nothing_left(&client, &group, &b).await;
 }

@@ -184,10 +184,7 @@ impl Membership {
             task.abort();
             let _ = task.await;
         }
-        let joined = {
-            let st = lock(&self.shared.state);
-            st.epoch > 0 && !st.subscription.is_empty()
-        };
+        let joined = lock(&self.shared.state).epoch > 0;
         if !joined {
             return Ok(());
         }
@@ -266,6 +263,25 @@ async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch
                 st.last_poll + s.max_poll_interval,
             )
         };
+        let unsubscribed_member = {
+            let st = lock(&s.state);
+            st.subscription.is_empty() && st.epoch > 0
+        };
+        if unsubscribed_member {
+            // Unsubscribed: leave the group (Java's `unsubscribe`); a later subscription joins
+            // again at epoch 0.
+            if let Err(e) = send_leave(&s).await {
+                tracing::debug!(group = %s.group_id, error = %e, "leave heartbeat failed");
+            }
+            {
+                let mut st = lock(&s.state);
+                st.epoch = 0;
+                st.sent = None;
+            }
+            s.view
+                .send_modify(|v| v.assignment = Arc::new(Assignment::new()));
+            continue;
+        }
         let now = Instant::now();
         if !idle && now >= poll_deadline {
             // Java's liveness rule: a member that stopped polling leaves, so its partitions'

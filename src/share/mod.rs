@@ -317,7 +317,8 @@ impl ShareConsumer {
         });
     }
 
-    /// Subscribes to nothing; the member stays in the group with no assignment.
+    /// Subscribes to nothing: the member leaves the group (a heartbeat with epoch -1); a later
+    /// [`subscribe`](Self::subscribe) joins again.
     pub fn unsubscribe(&mut self) {
         self.subscribe(std::iter::empty::<&str>());
     }
