@@ -1,6 +1,16 @@
 //! Share groups (KIP-932) against the three-node Apache Kafka 4.x cluster: several share
 //! consumers splitting a topic (every record accepted exactly once), release and reject,
-//! a closing member's records going to another, and the delivery count limit.
+//! explicit acknowledgement, a closing member's records going to another, the delivery count
+//! limit, an expired acquisition lock (late acknowledgements fail, records redelivered),
+//! `commit_async`, `max.poll.interval.ms`, subscription changes, a leader change, a SIGKILLed
+//! member (child process), and three rekafka members with a Java `KafkaShareConsumer`
+//! (`protocol-tests/java-interop`, ShareMember.java; build it with
+//! `protocol-tests/java-interop/build.sh`) agreeing on delivery counts over 20,000 records.
+//!
+//! Group configs (`share.auto.offset.reset=earliest`, `share.delivery.count.limit`,
+//! `share.record.lock.duration.ms`, whose broker minimum is 15 s) are set with a raw
+//! IncrementalAlterConfigs on resource type GROUP. The coordinator's heartbeat interval
+//! (`group.share.heartbeat.interval.ms`, 5 s) paces assignments.
 //!
 //! Named `*_kafka.rs`: the embedded mock cluster does not serve share groups.
 
