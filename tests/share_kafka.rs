@@ -1217,3 +1217,68 @@ async fn a_leader_change_moves_the_share_fetches_to_the_new_leader() {
     c.close().await.expect("close");
     assert_nothing_left(&client, &group, &topic).await;
 }
+
+/// The member ids of a share group, as its coordinator describes them (ShareGroupDescribe).
+async fn group_members(cluster: &Cluster, group: &str) -> BTreeSet<String> {
+    use kafka_protocol::messages::{GroupId, ShareGroupDescribeRequest};
+    use rekafka::cluster::CoordinatorType;
+    let coordinator = cluster
+        .coordinator(CoordinatorType::Group, group)
+        .await
+        .expect("coordinator");
+    let conn = cluster
+        .connection_for_broker(coordinator)
+        .await
+        .expect("connection");
+    let resp = conn
+        .send(
+            ShareGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_owned()))]),
+        )
+        .await
+        .expect("ShareGroupDescribe");
+    resp.groups
+        .iter()
+        .flat_map(|g| g.members.iter().map(|m| m.member_id.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_drop_leave_the_group() {
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-leave");
+    create_topic(&cluster, &topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+
+    let mut closed = consumer(&client, &group, AcknowledgementMode::Implicit);
+    let mut dropped = consumer(&client, &group, AcknowledgementMode::Implicit);
+    for c in [&mut closed, &mut dropped] {
+        c.subscribe([&topic]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (closed.member_epoch() == 0 || dropped.member_epoch() == 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (a, b) = (closed.member_id(), dropped.member_id());
+    assert_eq!(
+        group_members(&cluster, &group).await,
+        [a.clone(), b.clone()].into_iter().collect(),
+        "both joined (their heartbeats run without polls)"
+    );
+    closed.close().await.expect("close");
+    assert_eq!(
+        group_members(&cluster, &group).await,
+        [b.clone()].into_iter().collect(),
+        "close left the group at once"
+    );
+    // Dropped without close: the heartbeat task stops and a leave is sent on the way out.
+    drop(dropped);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut members = group_members(&cluster, &group).await;
+    while !members.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        members = group_members(&cluster, &group).await;
+    }
+    assert!(members.is_empty(), "the dropped member left: {members:?}");
+}
