@@ -91,28 +91,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("setting the group config failed: {:?}", r.error_message).into());
     }
 
-    let producer = client.producer(ProducerConfig::default()).await?;
-    let mut sent = Vec::with_capacity(JOBS);
-    for i in 0..JOBS {
-        sent.push(
-            producer
-                .send(Record::new(topic.as_str()).with_value(format!("job-{i}")))
-                .await?,
-        );
+    let log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    // Both consumers join first (the group's heartbeats bring their assignments), so both
+    // take part.
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let mut consumer = client.share_consumer(
+            ShareConsumerConfig::new(group.as_str())
+                .with_acknowledgement_mode(AcknowledgementMode::Explicit)
+                .with_max_poll_records(50),
+        )?;
+        consumer.subscribe([&topic]);
+        consumers.push(consumer);
     }
-    for s in sent {
-        s.await?;
+    let joined_by = Instant::now() + Duration::from_secs(30);
+    while consumers.iter().any(|c| c.assignment().is_empty()) && Instant::now() < joined_by {
+        for c in &mut consumers {
+            c.poll(Duration::from_millis(100)).await?;
+        }
+    }
+
+    let producer = client.producer(ProducerConfig::default()).await?;
+    // In chunks of 50, so that batches are small: a broker hands out whole batches, so one
+    // fetch of a 1,000-record batch would give every job to one consumer.
+    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(50) {
+        let mut sent = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            sent.push(
+                producer
+                    .send(
+                        Record::new(topic.as_str())
+                            .with_partition((i % 3) as i32)
+                            .with_value(format!("job-{i}")),
+                    )
+                    .await?,
+            );
+        }
+        for s in sent {
+            s.await?;
+        }
     }
     producer.close().await;
 
-    let log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let mut workers = Vec::new();
-    for worker in 0..2 {
-        let mut consumer = client.share_consumer(
-            ShareConsumerConfig::new(group.as_str())
-                .with_acknowledgement_mode(AcknowledgementMode::Explicit),
-        )?;
-        consumer.subscribe([&topic]);
+    for (worker, mut consumer) in consumers.into_iter().enumerate() {
         let log = log.clone();
         workers.push(tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(30);
