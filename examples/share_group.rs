@@ -17,13 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rekafka::Client;
-use rekafka::admin::{Admin, NewTopic};
+use rekafka::admin::{Admin, AlterConfigOp, NewTopic, SHARE_AUTO_OFFSET_RESET};
 use rekafka::producer::{ProducerConfig, Record};
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::IncrementalAlterConfigsRequest;
-use rekafka::protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use rekafka::share::{AcknowledgeType, AcknowledgementMode, ShareConsumerConfig};
 
 const JOBS: usize = 1000;
@@ -69,29 +64,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for r in admin.create_topics(&[NewTopic::new(&topic, 3)]).await? {
         r?;
     }
-    // Group configs are set with IncrementalAlterConfigs on resource type GROUP (32).
-    let set_earliest = IncrementalAlterConfigsRequest::default().with_resources(vec![
-        AlterConfigsResource::default()
-            .with_resource_type(32)
-            .with_resource_name(StrBytes::from_string(group.clone()))
-            .with_configs(vec![
-                AlterableConfig::default()
-                    .with_name(StrBytes::from_static_str("share.auto.offset.reset"))
-                    .with_config_operation(0)
-                    .with_value(Some(StrBytes::from_static_str("earliest"))),
-            ]),
-    ]);
-    let resp = client
-        .cluster()
-        .any_connection()
-        .await?
-        .send(set_earliest)
+    // A share group starts at the end of the partitions unless told otherwise.
+    admin
+        .alter_group_configs(
+            &group,
+            &[AlterConfigOp::set(SHARE_AUTO_OFFSET_RESET, "earliest")],
+        )
         .await?;
-    if let Some(r) = resp.responses.iter().find(|r| r.error_code != 0) {
-        return Err(format!("setting the group config failed: {:?}", r.error_message).into());
-    }
 
-    let log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     // Both consumers join first (the group's heartbeats bring their assignments), so both
     // take part.
     let mut consumers = Vec::new();
@@ -133,6 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     producer.close().await;
 
+    let log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let mut workers = Vec::new();
     for (worker, mut consumer) in consumers.into_iter().enumerate() {
         let log = log.clone();

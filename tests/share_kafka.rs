@@ -8,8 +8,8 @@
 //! `protocol-tests/java-interop/build.sh`) agreeing on delivery counts over 20,000 records.
 //!
 //! Group configs (`share.auto.offset.reset=earliest`, `share.delivery.count.limit`,
-//! `share.record.lock.duration.ms`, whose broker minimum is 15 s) are set with a raw
-//! IncrementalAlterConfigs on resource type GROUP. The coordinator's heartbeat interval
+//! `share.record.lock.duration.ms`, whose broker minimum is 15 s) are set with the admin's
+//! `alter_group_configs` (IncrementalAlterConfigs on the GROUP resource). The coordinator's heartbeat interval
 //! (`group.share.heartbeat.interval.ms`, 5 s) paces assignments.
 //!
 //! Named `*_kafka.rs`: the embedded mock cluster does not serve share groups.
@@ -21,12 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bootstrap, unique};
-use kafka_protocol::messages::IncrementalAlterConfigsRequest;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::protocol::StrBytes;
-use rekafka::admin::{Admin, NewTopic};
+use rekafka::admin::{Admin, AlterConfigOp, NewTopic};
 use rekafka::cluster::Cluster;
 use rekafka::producer::{ProducerConfig, Record};
 use rekafka::share::{
@@ -63,33 +59,17 @@ async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
     }
 }
 
-/// Sets share group configs with IncrementalAlterConfigs on resource type GROUP (32).
+/// Sets share group configs (IncrementalAlterConfigs on the GROUP resource, through the
+/// admin client).
 async fn set_group_config(cluster: &Cluster, group: &str, configs: &[(&str, &str)]) {
-    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
-        AlterConfigsResource::default()
-            .with_resource_type(32)
-            .with_resource_name(StrBytes::from_string(group.to_owned()))
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        AlterableConfig::default()
-                            .with_name(StrBytes::from_string(k.to_string()))
-                            .with_config_operation(0)
-                            .with_value(Some(StrBytes::from_string(v.to_string())))
-                    })
-                    .collect(),
-            ),
-    ]);
-    let conn = cluster.any_connection().await.expect("a broker");
-    let resp = conn.send(req).await.expect("IncrementalAlterConfigs");
-    for r in resp.responses {
-        assert_eq!(
-            r.error_code, 0,
-            "group config {configs:?}: {:?}",
-            r.error_message
-        );
-    }
+    let ops: Vec<AlterConfigOp> = configs
+        .iter()
+        .map(|(k, v)| AlterConfigOp::set(*k, *v))
+        .collect();
+    Admin::new(cluster.clone())
+        .alter_group_configs(group, &ops)
+        .await
+        .unwrap_or_else(|e| panic!("group config {configs:?}: {e}"));
 }
 
 /// A share group reading from the earliest offset.
