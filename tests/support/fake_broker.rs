@@ -55,7 +55,8 @@ pub enum Reply {
     /// a connection's requests in order), then carry out the inner reply.
     Stall(Duration, Box<Reply>),
     /// The broker's own answer: ApiVersions from the configured ranges; any other API is not
-    /// spoken by this fake (the connection task panics, which fails the test's requests).
+    /// spoken by this fake (the connection task panics, which fails the test's requests). Only
+    /// as the handler's direct answer, not inside [`Reply::Later`] or [`Reply::Stall`].
     Builtin,
 }
 
@@ -129,7 +130,8 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// The handler's state of type `T` for this connection, created on first use.
+    /// The handler's state of type `T` for this connection, created on first use (a handler
+    /// keeps one type per connection).
     pub fn get<T: Default + Send + 'static>(&mut self) -> &mut T {
         if !self.state.as_ref().is_some_and(|s| s.is::<T>()) {
             self.state = Some(Box::new(T::default()));
@@ -371,7 +373,8 @@ async fn apply(
         match reply {
             Reply::Bytes(b) => return stream.write_all(&b).await.is_ok(),
             Reply::Silent => return true,
-            Reply::Close | Reply::Builtin => return false,
+            Reply::Close => return false,
+            Reply::Builtin => panic!("Reply::Builtin inside Later/Stall: answer the request"),
             Reply::Stall(d, r) => {
                 tokio::time::sleep(d).await;
                 reply = *r;
