@@ -350,7 +350,7 @@ fn offsets(global: &Global, group: String) -> CliResult {
                     _ => "-".to_owned(),
                 };
                 vec![
-                    tp.topic,
+                    tp.topic().to_owned(),
                     tp.partition.to_string(),
                     show(committed),
                     show(end),
@@ -615,7 +615,7 @@ async fn reset_async(client: &rekafka::Client, a: &ResetArgs, target: Target) ->
         .clamp(lo, hi);
         let show = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
         rows.push(vec![
-            tp.topic.clone(),
+            tp.topic().to_owned(),
             tp.partition.to_string(),
             show(current),
             new.to_string(),

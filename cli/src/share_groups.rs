@@ -55,7 +55,12 @@ pub async fn offset_rows(admin: &Admin, group: &str) -> Result<OffsetRows, rekaf
                     None
                 }
             };
-            vec![tp.topic, tp.partition.to_string(), show(start), show(end)]
+            vec![
+                tp.topic().to_owned(),
+                tp.partition.to_string(),
+                show(start),
+                show(end),
+            ]
         })
         .collect();
     Ok(OffsetRows { rows, failures })

@@ -582,7 +582,7 @@ impl Admin {
         let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
         for (tp, o) in offsets {
             by_topic
-                .entry(tp.topic.as_str())
+                .entry(tp.topic())
                 .or_default()
                 .push((tp.partition, *o));
         }
@@ -649,13 +649,13 @@ impl Admin {
                 let answer = resp
                     .topics
                     .iter()
-                    .filter(|t| t.name.0.as_str() == tp.topic)
+                    .filter(|t| t.name.0.as_str() == tp.topic())
                     .flat_map(|t| &t.partitions)
                     .find(|p| p.partition_index == tp.partition);
                 let r = match answer {
                     None => Err(missing(ApiKey::OffsetCommit, &tp.to_string())),
                     Some(p) => match code_error(p.error_code, None, ApiKey::OffsetCommit) {
-                        Some(e) => Err(e.on_partition(&tp.topic, tp.partition)),
+                        Some(e) => Err(e.on_partition(tp.topic(), tp.partition)),
                         None => Ok(()),
                     },
                 };
@@ -702,10 +702,7 @@ fn offset_fetch_request(
 ) -> OffsetFetchRequest {
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in partitions.into_iter().flatten() {
-        by_topic
-            .entry(tp.topic.as_str())
-            .or_default()
-            .push(tp.partition);
+        by_topic.entry(tp.topic()).or_default().push(tp.partition);
     }
     let mut req = OffsetFetchRequest::default();
     if version >= 8 {

@@ -68,30 +68,7 @@ use crate::protocol::messages::metadata_request::MetadataRequestTopic;
 use crate::protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use crate::protocol::{Request, StrBytes};
 
-/// A topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// The topic name.
-    pub topic: String,
-    /// The partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// `topic`-`partition`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+pub use crate::cluster::TopicPartition;
 
 /// Whether [`Admin::list_topics`] includes internal topics (`__consumer_offsets`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -476,7 +453,7 @@ impl Admin {
         &self,
         partitions: &[&TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Result<i32>>> {
-        let mut topics: Vec<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
+        let mut topics: Vec<&str> = partitions.iter().map(|tp| tp.topic()).collect();
         topics.sort_unstable();
         topics.dedup();
         let resp = self.fetch_metadata(Some(&topics)).await?;
@@ -485,12 +462,12 @@ impl Admin {
             let err = |code| {
                 Error::broker(code)
                     .api(ApiKey::Metadata)
-                    .on_partition(tp.topic.clone(), tp.partition)
+                    .on_partition(tp.topic(), tp.partition)
             };
             let t = resp
                 .topics
                 .iter()
-                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == tp.topic));
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == tp.topic()));
             let leader = match t {
                 None => Err(err(KafkaCode::UnknownTopicOrPartition)),
                 Some(t) => match KafkaCode::from_i16(t.error_code) {

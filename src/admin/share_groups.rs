@@ -147,7 +147,9 @@ fn by_topic<T: Copy>(
 ) -> BTreeMap<String, Vec<(i32, T)>> {
     let mut by: BTreeMap<String, Vec<(i32, T)>> = BTreeMap::new();
     for (tp, v) in items {
-        by.entry(tp.topic).or_default().push((tp.partition, v));
+        by.entry(tp.topic().to_owned())
+            .or_default()
+            .push((tp.partition, v));
     }
     by
 }
@@ -174,7 +176,7 @@ fn share_offsets_results(
                     p.error_message.as_ref(),
                     ApiKey::DescribeShareGroupOffsets,
                 ) {
-                    Some(e) => Err(e.on_partition(tp.topic.clone(), tp.partition)),
+                    Some(e) => Err(e.on_partition(tp.topic(), tp.partition)),
                     // A negative start offset: no state for this partition.
                     None if p.start_offset < 0 => Ok(None),
                     None => Ok(Some(SharePartitionOffset {
@@ -397,7 +399,7 @@ impl Admin {
                 let answer = resp
                     .responses
                     .iter()
-                    .filter(|t| t.topic_name.0.as_str() == tp.topic)
+                    .filter(|t| t.topic_name.0.as_str() == tp.topic())
                     .flat_map(|t| &t.partitions)
                     .find(|p| p.partition_index == tp.partition);
                 let r = match answer {
@@ -407,7 +409,7 @@ impl Admin {
                         p.error_message.as_ref(),
                         ApiKey::AlterShareGroupOffsets,
                     ) {
-                        Some(e) => Err(e.on_partition(tp.topic.clone(), tp.partition)),
+                        Some(e) => Err(e.on_partition(tp.topic(), tp.partition)),
                         None => Ok(()),
                     },
                 };

@@ -277,12 +277,10 @@ impl Connection {
             tasks: Mutex::new(vec![reader, writer]),
         });
         if let Some((session, lifetime)) = reauth {
-            let task = tokio::spawn(reauth_loop(
-                Arc::downgrade(&shared),
-                session,
-                dead_rx,
-                lifetime,
-            ));
+            let task = tokio::spawn(
+                reauth_loop(Arc::downgrade(&shared), session, dead_rx, lifetime)
+                    .instrument(span.clone()),
+            );
             shared
                 .tasks
                 .lock()

@@ -340,7 +340,7 @@ pub(crate) fn disconnected(broker_id: i32, cause: Error) -> Error {
         return cause.on_broker(broker_id);
     }
     Error::with_message(ErrorKind::Disconnected, cause.to_string())
-        .source(cause)
+        .with_source(cause)
         .on_broker(broker_id)
 }
 

@@ -136,7 +136,7 @@ impl Shared {
         self.fatal.get().map(|e| {
             Error::new(ErrorKind::Fatal)
                 .message(format!("the producer failed earlier: {e}"))
-                .source(e.clone())
+                .with_source(e.clone())
         })
     }
 

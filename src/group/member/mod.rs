@@ -251,11 +251,18 @@ impl GroupMember {
             heartbeat_lock: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&inner);
+        // The heartbeat task's requests are children of this span (and of the span current
+        // where the member was made, e.g. the consumer's).
+        let span = tracing::debug_span!("kafka.heartbeat", group_id = %inner.config.group_id);
         match inner.config.protocol {
-            GroupProtocol::Consumer => {
-                runtime.spawn(consumer_protocol::heartbeat_loop(weak, shutdown_rx))
-            }
-            _ => runtime.spawn(heartbeat_loop(weak, shutdown_rx)),
+            GroupProtocol::Consumer => runtime.spawn(tracing::Instrument::instrument(
+                consumer_protocol::heartbeat_loop(weak, shutdown_rx),
+                span,
+            )),
+            _ => runtime.spawn(tracing::Instrument::instrument(
+                heartbeat_loop(weak, shutdown_rx),
+                span,
+            )),
         };
         Ok(GroupMember { inner, owner: true })
     }
@@ -332,7 +339,9 @@ impl GroupMember {
             // Retired, not closed: a request racing on a clone (a commit while the heartbeat
             // found the coordinator gone) fails retriably and looks the coordinator up again,
             // instead of reporting the client closed.
-            tokio::spawn(async move { c.retire().await });
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
+                c.retire().await
+            }));
         }
     }
 

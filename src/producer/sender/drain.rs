@@ -193,16 +193,20 @@ impl Sender {
         let sh = self.sh.clone();
         let dirty = self.meta_dirty.clone();
         let refreshing = self.refreshing.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sh.cluster.refresh_topics(&topics).await {
-                tracing::debug!(error = %e, "producer metadata refresh failed");
-            }
-            dirty.store(true, Ordering::Release);
-            sh.wake.notify_one();
-            tokio::time::sleep(sh.config.retry_backoff).await;
-            refreshing.store(false, Ordering::Release);
-            sh.wake.notify_one();
-        });
+        let span = tracing::debug_span!("kafka.metadata", topics = topics.len());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = sh.cluster.refresh_topics(&topics).await {
+                    tracing::debug!(error = %e, "producer metadata refresh failed");
+                }
+                dirty.store(true, Ordering::Release);
+                sh.wake.notify_one();
+                tokio::time::sleep(sh.config.retry_backoff).await;
+                refreshing.store(false, Ordering::Release);
+                sh.wake.notify_one();
+            },
+            span,
+        ));
     }
 
     /// Whether the head batch of `tp` may be sent now.

@@ -46,7 +46,7 @@ impl Sender {
         .api(ApiKey::Produce)
         .on_partition(tp.0.to_string(), tp.1);
         if let Some(l) = last {
-            e = e.source(l.clone());
+            e = e.with_source(l.clone());
         }
         e
     }

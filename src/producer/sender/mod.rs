@@ -382,54 +382,58 @@ impl Sender {
             (want, st.generation)
         };
         let sh = self.sh.clone();
-        self.add_task = Some(tokio::spawn(async move {
-            let result = super::txn::add_partitions(
-                &sh.cluster,
-                &sh.config,
-                &link.transactional_id,
-                id,
-                &want,
-            )
-            .await;
-            if link.lock().generation != generation {
-                // The transaction ended meanwhile (the manager waits for this request before
-                // EndTxn, so this is only a safety net): its result is not this one's.
-                link.lock().adding = false;
+        let span = tracing::debug_span!("kafka.transaction", op = "add_partitions");
+        self.add_task = Some(tokio::spawn(
+            async move {
+                let result = super::txn::add_partitions(
+                    &sh.cluster,
+                    &sh.config,
+                    &link.transactional_id,
+                    id,
+                    &want,
+                )
+                .await;
+                if link.lock().generation != generation {
+                    // The transaction ended meanwhile (the manager waits for this request before
+                    // EndTxn, so this is only a safety net): its result is not this one's.
+                    link.lock().adding = false;
+                    sh.wake.notify_one();
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        let mut st = link.lock();
+                        st.adding = false;
+                        st.add_failures = 0;
+                        st.add_retry_at = None;
+                        st.added.extend(want);
+                    }
+                    Err(e) if e.is_fatal() => {
+                        link.lock().adding = false;
+                        let _ = sh.fatal.set(e);
+                    }
+                    Err(e) if e.is_retriable() => {
+                        let mut st = link.lock();
+                        st.adding = false;
+                        st.add_failures = st.add_failures.saturating_add(1);
+                        let exp = st.add_failures.min(16) - 1;
+                        let wait = sh
+                            .config
+                            .retry_backoff
+                            .saturating_mul(1u32 << exp.min(10))
+                            .min(sh.config.retry_backoff_max);
+                        tracing::debug!(error = %e, ?wait, "AddPartitionsToTxn failed; retrying");
+                        st.add_retry_at = Some(Instant::now() + wait);
+                    }
+                    Err(e) => {
+                        link.lock().adding = false;
+                        link.set_error(e);
+                    }
+                }
                 sh.wake.notify_one();
-                return;
             }
-            match result {
-                Ok(()) => {
-                    let mut st = link.lock();
-                    st.adding = false;
-                    st.add_failures = 0;
-                    st.add_retry_at = None;
-                    st.added.extend(want);
-                }
-                Err(e) if e.is_fatal() => {
-                    link.lock().adding = false;
-                    let _ = sh.fatal.set(e);
-                }
-                Err(e) if e.is_retriable() => {
-                    let mut st = link.lock();
-                    st.adding = false;
-                    st.add_failures = st.add_failures.saturating_add(1);
-                    let exp = st.add_failures.min(16) - 1;
-                    let wait = sh
-                        .config
-                        .retry_backoff
-                        .saturating_mul(1u32 << exp.min(10))
-                        .min(sh.config.retry_backoff_max);
-                    tracing::debug!(error = %e, ?wait, "AddPartitionsToTxn failed; retrying");
-                    st.add_retry_at = Some(Instant::now() + wait);
-                }
-                Err(e) => {
-                    link.lock().adding = false;
-                    link.set_error(e);
-                }
-            }
-            sh.wake.notify_one();
-        }));
+            .instrument(span),
+        ));
         None
     }
 

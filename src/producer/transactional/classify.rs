@@ -10,7 +10,7 @@ pub(super) fn abortable(e: &Error) -> Error {
         ErrorKind::Abortable,
         format!("the transaction cannot be committed and must be aborted: {e}"),
     )
-    .source(e.clone())
+    .with_source(e.clone())
 }
 
 /// How the transaction manager treats an error of a coordinator request.

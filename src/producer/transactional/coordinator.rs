@@ -49,7 +49,7 @@ impl Inner {
                             format!("{api:?} did not succeed in time; last error: {error}"),
                         )
                         .api(api)
-                        .source(error));
+                        .with_source(error));
                     }
                     tracing::debug!(error = %error, ?wait, ?api, "transaction request failed; retrying");
                     tokio::time::sleep(wait).await;

@@ -569,17 +569,21 @@ impl TransactionalProducer {
                 self.inner.check_fatal()?;
                 self.inner.start(kind)?;
                 let inner = self.inner.clone();
-                let task = tokio::spawn(async move {
-                    let result = match kind {
-                        OpKind::Init => inner.init_task().await,
-                        OpKind::Commit => inner.commit_task().await,
-                        OpKind::Abort => inner.abort_task().await,
-                    };
-                    if let Err(e) = &result {
-                        inner.note_error(e);
-                    }
-                    result
-                });
+                let span = tracing::debug_span!("kafka.transaction", op = kind.name());
+                let task = tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        let result = match kind {
+                            OpKind::Init => inner.init_task().await,
+                            OpKind::Commit => inner.commit_task().await,
+                            OpKind::Abort => inner.abort_task().await,
+                        };
+                        if let Err(e) = &result {
+                            inner.note_error(e);
+                        }
+                        result
+                    },
+                    span,
+                ));
                 *slot = Some(PendingOp { kind, task });
             }
         }
