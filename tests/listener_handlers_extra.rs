@@ -9,8 +9,8 @@ use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset};
 use rekafka::listener::{
     AckMode, CommittedOffsets, ContainerConsumer, DefaultErrorHandler, FixedBackOff, HandlerError,
-    ListenerConsumerRecord, ListenerContainer, ListenerRecord, OffsetToCommit, RecovererFn,
-    SharedError, StopReason, TopicPartition,
+    ListenerConsumerRecord, ListenerContainer, ListenerRecord, OffsetToCommit, PartitionKey,
+    RecovererFn, SharedError, StopReason,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -64,7 +64,7 @@ fn consumer(cluster: &Cluster, group: &str, topic: &str) -> Consumer {
 /// rekafka's consumer, noting every seek the container asks for.
 struct SeekNoting {
     inner: Consumer,
-    seeks: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    seeks: Arc<Mutex<Vec<(PartitionKey, i64)>>>,
 }
 
 impl ContainerConsumer for SeekNoting {
@@ -73,20 +73,20 @@ impl ContainerConsumer for SeekNoting {
     async fn poll(&mut self, timeout: Duration) -> rekafka::Result<Vec<ListenerConsumerRecord>> {
         ContainerConsumer::poll(&mut self.inner, timeout).await
     }
-    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> rekafka::Result<()> {
+    fn seek(&mut self, partition: &PartitionKey, offset: i64) -> rekafka::Result<()> {
         self.seeks.lock().unwrap().push((partition.clone(), offset));
         ContainerConsumer::seek(&mut self.inner, partition, offset)
     }
-    fn pause(&mut self, partitions: &[TopicPartition]) -> rekafka::Result<()> {
+    fn pause(&mut self, partitions: &[PartitionKey]) -> rekafka::Result<()> {
         ContainerConsumer::pause(&mut self.inner, partitions)
     }
-    fn resume(&mut self, partitions: &[TopicPartition]) -> rekafka::Result<()> {
+    fn resume(&mut self, partitions: &[PartitionKey]) -> rekafka::Result<()> {
         ContainerConsumer::resume(&mut self.inner, partitions)
     }
-    fn assignment(&self) -> Vec<TopicPartition> {
+    fn assignment(&self) -> Vec<PartitionKey> {
         ContainerConsumer::assignment(&self.inner)
     }
-    fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+    fn assignment_ids(&self) -> Vec<(PartitionKey, u64)> {
         ContainerConsumer::assignment_ids(&self.inner)
     }
     async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> rekafka::Result<()> {
@@ -94,7 +94,7 @@ impl ContainerConsumer for SeekNoting {
     }
     async fn committed(
         &mut self,
-        partitions: &[TopicPartition],
+        partitions: &[PartitionKey],
     ) -> rekafka::Result<CommittedOffsets> {
         ContainerConsumer::committed(&mut self.inner, partitions).await
     }

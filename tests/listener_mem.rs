@@ -12,8 +12,8 @@ use bytes::Bytes;
 use rekafka::listener::{
     AckMode, BatchListenerFailed, ContainerConsumer, ContainerEvent, DefaultErrorHandler,
     DeliveryAttemptHeader, DeserializationFailed, FixedBackOff, HandlerError, ListenerContainer,
-    ListenerRecord, OffsetToCommit, RecordPart, RecovererFn, RetryListener, SharedError,
-    StopReason, TopicPartition,
+    ListenerRecord, OffsetToCommit, PartitionKey, RecordPart, RecovererFn, RetryListener,
+    SharedError, StopReason,
 };
 use rekafka::protocol::record::{Header, TimestampType};
 use tokio::time::Instant;
@@ -77,8 +77,8 @@ impl ListenerRecord for Rec {
 
 #[derive(Default)]
 struct Store {
-    logs: HashMap<TopicPartition, Vec<Rec>>,
-    committed: HashMap<TopicPartition, (i64, String)>,
+    logs: HashMap<PartitionKey, Vec<Rec>>,
+    committed: HashMap<PartitionKey, (i64, String)>,
     commits: Vec<OffsetToCommit>,
 }
 
@@ -86,9 +86,9 @@ type Shared = Arc<Mutex<Store>>;
 
 struct MemConsumer {
     store: Shared,
-    assignment: Vec<TopicPartition>,
-    positions: HashMap<TopicPartition, i64>,
-    paused: HashSet<TopicPartition>,
+    assignment: Vec<PartitionKey>,
+    positions: HashMap<PartitionKey, i64>,
+    paused: HashSet<PartitionKey>,
     max_poll: usize,
     closed: Arc<AtomicU32>,
     /// `pause` does nothing: a consumer that forgets pauses (as one does whose partition was
@@ -97,7 +97,7 @@ struct MemConsumer {
 }
 
 impl MemConsumer {
-    fn new(store: &Shared, assignment: Vec<TopicPartition>) -> Self {
+    fn new(store: &Shared, assignment: Vec<PartitionKey>) -> Self {
         let committed = store.lock().unwrap().committed.clone();
         let positions = assignment
             .iter()
@@ -151,12 +151,12 @@ impl ContainerConsumer for MemConsumer {
         Ok(out)
     }
 
-    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> rekafka::Result<()> {
+    fn seek(&mut self, tp: &PartitionKey, offset: i64) -> rekafka::Result<()> {
         self.positions.insert(tp.clone(), offset);
         Ok(())
     }
 
-    fn pause(&mut self, tps: &[TopicPartition]) -> rekafka::Result<()> {
+    fn pause(&mut self, tps: &[PartitionKey]) -> rekafka::Result<()> {
         if self.forget_pauses {
             return Ok(());
         }
@@ -164,14 +164,14 @@ impl ContainerConsumer for MemConsumer {
         Ok(())
     }
 
-    fn resume(&mut self, tps: &[TopicPartition]) -> rekafka::Result<()> {
+    fn resume(&mut self, tps: &[PartitionKey]) -> rekafka::Result<()> {
         for tp in tps {
             self.paused.remove(tp);
         }
         Ok(())
     }
 
-    fn assignment(&self) -> Vec<TopicPartition> {
+    fn assignment(&self) -> Vec<PartitionKey> {
         self.assignment.clone()
     }
 
@@ -188,8 +188,8 @@ impl ContainerConsumer for MemConsumer {
 
     async fn committed(
         &mut self,
-        tps: &[TopicPartition],
-    ) -> rekafka::Result<Vec<(TopicPartition, Option<(i64, String)>)>> {
+        tps: &[PartitionKey],
+    ) -> rekafka::Result<Vec<(PartitionKey, Option<(i64, String)>)>> {
         let store = self.store.lock().unwrap();
         Ok(tps
             .iter()
@@ -207,7 +207,7 @@ impl ContainerConsumer for MemConsumer {
     }
 }
 
-fn tp(p: i32) -> TopicPartition {
+fn tp(p: i32) -> PartitionKey {
     (Arc::from("t"), p)
 }
 

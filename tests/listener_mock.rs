@@ -290,7 +290,7 @@ async fn a_partition_whose_fetch_fails_is_paused_with_an_alarm() {
         .poll_timeout(Duration::from_millis(100));
     let mut events = builder.subscribe();
     let handle = builder.start().expect("start");
-    let failed: rekafka::listener::TopicPartition = (topic.into(), 1);
+    let failed: rekafka::listener::PartitionKey = (topic.into(), 1);
     let deadline = Instant::now() + Duration::from_secs(15);
     let (mut alarm, mut paused) = (false, false);
     while !paused {

@@ -9,21 +9,21 @@ use bytes::Bytes;
 
 use super::classify::{DeserializationFailed, RecordPart};
 use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 use crate::consumer::failure_detail;
 use crate::consumer::{Consumer, ConsumerRecord, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
 use crate::protocol::record::{Header, TimestampType};
 use crate::{Error, Result};
 
-fn to_group_tp(tp: &TopicPartition) -> group::TopicPartition {
+fn to_group_tp(tp: &PartitionKey) -> group::TopicPartition {
     group::TopicPartition {
         topic: tp.0.clone(),
         partition: tp.1,
     }
 }
 
-fn from_group_tp(tp: &group::TopicPartition) -> TopicPartition {
+fn from_group_tp(tp: &group::TopicPartition) -> PartitionKey {
     (tp.topic.clone(), tp.partition)
 }
 
@@ -219,35 +219,35 @@ impl ContainerConsumer for Consumer {
             .collect())
     }
 
-    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+    fn seek(&mut self, tp: &PartitionKey, offset: i64) -> Result<()> {
         Consumer::seek(self, &to_group_tp(tp), offset)
     }
 
-    fn pause(&mut self, tps: &[TopicPartition]) -> Result<()> {
+    fn pause(&mut self, tps: &[PartitionKey]) -> Result<()> {
         let tps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
         Consumer::pause(self, &tps)
     }
 
-    fn resume(&mut self, tps: &[TopicPartition]) -> Result<()> {
+    fn resume(&mut self, tps: &[PartitionKey]) -> Result<()> {
         let tps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
         Consumer::resume(self, &tps)
     }
 
-    fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+    fn failed_partitions(&self) -> Vec<(PartitionKey, Error)> {
         Consumer::failed_partitions(self)
             .into_iter()
             .map(|f| (from_group_tp(&f.partition), f.error))
             .collect()
     }
 
-    fn assignment(&self) -> Vec<TopicPartition> {
+    fn assignment(&self) -> Vec<PartitionKey> {
         Consumer::assignment(self)
             .iter()
             .map(from_group_tp)
             .collect()
     }
 
-    fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+    fn assignment_ids(&self) -> Vec<(PartitionKey, u64)> {
         Consumer::assignment_ids(self)
             .iter()
             .map(|(tp, id)| (from_group_tp(tp), *id))
@@ -268,7 +268,7 @@ impl ContainerConsumer for Consumer {
         self.commit_offsets(&offsets).await
     }
 
-    async fn committed(&mut self, tps: &[TopicPartition]) -> Result<CommittedOffsets> {
+    async fn committed(&mut self, tps: &[PartitionKey]) -> Result<CommittedOffsets> {
         let gtps: Vec<group::TopicPartition> = tps.iter().map(to_group_tp).collect();
         let map = Consumer::committed(self, &gtps).await?;
         Ok(tps

@@ -10,18 +10,18 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::classify::DeserializationFailed;
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 use crate::protocol::record::{Header, TimestampType};
 use crate::{Error, Result};
 
 /// A committed offset and its metadata, per partition (`None` when nothing is committed).
-pub type CommittedOffsets = Vec<(TopicPartition, Option<(i64, String)>)>;
+pub type CommittedOffsets = Vec<(PartitionKey, Option<(i64, String)>)>;
 
 /// An offset to commit, with its metadata string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetToCommit {
     /// The partition.
-    pub partition: TopicPartition,
+    pub partition: PartitionKey,
     /// The next offset to consume (the last handled offset + 1).
     pub offset: i64,
     /// The commit metadata (empty for none).
@@ -73,16 +73,16 @@ pub trait ContainerConsumer: Send + 'static {
 
     /// The next record of `partition` returned will be the one at `offset`; buffered records
     /// of that partition are discarded.
-    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> Result<()>;
+    fn seek(&mut self, partition: &PartitionKey, offset: i64) -> Result<()>;
 
     /// Stops returning (and fetching) records of `partitions` until resumed.
-    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()>;
+    fn pause(&mut self, partitions: &[PartitionKey]) -> Result<()>;
 
     /// Undoes [`pause`](Self::pause).
-    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()>;
+    fn resume(&mut self, partitions: &[PartitionKey]) -> Result<()>;
 
     /// The partitions currently assigned.
-    fn assignment(&self) -> Vec<TopicPartition>;
+    fn assignment(&self) -> Vec<PartitionKey>;
 
     /// The partitions currently assigned, each with an id that changes whenever the partition
     /// is assigned anew: a partition revoked (or lost) and assigned again inside one `poll`
@@ -91,7 +91,7 @@ pub trait ContainerConsumer: Send + 'static {
     /// (back-offs, pauses, pending offsets, recoveries) and pause the partition again if it
     /// has to. Default: [`assignment`](Self::assignment) with id 0 (a consumer that never
     /// gives a partition back within one poll).
-    fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+    fn assignment_ids(&self) -> Vec<(PartitionKey, u64)> {
         self.assignment().into_iter().map(|tp| (tp, 0)).collect()
     }
 
@@ -101,7 +101,7 @@ pub trait ContainerConsumer: Send + 'static {
     /// The committed offset and metadata of each partition (`None` when nothing is committed).
     fn committed(
         &mut self,
-        partitions: &[TopicPartition],
+        partitions: &[PartitionKey],
     ) -> impl Future<Output = Result<CommittedOffsets>> + Send;
 
     /// The consumer group, if the consumer is in one.
@@ -135,7 +135,7 @@ pub trait ContainerConsumer: Send + 'static {
     /// batch, an authorization error, an offset out of range with `auto.offset.reset=none`):
     /// they are no longer fetched until sought. The container applies its
     /// [`PartitionFailurePolicy`](super::PartitionFailurePolicy) to each, once. Default: none.
-    fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+    fn failed_partitions(&self) -> Vec<(PartitionKey, Error)> {
         Vec::new()
     }
 

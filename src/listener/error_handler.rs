@@ -20,7 +20,7 @@ use super::handler::{
     BoxFuture, DeliveryAttemptHeader, LoggingRecoverer, Recoverer, Recovery, RecoveryHalt,
     RetryListener, SharedError,
 };
-use super::tracker::{FailedRecordTracker, TopicPartition};
+use super::tracker::{FailedRecordTracker, PartitionKey};
 
 /// What the container does with a failure, as its [`CommonErrorHandler`] decided. The container
 /// only applies it.
@@ -66,7 +66,7 @@ pub struct RecordFailure<'a, R> {
     /// The record (as the container has it).
     pub record: &'a R,
     /// Its partition.
-    pub partition: &'a TopicPartition,
+    pub partition: &'a PartitionKey,
     /// The error.
     pub error: &'a SharedError,
     /// The delivery attempt that failed, from 1. The container fills in its count; a handler

@@ -8,7 +8,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 
 use super::container::ContainerEvent;
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 
 /// Events a subscriber has not taken yet, at most this many (older ones are dropped for a
 /// subscriber that lags; alarms never are).
@@ -24,7 +24,7 @@ const EVENT_CAPACITY: usize = 1024;
 #[non_exhaustive]
 pub struct HaltedPartition {
     /// The partition.
-    pub partition: TopicPartition,
+    pub partition: PartitionKey,
     /// The offset of the record that cannot be recovered.
     pub offset: i64,
     /// Consecutive recovery failures when it halted.
@@ -88,7 +88,7 @@ impl EventHub {
     }
 
     /// `partition` halted at `offset` (replacing an earlier halt of it).
-    pub(crate) fn halted(&self, partition: &TopicPartition, offset: i64, failures: u32) {
+    pub(crate) fn halted(&self, partition: &PartitionKey, offset: i64, failures: u32) {
         let mut halted = lock(&self.halted);
         halted.retain(|h| h.partition != *partition);
         halted.push(HaltedPartition {
@@ -99,7 +99,7 @@ impl EventHub {
     }
 
     /// `partition` is no longer halted (recovered, or revoked).
-    pub(crate) fn resumed(&self, partition: &TopicPartition) {
+    pub(crate) fn resumed(&self, partition: &PartitionKey) {
         let mut halted = lock(&self.halted);
         if !halted.is_empty() {
             halted.retain(|h| h.partition != *partition);
@@ -107,7 +107,7 @@ impl EventHub {
     }
 
     /// Records of `partition` before `next` are done: a halt at one of them is over.
-    pub(crate) fn passed(&self, partition: &TopicPartition, next: i64) {
+    pub(crate) fn passed(&self, partition: &PartitionKey, next: i64) {
         let mut halted = lock(&self.halted);
         if !halted.is_empty() {
             halted.retain(|h| h.partition != *partition || h.offset >= next);
@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn halted_partitions_come_and_go() {
         let hub = EventHub::new();
-        let tp: TopicPartition = (Arc::from("t"), 0);
+        let tp: PartitionKey = (Arc::from("t"), 0);
         hub.halted(&tp, 5, 3);
         hub.halted(&tp, 5, 4);
         assert_eq!(hub.halted_partitions().len(), 1);

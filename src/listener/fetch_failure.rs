@@ -10,7 +10,7 @@ use super::events::EventHub;
 
 use super::consumer::ContainerConsumer;
 use super::container::{ContainerEvent, StopReason};
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 use crate::{Error, ErrorKind, KafkaCode};
 
 /// What the container does when a partition's fetch fails with an error no retry fixes
@@ -33,13 +33,13 @@ pub enum PartitionFailurePolicy {
 }
 
 /// The failed partitions the container has handled, shared with its handle.
-pub(crate) type FailedList = Arc<Mutex<Vec<(TopicPartition, Error)>>>;
+pub(crate) type FailedList = Arc<Mutex<Vec<(PartitionKey, Error)>>>;
 
 /// The container's side of partition failures: applies the policy once per failure.
 #[derive(Debug, Default)]
 pub(crate) struct FetchFailures {
     pub(crate) policy: PartitionFailurePolicy,
-    handled: HashMap<TopicPartition, Error>,
+    handled: HashMap<PartitionKey, Error>,
     pub(crate) shared: FailedList,
 }
 
@@ -69,7 +69,7 @@ impl FetchFailures {
         self.handled
             .retain(|tp, _| now.iter().any(|(failed, _)| failed == tp));
         let forgotten = self.handled.len() != before;
-        let new: Vec<(TopicPartition, Error)> = now
+        let new: Vec<(PartitionKey, Error)> = now
             .into_iter()
             .filter(|(tp, _)| !self.handled.contains_key(tp))
             .collect();
@@ -80,7 +80,7 @@ impl FetchFailures {
             self.handled.insert(tp.clone(), error.clone());
         }
         // Listed before it is announced, so an event's receiver finds it.
-        let mut list: Vec<(TopicPartition, Error)> = self
+        let mut list: Vec<(PartitionKey, Error)> = self
             .handled
             .iter()
             .map(|(tp, e)| (tp.clone(), e.clone()))

@@ -75,7 +75,7 @@ pub use handler::{
 };
 pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
 pub use tracker::{
-    Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
+    Decision, FailedRecordTracker, PartitionKey, RecoveryFailureDecision, RetryState,
 };
 pub use transactional::TransactionalDeadLetters;
 pub use typed::{TypedConsumer, TypedRecord};

@@ -17,8 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::backoff::{BackOff, BackOffExecution};
 use super::classify::{Classifier, error_class};
 
-/// A topic and partition.
-pub type TopicPartition = (Arc<str>, i32);
+/// A topic and partition as the listener layer's map key: a plain tuple, cheap to hash and
+/// clone. Convert to and from [`TopicPartition`](crate::consumer::TopicPartition) with
+/// `TopicPartition::new(&*key.0, key.1)` and `(tp.topic.clone(), tp.partition)`.
+pub type PartitionKey = (Arc<str>, i32);
 
 /// The retry state of one failing record, as carried in commit metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +111,8 @@ struct Slot {
 
 /// Attempts, back-off executions and recovery failures per partition.
 pub struct FailedRecordTracker {
-    slots: FastMap<TopicPartition, Slot>,
-    recovery_failures: FastMap<TopicPartition, (i64, u32)>,
+    slots: FastMap<PartitionKey, Slot>,
+    recovery_failures: FastMap<PartitionKey, (i64, u32)>,
     /// Drop the slot when the recoverer fails, so the back-offs start again. Default: true.
     pub reset_state_on_recovery_failure: bool,
     /// Start a fresh back-off when the error's kind changes. Default: true.
@@ -159,7 +161,7 @@ impl FailedRecordTracker {
     /// `classifier`) is recovered at once.
     pub fn failed(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         offset: i64,
         error: &(dyn std::error::Error + 'static),
         classifier: &Classifier,
@@ -230,7 +232,7 @@ impl FailedRecordTracker {
 
     /// The recoverer succeeded for the record at `offset`: forget it (and recovery failures
     /// counted for it or for an earlier record).
-    pub fn recovered(&mut self, tp: &TopicPartition, offset: i64) {
+    pub fn recovered(&mut self, tp: &PartitionKey, offset: i64) {
         self.recovery_started(tp, offset);
         if self
             .recovery_failures
@@ -243,14 +245,14 @@ impl FailedRecordTracker {
 
     /// A recovery of the record at `offset` is under way (its outcome comes later): its
     /// attempts are over, but recovery failures counted for it are kept until it completes.
-    pub fn recovery_started(&mut self, tp: &TopicPartition, offset: i64) {
+    pub fn recovery_started(&mut self, tp: &PartitionKey, offset: i64) {
         if self.slots.get(tp).is_some_and(|s| s.offset == offset) {
             self.slots.remove(tp);
         }
     }
 
     /// The recoverer failed for the record at `offset`.
-    pub fn recovery_failed(&mut self, tp: &TopicPartition, offset: i64) -> RecoveryFailureDecision {
+    pub fn recovery_failed(&mut self, tp: &PartitionKey, offset: i64) -> RecoveryFailureDecision {
         let entry = self
             .recovery_failures
             .entry(tp.clone())
@@ -276,7 +278,7 @@ impl FailedRecordTracker {
     }
 
     /// Consecutive recovery failures of the record at `offset` of `tp`.
-    pub fn recovery_failures(&self, tp: &TopicPartition, offset: i64) -> u32 {
+    pub fn recovery_failures(&self, tp: &PartitionKey, offset: i64) -> u32 {
         match self.recovery_failures.get(tp) {
             Some((o, n)) if *o == offset => *n,
             _ => 0,
@@ -285,7 +287,7 @@ impl FailedRecordTracker {
 
     /// The number the next delivery of the record at `offset` will have (1 for a record that
     /// has not failed): the value of the `kafka_deliveryAttempt` header.
-    pub fn delivery_attempt(&self, tp: &TopicPartition, offset: i64) -> u32 {
+    pub fn delivery_attempt(&self, tp: &PartitionKey, offset: i64) -> u32 {
         match self.slots.get(tp) {
             Some(s) if s.offset == offset => s.attempts.saturating_add(1),
             _ => 1,
@@ -293,7 +295,7 @@ impl FailedRecordTracker {
     }
 
     /// The retry state of `tp`'s failing record, for commit metadata.
-    pub fn state(&self, tp: &TopicPartition) -> Option<RetryState> {
+    pub fn state(&self, tp: &PartitionKey) -> Option<RetryState> {
         self.slots.get(tp).map(|s| RetryState {
             offset: s.offset,
             attempts: s.attempts,
@@ -303,7 +305,7 @@ impl FailedRecordTracker {
 
     /// Continues counting from a state read from commit metadata (a new owner of the partition,
     /// or a restart). Ignored when the tracker already has fresher state for the same record.
-    pub fn resume(&mut self, tp: &TopicPartition, state: RetryState) {
+    pub fn resume(&mut self, tp: &PartitionKey, state: RetryState) {
         match self.slots.get(tp) {
             Some(s) if s.offset == state.offset && s.attempts >= state.attempts => {}
             _ => {
@@ -322,14 +324,14 @@ impl FailedRecordTracker {
     }
 
     /// Forgets `tp` (partition revoked, or a record of it succeeded).
-    pub fn clear(&mut self, tp: &TopicPartition) {
+    pub fn clear(&mut self, tp: &PartitionKey) {
         self.slots.remove(tp);
         self.recovery_failures.remove(tp);
     }
 
     /// Forgets `tp`'s state unless it concerns the record at `offset` (a later record
     /// succeeded, so an older failure is over).
-    pub fn succeeded(&mut self, tp: &TopicPartition, offset: i64) {
+    pub fn succeeded(&mut self, tp: &PartitionKey, offset: i64) {
         if self.slots.is_empty() && self.recovery_failures.is_empty() {
             return;
         }
@@ -359,7 +361,7 @@ mod tests {
     #[error("other")]
     struct Other;
 
-    fn tp() -> TopicPartition {
+    fn tp() -> PartitionKey {
         (Arc::from("t"), 0)
     }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::adapter::ListenerConsumerRecord;
 use super::classify::{DeserializationFailed, RecordPart};
 use super::consumer::{CommittedOffsets, ContainerConsumer, ListenerRecord, OffsetToCommit};
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 use crate::consumer::{Consumer, ConsumerRecord, Deserializer, failure_detail};
 use crate::protocol::record::{Header, TimestampType};
 use crate::{Error, Result};
@@ -273,25 +273,25 @@ where
         let raw = ContainerConsumer::poll(&mut self.inner, timeout).await?;
         Ok(raw.into_iter().map(|r| self.typed(r)).collect())
     }
-    fn seek(&mut self, partition: &TopicPartition, offset: i64) -> Result<()> {
+    fn seek(&mut self, partition: &PartitionKey, offset: i64) -> Result<()> {
         ContainerConsumer::seek(&mut self.inner, partition, offset)
     }
-    fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    fn pause(&mut self, partitions: &[PartitionKey]) -> Result<()> {
         ContainerConsumer::pause(&mut self.inner, partitions)
     }
-    fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+    fn resume(&mut self, partitions: &[PartitionKey]) -> Result<()> {
         ContainerConsumer::resume(&mut self.inner, partitions)
     }
-    fn assignment(&self) -> Vec<TopicPartition> {
+    fn assignment(&self) -> Vec<PartitionKey> {
         ContainerConsumer::assignment(&self.inner)
     }
-    fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
+    fn assignment_ids(&self) -> Vec<(PartitionKey, u64)> {
         ContainerConsumer::assignment_ids(&self.inner)
     }
     async fn commit(&mut self, offsets: Vec<OffsetToCommit>) -> Result<()> {
         ContainerConsumer::commit(&mut self.inner, offsets).await
     }
-    async fn committed(&mut self, partitions: &[TopicPartition]) -> Result<CommittedOffsets> {
+    async fn committed(&mut self, partitions: &[PartitionKey]) -> Result<CommittedOffsets> {
         ContainerConsumer::committed(&mut self.inner, partitions).await
     }
     fn group_id(&self) -> Option<String> {
@@ -309,7 +309,7 @@ where
     fn rebalance_pending(&self) -> bool {
         ContainerConsumer::rebalance_pending(&self.inner)
     }
-    fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+    fn failed_partitions(&self) -> Vec<(PartitionKey, Error)> {
         ContainerConsumer::failed_partitions(&self.inner)
     }
     fn client_id(&self) -> &str {

@@ -14,7 +14,7 @@ use rekafka::consumer::{
 };
 use rekafka::listener::{
     CommittedOffsets, ContainerConsumer, DeserializationFailed, ListenerRecord, OffsetToCommit,
-    RecordPart, TopicPartition,
+    PartitionKey, RecordPart,
 };
 use rekafka::protocol::record::{Header, TimestampType};
 
@@ -69,7 +69,7 @@ impl ListenerRecord for KRec {
     }
 }
 
-fn gtp(tp: &TopicPartition) -> rekafka::consumer::TopicPartition {
+fn gtp(tp: &PartitionKey) -> rekafka::consumer::TopicPartition {
     rekafka::consumer::TopicPartition::new(&*tp.0, tp.1)
 }
 
@@ -115,21 +115,21 @@ impl ContainerConsumer for KConsumer {
         Ok(recs.iter().cloned().map(KRec).collect())
     }
 
-    fn seek(&mut self, tp: &TopicPartition, offset: i64) -> rekafka::Result<()> {
+    fn seek(&mut self, tp: &PartitionKey, offset: i64) -> rekafka::Result<()> {
         self.consumer.seek(&gtp(tp), offset)
     }
 
-    fn pause(&mut self, tps: &[TopicPartition]) -> rekafka::Result<()> {
+    fn pause(&mut self, tps: &[PartitionKey]) -> rekafka::Result<()> {
         self.consumer
             .pause(&tps.iter().map(gtp).collect::<Vec<_>>())
     }
 
-    fn resume(&mut self, tps: &[TopicPartition]) -> rekafka::Result<()> {
+    fn resume(&mut self, tps: &[PartitionKey]) -> rekafka::Result<()> {
         self.consumer
             .resume(&tps.iter().map(gtp).collect::<Vec<_>>())
     }
 
-    fn assignment(&self) -> Vec<TopicPartition> {
+    fn assignment(&self) -> Vec<PartitionKey> {
         self.consumer
             .assignment()
             .into_iter()
@@ -149,7 +149,7 @@ impl ContainerConsumer for KConsumer {
         self.consumer.commit_offsets(&offsets).await
     }
 
-    async fn committed(&mut self, tps: &[TopicPartition]) -> rekafka::Result<CommittedOffsets> {
+    async fn committed(&mut self, tps: &[PartitionKey]) -> rekafka::Result<CommittedOffsets> {
         let got = self
             .consumer
             .committed(&tps.iter().map(gtp).collect::<Vec<_>>())

@@ -10,7 +10,7 @@ use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::error_handler::{BatchFailure, BatchRetry, Disposition};
 use crate::listener::handler::{BatchListenerFailed, FailedPosition, SharedError};
-use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
+use crate::listener::tracker::{PartitionKey, RecoveryFailureDecision};
 
 impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn handle_batch(&mut self, records: Vec<C::Record>) {
@@ -139,7 +139,7 @@ impl<C: ContainerConsumer> Runner<C> {
         &mut self,
         batch: &[C::Record],
         result: Result<(), HandlerError>,
-    ) -> (Result<(), HandlerError>, Vec<TopicPartition>) {
+    ) -> (Result<(), HandlerError>, Vec<PartitionKey>) {
         let Some(leh) = self.batch_leh.clone() else {
             return (result, Vec::new());
         };
@@ -265,7 +265,7 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         };
         let f = f.clone();
-        let paused: Vec<TopicPartition> = self.assignment.iter().cloned().collect();
+        let paused: Vec<PartitionKey> = self.assignment.iter().cloned().collect();
         self.pause_partitions(&paused);
         let Some(first) = batch.first().cloned() else {
             return;
@@ -351,7 +351,7 @@ impl<C: ContainerConsumer> Runner<C> {
         } else if !batch.is_empty() {
             self.apply_to_batch(&batch, &error, last).await;
         }
-        let resume: Vec<TopicPartition> = self
+        let resume: Vec<PartitionKey> = self
             .assignment
             .iter()
             .filter(|tp| !self.blocked(tp))
@@ -476,7 +476,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.pause_partitions(&added);
             if let Ok(records) = polled {
                 let firsts = offset_bounds(&records, i64::min);
-                let tps: Vec<TopicPartition> = firsts.iter().map(|(tp, _)| tp.clone()).collect();
+                let tps: Vec<PartitionKey> = firsts.iter().map(|(tp, _)| tp.clone()).collect();
                 for (tp, o) in firsts {
                     self.seek_min(&tp, o);
                 }

@@ -6,7 +6,7 @@ use super::*;
 use crate::hash::FastMap;
 use crate::listener::consumer::{ContainerConsumer, OffsetToCommit};
 use crate::listener::error_handler::Disposition;
-use crate::listener::tracker::TopicPartition;
+use crate::listener::tracker::PartitionKey;
 
 /// The offsets to commit, and the bookkeeping of the commits held back by recoveries in flight.
 ///
@@ -18,7 +18,7 @@ use crate::listener::tracker::TopicPartition;
 pub(super) struct Commits {
     /// Per partition, the next offset to commit (with the retry state as metadata, when it is
     /// the failed record's own offset).
-    pending: FastMap<TopicPartition, OffsetToCommit>,
+    pending: FastMap<PartitionKey, OffsetToCommit>,
     /// Records acknowledged since the count last started ([`AckMode::Count`]).
     pub(super) count: u32,
     /// A commit was due while a partition's offset was held below a recovery in flight: it
@@ -29,7 +29,7 @@ pub(super) struct Commits {
     pub(super) last: Instant,
     /// Per partition, the offset last committed in place of a higher one held back by a
     /// recovery in flight (not committed again).
-    capped: FastMap<TopicPartition, i64>,
+    capped: FastMap<PartitionKey, i64>,
     /// When a capped offset was last committed.
     last_capped: Instant,
 }
@@ -39,9 +39,9 @@ pub(super) struct CommitPlan {
     /// The offsets to commit.
     pub(super) offsets: Vec<OffsetToCommit>,
     /// Partitions whose offset is held back below a recovery in flight (kept pending).
-    held: Vec<TopicPartition>,
+    held: Vec<PartitionKey>,
     /// The capped offsets committed for some of them.
-    capped_now: Vec<(TopicPartition, i64)>,
+    capped_now: Vec<(PartitionKey, i64)>,
 }
 
 impl CommitPlan {
@@ -74,24 +74,24 @@ impl Commits {
     }
 
     /// Forgets `tp` (revoked, or sent back to a record whose recovery failed).
-    pub(super) fn forget(&mut self, tp: &TopicPartition) {
+    pub(super) fn forget(&mut self, tp: &PartitionKey) {
         self.pending.remove(tp);
         self.capped.remove(tp);
     }
 
     /// `tp` has no recovery in flight any more: its offset is no longer capped.
-    pub(super) fn uncap(&mut self, tp: &TopicPartition) {
+    pub(super) fn uncap(&mut self, tp: &PartitionKey) {
         self.capped.remove(tp);
     }
 
     /// Drops what is pending for `tp` (its retry state is being committed on its own).
-    pub(super) fn drop_pending(&mut self, tp: &TopicPartition) {
+    pub(super) fn drop_pending(&mut self, tp: &PartitionKey) {
         self.pending.remove(tp);
     }
 
     /// Makes `next` the offset to commit for `tp`, unless a higher one is pending already (a
     /// pending offset never moves backwards).
-    pub(super) fn advance(&mut self, tp: &TopicPartition, next: i64) {
+    pub(super) fn advance(&mut self, tp: &PartitionKey, next: i64) {
         match self.pending.get_mut(tp) {
             Some(p) if p.offset >= next => {}
             Some(p) => {
@@ -122,13 +122,10 @@ impl Commits {
     /// pending, and a capped offset is committed for some of them meanwhile: at most every
     /// `CAPPED_COMMIT_INTERVAL` (during a flood of recoveries a commit per poll would mostly
     /// repeat a barely moved offset, one round trip each).
-    pub(super) fn plan(
-        &self,
-        in_flight_low: impl Fn(&TopicPartition) -> Option<i64>,
-    ) -> CommitPlan {
+    pub(super) fn plan(&self, in_flight_low: impl Fn(&PartitionKey) -> Option<i64>) -> CommitPlan {
         let mut offsets: Vec<OffsetToCommit> = Vec::with_capacity(self.pending.len());
-        let mut held: Vec<TopicPartition> = Vec::new();
-        let mut capped_now: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut held: Vec<PartitionKey> = Vec::new();
+        let mut capped_now: Vec<(PartitionKey, i64)> = Vec::new();
         let capped_due = self.last_capped.elapsed() >= CAPPED_COMMIT_INTERVAL;
         for o in self.pending.values() {
             match in_flight_low(&o.partition) {
@@ -176,7 +173,7 @@ impl Commits {
 }
 
 impl<C: ContainerConsumer> Runner<C> {
-    pub(super) async fn ack(&mut self, tp: &TopicPartition, offset: i64, source: AckSource) {
+    pub(super) async fn ack(&mut self, tp: &PartitionKey, offset: i64, source: AckSource) {
         let manual = matches!(self.ack_mode, AckMode::Manual | AckMode::ManualImmediate);
         if manual && source == AckSource::Handler {
             return;
@@ -202,7 +199,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     pub(super) async fn drain_manual_acks(&mut self) {
-        let acked: Vec<(TopicPartition, i64)> = {
+        let acked: Vec<(PartitionKey, i64)> = {
             let mut sink = self.acks.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *sink)
         };
@@ -222,7 +219,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// Makes `next`, moved over the recovered records right after it, the offset to commit for
     /// `tp`; a pending offset never moves backwards.
-    pub(super) fn advance_pending(&mut self, tp: &TopicPartition, next: i64) {
+    pub(super) fn advance_pending(&mut self, tp: &PartitionKey, next: i64) {
         let mut next = next;
         if let Some(ahead) = self.recovered_ahead.get(tp) {
             let mut i = ahead.partition_point(|(o, _)| *o < next);
@@ -239,7 +236,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// Remembers a recovered record in `recovered_ahead` (`past`: the position is past it).
-    pub(super) fn remember_recovered(&mut self, tp: &TopicPartition, offset: i64, past: bool) {
+    pub(super) fn remember_recovered(&mut self, tp: &PartitionKey, offset: i64, past: bool) {
         let ahead = self.recovered_ahead.entry(tp.clone()).or_default();
         match ahead.binary_search_by_key(&offset, |(o, _)| *o) {
             Ok(i) => ahead[i].1 = past,
@@ -306,7 +303,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// Commits the failed record's offset with its retry state as metadata, so a new owner
     /// continues counting. Everything before it in the partition is handled, so this never
     /// skips a record.
-    pub(super) async fn commit_retry_state(&mut self, tp: &TopicPartition, offset: i64) {
+    pub(super) async fn commit_retry_state(&mut self, tp: &PartitionKey, offset: i64) {
         if self.group.is_none() {
             return;
         }

@@ -10,7 +10,7 @@ use super::*;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
 use crate::listener::error_handler::{Disposition, RecordFailure};
 use crate::listener::handler::{BoxFuture, RecoveryHalt, SharedError};
-use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
+use crate::listener::tracker::{PartitionKey, RecoveryFailureDecision};
 use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, Result};
 use tracing::Instrument;
@@ -18,12 +18,12 @@ use tracing::Instrument;
 /// Why a transaction of the exactly-once mode did not commit.
 pub(super) enum TxnFailure<R> {
     /// The handler failed on a record.
-    Handler(TopicPartition, R, SharedError),
+    Handler(PartitionKey, R, SharedError),
     /// The handler failed on a batch: the error, per partition the offsets it held
     /// (`from..=to`), and the batch's first record.
-    Batch(SharedError, Vec<(TopicPartition, i64, i64)>, R),
+    Batch(SharedError, Vec<(PartitionKey, i64, i64)>, R),
     /// Recovering a record inside the transaction failed.
-    Recovery(TopicPartition, R, SharedError, SharedError),
+    Recovery(PartitionKey, R, SharedError, SharedError),
     /// The producer refused (begin, send offsets, commit).
     Producer(Error),
 }
@@ -43,7 +43,7 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         };
         let record_handler = matches!(self.handler, Handler::Record(_));
-        let groups: Vec<(TopicPartition, Vec<C::Record>)> = group_by_partition(records)
+        let groups: Vec<(PartitionKey, Vec<C::Record>)> = group_by_partition(records)
             .into_iter()
             .filter(|(tp, _)| !self.blocked(tp) && self.owns(tp))
             .map(|(tp, mut recs)| {
@@ -60,7 +60,7 @@ impl<C: ContainerConsumer> Runner<C> {
             .collect();
         // Where each partition goes back to if the transaction does not commit: its first
         // record of this poll, i.e. its committed offset (every earlier poll committed).
-        let firsts: Vec<(TopicPartition, i64)> = groups
+        let firsts: Vec<(PartitionKey, i64)> = groups
             .iter()
             .filter_map(|(tp, recs)| recs.first().map(|r| (tp.clone(), r.offset())))
             .collect();
@@ -72,7 +72,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 .await;
             return;
         }
-        let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut next: Vec<(PartitionKey, i64)> = Vec::new();
         let failure = match &self.handler {
             Handler::Record(_) => self.run_records_in_transaction(groups, &mut next).await,
             Handler::Batch(f) => {
@@ -129,7 +129,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 // Records not reached (a stop midway) come again from where the commit left;
                 // partitions the listener-level handler repositioned stay where it put them.
                 let sought = std::mem::take(&mut self.sought_in_txn);
-                let done: HashSet<&TopicPartition> = next.iter().map(|(tp, _)| tp).collect();
+                let done: HashSet<&PartitionKey> = next.iter().map(|(tp, _)| tp).collect();
                 for (tp, first) in &firsts {
                     if !done.contains(tp) && !sought.contains(tp) {
                         self.seek_min(tp, *first);
@@ -161,7 +161,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// The offset of `tp`'s record that failed in an earlier transaction and is to be
     /// recovered or retried, if any.
-    pub(super) fn failing_offset(&self, tp: &TopicPartition) -> Option<i64> {
+    pub(super) fn failing_offset(&self, tp: &PartitionKey) -> Option<i64> {
         self.pending_recovery
             .get(tp)
             .map(|(from, _, _)| *from)
@@ -192,8 +192,8 @@ impl<C: ContainerConsumer> Runner<C> {
     /// Fills `next` with each partition's next offset; stops at the first failure.
     pub(super) async fn run_records_in_transaction(
         &mut self,
-        groups: Vec<(TopicPartition, Vec<C::Record>)>,
-        next: &mut Vec<(TopicPartition, i64)>,
+        groups: Vec<(PartitionKey, Vec<C::Record>)>,
+        next: &mut Vec<(PartitionKey, i64)>,
     ) -> Option<TxnFailure<C::Record>> {
         for (tp, recs) in groups {
             let mut last = None;
@@ -256,8 +256,8 @@ impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn run_batch_in_transaction(
         &mut self,
         f: BatchFn<C::Record>,
-        groups: Vec<(TopicPartition, Vec<C::Record>)>,
-        next: &mut Vec<(TopicPartition, i64)>,
+        groups: Vec<(PartitionKey, Vec<C::Record>)>,
+        next: &mut Vec<(PartitionKey, i64)>,
     ) -> Option<TxnFailure<C::Record>> {
         let batch: Vec<C::Record> = groups.into_iter().flat_map(|(_, r)| r).collect();
         if batch.is_empty() {
@@ -361,7 +361,7 @@ impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn abort_and_rewind(
         &mut self,
         producer: &TransactionalProducer,
-        firsts: &[(TopicPartition, i64)],
+        firsts: &[(PartitionKey, i64)],
     ) -> Option<Error> {
         let aborted = producer.abort_transaction().await.err();
         // KAFKA-17582: the positions go back to the committed offsets, whatever the abort said.
@@ -375,7 +375,7 @@ impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn transaction_failed(
         &mut self,
         failure: TxnFailure<C::Record>,
-        firsts: &[(TopicPartition, i64)],
+        firsts: &[(PartitionKey, i64)],
     ) {
         let Some(producer) = self.txn.as_ref().map(|t| t.producer.clone()) else {
             return;
@@ -479,7 +479,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// delivery attempt it counted.
     fn decide_after_rollback(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
         error: &SharedError,
         whole_batch: bool,
@@ -512,7 +512,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// `DefaultAfterRollbackProcessor`).
     pub(super) fn after_rollback(
         &mut self,
-        tp: TopicPartition,
+        tp: PartitionKey,
         offset: i64,
         disposition: Disposition,
         attempt: u32,
@@ -553,7 +553,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// The producer is fenced (or otherwise fatally broken): no rollback processing.
-    pub(super) async fn fenced(&mut self, error: Error, firsts: &[(TopicPartition, i64)]) {
+    pub(super) async fn fenced(&mut self, error: Error, firsts: &[(PartitionKey, i64)]) {
         tracing::error!(error = %error, "transactional producer fenced");
         for (tp, first) in firsts {
             self.seek_min(tp, *first);

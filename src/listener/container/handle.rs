@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use super::*;
 use crate::listener::events::{EventHub, Events, HaltedPartition};
 use crate::listener::fetch_failure::FailedList;
-use crate::listener::tracker::TopicPartition;
+use crate::listener::tracker::PartitionKey;
 use crate::{Error, Result};
 
 /// A running container. Dropping it stops the container (without waiting).
@@ -58,7 +58,7 @@ impl ContainerHandle {
 
     /// The partitions whose fetch failed with an error no retry fixes, with their errors, as
     /// the container last saw them (see [`PartitionFailurePolicy`]).
-    pub fn failed_partitions(&self) -> Vec<(TopicPartition, Error)> {
+    pub fn failed_partitions(&self) -> Vec<(PartitionKey, Error)> {
         self.failed
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -39,7 +39,7 @@ use super::classify::HandlerError;
 use super::consumer::OffsetToCommit;
 use super::fetch_failure::PartitionFailurePolicy;
 use super::handler::{BoxFuture, SharedError};
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 use crate::transaction::TransactionalProducer;
 use crate::{Error, Result};
 
@@ -98,13 +98,13 @@ pub enum ContainerEvent {
         idle_for: Duration,
     },
     /// Partitions were paused (back-off, batch retry, container pause, halted recovery).
-    PartitionsPaused(Vec<TopicPartition>),
+    PartitionsPaused(Vec<PartitionKey>),
     /// Partitions were resumed.
-    PartitionsResumed(Vec<TopicPartition>),
+    PartitionsResumed(Vec<PartitionKey>),
     /// A delivery failed.
     FailedDelivery {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// The delivery's number, from 1.
@@ -115,14 +115,14 @@ pub enum ContainerEvent {
     /// The recoverer handled a record.
     Recovered {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
     },
     /// The recoverer failed.
     RecoveryFailed {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// Consecutive recovery failures so far.
@@ -133,7 +133,7 @@ pub enum ContainerEvent {
     /// The recovery-failure cap was reached: the partition stays paused (the alarm).
     RecoveryHalted {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// Consecutive recovery failures.
@@ -149,7 +149,7 @@ pub enum ContainerEvent {
     /// applies `policy` (see [`PartitionFailurePolicy`]).
     PartitionFailed {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The consumer's error.
         error: Error,
         /// What the container does about it.
@@ -163,22 +163,22 @@ pub struct Acknowledgment {
     sink: Option<AckSink>,
     targets: AckTargets,
     /// Where a `nack` goes, and the record it names (record handlers, one partition at a time).
-    nack: Option<(NackSink, TopicPartition, i64)>,
+    nack: Option<(NackSink, PartitionKey, i64)>,
 }
 
 /// Where negative acknowledgments go until the container takes them: (partition, offset,
 /// sleep).
-type NackSink = Arc<Mutex<Vec<(TopicPartition, i64, Duration)>>>;
+type NackSink = Arc<Mutex<Vec<(PartitionKey, i64, Duration)>>>;
 
 /// Where acknowledgments go until the container drains them: (partition, next offset).
-type AckSink = Arc<Mutex<Vec<(TopicPartition, i64)>>>;
+type AckSink = Arc<Mutex<Vec<(PartitionKey, i64)>>>;
 
 #[derive(Clone, Debug)]
 enum AckTargets {
     /// Not a manual ack mode: the container acks by itself.
     Automatic,
-    One(TopicPartition, i64),
-    Many(Arc<Vec<(TopicPartition, i64)>>),
+    One(PartitionKey, i64),
+    Many(Arc<Vec<(PartitionKey, i64)>>),
 }
 
 impl Acknowledgment {
@@ -261,7 +261,7 @@ fn sync_listener_error_fn<R>(
 /// remaining records of the poll are dropped (they come again from the new position).
 #[derive(Debug, Default)]
 pub struct Seeks {
-    requests: Vec<(TopicPartition, i64)>,
+    requests: Vec<(PartitionKey, i64)>,
 }
 
 impl Seeks {

@@ -7,13 +7,13 @@ use std::time::Duration;
 use super::*;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::handler::{DeliveryAttemptHeader, SharedError};
-use crate::listener::tracker::TopicPartition;
+use crate::listener::tracker::PartitionKey;
 use crate::listener::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
 use crate::protocol::record::Header;
 use tracing::Instrument;
 
 /// The `kafka.handler` span of one record's handler call.
-pub(super) fn handler_span(tp: &TopicPartition, offset: i64) -> tracing::Span {
+pub(super) fn handler_span(tp: &PartitionKey, offset: i64) -> tracing::Span {
     tracing::debug_span!("kafka.handler", topic = %tp.0, partition = tp.1, offset)
 }
 
@@ -25,7 +25,7 @@ pub(super) fn batch_span(records: usize) -> tracing::Span {
 impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn call_record_handler(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
     ) -> Option<SharedError> {
         let Handler::Record(f) = &self.handler else {
@@ -64,7 +64,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// header when enabled) and its acknowledgment.
     pub(super) fn delivery(
         &self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
     ) -> (C::Record, Acknowledgment) {
         let delivered = match self.attempt_header {
@@ -85,7 +85,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// The acknowledgment handed with the record at `offset` of `tp`.
-    pub(super) fn record_ack(&self, tp: &TopicPartition, offset: i64) -> Acknowledgment {
+    pub(super) fn record_ack(&self, tp: &PartitionKey, offset: i64) -> Acknowledgment {
         // `nack` works where the container handles a partition's records one at a time itself.
         let nack = (self.concurrency == 1 && self.txn.is_none())
             .then(|| (self.nacks.clone(), tp.clone(), offset));
@@ -106,7 +106,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// The sleep of a `nack` of the record at `offset` of `tp`, if its handler called it (any
     /// other nack left in the sink is stale and dropped).
-    pub(super) fn take_nack(&mut self, tp: &TopicPartition, offset: i64) -> Option<Duration> {
+    pub(super) fn take_nack(&mut self, tp: &PartitionKey, offset: i64) -> Option<Duration> {
         let mut sink = self.nacks.lock().unwrap_or_else(|e| e.into_inner());
         if sink.is_empty() {
             return None;
@@ -314,7 +314,7 @@ impl<C: ContainerConsumer> Runner<C> {
         if self.held.is_empty() || self.container_paused {
             return;
         }
-        let due: Vec<TopicPartition> = self
+        let due: Vec<PartitionKey> = self
             .held
             .keys()
             .filter(|tp| !self.backing_off.contains_key(*tp) && !self.halted.contains_key(*tp))
@@ -341,7 +341,7 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
-    pub(super) fn owns(&self, tp: &TopicPartition) -> bool {
+    pub(super) fn owns(&self, tp: &PartitionKey) -> bool {
         self.assignment.is_empty() || self.assignment.contains(tp)
     }
 }

@@ -12,11 +12,11 @@ use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::error_handler::{Disposition, RecordFailure};
 use crate::listener::handler::{BoxFuture, Recovery, RecoveryHalt, SharedError};
-use crate::listener::tracker::{RecoveryFailureDecision, TopicPartition};
+use crate::listener::tracker::{PartitionKey, RecoveryFailureDecision};
 use tracing::Instrument;
 
 /// The `kafka.recovery` span of one failed record's recovery.
-pub(super) fn recovery_span(tp: &TopicPartition, offset: i64) -> tracing::Span {
+pub(super) fn recovery_span(tp: &PartitionKey, offset: i64) -> tracing::Span {
     tracing::debug_span!("kafka.recovery", topic = %tp.0, partition = tp.1, offset)
 }
 
@@ -37,7 +37,7 @@ pub(super) struct Halted<R> {
 /// of a partition stop at its first one. The type keeps the total count in step with the
 /// queues, and drops a partition's entry as soon as its queue is empty.
 pub(super) struct Recoveries<R> {
-    by_partition: FastMap<TopicPartition, VecDeque<InFlight<R>>>,
+    by_partition: FastMap<PartitionKey, VecDeque<InFlight<R>>>,
     count: usize,
 }
 
@@ -60,12 +60,12 @@ impl<R: ListenerRecord> Recoveries<R> {
     }
 
     /// Whether `tp` has a recovery in flight.
-    pub(super) fn has(&self, tp: &TopicPartition) -> bool {
+    pub(super) fn has(&self, tp: &PartitionKey) -> bool {
         self.by_partition.contains_key(tp)
     }
 
     /// Adds a recovery of `tp` (after every other one of `tp`: offsets only go up).
-    pub(super) fn push(&mut self, tp: &TopicPartition, recovery: InFlight<R>) {
+    pub(super) fn push(&mut self, tp: &PartitionKey, recovery: InFlight<R>) {
         self.by_partition
             .entry(tp.clone())
             .or_default()
@@ -74,7 +74,7 @@ impl<R: ListenerRecord> Recoveries<R> {
     }
 
     /// The lowest offset of `tp` whose recovery is in flight.
-    pub(super) fn low(&self, tp: &TopicPartition) -> Option<i64> {
+    pub(super) fn low(&self, tp: &PartitionKey) -> Option<i64> {
         self.by_partition
             .get(tp)
             .and_then(VecDeque::front)
@@ -82,17 +82,17 @@ impl<R: ListenerRecord> Recoveries<R> {
     }
 
     /// The partitions with recoveries in flight.
-    pub(super) fn partitions(&self) -> Vec<TopicPartition> {
+    pub(super) fn partitions(&self) -> Vec<PartitionKey> {
         self.by_partition.keys().cloned().collect()
     }
 
     /// `tp`'s first recovery in flight.
-    pub(super) fn front_mut(&mut self, tp: &TopicPartition) -> Option<&mut InFlight<R>> {
+    pub(super) fn front_mut(&mut self, tp: &PartitionKey) -> Option<&mut InFlight<R>> {
         self.by_partition.get_mut(tp).and_then(VecDeque::front_mut)
     }
 
     /// Takes `tp`'s first recovery in flight.
-    pub(super) fn pop_front(&mut self, tp: &TopicPartition) -> Option<InFlight<R>> {
+    pub(super) fn pop_front(&mut self, tp: &PartitionKey) -> Option<InFlight<R>> {
         let queue = self.by_partition.get_mut(tp)?;
         let front = queue.pop_front();
         if queue.is_empty() {
@@ -105,7 +105,7 @@ impl<R: ListenerRecord> Recoveries<R> {
     }
 
     /// Takes every recovery in flight of `tp` (revoked, or sent back by a failed recovery).
-    pub(super) fn take_partition(&mut self, tp: &TopicPartition) -> VecDeque<InFlight<R>> {
+    pub(super) fn take_partition(&mut self, tp: &PartitionKey) -> VecDeque<InFlight<R>> {
         let taken = self.by_partition.remove(tp).unwrap_or_default();
         self.count = self.count.saturating_sub(taken.len());
         taken
@@ -115,7 +115,7 @@ impl<R: ListenerRecord> Recoveries<R> {
 impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn probe_halted(&mut self) {
         let now = Instant::now();
-        let due: Vec<TopicPartition> = self
+        let due: Vec<PartitionKey> = self
             .halted
             .iter()
             .filter(|(_, h)| h.next_probe <= now)
@@ -177,7 +177,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// caller has sought it back), the alarm fires, and the recovery is probed later.
     pub(super) fn halt(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: C::Record,
         error: SharedError,
         failures: u32,
@@ -209,7 +209,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// records after it in the poll, when the container holds them.
     pub(super) async fn on_failure(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
         error: SharedError,
         remaining: &[C::Record],
@@ -267,7 +267,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// Applies the error handler's decision about `record` (outside the exactly-once mode).
     async fn apply(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
         error: SharedError,
         disposition: Disposition,
@@ -317,7 +317,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// Seeks `tp` back to `offset` and pauses it for `delay` (other partitions keep flowing).
-    pub(super) async fn retry_later(&mut self, tp: &TopicPartition, offset: i64, delay: Duration) {
+    pub(super) async fn retry_later(&mut self, tp: &PartitionKey, offset: i64, delay: Duration) {
         self.seek_min(tp, offset);
         self.commit_retry_state(tp, offset).await;
         if !delay.is_zero() {
@@ -334,7 +334,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// committed as for a seek-back retry, so a new owner of the partition goes on counting.
     async fn hold_for_redelivery(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
         remaining: &[C::Record],
         delay: Duration,
@@ -352,7 +352,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     pub(super) async fn recover(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
         error: SharedError,
     ) -> Flow {
@@ -406,12 +406,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// The recoverer handled `record`: listeners, tracker, event.
-    pub(super) fn recovered(
-        &mut self,
-        tp: &TopicPartition,
-        record: &C::Record,
-        error: &SharedError,
-    ) {
+    pub(super) fn recovered(&mut self, tp: &PartitionKey, record: &C::Record, error: &SharedError) {
         for l in &self.listeners {
             l.recovered(record, error);
         }
@@ -429,7 +424,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// retry interval, or its partition halts once the cap is reached.
     pub(super) async fn recovery_failed(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         record: &C::Record,
         error: SharedError,
         failure: SharedError,
@@ -477,7 +472,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// The lowest offset of `tp` whose recovery is in flight.
-    pub(super) fn in_flight_low(&self, tp: &TopicPartition) -> Option<i64> {
+    pub(super) fn in_flight_low(&self, tp: &PartitionKey) -> Option<i64> {
         self.recoveries.low(tp)
     }
 
@@ -532,7 +527,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// not recovered twice when they come again.
     pub(super) async fn rewind_failed_recovery(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         failed: InFlight<C::Record>,
         failure: SharedError,
     ) {
@@ -570,7 +565,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     /// Forgets `offset` of `tp` in `recovered_ahead` (its recovery did not complete).
-    pub(super) fn forget_recovered(&mut self, tp: &TopicPartition, offset: i64) {
+    pub(super) fn forget_recovered(&mut self, tp: &PartitionKey, offset: i64) {
         if let Some(ahead) = self.recovered_ahead.get_mut(tp) {
             ahead.retain(|(o, _)| *o != offset);
             if ahead.is_empty() {
@@ -588,8 +583,8 @@ impl<C: ContainerConsumer> Runner<C> {
     pub(super) async fn skip_recovered_ahead(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
         let mut keep = Vec::with_capacity(records.len());
         // Partitions with a record kept so far, and the skipped records that lead theirs.
-        let mut kept_tps: Vec<TopicPartition> = Vec::new();
-        let mut leading: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut kept_tps: Vec<PartitionKey> = Vec::new();
+        let mut leading: Vec<(PartitionKey, i64)> = Vec::new();
         for r in records {
             let tp = tp_of(&r);
             let hit = match self.recovered_ahead.get_mut(&tp) {

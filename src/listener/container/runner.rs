@@ -17,7 +17,7 @@ use crate::listener::events::EventHub;
 use crate::listener::fetch_failure::FetchFailures;
 use crate::listener::handler::{BoxFuture, SharedError};
 use crate::listener::handler::{DeliveryAttemptHeader, Recoverer, RetryListener};
-use crate::listener::tracker::{FailedRecordTracker, RetryState, TopicPartition};
+use crate::listener::tracker::{FailedRecordTracker, PartitionKey, RetryState};
 use crate::telemetry::{ListenerPartitionTelemetry, ListenerTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 use tracing::Instrument;
@@ -61,7 +61,7 @@ pub(super) struct Runner<C: ContainerConsumer> {
     /// used up, to recover (with the error) when they come again, inside that poll's
     /// transaction: one record, or a partition's part of a failed batch (the records the
     /// handler saw).
-    pub(super) pending_recovery: FastMap<TopicPartition, (i64, i64, SharedError)>,
+    pub(super) pending_recovery: FastMap<PartitionKey, (i64, i64, SharedError)>,
     /// Recoveries under way.
     pub(super) recoveries: Recoveries<C::Record>,
     /// Recovered records not acknowledged in order yet, per partition in offset order, each
@@ -71,31 +71,31 @@ pub(super) struct Runner<C: ContainerConsumer> {
     /// are skipped when they come again; an acknowledgment of the record before one moves over
     /// it ([`advance_pending`](Self::advance_pending)). Forgotten once a commit passes them and
     /// the position is past them.
-    pub(super) recovered_ahead: FastMap<TopicPartition, Vec<(i64, bool)>>,
+    pub(super) recovered_ahead: FastMap<PartitionKey, Vec<(i64, bool)>>,
     /// Manual ack modes: per partition, the offset below which every record is acknowledged
     /// (by the user, or recovered right after an acknowledged record); from the partition's
     /// first polled record.
-    pub(super) acked_to: FastMap<TopicPartition, i64>,
+    pub(super) acked_to: FastMap<PartitionKey, i64>,
     /// Records recovered inside the open transaction: done only once it commits.
-    pub(super) recovered_in_txn: Vec<(TopicPartition, Vec<C::Record>, SharedError)>,
+    pub(super) recovered_in_txn: Vec<(PartitionKey, Vec<C::Record>, SharedError)>,
     /// Partitions the listener-level handler repositioned during the open transaction.
-    pub(super) sought_in_txn: HashSet<TopicPartition>,
+    pub(super) sought_in_txn: HashSet<PartitionKey>,
     pub(super) events: Arc<EventHub>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) pause: watch::Receiver<bool>,
     pub(super) tracker: FailedRecordTracker,
-    pub(super) backing_off: FastMap<TopicPartition, Instant>,
+    pub(super) backing_off: FastMap<PartitionKey, Instant>,
     /// In-memory redelivery (an error handler whose `seeks_after_handling` is false, Spring's
     /// `seekAfterError=false`): per partition, its failed record and the records after it in
     /// the poll, handed to the handler again from here once the partition's back-off is due
     /// (the partition stays paused meanwhile; nothing is sought or fetched again).
-    pub(super) held: FastMap<TopicPartition, Vec<C::Record>>,
-    pub(super) halted: FastMap<TopicPartition, Halted<C::Record>>,
-    pub(super) assignment: HashSet<TopicPartition>,
+    pub(super) held: FastMap<PartitionKey, Vec<C::Record>>,
+    pub(super) halted: FastMap<PartitionKey, Halted<C::Record>>,
+    pub(super) assignment: HashSet<PartitionKey>,
     /// The consumer's id of each assigned partition's assignment
     /// ([`ContainerConsumer::assignment_ids`]): a new id means the partition was revoked and
     /// assigned again, so what the container held for it belongs to the old assignment.
-    pub(super) assignment_ids: HashMap<TopicPartition, u64>,
+    pub(super) assignment_ids: HashMap<PartitionKey, u64>,
     /// The offsets to commit.
     pub(super) commits: Commits,
     pub(super) last_records: Instant,
@@ -112,7 +112,7 @@ pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) panicked: bool,
     /// Per partition, where the handling of the last poll has sought it back to (the lowest
     /// seek wins: see [`seek_min`](Self::seek_min)). Cleared by each poll.
-    pub(super) rewound: FastMap<TopicPartition, i64>,
+    pub(super) rewound: FastMap<PartitionKey, i64>,
     /// Partitions whose fetch failed, and the policy for them.
     pub(super) fetch_failures: FetchFailures,
     /// The `metrics` facade's handles (`crate::telemetry`).
@@ -190,21 +190,21 @@ pub(super) async fn call_guarded(
     CatchUnwind(fut.instrument(span)).await.map_err(message)
 }
 
-pub(super) fn tp_of<R: ListenerRecord>(r: &R) -> TopicPartition {
+pub(super) fn tp_of<R: ListenerRecord>(r: &R) -> PartitionKey {
     (Arc::from(r.topic()), r.partition())
 }
 
 /// Groups records by partition, keeping each partition's order and the partitions' order of
 /// first appearance. Consumers return records partition by partition, so the common case is a
 /// comparison with the previous record; a poll touches few partitions, so the fallback is a
-/// short linear search. One `TopicPartition` is made per partition, not per record.
+/// short linear search. One `PartitionKey` is made per partition, not per record.
 pub(super) fn group_by_partition<R: ListenerRecord>(
     records: Vec<R>,
-) -> Vec<(TopicPartition, Vec<R>)> {
-    let mut out: Vec<(TopicPartition, Vec<R>)> = Vec::new();
+) -> Vec<(PartitionKey, Vec<R>)> {
+    let mut out: Vec<(PartitionKey, Vec<R>)> = Vec::new();
     let mut last: Option<usize> = None;
     for r in records {
-        let same = |tp: &TopicPartition| tp.1 == r.partition() && &*tp.0 == r.topic();
+        let same = |tp: &PartitionKey| tp.1 == r.partition() && &*tp.0 == r.topic();
         let at = match last {
             Some(i) if same(&out[i].0) => Some(i),
             _ => out.iter().position(|(tp, _)| same(tp)),
@@ -224,12 +224,12 @@ pub(super) fn group_by_partition<R: ListenerRecord>(
 }
 
 /// Per partition of `records`, the lowest (`i64::min`) or highest (`i64::max`) offset. One
-/// `TopicPartition` is made per partition, not per record.
+/// `PartitionKey` is made per partition, not per record.
 pub(super) fn offset_bounds<R: ListenerRecord>(
     records: &[R],
     pick: fn(i64, i64) -> i64,
-) -> Vec<(TopicPartition, i64)> {
-    let mut out: Vec<(TopicPartition, i64)> = Vec::new();
+) -> Vec<(PartitionKey, i64)> {
+    let mut out: Vec<(PartitionKey, i64)> = Vec::new();
     for r in records {
         match out
             .iter_mut()
@@ -275,7 +275,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// [`ContainerEvent::FailedDelivery`], if anybody receives events; counted in the metrics.
     pub(super) fn emit_failed_delivery(
         &mut self,
-        tp: &TopicPartition,
+        tp: &PartitionKey,
         offset: i64,
         attempt: u32,
         error: &SharedError,
@@ -332,7 +332,7 @@ impl<C: ContainerConsumer> Runner<C> {
         *self.stop.borrow() || self.stop_reason.is_some()
     }
 
-    pub(super) fn blocked(&self, tp: &TopicPartition) -> bool {
+    pub(super) fn blocked(&self, tp: &PartitionKey) -> bool {
         self.backing_off.contains_key(tp)
             || self.halted.contains_key(tp)
             || self.held.contains_key(tp)
@@ -491,19 +491,18 @@ impl<C: ContainerConsumer> Runner<C> {
     /// consumer started them over, from the committed offset and not paused, inside one
     /// poll); pauses the new ones if the container is paused and resumes their retry counts
     /// from the commit metadata. Returns the partitions added (or assigned again).
-    pub(super) async fn sync_assignment(&mut self) -> Vec<TopicPartition> {
-        let now: HashMap<TopicPartition, u64> =
-            self.consumer.assignment_ids().into_iter().collect();
+    pub(super) async fn sync_assignment(&mut self) -> Vec<PartitionKey> {
+        let now: HashMap<PartitionKey, u64> = self.consumer.assignment_ids().into_iter().collect();
         if now == self.assignment_ids {
             return Vec::new();
         }
-        let removed: Vec<TopicPartition> = self
+        let removed: Vec<PartitionKey> = self
             .assignment_ids
             .iter()
             .filter(|(tp, id)| now.get(*tp) != Some(*id))
             .map(|(tp, _)| tp.clone())
             .collect();
-        let added: Vec<TopicPartition> = now
+        let added: Vec<PartitionKey> = now
             .iter()
             .filter(|(tp, id)| self.assignment_ids.get(*tp) != Some(*id))
             .map(|(tp, _)| tp.clone())
@@ -566,7 +565,7 @@ impl<C: ContainerConsumer> Runner<C> {
         if self.backing_off.is_empty() && self.halted.is_empty() && self.held.is_empty() {
             return records;
         }
-        let mut held: Vec<(TopicPartition, i64)> = Vec::new();
+        let mut held: Vec<(PartitionKey, i64)> = Vec::new();
         let mut keep = Vec::with_capacity(records.len());
         for r in records {
             let tp = tp_of(&r);
@@ -587,7 +586,7 @@ impl<C: ContainerConsumer> Runner<C> {
         keep
     }
 
-    pub(super) fn pause_partitions(&mut self, tps: &[TopicPartition]) {
+    pub(super) fn pause_partitions(&mut self, tps: &[PartitionKey]) {
         if tps.is_empty() {
             return;
         }
@@ -597,7 +596,7 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
-    pub(super) fn resume_partitions(&mut self, tps: &[TopicPartition]) {
+    pub(super) fn resume_partitions(&mut self, tps: &[PartitionKey]) {
         if tps.is_empty() {
             return;
         }
@@ -613,19 +612,18 @@ impl<C: ContainerConsumer> Runner<C> {
             return;
         }
         self.container_paused = want;
-        let all: Vec<TopicPartition> = self.assignment.iter().cloned().collect();
+        let all: Vec<PartitionKey> = self.assignment.iter().cloned().collect();
         if want {
             self.pause_partitions(&all);
         } else {
-            let free: Vec<TopicPartition> =
-                all.into_iter().filter(|tp| !self.blocked(tp)).collect();
+            let free: Vec<PartitionKey> = all.into_iter().filter(|tp| !self.blocked(tp)).collect();
             self.resume_partitions(&free);
         }
     }
 
     pub(super) fn resume_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<TopicPartition> = self
+        let due: Vec<PartitionKey> = self
             .backing_off
             .iter()
             .filter(|(_, d)| **d <= now)
@@ -637,7 +635,7 @@ impl<C: ContainerConsumer> Runner<C> {
         if !self.container_paused {
             // A partition with records held in memory is resumed once they are handled
             // (`redeliver_held`).
-            let due: Vec<TopicPartition> = due
+            let due: Vec<PartitionKey> = due
                 .into_iter()
                 .filter(|tp| !self.halted.contains_key(tp) && !self.held.contains_key(tp))
                 .collect();
@@ -648,7 +646,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// Seeks `tp` to `offset` unless the handling of this poll already sought it back as far
     /// or further: the lowest seek wins, so a later seek never moves a partition forward over
     /// records that an earlier one sent back for redelivery.
-    pub(super) fn seek_min(&mut self, tp: &TopicPartition, offset: i64) {
+    pub(super) fn seek_min(&mut self, tp: &PartitionKey, offset: i64) {
         if self.rewound.get(tp).is_some_and(|o| *o <= offset) {
             return;
         }
