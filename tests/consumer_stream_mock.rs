@@ -216,7 +216,11 @@ async fn a_dropped_stream_gives_back_the_records_it_had_not_handed_out() {
     for take in [1usize, 7, 3, 12, 5] {
         let mut stream = c.stream();
         for _ in 0..take {
-            let r = stream.next().await.expect("open").expect("record");
+            let r = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("records given back by the dropped streams")
+                .expect("open")
+                .expect("record");
             seen.push((r.partition, r.offset));
         }
     }
