@@ -74,6 +74,57 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// the ones the next owner starts from. `on_lost` runs when the membership was lost (session
 /// expired, fenced, `max.poll.interval` exceeded): the partitions already belong to someone
 /// else, so committing is pointless; by default it calls `on_revoked`.
+///
+/// A callback interrupted by a cancelled [`Consumer::poll`] is called again by the next one
+/// (see its "Cancel safety"), so callbacks should be safe to repeat.
+///
+/// Committing what was processed before partitions move (Java's
+/// `onPartitionsRevoked(..) { consumer.commitSync(..) }`), and starting newly assigned
+/// partitions one hour back:
+///
+/// ```no_run
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use rekafka::consumer::{BoxFuture, Consumer, RebalanceListener, TopicPartition};
+///
+/// struct CommitOnRevoke;
+///
+/// impl RebalanceListener for CommitOnRevoke {
+///     fn on_revoked<'a>(
+///         &'a self,
+///         consumer: &'a Consumer,
+///         partitions: &'a [TopicPartition],
+///     ) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             let offsets: Vec<_> = consumer
+///                 .positions()
+///                 .into_iter()
+///                 .filter(|(tp, _)| partitions.contains(tp))
+///                 .collect();
+///             if let Err(e) = consumer.commit_offsets(&offsets).await {
+///                 eprintln!("commit before revocation failed: {e}");
+///             }
+///         })
+///     }
+///
+///     fn on_assigned<'a>(
+///         &'a self,
+///         consumer: &'a Consumer,
+///         partitions: &'a [TopicPartition],
+///     ) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+///             let ms = hour_ago.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+///             let _ = consumer.seek_to_timestamp(partitions, ms);
+///         })
+///     }
+/// }
+///
+/// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+/// let consumer = client.consumer_with(|c| c.group_id = Some("billing".into()))?;
+/// consumer.set_rebalance_listener(std::sync::Arc::new(CommitOnRevoke));
+/// consumer.subscribe(["orders"])?;
+/// # Ok(()) }
+/// ```
 pub trait RebalanceListener: Send + Sync {
     /// Partitions were assigned to this consumer.
     fn on_assigned<'a>(
