@@ -105,3 +105,9 @@ pub use error::{Error, ErrorKind, KafkaCode, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The migration guides' Rust snippets (`docs/migrating-from-*.md`), compiled as doc tests so
+/// every name they cite stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migrating-from-rust-rdkafka.md")]
+pub struct MigratingFromRdkafkaDoctests;
