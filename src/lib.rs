@@ -111,3 +111,8 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/migrating-from-rust-rdkafka.md")]
 pub struct MigratingFromRdkafkaDoctests;
+
+/// See [`MigratingFromRdkafkaDoctests`].
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migrating-from-spring-kafka.md")]
+pub struct MigratingFromSpringKafkaDoctests;
