@@ -303,7 +303,7 @@ async fn step(a: &Consumer, round: usize, seen: &mut Vec<(i32, i64)>) -> bool {
     let budget = Duration::from_millis([0, 1, 2, 5, 10, 3, 7, 0][round % 8]);
     let polled = if round % 8 == 7 {
         Some(a.poll(Duration::from_millis(200)).await)
-    } else if round % 2 == 0 {
+    } else if round.is_multiple_of(2) {
         tokio::time::timeout(budget, a.poll(Duration::from_millis(200)))
             .await
             .ok()
