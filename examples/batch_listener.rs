@@ -131,7 +131,7 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
         let committed = admin.list_group_offsets("invoicing", None).await?;
         let done = log_end.iter().all(|(p, end)| {
             committed.iter().any(|(tp, c)| {
-                tp.topic == TOPIC
+                tp.topic() == TOPIC
                     && tp.partition == *p
                     && matches!(c, Ok(Some(c)) if c.offset == *end)
             })

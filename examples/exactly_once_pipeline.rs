@@ -167,7 +167,9 @@ pub async fn run(bootstrap: &str) -> rekafka::Result<Summary> {
         let committed = admin.list_group_offsets("totals", None).await?;
         let done = log_end.iter().all(|(p, end)| {
             committed.iter().any(|(tp, c)| {
-                tp.topic == IN && tp.partition == *p && matches!(c, Ok(Some(c)) if c.offset == *end)
+                tp.topic() == IN
+                    && tp.partition == *p
+                    && matches!(c, Ok(Some(c)) if c.offset == *end)
             })
         });
         if done {

@@ -467,14 +467,14 @@ impl Error {
         self
     }
 
-    /// Attaches an underlying cause.
-    pub fn source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    /// Attaches an underlying cause (what [`std::error::Error::source`] then returns).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
         self.inner.source = Some(Arc::new(source));
         self
     }
 
     /// Attaches an underlying cause given as a boxed error.
-    pub fn boxed_source(
+    pub fn with_boxed_source(
         mut self,
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     ) -> Error {
@@ -483,19 +483,19 @@ impl Error {
     }
 
     /// Records the API the error concerns (kept if already set).
-    pub fn api(mut self, api: ApiKey) -> Error {
+    pub(crate) fn api(mut self, api: ApiKey) -> Error {
         self.inner.context.api.get_or_insert(api);
         self
     }
 
     /// Records the broker the error concerns (kept if already set).
-    pub fn on_broker(mut self, broker: i32) -> Error {
+    pub(crate) fn on_broker(mut self, broker: i32) -> Error {
         self.inner.context.broker.get_or_insert(broker);
         self
     }
 
     /// Records the topic and partition the error concerns (kept if already set).
-    pub fn on_partition(mut self, topic: impl Into<String>, partition: i32) -> Error {
+    pub(crate) fn on_partition(mut self, topic: impl Into<String>, partition: i32) -> Error {
         if self.inner.context.topic.is_none() {
             self.inner.context.topic = Some(topic.into());
         }
@@ -694,7 +694,7 @@ impl From<std::io::Error> for Error {
             std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
             k => ErrorKind::Io(k),
         };
-        Error::new(kind).source(e)
+        Error::new(kind).with_source(e)
     }
 }
 

@@ -95,7 +95,8 @@ pub mod mock;
 pub mod producer;
 pub mod protocol;
 pub mod telemetry;
-pub mod transaction;
+/// The transactional producer; an alias of [`producer::transactional`].
+pub use producer::transactional as transaction;
 
 pub use client::{Client, ClientBuilder, ClientConfig};
 pub use error::{Error, ErrorKind, KafkaCode, Result};

@@ -717,7 +717,7 @@ async fn groups_list_describe_offsets_delete() {
     let got: Vec<(i32, Option<i64>)> = all
         .iter()
         .map(|(tp, r)| {
-            assert_eq!(tp.topic, topic);
+            assert_eq!(tp.topic(), topic);
             (tp.partition, ok(r.clone(), "offset").map(|c| c.offset))
         })
         .collect();

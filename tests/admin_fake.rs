@@ -1,6 +1,7 @@
 //! The admin client against two in-process fake brokers (node ids 1 and 2) with canned
 //! answers: the calls Tansu lacks (CreatePartitions, DeleteRecords, ListOffsets by timestamp
-//! and max timestamp, DescribeGroups with member assignments) and the retry paths a single
+//! and max timestamp, DescribeGroups with member assignments, share groups: ShareGroupDescribe,
+//! DescribeShareGroupOffsets, AlterShareGroupOffsets, ListGroups by type) and the retry paths a single
 //! broker cannot show (NOT_CONTROLLER, a leader that moved, NOT_COORDINATOR, a connection
 //! dropped mid-request). No real broker needed.
 //!
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rekafka::admin::{
-    ConfigResource, ConfigSource, GroupState, NewPartitions, NewTopic, OffsetSpec, TopicPartition,
-    decode_consumer_assignment,
+    ConfigResource, ConfigSource, GroupState, GroupType, NewPartitions, NewTopic, OffsetSpec,
+    TopicPartition, decode_consumer_assignment,
 };
 use rekafka::protocol::codec::{decode_request, decode_request_header, encode_response};
 use rekafka::protocol::messages::api_versions_response::ApiVersion;
@@ -59,8 +60,11 @@ struct World {
     coordinator: i32,
     /// The next Metadata response names this leader (stale metadata), once.
     stale_leader_once: Option<i32>,
-    /// The next DescribeGroups answers NOT_COORDINATOR, once.
+    /// The next DescribeGroups (or ShareGroupDescribe) answers NOT_COORDINATOR, once.
     not_coordinator_once: bool,
+    /// The next DescribeShareGroupOffsets or AlterShareGroupOffsets answers
+    /// COORDINATOR_LOAD_IN_PROGRESS, once.
+    loading_once: bool,
     /// Requests seen: (node, api, body summary).
     calls: Vec<(i32, ApiKey, String)>,
     /// Nodes that drop every connection at its next request (down).
@@ -211,9 +215,12 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                 range(ApiKey::CreatePartitions, 0, 3),
                 range(ApiKey::DescribeGroups, 0, 5),
                 range(ApiKey::DeleteGroups, 0, 2),
-                range(ApiKey::ListGroups, 0, 4),
+                range(ApiKey::ListGroups, 0, 5),
                 range(ApiKey::CreateTopics, 2, 7),
                 range(ApiKey::DescribeConfigs, 1, 4),
+                range(ApiKey::ShareGroupDescribe, 1, 1),
+                range(ApiKey::DescribeShareGroupOffsets, 0, 1),
+                range(ApiKey::AlterShareGroupOffsets, 0, 0),
             ]);
             let v = v.min(3);
             reply::<ApiVersionsRequest>(&r, v, corr)
@@ -420,6 +427,143 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
             );
             reply::<DescribeGroupsRequest>(&r, v, corr)
         }
+        ApiKey::ShareGroupDescribe => {
+            use rekafka::protocol::messages::share_group_describe_response as sgd;
+            let req: ShareGroupDescribeRequest = decode_request(body, v).unwrap();
+            w.calls.push((node, api, String::new()));
+            let moved = std::mem::take(&mut w.not_coordinator_once);
+            let is_coordinator = node == w.coordinator && !moved;
+            let r = ShareGroupDescribeResponse::default().with_groups(
+                req.group_ids
+                    .iter()
+                    .map(|g| {
+                        if !is_coordinator {
+                            return sgd::DescribedGroup::default()
+                                .with_group_id(g.clone())
+                                .with_error_code(16); // NOT_COORDINATOR
+                        }
+                        if g.0.as_str() == "not-share" {
+                            return sgd::DescribedGroup::default()
+                                .with_group_id(g.clone())
+                                .with_error_code(69) // GROUP_ID_NOT_FOUND
+                                .with_error_message(Some(s(
+                                    "Group not-share is not a share group.",
+                                )));
+                        }
+                        sgd::DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_group_state(s("Stable"))
+                            .with_group_epoch(4)
+                            .with_assignment_epoch(4)
+                            .with_assignor_name(s("simple"))
+                            .with_members(vec![
+                                sgd::Member::default()
+                                    .with_member_id(s("m-1"))
+                                    .with_member_epoch(4)
+                                    .with_client_id(s("app"))
+                                    .with_client_host(s("/10.0.0.1"))
+                                    .with_subscribed_topic_names(vec![TopicName(s("t"))])
+                                    .with_assignment(
+                                        sgd::Assignment::default().with_topic_partitions(vec![
+                                            sgd::TopicPartitions::default()
+                                                .with_topic_name(TopicName(s("t")))
+                                                .with_partitions(vec![1, 0]),
+                                        ]),
+                                    ),
+                            ])
+                    })
+                    .collect(),
+            );
+            reply::<ShareGroupDescribeRequest>(&r, v, corr)
+        }
+        ApiKey::DescribeShareGroupOffsets => {
+            use rekafka::protocol::messages::describe_share_group_offsets_response as d;
+            let req: DescribeShareGroupOffsetsRequest = decode_request(body, v).unwrap();
+            w.calls.push((node, api, String::new()));
+            let loading = std::mem::take(&mut w.loading_once);
+            let r = DescribeShareGroupOffsetsResponse::default().with_groups(
+                req.groups
+                    .iter()
+                    .map(|g| {
+                        if loading || node != w.coordinator {
+                            return d::DescribeShareGroupOffsetsResponseGroup::default()
+                                .with_group_id(g.group_id.clone())
+                                .with_error_code(if loading { 14 } else { 16 });
+                        }
+                        d::DescribeShareGroupOffsetsResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_topics(vec![
+                                d::DescribeShareGroupOffsetsResponseTopic::default()
+                                    .with_topic_name(TopicName(s("t")))
+                                    .with_partitions(vec![
+                                        d::DescribeShareGroupOffsetsResponsePartition::default()
+                                            .with_partition_index(0)
+                                            .with_start_offset(4)
+                                            .with_leader_epoch(2),
+                                        d::DescribeShareGroupOffsetsResponsePartition::default()
+                                            .with_partition_index(1)
+                                            .with_start_offset(-1)
+                                            .with_leader_epoch(-1),
+                                    ]),
+                            ])
+                    })
+                    .collect(),
+            );
+            reply::<DescribeShareGroupOffsetsRequest>(&r, v, corr)
+        }
+        ApiKey::AlterShareGroupOffsets => {
+            use rekafka::protocol::messages::alter_share_group_offsets_response as a;
+            let req: AlterShareGroupOffsetsRequest = decode_request(body, v).unwrap();
+            let asked: Vec<String> = req
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(move |p| {
+                        format!(
+                            "{}-{}@{}",
+                            t.topic_name.0, p.partition_index, p.start_offset
+                        )
+                    })
+                })
+                .collect();
+            w.calls.push((node, api, asked.join(",")));
+            let loading = std::mem::take(&mut w.loading_once);
+            let code = if loading {
+                14
+            } else if req.group_id.0.as_str() == "busy" {
+                68 // NON_EMPTY_GROUP
+            } else {
+                0
+            };
+            let r = AlterShareGroupOffsetsResponse::default()
+                .with_error_code(code)
+                .with_responses(if code != 0 {
+                    vec![]
+                } else {
+                    req.topics
+                        .iter()
+                        .map(|t| {
+                            a::AlterShareGroupOffsetsResponseTopic::default()
+                                .with_topic_name(t.topic_name.clone())
+                                .with_partitions(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            a::AlterShareGroupOffsetsResponsePartition::default()
+                                                .with_partition_index(p.partition_index)
+                                                .with_error_code(if p.partition_index > 1 {
+                                                    3
+                                                } else {
+                                                    0
+                                                })
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect()
+                });
+            reply::<AlterShareGroupOffsetsRequest>(&r, v, corr)
+        }
         ApiKey::DeleteGroups => {
             let req: DeleteGroupsRequest = decode_request(body, v).unwrap();
             w.calls.push((node, api, String::new()));
@@ -437,13 +581,23 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
             reply::<DeleteGroupsRequest>(&r, v, corr)
         }
         ApiKey::ListGroups => {
-            w.calls.push((node, api, String::new()));
-            let r = ListGroupsResponse::default().with_groups(vec![
-                ListedGroup::default()
-                    .with_group_id(GroupId(s(&format!("group-on-{node}"))))
-                    .with_protocol_type(s("consumer"))
-                    .with_group_state(s("Empty")),
-            ]);
+            let req: ListGroupsRequest = decode_request(body, v).unwrap();
+            let types: Vec<String> = req.types_filter.iter().map(|t| t.to_string()).collect();
+            w.calls.push((node, api, types.join(",")));
+            // Node 1 holds a classic group, node 2 a share group (ListGroups v5 group types).
+            let kind = if node == 1 { "classic" } else { "share" };
+            let groups = if types.is_empty() || types.iter().any(|t| t == kind) {
+                vec![
+                    ListedGroup::default()
+                        .with_group_id(GroupId(s(&format!("group-on-{node}"))))
+                        .with_protocol_type(s(if node == 1 { "consumer" } else { "share" }))
+                        .with_group_state(s("Empty"))
+                        .with_group_type(s(kind)),
+                ]
+            } else {
+                vec![]
+            };
+            let r = ListGroupsResponse::default().with_groups(groups);
             reply::<ListGroupsRequest>(&r, v, corr)
         }
         ApiKey::CreateTopics => {
@@ -731,6 +885,98 @@ async fn describe_groups_decodes_assignments_and_follows_the_coordinator() {
         !c.calls(ApiKey::FindCoordinator).is_empty(),
         "looked up again"
     );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn share_groups_follow_the_coordinator_and_retry_a_loading_one() {
+    let c = Cluster::start().await;
+    let client = c.client().await;
+    let admin = client.admin();
+    // Cached at broker 1; the coordinator moves to 2 and broker 1 says NOT_COORDINATOR once.
+    assert!(admin.describe_share_groups(&["g"]).await.unwrap()[0].is_ok());
+    c.set(|w| {
+        w.coordinator = 2;
+        w.not_coordinator_once = true;
+        w.calls.clear();
+    });
+    let r = admin
+        .describe_share_groups(&["g", "not-share"])
+        .await
+        .unwrap();
+    let d = r[0].as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.group_id, "g");
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!((d.group_epoch, d.assignor.as_str()), (4, "simple"));
+    assert_eq!(d.coordinator, 2);
+    let m = &d.members[0];
+    assert_eq!((m.member_id.as_str(), m.member_epoch), ("m-1", 4));
+    assert_eq!(m.subscribed_topics, ["t"]);
+    assert_eq!(m.assignment, [tp("t", 0), tp("t", 1)]);
+    let e = r[1].as_ref().unwrap_err();
+    assert_eq!(e.kafka_code(), Some(KafkaCode::GroupIdNotFound));
+    assert!(e.to_string().contains("not a share group"), "{e}");
+    assert!(
+        !c.calls(ApiKey::FindCoordinator).is_empty(),
+        "looked up again"
+    );
+
+    // Start offsets: a loading coordinator is asked again; -1 means no start offset.
+    c.set(|w| {
+        w.loading_once = true;
+        w.calls.clear();
+    });
+    let offsets = admin
+        .list_share_group_offsets("g", Some(&[tp("t", 1), tp("t", 0)]))
+        .await
+        .unwrap();
+    assert_eq!(c.calls(ApiKey::DescribeShareGroupOffsets).len(), 2);
+    assert_eq!(offsets[0].0, tp("t", 1));
+    assert_eq!(offsets[0].1.as_ref().ok(), Some(&None));
+    let o = offsets[1].1.as_ref().unwrap().unwrap();
+    assert_eq!((o.start_offset, o.leader_epoch), (4, Some(2)));
+
+    // Reset: loading retried, per-partition errors, NON_EMPTY_GROUP fails the call.
+    c.set(|w| {
+        w.loading_once = true;
+        w.calls.clear();
+    });
+    let r = admin
+        .alter_share_group_offsets("g", &[(tp("t", 1), 7), (tp("t", 5), 0)])
+        .await
+        .unwrap();
+    let calls = c.calls(ApiKey::AlterShareGroupOffsets);
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls.iter().all(|(n, b)| *n == 2 && b == "t-1@7,t-5@0"),
+        "{calls:?}"
+    );
+    assert!(r[0].1.is_ok());
+    assert_eq!(
+        r[1].1.as_ref().err().and_then(|e| e.kafka_code()),
+        Some(KafkaCode::UnknownTopicOrPartition)
+    );
+    let busy = admin
+        .alter_share_group_offsets("busy", &[(tp("t", 0), 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(busy.kafka_code(), Some(KafkaCode::NonEmptyGroup));
+    assert_eq!(busy.context().broker, Some(2));
+
+    // Share groups are listed by type, asked of every broker with the type filter.
+    c.set(|w| w.calls.clear());
+    let listed = admin.list_share_groups().await.unwrap();
+    let ids: Vec<(&str, Option<GroupType>)> = listed
+        .iter()
+        .map(|g| (g.group_id.as_str(), g.group_type.clone()))
+        .collect();
+    assert_eq!(ids, [("group-on-2", Some(GroupType::Share))]);
+    let mut asked = c.calls(ApiKey::ListGroups);
+    asked.sort();
+    assert_eq!(asked, [(1, "share".to_owned()), (2, "share".to_owned())]);
+    let all = admin.list_groups().await.unwrap();
+    assert_eq!(all[0].group_type, Some(GroupType::Classic));
+    assert_eq!(all.len(), 2);
     client.close().await;
 }
 

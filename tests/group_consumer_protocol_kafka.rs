@@ -753,7 +753,7 @@ async fn admin_describes_a_consumer_protocol_group_with_epochs_and_assignments()
     let theirs: Vec<(String, i32)> = m
         .assignment
         .iter()
-        .map(|tp| (tp.topic.clone(), tp.partition))
+        .map(|tp| (tp.topic().to_owned(), tp.partition))
         .collect();
     assert_eq!(theirs, mine, "the coordinator's view of the assignment");
     assert_eq!(m.target_assignment, m.assignment, "reconciled");

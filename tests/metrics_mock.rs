@@ -454,6 +454,10 @@ fn a_known_run_gives_known_counts() {
     assert!(spans.request_under("Fetch", "kafka.consumer"));
     assert!(spans.request_under("Produce", "kafka.producer"));
     assert!(spans.request_under("OffsetCommit", "kafka.listener"));
+    // The spawned metadata fetches and the group's heartbeat task have their own spans.
+    assert!(spans.request_under("Metadata", "kafka.metadata"));
+    assert!(!spans.named("kafka.heartbeat").is_empty());
+    assert!(!spans.named("kafka.metadata.refresher").is_empty());
     for s in spans.named("kafka.handler") {
         assert!(spans.ancestors(&s).contains(&"kafka.listener"), "{s:?}");
     }
@@ -647,4 +651,50 @@ fn producer_errors_and_retries_are_counted() {
     }
     // The lifetime averages are kept beside the windowed rates.
     assert!(snapshot.record_error_rate_lifetime >= 1.0 / elapsed - 1e-9);
+}
+
+/// A transaction's background work runs in `kafka.transaction` spans: the InitProducerId of
+/// `init_transactions`, the AddPartitionsToTxn of a send and the EndTxn of the commit.
+#[test]
+fn transaction_tasks_have_spans() {
+    const TOPIC: &str = "ledger";
+    let recorder = DebuggingRecorder::new();
+    let spans = SpanLog::default();
+    run(&recorder, spans.clone(), async {
+        let mock = MockCluster::builder()
+            .topic(TOPIC, 1)
+            .start()
+            .await
+            .expect("mock");
+        let cluster = Cluster::connect(cluster_config(&mock, "ledger-app"))
+            .await
+            .expect("connect");
+        let mut config = ProducerConfig::default().with_transactional_id("ledger-tx");
+        config.linger = Duration::from_millis(1);
+        let producer =
+            rekafka::transaction::TransactionalProducer::new(cluster, config).expect("producer");
+        producer.init_transactions().await.expect("init");
+        producer.begin_transaction().expect("begin");
+        let delivery = producer
+            .send(Record::new(TOPIC).with_partition(0).with_value("entry"))
+            .await
+            .expect("send");
+        producer.commit_transaction().await.expect("commit");
+        delivery.await.expect("delivered");
+        producer.close().await;
+        mock.shutdown().await;
+    });
+    let ops: Vec<String> = spans
+        .named("kafka.transaction")
+        .iter()
+        .filter_map(|s| s.fields.get("op").cloned())
+        .collect();
+    for op in ["init_transactions", "add_partitions", "commit_transaction"] {
+        assert!(
+            ops.iter().any(|o| o == op),
+            "no kafka.transaction span for {op}: {ops:?}"
+        );
+    }
+    assert!(spans.request_under("EndTxn", "kafka.transaction"));
+    assert!(spans.request_under("AddPartitionsToTxn", "kafka.transaction"));
 }

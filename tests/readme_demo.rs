@@ -19,6 +19,9 @@ mod exactly_once_pipeline;
 #[path = "../examples/producer_failures.rs"]
 #[allow(dead_code)]
 mod producer_failures;
+#[path = "../examples/typed_records.rs"]
+#[allow(dead_code)]
+mod typed_records;
 
 use rekafka::mock::MockCluster;
 
@@ -160,4 +163,43 @@ async fn example_dead_letters_and_replay() {
         (0..n).collect::<Vec<_>>()
     );
     assert!(s.processed.values().all(|c| *c == 1), "each processed once");
+}
+
+/// Typed records and JSON: every good order reaches the handler typed, once; the two bad
+/// payloads are dead letters with their raw bytes, the second naming both its key's and its
+/// value's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_typed_records() {
+    let mock = MockCluster::builder()
+        .topic(typed_records::TOPIC, 1)
+        .start()
+        .await
+        .expect("mock");
+    let s = typed_records::run(&mock.bootstrap())
+        .await
+        .expect("example runs");
+    mock.shutdown().await;
+    let ids: Vec<u64> = s.billed.iter().map(|(_, id, _)| *id).collect();
+    assert_eq!(ids, (1..=typed_records::ORDERS).collect::<Vec<_>>());
+    for (key, id, cents) in &s.billed {
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("customer-{}", id % 2).as_str())
+        );
+        assert_eq!(*cents, id * 1250);
+    }
+    assert_eq!(s.dead_letters.len(), 2, "{:?}", s.dead_letters);
+    let bad_value = &s.dead_letters[0];
+    assert_eq!(bad_value.value.as_deref(), Some(&b"{\"id\": oops"[..]));
+    assert_eq!(bad_value.messages.len(), 1, "{:?}", bad_value.messages);
+    assert!(bad_value.messages[0].1.contains("value"));
+    let both = &s.dead_letters[1];
+    assert_eq!(both.key.as_deref(), Some(&[0xffu8, 0xfe][..]));
+    assert_eq!(both.value.as_deref(), Some(&b"<order/>"[..]));
+    let names: Vec<&str> = both.messages.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"kafka_dlt-key-exception-message"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"kafka_dlt-exception-message"), "{names:?}");
 }

@@ -1,56 +1,109 @@
-//! `rekafka groups {list | describe | offsets | reset-offsets | delete}`.
+//! `rekafka groups {list | describe | offsets | reset-offsets | delete | delete-offsets |
+//! config}`, for consumer groups of either protocol and share groups (KIP-932; their own
+//! pieces are in `share_groups.rs`).
 
-use rekafka::admin::{OffsetSpec, TopicPartition};
+use rekafka::admin::{AlterConfigOp, GroupType, OffsetSpec, TopicPartition};
 
 use clap::{ArgGroup, Args, Subcommand};
 use rekafka::admin::Admin;
 
-use crate::common::{CliError, CliResult, Global, print_table, report_failures, run_async};
+use crate::common::{
+    CliError, CliResult, Global, key_value, print_table, report_failures, run_async,
+};
 use crate::outln;
 
 /// `rekafka groups ...`
 #[derive(Debug, Subcommand)]
 pub enum Groups {
-    /// List the groups
-    List,
-    /// Describe groups of either protocol (classic, or KIP-848's consumer protocol with member
-    /// epochs): state, protocol, coordinator, members and their assignments
+    /// List the groups with their type (classic, consumer, share, streams)
+    List {
+        /// Only groups of this type (classic, consumer, share, streams); repeatable
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+    },
+    /// Describe groups: classic, KIP-848's consumer protocol (member epochs) or share groups
+    /// (KIP-932, with their start offsets): state, coordinator, members and their assignments
     Describe {
         /// The groups
         #[arg(required = true)]
         groups: Vec<String>,
     },
-    /// The committed offset, end offset and lag per partition of a group
+    /// The committed offset, end offset and lag per partition of a group (for a share group:
+    /// its start offset and the end offset)
     Offsets {
         /// The group
         group: String,
     },
-    /// Move a group's committed offsets (a dry run unless --execute; the group must have no
-    /// active members)
+    /// Move a group's committed offsets, or a share group's start offsets (a dry run unless
+    /// --execute; the group must have no active members)
     ResetOffsets(ResetArgs),
-    /// Delete groups (only groups without members)
+    /// Delete groups of any type (only groups without members)
     Delete {
         /// The groups
         #[arg(required = true)]
         groups: Vec<String>,
+    },
+    /// Delete a share group's start offsets on whole topics (the group must have no members)
+    DeleteOffsets {
+        /// The share group
+        group: String,
+        /// A topic; repeatable
+        #[arg(short, long = "topic", value_name = "TOPIC", required = true)]
+        topics: Vec<String>,
+    },
+    /// Show a group's configs, or set and delete them (share groups:
+    /// share.auto.offset.reset, share.delivery.count.limit, share.record.lock.duration.ms, ...)
+    Config {
+        /// The group (it need not exist yet)
+        group: String,
+        /// Set a config; repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        configs: Vec<(String, String)>,
+        /// Delete a config (back to the broker default); repeatable
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
     },
 }
 
 /// Runs `groups ...`.
 pub fn run(global: &Global, command: Groups) -> CliResult {
     match command {
-        Groups::List => list(global),
+        Groups::List { types } => list(global, types),
         Groups::Describe { groups } => describe(global, groups),
         Groups::Offsets { group } => offsets(global, group),
         Groups::Delete { groups } => delete(global, groups),
         Groups::ResetOffsets(a) => reset_offsets(global, a),
+        Groups::DeleteOffsets { group, topics } => {
+            crate::share_groups::delete_offsets(global, group, topics)
+        }
+        Groups::Config {
+            group,
+            configs,
+            delete_configs,
+        } => {
+            let mut ops: Vec<AlterConfigOp> = configs
+                .into_iter()
+                .map(|(k, v)| AlterConfigOp::set(k, v))
+                .collect();
+            ops.extend(delete_configs.into_iter().map(AlterConfigOp::delete));
+            crate::share_groups::config(global, group, ops)
+        }
     }
 }
 
-fn list(global: &Global) -> CliResult {
+fn list(global: &Global, types: Vec<String>) -> CliResult {
+    let types: Vec<GroupType> = types
+        .iter()
+        .map(|t| match GroupType::parse(t) {
+            GroupType::Other(t) => Err(CliError::usage(format!(
+                "unknown group type '{t}' (classic, consumer, share, streams)"
+            ))),
+            t => Ok(t),
+        })
+        .collect::<Result<_, _>>()?;
     run_async(async {
         let client = global.client().await?;
-        let groups = client.admin().list_groups().await;
+        let groups = client.admin().list_groups_of_type(&types).await;
         client.close().await;
         let rows: Vec<Vec<String>> = groups?
             .into_iter()
@@ -58,11 +111,17 @@ fn list(global: &Global) -> CliResult {
                 vec![
                     g.group_id,
                     g.state.map(|s| s.to_string()).unwrap_or_default(),
-                    g.protocol_type,
+                    g.group_type
+                        .map_or_else(|| "classic".to_owned(), |t| t.to_string()),
+                    if g.protocol_type.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        g.protocol_type
+                    },
                 ]
             })
             .collect();
-        print_table(&["GROUP", "STATE", "TYPE"], &rows)?;
+        print_table(&["GROUP", "STATE", "TYPE", "PROTOCOL"], &rows)?;
         Ok(())
     })
 }
@@ -78,11 +137,36 @@ fn describe(global: &Global, groups: Vec<String>) -> CliResult {
             .describe_consumer_groups(&groups)
             .await
             .unwrap_or_default();
+        // Share groups (KIP-932) by ShareGroupDescribe, with their start offsets.
+        let share_groups = client
+            .admin()
+            .describe_share_groups(&groups)
+            .await
+            .unwrap_or_default();
+        let mut share_offsets = Vec::with_capacity(share_groups.len());
+        for (name, d) in groups.iter().zip(&share_groups) {
+            share_offsets.push(match d {
+                Ok(_) => Some(
+                    crate::share_groups::offset_rows(&client.admin(), name)
+                        .await
+                        .map_err(|e| e.to_string()),
+                ),
+                Err(_) => None,
+            });
+        }
         client.close().await;
         let mut failures = Vec::new();
         for (i, (name, d)) in groups.iter().zip(described?).enumerate() {
             if let Some(Ok(c)) = consumer_groups.get(i) {
                 print_consumer_group(c)?;
+                continue;
+            }
+            if let (Some(Ok(s)), Some(Some(offsets))) = (share_groups.get(i), share_offsets.get(i))
+            {
+                crate::share_groups::print(s, offsets)?;
+                if let Ok(o) = offsets {
+                    failures.extend(o.failures.iter().map(|f| format!("group {name}: {f}")));
+                }
                 continue;
             }
             let d = match d {
@@ -218,6 +302,16 @@ fn offsets(global: &Global, group: String) -> CliResult {
     run_async(async {
         let client = global.client().await?;
         let admin = client.admin();
+        if crate::share_groups::describe(&admin, &group)
+            .await
+            .is_some()
+        {
+            let rows = crate::share_groups::offset_rows(&admin, &group).await;
+            client.close().await;
+            let rows = rows?;
+            crate::share_groups::print_offsets(&group, &rows)?;
+            return report_failures(rows.failures);
+        }
         let result = async {
             let committed = admin.list_group_offsets(&group, None).await?;
             let asked: Vec<(TopicPartition, OffsetSpec)> = committed
@@ -256,7 +350,7 @@ fn offsets(global: &Global, group: String) -> CliResult {
                     _ => "-".to_owned(),
                 };
                 vec![
-                    tp.topic,
+                    tp.topic().to_owned(),
                     tp.partition.to_string(),
                     show(committed),
                     show(end),
@@ -299,7 +393,8 @@ fn delete(global: &Global, groups: Vec<String>) -> CliResult {
 #[command(after_help = "\
 Prints TOPIC PARTITION CURRENT NEW for every partition; only with --execute are the new offsets
 committed. New offsets are kept within each partition's earliest and latest offsets. The group
-must have no active members (stop its consumers first).")]
+must have no active members (stop its consumers first). For a share group the offsets moved are
+its start offsets (records before one are skipped, records from it on delivered again).")]
 pub struct ResetArgs {
     /// The group
     group: String,
@@ -459,7 +554,30 @@ async fn reset_async(client: &rekafka::Client, a: &ResetArgs, target: Target) ->
             )));
         }
     }
-    let committed = admin.list_group_offsets(&a.group, Some(&tps)).await?;
+    // A share group's start offsets move the same way as a consumer group's committed ones.
+    let share = crate::share_groups::describe(&admin, &a.group)
+        .await
+        .is_some();
+    let committed: Vec<Result<Option<i64>, rekafka::Error>> = if share {
+        admin
+            .list_share_group_offsets(&a.group, Some(&tps))
+            .await?
+            .into_iter()
+            .map(|(_, r)| r.map(|o| o.map(|o| o.start_offset)))
+            .collect()
+    } else {
+        admin
+            .list_group_offsets(&a.group, Some(&tps))
+            .await?
+            .into_iter()
+            .map(|(_, r)| r.map(|o| o.map(|o| o.offset)))
+            .collect()
+    };
+    let what = if share {
+        "start offset"
+    } else {
+        "committed offset"
+    };
     let earliest = listed(&admin, &tps, OffsetSpec::Earliest).await?;
     let latest = listed(&admin, &tps, OffsetSpec::Latest).await?;
     let at_time = match target {
@@ -470,10 +588,10 @@ async fn reset_async(client: &rekafka::Client, a: &ResetArgs, target: Target) ->
     let mut new_offsets = Vec::new();
     let mut failures = Vec::new();
     for (i, tp) in tps.iter().enumerate() {
-        let current = match &committed[i].1 {
-            Ok(c) => c.as_ref().map(|c| c.offset),
+        let current = match &committed[i] {
+            Ok(c) => *c,
             Err(e) => {
-                failures.push(format!("{tp}: committed offset: {e}"));
+                failures.push(format!("{tp}: {what}: {e}"));
                 continue;
             }
         };
@@ -489,7 +607,7 @@ async fn reset_async(client: &rekafka::Client, a: &ResetArgs, target: Target) ->
             Target::Shift(n) => match current {
                 Some(c) => c.saturating_add(n),
                 None => {
-                    failures.push(format!("{tp}: no committed offset to shift"));
+                    failures.push(format!("{tp}: no {what} to shift"));
                     continue;
                 }
             },
@@ -497,7 +615,7 @@ async fn reset_async(client: &rekafka::Client, a: &ResetArgs, target: Target) ->
         .clamp(lo, hi);
         let show = |o: Option<i64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
         rows.push(vec![
-            tp.topic.clone(),
+            tp.topic().to_owned(),
             tp.partition.to_string(),
             show(current),
             new.to_string(),
@@ -509,17 +627,32 @@ async fn reset_async(client: &rekafka::Client, a: &ResetArgs, target: Target) ->
         eprintln!("dry run: nothing changed; pass --execute to commit the NEW offsets");
         return report_failures(failures);
     }
-    for (tp, r) in admin
-        .alter_consumer_group_offsets(&a.group, &new_offsets)
-        .await?
-    {
+    let altered = if share {
+        admin
+            .alter_share_group_offsets(&a.group, &new_offsets)
+            .await
+    } else {
+        admin
+            .alter_consumer_group_offsets(&a.group, &new_offsets)
+            .await
+    };
+    let altered = altered.map_err(|e| {
+        let hint = if e.kafka_code() == Some(rekafka::KafkaCode::NonEmptyGroup) {
+            " (stop the group's consumers first)"
+        } else {
+            ""
+        };
+        CliError::Failed(format!("group {}: {e}{hint}", a.group))
+    })?;
+    for (tp, r) in altered {
         if let Err(e) = r {
             failures.push(format!("{tp}: {e}"));
         }
     }
     if failures.is_empty() {
         outln!(
-            "reset: group {} ({} partitions)",
+            "reset: {}group {} ({} partitions)",
+            if share { "share " } else { "" },
             a.group,
             new_offsets.len()
         );

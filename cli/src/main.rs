@@ -18,6 +18,7 @@ mod groups;
 mod mock;
 mod perf;
 mod produce;
+mod share_groups;
 mod topics;
 
 use std::process::ExitCode;
@@ -33,12 +34,14 @@ Commands in full (each has its own --help, e.g. `rekafka consume --help`):
   topics describe NAME...
   topics alter NAME [--config k=v]... [--delete-config k]...
   topics delete NAME...
-  groups list
+  groups list [--type classic|consumer|share|streams]...
   groups describe GROUP...
   groups offsets GROUP
   groups reset-offsets GROUP -t TOPIC[:P,..] --to-earliest|--to-latest|--to-offset N|
                        --to-datetime TIME|--shift-by N [--execute]
   groups delete GROUP...
+  groups delete-offsets SHARE_GROUP -t TOPIC...
+  groups config GROUP [--config k=v]... [--delete-config k]...
   produce -t TOPIC [-K SEP] [-k KEY] [-H name=value]... [-p N] [FILE]...
   consume -t TOPIC [-g GROUP] [-o beginning|end|N|-N|s@TIMESTAMP] [-e] [-c N]
           [-f FORMAT | -J | --format json|value] [-K SEP]
@@ -80,7 +83,7 @@ enum Command {
     /// Create, list, describe, alter and delete topics
     #[command(subcommand)]
     Topics(topics::Topics),
-    /// List, describe, delete consumer groups and show their offsets and lag
+    /// List, describe, delete consumer and share groups, show and reset their offsets, configs
     #[command(subcommand)]
     Groups(groups::Groups),
     /// Send records read from stdin or files, one per line

@@ -364,6 +364,8 @@ fn bad_arguments_give_one_line_and_a_non_zero_exit() {
         "groups describe",
         "groups offsets",
         "groups delete",
+        "groups delete-offsets",
+        "groups config",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }

@@ -507,6 +507,22 @@ fn every_subcommand_has_its_own_help() {
             &["Usage: rekafka groups offsets", "<GROUP>"],
         ),
         (
+            &["groups", "list"],
+            &["Usage: rekafka groups list", "--type <TYPE>"],
+        ),
+        (
+            &["groups", "delete-offsets"],
+            &["Usage: rekafka groups delete-offsets", "--topic <TOPIC>"],
+        ),
+        (
+            &["groups", "config"],
+            &[
+                "Usage: rekafka groups config",
+                "--config <KEY=VALUE>",
+                "--delete-config <KEY>",
+            ],
+        ),
+        (
             &["produce"],
             &[
                 "Usage: rekafka produce",

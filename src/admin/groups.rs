@@ -77,6 +77,55 @@ pub struct GroupListing {
     pub protocol_type: String,
     /// The state, if the broker said (ListGroups v4+).
     pub state: Option<GroupState>,
+    /// The group's type (classic, consumer, share, streams), if the broker said (ListGroups
+    /// v5+, Kafka 3.8+).
+    pub group_type: Option<GroupType>,
+}
+
+/// The type of a group (KIP-848's `group.type`): which protocol its members speak.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GroupType {
+    /// The classic protocol (JoinGroup/SyncGroup), for consumers and other clients.
+    Classic,
+    /// The consumer protocol (KIP-848, ConsumerGroupHeartbeat).
+    Consumer,
+    /// A share group (KIP-932, ShareGroupHeartbeat): queues.
+    Share,
+    /// A Kafka Streams group (KIP-1071, StreamsGroupHeartbeat).
+    Streams,
+    /// A type this client does not know, as the broker spelled it.
+    Other(String),
+}
+
+impl GroupType {
+    /// Parses the type name of ListGroups (case-insensitive, as Kafka's `GroupType.parse`).
+    pub fn parse(s: &str) -> GroupType {
+        match s.to_ascii_lowercase().as_str() {
+            "classic" => GroupType::Classic,
+            "consumer" => GroupType::Consumer,
+            "share" => GroupType::Share,
+            "streams" => GroupType::Streams,
+            _ => GroupType::Other(s.to_owned()),
+        }
+    }
+
+    /// The name Kafka uses (`"classic"`, `"consumer"`, `"share"`, `"streams"`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+            GroupType::Share => "share",
+            GroupType::Streams => "streams",
+            GroupType::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for GroupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A group member as [`Admin::describe_groups`] describes it.
@@ -242,6 +291,25 @@ pub fn decode_consumer_assignment(bytes: &[u8]) -> Result<Vec<TopicPartition>> {
 impl Admin {
     /// Lists the groups of every broker, sorted by id.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        self.list_groups_of_type(&[]).await
+    }
+
+    /// Lists the groups of the given types (every group if `types` is empty) of every broker,
+    /// sorted by id, as Java's `listGroups` with a type filter. Brokers with ListGroups v5+
+    /// filter themselves; with older ones the groups are filtered here (they only know
+    /// classic groups, whose listings carry no type).
+    ///
+    /// ```no_run
+    /// # async fn demo(admin: rekafka::admin::Admin) -> rekafka::Result<()> {
+    /// use rekafka::admin::GroupType;
+    ///
+    /// for g in admin.list_groups_of_type(&[GroupType::Share]).await? {
+    ///     println!("{} {:?}", g.group_id, g.state);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_groups_of_type(&self, types: &[GroupType]) -> Result<Vec<GroupListing>> {
         self.single(|| async {
             let none: [&str; 0] = [];
             self.cluster.refresh_topics(&none).await?;
@@ -249,7 +317,16 @@ impl Admin {
             let answers = join_all(brokers.into_iter().map(|id| async move {
                 let broker = self.cluster.connection_for_broker(id).await?;
                 let resp: ListGroupsResponse = self
-                    .send(&broker, |_| Ok(ListGroupsRequest::default()))
+                    .send(&broker, |version| {
+                        let mut req = ListGroupsRequest::default();
+                        if version >= 5 {
+                            req.types_filter = types
+                                .iter()
+                                .map(|t| StrBytes::from_string(t.as_str().to_owned()))
+                                .collect();
+                        }
+                        Ok(req)
+                    })
                     .await?;
                 match code_error(resp.error_code, None, ApiKey::ListGroups) {
                     Some(e) => Err(e.on_broker(id)),
@@ -262,12 +339,19 @@ impl Admin {
                 for g in groups? {
                     let state =
                         (!g.group_state.is_empty()).then(|| GroupState::parse(&g.group_state));
+                    let group_type =
+                        (!g.group_type.is_empty()).then(|| GroupType::parse(&g.group_type));
+                    let kind = group_type.clone().unwrap_or(GroupType::Classic);
+                    if !types.is_empty() && !types.contains(&kind) {
+                        continue;
+                    }
                     all.insert(
                         g.group_id.0.to_string(),
                         GroupListing {
                             group_id: g.group_id.0.to_string(),
                             protocol_type: g.protocol_type.to_string(),
                             state,
+                            group_type,
                         },
                     );
                 }
@@ -283,77 +367,48 @@ impl Admin {
         &self,
         groups: &[S],
     ) -> Result<Vec<Result<GroupDescription>>> {
-        self.per_item(groups.len(), |pending| async move {
-            let mut out = Vec::with_capacity(pending.len());
-            let by = self.by_coordinator(groups, &pending, &mut out).await;
-            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
-                let mut out = Vec::new();
-                let sent = self
-                    .send::<DescribeGroupsRequest, _>(&coordinator, |_| {
-                        Ok(DescribeGroupsRequest::default().with_groups(
-                            items
+        self.per_group(
+            groups,
+            ApiKey::DescribeGroups,
+            |names| {
+                DescribeGroupsRequest::default()
+                    .with_groups(names.iter().map(|n| group_id(n)).collect())
+            },
+            |resp: &DescribeGroupsResponse, name, coordinator| {
+                let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
+                Some(
+                    match code_error(
+                        g.error_code,
+                        g.error_message.as_ref(),
+                        ApiKey::DescribeGroups,
+                    ) {
+                        Some(e) => Err(e),
+                        None => Ok(GroupDescription {
+                            group_id: name.to_owned(),
+                            state: GroupState::parse(&g.group_state),
+                            protocol_type: g.protocol_type.to_string(),
+                            protocol: g.protocol_data.to_string(),
+                            coordinator,
+                            members: g
+                                .members
                                 .iter()
-                                .map(|&i| group_id(groups[i].as_ref()))
+                                .map(|m| MemberDescription {
+                                    member_id: m.member_id.to_string(),
+                                    group_instance_id: m
+                                        .group_instance_id
+                                        .as_ref()
+                                        .map(|s| s.to_string()),
+                                    client_id: m.client_id.to_string(),
+                                    client_host: m.client_host.to_string(),
+                                    metadata: m.member_metadata.clone(),
+                                    assignment: m.member_assignment.clone(),
+                                })
                                 .collect(),
-                        ))
-                    })
-                    .await;
-                let resp: DescribeGroupsResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        for &i in &items {
-                            self.after_coordinator_error(groups[i].as_ref(), &e);
-                            out.push((i, Err(e.clone())));
-                        }
-                        return out;
-                    }
-                };
-                for i in items {
-                    let name = groups[i].as_ref();
-                    let r = match resp.groups.iter().find(|g| g.group_id.0.as_str() == name) {
-                        None => Err(missing(ApiKey::DescribeGroups, &format!("group {name}"))),
-                        Some(g) => match code_error(
-                            g.error_code,
-                            g.error_message.as_ref(),
-                            ApiKey::DescribeGroups,
-                        ) {
-                            Some(e) => {
-                                let e = e.on_broker(coordinator.broker_id());
-                                self.after_coordinator_error(name, &e);
-                                Err(e)
-                            }
-                            None => Ok(GroupDescription {
-                                group_id: name.to_owned(),
-                                state: GroupState::parse(&g.group_state),
-                                protocol_type: g.protocol_type.to_string(),
-                                protocol: g.protocol_data.to_string(),
-                                coordinator: coordinator.broker_id(),
-                                members: g
-                                    .members
-                                    .iter()
-                                    .map(|m| MemberDescription {
-                                        member_id: m.member_id.to_string(),
-                                        group_instance_id: m
-                                            .group_instance_id
-                                            .as_ref()
-                                            .map(|s| s.to_string()),
-                                        client_id: m.client_id.to_string(),
-                                        client_host: m.client_host.to_string(),
-                                        metadata: m.member_metadata.clone(),
-                                        assignment: m.member_assignment.clone(),
-                                    })
-                                    .collect(),
-                            }),
-                        },
-                    };
-                    out.push((i, r));
-                }
-                out
-            }))
-            .await;
-            out.extend(answers.into_iter().flatten());
-            Ok(out)
-        })
+                        }),
+                    },
+                )
+            },
+        )
         .await
     }
 
@@ -366,108 +421,112 @@ impl Admin {
         &self,
         groups: &[S],
     ) -> Result<Vec<Result<ConsumerGroupDescription>>> {
-        self.per_item(groups.len(), |pending| async move {
-            let mut out = Vec::with_capacity(pending.len());
-            let by = self.by_coordinator(groups, &pending, &mut out).await;
-            let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
-                let mut out = Vec::new();
-                let sent = self
-                    .send::<ConsumerGroupDescribeRequest, _>(&coordinator, |_| {
-                        Ok(ConsumerGroupDescribeRequest::default().with_group_ids(
-                            items
-                                .iter()
-                                .map(|&i| group_id(groups[i].as_ref()))
-                                .collect(),
-                        ))
-                    })
-                    .await;
-                let resp: ConsumerGroupDescribeResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        for &i in &items {
-                            self.after_coordinator_error(groups[i].as_ref(), &e);
-                            out.push((i, Err(e.clone())));
-                        }
-                        return out;
-                    }
-                };
-                for i in items {
-                    let name = groups[i].as_ref();
-                    let r = match resp.groups.iter().find(|g| g.group_id.0.as_str() == name) {
-                        None => Err(missing(
-                            ApiKey::ConsumerGroupDescribe,
-                            &format!("group {name}"),
-                        )),
-                        Some(g) => match code_error(
-                            g.error_code,
-                            g.error_message.as_ref(),
-                            ApiKey::ConsumerGroupDescribe,
-                        ) {
-                            Some(e) => {
-                                let e = e.on_broker(coordinator.broker_id());
-                                self.after_coordinator_error(name, &e);
-                                Err(e)
-                            }
-                            None => {
-                                Ok(consumer_group_description(name, g, coordinator.broker_id()))
-                            }
-                        },
-                    };
-                    out.push((i, r));
-                }
-                out
-            }))
-            .await;
-            out.extend(answers.into_iter().flatten());
-            Ok(out)
-        })
+        self.per_group(
+            groups,
+            ApiKey::ConsumerGroupDescribe,
+            |names| {
+                ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(names.iter().map(|n| group_id(n)).collect())
+            },
+            |resp: &ConsumerGroupDescribeResponse, name, coordinator| {
+                let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
+                Some(
+                    match code_error(
+                        g.error_code,
+                        g.error_message.as_ref(),
+                        ApiKey::ConsumerGroupDescribe,
+                    ) {
+                        Some(e) => Err(e),
+                        None => Ok(consumer_group_description(name, g, coordinator)),
+                    },
+                )
+            },
+        )
         .await
     }
 
     /// Deletes groups (they must have no members), each at its coordinator. One result per
-    /// group, in input order (`GROUP_ID_NOT_FOUND`, `NON_EMPTY_GROUP`, …).
+    /// group, in input order (`GROUP_ID_NOT_FOUND`, `NON_EMPTY_GROUP`, …). Groups of every
+    /// type (classic, consumer, share) are deleted this way.
     pub async fn delete_groups<S: AsRef<str>>(&self, groups: &[S]) -> Result<Vec<Result<()>>> {
+        self.per_group(
+            groups,
+            ApiKey::DeleteGroups,
+            |names| {
+                DeleteGroupsRequest::default()
+                    .with_groups_names(names.iter().map(|n| group_id(n)).collect())
+            },
+            |resp: &DeleteGroupsResponse, name, _| {
+                let g = resp
+                    .results
+                    .iter()
+                    .find(|g| g.group_id.0.as_str() == name)?;
+                Some(match code_error(g.error_code, None, ApiKey::DeleteGroups) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                })
+            },
+        )
+        .await
+    }
+
+    /// The machinery of the calls that batch groups per coordinator (DescribeGroups,
+    /// ConsumerGroupDescribe, ShareGroupDescribe, DeleteGroups): looks up each pending group's
+    /// coordinator, sends one request per coordinator (`build` gets the group ids), and takes
+    /// each group's answer from the response with `parse(response, group, coordinator id)`
+    /// (`None`: the response does not mention the group). A group's error is tagged with the
+    /// coordinator; a moved or unreachable coordinator is forgotten, and
+    /// [`per_item`](Self::per_item) retries the groups that failed retriably. One result per
+    /// group, in input order.
+    pub(super) async fn per_group<S, T, R, B, P>(
+        &self,
+        groups: &[S],
+        api: ApiKey,
+        build: B,
+        parse: P,
+    ) -> Result<Vec<Result<T>>>
+    where
+        S: AsRef<str>,
+        R: crate::protocol::Request,
+        B: Fn(&[&str]) -> R,
+        P: Fn(&R::Response, &str, i32) -> Option<Result<T>>,
+    {
+        let (build, parse) = (&build, &parse);
         self.per_item(groups.len(), |pending| async move {
             let mut out = Vec::with_capacity(pending.len());
             let by = self.by_coordinator(groups, &pending, &mut out).await;
             let answers = join_all(by.into_iter().map(|(coordinator, items)| async move {
-                let mut out = Vec::new();
-                let sent = self
-                    .send::<DeleteGroupsRequest, _>(&coordinator, |_| {
-                        Ok(DeleteGroupsRequest::default().with_groups_names(
-                            items
-                                .iter()
-                                .map(|&i| group_id(groups[i].as_ref()))
-                                .collect(),
-                        ))
-                    })
-                    .await;
-                let resp: DeleteGroupsResponse = match sent {
+                let names: Vec<&str> = items.iter().map(|&i| groups[i].as_ref()).collect();
+                let sent = self.send::<R, _>(&coordinator, |_| Ok(build(&names))).await;
+                let resp = match sent {
                     Ok(r) => r,
                     Err(e) => {
-                        for &i in &items {
-                            self.after_coordinator_error(groups[i].as_ref(), &e);
-                            out.push((i, Err(e.clone())));
-                        }
-                        return out;
+                        return items
+                            .iter()
+                            .map(|&i| {
+                                self.after_coordinator_error(groups[i].as_ref(), &e);
+                                (i, Err(e.clone()))
+                            })
+                            .collect::<Vec<_>>();
                     }
                 };
-                for i in items {
-                    let name = groups[i].as_ref();
-                    let r = match resp.results.iter().find(|g| g.group_id.0.as_str() == name) {
-                        None => Err(missing(ApiKey::DeleteGroups, &format!("group {name}"))),
-                        Some(g) => match code_error(g.error_code, None, ApiKey::DeleteGroups) {
-                            Some(e) => {
-                                let e = e.on_broker(coordinator.broker_id());
+                let id = coordinator.broker_id();
+                items
+                    .iter()
+                    .map(|&i| {
+                        let name = groups[i].as_ref();
+                        let r = match parse(&resp, name, id) {
+                            None => Err(missing(api, &format!("group {name}"))),
+                            Some(Err(e)) => {
+                                let e = e.on_broker(id);
                                 self.after_coordinator_error(name, &e);
                                 Err(e)
                             }
-                            None => Ok(()),
-                        },
-                    };
-                    out.push((i, r));
-                }
-                out
+                            Some(Ok(v)) => Ok(v),
+                        };
+                        (i, r)
+                    })
+                    .collect()
             }))
             .await;
             out.extend(answers.into_iter().flatten());
@@ -523,7 +582,7 @@ impl Admin {
         let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
         for (tp, o) in offsets {
             by_topic
-                .entry(tp.topic.as_str())
+                .entry(tp.topic())
                 .or_default()
                 .push((tp.partition, *o));
         }
@@ -590,13 +649,13 @@ impl Admin {
                 let answer = resp
                     .topics
                     .iter()
-                    .filter(|t| t.name.0.as_str() == tp.topic)
+                    .filter(|t| t.name.0.as_str() == tp.topic())
                     .flat_map(|t| &t.partitions)
                     .find(|p| p.partition_index == tp.partition);
                 let r = match answer {
                     None => Err(missing(ApiKey::OffsetCommit, &tp.to_string())),
                     Some(p) => match code_error(p.error_code, None, ApiKey::OffsetCommit) {
-                        Some(e) => Err(e.on_partition(&tp.topic, tp.partition)),
+                        Some(e) => Err(e.on_partition(tp.topic(), tp.partition)),
                         None => Ok(()),
                     },
                 };
@@ -643,10 +702,7 @@ fn offset_fetch_request(
 ) -> OffsetFetchRequest {
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in partitions.into_iter().flatten() {
-        by_topic
-            .entry(tp.topic.as_str())
-            .or_default()
-            .push(tp.partition);
+        by_topic.entry(tp.topic()).or_default().push(tp.partition);
     }
     let mut req = OffsetFetchRequest::default();
     if version >= 8 {
@@ -759,6 +815,17 @@ fn offset_fetch_results(
     }
 }
 
+/// The partitions of an assignment given as topics with partition lists, sorted.
+pub(super) fn sorted_partitions<'a>(
+    topics: impl Iterator<Item = (&'a str, &'a [i32])>,
+) -> Vec<TopicPartition> {
+    let mut v: Vec<TopicPartition> = topics
+        .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t, *p)))
+        .collect();
+    v.sort();
+    v
+}
+
 fn consumer_group_description(
     name: &str,
     g: &crate::protocol::messages::consumer_group_describe_response::DescribedGroup,
@@ -766,17 +833,11 @@ fn consumer_group_description(
 ) -> ConsumerGroupDescription {
     use crate::protocol::messages::consumer_group_describe_response::Assignment;
     let partitions = |a: &Assignment| {
-        let mut v: Vec<TopicPartition> = a
-            .topic_partitions
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| TopicPartition::new(t.topic_name.0.as_str(), *p))
-            })
-            .collect();
-        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        v
+        sorted_partitions(
+            a.topic_partitions
+                .iter()
+                .map(|t| (t.topic_name.0.as_str(), &t.partitions[..])),
+        )
     };
     ConsumerGroupDescription {
         group_id: name.to_owned(),
@@ -940,6 +1001,37 @@ mod tests {
         let r = offset_fetch_results(&old, "g", None);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].0, TopicPartition::new("t", 3));
+    }
+
+    #[test]
+    fn group_types_parse_as_kafka_names_them() {
+        for (s, t) in [
+            ("classic", GroupType::Classic),
+            ("Consumer", GroupType::Consumer),
+            ("SHARE", GroupType::Share),
+            ("streams", GroupType::Streams),
+        ] {
+            assert_eq!(GroupType::parse(s), t);
+            assert_eq!(GroupType::parse(t.as_str()), t);
+        }
+        assert_eq!(
+            GroupType::parse("queue"),
+            GroupType::Other("queue".to_owned())
+        );
+        assert_eq!(GroupType::Share.to_string(), "share");
+    }
+
+    #[test]
+    fn sorted_partitions_flattens_and_sorts() {
+        let got = sorted_partitions([("b", &[1, 0][..]), ("a", &[2][..])].into_iter());
+        assert_eq!(
+            got,
+            [
+                TopicPartition::new("a", 2),
+                TopicPartition::new("b", 0),
+                TopicPartition::new("b", 1)
+            ]
+        );
     }
 
     #[test]

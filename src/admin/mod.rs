@@ -1,4 +1,5 @@
-//! The admin client: topics, configs, partitions, offsets, records and consumer groups.
+//! The admin client: topics, configs, partitions, offsets, records, consumer groups and share
+//! groups.
 //!
 //! [`Admin`] comes from [`Client::admin`](crate::Client::admin) and shares the client's
 //! [`Cluster`]. Every call is one or more requests at the highest version both sides support,
@@ -12,6 +13,8 @@
 //! | list offsets, delete records | each partition's leader (one request per leader) |
 //! | list groups | every broker |
 //! | describe/delete groups, committed offsets | each group's coordinator |
+//! | share groups: describe, start offsets (list, alter, delete) | each group's coordinator |
+//! | group configs (`ConfigResource::Group`) | any broker |
 //!
 //! # Results and errors
 //!
@@ -31,6 +34,7 @@
 
 mod groups;
 mod offsets;
+mod share_groups;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -44,9 +48,14 @@ use tokio::time::Instant;
 
 pub use groups::{
     CommittedOffset, ConsumerGroupDescription, ConsumerGroupMember, GroupDescription, GroupListing,
-    GroupState, MemberDescription, decode_consumer_assignment,
+    GroupState, GroupType, MemberDescription, decode_consumer_assignment,
 };
 pub use offsets::{IsolationLevel, ListedOffset, OffsetSpec};
+pub use share_groups::{
+    SHARE_AUTO_OFFSET_RESET, SHARE_DELIVERY_COUNT_LIMIT, SHARE_HEARTBEAT_INTERVAL_MS,
+    SHARE_ISOLATION_LEVEL, SHARE_RECORD_LOCK_DURATION_MS, SHARE_SESSION_TIMEOUT_MS,
+    ShareGroupDescription, ShareGroupMember, ShareOffsetResult, SharePartitionOffset,
+};
 pub use topics::{
     AlterConfigOp, ClusterDescription, ConfigEntry, ConfigResource, ConfigSource, NewPartitions,
     NewTopic, TopicCreated, TopicDescription, TopicListing,
@@ -59,30 +68,7 @@ use crate::protocol::messages::metadata_request::MetadataRequestTopic;
 use crate::protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use crate::protocol::{Request, StrBytes};
 
-/// A topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// The topic name.
-    pub topic: String,
-    /// The partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// `topic`-`partition`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+pub use crate::cluster::TopicPartition;
 
 /// Whether [`Admin::list_topics`] includes internal topics (`__consumer_offsets`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -467,7 +453,7 @@ impl Admin {
         &self,
         partitions: &[&TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Result<i32>>> {
-        let mut topics: Vec<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
+        let mut topics: Vec<&str> = partitions.iter().map(|tp| tp.topic()).collect();
         topics.sort_unstable();
         topics.dedup();
         let resp = self.fetch_metadata(Some(&topics)).await?;
@@ -476,12 +462,12 @@ impl Admin {
             let err = |code| {
                 Error::broker(code)
                     .api(ApiKey::Metadata)
-                    .on_partition(tp.topic.clone(), tp.partition)
+                    .on_partition(tp.topic(), tp.partition)
             };
             let t = resp
                 .topics
                 .iter()
-                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == tp.topic));
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == tp.topic()));
             let leader = match t {
                 None => Err(err(KafkaCode::UnknownTopicOrPartition)),
                 Some(t) => match KafkaCode::from_i16(t.error_code) {
@@ -596,6 +582,14 @@ mod tests {
         send(a.delete_groups(&names));
         send(a.list_group_offsets("g", Some(std::slice::from_ref(&tp))));
         send(a.alter_consumer_group_offsets("g", &[(tp.clone(), 0)]));
+        send(a.describe_share_groups(&names));
+        send(a.list_share_groups());
+        send(a.list_share_group_offsets("g", None));
+        send(a.alter_share_group_offsets("g", &[(tp.clone(), 0)]));
+        send(a.delete_share_group_offsets("g", &names));
+        send(a.delete_share_groups(&names));
+        send(a.describe_group_configs(&names));
+        send(a.alter_group_configs("g", &[]));
         // Nothing asked, nothing sent (the cluster's only address is dead).
         assert!(
             a.alter_consumer_group_offsets("g", &[])

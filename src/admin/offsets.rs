@@ -44,25 +44,7 @@ impl OffsetSpec {
     }
 }
 
-/// Which records a read may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-#[non_exhaustive]
-pub enum IsolationLevel {
-    /// Every record, including those of open and aborted transactions.
-    #[default]
-    ReadUncommitted,
-    /// Only committed records, up to the last stable offset.
-    ReadCommitted,
-}
-
-impl IsolationLevel {
-    fn to_wire(self) -> i8 {
-        match self {
-            IsolationLevel::ReadUncommitted => 0,
-            IsolationLevel::ReadCommitted => 1,
-        }
-    }
-}
+pub use crate::protocol::IsolationLevel;
 
 /// The answer of [`Admin::list_offsets`] for one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +166,7 @@ impl Admin {
                                 BTreeMap::new();
                             for &i in &items {
                                 let (tp, offset) = &before[i];
-                                topics.entry(tp.topic.as_str()).or_default().push(
+                                topics.entry(tp.topic()).or_default().push(
                                     DeleteRecordsPartition::default()
                                         .with_partition_index(tp.partition)
                                         .with_offset(*offset),
@@ -219,15 +201,15 @@ impl Admin {
                     let p = resp
                         .topics
                         .iter()
-                        .filter(|t| t.name.0.as_str() == tp.topic)
+                        .filter(|t| t.name.0.as_str() == tp.topic())
                         .flat_map(|t| t.partitions.iter())
                         .find(|p| p.partition_index == tp.partition);
                     let r = match p {
                         None => Err(missing(ApiKey::DeleteRecords, &tp.to_string())),
                         Some(p) => match code_error(p.error_code, None, ApiKey::DeleteRecords) {
-                            Some(e) => Err(e
-                                .on_partition(tp.topic.clone(), tp.partition)
-                                .on_broker(leader)),
+                            Some(e) => {
+                                Err(e.on_partition(tp.topic(), tp.partition).on_broker(leader))
+                            }
                             None => Ok(p.low_watermark),
                         },
                     };
@@ -258,7 +240,7 @@ fn list_offsets_request(
                 api: ApiKey::ListOffsets,
             })
             .message("OffsetSpec::MaxTimestamp needs ListOffsets v7+")
-            .on_partition(tp.topic.clone(), tp.partition));
+            .on_partition(tp.topic(), tp.partition));
         }
         let mut p = ListOffsetsPartition::default()
             .with_partition_index(tp.partition)
@@ -266,7 +248,7 @@ fn list_offsets_request(
         if version >= 4 {
             p.current_leader_epoch = -1;
         }
-        topics.entry(tp.topic.as_str()).or_default().push(p);
+        topics.entry(tp.topic()).or_default().push(p);
     }
     let mut req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -281,7 +263,7 @@ fn list_offsets_request(
                 .collect(),
         );
     if version >= 2 {
-        req.isolation_level = isolation.to_wire();
+        req.isolation_level = isolation.wire();
     } else if isolation == IsolationLevel::ReadCommitted {
         return Err(Error::new(ErrorKind::UnsupportedVersion {
             api: ApiKey::ListOffsets,
@@ -300,12 +282,12 @@ fn listed_offset(
     let p = resp
         .topics
         .iter()
-        .filter(|t| t.name.0.as_str() == tp.topic)
+        .filter(|t| t.name.0.as_str() == tp.topic())
         .flat_map(|t| t.partitions.iter())
         .find(|p| p.partition_index == tp.partition)
         .ok_or_else(|| missing(ApiKey::ListOffsets, &tp.to_string()))?;
     if let Some(e) = code_error(p.error_code, None, ApiKey::ListOffsets) {
-        return Err(e.on_partition(tp.topic.clone(), tp.partition));
+        return Err(e.on_partition(tp.topic(), tp.partition));
     }
     let by_time = matches!(spec, OffsetSpec::Timestamp(_) | OffsetSpec::MaxTimestamp);
     Ok(ListedOffset {

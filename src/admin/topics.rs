@@ -165,6 +165,9 @@ pub enum ConfigResource {
     Topic(String),
     /// A broker's configs (by node id).
     Broker(i32),
+    /// A group's configs (KIP-848 and KIP-932 group configs such as
+    /// `share.auto.offset.reset`), by group id. The group need not exist.
+    Group(String),
 }
 
 impl ConfigResource {
@@ -172,6 +175,7 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic(t) => (2, t.clone()),
             ConfigResource::Broker(id) => (4, id.to_string()),
+            ConfigResource::Group(g) => (32, g.clone()),
         }
     }
 }
@@ -192,6 +196,10 @@ pub enum ConfigSource {
     Default,
     /// A broker logger level.
     DynamicBrokerLogger,
+    /// A client-metrics subscription's config (KIP-714).
+    ClientMetrics,
+    /// A group config set on the group.
+    DynamicGroup,
     /// A source this client does not know (the raw value).
     Unknown(i8),
 }
@@ -205,6 +213,8 @@ impl ConfigSource {
             4 => ConfigSource::StaticBroker,
             5 => ConfigSource::Default,
             6 => ConfigSource::DynamicBrokerLogger,
+            7 => ConfigSource::ClientMetrics,
+            8 => ConfigSource::DynamicGroup,
             other => ConfigSource::Unknown(other),
         }
     }
@@ -259,6 +269,19 @@ pub enum AlterConfigOp {
 }
 
 impl AlterConfigOp {
+    /// [`Set`](Self::Set) `name` to `value`.
+    pub fn set(name: impl Into<String>, value: impl Into<String>) -> AlterConfigOp {
+        AlterConfigOp::Set {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// [`Delete`](Self::Delete) `name` (back to its default).
+    pub fn delete(name: impl Into<String>) -> AlterConfigOp {
+        AlterConfigOp::Delete { name: name.into() }
+    }
+
     fn to_wire(&self) -> AlterableConfig {
         let s = |v: &String| StrBytes::from_string(v.clone());
         let (name, op, value) = match self {
@@ -768,7 +791,7 @@ impl Admin {
 }
 
 /// Groups the pending items by where their config request goes: broker resources to that
-/// broker (`Some(id)`), topic resources to any broker (`None`, one request for all of them).
+/// broker (`Some(id)`), topic and group resources to any broker (`None`, one request for all of them).
 fn by_config_target<'a>(
     pending: &[usize],
     resource: impl Fn(usize) -> &'a ConfigResource,
@@ -777,7 +800,7 @@ fn by_config_target<'a>(
     for &i in pending {
         let target = match resource(i) {
             ConfigResource::Broker(id) => Some(*id),
-            ConfigResource::Topic(_) => None,
+            ConfigResource::Topic(_) | ConfigResource::Group(_) => None,
         };
         match groups.iter_mut().find(|(t, _)| *t == target) {
             Some((_, v)) => v.push(i),

@@ -853,6 +853,57 @@ impl Client {
         Ok(ListenerContainer::builder(consumer))
     }
 
+    /// A listener container over typed records: as
+    /// [`listener_container`](Self::listener_container), with the consumer wrapped in a
+    /// [`TypedConsumer`](crate::listener::TypedConsumer) of the `key` and `value`
+    /// deserializers, so the handler gets [`TypedRecord`](crate::listener::TypedRecord)s (a
+    /// record that does not deserialize goes to the recoverer with its raw bytes).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "json")]
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use rekafka::consumer::{JsonDeserializer, StringDeserializer};
+    /// use rekafka::listener::TypedRecord;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    ///
+    /// let container = client
+    ///     .typed_listener_container(["orders"], StringDeserializer, JsonDeserializer::<Order>::new(), |c| {
+    ///         c.group_id = Some("billing".into());
+    ///     })?
+    ///     .record_handler(|r: TypedRecord<Option<String>, Option<Order>>| async move {
+    ///         if let Some(Some(order)) = r.typed_value() { println!("order {}", order.id); }
+    ///         Ok(())
+    ///     })
+    ///     .start()?;
+    /// # let _ = container; Ok(()) }
+    /// ```
+    pub fn typed_listener_container<I, S, KD, VD>(
+        &self,
+        topics: I,
+        key: KD,
+        value: VD,
+        configure: impl FnOnce(&mut ConsumerConfig),
+    ) -> Result<ContainerBuilder<crate::listener::TypedConsumer<KD, VD>>>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+        KD: crate::consumer::Deserializer + 'static,
+        VD: crate::consumer::Deserializer + 'static,
+        KD::Output: Send + Sync + 'static,
+        VD::Output: Send + Sync + 'static,
+    {
+        let consumer = self.consumer_with(|c| {
+            c.auto_commit = AutoCommit::Disabled;
+            configure(c);
+        })?;
+        consumer.subscribe(topics)?;
+        Ok(ListenerContainer::builder(
+            crate::listener::TypedConsumer::new(consumer, key, value),
+        ))
+    }
+
     /// Closes every broker connection and stops the metadata refresher; later calls on this
     /// client and everything made from it fail with [`ErrorKind::Closed`](crate::ErrorKind::Closed).
     pub async fn close(&self) {

@@ -38,6 +38,37 @@ use crate::protocol::messages::{
     TopicName,
 };
 
+/// A topic partition: the one type every layer uses (re-exported by `group`, `consumer`,
+/// `admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic name.
+    pub topic: Arc<str>,
+    /// The partition index.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// The partition `partition` of `topic`.
+    pub fn new(topic: impl AsRef<str>, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: Arc::from(topic.as_ref()),
+            partition,
+        }
+    }
+
+    /// The topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
 /// Default [`ClusterConfig::metadata_max_age`]: 5 min, as Kafka's `metadata.max.age.ms`.
 pub const DEFAULT_METADATA_MAX_AGE: Duration = Duration::from_secs(300);
 /// Default [`ClusterConfig::retry_backoff`]: 100 ms, as Kafka's `retry.backoff.ms`.
@@ -312,11 +343,11 @@ impl Cluster {
             refresher_running: running.clone(),
             shutdown,
         });
-        runtime.spawn(refresher(
-            Arc::downgrade(&inner),
-            shutdown_rx,
-            running,
-            bootstrap_now,
+        // A root span: the refresher outlives whatever made the cluster.
+        let span = tracing::debug_span!(parent: None, "kafka.metadata.refresher", client_id = %inner.config.connection.client_id);
+        runtime.spawn(tracing::Instrument::instrument(
+            refresher(Arc::downgrade(&inner), shutdown_rx, running, bootstrap_now),
+            span,
         ));
         Ok(Cluster { inner })
     }
@@ -390,11 +421,15 @@ impl Cluster {
                         *in_flight = Some((want.clone(), rx.clone()));
                         let cluster = self.clone();
                         let set = want.clone();
-                        tokio::spawn(async move {
-                            let result = cluster.fetch_and_apply(&set).await;
-                            *lock(&cluster.inner.in_flight) = None;
-                            let _ = tx.send(Some(result));
-                        });
+                        let span = tracing::debug_span!("kafka.metadata");
+                        tokio::spawn(tracing::Instrument::instrument(
+                            async move {
+                                let result = cluster.fetch_and_apply(&set).await;
+                                *lock(&cluster.inner.in_flight) = None;
+                                let _ = tx.send(Some(result));
+                            },
+                            span,
+                        ));
                         (rx, true)
                     }
                 }

@@ -85,7 +85,10 @@
 
 mod backoff;
 mod broker;
-mod conn;
+pub(crate) mod conn;
+mod handshake;
+pub(crate) mod inflight;
+mod io;
 pub mod security;
 
 use std::time::Duration;

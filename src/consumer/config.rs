@@ -23,26 +23,7 @@ pub enum OffsetReset {
     None,
 }
 
-/// Which records a consumer sees (`isolation.level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum IsolationLevel {
-    /// Every record, including those of open and aborted transactions. Java's default.
-    #[default]
-    ReadUncommitted,
-    /// Only records of committed transactions (and non-transactional ones), up to the last
-    /// stable offset.
-    ReadCommitted,
-}
-
-impl IsolationLevel {
-    pub(crate) fn wire(self) -> i8 {
-        match self {
-            IsolationLevel::ReadUncommitted => 0,
-            IsolationLevel::ReadCommitted => 1,
-        }
-    }
-}
+pub use crate::protocol::IsolationLevel;
 
 /// Whether and how often positions are committed for the application
 /// (`enable.auto.commit`, `auto.commit.interval.ms`).

@@ -39,6 +39,8 @@ pub use event::{ConsumerEvent, EVENT_CAPACITY, FetchFailureKind, PartitionFailur
 pub use fetcher::StartOffset;
 #[doc(hidden)]
 pub use fetcher::visible_records;
+#[cfg(feature = "json")]
+pub use record::JsonDeserializer;
 pub use record::{
     BytesDeserializer, ConsumerRecord, ConsumerRecords, Deserialized, Deserializer,
     StringDeserializer,
@@ -773,12 +775,16 @@ impl Consumer {
         self.check_generation(self.member()?)?;
         let shared = self.shared.clone();
         let ticket = shared.commits.ticket();
-        Ok(self.runtime.spawn(async move {
-            match &shared.member {
-                Some(m) => shared.commits.commit(m, ticket, &offsets).await,
-                None => Ok(()),
+        let span = tracing::debug_span!("kafka.commit", partitions = offsets.len());
+        Ok(self.runtime.spawn(
+            async move {
+                match &shared.member {
+                    Some(m) => shared.commits.commit(m, ticket, &offsets).await,
+                    None => Ok(()),
+                }
             }
-        }))
+            .instrument(span),
+        ))
     }
 
     /// The current positions of the assigned partitions whose position is known.
@@ -843,13 +849,17 @@ impl Consumer {
         let shared = self.shared.clone();
         // In its own task, but ordered after the commits already taken (`commit.rs`): a
         // retried older commit never overwrites this one.
-        self.runtime.spawn(async move {
-            if let Some(m) = &shared.member
-                && let Err(e) = shared.commits.commit(m, ticket, &offsets).await
-            {
-                tracing::warn!(error = %e, "auto-commit failed");
+        let span = tracing::debug_span!("kafka.commit", partitions = offsets.len());
+        self.runtime.spawn(
+            async move {
+                if let Some(m) = &shared.member
+                    && let Err(e) = shared.commits.commit(m, ticket, &offsets).await
+                {
+                    tracing::warn!(error = %e, "auto-commit failed");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Joins or rejoins the group when needed, calling the rebalance listener.

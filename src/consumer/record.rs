@@ -65,7 +65,7 @@ impl ConsumerRecord {
                         failure_detail(&error)
                     ),
                 )
-                .source(error),
+                .with_source(error),
                 is_key,
             },
         }
@@ -111,6 +111,12 @@ pub(crate) fn failure_detail(error: &Error) -> String {
 /// Turns the bytes of a key or value into a typed value. Fail with
 /// [`Error::deserialization`] (any error is taken as a deserialization failure of the part,
 /// though).
+///
+/// The counterpart of [`Serializer`](crate::producer::Serializer): both take the topic and
+/// the bytes of one part, a null being `None` on both sides. A serializer is generic over its
+/// input (one [`JsonSerializer`](crate::producer::JsonSerializer) writes any `Serialize`
+/// value); a deserializer names its one output type (`JsonDeserializer<T>`), which is what a
+/// typed container's records hold.
 pub trait Deserializer: Send + Sync {
     /// The typed value.
     type Output;
@@ -143,7 +149,75 @@ impl Deserializer for StringDeserializer {
             None => Ok(None),
             Some(b) => std::str::from_utf8(b)
                 .map(|s| Some(s.to_owned()))
-                .map_err(|e| Error::deserialization("not valid UTF-8").source(e)),
+                .map_err(|e| Error::deserialization("not valid UTF-8").with_source(e)),
+        }
+    }
+}
+
+/// Any `serde::Deserialize` value from JSON (feature `json`), the counterpart of
+/// [`JsonSerializer`](crate::producer::JsonSerializer); a null stays `None`; bytes that are not
+/// JSON of `T` are a deserialization failure.
+///
+/// ```
+/// # #[cfg(feature = "json")] {
+/// use bytes::Bytes;
+/// use rekafka::consumer::{Deserializer, JsonDeserializer};
+///
+/// #[derive(serde::Deserialize, Debug, PartialEq)]
+/// struct Order { id: u32 }
+///
+/// let orders = JsonDeserializer::<Order>::new();
+/// let bytes = Bytes::from_static(br#"{"id":7}"#);
+/// assert_eq!(orders.deserialize("orders", Some(&bytes)).unwrap(), Some(Order { id: 7 }));
+/// assert!(orders.deserialize("orders", Some(&Bytes::from_static(b"not json"))).is_err());
+/// # }
+/// ```
+#[cfg(feature = "json")]
+pub struct JsonDeserializer<T> {
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+#[cfg(feature = "json")]
+impl<T> JsonDeserializer<T> {
+    /// A deserializer of `T`.
+    pub fn new() -> Self {
+        JsonDeserializer {
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+#[cfg(feature = "json")]
+impl<T> Default for JsonDeserializer<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "json")]
+impl<T> Clone for JsonDeserializer<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "json")]
+impl<T> std::fmt::Debug for JsonDeserializer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JsonDeserializer<{}>", std::any::type_name::<T>())
+    }
+}
+
+#[cfg(feature = "json")]
+impl<T: serde::de::DeserializeOwned> Deserializer for JsonDeserializer<T> {
+    type Output = Option<T>;
+
+    fn deserialize(&self, _topic: &str, data: Option<&Bytes>) -> Result<Option<T>, Error> {
+        match data {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(b).map(Some).map_err(|e| {
+                Error::deserialization(format!("not JSON of the expected type: {e}")).with_source(e)
+            }),
         }
     }
 }

@@ -20,9 +20,6 @@ pub use assignor::{
 };
 pub use member::{GroupConfig, GroupMember, JoinOutcome, OffsetAndMetadata};
 
-use std::fmt;
-use std::sync::Arc;
-
 /// The group membership protocol (`group.protocol`).
 ///
 /// ```
@@ -56,32 +53,4 @@ impl std::str::FromStr for GroupProtocol {
     }
 }
 
-/// A topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// The topic name.
-    pub topic: Arc<str>,
-    /// The partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// The partition `partition` of `topic`.
-    pub fn new(topic: impl AsRef<str>, partition: i32) -> TopicPartition {
-        TopicPartition {
-            topic: Arc::from(topic.as_ref()),
-            partition,
-        }
-    }
-
-    /// The topic name.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+pub use crate::cluster::TopicPartition;

@@ -245,7 +245,7 @@ impl Reader<'_> {
         let s = self.take(n as usize)?;
         String::from_utf8(s.to_vec())
             .map(Some)
-            .map_err(|e| Error::corrupt("consumer protocol string is not UTF-8").source(e))
+            .map_err(|e| Error::corrupt("consumer protocol string is not UTF-8").with_source(e))
     }
 
     fn bytes(&mut self) -> Result<Option<Bytes>> {

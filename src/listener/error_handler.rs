@@ -29,7 +29,8 @@ use super::tracker::{FailedRecordTracker, TopicPartition};
 pub enum Disposition {
     /// Redeliver the record after `delay`: its partition is sought back to it and paused for
     /// the delay while the others flow (a batch: retried in memory after the delay, its
-    /// partitions paused).
+    /// partitions paused). With [`seeks_after_handling`](CommonErrorHandler::seeks_after_handling)
+    /// false, the record and its partition's rest of the poll are redelivered from memory.
     Redeliver {
         /// How long to wait before the redelivery.
         delay: Duration,
@@ -238,7 +239,12 @@ pub trait CommonErrorHandler<R: ListenerRecord>: Send + Sync {
     }
 
     /// Whether the container calls [`handle_remaining`](Self::handle_remaining) (true) or
-    /// [`handle_one`](Self::handle_one) (false) for a failed record. Default: true.
+    /// [`handle_one`](Self::handle_one) (false) for a failed record. With false, a record
+    /// handler's [`Disposition::Redeliver`] is applied without seeking (Spring's
+    /// `seekAfterError=false`): the failed record and its partition's records after it in the
+    /// poll are kept in memory and handed to the handler again after the delay (see
+    /// [`DefaultErrorHandler::seek_after_error`](super::DefaultErrorHandler::seek_after_error)).
+    /// Default: true.
     fn seeks_after_handling(&self) -> bool {
         true
     }

@@ -339,6 +339,7 @@ pub struct DefaultErrorHandler<R> {
     pub(crate) delivery_attempt_header: DeliveryAttemptHeader,
     pub(crate) ack_after_handle: bool,
     pub(crate) commit_recovered: bool,
+    pub(crate) seek_after_error: bool,
 }
 
 impl<R> fmt::Debug for DefaultErrorHandler<R> {
@@ -369,6 +370,7 @@ impl<R: ListenerRecord> Default for DefaultErrorHandler<R> {
             delivery_attempt_header: DeliveryAttemptHeader::Off,
             ack_after_handle: true,
             commit_recovered: false,
+            seek_after_error: true,
         }
     }
 }
@@ -493,6 +495,22 @@ impl<R: ListenerRecord> DefaultErrorHandler<R> {
         self
     }
 
+    /// Whether a record to retry is fetched again (true: its partition is sought back to it,
+    /// Spring's default) or redelivered from memory (false: Spring's `seekAfterError=false`).
+    ///
+    /// With `false` the container keeps the failed record and the partition's records after it
+    /// in the poll, pauses the partition for the back-off, and hands them to the handler again
+    /// from memory: no seek, no second fetch. Unlike Spring, which sleeps on the consumer's
+    /// thread with the whole consumer paused, only the failing partition waits; the others
+    /// flow. It applies to record handlers handling one partition at a time
+    /// ([`concurrency`](super::ContainerBuilder::concurrency) 1) outside the exactly-once mode
+    /// (Spring, too, seeks in a transaction); elsewhere, and for a record whose recovery failed,
+    /// the partition is sought back as usual. Default: true.
+    pub fn seek_after_error(mut self, seek: bool) -> Self {
+        self.seek_after_error = seek;
+        self
+    }
+
     pub(crate) fn back_off_for(&self, record: &R, error: &SharedError) -> Arc<dyn BackOff> {
         self.back_off_fn
             .as_ref()
@@ -568,6 +586,10 @@ impl<R: ListenerRecord> CommonErrorHandler<R> for DefaultErrorHandler<R> {
 
     fn commit_recovered(&self) -> bool {
         self.commit_recovered
+    }
+
+    fn seeks_after_handling(&self) -> bool {
+        self.seek_after_error
     }
 
     fn recoverer(&self) -> Arc<dyn Recoverer<R>> {

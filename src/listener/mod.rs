@@ -19,7 +19,9 @@
 //!   `DeadLetterPublishingRecoverer`) and [republishing to the tail](RepublishToTail) of the
 //!   record's own topic before dead-lettering.
 //! * [non-blocking retries](retry_topic) through retry topics and a dead-letter topic (Spring's
-//!   `@RetryableTopic`), run by one handle.
+//!   `@RetryableTopic`), run by one handle;
+//! * [typed records](TypedConsumer): a container over keys and values made by deserializers
+//!   (Spring's `ErrorHandlingDeserializer`).
 
 mod adapter;
 mod backoff;
@@ -36,6 +38,7 @@ pub mod republish;
 pub mod retry_topic;
 mod tracker;
 mod transactional;
+mod typed;
 
 pub use adapter::{ListenerConsumerRecord, deserialization_check};
 pub use backoff::{
@@ -75,6 +78,7 @@ pub use tracker::{
     Decision, FailedRecordTracker, RecoveryFailureDecision, RetryState, TopicPartition,
 };
 pub use transactional::TransactionalDeadLetters;
+pub use typed::{TypedConsumer, TypedRecord};
 
 /// The delivery-attempt header Spring writes (`kafka_deliveryAttempt`): a 4-byte big-endian
 /// integer counting deliveries from 1.

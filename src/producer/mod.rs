@@ -58,6 +58,7 @@ mod metrics;
 mod partitioner;
 mod record;
 mod sender;
+pub mod transactional;
 pub(crate) mod txn;
 
 use std::sync::Arc;
@@ -135,7 +136,7 @@ impl Shared {
         self.fatal.get().map(|e| {
             Error::new(ErrorKind::Fatal)
                 .message(format!("the producer failed earlier: {e}"))
-                .source(e.clone())
+                .with_source(e.clone())
         })
     }
 

@@ -152,7 +152,7 @@ impl<T: serde::Serialize + ?Sized> Serializer<T> for JsonSerializer {
         serde_json::to_vec(value)
             .map(|v| Some(Bytes::from(v)))
             .map_err(|e| {
-                Error::with_message(ErrorKind::Encode, "JSON serialization failed").source(e)
+                Error::with_message(ErrorKind::Encode, "JSON serialization failed").with_source(e)
             })
     }
 }

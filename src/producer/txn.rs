@@ -101,7 +101,7 @@ impl TxnLink {
                     ErrorKind::Abortable,
                     format!("the transaction failed earlier and must be aborted: {e}"),
                 )
-                .source(e.clone())
+                .with_source(e.clone())
             })
         }
     }

@@ -19,3 +19,27 @@ pub use kafka_protocol::messages;
 pub use kafka_protocol::messages::ApiKey;
 /// Protocol primitives of the `kafka-protocol` crate that appear in message fields.
 pub use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+
+/// Which records a read sees (`isolation.level`): the consumer's fetches and the admin's
+/// offset lookups. Re-exported as [`consumer::IsolationLevel`](crate::consumer::IsolationLevel)
+/// and [`admin::IsolationLevel`](crate::admin::IsolationLevel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// Every record, including those of open and aborted transactions. Java's default.
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and non-transactional ones), up to the last
+    /// stable offset.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The value on the wire (Fetch, ListOffsets).
+    pub(crate) fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}

@@ -23,11 +23,12 @@ use rekafka::consumer::{
     StringDeserializer, TopicPartition,
 };
 use rekafka::listener::{
-    AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, DeadLetterPublisher,
-    DefaultErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
-    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
-    LoggingRecoverer, MissingDestination, Recoverer, Recovery, RepublishToTail, RetryListener,
-    SharedError, TransactionalDeadLetters, deserialization_check,
+    AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, CommonErrorHandler,
+    ContainerStoppingErrorHandler, DeadLetterPublisher, DefaultErrorHandler,
+    DelegatingErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
+    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure,
+    ListenerRecord, LoggingErrorHandler, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
+    RepublishToTail, RetryListener, SharedError, TransactionalDeadLetters, deserialization_check,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
 use rekafka::transaction::TransactionalProducer;
@@ -342,6 +343,16 @@ impl Scenario {
             self.sc["ack_mode"].as_str(),
             Some("MANUAL") | Some("MANUAL_IMMEDIATE")
         )
+    }
+
+    /// The sleep of a `nack` of this delivery (scenario `nack`), if any.
+    fn nack_for(&self, value: Option<&str>, attempt: u32) -> Option<Duration> {
+        self.sc["nack"].as_array()?.iter().find_map(|n| {
+            let at = n["attempts"].as_array();
+            let matches = n["value"].as_str() == value
+                && at.is_none_or(|at| at.iter().any(|a| a.as_u64() == Some(u64::from(attempt))));
+            matches.then(|| Duration::from_millis(n["sleep_ms"].as_u64().unwrap_or(0)))
+        })
     }
 
     fn skip_ack(&self, value: Option<&str>) -> bool {
@@ -677,15 +688,15 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     } else {
         0
     };
-    let recoverer = LoggedRecoverer {
+    let recoverer: Arc<dyn Recoverer<ListenerConsumerRecord>> = Arc::new(LoggedRecoverer {
         s: s.clone(),
         inner,
         fail_first,
-    };
+    });
 
     let mut eh = DefaultErrorHandler::new()
         .back_off(SharedBackOff(back_off(&s.sc["backoff"])))
-        .recoverer(recoverer)
+        .recoverer_arc(recoverer.clone())
         .retry_listener(Listener(s.clone()));
     if let Some(nr) = s.sc["not_retryable"].as_array() {
         for n in nr {
@@ -698,6 +709,15 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
             };
         }
     }
+    if let Some(seek) = s.sc["seek_after_error"].as_bool() {
+        eh = eh.seek_after_error(seek);
+    }
+    if let Some(ack) = s.sc["ack_after_handle"].as_bool() {
+        eh = eh.ack_after_handle(ack);
+    }
+    if let Some(commit) = s.sc["commit_recovered"].as_bool() {
+        eh = eh.commit_recovered(commit);
+    }
     if let Some(per) = s.sc["backoff_per_error"].as_object() {
         let map: HashMap<String, Arc<dyn BackOff>> =
             per.iter().map(|(k, v)| (k.clone(), back_off(v))).collect();
@@ -706,6 +726,32 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
             map.get(k.split('(').next().unwrap_or_default()).cloned()
         });
     }
+
+    // Spring's `CommonDelegatingErrorHandler` (cause chain traversed): per error type, a
+    // `DefaultErrorHandler` of its own back-off with the same recoverer and retry listener.
+    let error_handler: Arc<dyn CommonErrorHandler<ListenerConsumerRecord>> =
+        match s.sc["delegates"].as_object() {
+            _ if s.sc["error_handler"] == "logging" => Arc::new(LoggingErrorHandler::new()),
+            _ if s.sc["error_handler"] == "stopping" => Arc::new(ContainerStoppingErrorHandler),
+            None => Arc::new(eh),
+            Some(delegates) => {
+                let mut d = DelegatingErrorHandler::new(eh);
+                for (error, spec) in delegates {
+                    let delegate = DefaultErrorHandler::new()
+                        .back_off(SharedBackOff(back_off(&spec["backoff"])))
+                        .recoverer_arc(recoverer.clone())
+                        .retry_listener(Listener(s.clone()));
+                    d = match error.as_str() {
+                        "Transient" => d.delegate::<Transient>(delegate),
+                        "Fatal" => d.delegate::<Fatal>(delegate),
+                        "Wrapper" => d.delegate::<Wrapper>(delegate),
+                        "Slow" => d.delegate::<Slow>(delegate),
+                        other => panic!("delegate for {other}"),
+                    };
+                }
+                Arc::new(d)
+            }
+        };
 
     let ack_mode = match s.sc["ack_mode"].as_str().unwrap_or("BATCH") {
         "RECORD" => AckMode::Record,
@@ -721,7 +767,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
 
     let out_topic = s.sc["output_topic"].as_str().map(|t| s.topic(t));
     let mut builder = ListenerContainer::builder(consumer)
-        .error_handler(eh)
+        .error_handler(error_handler)
         .deserialization_check(deserialization_check(
             StringDeserializer,
             StringDeserializer,
@@ -811,6 +857,23 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                 }
             },
         );
+        if let Some(leh) = s.sc["batch_listener_error_handler"].as_str() {
+            let (s2, leh) = (s.clone(), leh.to_owned());
+            builder = builder.batch_listener_error_handler(move |records, e, _seeks| {
+                let mut ev = s2.ev("listener_error_handler_batch");
+                ev.insert("records".into(), coords(records));
+                ev.insert("error".into(), json!(kind(&*e)));
+                s2.event(ev);
+                let named = records
+                    .iter()
+                    .position(|r| r.value_str().is_some_and(|v| s2.failures.contains_key(v)));
+                match (leh.as_str(), named) {
+                    ("swallow", _) => Ok(()),
+                    ("name", Some(i)) => Err(Box::new(BatchListenerFailed::at_index(i, e))),
+                    _ => Err(e),
+                }
+            });
+        }
     } else {
         let (s2, send, out) = (s.clone(), sender.clone(), out_record.clone());
         builder = builder.record_handler_with_ack(
@@ -822,6 +885,10 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                     if let Some(f) = s.failure_for(r.value_str(), attempt) {
                         return Err(s.error(f, r.value_str().unwrap_or_default(), attempt));
                     }
+                    if let Some(sleep) = s.nack_for(r.value_str(), attempt).filter(|_| s.manual()) {
+                        ack.nack(sleep);
+                        return Ok(());
+                    }
                     if let Some(o) = out(&r) {
                         send(o).await?;
                     }
@@ -832,7 +899,35 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
                 }
             },
         );
-        if let Some(leh) = s.sc["listener_error_handler"].as_str() {
+        if s.sc["listener_error_handler"] == "value" {
+            // The async listener-level handler: it sees the delivery attempt and, from
+            // `leh_handle_from_attempt` on, returns a value (the listener's result).
+            let (s2, s3) = (s.clone(), s.clone());
+            let from = s.sc["leh_handle_from_attempt"].as_u64().unwrap_or(1);
+            builder = builder.async_listener_error_handler(
+                move |failure: ListenerFailure<ListenerConsumerRecord>| {
+                    let mut ev = s2.ev_rec("listener_error_handler", &failure.record);
+                    ev.insert("error".into(), json!(kind(&*failure.error)));
+                    ev.insert("attempt".into(), json!(failure.attempt));
+                    s2.event(ev);
+                    let handled = u64::from(failure.attempt) >= from;
+                    let value =
+                        format!("FAILED:{}", failure.record.value_str().unwrap_or_default());
+                    async move {
+                        if handled {
+                            Ok(value)
+                        } else {
+                            Err(failure.error)
+                        }
+                    }
+                },
+                move |r: &ListenerConsumerRecord, value: String| {
+                    let mut ev = s3.ev_rec("listener_result", r);
+                    ev.insert("value".into(), json!(value));
+                    s3.event(ev);
+                },
+            );
+        } else if let Some(leh) = s.sc["listener_error_handler"].as_str() {
             let (s2, leh) = (s.clone(), leh.to_owned());
             builder = builder.consumer_aware_listener_error_handler(move |r, e, seeks| {
                 let mut ev = s2.ev_rec("listener_error_handler", r);
@@ -860,7 +955,7 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     let in_tps = s.partitions(s.sc["input_topic"].as_str().unwrap_or("in"));
     let admin_tps: Vec<rekafka::admin::TopicPartition> = in_tps
         .iter()
-        .map(|tp| rekafka::admin::TopicPartition::new(tp.topic.to_string(), tp.partition))
+        .map(|tp| rekafka::admin::TopicPartition::new(&tp.topic, tp.partition))
         .collect();
     let deadline =
         Instant::now() + Duration::from_millis(s.sc["timeout_ms"].as_u64().unwrap_or(60_000));

@@ -26,6 +26,7 @@
 //! # Ok::<(), rekafka::Error>(())
 //! ```
 
+mod reauth;
 mod sasl;
 mod scram;
 #[cfg(feature = "tls")]
@@ -35,6 +36,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub(crate) use reauth::reauth_loop;
 pub use sasl::{OAuthBearerToken, SaslConfig, SaslMechanism, TokenProvider};
 pub(crate) use sasl::{RawExchange, SaslExchange, SaslSession, authenticate_raw, reauth_delay};
 #[doc(hidden)]

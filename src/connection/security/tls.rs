@@ -264,7 +264,7 @@ pub(crate) fn map_tls_error(e: Error) -> Error {
                 ErrorKind::Authentication,
                 format!("{context}{what}: {tls}"),
             )
-            .source(rustls_error_clone(tls));
+            .with_source(rustls_error_clone(tls));
         }
         cause = c.source();
     }

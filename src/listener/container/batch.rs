@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
+use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
 use crate::listener::error_handler::{BatchFailure, BatchRetry, Disposition};
 use crate::listener::handler::{BatchListenerFailed, FailedPosition, SharedError};
@@ -60,10 +61,26 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
             }
         };
+        let (result, sought) = self.through_batch_leh(&batch, result);
+        if std::mem::take(&mut self.panicked) {
+            // Stopping; the batch is not acknowledged.
+            return;
+        }
         self.drain_manual_acks().await;
         match result {
-            Ok(()) => {
+            Ok(()) if sought.is_empty() => {
                 self.batch_succeeded(&batch).await;
+                self.recover_undeserializable(undeserializable).await;
+            }
+            Ok(()) => {
+                // The listener-level handler repositioned these partitions: their records come
+                // again from the new position.
+                let kept: Vec<C::Record> = batch
+                    .into_iter()
+                    .filter(|r| !sought.contains(&tp_of(r)))
+                    .collect();
+                self.batch_succeeded(&kept).await;
+                undeserializable.retain(|(r, _)| !sought.contains(&tp_of(r)));
                 self.recover_undeserializable(undeserializable).await;
             }
             Err(e) => {
@@ -113,6 +130,48 @@ impl<C: ContainerConsumer> Runner<C> {
                 }
             }
         }
+    }
+
+    /// A batch handler's call as the batch listener-level error handler leaves it: a failure
+    /// goes through the handler (if any), whose seeks are applied; returns the outcome and the
+    /// partitions it repositioned. A panic of the handler stops the container (`panicked`).
+    fn through_batch_leh(
+        &mut self,
+        batch: &[C::Record],
+        result: Result<(), HandlerError>,
+    ) -> (Result<(), HandlerError>, Vec<TopicPartition>) {
+        let Some(leh) = self.batch_leh.clone() else {
+            return (result, Vec::new());
+        };
+        let Err(error) = result else {
+            return (Ok(()), Vec::new());
+        };
+        let mut seeks = Seeks::default();
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            leh(batch, error, &mut seeks)
+        }));
+        let outcome = match called {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_string());
+                return (
+                    Err(self.handler_panicked(HandlerPanicked(message))),
+                    Vec::new(),
+                );
+            }
+        };
+        let mut sought = Vec::new();
+        for (target, offset) in seeks.requests {
+            if !sought.contains(&target) {
+                sought.push(target.clone());
+            }
+            self.seek_min(&target, offset);
+        }
+        (outcome, sought)
     }
 
     pub(super) fn batch_ack(&self, batch: &[C::Record]) -> Acknowledgment {
@@ -243,7 +302,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 break;
             }
             let ack = self.batch_ack(&batch);
-            let retried = match call_guarded(super::records::batch_span(batch.len()), || {
+            let mut retried = match call_guarded(super::records::batch_span(batch.len()), || {
                 f(batch.clone(), ack)
             })
             .await
@@ -256,9 +315,16 @@ impl<C: ContainerConsumer> Runner<C> {
                     break;
                 }
             };
+            let sought;
+            (retried, sought) = self.through_batch_leh(&batch, retried);
+            if std::mem::take(&mut self.panicked) {
+                stopped = true;
+                break;
+            }
             match retried {
                 Ok(()) => {
                     succeeded = true;
+                    batch.retain(|r| !sought.contains(&tp_of(r)));
                     break;
                 }
                 Err(e) => {

@@ -47,6 +47,7 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     handler: Option<Handler<C::Record>>,
     error_handler: Arc<dyn CommonErrorHandler<C::Record>>,
     listener_error_handler: Option<ListenerErrorFn<C::Record>>,
+    batch_listener_error_handler: Option<BatchListenerErrorFn<C::Record>>,
     deserialization_check: Option<DeserializationCheck<C::Record>>,
     ack_mode: AckMode,
     poll_timeout: Duration,
@@ -102,6 +103,7 @@ impl ListenerContainer {
             handler: None,
             error_handler: Arc::new(DefaultErrorHandler::default()),
             listener_error_handler: None,
+            batch_listener_error_handler: None,
             deserialization_check: None,
             ack_mode: AckMode::Batch,
             poll_timeout: Duration::from_secs(5),
@@ -267,6 +269,51 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         self
     }
 
+    /// The listener-level error handler of a batch handler (Spring's `KafkaListenerErrorHandler`
+    /// / `ConsumerAwareListenerErrorHandler` on a batch listener), run before the container's
+    /// error handler whenever the batch handler fails (its first call and each in-memory retry).
+    /// It sees the whole batch, the error, and may ask for seeks ([`Seeks`]):
+    ///
+    /// * `Ok(())`: the batch is processed and acknowledged — except the records of partitions
+    ///   it sought, which come again from the new position (Spring would commit them all);
+    /// * `Err(e)`: `e` goes on to the container's error handler — a
+    ///   [`BatchListenerFailed`](crate::listener::BatchListenerFailed) names the failed record
+    ///   (the records before it are committed, the rest redelivered), any other error retries
+    ///   the whole batch.
+    ///
+    /// Record handlers use [`listener_error_handler`](Self::listener_error_handler) and its
+    /// variants instead; each kind of handler ignores the other's.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: rekafka::consumer::Consumer) -> rekafka::Result<()> {
+    /// use rekafka::listener::{BatchListenerFailed, ListenerConsumerRecord, ListenerContainer};
+    ///
+    /// let handle = ListenerContainer::builder(consumer)
+    ///     .batch_handler(|records: Vec<ListenerConsumerRecord>| async move {
+    ///         // ... fails somewhere in the batch
+    ///         Ok(())
+    ///     })
+    ///     .batch_listener_error_handler(|records: &[ListenerConsumerRecord], error, _seeks| {
+    ///         // Name the first record whose value is empty as the failed one.
+    ///         match records.iter().position(|r| r.value_bytes().is_none_or(|v| v.is_empty())) {
+    ///             Some(i) => Err(Box::new(BatchListenerFailed::at_index(i, error))),
+    ///             None => Err(error),
+    ///         }
+    ///     })
+    ///     .start()?;
+    /// # let _ = handle; Ok(()) }
+    /// ```
+    pub fn batch_listener_error_handler(
+        mut self,
+        f: impl Fn(&[C::Record], HandlerError, &mut Seeks) -> Result<(), HandlerError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.batch_listener_error_handler = Some(Arc::new(f));
+        self
+    }
+
     /// Checks each polled record before any handler sees it (Spring's
     /// `ErrorHandlingDeserializer`): a record that fails is never handed to the handler and goes
     /// to the recoverer on its first failure, with its raw bytes. For rekafka's consumer, build
@@ -410,6 +457,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             policy,
             eh: self.error_handler,
             leh: self.listener_error_handler,
+            batch_leh: self.batch_listener_error_handler,
             check: self.deserialization_check,
             ack_mode: self.ack_mode,
             poll_timeout: self.poll_timeout,
@@ -427,6 +475,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             pause: pause_rx,
             tracker,
             backing_off: FastMap::default(),
+            held: FastMap::default(),
             halted: FastMap::default(),
             assignment: HashSet::new(),
             assignment_ids: std::collections::HashMap::new(),

@@ -28,8 +28,8 @@ pub use handle::{ContainerHandle, StopTimedOut};
 use commits::Commits;
 use recoveries::{Halted, Recoveries};
 use runner::{
-    AckSource, CAPPED_COMMIT_INTERVAL, Flow, Runner, call_guarded, group_by_partition,
-    offset_bounds, poll_now, stop_reason_for, tp_of,
+    AckSource, CAPPED_COMMIT_INTERVAL, Flow, HandlerPanicked, Runner, call_guarded,
+    group_by_partition, offset_bounds, poll_now, stop_reason_for, tp_of,
 };
 
 use std::sync::{Arc, Mutex};
@@ -239,6 +239,10 @@ type ListenerErrorFn<R> = Arc<
         + Send
         + Sync,
 >;
+
+/// A batch listener's listener-level error handler: (the batch, error, seeks) → its outcome.
+type BatchListenerErrorFn<R> =
+    Arc<dyn Fn(&[R], HandlerError, &mut Seeks) -> Result<(), HandlerError> + Send + Sync>;
 
 /// A synchronous listener-level error handler as a [`ListenerErrorFn`].
 fn sync_listener_error_fn<R>(

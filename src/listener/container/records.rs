@@ -306,6 +306,41 @@ impl<C: ContainerConsumer> Runner<C> {
         }
     }
 
+    /// In-memory redelivery: hands the records held for partitions whose back-off is due to
+    /// the handler again (the failed record first, then the rest of its poll), then resumes
+    /// the partition unless it is held back again. Runs before each poll, so a partition's
+    /// held records always come before anything fetched after them.
+    pub(super) async fn redeliver_held(&mut self) {
+        if self.held.is_empty() || self.container_paused {
+            return;
+        }
+        let due: Vec<TopicPartition> = self
+            .held
+            .keys()
+            .filter(|tp| !self.backing_off.contains_key(*tp) && !self.halted.contains_key(*tp))
+            .cloned()
+            .collect();
+        for tp in due {
+            if self.stop_requested() {
+                return;
+            }
+            let Some(records) = self.held.remove(&tp) else {
+                continue;
+            };
+            if !self.owns(&tp) {
+                continue;
+            }
+            self.handle_records(records).await;
+            if !self.blocked(&tp) && !self.container_paused {
+                self.resume_partitions(std::slice::from_ref(&tp));
+            }
+        }
+        self.complete_recoveries(false).await;
+        if self.ack_mode == AckMode::Batch || self.ack_mode == AckMode::Manual {
+            self.commit_pending().await;
+        }
+    }
+
     pub(super) fn owns(&self, tp: &TopicPartition) -> bool {
         self.assignment.is_empty() || self.assignment.contains(tp)
     }

@@ -239,7 +239,24 @@ impl<C: ContainerConsumer> Runner<C> {
             repositioned |= &target == tp;
             self.seek_min(&target, to);
         }
-        let flow = self.apply(tp, record, error, disposition, attempt).await;
+        // In-memory redelivery: the failed record and the partition's records after it stay
+        // here (the sequential record path is the one that holds them all).
+        let hold = !repositioned
+            && !eh.seeks_after_handling()
+            && self.concurrency == 1
+            && self.txn.is_none()
+            && matches!(self.handler, Handler::Record(_));
+        let flow = match disposition {
+            Disposition::Redeliver { delay } if hold => {
+                tracing::info!(
+                    topic = %tp.0, partition = tp.1, offset, attempt, error = %error,
+                    "record failed; redelivering it from memory after {delay:?}"
+                );
+                self.hold_for_redelivery(tp, record, remaining, delay).await;
+                Flow::SkipPartition
+            }
+            _ => self.apply(tp, record, error, disposition, attempt).await,
+        };
         if repositioned {
             Flow::SkipPartition
         } else {
@@ -308,6 +325,28 @@ impl<C: ContainerConsumer> Runner<C> {
             if !self.container_paused {
                 self.pause_partitions(std::slice::from_ref(tp));
             }
+        }
+    }
+
+    /// Keeps `record` and the partition's `remaining` records of the poll in memory and pauses
+    /// the partition for `delay`, without seeking: once the delay is due they are handed to the
+    /// handler again from here (`redeliver_held`), not fetched again. The retry state is
+    /// committed as for a seek-back retry, so a new owner of the partition goes on counting.
+    async fn hold_for_redelivery(
+        &mut self,
+        tp: &TopicPartition,
+        record: &C::Record,
+        remaining: &[C::Record],
+        delay: Duration,
+    ) {
+        let mut held = Vec::with_capacity(1 + remaining.len());
+        held.push(record.clone());
+        held.extend_from_slice(remaining);
+        self.held.insert(tp.clone(), held);
+        self.commit_retry_state(tp, record.offset()).await;
+        self.backing_off.insert(tp.clone(), Instant::now() + delay);
+        if !self.container_paused {
+            self.pause_partitions(std::slice::from_ref(tp));
         }
     }
 

@@ -49,6 +49,8 @@ pub(super) struct Runner<C: ContainerConsumer> {
     /// Whether the `kafka_deliveryAttempt` header is added.
     pub(super) attempt_header: DeliveryAttemptHeader,
     pub(super) leh: Option<ListenerErrorFn<C::Record>>,
+    /// The batch listener's listener-level error handler.
+    pub(super) batch_leh: Option<BatchListenerErrorFn<C::Record>>,
     pub(super) check: Option<DeserializationCheck<C::Record>>,
     pub(super) ack_mode: AckMode,
     pub(super) poll_timeout: Duration,
@@ -83,6 +85,11 @@ pub(super) struct Runner<C: ContainerConsumer> {
     pub(super) pause: watch::Receiver<bool>,
     pub(super) tracker: FailedRecordTracker,
     pub(super) backing_off: FastMap<TopicPartition, Instant>,
+    /// In-memory redelivery (an error handler whose `seeks_after_handling` is false, Spring's
+    /// `seekAfterError=false`): per partition, its failed record and the records after it in
+    /// the poll, handed to the handler again from here once the partition's back-off is due
+    /// (the partition stays paused meanwhile; nothing is sought or fetched again).
+    pub(super) held: FastMap<TopicPartition, Vec<C::Record>>,
     pub(super) halted: FastMap<TopicPartition, Halted<C::Record>>,
     pub(super) assignment: HashSet<TopicPartition>,
     /// The consumer's id of each assigned partition's assignment
@@ -130,7 +137,7 @@ pub(super) fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T>
 /// A handler panicked: the container stops with [`StopReason::Error`] (after committing the
 /// work finished before), and the record or batch is not acknowledged.
 #[derive(Debug)]
-pub(super) struct HandlerPanicked(String);
+pub(super) struct HandlerPanicked(pub(super) String);
 
 impl std::fmt::Display for HandlerPanicked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,7 +333,9 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     pub(super) fn blocked(&self, tp: &TopicPartition) -> bool {
-        self.backing_off.contains_key(tp) || self.halted.contains_key(tp)
+        self.backing_off.contains_key(tp)
+            || self.halted.contains_key(tp)
+            || self.held.contains_key(tp)
     }
 
     pub(super) async fn run(mut self) -> StopReason {
@@ -335,6 +344,7 @@ impl<C: ContainerConsumer> Runner<C> {
             self.sync_assignment().await;
             self.apply_container_pause();
             self.resume_due();
+            self.redeliver_held().await;
             self.probe_halted().await;
             self.commit_if_due().await;
             self.publish_gauges();
@@ -501,6 +511,9 @@ impl<C: ContainerConsumer> Runner<C> {
         for tp in &removed {
             self.tracker.clear(tp);
             self.backing_off.remove(tp);
+            // Held records of the old assignment: the consumer starts the partition over from
+            // its committed offset (at or before the first of them), or its next owner does.
+            self.held.remove(tp);
             self.halted.remove(tp);
             self.events.resumed(tp);
             self.commits.forget(tp);
@@ -550,7 +563,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// consumer that forgot the pause) they are not dropped: the partition goes back to the
     /// first of them and is paused again, and they come again once it is free.
     pub(super) fn hold_back_blocked(&mut self, records: Vec<C::Record>) -> Vec<C::Record> {
-        if self.backing_off.is_empty() && self.halted.is_empty() {
+        if self.backing_off.is_empty() && self.halted.is_empty() && self.held.is_empty() {
             return records;
         }
         let mut held: Vec<(TopicPartition, i64)> = Vec::new();
@@ -622,9 +635,11 @@ impl<C: ContainerConsumer> Runner<C> {
             self.backing_off.remove(tp);
         }
         if !self.container_paused {
+            // A partition with records held in memory is resumed once they are handled
+            // (`redeliver_held`).
             let due: Vec<TopicPartition> = due
                 .into_iter()
-                .filter(|tp| !self.halted.contains_key(tp))
+                .filter(|tp| !self.halted.contains_key(tp) && !self.held.contains_key(tp))
                 .collect();
             self.resume_partitions(&due);
         }

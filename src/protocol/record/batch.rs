@@ -820,7 +820,7 @@ impl HeaderIter {
         let key = slice_field(&self.data, data, &mut pos, "header key")?
             .ok_or_else(|| Error::corrupt("null header key"))?;
         let key = StrBytes::from_utf8(key)
-            .map_err(|e| Error::corrupt("header key is not UTF-8").source(e))?;
+            .map_err(|e| Error::corrupt("header key is not UTF-8").with_source(e))?;
         let value = slice_field(&self.data, data, &mut pos, "header value")?;
         self.pos = pos;
         Ok(Header { key, value })

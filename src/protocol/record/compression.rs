@@ -115,9 +115,9 @@ pub(crate) fn compress_into(
             };
             let mut enc = flate2::write::GzEncoder::new(out, lvl);
             enc.write_all(input)
-                .map_err(|e| Error::compression("gzip compression failed").source(e))?;
+                .map_err(|e| Error::compression("gzip compression failed").with_source(e))?;
             enc.finish()
-                .map_err(|e| Error::compression("gzip compression failed").source(e))?;
+                .map_err(|e| Error::compression("gzip compression failed").with_source(e))?;
         }
         Compression::Snappy => {
             out.extend_from_slice(XERIAL_MAGIC);
@@ -131,7 +131,7 @@ pub(crate) fn compress_into(
                 out.resize(start + snap::raw::max_compress_len(chunk.len()), 0);
                 let n = enc
                     .compress(chunk, &mut out[start..])
-                    .map_err(|e| Error::compression("snappy compression failed").source(e))?;
+                    .map_err(|e| Error::compression("snappy compression failed").with_source(e))?;
                 out.truncate(start + n);
                 let n =
                     i32::try_from(n).map_err(|_| Error::compression("snappy chunk too large"))?;
@@ -148,11 +148,11 @@ pub(crate) fn compress_into(
 #[cfg(feature = "zstd-c")]
 fn zstd_compress(level: Option<i32>, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let mut enc = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))
-        .map_err(|e| Error::compression("zstd compression failed").source(e))?;
+        .map_err(|e| Error::compression("zstd compression failed").with_source(e))?;
     enc.write_all(input)
-        .map_err(|e| Error::compression("zstd compression failed").source(e))?;
+        .map_err(|e| Error::compression("zstd compression failed").with_source(e))?;
     enc.finish()
-        .map_err(|e| Error::compression("zstd compression failed").source(e))?;
+        .map_err(|e| Error::compression("zstd compression failed").with_source(e))?;
     Ok(())
 }
 
@@ -172,7 +172,7 @@ fn read_bounded<R: Read>(reader: R, out: &mut Vec<u8>, limit: usize, what: &str)
     let room = limit.saturating_sub(out.len()) as u64;
     let mut take = reader.take(room.saturating_add(1));
     take.read_to_end(out)
-        .map_err(|e| Error::compression(format!("{what} decompression failed")).source(e))?;
+        .map_err(|e| Error::compression(format!("{what} decompression failed")).with_source(e))?;
     if out.len() > limit {
         return Err(too_large(limit));
     }
@@ -209,7 +209,7 @@ const SNAPPY_MAX_EXPANSION: usize = 22;
 
 fn snappy_raw_into(chunk: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {
     let n = snap::raw::decompress_len(chunk)
-        .map_err(|e| Error::compression("invalid snappy data").source(e))?;
+        .map_err(|e| Error::compression("invalid snappy data").with_source(e))?;
     if n > limit.saturating_sub(out.len()) {
         return Err(too_large(limit));
     }
@@ -226,7 +226,7 @@ fn snappy_raw_into(chunk: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> 
     out.resize(start + n, 0);
     let written = snap::raw::Decoder::new()
         .decompress(chunk, &mut out[start..])
-        .map_err(|e| Error::compression("invalid snappy data").source(e))?;
+        .map_err(|e| Error::compression("invalid snappy data").with_source(e))?;
     out.truncate(start + written);
     Ok(())
 }
@@ -278,7 +278,7 @@ fn zstd_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> 
         }
         let mut cursor = rest;
         let dec = ruzstd::decoding::StreamingDecoder::new(&mut cursor)
-            .map_err(|e| Error::compression("invalid zstd frame").source(e))?;
+            .map_err(|e| Error::compression("invalid zstd frame").with_source(e))?;
         read_bounded(dec, out, limit, "zstd")?;
         if cursor.len() >= rest.len() {
             return Err(Error::compression("zstd decoder made no progress"));

@@ -45,6 +45,9 @@ import org.springframework.kafka.core.KafkaTemplate;
 import org.springframework.kafka.listener.AcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchAcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchListenerFailedException;
+import org.springframework.kafka.listener.CommonContainerStoppingErrorHandler;
+import org.springframework.kafka.listener.CommonDelegatingErrorHandler;
+import org.springframework.kafka.listener.CommonLoggingErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareListenerErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareRecordRecoverer;
 import org.springframework.kafka.listener.ConsumerRecordRecoverer;
@@ -55,6 +58,7 @@ import org.springframework.kafka.listener.DefaultErrorHandler;
 import org.springframework.kafka.listener.FailedRecordProcessor;
 import org.springframework.kafka.listener.KafkaMessageListenerContainer;
 import org.springframework.kafka.listener.RetryListener;
+import org.springframework.kafka.listener.adapter.BatchMessagingMessageListenerAdapter;
 import org.springframework.kafka.listener.adapter.HandlerAdapter;
 import org.springframework.kafka.listener.adapter.RecordMessagingMessageListenerAdapter;
 import org.springframework.kafka.support.Acknowledgment;
@@ -332,6 +336,24 @@ public final class Runner {
         }
 
         /** The failure the record with this value has on this attempt, if any. */
+        /** The sleep of a `nack` of this delivery (scenario `nack`), or -1. */
+        long nackFor(String value, int attempt) {
+            for (JsonNode n : sc.path("nack")) {
+                if (!n.path("value").asText().equals(value)) {
+                    continue;
+                }
+                JsonNode at = n.path("attempts");
+                boolean matches = !at.isArray();
+                for (JsonNode a : at) {
+                    matches |= a.asInt() == attempt;
+                }
+                if (matches) {
+                    return n.path("sleep_ms").asLong(0);
+                }
+            }
+            return -1;
+        }
+
         JsonNode failureFor(String value, int attempt) {
             if (value == null) {
                 return null;
@@ -422,13 +444,22 @@ public final class Runner {
             if (f != null) {
                 throw error(f, r.value(), attempt);
             }
+            long nack = nackFor(r.value(), attempt);
+            if (ack != null && manual() && nack >= 0) {
+                ack.nack(Duration.ofMillis(nack));
+                return;
+            }
             output(r);
             if (ack != null && manual() && !skipAck(r.value())) {
                 ack.acknowledge();
             }
         }
 
+        /** The batch in hand on the consumer thread (for the batch listener-level error handler). */
+        final ThreadLocal<List<ConsumerRecord<String, String>>> currentBatch = new ThreadLocal<>();
+
         void onBatch(List<ConsumerRecord<String, String>> records, Acknowledgment ack) throws Exception {
+            currentBatch.set(records);
             ObjectNode b = ev("batch");
             b.put("size", records.size());
             event(b);
@@ -746,7 +777,14 @@ public final class Runner {
                 props.setBatchRecoverAfterRollback(true);
             }
             String leh = sc.path("listener_error_handler").asText("");
-            if (batch) {
+            if (leh.equals("value")) {
+                props.setDeliveryAttemptHeader(true);
+            }
+            String batchLeh = sc.path("batch_listener_error_handler").asText("");
+            if (batch && !batchLeh.isEmpty()) {
+                props.setMessageListener(batchAdapter(batchLeh));
+            }
+            else if (batch) {
                 props.setMessageListener((BatchAcknowledgingMessageListener<String, String>) (recs, a) -> {
                     try {
                         onBatch(recs, a);
@@ -787,7 +825,39 @@ public final class Runner {
             else {
                 DefaultErrorHandler deh = new DefaultErrorHandler(recoverer(), bo);
                 classify(deh);
-                container.setCommonErrorHandler(deh);
+                if (sc.has("seek_after_error")) {
+                    deh.setSeekAfterError(sc.get("seek_after_error").asBoolean());
+                }
+                if (sc.has("ack_after_handle")) {
+                    deh.setAckAfterHandle(sc.get("ack_after_handle").asBoolean());
+                }
+                if (sc.has("commit_recovered")) {
+                    deh.setCommitRecovered(sc.get("commit_recovered").asBoolean());
+                }
+                JsonNode delegates = sc.path("delegates");
+                String kindOfHandler = sc.path("error_handler").asText("default");
+                if (kindOfHandler.equals("logging")) {
+                    container.setCommonErrorHandler(new CommonLoggingErrorHandler());
+                }
+                else if (kindOfHandler.equals("stopping")) {
+                    container.setCommonErrorHandler(new CommonContainerStoppingErrorHandler());
+                }
+                else if (delegates.isObject()) {
+                    CommonDelegatingErrorHandler d = new CommonDelegatingErrorHandler(deh);
+                    d.setCauseChainTraversing(true);
+                    ConsumerRecordRecoverer rec = recoverer();
+                    delegates.fields().forEachRemaining(en -> {
+                        DefaultErrorHandler h = new DefaultErrorHandler(rec, backOff(en.getValue().path("backoff")));
+                        h.setRetryListeners(retryListener());
+                        @SuppressWarnings("unchecked")
+                        Class<? extends Throwable> type = (Class<? extends Throwable>) Errors.classOf(en.getKey());
+                        d.addDelegate(type, h);
+                    });
+                    container.setCommonErrorHandler(d);
+                }
+                else {
+                    container.setCommonErrorHandler(deh);
+                }
             }
             return container;
         }
@@ -808,8 +878,24 @@ public final class Runner {
                 e.put("p", partition);
                 e.put("o", offset);
                 e.put("error", kind(ex));
+                // The delivery attempt (the container's kafka_deliveryAttempt header).
+                Header h = r.headers().lastHeader("kafka_deliveryAttempt");
+                int attempt = h == null ? 0 : java.nio.ByteBuffer.wrap(h.value()).getInt();
+                if (kind.equals("value")) {
+                    e.put("attempt", attempt);
+                }
                 event(e);
                 switch (kind) {
+                    case "value": {
+                        // From `leh_handle_from_attempt` on, the handler returns a value.
+                        if (attempt >= sc.path("leh_handle_from_attempt").asInt(1)) {
+                            ObjectNode res = ev("listener_result", r);
+                            res.put("value", "FAILED:" + r.value());
+                            event(res);
+                            return "FAILED:" + r.value();
+                        }
+                        throw ex;
+                    }
                     case "seek":
                         consumer.seek(new TopicPartition(topic, partition), offset);
                         return null;
@@ -825,6 +911,68 @@ public final class Runner {
             f.afterPropertiesSet();
             a.setHandlerMethod(new HandlerAdapter(f.createInvocableHandlerMethod(bean, m)));
             return a;
+        }
+
+        /**
+         * The batch listener adapter with a listener-level (consumer-aware) error handler:
+         * "name" names the batch's first record that has a failure in the scenario
+         * (BatchListenerFailedException at its index), "swallow" handles the failure, anything
+         * else rethrows.
+         */
+        Object batchAdapter(String kind) throws Exception {
+            Method m = BatchListenerBean.class.getMethod("listen", List.class);
+            BatchListenerBean bean = new BatchListenerBean(this);
+            ConsumerAwareListenerErrorHandler handler = (msg, ex, consumer) -> {
+                List<ConsumerRecord<String, String>> recs = currentBatch.get();
+                ObjectNode e = ev("listener_error_handler_batch");
+                ArrayNode a = JSON.createArrayNode();
+                int named = -1;
+                for (int i = 0; i < recs.size(); i++) {
+                    ConsumerRecord<String, String> r = recs.get(i);
+                    ArrayNode c = JSON.createArrayNode();
+                    c.add(r.partition());
+                    c.add(r.offset());
+                    a.add(c);
+                    if (named < 0 && r.value() != null && failures.get(r.value()) != null) {
+                        named = i;
+                    }
+                }
+                e.set("records", a);
+                e.put("error", kind(ex));
+                event(e);
+                switch (kind) {
+                    case "swallow":
+                        return null;
+                    case "name":
+                        if (named >= 0) {
+                            Throwable cause = ex.getCause() != null ? ex.getCause() : ex;
+                            throw new BatchListenerFailedException("named by the listener error handler",
+                                    cause, named);
+                        }
+                        throw ex;
+                    default:
+                        throw ex;
+                }
+            };
+            BatchMessagingMessageListenerAdapter<String, String> a =
+                    new BatchMessagingMessageListenerAdapter<>(bean, m, handler);
+            DefaultMessageHandlerMethodFactory f = new DefaultMessageHandlerMethodFactory();
+            f.afterPropertiesSet();
+            a.setHandlerMethod(new HandlerAdapter(f.createInvocableHandlerMethod(bean, m)));
+            return a;
+        }
+
+        /** The bean the batch adapter invokes. */
+        public static final class BatchListenerBean {
+            private final ScenarioRun run;
+
+            BatchListenerBean(ScenarioRun run) {
+                this.run = run;
+            }
+
+            public void listen(List<ConsumerRecord<String, String>> records) throws Exception {
+                run.onBatch(records, null);
+            }
         }
 
         /** The bean the adapter invokes. */

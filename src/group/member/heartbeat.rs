@@ -1,0 +1,104 @@
+//! The heartbeat task: keeps the membership alive and notices rebalances and a lost
+//! membership.
+
+use super::*;
+
+impl GroupMember {
+    pub(super) async fn heartbeat_once(&self) -> Result<()> {
+        let cfg = &self.inner.config;
+        let (generation, member_id) = {
+            let st = lock(&self.inner.state);
+            (st.generation, st.member_id.clone())
+        };
+        let group = cfg.group_id.clone();
+        let instance = cfg.group_instance_id.clone();
+        let (resp, _) = self
+            .send(HeartbeatRequest::default(), |v| {
+                let mut req = HeartbeatRequest::default()
+                    .with_group_id(GroupId(str_bytes(&group)))
+                    .with_generation_id(generation)
+                    .with_member_id(str_bytes(&member_id));
+                if v >= 3 {
+                    req.group_instance_id = instance.as_deref().map(str_bytes);
+                }
+                Ok((req, v))
+            })
+            .await?;
+        match code_error(resp.error_code, ApiKey::Heartbeat) {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut wait = match weak.upgrade() {
+        Some(i) => i.config.heartbeat_interval,
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) || *shutdown.borrow() {
+            return;
+        }
+        let member = GroupMember {
+            inner,
+            owner: false,
+        };
+        let cfg = member.inner.config.clone();
+        wait = cfg.heartbeat_interval;
+        let stable = lock(&member.inner.state).stable;
+        if !stable {
+            continue;
+        }
+        let since_poll = lock(&member.inner.last_poll).elapsed();
+        if since_poll > cfg.max_poll_interval {
+            tracing::warn!(
+                group = %cfg.group_id,
+                ?since_poll,
+                "poll() was not called within max.poll.interval; leaving the group"
+            );
+            let _ = member.leave(false).await;
+            member.mark_lost(
+                cfg.group_instance_id.is_none(),
+                "max.poll.interval exceeded",
+            );
+            continue;
+        }
+        if member.inner.rejoin_needed.load(Ordering::Acquire) {
+            continue;
+        }
+        let sent_generation = member.generation();
+        let hb = member.heartbeat_once().await;
+        // An answer about a generation this member has left since (a rejoin completed while the
+        // heartbeat was in flight) says nothing about the current one.
+        if member.generation() != sent_generation || !lock(&member.inner.state).stable {
+            continue;
+        }
+        match hb {
+            Ok(()) => {}
+            Err(e) => match e.kafka_code() {
+                Some(KafkaCode::RebalanceInProgress) => member.request_rejoin(),
+                Some(KafkaCode::IllegalGeneration) => {
+                    member.mark_lost(false, "heartbeat: ILLEGAL_GENERATION")
+                }
+                Some(KafkaCode::UnknownMemberId | KafkaCode::FencedInstanceId) => {
+                    member.mark_lost(true, "heartbeat: unknown or fenced member")
+                }
+                _ => {
+                    if is_coordinator_error(&e)
+                        || e.kafka_code() == Some(KafkaCode::CoordinatorLoadInProgress)
+                    {
+                        member.coordinator_failed().await;
+                    }
+                    tracing::debug!(error = %e, "heartbeat failed");
+                    wait = cfg.retry_backoff.max(Duration::from_millis(100));
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Admin APIs: topics, partitions, records, configs, group deletion.
+
+use super::*;
+
+impl Api for DeleteRecordsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> DeleteRecordsResponse {
+        use delete_records_response::*;
+        DeleteRecordsResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(c)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<DeleteRecordsResponse> {
+        use delete_records_response::*;
+        let mut st = ctx.shared.lock();
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|dp| {
+                        let r = DeleteRecordsPartitionResult::default()
+                            .with_partition_index(dp.partition_index)
+                            .with_low_watermark(-1);
+                        let Some(p) = st.partition_mut(&name, dp.partition_index) else {
+                            return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
+                        };
+                        if p.leader != ctx.broker {
+                            return r.with_error_code(code(KafkaCode::NotLeaderOrFollower));
+                        }
+                        let hw = p.log.high_watermark();
+                        let target = if dp.offset == -1 { hw } else { dp.offset };
+                        if target < 0 || target > hw {
+                            return r.with_error_code(code(KafkaCode::OffsetOutOfRange));
+                        }
+                        p.log.delete_before(target);
+                        r.with_low_watermark(p.log.log_start())
+                    })
+                    .collect();
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts)
+            })
+            .collect();
+        drop(st);
+        ctx.shared.data_changed.notify_waiters();
+        Some(DeleteRecordsResponse::default().with_topics(topics))
+    }
+}
+
+impl Api for CreateTopicsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> CreateTopicsResponse {
+        CreateTopicsResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    create_topics_response::CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, v: i16) -> Option<CreateTopicsResponse> {
+        let mut st = ctx.shared.lock();
+        let default_parts = st.settings.default_partitions;
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let r = create_topics_response::CreatableTopicResult::default()
+                    .with_name(t.name.clone());
+                let parts = if !t.assignments.is_empty() {
+                    t.assignments.len() as i32
+                } else if t.num_partitions == -1 {
+                    default_parts
+                } else {
+                    t.num_partitions
+                };
+                if t.replication_factor == 0 || t.replication_factor < -1 {
+                    return r.with_error_code(code(KafkaCode::InvalidReplicationFactor));
+                }
+                if st.topics.contains_key(&name) {
+                    return r
+                        .with_error_code(code(KafkaCode::TopicAlreadyExists))
+                        .with_error_message(Some(s(&format!("Topic '{name}' already exists."))));
+                }
+                let configs: BTreeMap<String, String> = t
+                    .configs
+                    .iter()
+                    .filter_map(|c| {
+                        c.value
+                            .as_ref()
+                            .map(|v| (c.name.to_string(), v.to_string()))
+                    })
+                    .collect();
+                let result = if self.validate_only {
+                    if parts <= 0 {
+                        Err(KafkaCode::InvalidPartitions)
+                    } else {
+                        Ok(None)
+                    }
+                } else {
+                    st.create_topic(&name, parts, configs).map(Some)
+                };
+                match result {
+                    Ok(id) => {
+                        let mut r = r;
+                        if v >= 5 {
+                            r = r.with_num_partitions(parts).with_replication_factor(1);
+                        }
+                        if v >= 7
+                            && let Some(id) = id
+                        {
+                            r = r.with_topic_id(id);
+                        }
+                        r
+                    }
+                    Err(c) => r.with_error_code(code(c)),
+                }
+            })
+            .collect();
+        Some(CreateTopicsResponse::default().with_topics(topics))
+    }
+}
+
+impl Api for DeleteTopicsRequest {
+    fn error_response(&self, v: i16, c: i16) -> DeleteTopicsResponse {
+        let names: Vec<Option<TopicName>> = if v >= 6 {
+            self.topics.iter().map(|t| t.name.clone()).collect()
+        } else {
+            self.topic_names.iter().cloned().map(Some).collect()
+        };
+        DeleteTopicsResponse::default().with_responses(
+            names
+                .into_iter()
+                .map(|n| {
+                    delete_topics_response::DeletableTopicResult::default()
+                        .with_name(n)
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, v: i16) -> Option<DeleteTopicsResponse> {
+        let mut st = ctx.shared.lock();
+        let wanted: Vec<(Option<String>, uuid::Uuid)> = if v >= 6 {
+            self.topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+                .collect()
+        } else {
+            self.topic_names
+                .iter()
+                .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+                .collect()
+        };
+        let responses = wanted
+            .into_iter()
+            .map(|(name, id)| {
+                let name = name.or_else(|| {
+                    st.topics
+                        .iter()
+                        .find(|(_, t)| t.id == id)
+                        .map(|(n, _)| n.clone())
+                });
+                let mut r = delete_topics_response::DeletableTopicResult::default()
+                    .with_name(name.as_deref().map(tn));
+                match name.and_then(|n| st.topics.remove(&n)) {
+                    Some(t) => {
+                        if v >= 6 {
+                            r = r.with_topic_id(t.id);
+                        }
+                        r
+                    }
+                    None => r.with_error_code(code(if v >= 6 && !id.is_nil() {
+                        KafkaCode::UnknownTopicId
+                    } else {
+                        KafkaCode::UnknownTopicOrPartition
+                    })),
+                }
+            })
+            .collect();
+        drop(st);
+        ctx.shared.data_changed.notify_waiters();
+        Some(DeleteTopicsResponse::default().with_responses(responses))
+    }
+}
+
+impl Api for CreatePartitionsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> CreatePartitionsResponse {
+        CreatePartitionsResponse::default().with_results(
+            self.topics
+                .iter()
+                .map(|t| {
+                    create_partitions_response::CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<CreatePartitionsResponse> {
+        let mut st = ctx.shared.lock();
+        let results = self
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let r = create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(t.name.clone());
+                let res = if self.validate_only {
+                    match st.topics.get(&name) {
+                        None => Err(KafkaCode::UnknownTopicOrPartition),
+                        Some(x) if t.count <= x.partitions.len() as i32 => {
+                            Err(KafkaCode::InvalidPartitions)
+                        }
+                        Some(_) => Ok(()),
+                    }
+                } else {
+                    st.add_partitions(&name, t.count)
+                };
+                match res {
+                    Ok(()) => r,
+                    Err(c) => r.with_error_code(code(c)),
+                }
+            })
+            .collect();
+        Some(CreatePartitionsResponse::default().with_results(results))
+    }
+}
+
+impl Api for DescribeConfigsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> DescribeConfigsResponse {
+        DescribeConfigsResponse::default().with_results(
+            self.resources
+                .iter()
+                .map(|r| {
+                    describe_configs_response::DescribeConfigsResult::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, v: i16) -> Option<DescribeConfigsResponse> {
+        use describe_configs_response::*;
+        let st = ctx.shared.lock();
+        let results = self
+            .resources
+            .iter()
+            .map(|res| {
+                let r = DescribeConfigsResult::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                let mut configs: BTreeMap<String, (String, bool)> = BTreeMap::new();
+                match res.resource_type {
+                    // Topic.
+                    2 => {
+                        let Some(t) = st.topics.get(res.resource_name.as_str()) else {
+                            return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
+                        };
+                        for (k, v) in [
+                            ("cleanup.policy", "delete"),
+                            ("retention.ms", "604800000"),
+                            ("message.timestamp.type", "CreateTime"),
+                            ("max.message.bytes", "1048588"),
+                            ("min.insync.replicas", "1"),
+                        ] {
+                            configs.insert(k.into(), (v.into(), true));
+                        }
+                        for (k, v) in &t.configs {
+                            configs.insert(k.clone(), (v.clone(), false));
+                        }
+                    }
+                    // Broker.
+                    4 => {
+                        for (k, v) in [
+                            ("auto.create.topics.enable", "true"),
+                            ("num.partitions", "1"),
+                            ("transaction.max.timeout.ms", "900000"),
+                        ] {
+                            configs.insert(k.into(), (v.into(), true));
+                        }
+                    }
+                    _ => return r.with_error_code(code(KafkaCode::InvalidRequest)),
+                }
+                let wanted = res.configuration_keys.as_ref();
+                let entries = configs
+                    .into_iter()
+                    .filter(|(k, _)| wanted.is_none_or(|w| w.iter().any(|x| x.as_str() == k)))
+                    .map(|(k, (val, default))| {
+                        let mut e = DescribeConfigsResourceResult::default()
+                            .with_name(s(&k))
+                            .with_value(Some(s(&val)))
+                            .with_read_only(false);
+                        // Source: 5 = default config, 1 = dynamic topic config.
+                        e = e.with_config_source(if default { 5 } else { 1 });
+                        if v >= 3 {
+                            e = e.with_config_type(2);
+                        }
+                        e
+                    })
+                    .collect();
+                r.with_configs(entries)
+            })
+            .collect();
+        Some(DescribeConfigsResponse::default().with_results(results))
+    }
+}
+
+impl Api for IncrementalAlterConfigsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> IncrementalAlterConfigsResponse {
+        IncrementalAlterConfigsResponse::default().with_responses(
+            self.resources
+                .iter()
+                .map(|r| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<IncrementalAlterConfigsResponse> {
+        use incremental_alter_configs_response::AlterConfigsResourceResponse;
+        let mut st = ctx.shared.lock();
+        let responses = self
+            .resources
+            .iter()
+            .map(|res| {
+                let r = AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                // Only topic configs (resource type 2) can be altered on the mock.
+                if res.resource_type != 2 {
+                    return r.with_error_code(code(KafkaCode::InvalidRequest));
+                }
+                let Some(topic) = st.topics.get_mut(res.resource_name.as_str()) else {
+                    return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
+                };
+                // Validate every operation first: the whole resource applies or none of it.
+                if res
+                    .configs
+                    .iter()
+                    .any(|c| !(0..=3).contains(&c.config_operation))
+                {
+                    return r
+                        .with_error_code(code(KafkaCode::InvalidRequest))
+                        .with_error_message(Some(s("unknown config operation")));
+                }
+                if self.validate_only {
+                    return r;
+                }
+                for c in &res.configs {
+                    let name = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    match c.config_operation {
+                        // SET
+                        0 => {
+                            topic.configs.insert(name, value);
+                        }
+                        // DELETE
+                        1 => {
+                            topic.configs.remove(&name);
+                        }
+                        // APPEND (list configs)
+                        2 => {
+                            let e = topic.configs.entry(name).or_default();
+                            let mut items: Vec<String> = e
+                                .split(',')
+                                .filter(|x| !x.is_empty())
+                                .map(str::to_owned)
+                                .collect();
+                            for v in value.split(',').filter(|x| !x.is_empty()) {
+                                if !items.iter().any(|i| i == v) {
+                                    items.push(v.to_owned());
+                                }
+                            }
+                            *e = items.join(",");
+                        }
+                        // SUBTRACT
+                        _ => {
+                            if let Some(e) = topic.configs.get_mut(&name) {
+                                let remove: Vec<&str> = value.split(',').collect();
+                                *e = e
+                                    .split(',')
+                                    .filter(|x| !x.is_empty() && !remove.contains(x))
+                                    .collect::<Vec<_>>()
+                                    .join(",");
+                            }
+                        }
+                    }
+                }
+                r
+            })
+            .collect();
+        Some(IncrementalAlterConfigsResponse::default().with_responses(responses))
+    }
+}
+
+impl Api for DeleteGroupsRequest {
+    fn error_response(&self, _v: i16, c: i16) -> DeleteGroupsResponse {
+        DeleteGroupsResponse::default().with_results(
+            self.groups_names
+                .iter()
+                .map(|g| {
+                    delete_groups_response::DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(c)
+                })
+                .collect(),
+        )
+    }
+    async fn handle(self, ctx: &Ctx, _v: i16) -> Option<DeleteGroupsResponse> {
+        let mut st = ctx.shared.lock();
+        let results = self
+            .groups_names
+            .iter()
+            .map(|g| {
+                let name = g.0.to_string();
+                let r = delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(g.clone());
+                if not_coordinator(&st, ctx, &name) {
+                    return r.with_error_code(code(KafkaCode::NotCoordinator));
+                }
+                match st.groups.get(&name) {
+                    None => r.with_error_code(code(KafkaCode::GroupIdNotFound)),
+                    Some(group) if !group.members.is_empty() => {
+                        r.with_error_code(code(KafkaCode::NonEmptyGroup))
+                    }
+                    Some(_) => {
+                        st.groups.remove(&name);
+                        r
+                    }
+                }
+            })
+            .collect();
+        Some(DeleteGroupsResponse::default().with_results(results))
+    }
+}
