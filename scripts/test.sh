@@ -31,8 +31,10 @@ step "feature sets and packaging"
 cargo check -p rekafka --no-default-features
 cargo check -p rekafka --no-default-features --features json
 cargo clippy -p rekafka --features tls-ring -- -D warnings
+# The other opt-in provider, aws-lc-rs (builds AWS-LC's C code with the system C compiler).
+cargo clippy -p rekafka --features tls-aws-lc-rs -- -D warnings
 # Manifests, include lists and metadata of both crates (the builds themselves are the rest of
-# this script; aws-lc-rs, the other opt-in provider, builds C and is left to its users).
+# this script).
 cargo publish --dry-run --no-verify --allow-dirty -p rekafka -p rekafka-cli
 
 step "minimum supported Rust version"
