@@ -94,6 +94,7 @@ pub mod listener;
 pub mod mock;
 pub mod producer;
 pub mod protocol;
+pub mod share;
 pub mod telemetry;
 /// The transactional producer; an alias of [`producer::transactional`].
 pub use producer::transactional as transaction;

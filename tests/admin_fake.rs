@@ -12,17 +12,20 @@
 //! broker got which topics, how partitions are split into requests), the decoding of member
 //! assignments, and coordinator and controller moves with stale metadata.
 
+#[path = "support/fake_broker.rs"]
+mod fake_broker;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use fake_broker::{ConnState, FakeBroker, FakeRequest, Reply};
 use rekafka::admin::{
     ConfigResource, ConfigSource, GroupState, GroupType, NewPartitions, NewTopic, OffsetSpec,
     TopicPartition, decode_consumer_assignment,
 };
-use rekafka::protocol::codec::{decode_request, decode_request_header, encode_response};
-use rekafka::protocol::messages::api_versions_response::ApiVersion;
+use rekafka::protocol::StrBytes;
 use rekafka::protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use rekafka::protocol::messages::create_topics_response::CreatableTopicResult;
 use rekafka::protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -42,11 +45,7 @@ use rekafka::protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use rekafka::protocol::messages::*;
-use rekafka::protocol::{Request, StrBytes};
 use rekafka::{Client, ErrorKind, KafkaCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 // ---------------------------------------------------------------------------------------------
 // The fake cluster
@@ -81,15 +80,7 @@ fn ts_of(offset: i64) -> i64 {
 
 struct Cluster {
     world: Shared,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
+    _brokers: Vec<FakeBroker>,
 }
 
 impl Cluster {
@@ -100,24 +91,33 @@ impl Cluster {
             coordinator: 1,
             ..World::default()
         }));
-        let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let mut brokers = Vec::new();
         for node in [1, 2] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            world
-                .lock()
-                .unwrap()
-                .addrs
-                .push((node, listener.local_addr().unwrap()));
-            let (w, t) = (world.clone(), tasks.clone());
-            let accept = tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let h = tokio::spawn(serve(stream, node, w.clone()));
-                    t.lock().unwrap().push(h.abort_handle());
-                }
-            });
-            tasks.lock().unwrap().push(accept.abort_handle());
+            let w = world.clone();
+            let broker = FakeBroker::builder()
+                .node(node)
+                .api(ApiKey::Metadata, 9, 12)
+                .api(ApiKey::FindCoordinator, 4, 6)
+                .api(ApiKey::ListOffsets, 1, 9)
+                .api(ApiKey::DeleteRecords, 0, 2)
+                .api(ApiKey::CreatePartitions, 0, 3)
+                .api(ApiKey::DescribeGroups, 0, 5)
+                .api(ApiKey::DeleteGroups, 0, 2)
+                .api(ApiKey::ListGroups, 0, 5)
+                .api(ApiKey::CreateTopics, 2, 7)
+                .api(ApiKey::DescribeConfigs, 1, 4)
+                .api(ApiKey::ShareGroupDescribe, 1, 1)
+                .api(ApiKey::DescribeShareGroupOffsets, 0, 1)
+                .api(ApiKey::AlterShareGroupOffsets, 0, 0)
+                .start(move |req: &FakeRequest, _: &mut ConnState| handle(req, &w))
+                .await;
+            world.lock().unwrap().addrs.push((node, broker.addr));
+            brokers.push(broker);
         }
-        Cluster { world, tasks }
+        Cluster {
+            world,
+            _brokers: brokers,
+        }
     }
 
     fn bootstrap(&self) -> String {
@@ -152,81 +152,20 @@ impl Cluster {
     }
 }
 
-async fn serve(mut stream: TcpStream, node: i32, world: Shared) {
-    let mut buf = BytesMut::new();
-    loop {
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        while buf.len() >= 4 {
-            let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-            if buf.len() < 4 + size {
-                break;
-            }
-            buf.advance(4);
-            let frame = buf.split_to(size).freeze();
-            match handle(frame, node, &world) {
-                Some(out) => {
-                    if stream.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-                // Drop the connection, as Tansu does on DeleteRecords.
-                None => return,
-            }
-        }
-    }
-}
-
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
 
-fn reply<R: Request>(resp: &R::Response, version: i16, corr: i32) -> Option<BytesMut> {
-    let mut out = BytesMut::new();
-    encode_response::<R>(resp, version, corr, &mut out).unwrap();
-    Some(out)
-}
-
-fn range(api: ApiKey, min: i16, max: i16) -> ApiVersion {
-    ApiVersion::default()
-        .with_api_key(api as i16)
-        .with_min_version(min)
-        .with_max_version(max)
-}
-
-fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
-    let (header, body) = decode_request_header(&frame).unwrap();
-    let (v, corr) = (header.request_api_version, header.correlation_id);
-    let api = ApiKey::try_from(header.request_api_key).unwrap();
+fn handle(fr: &FakeRequest, world: &Shared) -> Reply {
+    let (node, api) = (fr.node, fr.api);
     let mut w = world.lock().unwrap();
     if w.dead.contains(&node) {
-        return None;
+        // Down: the connection drops at its next request (ApiVersions included).
+        return Reply::Close;
     }
     match api {
-        ApiKey::ApiVersions => {
-            let r = ApiVersionsResponse::default().with_api_keys(vec![
-                range(ApiKey::ApiVersions, 0, 3),
-                range(ApiKey::Metadata, 9, 12),
-                range(ApiKey::FindCoordinator, 4, 6),
-                range(ApiKey::ListOffsets, 1, 9),
-                range(ApiKey::DeleteRecords, 0, 2),
-                range(ApiKey::CreatePartitions, 0, 3),
-                range(ApiKey::DescribeGroups, 0, 5),
-                range(ApiKey::DeleteGroups, 0, 2),
-                range(ApiKey::ListGroups, 0, 5),
-                range(ApiKey::CreateTopics, 2, 7),
-                range(ApiKey::DescribeConfigs, 1, 4),
-                range(ApiKey::ShareGroupDescribe, 1, 1),
-                range(ApiKey::DescribeShareGroupOffsets, 0, 1),
-                range(ApiKey::AlterShareGroupOffsets, 0, 0),
-            ]);
-            let v = v.min(3);
-            reply::<ApiVersionsRequest>(&r, v, corr)
-        }
         ApiKey::Metadata => {
-            let req: MetadataRequest = decode_request(body, v).unwrap();
+            let req: MetadataRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let leader = w.stale_leader_once.take().unwrap_or(w.leader);
             let brokers = w
@@ -269,10 +208,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                 .with_cluster_id(Some(s("fake")))
                 .with_controller_id(BrokerId(w.controller))
                 .with_topics(topics);
-            reply::<MetadataRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::FindCoordinator => {
-            let req: FindCoordinatorRequest = decode_request(body, v).unwrap();
+            let req: FindCoordinatorRequest = fr.decode();
             let id = w.coordinator;
             let addr = w.addrs.iter().find(|(n, _)| *n == id).unwrap().1;
             w.calls.push((node, api, String::new()));
@@ -288,10 +227,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<FindCoordinatorRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::CreatePartitions => {
-            let req: CreatePartitionsRequest = decode_request(body, v).unwrap();
+            let req: CreatePartitionsRequest = fr.decode();
             let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
             w.calls.push((node, api, names.join(",")));
             let is_controller = node == w.controller;
@@ -314,13 +253,14 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<CreatePartitionsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::DeleteRecords => {
-            let req: DeleteRecordsRequest = decode_request(body, v).unwrap();
+            let req: DeleteRecordsRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             if req.topics.iter().any(|t| t.name.0.as_str() == "boom") {
-                return None;
+                // Drop the connection, as Tansu does on DeleteRecords.
+                return Reply::Close;
             }
             let is_leader = node == w.leader;
             let r = DeleteRecordsResponse::default().with_topics(
@@ -352,10 +292,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<DeleteRecordsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::ListOffsets => {
-            let req: ListOffsetsRequest = decode_request(body, v).unwrap();
+            let req: ListOffsetsRequest = fr.decode();
             w.calls
                 .push((node, api, format!("isolation={}", req.isolation_level)));
             let is_leader = node == w.leader;
@@ -394,10 +334,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<ListOffsetsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::DescribeGroups => {
-            let req: DescribeGroupsRequest = decode_request(body, v).unwrap();
+            let req: DescribeGroupsRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let moved = std::mem::take(&mut w.not_coordinator_once);
             let is_coordinator = node == w.coordinator && !moved;
@@ -425,11 +365,11 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<DescribeGroupsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::ShareGroupDescribe => {
             use rekafka::protocol::messages::share_group_describe_response as sgd;
-            let req: ShareGroupDescribeRequest = decode_request(body, v).unwrap();
+            let req: ShareGroupDescribeRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let moved = std::mem::take(&mut w.not_coordinator_once);
             let is_coordinator = node == w.coordinator && !moved;
@@ -474,11 +414,11 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<ShareGroupDescribeRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::DescribeShareGroupOffsets => {
             use rekafka::protocol::messages::describe_share_group_offsets_response as d;
-            let req: DescribeShareGroupOffsetsRequest = decode_request(body, v).unwrap();
+            let req: DescribeShareGroupOffsetsRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let loading = std::mem::take(&mut w.loading_once);
             let r = DescribeShareGroupOffsetsResponse::default().with_groups(
@@ -509,11 +449,11 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<DescribeShareGroupOffsetsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::AlterShareGroupOffsets => {
             use rekafka::protocol::messages::alter_share_group_offsets_response as a;
-            let req: AlterShareGroupOffsetsRequest = decode_request(body, v).unwrap();
+            let req: AlterShareGroupOffsetsRequest = fr.decode();
             let asked: Vec<String> = req
                 .topics
                 .iter()
@@ -562,10 +502,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                         })
                         .collect()
                 });
-            reply::<AlterShareGroupOffsetsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::DeleteGroups => {
-            let req: DeleteGroupsRequest = decode_request(body, v).unwrap();
+            let req: DeleteGroupsRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let r = DeleteGroupsResponse::default().with_results(
                 req.groups_names
@@ -578,10 +518,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<DeleteGroupsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::ListGroups => {
-            let req: ListGroupsRequest = decode_request(body, v).unwrap();
+            let req: ListGroupsRequest = fr.decode();
             let types: Vec<String> = req.types_filter.iter().map(|t| t.to_string()).collect();
             w.calls.push((node, api, types.join(",")));
             // Node 1 holds a classic group, node 2 a share group (ListGroups v5 group types).
@@ -598,10 +538,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                 vec![]
             };
             let r = ListGroupsResponse::default().with_groups(groups);
-            reply::<ListGroupsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::CreateTopics => {
-            let req: CreateTopicsRequest = decode_request(body, v).unwrap();
+            let req: CreateTopicsRequest = fr.decode();
             let names: Vec<String> = req.topics.iter().map(|t| t.name.0.to_string()).collect();
             w.calls.push((
                 node,
@@ -629,10 +569,10 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<CreateTopicsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
         ApiKey::DescribeConfigs => {
-            let req: DescribeConfigsRequest = decode_request(body, v).unwrap();
+            let req: DescribeConfigsRequest = fr.decode();
             let names: Vec<String> = req
                 .resources
                 .iter()
@@ -660,9 +600,9 @@ fn handle(frame: Bytes, node: i32, world: &Shared) -> Option<BytesMut> {
                     })
                     .collect(),
             );
-            reply::<DescribeConfigsRequest>(&r, v, corr)
+            fr.respond(&r)
         }
-        other => panic!("the fake broker does not speak {other:?}"),
+        _ => Reply::Builtin,
     }
 }
 

@@ -12,30 +12,27 @@
 //! * `unknown-<rest>`: first send a response with an unknown correlation id, then the answer;
 //! * anything else: echo the name at once.
 
-use std::net::SocketAddr;
+#[path = "support/fake_broker.rs"]
+mod fake_broker;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use bytes::{BufMut, BytesMut};
+use fake_broker::{ConnState, FakeBroker, FakeRequest, Reply};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rekafka::ErrorKind;
 use rekafka::connection::{BrokerConnection, Connection, ConnectionConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
-// The fake broker
+// The fake broker's script
 
 #[derive(Clone, Copy, Default)]
 struct Behavior {
@@ -45,178 +42,34 @@ struct Behavior {
     answer_acks0: bool,
 }
 
-struct FakeBroker {
-    addr: SocketAddr,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
-    /// How many client connections the broker saw closed by the client.
-    client_eofs: Arc<AtomicUsize>,
-    accepted: Arc<AtomicUsize>,
+async fn start(behavior: Behavior) -> FakeBroker {
+    start_on("127.0.0.1:0".parse().unwrap(), behavior).await
 }
 
-impl FakeBroker {
-    async fn start(behavior: Behavior) -> FakeBroker {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), behavior).await
-    }
-
-    async fn start_on(addr: SocketAddr, behavior: Behavior) -> FakeBroker {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("bind {addr}: {e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("bind {addr}: {e}"),
-            }
-        };
-        let addr = listener.local_addr().unwrap();
-        let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let client_eofs = Arc::new(AtomicUsize::new(0));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let accept = {
-            let tasks = tasks.clone();
-            let client_eofs = client_eofs.clone();
-            let accepted = accepted.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        return;
-                    };
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    let h = tokio::spawn(serve(stream, behavior, client_eofs.clone()));
-                    tasks.lock().unwrap().push(h.abort_handle());
-                }
-            })
-        };
-        tasks.lock().unwrap().push(accept.abort_handle());
-        FakeBroker {
-            addr,
-            tasks,
-            client_eofs,
-            accepted,
-        }
-    }
-
-    /// Stops listening and drops every connection (the clients see EOF).
-    fn stop(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-
-    async fn wait_client_eofs(&self, n: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.client_eofs.load(Ordering::SeqCst) < n {
-            assert!(
-                Instant::now() < deadline,
-                "the client did not close its socket within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+async fn start_on(addr: std::net::SocketAddr, behavior: Behavior) -> FakeBroker {
+    FakeBroker::builder()
+        .addr(addr)
+        .api(ApiKey::ApiVersions, 0, if behavior.kip511 { 2 } else { 4 })
+        .kip511_fallback(true)
+        .api(ApiKey::Metadata, 0, 12)
+        .api(ApiKey::Produce, 3, 11)
+        .start(move |req: &FakeRequest, _: &mut ConnState| handle(req, behavior))
+        .await
 }
 
-impl Drop for FakeBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-enum Out {
-    Frame(BytesMut),
-    Close,
-}
-
-async fn serve(mut stream: TcpStream, behavior: Behavior, client_eofs: Arc<AtomicUsize>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
-    let mut buf = BytesMut::new();
-    loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(Out::Frame(b)) => {
-                    if stream.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Out::Close) | None => return,
-            },
-            n = stream.read_buf(&mut buf) => {
-                match n {
-                    Ok(0) | Err(_) => {
-                        client_eofs.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                    Ok(_) => {}
-                }
-                while buf.len() >= 4 {
-                    let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if buf.len() < 4 + size {
-                        break;
-                    }
-                    buf.advance(4);
-                    let frame = buf.split_to(size).freeze();
-                    handle(frame, behavior, &tx);
-                }
-            }
-        }
-    }
-}
-
-fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut b, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut b, version).unwrap();
-    let size = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&size.to_be_bytes());
-    b
-}
-
-fn handle(frame: Bytes, behavior: Behavior, tx: &mpsc::UnboundedSender<Out>) {
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api = ApiKey::try_from(key).unwrap();
-    let mut body = frame.clone();
-    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
-    let corr = header.correlation_id;
-    match api {
-        ApiKey::ApiVersions => {
-            let range = |k: ApiKey, min, max| {
-                ApiVersion::default()
-                    .with_api_key(k as i16)
-                    .with_min_version(min)
-                    .with_max_version(max)
-            };
-            let max_av = if behavior.kip511 { 2 } else { 4 };
-            let keys = vec![
-                range(ApiKey::ApiVersions, 0, max_av),
-                range(ApiKey::Metadata, 0, 12),
-                range(ApiKey::Produce, 3, 11),
-            ];
-            if version > max_av {
-                let v0 = ApiVersionsResponse::default()
-                    .with_error_code(35)
-                    .with_api_keys(keys);
-                let _ = tx.send(Out::Frame(response(api, 0, corr, &v0)));
-            } else {
-                let r = ApiVersionsResponse::default().with_api_keys(keys);
-                let _ = tx.send(Out::Frame(response(api, version, corr, &r)));
-            }
-        }
+fn handle(req: &FakeRequest, behavior: Behavior) -> Reply {
+    match req.api {
         ApiKey::Produce => {
-            let _req = ProduceRequest::decode(&mut body, version).unwrap();
+            let _req: ProduceRequest = req.decode();
             if behavior.answer_acks0 {
-                let r = ProduceResponse::default();
-                let _ = tx.send(Out::Frame(response(api, version, corr, &r)));
+                req.respond(&ProduceResponse::default())
+            } else {
+                Reply::Silent
             }
         }
         ApiKey::Metadata => {
-            let req = MetadataRequest::decode(&mut body, version).unwrap();
-            let name = req
+            let q: MetadataRequest = req.decode();
+            let name = q
                 .topics
                 .as_ref()
                 .and_then(|t| t.first())
@@ -227,37 +80,39 @@ fn handle(frame: Bytes, behavior: Behavior, tx: &mpsc::UnboundedSender<Out>) {
                 MetadataResponseTopic::default()
                     .with_name(Some(TopicName(StrBytes::from_string(name.clone())))),
             ]);
-            let answer = response(api, version, corr, &resp);
+            let corr = req.correlation_id;
             if name == "close" {
-                let _ = tx.send(Out::Close);
+                Reply::Close
             } else if name == "huge" {
                 let mut b = BytesMut::new();
                 b.put_i32(i32::MAX);
                 b.put_i32(corr);
-                let _ = tx.send(Out::Frame(b));
+                Reply::Bytes(b)
             } else if name.starts_with("never-") {
+                Reply::Silent
             } else if name.starts_with("garbage-") {
                 let mut b = BytesMut::new();
                 b.put_i32(7);
                 b.put_i32(corr);
                 b.put_slice(&[0xff, 0xff, 0xff]);
-                let _ = tx.send(Out::Frame(b));
+                Reply::Bytes(b)
             } else if name.starts_with("unknown-") {
-                let bogus = response(api, version, corr.wrapping_add(1_000_000), &resp);
-                let _ = tx.send(Out::Frame(bogus));
-                let _ = tx.send(Out::Frame(answer));
+                let mut b = fake_broker::response_frame(
+                    req.api,
+                    req.version,
+                    corr.wrapping_add(1_000_000),
+                    &resp,
+                );
+                b.extend_from_slice(&req.frame_of(&resp));
+                Reply::Bytes(b)
             } else if let Some(rest) = name.strip_prefix("delay-") {
                 let ms: u64 = rest.split('-').next().unwrap().parse().unwrap();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    let _ = tx.send(Out::Frame(answer));
-                });
+                Reply::later(Duration::from_millis(ms), req.respond(&resp))
             } else {
-                let _ = tx.send(Out::Frame(answer));
+                req.respond(&resp)
             }
         }
-        other => panic!("fake broker does not speak {other:?}"),
+        _ => Reply::Builtin,
     }
 }
 
@@ -328,7 +183,7 @@ async fn wait_in_flight_zero(conn: &Connection, within: Duration) {
 #[tokio::test]
 async fn handshake_negotiates_versions_with_kip511_fallback() {
     for kip511 in [false, true] {
-        let broker = FakeBroker::start(Behavior {
+        let broker = start(Behavior {
             kip511,
             ..Behavior::default()
         })
@@ -356,7 +211,7 @@ async fn handshake_negotiates_versions_with_kip511_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_answered_out_of_order() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(&broker, &config().with_max_in_flight(64)).await;
     let mut rng = Rng::new(42);
     let start = Instant::now();
@@ -385,7 +240,7 @@ async fn pipelined_requests_answered_out_of_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_in_flight_bounds_the_pipeline() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(
         &broker,
         &config()
@@ -421,7 +276,7 @@ async fn max_in_flight_bounds_the_pipeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_closes_the_connection_and_fails_the_others() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let timeout = Duration::from_millis(400);
     let bc = BrokerConnection::new(
         7,
@@ -506,7 +361,7 @@ async fn request_timeout_closes_the_connection_and_fails_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_out_of_time_while_waiting_for_a_slot_keeps_the_connection() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(
         &broker,
         &config()
@@ -535,7 +390,7 @@ async fn caller_out_of_time_while_waiting_for_a_slot_keeps_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_futures_never_grow_the_table_beyond_max_in_flight() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let max = 8;
     let conn = connect(&broker, &config().with_max_in_flight(max)).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -581,7 +436,7 @@ async fn dropped_futures_never_grow_the_table_beyond_max_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_never_answered_expire_with_the_connection() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let max = 4;
     let timeout = Duration::from_millis(500);
     let conn = connect(
@@ -618,7 +473,7 @@ async fn abandoned_requests_never_answered_expire_with_the_connection() {
 async fn connection_failure_fails_every_in_flight_request_at_once() {
     // EOF, an oversized frame, an undecodable response.
     for trigger in ["close", "huge", "garbage-x"] {
-        let broker = FakeBroker::start(Behavior::default()).await;
+        let broker = start(Behavior::default()).await;
         let conn = connect(&broker, &config().with_max_frame_size(1024 * 1024)).await;
         let mut tasks = Vec::new();
         for i in 0..50 {
@@ -669,7 +524,7 @@ async fn connection_failure_fails_every_in_flight_request_at_once() {
 
 #[tokio::test]
 async fn unknown_correlation_id_is_discarded() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(&broker, &config()).await;
     for i in 0..5 {
         let name = format!("unknown-{i}");
@@ -684,7 +539,7 @@ async fn unknown_correlation_id_is_discarded() {
 async fn requests_without_response_acks0() {
     // Tansu answers acks=0 produce requests, Kafka does not; both must leave the stream clean.
     for answer_acks0 in [true, false] {
-        let broker = FakeBroker::start(Behavior {
+        let broker = start(Behavior {
             answer_acks0,
             ..Behavior::default()
         })
@@ -708,7 +563,7 @@ async fn requests_without_response_acks0() {
 
 #[tokio::test]
 async fn close_fails_pending_and_ends_tasks() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(&broker, &config()).await;
     let mut tasks = Vec::new();
     for i in 0..5 {
@@ -737,7 +592,7 @@ async fn close_fails_pending_and_ends_tasks() {
 
 #[tokio::test]
 async fn dropping_the_last_handle_ends_tasks() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(&broker, &config()).await;
     let clone = conn.clone();
     assert_eq!(name_of(&conn.send(meta("a")).await.unwrap()), "a");
@@ -761,7 +616,7 @@ async fn dropping_the_last_handle_ends_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_safety_dropped_futures_never_corrupt_the_stream() {
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let conn = connect(&broker, &config().with_max_in_flight(16)).await;
     let completed = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
@@ -849,7 +704,7 @@ async fn reconnects_with_exponential_backoff() {
     let cfg = config()
         .with_reconnect_backoff(base, max)
         .with_connect_timeout(Duration::from_secs(1));
-    let broker = FakeBroker::start(Behavior::default()).await;
+    let broker = start(Behavior::default()).await;
     let addr = broker.addr;
     let bc = BrokerConnection::new(3, addr.to_string(), cfg);
     assert_eq!(name_of(&bc.send(meta("one")).await.unwrap()), "one");
@@ -895,7 +750,7 @@ async fn reconnects_with_exponential_backoff() {
     }
 
     // The broker comes back on the same address; the next request reconnects by itself.
-    let broker = FakeBroker::start_on(addr, Behavior::default()).await;
+    let broker = start_on(addr, Behavior::default()).await;
     let start = Instant::now();
     let resp = bc.send(meta("back")).await.unwrap();
     assert_eq!(name_of(&resp), "back");

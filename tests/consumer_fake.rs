@@ -3,13 +3,16 @@
 //! each reset policy, NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH answers, and the broker
 //! dropping the connection mid-fetch. No real broker needed.
 
+#[path = "support/fake_broker.rs"]
+mod fake_broker;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use bytes::{Bytes, BytesMut};
+use fake_broker::{ConnState, FakeBroker, FakeRequest, Reply};
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -26,21 +29,19 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataResponse, ProducerId, TopicName,
 };
 use kafka_protocol::messages::{
     FindCoordinatorResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rekafka::KafkaCode;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
 };
 use rekafka::protocol::record::{BatchBuilder, ControlType, encode_transaction_marker};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -79,95 +80,31 @@ impl Log {
 struct Fake {
     addr: SocketAddr,
     log: Arc<Mutex<Log>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _broker: FakeBroker,
 }
 
 async fn start(log: Log) -> Fake {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(log));
     let l2 = log.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(serve(s, addr, l2.clone()));
-        }
-    });
+    let broker = FakeBroker::builder()
+        .api(ApiKey::Metadata, 0, 12)
+        .api(ApiKey::Fetch, 4, 12)
+        .api(ApiKey::ListOffsets, 1, 7)
+        .api(ApiKey::FindCoordinator, 0, 3)
+        .api(ApiKey::OffsetFetch, 1, 7)
+        .api(ApiKey::OffsetCommit, 2, 8)
+        .start(move |req: &FakeRequest, _: &mut ConnState| handle(req, &l2))
+        .await;
     Fake {
-        addr,
+        addr: broker.addr,
         log,
-        task: task.abort_handle(),
+        _broker: broker,
     }
 }
 
-fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut b, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut b, version).unwrap();
-    let size = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&size.to_be_bytes());
-    b
-}
-
-async fn serve(mut s: TcpStream, addr: SocketAddr, log: Arc<Mutex<Log>>) {
-    let mut buf = BytesMut::new();
-    loop {
-        match s.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        while buf.len() >= 4 {
-            let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-            if buf.len() < 4 + size {
-                break;
-            }
-            buf.advance(4);
-            let frame = buf.split_to(size).freeze();
-            let Some(out) = handle(frame, addr, &log).await else {
-                return; // injected disconnect
-            };
-            if s.write_all(&out).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<BytesMut> {
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api = ApiKey::try_from(key).unwrap();
-    let mut body = frame.clone();
-    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
-    let corr = header.correlation_id;
-    let range = |k: ApiKey, min, max| {
-        ApiVersion::default()
-            .with_api_key(k as i16)
-            .with_min_version(min)
-            .with_max_version(max)
-    };
-    Some(match api {
-        ApiKey::ApiVersions => {
-            let r = ApiVersionsResponse::default().with_api_keys(vec![
-                range(ApiKey::ApiVersions, 0, 3),
-                range(ApiKey::Metadata, 0, 12),
-                range(ApiKey::Fetch, 4, 12),
-                range(ApiKey::ListOffsets, 1, 7),
-                range(ApiKey::FindCoordinator, 0, 3),
-                range(ApiKey::OffsetFetch, 1, 7),
-                range(ApiKey::OffsetCommit, 2, 8),
-            ]);
-            response(api, version.min(3), corr, &r)
-        }
+fn handle(req: &FakeRequest, log: &Mutex<Log>) -> Reply {
+    let addr = req.addr;
+    match req.api {
         ApiKey::Metadata => {
             let r = MetadataResponse::default()
                 .with_brokers(vec![
@@ -188,12 +125,12 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                                 .with_isr_nodes(vec![BrokerId(0)]),
                         ]),
                 ]);
-            response(api, version, corr, &r)
+            req.respond(&r)
         }
         ApiKey::ListOffsets => {
-            let req = ListOffsetsRequest::decode(&mut body, version).unwrap();
+            let q: ListOffsetsRequest = req.decode();
             let end = log.lock().unwrap().end();
-            let ts = req.topics[0].partitions[0].timestamp;
+            let ts = q.topics[0].partitions[0].timestamp;
             let r = ListOffsetsResponse::default().with_topics(vec![
                 ListOffsetsTopicResponse::default()
                     .with_name(TopicName(StrBytes::from_static_str("t")))
@@ -203,11 +140,11 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                             .with_offset(if ts == -2 { 0 } else { end }),
                     ]),
             ]);
-            response(api, version, corr, &r)
+            req.respond(&r)
         }
         ApiKey::Fetch => {
-            let req = FetchRequest::decode(&mut body, version).unwrap();
-            let p = &req.topics[0].partitions[0];
+            let q: FetchRequest = req.decode();
+            let p = &q.topics[0].partitions[0];
             let offset = p.fetch_offset;
             let (fault, data, end, aborted) = {
                 let mut l = log.lock().unwrap();
@@ -235,17 +172,16 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                 .with_high_watermark(end)
                 .with_last_stable_offset(end)
                 .with_log_start_offset(0);
+            let mut long_poll = false;
             match fault {
-                Some(Fault::Close) => return None,
+                Some(Fault::Close) => return Reply::Close,
                 Some(Fault::Error(code)) => pd.error_code = code,
                 None if offset > end => pd.error_code = 1,
                 None => {
-                    if data.is_empty() {
-                        // Long poll, shortened.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    // Long poll, shortened.
+                    long_poll = data.is_empty();
                     pd.records = Some(data);
-                    if req.isolation_level == 1 {
+                    if q.isolation_level == 1 {
                         pd.aborted_transactions = Some(aborted);
                     }
                 }
@@ -255,14 +191,18 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                     .with_topic(TopicName(StrBytes::from_static_str("t")))
                     .with_partitions(vec![pd]),
             ]);
-            response(api, version, corr, &r)
+            if long_poll {
+                Reply::stall(Duration::from_millis(20), req.respond(&r))
+            } else {
+                req.respond(&r)
+            }
         }
         ApiKey::FindCoordinator => {
             let r = FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(0))
                 .with_host(StrBytes::from_string(addr.ip().to_string()))
                 .with_port(addr.port() as i32);
-            response(api, version, corr, &r)
+            req.respond(&r)
         }
         ApiKey::OffsetFetch => {
             let (code, committed) = {
@@ -284,11 +224,11 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                     .with_name(TopicName(StrBytes::from_static_str("t")))
                     .with_partitions(vec![part]),
             ];
-            response(api, version, corr, &r)
+            req.respond(&r)
         }
         ApiKey::OffsetCommit => {
-            let req = OffsetCommitRequest::decode(&mut body, version).unwrap();
-            let offset = req.topics[0].partitions[0].committed_offset;
+            let q: OffsetCommitRequest = req.decode();
+            let offset = q.topics[0].partitions[0].committed_offset;
             let code = {
                 let mut l = log.lock().unwrap();
                 l.commits += 1;
@@ -307,10 +247,10 @@ async fn handle(frame: Bytes, addr: SocketAddr, log: &Mutex<Log>) -> Option<Byte
                             .with_error_code(code),
                     ]),
             ]);
-            response(api, version, corr, &r)
+            req.respond(&r)
         }
-        other => panic!("fake broker: unexpected {other:?}"),
-    })
+        _ => Reply::Builtin,
+    }
 }
 
 fn batch(base: i64, pid: i64, txn: bool, n: i32, tag: &str) -> Bytes {

@@ -6,29 +6,29 @@
 //! duplicate; a gap is OUT_OF_ORDER_SEQUENCE_NUMBER; a higher epoch must start at 0). Faults
 //! are injected per Produce request from a script of actions.
 
+#[path = "support/fake_broker.rs"]
+mod fake_broker;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use bytes::Bytes;
+use fake_broker::{ConnState, FakeBroker, FakeRequest, Reply};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader,
+    ApiKey, BrokerId, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::producer::{Persistence, Producer, ProducerConfig, Record};
 use rekafka::protocol::record::RecordBatches;
 use rekafka::{ErrorKind, KafkaCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// What the fake does with one Produce request.
@@ -81,10 +81,10 @@ struct State {
     metadata_requests: usize,
 }
 
-#[derive(Clone)]
 struct Fake {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    _brokers: Vec<FakeBroker>,
 }
 
 impl Fake {
@@ -100,22 +100,23 @@ impl Fake {
             leader: 1,
             ..State::default()
         }));
-        let mut first = None;
+        let mut started = Vec::new();
         for node in 1..=brokers {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            first.get_or_insert(addr);
-            state.lock().unwrap().brokers.push((node, addr));
             let st = state.clone();
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    tokio::spawn(serve(s, node, st.clone()));
-                }
-            });
+            let broker = FakeBroker::builder()
+                .node(node)
+                .api(ApiKey::Metadata, 0, 12)
+                .api(ApiKey::Produce, 3, 9)
+                .api(ApiKey::InitProducerId, 0, 4)
+                .start(move |req: &FakeRequest, _: &mut ConnState| handle(req, &st))
+                .await;
+            state.lock().unwrap().brokers.push((node, broker.addr));
+            started.push(broker);
         }
         Fake {
-            addr: first.unwrap(),
+            addr: started[0].addr,
             state,
+            _brokers: started,
         }
     }
 
@@ -148,75 +149,11 @@ impl Fake {
     }
 }
 
-async fn serve(mut stream: TcpStream, node: i32, state: Arc<Mutex<State>>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<BytesMut>();
-    let mut buf = BytesMut::new();
-    loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                // An empty frame is the signal to close the connection.
-                Some(b) if b.is_empty() => return,
-                Some(b) => if stream.write_all(&b).await.is_err() { return },
-                None => return,
-            },
-            n = stream.read_buf(&mut buf) => {
-                if !matches!(n, Ok(n) if n > 0) {
-                    return;
-                }
-                while buf.len() >= 4 {
-                    let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if buf.len() < 4 + size {
-                        break;
-                    }
-                    buf.advance(4);
-                    let frame = buf.split_to(size).freeze();
-                    if let Some(out) = handle(frame, node, &state) {
-                        let _ = tx.send(out);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut b, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut b, version).unwrap();
-    let size = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&size.to_be_bytes());
-    b
-}
-
-fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api = ApiKey::try_from(key).unwrap();
-    let mut body = frame.clone();
-    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
-    let corr = header.correlation_id;
-    match api {
-        ApiKey::ApiVersions => {
-            let range = |k: ApiKey, min, max| {
-                ApiVersion::default()
-                    .with_api_key(k as i16)
-                    .with_min_version(min)
-                    .with_max_version(max)
-            };
-            let r = ApiVersionsResponse::default().with_api_keys(vec![
-                range(ApiKey::ApiVersions, 0, 3),
-                range(ApiKey::Metadata, 0, 12),
-                range(ApiKey::Produce, 3, 9),
-                range(ApiKey::InitProducerId, 0, 4),
-            ]);
-            Some(response(api, version.min(3), corr, &r))
-        }
+fn handle(req: &FakeRequest, state: &Mutex<State>) -> Reply {
+    let node = req.node;
+    match req.api {
         ApiKey::Metadata => {
-            let req = MetadataRequest::decode(&mut body, version).unwrap();
+            let q: MetadataRequest = req.decode();
             let mut st = state.lock().unwrap();
             st.metadata_requests += 1;
             let n = st.partitions;
@@ -225,7 +162,7 @@ fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
             st.hide_topic = st.hide_topic.saturating_sub(1);
             let brokers = st.brokers.clone();
             drop(st);
-            let topics = req
+            let topics = q
                 .topics
                 .unwrap_or_default()
                 .into_iter()
@@ -264,15 +201,14 @@ fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
                         .collect(),
                 )
                 .with_topics(topics);
-            Some(response(api, version, corr, &r))
+            req.respond(&r)
         }
         ApiKey::InitProducerId => {
-            let req = kafka_protocol::messages::InitProducerIdRequest::decode(&mut body, version)
-                .unwrap();
+            let q: InitProducerIdRequest = req.decode();
             let mut st = state.lock().unwrap();
-            st.init_calls.push((req.producer_id.0, req.producer_epoch));
-            let (pid, epoch) = if req.producer_id.0 >= 0 {
-                (req.producer_id.0, req.producer_epoch + 1)
+            st.init_calls.push((q.producer_id.0, q.producer_epoch));
+            let (pid, epoch) = if q.producer_id.0 >= 0 {
+                (q.producer_id.0, q.producer_epoch + 1)
             } else {
                 st.next_pid += 1;
                 (st.next_pid, 0)
@@ -280,10 +216,10 @@ fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
             let r = InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(pid))
                 .with_producer_epoch(epoch);
-            Some(response(api, version, corr, &r))
+            req.respond(&r)
         }
         ApiKey::Produce => {
-            let req = ProduceRequest::decode(&mut body, version).unwrap();
+            let q: ProduceRequest = req.decode();
             let mut st = state.lock().unwrap();
             let action = if node != st.leader {
                 Action::Error(KafkaCode::NotLeaderOrFollower)
@@ -295,7 +231,7 @@ fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
             };
             let mut seen = Vec::new();
             let mut topics = Vec::new();
-            for t in req.topic_data {
+            for t in q.topic_data {
                 let mut parts = Vec::new();
                 for p in t.partition_data {
                     let records = p.records.unwrap_or_default();
@@ -327,20 +263,13 @@ fn handle(frame: Bytes, node: i32, state: &Mutex<State>) -> Option<BytesMut> {
                 );
             }
             st.produce_log.push((Instant::now(), seen));
-            if action == Action::Hold {
-                return None;
+            match action {
+                Action::Hold => Reply::Silent,
+                Action::AppendThenClose => Reply::Close,
+                _ => req.respond(&ProduceResponse::default().with_responses(topics)),
             }
-            if action == Action::AppendThenClose {
-                return Some(BytesMut::new());
-            }
-            Some(response(
-                api,
-                version,
-                corr,
-                &ProduceResponse::default().with_responses(topics),
-            ))
         }
-        other => panic!("fake broker does not speak {other:?}"),
+        _ => Reply::Builtin,
     }
 }
 

@@ -5,16 +5,20 @@
 //! expired closes the connection. So re-authentication that comes too late, or corrupts the
 //! pipelined stream, fails these tests.
 
+#[path = "support/fake_broker.rs"]
+mod fake_broker;
+#[path = "security_support/fake_sasl.rs"]
+mod fake_sasl;
 mod security_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use fake_sasl::*;
 use rekafka::ErrorKind;
 use rekafka::connection::security::{OAuthBearerToken, SaslConfig, SaslMechanism};
 use rekafka::connection::{BrokerConnection, Connection};
-use security_support::fake_sasl::*;
 use tokio::time::Instant;
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -139,7 +143,7 @@ async fn broker_connection_surfaces_authentication_errors_without_retrying() {
         );
     }
     // One connect attempt per request: the error is surfaced, not retried in a loop.
-    assert_eq!(broker.stats.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 2);
     bc.close().await;
 }
 
@@ -218,7 +222,7 @@ async fn oauthbearer_reauthenticates_before_expiry_while_requests_flow() {
     assert!(total > 100, "only {total} requests went through");
     assert!(!conn.is_closed(), "{:?}", conn.error());
     // Same connection all along, re-authenticated about every 800–900 ms.
-    assert_eq!(broker.stats.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(broker.stats.expired.load(Ordering::SeqCst), 0);
     let auths = broker.stats.auths.load(Ordering::SeqCst);
     assert!(auths >= 5, "only {auths} authentications in 4.5 s");
@@ -421,7 +425,7 @@ async fn sasl_ssl_scram_with_reauthentication_over_tls() {
         assert!(w.await.unwrap().unwrap() > 10);
     }
     assert!(!conn.is_closed(), "{:?}", conn.error());
-    assert_eq!(broker.stats.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(broker.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(broker.stats.expired.load(Ordering::SeqCst), 0);
     let auths = broker.stats.auths.load(Ordering::SeqCst);
     assert!(

@@ -360,6 +360,7 @@ impl ClientConfig {
 const DEFERRED_PROPERTY_SOURCES: &[&[&str]] = &[
     ProducerConfig::PROPERTY_NAMES,
     ConsumerConfig::PROPERTY_NAMES,
+    crate::share::ShareConsumerConfig::PROPERTY_NAMES,
 ];
 
 /// Applies the kept properties that `apply` knows onto a config, in the order given.
@@ -379,6 +380,7 @@ fn apply_kept<C>(
 fn check_deferred(key: &str, value: &str) -> Result<()> {
     ProducerConfig::default().apply_property(key, value)?;
     ConsumerConfig::default().apply_property(key, value)?;
+    crate::share::ShareConsumerConfig::default().apply_property(key, value)?;
     Ok(())
 }
 
@@ -740,6 +742,49 @@ impl Client {
         let mut config = self.consumer_config()?;
         configure(&mut config);
         Consumer::new(self.inner.cluster.clone(), config)
+    }
+
+    /// A [`ShareConsumer`](crate::share::ShareConsumer) (KIP-932 share group member) sharing
+    /// this client's cluster. The share consumer properties given to the builder (`group.id`,
+    /// `share.acknowledgement.mode`, `max.poll.records`, `fetch.*`, …) are applied onto
+    /// `config` first and override its corresponding fields. Must be called inside a tokio
+    /// runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use rekafka::share::ShareConsumerConfig;
+    ///
+    /// let mut consumer = client.share_consumer(ShareConsumerConfig::new("workers"))?;
+    /// consumer.subscribe(["jobs"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn share_consumer(
+        &self,
+        mut config: crate::share::ShareConsumerConfig,
+    ) -> Result<crate::share::ShareConsumer> {
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            crate::share::ShareConsumerConfig::apply_property,
+        )?;
+        crate::share::ShareConsumer::new(self.inner.cluster.clone(), config)
+    }
+
+    /// A [`ShareConsumer`](crate::share::ShareConsumer) from the share consumer properties
+    /// given to the builder, changed by `configure` (the closure wins over the properties).
+    pub fn share_consumer_with(
+        &self,
+        configure: impl FnOnce(&mut crate::share::ShareConsumerConfig),
+    ) -> Result<crate::share::ShareConsumer> {
+        let mut config = crate::share::ShareConsumerConfig::default();
+        apply_kept(
+            &self.inner.deferred,
+            &mut config,
+            crate::share::ShareConsumerConfig::apply_property,
+        )?;
+        configure(&mut config);
+        crate::share::ShareConsumer::new(self.inner.cluster.clone(), config)
     }
 
     /// A [`TransactionalProducer`] sharing this client's cluster. The producer properties

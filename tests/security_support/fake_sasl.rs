@@ -2,34 +2,34 @@
 //! RFC 5802 server written here, independently of the client), OAUTHBEARER (with Kafka's error
 //! challenge), and KIP-368 session lifetimes. Like Kafka, it closes a connection that sends a
 //! request other than ApiVersions/SASL before authenticating, or after its session expired.
+//! The broker itself (connections, frames, ApiVersions) is the shared `fake_broker`; this
+//! file is its SASL script. Included with
+//! `#[path = "security_support/fake_sasl.rs"] mod fake_sasl;` beside
+//! `#[path = "support/fake_broker.rs"] mod fake_broker;`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse, RequestHeader,
-    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-    SaslHandshakeResponse, TopicName,
+    ApiKey, BrokerId, MetadataRequest, MetadataResponse, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rekafka::connection::security::{SaslConfig, SecurityConfig, SecurityProtocol};
 use rekafka::connection::{Connection, ConnectionConfig};
 use sha2::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+use crate::fake_broker::{self, ConnState, FakeRequest, Reply};
 
 // ---------------------------------------------------------------------------------------------
 // The fake broker
@@ -46,8 +46,6 @@ pub struct Settings {
     pub bad_server_signature: bool,
     /// Accepted OAUTHBEARER tokens start with this.
     pub token_prefix: String,
-    /// The broker's own address, in Metadata responses (set by `start`).
-    pub advertised: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -60,59 +58,44 @@ pub struct Stats {
     pub expired: AtomicUsize,
     /// Connections closed because a request came before authentication.
     pub unauthenticated: AtomicUsize,
-    pub accepted: AtomicUsize,
     pub metadata: AtomicUsize,
 }
 
+/// The shared fake broker (`addr`, `accepted`, ...) running the SASL script, and its stats.
 pub struct FakeBroker {
-    pub addr: SocketAddr,
     pub stats: Arc<Stats>,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    broker: fake_broker::FakeBroker,
 }
 
-impl Drop for FakeBroker {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
+impl std::ops::Deref for FakeBroker {
+    type Target = fake_broker::FakeBroker;
+
+    fn deref(&self) -> &fake_broker::FakeBroker {
+        &self.broker
     }
 }
 
 impl FakeBroker {
     pub async fn start(settings: Settings) -> FakeBroker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut settings = settings;
-        settings.advertised = Some(addr);
         let stats = Arc::new(Stats::default());
-        let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let settings = Arc::new(settings);
-        let accept = {
-            let (stats, tasks) = (stats.clone(), tasks.clone());
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    stats.accepted.fetch_add(1, Ordering::SeqCst);
-                    let h = tokio::spawn(serve(stream, settings.clone(), stats.clone()));
-                    tasks.lock().unwrap().push(h.abort_handle());
+        let st = stats.clone();
+        let broker = fake_broker::FakeBroker::builder()
+            .api(ApiKey::Metadata, 0, 12)
+            .api(ApiKey::SaslHandshake, 0, 1)
+            .api(ApiKey::SaslAuthenticate, 0, 2)
+            .start(move |req: &FakeRequest, conn: &mut ConnState| {
+                let outcome = handle(req, &settings, &st, conn.get());
+                // A request naming a topic `slow-…` takes 20 ms (the broker works through a
+                // connection's requests in order, so later ones wait too).
+                if req.frame.windows(5).any(|w| w == b"slow-") {
+                    Reply::stall(Duration::from_millis(20), outcome)
+                } else {
+                    outcome
                 }
             })
-        };
-        tasks.lock().unwrap().push(accept.abort_handle());
-        FakeBroker { addr, stats, tasks }
+            .await;
+        FakeBroker { stats, broker }
     }
-}
-
-pub fn response<M: Encodable>(api: ApiKey, version: i16, corr: i32, body: &M) -> BytesMut {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut b, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut b, version).unwrap();
-    let size = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&size.to_be_bytes());
-    b
 }
 
 /// The server side of one SCRAM exchange.
@@ -158,52 +141,13 @@ pub fn pbkdf2(sha512: bool, password: &[u8], salt: &[u8], iterations: u32) -> Ve
 }
 
 #[derive(Default)]
-pub struct ConnState {
+pub struct SaslConn {
     mechanism: Option<String>,
     scram: Option<ScramServer>,
     authenticated: bool,
     expires: Option<Instant>,
     /// An OAUTHBEARER error challenge was sent; the client's %x01 is next.
     oauth_challenged: bool,
-}
-
-pub enum Outcome {
-    Reply(BytesMut),
-    Close,
-}
-
-pub async fn serve(mut stream: TcpStream, settings: Arc<Settings>, stats: Arc<Stats>) {
-    let mut buf = BytesMut::new();
-    let mut st = ConnState::default();
-    loop {
-        while buf.len() >= 4 {
-            let size = i32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-            if buf.len() < 4 + size {
-                break;
-            }
-            buf.advance(4);
-            let frame = buf.split_to(size).freeze();
-            // A request naming a topic `slow-…` takes 20 ms (the broker works through a
-            // connection's requests in order, so later ones wait too).
-            let slow = frame.windows(5).any(|w| w == b"slow-");
-            let outcome = handle(frame, &settings, &stats, &mut st);
-            if slow {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            match outcome {
-                Outcome::Reply(b) => {
-                    if stream.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-                Outcome::Close => return,
-            }
-        }
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
 }
 
 pub fn auth_response(
@@ -219,38 +163,13 @@ pub fn auth_response(
         .with_session_lifetime_ms(lifetime)
 }
 
-pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnState) -> Outcome {
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api = ApiKey::try_from(key).unwrap();
-    let mut body = frame.clone();
-    let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
-    let corr = header.correlation_id;
-    let reply = |b: &dyn Fn(&mut BytesMut)| {
-        let mut out = BytesMut::new();
-        b(&mut out);
-        Outcome::Reply(out)
-    };
+pub fn handle(req: &FakeRequest, settings: &Settings, stats: &Stats, st: &mut SaslConn) -> Reply {
+    let api = req.api;
     match api {
-        ApiKey::ApiVersions => {
-            let range = |k: ApiKey, min, max| {
-                ApiVersion::default()
-                    .with_api_key(k as i16)
-                    .with_min_version(min)
-                    .with_max_version(max)
-            };
-            let resp = ApiVersionsResponse::default().with_api_keys(vec![
-                range(ApiKey::ApiVersions, 0, 3),
-                range(ApiKey::Metadata, 0, 12),
-                range(ApiKey::SaslHandshake, 0, 1),
-                range(ApiKey::SaslAuthenticate, 0, 2),
-            ]);
-            let v = version.min(3);
-            reply(&|out| out.extend_from_slice(&response(api, v, corr, &resp)))
-        }
+        ApiKey::ApiVersions => Reply::Builtin,
         ApiKey::SaslHandshake => {
-            let req = SaslHandshakeRequest::decode(&mut body, version).unwrap();
-            let mech = req.mechanism.as_str().to_owned();
+            let q: SaslHandshakeRequest = req.decode();
+            let mech = q.mechanism.as_str().to_owned();
             let enabled = settings.mechanisms.contains(&mech.as_str());
             let resp = SaslHandshakeResponse::default()
                 .with_error_code(if enabled { 0 } else { 33 })
@@ -263,17 +182,17 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                 );
             st.mechanism = enabled.then_some(mech);
             st.scram = None;
-            reply(&|out| out.extend_from_slice(&response(api, version, corr, &resp)))
+            req.respond(&resp)
         }
         ApiKey::SaslAuthenticate => {
-            let req = SaslAuthenticateRequest::decode(&mut body, version).unwrap();
+            let q: SaslAuthenticateRequest = req.decode();
             let lifetime = settings.session_lifetime_ms;
-            let bytes = req.auth_bytes.to_vec();
+            let bytes = q.auth_bytes.to_vec();
             let Some(mech) = st.mechanism.clone() else {
                 let r = auth_response(34, Some("no handshake"), vec![], 0);
-                return reply(&|out| out.extend_from_slice(&response(api, version, corr, &r)));
+                return req.respond(&r);
             };
-            let success = |st: &mut ConnState, server_bytes: Vec<u8>| {
+            let success = |st: &mut SaslConn, server_bytes: Vec<u8>| {
                 st.authenticated = true;
                 st.mechanism = None;
                 st.expires =
@@ -281,7 +200,7 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                 stats.auths.fetch_add(1, Ordering::SeqCst);
                 auth_response(0, None, server_bytes, lifetime)
             };
-            let fail = |st: &mut ConnState, msg: &str| {
+            let fail = |st: &mut SaslConn, msg: &str| {
                 st.mechanism = None;
                 auth_response(58, Some(msg), vec![], 0)
             };
@@ -338,9 +257,7 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                             let cnonce = bare.split(",r=").nth(1).unwrap().to_owned();
                             let Some(password) = settings.users.get(&user) else {
                                 let r = fail(st, "unknown user");
-                                return reply(&|out| {
-                                    out.extend_from_slice(&response(api, version, corr, &r))
-                                });
+                                return req.respond(&r);
                             };
                             let salt = b"fake-broker-salt".to_vec();
                             let nonce = format!("{cnonce}srvNONCE42");
@@ -386,18 +303,18 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                 }
                 _ => fail(st, "unknown mechanism"),
             };
-            reply(&|out| out.extend_from_slice(&response(api, version, corr, &r)))
+            req.respond(&r)
         }
         _ => {
             if !st.authenticated {
                 stats.unauthenticated.fetch_add(1, Ordering::SeqCst);
-                return Outcome::Close;
+                return Reply::Close;
             }
             if st.expires.is_some_and(|e| Instant::now() > e) {
                 // Kafka (KIP-368): a request other than re-authentication after the session
                 // expired closes the connection.
                 stats.expired.fetch_add(1, Ordering::SeqCst);
-                return Outcome::Close;
+                return Reply::Close;
             }
             assert_eq!(
                 api,
@@ -405,15 +322,15 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                 "the fake broker only serves Metadata"
             );
             stats.metadata.fetch_add(1, Ordering::SeqCst);
-            let req = MetadataRequest::decode(&mut body, version).unwrap();
-            let topics = req
+            let q: MetadataRequest = req.decode();
+            let topics = q
                 .topics
                 .unwrap_or_default()
                 .into_iter()
                 .map(|t| MetadataResponseTopic::default().with_name(t.name))
                 .collect();
-            let brokers = settings
-                .advertised
+            // The broker's own address.
+            let brokers = Some(req.addr)
                 .map(|a| {
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(1))
@@ -426,7 +343,7 @@ pub fn handle(frame: Bytes, settings: &Settings, stats: &Stats, st: &mut ConnSta
                 .with_topics(topics)
                 .with_brokers(brokers)
                 .with_controller_id(BrokerId(1));
-            reply(&|out| out.extend_from_slice(&response(api, version, corr, &resp)))
+            req.respond(&resp)
         }
     }
 }

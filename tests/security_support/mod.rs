@@ -1,12 +1,11 @@
 //! Helpers of the security tests: a private Tansu (through `scripts/broker.sh`, stopped when its
-//! guard drops), an in-process TLS terminator, and the fake SASL broker (`fake_sasl`).
+//! guard drops), and an in-process TLS terminator. The fake SASL broker (`fake_sasl.rs`) is
+//! included by `security_sasl_fake.rs` itself, beside the shared `support/fake_broker.rs`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-pub mod fake_sasl;
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {

@@ -1,0 +1,1558 @@
+//! Share groups (KIP-932, "queues for Kafka"): [`ShareConsumer`].
+//!
+//! Several members of a share group take records from the same partitions; the broker tracks
+//! each record: acquired by one member under a time-limited *acquisition lock*, then accepted,
+//! released (delivered again, its delivery count one higher) or rejected (never delivered
+//! again). A record whose lock expires, or that was released, is delivered again until the
+//! group's delivery count limit (`share.delivery.count.limit`, broker default 5); then it is
+//! archived.
+//!
+//! The consumer speaks the three RPCs: ShareGroupHeartbeat (membership, in a background task:
+//! `membership.rs`), ShareFetch with share sessions (one per leader broker: session epoch 0
+//! opens it with every partition, later requests add new partitions and forget removed ones,
+//! and carry the acknowledgements of records fetched from that broker) and ShareAcknowledge
+//! (acknowledgements with no fetch to carry them: [`commit_sync`](ShareConsumer::commit_sync),
+//! [`commit_async`](ShareConsumer::commit_async), partitions no longer assigned, and
+//! [`close`](ShareConsumer::close), whose final request (epoch -1) closes each session).
+//!
+//! Semantics differ from a consumer group: records of a partition may go to several members,
+//! so there is no per-partition order across the group and no seek; there are no offsets to
+//! commit, only acknowledgements. Where the group starts reading a partition is the group
+//! config `share.auto.offset.reset` (broker default `latest`: records written before the
+//! group first reads a partition are not delivered).
+//!
+//! ```no_run
+//! # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+//! use std::time::Duration;
+//! use rekafka::share::{AcknowledgeType, AcknowledgementMode, ShareConsumerConfig};
+//!
+//! let mut consumer = client.share_consumer(
+//!     ShareConsumerConfig::new("workers").with_acknowledgement_mode(AcknowledgementMode::Explicit),
+//! )?;
+//! consumer.subscribe(["jobs"]);
+//! for _ in 0..10 {
+//!     for record in consumer.poll(Duration::from_secs(1)).await? {
+//!         let ok = record.value.as_deref().is_some_and(|v| !v.is_empty());
+//!         let ack = if ok { AcknowledgeType::Accept } else { AcknowledgeType::Reject };
+//!         consumer.acknowledge(&record, ack)?;
+//!     }
+//!     for (partition, result) in consumer.commit_sync().await? {
+//!         if let Err(e) = result {
+//!             eprintln!("{partition}: acknowledgements failed: {e}");
+//!         }
+//!     }
+//! }
+//! consumer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod membership;
+mod record;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ApiKey, GroupId, ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest,
+    ShareFetchResponse, share_acknowledge_request, share_fetch_request,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+pub use config::{AcknowledgementMode, ShareConsumerConfig};
+pub use record::{AcknowledgeType, AcknowledgementOutcome, ShareRecord};
+
+use crate::cluster::Cluster;
+use crate::connection::Backoff;
+use crate::group::TopicPartition;
+use crate::protocol::record::RecordBatches;
+use crate::{Error, ErrorKind, KafkaCode, Result};
+use membership::Membership;
+
+/// The acknowledge type of offsets that hold no record (compacted away, control records).
+const GAP: i8 = 0;
+/// Session epoch that closes a share session.
+const FINAL_EPOCH: i32 = -1;
+/// At most this many acknowledgement outcomes wait for
+/// [`take_acknowledgement_outcomes`](ShareConsumer::take_acknowledgement_outcomes); older ones
+/// are dropped (and counted) past it.
+const MAX_QUEUED_OUTCOMES: usize = 4096;
+
+type PartKey = (Uuid, i32);
+
+/// Where an acquired record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acq {
+    /// Fetched, not yet returned by a poll.
+    Buffered,
+    /// Returned by a poll, not yet acknowledged.
+    Delivered,
+}
+
+#[derive(Debug)]
+struct Part {
+    tp: TopicPartition,
+    /// In the member's current assignment.
+    assigned: bool,
+    /// The broker whose share session delivered the acquired records (their acknowledgements
+    /// go there).
+    node: Option<i32>,
+    /// Acquired records not acknowledged yet.
+    acquired: BTreeMap<i64, Acq>,
+    /// Acknowledgements not sent yet: offset → wire type.
+    pending: BTreeMap<i64, i8>,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    /// The epoch of the next request (0: the session is not open).
+    epoch: i32,
+    /// The partitions in the broker's session.
+    partitions: BTreeSet<PartKey>,
+}
+
+fn next_epoch(epoch: i32) -> i32 {
+    if epoch == i32::MAX { 1 } else { epoch + 1 }
+}
+
+/// Acknowledgements in one request: per partition, the non-gap offsets.
+type SentAcks = Vec<(PartKey, TopicPartition, Vec<i64>)>;
+
+/// A ShareAcknowledge to send (or sent).
+struct AckJob {
+    node: i32,
+    epoch: i32,
+    acks: SentAcks,
+}
+
+/// A finished ShareAcknowledge.
+struct AckDone {
+    job: AckJob,
+    result: Result<ShareAcknowledgeResponse>,
+}
+
+/// A finished ShareFetch.
+struct FetchDone {
+    node: i32,
+    epoch: i32,
+    added: BTreeSet<PartKey>,
+    forgotten: BTreeSet<PartKey>,
+    acks: SentAcks,
+    result: Result<ShareFetchResponse>,
+}
+
+/// The per-partition results of a commit: `Ok` if the broker took every acknowledgement of the
+/// partition, else the first error.
+pub type CommitResults = BTreeMap<TopicPartition, Result<()>>;
+
+type Callback = Box<dyn FnMut(&AcknowledgementOutcome) + Send>;
+
+/// A member of a share group (Java's `KafkaShareConsumer`). Made by
+/// [`Client::share_consumer`](crate::Client::share_consumer) or [`ShareConsumer::new`].
+///
+/// [`poll`](Self::poll) returns acquired records with their delivery counts; each is
+/// acknowledged (accept, release, reject) explicitly with [`acknowledge`](Self::acknowledge)
+/// or implicitly (see [`AcknowledgementMode`]). Acknowledgements ride on the next ShareFetch to
+/// the record's broker where there is one, else go in a ShareAcknowledge; their outcomes go to
+/// the [callback](Self::set_acknowledgement_commit_callback) and to
+/// [`take_acknowledgement_outcomes`](Self::take_acknowledgement_outcomes), and
+/// [`commit_sync`](Self::commit_sync) returns them per partition.
+///
+/// Memory is bounded: a poll fetches only when the records fetched before are all returned,
+/// and asks each broker for at most `max.poll.records` records. The heartbeat task stops on
+/// [`close`](Self::close) and on drop (a dropped, unclosed consumer leaves the group on a
+/// best-effort basis; its acquired records come back when their locks expire).
+pub struct ShareConsumer {
+    cluster: Cluster,
+    config: ShareConsumerConfig,
+    membership: Membership,
+    subscription: Vec<String>,
+    parts: HashMap<PartKey, Part>,
+    /// Acquired records not yet returned, with when they were fetched.
+    buffer: VecDeque<(ShareRecord, PartKey, Instant)>,
+    sessions: BTreeMap<i32, Session>,
+    lock_timeout: Option<Duration>,
+    outcomes: VecDeque<AcknowledgementOutcome>,
+    outcomes_dropped: u64,
+    callback: Option<Callback>,
+    async_commits: JoinSet<AckDone>,
+    /// Topics whose leaders must be looked up again.
+    stale: BTreeSet<Arc<str>>,
+    backoff: Backoff,
+    closed: bool,
+}
+
+impl fmt::Debug for ShareConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShareConsumer")
+            .field("group_id", &self.config.group_id)
+            .field("member_id", &self.membership.member_id())
+            .field("subscription", &self.subscription)
+            .field("buffered", &self.buffer.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn closed_error() -> Error {
+    Error::with_message(ErrorKind::Closed, "share consumer closed")
+}
+
+fn broker_error(code: KafkaCode, message: Option<&StrBytes>, api: ApiKey) -> Error {
+    let e = Error::broker(code).api(api);
+    match message {
+        Some(m) if !m.is_empty() => e.message(m.to_string()),
+        _ => e,
+    }
+}
+
+/// Consecutive offsets with one acknowledge type become one batch.
+fn ack_batches(pending: &BTreeMap<i64, i8>) -> Vec<(i64, i64, i8)> {
+    let mut out: Vec<(i64, i64, i8)> = Vec::new();
+    for (&offset, &ty) in pending {
+        match out.last_mut() {
+            Some((_, last, t)) if *last + 1 == offset && *t == ty => *last = offset,
+            _ => out.push((offset, offset, ty)),
+        }
+    }
+    out
+}
+
+fn is_transport(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Io(_) | ErrorKind::Disconnected | ErrorKind::Timeout
+    )
+}
+
+/// Fatal for the consumer: authorization and requests the broker will never take.
+fn is_fatal_code(code: KafkaCode) -> bool {
+    matches!(
+        code,
+        KafkaCode::GroupAuthorizationFailed
+            | KafkaCode::TopicAuthorizationFailed
+            | KafkaCode::InvalidRequest
+            | KafkaCode::UnsupportedVersion
+    )
+}
+
+impl ShareConsumer {
+    /// A share consumer on `cluster`. Starts the heartbeat task (idle until
+    /// [`subscribe`](Self::subscribe)); must be called inside a tokio runtime. Fails with
+    /// [`ErrorKind::Config`] for bad settings (no `group.id`).
+    pub fn new(cluster: Cluster, config: ShareConsumerConfig) -> Result<ShareConsumer> {
+        config.validate()?;
+        let membership = Membership::start(
+            cluster.clone(),
+            config.group_id.clone(),
+            config.client_rack.clone(),
+            (config.retry_backoff, config.retry_backoff_max),
+            config.max_poll_interval,
+        );
+        let backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+        Ok(ShareConsumer {
+            cluster,
+            config,
+            membership,
+            subscription: Vec::new(),
+            parts: HashMap::new(),
+            buffer: VecDeque::new(),
+            sessions: BTreeMap::new(),
+            lock_timeout: None,
+            outcomes: VecDeque::new(),
+            outcomes_dropped: 0,
+            callback: None,
+            async_commits: JoinSet::new(),
+            stale: BTreeSet::new(),
+            backoff,
+            closed: false,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ShareConsumerConfig {
+        &self.config
+    }
+
+    /// The member id this consumer chose (KIP-1082).
+    pub fn member_id(&self) -> String {
+        self.membership.member_id()
+    }
+
+    /// The member epoch (0 until the coordinator answered the first heartbeat).
+    pub fn member_epoch(&self) -> i32 {
+        self.membership.epoch()
+    }
+
+    /// Subscribes to `topics` (replacing the subscription); the heartbeat sends it at once.
+    /// Partitions of topics no longer subscribed are not fetched from again, and their fetched
+    /// records not yet returned are released. An empty list is
+    /// [`unsubscribe`](Self::unsubscribe).
+    pub fn subscribe<I, S>(&mut self, topics: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_owned()).collect();
+        topics.sort();
+        topics.dedup();
+        self.subscription = topics.clone();
+        self.membership.subscribe(topics);
+        // Fetched records of topics no longer subscribed are released, not handed out; their
+        // partitions are not fetched from again (even before the coordinator's new assignment).
+        let subscription = &self.subscription;
+        let parts = &mut self.parts;
+        self.buffer.retain(|(r, key, _)| {
+            let keep = subscription.iter().any(|t| **t == *r.topic);
+            if !keep && let Some(p) = parts.get_mut(key) {
+                p.acquired.remove(&r.offset);
+                p.pending.insert(r.offset, AcknowledgeType::Release.wire());
+            }
+            keep
+        });
+    }
+
+    /// Subscribes to nothing: the member leaves the group (a heartbeat with epoch -1); a later
+    /// [`subscribe`](Self::subscribe) joins again.
+    pub fn unsubscribe(&mut self) {
+        self.subscribe(std::iter::empty::<&str>());
+    }
+
+    /// The subscribed topics, sorted.
+    pub fn subscription(&self) -> &[String] {
+        &self.subscription
+    }
+
+    /// The partitions the coordinator assigned to this member (the topics whose names are
+    /// known), sorted.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        let mut out: Vec<TopicPartition> = self
+            .parts
+            .values()
+            .filter(|p| p.assigned)
+            .map(|p| p.tp.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The acquisition lock duration the brokers last reported (ShareFetch
+    /// `AcquisitionLockTimeoutMs`), once a fetch was answered. A record not acknowledged
+    /// within it after its fetch becomes available to other members again.
+    pub fn acquisition_lock_timeout(&self) -> Option<Duration> {
+        self.lock_timeout
+    }
+
+    /// Calls `callback` with the outcome of every acknowledgement sent to a broker (piggy-backed
+    /// on a fetch, by a commit or by close), in the task that calls the consumer (Java's
+    /// `AcknowledgementCommitCallback`).
+    pub fn set_acknowledgement_commit_callback(
+        &mut self,
+        callback: impl FnMut(&AcknowledgementOutcome) + Send + 'static,
+    ) {
+        self.callback = Some(Box::new(callback));
+    }
+
+    /// The outcomes of acknowledgements sent by polls, [`commit_async`](Self::commit_async)
+    /// and [`close`](Self::close) since the last call (not those
+    /// [`commit_sync`](Self::commit_sync) returned). At most 4096 are kept; see
+    /// [`dropped_acknowledgement_outcomes`](Self::dropped_acknowledgement_outcomes).
+    pub fn take_acknowledgement_outcomes(&mut self) -> Vec<AcknowledgementOutcome> {
+        self.outcomes.drain(..).collect()
+    }
+
+    /// How many outcomes were dropped because nobody took them in time.
+    pub fn dropped_acknowledgement_outcomes(&self) -> u64 {
+        self.outcomes_dropped
+    }
+
+    /// Records an acknowledgement of a record the last poll returned; it is sent with the next
+    /// fetch from the record's broker or the next commit. Fails with
+    /// [`ErrorKind::InvalidState`] if the record is not awaiting acknowledgement from this
+    /// consumer (not returned by it, already acknowledged, or dropped by a rebalance).
+    pub fn acknowledge(&mut self, record: &ShareRecord, ack: AcknowledgeType) -> Result<()> {
+        if self.closed {
+            return Err(closed_error());
+        }
+        let part = self
+            .parts
+            .values_mut()
+            .find(|p| p.tp.partition == record.partition && *p.tp.topic == *record.topic);
+        let Some(part) = part else {
+            return Err(not_awaiting(record));
+        };
+        match part.acquired.get(&record.offset) {
+            Some(Acq::Delivered) => {
+                part.acquired.remove(&record.offset);
+                part.pending.insert(record.offset, ack.wire());
+                Ok(())
+            }
+            _ => Err(not_awaiting(record)),
+        }
+    }
+
+    /// Returns acquired records: those fetched before and not yet returned, else the result of
+    /// fetching from every assigned partition's leader, waiting up to `timeout` for records
+    /// (an empty batch when none came). Returns at most `max.poll.records` records.
+    ///
+    /// First settles the previous batch: in implicit mode its records not acknowledged are
+    /// accepted; in explicit mode every one must have been acknowledged, else the call fails
+    /// with [`ErrorKind::InvalidState`] (the records can still be acknowledged). Pending
+    /// acknowledgements ride on the fetches. Fails with the membership's fatal error, or
+    /// [`ErrorKind::Closed`].
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ShareRecord>> {
+        if self.closed {
+            return Err(closed_error());
+        }
+        self.membership.polled();
+        self.harvest_async_commits(false).await;
+        self.settle_delivered()?;
+        let deadline = Instant::now() + timeout;
+        let mut watch = self.membership.watch();
+        loop {
+            self.membership.polled();
+            self.drop_expired();
+            if !self.buffer.is_empty() {
+                if self.has_pending() {
+                    let outcomes = self.send_acknowledgements(false, None).await;
+                    self.deliver(outcomes, true);
+                }
+                return Ok(self.hand_out());
+            }
+            let view = self.membership.view();
+            if let Some(e) = view.fatal {
+                return Err(e);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if view.assignment.is_empty() && !self.has_pending() && !self.has_sessions() {
+                if remaining.is_zero() {
+                    return Ok(Vec::new());
+                }
+                watch.mark_unchanged();
+                let _ = tokio::time::timeout(remaining, watch.changed()).await;
+                continue;
+            }
+            let failed = self
+                .fetch_round(remaining.min(self.config.fetch_max_wait))
+                .await?;
+            if self.buffer.is_empty() {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Ok(Vec::new());
+                }
+                if failed {
+                    self.backoff.failed();
+                    tokio::time::sleep(self.backoff.delay().min(remaining)).await;
+                } else {
+                    self.backoff.reset();
+                }
+            }
+        }
+    }
+
+    /// Sends every pending acknowledgement (in implicit mode, first accepting the records the
+    /// last poll returned) with ShareAcknowledge and waits for the answers, at most
+    /// `default.api.timeout.ms`. Returns each partition's result; an acknowledgement of a
+    /// record whose acquisition lock expired fails with `INVALID_RECORD_STATE` (the broker
+    /// delivers the record again). Outcomes also go to the callback.
+    pub async fn commit_sync(&mut self) -> Result<CommitResults> {
+        if self.closed {
+            return Err(closed_error());
+        }
+        self.harvest_async_commits(true).await;
+        if self.config.acknowledgement_mode == AcknowledgementMode::Implicit {
+            self.accept_delivered();
+        }
+        let deadline = Instant::now() + self.config.default_api_timeout;
+        let outcomes = self.send_acknowledgements(false, Some(deadline)).await;
+        self.deliver(outcomes.clone(), false);
+        let mut results = CommitResults::new();
+        for o in outcomes {
+            let entry = results.entry(o.partition).or_insert(Ok(()));
+            if entry.is_ok() {
+                *entry = o.result;
+            }
+        }
+        Ok(results)
+    }
+
+    /// As [`commit_sync`](Self::commit_sync) without waiting: the outcomes go to the callback
+    /// and [`take_acknowledgement_outcomes`](Self::take_acknowledgement_outcomes) once the
+    /// next poll, commit or close collects them (a poll waits for them before its next fetch,
+    /// so that each share session sees its requests in order).
+    pub fn commit_async(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(closed_error());
+        }
+        if self.config.acknowledgement_mode == AcknowledgementMode::Implicit {
+            self.accept_delivered();
+        }
+        let (jobs, failed) = self.ack_jobs(false);
+        self.deliver(failed, true);
+        for (job, req) in jobs {
+            let cluster = self.cluster.clone();
+            self.async_commits
+                .spawn(async move { run_ack_job(cluster, job, req).await });
+        }
+        Ok(())
+    }
+
+    /// Leaves the group cleanly: sends the pending acknowledgements and releases every acquired
+    /// record not acknowledged (the last poll's records too, in implicit mode, as Java's
+    /// consumer does), closing each share session (ShareAcknowledge with epoch -1), then
+    /// leaves the group (heartbeat with epoch -1) and stops the heartbeat task. Bounded by
+    /// `default.api.timeout.ms`. Later calls fail with [`ErrorKind::Closed`]; closing twice is
+    /// a no-op.
+    pub async fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.config.default_api_timeout;
+        self.harvest_async_commits(true).await;
+        self.closed = true;
+        self.buffer.clear();
+        for part in self.parts.values_mut() {
+            for (offset, _) in std::mem::take(&mut part.acquired) {
+                part.pending
+                    .entry(offset)
+                    .or_insert(AcknowledgeType::Release.wire());
+            }
+        }
+        let outcomes = self.send_acknowledgements(true, Some(deadline)).await;
+        let failed = outcomes.iter().find_map(|o| o.result.clone().err());
+        self.deliver(outcomes, true);
+        self.sessions.clear();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let left = self
+            .membership
+            .leave(remaining.max(Duration::from_millis(1)))
+            .await;
+        if let Some(e) = failed {
+            tracing::warn!(group = %self.config.group_id, error = %e,
+                "some acknowledgements at close failed; those records come back when their locks expire");
+        }
+        left
+    }
+
+    // ---------------------------------------------------------------------------- internals
+
+    fn has_pending(&self) -> bool {
+        self.parts.values().any(|p| !p.pending.is_empty())
+    }
+
+    fn has_sessions(&self) -> bool {
+        self.sessions
+            .values()
+            .any(|s| s.epoch > 0 && !s.partitions.is_empty())
+    }
+
+    fn accept_delivered(&mut self) {
+        for part in self.parts.values_mut() {
+            let delivered: Vec<i64> = part
+                .acquired
+                .iter()
+                .filter(|(_, a)| **a == Acq::Delivered)
+                .map(|(o, _)| *o)
+                .collect();
+            for o in delivered {
+                part.acquired.remove(&o);
+                part.pending.insert(o, AcknowledgeType::Accept.wire());
+            }
+        }
+    }
+
+    fn settle_delivered(&mut self) -> Result<()> {
+        match self.config.acknowledgement_mode {
+            AcknowledgementMode::Implicit => {
+                self.accept_delivered();
+                Ok(())
+            }
+            AcknowledgementMode::Explicit => {
+                let unacked = self
+                    .parts
+                    .values()
+                    .map(|p| {
+                        p.acquired
+                            .values()
+                            .filter(|a| **a == Acq::Delivered)
+                            .count()
+                    })
+                    .sum::<usize>();
+                if unacked > 0 {
+                    Err(Error::with_message(
+                        ErrorKind::InvalidState,
+                        format!(
+                            "{unacked} records of the last poll are not acknowledged; in explicit \
+                             acknowledgement mode every record must be acknowledged before the next poll"
+                        ),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Drops buffered records whose acquisition lock has expired: the broker gives them to
+    /// others, and acknowledging them would fail.
+    fn drop_expired(&mut self) {
+        let Some(lock) = self.lock_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let parts = &mut self.parts;
+        self.buffer.retain(|(r, key, at)| {
+            let live = now.saturating_duration_since(*at) < lock;
+            if !live {
+                if let Some(p) = parts.get_mut(key) {
+                    p.acquired.remove(&r.offset);
+                }
+                tracing::debug!(topic = %r.topic, partition = r.partition, offset = r.offset,
+                    "acquisition lock expired before the record was polled");
+            }
+            live
+        });
+    }
+
+    fn hand_out(&mut self) -> Vec<ShareRecord> {
+        let n = self.buffer.len().min(self.config.max_poll_records);
+        let mut out = Vec::with_capacity(n);
+        for (record, key, _) in self.buffer.drain(..n) {
+            if let Some(p) = self.parts.get_mut(&key) {
+                p.acquired.insert(record.offset, Acq::Delivered);
+            }
+            out.push(record);
+        }
+        out
+    }
+
+    fn deliver(&mut self, outcomes: Vec<AcknowledgementOutcome>, queue: bool) {
+        for o in outcomes {
+            if let Some(cb) = self.callback.as_mut() {
+                cb(&o);
+            }
+            if let Err(e) = &o.result {
+                tracing::debug!(partition = %o.partition, offsets = o.offsets.len(), error = %e,
+                    "share acknowledgements failed");
+            }
+            if queue {
+                if self.outcomes.len() >= MAX_QUEUED_OUTCOMES {
+                    self.outcomes.pop_front();
+                    self.outcomes_dropped += 1;
+                }
+                self.outcomes.push_back(o);
+            }
+        }
+    }
+
+    async fn harvest_async_commits(&mut self, wait_all: bool) {
+        // A poll waits too: its fetch must not overtake an acknowledgement on the same session.
+        let _ = wait_all;
+        while let Some(joined) = self.async_commits.join_next().await {
+            if let Ok(done) = joined {
+                let outcomes = self.apply_ack_done(done);
+                self.deliver(outcomes, true);
+            }
+        }
+    }
+
+    /// Reads the membership's assignment into `parts`, resolving topic ids to names.
+    async fn sync_assignment(&mut self) -> Result<()> {
+        let view = self.membership.view();
+        if let Some(e) = view.fatal {
+            return Err(e);
+        }
+        let mut names: HashMap<Uuid, Arc<str>> = self
+            .parts
+            .iter()
+            .map(|((id, _), p)| (*id, p.tp.topic.clone()))
+            .collect();
+        let missing = view.assignment.keys().any(|id| !names.contains_key(id));
+        if missing {
+            let resolve = |names: &mut HashMap<Uuid, Arc<str>>| {
+                let meta = self.cluster.metadata();
+                for t in meta.topics.values() {
+                    let id = Uuid::from_bytes(t.topic_id);
+                    if view.assignment.contains_key(&id) {
+                        names
+                            .entry(id)
+                            .or_insert_with(|| Arc::from(t.name.as_str()));
+                    }
+                }
+            };
+            resolve(&mut names);
+            if view.assignment.keys().any(|id| !names.contains_key(id)) {
+                let _ = self.cluster.refresh_topics(&self.subscription).await;
+                resolve(&mut names);
+            }
+        }
+        for p in self.parts.values_mut() {
+            p.assigned = false;
+        }
+        for (id, partitions) in view.assignment.iter() {
+            let Some(name) = names.get(id) else {
+                continue;
+            };
+            if !self.subscription.iter().any(|t| **t == **name) {
+                // Assigned under an older subscription: the next heartbeat's answer drops it.
+                continue;
+            }
+            for &partition in partitions {
+                self.parts
+                    .entry((*id, partition))
+                    .or_insert_with(|| Part {
+                        tp: TopicPartition {
+                            topic: name.clone(),
+                            partition,
+                        },
+                        assigned: false,
+                        node: None,
+                        acquired: BTreeMap::new(),
+                        pending: BTreeMap::new(),
+                    })
+                    .assigned = true;
+            }
+        }
+        let sessions = &self.sessions;
+        self.parts.retain(|k, p| {
+            p.assigned
+                || !p.acquired.is_empty()
+                || !p.pending.is_empty()
+                || sessions.values().any(|s| s.partitions.contains(k))
+        });
+        Ok(())
+    }
+
+    /// One ShareFetch to each broker that leads an assigned partition or holds a session.
+    /// Returns whether some broker failed.
+    async fn fetch_round(&mut self, max_wait: Duration) -> Result<bool> {
+        self.sync_assignment().await?;
+        if !self.stale.is_empty() {
+            let topics: Vec<String> = self.stale.iter().map(|t| t.to_string()).collect();
+            self.stale.clear();
+            let _ = self.cluster.refresh_topics(&topics).await;
+        }
+        // Where each assigned partition is fetched from.
+        let mut desired: BTreeMap<i32, BTreeSet<PartKey>> = BTreeMap::new();
+        let keys: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.assigned)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut failed = false;
+        for key in keys {
+            let Some(part) = self.parts.get(&key) else {
+                continue;
+            };
+            let (topic, partition) = (part.tp.topic.clone(), part.tp.partition);
+            let leader = match self.cluster.known_leader(&topic, partition) {
+                Some(l) => Some(l),
+                None => self
+                    .cluster
+                    .leader_for(&topic, partition)
+                    .await
+                    .ok()
+                    .map(|l| l.0),
+            };
+            match leader {
+                Some(l) => {
+                    desired.entry(l).or_default().insert(key);
+                }
+                None => failed = true,
+            }
+        }
+        // Acknowledgements that cannot ride on a fetch: their partition is no longer fetched
+        // from the broker that delivered the records.
+        let loose: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(k, p)| {
+                !p.pending.is_empty()
+                    && !p
+                        .node
+                        .is_some_and(|n| desired.get(&n).is_some_and(|d| d.contains(k)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        if !loose.is_empty() {
+            let outcomes = self.send_acknowledgements_for(&loose, false, None).await;
+            self.deliver(outcomes, true);
+        }
+
+        let group_id = GroupId(StrBytes::from_string(self.config.group_id.clone()));
+        let member_id = StrBytes::from_string(self.membership.member_id());
+        let nodes: BTreeSet<i32> = desired
+            .keys()
+            .copied()
+            .chain(
+                self.sessions
+                    .iter()
+                    .filter(|(_, s)| s.epoch > 0 && !s.partitions.is_empty())
+                    .map(|(n, _)| *n),
+            )
+            .collect();
+        let mut set: JoinSet<FetchDone> = JoinSet::new();
+        let max_records = self.config.max_poll_records.min(i32::MAX as usize) as i32;
+        for node in nodes {
+            let want = desired.remove(&node).unwrap_or_default();
+            let session = self.sessions.entry(node).or_default();
+            let epoch = session.epoch;
+            let (added, forgotten): (BTreeSet<PartKey>, BTreeSet<PartKey>) = if epoch == 0 {
+                (want.clone(), BTreeSet::new())
+            } else {
+                (
+                    want.difference(&session.partitions).copied().collect(),
+                    session.partitions.difference(&want).copied().collect(),
+                )
+            };
+            if want.is_empty() && (epoch == 0 || forgotten.is_empty()) {
+                continue;
+            }
+            // The partitions listed: new ones, and (open session only) those with
+            // acknowledgements to carry.
+            let mut listed: BTreeMap<PartKey, Vec<(i64, i64, i8)>> = BTreeMap::new();
+            for k in &added {
+                listed.insert(*k, Vec::new());
+            }
+            let mut acks: SentAcks = Vec::new();
+            if epoch > 0 {
+                for k in &want {
+                    let Some(p) = self.parts.get_mut(k) else {
+                        continue;
+                    };
+                    if p.pending.is_empty() || p.node != Some(node) {
+                        continue;
+                    }
+                    let pending = std::mem::take(&mut p.pending);
+                    listed.insert(*k, ack_batches(&pending));
+                    let offsets = pending
+                        .iter()
+                        .filter(|(_, t)| **t != GAP)
+                        .map(|(o, _)| *o)
+                        .collect();
+                    acks.push((*k, p.tp.clone(), offsets));
+                }
+            }
+            let mut topics: BTreeMap<Uuid, Vec<share_fetch_request::FetchPartition>> =
+                BTreeMap::new();
+            for ((id, partition), batches) in listed {
+                topics.entry(id).or_default().push(
+                    share_fetch_request::FetchPartition::default()
+                        .with_partition_index(partition)
+                        .with_partition_max_bytes(self.config.max_partition_fetch_bytes)
+                        .with_acknowledgement_batches(
+                            batches
+                                .into_iter()
+                                .map(|(first, last, ty)| {
+                                    share_fetch_request::AcknowledgementBatch::default()
+                                        .with_first_offset(first)
+                                        .with_last_offset(last)
+                                        .with_acknowledge_types(vec![ty])
+                                })
+                                .collect(),
+                        ),
+                );
+            }
+            let mut forgotten_topics: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
+            for (id, partition) in &forgotten {
+                forgotten_topics.entry(*id).or_default().push(*partition);
+            }
+            let wait = if want.is_empty() {
+                Duration::ZERO
+            } else {
+                max_wait
+            };
+            let req = ShareFetchRequest::default()
+                .with_group_id(Some(group_id.clone()))
+                .with_member_id(Some(member_id.clone()))
+                .with_share_session_epoch(epoch)
+                .with_max_wait_ms(wait.as_millis().min(i32::MAX as u128) as i32)
+                .with_min_bytes(self.config.fetch_min_bytes)
+                .with_max_bytes(self.config.fetch_max_bytes)
+                .with_max_records(max_records)
+                .with_batch_size(max_records)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(id, partitions)| {
+                            share_fetch_request::FetchTopic::default()
+                                .with_topic_id(id)
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                )
+                .with_forgotten_topics_data(
+                    forgotten_topics
+                        .into_iter()
+                        .map(|(id, partitions)| {
+                            share_fetch_request::ForgottenTopic::default()
+                                .with_topic_id(id)
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                );
+            // The epoch moves on with the request: a later request must not reuse it.
+            session.epoch = next_epoch(epoch);
+            let cluster = self.cluster.clone();
+            let (added_c, forgotten_c) = (if epoch == 0 { want } else { added }, forgotten);
+            set.spawn(async move {
+                let result = async {
+                    let conn = cluster.connection_for_broker(node).await?;
+                    conn.send(req).await
+                }
+                .await;
+                FetchDone {
+                    node,
+                    epoch,
+                    added: added_c,
+                    forgotten: forgotten_c,
+                    acks,
+                    result,
+                }
+            });
+        }
+        let mut fatal = None;
+        while let Some(joined) = set.join_next().await {
+            let Ok(done) = joined else {
+                failed = true;
+                continue;
+            };
+            match self.apply_fetch(done) {
+                Ok(ok) => failed |= !ok,
+                Err(e) => fatal = fatal.or(Some(e)),
+            }
+        }
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(failed),
+        }
+    }
+
+    /// Applies a ShareFetch answer. `Ok(false)`: the broker failed (retry after a back-off);
+    /// `Err`: a fatal error.
+    fn apply_fetch(&mut self, done: FetchDone) -> Result<bool> {
+        let FetchDone {
+            node,
+            epoch,
+            added,
+            forgotten,
+            acks,
+            result,
+        } = done;
+        let fetched_at = Instant::now();
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if is_transport(&e) {
+                    self.cluster.mark_failed(node);
+                }
+                self.reset_session(node);
+                let fatal = matches!(e.kind(), ErrorKind::UnsupportedVersion { .. })
+                    || e.kind() == &ErrorKind::Closed;
+                let outcomes = failed_outcomes(acks, &e);
+                self.deliver(outcomes, true);
+                return if fatal { Err(e) } else { Ok(false) };
+            }
+        };
+        if let Some(code) = KafkaCode::from_i16(resp.error_code) {
+            let e =
+                broker_error(code, resp.error_message.as_ref(), ApiKey::ShareFetch).on_broker(node);
+            self.reset_session(node);
+            let outcomes = failed_outcomes(acks, &e);
+            self.deliver(outcomes, true);
+            tracing::debug!(node, error = %e, "share fetch failed");
+            return if is_fatal_code(code) {
+                Err(e)
+            } else {
+                Ok(false)
+            };
+        }
+        if resp.acquisition_lock_timeout_ms > 0 {
+            self.lock_timeout = Some(Duration::from_millis(
+                resp.acquisition_lock_timeout_ms as u64,
+            ));
+        }
+        let session = self.sessions.entry(node).or_default();
+        if epoch == 0 {
+            session.partitions = added;
+        } else {
+            session.partitions.extend(added);
+            for k in &forgotten {
+                session.partitions.remove(k);
+            }
+        }
+        let mut acks: HashMap<PartKey, (TopicPartition, Vec<i64>)> = acks
+            .into_iter()
+            .map(|(k, tp, offsets)| (k, (tp, offsets)))
+            .collect();
+        let mut outcomes = Vec::new();
+        let mut ok = true;
+        for topic in resp.responses {
+            for pd in topic.partitions {
+                let key = (topic.topic_id, pd.partition_index);
+                if let Some((tp, offsets)) = acks.remove(&key) {
+                    let result = match KafkaCode::from_i16(pd.acknowledge_error_code) {
+                        None => Ok(()),
+                        Some(c) => Err(broker_error(
+                            c,
+                            pd.acknowledge_error_message.as_ref(),
+                            ApiKey::ShareFetch,
+                        )
+                        .on_partition(tp.topic(), tp.partition)),
+                    };
+                    if !offsets.is_empty() {
+                        outcomes.push(AcknowledgementOutcome::new(tp, offsets, result));
+                    }
+                }
+                let Some(part) = self.parts.get_mut(&key) else {
+                    continue;
+                };
+                if let Some(code) = KafkaCode::from_i16(pd.error_code) {
+                    tracing::debug!(partition = %part.tp, node, error = code.name(), "share fetch partition error");
+                    ok = false;
+                    if code.is_metadata_error()
+                        || matches!(
+                            code,
+                            KafkaCode::NotLeaderOrFollower
+                                | KafkaCode::FencedLeaderEpoch
+                                | KafkaCode::UnknownTopicOrPartition
+                                | KafkaCode::UnknownTopicId
+                        )
+                    {
+                        self.stale.insert(part.tp.topic.clone());
+                    }
+                    continue;
+                }
+                if pd.acquired_records.is_empty() {
+                    continue;
+                }
+                part.node = Some(node);
+                take_records(part, key, &pd, fetched_at, &mut self.buffer);
+            }
+        }
+        // Acknowledgements the answer did not mention.
+        for (_, (tp, offsets)) in acks {
+            if offsets.is_empty() {
+                continue;
+            }
+            let e = Error::with_message(
+                ErrorKind::UnexpectedResponse,
+                "the ShareFetch answer did not mention an acknowledged partition",
+            )
+            .api(ApiKey::ShareFetch)
+            .on_partition(tp.topic(), tp.partition);
+            outcomes.push(AcknowledgementOutcome::new(tp, offsets, Err(e)));
+        }
+        self.deliver(outcomes, true);
+        Ok(ok)
+    }
+
+    fn reset_session(&mut self, node: i32) {
+        if let Some(s) = self.sessions.get_mut(&node) {
+            s.epoch = 0;
+            s.partitions.clear();
+        }
+    }
+
+    /// ShareAcknowledge requests for every pending acknowledgement (`close`: also one with the
+    /// final epoch to every open session). Acknowledgements whose broker has no open session
+    /// fail at once.
+    fn ack_jobs(
+        &mut self,
+        close: bool,
+    ) -> (
+        Vec<(AckJob, ShareAcknowledgeRequest)>,
+        Vec<AcknowledgementOutcome>,
+    ) {
+        let keys: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.pending.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        self.ack_jobs_for(&keys, close)
+    }
+
+    fn ack_jobs_for(
+        &mut self,
+        keys: &[PartKey],
+        close: bool,
+    ) -> (
+        Vec<(AckJob, ShareAcknowledgeRequest)>,
+        Vec<AcknowledgementOutcome>,
+    ) {
+        let mut by_node: BTreeMap<i32, Vec<PartKey>> = BTreeMap::new();
+        let mut failed = Vec::new();
+        for k in keys {
+            let Some(p) = self.parts.get_mut(k) else {
+                continue;
+            };
+            if p.pending.is_empty() {
+                continue;
+            }
+            match p.node {
+                Some(n) if self.sessions.get(&n).is_some_and(|s| s.epoch > 0) => {
+                    by_node.entry(n).or_default().push(*k);
+                }
+                _ => {
+                    let pending = std::mem::take(&mut p.pending);
+                    let offsets: Vec<i64> = pending
+                        .iter()
+                        .filter(|(_, t)| **t != GAP)
+                        .map(|(o, _)| *o)
+                        .collect();
+                    if !offsets.is_empty() {
+                        let e = Error::broker(KafkaCode::ShareSessionNotFound)
+                            .api(ApiKey::ShareAcknowledge)
+                            .on_partition(p.tp.topic(), p.tp.partition)
+                            .message("no share session is open with the broker that delivered the records");
+                        failed.push(AcknowledgementOutcome::new(p.tp.clone(), offsets, Err(e)));
+                    }
+                }
+            }
+        }
+        if close {
+            for (n, s) in &self.sessions {
+                if s.epoch > 0 {
+                    by_node.entry(*n).or_default();
+                }
+            }
+        }
+        let group_id = GroupId(StrBytes::from_string(self.config.group_id.clone()));
+        let member_id = StrBytes::from_string(self.membership.member_id());
+        let mut jobs = Vec::new();
+        for (node, keys) in by_node {
+            let Some(session) = self.sessions.get_mut(&node) else {
+                continue;
+            };
+            let epoch = if close { FINAL_EPOCH } else { session.epoch };
+            if close {
+                session.epoch = 0;
+                session.partitions.clear();
+            } else {
+                session.epoch = next_epoch(session.epoch);
+            }
+            let mut topics: BTreeMap<Uuid, Vec<share_acknowledge_request::AcknowledgePartition>> =
+                BTreeMap::new();
+            let mut acks: SentAcks = Vec::new();
+            for k in keys {
+                let Some(p) = self.parts.get_mut(&k) else {
+                    continue;
+                };
+                let pending = std::mem::take(&mut p.pending);
+                topics.entry(k.0).or_default().push(
+                    share_acknowledge_request::AcknowledgePartition::default()
+                        .with_partition_index(k.1)
+                        .with_acknowledgement_batches(
+                            ack_batches(&pending)
+                                .into_iter()
+                                .map(|(first, last, ty)| {
+                                    share_acknowledge_request::AcknowledgementBatch::default()
+                                        .with_first_offset(first)
+                                        .with_last_offset(last)
+                                        .with_acknowledge_types(vec![ty])
+                                })
+                                .collect(),
+                        ),
+                );
+                let offsets = pending
+                    .iter()
+                    .filter(|(_, t)| **t != GAP)
+                    .map(|(o, _)| *o)
+                    .collect();
+                acks.push((k, p.tp.clone(), offsets));
+            }
+            let req = ShareAcknowledgeRequest::default()
+                .with_group_id(Some(group_id.clone()))
+                .with_member_id(Some(member_id.clone()))
+                .with_share_session_epoch(epoch)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(id, partitions)| {
+                            share_acknowledge_request::AcknowledgeTopic::default()
+                                .with_topic_id(id)
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                );
+            jobs.push((AckJob { node, epoch, acks }, req));
+        }
+        (jobs, failed)
+    }
+
+    async fn send_acknowledgements(
+        &mut self,
+        close: bool,
+        deadline: Option<Instant>,
+    ) -> Vec<AcknowledgementOutcome> {
+        let keys: Vec<PartKey> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.pending.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        self.send_acknowledgements_for(&keys, close, deadline).await
+    }
+
+    async fn send_acknowledgements_for(
+        &mut self,
+        keys: &[PartKey],
+        close: bool,
+        deadline: Option<Instant>,
+    ) -> Vec<AcknowledgementOutcome> {
+        let (jobs, mut outcomes) = self.ack_jobs_for(keys, close);
+        if jobs.is_empty() {
+            return outcomes;
+        }
+        let mut set: JoinSet<AckDone> = JoinSet::new();
+        // What each job carried, for a timeout.
+        let mut carried: BTreeMap<i32, SentAcks> = BTreeMap::new();
+        for (job, req) in jobs {
+            carried.insert(job.node, job.acks.clone());
+            let cluster = self.cluster.clone();
+            set.spawn(async move { run_ack_job(cluster, job, req).await });
+        }
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), set.join_next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+                None => set.join_next().await,
+            };
+            let Some(joined) = next else {
+                return outcomes;
+            };
+            if let Ok(done) = joined {
+                carried.remove(&done.job.node);
+                outcomes.extend(self.apply_ack_done(done));
+            }
+        }
+        // Timed out: the rest are in doubt; their sessions start over.
+        set.abort_all();
+        let e = Error::with_message(ErrorKind::Timeout, "acknowledgements timed out")
+            .api(ApiKey::ShareAcknowledge);
+        for (node, acks) in carried {
+            self.reset_session(node);
+            outcomes.extend(failed_outcomes(acks, &e));
+        }
+        outcomes
+    }
+
+    fn apply_ack_done(&mut self, done: AckDone) -> Vec<AcknowledgementOutcome> {
+        let AckDone { job, result } = done;
+        let node = job.node;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if is_transport(&e) {
+                    self.cluster.mark_failed(node);
+                }
+                if job.epoch != FINAL_EPOCH {
+                    self.reset_session(node);
+                }
+                return failed_outcomes(job.acks, &e.on_broker(node));
+            }
+        };
+        if let Some(code) = KafkaCode::from_i16(resp.error_code) {
+            let e = broker_error(code, resp.error_message.as_ref(), ApiKey::ShareAcknowledge)
+                .on_broker(node);
+            if job.epoch != FINAL_EPOCH {
+                self.reset_session(node);
+            }
+            return failed_outcomes(job.acks, &e);
+        }
+        let mut codes: HashMap<PartKey, Result<()>> = HashMap::new();
+        for topic in resp.responses {
+            for pd in topic.partitions {
+                let r = match KafkaCode::from_i16(pd.error_code) {
+                    None => Ok(()),
+                    Some(c) => Err(broker_error(
+                        c,
+                        pd.error_message.as_ref(),
+                        ApiKey::ShareAcknowledge,
+                    )),
+                };
+                codes.insert((topic.topic_id, pd.partition_index), r);
+            }
+        }
+        let mut out = Vec::new();
+        for (k, tp, offsets) in job.acks {
+            if offsets.is_empty() {
+                continue;
+            }
+            let result = match codes.remove(&k) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(e.on_partition(tp.topic(), tp.partition)),
+                None => Err(Error::with_message(
+                    ErrorKind::UnexpectedResponse,
+                    "the ShareAcknowledge answer did not mention an acknowledged partition",
+                )
+                .api(ApiKey::ShareAcknowledge)
+                .on_partition(tp.topic(), tp.partition)),
+            };
+            if let Err(e) = &result
+                && e.kafka_code().is_some_and(|c| c.is_metadata_error())
+            {
+                self.stale.insert(tp.topic.clone());
+            }
+            out.push(AcknowledgementOutcome::new(tp, offsets, result));
+        }
+        out
+    }
+}
+
+fn not_awaiting(record: &ShareRecord) -> Error {
+    Error::with_message(
+        ErrorKind::InvalidState,
+        format!(
+            "record {}-{}@{} is not awaiting acknowledgement from this consumer (not returned \
+             by its last poll, already acknowledged, or its acquisition lock expired)",
+            record.topic, record.partition, record.offset
+        ),
+    )
+}
+
+fn failed_outcomes(acks: SentAcks, e: &Error) -> Vec<AcknowledgementOutcome> {
+    acks.into_iter()
+        .filter(|(_, _, offsets)| !offsets.is_empty())
+        .map(|(_, tp, offsets)| {
+            let err = e.clone().on_partition(tp.topic(), tp.partition);
+            AcknowledgementOutcome::new(tp, offsets, Err(err))
+        })
+        .collect()
+}
+
+async fn run_ack_job(cluster: Cluster, job: AckJob, req: ShareAcknowledgeRequest) -> AckDone {
+    let result = async {
+        let conn = cluster.connection_for_broker(job.node).await?;
+        conn.send(req).await
+    }
+    .await;
+    AckDone { job, result }
+}
+
+/// Takes the acquired records of a ShareFetch partition into the buffer. Offsets acquired
+/// without a record (compacted away, control batches) are acknowledged as gaps; records of a
+/// batch that cannot be decoded are released (their delivery count rises, so a record that
+/// never decodes ends at the delivery count limit).
+fn take_records(
+    part: &mut Part,
+    key: PartKey,
+    pd: &kafka_protocol::messages::share_fetch_response::PartitionData,
+    fetched_at: Instant,
+    buffer: &mut VecDeque<(ShareRecord, PartKey, Instant)>,
+) {
+    let mut ranges: Vec<(i64, i64, i16)> = pd
+        .acquired_records
+        .iter()
+        .map(|a| (a.first_offset, a.last_offset, a.delivery_count))
+        .collect();
+    ranges.sort_unstable();
+    let range_of = |offset: i64| -> Option<i16> {
+        let i = ranges.partition_point(|r| r.1 < offset);
+        ranges
+            .get(i)
+            .filter(|r| r.0 <= offset && offset <= r.1)
+            .map(|r| r.2)
+    };
+    let mut found: BTreeSet<i64> = BTreeSet::new();
+    let mut corrupt = false;
+    if let Some(bytes) = pd.records.clone() {
+        'batches: for batch in RecordBatches::new(bytes) {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(partition = %part.tp, error = %e, "corrupt share fetch batch");
+                    corrupt = true;
+                    break;
+                }
+            };
+            if batch.is_control() || batch.last_offset() < ranges.first().map_or(i64::MAX, |r| r.0)
+            {
+                continue;
+            }
+            let timestamp_type = batch.timestamp_type();
+            let records = match batch.records() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition = %part.tp, error = %e, "undecodable share fetch batch");
+                    corrupt = true;
+                    continue;
+                }
+            };
+            for r in records {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(partition = %part.tp, error = %e, "corrupt record in share fetch");
+                        corrupt = true;
+                        continue 'batches;
+                    }
+                };
+                let Some(dc) = range_of(r.offset) else {
+                    continue;
+                };
+                if part.acquired.contains_key(&r.offset) || !found.insert(r.offset) {
+                    continue;
+                }
+                part.acquired.insert(r.offset, Acq::Buffered);
+                buffer.push_back((
+                    ShareRecord {
+                        topic: part.tp.topic.clone(),
+                        partition: part.tp.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        timestamp_type,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                        delivery_count: dc.max(0) as u16,
+                    },
+                    key,
+                    fetched_at,
+                ));
+            }
+        }
+    }
+    let fill = if corrupt {
+        AcknowledgeType::Release.wire()
+    } else {
+        GAP
+    };
+    for (first, last, _) in ranges {
+        for offset in first..=last {
+            if !found.contains(&offset) && !part.acquired.contains_key(&offset) {
+                part.pending.insert(offset, fill);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn ack_batches_merge_runs_of_one_type() {
+        let pending: BTreeMap<i64, i8> = [(1, 1), (2, 1), (3, 2), (4, 2), (6, 2), (7, 0)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            ack_batches(&pending),
+            vec![(1, 2, 1), (3, 4, 2), (6, 6, 2), (7, 7, 0)]
+        );
+        assert!(ack_batches(&BTreeMap::new()).is_empty());
+    }
+
+    fn part() -> Part {
+        Part {
+            tp: TopicPartition::new("t", 0),
+            assigned: true,
+            node: Some(1),
+            acquired: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn partition_data(
+        records: Bytes,
+        acquired: &[(i64, i64, i16)],
+    ) -> kafka_protocol::messages::share_fetch_response::PartitionData {
+        use kafka_protocol::messages::share_fetch_response::{AcquiredRecords, PartitionData};
+        PartitionData::default()
+            .with_records(Some(records))
+            .with_acquired_records(
+                acquired
+                    .iter()
+                    .map(|(f, l, dc)| {
+                        AcquiredRecords::default()
+                            .with_first_offset(*f)
+                            .with_last_offset(*l)
+                            .with_delivery_count(*dc)
+                    })
+                    .collect(),
+            )
+    }
+
+    /// A batch at `base` with `n` records `v<offset>`, then a transaction marker after it.
+    fn log(base: i64, n: usize) -> Bytes {
+        use crate::protocol::record::{BatchBuilder, ControlType, encode_transaction_marker};
+        let mut b = BatchBuilder::new().with_base_offset(base);
+        for i in 0..n {
+            let v = format!("v{}", base + i as i64);
+            b.append(1000, None, Some(v.as_bytes()), &[]).unwrap();
+        }
+        let mut out = b.build().unwrap().to_vec();
+        let marker =
+            encode_transaction_marker(base + n as i64, 7, 0, 1000, ControlType::Commit, 0).unwrap();
+        out.extend_from_slice(&marker);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn acquired_records_are_buffered_with_their_delivery_counts_and_gaps_acknowledged() {
+        let mut p = part();
+        let mut buffer = VecDeque::new();
+        let key = (Uuid::nil(), 0);
+        // Records 10..=14 and a marker at 15; acquired: 8..=11 (delivery 1), 13..=16
+        // (delivery 3). 12 was not acquired (another member's); 8, 9 hold no record
+        // (compacted), 15 is the marker, 16 is past the data.
+        let pd = partition_data(log(10, 5), &[(8, 11, 1), (13, 16, 3)]);
+        take_records(&mut p, key, &pd, Instant::now(), &mut buffer);
+        let got: Vec<(i64, u16, Option<Bytes>)> = buffer
+            .iter()
+            .map(|(r, _, _)| (r.offset, r.delivery_count, r.value.clone()))
+            .collect();
+        let v = |o: i64| Some(Bytes::from(format!("v{o}")));
+        assert_eq!(
+            got,
+            vec![
+                (10, 1, v(10)),
+                (11, 1, v(11)),
+                (13, 3, v(13)),
+                (14, 3, v(14))
+            ]
+        );
+        assert_eq!(
+            p.pending,
+            [(8, GAP), (9, GAP), (15, GAP), (16, GAP)]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(p.acquired.len(), 4);
+        assert!(p.acquired.values().all(|a| *a == Acq::Buffered));
+    }
+
+    #[test]
+    fn a_corrupt_batch_releases_its_acquired_records() {
+        let mut p = part();
+        let mut buffer = VecDeque::new();
+        let mut bytes = log(0, 3).to_vec();
+        // Break the first batch's CRC.
+        bytes[20] ^= 0xff;
+        let pd = partition_data(Bytes::from(bytes), &[(0, 2, 1)]);
+        take_records(&mut p, (Uuid::nil(), 0), &pd, Instant::now(), &mut buffer);
+        assert!(buffer.is_empty());
+        assert_eq!(
+            p.pending,
+            (0..=2)
+                .map(|o| (o, AcknowledgeType::Release.wire()))
+                .collect()
+        );
+    }
+
+    #[test]
+    fn session_epochs_wrap_to_one() {
+        assert_eq!(next_epoch(0), 1);
+        assert_eq!(next_epoch(i32::MAX), 1);
+    }
+}
