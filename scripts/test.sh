@@ -31,9 +31,22 @@ step "feature sets and packaging"
 cargo check -p rekafka --no-default-features
 cargo check -p rekafka --no-default-features --features json
 cargo clippy -p rekafka --features tls-ring -- -D warnings
+# The other opt-in provider, aws-lc-rs (builds AWS-LC's C code with the system C compiler).
+cargo clippy -p rekafka --features tls-aws-lc-rs -- -D warnings
 # Manifests, include lists and metadata of both crates (the builds themselves are the rest of
-# this script; aws-lc-rs, the other opt-in provider, builds C and is left to its users).
+# this script).
 cargo publish --dry-run --no-verify --allow-dirty -p rekafka -p rekafka-cli
+
+step "minimum supported Rust version"
+# `rust-version` is the true MSRV: the library and the CLI build with that toolchain, where
+# rustup can install it (elsewhere the README says how the MSRV was determined). `--locked`:
+# the dependency versions this repository pins, which declare that MSRV or lower.
+msrv="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+if command -v rustup >/dev/null && rustup toolchain install "$msrv" --profile minimal; then
+  cargo +"$msrv" check --locked -p rekafka -p rekafka-cli --all-targets --features rekafka/mock,rekafka/json
+else
+  echo "rustup cannot install Rust $msrv here; skipping the MSRV build (see the README)"
+fi
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rekafka --quiet

@@ -107,3 +107,14 @@ pub use error::{Error, ErrorKind, KafkaCode, Result};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The migration guides' Rust snippets (`docs/migrating-from-*.md`), compiled as doc tests so
+/// every name they cite stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migrating-from-rust-rdkafka.md")]
+pub struct MigratingFromRdkafkaDoctests;
+
+/// See [`MigratingFromRdkafkaDoctests`].
+#[cfg(doctest)]
+#[doc = include_str!("../docs/migrating-from-spring-kafka.md")]
+pub struct MigratingFromSpringKafkaDoctests;

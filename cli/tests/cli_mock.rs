@@ -430,34 +430,55 @@ async fn a_closed_stdout_commits_what_was_printed_and_leaves_the_group() {
     assert!(left_group(&mock, "pipe-group"));
 }
 
+/// `kill -<signal>` to a `consume` in a group: it commits what it printed, leaves the group
+/// and exits 0.
 #[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_commits_and_leaves_the_group() {
+async fn signal_commits_and_leaves_the_group(signal: &str) {
+    let topic = format!("sig{}", signal.to_lowercase());
+    let group = format!("{topic}-group");
     let mock = MockCluster::builder()
-        .topic("term", 1)
+        .topic(topic.as_str(), 1)
         .start()
         .await
         .unwrap();
     let b = mock.bootstrap();
     ok_lines(
         &["produce"],
-        &run(&b, &["produce", "-t", "term"], "a\nb\nc\n").await,
+        &run(&b, &["produce", "-t", &topic], "a\nb\nc\n").await,
     );
-    let bb = b.clone();
-    let (child, out) =
-        tokio::task::spawn_blocking(move || spawn_consumer(&bb, "term", "term-group", 3))
-            .await
-            .unwrap();
+    let (bb, t, g) = (b.clone(), topic.clone(), group.clone());
+    let (child, out) = tokio::task::spawn_blocking(move || spawn_consumer(&bb, &t, &g, 3))
+        .await
+        .unwrap();
     let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = Command::new("kill")
+        .args([format!("-{signal}").as_str(), &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let (code, err) = tokio::task::spawn_blocking(move || wait_exit(child))
         .await
         .unwrap();
     drop(out);
-    assert_eq!(code, Some(0), "{err}");
-    assert_eq!(mock.committed_offset("term-group", "term", 0), Some(3));
-    assert!(left_group(&mock, "term-group"));
+    assert_eq!(code, Some(0), "SIG{signal}: {err}");
+    assert_eq!(mock.committed_offset(&group, &topic, 0), Some(3));
+    assert!(
+        left_group(&mock, &group),
+        "SIG{signal}: the group was not left"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_and_leaves_the_group() {
+    signal_commits_and_leaves_the_group("TERM").await;
+}
+
+/// Ctrl-C in a terminal is SIGINT to the process.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_commits_and_leaves_the_group() {
+    signal_commits_and_leaves_the_group("INT").await;
 }
 
 #[test]

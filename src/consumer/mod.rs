@@ -76,6 +76,57 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// the ones the next owner starts from. `on_lost` runs when the membership was lost (session
 /// expired, fenced, `max.poll.interval` exceeded): the partitions already belong to someone
 /// else, so committing is pointless; by default it calls `on_revoked`.
+///
+/// A callback interrupted by a cancelled [`Consumer::poll`] is called again by the next one
+/// (see its "Cancel safety"), so callbacks should be safe to repeat.
+///
+/// Committing what was processed before partitions move (Java's
+/// `onPartitionsRevoked(..) { consumer.commitSync(..) }`), and starting newly assigned
+/// partitions one hour back:
+///
+/// ```no_run
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use rekafka::consumer::{BoxFuture, Consumer, RebalanceListener, TopicPartition};
+///
+/// struct CommitOnRevoke;
+///
+/// impl RebalanceListener for CommitOnRevoke {
+///     fn on_revoked<'a>(
+///         &'a self,
+///         consumer: &'a Consumer,
+///         partitions: &'a [TopicPartition],
+///     ) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             let offsets: Vec<_> = consumer
+///                 .positions()
+///                 .into_iter()
+///                 .filter(|(tp, _)| partitions.contains(tp))
+///                 .collect();
+///             if let Err(e) = consumer.commit_offsets(&offsets).await {
+///                 eprintln!("commit before revocation failed: {e}");
+///             }
+///         })
+///     }
+///
+///     fn on_assigned<'a>(
+///         &'a self,
+///         consumer: &'a Consumer,
+///         partitions: &'a [TopicPartition],
+///     ) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+///             let ms = hour_ago.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+///             let _ = consumer.seek_to_timestamp(partitions, ms);
+///         })
+///     }
+/// }
+///
+/// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+/// let consumer = client.consumer_with(|c| c.group_id = Some("billing".into()))?;
+/// consumer.set_rebalance_listener(std::sync::Arc::new(CommitOnRevoke));
+/// consumer.subscribe(["orders"])?;
+/// # Ok(()) }
+/// ```
 pub trait RebalanceListener: Send + Sync {
     /// Partitions were assigned to this consumer.
     fn on_assigned<'a>(
@@ -125,6 +176,34 @@ struct GroupState {
     manual: bool,
     /// When a pattern subscription last listed every topic of the cluster.
     last_pattern_refresh: Option<Instant>,
+    /// An assignment the group gave that is not fully applied yet: set as soon as a join
+    /// returns, cleared once the callbacks ran. A `poll` cancelled in between leaves it here
+    /// and the next `poll` finishes it (see "Cancel safety" on [`Consumer::poll`]).
+    pending: Option<PendingAssignment>,
+}
+
+/// The application of one rebalance's outcome, resumable after a cancelled `poll`.
+#[derive(Debug, Clone)]
+struct PendingAssignment {
+    revoked: Vec<TopicPartition>,
+    added: Vec<TopicPartition>,
+    /// Classic cooperative protocol: revoking asks for the second rebalance.
+    second_phase: bool,
+    /// Revocation (commit, `on_revoked`, removal) and the addition of `added` are done; only
+    /// `on_assigned` and the acknowledgement are left.
+    revoked_done: bool,
+}
+
+/// Asks for a rejoin when dropped armed: a `poll` cancelled in the middle of a join (which
+/// cleared the rejoin flag when it started) must not leave the member believing it joined.
+struct RejoinOnDrop<'a>(Option<&'a GroupMember>);
+
+impl Drop for RejoinOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            m.request_rejoin();
+        }
+    }
 }
 
 /// A Kafka consumer. See the [module documentation](self).
@@ -207,6 +286,7 @@ impl Consumer {
                 last_auto_commit: Instant::now(),
                 manual: false,
                 last_pattern_refresh: None,
+                pending: None,
             }),
             poll_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -478,6 +558,43 @@ impl Consumer {
         Ok(())
     }
 
+    /// Moves each partition to the first record whose timestamp is at or after `timestamp`
+    /// (milliseconds since the epoch), resolved lazily with ListOffsets like
+    /// [`seek_to_beginning`](Self::seek_to_beginning); to the end of the log when every record
+    /// is older (Spring's `seekToTimestamp`; Java's `offsetsForTimes` then `seek`).
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: &rekafka::consumer::Consumer) -> rekafka::Result<()> {
+    /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    /// // Replay the last hour of every assigned partition.
+    /// let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    /// let ms = hour_ago.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    /// consumer.seek_to_timestamp(&consumer.assignment(), ms)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn seek_to_timestamp(&self, tps: &[TopicPartition], timestamp: i64) -> Result<()> {
+        if timestamp < 0 {
+            return Err(Error::config(format!(
+                "seek timestamp {timestamp} is negative"
+            )));
+        }
+        for tp in tps {
+            self.with_part(tp, |p, b| p.reset(StartOffset::Timestamp(timestamp), b))?;
+        }
+        Ok(())
+    }
+
+    /// Moves each partition `n` records back from the end of its log (the end as the isolation
+    /// level sees it: the last stable offset under read_committed), never before the log's
+    /// start; resolved lazily. `n = 0` is [`seek_to_end`](Self::seek_to_end). kcat's `-o -N`,
+    /// Spring's `seekRelative(.., -n, false)`.
+    pub fn seek_from_end(&self, tps: &[TopicPartition], n: u64) -> Result<()> {
+        for tp in tps {
+            self.with_part(tp, |p, b| p.reset(StartOffset::FromEnd(n), b))?;
+        }
+        Ok(())
+    }
+
     /// The offset of the next record `poll` returns for `tp`; waits (up to the API timeout)
     /// for a position being resolved.
     pub async fn position(&self, tp: &TopicPartition) -> Result<i64> {
@@ -606,6 +723,28 @@ impl Consumer {
         self.check_generation(member)?;
         let ticket = self.shared.commits.ticket();
         self.shared.commits.commit(member, ticket, offsets).await
+    }
+
+    /// Commits `record` as processed: its offset + 1 (the next record to read) with its leader
+    /// epoch, for its partition only, and waits for the answer. Other partitions' positions
+    /// are not committed. Java's `commitSync(Map.of(tp, new OffsetAndMetadata(offset + 1)))`.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: &rekafka::consumer::Consumer) -> rekafka::Result<()> {
+    /// use futures_util::StreamExt;
+    /// let mut stream = consumer.stream();
+    /// while let Some(record) = stream.next().await {
+    ///     let record = record?;
+    ///     // ... process the record, then:
+    ///     consumer.commit_record(&record).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn commit_record(&self, record: &ConsumerRecord) -> Result<()> {
+        let mut offset = OffsetAndMetadata::new(record.offset.saturating_add(1));
+        offset.leader_epoch = record.leader_epoch;
+        self.commit_offsets(&[(record.topic_partition(), offset)])
+            .await
     }
 
     /// A subscribed consumer that is not in an active generation (its membership was lost, or
@@ -739,6 +878,8 @@ impl Consumer {
         };
         let Some(sub) = sub else { return Ok(()) };
         if member.take_lost() {
+            // An assignment of the lost generation is void.
+            lock(&self.group).pending = None;
             let owned = self.assignment();
             self.remove_partitions(&owned);
             if !owned.is_empty() {
@@ -788,6 +929,10 @@ impl Consumer {
         if topics != joined {
             member.request_rejoin();
         }
+        // An outcome a cancelled poll left half applied is finished first.
+        if lock(&self.group).pending.is_some() {
+            self.apply_assignment(member, listener.as_ref()).await;
+        }
         if !member.needs_rejoin() {
             return Ok(());
         }
@@ -826,7 +971,10 @@ impl Consumer {
         }
         let owned_now = self.assignment();
         let first_join = member.generation() < 0;
-        let outcome = member.join(&topics, &owned_now).await?;
+        let mut guard = RejoinOnDrop(Some(member));
+        let joined = member.join(&topics, &owned_now).await;
+        guard.0 = None;
+        let outcome = joined?;
         {
             let mut g = lock(&self.group);
             g.protocol = outcome.protocol;
@@ -841,32 +989,59 @@ impl Consumer {
             member.assignment_applied(&owned_now);
             return Ok(());
         }
-        if !revoked.is_empty() {
-            self.auto_commit_sync(&revoked).await;
-            if let Some(l) = &listener {
-                l.on_revoked(self, &revoked).await;
+        lock(&self.group).pending = Some(PendingAssignment {
+            revoked,
+            added,
+            second_phase: outcome.protocol == RebalanceProtocol::Cooperative && !kip848,
+            revoked_done: false,
+        });
+        self.apply_assignment(member, listener.as_ref()).await;
+        Ok(())
+    }
+
+    /// Applies the pending assignment: auto-commit and `on_revoked` for the revoked
+    /// partitions, their removal, the added partitions, `on_assigned`, the acknowledgement.
+    /// Each step is recorded as it completes, so that a cancelled `poll` resumes where it
+    /// stopped (a callback the cancellation interrupted is called again).
+    async fn apply_assignment(
+        &self,
+        member: &GroupMember,
+        listener: Option<&Arc<dyn RebalanceListener>>,
+    ) {
+        let Some(pending) = lock(&self.group).pending.clone() else {
+            return;
+        };
+        if !pending.revoked_done {
+            if !pending.revoked.is_empty() {
+                self.auto_commit_sync(&pending.revoked).await;
+                if let Some(l) = listener {
+                    l.on_revoked(self, &pending.revoked).await;
+                }
+                self.remove_partitions(&pending.revoked);
+                if pending.second_phase {
+                    // Second phase: the revoked partitions can now go to their new owners.
+                    member.request_rejoin();
+                }
             }
-            self.remove_partitions(&revoked);
-            if outcome.protocol == RebalanceProtocol::Cooperative && !kip848 {
-                // Second phase: the revoked partitions can now go to their new owners.
-                member.request_rejoin();
+            {
+                let mut st = lock(&self.shared.state);
+                for tp in &pending.added {
+                    st.parts
+                        .entry(tp.clone())
+                        .or_insert_with(|| PartState::new(StartOffset::Committed));
+                }
+            }
+            self.shared.wake_fetcher.notify_one();
+            if let Some(p) = lock(&self.group).pending.as_mut() {
+                p.revoked_done = true;
             }
         }
-        {
-            let mut st = lock(&self.shared.state);
-            for tp in &added {
-                st.parts
-                    .entry(tp.clone())
-                    .or_insert_with(|| PartState::new(StartOffset::Committed));
-            }
+        if let Some(l) = listener {
+            l.on_assigned(self, &pending.added).await;
         }
-        self.shared.wake_fetcher.notify_one();
-        if let Some(l) = &listener {
-            l.on_assigned(self, &added).await;
-        }
+        lock(&self.group).pending = None;
         // The consumer protocol's acknowledgement: revoked partitions are released only now.
         member.assignment_applied(&self.assignment());
-        Ok(())
     }
 
     /// Returns the next records (at most `max.poll.records`), waiting up to `timeout` for some
@@ -877,6 +1052,41 @@ impl Consumer {
     /// once, sent as [`ConsumerEvent::PartitionFailed`] and listed by
     /// [`failed_partitions`](Self::failed_partitions); the partition then stays where it is,
     /// and is not fetched, until the application seeks it.
+    ///
+    /// # Cancel safety
+    ///
+    /// `poll` is cancel safe: dropping its future (a `tokio::time::timeout` that fires, the
+    /// losing branch of `tokio::select!`) loses no record and skips none. Records leave the
+    /// consumer's buffer, and its positions move past them, only in the step that returns
+    /// them, with no await in between; a cancelled `poll` has taken nothing, and the next one
+    /// returns what it would have returned.
+    ///
+    /// A rebalance the cancelled `poll` was running is finished by the next one: a join cut
+    /// short is made again, and an assignment already received is applied where it stopped
+    /// (revoked partitions committed, `on_revoked`, the partitions moved, `on_assigned`). A
+    /// [`RebalanceListener`] callback that was itself interrupted is called again, with the
+    /// same partitions, so callbacks should be safe to repeat (a commit is). Until the next
+    /// `poll`, [`assignment`](Self::assignment) may still list partitions being revoked.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: &rekafka::consumer::Consumer) -> rekafka::Result<()> {
+    /// use std::time::Duration;
+    /// let (tx, mut shutdown) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(tx);
+    /// loop {
+    ///     tokio::select! {
+    ///         records = consumer.poll(Duration::from_secs(1)) => {
+    ///             for r in records?.iter() {
+    ///                 println!("{}@{}", r.partition, r.offset);
+    ///             }
+    ///         }
+    ///         // Cancelling the poll here loses nothing.
+    ///         _ = &mut shutdown => break,
+    ///     }
+    /// }
+    /// consumer.close().await
+    /// # }
+    /// ```
     pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
         let span = tracing::debug_span!(
             "kafka.poll",
@@ -928,7 +1138,30 @@ impl Consumer {
     /// A [`Stream`](futures_core::Stream) of records, one at a time: use `StreamExt::next`
     /// (from `futures`) or [`RecordStream::next_record`] in a loop. It polls in batches;
     /// records of a batch are handed out one by one, and auto-commit (which runs inside
-    /// `poll`) only commits a batch once the stream asks for the next one.
+    /// `poll`) only commits a batch once the stream asks for the next one. The stream ends
+    /// (`None`) when the consumer is closed; a partition error is an `Err` item, after which
+    /// the stream goes on.
+    ///
+    /// # Cancel safety
+    ///
+    /// `stream.next()` is cancel safe: the poll it runs is kept inside the stream, so a
+    /// `next()` dropped by `select!` or a timeout loses nothing, and the next call resumes
+    /// it. Dropping the stream itself gives back the records it had taken but not handed out
+    /// (their partitions are sought to the first of them), so a later `poll` or stream
+    /// returns them; it cancels its poll in flight as [`poll`](Self::poll) describes.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: &rekafka::consumer::Consumer) -> rekafka::Result<()> {
+    /// use futures_util::StreamExt;
+    ///
+    /// let mut stream = consumer.stream();
+    /// while let Some(record) = stream.next().await {
+    ///     let record = record?;
+    ///     println!("{}-{}@{}: {:?}", record.topic, record.partition, record.offset, record.value);
+    ///     consumer.commit_record(&record).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn stream(&self) -> RecordStream<'_> {
         RecordStream {
             consumer: self,
@@ -1064,6 +1297,29 @@ impl RecordStream<'_> {
         std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx))
             .await
             .unwrap_or_else(|| Err(closed()))
+    }
+}
+
+impl Drop for RecordStream<'_> {
+    /// Records the stream took from the consumer but did not hand out are given back: each
+    /// partition with such records is sought to the first of them, so the next `poll` (or
+    /// stream) returns them and no commit moves past them.
+    fn drop(&mut self) {
+        let mut first: Vec<(TopicPartition, i64)> = Vec::new();
+        for r in &self.pending {
+            if !first
+                .iter()
+                .any(|(tp, _)| tp.partition == r.partition && *tp.topic == *r.topic)
+            {
+                first.push((r.topic_partition(), r.offset));
+            }
+        }
+        for (tp, offset) in first {
+            // A partition revoked meanwhile is no longer ours to seek.
+            if let Err(e) = self.consumer.seek(&tp, offset) {
+                tracing::debug!(%tp, offset, error = %e, "undelivered records not given back");
+            }
+        }
     }
 }
 

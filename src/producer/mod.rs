@@ -343,6 +343,32 @@ impl Producer {
     /// [`Persistence::NotPersisted`]: the record was not accepted. Fails fast with
     /// [`ErrorKind::CircuitOpen`] while the circuit breaker is open, [`ErrorKind::Fatal`] after a
     /// fatal error and [`ErrorKind::Closed`] after [`close`](Producer::close).
+    ///
+    /// Two steps, as in Java's `send(..).get()`: awaiting `send` means the record is accepted
+    /// (in a batch); awaiting the returned [`DeliveryFuture`] gives its partition and offset
+    /// once the broker acknowledged it, or the error after the retries and the delivery
+    /// timeout. Sending many records before awaiting any delivery keeps batches full.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use rekafka::producer::Record;
+    ///
+    /// let producer = client.producer_with(|p| p.linger = std::time::Duration::from_millis(5)).await?;
+    /// let mut deliveries = Vec::new();
+    /// for i in 0..100 {
+    ///     let record = Record::new("orders")
+    ///         .with_key(format!("customer-{}", i % 10))
+    ///         .with_value(format!("order {i}"))
+    ///         .with_header("source", Some("rustdoc"));
+    ///     deliveries.push(producer.send(record).await?);
+    /// }
+    /// for delivery in deliveries {
+    ///     let meta = delivery.await?; // the broker has it
+    ///     println!("{}-{}@{}", meta.topic, meta.partition, meta.offset);
+    /// }
+    /// producer.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&self, record: Record) -> Result<DeliveryFuture, ProduceError> {
         let sh = self.shared();
         if let Some(e) = sh.fatal_error() {

@@ -70,6 +70,12 @@ pub enum StartOffset {
     End,
     /// This offset.
     Offset(i64),
+    /// The first offset whose record timestamp is at or after this time (milliseconds since
+    /// the epoch), as ListOffsets finds it; the end of the log when every record is older.
+    Timestamp(i64),
+    /// This many records before the end of the log (the end as the isolation level sees it),
+    /// but never before the log's start: `FromEnd(0)` is the end.
+    FromEnd(u64),
 }
 
 pub(crate) struct Shared {

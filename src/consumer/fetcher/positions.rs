@@ -377,27 +377,7 @@ pub(crate) async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, Sta
         }
     }
     if !lookups.is_empty() {
-        let req: Vec<(TopicPartition, i64)> = lookups
-            .iter()
-            .map(|(tp, s, _)| {
-                (
-                    tp.clone(),
-                    if *s == StartOffset::Beginning { -2 } else { -1 },
-                )
-            })
-            .collect();
-        let found = list_offsets(&shared.cluster, cfg.isolation_level, &req).await;
-        for (tp, _, version) in lookups {
-            let r = match &found {
-                Ok(m) => m.get(&tp).cloned().unwrap_or_else(|| {
-                    Err(Error::new(ErrorKind::UnexpectedResponse)
-                        .api(ApiKey::ListOffsets)
-                        .on_partition(tp.topic(), tp.partition))
-                }),
-                Err(e) => Err(e.clone()),
-            };
-            results.push((tp, version, r));
-        }
+        results.extend(look_up(&shared.cluster, cfg.isolation_level, lookups).await);
     }
     {
         let mut st = lock(&shared.state);
@@ -434,6 +414,71 @@ pub(crate) async fn resolve(shared: Arc<Shared>, items: Vec<(TopicPartition, Sta
     }
     shared.data_ready.notify_one();
     shared.wake_fetcher.notify_one();
+}
+
+/// The offsets of `Beginning`, `End`, `Timestamp` and `FromEnd` starts. A timestamp after
+/// every record, and the start of `FromEnd` (the end minus n, never before the log start),
+/// take a second ListOffsets round.
+async fn look_up(
+    cluster: &Cluster,
+    isolation: IsolationLevel,
+    lookups: Vec<(TopicPartition, StartOffset, u64)>,
+) -> Vec<(TopicPartition, u64, Result<i64>)> {
+    fn answer(
+        found: &Result<HashMap<TopicPartition, Result<i64>>>,
+        tp: &TopicPartition,
+    ) -> Result<i64> {
+        match found {
+            Ok(m) => m.get(tp).cloned().unwrap_or_else(|| {
+                Err(Error::new(ErrorKind::UnexpectedResponse)
+                    .api(ApiKey::ListOffsets)
+                    .on_partition(tp.topic(), tp.partition))
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    }
+    let first: Vec<(TopicPartition, i64)> = lookups
+        .iter()
+        .map(|(tp, s, _)| {
+            let ts = match s {
+                StartOffset::Beginning => -2,
+                StartOffset::Timestamp(t) => *t,
+                _ => -1,
+            };
+            (tp.clone(), ts)
+        })
+        .collect();
+    let found = list_offsets(cluster, isolation, &first).await;
+    // Second round: the log start for `FromEnd`, the end for a timestamp no record reaches
+    // (ListOffsets answers -1).
+    let second: Vec<(TopicPartition, i64)> = lookups
+        .iter()
+        .filter_map(|(tp, s, _)| match (s, answer(&found, tp)) {
+            (StartOffset::FromEnd(_), Ok(_)) => Some((tp.clone(), -2)),
+            (StartOffset::Timestamp(_), Ok(-1)) => Some((tp.clone(), -1)),
+            _ => None,
+        })
+        .collect();
+    let again = if second.is_empty() {
+        Ok(HashMap::new())
+    } else {
+        list_offsets(cluster, isolation, &second).await
+    };
+    lookups
+        .into_iter()
+        .map(|(tp, s, version)| {
+            let r = answer(&found, &tp).and_then(|o| match s {
+                StartOffset::FromEnd(n) => {
+                    let start = answer(&again, &tp)?;
+                    let back = i64::try_from(n).unwrap_or(i64::MAX);
+                    Ok(o.saturating_sub(back).max(start))
+                }
+                StartOffset::Timestamp(_) if o == -1 => answer(&again, &tp),
+                _ => Ok(o),
+            });
+            (tp, version, r)
+        })
+        .collect()
 }
 
 /// ListOffsets for each partition at `timestamp` (-2 earliest, -1 latest), grouped by leader.

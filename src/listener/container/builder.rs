@@ -58,7 +58,39 @@ pub struct ContainerBuilder<C: ContainerConsumer> {
     partition_failure_policy: PartitionFailurePolicy,
 }
 
-/// The listener container (see [`ListenerContainer::builder`]).
+/// The listener container (see [`ListenerContainer::builder`]): Spring's
+/// `KafkaMessageListenerContainer`. It polls a consumer, calls the handler for each record (or
+/// batch), commits per its [`AckMode`], and hands failures to its error handler: retried in
+/// place with a back-off, then recovered (here: published to a dead-letter topic).
+///
+/// ```no_run
+/// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::listener::{
+///     AckMode, DefaultErrorHandler, ExponentialBackOff, ListenerConsumerRecord,
+/// };
+///
+/// let dead_letters = client
+///     .dead_letter_publisher::<ListenerConsumerRecord>()
+///     .group("billing")
+///     .build()
+///     .await?;
+/// let error_handler = DefaultErrorHandler::new()
+///     .back_off(ExponentialBackOff::with_max_retries(4).initial_interval(Duration::from_millis(200)))
+///     .recoverer(dead_letters); // orders -> orders-dlt after the retries
+/// let container = client
+///     .listener_container(["orders"], |c| c.group_id = Some("billing".into()))?
+///     .record_handler(|record: ListenerConsumerRecord| async move {
+///         println!("{:?}", record.value_str());
+///         Ok(())
+///     })
+///     .error_handler(error_handler)
+///     .ack_mode(AckMode::Batch)
+///     .start()?;
+/// // ... on shutdown: finishes the record in hand, commits, leaves the group.
+/// container.stop().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ListenerContainer;
 

@@ -273,6 +273,38 @@ pub(crate) fn deserialization_failure<'a>(
 /// With [`PublishWait::PerPoll`] (the default) it runs a publishing task, started by
 /// [`build`](DeadLetterPublisherBuilder::build) (so inside a tokio runtime), which ends when the
 /// publisher is dropped.
+///
+/// Spring's `DeadLetterPublishingRecoverer`: give it to an error handler as its recoverer.
+/// A dead letter keeps the original key, value and headers, and gets the `kafka_dlt-*`
+/// headers (original topic, partition, offset, timestamp, exception class, message and
+/// stack trace), so Spring applications and `rekafka dlt` can read it.
+///
+/// ```no_run
+/// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::listener::{
+///     DefaultErrorHandler, Destination, FixedBackOff, ListenerConsumerRecord, ListenerRecord,
+/// };
+///
+/// // Failed records of `payments` go to partition 0 of `payments-poison`, the others to
+/// // `<topic>-dlt` on any partition (the default is `<topic>-dlt`, same partition).
+/// let dead_letters = client
+///     .dead_letter_publisher::<ListenerConsumerRecord>()
+///     .group("billing")
+///     .resolver(|record: &ListenerConsumerRecord, _error| {
+///         Some(match record.topic() {
+///             "payments" => Destination::new("payments-poison", 0),
+///             topic => Destination::any_partition(format!("{topic}-dlt")),
+///         })
+///     })
+///     .build()
+///     .await?;
+/// let error_handler = DefaultErrorHandler::new()
+///     .back_off(FixedBackOff::new(Duration::from_secs(1), 2))
+///     .recoverer(dead_letters);
+/// # let _ = error_handler;
+/// # Ok(()) }
+/// ```
 pub struct DeadLetterPublisher<R> {
     pub(crate) sender: Arc<Sender>,
     naming: DltNaming,

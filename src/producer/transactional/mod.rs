@@ -213,6 +213,57 @@ struct Inner {
 ///
 /// See the [module documentation](self). Dropping it stops its tasks and fails records not
 /// yet delivered with [`ErrorKind::Closed`].
+///
+/// Consume, transform, produce, exactly once (KIP-447): the output records and the input
+/// offsets commit in one transaction, or neither does.
+///
+/// ```no_run
+/// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::consumer::{AutoCommit, IsolationLevel};
+/// use rekafka::producer::{ProducerConfig, Record};
+/// use rekafka::transaction::ConsumerGroupMetadata;
+///
+/// let consumer = client.consumer_with(|c| {
+///     c.group_id = Some("enricher".into());
+///     c.auto_commit = AutoCommit::Disabled;
+///     c.isolation_level = IsolationLevel::ReadCommitted;
+/// })?;
+/// consumer.subscribe(["orders"])?;
+/// let producer = client.transactional_producer(
+///     ProducerConfig::default().with_transactional_id("enricher-1"),
+/// )?;
+/// producer.init_transactions().await?;
+/// loop {
+///     let records = consumer.poll(Duration::from_secs(1)).await?;
+///     if records.is_empty() {
+///         continue;
+///     }
+///     producer.begin_transaction()?;
+///     let mut offsets = Vec::new();
+///     for r in records.iter() {
+///         let value = format!("enriched {:?}", r.value);
+///         producer.send(Record::new("orders-enriched").with_value(value)).await?;
+///         offsets.push((r.topic.clone(), r.partition, r.offset + 1));
+///     }
+///     let group = ConsumerGroupMetadata::from_consumer(&consumer).expect("a group.id is set");
+///     producer.send_offsets_to_transaction(&offsets, &group).await?;
+///     if let Err(e) = producer.commit_transaction().await {
+///         if !e.is_abortable() {
+///             return Err(e); // fenced or fatal: make a new producer
+///         }
+///         producer.abort_transaction().await?;
+///         // Rewind to the last committed offsets and process those records again.
+///         for (tp, committed) in consumer.committed(&consumer.assignment()).await? {
+///             match committed {
+///                 Some(o) => consumer.seek(&tp, o.offset)?,
+///                 None => consumer.seek_to_beginning(&[tp])?,
+///             }
+///         }
+///     }
+/// }
+/// # }
+/// ```
 pub struct TransactionalProducer {
     inner: Arc<Inner>,
     op: tokio::sync::Mutex<Option<PendingOp>>,
