@@ -264,8 +264,10 @@ async fn share_container_retries_releases_and_dead_letters() {
                 inner: dlt,
                 log: log.clone(),
             })
-            .delivery_count_limit(LIMIT)
             .poll_timeout(Duration::from_millis(500))
+            .delivery_count_limit_from(&Admin::new(cluster.clone()))
+            .await
+            .expect("group's delivery count limit")
             .start()
             .expect("start");
         events.push(handle.events());
@@ -406,5 +408,126 @@ async fn share_container_retries_releases_and_dead_letters() {
             "record {i}: acknowledgements after its dead letter"
         );
     }
+    cluster.close().await;
+}
+
+/// A recoverer that always fails.
+struct FailingRecoverer;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the dead-letter topic is down")]
+struct RecoveryDown;
+
+impl Recoverer<ShareListenerRecord> for FailingRecoverer {
+    fn recover<'a>(
+        &'a self,
+        _record: &'a ShareListenerRecord,
+        _error: &'a SharedError,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async { Err(Box::new(RecoveryDown) as HandlerError) })
+    }
+}
+
+/// A failed recovery rejects the record: never accepted, never delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_recovery_rejects_the_record() {
+    const M: usize = 100;
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-listener-rej");
+    create_topic(&cluster, &topic, PARTITIONS).await;
+    let group = unique("share-listener-rej-g");
+    Admin::new(cluster.clone())
+        .alter_group_configs(
+            &group,
+            &[AlterConfigOp::set("share.auto.offset.reset", "earliest")],
+        )
+        .await
+        .expect("group configs");
+    let producer = client
+        .producer(ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut acks = Vec::new();
+    for i in 0..M {
+        let r = Record::new(topic.as_str())
+            .with_partition((i % PARTITIONS as usize) as i32)
+            .with_value(format!("v-{i}"));
+        acks.push(producer.send(r).await.expect("enqueue"));
+    }
+    for a in acks {
+        a.await.expect("delivered");
+    }
+    producer.close().await;
+
+    let poison = |i: usize| i % 10 == 0;
+    let seen: Arc<Mutex<BTreeMap<usize, Vec<u16>>>> = Arc::default();
+    let mut consumer = client
+        .share_consumer(
+            ShareConsumerConfig::new(&group)
+                .with_acknowledgement_mode(AcknowledgementMode::Explicit)
+                .with_fetch_max_wait(Duration::from_millis(200)),
+        )
+        .expect("share consumer");
+    consumer.subscribe([topic.as_str()]);
+    let mut classifier = Classifier::default();
+    classifier.add_not_retryable::<Poison>();
+    let s = seen.clone();
+    let handle = ShareContainer::builder(consumer)
+        .handler(move |r: ShareListenerRecord| {
+            let s = s.clone();
+            async move {
+                let i = index_of(r.record().value.as_deref());
+                s.lock()
+                    .unwrap()
+                    .entry(i)
+                    .or_default()
+                    .push(r.delivery_count());
+                if poison(i) {
+                    return Err(Box::new(Poison(i)) as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .classifier(classifier)
+        .recoverer(FailingRecoverer)
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("start");
+    let mut events = handle.events();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while seen.lock().unwrap().len() < M && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A rejected record would come back here if it had been released instead.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    handle.stop().await.expect("stopped cleanly");
+
+    let mut rejected = BTreeSet::new();
+    while let Ok(ev) = events.try_recv() {
+        match ev {
+            ShareContainerEvent::Rejected {
+                offset,
+                partition,
+                delivery_count,
+                error,
+            } => {
+                assert_eq!(delivery_count, 1);
+                assert!(
+                    error.is_some(),
+                    "a rejection after a failed recovery has its error"
+                );
+                rejected.insert((partition.1, offset));
+            }
+            ShareContainerEvent::Recovered { .. } => panic!("nothing can be recovered"),
+            _ => {}
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), M, "every record delivered");
+    for (i, counts) in &seen {
+        assert_eq!(counts, &vec![1], "record {i} delivered as {counts:?}");
+    }
+    assert_eq!(rejected.len(), (0..M).filter(|i| poison(*i)).count());
     cluster.close().await;
 }

@@ -348,13 +348,36 @@ impl ShareContainerBuilder {
         self
     }
 
-    /// The group's `share.delivery.count.limit` (read it with
-    /// [`Admin::describe_group_configs`](crate::admin::Admin::describe_group_configs)): a
+    /// The group's `share.delivery.count.limit` (or read it with
+    /// [`delivery_count_limit_from`](Self::delivery_count_limit_from)): a
     /// record failing on this delivery is recovered, since the broker would archive it on
     /// release. Default 5; values below 1 count as 1.
     pub fn delivery_count_limit(mut self, limit: u16) -> Self {
         self.delivery_count_limit = limit.max(1);
         self
+    }
+
+    /// Sets the [delivery count limit](Self::delivery_count_limit) to the group's
+    /// `share.delivery.count.limit` as the brokers report it
+    /// ([`Admin::describe_group_configs`](crate::admin::Admin::describe_group_configs): the
+    /// group's own value, else the broker's default); keeps the current setting when the
+    /// answer has no such entry. Fails with the admin call's error.
+    pub async fn delivery_count_limit_from(mut self, admin: &crate::admin::Admin) -> Result<Self> {
+        let group = self.consumer.config().group_id.clone();
+        let mut answers = admin.describe_group_configs(&[group.as_str()]).await?;
+        let entries = match answers.pop() {
+            Some(entries) => entries?,
+            None => return Ok(self),
+        };
+        let limit = entries
+            .iter()
+            .find(|e| e.name == crate::admin::SHARE_DELIVERY_COUNT_LIMIT)
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.trim().parse::<u16>().ok());
+        if let Some(limit) = limit {
+            self.delivery_count_limit = limit.max(1);
+        }
+        Ok(self)
     }
 
     /// How long one poll waits for records (Spring's `pollTimeout`); a stop waits for the
