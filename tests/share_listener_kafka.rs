@@ -460,7 +460,7 @@ async fn failed_recovery_rejects_the_record() {
     }
     producer.close().await;
 
-    let poison = |i: usize| i % 10 == 0;
+    let poison = |i: usize| i.is_multiple_of(10);
     let seen: Arc<Mutex<BTreeMap<usize, Vec<u16>>>> = Arc::default();
     let mut consumer = client
         .share_consumer(
