@@ -4,7 +4,8 @@
 //! delivery count reaches the group's limit; half with a not-retryable error, dead-lettered on
 //! delivery 1). Every dead letter exactly once, with its delivery count; every other record
 //! handled exactly once; each dead-lettered record's final acknowledgement sent only after its
-//! dead letter was acknowledged.
+//! dead letter was acknowledged. Also: a failed recovery rejects (never redelivered), and
+//! `stop` mid-poll accepts what was handled and releases the rest to the next member.
 //!
 //! Named `*_kafka.rs`: the embedded mock cluster does not serve share groups.
 
@@ -529,5 +530,108 @@ async fn failed_recovery_rejects_the_record() {
         assert_eq!(counts, &vec![1], "record {i} delivered as {counts:?}");
     }
     assert_eq!(rejected.len(), (0..M).filter(|i| poison(*i)).count());
+    cluster.close().await;
+}
+
+/// `stop` in the middle of a poll's records: the handled records are accepted, the others
+/// released to the next member (none lost, none handled twice; those the stopped container had
+/// acquired come back with delivery count 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_accepts_the_handled_and_releases_the_rest() {
+    const M: usize = 30;
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let topic = unique("share-listener-stop");
+    create_topic(&cluster, &topic, 1).await;
+    let group = unique("share-listener-stop-g");
+    Admin::new(cluster.clone())
+        .alter_group_configs(
+            &group,
+            &[AlterConfigOp::set("share.auto.offset.reset", "earliest")],
+        )
+        .await
+        .expect("group configs");
+    let producer = client
+        .producer(ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut acks = Vec::new();
+    for i in 0..M {
+        let r = Record::new(topic.as_str())
+            .with_partition(0)
+            .with_value(format!("v-{i}"));
+        acks.push(producer.send(r).await.expect("enqueue"));
+    }
+    for a in acks {
+        a.await.expect("delivered");
+    }
+    producer.close().await;
+
+    let share_consumer = || {
+        let mut c = client
+            .share_consumer(
+                ShareConsumerConfig::new(&group)
+                    .with_acknowledgement_mode(AcknowledgementMode::Explicit)
+                    .with_fetch_max_wait(Duration::from_millis(200)),
+            )
+            .expect("share consumer");
+        c.subscribe([topic.as_str()]);
+        c
+    };
+    let handled: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let h = handled.clone();
+    let handle = ShareContainer::builder(share_consumer())
+        .handler(move |r: ShareListenerRecord| {
+            let h = h.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                h.lock()
+                    .unwrap()
+                    .push(index_of(r.record().value.as_deref()));
+                Ok(())
+            }
+        })
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handled.lock().unwrap().len() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.stop().await.expect("stopped cleanly");
+    let handled: BTreeSet<usize> = handled.lock().unwrap().iter().copied().collect();
+    assert!(
+        handled.len() >= 5 && handled.len() < M,
+        "handled {handled:?}"
+    );
+
+    // The next member gets exactly the records not handled.
+    let mut next = share_consumer();
+    let mut rest: BTreeMap<usize, u16> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handled.len() + rest.len() < M && Instant::now() < deadline {
+        for r in next.poll(Duration::from_millis(300)).await.expect("poll") {
+            let i = index_of(r.value.as_deref());
+            assert!(rest.insert(i, r.delivery_count).is_none(), "{i} twice");
+            next.acknowledge(&r, rekafka::share::AcknowledgeType::Accept)
+                .expect("accept");
+        }
+    }
+    // Linger for anything delivered again.
+    let linger = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < linger {
+        let again = next.poll(Duration::from_millis(200)).await.expect("poll");
+        assert!(again.is_empty(), "delivered again: {again:?}");
+    }
+    next.close().await.expect("close");
+    let all: BTreeSet<usize> = (0..M).collect();
+    let rest_set: BTreeSet<usize> = rest.keys().copied().collect();
+    assert!(
+        handled.is_disjoint(&rest_set),
+        "handled again: {rest_set:?}"
+    );
+    assert_eq!(&handled | &rest_set, all);
+    // Records the stopped container had acquired came back released (delivery 2).
+    assert!(rest.values().any(|c| *c == 2), "none released: {rest:?}");
     cluster.close().await;
 }
