@@ -1,52 +1,4 @@
-//! The listener container over a share group ([`ShareConsumer`], KIP-932): Spring for Apache
-//! Kafka's share listener container, with this layer's back-off policies, classification and
-//! recoverers.
-//!
-//! The container polls its consumer in explicit acknowledgement mode and calls the record
-//! handler for each record, one at a time. What happens to the record then:
-//!
-//! | outcome | acknowledgement |
-//! |---|---|
-//! | handled | accepted |
-//! | failed, retryable, attempts left | the back-off's delay for that delivery is waited, then released: the broker delivers it again (to any member) with its delivery count one higher |
-//! | failed, not retryable ([`Classifier`]), or attempts exhausted (the back-off gives no delay for this delivery, or the delivery count reached the group's `share.delivery.count.limit`) | the recoverer runs; accepted once the recovery is done (a dead letter acknowledged), rejected if it fails or there is no recoverer |
-//!
-//! The delivery attempt is the record's `delivery_count`, counted by the broker: attempts
-//! survive members leaving and the container restarting. The record handed to the recoverer
-//! carries it in Spring's `kafka_deliveryAttempt` header (4-byte big-endian), so a
-//! [`DeadLetterPublisher`](super::DeadLetterPublisher) writes it into the dead letter next to
-//! Spring's `kafka_dlt-*` headers.
-//!
-//! Semantics differ from the consumer group container: records of a partition are spread over
-//! the group's members, so there is no per-partition order and no seek; a retry is a
-//! redelivery by the broker, not a seek; the back-off delay is waited while the record's
-//! acquisition lock is held (keep every delay well below `share.record.lock.duration.ms`, or
-//! the lock expires, the broker redelivers the record elsewhere and the release fails).
-//!
-//! ```no_run
-//! # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
-//! use std::time::Duration;
-//! use rekafka::listener::{FixedBackOff, ShareContainer, ShareListenerRecord};
-//! use rekafka::share::{AcknowledgementMode, ShareConsumerConfig};
-//!
-//! let mut consumer = client.share_consumer(
-//!     ShareConsumerConfig::new("workers").with_acknowledgement_mode(AcknowledgementMode::Explicit),
-//! )?;
-//! consumer.subscribe(["jobs"]);
-//! let dead_letters = client.dead_letter_publisher::<ShareListenerRecord>().build().await?;
-//! let container = ShareContainer::builder(consumer)
-//!     .handler(|record: ShareListenerRecord| async move {
-//!         println!("{:?}", record.value_str());
-//!         Ok(())
-//!     })
-//!     .back_off(FixedBackOff::new(Duration::from_secs(1), 3))
-//!     .recoverer(dead_letters)
-//!     .start()?;
-//! // ...
-//! container.stop().await?;
-//! # Ok(())
-//! # }
-//! ```
+//! The listener container over a share group: [`ShareContainer`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -269,8 +221,57 @@ type Handler = Arc<
         + Sync,
 >;
 
-/// The share listener container (see the [module docs](self)). Built by
-/// [`ShareContainer::builder`].
+/// The listener container over a share group ([`ShareConsumer`], KIP-932): Spring for Apache
+/// Kafka's share listener container, with this layer's back-off policies, classification and
+/// recoverers.
+///
+/// The container polls its consumer in explicit acknowledgement mode and calls the record
+/// handler for each record, one at a time. What happens to the record then:
+///
+/// | outcome | acknowledgement |
+/// |---|---|
+/// | handled | accepted |
+/// | failed, retryable, attempts left | the back-off's delay for that delivery is waited, then released: the broker delivers it again (to any member) with its delivery count one higher |
+/// | failed, not retryable ([`Classifier`]), or attempts exhausted (the back-off gives no delay for this delivery, or the delivery count reached the group's `share.delivery.count.limit`) | the recoverer runs; accepted once the recovery is done (a dead letter acknowledged), rejected if it fails or there is no recoverer |
+///
+/// The delivery attempt is the record's `delivery_count`, counted by the broker: attempts
+/// survive members leaving and the container restarting. The record handed to the recoverer
+/// carries it in Spring's `kafka_deliveryAttempt` header (4-byte big-endian), so a
+/// [`DeadLetterPublisher`](super::DeadLetterPublisher) writes it into the dead letter next to
+/// Spring's `kafka_dlt-*` headers.
+///
+/// Semantics differ from the consumer group container: records of a partition are spread over
+/// the group's members, so there is no per-partition order and no seek; a retry is a
+/// redelivery by the broker, not a seek; the back-off delay is waited while the record's
+/// acquisition lock is held (keep every delay well below `share.record.lock.duration.ms`, or
+/// the lock expires, the broker redelivers the record elsewhere and the release fails).
+///
+/// ```no_run
+/// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+/// use std::time::Duration;
+/// use rekafka::listener::{FixedBackOff, ShareContainer, ShareListenerRecord};
+/// use rekafka::share::{AcknowledgementMode, ShareConsumerConfig};
+///
+/// let mut consumer = client.share_consumer(
+///     ShareConsumerConfig::new("workers").with_acknowledgement_mode(AcknowledgementMode::Explicit),
+/// )?;
+/// consumer.subscribe(["jobs"]);
+/// let dead_letters = client.dead_letter_publisher::<ShareListenerRecord>().build().await?;
+/// let container = ShareContainer::builder(consumer)
+///     .handler(|record: ShareListenerRecord| async move {
+///         println!("{:?}", record.value_str());
+///         Ok(())
+///     })
+///     .back_off(FixedBackOff::new(Duration::from_secs(1), 3))
+///     .recoverer(dead_letters)
+///     .start()?;
+/// // ...
+/// container.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Built by [`ShareContainer::builder`].
 #[derive(Debug)]
 pub struct ShareContainer;
 
