@@ -665,6 +665,13 @@ impl Runner {
         };
         match fate {
             Fate::Release(delay) => {
+                if let Some(lock) = self.consumer.acquisition_lock_timeout()
+                    && delay >= lock
+                {
+                    tracing::warn!(group = %self.group, topic = %record.topic, partition = record.partition,
+                        offset = record.offset, ?delay, ?lock,
+                        "share container: the back-off delay is not shorter than the record lock; the release will fail and the broker redelivers the record when the lock expires");
+                }
                 if !delay.is_zero() {
                     self.sleep_or_stop(delay).await;
                 }
