@@ -49,8 +49,8 @@ pub struct ConsumeArgs {
     #[arg(short, long)]
     group: Option<String>,
     /// Consume as a member of share group G (KIP-932): records are shared with the group's
-    /// other members and each printed record is accepted (implicit acknowledgement); one not
-    /// printed (after -c, a closed stdout) is released. Where the group starts is its config
+    /// other members; each printed record is accepted, one fetched and not printed (after -c,
+    /// a closed stdout) is released. Where the group starts is its config
     /// share.auto.offset.reset (`rekafka groups config`). Prints JSON lines with a
     /// delivery_count, or --format value
     #[arg(long, value_name = "G", conflicts_with_all = ["group", "partition", "offset", "exit", "isolation", "fmt", "envelope", "key_delimiter"])]
