@@ -14,7 +14,9 @@ use rekafka::consumer::{
 };
 
 use crate::common::{CliError, CliResult, Global, stdout_error, stop_flag};
-use crate::format::{Envelope, Format, JsonLine, to_json};
+use rekafka::share::{AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareConsumerConfig};
+
+use crate::format::{Envelope, Format, JsonLine, ShareJsonLine, to_json};
 
 /// `rekafka consume`: print records.
 #[derive(Debug, Args)]
@@ -46,6 +48,13 @@ pub struct ConsumeArgs {
     /// same
     #[arg(short, long)]
     group: Option<String>,
+    /// Consume as a member of share group G (KIP-932): records are shared with the group's
+    /// other members; each printed record is accepted, one fetched and not printed (after -c,
+    /// a closed stdout) is released. Where the group starts is its config
+    /// share.auto.offset.reset (`rekafka groups config`). Prints JSON lines with a
+    /// delivery_count, or --format value
+    #[arg(long, value_name = "G", conflicts_with_all = ["group", "partition", "offset", "exit", "isolation", "fmt", "envelope", "key_delimiter"])]
+    share_group: Option<String>,
     /// Read only partition N (without a group)
     #[arg(short, long, value_name = "N")]
     partition: Option<i32>,
@@ -309,6 +318,9 @@ async fn start_offsets(
 }
 
 async fn consume_async(global: &Global, a: ConsumeArgs, output: Output) -> CliResult {
+    if let Some(group) = a.share_group.clone() {
+        return consume_share(global, &a, &group, &output).await;
+    }
     let topic = a.topic.clone();
     // Properties first (-F, then -X), then this command's flags, which are more specific.
     let mut config = ConsumerConfig::new();
@@ -415,6 +427,115 @@ async fn consume_loop(
         }
         if a.exit && at_end(consumer) {
             return Ok(());
+        }
+    }
+}
+
+/// `consume --share-group`: a share consumer; each printed record is accepted, each record
+/// not printed (after `-c`, a closed stdout) released; the acknowledgements ride on the next
+/// poll, and the last ones go in a commit before the close.
+async fn consume_share(
+    global: &Global,
+    a: &ConsumeArgs,
+    group: &str,
+    output: &Output,
+) -> CliResult {
+    let mut config = ShareConsumerConfig::new(group);
+    let builder = global.builder_with(|k, v| config.apply_property(k, v))?;
+    let client = builder.connect().await?;
+    config.group_id = group.to_owned();
+    config.acknowledgement_mode = AcknowledgementMode::Implicit;
+    let mut consumer = client.share_consumer(config)?;
+    consumer.subscribe([a.topic.clone()]);
+    let stop = stop_flag();
+    let result = share_loop(&mut consumer, a, output, &stop).await;
+    // Accepts the printed records of the last poll (those not printed were released).
+    let committed = match consumer.commit_sync().await {
+        Ok(results) => {
+            for (tp, r) in results {
+                if let Err(e) = r {
+                    eprintln!("error: {tp}: acknowledgements failed: {e}");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    let closed = consumer.close().await;
+    client.close().await;
+    result?;
+    committed?;
+    closed?;
+    Ok(())
+}
+
+async fn share_loop(
+    consumer: &mut ShareConsumer,
+    a: &ConsumeArgs,
+    output: &Output,
+    stop: &std::sync::atomic::AtomicBool,
+) -> CliResult {
+    let stdout = std::io::stdout();
+    let mut n: u64 = 0;
+    let mut buf = Vec::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let recs = consumer.poll(Duration::from_millis(500)).await?;
+        buf.clear();
+        let mut printed = 0;
+        for r in &recs {
+            if a.count.is_some_and(|c| n >= c) {
+                break;
+            }
+            match output {
+                Output::Value => {
+                    if let Some(v) = &r.value {
+                        buf.extend_from_slice(v);
+                    }
+                    buf.push(b'\n');
+                }
+                _ => {
+                    buf.extend_from_slice(to_json(&ShareJsonLine(r)).as_bytes());
+                    buf.push(b'\n');
+                }
+            }
+            n += 1;
+            printed += 1;
+        }
+        let written = {
+            let mut out = stdout.lock();
+            out.write_all(&buf).and_then(|_| out.flush())
+        };
+        if let Err(e) = written {
+            release(consumer, &recs);
+            return Err(stdout_error(e));
+        }
+        // Acknowledged explicitly, so that -X share.acknowledgement.mode=explicit works too.
+        for r in &recs[..printed] {
+            if let Err(e) = consumer.acknowledge(r, AcknowledgeType::Accept) {
+                eprintln!(
+                    "error: {}-{}@{}: cannot accept: {e}",
+                    r.topic, r.partition, r.offset
+                );
+            }
+        }
+        release(consumer, &recs[printed..]);
+        if a.count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+    }
+}
+
+/// Releases records not printed (they go to another member or a later poll).
+fn release(consumer: &mut ShareConsumer, records: &[rekafka::share::ShareRecord]) {
+    for r in records {
+        if let Err(e) = consumer.acknowledge(r, AcknowledgeType::Release) {
+            eprintln!(
+                "error: {}-{}@{}: cannot release: {e}",
+                r.topic, r.partition, r.offset
+            );
         }
     }
 }

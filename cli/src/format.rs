@@ -231,6 +231,31 @@ impl Serialize for HeaderPairs<'_> {
     }
 }
 
+/// The JSON line of a share group's record (`consume --share-group`): [`JsonLine`]'s fields
+/// plus `delivery_count`.
+pub struct ShareJsonLine<'a>(pub &'a rekafka::share::ShareRecord);
+
+impl Serialize for ShareJsonLine<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("topic", &*r.topic)?;
+        m.serialize_entry("partition", &r.partition)?;
+        m.serialize_entry("offset", &r.offset)?;
+        m.serialize_entry("timestamp", &r.timestamp)?;
+        bytes_entry(&mut m, "key", r.key.as_deref())?;
+        bytes_entry(&mut m, "value", r.value.as_deref())?;
+        let owned: Vec<_> = r.headers.iter().collect();
+        let headers: Vec<(&str, HeaderValue<'_>)> = owned
+            .iter()
+            .map(|h| (h.key(), HeaderValue(h.value())))
+            .collect();
+        m.serialize_entry("headers", &headers)?;
+        m.serialize_entry("delivery_count", &r.delivery_count)?;
+        m.end()
+    }
+}
+
 /// kcat's `-J` envelope: `topic`, `partition`, `offset`, `tstype`, `ts`, `headers` (a flat
 /// `[name, value, ...]` list, only when there are headers), `key`, `payload`. Bytes that are
 /// not UTF-8 are given as `key_b64`/`payload_b64` instead.

@@ -20,6 +20,8 @@
 //!   record's own topic before dead-lettering.
 //! * [non-blocking retries](retry_topic) through retry topics and a dead-letter topic (Spring's
 //!   `@RetryableTopic`), run by one handle;
+//! * the [share container](ShareContainer): the listener container over a share group
+//!   (KIP-932), acknowledging each record by its outcome;
 //! * [typed records](TypedConsumer): a container over keys and values made by deserializers
 //!   (Spring's `ErrorHandlingDeserializer`).
 
@@ -36,6 +38,7 @@ mod fetch_failure;
 mod handler;
 pub mod republish;
 pub mod retry_topic;
+mod share;
 mod tracker;
 mod transactional;
 mod typed;
@@ -74,6 +77,10 @@ pub use handler::{
     RetryListener, SharedError,
 };
 pub use republish::{REPUBLISH_COUNT_HEADER, RepublishToTail, republish_count};
+pub use share::{
+    DEFAULT_DELIVERY_COUNT_LIMIT, DEFAULT_SHARE_POLL_TIMEOUT, ShareContainer,
+    ShareContainerBuilder, ShareContainerEvent, ShareContainerHandle, ShareListenerRecord,
+};
 pub use tracker::{
     Decision, FailedRecordTracker, PartitionKey, RecoveryFailureDecision, RetryState,
 };
