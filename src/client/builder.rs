@@ -9,9 +9,9 @@ use super::*;
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct ClientBuilder {
-    config: ClientConfig,
-    deferred: Vec<(String, String)>,
-    first_error: Option<Error>,
+    pub(super) config: ClientConfig,
+    pub(super) deferred: Vec<(String, String)>,
+    pub(super) first_error: Option<Error>,
 }
 
 impl ClientBuilder {

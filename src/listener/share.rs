@@ -12,7 +12,7 @@ use super::backoff::{BackOff, FixedBackOff};
 use super::classify::{Classifier, DeserializationFailed, HandlerError};
 use super::consumer::ListenerRecord;
 use super::handler::{BoxFuture, Recoverer, Recovery, SharedError};
-use super::tracker::TopicPartition;
+use super::tracker::PartitionKey;
 use super::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
 use crate::protocol::record::{Header, TimestampType};
 use crate::share::{AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareRecord};
@@ -163,7 +163,7 @@ pub enum ShareContainerEvent {
     /// A delivery failed.
     FailedDelivery {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// The delivery count (from 1).
@@ -174,7 +174,7 @@ pub enum ShareContainerEvent {
     /// A failed record was released for redelivery (after its back-off).
     Released {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// The delivery count of the failed delivery.
@@ -183,7 +183,7 @@ pub enum ShareContainerEvent {
     /// The recoverer handled a record; it is accepted.
     Recovered {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// The delivery count of the last delivery.
@@ -193,7 +193,7 @@ pub enum ShareContainerEvent {
     /// error).
     Rejected {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The record's offset.
         offset: i64,
         /// The delivery count of the last delivery.
@@ -205,7 +205,7 @@ pub enum ShareContainerEvent {
     /// acquisition lock: the broker delivers the record again).
     AcknowledgementFailed {
         /// The partition.
-        partition: TopicPartition,
+        partition: PartitionKey,
         /// The error.
         error: Error,
     },
@@ -645,7 +645,7 @@ impl Runner {
             Ok(()) => return AcknowledgeType::Accept,
             Err(e) => Arc::from(e),
         };
-        let tp: TopicPartition = (record.topic.clone(), record.partition);
+        let tp: PartitionKey = (record.topic.clone(), record.partition);
         let count = record.delivery_count;
         tracing::debug!(group = %self.group, topic = %record.topic, partition = record.partition,
             offset = record.offset, delivery_count = count, error = %error, "share container: delivery failed");
@@ -690,7 +690,7 @@ impl Runner {
     async fn recover(
         &mut self,
         record: ShareListenerRecord,
-        tp: TopicPartition,
+        tp: PartitionKey,
         error: &SharedError,
     ) -> AcknowledgeType {
         let offset = record.offset();
