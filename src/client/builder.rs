@@ -132,7 +132,7 @@ impl ClientBuilder {
     ///
     /// A client key sets the [`ClientConfig`]; a producer or consumer key is kept for the
     /// producers and consumers made from the client (see [`Client::producer`]); a key known to
-    /// both does both (see the [module docs](self#properties)).
+    /// both does both (see the [module docs](crate::client#properties)).
     pub fn set_property(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.trim();
         let deferred = DEFERRED_PROPERTY_SOURCES
@@ -169,7 +169,7 @@ impl ClientBuilder {
     /// Validates the settings (the first bad property, then [`ClientConfig::validate`]: an
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the setting) and makes the
     /// client, without waiting for any broker: it bootstraps in the background and retries
-    /// with back-off while no bootstrap address answers (see [Connecting](self#connecting)), so
+    /// with back-off while no bootstrap address answers (see [Connecting](crate::client#connecting)), so
     /// it can be built while the brokers are down. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Client> {
         self.make(true)

@@ -114,7 +114,7 @@ pub(crate) fn failure_detail(error: &Error) -> String {
 ///
 /// The counterpart of [`Serializer`](crate::producer::Serializer): both take the topic and
 /// the bytes of one part, a null being `None` on both sides. A serializer is generic over its
-/// input (one [`JsonSerializer`](crate::producer::JsonSerializer) writes any `Serialize`
+/// input (one `producer::JsonSerializer` (feature `json`) writes any `Serialize`
 /// value); a deserializer names its one output type (`JsonDeserializer<T>`), which is what a
 /// typed container's records hold.
 pub trait Deserializer: Send + Sync {
