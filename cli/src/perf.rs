@@ -164,7 +164,9 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
             }
         }
         sent += 1;
-        if sent.is_multiple_of(4096) {
+        // Every 4096 records at full speed; every record under a rate limit, where a record
+        // may take long enough that progress and Ctrl-C would otherwise wait many seconds.
+        if sent.is_multiple_of(4096) || a.throughput > 0 {
             progress.update(sent);
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 break;

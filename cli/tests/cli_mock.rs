@@ -757,3 +757,59 @@ async fn groups_reset_offsets_is_a_dry_run_unless_executed() {
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// Progress (count, percentage, rate, ETA) goes to stderr once a second when stderr is a
+/// terminal (here a pseudo-terminal made by util-linux `script`), and never otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_progress_is_shown_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let mock = MockCluster::builder()
+        .topic("progress", 1)
+        .start()
+        .await
+        .unwrap();
+    let b = mock.bootstrap();
+    let args = [
+        "perf",
+        "produce",
+        "-t",
+        "progress",
+        "-n",
+        "600",
+        "-s",
+        "10",
+        "--throughput",
+        "200",
+    ];
+    // Not a terminal: no progress line.
+    let piped = run(&b, &args, "").await;
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains("ETA"), "{}", stderr(&piped));
+    // A terminal: at least one progress line during the three seconds.
+    let line = format!(
+        "'{}' -b {b} {}",
+        env!("CARGO_BIN_EXE_rekafka"),
+        args.join(" ")
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("script")
+            .args(["-qefc", &line, "/dev/null"])
+            .env_remove("REKAFKA_BOOTSTRAP")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("/600 records (") && shown.contains("/s, ETA "),
+        "no progress line on the terminal: {shown:?}"
+    );
+    // Both runs produced all their records.
+    assert_eq!(mock.high_watermark("progress", 0).unwrap(), 2 * 600);
+}
