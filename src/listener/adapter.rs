@@ -13,7 +13,7 @@ use super::tracker::PartitionKey;
 use crate::consumer::failure_detail;
 use crate::consumer::{Consumer, ConsumerRecord, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
-use crate::protocol::record::{Header, TimestampType};
+use crate::protocol::record::{Header, Headers, TimestampType};
 use crate::{Error, Result};
 
 fn to_group_tp(tp: &PartitionKey) -> group::TopicPartition {
@@ -114,6 +114,31 @@ impl From<ConsumerRecord> for ListenerConsumerRecord {
     }
 }
 
+/// A record's headers with `extra` laid over them: an extra header replaces the record's
+/// headers of the same key (the listener records' `headers`).
+pub(crate) fn overlay_headers(record: &Headers, extra: Option<&Vec<Header>>) -> Vec<Header> {
+    let extra: &[Header] = extra.map_or(&[], Vec::as_slice);
+    let replaced = |h: &Header| extra.iter().any(|x| x.key() == h.key());
+    record
+        .iter()
+        .filter(|h| !replaced(h))
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// `extra` with `header` set (replacing one of the same key): the listener records'
+/// `with_header`.
+pub(crate) fn with_extra_header(extra: Option<&Vec<Header>>, header: Header) -> Vec<Header> {
+    let mut extra: Vec<Header> = extra
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter(|h| h.key() != header.key())
+        .cloned()
+        .collect();
+    extra.push(header);
+    extra
+}
+
 impl ListenerRecord for ListenerConsumerRecord {
     fn topic(&self) -> &str {
         &self.record.topic
@@ -144,26 +169,11 @@ impl ListenerRecord for ListenerConsumerRecord {
     }
 
     fn headers(&self) -> Vec<Header> {
-        let extra: &[Header] = self.extra_headers.as_deref().map_or(&[], Vec::as_slice);
-        let replaced = |h: &Header| extra.iter().any(|x| x.key() == h.key());
-        self.record
-            .headers
-            .iter()
-            .filter(|h| !replaced(h))
-            .chain(extra.iter().cloned())
-            .collect()
+        overlay_headers(&self.record.headers, self.extra_headers.as_deref())
     }
 
     fn with_header(&self, header: Header) -> Self {
-        let mut extra: Vec<Header> = self
-            .extra_headers
-            .as_deref()
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .filter(|h| h.key() != header.key())
-            .cloned()
-            .collect();
-        extra.push(header);
+        let extra = with_extra_header(self.extra_headers.as_deref(), header);
         ListenerConsumerRecord {
             record: self.record.clone(),
             extra_headers: Some(Arc::new(extra)),

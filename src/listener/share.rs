@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use super::adapter::{overlay_headers, with_extra_header};
 use super::backoff::{BackOff, FixedBackOff};
 use super::classify::{Classifier, DeserializationFailed, HandlerError};
 use super::consumer::ListenerRecord;
@@ -112,26 +113,11 @@ impl ListenerRecord for ShareListenerRecord {
     }
 
     fn headers(&self) -> Vec<Header> {
-        let extra: &[Header] = self.extra_headers.as_deref().map_or(&[], Vec::as_slice);
-        let replaced = |h: &Header| extra.iter().any(|x| x.key() == h.key());
-        self.record
-            .headers
-            .iter()
-            .filter(|h| !replaced(h))
-            .chain(extra.iter().cloned())
-            .collect()
+        overlay_headers(&self.record.headers, self.extra_headers.as_deref())
     }
 
     fn with_header(&self, header: Header) -> Self {
-        let mut extra: Vec<Header> = self
-            .extra_headers
-            .as_deref()
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .filter(|h| h.key() != header.key())
-            .cloned()
-            .collect();
-        extra.push(header);
+        let extra = with_extra_header(self.extra_headers.as_deref(), header);
         ShareListenerRecord {
             extra_headers: Some(Arc::new(extra)),
             ..self.clone()
