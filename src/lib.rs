@@ -84,6 +84,7 @@
 pub mod admin;
 pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod error;

@@ -6,12 +6,29 @@ use super::*;
 ///
 /// Each setting is also reachable as a Java-style property through
 /// [`property`](Self::property); a bad property is reported by `build`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct ClientBuilder {
     pub(super) config: ClientConfig,
     pub(super) deferred: Vec<(String, String)>,
     pub(super) first_error: Option<Error>,
+}
+
+/// Secret values are shown as `(hidden)`, by the settings table
+/// ([`config::display_value`](crate::config::display_value)).
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept: Vec<(&str, &str)> = self
+            .deferred
+            .iter()
+            .map(|(k, v)| (k.as_str(), crate::config::display_value(k, v)))
+            .collect();
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("properties", &kept)
+            .field("first_error", &self.first_error)
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -135,9 +152,27 @@ impl ClientBuilder {
     /// both does both (see the [module docs](crate::client#properties)).
     pub fn set_property(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.trim();
+        // librdkafka-only keys: mapped to their Java key, or accepted without effect (both
+        // logged by `translate`).
+        let translated;
+        let (key, value) = match crate::config::translate(key, value) {
+            None => (key, value),
+            Some(Err(_no_effect)) => return Ok(()),
+            Some(Ok((java, v))) => {
+                translated = v;
+                (java, translated.as_ref())
+            }
+        };
+        if let Some(s) = crate::config::ALL
+            .iter()
+            .find_map(|t| crate::config::find(t, key))
+            && s.key != key
+        {
+            tracing::debug!(alias = key, key = s.key, "property read under its Java key");
+        }
         let deferred = DEFERRED_PROPERTY_SOURCES
             .iter()
-            .any(|names| names.contains(&key));
+            .any(|table| crate::config::find(table, key).is_some());
         // The registry: each config type the client owns, in turn (the client's first: its
         // messages name the expected form).
         let client = self.config.apply_property(key, value)?;
@@ -153,17 +188,14 @@ impl ClientBuilder {
         }
     }
 
-    /// Every property key the builder accepts.
+    /// Every property key the builder accepts (aliases included; not the librdkafka-only
+    /// keys of [`config::LIBRDKAFKA`](crate::config::LIBRDKAFKA), which are accepted too).
     pub fn property_names() -> impl Iterator<Item = &'static str> {
-        ClientConfig::PROPERTY_NAMES
-            .iter()
-            .chain(SecurityConfig::PROPERTY_NAMES.iter())
-            .chain(
-                DEFERRED_PROPERTY_SOURCES
-                    .iter()
-                    .flat_map(|names| names.iter()),
-            )
-            .copied()
+        ClientConfig::property_names().chain(
+            DEFERRED_PROPERTY_SOURCES
+                .iter()
+                .flat_map(|table| crate::config::names(table)),
+        )
     }
 
     /// Validates the settings (the first bad property, then [`ClientConfig::validate`]: an

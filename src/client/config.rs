@@ -51,7 +51,7 @@ pub struct ClientConfig {
     /// `receive.message.max.bytes` (librdkafka's name).
     pub max_response_size: usize,
     /// TLS and SASL. Default: plaintext, no authentication. Properties: `security.protocol`,
-    /// `sasl.*`, `ssl.*` (see [`SecurityConfig::PROPERTY_NAMES`]).
+    /// `sasl.*`, `ssl.*` (see [`SecurityConfig::SETTINGS`]).
     pub security: SecurityConfig,
 }
 
@@ -77,57 +77,45 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// The property keys [`apply_property`](Self::apply_property) knows (Java spellings, then
-    /// librdkafka aliases).
-    pub const PROPERTY_NAMES: &'static [&'static str] = &[
-        "bootstrap.servers",
-        "client.id",
-        "request.timeout.ms",
-        "socket.connection.setup.timeout.ms",
-        "metadata.max.age.ms",
-        "reconnect.backoff.ms",
-        "reconnect.backoff.max.ms",
-        "retry.backoff.ms",
-        "retry.backoff.max.ms",
-        "default.api.timeout.ms",
-        "allow.auto.create.topics",
-        "max.in.flight",
-        "receive.message.max.bytes",
-        "metadata.broker.list",
-        "socket.timeout.ms",
-        "topic.metadata.refresh.interval.ms",
-    ];
+    /// The client's own settings (see [`config`](crate::config) and
+    /// `docs/configuration.md`); [`apply_property`](Self::apply_property) also takes the
+    /// connection's ([`ConnectionConfig::SETTINGS`](crate::connection::ConnectionConfig::SETTINGS))
+    /// and [`SecurityConfig::SETTINGS`].
+    pub const SETTINGS: &'static [crate::config::Setting] = crate::config::CLIENT;
+
+    /// Every key [`apply_property`](Self::apply_property) knows (client, connection and
+    /// security keys, aliases included).
+    pub fn property_names() -> impl Iterator<Item = &'static str> + Clone {
+        crate::config::names(Self::SETTINGS)
+            .chain(crate::connection::ConnectionConfig::property_names())
+    }
 
     /// Sets the setting named by a Java-style property key. `Ok(false)` if `key` is not a
     /// client-level key; an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the key if the value does not
     /// parse.
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
-        use properties::{parse_bool, parse_duration_ms, parse_list, parse_number};
-        match key {
-            "bootstrap.servers" | "metadata.broker.list" => {
-                self.bootstrap_servers = parse_list(value);
-            }
-            "client.id" => self.client_id = value.trim().to_owned(),
-            "request.timeout.ms" | "socket.timeout.ms" => {
-                self.request_timeout = parse_duration_ms(key, value)?;
-            }
-            "socket.connection.setup.timeout.ms" => {
-                self.connect_timeout = parse_duration_ms(key, value)?;
-            }
-            "metadata.max.age.ms" | "topic.metadata.refresh.interval.ms" => {
-                self.metadata_max_age = parse_duration_ms(key, value)?;
-            }
-            "reconnect.backoff.ms" => self.reconnect_backoff = parse_duration_ms(key, value)?,
-            "reconnect.backoff.max.ms" => {
-                self.reconnect_backoff_max = parse_duration_ms(key, value)?;
-            }
-            "retry.backoff.ms" => self.retry_backoff = parse_duration_ms(key, value)?,
-            "retry.backoff.max.ms" => self.retry_backoff_max = parse_duration_ms(key, value)?,
-            "default.api.timeout.ms" => self.api_timeout = parse_duration_ms(key, value)?,
-            "allow.auto.create.topics" => self.allow_auto_create_topics = parse_bool(key, value)?,
-            "max.in.flight" => self.max_in_flight = parse_number(key, value)?,
-            "receive.message.max.bytes" => self.max_response_size = parse_number(key, value)?,
-            _ => return self.security.apply_property(key, value),
+        let s = match crate::config::find(Self::SETTINGS, key) {
+            Some(s) => s,
+            None => match crate::config::find(crate::config::CONNECTION, key) {
+                Some(s) => s,
+                None => return self.security.apply_property(key, value),
+            },
+        };
+        match s.key {
+            "bootstrap.servers" => self.bootstrap_servers = s.list(value)?,
+            "client.id" => self.client_id = s.text(value)?.unwrap_or_default(),
+            "request.timeout.ms" => self.request_timeout = s.millis(value)?,
+            "socket.connection.setup.timeout.ms" => self.connect_timeout = s.millis(value)?,
+            "metadata.max.age.ms" => self.metadata_max_age = s.millis(value)?,
+            "reconnect.backoff.ms" => self.reconnect_backoff = s.millis(value)?,
+            "reconnect.backoff.max.ms" => self.reconnect_backoff_max = s.millis(value)?,
+            "retry.backoff.ms" => self.retry_backoff = s.millis(value)?,
+            "retry.backoff.max.ms" => self.retry_backoff_max = s.millis(value)?,
+            "default.api.timeout.ms" => self.api_timeout = s.millis(value)?,
+            "allow.auto.create.topics" => self.allow_auto_create_topics = s.boolean(value)?,
+            "max.in.flight" => self.max_in_flight = s.number(value)?,
+            "receive.message.max.bytes" => self.max_response_size = s.number(value)?,
+            other => return Err(crate::config::unhandled(other)),
         }
         Ok(true)
     }
@@ -241,10 +229,10 @@ impl ClientConfig {
 /// consumer). [`ClientBuilder::property`] accepts them, checks their value against a default
 /// config of each type that knows them, and keeps them for those configs
 /// ([`Client::properties`]); [`Client::producer`] and [`Client::consumer`] apply them.
-pub(super) const DEFERRED_PROPERTY_SOURCES: &[&[&str]] = &[
-    ProducerConfig::PROPERTY_NAMES,
-    ConsumerConfig::PROPERTY_NAMES,
-    crate::share::ShareConsumerConfig::PROPERTY_NAMES,
+pub(super) const DEFERRED_PROPERTY_SOURCES: &[&[crate::config::Setting]] = &[
+    ProducerConfig::SETTINGS,
+    ConsumerConfig::SETTINGS,
+    crate::share::ShareConsumerConfig::SETTINGS,
 ];
 
 /// Applies the kept properties that `apply` knows onto a config, in the order given.

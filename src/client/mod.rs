@@ -51,14 +51,23 @@
 //! # Properties
 //!
 //! [`ClientBuilder::property`] takes the keys of every config type the client knows:
-//! [`ClientConfig::PROPERTY_NAMES`] (with the `security.protocol`, `sasl.*` and `ssl.*` keys),
-//! [`ProducerConfig::PROPERTY_NAMES`] and [`ConsumerConfig::PROPERTY_NAMES`]. A key none of
+//! [`ClientConfig::property_names`] (with the `security.protocol`, `sasl.*` and `ssl.*` keys),
+//! [`ProducerConfig::SETTINGS`] and [`ConsumerConfig::SETTINGS`] (all of them in
+//! `docs/configuration.md`, made from [`config`](crate::config)). A key none of
 //! them knows is an [`ErrorKind::Config`](crate::ErrorKind::Config) error that lists the closest
 //! known keys; a bad value is one that names the key and the expected form (producer and
 //! consumer values are checked when the property is set, not only when a producer or consumer
-//! is made). librdkafka spellings are accepted where they differ (`metadata.broker.list`,
-//! `socket.timeout.ms`, `topic.metadata.refresh.interval.ms`, `max.in.flight`,
-//! `receive.message.max.bytes`).
+//! is made). librdkafka spellings are accepted where they differ: aliases that mean a Java key
+//! exactly (`metadata.broker.list`, `queue.buffering.max.ms`, `message.timeout.ms`, …, logged at
+//! debug level), librdkafka-only keys converted to a Java key
+//! (`queue.buffering.max.kbytes` → `buffer.memory`), and librdkafka-only keys without effect in
+//! rekafka, accepted with an info log saying why (`statistics.interval.ms`,
+//! `enable.partition.eof`, `batch.num.messages`, …; see [`config::LIBRDKAFKA`](crate::config::LIBRDKAFKA)).
+//!
+//! When a builder method and a property set the same setting, the last one set wins, as in a
+//! Java properties map. Properties given to the builder are kept and applied to each producer
+//! or consumer config when it is made (see below), so within one config type, write the
+//! property or the field, not both.
 //!
 //! Producer and consumer keys are kept ([`Client::properties`]) and applied to every producer
 //! and consumer made from the client. As with one Java properties map, a key that several
@@ -640,6 +649,44 @@ mod tests {
     }
 
     #[test]
+    fn librdkafka_configurations_load() {
+        let mut b = Client::builder();
+        for (k, v) in [
+            ("metadata.broker.list", "a:1,b:2"),
+            ("queue.buffering.max.ms", "15"),
+            ("queue.buffering.max.kbytes", "2048"),
+            ("message.timeout.ms", "60000"),
+            ("fetch.wait.max.ms", "100"),
+            ("statistics.interval.ms", "5000"),
+            ("enable.partition.eof", "true"),
+            ("batch.num.messages", "10000"),
+            ("sasl.password", "hunter2"),
+        ] {
+            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        assert_eq!(b.config.bootstrap_servers, ["a:1", "b:2"]);
+        // Kept under the key given (aliases) or the Java key (converted librdkafka-only keys).
+        let kept: Vec<&str> = b.deferred.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(kept.contains(&"buffer.memory"), "{kept:?}");
+        assert!(!kept.contains(&"statistics.interval.ms"), "{kept:?}");
+        let mut p = ProducerConfig::default();
+        for (k, v) in &b.deferred {
+            p.apply_property(k, v)
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        assert_eq!(p.linger, Duration::from_millis(15));
+        assert_eq!(p.buffer_memory, 2048 * 1024);
+        assert_eq!(p.delivery_timeout, Duration::from_secs(60));
+        // Secrets stay out of Debug.
+        assert!(!format!("{b:?}").contains("hunter2"));
+        // A truly unknown key is still an error with suggestions.
+        let e = b
+            .set_property("queue.buffering.max.kbyte", "1")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown property"), "{e}");
+    }
+
+    #[test]
     fn producer_and_consumer_properties_are_routed_and_kept() {
         let mut b = Client::builder();
         for (k, v) in [
@@ -681,10 +728,10 @@ mod tests {
         );
         // client.id is the client's only.
         assert!(!kept.iter().any(|(k, _)| *k == "client.id"));
-        for names in DEFERRED_PROPERTY_SOURCES {
-            for k in *names {
+        for table in DEFERRED_PROPERTY_SOURCES {
+            for k in crate::config::names(table) {
                 assert!(
-                    ClientBuilder::property_names().any(|n| n == *k),
+                    ClientBuilder::property_names().any(|n| n == k),
                     "{k} is not listed"
                 );
             }

@@ -1,137 +1,47 @@
-//! Java-style properties (`bootstrap.servers`, `request.timeout.ms`, …): value parsers that
-//! name the key in their errors, and the "unknown property; did you mean …?" error.
+//! Java-style properties files and the "unknown property; did you mean …?" error.
 //!
 //! Every config type that takes properties has `apply_property(&mut self, key, value) ->
 //! Result<bool>` (`Ok(false)`: not one of its keys; `Err`: one of its keys with a bad value)
-//! and a `PROPERTY_NAMES` list. [`ClientBuilder`](super::ClientBuilder) asks each of them in
-//! turn; these helpers keep their parsing and error messages alike.
+//! and a `SETTINGS` table; values are read through the table ([`config`](crate::config)), so
+//! every key's value is checked one way. [`ClientBuilder`](super::ClientBuilder) asks each
+//! config type in turn.
 //!
 //! ```
-//! use std::time::Duration;
 //! use rekafka::client::properties;
 //!
-//! assert_eq!(
-//!     properties::parse_duration_ms("linger.ms", "5").unwrap(),
-//!     Duration::from_millis(5)
-//! );
-//! let e = properties::parse_bool("enable.idempotence", "yes please").unwrap_err();
-//! assert!(e.to_string().contains("enable.idempotence"));
 //! let e = properties::unknown_property("bootstrap.server", ["bootstrap.servers", "client.id"]);
 //! assert!(e.to_string().contains("did you mean 'bootstrap.servers'?"));
 //! ```
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use crate::error::{Error, Result};
 
-/// The error for a known key with a value that does not parse: names the key, the value and the
-/// expected form.
-pub fn bad_value(key: &str, value: &str, expected: &str) -> Error {
-    Error::config(format!(
-        "invalid value '{value}' for property '{key}': expected {expected}"
-    ))
-}
-
-/// A duration given in milliseconds (`request.timeout.ms=30000`). Negative numbers and
-/// non-numbers are errors naming `key`.
-pub fn parse_duration_ms(key: &str, value: &str) -> Result<Duration> {
-    value
-        .trim()
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| bad_value(key, value, "a whole number of milliseconds (0 or more)"))
-}
-
-/// A boolean: `true` or `false` (any case).
-pub fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(bad_value(key, value, "true or false")),
-    }
-}
-
-/// An integer of type `T` (`batch.size=16384`).
-pub fn parse_number<T: FromStr>(key: &str, value: &str) -> Result<T> {
-    value
-        .trim()
-        .parse::<T>()
-        .map_err(|_| bad_value(key, value, "a whole number in range"))
-}
-
-/// A comma-separated list (`bootstrap.servers=a:9092,b:9092`): items trimmed, empty items
-/// dropped.
-pub fn parse_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Parses the text of a Java `.properties` file (`client.properties`): `key=value` or
-/// `key: value` per line, `#` and `!` comments, blank lines skipped, a trailing `\` continues
-/// the value on the next line. Keys and values are trimmed. A line without `=` or `:` is an
+/// Parses the text of a Java `.properties` file (`client.properties`) with the
+/// [`java-properties`](https://docs.rs/java-properties) crate, so Java's rules hold: `key=value`,
+/// `key: value` or `key value`; `#` and `!` comments; a trailing `\` continues the value on
+/// the next line; `\t`, `\n`, `\uXXXX` and `\=`-style escapes; a line with a key alone has an
+/// empty value. Pairs come in file order (a later key wins when they are applied). The text is
+/// read as UTF-8, as the CLI reads its `-F` file. A bad escape is an
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the line.
 ///
 /// ```
 /// let props = rekafka::client::properties::parse_properties(
-///     "# cluster\nbootstrap.servers=a:9092,b:9092\nclient.id: billing\n",
+///     "# cluster\nbootstrap.servers=a:9092,\\\n    b:9092\nclient.id: billing\n",
 /// )
 /// .unwrap();
+/// assert_eq!(props[0], ("bootstrap.servers".to_owned(), "a:9092,b:9092".to_owned()));
 /// assert_eq!(props[1], ("client.id".to_owned(), "billing".to_owned()));
 /// ```
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    for (n, raw) in text.lines().enumerate() {
-        let line = match pending.take() {
-            Some((first, mut acc)) => {
-                acc.push_str(raw.trim_start());
-                (first, acc)
-            }
-            None => {
-                let t = raw.trim_start();
-                if t.is_empty() || t.starts_with('#') || t.starts_with('!') {
-                    continue;
-                }
-                (n, t.to_owned())
-            }
-        };
-        if let Some(stripped) = line.1.strip_suffix('\\') {
-            pending = Some((line.0, stripped.to_owned()));
-            continue;
-        }
-        let (first, text) = line;
-        let split = text.find(['=', ':']).ok_or_else(|| {
-            Error::config(format!(
-                "properties line {}: expected key=value, got '{text}'",
-                first + 1
-            ))
+    java_properties::PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
+        .read_into(|k, v| out.push((k, v)))
+        .map_err(|e| {
+            let line = e
+                .line_number()
+                .map(|n| format!("line {n}: "))
+                .unwrap_or_default();
+            Error::config(format!("properties {line}{e}"))
         })?;
-        let key = text[..split].trim();
-        if key.is_empty() {
-            return Err(Error::config(format!(
-                "properties line {}: empty key",
-                first + 1
-            )));
-        }
-        out.push((key.to_owned(), text[split + 1..].trim().to_owned()));
-    }
-    if let Some((first, text)) = pending {
-        let split = text.find(['=', ':']).ok_or_else(|| {
-            Error::config(format!(
-                "properties line {}: expected key=value, got '{text}'",
-                first + 1
-            ))
-        })?;
-        out.push((
-            text[..split].trim().to_owned(),
-            text[split + 1..].trim().to_owned(),
-        ));
-    }
     Ok(out)
 }
 
@@ -242,28 +152,15 @@ mod tests {
                 ("url".to_owned(), "http://h:1/p".to_owned()),
             ]
         );
-        let e = parse_properties("a=1\njunk\n").unwrap_err();
+        // Java's rules: a key alone, a space as separator, escapes.
+        let p = parse_properties("a=1\njunk\nk v w\ntab=x\\ty\nu=\\u00e9\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p[1], ("junk".to_owned(), String::new()));
+        assert_eq!(p[2], ("k".to_owned(), "v w".to_owned()));
+        assert_eq!(p[3], ("tab".to_owned(), "x\ty".to_owned()));
+        assert_eq!(p[4], ("u".to_owned(), "\u{e9}".to_owned()));
+        let e = parse_properties("a=1\nbad=\\uZZZZ\n").unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Config);
         assert!(e.to_string().contains("line 2"), "{e}");
-        assert!(parse_properties("=v").is_err());
-    }
-
-    #[test]
-    fn parsers_name_the_key() {
-        assert_eq!(
-            parse_duration_ms("a.ms", " 250 ").ok(),
-            Some(Duration::from_millis(250))
-        );
-        for bad in ["-1", "1.5", "ten", ""] {
-            let e = parse_duration_ms("a.ms", bad).unwrap_err();
-            assert_eq!(e.kind(), &ErrorKind::Config);
-            assert!(e.to_string().contains("'a.ms'"), "{e}");
-            assert!(e.to_string().contains("milliseconds"), "{e}");
-        }
-        assert_eq!(parse_bool("b", "TRUE").ok(), Some(true));
-        assert!(parse_bool("b", "1").is_err());
-        assert_eq!(parse_number::<i32>("n", "42").ok(), Some(42));
-        assert!(parse_number::<u8>("n", "300").is_err());
-        assert_eq!(parse_list(" a:1 , ,b:2,"), ["a:1", "b:2"]);
     }
 }

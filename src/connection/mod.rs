@@ -101,6 +101,7 @@ pub use conn::Connection;
 
 pub use security::SecurityConfig;
 
+use crate::config::{self, Setting};
 use crate::error::{Error, Result};
 use crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE;
 
@@ -184,36 +185,16 @@ impl Default for ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// The Java/librdkafka-style property names [`apply_property`](Self::apply_property)
-    /// knows: the connection's own and [`SecurityConfig::PROPERTY_NAMES`].
-    pub const PROPERTY_NAMES: &'static [&'static str] = &[
-        "client.id",
-        "request.timeout.ms",
-        "socket.connection.setup.timeout.ms",
-        "reconnect.backoff.ms",
-        "reconnect.backoff.max.ms",
-        "receive.message.max.bytes",
-        "security.protocol",
-        "sasl.mechanism",
-        "sasl.mechanisms",
-        "sasl.username",
-        "sasl.password",
-        "sasl.jaas.config",
-        "ssl.ca.location",
-        "ssl.ca.pem",
-        "ssl.certificate.location",
-        "ssl.certificate.pem",
-        "ssl.key.location",
-        "ssl.key.pem",
-        "ssl.key.password",
-        "ssl.endpoint.identification.algorithm",
-        "ssl.truststore.location",
-        "ssl.truststore.password",
-        "ssl.truststore.type",
-        "ssl.keystore.location",
-        "ssl.keystore.password",
-        "ssl.keystore.type",
-    ];
+    /// The connection's own settings (see [`config`](crate::config) and
+    /// `docs/configuration.md`); [`apply_property`](Self::apply_property) also takes
+    /// [`SecurityConfig::SETTINGS`].
+    pub const SETTINGS: &'static [Setting] = config::CONNECTION;
+
+    /// Every key [`apply_property`](Self::apply_property) knows: the connection's own and the
+    /// security keys, aliases included.
+    pub fn property_names() -> impl Iterator<Item = &'static str> + Clone {
+        config::names(Self::SETTINGS).chain(SecurityConfig::property_names())
+    }
 
     /// Applies one Java/librdkafka-style property: `client.id`, `request.timeout.ms`,
     /// `socket.connection.setup.timeout.ms` ([`connect_timeout`](Self::connect_timeout)),
@@ -223,28 +204,17 @@ impl ConnectionConfig {
     /// config; `Err` ([`ErrorKind::Config`](crate::ErrorKind::Config)): a known key with a bad
     /// value, naming the key.
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
-        let ms = |v: &str| -> Result<Duration> {
-            v.trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| {
-                    Error::config(format!(
-                        "{key}: expected a number of milliseconds, got {v:?}"
-                    ))
-                })
+        let Some(s) = config::find(Self::SETTINGS, key) else {
+            return self.security.apply_property(key, value);
         };
-        match key {
-            "client.id" => self.client_id = value.to_owned(),
-            "request.timeout.ms" => self.request_timeout = ms(value)?,
-            "socket.connection.setup.timeout.ms" => self.connect_timeout = ms(value)?,
-            "reconnect.backoff.ms" => self.reconnect_backoff = ms(value)?,
-            "reconnect.backoff.max.ms" => self.reconnect_backoff_max = ms(value)?,
-            "receive.message.max.bytes" => {
-                self.max_frame_size = value.trim().parse().map_err(|_| {
-                    Error::config(format!("{key}: expected a number of bytes, got {value:?}"))
-                })?;
-            }
-            _ => return self.security.apply_property(key, value),
+        match s.key {
+            "client.id" => self.client_id = s.text(value)?.unwrap_or_default(),
+            "request.timeout.ms" => self.request_timeout = s.millis(value)?,
+            "socket.connection.setup.timeout.ms" => self.connect_timeout = s.millis(value)?,
+            "reconnect.backoff.ms" => self.reconnect_backoff = s.millis(value)?,
+            "reconnect.backoff.max.ms" => self.reconnect_backoff_max = s.millis(value)?,
+            "receive.message.max.bytes" => self.max_frame_size = s.number(value)?,
+            other => return Err(config::unhandled(other)),
         }
         Ok(true)
     }
@@ -340,10 +310,10 @@ mod tests {
         assert!(!c.apply_property("linger.ms", "5").unwrap());
         let e = c.apply_property("request.timeout.ms", "soon").unwrap_err();
         assert!(e.message_text().unwrap().contains("request.timeout.ms"));
-        for k in SecurityConfig::PROPERTY_NAMES {
-            assert!(ConnectionConfig::PROPERTY_NAMES.contains(k), "{k}");
+        for k in SecurityConfig::property_names() {
+            assert!(ConnectionConfig::property_names().any(|n| n == k), "{k}");
         }
-        for k in ConnectionConfig::PROPERTY_NAMES {
+        for k in ConnectionConfig::property_names() {
             let mut c = ConnectionConfig::default();
             assert!(!matches!(c.apply_property(k, "1"), Ok(false)), "{k}");
         }

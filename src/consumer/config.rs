@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{self, Setting};
 use crate::group::{
     Assignor, CooperativeStickyAssignor, GroupProtocol, RangeAssignor, RoundRobinAssignor,
 };
@@ -139,55 +140,20 @@ impl Default for ConsumerConfig {
     }
 }
 
-fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| Error::config(format!("{key}: invalid value {value:?}")))
-}
-
-fn millis(key: &str, value: &str) -> Result<Duration> {
-    Ok(Duration::from_millis(parse::<u64>(key, value)?))
-}
-
-fn positive_i32(key: &str, value: &str) -> Result<i32> {
-    let v: i32 = parse(key, value)?;
-    if v < 0 {
-        return Err(Error::config(format!("{key}: must not be negative")));
-    }
-    Ok(v)
-}
-
 impl ConsumerConfig {
     /// Every setting at its default.
     pub fn new() -> ConsumerConfig {
         ConsumerConfig::default()
     }
 
-    /// The Java property names [`apply_property`](Self::apply_property) knows.
-    pub const PROPERTY_NAMES: &'static [&'static str] = &[
-        "group.id",
-        "group.instance.id",
-        "auto.offset.reset",
-        "enable.auto.commit",
-        "auto.commit.interval.ms",
-        "fetch.min.bytes",
-        "fetch.max.wait.ms",
-        "fetch.max.bytes",
-        "max.partition.fetch.bytes",
-        "max.poll.records",
-        "isolation.level",
-        "session.timeout.ms",
-        "heartbeat.interval.ms",
-        "max.poll.interval.ms",
-        "partition.assignment.strategy",
-        "queued.max.messages.kbytes",
-        "retry.backoff.ms",
-        "default.api.timeout.ms",
-        "check.crcs",
-        "group.protocol",
-        "group.remote.assignor",
-    ];
+    /// The settings [`apply_property`](Self::apply_property) knows (see
+    /// [`config`](crate::config) and `docs/configuration.md`).
+    pub const SETTINGS: &'static [Setting] = config::CONSUMER;
+
+    /// Every key [`apply_property`](Self::apply_property) knows, aliases included.
+    pub fn property_names() -> impl Iterator<Item = &'static str> + Clone {
+        config::names(Self::SETTINGS)
+    }
 
     /// Sets [`group_id`](Self::group_id).
     pub fn with_group_id(mut self, group_id: impl Into<String>) -> Self {
@@ -280,62 +246,54 @@ impl ConsumerConfig {
     /// Applies one Java-style property. `Ok(false)`: not a key of this config; `Err`: a known
     /// key with a bad value (the message names the key).
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
-        match key {
-            "group.id" => self.group_id = Some(value.to_owned()).filter(|v| !v.is_empty()),
-            "group.instance.id" => {
-                self.group_instance_id = Some(value.to_owned()).filter(|v| !v.is_empty())
-            }
+        let Some(s) = config::find(Self::SETTINGS, key) else {
+            return Ok(false);
+        };
+        match s.key {
+            "group.id" => self.group_id = s.text(value)?,
+            "group.instance.id" => self.group_instance_id = s.text(value)?,
             "auto.offset.reset" => {
-                self.auto_offset_reset = match value.trim().to_ascii_lowercase().as_str() {
+                self.auto_offset_reset = match s.choice(value)? {
                     "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
-                    "latest" | "largest" | "end" => OffsetReset::Latest,
                     "none" | "error" => OffsetReset::None,
-                    _ => {
-                        return Err(Error::config(format!(
-                            "auto.offset.reset: {value:?} is not earliest, latest or none"
-                        )));
-                    }
+                    _ => OffsetReset::Latest,
                 }
             }
             "enable.auto.commit" => {
-                let on: bool = parse(key, value)?;
-                self.auto_commit = match (on, self.auto_commit) {
+                self.auto_commit = match (s.boolean(value)?, self.auto_commit) {
                     (false, _) => AutoCommit::Disabled,
                     (true, AutoCommit::Interval(d)) => AutoCommit::Interval(d),
                     (true, AutoCommit::Disabled) => AutoCommit::default(),
                 };
             }
             "auto.commit.interval.ms" => {
-                let d = millis(key, value)?;
+                let d = s.millis(value)?;
                 if let AutoCommit::Interval(_) = self.auto_commit {
                     self.auto_commit = AutoCommit::Interval(d);
                 }
             }
-            "fetch.min.bytes" => self.fetch_min_bytes = positive_i32(key, value)?,
-            "fetch.max.wait.ms" => self.fetch_max_wait = millis(key, value)?,
-            "fetch.max.bytes" => self.fetch_max_bytes = positive_i32(key, value)?,
-            "max.partition.fetch.bytes" => {
-                self.max_partition_fetch_bytes = positive_i32(key, value)?
-            }
-            "max.poll.records" => self.max_poll_records = parse(key, value)?,
+            "fetch.min.bytes" => self.fetch_min_bytes = s.number(value)?,
+            "fetch.max.wait.ms" => self.fetch_max_wait = s.millis(value)?,
+            "fetch.max.bytes" => self.fetch_max_bytes = s.number(value)?,
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = s.number(value)?,
+            "max.poll.records" => self.max_poll_records = s.number(value)?,
             "isolation.level" => {
-                self.isolation_level = match value.trim().to_ascii_lowercase().as_str() {
-                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                self.isolation_level = match s.choice(value)? {
                     "read_committed" => IsolationLevel::ReadCommitted,
-                    _ => {
-                        return Err(Error::config(format!(
-                            "isolation.level: {value:?} is not read_committed or read_uncommitted"
-                        )));
-                    }
+                    _ => IsolationLevel::ReadUncommitted,
                 }
             }
-            "session.timeout.ms" => self.session_timeout = millis(key, value)?,
-            "heartbeat.interval.ms" => self.heartbeat_interval = millis(key, value)?,
-            "max.poll.interval.ms" => self.max_poll_interval = millis(key, value)?,
+            "session.timeout.ms" => self.session_timeout = s.millis(value)?,
+            "heartbeat.interval.ms" => self.heartbeat_interval = s.millis(value)?,
+            "max.poll.interval.ms" => self.max_poll_interval = s.millis(value)?,
             "partition.assignment.strategy" => {
                 let mut list: Vec<Arc<dyn Assignor>> = Vec::new();
-                for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let short = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+                for name in s.list(value)? {
+                    let short = name
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or(&name)
+                        .to_ascii_lowercase();
                     list.push(match short.as_str() {
                         "range" | "rangeassignor" => Arc::new(RangeAssignor),
                         "roundrobin" | "roundrobinassignor" => Arc::new(RoundRobinAssignor),
@@ -357,16 +315,14 @@ impl ConsumerConfig {
                 self.assignors = list;
             }
             "queued.max.messages.kbytes" => {
-                self.max_buffered_bytes = parse::<usize>(key, value)?.saturating_mul(1024)
+                self.max_buffered_bytes = s.number::<usize>(value)?.saturating_mul(1024)
             }
-            "retry.backoff.ms" => self.retry_backoff = millis(key, value)?,
-            "default.api.timeout.ms" => self.api_timeout = millis(key, value)?,
-            "check.crcs" => self.check_crcs = parse(key, value)?,
-            "group.protocol" => self.group_protocol = value.parse()?,
-            "group.remote.assignor" => {
-                self.group_remote_assignor = Some(value.trim().to_owned()).filter(|v| !v.is_empty())
-            }
-            _ => return Ok(false),
+            "retry.backoff.ms" => self.retry_backoff = s.millis(value)?,
+            "default.api.timeout.ms" => self.api_timeout = s.millis(value)?,
+            "check.crcs" => self.check_crcs = s.boolean(value)?,
+            "group.protocol" => self.group_protocol = s.choice(value)?.parse()?,
+            "group.remote.assignor" => self.group_remote_assignor = s.text(value)?,
+            other => return Err(config::unhandled(other)),
         }
         Ok(true)
     }
@@ -428,10 +384,10 @@ mod tests {
     #[test]
     fn properties() {
         let mut c = ConsumerConfig::new();
-        for k in ConsumerConfig::PROPERTY_NAMES {
+        for k in ConsumerConfig::property_names() {
             assert!(
                 c.apply_property(k, "bogus").is_err()
-                    || ["group.id", "group.instance.id", "group.remote.assignor"].contains(k),
+                    || ["group.id", "group.instance.id", "group.remote.assignor"].contains(&k),
                 "{k}"
             );
         }
@@ -455,5 +411,26 @@ mod tests {
             e.to_string().contains("fetch.max.wait.ms")
                 || format!("{e:?}").contains("fetch.max.wait.ms")
         );
+    }
+
+    #[test]
+    fn the_table_defaults_are_the_defaults() {
+        let default = format!("{:?}", ConsumerConfig::default());
+        for s in ConsumerConfig::SETTINGS
+            .iter()
+            .filter(|s| !s.default.is_empty())
+        {
+            let mut c = ConsumerConfig::default();
+            c.apply_property(s.key, s.default)
+                .unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            assert_eq!(format!("{c:?}"), default, "{}", s.key);
+        }
+        let mut c = ConsumerConfig::default();
+        c.apply_property("fetch.wait.max.ms", "20")
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.apply_property("fetch.message.max.bytes", "4096")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.fetch_max_wait, Duration::from_millis(20));
+        assert_eq!(c.max_partition_fetch_bytes, 4096);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::circuit::CircuitBreakerConfig;
 use super::partitioner::Partitioner;
+use crate::config::{self, Setting};
 use crate::error::{Error, Result};
 use crate::protocol::record::Compression;
 
@@ -85,9 +86,15 @@ impl std::str::FromStr for Acks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Idempotence {
-    /// Producer id, epoch and per-partition sequence numbers: the broker drops duplicates of
-    /// retried batches and rejects gaps, so records are written once and in order.
+    /// The default, Java's since 3.2: idempotent unless `acks`, `retries` or
+    /// `max.in.flight.requests.per.connection` conflict with it (`acks` other than `all`,
+    /// `retries=0`, more than 5 in flight), in which case it is quietly off (with an info
+    /// log) instead of an error.
     #[default]
+    Auto,
+    /// Producer id, epoch and per-partition sequence numbers: the broker drops duplicates of
+    /// retried batches and rejects gaps, so records are written once and in order. Asked for
+    /// explicitly (`enable.idempotence=true`): a conflicting setting is an error.
     Enabled,
     /// Plain produce requests: a retried batch may be written twice, and with more than one
     /// request in flight, reordered.
@@ -144,8 +151,9 @@ impl std::fmt::Debug for Partitioning {
 pub struct ProducerConfig {
     /// Acknowledgements required (`acks`). Default: [`Acks::All`].
     pub acks: Acks,
-    /// Idempotence (`enable.idempotence`). Default: [`Idempotence::Enabled`]; requires
-    /// `acks=all` and `max_in_flight <= 5`, as in the Java client.
+    /// Idempotence (`enable.idempotence`). Default: [`Idempotence::Auto`]: on, unless left
+    /// unset with `acks` other than `all`, `retries=0` or `max_in_flight > 5`, as in the Java
+    /// client (3.2+). [`Idempotence::Enabled`] with such a setting is an error.
     pub idempotence: Idempotence,
     /// How long a record may take from `send` to success or failure, retries included
     /// (`delivery.timeout.ms`). Default: 120 s. Must be at least `linger + request_timeout`.
@@ -226,7 +234,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             acks: Acks::All,
-            idempotence: Idempotence::Enabled,
+            idempotence: Idempotence::Auto,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
             retries: i32::MAX as u32,
             linger: DEFAULT_LINGER,
@@ -249,124 +257,63 @@ impl Default for ProducerConfig {
     }
 }
 
-fn parse_ms(key: &str, value: &str) -> Result<Duration> {
-    value
-        .trim()
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| Error::config(format!("{key}: expected milliseconds, got {value:?}")))
-}
-
-fn parse_usize(key: &str, value: &str) -> Result<usize> {
-    value.trim().parse::<usize>().map_err(|_| {
-        Error::config(format!(
-            "{key}: expected a non-negative integer, got {value:?}"
-        ))
-    })
-}
-
 impl ProducerConfig {
-    /// The Java property names [`apply_property`](Self::apply_property) knows, and
-    /// `rekafka.backlog.batch.size` ([`backlog_batch_size`](Self::backlog_batch_size), no Java
-    /// equivalent).
-    pub const PROPERTY_NAMES: &'static [&'static str] = &[
-        "acks",
-        "enable.idempotence",
-        "delivery.timeout.ms",
-        "retries",
-        "linger.ms",
-        "batch.size",
-        "rekafka.backlog.batch.size",
-        "buffer.memory",
-        "max.block.ms",
-        "request.timeout.ms",
-        "retry.backoff.ms",
-        "retry.backoff.max.ms",
-        "max.in.flight.requests.per.connection",
-        "compression.type",
-        "compression.level",
-        "compression.gzip.level",
-        "compression.zstd.level",
-        "max.request.size",
-        "partitioner.class",
-        "transactional.id",
-        "transaction.timeout.ms",
-    ];
+    /// The settings [`apply_property`](Self::apply_property) knows: the Java property names
+    /// (with librdkafka's aliases), and `rekafka.backlog.batch.size`
+    /// ([`backlog_batch_size`](Self::backlog_batch_size), no Java equivalent). See
+    /// [`config`](crate::config) and `docs/configuration.md`.
+    pub const SETTINGS: &'static [Setting] = config::PRODUCER;
 
-    /// Sets a setting by its Java property name. `Ok(false)`: not a producer property;
-    /// `Err` ([`ErrorKind::Config`](crate::ErrorKind::Config)): a known property with a bad
-    /// value (the message names it). `partitioner.class` accepts `default` (or Java's
-    /// `org.apache.kafka.clients.producer.internals.DefaultPartitioner`) and `round-robin`
-    /// (or Java's `org.apache.kafka.clients.producer.RoundRobinPartitioner`).
+    /// Every key [`apply_property`](Self::apply_property) knows, aliases included.
+    pub fn property_names() -> impl Iterator<Item = &'static str> + Clone {
+        config::names(Self::SETTINGS)
+    }
+
+    /// Sets a setting by its Java property name (or librdkafka alias). `Ok(false)`: not a
+    /// producer property; `Err` ([`ErrorKind::Config`](crate::ErrorKind::Config)): a known
+    /// property with a bad value (the message names it). `partitioner.class` accepts `default`
+    /// (or Java's `org.apache.kafka.clients.producer.internals.DefaultPartitioner`) and
+    /// `round-robin` (or Java's `org.apache.kafka.clients.producer.RoundRobinPartitioner`).
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
-        match key {
-            "acks" => self.acks = value.parse()?,
+        let Some(s) = config::find(Self::SETTINGS, key) else {
+            return Ok(false);
+        };
+        match s.key {
+            "acks" => self.acks = s.choice(value)?.parse()?,
             "enable.idempotence" => {
-                self.idempotence = match value.trim() {
-                    "true" => Idempotence::Enabled,
-                    "false" => Idempotence::Disabled,
-                    other => {
-                        return Err(Error::config(format!(
-                            "enable.idempotence: expected true or false, got {other:?}"
-                        )));
-                    }
+                self.idempotence = if s.boolean(value)? {
+                    Idempotence::Enabled
+                } else {
+                    Idempotence::Disabled
                 }
             }
-            "delivery.timeout.ms" => self.delivery_timeout = parse_ms(key, value)?,
-            "retries" => {
-                self.retries = value.trim().parse::<u32>().map_err(|_| {
-                    Error::config(format!(
-                        "retries: expected a non-negative integer, got {value:?}"
-                    ))
-                })?
-            }
-            "linger.ms" => self.linger = parse_ms(key, value)?,
-            "batch.size" => self.batch_size = parse_usize(key, value)?,
-            "rekafka.backlog.batch.size" => self.backlog_batch_size = parse_usize(key, value)?,
-            "buffer.memory" => self.buffer_memory = parse_usize(key, value)?,
-            "max.block.ms" => self.max_block = parse_ms(key, value)?,
-            "request.timeout.ms" => self.request_timeout = parse_ms(key, value)?,
-            "retry.backoff.ms" => self.retry_backoff = parse_ms(key, value)?,
-            "retry.backoff.max.ms" => self.retry_backoff_max = parse_ms(key, value)?,
-            "max.in.flight.requests.per.connection" => {
-                self.max_in_flight = parse_usize(key, value)?
-            }
-            "compression.type" => {
-                self.compression = value.trim().parse().map_err(|_| {
-                    Error::config(format!("compression.type: unknown codec {value:?}"))
-                })?
-            }
-            "compression.level" | "compression.gzip.level" | "compression.zstd.level" => {
-                let level = value.trim().parse::<i32>().map_err(|_| {
-                    Error::config(format!("{key}: expected an integer, got {value:?}"))
-                })?;
-                self.compression_level = Some(level);
-            }
-            "max.request.size" => self.max_request_size = parse_usize(key, value)?,
+            "delivery.timeout.ms" => self.delivery_timeout = s.millis(value)?,
+            "retries" => self.retries = s.number(value)?,
+            "linger.ms" => self.linger = s.millis(value)?,
+            "batch.size" => self.batch_size = s.number(value)?,
+            "rekafka.backlog.batch.size" => self.backlog_batch_size = s.number(value)?,
+            "buffer.memory" => self.buffer_memory = s.number(value)?,
+            "max.block.ms" => self.max_block = s.millis(value)?,
+            "request.timeout.ms" => self.request_timeout = s.millis(value)?,
+            "retry.backoff.ms" => self.retry_backoff = s.millis(value)?,
+            "retry.backoff.max.ms" => self.retry_backoff_max = s.millis(value)?,
+            "max.in.flight.requests.per.connection" => self.max_in_flight = s.number(value)?,
+            "compression.type" => self.compression = s.choice(value)?.parse()?,
+            "compression.level" => self.compression_level = Some(s.number(value)?),
+            "max.request.size" => self.max_request_size = s.number(value)?,
             "partitioner.class" => {
-                self.partitioning = match value.trim() {
-                    "default"
-                    | "org.apache.kafka.clients.producer.internals.DefaultPartitioner" => {
-                        Partitioning::Default
-                    }
+                self.partitioning = match s.choice(value)? {
                     "round-robin"
                     | "roundrobin"
                     | "org.apache.kafka.clients.producer.RoundRobinPartitioner" => {
                         Partitioning::RoundRobin
                     }
-                    other => {
-                        return Err(Error::config(format!(
-                            "partitioner.class: unknown partitioner {other:?} (default, round-robin)"
-                        )));
-                    }
+                    _ => Partitioning::Default,
                 }
             }
-            "transactional.id" => {
-                let v = value.trim();
-                self.transactional_id = (!v.is_empty()).then(|| v.to_string());
-            }
-            "transaction.timeout.ms" => self.transaction_timeout = parse_ms(key, value)?,
-            _ => return Ok(false),
+            "transactional.id" => self.transactional_id = s.text(value)?,
+            "transaction.timeout.ms" => self.transaction_timeout = s.millis(value)?,
+            other => return Err(config::unhandled(other)),
         }
         Ok(true)
     }
@@ -472,7 +419,16 @@ impl ProducerConfig {
 
     /// Whether the producer is idempotent.
     pub fn is_idempotent(&self) -> bool {
-        self.idempotence == Idempotence::Enabled
+        match self.idempotence {
+            Idempotence::Enabled => true,
+            Idempotence::Disabled => false,
+            Idempotence::Auto => self.idempotence_fits(),
+        }
+    }
+
+    /// Whether `acks`, `retries` and `max_in_flight` allow idempotence.
+    fn idempotence_fits(&self) -> bool {
+        self.acks == Acks::All && self.retries > 0 && self.max_in_flight <= 5
     }
 
     /// Checks the settings; the error ([`ErrorKind::Config`](crate::ErrorKind::Config)) names
@@ -553,8 +509,8 @@ mod tests {
         assert!(c.apply_property("transaction.timeout.ms", "15000").unwrap());
         assert_eq!(c.transactional_id.as_deref(), Some("copier"));
         assert_eq!(c.transaction_timeout, Duration::from_secs(15));
-        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transactional.id"));
-        assert!(ProducerConfig::PROPERTY_NAMES.contains(&"transaction.timeout.ms"));
+        assert!(ProducerConfig::property_names().any(|k| k == "transactional.id"));
+        assert!(ProducerConfig::property_names().any(|k| k == "transaction.timeout.ms"));
         let e = c
             .apply_property("transaction.timeout.ms", "soon")
             .unwrap_err();
@@ -580,14 +536,28 @@ mod tests {
 
     #[test]
     fn idempotence_needs_acks_all_and_five_in_flight() {
-        let e = ProducerConfig::default().with_acks(Acks::Leader).validate();
+        let explicit = ProducerConfig::default().with_idempotence(Idempotence::Enabled);
+        let e = explicit.clone().with_acks(Acks::Leader).validate();
         assert_eq!(e.unwrap_err().kind(), &ErrorKind::Config);
-        assert!(
-            ProducerConfig::default()
-                .with_max_in_flight(6)
-                .validate()
-                .is_err()
-        );
+        assert!(explicit.clone().with_max_in_flight(6).validate().is_err());
+        let mut no_retries = explicit.clone();
+        no_retries.retries = 0;
+        assert!(no_retries.validate().is_err());
+        // Left unset, a conflicting setting turns idempotence off instead (Java 3.2+).
+        for quiet in [
+            ProducerConfig::default().with_acks(Acks::Leader),
+            ProducerConfig::default().with_max_in_flight(6),
+        ] {
+            assert!(!quiet.is_idempotent(), "{quiet:?}");
+            assert!(quiet.validate().is_ok());
+        }
+        let mut c = ProducerConfig::default();
+        c.apply_property("acks", "1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.is_idempotent());
+        c.apply_property("enable.idempotence", "true")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.validate().is_err(), "explicit idempotence with acks=1");
         let ok = ProducerConfig::default()
             .with_idempotence(Idempotence::Disabled)
             .with_acks(Acks::None)
@@ -607,7 +577,7 @@ mod tests {
         assert!(!c.apply_property("group.id", "g").unwrap());
         let e = c.apply_property("batch.size", "big").unwrap_err();
         assert!(e.message_text().unwrap().contains("batch.size"));
-        for name in ProducerConfig::PROPERTY_NAMES {
+        for name in ProducerConfig::property_names() {
             let mut c = ProducerConfig::default();
             // every listed name is known (a bad value is an error, never Ok(false))
             assert!(
@@ -615,5 +585,45 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_table_defaults_are_the_defaults() {
+        let default = format!("{:?}", ProducerConfig::default());
+        for s in ProducerConfig::SETTINGS
+            .iter()
+            .filter(|s| !s.default.is_empty())
+        {
+            let mut c = ProducerConfig::default();
+            c.apply_property(s.key, s.default)
+                .unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            // Applying enable.idempotence's default makes it explicit, as in Java.
+            if s.key == "enable.idempotence" {
+                assert_eq!(c.idempotence, Idempotence::Enabled);
+                continue;
+            }
+            assert_eq!(format!("{c:?}"), default, "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn librdkafka_aliases() {
+        let mut c = ProducerConfig::default();
+        for (k, v) in [
+            ("queue.buffering.max.ms", "7"),
+            ("message.timeout.ms", "9000"),
+            ("compression.codec", "lz4"),
+            ("request.required.acks", "-1"),
+            ("compression.zstd.level", "3"),
+        ] {
+            assert!(
+                c.apply_property(k, v)
+                    .unwrap_or_else(|e| panic!("{k}: {e}"))
+            );
+        }
+        assert_eq!(c.linger, Duration::from_millis(7));
+        assert_eq!(c.delivery_timeout, Duration::from_secs(9));
+        assert_eq!(c.compression, Compression::Lz4);
+        assert_eq!(c.compression_level, Some(3));
     }
 }

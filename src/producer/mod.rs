@@ -255,6 +255,15 @@ impl Producer {
                 "transactional.id is set: use rekafka::transaction::TransactionalProducer",
             ));
         }
+        if config.idempotence == config::Idempotence::Auto && !config.is_idempotent() {
+            tracing::info!(
+                acks = ?config.acks,
+                retries = config.retries,
+                max_in_flight = config.max_in_flight,
+                "idempotence is off: enable.idempotence was left unset and these settings \
+                 conflict with it (set it explicitly to be told instead)"
+            );
+        }
         let pid = if config.is_idempotent() {
             let deadline = Instant::now() + config.max_block;
             Some(idempotence::init_producer_id(&cluster, &config, None, deadline).await?)

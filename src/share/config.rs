@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::client::properties::{bad_value, parse_duration_ms, parse_number};
+use crate::config::{self, Setting};
 use crate::{Error, Result};
 
 /// How records are acknowledged (`share.acknowledgement.mode`).
@@ -99,21 +99,14 @@ impl Default for ShareConsumerConfig {
 }
 
 impl ShareConsumerConfig {
-    /// The property keys [`apply_property`](Self::apply_property) knows.
-    pub const PROPERTY_NAMES: &'static [&'static str] = &[
-        "group.id",
-        "share.acknowledgement.mode",
-        "max.poll.records",
-        "fetch.min.bytes",
-        "fetch.max.bytes",
-        "fetch.max.wait.ms",
-        "max.partition.fetch.bytes",
-        "client.rack",
-        "default.api.timeout.ms",
-        "max.poll.interval.ms",
-        "retry.backoff.ms",
-        "retry.backoff.max.ms",
-    ];
+    /// The settings [`apply_property`](Self::apply_property) knows (see
+    /// [`config`](crate::config) and `docs/configuration.md`).
+    pub const SETTINGS: &'static [Setting] = config::SHARE;
+
+    /// Every key [`apply_property`](Self::apply_property) knows.
+    pub fn property_names() -> impl Iterator<Item = &'static str> + Clone {
+        config::names(Self::SETTINGS)
+    }
 
     /// The defaults with `group.id` set.
     pub fn new(group_id: impl Into<String>) -> ShareConsumerConfig {
@@ -150,31 +143,28 @@ impl ShareConsumerConfig {
     /// Sets one Java-style property: `Ok(false)` if `key` is not a share consumer key, an
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the key for a bad value.
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
-        match key {
-            "group.id" => self.group_id = value.trim().to_owned(),
+        let Some(s) = config::find(Self::SETTINGS, key) else {
+            return Ok(false);
+        };
+        match s.key {
+            "group.id" => self.group_id = s.text(value)?.unwrap_or_default(),
             "share.acknowledgement.mode" => {
-                self.acknowledgement_mode = match value.trim().to_ascii_lowercase().as_str() {
-                    "implicit" => AcknowledgementMode::Implicit,
+                self.acknowledgement_mode = match s.choice(value)? {
                     "explicit" => AcknowledgementMode::Explicit,
-                    _ => return Err(bad_value(key, value, "implicit or explicit")),
+                    _ => AcknowledgementMode::Implicit,
                 }
             }
-            "max.poll.records" => self.max_poll_records = parse_number(key, value)?,
-            "fetch.min.bytes" => self.fetch_min_bytes = parse_number(key, value)?,
-            "fetch.max.bytes" => self.fetch_max_bytes = parse_number(key, value)?,
-            "fetch.max.wait.ms" => self.fetch_max_wait = parse_duration_ms(key, value)?,
-            "max.partition.fetch.bytes" => {
-                self.max_partition_fetch_bytes = parse_number(key, value)?
-            }
-            "client.rack" => {
-                let v = value.trim();
-                self.client_rack = (!v.is_empty()).then(|| v.to_owned());
-            }
-            "default.api.timeout.ms" => self.default_api_timeout = parse_duration_ms(key, value)?,
-            "max.poll.interval.ms" => self.max_poll_interval = parse_duration_ms(key, value)?,
-            "retry.backoff.ms" => self.retry_backoff = parse_duration_ms(key, value)?,
-            "retry.backoff.max.ms" => self.retry_backoff_max = parse_duration_ms(key, value)?,
-            _ => return Ok(false),
+            "max.poll.records" => self.max_poll_records = s.number(value)?,
+            "fetch.min.bytes" => self.fetch_min_bytes = s.number(value)?,
+            "fetch.max.bytes" => self.fetch_max_bytes = s.number(value)?,
+            "fetch.max.wait.ms" => self.fetch_max_wait = s.millis(value)?,
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = s.number(value)?,
+            "client.rack" => self.client_rack = s.text(value)?,
+            "default.api.timeout.ms" => self.default_api_timeout = s.millis(value)?,
+            "max.poll.interval.ms" => self.max_poll_interval = s.millis(value)?,
+            "retry.backoff.ms" => self.retry_backoff = s.millis(value)?,
+            "retry.backoff.max.ms" => self.retry_backoff_max = s.millis(value)?,
+            other => return Err(config::unhandled(other)),
         }
         Ok(true)
     }
@@ -228,5 +218,19 @@ mod tests {
         assert!(e.to_string().contains("share.acknowledgement.mode"));
         c.validate().unwrap();
         assert!(ShareConsumerConfig::default().validate().is_err());
+    }
+
+    #[test]
+    fn the_table_defaults_are_the_defaults() {
+        let default = format!("{:?}", ShareConsumerConfig::default());
+        for s in ShareConsumerConfig::SETTINGS
+            .iter()
+            .filter(|s| !s.default.is_empty())
+        {
+            let mut c = ShareConsumerConfig::default();
+            c.apply_property(s.key, s.default)
+                .unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            assert_eq!(format!("{c:?}"), default, "{}", s.key);
+        }
     }
 }

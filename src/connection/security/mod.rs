@@ -45,6 +45,7 @@ pub use scram::{MAX_ITERATIONS as SCRAM_MAX_ITERATIONS, MIN_ITERATIONS as SCRAM_
 #[cfg(feature = "tls")]
 pub(crate) use tls::{connect as tls_connect, map_tls_error};
 
+use crate::config::{self, Setting};
 use crate::error::{Error, Result};
 
 /// Kafka's `security.protocol`: whether the connection uses TLS and whether it authenticates
@@ -265,29 +266,14 @@ pub struct SecurityConfig {
 }
 
 impl SecurityConfig {
-    /// The Java-style property names [`apply_property`](Self::apply_property) knows.
-    pub const PROPERTY_NAMES: &'static [&'static str] = &[
-        "security.protocol",
-        "sasl.mechanism",
-        "sasl.mechanisms",
-        "sasl.username",
-        "sasl.password",
-        "sasl.jaas.config",
-        "ssl.ca.location",
-        "ssl.ca.pem",
-        "ssl.certificate.location",
-        "ssl.certificate.pem",
-        "ssl.key.location",
-        "ssl.key.pem",
-        "ssl.key.password",
-        "ssl.endpoint.identification.algorithm",
-        "ssl.truststore.location",
-        "ssl.truststore.password",
-        "ssl.truststore.type",
-        "ssl.keystore.location",
-        "ssl.keystore.password",
-        "ssl.keystore.type",
-    ];
+    /// The settings [`apply_property`](Self::apply_property) knows (see
+    /// [`config`](crate::config) and `docs/configuration.md`).
+    pub const SETTINGS: &'static [Setting] = config::SECURITY;
+
+    /// Every key [`apply_property`](Self::apply_property) knows, aliases included.
+    pub fn property_names() -> impl Iterator<Item = &'static str> + Clone {
+        config::names(Self::SETTINGS)
+    }
 
     /// Sets [`protocol`](Self::protocol).
     pub fn with_protocol(mut self, protocol: SecurityProtocol) -> Self {
@@ -311,31 +297,22 @@ impl SecurityConfig {
     /// `Err` ([`ErrorKind::Config`](crate::ErrorKind::Config)): a known key with a bad value
     /// (or a Java keystore setting, which is not supported: use PEM files).
     pub fn apply_property(&mut self, key: &str, value: &str) -> Result<bool> {
-        let non_empty = |v: &str| (!v.trim().is_empty()).then(|| v.to_owned());
-        let path = |v: &str| -> Result<Option<PathBuf>> {
-            if v.trim().is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(PathBuf::from(v)))
-            }
+        let Some(s) = config::find(Self::SETTINGS, key) else {
+            return Ok(false);
         };
-        match key {
-            "security.protocol" => self.protocol = value.parse()?,
-            "sasl.mechanism" | "sasl.mechanisms" => {
-                let m: SaslMechanism = value.parse().map_err(|e: Error| {
-                    Error::config(format!("{key}: {}", e.message_text().unwrap_or_default()))
-                })?;
-                self.sasl.mechanism = Some(m);
-            }
+        let path = |v: &str| s.text(v).map(|t| t.map(PathBuf::from));
+        match s.key {
+            "security.protocol" => self.protocol = s.choice(value)?.parse()?,
+            "sasl.mechanism" => self.sasl.mechanism = Some(s.choice(value)?.parse()?),
             "sasl.username" => self.sasl.username = Some(value.to_owned()),
             "sasl.password" => self.sasl.password = Some(Password::new(value)),
             "sasl.jaas.config" => self.sasl.apply_jaas_config(value)?,
             "ssl.ca.location" => self.tls.ca_location = path(value)?,
             "ssl.certificate.location" => self.tls.certificate_location = path(value)?,
             "ssl.key.location" => self.tls.key_location = path(value)?,
-            "ssl.ca.pem" => self.tls.ca_pem = non_empty(value),
-            "ssl.certificate.pem" => self.tls.certificate_pem = non_empty(value),
-            "ssl.key.pem" => self.tls.key_pem = non_empty(value).map(Password::from),
+            "ssl.ca.pem" => self.tls.ca_pem = s.text(value)?,
+            "ssl.certificate.pem" => self.tls.certificate_pem = s.text(value)?,
+            "ssl.key.pem" => self.tls.key_pem = s.text(value)?.map(Password::from),
             "ssl.key.password" => {
                 if !value.is_empty() {
                     return Err(Error::config(
@@ -345,15 +322,9 @@ impl SecurityConfig {
                 }
             }
             "ssl.endpoint.identification.algorithm" => {
-                self.tls.endpoint_identification = match value.trim().to_ascii_lowercase().as_str()
-                {
+                self.tls.endpoint_identification = match s.choice(value)? {
                     "https" => EndpointIdentification::Https,
-                    "" | "none" => EndpointIdentification::DangerousNoHostnameVerification,
-                    _ => {
-                        return Err(Error::config(format!(
-                            "ssl.endpoint.identification.algorithm: {value:?} is not https or none"
-                        )));
-                    }
+                    _ => EndpointIdentification::DangerousNoHostnameVerification,
                 }
             }
             "ssl.truststore.location"
@@ -368,7 +339,7 @@ impl SecurityConfig {
                      ssl.key.location (client certificate and unencrypted key)"
                 )));
             }
-            _ => return Ok(false),
+            other => return Err(config::unhandled(other)),
         }
         Ok(true)
     }
@@ -435,7 +406,7 @@ mod tests {
             assert_eq!(e.kind(), &ErrorKind::Config);
             assert!(e.message_text().unwrap().contains(k), "{e}");
         }
-        for k in SecurityConfig::PROPERTY_NAMES {
+        for k in SecurityConfig::property_names() {
             let mut c = SecurityConfig::default();
             // Every listed key is known (Ok(true) or a value error, never Ok(false)).
             assert!(!matches!(c.apply_property(k, "x"), Ok(false)), "{k}");
