@@ -14,7 +14,8 @@ use rekafka::listener::{
     AckMode, BatchFailure, CommonErrorHandler, ContainerBuilder, ContainerEvent,
     ContainerStoppingErrorHandler, DefaultErrorHandler, DelegatingErrorHandler, Disposition,
     FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerRecord,
-    LoggingErrorHandler, RecordFailure, RecovererFn, SharedError, StopReason,
+    LoggingErrorHandler, OtherFailure, PartitionFailurePolicy, RecordFailure, RecovererFn,
+    SharedError, StopReason,
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -387,7 +388,7 @@ impl<R: ListenerRecord> CommonErrorHandler<R> for HaltAndCount {
         Disposition::HaltPartition
     }
 
-    fn handle_other(&self, _error: &rekafka::Error) -> Disposition {
+    fn handle_other(&self, _failure: &mut OtherFailure<'_>) -> Disposition {
         self.others.fetch_add(1, Ordering::SeqCst);
         Disposition::StopContainer
     }
@@ -468,6 +469,116 @@ async fn handle_other_decides_about_a_failed_commit() {
     assert_eq!(handle.stop().await, StopReason::Normal);
     assert_eq!(committed(&cluster, group, topic).await, Some(3));
     assert_eq!(seen.lock().unwrap().clone(), vec![0, 1, 2]);
+}
+
+/// What a `handle_other` saw: the error's Kafka code and the failed partition.
+type OthersSeen = Arc<Mutex<Vec<(Option<KafkaCode>, Option<(String, i32)>)>>>;
+
+/// A custom `handle_other` (Spring's `handleOtherException` with the `Consumer`): notes what it
+/// sees and, when `seek` is set, seeks a partition whose offset is out of range to offset 0.
+struct RestartOutOfRange {
+    others: OthersSeen,
+    seek: bool,
+}
+
+impl<R: ListenerRecord> CommonErrorHandler<R> for RestartOutOfRange {
+    fn handle_one(&self, _failure: &mut RecordFailure<'_, R>) -> Disposition {
+        Disposition::StopContainer
+    }
+
+    fn handle_batch(&self, _failure: &mut BatchFailure<'_, R>) -> Disposition {
+        Disposition::StopContainer
+    }
+
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        let partition = failure.partition.map(|(t, p)| (t.to_string(), *p));
+        self.others
+            .lock()
+            .unwrap()
+            .push((failure.error.kafka_code(), partition.clone()));
+        if let (true, Some(KafkaCode::OffsetOutOfRange), Some((t, p))) =
+            (self.seek, failure.error.kafka_code(), partition)
+        {
+            failure.seeks.seek(&t, p, 0);
+        }
+        Disposition::Handled
+    }
+}
+
+/// The group's committed offset is past the log's end and `auto.offset.reset` is `none`: the
+/// partition's fetch fails with OFFSET_OUT_OF_RANGE and the container hands the failure, with
+/// its partition, to `handle_other`. A handler that seeks the partition to offset 0 resolves
+/// it: every record is handled once, in order, and committed. One that does not seek leaves
+/// it to the partition failure policy (paused with the alarm, nothing handled or committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_other_seeks_a_partition_out_of_range() {
+    let topic = "out-of-range";
+    let (_mock, cluster) = setup(topic, 4, 99).await;
+    let admin = rekafka::admin::Admin::new(cluster.clone());
+    for (group, seek) in [("g-oor-seek", true), ("g-oor-no-seek", false)] {
+        for (_, r) in admin
+            .alter_consumer_group_offsets(group, &[(TopicPartition::new(topic, 0), 1000)])
+            .await
+            .expect("alter offsets")
+        {
+            r.expect("offset set");
+        }
+        let seen: Seen = Arc::default();
+        let others: OthersSeen = Arc::default();
+        let consumer = Consumer::new(
+            cluster.clone(),
+            config(group).with_auto_offset_reset(OffsetReset::None),
+        )
+        .expect("consumer");
+        consumer.subscribe([topic]).expect("subscribe");
+        let s = seen.clone();
+        let builder = ListenerContainer::builder(consumer)
+            .record_handler(move |r: ListenerConsumerRecord| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(r.offset());
+                    Ok(())
+                }
+            })
+            .poll_timeout(Duration::from_millis(100))
+            .partition_failure_policy(PartitionFailurePolicy::PauseWithAlarm)
+            .error_handler(RestartOutOfRange {
+                others: others.clone(),
+                seek,
+            });
+        let mut events = builder.subscribe();
+        let handle = builder.start().expect("start");
+        if seek {
+            wait_committed(&cluster, group, topic, 4).await;
+            assert_eq!(seen.lock().unwrap().clone(), vec![0, 1, 2, 3]);
+            assert!(handle.failed_partitions().is_empty());
+        } else {
+            let failed = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    if let Ok(ContainerEvent::PartitionFailed { partition, .. }) =
+                        events.recv().await
+                    {
+                        return partition;
+                    }
+                }
+            })
+            .await
+            .expect("the partition fails");
+            assert_eq!((&*failed.0, failed.1), (topic, 0));
+            assert_eq!(handle.failed_partitions().len(), 1);
+            assert!(seen.lock().unwrap().is_empty());
+            assert_eq!(committed(&cluster, group, topic).await, Some(1000));
+        }
+        assert_eq!(handle.stop().await, StopReason::Normal);
+        assert_eq!(
+            others.lock().unwrap().clone(),
+            vec![(
+                Some(KafkaCode::OffsetOutOfRange),
+                Some((topic.to_string(), 0))
+            )],
+            "handle_other sees the out-of-range partition once"
+        );
+    }
 }
 
 /// Consumer-aware handling: a handler of one's own seeks past the record after the failed one;

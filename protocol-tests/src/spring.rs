@@ -144,6 +144,8 @@ fn event_line(e: &Value) -> Option<String> {
         "listener_error_handler" => {
             format!("listener_error_handler o={o} error={}", s(&e["error"]))
         }
+        "other" => format!("other error={}", s(&e["error"])),
+        "halt" => format!("halt o={o} error={}", s(&e["error"])),
         "batch" => format!("batch size={}", s(&e["size"])),
         "failed_batch" => format!(
             "failed_batch records={} attempt={} error={}",

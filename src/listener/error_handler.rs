@@ -115,6 +115,36 @@ pub struct BatchFailure<'a, R> {
     pub retry: &'a mut BatchRetry,
 }
 
+/// A failure that is no record's, as [`CommonErrorHandler::handle_other`] sees it: a poll or a
+/// commit failed, or a partition's fetch failed with an error no retry fixes (an offset out of
+/// range with `auto.offset.reset=none`, a corrupt batch, an authorization error). Spring's
+/// `handleOtherException` with its `Consumer`.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct OtherFailure<'a> {
+    /// The error.
+    pub error: &'a crate::Error,
+    /// The partition whose fetch failed, when the failure is one partition's (the consumer
+    /// stops fetching it until it is sought); `None` for a failed poll or commit.
+    pub partition: Option<&'a PartitionKey>,
+    /// Consumer-aware handling: seeks the handler asks for, applied right after it returns. A
+    /// seek of the failed [`partition`](Self::partition) resolves its failure: the partition
+    /// is fetched again from there, and the container's
+    /// [`PartitionFailurePolicy`](super::PartitionFailurePolicy) does not apply.
+    pub seeks: Seeks,
+}
+
+impl<'a> OtherFailure<'a> {
+    /// A failure of `error`, of `partition` if it is one partition's, with no seeks yet.
+    pub fn new(error: &'a crate::Error, partition: Option<&'a PartitionKey>) -> OtherFailure<'a> {
+        OtherFailure {
+            error,
+            partition,
+            seeks: Seeks::default(),
+        }
+    }
+}
+
 impl<R> fmt::Debug for BatchFailure<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchFailure")
@@ -222,12 +252,45 @@ pub trait CommonErrorHandler<R: ListenerRecord>: Send + Sync {
     /// after each in-memory retry that failed ([`Disposition::Redeliver`]).
     fn handle_batch(&self, failure: &mut BatchFailure<'_, R>) -> Disposition;
 
-    /// A failure that is no record's: a poll or a commit failed with a retriable error (fatal
-    /// ones stop the container whatever this says). [`Disposition::StopContainer`] stops it;
-    /// anything else goes on (the poll is tried again, the offsets stay pending). Spring's
-    /// `handleOtherException`. Default: go on.
-    fn handle_other(&self, error: &crate::Error) -> Disposition {
-        let _ = error;
+    /// A failure that is no record's ([`OtherFailure`]): a poll or a commit failed with a
+    /// retriable error (fatal ones stop the container whatever this says), or a partition's
+    /// fetch failed with an error no retry fixes (e.g. its offset is out of range and
+    /// `auto.offset.reset` is `none`). [`Disposition::StopContainer`] stops the container;
+    /// anything else goes on (the poll is tried again, the offsets stay pending; a failed
+    /// partition that the handler did not seek gets the container's
+    /// [`PartitionFailurePolicy`](super::PartitionFailurePolicy)). The handler may seek
+    /// ([`OtherFailure::seeks`]), e.g. a partition whose offset is out of range back to its
+    /// first record. Spring's `handleOtherException`. Default: go on.
+    ///
+    /// ```
+    /// use rekafka::listener::{
+    ///     BatchFailure, CommonErrorHandler, Disposition, ListenerRecord, OtherFailure,
+    ///     RecordFailure,
+    /// };
+    /// use rekafka::{ErrorKind, KafkaCode};
+    ///
+    /// /// Starts a partition whose offset is out of range over from offset 0.
+    /// struct RestartOutOfRange;
+    ///
+    /// impl<R: ListenerRecord> CommonErrorHandler<R> for RestartOutOfRange {
+    ///     fn handle_one(&self, _failure: &mut RecordFailure<'_, R>) -> Disposition {
+    ///         Disposition::StopContainer
+    ///     }
+    ///     fn handle_batch(&self, _failure: &mut BatchFailure<'_, R>) -> Disposition {
+    ///         Disposition::StopContainer
+    ///     }
+    ///     fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+    ///         if let (ErrorKind::Broker(KafkaCode::OffsetOutOfRange), Some((topic, p))) =
+    ///             (failure.error.kind(), failure.partition)
+    ///         {
+    ///             failure.seeks.seek(topic, *p, 0);
+    ///         }
+    ///         Disposition::Handled
+    ///     }
+    /// }
+    /// ```
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        let _ = failure;
         Disposition::Handled
     }
 
@@ -286,8 +349,8 @@ impl<R: ListenerRecord, H: CommonErrorHandler<R> + ?Sized> CommonErrorHandler<R>
     fn handle_batch(&self, failure: &mut BatchFailure<'_, R>) -> Disposition {
         (**self).handle_batch(failure)
     }
-    fn handle_other(&self, error: &crate::Error) -> Disposition {
-        (**self).handle_other(error)
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        (**self).handle_other(failure)
     }
     fn ack_after_handle(&self) -> bool {
         (**self).ack_after_handle()
@@ -361,8 +424,8 @@ impl<R: ListenerRecord> CommonErrorHandler<R> for LoggingErrorHandler {
         Disposition::Handled
     }
 
-    fn handle_other(&self, error: &crate::Error) -> Disposition {
-        tracing::error!(error = %error, "error in the listener container");
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        tracing::error!(error = %failure.error, partition = ?failure.partition, "error in the listener container");
         Disposition::Handled
     }
 
@@ -392,8 +455,8 @@ impl<R: ListenerRecord> CommonErrorHandler<R> for ContainerStoppingErrorHandler 
         Disposition::StopContainer
     }
 
-    fn handle_other(&self, error: &crate::Error) -> Disposition {
-        tracing::error!(error = %error, "stopping the container after an error");
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        tracing::error!(error = %failure.error, partition = ?failure.partition, "stopping the container after an error");
         Disposition::StopContainer
     }
 
@@ -508,8 +571,8 @@ impl<R: ListenerRecord> CommonErrorHandler<R> for DelegatingErrorHandler<R> {
         self.choose(failure.error).handle_batch(failure)
     }
 
-    fn handle_other(&self, error: &crate::Error) -> Disposition {
-        self.default.handle_other(error)
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        self.default.handle_other(failure)
     }
 
     fn ack_after_handle(&self) -> bool {

@@ -10,6 +10,7 @@ use super::events::EventHub;
 
 use super::consumer::ContainerConsumer;
 use super::container::{ContainerEvent, StopReason};
+use super::error_handler::{Disposition, OtherFailure};
 use super::tracker::PartitionKey;
 use crate::{Error, ErrorKind, KafkaCode};
 
@@ -53,13 +54,16 @@ impl FetchFailures {
         }
     }
 
-    /// Looks at the consumer's failed partitions (after each poll): a new one is logged,
-    /// announced and paused, or stops the container (the returned reason). A partition that is
-    /// no longer failed (sought, revoked) is forgotten.
+    /// Looks at the consumer's failed partitions (after each poll): a new one goes to the
+    /// error handler first (`other`: its `handle_other`, which may seek or stop the
+    /// container); one the handler did not seek is logged, announced and paused, or stops the
+    /// container (the returned reason). A partition that is no longer failed (sought, revoked)
+    /// is forgotten.
     pub(crate) fn check<C: ContainerConsumer>(
         &mut self,
         consumer: &mut C,
         events: &EventHub,
+        mut other: impl FnMut(&mut OtherFailure<'_>) -> Disposition,
     ) -> Option<StopReason> {
         let now = consumer.failed_partitions();
         if now.is_empty() && self.handled.is_empty() {
@@ -76,6 +80,45 @@ impl FetchFailures {
         if !forgotten && new.is_empty() {
             return None;
         }
+        // The error handler's turn (Spring's `handleOtherException`): a partition it seeks is
+        // fetched again from there, so it is no failure of the container's.
+        let mut stop = None;
+        let mut unresolved = Vec::with_capacity(new.len());
+        for (tp, error) in new {
+            let mut failure = OtherFailure::new(&error, Some(&tp));
+            let disposition = other(&mut failure);
+            let mut sought = false;
+            for (target, offset) in failure.seeks.take() {
+                match consumer.seek(&target, offset) {
+                    Ok(()) => sought |= target == tp,
+                    Err(e) => tracing::warn!(
+                        topic = %target.0, partition = target.1, offset, error = %e,
+                        "a seek the error handler asked for failed"
+                    ),
+                }
+            }
+            if disposition == Disposition::StopContainer {
+                tracing::error!(
+                    topic = %tp.0, partition = tp.1, error = %error,
+                    "partition failed; the error handler stops the container"
+                );
+                events.emit(ContainerEvent::PartitionFailed {
+                    partition: tp.clone(),
+                    error: error.clone(),
+                    policy: self.policy,
+                });
+                stop.get_or_insert(StopReason::Abnormal);
+            }
+            if sought {
+                tracing::warn!(
+                    topic = %tp.0, partition = tp.1, error = %error,
+                    "partition failed; the error handler sought it"
+                );
+            } else if disposition != Disposition::StopContainer {
+                unresolved.push((tp, error));
+            }
+        }
+        let new = unresolved;
         for (tp, error) in &new {
             self.handled.insert(tp.clone(), error.clone());
         }
@@ -87,7 +130,6 @@ impl FetchFailures {
             .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = list;
-        let mut stop = None;
         for (tp, error) in new {
             tracing::error!(
                 topic = %tp.0, partition = tp.1, error = %error, policy = ?self.policy,

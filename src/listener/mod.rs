@@ -67,7 +67,8 @@ pub use dead_letter_publisher::{
 };
 pub use error_handler::{
     BatchFailure, BatchRetry, CommonErrorHandler, ContainerStoppingErrorHandler,
-    DelegatingErrorHandler, Disposition, LoggingErrorHandler, RecordFailure, RecoveryPolicy,
+    DelegatingErrorHandler, Disposition, LoggingErrorHandler, OtherFailure, RecordFailure,
+    RecoveryPolicy,
 };
 pub use events::{Events, HaltedPartition};
 pub use fetch_failure::PartitionFailurePolicy;

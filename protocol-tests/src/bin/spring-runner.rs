@@ -23,11 +23,12 @@ use rekafka::consumer::{
     StringDeserializer, TopicPartition,
 };
 use rekafka::listener::{
-    AckMode, Acknowledgment, BackOff, BatchListenerFailed, BoxFuture, CommonErrorHandler,
-    ContainerStoppingErrorHandler, DeadLetterPublisher, DefaultErrorHandler,
-    DelegatingErrorHandler, DeserializationFailed, Destination, DltNaming, ExponentialBackOff,
-    FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer, ListenerFailure,
-    ListenerRecord, LoggingErrorHandler, LoggingRecoverer, MissingDestination, Recoverer, Recovery,
+    AckMode, Acknowledgment, BackOff, BatchFailure, BatchListenerFailed, BoxFuture,
+    CommonErrorHandler, ContainerStoppingErrorHandler, DeadLetterPublisher, DefaultErrorHandler,
+    DelegatingErrorHandler, DeliveryAttemptHeader, DeserializationFailed, Destination, Disposition,
+    DltNaming, ExponentialBackOff, FixedBackOff, HandlerError, ListenerConsumerRecord,
+    ListenerContainer, ListenerFailure, ListenerRecord, LoggingErrorHandler, LoggingRecoverer,
+    MissingDestination, OtherFailure, RecordFailure, Recoverer, Recovery, RecoveryPolicy,
     RepublishToTail, RetryListener, SharedError, TransactionalDeadLetters, deserialization_check,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
@@ -547,6 +548,89 @@ impl Recoverer<ListenerConsumerRecord> for LoggedRecoverer {
 
 // ---- running one scenario ----
 
+/// `"error_handler": "other-seek"`: the default handler, with a custom `handle_other` (Spring's
+/// `handleOtherException` with the `Consumer`) that logs an `other` event per failed partition
+/// and seeks a partition whose offset is out of range to offset 0 (the scenarios' topics are
+/// new: their first record).
+struct OtherSeek {
+    s: Arc<Scenario>,
+    inner: Arc<dyn CommonErrorHandler<ListenerConsumerRecord>>,
+}
+
+impl CommonErrorHandler<ListenerConsumerRecord> for OtherSeek {
+    fn handle_one(&self, failure: &mut RecordFailure<'_, ListenerConsumerRecord>) -> Disposition {
+        self.inner.handle_one(failure)
+    }
+    fn handle_remaining(
+        &self,
+        failure: &mut RecordFailure<'_, ListenerConsumerRecord>,
+        remaining: &[ListenerConsumerRecord],
+    ) -> Disposition {
+        self.inner.handle_remaining(failure, remaining)
+    }
+    fn handle_batch(&self, failure: &mut BatchFailure<'_, ListenerConsumerRecord>) -> Disposition {
+        self.inner.handle_batch(failure)
+    }
+    fn handle_other(&self, failure: &mut OtherFailure<'_>) -> Disposition {
+        let mut e = self.s.ev("other");
+        if let Some((topic, p)) = failure.partition {
+            e.insert("topic".into(), json!(self.s.norm(topic)));
+            e.insert("p".into(), json!(p));
+        }
+        let code = failure
+            .error
+            .kafka_code()
+            .map(|c| format!("{c:?}"))
+            .unwrap_or_else(|| format!("{:?}", failure.error.kind()));
+        e.insert("error".into(), json!(code));
+        self.s.event(e);
+        if let (Some(rekafka::KafkaCode::OffsetOutOfRange), Some((topic, p))) =
+            (failure.error.kafka_code(), failure.partition)
+        {
+            failure.seeks.seek(topic, *p, 0);
+        }
+        Disposition::Handled
+    }
+    fn ack_after_handle(&self) -> bool {
+        self.inner.ack_after_handle()
+    }
+    fn seeks_after_handling(&self) -> bool {
+        self.inner.seeks_after_handling()
+    }
+    fn commit_recovered(&self) -> bool {
+        self.inner.commit_recovered()
+    }
+    fn recoverer(&self) -> Arc<dyn Recoverer<ListenerConsumerRecord>> {
+        self.inner.recoverer()
+    }
+    fn retry_listeners(&self) -> Vec<Arc<dyn RetryListener<ListenerConsumerRecord>>> {
+        self.inner.retry_listeners()
+    }
+    fn recovery_policy(&self) -> RecoveryPolicy {
+        self.inner.recovery_policy()
+    }
+    fn delivery_attempt_header(&self) -> DeliveryAttemptHeader {
+        self.inner.delivery_attempt_header()
+    }
+}
+
+/// `"error_handler": "halt"`: a handler of one's own that halts the failed record's partition
+/// (`Disposition::HaltPartition`) and logs a `halt` event; the Spring runner's counterpart
+/// seeks the partition back to the record and pauses it (`pausePartition`).
+struct Halt(Arc<Scenario>);
+
+impl CommonErrorHandler<ListenerConsumerRecord> for Halt {
+    fn handle_one(&self, failure: &mut RecordFailure<'_, ListenerConsumerRecord>) -> Disposition {
+        let mut e = self.0.ev_rec("halt", failure.record);
+        e.insert("error".into(), json!(kind(&**failure.error)));
+        self.0.event(e);
+        Disposition::HaltPartition
+    }
+    fn handle_batch(&self, _failure: &mut BatchFailure<'_, ListenerConsumerRecord>) -> Disposition {
+        Disposition::StopContainer
+    }
+}
+
 async fn create_topics(cluster: &Cluster, s: &Scenario) -> rekafka::Result<()> {
     let admin = Admin::new(cluster.clone());
     let topics: Vec<NewTopic> = s.sc["topics"]
@@ -640,10 +724,34 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     create_topics(&cluster, &s).await?;
     produce_input(&cluster, &s).await?;
 
+    // Offsets committed for the group before the container starts.
+    if let Some(initial) = s.sc["initial_offsets"].as_object() {
+        let offsets: Vec<(rekafka::admin::TopicPartition, i64)> = initial
+            .iter()
+            .map(|(p, o)| {
+                (
+                    rekafka::admin::TopicPartition::new(&s.input, p.parse().unwrap_or(0)),
+                    o.as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        for (_, r) in Admin::new(cluster.clone())
+            .alter_consumer_group_offsets(&s.group, &offsets)
+            .await?
+        {
+            r?;
+        }
+    }
+    let reset = match s.sc["auto_offset_reset"].as_str().unwrap_or("earliest") {
+        "earliest" => OffsetReset::Earliest,
+        "latest" => OffsetReset::Latest,
+        "none" => OffsetReset::None,
+        other => panic!("auto_offset_reset {other}"),
+    };
     let mut cc = ConsumerConfig::new()
         .with_group_id(s.group.clone())
         .with_auto_commit(AutoCommit::Disabled)
-        .with_auto_offset_reset(OffsetReset::Earliest)
+        .with_auto_offset_reset(reset)
         .with_fetch_max_wait(Duration::from_millis(100))
         .with_max_poll_records(s.sc["max_poll_records"].as_u64().unwrap_or(500) as usize);
     if s.transactional {
@@ -733,6 +841,11 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
         match s.sc["delegates"].as_object() {
             _ if s.sc["error_handler"] == "logging" => Arc::new(LoggingErrorHandler::new()),
             _ if s.sc["error_handler"] == "stopping" => Arc::new(ContainerStoppingErrorHandler),
+            _ if s.sc["error_handler"] == "halt" => Arc::new(Halt(s.clone())),
+            _ if s.sc["error_handler"] == "other-seek" => Arc::new(OtherSeek {
+                s: s.clone(),
+                inner: Arc::new(eh),
+            }),
             None => Arc::new(eh),
             Some(delegates) => {
                 let mut d = DelegatingErrorHandler::new(eh);

@@ -291,7 +291,7 @@ impl<C: ContainerConsumer> Runner<C> {
                 tracing::warn!(error = %e, "commit failed; will retry");
                 if let Some(reason) = stop_reason_for(&e) {
                     self.stop_reason = Some(reason);
-                } else if self.eh.handle_other(&e) == Disposition::StopContainer {
+                } else if self.handle_other(&e) == Disposition::StopContainer {
                     // Stopping: the final commit tries the offsets again.
                     self.stop_reason.get_or_insert(StopReason::Abnormal);
                 }

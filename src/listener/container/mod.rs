@@ -274,6 +274,11 @@ impl Seeks {
     pub fn requests(&self) -> impl Iterator<Item = (&str, i32, i64)> {
         self.requests.iter().map(|(tp, o)| (&*tp.0, tp.1, *o))
     }
+
+    /// Takes the requested seeks out, in order.
+    pub(crate) fn take(&mut self) -> Vec<(PartitionKey, i64)> {
+        std::mem::take(&mut self.requests)
+    }
 }
 
 enum Handler<R> {

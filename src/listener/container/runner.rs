@@ -12,7 +12,9 @@ use super::*;
 use crate::hash::FastMap;
 use crate::listener::classify::HandlerError;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord};
-use crate::listener::error_handler::{CommonErrorHandler, Disposition, RecoveryPolicy};
+use crate::listener::error_handler::{
+    CommonErrorHandler, Disposition, OtherFailure, RecoveryPolicy,
+};
 use crate::listener::events::EventHub;
 use crate::listener::fetch_failure::FetchFailures;
 use crate::listener::handler::{BoxFuture, SharedError};
@@ -418,7 +420,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     if let Some(reason) = stop_reason_for(&e) {
                         tracing::error!(error = %e, "listener container stopping");
                         self.stop_reason = Some(reason);
-                    } else if self.eh.handle_other(&e) == Disposition::StopContainer {
+                    } else if self.handle_other(&e) == Disposition::StopContainer {
                         tracing::error!(error = %e, "poll failed; the error handler stops the container");
                         self.emit(ContainerEvent::PollFailed(e));
                         self.stop_reason = Some(StopReason::Abnormal);
@@ -429,7 +431,11 @@ impl<C: ContainerConsumer> Runner<C> {
                     }
                 }
             }
-            if let Some(reason) = self.fetch_failures.check(&mut self.consumer, &self.events) {
+            let eh = &self.eh;
+            if let Some(reason) = self
+                .fetch_failures
+                .check(&mut self.consumer, &self.events, |f| eh.handle_other(f))
+            {
                 self.stop_reason.get_or_insert(reason);
             }
         }
@@ -646,6 +652,17 @@ impl<C: ContainerConsumer> Runner<C> {
     /// Seeks `tp` to `offset` unless the handling of this poll already sought it back as far
     /// or further: the lowest seek wins, so a later seek never moves a partition forward over
     /// records that an earlier one sent back for redelivery.
+    /// A failed poll or commit goes to the error handler's `handle_other`; the seeks it asks
+    /// for are applied.
+    pub(super) fn handle_other(&mut self, e: &Error) -> Disposition {
+        let mut failure = OtherFailure::new(e, None);
+        let disposition = self.eh.handle_other(&mut failure);
+        for (tp, offset) in failure.seeks.take() {
+            self.seek_min(&tp, offset);
+        }
+        disposition
+    }
+
     pub(super) fn seek_min(&mut self, tp: &PartitionKey, offset: i64) {
         if self.rewound.get(tp).is_some_and(|o| *o <= offset) {
             return;

@@ -26,11 +26,13 @@ import java.util.concurrent.atomic.AtomicLong;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.Consumer;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.consumer.OffsetOutOfRangeException;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
@@ -47,6 +49,7 @@ import org.springframework.kafka.listener.BatchAcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchListenerFailedException;
 import org.springframework.kafka.listener.CommonContainerStoppingErrorHandler;
 import org.springframework.kafka.listener.CommonDelegatingErrorHandler;
+import org.springframework.kafka.listener.CommonErrorHandler;
 import org.springframework.kafka.listener.CommonLoggingErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareListenerErrorHandler;
 import org.springframework.kafka.listener.ConsumerAwareRecordRecoverer;
@@ -57,6 +60,7 @@ import org.springframework.kafka.listener.DefaultAfterRollbackProcessor;
 import org.springframework.kafka.listener.DefaultErrorHandler;
 import org.springframework.kafka.listener.FailedRecordProcessor;
 import org.springframework.kafka.listener.KafkaMessageListenerContainer;
+import org.springframework.kafka.listener.MessageListenerContainer;
 import org.springframework.kafka.listener.RetryListener;
 import org.springframework.kafka.listener.adapter.BatchMessagingMessageListenerAdapter;
 import org.springframework.kafka.listener.adapter.HandlerAdapter;
@@ -718,6 +722,21 @@ public final class Runner {
             }
         }
 
+        /** Offsets committed for the group before the container starts ("initial_offsets"). */
+        void commitInitialOffsets() throws Exception {
+            JsonNode initial = sc.path("initial_offsets");
+            if (!initial.isObject()) {
+                return;
+            }
+            Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
+            initial.fields().forEachRemaining(en -> offsets.put(
+                    new TopicPartition(input, Integer.parseInt(en.getKey())),
+                    new OffsetAndMetadata(en.getValue().asLong())));
+            try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap))) {
+                admin.alterConsumerGroupOffsets(group, offsets).all().get(60, TimeUnit.SECONDS);
+            }
+        }
+
         void produceInput() throws Exception {
             try (KafkaProducer<Object, Object> p = new KafkaProducer<>(producerProps())) {
                 int i = 0;
@@ -742,7 +761,7 @@ public final class Runner {
             Map<String, Object> c = new HashMap<>();
             c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
             c.put(ConsumerConfig.GROUP_ID_CONFIG, group);
-            c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+            c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, sc.path("auto_offset_reset").asText("earliest"));
             c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
             c.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, sc.path("max_poll_records").asInt(500));
             c.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, 100);
@@ -842,6 +861,12 @@ public final class Runner {
                 else if (kindOfHandler.equals("stopping")) {
                     container.setCommonErrorHandler(new CommonContainerStoppingErrorHandler());
                 }
+                else if (kindOfHandler.equals("halt")) {
+                    container.setCommonErrorHandler(haltingHandler());
+                }
+                else if (kindOfHandler.equals("other-seek")) {
+                    container.setCommonErrorHandler(otherSeekHandler(bo));
+                }
                 else if (delegates.isObject()) {
                     CommonDelegatingErrorHandler d = new CommonDelegatingErrorHandler(deh);
                     d.setCauseChainTraversing(true);
@@ -860,6 +885,76 @@ public final class Runner {
                 }
             }
             return container;
+        }
+
+        /**
+         * "other-seek": the DefaultErrorHandler with a custom handleOtherException that logs an
+         * "other" event per partition of an OffsetOutOfRangeException and seeks those partitions
+         * to offset 0 (the scenarios' topics are new: their first record).
+         */
+        CommonErrorHandler otherSeekHandler(BackOff bo) {
+            DefaultErrorHandler h = new DefaultErrorHandler(recoverer(), bo) {
+                @Override
+                public void handleOtherException(Exception thrown, Consumer<?, ?> consumer,
+                        MessageListenerContainer container, boolean batchListener) {
+                    if (thrown instanceof OffsetOutOfRangeException oor) {
+                        List<TopicPartition> tps = new ArrayList<>(oor.partitions());
+                        tps.sort((a, b) -> Integer.compare(a.partition(), b.partition()));
+                        for (TopicPartition tp : tps) {
+                            ObjectNode e = ev("other");
+                            e.put("topic", norm(tp.topic()));
+                            e.put("p", tp.partition());
+                            e.put("error", "OffsetOutOfRange");
+                            event(e);
+                            consumer.seek(tp, 0);
+                        }
+                    }
+                    else {
+                        ObjectNode e = ev("other");
+                        String name = thrown.getClass().getSimpleName();
+                        e.put("error", name.endsWith("Exception")
+                                ? name.substring(0, name.length() - "Exception".length()) : name);
+                        event(e);
+                    }
+                }
+            };
+            classify(h);
+            return h;
+        }
+
+        /**
+         * "halt": a handler of one's own that halts the failed record's partition: it seeks
+         * every partition of the remaining records back to its first one (the container drops
+         * the rest of the poll), pauses the failed record's partition, and does not acknowledge
+         * the record (isAckAfterHandle false).
+         */
+        CommonErrorHandler haltingHandler() {
+            return new CommonErrorHandler() {
+                @Override
+                public void handleRemaining(Exception thrown, List<ConsumerRecord<?, ?>> records,
+                        Consumer<?, ?> consumer, MessageListenerContainer container) {
+                    ConsumerRecord<?, ?> failed = records.get(0);
+                    ObjectNode e = ev("halt", failed);
+                    e.put("error", kind(thrown));
+                    event(e);
+                    Map<TopicPartition, Long> first = new java.util.LinkedHashMap<>();
+                    for (ConsumerRecord<?, ?> r : records) {
+                        first.putIfAbsent(new TopicPartition(r.topic(), r.partition()), r.offset());
+                    }
+                    first.forEach(consumer::seek);
+                    container.pausePartition(new TopicPartition(failed.topic(), failed.partition()));
+                }
+
+                @Override
+                public boolean isAckAfterHandle() {
+                    return false;
+                }
+
+                @Override
+                public boolean seeksAfterHandling() {
+                    return true;
+                }
+            };
         }
 
         /** The listener adapter with a listener-level (consumer-aware) error handler. */
@@ -1027,6 +1122,7 @@ public final class Runner {
         List<String> run() throws Exception {
             createTopics();
             produceInput();
+            commitInitialOffsets();
             KafkaMessageListenerContainer<String, String> container = container();
             long deadline = System.currentTimeMillis() + sc.path("timeout_ms").asLong(60_000);
             long quiet = sc.path("quiet_ms").asLong(1_000);
