@@ -50,12 +50,64 @@ struct Inner {
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
+/// A Kafka API (a request type) as errors name it: its key and Kafka's name for it.
+///
+/// rekafka's own type, so that errors do not change with the version of the protocol crate
+/// underneath. `Display` and `Debug` give Kafka's name (`Produce`, `OffsetCommit`).
+///
+/// ```
+/// use rekafka::error::Api;
+///
+/// let produce = Api::from_key(0);
+/// assert_eq!(produce.key(), 0);
+/// assert_eq!(produce.to_string(), "Produce");
+/// assert_eq!(Api::from_key(-7).to_string(), "ApiKey(-7)");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Api(i16);
+
+impl Api {
+    /// The API with this key (Kafka's `api_key`).
+    pub const fn from_key(key: i16) -> Api {
+        Api(key)
+    }
+
+    /// Its key, as sent in every request header.
+    pub const fn key(self) -> i16 {
+        self.0
+    }
+
+    pub(crate) fn of(api: ApiKey) -> Api {
+        Api(api as i16)
+    }
+
+    /// The protocol crate's name for it, when the key is one it knows.
+    pub(crate) fn known(self) -> Option<ApiKey> {
+        ApiKey::try_from(self.0).ok()
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.known() {
+            Some(k) => write!(f, "{k:?}"),
+            None => write!(f, "ApiKey({})", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Where an error happened, as far as the layer that raised it knew.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Context {
     /// The Kafka API of the request, if the error concerns one.
-    pub api: Option<ApiKey>,
+    pub api: Option<Api>,
     /// The broker (node id) the request went to, if known.
     pub broker: Option<i32>,
     /// The topic, if the error concerns one.
@@ -93,7 +145,7 @@ pub enum ErrorKind {
     #[error("no version of {api:?} is supported by both broker and client")]
     UnsupportedVersion {
         /// The API.
-        api: ApiKey,
+        api: Api,
     },
     /// Encoding a request failed (a field set that the negotiated version cannot carry, a value
     /// out of range).
@@ -484,7 +536,7 @@ impl Error {
 
     /// Records the API the error concerns (kept if already set).
     pub(crate) fn api(mut self, api: ApiKey) -> Error {
-        self.inner.context.api.get_or_insert(api);
+        self.inner.context.api.get_or_insert(Api::of(api));
         self
     }
 
@@ -569,7 +621,7 @@ impl Error {
                 | KafkaCode::FencedInstanceId
                 | KafkaCode::InvalidTxnState => true,
                 KafkaCode::InvalidProducerEpoch => matches!(
-                    self.inner.context.api,
+                    self.inner.context.api.and_then(Api::known),
                     Some(
                         ApiKey::EndTxn
                             | ApiKey::AddPartitionsToTxn

@@ -171,7 +171,7 @@ fn worth_retrying(e: &Error) -> bool {
     }
     if e.kafka_code() == Some(KafkaCode::UnknownTopicOrPartition) {
         return matches!(
-            e.context().api,
+            e.context().api.and_then(crate::error::Api::known),
             Some(ApiKey::ListOffsets | ApiKey::DeleteRecords)
         );
     }

@@ -237,7 +237,7 @@ fn list_offsets_request(
         let (tp, spec) = &partitions[i];
         if *spec == OffsetSpec::MaxTimestamp && version < 7 {
             return Err(Error::new(ErrorKind::UnsupportedVersion {
-                api: ApiKey::ListOffsets,
+                api: crate::error::Api::of(ApiKey::ListOffsets),
             })
             .message("OffsetSpec::MaxTimestamp needs ListOffsets v7+")
             .on_partition(tp.topic(), tp.partition));
@@ -266,7 +266,7 @@ fn list_offsets_request(
         req.isolation_level = isolation.wire();
     } else if isolation == IsolationLevel::ReadCommitted {
         return Err(Error::new(ErrorKind::UnsupportedVersion {
-            api: ApiKey::ListOffsets,
+            api: crate::error::Api::of(ApiKey::ListOffsets),
         })
         .message("OffsetSpec::LastStable needs ListOffsets v2+"));
     }

@@ -78,7 +78,7 @@ impl Cluster {
             request.key_type = kind.key_type();
         } else if kind != CoordinatorType::Group {
             return Err(Error::new(ErrorKind::UnsupportedVersion {
-                api: ApiKey::FindCoordinator,
+                api: crate::error::Api::of(ApiKey::FindCoordinator),
             })
             .message("transaction coordinators need FindCoordinator v1+")
             .on_broker(broker.broker_id()));

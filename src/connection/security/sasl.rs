@@ -391,7 +391,7 @@ impl SaslSession {
         };
         if hs_version < 1 {
             return Err(Error::new(ErrorKind::UnsupportedVersion {
-                api: ApiKey::SaslAuthenticate,
+                api: crate::error::Api::of(ApiKey::SaslAuthenticate),
             })
             .message("the broker predates SaslAuthenticate (Kafka < 1.0); not supported"));
         }

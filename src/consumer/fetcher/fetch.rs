@@ -307,11 +307,11 @@ pub(crate) async fn fetch_request(
         .negotiate::<FetchRequest>()
         .map_err(|e| e.on_broker(broker))?;
     if v < 4 {
-        return Err(
-            Error::new(ErrorKind::UnsupportedVersion { api: ApiKey::Fetch })
-                .message("Fetch v4+ (record batches v2) is required")
-                .on_broker(broker),
-        );
+        return Err(Error::new(ErrorKind::UnsupportedVersion {
+            api: crate::error::Api::of(ApiKey::Fetch),
+        })
+        .message("Fetch v4+ (record batches v2) is required")
+        .on_broker(broker));
     }
     let mut topics: BTreeMap<Arc<str>, Vec<FetchPartition>> = BTreeMap::new();
     for i in items {

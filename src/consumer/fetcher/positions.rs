@@ -512,7 +512,7 @@ pub(crate) async fn list_offsets(
                 .map_err(|e| e.on_broker(broker))?;
             if v < 1 {
                 return Err(Error::new(ErrorKind::UnsupportedVersion {
-                    api: ApiKey::ListOffsets,
+                    api: crate::error::Api::of(ApiKey::ListOffsets),
                 }));
             }
             let mut topics: BTreeMap<Arc<str>, Vec<ListOffsetsPartition>> = BTreeMap::new();

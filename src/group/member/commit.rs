@@ -220,7 +220,7 @@ pub(super) async fn commit_with(
             .send(OffsetCommitRequest::default(), |v| {
                 if kip848 && generation >= 0 && v < 9 {
                     return Err(Error::new(ErrorKind::UnsupportedVersion {
-                        api: ApiKey::OffsetCommit,
+                        api: crate::error::Api::of(ApiKey::OffsetCommit),
                     })
                     .message(
                         "the consumer group protocol needs OffsetCommit v9+ (member epochs)",

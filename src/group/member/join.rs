@@ -97,7 +97,7 @@ impl GroupMember {
             .map_err(|e| e.on_broker(broker.broker_id()))?;
         if v < 1 {
             return Err(Error::new(ErrorKind::UnsupportedVersion {
-                api: ApiKey::JoinGroup,
+                api: crate::error::Api::of(ApiKey::JoinGroup),
             })
             .message("JoinGroup v1+ (rebalance timeout) is required"));
         }
