@@ -19,6 +19,7 @@
 //! source target/kafka/env   # or any Kafka 4.x: REKAFKA_BOOTSTRAP
 //! cargo test --features mock --test rebalance_bench -- --ignored --nocapture
 //! REBALANCE_BENCH_ROUNDS=5 (the default): rounds
+//! REBALANCE_BENCH_FETCH_WAIT_MS=100: fetch.max.wait.ms of the members (default Java's 500)
 //! ```
 
 mod common;
@@ -54,9 +55,15 @@ impl Mode {
     }
 
     fn config(self, group: &str) -> ConsumerConfig {
-        let c = ConsumerConfig::new()
+        let mut c = ConsumerConfig::new()
             .with_group_id(group)
             .with_auto_offset_reset(OffsetReset::Earliest);
+        if let Some(ms) = std::env::var("REBALANCE_BENCH_FETCH_WAIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            c = c.with_fetch_max_wait(Duration::from_millis(ms));
+        }
         match self {
             Mode::ClassicEager => c.with_assignors(vec![Arc::new(RangeAssignor)]),
             Mode::ClassicCooperative => c.with_assignors(vec![Arc::new(CooperativeStickyAssignor)]),
