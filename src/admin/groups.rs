@@ -192,6 +192,8 @@ pub struct ConsumerGroupMember {
     pub subscribed_topics: Vec<String>,
     /// The member's broker-side topic regex, if it subscribed by one.
     pub subscribed_topic_regex: Option<String>,
+    /// The member's rack (`client.rack`), if it sent one.
+    pub rack_id: Option<String>,
     /// The partitions the member owns now.
     pub assignment: Vec<TopicPartition>,
     /// The partitions the coordinator means the member to own (differs from `assignment`
@@ -862,6 +864,11 @@ fn consumer_group_description(
                     .collect(),
                 subscribed_topic_regex: m
                     .subscribed_topic_regex
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty()),
+                rack_id: m
+                    .rack_id
                     .as_ref()
                     .map(|s| s.to_string())
                     .filter(|s| !s.is_empty()),
