@@ -946,13 +946,19 @@ impl RekafkaMember {
         let config = ConsumerConfig::new()
             .with_group_id(group)
             .with_group_protocol(protocol)
-            .with_assignors(vec![assignor])
             .with_auto_commit(AutoCommit::Disabled)
             .with_auto_offset_reset(OffsetReset::Earliest)
-            .with_session_timeout(Duration::from_secs(30))
-            .with_heartbeat_interval(Duration::from_secs(1))
             .with_max_poll_records(50)
             .with_fetch_max_wait(Duration::from_millis(100));
+        // The classic protocol's client-side settings are configuration errors with the
+        // consumer protocol (as in Java): the coordinator assigns and times the session.
+        let config = match protocol {
+            GroupProtocol::Classic => config
+                .with_assignors(vec![assignor])
+                .with_session_timeout(Duration::from_secs(30))
+                .with_heartbeat_interval(Duration::from_secs(1)),
+            _ => config,
+        };
         let consumer = client.consumer(config).unwrap();
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         consumer.set_rebalance_listener(Arc::new(Callbacks {

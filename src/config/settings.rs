@@ -370,6 +370,12 @@ pub const CONSUMER: &[Setting] = &[
         "The group protocol: `classic`, or KIP-848's `consumer`.",
     ),
     Setting::new(
+        "client.rack",
+        TEXT,
+        "",
+        "The rack sent in the heartbeat (consumer protocol) or subscription (classic).",
+    ),
+    Setting::new(
         "group.remote.assignor",
         TEXT,
         "",

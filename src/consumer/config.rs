@@ -101,8 +101,10 @@ pub struct ConsumerConfig {
     /// [`GroupProtocol::Consumer`] the coordinator assigns partitions (see
     /// [`group_remote_assignor`](Self::group_remote_assignor)) and sets the heartbeat interval
     /// and session timeout (its `group.consumer.*` settings), so `partition.assignment.strategy`,
-    /// `heartbeat.interval.ms` (until the coordinator's first answer) and `session.timeout.ms`
-    /// do not apply. Default: [`GroupProtocol::Classic`].
+    /// `heartbeat.interval.ms` and `session.timeout.ms` do not apply: as in Java, setting one
+    /// of them with the consumer protocol (or `group.remote.assignor` with the classic one) is
+    /// a configuration error ([`validate`](Self::validate), [`ErrorKind::Config`](crate::ErrorKind::Config)).
+    /// Default: [`GroupProtocol::Classic`].
     pub group_protocol: GroupProtocol,
     /// `group.remote.assignor`: the broker-side assignor asked for with the consumer protocol
     /// (`uniform` or `range` on Apache Kafka). Default: none (the coordinator's default,
@@ -111,6 +113,22 @@ pub struct ConsumerConfig {
     /// `check.crcs`: verify batch CRCs. Always on in this client (the codec verifies every
     /// batch); the key is accepted for compatibility. Default: true.
     pub check_crcs: bool,
+    /// `client.rack`: the rack this consumer runs in, sent to the group coordinator (the
+    /// consumer protocol's heartbeat `RackId`, the classic protocol's subscription) for
+    /// rack-aware assignment. Fetching from the closest replica (KIP-392) is not done.
+    /// Default: none.
+    pub client_rack: Option<String>,
+    /// The classic-only settings given explicitly (builder or property), which
+    /// [`validate`](Self::validate) rejects with the consumer protocol as Java does.
+    given: ClassicOnlyGiven,
+}
+
+/// Which classic-protocol-only settings were set explicitly.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClassicOnlyGiven {
+    assignors: bool,
+    session_timeout: bool,
+    heartbeat_interval: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -136,6 +154,8 @@ impl Default for ConsumerConfig {
             check_crcs: true,
             group_protocol: GroupProtocol::Classic,
             group_remote_assignor: None,
+            client_rack: None,
+            given: ClassicOnlyGiven::default(),
         }
     }
 }
@@ -173,6 +193,19 @@ impl ConsumerConfig {
         self
     }
 
+    /// Sets [`client_rack`](Self::client_rack).
+    ///
+    /// ```
+    /// use rekafka::consumer::ConsumerConfig;
+    ///
+    /// let config = ConsumerConfig::new().with_client_rack("eu-west-1a");
+    /// assert_eq!(config.client_rack.as_deref(), Some("eu-west-1a"));
+    /// ```
+    pub fn with_client_rack(mut self, rack: impl Into<String>) -> Self {
+        self.client_rack = Some(rack.into()).filter(|r| !r.is_empty());
+        self
+    }
+
     /// Sets [`group_instance_id`](Self::group_instance_id).
     pub fn with_group_instance_id(mut self, id: impl Into<String>) -> Self {
         self.group_instance_id = Some(id.into());
@@ -201,6 +234,7 @@ impl ConsumerConfig {
     /// it if the current one is not lower.
     pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
+        self.given.session_timeout = true;
         if self.heartbeat_interval >= timeout {
             self.heartbeat_interval = timeout / 3;
         }
@@ -210,6 +244,7 @@ impl ConsumerConfig {
     /// Sets [`heartbeat_interval`](Self::heartbeat_interval).
     pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
+        self.given.heartbeat_interval = true;
         self
     }
 
@@ -228,6 +263,7 @@ impl ConsumerConfig {
     /// Sets [`assignors`](Self::assignors).
     pub fn with_assignors(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
         self.assignors = assignors;
+        self.given.assignors = true;
         self
     }
 
@@ -283,8 +319,14 @@ impl ConsumerConfig {
                     _ => IsolationLevel::ReadUncommitted,
                 }
             }
-            "session.timeout.ms" => self.session_timeout = s.millis(value)?,
-            "heartbeat.interval.ms" => self.heartbeat_interval = s.millis(value)?,
+            "session.timeout.ms" => {
+                self.session_timeout = s.millis(value)?;
+                self.given.session_timeout = true;
+            }
+            "heartbeat.interval.ms" => {
+                self.heartbeat_interval = s.millis(value)?;
+                self.given.heartbeat_interval = true;
+            }
             "max.poll.interval.ms" => self.max_poll_interval = s.millis(value)?,
             "partition.assignment.strategy" => {
                 let mut list: Vec<Arc<dyn Assignor>> = Vec::new();
@@ -313,6 +355,7 @@ impl ConsumerConfig {
                     ));
                 }
                 self.assignors = list;
+                self.given.assignors = true;
             }
             "queued.max.messages.kbytes" => {
                 self.max_buffered_bytes = s.number::<usize>(value)?.saturating_mul(1024)
@@ -322,6 +365,7 @@ impl ConsumerConfig {
             "check.crcs" => self.check_crcs = s.boolean(value)?,
             "group.protocol" => self.group_protocol = s.choice(value)?.parse()?,
             "group.remote.assignor" => self.group_remote_assignor = s.text(value)?,
+            "client.rack" => self.client_rack = s.text(value)?,
             other => return Err(config::unhandled(other)),
         }
         Ok(true)
@@ -352,6 +396,62 @@ impl ConsumerConfig {
         }
         if self.max_buffered_bytes == 0 {
             return Err(Error::config("queued.max.messages.kbytes must be positive"));
+        }
+        self.validate_group_protocol()
+    }
+
+    /// Java's `ConsumerConfig` check: the classic protocol's client-side settings
+    /// (`partition.assignment.strategy`, `session.timeout.ms`, `heartbeat.interval.ms`) set
+    /// with `group.protocol=consumer`, or `group.remote.assignor` set with
+    /// `group.protocol=classic`, are configuration errors (they would be silently ignored).
+    /// A setting counts as set when a builder or [`apply_property`](Self::apply_property)
+    /// gave it, or when its field differs from the default.
+    fn validate_group_protocol(&self) -> Result<()> {
+        let defaults = ConsumerConfig::default();
+        match self.group_protocol {
+            GroupProtocol::Consumer => {
+                let names = |a: &[Arc<dyn Assignor>]| -> Vec<String> {
+                    a.iter().map(|a| a.name().to_owned()).collect()
+                };
+                let set = [
+                    (
+                        "partition.assignment.strategy",
+                        self.given.assignors
+                            || names(&self.assignors) != names(&defaults.assignors),
+                        "the coordinator assigns partitions: choose its assignor with \
+                         group.remote.assignor (uniform or range)",
+                    ),
+                    (
+                        "session.timeout.ms",
+                        self.given.session_timeout
+                            || self.session_timeout != defaults.session_timeout,
+                        "the coordinator sets the session timeout \
+                         (group.consumer.session.timeout.ms on the broker)",
+                    ),
+                    (
+                        "heartbeat.interval.ms",
+                        self.given.heartbeat_interval
+                            || self.heartbeat_interval != defaults.heartbeat_interval,
+                        "the coordinator sets the heartbeat interval \
+                         (group.consumer.heartbeat.interval.ms on the broker)",
+                    ),
+                ];
+                if let Some((key, _, why)) = set.iter().find(|(_, given, _)| *given) {
+                    return Err(Error::config(format!(
+                        "{key} cannot be set with group.protocol=consumer ({why}); remove it, \
+                         or use group.protocol=classic"
+                    )));
+                }
+            }
+            _ => {
+                if self.group_remote_assignor.is_some() {
+                    return Err(Error::config(
+                        "group.remote.assignor cannot be set with group.protocol=classic (it \
+                         names a broker-side assignor of the consumer protocol); remove it, or \
+                         use group.protocol=consumer",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -387,7 +487,13 @@ mod tests {
         for k in ConsumerConfig::property_names() {
             assert!(
                 c.apply_property(k, "bogus").is_err()
-                    || ["group.id", "group.instance.id", "group.remote.assignor"].contains(&k),
+                    || [
+                        "group.id",
+                        "group.instance.id",
+                        "group.remote.assignor",
+                        "client.rack"
+                    ]
+                    .contains(&k),
                 "{k}"
             );
         }
@@ -423,6 +529,8 @@ mod tests {
             let mut c = ConsumerConfig::default();
             c.apply_property(s.key, s.default)
                 .unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            // Giving a classic-only setting is remembered (as in Java); the value is the same.
+            c.given = ClassicOnlyGiven::default();
             assert_eq!(format!("{c:?}"), default, "{}", s.key);
         }
         let mut c = ConsumerConfig::default();
@@ -432,5 +540,80 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.fetch_max_wait, Duration::from_millis(20));
         assert_eq!(c.max_partition_fetch_bytes, 4096);
+    }
+
+    #[test]
+    fn classic_only_settings_are_rejected_with_the_consumer_protocol() {
+        let consumer = || ConsumerConfig::new().with_group_protocol(GroupProtocol::Consumer);
+        consumer().validate().unwrap();
+        let cases: [(&str, ConsumerConfig); 6] = [
+            (
+                "session.timeout.ms",
+                consumer().with_session_timeout(Duration::from_secs(45)),
+            ),
+            (
+                "heartbeat.interval.ms",
+                consumer().with_heartbeat_interval(Duration::from_secs(1)),
+            ),
+            (
+                "partition.assignment.strategy",
+                consumer().with_assignors(vec![Arc::new(RangeAssignor)]),
+            ),
+            ("session.timeout.ms", {
+                // Set to its default value, explicitly: still an error, as in Java.
+                let mut c = consumer();
+                c.apply_property("session.timeout.ms", "45000").unwrap();
+                c
+            }),
+            ("partition.assignment.strategy", {
+                let mut c = consumer();
+                c.apply_property("partition.assignment.strategy", "roundrobin")
+                    .unwrap();
+                c
+            }),
+            ("heartbeat.interval.ms", {
+                // A field assigned directly counts when it differs from the default.
+                let mut c = consumer();
+                c.heartbeat_interval = Duration::from_millis(500);
+                c
+            }),
+        ];
+        for (key, c) in cases {
+            let e = c.validate().unwrap_err();
+            assert!(matches!(e.kind(), crate::ErrorKind::Config), "{key}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(key), "{key}: {msg}");
+            assert!(msg.contains("group.protocol=classic"), "{key}: {msg}");
+        }
+        // The same settings are fine with the classic protocol.
+        ConsumerConfig::new()
+            .with_session_timeout(Duration::from_secs(10))
+            .with_heartbeat_interval(Duration::from_secs(1))
+            .with_assignors(vec![Arc::new(RangeAssignor)])
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn remote_assignor_is_rejected_with_the_classic_protocol() {
+        let mut c = ConsumerConfig::new();
+        c.apply_property("group.remote.assignor", "uniform")
+            .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e.kind(), crate::ErrorKind::Config), "{e:?}");
+        assert!(e.to_string().contains("group.remote.assignor"), "{e}");
+        assert!(e.to_string().contains("group.protocol=consumer"), "{e}");
+        c.apply_property("group.protocol", "consumer").unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn client_rack_property() {
+        let mut c = ConsumerConfig::new();
+        assert_eq!(c.client_rack, None);
+        assert!(c.apply_property("client.rack", " rack-a ").unwrap());
+        assert_eq!(c.client_rack.as_deref(), Some("rack-a"));
+        c.apply_property("client.rack", "").unwrap();
+        assert_eq!(c.client_rack, None);
     }
 }

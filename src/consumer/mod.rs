@@ -232,6 +232,7 @@ impl Consumer {
                 gc.api_timeout = config.api_timeout;
                 gc.protocol = config.group_protocol;
                 gc.remote_assignor = config.group_remote_assignor.clone();
+                gc.client_rack = config.client_rack.clone();
                 Some(GroupMember::new(cluster.clone(), gc)?)
             }
             None => None,

@@ -43,6 +43,12 @@ impl Consumer {
             )
         };
         let Some(sub) = sub else { return Ok(()) };
+        // An error the consumer protocol's heartbeat reported for the application while the
+        // member stays in the group (TOPIC_AUTHORIZATION_FAILED): this poll returns it, as
+        // Java's does; the next one goes on.
+        if let Some(e) = member.take_reported_error() {
+            return Err(e);
+        }
         if member.take_lost() {
             // An assignment of the lost generation is void.
             lock(&self.group).pending = None;

@@ -12,9 +12,18 @@
 //!
 //! Errors as Java's `ConsumerMembershipManager` handles them: `FENCED_MEMBER_EPOCH` and
 //! `UNKNOWN_MEMBER_ID` lose the partitions and rejoin with epoch 0; coordinator errors look
-//! the coordinator up again; `UNRELEASED_INSTANCE_ID`, `GROUP_MAX_SIZE_REACHED`,
-//! `UNSUPPORTED_ASSIGNOR`, `INVALID_REGULAR_EXPRESSION`, authorization and other errors are
-//! fatal: the member stops and every later join returns the error.
+//! the coordinator up again; `TOPIC_AUTHORIZATION_FAILED` is reported to the application
+//! (the next `poll` returns it, once) while the member keeps heartbeating after the retry
+//! back-off, so that it recovers when the missing ACLs are added; `UNRELEASED_INSTANCE_ID`,
+//! `GROUP_MAX_SIZE_REACHED`, `UNSUPPORTED_ASSIGNOR`, `INVALID_REGULAR_EXPRESSION`, group
+//! authorization and other errors are fatal: the member stops and every later join returns
+//! the error.
+//!
+//! Like Java's `HeartbeatState`, a heartbeat carries only the fields that changed since the
+//! last one (member id, epoch and instance id always): every field when joining (epoch 0) and
+//! after any failed heartbeat, then the subscription, the server assignor and the rack only
+//! when they change, the owned partitions only when the consumer acknowledged a change, the
+//! rebalance timeout only on join. The coordinator reads a missing (null) field as unchanged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -34,7 +43,7 @@ use super::assignor::RebalanceProtocol;
 use super::member::{
     GroupMember, Inner, JoinOutcome, code_error, is_coordinator_error, lock, str_bytes,
 };
-use super::{GroupProtocol, TopicPartition};
+use super::{GroupConfig, GroupProtocol, TopicPartition};
 use crate::cluster::{Recovery, recovery_for};
 use crate::connection::Backoff;
 use crate::{Error, ErrorKind, KafkaCode, Result};
@@ -67,6 +76,22 @@ pub(super) struct Kip848State {
     sent: Option<SentSubscription>,
     /// A fatal error: the member is out of the group for good.
     fatal: Option<Error>,
+    /// An error reported to the application (the next `poll` returns it) while the member
+    /// stays in the group: `TOPIC_AUTHORIZATION_FAILED`.
+    reported: Option<Error>,
+    /// The fields the last heartbeat carried: the next one sends only what differs.
+    sent_fields: SentFields,
+}
+
+/// The optional fields of the heartbeats sent since the last join or failure (None: not sent,
+/// so the next heartbeat must carry it).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct SentFields {
+    rebalance_timeout_ms: Option<i32>,
+    subscription: Option<SentSubscription>,
+    server_assignor: Option<String>,
+    rack: Option<String>,
+    owned: Option<BTreeMap<Uuid, BTreeSet<i32>>>,
 }
 
 impl Kip848State {
@@ -79,6 +104,96 @@ impl Kip848State {
         self.target = None;
         self.owned.clear();
         self.sent = None;
+        self.sent_fields = SentFields::default();
+    }
+
+    /// The next heartbeat (except the leave): every field at epoch 0 or after a failure
+    /// ([`SentFields`] reset), otherwise only those that changed since the last one; records
+    /// what it carries. No I/O.
+    fn build_heartbeat(
+        &mut self,
+        cfg: &GroupConfig,
+        member_id: &str,
+        epoch: i32,
+        version: i16,
+    ) -> Result<ConsumerGroupHeartbeatRequest> {
+        let all = epoch == 0;
+        if all {
+            self.sent_fields = SentFields::default();
+        }
+        let sent = &mut self.sent_fields;
+        let mut req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(str_bytes(&cfg.group_id)))
+            .with_member_id(str_bytes(member_id))
+            .with_member_epoch(epoch)
+            .with_instance_id(cfg.group_instance_id.as_deref().map(str_bytes));
+        let rebalance_timeout = cfg.max_poll_interval.as_millis().min(i32::MAX as u128) as i32;
+        if sent.rebalance_timeout_ms != Some(rebalance_timeout) {
+            req.rebalance_timeout_ms = rebalance_timeout;
+            sent.rebalance_timeout_ms = Some(rebalance_timeout);
+        }
+        let wanted: SentSubscription = (self.topics.clone(), self.regex.clone());
+        if sent.subscription.as_ref() != Some(&wanted) {
+            let had_regex = self.sent.as_ref().is_some_and(|s| s.1.is_some());
+            match &wanted.1 {
+                Some(r) => {
+                    if version < 1 {
+                        return Err(Error::config(
+                            "a broker-side topic regex needs ConsumerGroupHeartbeat v1 (Kafka 4.0+)",
+                        ));
+                    }
+                    req.subscribed_topic_names = Some(Vec::new());
+                    req.subscribed_topic_regex = Some(str_bytes(r));
+                }
+                None => {
+                    req.subscribed_topic_names =
+                        Some(wanted.0.iter().map(|t| TopicName(str_bytes(t))).collect());
+                    if had_regex && version >= 1 {
+                        // An empty regex removes the one sent before.
+                        req.subscribed_topic_regex = Some(StrBytes::from_static_str(""));
+                    }
+                }
+            }
+            sent.subscription = Some(wanted);
+        }
+        if let Some(a) = &cfg.remote_assignor
+            && sent.server_assignor.as_ref() != Some(a)
+        {
+            req.server_assignor = Some(str_bytes(a));
+            sent.server_assignor = Some(a.clone());
+        }
+        if let Some(r) = &cfg.client_rack
+            && sent.rack.as_ref() != Some(r)
+        {
+            req.rack_id = Some(str_bytes(r));
+            sent.rack = Some(r.clone());
+        }
+        // A joining member owns nothing (its partitions were given up when it lost them).
+        let owned = if epoch == 0 {
+            BTreeMap::new()
+        } else {
+            self.owned.clone()
+        };
+        if sent.owned.as_ref() != Some(&owned) {
+            req.topic_partitions = Some(
+                owned
+                    .iter()
+                    .map(|(id, ps)| {
+                        TopicPartitions::default()
+                            .with_topic_id(*id)
+                            .with_partitions(ps.iter().copied().collect())
+                    })
+                    .collect(),
+            );
+            sent.owned = Some(owned);
+        }
+        Ok(req)
+    }
+
+    /// A heartbeat failed (not answered, or answered with an error): the next one carries
+    /// every field again, as Java resets its `SentFields`.
+    fn heartbeat_failed(&mut self) {
+        self.sent_fields = SentFields::default();
     }
 
     fn reconciled(&self) -> bool {
@@ -102,11 +217,19 @@ fn new_member_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// Heartbeat errors reported to the application while the member stays in the group and
+/// heartbeats again after the retry back-off (Java: an `ErrorEvent` that `poll` throws, the
+/// member keeps its state so that it recovers once the missing ACLs are added).
+fn is_reported_not_fatal(code: KafkaCode) -> bool {
+    code == KafkaCode::TopicAuthorizationFailed
+}
+
 /// Heartbeat errors after which the member stops for good (Java's fatal heartbeat errors).
 fn is_fatal(code: KafkaCode) -> bool {
     !matches!(
         code,
-        KafkaCode::FencedMemberEpoch
+        KafkaCode::TopicAuthorizationFailed
+            | KafkaCode::FencedMemberEpoch
             | KafkaCode::UnknownMemberId
             | KafkaCode::NotCoordinator
             | KafkaCode::CoordinatorNotAvailable
@@ -155,6 +278,15 @@ impl GroupMember {
         }
     }
 
+    /// Takes the error the consumer protocol's heartbeat reported for the application while
+    /// the member stays in the group (`TOPIC_AUTHORIZATION_FAILED`: the subscription names a
+    /// topic this principal may not describe), if any since the last call. The consumer's
+    /// `poll` returns it once, as Java's throws it; the member keeps heartbeating and gets its
+    /// assignment when the ACLs allow. Always `None` with the classic protocol.
+    pub fn take_reported_error(&self) -> Option<Error> {
+        lock(&self.inner.state).kip848.reported.take()
+    }
+
     /// The heartbeat interval the coordinator asked for (consumer protocol), once known.
     pub fn broker_heartbeat_interval(&self) -> Option<Duration> {
         lock(&self.inner.state).kip848.heartbeat_interval
@@ -188,6 +320,12 @@ impl GroupMember {
                 Err(e) => {
                     if let Some(f) = lock(&inner.state).kip848.fatal.clone() {
                         return Err(f);
+                    }
+                    if e.kafka_code().is_some_and(is_reported_not_fatal) {
+                        // For the application now (poll returns it); the next poll joins again.
+                        lock(&inner.state).kip848.reported = None;
+                        self.request_rejoin();
+                        return Err(e);
                     }
                     if let ErrorKind::UnsupportedVersion { .. } = e.kind() {
                         return Err(e.message(
@@ -278,82 +416,46 @@ impl GroupMember {
         out
     }
 
-    /// One ConsumerGroupHeartbeat with every field (subscription, owned partitions); joins
-    /// with epoch 0 when not a member. Handles the answer.
+    /// One ConsumerGroupHeartbeat (every field when joining or after a failure, otherwise
+    /// the changed ones); joins with epoch 0 when not a member. Handles the answer.
     async fn heartbeat_consumer_protocol(&self) -> Result<()> {
         let inner = &self.inner;
         let cfg = &inner.config;
         let _one = inner.heartbeat_lock.lock().await;
-        let (member_id, epoch, topics, regex, owned, had_regex) = {
+        let (member_id, epoch) = {
             let mut st = lock(&inner.state);
             if st.member_id.is_empty() {
                 st.member_id = new_member_id();
             }
-            let epoch = st.generation.max(0);
-            let owned: Vec<TopicPartitions> = if epoch == 0 {
-                Vec::new()
-            } else {
-                st.kip848
-                    .owned
-                    .iter()
-                    .map(|(id, ps)| {
-                        TopicPartitions::default()
-                            .with_topic_id(*id)
-                            .with_partitions(ps.iter().copied().collect())
-                    })
-                    .collect()
-            };
-            let had_regex = st.kip848.sent.as_ref().is_some_and(|s| s.1.is_some());
-            (
-                st.member_id.clone(),
-                epoch,
-                st.kip848.topics.clone(),
-                st.kip848.regex.clone(),
-                owned,
-                had_regex,
-            )
+            (st.member_id.clone(), st.generation.max(0))
         };
-        let group = cfg.group_id.clone();
-        let (resp, _) = self
+        let mut topics_sent: Option<SentSubscription> = None;
+        let sent = self
             .send(ConsumerGroupHeartbeatRequest::default(), |v| {
-                let mut req = ConsumerGroupHeartbeatRequest::default()
-                    .with_group_id(GroupId(str_bytes(&group)))
-                    .with_member_id(str_bytes(&member_id))
-                    .with_member_epoch(epoch)
-                    .with_instance_id(cfg.group_instance_id.as_deref().map(str_bytes))
-                    .with_rebalance_timeout_ms(
-                        cfg.max_poll_interval.as_millis().min(i32::MAX as u128) as i32,
-                    )
-                    .with_server_assignor(cfg.remote_assignor.as_deref().map(str_bytes))
-                    .with_topic_partitions(Some(owned.clone()));
-                match &regex {
-                    Some(r) => {
-                        if v < 1 {
-                            return Err(Error::config(
-                                "a broker-side topic regex needs ConsumerGroupHeartbeat v1 (Kafka 4.0+)",
-                            ));
-                        }
-                        req.subscribed_topic_names = Some(Vec::new());
-                        req.subscribed_topic_regex = Some(str_bytes(r));
-                    }
-                    None => {
-                        req.subscribed_topic_names =
-                            Some(topics.iter().map(|t| TopicName(str_bytes(t))).collect());
-                        if had_regex && v >= 1 {
-                            // An empty regex removes the one sent before.
-                            req.subscribed_topic_regex = Some(StrBytes::from_static_str(""));
-                        }
-                    }
+                let mut st = lock(&inner.state);
+                topics_sent = Some((st.kip848.topics.clone(), st.kip848.regex.clone()));
+                let req = st.kip848.build_heartbeat(cfg, &member_id, epoch, v);
+                if req.is_err() {
+                    st.kip848.heartbeat_failed();
                 }
-                Ok((req, v))
+                Ok((req?, v))
             })
-            .await
-            .inspect_err(|e| self.heartbeat_transport_failed(e))?;
+            .await;
+        let (resp, _) = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                lock(&inner.state).kip848.heartbeat_failed();
+                self.heartbeat_transport_failed(&e);
+                return Err(e);
+            }
+        };
+        let (topics, regex) = topics_sent.unwrap_or_default();
         if let Some(e) = code_error(resp.error_code, ApiKey::ConsumerGroupHeartbeat) {
             let e = match &resp.error_message {
                 Some(m) if !m.is_empty() => e.message(m.to_string()),
                 _ => e,
             };
+            lock(&inner.state).kip848.heartbeat_failed();
             self.heartbeat_error(&e, epoch).await;
             return Err(e);
         }
@@ -413,6 +515,16 @@ impl GroupMember {
             KafkaCode::NotCoordinator
             | KafkaCode::CoordinatorNotAvailable
             | KafkaCode::CoordinatorLoadInProgress => self.coordinator_failed().await,
+            c if is_reported_not_fatal(c) => {
+                tracing::error!(
+                    group = %self.inner.config.group_id,
+                    error = %e,
+                    "consumer group heartbeat failed; reported to the application, the member \
+                     stays and retries"
+                );
+                lock(&self.inner.state).kip848.reported = Some(e.clone());
+                self.inner.events.notify_one();
+            }
             c if is_fatal(c) => {
                 tracing::error!(
                     group = %self.inner.config.group_id,
@@ -557,7 +669,10 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
         match member.heartbeat_consumer_protocol().await {
             Ok(()) => backoff.reset(),
             Err(e) => {
-                if is_coordinator_error(&e) || e.is_retriable() {
+                if is_coordinator_error(&e)
+                    || e.is_retriable()
+                    || e.kafka_code().is_some_and(is_reported_not_fatal)
+                {
                     next_heartbeat = Instant::now() + backoff.delay().min(interval);
                     backoff.failed();
                 }
@@ -617,5 +732,156 @@ mod tests {
         assert!(st.reconciled());
         st.forget_assignment();
         assert!(st.target.is_none() && st.owned.is_empty() && st.sent.is_none());
+    }
+
+    fn owned(id: Uuid, ps: &[i32]) -> BTreeMap<Uuid, BTreeSet<i32>> {
+        BTreeMap::from([(id, ps.iter().copied().collect())])
+    }
+
+    fn names(req: &ConsumerGroupHeartbeatRequest) -> Option<Vec<String>> {
+        req.subscribed_topic_names
+            .as_ref()
+            .map(|v| v.iter().map(|t| t.0.to_string()).collect())
+    }
+
+    fn parts(req: &ConsumerGroupHeartbeatRequest) -> Option<Vec<(Uuid, Vec<i32>)>> {
+        req.topic_partitions.as_ref().map(|v| {
+            v.iter()
+                .map(|t| (t.topic_id, t.partitions.clone()))
+                .collect()
+        })
+    }
+
+    fn config() -> GroupConfig {
+        let mut cfg = GroupConfig::new("g");
+        cfg.protocol = GroupProtocol::Consumer;
+        cfg.remote_assignor = Some("range".into());
+        cfg.client_rack = Some("rack-a".into());
+        cfg.group_instance_id = Some("i-1".into());
+        cfg.max_poll_interval = Duration::from_secs(60);
+        cfg
+    }
+
+    #[test]
+    fn the_join_heartbeat_carries_every_field_including_the_rack() {
+        let cfg = config();
+        let mut st = Kip848State::new();
+        st.topics = vec!["a".into(), "b".into()];
+        let req = st.build_heartbeat(&cfg, "m", 0, 1).unwrap();
+        assert_eq!(req.group_id.0.as_str(), "g");
+        assert_eq!(req.member_id.as_str(), "m");
+        assert_eq!(req.member_epoch, 0);
+        assert_eq!(req.instance_id.as_deref(), Some("i-1"));
+        assert_eq!(req.rack_id.as_deref(), Some("rack-a"));
+        assert_eq!(req.rebalance_timeout_ms, 60_000);
+        assert_eq!(req.server_assignor.as_deref(), Some("range"));
+        assert_eq!(names(&req), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(req.subscribed_topic_regex, None);
+        assert_eq!(parts(&req), Some(vec![]), "a joining member owns nothing");
+    }
+
+    #[test]
+    fn later_heartbeats_carry_only_what_changed() {
+        let cfg = config();
+        let id = Uuid::from_bytes([3; 16]);
+        let mut st = Kip848State::new();
+        st.topics = vec!["a".into()];
+        st.build_heartbeat(&cfg, "m", 0, 1).unwrap();
+        st.sent = Some((st.topics.clone(), None));
+
+        // Nothing changed: only the identity fields.
+        let req = st.build_heartbeat(&cfg, "m", 5, 1).unwrap();
+        assert_eq!(req.member_epoch, 5);
+        assert_eq!(req.instance_id.as_deref(), Some("i-1"), "always sent");
+        assert_eq!(req.rack_id, None);
+        assert_eq!(req.rebalance_timeout_ms, -1, "-1: unchanged");
+        assert_eq!(req.server_assignor, None);
+        assert_eq!(req.subscribed_topic_names, None);
+        assert_eq!(req.subscribed_topic_regex, None);
+        assert_eq!(req.topic_partitions, None);
+
+        // The consumer acknowledged an assignment: the owned partitions, once.
+        st.owned = owned(id, &[0, 2]);
+        let req = st.build_heartbeat(&cfg, "m", 5, 1).unwrap();
+        assert_eq!(parts(&req), Some(vec![(id, vec![0, 2])]));
+        assert_eq!(req.subscribed_topic_names, None);
+        let req = st.build_heartbeat(&cfg, "m", 5, 1).unwrap();
+        assert_eq!(req.topic_partitions, None);
+
+        // A new subscription: the topic names, once.
+        st.topics = vec!["a".into(), "c".into()];
+        let req = st.build_heartbeat(&cfg, "m", 6, 1).unwrap();
+        assert_eq!(names(&req), Some(vec!["a".to_owned(), "c".to_owned()]));
+        assert_eq!(req.topic_partitions, None);
+        let req = st.build_heartbeat(&cfg, "m", 6, 1).unwrap();
+        assert_eq!(req.subscribed_topic_names, None);
+    }
+
+    #[test]
+    fn a_failed_heartbeat_or_a_rejoin_sends_every_field_again() {
+        let cfg = config();
+        let id = Uuid::from_bytes([4; 16]);
+        let mut st = Kip848State::new();
+        st.topics = vec!["a".into()];
+        st.build_heartbeat(&cfg, "m", 0, 1).unwrap();
+        st.owned = owned(id, &[1]);
+        st.build_heartbeat(&cfg, "m", 3, 1).unwrap();
+        assert_eq!(
+            st.build_heartbeat(&cfg, "m", 3, 1)
+                .unwrap()
+                .topic_partitions,
+            None
+        );
+
+        st.heartbeat_failed();
+        let req = st.build_heartbeat(&cfg, "m", 3, 1).unwrap();
+        assert_eq!(names(&req), Some(vec!["a".to_owned()]));
+        assert_eq!(parts(&req), Some(vec![(id, vec![1])]));
+        assert_eq!(req.rack_id.as_deref(), Some("rack-a"));
+        assert_eq!(req.server_assignor.as_deref(), Some("range"));
+        assert_eq!(req.rebalance_timeout_ms, 60_000);
+
+        // Fenced: the member rejoins at epoch 0 with everything and no partitions.
+        st.build_heartbeat(&cfg, "m", 3, 1).unwrap();
+        st.forget_assignment();
+        let req = st.build_heartbeat(&cfg, "m", 0, 1).unwrap();
+        assert_eq!(names(&req), Some(vec!["a".to_owned()]));
+        assert_eq!(parts(&req), Some(vec![]));
+        assert_eq!(req.rack_id.as_deref(), Some("rack-a"));
+    }
+
+    #[test]
+    fn regex_subscription_changes_are_sent_once_and_removed_with_an_empty_regex() {
+        let cfg = GroupConfig::new("g");
+        let mut st = Kip848State::new();
+        st.regex = Some("orders-.*".into());
+        let req = st.build_heartbeat(&cfg, "m", 0, 1).unwrap();
+        assert_eq!(req.subscribed_topic_regex.as_deref(), Some("orders-.*"));
+        assert_eq!(names(&req), Some(vec![]));
+        assert_eq!(req.rack_id, None, "no client.rack: no RackId");
+        assert_eq!(req.server_assignor, None);
+        st.sent = Some((Vec::new(), st.regex.clone()));
+        let req = st.build_heartbeat(&cfg, "m", 2, 1).unwrap();
+        assert_eq!(req.subscribed_topic_regex, None);
+        // Back to topic names: the names and an empty regex that removes the old one.
+        st.regex = None;
+        st.topics = vec!["x".into()];
+        let req = st.build_heartbeat(&cfg, "m", 2, 1).unwrap();
+        assert_eq!(names(&req), Some(vec!["x".to_owned()]));
+        assert_eq!(req.subscribed_topic_regex.as_deref(), Some(""));
+        // A regex needs v1.
+        let mut st = Kip848State::new();
+        st.regex = Some("r".into());
+        let e = st.build_heartbeat(&cfg, "m", 0, 0).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Config), "{e:?}");
+    }
+
+    #[test]
+    fn topic_authorization_failures_are_reported_not_fatal() {
+        assert!(is_reported_not_fatal(KafkaCode::TopicAuthorizationFailed));
+        assert!(!is_fatal(KafkaCode::TopicAuthorizationFailed));
+        assert!(is_fatal(KafkaCode::GroupAuthorizationFailed));
+        assert!(!is_reported_not_fatal(KafkaCode::GroupAuthorizationFailed));
+        assert!(!is_reported_not_fatal(KafkaCode::FencedMemberEpoch));
     }
 }

@@ -601,6 +601,11 @@ fn consumer_group_description(
                     .as_ref()
                     .map(|s| s.to_string())
                     .filter(|s| !s.is_empty()),
+                rack_id: m
+                    .rack_id
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty()),
                 assignment: partitions(&m.assignment),
                 target_assignment: partitions(&m.target_assignment),
                 classic: match m.member_type {

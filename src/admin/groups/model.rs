@@ -173,6 +173,8 @@ pub struct ConsumerGroupMember {
     pub subscribed_topics: Vec<String>,
     /// The member's broker-side topic regex, if it subscribed by one.
     pub subscribed_topic_regex: Option<String>,
+    /// The member's rack (`client.rack`), if it sent one.
+    pub rack_id: Option<String>,
     /// The partitions the member owns now.
     pub assignment: Vec<TopicPartition>,
     /// The partitions the coordinator means the member to own (differs from `assignment`

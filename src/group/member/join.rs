@@ -84,6 +84,7 @@ impl GroupMember {
                 let mut s = Subscription::new(topics.to_vec());
                 s.owned_partitions = owned_map.clone();
                 s.generation_id = generation;
+                s.rack_id = cfg.client_rack.clone();
                 JoinGroupRequestProtocol::default()
                     .with_name(str_bytes(a.name()))
                     .with_metadata(s.encode())

@@ -64,6 +64,10 @@ pub struct GroupConfig {
     /// The broker-side assignor asked for with the consumer protocol
     /// (`group.remote.assignor`: `uniform`, `range`). Default: none (the broker's default).
     pub remote_assignor: Option<String>,
+    /// The rack of this member (`client.rack`), sent in the consumer protocol's heartbeat
+    /// (`RackId`, for rack-aware broker-side assignors) and in the classic protocol's
+    /// subscription. Default: none.
+    pub client_rack: Option<String>,
 }
 
 impl GroupConfig {
@@ -84,6 +88,7 @@ impl GroupConfig {
             static_leave_on_close: false,
             protocol: GroupProtocol::Classic,
             remote_assignor: None,
+            client_rack: None,
         }
     }
 }
