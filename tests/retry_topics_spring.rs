@@ -7,7 +7,9 @@
 //!   Spring's due time, then on attempt 3 in `-retry-1`, keeping Spring's first-failure
 //!   provenance;
 //! * records that failed in rekafka continue in Spring: Spring reads rekafka's attempt count
-//!   and forwards them to `-retry-1` as attempt 3, keeping rekafka's first-failure provenance.
+//!   and forwards them to `-retry-1` as attempt 3, keeping rekafka's first-failure provenance;
+//! * rekafka names retry topics and DLTs (and reuses the trailing topic) as Spring's
+//!   `DestinationTopicPropertiesFactory` does, for each suffixing and reuse strategy.
 //!
 //! The Spring side is `rekafka.spring.RetryTopicInterop` in the Spring runner's jar: run
 //! `protocol-tests/spring/build.sh` first. The test fails (never skips) without a broker, Java
@@ -45,6 +47,168 @@ fn now_ms() -> i64 {
 
 fn runner_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/spring/runner/target")
+}
+
+/// Spring's topic names for `main` (`RetryTopicInterop topics`): the printed list, then the
+/// reusable retry topics.
+fn spring_topics(main: &str, args: &[&str]) -> (String, Vec<String>) {
+    let dir = runner_dir();
+    let jar = dir.join("spring-runner-0.1.0.jar");
+    assert!(
+        jar.is_file() && dir.join("lib").is_dir(),
+        "{} is missing: run protocol-tests/spring/build.sh (it builds the Spring side with Maven)",
+        jar.display()
+    );
+    let cp = format!("{}:{}/lib/*", jar.display(), dir.display());
+    let out = Command::new("java")
+        .args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=error")
+        .args(["-cp", &cp, "rekafka.spring.RetryTopicInterop", "topics"])
+        .args(["--main", main])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running java (Java 17+ is needed): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "RetryTopicInterop topics failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("topics "))
+        .unwrap_or_else(|| panic!("no topic list from Spring: {stdout}"))
+        .to_owned();
+    let reusable = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("reusable "))
+        .map(str::to_owned)
+        .collect();
+    (list, reusable)
+}
+
+/// rekafka names retry topics and DLTs as Spring 4.1's `DestinationTopicPropertiesFactory`
+/// does, for each suffixing and same-interval reuse strategy (Spring's default reuses one topic
+/// for the trailing retries at the same delay), with an exception-based DLT route. No broker.
+#[test]
+fn topic_names_match_springs() {
+    use rekafka::listener::retry_topic::SameIntervalTopicReuse;
+    let ms = Duration::from_millis;
+    let cases: Vec<(Vec<u64>, TopicSuffixing, SameIntervalTopicReuse, bool)> = vec![
+        // Exponential 1 s doubling up to 4 s, 5 attempts.
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            true,
+        ),
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::MultipleTopics,
+            false,
+        ),
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByIndex,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByIndex,
+            SameIntervalTopicReuse::MultipleTopics,
+            true,
+        ),
+        // Fixed.
+        (
+            vec![1000, 1000, 1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+        (
+            vec![1000, 1000, 1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::MultipleTopics,
+            false,
+        ),
+        // One retry.
+        (
+            vec![1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+        (
+            vec![1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::MultipleTopics,
+            false,
+        ),
+        // No delay repeats.
+        (
+            vec![200, 400, 800],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+    ];
+    for (delays, suffixing, reuse, route) in cases {
+        let main = "orders";
+        let mut b = RetryTopicConfiguration::builder()
+            .max_attempts(u32::try_from(delays.len()).unwrap() + 1)
+            .back_off(RetryBackOff::Delays(
+                delays.iter().map(|d| ms(*d)).collect(),
+            ))
+            .suffixing(suffixing)
+            .same_interval_topic_reuse(reuse);
+        if route {
+            b = b.dlt_route::<std::num::ParseIntError>("-fatal");
+        }
+        let t = b.build().topology(main);
+        let ours = format!(
+            "[{}]",
+            std::iter::once(t.main.clone())
+                .chain(t.retries.iter().map(|r| r.name.clone()))
+                .chain(t.routed_dlts.iter().cloned())
+                .chain(t.dlt.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let ours_reused: Vec<String> = t
+            .retries
+            .iter()
+            .filter(|r| r.reused)
+            .map(|r| r.name.clone())
+            .collect();
+        let list = delays
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            "--delays",
+            &list,
+            "--suffixing",
+            match suffixing {
+                TopicSuffixing::ByIndex => "index",
+                _ => "delay",
+            },
+            "--reuse",
+            match reuse {
+                SameIntervalTopicReuse::MultipleTopics => "multiple",
+                _ => "single",
+            },
+        ];
+        if route {
+            args.extend(["--routes", "-fatal"]);
+        }
+        let (spring, spring_reused) = spring_topics(main, &args);
+        let case = format!("{delays:?} {suffixing:?} {reuse:?} route={route}");
+        assert_eq!(ours, spring, "{case}");
+        assert_eq!(ours_reused, spring_reused, "reusable topics, {case}");
+    }
 }
 
 fn spring_fail(main: &str, group: &str, source: &str, count: usize) {

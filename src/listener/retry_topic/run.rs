@@ -249,6 +249,7 @@ impl RetryTopicConfiguration {
             Error::config("retry topics need a consumer group (ConsumerConfig::with_group_id)")
         })?;
         let topology = self.topology(main_topic);
+        self.check(&topology)?;
         if let TopicCreation::Auto {
             partitions,
             replication_factor,
@@ -276,11 +277,12 @@ impl RetryTopicConfiguration {
                 true,
             ));
         }
-        if let Some(dlt) = &topology.dlt {
+        for dlt in topology.routed_dlts.iter().chain(&topology.dlt) {
+            let suffix = &dlt[topology.main.len()..];
             plan.push((
                 dlt.clone(),
-                format!("{group}{}", self.dlt_suffix),
-                dlt_handler,
+                format!("{group}{suffix}"),
+                dlt_handler.clone(),
                 false,
             ));
         }
@@ -364,6 +366,7 @@ async fn create_topics(
         .retries
         .iter()
         .map(|t| t.name.clone())
+        .chain(topology.routed_dlts.iter().cloned())
         .chain(topology.dlt.clone())
         .map(|name| {
             let mut t = NewTopic::new(name, count.unwrap_or(1));
@@ -373,7 +376,8 @@ async fn create_topics(
             t
         })
         .collect();
-    topics.dedup_by(|a, b| a.name == b.name);
+    let mut seen = std::collections::HashSet::new();
+    topics.retain(|t| seen.insert(t.name.clone()));
     for r in admin.create_topics(&topics).await? {
         match r {
             Ok(_) => {}
