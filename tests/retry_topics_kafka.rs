@@ -10,6 +10,8 @@
 //!   letter again (`DltStrategy::AlwaysRetryOnError`);
 //! * exception-based DLT routes (`dlt_route`) and Spring's default reuse of one topic for the
 //!   trailing retries of an exponential back-off at its maximum;
+//! * typed records (`start_typed`) through the retries, a value that does not deserialize
+//!   straight to the DLT with its raw bytes;
 //! * a consumer process killed with SIGKILL and restarted loses nothing, and handles records
 //!   again at most within the stated at-least-once bound.
 //!
@@ -779,6 +781,183 @@ async fn routed_dlts_and_the_reused_trailing_retry_topic() {
             .sum();
         let expected = keys.iter().filter(|k| k.starts_with(prefix)).count() as i64;
         assert_eq!(committed, expected, "{group}{suffix} committed");
+    }
+    cluster.close().await;
+}
+
+/// A value deserializer for the typed test: the value as a decimal `u64`.
+#[derive(Debug, Clone, Copy)]
+struct U64Value;
+
+impl rekafka::consumer::Deserializer for U64Value {
+    type Output = u64;
+    fn deserialize(&self, _topic: &str, data: Option<&bytes::Bytes>) -> rekafka::Result<u64> {
+        let text = std::str::from_utf8(data.map(|b| &b[..]).unwrap_or_default())
+            .map_err(|_| rekafka::Error::deserialization("not UTF-8"))?;
+        text.parse()
+            .map_err(|_| rekafka::Error::deserialization(format!("not a number: {text:?}")))
+    }
+}
+
+/// Retry topics over typed records (`start_typed`): the handler gets typed keys and values on
+/// the main topic and through the retries (here one topic, `-retry`, for the fixed back-off);
+/// a value that does not deserialize never reaches the handler and goes straight to the DLT
+/// with its raw bytes, where the DLT handler gets it without a typed value and with the
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
+    use rekafka::consumer::StringDeserializer;
+    use rekafka::listener::TypedRecord;
+    type Rec = TypedRecord<Option<String>, u64>;
+
+    let topic = unique("rt-typed");
+    let group = unique("rt-typed-g");
+    create(&topic, 2).await;
+    let cluster = connect().await;
+    // Value `i` for key `k{i}`; every 5th value (i % 5 == 0) is not a number; numbers with
+    // i % 5 == 1 fail on their first two attempts.
+    let n = 50_u64;
+    let value_of = |i: u64| {
+        if i % 5 == 0 {
+            format!("bad-{i}")
+        } else {
+            i.to_string()
+        }
+    };
+    {
+        let p = Producer::new(cluster.clone(), ProducerConfig::default())
+            .await
+            .unwrap();
+        let mut acks = Vec::new();
+        for i in 0..n {
+            let r = Record::new(topic.as_str())
+                .with_key(format!("k{i}"))
+                .with_value(value_of(i));
+            acks.push(p.send(r).await.unwrap());
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+        p.close().await;
+    }
+    // (topic, key, typed value, attempt, ok)
+    let log: Arc<Mutex<Vec<(String, String, u64, u32, bool)>>> = Arc::default();
+    let dead: Arc<Mutex<Vec<Rec>>> = Arc::default();
+    let (l, d) = (log.clone(), dead.clone());
+    let handle = RetryTopicConfiguration::builder()
+        .max_attempts(3)
+        .back_off(RetryBackOff::Fixed(Duration::from_millis(100)))
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .start_typed(
+            cluster.clone(),
+            consumer_config(&group),
+            &topic,
+            StringDeserializer,
+            U64Value,
+            move |r: Rec| {
+                let l = l.clone();
+                async move {
+                    let key = r.typed_key().cloned().flatten().unwrap_or_default();
+                    let value = *r.typed_value().unwrap();
+                    let attempt = headers::attempts(&r.headers());
+                    let ok = !(value % 5 == 1 && attempt <= 2);
+                    l.lock()
+                        .unwrap()
+                        .push((r.topic().to_owned(), key.clone(), value, attempt, ok));
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(Box::new(Failing(key)) as HandlerError)
+                    }
+                }
+            },
+            move |r: Rec| {
+                let d = d.clone();
+                async move {
+                    d.lock().unwrap().push(r);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let retry = format!("{topic}-retry");
+    assert_eq!(
+        handle
+            .topology()
+            .retries
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        [retry.as_str()]
+    );
+    let bad = (0..n).filter(|i| i % 5 == 0).count();
+    let twice = (0..n).filter(|i| i % 5 == 1).count();
+    let good = n as usize - bad;
+    wait_until(
+        "every number handled and every bad value dead",
+        Duration::from_secs(60),
+        || {
+            log.lock().unwrap().iter().filter(|h| h.4).count() >= good
+                && dead.lock().unwrap().len() >= bad
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.stop().await;
+
+    let log = log.lock().unwrap().clone();
+    let dead = dead.lock().unwrap().clone();
+    assert_eq!(log.len(), good + 2 * twice, "handlings: {log:?}");
+    assert_eq!(dead.len(), bad, "one dead letter per bad value");
+    for i in 0..n {
+        let key = format!("k{i}");
+        let mine: Vec<(&str, u64, u32, bool)> = log
+            .iter()
+            .filter(|h| h.1 == key)
+            .map(|h| (h.0.as_str(), h.2, h.3, h.4))
+            .collect();
+        let letters: Vec<&Rec> = dead
+            .iter()
+            .filter(|r| r.raw().key_str() == Some(key.as_str()))
+            .collect();
+        if i % 5 == 0 {
+            assert!(mine.is_empty(), "{key} never reaches the handler");
+            assert_eq!(letters.len(), 1, "{key}");
+            let r = letters[0];
+            assert_eq!(r.topic(), format!("{topic}-dlt"));
+            assert_eq!(r.typed_value(), None);
+            assert_eq!(
+                r.raw().value().map(|b| b.to_vec()),
+                Some(value_of(i).into_bytes()),
+                "{key}: the raw bytes"
+            );
+            let failure = r.deserialization_failure().expect("the failure");
+            assert!(failure.to_string().contains("not a number"), "{failure}");
+            let hs = r.headers();
+            assert_eq!(headers::attempts(&hs), 2, "{key}: straight from attempt 1");
+            let s = |name: &str| String::from_utf8_lossy(header(&hs, name).unwrap()).into_owned();
+            assert_eq!(s("kafka_original-topic"), topic);
+            assert_eq!(
+                s("kafka_exception-fqcn"),
+                "rekafka::listener::DeserializationFailed"
+            );
+        } else if i % 5 == 1 {
+            assert!(letters.is_empty(), "{key}");
+            assert_eq!(
+                mine,
+                [
+                    (topic.as_str(), i, 1, false),
+                    (retry.as_str(), i, 2, false),
+                    (retry.as_str(), i, 3, true)
+                ],
+                "{key}"
+            );
+        } else {
+            assert!(letters.is_empty(), "{key}");
+            assert_eq!(mine, [(topic.as_str(), i, 1, true)], "{key}");
+        }
     }
     cluster.close().await;
 }

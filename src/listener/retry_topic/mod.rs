@@ -31,6 +31,11 @@
 //! retryable (looked for through the error's `source()` chain), and records past the
 //! [overall timeout](RetryTopicConfigurationBuilder::timeout), go straight to the DLT.
 //!
+//! **Typed records.** [`start_typed`](RetryTopicConfiguration::start_typed) runs the same
+//! containers over a key and a value deserializer: the handler gets
+//! [`TypedRecord`](crate::listener::TypedRecord)s, and a record that does not deserialize goes
+//! straight to the DLT with its raw bytes.
+//!
 //! **Commits.** Each container commits a record's offset only after the record was handled or
 //! its forward to the next topic was acknowledged by the broker, so a process that dies between
 //! the two handles (or forwards) the record again: at-least-once, never lost.
