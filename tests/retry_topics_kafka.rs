@@ -818,7 +818,7 @@ async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
     // i % 5 == 1 fail on their first two attempts.
     let n = 50_u64;
     let value_of = |i: u64| {
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             format!("bad-{i}")
         } else {
             i.to_string()
@@ -841,7 +841,8 @@ async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
         p.close().await;
     }
     // (topic, key, typed value, attempt, ok)
-    let log: Arc<Mutex<Vec<(String, String, u64, u32, bool)>>> = Arc::default();
+    type Handling = (String, String, u64, u32, bool);
+    let log: Arc<Mutex<Vec<Handling>>> = Arc::default();
     let dead: Arc<Mutex<Vec<Rec>>> = Arc::default();
     let (l, d) = (log.clone(), dead.clone());
     let handle = RetryTopicConfiguration::builder()
@@ -892,7 +893,7 @@ async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
             .collect::<Vec<_>>(),
         [retry.as_str()]
     );
-    let bad = (0..n).filter(|i| i % 5 == 0).count();
+    let bad = (0..n).filter(|i| i.is_multiple_of(5)).count();
     let twice = (0..n).filter(|i| i % 5 == 1).count();
     let good = n as usize - bad;
     wait_until(
@@ -922,7 +923,7 @@ async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
             .iter()
             .filter(|r| r.raw().key_str() == Some(key.as_str()))
             .collect();
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             assert!(mine.is_empty(), "{key} never reaches the handler");
             assert_eq!(letters.len(), 1, "{key}");
             let r = letters[0];

@@ -360,7 +360,7 @@ impl RetryTopicConfiguration {
     ///   (`orders-retry-4000-0`, `orders-retry-4000-1`);
     /// * random delays ([`RetryBackOff::UniformRandom`]) are suffixed by index.
     ///
-    /// The DLTs follow: one per [DLT routing rule](RetryTopicConfigurationBuilder::dlt_routing),
+    /// The DLTs follow: one per [DLT routing rule](RetryTopicConfigurationBuilder::dlt_route),
     /// in the order given, then the DLT.
     pub fn topology(&self, main: &str) -> RetryTopology {
         let delays = self.delays();

@@ -268,7 +268,7 @@ impl RetryTopicConfiguration {
     /// consume through a [`TypedConsumer`] with clones of `key` and `value`, so `handler` gets
     /// [`TypedRecord`]s. A record whose key or value does not deserialize never reaches
     /// `handler`: it goes straight to the DLT (a [`DeserializationFailed`] is not retryable
-    /// unless a [classifier](RetryTopicConfigurationBuilder::classifier) says otherwise) with
+    /// unless a [classifier](super::RetryTopicConfigurationBuilder::classifier) says otherwise) with
     /// its raw bytes and Spring's headers. The DLT containers read raw records and hand
     /// `dlt_handler` every dead letter as a [`TypedRecord`]: typed when it deserializes, else
     /// with [`typed_key`](TypedRecord::typed_key) / [`typed_value`](TypedRecord::typed_value)
@@ -276,7 +276,6 @@ impl RetryTopicConfiguration {
     /// [`deserialization_failure`](ListenerRecord::deserialization_failure).
     ///
     /// [`DeserializationFailed`]: crate::listener::DeserializationFailed
-    /// [`RetryTopicConfigurationBuilder::classifier`]: super::RetryTopicConfigurationBuilder::classifier
     ///
     /// ```no_run
     /// # async fn demo(cluster: rekafka::cluster::Cluster) -> rekafka::Result<()> {
@@ -298,7 +297,7 @@ impl RetryTopicConfiguration {
     ///             Ok(())
     ///         },
     ///         |dead: Rec| async move {
-    ///             println!("dead letter {:?} ({:?})", dead.typed_value(), dead.raw().value());
+    ///             println!("dead letter {:?} ({:?})", dead.typed_value(), dead.raw().value_str());
     ///             Ok(())
     ///         },
     ///     )
