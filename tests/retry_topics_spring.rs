@@ -49,9 +49,17 @@ fn runner_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/spring/runner/target")
 }
 
-/// Spring's topic names for `main` (`RetryTopicInterop topics`): the printed list, then the
-/// reusable retry topics.
-fn spring_topics(main: &str, args: &[&str]) -> (String, Vec<String>) {
+/// What `RetryTopicInterop topics` prints: Spring's topic list, its reusable retry topics, and
+/// where its resolver sends each failure (`next` lines: source, attempt, error kind, destination
+/// or `none`).
+struct SpringTopics {
+    list: String,
+    reusable: Vec<String>,
+    next: Vec<(String, u32, String, String)>,
+}
+
+/// Spring's topics for `main` (`RetryTopicInterop topics`).
+fn spring_topics(main: &str, args: &[&str]) -> SpringTopics {
     let dir = runner_dir();
     let jar = dir.join("spring-runner-0.1.0.jar");
     assert!(
@@ -84,12 +92,33 @@ fn spring_topics(main: &str, args: &[&str]) -> (String, Vec<String>) {
         .filter_map(|l| l.strip_prefix("reusable "))
         .map(str::to_owned)
         .collect();
-    (list, reusable)
+    let next = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("next "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 4, "{l}");
+            (
+                f[0].to_owned(),
+                f[1].parse().unwrap(),
+                f[2].to_owned(),
+                f[3].to_owned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    assert!(!next.is_empty(), "no resolutions from Spring: {stdout}");
+    SpringTopics {
+        list,
+        reusable,
+        next,
+    }
 }
 
 /// rekafka names retry topics and DLTs as Spring 4.1's `DestinationTopicPropertiesFactory`
 /// does, for each suffixing and same-interval reuse strategy (Spring's default reuses one topic
-/// for the trailing retries at the same delay), with an exception-based DLT route. No broker.
+/// for the trailing retries at the same delay), with an exception-based DLT route, and sends a
+/// failed record of each topic on each attempt where Spring's `DefaultDestinationTopicResolver`
+/// does, for an error with and without a route. No broker.
 #[test]
 fn topic_names_match_springs() {
     use rekafka::listener::retry_topic::SameIntervalTopicReuse;
@@ -166,7 +195,8 @@ fn topic_names_match_springs() {
         if route {
             b = b.dlt_route::<std::num::ParseIntError>("-fatal");
         }
-        let t = b.build().topology(main);
+        let config = b.build();
+        let t = config.topology(main);
         let ours = format!(
             "[{}]",
             std::iter::once(t.main.clone())
@@ -204,10 +234,23 @@ fn topic_names_match_springs() {
         if route {
             args.extend(["--routes", "-fatal"]);
         }
-        let (spring, spring_reused) = spring_topics(main, &args);
+        let spring = spring_topics(main, &args);
         let case = format!("{delays:?} {suffixing:?} {reuse:?} route={route}");
-        assert_eq!(ours, spring, "{case}");
-        assert_eq!(ours_reused, spring_reused, "reusable topics, {case}");
+        assert_eq!(ours, spring.list, "{case}");
+        assert_eq!(ours_reused, spring.reusable, "reusable topics, {case}");
+        let generic = RekafkaFailed("generic".into());
+        let routed = "x".parse::<u64>().unwrap_err();
+        for (source, attempt, kind, dest) in &spring.next {
+            let error: &(dyn std::error::Error + 'static) =
+                if kind == "routed" { &routed } else { &generic };
+            let ours = config
+                .next_topic(&t, source, *attempt, error, Duration::ZERO)
+                .unwrap_or_else(|| "none".into());
+            assert_eq!(
+                &ours, dest,
+                "{case}: {kind} failure on {source}, attempt {attempt}"
+            );
+        }
     }
 }
 

@@ -456,6 +456,38 @@ impl RetryTopicConfiguration {
         }
     }
 
+    /// The topic a record of `source` (a topic of `topology`) on attempt `attempt` (from 1,
+    /// its [`headers::attempts`]) that failed with `error`, `elapsed` after its original
+    /// timestamp, is forwarded to: a retry topic (the same one for a reused topic), a DLT, or
+    /// `None` when it is logged and skipped (Spring's `DefaultDestinationTopicResolver`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rekafka::listener::retry_topic::RetryTopicConfiguration;
+    ///
+    /// let config = RetryTopicConfiguration::builder().max_attempts(3).build();
+    /// let t = config.topology("orders");
+    /// let e = std::fmt::Error;
+    /// let next = |source, attempt| config.next_topic(&t, source, attempt, &e, Duration::ZERO);
+    /// assert_eq!(next("orders", 1).as_deref(), Some("orders-retry"));
+    /// assert_eq!(next("orders-retry", 2).as_deref(), Some("orders-retry"));
+    /// assert_eq!(next("orders-retry", 3).as_deref(), Some("orders-dlt"));
+    /// ```
+    pub fn next_topic(
+        &self,
+        topology: &RetryTopology,
+        source: &str,
+        attempt: u32,
+        error: &(dyn StdError + 'static),
+        elapsed: Duration,
+    ) -> Option<String> {
+        let elapsed = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        match self.next(topology, source, attempt, error, 0, elapsed) {
+            Next::Retry { topic, .. } | Next::Dlt(topic) => Some(topic),
+            Next::Drop => None,
+        }
+    }
+
     /// Where a record of `source` on attempt `attempt` (from 1) that failed with `error` goes,
     /// `now` and its original timestamp in ms since the epoch (Spring's
     /// `DefaultDestinationTopicResolver`).
@@ -497,7 +529,7 @@ impl RetryTopicConfiguration {
             };
         }
         let timed_out = self.timeout.is_some_and(|t| {
-            now >= original_timestamp
+            now > original_timestamp
                 .saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
         });
         if !retryable || timed_out || attempt >= self.max_attempts {
@@ -856,9 +888,13 @@ mod tests {
             c.next(&t, "o", 1, &Wrapped(Fatal), 0, 10),
             Next::Dlt("o-dlt".into())
         );
-        // Past the timeout.
+        // Past the timeout (Spring: strictly after).
         assert_eq!(
             c.next(&t, "o", 1, &Boom, 0, 60_000),
+            retry("o-retry-0", 100)
+        );
+        assert_eq!(
+            c.next(&t, "o", 1, &Boom, 0, 60_001),
             Next::Dlt("o-dlt".into())
         );
         // A failing DLT handler: back to the DLT with a retryable error, dropped otherwise.

@@ -47,7 +47,10 @@ import org.springframework.util.backoff.FixedBackOff;
  *     prints the topics Spring's DestinationTopicPropertiesFactory makes for T with these back-off
  *     values (ms, one per retry), suffixing and same-interval reuse strategies, and one
  *     exception-based DLT route per suffix S (tests/retry_topics_spring.rs compares them with
- *     rekafka's names): "topics [T, ...]" then one "reusable NAME" line per reusable retry topic.
+ *     rekafka's names): "topics [T, ...]", one "reusable NAME" line per reusable retry topic, and
+ *     "next SOURCE ATTEMPT generic|routed DEST|none" for each topic and attempt: where Spring's
+ *     DefaultDestinationTopicResolver sends a record failing with a generic error and with the
+ *     routed one (IllegalArgumentException).
  * </pre>
  *
  * Spring's listener here does not wait for a record's due time (that is the job of
@@ -98,9 +101,28 @@ public final class RetryTopicInterop {
                         : SameIntervalTopicReuseStrategy.SINGLE_TOPIC,
                 RetryTopicConstants.NOT_SET, routes).createProperties();
         System.out.println("topics " + properties.stream().map(p -> main + p.suffix()).toList());
+        List<DestinationTopic> destinations = new ArrayList<>();
         for (DestinationTopic.Properties p : properties) {
-            if (new DestinationTopic(main + p.suffix(), p).isReusableRetryTopic()) {
-                System.out.println("reusable " + main + p.suffix());
+            DestinationTopic d = new DestinationTopic(main + p.suffix(), p);
+            destinations.add(d);
+            if (d.isReusableRetryTopic()) {
+                System.out.println("reusable " + d.getDestinationName());
+            }
+        }
+        // Where Spring's resolver sends a record of each topic, on each attempt, failing with a
+        // generic error and with the routed one.
+        DefaultDestinationTopicResolver resolver = new DefaultDestinationTopicResolver();
+        resolver.addDestinationTopics("topics", destinations);
+        for (DestinationTopic source : destinations) {
+            for (int attempt = 1; attempt <= delays.size() + 1; attempt++) {
+                for (String kind : routes.isEmpty() ? List.of("generic") : List.of("generic", "routed")) {
+                    Exception e = "routed".equals(kind) ? new IllegalArgumentException("routed")
+                            : new IllegalStateException("generic");
+                    DestinationTopic next = resolver.resolveDestinationTopic("topics", source.getDestinationName(),
+                            attempt, e, System.currentTimeMillis());
+                    System.out.println("next " + source.getDestinationName() + " " + attempt + " " + kind + " "
+                            + (next.isNoOpsTopic() ? "none" : next.getDestinationName()));
+                }
             }
         }
     }
