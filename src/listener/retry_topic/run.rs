@@ -42,7 +42,7 @@ impl RetryTopicHandle {
         &self.topology
     }
 
-    /// The container consuming `topic` (the main topic, a retry topic or the DLT).
+    /// The container consuming `topic` (the main topic, a retry topic, the DLT or a routed DLT).
     pub fn container(&self, topic: &str) -> Option<&ContainerHandle> {
         self.containers
             .iter()
