@@ -7,8 +7,9 @@
 //!
 //! It produces 100 orders to a fresh topic. Every tenth order fails on its first two attempts
 //! (a flaky payment service) and succeeds on its third, in `<topic>-retry-1`; order 42 always
-//! fails and ends in `<topic>-dlt`, handled by the DLT handler. The other orders are handled
-//! once, without waiting for the retries.
+//! fails and ends in `<topic>-dlt`, handled by the DLT handler. Order 13 is invalid: that error
+//! is not retried and is routed to a DLT of its own, `<topic>-invalid-dlt`. The other orders are
+//! handled once, without waiting for the retries.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,10 @@ use rekafka::producer::{ProducerConfig, Record};
 #[derive(Debug, thiserror::Error)]
 #[error("payment service unavailable for {0}")]
 struct PaymentUnavailable(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("order {0} is invalid")]
+struct InvalidOrder(String);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -51,7 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     producer.close().await;
 
     // 3 attempts: the main topic, then `-retry-0` after 500 ms, then `-retry-1` after 1 s;
-    // then the DLT. Retry and DLT topics are created like the main topic.
+    // then the DLT. Retry and DLT topics are created like the main topic. An invalid order is
+    // not retried and goes to its own DLT.
     let config = RetryTopicConfiguration::builder()
         .max_attempts(3)
         .back_off(RetryBackOff::Exponential {
@@ -60,6 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             max: Duration::from_secs(10),
         })
         .suffixing(TopicSuffixing::ByIndex)
+        .not_retry_on::<InvalidOrder>()
+        .dlt_route::<InvalidOrder>("-invalid")
         .build();
     let handled = Arc::new(Mutex::new(0_usize));
     let dead = Arc::new(Mutex::new(Vec::new()));
@@ -77,6 +85,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     let key = record.key_str().unwrap_or_default().to_owned();
                     let attempt = headers::attempts(&record.headers());
                     let n: usize = key.trim_start_matches("order-").parse().unwrap_or(0);
+                    if n == 13 {
+                        println!("{key}: invalid");
+                        return Err(Box::new(InvalidOrder(key)) as HandlerError);
+                    }
                     if n == 42 || (n.is_multiple_of(10) && attempt < 3) {
                         println!("{key}: attempt {attempt} in {} failed", record.topic());
                         return Err(Box::new(PaymentUnavailable(key)) as HandlerError);
@@ -102,8 +114,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("topics: {:?}", handle.topology());
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while (*handled.lock().unwrap_or_else(|e| e.into_inner()) < 99
-        || dead.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    while (*handled.lock().unwrap_or_else(|e| e.into_inner()) < 98
+        || dead.lock().unwrap_or_else(|e| e.into_inner()).len() < 2)
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -120,6 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Leave nothing behind on the cluster.
     let mut topics: Vec<String> = vec![topology.main.clone()];
     topics.extend(topology.retries.iter().map(|t| t.name.clone()));
+    topics.extend(topology.routed_dlts.iter().cloned());
     topics.extend(topology.dlt.clone());
     admin.delete_topics(&topics).await?;
     client.close().await;

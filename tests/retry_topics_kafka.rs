@@ -8,6 +8,10 @@
 //! * the main topic flows while a retry waits for its due time;
 //! * a not-retryable error goes straight to the DLT, and a failing DLT handler gets the dead
 //!   letter again (`DltStrategy::AlwaysRetryOnError`);
+//! * exception-based DLT routes (`dlt_route`) and Spring's default reuse of one topic for the
+//!   trailing retries of an exponential back-off at its maximum;
+//! * typed records (`start_typed`) through the retries, a value that does not deserialize
+//!   straight to the DLT with its raw bytes;
 //! * a consumer process killed with SIGKILL and restarted loses nothing, and handles records
 //!   again at most within the stated at-least-once bound.
 //!
@@ -591,6 +595,370 @@ async fn not_retryable_goes_straight_to_the_dlt_and_a_failing_dlt_handler_retrie
             String::from_utf8_lossy(header(&second, "kafka_exception-message").unwrap()),
             format!("record {k} failed")
         );
+    }
+    cluster.close().await;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("record {0} is invalid")]
+struct Invalid(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("handling failed")]
+struct Outer(#[source] Invalid);
+
+/// Spring's defaults for an exponential back-off that reaches its maximum (the trailing retries
+/// share one topic, suffixed by delay) with exception-based DLT routes: a not-retryable error
+/// goes straight to its routed DLT, a retryable one with a route goes there once its attempts
+/// are used up (found through the cause chain), any other to the DLT. Each dead letter lands
+/// exactly once, in its DLT only, with Spring's headers, and each DLT's group commits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_dlts_and_the_reused_trailing_retry_topic() {
+    let topic = unique("rt-route");
+    let group = unique("rt-route-g");
+    create(&topic, 2).await;
+    let cluster = connect().await;
+    // `g…` succeed, `f…` fail with a not-retryable `Fatal`, `i…` always fail with an
+    // `Invalid` (inside an `Outer`), `o…` always fail with an error without a route.
+    let keys: Vec<String> = (0..40)
+        .map(|i| format!("{}{i}", ["g", "f", "i", "o"][i % 4]))
+        .collect();
+    produce(&cluster, &topic, keys.clone()).await;
+    let log: Arc<Mutex<Vec<Handled>>> = Arc::default();
+    let dead: Arc<Mutex<Vec<ListenerConsumerRecord>>> = Arc::default();
+    let (l, d) = (log.clone(), dead.clone());
+    let config = RetryTopicConfiguration::builder()
+        .max_attempts(4)
+        .back_off(RetryBackOff::Exponential {
+            initial: Duration::from_millis(100),
+            multiplier: 2.0,
+            max: Duration::from_millis(200),
+        })
+        .not_retry_on::<Fatal>()
+        .dlt_route::<Fatal>("-fatal")
+        .dlt_route::<Invalid>("-invalid")
+        .poll_timeout(Duration::from_millis(200))
+        .build();
+    let handle = config
+        .start_with_dlt_handler(
+            cluster.clone(),
+            consumer_config(&group),
+            &topic,
+            move |r: ListenerConsumerRecord| {
+                let l = l.clone();
+                async move {
+                    let hs = r.headers();
+                    let key = r.key_str().unwrap_or_default().to_owned();
+                    let ok = key.starts_with('g');
+                    l.lock().unwrap().push(Handled {
+                        topic: r.topic().to_owned(),
+                        key: key.clone(),
+                        attempt: headers::attempts(&hs),
+                        at: now_ms(),
+                        due: headers::backoff_timestamp(&hs),
+                        ok,
+                    });
+                    match key.as_bytes()[0] {
+                        b'g' => Ok(()),
+                        b'f' => Err(Box::new(Wrapped(Fatal(key))) as HandlerError),
+                        b'i' => Err(Box::new(Outer(Invalid(key))) as HandlerError),
+                        _ => Err(Box::new(Failing(key)) as HandlerError),
+                    }
+                }
+            },
+            move |r: ListenerConsumerRecord| {
+                let d = d.clone();
+                async move {
+                    d.lock().unwrap().push(r);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let t = handle.topology().clone();
+    let retry_names: Vec<&str> = t.retries.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        retry_names,
+        [format!("{topic}-retry-100"), format!("{topic}-retry-200")]
+    );
+    assert_eq!(
+        t.routed_dlts,
+        [format!("{topic}-fatal-dlt"), format!("{topic}-invalid-dlt")]
+    );
+    let failing = keys.iter().filter(|k| !k.starts_with('g')).count();
+    wait_until("every dead letter handled", Duration::from_secs(60), || {
+        dead.lock().unwrap().len() >= failing
+    })
+    .await;
+    // Anything more (a duplicate) would arrive within the poll cycles of this second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.stop().await;
+
+    let log = log.lock().unwrap().clone();
+    let dead = dead.lock().unwrap().clone();
+    assert_eq!(dead.len(), failing, "each dead letter exactly once");
+    let retry_100 = format!("{topic}-retry-100");
+    let retry_200 = format!("{topic}-retry-200");
+    for k in &keys {
+        let mine: Vec<&Handled> = log.iter().filter(|h| &h.key == k).collect();
+        let letters: Vec<&ListenerConsumerRecord> = dead
+            .iter()
+            .filter(|r| r.key_str() == Some(k.as_str()))
+            .collect();
+        let path: Vec<(&str, u32)> = mine.iter().map(|h| (h.topic.as_str(), h.attempt)).collect();
+        let (expected_path, dlt): (Vec<(&str, u32)>, Option<String>) = match k.as_bytes()[0] {
+            b'g' => (vec![(topic.as_str(), 1)], None),
+            b'f' => (
+                vec![(topic.as_str(), 1)],
+                Some(format!("{topic}-fatal-dlt")),
+            ),
+            first => (
+                vec![
+                    (topic.as_str(), 1),
+                    (retry_100.as_str(), 2),
+                    (retry_200.as_str(), 3),
+                    (retry_200.as_str(), 4),
+                ],
+                Some(if first == b'i' {
+                    format!("{topic}-invalid-dlt")
+                } else {
+                    format!("{topic}-dlt")
+                }),
+            ),
+        };
+        assert_eq!(path, expected_path, "{k}: where and on which attempt");
+        // No retry handled before it was due.
+        for h in &mine {
+            if let Some(due) = h.due {
+                assert!(h.at >= due, "{k} handled at {} before due {due}", h.at);
+            }
+        }
+        match dlt {
+            None => assert!(letters.is_empty(), "{k} succeeded"),
+            Some(dlt) => {
+                assert_eq!(letters.len(), 1, "{k}: one dead letter");
+                let r = letters[0];
+                assert_eq!(r.topic(), dlt, "{k}: its DLT");
+                let hs = r.headers();
+                let s =
+                    |name: &str| String::from_utf8_lossy(header(&hs, name).unwrap()).into_owned();
+                assert_eq!(s("kafka_original-topic"), topic);
+                assert_eq!(
+                    headers::attempts(&hs),
+                    expected_path.len() as u32 + 1,
+                    "{k}: the DLT holds the attempt after the last"
+                );
+                assert_eq!(s("kafka_dlt-original-consumer-group"), group);
+                // The original offset is that of the first failure, on the main topic.
+                let first_offset = i64::from_be_bytes(
+                    header(&hs, "kafka_original-offset")
+                        .unwrap()
+                        .try_into()
+                        .unwrap(),
+                );
+                assert!(first_offset >= 0);
+                let expected_class = match k.as_bytes()[0] {
+                    b'f' => "Wrapped",
+                    b'i' => "Outer",
+                    _ => "Failing",
+                };
+                assert_eq!(s("kafka_exception-fqcn"), expected_class, "{k}");
+            }
+        }
+    }
+    // Each DLT's container committed what it handled: the DLT's group (Spring's names
+    // `G-fatal-dlt`, `G-invalid-dlt`, `G-dlt`) sits at the end of its DLT.
+    let admin = rekafka::admin::Admin::new(cluster.clone());
+    for (suffix, prefix) in [("-fatal-dlt", 'f'), ("-invalid-dlt", 'i'), ("-dlt", 'o')] {
+        let committed: i64 = admin
+            .list_group_offsets(&format!("{group}{suffix}"), None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(tp, _)| *tp.topic == format!("{topic}{suffix}"))
+            .map(|(_, o)| o.unwrap().map_or(0, |o| o.offset))
+            .sum();
+        let expected = keys.iter().filter(|k| k.starts_with(prefix)).count() as i64;
+        assert_eq!(committed, expected, "{group}{suffix} committed");
+    }
+    cluster.close().await;
+}
+
+/// A value deserializer for the typed test: the value as a decimal `u64`.
+#[derive(Debug, Clone, Copy)]
+struct U64Value;
+
+impl rekafka::consumer::Deserializer for U64Value {
+    type Output = u64;
+    fn deserialize(&self, _topic: &str, data: Option<&bytes::Bytes>) -> rekafka::Result<u64> {
+        let text = std::str::from_utf8(data.map(|b| &b[..]).unwrap_or_default())
+            .map_err(|_| rekafka::Error::deserialization("not UTF-8"))?;
+        text.parse()
+            .map_err(|_| rekafka::Error::deserialization(format!("not a number: {text:?}")))
+    }
+}
+
+/// Retry topics over typed records (`start_typed`): the handler gets typed keys and values on
+/// the main topic and through the retries (here one topic, `-retry`, for the fixed back-off);
+/// a value that does not deserialize never reaches the handler and goes straight to the DLT
+/// with its raw bytes, where the DLT handler gets it without a typed value and with the
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
+    use rekafka::consumer::StringDeserializer;
+    use rekafka::listener::TypedRecord;
+    type Rec = TypedRecord<Option<String>, u64>;
+
+    let topic = unique("rt-typed");
+    let group = unique("rt-typed-g");
+    create(&topic, 2).await;
+    let cluster = connect().await;
+    // Value `i` for key `k{i}`; every 5th value (i % 5 == 0) is not a number; numbers with
+    // i % 5 == 1 fail on their first two attempts.
+    let n = 50_u64;
+    let value_of = |i: u64| {
+        if i.is_multiple_of(5) {
+            format!("bad-{i}")
+        } else {
+            i.to_string()
+        }
+    };
+    {
+        let p = Producer::new(cluster.clone(), ProducerConfig::default())
+            .await
+            .unwrap();
+        let mut acks = Vec::new();
+        for i in 0..n {
+            let r = Record::new(topic.as_str())
+                .with_key(format!("k{i}"))
+                .with_value(value_of(i));
+            acks.push(p.send(r).await.unwrap());
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+        p.close().await;
+    }
+    // (topic, key, typed value, attempt, ok)
+    type Handling = (String, String, u64, u32, bool);
+    let log: Arc<Mutex<Vec<Handling>>> = Arc::default();
+    let dead: Arc<Mutex<Vec<Rec>>> = Arc::default();
+    let (l, d) = (log.clone(), dead.clone());
+    let handle = RetryTopicConfiguration::builder()
+        .max_attempts(3)
+        .back_off(RetryBackOff::Fixed(Duration::from_millis(100)))
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .start_typed(
+            cluster.clone(),
+            consumer_config(&group),
+            &topic,
+            StringDeserializer,
+            U64Value,
+            move |r: Rec| {
+                let l = l.clone();
+                async move {
+                    let key = r.typed_key().cloned().flatten().unwrap_or_default();
+                    let value = *r.typed_value().unwrap();
+                    let attempt = headers::attempts(&r.headers());
+                    let ok = !(value % 5 == 1 && attempt <= 2);
+                    l.lock()
+                        .unwrap()
+                        .push((r.topic().to_owned(), key.clone(), value, attempt, ok));
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(Box::new(Failing(key)) as HandlerError)
+                    }
+                }
+            },
+            move |r: Rec| {
+                let d = d.clone();
+                async move {
+                    d.lock().unwrap().push(r);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let retry = format!("{topic}-retry");
+    assert_eq!(
+        handle
+            .topology()
+            .retries
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        [retry.as_str()]
+    );
+    let bad = (0..n).filter(|i| i.is_multiple_of(5)).count();
+    let twice = (0..n).filter(|i| i % 5 == 1).count();
+    let good = n as usize - bad;
+    wait_until(
+        "every number handled and every bad value dead",
+        Duration::from_secs(60),
+        || {
+            log.lock().unwrap().iter().filter(|h| h.4).count() >= good
+                && dead.lock().unwrap().len() >= bad
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.stop().await;
+
+    let log = log.lock().unwrap().clone();
+    let dead = dead.lock().unwrap().clone();
+    assert_eq!(log.len(), good + 2 * twice, "handlings: {log:?}");
+    assert_eq!(dead.len(), bad, "one dead letter per bad value");
+    for i in 0..n {
+        let key = format!("k{i}");
+        let mine: Vec<(&str, u64, u32, bool)> = log
+            .iter()
+            .filter(|h| h.1 == key)
+            .map(|h| (h.0.as_str(), h.2, h.3, h.4))
+            .collect();
+        let letters: Vec<&Rec> = dead
+            .iter()
+            .filter(|r| r.raw().key_str() == Some(key.as_str()))
+            .collect();
+        if i.is_multiple_of(5) {
+            assert!(mine.is_empty(), "{key} never reaches the handler");
+            assert_eq!(letters.len(), 1, "{key}");
+            let r = letters[0];
+            assert_eq!(r.topic(), format!("{topic}-dlt"));
+            assert_eq!(r.typed_value(), None);
+            assert_eq!(
+                r.raw().value().map(|b| b.to_vec()),
+                Some(value_of(i).into_bytes()),
+                "{key}: the raw bytes"
+            );
+            let failure = r.deserialization_failure().expect("the failure");
+            assert!(failure.to_string().contains("not a number"), "{failure}");
+            let hs = r.headers();
+            assert_eq!(headers::attempts(&hs), 2, "{key}: straight from attempt 1");
+            let s = |name: &str| String::from_utf8_lossy(header(&hs, name).unwrap()).into_owned();
+            assert_eq!(s("kafka_original-topic"), topic);
+            assert_eq!(
+                s("kafka_exception-fqcn"),
+                "rekafka::listener::DeserializationFailed"
+            );
+        } else if i % 5 == 1 {
+            assert!(letters.is_empty(), "{key}");
+            assert_eq!(
+                mine,
+                [
+                    (topic.as_str(), i, 1, false),
+                    (retry.as_str(), i, 2, false),
+                    (retry.as_str(), i, 3, true)
+                ],
+                "{key}"
+            );
+        } else {
+            assert!(letters.is_empty(), "{key}");
+            assert_eq!(mine, [(topic.as_str(), i, 1, true)], "{key}");
+        }
     }
     cluster.close().await;
 }

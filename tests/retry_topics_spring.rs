@@ -7,7 +7,9 @@
 //!   Spring's due time, then on attempt 3 in `-retry-1`, keeping Spring's first-failure
 //!   provenance;
 //! * records that failed in rekafka continue in Spring: Spring reads rekafka's attempt count
-//!   and forwards them to `-retry-1` as attempt 3, keeping rekafka's first-failure provenance.
+//!   and forwards them to `-retry-1` as attempt 3, keeping rekafka's first-failure provenance;
+//! * rekafka names retry topics and DLTs (and reuses the trailing topic) as Spring's
+//!   `DestinationTopicPropertiesFactory` does, for each suffixing and reuse strategy.
 //!
 //! The Spring side is `rekafka.spring.RetryTopicInterop` in the Spring runner's jar: run
 //! `protocol-tests/spring/build.sh` first. The test fails (never skips) without a broker, Java
@@ -45,6 +47,211 @@ fn now_ms() -> i64 {
 
 fn runner_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-tests/spring/runner/target")
+}
+
+/// What `RetryTopicInterop topics` prints: Spring's topic list, its reusable retry topics, and
+/// where its resolver sends each failure (`next` lines: source, attempt, error kind, destination
+/// or `none`).
+struct SpringTopics {
+    list: String,
+    reusable: Vec<String>,
+    next: Vec<(String, u32, String, String)>,
+}
+
+/// Spring's topics for `main` (`RetryTopicInterop topics`).
+fn spring_topics(main: &str, args: &[&str]) -> SpringTopics {
+    let dir = runner_dir();
+    let jar = dir.join("spring-runner-0.1.0.jar");
+    assert!(
+        jar.is_file() && dir.join("lib").is_dir(),
+        "{} is missing: run protocol-tests/spring/build.sh (it builds the Spring side with Maven)",
+        jar.display()
+    );
+    let cp = format!("{}:{}/lib/*", jar.display(), dir.display());
+    let out = Command::new("java")
+        .args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=error")
+        .args(["-cp", &cp, "rekafka.spring.RetryTopicInterop", "topics"])
+        .args(["--main", main])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running java (Java 17+ is needed): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "RetryTopicInterop topics failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("topics "))
+        .unwrap_or_else(|| panic!("no topic list from Spring: {stdout}"))
+        .to_owned();
+    let reusable = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("reusable "))
+        .map(str::to_owned)
+        .collect();
+    let next = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("next "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 4, "{l}");
+            (
+                f[0].to_owned(),
+                f[1].parse().unwrap(),
+                f[2].to_owned(),
+                f[3].to_owned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    assert!(!next.is_empty(), "no resolutions from Spring: {stdout}");
+    SpringTopics {
+        list,
+        reusable,
+        next,
+    }
+}
+
+/// rekafka names retry topics and DLTs as Spring 4.1's `DestinationTopicPropertiesFactory`
+/// does, for each suffixing and same-interval reuse strategy (Spring's default reuses one topic
+/// for the trailing retries at the same delay), with an exception-based DLT route, and sends a
+/// failed record of each topic on each attempt where Spring's `DefaultDestinationTopicResolver`
+/// does, for an error with and without a route. No broker.
+#[test]
+fn topic_names_match_springs() {
+    use rekafka::listener::retry_topic::SameIntervalTopicReuse;
+    let ms = Duration::from_millis;
+    let cases: Vec<(Vec<u64>, TopicSuffixing, SameIntervalTopicReuse, bool)> = vec![
+        // Exponential 1 s doubling up to 4 s, 5 attempts.
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            true,
+        ),
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::MultipleTopics,
+            false,
+        ),
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByIndex,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+        (
+            vec![1000, 2000, 4000, 4000],
+            TopicSuffixing::ByIndex,
+            SameIntervalTopicReuse::MultipleTopics,
+            true,
+        ),
+        // Fixed.
+        (
+            vec![1000, 1000, 1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+        (
+            vec![1000, 1000, 1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::MultipleTopics,
+            false,
+        ),
+        // One retry.
+        (
+            vec![1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+        (
+            vec![1000],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::MultipleTopics,
+            false,
+        ),
+        // No delay repeats.
+        (
+            vec![200, 400, 800],
+            TopicSuffixing::ByDelay,
+            SameIntervalTopicReuse::SingleTopic,
+            false,
+        ),
+    ];
+    for (delays, suffixing, reuse, route) in cases {
+        let main = "orders";
+        let mut b = RetryTopicConfiguration::builder()
+            .max_attempts(u32::try_from(delays.len()).unwrap() + 1)
+            .back_off(RetryBackOff::Delays(
+                delays.iter().map(|d| ms(*d)).collect(),
+            ))
+            .suffixing(suffixing)
+            .same_interval_topic_reuse(reuse);
+        if route {
+            b = b.dlt_route::<std::num::ParseIntError>("-fatal");
+        }
+        let config = b.build();
+        let t = config.topology(main);
+        let ours = format!(
+            "[{}]",
+            std::iter::once(t.main.clone())
+                .chain(t.retries.iter().map(|r| r.name.clone()))
+                .chain(t.routed_dlts.iter().cloned())
+                .chain(t.dlt.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let ours_reused: Vec<String> = t
+            .retries
+            .iter()
+            .filter(|r| r.reused)
+            .map(|r| r.name.clone())
+            .collect();
+        let list = delays
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            "--delays",
+            &list,
+            "--suffixing",
+            match suffixing {
+                TopicSuffixing::ByIndex => "index",
+                _ => "delay",
+            },
+            "--reuse",
+            match reuse {
+                SameIntervalTopicReuse::MultipleTopics => "multiple",
+                _ => "single",
+            },
+        ];
+        if route {
+            args.extend(["--routes", "-fatal"]);
+        }
+        let spring = spring_topics(main, &args);
+        let case = format!("{delays:?} {suffixing:?} {reuse:?} route={route}");
+        assert_eq!(ours, spring.list, "{case}");
+        assert_eq!(ours_reused, spring.reusable, "reusable topics, {case}");
+        let generic = RekafkaFailed("generic".into());
+        let routed = "x".parse::<u64>().unwrap_err();
+        for (source, attempt, kind, dest) in &spring.next {
+            let error: &(dyn std::error::Error + 'static) =
+                if kind == "routed" { &routed } else { &generic };
+            let ours = config
+                .next_topic(&t, source, *attempt, error, Duration::ZERO)
+                .unwrap_or_else(|| "none".into());
+            assert_eq!(
+                &ours, dest,
+                "{case}: {kind} failure on {source}, attempt {attempt}"
+            );
+        }
+    }
 }
 
 fn spring_fail(main: &str, group: &str, source: &str, count: usize) {

@@ -213,50 +213,75 @@ impl<KD: Deserializer, VD: Deserializer> TypedConsumer<KD, VD> {
     }
 
     fn typed(&self, raw: ListenerConsumerRecord) -> TypedRecord<KD::Output, VD::Output> {
-        let r = raw.record();
-        let key = self.key.deserialize(&r.topic, r.key.as_ref());
-        let value = self.value.deserialize(&r.topic, r.value.as_ref());
-        let detail = |e: &Error| format!("{}: {}", r.coordinates(), failure_detail(e));
-        let failure = match (&key, &value) {
-            (Ok(_), Ok(_)) => None,
-            (Err(k), v) => Some(DeserializationFailed {
-                part: RecordPart::Key,
-                message: detail(k),
-                // Both failed: both are reported.
-                value_failure: v.as_ref().err().map(detail),
-            }),
-            (Ok(_), Err(v)) => Some(DeserializationFailed {
-                part: RecordPart::Value,
-                message: detail(v),
-                value_failure: None,
-            }),
+        typed_with(
+            &self.key,
+            &self.value,
+            self.failed_key.as_ref(),
+            self.failed_value.as_ref(),
+            raw,
+        )
+    }
+}
+
+/// `raw` with its key and value deserialized by `key` and `value`; a record that does not
+/// deserialize keeps its raw bytes, has no typed key and value, and carries the failure
+/// ([`ListenerRecord::deserialization_failure`]).
+pub(crate) fn typed_record<KD: Deserializer, VD: Deserializer>(
+    key: &KD,
+    value: &VD,
+    raw: ListenerConsumerRecord,
+) -> TypedRecord<KD::Output, VD::Output> {
+    typed_with(key, value, None, None, raw)
+}
+
+fn typed_with<KD: Deserializer, VD: Deserializer>(
+    key_deserializer: &KD,
+    value_deserializer: &VD,
+    failed_key: Option<&FailedFn<KD::Output>>,
+    failed_value: Option<&FailedFn<VD::Output>>,
+    raw: ListenerConsumerRecord,
+) -> TypedRecord<KD::Output, VD::Output> {
+    let r = raw.record();
+    let key = key_deserializer.deserialize(&r.topic, r.key.as_ref());
+    let value = value_deserializer.deserialize(&r.topic, r.value.as_ref());
+    let detail = |e: &Error| format!("{}: {}", r.coordinates(), failure_detail(e));
+    let failure = match (&key, &value) {
+        (Ok(_), Ok(_)) => None,
+        (Err(k), v) => Some(DeserializationFailed {
+            part: RecordPart::Key,
+            message: detail(k),
+            // Both failed: both are reported.
+            value_failure: v.as_ref().err().map(detail),
+        }),
+        (Ok(_), Err(v)) => Some(DeserializationFailed {
+            part: RecordPart::Value,
+            message: detail(v),
+            value_failure: None,
+        }),
+    };
+    let Some(failure) = failure else {
+        let typed = key.ok().zip(value.ok()).map(Arc::new);
+        return TypedRecord {
+            raw,
+            typed,
+            substituted: None,
         };
-        let Some(failure) = failure else {
-            let typed = key.ok().zip(value.ok()).map(Arc::new);
-            return TypedRecord {
-                raw,
-                typed,
-                substituted: None,
-            };
-        };
-        let key = key
-            .ok()
-            .or_else(|| self.failed_key.as_ref().and_then(|f| f(r, &failure)));
-        let value = value
-            .ok()
-            .or_else(|| self.failed_value.as_ref().and_then(|f| f(r, &failure)));
-        match key.zip(value) {
-            Some(typed) => TypedRecord {
-                raw,
-                typed: Some(Arc::new(typed)),
-                substituted: Some(Arc::new(failure)),
-            },
-            None => TypedRecord {
-                raw: raw.with_deserialization_failure(failure),
-                typed: None,
-                substituted: None,
-            },
-        }
+    };
+    let key = key.ok().or_else(|| failed_key.and_then(|f| f(r, &failure)));
+    let value = value
+        .ok()
+        .or_else(|| failed_value.and_then(|f| f(r, &failure)));
+    match key.zip(value) {
+        Some(typed) => TypedRecord {
+            raw,
+            typed: Some(Arc::new(typed)),
+            substituted: Some(Arc::new(failure)),
+        },
+        None => TypedRecord {
+            raw: raw.with_deserialization_failure(failure),
+            typed: None,
+            substituted: None,
+        },
     }
 }
 

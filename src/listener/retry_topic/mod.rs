@@ -15,11 +15,26 @@
 //!   handled; if it fails it goes on to the next retry topic (or stays on a topic reused for
 //!   equal delays) until the attempts are used up, then to the DLT;
 //! * the **DLT** container (group `G-dlt`) hands dead letters to the DLT handler (default: log
-//!   at ERROR); [`DltStrategy`] says what happens when that fails.
+//!   at ERROR); [`DltStrategy`] says what happens when that fails. Errors of given types can be
+//!   routed to DLTs of their own ([`dlt_route`](RetryTopicConfigurationBuilder::dlt_route),
+//!   e.g. `orders-fatal-dlt`, group `G-fatal-dlt`), handled by the same DLT handler.
+//!
+//! **Topics.** Named as Spring names them (see [`RetryTopicConfiguration::topology`]): with
+//! the default [`SameIntervalTopicReuse::SingleTopic`], the trailing retries at the same delay
+//! share one topic (all retries of a fixed back-off: `orders-retry`; those of an exponential
+//! back-off that reached its maximum: `orders-retry-1000`, `orders-retry-2000`,
+//! `orders-retry-4000` for 1 s doubling up to 4 s and 5 attempts, the last topic serving the
+//! 4th and 5th attempts); [`SameIntervalTopicReuse::MultipleTopics`] gives each retry its
+//! topic (`orders-retry-4000-0`, `orders-retry-4000-1`).
 //!
 //! Errors the [classifier](RetryTopicConfigurationBuilder::not_retry_on) says are not
 //! retryable (looked for through the error's `source()` chain), and records past the
 //! [overall timeout](RetryTopicConfigurationBuilder::timeout), go straight to the DLT.
+//!
+//! **Typed records.** [`start_typed`](RetryTopicConfiguration::start_typed) runs the same
+//! containers over a key and a value deserializer: the handler gets
+//! [`TypedRecord`](crate::listener::TypedRecord)s, and a record that does not deserialize goes
+//! straight to the DLT with its raw bytes.
 //!
 //! **Commits.** Each container commits a record's offset only after the record was handled or
 //! its forward to the next topic was acknowledged by the broker, so a process that dies between
@@ -29,8 +44,7 @@
 //! later, after records that came after it on its partition.
 //!
 //! **Differences from Spring** (see `docs/spring-differences.md`): uniform random delays use one
-//! topic per attempt, named by index; Spring's reuse of one topic for the trailing attempts of
-//! an exponential back-off that reached its maximum is not done (each attempt has its topic).
+//! topic per attempt, named by index.
 //!
 //! ```no_run
 //! # async fn demo(cluster: rekafka::cluster::Cluster) -> rekafka::Result<()> {
@@ -76,7 +90,8 @@ pub use run::RetryTopicHandle;
 #[non_exhaustive]
 pub enum RetryBackOff {
     /// The same delay before every retry. With [`SameIntervalTopicReuse::SingleTopic`] (the
-    /// default) all retries share one topic, `<topic>-retry`.
+    /// default) all retries share one topic, `<topic>-retry`; with
+    /// [`SameIntervalTopicReuse::MultipleTopics`] each has its own, named by index.
     Fixed(Duration),
     /// `initial`, then each delay `multiplier` times the one before, at most `max`.
     Exponential {
@@ -120,15 +135,20 @@ pub enum TopicSuffixing {
     ByIndex,
 }
 
-/// Whether equal fixed delays share one retry topic (Spring's `SameIntervalTopicReuseStrategy`).
+/// Whether the trailing retries that share one delay share one retry topic (Spring's
+/// `SameIntervalTopicReuseStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SameIntervalTopicReuse {
-    /// One topic, `<topic>-retry`, for every retry of a [`RetryBackOff::Fixed`] back-off
-    /// (Spring's default).
+    /// The trailing retries with the last delay share one topic, on which a record stays until
+    /// its attempts are used up (Spring's default since 3.2): every retry of a
+    /// [`RetryBackOff::Fixed`] back-off (`<topic>-retry`), the retries of an exponential
+    /// back-off once it reached its maximum. Only the trailing delays may repeat: equal delays
+    /// followed by a different one make [`start`](RetryTopicConfiguration::start) fail, as
+    /// Spring refuses them.
     #[default]
     SingleTopic,
-    /// One topic per retry.
+    /// One topic per retry (Spring's `MULTIPLE_TOPICS`).
     MultipleTopics,
 }
 
@@ -197,6 +217,39 @@ pub struct RetryTopology {
     pub retries: Vec<RetryTopic>,
     /// The dead-letter topic (`None` with [`DltStrategy::NoDlt`]).
     pub dlt: Option<String>,
+    /// The DLTs of the [DLT routes](RetryTopicConfigurationBuilder::dlt_route), in the order
+    /// the routes were given (`<topic><route suffix><DLT suffix>`; none with
+    /// [`DltStrategy::NoDlt`]).
+    pub routed_dlts: Vec<String>,
+}
+
+impl RetryTopology {
+    /// Whether `topic` is the DLT or a routed DLT.
+    pub fn is_dlt(&self, topic: &str) -> bool {
+        self.dlt.as_deref() == Some(topic) || self.routed_dlts.iter().any(|t| t == topic)
+    }
+}
+
+/// A DLT for errors of given types (Spring's `dltRoutingRules` /
+/// `@ExceptionBasedDltDestination`): a record that failed for the last time with one of them
+/// (the error itself or anywhere in its `source()` chain) goes to `<topic><suffix><DLT suffix>`
+/// instead of the DLT. Made with [`RetryTopicConfigurationBuilder::dlt_route`].
+#[derive(Debug, Clone)]
+pub struct DltRoute {
+    suffix: String,
+    types: Classifier,
+}
+
+impl DltRoute {
+    /// The route's suffix (`-fatal` routes to `<topic>-fatal-dlt`).
+    pub fn suffix(&self) -> &str {
+        &self.suffix
+    }
+
+    /// Whether `error` or one of its sources is of a type of this route.
+    pub fn matches(&self, error: &(dyn StdError + 'static)) -> bool {
+        self.types.is_retryable(error)
+    }
 }
 
 /// Where a failed record goes next.
@@ -222,6 +275,7 @@ pub struct RetryTopicConfiguration {
     pub(crate) reuse: SameIntervalTopicReuse,
     pub(crate) creation: TopicCreation,
     pub(crate) dlt_strategy: DltStrategy,
+    pub(crate) dlt_routes: Vec<DltRoute>,
     pub(crate) classifier: Classifier,
     pub(crate) timeout: Option<Duration>,
     pub(crate) poll_timeout: Duration,
@@ -237,9 +291,10 @@ pub struct RetryTopicConfigurationBuilder {
 
 impl RetryTopicConfiguration {
     /// A builder with Spring's defaults: 3 attempts, a fixed 1 s back-off, suffixes `-retry`
-    /// and `-dlt` by delay, one topic for fixed delays, topics created as the main topic,
-    /// [`DltStrategy::AlwaysRetryOnError`], every error retryable except
-    /// [`DeserializationFailed`](crate::listener::DeserializationFailed), no timeout.
+    /// and `-dlt` by delay, one topic for the trailing retries at the same delay, topics
+    /// created as the main topic, [`DltStrategy::AlwaysRetryOnError`], no DLT routes, every
+    /// error retryable except [`DeserializationFailed`](crate::listener::DeserializationFailed),
+    /// no timeout.
     pub fn builder() -> RetryTopicConfigurationBuilder {
         RetryTopicConfigurationBuilder {
             config: RetryTopicConfiguration {
@@ -251,6 +306,7 @@ impl RetryTopicConfiguration {
                 reuse: SameIntervalTopicReuse::default(),
                 creation: TopicCreation::default(),
                 dlt_strategy: DltStrategy::default(),
+                dlt_routes: Vec::new(),
                 classifier: Classifier::default(),
                 timeout: None,
                 poll_timeout: Duration::from_secs(1),
@@ -260,9 +316,12 @@ impl RetryTopicConfiguration {
         }
     }
 
-    /// The delay before each retry (`max_attempts - 1` of them); `None` for a random one.
+    /// The delay before each retry (`max_attempts - 1` of them); `None` for a random one. An
+    /// exponential back-off grows as Spring's `ExponentialBackOff` does: each delay is the one
+    /// before times the multiplier, truncated to whole ms, at most `max`.
     fn delays(&self) -> Vec<Option<Duration>> {
         let retries = self.max_attempts.saturating_sub(1) as usize;
+        let mut exp_current: Option<u64> = None;
         (0..retries)
             .map(|i| match &self.back_off {
                 RetryBackOff::Fixed(d) => Some(*d),
@@ -271,11 +330,15 @@ impl RetryTopicConfiguration {
                     multiplier,
                     max,
                 } => {
-                    let factor = multiplier
-                        .max(1.0)
-                        .powi(i32::try_from(i).unwrap_or(i32::MAX));
-                    let ms = (initial.as_millis() as f64 * factor).min(max.as_millis() as f64);
-                    Some(Duration::from_millis(ms as u64))
+                    let max = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+                    let next = match exp_current {
+                        None => u64::try_from(initial.as_millis()).unwrap_or(u64::MAX),
+                        Some(c) if c >= max => max,
+                        Some(c) => (c as f64 * multiplier.max(1.0)) as u64,
+                    }
+                    .min(max);
+                    exp_current = Some(next);
+                    Some(Duration::from_millis(next))
                 }
                 RetryBackOff::UniformRandom { .. } => None,
                 RetryBackOff::Delays(list) => list.get(i).or(list.last()).copied(),
@@ -283,54 +346,93 @@ impl RetryTopicConfiguration {
             .collect()
     }
 
-    /// The topics used for `main`.
+    /// The topics used for `main`, named as Spring's `DestinationTopicPropertiesFactory` names
+    /// them:
+    ///
+    /// * with [`SameIntervalTopicReuse::SingleTopic`] (the default), the trailing retries that
+    ///   share the last delay (a fixed back-off, or an exponential one that reached its maximum)
+    ///   share one topic, on which a record stays until its attempts are used up; a single
+    ///   retry topic is named `<topic><retry suffix>` (`orders-retry`);
+    /// * otherwise each retry has its topic, suffixed by index when
+    ///   [`TopicSuffixing::ByIndex`] is set or every delay is the same (`orders-retry-0`), else by
+    ///   its delay in ms (`orders-retry-1000`), with the index among the topics of the same
+    ///   delay appended under [`SameIntervalTopicReuse::MultipleTopics`]
+    ///   (`orders-retry-4000-0`, `orders-retry-4000-1`);
+    /// * random delays ([`RetryBackOff::UniformRandom`]) are suffixed by index.
+    ///
+    /// The DLTs follow: one per [DLT routing rule](RetryTopicConfigurationBuilder::dlt_route),
+    /// in the order given, then the DLT.
     pub fn topology(&self, main: &str) -> RetryTopology {
         let delays = self.delays();
         let retry = format!("{main}{}", self.retry_suffix);
-        let retries = if matches!(self.back_off, RetryBackOff::Fixed(_))
-            && self.reuse == SameIntervalTopicReuse::SingleTopic
-            && !delays.is_empty()
-        {
-            vec![RetryTopic {
-                name: retry,
-                delay: delays[0],
-                reused: true,
-            }]
-        } else {
-            let by_index = self.suffixing == TopicSuffixing::ByIndex
-                || delays.iter().any(Option::is_none)
-                || matches!(self.back_off, RetryBackOff::Fixed(_));
-            delays
-                .iter()
-                .enumerate()
-                .map(|(i, delay)| {
-                    let name = match delay {
+        let n = delays.len();
+        let single = self.reuse == SameIntervalTopicReuse::SingleTopic;
+        let count = |d: &Option<Duration>| match d {
+            Some(_) => delays.iter().filter(|x| *x == d).count(),
+            None => 1,
+        };
+        let by_index = self.suffixing == TopicSuffixing::ByIndex
+            || delays.iter().any(Option::is_none)
+            || (n > 1 && delays.iter().all(|d| *d == delays[0]));
+        let reusable_attempts = match delays.last() {
+            Some(last) if single && n > 1 => count(last) - 1,
+            _ => 0,
+        };
+        let amount = n - reusable_attempts;
+        let retries = (0..amount)
+            .map(|i| {
+                let delay = delays[i];
+                let name = if single && amount == 1 {
+                    retry.clone()
+                } else {
+                    match delay {
                         Some(d) if !by_index => {
-                            let same: Vec<usize> = (0..delays.len())
-                                .filter(|&j| delays[j] == Some(*d))
-                                .collect();
-                            if same.len() > 1 {
-                                let k = same.iter().position(|&j| j == i).unwrap_or(0);
-                                format!("{retry}-{}-{k}", d.as_millis())
+                            let first = delays.iter().position(|x| *x == delay).unwrap_or(i);
+                            if !single && count(&delay) > 1 {
+                                format!("{retry}-{}-{}", d.as_millis(), i - first)
                             } else {
                                 format!("{retry}-{}", d.as_millis())
                             }
                         }
                         _ => format!("{retry}-{i}"),
-                    };
-                    RetryTopic {
-                        name,
-                        delay: *delay,
-                        reused: false,
                     }
-                })
-                .collect()
-        };
+                };
+                RetryTopic {
+                    name,
+                    delay,
+                    reused: single && count(&delay) > 1,
+                }
+            })
+            .collect();
         RetryTopology {
             main: main.to_owned(),
             retries,
             dlt: (self.dlt_strategy != DltStrategy::NoDlt)
                 .then(|| format!("{main}{}", self.dlt_suffix)),
+            routed_dlts: if self.dlt_strategy == DltStrategy::NoDlt {
+                Vec::new()
+            } else {
+                self.dlt_routes
+                    .iter()
+                    .map(|r| format!("{main}{}{}", r.suffix, self.dlt_suffix))
+                    .collect()
+            },
+        }
+    }
+
+    /// Refuses a topology Spring refuses: a topic reused for equal delays that is not the last
+    /// retry topic (equal delays that are not the trailing ones, with
+    /// [`SameIntervalTopicReuse::SingleTopic`]).
+    pub(crate) fn check(&self, topology: &RetryTopology) -> crate::Result<()> {
+        let last = topology.retries.len().saturating_sub(1);
+        match topology.retries.iter().position(|t| t.reused) {
+            Some(i) if i != last => Err(crate::Error::config(format!(
+                "retry topic {} would be reused for equal delays but is not the last retry \
+                 topic: only the trailing delays may repeat with \
+                 SameIntervalTopicReuse::SingleTopic (use MultipleTopics)",
+                topology.retries[i].name
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -354,6 +456,38 @@ impl RetryTopicConfiguration {
         }
     }
 
+    /// The topic a record of `source` (a topic of `topology`) on attempt `attempt` (from 1,
+    /// its [`headers::attempts`]) that failed with `error`, `elapsed` after its original
+    /// timestamp, is forwarded to: a retry topic (the same one for a reused topic), a DLT, or
+    /// `None` when it is logged and skipped (Spring's `DefaultDestinationTopicResolver`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rekafka::listener::retry_topic::RetryTopicConfiguration;
+    ///
+    /// let config = RetryTopicConfiguration::builder().max_attempts(3).build();
+    /// let t = config.topology("orders");
+    /// let e = std::fmt::Error;
+    /// let next = |source, attempt| config.next_topic(&t, source, attempt, &e, Duration::ZERO);
+    /// assert_eq!(next("orders", 1).as_deref(), Some("orders-retry"));
+    /// assert_eq!(next("orders-retry", 2).as_deref(), Some("orders-retry"));
+    /// assert_eq!(next("orders-retry", 3).as_deref(), Some("orders-dlt"));
+    /// ```
+    pub fn next_topic(
+        &self,
+        topology: &RetryTopology,
+        source: &str,
+        attempt: u32,
+        error: &(dyn StdError + 'static),
+        elapsed: Duration,
+    ) -> Option<String> {
+        let elapsed = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        match self.next(topology, source, attempt, error, 0, elapsed) {
+            Next::Retry { topic, .. } | Next::Dlt(topic) => Some(topic),
+            Next::Drop => None,
+        }
+    }
+
     /// Where a record of `source` on attempt `attempt` (from 1) that failed with `error` goes,
     /// `now` and its original timestamp in ms since the epoch (Spring's
     /// `DefaultDestinationTopicResolver`).
@@ -367,19 +501,35 @@ impl RetryTopicConfiguration {
         now: i64,
     ) -> Next {
         let retryable = self.classifier.is_retryable(error);
-        let to_dlt = || match &topology.dlt {
-            Some(dlt) => Next::Dlt(dlt.clone()),
-            None => Next::Drop,
+        // The first route (in the order given) for the error's type, else the DLT.
+        let to_dlt = || {
+            let routed = self
+                .dlt_routes
+                .iter()
+                .zip(&topology.routed_dlts)
+                .find(|(route, _)| route.matches(error))
+                .map(|(_, topic)| topic);
+            match routed.or(topology.dlt.as_ref()) {
+                Some(dlt) => Next::Dlt(dlt.clone()),
+                None => Next::Drop,
+            }
         };
-        if topology.dlt.as_deref() == Some(source) {
+        if topology.is_dlt(source) {
+            // A failing DLT handler: back to the same DLT, or (from a routed DLT) on to the
+            // DLT, or dropped (from the DLT).
             return if self.dlt_strategy == DltStrategy::AlwaysRetryOnError && retryable {
-                to_dlt()
-            } else {
+                Next::Dlt(source.to_owned())
+            } else if topology.dlt.as_deref() == Some(source) {
                 Next::Drop
+            } else {
+                match &topology.dlt {
+                    Some(dlt) => Next::Dlt(dlt.clone()),
+                    None => Next::Drop,
+                }
             };
         }
         let timed_out = self.timeout.is_some_and(|t| {
-            now >= original_timestamp
+            now > original_timestamp
                 .saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
         });
         if !retryable || timed_out || attempt >= self.max_attempts {
@@ -435,7 +585,8 @@ impl RetryTopicConfigurationBuilder {
         self
     }
 
-    /// Whether a fixed back-off uses one topic. Default: [`SameIntervalTopicReuse::SingleTopic`].
+    /// Whether the trailing retries at the same delay share one topic. Default:
+    /// [`SameIntervalTopicReuse::SingleTopic`].
     pub fn same_interval_topic_reuse(mut self, reuse: SameIntervalTopicReuse) -> Self {
         self.config.reuse = reuse;
         self
@@ -450,6 +601,51 @@ impl RetryTopicConfigurationBuilder {
     /// The DLT strategy. Default: [`DltStrategy::AlwaysRetryOnError`].
     pub fn dlt_strategy(mut self, strategy: DltStrategy) -> Self {
         self.config.dlt_strategy = strategy;
+        self
+    }
+
+    /// Records that go to a DLT (their attempts used up, not retryable, or past the timeout)
+    /// with an error of type `E` (the error itself or anywhere in its `source()` chain) go to
+    /// `<topic><suffix><DLT suffix>` (e.g. `orders-fatal-dlt` for `-fatal`) instead of the
+    /// DLT (Spring's `dltRoutingRules` / `@ExceptionBasedDltDestination`). Call again with the
+    /// same suffix to add types to a route. The routes are tried in the order their suffixes
+    /// were first given; the first whose types match wins. Each routed DLT is created with the
+    /// others, has its own container (group `G<suffix><DLT suffix>`) and the DLT handler. A
+    /// routed DLT's handler that fails and is not retried there (see [`DltStrategy`]) sends
+    /// the record on to the DLT. No routes by default; none apply with [`DltStrategy::NoDlt`].
+    ///
+    /// ```
+    /// use rekafka::listener::retry_topic::RetryTopicConfiguration;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("invalid order")]
+    /// struct InvalidOrder;
+    ///
+    /// let config = RetryTopicConfiguration::builder()
+    ///     .not_retry_on::<InvalidOrder>()
+    ///     .dlt_route::<InvalidOrder>("-invalid")
+    ///     .build();
+    /// let topology = config.topology("orders");
+    /// assert_eq!(topology.routed_dlts, ["orders-invalid-dlt"]);
+    /// assert_eq!(topology.dlt.as_deref(), Some("orders-dlt"));
+    /// ```
+    pub fn dlt_route<E: StdError + 'static>(mut self, suffix: impl Into<String>) -> Self {
+        let suffix = suffix.into();
+        match self
+            .config
+            .dlt_routes
+            .iter_mut()
+            .find(|r| r.suffix == suffix)
+        {
+            Some(route) => {
+                route.types.add_retryable::<E>();
+            }
+            None => {
+                let mut types = Classifier::empty(false);
+                types.add_retryable::<E>();
+                self.config.dlt_routes.push(DltRoute { suffix, types });
+            }
+        }
         self
     }
 
@@ -535,16 +731,29 @@ mod tests {
             .build();
         assert_eq!(names(&multi.topology("o")), ["o-retry-0", "o-retry-1"]);
 
-        let exp = RetryTopicConfiguration::builder()
-            .max_attempts(5)
-            .back_off(RetryBackOff::Exponential {
-                initial: Duration::from_millis(1000),
-                multiplier: 2.0,
-                max: Duration::from_millis(4000),
-            })
-            .build();
+        // Spring's default: the trailing retries at the maximum share one topic.
+        let exp = |reuse| {
+            RetryTopicConfiguration::builder()
+                .max_attempts(5)
+                .back_off(RetryBackOff::Exponential {
+                    initial: Duration::from_millis(1000),
+                    multiplier: 2.0,
+                    max: Duration::from_millis(4000),
+                })
+                .same_interval_topic_reuse(reuse)
+                .build()
+        };
+        let single = exp(SameIntervalTopicReuse::SingleTopic).topology("o");
         assert_eq!(
-            names(&exp.topology("o")),
+            names(&single),
+            ["o-retry-1000", "o-retry-2000", "o-retry-4000"]
+        );
+        assert_eq!(
+            single.retries.iter().map(|r| r.reused).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert_eq!(
+            names(&exp(SameIntervalTopicReuse::MultipleTopics).topology("o")),
             [
                 "o-retry-1000",
                 "o-retry-2000",
@@ -552,15 +761,100 @@ mod tests {
                 "o-retry-4000-1"
             ]
         );
+        // No delay repeats: one topic per retry either way.
+        let distinct = |reuse| {
+            RetryTopicConfiguration::builder()
+                .max_attempts(4)
+                .back_off(RetryBackOff::Exponential {
+                    initial: Duration::from_millis(1000),
+                    multiplier: 2.0,
+                    max: Duration::from_millis(10_000),
+                })
+                .same_interval_topic_reuse(reuse)
+                .build()
+                .topology("o")
+        };
+        for reuse in [
+            SameIntervalTopicReuse::SingleTopic,
+            SameIntervalTopicReuse::MultipleTopics,
+        ] {
+            assert_eq!(
+                names(&distinct(reuse)),
+                ["o-retry-1000", "o-retry-2000", "o-retry-4000"]
+            );
+        }
+        // A single retry topic is `-retry` under SingleTopic, whatever the back-off.
+        let one = RetryTopicConfiguration::builder()
+            .max_attempts(2)
+            .back_off(RetryBackOff::Exponential {
+                initial: Duration::from_millis(1000),
+                multiplier: 2.0,
+                max: Duration::from_millis(4000),
+            })
+            .build()
+            .topology("o");
+        assert_eq!(names(&one), ["o-retry"]);
+        assert!(!one.retries[0].reused);
+        // Suffixed by index: the trailing topic is still shared.
+        let indexed = RetryTopicConfiguration::builder()
+            .max_attempts(5)
+            .back_off(RetryBackOff::Exponential {
+                initial: Duration::from_millis(1000),
+                multiplier: 2.0,
+                max: Duration::from_millis(4000),
+            })
+            .suffixing(TopicSuffixing::ByIndex)
+            .build()
+            .topology("o");
+        assert_eq!(names(&indexed), ["o-retry-0", "o-retry-1", "o-retry-2"]);
+        // Equal delays that are not the trailing ones: Spring refuses them under SingleTopic.
+        let middle = |reuse| {
+            RetryTopicConfiguration::builder()
+                .max_attempts(4)
+                .back_off(RetryBackOff::Delays(vec![
+                    Duration::from_millis(100),
+                    Duration::from_millis(100),
+                    Duration::from_millis(300),
+                ]))
+                .same_interval_topic_reuse(reuse)
+                .build()
+        };
+        let refused = middle(SameIntervalTopicReuse::SingleTopic);
+        assert!(refused.check(&refused.topology("o")).is_err());
+        let multiple = middle(SameIntervalTopicReuse::MultipleTopics);
+        let t = multiple.topology("o");
+        assert!(multiple.check(&t).is_ok());
+        assert_eq!(names(&t), ["o-retry-100-0", "o-retry-100-1", "o-retry-300"]);
+        // Spring's ExponentialBackOff truncates each step to whole ms.
+        let truncated = RetryTopicConfiguration::builder()
+            .max_attempts(4)
+            .back_off(RetryBackOff::Exponential {
+                initial: Duration::from_millis(333),
+                multiplier: 1.5,
+                max: Duration::from_secs(60),
+            })
+            .build();
+        assert_eq!(
+            names(&truncated.topology("o")),
+            ["o-retry-333", "o-retry-499", "o-retry-748"]
+        );
         let by_index = RetryTopicConfiguration::builder()
             .max_attempts(4)
             .back_off(RetryBackOff::Delays(vec![Duration::from_millis(10)]))
             .suffixing(TopicSuffixing::ByIndex)
+            .same_interval_topic_reuse(SameIntervalTopicReuse::MultipleTopics)
             .dlt_strategy(DltStrategy::NoDlt)
             .build();
         let t = by_index.topology("o");
         assert_eq!(names(&t), ["o-retry-0", "o-retry-1", "o-retry-2"]);
         assert_eq!(t.dlt, None);
+        // The same delays, one topic (Spring's default).
+        let shared = RetryTopicConfiguration::builder()
+            .max_attempts(4)
+            .back_off(RetryBackOff::Delays(vec![Duration::from_millis(10)]))
+            .suffixing(TopicSuffixing::ByIndex)
+            .build();
+        assert_eq!(names(&shared.topology("o")), ["o-retry"]);
     }
 
     #[test]
@@ -594,9 +888,13 @@ mod tests {
             c.next(&t, "o", 1, &Wrapped(Fatal), 0, 10),
             Next::Dlt("o-dlt".into())
         );
-        // Past the timeout.
+        // Past the timeout (Spring: strictly after).
         assert_eq!(
             c.next(&t, "o", 1, &Boom, 0, 60_000),
+            retry("o-retry-0", 100)
+        );
+        assert_eq!(
+            c.next(&t, "o", 1, &Boom, 0, 60_001),
             Next::Dlt("o-dlt".into())
         );
         // A failing DLT handler: back to the DLT with a retryable error, dropped otherwise.
@@ -633,6 +931,110 @@ mod tests {
             Next::Dlt("o-dlt".into())
         );
         assert_eq!(only.next(&t, "o-dlt", 3, &Boom, 0, 0), Next::Drop);
+    }
+
+    #[test]
+    fn trailing_topic_is_reused_until_the_attempts_are_used_up() {
+        let c = RetryTopicConfiguration::builder()
+            .max_attempts(5)
+            .back_off(RetryBackOff::Exponential {
+                initial: Duration::from_millis(1000),
+                multiplier: 2.0,
+                max: Duration::from_millis(4000),
+            })
+            .build();
+        let t = c.topology("o");
+        let retry = |topic: &str, ms| Next::Retry {
+            topic: topic.into(),
+            delay: Duration::from_millis(ms),
+        };
+        assert_eq!(c.next(&t, "o", 1, &Boom, 0, 0), retry("o-retry-1000", 1000));
+        assert_eq!(
+            c.next(&t, "o-retry-1000", 2, &Boom, 0, 0),
+            retry("o-retry-2000", 2000)
+        );
+        assert_eq!(
+            c.next(&t, "o-retry-2000", 3, &Boom, 0, 0),
+            retry("o-retry-4000", 4000)
+        );
+        assert_eq!(
+            c.next(&t, "o-retry-4000", 4, &Boom, 0, 0),
+            retry("o-retry-4000", 4000)
+        );
+        assert_eq!(
+            c.next(&t, "o-retry-4000", 5, &Boom, 0, 0),
+            Next::Dlt("o-dlt".into())
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid")]
+    struct Invalid;
+
+    #[test]
+    fn dlt_routes_by_error_type_through_the_cause_chain() {
+        let c = RetryTopicConfiguration::builder()
+            .max_attempts(2)
+            .not_retry_on::<Fatal>()
+            .dlt_route::<Fatal>("-fatal")
+            .dlt_route::<Invalid>("-invalid")
+            .dlt_route::<Boom>("-fatal")
+            .build();
+        let t = c.topology("o");
+        assert_eq!(t.routed_dlts, ["o-fatal-dlt", "o-invalid-dlt"]);
+        assert_eq!(t.dlt.as_deref(), Some("o-dlt"));
+        assert!(t.is_dlt("o-invalid-dlt") && t.is_dlt("o-dlt") && !t.is_dlt("o-retry"));
+        // Not retryable, found through the chain: straight to its DLT.
+        assert_eq!(
+            c.next(&t, "o", 1, &Wrapped(Fatal), 0, 0),
+            Next::Dlt("o-fatal-dlt".into())
+        );
+        // Retryable: retried first, then to the route of its type.
+        assert!(matches!(
+            c.next(&t, "o", 1, &Invalid, 0, 0),
+            Next::Retry { .. }
+        ));
+        assert_eq!(
+            c.next(&t, "o-retry", 2, &Invalid, 0, 0),
+            Next::Dlt("o-invalid-dlt".into())
+        );
+        assert_eq!(
+            c.next(&t, "o-retry", 2, &Boom, 0, 0),
+            Next::Dlt("o-fatal-dlt".into())
+        );
+        // A failing handler of a routed DLT: again there when retryable, else on to the DLT.
+        assert_eq!(
+            c.next(&t, "o-invalid-dlt", 2, &Invalid, 0, 0),
+            Next::Dlt("o-invalid-dlt".into())
+        );
+        assert_eq!(
+            c.next(&t, "o-fatal-dlt", 2, &Fatal, 0, 0),
+            Next::Dlt("o-dlt".into())
+        );
+        assert_eq!(c.next(&t, "o-dlt", 2, &Fatal, 0, 0), Next::Drop);
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("other")]
+        struct Other;
+        assert_eq!(
+            c.next(&t, "o-retry", 2, &Other, 0, 0),
+            Next::Dlt("o-dlt".into())
+        );
+
+        let none = RetryTopicConfiguration::builder()
+            .dlt_route::<Fatal>("-fatal")
+            .dlt_strategy(DltStrategy::NoDlt)
+            .build();
+        let t = none.topology("o");
+        assert!(t.routed_dlts.is_empty() && t.dlt.is_none());
+        assert_eq!(
+            none.next(&t, "o", 1, &Fatal, 0, 0),
+            Next::Retry {
+                topic: "o-retry".into(),
+                delay: Duration::from_secs(1),
+            }
+        );
+        assert_eq!(none.next(&t, "o-retry", 3, &Fatal, 0, 0), Next::Drop);
     }
 
     #[test]

@@ -9,21 +9,22 @@ use super::headers::{self, forward_headers};
 use super::{Next, RetryTopicConfiguration, RetryTopology, TopicCreation};
 use crate::admin::{Admin, NewTopic};
 use crate::cluster::Cluster;
-use crate::consumer::{AutoCommit, Consumer, ConsumerConfig};
+use crate::consumer::{AutoCommit, Consumer, ConsumerConfig, Deserializer};
 use crate::error::KafkaCode;
 use crate::listener::classify::HandlerError;
 use crate::listener::dead_letter_publisher::{DeadLetterPublisher, PublishWait};
 use crate::listener::handler::{BoxFuture, Recoverer, SharedError};
+use crate::listener::typed::typed_record;
 use crate::listener::{
-    Acknowledgment, ContainerHandle, DefaultErrorHandler, Events, FixedBackOff,
-    ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason,
+    Acknowledgment, ContainerConsumer, ContainerHandle, DefaultErrorHandler, Events, FixedBackOff,
+    ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason, TypedConsumer,
+    TypedRecord,
 };
 use crate::producer::Record;
 use crate::{Error, Result};
 
-type Handler = Arc<
-    dyn Fn(ListenerConsumerRecord) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
->;
+/// A record handler, boxed.
+type RecordFn<R> = Arc<dyn Fn(R) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// The main, retry and DLT containers of a [`RetryTopicConfiguration`], run and stopped
 /// together. Dropping it stops every container (without waiting).
@@ -41,7 +42,7 @@ impl RetryTopicHandle {
         &self.topology
     }
 
-    /// The container consuming `topic` (the main topic, a retry topic or the DLT).
+    /// The container consuming `topic` (the main topic, a retry topic, the DLT or a routed DLT).
     pub fn container(&self, topic: &str) -> Option<&ContainerHandle> {
         self.containers
             .iter()
@@ -104,10 +105,10 @@ struct Forwarder {
     group: String,
 }
 
-impl Recoverer<ListenerConsumerRecord> for Forwarder {
+impl<R: ListenerRecord> Recoverer<R> for Forwarder {
     fn recover<'a>(
         &'a self,
-        record: &'a ListenerConsumerRecord,
+        record: &'a R,
         error: &'a SharedError,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
@@ -245,10 +246,127 @@ impl RetryTopicConfiguration {
         G: Fn(ListenerConsumerRecord) -> GFut + Send + Sync + 'static,
         GFut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
+        let handler: RecordFn<ListenerConsumerRecord> = Arc::new(move |r| Box::pin(handler(r)));
+        let dlt_handler: RecordFn<ListenerConsumerRecord> =
+            Arc::new(move |r| Box::pin(dlt_handler(r)));
+        self.run(
+            cluster,
+            consumer_config,
+            main_topic,
+            |config, consumer, forwarder, waits| {
+                config.container(consumer, forwarder, waits, handler.clone())
+            },
+            |config, consumer, forwarder| {
+                config.container(consumer, forwarder, false, dlt_handler.clone())
+            },
+        )
+        .await
+    }
+
+    /// [`start_with_dlt_handler`](Self::start_with_dlt_handler) over typed records (Spring's
+    /// `@RetryableTopic` on a listener with deserializers): the main and retry containers
+    /// consume through a [`TypedConsumer`] with clones of `key` and `value`, so `handler` gets
+    /// [`TypedRecord`]s. A record whose key or value does not deserialize never reaches
+    /// `handler`: it goes straight to the DLT (a [`DeserializationFailed`] is not retryable
+    /// unless a [classifier](super::RetryTopicConfigurationBuilder::classifier) says otherwise) with
+    /// its raw bytes and Spring's headers. The DLT containers read raw records and hand
+    /// `dlt_handler` every dead letter as a [`TypedRecord`]: typed when it deserializes, else
+    /// with [`typed_key`](TypedRecord::typed_key) / [`typed_value`](TypedRecord::typed_value)
+    /// `None`, its raw bytes in [`raw`](TypedRecord::raw) and the failure in
+    /// [`deserialization_failure`](ListenerRecord::deserialization_failure).
+    ///
+    /// [`DeserializationFailed`]: crate::listener::DeserializationFailed
+    ///
+    /// ```no_run
+    /// # async fn demo(cluster: rekafka::cluster::Cluster) -> rekafka::Result<()> {
+    /// use rekafka::consumer::{ConsumerConfig, StringDeserializer};
+    /// use rekafka::listener::TypedRecord;
+    /// use rekafka::listener::retry_topic::RetryTopicConfiguration;
+    ///
+    /// type Rec = TypedRecord<Option<String>, Option<String>>;
+    /// let handle = RetryTopicConfiguration::builder()
+    ///     .build()
+    ///     .start_typed(
+    ///         cluster,
+    ///         ConsumerConfig::new().with_group_id("billing"),
+    ///         "orders",
+    ///         StringDeserializer,
+    ///         StringDeserializer,
+    ///         |record: Rec| async move {
+    ///             println!("{:?}", record.typed_value());
+    ///             Ok(())
+    ///         },
+    ///         |dead: Rec| async move {
+    ///             println!("dead letter {:?} ({:?})", dead.typed_value(), dead.raw().value_str());
+    ///             Ok(())
+    ///         },
+    ///     )
+    ///     .await?;
+    /// handle.stop().await;
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_typed<KD, VD, F, Fut, G, GFut>(
+        &self,
+        cluster: Cluster,
+        consumer_config: ConsumerConfig,
+        main_topic: &str,
+        key: KD,
+        value: VD,
+        handler: F,
+        dlt_handler: G,
+    ) -> Result<RetryTopicHandle>
+    where
+        KD: Deserializer + Clone + 'static,
+        VD: Deserializer + Clone + 'static,
+        KD::Output: Send + Sync + 'static,
+        VD::Output: Send + Sync + 'static,
+        F: Fn(TypedRecord<KD::Output, VD::Output>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        G: Fn(TypedRecord<KD::Output, VD::Output>) -> GFut + Send + Sync + 'static,
+        GFut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler: RecordFn<TypedRecord<KD::Output, VD::Output>> =
+            Arc::new(move |r| Box::pin(handler(r)));
+        let dlt_handler = Arc::new(dlt_handler);
+        let (dlt_key, dlt_value) = (Arc::new(key.clone()), Arc::new(value.clone()));
+        let dlt: RecordFn<ListenerConsumerRecord> = Arc::new(move |r| {
+            let typed = typed_record(&*dlt_key, &*dlt_value, r);
+            Box::pin(dlt_handler(typed))
+        });
+        self.run(
+            cluster,
+            consumer_config,
+            main_topic,
+            |config, consumer, forwarder, waits| {
+                let typed = TypedConsumer::new(consumer, key.clone(), value.clone());
+                config.container(typed, forwarder, waits, handler.clone())
+            },
+            |config, consumer, forwarder| config.container(consumer, forwarder, false, dlt.clone()),
+        )
+        .await
+    }
+
+    /// Creates the topics, the forwarding publisher and one consumer per topic, and starts a
+    /// container on each: `handling` for the main and retry topics (`true`: a retry topic,
+    /// whose records wait for their due time), `dlt` for the DLTs.
+    async fn run<H, D>(
+        &self,
+        cluster: Cluster,
+        consumer_config: ConsumerConfig,
+        main_topic: &str,
+        mut handling: H,
+        mut dlt: D,
+    ) -> Result<RetryTopicHandle>
+    where
+        H: FnMut(&Self, Consumer, Forwarder, bool) -> Result<ContainerHandle>,
+        D: FnMut(&Self, Consumer, Forwarder) -> Result<ContainerHandle>,
+    {
         let group = consumer_config.group_id.clone().ok_or_else(|| {
             Error::config("retry topics need a consumer group (ConsumerConfig::with_group_id)")
         })?;
         let topology = self.topology(main_topic);
+        self.check(&topology)?;
         if let TopicCreation::Auto {
             partitions,
             replication_factor,
@@ -263,26 +381,16 @@ impl RetryTopicConfiguration {
                 .build()
                 .await?,
         );
-        let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
-        let dlt_handler: Handler = Arc::new(move |r| Box::pin(dlt_handler(r)));
-        let mut plan: Vec<(String, String, Handler, bool)> =
-            vec![(topology.main.clone(), group.clone(), handler.clone(), false)];
+        // (topic, group, is a DLT, waits for due times)
+        let mut plan: Vec<(String, String, bool, bool)> =
+            vec![(topology.main.clone(), group.clone(), false, false)];
         for t in &topology.retries {
             let suffix = &t.name[topology.main.len()..];
-            plan.push((
-                t.name.clone(),
-                format!("{group}{suffix}"),
-                handler.clone(),
-                true,
-            ));
+            plan.push((t.name.clone(), format!("{group}{suffix}"), false, true));
         }
-        if let Some(dlt) = &topology.dlt {
-            plan.push((
-                dlt.clone(),
-                format!("{group}{}", self.dlt_suffix),
-                dlt_handler,
-                false,
-            ));
+        for d in topology.routed_dlts.iter().chain(&topology.dlt) {
+            let suffix = &d[topology.main.len()..];
+            plan.push((d.clone(), format!("{group}{suffix}"), true, false));
         }
         let mut handle = RetryTopicHandle {
             topology: topology.clone(),
@@ -290,7 +398,7 @@ impl RetryTopicConfiguration {
             publisher: publisher.clone(),
             clusters: Vec::with_capacity(plan.len()),
         };
-        for (topic, group_id, h, waits) in plan {
+        for (topic, group_id, is_dlt, waits) in plan {
             // Each consumer has its own connections: a long-poll Fetch of one never delays
             // another's (the brokers answer a connection's requests in order).
             let own = Cluster::connect(cluster.config().clone()).await?;
@@ -307,33 +415,52 @@ impl RetryTopicConfiguration {
                 publisher: publisher.clone(),
                 group: group.clone(),
             };
-            let container = ListenerContainer::builder(consumer)
-                .record_handler_with_ack(move |r: ListenerConsumerRecord, ack: Acknowledgment| {
-                    if waits {
-                        if let Some(due) = headers::backoff_timestamp(&r.headers()) {
-                            let wait = due.saturating_sub(now_ms());
-                            if wait > 0 {
-                                // Not due: the partition goes back to the record and pauses
-                                // until it is; nothing else waits.
-                                ack.nack(Duration::from_millis(wait.unsigned_abs()));
-                                return Box::pin(std::future::ready(Ok(())))
-                                    as BoxFuture<'static, Result<(), HandlerError>>;
-                            }
-                        }
-                    }
-                    h(r)
-                })
-                .error_handler(
-                    DefaultErrorHandler::new()
-                        .back_off(FixedBackOff::new(Duration::ZERO, 0))
-                        .recoverer(forwarder),
-                )
-                .ack_mode(self.ack_mode)
-                .poll_timeout(self.poll_timeout)
-                .start()?;
+            let container = if is_dlt {
+                dlt(self, consumer, forwarder)?
+            } else {
+                handling(self, consumer, forwarder, waits)?
+            };
             handle.containers.push((topic, container));
         }
         Ok(handle)
+    }
+
+    /// Starts one container on `consumer`: records go to `handler` (on a retry topic, once
+    /// due), failures to `forwarder`.
+    fn container<C>(
+        &self,
+        consumer: C,
+        forwarder: Forwarder,
+        waits: bool,
+        handler: RecordFn<C::Record>,
+    ) -> Result<ContainerHandle>
+    where
+        C: ContainerConsumer,
+    {
+        ListenerContainer::builder(consumer)
+            .record_handler_with_ack(move |r: C::Record, ack: Acknowledgment| {
+                if waits {
+                    if let Some(due) = headers::backoff_timestamp(&r.headers()) {
+                        let wait = due.saturating_sub(now_ms());
+                        if wait > 0 {
+                            // Not due: the partition goes back to the record and pauses
+                            // until it is; nothing else waits.
+                            ack.nack(Duration::from_millis(wait.unsigned_abs()));
+                            return Box::pin(std::future::ready(Ok(())))
+                                as BoxFuture<'static, Result<(), HandlerError>>;
+                        }
+                    }
+                }
+                handler(r)
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::new(Duration::ZERO, 0))
+                    .recoverer(forwarder),
+            )
+            .ack_mode(self.ack_mode)
+            .poll_timeout(self.poll_timeout)
+            .start()
     }
 }
 
@@ -364,6 +491,7 @@ async fn create_topics(
         .retries
         .iter()
         .map(|t| t.name.clone())
+        .chain(topology.routed_dlts.iter().cloned())
         .chain(topology.dlt.clone())
         .map(|name| {
             let mut t = NewTopic::new(name, count.unwrap_or(1));
@@ -373,7 +501,8 @@ async fn create_topics(
             t
         })
         .collect();
-    topics.dedup_by(|a, b| a.name == b.name);
+    let mut seen = std::collections::HashSet::new();
+    topics.retain(|t| seen.insert(t.name.clone()));
     for r in admin.create_topics(&topics).await? {
         match r {
             Ok(_) => {}

@@ -3,8 +3,10 @@ package rekafka.spring;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicInteger;
 
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -40,6 +42,15 @@ import org.springframework.util.backoff.FixedBackOff;
  *     the recoverer of Spring's retry-topic support (DeadLetterPublishingRecovererFactory over a
  *     DefaultDestinationTopicResolver) for the topology T, T-retry-0 (200 ms), T-retry-1 (400 ms),
  *     T-dlt, 3 attempts. Stops once N records failed and their offsets are committed.
+ *
+ * topics --main T --delays D1,D2,... --suffixing index|delay --reuse single|multiple [--routes S1,S2]
+ *     prints the topics Spring's DestinationTopicPropertiesFactory makes for T with these back-off
+ *     values (ms, one per retry), suffixing and same-interval reuse strategies, and one
+ *     exception-based DLT route per suffix S (tests/retry_topics_spring.rs compares them with
+ *     rekafka's names): "topics [T, ...]", one "reusable NAME" line per reusable retry topic, and
+ *     "next SOURCE ATTEMPT generic|routed DEST|none" for each topic and attempt: where Spring's
+ *     DefaultDestinationTopicResolver sends a record failing with a generic error and with the
+ *     routed one (IllegalArgumentException).
  * </pre>
  *
  * Spring's listener here does not wait for a record's due time (that is the job of
@@ -56,6 +67,10 @@ public final class RetryTopicInterop {
         for (int i = 1; i + 1 < args.length; i += 2) {
             a.put(args[i], args[i + 1]);
         }
+        if ("topics".equals(args.length > 0 ? args[0] : "")) {
+            topics(a);
+            System.exit(0);
+        }
         if (!"fail".equals(args.length > 0 ? args[0] : "")) {
             System.err.println("usage: RetryTopicInterop fail --bootstrap B --main T --group G --source S --count N");
             System.exit(2);
@@ -63,6 +78,53 @@ public final class RetryTopicInterop {
         fail(a.get("--bootstrap"), a.get("--main"), a.get("--group"), a.get("--source"),
                 Integer.parseInt(a.get("--count")));
         System.exit(0);
+    }
+
+    static void topics(Map<String, String> a) {
+        String main = a.get("--main");
+        List<Long> delays = new ArrayList<>();
+        for (String d : a.get("--delays").split(",")) {
+            delays.add(Long.parseLong(d));
+        }
+        Map<String, Set<Class<? extends Throwable>>> routes = new LinkedHashMap<>();
+        String routeList = a.getOrDefault("--routes", "");
+        if (!routeList.isEmpty()) {
+            for (String suffix : routeList.split(",")) {
+                routes.put(suffix, Set.of(IllegalArgumentException.class));
+            }
+        }
+        List<DestinationTopic.Properties> properties = new DestinationTopicPropertiesFactory("-retry", "-dlt",
+                delays, ExceptionMatcher.defaultMatcher(), 1, null, DltStrategy.ALWAYS_RETRY_ON_ERROR,
+                "index".equals(a.get("--suffixing")) ? TopicSuffixingStrategy.SUFFIX_WITH_INDEX_VALUE
+                        : TopicSuffixingStrategy.SUFFIX_WITH_DELAY_VALUE,
+                "multiple".equals(a.get("--reuse")) ? SameIntervalTopicReuseStrategy.MULTIPLE_TOPICS
+                        : SameIntervalTopicReuseStrategy.SINGLE_TOPIC,
+                RetryTopicConstants.NOT_SET, routes).createProperties();
+        System.out.println("topics " + properties.stream().map(p -> main + p.suffix()).toList());
+        List<DestinationTopic> destinations = new ArrayList<>();
+        for (DestinationTopic.Properties p : properties) {
+            DestinationTopic d = new DestinationTopic(main + p.suffix(), p);
+            destinations.add(d);
+            if (d.isReusableRetryTopic()) {
+                System.out.println("reusable " + d.getDestinationName());
+            }
+        }
+        // Where Spring's resolver sends a record of each topic, on each attempt, failing with a
+        // generic error and with the routed one.
+        DefaultDestinationTopicResolver resolver = new DefaultDestinationTopicResolver();
+        resolver.addDestinationTopics("topics", destinations);
+        for (DestinationTopic source : destinations) {
+            for (int attempt = 1; attempt <= delays.size() + 1; attempt++) {
+                for (String kind : routes.isEmpty() ? List.of("generic") : List.of("generic", "routed")) {
+                    Exception e = "routed".equals(kind) ? new IllegalArgumentException("routed")
+                            : new IllegalStateException("generic");
+                    DestinationTopic next = resolver.resolveDestinationTopic("topics", source.getDestinationName(),
+                            attempt, e, System.currentTimeMillis());
+                    System.out.println("next " + source.getDestinationName() + " " + attempt + " " + kind + " "
+                            + (next.isNoOpsTopic() ? "none" : next.getDestinationName()));
+                }
+            }
+        }
     }
 
     static void fail(String bootstrap, String main, String group, String source, int count) throws Exception {
