@@ -71,6 +71,7 @@ use crate::cluster::Cluster;
 use crate::connection::Backoff;
 use crate::group::TopicPartition;
 use crate::protocol::record::RecordBatches;
+use crate::telemetry::{SharePartitionTelemetry, ShareTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 use membership::Membership;
 
@@ -106,6 +107,8 @@ struct Part {
     acquired: BTreeMap<i64, Acq>,
     /// Acknowledgements not sent yet: offset → wire type.
     pending: BTreeMap<i64, i8>,
+    /// The partition's metrics.
+    tel: SharePartitionTelemetry,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +137,8 @@ struct AckJob {
 struct AckDone {
     job: AckJob,
     result: Result<ShareAcknowledgeResponse>,
+    /// From sending to the answer.
+    took: Duration,
 }
 
 /// A finished ShareFetch.
@@ -144,6 +149,8 @@ struct FetchDone {
     forgotten: BTreeSet<PartKey>,
     acks: SentAcks,
     result: Result<ShareFetchResponse>,
+    /// From sending to the answer.
+    took: Duration,
 }
 
 /// The per-partition results of a commit: `Ok` if the broker took every acknowledgement of the
@@ -185,6 +192,7 @@ pub struct ShareConsumer {
     stale: BTreeSet<Arc<str>>,
     backoff: Backoff,
     closed: bool,
+    telemetry: ShareTelemetry,
 }
 
 impl fmt::Debug for ShareConsumer {
@@ -255,6 +263,7 @@ impl ShareConsumer {
             config.max_poll_interval,
         );
         let backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+        let telemetry = ShareTelemetry::new(&cluster.config().connection.client_id);
         Ok(ShareConsumer {
             cluster,
             config,
@@ -271,6 +280,7 @@ impl ShareConsumer {
             stale: BTreeSet::new(),
             backoff,
             closed: false,
+            telemetry,
         })
     }
 
@@ -390,6 +400,7 @@ impl ShareConsumer {
             Some(Acq::Delivered) => {
                 part.acquired.remove(&record.offset);
                 part.pending.insert(record.offset, ack.wire());
+                part.tel.acknowledged(ack.wire());
                 Ok(())
             }
             _ => Err(not_awaiting(record)),
@@ -518,9 +529,10 @@ impl ShareConsumer {
         self.buffer.clear();
         for part in self.parts.values_mut() {
             for (offset, _) in std::mem::take(&mut part.acquired) {
-                part.pending
-                    .entry(offset)
-                    .or_insert(AcknowledgeType::Release.wire());
+                if let std::collections::btree_map::Entry::Vacant(v) = part.pending.entry(offset) {
+                    v.insert(AcknowledgeType::Release.wire());
+                    part.tel.acknowledged(AcknowledgeType::Release.wire());
+                }
             }
         }
         let outcomes = self.send_acknowledgements(true, Some(deadline)).await;
@@ -562,6 +574,7 @@ impl ShareConsumer {
             for o in delivered {
                 part.acquired.remove(&o);
                 part.pending.insert(o, AcknowledgeType::Accept.wire());
+                part.tel.acknowledged(AcknowledgeType::Accept.wire());
             }
         }
     }
@@ -625,6 +638,7 @@ impl ShareConsumer {
         for (record, key, _) in self.buffer.drain(..n) {
             if let Some(p) = self.parts.get_mut(&key) {
                 p.acquired.insert(record.offset, Acq::Delivered);
+                p.tel.acquired(1);
             }
             out.push(record);
         }
@@ -637,6 +651,9 @@ impl ShareConsumer {
                 cb(&o);
             }
             if let Err(e) = &o.result {
+                if let Some(p) = self.parts.values().find(|p| p.tp == o.partition) {
+                    p.tel.acknowledgements_failed(o.offsets.len());
+                }
                 tracing::debug!(partition = %o.partition, offsets = o.offsets.len(), error = %e,
                     "share acknowledgements failed");
             }
@@ -714,6 +731,7 @@ impl ShareConsumer {
                         node: None,
                         acquired: BTreeMap::new(),
                         pending: BTreeMap::new(),
+                        tel: self.telemetry.partition(name, partition),
                     })
                     .assigned = true;
             }
@@ -902,6 +920,7 @@ impl ShareConsumer {
             let cluster = self.cluster.clone();
             let (added_c, forgotten_c) = (if epoch == 0 { want } else { added }, forgotten);
             set.spawn(async move {
+                let sent = Instant::now();
                 let result = async {
                     let conn = cluster.connection_for_broker(node).await?;
                     conn.send(req).await
@@ -914,6 +933,7 @@ impl ShareConsumer {
                     forgotten: forgotten_c,
                     acks,
                     result,
+                    took: sent.elapsed(),
                 }
             });
         }
@@ -944,7 +964,11 @@ impl ShareConsumer {
             forgotten,
             acks,
             result,
+            took,
         } = done;
+        if acks.iter().any(|(_, _, offsets)| !offsets.is_empty()) {
+            self.telemetry.acknowledgements_sent(took);
+        }
         let fetched_at = Instant::now();
         let resp = match result {
             Ok(r) => r,
@@ -1247,7 +1271,8 @@ impl ShareConsumer {
     }
 
     fn apply_ack_done(&mut self, done: AckDone) -> Vec<AcknowledgementOutcome> {
-        let AckDone { job, result } = done;
+        let AckDone { job, result, took } = done;
+        self.telemetry.acknowledgements_sent(took);
         let node = job.node;
         let resp = match result {
             Ok(r) => r,
@@ -1331,12 +1356,17 @@ fn failed_outcomes(acks: SentAcks, e: &Error) -> Vec<AcknowledgementOutcome> {
 }
 
 async fn run_ack_job(cluster: Cluster, job: AckJob, req: ShareAcknowledgeRequest) -> AckDone {
+    let sent = Instant::now();
     let result = async {
         let conn = cluster.connection_for_broker(job.node).await?;
         conn.send(req).await
     }
     .await;
-    AckDone { job, result }
+    AckDone {
+        job,
+        result,
+        took: sent.elapsed(),
+    }
 }
 
 /// Takes the acquired records of a ShareFetch partition into the buffer. Offsets acquired
@@ -1460,6 +1490,7 @@ mod tests {
             node: Some(1),
             acquired: BTreeMap::new(),
             pending: BTreeMap::new(),
+            tel: ShareTelemetry::new("test").partition("t", 0),
         }
     }
 
