@@ -33,6 +33,9 @@ use rekafka::share::{AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareC
 
 const PARTITIONS: i32 = 2;
 
+/// An acknowledgement outcome of one record: ((partition, offset), whether the broker took it).
+type Acked = ((i32, i64), bool);
+
 async fn connect(addr: String) -> Client {
     Client::builder()
         .bootstrap_servers([addr])
@@ -254,7 +257,7 @@ async fn the_container_goes_on_through_dropped_acknowledgements() {
     // Every delivery handled: (index, delivery count).
     let handled: Arc<Mutex<Vec<(usize, u16)>>> = Arc::default();
     // Every acknowledgement outcome: ((partition, offset), ok).
-    let acked: Arc<Mutex<Vec<((i32, i64), bool)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let mut consumer = share_consumer(&client, &group);
     consumer.subscribe([topic.as_str()]);
     let a = acked.clone();

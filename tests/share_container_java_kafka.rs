@@ -82,6 +82,9 @@ enum Outcome {
 /// One delivery: (record index, delivery count, member).
 type Delivery = (usize, u16, String);
 
+/// What a member did with one delivery: (record index, delivery count, outcome, member).
+type Settled = (usize, u16, Outcome, String);
+
 async fn client() -> Client {
     Client::builder()
         .bootstrap_servers([bootstrap()])
@@ -274,7 +277,7 @@ async fn three_share_containers_and_a_java_member_dead_letter_and_agree_on_deliv
 
     // Every delivery a handler saw, every outcome, and every dead letter, from both clients.
     let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-    let outcomes: Arc<Mutex<Vec<(usize, u16, Outcome, String)>>> = Arc::default();
+    let outcomes: Arc<Mutex<Vec<Settled>>> = Arc::default();
     let dead_letters: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
 
