@@ -109,6 +109,22 @@ pub const PRODUCER_REQUESTS_IN_FLIGHT: &str = "kafka.producer.requests-in-flight
 /// Gauge, per producer: free bytes of `buffer.memory` (set at start and by `Producer::metrics`).
 pub const PRODUCER_BUFFER_AVAILABLE_BYTES: &str = "kafka.producer.buffer-available-bytes";
 
+/// Counter, per partition: records a share consumer's `poll` returned (acquired for it).
+pub const SHARE_RECORDS_ACQUIRED: &str = "kafka.share.records-acquired-total";
+/// Counter, per partition: records a share consumer acknowledged as accepted (explicitly,
+/// implicitly, or by its container), counted when recorded.
+pub const SHARE_RECORDS_ACCEPTED: &str = "kafka.share.records-accepted-total";
+/// Counter, per partition: records a share consumer released (explicitly, or at `close`).
+pub const SHARE_RECORDS_RELEASED: &str = "kafka.share.records-released-total";
+/// Counter, per partition: records a share consumer rejected.
+pub const SHARE_RECORDS_REJECTED: &str = "kafka.share.records-rejected-total";
+/// Counter, per partition: acknowledged records whose acknowledgement failed (refused by the
+/// broker, or lost with its request).
+pub const SHARE_ACKNOWLEDGEMENT_ERRORS: &str = "kafka.share.acknowledgement-errors-total";
+/// Histogram (seconds), per client: each request carrying share acknowledgements (a
+/// ShareAcknowledge, or a ShareFetch with acknowledgements), from sending it to its answer.
+pub const SHARE_ACKNOWLEDGEMENT_LATENCY: &str = "kafka.share.acknowledgement-latency";
+
 /// Java's `metrics.sample.window.ms` default: a rate's sample window.
 pub const SAMPLE_WINDOW: Duration = Duration::from_secs(30);
 /// Java's `metrics.num.samples` default: a rate keeps this many windows.
@@ -391,6 +407,75 @@ impl ListenerTelemetry {
         if !ok {
             self.commit_failures.increment(1);
         }
+    }
+}
+
+/// A share consumer's handles (`src/share/`). Per-partition handles live with the
+/// partition's state.
+#[derive(Debug)]
+pub(crate) struct ShareTelemetry {
+    client_id: String,
+    ack_latency: Histogram,
+}
+
+/// One share partition's handles.
+#[derive(Debug)]
+pub(crate) struct SharePartitionTelemetry {
+    acquired: Counter,
+    accepted: Counter,
+    released: Counter,
+    rejected: Counter,
+    ack_errors: Counter,
+}
+
+impl ShareTelemetry {
+    pub(crate) fn new(client_id: &str) -> ShareTelemetry {
+        ShareTelemetry {
+            client_id: client_id.to_owned(),
+            ack_latency: metrics::histogram!(
+                SHARE_ACKNOWLEDGEMENT_LATENCY,
+                client_labels(client_id)
+            ),
+        }
+    }
+
+    /// The handles of one partition (registered once, when the partition is first assigned).
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> SharePartitionTelemetry {
+        let l = || partition_labels(&self.client_id, topic, partition);
+        SharePartitionTelemetry {
+            acquired: metrics::counter!(SHARE_RECORDS_ACQUIRED, l()),
+            accepted: metrics::counter!(SHARE_RECORDS_ACCEPTED, l()),
+            released: metrics::counter!(SHARE_RECORDS_RELEASED, l()),
+            rejected: metrics::counter!(SHARE_RECORDS_REJECTED, l()),
+            ack_errors: metrics::counter!(SHARE_ACKNOWLEDGEMENT_ERRORS, l()),
+        }
+    }
+
+    /// A request carrying acknowledgements was answered (or failed) after `took`.
+    pub(crate) fn acknowledgements_sent(&self, took: Duration) {
+        self.ack_latency.record(took.as_secs_f64());
+    }
+}
+
+impl SharePartitionTelemetry {
+    /// `n` records returned by a poll.
+    pub(crate) fn acquired(&self, n: usize) {
+        self.acquired.increment(n as u64);
+    }
+
+    /// One acknowledgement recorded, by its wire type (1 accept, 2 release, 3 reject).
+    pub(crate) fn acknowledged(&self, wire: i8) {
+        match wire {
+            1 => self.accepted.increment(1),
+            2 => self.released.increment(1),
+            3 => self.rejected.increment(1),
+            _ => {}
+        }
+    }
+
+    /// `n` acknowledgements failed.
+    pub(crate) fn acknowledgements_failed(&self, n: usize) {
+        self.ack_errors.increment(n as u64);
     }
 }
 

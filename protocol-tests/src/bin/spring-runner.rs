@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rekafka::admin::{Admin, NewTopic};
+use rekafka::admin::{Admin, AlterConfigOp, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset,
@@ -31,7 +31,9 @@ use rekafka::listener::{
     MissingDestination, OtherFailure, RecordFailure, Recoverer, Recovery, RecoveryPolicy,
     RepublishToTail, RetryListener, SharedError, TransactionalDeadLetters, deserialization_check,
 };
+use rekafka::listener::{Classifier, ShareContainer, ShareContainerEvent, ShareListenerRecord};
 use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::share::{AcknowledgementMode, ShareConsumer, ShareConsumerConfig};
 use rekafka::transaction::TransactionalProducer;
 use serde_json::{Value, json};
 
@@ -719,7 +721,135 @@ async fn dlt_publisher(
     b.build().await
 }
 
+/// A share scenario (`"container": "share"`): rekafka's `ShareContainer` over a share consumer,
+/// with the scenario's back-off and not-retryable errors and no recoverer, in a share group whose
+/// `share.delivery.count.limit` is the scenario's. Logs `share_invoke` (the delivery count as
+/// `attempt`) per handler call and `share_ack` per acknowledgement: `accept` when the handler
+/// returned, `release` / `reject` from the container's events.
+async fn run_share_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<String>> {
+    let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(','))).await?;
+    create_topics(&cluster, &s).await?;
+    let limit = s.sc["share_delivery_count_limit"].as_u64().unwrap_or(5);
+    let limit_text = limit.to_string();
+    Admin::new(cluster.clone())
+        .alter_group_configs(
+            &s.group,
+            &[
+                AlterConfigOp::set("share.auto.offset.reset", "earliest"),
+                AlterConfigOp::set("share.delivery.count.limit", limit_text.as_str()),
+            ],
+        )
+        .await?;
+    produce_input(&cluster, &s).await?;
+    let mut consumer = ShareConsumer::new(
+        cluster.clone(),
+        ShareConsumerConfig::new(&s.group)
+            .with_acknowledgement_mode(AcknowledgementMode::Explicit)
+            .with_fetch_max_wait(Duration::from_millis(100)),
+    )?;
+    consumer.subscribe([s.input.as_str()]);
+    let mut classifier = Classifier::default();
+    if let Some(nr) = s.sc["not_retryable"].as_array() {
+        for n in nr {
+            match n.as_str() {
+                Some("Transient") => classifier.add_not_retryable::<Transient>(),
+                Some("Fatal") => classifier.add_not_retryable::<Fatal>(),
+                Some("Wrapper") => classifier.add_not_retryable::<Wrapper>(),
+                Some("Slow") => classifier.add_not_retryable::<Slow>(),
+                other => panic!("not_retryable {other:?}"),
+            };
+        }
+    }
+    let ack = |s: &Scenario, p: i32, o: i64, attempt: u16, ack: &str| {
+        let mut e = s.ev("share_ack");
+        e.insert("topic".into(), json!(s.norm(&s.input)));
+        e.insert("p".into(), json!(p));
+        e.insert("o".into(), json!(o));
+        e.insert("attempt".into(), json!(attempt));
+        e.insert("ack".into(), json!(ack));
+        s.event(e);
+    };
+    let hs = s.clone();
+    let container = ShareContainer::builder(consumer)
+        .handler(move |r: ShareListenerRecord| {
+            let s = hs.clone();
+            async move {
+                let dc = r.delivery_count();
+                let mut e = s.ev_rec("share_invoke", &r);
+                e.insert("attempt".into(), json!(dc));
+                e.insert("value".into(), json!(r.value_str()));
+                s.event(e);
+                let value = r.value_str().unwrap_or_default().to_owned();
+                if let Some(f) = s.failure_for(Some(&value), u32::from(dc)) {
+                    return Err(s.error(f, &value, u32::from(dc)));
+                }
+                ack(&s, r.partition(), r.offset(), dc, "accept");
+                Ok(())
+            }
+        })
+        .back_off(SharedBackOff(back_off(&s.sc["backoff"])))
+        .classifier(classifier)
+        .delivery_count_limit(u16::try_from(limit).unwrap_or(u16::MAX))
+        .start()?;
+    let mut events = container.events();
+    let es = s.clone();
+    let event_task = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ShareContainerEvent::Released {
+                    partition,
+                    offset,
+                    delivery_count,
+                    ..
+                }) => ack(&es, partition.1, offset, delivery_count, "release"),
+                Ok(ShareContainerEvent::Rejected {
+                    partition,
+                    offset,
+                    delivery_count,
+                    ..
+                }) => ack(&es, partition.1, offset, delivery_count, "reject"),
+                Ok(ShareContainerEvent::Recovered {
+                    partition,
+                    offset,
+                    delivery_count,
+                    ..
+                }) => ack(&es, partition.1, offset, delivery_count, "accept"),
+                Ok(ShareContainerEvent::Stopped(_))
+                | Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            }
+        }
+    });
+    let deadline =
+        Instant::now() + Duration::from_millis(s.sc["timeout_ms"].as_u64().unwrap_or(60_000));
+    let quiet = Duration::from_millis(s.sc["quiet_ms"].as_u64().unwrap_or(3000));
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() > deadline {
+            s.event(s.ev("timeout"));
+            break;
+        }
+        let idle_for = s
+            .last_event
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        // Nothing happens before the member's first assignment: not quiet yet.
+        if idle_for >= quiet && !s.log.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            break;
+        }
+    }
+    container.stop().await?;
+    let _ = event_task.await;
+    cluster.close().await;
+    let log = s.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(log)
+}
+
 async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<String>> {
+    if s.sc["container"].as_str() == Some("share") {
+        return run_share_scenario(bootstrap, s).await;
+    }
     let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(','))).await?;
     create_topics(&cluster, &s).await?;
     produce_input(&cluster, &s).await?;

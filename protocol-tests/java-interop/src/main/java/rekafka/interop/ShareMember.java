@@ -5,6 +5,9 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.HashMap;
@@ -18,6 +21,12 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaShareConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicIdPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
@@ -33,6 +42,15 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * per record ({@code {"ev":"record","p":p,"o":o,"v":"v-i","dc":n,"ack":"accept|release|reject"}}),
  * {@code commit_failed} lines for acknowledgements the broker refused, {@code closed} at the
  * end. Stops on a {@code stop} line or the end of stdin.
+ *
+ * <p>With {@code --dead-letter-topic DLT} (tests/share_container_java_kafka.rs), an always-failing
+ * record on delivery D is dead-lettered instead of rejected, as rekafka's share container with
+ * a dead-letter publisher does (and Spring's {@code DeadLetterPublishingRecoverer}): the original
+ * key, value and headers, then {@code kafka_deliveryAttempt} (the delivery count, 4-byte
+ * big-endian), the {@code kafka_dlt-exception-*} headers and the {@code kafka_dlt-original-*}
+ * provenance headers, in that order, sent to the same partition of DLT; once the send is
+ * acknowledged the record is accepted (its line then has {@code "dlt":true}). A failed send
+ * releases the record instead (it comes back), with a {@code dlt_failed} line.
  */
 public final class ShareMember {
   private static final ObjectMapper JSON = new ObjectMapper();
@@ -55,6 +73,35 @@ public final class ShareMember {
     return v;
   }
 
+  private static byte[] utf8(String s) {
+    return s.getBytes(StandardCharsets.UTF_8);
+  }
+
+  /** The dead letter of {@code r}: its headers as rekafka's share container writes them. */
+  private static ProducerRecord<byte[], byte[]> deadLetter(
+      ConsumerRecord<byte[], byte[]> r, String dlt, String group, int dc, Exception error) {
+    RecordHeaders h = new RecordHeaders();
+    for (Header original : r.headers()) {
+      h.add(original);
+    }
+    h.add("kafka_deliveryAttempt", ByteBuffer.allocate(4).putInt(dc).array());
+    String fqcn = error.getClass().getName();
+    Throwable cause = error.getCause() == null ? error : error.getCause();
+    StringWriter trace = new StringWriter();
+    error.printStackTrace(new PrintWriter(trace));
+    h.add("kafka_dlt-exception-fqcn", utf8(fqcn));
+    h.add("kafka_dlt-exception-cause-fqcn", utf8(cause.getClass().getName()));
+    h.add("kafka_dlt-exception-message", utf8(String.valueOf(error.getMessage())));
+    h.add("kafka_dlt-exception-stacktrace", utf8(trace.toString()));
+    h.add("kafka_dlt-original-topic", utf8(r.topic()));
+    h.add("kafka_dlt-original-partition", ByteBuffer.allocate(4).putInt(r.partition()).array());
+    h.add("kafka_dlt-original-offset", ByteBuffer.allocate(8).putLong(r.offset()).array());
+    h.add("kafka_dlt-original-timestamp", ByteBuffer.allocate(8).putLong(r.timestamp()).array());
+    h.add("kafka_dlt-original-timestamp-type", utf8(r.timestampType().toString()));
+    h.add("kafka_dlt-original-consumer-group", utf8(group));
+    return new ProducerRecord<>(dlt, r.partition(), r.key(), r.value(), h);
+  }
+
   public static void main(String[] argv) throws Exception {
     Map<String, String> args = new HashMap<>();
     for (int i = 0; i + 1 < argv.length; i += 2) {
@@ -65,9 +112,20 @@ public final class ShareMember {
     int alwaysMod = Integer.parseInt(need(args, "fail-always-mod"));
     int alwaysRem = Integer.parseInt(need(args, "fail-always-rem"));
     int maxDeliveries = Integer.parseInt(need(args, "max-deliveries"));
+    String dlt = args.get("dead-letter-topic");
+    String group = need(args, "group");
+    KafkaProducer<byte[], byte[]> producer = null;
+    if (dlt != null) {
+      Properties pp = new Properties();
+      pp.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, need(args, "bootstrap"));
+      pp.put(ProducerConfig.CLIENT_ID_CONFIG, "java-share-member-dlt");
+      pp.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+      pp.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+      producer = new KafkaProducer<>(pp);
+    }
     Properties p = new Properties();
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, need(args, "bootstrap"));
-    p.put(ConsumerConfig.GROUP_ID_CONFIG, need(args, "group"));
+    p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, "java-share-member");
     p.put(ConsumerConfig.SHARE_ACKNOWLEDGEMENT_MODE_CONFIG, "explicit");
     p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
@@ -103,10 +161,29 @@ public final class ShareMember {
           int i = Integer.parseInt(v.substring(2));
           int dc = r.deliveryCount().map(Short::intValue).orElse(-1);
           AcknowledgeType ack;
+          boolean deadLettered = false;
           if (i % twiceMod == twiceRem) {
             ack = dc < 3 ? AcknowledgeType.RELEASE : AcknowledgeType.ACCEPT;
           } else if (i % alwaysMod == alwaysRem) {
-            ack = dc < maxDeliveries ? AcknowledgeType.RELEASE : AcknowledgeType.REJECT;
+            if (dc < maxDeliveries) {
+              ack = AcknowledgeType.RELEASE;
+            } else if (producer != null) {
+              Exception error = new IllegalStateException("poison record " + i);
+              try {
+                producer.send(deadLetter(r, dlt, group, dc, error)).get();
+                ack = AcknowledgeType.ACCEPT;
+                deadLettered = true;
+              } catch (Exception e) {
+                ack = AcknowledgeType.RELEASE;
+                ObjectNode o = JSON.createObjectNode();
+                o.put("ev", "dlt_failed");
+                o.put("o", r.offset());
+                o.put("error", e.toString());
+                emit(o);
+              }
+            } else {
+              ack = AcknowledgeType.REJECT;
+            }
           } else {
             ack = AcknowledgeType.ACCEPT;
           }
@@ -118,6 +195,9 @@ public final class ShareMember {
           o.put("v", v);
           o.put("dc", dc);
           o.put("ack", ack.toString().toLowerCase());
+          if (deadLettered) {
+            o.put("dlt", true);
+          }
           emit(o);
         }
         if (!records.isEmpty()) {
@@ -133,6 +213,9 @@ public final class ShareMember {
           }
         }
       }
+    }
+    if (producer != null) {
+      producer.close();
     }
     ObjectNode closed = JSON.createObjectNode();
     closed.put("ev", "closed");

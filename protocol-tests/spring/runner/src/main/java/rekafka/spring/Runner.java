@@ -27,6 +27,9 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.Consumer;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.consumer.AcknowledgeType;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -37,12 +40,15 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeader;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.springframework.kafka.core.DefaultKafkaConsumerFactory;
 import org.springframework.kafka.core.DefaultKafkaProducerFactory;
+import org.springframework.kafka.core.DefaultShareConsumerFactory;
 import org.springframework.kafka.core.KafkaTemplate;
 import org.springframework.kafka.listener.AcknowledgingMessageListener;
 import org.springframework.kafka.listener.BatchAcknowledgingMessageListener;
@@ -61,6 +67,8 @@ import org.springframework.kafka.listener.DefaultErrorHandler;
 import org.springframework.kafka.listener.FailedRecordProcessor;
 import org.springframework.kafka.listener.KafkaMessageListenerContainer;
 import org.springframework.kafka.listener.MessageListenerContainer;
+import org.springframework.kafka.listener.MessageListener;
+import org.springframework.kafka.listener.ShareKafkaMessageListenerContainer;
 import org.springframework.kafka.listener.RetryListener;
 import org.springframework.kafka.listener.adapter.BatchMessagingMessageListenerAdapter;
 import org.springframework.kafka.listener.adapter.HandlerAdapter;
@@ -1119,7 +1127,108 @@ public final class Runner {
             return false;
         }
 
+        /** A share scenario ({@code "container": "share"}): Spring's share listener container. */
+        boolean share() {
+            return "share".equals(sc.path("container").asText(""));
+        }
+
+        void shareAck(ConsumerRecord<?, ?> r, int deliveryCount, AcknowledgeType type) {
+            ObjectNode e = ev("share_ack", r);
+            e.put("attempt", deliveryCount);
+            e.put("ack", type.toString().toLowerCase());
+            event(e);
+        }
+
+        /**
+         * Spring's {@code ShareKafkaMessageListenerContainer} in {@code EXPLICIT} mode: a record
+         * the listener returns from is accepted by the container; a failure goes to its
+         * {@code ShareConsumerRecordRecoverer}, whose answer is the acknowledgement. Spring has
+         * no back-off, classifier or dead-letter step for share containers, so the recoverer
+         * here is the user-written policy rekafka's {@code ShareContainer} has built in (with
+         * no recoverer of its own): reject a not-retryable error (cause chain, as Spring's
+         * classifiers look), release while the delivery count is below the group's
+         * {@code share.delivery.count.limit}, reject on the last delivery.
+         */
+        List<String> runShare() throws Exception {
+            createTopics();
+            int limit = sc.path("share_delivery_count_limit").asInt(5);
+            try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap))) {
+                ConfigResource res = new ConfigResource(ConfigResource.Type.GROUP, group);
+                admin.incrementalAlterConfigs(Map.of(res, List.of(
+                        new AlterConfigOp(new ConfigEntry("share.auto.offset.reset", "earliest"),
+                                AlterConfigOp.OpType.SET),
+                        new AlterConfigOp(new ConfigEntry("share.delivery.count.limit", String.valueOf(limit)),
+                                AlterConfigOp.OpType.SET))))
+                        .all().get(30, TimeUnit.SECONDS);
+            }
+            produceInput();
+            Set<String> notRetryable = new HashSet<>();
+            for (JsonNode n : sc.path("not_retryable")) {
+                notRetryable.add(n.asText());
+            }
+            Map<String, Object> props = new HashMap<>();
+            props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class);
+            props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class);
+            props.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, 100);
+            DefaultShareConsumerFactory<String, String> cf = new DefaultShareConsumerFactory<>(props);
+            ContainerProperties cp = new ContainerProperties(input);
+            cp.setGroupId(group);
+            cp.setShareAckMode(ContainerProperties.ShareAckMode.EXPLICIT);
+            cp.setMessageListener((MessageListener<String, String>) r -> {
+                int dc = r.deliveryCount().map(Short::intValue).orElse(-1);
+                ObjectNode e = ev("share_invoke", r);
+                e.put("attempt", dc);
+                e.put("value", r.value());
+                event(e);
+                JsonNode f = failureFor(r.value(), dc);
+                if (f != null) {
+                    throw error(f, r.value(), dc);
+                }
+                shareAck(r, dc, AcknowledgeType.ACCEPT);
+            });
+            ShareKafkaMessageListenerContainer<String, String> container =
+                    new ShareKafkaMessageListenerContainer<>(cf, cp);
+            container.setShareConsumerRecordRecoverer((r, ex) -> {
+                int dc = r.deliveryCount().map(Short::intValue).orElse(-1);
+                boolean fatal = false;
+                Set<Throwable> seen = new HashSet<>();
+                for (Throwable c = ex; c != null && seen.add(c); c = c.getCause()) {
+                    if (notRetryable.contains(c.getClass().getSimpleName())) {
+                        fatal = true;
+                    }
+                }
+                AcknowledgeType t = fatal || dc >= limit ? AcknowledgeType.REJECT : AcknowledgeType.RELEASE;
+                shareAck(r, dc, t);
+                return t;
+            });
+            long deadline = System.currentTimeMillis() + sc.path("timeout_ms").asLong(60_000);
+            long quiet = sc.path("quiet_ms").asLong(3_000);
+            container.start();
+            try {
+                while (true) {
+                    Thread.sleep(100);
+                    long now = System.currentTimeMillis();
+                    if (now > deadline) {
+                        event(ev("timeout"));
+                        break;
+                    }
+                    // nothing happens before the member's first assignment: not quiet yet
+                    if (logSize() > 0 && now - lastEvent.get() >= quiet) {
+                        break;
+                    }
+                }
+            }
+            finally {
+                container.stop();
+            }
+            return log;
+        }
+
         List<String> run() throws Exception {
+            if (share()) {
+                return runShare();
+            }
             createTopics();
             produceInput();
             commitInitialOffsets();
