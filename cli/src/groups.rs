@@ -276,6 +276,7 @@ fn print_consumer_group(d: &rekafka::admin::ConsumerGroupDescription) -> CliResu
                 m.member_epoch.to_string(),
                 m.client_id.clone(),
                 m.client_host.clone(),
+                m.rack_id.clone().unwrap_or_else(|| "-".into()),
                 subscription,
                 assignment,
             ]
@@ -289,6 +290,7 @@ fn print_consumer_group(d: &rekafka::admin::ConsumerGroupDescription) -> CliResu
                 "EPOCH",
                 "CLIENT",
                 "HOST",
+                "RACK",
                 "SUBSCRIPTION",
                 "ASSIGNMENT",
             ],

@@ -62,7 +62,7 @@ pub use topics::{
 };
 
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
-use crate::connection::{Backoff, BrokerConnection};
+use crate::connection::{BrokerConnection, RetryDelay};
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
 use crate::protocol::messages::metadata_request::MetadataRequestTopic;
 use crate::protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
@@ -115,7 +115,7 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
 /// The retry budget of one admin call.
 struct Attempts {
     deadline: Instant,
-    backoff: Backoff,
+    backoff: RetryDelay,
 }
 
 impl Attempts {
@@ -244,7 +244,7 @@ impl Admin {
         let config = self.cluster.config();
         Attempts {
             deadline: Instant::now() + self.api_timeout,
-            backoff: Backoff::new(config.retry_backoff, config.retry_backoff_max),
+            backoff: RetryDelay::new(config.retry_backoff, config.retry_backoff_max),
         }
     }
 

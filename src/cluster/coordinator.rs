@@ -34,7 +34,7 @@ impl Cluster {
         }
         let config = &self.inner.config;
         let deadline = Instant::now() + config.coordinator_timeout;
-        let mut backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+        let mut backoff = RetryDelay::new(config.retry_backoff, config.retry_backoff_max);
         loop {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Err(closed_error());

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 pub use metadata::{BrokerMetadata, Metadata, MetadataChanges, PartitionMetadata, TopicMetadata};
 pub use recovery::{Recovery, recovery_for};
 
-use crate::connection::{Backoff, BrokerConnection, ConnectionConfig};
+use crate::connection::{BrokerConnection, ConnectionConfig, RetryDelay};
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
 use crate::protocol::StrBytes;
 use crate::protocol::messages::metadata_request::MetadataRequestTopic;

@@ -241,7 +241,7 @@ pub(super) async fn refresher(
     // Until the first success: a caller may have bootstrapped meanwhile, then there is
     // nothing to retry.
     let mut bootstrapping = bootstrap_now;
-    let mut backoff: Option<Backoff> = None;
+    let mut backoff: Option<RetryDelay> = None;
     loop {
         let deadline = {
             let Some(inner) = inner.upgrade() else {
@@ -298,7 +298,7 @@ pub(super) async fn refresher(
             Err(e) => {
                 let config = &cluster.inner.config;
                 let b = backoff.get_or_insert_with(|| {
-                    Backoff::new(config.retry_backoff, config.retry_backoff_max)
+                    RetryDelay::new(config.retry_backoff, config.retry_backoff_max)
                 });
                 let wait = b.delay();
                 b.failed();

@@ -11,15 +11,15 @@ pub const JITTER: f64 = 0.2;
 /// `reconnect.backoff.max.ms` semantics.
 ///
 /// With no failure recorded the delay is `base`; every consecutive failure doubles it, up to
-/// `max`; a success ([`reset`](Backoff::reset)) starts over at `base`. Each delay is then
+/// `max`; a success ([`reset`](RetryDelay::reset)) starts over at `base`. Each delay is then
 /// multiplied by a random factor in `[0.8, 1.2]` so that many clients do not retry in lockstep
 /// (so a delay may exceed `max` by up to 20%, as in Kafka).
 ///
 /// ```
 /// use std::time::Duration;
-/// use rekafka::connection::Backoff;
+/// use rekafka::connection::RetryDelay;
 ///
-/// let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+/// let mut b = RetryDelay::new(Duration::from_millis(50), Duration::from_secs(1));
 /// assert!(b.delay() <= Duration::from_millis(60));
 /// for _ in 0..10 {
 ///     b.failed();
@@ -29,18 +29,18 @@ pub const JITTER: f64 = 0.2;
 /// assert!(b.delay() <= Duration::from_millis(60));
 /// ```
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub struct RetryDelay {
     base: Duration,
     max: Duration,
     failures: u32,
     rng: u64,
 }
 
-impl Backoff {
+impl RetryDelay {
     /// A back-off starting at `base` and doubling up to `max` (if `max < base`, `base` is used
     /// as the maximum).
-    pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff {
+    pub fn new(base: Duration, max: Duration) -> RetryDelay {
+        RetryDelay {
             base,
             max: max.max(base),
             failures: 0,
@@ -69,7 +69,7 @@ impl Backoff {
         self.base.saturating_mul(factor).min(self.max)
     }
 
-    /// The delay before the next attempt, with jitter: [`nominal`](Backoff::nominal) times a
+    /// The delay before the next attempt, with jitter: [`nominal`](RetryDelay::nominal) times a
     /// random factor in `[0.8, 1.2]`.
     pub fn delay(&mut self) -> Duration {
         let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn doubles_up_to_max_and_resets() {
         let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(50), ms(1000));
+        let mut b = RetryDelay::new(ms(50), ms(1000));
         let nominal: Vec<_> = (0..7)
             .map(|_| {
                 let n = b.nominal();
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn jitter_is_within_twenty_percent_and_varies() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = RetryDelay::new(Duration::from_millis(100), Duration::from_secs(1));
         let delays: Vec<_> = (0..1000).map(|_| b.delay()).collect();
         for d in &delays {
             assert!(
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn max_below_base_uses_base() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(10));
+        let mut b = RetryDelay::new(Duration::from_millis(100), Duration::from_millis(10));
         b.failed();
         assert_eq!(b.nominal(), Duration::from_millis(100));
     }

@@ -8,14 +8,14 @@ use kafka_protocol::protocol::Request;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{Backoff, Connection, ConnectionConfig};
+use super::{Connection, ConnectionConfig, RetryDelay};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A connection to one broker that (re)connects lazily, on the next request after it died.
 ///
 /// Requests in flight when the connection dies fail with a retriable
 /// [`ErrorKind::Disconnected`] error (the caller decides whether to retry); the next request
-/// connects again. Attempts are spaced by [`Backoff`]: at least
+/// connects again. Attempts are spaced by [`RetryDelay`]: at least
 /// [`reconnect_backoff`](ConnectionConfig::reconnect_backoff) after the previous attempt,
 /// doubling with every consecutive failure up to
 /// [`reconnect_backoff_max`](ConnectionConfig::reconnect_backoff_max), ±20% jitter; a successful
@@ -61,7 +61,7 @@ struct Inner {
 #[derive(Debug)]
 struct State {
     conn: Option<Connection>,
-    backoff: Backoff,
+    backoff: RetryDelay,
     /// When the last connect attempt started, and how long to wait after it.
     last_attempt: Option<(Instant, Duration)>,
 }
@@ -69,7 +69,7 @@ struct State {
 impl BrokerConnection {
     /// A connection to broker `broker_id` at `addr` (`host:port`). Does not connect yet.
     pub fn new(broker_id: i32, addr: impl Into<String>, config: ConnectionConfig) -> Self {
-        let backoff = Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max);
+        let backoff = RetryDelay::new(config.reconnect_backoff, config.reconnect_backoff_max);
         BrokerConnection {
             inner: Arc::new(Inner {
                 broker_id,

@@ -5,7 +5,7 @@
 //!   version of each request both sides support. Any number of tasks share a connection and
 //!   their requests are pipelined on the socket, at most
 //!   [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
-//! * [`BrokerConnection`]: a [`Connection`] that reconnects lazily, with [`Backoff`].
+//! * [`BrokerConnection`]: a [`Connection`] that reconnects lazily, with [`RetryDelay`].
 //! * [`ConnectionConfig`]: timeouts and limits, and [`SecurityConfig`] ([`security`]): TLS and
 //!   SASL, applied when connecting (TCP, then TLS, then ApiVersions, then SASL), with KIP-368
 //!   re-authentication on the live connection.
@@ -95,7 +95,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use backoff::Backoff;
+pub use backoff::RetryDelay;
 pub use broker::BrokerConnection;
 pub use conn::Connection;
 

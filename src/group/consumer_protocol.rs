@@ -45,7 +45,7 @@ use super::member::{
 };
 use super::{GroupConfig, GroupProtocol, TopicPartition};
 use crate::cluster::{Recovery, recovery_for};
-use crate::connection::Backoff;
+use crate::connection::RetryDelay;
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 /// Member epoch of a dynamic member leaving the group.
@@ -294,7 +294,7 @@ impl GroupMember {
 
     pub(super) async fn join_consumer_protocol(&self, topics: &[String]) -> Result<JoinOutcome> {
         let inner = &self.inner;
-        let mut backoff = Backoff::new(inner.config.retry_backoff, Duration::from_secs(1));
+        let mut backoff = RetryDelay::new(inner.config.retry_backoff, Duration::from_secs(1));
         inner.rejoin_needed.store(false, Ordering::Release);
         lock(&inner.state).kip848.topics = topics.to_vec();
         loop {
@@ -599,7 +599,7 @@ impl GroupMember {
 pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) {
     let (mut backoff, configured) = match weak.upgrade() {
         Some(i) => (
-            Backoff::new(i.config.retry_backoff, Duration::from_secs(1)),
+            RetryDelay::new(i.config.retry_backoff, Duration::from_secs(1)),
             i.config.heartbeat_interval,
         ),
         None => return,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::config::ProducerConfig;
 use crate::cluster::{Cluster, Recovery, recovery_for};
-use crate::connection::Backoff;
+use crate::connection::RetryDelay;
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
 use crate::protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
 
@@ -31,7 +31,7 @@ pub(crate) async fn init_producer_id(
     current: Option<ProducerIdAndEpoch>,
     deadline: Instant,
 ) -> Result<ProducerIdAndEpoch> {
-    let mut backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+    let mut backoff = RetryDelay::new(config.retry_backoff, config.retry_backoff_max);
     loop {
         let error = match init_once(cluster, config, current).await {
             Ok(p) => return Ok(p),

@@ -654,8 +654,10 @@ impl Producer {
         deadline: Instant,
     ) -> Result<Arc<TopicQueues>, ProduceError> {
         let sh = self.shared();
-        let mut backoff =
-            crate::connection::Backoff::new(sh.config.retry_backoff, sh.config.retry_backoff_max);
+        let mut backoff = crate::connection::RetryDelay::new(
+            sh.config.retry_backoff,
+            sh.config.retry_backoff_max,
+        );
         loop {
             let attempt = tokio::time::timeout_at(deadline, sh.cluster.partitions(topic)).await;
             let error = match attempt {

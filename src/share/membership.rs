@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::cluster::{Cluster, CoordinatorType};
-use crate::connection::Backoff;
+use crate::connection::RetryDelay;
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 /// Member epoch of a member leaving the group.
@@ -248,7 +248,7 @@ enum Beat {
 
 async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let mut backoff = match shared.upgrade() {
-        Some(s) => Backoff::new(s.retry_backoff.0, s.retry_backoff.1),
+        Some(s) => RetryDelay::new(s.retry_backoff.0, s.retry_backoff.1),
         None => return,
     };
     loop {

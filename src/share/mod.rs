@@ -70,7 +70,7 @@ pub use config::{AcknowledgementMode, ShareConsumerConfig};
 pub use record::{AcknowledgeType, AcknowledgementOutcome, ShareRecord};
 
 use crate::cluster::Cluster;
-use crate::connection::Backoff;
+use crate::connection::RetryDelay;
 use crate::group::TopicPartition;
 use crate::protocol::record::RecordBatches;
 use crate::telemetry::{SharePartitionTelemetry, ShareTelemetry};
@@ -196,7 +196,7 @@ pub struct ShareConsumer {
     async_commits: JoinSet<AckDone>,
     /// Topics whose leaders must be looked up again.
     stale: BTreeSet<Arc<str>>,
-    backoff: Backoff,
+    backoff: RetryDelay,
     closed: bool,
     telemetry: ShareTelemetry,
 }
@@ -256,7 +256,7 @@ impl ShareConsumer {
             (config.retry_backoff, config.retry_backoff_max),
             config.max_poll_interval,
         );
-        let backoff = Backoff::new(config.retry_backoff, config.retry_backoff_max);
+        let backoff = RetryDelay::new(config.retry_backoff, config.retry_backoff_max);
         let telemetry = ShareTelemetry::new(&cluster.config().connection.client_id);
         Ok(ShareConsumer {
             cluster,

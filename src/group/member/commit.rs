@@ -30,7 +30,7 @@ impl GroupMember {
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, Option<OffsetAndMetadata>>> {
         let deadline = Instant::now() + self.inner.config.api_timeout;
-        let mut backoff = Backoff::new(self.inner.config.retry_backoff, Duration::from_secs(1));
+        let mut backoff = RetryDelay::new(self.inner.config.retry_backoff, Duration::from_secs(1));
         loop {
             let err = match self.committed_once(partitions).await {
                 Ok(r) => return Ok(r),
@@ -194,7 +194,7 @@ pub(super) async fn commit_with(
     }
     let cfg = &member.inner.config;
     let deadline = Instant::now() + cfg.api_timeout;
-    let mut backoff = Backoff::new(cfg.retry_backoff, Duration::from_secs(1));
+    let mut backoff = RetryDelay::new(cfg.retry_backoff, Duration::from_secs(1));
     let mut by_topic: BTreeMap<Arc<str>, Vec<&(TopicPartition, OffsetAndMetadata)>> =
         BTreeMap::new();
     for o in offsets {

@@ -17,7 +17,7 @@ impl GroupMember {
             return self.join_consumer_protocol(topics).await;
         }
         let inner = &self.inner;
-        let mut backoff = Backoff::new(inner.config.retry_backoff, Duration::from_secs(1));
+        let mut backoff = RetryDelay::new(inner.config.retry_backoff, Duration::from_secs(1));
         inner.rejoin_needed.store(false, Ordering::Release);
         // No heartbeats with the old generation while the rejoin is under way: the coordinator
         // answers them with REBALANCE_IN_PROGRESS, which would ask for yet another rejoin.

@@ -25,7 +25,7 @@ use super::consumer_protocol::{self, Kip848State};
 use super::protocol::{Assignment, Subscription};
 use super::{GroupProtocol, TopicPartition};
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
-use crate::connection::{Backoff, BrokerConnection};
+use crate::connection::{BrokerConnection, RetryDelay};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 mod commit;

@@ -20,7 +20,7 @@ use super::idempotence::{IdempotentState, ProducerIdAndEpoch, init_producer_id};
 use super::record::{Persistence, ProduceError};
 use super::{REQUEST_OVERHEAD, Shared};
 use crate::cluster::{Recovery, recovery_for};
-use crate::connection::Backoff;
+use crate::connection::RetryDelay;
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
 use crate::protocol::StrBytes;
 use crate::protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -82,7 +82,7 @@ struct SPart {
     in_flight: Vec<u64>,
     /// A batch failed and is being retried: send one batch at a time until a success.
     retrying: bool,
-    backoff: Backoff,
+    backoff: RetryDelay,
     retry_at: Option<Instant>,
     leader: Option<i32>,
 }
@@ -108,7 +108,7 @@ struct Sender {
     meta_dirty: Arc<AtomicBool>,
     refreshing: Arc<AtomicBool>,
     bump_retry_at: Option<Instant>,
-    bump_backoff: Backoff,
+    bump_backoff: RetryDelay,
     /// Where the next drain round starts among the partitions, so that a request that cannot
     /// take every partition (`max.request.size`) does not favour the same ones each time.
     drain_start: usize,
@@ -122,7 +122,7 @@ pub(crate) async fn run(
     pid: Option<ProducerIdAndEpoch>,
 ) {
     let mut s = Sender {
-        bump_backoff: Backoff::new(sh.config.retry_backoff, sh.config.retry_backoff_max),
+        bump_backoff: RetryDelay::new(sh.config.retry_backoff, sh.config.retry_backoff_max),
         sh,
         parts: HashMap::new(),
         requests: HashMap::new(),
@@ -207,7 +207,7 @@ impl Sender {
             queue: VecDeque::new(),
             in_flight: Vec::new(),
             retrying: false,
-            backoff: Backoff::new(sh.config.retry_backoff, sh.config.retry_backoff_max),
+            backoff: RetryDelay::new(sh.config.retry_backoff, sh.config.retry_backoff_max),
             retry_at: None,
             // The leader as the metadata cache knows it already (else the first batch of a
             // partition would wait for a refresh, spaced by `retry.backoff`).

@@ -18,7 +18,7 @@ impl Inner {
         F: FnMut(i32) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut backoff = Backoff::new(self.config.retry_backoff, self.config.retry_backoff_max);
+        let mut backoff = RetryDelay::new(self.config.retry_backoff, self.config.retry_backoff_max);
         loop {
             let attempt = async {
                 let coordinator = self.cluster.coordinator(kind, key).await?;

@@ -64,7 +64,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, CoordinatorType};
-use crate::connection::Backoff;
+use crate::connection::RetryDelay;
 use crate::consumer::Consumer;
 use crate::error::{Error, ErrorKind, KafkaCode, Result};
 use crate::producer::idempotence::ProducerIdAndEpoch;
