@@ -96,6 +96,7 @@ pub mod mock;
 pub mod producer;
 pub mod protocol;
 pub mod share;
+pub(crate) mod task;
 pub mod telemetry;
 /// The transactional producer; an alias of [`producer::transactional`].
 pub use producer::transactional as transaction;

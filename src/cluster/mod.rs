@@ -146,7 +146,7 @@ struct Inner {
     metadata_requests: AtomicU64,
     refresher_running: Arc<AtomicBool>,
     /// Dropped with the cluster, or set on close: stops the refresher.
-    shutdown: watch::Sender<bool>,
+    shutdown: crate::task::StopSignal,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,7 +197,7 @@ impl Cluster {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Cluster must be created inside a tokio runtime"))?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = crate::task::StopSignal::new();
         let running = Arc::new(AtomicBool::new(true));
         let inner = Arc::new(Inner {
             config,
@@ -393,7 +393,7 @@ impl Cluster {
     /// with [`ErrorKind::Closed`].
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.shutdown.send_replace(true);
+        self.inner.shutdown.stop();
         let brokers: Vec<BrokerConnection> =
             lock(&self.inner.brokers).drain().map(|(_, b)| b).collect();
         for b in brokers {

@@ -232,7 +232,7 @@ impl Drop for Running {
 /// a broker answers.
 pub(super) async fn refresher(
     inner: Weak<Inner>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: crate::task::StopListener,
     running: Arc<AtomicBool>,
     bootstrap_now: bool,
 ) {
@@ -253,12 +253,7 @@ pub(super) async fn refresher(
             retry_at.unwrap_or(due)
         };
         tokio::select! {
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    return;
-                }
-                continue;
-            }
+            () = shutdown.stopped() => return,
             () = tokio::time::sleep_until(deadline) => {}
         }
         let Some(strong) = inner.upgrade() else {
@@ -287,7 +282,7 @@ pub(super) async fn refresher(
             .collect();
         let result = tokio::select! {
             r = cluster.refresh_set(TopicSet::Some(topics)) => r,
-            _ = shutdown.changed() => return,
+            () = shutdown.stopped() => return,
         };
         match result {
             Ok(()) => {

@@ -55,7 +55,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
@@ -198,7 +197,7 @@ pub struct Consumer {
     shared: Arc<Shared>,
     group: Mutex<GroupState>,
     poll_lock: tokio::sync::Mutex<()>,
-    shutdown: watch::Sender<bool>,
+    shutdown: crate::task::StopSignal,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -256,7 +255,7 @@ impl Consumer {
             events: tokio::sync::broadcast::channel(EVENT_CAPACITY).0,
             telemetry: crate::telemetry::ConsumerTelemetry::new(&client_id),
         });
-        let (shutdown, rx) = watch::channel(false);
+        let (shutdown, rx) = crate::task::StopSignal::new();
         let span = tracing::debug_span!("kafka.consumer", client_id = %client_id);
         runtime.spawn(fetcher::run(shared.clone(), rx).instrument(span));
         Ok(Consumer {
@@ -724,7 +723,7 @@ impl Consumer {
             }
         }
         self.shared.closed.store(true, Ordering::Release);
-        self.shutdown.send_replace(true);
+        self.shutdown.stop();
         if let Some(m) = &self.shared.member {
             m.close().await;
         }
@@ -734,7 +733,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // The fetcher reads `closed` between rounds; the signal's own drop wakes it.
         self.shared.closed.store(true, Ordering::Release);
-        self.shutdown.send_replace(true);
     }
 }

@@ -36,7 +36,6 @@ use kafka_protocol::messages::{
     consumer_group_heartbeat_request::TopicPartitions,
 };
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::assignor::RebalanceProtocol;
@@ -596,7 +595,7 @@ impl GroupMember {
 /// The consumer protocol's heartbeat task: a heartbeat every interval the coordinator asked
 /// for (the configured one until it says), and at once when the consumer acknowledged a new
 /// assignment; leaves the group when `poll` was not called within `max.poll.interval`.
-pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task::StopListener) {
     let (mut backoff, configured) = match weak.upgrade() {
         Some(i) => (
             RetryDelay::new(i.config.retry_backoff, Duration::from_secs(1)),
@@ -626,11 +625,11 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => false,
                 _ = notified => true,
-                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return } else { false },
+                _ = shutdown.stopped() => return,
             }
         };
         let Some(inner) = weak.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) || *shutdown.borrow() {
+        if inner.closed.load(Ordering::Acquire) || shutdown.is_stopped() {
             return;
         }
         let member = GroupMember {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::adapter::{overlay_headers, with_extra_header};
@@ -387,7 +387,7 @@ impl ShareContainerBuilder {
             ));
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = crate::task::StopSignal::new();
         let group: Arc<str> = Arc::from(self.consumer.config().group_id.as_str());
         let runner = Runner {
             consumer: self.consumer,
@@ -414,7 +414,7 @@ impl ShareContainerBuilder {
 /// without waiting.
 #[derive(Debug)]
 pub struct ShareContainerHandle {
-    stop: watch::Sender<bool>,
+    stop: crate::task::StopSignal,
     task: Option<JoinHandle<Result<()>>>,
     events: broadcast::Sender<ShareContainerEvent>,
 }
@@ -436,7 +436,7 @@ impl ShareContainerHandle {
     /// is closed (pending acknowledgements sent, the group left). Returns the error that
     /// stopped the container, if any.
     pub async fn stop(mut self) -> Result<()> {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         match self.task.take() {
             Some(task) => task.await.unwrap_or_else(|e| {
                 Err(Error::with_message(
@@ -446,12 +446,6 @@ impl ShareContainerHandle {
             }),
             None => Ok(()),
         }
-    }
-}
-
-impl Drop for ShareContainerHandle {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 
@@ -470,7 +464,7 @@ struct Runner {
     limit: u16,
     poll_timeout: Duration,
     events: broadcast::Sender<ShareContainerEvent>,
-    stop: watch::Receiver<bool>,
+    stop: crate::task::StopListener,
     group: Arc<str>,
 }
 
@@ -526,7 +520,7 @@ impl Runner {
     }
 
     fn stopping(&self) -> bool {
-        *self.stop.borrow() || self.stop.has_changed().is_err()
+        self.stop.is_stopped()
     }
 
     async fn run(mut self) -> Result<()> {
@@ -602,10 +596,9 @@ impl Runner {
         if self.stopping() {
             return;
         }
-        let mut stop = self.stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|s| *s) => {}
+            () = self.stop.stopped() => {}
         }
     }
 

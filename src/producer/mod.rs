@@ -67,6 +67,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::task::StopSignal;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -149,18 +151,12 @@ impl Shared {
     }
 }
 
-/// Stops the sender when the last [`Producer`] handle goes.
+/// Stops the sender when the last [`Producer`] handle goes (the signal's drop): the sender
+/// fails every record it still holds with `Closed`.
 struct Handle {
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
+    shutdown: StopSignal,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        // The sender fails every record it still holds with `Closed`.
-        self.shutdown.send_replace(true);
-    }
 }
 
 /// A Kafka producer. Cheap to clone; all clones share the buffers and the sender task.
@@ -311,7 +307,7 @@ impl Producer {
             counters,
             txn,
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = StopSignal::new();
         let task = tokio::spawn(sender::run(shared.clone(), shutdown_rx, pid).instrument(span));
         Producer {
             handle: Arc::new(Handle {
@@ -724,7 +720,7 @@ impl Producer {
         let sh = self.shared();
         sh.closing.store(true, Ordering::Release);
         self.flush().await;
-        self.handle.shutdown.send_replace(true);
+        self.handle.shutdown.stop();
         let task = lock(&self.handle.task).take();
         if let Some(task) = task
             && let Err(e) = task.await

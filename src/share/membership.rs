@@ -92,7 +92,7 @@ pub(crate) struct Membership {
     shared: Arc<Shared>,
     view: watch::Receiver<MemberView>,
     task: Option<JoinHandle<()>>,
-    stop: watch::Sender<bool>,
+    stop: crate::task::StopSignal,
 }
 
 impl Membership {
@@ -105,7 +105,7 @@ impl Membership {
         max_poll_interval: Duration,
     ) -> Membership {
         let (view_tx, view) = watch::channel(MemberView::default());
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = crate::task::StopSignal::new();
         let shared = Arc::new(Shared {
             cluster,
             group_id,
@@ -179,7 +179,7 @@ impl Membership {
     /// Stops the heartbeat task and leaves the group (a heartbeat with epoch -1), if the
     /// member joined. Bounded by `timeout`.
     pub(crate) async fn leave(&mut self, timeout: Duration) -> Result<()> {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -201,7 +201,7 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         if let Some(task) = self.task.take() {
             task.abort();
             // Not closed: leave the group on a best-effort basis (as the coordinator would
@@ -246,13 +246,17 @@ enum Beat {
     Rejoin,
 }
 
-async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    shared: std::sync::Weak<Shared>,
+    wake: Arc<Notify>,
+    mut stop: crate::task::StopListener,
+) {
     let mut backoff = match shared.upgrade() {
         Some(s) => RetryDelay::new(s.retry_backoff.0, s.retry_backoff.1),
         None => return,
     };
     loop {
-        if *stop.borrow() {
+        if stop.is_stopped() {
             return;
         }
         let Some(s) = shared.upgrade() else { return };
@@ -337,13 +341,13 @@ async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, mut stop: watch
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
                     _ = &mut notified => {}
-                    _ = stop.changed() => return,
+                    () = stop.stopped() => return,
                 }
             }
             None => {
                 tokio::select! {
                     _ = &mut notified => {}
-                    _ = stop.changed() => return,
+                    () = stop.stopped() => return,
                 }
             }
         }

@@ -35,7 +35,7 @@ use kafka_protocol::messages::{
     offset_for_leader_epoch_response::EpochEndOffset,
 };
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -340,10 +340,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The background planner; ends when `shutdown` fires or its sender is dropped.
-pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: crate::task::StopListener) {
     let mut tasks: JoinSet<()> = JoinSet::new();
     loop {
-        if shared.closed.load(Ordering::Acquire) || *shutdown.borrow() {
+        if shared.closed.load(Ordering::Acquire) || shutdown.is_stopped() {
             break;
         }
         let next_retry = plan(&shared, &mut tasks).await;
@@ -356,7 +356,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             _ = shared.wake_fetcher.notified() => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = sleep => {}
-            r = shutdown.changed() => if r.is_err() { break },
+            _ = shutdown.stopped() => break,
         }
     }
     tasks.shutdown().await;

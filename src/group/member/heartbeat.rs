@@ -31,7 +31,7 @@ impl GroupMember {
     }
 }
 
-pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task::StopListener) {
     let mut wait = match weak.upgrade() {
         Some(i) => i.config.heartbeat_interval,
         None => return,
@@ -39,10 +39,10 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: watch::Recei
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+            _ = shutdown.stopped() => return,
         }
         let Some(inner) = weak.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) || *shutdown.borrow() {
+        if inner.closed.load(Ordering::Acquire) || shutdown.is_stopped() {
             return;
         }
         let member = GroupMember {

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
     sync_group_request::SyncGroupRequestAssignment,
 };
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
 use super::consumer_protocol::{self, Kip848State};
@@ -179,7 +179,7 @@ pub(super) struct Inner {
     pub(super) events: Notify,
     pub(super) last_poll: Mutex<Instant>,
     pub(super) closed: AtomicBool,
-    pub(super) shutdown: watch::Sender<bool>,
+    pub(super) shutdown: crate::task::StopSignal,
     /// Wakes the consumer protocol's heartbeat task for an immediate heartbeat.
     pub(super) heartbeat_now: Notify,
     /// One consumer-protocol heartbeat at a time (the task's, a join's, a leave's).
@@ -235,7 +235,7 @@ impl GroupMember {
         }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a GroupMember must be created inside a tokio runtime"))?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = crate::task::StopSignal::new();
         let inner = Arc::new(Inner {
             cluster,
             config,
@@ -426,7 +426,7 @@ impl GroupMember {
     /// Stops the heartbeat task, leaves the group (see [`leave`](Self::leave)) and closes the
     /// coordinator connection.
     pub async fn close(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner.shutdown.stop();
         if let Err(e) = self.leave(false).await {
             tracing::debug!(error = %e, "LeaveGroup failed on close");
         }
@@ -455,8 +455,10 @@ impl GroupMember {
 
 impl Drop for GroupMember {
     fn drop(&mut self) {
+        // The heartbeat task holds the inner state only while it works, so the owner's drop
+        // stops it here rather than when the last reference goes.
         if self.owner {
-            self.inner.shutdown.send_replace(true);
+            self.inner.shutdown.stop();
         }
     }
 }

@@ -465,10 +465,7 @@ impl<C: ContainerConsumer> Runner<C> {
             let slice = left.min(Duration::from_millis(100));
             let polled = tokio::select! {
                 biased;
-                changed = self.stop.changed() => {
-                    if changed.is_err() { return false; }
-                    continue;
-                }
+                () = self.stop.stopped() => return false,
                 r = self.consumer.poll(slice) => r,
             };
             self.rewound.clear();

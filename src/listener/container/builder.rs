@@ -437,7 +437,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
                  consumer with auto-commit disabled (enable.auto.commit=false)",
             ));
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = crate::task::StopSignal::new();
         let (pause_tx, pause_rx) = watch::channel(false);
         let policy = self.error_handler.recovery_policy();
         let mut tracker = FailedRecordTracker::new();

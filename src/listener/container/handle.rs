@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// A running container. Dropping it stops the container (without waiting).
 #[derive(Debug)]
 pub struct ContainerHandle {
-    pub(super) stop: watch::Sender<bool>,
+    pub(super) stop: crate::task::StopSignal,
     pub(super) pause: watch::Sender<bool>,
     pub(super) events: Arc<EventHub>,
     pub(super) task: Option<JoinHandle<StopReason>>,
@@ -74,7 +74,7 @@ impl ContainerHandle {
     /// offsets are committed and the consumer leaves its group. Returns why the container
     /// stopped (it may have stopped earlier by itself).
     pub async fn stop(mut self) -> StopReason {
-        self.stop.send_replace(true);
+        self.stop.stop();
         match self.task.take() {
             Some(task) => task.await.unwrap_or(StopReason::Error),
             None => StopReason::Normal,
@@ -87,7 +87,7 @@ impl ContainerHandle {
     /// the handle back, to [`join`](Self::join) later or to drop (the container then finishes
     /// stopping in the background).
     pub async fn stop_timeout(mut self, timeout: Duration) -> Result<StopReason, StopTimedOut> {
-        self.stop.send_replace(true);
+        self.stop.stop();
         let Some(task) = self.task.as_mut() else {
             return Ok(StopReason::Normal);
         };
@@ -147,6 +147,6 @@ impl std::error::Error for StopTimedOut {}
 
 impl Drop for ContainerHandle {
     fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.stop.stop();
     }
 }

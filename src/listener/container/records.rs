@@ -231,7 +231,7 @@ impl<C: ContainerConsumer> Runner<C> {
                     let _permit = permits.acquire_owned().await;
                     let mut done = Vec::new();
                     for (original, delivered, ack, attempt) in prepared {
-                        if *stop.borrow() {
+                        if stop.is_stopped() {
                             break;
                         }
                         if let Some(d) = original.deserialization_failure() {

@@ -83,7 +83,7 @@ pub(super) struct Runner<C: ContainerConsumer> {
     /// Partitions the listener-level handler repositioned during the open transaction.
     pub(super) sought_in_txn: HashSet<PartitionKey>,
     pub(super) events: Arc<EventHub>,
-    pub(super) stop: watch::Receiver<bool>,
+    pub(super) stop: crate::task::StopListener,
     pub(super) pause: watch::Receiver<bool>,
     pub(super) tracker: FailedRecordTracker,
     pub(super) backing_off: FastMap<PartitionKey, Instant>,
@@ -331,7 +331,7 @@ impl<C: ContainerConsumer> Runner<C> {
     }
 
     pub(super) fn stop_requested(&self) -> bool {
-        *self.stop.borrow() || self.stop_reason.is_some()
+        self.stop.is_stopped() || self.stop_reason.is_some()
     }
 
     pub(super) fn blocked(&self, tp: &PartitionKey) -> bool {
@@ -364,12 +364,7 @@ impl<C: ContainerConsumer> Runner<C> {
             };
             let polled = tokio::select! {
                 biased;
-                changed = self.stop.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    continue;
-                }
+                () = self.stop.stopped() => break,
                 r = self.consumer.poll(timeout) => r,
             };
             // The poll moved the positions: earlier seeks no longer bound the next ones.
@@ -456,7 +451,7 @@ impl<C: ContainerConsumer> Runner<C> {
         }
         tokio::select! {
             _ = tokio::time::sleep(d) => true,
-            _ = self.stop.changed() => false,
+            () = self.stop.stopped() => false,
         }
     }
 

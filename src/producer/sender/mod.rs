@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::task::StopListener;
 use bytes::Bytes;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -118,7 +118,7 @@ struct Sender {
 
 pub(crate) async fn run(
     sh: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: StopListener,
     pid: Option<ProducerIdAndEpoch>,
 ) {
     let mut s = Sender {
@@ -139,7 +139,7 @@ pub(crate) async fn run(
         add_task: None,
     };
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_stopped() {
             s.shut_down();
             return;
         }
@@ -150,7 +150,7 @@ pub(crate) async fn run(
         let futures = &mut s.futures;
         let done = tokio::select! {
             biased;
-            _ = shutdown.changed() => None,
+            _ = shutdown.stopped() => None,
             out = poll_in_order(futures) => Some(out),
             _ = wake => None,
             _ = tokio::time::sleep_until(next.unwrap_or(far)) => None,
