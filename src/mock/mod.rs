@@ -127,6 +127,7 @@
 //! # }
 //! ```
 
+mod consumer_group;
 mod faults;
 mod group;
 mod handlers;
@@ -247,6 +248,21 @@ pub struct MockClusterBuilder {
     pub max_request_size: usize,
     /// How many requests the request log keeps (the oldest are dropped). Default: 100 000.
     pub request_log_capacity: usize,
+    /// Whether the brokers serve the consumer group protocol of KIP-848
+    /// (ConsumerGroupHeartbeat, ConsumerGroupDescribe), as Kafka 4.x does. `false` makes them
+    /// answer ApiVersions like a Kafka 3.x broker without it (and close the connection on
+    /// those requests). Default: true.
+    pub consumer_group_protocol: bool,
+    /// The heartbeat interval the coordinator gives consumer-protocol members. Default: 5 s
+    /// (Kafka's `group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval: Duration,
+    /// How long a consumer-protocol member (or a static member that left with epoch -2) is
+    /// kept without a heartbeat. Default: 45 s (Kafka's `group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout: Duration,
+    /// The largest number of members of a consumer-protocol group; a member joining beyond it
+    /// gets `GROUP_MAX_SIZE_REACHED`. Default: `usize::MAX` (Kafka's
+    /// `group.consumer.max.size`: `Integer.MAX_VALUE`).
+    pub consumer_group_max_size: usize,
 }
 
 impl Default for MockClusterBuilder {
@@ -264,6 +280,10 @@ impl Default for MockClusterBuilder {
             max_transaction_timeout: Duration::from_secs(900),
             max_request_size: crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE,
             request_log_capacity: 100_000,
+            consumer_group_protocol: true,
+            consumer_heartbeat_interval: Duration::from_secs(5),
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_group_max_size: usize::MAX,
         }
     }
 }
@@ -341,6 +361,31 @@ impl MockClusterBuilder {
         self
     }
 
+    /// Sets [`consumer_group_protocol`](MockClusterBuilder::consumer_group_protocol): `false`
+    /// for a broker without KIP-848 (like Kafka 3.x).
+    pub fn consumer_group_protocol(mut self, enabled: bool) -> Self {
+        self.consumer_group_protocol = enabled;
+        self
+    }
+
+    /// Sets [`consumer_heartbeat_interval`](MockClusterBuilder::consumer_heartbeat_interval).
+    pub fn consumer_heartbeat_interval(mut self, d: Duration) -> Self {
+        self.consumer_heartbeat_interval = d;
+        self
+    }
+
+    /// Sets [`consumer_session_timeout`](MockClusterBuilder::consumer_session_timeout).
+    pub fn consumer_session_timeout(mut self, d: Duration) -> Self {
+        self.consumer_session_timeout = d;
+        self
+    }
+
+    /// Sets [`consumer_group_max_size`](MockClusterBuilder::consumer_group_max_size).
+    pub fn consumer_group_max_size(mut self, n: usize) -> Self {
+        self.consumer_group_max_size = n;
+        self
+    }
+
     /// Starts the cluster on the current tokio runtime: binds every broker's port and spawns
     /// its acceptor. Fails when a port cannot be bound or a setting is invalid.
     pub async fn start(self) -> Result<MockCluster> {
@@ -367,6 +412,9 @@ impl MockClusterBuilder {
             default_partitions: self.default_partitions,
             initial_rebalance_delay: self.initial_rebalance_delay,
             max_transaction_timeout: self.max_transaction_timeout,
+            consumer_heartbeat_interval: self.consumer_heartbeat_interval,
+            consumer_session_timeout: self.consumer_session_timeout,
+            consumer_group_max_size: self.consumer_group_max_size,
         };
         let mut state = State::new(settings, ids.clone());
         for (name, parts) in &self.topics {

@@ -1,14 +1,15 @@
-//! The consumer group protocol of KIP-848 (`group.protocol=consumer`) against the three-node
-//! Apache Kafka 4.x cluster: members joining and leaving while consuming (every record once,
-//! no partition owned by two members at once, commits carried across owners), static
-//! membership across a restart, a broker-side regex subscription picking up a topic created
-//! later, and the listener container over the new protocol.
+//! The consumer group protocol of KIP-848 (`group.protocol=consumer`), on the three-node
+//! Apache Kafka 4.x cluster and (second pass, `REKAFKA_TEST_BROKER=mock`) on rekafka's mock
+//! cluster: members joining and leaving while consuming (every record once, no partition owned
+//! by two members at once, commits carried across owners), a member that vanishes without
+//! leaving, static membership across a restart, a broker-side regex subscription picking up a
+//! topic created later, the listener container (also exactly-once) over the new protocol,
+//! `max.poll.interval`, fatal `UNRELEASED_INSTANCE_ID` and the admin's ConsumerGroupDescribe.
 //!
-//! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by default)
-//! paces every reassignment, so these tests take tens of seconds each.
-//!
-//! Named `*_kafka.rs`, not `*_broker.rs`: the test command runs every `*_broker.rs` suite again
-//! against the embedded mock cluster, which does not serve ConsumerGroupHeartbeat yet.
+//! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by
+//! default on Kafka, 0.5 s on the tests' mock) paces every reassignment, so on Kafka these
+//! tests take tens of seconds each. Injected heartbeat faults are in
+//! `group_consumer_protocol_faults_mock.rs`.
 
 mod common;
 
