@@ -187,6 +187,8 @@ pub struct RequestInfo {
     pub partitions: Vec<(String, i32)>,
     /// The offsets an OffsetCommit commits, as (topic, partition, offset).
     pub offsets: Vec<(String, i32, i64)>,
+    /// The member epoch a ConsumerGroupHeartbeat sends (0: join, -1: leave, -2: static leave).
+    pub member_epoch: Option<i32>,
 }
 
 impl RequestInfo {
@@ -212,6 +214,7 @@ impl RequestInfo {
             acks: None,
             partitions: Vec::new(),
             offsets: Vec::new(),
+            member_epoch: None,
         }
     }
 }

@@ -51,6 +51,7 @@ impl Api for ConsumerGroupHeartbeatRequest {
     fn describe(&self, info: &mut RequestInfo) {
         info.group_id = Some(self.group_id.0.to_string());
         info.member_id = Some(self.member_id.to_string());
+        info.member_epoch = Some(self.member_epoch);
     }
     fn error_response(&self, _v: i16, c: i16) -> ConsumerGroupHeartbeatResponse {
         ConsumerGroupHeartbeatResponse::default().with_error_code(c)
