@@ -196,7 +196,7 @@ impl ConsumerGroup {
                 *count.entry(a).or_default() += 1;
             }
         }
-        let best = count.iter().map(|(_, c)| *c).max().unwrap_or(0);
+        let best = count.values().copied().max().unwrap_or(0);
         // Most asked for; ties in the order of ASSIGNORS.
         ASSIGNORS
             .iter()

@@ -3,8 +3,12 @@
 //! [`MockCluster`] runs N brokers in-process, each listening on its own `127.0.0.1` port. It
 //! speaks the Kafka protocol as Kafka does (ApiVersions, Metadata, Produce with idempotent
 //! sequence checks, Fetch with long polling and both isolation levels, ListOffsets,
-//! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, offsets, transactions and
-//! the admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups,
+//! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, KIP-848's consumer group
+//! protocol (ConsumerGroupHeartbeat with member epochs, the `uniform` and `range` broker-side
+//! assignors, regex subscriptions, incremental reconciliation, static members; a builder switch,
+//! [`consumer_group_protocol(false)`](MockClusterBuilder::consumer_group_protocol), makes it a
+//! broker without it, like Kafka 3.x), offsets, transactions and the admin APIs: CreateTopics,
+//! DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups, ConsumerGroupDescribe,
 //! ListGroups, DescribeConfigs), so any Kafka client — ours, librdkafka, the Java client — can
 //! run against it. Stored batches keep the producer's encoding. Like Kafka, a broker serves the
 //! requests of one connection one at a time, in order.
@@ -33,7 +37,11 @@
 //!   (the lost acknowledgement);
 //! * [`requests`](MockCluster::requests) and
 //!   [`wait_for_requests`](MockCluster::wait_for_requests): the request log (API, version,
-//!   broker, correlation id, producer id, epoch, base sequence, group, member).
+//!   broker, correlation id, producer id, epoch, base sequence, group, member, member epoch).
+//!
+//! Faults on the consumer group heartbeat use the same calls, e.g.
+//! `push_request_errors(ApiKey::ConsumerGroupHeartbeat, &[KafkaCode::FencedMemberEpoch])`
+//! fences the next member that heartbeats.
 //!
 //! # Example: a produce retry path
 //!

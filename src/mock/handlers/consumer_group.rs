@@ -90,7 +90,7 @@ impl Api for ConsumerGroupHeartbeatRequest {
             ));
         }
         if let Some(a) = self.server_assignor.as_deref().filter(|a| !a.is_empty())
-            && !ASSIGNORS.contains(&a.as_ref())
+            && !ASSIGNORS.contains(&a)
         {
             return Some(hb_error(
                 KafkaCode::UnsupportedAssignor,
