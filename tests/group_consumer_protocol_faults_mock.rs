@@ -3,7 +3,8 @@
 //! epoch 0; retriable heartbeat errors, delayed heartbeats and a lost heartbeat response are
 //! ridden out without losing the assignment; members churning under injected fencing never
 //! own a partition at the same time (checked from their own callbacks) and every record is
-//! consumed and committed; a member joining a full group gets `GROUP_MAX_SIZE_REACHED`.
+//! consumed and committed; a member joining a full group gets `GROUP_MAX_SIZE_REACHED`; a
+//! group id is either a classic or a consumer-protocol group while it has members.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -449,4 +450,66 @@ async fn a_member_joining_a_full_group_gets_group_max_size_reached() {
     assert_eq!(a.assignment().len(), 2);
     a.close().await.unwrap();
     cluster.close().await;
+}
+
+/// The mock does not serve mixed groups: a group id is either a classic or a consumer-protocol
+/// group while it has members. (Kafka 4.x, with its default `group.consumer.migration.policy`
+/// of `bidirectional`, lets a classic member join a consumer group and upgrades a classic
+/// group when a consumer-protocol member joins; checked on the three-node cluster.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_and_consumer_protocol_groups_do_not_share_an_id() {
+    let mock = mock(2).await;
+    let cluster = cluster(&mock).await;
+    let classic_config = |group: &str| config(group).with_group_protocol(GroupProtocol::Classic);
+    // A consumer-protocol group with a member: a classic member may not join it.
+    let a = Consumer::new(cluster.clone(), config("new")).unwrap();
+    a.subscribe(["t"]).unwrap();
+    join(&a).await;
+    let b = Consumer::new(cluster.clone(), classic_config("new")).unwrap();
+    b.subscribe(["t"]).unwrap();
+    let err = b
+        .poll(Duration::from_secs(5))
+        .await
+        .expect_err("not a classic group");
+    assert_eq!(
+        err.kafka_code(),
+        Some(KafkaCode::InconsistentGroupProtocol),
+        "{err}"
+    );
+    assert!(b.assignment().is_empty());
+    b.close().await.unwrap();
+    // A classic group with a member: a consumer-protocol member may not join it.
+    let c = Consumer::new(cluster.clone(), classic_config("old")).unwrap();
+    c.subscribe(["t"]).unwrap();
+    join(&c).await;
+    let d = Consumer::new(cluster.clone(), config("old")).unwrap();
+    d.subscribe(["t"]).unwrap();
+    let err = d
+        .poll(Duration::from_secs(5))
+        .await
+        .expect_err("not a consumer group");
+    assert_eq!(err.kafka_code(), Some(KafkaCode::GroupIdNotFound), "{err}");
+    assert!(d.assignment().is_empty());
+    d.close().await.unwrap();
+    // Once empty, a group takes members of the other protocol (its offsets stay).
+    a.commit().await.unwrap();
+    a.close().await.unwrap();
+    c.close().await.unwrap();
+    let e = Consumer::new(cluster.clone(), classic_config("new")).unwrap();
+    e.subscribe(["t"]).unwrap();
+    join(&e).await;
+    e.close().await.unwrap();
+    let f = Consumer::new(cluster.clone(), config("old")).unwrap();
+    f.subscribe(["t"]).unwrap();
+    join(&f).await;
+    f.close().await.unwrap();
+    cluster.close().await;
+}
+
+async fn join(c: &Consumer) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.assignment().len() < 2 {
+        assert!(Instant::now() < deadline, "did not join");
+        c.poll(Duration::from_millis(100)).await.unwrap();
+    }
 }
