@@ -458,3 +458,49 @@ impl Api for ConsumerGroupDescribeRequest {
         Some(ConsumerGroupDescribeResponse::default().with_groups(groups))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group_with(member: &str, epoch: i32) -> ConsumerGroup {
+        let mut cg = ConsumerGroup::default();
+        let mut m = CgMember::new("c".into(), Instant::now());
+        m.epoch = epoch;
+        cg.members.insert(member.into(), m);
+        cg
+    }
+
+    #[test]
+    fn commits_to_a_consumer_group_carry_the_current_member_epoch() {
+        let cg = group_with("m", 5);
+        assert_eq!(check_consumer_commit(&cg, "m", 5, Some(9)), Ok(()));
+        assert_eq!(
+            check_consumer_commit(&cg, "m", 4, Some(9)),
+            Err(KafkaCode::StaleMemberEpoch)
+        );
+        assert_eq!(
+            check_consumer_commit(&cg, "m", 6, Some(9)),
+            Err(KafkaCode::StaleMemberEpoch)
+        );
+        assert_eq!(
+            check_consumer_commit(&cg, "other", 5, Some(9)),
+            Err(KafkaCode::UnknownMemberId)
+        );
+        // A consumer-protocol member must commit with OffsetCommit v9+ (not transactional).
+        assert_eq!(
+            check_consumer_commit(&cg, "m", 5, Some(8)),
+            Err(KafkaCode::UnsupportedVersion)
+        );
+        assert_eq!(check_consumer_commit(&cg, "m", 5, None), Ok(()));
+        // Without a member: only an empty group takes it.
+        assert_eq!(
+            check_consumer_commit(&cg, "", -1, Some(9)),
+            Err(KafkaCode::UnknownMemberId)
+        );
+        assert_eq!(
+            check_consumer_commit(&ConsumerGroup::default(), "", -1, Some(9)),
+            Ok(())
+        );
+    }
+}
