@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bootstrap, unique};
-use rekafka::admin::{Admin, NewTopic};
+use rekafka::admin::{Admin, GroupType, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
     AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, OffsetReset, RebalanceListener,
@@ -758,6 +758,14 @@ async fn admin_describes_a_consumer_protocol_group_with_epochs_and_assignments()
         .collect();
     assert_eq!(theirs, mine, "the coordinator's view of the assignment");
     assert_eq!(m.target_assignment, m.assignment, "reconciled");
+    // ListGroups gives its type (v5+) and its KIP-848 state.
+    let listed = admin.list_groups().await.expect("list_groups");
+    let l = listed
+        .iter()
+        .find(|l| l.group_id == group)
+        .unwrap_or_else(|| panic!("{group} not listed: {listed:?}"));
+    assert_eq!(l.group_type, Some(GroupType::Consumer), "{l:?}");
+    assert_eq!(l.protocol_type, "consumer", "{l:?}");
     // The classic DescribeGroups does not describe it.
     let classic = admin.describe_groups(&[group.as_str()]).await.unwrap();
     assert_eq!(

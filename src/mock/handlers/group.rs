@@ -552,12 +552,23 @@ impl Api for ListGroupsRequest {
                         .iter()
                         .any(|f| f.eq_ignore_ascii_case(list_state(g)))
             })
+            .filter(|(_, g)| {
+                v < 5
+                    || self.types_filter.is_empty()
+                    || self
+                        .types_filter
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(list_type(g)))
+            })
             .map(|(name, g)| {
                 let mut lg = list_groups_response::ListedGroup::default()
                     .with_group_id(GroupId(s(name)))
                     .with_protocol_type(s(&g.protocol_type));
                 if v >= 4 {
                     lg = lg.with_group_state(s(list_state(g)));
+                }
+                if v >= 5 {
+                    lg = lg.with_group_type(s(list_type(g)));
                 }
                 lg
             })
@@ -571,5 +582,14 @@ fn list_state(g: &Group) -> &'static str {
     match &g.consumer {
         Some(cg) => cg.state_name(),
         None => g.state.name(),
+    }
+}
+
+/// The group type ListGroups v5 reports (KIP-848).
+fn list_type(g: &Group) -> &'static str {
+    if g.consumer.is_some() {
+        "consumer"
+    } else {
+        "classic"
     }
 }
