@@ -339,11 +339,15 @@ impl State {
     pub fn tick_groups(&mut self, now: Instant) -> bool {
         let mut changed = false;
         let delay = self.settings.initial_rebalance_delay;
-        let topics: BTreeMap<String, i32> = self
-            .topics
-            .iter()
-            .map(|(n, t)| (n.clone(), t.partitions.len() as i32))
-            .collect();
+        // The topics' partition counts, for consumer-protocol groups whose members expired.
+        let topics: BTreeMap<String, i32> = if self.groups.values().any(|g| g.consumer.is_some()) {
+            self.topics
+                .iter()
+                .map(|(n, t)| (n.clone(), t.partitions.len() as i32))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let session = self.settings.consumer_session_timeout;
         for (name, g) in self.groups.iter_mut() {
             if let Some(cg) = g.consumer.as_mut()
