@@ -1,5 +1,6 @@
 //! `group.protocol=consumer` against a cluster that does not serve KIP-848 (rekafka's mock
-//! cluster answers ApiVersions without ConsumerGroupHeartbeat, like a Kafka 3.x broker): the
+//! cluster built with `consumer_group_protocol(false)` answers ApiVersions without
+//! ConsumerGroupHeartbeat, like a Kafka 3.x broker): the
 //! consumer fails with a typed error naming the way out instead of retrying for ever, and the
 //! classic protocol works on the same cluster.
 
@@ -12,7 +13,12 @@ use rekafka::mock::MockCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_protocol_on_a_broker_without_it_fails_with_unsupported_version() {
-    let mock = MockCluster::builder().topic("t", 2).start().await.unwrap();
+    let mock = MockCluster::builder()
+        .topic("t", 2)
+        .consumer_group_protocol(false)
+        .start()
+        .await
+        .unwrap();
     let cluster = Cluster::connect(ClusterConfig::new(mock.broker_addrs()))
         .await
         .expect("connect");

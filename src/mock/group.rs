@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::consumer_group::ConsumerGroup;
 use crate::KafkaCode;
 
 /// A group's state, as DescribeGroups and ListGroups name it.
@@ -78,6 +79,8 @@ pub(crate) struct Group {
     pub offsets: HashMap<(String, i32), Committed>,
     /// Transactional offsets by producer id, applied when the transaction commits.
     pub pending_txn: HashMap<i64, Vec<PendingOffset>>,
+    /// Set when this is a consumer-protocol (KIP-848) group: its membership.
+    pub consumer: Option<ConsumerGroup>,
 }
 
 impl Group {
@@ -94,7 +97,17 @@ impl Group {
             rebalance_deadline: None,
             offsets: HashMap::new(),
             pending_txn: HashMap::new(),
+            consumer: None,
         }
+    }
+
+    /// Whether any member (of either protocol) is in the group.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty()
+            || self
+                .consumer
+                .as_ref()
+                .is_some_and(|c| !c.members.is_empty())
     }
 
     /// Starts a rebalance: every member must join again within the rebalance timeout.

@@ -3,8 +3,12 @@
 //! [`MockCluster`] runs N brokers in-process, each listening on its own `127.0.0.1` port. It
 //! speaks the Kafka protocol as Kafka does (ApiVersions, Metadata, Produce with idempotent
 //! sequence checks, Fetch with long polling and both isolation levels, ListOffsets,
-//! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, offsets, transactions and
-//! the admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups,
+//! OffsetForLeaderEpoch, FindCoordinator, the classic group protocol, KIP-848's consumer group
+//! protocol (ConsumerGroupHeartbeat with member epochs, the `uniform` and `range` broker-side
+//! assignors, regex subscriptions, incremental reconciliation, static members; a builder switch,
+//! [`consumer_group_protocol(false)`](MockClusterBuilder::consumer_group_protocol), makes it a
+//! broker without it, like Kafka 3.x), offsets, transactions and the admin APIs: CreateTopics,
+//! DeleteTopics, CreatePartitions, DeleteRecords, DescribeGroups, ConsumerGroupDescribe,
 //! ListGroups, DescribeConfigs), so any Kafka client — ours, librdkafka, the Java client — can
 //! run against it. Stored batches keep the producer's encoding. Like Kafka, a broker serves the
 //! requests of one connection one at a time, in order.
@@ -33,7 +37,11 @@
 //!   (the lost acknowledgement);
 //! * [`requests`](MockCluster::requests) and
 //!   [`wait_for_requests`](MockCluster::wait_for_requests): the request log (API, version,
-//!   broker, correlation id, producer id, epoch, base sequence, group, member).
+//!   broker, correlation id, producer id, epoch, base sequence, group, member, member epoch).
+//!
+//! Faults on the consumer group heartbeat use the same calls, e.g.
+//! `push_request_errors(ApiKey::ConsumerGroupHeartbeat, &[KafkaCode::FencedMemberEpoch])`
+//! fences the next member that heartbeats.
 //!
 //! # Example: a produce retry path
 //!
@@ -127,6 +135,7 @@
 //! # }
 //! ```
 
+mod consumer_group;
 mod faults;
 mod group;
 mod handlers;
@@ -186,6 +195,8 @@ pub struct RequestInfo {
     pub partitions: Vec<(String, i32)>,
     /// The offsets an OffsetCommit commits, as (topic, partition, offset).
     pub offsets: Vec<(String, i32, i64)>,
+    /// The member epoch a ConsumerGroupHeartbeat sends (0: join, -1: leave, -2: static leave).
+    pub member_epoch: Option<i32>,
 }
 
 impl RequestInfo {
@@ -211,6 +222,7 @@ impl RequestInfo {
             acks: None,
             partitions: Vec::new(),
             offsets: Vec::new(),
+            member_epoch: None,
         }
     }
 }
@@ -247,6 +259,21 @@ pub struct MockClusterBuilder {
     pub max_request_size: usize,
     /// How many requests the request log keeps (the oldest are dropped). Default: 100 000.
     pub request_log_capacity: usize,
+    /// Whether the brokers serve the consumer group protocol of KIP-848
+    /// (ConsumerGroupHeartbeat, ConsumerGroupDescribe), as Kafka 4.x does. `false` makes them
+    /// answer ApiVersions like a Kafka 3.x broker without it (and close the connection on
+    /// those requests). Default: true.
+    pub consumer_group_protocol: bool,
+    /// The heartbeat interval the coordinator gives consumer-protocol members. Default: 5 s
+    /// (Kafka's `group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval: Duration,
+    /// How long a consumer-protocol member (or a static member that left with epoch -2) is
+    /// kept without a heartbeat. Default: 45 s (Kafka's `group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout: Duration,
+    /// The largest number of members of a consumer-protocol group; a member joining beyond it
+    /// gets `GROUP_MAX_SIZE_REACHED`. Default: `usize::MAX` (Kafka's
+    /// `group.consumer.max.size`: `Integer.MAX_VALUE`).
+    pub consumer_group_max_size: usize,
 }
 
 impl Default for MockClusterBuilder {
@@ -264,6 +291,10 @@ impl Default for MockClusterBuilder {
             max_transaction_timeout: Duration::from_secs(900),
             max_request_size: crate::protocol::frame::DEFAULT_MAX_FRAME_SIZE,
             request_log_capacity: 100_000,
+            consumer_group_protocol: true,
+            consumer_heartbeat_interval: Duration::from_secs(5),
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_group_max_size: usize::MAX,
         }
     }
 }
@@ -341,6 +372,31 @@ impl MockClusterBuilder {
         self
     }
 
+    /// Sets [`consumer_group_protocol`](MockClusterBuilder::consumer_group_protocol): `false`
+    /// for a broker without KIP-848 (like Kafka 3.x).
+    pub fn consumer_group_protocol(mut self, enabled: bool) -> Self {
+        self.consumer_group_protocol = enabled;
+        self
+    }
+
+    /// Sets [`consumer_heartbeat_interval`](MockClusterBuilder::consumer_heartbeat_interval).
+    pub fn consumer_heartbeat_interval(mut self, d: Duration) -> Self {
+        self.consumer_heartbeat_interval = d;
+        self
+    }
+
+    /// Sets [`consumer_session_timeout`](MockClusterBuilder::consumer_session_timeout).
+    pub fn consumer_session_timeout(mut self, d: Duration) -> Self {
+        self.consumer_session_timeout = d;
+        self
+    }
+
+    /// Sets [`consumer_group_max_size`](MockClusterBuilder::consumer_group_max_size).
+    pub fn consumer_group_max_size(mut self, n: usize) -> Self {
+        self.consumer_group_max_size = n;
+        self
+    }
+
     /// Starts the cluster on the current tokio runtime: binds every broker's port and spawns
     /// its acceptor. Fails when a port cannot be bound or a setting is invalid.
     pub async fn start(self) -> Result<MockCluster> {
@@ -367,6 +423,9 @@ impl MockClusterBuilder {
             default_partitions: self.default_partitions,
             initial_rebalance_delay: self.initial_rebalance_delay,
             max_transaction_timeout: self.max_transaction_timeout,
+            consumer_heartbeat_interval: self.consumer_heartbeat_interval,
+            consumer_session_timeout: self.consumer_session_timeout,
+            consumer_group_max_size: self.consumer_group_max_size,
         };
         let mut state = State::new(settings, ids.clone());
         for (name, parts) in &self.topics {

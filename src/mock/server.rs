@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub max_request_size: usize,
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
+    /// Whether ApiVersions advertises (and the brokers serve) the KIP-848 consumer group APIs.
+    pub consumer_group_protocol: bool,
     shutdown: watch::Sender<bool>,
 }
 
@@ -80,6 +82,7 @@ impl Shared {
             max_request_size: b.max_request_size,
             min_session_timeout: b.min_session_timeout,
             max_session_timeout: b.max_session_timeout,
+            consumer_group_protocol: b.consumer_group_protocol,
             shutdown: watch::Sender::new(false),
         }
     }

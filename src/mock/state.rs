@@ -99,6 +99,11 @@ pub(crate) struct Settings {
     pub default_partitions: i32,
     pub initial_rebalance_delay: Duration,
     pub max_transaction_timeout: Duration,
+    /// KIP-848: the heartbeat interval and session timeout of consumer-protocol groups, and
+    /// their largest size.
+    pub consumer_heartbeat_interval: Duration,
+    pub consumer_session_timeout: Duration,
+    pub consumer_group_max_size: usize,
 }
 
 #[derive(Debug)]
@@ -334,7 +339,23 @@ impl State {
     pub fn tick_groups(&mut self, now: Instant) -> bool {
         let mut changed = false;
         let delay = self.settings.initial_rebalance_delay;
+        // The topics' partition counts, for consumer-protocol groups whose members expired.
+        let topics: BTreeMap<String, i32> = if self.groups.values().any(|g| g.consumer.is_some()) {
+            self.topics
+                .iter()
+                .map(|(n, t)| (n.clone(), t.partitions.len() as i32))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let session = self.settings.consumer_session_timeout;
         for (name, g) in self.groups.iter_mut() {
+            if let Some(cg) = g.consumer.as_mut()
+                && cg.expire(now, session)
+            {
+                cg.refresh(&topics);
+                changed = true;
+            }
             changed |= g.expire(now);
             let delay_over = self
                 .group_created

@@ -91,11 +91,15 @@ fn mock_bootstrap() -> String {
                     .expect("runtime for the mock cluster");
                 rt.block_on(async move {
                     // Like scripts/kafka.sh's cluster: three brokers with node ids 1..3;
-                    // auto-created topics get 3 partitions.
+                    // auto-created topics get 3 partitions. Consumer-protocol (KIP-848)
+                    // groups get a shorter heartbeat interval and session timeout than
+                    // Kafka's 5 s and 45 s, so their tests do not wait as long.
                     let mock = rekafka::mock::MockCluster::builder()
                         .brokers(MOCK_BROKERS)
                         .first_node_id(1)
                         .default_partitions(3)
+                        .consumer_heartbeat_interval(std::time::Duration::from_millis(500))
+                        .consumer_session_timeout(std::time::Duration::from_secs(10))
                         .start()
                         .await
                         .expect("starting the mock cluster");

@@ -448,7 +448,7 @@ impl Api for DeleteGroupsRequest {
                 }
                 match st.groups.get(&name) {
                     None => r.with_error_code(code(KafkaCode::GroupIdNotFound)),
-                    Some(group) if !group.members.is_empty() => {
+                    Some(group) if group.has_members() => {
                         r.with_error_code(code(KafkaCode::NonEmptyGroup))
                     }
                     Some(_) => {

@@ -74,6 +74,19 @@ impl Api for JoinGroupRequest {
             let Some(g) = st.groups.get_mut(&group_id) else {
                 return Some(join_response(v, code(KafkaCode::UnknownServerError), ""));
             };
+            if let Some(cg) = &g.consumer {
+                // A consumer-protocol group: the classic protocol may not join it while it
+                // has members; an empty one becomes a classic group again.
+                if !cg.members.is_empty() {
+                    return Some(join_response(
+                        v,
+                        code(KafkaCode::InconsistentGroupProtocol),
+                        &self.member_id,
+                    ));
+                }
+                g.consumer = None;
+                g.protocol_type.clear();
+            }
             if !g.members.is_empty() && g.protocol_type != self.protocol_type.as_str() {
                 return Some(join_response(
                     v,
@@ -479,6 +492,12 @@ impl Api for DescribeGroupsRequest {
                 let Some(g) = st.groups.get(&name) else {
                     return r.with_group_state(s("Dead"));
                 };
+                if g.consumer.is_some() {
+                    // Kafka 4.x: DescribeGroups describes classic groups only.
+                    return r
+                        .with_error_code(code(KafkaCode::GroupIdNotFound))
+                        .with_group_state(s("Dead"));
+                }
                 let stable = g.state == GroupState::Stable;
                 let members = g
                     .members
@@ -531,18 +550,46 @@ impl Api for ListGroupsRequest {
                     || self
                         .states_filter
                         .iter()
-                        .any(|f| f.eq_ignore_ascii_case(g.state.name()))
+                        .any(|f| f.eq_ignore_ascii_case(list_state(g)))
+            })
+            .filter(|(_, g)| {
+                v < 5
+                    || self.types_filter.is_empty()
+                    || self
+                        .types_filter
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(list_type(g)))
             })
             .map(|(name, g)| {
                 let mut lg = list_groups_response::ListedGroup::default()
                     .with_group_id(GroupId(s(name)))
                     .with_protocol_type(s(&g.protocol_type));
                 if v >= 4 {
-                    lg = lg.with_group_state(s(g.state.name()));
+                    lg = lg.with_group_state(s(list_state(g)));
+                }
+                if v >= 5 {
+                    lg = lg.with_group_type(s(list_type(g)));
                 }
                 lg
             })
             .collect();
         Some(ListGroupsResponse::default().with_groups(groups))
+    }
+}
+
+/// The state ListGroups reports: the classic state, or a consumer group's KIP-848 state.
+fn list_state(g: &Group) -> &'static str {
+    match &g.consumer {
+        Some(cg) => cg.state_name(),
+        None => g.state.name(),
+    }
+}
+
+/// The group type ListGroups v5 reports (KIP-848).
+fn list_type(g: &Group) -> &'static str {
+    if g.consumer.is_some() {
+        "consumer"
+    } else {
+        "classic"
     }
 }

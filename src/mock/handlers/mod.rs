@@ -6,7 +6,7 @@
 //! (`handle_frame`: header, version check, fault injection, then `Api::handle`) and the
 //! version table the mock advertises (`SUPPORTED`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::protocol::codec;
 use crate::protocol::record::{RecordBatch, RecordBatches};
 
 mod admin;
+mod consumer_group;
 mod fetch;
 mod group;
 mod metadata;
@@ -55,15 +56,15 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -78,13 +79,24 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
+];
+
+/// The APIs of KIP-848's consumer group protocol (left out when the mock acts as a broker
+/// without it).
+const KIP848: &[ApiKey] = &[
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 /// The advertised ranges: `SUPPORTED`, narrowed or removed by `set_api_versions`.
 fn ranges(ctx: &Ctx) -> Vec<(ApiKey, i16, i16)> {
     let f = ctx.shared.faults();
+    let kip848 = ctx.shared.consumer_group_protocol;
     SUPPORTED
         .iter()
+        .filter(|(k, _, _)| kip848 || !KIP848.contains(k))
         .filter_map(|&(k, lo, hi)| match f.versions.get(&k) {
             None => Some((k, lo, hi)),
             Some(None) => None,
@@ -175,6 +187,8 @@ pub(crate) async fn handle_frame(ctx: &Ctx, frame: Bytes) -> Outcome {
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         DeleteGroups => DeleteGroupsRequest,
+        ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+        ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     )
 }
 

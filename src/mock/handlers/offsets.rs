@@ -49,7 +49,9 @@ impl Api for OffsetCommitRequest {
             Some(KafkaCode::NotCoordinator)
         } else {
             let g = st.groups.entry(group_id.clone()).or_insert_with(Group::new);
-            if generation < 0 && member_id.is_empty() {
+            if let Some(cg) = &g.consumer {
+                consumer_group::check_consumer_commit(cg, &member_id, generation, Some(v)).err()
+            } else if generation < 0 && member_id.is_empty() {
                 if g.members.is_empty() {
                     None
                 } else {
@@ -242,6 +244,16 @@ impl Api for OffsetFetchRequest {
                     let r = OffsetFetchResponseGroup::default().with_group_id(gr.group_id.clone());
                     if not_coordinator(&st, ctx, &gid) {
                         return r.with_error_code(code(KafkaCode::NotCoordinator));
+                    }
+                    // v9+: a consumer-protocol member fetches with its member epoch.
+                    // Without a member id (admin, manual assignment) any consumer may read them.
+                    if v >= 9
+                        && let Some(member) = gr.member_id.as_deref()
+                        && let Some(cg) = st.groups.get(&gid).and_then(|g| g.consumer.as_ref())
+                        && let Err(c) =
+                            consumer_group::check_consumer_commit(cg, member, gr.member_epoch, None)
+                    {
+                        return r.with_error_code(code(c));
                     }
                     let wanted = gr.topics.as_ref().map(|ts| {
                         ts.iter()

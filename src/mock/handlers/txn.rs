@@ -317,7 +317,19 @@ impl Api for TxnOffsetCommitRequest {
             return Some(self.error_response(v, code(KafkaCode::InvalidProducerIdMapping)));
         }
         let g = st.groups.entry(group_id.clone()).or_insert_with(Group::new);
-        if v >= 3 && !self.member_id.is_empty() {
+        if let Some(cg) = &g.consumer {
+            // KIP-447 over KIP-848: the generation field carries the member epoch.
+            if v >= 3
+                && let Err(c) = consumer_group::check_consumer_commit(
+                    cg,
+                    &self.member_id,
+                    self.generation_id,
+                    None,
+                )
+            {
+                return Some(self.error_response(v, code(c)));
+            }
+        } else if v >= 3 && !self.member_id.is_empty() {
             if let Err(c) = g.check_member(&self.member_id, self.generation_id) {
                 return Some(self.error_response(v, code(c)));
             }

@@ -1,14 +1,15 @@
-//! The consumer group protocol of KIP-848 (`group.protocol=consumer`) against the three-node
-//! Apache Kafka 4.x cluster: members joining and leaving while consuming (every record once,
-//! no partition owned by two members at once, commits carried across owners), static
-//! membership across a restart, a broker-side regex subscription picking up a topic created
-//! later, and the listener container over the new protocol.
+//! The consumer group protocol of KIP-848 (`group.protocol=consumer`), on the three-node
+//! Apache Kafka 4.x cluster and (second pass, `REKAFKA_TEST_BROKER=mock`) on rekafka's mock
+//! cluster: members joining and leaving while consuming (every record once, no partition owned
+//! by two members at once, commits carried across owners), a member that vanishes without
+//! leaving, static membership across a restart, a broker-side regex subscription picking up a
+//! topic created later, the listener container (also exactly-once) over the new protocol,
+//! `max.poll.interval`, fatal `UNRELEASED_INSTANCE_ID` and the admin's ConsumerGroupDescribe.
 //!
-//! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by default)
-//! paces every reassignment, so these tests take tens of seconds each.
-//!
-//! Named `*_kafka.rs`, not `*_broker.rs`: the test command runs every `*_broker.rs` suite again
-//! against the embedded mock cluster, which does not serve ConsumerGroupHeartbeat yet.
+//! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by
+//! default on Kafka, 0.5 s on the tests' mock) paces every reassignment, so on Kafka these
+//! tests take tens of seconds each. Injected heartbeat faults are in
+//! `group_consumer_protocol_faults_mock.rs`.
 
 mod common;
 
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bootstrap, unique};
-use rekafka::admin::{Admin, NewTopic};
+use rekafka::admin::{Admin, GroupType, NewTopic};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
     AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, OffsetReset, RebalanceListener,
@@ -757,6 +758,14 @@ async fn admin_describes_a_consumer_protocol_group_with_epochs_and_assignments()
         .collect();
     assert_eq!(theirs, mine, "the coordinator's view of the assignment");
     assert_eq!(m.target_assignment, m.assignment, "reconciled");
+    // ListGroups gives its type (v5+) and its KIP-848 state.
+    let listed = admin.list_groups().await.expect("list_groups");
+    let l = listed
+        .iter()
+        .find(|l| l.group_id == group)
+        .unwrap_or_else(|| panic!("{group} not listed: {listed:?}"));
+    assert_eq!(l.group_type, Some(GroupType::Consumer), "{l:?}");
+    assert_eq!(l.protocol_type, "consumer", "{l:?}");
     // The classic DescribeGroups does not describe it.
     let classic = admin.describe_groups(&[group.as_str()]).await.unwrap();
     assert_eq!(
