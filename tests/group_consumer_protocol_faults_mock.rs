@@ -4,7 +4,8 @@
 //! ridden out without losing the assignment; members churning under injected fencing never
 //! own a partition at the same time (checked from their own callbacks) and every record is
 //! consumed and committed; a member joining a full group gets `GROUP_MAX_SIZE_REACHED`; a
-//! group id is either a classic or a consumer-protocol group while it has members.
+//! group id is either a classic or a consumer-protocol group while it has members;
+//! TOPIC_AUTHORIZATION_FAILED in a heartbeat is reported by `poll` once, not fatal (as Java).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -512,4 +513,61 @@ async fn join(c: &Consumer) {
         assert!(Instant::now() < deadline, "did not join");
         c.poll(Duration::from_millis(100)).await.unwrap();
     }
+}
+
+/// As the Java client: TOPIC_AUTHORIZATION_FAILED in a heartbeat is reported to the
+/// application (the next `poll` returns it, once) and is not fatal: the member keeps its
+/// epoch and partitions, heartbeats on, and the polls after it return records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_authorization_failed_in_a_heartbeat_is_reported_once_and_the_member_goes_on() {
+    let mock = mock(2).await;
+    let cluster = cluster(&mock).await;
+    let c = Consumer::new(cluster.clone(), config("g-authz")).unwrap();
+    c.subscribe(["t"]).unwrap();
+    join(&c).await;
+    let (member, epoch) = c.group_metadata().unwrap();
+    mock.push_request_errors(
+        ApiKey::ConsumerGroupHeartbeat,
+        &[KafkaCode::TopicAuthorizationFailed],
+    );
+    let before = heartbeat_epochs(&mock, &member).len();
+    // The error reaches the application through poll, exactly once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reported = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the heartbeat error was never reported"
+        );
+        match c.poll(Duration::from_millis(100)).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        reported.kafka_code(),
+        Some(KafkaCode::TopicAuthorizationFailed),
+        "{reported}"
+    );
+    assert!(!reported.is_fatal(), "{reported}");
+    // The member goes on: more heartbeats at the same epoch, and records arrive.
+    let ends = fill(&mock, 2, 5, "after");
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "records after the error: {got} of 10"
+        );
+        got += c
+            .poll(Duration::from_millis(100))
+            .await
+            .expect("no second report")
+            .len();
+    }
+    assert_eq!(ends, [5, 5]);
+    assert!(heartbeat_epochs(&mock, &member).len() > before);
+    assert_eq!(c.group_metadata().unwrap(), (member, epoch));
+    assert_eq!(c.assignment().len(), 2);
+    c.close().await.unwrap();
+    cluster.close().await;
 }
