@@ -185,7 +185,7 @@ impl Default for ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// The connection's own settings (see [`config`](crate::config) and
+    /// The connection's own settings (see [`config`] and
     /// `docs/configuration.md`); [`apply_property`](Self::apply_property) also takes
     /// [`SecurityConfig::SETTINGS`].
     pub const SETTINGS: &'static [Setting] = config::CONNECTION;

@@ -167,7 +167,7 @@ impl ConsumerConfig {
     }
 
     /// The settings [`apply_property`](Self::apply_property) knows (see
-    /// [`config`](crate::config) and `docs/configuration.md`).
+    /// [`config`] and `docs/configuration.md`).
     pub const SETTINGS: &'static [Setting] = config::CONSUMER;
 
     /// Every key [`apply_property`](Self::apply_property) knows, aliases included.

@@ -261,7 +261,7 @@ impl ProducerConfig {
     /// The settings [`apply_property`](Self::apply_property) knows: the Java property names
     /// (with librdkafka's aliases), and `rekafka.backlog.batch.size`
     /// ([`backlog_batch_size`](Self::backlog_batch_size), no Java equivalent). See
-    /// [`config`](crate::config) and `docs/configuration.md`.
+    /// [`config`] and `docs/configuration.md`.
     pub const SETTINGS: &'static [Setting] = config::PRODUCER;
 
     /// Every key [`apply_property`](Self::apply_property) knows, aliases included.

@@ -100,7 +100,7 @@ impl Default for ShareConsumerConfig {
 
 impl ShareConsumerConfig {
     /// The settings [`apply_property`](Self::apply_property) knows (see
-    /// [`config`](crate::config) and `docs/configuration.md`).
+    /// [`config`] and `docs/configuration.md`).
     pub const SETTINGS: &'static [Setting] = config::SHARE;
 
     /// Every key [`apply_property`](Self::apply_property) knows.

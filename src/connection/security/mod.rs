@@ -267,7 +267,7 @@ pub struct SecurityConfig {
 
 impl SecurityConfig {
     /// The settings [`apply_property`](Self::apply_property) knows (see
-    /// [`config`](crate::config) and `docs/configuration.md`).
+    /// [`config`] and `docs/configuration.md`).
     pub const SETTINGS: &'static [Setting] = config::SECURITY;
 
     /// Every key [`apply_property`](Self::apply_property) knows, aliases included.
