@@ -1,7 +1,9 @@
 //! Spring's retry-topic headers: names, encodings, and the headers of a forwarded record.
 //!
 //! Spring for Apache Kafka 4.1 (`DeadLetterPublishingRecovererFactory`) writes, on every record
-//! it forwards to a retry topic or the DLT:
+//! it forwards to a retry topic or the DLT (appending the three `retry_topic-*` headers after
+//! those of the earlier forwards, which stay unless `retainAllRetryHeaderValues` is off;
+//! readers take the last of each):
 //!
 //! * `retry_topic-attempts`: the attempt the record is on next, a 4-byte big-endian `int`
 //!   (read back also from the 1-byte form older versions wrote; anything else counts as 1);
@@ -129,13 +131,15 @@ pub fn original_timestamp(headers: &[Header]) -> Option<i64> {
 }
 
 /// The headers of `record`, which failed with `error` on attempt `attempt`, forwarded to the
-/// next topic, due at `due` (ms since the epoch).
+/// next topic, due at `due` (ms since the epoch). `retain_all`: the earlier forwards'
+/// `retry_topic-*` headers stay (Spring's default), else they are replaced.
 pub(crate) fn forward_headers<R: ListenerRecord>(
     record: &R,
     error: &(dyn StdError + 'static),
     attempt: u32,
     due: i64,
     group: Option<&str>,
+    retain_all: bool,
 ) -> Vec<Header> {
     let original = record.headers();
     let original_ts = last(&original, ORIGINAL_TIMESTAMP)
@@ -187,9 +191,10 @@ pub(crate) fn forward_headers<R: ListenerRecord>(
     }
     out.extend(original.into_iter().filter(|h| {
         !EXCEPTION_HEADERS.contains(&h.key())
-            && h.key() != ATTEMPTS
-            && h.key() != BACKOFF_TIMESTAMP
-            && h.key() != ORIGINAL_TIMESTAMP
+            && (retain_all
+                || (h.key() != ATTEMPTS
+                    && h.key() != BACKOFF_TIMESTAMP
+                    && h.key() != ORIGINAL_TIMESTAMP))
     }));
     let (class, cause, message, chain) = exception_triple(error);
     out.push(Header::from_static(KAFKA_EXCEPTION_FQCN, Some(class)));
