@@ -184,7 +184,7 @@ fn header_value(h: &Value) -> String {
 
 /// Java's `new BigInteger(bytes).longValue()` of 1 to 8 hex-encoded bytes.
 fn big_integer(hex: &str) -> Option<i64> {
-    if hex.is_empty() || hex.len() > 16 || hex.len() % 2 != 0 {
+    if hex.is_empty() || hex.len() > 16 || !hex.len().is_multiple_of(2) {
         return None;
     }
     let v = u64::from_str_radix(hex, 16).ok()?;
@@ -290,9 +290,8 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
         // and names the handler's error: compare the handler's error by its last path segment.
         // The dead-letter publisher's `kafka_dlt-exception-*` headers, or the retry-topic
         // forwarder's `kafka_exception-*` (Spring's `DeadLetterPublishingRecovererFactory`).
-        let is_cause = |k: &str| {
-            k == "kafka_dlt-exception-cause-fqcn" || k == "kafka_exception-cause-fqcn"
-        };
+        let is_cause =
+            |k: &str| k == "kafka_dlt-exception-cause-fqcn" || k == "kafka_exception-cause-fqcn";
         let spring_handler_class = get(&hs, "kafka_dlt-exception-cause-fqcn")
             .or_else(|| get(&hs, "kafka_exception-cause-fqcn"));
         for (k, v) in hs.iter_mut() {
@@ -876,15 +875,26 @@ mod tests {
             ]
         };
         let spring = vec![retry_dl(Value::Array(
-            [hop("00000002", "01a24c5a1e39"), hop("00000003", "01a24c5a222e")].concat(),
+            [
+                hop("00000002", "01a24c5a1e39"),
+                hop("00000003", "01a24c5a222e"),
+            ]
+            .concat(),
         ))];
         let ours = vec![retry_dl(Value::Array(
-            [hop("00000002", "01a24c5ba3c9"), hop("00000003", "01a24c5babb4")].concat(),
+            [
+                hop("00000002", "01a24c5ba3c9"),
+                hop("00000003", "01a24c5babb4"),
+            ]
+            .concat(),
         ))];
         assert!(compare_scenario("x", &spring, &ours, &[]).0.is_empty());
-        let lines = view(Side::Spring, &spring, &BTreeSet::new()).sections["dead letters in-dlt-1"]
-            .clone();
-        assert!(lines[0].contains("retry_topic-attempts = int 3"), "{lines:?}");
+        let lines =
+            view(Side::Spring, &spring, &BTreeSet::new()).sections["dead letters in-dlt-1"].clone();
+        assert!(
+            lines[0].contains("retry_topic-attempts = int 3"),
+            "{lines:?}"
+        );
         assert!(lines[0].contains("retry_topic-original-timestamp = BigInteger 1700000000011"));
         // One forward's headers only (retry headers not retained) is a difference.
         let last_only = vec![retry_dl(Value::Array(hop("00000003", "01a24c5babb4")))];

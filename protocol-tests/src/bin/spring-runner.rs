@@ -1413,7 +1413,10 @@ async fn all_committed(
 ) -> rekafka::Result<bool> {
     for (t, n) in topics {
         let tps = topic_partitions(t, *n);
-        for (tp, c) in admin.list_group_offsets(&group_of(s, t), Some(&tps)).await? {
+        for (tp, c) in admin
+            .list_group_offsets(&group_of(s, t), Some(&tps))
+            .await?
+        {
             let (_, end) = probe
                 .fetch_watermarks(&TopicPartition::new(tp.topic.clone(), tp.partition))
                 .await?;
@@ -1536,7 +1539,10 @@ async fn run_retry_topics(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<
     }
     for (t, n) in &topics {
         let tps = topic_partitions(t, *n);
-        for (tp, c) in admin.list_group_offsets(&group_of(&s, t), Some(&tps)).await? {
+        for (tp, c) in admin
+            .list_group_offsets(&group_of(&s, t), Some(&tps))
+            .await?
+        {
             let mut e = s.ev("committed");
             e.insert("topic".into(), json!(s.norm(&tp.topic)));
             e.insert("p".into(), json!(tp.partition));
