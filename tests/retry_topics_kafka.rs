@@ -355,13 +355,25 @@ async fn ten_thousand_records_retry_topics_and_dlt() {
         );
         assert!(headers::backoff_timestamp(&hs).is_some());
         // One of each provenance header: the first failure's, never appended again.
-        for name in [
-            "kafka_original-topic",
-            "kafka_original-offset",
-            "retry_topic-attempts",
-        ] {
+        for name in ["kafka_original-topic", "kafka_original-offset"] {
             assert_eq!(hs.iter().filter(|h| h.key() == name).count(), 1, "{name}");
         }
+        // The retry headers of every forward, in order (Spring's retainAllRetryHeaderValues):
+        // to attempt 2, 3, then the DLT (4), each with the same original timestamp.
+        let all = |name: &str| -> Vec<Vec<u8>> {
+            hs.iter()
+                .filter(|h| h.key() == name)
+                .map(|h| h.value().unwrap_or_default().to_vec())
+                .collect()
+        };
+        assert_eq!(
+            all("retry_topic-attempts"),
+            [2_i32, 3, 4].map(|n| n.to_be_bytes().to_vec())
+        );
+        let originals = all("retry_topic-original-timestamp");
+        assert_eq!(originals.len(), 3);
+        assert!(originals.iter().all(|o| *o == originals[0]));
+        assert_eq!(all("retry_topic-backoff-timestamp").len(), 3);
     }
     cluster.close().await;
 }

@@ -182,11 +182,50 @@ fn header_value(h: &Value) -> String {
     }
 }
 
+/// Java's `new BigInteger(bytes).longValue()` of 1 to 8 hex-encoded bytes.
+fn big_integer(hex: &str) -> Option<i64> {
+    if hex.is_empty() || hex.len() > 16 || !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let v = u64::from_str_radix(hex, 16).ok()?;
+    let bits = hex.len() as u32 * 4;
+    // sign-extend from the top bit of the first byte
+    Some(if bits < 64 && ((v >> (bits - 1)) & 1) == 1 {
+        (v | (u64::MAX << bits)) as i64
+    } else {
+        v as i64
+    })
+}
+
+/// The retry-topic headers (Spring's `DeadLetterPublishingRecovererFactory`), decoded so that
+/// the comparison reads them: `retry_topic-attempts` and `kafka_original-partition` (4-byte
+/// `int`), `kafka_original-offset` and `-timestamp` (8-byte `long`),
+/// `retry_topic-original-timestamp` (`BigInteger` bytes). A value of another length stays hex,
+/// so a wrong encoding still differs. `retry_topic-backoff-timestamp` (the due time: the wall
+/// clock of the forward, in every run another) is compared as `<due time>` when it decodes.
+fn decode_retry_header(name: &str, value: &str) -> Option<String> {
+    let hex = value.strip_prefix("hex:")?;
+    let fixed = |len: usize| (hex.len() == 2 * len).then(|| big_integer(hex)).flatten();
+    match name {
+        "retry_topic-attempts" | "kafka_original-partition" => fixed(4).map(|v| format!("int {v}")),
+        "kafka_original-offset" | "kafka_original-timestamp" => {
+            fixed(8).map(|v| format!("long {v}"))
+        }
+        "retry_topic-original-timestamp" => big_integer(hex).map(|v| format!("BigInteger {v}")),
+        "retry_topic-backoff-timestamp" => big_integer(hex).map(|_| "<due time>".to_owned()),
+        _ => None,
+    }
+}
+
 /// Normalises one dead letter's headers under the active rules.
 fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) -> Vec<String> {
     let mut hs: Vec<(String, String)> = headers
         .iter()
-        .map(|h| (s(&h["name"]), header_value(h)))
+        .map(|h| {
+            let (name, value) = (s(&h["name"]), header_value(h));
+            let value = decode_retry_header(&name, &value).unwrap_or(value);
+            (name, value)
+        })
         .collect();
     let get = |hs: &[(String, String)], n: &str| {
         hs.iter()
@@ -249,9 +288,14 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
     if rules.contains("dlt-exception-class-analogue") {
         // Spring names its wrapper (LEFE) and its unwrapped exception; rekafka has no wrapper
         // and names the handler's error: compare the handler's error by its last path segment.
-        let spring_handler_class = get(&hs, "kafka_dlt-exception-cause-fqcn");
+        // The dead-letter publisher's `kafka_dlt-exception-*` headers, or the retry-topic
+        // forwarder's `kafka_exception-*` (Spring's `DeadLetterPublishingRecovererFactory`).
+        let is_cause =
+            |k: &str| k == "kafka_dlt-exception-cause-fqcn" || k == "kafka_exception-cause-fqcn";
+        let spring_handler_class = get(&hs, "kafka_dlt-exception-cause-fqcn")
+            .or_else(|| get(&hs, "kafka_exception-cause-fqcn"));
         for (k, v) in hs.iter_mut() {
-            if k.ends_with("exception-fqcn") && k != "kafka_dlt-exception-cause-fqcn" {
+            if k.ends_with("exception-fqcn") && !is_cause(k) {
                 if let (Side::Spring, true, Some(c)) = (side, v == LEFE, &spring_handler_class) {
                     *v = c.clone();
                 }
@@ -264,7 +308,7 @@ fn dead_letter_headers(side: Side, headers: &[Value], rules: &BTreeSet<&str>) ->
                     last = "String".into();
                 }
                 *v = format!("class:{last}");
-            } else if k == "kafka_dlt-exception-cause-fqcn" {
+            } else if is_cause(k) {
                 *v = "<cause class: see spring-differences.md#dlt-exception-class-analogue>".into();
             }
         }
@@ -359,6 +403,10 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
                     format!("offset={} metadata={md}", s(&e["offset"])),
                 );
             }
+            "topic" => push(
+                "topics".into(),
+                format!("{} partitions={}", s(&e["topic"]), s(&e["partitions"])),
+            ),
             "dead_letter" => push(
                 format!("dead letters {tp}"),
                 record_line(side, e, rules, true),
@@ -408,13 +456,26 @@ pub fn view(side: Side, log: &[Value], rules: &BTreeSet<&str>) -> View {
     // (stable, so each source partition's own order is kept).
     for (name, lines) in v.sections.iter_mut() {
         if name.starts_with("dead letters ") {
-            let source = |l: &String| {
+            let header = |l: &String, name: &str| {
                 l.lines()
                     .rev()
-                    .find_map(|h| h.trim().strip_prefix("kafka_dlt-original-partition = "))
+                    .find_map(|h| h.trim().strip_prefix(name)?.strip_prefix(" = "))
                     .map(str::to_owned)
             };
-            lines.sort_by_key(source);
+            // A retry-topic DLT's partition gets dead letters from several containers (the
+            // main topic's, each retry topic's), whose interleaving is timing: order those by
+            // their first failure's partition and offset too.
+            let offset = |l: &String| {
+                header(l, "kafka_original-offset")
+                    .and_then(|o| o.strip_prefix("long ")?.parse::<i64>().ok())
+            };
+            lines.sort_by_key(|l| {
+                (
+                    header(l, "kafka_dlt-original-partition"),
+                    header(l, "kafka_original-partition"),
+                    offset(l),
+                )
+            });
         }
     }
     // A share group's deliveries interleave with fetch timing (a released record comes back in
@@ -798,6 +859,110 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    fn retry_dl(headers: Value) -> Value {
+        json!({"type":"dead_letter","topic":"in-dlt","p":1,"key":"k","value":"v","headers":headers})
+    }
+
+    #[test]
+    fn retry_topic_headers_are_decoded_and_only_the_due_time_is_not_compared() {
+        let hop = |attempts: &str, due: &str| {
+            vec![
+                json!({"name":"retry_topic-original-timestamp","value_hex":"018bcfe5680b"}),
+                json!({"name":"retry_topic-attempts","value_hex":attempts}),
+                json!({"name":"retry_topic-backoff-timestamp","value_hex":due}),
+            ]
+        };
+        let spring = vec![retry_dl(Value::Array(
+            [
+                hop("00000002", "01a24c5a1e39"),
+                hop("00000003", "01a24c5a222e"),
+            ]
+            .concat(),
+        ))];
+        let ours = vec![retry_dl(Value::Array(
+            [
+                hop("00000002", "01a24c5ba3c9"),
+                hop("00000003", "01a24c5babb4"),
+            ]
+            .concat(),
+        ))];
+        assert!(compare_scenario("x", &spring, &ours, &[]).0.is_empty());
+        let lines =
+            view(Side::Spring, &spring, &BTreeSet::new()).sections["dead letters in-dlt-1"].clone();
+        assert!(
+            lines[0].contains("retry_topic-attempts = int 3"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("retry_topic-original-timestamp = BigInteger 1700000000011"));
+        // One forward's headers only (retry headers not retained) is a difference.
+        let last_only = vec![retry_dl(Value::Array(hop("00000003", "01a24c5babb4")))];
+        assert_eq!(compare_scenario("x", &spring, &last_only, &[]).0.len(), 1);
+        // So is another attempt, or another encoding of it (1 byte instead of 4).
+        let other = vec![retry_dl(Value::Array(
+            [hop("00000002", "01a24c5a1e39"), hop("04", "01a24c5a222e")].concat(),
+        ))];
+        assert_eq!(compare_scenario("x", &spring, &other, &[]).0.len(), 1);
+        assert_eq!(big_integer("ff"), Some(-1));
+        assert_eq!(big_integer("0080"), Some(128));
+    }
+
+    #[test]
+    fn retry_topic_exception_headers_under_the_class_analogue() {
+        let spring = vec![retry_dl(json!([
+            {"name":"kafka_exception-fqcn","value":LEFE},
+            {"name":"kafka_exception-cause-fqcn","value":"rekafka.spring.Errors$Fatal"},
+            {"name":"kafka_exception-message","value":"Listener failed; v6 is invalid"}
+        ]))];
+        let ours = |class: &str| {
+            vec![retry_dl(json!([
+                {"name":"kafka_exception-fqcn","value":class},
+                {"name":"kafka_exception-cause-fqcn","value":class},
+                {"name":"kafka_exception-message","value":"v6 is invalid"}
+            ]))]
+        };
+        let rules = [
+            allowed("dlt-exception-class-analogue"),
+            allowed("dlt-exception-message-no-wrapper"),
+        ]
+        .concat();
+        assert!(
+            compare_scenario("x", &spring, &ours("spring_runner::Fatal"), &rules)
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            compare_scenario("x", &spring, &ours("Transient"), &rules)
+                .0
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn retry_topic_dead_letters_are_ordered_by_first_failure() {
+        let d = |v: &str, p: &str, o: &str| {
+            retry_dl(json!([
+                {"name":"kafka_original-partition","value_hex":p},
+                {"name":"kafka_original-offset","value_hex":o}
+            ]))
+            .as_object()
+            .map(|m| {
+                let mut m = m.clone();
+                m.insert("value".into(), json!(v));
+                Value::Object(m)
+            })
+            .unwrap()
+        };
+        let a = vec![
+            d("a", "00000001", "0000000000000003"),
+            d("b", "00000001", "000000000000000a"),
+        ];
+        let b = vec![a[1].clone(), a[0].clone()];
+        assert!(compare_scenario("x", &a, &b, &[]).0.is_empty());
+        let c = vec![d("a", "00000001", "000000000000000a"), a[1].clone()];
+        assert_eq!(compare_scenario("x", &a, &c, &[]).0.len(), 1);
     }
 
     #[test]

@@ -22,6 +22,9 @@ use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset,
     StringDeserializer, TopicPartition,
 };
+use rekafka::listener::retry_topic::{
+    RetryBackOff, RetryTopicConfiguration, TopicCreation, headers as retry_headers,
+};
 use rekafka::listener::{
     AckMode, Acknowledgment, BackOff, BatchFailure, BatchListenerFailed, BoxFuture,
     CommonErrorHandler, ContainerStoppingErrorHandler, DeadLetterPublisher, DefaultErrorHandler,
@@ -850,6 +853,9 @@ async fn run_scenario(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<
     if s.sc["container"].as_str() == Some("share") {
         return run_share_scenario(bootstrap, s).await;
     }
+    if s.sc.get("retry_topics").is_some() {
+        return run_retry_topics(bootstrap, s).await;
+    }
     let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(','))).await?;
     create_topics(&cluster, &s).await?;
     produce_input(&cluster, &s).await?;
@@ -1298,7 +1304,17 @@ async fn read_topic(
     ty: &str,
     read_committed: bool,
 ) -> rekafka::Result<()> {
-    let tps = s.partitions(logical);
+    read_partitions(cluster, s, s.partitions(logical), ty, read_committed).await
+}
+
+/// Reads `tps` from the beginning to their ends into `ty` events (`read_topic`).
+async fn read_partitions(
+    cluster: &Cluster,
+    s: &Scenario,
+    tps: Vec<TopicPartition>,
+    ty: &str,
+    read_committed: bool,
+) -> rekafka::Result<()> {
     let consumer = Consumer::new(
         cluster.clone(),
         ConsumerConfig::new()
@@ -1353,6 +1369,207 @@ async fn read_topic(
         s.event(e);
     }
     Ok(())
+}
+
+// ---- retry topics ----
+
+fn millis(v: &Value, default: u64) -> Duration {
+    Duration::from_millis(v.as_u64().unwrap_or(default))
+}
+
+/// The group consuming a topic of a retry-topics scenario: `G` for the input, `G` plus the
+/// topic's suffix for a retry topic or DLT (as Spring names them).
+fn group_of(s: &Scenario, topic: &str) -> String {
+    match topic.strip_prefix(s.input.as_str()) {
+        Some(suffix) => format!("{}{suffix}", s.group),
+        None => s.group.clone(),
+    }
+}
+
+/// The scenario's topics (the input, and every topic named after it), sorted by name, with
+/// their partition counts.
+async fn scenario_topics(admin: &Admin, s: &Scenario) -> rekafka::Result<Vec<(String, usize)>> {
+    Ok(admin
+        .list_topics(rekafka::admin::Internal::Exclude)
+        .await?
+        .into_iter()
+        .filter(|t| t.name.starts_with(s.input.as_str()))
+        .map(|t| (t.name, t.partitions))
+        .collect())
+}
+
+fn topic_partitions(topic: &str, n: usize) -> Vec<rekafka::admin::TopicPartition> {
+    (0..n)
+        .map(|p| rekafka::admin::TopicPartition::new(topic, p as i32))
+        .collect()
+}
+
+/// Whether every topic's group has committed every partition to its end.
+async fn all_committed(
+    admin: &Admin,
+    probe: &Consumer,
+    s: &Scenario,
+    topics: &[(String, usize)],
+) -> rekafka::Result<bool> {
+    for (t, n) in topics {
+        let tps = topic_partitions(t, *n);
+        for (tp, c) in admin
+            .list_group_offsets(&group_of(s, t), Some(&tps))
+            .await?
+        {
+            let (_, end) = probe
+                .fetch_watermarks(&TopicPartition::new(tp.topic.clone(), tp.partition))
+                .await?;
+            if c?.map_or(0, |c| c.offset) != end {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A `retry_topics` scenario through rekafka's `RetryTopicConfiguration` (the Spring runner
+/// runs it through Spring's `@RetryableTopic` machinery): the handler logs each invocation
+/// with the attempt from `retry_topic-attempts` and fails as the scenario says; the DLT
+/// handler logs each dead letter. The run ends when every topic's group has committed every
+/// partition to its end; then the topics, every group's commits and the dead letters of every
+/// DLT are logged.
+async fn run_retry_topics(bootstrap: &str, s: Arc<Scenario>) -> rekafka::Result<Vec<String>> {
+    let cluster = Cluster::connect(ClusterConfig::new(bootstrap.split(','))).await?;
+    create_topics(&cluster, &s).await?;
+    produce_input(&cluster, &s).await?;
+    let rt = &s.sc["retry_topics"];
+    let bo = &rt["backoff"];
+    let back_off = match bo["kind"].as_str().unwrap_or("fixed") {
+        "fixed" => RetryBackOff::Fixed(millis(&bo["interval_ms"], 1000)),
+        "exponential" => RetryBackOff::Exponential {
+            initial: millis(&bo["initial_ms"], 1000),
+            multiplier: bo["multiplier"].as_f64().unwrap_or(2.0),
+            max: millis(&bo["max_ms"], 30_000),
+        },
+        other => panic!("retry_topics back-off {other}"),
+    };
+    let mut b = RetryTopicConfiguration::builder()
+        .max_attempts(rt["max_attempts"].as_u64().unwrap_or(3) as u32)
+        .back_off(back_off)
+        .topic_creation(TopicCreation::Auto {
+            partitions: Some(rt["partitions"].as_i64().unwrap_or(1) as i32),
+            replication_factor: Some(rt["replication_factor"].as_i64().unwrap_or(1) as i16),
+        })
+        .poll_timeout(Duration::from_millis(200));
+    for n in rt["not_retry_on"].as_array().cloned().unwrap_or_default() {
+        b = match n.as_str() {
+            Some("Transient") => b.not_retry_on::<Transient>(),
+            Some("Fatal") => b.not_retry_on::<Fatal>(),
+            Some("Wrapper") => b.not_retry_on::<Wrapper>(),
+            Some("Slow") => b.not_retry_on::<Slow>(),
+            other => panic!("not_retry_on {other:?}"),
+        };
+    }
+    let (s2, s3) = (s.clone(), s.clone());
+    let handle = b
+        .build()
+        .start_with_dlt_handler(
+            cluster.clone(),
+            ConsumerConfig::new()
+                .with_group_id(s.group.clone())
+                .with_auto_offset_reset(OffsetReset::Earliest)
+                .with_fetch_max_wait(Duration::from_millis(100)),
+            &s.input,
+            move |r: ListenerConsumerRecord| {
+                let s = s2.clone();
+                async move {
+                    let attempt = retry_headers::attempts(&r.headers());
+                    s.invoked(&r, attempt);
+                    match s.failure_for(r.value_str(), attempt) {
+                        Some(f) => Err(s.error(f, r.value_str().unwrap_or_default(), attempt)),
+                        None => Ok(()),
+                    }
+                }
+            },
+            move |r: ListenerConsumerRecord| {
+                let s = s3.clone();
+                async move {
+                    s.invoked(&r, retry_headers::attempts(&r.headers()));
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+
+    let admin = Admin::new(cluster.clone());
+    let probe = Consumer::new(cluster.clone(), ConsumerConfig::new())?;
+    let deadline =
+        Instant::now() + Duration::from_millis(s.sc["timeout_ms"].as_u64().unwrap_or(60_000));
+    let quiet = Duration::from_millis(s.sc["quiet_ms"].as_u64().unwrap_or(1000));
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() > deadline {
+            s.event(s.ev("timeout"));
+            break;
+        }
+        let idle_for = s
+            .last_event
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        if idle_for < quiet || s.log.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            continue;
+        }
+        // A broker being away: look again.
+        let Ok(topics) = scenario_topics(&admin, &s).await else {
+            continue;
+        };
+        if all_committed(&admin, &probe, &s, &topics)
+            .await
+            .unwrap_or(false)
+        {
+            break;
+        }
+    }
+    // Stops every container (each commits what it handled).
+    handle.stop().await;
+    probe.close().await.ok();
+    let topics = scenario_topics(&admin, &s).await?;
+    for (t, n) in &topics {
+        let mut e = s.ev("topic");
+        e.insert("topic".into(), json!(s.norm(t)));
+        e.insert("partitions".into(), json!(n));
+        s.event(e);
+    }
+    for (t, n) in &topics {
+        let tps = topic_partitions(t, *n);
+        for (tp, c) in admin
+            .list_group_offsets(&group_of(&s, t), Some(&tps))
+            .await?
+        {
+            let mut e = s.ev("committed");
+            e.insert("topic".into(), json!(s.norm(&tp.topic)));
+            e.insert("p".into(), json!(tp.partition));
+            match c? {
+                Some(c) => {
+                    e.insert("offset".into(), json!(c.offset));
+                    e.insert("metadata".into(), json!(c.metadata.unwrap_or_default()));
+                }
+                None => {
+                    e.insert("offset".into(), Value::Null);
+                    e.insert("metadata".into(), json!(""));
+                }
+            }
+            s.event(e);
+        }
+    }
+    for (t, n) in &topics {
+        if t.ends_with("-dlt") {
+            let tps = (0..*n)
+                .map(|p| TopicPartition::new(t.clone(), p as i32))
+                .collect();
+            read_partitions(&cluster, &s, tps, "dead_letter", false).await?;
+        }
+    }
+    cluster.close().await;
+    let log = s.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(log)
 }
 
 fn main() {

@@ -1,7 +1,9 @@
 //! Spring's retry-topic headers: names, encodings, and the headers of a forwarded record.
 //!
 //! Spring for Apache Kafka 4.1 (`DeadLetterPublishingRecovererFactory`) writes, on every record
-//! it forwards to a retry topic or the DLT:
+//! it forwards to a retry topic or the DLT (appending the three `retry_topic-*` headers after
+//! those of the earlier forwards, which stay unless `retainAllRetryHeaderValues` is off;
+//! readers take the last of each):
 //!
 //! * `retry_topic-attempts`: the attempt the record is on next, a 4-byte big-endian `int`
 //!   (read back also from the 1-byte form older versions wrote; anything else counts as 1);
@@ -129,13 +131,15 @@ pub fn original_timestamp(headers: &[Header]) -> Option<i64> {
 }
 
 /// The headers of `record`, which failed with `error` on attempt `attempt`, forwarded to the
-/// next topic, due at `due` (ms since the epoch).
+/// next topic, due at `due` (ms since the epoch). `retain_all`: the earlier forwards'
+/// `retry_topic-*` headers stay (Spring's default), else they are replaced.
 pub(crate) fn forward_headers<R: ListenerRecord>(
     record: &R,
     error: &(dyn StdError + 'static),
     attempt: u32,
     due: i64,
     group: Option<&str>,
+    retain_all: bool,
 ) -> Vec<Header> {
     let original = record.headers();
     let original_ts = last(&original, ORIGINAL_TIMESTAMP)
@@ -187,9 +191,10 @@ pub(crate) fn forward_headers<R: ListenerRecord>(
     }
     out.extend(original.into_iter().filter(|h| {
         !EXCEPTION_HEADERS.contains(&h.key())
-            && h.key() != ATTEMPTS
-            && h.key() != BACKOFF_TIMESTAMP
-            && h.key() != ORIGINAL_TIMESTAMP
+            && (retain_all
+                || (h.key() != ATTEMPTS
+                    && h.key() != BACKOFF_TIMESTAMP
+                    && h.key() != ORIGINAL_TIMESTAMP))
     }));
     let (class, cause, message, chain) = exception_triple(error);
     out.push(Header::from_static(KAFKA_EXCEPTION_FQCN, Some(class)));
@@ -213,6 +218,104 @@ pub(crate) fn forward_headers<R: ListenerRecord>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listener::DeserializationFailed;
+
+    /// A record on a retry topic, with these headers.
+    #[derive(Debug, Clone)]
+    struct Rec(Vec<Header>);
+
+    impl ListenerRecord for Rec {
+        fn topic(&self) -> &str {
+            "orders-retry"
+        }
+        fn partition(&self) -> i32 {
+            1
+        }
+        fn offset(&self) -> i64 {
+            7
+        }
+        fn timestamp(&self) -> i64 {
+            1_700_000_000_500
+        }
+        fn timestamp_type(&self) -> TimestampType {
+            TimestampType::CreateTime
+        }
+        fn key(&self) -> Option<&Bytes> {
+            None
+        }
+        fn value(&self) -> Option<&Bytes> {
+            None
+        }
+        fn headers(&self) -> Vec<Header> {
+            self.0.clone()
+        }
+        fn with_header(&self, header: Header) -> Self {
+            let mut hs = self.0.clone();
+            hs.push(header);
+            Rec(hs)
+        }
+        fn deserialization_failure(&self) -> Option<DeserializationFailed> {
+            None
+        }
+        fn with_deserialization_failure(&self, _failure: DeserializationFailed) -> Self {
+            self.clone()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("boom")]
+    struct Boom;
+
+    #[test]
+    fn forwards_append_retry_headers_as_spring_unless_told_to_keep_the_latest() {
+        // A record Spring (or rekafka) forwarded once: attempt 2, first failure on the main
+        // topic at 1_700_000_000_000.
+        let first = Rec(vec![
+            Header::new("trace", Some(Bytes::from_static(b"t"))),
+            Header::new(
+                ORIGINAL_TIMESTAMP,
+                Some(encode_big_integer(1_700_000_000_000)),
+            ),
+            Header::new(ATTEMPTS, Some(Bytes::copy_from_slice(&2_i32.to_be_bytes()))),
+            Header::new(
+                BACKOFF_TIMESTAMP,
+                Some(encode_big_integer(1_800_000_000_000)),
+            ),
+            Header::new(KAFKA_EXCEPTION_MESSAGE, Some(Bytes::from_static(b"old"))),
+        ]);
+        let names = |hs: &[Header]| hs.iter().map(|h| h.key().to_owned()).collect::<Vec<_>>();
+        let all = forward_headers(&first, &Boom, 2, 1_800_000_001_000, None, true);
+        let retry = [ORIGINAL_TIMESTAMP, ATTEMPTS, BACKOFF_TIMESTAMP];
+        // Spring's order: the record's headers without the old exception, the new exception,
+        // the (missing) provenance, then this forward's retry headers.
+        let got = names(&all);
+        assert_eq!(got[..4], ["trace", retry[0], retry[1], retry[2]]);
+        assert_eq!(got[got.len() - 3..], retry);
+        assert_eq!(
+            got.iter().filter(|n| *n == KAFKA_EXCEPTION_MESSAGE).count(),
+            1
+        );
+        assert_eq!(attempts(&all), 3);
+        assert_eq!(backoff_timestamp(&all), Some(1_800_000_001_000));
+        assert_eq!(original_timestamp(&all), Some(1_700_000_000_000));
+        let attempt_values: Vec<i32> = all
+            .iter()
+            .filter(|h| h.key() == ATTEMPTS)
+            .filter_map(|h| Some(i32::from_be_bytes(h.value()?.try_into().ok()?)))
+            .collect();
+        assert_eq!(attempt_values, [2, 3]);
+        // retainAllRetryHeaderValues = false: one of each, the latest.
+        let latest = forward_headers(&first, &Boom, 2, 1_800_000_001_000, None, false);
+        for name in retry {
+            assert_eq!(
+                latest.iter().filter(|h| h.key() == name).count(),
+                1,
+                "{name}"
+            );
+        }
+        assert_eq!(attempts(&latest), 3);
+        assert_eq!(original_timestamp(&latest), Some(1_700_000_000_000));
+    }
 
     #[test]
     fn big_integer_round_trips_like_java() {

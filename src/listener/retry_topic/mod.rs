@@ -280,6 +280,7 @@ pub struct RetryTopicConfiguration {
     pub(crate) timeout: Option<Duration>,
     pub(crate) poll_timeout: Duration,
     pub(crate) ack_mode: crate::listener::AckMode,
+    pub(crate) retain_all_retry_header_values: bool,
 }
 
 /// Builds a [`RetryTopicConfiguration`]; every setting has Spring's default.
@@ -294,7 +295,7 @@ impl RetryTopicConfiguration {
     /// and `-dlt` by delay, one topic for the trailing retries at the same delay, topics
     /// created as the main topic, [`DltStrategy::AlwaysRetryOnError`], no DLT routes, every
     /// error retryable except [`DeserializationFailed`](crate::listener::DeserializationFailed),
-    /// no timeout.
+    /// no timeout, the retry headers of every forward retained.
     pub fn builder() -> RetryTopicConfigurationBuilder {
         RetryTopicConfigurationBuilder {
             config: RetryTopicConfiguration {
@@ -311,6 +312,7 @@ impl RetryTopicConfiguration {
                 timeout: None,
                 poll_timeout: Duration::from_secs(1),
                 ack_mode: crate::listener::AckMode::Batch,
+                retain_all_retry_header_values: true,
             },
             include_mode: false,
         }
@@ -690,6 +692,17 @@ impl RetryTopicConfigurationBuilder {
     /// Each container's ack mode. Default: [`AckMode::Batch`](crate::listener::AckMode::Batch).
     pub fn ack_mode(mut self, mode: crate::listener::AckMode) -> Self {
         self.config.ack_mode = mode;
+        self
+    }
+
+    /// Whether a forwarded record keeps the `retry_topic-attempts`,
+    /// `retry_topic-backoff-timestamp` and `retry_topic-original-timestamp` headers of its
+    /// earlier forwards (each forward appends its own; readers take the last), as Spring's
+    /// `DeadLetterPublishingRecovererFactory.setRetainAllRetryHeaderValues` does. `false`:
+    /// only the latest forward's values are kept (smaller records). Default: `true`, as
+    /// Spring.
+    pub fn retain_all_retry_header_values(mut self, retain: bool) -> Self {
+        self.config.retain_all_retry_header_values = retain;
         self
     }
 

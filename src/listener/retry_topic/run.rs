@@ -152,7 +152,14 @@ impl<R: ListenerRecord> Recoverer<R> for Forwarder {
                 partition,
                 key: record.key().cloned(),
                 value: record.value().cloned(),
-                headers: forward_headers(record, &**error, attempt, due, Some(&self.group)),
+                headers: forward_headers(
+                    record,
+                    &**error,
+                    attempt,
+                    due,
+                    Some(&self.group),
+                    self.config.retain_all_retry_header_values,
+                ),
                 timestamp: None,
             };
             let meta = self

@@ -1229,6 +1229,9 @@ public final class Runner {
             if (share()) {
                 return runShare();
             }
+            if (sc.has("retry_topics")) {
+                return RetryTopicScenario.run(this);
+            }
             createTopics();
             produceInput();
             commitInitialOffsets();
@@ -1316,7 +1319,14 @@ public final class Runner {
         }
 
         void readTopic(String logical, String type, boolean readCommitted) {
-            List<TopicPartition> tps = partitions(logical);
+            readTopic(logical, type, readCommitted, sc.path("topics").path(logical).asInt(0));
+        }
+
+        void readTopic(String logical, String type, boolean readCommitted, int partitionCount) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int p = 0; p < partitionCount; p++) {
+                tps.add(new TopicPartition(topic(logical), p));
+            }
             try (KafkaConsumer<byte[], byte[]> c = reader(readCommitted)) {
                 c.assign(tps);
                 c.seekToBeginning(tps);
