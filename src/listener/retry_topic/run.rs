@@ -481,11 +481,25 @@ async fn create_topics(
     let admin = Admin::new(cluster.clone());
     let (mut count, mut factor) = (partitions, replication_factor);
     if count.is_none() || factor.is_none() {
-        let described = admin
-            .describe_topics(&[topology.main.as_str()])
-            .await?
-            .pop()
-            .ok_or_else(|| Error::broker(KafkaCode::UnknownTopicOrPartition))??;
+        // The main topic may have been created a moment ago: a broker that has not learnt of
+        // it yet answers UNKNOWN_TOPIC_OR_PARTITION, so that answer is retried for a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let described = loop {
+            let answer = admin
+                .describe_topics(&[topology.main.as_str()])
+                .await?
+                .pop()
+                .ok_or_else(|| Error::broker(KafkaCode::UnknownTopicOrPartition))?;
+            match answer {
+                Err(e)
+                    if e.kafka_code() == Some(KafkaCode::UnknownTopicOrPartition)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other?,
+            }
+        };
         count.get_or_insert(i32::try_from(described.partitions.len()).unwrap_or(i32::MAX));
         factor.get_or_insert(
             described
