@@ -369,3 +369,86 @@ async fn client_made_while_the_cluster_is_down_works_once_it_starts() {
     client.close().await;
     drop(broker);
 }
+
+/// `Client::close` closes the producers it made before its connections: records still
+/// buffered (a long `linger`) are delivered, not failed with `Closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delivers_what_the_client_s_producers_buffered() {
+    const N: usize = 50;
+    let topic = unique("client-close");
+    let client = Client::from_properties([("bootstrap.servers", bootstrap())])
+        .await
+        .unwrap_or_else(|e| panic!("from_properties: {e}"));
+    for r in client
+        .admin()
+        .create_topics(&[NewTopic::new(&topic, 1)])
+        .await
+        .unwrap_or_else(|e| panic!("create_topics: {e}"))
+    {
+        r.unwrap_or_else(|e| panic!("create: {e}"));
+    }
+    let producer = client
+        .producer_with(|c| c.linger = Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut pending = Vec::new();
+    for i in 0..N {
+        let f = producer
+            .send(Record::new(topic.as_str()).with_value(format!("v{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e}"));
+        pending.push(f);
+    }
+    // Nothing was sent yet (30 s linger); closing the client delivers them first.
+    client.close().await;
+    let mut offsets = Vec::new();
+    for (i, f) in pending.into_iter().enumerate() {
+        let md = f.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
+        offsets.push(md.offset);
+    }
+    assert_eq!(
+        offsets,
+        (0..N as i64).collect::<Vec<_>>(),
+        "in order, once each"
+    );
+    // The producer is closed with the client; a fresh client reads every record.
+    let err = producer
+        .send(Record::new(topic.as_str()).with_value("late"))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a send after close must fail"));
+    assert_eq!(err.kind(), &ErrorKind::Closed, "{err}");
+    let reader = Client::from_properties([
+        ("bootstrap.servers", bootstrap()),
+        ("group.id", unique("client-close-g")),
+        ("auto.offset.reset", "earliest".into()),
+        ("fetch.max.wait.ms", "100".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("reader: {e}"));
+    let consumer = reader
+        .consumer_with(|_| {})
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer
+        .subscribe([topic.as_str()])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while values.len() < N && Instant::now() < deadline {
+        for r in consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .unwrap_or_else(|e| panic!("poll: {e}"))
+            .iter()
+        {
+            values
+                .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(values, (0..N).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    consumer
+        .close()
+        .await
+        .unwrap_or_else(|e| panic!("close: {e}"));
+    reader.close().await;
+}

@@ -237,6 +237,7 @@ impl ClientBuilder {
                 config: self.config,
                 cluster,
                 deferred: self.deferred,
+                producers: std::sync::Mutex::default(),
             }),
         })
     }

@@ -169,6 +169,9 @@ struct ClientInner {
     config: ClientConfig,
     cluster: Cluster,
     deferred: Vec<(String, String)>,
+    /// The producers made from this client, closed (flushed) by [`Client::close`] before the
+    /// connections. Weak: a producer the application dropped is not kept alive.
+    producers: std::sync::Mutex<Vec<crate::producer::WeakProducer>>,
 }
 
 impl Client {
@@ -229,7 +232,21 @@ impl Client {
             &mut config,
             ProducerConfig::apply_property,
         )?;
-        Producer::new(self.inner.cluster.clone(), config).await
+        self.track(Producer::new(self.inner.cluster.clone(), config).await)
+    }
+
+    /// Remembers a producer made from this client, for [`close`](Self::close).
+    fn track(&self, made: Result<Producer>) -> Result<Producer> {
+        if let Ok(p) = &made {
+            let mut producers = self
+                .inner
+                .producers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            producers.retain(|w| !w.is_gone());
+            producers.push(p.downgrade());
+        }
+        made
     }
 
     /// A [`Producer`] from [`producer_config`](Self::producer_config) changed by `configure`:
@@ -251,7 +268,7 @@ impl Client {
     ) -> Result<Producer> {
         let mut config = self.producer_config()?;
         configure(&mut config);
-        Producer::new(self.inner.cluster.clone(), config).await
+        self.track(Producer::new(self.inner.cluster.clone(), config).await)
     }
 
     /// [`ConsumerConfig::default`] with the consumer properties given to the builder applied
@@ -492,9 +509,27 @@ impl Client {
         ))
     }
 
-    /// Closes every broker connection and stops the metadata refresher; later calls on this
-    /// client and everything made from it fail with [`ErrorKind::Closed`](crate::ErrorKind::Closed).
+    /// Closes the client, in order: first every [`Producer`] made by
+    /// [`producer`](Self::producer) / [`producer_with`](Self::producer_with) that is still in
+    /// use (each [`Producer::close`]: its buffered records are delivered, then its sender
+    /// stops), then every broker connection and the metadata refresher. Later calls on this
+    /// client and everything made from it fail with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed).
+    ///
+    /// Stop listener containers and close consumers and transactional producers first: they
+    /// hold group membership, commits and transactions that only they can finish cleanly.
     pub async fn close(&self) {
+        let producers: Vec<Producer> = {
+            let mut made = self
+                .inner
+                .producers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            made.drain(..).filter_map(|w| w.upgrade()).collect()
+        };
+        for p in producers {
+            p.close().await;
+        }
         self.inner.cluster.close().await;
     }
 }

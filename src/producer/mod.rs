@@ -159,6 +159,23 @@ struct Handle {
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A [`Producer`] that does not keep it alive: what a [`Client`](crate::Client) keeps of the
+/// producers it made, to close them before its connections.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakProducer(std::sync::Weak<Handle>);
+
+impl WeakProducer {
+    /// The producer, while some handle to it lives.
+    pub(crate) fn upgrade(&self) -> Option<Producer> {
+        self.0.upgrade().map(|handle| Producer { handle })
+    }
+
+    /// Whether every handle is gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 /// A Kafka producer. Cheap to clone; all clones share the buffers and the sender task.
 /// Dropping the last clone stops the sender, failing undelivered records with
 /// [`ErrorKind::Closed`]; call [`close`](Producer::close) to deliver them first.
@@ -728,6 +745,11 @@ impl Producer {
         {
             tracing::error!("producer sender task panicked");
         }
+    }
+
+    /// A reference that does not keep the producer alive.
+    pub(crate) fn downgrade(&self) -> WeakProducer {
+        WeakProducer(Arc::downgrade(&self.handle))
     }
 
     /// The circuit breaker's state ([`CircuitState::Closed`] when there is none).
