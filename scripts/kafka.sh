@@ -155,7 +155,17 @@ start_node() {   # start_node ID: start the JVM of an already formatted node
     -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" -Dkafka.logs.dir="$nd" \
     -cp "$(classpath)" kafka.Kafka "$nd/server.properties" \
     </dev/null >>"$nd/server.log" 2>&1 &
-  echo $! > "$nd/pid"
+  local pid=$! i
+  echo "$pid" > "$nd/pid"
+  # Until it has exec'd java, the background job is a copy of this shell, whose command line
+  # does not name the node: wait (10 s at most) for the exec, so that node_running (which
+  # checks the command line, against pid reuse) cannot read a node that is still starting on
+  # a loaded machine as one that exited.
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$nd/server.properties" && break
+    sleep 0.1
+  done
 }
 
 wait_ready() {   # wait_ready ID... : every named node lists every broker; 180 s at most
