@@ -371,9 +371,10 @@ fn spawn_consumer(
     (child, out)
 }
 
-/// Waits (10 s at most) for `child` to exit, returning its exit code and stderr.
+/// Waits (30 s at most: a liveness bound, generous for a machine at load 15, where 10 s was
+/// once not enough) for `child` to exit, returning its exit code and stderr.
 fn wait_exit(mut child: std::process::Child) -> (Option<i32>, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
