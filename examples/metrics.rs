@@ -14,15 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use rekafka::cluster::{Cluster, ClusterConfig};
-use rekafka::connection::ConnectionConfig;
-use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset};
-use rekafka::listener::{
-    DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError, ListenerConsumerRecord,
-    ListenerContainer,
-};
+use rekafka::Client;
+use rekafka::consumer::OffsetReset;
+use rekafka::listener::{DefaultErrorHandler, FixedBackOff, HandlerError, ListenerConsumerRecord};
 use rekafka::mock::MockCluster;
-use rekafka::producer::{Producer, ProducerConfig, Record};
+use rekafka::producer::{ProducerConfig, Record};
 
 const TOPIC: &str = "orders";
 const RECORDS: usize = 200;
@@ -48,16 +44,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .topic("orders-dlt", 3)
         .start()
         .await?;
-    let config = |client_id: &str| {
-        ClusterConfig::new([mock.bootstrap()])
-            .with_connection(ConnectionConfig::default().with_client_id(client_id))
+    let connect = |client_id: &'static str| {
+        Client::builder()
+            .bootstrap_servers([mock.bootstrap()])
+            .client_id(client_id)
+            .build()
     };
 
-    let producer = Producer::new(
-        Cluster::connect(config("orders-producer")).await?,
-        ProducerConfig::default(),
-    )
-    .await?;
+    let producer = connect("orders-producer")
+        .await?
+        .producer(ProducerConfig::default())
+        .await?;
     let mut deliveries = Vec::with_capacity(RECORDS);
     for i in 0..RECORDS {
         let record = Record::new(TOPIC)
@@ -70,22 +67,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     producer.close().await;
 
-    let cluster = Cluster::connect(config("orders-listener")).await?;
-    let consumer = Consumer::new(
-        cluster.clone(),
-        ConsumerConfig::new()
-            .with_group_id("billing")
-            .with_auto_commit(AutoCommit::Disabled)
-            .with_auto_offset_reset(OffsetReset::Earliest),
-    )?;
-    consumer.subscribe([TOPIC])?;
-    let dead_letters = DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster)
+    let client = connect("orders-listener").await?;
+    let dead_letters = client
+        .dead_letter_publisher::<ListenerConsumerRecord>()
         .group("billing")
         .build()
         .await?;
     let done = Arc::new(AtomicUsize::new(0));
     let seen = done.clone();
-    let container = ListenerContainer::builder(consumer)
+    let container = client
+        .listener_container([TOPIC], |c| {
+            c.group_id = Some("billing".into());
+            c.auto_offset_reset = OffsetReset::Earliest;
+        })?
         .record_handler(move |r: ListenerConsumerRecord| {
             let seen = seen.clone();
             async move {

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rekafka::cluster::{Cluster, ClusterConfig};
-use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, StartOffset, TopicPartition};
-use rekafka::producer::{Acks, Producer, ProducerConfig, Record};
+use rekafka::Client;
+use rekafka::consumer::{AutoCommit, ConsumerConfig, StartOffset, TopicPartition};
+use rekafka::producer::{Acks, ProducerConfig, Record};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -89,12 +89,17 @@ fn percentile(xs: &[u64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let a = parse()?;
-    let cluster = Cluster::connect(ClusterConfig::new(a.bootstrap.split(','))).await?;
-    let consumer = Arc::new(Consumer::new(
-        cluster.clone(),
-        ConsumerConfig::new().with_auto_commit(AutoCommit::Disabled),
-    )?);
-    let parts = cluster.partitions(&a.topic).await?;
+    let client = Client::builder()
+        .bootstrap_servers(a.bootstrap.split(','))
+        .connect()
+        .await?;
+    let consumer =
+        Arc::new(client.consumer(ConsumerConfig::new().with_auto_commit(AutoCommit::Disabled))?);
+    let description = client.admin().describe_topics(&[&a.topic]).await?;
+    let parts = match description.into_iter().next() {
+        Some(d) => d?.partitions,
+        None => return Err(format!("topic {} not described", a.topic).into()),
+    };
     consumer.assign(parts.iter().map(|p| {
         (
             TopicPartition::new(&a.topic, p.partition),
@@ -140,11 +145,9 @@ async fn main() -> Result<(), BoxError> {
             Ok::<_, BoxError>(lat)
         })
     };
-    let producer = Producer::new(
-        cluster.clone(),
-        ProducerConfig::default().with_acks(Acks::All),
-    )
-    .await?;
+    let producer = client
+        .producer(ProducerConfig::default().with_acks(Acks::All))
+        .await?;
     let topic: Arc<str> = a.topic.clone().into();
     let pad = vec![b'x'; a.size - 8];
     warm_until.store(now_ns() + 1_000_000_000, Ordering::Relaxed);
