@@ -214,54 +214,51 @@ impl Api for JoinGroupRequest {
             member_id = id;
         }
         ctx.shared.groups_changed.notify_waiters();
-        loop {
-            let changed = ctx.shared.groups_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let st = ctx.shared.lock();
-                let Some(g) = st.groups.get(&group_id) else {
-                    return Some(join_response(
-                        v,
-                        code(KafkaCode::UnknownMemberId),
-                        &member_id,
-                    ));
-                };
-                let Some(m) = g.members.get(&member_id) else {
-                    return Some(join_response(
-                        v,
-                        code(KafkaCode::UnknownMemberId),
-                        &member_id,
-                    ));
-                };
-                if let Some(res) = &m.join_result {
-                    let members = res
-                        .members
-                        .iter()
-                        .map(|(id, inst, meta)| {
-                            let mut jm = join_group_response::JoinGroupResponseMember::default()
-                                .with_member_id(s(id))
-                                .with_metadata(meta.clone());
-                            if v >= 5 {
-                                jm = jm.with_group_instance_id(inst.as_deref().map(s));
-                            }
-                            jm
-                        })
-                        .collect();
-                    let mut r = JoinGroupResponse::default()
-                        .with_generation_id(res.generation)
-                        .with_protocol_name(Some(s(&res.protocol)))
-                        .with_leader(s(&res.leader))
-                        .with_member_id(s(&member_id))
-                        .with_members(members);
-                    if v >= 7 {
-                        r = r.with_protocol_type(Some(s(&g.protocol_type)));
-                    }
-                    return Some(r);
+        let resp = answer_when(&ctx.shared.groups_changed, None, || {
+            let st = ctx.shared.lock();
+            let Some(g) = st.groups.get(&group_id) else {
+                return Some(join_response(
+                    v,
+                    code(KafkaCode::UnknownMemberId),
+                    &member_id,
+                ));
+            };
+            let Some(m) = g.members.get(&member_id) else {
+                return Some(join_response(
+                    v,
+                    code(KafkaCode::UnknownMemberId),
+                    &member_id,
+                ));
+            };
+            if let Some(res) = &m.join_result {
+                let members = res
+                    .members
+                    .iter()
+                    .map(|(id, inst, meta)| {
+                        let mut jm = join_group_response::JoinGroupResponseMember::default()
+                            .with_member_id(s(id))
+                            .with_metadata(meta.clone());
+                        if v >= 5 {
+                            jm = jm.with_group_instance_id(inst.as_deref().map(s));
+                        }
+                        jm
+                    })
+                    .collect();
+                let mut r = JoinGroupResponse::default()
+                    .with_generation_id(res.generation)
+                    .with_protocol_name(Some(s(&res.protocol)))
+                    .with_leader(s(&res.leader))
+                    .with_member_id(s(&member_id))
+                    .with_members(members);
+                if v >= 7 {
+                    r = r.with_protocol_type(Some(s(&g.protocol_type)));
                 }
+                return Some(r);
             }
-            changed.await;
-        }
+            None
+        })
+        .await;
+        Some(resp)
     }
 }
 
@@ -320,33 +317,30 @@ impl Api for SyncGroupRequest {
         }
         ctx.shared.groups_changed.notify_waiters();
         let generation = self.generation_id;
-        loop {
-            let changed = ctx.shared.groups_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let st = ctx.shared.lock();
-                let Some(g) = st.groups.get(&group_id) else {
-                    return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
-                };
-                let Some(m) = g.members.get(&member_id) else {
-                    return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
-                };
-                if g.generation != generation || g.state == GroupState::PreparingRebalance {
-                    return Some(sync_response(v, code(KafkaCode::RebalanceInProgress)));
-                }
-                if let Some(a) = &m.assignment {
-                    let mut r = SyncGroupResponse::default().with_assignment(a.clone());
-                    if v >= 5 {
-                        r = r
-                            .with_protocol_type(Some(s(&g.protocol_type)))
-                            .with_protocol_name(g.protocol.as_deref().map(s));
-                    }
-                    return Some(r);
-                }
+        let resp = answer_when(&ctx.shared.groups_changed, None, || {
+            let st = ctx.shared.lock();
+            let Some(g) = st.groups.get(&group_id) else {
+                return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
+            };
+            let Some(m) = g.members.get(&member_id) else {
+                return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
+            };
+            if g.generation != generation || g.state == GroupState::PreparingRebalance {
+                return Some(sync_response(v, code(KafkaCode::RebalanceInProgress)));
             }
-            changed.await;
-        }
+            if let Some(a) = &m.assignment {
+                let mut r = SyncGroupResponse::default().with_assignment(a.clone());
+                if v >= 5 {
+                    r = r
+                        .with_protocol_type(Some(s(&g.protocol_type)))
+                        .with_protocol_name(g.protocol.as_deref().map(s));
+                }
+                return Some(r);
+            }
+            None
+        })
+        .await;
+        Some(resp)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::protocol::codec;
 use crate::protocol::record::{RecordBatch, RecordBatches};
 
 mod admin;
+mod common;
 mod consumer_group;
 mod fetch;
 mod group;
@@ -32,6 +33,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod txn;
+use common::*;
 use group::*;
 use metadata::*;
 

@@ -133,11 +133,19 @@ impl Api for InitProducerIdRequest {
     }
 }
 
+impl TxnProducer for AddPartitionsToTxnRequest {
+    fn producer(&self) -> (&str, i64, i16) {
+        (
+            self.v3_and_below_transactional_id.0.as_str(),
+            self.v3_and_below_producer_id.0,
+            self.v3_and_below_producer_epoch,
+        )
+    }
+}
+
 impl Api for AddPartitionsToTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.v3_and_below_transactional_id.0.to_string());
-        info.producer_id = Some(self.v3_and_below_producer_id.0);
-        info.producer_epoch = Some(self.v3_and_below_producer_epoch);
+        self.describe_producer(info);
         for t in &self.v3_and_below_topics {
             for p in &t.partitions {
                 info.partitions.push((t.name.0.to_string(), *p));
@@ -169,18 +177,10 @@ impl Api for AddPartitionsToTxnRequest {
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<AddPartitionsToTxnResponse> {
         use add_partitions_to_txn_response::*;
         let txn_id = self.v3_and_below_transactional_id.0.to_string();
-        let mut st = ctx.shared.lock();
-        if let Err(c) = check_txn(
-            &st,
-            ctx,
-            &txn_id,
-            self.v3_and_below_producer_id.0,
-            self.v3_and_below_producer_epoch,
-            v,
-            2,
-        ) {
-            return Some(self.error_response(v, code(c)));
-        }
+        let mut st = match lock_producer(&self, ctx, v) {
+            Ok(st) => st,
+            Err(resp) => return Some(resp),
+        };
         let unknown: Vec<(String, i32)> = self
             .v3_and_below_topics
             .iter()
@@ -229,11 +229,19 @@ impl Api for AddPartitionsToTxnRequest {
     }
 }
 
+impl TxnProducer for AddOffsetsToTxnRequest {
+    fn producer(&self) -> (&str, i64, i16) {
+        (
+            self.transactional_id.0.as_str(),
+            self.producer_id.0,
+            self.producer_epoch,
+        )
+    }
+}
+
 impl Api for AddOffsetsToTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.transactional_id.0.to_string());
-        info.producer_id = Some(self.producer_id.0);
-        info.producer_epoch = Some(self.producer_epoch);
+        self.describe_producer(info);
         info.group_id = Some(self.group_id.0.to_string());
     }
     fn error_response(&self, _v: i16, c: i16) -> AddOffsetsToTxnResponse {
@@ -241,18 +249,10 @@ impl Api for AddOffsetsToTxnRequest {
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<AddOffsetsToTxnResponse> {
         let txn_id = self.transactional_id.0.to_string();
-        let mut st = ctx.shared.lock();
-        if let Err(c) = check_txn(
-            &st,
-            ctx,
-            &txn_id,
-            self.producer_id.0,
-            self.producer_epoch,
-            v,
-            2,
-        ) {
-            return Some(self.error_response(v, code(c)));
-        }
+        let mut st = match lock_producer(&self, ctx, v) {
+            Ok(st) => st,
+            Err(resp) => return Some(resp),
+        };
         if let Some(txn) = st.txns.get_mut(&txn_id) {
             if !txn.ongoing {
                 txn.ongoing = true;
@@ -264,11 +264,19 @@ impl Api for AddOffsetsToTxnRequest {
     }
 }
 
+impl TxnProducer for TxnOffsetCommitRequest {
+    fn producer(&self) -> (&str, i64, i16) {
+        (
+            self.transactional_id.0.as_str(),
+            self.producer_id.0,
+            self.producer_epoch,
+        )
+    }
+}
+
 impl Api for TxnOffsetCommitRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.transactional_id.0.to_string());
-        info.producer_id = Some(self.producer_id.0);
-        info.producer_epoch = Some(self.producer_epoch);
+        self.describe_producer(info);
         info.group_id = Some(self.group_id.0.to_string());
         info.member_id = Some(self.member_id.to_string());
     }
@@ -353,29 +361,29 @@ impl Api for TxnOffsetCommitRequest {
     }
 }
 
+impl TxnProducer for EndTxnRequest {
+    fn producer(&self) -> (&str, i64, i16) {
+        (
+            self.transactional_id.0.as_str(),
+            self.producer_id.0,
+            self.producer_epoch,
+        )
+    }
+}
+
 impl Api for EndTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.transactional_id.0.to_string());
-        info.producer_id = Some(self.producer_id.0);
-        info.producer_epoch = Some(self.producer_epoch);
+        self.describe_producer(info);
     }
     fn error_response(&self, _v: i16, c: i16) -> EndTxnResponse {
         EndTxnResponse::default().with_error_code(c)
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<EndTxnResponse> {
         let txn_id = self.transactional_id.0.to_string();
-        let mut st = ctx.shared.lock();
-        if let Err(c) = check_txn(
-            &st,
-            ctx,
-            &txn_id,
-            self.producer_id.0,
-            self.producer_epoch,
-            v,
-            2,
-        ) {
-            return Some(self.error_response(v, code(c)));
-        }
+        let mut st = match lock_producer(&self, ctx, v) {
+            Ok(st) => st,
+            Err(resp) => return Some(resp),
+        };
         let Some(txn) = st.txns.get(&txn_id) else {
             return Some(self.error_response(v, code(KafkaCode::InvalidProducerIdMapping)));
         };
