@@ -4,67 +4,57 @@ use super::*;
 
 impl Api for DeleteRecordsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DeleteRecordsResponse {
-        use delete_records_response::*;
-        DeleteRecordsResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    DeleteRecordsTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    DeleteRecordsPartitionResult::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_low_watermark(-1)
-                                        .with_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        delete_records_answers(self, |_, _| Err(c))
     }
     async fn handle(self, ctx: &Ctx, _v: i16) -> Option<DeleteRecordsResponse> {
-        use delete_records_response::*;
         let mut st = ctx.shared.lock();
-        let topics = self
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|dp| {
-                        let r = DeleteRecordsPartitionResult::default()
-                            .with_partition_index(dp.partition_index)
-                            .with_low_watermark(-1);
-                        let Some(p) = st.partition_mut(&name, dp.partition_index) else {
-                            return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
-                        };
-                        if p.leader != ctx.broker {
-                            return r.with_error_code(code(KafkaCode::NotLeaderOrFollower));
-                        }
-                        let hw = p.log.high_watermark();
-                        let target = if dp.offset == -1 { hw } else { dp.offset };
-                        if target < 0 || target > hw {
-                            return r.with_error_code(code(KafkaCode::OffsetOutOfRange));
-                        }
-                        p.log.delete_before(target);
-                        r.with_low_watermark(p.log.log_start())
-                    })
-                    .collect();
-                DeleteRecordsTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(parts)
-            })
-            .collect();
+        let resp = delete_records_answers(&self, |t, dp| {
+            let Some(p) = st.partition_mut(t.name.0.as_str(), dp.partition_index) else {
+                return Err(code(KafkaCode::UnknownTopicOrPartition));
+            };
+            if p.leader != ctx.broker {
+                return Err(code(KafkaCode::NotLeaderOrFollower));
+            }
+            let hw = p.log.high_watermark();
+            let target = if dp.offset == -1 { hw } else { dp.offset };
+            if target < 0 || target > hw {
+                return Err(code(KafkaCode::OffsetOutOfRange));
+            }
+            p.log.delete_before(target);
+            Ok(p.log.log_start())
+        });
         drop(st);
         ctx.shared.data_changed.notify_waiters();
-        Some(DeleteRecordsResponse::default().with_topics(topics))
+        Some(resp)
     }
+}
+
+/// The DeleteRecords response with `delete` giving each partition's new low watermark or
+/// error code (low watermark −1).
+fn delete_records_answers(
+    req: &DeleteRecordsRequest,
+    mut delete: impl FnMut(
+        &delete_records_request::DeleteRecordsTopic,
+        &delete_records_request::DeleteRecordsPartition,
+    ) -> Result<i64, i16>,
+) -> DeleteRecordsResponse {
+    use delete_records_response::*;
+    DeleteRecordsResponse::default().with_topics(per_partition(
+        &req.topics,
+        |t| &t.partitions,
+        |t, p| {
+            let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            match delete(t, p) {
+                Ok(low_watermark) => r.with_low_watermark(low_watermark),
+                Err(c) => r.with_low_watermark(-1).with_error_code(c),
+            }
+        },
+        |t, parts| {
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        },
+    ))
 }
 
 impl Api for CreateTopicsRequest {

@@ -153,29 +153,9 @@ impl Api for AddPartitionsToTxnRequest {
         }
     }
     fn error_response(&self, _v: i16, c: i16) -> AddPartitionsToTxnResponse {
-        use add_partitions_to_txn_response::*;
-        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-            self.v3_and_below_topics
-                .iter()
-                .map(|t| {
-                    AddPartitionsToTxnTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_results_by_partition(
-                            t.partitions
-                                .iter()
-                                .map(|&p| {
-                                    AddPartitionsToTxnPartitionResult::default()
-                                        .with_partition_index(p)
-                                        .with_partition_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        add_partitions_answers(self, |_, _| c)
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<AddPartitionsToTxnResponse> {
-        use add_partitions_to_txn_response::*;
         let txn_id = self.v3_and_below_transactional_id.0.to_string();
         let mut st = match lock_producer(&self, ctx, v) {
             Ok(st) => st,
@@ -187,31 +167,16 @@ impl Api for AddPartitionsToTxnRequest {
             .flat_map(|t| t.partitions.iter().map(move |&p| (t.name.0.to_string(), p)))
             .filter(|(t, p)| st.partition(t, *p).is_none())
             .collect();
-        let mut results = Vec::new();
-        for t in &self.v3_and_below_topics {
-            let name = t.name.0.to_string();
-            let parts = t
-                .partitions
-                .iter()
-                .map(|&p| {
-                    let c = if unknown.is_empty() {
-                        NONE
-                    } else if unknown.contains(&(name.clone(), p)) {
-                        code(KafkaCode::UnknownTopicOrPartition)
-                    } else {
-                        code(KafkaCode::OperationNotAttempted)
-                    };
-                    AddPartitionsToTxnPartitionResult::default()
-                        .with_partition_index(p)
-                        .with_partition_error_code(c)
-                })
-                .collect();
-            results.push(
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_results_by_partition(parts),
-            );
-        }
+        // All or nothing, as Kafka: with one unknown partition the others are not attempted.
+        let resp = add_partitions_answers(&self, |t, &p| {
+            if unknown.is_empty() {
+                NONE
+            } else if unknown.contains(&(t.name.0.to_string(), p)) {
+                code(KafkaCode::UnknownTopicOrPartition)
+            } else {
+                code(KafkaCode::OperationNotAttempted)
+            }
+        });
         if unknown.is_empty()
             && let Some(txn) = st.txns.get_mut(&txn_id)
         {
@@ -225,8 +190,30 @@ impl Api for AddPartitionsToTxnRequest {
                 }
             }
         }
-        Some(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
+        Some(resp)
     }
+}
+
+/// The AddPartitionsToTxn (v0–3) response with `error` giving each partition's error code.
+fn add_partitions_answers(
+    req: &AddPartitionsToTxnRequest,
+    mut error: impl FnMut(&add_partitions_to_txn_request::AddPartitionsToTxnTopic, &i32) -> i16,
+) -> AddPartitionsToTxnResponse {
+    use add_partitions_to_txn_response::*;
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(per_partition(
+        &req.v3_and_below_topics,
+        |t| &t.partitions,
+        |t, &p| {
+            AddPartitionsToTxnPartitionResult::default()
+                .with_partition_index(p)
+                .with_partition_error_code(error(t, &p))
+        },
+        |t, parts| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(parts)
+        },
+    ))
 }
 
 impl TxnProducer for AddOffsetsToTxnRequest {
@@ -282,25 +269,20 @@ impl Api for TxnOffsetCommitRequest {
     }
     fn error_response(&self, _v: i16, c: i16) -> TxnOffsetCommitResponse {
         use txn_offset_commit_response::*;
-        TxnOffsetCommitResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    TxnOffsetCommitResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    TxnOffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        TxnOffsetCommitResponse::default().with_topics(per_partition(
+            &self.topics,
+            |t| &t.partitions,
+            |_, p| {
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(c)
+            },
+            |t, parts| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts)
+            },
+        ))
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<TxnOffsetCommitResponse> {
         let group_id = self.group_id.0.to_string();
