@@ -1,4 +1,19 @@
-//! Admin APIs: topics, partitions, records, configs, group deletion.
+//! Admin APIs: CreateTopics (v2–7), DeleteTopics (v1–6, by name or topic id), CreatePartitions
+//! (v0–3), DeleteRecords (v0–2), DescribeConfigs (v1–4), IncrementalAlterConfigs (v0–1) and
+//! DeleteGroups (v0–2).
+//!
+//! Topics are created with the asked (or default) partition count and their configs; the
+//! replication factor is checked for validity only (`validate_only` is honoured). DeleteRecords
+//! moves a partition's log start on its leader. DescribeConfigs answers a few topic defaults
+//! (source 5) merged with the topic's own configs (source 1) and a few broker configs;
+//! IncrementalAlterConfigs applies SET / DELETE / APPEND / SUBTRACT to topic configs, all of a
+//! resource or none. DeleteGroups removes empty groups on their coordinator.
+//!
+//! Not modelled: replicas (every partition has one, on its leader: replica assignments only
+//! count partitions), config validation (any name and value is stored; the mock's behaviour
+//! follows only `message.timestamp.type`), broker configs being altered, config synonyms and
+//! documentation, ACLs and authorized operations, and the controller (a change applies at once
+//! on every broker).
 
 use super::*;
 

@@ -1,7 +1,12 @@
 //! The consumer group protocol of KIP-848: ConsumerGroupHeartbeat (membership, epochs,
 //! broker-side assignment, reconciliation; the state machine is `super::super::consumer_group`)
-//! and ConsumerGroupDescribe. Also the member-epoch check of OffsetCommit, OffsetFetch and
-//! TxnOffsetCommit for consumer-protocol groups.
+//! and ConsumerGroupDescribe (both v0–1, left out of ApiVersions by
+//! `MockClusterBuilder::consumer_group_protocol(false)`). Also the member-epoch check of
+//! OffsetCommit, OffsetFetch and TxnOffsetCommit for consumer-protocol groups.
+//!
+//! Not modelled: client-side assignors (only the broker-side `uniform` and `range`), rack-aware assignment (the rack id is kept
+//! and described, not used), the classic / consumer migration of a non-empty group, share
+//! groups (KIP-932; the share tests run against Kafka only), authorized operations, and ACLs.
 
 use uuid::Uuid;
 

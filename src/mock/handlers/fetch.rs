@@ -1,4 +1,24 @@
-//! Fetch, OffsetForLeaderEpoch and ListOffsets.
+//! The reads of a partition's leader: Fetch (v4–12), OffsetForLeaderEpoch (v2–4) and
+//! ListOffsets (v1–8).
+//!
+//! Every partition first goes through `led_partition` (an injected error, an unknown
+//! partition, `NOT_LEADER_OR_FOLLOWER`, KIP-320's `FENCED_LEADER_EPOCH` /
+//! `UNKNOWN_LEADER_EPOCH`). Fetch then checks the offset (`OFFSET_OUT_OF_RANGE` outside log
+//! start..high watermark), reads up to the high watermark (`read_committed`: the last stable
+//! offset, with the aborted transactions of the range) within `max_bytes` and
+//! `partition_max_bytes` (the first batch whole even when larger, KIP-74), and parks until
+//! `min_bytes` are there or `max_wait_ms` passes, woken by every write (`answer_when`); from
+//! v12 an answer `NOT_LEADER_OR_FOLLOWER` / `FENCED_LEADER_EPOCH` names the current leader
+//! (KIP-951). OffsetForLeaderEpoch answers from the partition's epoch → start offset cache;
+//! ListOffsets answers earliest (−2), latest (−1; `read_committed`: the last stable offset),
+//! the max timestamp (−3, KIP-734) and a timestamp's first offset.
+//!
+//! Not modelled: fetch sessions (KIP-227: every Fetch is a full one, the session id is
+//! ignored), forgotten topics, follower fetching and preferred read replicas (KIP-392: a
+//! partition has one replica), Fetch's `diverging_epoch` (clients find a truncation through
+//! OffsetForLeaderEpoch), quotas and throttling, ListOffsets −4 / −5 (earliest local, tiered:
+//! answered offset −1), and the unknown-leader-epoch check of ListOffsets (only the fenced side
+//! is checked).
 
 use super::*;
 

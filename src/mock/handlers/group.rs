@@ -1,5 +1,16 @@
-//! The classic group protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, DescribeGroups,
-//! ListGroups.
+//! The classic group protocol: JoinGroup (v0–9), SyncGroup (v0–5), Heartbeat (v0–4),
+//! LeaveGroup (v0–5, batched from v3), DescribeGroups (v0–5) and ListGroups (v0–5, state and
+//! type filters).
+//!
+//! JoinGroup and SyncGroup park until the round completes (`answer_when` on group changes):
+//! the state machine is `super::super::group` (initial rebalance delay, rebalance timeout,
+//! `MEMBER_ID_REQUIRED` from v4, static members with `FENCED_INSTANCE_ID`, KIP-345). Heartbeat
+//! reports `REBALANCE_IN_PROGRESS` while members rejoin; the mock's ticker expires sessions.
+//!
+//! Not modelled: group size limits (`group.max.size`), Kafka's vote on the group protocol (the
+//! mock takes the leader's first choice every member supports), authorized operations
+//! (KIP-430), and mixed classic / consumer-protocol groups (KIP-848's migration policy; see
+//! `super::super::group`).
 
 use super::*;
 

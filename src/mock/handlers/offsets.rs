@@ -1,5 +1,17 @@
-//! Group offsets: OffsetCommit and OffsetFetch (generation and member checks, require_stable
-//! against pending transactional offsets).
+//! Group offsets: OffsetCommit (v2–9) and OffsetFetch (v1–9, several groups from v8).
+//!
+//! OffsetCommit checks the coordinator, then the member: a consumer-protocol group's member
+//! epoch (`consumer_group::check_consumer_commit`), a classic group's generation and member id
+//! (`REBALANCE_IN_PROGRESS` while assignments are handed out; a commit without generation and
+//! member only to an empty group), then per partition an unknown topic or partition and
+//! metadata over 4096 bytes (`OFFSET_METADATA_TOO_LARGE`). OffsetFetch answers the committed
+//! offsets (all of the group's without a topic list), with `require_stable` (v7+)
+//! `UNSTABLE_OFFSET_COMMIT` for partitions with a pending transactional commit, and from v9 the
+//! member-epoch check of a consumer-protocol member.
+//!
+//! Not modelled: offset retention and expiry (`retention_time_ms` is ignored; offsets live as
+//! long as the group), topic ids in offset requests (OffsetCommit v10 / OffsetFetch v10 are not
+//! advertised), ACLs, and the `__consumer_offsets` log (offsets are in memory only).
 
 use super::*;
 

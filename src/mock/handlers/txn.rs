@@ -1,5 +1,19 @@
-//! Transactions: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit,
-//! EndTxn.
+//! Transactions: InitProducerId (v0–5), AddPartitionsToTxn (v0–3), AddOffsetsToTxn (v0–3),
+//! TxnOffsetCommit (v0–3) and EndTxn (v0–3).
+//!
+//! InitProducerId hands out producer ids (idempotent producers; KIP-360 epoch bumps) and, with
+//! a transactional id on its coordinator, bumps the epoch, aborting the previous incarnation's
+//! open transaction (fencing it). AddPartitionsToTxn / AddOffsetsToTxn / EndTxn check the
+//! producer first (`lock_producer`: coordinator, producer id, epoch; `PRODUCER_FENCED` from
+//! v2), AddPartitionsToTxn is all or nothing (`OPERATION_NOT_ATTEMPTED` beside an unknown
+//! partition), EndTxn writes the commit or abort markers at once (a retry of the completed
+//! EndTxn succeeds). TxnOffsetCommit stages offsets in the group until the transaction ends
+//! (KIP-447 member checks from v3).
+//!
+//! Not modelled: the transaction log and its two-phase `PREPARE_*` states (markers are written
+//! in the same step, so `CONCURRENT_TRANSACTIONS` never answers), AddPartitionsToTxn v4+
+//! (batched, broker-verified: KIP-890 is not advertised) and KIP-890's epoch bump per
+//! transaction, producer-id expiry, and ACLs.
 
 use super::*;
 
