@@ -72,16 +72,22 @@ fn delete_records_answers(
     ))
 }
 
+// The per-item admin APIs answer each item with a result naming it; one constructor per API
+// serves the handler and the whole-request error answer alike.
+
+/// A CreateTopics answer naming the topic.
+fn created_topic(
+    t: &create_topics_request::CreatableTopic,
+) -> create_topics_response::CreatableTopicResult {
+    create_topics_response::CreatableTopicResult::default().with_name(t.name.clone())
+}
+
 impl Api for CreateTopicsRequest {
     fn error_response(&self, _v: i16, c: i16) -> CreateTopicsResponse {
         CreateTopicsResponse::default().with_topics(
             self.topics
                 .iter()
-                .map(|t| {
-                    create_topics_response::CreatableTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_error_code(c)
-                })
+                .map(|t| created_topic(t).with_error_code(c))
                 .collect(),
         )
     }
@@ -93,8 +99,7 @@ impl Api for CreateTopicsRequest {
             .iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                let r = create_topics_response::CreatableTopicResult::default()
-                    .with_name(t.name.clone());
+                let r = created_topic(t);
                 let parts = if !t.assignments.is_empty() {
                     t.assignments.len() as i32
                 } else if t.num_partitions == -1 {
@@ -212,16 +217,19 @@ impl Api for DeleteTopicsRequest {
     }
 }
 
+/// A CreatePartitions answer naming the topic.
+fn partitions_created(
+    t: &create_partitions_request::CreatePartitionsTopic,
+) -> create_partitions_response::CreatePartitionsTopicResult {
+    create_partitions_response::CreatePartitionsTopicResult::default().with_name(t.name.clone())
+}
+
 impl Api for CreatePartitionsRequest {
     fn error_response(&self, _v: i16, c: i16) -> CreatePartitionsResponse {
         CreatePartitionsResponse::default().with_results(
             self.topics
                 .iter()
-                .map(|t| {
-                    create_partitions_response::CreatePartitionsTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_error_code(c)
-                })
+                .map(|t| partitions_created(t).with_error_code(c))
                 .collect(),
         )
     }
@@ -232,8 +240,7 @@ impl Api for CreatePartitionsRequest {
             .iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                let r = create_partitions_response::CreatePartitionsTopicResult::default()
-                    .with_name(t.name.clone());
+                let r = partitions_created(t);
                 let res = if self.validate_only {
                     match st.topics.get(&name) {
                         None => Err(KafkaCode::UnknownTopicOrPartition),
@@ -255,17 +262,21 @@ impl Api for CreatePartitionsRequest {
     }
 }
 
+/// A DescribeConfigs answer naming the resource.
+fn configs_described(
+    r: &describe_configs_request::DescribeConfigsResource,
+) -> describe_configs_response::DescribeConfigsResult {
+    describe_configs_response::DescribeConfigsResult::default()
+        .with_resource_type(r.resource_type)
+        .with_resource_name(r.resource_name.clone())
+}
+
 impl Api for DescribeConfigsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DescribeConfigsResponse {
         DescribeConfigsResponse::default().with_results(
             self.resources
                 .iter()
-                .map(|r| {
-                    describe_configs_response::DescribeConfigsResult::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone())
-                        .with_error_code(c)
-                })
+                .map(|r| configs_described(r).with_error_code(c))
                 .collect(),
         )
     }
@@ -276,9 +287,7 @@ impl Api for DescribeConfigsRequest {
             .resources
             .iter()
             .map(|res| {
-                let r = DescribeConfigsResult::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone());
+                let r = configs_described(res);
                 let mut configs: BTreeMap<String, (String, bool)> = BTreeMap::new();
                 match res.resource_type {
                     // Topic.
@@ -335,30 +344,31 @@ impl Api for DescribeConfigsRequest {
     }
 }
 
+/// An IncrementalAlterConfigs answer naming the resource.
+fn configs_altered(
+    r: &incremental_alter_configs_request::AlterConfigsResource,
+) -> incremental_alter_configs_response::AlterConfigsResourceResponse {
+    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+        .with_resource_type(r.resource_type)
+        .with_resource_name(r.resource_name.clone())
+}
+
 impl Api for IncrementalAlterConfigsRequest {
     fn error_response(&self, _v: i16, c: i16) -> IncrementalAlterConfigsResponse {
         IncrementalAlterConfigsResponse::default().with_responses(
             self.resources
                 .iter()
-                .map(|r| {
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone())
-                        .with_error_code(c)
-                })
+                .map(|r| configs_altered(r).with_error_code(c))
                 .collect(),
         )
     }
     async fn handle(self, ctx: &Ctx, _v: i16) -> Option<IncrementalAlterConfigsResponse> {
-        use incremental_alter_configs_response::AlterConfigsResourceResponse;
         let mut st = ctx.shared.lock();
         let responses = self
             .resources
             .iter()
             .map(|res| {
-                let r = AlterConfigsResourceResponse::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone());
+                let r = configs_altered(res);
                 // Only topic configs (resource type 2) can be altered on the mock.
                 if res.resource_type != 2 {
                     return r.with_error_code(code(KafkaCode::InvalidRequest));
@@ -426,16 +436,17 @@ impl Api for IncrementalAlterConfigsRequest {
     }
 }
 
+/// A DeleteGroups answer naming the group.
+fn group_deleted(g: &GroupId) -> delete_groups_response::DeletableGroupResult {
+    delete_groups_response::DeletableGroupResult::default().with_group_id(g.clone())
+}
+
 impl Api for DeleteGroupsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DeleteGroupsResponse {
         DeleteGroupsResponse::default().with_results(
             self.groups_names
                 .iter()
-                .map(|g| {
-                    delete_groups_response::DeletableGroupResult::default()
-                        .with_group_id(g.clone())
-                        .with_error_code(c)
-                })
+                .map(|g| group_deleted(g).with_error_code(c))
                 .collect(),
         )
     }
@@ -446,8 +457,7 @@ impl Api for DeleteGroupsRequest {
             .iter()
             .map(|g| {
                 let name = g.0.to_string();
-                let r = delete_groups_response::DeletableGroupResult::default()
-                    .with_group_id(g.clone());
+                let r = group_deleted(g);
                 if not_coordinator(&st, ctx, &name) {
                     return r.with_error_code(code(KafkaCode::NotCoordinator));
                 }

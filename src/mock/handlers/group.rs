@@ -469,16 +469,17 @@ impl Api for LeaveGroupRequest {
     }
 }
 
+/// A DescribeGroups answer naming the group (for the handler and the whole-request error).
+fn group_described(g: &GroupId) -> describe_groups_response::DescribedGroup {
+    describe_groups_response::DescribedGroup::default().with_group_id(g.clone())
+}
+
 impl Api for DescribeGroupsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DescribeGroupsResponse {
         DescribeGroupsResponse::default().with_groups(
             self.groups
                 .iter()
-                .map(|g| {
-                    describe_groups_response::DescribedGroup::default()
-                        .with_group_id(g.clone())
-                        .with_error_code(c)
-                })
+                .map(|g| group_described(g).with_error_code(c))
                 .collect(),
         )
     }
@@ -490,7 +491,7 @@ impl Api for DescribeGroupsRequest {
             .iter()
             .map(|gid| {
                 let name = gid.0.to_string();
-                let r = DescribedGroup::default().with_group_id(gid.clone());
+                let r = group_described(gid);
                 if not_coordinator(&st, ctx, &name) {
                     return r.with_error_code(code(KafkaCode::NotCoordinator));
                 }

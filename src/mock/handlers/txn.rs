@@ -147,6 +147,24 @@ impl Api for InitProducerIdRequest {
     }
 }
 
+/// `TxnProducer` for the requests whose producer fields have the common names
+/// (`transactional_id`, `producer_id`, `producer_epoch`).
+macro_rules! txn_producer {
+    ($($req:ty),* $(,)?) => {$(
+        impl TxnProducer for $req {
+            fn producer(&self) -> (&str, i64, i16) {
+                (self.transactional_id.0.as_str(), self.producer_id.0, self.producer_epoch)
+            }
+        }
+    )*};
+}
+
+txn_producer!(
+    AddOffsetsToTxnRequest,
+    EndTxnRequest,
+    TxnOffsetCommitRequest
+);
+
 impl TxnProducer for AddPartitionsToTxnRequest {
     fn producer(&self) -> (&str, i64, i16) {
         (
@@ -230,16 +248,6 @@ fn add_partitions_answers(
     ))
 }
 
-impl TxnProducer for AddOffsetsToTxnRequest {
-    fn producer(&self) -> (&str, i64, i16) {
-        (
-            self.transactional_id.0.as_str(),
-            self.producer_id.0,
-            self.producer_epoch,
-        )
-    }
-}
-
 impl Api for AddOffsetsToTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
         self.describe_producer(info);
@@ -262,16 +270,6 @@ impl Api for AddOffsetsToTxnRequest {
             txn.groups.insert(self.group_id.0.to_string());
         }
         Some(AddOffsetsToTxnResponse::default())
-    }
-}
-
-impl TxnProducer for TxnOffsetCommitRequest {
-    fn producer(&self) -> (&str, i64, i16) {
-        (
-            self.transactional_id.0.as_str(),
-            self.producer_id.0,
-            self.producer_epoch,
-        )
     }
 }
 
@@ -354,16 +352,6 @@ impl Api for TxnOffsetCommitRequest {
         }
         g.pending_txn.entry(pid).or_default().extend(pending);
         Some(self.error_response(v, NONE))
-    }
-}
-
-impl TxnProducer for EndTxnRequest {
-    fn producer(&self) -> (&str, i64, i16) {
-        (
-            self.transactional_id.0.as_str(),
-            self.producer_id.0,
-            self.producer_epoch,
-        )
     }
 }
 
