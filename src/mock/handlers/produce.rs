@@ -2,7 +2,7 @@
 //!
 //! Per partition: an injected error first, `INVALID_REQUIRED_ACKS`, an unknown partition,
 //! `NOT_LEADER_OR_FOLLOWER` (from v10 with the current leader and its endpoint, KIP-951), then
-//! the batches: magic 2 only, one batch per request for idempotent producers, no control
+//! the batches: magic 2 only, one batch per partition for idempotent producers, no control
 //! batches from clients, transactional batches only from the transaction's producer in an
 //! ongoing transaction holding the partition; the log checks sequences (a duplicate batch is
 //! acknowledged, not appended again). `acks=0` gets no response. Topics with
