@@ -1,70 +1,85 @@
-//! Admin APIs: topics, partitions, records, configs, group deletion.
+//! Admin APIs: CreateTopics (v2–7), DeleteTopics (v1–6, by name or topic id), CreatePartitions
+//! (v0–3), DeleteRecords (v0–2), DescribeConfigs (v1–4), IncrementalAlterConfigs (v0–1) and
+//! DeleteGroups (v0–2).
+//!
+//! Topics are created with the asked (or default) partition count and their configs; the
+//! replication factor is checked for validity only (`validate_only` is honoured). DeleteRecords
+//! moves a partition's log start on its leader. DescribeConfigs answers a few topic defaults
+//! (source 5) merged with the topic's own configs (source 1) and a few broker configs;
+//! IncrementalAlterConfigs applies SET / DELETE / APPEND / SUBTRACT to topic configs, all of a
+//! resource or none. DeleteGroups removes empty groups on their coordinator.
+//!
+//! Not modelled: replicas (every partition has one, on its leader: replica assignments only
+//! count partitions), config validation (any name and value is stored; the mock's behaviour
+//! follows only `message.timestamp.type`), broker configs being altered, config synonyms and
+//! documentation, ACLs and authorized operations, and the controller (a change applies at once
+//! on every broker).
 
 use super::*;
 
 impl Api for DeleteRecordsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DeleteRecordsResponse {
-        use delete_records_response::*;
-        DeleteRecordsResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    DeleteRecordsTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    DeleteRecordsPartitionResult::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_low_watermark(-1)
-                                        .with_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        delete_records_answers(self, |_, _| Err(c))
     }
     async fn handle(self, ctx: &Ctx, _v: i16) -> Option<DeleteRecordsResponse> {
-        use delete_records_response::*;
         let mut st = ctx.shared.lock();
-        let topics = self
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|dp| {
-                        let r = DeleteRecordsPartitionResult::default()
-                            .with_partition_index(dp.partition_index)
-                            .with_low_watermark(-1);
-                        let Some(p) = st.partition_mut(&name, dp.partition_index) else {
-                            return r.with_error_code(code(KafkaCode::UnknownTopicOrPartition));
-                        };
-                        if p.leader != ctx.broker {
-                            return r.with_error_code(code(KafkaCode::NotLeaderOrFollower));
-                        }
-                        let hw = p.log.high_watermark();
-                        let target = if dp.offset == -1 { hw } else { dp.offset };
-                        if target < 0 || target > hw {
-                            return r.with_error_code(code(KafkaCode::OffsetOutOfRange));
-                        }
-                        p.log.delete_before(target);
-                        r.with_low_watermark(p.log.log_start())
-                    })
-                    .collect();
-                DeleteRecordsTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(parts)
-            })
-            .collect();
+        let resp = delete_records_answers(&self, |t, dp| {
+            let Some(p) = st.partition_mut(t.name.0.as_str(), dp.partition_index) else {
+                return Err(code(KafkaCode::UnknownTopicOrPartition));
+            };
+            if p.leader != ctx.broker {
+                return Err(code(KafkaCode::NotLeaderOrFollower));
+            }
+            let hw = p.log.high_watermark();
+            let target = if dp.offset == -1 { hw } else { dp.offset };
+            if target < 0 || target > hw {
+                return Err(code(KafkaCode::OffsetOutOfRange));
+            }
+            p.log.delete_before(target);
+            Ok(p.log.log_start())
+        });
         drop(st);
         ctx.shared.data_changed.notify_waiters();
-        Some(DeleteRecordsResponse::default().with_topics(topics))
+        Some(resp)
     }
+}
+
+/// The DeleteRecords response with `delete` giving each partition's new low watermark or
+/// error code (low watermark −1).
+fn delete_records_answers(
+    req: &DeleteRecordsRequest,
+    mut delete: impl FnMut(
+        &delete_records_request::DeleteRecordsTopic,
+        &delete_records_request::DeleteRecordsPartition,
+    ) -> Result<i64, i16>,
+) -> DeleteRecordsResponse {
+    use delete_records_response::*;
+    DeleteRecordsResponse::default().with_topics(per_partition(
+        &req.topics,
+        |t| &t.partitions,
+        |t, p| {
+            let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            match delete(t, p) {
+                Ok(low_watermark) => r.with_low_watermark(low_watermark),
+                Err(c) => r.with_low_watermark(-1).with_error_code(c),
+            }
+        },
+        |t, parts| {
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        },
+    ))
+}
+
+// The per-item admin APIs answer each item with a result naming it; one constructor per API
+// serves the handler and the whole-request error answer alike.
+
+/// A CreateTopics answer naming the topic.
+fn created_topic(
+    t: &create_topics_request::CreatableTopic,
+) -> create_topics_response::CreatableTopicResult {
+    create_topics_response::CreatableTopicResult::default().with_name(t.name.clone())
 }
 
 impl Api for CreateTopicsRequest {
@@ -72,11 +87,7 @@ impl Api for CreateTopicsRequest {
         CreateTopicsResponse::default().with_topics(
             self.topics
                 .iter()
-                .map(|t| {
-                    create_topics_response::CreatableTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_error_code(c)
-                })
+                .map(|t| created_topic(t).with_error_code(c))
                 .collect(),
         )
     }
@@ -88,8 +99,7 @@ impl Api for CreateTopicsRequest {
             .iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                let r = create_topics_response::CreatableTopicResult::default()
-                    .with_name(t.name.clone());
+                let r = created_topic(t);
                 let parts = if !t.assignments.is_empty() {
                     t.assignments.len() as i32
                 } else if t.num_partitions == -1 {
@@ -207,16 +217,19 @@ impl Api for DeleteTopicsRequest {
     }
 }
 
+/// A CreatePartitions answer naming the topic.
+fn partitions_created(
+    t: &create_partitions_request::CreatePartitionsTopic,
+) -> create_partitions_response::CreatePartitionsTopicResult {
+    create_partitions_response::CreatePartitionsTopicResult::default().with_name(t.name.clone())
+}
+
 impl Api for CreatePartitionsRequest {
     fn error_response(&self, _v: i16, c: i16) -> CreatePartitionsResponse {
         CreatePartitionsResponse::default().with_results(
             self.topics
                 .iter()
-                .map(|t| {
-                    create_partitions_response::CreatePartitionsTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_error_code(c)
-                })
+                .map(|t| partitions_created(t).with_error_code(c))
                 .collect(),
         )
     }
@@ -227,8 +240,7 @@ impl Api for CreatePartitionsRequest {
             .iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                let r = create_partitions_response::CreatePartitionsTopicResult::default()
-                    .with_name(t.name.clone());
+                let r = partitions_created(t);
                 let res = if self.validate_only {
                     match st.topics.get(&name) {
                         None => Err(KafkaCode::UnknownTopicOrPartition),
@@ -250,17 +262,21 @@ impl Api for CreatePartitionsRequest {
     }
 }
 
+/// A DescribeConfigs answer naming the resource.
+fn configs_described(
+    r: &describe_configs_request::DescribeConfigsResource,
+) -> describe_configs_response::DescribeConfigsResult {
+    describe_configs_response::DescribeConfigsResult::default()
+        .with_resource_type(r.resource_type)
+        .with_resource_name(r.resource_name.clone())
+}
+
 impl Api for DescribeConfigsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DescribeConfigsResponse {
         DescribeConfigsResponse::default().with_results(
             self.resources
                 .iter()
-                .map(|r| {
-                    describe_configs_response::DescribeConfigsResult::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone())
-                        .with_error_code(c)
-                })
+                .map(|r| configs_described(r).with_error_code(c))
                 .collect(),
         )
     }
@@ -271,9 +287,7 @@ impl Api for DescribeConfigsRequest {
             .resources
             .iter()
             .map(|res| {
-                let r = DescribeConfigsResult::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone());
+                let r = configs_described(res);
                 let mut configs: BTreeMap<String, (String, bool)> = BTreeMap::new();
                 match res.resource_type {
                     // Topic.
@@ -330,30 +344,31 @@ impl Api for DescribeConfigsRequest {
     }
 }
 
+/// An IncrementalAlterConfigs answer naming the resource.
+fn configs_altered(
+    r: &incremental_alter_configs_request::AlterConfigsResource,
+) -> incremental_alter_configs_response::AlterConfigsResourceResponse {
+    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+        .with_resource_type(r.resource_type)
+        .with_resource_name(r.resource_name.clone())
+}
+
 impl Api for IncrementalAlterConfigsRequest {
     fn error_response(&self, _v: i16, c: i16) -> IncrementalAlterConfigsResponse {
         IncrementalAlterConfigsResponse::default().with_responses(
             self.resources
                 .iter()
-                .map(|r| {
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone())
-                        .with_error_code(c)
-                })
+                .map(|r| configs_altered(r).with_error_code(c))
                 .collect(),
         )
     }
     async fn handle(self, ctx: &Ctx, _v: i16) -> Option<IncrementalAlterConfigsResponse> {
-        use incremental_alter_configs_response::AlterConfigsResourceResponse;
         let mut st = ctx.shared.lock();
         let responses = self
             .resources
             .iter()
             .map(|res| {
-                let r = AlterConfigsResourceResponse::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone());
+                let r = configs_altered(res);
                 // Only topic configs (resource type 2) can be altered on the mock.
                 if res.resource_type != 2 {
                     return r.with_error_code(code(KafkaCode::InvalidRequest));
@@ -421,16 +436,17 @@ impl Api for IncrementalAlterConfigsRequest {
     }
 }
 
+/// A DeleteGroups answer naming the group.
+fn group_deleted(g: &GroupId) -> delete_groups_response::DeletableGroupResult {
+    delete_groups_response::DeletableGroupResult::default().with_group_id(g.clone())
+}
+
 impl Api for DeleteGroupsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DeleteGroupsResponse {
         DeleteGroupsResponse::default().with_results(
             self.groups_names
                 .iter()
-                .map(|g| {
-                    delete_groups_response::DeletableGroupResult::default()
-                        .with_group_id(g.clone())
-                        .with_error_code(c)
-                })
+                .map(|g| group_deleted(g).with_error_code(c))
                 .collect(),
         )
     }
@@ -441,8 +457,7 @@ impl Api for DeleteGroupsRequest {
             .iter()
             .map(|g| {
                 let name = g.0.to_string();
-                let r = delete_groups_response::DeletableGroupResult::default()
-                    .with_group_id(g.clone());
+                let r = group_deleted(g);
                 if not_coordinator(&st, ctx, &name) {
                     return r.with_error_code(code(KafkaCode::NotCoordinator));
                 }

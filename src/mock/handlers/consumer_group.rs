@@ -1,7 +1,12 @@
 //! The consumer group protocol of KIP-848: ConsumerGroupHeartbeat (membership, epochs,
 //! broker-side assignment, reconciliation; the state machine is `super::super::consumer_group`)
-//! and ConsumerGroupDescribe. Also the member-epoch check of OffsetCommit, OffsetFetch and
-//! TxnOffsetCommit for consumer-protocol groups.
+//! and ConsumerGroupDescribe (both v0–1, left out of ApiVersions by
+//! `MockClusterBuilder::consumer_group_protocol(false)`). Also the member-epoch check of
+//! OffsetCommit, OffsetFetch and TxnOffsetCommit for consumer-protocol groups.
+//!
+//! Not modelled: client-side assignors (only the broker-side `uniform` and `range`), rack-aware assignment (the rack id is kept
+//! and described, not used), the classic / consumer migration of a non-empty group, share
+//! groups (KIP-932; the share tests run against Kafka only), authorized operations, and ACLs.
 
 use uuid::Uuid;
 
@@ -382,16 +387,20 @@ fn describe_assignment(
     )
 }
 
+/// A ConsumerGroupDescribe answer naming the group (for the handler and the whole-request
+/// error); authorized operations are not modelled (`i32::MIN`, Kafka's "not asked for").
+fn consumer_group_described(g: &GroupId) -> consumer_group_describe_response::DescribedGroup {
+    consumer_group_describe_response::DescribedGroup::default()
+        .with_group_id(g.clone())
+        .with_authorized_operations(i32::MIN)
+}
+
 impl Api for ConsumerGroupDescribeRequest {
     fn error_response(&self, _v: i16, c: i16) -> ConsumerGroupDescribeResponse {
         ConsumerGroupDescribeResponse::default().with_groups(
             self.group_ids
                 .iter()
-                .map(|g| {
-                    consumer_group_describe_response::DescribedGroup::default()
-                        .with_group_id(g.clone())
-                        .with_error_code(c)
-                })
+                .map(|g| consumer_group_described(g).with_error_code(c))
                 .collect(),
         )
     }
@@ -404,9 +413,7 @@ impl Api for ConsumerGroupDescribeRequest {
             .iter()
             .map(|gid| {
                 let name = gid.0.to_string();
-                let r = DescribedGroup::default()
-                    .with_group_id(gid.clone())
-                    .with_authorized_operations(i32::MIN);
+                let r = consumer_group_described(gid);
                 if not_coordinator(&st, ctx, &name) {
                     return r.with_error_code(code(KafkaCode::NotCoordinator));
                 }

@@ -1,4 +1,24 @@
-//! Fetch, OffsetForLeaderEpoch and ListOffsets.
+//! The reads of a partition's leader: Fetch (v4–12), OffsetForLeaderEpoch (v2–4) and
+//! ListOffsets (v1–8).
+//!
+//! Every partition first goes through `led_partition` (an injected error, an unknown
+//! partition, `NOT_LEADER_OR_FOLLOWER`, KIP-320's `FENCED_LEADER_EPOCH` /
+//! `UNKNOWN_LEADER_EPOCH`). Fetch then checks the offset (`OFFSET_OUT_OF_RANGE` outside log
+//! start..high watermark), reads up to the high watermark (`read_committed`: the last stable
+//! offset, with the aborted transactions of the range) within `max_bytes` and
+//! `partition_max_bytes` (the first batch whole even when larger, KIP-74), and parks until
+//! `min_bytes` are there or `max_wait_ms` passes, woken by every write (`answer_when`); from
+//! v12 an answer `NOT_LEADER_OR_FOLLOWER` / `FENCED_LEADER_EPOCH` names the current leader
+//! (KIP-951). OffsetForLeaderEpoch answers from the partition's epoch → start offset cache;
+//! ListOffsets answers earliest (−2), latest (−1; `read_committed`: the last stable offset),
+//! the max timestamp (−3, KIP-734) and a timestamp's first offset.
+//!
+//! Not modelled: fetch sessions (KIP-227: every Fetch is a full one, the session id is
+//! ignored), forgotten topics, follower fetching and preferred read replicas (KIP-392: a
+//! partition has one replica), Fetch's `diverging_epoch` (clients find a truncation through
+//! OffsetForLeaderEpoch), quotas and throttling, ListOffsets −4 / −5 (earliest local, tiered:
+//! answered offset −1), and the unknown-leader-epoch check of ListOffsets (only the fenced side
+//! is checked).
 
 use super::*;
 
@@ -19,47 +39,29 @@ pub(super) fn build_fetch(ctx: &Ctx, req: &FetchRequest, v: i16) -> FetchBuild {
     };
     let mut total = 0usize;
     let mut error = false;
-    let mut topics = Vec::new();
-    for t in &req.topics {
-        let name = t.topic.0.to_string();
-        let mut parts = Vec::new();
-        for fp in &t.partitions {
+    let topics = per_partition(
+        &req.topics,
+        |t| &t.partitions,
+        |t, fp| {
             let mut pd = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_aborted_transactions(None);
-            let injected = ctx
-                .shared
-                .faults()
-                .partition_error(ApiKey::Fetch, &name, fp.partition);
-            let part = st.partition(&name, fp.partition);
-            let err = match (injected, part) {
-                (Some(c), _) => Some(c),
-                (None, None) => Some(code(KafkaCode::UnknownTopicOrPartition)),
-                (None, Some(p)) if p.leader != ctx.broker => {
-                    Some(code(KafkaCode::NotLeaderOrFollower))
-                }
-                (None, Some(p))
-                    if v >= 9
-                        && fp.current_leader_epoch >= 0
-                        && fp.current_leader_epoch < p.leader_epoch =>
-                {
-                    Some(code(KafkaCode::FencedLeaderEpoch))
-                }
-                (None, Some(p))
-                    if v >= 9
-                        && fp.current_leader_epoch >= 0
-                        && fp.current_leader_epoch > p.leader_epoch =>
-                {
-                    Some(code(KafkaCode::UnknownLeaderEpoch))
-                }
-                (None, Some(p))
-                    if fp.fetch_offset < p.log.log_start()
-                        || fp.fetch_offset > p.log.high_watermark() =>
-                {
-                    Some(code(KafkaCode::OffsetOutOfRange))
-                }
-                _ => None,
-            };
+            let current_epoch = if v >= 9 { fp.current_leader_epoch } else { -1 };
+            let (part, err) = led_partition(
+                ctx,
+                &st,
+                ApiKey::Fetch,
+                t.topic.0.as_str(),
+                fp.partition,
+                current_epoch,
+                true,
+            );
+            let err = err.or_else(|| {
+                part.filter(|p| {
+                    fp.fetch_offset < p.log.log_start() || fp.fetch_offset > p.log.high_watermark()
+                })
+                .map(|_| code(KafkaCode::OffsetOutOfRange))
+            });
             if let Some(p) = part {
                 pd = pd
                     .with_high_watermark(p.log.high_watermark())
@@ -68,7 +70,8 @@ pub(super) fn build_fetch(ctx: &Ctx, req: &FetchRequest, v: i16) -> FetchBuild {
                     pd = pd.with_log_start_offset(p.log.log_start());
                 }
             }
-            if let Some(c) = err {
+            let (Some(p), None) = (part, err) else {
+                let c = err.unwrap_or(NONE);
                 error = true;
                 if v >= 12
                     && (c == code(KafkaCode::NotLeaderOrFollower)
@@ -86,10 +89,8 @@ pub(super) fn build_fetch(ctx: &Ctx, req: &FetchRequest, v: i16) -> FetchBuild {
                 if read_committed {
                     pd = pd.with_aborted_transactions(Some(Vec::new()));
                 }
-                parts.push(pd);
-                continue;
-            }
-            let Some(p) = part else { continue };
+                return pd;
+            };
             let upper = if read_committed {
                 p.log.last_stable_offset()
             } else {
@@ -130,14 +131,14 @@ pub(super) fn build_fetch(ctx: &Ctx, req: &FetchRequest, v: i16) -> FetchBuild {
                     .collect();
                 pd = pd.with_aborted_transactions(Some(aborted));
             }
-            parts.push(pd.with_records(Some(records)));
-        }
-        topics.push(
+            pd.with_records(Some(records))
+        },
+        |t, parts| {
             FetchableTopicResponse::default()
-                .with_topic(tn(&name))
-                .with_partitions(parts),
-        );
-    }
+                .with_topic(t.topic.clone())
+                .with_partitions(parts)
+        },
+    );
     FetchBuild {
         resp: FetchResponse::default().with_responses(topics),
         bytes: total,
@@ -155,51 +156,55 @@ impl Api for FetchRequest {
     }
     fn error_response(&self, _v: i16, c: i16) -> FetchResponse {
         use fetch_response::*;
-        let topics = self
-            .topics
-            .iter()
-            .map(|t| {
+        FetchResponse::default().with_responses(per_partition(
+            &self.topics,
+            |t| &t.partitions,
+            |_, p| {
+                PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_aborted_transactions(None)
+                    .with_error_code(c)
+                    .with_records(Some(Bytes::new()))
+            },
+            |t, parts| {
                 FetchableTopicResponse::default()
                     .with_topic(t.topic.clone())
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                PartitionData::default()
-                                    .with_partition_index(p.partition)
-                                    .with_aborted_transactions(None)
-                                    .with_error_code(c)
-                                    .with_records(Some(Bytes::new()))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
-        FetchResponse::default().with_responses(topics)
+                    .with_partitions(parts)
+            },
+        ))
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<FetchResponse> {
         let deadline = Instant::now() + Duration::from_millis(self.max_wait_ms.max(0) as u64);
         let min_bytes = self.min_bytes.max(0) as usize;
-        loop {
-            let changed = ctx.shared.data_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+        let resp = answer_when(&ctx.shared.data_changed, Some(deadline), || {
             let built = build_fetch(ctx, &self, v);
             // As Kafka: answer at once with enough bytes (min_bytes 0: always), an error, or
             // nothing to fetch; otherwise wait for data up to max_wait.
-            if built.error
+            (built.error
                 || built.bytes >= min_bytes
                 || self.topics.is_empty()
-                || Instant::now() >= deadline
-            {
-                return Some(built.resp);
-            }
-            tokio::select! {
-                _ = changed => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
-            }
-        }
+                || Instant::now() >= deadline)
+                .then_some(built.resp)
+        })
+        .await;
+        Some(resp)
     }
+}
+
+/// An OffsetForLeaderEpoch partition answer: `(epoch, end offset)` or an error (−1, −1).
+fn epoch_end_offset(
+    partition: i32,
+    answer: Result<(i32, i64), i16>,
+) -> offset_for_leader_epoch_response::EpochEndOffset {
+    let (code, (epoch, end)) = match answer {
+        Ok(found) => (NONE, found),
+        Err(c) => (c, (-1, -1)),
+    };
+    offset_for_leader_epoch_response::EpochEndOffset::default()
+        .with_partition(partition)
+        .with_error_code(code)
+        .with_leader_epoch(epoch)
+        .with_end_offset(end)
 }
 
 impl Api for OffsetForLeaderEpochRequest {
@@ -211,84 +216,47 @@ impl Api for OffsetForLeaderEpochRequest {
         }
     }
     fn error_response(&self, _v: i16, c: i16) -> OffsetForLeaderEpochResponse {
-        use offset_for_leader_epoch_response::*;
-        OffsetForLeaderEpochResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    OffsetForLeaderTopicResult::default()
-                        .with_topic(t.topic.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    EpochEndOffset::default()
-                                        .with_partition(p.partition)
-                                        .with_error_code(c)
-                                        .with_leader_epoch(-1)
-                                        .with_end_offset(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        epoch_answers(self, |_, p| epoch_end_offset(p.partition, Err(c)))
     }
     async fn handle(self, ctx: &Ctx, _v: i16) -> Option<OffsetForLeaderEpochResponse> {
-        use offset_for_leader_epoch_response::*;
         let st = ctx.shared.lock();
-        let topics = self
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.topic.0.to_string();
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|op| {
-                        let r = EpochEndOffset::default()
-                            .with_partition(op.partition)
-                            .with_leader_epoch(-1)
-                            .with_end_offset(-1);
-                        let injected = ctx.shared.faults().partition_error(
-                            ApiKey::OffsetForLeaderEpoch,
-                            &name,
-                            op.partition,
-                        );
-                        let part = st.partition(&name, op.partition);
-                        let err = match (injected, part) {
-                            (Some(c), _) => Some(c),
-                            (None, None) => Some(code(KafkaCode::UnknownTopicOrPartition)),
-                            (None, Some(p)) if p.leader != ctx.broker => {
-                                Some(code(KafkaCode::NotLeaderOrFollower))
-                            }
-                            (None, Some(p))
-                                if op.current_leader_epoch >= 0
-                                    && op.current_leader_epoch < p.leader_epoch =>
-                            {
-                                Some(code(KafkaCode::FencedLeaderEpoch))
-                            }
-                            (None, Some(p)) if op.current_leader_epoch > p.leader_epoch => {
-                                Some(code(KafkaCode::UnknownLeaderEpoch))
-                            }
-                            _ => None,
-                        };
-                        match (part, err) {
-                            (Some(p), None) => {
-                                let (epoch, end) = p.end_offset_for_epoch(op.leader_epoch);
-                                r.with_leader_epoch(epoch).with_end_offset(end)
-                            }
-                            (_, err) => r.with_error_code(err.unwrap_or(NONE)),
-                        }
-                    })
-                    .collect();
-                OffsetForLeaderTopicResult::default()
-                    .with_topic(t.topic.clone())
-                    .with_partitions(parts)
-            })
-            .collect();
-        Some(OffsetForLeaderEpochResponse::default().with_topics(topics))
+        Some(epoch_answers(&self, |t, op| {
+            let (part, err) = led_partition(
+                ctx,
+                &st,
+                ApiKey::OffsetForLeaderEpoch,
+                t.topic.0.as_str(),
+                op.partition,
+                op.current_leader_epoch,
+                true,
+            );
+            let answer = match (part, err) {
+                (Some(p), None) => Ok(p.end_offset_for_epoch(op.leader_epoch)),
+                (_, err) => Err(err.unwrap_or(NONE)),
+            };
+            epoch_end_offset(op.partition, answer)
+        }))
     }
+}
+
+/// The OffsetForLeaderEpoch response with `part` answering each requested partition.
+fn epoch_answers(
+    req: &OffsetForLeaderEpochRequest,
+    part: impl FnMut(
+        &offset_for_leader_epoch_request::OffsetForLeaderTopic,
+        &offset_for_leader_epoch_request::OffsetForLeaderPartition,
+    ) -> offset_for_leader_epoch_response::EpochEndOffset,
+) -> OffsetForLeaderEpochResponse {
+    OffsetForLeaderEpochResponse::default().with_topics(per_partition(
+        &req.topics,
+        |t| &t.partitions,
+        part,
+        |t, parts| {
+            offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(parts)
+        },
+    ))
 }
 
 impl Api for ListOffsetsRequest {
@@ -301,96 +269,78 @@ impl Api for ListOffsetsRequest {
         }
     }
     fn error_response(&self, _v: i16, c: i16) -> ListOffsetsResponse {
-        use list_offsets_response::*;
-        ListOffsetsResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    ListOffsetsTopicResponse::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    ListOffsetsPartitionResponse::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(c)
-                                        .with_offset(-1)
-                                        .with_timestamp(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        list_offsets_answers(self, |_, p| list_offsets_error(p.partition_index, c))
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<ListOffsetsResponse> {
-        use list_offsets_response::*;
         let st = ctx.shared.lock();
-        let topics = self
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|lp| {
-                        let r = ListOffsetsPartitionResponse::default()
-                            .with_partition_index(lp.partition_index);
-                        let injected = ctx.shared.faults().partition_error(
-                            ApiKey::ListOffsets,
-                            &name,
-                            lp.partition_index,
-                        );
-                        let part = st.partition(&name, lp.partition_index);
-                        let err = match (injected, part) {
-                            (Some(c), _) => Some(c),
-                            (None, None) => Some(code(KafkaCode::UnknownTopicOrPartition)),
-                            (None, Some(p)) if p.leader != ctx.broker => {
-                                Some(code(KafkaCode::NotLeaderOrFollower))
-                            }
-                            (None, Some(p))
-                                if v >= 4
-                                    && lp.current_leader_epoch >= 0
-                                    && lp.current_leader_epoch < p.leader_epoch =>
-                            {
-                                Some(code(KafkaCode::FencedLeaderEpoch))
-                            }
-                            _ => None,
-                        };
-                        let (Some(p), None) = (part, err) else {
-                            return r
-                                .with_error_code(err.unwrap_or(NONE))
-                                .with_offset(-1)
-                                .with_timestamp(-1);
-                        };
-                        let (offset, ts) = match lp.timestamp {
-                            -2 => (p.log.log_start(), -1),
-                            -1 => (
-                                if self.isolation_level == 1 {
-                                    p.log.last_stable_offset()
-                                } else {
-                                    p.log.high_watermark()
-                                },
-                                -1,
-                            ),
-                            -3 => p.log.max_timestamp_offset().unwrap_or((-1, -1)),
-                            t if t >= 0 => p.log.offset_for_timestamp(t).unwrap_or((-1, -1)),
-                            _ => (-1, -1),
-                        };
-                        let mut r = r.with_offset(offset).with_timestamp(ts);
-                        if v >= 4 {
-                            r = r.with_leader_epoch(p.leader_epoch);
-                        }
-                        r
-                    })
-                    .collect();
-                ListOffsetsTopicResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(parts)
-            })
-            .collect();
-        Some(ListOffsetsResponse::default().with_topics(topics))
+        Some(list_offsets_answers(&self, |t, lp| {
+            let current_epoch = if v >= 4 { lp.current_leader_epoch } else { -1 };
+            let (part, err) = led_partition(
+                ctx,
+                &st,
+                ApiKey::ListOffsets,
+                t.name.0.as_str(),
+                lp.partition_index,
+                current_epoch,
+                false,
+            );
+            let (Some(p), None) = (part, err) else {
+                return list_offsets_error(lp.partition_index, err.unwrap_or(NONE));
+            };
+            let (offset, ts) = match lp.timestamp {
+                -2 => (p.log.log_start(), -1),
+                -1 => (
+                    if self.isolation_level == 1 {
+                        p.log.last_stable_offset()
+                    } else {
+                        p.log.high_watermark()
+                    },
+                    -1,
+                ),
+                -3 => p.log.max_timestamp_offset().unwrap_or((-1, -1)),
+                t if t >= 0 => p.log.offset_for_timestamp(t).unwrap_or((-1, -1)),
+                _ => (-1, -1),
+            };
+            let mut r = list_offsets_response::ListOffsetsPartitionResponse::default()
+                .with_partition_index(lp.partition_index)
+                .with_offset(offset)
+                .with_timestamp(ts);
+            if v >= 4 {
+                r = r.with_leader_epoch(p.leader_epoch);
+            }
+            r
+        }))
     }
+}
+
+/// A ListOffsets partition answer with an error: offset and timestamp −1.
+fn list_offsets_error(
+    partition: i32,
+    c: i16,
+) -> list_offsets_response::ListOffsetsPartitionResponse {
+    list_offsets_response::ListOffsetsPartitionResponse::default()
+        .with_partition_index(partition)
+        .with_error_code(c)
+        .with_offset(-1)
+        .with_timestamp(-1)
+}
+
+/// The ListOffsets response with `part` answering each requested partition.
+fn list_offsets_answers(
+    req: &ListOffsetsRequest,
+    part: impl FnMut(
+        &list_offsets_request::ListOffsetsTopic,
+        &list_offsets_request::ListOffsetsPartition,
+    ) -> list_offsets_response::ListOffsetsPartitionResponse,
+) -> ListOffsetsResponse {
+    ListOffsetsResponse::default().with_topics(per_partition(
+        &req.topics,
+        |t| &t.partitions,
+        part,
+        |t, parts| {
+            list_offsets_response::ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        },
+    ))
 }

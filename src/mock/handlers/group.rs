@@ -1,5 +1,16 @@
-//! The classic group protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, DescribeGroups,
-//! ListGroups.
+//! The classic group protocol: JoinGroup (v0–9), SyncGroup (v0–5), Heartbeat (v0–4),
+//! LeaveGroup (v0–5, batched from v3), DescribeGroups (v0–5) and ListGroups (v0–5, state and
+//! type filters).
+//!
+//! JoinGroup and SyncGroup park until the round completes (`answer_when` on group changes):
+//! the state machine is `super::super::group` (initial rebalance delay, rebalance timeout,
+//! `MEMBER_ID_REQUIRED` from v4, static members with `FENCED_INSTANCE_ID`, KIP-345). Heartbeat
+//! reports `REBALANCE_IN_PROGRESS` while members rejoin; the mock's ticker expires sessions.
+//!
+//! Not modelled: group size limits (`group.max.size`), Kafka's vote on the group protocol (the
+//! mock takes the leader's first choice every member supports), authorized operations
+//! (KIP-430), and mixed classic / consumer-protocol groups (KIP-848's migration policy; see
+//! `super::super::group`).
 
 use super::*;
 
@@ -214,54 +225,51 @@ impl Api for JoinGroupRequest {
             member_id = id;
         }
         ctx.shared.groups_changed.notify_waiters();
-        loop {
-            let changed = ctx.shared.groups_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let st = ctx.shared.lock();
-                let Some(g) = st.groups.get(&group_id) else {
-                    return Some(join_response(
-                        v,
-                        code(KafkaCode::UnknownMemberId),
-                        &member_id,
-                    ));
-                };
-                let Some(m) = g.members.get(&member_id) else {
-                    return Some(join_response(
-                        v,
-                        code(KafkaCode::UnknownMemberId),
-                        &member_id,
-                    ));
-                };
-                if let Some(res) = &m.join_result {
-                    let members = res
-                        .members
-                        .iter()
-                        .map(|(id, inst, meta)| {
-                            let mut jm = join_group_response::JoinGroupResponseMember::default()
-                                .with_member_id(s(id))
-                                .with_metadata(meta.clone());
-                            if v >= 5 {
-                                jm = jm.with_group_instance_id(inst.as_deref().map(s));
-                            }
-                            jm
-                        })
-                        .collect();
-                    let mut r = JoinGroupResponse::default()
-                        .with_generation_id(res.generation)
-                        .with_protocol_name(Some(s(&res.protocol)))
-                        .with_leader(s(&res.leader))
-                        .with_member_id(s(&member_id))
-                        .with_members(members);
-                    if v >= 7 {
-                        r = r.with_protocol_type(Some(s(&g.protocol_type)));
-                    }
-                    return Some(r);
+        let resp = answer_when(&ctx.shared.groups_changed, None, || {
+            let st = ctx.shared.lock();
+            let Some(g) = st.groups.get(&group_id) else {
+                return Some(join_response(
+                    v,
+                    code(KafkaCode::UnknownMemberId),
+                    &member_id,
+                ));
+            };
+            let Some(m) = g.members.get(&member_id) else {
+                return Some(join_response(
+                    v,
+                    code(KafkaCode::UnknownMemberId),
+                    &member_id,
+                ));
+            };
+            if let Some(res) = &m.join_result {
+                let members = res
+                    .members
+                    .iter()
+                    .map(|(id, inst, meta)| {
+                        let mut jm = join_group_response::JoinGroupResponseMember::default()
+                            .with_member_id(s(id))
+                            .with_metadata(meta.clone());
+                        if v >= 5 {
+                            jm = jm.with_group_instance_id(inst.as_deref().map(s));
+                        }
+                        jm
+                    })
+                    .collect();
+                let mut r = JoinGroupResponse::default()
+                    .with_generation_id(res.generation)
+                    .with_protocol_name(Some(s(&res.protocol)))
+                    .with_leader(s(&res.leader))
+                    .with_member_id(s(&member_id))
+                    .with_members(members);
+                if v >= 7 {
+                    r = r.with_protocol_type(Some(s(&g.protocol_type)));
                 }
+                return Some(r);
             }
-            changed.await;
-        }
+            None
+        })
+        .await;
+        Some(resp)
     }
 }
 
@@ -320,33 +328,30 @@ impl Api for SyncGroupRequest {
         }
         ctx.shared.groups_changed.notify_waiters();
         let generation = self.generation_id;
-        loop {
-            let changed = ctx.shared.groups_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let st = ctx.shared.lock();
-                let Some(g) = st.groups.get(&group_id) else {
-                    return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
-                };
-                let Some(m) = g.members.get(&member_id) else {
-                    return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
-                };
-                if g.generation != generation || g.state == GroupState::PreparingRebalance {
-                    return Some(sync_response(v, code(KafkaCode::RebalanceInProgress)));
-                }
-                if let Some(a) = &m.assignment {
-                    let mut r = SyncGroupResponse::default().with_assignment(a.clone());
-                    if v >= 5 {
-                        r = r
-                            .with_protocol_type(Some(s(&g.protocol_type)))
-                            .with_protocol_name(g.protocol.as_deref().map(s));
-                    }
-                    return Some(r);
-                }
+        let resp = answer_when(&ctx.shared.groups_changed, None, || {
+            let st = ctx.shared.lock();
+            let Some(g) = st.groups.get(&group_id) else {
+                return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
+            };
+            let Some(m) = g.members.get(&member_id) else {
+                return Some(sync_response(v, code(KafkaCode::UnknownMemberId)));
+            };
+            if g.generation != generation || g.state == GroupState::PreparingRebalance {
+                return Some(sync_response(v, code(KafkaCode::RebalanceInProgress)));
             }
-            changed.await;
-        }
+            if let Some(a) = &m.assignment {
+                let mut r = SyncGroupResponse::default().with_assignment(a.clone());
+                if v >= 5 {
+                    r = r
+                        .with_protocol_type(Some(s(&g.protocol_type)))
+                        .with_protocol_name(g.protocol.as_deref().map(s));
+                }
+                return Some(r);
+            }
+            None
+        })
+        .await;
+        Some(resp)
     }
 }
 
@@ -464,16 +469,17 @@ impl Api for LeaveGroupRequest {
     }
 }
 
+/// A DescribeGroups answer naming the group (for the handler and the whole-request error).
+fn group_described(g: &GroupId) -> describe_groups_response::DescribedGroup {
+    describe_groups_response::DescribedGroup::default().with_group_id(g.clone())
+}
+
 impl Api for DescribeGroupsRequest {
     fn error_response(&self, _v: i16, c: i16) -> DescribeGroupsResponse {
         DescribeGroupsResponse::default().with_groups(
             self.groups
                 .iter()
-                .map(|g| {
-                    describe_groups_response::DescribedGroup::default()
-                        .with_group_id(g.clone())
-                        .with_error_code(c)
-                })
+                .map(|g| group_described(g).with_error_code(c))
                 .collect(),
         )
     }
@@ -485,7 +491,7 @@ impl Api for DescribeGroupsRequest {
             .iter()
             .map(|gid| {
                 let name = gid.0.to_string();
-                let r = DescribedGroup::default().with_group_id(gid.clone());
+                let r = group_described(gid);
                 if not_coordinator(&st, ctx, &name) {
                     return r.with_error_code(code(KafkaCode::NotCoordinator));
                 }

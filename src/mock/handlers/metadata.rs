@@ -1,4 +1,15 @@
-//! ApiVersions, Metadata and FindCoordinator.
+//! ApiVersions (v0–3), Metadata (v0–12) and FindCoordinator (v0–4, batched from v4).
+//!
+//! ApiVersions advertises `SUPPORTED` as narrowed by `MockCluster::set_api_versions` (an
+//! unsupported ApiVersions version gets a v0 answer, KIP-511). Metadata lists the brokers, the
+//! topics asked for (by name, or by topic id from v12; all topics for a null list) with their
+//! leaders and leader epochs, and creates an unknown topic when auto-creation is on and the
+//! request allows it; injected topic errors answer first. FindCoordinator places a group or a
+//! transactional id on a broker (hash of the key, or `MockCluster::set_coordinator`).
+//!
+//! Not modelled: replicas and ISR beyond the leader, racks, offline replicas, authorized
+//! operations (KIP-430), internal topics (`__consumer_offsets` is not listed), and
+//! `COORDINATOR_LOAD_IN_PROGRESS` (only when injected).
 
 use super::*;
 

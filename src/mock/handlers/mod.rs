@@ -2,7 +2,11 @@
 //! family: `metadata.rs` (ApiVersions, Metadata, FindCoordinator), `produce.rs`, `fetch.rs`
 //! (Fetch, OffsetForLeaderEpoch, ListOffsets), `admin.rs` (topics, partitions, records,
 //! configs, group deletion), `group.rs` (the classic group protocol), `offsets.rs`
-//! (OffsetCommit, OffsetFetch) and `txn.rs` (transactions). This file holds the dispatch
+//! (OffsetCommit, OffsetFetch), `txn.rs` (transactions) and `consumer_group.rs` (KIP-848's
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe); each file's doc says which versions it
+//! serves and what it does not model. `common.rs` holds what several handlers share: the
+//! per-topic, per-partition walk into a response, the leader lookup of a partition request, the
+//! wait of a parked request and the transactional producer check. This file holds the dispatch
 //! (`handle_frame`: header, version check, fault injection, then `Api::handle`) and the
 //! version table the mock advertises (`SUPPORTED`).
 
@@ -25,6 +29,7 @@ use crate::protocol::codec;
 use crate::protocol::record::{RecordBatch, RecordBatches};
 
 mod admin;
+mod common;
 mod consumer_group;
 mod fetch;
 mod group;
@@ -32,6 +37,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod txn;
+use common::*;
 use group::*;
 use metadata::*;
 

@@ -1,5 +1,17 @@
-//! Group offsets: OffsetCommit and OffsetFetch (generation and member checks, require_stable
-//! against pending transactional offsets).
+//! Group offsets: OffsetCommit (v2–9) and OffsetFetch (v1–9, several groups from v8).
+//!
+//! OffsetCommit checks the coordinator, then the member: a consumer-protocol group's member
+//! epoch (`consumer_group::check_consumer_commit`), a classic group's generation and member id
+//! (`REBALANCE_IN_PROGRESS` while assignments are handed out; a commit without generation and
+//! member only to an empty group), then per partition an unknown topic or partition and
+//! metadata over 4096 bytes (`OFFSET_METADATA_TOO_LARGE`). OffsetFetch answers the committed
+//! offsets (all of the group's without a topic list), with `require_stable` (v7+)
+//! `UNSTABLE_OFFSET_COMMIT` for partitions with a pending transactional commit, and from v9 the
+//! member-epoch check of a consumer-protocol member.
+//!
+//! Not modelled: offset retention and expiry (`retention_time_ms` is ignored; offsets live as
+//! long as the group), topic ids in offset requests (OffsetCommit v10 / OffsetFetch v10 are not
+//! advertised), ACLs, and the `__consumer_offsets` log (offsets are in memory only).
 
 use super::*;
 
@@ -18,29 +30,9 @@ impl Api for OffsetCommitRequest {
             .collect();
     }
     fn error_response(&self, _v: i16, c: i16) -> OffsetCommitResponse {
-        use offset_commit_response::*;
-        OffsetCommitResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    OffsetCommitResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    OffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        commit_answers(self, |_, p| commit_answer(p.partition_index, c))
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<OffsetCommitResponse> {
-        use offset_commit_response::*;
         let group_id = self.group_id.0.to_string();
         let member_id = self.member_id.to_string();
         let generation = self.generation_id_or_member_epoch;
@@ -65,56 +57,63 @@ impl Api for OffsetCommitRequest {
                 g.check_member(&member_id, generation).err()
             }
         };
-        let topics: Vec<OffsetCommitResponseTopic> = self
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let err = group_error.or_else(|| {
-                            if st.partition(&name, p.partition_index).is_none() {
-                                Some(KafkaCode::UnknownTopicOrPartition)
-                            } else if p
-                                .committed_metadata
-                                .as_ref()
-                                .is_some_and(|m| m.len() > 4096)
-                            {
-                                Some(KafkaCode::OffsetMetadataTooLarge)
-                            } else {
-                                None
-                            }
-                        });
-                        if err.is_none()
-                            && let Some(g) = st.groups.get_mut(&group_id)
-                        {
-                            g.offsets.insert(
-                                (name.clone(), p.partition_index),
-                                Committed {
-                                    offset: p.committed_offset,
-                                    leader_epoch: if v >= 6 {
-                                        p.committed_leader_epoch
-                                    } else {
-                                        -1
-                                    },
-                                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                                },
-                            );
-                        }
-                        OffsetCommitResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(err.map_or(NONE, code))
-                    })
-                    .collect();
-                OffsetCommitResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(parts)
-            })
-            .collect();
-        Some(OffsetCommitResponse::default().with_topics(topics))
+        Some(commit_answers(&self, |t, p| {
+            let name = t.name.0.as_str();
+            let err = group_error.or_else(|| {
+                if st.partition(name, p.partition_index).is_none() {
+                    Some(KafkaCode::UnknownTopicOrPartition)
+                } else if p
+                    .committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > 4096)
+                {
+                    Some(KafkaCode::OffsetMetadataTooLarge)
+                } else {
+                    None
+                }
+            });
+            if err.is_none()
+                && let Some(g) = st.groups.get_mut(&group_id)
+            {
+                g.offsets.insert(
+                    (name.to_owned(), p.partition_index),
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    },
+                );
+            }
+            commit_answer(p.partition_index, err.map_or(NONE, code))
+        }))
     }
+}
+
+/// An OffsetCommit partition answer.
+fn commit_answer(partition: i32, c: i16) -> offset_commit_response::OffsetCommitResponsePartition {
+    offset_commit_response::OffsetCommitResponsePartition::default()
+        .with_partition_index(partition)
+        .with_error_code(c)
+}
+
+/// The OffsetCommit response with `part` answering each partition of the request.
+fn commit_answers(
+    req: &OffsetCommitRequest,
+    part: impl FnMut(
+        &offset_commit_request::OffsetCommitRequestTopic,
+        &offset_commit_request::OffsetCommitRequestPartition,
+    ) -> offset_commit_response::OffsetCommitResponsePartition,
+) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(per_partition(
+        &req.topics,
+        |t| &t.partitions,
+        part,
+        |t, parts| {
+            offset_commit_response::OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        },
+    ))
 }
 
 /// (partition, offset, leader epoch, metadata, error code).

@@ -1,4 +1,16 @@
-//! Produce: batches validated, sequences checked (idempotence), appended to the log.
+//! Produce (v3–11): batches validated, sequences checked (idempotence), appended to the log.
+//!
+//! Per partition: an injected error first, `INVALID_REQUIRED_ACKS`, an unknown partition,
+//! `NOT_LEADER_OR_FOLLOWER` (from v10 with the current leader and its endpoint, KIP-951), then
+//! the batches: magic 2 only, one batch per partition for idempotent producers, no control
+//! batches from clients, transactional batches only from the transaction's producer in an
+//! ongoing transaction holding the partition; the log checks sequences (a duplicate batch is
+//! acknowledged, not appended again). `acks=0` gets no response. Topics with
+//! `message.timestamp.type=LogAppendTime` get their batches stamped.
+//!
+//! Not modelled: replication (`acks=all` is `acks=1`: `min.insync.replicas` is never short),
+//! recompression (batches are stored as the producer encoded them), size limits
+//! (`max.message.bytes` is not enforced), quotas and throttling, and ACLs.
 
 use super::*;
 

@@ -1,5 +1,19 @@
-//! Transactions: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit,
-//! EndTxn.
+//! Transactions: InitProducerId (v0–5), AddPartitionsToTxn (v0–3), AddOffsetsToTxn (v0–3),
+//! TxnOffsetCommit (v0–3) and EndTxn (v0–3).
+//!
+//! InitProducerId hands out producer ids (idempotent producers; KIP-360 epoch bumps) and, with
+//! a transactional id on its coordinator, bumps the epoch, aborting the previous incarnation's
+//! open transaction (fencing it). AddPartitionsToTxn / AddOffsetsToTxn / EndTxn check the
+//! producer first (`lock_producer`: coordinator, producer id, epoch; `PRODUCER_FENCED` from
+//! v2), AddPartitionsToTxn is all or nothing (`OPERATION_NOT_ATTEMPTED` beside an unknown
+//! partition), EndTxn writes the commit or abort markers at once (a retry of the completed
+//! EndTxn succeeds). TxnOffsetCommit stages offsets in the group until the transaction ends
+//! (KIP-447 member checks from v3).
+//!
+//! Not modelled: the transaction log and its two-phase `PREPARE_*` states (markers are written
+//! in the same step, so `CONCURRENT_TRANSACTIONS` never answers), AddPartitionsToTxn v4+
+//! (batched, broker-verified: KIP-890 is not advertised) and KIP-890's epoch bump per
+//! transaction, producer-id expiry, and ACLs.
 
 use super::*;
 
@@ -133,11 +147,37 @@ impl Api for InitProducerIdRequest {
     }
 }
 
+/// `TxnProducer` for the requests whose producer fields have the common names
+/// (`transactional_id`, `producer_id`, `producer_epoch`).
+macro_rules! txn_producer {
+    ($($req:ty),* $(,)?) => {$(
+        impl TxnProducer for $req {
+            fn producer(&self) -> (&str, i64, i16) {
+                (self.transactional_id.0.as_str(), self.producer_id.0, self.producer_epoch)
+            }
+        }
+    )*};
+}
+
+txn_producer!(
+    AddOffsetsToTxnRequest,
+    EndTxnRequest,
+    TxnOffsetCommitRequest
+);
+
+impl TxnProducer for AddPartitionsToTxnRequest {
+    fn producer(&self) -> (&str, i64, i16) {
+        (
+            self.v3_and_below_transactional_id.0.as_str(),
+            self.v3_and_below_producer_id.0,
+            self.v3_and_below_producer_epoch,
+        )
+    }
+}
+
 impl Api for AddPartitionsToTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.v3_and_below_transactional_id.0.to_string());
-        info.producer_id = Some(self.v3_and_below_producer_id.0);
-        info.producer_epoch = Some(self.v3_and_below_producer_epoch);
+        self.describe_producer(info);
         for t in &self.v3_and_below_topics {
             for p in &t.partitions {
                 info.partitions.push((t.name.0.to_string(), *p));
@@ -145,73 +185,30 @@ impl Api for AddPartitionsToTxnRequest {
         }
     }
     fn error_response(&self, _v: i16, c: i16) -> AddPartitionsToTxnResponse {
-        use add_partitions_to_txn_response::*;
-        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-            self.v3_and_below_topics
-                .iter()
-                .map(|t| {
-                    AddPartitionsToTxnTopicResult::default()
-                        .with_name(t.name.clone())
-                        .with_results_by_partition(
-                            t.partitions
-                                .iter()
-                                .map(|&p| {
-                                    AddPartitionsToTxnPartitionResult::default()
-                                        .with_partition_index(p)
-                                        .with_partition_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        add_partitions_answers(self, |_, _| c)
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<AddPartitionsToTxnResponse> {
-        use add_partitions_to_txn_response::*;
         let txn_id = self.v3_and_below_transactional_id.0.to_string();
-        let mut st = ctx.shared.lock();
-        if let Err(c) = check_txn(
-            &st,
-            ctx,
-            &txn_id,
-            self.v3_and_below_producer_id.0,
-            self.v3_and_below_producer_epoch,
-            v,
-            2,
-        ) {
-            return Some(self.error_response(v, code(c)));
-        }
+        let mut st = match lock_producer(&self, ctx, v) {
+            Ok(st) => st,
+            Err(resp) => return Some(resp),
+        };
         let unknown: Vec<(String, i32)> = self
             .v3_and_below_topics
             .iter()
             .flat_map(|t| t.partitions.iter().map(move |&p| (t.name.0.to_string(), p)))
             .filter(|(t, p)| st.partition(t, *p).is_none())
             .collect();
-        let mut results = Vec::new();
-        for t in &self.v3_and_below_topics {
-            let name = t.name.0.to_string();
-            let parts = t
-                .partitions
-                .iter()
-                .map(|&p| {
-                    let c = if unknown.is_empty() {
-                        NONE
-                    } else if unknown.contains(&(name.clone(), p)) {
-                        code(KafkaCode::UnknownTopicOrPartition)
-                    } else {
-                        code(KafkaCode::OperationNotAttempted)
-                    };
-                    AddPartitionsToTxnPartitionResult::default()
-                        .with_partition_index(p)
-                        .with_partition_error_code(c)
-                })
-                .collect();
-            results.push(
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_results_by_partition(parts),
-            );
-        }
+        // All or nothing, as Kafka: with one unknown partition the others are not attempted.
+        let resp = add_partitions_answers(&self, |t, &p| {
+            if unknown.is_empty() {
+                NONE
+            } else if unknown.contains(&(t.name.0.to_string(), p)) {
+                code(KafkaCode::UnknownTopicOrPartition)
+            } else {
+                code(KafkaCode::OperationNotAttempted)
+            }
+        });
         if unknown.is_empty()
             && let Some(txn) = st.txns.get_mut(&txn_id)
         {
@@ -225,15 +222,35 @@ impl Api for AddPartitionsToTxnRequest {
                 }
             }
         }
-        Some(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
+        Some(resp)
     }
+}
+
+/// The AddPartitionsToTxn (v0–3) response with `error` giving each partition's error code.
+fn add_partitions_answers(
+    req: &AddPartitionsToTxnRequest,
+    mut error: impl FnMut(&add_partitions_to_txn_request::AddPartitionsToTxnTopic, &i32) -> i16,
+) -> AddPartitionsToTxnResponse {
+    use add_partitions_to_txn_response::*;
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(per_partition(
+        &req.v3_and_below_topics,
+        |t| &t.partitions,
+        |t, &p| {
+            AddPartitionsToTxnPartitionResult::default()
+                .with_partition_index(p)
+                .with_partition_error_code(error(t, &p))
+        },
+        |t, parts| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(parts)
+        },
+    ))
 }
 
 impl Api for AddOffsetsToTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.transactional_id.0.to_string());
-        info.producer_id = Some(self.producer_id.0);
-        info.producer_epoch = Some(self.producer_epoch);
+        self.describe_producer(info);
         info.group_id = Some(self.group_id.0.to_string());
     }
     fn error_response(&self, _v: i16, c: i16) -> AddOffsetsToTxnResponse {
@@ -241,18 +258,10 @@ impl Api for AddOffsetsToTxnRequest {
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<AddOffsetsToTxnResponse> {
         let txn_id = self.transactional_id.0.to_string();
-        let mut st = ctx.shared.lock();
-        if let Err(c) = check_txn(
-            &st,
-            ctx,
-            &txn_id,
-            self.producer_id.0,
-            self.producer_epoch,
-            v,
-            2,
-        ) {
-            return Some(self.error_response(v, code(c)));
-        }
+        let mut st = match lock_producer(&self, ctx, v) {
+            Ok(st) => st,
+            Err(resp) => return Some(resp),
+        };
         if let Some(txn) = st.txns.get_mut(&txn_id) {
             if !txn.ongoing {
                 txn.ongoing = true;
@@ -266,33 +275,26 @@ impl Api for AddOffsetsToTxnRequest {
 
 impl Api for TxnOffsetCommitRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.transactional_id.0.to_string());
-        info.producer_id = Some(self.producer_id.0);
-        info.producer_epoch = Some(self.producer_epoch);
+        self.describe_producer(info);
         info.group_id = Some(self.group_id.0.to_string());
         info.member_id = Some(self.member_id.to_string());
     }
     fn error_response(&self, _v: i16, c: i16) -> TxnOffsetCommitResponse {
         use txn_offset_commit_response::*;
-        TxnOffsetCommitResponse::default().with_topics(
-            self.topics
-                .iter()
-                .map(|t| {
-                    TxnOffsetCommitResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(
-                            t.partitions
-                                .iter()
-                                .map(|p| {
-                                    TxnOffsetCommitResponsePartition::default()
-                                        .with_partition_index(p.partition_index)
-                                        .with_error_code(c)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        TxnOffsetCommitResponse::default().with_topics(per_partition(
+            &self.topics,
+            |t| &t.partitions,
+            |_, p| {
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(c)
+            },
+            |t, parts| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts)
+            },
+        ))
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<TxnOffsetCommitResponse> {
         let group_id = self.group_id.0.to_string();
@@ -355,27 +357,17 @@ impl Api for TxnOffsetCommitRequest {
 
 impl Api for EndTxnRequest {
     fn describe(&self, info: &mut RequestInfo) {
-        info.transactional_id = Some(self.transactional_id.0.to_string());
-        info.producer_id = Some(self.producer_id.0);
-        info.producer_epoch = Some(self.producer_epoch);
+        self.describe_producer(info);
     }
     fn error_response(&self, _v: i16, c: i16) -> EndTxnResponse {
         EndTxnResponse::default().with_error_code(c)
     }
     async fn handle(self, ctx: &Ctx, v: i16) -> Option<EndTxnResponse> {
         let txn_id = self.transactional_id.0.to_string();
-        let mut st = ctx.shared.lock();
-        if let Err(c) = check_txn(
-            &st,
-            ctx,
-            &txn_id,
-            self.producer_id.0,
-            self.producer_epoch,
-            v,
-            2,
-        ) {
-            return Some(self.error_response(v, code(c)));
-        }
+        let mut st = match lock_producer(&self, ctx, v) {
+            Ok(st) => st,
+            Err(resp) => return Some(resp),
+        };
         let Some(txn) = st.txns.get(&txn_id) else {
             return Some(self.error_response(v, code(KafkaCode::InvalidProducerIdMapping)));
         };
