@@ -12,6 +12,15 @@ const BYTES64: Kind = Kind::Int {
     max: i64::MAX,
 };
 
+/// `max.poll.records`, the same setting (name, default, meaning) for the consumer and the share
+/// consumer: one entry that both tables list.
+const MAX_POLL_RECORDS: Setting = Setting::new(
+    "max.poll.records",
+    COUNT,
+    "500",
+    "The most records one `poll` returns.",
+);
+
 /// A connection's settings ([`ConnectionConfig`](crate::connection::ConnectionConfig); also
 /// accepted by [`ClientConfig`](crate::client::ClientConfig)).
 pub const CONNECTION: &[Setting] = &[
@@ -303,12 +312,7 @@ pub const CONSUMER: &[Setting] = &[
         "The most bytes per partition in one fetch response.",
     )
     .alias(&["fetch.message.max.bytes"]),
-    Setting::new(
-        "max.poll.records",
-        COUNT,
-        "500",
-        "The most records one `poll` returns.",
-    ),
+    MAX_POLL_RECORDS,
     Setting::new(
         "isolation.level",
         Kind::Choice(&["read_uncommitted", "read_committed"]),
@@ -392,12 +396,7 @@ pub const SHARE: &[Setting] = &[
         "implicit",
         "`implicit`: the next poll accepts the records of the last; `explicit`: each record is acknowledged.",
     ),
-    Setting::new(
-        "max.poll.records",
-        COUNT,
-        "500",
-        "The most records one `poll` returns.",
-    ),
+    MAX_POLL_RECORDS,
     Setting::new(
         "fetch.min.bytes",
         COUNT,

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::config::{self, Setting};
 use crate::group::{
-    Assignor, CooperativeStickyAssignor, GroupProtocol, RangeAssignor, RoundRobinAssignor,
+    Assignor, CooperativeStickyAssignor, GroupConfig, GroupProtocol, RangeAssignor,
+    RoundRobinAssignor,
 };
 use crate::{Error, Result};
 
@@ -133,6 +134,9 @@ struct ClassicOnlyGiven {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
+        // The group member's settings have their defaults in one place, `GroupConfig::new`
+        // (the same Java defaults): the consumer's are taken from there.
+        let group = GroupConfig::new(String::new());
         ConsumerConfig {
             group_id: None,
             group_instance_id: None,
@@ -144,17 +148,17 @@ impl Default for ConsumerConfig {
             max_partition_fetch_bytes: 1024 * 1024,
             max_poll_records: 500,
             isolation_level: IsolationLevel::ReadUncommitted,
-            session_timeout: Duration::from_secs(45),
-            heartbeat_interval: Duration::from_secs(3),
-            max_poll_interval: Duration::from_secs(300),
-            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+            session_timeout: group.session_timeout,
+            heartbeat_interval: group.heartbeat_interval,
+            max_poll_interval: group.max_poll_interval,
+            assignors: group.assignors,
             max_buffered_bytes: 64 * 1024 * 1024,
-            retry_backoff: Duration::from_millis(100),
-            api_timeout: Duration::from_secs(60),
+            retry_backoff: group.retry_backoff,
+            api_timeout: group.api_timeout,
             check_crcs: true,
-            group_protocol: GroupProtocol::Classic,
-            group_remote_assignor: None,
-            client_rack: None,
+            group_protocol: group.protocol,
+            group_remote_assignor: group.remote_assignor,
+            client_rack: group.client_rack,
             given: ClassicOnlyGiven::default(),
         }
     }
@@ -164,6 +168,23 @@ impl ConsumerConfig {
     /// Every setting at its default.
     pub fn new() -> ConsumerConfig {
         ConsumerConfig::default()
+    }
+
+    /// The group member's settings for `group_id`: this config's group settings, the rest
+    /// (`static_leave_on_close`) at their defaults.
+    pub(crate) fn group_config(&self, group_id: &str) -> GroupConfig {
+        let mut gc = GroupConfig::new(group_id);
+        gc.group_instance_id = self.group_instance_id.clone();
+        gc.session_timeout = self.session_timeout;
+        gc.heartbeat_interval = self.heartbeat_interval;
+        gc.max_poll_interval = self.max_poll_interval;
+        gc.assignors = self.assignors.clone();
+        gc.retry_backoff = self.retry_backoff;
+        gc.api_timeout = self.api_timeout;
+        gc.protocol = self.group_protocol;
+        gc.remote_assignor = self.group_remote_assignor.clone();
+        gc.client_rack = self.client_rack.clone();
+        gc
     }
 
     /// The settings [`apply_property`](Self::apply_property) knows (see

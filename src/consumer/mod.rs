@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::cluster::Cluster;
-use crate::group::{GroupConfig, GroupMember, RebalanceProtocol};
+use crate::group::{GroupMember, RebalanceProtocol};
 use crate::{Error, ErrorKind, Result};
 use fetcher::{PartState, Shared, State, lock};
 
@@ -220,20 +220,7 @@ impl Consumer {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::config("a Consumer must be created inside a tokio runtime"))?;
         let member = match &config.group_id {
-            Some(g) => {
-                let mut gc = GroupConfig::new(g.clone());
-                gc.group_instance_id = config.group_instance_id.clone();
-                gc.session_timeout = config.session_timeout;
-                gc.heartbeat_interval = config.heartbeat_interval;
-                gc.max_poll_interval = config.max_poll_interval;
-                gc.assignors = config.assignors.clone();
-                gc.retry_backoff = config.retry_backoff;
-                gc.api_timeout = config.api_timeout;
-                gc.protocol = config.group_protocol;
-                gc.remote_assignor = config.group_remote_assignor.clone();
-                gc.client_rack = config.client_rack.clone();
-                Some(GroupMember::new(cluster.clone(), gc)?)
-            }
+            Some(g) => Some(GroupMember::new(cluster.clone(), config.group_config(g))?),
             None => None,
         };
         // The consumer protocol is incremental: only partitions that move are revoked.

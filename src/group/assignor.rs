@@ -49,6 +49,11 @@ impl MemberSubscription {
         self.group_instance_id = id;
         self
     }
+
+    /// Whether the member subscribes to `topic`.
+    fn subscribes(&self, topic: &str) -> bool {
+        self.subscription.topics.iter().any(|t| t == topic)
+    }
 }
 
 /// A partition assignment strategy (`partition.assignment.strategy`).
@@ -85,11 +90,60 @@ fn sorted_members(members: &[MemberSubscription]) -> Vec<&MemberSubscription> {
     v
 }
 
-fn empty_result(members: &[MemberSubscription]) -> BTreeMap<String, Assignment> {
-    members
-        .iter()
-        .map(|m| (m.member_id.clone(), Assignment::default()))
-        .collect()
+/// One run of a built-in assignor: the partition counts, the members in Java's order
+/// ([`sorted_members`]) and the assignment being built, in which every member starts with an
+/// empty one (so that a member given nothing still gets an answer). The three built-ins share
+/// this frame and differ only in the method that fills `out`.
+struct Run<'a> {
+    partitions_per_topic: &'a BTreeMap<String, i32>,
+    sorted: Vec<&'a MemberSubscription>,
+    out: BTreeMap<String, Assignment>,
+}
+
+impl<'a> Run<'a> {
+    /// Runs `fill` over `members` (with no members there is nothing to fill).
+    fn assign(
+        partitions_per_topic: &'a BTreeMap<String, i32>,
+        members: &'a [MemberSubscription],
+        fill: fn(&mut Run<'a>),
+    ) -> BTreeMap<String, Assignment> {
+        let mut run = Run {
+            partitions_per_topic,
+            sorted: sorted_members(members),
+            out: members
+                .iter()
+                .map(|m| (m.member_id.clone(), Assignment::default()))
+                .collect(),
+        };
+        if !run.sorted.is_empty() {
+            fill(&mut run);
+        }
+        run.out
+    }
+}
+
+/// Implements [`Assignor`] for a built-in assignor from its name, its protocol and the
+/// [`Run`] method that fills the assignment: the one place the trait's frame is written.
+macro_rules! builtin_assignor {
+    ($ty:ty, $name:literal, $protocol:expr, $fill:path) => {
+        impl Assignor for $ty {
+            fn name(&self) -> &str {
+                $name
+            }
+
+            fn protocol(&self) -> RebalanceProtocol {
+                $protocol
+            }
+
+            fn assign(
+                &self,
+                partitions_per_topic: &BTreeMap<String, i32>,
+                members: &[MemberSubscription],
+            ) -> BTreeMap<String, Assignment> {
+                Run::assign(partitions_per_topic, members, $fill)
+            }
+        }
+    };
 }
 
 fn push(out: &mut BTreeMap<String, Assignment>, member: &str, topic: &str, partition: i32) {
@@ -106,23 +160,42 @@ fn push(out: &mut BTreeMap<String, Assignment>, member: &str, topic: &str, parti
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RangeAssignor;
 
-impl Assignor for RangeAssignor {
-    fn name(&self) -> &str {
-        "range"
-    }
+builtin_assignor!(RangeAssignor, "range", RebalanceProtocol::Eager, Run::range);
 
-    fn assign(
-        &self,
-        partitions_per_topic: &BTreeMap<String, i32>,
-        members: &[MemberSubscription],
-    ) -> BTreeMap<String, Assignment> {
-        let mut out = empty_result(members);
-        let sorted = sorted_members(members);
+/// Java's `RoundRobinAssignor`: every partition of every topic (by topic name, then index) in
+/// turn to the next member (in order) subscribed to its topic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundRobinAssignor;
+
+builtin_assignor!(
+    RoundRobinAssignor,
+    "roundrobin",
+    RebalanceProtocol::Eager,
+    Run::round_robin
+);
+
+/// Java's `CooperativeStickyAssignor` behaviour: balanced (member counts differ by at most one
+/// when subscriptions are equal), sticky (a partition stays with its owner unless balance needs
+/// it elsewhere), and cooperative (a partition that moves is first only revoked; its new owner
+/// gets it in the follow-up rebalance).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CooperativeStickyAssignor;
+
+builtin_assignor!(
+    CooperativeStickyAssignor,
+    "cooperative-sticky",
+    RebalanceProtocol::Cooperative,
+    Run::cooperative_sticky
+);
+
+impl Run<'_> {
+    /// [`RangeAssignor`]'s assignment.
+    fn range(&mut self) {
+        let (partitions_per_topic, sorted, out) =
+            (self.partitions_per_topic, &self.sorted, &mut self.out);
         for (topic, &count) in partitions_per_topic {
-            let subs: Vec<&&MemberSubscription> = sorted
-                .iter()
-                .filter(|m| m.subscription.topics.iter().any(|t| t == topic))
-                .collect();
+            let subs: Vec<&&MemberSubscription> =
+                sorted.iter().filter(|m| m.subscribes(topic)).collect();
             if subs.is_empty() || count <= 0 {
                 continue;
             }
@@ -134,85 +207,38 @@ impl Assignor for RangeAssignor {
                 let start = per * i + i.min(extra);
                 let len = per + if i + 1 > extra { 0 } else { 1 };
                 for p in start..start + len {
-                    push(&mut out, &m.member_id, topic, p);
+                    push(out, &m.member_id, topic, p);
                 }
             }
         }
-        out
-    }
-}
-
-/// Java's `RoundRobinAssignor`: every partition of every topic (by topic name, then index) in
-/// turn to the next member (in order) subscribed to its topic.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RoundRobinAssignor;
-
-impl Assignor for RoundRobinAssignor {
-    fn name(&self) -> &str {
-        "roundrobin"
     }
 
-    fn assign(
-        &self,
-        partitions_per_topic: &BTreeMap<String, i32>,
-        members: &[MemberSubscription],
-    ) -> BTreeMap<String, Assignment> {
-        let mut out = empty_result(members);
-        let sorted = sorted_members(members);
-        if sorted.is_empty() {
-            return out;
-        }
+    /// [`RoundRobinAssignor`]'s assignment.
+    fn round_robin(&mut self) {
+        let (partitions_per_topic, sorted, out) =
+            (self.partitions_per_topic, &self.sorted, &mut self.out);
         let mut next = 0usize;
         for (topic, &count) in partitions_per_topic {
-            if !sorted
-                .iter()
-                .any(|m| m.subscription.topics.iter().any(|t| t == topic))
-            {
+            if !sorted.iter().any(|m| m.subscribes(topic)) {
                 continue;
             }
             for p in 0..count.max(0) {
                 loop {
                     let m = sorted[next % sorted.len()];
                     next += 1;
-                    if m.subscription.topics.iter().any(|t| t == topic) {
-                        push(&mut out, &m.member_id, topic, p);
+                    if m.subscribes(topic) {
+                        push(out, &m.member_id, topic, p);
                         break;
                     }
                 }
             }
         }
-        out
-    }
-}
-
-/// Java's `CooperativeStickyAssignor` behaviour: balanced (member counts differ by at most one
-/// when subscriptions are equal), sticky (a partition stays with its owner unless balance needs
-/// it elsewhere), and cooperative (a partition that moves is first only revoked; its new owner
-/// gets it in the follow-up rebalance).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CooperativeStickyAssignor;
-
-impl Assignor for CooperativeStickyAssignor {
-    fn name(&self) -> &str {
-        "cooperative-sticky"
     }
 
-    fn protocol(&self) -> RebalanceProtocol {
-        RebalanceProtocol::Cooperative
-    }
-
-    fn assign(
-        &self,
-        partitions_per_topic: &BTreeMap<String, i32>,
-        members: &[MemberSubscription],
-    ) -> BTreeMap<String, Assignment> {
-        let mut out = empty_result(members);
-        let sorted = sorted_members(members);
-        if sorted.is_empty() {
-            return out;
-        }
-        let subscribed =
-            |m: &MemberSubscription, t: &str| m.subscription.topics.iter().any(|x| x == t);
+    /// [`CooperativeStickyAssignor`]'s assignment.
+    fn cooperative_sticky(&mut self) {
+        let (partitions_per_topic, sorted, out) =
+            (self.partitions_per_topic, &self.sorted, &mut self.out);
         let exists = |t: &str, p: i32| {
             partitions_per_topic
                 .get(t)
@@ -221,7 +247,7 @@ impl Assignor for CooperativeStickyAssignor {
         // Every partition some member subscribes to.
         let mut all: BTreeSet<(String, i32)> = BTreeSet::new();
         for (t, &n) in partitions_per_topic {
-            if sorted.iter().any(|m| subscribed(m, t)) {
+            if sorted.iter().any(|m| m.subscribes(t)) {
                 for p in 0..n.max(0) {
                     all.insert((t.clone(), p));
                 }
@@ -240,7 +266,7 @@ impl Assignor for CooperativeStickyAssignor {
                 continue;
             }
             for (t, ps) in &m.subscription.owned_partitions {
-                if !subscribed(m, t) {
+                if !m.subscribes(t) {
                     continue;
                 }
                 for &p in ps {
@@ -281,7 +307,7 @@ impl Assignor for CooperativeStickyAssignor {
         // The rest to the eligible member with the fewest partitions.
         for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
             let best = (0..n)
-                .filter(|&i| subscribed(sorted[i], &tp.0))
+                .filter(|&i| sorted[i].subscribes(&tp.0))
                 .min_by_key(|&i| (assigned[i].len(), i));
             if let Some(i) = best {
                 assigned[i].push(tp.clone());
@@ -293,11 +319,10 @@ impl Assignor for CooperativeStickyAssignor {
             for (t, p) in parts {
                 match prev_owner.get(&(t.clone(), p)) {
                     Some(&owner) if owner != i => {}
-                    _ => push(&mut out, member, &t, p),
+                    _ => push(out, member, &t, p),
                 }
             }
         }
-        out
     }
 }
 

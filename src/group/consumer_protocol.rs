@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use super::assignor::RebalanceProtocol;
 use super::member::{
-    GroupMember, Inner, JoinOutcome, code_error, is_coordinator_error, lock, str_bytes,
+    GroupMember, Inner, JoinOutcome, code_error, is_coordinator_error, lock, str_bytes, task_member,
 };
 use super::{GroupConfig, GroupProtocol, TopicPartition};
 use crate::cluster::{Recovery, recovery_for};
@@ -201,8 +201,9 @@ impl Kip848State {
 }
 
 /// A member id as Java's consumer makes one (KIP-1082: the client chooses it): 16 random
-/// bytes, URL-safe base64.
-fn new_member_id() -> String {
+/// bytes, URL-safe base64. Share consumers (KIP-932) choose theirs the same way, so
+/// `share::membership` uses this one too.
+pub(crate) fn new_member_id() -> String {
     let mut raw = [0u8; 16];
     if getrandom::fill(&mut raw).is_err() {
         // No entropy source: fall back on the clock and the process id, unique enough for a
@@ -628,15 +629,9 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
                 _ = shutdown.stopped() => return,
             }
         };
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) || shutdown.is_stopped() {
+        let Some(member) = task_member(&weak, &shutdown) else {
             return;
-        }
-        let member = GroupMember {
-            inner,
-            owner: false,
         };
-        let cfg = member.inner.config.clone();
         let (member_now, interval) = {
             let st = lock(&member.inner.state);
             (
@@ -648,13 +643,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
             next_heartbeat = Instant::now() + interval;
             continue;
         }
-        let since_poll = lock(&member.inner.last_poll).elapsed();
-        if since_poll > cfg.max_poll_interval {
-            tracing::warn!(
-                group = %cfg.group_id,
-                ?since_poll,
-                "poll() was not called within max.poll.interval; leaving the group"
-            );
+        if member.max_poll_interval_exceeded() {
             if let Err(e) = member.leave(false).await {
                 tracing::debug!(error = %e, "leave heartbeat failed");
             }

@@ -18,6 +18,7 @@ pub use assignor::{
     Assignor, CooperativeStickyAssignor, MemberSubscription, RangeAssignor, RebalanceProtocol,
     RoundRobinAssignor,
 };
+pub(crate) use consumer_protocol::new_member_id;
 pub use member::{GroupConfig, GroupMember, JoinOutcome, OffsetAndMetadata};
 
 /// The group membership protocol (`group.protocol`).

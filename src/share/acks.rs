@@ -29,6 +29,16 @@ impl ShareConsumer {
         }
     }
 
+    /// The partitions holding acknowledgements not sent yet, where
+    /// `ack_jobs` and `send_acknowledgements` both start.
+    fn partitions_with_pending_acks(&self) -> Vec<PartKey> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| !p.pending.is_empty())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// ShareAcknowledge requests for every pending acknowledgement (`close`: also one with the
     /// final epoch to every open session). Acknowledgements whose broker has no open session
     /// fail at once.
@@ -39,12 +49,7 @@ impl ShareConsumer {
         Vec<(AckJob, ShareAcknowledgeRequest)>,
         Vec<AcknowledgementOutcome>,
     ) {
-        let keys: Vec<PartKey> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.pending.is_empty())
-            .map(|(k, _)| *k)
-            .collect();
+        let keys = self.partitions_with_pending_acks();
         self.ack_jobs_for(&keys, close)
     }
 
@@ -161,12 +166,7 @@ impl ShareConsumer {
         close: bool,
         deadline: Option<Instant>,
     ) -> Vec<AcknowledgementOutcome> {
-        let keys: Vec<PartKey> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.pending.is_empty())
-            .map(|(k, _)| *k)
-            .collect();
+        let keys = self.partitions_with_pending_acks();
         self.send_acknowledgements_for(&keys, close, deadline).await
     }
 

@@ -455,6 +455,7 @@ pub(super) fn take_records(
                 continue;
             }
             let timestamp_type = batch.timestamp_type();
+            let leader_epoch = Some(batch.partition_leader_epoch()).filter(|e| *e >= 0);
             let records = match batch.records() {
                 Ok(r) => r,
                 Err(e) => {
@@ -481,14 +482,17 @@ pub(super) fn take_records(
                 part.acquired.insert(r.offset, Acq::Buffered);
                 buffer.push_back((
                     ShareRecord {
-                        topic: part.tp.topic.clone(),
-                        partition: part.tp.partition,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                        timestamp_type,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
+                        record: ConsumerRecord {
+                            topic: part.tp.topic.clone(),
+                            partition: part.tp.partition,
+                            offset: r.offset,
+                            timestamp: r.timestamp,
+                            timestamp_type,
+                            key: r.key,
+                            value: r.value,
+                            headers: r.headers,
+                            leader_epoch,
+                        },
                         delivery_count: dc.max(0) as u16,
                     },
                     key,

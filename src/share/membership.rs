@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use kafka_protocol::messages::{ApiKey, GroupId, ShareGroupHeartbeatRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
@@ -26,6 +25,7 @@ use uuid::Uuid;
 
 use crate::cluster::{Cluster, CoordinatorType};
 use crate::connection::RetryDelay;
+use crate::group::new_member_id;
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 /// Member epoch of a member leaving the group.
@@ -71,19 +71,6 @@ struct Shared {
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A member id as Java's consumer makes one: 16 random bytes, URL-safe base64.
-fn new_member_id() -> String {
-    let mut raw = [0u8; 16];
-    if getrandom::fill(&mut raw).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        raw.copy_from_slice(&(now ^ ((std::process::id() as u128) << 64)).to_be_bytes());
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 /// The membership of one share consumer: the heartbeat task and its state.

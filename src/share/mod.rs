@@ -71,6 +71,7 @@ pub use record::{AcknowledgeType, AcknowledgementOutcome, ShareRecord};
 
 use crate::cluster::Cluster;
 use crate::connection::RetryDelay;
+use crate::consumer::ConsumerRecord;
 use crate::group::TopicPartition;
 use crate::protocol::record::RecordBatches;
 use crate::telemetry::{SharePartitionTelemetry, ShareTelemetry};

@@ -1,47 +1,32 @@
 //! Records of a share group and their acknowledgement.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-
+use crate::consumer::ConsumerRecord;
 use crate::group::TopicPartition;
-use crate::protocol::record::{Headers, TimestampType};
 use crate::{Error, Result};
 
-/// One record acquired from a share group. Key, value and headers are zero-copy slices of the
-/// ShareFetch response.
+/// One record acquired from a share group: the record as a consumer in a group receives it,
+/// plus its delivery count (Java's share consumer, likewise, hands out `ConsumerRecord`s whose
+/// `deliveryCount()` is set). Key, value and headers are zero-copy slices of the ShareFetch
+/// response. Derefs to its [`ConsumerRecord`], so `record.offset`, `record.value`,
+/// [`topic_partition`](ConsumerRecord::topic_partition) and
+/// [`deserialize`](ConsumerRecord::deserialize) read as on a consumer's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShareRecord {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The partition.
-    pub partition: i32,
-    /// The offset.
-    pub offset: i64,
-    /// The timestamp (ms since the epoch).
-    pub timestamp: i64,
-    /// What the timestamp means.
-    pub timestamp_type: TimestampType,
-    /// The key; `None` for a null key.
-    pub key: Option<Bytes>,
-    /// The value; `None` for a null value.
-    pub value: Option<Bytes>,
-    /// The headers in wire order.
-    pub headers: Headers,
+    /// The record: topic, partition, offset, timestamp, key, value (`None` for a null value),
+    /// headers and its batch's leader epoch.
+    pub record: ConsumerRecord,
     /// How many times the broker has delivered this record, this delivery included (1 for the
     /// first delivery). The group's `share.delivery.count.limit` (broker default 5) bounds it:
     /// a record released on its last delivery is archived, never delivered again.
     pub delivery_count: u16,
 }
 
-impl ShareRecord {
-    /// The record's topic partition.
-    pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition {
-            topic: self.topic.clone(),
-            partition: self.partition,
-        }
+impl std::ops::Deref for ShareRecord {
+    type Target = ConsumerRecord;
+
+    fn deref(&self) -> &ConsumerRecord {
+        &self.record
     }
 }
 

@@ -682,44 +682,35 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn token_is_cached_until_80_percent_of_its_lifetime() {
+    /// An OAUTHBEARER config whose token source hands out `t0`, `t1`, ... (each valid for
+    /// `lifetime`), and the count of its calls: what the token caching tests observe.
+    fn counting_tokens(lifetime: Duration) -> (SaslConfig, Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let calls = Arc::new(AtomicUsize::new(0));
         let c2 = calls.clone();
         let config = SaslConfig::oauthbearer(move || {
             let n = c2.fetch_add(1, Ordering::SeqCst);
-            async move {
-                Ok(OAuthBearerToken::new(
-                    format!("t{n}"),
-                    Duration::from_millis(200),
-                ))
-            }
+            async move { Ok(OAuthBearerToken::new(format!("t{n}"), lifetime)) }
         });
+        (config, calls)
+    }
+
+    #[tokio::test]
+    async fn token_is_cached_until_80_percent_of_its_lifetime() {
+        let (config, calls) = counting_tokens(Duration::from_millis(200));
         let src = config.token_source.clone().unwrap();
         let zero = Duration::ZERO;
         assert_eq!(src.token(zero).await.unwrap().value.expose(), "t0");
         assert_eq!(src.token(zero).await.unwrap().value.expose(), "t0");
         tokio::time::sleep(Duration::from_millis(170)).await;
         assert_eq!(src.token(zero).await.unwrap().value.expose(), "t1");
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert!(!format!("{config:?}").contains("t1"));
     }
 
     #[tokio::test]
     async fn reauthentication_does_not_reuse_a_token_that_would_shorten_the_session() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c2 = calls.clone();
-        let config = SaslConfig::oauthbearer(move || {
-            let n = c2.fetch_add(1, Ordering::SeqCst);
-            async move {
-                Ok(OAuthBearerToken::new(
-                    format!("t{n}"),
-                    Duration::from_secs(100),
-                ))
-            }
-        });
+        let (config, calls) = counting_tokens(Duration::from_secs(100));
         let src = config.token_source.clone().unwrap();
         assert_eq!(
             src.token(Duration::ZERO).await.unwrap().value.expose(),
@@ -746,6 +737,6 @@ mod tests {
                 .expose(),
             "t1"
         );
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

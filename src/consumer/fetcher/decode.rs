@@ -23,6 +23,19 @@ pub(crate) struct Chunk {
     pub(crate) bytes: usize,
 }
 
+impl PartState {
+    /// A corrupt batch or record at `pos`: the partition keeps `error` and stops there. The
+    /// buffer is dropped and the version bumped (an answer in flight is stale), and the next
+    /// fetch, once the application seeks past, starts from `pos`. One home for both places
+    /// `drain` meets corruption (a record in a batch, a batch's records).
+    fn fail_corrupt(&mut self, error: Error, buffered: &mut usize, pos: i64) {
+        self.error = Some(error);
+        self.release(buffered);
+        self.version = next_version();
+        self.fetch_offset = pos;
+    }
+}
+
 /// Moves up to `max - out.len()` records of `part` to `out`. A corrupt batch sets the
 /// partition's error (the partition then stays where it is until the application seeks).
 pub(crate) fn drain(
@@ -59,10 +72,7 @@ pub(crate) fn drain(
                     continue;
                 }
                 Some(Err(e)) => {
-                    part.error = Some(e.on_partition(tp.topic(), tp.partition));
-                    part.release(buffered);
-                    part.version = next_version();
-                    part.fetch_offset = pos;
+                    part.fail_corrupt(e.on_partition(tp.topic(), tp.partition), buffered, pos);
                     break;
                 }
                 None => {
@@ -89,10 +99,7 @@ pub(crate) fn drain(
                         })
                     }
                     Err(e) => {
-                        part.error = Some(e.on_partition(tp.topic(), tp.partition));
-                        part.release(buffered);
-                        part.version = next_version();
-                        part.fetch_offset = pos;
+                        part.fail_corrupt(e.on_partition(tp.topic(), tp.partition), buffered, pos);
                         break;
                     }
                 }

@@ -4,6 +4,21 @@
 use super::*;
 
 impl GroupMember {
+    /// Whether `poll` was not called within `max.poll.interval` (logged as a warning): both
+    /// heartbeat tasks then leave the group, each as its protocol does.
+    pub(in crate::group) fn max_poll_interval_exceeded(&self) -> bool {
+        let since_poll = lock(&self.inner.last_poll).elapsed();
+        let exceeded = since_poll > self.inner.config.max_poll_interval;
+        if exceeded {
+            tracing::warn!(
+                group = %self.inner.config.group_id,
+                ?since_poll,
+                "poll() was not called within max.poll.interval; leaving the group"
+            );
+        }
+        exceeded
+    }
+
     pub(super) async fn heartbeat_once(&self) -> Result<()> {
         let cfg = &self.inner.config;
         let (generation, member_id) = {
@@ -31,6 +46,23 @@ impl GroupMember {
     }
 }
 
+/// What both heartbeat tasks (this one, the classic protocol's, and the consumer protocol's
+/// in `group::consumer_protocol`) act through on each round: a non-owner handle on the member,
+/// or `None` once the member is gone or closed or the task was told to stop (the task ends).
+pub(in crate::group) fn task_member(
+    weak: &Weak<Inner>,
+    shutdown: &crate::task::StopListener,
+) -> Option<GroupMember> {
+    let inner = weak.upgrade()?;
+    if inner.closed.load(Ordering::Acquire) || shutdown.is_stopped() {
+        return None;
+    }
+    Some(GroupMember {
+        inner,
+        owner: false,
+    })
+}
+
 pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task::StopListener) {
     let mut wait = match weak.upgrade() {
         Some(i) => i.config.heartbeat_interval,
@@ -41,13 +73,8 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.stopped() => return,
         }
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) || shutdown.is_stopped() {
+        let Some(member) = task_member(&weak, &shutdown) else {
             return;
-        }
-        let member = GroupMember {
-            inner,
-            owner: false,
         };
         let cfg = member.inner.config.clone();
         wait = cfg.heartbeat_interval;
@@ -55,13 +82,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
         if !stable {
             continue;
         }
-        let since_poll = lock(&member.inner.last_poll).elapsed();
-        if since_poll > cfg.max_poll_interval {
-            tracing::warn!(
-                group = %cfg.group_id,
-                ?since_poll,
-                "poll() was not called within max.poll.interval; leaving the group"
-            );
+        if member.max_poll_interval_exceeded() {
             let _ = member.leave(false).await;
             member.mark_lost(
                 cfg.group_instance_id.is_none(),

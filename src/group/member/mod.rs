@@ -31,6 +31,7 @@ use crate::{Error, ErrorKind, KafkaCode, Result};
 mod commit;
 mod heartbeat;
 mod join;
+pub(in crate::group) use heartbeat::task_member;
 use heartbeat::*;
 
 /// The settings of a group member. Built by the consumer from its
