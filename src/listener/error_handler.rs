@@ -469,19 +469,7 @@ type ErrorMatcher = fn(&(dyn StdError + 'static)) -> bool;
 
 /// Whether `error` or anything in its `source()` chain is an `E`.
 fn chain_has<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
-    let mut current = Some(error);
-    let mut depth = 0;
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
-        }
-        depth += 1;
-        if depth > 64 {
-            break;
-        }
-        current = e.source();
-    }
-    false
+    super::classify::find_in_chain::<E>(error).is_some()
 }
 
 /// Chooses a handler by the error's type (Spring's `CommonDelegatingErrorHandler`, with the

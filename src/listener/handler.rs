@@ -222,19 +222,7 @@ impl BatchListenerFailed {
     /// assert_eq!(found, Some(rekafka::listener::FailedPosition::Index(3)));
     /// ```
     pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a BatchListenerFailed> {
-        let mut current = Some(error);
-        let mut depth = 0;
-        while let Some(e) = current {
-            if let Some(b) = e.downcast_ref::<BatchListenerFailed>() {
-                return Some(b);
-            }
-            depth += 1;
-            if depth > 64 {
-                break;
-            }
-            current = e.source();
-        }
-        None
+        super::classify::find_in_chain(error)
     }
 
     /// The record at `index` of the batch failed with `cause`.

@@ -253,19 +253,7 @@ const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) fn deserialization_failure<'a>(
     error: &'a (dyn StdError + 'static),
 ) -> Option<&'a DeserializationFailed> {
-    let mut current = Some(error);
-    let mut depth = 0;
-    while let Some(e) = current {
-        if let Some(d) = e.downcast_ref::<DeserializationFailed>() {
-            return Some(d);
-        }
-        depth += 1;
-        if depth > 64 {
-            break;
-        }
-        current = e.source();
-    }
-    None
+    crate::listener::classify::find_in_chain(error)
 }
 
 /// Publishes failed records to a dead-letter topic (see the [module docs](self)).
