@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use super::classify::HandlerError;
 use super::consumer::ListenerRecord;
-use super::dead_letter_publisher::{DeadLetterPublisher, count_bytes};
+use super::dead_letter_publisher::{DeadLetterPublisher, count_bytes, log_sent};
 use super::handler::{BoxFuture, Recoverer, SharedError};
 use crate::producer::Record;
 use crate::protocol::record::Header;
@@ -152,21 +152,16 @@ impl<R: ListenerRecord> Recoverer<R> for RepublishToTail<R> {
             if count >= self.max_republishes || undeserializable {
                 return self.dlt.recover(record, error).await;
             }
-            let out = Self::republished(record, count + 1);
-            let meta = self
-                .dlt
-                .sender
-                .publish((record.topic(), record.partition(), record.offset()), out)
-                .await
-                .map_err(|e| Box::new(e) as HandlerError)?;
-            tracing::debug!(
-                topic = record.topic(),
-                partition = record.partition(),
-                offset = record.offset(),
-                republish_count = count + 1,
-                new_offset = meta.offset,
-                error = %error,
-                "record republished to the tail of its partition"
+            let republish = count + 1;
+            let out = Self::republished(record, republish);
+            let meta = self.dlt.sender.publish(record, out).await?;
+            log_sent(
+                record,
+                &meta,
+                &format_args!(
+                    "record republished to the tail of its partition \
+                     (republish_count {republish}, error: {error})"
+                ),
             );
             Ok(())
         })

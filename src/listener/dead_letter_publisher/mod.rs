@@ -65,8 +65,8 @@ mod builder;
 mod sender;
 
 pub use builder::{DEFAULT_BATCH_SIZE, DeadLetterPublisherBuilder, default_producer_config};
-pub(crate) use sender::Sender;
 use sender::lock;
+pub(crate) use sender::{Sender, log_sent};
 
 /// How the default destination topic is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -330,14 +330,11 @@ async fn publishing_task<R: ListenerRecord>(
 ) {
     while let Some((record, error, reply)) = queue.recv().await {
         let started = match worker.prepare(&record, &error).await {
-            Ok(Some(out)) => {
-                let source = (record.topic(), record.partition(), record.offset());
-                worker
-                    .sender
-                    .start(source, out)
-                    .await
-                    .map(|ack| Some(Box::pin(ack) as AckWait))
-            }
+            Ok(Some(out)) => worker
+                .sender
+                .start(&record, out)
+                .await
+                .map(|ack| Some(Box::pin(ack) as AckWait)),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
@@ -529,11 +526,8 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         let Some(out) = self.prepare(record, error).await? else {
             return Ok(None);
         };
-        let meta = self
-            .sender
-            .publish((record.topic(), record.partition(), record.offset()), out)
-            .await?;
-        log_published(record, &meta);
+        let meta = self.sender.publish(record, out).await?;
+        log_sent(record, &meta, &"dead letter published");
         self.published(record);
         Ok(Some(meta))
     }
@@ -557,18 +551,6 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
     pub async fn close(&self) {
         self.sender.close().await;
     }
-}
-
-fn log_published<R: ListenerRecord>(record: &R, meta: &RecordMetadata) {
-    tracing::debug!(
-        topic = record.topic(),
-        partition = record.partition(),
-        offset = record.offset(),
-        dlt = %meta.topic,
-        dlt_partition = meta.partition,
-        dlt_offset = meta.offset,
-        "dead letter published"
-    );
 }
 
 impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
@@ -627,7 +609,7 @@ impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
                     }
                 };
                 let meta = ack.await.map_err(|e| Box::new(e) as HandlerError)?;
-                log_published(&source, &meta);
+                log_sent(&source, &meta, &"dead letter published");
                 crate::telemetry::dead_letter_published(
                     &client_id,
                     source.topic(),
