@@ -17,8 +17,8 @@ use super::classify::HandlerError;
 use super::consumer::ListenerRecord;
 use super::container::Seeks;
 use super::handler::{
-    BoxFuture, DeliveryAttemptHeader, LoggingRecoverer, Recoverer, Recovery, RecoveryHalt,
-    RetryListener, SharedError,
+    BoxFuture, DeliveryAttemptHeader, LoggingRecoverer, RecoverFuture, Recoverer, Recovery,
+    RecoveryHalt, RetryListener, SharedError,
 };
 use super::tracker::{FailedRecordTracker, PartitionKey};
 
@@ -617,11 +617,7 @@ impl<R> DelegatingRecoverer<R> {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for DelegatingRecoverer<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         self.choose(error).recover(record, error)
     }
 

@@ -24,10 +24,9 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use super::classify::HandlerError;
 use super::consumer::ListenerRecord;
 use super::dead_letter_publisher::{DeadLetterPublisher, count_bytes, log_sent};
-use super::handler::{BoxFuture, Recoverer, SharedError};
+use super::handler::{RecoverFuture, Recoverer, SharedError};
 use crate::producer::Record;
 use crate::protocol::record::Header;
 
@@ -137,11 +136,7 @@ impl<R: ListenerRecord> RepublishToTail<R> {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for RepublishToTail<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             let count = republish_count(&record.headers());
             // A record that cannot be deserialized will not get better by waiting.

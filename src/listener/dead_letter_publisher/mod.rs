@@ -56,7 +56,7 @@ use tracing::Instrument;
 use super::classify::{DeserializationFailed, HandlerError, RecordPart};
 use super::consumer::ListenerRecord;
 use super::dead_letter::{DeadLetterHeaders, Provenance};
-use super::handler::{BoxFuture, Recoverer, Recovery, SharedError};
+use super::handler::{BoxFuture, RecoverFuture, Recoverer, Recovery, SharedError};
 use crate::cluster::Cluster;
 use crate::producer::{ProduceError, Producer, Record, RecordMetadata};
 use crate::{Error, ErrorKind};
@@ -554,11 +554,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             self.publish(record, error)
                 .await

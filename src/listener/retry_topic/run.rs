@@ -13,7 +13,7 @@ use crate::consumer::{AutoCommit, Consumer, ConsumerConfig, Deserializer};
 use crate::error::KafkaCode;
 use crate::listener::classify::HandlerError;
 use crate::listener::dead_letter_publisher::{DeadLetterPublisher, PublishWait, log_sent};
-use crate::listener::handler::{BoxFuture, Recoverer, SharedError};
+use crate::listener::handler::{BoxFuture, RecoverFuture, Recoverer, SharedError};
 use crate::listener::typed::typed_record;
 use crate::listener::{
     Acknowledgment, ContainerConsumer, ContainerHandle, DefaultErrorHandler, Events, FixedBackOff,
@@ -106,11 +106,7 @@ struct Forwarder {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for Forwarder {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             let hs = record.headers();
             let attempt = headers::attempts(&hs);
