@@ -13,8 +13,103 @@ use super::tracker::PartitionKey;
 use crate::consumer::failure_detail;
 use crate::consumer::{Consumer, ConsumerRecord, Deserializer};
 use crate::group::{self, OffsetAndMetadata};
-use crate::protocol::record::{Header, Headers, TimestampType};
+use crate::protocol::record::{Header, Headers};
 use crate::{Error, Result};
+
+/// The methods [`ListenerConsumerRecord`] and [`ShareListenerRecord`](super::ShareListenerRecord)
+/// share, written once: both keep the consumed record in `record` (a `ConsumerRecord` or a
+/// `ShareRecord`, which have the same public fields `topic` … `headers` but no common trait, being
+/// the consumer's and the share consumer's own types) beside the container's `extra_headers` and
+/// `failure`. `text`: the inherent UTF-8 and header look-ups; `record`: the [`ListenerRecord`]
+/// methods but `consumer_group` (the two keep the group differently).
+macro_rules! listener_record_methods {
+    (text) => {
+        /// The value as UTF-8 text, if it is.
+        pub fn value_str(&self) -> Option<&str> {
+            self.record
+                .value
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+        }
+
+        /// The key as UTF-8 text, if it is.
+        pub fn key_str(&self) -> Option<&str> {
+            self.record
+                .key
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+        }
+
+        /// The value of the last header called `name`, if any (a null value is `Some(None)`).
+        pub fn header(&self, name: &str) -> Option<Option<::bytes::Bytes>> {
+            $crate::listener::ListenerRecord::headers(self)
+                .into_iter()
+                .rev()
+                .find(|h| h.key() == name)
+                .map(|h| h.value)
+        }
+    };
+    (record) => {
+        fn topic(&self) -> &str {
+            &self.record.topic
+        }
+
+        fn partition(&self) -> i32 {
+            self.record.partition
+        }
+
+        fn offset(&self) -> i64 {
+            self.record.offset
+        }
+
+        fn timestamp(&self) -> i64 {
+            self.record.timestamp
+        }
+
+        fn timestamp_type(&self) -> $crate::protocol::record::TimestampType {
+            self.record.timestamp_type
+        }
+
+        fn key(&self) -> Option<&::bytes::Bytes> {
+            self.record.key.as_ref()
+        }
+
+        fn value(&self) -> Option<&::bytes::Bytes> {
+            self.record.value.as_ref()
+        }
+
+        fn headers(&self) -> Vec<$crate::protocol::record::Header> {
+            $crate::listener::adapter::overlay_headers(
+                &self.record.headers,
+                self.extra_headers.as_deref(),
+            )
+        }
+
+        fn with_header(&self, header: $crate::protocol::record::Header) -> Self {
+            let extra =
+                $crate::listener::adapter::with_extra_header(self.extra_headers.as_deref(), header);
+            Self {
+                extra_headers: Some(::std::sync::Arc::new(extra)),
+                ..self.clone()
+            }
+        }
+
+        fn deserialization_failure(&self) -> Option<$crate::listener::DeserializationFailed> {
+            self.failure.as_deref().cloned()
+        }
+
+        fn with_deserialization_failure(
+            &self,
+            failure: $crate::listener::DeserializationFailed,
+        ) -> Self {
+            Self {
+                failure: Some(::std::sync::Arc::new(failure)),
+                ..self.clone()
+            }
+        }
+    };
+}
+pub(crate) use listener_record_methods;
 
 fn to_group_tp(tp: &PartitionKey) -> group::TopicPartition {
     group::TopicPartition {
@@ -74,30 +169,7 @@ impl ListenerConsumerRecord {
         self.record.value.as_ref()
     }
 
-    /// The value as UTF-8 text, if it is.
-    pub fn value_str(&self) -> Option<&str> {
-        self.record
-            .value
-            .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The key as UTF-8 text, if it is.
-    pub fn key_str(&self) -> Option<&str> {
-        self.record
-            .key
-            .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The value of the last header called `name`, if any (a null value is `Some(None)`).
-    pub fn header(&self, name: &str) -> Option<Option<Bytes>> {
-        self.headers()
-            .into_iter()
-            .rev()
-            .find(|h| h.key() == name)
-            .map(|h| h.value)
-    }
+    listener_record_methods!(text);
 }
 
 impl From<ConsumerRecord> for ListenerConsumerRecord {
@@ -140,58 +212,7 @@ pub(crate) fn with_extra_header(extra: Option<&Vec<Header>>, header: Header) -> 
 }
 
 impl ListenerRecord for ListenerConsumerRecord {
-    fn topic(&self) -> &str {
-        &self.record.topic
-    }
-
-    fn partition(&self) -> i32 {
-        self.record.partition
-    }
-
-    fn offset(&self) -> i64 {
-        self.record.offset
-    }
-
-    fn timestamp(&self) -> i64 {
-        self.record.timestamp
-    }
-
-    fn timestamp_type(&self) -> TimestampType {
-        self.record.timestamp_type
-    }
-
-    fn key(&self) -> Option<&Bytes> {
-        self.record.key.as_ref()
-    }
-
-    fn value(&self) -> Option<&Bytes> {
-        self.record.value.as_ref()
-    }
-
-    fn headers(&self) -> Vec<Header> {
-        overlay_headers(&self.record.headers, self.extra_headers.as_deref())
-    }
-
-    fn with_header(&self, header: Header) -> Self {
-        let extra = with_extra_header(self.extra_headers.as_deref(), header);
-        ListenerConsumerRecord {
-            record: self.record.clone(),
-            extra_headers: Some(Arc::new(extra)),
-            failure: self.failure.clone(),
-            group: self.group.clone(),
-        }
-    }
-
-    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
-        self.failure.as_deref().cloned()
-    }
-
-    fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self {
-        ListenerConsumerRecord {
-            failure: Some(Arc::new(failure)),
-            ..self.clone()
-        }
-    }
+    listener_record_methods!(record);
 
     fn consumer_group(&self) -> Option<&str> {
         self.group.as_deref()

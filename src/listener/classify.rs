@@ -226,6 +226,18 @@ impl Classifier {
     }
 }
 
+/// The first `E` in `error`'s `source()` chain, `error` itself first. The dead-letter
+/// publisher, the batch failure search and the delegating error handler all look for a type
+/// through the chain the same way, here: at most 65 levels, so that a chain that never ends (a
+/// source cycle) cannot hang the container.
+pub(crate) fn find_in_chain<'a, E: StdError + 'static>(
+    error: &'a (dyn StdError + 'static),
+) -> Option<&'a E> {
+    std::iter::successors(Some(error), |&e| e.source())
+        .take(65)
+        .find_map(|e| e.downcast_ref::<E>())
+}
+
 /// The class of an error: a stable name for its type, Rust's analogue of a Java exception's
 /// class name. The container compares classes to notice that a record now fails differently
 /// (`reset_state_on_exception_change`), and dead letters carry them in the

@@ -51,77 +51,38 @@ use bytes::Bytes;
 use super::classify::{DeserializationFailed, RecordPart, error_class};
 use crate::protocol::record::{Header, TimestampType};
 
-/// Spring's header names.
-pub mod names {
-    /// The error's class ([`error_class`](crate::listener::error_class)).
-    pub const EXCEPTION_FQCN: &str = "kafka_dlt-exception-fqcn";
-    /// The cause's class.
-    pub const EXCEPTION_CAUSE_FQCN: &str = "kafka_dlt-exception-cause-fqcn";
-    /// The error message.
-    pub const EXCEPTION_MESSAGE: &str = "kafka_dlt-exception-message";
-    /// The error chain.
-    pub const EXCEPTION_STACKTRACE: &str = "kafka_dlt-exception-stacktrace";
-    /// The key-failure class.
-    pub const KEY_EXCEPTION_FQCN: &str = "kafka_dlt-key-exception-fqcn";
-    /// The key-failure message.
-    pub const KEY_EXCEPTION_MESSAGE: &str = "kafka_dlt-key-exception-message";
-    /// The key-failure chain.
-    pub const KEY_EXCEPTION_STACKTRACE: &str = "kafka_dlt-key-exception-stacktrace";
-    /// The original topic.
-    pub const ORIGINAL_TOPIC: &str = "kafka_dlt-original-topic";
-    /// The original partition (4-byte big-endian).
-    pub const ORIGINAL_PARTITION: &str = "kafka_dlt-original-partition";
-    /// The original offset (8-byte big-endian).
-    pub const ORIGINAL_OFFSET: &str = "kafka_dlt-original-offset";
-    /// The original timestamp (8-byte big-endian).
-    pub const ORIGINAL_TIMESTAMP: &str = "kafka_dlt-original-timestamp";
-    /// The original timestamp type (`CreateTime` / `LogAppendTime`).
-    pub const ORIGINAL_TIMESTAMP_TYPE: &str = "kafka_dlt-original-timestamp-type";
-    /// The consumer group that failed to process the record.
-    pub const ORIGINAL_CONSUMER_GROUP: &str = "kafka_dlt-original-consumer-group";
+/// The failure headers of one naming family, every name its `prefix` plus Spring's suffix:
+/// the dead-letter names (`kafka_dlt-`) and the retry-topic names (`kafka_`) are the same set
+/// of headers, so the set is written once, here.
+macro_rules! failure_header_names {
+    ($prefix:literal) => {
+        #[doc = concat!("`", $prefix, "exception-fqcn`: the error's class ([`error_class`](crate::listener::error_class)).")]
+        pub const EXCEPTION_FQCN: &str = concat!($prefix, "exception-fqcn");
+        #[doc = concat!("`", $prefix, "exception-cause-fqcn`: the cause's class.")]
+        pub const EXCEPTION_CAUSE_FQCN: &str = concat!($prefix, "exception-cause-fqcn");
+        #[doc = concat!("`", $prefix, "exception-message`: the error message.")]
+        pub const EXCEPTION_MESSAGE: &str = concat!($prefix, "exception-message");
+        #[doc = concat!("`", $prefix, "exception-stacktrace`: the error chain.")]
+        pub const EXCEPTION_STACKTRACE: &str = concat!($prefix, "exception-stacktrace");
+        #[doc = concat!("`", $prefix, "key-exception-fqcn`: the key-failure class.")]
+        pub const KEY_EXCEPTION_FQCN: &str = concat!($prefix, "key-exception-fqcn");
+        #[doc = concat!("`", $prefix, "key-exception-message`: the key-failure message.")]
+        pub const KEY_EXCEPTION_MESSAGE: &str = concat!($prefix, "key-exception-message");
+        #[doc = concat!("`", $prefix, "key-exception-stacktrace`: the key-failure chain.")]
+        pub const KEY_EXCEPTION_STACKTRACE: &str = concat!($prefix, "key-exception-stacktrace");
+        #[doc = concat!("`", $prefix, "original-topic`: the original topic.")]
+        pub const ORIGINAL_TOPIC: &str = concat!($prefix, "original-topic");
+        #[doc = concat!("`", $prefix, "original-partition`: the original partition (4-byte big-endian).")]
+        pub const ORIGINAL_PARTITION: &str = concat!($prefix, "original-partition");
+        #[doc = concat!("`", $prefix, "original-offset`: the original offset (8-byte big-endian).")]
+        pub const ORIGINAL_OFFSET: &str = concat!($prefix, "original-offset");
+        #[doc = concat!("`", $prefix, "original-timestamp`: the original timestamp (8-byte big-endian).")]
+        pub const ORIGINAL_TIMESTAMP: &str = concat!($prefix, "original-timestamp");
+        #[doc = concat!("`", $prefix, "original-timestamp-type`: the original timestamp type (`CreateTime` / `LogAppendTime`).")]
+        pub const ORIGINAL_TIMESTAMP_TYPE: &str = concat!($prefix, "original-timestamp-type");
 
-    /// The exception headers (value side), removed before re-adding when stripping.
-    pub const EXCEPTION_HEADERS: [&str; 7] = [
-        EXCEPTION_FQCN,
-        EXCEPTION_CAUSE_FQCN,
-        EXCEPTION_MESSAGE,
-        EXCEPTION_STACKTRACE,
-        KEY_EXCEPTION_FQCN,
-        KEY_EXCEPTION_MESSAGE,
-        KEY_EXCEPTION_STACKTRACE,
-    ];
-
-    /// The names Spring's retry topics (`@RetryableTopic`) write instead: the same headers
-    /// without `dlt-` (the consumer group keeps `kafka_dlt-original-consumer-group`). Read by
-    /// [`DeadLetterInfo::from_headers`](crate::listener::DeadLetterInfo::from_headers) like
-    /// the others.
-    pub mod retry_topic {
-        /// The error's type name.
-        pub const EXCEPTION_FQCN: &str = "kafka_exception-fqcn";
-        /// The cause's type name.
-        pub const EXCEPTION_CAUSE_FQCN: &str = "kafka_exception-cause-fqcn";
-        /// The error message.
-        pub const EXCEPTION_MESSAGE: &str = "kafka_exception-message";
-        /// The error chain.
-        pub const EXCEPTION_STACKTRACE: &str = "kafka_exception-stacktrace";
-        /// The key-failure type name.
-        pub const KEY_EXCEPTION_FQCN: &str = "kafka_key-exception-fqcn";
-        /// The key-failure message.
-        pub const KEY_EXCEPTION_MESSAGE: &str = "kafka_key-exception-message";
-        /// The key-failure chain.
-        pub const KEY_EXCEPTION_STACKTRACE: &str = "kafka_key-exception-stacktrace";
-        /// The original topic.
-        pub const ORIGINAL_TOPIC: &str = "kafka_original-topic";
-        /// The original partition (4-byte big-endian).
-        pub const ORIGINAL_PARTITION: &str = "kafka_original-partition";
-        /// The original offset (8-byte big-endian).
-        pub const ORIGINAL_OFFSET: &str = "kafka_original-offset";
-        /// The original timestamp (8-byte big-endian).
-        pub const ORIGINAL_TIMESTAMP: &str = "kafka_original-timestamp";
-        /// The original timestamp type.
-        pub const ORIGINAL_TIMESTAMP_TYPE: &str = "kafka_original-timestamp-type";
-
-        /// The exception headers under these names.
+        /// The exception headers (value and key side): removed before the new ones are added
+        /// when stripping.
         pub const EXCEPTION_HEADERS: [&str; 7] = [
             EXCEPTION_FQCN,
             EXCEPTION_CAUSE_FQCN,
@@ -131,6 +92,23 @@ pub mod names {
             KEY_EXCEPTION_MESSAGE,
             KEY_EXCEPTION_STACKTRACE,
         ];
+    };
+}
+
+/// Spring's header names (`kafka_dlt-…`).
+pub mod names {
+    failure_header_names!("kafka_dlt-");
+
+    /// `kafka_dlt-original-consumer-group`: the consumer group that failed to process the
+    /// record.
+    pub const ORIGINAL_CONSUMER_GROUP: &str = "kafka_dlt-original-consumer-group";
+
+    /// The names Spring's retry topics (`@RetryableTopic`) write instead: the same headers
+    /// without `dlt-` (the consumer group keeps `kafka_dlt-original-consumer-group`). Read by
+    /// [`DeadLetterInfo::from_headers`](crate::listener::DeadLetterInfo::from_headers) like
+    /// the others.
+    pub mod retry_topic {
+        failure_header_names!("kafka_");
     }
 }
 

@@ -17,8 +17,8 @@ use super::classify::HandlerError;
 use super::consumer::ListenerRecord;
 use super::container::Seeks;
 use super::handler::{
-    BoxFuture, DeliveryAttemptHeader, LoggingRecoverer, Recoverer, Recovery, RecoveryHalt,
-    RetryListener, SharedError,
+    BoxFuture, DeliveryAttemptHeader, LoggingRecoverer, RecoverFuture, Recoverer, Recovery,
+    RecoveryHalt, RetryListener, SharedError,
 };
 use super::tracker::{FailedRecordTracker, PartitionKey};
 
@@ -469,19 +469,7 @@ type ErrorMatcher = fn(&(dyn StdError + 'static)) -> bool;
 
 /// Whether `error` or anything in its `source()` chain is an `E`.
 fn chain_has<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
-    let mut current = Some(error);
-    let mut depth = 0;
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
-        }
-        depth += 1;
-        if depth > 64 {
-            break;
-        }
-        current = e.source();
-    }
-    false
+    super::classify::find_in_chain::<E>(error).is_some()
 }
 
 /// Chooses a handler by the error's type (Spring's `CommonDelegatingErrorHandler`, with the
@@ -629,11 +617,7 @@ impl<R> DelegatingRecoverer<R> {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for DelegatingRecoverer<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         self.choose(error).recover(record, error)
     }
 

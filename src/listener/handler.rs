@@ -19,6 +19,12 @@ use super::tracker::Decision;
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The future [`Recoverer::recover`] returns, named once for the crate's own recoverers (the
+/// logging recoverer, the dead-letter publishers, republishing, the retry-topic forwarder, the
+/// delegating error handler), whose `recover` signatures would otherwise spell it out each.
+/// The trait itself keeps the full type, which is what its documentation shows.
+pub(crate) type RecoverFuture<'a> = BoxFuture<'a, Result<(), HandlerError>>;
+
 /// The error type handlers see: shared, so one failure can go to listeners, the recoverer and
 /// events.
 pub type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
@@ -87,11 +93,7 @@ impl fmt::Debug for Recovery {
 pub struct LoggingRecoverer;
 
 impl<R: ListenerRecord> Recoverer<R> for LoggingRecoverer {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             tracing::error!(
                 topic = record.topic(),
@@ -123,11 +125,7 @@ where
     F: Fn(R, SharedError) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin((self.0)(record.clone(), error.clone()))
     }
 }
@@ -222,19 +220,7 @@ impl BatchListenerFailed {
     /// assert_eq!(found, Some(rekafka::listener::FailedPosition::Index(3)));
     /// ```
     pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a BatchListenerFailed> {
-        let mut current = Some(error);
-        let mut depth = 0;
-        while let Some(e) = current {
-            if let Some(b) = e.downcast_ref::<BatchListenerFailed>() {
-                return Some(b);
-            }
-            depth += 1;
-            if depth > 64 {
-                break;
-            }
-            current = e.source();
-        }
-        None
+        super::classify::find_in_chain(error)
     }
 
     /// The record at `index` of the batch failed with `cause`.

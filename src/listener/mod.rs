@@ -36,6 +36,7 @@ mod error_handler;
 mod events;
 mod fetch_failure;
 mod handler;
+mod panic_guard;
 pub mod republish;
 pub mod retry_topic;
 mod share;

@@ -24,10 +24,9 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use super::classify::HandlerError;
 use super::consumer::ListenerRecord;
-use super::dead_letter_publisher::{DeadLetterPublisher, count_bytes};
-use super::handler::{BoxFuture, Recoverer, SharedError};
+use super::dead_letter_publisher::{DeadLetterPublisher, count_bytes, log_sent};
+use super::handler::{RecoverFuture, Recoverer, SharedError};
 use crate::producer::Record;
 use crate::protocol::record::Header;
 
@@ -137,11 +136,7 @@ impl<R: ListenerRecord> RepublishToTail<R> {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for RepublishToTail<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             let count = republish_count(&record.headers());
             // A record that cannot be deserialized will not get better by waiting.
@@ -152,21 +147,16 @@ impl<R: ListenerRecord> Recoverer<R> for RepublishToTail<R> {
             if count >= self.max_republishes || undeserializable {
                 return self.dlt.recover(record, error).await;
             }
-            let out = Self::republished(record, count + 1);
-            let meta = self
-                .dlt
-                .sender
-                .publish((record.topic(), record.partition(), record.offset()), out)
-                .await
-                .map_err(|e| Box::new(e) as HandlerError)?;
-            tracing::debug!(
-                topic = record.topic(),
-                partition = record.partition(),
-                offset = record.offset(),
-                republish_count = count + 1,
-                new_offset = meta.offset,
-                error = %error,
-                "record republished to the tail of its partition"
+            let republish = count + 1;
+            let out = Self::republished(record, republish);
+            let meta = self.dlt.sender.publish(record, out).await?;
+            log_sent(
+                record,
+                &meta,
+                &format_args!(
+                    "record republished to the tail of its partition \
+                     (republish_count {republish}, error: {error})"
+                ),
             );
             Ok(())
         })

@@ -8,14 +8,15 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::adapter::{overlay_headers, with_extra_header};
+use super::adapter::listener_record_methods;
 use super::backoff::{BackOff, FixedBackOff};
 use super::classify::{Classifier, DeserializationFailed, HandlerError};
 use super::consumer::ListenerRecord;
 use super::handler::{BoxFuture, Recoverer, Recovery, SharedError};
+use super::panic_guard::call_guarded;
 use super::tracker::PartitionKey;
 use super::{DELIVERY_ATTEMPT_HEADER, delivery_attempt_header_value};
-use crate::protocol::record::{Header, TimestampType};
+use crate::protocol::record::Header;
 use crate::share::{AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareRecord};
 use crate::{Error, ErrorKind, Result};
 
@@ -57,83 +58,11 @@ impl ShareListenerRecord {
         self.record.delivery_count
     }
 
-    /// The value as UTF-8 text, if it is.
-    pub fn value_str(&self) -> Option<&str> {
-        self.record
-            .value
-            .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The key as UTF-8 text, if it is.
-    pub fn key_str(&self) -> Option<&str> {
-        self.record
-            .key
-            .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The value of the last header called `name`, if any (a null value is `Some(None)`).
-    pub fn header(&self, name: &str) -> Option<Option<Bytes>> {
-        self.headers()
-            .into_iter()
-            .rev()
-            .find(|h| h.key() == name)
-            .map(|h| h.value)
-    }
+    listener_record_methods!(text);
 }
 
 impl ListenerRecord for ShareListenerRecord {
-    fn topic(&self) -> &str {
-        &self.record.topic
-    }
-
-    fn partition(&self) -> i32 {
-        self.record.partition
-    }
-
-    fn offset(&self) -> i64 {
-        self.record.offset
-    }
-
-    fn timestamp(&self) -> i64 {
-        self.record.timestamp
-    }
-
-    fn timestamp_type(&self) -> TimestampType {
-        self.record.timestamp_type
-    }
-
-    fn key(&self) -> Option<&Bytes> {
-        self.record.key.as_ref()
-    }
-
-    fn value(&self) -> Option<&Bytes> {
-        self.record.value.as_ref()
-    }
-
-    fn headers(&self) -> Vec<Header> {
-        overlay_headers(&self.record.headers, self.extra_headers.as_deref())
-    }
-
-    fn with_header(&self, header: Header) -> Self {
-        let extra = with_extra_header(self.extra_headers.as_deref(), header);
-        ShareListenerRecord {
-            extra_headers: Some(Arc::new(extra)),
-            ..self.clone()
-        }
-    }
-
-    fn deserialization_failure(&self) -> Option<DeserializationFailed> {
-        self.failure.as_deref().cloned()
-    }
-
-    fn with_deserialization_failure(&self, failure: DeserializationFailed) -> Self {
-        ShareListenerRecord {
-            failure: Some(Arc::new(failure)),
-            ..self.clone()
-        }
-    }
+    listener_record_methods!(record);
 
     fn consumer_group(&self) -> Option<&str> {
         Some(&self.group)
@@ -468,41 +397,6 @@ struct Runner {
     group: Arc<str>,
 }
 
-/// A handler panicked: the record is a failed delivery with this error.
-#[derive(Debug, thiserror::Error)]
-#[error("the handler panicked: {0}")]
-struct HandlerPanicked(String);
-
-/// Polls a future, catching a panic.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let fut = &mut self.0;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            std::pin::Pin::new(&mut *fut).poll(cx)
-        })) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Err(panic) => std::task::Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    match panic.downcast::<String>() {
-        Ok(s) => *s,
-        Err(panic) => panic
-            .downcast_ref::<&str>()
-            .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
-    }
-}
-
 /// The delay the back-off gives after a failure of delivery `attempt` (from 1), or `None`
 /// when its retries are exhausted at that delivery.
 fn delay_for(back_off: &dyn BackOff, attempt: u32) -> Option<Duration> {
@@ -610,15 +504,12 @@ impl Runner {
             failure: None,
             group: self.group.clone(),
         };
-        let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let call = call_guarded(tracing::Span::none(), || {
             (self.handler)(listener_record.clone())
-        }));
-        let outcome = match call {
-            Ok(fut) => match CatchUnwind(fut).await {
-                Ok(r) => r,
-                Err(panic) => Err(Box::new(HandlerPanicked(panic_message(panic))) as HandlerError),
-            },
-            Err(panic) => Err(Box::new(HandlerPanicked(panic_message(panic))) as HandlerError),
+        });
+        let outcome = match call.await {
+            Ok(r) => r,
+            Err(panicked) => Err(Box::new(panicked) as HandlerError),
         };
         let error: SharedError = match outcome {
             Ok(()) => return AcknowledgeType::Accept,

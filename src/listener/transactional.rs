@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::classify::HandlerError;
 use super::consumer::ListenerRecord;
 use super::dead_letter_publisher::DeadLetterPublisher;
-use super::handler::{BoxFuture, Recoverer, SharedError};
+use super::handler::{RecoverFuture, Recoverer, SharedError};
 use crate::transaction::TransactionalProducer;
 
 /// A recoverer for the exactly-once container
@@ -70,11 +70,7 @@ pub(crate) async fn in_transaction_of<F: Future>(
 }
 
 impl<R: ListenerRecord> Recoverer<R> for TransactionalDeadLetters<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             let Some(out) = self
                 .layout

@@ -153,13 +153,8 @@ impl<C: ContainerConsumer> Runner<C> {
         let outcome = match called {
             Ok(outcome) => outcome,
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".to_string());
                 return (
-                    Err(self.handler_panicked(HandlerPanicked(message))),
+                    Err(self.handler_panicked(HandlerPanicked(panic_message(panic)))),
                     Vec::new(),
                 );
             }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::listener::consumer::{ContainerConsumer, ListenerRecord, OffsetToCommit};
 use crate::listener::error_handler::{Disposition, RecordFailure};
-use crate::listener::handler::{BoxFuture, RecoveryHalt, SharedError};
+use crate::listener::handler::{BoxFuture, SharedError};
 use crate::listener::tracker::{PartitionKey, RecoveryFailureDecision};
 use crate::transaction::TransactionalProducer;
 use crate::{Error, ErrorKind, Result};
@@ -447,16 +447,8 @@ impl<C: ContainerConsumer> Runner<C> {
                 });
                 let wait = match decision {
                     RecoveryFailureDecision::Halt { failures } => {
-                        self.telemetry.part(&tp).halts.increment(1);
-                        self.events.halted(&tp, offset, failures);
-                        self.emit(ContainerEvent::RecoveryHalted {
-                            partition: tp.clone(),
-                            offset,
-                            failures,
-                        });
-                        if self.policy.on_recovery_halt == RecoveryHalt::StopContainer {
-                            self.stop_reason = Some(StopReason::Abnormal);
-                        }
+                        self.halt_alarm(&tp, offset, failures);
+                        self.stop_if_halts_stop();
                         // Keep the pending recovery; try again after the probe interval.
                         self.policy.halt_probe_interval
                     }
@@ -532,13 +524,7 @@ impl<C: ContainerConsumer> Runner<C> {
             Disposition::HaltPartition => {
                 // Recovered in a transaction once a probe finds the recoverer working again.
                 let failures = self.tracker.recovery_failures(&tp, offset);
-                self.telemetry.part(&tp).halts.increment(1);
-                self.events.halted(&tp, offset, failures);
-                self.emit(ContainerEvent::RecoveryHalted {
-                    partition: tp.clone(),
-                    offset,
-                    failures,
-                });
+                self.halt_alarm(&tp, offset, failures);
                 self.backing_off
                     .insert(tp.clone(), Instant::now() + self.policy.halt_probe_interval);
                 self.pause_partitions(std::slice::from_ref(&tp));

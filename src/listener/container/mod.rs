@@ -28,8 +28,8 @@ pub use handle::{ContainerHandle, StopTimedOut};
 use commits::Commits;
 use recoveries::{Halted, Recoveries};
 use runner::{
-    AckSource, CAPPED_COMMIT_INTERVAL, Flow, HandlerPanicked, Runner, call_guarded,
-    group_by_partition, offset_bounds, poll_now, stop_reason_for, tp_of,
+    AckSource, CAPPED_COMMIT_INTERVAL, Flow, Runner, group_by_partition, offset_bounds, poll_now,
+    stop_reason_for, tp_of,
 };
 
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,7 @@ use super::classify::HandlerError;
 use super::consumer::OffsetToCommit;
 use super::fetch_failure::PartitionFailurePolicy;
 use super::handler::{BoxFuture, SharedError};
+use super::panic_guard::{HandlerPanicked, call_guarded, panic_message};
 use super::tracker::PartitionKey;
 use crate::transaction::TransactionalProducer;
 use crate::{Error, Result};

@@ -183,7 +183,6 @@ impl<C: ContainerConsumer> Runner<C> {
         failures: u32,
     ) {
         let offset = record.offset();
-        self.telemetry.part(tp).halts.increment(1);
         self.halted.insert(
             tp.clone(),
             Halted {
@@ -192,12 +191,26 @@ impl<C: ContainerConsumer> Runner<C> {
                 next_probe: Instant::now() + self.policy.halt_probe_interval,
             },
         );
+        self.halt_alarm(tp, offset, failures);
+        self.stop_if_halts_stop();
+    }
+
+    /// The alarm of a halted partition, wherever the container halts one (here, and in the
+    /// exactly-once mode): the halts counter, the halted-partitions view and the
+    /// [`ContainerEvent::RecoveryHalted`] event.
+    pub(super) fn halt_alarm(&mut self, tp: &PartitionKey, offset: i64, failures: u32) {
+        self.telemetry.part(tp).halts.increment(1);
         self.events.halted(tp, offset, failures);
         self.emit(ContainerEvent::RecoveryHalted {
             partition: tp.clone(),
             offset,
             failures,
         });
+    }
+
+    /// Stops the container (abnormally) if a halted partition should stop it
+    /// ([`RecoveryHalt::StopContainer`]).
+    pub(super) fn stop_if_halts_stop(&mut self) {
         if self.policy.on_recovery_halt == RecoveryHalt::StopContainer {
             self.stop_reason = Some(StopReason::Abnormal);
         }

@@ -21,8 +21,7 @@ use crate::listener::handler::{BoxFuture, SharedError};
 use crate::listener::handler::{DeliveryAttemptHeader, Recoverer, RetryListener};
 use crate::listener::tracker::{FailedRecordTracker, PartitionKey, RetryState};
 use crate::telemetry::{ListenerPartitionTelemetry, ListenerTelemetry};
-use crate::{Error, ErrorKind, KafkaCode, Result};
-use tracing::Instrument;
+use crate::{Error, ErrorKind, KafkaCode};
 
 /// What to do with the rest of a partition's records in hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,62 +133,6 @@ pub(super) fn poll_now<T>(fut: &mut BoxFuture<'static, T>) -> std::task::Poll<T>
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut unbudgeted = tokio::task::unconstrained(fut.as_mut());
     std::pin::Pin::new(&mut unbudgeted).poll(&mut cx)
-}
-
-/// A handler panicked: the container stops with [`StopReason::Error`] (after committing the
-/// work finished before), and the record or batch is not acknowledged.
-#[derive(Debug)]
-pub(super) struct HandlerPanicked(pub(super) String);
-
-impl std::fmt::Display for HandlerPanicked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the handler panicked: {}", self.0)
-    }
-}
-
-impl std::error::Error for HandlerPanicked {}
-
-/// Polls a future, catching a panic (a handler's panic must not unwind through the container's
-/// task, which would skip the final commit, the leave and the `Stopped` event).
-pub(super) struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let fut = &mut self.0;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            std::pin::Pin::new(&mut *fut).poll(cx)
-        })) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Err(panic) => std::task::Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// Calls a handler and runs its future inside `span` (`kafka.handler`), turning a panic in
-/// either into [`HandlerPanicked`].
-pub(super) async fn call_guarded(
-    span: tracing::Span,
-    call: impl FnOnce() -> BoxFuture<'static, Result<(), HandlerError>>,
-) -> std::result::Result<Result<(), HandlerError>, HandlerPanicked> {
-    let message = |panic: Box<dyn std::any::Any + Send>| {
-        HandlerPanicked(match panic.downcast::<String>() {
-            Ok(s) => *s,
-            Err(panic) => panic
-                .downcast_ref::<&str>()
-                .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
-        })
-    };
-    let fut = {
-        let _entered = span.enter();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(message)?
-    };
-    CatchUnwind(fut.instrument(span)).await.map_err(message)
 }
 
 pub(super) fn tp_of<R: ListenerRecord>(r: &R) -> PartitionKey {

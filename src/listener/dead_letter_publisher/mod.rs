@@ -56,7 +56,7 @@ use tracing::Instrument;
 use super::classify::{DeserializationFailed, HandlerError, RecordPart};
 use super::consumer::ListenerRecord;
 use super::dead_letter::{DeadLetterHeaders, Provenance};
-use super::handler::{BoxFuture, Recoverer, Recovery, SharedError};
+use super::handler::{BoxFuture, RecoverFuture, Recoverer, Recovery, SharedError};
 use crate::cluster::Cluster;
 use crate::producer::{ProduceError, Producer, Record, RecordMetadata};
 use crate::{Error, ErrorKind};
@@ -65,8 +65,8 @@ mod builder;
 mod sender;
 
 pub use builder::{DEFAULT_BATCH_SIZE, DeadLetterPublisherBuilder, default_producer_config};
-pub(crate) use sender::Sender;
 use sender::lock;
+pub(crate) use sender::{Sender, log_sent};
 
 /// How the default destination topic is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -253,19 +253,7 @@ const METADATA_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) fn deserialization_failure<'a>(
     error: &'a (dyn StdError + 'static),
 ) -> Option<&'a DeserializationFailed> {
-    let mut current = Some(error);
-    let mut depth = 0;
-    while let Some(e) = current {
-        if let Some(d) = e.downcast_ref::<DeserializationFailed>() {
-            return Some(d);
-        }
-        depth += 1;
-        if depth > 64 {
-            break;
-        }
-        current = e.source();
-    }
-    None
+    crate::listener::classify::find_in_chain(error)
 }
 
 /// Publishes failed records to a dead-letter topic (see the [module docs](self)).
@@ -342,14 +330,11 @@ async fn publishing_task<R: ListenerRecord>(
 ) {
     while let Some((record, error, reply)) = queue.recv().await {
         let started = match worker.prepare(&record, &error).await {
-            Ok(Some(out)) => {
-                let source = (record.topic(), record.partition(), record.offset());
-                worker
-                    .sender
-                    .start(source, out)
-                    .await
-                    .map(|ack| Some(Box::pin(ack) as AckWait))
-            }
+            Ok(Some(out)) => worker
+                .sender
+                .start(&record, out)
+                .await
+                .map(|ack| Some(Box::pin(ack) as AckWait)),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
@@ -541,11 +526,8 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
         let Some(out) = self.prepare(record, error).await? else {
             return Ok(None);
         };
-        let meta = self
-            .sender
-            .publish((record.topic(), record.partition(), record.offset()), out)
-            .await?;
-        log_published(record, &meta);
+        let meta = self.sender.publish(record, out).await?;
+        log_sent(record, &meta, &"dead letter published");
         self.published(record);
         Ok(Some(meta))
     }
@@ -571,24 +553,8 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
     }
 }
 
-fn log_published<R: ListenerRecord>(record: &R, meta: &RecordMetadata) {
-    tracing::debug!(
-        topic = record.topic(),
-        partition = record.partition(),
-        offset = record.offset(),
-        dlt = %meta.topic,
-        dlt_partition = meta.partition,
-        dlt_offset = meta.offset,
-        "dead letter published"
-    );
-}
-
 impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             self.publish(record, error)
                 .await
@@ -639,7 +605,7 @@ impl<R: ListenerRecord> Recoverer<R> for DeadLetterPublisher<R> {
                     }
                 };
                 let meta = ack.await.map_err(|e| Box::new(e) as HandlerError)?;
-                log_published(&source, &meta);
+                log_sent(&source, &meta, &"dead letter published");
                 crate::telemetry::dead_letter_published(
                     &client_id,
                     source.topic(),

@@ -84,29 +84,28 @@ impl Sender {
         }
     }
 
-    /// Publishes `record` for the source record (`topic`, `partition`, `offset`) and waits for
-    /// its acknowledgement.
-    pub(crate) async fn publish(
+    /// Publishes `record` for the failed record `source` and waits for its acknowledgement
+    /// (the caller logs it with [`log_sent`]).
+    pub(crate) async fn publish<R: ListenerRecord>(
         self: &Arc<Self>,
-        source: (&str, i32, i64),
+        source: &R,
         record: Record,
     ) -> Result<RecordMetadata, DeadLetterError> {
         self.start(source, record).await?.await
     }
 
-    /// Sends `record` for the source record (`topic`, `partition`, `offset`) — or, when an
-    /// earlier publication for it timed out and is still pending, takes that delivery instead
-    /// of sending a second copy — and returns the wait for its acknowledgement (up to the send
-    /// timeout, counted from now).
-    pub(crate) async fn start(
+    /// Sends `record` for the failed record `source` — or, when an earlier publication for it
+    /// timed out and is still pending, takes that delivery instead of sending a second copy —
+    /// and returns the wait for its acknowledgement (up to the send timeout, counted from now).
+    pub(crate) async fn start<R: ListenerRecord>(
         self: &Arc<Self>,
-        source: (&str, i32, i64),
+        source: &R,
         record: Record,
     ) -> Result<
         impl Future<Output = Result<RecordMetadata, DeadLetterError>> + Send + 'static,
         DeadLetterError,
     > {
-        let (topic, partition, offset) = source;
+        let (topic, partition, offset) = (source.topic(), source.partition(), source.offset());
         let destination: Arc<str> = record.topic.clone();
         let earlier = {
             let mut pending = lock(&self.pending);
@@ -188,4 +187,24 @@ impl Sender {
             self.cluster.close().await;
         }
     }
+}
+
+/// Logs at DEBUG that the copy of the failed record `source` is acknowledged at `sent`: `what`
+/// says what it was (a dead letter, a republication, a forward to a retry topic). The three
+/// publishers on this sender log alike (`topic`/`partition`/`offset` of the source,
+/// `to`/`to_partition`/`to_offset` of the copy), so one filter follows a record's copies.
+pub(crate) fn log_sent<R: ListenerRecord>(
+    source: &R,
+    sent: &RecordMetadata,
+    what: &dyn std::fmt::Display,
+) {
+    tracing::debug!(
+        topic = source.topic(),
+        partition = source.partition(),
+        offset = source.offset(),
+        to = %sent.topic,
+        to_partition = sent.partition,
+        to_offset = sent.offset,
+        "{what}"
+    );
 }

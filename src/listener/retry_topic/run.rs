@@ -12,8 +12,8 @@ use crate::cluster::Cluster;
 use crate::consumer::{AutoCommit, Consumer, ConsumerConfig, Deserializer};
 use crate::error::KafkaCode;
 use crate::listener::classify::HandlerError;
-use crate::listener::dead_letter_publisher::{DeadLetterPublisher, PublishWait};
-use crate::listener::handler::{BoxFuture, Recoverer, SharedError};
+use crate::listener::dead_letter_publisher::{DeadLetterPublisher, PublishWait, log_sent};
+use crate::listener::handler::{BoxFuture, RecoverFuture, Recoverer, SharedError};
 use crate::listener::typed::typed_record;
 use crate::listener::{
     Acknowledgment, ContainerConsumer, ContainerHandle, DefaultErrorHandler, Events, FixedBackOff,
@@ -106,11 +106,7 @@ struct Forwarder {
 }
 
 impl<R: ListenerRecord> Recoverer<R> for Forwarder {
-    fn recover<'a>(
-        &'a self,
-        record: &'a R,
-        error: &'a SharedError,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn recover<'a>(&'a self, record: &'a R, error: &'a SharedError) -> RecoverFuture<'a> {
         Box::pin(async move {
             let hs = record.headers();
             let attempt = headers::attempts(&hs);
@@ -162,21 +158,11 @@ impl<R: ListenerRecord> Recoverer<R> for Forwarder {
                 ),
                 timestamp: None,
             };
-            let meta = self
-                .publisher
-                .sender
-                .publish((record.topic(), record.partition(), record.offset()), out)
-                .await
-                .map_err(|e| Box::new(e) as HandlerError)?;
-            tracing::debug!(
-                topic = record.topic(),
-                partition = record.partition(),
-                offset = record.offset(),
-                to = %meta.topic,
-                to_partition = meta.partition,
-                to_offset = meta.offset,
-                attempt,
-                "failed record forwarded"
+            let meta = self.publisher.sender.publish(record, out).await?;
+            log_sent(
+                record,
+                &meta,
+                &format_args!("failed record forwarded (attempt {attempt})"),
             );
             Ok(())
         })
