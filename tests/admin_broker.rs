@@ -672,7 +672,7 @@ async fn groups_list_describe_offsets_delete() {
         // Tansu answers DescribeGroups (every version) with an empty protocol name, client id,
         // client host, member metadata and assignment (docs/broker-quirks.md adm.1): all of
         // them, or it is something else. The decoding is tested on canned responses
-        // (tests/admin_fake.rs).
+        // (tests/fake/admin_fake.rs).
         assert_eq!(
             (
                 d.protocol.as_str(),

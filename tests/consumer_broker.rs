@@ -12,12 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
+use common::{RebalanceEvents, bootstrap, cluster, spawn_poller, unique, wait_for};
 use rekafka::KafkaCode;
-use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::consumer::{
-    AutoCommit, BoxFuture, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset,
-    RebalanceListener, StartOffset, TopicPartition,
+    AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset, TopicPartition,
 };
 use rekafka::group::CooperativeStickyAssignor;
 
@@ -46,12 +44,6 @@ fn fill(topic: &str, partitions: i32, count: usize, extra: &[&str]) {
         "fill.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn cluster() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .expect("connect")
 }
 
 fn group_config(group: &str) -> ConsumerConfig {
@@ -429,40 +421,6 @@ async fn commit_stop_restart_resumes_at_committed_offsets() {
     c2.close().await.unwrap();
 }
 
-#[derive(Default)]
-struct Events(Mutex<Vec<(&'static str, Vec<TopicPartition>)>>);
-
-impl RebalanceListener for Events {
-    fn on_assigned<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().push(("assigned", p.to_vec()));
-        Box::pin(async {})
-    }
-    fn on_revoked<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().push(("revoked", p.to_vec()));
-        Box::pin(async {})
-    }
-    fn on_lost<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().push(("lost", p.to_vec()));
-        Box::pin(async {})
-    }
-}
-
-fn spawn_poller(c: Arc<Consumer>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while !stop.load(Ordering::Acquire) {
-            c.poll(Duration::from_millis(200)).await.expect("poll");
-        }
-    })
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_adding_a_member_revokes_only_moving_partitions() {
     let topic = unique("c-coop");
@@ -470,7 +428,7 @@ async fn cooperative_sticky_adding_a_member_revokes_only_moving_partitions() {
     fill(&topic, 6, 60, &[]);
     let config = group_config(&group).with_assignors(vec![Arc::new(CooperativeStickyAssignor)]);
     let a = Arc::new(Consumer::new(cluster().await, config.clone()).unwrap());
-    let ea = Arc::new(Events::default());
+    let ea = Arc::new(RebalanceEvents::default());
     a.set_rebalance_listener(ea.clone());
     a.subscribe([topic.clone()]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -480,7 +438,7 @@ async fn cooperative_sticky_adding_a_member_revokes_only_moving_partitions() {
     })
     .await;
     let b = Arc::new(Consumer::new(cluster().await, config).unwrap());
-    let eb = Arc::new(Events::default());
+    let eb = Arc::new(RebalanceEvents::default());
     b.set_rebalance_listener(eb.clone());
     b.subscribe([topic.clone()]).unwrap();
     let hb = spawn_poller(b.clone(), stop.clone());
@@ -517,7 +475,7 @@ async fn static_member_restart_keeps_its_partitions_without_a_rebalance() {
     let a = Arc::new(Consumer::new(cluster().await, stat.clone()).unwrap());
     a.subscribe([topic.clone()]).unwrap();
     let b = Arc::new(Consumer::new(cluster().await, group_config(&group)).unwrap());
-    let eb = Arc::new(Events::default());
+    let eb = Arc::new(RebalanceEvents::default());
     b.set_rebalance_listener(eb.clone());
     b.subscribe([topic.clone()]).unwrap();
     let stop_a = Arc::new(AtomicBool::new(false));
@@ -572,7 +530,7 @@ async fn slow_processing_longer_than_the_session_keeps_membership() {
     let group = unique("gslow");
     fill(&topic, 2, 20, &[]);
     let c = Consumer::new(cluster().await, group_config(&group)).unwrap();
-    let ev = Arc::new(Events::default());
+    let ev = Arc::new(RebalanceEvents::default());
     c.set_rebalance_listener(ev.clone());
     c.subscribe([topic.clone()]).unwrap();
     let first = read(&c, 1, Duration::from_secs(30)).await;
@@ -717,7 +675,7 @@ async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits
         .with_max_poll_interval(Duration::from_secs(3))
         .with_auto_commit(AutoCommit::Disabled);
     let c = Consumer::new(cluster().await, config).unwrap();
-    let ev = Arc::new(Events::default());
+    let ev = Arc::new(RebalanceEvents::default());
     c.set_rebalance_listener(ev.clone());
     c.subscribe([topic.clone()]).unwrap();
     let got = read(&c, 20, Duration::from_secs(30)).await;

@@ -9,7 +9,7 @@
 //! The coordinator's heartbeat interval (`group.consumer.heartbeat.interval.ms`, 5 s by
 //! default on Kafka, 0.5 s on the tests' mock) paces every reassignment, so on Kafka these
 //! tests take tens of seconds each. Injected heartbeat faults are in
-//! `group_consumer_protocol_faults_mock.rs`.
+//! `tests/mock/group_consumer_protocol_faults_mock.rs`.
 
 mod common;
 
@@ -18,9 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
-use rekafka::admin::{Admin, GroupType, NewTopic};
-use rekafka::cluster::{Cluster, ClusterConfig};
+use common::{
+    RebalanceEvents, cluster, create_topic, read_committed_values, spawn_poller, unique, wait_for,
+};
+use rekafka::admin::{Admin, GroupType};
+use rekafka::cluster::Cluster;
 use rekafka::consumer::{
     AutoCommit, BoxFuture, Consumer, ConsumerConfig, GroupProtocol, OffsetReset, RebalanceListener,
     TopicPartition,
@@ -29,23 +31,6 @@ use rekafka::listener::{
     AckMode, ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
-
-async fn cluster() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .expect("connect")
-}
-
-async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone());
-    let r = admin
-        .create_topics(&[NewTopic::new(name, partitions)])
-        .await
-        .expect("create_topics");
-    r.into_iter().for_each(|x| {
-        x.expect("topic created");
-    });
-}
 
 /// Produces `n` records round-robin over `partitions`; returns each partition's log end.
 async fn produce(cluster: &Cluster, topic: &str, partitions: i32, n: usize) -> Vec<i64> {
@@ -77,14 +62,6 @@ fn config(group: &str) -> ConsumerConfig {
         .with_auto_commit(AutoCommit::Disabled)
         .with_auto_offset_reset(OffsetReset::Earliest)
         .with_fetch_max_wait(Duration::from_millis(100))
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Who owns which partition, kept from the members' own callbacks; a partition assigned
@@ -328,32 +305,6 @@ async fn members_join_and_leave_every_record_once_no_partition_owned_twice() {
     cluster.close().await;
 }
 
-#[derive(Default)]
-struct Events(Mutex<Vec<(&'static str, Vec<TopicPartition>)>>);
-
-impl RebalanceListener for Events {
-    fn on_assigned<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().push(("assigned", p.to_vec()));
-        Box::pin(async {})
-    }
-    fn on_revoked<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().push(("revoked", p.to_vec()));
-        Box::pin(async {})
-    }
-    fn on_lost<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().push(("lost", p.to_vec()));
-        Box::pin(async {})
-    }
-}
-
-fn spawn_poller(c: Arc<Consumer>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while !stop.load(Ordering::Acquire) {
-            c.poll(Duration::from_millis(200)).await.expect("poll");
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_member_restart_keeps_its_partitions_without_reassignment() {
     let cluster = cluster().await;
@@ -364,7 +315,7 @@ async fn static_member_restart_keeps_its_partitions_without_reassignment() {
     let a = Arc::new(Consumer::new(cluster.clone(), stat.clone()).unwrap());
     a.subscribe([topic.clone()]).unwrap();
     let b = Arc::new(Consumer::new(cluster.clone(), config(&group)).unwrap());
-    let eb = Arc::new(Events::default());
+    let eb = Arc::new(RebalanceEvents::default());
     b.set_rebalance_listener(eb.clone());
     b.subscribe([topic.clone()]).unwrap();
     let (stop_a, stop_b) = (
@@ -388,7 +339,7 @@ async fn static_member_restart_keeps_its_partitions_without_reassignment() {
     a.close().await.unwrap();
     drop(a);
     let a2 = Arc::new(Consumer::new(cluster.clone(), stat).unwrap());
-    let ea2 = Arc::new(Events::default());
+    let ea2 = Arc::new(RebalanceEvents::default());
     a2.set_rebalance_listener(ea2.clone());
     a2.subscribe([topic.clone()]).unwrap();
     let stop_a2 = Arc::new(AtomicBool::new(false));
@@ -599,7 +550,7 @@ async fn a_second_member_with_an_active_instance_id_fails_with_unreleased_instan
 /// replacement starts. A fresh read_committed consumer finds each input value exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_container_over_the_consumer_protocol_with_a_member_restart() {
-    use rekafka::consumer::{IsolationLevel, StartOffset};
+    use rekafka::consumer::IsolationLevel;
     use rekafka::listener::HandlerError;
     use rekafka::transaction::TransactionalProducer;
     const N: usize = 10_000;
@@ -672,31 +623,7 @@ async fn exactly_once_container_over_the_consumer_protocol_with_a_member_restart
     }
     a2.stop().await;
     b.stop().await;
-    let reader = Consumer::new(
-        cluster.clone(),
-        ConsumerConfig::new()
-            .with_auto_commit(AutoCommit::Disabled)
-            .with_isolation_level(IsolationLevel::ReadCommitted)
-            .with_fetch_max_wait(Duration::from_millis(50)),
-    )
-    .expect("reader");
-    reader
-        .assign((0..3).map(|p| (TopicPartition::new(&output, p), StartOffset::Beginning)))
-        .expect("assign");
-    let mut values: Vec<String> = Vec::with_capacity(N);
-    let mut idle = Instant::now();
-    while idle.elapsed() < Duration::from_secs(2) {
-        let recs = reader.poll(Duration::from_millis(200)).await.expect("poll");
-        if !recs.is_empty() {
-            idle = Instant::now();
-        }
-        values.extend(
-            recs.iter().map(|r| {
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
-            }),
-        );
-    }
-    reader.close().await.ok();
+    let mut values = read_committed_values(&cluster, &output, 3).await;
     values.sort();
     let mut expected: Vec<String> = (0..N).map(|i| format!("v-{i}")).collect();
     expected.sort();
@@ -792,7 +719,7 @@ async fn exceeding_max_poll_interval_leaves_the_group_and_refuses_zombie_commits
         config(&group).with_max_poll_interval(Duration::from_secs(3)),
     )
     .unwrap();
-    let ev = Arc::new(Events::default());
+    let ev = Arc::new(RebalanceEvents::default());
     c.set_rebalance_listener(ev.clone());
     c.subscribe([topic.clone()]).unwrap();
     let mut got = 0;

@@ -23,9 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
-use rekafka::admin::{Admin, NewTopic};
-use rekafka::cluster::{Cluster, ClusterConfig};
+use common::{cluster, create_topic, unique};
+use rekafka::cluster::Cluster;
 use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, GroupProtocol, IsolationLevel, OffsetReset, StartOffset,
     TopicPartition,
@@ -40,23 +39,6 @@ use rekafka::transaction::TransactionalProducer;
 const CHILD_ENV: &str = "REKAFKA_EOS_COPIER";
 const PARTITIONS: i32 = 3;
 const N: usize = 6_000;
-
-async fn cluster() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .expect("connect")
-}
-
-async fn create_topic(cluster: &Cluster, name: &str) {
-    let admin = Admin::new(cluster.clone());
-    for r in admin
-        .create_topics(&[NewTopic::new(name, PARTITIONS)])
-        .await
-        .expect("create_topics")
-    {
-        r.expect("topic created");
-    }
-}
 
 fn config(group: &str) -> ConsumerConfig {
     ConsumerConfig::new()
@@ -262,8 +244,8 @@ async fn transactional_copy_with_clean_and_hard_bounces() {
     let input = unique("eos848-in");
     let output = unique("eos848-out");
     let group = unique("eos848-g");
-    create_topic(&cluster, &input).await;
-    create_topic(&cluster, &output).await;
+    create_topic(&cluster, &input, PARTITIONS).await;
+    create_topic(&cluster, &output, PARTITIONS).await;
 
     // The seed: N values round-robin over the input partitions (idempotent producer).
     let producer = Producer::new(cluster.clone(), ProducerConfig::default())

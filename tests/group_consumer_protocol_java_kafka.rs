@@ -12,17 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
+use common::{cluster, create_topic, unique};
 use rekafka::ErrorKind;
-use rekafka::admin::{Admin, ConsumerGroupMember, NewTopic};
-use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::admin::{Admin, ConsumerGroupMember};
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, GroupProtocol, OffsetReset};
-
-async fn cluster() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .expect("connect")
-}
 
 fn config(group: &str) -> ConsumerConfig {
     ConsumerConfig::new()
@@ -73,13 +66,7 @@ async fn rack_reaches_the_coordinator_and_changed_only_heartbeats_keep_its_view_
     let topic = unique("kip848-rack");
     let group = unique("kip848-rack-g");
     let admin = Admin::new(cluster.clone());
-    for r in admin
-        .create_topics(&[NewTopic::new(&topic, 4)])
-        .await
-        .expect("create_topics")
-    {
-        r.expect("topic created");
-    }
+    create_topic(&cluster, &topic, 4).await;
     let stop = Arc::new(AtomicBool::new(false));
     let start = |rack: &str| {
         let c = Arc::new(

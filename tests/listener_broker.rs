@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
-use rekafka::admin::{Admin, NewTopic};
-use rekafka::cluster::{Cluster, ClusterConfig};
+use common::{cluster, create_topic, read_committed_values, unique};
+use rekafka::cluster::Cluster;
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use rekafka::listener::{
     AckMode, ContainerEvent, DefaultErrorHandler, DeliveryAttemptHeader, FixedBackOff,
@@ -18,23 +17,6 @@ use rekafka::listener::{
     SharedError, StopReason,
 };
 use rekafka::producer::{Producer, ProducerConfig, Record};
-
-async fn cluster() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .expect("connect")
-}
-
-async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone());
-    let r = admin
-        .create_topics(&[NewTopic::new(name, partitions)])
-        .await
-        .expect("create_topics");
-    r.into_iter().for_each(|x| {
-        x.expect("topic created");
-    });
-}
 
 fn consumer_config(group: &str) -> ConsumerConfig {
     ConsumerConfig::new()
@@ -470,10 +452,10 @@ async fn whole_batch_retry_longer_than_session_timeout_keeps_membership() {
 /// transactional producers; one member stops half-way and a replacement starts. The output,
 /// read with read_committed by a fresh consumer, holds each input value exactly once. (Tansu
 /// shows aborted records to read_committed consumers, so the variant that kills a member
-/// mid-transaction runs on the mock cluster: tests/listener_txn.rs.)
+/// mid-transaction runs on the mock cluster: tests/listener/listener_txn.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_copy_with_a_member_restart() {
-    use rekafka::consumer::{IsolationLevel, StartOffset};
+    use rekafka::consumer::IsolationLevel;
     use rekafka::transaction::TransactionalProducer;
     const N: usize = 100_000;
     let cluster = cluster().await;
@@ -545,31 +527,7 @@ async fn exactly_once_copy_with_a_member_restart() {
     a2.stop().await;
     b.stop().await;
     // A fresh read_committed consumer reads the output.
-    let reader = Consumer::new(
-        cluster.clone(),
-        ConsumerConfig::new()
-            .with_auto_commit(AutoCommit::Disabled)
-            .with_isolation_level(IsolationLevel::ReadCommitted)
-            .with_fetch_max_wait(Duration::from_millis(50)),
-    )
-    .expect("reader");
-    reader
-        .assign((0..3).map(|p| (TopicPartition::new(&output, p), StartOffset::Beginning)))
-        .expect("assign");
-    let mut values: Vec<String> = Vec::with_capacity(N);
-    let mut idle = Instant::now();
-    while idle.elapsed() < Duration::from_secs(2) {
-        let recs = reader.poll(Duration::from_millis(200)).await.expect("poll");
-        if !recs.is_empty() {
-            idle = Instant::now();
-        }
-        values.extend(
-            recs.iter().map(|r| {
-                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
-            }),
-        );
-    }
-    reader.close().await.ok();
+    let mut values = read_committed_values(&cluster, &output, 3).await;
     values.sort();
     let mut expected: Vec<String> = (0..N).map(|i| format!("v-{i}")).collect();
     expected.sort();

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{bootstrap, unique};
 use rekafka::Client;
 use rekafka::admin::NewTopic;
-use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::cluster::Cluster;
 use rekafka::consumer::{ConsumerConfig, OffsetReset};
 use rekafka::listener::retry_topic::{
     RetryBackOff, RetryTopicConfiguration, TopicSuffixing, headers,
@@ -67,12 +67,6 @@ async fn create(name: &str, partitions: i32) {
         t.unwrap();
     }
     client.close().await;
-}
-
-async fn connect() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .unwrap()
 }
 
 async fn produce(cluster: &Cluster, topic: &str, keys: impl IntoIterator<Item = String>) {
@@ -162,7 +156,7 @@ async fn ten_thousand_records_retry_topics_and_dlt() {
     let topic = unique("rt-main");
     let group = unique("rt-g");
     create(&topic, 4).await;
-    let cluster = connect().await;
+    let cluster = common::cluster().await;
     let n = 10_000;
     produce(&cluster, &topic, (0..n).map(key_of)).await;
     let twice: HashSet<String> = (0..n).map(key_of).filter(|k| k.starts_with('t')).collect();
@@ -301,7 +295,7 @@ async fn ten_thousand_records_retry_topics_and_dlt() {
         // The main topic's partition and offset of each always-failing record, read back.
         let mut m = HashMap::new();
         let reader = rekafka::consumer::Consumer::new(
-            connect().await,
+            common::cluster().await,
             ConsumerConfig::new()
                 .with_group_id(unique("rt-read"))
                 .with_auto_offset_reset(OffsetReset::Earliest)
@@ -383,7 +377,7 @@ async fn main_topic_flows_while_a_retry_waits() {
     let topic = unique("rt-flow");
     let group = unique("rt-flow-g");
     create(&topic, 1).await;
-    let cluster = connect().await;
+    let cluster = common::cluster().await;
     let delay = Duration::from_secs(8);
     let log: Arc<Mutex<Vec<Handled>>> = Arc::default();
     let l = log.clone();
@@ -499,7 +493,7 @@ async fn not_retryable_goes_straight_to_the_dlt_and_a_failing_dlt_handler_retrie
     let topic = unique("rt-fatal");
     let group = unique("rt-fatal-g");
     create(&topic, 2).await;
-    let cluster = connect().await;
+    let cluster = common::cluster().await;
     let keys: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
     produce(&cluster, &topic, keys.clone()).await;
     let log: Arc<Mutex<Vec<Handled>>> = Arc::default();
@@ -629,7 +623,7 @@ async fn routed_dlts_and_the_reused_trailing_retry_topic() {
     let topic = unique("rt-route");
     let group = unique("rt-route-g");
     create(&topic, 2).await;
-    let cluster = connect().await;
+    let cluster = common::cluster().await;
     // `g…` succeed, `f…` fail with a not-retryable `Fatal`, `i…` always fail with an
     // `Invalid` (inside an `Outer`), `o…` always fail with an error without a route.
     let keys: Vec<String> = (0..40)
@@ -825,7 +819,7 @@ async fn typed_records_through_retries_and_a_bad_value_straight_to_the_dlt() {
     let topic = unique("rt-typed");
     let group = unique("rt-typed-g");
     create(&topic, 2).await;
-    let cluster = connect().await;
+    let cluster = common::cluster().await;
     // Value `i` for key `k{i}`; every 5th value (i % 5 == 0) is not a number; numbers with
     // i % 5 == 1 fail on their first two attempts.
     let n = 50_u64;
@@ -999,7 +993,7 @@ async fn retry_topics_child_process() {
     let (f, g) = (file.clone(), file.clone());
     let handle = config()
         .start_with_dlt_handler(
-            connect().await,
+            common::cluster().await,
             consumer_config(&group).with_max_poll_records(CHILD_MAX_POLL),
             &topic,
             move |r: ListenerConsumerRecord| {
@@ -1062,7 +1056,7 @@ async fn sigkill_mid_run_loses_nothing() {
     let topic = unique("rt-kill");
     let group = unique("rt-kill-g");
     create(&topic, 4).await;
-    let cluster = connect().await;
+    let cluster = common::cluster().await;
     let n = 3_000;
     produce(&cluster, &topic, (0..n).map(key_of)).await;
     cluster.close().await;

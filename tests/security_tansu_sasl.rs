@@ -5,9 +5,9 @@
 //! user can be created, by its CLI or otherwise, and every SCRAM login fails with
 //! SASL_AUTHENTICATION_FAILED) and PLAIN is not compiled in (the handshake closes the
 //! connection; OAUTHBEARER tokens are all refused). The successful PLAIN/SCRAM/OAUTHBEARER paths are therefore tested against the
-//! fake broker of `security_sasl_fake.rs`; here the real broker checks the failure paths: a
-//! typed, fatal authentication error that comes back at once, and an unauthenticated client
-//! that the broker refuses.
+//! fake broker of `tests/fake/security_sasl_fake.rs`; here the real broker checks the failure
+//! paths: a typed, fatal authentication error that comes back at once, and an unauthenticated
+//! client that the broker refuses.
 //!
 //! Superseded by `security_kafka.rs` (real Kafka: PLAIN, SCRAM and OAUTHBEARER logins that
 //! succeed, and typed failures), so these Tansu-specific checks are `#[ignore]`d. They start
@@ -78,7 +78,8 @@ async fn scram_with_bad_credentials_is_a_fatal_authentication_error_at_once() {
 #[ignore = "needs Tansu (WITH_TANSU=1 scripts/setup.sh installs it; run under scripts/with-broker.sh); real Kafka is tested in security_kafka.rs: cargo test --test security_tansu_sasl -- --ignored"]
 async fn plain_is_refused_by_this_tansu_build() {
     // Kafka answers a mechanism it does not enable with UNSUPPORTED_SASL_MECHANISM (an
-    // Authentication error here, see security_sasl_fake.rs); this Tansu closes the connection.
+    // Authentication error here, see tests/fake/security_sasl_fake.rs); this Tansu closes the
+    // connection.
     let tansu = Tansu::start("sasl-plain", true, None);
     let started = Instant::now();
     let e = Connection::connect(&tansu.addr, -1, &config(SaslConfig::plain("alice", "x")))

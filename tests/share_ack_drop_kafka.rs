@@ -23,10 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ack_proxy::AckDropProxy;
-use common::{bootstrap, unique};
+use common::{bootstrap, create_topic_with_leaders, unique};
 use rekafka::Client;
-use rekafka::admin::{Admin, AlterConfigOp, NewTopic};
-use rekafka::cluster::Cluster;
+use rekafka::admin::{Admin, AlterConfigOp};
 use rekafka::listener::{ShareContainer, ShareContainerEvent, ShareListenerRecord};
 use rekafka::producer::{ProducerConfig, Record};
 use rekafka::share::{AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareConsumerConfig};
@@ -44,32 +43,12 @@ async fn connect(addr: String) -> Client {
         .expect("connect")
 }
 
-async fn create_topic(cluster: &Cluster, name: &str) {
-    let admin = Admin::new(cluster.clone());
-    for r in admin
-        .create_topics(&[NewTopic::new(name, PARTITIONS)])
-        .await
-        .expect("create_topics")
-    {
-        r.expect("topic created");
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let _ = cluster.refresh_topics(&[name]).await;
-        let ok = (0..PARTITIONS).all(|p| cluster.known_leader(name, p).is_some());
-        if ok || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A topic with `n` records (`v-i`, round-robin over the partitions) and a share group
 /// reading it from the earliest offset with the broker's shortest lock (15 s).
 async fn setup(client: &Client, prefix: &str, n: usize) -> (String, String) {
     let cluster = client.cluster();
     let topic = unique(prefix);
-    create_topic(cluster, &topic).await;
+    create_topic_with_leaders(cluster, &topic, PARTITIONS).await;
     let group = unique(&format!("{prefix}-g"));
     Admin::new(cluster.clone())
         .alter_group_configs(

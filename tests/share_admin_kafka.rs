@@ -12,25 +12,19 @@ mod share_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{bootstrap, eventually, unique};
+use common::{cluster, eventually, unique};
 use rekafka::KafkaCode;
 use rekafka::admin::{
     Admin, AlterConfigOp, ConfigSource, GroupState, GroupType, NewTopic, OffsetSpec,
     SHARE_AUTO_OFFSET_RESET, SHARE_DELIVERY_COUNT_LIMIT, SHARE_RECORD_LOCK_DURATION_MS,
     TopicPartition,
 };
-use rekafka::cluster::{Cluster, ClusterConfig};
+use rekafka::cluster::Cluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
 use share_support::RawShareMember;
 
 const PARTITIONS: i32 = 2;
 const PER_PARTITION: usize = 7;
-
-async fn cluster() -> Cluster {
-    Cluster::connect(ClusterConfig::new([bootstrap()]))
-        .await
-        .expect("connect")
-}
 
 /// The start offsets the admin reports for `group`, by partition (partitions without one are
 /// left out).

@@ -25,9 +25,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
+use common::{client, create_topic_with_leaders, unique};
 use rekafka::Client;
-use rekafka::admin::{Admin, AlterConfigOp, NewTopic};
+use rekafka::admin::{Admin, AlterConfigOp};
 use rekafka::cluster::Cluster;
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 use rekafka::listener::{
@@ -84,34 +84,6 @@ type Delivery = (usize, u16, String);
 
 /// What a member did with one delivery: (record index, delivery count, outcome, member).
 type Settled = (usize, u16, Outcome, String);
-
-async fn client() -> Client {
-    Client::builder()
-        .bootstrap_servers([bootstrap()])
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone());
-    for r in admin
-        .create_topics(&[NewTopic::new(name, partitions)])
-        .await
-        .expect("create_topics")
-    {
-        r.expect("topic created");
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let _ = cluster.refresh_topics(&[name]).await;
-        let ok = (0..partitions).all(|p| cluster.known_leader(name, p).is_some());
-        if ok || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn index_of(value: Option<&[u8]>) -> usize {
     let v = std::str::from_utf8(value.expect("value")).expect("utf-8");
@@ -260,8 +232,8 @@ async fn three_share_containers_and_a_java_member_dead_letter_and_agree_on_deliv
     let cluster = client.cluster().clone();
     let topic = unique("share-done");
     let dlt_topic = format!("{topic}-dlt");
-    create_topic(&cluster, &topic, 1).await;
-    create_topic(&cluster, &dlt_topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &dlt_topic, 1).await;
     let group = unique("share-done-g");
     let limit = LIMIT.to_string();
     Admin::new(cluster.clone())

@@ -20,44 +20,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
+use common::{bootstrap, client, create_topic_with_leaders, unique};
 use kafka_protocol::protocol::StrBytes;
-use rekafka::admin::{Admin, AlterConfigOp, NewTopic};
+use rekafka::admin::{Admin, AlterConfigOp};
 use rekafka::cluster::Cluster;
 use rekafka::producer::{ProducerConfig, Record};
 use rekafka::share::{
     AcknowledgeType, AcknowledgementMode, ShareConsumer, ShareConsumerConfig, ShareRecord,
 };
 use rekafka::{Client, KafkaCode};
-
-async fn client() -> Client {
-    Client::builder()
-        .bootstrap_servers([bootstrap()])
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone());
-    for r in admin
-        .create_topics(&[NewTopic::new(name, partitions)])
-        .await
-        .expect("create_topics")
-    {
-        r.expect("topic created");
-    }
-    // Wait (bounded) until every partition has a leader.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let _ = cluster.refresh_topics(&[name]).await;
-        let ok = (0..partitions).all(|p| cluster.known_leader(name, p).is_some());
-        if ok || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Sets share group configs (IncrementalAlterConfigs on the GROUP resource, through the
 /// admin client).
@@ -149,7 +120,7 @@ async fn three_members_accept_every_record_exactly_once() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-split");
-    create_topic(&cluster, &topic, 3).await;
+    create_topic_with_leaders(&cluster, &topic, 3).await;
     let group = new_group(&cluster, &[]).await;
     const N: usize = 3000;
 
@@ -236,7 +207,7 @@ async fn release_redelivers_with_count_two_and_reject_never_redelivers() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-ack");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
     produce(&client, &topic, 1, 30).await;
 
@@ -292,7 +263,7 @@ async fn explicit_mode_refuses_a_poll_before_every_record_is_acknowledged() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-explicit");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
     produce(&client, &topic, 1, 5).await;
     let mut c = consumer(&client, &group, AcknowledgementMode::Explicit);
@@ -321,7 +292,7 @@ async fn a_closing_member_releases_its_records_to_another() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-close");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
     produce(&client, &topic, 1, 20).await;
 
@@ -364,7 +335,7 @@ async fn the_delivery_count_limit_ends_redelivery() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-limit");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     // The broker's minimum limit is 2 (group.share.min.delivery.count.limit).
     let group = new_group(&cluster, &[("share.delivery.count.limit", "2")]).await;
     produce(&client, &topic, 1, 4).await;
@@ -408,7 +379,7 @@ async fn an_expired_acquisition_lock_redelivers_and_fails_the_late_acknowledgeme
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-lock");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     // The broker's minimum lock duration is 15 s (group.share.min.record.lock.duration.ms).
     let group = new_group(&cluster, &[("share.record.lock.duration.ms", "15000")]).await;
     produce(&client, &topic, 1, 10).await;
@@ -557,7 +528,7 @@ async fn three_rekafka_members_and_a_java_member_agree_on_delivery_counts() {
     let topic = unique("share-java");
     // One partition, which every member of the group shares (more members than partitions),
     // so released records go to either client.
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
     const N: usize = 20_000;
 
@@ -817,7 +788,7 @@ async fn sigkill_of_a_member_loses_nothing() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-kill");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[("share.record.lock.duration.ms", "15000")]).await;
     const N: usize = 200;
     produce(&client, &topic, 1, N).await;
@@ -909,7 +880,7 @@ async fn commit_async_outcomes_reach_the_callback_and_the_queue() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-async");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
     produce(&client, &topic, 1, 10).await;
 
@@ -991,7 +962,7 @@ async fn a_member_that_stops_polling_leaves_and_its_records_go_to_another() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-poll-interval");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[("share.record.lock.duration.ms", "15000")]).await;
     produce(&client, &topic, 1, 10).await;
 
@@ -1043,8 +1014,8 @@ async fn changing_the_subscription_moves_the_share_sessions_to_the_new_topic() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let (a, b) = (unique("share-sub-a"), unique("share-sub-b"));
-    create_topic(&cluster, &a, 3).await;
-    create_topic(&cluster, &b, 3).await;
+    create_topic_with_leaders(&cluster, &a, 3).await;
+    create_topic_with_leaders(&cluster, &b, 3).await;
     let group = new_group(&cluster, &[]).await;
     produce(&client, &a, 3, 30).await;
     produce(&client, &b, 3, 30).await;
@@ -1157,7 +1128,7 @@ async fn a_leader_change_moves_the_share_fetches_to_the_new_leader() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-leader");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
     produce(&client, &topic, 1, 50).await;
 
@@ -1171,7 +1142,7 @@ async fn a_leader_change_moves_the_share_fetches_to_the_new_leader() {
     let old = cluster.known_leader(&topic, 0);
     // Moved through another client, so the consumer's metadata is stale and its next fetch
     // meets NOT_LEADER_OR_FOLLOWER.
-    let other = self::client().await;
+    let other = common::client().await;
     let new = move_leader(other.cluster(), &topic).await;
     assert_eq!(
         cluster.known_leader(&topic, 0),
@@ -1228,7 +1199,7 @@ async fn close_and_drop_leave_the_group() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-leave");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = new_group(&cluster, &[]).await;
 
     let mut closed = consumer(&client, &group, AcknowledgementMode::Implicit);

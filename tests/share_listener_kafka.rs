@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bootstrap, unique};
-use rekafka::Client;
-use rekafka::admin::{Admin, AlterConfigOp, NewTopic};
+use common::{client, create_topic_with_leaders, unique};
+use rekafka::admin::{Admin, AlterConfigOp};
 use rekafka::cluster::Cluster;
 use rekafka::consumer::{AutoCommit, Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 use rekafka::listener::{
@@ -62,34 +61,6 @@ fn kind(i: usize) -> Kind {
         Kind::AlwaysPoison
     } else {
         Kind::Ok
-    }
-}
-
-async fn client() -> Client {
-    Client::builder()
-        .bootstrap_servers([bootstrap()])
-        .connect()
-        .await
-        .expect("connect")
-}
-
-async fn create_topic(cluster: &Cluster, name: &str, partitions: i32) {
-    let admin = Admin::new(cluster.clone());
-    for r in admin
-        .create_topics(&[NewTopic::new(name, partitions)])
-        .await
-        .expect("create_topics")
-    {
-        r.expect("topic created");
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let _ = cluster.refresh_topics(&[name]).await;
-        let ok = (0..partitions).all(|p| cluster.known_leader(name, p).is_some());
-        if ok || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -176,8 +147,8 @@ async fn share_container_retries_releases_and_dead_letters() {
     let cluster = client.cluster().clone();
     let topic = unique("share-listener");
     let dlt_topic = format!("{topic}-dlt");
-    create_topic(&cluster, &topic, PARTITIONS).await;
-    create_topic(&cluster, &dlt_topic, PARTITIONS).await;
+    create_topic_with_leaders(&cluster, &topic, PARTITIONS).await;
+    create_topic_with_leaders(&cluster, &dlt_topic, PARTITIONS).await;
     let group = unique("share-listener-g");
     let limit = LIMIT.to_string();
     Admin::new(cluster.clone())
@@ -436,7 +407,7 @@ async fn failed_recovery_rejects_the_record() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-listener-rej");
-    create_topic(&cluster, &topic, PARTITIONS).await;
+    create_topic_with_leaders(&cluster, &topic, PARTITIONS).await;
     let group = unique("share-listener-rej-g");
     Admin::new(cluster.clone())
         .alter_group_configs(
@@ -542,7 +513,7 @@ async fn stop_accepts_the_handled_and_releases_the_rest() {
     let client = client().await;
     let cluster = client.cluster().clone();
     let topic = unique("share-listener-stop");
-    create_topic(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &topic, 1).await;
     let group = unique("share-listener-stop-g");
     Admin::new(cluster.clone())
         .alter_group_configs(

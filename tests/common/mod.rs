@@ -373,3 +373,163 @@ impl Drop for OwnBroker {
         }
     }
 }
+
+// ---- Set-ups the broker suites share ----
+//
+// Each suite used to carry its own copy of these (connect, create a topic, wait for leaders,
+// record rebalance callbacks, poll in the background, read a topic back read_committed). One
+// copy here keeps them the same everywhere; a suite that needs a variant (other timeouts, a
+// different poll interval, errors tolerated) keeps its own.
+
+/// A cluster connection to [`bootstrap()`] with the default configuration.
+pub async fn cluster() -> rekafka::cluster::Cluster {
+    rekafka::cluster::Cluster::connect(rekafka::cluster::ClusterConfig::new([bootstrap()]))
+        .await
+        .expect("connect")
+}
+
+/// A client of [`bootstrap()`] with the default configuration.
+pub async fn client() -> rekafka::Client {
+    rekafka::Client::builder()
+        .bootstrap_servers([bootstrap()])
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Creates `name` with `partitions` partitions (the broker's default replication) through the
+/// admin client; panics if the request or the topic's creation fails.
+pub async fn create_topic(cluster: &rekafka::cluster::Cluster, name: &str, partitions: i32) {
+    let admin = rekafka::admin::Admin::new(cluster.clone());
+    for r in admin
+        .create_topics(&[rekafka::admin::NewTopic::new(name, partitions)])
+        .await
+        .expect("create_topics")
+    {
+        r.expect("topic created");
+    }
+}
+
+/// [`create_topic`], then waits (30 s at most) until this client knows a leader for every
+/// partition: share fetches and assignments go to leaders, so the share suites start from
+/// there. After 30 s it returns anyway and the test's own checks report what is missing.
+pub async fn create_topic_with_leaders(
+    cluster: &rekafka::cluster::Cluster,
+    name: &str,
+    partitions: i32,
+) {
+    create_topic(cluster, name, partitions).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let _ = cluster.refresh_topics(&[name]).await;
+        let ok = (0..partitions).all(|p| cluster.known_leader(name, p).is_some());
+        if ok || std::time::Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks `f` every 100 ms until it holds; panics naming `what` once `timeout` has passed.
+pub async fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+// Each suite includes this module and uses only some of these.
+#[allow(unused_imports)]
+pub use consumers::{RebalanceEvents, read_committed_values, spawn_poller};
+
+/// The consumer-side set-ups (in a module of their own for their imports).
+mod consumers {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use rekafka::cluster::Cluster;
+    use rekafka::consumer::{
+        AutoCommit, BoxFuture, Consumer, ConsumerConfig, IsolationLevel, RebalanceListener,
+        StartOffset, TopicPartition,
+    };
+
+    /// A rebalance listener that records every callback in order: `("assigned" | "revoked" |
+    /// "lost", partitions)`.
+    #[derive(Default)]
+    pub struct RebalanceEvents(pub Mutex<Vec<(&'static str, Vec<TopicPartition>)>>);
+
+    impl RebalanceEvents {
+        /// Records one callback; the three callbacks differ only in their name.
+        fn record<'a>(&'a self, what: &'static str, p: &[TopicPartition]) -> BoxFuture<'a, ()> {
+            self.0.lock().unwrap().push((what, p.to_vec()));
+            Box::pin(async {})
+        }
+    }
+
+    impl RebalanceListener for RebalanceEvents {
+        fn on_assigned<'a>(
+            &'a self,
+            _: &'a Consumer,
+            p: &'a [TopicPartition],
+        ) -> BoxFuture<'a, ()> {
+            self.record("assigned", p)
+        }
+        fn on_revoked<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+            self.record("revoked", p)
+        }
+        fn on_lost<'a>(&'a self, _: &'a Consumer, p: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+            self.record("lost", p)
+        }
+    }
+
+    /// Polls `c` (200 ms per poll) on a task of its own until `stop` is set; a failed poll
+    /// fails the task, which the test sees when it awaits the handle.
+    pub fn spawn_poller(c: Arc<Consumer>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                c.poll(Duration::from_millis(200)).await.expect("poll");
+            }
+        })
+    }
+
+    /// Every value of `topic`'s partitions `0..partitions` as a fresh read_committed consumer
+    /// (manually assigned, from the beginning, no commits) sees it, read until nothing new came
+    /// for 2 s. Values are decoded as UTF-8 (lossy), in the order fetched.
+    pub async fn read_committed_values(
+        cluster: &Cluster,
+        topic: &str,
+        partitions: i32,
+    ) -> Vec<String> {
+        let reader = Consumer::new(
+            cluster.clone(),
+            ConsumerConfig::new()
+                .with_auto_commit(AutoCommit::Disabled)
+                .with_isolation_level(IsolationLevel::ReadCommitted)
+                .with_fetch_max_wait(Duration::from_millis(50)),
+        )
+        .expect("reader");
+        reader
+            .assign(
+                (0..partitions).map(|p| (TopicPartition::new(topic, p), StartOffset::Beginning)),
+            )
+            .expect("assign");
+        let mut values: Vec<String> = Vec::new();
+        let mut idle = Instant::now();
+        while idle.elapsed() < Duration::from_secs(2) {
+            let recs = reader.poll(Duration::from_millis(200)).await.expect("poll");
+            if !recs.is_empty() {
+                idle = Instant::now();
+            }
+            values.extend(recs.iter().map(|r| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+            }));
+        }
+        reader.close().await.ok();
+        values
+    }
+}

@@ -3,9 +3,8 @@
 //! challenge), and KIP-368 session lifetimes. Like Kafka, it closes a connection that sends a
 //! request other than ApiVersions/SASL before authenticating, or after its session expired.
 //! The broker itself (connections, frames, ApiVersions) is the shared `fake_broker`; this
-//! file is its SASL script. Included with
-//! `#[path = "security_support/fake_sasl.rs"] mod fake_sasl;` beside
-//! `#[path = "support/fake_broker.rs"] mod fake_broker;`.
+//! file is its SASL script. Declared once in the `fake` test binary (`tests/fake/main.rs`),
+//! beside `fake_broker`, which it reaches as `crate::fake_broker`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

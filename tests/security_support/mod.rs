@@ -1,6 +1,7 @@
 //! Helpers of the security tests: a private Tansu (through `scripts/broker.sh`, stopped when its
 //! guard drops), and an in-process TLS terminator. The fake SASL broker (`fake_sasl.rs`) is
-//! included by `security_sasl_fake.rs` itself, beside the shared `support/fake_broker.rs`.
+//! declared in the `fake` test binary (`tests/fake/main.rs`), beside the shared
+//! `support/fake_broker.rs`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;

@@ -5,7 +5,8 @@
 //! silent, answer later, hold the connection for a while, or cut it. It counts accepted
 //! connections, requests per API and connections the client closed.
 //!
-//! Included with `#[path = "support/fake_broker.rs"] mod fake_broker;` (the failover suite's
+//! Declared once in the `fake` test binary (`tests/fake/main.rs`, as
+//! `#[path = "../support/fake_broker.rs"] mod fake_broker;`; the failover suite's
 //! `support/mod.rs` does not declare it). A suite states only its scripted behaviour:
 //!
 //! ```ignore

@@ -8,7 +8,7 @@
 //! (Python confluent-kafka from `.tools/py`). No external broker needed:
 //!
 //! ```text
-//! cargo test --test consumer_mock
+//! cargo test --features mock --test mock consumer_mock::
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! the proof that the mock speaks Kafka to a client that is not ours.
 //!
 //! ```text
-//! cargo test --features mock --test mock_librdkafka
+//! cargo test --features mock --test mock mock_librdkafka::
 //! ```
 //!
 //! Needs the project's confluent-kafka (`scripts/setup.sh`); fails (does not skip) without it.

@@ -3,8 +3,7 @@
 //! each reset policy, NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH answers, and the broker
 //! dropping the connection mid-fetch. No real broker needed.
 
-#[path = "support/fake_broker.rs"]
-mod fake_broker;
+use crate::fake_broker;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

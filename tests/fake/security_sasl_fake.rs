@@ -5,11 +5,7 @@
 //! expired closes the connection. So re-authentication that comes too late, or corrupts the
 //! pipelined stream, fails these tests.
 
-#[path = "support/fake_broker.rs"]
-mod fake_broker;
-#[path = "security_support/fake_sasl.rs"]
-mod fake_sasl;
-mod security_support;
+use crate::{fake_sasl, security_support};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

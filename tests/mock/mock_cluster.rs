@@ -2,7 +2,7 @@
 //! requests over rekafka's `Connection`.
 //!
 //! ```text
-//! cargo test --features mock --test mock_cluster
+//! cargo test --features mock --test mock mock_cluster::
 //! ```
 #![cfg(feature = "mock")]
 

@@ -7,13 +7,12 @@
 //!
 //! The real effects of those calls (partitions that take records, a log start that moves, a
 //! timestamp lookup that lands on the right record) and the NOT_CONTROLLER, moved-leader and
-//! lost-response retry paths are tested against the mock cluster in `tests/admin_mock.rs`.
+//! lost-response retry paths are tested against the mock cluster in `tests/mock/admin_mock.rs`.
 //! This file keeps what canned answers show best: exact request routing per node (which
 //! broker got which topics, how partitions are split into requests), the decoding of member
 //! assignments, and coordinator and controller moves with stale metadata.
 
-#[path = "support/fake_broker.rs"]
-mod fake_broker;
+use crate::fake_broker;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! The idempotent producer's fault scenarios (reliability note 1–11) on rekafka's mock cluster,
-//! a real Kafka-protocol broker with fault injection (`tests/producer_fake.rs` runs the same
+//! a real Kafka-protocol broker with fault injection (`tests/fake/producer_fake.rs` runs the same
 //! kinds of faults against a hand-written fake). Each test asserts its invariant: exact counts,
 //! per-partition send order, no duplicate offsets or values, strictly increasing sequences per
 //! producer session, fatal where it must be fatal.

@@ -6,7 +6,7 @@
 //! duplicated, positions and commits at the end of every partition.
 //!
 //! ```text
-//! cargo test --features mock --test consumer_stream_mock
+//! cargo test --features mock --test mock consumer_stream_mock::
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! decoder. File names say what must happen: `err_*` must produce an error somewhere (batch,
 //! records or headers), `trunc_*` must end on a truncated tail, `ok_*` must decode cleanly.
 //!
-//! Regenerate the corpus with `cargo test --test record_corpus -- --ignored generate`.
+//! Regenerate the corpus with `cargo test --test codec -- --ignored record_corpus::generate`.
 
 use std::path::PathBuf;
 

@@ -167,7 +167,7 @@ async fn changing_messages_keep_the_error_class_and_the_back_off_ends() {
     let string = std::any::type_name::<String>();
     assert_eq!(class("string"), (string.to_owned(), string.to_owned()));
     let typed = std::any::type_name::<InvalidOrder>();
-    assert_eq!(typed, "listener_errors::InvalidOrder");
+    assert_eq!(typed, "listener::listener_errors::InvalidOrder");
     assert_eq!(class("typed"), (typed.to_owned(), typed.to_owned()));
     // A type never named to rekafka, whose `Debug` is its message: a stable class, never text
     // from the message.

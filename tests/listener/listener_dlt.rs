@@ -1,7 +1,7 @@
 //! The dead-letter publisher and republish-to-tail recoverer in a running listener container,
 //! against the in-process mock cluster (fault injection on the dead-letter topic's Produce).
 
-mod listener_dlt_support;
+use crate::listener_dlt_support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -12,8 +12,7 @@
 //! * `unknown-<rest>`: first send a response with an unknown correlation id, then the answer;
 //! * anything else: echo the name at once.
 
-#[path = "support/fake_broker.rs"]
-mod fake_broker;
+use crate::fake_broker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! record), through the admin client, the producer and the mock's own view of its logs.
 //!
 //! ```text
-//! cargo test --test admin_mock
+//! cargo test --features mock --test mock admin_mock::
 //! ```
 #![cfg(feature = "mock")]
 

@@ -6,8 +6,7 @@
 //! duplicate; a gap is OUT_OF_ORDER_SEQUENCE_NUMBER; a higher epoch must start at 0). Faults
 //! are injected per Produce request from a script of actions.
 
-#[path = "support/fake_broker.rs"]
-mod fake_broker;
+use crate::fake_broker;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

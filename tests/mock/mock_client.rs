@@ -1,7 +1,7 @@
 //! rekafka's cluster layer against the mock cluster's faults: what a client's retry paths see.
 //!
 //! ```text
-//! cargo test --features mock --test mock_client
+//! cargo test --features mock --test mock mock_client::
 //! ```
 #![cfg(feature = "mock")]
 
