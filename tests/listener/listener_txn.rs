@@ -11,8 +11,9 @@ use rekafka::consumer::{
     AutoCommit, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset, TopicPartition,
 };
 use rekafka::listener::{
-    DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler, FixedBackOff, HandlerError,
-    ListenerConsumerRecord, ListenerContainer, ListenerRecord, StopReason,
+    BatchFailure, CommonErrorHandler, DeadLetterInfo, DeadLetterPublisher, DefaultErrorHandler,
+    Disposition, FixedBackOff, HandlerError, ListenerConsumerRecord, ListenerContainer,
+    ListenerRecord, RecordFailure, RecoveryHalt, RecoveryPolicy, StopReason,
     TransactionalDeadLetters,
 };
 use rekafka::mock::MockCluster;
@@ -420,4 +421,83 @@ async fn member_killed_and_restarted_keeps_exactly_once() {
     expected.sort();
     assert_eq!(values.len(), N, "no duplicates, nothing lost");
     assert_eq!(values, expected);
+}
+
+/// A handler that halts the partition at every failure, under a policy whose halts stop the
+/// container.
+struct HaltAndStop;
+
+impl<R: ListenerRecord> CommonErrorHandler<R> for HaltAndStop {
+    fn handle_one(&self, _failure: &mut RecordFailure<'_, R>) -> Disposition {
+        Disposition::HaltPartition
+    }
+
+    fn handle_batch(&self, _failure: &mut BatchFailure<'_, R>) -> Disposition {
+        Disposition::HaltPartition
+    }
+
+    fn recovery_policy(&self) -> RecoveryPolicy {
+        let mut policy = RecoveryPolicy::default();
+        policy.on_recovery_halt = RecoveryHalt::StopContainer;
+        policy
+    }
+}
+
+/// In exactly-once mode a partition halted after a rollback stops the container when the
+/// policy says `RecoveryHalt::StopContainer`, as the record and batch paths do; the failed
+/// record's offset is never committed and its output never becomes visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_after_rollback_stops_the_container_when_the_policy_says_so() {
+    let mock = MockCluster::builder()
+        .topic(IN, PARTITIONS)
+        .topic(OUT, PARTITIONS)
+        .start()
+        .await
+        .expect("mock");
+    fill(&mock, 30).await;
+    let producer = txn_producer(&mock, "halting").await;
+    let consumer =
+        Consumer::new(cluster(&mock).await, consumer_config("halting")).expect("consumer");
+    consumer.subscribe([IN]).expect("subscribe");
+    let p = producer.clone();
+    let handle = ListenerContainer::builder(consumer)
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let p = p.clone();
+            async move {
+                let value = r.value_str().unwrap_or_default().to_owned();
+                let _delivery = p
+                    .send(
+                        Record::new(OUT)
+                            .with_partition(r.partition())
+                            .with_value(value.clone()),
+                    )
+                    .await
+                    .map_err(|e| Box::new(e.error) as HandlerError)?;
+                if value == "v4" {
+                    return Err(Box::new(Poison(value)) as HandlerError);
+                }
+                Ok(())
+            }
+        })
+        .error_handler(HaltAndStop)
+        .transactional(producer)
+        .poll_timeout(Duration::from_millis(200))
+        .start()
+        .expect("start");
+    let reason = tokio::time::timeout(Duration::from_secs(30), handle.join())
+        .await
+        .expect("the halt stops the container");
+    assert_eq!(reason, StopReason::Abnormal);
+    // v4 is record 1 of partition 1 (records go round the partitions): its offset is not
+    // committed past it, and its output is not visible.
+    let committed = mock.committed_offset("halting", IN, 1).unwrap_or(0);
+    assert!(
+        committed <= 1,
+        "committed past the halted record: {committed}"
+    );
+    let out = read_committed(&mock, OUT).await;
+    assert!(
+        out.iter().all(|(v, _)| v != "v4"),
+        "the halted record's output became visible"
+    );
 }

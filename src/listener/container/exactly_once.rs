@@ -525,6 +525,9 @@ impl<C: ContainerConsumer> Runner<C> {
                 // Recovered in a transaction once a probe finds the recoverer working again.
                 let failures = self.tracker.recovery_failures(&tp, offset);
                 self.halt_alarm(&tp, offset, failures);
+                // As on the record and batch paths: a halt stops the container when the
+                // handler's policy says so (`RecoveryHalt::StopContainer`).
+                self.stop_if_halts_stop();
                 self.backing_off
                     .insert(tp.clone(), Instant::now() + self.policy.halt_probe_interval);
                 self.pause_partitions(std::slice::from_ref(&tp));
