@@ -228,7 +228,7 @@ pub const PRODUCER: &[Setting] = &[
     Setting::new("linger.ms", MS, "5", "How long a batch waits for more records before it is sent.")
         .alias(&["queue.buffering.max.ms"]),
     Setting::new("batch.size", COUNT, "16384", "The size a batch is sent at."),
-    Setting::new("rekafka.backlog.batch.size", COUNT, "0", "How large a batch may grow past `batch.size` while its partition has a backlog (0: never)."),
+    Setting::new("rekafka.backlog.batch.size", COUNT, "1048576", "How large a batch may grow past `batch.size` while its partition has a backlog, as far as its leader's recent delivery rate allows (at or below `batch.size`: never)."),
     Setting::new("buffer.memory", BYTES64, "33554432", "Bytes of records waiting to be sent; `send` waits (up to `max.block.ms`) when it is full."),
     Setting::new("max.block.ms", MS, "60000", "How long `send` may wait for buffer space or metadata."),
     Setting::new("request.timeout.ms", MS, "30000", "How long a produce request may wait for its response."),

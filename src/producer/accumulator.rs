@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use crate::hash::FastMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -169,10 +169,11 @@ pub(crate) struct PartitionInner {
 pub(crate) struct PartitionQueue {
     pub(crate) partition: i32,
     pub(crate) inner: Mutex<PartitionInner>,
-    /// Set by the sender while it could not send a new batch of this partition now (its
-    /// leader or the partition has `max.in.flight` requests out, an earlier batch waits): the
-    /// open batch may then grow past `batch.size` up to `backlog_batch_size`.
-    pub(crate) backlog: AtomicBool,
+    /// Set by the sender while it could not send a new batch of this partition now (a
+    /// request to its leader is out, an earlier batch waits) and the leader has shown it
+    /// takes larger batches in time: how far the open batch may grow past `batch.size` (the
+    /// sender's adaptive cap, at most `backlog_batch_size`). 0: no growth.
+    pub(crate) grow_to: AtomicUsize,
 }
 
 /// One topic's partitions and partitioner state.
@@ -230,7 +231,7 @@ impl Accumulator {
             partitions.push(Arc::new(PartitionQueue {
                 partition: p as i32,
                 inner: Mutex::new(PartitionInner::default()),
-                backlog: AtomicBool::new(false),
+                grow_to: AtomicUsize::new(0),
             }));
         }
         let sticky = old

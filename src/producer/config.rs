@@ -14,14 +14,12 @@ use crate::protocol::record::Compression;
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 /// Default [`ProducerConfig::batch_size`]: 16384 bytes (Kafka's `batch.size`).
 pub const DEFAULT_BATCH_SIZE: usize = 16384;
-/// Default [`ProducerConfig::backlog_batch_size`]: 0, growth off (Java's batches). 1 MiB is the
-/// value for throughput (the broker's default `message.max.bytes` is 1 MiB + 12; librdkafka's
-/// `batch.size` is 1 000 000, franz-go's `ProducerBatchMaxBytes` 1 000 012); it is not the
-/// default because a grown batch is retried whole: on a link too slow to carry it within
-/// `request.timeout.ms` it never gets through, where Java's `batch.size` batches do (the
-/// failover suite's slow, partially writing broker, scenario 8), and the producer does not
-/// split batches yet.
-pub const DEFAULT_BACKLOG_BATCH_SIZE: usize = 0;
+/// Default [`ProducerConfig::backlog_batch_size`]: 1 MiB (the broker's default
+/// `message.max.bytes` is 1 MiB + 12; librdkafka's `batch.size` is 1 000 000, franz-go's
+/// `ProducerBatchMaxBytes` 1 000 012). How far a batch really grows is capped per broker by
+/// that broker's recent delivery rate (see [`ProducerConfig::backlog_batch_size`]), so a
+/// broker too slow to take large batches within `request.timeout.ms` keeps Java's.
+pub const DEFAULT_BACKLOG_BATCH_SIZE: usize = 1024 * 1024;
 /// Default [`ProducerConfig::buffer_memory`]: 32 MiB (Kafka's `buffer.memory`).
 pub const DEFAULT_BUFFER_MEMORY: usize = 32 * 1024 * 1024;
 /// Default [`ProducerConfig::max_block`]: 60 s (Kafka's `max.block.ms`).
@@ -172,21 +170,33 @@ pub struct ProducerConfig {
     /// As in Java, a batch that reaches `batch_size` is ready to send at once (without waiting
     /// for `linger`). Unlike Java, while the partition has a backlog (a produce request to its
     /// leader is still in flight, or the partition has batches waiting) its open batch keeps
-    /// taking records, past `batch_size` up to [`backlog_batch_size`](Self::backlog_batch_size),
-    /// and leaves with the next request: under load the producer sends fewer, larger batches
+    /// taking records, past `batch_size` up to [`backlog_batch_size`](Self::backlog_batch_size)
+    /// (as far as the leader's recent delivery rate allows), and leaves with the next request: under load the producer sends fewer, larger batches
     /// instead of queueing many `batch_size` ones behind each other (Kafka serves one request
     /// per connection at a time, so those would only wait at the broker). With
-    /// `backlog_batch_size <= batch_size` batches are Java's and up to `max_in_flight`
-    /// requests per broker are pipelined.
+    /// `backlog_batch_size <= batch_size` (or toward a broker not yet shown fast enough for
+    /// larger batches) batches are Java's and up to `max_in_flight` requests per broker are
+    /// pipelined.
     pub batch_size: usize,
     /// How large a batch may grow past [`batch_size`](Self::batch_size) while its partition
     /// has a backlog (no Java equivalent; librdkafka's `batch.size` plays this role). Capped by
     /// `max_request_size`; a value at or below `batch_size` gives Java's behaviour (batches
-    /// never exceed `batch_size` unless one record does). Default: 0, Java's batches
-    /// ([`DEFAULT_BACKLOG_BATCH_SIZE`] says why); 1 MiB for throughput on a healthy network
-    /// (measured in BENCHMARKS.md). Keep it at or below the topic's `max.message.bytes`
-    /// (broker default 1 MiB + 12): the producer does not split a batch the broker refuses as
-    /// too large.
+    /// never exceed `batch_size` unless one record does). Default: 1 MiB
+    /// ([`DEFAULT_BACKLOG_BATCH_SIZE`]; measured in BENCHMARKS.md).
+    ///
+    /// The growth adapts to each broker, like a congestion window: from every response the
+    /// producer estimates the broker's delivery rate (the request's bytes over the time the
+    /// connection spent on it, averaged with weight 1/4 per response), and a request to it may
+    /// carry what that rate delivers in a quarter of the request timeout (the shorter of this
+    /// `request_timeout` and the connection's). The partitions of that broker with a backlog
+    /// share it: each batch may grow to its share, at least `batch_size`, at most this value.
+    /// Until a broker has answered, and after a request to it timed out or lost its
+    /// connection, its batches stay at `batch_size` (Java's). So a healthy broker reaches
+    /// large batches after its first responses, while one too slow to take them in time keeps
+    /// Java's sizes (a grown batch is retried whole: a sent batch is never re-split). Only
+    /// batches not yet sent follow the cap. Keep this at or below the topic's
+    /// `max.message.bytes` (broker default 1 MiB + 12): the producer does not split a batch
+    /// the broker refuses as too large.
     pub backlog_batch_size: usize,
     /// The memory in bytes for records waiting to be sent or acknowledged (`buffer.memory`);
     /// `send` waits for room up to `max_block`. Default: 32 MiB. Accounting is by batch

@@ -468,12 +468,9 @@ impl Producer {
                 if let Some(open) = inner.open.as_mut() {
                     let size = open.builder.record_size(timestamp, key, value, headers);
                     let len = open.builder.estimated_size();
-                    // Past `batch.size` only while the sender cannot send this partition now.
-                    let limit = if queue.backlog.load(Ordering::Acquire) {
-                        open.limit.max(backlog_limit(&sh.config))
-                    } else {
-                        open.limit
-                    };
+                    // Past `batch.size` only while the sender cannot send this partition now,
+                    // and only as far as its leader has shown it takes in time (`grow_to`).
+                    let limit = open.limit.max(queue.grow_to.load(Ordering::Acquire));
                     if len + size <= limit && grow_charge(sh, open, len + size) {
                         let index = open
                             .builder

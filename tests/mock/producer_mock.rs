@@ -500,3 +500,73 @@ async fn first_batch_failing_while_later_ones_are_in_flight_keeps_order() {
     assert_eq!(epochs.len(), 1, "{epochs:?}");
     p.close().await;
 }
+
+/// Issue 21 item 3: with a request to the leader in flight, the open batch keeps taking records
+/// and, once the broker has answered (its delivery rate is known), grows past `batch.size`;
+/// with `backlog_batch_size` at or below `batch.size`, batches are Java's. Returns the largest
+/// stored batch's record count; every record is checked stored once, in send order.
+async fn largest_batch_under_backlog(config: ProducerConfig) -> i32 {
+    const VALUE: usize = 100;
+    let topic = "growth";
+    let mock = mock(topic, 1).await;
+    let p = producer(&mock, config).await;
+    let mut sent = Vec::new();
+    let mut send_range = async |range: std::ops::Range<usize>| {
+        let mut futs = Vec::new();
+        for i in range {
+            let v = format!("{i:0VALUE$}");
+            sent.push(v.clone());
+            futs.push(
+                p.send(Record::new(topic).with_partition(0).with_value(v))
+                    .await
+                    .expect("send"),
+            );
+        }
+        futs
+    };
+    // A first exchange, so that the broker's delivery rate is known.
+    for f in send_range(0..200).await {
+        f.await.expect("warm-up record");
+    }
+    // A request held at the broker: the partition has a backlog while it is out.
+    let held = mock.hold(|r| r.api_key == ApiKey::Produce);
+    let first = send_range(200..201).await;
+    held.wait_matched(1).await;
+    let rest = send_range(201..2_201).await;
+    held.release();
+    for f in first.into_iter().chain(rest) {
+        f.await.expect("record");
+    }
+    let got = stored_values(&mock, topic, 0);
+    assert_eq!(got, sent, "every record stored once, in send order");
+    let batches = mock.batches(topic, 0).expect("batches");
+    p.close().await;
+    batches
+        .iter()
+        .map(|b| b.record_count())
+        .max()
+        .expect("batches stored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_grow_past_batch_size_under_a_backlog_at_the_defaults() {
+    let config = ProducerConfig::default();
+    // More records than `batch.size` can hold (each is over 100 bytes encoded).
+    let java_max = (config.batch_size / 100) as i32;
+    let largest = largest_batch_under_backlog(config).await;
+    assert!(
+        largest > java_max,
+        "the largest batch holds {largest} records; growth would allow more than {java_max}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_at_batch_size_with_growth_off() {
+    let config = ProducerConfig::default().with_backlog_batch_size(0);
+    let java_max = (config.batch_size / 100) as i32;
+    let largest = largest_batch_under_backlog(config).await;
+    assert!(
+        largest <= java_max,
+        "the largest batch holds {largest} records, more than batch.size allows ({java_max})"
+    );
+}

@@ -5,8 +5,8 @@ use super::*;
 
 impl Sender {
     /// Whether a new batch of `tp` would have to wait now: the partition has queued batches,
-    /// or requests out (on it or on its leader: one with batch growth on, `max.in.flight`
-    /// with it off), or it is retrying or waiting
+    /// or requests out (on it or on its leader: one when batches to the leader may grow,
+    /// `max.in.flight` otherwise), or it is retrying or waiting
     /// for its first acknowledgement (idempotence) with a batch in flight. A response (or a
     /// retry timer) ends every one of these, and the sender then looks again.
     pub(super) fn is_backlogged(&self, tp: &Tp, now: Instant) -> bool {
@@ -17,12 +17,13 @@ impl Sender {
             // Collected at once, so that the missing leader is asked for.
             return false;
         };
-        // With growth on, a request in flight is a backlog already: Kafka serves one request
-        // of a connection at a time (it mutes the channel until the response is sent), so a
-        // second request would only wait there; the records wait here instead and leave in
-        // one larger batch when the response comes (measured: BENCHMARKS.md, issue 21). With
-        // growth off (Java's batches), `max.in.flight` as in the Java client.
-        let max = if crate::producer::backlog_limit(&self.sh.config) > self.sh.config.batch_size {
+        // While batches may grow, a request in flight is a backlog already: Kafka serves one
+        // request of a connection at a time (it mutes the channel until the response is
+        // sent), so a second request would only wait there; the records wait here instead
+        // and leave in one larger batch when the response comes (measured: BENCHMARKS.md,
+        // issue 21). Otherwise (growth off, or the broker not shown fast enough yet: Java's
+        // batches), `max.in.flight` as in the Java client.
+        let max = if self.request_budget(leader) > self.sh.config.batch_size {
             1
         } else {
             self.sh.config.max_in_flight
@@ -39,18 +40,51 @@ impl Sender {
             || self.broker_in_flight.get(&leader).copied().unwrap_or(0) >= max
     }
 
-    /// Tells the `send` path which partitions have a backlog (their open batch may grow past
-    /// `batch.size`, see [`ProducerConfig::backlog_batch_size`](super::ProducerConfig)).
+    /// The bytes one request to `broker` may carry by its recent delivery rate (see
+    /// `growth`); 0 with growth off or without an estimate. The timeout it must fit in is
+    /// the shorter of the producer's `request.timeout` and the connection's (which closes
+    /// the connection when it passes).
+    pub(super) fn request_budget(&self, broker: i32) -> usize {
+        let config = &self.sh.config;
+        if crate::producer::backlog_limit(config) <= config.batch_size {
+            return 0;
+        }
+        let timeout = config
+            .request_timeout
+            .min(self.sh.cluster.config().connection.request_timeout);
+        self.rates
+            .get(&broker)
+            .map_or(0, |r| r.request_budget(timeout))
+    }
+
+    /// Tells the `send` path how far each partition's open batch may grow: past `batch.size`
+    /// only while the partition has a backlog, up to its share of its leader's request
+    /// budget (`growth::batch_cap`; see
+    /// [`ProducerConfig::backlog_batch_size`](super::ProducerConfig)); 0 otherwise.
     pub(super) fn publish_backlog(&self, now: Instant) {
-        let grow = crate::producer::backlog_limit(&self.sh.config) > self.sh.config.batch_size;
+        let batch_size = self.sh.config.batch_size;
+        let limit = crate::producer::backlog_limit(&self.sh.config);
+        let mut growing: Vec<(Arc<PartitionQueue>, i32)> = Vec::new();
+        let mut per_leader: HashMap<i32, usize> = HashMap::new();
         for topic in self.sh.acc.topics() {
             for pq in &topic.partitions {
                 let tp: Tp = (topic.name.clone(), pq.partition);
-                let backlog = grow && self.is_backlogged(&tp, now);
-                if pq.backlog.load(Ordering::Relaxed) != backlog {
-                    pq.backlog.store(backlog, Ordering::Release);
+                let leader = self.parts.get(&tp).and_then(|p| p.leader).filter(|l| {
+                    self.request_budget(*l) > batch_size && self.is_backlogged(&tp, now)
+                });
+                match leader {
+                    Some(l) => {
+                        *per_leader.entry(l).or_insert(0) += 1;
+                        growing.push((pq.clone(), l));
+                    }
+                    None => set_grow_to(pq, 0),
                 }
             }
+        }
+        for (pq, leader) in growing {
+            let n = per_leader.get(&leader).copied().unwrap_or(1);
+            let cap = growth::batch_cap(self.request_budget(leader), n, batch_size, limit);
+            set_grow_to(&pq, cap);
         }
     }
 
@@ -437,5 +471,13 @@ impl Sender {
             b.bytes = Some(Bytes::from(raw));
         }
         Ok(())
+    }
+}
+
+/// Publishes a partition's growth cap to the `send` path (stored only when it changed, so
+/// that appenders' cache line is left alone in the steady state).
+fn set_grow_to(pq: &PartitionQueue, cap: usize) {
+    if pq.grow_to.load(Ordering::Relaxed) != cap {
+        pq.grow_to.store(cap, Ordering::Release);
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::accumulator::{BatchOutcome, BatchShared, OpenBatch, lock};
+use super::accumulator::{BatchOutcome, BatchShared, OpenBatch, PartitionQueue, lock};
 use super::config::Acks;
 use super::idempotence::{IdempotentState, ProducerIdAndEpoch, init_producer_id};
 use super::record::{Persistence, ProduceError};
@@ -29,6 +29,7 @@ use crate::protocol::record::{BatchBuilder, NO_SEQUENCE, set_producer};
 
 mod drain;
 mod expiry;
+mod growth;
 mod response;
 
 type Tp = (Arc<str>, i32);
@@ -101,6 +102,8 @@ struct Sender {
     /// reach its connection in order.
     futures: Vec<(u64, ResponseFuture)>,
     broker_in_flight: HashMap<i32, usize>,
+    /// Each broker's estimated delivery rate: how far batches to it may grow (`growth`).
+    rates: HashMap<i32, growth::DeliveryRate>,
     idem: Option<IdempotentState>,
     next_id: u64,
     next_order: u64,
@@ -128,6 +131,7 @@ pub(crate) async fn run(
         requests: HashMap::new(),
         futures: Vec::new(),
         broker_in_flight: HashMap::new(),
+        rates: HashMap::new(),
         idem: pid.map(IdempotentState::new),
         next_id: 0,
         next_order: 0,
@@ -439,10 +443,20 @@ impl Sender {
 
     /// Fails every batch waiting in the sender's queues (not those in flight) with `e`.
     fn fail_queued(&mut self, e: &Error) {
-        let mut waiting = Vec::new();
-        for (tp, part) in self.parts.iter_mut() {
+        for part in self.parts.values_mut() {
             part.retrying = false;
             part.retry_at = None;
+        }
+        self.fail_waiting(e);
+    }
+
+    /// Fails every batch waiting in the sender's queues with `e`: possibly persisted if an
+    /// earlier attempt had no definite answer, else not persisted. The one place the three
+    /// ways a queue is given up (doomed transaction, fatal error, shutdown) decide that, so
+    /// they cannot disagree on what a waiting batch's failure means.
+    fn fail_waiting(&mut self, e: &Error) {
+        let mut waiting = Vec::new();
+        for (tp, part) in self.parts.iter_mut() {
             for b in part.queue.drain(..) {
                 waiting.push((tp.clone(), b));
             }
@@ -490,20 +504,7 @@ impl Sender {
         let Some(fatal) = self.sh.fatal_error() else {
             return;
         };
-        let mut waiting = Vec::new();
-        for (tp, part) in self.parts.iter_mut() {
-            for b in part.queue.drain(..) {
-                waiting.push((tp.clone(), b));
-            }
-        }
-        for (tp, b) in waiting {
-            let p = if b.ambiguous {
-                Persistence::PossiblyPersisted
-            } else {
-                Persistence::NotPersisted
-            };
-            self.fail(&tp, b, fatal.clone(), p);
-        }
+        self.fail_waiting(&fatal);
         // Batches still in the accumulator are failed by `collect`.
         self.sh.wake.notify_one();
     }
@@ -519,20 +520,7 @@ impl Sender {
         let closed =
             || Error::with_message(ErrorKind::Closed, "the producer was dropped or closed");
         let _ = self.collect(Instant::now() + Duration::from_secs(365 * 24 * 3600));
-        let mut waiting = Vec::new();
-        for (tp, part) in self.parts.iter_mut() {
-            for b in part.queue.drain(..) {
-                waiting.push((tp.clone(), b));
-            }
-        }
-        for (tp, b) in waiting {
-            let p = if b.ambiguous {
-                Persistence::PossiblyPersisted
-            } else {
-                Persistence::NotPersisted
-            };
-            self.fail(&tp, b, closed(), p);
-        }
+        self.fail_waiting(&closed());
         let requests: Vec<InFlightReq> = self.requests.drain().map(|(_, r)| r).collect();
         self.futures.clear();
         for req in requests {

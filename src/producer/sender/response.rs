@@ -12,6 +12,21 @@ impl Sender {
             *n = n.saturating_sub(1);
         }
         self.sh.counters.request_done(req.started.elapsed());
+        let rate = self.rates.entry(req.broker).or_default();
+        match &result {
+            Ok(_) => {
+                let bytes = req
+                    .batches
+                    .iter()
+                    .map(|(_, b)| b.bytes.as_ref().map_or(0, Bytes::len))
+                    .sum();
+                rate.answered(bytes, req.started, Instant::now());
+            }
+            Err(e) => {
+                tracing::debug!(broker = req.broker, error = %e, "produce request failed; batches to this broker stay at batch.size until it answers again");
+                rate.failed();
+            }
+        }
         match result {
             Ok(None) => {
                 for (tp, b) in req.batches {
