@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Persistence, Record};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 use rekafka::{Client, ErrorKind, KafkaCode};
 
 const TOPIC: &str = "payments";

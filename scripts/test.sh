@@ -30,6 +30,10 @@ cargo clippy -p rekafka --lib --features zstd-c -- -D warnings
 step "feature sets and packaging"
 cargo check -p rekafka --no-default-features
 cargo check -p rekafka --no-default-features --features json
+# The unstable protocol surface on its own (the workspace builds have it through `mock`), and
+# the stable API without it, warnings denied (its items are crate-private there).
+cargo clippy -p rekafka --no-default-features --features unstable-protocol -- -D warnings
+cargo clippy -p rekafka --lib -- -D warnings
 cargo clippy -p rekafka --features tls-ring -- -D warnings
 # The other opt-in provider, aws-lc-rs (builds AWS-LC's C code with the system C compiler).
 cargo clippy -p rekafka --features tls-aws-lc-rs -- -D warnings

@@ -15,6 +15,10 @@
 //!   properties).
 //! * [`admin`]: the admin client (topics, configs, partitions, offsets, records, groups).
 //! * `mock` (cargo feature `mock`): an embedded Kafka cluster with fault injection, for tests.
+//! * `protocol::unstable` (cargo feature `unstable-protocol`): the `kafka-protocol` crate's
+//!   types and the raw request methods (`Connection::send`, …). **Not covered by semver**: it
+//!   follows kafka-protocol's releases. Everything else is the stable API, which never exposes
+//!   a `kafka-protocol` type.
 //! * [`producer`]: batching, partitioning, compression, retries, idempotence, a circuit
 //!   breaker and metrics.
 //! * [`transaction`]: the transactional producer (`init/begin/commit/abort`, offsets in a

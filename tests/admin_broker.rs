@@ -20,19 +20,21 @@ use rekafka::admin::{
 };
 use rekafka::cluster::CoordinatorType;
 use rekafka::connection::BrokerConnection;
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use rekafka::protocol::messages::leave_group_request::MemberIdentity;
-use rekafka::protocol::messages::offset_commit_request::{
+use rekafka::protocol::record::BatchBuilder;
+use rekafka::protocol::unstable::StrBytes;
+use rekafka::protocol::unstable::messages::join_group_request::JoinGroupRequestProtocol;
+use rekafka::protocol::unstable::messages::leave_group_request::MemberIdentity;
+use rekafka::protocol::unstable::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use rekafka::protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use rekafka::protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use rekafka::protocol::messages::{
+use rekafka::protocol::unstable::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
+use rekafka::protocol::unstable::messages::sync_group_request::SyncGroupRequestAssignment;
+use rekafka::protocol::unstable::messages::{
     GroupId, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, ProduceRequest,
     SyncGroupRequest, TopicName,
 };
-use rekafka::protocol::record::BatchBuilder;
 use rekafka::{Client, ErrorKind, KafkaCode};
 
 async fn client() -> Client {

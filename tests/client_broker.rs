@@ -452,3 +452,299 @@ async fn close_delivers_what_the_client_s_producers_buffered() {
         .unwrap_or_else(|e| panic!("close: {e}"));
     reader.close().await;
 }
+
+/// `Client::close` closes what the client made, in order: a running listener container, a
+/// subscribed consumer holding uncommitted positions (auto-commit on), a transactional
+/// producer inside a transaction and a producer with buffered records; then its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_containers_consumers_transactions_and_producers_in_order() {
+    use rekafka::admin::TopicPartition;
+    use rekafka::consumer::{AutoCommit, IsolationLevel};
+    use rekafka::listener::{ListenerConsumerRecord, ListenerRecord};
+    use std::sync::{Arc, Mutex};
+
+    const N: usize = 400;
+    let listened = unique("close-all-listened");
+    let consumed = unique("close-all-consumed");
+    let txn_topic = unique("close-all-txn");
+    let buffered = unique("close-all-buffered");
+    let listen_group = unique("close-all-listen-g");
+    let consume_group = unique("close-all-consume-g");
+    let txn_id = unique("close-all-txn-id");
+    let client = Client::from_properties([
+        ("bootstrap.servers", bootstrap()),
+        ("auto.offset.reset", "earliest".into()),
+        ("fetch.max.wait.ms", "100".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("from_properties: {e}"));
+    let admin = client.admin();
+    let topics: Vec<NewTopic> = [&listened, &consumed, &txn_topic, &buffered]
+        .iter()
+        .map(|t| NewTopic::new(t.as_str(), 1))
+        .collect();
+    for r in admin
+        .create_topics(&topics)
+        .await
+        .unwrap_or_else(|e| panic!("create_topics: {e}"))
+    {
+        r.unwrap_or_else(|e| panic!("create: {e}"));
+    }
+    let seed = client
+        .producer_with(|_| {})
+        .await
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut seeded = Vec::new();
+    for t in [&listened, &consumed] {
+        for i in 0..N {
+            seeded.push(
+                seed.send(Record::new(t.as_str()).with_value(format!("v{i}")))
+                    .await
+                    .unwrap_or_else(|e| panic!("send: {e}")),
+            );
+        }
+    }
+    for f in seeded {
+        f.await.unwrap_or_else(|e| panic!("seed: {e}"));
+    }
+
+    // 1. A container mid-stream: its handler notes each offset it completes.
+    let handled = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::unbounded_channel();
+    let noted = handled.clone();
+    let container = client
+        .listener_container([listened.as_str()], |c| {
+            c.group_id = Some(listen_group.clone());
+            c.max_poll_records = 10;
+        })
+        .unwrap_or_else(|e| panic!("container: {e}"))
+        .record_handler(move |r: ListenerConsumerRecord| {
+            let noted = noted.clone();
+            let first = first_tx.clone();
+            async move {
+                tokio::task::yield_now().await;
+                noted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(r.offset());
+                let _ = first.send(());
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    first_rx
+        .recv()
+        .await
+        .unwrap_or_else(|| panic!("the container handled nothing"));
+
+    // 2. A subscribed consumer with consumed, uncommitted records (auto-commit far away).
+    let consumer = client
+        .consumer_with(|c| {
+            c.group_id = Some(consume_group.clone());
+            c.auto_commit = AutoCommit::Interval(Duration::from_secs(3600));
+        })
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer
+        .subscribe([consumed.as_str()])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let mut last_consumed = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_consumed.is_none() {
+        assert!(Instant::now() < deadline, "the consumer got no record");
+        let recs = consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .unwrap_or_else(|e| panic!("poll: {e}"));
+        last_consumed = recs.iter().map(|r| r.offset).max();
+    }
+    let last_consumed = last_consumed.unwrap_or_default();
+
+    // 3. A transactional producer inside a transaction, its records written.
+    let txn = client
+        .transactional_producer_with(txn_id.as_str(), |_| {})
+        .unwrap_or_else(|e| panic!("transactional_producer: {e}"));
+    txn.init_transactions()
+        .await
+        .unwrap_or_else(|e| panic!("init_transactions: {e}"));
+    txn.begin_transaction()
+        .unwrap_or_else(|e| panic!("begin: {e}"));
+    let mut in_txn = Vec::new();
+    for i in 0..5 {
+        in_txn.push(
+            txn.send(Record::new(txn_topic.as_str()).with_value(format!("aborted{i}")))
+                .await
+                .unwrap_or_else(|e| panic!("txn send: {}", e.error)),
+        );
+    }
+    txn.flush().await;
+    for f in in_txn {
+        f.await
+            .unwrap_or_else(|e| panic!("txn record not written: {e}"));
+    }
+
+    // 4. A producer with buffered records (30 s linger: nothing sent yet).
+    let producer = client
+        .producer_with(|c| c.linger = Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        pending.push(
+            producer
+                .send(Record::new(buffered.as_str()).with_value(format!("b{i}")))
+                .await
+                .unwrap_or_else(|e| panic!("send {i}: {e}")),
+        );
+    }
+
+    client.close().await;
+
+    // The container stopped, and its group's committed offset covers exactly what the
+    // handler completed: offsets 0.. in order, none twice, the commit right after the last.
+    assert!(
+        !container.is_running(),
+        "the container stopped with the client"
+    );
+    let done = handled.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(!done.is_empty());
+    assert_eq!(
+        done,
+        (0..done.len() as i64).collect::<Vec<_>>(),
+        "in order, once each"
+    );
+    let checker = Client::from_properties([
+        ("bootstrap.servers", bootstrap()),
+        ("fetch.max.wait.ms", "100".into()),
+        ("auto.offset.reset", "earliest".into()),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("checker: {e}"));
+    let admin = checker.admin();
+    let committed = |group: String, topic: String| {
+        let admin = admin.clone();
+        async move {
+            let tp = [TopicPartition::new(topic.as_str(), 0)];
+            let offsets = admin
+                .list_group_offsets(&group, Some(&tp))
+                .await
+                .unwrap_or_else(|e| panic!("offsets of {group}: {e}"));
+            offsets[0]
+                .1
+                .clone()
+                .unwrap_or_else(|e| panic!("offset of {group}: {e}"))
+                .map(|c| c.offset)
+        }
+    };
+    assert_eq!(
+        committed(listen_group.clone(), listened.clone()).await,
+        Some(done.len() as i64),
+        "the container committed exactly what its handler completed"
+    );
+    // The consumer committed what it consumed and left its group.
+    assert_eq!(
+        committed(consume_group.clone(), consumed.clone()).await,
+        Some(last_consumed + 1)
+    );
+    for group in [&consume_group, &listen_group] {
+        let described = admin
+            .describe_groups(&[group.as_str()])
+            .await
+            .unwrap_or_else(|e| panic!("describe {group}: {e}"));
+        let g = described[0]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("describe {group}: {e}"));
+        assert!(g.members.is_empty(), "{group} still has members: {g:?}");
+    }
+    // The buffered records were delivered, in order.
+    let mut offsets = Vec::new();
+    for (i, f) in pending.into_iter().enumerate() {
+        offsets.push(
+            f.await
+                .unwrap_or_else(|e| panic!("buffered record {i}: {e}"))
+                .offset,
+        );
+    }
+    assert_eq!(offsets, (0..20).collect::<Vec<i64>>());
+    // The open transaction was aborted: the transactional id is usable again at once, and a
+    // read_committed reader sees the next transaction's record only.
+    let again = checker
+        .transactional_producer_with(txn_id.as_str(), |_| {})
+        .unwrap_or_else(|e| panic!("transactional_producer: {e}"));
+    again
+        .init_transactions()
+        .await
+        .unwrap_or_else(|e| panic!("init_transactions again: {e}"));
+    again
+        .begin_transaction()
+        .unwrap_or_else(|e| panic!("begin: {e}"));
+    let marker = again
+        .send(Record::new(txn_topic.as_str()).with_value("committed"))
+        .await
+        .unwrap_or_else(|e| panic!("send: {}", e.error));
+    again
+        .commit_transaction()
+        .await
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    marker.await.unwrap_or_else(|e| panic!("marker: {e}"));
+    again.close().await;
+    let reader = checker
+        .consumer_with(|c| {
+            c.group_id = None;
+            c.isolation_level = IsolationLevel::ReadCommitted;
+        })
+        .unwrap_or_else(|e| panic!("reader: {e}"));
+    reader
+        .assign([(
+            rekafka::consumer::TopicPartition::new(txn_topic.as_str(), 0),
+            rekafka::consumer::StartOffset::Beginning,
+        )])
+        .unwrap_or_else(|e| panic!("assign: {e}"));
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|v: &String| v == "committed") {
+        assert!(Instant::now() < deadline, "read_committed saw {seen:?}");
+        for r in reader
+            .poll(Duration::from_millis(200))
+            .await
+            .unwrap_or_else(|e| panic!("poll: {e}"))
+            .iter()
+        {
+            seen.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(seen, ["committed"], "the aborted records stay invisible");
+    drop(reader);
+
+    // Everything made from the closed client is closed.
+    let e = consumer.poll(Duration::from_millis(10)).await.unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::Closed, "{e}");
+    let e = producer
+        .send(Record::new(buffered.as_str()).with_value("late"))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a send after close must fail"));
+    assert_eq!(e.kind(), &ErrorKind::Closed, "{e}");
+    let e = match txn.begin_transaction() {
+        Err(e) => e,
+        Ok(()) => {
+            txn.send(Record::new(txn_topic.as_str()).with_value("late"))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("a transactional send after close must fail"))
+                .error
+        }
+    };
+    assert_eq!(e.kind(), &ErrorKind::Closed, "{e}");
+    let e = client
+        .producer_with(|_| {})
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a producer of a closed client"));
+    assert_eq!(e.kind(), &ErrorKind::Closed, "{e}");
+    assert_eq!(
+        container.stop().await,
+        rekafka::listener::StopReason::Normal
+    );
+    checker.close().await;
+}

@@ -1541,7 +1541,7 @@ fn s4_transaction_coordinator_sigkill_mid_transaction() {
 /// leader), or `None` if the request failed.
 async fn elect_unclean(addr: &str, topic: &str) -> Option<i16> {
     use rekafka::connection::{Connection, ConnectionConfig};
-    use rekafka::protocol::messages::{
+    use rekafka::protocol::unstable::messages::{
         ElectLeadersRequest, TopicName, elect_leaders_request::TopicPartitions,
     };
     let conn = Connection::connect(addr, -1, &ConnectionConfig::default())

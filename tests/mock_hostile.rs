@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use rekafka::connection::{Connection, ConnectionConfig};
 use rekafka::mock::MockCluster;
-use rekafka::protocol::messages::MetadataRequest;
+use rekafka::protocol::unstable::messages::MetadataRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 use common::{bootstrap, unique};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::producer::{Acks, Idempotence, Producer, ProducerConfig, Record, murmur2_partition};
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::create_topics_request::CreatableTopic;
-use rekafka::protocol::messages::{CreateTopicsRequest, TopicName};
 use rekafka::protocol::record::Compression;
+use rekafka::protocol::unstable::StrBytes;
+use rekafka::protocol::unstable::messages::create_topics_request::CreatableTopic;
+use rekafka::protocol::unstable::messages::{CreateTopicsRequest, TopicName};
 
 async fn cluster() -> Cluster {
     Cluster::connect(ClusterConfig::new([bootstrap()]))

@@ -16,11 +16,13 @@ use std::time::Duration;
 use common::{bootstrap, unique};
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::producer::{DeliveryFuture, ProducerConfig, Record};
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::create_topics_request::CreatableTopic;
-use rekafka::protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use rekafka::protocol::messages::{BrokerId, CreateTopicsRequest, FetchRequest, TopicName};
 use rekafka::protocol::record::{ControlType, RecordBatches};
+use rekafka::protocol::unstable::StrBytes;
+use rekafka::protocol::unstable::messages::create_topics_request::CreatableTopic;
+use rekafka::protocol::unstable::messages::fetch_request::{FetchPartition, FetchTopic};
+use rekafka::protocol::unstable::messages::{
+    BrokerId, CreateTopicsRequest, FetchRequest, TopicName,
+};
 use rekafka::transaction::{TransactionState, TransactionalProducer};
 
 async fn cluster() -> Cluster {

@@ -9,11 +9,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use rekafka::cluster::CoordinatorType;
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::offset_commit_request::{
+use rekafka::protocol::unstable::StrBytes;
+use rekafka::protocol::unstable::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use rekafka::protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+use rekafka::protocol::unstable::messages::{GroupId, OffsetCommitRequest, TopicName};
 
 fn bootstrap() -> String {
     match std::env::var("REKAFKA_BOOTSTRAP") {

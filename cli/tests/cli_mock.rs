@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rekafka::mock::{KeyValue, MockCluster};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rekafka"));

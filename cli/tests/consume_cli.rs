@@ -9,9 +9,11 @@ use std::process::{Command, Output};
 use bytes::Bytes;
 use rekafka::connection::{Connection, ConnectionConfig};
 use rekafka::mock::MockCluster;
-use rekafka::protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use rekafka::protocol::messages::{ProduceRequest, TopicName};
 use rekafka::protocol::record::BatchBuilder;
+use rekafka::protocol::unstable::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
+use rekafka::protocol::unstable::messages::{ProduceRequest, TopicName};
 
 type Rec<'a> = (
     i64,
@@ -299,7 +301,7 @@ async fn global_properties_reach_the_client_and_the_consumer() {
     let produces: Vec<_> = mock
         .requests()
         .into_iter()
-        .filter(|r| r.api_key == rekafka::protocol::ApiKey::Produce)
+        .filter(|r| r.api_key == rekafka::protocol::unstable::ApiKey::Produce)
         .collect();
     assert!(!produces.is_empty());
     for r in &produces {

@@ -238,6 +238,7 @@ impl ClientBuilder {
                 cluster,
                 deferred: self.deferred,
                 producers: std::sync::Mutex::default(),
+                closers: Arc::default(),
             }),
         })
     }

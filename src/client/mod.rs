@@ -172,6 +172,9 @@ struct ClientInner {
     /// The producers made from this client, closed (flushed) by [`Client::close`] before the
     /// connections. Weak: a producer the application dropped is not kept alive.
     producers: std::sync::Mutex<Vec<crate::producer::WeakProducer>>,
+    /// The containers, consumers, transactional producers and dead-letter publishers made
+    /// from this client (weakly), closed by [`Client::close`] in that order.
+    closers: Arc<crate::task::CloseRegistry>,
 }
 
 impl Client {
@@ -293,7 +296,7 @@ impl Client {
             &mut config,
             ConsumerConfig::apply_property,
         )?;
-        Consumer::new(self.inner.cluster.clone(), config)
+        self.track_consumer(Consumer::new(self.inner.cluster.clone(), config))
     }
 
     /// A [`Consumer`] from [`consumer_config`](Self::consumer_config) changed by `configure`
@@ -301,7 +304,32 @@ impl Client {
     pub fn consumer_with(&self, configure: impl FnOnce(&mut ConsumerConfig)) -> Result<Consumer> {
         let mut config = self.consumer_config()?;
         configure(&mut config);
-        Consumer::new(self.inner.cluster.clone(), config)
+        self.track_consumer(Consumer::new(self.inner.cluster.clone(), config))
+    }
+
+    /// The link what this client makes registers with, for [`close`](Self::close).
+    fn close_link(&self) -> crate::task::CloseLink {
+        crate::task::CloseLink::new(&self.inner.closers)
+    }
+
+    /// Registers a consumer made from this client, for [`close`](Self::close) (a container
+    /// started over it registers through it too).
+    fn track_consumer(&self, made: Result<Consumer>) -> Result<Consumer> {
+        if let Ok(c) = &made {
+            c.set_close_link(self.close_link());
+        }
+        made
+    }
+
+    /// Registers a transactional producer made from this client, for [`close`](Self::close).
+    fn track_transactional(
+        &self,
+        made: Result<TransactionalProducer>,
+    ) -> Result<TransactionalProducer> {
+        if let Ok(p) = &made {
+            p.set_close_link(self.close_link());
+        }
+        made
     }
 
     /// A [`ShareConsumer`](crate::share::ShareConsumer) (KIP-932 share group member) sharing
@@ -373,7 +401,10 @@ impl Client {
             &mut config,
             ProducerConfig::apply_property,
         )?;
-        TransactionalProducer::new(self.inner.cluster.clone(), config)
+        self.track_transactional(TransactionalProducer::new(
+            self.inner.cluster.clone(),
+            config,
+        ))
     }
 
     /// A [`TransactionalProducer`] with `transactional_id`, from
@@ -388,7 +419,10 @@ impl Client {
             .producer_config()?
             .with_transactional_id(transactional_id);
         configure(&mut config);
-        TransactionalProducer::new(self.inner.cluster.clone(), config)
+        self.track_transactional(TransactionalProducer::new(
+            self.inner.cluster.clone(),
+            config,
+        ))
     }
 
     /// An admin client sharing this client's cluster; its calls retry for
@@ -418,6 +452,7 @@ impl Client {
     /// ```
     pub fn dead_letter_publisher<R: ListenerRecord>(&self) -> DeadLetterPublisherBuilder<R> {
         crate::listener::DeadLetterPublisher::builder(self.inner.cluster.clone())
+            .close_link(self.close_link())
     }
 
     /// A listener container builder over a new [`Consumer`] subscribed to `topics`: the
@@ -509,16 +544,48 @@ impl Client {
         ))
     }
 
-    /// Closes the client, in order: first every [`Producer`] made by
-    /// [`producer`](Self::producer) / [`producer_with`](Self::producer_with) that is still in
-    /// use (each [`Producer::close`]: its buffered records are delivered, then its sender
-    /// stops), then every broker connection and the metadata refresher. Later calls on this
-    /// client and everything made from it fail with
-    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed).
+    /// Closes the client and everything made from it that is still in use, in order, each
+    /// step waiting for the one before:
     ///
-    /// Stop listener containers and close consumers and transactional producers first: they
-    /// hold group membership, commits and transactions that only they can finish cleanly.
+    /// 1. **Listener containers** started over a consumer this client made
+    ///    ([`listener_container`](Self::listener_container),
+    ///    [`typed_listener_container`](Self::typed_listener_container), or
+    ///    [`ContainerBuilder::start`] over a [`consumer`](Self::consumer)): each stops as
+    ///    [`ContainerHandle::stop`](crate::listener::ContainerHandle::stop) does (the record in
+    ///    hand is finished, handled offsets are committed, its consumer leaves the group).
+    /// 2. **Consumers** ([`consumer`](Self::consumer), [`consumer_with`](Self::consumer_with)):
+    ///    each [`Consumer::close`] (the final commit with auto-commit on, the rebalance
+    ///    listener's `on_revoked`, leaving the group).
+    /// 3. **Transactional producers and dead-letter publishers**: an open transaction is
+    ///    aborted (so its `transactional.id` can be used again at once), then each
+    ///    [`TransactionalProducer::close`]; each publisher's
+    ///    [`close`](crate::listener::DeadLetterPublisher::close) (flush, and close the
+    ///    producer and connections it built).
+    /// 4. **Producers** ([`producer`](Self::producer), [`producer_with`](Self::producer_with)):
+    ///    each [`Producer::close`] (its buffered records are delivered, within
+    ///    `delivery.timeout.ms`, then its sender stops).
+    /// 5. **Connections**: every broker connection and the metadata refresher.
+    ///
+    /// The things of steps 1 to 3 close concurrently within their step, and each of these
+    /// steps is bounded by [`ClientConfig::api_timeout`] (`default.api.timeout.ms`): a step that
+    /// has not finished by then is left finishing in the background (with failing
+    /// connections, after step 5) and the next step starts. Each step is logged at debug
+    /// level. The client keeps none of them alive: what the application dropped is not
+    /// closed again (dropping closes it). Share consumers and retry-topic containers are not
+    /// tracked: close or stop them first.
+    ///
+    /// Later calls on this client and everything made from it fail with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed).
     pub async fn close(&self) {
+        use crate::task::CloseStage;
+        let bound = self.inner.config.api_timeout;
+        for stage in [
+            CloseStage::Containers,
+            CloseStage::Consumers,
+            CloseStage::Transactional,
+        ] {
+            close_step(stage, self.inner.closers.take(stage), bound).await;
+        }
         let producers: Vec<Producer> = {
             let mut made = self
                 .inner
@@ -527,10 +594,39 @@ impl Client {
                 .unwrap_or_else(|e| e.into_inner());
             made.drain(..).filter_map(|w| w.upgrade()).collect()
         };
+        tracing::debug!(count = producers.len(), "client close: closing producers");
         for p in producers {
             p.close().await;
         }
+        tracing::debug!("client close: closing connections");
         self.inner.cluster.close().await;
+    }
+}
+
+/// One step of [`Client::close`]: closes `items` concurrently, waiting at most `bound`; what
+/// has not finished by then goes on in the background, so a hanging step does not stop the
+/// later ones.
+async fn close_step(
+    stage: crate::task::CloseStage,
+    items: Vec<Arc<dyn crate::task::Closeable>>,
+    bound: Duration,
+) {
+    if items.is_empty() {
+        return;
+    }
+    tracing::debug!(?stage, count = items.len(), "client close: closing");
+    let mut running = tokio::task::JoinSet::new();
+    for item in items {
+        running.spawn(item.close_now());
+    }
+    let all = async { while running.join_next().await.is_some() {} };
+    if tokio::time::timeout(bound, all).await.is_err() {
+        tracing::debug!(
+            ?stage,
+            ?bound,
+            "client close: step not done within its bound; going on"
+        );
+        running.detach_all();
     }
 }
 

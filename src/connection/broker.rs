@@ -34,7 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// ```no_run
 /// # async fn demo() -> rekafka::Result<()> {
 /// use rekafka::connection::{BrokerConnection, ConnectionConfig};
-/// use rekafka::protocol::messages::MetadataRequest;
+/// use rekafka::protocol::unstable::messages::MetadataRequest;
 ///
 /// let broker = BrokerConnection::new(1, "127.0.0.1:9092", ConnectionConfig::default());
 /// let metadata = broker.send(MetadataRequest::default()).await?;
@@ -175,19 +175,25 @@ impl BrokerConnection {
         self.inner.state.lock().await.backoff.failures()
     }
 
+    crate::protocol::unstable_pub! {
     /// [`Connection::send`] on the current connection, connecting first if needed.
     pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
         self.connection().await?.send(request).await
     }
+    }
 
+    crate::protocol::unstable_pub! {
     /// [`Connection::send_at`] on the current connection, connecting first if needed.
     pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         self.connection().await?.send_at(request, version).await
     }
+    }
 
+    crate::protocol::unstable_pub! {
     /// [`Connection::send_no_response`] on the current connection, connecting first if needed.
     pub async fn send_no_response<R: Request>(&self, request: R) -> Result<()> {
         self.connection().await?.send_no_response(request).await
+    }
     }
 
     /// Closes the current connection (see [`Connection::close`]); later requests fail with

@@ -48,7 +48,7 @@ const CORRELATION_OFFSET: usize = 8;
 /// ```no_run
 /// # async fn demo() -> rekafka::Result<()> {
 /// use rekafka::connection::{Connection, ConnectionConfig};
-/// use rekafka::protocol::messages::MetadataRequest;
+/// use rekafka::protocol::unstable::messages::MetadataRequest;
 ///
 /// let conn = Connection::connect("127.0.0.1:9092", -1, &ConnectionConfig::default()).await?;
 /// let metadata = conn.send(MetadataRequest::default()).await?;
@@ -295,9 +295,11 @@ impl Connection {
         self.shared.broker_id
     }
 
+    crate::protocol::unstable_pub! {
     /// The API versions the broker supports (from the ApiVersions exchange at connect).
     pub fn versions(&self) -> &ApiVersionRanges {
         &self.shared.versions
+    }
     }
 
     /// Whether the connection is dead (failed or closed); every request on it fails at once.
@@ -314,11 +316,12 @@ impl Connection {
     /// by their caller (dropped) but not yet answered. Never more than
     /// [`max_in_flight`](ConnectionConfig::max_in_flight): an abandoned request keeps its slot
     /// until its response is read or the connection dies. Requests sent with
-    /// [`send_no_response`](Self::send_no_response) are not counted.
+    /// `send_no_response` are not counted.
     pub fn in_flight(&self) -> usize {
         self.shared.table.lock().in_flight.len()
     }
 
+    crate::protocol::unstable_pub! {
     /// Sends `request` at the highest version both the broker and this client support and
     /// waits for the response.
     ///
@@ -340,13 +343,16 @@ impl Connection {
             .map_err(|e| e.on_broker(self.shared.broker_id))?;
         self.send_at(request, version).await
     }
+    }
 
+    crate::protocol::unstable_pub! {
     /// Sends `request` at an explicit `version` and waits for the response.
     pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         let api = api_key::<R>()?;
         self.request::<R>(&request, version, api, true)
             .instrument(self.request_span(api, version))
             .await
+    }
     }
 
     /// The `kafka.request` span of one request.
@@ -371,6 +377,7 @@ impl Connection {
         self.request::<R>(&request, version, api, false).await
     }
 
+    crate::protocol::unstable_pub! {
     /// Sends a request for which the broker sends no response (a Produce with acks=0) at the
     /// highest common version. Returns once the frame is written.
     ///
@@ -384,7 +391,9 @@ impl Connection {
             .map_err(|e| e.on_broker(self.shared.broker_id))?;
         self.send_no_response_at(request, version).await
     }
+    }
 
+    crate::protocol::unstable_pub! {
     /// [`send_no_response`](Connection::send_no_response) at an explicit `version`.
     pub async fn send_no_response_at<R: Request>(&self, request: R, version: i16) -> Result<()> {
         let api = api_key::<R>()?;
@@ -406,6 +415,7 @@ impl Connection {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(api, timeout)),
         }
+    }
     }
 
     /// Closes the connection: fails every request in flight with [`ErrorKind::Closed`], stops

@@ -1,11 +1,15 @@
 //! Connections to brokers.
 //!
 //! * [`Connection`]: one socket to one broker. Connecting negotiates API versions
-//!   (ApiVersions with the KIP-511 fallback); [`send`](Connection::send) then picks the highest
+//!   (ApiVersions with the KIP-511 fallback); `send` then picks the highest
 //!   version of each request both sides support. Any number of tasks share a connection and
 //!   their requests are pipelined on the socket, at most
 //!   [`max_in_flight`](ConnectionConfig::max_in_flight) at a time.
 //! * [`BrokerConnection`]: a [`Connection`] that reconnects lazily, with [`RetryDelay`].
+//! * The raw request methods of both (`send`, `send_at`, `send_no_response`, …, taking a
+//!   `kafka-protocol` request) and `Connection::versions` are public with the cargo feature
+//!   `unstable-protocol` only: they are part of the unstable protocol surface (see
+//!   [`protocol`](crate::protocol)), not covered by semver.
 //! * [`ConnectionConfig`]: timeouts and limits, and [`SecurityConfig`] ([`security`]): TLS and
 //!   SASL, applied when connecting (TCP, then TLS, then ApiVersions, then SASL), with KIP-368
 //!   re-authentication on the live connection.
@@ -17,7 +21,7 @@
 //! **reader** splits the stream into frames and routes each by its correlation id, through the
 //! in-flight table (correlation id → API, waiting caller, in-flight slot), to the caller
 //! waiting for it. A response nobody waits for (its caller was dropped, or the request was sent
-//! with [`send_no_response`](Connection::send_no_response)) is read and discarded; a response
+//! with `send_no_response`) is read and discarded; a response
 //! with an unknown correlation id is logged and discarded. The reader also checks the table
 //! every tenth of the request timeout (between 5 ms and 1 s) for requests whose caller is gone
 //! and which have been in flight longer than the request timeout (see *Request timeouts*).
@@ -44,7 +48,7 @@
 //! has been in flight for the request timeout, which closes the connection as above. SASL
 //! re-authentication waits for every slot, so it too is delayed by at most one request timeout.
 //!
-//! Requests sent with [`send_no_response`](Connection::send_no_response) release their slot
+//! Requests sent with `send_no_response` release their slot
 //! once written; the last `max_in_flight` of them are remembered so that a broker that answers
 //! them anyway (Tansu) has its answers recognised and discarded.
 //!

@@ -193,17 +193,27 @@ struct GroupState {
 /// Every method takes `&self`; one task should drive `poll`. Dropping the consumer stops its
 /// background tasks; [`close`](Self::close) also commits (with auto-commit) and leaves the group.
 pub struct Consumer {
+    core: Arc<Core>,
+}
+
+/// The consumer's state, behind an `Arc` so that the [`Client`](crate::Client) that made it
+/// can close it (weakly held: [`Client::close`](crate::Client::close)) while the application
+/// owns the [`Consumer`].
+struct Core {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     group: Mutex<GroupState>,
     poll_lock: tokio::sync::Mutex<()>,
     shutdown: crate::task::StopSignal,
+    /// The client that made the consumer (empty otherwise): a container started over the
+    /// consumer registers with it.
+    link: Mutex<crate::task::CloseLink>,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("group_id", &self.shared.config.group_id)
+            .field("group_id", &self.core.shared.config.group_id)
             .finish_non_exhaustive()
     }
 }
@@ -246,34 +256,50 @@ impl Consumer {
         let span = tracing::debug_span!("kafka.consumer", client_id = %client_id);
         runtime.spawn(fetcher::run(shared.clone(), rx).instrument(span));
         Ok(Consumer {
-            runtime,
-            shared,
-            group: Mutex::new(GroupState {
-                subscription: None,
-                joined_topics: Vec::new(),
-                protocol,
-                listener: None,
-                last_auto_commit: Instant::now(),
-                manual: false,
-                last_pattern_refresh: None,
-                pending: None,
+            core: Arc::new(Core {
+                runtime,
+                shared,
+                group: Mutex::new(GroupState {
+                    subscription: None,
+                    joined_topics: Vec::new(),
+                    protocol,
+                    listener: None,
+                    last_auto_commit: Instant::now(),
+                    manual: false,
+                    last_pattern_refresh: None,
+                    pending: None,
+                }),
+                poll_lock: tokio::sync::Mutex::new(()),
+                shutdown,
+                link: Mutex::new(crate::task::CloseLink::default()),
             }),
-            poll_lock: tokio::sync::Mutex::new(()),
-            shutdown,
         })
+    }
+
+    /// Registers the consumer with the client that made it, for
+    /// [`Client::close`](crate::Client::close), and keeps the link for a container started
+    /// over it.
+    pub(crate) fn set_close_link(&self, link: crate::task::CloseLink) {
+        link.register(crate::task::CloseStage::Consumers, &self.core);
+        *lock(&self.core.link) = link;
+    }
+
+    /// The link to the client that made the consumer (empty if none).
+    pub(crate) fn close_link(&self) -> crate::task::CloseLink {
+        lock(&self.core.link).clone()
     }
 
     /// A receiver of the consumer's typed events from now on: resets by `auto.offset.reset`
     /// and partitions that stopped on a fetch failure. Each receiver gets every event; one
     /// that falls more than [`EVENT_CAPACITY`] behind loses the oldest.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConsumerEvent> {
-        self.shared.events.subscribe()
+        self.core.shared.events.subscribe()
     }
 
     /// The assigned partitions that stopped on a fetch failure (corrupt batch, authorization,
     /// out of range with `auto.offset.reset=none`, …) and wait for a seek, in partition order.
     pub fn failed_partitions(&self) -> Vec<PartitionFailure> {
-        lock(&self.shared.state)
+        lock(&self.core.shared.state)
             .parts
             .iter()
             .filter_map(|(tp, p)| p.failure(tp))
@@ -282,23 +308,24 @@ impl Consumer {
 
     /// The settings.
     pub fn config(&self) -> &ConsumerConfig {
-        &self.shared.config
+        &self.core.shared.config
     }
 
     /// The cluster this consumer reads from.
     pub fn cluster(&self) -> &Cluster {
-        &self.shared.cluster
+        &self.core.shared.cluster
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.core.shared.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
         Ok(())
     }
 
     fn member(&self) -> Result<&GroupMember> {
-        self.shared
+        self.core
+            .shared
             .member
             .as_ref()
             .ok_or_else(|| Error::config("this operation needs group.id"))
@@ -312,17 +339,17 @@ impl Consumer {
     {
         self.check_open()?;
         {
-            let g = lock(&self.group);
+            let g = lock(&self.core.group);
             if g.subscription.is_some() {
                 return Err(Error::config(
                     "assign() cannot be mixed with subscribe(); call unsubscribe() first",
                 ));
             }
         }
-        lock(&self.group).manual = true;
+        lock(&self.core.group).manual = true;
         let new: HashMap<TopicPartition, StartOffset> = partitions.into_iter().collect();
         {
-            let mut guard = lock(&self.shared.state);
+            let mut guard = lock(&self.core.shared.state);
             let st = &mut *guard;
             let mut buffered = st.buffered;
             st.parts.retain(|tp, p| {
@@ -347,7 +374,7 @@ impl Consumer {
             }
             st.buffered = buffered;
         }
-        self.shared.wake_fetcher.notify_one();
+        self.core.shared.wake_fetcher.notify_one();
         Ok(())
     }
 
@@ -377,7 +404,7 @@ impl Consumer {
     fn set_subscription(&self, sub: Subscription) -> Result<()> {
         self.check_open()?;
         let member = self.member()?;
-        let mut g = lock(&self.group);
+        let mut g = lock(&self.core.group);
         if g.manual {
             return Err(Error::config(
                 "subscribe() cannot be mixed with assign(); call unsubscribe() first",
@@ -390,13 +417,13 @@ impl Consumer {
 
     /// Sets the rebalance listener.
     pub fn set_rebalance_listener(&self, listener: Arc<dyn RebalanceListener>) {
-        lock(&self.group).listener = Some(listener);
+        lock(&self.core.group).listener = Some(listener);
     }
 
     /// Drops the subscription or manual assignment (leaving the group if a member).
     pub async fn unsubscribe(&self) -> Result<()> {
         let (was_sub, listener) = {
-            let mut g = lock(&self.group);
+            let mut g = lock(&self.core.group);
             let was = g.subscription.take().is_some();
             g.manual = false;
             (was, g.listener.clone())
@@ -409,7 +436,7 @@ impl Consumer {
             }
         }
         self.remove_partitions(&owned);
-        if was_sub && let Some(m) = &self.shared.member {
+        if was_sub && let Some(m) = &self.core.shared.member {
             m.leave(true).await?;
         }
         Ok(())
@@ -418,7 +445,8 @@ impl Consumer {
     /// The group member id and generation of the current membership (`None` without a
     /// group, generation -1 when not a member of a generation).
     pub fn group_metadata(&self) -> Option<(String, i32)> {
-        self.shared
+        self.core
+            .shared
             .member
             .as_ref()
             .map(|m| (m.member_id(), m.generation()))
@@ -427,8 +455,8 @@ impl Consumer {
     /// Whether this consumer commits its positions by itself: `enable.auto.commit` is on and
     /// [`disable_auto_commit`](Self::disable_auto_commit) was not called.
     pub fn auto_commit_enabled(&self) -> bool {
-        matches!(self.shared.config.auto_commit, AutoCommit::Interval(_))
-            && !self.shared.auto_commit_off.load(Ordering::Acquire)
+        matches!(self.core.shared.config.auto_commit, AutoCommit::Interval(_))
+            && !self.core.shared.auto_commit_off.load(Ordering::Acquire)
     }
 
     /// Turns auto-commit off for the rest of this consumer's life, whatever
@@ -437,7 +465,10 @@ impl Consumer {
     /// `enable.auto.commit`, because it commits per its ack mode and an auto-commit could store
     /// the position of records not handled yet.
     pub fn disable_auto_commit(&self) {
-        self.shared.auto_commit_off.store(true, Ordering::Release);
+        self.core
+            .shared
+            .auto_commit_off
+            .store(true, Ordering::Release);
     }
 
     /// Whether the next [`poll`](Consumer::poll) will rejoin the group (a rebalance is under
@@ -445,15 +476,19 @@ impl Consumer {
     /// not committed yet should be finished and committed first. Always false without a
     /// subscription.
     pub fn rebalance_pending(&self) -> bool {
-        match &self.shared.member {
-            Some(m) if lock(&self.group).subscription.is_some() => m.needs_rejoin(),
+        match &self.core.shared.member {
+            Some(m) if lock(&self.core.group).subscription.is_some() => m.needs_rejoin(),
             _ => false,
         }
     }
 
     /// The partitions assigned now.
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        lock(&self.shared.state).parts.keys().cloned().collect()
+        lock(&self.core.shared.state)
+            .parts
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The partitions assigned now, each with an id that is new each time the partition is
@@ -464,7 +499,7 @@ impl Consumer {
     /// partition keep its id. Someone keeping per-partition state across polls (the listener
     /// container) compares the ids to see that the partition it knew was taken away.
     pub fn assignment_ids(&self) -> Vec<(TopicPartition, u64)> {
-        lock(&self.shared.state)
+        lock(&self.core.shared.state)
             .parts
             .iter()
             .map(|(tp, p)| (tp.clone(), p.assignment_id))
@@ -472,7 +507,7 @@ impl Consumer {
     }
 
     fn remove_partitions(&self, tps: &[TopicPartition]) {
-        let mut guard = lock(&self.shared.state);
+        let mut guard = lock(&self.core.shared.state);
         let st = &mut *guard;
         for tp in tps {
             if let Some(mut p) = st.parts.remove(tp) {
@@ -480,7 +515,7 @@ impl Consumer {
             }
         }
         drop(guard);
-        self.shared.wake_fetcher.notify_one();
+        self.core.shared.wake_fetcher.notify_one();
     }
 
     fn with_part<T>(
@@ -488,7 +523,7 @@ impl Consumer {
         tp: &TopicPartition,
         f: impl FnOnce(&mut PartState, &mut usize) -> T,
     ) -> Result<T> {
-        let mut guard = lock(&self.shared.state);
+        let mut guard = lock(&self.core.shared.state);
         let st = &mut *guard;
         let p = st.parts.get_mut(tp).ok_or_else(|| {
             Error::with_message(
@@ -498,7 +533,7 @@ impl Consumer {
         })?;
         let r = f(p, &mut st.buffered);
         drop(guard);
-        self.shared.wake_fetcher.notify_one();
+        self.core.shared.wake_fetcher.notify_one();
         Ok(r)
     }
 
@@ -548,7 +583,7 @@ impl Consumer {
     pub async fn poll(&self, timeout: Duration) -> Result<ConsumerRecords> {
         let span = tracing::debug_span!(
             "kafka.poll",
-            client_id = self.shared.telemetry.client_id(),
+            client_id = self.core.shared.telemetry.client_id(),
             records = tracing::field::Empty
         );
         let records = self.poll_inner(timeout).instrument(span.clone()).await;
@@ -559,10 +594,10 @@ impl Consumer {
     }
 
     async fn poll_inner(&self, timeout: Duration) -> Result<ConsumerRecords> {
-        let _guard = self.poll_lock.lock().await;
+        let _guard = self.core.poll_lock.lock().await;
         self.check_open()?;
         let deadline = Instant::now() + timeout;
-        if let Some(m) = &self.shared.member {
+        if let Some(m) = &self.core.shared.member {
             m.polled();
         }
         self.maybe_auto_commit();
@@ -577,13 +612,13 @@ impl Consumer {
                 return Ok(recs);
             }
             let group_event = async {
-                match &self.shared.member {
-                    Some(m) if lock(&self.group).subscription.is_some() => m.changed().await,
+                match &self.core.shared.member {
+                    Some(m) if lock(&self.core.group).subscription.is_some() => m.changed().await,
                     _ => std::future::pending().await,
                 }
             };
             tokio::select! {
-                _ = self.shared.data_ready.notified() => {}
+                _ = self.core.shared.data_ready.notified() => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {}
                 _ = group_event => {
                     self.ensure_group().await?;
@@ -630,12 +665,12 @@ impl Consumer {
     }
 
     fn collect(&self) -> ConsumerRecords {
-        let max = self.shared.config.max_poll_records;
+        let max = self.core.shared.config.max_poll_records;
         let mut out = ConsumerRecords::default();
         let released;
         let mut settled = false;
         {
-            let mut guard = lock(&self.shared.state);
+            let mut guard = lock(&self.core.shared.state);
             let st = &mut *guard;
             let n = st.parts.len();
             if n == 0 {
@@ -668,19 +703,20 @@ impl Consumer {
                 let mut v = Vec::new();
                 fetcher::drain(tp, p, &mut st.buffered, max - total, &mut v);
                 if !v.is_empty() {
-                    p.telemetry(&self.shared.telemetry, tp).consumed(v.len());
-                    p.publish_lag(&self.shared.telemetry, tp);
+                    p.telemetry(&self.core.shared.telemetry, tp)
+                        .consumed(v.len());
+                    p.publish_lag(&self.core.shared.telemetry, tp);
                 }
                 // A deferred OFFSET_OUT_OF_RANGE applies once the records before it are out.
                 settled |= fetcher::settle_out_of_range(
                     tp,
                     p,
                     &mut st.buffered,
-                    self.shared.config.auto_offset_reset,
-                    &self.shared.events,
+                    self.core.shared.config.auto_offset_reset,
+                    &self.core.shared.events,
                 );
                 // A corrupt batch found while draining.
-                fetcher::announce_failure(tp, p, &self.shared.events);
+                fetcher::announce_failure(tp, p, &self.core.shared.events);
                 if !v.is_empty() {
                     total += v.len();
                     out.parts.push((tp.clone(), v));
@@ -689,7 +725,7 @@ impl Consumer {
             released = st.buffered < before || settled;
         }
         if released {
-            self.shared.wake_fetcher.notify_one();
+            self.core.shared.wake_fetcher.notify_one();
         }
         out
     }
@@ -697,28 +733,39 @@ impl Consumer {
     /// Commits (with auto-commit), leaves the group (a static member stays), stops the
     /// background tasks. Later calls fail with [`ErrorKind::Closed`].
     pub async fn close(&self) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.core.shared.closed.load(Ordering::Acquire) {
             return Ok(());
         }
         let owned = self.assignment();
         self.auto_commit_sync(&owned).await;
-        let sub = lock(&self.group).subscription.is_some();
+        let sub = lock(&self.core.group).subscription.is_some();
         if sub && !owned.is_empty() {
-            let listener = lock(&self.group).listener.clone();
+            let listener = lock(&self.core.group).listener.clone();
             if let Some(l) = listener {
                 l.on_revoked(self, &owned).await;
             }
         }
-        self.shared.closed.store(true, Ordering::Release);
-        self.shutdown.stop();
-        if let Some(m) = &self.shared.member {
+        self.core.shared.closed.store(true, Ordering::Release);
+        self.core.shutdown.stop();
+        if let Some(m) = &self.core.shared.member {
             m.close().await;
         }
         Ok(())
     }
 }
 
-impl Drop for Consumer {
+impl crate::task::Closeable for Core {
+    fn close_now(self: Arc<Self>) -> crate::task::CloseFuture {
+        Box::pin(async move {
+            let consumer = Consumer { core: self };
+            if let Err(e) = consumer.close().await {
+                tracing::debug!(error = %e, "closing a consumer on client close failed");
+            }
+        })
+    }
+}
+
+impl Drop for Core {
     fn drop(&mut self) {
         // The fetcher reads `closed` between rounds; the signal's own drop wakes it.
         self.shared.closed.store(true, Ordering::Release);

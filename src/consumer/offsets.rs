@@ -21,8 +21,12 @@ impl Consumer {
         self.check_open()?;
         let member = self.member()?;
         self.check_generation(member)?;
-        let ticket = self.shared.commits.ticket();
-        self.shared.commits.commit(member, ticket, offsets).await
+        let ticket = self.core.shared.commits.ticket();
+        self.core
+            .shared
+            .commits
+            .commit(member, ticket, offsets)
+            .await
     }
 
     /// Commits `record` as processed: its offset + 1 (the next record to read) with its leader
@@ -50,7 +54,7 @@ impl Consumer {
     /// A subscribed consumer that is not in an active generation (its membership was lost, or
     /// it never joined) must not commit: the partitions may belong to another member now.
     pub(super) fn check_generation(&self, member: &GroupMember) -> Result<()> {
-        if lock(&self.group).subscription.is_some() && member.generation() < 0 {
+        if lock(&self.core.group).subscription.is_some() && member.generation() < 0 {
             return Err(Error::broker(crate::KafkaCode::IllegalGeneration).message(
                 "commit refused: this consumer is not in an active generation of its group \
                  (membership lost or not joined yet); it rejoins in the next poll",
@@ -73,10 +77,10 @@ impl Consumer {
     ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         self.check_open()?;
         self.check_generation(self.member()?)?;
-        let shared = self.shared.clone();
+        let shared = self.core.shared.clone();
         let ticket = shared.commits.ticket();
         let span = tracing::debug_span!("kafka.commit", partitions = offsets.len());
-        Ok(self.runtime.spawn(
+        Ok(self.core.runtime.spawn(
             async move {
                 match &shared.member {
                     Some(m) => shared.commits.commit(m, ticket, &offsets).await,
@@ -89,7 +93,7 @@ impl Consumer {
 
     /// The current positions of the assigned partitions whose position is known.
     pub fn positions(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
-        lock(&self.shared.state)
+        lock(&self.core.shared.state)
             .parts
             .iter()
             .filter_map(|(tp, p)| {
@@ -107,50 +111,52 @@ impl Consumer {
         if !self.auto_commit_enabled() {
             return;
         }
-        let Some(m) = &self.shared.member else { return };
+        let Some(m) = &self.core.shared.member else {
+            return;
+        };
         if let Err(e) = self.check_generation(m) {
             tracing::debug!(error = %e, "no auto-commit outside an active generation");
             return;
         }
         let set: BTreeSet<&TopicPartition> = tps.iter().collect();
-        let ticket = self.shared.commits.ticket();
+        let ticket = self.core.shared.commits.ticket();
         let offsets: Vec<_> = self
             .positions()
             .into_iter()
             .filter(|(tp, _)| set.contains(tp))
             .collect();
-        if let Err(e) = self.shared.commits.commit(m, ticket, &offsets).await {
+        if let Err(e) = self.core.shared.commits.commit(m, ticket, &offsets).await {
             tracing::warn!(error = %e, "auto-commit before revocation failed");
         }
     }
 
     pub(super) fn maybe_auto_commit(&self) {
-        let AutoCommit::Interval(every) = self.shared.config.auto_commit else {
+        let AutoCommit::Interval(every) = self.core.shared.config.auto_commit else {
             return;
         };
-        if self.shared.auto_commit_off.load(Ordering::Acquire) {
+        if self.core.shared.auto_commit_off.load(Ordering::Acquire) {
             return;
         }
-        if self.shared.member.is_none() {
+        if self.core.shared.member.is_none() {
             return;
         }
         {
-            let mut g = lock(&self.group);
+            let mut g = lock(&self.core.group);
             if g.last_auto_commit.elapsed() < every {
                 return;
             }
             g.last_auto_commit = Instant::now();
         }
-        let ticket = self.shared.commits.ticket();
+        let ticket = self.core.shared.commits.ticket();
         let offsets = self.positions();
         if offsets.is_empty() {
             return;
         }
-        let shared = self.shared.clone();
+        let shared = self.core.shared.clone();
         // In its own task, but ordered after the commits already taken (`commit.rs`): a
         // retried older commit never overwrites this one.
         let span = tracing::debug_span!("kafka.commit", partitions = offsets.len());
-        self.runtime.spawn(
+        self.core.runtime.spawn(
             async move {
                 if let Some(m) = &shared.member
                     && let Err(e) = shared.commits.commit(m, ticket, &offsets).await

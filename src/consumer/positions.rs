@@ -70,7 +70,7 @@ impl Consumer {
     /// The offset of the next record `poll` returns for `tp`; waits (up to the API timeout)
     /// for a position being resolved.
     pub async fn position(&self, tp: &TopicPartition) -> Result<i64> {
-        let deadline = Instant::now() + self.shared.config.api_timeout;
+        let deadline = Instant::now() + self.core.shared.config.api_timeout;
         loop {
             let (pos, err) = self.with_part(tp, |p, _| (p.position, p.error.clone()))?;
             if let Some(pos) = pos {
@@ -103,13 +103,13 @@ impl Consumer {
         for tp in tps {
             self.with_part(tp, |p, _| p.paused = false)?;
         }
-        self.shared.data_ready.notify_one();
+        self.core.shared.data_ready.notify_one();
         Ok(())
     }
 
     /// The paused partitions.
     pub fn paused(&self) -> Vec<TopicPartition> {
-        lock(&self.shared.state)
+        lock(&self.core.shared.state)
             .parts
             .iter()
             .filter(|(_, p)| p.paused)
@@ -133,14 +133,14 @@ impl Consumer {
     /// are retried after `retry.backoff.ms`, with fresh metadata, until
     /// `default.api.timeout.ms` has passed; then the last error is returned.
     pub async fn fetch_watermarks(&self, tp: &TopicPartition) -> Result<(i64, i64)> {
-        let config = &self.shared.config;
+        let config = &self.core.shared.config;
         let deadline = Instant::now() + config.api_timeout;
         let mut out = [0i64; 2];
         for (i, ts) in [-2i64, -1].into_iter().enumerate() {
             out[i] = loop {
                 self.check_open()?;
                 let r = fetcher::list_offsets(
-                    &self.shared.cluster,
+                    &self.core.shared.cluster,
                     config.isolation_level,
                     &[(tp.clone(), ts)],
                 )
@@ -169,7 +169,7 @@ impl Consumer {
         &self,
         tp: &TopicPartition,
     ) -> Option<(i64, Option<i64>, Option<i64>)> {
-        let st = lock(&self.shared.state);
+        let st = lock(&self.core.shared.state);
         let p = st.parts.get(tp)?;
         p.high_watermark
             .map(|h| (h, p.last_stable_offset, p.log_start_offset))

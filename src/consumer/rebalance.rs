@@ -30,11 +30,11 @@ impl Drop for RejoinOnDrop<'_> {
 impl Consumer {
     /// Joins or rejoins the group when needed, calling the rebalance listener.
     pub(super) async fn ensure_group(&self) -> Result<()> {
-        let Some(member) = &self.shared.member else {
+        let Some(member) = &self.core.shared.member else {
             return Ok(());
         };
         let (sub, listener, protocol, joined) = {
-            let g = lock(&self.group);
+            let g = lock(&self.core.group);
             (
                 g.subscription.clone(),
                 g.listener.clone(),
@@ -51,7 +51,7 @@ impl Consumer {
         }
         if member.take_lost() {
             // An assignment of the lost generation is void.
-            lock(&self.group).pending = None;
+            lock(&self.core.group).pending = None;
             let owned = self.assignment();
             self.remove_partitions(&owned);
             if !owned.is_empty() {
@@ -75,19 +75,21 @@ impl Consumer {
             Subscription::Pattern(re, _) => {
                 // The metadata cache holds only the topics asked for; list them all at the
                 // metadata refresh interval so that new matching topics are picked up.
-                let max_age = self.shared.cluster.config().metadata_max_age;
-                let due = lock(&self.group)
+                let max_age = self.core.shared.cluster.config().metadata_max_age;
+                let due = lock(&self.core.group)
                     .last_pattern_refresh
                     .is_none_or(|t| t.elapsed() >= max_age);
                 if due {
-                    match self.shared.cluster.refresh().await {
-                        Ok(()) => lock(&self.group).last_pattern_refresh = Some(Instant::now()),
+                    match self.core.shared.cluster.refresh().await {
+                        Ok(()) => {
+                            lock(&self.core.group).last_pattern_refresh = Some(Instant::now())
+                        }
                         Err(e) => {
                             tracing::debug!(error = %e, "listing topics for a pattern failed")
                         }
                     }
                 }
-                let meta = self.shared.cluster.metadata();
+                let meta = self.core.shared.cluster.metadata();
                 let mut v: Vec<String> = meta
                     .topics
                     .keys()
@@ -102,7 +104,7 @@ impl Consumer {
             member.request_rejoin();
         }
         // An outcome a cancelled poll left half applied is finished first.
-        if lock(&self.group).pending.is_some() {
+        if lock(&self.core.group).pending.is_some() {
             self.apply_assignment(member, listener.as_ref()).await;
         }
         if !member.needs_rejoin() {
@@ -111,15 +113,15 @@ impl Consumer {
         let started = Instant::now();
         let span = tracing::debug_span!(
             "kafka.rebalance",
-            client_id = self.shared.telemetry.client_id()
+            client_id = self.core.shared.telemetry.client_id()
         );
         let rebalanced = self
             .rebalance(member, topics, protocol, listener)
             .instrument(span)
             .await;
         match &rebalanced {
-            Ok(()) => self.shared.telemetry.rebalanced(started.elapsed()),
-            Err(_) => self.shared.telemetry.rebalance_failed(),
+            Ok(()) => self.core.shared.telemetry.rebalanced(started.elapsed()),
+            Err(_) => self.core.shared.telemetry.rebalance_failed(),
         }
         rebalanced
     }
@@ -148,7 +150,7 @@ impl Consumer {
         guard.0 = None;
         let outcome = joined?;
         {
-            let mut g = lock(&self.group);
+            let mut g = lock(&self.core.group);
             g.protocol = outcome.protocol;
             g.joined_topics = topics;
         }
@@ -161,7 +163,7 @@ impl Consumer {
             member.assignment_applied(&owned_now);
             return Ok(());
         }
-        lock(&self.group).pending = Some(PendingAssignment {
+        lock(&self.core.group).pending = Some(PendingAssignment {
             revoked,
             added,
             second_phase: outcome.protocol == RebalanceProtocol::Cooperative && !kip848,
@@ -180,7 +182,7 @@ impl Consumer {
         member: &GroupMember,
         listener: Option<&Arc<dyn RebalanceListener>>,
     ) {
-        let Some(pending) = lock(&self.group).pending.clone() else {
+        let Some(pending) = lock(&self.core.group).pending.clone() else {
             return;
         };
         if !pending.revoked_done {
@@ -196,22 +198,22 @@ impl Consumer {
                 }
             }
             {
-                let mut st = lock(&self.shared.state);
+                let mut st = lock(&self.core.shared.state);
                 for tp in &pending.added {
                     st.parts
                         .entry(tp.clone())
                         .or_insert_with(|| PartState::new(StartOffset::Committed));
                 }
             }
-            self.shared.wake_fetcher.notify_one();
-            if let Some(p) = lock(&self.group).pending.as_mut() {
+            self.core.shared.wake_fetcher.notify_one();
+            if let Some(p) = lock(&self.core.group).pending.as_mut() {
                 p.revoked_done = true;
             }
         }
         if let Some(l) = listener {
             l.on_assigned(self, &pending.added).await;
         }
-        lock(&self.group).pending = None;
+        lock(&self.core.group).pending = None;
         // The consumer protocol's acknowledgement: revoked partitions are released only now.
         member.assignment_applied(&self.assignment());
     }

@@ -326,6 +326,9 @@ impl ContainerConsumer for Consumer {
         Consumer::auto_commit_enabled(self)
     }
 
+    fn close_link(&self) -> crate::task::CloseLink {
+        Consumer::close_link(self)
+    }
     fn disable_auto_commit(&mut self) {
         Consumer::disable_auto_commit(self)
     }

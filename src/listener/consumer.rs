@@ -120,6 +120,14 @@ pub trait ContainerConsumer: Send + 'static {
         false
     }
 
+    /// The link to the [`Client`](crate::Client) that made the consumer: a container started
+    /// over it registers there, so that [`Client::close`](crate::Client::close) stops it.
+    /// Default: none (a consumer not made by a client).
+    #[doc(hidden)]
+    fn close_link(&self) -> crate::task::CloseLink {
+        crate::task::CloseLink::default()
+    }
+
     /// Turns the consumer's auto-commit off for good (the container calls it before it starts,
     /// as Spring's container overrides `enable.auto.commit`). Default: does nothing.
     fn disable_auto_commit(&mut self) {}

@@ -331,6 +331,9 @@ where
     fn disable_auto_commit(&mut self) {
         ContainerConsumer::disable_auto_commit(&mut self.inner)
     }
+    fn close_link(&self) -> crate::task::CloseLink {
+        ContainerConsumer::close_link(&self.inner)
+    }
     fn rebalance_pending(&self) -> bool {
         ContainerConsumer::rebalance_pending(&self.inner)
     }

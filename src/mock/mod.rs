@@ -54,9 +54,9 @@
 //! use rekafka::KafkaCode;
 //! use rekafka::connection::{Connection, ConnectionConfig};
 //! use rekafka::mock::MockCluster;
-//! use rekafka::protocol::ApiKey;
-//! use rekafka::protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-//! use rekafka::protocol::messages::{ProduceRequest, TopicName};
+//! use rekafka::protocol::unstable::ApiKey;
+//! use rekafka::protocol::unstable::messages::produce_request::{PartitionProduceData, TopicProduceData};
+//! use rekafka::protocol::unstable::messages::{ProduceRequest, TopicName};
 //! use rekafka::protocol::record::BatchBuilder;
 //!
 //! let mock = MockCluster::builder().topic("orders", 1).start().await.unwrap();
@@ -101,7 +101,7 @@
 //! use rekafka::{Client, KafkaCode};
 //! use rekafka::mock::MockCluster;
 //! use rekafka::producer::Record;
-//! use rekafka::protocol::ApiKey;
+//! use rekafka::protocol::unstable::ApiKey;
 //!
 //! let mock = MockCluster::builder().topic("orders", 1).start().await?;
 //! mock.push_request_errors(ApiKey::Produce, &[KafkaCode::NotEnoughReplicas; 3]);
@@ -124,7 +124,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use rekafka::mock::MockCluster;
-//! use rekafka::protocol::ApiKey;
+//! use rekafka::protocol::unstable::ApiKey;
 //!
 //! let mock = MockCluster::builder().brokers(3).topic("t", 6).start().await.unwrap();
 //! // The next Produce is written to the log but its response never arrives.
@@ -805,8 +805,8 @@ impl MockCluster {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// use rekafka::connection::{Connection, ConnectionConfig};
     /// use rekafka::mock::MockCluster;
-    /// use rekafka::protocol::ApiKey;
-    /// use rekafka::protocol::messages::MetadataRequest;
+    /// use rekafka::protocol::unstable::ApiKey;
+    /// use rekafka::protocol::unstable::messages::MetadataRequest;
     ///
     /// let mock = MockCluster::start().await.unwrap();
     /// let conn = Connection::connect(&mock.bootstrap(), -1, &ConnectionConfig::default())

@@ -11,7 +11,7 @@
 //! ```
 //! use bytes::BytesMut;
 //! use rekafka::protocol::codec;
-//! use rekafka::protocol::messages::{MetadataRequest, MetadataResponse};
+//! use rekafka::protocol::unstable::messages::{MetadataRequest, MetadataResponse};
 //!
 //! let mut buf = BytesMut::new();
 //! codec::encode_request(&MetadataRequest::default(), 12, 7, Some("app"), &mut buf).unwrap();

@@ -1,24 +1,74 @@
 //! The Kafka wire protocol, without I/O.
 //!
-//! * [`frame`]: length-prefixed framing with a maximum frame size.
-//! * [`codec`]: typed request encoding and response decoding over `kafka-protocol`'s message
-//!   types, with allocation-bounded decoding of untrusted bytes.
-//! * [`versions`]: ApiVersions negotiation (with the KIP-511 fallback).
-//! * [`record`]: our own RecordBatch v2 codec, compression and control records.
+//! Stable (covered by semver):
 //!
-//! The message types are `kafka-protocol`'s, re-exported as [`messages`].
+//! * [`frame`]: length-prefixed framing with a maximum frame size.
+//! * [`record`]: our own RecordBatch v2 codec, compression and control records.
+//! * [`IsolationLevel`].
+//!
+//! Unstable, with the cargo feature `unstable-protocol` only (not covered by semver: it
+//! follows the releases of the `kafka-protocol` crate, whose types it exposes):
+//!
+//! * `unstable`: `kafka-protocol`'s message types (`messages`), `ApiKey`, and the
+//!   `Request`, `StrBytes` and `VersionRange` primitives.
+//! * `codec`: typed request encoding and response decoding over those message types, with
+//!   allocation-bounded decoding of untrusted bytes.
+//! * `versions`: ApiVersions negotiation (with the KIP-511 fallback).
+//!
+//! Inside the crate all of them are used directly, whatever the features.
 
-pub mod codec;
+/// Declares an item `pub` with the `unstable-protocol` feature and `pub(crate)` without it:
+/// the one switch between the stable API and the unstable protocol surface. Without the
+/// feature, an item the crate itself does not use is allowed to be dead.
+macro_rules! unstable_pub {
+    ($(#[$meta:meta])* pub $($item:tt)*) => {
+        #[cfg(feature = "unstable-protocol")]
+        $(#[$meta])*
+        pub $($item)*
+        #[cfg(not(feature = "unstable-protocol"))]
+        #[allow(dead_code, unused_imports, unreachable_pub)]
+        $(#[$meta])*
+        pub(crate) $($item)*
+    };
+}
+pub(crate) use unstable_pub;
+
+unstable_pub! { pub mod codec; }
 pub mod frame;
 mod guard;
 pub mod record;
-pub mod versions;
+unstable_pub! { pub mod versions; }
 
-/// The message types of every Kafka API (re-exported from the `kafka-protocol` crate).
-pub use kafka_protocol::messages;
-pub use kafka_protocol::messages::ApiKey;
-/// Protocol primitives of the `kafka-protocol` crate that appear in message fields.
-pub use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+// What the crate uses of `kafka-protocol`, by these paths; public only as `unstable`.
+pub(crate) use kafka_protocol::messages;
+#[allow(unused_imports)]
+pub(crate) use kafka_protocol::messages::ApiKey;
+#[allow(unused_imports)]
+pub(crate) use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+
+/// `kafka-protocol`'s types, for the raw request API (feature `unstable-protocol`).
+///
+/// **Not covered by semver**: this module follows the releases of the `kafka-protocol`
+/// crate (a new release of it may change these types in a patch release of rekafka). The
+/// stable API never needs them.
+///
+/// ```
+/// use rekafka::protocol::unstable::messages::MetadataRequest;
+/// use rekafka::protocol::unstable::Request;
+///
+/// fn key_of<R: Request>(_: &R) -> i16 {
+///     R::KEY
+/// }
+/// assert_eq!(key_of(&MetadataRequest::default()), 3);
+/// ```
+#[cfg(feature = "unstable-protocol")]
+pub mod unstable {
+    /// The message types of every Kafka API (re-exported from the `kafka-protocol` crate).
+    pub use kafka_protocol::messages;
+    pub use kafka_protocol::messages::ApiKey;
+    /// Protocol primitives of the `kafka-protocol` crate that appear in message fields.
+    pub use kafka_protocol::protocol::{Request, StrBytes, VersionRange};
+}
 
 /// Which records a read sees (`isolation.level`): the consumer's fetches and the admin's
 /// offset lookups. Re-exported as [`consumer::IsolationLevel`](crate::consumer::IsolationLevel)

@@ -24,26 +24,28 @@ use rekafka::admin::{
     ConfigResource, ConfigSource, GroupState, GroupType, NewPartitions, NewTopic, OffsetSpec,
     TopicPartition, decode_consumer_assignment,
 };
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use rekafka::protocol::messages::create_topics_response::CreatableTopicResult;
-use rekafka::protocol::messages::delete_groups_response::DeletableGroupResult;
-use rekafka::protocol::messages::delete_records_response::{
+use rekafka::protocol::unstable::StrBytes;
+use rekafka::protocol::unstable::messages::create_partitions_response::CreatePartitionsTopicResult;
+use rekafka::protocol::unstable::messages::create_topics_response::CreatableTopicResult;
+use rekafka::protocol::unstable::messages::delete_groups_response::DeletableGroupResult;
+use rekafka::protocol::unstable::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use rekafka::protocol::messages::describe_configs_response::{
+use rekafka::protocol::unstable::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
-use rekafka::protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use rekafka::protocol::messages::find_coordinator_response::Coordinator;
-use rekafka::protocol::messages::list_groups_response::ListedGroup;
-use rekafka::protocol::messages::list_offsets_response::{
+use rekafka::protocol::unstable::messages::describe_groups_response::{
+    DescribedGroup, DescribedGroupMember,
+};
+use rekafka::protocol::unstable::messages::find_coordinator_response::Coordinator;
+use rekafka::protocol::unstable::messages::list_groups_response::ListedGroup;
+use rekafka::protocol::unstable::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use rekafka::protocol::messages::metadata_response::{
+use rekafka::protocol::unstable::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use rekafka::protocol::messages::*;
+use rekafka::protocol::unstable::messages::*;
 use rekafka::{Client, ErrorKind, KafkaCode};
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +369,7 @@ fn handle(fr: &FakeRequest, world: &Shared) -> Reply {
             fr.respond(&r)
         }
         ApiKey::ShareGroupDescribe => {
-            use rekafka::protocol::messages::share_group_describe_response as sgd;
+            use rekafka::protocol::unstable::messages::share_group_describe_response as sgd;
             let req: ShareGroupDescribeRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let moved = std::mem::take(&mut w.not_coordinator_once);
@@ -416,7 +418,7 @@ fn handle(fr: &FakeRequest, world: &Shared) -> Reply {
             fr.respond(&r)
         }
         ApiKey::DescribeShareGroupOffsets => {
-            use rekafka::protocol::messages::describe_share_group_offsets_response as d;
+            use rekafka::protocol::unstable::messages::describe_share_group_offsets_response as d;
             let req: DescribeShareGroupOffsetsRequest = fr.decode();
             w.calls.push((node, api, String::new()));
             let loading = std::mem::take(&mut w.loading_once);
@@ -451,7 +453,7 @@ fn handle(fr: &FakeRequest, world: &Shared) -> Reply {
             fr.respond(&r)
         }
         ApiKey::AlterShareGroupOffsets => {
-            use rekafka::protocol::messages::alter_share_group_offsets_response as a;
+            use rekafka::protocol::unstable::messages::alter_share_group_offsets_response as a;
             let req: AlterShareGroupOffsetsRequest = fr.decode();
             let asked: Vec<String> = req
                 .topics

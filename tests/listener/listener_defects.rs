@@ -20,7 +20,7 @@ use rekafka::listener::{
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 use rekafka::transaction::{TransactionState, TransactionalProducer};
 
 type Log<T> = Arc<Mutex<Vec<T>>>;

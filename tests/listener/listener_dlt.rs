@@ -18,8 +18,8 @@ use rekafka::listener::{
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
-use rekafka::protocol::ApiKey;
 use rekafka::protocol::record::Header;
+use rekafka::protocol::unstable::ApiKey;
 
 use listener_dlt_support::{KConsumer, KRec};
 

@@ -19,7 +19,7 @@ use rekafka::listener::{
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 
 #[derive(Debug, thiserror::Error)]
 #[error("poison record")]

@@ -16,7 +16,7 @@ use rekafka::admin::{NewPartitions, NewTopic, OffsetSpec, TopicPartition};
 use rekafka::consumer::{AutoCommit, ConsumerConfig, StartOffset};
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record, RecordMetadata};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 use rekafka::{Client, KafkaCode};
 
 async fn mock(brokers: usize) -> MockCluster {

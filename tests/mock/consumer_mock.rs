@@ -34,8 +34,8 @@ use rekafka::consumer::{
 };
 use rekafka::group::CooperativeStickyAssignor;
 use rekafka::mock::MockCluster;
-use rekafka::protocol::ApiKey;
 use rekafka::protocol::record::BatchBuilder;
+use rekafka::protocol::unstable::ApiKey;
 
 fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_owned())

@@ -20,7 +20,7 @@ use rekafka::consumer::{
     TopicPartition,
 };
 use rekafka::mock::{MockCluster, RequestInfo};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 
 async fn mock(partitions: i32) -> MockCluster {
     MockCluster::builder()

@@ -261,7 +261,7 @@ async fn acl_setup(topic: &str) -> (MockCluster, Cluster) {
     mock.push_partition_errors(
         topic,
         1,
-        rekafka::protocol::ApiKey::Fetch,
+        rekafka::protocol::unstable::ApiKey::Fetch,
         &[rekafka::KafkaCode::TopicAuthorizationFailed],
     );
     (mock, cluster)

@@ -23,7 +23,7 @@ use rekafka::listener::{
 };
 use rekafka::mock::MockCluster;
 use rekafka::producer::{Producer, ProducerConfig, Record};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 use rekafka::telemetry as t;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use rekafka::KafkaCode;
 use rekafka::cluster::{Cluster, ClusterConfig, CoordinatorType};
 use rekafka::connection::ConnectionConfig;
 use rekafka::mock::MockCluster;
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 
 fn config(mock: &MockCluster) -> ClusterConfig {
     ClusterConfig::new(mock.broker_addrs())
@@ -100,7 +100,7 @@ async fn cluster_survives_a_broker_going_down_and_up() {
     cluster.refresh().await.unwrap();
     mock.broker_up(1).await.unwrap();
     let conn = cluster.connection_for_broker(1).await.unwrap();
-    conn.send(rekafka::protocol::messages::MetadataRequest::default())
+    conn.send(rekafka::protocol::unstable::messages::MetadataRequest::default())
         .await
         .unwrap();
     cluster.close().await;

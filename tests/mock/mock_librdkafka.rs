@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use rekafka::mock::MockCluster;
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 use serde_json::Value;
 
 fn root() -> PathBuf {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rekafka::cluster::{Cluster, ClusterConfig};
 use rekafka::mock::MockCluster;
 use rekafka::producer::{DeliveryFuture, Persistence, Producer, ProducerConfig, Record};
-use rekafka::protocol::ApiKey;
+use rekafka::protocol::unstable::ApiKey;
 use rekafka::{ErrorKind, KafkaCode};
 use tokio::time::Instant;
 

@@ -11,8 +11,8 @@ use rekafka::cluster::{Cluster, ClusterConfig, CoordinatorType};
 use rekafka::consumer::{Consumer, ConsumerConfig, IsolationLevel, StartOffset, TopicPartition};
 use rekafka::mock::MockCluster;
 use rekafka::producer::{DeliveryFuture, ProducerConfig, Record};
-use rekafka::protocol::ApiKey;
 use rekafka::protocol::record::ControlType;
+use rekafka::protocol::unstable::ApiKey;
 use rekafka::transaction::{ConsumerGroupMetadata, TransactionState, TransactionalProducer};
 use rekafka::{ErrorKind, KafkaCode};
 

@@ -9,17 +9,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rekafka::cluster::{Cluster, CoordinatorType};
-use rekafka::protocol::StrBytes;
-use rekafka::protocol::messages::share_acknowledge_request::{
+use rekafka::protocol::unstable::StrBytes;
+use rekafka::protocol::unstable::messages::share_acknowledge_request::{
     AcknowledgePartition, AcknowledgeTopic, AcknowledgementBatch as AckBatch,
 };
-use rekafka::protocol::messages::share_fetch_request::{FetchPartition, FetchTopic};
-use rekafka::protocol::messages::{
+use rekafka::protocol::unstable::messages::share_fetch_request::{FetchPartition, FetchTopic};
+use rekafka::protocol::unstable::messages::{
     GroupId, ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest,
     ShareFetchResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
 };
 
-use rekafka::protocol::messages::share_group_heartbeat_response::TopicPartitions;
+use rekafka::protocol::unstable::messages::share_group_heartbeat_response::TopicPartitions;
 
 fn gid(g: &str) -> GroupId {
     GroupId(StrBytes::from_string(g.to_owned()))

@@ -91,7 +91,7 @@ pub struct FakeRequest {
 
 impl FakeRequest {
     /// The body decoded as `R` (the request's own type) at the request's version.
-    pub fn decode<R: rekafka::protocol::Request>(&self) -> R {
+    pub fn decode<R: rekafka::protocol::unstable::Request>(&self) -> R {
         decode_request(self.body.clone(), self.version)
             .unwrap_or_else(|e| panic!("fake broker: undecodable {:?}: {e}", self.api))
     }

@@ -437,7 +437,12 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
                  consumer with auto-commit disabled (enable.auto.commit=false)",
             ));
         }
-        let (stop_tx, stop_rx) = crate::task::StopSignal::new();
+        let (stop_tx, stop_rx, done) = crate::task::StopAndWait::new();
+        let stop_tx = Arc::new(stop_tx);
+        // A container over a consumer a client made is stopped by `Client::close` first.
+        self.consumer
+            .close_link()
+            .register(crate::task::CloseStage::Containers, &stop_tx);
         let (pause_tx, pause_rx) = watch::channel(false);
         let policy = self.error_handler.recovery_policy();
         let mut tracker = FailedRecordTracker::new();
@@ -493,7 +498,13 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             telemetry: ListenerTelemetry::new(&client_id),
         };
         let span = tracing::debug_span!("kafka.listener", client_id = %client_id);
-        let task = runtime.spawn(runner.run().instrument(span));
+        let task = runtime.spawn(
+            async move {
+                let _done = done;
+                runner.run().await
+            }
+            .instrument(span),
+        );
         Ok(ContainerHandle {
             stop: stop_tx,
             pause: pause_tx,

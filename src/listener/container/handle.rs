@@ -15,7 +15,8 @@ use crate::{Error, Result};
 /// A running container. Dropping it stops the container (without waiting).
 #[derive(Debug)]
 pub struct ContainerHandle {
-    pub(super) stop: crate::task::StopSignal,
+    /// Shared with the client that made the consumer (weakly), which may stop it on close.
+    pub(super) stop: Arc<crate::task::StopAndWait>,
     pub(super) pause: watch::Sender<bool>,
     pub(super) events: Arc<EventHub>,
     pub(super) task: Option<JoinHandle<StopReason>>,

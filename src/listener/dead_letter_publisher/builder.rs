@@ -25,6 +25,9 @@ pub struct DeadLetterPublisherBuilder<R> {
     pub(super) timeout: SendTimeout,
     pub(super) connections: PublisherConnections,
     pub(super) wait: PublishWait,
+    /// The client that made the builder (empty otherwise): the publisher registers there, so
+    /// that `Client::close` closes it.
+    pub(super) close_link: crate::task::CloseLink,
 }
 
 impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
@@ -40,6 +43,12 @@ impl<R> fmt::Debug for DeadLetterPublisherBuilder<R> {
 }
 
 impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
+    /// Links the publisher to be built to the client that made this builder.
+    pub(crate) fn close_link(mut self, link: crate::task::CloseLink) -> Self {
+        self.close_link = link;
+        self
+    }
+
     /// A producer to publish with, instead of one built from the cluster. It should be
     /// idempotent (the default), or a retried batch may write a dead letter twice. It is
     /// flushed, not closed, by [`DeadLetterPublisher::close`]. Default: the publisher builds
@@ -165,17 +174,20 @@ impl<R: ListenerRecord> DeadLetterPublisherBuilder<R> {
                 "the dead-letter send timeout must be positive",
             ));
         }
+        let sender = Arc::new(Sender {
+            cluster,
+            owns_cluster,
+            producer,
+            owns_producer,
+            timeout,
+            verification: self.verification,
+            partitions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+        });
+        self.close_link
+            .register(crate::task::CloseStage::Transactional, &sender);
         Ok(DeadLetterPublisher {
-            sender: Arc::new(Sender {
-                cluster,
-                owns_cluster,
-                producer,
-                owns_producer,
-                timeout,
-                verification: self.verification,
-                partitions: Mutex::new(HashMap::new()),
-                pending: Mutex::new(HashMap::new()),
-            }),
+            sender,
             naming: self.naming,
             resolver: self.resolver,
             missing: self.missing,

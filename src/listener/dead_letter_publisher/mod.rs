@@ -397,6 +397,7 @@ impl<R: ListenerRecord> DeadLetterPublisher<R> {
             timeout: SendTimeout::default(),
             connections: PublisherConnections::default(),
             wait: PublishWait::default(),
+            close_link: crate::task::CloseLink::default(),
         }
     }
 

@@ -208,3 +208,11 @@ pub(crate) fn log_sent<R: ListenerRecord>(
         "{what}"
     );
 }
+
+/// [`Client::close`](crate::Client::close) closes a publisher the client made as its
+/// [`close`](super::DeadLetterPublisher::close) does.
+impl crate::task::Closeable for Sender {
+    fn close_now(self: Arc<Self>) -> crate::task::CloseFuture {
+        Box::pin(async move { self.close().await })
+    }
+}

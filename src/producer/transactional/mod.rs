@@ -278,6 +278,31 @@ impl std::fmt::Debug for TransactionalProducer {
     }
 }
 
+/// What [`Client::close`](crate::Client::close) does with a transactional producer it made:
+/// aborts an open transaction (bounded by the producer's `max.block.ms`, as
+/// [`abort_transaction`](TransactionalProducer::abort_transaction) is), so its records are
+/// never read by a read_committed consumer and the `transactional.id` is free at once, then
+/// [`close`](TransactionalProducer::close).
+impl crate::task::Closeable for Inner {
+    fn close_now(self: Arc<Self>) -> crate::task::CloseFuture {
+        Box::pin(async move {
+            let producer = TransactionalProducer {
+                inner: self,
+                op: tokio::sync::Mutex::new(None),
+            };
+            if matches!(
+                producer.state(),
+                TransactionState::InTransaction | TransactionState::AbortableError
+            ) {
+                if let Err(e) = producer.abort_transaction().await {
+                    tracing::debug!(error = %e, "client close: aborting an open transaction failed");
+                }
+            }
+            producer.close().await;
+        })
+    }
+}
+
 impl Drop for TransactionalProducer {
     fn drop(&mut self) {
         if let Some(p) = self.op.get_mut().take() {
@@ -333,6 +358,12 @@ impl TransactionalProducer {
     /// [`init_transactions`](Self::init_transactions) bumps the epoch, which fences this one.
     pub fn renewed(&self) -> Result<TransactionalProducer> {
         TransactionalProducer::new(self.inner.cluster.clone(), self.inner.config.clone())
+    }
+
+    /// Registers the producer with the client that made it, for
+    /// [`Client::close`](crate::Client::close) (which aborts an open transaction, then closes).
+    pub(crate) fn set_close_link(&self, link: crate::task::CloseLink) {
+        link.register(crate::task::CloseStage::Transactional, &self.inner);
     }
 
     /// The transactional id.
