@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (h, d) = (handled.clone(), dead.clone());
     let handle = config
         .start_with_dlt_handler(
-            client.cluster().clone(),
+            &client,
             ConsumerConfig::new()
                 .with_group_id(format!("billing-{suffix}"))
                 .with_auto_offset_reset(OffsetReset::Earliest),

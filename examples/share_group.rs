@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rekafka::Client;
-use rekafka::admin::{Admin, AlterConfigOp, NewTopic, SHARE_AUTO_OFFSET_RESET};
+use rekafka::admin::{AlterConfigOp, NewTopic, SHARE_AUTO_OFFSET_RESET};
 use rekafka::producer::{ProducerConfig, Record};
 use rekafka::share::{AcknowledgeType, AcknowledgementMode, ShareConsumerConfig};
 
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic = format!("share-demo-{}", stamp.as_millis());
     let group = format!("{topic}-workers");
 
-    let admin = Admin::new(client.cluster().clone());
+    let admin = client.admin();
     for r in admin.create_topics(&[NewTopic::new(&topic, 3)]).await? {
         r?;
     }

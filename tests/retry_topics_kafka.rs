@@ -1166,3 +1166,67 @@ async fn sigkill_mid_run_loses_nothing() {
         "{extra} duplicate handlings > bound {bound}"
     );
 }
+
+/// Retry topics started from a client (`start(&client, ..)`) are closed by `Client::close`:
+/// every container (main, retry, DLT) stops after what it handled is committed, and the
+/// group's committed offset covers exactly the records handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_stops_retry_topics_started_from_the_client() {
+    let topic = unique("rt-close");
+    let group = unique("rt-close-g");
+    create(&topic, 1).await;
+    let client = common::client().await;
+    let handled = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let h = handled.clone();
+    let handle = RetryTopicConfiguration::builder()
+        .max_attempts(2)
+        .back_off(RetryBackOff::Fixed(Duration::from_millis(200)))
+        .poll_timeout(Duration::from_millis(200))
+        .build()
+        .start(
+            &client,
+            consumer_config(&group),
+            &topic,
+            move |r: ListenerConsumerRecord| {
+                let h = h.clone();
+                async move {
+                    h.lock().unwrap().push(r.offset());
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let cluster = common::cluster().await;
+    produce(&cluster, &topic, (0..50).map(|i| format!("k{i}"))).await;
+    wait_until("records handled", Duration::from_secs(60), || {
+        handled.lock().unwrap().len() >= 10
+    })
+    .await;
+    assert!(handle.is_running());
+    client.close().await;
+    assert!(
+        !handle.is_running(),
+        "Client::close stopped the retry-topic containers"
+    );
+    let handled: Vec<i64> = handled.lock().unwrap().clone();
+    let distinct: HashSet<i64> = handled.iter().copied().collect();
+    assert_eq!(distinct.len(), handled.len(), "no record handled twice");
+    let admin = Client::builder()
+        .bootstrap_servers([bootstrap()])
+        .build()
+        .await
+        .unwrap()
+        .admin();
+    let tp = [rekafka::admin::TopicPartition::new(topic.as_str(), 0)];
+    let offsets = admin.list_group_offsets(&group, Some(&tp)).await.unwrap();
+    let committed = offsets[0].1.clone().unwrap().map(|c| c.offset);
+    assert_eq!(
+        committed,
+        Some(handled.len() as i64),
+        "the committed offset covers exactly the handled records"
+    );
+    for (_, reason) in handle.stop().await {
+        assert_eq!(reason, StopReason::Normal);
+    }
+}

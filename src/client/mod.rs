@@ -550,7 +550,9 @@ impl Client {
     /// 1. **Listener containers** started over a consumer this client made
     ///    ([`listener_container`](Self::listener_container),
     ///    [`typed_listener_container`](Self::typed_listener_container), or
-    ///    [`ContainerBuilder::start`] over a [`consumer`](Self::consumer)): each stops as
+    ///    [`ContainerBuilder::start`] over a [`consumer`](Self::consumer), and the main,
+    ///    retry and DLT containers of retry topics started from this client,
+    ///    `RetryTopicConfiguration::start(&client, ..)`): each stops as
     ///    [`ContainerHandle::stop`](crate::listener::ContainerHandle::stop) does (the record in
     ///    hand is finished, handled offsets are committed, its consumer leaves the group).
     /// 2. **Consumers** ([`consumer`](Self::consumer), [`consumer_with`](Self::consumer_with)):
@@ -571,8 +573,10 @@ impl Client {
     /// has not finished by then is left finishing in the background (with failing
     /// connections, after step 5) and the next step starts. Each step is logged at debug
     /// level. The client keeps none of them alive: what the application dropped is not
-    /// closed again (dropping closes it). Share consumers and retry-topic containers are not
-    /// tracked: close or stop them first.
+    /// closed again (dropping closes it). Share consumers are not tracked: close them first.
+    /// Retry topics keep a connection set per container, which closes when their
+    /// [`RetryTopicHandle`](crate::listener::retry_topic::RetryTopicHandle) is stopped or
+    /// dropped.
     ///
     /// Later calls on this client and everything made from it fail with
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed).
@@ -627,6 +631,18 @@ async fn close_step(
             "client close: step not done within its bound; going on"
         );
         running.detach_all();
+    }
+}
+
+/// Retry topics started from a client (`config.start(&client, ..)`) connect with its
+/// settings, and [`Client::close`] stops their containers and closes their consumers and
+/// publisher, as it does for [`listener_container`](Client::listener_container)s.
+impl From<&Client> for crate::listener::retry_topic::RetryTopicSource {
+    fn from(client: &Client) -> Self {
+        crate::listener::retry_topic::RetryTopicSource::linked(
+            client.inner.cluster.clone(),
+            client.close_link(),
+        )
     }
 }
 

@@ -83,7 +83,7 @@ use std::time::Duration;
 
 use super::classify::Classifier;
 
-pub use run::RetryTopicHandle;
+pub use run::{RetryTopicHandle, RetryTopicSource};
 
 /// How long a record waits before each retry (Spring's `@Backoff`).
 #[derive(Debug, Clone, PartialEq)]

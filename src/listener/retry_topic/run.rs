@@ -195,12 +195,44 @@ fn log_dead_letter(record: ListenerConsumerRecord) -> BoxFuture<'static, Result<
     Box::pin(std::future::ready(Ok(())))
 }
 
+/// Where retry topics connect: a [`Client`](crate::Client) (`&client`, the usual way: its
+/// [`close`](crate::Client::close) then stops the containers and closes their consumers and
+/// publisher) or a [`Cluster`]. Each container still gets connections of its own, made from
+/// the same settings.
+#[derive(Debug, Clone)]
+pub struct RetryTopicSource {
+    cluster: Cluster,
+    link: crate::task::CloseLink,
+}
+
+impl RetryTopicSource {
+    /// A source whose containers the client behind `link` closes.
+    pub(crate) fn linked(cluster: Cluster, link: crate::task::CloseLink) -> RetryTopicSource {
+        RetryTopicSource { cluster, link }
+    }
+}
+
+impl From<Cluster> for RetryTopicSource {
+    fn from(cluster: Cluster) -> RetryTopicSource {
+        RetryTopicSource {
+            cluster,
+            link: crate::task::CloseLink::default(),
+        }
+    }
+}
+
+impl From<&Cluster> for RetryTopicSource {
+    fn from(cluster: &Cluster) -> RetryTopicSource {
+        cluster.clone().into()
+    }
+}
+
 impl RetryTopicConfiguration {
     /// Starts the containers for `main_topic` with `handler` and the default DLT handler (it
     /// logs each dead letter at ERROR). See [`start_with_dlt_handler`](Self::start_with_dlt_handler).
     pub async fn start<F, Fut>(
         &self,
-        cluster: Cluster,
+        source: impl Into<RetryTopicSource>,
         consumer_config: ConsumerConfig,
         main_topic: &str,
         handler: F,
@@ -210,7 +242,7 @@ impl RetryTopicConfiguration {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         self.start_with_dlt_handler(
-            cluster,
+            source,
             consumer_config,
             main_topic,
             handler,
@@ -227,7 +259,7 @@ impl RetryTopicConfiguration {
     /// the attempt with [`headers::attempts`]); `dlt_handler` handles dead letters.
     pub async fn start_with_dlt_handler<F, Fut, G, GFut>(
         &self,
-        cluster: Cluster,
+        source: impl Into<RetryTopicSource>,
         consumer_config: ConsumerConfig,
         main_topic: &str,
         handler: F,
@@ -243,7 +275,7 @@ impl RetryTopicConfiguration {
         let dlt_handler: RecordFn<ListenerConsumerRecord> =
             Arc::new(move |r| Box::pin(dlt_handler(r)));
         self.run(
-            cluster,
+            source.into(),
             consumer_config,
             main_topic,
             |config, consumer, forwarder, waits| {
@@ -271,7 +303,7 @@ impl RetryTopicConfiguration {
     /// [`DeserializationFailed`]: crate::listener::DeserializationFailed
     ///
     /// ```no_run
-    /// # async fn demo(cluster: rekafka::cluster::Cluster) -> rekafka::Result<()> {
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
     /// use rekafka::consumer::{ConsumerConfig, StringDeserializer};
     /// use rekafka::listener::TypedRecord;
     /// use rekafka::listener::retry_topic::RetryTopicConfiguration;
@@ -280,7 +312,7 @@ impl RetryTopicConfiguration {
     /// let handle = RetryTopicConfiguration::builder()
     ///     .build()
     ///     .start_typed(
-    ///         cluster,
+    ///         &client,
     ///         ConsumerConfig::new().with_group_id("billing"),
     ///         "orders",
     ///         StringDeserializer,
@@ -301,7 +333,7 @@ impl RetryTopicConfiguration {
     #[allow(clippy::too_many_arguments)]
     pub async fn start_typed<KD, VD, F, Fut, G, GFut>(
         &self,
-        cluster: Cluster,
+        source: impl Into<RetryTopicSource>,
         consumer_config: ConsumerConfig,
         main_topic: &str,
         key: KD,
@@ -328,7 +360,7 @@ impl RetryTopicConfiguration {
             Box::pin(dlt_handler(typed))
         });
         self.run(
-            cluster,
+            source.into(),
             consumer_config,
             main_topic,
             |config, consumer, forwarder, waits| {
@@ -345,7 +377,7 @@ impl RetryTopicConfiguration {
     /// whose records wait for their due time), `dlt` for the DLTs.
     async fn run<H, D>(
         &self,
-        cluster: Cluster,
+        source: RetryTopicSource,
         consumer_config: ConsumerConfig,
         main_topic: &str,
         mut handling: H,
@@ -355,6 +387,7 @@ impl RetryTopicConfiguration {
         H: FnMut(&Self, Consumer, Forwarder, bool) -> Result<ContainerHandle>,
         D: FnMut(&Self, Consumer, Forwarder) -> Result<ContainerHandle>,
     {
+        let RetryTopicSource { cluster, link } = source;
         let group = consumer_config.group_id.clone().ok_or_else(|| {
             Error::config("retry topics need a consumer group (ConsumerConfig::with_group_id)")
         })?;
@@ -371,6 +404,7 @@ impl RetryTopicConfiguration {
             DeadLetterPublisher::<ListenerConsumerRecord>::builder(cluster.clone())
                 .wait(PublishWait::PerRecord)
                 .group(group.clone())
+                .close_link(link.clone())
                 .build()
                 .await?,
         );
@@ -401,6 +435,8 @@ impl RetryTopicConfiguration {
                 .with_group_id(group_id)
                 .with_auto_commit(AutoCommit::Disabled);
             let consumer = Consumer::new(own, config)?;
+            // A client's `close` stops these containers and closes their consumers.
+            consumer.set_close_link(link.clone());
             consumer.subscribe([topic.as_str()])?;
             let forwarder = Forwarder {
                 config: self.clone(),
