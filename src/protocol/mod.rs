@@ -5,6 +5,8 @@
 //!   types, with allocation-bounded decoding of untrusted bytes.
 //! * [`versions`]: ApiVersions negotiation (with the KIP-511 fallback).
 //! * [`record`]: our own RecordBatch v2 codec, compression and control records.
+//! * `requests`: requests several layers send (OffsetFetch, ListOffsets), built per version
+//!   and answered into our own types in one place.
 //!
 //! The message types are `kafka-protocol`'s, re-exported as [`messages`].
 
@@ -12,6 +14,7 @@ pub mod codec;
 pub mod frame;
 mod guard;
 pub mod record;
+pub(crate) mod requests;
 pub mod versions;
 
 /// The message types of every Kafka API (re-exported from the `kafka-protocol` crate).

@@ -30,7 +30,6 @@ use kafka_protocol::messages::{
     ApiKey, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
     fetch_request::{FetchPartition, FetchTopic},
     fetch_response::PartitionData,
-    list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
     offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
     offset_for_leader_epoch_response::EpochEndOffset,
 };
@@ -45,6 +44,7 @@ use super::record::ConsumerRecord;
 use crate::cluster::{Cluster, Recovery, recovery_for};
 use crate::group::{GroupMember, TopicPartition};
 use crate::protocol::record::{ControlType, RecordBatch, RecordBatches, Records};
+use crate::protocol::requests::list_offsets::{self, OffsetQuery};
 use crate::telemetry::{ConsumerPartitionTelemetry, ConsumerTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 mod decode;
