@@ -138,3 +138,144 @@ pub(crate) fn answers(resp: &ListOffsetsResponse) -> Vec<(&str, i32, Result<List
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KafkaCode;
+    use crate::protocol::messages::list_offsets_response::{
+        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+    };
+
+    fn q(topic: &str, partition: i32, timestamp: i64, epoch: i32) -> OffsetQuery<'_> {
+        OffsetQuery {
+            topic,
+            partition,
+            timestamp,
+            current_leader_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn request_groups_by_topic_per_version() {
+        let queries = [
+            q("b", 1, 1_700_000_000_000, 4),
+            q("a", 0, EARLIEST, 2),
+            q("a", 2, LATEST, -1),
+        ];
+        let req =
+            request(queries, IsolationLevel::ReadCommitted, 4).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(req.replica_id, BrokerId(-1));
+        assert_eq!(req.isolation_level, 1);
+        let got: Vec<(String, Vec<(i32, i64, i32)>)> = req
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.timestamp, p.current_leader_epoch))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), vec![(0, EARLIEST, 2), (2, LATEST, -1)]),
+                ("b".to_owned(), vec![(1, 1_700_000_000_000, 4)]),
+            ]
+        );
+        // Before v4 no current leader epoch goes.
+        let v3 = request([q("a", 0, EARLIEST, 7)], IsolationLevel::ReadUncommitted, 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v3.topics[0].partitions[0].current_leader_epoch, -1);
+        assert_eq!(v3.isolation_level, 0);
+    }
+
+    #[test]
+    fn versions_that_cannot_say_it_are_refused() {
+        let unsupported = |r: Result<ListOffsetsRequest>| {
+            matches!(
+                r.map(|_| ()).unwrap_err().kind(),
+                ErrorKind::UnsupportedVersion { .. }
+            )
+        };
+        let max = [q("a", 3, MAX_TIMESTAMP, -1)];
+        assert!(unsupported(request(
+            max,
+            IsolationLevel::ReadUncommitted,
+            6
+        )));
+        assert!(request(max, IsolationLevel::ReadUncommitted, 7).is_ok());
+        let latest = [q("a", 0, LATEST, -1)];
+        assert!(unsupported(request(
+            latest,
+            IsolationLevel::ReadCommitted,
+            1
+        )));
+        assert!(request(latest, IsolationLevel::ReadUncommitted, 1).is_ok());
+        assert!(unsupported(request(
+            latest,
+            IsolationLevel::ReadUncommitted,
+            0
+        )));
+    }
+
+    #[test]
+    fn response_answers_with_errors_and_none() {
+        let resp = ListOffsetsResponse::default().with_topics(vec![
+            ListOffsetsTopicResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("a")))
+                .with_partitions(vec![
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(0)
+                        .with_offset(42)
+                        .with_timestamp(1000)
+                        .with_leader_epoch(3),
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(1)
+                        .with_offset(-1)
+                        .with_timestamp(-1)
+                        .with_leader_epoch(-1),
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(2)
+                        .with_error_code(KafkaCode::FencedLeaderEpoch.code()),
+                ]),
+        ]);
+        let all = answers(&resp);
+        assert_eq!(
+            all.iter().map(|(t, p, _)| (*t, *p)).collect::<Vec<_>>(),
+            [("a", 0), ("a", 1), ("a", 2)]
+        );
+        assert_eq!(
+            all[0].2.as_ref().ok(),
+            Some(&ListedPartition {
+                offset: Some(42),
+                timestamp: Some(1000),
+                leader_epoch: Some(3)
+            })
+        );
+        assert_eq!(
+            all[1].2.as_ref().ok(),
+            Some(&ListedPartition {
+                offset: None,
+                timestamp: None,
+                leader_epoch: None
+            })
+        );
+        let e = all[2].2.as_ref().unwrap_err();
+        assert_eq!(e.kafka_code(), Some(KafkaCode::FencedLeaderEpoch));
+        assert_eq!(e.context().partition, Some(2));
+        assert_eq!(e.context().topic.as_deref(), Some("a"));
+        assert_eq!(
+            find(&resp, "a", 0)
+                .and_then(|r| r.ok())
+                .and_then(|p| p.offset),
+            Some(42)
+        );
+        assert!(find(&resp, "a", 9).is_none());
+        assert!(find(&resp, "b", 0).is_none());
+    }
+}

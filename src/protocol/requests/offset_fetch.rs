@@ -109,7 +109,7 @@ pub(crate) fn group_error(resp: &OffsetFetchResponse, group: &str) -> Option<Err
             return Some(
                 Error::with_message(
                     crate::ErrorKind::UnexpectedResponse,
-                    format!("the OffsetFetch response does not mention group {group}"),
+                    format!("the response does not mention group {group}"),
                 )
                 .api(ApiKey::OffsetFetch),
             );
@@ -166,4 +166,164 @@ pub(crate) fn partitions(resp: &OffsetFetchResponse, group: &str) -> Vec<Partiti
             (topic.to_owned(), p, r)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    };
+    use crate::{ErrorKind, KafkaCode};
+
+    fn query<'a>(partitions: Option<&'a [(&'a str, i32)]>) -> OffsetFetchQuery<'a> {
+        OffsetFetchQuery {
+            group: "g",
+            partitions,
+            member: None,
+            require_stable: false,
+        }
+    }
+
+    #[test]
+    fn request_layouts_per_version() {
+        let tps = [("t", 1), ("t", 0)];
+        let v8 = request(&query(Some(&tps)), 8);
+        assert_eq!(v8.groups.len(), 1);
+        let topics = v8.groups[0].topics.as_ref().map(|t| t.len());
+        assert_eq!(topics, Some(1));
+        assert!(v8.topics.is_none() || v8.topics.as_ref().is_some_and(|t| t.is_empty()));
+        let all = request(&query(None), 8);
+        assert!(all.groups[0].topics.is_none());
+        let v7 = request(&query(None), 7);
+        assert_eq!(v7.group_id.0.as_str(), "g");
+        assert!(v7.topics.is_none());
+        assert!(v7.groups.is_empty());
+        let v1 = request(&query(Some(&tps)), 1);
+        assert_eq!(
+            v1.topics.as_ref().map(|t| t[0].partition_indexes.clone()),
+            Some(vec![1, 0])
+        );
+        // Before v2 "every partition" cannot be said: an empty list goes.
+        let v1_all = request(&query(None), 1);
+        assert_eq!(v1_all.topics.map(|t| t.len()), Some(0));
+    }
+
+    #[test]
+    fn member_epoch_from_v9_and_require_stable_from_v7() {
+        let tps = [("a", 0), ("b", 3), ("a", 2)];
+        let q = OffsetFetchQuery {
+            group: "g",
+            partitions: Some(&tps),
+            member: Some(("m-1", 5)),
+            require_stable: true,
+        };
+        let v9 = request(&q, 9);
+        let g = &v9.groups[0];
+        assert_eq!(g.member_id.as_ref().map(|m| m.as_str()), Some("m-1"));
+        assert_eq!(g.member_epoch, 5);
+        assert!(v9.require_stable);
+        let by_topic: Vec<(String, Vec<i32>)> = g
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect();
+        assert_eq!(
+            by_topic,
+            [("a".to_owned(), vec![0, 2]), ("b".to_owned(), vec![3])]
+        );
+        let v8 = request(&q, 8);
+        assert_eq!(v8.groups[0].member_id, None);
+        assert_eq!(v8.groups[0].member_epoch, -1);
+        assert!(v8.require_stable);
+        let v6 = request(&q, 6);
+        assert!(!v6.require_stable);
+        let unstable = OffsetFetchQuery {
+            require_stable: false,
+            ..q
+        };
+        assert!(!request(&unstable, 9).require_stable);
+    }
+
+    fn name(s: &str) -> TopicName {
+        TopicName(str_bytes(s))
+    }
+
+    #[test]
+    fn v8_answers_per_partition_with_errors() {
+        let resp = OffsetFetchResponse::default().with_groups(vec![
+            OffsetFetchResponseGroup::default()
+                .with_group_id(GroupId(str_bytes("g")))
+                .with_topics(vec![
+                    OffsetFetchResponseTopics::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(7)
+                                .with_committed_leader_epoch(2)
+                                .with_metadata(Some(str_bytes("m"))),
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(1)
+                                .with_committed_offset(-1),
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(2)
+                                .with_error_code(KafkaCode::UnstableOffsetCommit.code()),
+                        ]),
+                ]),
+        ]);
+        assert!(group_error(&resp, "g").is_none());
+        let got = partitions(&resp, "g");
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].0.as_str(), got[0].1), ("t", 0));
+        assert_eq!(
+            got[0].2.as_ref().ok(),
+            Some(&Some(FetchedOffset {
+                offset: 7,
+                leader_epoch: Some(2),
+                metadata: Some("m".to_owned())
+            }))
+        );
+        assert_eq!(got[1].2.as_ref().ok(), Some(&None));
+        let e = got[2].2.as_ref().unwrap_err();
+        assert_eq!(e.kafka_code(), Some(KafkaCode::UnstableOffsetCommit));
+        assert_eq!(e.context().partition, Some(2));
+        // Another group's answer is unexpected.
+        let e = group_error(&resp, "other").unwrap_or_else(|| panic!("no error"));
+        assert_eq!(e.kind(), &ErrorKind::UnexpectedResponse);
+    }
+
+    #[test]
+    fn v7_answers_and_group_error() {
+        let resp = OffsetFetchResponse::default()
+            .with_error_code(KafkaCode::NotCoordinator.code())
+            .with_topics(vec![
+                OffsetFetchResponseTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(3)
+                            .with_committed_offset(5)
+                            .with_committed_leader_epoch(-1),
+                    ]),
+            ]);
+        assert_eq!(
+            group_error(&resp, "g").and_then(|e| e.kafka_code()),
+            Some(KafkaCode::NotCoordinator)
+        );
+        let got = partitions(&resp, "g");
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0.as_str(), got[0].1), ("t", 3));
+        assert_eq!(
+            got[0].2.as_ref().ok(),
+            Some(&Some(FetchedOffset {
+                offset: 5,
+                leader_epoch: None,
+                // Given as the broker gives it: empty, not absent.
+                metadata: Some(String::new())
+            }))
+        );
+    }
 }
