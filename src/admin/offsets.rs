@@ -265,12 +265,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::KafkaCode;
-    use crate::protocol::StrBytes;
     use crate::protocol::messages::BrokerId;
-    use crate::protocol::messages::TopicName;
-    use crate::protocol::messages::list_offsets_response::{
-        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-    };
 
     fn tp(t: &str, p: i32) -> TopicPartition {
         TopicPartition::new(t, p)
@@ -319,25 +314,8 @@ mod tests {
 
     #[test]
     fn response_parsing_per_partition() {
-        let resp = ListOffsetsResponse::default().with_topics(vec![
-            ListOffsetsTopicResponse::default()
-                .with_name(TopicName(StrBytes::from_static_str("a")))
-                .with_partitions(vec![
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(0)
-                        .with_offset(42)
-                        .with_timestamp(1000)
-                        .with_leader_epoch(3),
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(1)
-                        .with_offset(-1)
-                        .with_timestamp(-1)
-                        .with_leader_epoch(-1),
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(2)
-                        .with_error_code(6),
-                ]),
-        ]);
+        // a/0: 42 (timestamp 1000, epoch 3); a/1: none; a/2: NOT_LEADER_OR_FOLLOWER.
+        let resp = list_offsets::sample_response();
         let r = listed_offset(&resp, &tp("a", 0), OffsetSpec::Timestamp(900));
         assert_eq!(
             r.ok(),

@@ -541,11 +541,6 @@ fn consumer_group_description(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::protocol::messages::TopicName;
-    use crate::protocol::messages::offset_fetch_response::{
-        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
-        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
-    };
     use bytes::BufMut;
 
     fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
@@ -590,24 +585,8 @@ mod tests {
 
     #[test]
     fn offset_fetch_results_both_layouts() {
-        let name = |s: &str| TopicName(StrBytes::from_string(s.to_owned()));
-        let v8 = OffsetFetchResponse::default().with_groups(vec![
-            OffsetFetchResponseGroup::default()
-                .with_group_id(group_id("g"))
-                .with_topics(vec![
-                    OffsetFetchResponseTopics::default()
-                        .with_name(name("t"))
-                        .with_partitions(vec![
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(0)
-                                .with_committed_offset(7)
-                                .with_committed_leader_epoch(-1),
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(1)
-                                .with_committed_offset(-1),
-                        ]),
-                ]),
-        ]);
+        // g/t/0: 7; g/t/1: nothing committed; g/t/2: an error (not asked below).
+        let v8 = offset_fetch::sample_v8_response();
         assert!(offset_fetch::group_error(&v8, "g").is_none());
         let asked = [
             TopicPartition::new("t", 1),
@@ -624,17 +603,8 @@ mod tests {
         );
         assert_eq!(r[2].1.as_ref().ok(), Some(&None));
 
-        let old = OffsetFetchResponse::default()
-            .with_error_code(16)
-            .with_topics(vec![
-                OffsetFetchResponseTopic::default()
-                    .with_name(name("t"))
-                    .with_partitions(vec![
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(3)
-                            .with_committed_offset(5),
-                    ]),
-            ]);
+        // NOT_COORDINATOR; t/3: 5.
+        let old = offset_fetch::sample_v7_response();
         assert_eq!(
             offset_fetch::group_error(&old, "g").and_then(|e| e.kafka_code()),
             Some(crate::KafkaCode::NotCoordinator)

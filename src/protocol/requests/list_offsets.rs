@@ -139,13 +139,39 @@ pub(crate) fn answers(resp: &ListOffsetsResponse) -> Vec<(&str, i32, Result<List
         .collect()
 }
 
+/// A response for tests here and of the callers: topic `a`, partition 0 at offset 42
+/// (timestamp 1000, epoch 3), partition 1 without an offset, partition 2 failed with
+/// NOT_LEADER_OR_FOLLOWER.
+#[cfg(test)]
+pub(crate) fn sample_response() -> ListOffsetsResponse {
+    use crate::protocol::messages::list_offsets_response::{
+        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+    };
+    ListOffsetsResponse::default().with_topics(vec![
+        ListOffsetsTopicResponse::default()
+            .with_name(TopicName(StrBytes::from_static_str("a")))
+            .with_partitions(vec![
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(0)
+                    .with_offset(42)
+                    .with_timestamp(1000)
+                    .with_leader_epoch(3),
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(1)
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(-1),
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(2)
+                    .with_error_code(crate::KafkaCode::NotLeaderOrFollower.code()),
+            ]),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::KafkaCode;
-    use crate::protocol::messages::list_offsets_response::{
-        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-    };
 
     fn q(topic: &str, partition: i32, timestamp: i64, epoch: i32) -> OffsetQuery<'_> {
         OffsetQuery {
@@ -225,25 +251,7 @@ mod tests {
 
     #[test]
     fn response_answers_with_errors_and_none() {
-        let resp = ListOffsetsResponse::default().with_topics(vec![
-            ListOffsetsTopicResponse::default()
-                .with_name(TopicName(StrBytes::from_static_str("a")))
-                .with_partitions(vec![
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(0)
-                        .with_offset(42)
-                        .with_timestamp(1000)
-                        .with_leader_epoch(3),
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(1)
-                        .with_offset(-1)
-                        .with_timestamp(-1)
-                        .with_leader_epoch(-1),
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(2)
-                        .with_error_code(KafkaCode::FencedLeaderEpoch.code()),
-                ]),
-        ]);
+        let resp = sample_response();
         let all = answers(&resp);
         assert_eq!(
             all.iter().map(|(t, p, _)| (*t, *p)).collect::<Vec<_>>(),
@@ -266,7 +274,7 @@ mod tests {
             })
         );
         let e = all[2].2.as_ref().unwrap_err();
-        assert_eq!(e.kafka_code(), Some(KafkaCode::FencedLeaderEpoch));
+        assert_eq!(e.kafka_code(), Some(KafkaCode::NotLeaderOrFollower));
         assert_eq!(e.context().partition, Some(2));
         assert_eq!(e.context().topic.as_deref(), Some("a"));
         assert_eq!(

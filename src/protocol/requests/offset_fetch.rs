@@ -168,13 +168,61 @@ pub(crate) fn partitions(resp: &OffsetFetchResponse, group: &str) -> Vec<Partiti
         .collect()
 }
 
+/// A v8+ response for tests here and of the callers: group `g`, topic `t`, partition 0 at
+/// offset 7 (epoch 2, metadata `m`), partition 1 without an offset, partition 2 failed with
+/// UNSTABLE_OFFSET_COMMIT.
+#[cfg(test)]
+pub(crate) fn sample_v8_response() -> OffsetFetchResponse {
+    use crate::protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    };
+    OffsetFetchResponse::default().with_groups(vec![
+        OffsetFetchResponseGroup::default()
+            .with_group_id(GroupId(str_bytes("g")))
+            .with_topics(vec![
+                OffsetFetchResponseTopics::default()
+                    .with_name(TopicName(str_bytes("t")))
+                    .with_partitions(vec![
+                        OffsetFetchResponsePartitions::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(7)
+                            .with_committed_leader_epoch(2)
+                            .with_metadata(Some(str_bytes("m"))),
+                        OffsetFetchResponsePartitions::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(-1),
+                        OffsetFetchResponsePartitions::default()
+                            .with_partition_index(2)
+                            .with_error_code(crate::KafkaCode::UnstableOffsetCommit.code()),
+                    ]),
+            ]),
+    ])
+}
+
+/// A v0–v7 response for tests here and of the callers: NOT_COORDINATOR for the group, topic
+/// `t` partition 3 at offset 5 (no epoch).
+#[cfg(test)]
+pub(crate) fn sample_v7_response() -> OffsetFetchResponse {
+    use crate::protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+    OffsetFetchResponse::default()
+        .with_error_code(crate::KafkaCode::NotCoordinator.code())
+        .with_topics(vec![
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes("t")))
+                .with_partitions(vec![
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(3)
+                        .with_committed_offset(5)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::messages::offset_fetch_response::{
-        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
-        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
-    };
     use crate::{ErrorKind, KafkaCode};
 
     fn query<'a>(partitions: Option<&'a [(&'a str, i32)]>) -> OffsetFetchQuery<'a> {
@@ -247,33 +295,9 @@ mod tests {
         assert!(!request(&unstable, 9).require_stable);
     }
 
-    fn name(s: &str) -> TopicName {
-        TopicName(str_bytes(s))
-    }
-
     #[test]
     fn v8_answers_per_partition_with_errors() {
-        let resp = OffsetFetchResponse::default().with_groups(vec![
-            OffsetFetchResponseGroup::default()
-                .with_group_id(GroupId(str_bytes("g")))
-                .with_topics(vec![
-                    OffsetFetchResponseTopics::default()
-                        .with_name(name("t"))
-                        .with_partitions(vec![
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(0)
-                                .with_committed_offset(7)
-                                .with_committed_leader_epoch(2)
-                                .with_metadata(Some(str_bytes("m"))),
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(1)
-                                .with_committed_offset(-1),
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(2)
-                                .with_error_code(KafkaCode::UnstableOffsetCommit.code()),
-                        ]),
-                ]),
-        ]);
+        let resp = sample_v8_response();
         assert!(group_error(&resp, "g").is_none());
         let got = partitions(&resp, "g");
         assert_eq!(got.len(), 3);
@@ -297,18 +321,7 @@ mod tests {
 
     #[test]
     fn v7_answers_and_group_error() {
-        let resp = OffsetFetchResponse::default()
-            .with_error_code(KafkaCode::NotCoordinator.code())
-            .with_topics(vec![
-                OffsetFetchResponseTopic::default()
-                    .with_name(name("t"))
-                    .with_partitions(vec![
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(3)
-                            .with_committed_offset(5)
-                            .with_committed_leader_epoch(-1),
-                    ]),
-            ]);
+        let resp = sample_v7_response();
         assert_eq!(
             group_error(&resp, "g").and_then(|e| e.kafka_code()),
             Some(KafkaCode::NotCoordinator)
