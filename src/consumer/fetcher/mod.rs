@@ -335,6 +335,44 @@ pub(crate) fn settle_out_of_range(
     true
 }
 
+/// The connection to `broker` and the version of `R` it speaks: the opening of every request
+/// the fetcher sends to a partition leader (Fetch, ListOffsets, OffsetForLeaderEpoch). The
+/// version is an error (tagged with the broker) when the broker has none in common with us.
+pub(crate) async fn leader_connection<R: kafka_protocol::protocol::Request>(
+    cluster: &Cluster,
+    broker: i32,
+) -> Result<(crate::connection::Connection, Result<i16>)> {
+    let conn = cluster.connection_for_broker(broker).await?;
+    let conn = conn.connection().await?;
+    let v = conn
+        .versions()
+        .negotiate::<R>()
+        .map_err(|e| e.on_broker(broker));
+    Ok((conn, v))
+}
+
+/// Sends `req` at `v` on `conn`, a failure tagged with `broker`.
+pub(crate) async fn send_to_leader<R: kafka_protocol::protocol::Request>(
+    conn: &crate::connection::Connection,
+    broker: i32,
+    req: R,
+    v: i16,
+) -> Result<R::Response> {
+    conn.send_at(req, v).await.map_err(|e| e.on_broker(broker))
+}
+
+/// The topic entries of a request from its partitions grouped by topic, in topic order:
+/// `entry(name, partitions)` makes one (each API has its own generated topic type).
+pub(crate) fn topic_entries<P, T>(
+    by_topic: BTreeMap<Arc<str>, Vec<P>>,
+    entry: impl Fn(TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    by_topic
+        .into_iter()
+        .map(|(t, ps)| entry(TopicName(StrBytes::from_string(t.to_string())), ps))
+        .collect()
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

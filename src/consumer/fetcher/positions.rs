@@ -110,9 +110,9 @@ pub(crate) async fn offsets_for_leader_epoch(
     broker: i32,
     items: &[ValidateItem],
 ) -> Result<Option<HashMap<TopicPartition, EpochEndOffset>>> {
-    let conn = shared.cluster.connection_for_broker(broker).await?;
-    let conn = conn.connection().await?;
-    let v = match conn.versions().negotiate::<OffsetForLeaderEpochRequest>() {
+    let (conn, v) =
+        leader_connection::<OffsetForLeaderEpochRequest>(&shared.cluster, broker).await?;
+    let v = match v {
         Ok(v) if v >= 3 => v,
         _ => return Ok(None),
     };
@@ -127,20 +127,12 @@ pub(crate) async fn offsets_for_leader_epoch(
     }
     let req = OffsetForLeaderEpochRequest::default()
         .with_replica_id((-1).into())
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, ps)| {
-                    OffsetForLeaderTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
-    let resp = conn
-        .send_at(req, v)
-        .await
-        .map_err(|e| e.on_broker(broker))?;
+        .with_topics(topic_entries(topics, |name, ps| {
+            OffsetForLeaderTopic::default()
+                .with_topic(name)
+                .with_partitions(ps)
+        }));
+    let resp = send_to_leader(&conn, broker, req, v).await?;
     let mut out = HashMap::new();
     for t in resp.topics {
         let topic: Arc<str> = Arc::from(t.topic.as_str());
@@ -506,12 +498,8 @@ pub(crate) async fn list_offsets(
     }
     for (broker, items) in by_broker {
         let result: Result<()> = async {
-            let conn = cluster.connection_for_broker(broker).await?;
-            let conn = conn.connection().await?;
-            let v = conn
-                .versions()
-                .negotiate::<ListOffsetsRequest>()
-                .map_err(|e| e.on_broker(broker))?;
+            let (conn, v) = leader_connection::<ListOffsetsRequest>(cluster, broker).await?;
+            let v = v?;
             let queries = items.iter().map(|(tp, ts, epoch)| OffsetQuery {
                 topic: tp.topic(),
                 partition: tp.partition,
@@ -519,10 +507,7 @@ pub(crate) async fn list_offsets(
                 current_leader_epoch: *epoch,
             });
             let req = list_offsets::request(queries, isolation, v)?;
-            let resp = conn
-                .send_at(req, v)
-                .await
-                .map_err(|e| e.on_broker(broker))?;
+            let resp = send_to_leader(&conn, broker, req, v).await?;
             for (topic, partition, r) in list_offsets::answers(&resp) {
                 // A timestamp no record reaches is -1, as the broker says it.
                 let r = r
