@@ -193,24 +193,21 @@ mod tests {
             request(queries, IsolationLevel::ReadCommitted, 4).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(req.replica_id, BrokerId(-1));
         assert_eq!(req.isolation_level, 1);
-        let got: Vec<(String, Vec<(i32, i64, i32)>)> = req
+        let got: Vec<(&str, i32, i64, i32)> = req
             .topics
             .iter()
-            .map(|t| {
-                (
-                    t.name.0.to_string(),
-                    t.partitions
-                        .iter()
-                        .map(|p| (p.partition_index, p.timestamp, p.current_leader_epoch))
-                        .collect(),
-                )
+            .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+            .map(|(t, p)| {
+                let epoch = p.current_leader_epoch;
+                (t.name.0.as_str(), p.partition_index, p.timestamp, epoch)
             })
             .collect();
         assert_eq!(
             got,
             [
-                ("a".to_owned(), vec![(0, EARLIEST, 2), (2, LATEST, -1)]),
-                ("b".to_owned(), vec![(1, 1_700_000_000_000, 4)]),
+                ("a", 0, EARLIEST, 2),
+                ("a", 2, LATEST, -1),
+                ("b", 1, 1_700_000_000_000, 4),
             ]
         );
         // Before v4 no current leader epoch goes.
