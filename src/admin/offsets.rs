@@ -93,21 +93,17 @@ impl Admin {
             let answers = join_all(requests.into_iter().map(
                 |((leader, isolation), items)| async move {
                     let mut out = Vec::new();
-                    let sent = match self.cluster.connection_for_broker(leader).await {
-                        Ok(b) => {
-                            self.send::<ListOffsetsRequest, _>(&b, |version| {
-                                list_offsets_request(partitions, &items, isolation, version)
-                            })
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let resp: ListOffsetsResponse = match sent {
-                        Ok(r) => r,
-                        Err(e) => {
-                            out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                            return out;
-                        }
+                    let broker = self.cluster.connection_for_broker(leader).await;
+                    let sent = self
+                        .send_for_items::<ListOffsetsRequest, _, _>(
+                            broker,
+                            &items,
+                            &mut out,
+                            |version| list_offsets_request(partitions, &items, isolation, version),
+                        )
+                        .await;
+                    let Some(resp): Option<ListOffsetsResponse> = sent else {
+                        return out;
                     };
                     for i in items {
                         let (tp, spec) = &partitions[i];
@@ -158,42 +154,35 @@ impl Admin {
             }
             let answers = join_all(requests.into_iter().map(|(leader, items)| async move {
                 let mut out = Vec::new();
-                let sent = match self.cluster.connection_for_broker(leader).await {
-                    Ok(b) => {
-                        self.send::<DeleteRecordsRequest, _>(&b, |_| {
-                            let mut topics: BTreeMap<&str, Vec<DeleteRecordsPartition>> =
-                                BTreeMap::new();
-                            for &i in &items {
-                                let (tp, offset) = &before[i];
-                                topics.entry(tp.topic()).or_default().push(
-                                    DeleteRecordsPartition::default()
-                                        .with_partition_index(tp.partition)
-                                        .with_offset(*offset),
-                                );
-                            }
-                            Ok(DeleteRecordsRequest::default()
-                                .with_timeout_ms(timeout_ms)
-                                .with_topics(
-                                    topics
-                                        .into_iter()
-                                        .map(|(t, parts)| {
-                                            DeleteRecordsTopic::default()
-                                                .with_name(topic_name(t))
-                                                .with_partitions(parts)
-                                        })
-                                        .collect(),
-                                ))
-                        })
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let resp: DeleteRecordsResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                        return out;
-                    }
+                let broker = self.cluster.connection_for_broker(leader).await;
+                let sent = self
+                    .send_for_items::<DeleteRecordsRequest, _, _>(broker, &items, &mut out, |_| {
+                        let mut topics: BTreeMap<&str, Vec<DeleteRecordsPartition>> =
+                            BTreeMap::new();
+                        for &i in &items {
+                            let (tp, offset) = &before[i];
+                            topics.entry(tp.topic()).or_default().push(
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(tp.partition)
+                                    .with_offset(*offset),
+                            );
+                        }
+                        Ok(DeleteRecordsRequest::default()
+                            .with_timeout_ms(timeout_ms)
+                            .with_topics(
+                                topics
+                                    .into_iter()
+                                    .map(|(t, parts)| {
+                                        DeleteRecordsTopic::default()
+                                            .with_name(topic_name(t))
+                                            .with_partitions(parts)
+                                    })
+                                    .collect(),
+                            ))
+                    })
+                    .await;
+                let Some(resp): Option<DeleteRecordsResponse> = sent else {
+                    return out;
                 };
                 for i in items {
                     let tp = &before[i].0;
