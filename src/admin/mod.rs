@@ -197,6 +197,24 @@ fn code_error(code: i16, message: Option<&StrBytes>, api: ApiKey) -> Option<Erro
     })
 }
 
+/// One input's answer from its entry in a response (`None`: the response does not mention
+/// it, named by `what`): the entry's error (`status` gives its code and message) or
+/// `ok(entry)`.
+fn entry_answer<E, T>(
+    entry: Option<&E>,
+    api: ApiKey,
+    what: &str,
+    status: fn(&E) -> (i16, Option<&StrBytes>),
+    ok: impl FnOnce(&E) -> T,
+) -> Result<T> {
+    let entry = entry.ok_or_else(|| missing(api, what))?;
+    let (code, message) = status(entry);
+    match code_error(code, message, api) {
+        Some(e) => Err(e),
+        None => Ok(ok(entry)),
+    }
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }
@@ -280,6 +298,34 @@ impl Admin {
         conn.send_at(request, version)
             .await
             .map_err(|e| e.on_broker(id))
+    }
+
+    /// Sends one request for `items` (indexes into the caller's inputs) to `broker` (or its
+    /// lookup failure): the response, or `None` after giving every item the failure in `out`.
+    /// The calls that batch their inputs per broker (ListOffsets, DeleteRecords,
+    /// DescribeConfigs, IncrementalAlterConfigs) share this step.
+    async fn send_for_items<R, F, T>(
+        &self,
+        broker: Result<BrokerConnection>,
+        items: &[usize],
+        out: &mut Vec<(usize, Result<T>)>,
+        build: F,
+    ) -> Option<R::Response>
+    where
+        R: Request,
+        F: FnOnce(i16) -> Result<R>,
+    {
+        let sent = match broker {
+            Ok(b) => self.send::<R, F>(&b, build).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(r) => Some(r),
+            Err(e) => {
+                out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
+                None
+            }
+        }
     }
 
     /// Runs a call whose result is one value (one request): retries retriable failures.

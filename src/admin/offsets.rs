@@ -4,15 +4,14 @@
 use std::collections::BTreeMap;
 
 use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
-use crate::protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use crate::protocol::messages::{
-    ApiKey, BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest,
-    ListOffsetsResponse,
+    ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use crate::protocol::requests::list_offsets::{self, EARLIEST, LATEST, MAX_TIMESTAMP, OffsetQuery};
 
 /// Which offset [`Admin::list_offsets`] looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +34,11 @@ pub enum OffsetSpec {
 impl OffsetSpec {
     fn wire(self) -> (i64, IsolationLevel) {
         match self {
-            OffsetSpec::Earliest => (-2, IsolationLevel::ReadUncommitted),
-            OffsetSpec::Latest => (-1, IsolationLevel::ReadUncommitted),
-            OffsetSpec::LastStable => (-1, IsolationLevel::ReadCommitted),
+            OffsetSpec::Earliest => (EARLIEST, IsolationLevel::ReadUncommitted),
+            OffsetSpec::Latest => (LATEST, IsolationLevel::ReadUncommitted),
+            OffsetSpec::LastStable => (LATEST, IsolationLevel::ReadCommitted),
             OffsetSpec::Timestamp(t) => (t, IsolationLevel::ReadUncommitted),
-            OffsetSpec::MaxTimestamp => (-3, IsolationLevel::ReadUncommitted),
+            OffsetSpec::MaxTimestamp => (MAX_TIMESTAMP, IsolationLevel::ReadUncommitted),
         }
     }
 }
@@ -94,21 +93,17 @@ impl Admin {
             let answers = join_all(requests.into_iter().map(
                 |((leader, isolation), items)| async move {
                     let mut out = Vec::new();
-                    let sent = match self.cluster.connection_for_broker(leader).await {
-                        Ok(b) => {
-                            self.send::<ListOffsetsRequest, _>(&b, |version| {
-                                list_offsets_request(partitions, &items, isolation, version)
-                            })
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let resp: ListOffsetsResponse = match sent {
-                        Ok(r) => r,
-                        Err(e) => {
-                            out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                            return out;
-                        }
+                    let broker = self.cluster.connection_for_broker(leader).await;
+                    let sent = self
+                        .send_for_items::<ListOffsetsRequest, _, _>(
+                            broker,
+                            &items,
+                            &mut out,
+                            |version| list_offsets_request(partitions, &items, isolation, version),
+                        )
+                        .await;
+                    let Some(resp): Option<ListOffsetsResponse> = sent else {
+                        return out;
                     };
                     for i in items {
                         let (tp, spec) = &partitions[i];
@@ -159,42 +154,35 @@ impl Admin {
             }
             let answers = join_all(requests.into_iter().map(|(leader, items)| async move {
                 let mut out = Vec::new();
-                let sent = match self.cluster.connection_for_broker(leader).await {
-                    Ok(b) => {
-                        self.send::<DeleteRecordsRequest, _>(&b, |_| {
-                            let mut topics: BTreeMap<&str, Vec<DeleteRecordsPartition>> =
-                                BTreeMap::new();
-                            for &i in &items {
-                                let (tp, offset) = &before[i];
-                                topics.entry(tp.topic()).or_default().push(
-                                    DeleteRecordsPartition::default()
-                                        .with_partition_index(tp.partition)
-                                        .with_offset(*offset),
-                                );
-                            }
-                            Ok(DeleteRecordsRequest::default()
-                                .with_timeout_ms(timeout_ms)
-                                .with_topics(
-                                    topics
-                                        .into_iter()
-                                        .map(|(t, parts)| {
-                                            DeleteRecordsTopic::default()
-                                                .with_name(topic_name(t))
-                                                .with_partitions(parts)
-                                        })
-                                        .collect(),
-                                ))
-                        })
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let resp: DeleteRecordsResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                        return out;
-                    }
+                let broker = self.cluster.connection_for_broker(leader).await;
+                let sent = self
+                    .send_for_items::<DeleteRecordsRequest, _, _>(broker, &items, &mut out, |_| {
+                        let mut topics: BTreeMap<&str, Vec<DeleteRecordsPartition>> =
+                            BTreeMap::new();
+                        for &i in &items {
+                            let (tp, offset) = &before[i];
+                            topics.entry(tp.topic()).or_default().push(
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(tp.partition)
+                                    .with_offset(*offset),
+                            );
+                        }
+                        Ok(DeleteRecordsRequest::default()
+                            .with_timeout_ms(timeout_ms)
+                            .with_topics(
+                                topics
+                                    .into_iter()
+                                    .map(|(t, parts)| {
+                                        DeleteRecordsTopic::default()
+                                            .with_name(topic_name(t))
+                                            .with_partitions(parts)
+                                    })
+                                    .collect(),
+                            ))
+                    })
+                    .await;
+                let Some(resp): Option<DeleteRecordsResponse> = sent else {
+                    return out;
                 };
                 for i in items {
                     let tp = &before[i].0;
@@ -225,52 +213,24 @@ impl Admin {
     }
 }
 
-/// The ListOffsets request for `items` (indexes into `partitions`) at `version`.
+/// The ListOffsets request for `items` (indexes into `partitions`) at `version` (built by
+/// `protocol::requests::list_offsets`, shared with the consumer).
 fn list_offsets_request(
     partitions: &[(TopicPartition, OffsetSpec)],
     items: &[usize],
     isolation: IsolationLevel,
     version: i16,
 ) -> Result<ListOffsetsRequest> {
-    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
-    for &i in items {
+    let queries = items.iter().map(|&i| {
         let (tp, spec) = &partitions[i];
-        if *spec == OffsetSpec::MaxTimestamp && version < 7 {
-            return Err(Error::new(ErrorKind::UnsupportedVersion {
-                api: crate::error::Api::of(ApiKey::ListOffsets),
-            })
-            .message("OffsetSpec::MaxTimestamp needs ListOffsets v7+")
-            .on_partition(tp.topic(), tp.partition));
+        OffsetQuery {
+            topic: tp.topic(),
+            partition: tp.partition,
+            timestamp: spec.wire().0,
+            current_leader_epoch: -1,
         }
-        let mut p = ListOffsetsPartition::default()
-            .with_partition_index(tp.partition)
-            .with_timestamp(spec.wire().0);
-        if version >= 4 {
-            p.current_leader_epoch = -1;
-        }
-        topics.entry(tp.topic()).or_default().push(p);
-    }
-    let mut req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, parts)| {
-                    ListOffsetsTopic::default()
-                        .with_name(topic_name(t))
-                        .with_partitions(parts)
-                })
-                .collect(),
-        );
-    if version >= 2 {
-        req.isolation_level = isolation.wire();
-    } else if isolation == IsolationLevel::ReadCommitted {
-        return Err(Error::new(ErrorKind::UnsupportedVersion {
-            api: crate::error::Api::of(ApiKey::ListOffsets),
-        })
-        .message("OffsetSpec::LastStable needs ListOffsets v2+"));
-    }
-    Ok(req)
+    });
+    list_offsets::request(queries, isolation, version)
 }
 
 /// The answer for one partition in a ListOffsets response.
@@ -279,33 +239,22 @@ fn listed_offset(
     tp: &TopicPartition,
     spec: OffsetSpec,
 ) -> Result<ListedOffset> {
-    let p = resp
-        .topics
-        .iter()
-        .filter(|t| t.name.0.as_str() == tp.topic())
-        .flat_map(|t| t.partitions.iter())
-        .find(|p| p.partition_index == tp.partition)
-        .ok_or_else(|| missing(ApiKey::ListOffsets, &tp.to_string()))?;
-    if let Some(e) = code_error(p.error_code, None, ApiKey::ListOffsets) {
-        return Err(e.on_partition(tp.topic(), tp.partition));
-    }
+    let p = list_offsets::find(resp, tp.topic(), tp.partition)
+        .ok_or_else(|| missing(ApiKey::ListOffsets, &tp.to_string()))??;
     let by_time = matches!(spec, OffsetSpec::Timestamp(_) | OffsetSpec::MaxTimestamp);
     Ok(ListedOffset {
-        offset: (p.offset >= 0).then_some(p.offset),
-        timestamp: (by_time && p.timestamp >= 0).then_some(p.timestamp),
-        leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
+        offset: p.offset,
+        timestamp: p.timestamp.filter(|_| by_time),
+        leader_epoch: p.leader_epoch,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
     use crate::KafkaCode;
-    use crate::protocol::StrBytes;
-    use crate::protocol::messages::TopicName;
-    use crate::protocol::messages::list_offsets_response::{
-        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-    };
+    use crate::protocol::messages::BrokerId;
 
     fn tp(t: &str, p: i32) -> TopicPartition {
         TopicPartition::new(t, p)
@@ -354,25 +303,8 @@ mod tests {
 
     #[test]
     fn response_parsing_per_partition() {
-        let resp = ListOffsetsResponse::default().with_topics(vec![
-            ListOffsetsTopicResponse::default()
-                .with_name(TopicName(StrBytes::from_static_str("a")))
-                .with_partitions(vec![
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(0)
-                        .with_offset(42)
-                        .with_timestamp(1000)
-                        .with_leader_epoch(3),
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(1)
-                        .with_offset(-1)
-                        .with_timestamp(-1)
-                        .with_leader_epoch(-1),
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(2)
-                        .with_error_code(6),
-                ]),
-        ]);
+        // a/0: 42 (timestamp 1000, epoch 3); a/1: none; a/2: NOT_LEADER_OR_FOLLOWER.
+        let resp = list_offsets::sample_response();
         let r = listed_offset(&resp, &tp("a", 0), OffsetSpec::Timestamp(900));
         assert_eq!(
             r.ok(),

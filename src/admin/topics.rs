@@ -1,6 +1,6 @@
 //! Topics, partitions, configs and the cluster description.
 
-use super::{Admin, Internal, code_error, missing, topic_name};
+use super::{Admin, Internal, code_error, entry_answer, missing, topic_name};
 use crate::cluster::{BrokerMetadata, PartitionMetadata};
 use crate::connection::BrokerConnection;
 use crate::error::{KafkaCode, Result};
@@ -591,9 +591,12 @@ impl Admin {
             let mut out = Vec::with_capacity(pending.len());
             for (target, items) in by_config_target(&pending, |i| &resources[i]) {
                 let broker = self.config_broker(target).await;
-                let sent = match broker {
-                    Ok(b) => {
-                        self.send::<DescribeConfigsRequest, _>(&b, |_| {
+                let sent = self
+                    .send_for_items::<DescribeConfigsRequest, _, _>(
+                        broker,
+                        &items,
+                        &mut out,
+                        |_| {
                             Ok(DescribeConfigsRequest::default().with_resources(
                                 items
                                     .iter()
@@ -606,17 +609,11 @@ impl Admin {
                                     })
                                     .collect(),
                             ))
-                        })
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let resp: DescribeConfigsResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                        continue;
-                    }
+                        },
+                    )
+                    .await;
+                let Some(resp): Option<DescribeConfigsResponse> = sent else {
+                    continue;
                 };
                 for i in items {
                     let (ty, name) = resources[i].type_and_name();
@@ -624,34 +621,27 @@ impl Admin {
                         .results
                         .iter()
                         .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
-                    let r = match found {
-                        None => Err(missing(
-                            ApiKey::DescribeConfigs,
-                            &format!("resource {name}"),
-                        )),
-                        Some(r) => match code_error(
-                            r.error_code,
-                            r.error_message.as_ref(),
-                            ApiKey::DescribeConfigs,
-                        ) {
-                            Some(e) => Err(e),
-                            None => {
-                                let mut entries: Vec<ConfigEntry> = r
-                                    .configs
-                                    .iter()
-                                    .map(|c| ConfigEntry {
-                                        name: c.name.to_string(),
-                                        value: c.value.as_ref().map(|v| v.to_string()),
-                                        source: ConfigSource::from_i8(c.config_source),
-                                        read_only: c.read_only,
-                                        sensitive: c.is_sensitive,
-                                    })
-                                    .collect();
-                                entries.sort_by(|a, b| a.name.cmp(&b.name));
-                                Ok(entries)
-                            }
+                    let r = entry_answer(
+                        found,
+                        ApiKey::DescribeConfigs,
+                        &format!("resource {name}"),
+                        |r| (r.error_code, r.error_message.as_ref()),
+                        |r| {
+                            let mut entries: Vec<ConfigEntry> = r
+                                .configs
+                                .iter()
+                                .map(|c| ConfigEntry {
+                                    name: c.name.to_string(),
+                                    value: c.value.as_ref().map(|v| v.to_string()),
+                                    source: ConfigSource::from_i8(c.config_source),
+                                    read_only: c.read_only,
+                                    sensitive: c.is_sensitive,
+                                })
+                                .collect();
+                            entries.sort_by(|a, b| a.name.cmp(&b.name));
+                            entries
                         },
-                    };
+                    );
                     out.push((i, r));
                 }
             }
@@ -670,9 +660,12 @@ impl Admin {
             let mut out = Vec::with_capacity(pending.len());
             for (target, items) in by_config_target(&pending, |i| &changes[i].0) {
                 let broker = self.config_broker(target).await;
-                let sent = match broker {
-                    Ok(b) => {
-                        self.send::<IncrementalAlterConfigsRequest, _>(&b, |_| {
+                let sent = self
+                    .send_for_items::<IncrementalAlterConfigsRequest, _, _>(
+                        broker,
+                        &items,
+                        &mut out,
+                        |_| {
                             Ok(IncrementalAlterConfigsRequest::default().with_resources(
                                 items
                                     .iter()
@@ -691,17 +684,11 @@ impl Admin {
                                     })
                                     .collect(),
                             ))
-                        })
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let resp: IncrementalAlterConfigsResponse = match sent {
-                    Ok(r) => r,
-                    Err(e) => {
-                        out.extend(items.iter().map(|&i| (i, Err(e.clone()))));
-                        continue;
-                    }
+                        },
+                    )
+                    .await;
+                let Some(resp): Option<IncrementalAlterConfigsResponse> = sent else {
+                    continue;
                 };
                 for i in items {
                     let (ty, name) = changes[i].0.type_and_name();
@@ -709,20 +696,13 @@ impl Admin {
                         .responses
                         .iter()
                         .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
-                    let r = match found {
-                        None => Err(missing(
-                            ApiKey::IncrementalAlterConfigs,
-                            &format!("resource {name}"),
-                        )),
-                        Some(r) => match code_error(
-                            r.error_code,
-                            r.error_message.as_ref(),
-                            ApiKey::IncrementalAlterConfigs,
-                        ) {
-                            Some(e) => Err(e),
-                            None => Ok(()),
-                        },
-                    };
+                    let r = entry_answer(
+                        found,
+                        ApiKey::IncrementalAlterConfigs,
+                        &format!("resource {name}"),
+                        |r| (r.error_code, r.error_message.as_ref()),
+                        |_| (),
+                    );
                     out.push((i, r));
                 }
             }

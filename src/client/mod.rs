@@ -651,6 +651,47 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
 
+    /// A builder with `props` set one by one (each must be accepted): the start of the
+    /// property tests.
+    fn with_properties(props: &[(&str, &str)]) -> ClientBuilder {
+        let mut b = Client::builder();
+        for &(k, v) in props {
+            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+        b
+    }
+
+    /// The error `set_property(key, value)` gives, whose text must name `named`.
+    fn refused_naming(b: &mut ClientBuilder, key: &str, value: &str, named: &str) -> Error {
+        let e = b.set_property(key, value).unwrap_err();
+        assert!(e.to_string().contains(named), "{e}");
+        e
+    }
+
+    /// The text of the `build` error of a builder with a bootstrap server and `key` = `value`.
+    fn build_error_with(key: &str, value: &str) -> String {
+        err_text(
+            Client::builder()
+                .property("bootstrap.servers", "a:1")
+                .property(key, value),
+        )
+    }
+
+    /// The durations of a config, in the order: request timeout, connect timeout, metadata
+    /// max age, reconnect back-off and its maximum, retry back-off and its maximum, API timeout.
+    fn durations(c: &ClientConfig) -> [Duration; 8] {
+        [
+            c.request_timeout,
+            c.connect_timeout,
+            c.metadata_max_age,
+            c.reconnect_backoff,
+            c.reconnect_backoff_max,
+            c.retry_backoff,
+            c.retry_backoff_max,
+            c.api_timeout,
+        ]
+    }
+
     fn err_text(b: ClientBuilder) -> String {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -685,14 +726,19 @@ mod tests {
     fn defaults_match_kafka() {
         let c = ClientConfig::default();
         assert_eq!(c.client_id, "rekafka");
-        assert_eq!(c.request_timeout, Duration::from_secs(30));
-        assert_eq!(c.connect_timeout, Duration::from_secs(10));
-        assert_eq!(c.metadata_max_age, Duration::from_secs(300));
-        assert_eq!(c.reconnect_backoff, Duration::from_millis(50));
-        assert_eq!(c.reconnect_backoff_max, Duration::from_secs(1));
-        assert_eq!(c.retry_backoff, Duration::from_millis(100));
-        assert_eq!(c.retry_backoff_max, Duration::from_secs(1));
-        assert_eq!(c.api_timeout, Duration::from_secs(60));
+        assert_eq!(
+            durations(&c),
+            [
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(300),
+                Duration::from_millis(50),
+                Duration::from_secs(1),
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ]
+        );
         assert!(c.allow_auto_create_topics);
         assert_eq!(c.max_in_flight, 64);
         assert_eq!(c.max_response_size, 100 * 1024 * 1024);
@@ -720,8 +766,7 @@ mod tests {
 
     #[test]
     fn properties_set_typed_settings() {
-        let mut b = Client::builder();
-        for (k, v) in [
+        let b = with_properties(&[
             ("bootstrap.servers", "a:1, b:2"),
             ("client.id", "app"),
             ("request.timeout.ms", "1500"),
@@ -735,20 +780,23 @@ mod tests {
             ("allow.auto.create.topics", "false"),
             ("max.in.flight", "8"),
             ("receive.message.max.bytes", "2048"),
-        ] {
-            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
-        }
+        ]);
         let c = &b.config;
         assert_eq!(c.bootstrap_servers, ["a:1", "b:2"]);
         assert_eq!(c.client_id, "app");
-        assert_eq!(c.request_timeout, Duration::from_millis(1500));
-        assert_eq!(c.connect_timeout, Duration::from_millis(700));
-        assert_eq!(c.metadata_max_age, Duration::from_secs(60));
-        assert_eq!(c.reconnect_backoff, Duration::from_millis(10));
-        assert_eq!(c.reconnect_backoff_max, Duration::from_millis(200));
-        assert_eq!(c.retry_backoff, Duration::from_millis(20));
-        assert_eq!(c.retry_backoff_max, Duration::from_millis(300));
-        assert_eq!(c.api_timeout, Duration::from_secs(9));
+        assert_eq!(
+            durations(c),
+            [
+                Duration::from_millis(1500),
+                Duration::from_millis(700),
+                Duration::from_secs(60),
+                Duration::from_millis(10),
+                Duration::from_millis(200),
+                Duration::from_millis(20),
+                Duration::from_millis(300),
+                Duration::from_secs(9),
+            ]
+        );
         assert!(!c.allow_auto_create_topics);
         assert_eq!(c.max_in_flight, 8);
         assert_eq!(c.max_response_size, 2048);
@@ -782,23 +830,17 @@ mod tests {
             e.message_text(),
             Some("unknown property 'bootstrap.server'; did you mean 'bootstrap.servers'?")
         );
-        let e = b.set_property("request.timeout", "5").unwrap_err();
-        assert!(e.to_string().contains("'request.timeout.ms'"), "{e}");
+        refused_naming(&mut b, "request.timeout", "5", "'request.timeout.ms'");
         let e = b.set_property("frobnicate", "5").unwrap_err();
         assert_eq!(e.message_text(), Some("unknown property 'frobnicate'"));
         // Deferred to build() with the chaining form.
-        let t = err_text(
-            Client::builder()
-                .property("bootstrap.servers", "a:1")
-                .property("clientid", "x"),
-        );
+        let t = build_error_with("clientid", "x");
         assert!(t.contains("did you mean 'client.id'?"), "{t}");
     }
 
     #[test]
     fn librdkafka_configurations_load() {
-        let mut b = Client::builder();
-        for (k, v) in [
+        let mut b = with_properties(&[
             ("metadata.broker.list", "a:1,b:2"),
             ("queue.buffering.max.ms", "15"),
             ("queue.buffering.max.kbytes", "2048"),
@@ -808,9 +850,7 @@ mod tests {
             ("enable.partition.eof", "true"),
             ("batch.num.messages", "10000"),
             ("sasl.password", "hunter2"),
-        ] {
-            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
-        }
+        ]);
         assert_eq!(b.config.bootstrap_servers, ["a:1", "b:2"]);
         // Kept under the key given (aliases) or the Java key (converted librdkafka-only keys).
         let kept: Vec<&str> = b.deferred.iter().map(|(k, _)| k.as_str()).collect();
@@ -827,16 +867,12 @@ mod tests {
         // Secrets stay out of Debug.
         assert!(!format!("{b:?}").contains("hunter2"));
         // A truly unknown key is still an error with suggestions.
-        let e = b
-            .set_property("queue.buffering.max.kbyte", "1")
-            .unwrap_err();
-        assert!(e.to_string().contains("unknown property"), "{e}");
+        refused_naming(&mut b, "queue.buffering.max.kbyte", "1", "unknown property");
     }
 
     #[test]
     fn producer_and_consumer_properties_are_routed_and_kept() {
-        let mut b = Client::builder();
-        for (k, v) in [
+        let b = with_properties(&[
             ("bootstrap.servers", "a:1"),
             ("linger.ms", "5"),
             ("acks", "1"),
@@ -847,9 +883,7 @@ mod tests {
             ("default.api.timeout.ms", "9000"),
             ("client.id", "app"),
             ("linger.ms", "8"),
-        ] {
-            b.set_property(k, v).unwrap_or_else(|e| panic!("{k}: {e}"));
-        }
+        ]);
         // Client keys set the client config; shared keys set it too.
         assert_eq!(b.config.client_id, "app");
         assert_eq!(b.config.request_timeout, Duration::from_secs(7));
@@ -918,10 +952,8 @@ mod tests {
         let e = b.set_property("linger.msec", "5").unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Config);
         assert!(e.to_string().contains("'linger.ms'"), "{e}");
-        let e = b.set_property("group.idd", "g").unwrap_err();
-        assert!(e.to_string().contains("'group.id'"), "{e}");
-        let e = b.set_property("enable.auto.comit", "true").unwrap_err();
-        assert!(e.to_string().contains("'enable.auto.commit'"), "{e}");
+        refused_naming(&mut b, "group.idd", "g", "'group.id'");
+        refused_naming(&mut b, "enable.auto.comit", "true", "'enable.auto.commit'");
         assert!(b.deferred.is_empty());
     }
 
@@ -931,16 +963,11 @@ mod tests {
         let e = b.set_property("linger.ms", "soon").unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Config);
         assert!(e.to_string().contains("linger.ms"), "{e}");
-        let e = b.set_property("auto.offset.reset", "sideways").unwrap_err();
-        assert!(e.to_string().contains("auto.offset.reset"), "{e}");
+        refused_naming(&mut b, "auto.offset.reset", "sideways", "auto.offset.reset");
         let e = b.set_property("acks", "2x").unwrap_err();
         assert_eq!(e.kind(), &ErrorKind::Config, "{e}");
         assert!(b.deferred.is_empty(), "bad values are not kept");
-        let t = err_text(
-            Client::builder()
-                .property("bootstrap.servers", "a:1")
-                .property("max.poll.records", "many"),
-        );
+        let t = build_error_with("max.poll.records", "many");
         assert!(t.contains("max.poll.records"), "{t}");
     }
 
@@ -956,12 +983,13 @@ mod tests {
                  number of milliseconds (0 or more)"
             )
         );
-        let e = b
-            .set_property("allow.auto.create.topics", "maybe")
-            .unwrap_err();
-        assert!(e.to_string().contains("'allow.auto.create.topics'"), "{e}");
+        let e = refused_naming(
+            &mut b,
+            "allow.auto.create.topics",
+            "maybe",
+            "'allow.auto.create.topics'",
+        );
         assert!(e.to_string().contains("true or false"), "{e}");
-        let e = b.set_property("max.in.flight", "-3").unwrap_err();
-        assert!(e.to_string().contains("'max.in.flight'"), "{e}");
+        refused_naming(&mut b, "max.in.flight", "-3", "'max.in.flight'");
     }
 }

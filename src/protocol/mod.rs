@@ -6,6 +6,9 @@
 //! * [`record`]: our own RecordBatch v2 codec, compression and control records.
 //! * [`IsolationLevel`].
 //!
+//! Crate-private: `requests`, the requests several layers send (OffsetFetch, ListOffsets),
+//! built per version and answered into our own types in one place.
+//!
 //! Unstable, with the cargo feature `unstable-protocol` only (not covered by semver: it
 //! follows the releases of the `kafka-protocol` crate, whose types it exposes):
 //!
@@ -37,6 +40,7 @@ unstable_pub! { pub mod codec; }
 pub mod frame;
 mod guard;
 pub mod record;
+pub(crate) mod requests;
 unstable_pub! { pub mod versions; }
 
 // What the crate uses of `kafka-protocol`, by these paths; public only as `unstable`.

@@ -11,15 +11,13 @@ use crate::protocol::StrBytes;
 use crate::protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use crate::protocol::messages::offset_fetch_request::{
-    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-};
 use crate::protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
     DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
     ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetFetchRequest,
     OffsetFetchResponse,
 };
+use crate::protocol::requests::offset_fetch::{self, OffsetFetchQuery};
 
 mod model;
 pub use model::*;
@@ -281,16 +279,24 @@ impl Admin {
         group: &str,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<Vec<(TopicPartition, Result<Option<CommittedOffset>>)>> {
+        let asked: Option<Vec<(&str, i32)>> =
+            partitions.map(|ps| ps.iter().map(|tp| (tp.topic(), tp.partition)).collect());
+        let query = OffsetFetchQuery {
+            group,
+            partitions: asked.as_deref(),
+            member: None,
+            require_stable: false,
+        };
         let resp = self
             .single(|| async {
                 let coordinator = self.group_coordinator(group).await?;
                 let r = self
                     .send::<OffsetFetchRequest, _>(&coordinator, |version| {
-                        Ok(offset_fetch_request(group, partitions, version))
+                        Ok(offset_fetch::request(&query, version))
                     })
                     .await
                     .and_then(|resp| {
-                        group_error(&resp, group)
+                        offset_fetch::group_error(&resp, group)
                             .map_or(Ok(resp), |e| Err(e.on_broker(coordinator.broker_id())))
                     });
                 if let Err(e) = &r {
@@ -430,65 +436,6 @@ fn group_id(name: &str) -> GroupId {
     GroupId(StrBytes::from_string(name.to_owned()))
 }
 
-/// The OffsetFetch request for one group at `version` (v8+ batches groups).
-fn offset_fetch_request(
-    group: &str,
-    partitions: Option<&[TopicPartition]>,
-    version: i16,
-) -> OffsetFetchRequest {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in partitions.into_iter().flatten() {
-        by_topic.entry(tp.topic()).or_default().push(tp.partition);
-    }
-    let mut req = OffsetFetchRequest::default();
-    if version >= 8 {
-        let topics = partitions.map(|_| {
-            by_topic
-                .iter()
-                .map(|(t, ps)| {
-                    OffsetFetchRequestTopics::default()
-                        .with_name(topic_name(t))
-                        .with_partition_indexes(ps.clone())
-                })
-                .collect()
-        });
-        req.groups = vec![
-            OffsetFetchRequestGroup::default()
-                .with_group_id(group_id(group))
-                .with_topics(topics),
-        ];
-    } else {
-        req.group_id = group_id(group);
-        req.topics = Some(
-            by_topic
-                .iter()
-                .map(|(t, ps)| {
-                    OffsetFetchRequestTopic::default()
-                        .with_name(topic_name(t))
-                        .with_partition_indexes(ps.clone())
-                })
-                .collect(),
-        );
-        // v2+: null means every partition the group committed.
-        if partitions.is_none() && version >= 2 {
-            req.topics = None;
-        }
-    }
-    req
-}
-
-/// The group-level error of an OffsetFetch response, if any.
-fn group_error(resp: &OffsetFetchResponse, group: &str) -> Option<Error> {
-    let code = match resp.groups.iter().find(|g| g.group_id.0.as_str() == group) {
-        Some(g) => g.error_code,
-        None if !resp.groups.is_empty() => {
-            return Some(missing(ApiKey::OffsetFetch, &format!("group {group}")));
-        }
-        None => resp.error_code,
-    };
-    code_error(code, None, ApiKey::OffsetFetch)
-}
-
 type PartitionOffsets = Vec<(TopicPartition, Result<Option<CommittedOffset>>)>;
 
 /// The per-partition answers of an OffsetFetch response (either layout).
@@ -497,48 +444,20 @@ fn offset_fetch_results(
     group: &str,
     partitions: Option<&[TopicPartition]>,
 ) -> PartitionOffsets {
-    let mut found: BTreeMap<TopicPartition, Result<Option<CommittedOffset>>> = BTreeMap::new();
-    let mut put =
-        |topic: &str, p: i32, code: i16, offset: i64, epoch: i32, meta: Option<&StrBytes>| {
-            let tp = TopicPartition::new(topic, p);
-            let r = match code_error(code, None, ApiKey::OffsetFetch) {
-                Some(e) => Err(e.on_partition(topic, p)),
-                None if offset < 0 => Ok(None),
-                None => Ok(Some(CommittedOffset {
-                    offset,
-                    leader_epoch: (epoch >= 0).then_some(epoch),
-                    metadata: meta.map(|m| m.to_string()),
-                })),
-            };
-            found.insert(tp, r);
-        };
-    if let Some(g) = resp.groups.iter().find(|g| g.group_id.0.as_str() == group) {
-        for t in &g.topics {
-            for p in &t.partitions {
-                put(
-                    &t.name.0,
-                    p.partition_index,
-                    p.error_code,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.metadata.as_ref(),
-                );
-            }
-        }
-    } else {
-        for t in &resp.topics {
-            for p in &t.partitions {
-                put(
-                    &t.name.0,
-                    p.partition_index,
-                    p.error_code,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.metadata.as_ref(),
-                );
-            }
-        }
-    }
+    let mut found: BTreeMap<TopicPartition, Result<Option<CommittedOffset>>> =
+        offset_fetch::partitions(resp, group)
+            .into_iter()
+            .map(|(topic, p, r)| {
+                let r = r.map(|o| {
+                    o.map(|o| CommittedOffset {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata,
+                    })
+                });
+                (TopicPartition::new(topic, p), r)
+            })
+            .collect();
     match partitions {
         None => found.into_iter().collect(),
         Some(asked) => asked
@@ -622,11 +541,6 @@ fn consumer_group_description(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::protocol::messages::TopicName;
-    use crate::protocol::messages::offset_fetch_response::{
-        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
-        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
-    };
     use bytes::BufMut;
 
     fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
@@ -670,45 +584,10 @@ mod tests {
     }
 
     #[test]
-    fn offset_fetch_request_layouts() {
-        let tps = [TopicPartition::new("t", 1), TopicPartition::new("t", 0)];
-        let v8 = offset_fetch_request("g", Some(&tps), 8);
-        assert_eq!(v8.groups.len(), 1);
-        let topics = v8.groups[0].topics.as_ref().map(|t| t.len());
-        assert_eq!(topics, Some(1));
-        let all = offset_fetch_request("g", None, 8);
-        assert!(all.groups[0].topics.is_none());
-        let v7 = offset_fetch_request("g", None, 7);
-        assert_eq!(v7.group_id.0.as_str(), "g");
-        assert!(v7.topics.is_none());
-        let v1 = offset_fetch_request("g", Some(&tps), 1);
-        assert_eq!(
-            v1.topics.as_ref().map(|t| t[0].partition_indexes.clone()),
-            Some(vec![1, 0])
-        );
-    }
-
-    #[test]
     fn offset_fetch_results_both_layouts() {
-        let name = |s: &str| TopicName(StrBytes::from_string(s.to_owned()));
-        let v8 = OffsetFetchResponse::default().with_groups(vec![
-            OffsetFetchResponseGroup::default()
-                .with_group_id(group_id("g"))
-                .with_topics(vec![
-                    OffsetFetchResponseTopics::default()
-                        .with_name(name("t"))
-                        .with_partitions(vec![
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(0)
-                                .with_committed_offset(7)
-                                .with_committed_leader_epoch(-1),
-                            OffsetFetchResponsePartitions::default()
-                                .with_partition_index(1)
-                                .with_committed_offset(-1),
-                        ]),
-                ]),
-        ]);
-        assert!(group_error(&v8, "g").is_none());
+        // g/t/0: 7; g/t/1: nothing committed; g/t/2: an error (not asked below).
+        let v8 = offset_fetch::sample_v8_response();
+        assert!(offset_fetch::group_error(&v8, "g").is_none());
         let asked = [
             TopicPartition::new("t", 1),
             TopicPartition::new("t", 0),
@@ -724,19 +603,10 @@ mod tests {
         );
         assert_eq!(r[2].1.as_ref().ok(), Some(&None));
 
-        let old = OffsetFetchResponse::default()
-            .with_error_code(16)
-            .with_topics(vec![
-                OffsetFetchResponseTopic::default()
-                    .with_name(name("t"))
-                    .with_partitions(vec![
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(3)
-                            .with_committed_offset(5),
-                    ]),
-            ]);
+        // NOT_COORDINATOR; t/3: 5.
+        let old = offset_fetch::sample_v7_response();
         assert_eq!(
-            group_error(&old, "g").and_then(|e| e.kafka_code()),
+            offset_fetch::group_error(&old, "g").and_then(|e| e.kafka_code()),
             Some(crate::KafkaCode::NotCoordinator)
         );
         let r = offset_fetch_results(&old, "g", None);

@@ -300,12 +300,8 @@ pub(crate) async fn fetch_request(
     items: &[FetchItem],
 ) -> Result<HashMap<TopicPartition, PartitionData>> {
     let cfg = &shared.config;
-    let conn = shared.cluster.connection_for_broker(broker).await?;
-    let conn = conn.connection().await?;
-    let v = conn
-        .versions()
-        .negotiate::<FetchRequest>()
-        .map_err(|e| e.on_broker(broker))?;
+    let (conn, v) = leader_connection::<FetchRequest>(&shared.cluster, broker).await?;
+    let v = v?;
     if v < 4 {
         return Err(Error::new(ErrorKind::UnsupportedVersion {
             api: crate::error::Api::of(ApiKey::Fetch),
@@ -331,20 +327,10 @@ pub(crate) async fn fetch_request(
         .with_isolation_level(cfg.isolation_level.wire())
         .with_session_id(0)
         .with_session_epoch(-1)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, ps)| {
-                    FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
-    let resp = conn
-        .send_at(req, v)
-        .await
-        .map_err(|e| e.on_broker(broker))?;
+        .with_topics(topic_entries(topics, |name, ps| {
+            FetchTopic::default().with_topic(name).with_partitions(ps)
+        }));
+    let resp = send_to_leader(&conn, broker, req, v).await?;
     if let Some(c) = KafkaCode::from_i16(resp.error_code) {
         return Err(Error::broker(c).api(ApiKey::Fetch).on_broker(broker));
     }

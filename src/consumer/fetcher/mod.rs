@@ -30,7 +30,6 @@ use kafka_protocol::messages::{
     ApiKey, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
     fetch_request::{FetchPartition, FetchTopic},
     fetch_response::PartitionData,
-    list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
     offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
     offset_for_leader_epoch_response::EpochEndOffset,
 };
@@ -45,6 +44,7 @@ use super::record::ConsumerRecord;
 use crate::cluster::{Cluster, Recovery, recovery_for};
 use crate::group::{GroupMember, TopicPartition};
 use crate::protocol::record::{ControlType, RecordBatch, RecordBatches, Records};
+use crate::protocol::requests::list_offsets::{self, OffsetQuery};
 use crate::telemetry::{ConsumerPartitionTelemetry, ConsumerTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 mod decode;
@@ -333,6 +333,44 @@ pub(crate) fn settle_out_of_range(
         high_watermark: oor.high_watermark,
     });
     true
+}
+
+/// The connection to `broker` and the version of `R` it speaks: the opening of every request
+/// the fetcher sends to a partition leader (Fetch, ListOffsets, OffsetForLeaderEpoch). The
+/// version is an error (tagged with the broker) when the broker has none in common with us.
+pub(crate) async fn leader_connection<R: kafka_protocol::protocol::Request>(
+    cluster: &Cluster,
+    broker: i32,
+) -> Result<(crate::connection::Connection, Result<i16>)> {
+    let conn = cluster.connection_for_broker(broker).await?;
+    let conn = conn.connection().await?;
+    let v = conn
+        .versions()
+        .negotiate::<R>()
+        .map_err(|e| e.on_broker(broker));
+    Ok((conn, v))
+}
+
+/// Sends `req` at `v` on `conn`, a failure tagged with `broker`.
+pub(crate) async fn send_to_leader<R: kafka_protocol::protocol::Request>(
+    conn: &crate::connection::Connection,
+    broker: i32,
+    req: R,
+    v: i16,
+) -> Result<R::Response> {
+    conn.send_at(req, v).await.map_err(|e| e.on_broker(broker))
+}
+
+/// The topic entries of a request from its partitions grouped by topic, in topic order:
+/// `entry(name, partitions)` makes one (each API has its own generated topic type).
+pub(crate) fn topic_entries<P, T>(
+    by_topic: BTreeMap<Arc<str>, Vec<P>>,
+    entry: impl Fn(TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    by_topic
+        .into_iter()
+        .map(|(t, ps)| entry(TopicName(StrBytes::from_string(t.to_string())), ps))
+        .collect()
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

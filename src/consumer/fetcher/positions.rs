@@ -110,9 +110,9 @@ pub(crate) async fn offsets_for_leader_epoch(
     broker: i32,
     items: &[ValidateItem],
 ) -> Result<Option<HashMap<TopicPartition, EpochEndOffset>>> {
-    let conn = shared.cluster.connection_for_broker(broker).await?;
-    let conn = conn.connection().await?;
-    let v = match conn.versions().negotiate::<OffsetForLeaderEpochRequest>() {
+    let (conn, v) =
+        leader_connection::<OffsetForLeaderEpochRequest>(&shared.cluster, broker).await?;
+    let v = match v {
         Ok(v) if v >= 3 => v,
         _ => return Ok(None),
     };
@@ -127,20 +127,12 @@ pub(crate) async fn offsets_for_leader_epoch(
     }
     let req = OffsetForLeaderEpochRequest::default()
         .with_replica_id((-1).into())
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(t, ps)| {
-                    OffsetForLeaderTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        );
-    let resp = conn
-        .send_at(req, v)
-        .await
-        .map_err(|e| e.on_broker(broker))?;
+        .with_topics(topic_entries(topics, |name, ps| {
+            OffsetForLeaderTopic::default()
+                .with_topic(name)
+                .with_partitions(ps)
+        }));
+    let resp = send_to_leader(&conn, broker, req, v).await?;
     let mut out = HashMap::new();
     for t in resp.topics {
         let topic: Arc<str> = Arc::from(t.topic.as_str());
@@ -441,9 +433,9 @@ async fn look_up(
         .iter()
         .map(|(tp, s, _)| {
             let ts = match s {
-                StartOffset::Beginning => -2,
+                StartOffset::Beginning => list_offsets::EARLIEST,
                 StartOffset::Timestamp(t) => *t,
-                _ => -1,
+                _ => list_offsets::LATEST,
             };
             (tp.clone(), ts)
         })
@@ -454,8 +446,10 @@ async fn look_up(
     let second: Vec<(TopicPartition, i64)> = lookups
         .iter()
         .filter_map(|(tp, s, _)| match (s, answer(&found, tp)) {
-            (StartOffset::FromEnd(_), Ok(_)) => Some((tp.clone(), -2)),
-            (StartOffset::Timestamp(_), Ok(-1)) => Some((tp.clone(), -1)),
+            (StartOffset::FromEnd(_), Ok(_)) => Some((tp.clone(), list_offsets::EARLIEST)),
+            (StartOffset::Timestamp(_), Ok(list_offsets::LATEST)) => {
+                Some((tp.clone(), list_offsets::LATEST))
+            }
             _ => None,
         })
         .collect();
@@ -504,58 +498,22 @@ pub(crate) async fn list_offsets(
     }
     for (broker, items) in by_broker {
         let result: Result<()> = async {
-            let conn = cluster.connection_for_broker(broker).await?;
-            let conn = conn.connection().await?;
-            let v = conn
-                .versions()
-                .negotiate::<ListOffsetsRequest>()
-                .map_err(|e| e.on_broker(broker))?;
-            if v < 1 {
-                return Err(Error::new(ErrorKind::UnsupportedVersion {
-                    api: crate::error::Api::of(ApiKey::ListOffsets),
-                }));
-            }
-            let mut topics: BTreeMap<Arc<str>, Vec<ListOffsetsPartition>> = BTreeMap::new();
-            for (tp, ts, epoch) in &items {
-                let mut p = ListOffsetsPartition::default()
-                    .with_partition_index(tp.partition)
-                    .with_timestamp(*ts);
-                if v >= 4 {
-                    p.current_leader_epoch = *epoch;
-                }
-                topics.entry(tp.topic.clone()).or_default().push(p);
-            }
-            let mut req = ListOffsetsRequest::default()
-                .with_replica_id((-1).into())
-                .with_topics(
-                    topics
-                        .into_iter()
-                        .map(|(t, ps)| {
-                            ListOffsetsTopic::default()
-                                .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                                .with_partitions(ps)
-                        })
-                        .collect(),
-                );
-            if v >= 2 {
-                req.isolation_level = isolation.wire();
-            }
-            let resp = conn
-                .send_at(req, v)
-                .await
-                .map_err(|e| e.on_broker(broker))?;
-            for t in resp.topics {
-                for p in t.partitions {
-                    let tp = TopicPartition::new(t.name.as_str(), p.partition_index);
-                    let r = match KafkaCode::from_i16(p.error_code) {
-                        Some(c) => Err(Error::broker(c)
-                            .api(ApiKey::ListOffsets)
-                            .on_broker(broker)
-                            .on_partition(tp.topic(), tp.partition)),
-                        None => Ok(p.offset),
-                    };
-                    out.insert(tp, r);
-                }
+            let (conn, v) = leader_connection::<ListOffsetsRequest>(cluster, broker).await?;
+            let v = v?;
+            let queries = items.iter().map(|(tp, ts, epoch)| OffsetQuery {
+                topic: tp.topic(),
+                partition: tp.partition,
+                timestamp: *ts,
+                current_leader_epoch: *epoch,
+            });
+            let req = list_offsets::request(queries, isolation, v)?;
+            let resp = send_to_leader(&conn, broker, req, v).await?;
+            for (topic, partition, r) in list_offsets::answers(&resp) {
+                // A timestamp no record reaches is -1, as the broker says it.
+                let r = r
+                    .map(|p| p.offset.unwrap_or(list_offsets::LATEST))
+                    .map_err(|e| e.on_broker(broker));
+                out.insert(TopicPartition::new(topic, partition), r);
             }
             Ok(())
         }

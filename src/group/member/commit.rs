@@ -72,109 +72,35 @@ impl GroupMember {
                 && st.generation >= 0)
                 .then(|| (st.member_id.clone(), st.generation))
         };
-        let mut by_topic: BTreeMap<Arc<str>, Vec<i32>> = BTreeMap::new();
-        for tp in partitions {
-            by_topic
-                .entry(tp.topic.clone())
-                .or_default()
-                .push(tp.partition);
-        }
-        let (resp, v) = self
+        let asked: Vec<(&str, i32)> = partitions
+            .iter()
+            .map(|tp| (tp.topic(), tp.partition))
+            .collect();
+        let query = OffsetFetchQuery {
+            group: &group,
+            partitions: Some(&asked),
+            member: member_epoch
+                .as_ref()
+                .map(|(id, epoch)| (id.as_str(), *epoch)),
+            require_stable: true,
+        };
+        let (resp, _) = self
             .send(OffsetFetchRequest::default(), |v| {
-                let mut req = OffsetFetchRequest::default();
-                if v >= 8 {
-                    let mut g = OffsetFetchRequestGroup::default();
-                    if v >= 9
-                        && let Some((id, epoch)) = &member_epoch
-                    {
-                        g.member_id = Some(str_bytes(id));
-                        g.member_epoch = *epoch;
-                    }
-                    req.groups = vec![
-                        g.with_group_id(GroupId(str_bytes(&group)))
-                            .with_topics(Some(
-                                by_topic
-                                    .iter()
-                                    .map(|(t, ps)| {
-                                        OffsetFetchRequestTopics::default()
-                                            .with_name(TopicName(str_bytes(t)))
-                                            .with_partition_indexes(ps.clone())
-                                    })
-                                    .collect(),
-                            )),
-                    ];
-                } else {
-                    req.group_id = GroupId(str_bytes(&group));
-                    req.topics = Some(
-                        by_topic
-                            .iter()
-                            .map(|(t, ps)| {
-                                OffsetFetchRequestTopic::default()
-                                    .with_name(TopicName(str_bytes(t)))
-                                    .with_partition_indexes(ps.clone())
-                            })
-                            .collect(),
-                    );
-                }
-                if v >= 7 {
-                    req.require_stable = true;
-                }
-                Ok((req, v))
+                Ok((offset_fetch::request(&query, v), v))
             })
             .await?;
+        if let Some(e) = offset_fetch::group_error(&resp, &group) {
+            return Err(e);
+        }
         let mut out = HashMap::new();
-        let mut handle = |topic: &str,
-                          p: i32,
-                          offset: i64,
-                          epoch: i32,
-                          meta: Option<&StrBytes>,
-                          code: i16|
-         -> Result<()> {
-            if let Some(e) = code_error(code, ApiKey::OffsetFetch) {
-                return Err(e.on_partition(topic, p));
-            }
-            let v = (offset >= 0).then(|| OffsetAndMetadata {
-                offset,
-                leader_epoch: (epoch >= 0).then_some(epoch),
-                metadata: meta.map(|m| m.to_string()).filter(|m| !m.is_empty()),
+        // The first partition error fails the lookup (it is retried as a whole).
+        for (topic, p, r) in offset_fetch::partitions(&resp, &group) {
+            let v = r?.map(|o| OffsetAndMetadata {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata: o.metadata.filter(|m| !m.is_empty()),
             });
             out.insert(TopicPartition::new(topic, p), v);
-            Ok(())
-        };
-        if v >= 8 {
-            for g in &resp.groups {
-                if let Some(e) = code_error(g.error_code, ApiKey::OffsetFetch) {
-                    return Err(e);
-                }
-                for t in &g.topics {
-                    for p in &t.partitions {
-                        handle(
-                            &t.name,
-                            p.partition_index,
-                            p.committed_offset,
-                            p.committed_leader_epoch,
-                            p.metadata.as_ref(),
-                            p.error_code,
-                        )?;
-                    }
-                }
-            }
-        } else {
-            if let Some(e) = code_error(resp.error_code, ApiKey::OffsetFetch) {
-                return Err(e);
-            }
-            for t in &resp.topics {
-                for p in &t.partitions {
-                    handle(
-                        &t.name,
-                        p.partition_index,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.metadata.as_ref(),
-                        p.error_code,
-                    )?;
-                }
-            }
         }
         for tp in partitions {
             out.entry(tp.clone()).or_insert(None);

@@ -12,9 +12,6 @@ use kafka_protocol::messages::{
     join_group_request::JoinGroupRequestProtocol,
     leave_group_request::MemberIdentity,
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
-    offset_fetch_request::{
-        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-    },
     sync_group_request::SyncGroupRequestAssignment,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -26,6 +23,7 @@ use super::protocol::{Assignment, Subscription};
 use super::{GroupProtocol, TopicPartition};
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
 use crate::connection::{BrokerConnection, RetryDelay};
+use crate::protocol::requests::offset_fetch::{self, OffsetFetchQuery};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
 mod commit;
