@@ -9,7 +9,8 @@ use super::batch::{
 };
 use super::compression::{Compression, compress_into};
 use super::control::{ControlRecord, ControlType};
-use super::varint::{Scratch, put_varint, varint_len, varlong_len};
+use super::spare::SpareWriter;
+use super::varint::{MAX_VARINT_LEN, varint_len, varlong_len};
 use crate::{Error, Result};
 
 /// Producer id of a producer that is not idempotent.
@@ -39,7 +40,12 @@ pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 /// ```
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
+    /// Header and records up to `len`; the bytes past `len` are room to write into (zeroed
+    /// once, or stale bytes of a pooled buffer), so appending needs no `memset` or `memcpy`
+    /// call per record (see `spare.rs`).
     buf: Vec<u8>,
+    /// The end of the encoded bytes in `buf`.
+    len: usize,
     base_offset: i64,
     partition_leader_epoch: i32,
     producer_id: i64,
@@ -71,7 +77,7 @@ impl BatchBuilder {
     /// come from (and the built batch's memory goes back to) a small process-wide pool, so
     /// that building batch after batch does not allocate afresh each time.
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
-        BatchBuilder::with_buffer(super::pool::take(BATCH_HEADER_LEN + bytes))
+        BatchBuilder::with_buffer(super::pool::take_initialized(BATCH_HEADER_LEN + bytes))
     }
 
     /// Like [`with_capacity`](Self::with_capacity) with a buffer of exactly that capacity,
@@ -86,10 +92,13 @@ impl BatchBuilder {
     }
 
     fn with_buffer(mut buf: Vec<u8>) -> BatchBuilder {
-        buf.clear();
-        buf.resize(BATCH_HEADER_LEN, 0);
+        if buf.len() < BATCH_HEADER_LEN {
+            buf.resize(BATCH_HEADER_LEN, 0);
+        }
+        buf[..BATCH_HEADER_LEN].fill(0);
         BatchBuilder {
             buf,
+            len: BATCH_HEADER_LEN,
             base_offset: 0,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
             producer_id: NO_PRODUCER_ID,
@@ -174,7 +183,7 @@ impl BatchBuilder {
     /// Size of the batch if built now without compression (header plus encoded records); an
     /// upper estimate for compressed batches.
     pub fn estimated_size(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// Bytes that appending this record would add (exact for the uncompressed encoding).
@@ -217,53 +226,55 @@ impl BatchBuilder {
         let body = body_len(ts_delta, offset_delta, key, value, headers);
         let body_i32 = i32::try_from(body)
             .map_err(|_| Error::new(crate::ErrorKind::Encode).message("record too large"))?;
-        let buf = &mut self.buf;
-        buf.reserve(body + 5);
-        // Fixed fields go through a stack buffer: one copy instead of a push per byte.
-        let mut s = Scratch::new();
-        s.varint(body_i32);
-        s.byte(0); // attributes
-        s.varlong(ts_delta);
-        s.varint(offset_delta);
-        match key {
-            None => s.varint(-1),
-            Some(k) => {
-                s.varint(k.len() as i32);
-                s.flush(buf);
-                buf.extend_from_slice(k);
-            }
-        }
-        match value {
-            None => s.varint(-1),
-            Some(v) => {
-                s.varint(v.len() as i32);
-                s.flush(buf);
-                buf.extend_from_slice(v);
-            }
-        }
-        s.varint(headers.len() as i32);
-        s.flush(buf);
+        // `body` is exact and its length varint takes at most 5 bytes: one reservation, then
+        // every field is written in place (no scratch copy, no `memcpy` call for the short
+        // ones; see `spare.rs` for why).
+        self.make_room(body + MAX_VARINT_LEN);
+        let mut w = SpareWriter::new(&mut self.buf, self.len);
+        w.varint(body_i32);
+        w.byte(0); // attributes
+        w.varlong(ts_delta);
+        w.varint(offset_delta);
+        put_bytes(&mut w, key);
+        put_bytes(&mut w, value);
+        w.varint(headers.len() as i32);
         for (k, v) in headers {
-            put_bytes(buf, Some(k.as_bytes()));
-            put_bytes(buf, *v);
+            put_bytes(&mut w, Some(k.as_bytes()));
+            put_bytes(&mut w, *v);
         }
+        self.len = w.pos();
         self.count += 1;
         Ok(offset_delta)
+    }
+
+    /// Makes `buf` hold at least `need` bytes past `len` (initialized), growing the capacity
+    /// as `Vec::reserve` would and zero-filling up to the capacity, once per growth.
+    fn make_room(&mut self, need: usize) {
+        let want = self.len + need;
+        if self.buf.len() < want {
+            self.buf.reserve(want - self.buf.len());
+            let capacity = self.buf.capacity();
+            self.buf.resize(capacity, 0);
+        }
     }
 
     /// Writes the header, compresses the records if asked, computes the CRC and returns the
     /// finished batch.
     pub fn build(self) -> Result<Bytes> {
-        let mut out = match self.compression {
-            Compression::None => self.buf,
+        let (mut out, len) = match self.compression {
+            Compression::None => (self.buf, self.len),
             codec => {
-                let records = self.buf.get(BATCH_HEADER_LEN..).unwrap_or_default();
+                let records = self.buf.get(BATCH_HEADER_LEN..self.len).unwrap_or_default();
                 let mut out = super::pool::take(BATCH_HEADER_LEN + records.len() / 2 + 64);
                 out.resize(BATCH_HEADER_LEN, 0);
                 compress_into(codec, self.level, records, &mut out)?;
                 super::pool::give(self.buf);
-                out
+                let len = out.len();
+                (out, len)
             }
+        };
+        let Some(batch) = out.get_mut(..len) else {
+            return Err(Error::new(crate::ErrorKind::Encode).message("record batch overran"));
         };
         let mut attributes = self.compression.id();
         if self.timestamp_type == TimestampType::LogAppendTime {
@@ -275,10 +286,10 @@ impl BatchBuilder {
         if self.control {
             attributes |= ATTR_CONTROL;
         }
-        let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
+        let batch_length = i32::try_from(batch.len() - LOG_OVERHEAD)
             .map_err(|_| Error::new(crate::ErrorKind::Encode).message("record batch too large"))?;
         let last_offset_delta = (self.count - 1).max(0);
-        let header = &mut out[..BATCH_HEADER_LEN];
+        let header = &mut batch[..BATCH_HEADER_LEN];
         header[0..8].copy_from_slice(&self.base_offset.to_be_bytes());
         header[8..12].copy_from_slice(&batch_length.to_be_bytes());
         header[12..16].copy_from_slice(&self.partition_leader_epoch.to_be_bytes());
@@ -291,19 +302,20 @@ impl BatchBuilder {
         header[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
         header[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
         header[57..61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32c::crc32c(&out[OFF_ATTRIBUTES..]);
-        out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(super::pool::into_bytes(out))
+        let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
+        batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        // The bytes past `len` go back to the pool with the buffer: room for the next batch.
+        Ok(super::pool::into_bytes_prefix(out, len))
     }
 }
 
 #[inline(always)]
-fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
+fn put_bytes(w: &mut SpareWriter<'_>, b: Option<&[u8]>) {
     match b {
-        None => put_varint(buf, -1),
+        None => w.varint(-1),
         Some(b) => {
-            put_varint(buf, b.len() as i32);
-            buf.extend_from_slice(b);
+            w.varint(b.len() as i32);
+            w.slice(b);
         }
     }
 }

@@ -182,7 +182,13 @@ fn read_bounded<R: Read>(reader: R, out: &mut Vec<u8>, limit: usize, what: &str)
 /// Decompresses `input` with `codec` into one buffer of at most `limit` bytes.
 pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> Result<Bytes> {
     // Guess the size from the input, but never reserve more than the limit allows.
-    let mut out = super::pool::take(input.len().saturating_mul(4).min(limit).min(1 << 24));
+    let capacity = input.len().saturating_mul(4).min(limit).min(1 << 24);
+    let mut out = if codec == Compression::Lz4 {
+        // LZ4 decodes over a pooled buffer's stale bytes: no zero-filling per block.
+        super::pool::take_initialized(capacity)
+    } else {
+        super::pool::take(capacity)
+    };
     match codec {
         Compression::None => {
             if input.len() > limit {
@@ -197,7 +203,11 @@ pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> Resu
             "gzip",
         )?,
         Compression::Snappy => snappy_decompress(input, &mut out, limit)?,
-        Compression::Lz4 => lz4_decompress(input, &mut out, limit)?,
+        Compression::Lz4 => {
+            // One frame per batch is usual; concatenated frames are accepted too.
+            let end = super::lz4::decompress_at(input, &mut out, 0, limit)?;
+            return Ok(super::pool::into_bytes_prefix(out, end));
+        }
         Compression::Zstd => zstd_decompress(input, &mut out, limit)?,
     }
     Ok(super::pool::into_bytes(out))
@@ -253,11 +263,6 @@ fn snappy_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()
         rest = tail.get(len..).unwrap_or_default();
     }
     Ok(())
-}
-
-fn lz4_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {
-    // One frame per batch is usual; concatenated frames are accepted too.
-    super::lz4::decompress(input, out, limit)
 }
 
 fn zstd_decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {

@@ -5,7 +5,10 @@
 //! every frame, that is for every batch; on allocators that return such memory to the kernel
 //! at once (musl's) that dominated the codec's time. Here the blocks are compressed straight
 //! into the output buffer with a per-thread hash table, and decompressed straight into the
-//! output buffer.
+//! output buffer. The output buffer may arrive with stale initialized bytes past the
+//! point decoding starts (a pooled buffer, `pool::take_initialized`): blocks are decoded over
+//! them, so the buffer is zero-filled only where it must grow, not 64 KiB per block (musl's
+//! `memset` made that a visible cost).
 //!
 //! Written: 64 KiB independent blocks, no checksums (the batch's CRC-32C covers the bytes), as
 //! the Java client writes them. Read: any block size, independent or linked blocks, block and
@@ -84,7 +87,32 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// Decompresses the LZ4 frames of `input`, appending to `out`, failing once `out` would hold
 /// more than `limit` bytes.
+#[cfg(test)]
 pub(crate) fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<()> {
+    let end = decompress_at(input, out, out.len(), limit)?;
+    out.truncate(end);
+    Ok(())
+}
+
+/// Grows `out` (zero-filling) to at least `len` bytes; bytes already there are left as they
+/// are, to be overwritten.
+fn ensure_len(out: &mut Vec<u8>, len: usize) {
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+}
+
+/// Decompresses the LZ4 frames of `input` into `out` from index `start` on, over whatever
+/// `out` holds there, and returns the end of the decompressed bytes (`out.len()` may be
+/// larger: the bytes past the end are not part of the result). Fails once the end would pass
+/// `limit`.
+pub(crate) fn decompress_at(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    start: usize,
+    limit: usize,
+) -> Result<usize> {
+    let mut end = start.min(out.len());
     let mut pos = 0;
     while pos < input.len() {
         let magic = u32_at(input, pos).ok_or_else(|| invalid("truncated magic"))?;
@@ -124,7 +152,7 @@ pub(crate) fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Resul
         if pos > input.len() {
             return Err(invalid("truncated header"));
         }
-        let frame_start = out.len();
+        let frame_start = end;
         loop {
             let word = u32_at(input, pos).ok_or_else(|| invalid("truncated block size"))?;
             pos += 4;
@@ -136,33 +164,29 @@ pub(crate) fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Resul
                 .get(pos..pos + len)
                 .ok_or_else(|| invalid("truncated block"))?;
             pos += len + if block_checksum { 4 } else { 0 };
-            let start = out.len();
             if word & UNCOMPRESSED != 0 {
-                if start + len > limit {
+                if end + len > limit {
                     return Err(too_large(limit));
                 }
-                out.extend_from_slice(block);
+                ensure_len(out, end + len);
+                out[end..end + len].copy_from_slice(block);
+                end += len;
                 continue;
             }
-            let room = block_max.min(limit.saturating_sub(start));
-            out.resize(start + room, 0);
-            let (before, after) = out.split_at_mut(start);
-            let result = if independent || start == frame_start {
+            let room = block_max.min(limit.saturating_sub(end));
+            ensure_len(out, end + room);
+            let (before, after) = out.split_at_mut(end);
+            let after = &mut after[..room];
+            let result = if independent || end == frame_start {
                 decompress_into(block, after)
             } else {
-                let dict = &before[frame_start.max(start.saturating_sub(64 << 10))..];
+                let dict = &before[frame_start.max(end.saturating_sub(64 << 10))..];
                 decompress_into_with_dict(block, after, dict)
             };
             match result {
-                Ok(n) => out.truncate(start + n),
-                Err(_) if room < block_max => {
-                    out.truncate(start);
-                    return Err(too_large(limit));
-                }
-                Err(e) => {
-                    out.truncate(start);
-                    return Err(invalid(&e.to_string()));
-                }
+                Ok(n) => end += n,
+                Err(_) if room < block_max => return Err(too_large(limit)),
+                Err(e) => return Err(invalid(&e.to_string())),
             }
         }
         if content_checksum {
@@ -172,7 +196,7 @@ pub(crate) fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Resul
             return Err(invalid("truncated checksum"));
         }
     }
-    Ok(())
+    Ok(end)
 }
 
 #[cfg(test)]
@@ -242,5 +266,38 @@ mod tests {
         let mut junk = Vec::new();
         assert!(decompress(&frame[..frame.len() - 9], &mut junk, usize::MAX).is_err());
         assert!(decompress(b"nope", &mut junk, usize::MAX).is_err());
+    }
+
+    /// A buffer holding stale bytes (a pooled one) decodes to the same bytes as an empty one,
+    /// whether the stale part is shorter or longer than the output, and the limit counts from
+    /// the start of the output, not the stale length.
+    #[test]
+    fn decoding_over_stale_bytes_gives_the_same_output() {
+        for n in [0, 1, 1000, 65_536, 150_000] {
+            let input = sample(n);
+            let mut frame = Vec::new();
+            compress(&input, &mut frame).unwrap();
+            // An incompressible block too (stored as is).
+            let noise: Vec<u8> = (0..70_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            compress(&noise, &mut frame).unwrap();
+            let mut want = input.clone();
+            want.extend_from_slice(&noise);
+            for stale in [0, 10, 100_000, 400_000] {
+                for start in [0, 7] {
+                    let mut out = vec![0xA5; stale.max(start)];
+                    let end = decompress_at(&frame, &mut out, start, usize::MAX).unwrap();
+                    assert_eq!(end, start + want.len(), "{n} bytes, {stale} stale");
+                    assert!(out.len() >= end);
+                    assert!(out[..start].iter().all(|b| *b == 0xA5));
+                    assert!(out[start..end] == want[..], "{n} bytes, {stale} stale");
+                }
+            }
+            let mut out = vec![0xA5; 400_000];
+            let limit = want.len() - 1;
+            let e = decompress_at(&frame, &mut out, 0, limit).unwrap_err();
+            assert!(e.to_string().contains("limit"), "{e}");
+        }
     }
 }

@@ -45,6 +45,7 @@ mod compression;
 mod control;
 mod lz4;
 mod pool;
+mod spare;
 mod varint;
 
 pub use batch::{

@@ -67,7 +67,7 @@ pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64> {
     Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
 }
 
-#[inline(always)]
+#[cfg(test)]
 fn put_unsigned(out: &mut Vec<u8>, mut v: u64) {
     if v < 0x80 {
         out.push(v as u8);
@@ -84,64 +84,8 @@ fn put_unsigned(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&tmp[..=n]);
 }
 
-/// Writes an unsigned LEB128 value into `out[*n..]` (which must have room for 10 bytes).
-#[inline(always)]
-fn write_unsigned(out: &mut [u8; 64], n: &mut usize, mut v: u64) {
-    for _ in 0..MAX_VARLONG_LEN {
-        let Some(slot) = out.get_mut(*n) else { return };
-        *n += 1;
-        if v < 0x80 {
-            *slot = v as u8;
-            return;
-        }
-        *slot = (v as u8) | 0x80;
-        v >>= 7;
-    }
-}
-
-/// A small stack buffer for the fixed fields of a record, flushed with one copy.
-pub(crate) struct Scratch {
-    pub(crate) buf: [u8; 64],
-    pub(crate) n: usize,
-}
-
-impl Scratch {
-    #[inline(always)]
-    pub(crate) fn new() -> Scratch {
-        Scratch { buf: [0; 64], n: 0 }
-    }
-
-    #[inline(always)]
-    pub(crate) fn varint(&mut self, v: i32) {
-        write_unsigned(
-            &mut self.buf,
-            &mut self.n,
-            u64::from(((v << 1) ^ (v >> 31)) as u32),
-        );
-    }
-
-    #[inline(always)]
-    pub(crate) fn varlong(&mut self, v: i64) {
-        write_unsigned(&mut self.buf, &mut self.n, ((v << 1) ^ (v >> 63)) as u64);
-    }
-
-    #[inline(always)]
-    pub(crate) fn byte(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.n) {
-            *slot = b;
-            self.n += 1;
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.buf.get(..self.n).unwrap_or_default());
-        self.n = 0;
-    }
-}
-
 /// Appends a zig-zag varint.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i32) {
     put_unsigned(out, u64::from(((v << 1) ^ (v >> 31)) as u32));
 }
