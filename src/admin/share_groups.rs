@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use super::groups::{GroupState, sorted_partitions};
-use super::{Admin, ConfigEntry, ConfigResource, TopicPartition, code_error, missing, topic_name};
+use super::{
+    Admin, ConfigEntry, ConfigResource, TopicPartition, code_error, missing, status_of, topic_name,
+};
 use crate::error::{Error, Result};
 use crate::protocol::StrBytes;
 use crate::protocol::messages::alter_share_group_offsets_request::{
@@ -229,14 +231,12 @@ impl Admin {
             |resp: &ShareGroupDescribeResponse, name, coordinator| {
                 let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
                 Some(
-                    match code_error(
+                    status_of(
                         g.error_code,
                         g.error_message.as_ref(),
                         ApiKey::ShareGroupDescribe,
-                    ) {
-                        Some(e) => Err(e),
-                        None => Ok(share_group_description(name, g, coordinator)),
-                    },
+                    )
+                    .map(|()| share_group_description(name, g, coordinator)),
                 )
             },
         )
@@ -378,14 +378,9 @@ impl Admin {
                     })
                     .await
                     .and_then(|resp| {
-                        match code_error(
-                            resp.error_code,
-                            resp.error_message.as_ref(),
-                            ApiKey::AlterShareGroupOffsets,
-                        ) {
-                            Some(e) => Err(e.on_broker(coordinator.broker_id())),
-                            None => Ok(resp),
-                        }
+                        status_of(resp.error_code, resp.error_message.as_ref(), ApiKey::AlterShareGroupOffsets)
+                            .map_err(|e| e.on_broker(coordinator.broker_id()))
+                            .map(|()| resp)
                     });
                 if let Err(e) = &r {
                     self.after_coordinator_error(group, e);
@@ -404,14 +399,12 @@ impl Admin {
                     .find(|p| p.partition_index == tp.partition);
                 let r = match answer {
                     None => Err(missing(ApiKey::AlterShareGroupOffsets, &tp.to_string())),
-                    Some(p) => match code_error(
+                    Some(p) => status_of(
                         p.error_code,
                         p.error_message.as_ref(),
                         ApiKey::AlterShareGroupOffsets,
-                    ) {
-                        Some(e) => Err(e.on_partition(tp.topic(), tp.partition)),
-                        None => Ok(()),
-                    },
+                    )
+                    .map_err(|e| e.on_partition(tp.topic(), tp.partition)),
                 };
                 (tp.clone(), r)
             })
@@ -450,14 +443,13 @@ impl Admin {
                     })
                     .await
                     .and_then(|resp| {
-                        match code_error(
+                        status_of(
                             resp.error_code,
                             resp.error_message.as_ref(),
                             ApiKey::DeleteShareGroupOffsets,
-                        ) {
-                            Some(e) => Err(e.on_broker(coordinator.broker_id())),
-                            None => Ok(resp),
-                        }
+                        )
+                        .map_err(|e| e.on_broker(coordinator.broker_id()))
+                        .map(|()| resp)
                     });
                 if let Err(e) = &r {
                     self.after_coordinator_error(group, e);
@@ -474,14 +466,12 @@ impl Admin {
                         ApiKey::DeleteShareGroupOffsets,
                         &format!("topic {t}"),
                     )),
-                    Some(r) => match code_error(
+                    Some(r) => status_of(
                         r.error_code,
                         r.error_message.as_ref(),
                         ApiKey::DeleteShareGroupOffsets,
-                    ) {
-                        Some(e) => Err(e.on_topic(t.to_owned())),
-                        None => Ok(()),
-                    },
+                    )
+                    .map_err(|e| e.on_topic(t.to_owned())),
                 };
                 (t.to_owned(), r)
             })

@@ -386,37 +386,30 @@ impl Admin {
             let mut out = Vec::with_capacity(pending.len());
             for i in pending {
                 let name = &topics[i].name;
-                let r = match resp.topics.iter().find(|t| t.name.0.as_str() == name) {
-                    None => Err(missing(ApiKey::CreateTopics, &format!("topic {name}"))),
-                    Some(t) => match code_error(
-                        t.error_code,
-                        t.error_message.as_ref(),
-                        ApiKey::CreateTopics,
-                    ) {
-                        Some(e) => {
-                            self.after_controller_error(&e).await;
-                            Err(e.on_topic(name.clone()))
-                        }
-                        None => Ok(TopicCreated {
-                            name: name.clone(),
-                            topic_id: *t.topic_id.as_bytes(),
-                            partitions: t.num_partitions,
-                            replication_factor: t.replication_factor,
-                            configs: t
-                                .configs
-                                .iter()
-                                .flatten()
-                                .map(|c| ConfigEntry {
-                                    name: c.name.to_string(),
-                                    value: c.value.as_ref().map(|v| v.to_string()),
-                                    source: ConfigSource::from_i8(c.config_source),
-                                    read_only: c.read_only,
-                                    sensitive: c.is_sensitive,
-                                })
-                                .collect(),
-                        }),
-                    },
-                };
+                let found = resp.topics.iter().find(|t| t.name.0.as_str() == name);
+                let r = self
+                    .topic_answer(ApiKey::CreateTopics, name, found, |t| {
+                        (t.error_code, t.error_message.as_ref())
+                    })
+                    .await
+                    .map(|t| TopicCreated {
+                        name: name.clone(),
+                        topic_id: *t.topic_id.as_bytes(),
+                        partitions: t.num_partitions,
+                        replication_factor: t.replication_factor,
+                        configs: t
+                            .configs
+                            .iter()
+                            .flatten()
+                            .map(|c| ConfigEntry {
+                                name: c.name.to_string(),
+                                value: c.value.as_ref().map(|v| v.to_string()),
+                                source: ConfigSource::from_i8(c.config_source),
+                                read_only: c.read_only,
+                                sensitive: c.is_sensitive,
+                            })
+                            .collect(),
+                    });
                 out.push((i, r));
             }
             Ok(out)
@@ -450,20 +443,12 @@ impl Admin {
                     .responses
                     .iter()
                     .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == *name));
-                let r = match found {
-                    None => Err(missing(ApiKey::DeleteTopics, &format!("topic {name}"))),
-                    Some(t) => match code_error(
-                        t.error_code,
-                        t.error_message.as_ref(),
-                        ApiKey::DeleteTopics,
-                    ) {
-                        Some(e) => {
-                            self.after_controller_error(&e).await;
-                            Err(e.on_topic(*name))
-                        }
-                        None => Ok(()),
-                    },
-                };
+                let r = self
+                    .topic_answer(ApiKey::DeleteTopics, name, found, |t| {
+                        (t.error_code, t.error_message.as_ref())
+                    })
+                    .await
+                    .map(|_| ());
                 out.push((*i, r));
             }
             Ok(out)
@@ -748,20 +733,13 @@ impl Admin {
             let mut out = Vec::with_capacity(pending.len());
             for i in pending {
                 let name = &topics[i].topic;
-                let r = match resp.results.iter().find(|r| r.name.0.as_str() == name) {
-                    None => Err(missing(ApiKey::CreatePartitions, &format!("topic {name}"))),
-                    Some(r) => match code_error(
-                        r.error_code,
-                        r.error_message.as_ref(),
-                        ApiKey::CreatePartitions,
-                    ) {
-                        Some(e) => {
-                            self.after_controller_error(&e).await;
-                            Err(e.on_topic(name.clone()))
-                        }
-                        None => Ok(()),
-                    },
-                };
+                let found = resp.results.iter().find(|r| r.name.0.as_str() == name);
+                let r = self
+                    .topic_answer(ApiKey::CreatePartitions, name, found, |r| {
+                        (r.error_code, r.error_message.as_ref())
+                    })
+                    .await
+                    .map(|_| ());
                 out.push((i, r));
             }
             Ok(out)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
 
-use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
+use super::{Admin, TopicPartition, code_error, join_all, missing, status_of, topic_name};
 use crate::KafkaCode;
 use crate::error::{Error, Result};
 use crate::protocol::StrBytes;
@@ -165,14 +165,12 @@ impl Admin {
             |resp: &ConsumerGroupDescribeResponse, name, coordinator| {
                 let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
                 Some(
-                    match code_error(
+                    status_of(
                         g.error_code,
                         g.error_message.as_ref(),
                         ApiKey::ConsumerGroupDescribe,
-                    ) {
-                        Some(e) => Err(e),
-                        None => Ok(consumer_group_description(name, g, coordinator)),
-                    },
+                    )
+                    .map(|()| consumer_group_description(name, g, coordinator)),
                 )
             },
         )
