@@ -95,10 +95,23 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     let consumer =
         Arc::new(client.consumer(ConsumerConfig::new().with_auto_commit(AutoCommit::Disabled))?);
-    let description = client.admin().describe_topics(&[&a.topic]).await?;
-    let parts = match description.into_iter().next() {
-        Some(d) => d?.partitions,
-        None => return Err(format!("topic {} not described", a.topic).into()),
+    // The harness creates TOPIC just before: the broker asked may not know it yet
+    // (UnknownTopicOrPartition until the controller's metadata reaches it), so ask again for
+    // up to 10 s before giving up with the last error.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let parts = loop {
+        let described = match client.admin().describe_topics(&[&a.topic]).await {
+            Ok(d) => match d.into_iter().next() {
+                Some(d) => d.map(|d| d.partitions).map_err(BoxError::from),
+                None => Err(format!("topic {} not described", a.topic).into()),
+            },
+            Err(e) => Err(e.into()),
+        };
+        match described {
+            Ok(parts) => break parts,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     };
     consumer.assign(parts.iter().map(|p| {
         (

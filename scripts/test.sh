@@ -61,11 +61,11 @@ cargo test --workspace --no-run --quiet
 # Apache Kafka conformance runner, built with Maven.
 protocol-tests/java-interop/build.sh
 protocol-tests/spring/build.sh
-# The benchmark peers (benches/peers/): franz-go's driver, the kafka-clients latency driver and
+# The benchmark peers (benches/peers/): franz-go's driver, the kafka-clients latency and keyed produce drivers and
 # the Python/bash glue, so the harness cannot rot between benchmark runs.
 (cd benches/peers/franz && go vet ./... && go build -o /dev/null .)
 mkdir -p target/peers/java
-javac -cp '.tools/kafka/lib/*' -d target/peers/java benches/peers/java/PeersLatency.java
+javac -cp '.tools/kafka/lib/*' -d target/peers/java benches/peers/java/PeersLatency.java benches/peers/java/PeersProduce.java
 python3 -m py_compile benches/peers/*.py
 bash -n benches/peers/run.sh
 

@@ -4,11 +4,14 @@
     PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP create TOPIC PARTITIONS
     PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP delete TOPIC...
     PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP count TOPIC
+    PYTHONPATH=.tools/py python3 benches/peers/admin.py BOOTSTRAP keys TOPIC K
 
 create makes TOPIC with the broker's default replication factor (and so its
 min.insync.replicas) and waits until every partition has a leader; delete removes the topics
 (a missing one is not an error); count prints the sum over partitions of high watermark minus
-low watermark, i.e. the records the topic holds (offsets of a non-transactional topic).
+low watermark, i.e. the records the topic holds (offsets of a non-transactional topic);
+keys reads up to 2 000 records from the start of every partition and fails unless each has a
+key that is decimal text below K (the keyed workloads' keys), printing the distinct keys seen.
 """
 import sys
 import time
@@ -62,6 +65,28 @@ def count(bootstrap, topic):
     print(total)
 
 
+def keys(bootstrap, topic, k):
+    md = admin(bootstrap).list_topics(topic=topic, timeout=10).topics[topic]
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "peers-keys", "broker.address.family": "v4",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    seen, read, deadline = set(), 0, time.monotonic() + 30
+    while read < 2000 and time.monotonic() < deadline:
+        for m in c.consume(500, timeout=1):
+            if m.error():
+                continue
+            read += 1
+            key = m.key()
+            if key is None or not key.isdigit() or int(key) >= k:
+                c.close()
+                sys.exit(f"keys {topic}: record at {m.partition()}/{m.offset()} has the key {key!r}, not decimal below {k}")
+            seen.add(int(key))
+    c.close()
+    if read == 0:
+        sys.exit(f"keys {topic}: no records read")
+    print(len(seen))
+
+
 def main():
     bootstrap, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     if cmd == "create":
@@ -70,6 +95,8 @@ def main():
         delete(bootstrap, args)
     elif cmd == "count":
         count(bootstrap, args[0])
+    elif cmd == "keys":
+        keys(bootstrap, args[0], int(args[1]))
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -14,7 +14,9 @@
 #               per record to a pipe that counts them
 #   java        org.apache.kafka.tools.ProducerPerformance / ConsumerPerformance from
 #               .tools/kafka/lib (kafka-tools 4.4.0, scripts/kafka.sh install); the payload is a
-#               file holding the same value as the other clients send
+#               file holding the same value as the other clients send. ProducerPerformance has no
+#               key option: the keyed workloads run benches/peers/java/PeersProduce.java
+#               (kafka-clients, same defaults, same output line as rekafka's and franz-go's)
 #   franz       benches/peers/franz (github.com/twmb/franz-go/pkg/kgo), built here with go build
 #
 # Workloads (WORKLOADS, space separated, default all):
@@ -23,8 +25,11 @@
 #               (100 B values); rekafka, kcat and franz-go read the partitions without a group,
 #               ConsumerPerformance joins a fresh group (its only mode)
 #   produce10k  BIG_RECORDS (default 100000) x 10240 B, otherwise as produce
-#   lz4, zstd   as produce with compression.type lz4 / zstd (records without a key: `rekafka perf
-#               produce` sends none)
+#   lz4, zstd   as produce with compression.type lz4 / zstd and keyed records: record i has the
+#               key i % KEYS (default 1000) as decimal text (rekafka `perf produce --keys`, kcat
+#               -K ':' on "key:value" lines, franz-go -keys, Java PeersProduce -keys), so each
+#               client's default partitioner hashes the keys; the topic's keys are checked
+#   produce600  as produce into 600 partitions (peak RSS at 6 vs 600 partitions)
 #   latency     end to end, produce -> consume in one process, at LAT_RATE (10000) records/s for
 #               LAT_SECS (30) s of 100 B records into a fresh 6-partition topic: p50/p99/p99.9
 #               over the records sent after the first second. The drivers share one design
@@ -32,6 +37,9 @@
 #               benches/peers/rdkafka_latency.py (the confluent-kafka binding: kcat cannot pace
 #               or time records), Java benches/peers/java/PeersLatency.java (kafka-clients),
 #               franz-go `franz latency`
+#   latency-half  the latency drivers, each at half of its own client's median produce rate in
+#               this run's produce workload (which must run first; the rate each client reported
+#               itself, kcat's from its wall time), for LAT_SECS s
 # The produce workloads fix acks=all and the codec (franz-go would otherwise compress with snappy);
 # everything else (linger, batch size, idempotence, buffers) is each client's default.
 #
@@ -44,7 +52,7 @@
 #
 # Env: REKAFKA_BOOTSTRAP (else a cluster of NODES nodes, default 3, is started in
 #      target/kafka-peers and stopped at the end), ROUNDS (5), RECORDS, BIG_RECORDS, WORKLOADS,
-#      CLIENTS (default "rekafka librdkafka java franz"), PARTITIONS (6), OUT (default
+#      CLIENTS (default "rekafka librdkafka java franz"), PARTITIONS (6), KEYS (1000), OUT (default
 #      target/peers/run-DATE). Results: OUT/results.tsv, OUT/logs/, OUT/summary.md (printed).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -53,7 +61,8 @@ ROUNDS="${ROUNDS:-5}"
 RECORDS="${RECORDS:-1000000}"
 BIG_RECORDS="${BIG_RECORDS:-100000}"
 PARTITIONS="${PARTITIONS:-6}"
-WORKLOADS="${WORKLOADS:-produce consume produce10k lz4 zstd latency}"
+WORKLOADS="${WORKLOADS:-produce consume produce10k lz4 zstd produce600 latency latency-half}"
+KEYS="${KEYS:-1000}"
 LAT_RATE="${LAT_RATE:-10000}"
 LAT_SECS="${LAT_SECS:-30}"
 CLIENTS="${CLIENTS:-rekafka librdkafka java franz}"
@@ -77,11 +86,11 @@ FRANZ="$ROOT/target/peers/franz"
 (cd benches/peers/franz && go build -o "$FRANZ" .)
 LATENCY_RK="$ROOT/target/release/examples/peers_latency"
 JAVA_CLASSES="$ROOT/target/peers/java"
-if [[ " $WORKLOADS " == *" latency "* ]]; then
+if [[ " $WORKLOADS " == *" latency"* ]]; then
   cargo build --release -q -p rekafka --example peers_latency
-  mkdir -p "$JAVA_CLASSES"
-  javac -cp "$ROOT/.tools/kafka/lib/*" -d "$JAVA_CLASSES" benches/peers/java/PeersLatency.java
 fi
+mkdir -p "$JAVA_CLASSES"
+javac -cp "$ROOT/.tools/kafka/lib/*" -d "$JAVA_CLASSES" benches/peers/java/PeersLatency.java benches/peers/java/PeersProduce.java
 RDLIB="$ROOT/target/peers/rdkafka-lib"
 mkdir -p "$RDLIB"
 ln -sf "$(readlink -f "$(ls "$ROOT"/.tools/py/confluent_kafka.libs/librdkafka-*.so.1 | head -1)")" "$RDLIB/librdkafka.so.1"
@@ -135,6 +144,17 @@ with open('$f.tmp', 'wb') as out:
 " && mv -f "$f.tmp" "$f" 2>/dev/null || true
   echo "$f"
 }
+keyed_lines_file() { # COUNT SIZE KEYS: line i is "i % KEYS:" then SIZE 'x' (kcat -P -K ':' input)
+  local f="$ROOT/target/peers/lines-$1-$2-k$3.txt"
+  [ -f "$f" ] || python3 -c "
+value = b':' + b'x' * $2 + b'\\n'
+keys = [str(k).encode() + value for k in range($3)]
+with open('$f.tmp', 'wb') as out:
+    for i in range(0, $1, $3):
+        out.write(b''.join(keys[:min($3, $1 - i)]))
+" && mv -f "$f.tmp" "$f" 2>/dev/null || true
+  echo "$f"
+}
 payload_file() { # SIZE: one value of SIZE 'x' (ProducerPerformance --payload-file)
   local f="$ROOT/target/peers/payload-$1.txt"
   [ -f "$f" ] || python3 -c "import sys; sys.stdout.write('x' * $1)" > "$f"
@@ -142,17 +162,30 @@ payload_file() { # SIZE: one value of SIZE 'x' (ProducerPerformance --payload-fi
 }
 
 # ------------------------------------------------------------------------------ commands
-# produce_cmd CLIENT TOPIC COUNT SIZE CODEC: the command line, into the array CMD
+# produce_cmd CLIENT TOPIC COUNT SIZE CODEC KEYS: the command line, into the array CMD (KEYS 0:
+# records without a key)
 produce_cmd() {
-  local c="$1" t="$2" n="$3" s="$4" z="$5"
+  local c="$1" t="$2" n="$3" s="$4" z="$5" k="$6"
   case "$c" in
-    rekafka) CMD=("$REKAFKA" -b "$B" perf produce -t "$t" -n "$n" -s "$s" --acks all --compression "$z") ;;
-    librdkafka) CMD=(env LD_LIBRARY_PATH="$RDLIB" kcat -P -b "$B" -t "$t" -X acks=all
-                     -X compression.codec="$z" -l "$(lines_file "$n" "$s")") ;;
-    java) CMD=(java -cp "$JAVA_CP" org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$B"
-               --topic "$t" --num-records "$n" --throughput -1 --payload-file "$(payload_file "$s")"
-               --command-property acks=all compression.type="$z") ;;
-    franz) CMD=("$FRANZ" produce -b "$B" -t "$t" -n "$n" -s "$s" -acks all -z "$z") ;;
+    rekafka) CMD=("$REKAFKA" -b "$B" perf produce -t "$t" -n "$n" -s "$s" --acks all --compression "$z" --keys "$k") ;;
+    librdkafka)
+      if [ "$k" -gt 0 ]; then
+        CMD=(env LD_LIBRARY_PATH="$RDLIB" kcat -P -b "$B" -t "$t" -X acks=all
+             -X compression.codec="$z" -K ':' -l "$(keyed_lines_file "$n" "$s" "$k")")
+      else
+        CMD=(env LD_LIBRARY_PATH="$RDLIB" kcat -P -b "$B" -t "$t" -X acks=all
+             -X compression.codec="$z" -l "$(lines_file "$n" "$s")")
+      fi ;;
+    java)
+      if [ "$k" -gt 0 ]; then
+        CMD=(java -cp "$JAVA_CLASSES:$JAVA_CP" PeersProduce -b "$B" -t "$t" -n "$n" -s "$s" -acks all
+             -z "$z" -keys "$k")
+      else
+        CMD=(java -cp "$JAVA_CP" org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$B"
+             --topic "$t" --num-records "$n" --throughput -1 --payload-file "$(payload_file "$s")"
+             --command-property acks=all compression.type="$z")
+      fi ;;
+    franz) CMD=("$FRANZ" produce -b "$B" -t "$t" -n "$n" -s "$s" -acks all -z "$z" -keys "$k") ;;
     *) die "unknown client $c" ;;
   esac
 }
@@ -169,9 +202,9 @@ consume_cmd() {
   esac
 }
 
-# latency_cmd CLIENT TOPIC
+# latency_cmd CLIENT TOPIC RATE
 latency_cmd() {
-  local c="$1" t="$2" a=(-b "$B" -t "$2" -r "$LAT_RATE" -d "$LAT_SECS" -s 100)
+  local c="$1" t="$2" a=(-b "$B" -t "$2" -r "$3" -d "$LAT_SECS" -s 100)
   case "$c" in
     rekafka) CMD=("$LATENCY_RK" "${a[@]}") ;;
     librdkafka) CMD=(env PYTHONPATH="$ROOT/.tools/py" python3 benches/peers/rdkafka_latency.py "${a[@]}") ;;
@@ -181,12 +214,13 @@ latency_cmd() {
   esac
 }
 
-# measure WORKLOAD CLIENT ROUND COUNT [TOPIC]: runs CMD and appends a row to results.tsv; with
-# TOPIC (a produce), the topic must then hold COUNT records (more are noted as duplicates).
+# measure WORKLOAD CLIENT ROUND COUNT [TOPIC [KEYS]]: runs CMD and appends a row to results.tsv;
+# with TOPIC (a produce), the topic must then hold COUNT records (more are noted as duplicates),
+# and with KEYS > 0 its records must carry keys below KEYS (admin.py keys).
 RESULTS="$OUT/results.tsv"
 printf 'workload\tclient\tround\trecords\trc\twall_s\tuser_s\tsys_s\trss_kb\tbroker_cpu_s\tlog\n' > "$RESULTS"
 measure() {
-  local w="$1" c="$2" r="$3" n="$4" topic="${5:-}"
+  local w="$1" c="$2" r="$3" n="$4" topic="${5:-}" keys="${6:-0}"
   local log="$OUT/logs/$w-$c-$r" rc=0 b0 b1 held
   printf '%s\n' "${CMD[*]}" > "$log.cmd"
   b0="$(broker_ticks)"
@@ -212,6 +246,10 @@ measure() {
       echo "topic $topic holds $held records for $n sent (duplicates)" >> "$log.err"
       echo "held=$held" >> "$log.out"
     fi
+    if [ "$keys" -gt 0 ] && [ "$rc" = 0 ]; then
+      held="$(admin keys "$topic" "$keys" 2>> "$log.err")" || { echo "topic $topic: keys missing or wrong" >> "$log.err"; rc=1; }
+      echo "distinct_keys_in_sample=${held:-?}" >> "$log.err"
+    fi
   fi
   local _ wall user sys rss bcpu=NA
   read -r _ wall user sys rss < <(grep '^TIME' "$log.time" || echo "TIME 0 0 0 0")
@@ -221,22 +259,26 @@ measure() {
   [ "$rc" = 0 ] || say "  failed: $(tail -3 "$log.err" | tr '\n' ' ')"
 }
 
-produce_round() { # WORKLOAD ROUND COUNT SIZE CODEC CLIENT
-  local w="$1" r="$2" n="$3" s="$4" z="$5" c="$6" t
+produce_round() { # WORKLOAD ROUND COUNT SIZE CODEC CLIENT PARTITIONS KEYS
+  local w="$1" r="$2" n="$3" s="$4" z="$5" c="$6" p="$7" k="$8" t
   t="peers-$w-$c-$r-$$"
-  admin create "$t" "$PARTITIONS"
-  produce_cmd "$c" "$t" "$n" "$s" "$z"
-  measure "$w" "$c" "$r" "$n" "$t"
+  admin create "$t" "$p"
+  produce_cmd "$c" "$t" "$n" "$s" "$z" "$k"
+  measure "$w" "$c" "$r" "$n" "$t" "$k"
   admin delete "$t"
 }
 
-latency_round() { # ROUND CLIENT
-  local r="$1" c="$2" t
-  t="peers-latency-$c-$r-$$"
+latency_round() { # WORKLOAD ROUND CLIENT RATE
+  local w="$1" r="$2" c="$3" rate="$4" t
+  t="peers-$w-$c-$r-$$"
   admin create "$t" "$PARTITIONS"
-  latency_cmd "$c" "$t"
-  measure latency "$c" "$r" "$((LAT_RATE * LAT_SECS))" "$t"
+  latency_cmd "$c" "$t" "$rate"
+  measure "$w" "$c" "$r" "$((rate * LAT_SECS))" "$t"
   admin delete "$t"
+}
+
+half_rate() { # CLIENT: half of CLIENT's median produce rate so far in this run (records/s)
+  python3 benches/peers/summarise.py --half-rate "$OUT" "$1"
 }
 
 # ------------------------------------------------------------------------------ run
@@ -250,7 +292,7 @@ read -r -a CL <<<"$CLIENTS"
   echo "librdkafka: $(LD_LIBRARY_PATH="$RDLIB" kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*') via kcat $(kcat -V 2>&1 | grep -o 'Version [0-9.]*' | cut -d' ' -f2)"
   echo "java: kafka-tools $(basename "$(ls .tools/kafka/lib/kafka-tools-[0-9]*.jar)" .jar | sed 's/kafka-tools-//'), $(java -version 2>&1 | head -1)"
   echo "franz-go: $(grep 'twmb/franz-go ' benches/peers/franz/go.mod | awk '{print $NF}'), $(go version | awk '{print $3}')"
-  echo "rounds: $ROUNDS; records: $RECORDS (100 B), $BIG_RECORDS (10240 B); partitions: $PARTITIONS; latency: $LAT_RATE rec/s for $LAT_SECS s"
+  echo "rounds: $ROUNDS; records: $RECORDS (100 B), $BIG_RECORDS (10240 B); partitions: $PARTITIONS; keys: $KEYS; latency: $LAT_RATE rec/s for $LAT_SECS s"
   echo "workloads: $WORKLOADS"
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/machine.txt"
@@ -273,10 +315,17 @@ for r in $(seq 1 "$ROUNDS"); do
   for w in $WORKLOADS; do
     for c in "${order[@]}"; do
       case "$w" in
-        produce) produce_round "$w" "$r" "$RECORDS" 100 none "$c" ;;
-        produce10k) produce_round "$w" "$r" "$BIG_RECORDS" 10240 none "$c" ;;
-        lz4|zstd) produce_round "$w" "$r" "$RECORDS" 100 "$w" "$c" ;;
-        latency) latency_round "$r" "$c" ;;
+        produce) produce_round "$w" "$r" "$RECORDS" 100 none "$c" "$PARTITIONS" 0 ;;
+        produce10k) produce_round "$w" "$r" "$BIG_RECORDS" 10240 none "$c" "$PARTITIONS" 0 ;;
+        lz4|zstd) produce_round "$w" "$r" "$RECORDS" 100 "$w" "$c" "$PARTITIONS" "$KEYS" ;;
+        produce600) produce_round "$w" "$r" "$RECORDS" 100 none "$c" 600 0 ;;
+        latency) latency_round "$w" "$r" "$c" "$LAT_RATE" ;;
+        latency-half)
+          if rate="$(half_rate "$c")"; then
+            latency_round "$w" "$r" "$c" "$rate"
+          else
+            say "latency-half $c: skipped, no successful produce result for $c in this run (WORKLOADS must run produce first)"
+          fi ;;
         consume) consume_cmd "$c" "$CONSUME_TOPIC" "$RECORDS"; measure consume "$c" "$r" "$RECORDS" ;;
         *) die "unknown workload $w" ;;
       esac

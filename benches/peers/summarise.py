@@ -3,6 +3,12 @@
 every client's medians over its successful rounds, and rekafka's ratios to the peers.
 
     python3 benches/peers/summarise.py target/peers/run-DATE > summary.md
+    python3 benches/peers/summarise.py --half-rate target/peers/run-DATE CLIENT
+
+--half-rate prints half of CLIENT's median produce rate over the run's successful `produce`
+rows so far (the rate the client reported itself; kcat reports none, so its records / wall
+time), as a whole number of records/s: the rate of run.sh's latency-half workload. It exits 1
+when there is no such row.
 """
 import csv
 import os
@@ -21,10 +27,15 @@ TITLES = {
     "produce": "produce {n} × 100 B, 6 partitions, acks=all, no compression",
     "consume": "consume {n} × 100 B from 6 partitions",
     "produce10k": "produce {n} × 10 240 B, 6 partitions, acks=all, no compression",
-    "lz4": "produce {n} × 100 B, lz4, no key, 6 partitions, acks=all",
-    "zstd": "produce {n} × 100 B, zstd, no key, 6 partitions, acks=all",
+    "lz4": "produce {n} × 100 B, lz4, {keys} distinct keys, 6 partitions, acks=all",
+    "zstd": "produce {n} × 100 B, zstd, {keys} distinct keys, 6 partitions, acks=all",
+    "produce600": "produce {n} × 100 B, 600 partitions, acks=all, no compression",
     "latency": "end-to-end latency, {n} × 100 B at {rate} rec/s, 6 partitions, acks=all",
+    "latency-half": "end-to-end latency at half of each client's produce rate (of this run), 6 partitions, acks=all",
 }
+LATENCY_WORKLOADS = ("latency", "latency-half")
+# ProducerPerformance has no key option: the keyed workloads run PeersProduce (kafka-clients).
+KEYED_WORKLOADS = ("lz4", "zstd")
 # The latency workload runs a driver per client instead of the perf tools.
 LATENCY_NAMES = {
     "rekafka": "rekafka (`peers_latency`)",
@@ -43,15 +54,16 @@ def latency_fields(text):
     return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+|nan)", m[-1]) if k in LATENCY_KEYS}
 
 
-def latency_table(mine):
-    print("| client | rec/s (achieved) | p50 ms | p99 ms | p99.9 ms | max ms | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+def latency_table(mine, workload):
+    print("| client | rec/s (asked) | rec/s (achieved) | p50 ms | p99 ms | p99.9 ms | max ms | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     stats = {}
     for c in CLIENTS:
         rs = [r for r in mine if r["client"] == c]
         if not rs:
             continue
         ok = [r for r in rs if r["rc"] == "0"]
+        asked = med([asked_rate(r) for r in rs])
         fields = []
         for r in ok:
             try:
@@ -64,7 +76,7 @@ def latency_table(mine):
         s["broker"] = med([float(r["broker_cpu_s"]) for r in ok if r["broker_cpu_s"] != "NA"])
         stats[c] = s
         print(
-            f"| {LATENCY_NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['p50_ms'], '.1f')} | {fmt(s['p99_ms'], '.1f')} "
+            f"| {LATENCY_NAMES[c]} | {fmt(asked, ',.0f')} | {fmt(s['rate'], ',.0f')} | {fmt(s['p50_ms'], '.1f')} | {fmt(s['p99_ms'], '.1f')} "
             f"| {fmt(s['p999_ms'], '.1f')} | {fmt(s['max_ms'], '.1f')} | {fmt(s['cpu'], '.2f')} "
             f"| {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
         )
@@ -74,15 +86,27 @@ def latency_table(mine):
         best = min(peers, key=lambda c: peers[c]["p99_ms"])
         print(
             f"\nrekafka (medians): p99 {rk['p99_ms']:.1f} ms against the best peer's "
-            f"{peers[best]['p99_ms']:.1f} ms ({LATENCY_NAMES[best]}), {rk['p99_ms'] / peers[best]['p99_ms']:.2f}×."
+            f"{peers[best]['p99_ms']:.1f} ms ({LATENCY_NAMES[best]}), {rk['p99_ms'] / peers[best]['p99_ms']:.2f}×"
+            + (" (each at its own rate: see the rec/s columns)." if workload == "latency-half" else ".")
         )
+
+
+def asked_rate(row):
+    """The rate a latency run was asked for, from its command line (-r RATE), or None."""
+    try:
+        m = re.search(r" -r (\d+) ", open(row["log"] + ".cmd").read())
+    except OSError:
+        return None
+    return float(m.group(1)) if m else None
 
 
 def self_rate(client, workload, text):
     """The rate the client printed itself, records/s, or None."""
+    m = re.findall(r"rec_per_s=([\d.]+)", text)
+    if m:  # rekafka, franz-go, Java's PeersProduce
+        return float(m[-1])
     if client in ("rekafka", "franz"):
-        m = re.findall(r"rec_per_s=([\d.]+)", text)
-        return float(m[-1]) if m else None
+        return None
     if client == "java" and workload != "consume":
         m = re.findall(r"\d+ records sent, ([\d.]+) records/sec", text)
         return float(m[-1]) if m else None
@@ -104,7 +128,31 @@ def fmt(x, spec):
     return "–" if x is None else format(x, spec)
 
 
+def half_rate(run, client):
+    """Half of CLIENT's median produce rate in RUN (own report, else records / wall), or None."""
+    with open(os.path.join(run, "results.tsv")) as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t")
+                if r["workload"] == "produce" and r["client"] == client and r["rc"] == "0"]
+    rates = []
+    for r in rows:
+        try:
+            own = self_rate(client, "produce", open(r["log"] + ".out").read())
+        except OSError:
+            own = None
+        if own is None and float(r["wall_s"]) > 0:
+            own = int(r["records"]) / float(r["wall_s"])
+        rates.append(own)
+    m = med(rates)
+    return None if m is None else max(1, int(m / 2))
+
+
 def main():
+    if sys.argv[1] == "--half-rate":
+        rate = half_rate(sys.argv[2], sys.argv[3])
+        if rate is None:
+            sys.exit(1)
+        print(rate)
+        return
     run = sys.argv[1]
     with open(os.path.join(run, "results.tsv")) as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
@@ -119,9 +167,11 @@ def main():
         n = int(mine[0]["records"])
         rate = re.search(r"latency: (\d+) rec/s", machine)
         rate = f"{int(rate.group(1)):,}".replace(",", " ") if rate else "a fixed rate of"
-        print(f"### {TITLES.get(w, w).format(n=f'{n:,}'.replace(',', ' '), rate=rate)}\n")
-        if w == "latency":
-            latency_table(mine)
+        keys = re.search(r"keys: (\d+)", machine)
+        keys = f"{int(keys.group(1)):,}".replace(",", " ") if keys else "K"
+        print(f"### {TITLES.get(w, w).format(n=f'{n:,}'.replace(',', ' '), rate=rate, keys=keys)}\n")
+        if w in LATENCY_WORKLOADS:
+            latency_table(mine, w)
             print()
             continue
         print("| client | rec/s (wall) | rec/s (own report) | wall s | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
@@ -147,8 +197,9 @@ def main():
                 "broker": med([float(r["broker_cpu_s"]) for r in ok if r["broker_cpu_s"] != "NA"]),
             }
             stats[c] = s
+            name = "Java 4.4 (kafka-clients `PeersProduce`)" if c == "java" and w in KEYED_WORKLOADS else NAMES[c]
             print(
-                f"| {NAMES[c]} | {fmt(s['rate'], ',.0f')} | {fmt(s['own'], ',.0f')} | {fmt(s['wall'], '.2f')} "
+                f"| {name} | {fmt(s['rate'], ',.0f')} | {fmt(s['own'], ',.0f')} | {fmt(s['wall'], '.2f')} "
                 f"| {fmt(s['cpu'], '.2f')} | {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
             )
         rk = stats.get("rekafka")

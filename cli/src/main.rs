@@ -45,7 +45,7 @@ Commands in full (each has its own --help, e.g. `rekafka consume --help`):
   produce -t TOPIC [-K SEP] [-k KEY] [-H name=value]... [-p N] [FILE]...
   consume -t TOPIC [-g GROUP] [-o beginning|end|N|-N|s@TIMESTAMP] [-e] [-c N]
           [-f FORMAT | -J | --format json|value] [-K SEP]
-  perf produce -t TOPIC -n COUNT -s BYTES
+  perf produce -t TOPIC -n COUNT -s BYTES [--keys K]
   perf consume -t TOPIC -n COUNT
   dlt inspect -t DLT_TOPIC [-e] [-c N]
   dlt replay -t DLT_TOPIC [--to TOPIC] [--where COND]... [-g GROUP] [--max N]

@@ -23,7 +23,8 @@ pub enum Perf {
 /// `rekafka perf produce`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Sends COUNT records of BYTES bytes (no key) as fast as the producer takes them (or at
+Sends COUNT records of BYTES bytes (no key, or with --keys K record i has the key i % K
+as decimal text, so the default partitioner hashes K distinct keys) as fast as the producer takes them (or at
 --throughput), shows progress on stderr when it is a terminal, and prints a final line:
     records=N secs=S rec_per_s=R mb_per_s=M p50_ms=.. p95_ms=.. p99_ms=.. max_ms=..
 The latencies are from send to acknowledgement, of every record (of an evenly spaced sample
@@ -45,6 +46,9 @@ pub struct PerfProduceArgs {
     /// At most N records a second, like Kafka's perf tool (-1: as fast as possible)
     #[arg(long, value_name = "N", default_value_t = -1, allow_hyphen_values = true)]
     throughput: i64,
+    /// Distinct keys: record i gets the key `i % K` as decimal text (0: no key)
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    keys: u64,
     #[command(flatten)]
     producer: ProducerFlags,
     /// Runtime threads: 0 = tokio's default (one per core), 1 = all on the calling thread
@@ -94,6 +98,13 @@ fn percentiles(latencies: &mut [Duration]) -> String {
     )
 }
 
+/// The key of record `i` of `perf produce --keys K`: `keys[i % K]` (`keys[k]` is `k` as
+/// decimal text), or none without keys.
+fn key_of(keys: &[Bytes], i: u64) -> Option<&Bytes> {
+    let k = u64::try_from(keys.len()).ok().filter(|&k| k > 0)?;
+    keys.get(usize::try_from(i % k).ok()?)
+}
+
 /// Runs `perf ...`.
 pub fn run(global: &Global, command: Perf) -> CliResult {
     match command {
@@ -122,6 +133,8 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
     let (count, size) = (a.count, a.size);
     let value = Bytes::from(vec![b'x'; size]);
     let topic: std::sync::Arc<str> = a.topic.as_str().into();
+    // The keys are built once: a record then only clones a `Bytes` handle.
+    let keys: Vec<Bytes> = (0..a.keys).map(|k| Bytes::from(k.to_string())).collect();
     // Outcomes are counted by the producer's metrics (record-error-total). The latency of
     // every `sample`th record is taken by a task awaiting its delivery; the other delivery
     // futures are dropped (that does not cancel the records).
@@ -144,7 +157,10 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
                 tokio::time::sleep(wait).await;
             }
         }
-        let record = Record::new(topic.clone()).with_value(value.clone());
+        let mut record = Record::new(topic.clone()).with_value(value.clone());
+        if let Some(key) = key_of(&keys, sent) {
+            record = record.with_key(key.clone());
+        }
         let sent_at = Instant::now();
         match producer.send(record).await {
             Ok(f) if sent.is_multiple_of(sample) => {
@@ -216,6 +232,30 @@ async fn perf_produce(global: &Global, a: PerfProduceArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_cycle_through_k_decimal_keys() {
+        let keys: Vec<Bytes> = (0..3u64).map(|k| Bytes::from(k.to_string())).collect();
+        let got: Vec<&[u8]> = (0..7)
+            .filter_map(|i| key_of(&keys, i))
+            .map(|k| &k[..])
+            .collect();
+        assert_eq!(got, [b"0", b"1", b"2", b"0", b"1", b"2", b"0"]);
+        assert_eq!(key_of(&[], 5), None);
+    }
+
+    #[test]
+    fn keys_flag_parses() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct P {
+            #[command(flatten)]
+            a: PerfProduceArgs,
+        }
+        let p = P::try_parse_from(["p", "-t", "t", "--keys", "1000"]).unwrap();
+        assert_eq!(p.a.keys, 1000);
+        assert_eq!(P::try_parse_from(["p", "-t", "t"]).unwrap().a.keys, 0);
+    }
 
     #[test]
     fn latency_percentiles_by_nearest_rank() {

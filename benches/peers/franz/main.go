@@ -11,9 +11,9 @@
 //	franz latency -b HOST:PORT,... -t TOPIC -r RATE -d SECONDS -s VALUE_BYTES
 //
 // produce sends COUNT records whose value is VALUE_BYTES of 'x' (the same payload as
-// `rekafka perf produce`), with no key unless -keys K > 0 (then the key cycles through K
-// distinct keys), and exits 1 if any record failed. -z is passed only when given, so franz-go's
-// own default codec applies otherwise. consume reads every partition of TOPIC from the start
+// `rekafka perf produce`), with no key unless -keys K > 0 (then record i has the key i % K as
+// decimal text, as with `rekafka perf produce --keys K`), and exits 1 if any record failed.
+// -z is passed only when given, so franz-go's own default codec applies otherwise. consume reads every partition of TOPIC from the start
 // without a group (direct partition consumption, like `rekafka perf consume` and kcat -C) until
 // COUNT records have arrived; it fails after 10 s without records. latency is the end-to-end
 // latency workload of examples/peers_latency.rs (same schedule, value layout, warm-up and
@@ -112,7 +112,7 @@ func produce(opts []kgo.Opt, topic string, count int64, size int, acks, codec st
 	value := []byte(strings.Repeat("x", size))
 	keyBytes := make([][]byte, keys)
 	for i := range keyBytes {
-		keyBytes[i] = []byte("key-" + strconv.Itoa(i))
+		keyBytes[i] = []byte(strconv.Itoa(i))
 	}
 	var failed atomic.Int64
 	var firstErr atomic.Value
