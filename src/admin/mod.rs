@@ -561,6 +561,37 @@ impl Admin {
         Ok(out)
     }
 
+    /// One request to `group`'s coordinator, retried as [`single`](Self::single) retries:
+    /// `build` makes it for the negotiated version, `check` reads the response's whole-call
+    /// error (given the coordinator's broker id to tag it with), and a failure makes the
+    /// coordinator be looked up again when it moved
+    /// ([`after_coordinator_error`](Self::after_coordinator_error)). The group calls that go to
+    /// one coordinator share this step.
+    async fn at_group_coordinator<R, B, C>(
+        &self,
+        group: &str,
+        build: B,
+        check: C,
+    ) -> Result<R::Response>
+    where
+        R: Request,
+        B: Fn(i16) -> Result<R>,
+        C: Fn(R::Response, i32) -> Result<R::Response>,
+    {
+        self.single(|| async {
+            let coordinator = self.group_coordinator(group).await?;
+            let r = self
+                .send::<R, _>(&coordinator, &build)
+                .await
+                .and_then(|resp| check(resp, coordinator.broker_id()));
+            if let Err(e) = &r {
+                self.after_coordinator_error(group, e);
+            }
+            r
+        })
+        .await
+    }
+
     /// The coordinator connection of `group`, or the lookup error.
     async fn group_coordinator(&self, group: &str) -> Result<BrokerConnection> {
         let id = self

@@ -265,52 +265,46 @@ impl Admin {
     ) -> Result<Vec<ShareOffsetResult>> {
         let topics = partitions.map(|ps| by_topic(ps.iter().map(|tp| (tp.clone(), ()))));
         let resp: DescribeShareGroupOffsetsResponse = self
-            .single(|| async {
-                let coordinator = self.group_coordinator(group).await?;
-                let r = self
-                    .send::<DescribeShareGroupOffsetsRequest, _>(&coordinator, |_| {
-                        Ok(
-                            DescribeShareGroupOffsetsRequest::default().with_groups(vec![
-                                DescribeShareGroupOffsetsRequestGroup::default()
-                                    .with_group_id(group_id(group))
-                                    .with_topics(topics.as_ref().map(|ts| {
-                                        ts.iter()
-                                            .map(|(t, ps)| {
-                                                DescribeShareGroupOffsetsRequestTopic::default()
-                                                    .with_topic_name(topic_name(t))
-                                                    .with_partitions(
-                                                        ps.iter().map(|(p, ())| *p).collect(),
-                                                    )
-                                            })
-                                            .collect()
-                                    })),
-                            ]),
-                        )
-                    })
-                    .await
-                    .and_then(|resp| {
-                        let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == group);
-                        let e = match g {
-                            None => Some(missing(
-                                ApiKey::DescribeShareGroupOffsets,
-                                &format!("group {group}"),
-                            )),
-                            Some(g) => code_error(
-                                g.error_code,
-                                g.error_message.as_ref(),
-                                ApiKey::DescribeShareGroupOffsets,
-                            ),
-                        };
-                        match e {
-                            Some(e) => Err(e.on_broker(coordinator.broker_id())),
-                            None => Ok(resp),
-                        }
-                    });
-                if let Err(e) = &r {
-                    self.after_coordinator_error(group, e);
-                }
-                r
-            })
+            .at_group_coordinator::<DescribeShareGroupOffsetsRequest, _, _>(
+                group,
+                |_| {
+                    Ok(
+                        DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+                            DescribeShareGroupOffsetsRequestGroup::default()
+                                .with_group_id(group_id(group))
+                                .with_topics(topics.as_ref().map(|ts| {
+                                    ts.iter()
+                                        .map(|(t, ps)| {
+                                            DescribeShareGroupOffsetsRequestTopic::default()
+                                                .with_topic_name(topic_name(t))
+                                                .with_partitions(
+                                                    ps.iter().map(|(p, ())| *p).collect(),
+                                                )
+                                        })
+                                        .collect()
+                                })),
+                        ]),
+                    )
+                },
+                |resp, broker| {
+                    let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == group);
+                    let e = match g {
+                        None => Some(missing(
+                            ApiKey::DescribeShareGroupOffsets,
+                            &format!("group {group}"),
+                        )),
+                        Some(g) => code_error(
+                            g.error_code,
+                            g.error_message.as_ref(),
+                            ApiKey::DescribeShareGroupOffsets,
+                        ),
+                    };
+                    match e {
+                        Some(e) => Err(e.on_broker(broker)),
+                        None => Ok(resp),
+                    }
+                },
+            )
             .await?;
         Ok(share_offsets_results(&resp, group, partitions))
     }
@@ -351,42 +345,41 @@ impl Admin {
         }
         let topics = by_topic(offsets.iter().cloned());
         let resp: AlterShareGroupOffsetsResponse = self
-            .single(|| async {
-                let coordinator = self.group_coordinator(group).await?;
-                let r = self
-                    .send::<AlterShareGroupOffsetsRequest, _>(&coordinator, |_| {
-                        Ok(AlterShareGroupOffsetsRequest::default()
-                            .with_group_id(group_id(group))
-                            .with_topics(
-                                topics
-                                    .iter()
-                                    .map(|(t, ps)| {
-                                        AlterShareGroupOffsetsRequestTopic::default()
-                                            .with_topic_name(topic_name(t))
-                                            .with_partitions(
-                                                ps.iter()
-                                                    .map(|&(p, o)| {
-                                                        AlterShareGroupOffsetsRequestPartition::default()
-                                                            .with_partition_index(p)
-                                                            .with_start_offset(o)
-                                                    })
-                                                    .collect(),
-                                            )
-                                    })
-                                    .collect(),
-                            ))
-                    })
-                    .await
-                    .and_then(|resp| {
-                        status_of(resp.error_code, resp.error_message.as_ref(), ApiKey::AlterShareGroupOffsets)
-                            .map_err(|e| e.on_broker(coordinator.broker_id()))
-                            .map(|()| resp)
-                    });
-                if let Err(e) = &r {
-                    self.after_coordinator_error(group, e);
-                }
-                r
-            })
+            .at_group_coordinator::<AlterShareGroupOffsetsRequest, _, _>(
+                group,
+                |_| {
+                    Ok(AlterShareGroupOffsetsRequest::default()
+                        .with_group_id(group_id(group))
+                        .with_topics(
+                            topics
+                                .iter()
+                                .map(|(t, ps)| {
+                                    AlterShareGroupOffsetsRequestTopic::default()
+                                        .with_topic_name(topic_name(t))
+                                        .with_partitions(
+                                            ps.iter()
+                                                .map(|&(p, o)| {
+                                                    AlterShareGroupOffsetsRequestPartition::default(
+                                                    )
+                                                    .with_partition_index(p)
+                                                    .with_start_offset(o)
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        ))
+                },
+                |resp, broker| {
+                    status_of(
+                        resp.error_code,
+                        resp.error_message.as_ref(),
+                        ApiKey::AlterShareGroupOffsets,
+                    )
+                    .map_err(|e| e.on_broker(broker))
+                    .map(|()| resp)
+                },
+            )
             .await?;
         Ok(offsets
             .iter()
@@ -425,37 +418,31 @@ impl Admin {
             return Ok(Vec::new());
         }
         let resp: DeleteShareGroupOffsetsResponse = self
-            .single(|| async {
-                let coordinator = self.group_coordinator(group).await?;
-                let r = self
-                    .send::<DeleteShareGroupOffsetsRequest, _>(&coordinator, |_| {
-                        Ok(DeleteShareGroupOffsetsRequest::default()
-                            .with_group_id(group_id(group))
-                            .with_topics(
-                                topics
-                                    .iter()
-                                    .map(|t| {
-                                        DeleteShareGroupOffsetsRequestTopic::default()
-                                            .with_topic_name(topic_name(t.as_ref()))
-                                    })
-                                    .collect(),
-                            ))
-                    })
-                    .await
-                    .and_then(|resp| {
-                        status_of(
-                            resp.error_code,
-                            resp.error_message.as_ref(),
-                            ApiKey::DeleteShareGroupOffsets,
-                        )
-                        .map_err(|e| e.on_broker(coordinator.broker_id()))
-                        .map(|()| resp)
-                    });
-                if let Err(e) = &r {
-                    self.after_coordinator_error(group, e);
-                }
-                r
-            })
+            .at_group_coordinator::<DeleteShareGroupOffsetsRequest, _, _>(
+                group,
+                |_| {
+                    Ok(DeleteShareGroupOffsetsRequest::default()
+                        .with_group_id(group_id(group))
+                        .with_topics(
+                            topics
+                                .iter()
+                                .map(|t| {
+                                    DeleteShareGroupOffsetsRequestTopic::default()
+                                        .with_topic_name(topic_name(t.as_ref()))
+                                })
+                                .collect(),
+                        ))
+                },
+                |resp, broker| {
+                    status_of(
+                        resp.error_code,
+                        resp.error_message.as_ref(),
+                        ApiKey::DeleteShareGroupOffsets,
+                    )
+                    .map_err(|e| e.on_broker(broker))
+                    .map(|()| resp)
+                },
+            )
             .await?;
         Ok(topics
             .iter()

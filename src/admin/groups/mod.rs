@@ -286,22 +286,14 @@ impl Admin {
             require_stable: false,
         };
         let resp = self
-            .single(|| async {
-                let coordinator = self.group_coordinator(group).await?;
-                let r = self
-                    .send::<OffsetFetchRequest, _>(&coordinator, |version| {
-                        Ok(offset_fetch::request(&query, version))
-                    })
-                    .await
-                    .and_then(|resp| {
-                        offset_fetch::group_error(&resp, group)
-                            .map_or(Ok(resp), |e| Err(e.on_broker(coordinator.broker_id())))
-                    });
-                if let Err(e) = &r {
-                    self.after_coordinator_error(group, e);
-                }
-                r
-            })
+            .at_group_coordinator::<OffsetFetchRequest, _, _>(
+                group,
+                |version| Ok(offset_fetch::request(&query, version)),
+                |resp, broker| {
+                    offset_fetch::group_error(&resp, group)
+                        .map_or(Ok(resp), |e| Err(e.on_broker(broker)))
+                },
+            )
             .await?;
         Ok(offset_fetch_results(&resp, group, partitions))
     }
@@ -327,61 +319,55 @@ impl Admin {
                 .push((tp.partition, *o));
         }
         let resp = self
-            .single(|| async {
-                let coordinator = self.group_coordinator(group).await?;
-                let r = self
-                    .send::<OffsetCommitRequest, _>(&coordinator, |_| {
-                        Ok(OffsetCommitRequest::default()
-                            .with_group_id(group_id(group))
-                            .with_generation_id_or_member_epoch(-1)
-                            .with_topics(
-                                by_topic
-                                    .iter()
-                                    .map(|(t, ps)| {
-                                        OffsetCommitRequestTopic::default()
-                                            .with_name(topic_name(t))
-                                            .with_partitions(
-                                                ps.iter()
-                                                    .map(|&(p, o)| {
-                                                        OffsetCommitRequestPartition::default()
-                                                            .with_partition_index(p)
-                                                            .with_committed_offset(o)
-                                                    })
-                                                    .collect(),
-                                            )
-                                    })
-                                    .collect(),
-                            ))
-                    })
-                    .await
-                    .and_then(|resp| {
-                        // A coordinator error is per partition in OffsetCommit: retry it all.
-                        let moved = resp
-                            .topics
-                            .iter()
-                            .flat_map(|t| &t.partitions)
-                            .find_map(|p| {
-                                code_error(p.error_code, None, ApiKey::OffsetCommit).filter(|e| {
-                                    matches!(
-                                        e.kafka_code(),
-                                        Some(
-                                            KafkaCode::NotCoordinator
-                                                | KafkaCode::CoordinatorNotAvailable
-                                                | KafkaCode::CoordinatorLoadInProgress
+            .at_group_coordinator::<OffsetCommitRequest, _, _>(
+                group,
+                |_| {
+                    Ok(OffsetCommitRequest::default()
+                        .with_group_id(group_id(group))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(
+                            by_topic
+                                .iter()
+                                .map(|(t, ps)| {
+                                    OffsetCommitRequestTopic::default()
+                                        .with_name(topic_name(t))
+                                        .with_partitions(
+                                            ps.iter()
+                                                .map(|&(p, o)| {
+                                                    OffsetCommitRequestPartition::default()
+                                                        .with_partition_index(p)
+                                                        .with_committed_offset(o)
+                                                })
+                                                .collect(),
                                         )
-                                    )
                                 })
-                            });
-                        match moved {
-                            Some(e) => Err(e.on_broker(coordinator.broker_id())),
-                            None => Ok(resp),
-                        }
-                    });
-                if let Err(e) = &r {
-                    self.after_coordinator_error(group, e);
-                }
-                r
-            })
+                                .collect(),
+                        ))
+                },
+                |resp, broker| {
+                    // A coordinator error is per partition in OffsetCommit: retry it all.
+                    let moved = resp
+                        .topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .find_map(|p| {
+                            code_error(p.error_code, None, ApiKey::OffsetCommit).filter(|e| {
+                                matches!(
+                                    e.kafka_code(),
+                                    Some(
+                                        KafkaCode::NotCoordinator
+                                            | KafkaCode::CoordinatorNotAvailable
+                                            | KafkaCode::CoordinatorLoadInProgress
+                                    )
+                                )
+                            })
+                        });
+                    match moved {
+                        Some(e) => Err(e.on_broker(broker)),
+                        None => Ok(resp),
+                    }
+                },
+            )
             .await?;
         Ok(offsets
             .iter()
