@@ -318,14 +318,24 @@ fn partitions_of(
 }
 
 fn brokers_of(resp: &MetadataResponse) -> Vec<BrokerMetadata> {
-    let mut brokers: Vec<BrokerMetadata> = resp
-        .brokers
-        .iter()
-        .map(|b| BrokerMetadata {
-            node_id: b.node_id.0,
-            host: b.host.to_string(),
-            port: b.port,
-            rack: b.rack.as_ref().map(|r| r.to_string()),
+    sorted_brokers(
+        resp.brokers
+            .iter()
+            .map(|b| (b.node_id.0, &b.host, b.port, b.rack.as_ref())),
+    )
+}
+
+/// The brokers of a Metadata or DescribeCluster answer, from their (id, host, port, rack)
+/// entries, sorted by id.
+fn sorted_brokers<'a>(
+    entries: impl Iterator<Item = (i32, &'a StrBytes, i32, Option<&'a StrBytes>)>,
+) -> Vec<BrokerMetadata> {
+    let mut brokers: Vec<BrokerMetadata> = entries
+        .map(|(node_id, host, port, rack)| BrokerMetadata {
+            node_id,
+            host: host.to_string(),
+            port,
+            rack: rack.map(|r| r.to_string()),
         })
         .collect();
     brokers.sort_by_key(|b| b.node_id);
@@ -537,17 +547,11 @@ impl Admin {
             ) {
                 return Err(e.on_broker(broker.broker_id()));
             }
-            let mut brokers: Vec<BrokerMetadata> = resp
-                .brokers
-                .iter()
-                .map(|b| BrokerMetadata {
-                    node_id: b.broker_id.0,
-                    host: b.host.to_string(),
-                    port: b.port,
-                    rack: b.rack.as_ref().map(|r| r.to_string()),
-                })
-                .collect();
-            brokers.sort_by_key(|b| b.node_id);
+            let brokers = sorted_brokers(
+                resp.brokers
+                    .iter()
+                    .map(|b| (b.broker_id.0, &b.host, b.port, b.rack.as_ref())),
+            );
             Ok(ClusterDescription {
                 cluster_id: Some(resp.cluster_id.to_string()),
                 controller: (resp.controller_id.0 >= 0).then_some(resp.controller_id.0),

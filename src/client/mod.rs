@@ -692,6 +692,11 @@ mod tests {
         ]
     }
 
+    /// Durations from milliseconds, in the order of [`durations`].
+    fn millis<const N: usize>(ms: [u64; N]) -> [Duration; N] {
+        ms.map(Duration::from_millis)
+    }
+
     fn err_text(b: ClientBuilder) -> String {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -728,16 +733,7 @@ mod tests {
         assert_eq!(c.client_id, "rekafka");
         assert_eq!(
             durations(&c),
-            [
-                Duration::from_secs(30),
-                Duration::from_secs(10),
-                Duration::from_secs(300),
-                Duration::from_millis(50),
-                Duration::from_secs(1),
-                Duration::from_millis(100),
-                Duration::from_secs(1),
-                Duration::from_secs(60),
-            ]
+            millis([30_000, 10_000, 300_000, 50, 1_000, 100, 1_000, 60_000])
         );
         assert!(c.allow_auto_create_topics);
         assert_eq!(c.max_in_flight, 64);
@@ -786,16 +782,7 @@ mod tests {
         assert_eq!(c.client_id, "app");
         assert_eq!(
             durations(c),
-            [
-                Duration::from_millis(1500),
-                Duration::from_millis(700),
-                Duration::from_secs(60),
-                Duration::from_millis(10),
-                Duration::from_millis(200),
-                Duration::from_millis(20),
-                Duration::from_millis(300),
-                Duration::from_secs(9),
-            ]
+            millis([1_500, 700, 60_000, 10, 200, 20, 300, 9_000])
         );
         assert!(!c.allow_auto_create_topics);
         assert_eq!(c.max_in_flight, 8);
