@@ -854,8 +854,9 @@ impl Iterator for HeaderIter {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Header {
-    /// The key (UTF-8, validated).
-    pub key: StrBytes,
+    /// The key (UTF-8, validated); read it with [`key`](Header::key). Crate-private: its
+    /// type is `kafka-protocol`'s, which is not part of the stable API.
+    pub(crate) key: StrBytes,
     /// The value; `None` for a null value.
     pub value: Option<Bytes>,
 }
