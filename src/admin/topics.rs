@@ -4,7 +4,6 @@ use super::{Admin, Internal, code_error, entry_answer, missing, topic_name};
 use crate::cluster::{BrokerMetadata, PartitionMetadata};
 use crate::connection::BrokerConnection;
 use crate::error::{KafkaCode, Result};
-use crate::protocol::StrBytes;
 use crate::protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
@@ -20,6 +19,7 @@ use crate::protocol::messages::{
     DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataResponse,
 };
+use crate::protocol::{Request, StrBytes};
 
 /// A topic to create with [`Admin::create_topics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,40 +577,30 @@ impl Admin {
         resources: &[ConfigResource],
     ) -> Result<Vec<Result<Vec<ConfigEntry>>>> {
         self.per_item(resources.len(), |pending| async move {
-            let mut out = Vec::with_capacity(pending.len());
-            for (target, items) in by_config_target(&pending, |i| &resources[i]) {
-                let broker = self.config_broker(target).await;
-                let sent = self
-                    .send_for_items::<DescribeConfigsRequest, _, _>(
-                        broker,
-                        &items,
-                        &mut out,
-                        |_| {
-                            Ok(DescribeConfigsRequest::default().with_resources(
-                                items
-                                    .iter()
-                                    .map(|&i| {
-                                        let (ty, name) = resources[i].type_and_name();
-                                        DescribeConfigsResource::default()
-                                            .with_resource_type(ty)
-                                            .with_resource_name(StrBytes::from_string(name))
-                                            .with_configuration_keys(None)
-                                    })
-                                    .collect(),
-                            ))
-                        },
+            self.per_config_target(
+                pending,
+                |i| &resources[i],
+                |items| {
+                    DescribeConfigsRequest::default().with_resources(
+                        items
+                            .iter()
+                            .map(|&i| {
+                                let (ty, name) = resources[i].type_and_name();
+                                DescribeConfigsResource::default()
+                                    .with_resource_type(ty)
+                                    .with_resource_name(StrBytes::from_string(name))
+                                    .with_configuration_keys(None)
+                            })
+                            .collect(),
                     )
-                    .await;
-                let Some(resp): Option<DescribeConfigsResponse> = sent else {
-                    continue;
-                };
-                for i in items {
+                },
+                |resp: &DescribeConfigsResponse, i| {
                     let (ty, name) = resources[i].type_and_name();
                     let found = resp
                         .results
                         .iter()
                         .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
-                    let r = entry_answer(
+                    entry_answer(
                         found,
                         ApiKey::DescribeConfigs,
                         &format!("resource {name}"),
@@ -630,11 +620,10 @@ impl Admin {
                             entries.sort_by(|a, b| a.name.cmp(&b.name));
                             entries
                         },
-                    );
-                    out.push((i, r));
-                }
-            }
-            Ok(out)
+                    )
+                },
+            )
+            .await
         })
         .await
     }
@@ -646,58 +635,75 @@ impl Admin {
         changes: &[(ConfigResource, Vec<AlterConfigOp>)],
     ) -> Result<Vec<Result<()>>> {
         self.per_item(changes.len(), |pending| async move {
-            let mut out = Vec::with_capacity(pending.len());
-            for (target, items) in by_config_target(&pending, |i| &changes[i].0) {
-                let broker = self.config_broker(target).await;
-                let sent = self
-                    .send_for_items::<IncrementalAlterConfigsRequest, _, _>(
-                        broker,
-                        &items,
-                        &mut out,
-                        |_| {
-                            Ok(IncrementalAlterConfigsRequest::default().with_resources(
-                                items
-                                    .iter()
-                                    .map(|&i| {
-                                        let (ty, name) = changes[i].0.type_and_name();
-                                        AlterConfigsResource::default()
-                                            .with_resource_type(ty)
-                                            .with_resource_name(StrBytes::from_string(name))
-                                            .with_configs(
-                                                changes[i]
-                                                    .1
-                                                    .iter()
-                                                    .map(|op| op.to_wire())
-                                                    .collect(),
-                                            )
-                                    })
-                                    .collect(),
-                            ))
-                        },
+            self.per_config_target(
+                pending,
+                |i| &changes[i].0,
+                |items| {
+                    IncrementalAlterConfigsRequest::default().with_resources(
+                        items
+                            .iter()
+                            .map(|&i| {
+                                let (ty, name) = changes[i].0.type_and_name();
+                                AlterConfigsResource::default()
+                                    .with_resource_type(ty)
+                                    .with_resource_name(StrBytes::from_string(name))
+                                    .with_configs(
+                                        changes[i].1.iter().map(|op| op.to_wire()).collect(),
+                                    )
+                            })
+                            .collect(),
                     )
-                    .await;
-                let Some(resp): Option<IncrementalAlterConfigsResponse> = sent else {
-                    continue;
-                };
-                for i in items {
+                },
+                |resp: &IncrementalAlterConfigsResponse, i| {
                     let (ty, name) = changes[i].0.type_and_name();
                     let found = resp
                         .responses
                         .iter()
                         .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
-                    let r = entry_answer(
+                    entry_answer(
                         found,
                         ApiKey::IncrementalAlterConfigs,
                         &format!("resource {name}"),
                         |r| (r.error_code, r.error_message.as_ref()),
                         |_| (),
-                    );
-                    out.push((i, r));
-                }
-            }
-            Ok(out)
+                    )
+                },
+            )
+            .await
         })
         .await
+    }
+
+    /// One request per config target for the `pending` items of DescribeConfigs or
+    /// IncrementalAlterConfigs (a broker's own resources to that broker, topic and group
+    /// resources to any broker, see [`by_config_target`]): `build` makes a target's request
+    /// from its items, `answer` reads one item's answer from the response; a target whose
+    /// broker or request failed gives each of its items that failure. The walk both config
+    /// calls share.
+    async fn per_config_target<'a, R, T>(
+        &self,
+        pending: Vec<usize>,
+        resource: impl Fn(usize) -> &'a ConfigResource,
+        build: impl Fn(&[usize]) -> R,
+        answer: impl Fn(&R::Response, usize) -> Result<T>,
+    ) -> Result<Vec<(usize, Result<T>)>>
+    where
+        R: Request,
+    {
+        let mut out = Vec::with_capacity(pending.len());
+        for (target, items) in by_config_target(&pending, resource) {
+            let broker = self.config_broker(target).await;
+            let sent = self
+                .send_for_items::<R, _, _>(broker, &items, &mut out, |_| Ok(build(&items)))
+                .await;
+            let Some(resp) = sent else {
+                continue;
+            };
+            for i in items {
+                out.push((i, answer(&resp, i)));
+            }
+        }
+        Ok(out)
     }
 
     /// Adds partitions to topics. One result per topic, in input order
