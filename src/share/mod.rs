@@ -15,6 +15,9 @@
 //! [`commit_async`](ShareConsumer::commit_async), partitions no longer assigned, and
 //! [`close`](ShareConsumer::close), whose final request (epoch -1) closes each session).
 //!
+//! A share consumer made by a [`Client`](crate::Client), and a share container started over it,
+//! are closed by [`Client::close`](crate::Client::close) as [`ShareConsumer::close`] closes them.
+//!
 //! Semantics differ from a consumer group: records of a partition may go to several members,
 //! so there is no per-partition order across the group and no seek; there are no offsets to
 //! commit, only acknowledgements. Where the group starts reading a partition is the group
