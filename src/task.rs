@@ -71,9 +71,10 @@ pub(crate) type CloseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// stages close in this order, each waiting for its things before the next starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum CloseStage {
-    /// Listener containers: they own consumers and finish in-flight work.
+    /// Listener containers and share containers: they own consumers and finish in-flight work.
     Containers,
-    /// Consumers: final commit, leave the group.
+    /// Consumers (final commit, leave the group) and share consumers (acknowledgements sent,
+    /// acquired records released, leave the group).
     Consumers,
     /// Transactional producers (an open transaction is aborted) and dead-letter publishers.
     Transactional,
@@ -133,7 +134,8 @@ impl CloseRegistry {
 }
 
 /// A weak link to the close registry of the [`Client`](crate::Client) that made a consumer,
-/// producer or publisher: what that thing (or a container started over it) registers with.
+/// share consumer, producer or publisher: what that thing (or a container started over it)
+/// registers with.
 /// Empty for things made without a client. Opaque; it keeps nothing alive.
 #[derive(Debug, Clone, Default)]
 pub struct CloseLink(Weak<CloseRegistry>);

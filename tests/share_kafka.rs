@@ -1233,3 +1233,136 @@ async fn close_and_drop_leave_the_group() {
     }
     assert!(members.is_empty(), "the dropped member left: {members:?}");
 }
+
+/// The member ids of share groups, as the admin client describes them (ShareGroupDescribe).
+async fn described_members(admin: &Admin, groups: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let described = admin
+        .describe_share_groups(groups)
+        .await
+        .expect("describe share groups");
+    groups
+        .iter()
+        .zip(described)
+        .map(|(g, d)| {
+            let d = d.unwrap_or_else(|e| panic!("describe {g}: {e}"));
+            let members = d.members.into_iter().map(|m| m.member_id).collect();
+            (g.to_string(), members)
+        })
+        .collect()
+}
+
+/// `Client::close` closes the share consumers and share containers the client made (issue 19):
+/// the consumer's pending acknowledgements are sent, its acquired records not acknowledged are
+/// released (redelivered to the next member with delivery count 2), the container's accepted
+/// records stay accepted, both members leave their groups, and the closed consumer's calls fail
+/// with `Closed`. Checked with a second client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_closes_share_consumers_and_share_containers() {
+    use rekafka::listener::{ListenerRecord, ShareContainer, ShareListenerRecord};
+
+    let client = client().await;
+    let cluster = client.cluster().clone();
+    let (topic, container_topic) = (unique("share-cc"), unique("share-cc-container"));
+    create_topic_with_leaders(&cluster, &topic, 1).await;
+    create_topic_with_leaders(&cluster, &container_topic, 1).await;
+    let group = new_group(&cluster, &[]).await;
+    let container_group = new_group(&cluster, &[]).await;
+    produce(&client, &topic, 1, 20).await;
+    produce(&client, &container_topic, 1, 10).await;
+
+    // The container: accepts every record, noting it.
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let mut container_consumer = consumer(&client, &container_group, AcknowledgementMode::Explicit);
+    container_consumer.subscribe([&container_topic]);
+    let seen = handled.clone();
+    let container = ShareContainer::builder(container_consumer)
+        .handler(move |r: ShareListenerRecord| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(r.offset());
+                Ok(())
+            }
+        })
+        .poll_timeout(Duration::from_millis(500))
+        .start()
+        .expect("start the container");
+
+    // The consumer: every record polled, the even offsets accepted (not committed), the odd
+    // ones left acquired.
+    let mut c = consumer(&client, &group, AcknowledgementMode::Explicit);
+    c.subscribe([&topic]);
+    let got = poll_n(&mut c, 20).await;
+    assert_eq!(got.len(), 20, "every record delivered");
+    let mut held = BTreeSet::new();
+    for r in &got {
+        assert_eq!(r.delivery_count, 1);
+        if r.offset % 2 == 0 {
+            c.acknowledge(r, AcknowledgeType::Accept).expect("accept");
+        } else {
+            held.insert(r.offset);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handled.lock().unwrap().len() < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let handled_offsets: BTreeSet<i64> = handled.lock().unwrap().iter().copied().collect();
+    assert_eq!(
+        handled_offsets,
+        (0..10).collect(),
+        "the container handled every record"
+    );
+    let admin = Admin::new(cluster.clone());
+    let members = described_members(&admin, &[&group, &container_group]).await;
+    assert!(
+        members.values().all(|m| m.len() == 1),
+        "one member in each group before the close: {members:?}"
+    );
+
+    client.close().await;
+
+    assert!(container.is_stopped(), "the client stopped the container");
+    let e = c.poll(Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(e.kind(), &rekafka::ErrorKind::Closed, "{e}");
+    let e = c.acknowledge(&got[1], AcknowledgeType::Accept).unwrap_err();
+    assert_eq!(e.kind(), &rekafka::ErrorKind::Closed, "{e}");
+    let outcomes = c.take_acknowledgement_outcomes();
+    let sent: usize = outcomes.iter().map(|o| o.offsets.len()).sum();
+    assert!(
+        outcomes.iter().all(|o| o.result.is_ok()),
+        "acknowledgements at close: {outcomes:?}"
+    );
+    assert_eq!(
+        sent, 20,
+        "10 accepted and 10 released at close: {outcomes:?}"
+    );
+
+    // An independent look, from another client.
+    let checker = common::client().await;
+    let admin = Admin::new(checker.cluster().clone());
+    let members = described_members(&admin, &[&group, &container_group]).await;
+    assert!(
+        members.values().all(Vec::is_empty),
+        "both members left: {members:?}"
+    );
+    // The held records come back, on their second delivery; the accepted ones never.
+    let mut next = consumer(&checker, &group, AcknowledgementMode::Explicit);
+    next.subscribe([&topic]);
+    let redelivered = poll_n(&mut next, held.len()).await;
+    let offsets: BTreeSet<i64> = redelivered.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, held, "the released records, and only those");
+    assert!(
+        redelivered.iter().all(|r| r.delivery_count >= 2),
+        "{redelivered:?}"
+    );
+    for r in &redelivered {
+        next.acknowledge(r, AcknowledgeType::Accept)
+            .expect("accept");
+    }
+    let more = next.poll(Duration::from_secs(1)).await.expect("poll");
+    assert!(more.is_empty(), "unexpected redelivery: {more:?}");
+    next.close().await.expect("close");
+    // The container's acceptances reached the broker.
+    assert_nothing_left(&checker, &container_group, &container_topic).await;
+    checker.close().await;
+}

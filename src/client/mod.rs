@@ -356,7 +356,10 @@ impl Client {
             &mut config,
             crate::share::ShareConsumerConfig::apply_property,
         )?;
-        crate::share::ShareConsumer::new(self.inner.cluster.clone(), config)
+        self.track_share_consumer(crate::share::ShareConsumer::new(
+            self.inner.cluster.clone(),
+            config,
+        ))
     }
 
     /// A [`ShareConsumer`](crate::share::ShareConsumer) from the share consumer properties
@@ -372,7 +375,22 @@ impl Client {
             crate::share::ShareConsumerConfig::apply_property,
         )?;
         configure(&mut config);
-        crate::share::ShareConsumer::new(self.inner.cluster.clone(), config)
+        self.track_share_consumer(crate::share::ShareConsumer::new(
+            self.inner.cluster.clone(),
+            config,
+        ))
+    }
+
+    /// Registers a share consumer made from this client, for [`close`](Self::close) (a share
+    /// container started over it registers through it too).
+    fn track_share_consumer(
+        &self,
+        made: Result<crate::share::ShareConsumer>,
+    ) -> Result<crate::share::ShareConsumer> {
+        if let Ok(c) = &made {
+            c.set_close_link(self.close_link());
+        }
+        made
     }
 
     /// A [`TransactionalProducer`] sharing this client's cluster. The producer properties
@@ -554,10 +572,20 @@ impl Client {
     ///    retry and DLT containers of retry topics started from this client,
     ///    `RetryTopicConfiguration::start(&client, ..)`): each stops as
     ///    [`ContainerHandle::stop`](crate::listener::ContainerHandle::stop) does (the record in
-    ///    hand is finished, handled offsets are committed, its consumer leaves the group).
+    ///    hand is finished, handled offsets are committed, its consumer leaves the group); and
+    ///    [share containers](crate::listener::ShareContainer) started over a
+    ///    [`share_consumer`](Self::share_consumer): each stops as
+    ///    [`ShareContainerHandle::stop`](crate::listener::ShareContainerHandle::stop) does (the
+    ///    record in hand is finished and acknowledged, its share consumer is closed).
     /// 2. **Consumers** ([`consumer`](Self::consumer), [`consumer_with`](Self::consumer_with)):
     ///    each [`Consumer::close`] (the final commit with auto-commit on, the rebalance
-    ///    listener's `on_revoked`, leaving the group).
+    ///    listener's `on_revoked`, leaving the group); and **share consumers**
+    ///    ([`share_consumer`](Self::share_consumer),
+    ///    [`share_consumer_with`](Self::share_consumer_with)): each
+    ///    [`ShareConsumer::close`](crate::share::ShareConsumer::close) (pending
+    ///    acknowledgements sent, acquired records not acknowledged released, share sessions
+    ///    closed, leaving the group; a poll in progress returns
+    ///    [`ErrorKind::Closed`](crate::ErrorKind::Closed) after its fetch round).
     /// 3. **Transactional producers and dead-letter publishers**: an open transaction is
     ///    aborted (so its `transactional.id` can be used again at once), then each
     ///    [`TransactionalProducer::close`]; each publisher's
@@ -573,7 +601,7 @@ impl Client {
     /// has not finished by then is left finishing in the background (with failing
     /// connections, after step 5) and the next step starts. Each step is logged at debug
     /// level. The client keeps none of them alive: what the application dropped is not
-    /// closed again (dropping closes it). Share consumers are not tracked: close them first.
+    /// closed again (dropping closes it).
     /// Retry topics keep a connection set per container, which closes when their
     /// [`RetryTopicHandle`](crate::listener::retry_topic::RetryTopicHandle) is stopped or
     /// dropped.

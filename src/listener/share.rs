@@ -316,7 +316,12 @@ impl ShareContainerBuilder {
             ));
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let (stop_tx, stop_rx) = crate::task::StopSignal::new();
+        let (stop_tx, stop_rx, done) = crate::task::StopAndWait::new();
+        let stop_tx = Arc::new(stop_tx);
+        // A container over a share consumer a client made is stopped by `Client::close` first.
+        self.consumer
+            .close_link()
+            .register(crate::task::CloseStage::Containers, &stop_tx);
         let group: Arc<str> = Arc::from(self.consumer.config().group_id.as_str());
         let runner = Runner {
             consumer: self.consumer,
@@ -328,6 +333,7 @@ impl ShareContainerBuilder {
             poll_timeout: self.poll_timeout,
             events: events.clone(),
             stop: stop_rx,
+            _done: done,
             group,
         };
         let task = tokio::spawn(runner.run());
@@ -340,10 +346,12 @@ impl ShareContainerBuilder {
 }
 
 /// A running share container. Dropping it stops the container as [`stop`](Self::stop) does,
-/// without waiting.
+/// without waiting. A container over a share consumer made by a [`Client`](crate::Client) is
+/// also stopped by [`Client::close`](crate::Client::close), first of all.
 #[derive(Debug)]
 pub struct ShareContainerHandle {
-    stop: crate::task::StopSignal,
+    /// Shared with the client that made the consumer (weakly), which may stop it on close.
+    stop: Arc<crate::task::StopAndWait>,
     task: Option<JoinHandle<Result<()>>>,
     events: broadcast::Sender<ShareContainerEvent>,
 }
@@ -394,6 +402,9 @@ struct Runner {
     poll_timeout: Duration,
     events: broadcast::Sender<ShareContainerEvent>,
     stop: crate::task::StopListener,
+    /// Held while the task runs (dropped once the consumer is closed): what a stop by
+    /// [`Client::close`](crate::Client::close) waits for.
+    _done: crate::task::TaskDone,
     group: Arc<str>,
 }
 

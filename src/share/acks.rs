@@ -17,7 +17,7 @@ pub(super) fn ack_batches(pending: &BTreeMap<i64, i8>) -> Vec<(i64, i64, i8)> {
     out
 }
 
-impl ShareConsumer {
+impl Inner {
     pub(super) async fn harvest_async_commits(&mut self, wait_all: bool) {
         // A poll waits too: its fetch must not overtake an acknowledgement on the same session.
         let _ = wait_all;

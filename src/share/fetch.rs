@@ -6,7 +6,7 @@
 
 use super::*;
 
-impl ShareConsumer {
+impl Inner {
     /// Reads the membership's assignment into `parts`, resolving topic ids to names.
     pub(super) async fn sync_assignment(&mut self) -> Result<()> {
         let view = self.membership.view();

@@ -124,9 +124,10 @@ impl Membership {
         lock(&self.shared.state).member_id.clone()
     }
 
-    /// The member epoch (0 before the first heartbeat answer).
-    pub(crate) fn epoch(&self) -> i32 {
-        lock(&self.shared.state).epoch
+    /// A read-only view of the member id and epoch that can be kept apart from the
+    /// membership (the share consumer reads them without locking its state).
+    pub(crate) fn identity(&self) -> MemberIdentity {
+        MemberIdentity(self.shared.clone())
     }
 
     /// Sets the subscription; the next heartbeat (sent at once) carries it.
@@ -183,6 +184,23 @@ impl Membership {
                 "leaving the share group timed out",
             )),
         }
+    }
+}
+
+/// The member id and epoch of a [`Membership`] (see [`Membership::identity`]). Keeps no task
+/// alive: the heartbeat task stops with the membership.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberIdentity(Arc<Shared>);
+
+impl MemberIdentity {
+    /// The member id.
+    pub(crate) fn member_id(&self) -> String {
+        lock(&self.0.state).member_id.clone()
+    }
+
+    /// The member epoch (0 before the first heartbeat answer).
+    pub(crate) fn epoch(&self) -> i32 {
+        lock(&self.0.state).epoch
     }
 }
 

@@ -15,6 +15,9 @@
 //! [`commit_async`](ShareConsumer::commit_async), partitions no longer assigned, and
 //! [`close`](ShareConsumer::close), whose final request (epoch -1) closes each session).
 //!
+//! A share consumer made by a [`Client`](crate::Client), and a share container started over it,
+//! are closed by [`Client::close`](crate::Client::close) as [`ShareConsumer::close`] closes them.
+//!
 //! Semantics differ from a consumer group: records of a partition may go to several members,
 //! so there is no per-partition order across the group and no seek; there are no offsets to
 //! commit, only acknowledgements. Where the group starts reading a partition is the group
@@ -56,6 +59,7 @@ mod record;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
@@ -74,9 +78,10 @@ use crate::connection::RetryDelay;
 use crate::consumer::ConsumerRecord;
 use crate::group::TopicPartition;
 use crate::protocol::record::RecordBatches;
+use crate::task::{CloseFuture, CloseLink, CloseStage, Closeable, StopListener, StopSignal};
 use crate::telemetry::{SharePartitionTelemetry, ShareTelemetry};
 use crate::{Error, ErrorKind, KafkaCode, Result};
-use membership::Membership;
+use membership::{MemberIdentity, Membership};
 
 use acks::*;
 
@@ -181,7 +186,42 @@ type Callback = Box<dyn FnMut(&AcknowledgementOutcome) + Send>;
 /// and asks each broker for at most `max.poll.records` records. The heartbeat task stops on
 /// [`close`](Self::close) and on drop (a dropped, unclosed consumer leaves the group on a
 /// best-effort basis; its acquired records come back when their locks expire).
+///
+/// [`close`](Self::close) takes `&self`; the other calls take `&mut self` (one task drives the
+/// consumer). A share consumer made by a [`Client`](crate::Client) is also closed by
+/// [`Client::close`](crate::Client::close) (weakly held: the client keeps it alive no longer
+/// than the application does); a poll in progress then returns [`ErrorKind::Closed`] after its
+/// fetch round, and every later call fails with it.
 pub struct ShareConsumer {
+    core: Arc<Core>,
+    /// The subscription (the state holds it too), kept here so that
+    /// [`subscription`](Self::subscription) can lend it.
+    subscription: Vec<String>,
+}
+
+/// The share consumer's state, behind an `Arc` so that the [`Client`](crate::Client) that made
+/// it can close it ([`Client::close`](crate::Client::close), weakly) while the application owns
+/// the [`ShareConsumer`]. The state sits behind an async mutex because a poll, a commit and a
+/// close hold it across their requests; the application's own calls never wait for it (they
+/// take `&mut self`, one at a time), so the only call that ever finds it taken is a close by
+/// the client, or an application call during one, which then reads as closed.
+struct Core {
+    config: ShareConsumerConfig,
+    identity: MemberIdentity,
+    /// Dropped outcomes: read without the state (a close may hold it).
+    outcomes_dropped: Arc<AtomicU64>,
+    state: tokio::sync::Mutex<Inner>,
+    /// Stopped once a close starts: later calls fail with [`ErrorKind::Closed`] and a poll in
+    /// progress stops waiting.
+    closing: StopSignal,
+    closing_rx: StopListener,
+    /// The client that made the consumer (empty otherwise): a container started over the
+    /// consumer registers with it.
+    link: std::sync::Mutex<CloseLink>,
+}
+
+/// What the consumer holds and the requests change (see [`Core`]).
+struct Inner {
     cluster: Cluster,
     config: ShareConsumerConfig,
     membership: Membership,
@@ -192,7 +232,7 @@ pub struct ShareConsumer {
     sessions: BTreeMap<i32, Session>,
     lock_timeout: Option<Duration>,
     outcomes: VecDeque<AcknowledgementOutcome>,
-    outcomes_dropped: u64,
+    outcomes_dropped: Arc<AtomicU64>,
     callback: Option<Callback>,
     async_commits: JoinSet<AckDone>,
     /// Topics whose leaders must be looked up again.
@@ -201,15 +241,13 @@ pub struct ShareConsumer {
     closed: bool,
     telemetry: ShareTelemetry,
 }
-
 impl fmt::Debug for ShareConsumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShareConsumer")
-            .field("group_id", &self.config.group_id)
-            .field("member_id", &self.membership.member_id())
+            .field("group_id", &self.core.config.group_id)
+            .field("member_id", &self.core.identity.member_id())
             .field("subscription", &self.subscription)
-            .field("buffered", &self.buffer.len())
-            .field("closed", &self.closed)
+            .field("closed", &self.core.closing_rx.is_stopped())
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +287,227 @@ impl ShareConsumer {
     /// [`subscribe`](Self::subscribe)); must be called inside a tokio runtime. Fails with
     /// [`ErrorKind::Config`] for bad settings (no `group.id`).
     pub fn new(cluster: Cluster, config: ShareConsumerConfig) -> Result<ShareConsumer> {
+        let inner = Inner::new(cluster, config.clone())?;
+        let (closing, closing_rx) = StopSignal::new();
+        Ok(ShareConsumer {
+            core: Arc::new(Core {
+                config,
+                identity: inner.membership.identity(),
+                outcomes_dropped: inner.outcomes_dropped.clone(),
+                state: tokio::sync::Mutex::new(inner),
+                closing,
+                closing_rx,
+                link: std::sync::Mutex::new(CloseLink::default()),
+            }),
+            subscription: Vec::new(),
+        })
+    }
+
+    /// Registers the consumer with the client that made it, for
+    /// [`Client::close`](crate::Client::close), and keeps the link for a container started
+    /// over it.
+    pub(crate) fn set_close_link(&self, link: CloseLink) {
+        link.register(CloseStage::Consumers, &self.core);
+        *self.core.link.lock().unwrap_or_else(|e| e.into_inner()) = link;
+    }
+
+    /// The link to the client that made the consumer (empty if none).
+    pub(crate) fn close_link(&self) -> CloseLink {
+        self.core
+            .link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ShareConsumerConfig {
+        &self.core.config
+    }
+
+    /// The member id this consumer chose (KIP-1082).
+    pub fn member_id(&self) -> String {
+        self.core.identity.member_id()
+    }
+
+    /// The member epoch (0 until the coordinator answered the first heartbeat).
+    pub fn member_epoch(&self) -> i32 {
+        self.core.identity.epoch()
+    }
+
+    /// Subscribes to `topics` (replacing the subscription); the heartbeat sends it at once.
+    /// Partitions of topics no longer subscribed are not fetched from again, and their fetched
+    /// records not yet returned are released. An empty list is
+    /// [`unsubscribe`](Self::unsubscribe). No effect on the group once the consumer is closed.
+    pub fn subscribe<I, S>(&mut self, topics: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_owned()).collect();
+        topics.sort();
+        topics.dedup();
+        self.subscription = topics.clone();
+        if let Ok(mut state) = self.core.open_state() {
+            state.subscribe(topics);
+        }
+    }
+
+    /// Subscribes to nothing: the member leaves the group (a heartbeat with epoch -1); a later
+    /// [`subscribe`](Self::subscribe) joins again.
+    pub fn unsubscribe(&mut self) {
+        self.subscribe(std::iter::empty::<&str>());
+    }
+
+    /// The subscribed topics, sorted.
+    pub fn subscription(&self) -> &[String] {
+        &self.subscription
+    }
+
+    /// The partitions the coordinator assigned to this member (the topics whose names are
+    /// known), sorted. Empty once the consumer is closed.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.core
+            .open_state()
+            .map(|state| state.assignment())
+            .unwrap_or_default()
+    }
+
+    /// The acquisition lock duration the brokers last reported (ShareFetch
+    /// `AcquisitionLockTimeoutMs`), once a fetch was answered. A record not acknowledged
+    /// within it after its fetch becomes available to other members again. `None` while a
+    /// close is in progress.
+    pub fn acquisition_lock_timeout(&self) -> Option<Duration> {
+        self.core.state.try_lock().ok().and_then(|s| s.lock_timeout)
+    }
+
+    /// Calls `callback` with the outcome of every acknowledgement sent to a broker (piggy-backed
+    /// on a fetch, by a commit or by close), in the task that calls the consumer (Java's
+    /// `AcknowledgementCommitCallback`; a close by the [`Client`](crate::Client) calls it in
+    /// the closing task). Ignored once the consumer is closed.
+    pub fn set_acknowledgement_commit_callback(
+        &mut self,
+        callback: impl FnMut(&AcknowledgementOutcome) + Send + 'static,
+    ) {
+        if let Ok(mut state) = self.core.open_state() {
+            state.callback = Some(Box::new(callback));
+        }
+    }
+
+    /// The outcomes of acknowledgements sent by polls, [`commit_async`](Self::commit_async)
+    /// and [`close`](Self::close) since the last call (not those
+    /// [`commit_sync`](Self::commit_sync) returned). At most 4096 are kept; see
+    /// [`dropped_acknowledgement_outcomes`](Self::dropped_acknowledgement_outcomes). Those of a
+    /// close are here once it has finished (empty while it runs).
+    pub fn take_acknowledgement_outcomes(&mut self) -> Vec<AcknowledgementOutcome> {
+        match self.core.state.try_lock() {
+            Ok(mut state) => state.outcomes.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// How many outcomes were dropped because nobody took them in time.
+    pub fn dropped_acknowledgement_outcomes(&self) -> u64 {
+        self.core.outcomes_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records an acknowledgement of a record the last poll returned; it is sent with the next
+    /// fetch from the record's broker or the next commit. Fails with
+    /// [`ErrorKind::InvalidState`] if the record is not awaiting acknowledgement from this
+    /// consumer (not returned by it, already acknowledged, or dropped by a rebalance), with
+    /// [`ErrorKind::Closed`] once the consumer is closed.
+    pub fn acknowledge(&mut self, record: &ShareRecord, ack: AcknowledgeType) -> Result<()> {
+        self.core.open_state()?.acknowledge(record, ack)
+    }
+
+    /// Returns acquired records: those fetched before and not yet returned, else the result of
+    /// fetching from every assigned partition's leader, waiting up to `timeout` for records
+    /// (an empty batch when none came). Returns at most `max.poll.records` records.
+    ///
+    /// First settles the previous batch: in implicit mode its records not acknowledged are
+    /// accepted; in explicit mode every one must have been acknowledged, else the call fails
+    /// with [`ErrorKind::InvalidState`] (the records can still be acknowledged). Pending
+    /// acknowledgements ride on the fetches. Fails with the membership's fatal error, or
+    /// [`ErrorKind::Closed`] (also when a close starts during the poll: the poll returns after
+    /// its fetch round in progress, and the close releases what it fetched).
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ShareRecord>> {
+        let mut state = self.core.lock_open().await?;
+        state.poll(timeout, self.core.closing_rx.clone()).await
+    }
+
+    /// Sends every pending acknowledgement (in implicit mode, first accepting the records the
+    /// last poll returned) with ShareAcknowledge and waits for the answers, at most
+    /// `default.api.timeout.ms`. Returns each partition's result; an acknowledgement of a
+    /// record whose acquisition lock expired fails with `INVALID_RECORD_STATE` (the broker
+    /// delivers the record again). Outcomes also go to the callback. Fails with
+    /// [`ErrorKind::Closed`] once the consumer is closed.
+    pub async fn commit_sync(&mut self) -> Result<CommitResults> {
+        self.core.lock_open().await?.commit_sync().await
+    }
+
+    /// As [`commit_sync`](Self::commit_sync) without waiting: the outcomes go to the callback
+    /// and [`take_acknowledgement_outcomes`](Self::take_acknowledgement_outcomes) once the
+    /// next poll, commit or close collects them (a poll waits for them before its next fetch,
+    /// so that each share session sees its requests in order).
+    pub fn commit_async(&mut self) -> Result<()> {
+        self.core.open_state()?.commit_async()
+    }
+
+    /// Leaves the group cleanly (Java's `KafkaShareConsumer.close`): sends the pending
+    /// acknowledgements and releases every acquired record not acknowledged (the last poll's
+    /// records too, in implicit mode, as Java's consumer does), closing each share session
+    /// (ShareAcknowledge with epoch -1), then leaves the group (heartbeat with epoch -1) and
+    /// stops the heartbeat task. Bounded by `default.api.timeout.ms`. Later calls fail with
+    /// [`ErrorKind::Closed`]; closing twice is a no-op (a close while another runs, e.g.
+    /// [`Client::close`](crate::Client::close)'s, waits for it).
+    pub async fn close(&self) -> Result<()> {
+        self.core.close().await
+    }
+}
+
+impl Core {
+    /// The state for a call that does not wait: `Closed` once a close started (a close holds
+    /// the state; the application's calls never hold it while another runs).
+    fn open_state(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>> {
+        if self.closing_rx.is_stopped() {
+            return Err(closed_error());
+        }
+        self.state.try_lock().map_err(|_| closed_error())
+    }
+
+    /// The state for a call that waits (poll, commit): `Closed` once a close started.
+    async fn lock_open(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>> {
+        if self.closing_rx.is_stopped() {
+            return Err(closed_error());
+        }
+        let state = self.state.lock().await;
+        if state.closed {
+            return Err(closed_error());
+        }
+        Ok(state)
+    }
+
+    /// [`ShareConsumer::close`]: marks the consumer closing (a poll in progress stops waiting
+    /// and gives the state back), then closes the state.
+    async fn close(&self) -> Result<()> {
+        self.closing.stop();
+        self.state.lock().await.close().await
+    }
+}
+
+impl Closeable for Core {
+    fn close_now(self: Arc<Self>) -> CloseFuture {
+        Box::pin(async move {
+            if let Err(e) = self.close().await {
+                tracing::debug!(group = %self.config.group_id, error = %e,
+                    "closing a share consumer on client close failed");
+            }
+        })
+    }
+}
+
+impl Inner {
+    fn new(cluster: Cluster, config: ShareConsumerConfig) -> Result<Inner> {
         config.validate()?;
         let membership = Membership::start(
             cluster.clone(),
@@ -259,7 +518,7 @@ impl ShareConsumer {
         );
         let backoff = RetryDelay::new(config.retry_backoff, config.retry_backoff_max);
         let telemetry = ShareTelemetry::new(&cluster.config().connection.client_id);
-        Ok(ShareConsumer {
+        Ok(Inner {
             cluster,
             config,
             membership,
@@ -269,7 +528,7 @@ impl ShareConsumer {
             sessions: BTreeMap::new(),
             lock_timeout: None,
             outcomes: VecDeque::new(),
-            outcomes_dropped: 0,
+            outcomes_dropped: Arc::new(AtomicU64::new(0)),
             callback: None,
             async_commits: JoinSet::new(),
             stale: BTreeSet::new(),
@@ -279,33 +538,8 @@ impl ShareConsumer {
         })
     }
 
-    /// The settings.
-    pub fn config(&self) -> &ShareConsumerConfig {
-        &self.config
-    }
-
-    /// The member id this consumer chose (KIP-1082).
-    pub fn member_id(&self) -> String {
-        self.membership.member_id()
-    }
-
-    /// The member epoch (0 until the coordinator answered the first heartbeat).
-    pub fn member_epoch(&self) -> i32 {
-        self.membership.epoch()
-    }
-
-    /// Subscribes to `topics` (replacing the subscription); the heartbeat sends it at once.
-    /// Partitions of topics no longer subscribed are not fetched from again, and their fetched
-    /// records not yet returned are released. An empty list is
-    /// [`unsubscribe`](Self::unsubscribe).
-    pub fn subscribe<I, S>(&mut self, topics: I)
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_owned()).collect();
-        topics.sort();
-        topics.dedup();
+    /// [`ShareConsumer::subscribe`] with `topics` sorted and deduplicated.
+    fn subscribe(&mut self, topics: Vec<String>) {
         self.subscription = topics.clone();
         self.membership.subscribe(topics);
         // Fetched records of topics no longer subscribed are released, not handed out; their
@@ -322,20 +556,7 @@ impl ShareConsumer {
         });
     }
 
-    /// Subscribes to nothing: the member leaves the group (a heartbeat with epoch -1); a later
-    /// [`subscribe`](Self::subscribe) joins again.
-    pub fn unsubscribe(&mut self) {
-        self.subscribe(std::iter::empty::<&str>());
-    }
-
-    /// The subscribed topics, sorted.
-    pub fn subscription(&self) -> &[String] {
-        &self.subscription
-    }
-
-    /// The partitions the coordinator assigned to this member (the topics whose names are
-    /// known), sorted.
-    pub fn assignment(&self) -> Vec<TopicPartition> {
+    fn assignment(&self) -> Vec<TopicPartition> {
         let mut out: Vec<TopicPartition> = self
             .parts
             .values()
@@ -346,41 +567,8 @@ impl ShareConsumer {
         out
     }
 
-    /// The acquisition lock duration the brokers last reported (ShareFetch
-    /// `AcquisitionLockTimeoutMs`), once a fetch was answered. A record not acknowledged
-    /// within it after its fetch becomes available to other members again.
-    pub fn acquisition_lock_timeout(&self) -> Option<Duration> {
-        self.lock_timeout
-    }
-
-    /// Calls `callback` with the outcome of every acknowledgement sent to a broker (piggy-backed
-    /// on a fetch, by a commit or by close), in the task that calls the consumer (Java's
-    /// `AcknowledgementCommitCallback`).
-    pub fn set_acknowledgement_commit_callback(
-        &mut self,
-        callback: impl FnMut(&AcknowledgementOutcome) + Send + 'static,
-    ) {
-        self.callback = Some(Box::new(callback));
-    }
-
-    /// The outcomes of acknowledgements sent by polls, [`commit_async`](Self::commit_async)
-    /// and [`close`](Self::close) since the last call (not those
-    /// [`commit_sync`](Self::commit_sync) returned). At most 4096 are kept; see
-    /// [`dropped_acknowledgement_outcomes`](Self::dropped_acknowledgement_outcomes).
-    pub fn take_acknowledgement_outcomes(&mut self) -> Vec<AcknowledgementOutcome> {
-        self.outcomes.drain(..).collect()
-    }
-
-    /// How many outcomes were dropped because nobody took them in time.
-    pub fn dropped_acknowledgement_outcomes(&self) -> u64 {
-        self.outcomes_dropped
-    }
-
-    /// Records an acknowledgement of a record the last poll returned; it is sent with the next
-    /// fetch from the record's broker or the next commit. Fails with
-    /// [`ErrorKind::InvalidState`] if the record is not awaiting acknowledgement from this
-    /// consumer (not returned by it, already acknowledged, or dropped by a rebalance).
-    pub fn acknowledge(&mut self, record: &ShareRecord, ack: AcknowledgeType) -> Result<()> {
+    /// [`ShareConsumer::acknowledge`].
+    fn acknowledge(&mut self, record: &ShareRecord, ack: AcknowledgeType) -> Result<()> {
         if self.closed {
             return Err(closed_error());
         }
@@ -402,16 +590,14 @@ impl ShareConsumer {
         }
     }
 
-    /// Returns acquired records: those fetched before and not yet returned, else the result of
-    /// fetching from every assigned partition's leader, waiting up to `timeout` for records
-    /// (an empty batch when none came). Returns at most `max.poll.records` records.
-    ///
-    /// First settles the previous batch: in implicit mode its records not acknowledged are
-    /// accepted; in explicit mode every one must have been acknowledged, else the call fails
-    /// with [`ErrorKind::InvalidState`] (the records can still be acknowledged). Pending
-    /// acknowledgements ride on the fetches. Fails with the membership's fatal error, or
-    /// [`ErrorKind::Closed`].
-    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ShareRecord>> {
+    /// [`ShareConsumer::poll`]; returns `Closed` as soon as `closing` says a close started
+    /// (between fetch rounds: a round in flight is finished so that the sessions stay in step
+    /// with the brokers, and the close releases what it fetched).
+    async fn poll(
+        &mut self,
+        timeout: Duration,
+        mut closing: StopListener,
+    ) -> Result<Vec<ShareRecord>> {
         if self.closed {
             return Err(closed_error());
         }
@@ -421,6 +607,9 @@ impl ShareConsumer {
         let deadline = Instant::now() + timeout;
         let mut watch = self.membership.watch();
         loop {
+            if closing.is_stopped() {
+                return Err(closed_error());
+            }
             self.membership.polled();
             self.drop_expired();
             if !self.buffer.is_empty() {
@@ -440,7 +629,10 @@ impl ShareConsumer {
                     return Ok(Vec::new());
                 }
                 watch.mark_unchanged();
-                let _ = tokio::time::timeout(remaining, watch.changed()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(remaining, watch.changed()) => {}
+                    () = closing.stopped() => {}
+                }
                 continue;
             }
             let failed = self
@@ -453,7 +645,10 @@ impl ShareConsumer {
                 }
                 if failed {
                     self.backoff.failed();
-                    tokio::time::sleep(self.backoff.delay().min(remaining)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(self.backoff.delay().min(remaining)) => {}
+                        () = closing.stopped() => {}
+                    }
                 } else {
                     self.backoff.reset();
                 }
@@ -461,12 +656,8 @@ impl ShareConsumer {
         }
     }
 
-    /// Sends every pending acknowledgement (in implicit mode, first accepting the records the
-    /// last poll returned) with ShareAcknowledge and waits for the answers, at most
-    /// `default.api.timeout.ms`. Returns each partition's result; an acknowledgement of a
-    /// record whose acquisition lock expired fails with `INVALID_RECORD_STATE` (the broker
-    /// delivers the record again). Outcomes also go to the callback.
-    pub async fn commit_sync(&mut self) -> Result<CommitResults> {
+    /// [`ShareConsumer::commit_sync`].
+    async fn commit_sync(&mut self) -> Result<CommitResults> {
         if self.closed {
             return Err(closed_error());
         }
@@ -487,11 +678,8 @@ impl ShareConsumer {
         Ok(results)
     }
 
-    /// As [`commit_sync`](Self::commit_sync) without waiting: the outcomes go to the callback
-    /// and [`take_acknowledgement_outcomes`](Self::take_acknowledgement_outcomes) once the
-    /// next poll, commit or close collects them (a poll waits for them before its next fetch,
-    /// so that each share session sees its requests in order).
-    pub fn commit_async(&mut self) -> Result<()> {
+    /// [`ShareConsumer::commit_async`].
+    fn commit_async(&mut self) -> Result<()> {
         if self.closed {
             return Err(closed_error());
         }
@@ -508,13 +696,8 @@ impl ShareConsumer {
         Ok(())
     }
 
-    /// Leaves the group cleanly: sends the pending acknowledgements and releases every acquired
-    /// record not acknowledged (the last poll's records too, in implicit mode, as Java's
-    /// consumer does), closing each share session (ShareAcknowledge with epoch -1), then
-    /// leaves the group (heartbeat with epoch -1) and stops the heartbeat task. Bounded by
-    /// `default.api.timeout.ms`. Later calls fail with [`ErrorKind::Closed`]; closing twice is
-    /// a no-op.
-    pub async fn close(&mut self) -> Result<()> {
+    /// [`ShareConsumer::close`] (a no-op the second time).
+    async fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
         }
@@ -655,7 +838,7 @@ impl ShareConsumer {
             if queue {
                 if self.outcomes.len() >= MAX_QUEUED_OUTCOMES {
                     self.outcomes.pop_front();
-                    self.outcomes_dropped += 1;
+                    self.outcomes_dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 self.outcomes.push_back(o);
             }
