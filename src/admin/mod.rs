@@ -456,29 +456,6 @@ impl Admin {
 
     /// Recovery after an error of a controller request: `NOT_CONTROLLER`, or a controller that
     /// could not be reached, refreshes the broker list (which names the controller).
-    /// A topic's answer to a controller request (CreateTopics, DeleteTopics,
-    /// CreatePartitions): its entry in the response (`status` reads its error code and
-    /// message), or the error — tagged with the topic, after the recovery of
-    /// [`after_controller_error`](Self::after_controller_error) — the one way those three
-    /// calls read a topic's answer.
-    async fn topic_answer<'e, E>(
-        &self,
-        api: ApiKey,
-        name: &str,
-        entry: Option<&'e E>,
-        status: fn(&E) -> (i16, Option<&StrBytes>),
-    ) -> Result<&'e E> {
-        let entry = entry.ok_or_else(|| missing(api, &format!("topic {name}")))?;
-        let (code, message) = status(entry);
-        match code_error(code, message, api) {
-            Some(e) => {
-                self.after_controller_error(&e).await;
-                Err(e.on_topic(name.to_owned()))
-            }
-            None => Ok(entry),
-        }
-    }
-
     async fn after_controller_error(&self, e: &Error) {
         if e.kafka_code() == Some(KafkaCode::NotController)
             || recovery_for(e) == Recovery::SwitchBroker

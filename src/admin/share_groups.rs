@@ -8,12 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use super::groups::{GroupState, sorted_partitions};
+use super::groups::{
+    GroupState, by_topic, describe_groups_at_coordinators, described_group, group_id,
+    partition_answers, wire_topics,
+};
 use super::{
     Admin, ConfigEntry, ConfigResource, TopicPartition, code_error, missing, status_of, topic_name,
 };
 use crate::error::{Error, Result};
-use crate::protocol::StrBytes;
 use crate::protocol::messages::alter_share_group_offsets_request::{
     AlterShareGroupOffsetsRequestPartition, AlterShareGroupOffsetsRequestTopic,
 };
@@ -24,8 +26,8 @@ use crate::protocol::messages::describe_share_group_offsets_request::{
 use crate::protocol::messages::{
     AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, ApiKey,
     DeleteShareGroupOffsetsRequest, DeleteShareGroupOffsetsResponse,
-    DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse, GroupId,
-    ShareGroupDescribeRequest, ShareGroupDescribeResponse,
+    DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse, ShareGroupDescribeRequest,
+    ShareGroupDescribeResponse,
 };
 
 /// The group config naming where a share group starts on a partition it has no state for:
@@ -101,59 +103,17 @@ pub struct SharePartitionOffset {
 /// has no start offset there.
 pub type ShareOffsetResult = (TopicPartition, Result<Option<SharePartitionOffset>>);
 
-fn group_id(name: &str) -> GroupId {
-    GroupId(StrBytes::from_string(name.to_owned()))
-}
-
 /// A share group description from ShareGroupDescribe's answer for one group.
 fn share_group_description(
     name: &str,
     g: &crate::protocol::messages::share_group_describe_response::DescribedGroup,
     coordinator: i32,
 ) -> ShareGroupDescription {
-    ShareGroupDescription {
-        group_id: name.to_owned(),
-        state: GroupState::parse(&g.group_state),
-        group_epoch: g.group_epoch,
-        assignment_epoch: g.assignment_epoch,
-        assignor: g.assignor_name.to_string(),
-        coordinator,
-        members: g
-            .members
-            .iter()
-            .map(|m| ShareGroupMember {
-                member_id: m.member_id.to_string(),
-                rack_id: m.rack_id.as_ref().map(|s| s.to_string()),
-                member_epoch: m.member_epoch,
-                client_id: m.client_id.to_string(),
-                client_host: m.client_host.to_string(),
-                subscribed_topics: m
-                    .subscribed_topic_names
-                    .iter()
-                    .map(|t| t.0.to_string())
-                    .collect(),
-                assignment: sorted_partitions(
-                    m.assignment
-                        .topic_partitions
-                        .iter()
-                        .map(|t| (t.topic_name.0.as_str(), &t.partitions[..])),
-                ),
-            })
-            .collect(),
-    }
-}
-
-/// Topics with their partitions (sorted by topic, partitions in input order).
-fn by_topic<T: Copy>(
-    items: impl Iterator<Item = (TopicPartition, T)>,
-) -> BTreeMap<String, Vec<(i32, T)>> {
-    let mut by: BTreeMap<String, Vec<(i32, T)>> = BTreeMap::new();
-    for (tp, v) in items {
-        by.entry(tp.topic().to_owned())
-            .or_default()
-            .push((tp.partition, v));
-    }
-    by
+    described_group!(
+        ShareGroupDescription { members: ShareGroupMember },
+        name, g, coordinator,
+        |m| { rack_id: m.rack_id.as_ref().map(|s| s.to_string()) }
+    )
 }
 
 /// The per-partition answers of DescribeShareGroupOffsets for `group`: for `asked` in order
@@ -221,24 +181,13 @@ impl Admin {
         &self,
         groups: &[S],
     ) -> Result<Vec<Result<ShareGroupDescription>>> {
-        self.per_group(
+        describe_groups_at_coordinators!(
+            self,
             groups,
-            ApiKey::ShareGroupDescribe,
-            |names| {
-                ShareGroupDescribeRequest::default()
-                    .with_group_ids(names.iter().map(|n| group_id(n)).collect())
-            },
-            |resp: &ShareGroupDescribeResponse, name, coordinator| {
-                let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
-                Some(
-                    status_of(
-                        g.error_code,
-                        g.error_message.as_ref(),
-                        ApiKey::ShareGroupDescribe,
-                    )
-                    .map(|()| share_group_description(name, g, coordinator)),
-                )
-            },
+            ShareGroupDescribe,
+            ShareGroupDescribeRequest,
+            ShareGroupDescribeResponse,
+            share_group_description
         )
         .await
     }
@@ -340,68 +289,47 @@ impl Admin {
         group: &str,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
-        if offsets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let topics = by_topic(offsets.iter().cloned());
-        let resp: AlterShareGroupOffsetsResponse = self
-            .at_group_coordinator::<AlterShareGroupOffsetsRequest, _, _>(
-                group,
-                |_| {
-                    Ok(AlterShareGroupOffsetsRequest::default()
-                        .with_group_id(group_id(group))
-                        .with_topics(
-                            topics
-                                .iter()
-                                .map(|(t, ps)| {
-                                    AlterShareGroupOffsetsRequestTopic::default()
-                                        .with_topic_name(topic_name(t))
-                                        .with_partitions(
-                                            ps.iter()
-                                                .map(|&(p, o)| {
-                                                    AlterShareGroupOffsetsRequestPartition::default(
-                                                    )
-                                                    .with_partition_index(p)
-                                                    .with_start_offset(o)
-                                                })
-                                                .collect(),
-                                        )
-                                })
-                                .collect(),
-                        ))
-                },
-                |resp, broker| {
-                    status_of(
-                        resp.error_code,
-                        resp.error_message.as_ref(),
-                        ApiKey::AlterShareGroupOffsets,
-                    )
-                    .map_err(|e| e.on_broker(broker))
-                    .map(|()| resp)
-                },
-            )
-            .await?;
-        Ok(offsets
-            .iter()
-            .map(|(tp, _)| {
-                let answer = resp
-                    .responses
-                    .iter()
-                    .filter(|t| t.topic_name.0.as_str() == tp.topic())
-                    .flat_map(|t| &t.partitions)
-                    .find(|p| p.partition_index == tp.partition);
-                let r = match answer {
-                    None => Err(missing(ApiKey::AlterShareGroupOffsets, &tp.to_string())),
-                    Some(p) => status_of(
-                        p.error_code,
-                        p.error_message.as_ref(),
-                        ApiKey::AlterShareGroupOffsets,
-                    )
-                    .map_err(|e| e.on_partition(tp.topic(), tp.partition)),
-                };
-                (tp.clone(), r)
-            })
-            .collect())
+        self.set_group_offsets(
+            group,
+            offsets,
+            |topics| {
+                AlterShareGroupOffsetsRequest::default()
+                    .with_group_id(group_id(group))
+                    .with_topics(wire_topics(
+                        topics,
+                        |name, ps| {
+                            AlterShareGroupOffsetsRequestTopic::default()
+                                .with_topic_name(name)
+                                .with_partitions(ps)
+                        },
+                        |p, o| {
+                            AlterShareGroupOffsetsRequestPartition::default()
+                                .with_partition_index(p)
+                                .with_start_offset(o)
+                        },
+                    ))
+            },
+            |resp, broker| {
+                status_of(
+                    resp.error_code,
+                    resp.error_message.as_ref(),
+                    ApiKey::AlterShareGroupOffsets,
+                )
+                .map_err(|e| e.on_broker(broker))
+                .map(|()| resp)
+            },
+            |resp: &AlterShareGroupOffsetsResponse| {
+                partition_answers(
+                    offsets,
+                    resp.responses
+                        .iter()
+                        .map(|t| (t.topic_name.0.as_str(), &t.partitions[..])),
+                    ApiKey::AlterShareGroupOffsets,
+                    |p| (p.partition_index, p.error_code, p.error_message.as_ref()),
+                )
+            },
+        )
+        .await
     }
 
     /// Deletes a share group's state for whole topics (DeleteShareGroupOffsets to its
@@ -530,6 +458,7 @@ impl Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::StrBytes;
     use crate::protocol::messages::TopicName;
     use crate::protocol::messages::describe_share_group_offsets_response::{
         DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,

@@ -1,14 +1,17 @@
 //! Topics, partitions, configs and the cluster description.
 
 use super::{Admin, Internal, code_error, entry_answer, missing, topic_name};
-use crate::cluster::{BrokerMetadata, PartitionMetadata};
+use crate::cluster::{BrokerMetadata, Metadata, TopicMetadata};
 use crate::connection::BrokerConnection;
-use crate::error::{KafkaCode, Result};
+use crate::error::Result;
 use crate::protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
+use crate::protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use crate::protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use crate::protocol::messages::create_topics_response::CreatableTopicResult;
 use crate::protocol::messages::delete_topics_request::DeleteTopicState;
+use crate::protocol::messages::delete_topics_response::DeletableTopicResult;
 use crate::protocol::messages::describe_configs_request::DescribeConfigsResource;
 use crate::protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
@@ -101,19 +104,11 @@ pub struct TopicListing {
     pub partitions: usize,
 }
 
-/// A topic as [`Admin::describe_topics`] describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TopicDescription {
-    /// The topic name.
-    pub name: String,
-    /// The topic id (all zero if the broker did not say).
-    pub topic_id: [u8; 16],
-    /// Whether the topic is internal.
-    pub is_internal: bool,
-    /// The partitions (leader, replicas, in-sync replicas), sorted by index.
-    pub partitions: Vec<PartitionMetadata>,
-}
+/// A topic as [`Admin::describe_topics`] describes it: the cluster's [`TopicMetadata`] (name,
+/// id, whether internal, and the partitions with their leader, replicas, in-sync and offline
+/// replicas, sorted by index), read from the Metadata answer as the metadata cache reads it.
+/// Its `error` is always `None` here: a topic with an error is an `Err` result.
+pub type TopicDescription = TopicMetadata;
 
 /// The cluster as [`Admin::describe_cluster`] describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,26 +292,6 @@ impl AlterConfigOp {
     }
 }
 
-fn partitions_of(
-    t: &crate::protocol::messages::metadata_response::MetadataResponseTopic,
-) -> Vec<PartitionMetadata> {
-    let mut parts: Vec<PartitionMetadata> = t
-        .partitions
-        .iter()
-        .map(|p| PartitionMetadata {
-            partition: p.partition_index,
-            leader: p.leader_id.0,
-            leader_epoch: p.leader_epoch,
-            replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-            isr: p.isr_nodes.iter().map(|b| b.0).collect(),
-            offline_replicas: p.offline_replicas.iter().map(|b| b.0).collect(),
-            error: KafkaCode::from_i16(p.error_code),
-        })
-        .collect();
-    parts.sort_by_key(|p| p.partition);
-    parts
-}
-
 fn brokers_of(resp: &MetadataResponse) -> Vec<BrokerMetadata> {
     sorted_brokers(
         resp.brokers
@@ -342,6 +317,143 @@ fn sorted_brokers<'a>(
     brokers
 }
 
+/// A [`ConfigEntry`] from a config as a broker reports it, in a DescribeConfigs answer or a
+/// CreateTopics answer (v5+). A macro because the two are distinct generated types with the
+/// same field names.
+macro_rules! config_entry {
+    ($c:expr) => {{
+        let c = $c;
+        ConfigEntry {
+            name: c.name.to_string(),
+            value: c.value.as_ref().map(|v| v.to_string()),
+            source: ConfigSource::from_i8(c.config_source),
+            read_only: c.read_only,
+            sensitive: c.is_sensitive,
+        }
+    }};
+}
+
+/// One config resource's answer in a DescribeConfigs or IncrementalAlterConfigs response
+/// (`$entries`): the entry of the resource's type and name, its error, or `$ok(entry)`; a
+/// resource the response does not mention is an `UnexpectedResponse` error. A macro because
+/// the two responses' entries are distinct generated types with the same field names.
+macro_rules! config_answer {
+    ($entries:expr, $resource:expr, $api:expr, $ok:expr $(,)?) => {{
+        let (ty, name) = ConfigResource::type_and_name($resource);
+        let found = $entries
+            .iter()
+            .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
+        entry_answer(
+            found,
+            $api,
+            &format!("resource {name}"),
+            |r| (r.error_code, r.error_message.as_ref()),
+            $ok,
+        )
+    }};
+}
+
+/// The per-topic entries of the responses of the controller calls that answer topic by topic
+/// (CreateTopics, DeleteTopics, CreatePartitions), as
+/// [`per_topic_at_controller`](Admin::per_topic_at_controller) reads them.
+trait TopicAnswers {
+    /// One topic's entry.
+    type Entry;
+    /// The call.
+    const API: ApiKey;
+    /// The topics' entries.
+    fn entries(&self) -> &[Self::Entry];
+    /// The topic an entry answers for.
+    fn topic(entry: &Self::Entry) -> Option<&str>;
+    /// An entry's error code and message.
+    fn status(entry: &Self::Entry) -> (i16, Option<&StrBytes>);
+}
+
+/// [`TopicAnswers`] for each of the three responses, as a table: `Response: entries field of
+/// Entry type, API key, how an entry names its topic`. A macro because the entries are distinct
+/// generated types with the same error fields.
+macro_rules! topic_answers {
+    ($($response:ident: $entries:ident of $entry:ty, $api:ident, |$e:ident| $topic:expr;)*) => {$(
+        impl TopicAnswers for $response {
+            type Entry = $entry;
+            const API: ApiKey = ApiKey::$api;
+            fn entries(&self) -> &[$entry] {
+                &self.$entries
+            }
+            fn topic($e: &$entry) -> Option<&str> {
+                $topic
+            }
+            fn status(entry: &$entry) -> (i16, Option<&StrBytes>) {
+                (entry.error_code, entry.error_message.as_ref())
+            }
+        }
+    )*};
+}
+
+topic_answers! {
+    CreateTopicsResponse: topics of CreatableTopicResult, CreateTopics,
+        |e| Some(e.name.0.as_str());
+    DeleteTopicsResponse: responses of DeletableTopicResult, DeleteTopics,
+        |e| e.name.as_ref().map(|n| n.0.as_str());
+    CreatePartitionsResponse: results of CreatePartitionsTopicResult, CreatePartitions,
+        |e| Some(e.name.0.as_str());
+}
+
+impl Admin {
+    /// The frame of the controller calls that answer topic by topic (CreateTopics,
+    /// DeleteTopics, CreatePartitions), one home for the three: `count` inputs, each naming
+    /// its topic (`topic`); the pending ones go to the controller in one request (`build`,
+    /// given their indexes, the broker-side timeout and the negotiated version), retried as
+    /// [`per_item`](Self::per_item) retries. Each input's answer is its topic's entry:
+    /// `ok(topic, entry)`, or the entry's error tagged with the topic (after the recovery of
+    /// [`after_controller_error`](Self::after_controller_error)), or an `UnexpectedResponse`
+    /// error when the response does not mention the topic.
+    async fn per_topic_at_controller<'a, R, T>(
+        &self,
+        count: usize,
+        topic: impl Fn(usize) -> &'a str,
+        build: impl Fn(&[usize], i32, i16) -> R,
+        ok: impl Fn(&str, &<R::Response as TopicAnswers>::Entry) -> T,
+    ) -> Result<Vec<Result<T>>>
+    where
+        R: Request,
+        R::Response: TopicAnswers,
+    {
+        let timeout_ms = self.broker_timeout_ms();
+        let (topic, build, ok) = (&topic, &build, &ok);
+        self.per_item(count, |pending| async move {
+            let resp: R::Response = self
+                .send_to_controller(|version| Ok(build(&pending, timeout_ms, version)))
+                .await?;
+            let api = <R::Response as TopicAnswers>::API;
+            let mut out = Vec::with_capacity(pending.len());
+            for i in pending {
+                let name = topic(i);
+                let found = resp
+                    .entries()
+                    .iter()
+                    .find(|e| <R::Response as TopicAnswers>::topic(e) == Some(name));
+                let r = match found {
+                    None => Err(missing(api, &format!("topic {name}"))),
+                    Some(entry) => {
+                        let (code, message) = <R::Response as TopicAnswers>::status(entry);
+                        match code_error(code, message, api) {
+                            Some(e) => {
+                                self.after_controller_error(&e).await;
+                                Err(e.on_topic(name.to_owned()))
+                            }
+                            None => Ok(ok(name, entry)),
+                        }
+                    }
+                };
+                out.push((i, r));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 impl Admin {
     /// Creates topics. One result per topic, in input order: a topic that exists already is
     /// `Err` with `TOPIC_ALREADY_EXISTS` while the others are created.
@@ -363,106 +475,71 @@ impl Admin {
         topics: &[NewTopic],
         validate_only: bool,
     ) -> Result<Vec<Result<TopicCreated>>> {
-        let timeout_ms = self.broker_timeout_ms();
-        self.per_item(topics.len(), |pending| async move {
-            let resp: CreateTopicsResponse = self
-                .send_to_controller(|_| {
-                    let wire = pending
-                        .iter()
-                        .map(|&i| {
-                            let t = &topics[i];
-                            CreatableTopic::default()
-                                .with_name(topic_name(&t.name))
-                                .with_num_partitions(t.partitions.unwrap_or(-1))
-                                .with_replication_factor(t.replication_factor.unwrap_or(-1))
-                                .with_configs(
-                                    t.configs
-                                        .iter()
-                                        .map(|(k, v)| {
-                                            CreatableTopicConfig::default()
-                                                .with_name(StrBytes::from_string(k.clone()))
-                                                .with_value(Some(StrBytes::from_string(v.clone())))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect();
-                    Ok(CreateTopicsRequest::default()
-                        .with_topics(wire)
-                        .with_timeout_ms(timeout_ms)
-                        .with_validate_only(validate_only))
-                })
-                .await?;
-            let mut out = Vec::with_capacity(pending.len());
-            for i in pending {
-                let name = &topics[i].name;
-                let found = resp.topics.iter().find(|t| t.name.0.as_str() == name);
-                let r = self
-                    .topic_answer(ApiKey::CreateTopics, name, found, |t| {
-                        (t.error_code, t.error_message.as_ref())
+        self.per_topic_at_controller(
+            topics.len(),
+            |i| topics[i].name.as_str(),
+            |pending, timeout_ms, _| {
+                let wire = pending
+                    .iter()
+                    .map(|&i| {
+                        let t = &topics[i];
+                        CreatableTopic::default()
+                            .with_name(topic_name(&t.name))
+                            .with_num_partitions(t.partitions.unwrap_or(-1))
+                            .with_replication_factor(t.replication_factor.unwrap_or(-1))
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(StrBytes::from_string(k.clone()))
+                                            .with_value(Some(StrBytes::from_string(v.clone())))
+                                    })
+                                    .collect(),
+                            )
                     })
-                    .await
-                    .map(|t| TopicCreated {
-                        name: name.clone(),
-                        topic_id: *t.topic_id.as_bytes(),
-                        partitions: t.num_partitions,
-                        replication_factor: t.replication_factor,
-                        configs: t
-                            .configs
-                            .iter()
-                            .flatten()
-                            .map(|c| ConfigEntry {
-                                name: c.name.to_string(),
-                                value: c.value.as_ref().map(|v| v.to_string()),
-                                source: ConfigSource::from_i8(c.config_source),
-                                read_only: c.read_only,
-                                sensitive: c.is_sensitive,
-                            })
-                            .collect(),
-                    });
-                out.push((i, r));
-            }
-            Ok(out)
-        })
+                    .collect();
+                CreateTopicsRequest::default()
+                    .with_topics(wire)
+                    .with_timeout_ms(timeout_ms)
+                    .with_validate_only(validate_only)
+            },
+            |name, t| TopicCreated {
+                name: name.to_owned(),
+                topic_id: *t.topic_id.as_bytes(),
+                partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+                configs: t
+                    .configs
+                    .iter()
+                    .flatten()
+                    .map(|c| config_entry!(c))
+                    .collect(),
+            },
+        )
         .await
     }
 
     /// Deletes topics. One result per topic, in input order (`UNKNOWN_TOPIC_OR_PARTITION` for
     /// a topic that does not exist).
     pub async fn delete_topics<S: AsRef<str>>(&self, topics: &[S]) -> Result<Vec<Result<()>>> {
-        let timeout_ms = self.broker_timeout_ms();
-        self.per_item(topics.len(), |pending| async move {
-            let names: Vec<&str> = pending.iter().map(|&i| topics[i].as_ref()).collect();
-            let resp: DeleteTopicsResponse = self
-                .send_to_controller(|version| {
-                    let mut req = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
-                    if version >= 6 {
-                        req.topics = names
-                            .iter()
-                            .map(|n| DeleteTopicState::default().with_name(Some(topic_name(n))))
-                            .collect();
-                    } else {
-                        req.topic_names = names.iter().map(|n| topic_name(n)).collect();
-                    }
-                    Ok(req)
-                })
-                .await?;
-            let mut out = Vec::with_capacity(pending.len());
-            for (i, name) in pending.iter().zip(&names) {
-                let found = resp
-                    .responses
-                    .iter()
-                    .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == *name));
-                let r = self
-                    .topic_answer(ApiKey::DeleteTopics, name, found, |t| {
-                        (t.error_code, t.error_message.as_ref())
-                    })
-                    .await
-                    .map(|_| ());
-                out.push((*i, r));
-            }
-            Ok(out)
-        })
+        self.per_topic_at_controller(
+            topics.len(),
+            |i| topics[i].as_ref(),
+            |pending, timeout_ms, version| {
+                let names = pending.iter().map(|&i| topic_name(topics[i].as_ref()));
+                let mut req = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
+                if version >= 6 {
+                    req.topics = names
+                        .map(|n| DeleteTopicState::default().with_name(Some(n)))
+                        .collect();
+                } else {
+                    req.topic_names = names.collect();
+                }
+                req
+            },
+            |_, _| (),
+        )
         .await
     }
 
@@ -496,6 +573,11 @@ impl Admin {
         self.per_item(topics.len(), |pending| async move {
             let names: Vec<&str> = pending.iter().map(|&i| topics[i].as_ref()).collect();
             let resp = self.fetch_metadata(Some(&names)).await?;
+            // The cluster's metadata reads the answer (one reading of a Metadata response for
+            // the cache and for admin), into a fresh snapshot: nothing cached changes what is
+            // described.
+            let mut read = Metadata::default();
+            read.apply(&resp, false);
             Ok(pending
                 .iter()
                 .zip(&names)
@@ -508,12 +590,10 @@ impl Admin {
                         None => Err(missing(ApiKey::Metadata, &format!("topic {name}"))),
                         Some(t) => match code_error(t.error_code, None, ApiKey::Metadata) {
                             Some(e) => Err(e.on_topic(*name)),
-                            None => Ok(TopicDescription {
-                                name: name.to_string(),
-                                topic_id: *t.topic_id.as_bytes(),
-                                is_internal: t.is_internal,
-                                partitions: partitions_of(t),
-                            }),
+                            None => read
+                                .topics
+                                .remove(*name)
+                                .ok_or_else(|| missing(ApiKey::Metadata, &format!("topic {name}"))),
                         },
                     };
                     (*i, r)
@@ -595,32 +675,12 @@ impl Admin {
                     )
                 },
                 |resp: &DescribeConfigsResponse, i| {
-                    let (ty, name) = resources[i].type_and_name();
-                    let found = resp
-                        .results
-                        .iter()
-                        .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
-                    entry_answer(
-                        found,
-                        ApiKey::DescribeConfigs,
-                        &format!("resource {name}"),
-                        |r| (r.error_code, r.error_message.as_ref()),
-                        |r| {
-                            let mut entries: Vec<ConfigEntry> = r
-                                .configs
-                                .iter()
-                                .map(|c| ConfigEntry {
-                                    name: c.name.to_string(),
-                                    value: c.value.as_ref().map(|v| v.to_string()),
-                                    source: ConfigSource::from_i8(c.config_source),
-                                    read_only: c.read_only,
-                                    sensitive: c.is_sensitive,
-                                })
-                                .collect();
-                            entries.sort_by(|a, b| a.name.cmp(&b.name));
-                            entries
-                        },
-                    )
+                    config_answer!(resp.results, &resources[i], ApiKey::DescribeConfigs, |r| {
+                        let mut entries: Vec<ConfigEntry> =
+                            r.configs.iter().map(|c| config_entry!(c)).collect();
+                        entries.sort_by(|a, b| a.name.cmp(&b.name));
+                        entries
+                    })
                 },
             )
             .await
@@ -655,17 +715,11 @@ impl Admin {
                     )
                 },
                 |resp: &IncrementalAlterConfigsResponse, i| {
-                    let (ty, name) = changes[i].0.type_and_name();
-                    let found = resp
-                        .responses
-                        .iter()
-                        .find(|r| r.resource_type == ty && r.resource_name.as_str() == name);
-                    entry_answer(
-                        found,
+                    config_answer!(
+                        resp.responses,
+                        &changes[i].0,
                         ApiKey::IncrementalAlterConfigs,
-                        &format!("resource {name}"),
-                        |r| (r.error_code, r.error_message.as_ref()),
-                        |_| (),
+                        |_| ()
                     )
                 },
             )
@@ -709,51 +763,36 @@ impl Admin {
     /// Adds partitions to topics. One result per topic, in input order
     /// (`INVALID_PARTITIONS` if the count is not larger than the current one).
     pub async fn create_partitions(&self, topics: &[NewPartitions]) -> Result<Vec<Result<()>>> {
-        let timeout_ms = self.broker_timeout_ms();
-        self.per_item(topics.len(), |pending| async move {
-            let resp: CreatePartitionsResponse = self
-                .send_to_controller(|_| {
-                    Ok(CreatePartitionsRequest::default()
-                        .with_timeout_ms(timeout_ms)
-                        .with_topics(
-                            pending
-                                .iter()
-                                .map(|&i| {
-                                    let t = &topics[i];
-                                    CreatePartitionsTopic::default()
-                                        .with_name(topic_name(&t.topic))
-                                        .with_count(t.total_count)
-                                        .with_assignments(t.assignments.as_ref().map(|a| {
-                                            a.iter()
-                                                .map(|ids| {
-                                                    CreatePartitionsAssignment::default()
-                                                        .with_broker_ids(
-                                                            ids.iter()
-                                                                .map(|&b| BrokerId(b))
-                                                                .collect(),
-                                                        )
-                                                })
-                                                .collect()
-                                        }))
-                                })
-                                .collect(),
-                        ))
-                })
-                .await?;
-            let mut out = Vec::with_capacity(pending.len());
-            for i in pending {
-                let name = &topics[i].topic;
-                let found = resp.results.iter().find(|r| r.name.0.as_str() == name);
-                let r = self
-                    .topic_answer(ApiKey::CreatePartitions, name, found, |r| {
-                        (r.error_code, r.error_message.as_ref())
-                    })
-                    .await
-                    .map(|_| ());
-                out.push((i, r));
-            }
-            Ok(out)
-        })
+        self.per_topic_at_controller(
+            topics.len(),
+            |i| topics[i].topic.as_str(),
+            |pending, timeout_ms, _| {
+                CreatePartitionsRequest::default()
+                    .with_timeout_ms(timeout_ms)
+                    .with_topics(
+                        pending
+                            .iter()
+                            .map(|&i| {
+                                let t = &topics[i];
+                                CreatePartitionsTopic::default()
+                                    .with_name(topic_name(&t.topic))
+                                    .with_count(t.total_count)
+                                    .with_assignments(t.assignments.as_ref().map(|a| {
+                                        a.iter()
+                                            .map(|ids| {
+                                                CreatePartitionsAssignment::default()
+                                                    .with_broker_ids(
+                                                        ids.iter().map(|&b| BrokerId(b)).collect(),
+                                                    )
+                                            })
+                                            .collect()
+                                    }))
+                            })
+                            .collect(),
+                    )
+            },
+            |_, _| (),
+        )
         .await
     }
 }

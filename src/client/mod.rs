@@ -689,11 +689,30 @@ mod tests {
         b
     }
 
-    /// The error `set_property(key, value)` gives, whose text must name `named`.
-    fn refused_naming(b: &mut ClientBuilder, key: &str, value: &str, named: &str) -> Error {
-        let e = b.set_property(key, value).unwrap_err();
-        assert!(e.to_string().contains(named), "{e}");
-        e
+    /// What the error of a refused property must say.
+    #[derive(Clone, Copy)]
+    enum Says {
+        /// The message is exactly this.
+        Exactly(&'static str),
+        /// The text names this.
+        Naming(&'static str),
+        /// Only that it is a configuration error.
+        Nothing,
+    }
+    use Says::*;
+
+    /// The table-driven check of refused properties: each `(key, value, says)`, set on `b` with
+    /// `set_property`, must be refused with a configuration error that says `says`.
+    fn refuses(b: &mut ClientBuilder, cases: &[(&str, &str, Says)]) {
+        for &(key, value, says) in cases {
+            let e = b.set_property(key, value).unwrap_err();
+            assert_eq!(e.kind(), &ErrorKind::Config, "{key}: {e}");
+            match says {
+                Exactly(message) => assert_eq!(e.message_text(), Some(message), "{key}"),
+                Naming(named) => assert!(e.to_string().contains(named), "{key}: {e}"),
+                Nothing => {}
+            }
+        }
     }
 
     /// The text of the `build` error of a builder with a bootstrap server and `key` = `value`.
@@ -837,23 +856,6 @@ mod tests {
     }
 
     #[test]
-    fn unknown_property_suggests_close_matches() {
-        let mut b = Client::builder();
-        let e = b.set_property("bootstrap.server", "a:1").unwrap_err();
-        assert_eq!(e.kind(), &ErrorKind::Config);
-        assert_eq!(
-            e.message_text(),
-            Some("unknown property 'bootstrap.server'; did you mean 'bootstrap.servers'?")
-        );
-        refused_naming(&mut b, "request.timeout", "5", "'request.timeout.ms'");
-        let e = b.set_property("frobnicate", "5").unwrap_err();
-        assert_eq!(e.message_text(), Some("unknown property 'frobnicate'"));
-        // Deferred to build() with the chaining form.
-        let t = build_error_with("clientid", "x");
-        assert!(t.contains("did you mean 'client.id'?"), "{t}");
-    }
-
-    #[test]
     fn librdkafka_configurations_load() {
         let mut b = with_properties(&[
             ("metadata.broker.list", "a:1,b:2"),
@@ -882,23 +884,27 @@ mod tests {
         // Secrets stay out of Debug.
         assert!(!format!("{b:?}").contains("hunter2"));
         // A truly unknown key is still an error with suggestions.
-        refused_naming(&mut b, "queue.buffering.max.kbyte", "1", "unknown property");
+        refuses(
+            &mut b,
+            &[("queue.buffering.max.kbyte", "1", Naming("unknown property"))],
+        );
     }
 
     #[test]
     fn producer_and_consumer_properties_are_routed_and_kept() {
-        let b = with_properties(&[
-            ("bootstrap.servers", "a:1"),
-            ("linger.ms", "5"),
+        // Producer/consumer keys and shared ones, each set once: kept as set, in order.
+        let set_once = [
             ("acks", "1"),
             ("group.id", "g1"),
             ("auto.offset.reset", "earliest"),
             ("request.timeout.ms", "7000"),
             ("retry.backoff.ms", "250"),
             ("default.api.timeout.ms", "9000"),
-            ("client.id", "app"),
-            ("linger.ms", "8"),
-        ]);
+        ];
+        let mut props = vec![("bootstrap.servers", "a:1"), ("linger.ms", "5")];
+        props.extend(set_once);
+        props.extend([("client.id", "app"), ("linger.ms", "8")]);
+        let b = with_properties(&props);
         // Client keys set the client config; shared keys set it too.
         assert_eq!(b.config.client_id, "app");
         assert_eq!(b.config.request_timeout, Duration::from_secs(7));
@@ -910,18 +916,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        assert_eq!(
-            kept,
-            [
-                ("acks", "1"),
-                ("group.id", "g1"),
-                ("auto.offset.reset", "earliest"),
-                ("request.timeout.ms", "7000"),
-                ("retry.backoff.ms", "250"),
-                ("default.api.timeout.ms", "9000"),
-                ("linger.ms", "8"),
-            ]
-        );
+        // linger.ms, set twice, is kept once, with its last value, where it was last set.
+        assert_eq!(kept, [&set_once[..], &[("linger.ms", "8")]].concat());
         // client.id is the client's only.
         assert!(!kept.iter().any(|(k, _)| *k == "client.id"));
         for table in DEFERRED_PROPERTY_SOURCES {
@@ -962,49 +958,50 @@ mod tests {
     }
 
     #[test]
-    fn unknown_to_everyone_is_still_an_error_with_suggestions() {
+    fn refused_properties_say_why_and_keep_nothing() {
         let mut b = Client::builder();
-        let e = b.set_property("linger.msec", "5").unwrap_err();
-        assert_eq!(e.kind(), &ErrorKind::Config);
-        assert!(e.to_string().contains("'linger.ms'"), "{e}");
-        refused_naming(&mut b, "group.idd", "g", "'group.id'");
-        refused_naming(&mut b, "enable.auto.comit", "true", "'enable.auto.commit'");
-        assert!(b.deferred.is_empty());
-    }
-
-    #[test]
-    fn bad_producer_or_consumer_values_fail_at_build_naming_the_key() {
-        let mut b = Client::builder();
-        let e = b.set_property("linger.ms", "soon").unwrap_err();
-        assert_eq!(e.kind(), &ErrorKind::Config);
-        assert!(e.to_string().contains("linger.ms"), "{e}");
-        refused_naming(&mut b, "auto.offset.reset", "sideways", "auto.offset.reset");
-        let e = b.set_property("acks", "2x").unwrap_err();
-        assert_eq!(e.kind(), &ErrorKind::Config, "{e}");
+        refuses(
+            &mut b,
+            &[
+                // Unknown keys, with the closest known keys (client, producer and consumer).
+                (
+                    "bootstrap.server",
+                    "a:1",
+                    Exactly(
+                        "unknown property 'bootstrap.server'; did you mean 'bootstrap.servers'?",
+                    ),
+                ),
+                ("request.timeout", "5", Naming("'request.timeout.ms'")),
+                ("frobnicate", "5", Exactly("unknown property 'frobnicate'")),
+                ("linger.msec", "5", Naming("'linger.ms'")),
+                ("group.idd", "g", Naming("'group.id'")),
+                ("enable.auto.comit", "true", Naming("'enable.auto.commit'")),
+                // Bad values, naming the key and the form expected.
+                (
+                    "request.timeout.ms",
+                    "soon",
+                    Exactly(
+                        "invalid value 'soon' for property 'request.timeout.ms': expected a \
+                         whole number of milliseconds (0 or more)",
+                    ),
+                ),
+                (
+                    "allow.auto.create.topics",
+                    "maybe",
+                    Naming("'allow.auto.create.topics'"),
+                ),
+                ("allow.auto.create.topics", "maybe", Naming("true or false")),
+                ("max.in.flight", "-3", Naming("'max.in.flight'")),
+                ("linger.ms", "soon", Naming("linger.ms")),
+                ("auto.offset.reset", "sideways", Naming("auto.offset.reset")),
+                ("acks", "2x", Nothing),
+            ],
+        );
         assert!(b.deferred.is_empty(), "bad values are not kept");
+        // Deferred to build() with the chaining form.
+        let t = build_error_with("clientid", "x");
+        assert!(t.contains("did you mean 'client.id'?"), "{t}");
         let t = build_error_with("max.poll.records", "many");
         assert!(t.contains("max.poll.records"), "{t}");
-    }
-
-    #[test]
-    fn bad_values_name_the_key_and_form() {
-        let mut b = Client::builder();
-        let e = b.set_property("request.timeout.ms", "soon").unwrap_err();
-        assert_eq!(e.kind(), &ErrorKind::Config);
-        assert_eq!(
-            e.message_text(),
-            Some(
-                "invalid value 'soon' for property 'request.timeout.ms': expected a whole \
-                 number of milliseconds (0 or more)"
-            )
-        );
-        let e = refused_naming(
-            &mut b,
-            "allow.auto.create.topics",
-            "maybe",
-            "'allow.auto.create.topics'",
-        );
-        assert!(e.to_string().contains("true or false"), "{e}");
-        refused_naming(&mut b, "max.in.flight", "-3", "'max.in.flight'");
     }
 }

@@ -134,9 +134,6 @@ struct ClassicOnlyGiven {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        // The group member's settings have their defaults in one place, `GroupConfig::new`
-        // (the same Java defaults): the consumer's are taken from there.
-        let group = GroupConfig::new(String::new());
         ConsumerConfig {
             group_id: None,
             group_instance_id: None,
@@ -148,17 +145,17 @@ impl Default for ConsumerConfig {
             max_partition_fetch_bytes: 1024 * 1024,
             max_poll_records: 500,
             isolation_level: IsolationLevel::ReadUncommitted,
-            session_timeout: group.session_timeout,
-            heartbeat_interval: group.heartbeat_interval,
-            max_poll_interval: group.max_poll_interval,
-            assignors: group.assignors,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
             max_buffered_bytes: 64 * 1024 * 1024,
-            retry_backoff: group.retry_backoff,
-            api_timeout: group.api_timeout,
+            retry_backoff: Duration::from_millis(100),
+            api_timeout: Duration::from_secs(60),
             check_crcs: true,
-            group_protocol: group.protocol,
-            group_remote_assignor: group.remote_assignor,
-            client_rack: group.client_rack,
+            group_protocol: GroupProtocol::Classic,
+            group_remote_assignor: None,
+            client_rack: None,
             given: ClassicOnlyGiven::default(),
         }
     }
@@ -173,18 +170,7 @@ impl ConsumerConfig {
     /// The group member's settings for `group_id`: this config's group settings, the rest
     /// (`static_leave_on_close`) at their defaults.
     pub(crate) fn group_config(&self, group_id: &str) -> GroupConfig {
-        let mut gc = GroupConfig::new(group_id);
-        gc.group_instance_id = self.group_instance_id.clone();
-        gc.session_timeout = self.session_timeout;
-        gc.heartbeat_interval = self.heartbeat_interval;
-        gc.max_poll_interval = self.max_poll_interval;
-        gc.assignors = self.assignors.clone();
-        gc.retry_backoff = self.retry_backoff;
-        gc.api_timeout = self.api_timeout;
-        gc.protocol = self.group_protocol;
-        gc.remote_assignor = self.group_remote_assignor.clone();
-        gc.client_rack = self.client_rack.clone();
-        gc
+        GroupConfig::of_consumer(group_id, self.clone())
     }
 
     /// The settings [`apply_property`](Self::apply_property) knows (see

@@ -61,7 +61,7 @@ impl Consumer {
                 }
             }
         }
-        let kip848 = member.config().protocol == GroupProtocol::Consumer;
+        let kip848 = member.config().consumer.group_protocol == GroupProtocol::Consumer;
         if kip848 {
             member.set_topic_regex(match &sub {
                 Subscription::Pattern(_, raw) => Some(raw.clone()),
@@ -134,7 +134,7 @@ impl Consumer {
         protocol: RebalanceProtocol,
         listener: Option<Arc<dyn RebalanceListener>>,
     ) -> Result<()> {
-        let kip848 = member.config().protocol == GroupProtocol::Consumer;
+        let kip848 = member.config().consumer.group_protocol == GroupProtocol::Consumer;
         let owned = self.assignment();
         if protocol == RebalanceProtocol::Eager && !owned.is_empty() {
             self.auto_commit_sync(&owned).await;

@@ -125,8 +125,12 @@ impl Kip848State {
             .with_group_id(GroupId(str_bytes(&cfg.group_id)))
             .with_member_id(str_bytes(member_id))
             .with_member_epoch(epoch)
-            .with_instance_id(cfg.group_instance_id.as_deref().map(str_bytes));
-        let rebalance_timeout = cfg.max_poll_interval.as_millis().min(i32::MAX as u128) as i32;
+            .with_instance_id(cfg.consumer.group_instance_id.as_deref().map(str_bytes));
+        let rebalance_timeout = cfg
+            .consumer
+            .max_poll_interval
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
         if sent.rebalance_timeout_ms != Some(rebalance_timeout) {
             req.rebalance_timeout_ms = rebalance_timeout;
             sent.rebalance_timeout_ms = Some(rebalance_timeout);
@@ -155,13 +159,13 @@ impl Kip848State {
             }
             sent.subscription = Some(wanted);
         }
-        if let Some(a) = &cfg.remote_assignor
+        if let Some(a) = &cfg.consumer.group_remote_assignor
             && sent.server_assignor.as_ref() != Some(a)
         {
             req.server_assignor = Some(str_bytes(a));
             sent.server_assignor = Some(a.clone());
         }
-        if let Some(r) = &cfg.client_rack
+        if let Some(r) = &cfg.consumer.client_rack
             && sent.rack.as_ref() != Some(r)
         {
             req.rack_id = Some(str_bytes(r));
@@ -259,7 +263,7 @@ impl GroupMember {
     /// other members: a heartbeat carrying it is sent at once. A no-op with the classic
     /// protocol.
     pub fn assignment_applied(&self, owned: &[TopicPartition]) {
-        if self.inner.config.protocol != GroupProtocol::Consumer {
+        if self.inner.config.consumer.group_protocol != GroupProtocol::Consumer {
             return;
         }
         let mut st = lock(&self.inner.state);
@@ -294,7 +298,8 @@ impl GroupMember {
 
     pub(super) async fn join_consumer_protocol(&self, topics: &[String]) -> Result<JoinOutcome> {
         let inner = &self.inner;
-        let mut backoff = RetryDelay::new(inner.config.retry_backoff, Duration::from_secs(1));
+        let mut backoff =
+            RetryDelay::new(inner.config.consumer.retry_backoff, Duration::from_secs(1));
         inner.rejoin_needed.store(false, Ordering::Release);
         lock(&inner.state).kip848.topics = topics.to_vec();
         loop {
@@ -354,7 +359,8 @@ impl GroupMember {
             protocol: RebalanceProtocol::Cooperative,
             protocol_name: inner
                 .config
-                .remote_assignor
+                .consumer
+                .group_remote_assignor
                 .clone()
                 .unwrap_or_else(|| "consumer".to_owned()),
             assignment,
@@ -559,7 +565,7 @@ impl GroupMember {
         if !was || member_id.is_empty() {
             return Ok(());
         }
-        let epoch = if cfg.group_instance_id.is_some() && !cfg.static_leave_on_close {
+        let epoch = if cfg.consumer.group_instance_id.is_some() && !cfg.static_leave_on_close {
             STATIC_LEAVE_EPOCH
         } else {
             LEAVE_EPOCH
@@ -572,7 +578,7 @@ impl GroupMember {
                     .with_group_id(GroupId(str_bytes(&group)))
                     .with_member_id(str_bytes(&member_id))
                     .with_member_epoch(epoch)
-                    .with_instance_id(cfg.group_instance_id.as_deref().map(str_bytes));
+                    .with_instance_id(cfg.consumer.group_instance_id.as_deref().map(str_bytes));
                 Ok((req, v))
             })
             .await?;
@@ -599,8 +605,8 @@ impl GroupMember {
 pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task::StopListener) {
     let (mut backoff, configured) = match weak.upgrade() {
         Some(i) => (
-            RetryDelay::new(i.config.retry_backoff, Duration::from_secs(1)),
-            i.config.heartbeat_interval,
+            RetryDelay::new(i.config.consumer.retry_backoff, Duration::from_secs(1)),
+            i.config.consumer.heartbeat_interval,
         ),
         None => return,
     };
@@ -613,8 +619,9 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
                 let st = lock(&inner.state);
                 st.stable && st.generation >= 0
             };
-            let poll_deadline =
-                *lock(&inner.last_poll) + inner.config.max_poll_interval + Duration::from_millis(1);
+            let poll_deadline = *lock(&inner.last_poll)
+                + inner.config.consumer.max_poll_interval
+                + Duration::from_millis(1);
             let wake = if member && poll_deadline > Instant::now() {
                 next_heartbeat.min(poll_deadline)
             } else {
@@ -742,11 +749,11 @@ mod tests {
 
     fn config() -> GroupConfig {
         let mut cfg = GroupConfig::new("g");
-        cfg.protocol = GroupProtocol::Consumer;
-        cfg.remote_assignor = Some("range".into());
-        cfg.client_rack = Some("rack-a".into());
-        cfg.group_instance_id = Some("i-1".into());
-        cfg.max_poll_interval = Duration::from_secs(60);
+        cfg.consumer.group_protocol = GroupProtocol::Consumer;
+        cfg.consumer.group_remote_assignor = Some("range".into());
+        cfg.consumer.client_rack = Some("rack-a".into());
+        cfg.consumer.group_instance_id = Some("i-1".into());
+        cfg.consumer.max_poll_interval = Duration::from_secs(60);
         cfg
     }
 

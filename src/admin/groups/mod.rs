@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes};
 
-use super::{Admin, TopicPartition, code_error, join_all, missing, status_of, topic_name};
+use super::{Admin, TopicPartition, code_error, join_all, missing, topic_name};
 use crate::KafkaCode;
 use crate::error::{Error, Result};
-use crate::protocol::StrBytes;
 use crate::protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -18,6 +17,7 @@ use crate::protocol::messages::{
     OffsetFetchResponse,
 };
 use crate::protocol::requests::offset_fetch::{self, OffsetFetchQuery};
+use crate::protocol::{Request, StrBytes};
 
 mod model;
 pub use model::*;
@@ -155,24 +155,13 @@ impl Admin {
         &self,
         groups: &[S],
     ) -> Result<Vec<Result<ConsumerGroupDescription>>> {
-        self.per_group(
+        describe_groups_at_coordinators!(
+            self,
             groups,
-            ApiKey::ConsumerGroupDescribe,
-            |names| {
-                ConsumerGroupDescribeRequest::default()
-                    .with_group_ids(names.iter().map(|n| group_id(n)).collect())
-            },
-            |resp: &ConsumerGroupDescribeResponse, name, coordinator| {
-                let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
-                Some(
-                    status_of(
-                        g.error_code,
-                        g.error_message.as_ref(),
-                        ApiKey::ConsumerGroupDescribe,
-                    )
-                    .map(|()| consumer_group_description(name, g, coordinator)),
-                )
-            },
+            ConsumerGroupDescribe,
+            ConsumerGroupDescribeRequest,
+            ConsumerGroupDescribeResponse,
+            consumer_group_description
         )
         .await
     }
@@ -308,86 +297,62 @@ impl Admin {
         group: &str,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<Vec<(TopicPartition, Result<()>)>> {
-        if offsets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
-        for (tp, o) in offsets {
-            by_topic
-                .entry(tp.topic())
-                .or_default()
-                .push((tp.partition, *o));
-        }
-        let resp = self
-            .at_group_coordinator::<OffsetCommitRequest, _, _>(
-                group,
-                |_| {
-                    Ok(OffsetCommitRequest::default()
-                        .with_group_id(group_id(group))
-                        .with_generation_id_or_member_epoch(-1)
-                        .with_topics(
-                            by_topic
-                                .iter()
-                                .map(|(t, ps)| {
-                                    OffsetCommitRequestTopic::default()
-                                        .with_name(topic_name(t))
-                                        .with_partitions(
-                                            ps.iter()
-                                                .map(|&(p, o)| {
-                                                    OffsetCommitRequestPartition::default()
-                                                        .with_partition_index(p)
-                                                        .with_committed_offset(o)
-                                                })
-                                                .collect(),
-                                        )
-                                })
-                                .collect(),
-                        ))
-                },
-                |resp, broker| {
-                    // A coordinator error is per partition in OffsetCommit: retry it all.
-                    let moved = resp
-                        .topics
-                        .iter()
-                        .flat_map(|t| &t.partitions)
-                        .find_map(|p| {
-                            code_error(p.error_code, None, ApiKey::OffsetCommit).filter(|e| {
-                                matches!(
-                                    e.kafka_code(),
-                                    Some(
-                                        KafkaCode::NotCoordinator
-                                            | KafkaCode::CoordinatorNotAvailable
-                                            | KafkaCode::CoordinatorLoadInProgress
-                                    )
-                                )
-                            })
-                        });
-                    match moved {
-                        Some(e) => Err(e.on_broker(broker)),
-                        None => Ok(resp),
-                    }
-                },
-            )
-            .await?;
-        Ok(offsets
-            .iter()
-            .map(|(tp, _)| {
-                let answer = resp
+        self.set_group_offsets(
+            group,
+            offsets,
+            |topics| {
+                OffsetCommitRequest::default()
+                    .with_group_id(group_id(group))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(wire_topics(
+                        topics,
+                        |name, ps| {
+                            OffsetCommitRequestTopic::default()
+                                .with_name(name)
+                                .with_partitions(ps)
+                        },
+                        |p, o| {
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                        },
+                    ))
+            },
+            |resp, broker| {
+                // A coordinator error is per partition in OffsetCommit: retry it all.
+                let moved = resp
                     .topics
                     .iter()
-                    .filter(|t| t.name.0.as_str() == tp.topic())
                     .flat_map(|t| &t.partitions)
-                    .find(|p| p.partition_index == tp.partition);
-                let r = match answer {
-                    None => Err(missing(ApiKey::OffsetCommit, &tp.to_string())),
-                    Some(p) => match code_error(p.error_code, None, ApiKey::OffsetCommit) {
-                        Some(e) => Err(e.on_partition(tp.topic(), tp.partition)),
-                        None => Ok(()),
-                    },
-                };
-                (tp.clone(), r)
-            })
-            .collect())
+                    .find_map(|p| {
+                        code_error(p.error_code, None, ApiKey::OffsetCommit).filter(|e| {
+                            matches!(
+                                e.kafka_code(),
+                                Some(
+                                    KafkaCode::NotCoordinator
+                                        | KafkaCode::CoordinatorNotAvailable
+                                        | KafkaCode::CoordinatorLoadInProgress
+                                )
+                            )
+                        })
+                    });
+                match moved {
+                    Some(e) => Err(e.on_broker(broker)),
+                    None => Ok(resp),
+                }
+            },
+            |resp| {
+                partition_answers(
+                    offsets,
+                    resp.topics
+                        .iter()
+                        .map(|t| (t.name.0.as_str(), &t.partitions[..])),
+                    ApiKey::OffsetCommit,
+                    |p| (p.partition_index, p.error_code, None),
+                )
+            },
+        )
+        .await
     }
 
     /// Groups the pending items by coordinator; items whose coordinator lookup fails get the
@@ -416,7 +381,7 @@ impl Admin {
     }
 }
 
-fn group_id(name: &str) -> GroupId {
+pub(super) fn group_id(name: &str) -> GroupId {
     GroupId(StrBytes::from_string(name.to_owned()))
 }
 
@@ -454,6 +419,97 @@ fn offset_fetch_results(
     }
 }
 
+/// Topics with their partitions (sorted by topic, partitions in input order): the shape of
+/// the requests that name partitions by topic (OffsetCommit, the share group offset calls).
+pub(super) fn by_topic<T: Copy>(
+    items: impl Iterator<Item = (TopicPartition, T)>,
+) -> BTreeMap<String, Vec<(i32, T)>> {
+    let mut by: BTreeMap<String, Vec<(i32, T)>> = BTreeMap::new();
+    for (tp, v) in items {
+        by.entry(tp.topic().to_owned())
+            .or_default()
+            .push((tp.partition, v));
+    }
+    by
+}
+
+/// The wire topics of a request that names partitions by topic: `topic` makes one from its
+/// name and partitions, `partition` one partition from its index and offset.
+pub(super) fn wire_topics<T, P>(
+    topics: &BTreeMap<String, Vec<(i32, i64)>>,
+    topic: impl Fn(crate::protocol::messages::TopicName, Vec<P>) -> T,
+    partition: impl Fn(i32, i64) -> P,
+) -> Vec<T> {
+    topics
+        .iter()
+        .map(|(t, ps)| {
+            topic(
+                topic_name(t),
+                ps.iter().map(|&(p, o)| partition(p, o)).collect(),
+            )
+        })
+        .collect()
+}
+
+impl Admin {
+    /// The frame of the calls that set a group's offsets partition by partition
+    /// ([`alter_consumer_group_offsets`](Self::alter_consumer_group_offsets) with OffsetCommit,
+    /// [`alter_share_group_offsets`](Self::alter_share_group_offsets) with
+    /// AlterShareGroupOffsets): no request for no offsets; else one request to the group's
+    /// coordinator, `build` making it from the offsets by topic and `check` reading its
+    /// whole-call error (retried as [`at_group_coordinator`](Self::at_group_coordinator)
+    /// retries), and `answers` giving one result per partition (see [`partition_answers`]).
+    pub(super) async fn set_group_offsets<R: Request>(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+        build: impl Fn(&BTreeMap<String, Vec<(i32, i64)>>) -> R,
+        check: impl Fn(R::Response, i32) -> Result<R::Response>,
+        answers: impl FnOnce(&R::Response) -> Vec<(TopicPartition, Result<()>)>,
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        if offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topics = by_topic(offsets.iter().cloned());
+        let resp = self
+            .at_group_coordinator::<R, _, _>(group, |_| Ok(build(&topics)), check)
+            .await?;
+        Ok(answers(&resp))
+    }
+}
+
+/// One result per partition of `asked`, in input order, from a response that answers per
+/// topic (`answered`: each topic's name and partition entries) and partition (`status`: an
+/// entry's partition index, error code and message), as the calls that set a group's offsets
+/// (OffsetCommit, AlterShareGroupOffsets) answer. A partition the response does not mention
+/// is an `UnexpectedResponse` error; a partition's error names the partition.
+pub(super) fn partition_answers<'r, P: 'r, T>(
+    asked: &[(TopicPartition, T)],
+    answered: impl Iterator<Item = (&'r str, &'r [P])>,
+    api: ApiKey,
+    status: fn(&P) -> (i32, i16, Option<&StrBytes>),
+) -> Vec<(TopicPartition, Result<()>)> {
+    let mut found: BTreeMap<(&str, i32), (i16, Option<&StrBytes>)> = BTreeMap::new();
+    for (topic, partitions) in answered {
+        for p in partitions {
+            let (partition, code, message) = status(p);
+            // The first answer for a partition counts, as a search would find it.
+            found.entry((topic, partition)).or_insert((code, message));
+        }
+    }
+    asked
+        .iter()
+        .map(|(tp, _)| {
+            let r = match found.get(&(tp.topic(), tp.partition)) {
+                None => Err(missing(api, &tp.to_string())),
+                Some(&(code, message)) => code_error(code, message, api)
+                    .map_or(Ok(()), |e| Err(e.on_partition(tp.topic(), tp.partition))),
+            };
+            (tp.clone(), r)
+        })
+        .collect()
+}
+
 /// The partitions of an assignment given as topics with partition lists, sorted.
 pub(super) fn sorted_partitions<'a>(
     topics: impl Iterator<Item = (&'a str, &'a [i32])>,
@@ -465,60 +521,108 @@ pub(super) fn sorted_partitions<'a>(
     v
 }
 
+/// A group description from one group of a describe answer, for the two KIP-848-era
+/// describe calls (ConsumerGroupDescribe and ShareGroupDescribe). Their generated response
+/// types are distinct but name the common group fields (state, epochs, assignor, members) and
+/// member fields (id, epoch, client, host, subscribed topics, assignment) alike, so the mapping
+/// of those fields lives here once; a macro because no trait spans the generated types. `$m`
+/// names each wire member for the `$field: $value` expressions of the type's own member fields.
+macro_rules! described_group {
+    (
+        $description:ident { members: $member:ident },
+        $name:expr, $group:expr, $coordinator:expr,
+        |$m:ident| { $($field:ident: $value:expr),* $(,)? }
+    ) => {{
+        let g = $group;
+        $description {
+            group_id: $name.to_owned(),
+            state: $crate::admin::GroupState::parse(&g.group_state),
+            group_epoch: g.group_epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor_name.to_string(),
+            coordinator: $coordinator,
+            members: g
+                .members
+                .iter()
+                .map(|$m| $member {
+                    member_id: $m.member_id.to_string(),
+                    member_epoch: $m.member_epoch,
+                    client_id: $m.client_id.to_string(),
+                    client_host: $m.client_host.to_string(),
+                    subscribed_topics: $m
+                        .subscribed_topic_names
+                        .iter()
+                        .map(|t| t.0.to_string())
+                        .collect(),
+                    assignment: described_group!(@partitions $m.assignment),
+                    $($field: $value,)*
+                })
+                .collect(),
+        }
+    }};
+    // An assignment (topics with partition lists) as sorted partitions.
+    (@partitions $assignment:expr) => {
+        $crate::admin::groups::sorted_partitions(
+            $assignment
+                .topic_partitions
+                .iter()
+                .map(|t| (t.topic_name.0.as_str(), &t.partitions[..])),
+        )
+    };
+}
+pub(super) use described_group;
+
+/// The describe call of the KIP-848-era group types (ConsumerGroupDescribe, ShareGroupDescribe):
+/// the groups by id to each coordinator ([`Admin::per_group`]), each group's answer its error
+/// or `$describe(name, group, coordinator)`. A macro for the same reason as
+/// [`described_group!`]: the two requests and responses are distinct generated types with the
+/// same field names.
+macro_rules! describe_groups_at_coordinators {
+    ($admin:expr, $groups:expr, $api:ident, $request:ident, $response:ident, $describe:expr) => {
+        $admin.per_group(
+            $groups,
+            ApiKey::$api,
+            |names| {
+                $request::default().with_group_ids(
+                    names
+                        .iter()
+                        .map(|n| $crate::admin::groups::group_id(n))
+                        .collect(),
+                )
+            },
+            |resp: &$response, name, coordinator| {
+                let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == name)?;
+                Some(
+                    $crate::admin::status_of(g.error_code, g.error_message.as_ref(), ApiKey::$api)
+                        .map(|()| $describe(name, g, coordinator)),
+                )
+            },
+        )
+    };
+}
+pub(super) use describe_groups_at_coordinators;
+
 fn consumer_group_description(
     name: &str,
     g: &crate::protocol::messages::consumer_group_describe_response::DescribedGroup,
     coordinator: i32,
 ) -> ConsumerGroupDescription {
-    use crate::protocol::messages::consumer_group_describe_response::Assignment;
-    let partitions = |a: &Assignment| {
-        sorted_partitions(
-            a.topic_partitions
-                .iter()
-                .map(|t| (t.topic_name.0.as_str(), &t.partitions[..])),
-        )
-    };
-    ConsumerGroupDescription {
-        group_id: name.to_owned(),
-        state: GroupState::parse(&g.group_state),
-        group_epoch: g.group_epoch,
-        assignment_epoch: g.assignment_epoch,
-        assignor: g.assignor_name.to_string(),
-        coordinator,
-        members: g
-            .members
-            .iter()
-            .map(|m| ConsumerGroupMember {
-                member_id: m.member_id.to_string(),
-                group_instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
-                member_epoch: m.member_epoch,
-                client_id: m.client_id.to_string(),
-                client_host: m.client_host.to_string(),
-                subscribed_topics: m
-                    .subscribed_topic_names
-                    .iter()
-                    .map(|t| t.0.to_string())
-                    .collect(),
-                subscribed_topic_regex: m
-                    .subscribed_topic_regex
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .filter(|s| !s.is_empty()),
-                rack_id: m
-                    .rack_id
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .filter(|s| !s.is_empty()),
-                assignment: partitions(&m.assignment),
-                target_assignment: partitions(&m.target_assignment),
-                classic: match m.member_type {
-                    0 => Some(true),
-                    1 => Some(false),
-                    _ => None,
-                },
-            })
-            .collect(),
-    }
+    let non_empty = |s: Option<&StrBytes>| s.map(|s| s.to_string()).filter(|s| !s.is_empty());
+    described_group!(
+        ConsumerGroupDescription { members: ConsumerGroupMember },
+        name, g, coordinator,
+        |m| {
+            group_instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
+            subscribed_topic_regex: non_empty(m.subscribed_topic_regex.as_ref()),
+            rack_id: non_empty(m.rack_id.as_ref()),
+            target_assignment: described_group!(@partitions m.target_assignment),
+            classic: match m.member_type {
+                0 => Some(true),
+                1 => Some(false),
+                _ => None,
+            },
+        }
+    )
 }
 
 #[cfg(test)]

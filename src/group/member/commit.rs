@@ -29,8 +29,11 @@ impl GroupMember {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, Option<OffsetAndMetadata>>> {
-        let deadline = Instant::now() + self.inner.config.api_timeout;
-        let mut backoff = RetryDelay::new(self.inner.config.retry_backoff, Duration::from_secs(1));
+        let deadline = Instant::now() + self.inner.config.consumer.api_timeout;
+        let mut backoff = RetryDelay::new(
+            self.inner.config.consumer.retry_backoff,
+            Duration::from_secs(1),
+        );
         loop {
             let err = match self.committed_once(partitions).await {
                 Ok(r) => return Ok(r),
@@ -67,7 +70,7 @@ impl GroupMember {
         // that a fenced member does not read offsets as if it still owned the partitions.
         let member_epoch = {
             let st = lock(&self.inner.state);
-            (self.inner.config.protocol == GroupProtocol::Consumer
+            (self.inner.config.consumer.group_protocol == GroupProtocol::Consumer
                 && st.stable
                 && st.generation >= 0)
                 .then(|| (st.member_id.clone(), st.generation))
@@ -119,14 +122,14 @@ pub(super) async fn commit_with(
         return Ok(());
     }
     let cfg = &member.inner.config;
-    let deadline = Instant::now() + cfg.api_timeout;
-    let mut backoff = RetryDelay::new(cfg.retry_backoff, Duration::from_secs(1));
+    let deadline = Instant::now() + cfg.consumer.api_timeout;
+    let mut backoff = RetryDelay::new(cfg.consumer.retry_backoff, Duration::from_secs(1));
     let mut by_topic: BTreeMap<Arc<str>, Vec<&(TopicPartition, OffsetAndMetadata)>> =
         BTreeMap::new();
     for o in offsets {
         by_topic.entry(o.0.topic.clone()).or_default().push(o);
     }
-    let kip848 = cfg.protocol == GroupProtocol::Consumer;
+    let kip848 = cfg.consumer.group_protocol == GroupProtocol::Consumer;
     let mut generation = generation;
     let mut member_id = member_id.to_owned();
     loop {
@@ -141,7 +144,7 @@ pub(super) async fn commit_with(
         }
         let member_id = member_id.as_str();
         let group = cfg.group_id.clone();
-        let instance = cfg.group_instance_id.clone();
+        let instance = cfg.consumer.group_instance_id.clone();
         let result = member
             .send(OffsetCommitRequest::default(), |v| {
                 if kip848 && generation >= 0 && v < 9 {

@@ -8,7 +8,7 @@ impl GroupMember {
     /// heartbeat tasks then leave the group, each as its protocol does.
     pub(in crate::group) fn max_poll_interval_exceeded(&self) -> bool {
         let since_poll = lock(&self.inner.last_poll).elapsed();
-        let exceeded = since_poll > self.inner.config.max_poll_interval;
+        let exceeded = since_poll > self.inner.config.consumer.max_poll_interval;
         if exceeded {
             tracing::warn!(
                 group = %self.inner.config.group_id,
@@ -26,7 +26,7 @@ impl GroupMember {
             (st.generation, st.member_id.clone())
         };
         let group = cfg.group_id.clone();
-        let instance = cfg.group_instance_id.clone();
+        let instance = cfg.consumer.group_instance_id.clone();
         let (resp, _) = self
             .send(HeartbeatRequest::default(), |v| {
                 let mut req = HeartbeatRequest::default()
@@ -65,7 +65,7 @@ pub(in crate::group) fn task_member(
 
 pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task::StopListener) {
     let mut wait = match weak.upgrade() {
-        Some(i) => i.config.heartbeat_interval,
+        Some(i) => i.config.consumer.heartbeat_interval,
         None => return,
     };
     loop {
@@ -77,7 +77,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
             return;
         };
         let cfg = member.inner.config.clone();
-        wait = cfg.heartbeat_interval;
+        wait = cfg.consumer.heartbeat_interval;
         let stable = lock(&member.inner.state).stable;
         if !stable {
             continue;
@@ -85,7 +85,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
         if member.max_poll_interval_exceeded() {
             let _ = member.leave(false).await;
             member.mark_lost(
-                cfg.group_instance_id.is_none(),
+                cfg.consumer.group_instance_id.is_none(),
                 "max.poll.interval exceeded",
             );
             continue;
@@ -117,7 +117,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>, mut shutdown: crate::task:
                         member.coordinator_failed().await;
                     }
                     tracing::debug!(error = %e, "heartbeat failed");
-                    wait = cfg.retry_backoff.max(Duration::from_millis(100));
+                    wait = cfg.consumer.retry_backoff.max(Duration::from_millis(100));
                 }
             },
         }

@@ -13,11 +13,12 @@ impl GroupMember {
     /// coordinator sent; the caller revokes what is no longer assigned, then reports what it
     /// owns with [`assignment_applied`](Self::assignment_applied).
     pub async fn join(&self, topics: &[String], owned: &[TopicPartition]) -> Result<JoinOutcome> {
-        if self.inner.config.protocol == GroupProtocol::Consumer {
+        if self.inner.config.consumer.group_protocol == GroupProtocol::Consumer {
             return self.join_consumer_protocol(topics).await;
         }
         let inner = &self.inner;
-        let mut backoff = RetryDelay::new(inner.config.retry_backoff, Duration::from_secs(1));
+        let mut backoff =
+            RetryDelay::new(inner.config.consumer.retry_backoff, Duration::from_secs(1));
         inner.rejoin_needed.store(false, Ordering::Release);
         // No heartbeats with the old generation while the rejoin is under way: the coordinator
         // answers them with REBALANCE_IN_PROGRESS, which would ask for yet another rejoin.
@@ -78,13 +79,14 @@ impl GroupMember {
                 .push(tp.partition);
         }
         let protocols: Vec<JoinGroupRequestProtocol> = cfg
+            .consumer
             .assignors
             .iter()
             .map(|a| {
                 let mut s = Subscription::new(topics.to_vec());
                 s.owned_partitions = owned_map.clone();
                 s.generation_id = generation;
-                s.rack_id = cfg.client_rack.clone();
+                s.rack_id = cfg.consumer.client_rack.clone();
                 JoinGroupRequestProtocol::default()
                     .with_name(str_bytes(a.name()))
                     .with_metadata(s.encode())
@@ -102,22 +104,30 @@ impl GroupMember {
             })
             .message("JoinGroup v1+ (rebalance timeout) is required"));
         }
-        if cfg.group_instance_id.is_some() && v < 5 {
+        if cfg.consumer.group_instance_id.is_some() && v < 5 {
             return Err(Error::config(
                 "group.instance.id needs a broker with JoinGroup v5+",
             ));
         }
         let mut req = JoinGroupRequest::default()
             .with_group_id(GroupId(str_bytes(&cfg.group_id)))
-            .with_session_timeout_ms(cfg.session_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_session_timeout_ms(
+                cfg.consumer
+                    .session_timeout
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32,
+            )
             .with_rebalance_timeout_ms(
-                cfg.max_poll_interval.as_millis().min(i32::MAX as u128) as i32
+                cfg.consumer
+                    .max_poll_interval
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32,
             )
             .with_member_id(str_bytes(&member_id))
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_protocols(protocols);
         if v >= 5 {
-            req.group_instance_id = cfg.group_instance_id.as_deref().map(str_bytes);
+            req.group_instance_id = cfg.consumer.group_instance_id.as_deref().map(str_bytes);
         }
         if v >= 8 {
             req.reason = Some(StrBytes::from_static_str("rekafka consumer joining"));
@@ -159,7 +169,7 @@ impl GroupMember {
             .map(|s| s.to_string())
             .unwrap_or_default();
         let assignor = cfg
-            .assignors
+            .consumer.assignors
             .iter()
             .find(|a| a.name() == protocol_name)
             .cloned()
@@ -226,7 +236,7 @@ impl GroupMember {
             .with_member_id(str_bytes(&my_id))
             .with_assignments(assignments);
         if sv >= 3 {
-            sreq.group_instance_id = cfg.group_instance_id.as_deref().map(str_bytes);
+            sreq.group_instance_id = cfg.consumer.group_instance_id.as_deref().map(str_bytes);
         }
         if sv >= 5 {
             sreq.protocol_type = Some(StrBytes::from_static_str("consumer"));

@@ -17,12 +17,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 
-use super::assignor::{Assignor, MemberSubscription, RebalanceProtocol};
+use super::assignor::{MemberSubscription, RebalanceProtocol};
 use super::consumer_protocol::{self, Kip848State};
 use super::protocol::{Assignment, Subscription};
 use super::{GroupProtocol, TopicPartition};
 use crate::cluster::{Cluster, CoordinatorType, Recovery, recovery_for};
 use crate::connection::{BrokerConnection, RetryDelay};
+use crate::consumer::ConsumerConfig;
 use crate::protocol::requests::offset_fetch::{self, OffsetFetchQuery};
 use crate::{Error, ErrorKind, KafkaCode, Result};
 
@@ -32,62 +33,37 @@ mod join;
 pub(in crate::group) use heartbeat::task_member;
 use heartbeat::*;
 
-/// The settings of a group member. Built by the consumer from its
-/// [`ConsumerConfig`](crate::consumer::ConsumerConfig).
+/// The settings of a group member: its group id and the consumer settings it follows. The
+/// group settings (`group.instance.id`, `session.timeout.ms`, `heartbeat.interval.ms`,
+/// `max.poll.interval.ms`, the assignors, `retry.backoff.ms`, `default.api.timeout.ms`,
+/// `group.protocol`, `group.remote.assignor`, `client.rack`) are declared once, in
+/// [`ConsumerConfig`] (with their defaults and docs); the member reads only those.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GroupConfig {
     /// The group id (`group.id`). No default.
     pub group_id: String,
-    /// The static member id (`group.instance.id`). Default: none (a dynamic member).
-    pub group_instance_id: Option<String>,
-    /// The session timeout (`session.timeout.ms`). Default: 45 s.
-    pub session_timeout: Duration,
-    /// The rebalance timeout: how long the coordinator waits for members to rejoin; also the
-    /// longest allowed gap between polls (`max.poll.interval.ms`). Default: 5 min.
-    pub max_poll_interval: Duration,
-    /// The interval between heartbeats (`heartbeat.interval.ms`). Default: 3 s.
-    pub heartbeat_interval: Duration,
-    /// The assignors offered, in order of preference. Default: range, cooperative-sticky.
-    pub assignors: Vec<Arc<dyn Assignor>>,
-    /// The first wait between retries (`retry.backoff.ms`). Default: 100 ms.
-    pub retry_backoff: Duration,
-    /// How long commits and offset fetches keep retrying retriable errors
-    /// (`default.api.timeout.ms`). Default: 60 s.
-    pub api_timeout: Duration,
+    /// The consumer's settings, of which the member follows the group settings.
+    /// Default: [`ConsumerConfig::default`].
+    pub consumer: ConsumerConfig,
     /// Whether a static member sends LeaveGroup on close (Java never does, so that a restart
     /// within the session timeout causes no rebalance). Default: false.
     pub static_leave_on_close: bool,
-    /// The membership protocol (`group.protocol`). Default: [`GroupProtocol::Classic`].
-    pub protocol: GroupProtocol,
-    /// The broker-side assignor asked for with the consumer protocol
-    /// (`group.remote.assignor`: `uniform`, `range`). Default: none (the broker's default).
-    pub remote_assignor: Option<String>,
-    /// The rack of this member (`client.rack`), sent in the consumer protocol's heartbeat
-    /// (`RackId`, for rack-aware broker-side assignors) and in the classic protocol's
-    /// subscription. Default: none.
-    pub client_rack: Option<String>,
 }
 
 impl GroupConfig {
     /// Defaults for `group_id`.
     pub fn new(group_id: impl Into<String>) -> GroupConfig {
+        GroupConfig::of_consumer(group_id, ConsumerConfig::default())
+    }
+
+    /// The member settings for `group_id` following `consumer`'s group settings, the rest
+    /// (`static_leave_on_close`) at their defaults.
+    pub fn of_consumer(group_id: impl Into<String>, consumer: ConsumerConfig) -> GroupConfig {
         GroupConfig {
             group_id: group_id.into(),
-            group_instance_id: None,
-            session_timeout: Duration::from_secs(45),
-            max_poll_interval: Duration::from_secs(300),
-            heartbeat_interval: Duration::from_secs(3),
-            assignors: vec![
-                Arc::new(super::RangeAssignor),
-                Arc::new(super::CooperativeStickyAssignor),
-            ],
-            retry_backoff: Duration::from_millis(100),
-            api_timeout: Duration::from_secs(60),
+            consumer,
             static_leave_on_close: false,
-            protocol: GroupProtocol::Classic,
-            remote_assignor: None,
-            client_rack: None,
         }
     }
 }
@@ -214,19 +190,20 @@ impl GroupMember {
         if config.group_id.is_empty() {
             return Err(Error::config("group.id must not be empty"));
         }
-        if config.heartbeat_interval >= config.session_timeout {
+        if config.consumer.heartbeat_interval >= config.consumer.session_timeout {
             return Err(Error::config(
                 "heartbeat.interval.ms must be lower than session.timeout.ms",
             ));
         }
-        if config.assignors.is_empty() {
+        if config.consumer.assignors.is_empty() {
             return Err(Error::config(
                 "partition.assignment.strategy must name at least one assignor",
             ));
         }
-        if config.protocol == GroupProtocol::Consumer
+        if config.consumer.group_protocol == GroupProtocol::Consumer
             && config
-                .remote_assignor
+                .consumer
+                .group_remote_assignor
                 .as_deref()
                 .is_some_and(|a| a.trim().is_empty())
         {
@@ -258,7 +235,7 @@ impl GroupMember {
         // The heartbeat task's requests are children of this span (and of the span current
         // where the member was made, e.g. the consumer's).
         let span = tracing::debug_span!("kafka.heartbeat", group_id = %inner.config.group_id);
-        match inner.config.protocol {
+        match inner.config.consumer.group_protocol {
             GroupProtocol::Consumer => runtime.spawn(tracing::Instrument::instrument(
                 consumer_protocol::heartbeat_loop(weak, shutdown_rx),
                 span,
@@ -328,7 +305,7 @@ impl GroupMember {
         // A JoinGroup is held by the coordinator for up to the rebalance timeout, so this
         // member's own connection to the coordinator must wait longer than that.
         let mut cfg = inner.cluster.config().connection.clone();
-        cfg.request_timeout = inner.config.max_poll_interval + Duration::from_secs(5);
+        cfg.request_timeout = inner.config.consumer.max_poll_interval + Duration::from_secs(5);
         let conn = BrokerConnection::new(node, shared.addr(), cfg);
         *g = Some(conn.clone());
         Ok(conn)
@@ -380,7 +357,7 @@ impl GroupMember {
     /// With the consumer protocol, a heartbeat with member epoch -1 (or -2 for a static member,
     /// which keeps its assignment for the session timeout, unless `static_leave_on_close`).
     pub async fn leave(&self, force: bool) -> Result<()> {
-        if self.inner.config.protocol == GroupProtocol::Consumer {
+        if self.inner.config.consumer.group_protocol == GroupProtocol::Consumer {
             return self.leave_consumer_protocol().await;
         }
         let cfg = &self.inner.config;
@@ -391,12 +368,13 @@ impl GroupMember {
             st.generation = -1;
             (st.member_id.clone(), was)
         };
-        if !was_member || (cfg.group_instance_id.is_some() && !cfg.static_leave_on_close && !force)
+        if !was_member
+            || (cfg.consumer.group_instance_id.is_some() && !cfg.static_leave_on_close && !force)
         {
             return Ok(());
         }
         let group = cfg.group_id.clone();
-        let instance = cfg.group_instance_id.clone();
+        let instance = cfg.consumer.group_instance_id.clone();
         let (resp, _) = self
             .send(LeaveGroupRequest::default(), |v| {
                 let mut req =
