@@ -175,7 +175,7 @@ def pair_table(rows, base):
     (m0, l0), (m1, l1) = PAIR_MODES[base]
     print("| client | mode | rec/s (from the first record) | rec/s (wall) | wall s | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    ratios = {}
+    ratios, low_cpu = {}, []
     for c in CLIENTS:
         by_mode = {m: [r for r in rows if r["client"] == c and r["workload"] == f"{base}:{m}"] for m in (m0, m1)}
         if not any(by_mode.values()):
@@ -201,6 +201,8 @@ def pair_table(rows, base):
             )
         key = "cpu" if base == "container" else "own"
         a, b = per[m0][key], per[m1][key]
+        if base == "container" and any(v < 0.1 for v in list(a.values()) + list(b.values())):
+            low_cpu.append(c)
         pairs = [b[k] / a[k] for k in a if k in b and a[k] and b[k] is not None]
         ratios[c] = (med(pairs), min(pairs) if pairs else None, max(pairs) if pairs else None, len(pairs))
     print()
@@ -214,7 +216,10 @@ def pair_table(rows, base):
             spread = f", {lo:.2f}–{hi:.2f}" if k > 1 else ""
             parts.append(f"{PAIR_CLIENT.get(c, c)} **{m:.2f}×** ({k} round{'s' if k != 1 else ''}{spread})")
     if parts:
-        print(f"{what}, median of the rounds' pairs ({goal} for rekafka): {'; '.join(parts)}.\n")
+        # /usr/bin/time counts CPU in 0.01 s steps: below 0.1 s a ratio is coarse
+        note = (f" (CPU below 0.1 s for {', '.join(low_cpu)}: /usr/bin/time counts 0.01 s steps, so the ratio is coarse;"
+                " more RECORDS)") if low_cpu else ""
+        print(f"{what}, median of the rounds' pairs ({goal} for rekafka): {'; '.join(parts)}{note}.\n")
 
 
 def main():
