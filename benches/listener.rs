@@ -97,6 +97,20 @@ async fn fill(cluster: Cluster, topic: &str, count: u64) -> rekafka::Result<()> 
     Ok(())
 }
 
+/// A mode that has not seen `COUNT` records by then fails (rather than waiting for ever).
+const GIVE_UP: Duration = Duration::from_secs(600);
+
+fn gave_up(yes: bool, seen: &AtomicU64, count: u64) -> rekafka::Result<()> {
+    if yes {
+        return Err(rekafka::Error::config(format!(
+            "saw {} of {count} records in {} s",
+            seen.load(Ordering::Relaxed),
+            GIVE_UP.as_secs()
+        )));
+    }
+    Ok(())
+}
+
 /// How often a `fill-poison` value starts with `POISON` (1 %).
 const POISON_EVERY: u64 = 100;
 const POISON: &[u8] = b"poison";
@@ -183,8 +197,9 @@ async fn dead_letters(
         .ack_mode(AckMode::Batch)
         .poll_timeout(Duration::from_secs(1))
         .start()?;
-    done.notified().await;
+    let finished = tokio::time::timeout(GIVE_UP, done.notified()).await;
     handle.stop().await;
+    gave_up(finished.is_err(), &seen, count)?;
     Ok(bytes.load(Ordering::Relaxed))
 }
 
@@ -194,7 +209,9 @@ async fn consume(cluster: Cluster, topic: &str, count: u64, group: &str) -> reka
     // The same per-record work as the listener's handler: two shared counters.
     let seen = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
+    let start = Instant::now();
     while seen.load(Ordering::Relaxed) < count {
+        gave_up(start.elapsed() > GIVE_UP, &seen, count)?;
         let records = consumer.poll(Duration::from_secs(1)).await?;
         for r in records.iter() {
             first_record();
@@ -234,8 +251,9 @@ async fn listen(cluster: Cluster, topic: &str, count: u64, group: &str) -> rekaf
         .ack_mode(AckMode::Batch)
         .poll_timeout(Duration::from_secs(1))
         .start()?;
-    done.notified().await;
+    let finished = tokio::time::timeout(GIVE_UP, done.notified()).await;
     handle.stop().await;
+    gave_up(finished.is_err(), &seen, count)?;
     Ok(bytes.load(Ordering::Relaxed))
 }
 
