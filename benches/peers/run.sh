@@ -18,6 +18,9 @@
 #               key option: the keyed workloads run benches/peers/java/PeersProduce.java
 #               (kafka-clients, same defaults, same output line as rekafka's and franz-go's)
 #   franz       benches/peers/franz (github.com/twmb/franz-go/pkg/kgo), built here with go build
+#   (container, poison) rekafka: the release build of benches/listener.rs; java: benches/peers/spring
+#               (Spring for Apache Kafka 4.1.2 on its kafka-clients, no Spring Boot; Maven builds
+#               it into target/peers/spring), logging at WARN (slf4j-simple)
 #
 # Workloads (WORKLOADS, space separated, default all):
 #   produce     RECORDS (default 1000000) x 100 B, 6 partitions, acks=all, no compression
@@ -40,6 +43,28 @@
 #   latency-half  the latency drivers, each at half of its own client's median produce rate in
 #               this run's produce workload (which must run first; the rate each client reported
 #               itself, kcat's from its wall time), for LAT_SECS s
+#   container   the listener container against a bare consumer loop doing the same per-record
+#               work (two shared counters), on the consume workload's topic (RECORDS x 100 B, 6
+#               partitions; filled for either workload): each mode its own process, a fresh
+#               group, from the beginning until it has seen every record, then the group's
+#               committed offsets must cover every record. rekafka: benches/listener.rs
+#               `consume` (poll, commit after each poll) vs `listen` (ListenerContainer, record
+#               handler, default error handler, AckMode::Batch); Java: benches/peers/spring
+#               PeersSpring `loop` (KafkaConsumer, commitSync after each poll) vs `container`
+#               (Spring for Apache Kafka's ConcurrentMessageListenerContainer, concurrency 1,
+#               defaults, AckMode.BATCH). Only the rekafka and java clients run it.
+#   poison      a poison flood: RECORDS/10 x 100 B into a fresh 6-partition topic T (and T.DLT),
+#               1 % of the values starting with "poison" (benches/listener.rs fill-poison);
+#               the same container (DefaultErrorHandler, no retries, dead-letter publisher to
+#               T.DLT on the record's partition, AckMode batch) consumes T twice in fresh
+#               groups: `plain` (the handler accepts every record) and `poison` (the handler
+#               fails the poison records). After each, the group's committed offsets must cover
+#               every record, and after `poison` T.DLT must hold exactly the poison records,
+#               once each (admin.py committed / dlt); otherwise the measurement fails.
+#               rekafka: benches/listener.rs plain / poison (DeadLetterPublisher, DltNaming::
+#               Legacy, FixedBackOff::no_retries()); Java: PeersSpring plain / poison
+#               (DeadLetterPublishingRecoverer on a KafkaTemplate, FixedBackOff(0, 0)). Only the
+#               rekafka and java clients run it.
 # The produce workloads fix acks=all and the codec (franz-go would otherwise compress with snappy);
 # everything else (linger, batch size, idempotence, buffers) is each client's default.
 #
@@ -61,7 +86,7 @@ ROUNDS="${ROUNDS:-5}"
 RECORDS="${RECORDS:-1000000}"
 BIG_RECORDS="${BIG_RECORDS:-100000}"
 PARTITIONS="${PARTITIONS:-6}"
-WORKLOADS="${WORKLOADS:-produce consume produce10k lz4 zstd produce600 latency latency-half}"
+WORKLOADS="${WORKLOADS:-produce consume container poison produce10k lz4 zstd produce600 latency latency-half}"
 KEYS="${KEYS:-1000}"
 LAT_RATE="${LAT_RATE:-10000}"
 LAT_SECS="${LAT_SECS:-30}"
@@ -88,6 +113,19 @@ LATENCY_RK="$ROOT/target/release/examples/peers_latency"
 JAVA_CLASSES="$ROOT/target/peers/java"
 if [[ " $WORKLOADS " == *" latency"* ]]; then
   cargo build --release -q -p rekafka --example peers_latency
+fi
+LISTENER=""
+SPRING_CP="$ROOT/target/peers/spring/peers-spring-0.1.0.jar:$ROOT/target/peers/spring/lib/*"
+if [[ " $WORKLOADS " == *" container "* || " $WORKLOADS " == *" poison "* ]]; then
+  say "building benches/listener.rs (release) and the Spring peer (Maven)"
+  LISTENER="$(cargo build --release -q -p rekafka --bench listener --message-format=json \
+    | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "listener" and m.get("executable"):
+        print(m["executable"])')"
+  [ -x "$LISTENER" ] || die "no benches/listener.rs binary"
+  mvn -q -B -f benches/peers/spring/pom.xml package >&2 || die "benches/peers/spring: mvn package failed"
 fi
 mkdir -p "$JAVA_CLASSES"
 javac -cp "$ROOT/.tools/kafka/lib/*" -d "$JAVA_CLASSES" benches/peers/java/PeersLatency.java benches/peers/java/PeersProduce.java
@@ -215,8 +253,12 @@ latency_cmd() {
 }
 
 # measure WORKLOAD CLIENT ROUND COUNT [TOPIC [KEYS]]: runs CMD and appends a row to results.tsv;
+# then runs CHECKS;
 # with TOPIC (a produce), the topic must then hold COUNT records (more are noted as duplicates),
 # and with KEYS > 0 its records must carry keys below KEYS (admin.py keys).
+# CHECKS: admin.py commands (unquoted words) run after the measurement, each of which must
+# succeed (emptied by measure).
+CHECKS=()
 RESULTS="$OUT/results.tsv"
 printf 'workload\tclient\tround\trecords\trc\twall_s\tuser_s\tsys_s\trss_kb\tbroker_cpu_s\tlog\n' > "$RESULTS"
 measure() {
@@ -232,6 +274,14 @@ measure() {
     /usr/bin/time -f 'TIME %e %U %S %M' -o "$log.time" "${CMD[@]}" > "$log.out" 2> "$log.err" || rc=$?
   fi
   b1="$(broker_ticks)"
+  local check
+  for check in "${CHECKS[@]}"; do
+    # a check prints its result into the log, or fails the measurement
+    [ "$rc" = 0 ] || break
+    echo "check: $check" >> "$log.err"
+    eval "admin $check" >> "$log.out" 2>> "$log.err" || { echo "check failed: $check" >> "$log.err"; rc=1; }
+  done
+  CHECKS=()
   if [ "$w" = consume ] && [ "$c" = java ] && [ "$rc" = 0 ]; then
     # ConsumerPerformance gives up after 10 s without records and prints what it got:
     # start.time, end.time, MB, MB.sec, nMsg, nMsg.sec, ...
@@ -277,6 +327,50 @@ latency_round() { # WORKLOAD ROUND CLIENT RATE
   admin delete "$t"
 }
 
+# container_cmd CLIENT MODE TOPIC COUNT GROUP (MODE: benches/listener.rs consume | listen | plain |
+# poison; the Spring peer's loop | container | plain | poison)
+container_cmd() {
+  local c="$1" m="$2" t="$3" n="$4" g="$5"
+  case "$c" in
+    rekafka) CMD=(env REKAFKA_BOOTSTRAP="$B" "$LISTENER" "$m" "$t" "$n" "$g") ;;
+    java)
+      case "$m" in consume) m=loop ;; listen) m=container ;; esac
+      CMD=(java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$SPRING_CP" rekafka.peers.PeersSpring
+           "$m" -b "$B" -t "$t" -n "$n" -g "$g") ;;
+    *) die "unknown client $c" ;;
+  esac
+}
+
+container_round() { # ROUND CLIENT: the bare loop and the container on CONSUME_TOPIC, in fresh groups
+  local r="$1" c="$2" m g modes=(consume listen)
+  if [ $((r % 2)) = 0 ]; then modes=(listen consume); fi
+  for m in "${modes[@]}"; do
+    g="peers-container-$m-$c-$r-$$"
+    container_cmd "$c" "$m" "$CONSUME_TOPIC" "$RECORDS" "$g"
+    CHECKS=("committed $g $CONSUME_TOPIC")
+    measure "container:$m" "$c" "$r" "$RECORDS"
+  done
+}
+
+poison_round() { # ROUND CLIENT: RECORDS/10 with 1 % poison, the container without and with failures
+  local r="$1" c="$2" n=$((RECORDS / 10)) t m g modes=(plain poison)
+  t="peers-poison-$c-$r-$$"
+  admin create "$t" "$PARTITIONS"
+  admin create "$t.DLT" "$PARTITIONS"
+  REKAFKA_BOOTSTRAP="$B" "$LISTENER" fill-poison "$t" "$n" > "$OUT/logs/poison-$c-$r-fill.out" 2>&1 \
+    || die "fill-poison $t: $(tail -3 "$OUT/logs/poison-$c-$r-fill.out")"
+  [ "$(admin count "$t")" = "$n" ] || die "the poison topic $t holds $(admin count "$t") of $n"
+  if [ $((r % 2)) = 0 ]; then modes=(poison plain); fi
+  for m in "${modes[@]}"; do
+    g="peers-poison-$m-$c-$r-$$"
+    container_cmd "$c" "$m" "$t" "$n" "$g"
+    CHECKS=("committed $g $t")
+    if [ "$m" = poison ]; then CHECKS+=("dlt $t"); fi
+    measure "poison:$m" "$c" "$r" "$n"
+  done
+  admin delete "$t" "$t.DLT"
+}
+
 half_rate() { # CLIENT: half of CLIENT's median produce rate so far in this run (records/s)
   python3 benches/peers/summarise.py --half-rate "$OUT" "$1"
 }
@@ -291,15 +385,18 @@ read -r -a CL <<<"$CLIENTS"
   echo "rekafka: $("$REKAFKA" --version) (git $(git rev-parse --short HEAD))"
   echo "librdkafka: $(LD_LIBRARY_PATH="$RDLIB" kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*') via kcat $(kcat -V 2>&1 | grep -o 'Version [0-9.]*' | cut -d' ' -f2)"
   echo "java: kafka-tools $(basename "$(ls .tools/kafka/lib/kafka-tools-[0-9]*.jar)" .jar | sed 's/kafka-tools-//'), $(java -version 2>&1 | head -1)"
+  if [ -n "$LISTENER" ]; then
+    echo "spring: spring-kafka $(basename "$(ls target/peers/spring/lib/spring-kafka-[0-9]*.jar)" .jar | sed 's/spring-kafka-//') on kafka-clients $(basename "$(ls target/peers/spring/lib/kafka-clients-[0-9]*.jar)" .jar | sed 's/kafka-clients-//')"
+  fi
   echo "franz-go: $(grep 'twmb/franz-go ' benches/peers/franz/go.mod | awk '{print $NF}'), $(go version | awk '{print $3}')"
-  echo "rounds: $ROUNDS; records: $RECORDS (100 B), $BIG_RECORDS (10240 B); partitions: $PARTITIONS; keys: $KEYS; latency: $LAT_RATE rec/s for $LAT_SECS s"
+  echo "rounds: $ROUNDS; records: $RECORDS (100 B; poison: $((RECORDS / 10))), $BIG_RECORDS (10240 B); partitions: $PARTITIONS; keys: $KEYS; latency: $LAT_RATE rec/s for $LAT_SECS s"
   echo "workloads: $WORKLOADS"
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
 CONSUME_TOPIC=""
-if [[ " $WORKLOADS " == *" consume "* ]]; then
+if [[ " $WORKLOADS " == *" consume "* || " $WORKLOADS " == *" container "* ]]; then
   CONSUME_TOPIC="peers-consume-$$"
   admin create "$CONSUME_TOPIC" "$PARTITIONS"
   say "filling $CONSUME_TOPIC with $RECORDS x 100 B (rekafka perf produce, defaults)"
@@ -327,6 +424,12 @@ for r in $(seq 1 "$ROUNDS"); do
             say "latency-half $c: skipped, no successful produce result for $c in this run (WORKLOADS must run produce first)"
           fi ;;
         consume) consume_cmd "$c" "$CONSUME_TOPIC" "$RECORDS"; measure consume "$c" "$r" "$RECORDS" ;;
+        container|poison)
+          # a container beside a container: Spring's for the Java client, none for the others
+          case "$c" in
+            rekafka|java) "${w}_round" "$r" "$c" ;;
+            *) if [ "$r" = 1 ]; then say "$w $c: skipped (only rekafka and java (Spring) run it)"; fi ;;
+          esac ;;
         *) die "unknown workload $w" ;;
       esac
     done

@@ -9,6 +9,12 @@ every client's medians over its successful rounds, and rekafka's ratios to the p
 rows so far (the rate the client reported itself; kcat reports none, so its records / wall
 time), as a whole number of records/s: the rate of run.sh's latency-half workload. It exits 1
 when there is no such row.
+
+The container and poison workloads (rekafka and the Java client's Spring for Apache Kafka only)
+write two modes per client and round (`container:consume` / `container:listen`,
+`poison:plain` / `poison:poison`); each workload gets one table with a row per client and mode,
+the container's CPU over the bare loop's and the poison flood's rate over plain consumption, per
+client, as medians of the per-round pairs.
 """
 import csv
 import os
@@ -44,6 +50,22 @@ LATENCY_NAMES = {
     "franz": "franz-go",
 }
 LATENCY_KEYS = ["rate", "p50_ms", "p99_ms", "p999_ms", "max_ms"]
+# The container and poison workloads: results.tsv's workload is "BASE:MODE".
+PAIR_WORKLOADS = {
+    "container": "listener container vs a bare consumer loop, {n} × 100 B from 6 partitions, fresh group",
+    "poison": "poison flood: {n} × 100 B (1 % poison → DLT, no retries) vs the same container with no poison, 6 partitions",
+}
+PAIR_MODES = {
+    "container": [("consume", "bare loop"), ("listen", "container")],
+    "poison": [("plain", "plain (no poison)"), ("poison", "poison flood → DLT")],
+}
+PAIR_NAMES = {
+    "rekafka": {"consume": "rekafka `Consumer` loop", "listen": "rekafka `ListenerContainer`",
+                "plain": "rekafka `ListenerContainer`", "poison": "rekafka `ListenerContainer`"},
+    "java": {"consume": "Java `KafkaConsumer` loop", "listen": "Spring `ConcurrentMessageListenerContainer`",
+             "plain": "Spring `ConcurrentMessageListenerContainer`", "poison": "Spring `ConcurrentMessageListenerContainer`"},
+}
+PAIR_CLIENT = {"rekafka": "rekafka", "java": "Spring for Apache Kafka"}
 
 
 def latency_fields(text):
@@ -146,6 +168,60 @@ def half_rate(run, client):
     return None if m is None else max(1, int(m / 2))
 
 
+def pair_table(rows, base):
+    """The container or poison workload's table: per client and mode, then the per-client ratio
+    (container / loop CPU; poison / plain rate, from the first record), medians of the rounds'
+    pairs (both modes of a round successful)."""
+    (m0, l0), (m1, l1) = PAIR_MODES[base]
+    print("| client | mode | rec/s (from the first record) | rec/s (wall) | wall s | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratios, low_cpu = {}, []
+    for c in CLIENTS:
+        by_mode = {m: [r for r in rows if r["client"] == c and r["workload"] == f"{base}:{m}"] for m in (m0, m1)}
+        if not any(by_mode.values()):
+            continue
+        per = {}
+        for m, label in ((m0, l0), (m1, l1)):
+            rs = by_mode[m]
+            ok = [r for r in rs if r["rc"] == "0"]
+            own = {}
+            for r in ok:
+                try:
+                    own[r["round"]] = self_rate(c, base, open(r["log"] + ".out").read())
+                except OSError:
+                    own[r["round"]] = None
+            cpu = {r["round"]: float(r["user_s"]) + float(r["sys_s"]) for r in ok}
+            per[m] = {"own": own, "cpu": cpu}
+            print(
+                f"| {PAIR_NAMES.get(c, {}).get(m, c)} | {label} | {fmt(med(list(own.values())), ',.0f')} "
+                f"| {fmt(med([int(r['records']) / float(r['wall_s']) for r in ok if float(r['wall_s']) > 0]), ',.0f')} "
+                f"| {fmt(med([float(r['wall_s']) for r in ok]), '.2f')} | {fmt(med(list(cpu.values())), '.2f')} "
+                f"| {fmt(med([int(r['rss_kb']) / 1024 for r in ok]), '.1f')} "
+                f"| {fmt(med([float(r['broker_cpu_s']) for r in ok if r['broker_cpu_s'] != 'NA']), '.2f')} | {len(ok)}/{len(rs)} |"
+            )
+        key = "cpu" if base == "container" else "own"
+        a, b = per[m0][key], per[m1][key]
+        if base == "container" and any(v < 0.1 for v in list(a.values()) + list(b.values())):
+            low_cpu.append(c)
+        pairs = [b[k] / a[k] for k in a if k in b and a[k] and b[k] is not None]
+        ratios[c] = (med(pairs), min(pairs) if pairs else None, max(pairs) if pairs else None, len(pairs))
+    print()
+    what = "container / bare loop CPU" if base == "container" else "poison flood / plain rate (from the first record)"
+    goal = "goal ≤ 1.10" if base == "container" else "goal ≥ 0.50"
+    parts = []
+    for c, (m, lo, hi, k) in ratios.items():
+        if m is None:
+            parts.append(f"{PAIR_CLIENT.get(c, c)}: –")
+        else:
+            spread = f", {lo:.2f}–{hi:.2f}" if k > 1 else ""
+            parts.append(f"{PAIR_CLIENT.get(c, c)} **{m:.2f}×** ({k} round{'s' if k != 1 else ''}{spread})")
+    if parts:
+        # /usr/bin/time counts CPU in 0.01 s steps: below 0.1 s a ratio is coarse
+        note = (f" (CPU below 0.1 s for {', '.join(low_cpu)}: /usr/bin/time counts 0.01 s steps, so the ratio is coarse;"
+                " more RECORDS)") if low_cpu else ""
+        print(f"{what}, median of the rounds' pairs ({goal} for rekafka): {'; '.join(parts)}{note}.\n")
+
+
 def main():
     if sys.argv[1] == "--half-rate":
         rate = half_rate(sys.argv[2], sys.argv[3])
@@ -160,9 +236,16 @@ def main():
     print("```\n" + machine + "\n```\n")
     workloads = []
     for r in rows:
-        if r["workload"] not in workloads:
-            workloads.append(r["workload"])
+        base = r["workload"].split(":")[0]
+        if base not in workloads:
+            workloads.append(base)
     for w in workloads:
+        if w in PAIR_WORKLOADS:
+            mine = [r for r in rows if r["workload"].split(":")[0] == w]
+            n = f"{int(mine[0]['records']):,}".replace(",", " ")
+            print(f"### {PAIR_WORKLOADS[w].format(n=n)}\n")
+            pair_table(mine, w)
+            continue
         mine = [r for r in rows if r["workload"] == w]
         n = int(mine[0]["records"])
         rate = re.search(r"latency: (\d+) rec/s", machine)
