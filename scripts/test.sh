@@ -66,6 +66,8 @@ protocol-tests/spring/build.sh
 (cd benches/peers/franz && go vet ./... && go build -o /dev/null .)
 mkdir -p target/peers/java
 javac -cp '.tools/kafka/lib/*' -d target/peers/java benches/peers/java/PeersLatency.java benches/peers/java/PeersProduce.java
+# Spring for Apache Kafka's container and dead-letter peer (the container and poison workloads).
+(cd benches/peers/spring && mvn -q -B -DskipTests package)
 python3 -m py_compile benches/peers/*.py
 bash -n benches/peers/run.sh
 
