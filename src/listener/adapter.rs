@@ -235,7 +235,11 @@ impl ContainerConsumer for Consumer {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let poll: Arc<[ConsumerRecord]> = records.into_iter().collect();
+        // Sized once: collecting the flattened poll straight into `Arc<[_]>` grew a `Vec` by
+        // doubling and then copied it, moving every record up to three times.
+        let mut all = Vec::with_capacity(records.len());
+        all.extend(records);
+        let poll: Arc<[ConsumerRecord]> = Arc::from(all);
         let group: Option<Arc<str>> = self.config().group_id.as_deref().map(Arc::from);
         Ok((0..poll.len())
             .map(|index| ListenerConsumerRecord {

@@ -46,6 +46,12 @@ pub(crate) fn drain(
     out: &mut Vec<ConsumerRecord>,
 ) {
     let Some(mut pos) = part.position else { return };
+    // Room for at most what the buffer spans (its offsets from the position on, capped by what
+    // the poll still takes), reserved once: growing by doubling moved every record again.
+    if let Some(last) = part.chunks.back() {
+        let span = usize::try_from(last.end_offset.saturating_sub(pos)).unwrap_or(0);
+        out.reserve(span.min(max.saturating_sub(out.len())));
+    }
     while out.len() < max {
         let Some(chunk) = part.chunks.front_mut() else {
             break;
