@@ -130,13 +130,19 @@ impl Sender {
     /// `batch.size` batches before the leader's first response (no estimate yet: Java's
     /// batches) still leaves in large batches once the estimate allows them (issue 21 item 3).
     ///
+    /// Only batches created before the leader's current estimate began (`before`) merge:
+    /// those were sealed at `batch.size` for want of an estimate. A batch created while the
+    /// estimate existed already had its chance to grow (the open batch grows while the
+    /// partition has a backlog) and stays as Java's rules made it, so that which records share
+    /// a batch, and a batch's fate, is as without this catch-up.
+    ///
     /// Only batches never sent merge (no sequence number, no attempt, no error): a batch
     /// that was sent keeps its bytes and sequence numbers, so retries and idempotence see
     /// exactly what the broker may have. The merged batch keeps the head's creation time (the
     /// oldest record's, for `delivery.timeout` as in Java), every record's completion slot and
     /// index, and every merged batch's `buffer.memory` reservation; the few bytes the
     /// re-encoded deltas add are charged too, or the merge stops there.
-    pub(super) fn merge_queued(&mut self, tp: &Tp, cap: usize) {
+    pub(super) fn merge_queued(&mut self, tp: &Tp, cap: usize, before: Instant) {
         let sh = self.sh.clone();
         let Some(part) = self.parts.get_mut(tp) else {
             return;
@@ -152,7 +158,11 @@ impl Sender {
                 .sum::<usize>();
         let mut merged = 0usize;
         while let Some(next) = part.queue.front() {
-            if !never_sent(&head) || !never_sent(next) {
+            if !never_sent(&head)
+                || !never_sent(next)
+                || head.created >= before
+                || next.created >= before
+            {
                 break;
             }
             let (Some(hb), Some(nb)) = (&head.builder, &next.builder) else {
@@ -499,18 +509,23 @@ impl Sender {
     /// Merges the queued batches of every partition whose head may be sent now and whose
     /// leader lets batches grow (`caps`, from [`growth`](Self::growth)).
     fn merge_sendable(&mut self, now: Instant, caps: &HashMap<i32, usize>) {
-        let due: Vec<(Tp, usize)> = self
+        let due: Vec<(Tp, usize, Instant)> = self
             .parts
             .iter()
             .filter(|(_, p)| p.queue.len() >= 2)
             .filter_map(|(tp, p)| {
-                let cap = caps.get(&p.leader?)?;
+                let leader = p.leader?;
+                let cap = caps.get(&leader)?;
+                let since = self.rates.get(&leader)?.since()?;
+                if p.queue.front()?.created >= since {
+                    return None;
+                }
                 self.sendable(tp, p, now).ok()?;
-                Some((tp.clone(), *cap))
+                Some((tp.clone(), *cap, since))
             })
             .collect();
-        for (tp, cap) in due {
-            self.merge_queued(&tp, cap);
+        for (tp, cap, since) in due {
+            self.merge_queued(&tp, cap, since);
         }
     }
 
