@@ -59,6 +59,11 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     count: i32,
+    /// Whether the buffer goes back to the pool once the built batch is dropped: not after
+    /// [`absorb`](Self::absorb) grew it to a one-off size (exactly the merged records), which
+    /// the pool would otherwise hand to ordinary batches (the producer charges
+    /// `buffer.memory` by capacity) in place of the batch-sized buffers it is for.
+    pooled: bool,
 }
 
 impl Default for BatchBuilder {
@@ -112,6 +117,7 @@ impl BatchBuilder {
             base_timestamp: -1,
             max_timestamp: -1,
             count: 0,
+            pooled: true,
         }
     }
 
@@ -285,6 +291,9 @@ impl BatchBuilder {
         let end = self.absorbed_size(other)?;
         let (base_ts, first) = self.absorb_bases(other)?;
         if self.buf.len() < end {
+            if self.buf.capacity() < end {
+                self.pooled = false;
+            }
             self.buf.reserve_exact(end - self.buf.len());
             self.buf.resize(end, 0);
         }
@@ -334,6 +343,7 @@ impl BatchBuilder {
     /// Writes the header, compresses the records if asked, computes the CRC and returns the
     /// finished batch.
     pub fn build(self) -> Result<Bytes> {
+        let mut pooled = self.pooled;
         let (mut out, len) = match self.compression {
             Compression::None => (self.buf, self.len),
             codec => {
@@ -341,7 +351,10 @@ impl BatchBuilder {
                 let mut out = super::pool::take(BATCH_HEADER_LEN + records.len() / 2 + 64);
                 out.resize(BATCH_HEADER_LEN, 0);
                 compress_into(codec, self.level, records, &mut out)?;
-                super::pool::give(self.buf);
+                if pooled {
+                    super::pool::give(self.buf);
+                }
+                pooled = true;
                 let len = out.len();
                 (out, len)
             }
@@ -377,6 +390,10 @@ impl BatchBuilder {
         header[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
         batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        if !pooled {
+            out.truncate(len);
+            return Ok(Bytes::from(out));
+        }
         // The bytes past `len` go back to the pool with the buffer: room for the next batch.
         Ok(super::pool::into_bytes_prefix(out, len))
     }
