@@ -85,6 +85,16 @@ impl BatchBuilder {
         BatchBuilder::with_buffer(super::pool::take_initialized(BATCH_HEADER_LEN + bytes))
     }
 
+    /// Like [`with_capacity`](Self::with_capacity), but never a pooled buffer of more than
+    /// `max` bytes (header included): the producer charges `buffer.memory` by capacity and
+    /// reserved exactly `max`.
+    pub(crate) fn with_capacity_at_most(bytes: usize, max: usize) -> BatchBuilder {
+        BatchBuilder::with_buffer(super::pool::take_initialized_at_most(
+            BATCH_HEADER_LEN + bytes,
+            max,
+        ))
+    }
+
     /// Like [`with_capacity`](Self::with_capacity) with a buffer of exactly that capacity,
     /// never a pooled one (the producer charges `buffer.memory` by capacity).
     pub(crate) fn with_exact_capacity(bytes: usize) -> BatchBuilder {
