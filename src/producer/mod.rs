@@ -497,26 +497,17 @@ impl Producer {
                 }
                 if let Some(permits) = reserved.take() {
                     let limit = sh.config.batch_size.max(record_max + BATCH_HEADER_LEN);
-                    // `buffer.memory` is charged by buffer capacity: a pooled buffer larger
-                    // than the reservation is charged the difference, or not taken.
-                    let mut permits = permits;
-                    let mut builder =
-                        BatchBuilder::with_capacity(permits as usize - BATCH_HEADER_LEN);
-                    let extra = builder.capacity().saturating_sub(permits as usize);
-                    if extra > 0 {
-                        match u32::try_from(extra).ok().and_then(|extra| {
-                            sh.memory.try_acquire_many(extra).ok().map(|p| (p, extra))
-                        }) {
-                            Some((p, extra)) => {
-                                p.forget();
-                                permits += extra;
-                            }
-                            None => {
-                                builder = BatchBuilder::with_exact_capacity(
-                                    permits as usize - BATCH_HEADER_LEN,
-                                );
-                            }
-                        }
+                    // `buffer.memory` is charged by buffer capacity: a pooled buffer is
+                    // taken only if it is no larger than the reservation (a larger one, left
+                    // by a batch that grew, would charge more than this batch asked for,
+                    // depending on what the process built before).
+                    let mut builder = BatchBuilder::with_capacity_at_most(
+                        permits as usize - BATCH_HEADER_LEN,
+                        permits as usize,
+                    );
+                    if builder.capacity() > permits as usize {
+                        builder =
+                            BatchBuilder::with_exact_capacity(permits as usize - BATCH_HEADER_LEN);
                     }
                     let builder = builder
                         .with_compression(sh.config.compression)

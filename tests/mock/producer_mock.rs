@@ -570,3 +570,148 @@ async fn batches_stay_at_batch_size_with_growth_off() {
         "the largest batch holds {largest} records, more than batch.size allows ({java_max})"
     );
 }
+
+/// What [`burst_behind_a_held_first_batch`] saw.
+struct Burst {
+    batches: Vec<rekafka::protocol::record::RecordBatch>,
+    produces: Vec<rekafka::mock::RequestInfo>,
+    metrics: rekafka::producer::ProducerMetrics,
+}
+
+/// Issue 21 item 3, a burst at the start: the partition's first batch is sent (no
+/// delivery-rate estimate yet, so Java's batches) and held at the broker while a burst far
+/// larger than one batch is sent, so the whole burst is sealed into `batch.size` batches
+/// before the first response. With `fail_merged`, the request after the first one fails once
+/// with a retriable error. Checks that every record is stored once, in send order, that each
+/// record's future reports its own offset, and that offsets and sequence numbers run on from
+/// batch to batch without a gap or overlap.
+async fn burst_behind_a_held_first_batch(config: ProducerConfig, fail_merged: bool) -> Burst {
+    const VALUE: usize = 100;
+    const FIRST: usize = 160; // more than one batch.size batch of these records
+    const BURST: usize = 4_000;
+    let topic = "burst";
+    let mock = mock(topic, 1).await;
+    // A linger long enough that the first request carries a full `batch.size` batch however
+    // loaded the machine: the first delivery-rate sample comes from 16 KiB, not from the few
+    // records a 5 ms linger would let through.
+    let p = producer(&mock, config.with_linger(Duration::from_secs(1))).await;
+    let mut sent = Vec::new();
+    let mut futs = Vec::new();
+    let held = mock.hold(|r| r.api_key == ApiKey::Produce);
+    for i in 0..FIRST + BURST {
+        if i == FIRST {
+            // The first batch has reached the broker and waits there.
+            held.wait_matched(1).await;
+        }
+        let v = format!("{i:0VALUE$}");
+        sent.push(v.clone());
+        futs.push(
+            p.send(Record::new(topic).with_partition(0).with_value(v))
+                .await
+                .expect("send"),
+        );
+    }
+    let second = fail_merged.then(|| mock.hold(|r| r.api_key == ApiKey::Produce));
+    held.release();
+    if let Some(second) = second {
+        second.wait_matched(1).await;
+        mock.push_partition_errors(topic, 0, ApiKey::Produce, &[KafkaCode::NotEnoughReplicas]);
+        second.release();
+    }
+    for (i, f) in futs.into_iter().enumerate() {
+        let meta = f.await.expect("delivered");
+        assert_eq!(
+            meta.offset, i as i64,
+            "record {i}: the offset its future reports"
+        );
+    }
+    assert_eq!(
+        stored_values(&mock, topic, 0),
+        sent,
+        "stored once each, in send order"
+    );
+    let batches = mock.batches(topic, 0).expect("batches");
+    assert_eq!(batches.first().map(|b| b.base_sequence()), Some(0));
+    for w in batches.windows(2) {
+        assert_eq!(w[1].base_offset(), w[0].last_offset() + 1, "offsets run on");
+        assert_eq!(
+            (w[1].producer_id(), w[1].producer_epoch()),
+            (w[0].producer_id(), w[0].producer_epoch())
+        );
+        assert_eq!(
+            w[1].base_sequence(),
+            w[0].base_sequence() + w[0].record_count(),
+            "sequence numbers run on from batch to batch"
+        );
+    }
+    let produces = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Produce)
+        .collect();
+    let metrics = p.metrics();
+    p.close().await;
+    Burst {
+        batches,
+        produces,
+        metrics,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_sealed_before_the_first_response_leaves_in_batches_past_batch_size() {
+    let config = ProducerConfig::default();
+    let java_max = (config.batch_size / 100) as i32;
+    let burst = burst_behind_a_held_first_batch(config, false).await;
+    let largest = burst.batches.iter().map(|b| b.record_count()).max();
+    assert!(
+        largest.is_some_and(|n| n > java_max),
+        "the largest batch holds {largest:?} records; the queued batch.size batches were \
+         not merged (batch.size holds at most {java_max})"
+    );
+    assert_eq!(burst.metrics.record_retry_total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_keeps_java_batches_with_growth_off() {
+    let config = ProducerConfig::default().with_backlog_batch_size(0);
+    let batch_size = config.batch_size;
+    let burst = burst_behind_a_held_first_batch(config, false).await;
+    for b in &burst.batches {
+        assert!(
+            b.as_bytes().len() <= batch_size,
+            "a batch of {} bytes with batch.size {batch_size} and growth off",
+            b.as_bytes().len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_batch_failing_with_a_retriable_error_is_retried_whole_in_order() {
+    let config = ProducerConfig::default();
+    let java_max = (config.batch_size / 100) as i32;
+    let burst = burst_behind_a_held_first_batch(config, true).await;
+    // The failed request: the second Produce; its batch was retried with the same sequence.
+    let seq = burst.produces.get(1).and_then(|r| r.base_sequence);
+    let attempts = burst
+        .produces
+        .iter()
+        .filter(|r| r.base_sequence == seq)
+        .count();
+    assert_eq!(attempts, 2, "the failed batch and its one retry: {seq:?}");
+    let merged = burst
+        .batches
+        .iter()
+        .find(|b| Some(b.base_sequence()) == seq)
+        .expect("the retried batch is stored");
+    assert!(
+        merged.record_count() > java_max,
+        "the failed batch was a merged one: {} records",
+        merged.record_count()
+    );
+    assert_eq!(
+        burst.metrics.record_retry_total,
+        merged.record_count() as u64,
+        "every record of the merged batch was retried once, together"
+    );
+}

@@ -9,7 +9,12 @@ impl Sender {
     /// `max.in.flight` otherwise), or it is retrying or waiting
     /// for its first acknowledgement (idempotence) with a batch in flight. A response (or a
     /// retry timer) ends every one of these, and the sender then looks again.
-    pub(super) fn is_backlogged(&self, tp: &Tp, now: Instant) -> bool {
+    pub(super) fn is_backlogged(
+        &self,
+        tp: &Tp,
+        now: Instant,
+        budgets: &HashMap<i32, usize>,
+    ) -> bool {
         let Some(part) = self.parts.get(tp) else {
             return false;
         };
@@ -23,7 +28,7 @@ impl Sender {
         // and leave in one larger batch when the response comes (measured: BENCHMARKS.md,
         // issue 21). Otherwise (growth off, or the broker not shown fast enough yet: Java's
         // batches), `max.in.flight` as in the Java client.
-        let max = if self.request_budget(leader) > self.sh.config.batch_size {
+        let max = if budgets.get(&leader).copied().unwrap_or(0) > self.sh.config.batch_size {
             1
         } else {
             self.sh.config.max_in_flight
@@ -57,35 +62,172 @@ impl Sender {
             .map_or(0, |r| r.request_budget(timeout))
     }
 
+    /// Each leader's [`request_budget`](Self::request_budget), computed once per look.
+    pub(super) fn leader_budgets(&self) -> HashMap<i32, usize> {
+        let mut budgets = HashMap::new();
+        for part in self.parts.values() {
+            if let Some(l) = part.leader {
+                budgets.entry(l).or_insert_with(|| self.request_budget(l));
+            }
+        }
+        budgets
+    }
+
+    /// Where batches may grow now: the partitions with a backlog whose leader's budget allows
+    /// more than `batch.size`, and each such leader's cap (its budget shared by those
+    /// partitions, `growth::batch_cap`). Both the open batches (`publish_backlog`) and the
+    /// queued ones (`merge_queued`) follow it.
+    pub(super) fn growth(&self, now: Instant) -> Growth {
+        let config = &self.sh.config;
+        let batch_size = config.batch_size;
+        let limit = crate::producer::backlog_limit(config);
+        let budgets = self.leader_budgets();
+        let mut growing = HashSet::new();
+        let mut per_leader: HashMap<i32, usize> = HashMap::new();
+        for (tp, part) in &self.parts {
+            let Some(l) = part.leader else {
+                continue;
+            };
+            if budgets.get(&l).copied().unwrap_or(0) > batch_size
+                && self.is_backlogged(tp, now, &budgets)
+            {
+                *per_leader.entry(l).or_insert(0) += 1;
+                growing.insert(tp.clone());
+            }
+        }
+        let caps = per_leader
+            .into_iter()
+            .map(|(l, n)| {
+                let budget = budgets.get(&l).copied().unwrap_or(0);
+                (l, growth::batch_cap(budget, n, batch_size, limit))
+            })
+            .collect();
+        Growth { growing, caps }
+    }
+
     /// Tells the `send` path how far each partition's open batch may grow: past `batch.size`
     /// only while the partition has a backlog, up to its share of its leader's request
     /// budget (`growth::batch_cap`; see
     /// [`ProducerConfig::backlog_batch_size`](super::ProducerConfig)); 0 otherwise.
     pub(super) fn publish_backlog(&self, now: Instant) {
-        let batch_size = self.sh.config.batch_size;
-        let limit = crate::producer::backlog_limit(&self.sh.config);
-        let mut growing: Vec<(Arc<PartitionQueue>, i32)> = Vec::new();
-        let mut per_leader: HashMap<i32, usize> = HashMap::new();
+        let growth = self.growth(now);
         for topic in self.sh.acc.topics() {
             for pq in &topic.partitions {
                 let tp: Tp = (topic.name.clone(), pq.partition);
-                let leader = self.parts.get(&tp).and_then(|p| p.leader).filter(|l| {
-                    self.request_budget(*l) > batch_size && self.is_backlogged(&tp, now)
-                });
-                match leader {
-                    Some(l) => {
-                        *per_leader.entry(l).or_insert(0) += 1;
-                        growing.push((pq.clone(), l));
+                let cap = match self.parts.get(&tp).and_then(|p| p.leader) {
+                    Some(l) if growth.growing.contains(&tp) => {
+                        growth.caps.get(&l).copied().unwrap_or(0)
                     }
-                    None => set_grow_to(pq, 0),
-                }
+                    _ => 0,
+                };
+                set_grow_to(pq, cap);
             }
         }
-        for (pq, leader) in growing {
-            let n = per_leader.get(&leader).copied().unwrap_or(1);
-            let cap = growth::batch_cap(self.request_budget(leader), n, batch_size, limit);
-            set_grow_to(&pq, cap);
+    }
+
+    /// Merges the batches queued behind `tp`'s head into it, in order, while the merged batch
+    /// stays within `cap` (the leader's adaptive cap), so that a burst sealed into
+    /// `batch.size` batches before the leader's first response (no estimate yet: Java's
+    /// batches) still leaves in large batches once the estimate allows them (issue 21 item 3).
+    ///
+    /// Only batches created before the leader's current estimate began (`before`) merge:
+    /// those were sealed at `batch.size` for want of an estimate. A batch created while the
+    /// estimate existed already had its chance to grow (the open batch grows while the
+    /// partition has a backlog) and stays as Java's rules made it, so that which records share
+    /// a batch, and a batch's fate, is as without this catch-up.
+    ///
+    /// Only batches never sent merge (no sequence number, no attempt, no error): a batch
+    /// that was sent keeps its bytes and sequence numbers, so retries and idempotence see
+    /// exactly what the broker may have. The merged batch keeps the head's creation time (the
+    /// oldest record's, for `delivery.timeout` as in Java), every record's completion slot and
+    /// index, and every merged batch's `buffer.memory` reservation; the few bytes the
+    /// re-encoded deltas add are charged too, or the merge stops there.
+    pub(super) fn merge_queued(&mut self, tp: &Tp, cap: usize, before: Instant) {
+        let sh = self.sh.clone();
+        let Some(part) = self.parts.get_mut(tp) else {
+            return;
+        };
+        let Some(mut head) = part.queue.pop_front() else {
+            return;
+        };
+        let mut charged = head._memory.permits as usize
+            + head
+                .absorbed
+                .iter()
+                .map(|a| a._memory.permits as usize)
+                .sum::<usize>();
+        let mut merged = 0usize;
+        while let Some(next) = part.queue.front() {
+            if !never_sent(&head)
+                || !never_sent(next)
+                || head.created >= before
+                || next.created >= before
+            {
+                break;
+            }
+            let (Some(hb), Some(nb)) = (&head.builder, &next.builder) else {
+                break;
+            };
+            let Ok(size) = hb.absorbed_size(nb) else {
+                break;
+            };
+            if size > cap {
+                break;
+            }
+            let charge = charged + next._memory.permits as usize;
+            let needed = hb.capacity().max(size);
+            let mut extra = 0u32;
+            if needed > charge {
+                let Some(permits) = u32::try_from(needed - charge)
+                    .ok()
+                    .filter(|n| sh.memory.try_acquire_many(*n).map(|p| p.forget()).is_ok())
+                else {
+                    break;
+                };
+                extra = permits;
+            }
+            let Some(next) = part.queue.pop_front() else {
+                break;
+            };
+            let absorbed = match (&mut head.builder, &next.builder) {
+                (Some(hb), Some(nb)) => hb.absorb(nb),
+                _ => Ok(()),
+            };
+            if absorbed.is_err() {
+                sh.memory.add_permits(extra as usize);
+                part.queue.push_front(next);
+                break;
+            }
+            head._memory.permits += extra;
+            charged = charge + extra as usize;
+            let first = head.records;
+            head.records += next.records;
+            head.uncompressed = head.builder.as_ref().map_or(0, |b| b.estimated_size());
+            head.created = head.created.min(next.created);
+            head.absorbed.push(Absorbed {
+                shared: next.shared,
+                first,
+                _memory: next._memory,
+            });
+            head.absorbed
+                .extend(next.absorbed.into_iter().map(|a| Absorbed {
+                    first: first + a.first,
+                    ..a
+                }));
+            merged += 1;
         }
+        if merged > 0 {
+            tracing::debug!(
+                topic = %tp.0,
+                partition = tp.1,
+                batches = merged + 1,
+                records = head.records,
+                bytes = head.uncompressed,
+                cap,
+                "merged queued batches"
+            );
+        }
+        part.queue.push_front(head);
     }
 
     /// Whether requests are in flight and every partition's leader already has
@@ -119,6 +261,7 @@ impl Sender {
             || doom.is_some();
         let mut next = None;
         let mut taken: Vec<(Tp, OpenBatch)> = Vec::new();
+        let budgets = self.leader_budgets();
         for topic in self.sh.acc.topics() {
             for pq in &topic.partitions {
                 let mut inner = lock(&pq.inner);
@@ -131,7 +274,8 @@ impl Sender {
                     let ready = due <= now || open.builder.estimated_size() >= batch_size;
                     let take = all
                         || (ready
-                            && (!self.is_backlogged(&tp, now) || open.created + hold_max <= now));
+                            && (!self.is_backlogged(&tp, now, &budgets)
+                                || open.created + hold_max <= now));
                     if take {
                         if let Some(b) = inner.open.take() {
                             taken.push((tp, b));
@@ -154,6 +298,7 @@ impl Sender {
             self.next_order += 1;
             let sb = SBatch {
                 shared: b.shared,
+                absorbed: Vec::new(),
                 records: b.builder.len() as u32,
                 uncompressed: b.builder.estimated_size(),
                 builder: Some(b.builder),
@@ -304,7 +449,11 @@ impl Sender {
         let mut next = None;
         let max_request = self.sh.config.max_request_size;
         let max_in_flight = self.sh.config.max_in_flight;
+        let caps = self.growth(now).caps;
         loop {
+            if !caps.is_empty() {
+                self.merge_sendable(now, &caps);
+            }
             // One round: at most one request per broker, one batch per partition.
             let mut by_broker: HashMap<i32, (usize, Vec<Tp>)> = HashMap::new();
             let mut need_refresh: Option<Arc<str>> = None;
@@ -354,6 +503,29 @@ impl Sender {
             for (broker, (_, tps)) in by_broker {
                 self.send_request(broker, tps);
             }
+        }
+    }
+
+    /// Merges the queued batches of every partition whose head may be sent now and whose
+    /// leader lets batches grow (`caps`, from [`growth`](Self::growth)).
+    fn merge_sendable(&mut self, now: Instant, caps: &HashMap<i32, usize>) {
+        let due: Vec<(Tp, usize, Instant)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.queue.len() >= 2)
+            .filter_map(|(tp, p)| {
+                let leader = p.leader?;
+                let cap = caps.get(&leader)?;
+                let since = self.rates.get(&leader)?.since()?;
+                if p.queue.front()?.created >= since {
+                    return None;
+                }
+                self.sendable(tp, p, now).ok()?;
+                Some((tp.clone(), *cap, since))
+            })
+            .collect();
+        for (tp, cap, since) in due {
+            self.merge_queued(&tp, cap, since);
         }
     }
 
@@ -458,6 +630,14 @@ impl Sender {
                 None => builder,
             };
             let bytes = builder.build()?;
+            tracing::debug!(
+                topic = %tp.0,
+                partition = tp.1,
+                records = b.records,
+                bytes = bytes.len(),
+                merged = b.absorbed.len(),
+                "batch built"
+            );
             self.sh.counters.batch(bytes.len(), b.uncompressed);
             b.bytes = Some(bytes);
         } else if let Some(idem) = &mut self.idem
@@ -480,4 +660,21 @@ fn set_grow_to(pq: &PartitionQueue, cap: usize) {
     if pq.grow_to.load(Ordering::Relaxed) != cap {
         pq.grow_to.store(cap, Ordering::Release);
     }
+}
+
+/// What [`Sender::growth`] found: which partitions may grow, and each leader's cap.
+pub(super) struct Growth {
+    growing: HashSet<Tp>,
+    caps: HashMap<i32, usize>,
+}
+
+/// Whether a queued batch was never sent (no attempt, no sequence number, no error): only
+/// such batches may be merged.
+fn never_sent(b: &SBatch) -> bool {
+    b.builder.is_some()
+        && b.base_seq == NO_SEQUENCE
+        && b.retries == 0
+        && !b.ambiguous
+        && !b.expired
+        && b.last_error.is_none()
 }

@@ -97,7 +97,7 @@ impl Sender {
             if let Some(cb) = &self.sh.circuit {
                 cb.record(true, records);
             }
-            b.shared.complete(BatchOutcome::Failed(ProduceError::new(
+            b.complete(BatchOutcome::Failed(ProduceError::new(
                 e,
                 Persistence::PossiblyPersisted,
             )));

@@ -50,6 +50,9 @@ pub(super) struct DeliveryRate {
     rate: Option<f64>,
     /// When the broker's last response arrived: a request sent before it waited behind it.
     last_response: Option<Instant>,
+    /// When the current estimate began (its first sample): batches created before it were
+    /// sealed at `batch.size` for want of an estimate, and may be merged (`merge_queued`).
+    since: Option<Instant>,
 }
 
 impl DeliveryRate {
@@ -60,7 +63,10 @@ impl DeliveryRate {
         let sample = bytes as f64 / took.as_secs_f64();
         self.rate = Some(match self.rate {
             Some(rate) => rate + (sample - rate) * NEW_SAMPLE_WEIGHT,
-            None => sample,
+            None => {
+                self.since = Some(now);
+                sample
+            }
         });
         self.last_response = Some(now);
     }
@@ -69,6 +75,11 @@ impl DeliveryRate {
     /// that batches go back to `batch.size` until responses come back again.
     pub(super) fn failed(&mut self) {
         *self = Self::default();
+    }
+
+    /// When the current estimate began (`None` without one).
+    pub(super) fn since(&self) -> Option<Instant> {
+        self.since
     }
 
     /// The bytes one request may carry: the estimated rate times a quarter of
@@ -183,7 +194,9 @@ mod tests {
         let mut r = DeliveryRate::default();
         r.answered(MIB, t0, t0 + ms(5));
         assert!(r.request_budget(TIMEOUT) > MIB);
+        assert_eq!(r.since(), Some(t0 + ms(5)));
         r.failed();
+        assert_eq!(r.since(), None);
         assert_eq!(r.request_budget(TIMEOUT), 0);
         assert_eq!(
             batch_cap(r.request_budget(TIMEOUT), 1, 16 * KIB, MIB),
@@ -193,6 +206,9 @@ mod tests {
         let t1 = t0 + ms(1000);
         r.answered(10_000, t1, t1 + ms(1000));
         assert_eq!(r.request_budget(Duration::from_secs(4)), 10_000);
+        // A later sample moves the estimate, not its start.
+        r.answered(10_000, t1 + ms(1000), t1 + ms(2000));
+        assert_eq!(r.since(), Some(t1 + ms(1000)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The sender task: collects ready batches, numbers them, sends them per leader, and handles
 //! the responses (success, retry, failure, fatal).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -52,6 +52,9 @@ impl Drop for Reservation {
 /// A batch owned by the sender.
 struct SBatch {
     shared: Arc<BatchShared>,
+    /// Batches queued behind this one and merged into it before its first send (see
+    /// `Sender::merge_queued`), in order: their records follow this batch's own.
+    absorbed: Vec<Absorbed>,
     /// Until the first send.
     builder: Option<BatchBuilder>,
     /// From the first send on (kept for retries).
@@ -75,6 +78,37 @@ struct SBatch {
     expired: bool,
     /// Retries after definite failures (ambiguous ones do not count).
     retries: u32,
+}
+
+/// A batch merged into another before either was sent: its records' completion slot, where
+/// they start in the merged batch, and its share of `buffer.memory` (given back, and counted
+/// done for `flush`, with the merged batch).
+struct Absorbed {
+    shared: Arc<BatchShared>,
+    /// The merged batch's record index of this batch's first record.
+    first: u32,
+    _memory: Reservation,
+}
+
+impl SBatch {
+    /// Settles every record of the batch: its own and those of the batches merged into it
+    /// (whose offsets start further on in the merged batch).
+    fn complete(&self, outcome: BatchOutcome) {
+        for a in &self.absorbed {
+            let shifted = match &outcome {
+                BatchOutcome::Delivered {
+                    base_offset,
+                    log_append_time,
+                } if *base_offset >= 0 => BatchOutcome::Delivered {
+                    base_offset: base_offset + i64::from(a.first),
+                    log_append_time: *log_append_time,
+                },
+                other => other.clone(),
+            };
+            a.shared.complete(shifted);
+        }
+        self.shared.complete(outcome);
+    }
 }
 
 struct SPart {

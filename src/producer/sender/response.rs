@@ -21,6 +21,12 @@ impl Sender {
                     .map(|(_, b)| b.bytes.as_ref().map_or(0, Bytes::len))
                     .sum();
                 rate.answered(bytes, req.started, Instant::now());
+                tracing::debug!(
+                    broker = req.broker,
+                    bytes,
+                    budget = self.request_budget(req.broker),
+                    "produce response: delivery-rate estimate updated"
+                );
             }
             Err(e) => {
                 tracing::debug!(broker = req.broker, error = %e, "produce request failed; batches to this broker stay at batch.size until it answers again");
@@ -213,7 +219,7 @@ impl Sender {
         if let Some(cb) = &self.sh.circuit {
             cb.record(false, u64::from(b.records));
         }
-        b.shared.complete(BatchOutcome::Delivered {
+        b.complete(BatchOutcome::Delivered {
             base_offset,
             log_append_time,
         });
@@ -315,7 +321,6 @@ impl Sender {
             cb.record(true, u64::from(b.records));
         }
         tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, ?persistence, "batch failed");
-        b.shared
-            .complete(BatchOutcome::Failed(ProduceError::new(e, persistence)));
+        b.complete(BatchOutcome::Failed(ProduceError::new(e, persistence)));
     }
 }

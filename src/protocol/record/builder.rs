@@ -10,7 +10,7 @@ use super::batch::{
 use super::compression::{Compression, compress_into};
 use super::control::{ControlRecord, ControlType};
 use super::spare::SpareWriter;
-use super::varint::{MAX_VARINT_LEN, varint_len, varlong_len};
+use super::varint::{MAX_VARINT_LEN, read_varint, read_varlong, varint_len, varlong_len};
 use crate::{Error, Result};
 
 /// Producer id of a producer that is not idempotent.
@@ -59,6 +59,11 @@ pub struct BatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     count: i32,
+    /// Whether the buffer goes back to the pool once the built batch is dropped: not after
+    /// [`absorb`](Self::absorb) grew it to a one-off size (exactly the merged records), which
+    /// the pool would otherwise hand to ordinary batches (the producer charges
+    /// `buffer.memory` by capacity) in place of the batch-sized buffers it is for.
+    pooled: bool,
 }
 
 impl Default for BatchBuilder {
@@ -78,6 +83,16 @@ impl BatchBuilder {
     /// that building batch after batch does not allocate afresh each time.
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
         BatchBuilder::with_buffer(super::pool::take_initialized(BATCH_HEADER_LEN + bytes))
+    }
+
+    /// Like [`with_capacity`](Self::with_capacity), but never a pooled buffer of more than
+    /// `max` bytes (header included): the producer charges `buffer.memory` by capacity and
+    /// reserved exactly `max`.
+    pub(crate) fn with_capacity_at_most(bytes: usize, max: usize) -> BatchBuilder {
+        BatchBuilder::with_buffer(super::pool::take_initialized_at_most(
+            BATCH_HEADER_LEN + bytes,
+            max,
+        ))
     }
 
     /// Like [`with_capacity`](Self::with_capacity) with a buffer of exactly that capacity,
@@ -112,6 +127,7 @@ impl BatchBuilder {
             base_timestamp: -1,
             max_timestamp: -1,
             count: 0,
+            pooled: true,
         }
     }
 
@@ -258,9 +274,86 @@ impl BatchBuilder {
         }
     }
 
+    /// The [`estimated_size`](Self::estimated_size) this builder would have after
+    /// [`absorb`](Self::absorb)ing `other`: every record of `other` with its timestamp and
+    /// offset deltas re-encoded against this batch (their varints may change length).
+    pub(crate) fn absorbed_size(&self, other: &BatchBuilder) -> Result<usize> {
+        let (base_ts, first) = self.absorb_bases(other)?;
+        let mut size = self.len;
+        let mut pos = BATCH_HEADER_LEN;
+        let src = other.records_bytes();
+        while pos < src.len() {
+            let r = RawRecord::read(src, &mut pos)?;
+            let body = r.body_len(base_ts, other.base_timestamp, first)?;
+            size += varint_len(body_i32(body)?) + body;
+        }
+        Ok(size)
+    }
+
+    /// Appends every record of `other` (a builder of the same partition, not built yet)
+    /// after this batch's records, in order: the producer merges batches that were queued but
+    /// never sent into one (issue 21: batch growth in a burst). Keys, values, headers and
+    /// record attributes are copied as they are; each record's timestamp delta (against this
+    /// batch's base timestamp) and offset delta (after this batch's records) are re-encoded.
+    /// The buffer grows to exactly [`absorbed_size`](Self::absorbed_size) (the producer
+    /// charges `buffer.memory` by capacity). On an error nothing is appended.
+    pub(crate) fn absorb(&mut self, other: &BatchBuilder) -> Result<()> {
+        let end = self.absorbed_size(other)?;
+        let (base_ts, first) = self.absorb_bases(other)?;
+        if self.buf.len() < end {
+            if self.buf.capacity() < end {
+                self.pooled = false;
+            }
+            self.buf.reserve_exact(end - self.buf.len());
+            self.buf.resize(end, 0);
+        }
+        let mut w = SpareWriter::new(&mut self.buf, self.len);
+        let src = other.records_bytes();
+        let mut pos = BATCH_HEADER_LEN;
+        while pos < src.len() {
+            let r = RawRecord::read(src, &mut pos)?;
+            let body = r.body_len(base_ts, other.base_timestamp, first)?;
+            w.varint(body_i32(body)?);
+            w.byte(r.attributes);
+            w.varlong(r.timestamp(other.base_timestamp).wrapping_sub(base_ts));
+            w.varint(first + r.offset_delta);
+            w.slice(r.rest);
+        }
+        if other.count > 0 {
+            if self.count == 0 {
+                self.base_timestamp = base_ts;
+                self.max_timestamp = other.max_timestamp;
+            } else {
+                self.max_timestamp = self.max_timestamp.max(other.max_timestamp);
+            }
+        }
+        self.len = w.pos();
+        self.count = first + other.count;
+        Ok(())
+    }
+
+    /// The base timestamp and first offset delta `other`'s records get when absorbed.
+    fn absorb_bases(&self, other: &BatchBuilder) -> Result<(i64, i32)> {
+        let base_ts = if self.count == 0 {
+            other.base_timestamp
+        } else {
+            self.base_timestamp
+        };
+        if self.count.checked_add(other.count).is_none() {
+            return Err(Error::new(crate::ErrorKind::Encode).message("record batch is full"));
+        }
+        Ok((base_ts, self.count))
+    }
+
+    /// The header and the encoded records (no spare room).
+    fn records_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
     /// Writes the header, compresses the records if asked, computes the CRC and returns the
     /// finished batch.
     pub fn build(self) -> Result<Bytes> {
+        let mut pooled = self.pooled;
         let (mut out, len) = match self.compression {
             Compression::None => (self.buf, self.len),
             codec => {
@@ -268,7 +361,10 @@ impl BatchBuilder {
                 let mut out = super::pool::take(BATCH_HEADER_LEN + records.len() / 2 + 64);
                 out.resize(BATCH_HEADER_LEN, 0);
                 compress_into(codec, self.level, records, &mut out)?;
-                super::pool::give(self.buf);
+                if pooled {
+                    super::pool::give(self.buf);
+                }
+                pooled = true;
                 let len = out.len();
                 (out, len)
             }
@@ -304,9 +400,70 @@ impl BatchBuilder {
         header[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
         batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        if !pooled {
+            out.truncate(len);
+            return Ok(Bytes::from(out));
+        }
         // The bytes past `len` go back to the pool with the buffer: room for the next batch.
         Ok(super::pool::into_bytes_prefix(out, len))
     }
+}
+
+/// One encoded record of an unbuilt batch, read for [`BatchBuilder::absorb`]: its deltas
+/// and everything after them (key, value, headers), which is copied unchanged.
+struct RawRecord<'a> {
+    attributes: u8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    rest: &'a [u8],
+}
+
+impl<'a> RawRecord<'a> {
+    fn read(buf: &'a [u8], pos: &mut usize) -> Result<RawRecord<'a>> {
+        let body = usize::try_from(read_varint(buf, pos)?)
+            .map_err(|_| Error::corrupt("negative record length in a batch being built"))?;
+        let end = pos
+            .checked_add(body)
+            .filter(|e| *e <= buf.len())
+            .ok_or_else(|| Error::corrupt("record past the end of a batch being built"))?;
+        let attributes = *buf
+            .get(*pos)
+            .ok_or_else(|| Error::corrupt("empty record in a batch being built"))?;
+        *pos += 1;
+        let timestamp_delta = read_varlong(buf, pos)?;
+        let offset_delta = read_varint(buf, pos)?;
+        let rest = buf
+            .get(*pos..end)
+            .ok_or_else(|| Error::corrupt("record fields past the record's length"))?;
+        *pos = end;
+        Ok(RawRecord {
+            attributes,
+            timestamp_delta,
+            offset_delta,
+            rest,
+        })
+    }
+
+    fn timestamp(&self, base_timestamp: i64) -> i64 {
+        base_timestamp.wrapping_add(self.timestamp_delta)
+    }
+
+    /// The body length once re-encoded against `base_ts`, after `first` records.
+    fn body_len(&self, base_ts: i64, old_base: i64, first: i32) -> Result<usize> {
+        let offset = first
+            .checked_add(self.offset_delta)
+            .ok_or_else(|| Error::new(crate::ErrorKind::Encode).message("record batch is full"))?;
+        Ok(
+            1 + varlong_len(self.timestamp(old_base).wrapping_sub(base_ts))
+                + varint_len(offset)
+                + self.rest.len(),
+        )
+    }
+}
+
+fn body_i32(body: usize) -> Result<i32> {
+    i32::try_from(body)
+        .map_err(|_| Error::new(crate::ErrorKind::Encode).message("record too large"))
 }
 
 #[inline(always)]
@@ -429,4 +586,80 @@ pub fn set_producer(
     let crc = crc32c::crc32c(&batch[OFF_ATTRIBUTES..]);
     batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
+}
+
+#[cfg(test)]
+mod absorb_tests {
+    use super::*;
+
+    type Rec<'a> = (
+        i64,
+        Option<&'a [u8]>,
+        Option<&'a [u8]>,
+        Vec<(&'a str, Option<&'a [u8]>)>,
+    );
+
+    fn records() -> Vec<Rec<'static>> {
+        let mut out: Vec<Rec<'static>> = Vec::new();
+        for i in 0..300i64 {
+            // Timestamps that go back and forth (user-set CreateTime), keys and headers of
+            // varying shape, so that re-encoded deltas change their varint lengths.
+            let ts = 1_700_000_000_000 + (i * 37) % 1000 - 400;
+            let key: Option<&'static [u8]> = if i % 3 == 0 { None } else { Some(b"key") };
+            let headers = if i % 5 == 0 {
+                vec![("h", Some(&b"v"[..])), ("n", None)]
+            } else {
+                Vec::new()
+            };
+            out.push((ts, key, Some(&b"value value value"[..]), headers));
+        }
+        out
+    }
+
+    fn fill(b: &mut BatchBuilder, recs: &[Rec<'_>]) {
+        for (ts, k, v, h) in recs {
+            b.append(*ts, *k, *v, h).unwrap();
+        }
+    }
+
+    #[test]
+    fn absorbing_equals_appending_every_record_to_one_builder() {
+        let recs = records();
+        for split in [1, 7, 64, 150, 299] {
+            let (a, rest) = recs.split_at(split);
+            let (b, c) = rest.split_at(rest.len() / 2);
+            let mut one = BatchBuilder::new().with_producer(7, 1, 40);
+            fill(&mut one, &recs);
+            let mut head = BatchBuilder::new().with_producer(7, 1, 40);
+            fill(&mut head, a);
+            let mut second = BatchBuilder::new();
+            fill(&mut second, b);
+            let mut third = BatchBuilder::with_exact_capacity(0);
+            fill(&mut third, c);
+            let expected = head.absorbed_size(&second).unwrap();
+            head.absorb(&second).unwrap();
+            assert_eq!(head.estimated_size(), expected);
+            head.absorb(&third).unwrap();
+            assert_eq!(head.len(), recs.len());
+            assert_eq!(head.estimated_size(), one.estimated_size());
+            assert_eq!(
+                head.build().unwrap(),
+                one.build().unwrap(),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn absorbing_into_an_empty_builder_takes_the_other_as_it_is() {
+        let recs = records();
+        let mut one = BatchBuilder::new();
+        fill(&mut one, &recs[..20]);
+        let mut empty = BatchBuilder::new();
+        empty.absorb(&one).unwrap();
+        let mut nothing = BatchBuilder::new();
+        nothing.absorb(&BatchBuilder::new()).unwrap();
+        empty.absorb(&nothing).unwrap();
+        assert_eq!(empty.build().unwrap(), one.build().unwrap());
+    }
 }

@@ -44,12 +44,20 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
 /// contents of an earlier batch), so a decoder can write into them without zero-filling.
 /// Callers must expose only the bytes they wrote (see [`into_bytes_prefix`]).
 pub(crate) fn take_initialized(capacity: usize) -> Vec<u8> {
+    take_initialized_at_most(capacity, usize::MAX)
+}
+
+/// Like [`take_initialized`], but never a pooled buffer of more than `max` bytes: for a caller
+/// charged by capacity for exactly what it reserved (the producer's `buffer.memory`).
+pub(crate) fn take_initialized_at_most(capacity: usize, max: usize) -> Vec<u8> {
     if (MIN_CAPACITY / 4..=MAX_CAPACITY).contains(&capacity) {
         let mut pool = pool();
         let best = pool
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= capacity && b.capacity() / 4 <= capacity)
+            .filter(|(_, b)| {
+                b.capacity() >= capacity && b.capacity() / 4 <= capacity && b.capacity() <= max
+            })
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         if let Some(i) = best {
