@@ -549,6 +549,9 @@ fn s8_slow_partial_broker_no_reordering() {
             throttle: Some(256 * 1024),
             slice: Some(97),
             cut_per_mille: 20,
+            // Chunks of at most 16 KiB: the producer merges batches into requests of up to
+            // 1 MiB, and 64 KiB reads of those gave too few chunks for a cut to be certain.
+            chunk: Some(16 * 1024),
             ..Faults::default()
         });
         let cuts = proxy.cuts();

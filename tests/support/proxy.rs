@@ -16,6 +16,7 @@
 //! * `cut_per_mille`: each chunk (either direction), with this chance in 1000, is cut in the
 //!   middle: half of it is written, then the connection is reset (a request or response cut
 //!   mid-frame).
+//! * `chunk`: each read (chunk) takes at most this many bytes.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -42,6 +43,10 @@ pub struct Faults {
     pub slice: Option<usize>,
     /// The chance, per 1000 chunks (either direction), of a cut mid-chunk.
     pub cut_per_mille: u32,
+    /// The most bytes one chunk (one read) carries (at most 64 KiB). With `cut_per_mille` it
+    /// makes the chance of a cut follow the bytes forwarded rather than how the client happens
+    /// to group its writes (a producer sending few large requests fills whole 64 KiB reads).
+    pub chunk: Option<usize>,
 }
 
 struct Control {
@@ -197,7 +202,13 @@ async fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         through_blackhole(ctl).await;
-        let n = match from.read(&mut buf).await {
+        let room = ctl
+            .faults
+            .borrow()
+            .chunk
+            .unwrap_or(buf.len())
+            .clamp(1, buf.len());
+        let n = match from.read(&mut buf[..room]).await {
             Ok(0) | Err(_) => return End::Eof,
             Ok(n) => n,
         };
