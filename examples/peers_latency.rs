@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rekafka::Client;
-use rekafka::consumer::{AutoCommit, ConsumerConfig, StartOffset, TopicPartition};
-use rekafka::producer::{Acks, ProducerConfig, Record};
+use rekafka::consumer::{AutoCommit, StartOffset, TopicPartition};
+use rekafka::producer::{Acks, Record};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,6 +43,8 @@ struct Args {
     rate: u64,
     secs: u64,
     size: usize,
+    /// Client properties (`-X key=value`, repeatable), e.g. producer settings.
+    props: Vec<(String, String)>,
 }
 
 fn parse() -> Result<Args, BoxError> {
@@ -52,6 +54,7 @@ fn parse() -> Result<Args, BoxError> {
         rate: 10_000,
         secs: 30,
         size: 100,
+        props: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -65,13 +68,17 @@ fn parse() -> Result<Args, BoxError> {
             "-r" => a.rate = v.parse()?,
             "-d" => a.secs = v.parse()?,
             "-s" => a.size = v.parse()?,
+            "-X" => {
+                let (k, val) = v.split_once('=').ok_or("-X takes key=value")?;
+                a.props.push((k.to_owned(), val.to_owned()));
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
         i += 2;
     }
     if a.bootstrap.is_empty() || a.topic.is_empty() || a.rate == 0 || a.secs < 2 || a.size < 8 {
         return Err(
-            "usage: peers_latency -b BROKERS -t TOPIC -r RATE -d SECONDS(>=2) -s BYTES(>=8)".into(),
+            "usage: peers_latency -b BROKERS -t TOPIC -r RATE -d SECONDS(>=2) -s BYTES(>=8) [-X key=value]...".into(),
         );
     }
     Ok(a)
@@ -89,12 +96,19 @@ fn percentile(xs: &[u64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let a = parse()?;
-    let client = Client::builder()
-        .bootstrap_servers(a.bootstrap.split(','))
-        .connect()
-        .await?;
-    let consumer =
-        Arc::new(client.consumer(ConsumerConfig::new().with_auto_commit(AutoCommit::Disabled))?);
+    let mut builder = Client::builder().bootstrap_servers(a.bootstrap.split(','));
+    for (k, v) in &a.props {
+        builder = builder.property(k, v);
+    }
+    let client = builder.connect().await?;
+    // The client's consumer settings (`-X`), without auto-commit.
+    let consumer = Arc::new(
+        client.consumer(
+            client
+                .consumer_config()?
+                .with_auto_commit(AutoCommit::Disabled),
+        )?,
+    );
     // The harness creates TOPIC just before: the broker asked may not know it yet
     // (UnknownTopicOrPartition until the controller's metadata reaches it), so ask again for
     // up to 10 s before giving up with the last error.
@@ -158,9 +172,8 @@ async fn main() -> Result<(), BoxError> {
             Ok::<_, BoxError>(lat)
         })
     };
-    let producer = client
-        .producer(ProducerConfig::default().with_acks(Acks::All))
-        .await?;
+    // The client's producer settings (`-X`), with acks=all.
+    let producer = client.producer_with(|c| c.acks = Acks::All).await?;
     let topic: Arc<str> = a.topic.clone().into();
     let pad = vec![b'x'; a.size - 8];
     warm_until.store(now_ns() + 1_000_000_000, Ordering::Relaxed);
