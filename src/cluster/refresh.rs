@@ -199,6 +199,14 @@ impl Cluster {
                 });
             }
         }
+        // The fetch connections follow the same brokers (made again on first use).
+        lock(&self.inner.fetch_brokers).retain(|id, conn| match meta.brokers.get(id) {
+            Some(b) if b.addr() == conn.addr() => true,
+            _ => {
+                dropped.push(conn.clone());
+                false
+            }
+        });
         let mut failed = lock(&self.inner.failed_at);
         failed.retain(|id, _| meta.brokers.contains_key(id));
         drop(failed);

@@ -253,18 +253,19 @@ impl Run<'_> {
                 }
             }
         }
-        // Valid previous ownership: members of an older generation than the newest lose their
-        // claims; of two claims in the same generation the first member (in order) keeps it.
-        let max_gen = sorted
-            .iter()
-            .map(|m| m.subscription.generation_id)
-            .max()
-            .unwrap_or(-1);
+        // Previous ownership. Where claims conflict, the member of the newest generation keeps
+        // the partition (of two in the same generation, the first in order). A claim from an
+        // older generation with no newer rival still counts: that member may well still hold
+        // the partition (say its `poll` was cancelled before it read its last SyncGroup
+        // answer, so it never learnt that the partition went away), and handing the partition
+        // straight to another member would let both read it until the holder revokes: the
+        // cooperative rule below withholds it for one round instead, while the holder commits
+        // and revokes.
+        let mut by_generation: Vec<usize> = (0..sorted.len()).collect();
+        by_generation.sort_by_key(|&i| std::cmp::Reverse(sorted[i].subscription.generation_id));
         let mut prev_owner: HashMap<(String, i32), usize> = HashMap::new();
-        for (i, m) in sorted.iter().enumerate() {
-            if m.subscription.generation_id < max_gen && max_gen >= 0 {
-                continue;
-            }
+        for i in by_generation {
+            let m = sorted[i];
             for (t, ps) in &m.subscription.owned_partitions {
                 if !m.subscribes(t) {
                     continue;
@@ -489,7 +490,26 @@ mod tests {
     }
 
     #[test]
-    fn stale_generation_claims_are_dropped() {
+    fn an_older_generations_holder_is_revoked_before_its_partitions_move() {
+        // a missed the SyncGroup answer of generation 3 (its poll was cancelled) and still
+        // holds every partition; b got its (empty) assignment of generation 3.
+        let t = topics(&[("t", 4)]);
+        let ms = [owning("a", "t", &[0, 1, 2, 3], 2), owning("b", "t", &[], 3)];
+        let a = CooperativeStickyAssignor.assign(&t, &ms);
+        // a keeps half and revokes the rest; b gets nothing a still holds this round.
+        assert_eq!(parts(&a, "a").len(), 2);
+        assert!(parts(&a, "b").is_empty());
+        // The next round (a revoked, both in generation 4): b gets the other half.
+        let kept = parts(&a, "a");
+        let kept_ps: Vec<i32> = kept.iter().map(|(_, p)| *p).collect();
+        let ms = [owning("a", "t", &kept_ps, 4), owning("b", "t", &[], 4)];
+        let next = CooperativeStickyAssignor.assign(&t, &ms);
+        assert_eq!(parts(&next, "a"), kept);
+        assert_eq!(parts(&next, "b").len(), 2);
+    }
+
+    #[test]
+    fn conflicting_claims_go_to_the_newest_generation() {
         let t = topics(&[("t", 2)]);
         let ms = [owning("a", "t", &[0, 1], 2), owning("b", "t", &[0, 1], 1)];
         let a = CooperativeStickyAssignor.assign(&t, &ms);

@@ -296,7 +296,8 @@ pub(super) async fn run_ack_job(
 ) -> AckDone {
     let sent = Instant::now();
     let result = async {
-        let conn = cluster.connection_for_broker(job.node).await?;
+        // The connection the session's ShareFetches use (`fetch.rs`): same order at the broker.
+        let conn = cluster.fetch_connection_for_broker(job.node).await?;
         conn.send(req).await
     }
     .await;

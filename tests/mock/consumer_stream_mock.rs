@@ -451,6 +451,15 @@ async fn polls_cancelled_during_cooperative_rebalances_lose_and_duplicate_nothin
     let mut all: Vec<(i32, i64)> = seen_a.iter().chain(seen_b.iter()).copied().collect();
     let n = all.len();
     all.sort();
+    let twice: Vec<(i32, i64)> = all
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "records read twice (partition, offset): {twice:?}; B read {seen_b:?}"
+    );
     all.dedup();
     assert_eq!(all.len(), n, "a record was read twice");
     let want: Vec<(i32, i64)> = ends

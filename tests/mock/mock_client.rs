@@ -105,3 +105,67 @@ async fn cluster_survives_a_broker_going_down_and_up() {
         .unwrap();
     cluster.close().await;
 }
+
+/// A broker serves a connection's requests one at a time (the mock too) and holds a Fetch until
+/// data comes or `fetch.max.wait.ms` passes. The client's consumers fetch on a connection of
+/// their own, so a Fetch parked at the leader does not hold up the same client's Produce to
+/// that broker: here the Fetch is parked for 60 s and the Produce must be acknowledged well
+/// before (on one shared connection it would wait the full 60 s behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_fetch_does_not_hold_up_the_same_clients_produce() {
+    use rekafka::Client;
+    use rekafka::consumer::{StartOffset, TopicPartition};
+    use rekafka::producer::Record;
+
+    let mock = MockCluster::builder()
+        .topic("idle", 1)
+        .topic("busy", 1)
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .bootstrap_servers(mock.bootstrap().split(','))
+        .property("fetch.max.wait.ms", "60000")
+        .connect()
+        .await
+        .unwrap();
+    let consumer = client.consumer_with(|_| {}).unwrap();
+    consumer
+        .assign([(TopicPartition::new("idle", 0), StartOffset::Beginning)])
+        .unwrap();
+    let polling = tokio::spawn(async move {
+        let recs = consumer.poll(Duration::from_secs(120)).await;
+        (consumer, recs.map(|r| r.len()))
+    });
+    // Until the consumer's Fetch (for the empty partition) is at the broker.
+    let fetch_sent = |m: &MockCluster| m.requests().iter().any(|r| r.api_key == ApiKey::Fetch);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !fetch_sent(&mock) {
+        assert!(std::time::Instant::now() < deadline, "no Fetch sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Making the producer (InitProducerId) and the Produce both go to that broker.
+    let delivered = tokio::time::timeout(Duration::from_secs(20), async {
+        let producer = client
+            .producer_with(|_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        producer
+            .send(Record::new("busy").with_value("v"))
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .expect("InitProducerId or the Produce waited behind the parked Fetch")
+    .unwrap();
+    assert_eq!(delivered.offset, 0);
+    assert_eq!(mock.records("busy", 0).unwrap().len(), 1);
+    // The Fetch is still parked: nothing came to "idle".
+    assert!(!polling.is_finished());
+    polling.abort();
+    client.close().await;
+}

@@ -342,7 +342,8 @@ pub(crate) async fn leader_connection<R: kafka_protocol::protocol::Request>(
     cluster: &Cluster,
     broker: i32,
 ) -> Result<(crate::connection::Connection, Result<i16>)> {
-    let conn = cluster.connection_for_broker(broker).await?;
+    // Its own connection: a long-polling Fetch must not hold up the client's other requests.
+    let conn = cluster.fetch_connection_for_broker(broker).await?;
     let conn = conn.connection().await?;
     let v = conn
         .versions()
