@@ -23,6 +23,8 @@ import statistics
 import sys
 
 CLIENTS = ["rekafka", "librdkafka", "java", "franz"]
+# Per workload, the medians the tables show (filled as they are printed; read by goals()).
+STATS = {}
 NAMES = {
     "rekafka": "rekafka (`perf`)",
     "librdkafka": "librdkafka 2.16 (kcat)",
@@ -102,6 +104,7 @@ def latency_table(mine, workload):
             f"| {fmt(s['p999_ms'], '.1f')} | {fmt(s['max_ms'], '.1f')} | {fmt(s['cpu'], '.2f')} "
             f"| {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
         )
+    STATS[workload] = stats
     rk = stats.get("rekafka")
     peers = {c: s for c, s in stats.items() if c != "rekafka" and s["p99_ms"] is not None}
     if rk and rk["p99_ms"] is not None and peers:
@@ -206,6 +209,7 @@ def pair_table(rows, base):
         pairs = [b[k] / a[k] for k in a if k in b and a[k] and b[k] is not None]
         ratios[c] = (med(pairs), min(pairs) if pairs else None, max(pairs) if pairs else None, len(pairs))
     print()
+    STATS[base] = ratios
     what = "container / bare loop CPU" if base == "container" else "poison flood / plain rate (from the first record)"
     goal = "goal ≤ 1.10" if base == "container" else "goal ≥ 0.50"
     parts = []
@@ -285,6 +289,7 @@ def main():
                 f"| {name} | {fmt(s['rate'], ',.0f')} | {fmt(s['own'], ',.0f')} | {fmt(s['wall'], '.2f')} "
                 f"| {fmt(s['cpu'], '.2f')} | {fmt(s['rss'], '.1f')} | {fmt(s['broker'], '.2f')} | {len(ok)}/{len(rs)} |"
             )
+        STATS[w] = stats
         rk = stats.get("rekafka")
         peers = {c: s for c, s in stats.items() if c != "rekafka" and s["rate"] is not None}
         if rk and rk["rate"] is not None and peers:
@@ -297,6 +302,71 @@ def main():
             if "librdkafka" in peers and peers["librdkafka"]["rss"]:
                 parts.append(f"RSS {rk['rss'] / peers['librdkafka']['rss']:.2f}× librdkafka's")
             print(f"\nrekafka (medians, wall rate): {'; '.join(parts)}.")
+        print()
+    goals()
+
+
+def goals():
+    """Issue 21's goals against this run's medians: one row per goal and workload it applies to."""
+    rows = []
+
+    def ratio(a, b):
+        return None if a is None or not b else a / b
+
+    def row(goal, target, value, ok_if, how):
+        met = "–" if value is None else ("met" if ok_if(value) else "**not met**")
+        rows.append(f"| {goal} | {target} | {fmt(value, '.2f')}{'' if value is None else '×'} | {met} | {how} |")
+
+    def peers_of(w, key):
+        return {c: s for c, s in STATS.get(w, {}).items() if c != "rekafka" and s.get(key) is not None}
+
+    for w, what in (("produce", "produce at the defaults"), ("consume", "consume")):
+        st = STATS.get(w, {})
+        rk = st.get("rekafka")
+        if not rk:
+            continue
+        peers = peers_of(w, "rate")
+        if peers:
+            best = max(peers, key=lambda c: peers[c]["rate"])
+            row(f"{what}: rate", "≥ 1.0× the fastest peer", ratio(rk["rate"], peers[best]["rate"]),
+                lambda v: v >= 1.0, f"wall rate against {best}'s")
+        if w == "produce":
+            for c, limit in (("librdkafka", 0.5), ("java", 0.3)):
+                if c in peers:
+                    row(f"{what}: CPU", f"≤ {limit}× {c}'s", ratio(rk["cpu"], peers[c]["cpu"]),
+                        lambda v, limit=limit: v <= limit, "CPU-s (user+sys)")
+        else:
+            cpus = peers_of(w, "cpu")
+            if cpus:
+                least = min(cpus, key=lambda c: cpus[c]["cpu"])
+                row(f"{what}: CPU", "≤ 0.5× the best peer's", ratio(rk["cpu"], cpus[least]["cpu"]),
+                    lambda v: v <= 0.5, f"against the peer with the least CPU ({least})")
+    for w in ("produce", "consume", "produce10k", "lz4", "zstd", "produce600"):
+        rk = STATS.get(w, {}).get("rekafka")
+        lib = STATS.get(w, {}).get("librdkafka")
+        if rk and lib:
+            row(f"memory ({w})", "peak RSS ≤ 0.5× librdkafka's", ratio(rk["rss"], lib["rss"]),
+                lambda v: v <= 0.5, "peak RSS")
+    lat = STATS.get("latency", {})
+    if lat.get("rekafka") and lat["rekafka"].get("p99_ms") is not None:
+        peers = {c: s for c, s in lat.items() if c != "rekafka" and s.get("p99_ms") is not None}
+        if peers:
+            best = min(peers, key=lambda c: peers[c]["p99_ms"])
+            row("latency: p99 at the fixed rate", "≤ 1.0× the best peer's",
+                ratio(lat["rekafka"]["p99_ms"], peers[best]["p99_ms"]), lambda v: v <= 1.0,
+                f"against {best}'s {peers[best]['p99_ms']:.1f} ms")
+    for base, goal, ok_if, how in (
+        ("poison", "≥ 0.50", lambda v: v >= 0.5, "poison flood rate / plain rate"),
+        ("container", "≤ 1.10", lambda v: v <= 1.1, "container CPU / bare loop CPU"),
+    ):
+        m = STATS.get(base, {}).get("rekafka")
+        if m:
+            row(f"{base}", goal, m[0], ok_if, how)
+    if rows:
+        print("### Issue 21's goals in this run (rekafka's medians against the peers')\n")
+        print("| goal | target | rekafka | verdict | measured as |")
+        print("|---|---|---:|---|---|")
+        print("\n".join(rows))
         print()
 
 

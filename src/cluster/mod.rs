@@ -306,10 +306,10 @@ impl Cluster {
             })
     }
 
-    /// The connection to broker `broker_id` for the consumers' requests to partition leaders
-    /// (Fetch, ListOffsets, OffsetForLeaderEpoch; the share consumers' ShareFetch and
-    /// ShareAcknowledge): a second connection to that broker, made on first use, beside
-    /// the one [`connection_for_broker`](Self::connection_for_broker) gives everything else.
+    /// A second connection to broker `broker_id`, made on first use, beside the one
+    /// [`connection_for_broker`](Self::connection_for_broker) gives everything else: the one
+    /// consumers configured with [`FetchConnection::Own`](crate::consumer::FetchConnection)
+    /// send their Fetch requests on.
     ///
     /// Why two: a broker answers one connection's requests one at a time, and it holds a Fetch
     /// for up to `fetch.max.wait.ms` while it waits for data. On one shared connection every

@@ -385,6 +385,12 @@ pub const CONSUMER: &[Setting] = &[
         "",
         "Consumer protocol: the broker-side assignor (`uniform`, `range`; default: the broker's).",
     ),
+    Setting::new(
+        "rekafka.fetch.connection",
+        Kind::Choice(&["shared", "own"]),
+        "shared",
+        "`own`: Fetch requests on a second connection per leader, so that a parked Fetch does not hold up the client's Produce and commits to that broker.",
+    ),
 ];
 
 /// The share consumer's settings ([`ShareConsumerConfig`](crate::share::ShareConsumerConfig)).

@@ -34,7 +34,7 @@ mod fetcher;
 mod record;
 pub(crate) use record::failure_detail;
 
-pub use config::{AutoCommit, ConsumerConfig, IsolationLevel, OffsetReset};
+pub use config::{AutoCommit, ConsumerConfig, FetchConnection, IsolationLevel, OffsetReset};
 pub use event::{ConsumerEvent, EVENT_CAPACITY, FetchFailureKind, PartitionFailure};
 pub use fetcher::StartOffset;
 #[doc(hidden)]

@@ -122,11 +122,19 @@ fn from_group_tp(tp: &group::TopicPartition) -> PartitionKey {
     (tp.topic.clone(), tp.partition)
 }
 
+/// One poll's records and what they share, kept once per poll.
+#[derive(Debug)]
+struct Poll {
+    records: Vec<ConsumerRecord>,
+    /// The consumer group of the consumer that polled the records.
+    group: Option<Arc<str>>,
+}
+
 /// One record of a poll's records, which are shared by one reference count (one allocation per
-/// poll, none per record).
+/// poll, none per record; cloning a record is one reference count).
 #[derive(Debug, Clone)]
 struct SharedRecord {
-    poll: Arc<[ConsumerRecord]>,
+    poll: Arc<Poll>,
     index: usize,
 }
 
@@ -135,7 +143,7 @@ impl std::ops::Deref for SharedRecord {
 
     fn deref(&self) -> &ConsumerRecord {
         // `index` is always within `poll` (both set together below).
-        &self.poll[self.index]
+        &self.poll.records[self.index]
     }
 }
 
@@ -149,8 +157,6 @@ pub struct ListenerConsumerRecord {
     /// Headers the container added (replacing same-named ones); usually none.
     extra_headers: Option<Arc<Vec<Header>>>,
     failure: Option<Arc<DeserializationFailed>>,
-    /// The consumer group of the consumer that polled the record (one allocation per poll).
-    group: Option<Arc<str>>,
 }
 
 impl ListenerConsumerRecord {
@@ -176,12 +182,14 @@ impl From<ConsumerRecord> for ListenerConsumerRecord {
     fn from(record: ConsumerRecord) -> Self {
         ListenerConsumerRecord {
             record: SharedRecord {
-                poll: Arc::from(vec![record]),
+                poll: Arc::new(Poll {
+                    records: vec![record],
+                    group: None,
+                }),
                 index: 0,
             },
             extra_headers: None,
             failure: None,
-            group: None,
         }
     }
 }
@@ -215,7 +223,7 @@ impl ListenerRecord for ListenerConsumerRecord {
     listener_record_methods!(record);
 
     fn consumer_group(&self) -> Option<&str> {
-        self.group.as_deref()
+        self.record.poll.group.as_deref()
     }
 }
 
@@ -235,13 +243,16 @@ impl ContainerConsumer for Consumer {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        // Sized once: collecting the flattened poll straight into `Arc<[_]>` grew a `Vec` by
-        // doubling and then copied it, moving every record up to three times.
+        // Sized once and moved once: collecting the flattened poll straight into `Arc<[_]>`
+        // grew a `Vec` by doubling and then copied it, moving every record up to three times.
         let mut all = Vec::with_capacity(records.len());
         all.extend(records);
-        let poll: Arc<[ConsumerRecord]> = Arc::from(all);
-        let group: Option<Arc<str>> = self.config().group_id.as_deref().map(Arc::from);
-        Ok((0..poll.len())
+        let n = all.len();
+        let poll = Arc::new(Poll {
+            records: all,
+            group: self.config().group_id.as_deref().map(Arc::from),
+        });
+        Ok((0..n)
             .map(|index| ListenerConsumerRecord {
                 record: SharedRecord {
                     poll: poll.clone(),
@@ -249,7 +260,6 @@ impl ContainerConsumer for Consumer {
                 },
                 extra_headers: None,
                 failure: None,
-                group: group.clone(),
             })
             .collect())
     }

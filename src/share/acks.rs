@@ -296,8 +296,7 @@ pub(super) async fn run_ack_job(
 ) -> AckDone {
     let sent = Instant::now();
     let result = async {
-        // The connection the session's ShareFetches use (`fetch.rs`): same order at the broker.
-        let conn = cluster.fetch_connection_for_broker(job.node).await?;
+        let conn = cluster.connection_for_broker(job.node).await?;
         conn.send(req).await
     }
     .await;

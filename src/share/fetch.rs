@@ -251,10 +251,7 @@ impl Inner {
             set.spawn(async move {
                 let sent = Instant::now();
                 let result = async {
-                    // The consumers' connection (a ShareFetch waits at the broker for
-                    // records; see `Cluster::fetch_connection_for_broker`), which the
-                    // acknowledgements share so that the session's requests stay in order.
-                    let conn = cluster.fetch_connection_for_broker(node).await?;
+                    let conn = cluster.connection_for_broker(node).await?;
                     conn.send(req).await
                 }
                 .await;

@@ -300,7 +300,8 @@ pub(crate) async fn fetch_request(
     items: &[FetchItem],
 ) -> Result<HashMap<TopicPartition, PartitionData>> {
     let cfg = &shared.config;
-    let (conn, v) = leader_connection::<FetchRequest>(&shared.cluster, broker).await?;
+    let own = cfg.fetch_connection == crate::consumer::FetchConnection::Own;
+    let (conn, v) = leader_connection::<FetchRequest>(&shared.cluster, broker, own).await?;
     let v = v?;
     if v < 4 {
         return Err(Error::new(ErrorKind::UnsupportedVersion {

@@ -338,12 +338,17 @@ pub(crate) fn settle_out_of_range(
 /// The connection to `broker` and the version of `R` it speaks: the opening of every request
 /// the fetcher sends to a partition leader (Fetch, ListOffsets, OffsetForLeaderEpoch). The
 /// version is an error (tagged with the broker) when the broker has none in common with us.
+/// `own`: the cluster's second connection to the broker ([`FetchConnection::Own`], Fetch only).
 pub(crate) async fn leader_connection<R: kafka_protocol::protocol::Request>(
     cluster: &Cluster,
     broker: i32,
+    own: bool,
 ) -> Result<(crate::connection::Connection, Result<i16>)> {
-    // Its own connection: a long-polling Fetch must not hold up the client's other requests.
-    let conn = cluster.fetch_connection_for_broker(broker).await?;
+    let conn = if own {
+        cluster.fetch_connection_for_broker(broker).await?
+    } else {
+        cluster.connection_for_broker(broker).await?
+    };
     let conn = conn.connection().await?;
     let v = conn
         .versions()

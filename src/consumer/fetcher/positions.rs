@@ -111,7 +111,7 @@ pub(crate) async fn offsets_for_leader_epoch(
     items: &[ValidateItem],
 ) -> Result<Option<HashMap<TopicPartition, EpochEndOffset>>> {
     let (conn, v) =
-        leader_connection::<OffsetForLeaderEpochRequest>(&shared.cluster, broker).await?;
+        leader_connection::<OffsetForLeaderEpochRequest>(&shared.cluster, broker, false).await?;
     let v = match v {
         Ok(v) if v >= 3 => v,
         _ => return Ok(None),
@@ -498,7 +498,7 @@ pub(crate) async fn list_offsets(
     }
     for (broker, items) in by_broker {
         let result: Result<()> = async {
-            let (conn, v) = leader_connection::<ListOffsetsRequest>(cluster, broker).await?;
+            let (conn, v) = leader_connection::<ListOffsetsRequest>(cluster, broker, false).await?;
             let v = v?;
             let queries = items.iter().map(|(tp, ts, epoch)| OffsetQuery {
                 topic: tp.topic(),

@@ -489,7 +489,7 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
             idle_notified: false,
             container_paused: false,
             acks: Arc::new(Mutex::new(Vec::new())),
-            nacks: Arc::new(Mutex::new(Vec::new())),
+            nacks: Arc::default(),
             group,
             stop_reason: None,
             sought: false,

@@ -167,9 +167,17 @@ pub struct Acknowledgment {
     nack: Option<(NackSink, PartitionKey, i64)>,
 }
 
-/// Where negative acknowledgments go until the container takes them: (partition, offset,
-/// sleep).
-type NackSink = Arc<Mutex<Vec<(PartitionKey, i64, Duration)>>>;
+/// Where negative acknowledgments go until the container takes them.
+type NackSink = Arc<Nacks>;
+
+/// The negative acknowledgments not yet taken: (partition, offset, sleep).
+#[derive(Debug, Default)]
+struct Nacks {
+    /// Whether `list` may hold any: the container looks after every record, and a flag costs
+    /// less than taking the lock each time (set and cleared under the lock).
+    any: std::sync::atomic::AtomicBool,
+    list: Mutex<Vec<(PartitionKey, i64, Duration)>>,
+}
 
 /// Where acknowledgments go until the container drains them: (partition, next offset).
 type AckSink = Arc<Mutex<Vec<(PartitionKey, i64)>>>;
@@ -211,9 +219,9 @@ impl Acknowledgment {
     pub fn nack(&self, sleep: Duration) {
         match &self.nack {
             Some((sink, tp, offset)) => {
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((tp.clone(), *offset, sleep))
+                let mut list = sink.list.lock().unwrap_or_else(|e| e.into_inner());
+                list.push((tp.clone(), *offset, sleep));
+                sink.any.store(true, std::sync::atomic::Ordering::Release);
             }
             None => tracing::warn!(
                 "nack() works for record handlers with concurrency 1 outside the exactly-once \

@@ -34,7 +34,6 @@ impl<C: ContainerConsumer> Runner<C> {
         if let Some(d) = record.deserialization_failure() {
             return Some(Arc::new(d));
         }
-        let f = f.clone();
         let (delivered, ack) = self.delivery(tp, record);
         let span = handler_span(tp, record.offset());
         let result = match call_guarded(span, || f(delivered, ack)).await {
@@ -107,16 +106,19 @@ impl<C: ContainerConsumer> Runner<C> {
     /// The sleep of a `nack` of the record at `offset` of `tp`, if its handler called it (any
     /// other nack left in the sink is stale and dropped).
     pub(super) fn take_nack(&mut self, tp: &PartitionKey, offset: i64) -> Option<Duration> {
-        let mut sink = self.nacks.lock().unwrap_or_else(|e| e.into_inner());
-        if sink.is_empty() {
+        if !self.nacks.any.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        let sleep = sink
+        let mut list = self.nacks.list.lock().unwrap_or_else(|e| e.into_inner());
+        let sleep = list
             .iter()
             .rev()
             .find(|(t, o, _)| t == tp && *o == offset)
             .map(|(_, _, sleep)| *sleep);
-        sink.clear();
+        list.clear();
+        self.nacks
+            .any
+            .store(false, std::sync::atomic::Ordering::Release);
         sleep
     }
 
