@@ -184,15 +184,17 @@ impl Cluster {
     /// those whose address changed.
     pub(super) fn sync_brokers(&self, meta: &Metadata) {
         let mut dropped = Vec::new();
+        // Keeps the connections of listed brokers at their listed address; the rest go.
+        let mut keep_listed = |id: &i32, conn: &mut BrokerConnection| match meta.brokers.get(id) {
+            Some(b) if b.addr() == conn.addr() => true,
+            _ => {
+                dropped.push(conn.clone());
+                false
+            }
+        };
         {
             let mut brokers = lock(&self.inner.brokers);
-            brokers.retain(|id, conn| match meta.brokers.get(id) {
-                Some(b) if b.addr() == conn.addr() => true,
-                _ => {
-                    dropped.push(conn.clone());
-                    false
-                }
-            });
+            brokers.retain(&mut keep_listed);
             for (id, b) in &meta.brokers {
                 brokers.entry(*id).or_insert_with(|| {
                     BrokerConnection::new(*id, b.addr(), self.inner.config.connection.clone())
@@ -200,13 +202,7 @@ impl Cluster {
             }
         }
         // The fetch connections follow the same brokers (made again on first use).
-        lock(&self.inner.fetch_brokers).retain(|id, conn| match meta.brokers.get(id) {
-            Some(b) if b.addr() == conn.addr() => true,
-            _ => {
-                dropped.push(conn.clone());
-                false
-            }
-        });
+        lock(&self.inner.fetch_brokers).retain(&mut keep_listed);
         let mut failed = lock(&self.inner.failed_at);
         failed.retain(|id, _| meta.brokers.contains_key(id));
         drop(failed);
