@@ -7,14 +7,16 @@
 //! cargo bench --bench listener -- fill TOPIC 1000000      # once: 1M x 100 B over 3 partitions
 //! /usr/bin/time -v cargo bench --bench listener -- consume TOPIC 1000000
 //! /usr/bin/time -v cargo bench --bench listener -- listen TOPIC 1000000
+//! /usr/bin/time -v cargo bench --bench listener -- listen-async TOPIC 1000000
 //! ```
 //!
 //! (Or run the built binary under `target/release/deps/listener-*` directly, which keeps cargo's
 //! own time out of the measurement; `benches/listener.sh` and `benches/peers/run.sh` do that.)
 //!
 //! `consume` polls with a group consumer and commits after each poll (the container's default
-//! ack mode, `Batch`); `listen` runs a `ListenerContainer` with a no-op record handler, the
-//! default error handler and `AckMode::Batch`. Both start from the beginning in a fresh group
+//! ack mode, `Batch`); `listen` runs a `ListenerContainer` whose record handler does the loop's
+//! per-record work, synchronously (`sync_record_handler`), with the default error handler and
+//! `AckMode::Batch`; `listen-async` the same through `record_handler` (a boxed future per record). Both start from the beginning in a fresh group
 //! and stop after `COUNT` records.
 //!
 //! The poison flood (`benches/peers/run.sh`'s `poison` workload):
@@ -229,25 +231,40 @@ async fn consume(cluster: Cluster, topic: &str, count: u64, group: &str) -> reka
     Ok(bytes.load(Ordering::Relaxed))
 }
 
-async fn listen(cluster: Cluster, topic: &str, count: u64, group: &str) -> rekafka::Result<u64> {
+/// The container with a record handler doing the bare loop's per-record work: `sync` a
+/// synchronous handler (`sync_record_handler`, what a handler that never waits uses), else an
+/// asynchronous one (`record_handler`, a boxed future per record).
+async fn listen(
+    cluster: Cluster,
+    topic: &str,
+    count: u64,
+    group: &str,
+    sync: bool,
+) -> rekafka::Result<u64> {
     let consumer = Consumer::new(cluster, config(group))?;
     consumer.subscribe([topic])?;
     let seen = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
     let (s, b, d) = (seen.clone(), bytes.clone(), done.clone());
-    let handle = ListenerContainer::builder(consumer)
-        .record_handler(move |r: ListenerConsumerRecord| {
-            first_record();
-            b.fetch_add(
-                r.value_bytes().map_or(0, |v| v.len() as u64),
-                Ordering::Relaxed,
-            );
-            if s.fetch_add(1, Ordering::Relaxed) + 1 == count {
-                d.notify_one();
-            }
-            std::future::ready(Ok(()))
-        })
+    let work = move |r: ListenerConsumerRecord| {
+        first_record();
+        b.fetch_add(
+            r.value_bytes().map_or(0, |v| v.len() as u64),
+            Ordering::Relaxed,
+        );
+        if s.fetch_add(1, Ordering::Relaxed) + 1 == count {
+            d.notify_one();
+        }
+        Ok(())
+    };
+    let builder = ListenerContainer::builder(consumer);
+    let builder = if sync {
+        builder.sync_record_handler(work)
+    } else {
+        builder.record_handler(move |r| std::future::ready(work(r)))
+    };
+    let handle = builder
         .ack_mode(AckMode::Batch)
         .poll_timeout(Duration::from_secs(1))
         .start()?;
@@ -264,7 +281,7 @@ fn main() {
         .collect();
     let (Some(mode), Some(topic)) = (args.first(), args.get(1)) else {
         eprintln!(
-            "usage: listener fill|consume|listen|fill-poison|plain|poison TOPIC [COUNT [GROUP]]"
+            "usage: listener fill|consume|listen|listen-async|fill-poison|plain|poison TOPIC [COUNT [GROUP]]"
         );
         return;
     };
@@ -299,7 +316,8 @@ fn main() {
                 .await
                 .map(|()| count * 100)?,
             "consume" => consume(cluster.clone(), topic, count, &group).await?,
-            "listen" => listen(cluster.clone(), topic, count, &group).await?,
+            "listen" => listen(cluster.clone(), topic, count, &group, true).await?,
+            "listen-async" => listen(cluster.clone(), topic, count, &group, false).await?,
             "plain" => dead_letters(cluster.clone(), topic, count, &group, false).await?,
             "poison" => dead_letters(cluster.clone(), topic, count, &group, true).await?,
             other => {

@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch;
@@ -23,37 +24,52 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub(crate) struct StopSignal {
     tx: watch::Sender<bool>,
+    /// The same state as the channel's value, for [`StopListener::is_stopped`]: loops ask it
+    /// once per record, and an atomic load costs less than the channel's read lock.
+    stopped: Arc<AtomicBool>,
 }
 
 /// The task's side: asks whether to stop, or waits until it should. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct StopListener {
     rx: watch::Receiver<bool>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl StopSignal {
     /// A signal and the listener for its task.
     pub(crate) fn new() -> (StopSignal, StopListener) {
         let (tx, rx) = watch::channel(false);
-        (StopSignal { tx }, StopListener { rx })
+        let stopped = Arc::new(AtomicBool::new(false));
+        (
+            StopSignal {
+                tx,
+                stopped: stopped.clone(),
+            },
+            StopListener { rx, stopped },
+        )
     }
 
     /// Stops the task (idempotent).
     pub(crate) fn stop(&self) {
+        // The flag first: whoever wakes on the channel sees it set.
+        self.stopped.store(true, Ordering::Release);
         self.tx.send_replace(true);
     }
 }
 
 impl Drop for StopSignal {
     fn drop(&mut self) {
-        self.tx.send_replace(true);
+        self.stop();
     }
 }
 
 impl StopListener {
     /// Whether the task should stop now: stopped, or its signal dropped.
     pub(crate) fn is_stopped(&self) -> bool {
-        *self.rx.borrow() || self.rx.has_changed().is_err()
+        // The signal sets the flag before it sends and when it is dropped, so the flag alone
+        // answers both.
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Resolves once the task should stop (at once if it already should). Cancel-safe: use it

@@ -48,8 +48,9 @@
 #               partitions; filled for either workload): each mode its own process, a fresh
 #               group, from the beginning until it has seen every record, then the group's
 #               committed offsets must cover every record. rekafka: benches/listener.rs
-#               `consume` (poll, commit after each poll) vs `listen` (ListenerContainer, record
-#               handler, default error handler, AckMode::Batch); Java: benches/peers/spring
+#               `consume` (poll, commit after each poll) vs `listen` (ListenerContainer,
+#               sync_record_handler, default error handler, AckMode::Batch) and `listen-async`
+#               (the same with record_handler, an async handler); Java: benches/peers/spring
 #               PeersSpring `loop` (KafkaConsumer, commitSync after each poll) vs `container`
 #               (Spring for Apache Kafka's ConcurrentMessageListenerContainer, concurrency 1,
 #               defaults, AckMode.BATCH). Only the rekafka and java clients run it.
@@ -343,7 +344,14 @@ container_cmd() {
 
 container_round() { # ROUND CLIENT: the bare loop and the container on CONSUME_TOPIC, in fresh groups
   local r="$1" c="$2" m g modes=(consume listen)
-  if [ $((r % 2)) = 0 ]; then modes=(listen consume); fi
+  # rekafka: also the container with an async handler (record_handler; `listen` is
+  # sync_record_handler, for a handler that never waits, like this one)
+  if [ "$c" = rekafka ]; then modes=(consume listen listen-async); fi
+  if [ $((r % 2)) = 0 ]; then
+    local rev=() i
+    for ((i = ${#modes[@]} - 1; i >= 0; i--)); do rev+=("${modes[i]}"); done
+    modes=("${rev[@]}")
+  fi
   for m in "${modes[@]}"; do
     g="peers-container-$m-$c-$r-$$"
     container_cmd "$c" "$m" "$CONSUME_TOPIC" "$RECORDS" "$g"

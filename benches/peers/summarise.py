@@ -58,11 +58,13 @@ PAIR_WORKLOADS = {
     "poison": "poison flood: {n} × 100 B (1 % poison → DLT, no retries) vs the same container with no poison, 6 partitions",
 }
 PAIR_MODES = {
-    "container": [("consume", "bare loop"), ("listen", "container")],
+    # listen-async (rekafka only): the same container with the handler as an async closure
+    "container": [("consume", "bare loop"), ("listen", "container"), ("listen-async", "container, async handler")],
     "poison": [("plain", "plain (no poison)"), ("poison", "poison flood → DLT")],
 }
 PAIR_NAMES = {
     "rekafka": {"consume": "rekafka `Consumer` loop", "listen": "rekafka `ListenerContainer`",
+                "listen-async": "rekafka `ListenerContainer`",
                 "plain": "rekafka `ListenerContainer`", "poison": "rekafka `ListenerContainer`"},
     "java": {"consume": "Java `KafkaConsumer` loop", "listen": "Spring `ConcurrentMessageListenerContainer`",
              "plain": "Spring `ConcurrentMessageListenerContainer`", "poison": "Spring `ConcurrentMessageListenerContainer`"},
@@ -175,17 +177,21 @@ def pair_table(rows, base):
     """The container or poison workload's table: per client and mode, then the per-client ratio
     (container / loop CPU; poison / plain rate, from the first record), medians of the rounds'
     pairs (both modes of a round successful)."""
-    (m0, l0), (m1, l1) = PAIR_MODES[base]
+    modes = PAIR_MODES[base]
+    (m0, _), (m1, _) = modes[0], modes[1]
+    extra = {}  # further modes' ratios to the first, per client (the async container)
     print("| client | mode | rec/s (from the first record) | rec/s (wall) | wall s | CPU s (user+sys) | peak RSS MiB | broker CPU s | rounds ok |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     ratios, low_cpu = {}, []
     for c in CLIENTS:
-        by_mode = {m: [r for r in rows if r["client"] == c and r["workload"] == f"{base}:{m}"] for m in (m0, m1)}
+        by_mode = {m: [r for r in rows if r["client"] == c and r["workload"] == f"{base}:{m}"] for m, _ in modes}
         if not any(by_mode.values()):
             continue
         per = {}
-        for m, label in ((m0, l0), (m1, l1)):
+        for i, (m, label) in enumerate(modes):
             rs = by_mode[m]
+            if i >= 2 and not rs:
+                continue
             ok = [r for r in rs if r["rc"] == "0"]
             own = {}
             for r in ok:
@@ -208,6 +214,11 @@ def pair_table(rows, base):
             low_cpu.append(c)
         pairs = [b[k] / a[k] for k in a if k in b and a[k] and b[k] is not None]
         ratios[c] = (med(pairs), min(pairs) if pairs else None, max(pairs) if pairs else None, len(pairs))
+        for m, label in modes[2:]:
+            if m in per:
+                x = per[m][key]
+                more = [x[k] / a[k] for k in a if k in x and a[k] and x[k] is not None]
+                extra.setdefault(c, []).append((label, med(more), len(more)))
     print()
     STATS[base] = ratios
     what = "container / bare loop CPU" if base == "container" else "poison flood / plain rate (from the first record)"
@@ -224,6 +235,10 @@ def pair_table(rows, base):
         note = (f" (CPU below 0.1 s for {', '.join(low_cpu)}: /usr/bin/time counts 0.01 s steps, so the ratio is coarse;"
                 " more RECORDS)") if low_cpu else ""
         print(f"{what}, median of the rounds' pairs ({goal} for rekafka): {'; '.join(parts)}{note}.\n")
+    for c, more in extra.items():
+        for label, m, k in more:
+            if m is not None:
+                print(f"{PAIR_CLIENT.get(c, c)}, {label}: **{m:.2f}×** the bare loop's CPU ({k} round{'s' if k != 1 else ''}).\n")
 
 
 def main():

@@ -388,8 +388,8 @@ pub const CONSUMER: &[Setting] = &[
     Setting::new(
         "rekafka.fetch.connection",
         Kind::Choice(&["shared", "own"]),
-        "shared",
-        "`own`: Fetch requests on a second connection per leader, so that a parked Fetch does not hold up the client's Produce and commits to that broker.",
+        "own",
+        "`own`: Fetch requests on a second connection per leader, so that a parked Fetch does not hold up the client's Produce and commits to that broker (the Java clients get the same from being separate clients). `shared`: one connection per broker for everything.",
     ),
 ];
 

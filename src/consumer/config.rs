@@ -35,23 +35,26 @@ pub use crate::protocol::IsolationLevel;
 /// [`Shared`](Self::Shared) every Produce (and commit, heartbeat) the client sends to a
 /// partition's leader can wait behind the consumer's parked Fetch there: measured on Kafka at
 /// 10 000 records/s, an end-to-end p50 of 260 ms against 5 ms with [`Own`](Self::Own) (see
-/// BENCHMARKS.md, "End-to-end latency"). Applications that produce and consume through one
-/// client (consume-transform-produce, a service that both reads and writes) want `Own`; the
-/// Java clients get the same from being separate clients.
+/// BENCHMARKS.md, "End-to-end latency"). So the default is `Own`: the Java clients get the
+/// same from being separate clients (and the Java consumer talks to its group coordinator on a
+/// connection of its own too). `Shared` saves one connection per broker per client, for a
+/// client that only consumes, or that does not mind the wait.
 ///
 /// ```
 /// use rekafka::consumer::{ConsumerConfig, FetchConnection};
 ///
-/// let config = ConsumerConfig::new().with_fetch_connection(FetchConnection::Own);
-/// assert_eq!(config.fetch_connection, FetchConnection::Own);
+/// assert_eq!(ConsumerConfig::new().fetch_connection, FetchConnection::Own);
+/// let config = ConsumerConfig::new().with_fetch_connection(FetchConnection::Shared);
+/// assert_eq!(config.fetch_connection, FetchConnection::Shared);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum FetchConnection {
     /// The client's connection to the leader, shared with its other requests to that broker.
-    #[default]
     Shared,
-    /// A second connection to each leader, for this client's consumers' Fetch requests only.
+    /// A second connection to each leader, for this client's consumers' Fetch requests only
+    /// (the default).
+    #[default]
     Own,
 }
 
@@ -162,7 +165,7 @@ pub struct ConsumerConfig {
     /// Default: none.
     pub client_rack: Option<String>,
     /// `rekafka.fetch.connection`: the connection Fetch requests go on (see
-    /// [`FetchConnection`]). Default: [`FetchConnection::Shared`].
+    /// [`FetchConnection`]). Default: [`FetchConnection::Own`].
     pub fetch_connection: FetchConnection,
     /// The classic-only settings given explicitly (builder or property), which
     /// [`validate`](Self::validate) rejects with the consumer protocol as Java does.
@@ -201,7 +204,7 @@ impl Default for ConsumerConfig {
             group_protocol: GroupProtocol::Classic,
             group_remote_assignor: None,
             client_rack: None,
-            fetch_connection: FetchConnection::Shared,
+            fetch_connection: FetchConnection::Own,
             given: ClassicOnlyGiven::default(),
         }
     }

@@ -291,6 +291,12 @@ impl ConsumerRecords {
     pub fn by_partition(&self) -> &[(TopicPartition, Vec<ConsumerRecord>)] {
         &self.parts
     }
+
+    /// The records grouped by partition, taken out without moving a record (what
+    /// [`IntoIterator`] would move one at a time).
+    pub fn into_partitions(self) -> Vec<(TopicPartition, Vec<ConsumerRecord>)> {
+        self.parts
+    }
 }
 
 impl IntoIterator for ConsumerRecords {

@@ -45,16 +45,44 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
     }
 }
 
-/// Calls a handler and runs its future inside `span` (`kafka.handler`; `Span::none()` for
-/// none), turning a panic in either into [`HandlerPanicked`].
-pub(crate) async fn call_guarded<T>(
+/// What calling a handler gave: its result at once (a synchronous handler, whose work ran inside
+/// the call), or the future to run.
+pub(crate) enum HandlerCall<T> {
+    /// The handler is done.
+    Done(T),
+    /// The handler's future, still to run.
+    Future(BoxFuture<'static, T>),
+}
+
+impl<T> From<BoxFuture<'static, T>> for HandlerCall<T> {
+    fn from(fut: BoxFuture<'static, T>) -> Self {
+        HandlerCall::Future(fut)
+    }
+}
+
+/// Calls a handler and runs its future (if it returned one) inside `span` (`kafka.handler`;
+/// `Span::none()` for none), turning a panic in either into [`HandlerPanicked`].
+pub(crate) async fn call_guarded<T, C: Into<HandlerCall<T>>>(
     span: tracing::Span,
-    call: impl FnOnce() -> BoxFuture<'static, T>,
+    call: impl FnOnce() -> C,
 ) -> Result<T, HandlerPanicked> {
     let message = |panic| HandlerPanicked(panic_message(panic));
-    let fut = {
+    let called = {
         let _entered = span.enter();
-        catch_unwind(AssertUnwindSafe(call)).map_err(message)?
+        catch_unwind(AssertUnwindSafe(|| call().into())).map_err(message)?
     };
-    CatchUnwind(fut.instrument(span)).await.map_err(message)
+    match called {
+        HandlerCall::Done(result) => Ok(result),
+        HandlerCall::Future(fut) => CatchUnwind(fut.instrument(span)).await.map_err(message),
+    }
+}
+
+/// Calls a synchronous handler inside `span`, turning a panic into [`HandlerPanicked`]: no
+/// future, for the container's synchronous record handlers.
+pub(crate) fn call_guarded_now<T>(
+    span: tracing::Span,
+    call: impl FnOnce() -> T,
+) -> Result<T, HandlerPanicked> {
+    let _entered = span.enter();
+    catch_unwind(AssertUnwindSafe(call)).map_err(|panic| HandlerPanicked(panic_message(panic)))
 }

@@ -830,28 +830,37 @@ async fn a_commit_that_timed_out_is_completed_by_the_next_call() {
 /// sequential path used to die with the panic: no commit, no leave, no event).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_panic_stops_cleanly_after_committing_finished_work() {
-    for concurrency in [1, 2] {
+    // Both handler forms: the async `record_handler` and `sync_record_handler` (called with
+    // no future, on its own path).
+    for (concurrency, sync) in [(1, false), (2, false), (1, true), (2, true)] {
         let (topic, group) = (
-            format!("panic-{concurrency}"),
-            format!("g-panic-{concurrency}"),
+            format!("panic-{concurrency}-{sync}"),
+            format!("g-panic-{concurrency}-{sync}"),
         );
+        let label = format!("{concurrency}, sync handler {sync}");
         let values: Vec<String> = (0..6).map(|o| format!("v{o}")).collect();
         let (mock, cluster) = topic_with(&topic, &values).await;
         let handled: Log<i64> = Arc::default();
         let consumer = Consumer::new(cluster.clone(), config(&group)).expect("consumer");
         consumer.subscribe([topic.as_str()]).expect("subscribe");
         let h = handled.clone();
-        let builder = ListenerContainer::builder(consumer)
-            .record_handler(move |r: ListenerConsumerRecord| {
-                let h = h.clone();
-                async move {
-                    if r.offset() == 3 {
-                        panic!("handler bug on offset 3");
-                    }
-                    h.lock().unwrap().push(r.offset());
-                    Ok(())
-                }
+        let work = move |r: ListenerConsumerRecord| {
+            if r.offset() == 3 {
+                panic!("handler bug on offset 3");
+            }
+            h.lock().unwrap().push(r.offset());
+            Ok(())
+        };
+        let builder = ListenerContainer::builder(consumer);
+        let builder = if sync {
+            builder.sync_record_handler(work)
+        } else {
+            builder.record_handler(move |r| {
+                let work = work.clone();
+                async move { work(r) }
             })
+        };
+        let builder = builder
             .concurrency(concurrency)
             .poll_timeout(Duration::from_millis(100));
         let mut events = builder.subscribe();
@@ -859,7 +868,7 @@ async fn a_handler_panic_stops_cleanly_after_committing_finished_work() {
         let reason = tokio::time::timeout(Duration::from_secs(20), handle.join())
             .await
             .expect("the container stops by itself");
-        assert_eq!(reason, StopReason::Error, "concurrency {concurrency}");
+        assert_eq!(reason, StopReason::Error, "concurrency {label}");
         let mut stopped = None;
         while let Ok(e) = events.try_recv() {
             if let ContainerEvent::Stopped(r) = e {
@@ -869,19 +878,19 @@ async fn a_handler_panic_stops_cleanly_after_committing_finished_work() {
         assert_eq!(
             stopped,
             Some(StopReason::Error),
-            "concurrency {concurrency}: Stopped event"
+            "concurrency {label}: Stopped event"
         );
         assert_eq!(handled.lock().unwrap().clone(), vec![0, 1, 2]);
         assert_eq!(
             mock.committed_offset(&group, &topic, 0),
             Some(3),
-            "concurrency {concurrency}: the finished work is committed, the panicked record not"
+            "concurrency {label}: the finished work is committed, the panicked record not"
         );
         assert!(
             mock.requests()
                 .iter()
                 .any(|r| r.api_key == ApiKey::LeaveGroup),
-            "concurrency {concurrency}: the consumer left its group"
+            "concurrency {label}: the consumer left its group"
         );
     }
 }

@@ -143,6 +143,56 @@ fn noting(
     })
 }
 
+/// `sync_record_handler` (no future per record) goes through the same error handling as the
+/// async form: the poison record is retried per the back-off (two retries), then recovered, the
+/// records after it are handled in order, and everything is committed; with a listener-level
+/// error handler that turns the failure into success, nothing is retried or recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_record_handler_is_retried_and_recovered_like_an_async_one() {
+    let (topic, group) = ("sync-handled", "g-sync-handled");
+    let (_mock, cluster) = setup(topic, 5, 2).await;
+    for with_listener_handler in [false, true] {
+        let group = format!("{group}-{with_listener_handler}");
+        let (seen, recovered): (Seen, Seen) = Default::default();
+        let consumer = Consumer::new(cluster.clone(), config(&group)).expect("consumer");
+        consumer.subscribe([topic]).expect("subscribe");
+        let s = seen.clone();
+        let builder = ListenerContainer::builder(consumer)
+            .sync_record_handler(move |r: ListenerConsumerRecord| {
+                s.lock().unwrap().push(r.offset());
+                if r.key_str() == Some("poison") {
+                    return Err(poison());
+                }
+                Ok(())
+            })
+            .error_handler(
+                DefaultErrorHandler::new()
+                    .back_off(FixedBackOff::new(Duration::from_millis(10), 2))
+                    .recoverer(noting(recovered.clone())),
+            )
+            .poll_timeout(Duration::from_millis(100));
+        let builder = if with_listener_handler {
+            builder.listener_error_handler(|_r: &ListenerConsumerRecord, _e| Ok(()))
+        } else {
+            builder
+        };
+        let handle = builder.start().expect("start");
+        wait_committed(&cluster, &group, topic, 5).await;
+        assert_eq!(handle.stop().await, StopReason::Normal);
+        let (expected_seen, expected_recovered) = if with_listener_handler {
+            (vec![0, 1, 2, 3, 4], vec![])
+        } else {
+            (vec![0, 1, 2, 2, 2, 3, 4], vec![2])
+        };
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            expected_seen,
+            "listener-level handler: {with_listener_handler}"
+        );
+        assert_eq!(recovered.lock().unwrap().clone(), expected_recovered);
+    }
+}
+
 /// The logging handler logs the failure and goes on: the poison record is delivered once, the
 /// records after it are handled, and everything is committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

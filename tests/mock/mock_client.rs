@@ -107,10 +107,11 @@ async fn cluster_survives_a_broker_going_down_and_up() {
 }
 
 /// A broker serves a connection's requests one at a time (the mock too) and holds a Fetch until
-/// data comes or `fetch.max.wait.ms` passes. With `rekafka.fetch.connection=own` the client's
-/// consumers fetch on a connection of their own, so a Fetch parked at the leader does not hold
-/// up the same client's Produce to that broker: here the Fetch is parked for 60 s and the Produce must be acknowledged well
-/// before (on one shared connection it would wait the full 60 s behind it).
+/// data comes or `fetch.max.wait.ms` passes. By default (`rekafka.fetch.connection=own`) the
+/// client's consumers fetch on a connection of their own, so a Fetch parked at the leader does
+/// not hold up the same client's Produce to that broker: here the Fetch is parked for 60 s and
+/// the Produce must be acknowledged well before (with `shared` it would wait the full 60 s
+/// behind it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_fetch_does_not_hold_up_the_same_clients_produce() {
     use rekafka::Client;
@@ -126,7 +127,6 @@ async fn a_parked_fetch_does_not_hold_up_the_same_clients_produce() {
     let client = Client::builder()
         .bootstrap_servers(mock.bootstrap().split(','))
         .property("fetch.max.wait.ms", "60000")
-        .property("rekafka.fetch.connection", "own")
         .connect()
         .await
         .unwrap();

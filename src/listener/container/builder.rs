@@ -118,12 +118,16 @@ impl ListenerContainer {
 
 impl<C: ContainerConsumer> ContainerBuilder<C> {
     /// The per-record handler. Records of one partition are handled in order, one at a time.
-    pub fn record_handler<F, Fut>(self, f: F) -> Self
+    pub fn record_handler<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(C::Record) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.record_handler_with_ack(move |r, _ack| f(r))
+        self.handler = Some(Handler::Record(RecordFn {
+            call: RecordCall::Async(Arc::new(move |r, _ack| Box::pin(f(r)))),
+            takes_ack: false,
+        }));
+        self
     }
 
     /// A per-record handler that receives an [`Acknowledgment`] (for the manual ack modes).
@@ -132,7 +136,65 @@ impl<C: ContainerConsumer> ContainerBuilder<C> {
         F: Fn(C::Record, Acknowledgment) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.handler = Some(Handler::Record(Arc::new(move |r, a| Box::pin(f(r, a)))));
+        self.handler = Some(Handler::Record(RecordFn {
+            call: RecordCall::Async(Arc::new(move |r, a| Box::pin(f(r, a)))),
+            takes_ack: true,
+        }));
+        self
+    }
+
+    /// A per-record handler that does its work synchronously and returns its result, with no
+    /// future: for handlers that never wait (they compute, count, or hand the record on with a
+    /// non-blocking send). It runs on the container's task, between polls, so it must not
+    /// block; a handler that waits for I/O belongs in [`record_handler`](Self::record_handler).
+    /// Everything else is the same: records of one partition in order, failures through the
+    /// error handler, a panic stops the container.
+    ///
+    /// Why: the asynchronous form boxes one future per record. For a handler that does little,
+    /// that allocation and the future's poll are a measurable share of the container's cost
+    /// (BENCHMARKS.md, "Listener container vs a bare consumer loop").
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rekafka::Client) -> rekafka::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use rekafka::listener::ListenerConsumerRecord;
+    ///
+    /// let bytes = Arc::new(AtomicU64::new(0));
+    /// let seen = bytes.clone();
+    /// let container = client
+    ///     .listener_container(["orders"], |c| c.group_id = Some("billing".into()))?
+    ///     .sync_record_handler(move |record: ListenerConsumerRecord| {
+    ///         let n = record.value_bytes().map_or(0, |v| v.len() as u64);
+    ///         seen.fetch_add(n, Ordering::Relaxed);
+    ///         Ok(())
+    ///     })
+    ///     .start()?;
+    /// // ...
+    /// container.stop().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn sync_record_handler<F>(mut self, f: F) -> Self
+    where
+        F: Fn(C::Record) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        self.handler = Some(Handler::Record(RecordFn {
+            call: RecordCall::Sync(Arc::new(move |r, _ack| f(r))),
+            takes_ack: false,
+        }));
+        self
+    }
+
+    /// [`sync_record_handler`](Self::sync_record_handler) that also receives the record's
+    /// [`Acknowledgment`] (for the manual ack modes).
+    pub fn sync_record_handler_with_ack<F>(mut self, f: F) -> Self
+    where
+        F: Fn(C::Record, Acknowledgment) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        self.handler = Some(Handler::Record(RecordFn {
+            call: RecordCall::Sync(Arc::new(f)),
+            takes_ack: true,
+        }));
         self
     }
 

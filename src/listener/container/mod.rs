@@ -39,7 +39,9 @@ use super::classify::HandlerError;
 use super::consumer::OffsetToCommit;
 use super::fetch_failure::PartitionFailurePolicy;
 use super::handler::{BoxFuture, SharedError};
-use super::panic_guard::{HandlerPanicked, call_guarded, panic_message};
+use super::panic_guard::{
+    HandlerCall, HandlerPanicked, call_guarded, call_guarded_now, panic_message,
+};
 use super::tracker::PartitionKey;
 use crate::transaction::TransactionalProducer;
 use crate::{Error, Result};
@@ -191,6 +193,15 @@ enum AckTargets {
 }
 
 impl Acknowledgment {
+    /// The acknowledgment of a handler that takes none: it does nothing, and costs nothing.
+    fn inert() -> Acknowledgment {
+        Acknowledgment {
+            sink: None,
+            targets: AckTargets::Automatic,
+            nack: None,
+        }
+    }
+
     /// Marks the record (or the whole batch) handed with this acknowledgment as processed. Only
     /// the manual ack modes ([`AckMode::Manual`], [`AckMode::ManualImmediate`]) wait for it;
     /// in the others the container acks handled records by itself and this does nothing.
@@ -231,8 +242,49 @@ impl Acknowledgment {
     }
 }
 
-type RecordFn<R> =
+/// The record handler: asynchronous ([`ContainerBuilder::record_handler`], a boxed future per
+/// record) or synchronous ([`ContainerBuilder::sync_record_handler`], no future at all).
+enum RecordCall<R> {
+    Async(AsyncRecordFn<R>),
+    Sync(SyncRecordFn<R>),
+}
+
+type AsyncRecordFn<R> =
     Arc<dyn Fn(R, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+type SyncRecordFn<R> = Arc<dyn Fn(R, Acknowledgment) -> Result<(), HandlerError> + Send + Sync>;
+
+/// The record handler and whether it takes the record's [`Acknowledgment`].
+struct RecordFn<R> {
+    call: RecordCall<R>,
+    /// False for the handlers given without one (`record_handler`, `sync_record_handler`):
+    /// they are handed an inert acknowledgment, which costs no reference count per record.
+    takes_ack: bool,
+}
+
+impl<R> Clone for RecordFn<R> {
+    fn clone(&self) -> Self {
+        let call = match &self.call {
+            RecordCall::Async(f) => RecordCall::Async(f.clone()),
+            RecordCall::Sync(f) => RecordCall::Sync(f.clone()),
+        };
+        RecordFn {
+            call,
+            takes_ack: self.takes_ack,
+        }
+    }
+}
+
+impl<R> RecordFn<R> {
+    /// Calls the handler: a synchronous one does its work here, inside the caller's panic
+    /// guard and span.
+    fn call(&self, record: R, ack: Acknowledgment) -> HandlerCall<Result<(), HandlerError>> {
+        match &self.call {
+            RecordCall::Async(f) => HandlerCall::Future(f(record, ack)),
+            RecordCall::Sync(f) => HandlerCall::Done(f(record, ack)),
+        }
+    }
+}
+
 type BatchFn<R> = Arc<
     dyn Fn(Vec<R>, Acknowledgment) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
 >;

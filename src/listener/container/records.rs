@@ -17,46 +17,101 @@ pub(super) fn handler_span(tp: &PartitionKey, offset: i64) -> tracing::Span {
     tracing::debug_span!("kafka.handler", topic = %tp.0, partition = tp.1, offset)
 }
 
+/// What calling the record handler gave, before the listener-level error handler.
+pub(super) enum Called {
+    /// The handler returned this.
+    Returned(Result<(), HandlerError>),
+    /// The record could not be deserialized, or the handler panicked: a failure for the error
+    /// handler (the listener-level one does not see it).
+    Failed(SharedError),
+}
+
 /// The `kafka.handler` span of one batch handler call.
 pub(super) fn batch_span(records: usize) -> tracing::Span {
     tracing::debug_span!("kafka.handler", records)
 }
 
 impl<C: ContainerConsumer> Runner<C> {
+    /// Calls the record handler with `record` and, if it fails, the listener-level error
+    /// handler: the failure left for the error handler, if any.
     pub(super) async fn call_record_handler(
         &mut self,
         tp: &PartitionKey,
         record: &C::Record,
     ) -> Option<SharedError> {
+        let called = match self.call_sync_record_handler(tp, record) {
+            Some(called) => called,
+            None => self.call_async_record_handler(tp, record).await,
+        };
+        match called {
+            Called::Returned(Ok(())) => None,
+            Called::Returned(Err(e)) => self.through_listener_error_handler(tp, record, e).await,
+            Called::Failed(e) => Some(e),
+        }
+    }
+
+    /// A synchronous handler's call, made here, with no future (the container's hot path when
+    /// records are handled: `handle_records` awaits nothing for a record that succeeds);
+    /// `None` for an asynchronous handler.
+    pub(super) fn call_sync_record_handler(
+        &mut self,
+        tp: &PartitionKey,
+        record: &C::Record,
+    ) -> Option<Called> {
         let Handler::Record(f) = &self.handler else {
+            return Some(Called::Returned(Ok(())));
+        };
+        let RecordCall::Sync(g) = &f.call else {
             return None;
         };
         if let Some(d) = record.deserialization_failure() {
-            return Some(Arc::new(d));
+            return Some(Called::Failed(Arc::new(d)));
         }
         let (delivered, ack) = self.delivery(tp, record);
         let span = handler_span(tp, record.offset());
-        let result = match call_guarded(span, || f(delivered, ack)).await {
-            Ok(result) => result,
-            Err(panic) => return Some(Arc::from(self.handler_panicked(panic))),
+        let called = call_guarded_now(span, || g(delivered, ack));
+        Some(match called {
+            Ok(result) => Called::Returned(result),
+            Err(panic) => Called::Failed(Arc::from(self.handler_panicked(panic))),
+        })
+    }
+
+    /// An asynchronous handler's call (a synchronous one's too, through its future-less path).
+    async fn call_async_record_handler(&mut self, tp: &PartitionKey, record: &C::Record) -> Called {
+        let Handler::Record(f) = &self.handler else {
+            return Called::Returned(Ok(()));
         };
-        let mut seeks = Seeks::default();
-        let result = match (result, self.leh.clone()) {
-            (Err(e), Some(leh)) => {
-                let attempt = self.tracker.delivery_attempt(tp, record.offset());
-                let outcome;
-                (outcome, seeks) = leh(record, e, attempt).await;
-                outcome
-            }
-            (r, _) => r,
+        if let Some(d) = record.deserialization_failure() {
+            return Called::Failed(Arc::new(d));
+        }
+        let (delivered, ack) = self.delivery(tp, record);
+        let span = handler_span(tp, record.offset());
+        match call_guarded(span, || f.call(delivered, ack)).await {
+            Ok(result) => Called::Returned(result),
+            Err(panic) => Called::Failed(Arc::from(self.handler_panicked(panic))),
+        }
+    }
+
+    /// The listener-level error handler's say on a handler's error, and the seeks it asked for:
+    /// the failure left for the error handler, if any.
+    pub(super) async fn through_listener_error_handler(
+        &mut self,
+        tp: &PartitionKey,
+        record: &C::Record,
+        error: HandlerError,
+    ) -> Option<SharedError> {
+        let Some(leh) = self.leh.clone() else {
+            return Some(Arc::from(error));
         };
+        let attempt = self.tracker.delivery_attempt(tp, record.offset());
+        let (outcome, seeks) = leh(record, error, attempt).await;
         for (target, offset) in seeks.requests {
             if &target == tp {
                 self.sought = true;
             }
             self.seek_min(&target, offset);
         }
-        result.err().map(Arc::from)
+        outcome.err().map(Arc::from)
     }
 
     /// What the handler gets for `record`: the record (with the `kafka_deliveryAttempt`
@@ -76,7 +131,16 @@ impl<C: ContainerConsumer> Runner<C> {
             }
             _ => record.clone(),
         };
-        (delivered, self.record_ack(tp, record.offset()))
+        let takes_ack = match &self.handler {
+            Handler::Record(f) => f.takes_ack,
+            Handler::Batch(_) => true,
+        };
+        let ack = if takes_ack {
+            self.record_ack(tp, record.offset())
+        } else {
+            Acknowledgment::inert()
+        };
+        (delivered, ack)
     }
 
     pub(super) fn manual_acks(&self) -> bool {
@@ -150,7 +214,15 @@ impl<C: ContainerConsumer> Runner<C> {
                     break;
                 }
                 let offset = record.offset();
-                let failure = self.call_record_handler(&tp, record).await;
+                // A synchronous handler is called without a future; only a failure awaits.
+                let failure = match self.call_sync_record_handler(&tp, record) {
+                    Some(Called::Returned(Ok(()))) => None,
+                    Some(Called::Failed(e)) => Some(e),
+                    Some(Called::Returned(Err(e))) => {
+                        self.through_listener_error_handler(&tp, record, e).await
+                    }
+                    None => self.call_record_handler(&tp, record).await,
+                };
                 if manual {
                     self.drain_manual_acks().await;
                 }
@@ -242,7 +314,7 @@ impl<C: ContainerConsumer> Runner<C> {
                         }
                         let mut seeks = Seeks::default();
                         let span = handler_span(&tp, original.offset());
-                        let handled = match call_guarded(span, || f(delivered, ack)).await {
+                        let handled = match call_guarded(span, || f.call(delivered, ack)).await {
                             Ok(handled) => handled,
                             Err(panic) => return (tp, done, None, Seeks::default(), Some(panic)),
                         };

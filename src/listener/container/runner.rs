@@ -146,24 +146,33 @@ pub(super) fn tp_of<R: ListenerRecord>(r: &R) -> PartitionKey {
 pub(super) fn group_by_partition<R: ListenerRecord>(
     records: Vec<R>,
 ) -> Vec<(PartitionKey, Vec<R>)> {
-    let mut out: Vec<(PartitionKey, Vec<R>)> = Vec::new();
+    // Two passes: count each partition's records, then move each record once into a vector
+    // of its final size (growing them by doubling moved every record about twice more).
+    let mut counts: Vec<(PartitionKey, usize)> = Vec::new();
     let mut last: Option<usize> = None;
-    for r in records {
+    let mut slot = Vec::with_capacity(records.len());
+    for r in &records {
         let same = |tp: &PartitionKey| tp.1 == r.partition() && &*tp.0 == r.topic();
         let at = match last {
-            Some(i) if same(&out[i].0) => Some(i),
-            _ => out.iter().position(|(tp, _)| same(tp)),
+            Some(i) if same(&counts[i].0) => i,
+            _ => match counts.iter().position(|(tp, _)| same(tp)) {
+                Some(i) => i,
+                None => {
+                    counts.push((tp_of(r), 0));
+                    counts.len() - 1
+                }
+            },
         };
-        match at {
-            Some(i) => {
-                out[i].1.push(r);
-                last = Some(i);
-            }
-            None => {
-                last = Some(out.len());
-                out.push((tp_of(&r), vec![r]));
-            }
-        }
+        counts[at].1 += 1;
+        last = Some(at);
+        slot.push(at);
+    }
+    let mut out: Vec<(PartitionKey, Vec<R>)> = counts
+        .into_iter()
+        .map(|(tp, n)| (tp, Vec::with_capacity(n)))
+        .collect();
+    for (r, at) in records.into_iter().zip(slot) {
+        out[at].1.push(r);
     }
     out
 }
