@@ -196,6 +196,26 @@ impl BrokerConnection {
     }
     }
 
+    /// [`Connection::send_produce`] on the current connection, connecting first if needed.
+    pub(crate) async fn send_produce(
+        &self,
+        request: crate::protocol::messages::ProduceRequest,
+    ) -> Result<crate::protocol::messages::ProduceResponse> {
+        self.connection().await?.send_produce(request).await
+    }
+
+    /// [`Connection::send_produce_no_response`] on the current connection, connecting first
+    /// if needed.
+    pub(crate) async fn send_produce_no_response(
+        &self,
+        request: crate::protocol::messages::ProduceRequest,
+    ) -> Result<()> {
+        self.connection()
+            .await?
+            .send_produce_no_response(request)
+            .await
+    }
+
     /// Closes the current connection (see [`Connection::close`]); later requests fail with
     /// [`ErrorKind::Closed`] and no reconnect is attempted.
     pub async fn close(&self) {

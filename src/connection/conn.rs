@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::Request;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -25,7 +25,7 @@ use super::security::{RawExchange, SaslSession, authenticate_raw};
 use super::{BoxTransport, ConnectionConfig, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::codec::{self, api_key};
-use crate::protocol::frame::FrameDecoder;
+use crate::protocol::frame::{FrameDecoder, RequestFrame};
 use crate::protocol::versions::ApiVersionRanges;
 
 /// Offset of the correlation id in an encoded request frame: size (4), api key (2), version (2).
@@ -349,7 +349,8 @@ impl Connection {
     /// Sends `request` at an explicit `version` and waits for the response.
     pub async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<R::Response> {
         let api = api_key::<R>()?;
-        self.request::<R>(&request, version, api, true)
+        let encode = || self.encode(&request, version, api);
+        self.request::<R>(encode, version, api, true)
             .instrument(self.request_span(api, version))
             .await
     }
@@ -374,7 +375,8 @@ impl Connection {
         version: i16,
     ) -> Result<R::Response> {
         let api = api_key::<R>()?;
-        self.request::<R>(&request, version, api, false).await
+        let encode = || self.encode(&request, version, api);
+        self.request::<R>(encode, version, api, false).await
     }
 
     crate::protocol::unstable_pub! {
@@ -397,12 +399,52 @@ impl Connection {
     /// [`send_no_response`](Connection::send_no_response) at an explicit `version`.
     pub async fn send_no_response_at<R: Request>(&self, request: R, version: i16) -> Result<()> {
         let api = api_key::<R>()?;
+        let encode = || self.encode(&request, version, api);
+        self.no_response(encode, version, api).await
+    }
+    }
+
+    /// Sends a Produce request at the highest common version and waits for the response. The
+    /// request's record batches are not copied into the frame: they are written from the
+    /// request's own buffers (see [`codec::encode_produce_request`]).
+    pub(crate) async fn send_produce(&self, request: ProduceRequest) -> Result<ProduceResponse> {
+        let api = ApiKey::Produce;
+        let version = self
+            .shared
+            .versions
+            .negotiate::<ProduceRequest>()
+            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        let encode = || self.encode_produce(&request, version);
+        self.request::<ProduceRequest>(encode, version, api, true)
+            .instrument(self.request_span(api, version))
+            .await
+    }
+
+    /// [`send_produce`](Self::send_produce) for acks=0: returns once the frame is written (see
+    /// [`send_no_response`](Self::send_no_response)).
+    pub(crate) async fn send_produce_no_response(&self, request: ProduceRequest) -> Result<()> {
+        let version = self
+            .shared
+            .versions
+            .negotiate::<ProduceRequest>()
+            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        let encode = || self.encode_produce(&request, version);
+        self.no_response(encode, version, ApiKey::Produce).await
+    }
+
+    /// Sends the frame `encode` makes, for which no response comes, within the request timeout.
+    async fn no_response(
+        &self,
+        encode: impl FnOnce() -> Result<RequestFrame>,
+        version: i16,
+        api: ApiKey,
+    ) -> Result<()> {
         let timeout = self.shared.request_timeout;
         let send = async {
             // The slot bounds the frames queued for the writer; it is released once the frame
             // is written (nothing waits for a response).
             let _permit = self.acquire(api).await?;
-            let frame = self.encode(&request, version, api)?;
+            let frame = encode()?;
             let (tx, rx) = oneshot::channel();
             let mut in_flight = self
                 .hand_off(frame, api, Registration::NoResponse, Some(tx))
@@ -415,7 +457,6 @@ impl Connection {
             Ok(result) => result,
             Err(_) => Err(self.timeout_error(api, timeout)),
         }
-    }
     }
 
     /// Closes the connection: fails every request in flight with [`ErrorKind::Closed`], stops
@@ -453,7 +494,7 @@ impl Connection {
     /// [`send`](Self::send) for what a timeout does.
     async fn request<R: Request>(
         &self,
-        request: &R,
+        encode: impl FnOnce() -> Result<RequestFrame>,
         version: i16,
         api: ApiKey,
         permit: bool,
@@ -468,7 +509,7 @@ impl Connection {
         } else {
             None
         };
-        let frame = self.encode(request, version, api)?;
+        let frame = encode()?;
         let (tx, rx) = oneshot::channel();
         let handed = tokio::time::timeout_at(
             deadline,
@@ -541,7 +582,7 @@ impl Connection {
 
     /// Encodes the whole frame (correlation id patched in at hand-off), so that the writer gets
     /// it as one unit.
-    fn encode<R: Request>(&self, request: &R, version: i16, api: ApiKey) -> Result<BytesMut> {
+    fn encode<R: Request>(&self, request: &R, version: i16, api: ApiKey) -> Result<RequestFrame> {
         let mut frame = BytesMut::new();
         codec::encode_request(
             request,
@@ -551,7 +592,13 @@ impl Connection {
             &mut frame,
         )
         .map_err(|e| e.api(api).on_broker(self.shared.broker_id))?;
-        Ok(frame)
+        Ok(RequestFrame::one(frame))
+    }
+
+    /// Encodes a Produce request as segments: the record batches are shared, not copied.
+    fn encode_produce(&self, request: &ProduceRequest, version: i16) -> Result<RequestFrame> {
+        codec::encode_produce_request(request, version, 0, Some(&self.shared.client_id))
+            .map_err(|e| e.api(ApiKey::Produce).on_broker(self.shared.broker_id))
     }
 
     /// Hands a frame to the writer. The only await is for a channel slot, before anything is
@@ -559,7 +606,7 @@ impl Connection {
     /// either sent nothing or handed off the whole frame.
     async fn hand_off(
         &self,
-        mut frame: BytesMut,
+        mut frame: RequestFrame,
         api: ApiKey,
         registration: Registration,
         written: Option<oneshot::Sender<()>>,
@@ -570,13 +617,17 @@ impl Connection {
             .reserve()
             .await
             .map_err(|_| self.dead_error(api))?;
-        let Some(corr_bytes) = frame.get_mut(CORRELATION_OFFSET..CORRELATION_OFFSET + 4) else {
+        let Some(corr_bytes) = frame
+            .head
+            .get_mut(CORRELATION_OFFSET..CORRELATION_OFFSET + 4)
+        else {
             return Err(Error::with_message(ErrorKind::Encode, "request frame too short").api(api));
         };
         let correlation_id = self.shared.table.register(api, registration)?;
         corr_bytes.copy_from_slice(&correlation_id.to_be_bytes());
         slot.send(WriteCmd {
-            frame: frame.freeze(),
+            head: frame.head.freeze(),
+            tail: frame.tail,
             written,
         });
         Ok(InFlight {

@@ -1,9 +1,11 @@
 //! The reader and writer tasks of one connection: the only code that touches its socket.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::BoxTransport;
@@ -14,9 +16,13 @@ use crate::protocol::frame::FrameDecoder;
 /// How many frames the writer coalesces into one flush.
 pub(crate) const WRITE_BATCH: usize = 64;
 
-/// One encoded frame for the writer task.
+/// One encoded frame for the writer task: its segments, written in order.
 pub(crate) struct WriteCmd {
-    pub(crate) frame: Bytes,
+    /// The first segment (size prefix, request header, correlation id patched in).
+    pub(crate) head: Bytes,
+    /// The segments after `head` (a Produce request's record batches and what lies between
+    /// them); empty for a frame of one segment.
+    pub(crate) tail: Vec<Bytes>,
     /// Told once the frame is flushed (for requests without a response).
     pub(crate) written: Option<oneshot::Sender<()>>,
 }
@@ -111,16 +117,26 @@ pub(crate) async fn write_loop(
     }
 }
 
-pub(crate) async fn write_batch(
-    out: &mut BufWriter<WriteHalf<BoxTransport>>,
+/// Writes `first` and up to [`WRITE_BATCH`] frames queued behind it, then flushes.
+///
+/// The segments of all these frames go out as one [`Segments`] buffer: the `BufWriter` copies
+/// small runs of them into its buffer and hands large runs (a Produce request's record
+/// batches) to the socket directly, as vectored writes when the transport supports them
+/// (`write_all_buf` advances over partial writes, and falls back to plain writes otherwise).
+pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
     rx: &mut mpsc::Receiver<WriteCmd>,
     first: WriteCmd,
     acks: &mut Vec<oneshot::Sender<()>>,
 ) -> std::io::Result<()> {
+    let mut segments = Segments::default();
     let mut next = Some(first);
     let mut n = 0;
     while let Some(cmd) = next {
-        out.write_all(&cmd.frame).await?;
+        segments.push(cmd.head);
+        for s in cmd.tail {
+            segments.push(s);
+        }
         acks.extend(cmd.written);
         n += 1;
         next = if n < WRITE_BATCH {
@@ -129,5 +145,60 @@ pub(crate) async fn write_batch(
             None
         };
     }
+    out.write_all_buf(&mut segments).await?;
     out.flush().await
+}
+
+/// Byte segments read in order, as one [`Buf`]: what the writer sends in one batch.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    parts: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Segments {
+    /// Appends a segment (an empty one is dropped).
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.remaining += bytes.len();
+            self.parts.push_back(bytes);
+        }
+    }
+}
+
+impl Buf for Segments {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |b| &b[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+            *slot = IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        // `Buf::advance` past the end is a caller bug (the writer advances by what was
+        // written); it is clamped rather than a panic.
+        cnt = cnt.min(self.remaining);
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                break;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
 }

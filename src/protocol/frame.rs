@@ -93,6 +93,47 @@ pub(crate) fn finish_frame(buf: &mut BytesMut, start: usize) -> Result<()> {
     Ok(())
 }
 
+/// An encoded request frame as a list of segments, written in order: the `head` (size
+/// prefix, request header and the start of the body, mutable so that the connection can patch
+/// in the correlation id), then the `tail` segments. A Produce request's record batches are
+/// tail segments of their own, shared with the producer's batches rather than copied into the
+/// frame; every other request is one segment (an empty tail, which does not allocate).
+///
+/// The concatenation of the segments is the frame, size prefix included.
+#[derive(Debug, Default)]
+pub(crate) struct RequestFrame {
+    /// The first segment: at least the size prefix and the request header.
+    pub(crate) head: BytesMut,
+    /// The segments after the head, none of them empty.
+    pub(crate) tail: Vec<Bytes>,
+}
+
+impl RequestFrame {
+    /// A frame of one segment.
+    pub(crate) fn one(head: BytesMut) -> RequestFrame {
+        RequestFrame {
+            head,
+            tail: Vec::new(),
+        }
+    }
+
+    /// The size of the whole frame, size prefix included.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.tail.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The frame as one contiguous buffer (a copy): for tests and checks.
+    #[cfg(test)]
+    pub(crate) fn to_contiguous(&self) -> BytesMut {
+        let mut b = BytesMut::with_capacity(self.len());
+        b.extend_from_slice(&self.head);
+        for s in &self.tail {
+            b.extend_from_slice(s);
+        }
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

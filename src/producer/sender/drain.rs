@@ -588,9 +588,9 @@ impl Sender {
             let conn = cluster.connection_for_broker(broker).await?;
             let send = async {
                 if acks == Acks::None {
-                    conn.send_no_response(request).await.map(|()| None)
+                    conn.send_produce_no_response(request).await.map(|()| None)
                 } else {
-                    conn.send(request).await.map(Some)
+                    conn.send_produce(request).await.map(Some)
                 }
             };
             match tokio::time::timeout(timeout + Duration::from_secs(1), send).await {
