@@ -202,3 +202,144 @@ impl Buf for Segments {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A writer that takes at most `step` bytes per call (partial writes), vectored or not.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        vectored: bool,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let mut left = self.step;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(left);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn pattern(n: usize, seed: u8) -> Bytes {
+        Bytes::from((0..n).map(|i| (i as u8) ^ seed).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn segments_are_written_in_order_through_partial_writes() {
+        for vectored in [false, true] {
+            for step in [1, 7, 5_000, 1 << 20] {
+                let cmds = vec![
+                    (pattern(30, 1), vec![]),
+                    (
+                        pattern(40, 2),
+                        vec![pattern(100_000, 3), pattern(9, 4), pattern(70_000, 5)],
+                    ),
+                    (pattern(12, 6), vec![Bytes::new(), pattern(3, 7)]),
+                    (pattern(20, 8), vec![pattern(200_000, 9), pattern(1, 10)]),
+                ];
+                let mut expected = Vec::new();
+                let (tx, mut rx) = mpsc::channel(8);
+                let mut written = Vec::new();
+                for (head, tail) in &cmds {
+                    expected.extend_from_slice(head);
+                    for s in tail {
+                        expected.extend_from_slice(s);
+                    }
+                    let (ack, acked) = oneshot::channel();
+                    written.push(acked);
+                    let cmd = WriteCmd {
+                        head: head.clone(),
+                        tail: tail.clone(),
+                        written: Some(ack),
+                    };
+                    tx.send(cmd).await.unwrap();
+                }
+                let first = rx.recv().await.unwrap();
+                let mut out = BufWriter::with_capacity(
+                    64 * 1024,
+                    Trickle {
+                        out: Vec::new(),
+                        step,
+                        vectored,
+                        calls: 0,
+                    },
+                );
+                let mut acks = Vec::new();
+                write_batch(&mut out, &mut rx, first, &mut acks)
+                    .await
+                    .unwrap();
+                assert_eq!(acks.len(), cmds.len());
+                let inner = out.into_inner();
+                assert!(inner.out == expected, "vectored={vectored} step={step}");
+                if vectored && step == 1 << 20 {
+                    // The large segments went out in a few vectored writes, not one per segment.
+                    assert!(inner.calls <= 4, "{} writes", inner.calls);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn segments_buf_advances_across_parts() {
+        let mut s = Segments::default();
+        s.push(Bytes::from_static(b"abc"));
+        s.push(Bytes::new());
+        s.push(Bytes::from_static(b"de"));
+        s.push(Bytes::from_static(b"fghi"));
+        assert_eq!(s.remaining(), 9);
+        let mut slices = [IoSlice::new(&[]); 2];
+        assert_eq!(s.chunks_vectored(&mut slices), 2);
+        assert_eq!(&*slices[1], b"de");
+        s.advance(4);
+        assert_eq!(s.chunk(), b"e");
+        s.advance(1);
+        assert_eq!(s.chunk(), b"fghi");
+        assert_eq!(s.copy_to_bytes(4), Bytes::from_static(b"fghi"));
+        assert_eq!(s.remaining(), 0);
+        assert_eq!(s.chunk(), b"");
+        s.advance(3);
+        assert_eq!(s.remaining(), 0);
+    }
+}
