@@ -88,6 +88,7 @@ pub(crate) async fn write_loop(
 ) {
     let mut out = BufWriter::with_capacity(64 * 1024, io);
     let mut acks = Vec::new();
+    let mut segments = Segments::default();
     loop {
         let cmd = tokio::select! {
             biased;
@@ -100,7 +101,7 @@ pub(crate) async fn write_loop(
         let result = tokio::select! {
             biased;
             _ = dead.wait_for(|d| *d) => return,
-            r = write_batch(&mut out, &mut rx, cmd, &mut acks) => r,
+            r = write_batch(&mut out, &mut rx, cmd, &mut segments, &mut acks) => r,
         };
         match result {
             Ok(()) => {
@@ -117,7 +118,8 @@ pub(crate) async fn write_loop(
     }
 }
 
-/// Writes `first` and up to [`WRITE_BATCH`] frames queued behind it, then flushes.
+/// Writes `first` and up to [`WRITE_BATCH`] frames queued behind it (gathered in `segments`),
+/// then flushes.
 ///
 /// The segments of all these frames go out as one [`Segments`] buffer: the `BufWriter` copies
 /// small runs of them into its buffer and hands large runs (a Produce request's record
@@ -127,9 +129,11 @@ pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
     out: &mut BufWriter<W>,
     rx: &mut mpsc::Receiver<WriteCmd>,
     first: WriteCmd,
+    segments: &mut Segments,
     acks: &mut Vec<oneshot::Sender<()>>,
 ) -> std::io::Result<()> {
-    let mut segments = Segments::default();
+    // Reused from batch to batch (its allocation); empty unless a write was cut short.
+    segments.clear();
     let mut next = Some(first);
     let mut n = 0;
     while let Some(cmd) = next {
@@ -145,7 +149,7 @@ pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
             None
         };
     }
-    out.write_all_buf(&mut segments).await?;
+    out.write_all_buf(segments).await?;
     out.flush().await
 }
 
@@ -157,6 +161,12 @@ pub(crate) struct Segments {
 }
 
 impl Segments {
+    /// Drops every segment.
+    pub(crate) fn clear(&mut self) {
+        self.parts.clear();
+        self.remaining = 0;
+    }
+
     /// Appends a segment (an empty one is dropped).
     pub(crate) fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
@@ -307,9 +317,11 @@ mod tests {
                     },
                 );
                 let mut acks = Vec::new();
-                write_batch(&mut out, &mut rx, first, &mut acks)
+                let mut segments = Segments::default();
+                write_batch(&mut out, &mut rx, first, &mut segments, &mut acks)
                     .await
                     .unwrap();
+                assert_eq!(segments.remaining(), 0);
                 assert_eq!(acks.len(), cmds.len());
                 let inner = out.into_inner();
                 assert!(inner.out == expected, "vectored={vectored} step={step}");

@@ -128,7 +128,10 @@ pub(crate) fn encode_produce_request(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(client_id.map(|c| StrBytes::from_string(c.to_owned())));
-    let mut w = SegmentWriter::default();
+    let mut w = SegmentWriter {
+        buf: BytesMut::with_capacity(produce_head_capacity(request, client_id)),
+        ..SegmentWriter::default()
+    };
     w.buf.put_i32(0);
     header
         .encode(&mut w.buf, ProduceRequest::header_version(version))
@@ -148,6 +151,25 @@ pub(crate) fn encode_produce_request(
         None => return Err(Error::with_message(ErrorKind::Encode, "frame too short").api(api)),
     }
     Ok(frame)
+}
+
+/// About the bytes of a Produce frame other than its shared record batches (an estimate, a
+/// little over: the buffer is not grown while it is written).
+fn produce_head_capacity(request: &ProduceRequest, client_id: Option<&str>) -> usize {
+    let mut n = 32 + client_id.map_or(0, str::len);
+    n += request.transactional_id.as_ref().map_or(0, |t| t.0.len());
+    for t in &request.topic_data {
+        n += 32 + t.name.0.len();
+        for p in &t.partition_data {
+            n += 16;
+            if let Some(r) = &p.records
+                && r.len() <= INLINE_RECORDS_MAX
+            {
+                n += r.len();
+            }
+        }
+    }
+    n
 }
 
 /// Builds a [`RequestFrame`]: encoded bytes go to `buf`; [`push_shared`](Self::push_shared)
