@@ -336,11 +336,7 @@ impl Connection {
     /// [`ErrorKind::Disconnected`], both retriable. A caller whose time ran out
     /// while it waited for an in-flight slot only fails itself.
     pub async fn send<R: Request>(&self, request: R) -> Result<R::Response> {
-        let version = self
-            .shared
-            .versions
-            .negotiate::<R>()
-            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        let version = self.negotiated::<R>()?;
         self.send_at(request, version).await
     }
     }
@@ -386,11 +382,7 @@ impl Connection {
     /// Kafka does not answer such a request, some brokers (Tansu) do; a response that does come
     /// is read and discarded by its correlation id.
     pub async fn send_no_response<R: Request>(&self, request: R) -> Result<()> {
-        let version = self
-            .shared
-            .versions
-            .negotiate::<R>()
-            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        let version = self.negotiated::<R>()?;
         self.send_no_response_at(request, version).await
     }
     }
@@ -409,11 +401,7 @@ impl Connection {
     /// request's own buffers (see [`codec::encode_produce_request`]).
     pub(crate) async fn send_produce(&self, request: ProduceRequest) -> Result<ProduceResponse> {
         let api = ApiKey::Produce;
-        let version = self
-            .shared
-            .versions
-            .negotiate::<ProduceRequest>()
-            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        let version = self.negotiated::<ProduceRequest>()?;
         let encode = || self.encode_produce(&request, version);
         self.request::<ProduceRequest>(encode, version, api, true)
             .instrument(self.request_span(api, version))
@@ -423,13 +411,17 @@ impl Connection {
     /// [`send_produce`](Self::send_produce) for acks=0: returns once the frame is written (see
     /// [`send_no_response`](Self::send_no_response)).
     pub(crate) async fn send_produce_no_response(&self, request: ProduceRequest) -> Result<()> {
-        let version = self
-            .shared
-            .versions
-            .negotiate::<ProduceRequest>()
-            .map_err(|e| e.on_broker(self.shared.broker_id))?;
+        let version = self.negotiated::<ProduceRequest>()?;
         let encode = || self.encode_produce(&request, version);
         self.no_response(encode, version, ApiKey::Produce).await
+    }
+
+    /// The highest version of `R` both sides speak (an error tagged with the broker).
+    fn negotiated<R: Request>(&self) -> Result<i16> {
+        self.shared
+            .versions
+            .negotiate::<R>()
+            .map_err(|e| e.on_broker(self.shared.broker_id))
     }
 
     /// Sends the frame `encode` makes, for which no response comes, within the request timeout.

@@ -43,6 +43,17 @@ impl<C: ContainerConsumer> Runner<C> {
             Some(called) => called,
             None => self.call_async_record_handler(tp, record).await,
         };
+        self.settle_call(tp, record, called).await
+    }
+
+    /// What a handler call leaves for the error handler: a failure the listener-level error
+    /// handler (if any) did not turn into success.
+    async fn settle_call(
+        &mut self,
+        tp: &PartitionKey,
+        record: &C::Record,
+        called: Called,
+    ) -> Option<SharedError> {
         match called {
             Called::Returned(Ok(())) => None,
             Called::Returned(Err(e)) => self.through_listener_error_handler(tp, record, e).await,
@@ -53,7 +64,7 @@ impl<C: ContainerConsumer> Runner<C> {
     /// A synchronous handler's call, made here, with no future (the container's hot path when
     /// records are handled: `handle_records` awaits nothing for a record that succeeds);
     /// `None` for an asynchronous handler.
-    pub(super) fn call_sync_record_handler(
+    fn call_sync_record_handler(
         &mut self,
         tp: &PartitionKey,
         record: &C::Record,
@@ -94,7 +105,7 @@ impl<C: ContainerConsumer> Runner<C> {
 
     /// The listener-level error handler's say on a handler's error, and the seeks it asked for:
     /// the failure left for the error handler, if any.
-    pub(super) async fn through_listener_error_handler(
+    async fn through_listener_error_handler(
         &mut self,
         tp: &PartitionKey,
         record: &C::Record,
@@ -217,11 +228,11 @@ impl<C: ContainerConsumer> Runner<C> {
                 // A synchronous handler is called without a future; only a failure awaits.
                 let failure = match self.call_sync_record_handler(&tp, record) {
                     Some(Called::Returned(Ok(()))) => None,
-                    Some(Called::Failed(e)) => Some(e),
-                    Some(Called::Returned(Err(e))) => {
-                        self.through_listener_error_handler(&tp, record, e).await
+                    Some(called) => self.settle_call(&tp, record, called).await,
+                    None => {
+                        let called = self.call_async_record_handler(&tp, record).await;
+                        self.settle_call(&tp, record, called).await
                     }
-                    None => self.call_record_handler(&tp, record).await,
                 };
                 if manual {
                     self.drain_manual_acks().await;
