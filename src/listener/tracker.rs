@@ -142,6 +142,22 @@ impl Default for FailedRecordTracker {
     }
 }
 
+/// Whether two [classes](error_class) name the same error type. A type's class is its short
+/// name until it is registered ([`register_error_type`](super::register_error_type)), and its
+/// path after: a registration between two failures of one record (another container's
+/// classifier being built) must not read as a change of error.
+fn same_class(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let short = |c: &str| c.rsplit("::").next().map(str::to_owned);
+    match (a.contains("::"), b.contains("::")) {
+        (true, false) => short(a).as_deref() == Some(b),
+        (false, true) => short(b).as_deref() == Some(a),
+        _ => false,
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -179,7 +195,7 @@ impl FailedRecordTracker {
             Some(s)
                 if self.reset_state_on_exception_change
                     && s.class.as_deref().is_some_and(|c| {
-                        c != class.get_or_insert_with(|| error_class(error)).as_str()
+                        !same_class(c, class.get_or_insert_with(|| error_class(error)))
                     }) =>
             {
                 Some((0, now_ms()))
@@ -387,6 +403,35 @@ mod tests {
         );
         t.recovered(&tp(), 5);
         assert_eq!(t.delivery_attempt(&tp(), 5), 1);
+    }
+
+    #[test]
+    fn a_type_registered_between_failures_is_the_same_class() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("late")]
+        struct LateRegistered;
+        let mut t = FailedRecordTracker::new();
+        let c = Classifier::default();
+        let b = FixedBackOff::new(Duration::from_millis(10), 3);
+        let short = error_class(&LateRegistered);
+        assert_eq!(short, "LateRegistered");
+        assert!(matches!(
+            t.failed(&tp(), 5, &LateRegistered, &c, &b),
+            Decision::Retry { attempt: 1, .. }
+        ));
+        crate::listener::register_error_type::<LateRegistered>();
+        assert_ne!(error_class(&LateRegistered), short);
+        assert!(matches!(
+            t.failed(&tp(), 5, &LateRegistered, &c, &b),
+            Decision::Retry { attempt: 2, .. }
+        ));
+        // A different type is still a change.
+        assert!(matches!(
+            t.failed(&tp(), 5, &Other, &c, &b),
+            Decision::Retry { attempt: 1, .. }
+        ));
+        assert!(same_class("X", "a::X") && same_class("a::X", "X"));
+        assert!(!same_class("a::X", "b::X"));
     }
 
     #[test]
