@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -12,6 +12,7 @@ use super::BoxTransport;
 use super::inflight::{Table, disconnected, sweep_interval};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::frame::FrameDecoder;
+use crate::protocol::record::pool::FRAMES;
 
 /// How many frames the writer coalesces into one flush.
 pub(crate) const WRITE_BATCH: usize = 64;
@@ -30,6 +31,20 @@ pub(crate) struct WriteCmd {
 /// The most the reader reserves beyond the bytes it holds while a frame is incomplete.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
+/// Frames of at least this many bytes (a fetch response with records, a large metadata
+/// response) are read into a buffer of their own, sized to the frame and taken from the
+/// process-wide pool of frame buffers ([`FRAMES`]), instead of growing the shared read buffer
+/// by doubling. When the frame's last slice (its last record) is dropped, on whatever thread,
+/// the buffer goes back to the pool, so a steady stream of fetch responses reuses the same few
+/// buffers: no fresh pages to fault in and no `realloc` copies, on any allocator.
+pub(crate) const POOLED_FRAME_MIN: usize = READ_CHUNK;
+
+/// Frames larger than this take the growing path: the reader trusts a frame's size prefix for
+/// an up-front allocation only this far (four hostile bytes may claim the 100 MiB maximum).
+/// Kafka's fetch responses are far below it at the defaults (`max.partition.fetch.bytes` is
+/// 1 MiB a partition).
+pub(crate) const POOLED_FRAME_MAX: usize = 16 * 1024 * 1024;
+
 /// The reader task: splits the stream into frames and routes them by correlation id. Ends when
 /// the connection dies (failing everything in flight) or is closed.
 pub(crate) async fn read_loop(
@@ -41,35 +56,87 @@ pub(crate) async fn read_loop(
 ) {
     let mut sweep = tokio::time::interval(sweep_interval(table.request_timeout));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let error = loop {
+    let error = 'read: loop {
         if let Err(e) = drain_frames(&mut buf, decoder, &table) {
             break e;
         }
-        let want = match decoder.frame_len(&buf) {
-            Ok(Some(n)) => n.saturating_sub(buf.len()),
-            Ok(None) => 0,
+        let frame_len = match decoder.frame_len(&buf) {
+            Ok(n) => n,
             Err(e) => break e,
         };
+        if let Some(n) = frame_len {
+            let size = n - 4;
+            if (POOLED_FRAME_MIN..=POOLED_FRAME_MAX).contains(&size) && buf.len() < n {
+                // Everything buffered belongs to this frame (it is incomplete): move it into a
+                // buffer of the frame's size and read the rest straight into that.
+                let mut frame = FRAMES.take(size);
+                frame.extend_from_slice(buf.get(4..).unwrap_or_default());
+                buf.clear();
+                while frame.len() < size {
+                    let room = size - frame.len();
+                    let mut dst = (&mut frame).limit(room);
+                    match read_some(&mut io, &mut dst, &mut dead, &mut sweep, &table).await {
+                        Step::Read => {}
+                        Step::Dead => return,
+                        Step::Failed(e) => break 'read e,
+                    }
+                }
+                let len = frame.len();
+                if let Err(e) = table.dispatch(FRAMES.share_prefix(frame, len)) {
+                    break e;
+                }
+                continue;
+            }
+        }
+        let want = frame_len.map_or(0, |n| n.saturating_sub(buf.len()));
         // A size prefix is only a claim (4 hostile bytes may announce 100 MiB): grow with the
         // bytes that arrived, at most doubling what the frame already holds (at least 64 KiB),
         // which keeps a large frame's copies amortised.
         let want = want.min(buf.len().max(READ_CHUNK));
         buf.reserve(want.max(8 * 1024));
-        tokio::select! {
-            biased;
-            _ = dead.wait_for(|d| *d) => return,
-            // Before the read, so a busy socket cannot starve the check (it is ready once per
-            // interval only). `read_buf` is cancel safe: no bytes are lost.
-            now = sweep.tick() => table.expire_abandoned(now),
-            read = io.read_buf(&mut buf) => match read {
-                Ok(0) => break Error::with_message(ErrorKind::Disconnected, "connection closed by the broker"),
-                Ok(_) => {}
-                Err(e) => break Error::from(e),
-            },
+        match read_some(&mut io, &mut buf, &mut dead, &mut sweep, &table).await {
+            Step::Read => {}
+            Step::Dead => return,
+            Step::Failed(e) => break e,
         }
     };
     tracing::debug!(broker = table.broker_id, %error, "connection failed");
     table.fail(disconnected(table.broker_id, error), false);
+}
+
+/// What one [`read_some`] came to.
+enum Step {
+    /// Bytes arrived, or the sweep ran: go on.
+    Read,
+    /// The connection is closed or dead: stop without a word.
+    Dead,
+    /// The socket failed or the broker closed it.
+    Failed(Error),
+}
+
+/// One read into `dst`, or one sweep of abandoned requests, or the dead signal.
+async fn read_some<B: BufMut>(
+    io: &mut ReadHalf<BoxTransport>,
+    dst: &mut B,
+    dead: &mut watch::Receiver<bool>,
+    sweep: &mut tokio::time::Interval,
+    table: &Table,
+) -> Step {
+    tokio::select! {
+        biased;
+        _ = dead.wait_for(|d| *d) => Step::Dead,
+        // Before the read, so a busy socket cannot starve the check (it is ready once per
+        // interval only). `read_buf` is cancel safe: no bytes are lost.
+        now = sweep.tick() => {
+            table.expire_abandoned(now);
+            Step::Read
+        }
+        read = io.read_buf(dst) => match read {
+            Ok(0) => Step::Failed(Error::with_message(ErrorKind::Disconnected, "connection closed by the broker")),
+            Ok(_) => Step::Read,
+            Err(e) => Step::Failed(Error::from(e)),
+        },
+    }
 }
 
 pub(crate) fn drain_frames(buf: &mut BytesMut, decoder: FrameDecoder, table: &Table) -> Result<()> {
@@ -353,5 +420,99 @@ mod tests {
         assert_eq!(s.chunk(), b"");
         s.advance(3);
         assert_eq!(s.remaining(), 0);
+    }
+
+    #[tokio::test]
+    async fn large_and_small_frames_arrive_whole_through_small_reads() {
+        use super::super::inflight::Registration;
+        use kafka_protocol::messages::ApiKey;
+        let (table, dead_rx) = Table::new(1, std::time::Duration::from_secs(30), 8, 1);
+        let table = Arc::new(table);
+        // Small frames, frames at and around the pooled threshold, a large one; each body
+        // starts with its correlation id, as a response does.
+        let sizes = [
+            100,
+            200 * 1024,
+            10,
+            POOLED_FRAME_MIN,
+            POOLED_FRAME_MIN - 1,
+            70_000,
+            4,
+        ];
+        let mut waiting = Vec::new();
+        let mut stream = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            let corr = table
+                .register(ApiKey::Fetch, Registration::Caller(tx, None))
+                .unwrap();
+            let mut body = corr.to_be_bytes().to_vec();
+            body.extend_from_slice(&pattern(size - 4, i as u8));
+            stream.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            stream.extend_from_slice(&body);
+            waiting.push((rx, body));
+        }
+        let (client, mut server) = tokio::io::duplex(4096);
+        let (read, _write) = tokio::io::split(Box::new(client) as BoxTransport);
+        let reader = tokio::spawn(read_loop(
+            read,
+            BytesMut::new(),
+            FrameDecoder::default(),
+            table.clone(),
+            dead_rx,
+        ));
+        // Odd-sized pieces: prefixes and frames split across reads.
+        for piece in stream.chunks(1777) {
+            server.write_all(piece).await.unwrap();
+        }
+        for (rx, body) in waiting {
+            let frame = rx.await.unwrap().unwrap();
+            assert_eq!(frame.len(), body.len());
+            assert!(
+                frame[..] == body[..],
+                "a frame of {} bytes differs",
+                body.len()
+            );
+        }
+        // The broker closes the connection: the reader fails what is in flight and ends.
+        let (tx, rx) = oneshot::channel();
+        table
+            .register(ApiKey::Fetch, Registration::Caller(tx, None))
+            .unwrap();
+        drop(server);
+        assert!(rx.await.unwrap().is_err());
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_frame_fails_the_request() {
+        use super::super::inflight::Registration;
+        use kafka_protocol::messages::ApiKey;
+        let (table, dead_rx) = Table::new(1, std::time::Duration::from_secs(30), 8, 1);
+        let table = Arc::new(table);
+        let (tx, rx) = oneshot::channel();
+        let corr = table
+            .register(ApiKey::Fetch, Registration::Caller(tx, None))
+            .unwrap();
+        let (client, mut server) = tokio::io::duplex(4096);
+        let (read, _write) = tokio::io::split(Box::new(client) as BoxTransport);
+        let reader = tokio::spawn(read_loop(
+            read,
+            BytesMut::new(),
+            FrameDecoder::default(),
+            table.clone(),
+            dead_rx,
+        ));
+        // A large frame's prefix and a part of its body, then the end of the stream.
+        server
+            .write_all(&(1_000_000i32).to_be_bytes())
+            .await
+            .unwrap();
+        server.write_all(&corr.to_be_bytes()).await.unwrap();
+        server.write_all(&[7; 5000]).await.unwrap();
+        drop(server);
+        let err = rx.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Disconnected, "{err}");
+        reader.await.unwrap();
     }
 }

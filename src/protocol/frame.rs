@@ -49,8 +49,9 @@ impl FrameDecoder {
     }
 
     /// How many bytes the frame at the start of `buf` needs in all (prefix included), if its
-    /// prefix is complete. The size is the peer's claim: a reader should grow its buffer with
-    /// the bytes that arrive rather than reserve it up front.
+    /// prefix is complete. The size is the peer's claim: a reader should not reserve more up
+    /// front than it is willing to lose to four hostile bytes, and grow with the bytes that
+    /// arrive beyond that.
     pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>> {
         let Some(prefix) = buf.get(..4) else {
             return Ok(None);

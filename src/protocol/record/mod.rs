@@ -44,7 +44,7 @@ mod builder;
 mod compression;
 mod control;
 mod lz4;
-mod pool;
+pub(crate) mod pool;
 mod spare;
 mod varint;
 
