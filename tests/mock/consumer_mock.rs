@@ -1929,3 +1929,49 @@ async fn leader_moves_validate_once_and_stale_epoch_errors_are_retried() {
     }
     c.close().await.unwrap();
 }
+
+/// A broker asked only for partitions it has nothing new for parks the Fetch for
+/// `fetch.max.wait.ms` and takes no other Fetch of the consumer meanwhile. So a partition with
+/// nothing new is not fetched alone while another partition of the same broker is held back by
+/// its read-ahead buffer: the held partition could not be fetched again until the wait was over
+/// (stalls of up to 500 ms in the middle of a backlog, at the defaults).
+#[tokio::test]
+async fn a_caught_up_partition_is_not_fetched_alone_while_its_brokers_backlog_waits_for_a_poll() {
+    let mock = MockCluster::builder()
+        .brokers(1)
+        .topic("t", 2)
+        .start()
+        .await
+        .unwrap();
+    seed(&mock, "t", 0, 0, 5000);
+    let mut config = assign_config();
+    // One batch (500 records) per fetch fills partition 0's read-ahead at once.
+    config.max_partition_fetch_bytes = 1024;
+    let c = assigned(&mock, config, &[("t", 0), ("t", 1)], StartOffset::Beginning).await;
+    let mut got = c
+        .poll(Duration::ZERO)
+        .await
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    // The application is busy: the read-ahead fills and partition 0 is held.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    got.extend(read(&c, 5000 - got.len(), Duration::from_secs(20)).await);
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..5000).collect::<Vec<i64>>());
+    assert!(got.iter().all(|r| r.partition == 0));
+    let fetches: Vec<Vec<(String, i32)>> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.api_key == ApiKey::Fetch)
+        .map(|r| r.partitions)
+        .collect();
+    assert!(fetches.len() >= 10, "{} fetches", fetches.len());
+    let alone = fetches
+        .iter()
+        .filter(|p| p.as_slice() == [("t".to_string(), 1)])
+        .count();
+    assert_eq!(alone, 0, "fetches of partition 1 alone: {fetches:?}");
+    c.close().await.unwrap();
+}

@@ -17,6 +17,10 @@ pub(crate) async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Optio
     let mut to_resolve = Vec::new();
     let mut to_validate = Vec::new();
     let mut fetchable = Vec::new();
+    // Partitions held back only by their read-ahead buffer (the application has not polled
+    // them yet), and whether some fetchable partition has nothing new as far as we know.
+    let mut held = Vec::new();
+    let mut any_caught_up = false;
     {
         let mut st = lock(&shared.state);
         let buffered = st.buffered;
@@ -44,13 +48,18 @@ pub(crate) async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Optio
                 }
                 continue;
             }
-            if p.paused
-                || p.bytes >= 2 * cfg.max_partition_fetch_bytes as usize
-                || buffered >= cfg.max_buffered_bytes
-            {
+            if p.paused {
                 continue;
             }
-            fetchable.push((tp.clone(), p.fetch_offset, p.version));
+            if p.bytes >= 2 * cfg.max_partition_fetch_bytes as usize
+                || buffered >= cfg.max_buffered_bytes
+            {
+                held.push(tp.clone());
+                continue;
+            }
+            let caught_up = p.high_watermark.is_some_and(|hw| p.fetch_offset >= hw);
+            any_caught_up |= caught_up;
+            fetchable.push((tp.clone(), p.fetch_offset, p.version, caught_up));
         }
     }
     if !to_resolve.is_empty() {
@@ -63,15 +72,33 @@ pub(crate) async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Optio
     if fetchable.is_empty() {
         return next_retry;
     }
+    // A broker asked only for partitions it has nothing new for parks the Fetch for
+    // `fetch.max.wait.ms`, and it takes no other Fetch of ours meanwhile: a partition of the
+    // same broker held back by its buffer could not be fetched again until the wait is over
+    // (a stall of up to 500 ms at the defaults, in the middle of a backlog). Such a broker is
+    // asked once the held partition can come along (a poll that frees buffer space wakes the
+    // planner), as franz-go waits for a broker's buffered response to drain.
+    let mut held_by: HashSet<i32> = HashSet::new();
+    if any_caught_up {
+        for tp in &held {
+            if let Ok((leader, _)) = shared.cluster.leader_for(tp.topic(), tp.partition).await {
+                held_by.insert(leader);
+            }
+        }
+    }
+    let mut idle_only: HashMap<i32, bool> = HashMap::new();
     let mut by_broker: BTreeMap<i32, Vec<FetchItem>> = BTreeMap::new();
-    for (tp, offset, version) in fetchable {
+    for (tp, offset, version, caught_up) in fetchable {
         match shared.cluster.leader_for(tp.topic(), tp.partition).await {
-            Ok((leader, epoch)) => by_broker.entry(leader).or_default().push(FetchItem {
-                tp,
-                offset,
-                epoch,
-                version,
-            }),
+            Ok((leader, epoch)) => {
+                *idle_only.entry(leader).or_insert(true) &= caught_up;
+                by_broker.entry(leader).or_default().push(FetchItem {
+                    tp,
+                    offset,
+                    epoch,
+                    version,
+                })
+            }
             Err(e) => {
                 tracing::debug!(%tp, error = %e, "no leader for partition; retrying");
                 let at = Instant::now() + cfg.retry_backoff;
@@ -93,6 +120,13 @@ pub(crate) async fn plan(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Optio
     let mut st = lock(&shared.state);
     for (broker, items) in by_broker {
         if st.busy_brokers.contains(&broker) {
+            continue;
+        }
+        if held_by.contains(&broker) && idle_only.get(&broker).copied().unwrap_or(false) {
+            tracing::trace!(
+                broker,
+                "fetch deferred: a partition with buffered records comes along once polled"
+            );
             continue;
         }
         let mut validate = false;
