@@ -422,12 +422,51 @@ mod tests {
         assert_eq!(s.remaining(), 0);
     }
 
+    /// A reader task over an in-memory stream: the test writes the broker's side.
+    struct Reader {
+        table: Arc<Table>,
+        broker: tokio::io::DuplexStream,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Reader {
+        fn start() -> Reader {
+            let (table, dead_rx) = Table::new(1, std::time::Duration::from_secs(30), 8, 1);
+            let table = Arc::new(table);
+            let (client, broker) = tokio::io::duplex(4096);
+            let (read, _write) = tokio::io::split(Box::new(client) as BoxTransport);
+            let task = tokio::spawn(read_loop(
+                read,
+                BytesMut::new(),
+                FrameDecoder::default(),
+                table.clone(),
+                dead_rx,
+            ));
+            Reader {
+                table,
+                broker,
+                task,
+            }
+        }
+
+        /// A Fetch in flight: its correlation id and where its response arrives.
+        fn register(&self) -> (i32, oneshot::Receiver<Result<Bytes>>) {
+            use super::super::inflight::Registration;
+            let (tx, rx) = oneshot::channel();
+            let corr = self
+                .table
+                .register(
+                    kafka_protocol::messages::ApiKey::Fetch,
+                    Registration::Caller(tx, None),
+                )
+                .unwrap();
+            (corr, rx)
+        }
+    }
+
     #[tokio::test]
     async fn large_and_small_frames_arrive_whole_through_small_reads() {
-        use super::super::inflight::Registration;
-        use kafka_protocol::messages::ApiKey;
-        let (table, dead_rx) = Table::new(1, std::time::Duration::from_secs(30), 8, 1);
-        let table = Arc::new(table);
+        let mut reader = Reader::start();
         // Small frames, frames at and around the pooled threshold, a large one; each body
         // starts with its correlation id, as a response does.
         let sizes = [
@@ -442,28 +481,16 @@ mod tests {
         let mut waiting = Vec::new();
         let mut stream = Vec::new();
         for (i, &size) in sizes.iter().enumerate() {
-            let (tx, rx) = oneshot::channel();
-            let corr = table
-                .register(ApiKey::Fetch, Registration::Caller(tx, None))
-                .unwrap();
+            let (corr, rx) = reader.register();
             let mut body = corr.to_be_bytes().to_vec();
             body.extend_from_slice(&pattern(size - 4, i as u8));
             stream.extend_from_slice(&(body.len() as i32).to_be_bytes());
             stream.extend_from_slice(&body);
             waiting.push((rx, body));
         }
-        let (client, mut server) = tokio::io::duplex(4096);
-        let (read, _write) = tokio::io::split(Box::new(client) as BoxTransport);
-        let reader = tokio::spawn(read_loop(
-            read,
-            BytesMut::new(),
-            FrameDecoder::default(),
-            table.clone(),
-            dead_rx,
-        ));
         // Odd-sized pieces: prefixes and frames split across reads.
         for piece in stream.chunks(1777) {
-            server.write_all(piece).await.unwrap();
+            reader.broker.write_all(piece).await.unwrap();
         }
         for (rx, body) in waiting {
             let frame = rx.await.unwrap().unwrap();
@@ -475,44 +502,24 @@ mod tests {
             );
         }
         // The broker closes the connection: the reader fails what is in flight and ends.
-        let (tx, rx) = oneshot::channel();
-        table
-            .register(ApiKey::Fetch, Registration::Caller(tx, None))
-            .unwrap();
-        drop(server);
+        let (_, rx) = reader.register();
+        drop(reader.broker);
         assert!(rx.await.unwrap().is_err());
-        reader.await.unwrap();
+        reader.task.await.unwrap();
     }
 
     #[tokio::test]
     async fn a_connection_closed_mid_frame_fails_the_request() {
-        use super::super::inflight::Registration;
-        use kafka_protocol::messages::ApiKey;
-        let (table, dead_rx) = Table::new(1, std::time::Duration::from_secs(30), 8, 1);
-        let table = Arc::new(table);
-        let (tx, rx) = oneshot::channel();
-        let corr = table
-            .register(ApiKey::Fetch, Registration::Caller(tx, None))
-            .unwrap();
-        let (client, mut server) = tokio::io::duplex(4096);
-        let (read, _write) = tokio::io::split(Box::new(client) as BoxTransport);
-        let reader = tokio::spawn(read_loop(
-            read,
-            BytesMut::new(),
-            FrameDecoder::default(),
-            table.clone(),
-            dead_rx,
-        ));
+        let mut reader = Reader::start();
+        let (corr, rx) = reader.register();
         // A large frame's prefix and a part of its body, then the end of the stream.
-        server
-            .write_all(&(1_000_000i32).to_be_bytes())
-            .await
-            .unwrap();
-        server.write_all(&corr.to_be_bytes()).await.unwrap();
-        server.write_all(&[7; 5000]).await.unwrap();
-        drop(server);
+        let broker = &mut reader.broker;
+        broker.write_all(&1_000_000i32.to_be_bytes()).await.unwrap();
+        broker.write_all(&corr.to_be_bytes()).await.unwrap();
+        broker.write_all(&[7; 5000]).await.unwrap();
+        drop(reader.broker);
         let err = rx.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::Disconnected, "{err}");
-        reader.await.unwrap();
+        reader.task.await.unwrap();
     }
 }

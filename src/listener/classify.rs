@@ -299,6 +299,19 @@ pub fn error_class(error: &(dyn StdError + 'static)) -> String {
     UNNAMED_CLASS.to_owned()
 }
 
+/// Whether two [classes](error_class) name the same error type. A type's class is its short
+/// name (from its derived `Debug`) until the type is registered ([`register_error_type`]), and
+/// its path after: a registration between two failures of one record (another container's
+/// classifier being built) must not read as a change of error.
+pub(crate) fn same_class(a: &str, b: &str) -> bool {
+    a == b
+        || match (a.rsplit_once("::"), b.rsplit_once("::")) {
+            (Some((_, short)), None) => short == b,
+            (None, Some((_, short))) => short == a,
+            _ => false,
+        }
+}
+
 /// The class of an error whose type rekafka cannot name.
 const UNNAMED_CLASS: &str = "dyn core::error::Error";
 

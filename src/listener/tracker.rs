@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::backoff::{BackOff, BackOffExecution};
-use super::classify::{Classifier, error_class};
+use super::classify::{Classifier, error_class, same_class};
 
 /// A topic and partition as the listener layer's map key: a plain tuple, cheap to hash and
 /// clone. Convert to and from [`TopicPartition`](crate::consumer::TopicPartition) with
@@ -139,22 +139,6 @@ impl Default for FailedRecordTracker {
             reset_state_on_exception_change: true,
             max_recovery_failures: Some(5),
         }
-    }
-}
-
-/// Whether two [classes](error_class) name the same error type. A type's class is its short
-/// name until it is registered ([`register_error_type`](super::register_error_type)), and its
-/// path after: a registration between two failures of one record (another container's
-/// classifier being built) must not read as a change of error.
-fn same_class(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    let short = |c: &str| c.rsplit("::").next().map(str::to_owned);
-    match (a.contains("::"), b.contains("::")) {
-        (true, false) => short(a).as_deref() == Some(b),
-        (false, true) => short(b).as_deref() == Some(a),
-        _ => false,
     }
 }
 
